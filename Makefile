@@ -1,0 +1,33 @@
+# Two commands for a fresh machine:  make demo  |  make test
+PYTHON ?= python3
+VENV   ?= .venv
+PY      = $(VENV)/bin/python
+STAMP   = $(VENV)/.installed
+
+.PHONY: setup demo test bench clean
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	# torch first and pinned: 2.13.0 is the CPU wheel; an open range would pull a CUDA build
+	$(PY) -m pip install -q torch==2.13.0
+	$(PY) -m pip install -q -e '.[test]'
+	touch $(STAMP)
+
+demo: setup
+	$(VENV)/bin/revbot demo
+
+test: setup
+	$(PY) -m pytest -q tests
+
+bench: setup
+	$(PY) tests/bench/bench_review.py
+	$(PY) tests/bench/bench_harvest.py
+	$(PY) tests/bench/bench_train.py
+	$(PY) tests/bench/bench_quality.py
+	$(PY) tests/bench/bench_webhook.py
+
+clean:
+	rm -rf $(VENV) build *.egg-info .revbot-demo

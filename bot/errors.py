@@ -1,0 +1,41 @@
+"""Errors a user can act on. The CLI prints ``str(error)`` and exits with ``exit_code``; no traceback."""
+from __future__ import annotations
+
+
+class RevbotError(Exception):
+    exit_code = 1
+
+
+class UsageError(RevbotError):
+    exit_code = 2
+
+
+class DiffError(RevbotError):
+    """A diff that cannot be parsed; the message names the source, the hunk and the line."""
+
+    def __init__(self, message: str, source: str = "<diff>", line: int | None = None, hunk: str | None = None):
+        self.source, self.line, self.hunk = source, line, hunk
+        where = source + (f":{line}" if line is not None else "")
+        detail = f" (hunk {hunk})" if hunk else ""
+        super().__init__(f"{where}: {message}{detail}")
+
+
+class DataError(RevbotError):
+    """Bad input data: a malformed JSONL line, a missing field. Names file:line."""
+
+    def __init__(self, message: str, source: str | None = None, line: int | None = None):
+        self.source, self.line = source, line
+        prefix = f"{source}:{line}: " if source and line is not None else (f"{source}: " if source else "")
+        super().__init__(prefix + message)
+
+
+class ModelError(RevbotError):
+    """A model or adapter that cannot be loaded or used, with what to do instead."""
+
+
+class GitHubError(RevbotError):
+    """A GitHub API failure after retries; never carries a token."""
+
+    def __init__(self, message: str, status: int | None = None):
+        self.status = status
+        super().__init__(message)

@@ -1,0 +1,3 @@
+from revbot.cli import main
+
+main()

@@ -1,0 +1,89 @@
+"""The `revbot` command. Subcommands are imported only when run, so `revbot --help` stays fast
+and a missing optional dependency of one command never breaks another."""
+from __future__ import annotations
+
+import importlib
+import logging
+import os
+import sys
+
+import click
+
+# command name -> "module:attribute" of a click command
+COMMANDS: dict[str, str] = {
+    "review": "bot.cli:review",
+    "init-model": "bot.cli:init_model",
+    "github-sim": "bot.cli:github_sim",
+    "harvest": "harvest.cli:harvest",
+    "dataset": "harvest.cli:dataset",
+    "train": "finetune.cli:train",
+    "eval": "finetune.cli:eval_cmd",
+    "models": "finetune.cli:models",
+    "export": "finetune.cli:export",
+    "serve": "webhooks.cli:serve",
+    "worker": "webhooks.cli:worker",
+    "retrain": "revbot.retrain:retrain_cmd",
+    "demo": "revbot.demo:demo_cmd",
+}
+
+SHORT_HELP: dict[str, str] = {
+    "review": "Review a diff locally and print comments.",
+    "init-model": "Build a tiny random model (for tests and the offline demo only).",
+    "github-sim": "Run the GitHub API simulator on loopback.",
+    "harvest": "Mine past review comments into the dataset store.",
+    "dataset": "Import, export and inspect training examples.",
+    "train": "Train a QLoRA adapter; writes a new model version.",
+    "eval": "Evaluate a model version against baselines.",
+    "models": "List, promote and roll back model versions.",
+    "export": "Merge an adapter into its base model for serving.",
+    "serve": "Run the webhook service (web + worker).",
+    "worker": "Run queue workers alone (scaled-out deployment).",
+    "retrain": "Harvest new reviews, train, evaluate, promote if better.",
+    "demo": "Run the whole loop offline on an embedded sample project.",
+}
+
+
+class LazyGroup(click.Group):
+    def list_commands(self, ctx):
+        return list(COMMANDS)
+
+    def get_command(self, ctx, name):
+        target = COMMANDS.get(name)
+        if target is None:
+            return None
+        module_name, attr = target.split(":")
+        try:
+            module = importlib.import_module(module_name)
+        except ImportError as exc:
+            raise click.ClickException(f"the '{name}' command could not be loaded: {exc}") from exc
+        return getattr(module, attr)
+
+    def format_commands(self, ctx, formatter):
+        rows = [(name, SHORT_HELP.get(name, "")) for name in COMMANDS]
+        with formatter.section("Commands"):
+            formatter.write_dl(rows)
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("-v", "--verbose", count=True, help="More log output (-vv for debug).")
+@click.version_option(package_name="revbot")
+def cli(verbose: int) -> None:
+    """revbot: a self-hosted code reviewer that learns your team's review style.
+
+    \b
+    The loop:  harvest -> train -> eval -> serve -> retrain
+    Try it offline first:  revbot demo
+    """
+    level = {0: logging.WARNING, 1: logging.INFO}.get(verbose, logging.DEBUG)
+    level = getattr(logging, os.environ.get("REVBOT_LOG_LEVEL", "").upper(), level)
+    from bot.logs import configure_logging
+
+    configure_logging(level)
+
+
+def main() -> None:
+    try:
+        cli(prog_name="revbot")
+    except KeyboardInterrupt:
+        click.echo("interrupted", err=True)
+        sys.exit(130)
