@@ -1,0 +1,558 @@
+"""The one diff model: unified diff text -> files -> hunks -> lines with old and new numbers.
+
+It reads `git diff` output, GitHub's PR `.diff`, GitHub's per-file ``patch`` strings (hunks with no
+file headers), hg/bzr/svn flavoured unified diffs and single hunks such as a review comment's
+``diff_hunk``. It also answers the question every posted comment depends on: which
+(path, line, side) GitHub accepts a review comment on.
+
+GitHub's rule: a comment on side RIGHT names a line number of the new file that appears in a hunk
+as an added or context line; on side LEFT a line number of the old file that appears as a deleted
+or context line.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from functools import cached_property
+from typing import Iterable, Iterator
+
+from bot.errors import DiffError
+
+LEFT, RIGHT = "LEFT", "RIGHT"
+SIDES = (LEFT, RIGHT)
+
+HUNK_HEADER = re.compile(r"^@@+ -(\d+)(?:,(\d+))? \+(\d+)(?:,(\d+))? @@+ ?(.*)$")
+_GIT_HEADER = re.compile(r"^diff --git (.+)$")
+_NO_NEWLINE = "\\ No newline at end of file"
+
+
+@dataclass(frozen=True)
+class Line:
+    """One line of a hunk. ``kind`` is '+', '-' or ' '."""
+
+    kind: str
+    text: str
+    old_no: int | None
+    new_no: int | None
+    no_newline: bool = False  # followed by "\ No newline at end of file"
+
+    @property
+    def side(self) -> str:
+        return LEFT if self.kind == "-" else RIGHT
+
+    @property
+    def number(self) -> int:
+        """The line number on this line's own side (new for '+' and ' ', old for '-')."""
+        return self.old_no if self.kind == "-" else self.new_no  # type: ignore[return-value]
+
+    def render(self) -> str:
+        out = self.kind + self.text
+        return out + "\n" + _NO_NEWLINE if self.no_newline else out
+
+
+@dataclass
+class Hunk:
+    old_start: int
+    old_len: int
+    new_start: int
+    new_len: int
+    section: str = ""
+    lines: list[Line] = field(default_factory=list)
+
+    @property
+    def header(self) -> str:
+        tail = f" {self.section}" if self.section else ""
+        return f"@@ -{self.old_start},{self.old_len} +{self.new_start},{self.new_len} @@{tail}"
+
+    def text(self) -> str:
+        """The hunk as unified-diff text, header first, no trailing newline."""
+        return "\n".join([self.header, *(line.render() for line in self.lines)])
+
+    @cached_property
+    def anchors(self) -> frozenset[tuple[int, str]]:
+        """Every (line, side) a review comment may sit on within this hunk."""
+        out: set[tuple[int, str]] = set()
+        for line in self.lines:
+            if line.kind in "+ " and line.new_no is not None:
+                out.add((line.new_no, RIGHT))
+            if line.kind in "- " and line.old_no is not None:
+                out.add((line.old_no, LEFT))
+        return frozenset(out)
+
+    def is_commentable(self, line: int, side: str) -> bool:
+        return (line, side) in self.anchors
+
+    def line_at(self, line: int, side: str) -> Line | None:
+        for candidate in self.lines:
+            if side == RIGHT and candidate.kind in "+ " and candidate.new_no == line:
+                return candidate
+            if side == LEFT and candidate.kind in "- " and candidate.old_no == line:
+                return candidate
+        return None
+
+    @property
+    def added(self) -> int:
+        return sum(1 for line in self.lines if line.kind == "+")
+
+    @property
+    def removed(self) -> int:
+        return sum(1 for line in self.lines if line.kind == "-")
+
+    def sub_hunk(self, start: int, end: int) -> "Hunk":
+        """Lines [start, end) as a hunk of their own, with a header whose numbers match them."""
+        part = self.lines[start:end]
+        if not part:
+            raise ValueError("empty slice of a hunk")
+        old_start = next((ln.old_no for ln in part if ln.old_no is not None), None)
+        new_start = next((ln.new_no for ln in part if ln.new_no is not None), None)
+        old_len = sum(1 for ln in part if ln.kind in "- ")
+        new_len = sum(1 for ln in part if ln.kind in "+ ")
+        if old_start is None:  # no old lines: git writes the line before the insertion point
+            old_start = _count_before(self.lines[:start], "old", self.old_start)
+        if new_start is None:
+            new_start = _count_before(self.lines[:start], "new", self.new_start)
+        return Hunk(old_start, old_len, new_start, new_len, self.section, list(part))
+
+    def split(self, max_lines: int) -> list["Hunk"]:
+        """Split into hunks of at most ``max_lines`` lines (for hunks too large for one prompt)."""
+        if len(self.lines) <= max_lines:
+            return [self]
+        return [self.sub_hunk(i, min(i + max_lines, len(self.lines))) for i in range(0, len(self.lines), max_lines)]
+
+
+def _count_before(previous: list[Line], which: str, start: int) -> int:
+    attr = "old_no" if which == "old" else "new_no"
+    numbers = [getattr(ln, attr) for ln in previous if getattr(ln, attr) is not None]
+    return numbers[-1] if numbers else max(start - 1, 0)
+
+
+@dataclass
+class FileDiff:
+    """One file of a diff. ``path`` is the new path (the old one for a deleted file)."""
+
+    path: str
+    old_path: str | None = None
+    status: str = "modified"  # added | deleted | modified | renamed | copied
+    is_binary: bool = False
+    is_symlink: bool = False
+    old_mode: str | None = None
+    new_mode: str | None = None
+    hunks: list[Hunk] = field(default_factory=list)
+
+    @cached_property
+    def anchors(self) -> frozenset[tuple[int, str]]:
+        out: set[tuple[int, str]] = set()
+        for hunk in self.hunks:
+            out |= hunk.anchors
+        return frozenset(out)
+
+    def is_commentable(self, line: int, side: str) -> bool:
+        return (line, side) in self.anchors
+
+    def hunk_for(self, line: int, side: str) -> Hunk | None:
+        for hunk in self.hunks:
+            if hunk.is_commentable(line, side):
+                return hunk
+        return None
+
+    @property
+    def added(self) -> int:
+        return sum(h.added for h in self.hunks)
+
+    @property
+    def removed(self) -> int:
+        return sum(h.removed for h in self.hunks)
+
+    def text(self) -> str:
+        """The file as a git-style diff (what GitHub's ``.diff`` holds for it)."""
+        old = self.old_path or self.path
+        head = [f"diff --git a/{old} b/{self.path}"]
+        if self.status == "added":
+            head.append(f"new file mode {self.new_mode or '100644'}")
+        elif self.status == "deleted":
+            head.append(f"deleted file mode {self.old_mode or '100644'}")
+        elif self.status == "renamed":
+            head += ["similarity index 90%", f"rename from {old}", f"rename to {self.path}"]
+        if self.is_binary:
+            head.append(f"Binary files a/{old} and b/{self.path} differ")
+            return "\n".join(head)
+        if self.hunks:
+            head.append("--- " + ("/dev/null" if self.status == "added" else f"a/{old}"))
+            head.append("+++ " + ("/dev/null" if self.status == "deleted" else f"b/{self.path}"))
+        return "\n".join(head + [h.text() for h in self.hunks])
+
+
+@dataclass
+class Diff:
+    files: list[FileDiff] = field(default_factory=list)
+    source: str = "<diff>"
+    warnings: list[str] = field(default_factory=list)
+
+    def __iter__(self) -> Iterator[FileDiff]:
+        return iter(self.files)
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    @cached_property
+    def _by_path(self) -> dict[str, FileDiff]:
+        return {f.path: f for f in self.files}
+
+    def file(self, path: str) -> FileDiff | None:
+        return self._by_path.get(path)
+
+    def is_commentable(self, path: str, line: int, side: str) -> bool:
+        found = self.file(path)
+        return found is not None and found.is_commentable(line, side)
+
+    @property
+    def binary_files(self) -> list[FileDiff]:
+        return [f for f in self.files if f.is_binary]
+
+    def text(self) -> str:
+        return "\n".join(f.text() for f in self.files) + ("\n" if self.files else "")
+
+
+# --------------------------------------------------------------------------- parsing
+
+
+def decode(data: bytes | str, source: str = "<diff>") -> tuple[str, list[str]]:
+    """Bytes -> text. Invalid UTF-8 is replaced (U+FFFD) and noted rather than refused."""
+    if isinstance(data, str):
+        return data, []
+    try:
+        return data.decode("utf-8"), []
+    except UnicodeDecodeError as exc:
+        return data.decode("utf-8", errors="replace"), [
+            f"{source}: not valid UTF-8 (first bad byte at offset {exc.start}); decoded with replacement characters"
+        ]
+
+
+def _unquote(name: str) -> str:
+    """Undo git's C-style quoting ("a/A \\303\\242 B.py") and strip a trailing timestamp."""
+    name = name.rstrip("\r")
+    if name.startswith('"'):
+        end = _closing_quote(name)
+        if end > 0:
+            raw, out, i = name[1:end], bytearray(), 0
+            escapes = {"n": b"\n", "t": b"\t", '"': b'"', "\\": b"\\", "a": b"\a", "b": b"\b", "f": b"\f", "r": b"\r", "v": b"\v"}
+            while i < len(raw):
+                ch = raw[i]
+                if ch == "\\" and i + 1 < len(raw):
+                    nxt = raw[i + 1]
+                    if nxt in "01234567" and re.match(r"[0-7]{3}", raw[i + 1 : i + 4]):
+                        out.append(int(raw[i + 1 : i + 4], 8))
+                        i += 4
+                        continue
+                    out += escapes.get(nxt, nxt.encode())
+                    i += 2
+                    continue
+                out += ch.encode("utf-8")
+                i += 1
+            return out.decode("utf-8", errors="replace")
+    # "--- path\t2002-02-21 23:30:39.942229878 -0800": the tab starts a timestamp
+    return name.split("\t", 1)[0].rstrip() if "\t" in name else name.rstrip()
+
+
+def _closing_quote(text: str) -> int:
+    i = 1
+    while i < len(text):
+        if text[i] == "\\":
+            i += 2
+            continue
+        if text[i] == '"':
+            return i
+        i += 1
+    return -1
+
+
+def _split_git_header(rest: str) -> tuple[str | None, str | None]:
+    """'a/x b/x' -> ('a/x', 'b/x'); handles quoted names and names with spaces."""
+    if rest.startswith('"'):
+        end = _closing_quote(rest)
+        first, remainder = rest[: end + 1], rest[end + 1 :].strip()
+        return _unquote(first), _unquote(remainder) if remainder else None
+    if rest.endswith('"'):
+        start = rest.rfind(' "')
+        if start > 0:
+            return rest[:start], _unquote(rest[start + 1 :])
+    # unquoted names may contain spaces: find the split where both halves name the same file
+    parts = rest.split(" ")
+    for i in range(1, len(parts)):
+        left, right = " ".join(parts[:i]), " ".join(parts[i:])
+        if _strip_prefix(left, "a/") == _strip_prefix(right, "b/") or left.split("/", 1)[-1] == right.split("/", 1)[-1]:
+            return left, right
+    half = len(parts) // 2
+    return " ".join(parts[:half]) or None, " ".join(parts[half:]) or None
+
+
+def _strip_prefix(name: str, prefix: str) -> str:
+    return name[len(prefix) :] if name.startswith(prefix) else name
+
+
+def _clean_paths(old: str | None, new: str | None) -> tuple[str | None, str | None]:
+    """Drop git's a/ b/ prefixes when the pair uses them; map /dev/null to None."""
+    old = None if old in (None, "/dev/null") else old
+    new = None if new in (None, "/dev/null") else new
+    prefixed = (old is None or old.startswith("a/")) and (new is None or new.startswith("b/")) and (old or new)
+    if prefixed:
+        old = _strip_prefix(old, "a/") if old else None
+        new = _strip_prefix(new, "b/") if new else None
+    return old, new
+
+
+class _FileBuilder:
+    def __init__(self) -> None:
+        self.old: str | None = None
+        self.new: str | None = None
+        self.git_old: str | None = None
+        self.git_new: str | None = None
+        self.status: str | None = None
+        self.binary = False
+        self.old_mode: str | None = None
+        self.new_mode: str | None = None
+        self.rename_from: str | None = None
+        self.rename_to: str | None = None
+        self.saw_headers = False  # --- / +++ seen
+        self.dev_null_old = False
+        self.dev_null_new = False
+        self.hunks: list[Hunk] = []
+
+    def build(self) -> FileDiff:
+        old, new = self.old, self.new
+        if old is None and new is None:
+            old, new = _clean_paths(self.git_old, self.git_new)
+        if self.rename_from or self.rename_to:
+            old = self.rename_from or old
+            new = self.rename_to or new
+        status = self.status
+        if status is None:
+            if self.dev_null_old:
+                status = "added"
+            elif self.dev_null_new:
+                status = "deleted"
+            elif old and new and old != new and self.rename_from:
+                status = "renamed"
+            elif len(self.hunks) == 1 and self.hunks[0].old_start == 0 and self.hunks[0].old_len == 0:
+                status = "added"
+            elif len(self.hunks) == 1 and self.hunks[0].new_start == 0 and self.hunks[0].new_len == 0:
+                status = "deleted"
+            else:
+                status = "modified"
+        path = (old if status == "deleted" else new) or old or new or "<unknown>"
+        old_path = old if status != "added" else None
+        symlink = "120000" in (self.old_mode or "", self.new_mode or "")
+        return FileDiff(path, old_path, status, self.binary, symlink, self.old_mode, self.new_mode, self.hunks)
+
+
+def parse_diff(data: str | bytes, source: str = "<diff>") -> Diff:
+    """Parse a whole unified diff (git, GitHub .diff, hg, bzr, svn).
+
+    Raises DiffError (naming ``source``, the line and the hunk) when a hunk's lines do not match its
+    header. Binary files are kept with ``is_binary`` set and no hunks, so callers can report them.
+    """
+    text, warnings = decode(data, source)
+    lines = text.split("\n")
+    if lines and lines[-1] == "":
+        lines.pop()
+    diff = Diff(source=source, warnings=warnings)
+    current: _FileBuilder | None = None
+    i, n = 0, len(lines)
+
+    def finish() -> None:
+        nonlocal current
+        if current is not None:
+            diff.files.append(current.build())
+        current = None
+
+    while i < n:
+        raw = lines[i]
+        line = raw[:-1] if raw.endswith("\r") else raw
+        git = _GIT_HEADER.match(line)
+        if git:
+            finish()
+            current = _FileBuilder()
+            current.git_old, current.git_new = _split_git_header(git.group(1))
+            i += 1
+            continue
+        if line.startswith("--- ") and i + 1 < n and lines[i + 1].startswith("+++ "):
+            if current is None or current.saw_headers or current.hunks:
+                finish()
+                current = _FileBuilder()
+            old_name = _unquote(line[4:])
+            new_name = _unquote(lines[i + 1].rstrip("\r")[4:])
+            current.dev_null_old = old_name == "/dev/null"
+            current.dev_null_new = new_name == "/dev/null"
+            current.old, current.new = _clean_paths(old_name, new_name)
+            if current.old is None and current.new is not None and not current.dev_null_old:
+                current.old = current.new
+            if current.new is None and current.old is not None and not current.dev_null_new:
+                current.new = current.old
+            current.saw_headers = True
+            i += 2
+            continue
+        header = HUNK_HEADER.match(line)
+        if header:
+            if current is None:
+                current = _FileBuilder()
+            hunk, i = _read_hunk(lines, i, header, source, len(current.hunks) + 1, strict=True)
+            current.hunks.append(hunk)
+            continue
+        if current is not None and not current.hunks:
+            _extended_header(current, line)
+        elif line[:1] in ("+", "-") and current is not None and current.hunks:
+            last = current.hunks[-1]
+            raise DiffError(
+                "hunk has more lines than its header says", source, i + 1, f"#{len(current.hunks)} {last.header}"
+            )
+        elif line.startswith("GIT binary patch") or (line.startswith("Binary files ") and line.endswith(" differ")):
+            if current is not None:
+                current.binary = True
+        i += 1
+    finish()
+    for f in diff.files:
+        if f.is_binary:
+            f.hunks = []
+    return diff
+
+
+def _extended_header(current: _FileBuilder, line: str) -> None:
+    if line.startswith("new file mode "):
+        current.status, current.new_mode = "added", line.split()[-1]
+        current.dev_null_old = True
+    elif line.startswith("deleted file mode "):
+        current.status, current.old_mode = "deleted", line.split()[-1]
+        current.dev_null_new = True
+    elif line.startswith("old mode "):
+        current.old_mode = line.split()[-1]
+    elif line.startswith("new mode "):
+        current.new_mode = line.split()[-1]
+    elif line.startswith("rename from ") or line.startswith("copy from "):
+        current.rename_from = _unquote(line.split(" ", 2)[2])
+        current.status = "renamed" if line.startswith("rename") else "copied"
+    elif line.startswith("rename to ") or line.startswith("copy to "):
+        current.rename_to = _unquote(line.split(" ", 2)[2])
+    elif line.startswith("index ") and " " in line[6:]:
+        mode = line.split()[-1]
+        if mode.isdigit():
+            current.old_mode = current.old_mode or mode
+            current.new_mode = current.new_mode or mode
+    elif line.startswith("GIT binary patch") or (line.startswith("Binary files ") and line.endswith(" differ")):
+        current.binary = True
+        if line.startswith("Binary files "):
+            m = re.match(r"Binary files (.+) and (.+) differ$", line)
+            if m and current.old is None and current.new is None:
+                current.dev_null_old = m.group(1) == "/dev/null"
+                current.dev_null_new = m.group(2) == "/dev/null"
+                current.old, current.new = _clean_paths(_unquote(m.group(1)), _unquote(m.group(2)))
+                current.old = current.old or (None if current.dev_null_old else current.new)
+                current.new = current.new or (None if current.dev_null_new else current.old)
+
+
+def _read_hunk(
+    lines: list[str], i: int, header: re.Match[str], source: str, number: int, strict: bool
+) -> tuple[Hunk, int]:
+    old_start, old_len = int(header.group(1)), int(header.group(2) if header.group(2) is not None else 1)
+    new_start, new_len = int(header.group(3)), int(header.group(4) if header.group(4) is not None else 1)
+    hunk = Hunk(old_start, old_len, new_start, new_len, header.group(5).rstrip("\r"))
+    label = f"#{number} {hunk.header}"
+    old_no, new_no = old_start, new_start
+    old_left, new_left = old_len, new_len
+    i += 1
+    n = len(lines)
+    while i < n and (old_left > 0 or new_left > 0):
+        raw = lines[i]
+        line = raw[:-1] if raw.endswith("\r") else raw
+        kind = line[:1]
+        if line.startswith("\\"):
+            if hunk.lines:
+                hunk.lines[-1] = _with_no_newline(hunk.lines[-1])
+            i += 1
+            continue
+        if line == "":  # some tools drop the single space of an empty context line
+            kind, line = " ", " "
+        if kind == " " and old_left > 0 and new_left > 0:
+            hunk.lines.append(Line(" ", line[1:], old_no, new_no))
+            old_no, new_no, old_left, new_left = old_no + 1, new_no + 1, old_left - 1, new_left - 1
+        elif kind == "-" and old_left > 0:
+            hunk.lines.append(Line("-", line[1:], old_no, None))
+            old_no, old_left = old_no + 1, old_left - 1
+        elif kind == "+" and new_left > 0:
+            hunk.lines.append(Line("+", line[1:], None, new_no))
+            new_no, new_left = new_no + 1, new_left - 1
+        else:
+            if not strict:
+                break
+            what = "ends early" if kind not in "+- " or HUNK_HEADER.match(line) else "does not match its header"
+            raise DiffError(
+                f"hunk {what}: expected {old_left} more old and {new_left} more new lines, found {line[:60]!r}",
+                source,
+                i + 1,
+                label,
+            )
+        i += 1
+    if strict and (old_left > 0 or new_left > 0):
+        raise DiffError(
+            f"diff ends inside a hunk: {old_left} old and {new_left} new lines missing", source, i, label
+        )
+    # a trailing "\ No newline at end of file" belongs to this hunk
+    if i < n and lines[i].startswith("\\") and hunk.lines:
+        hunk.lines[-1] = _with_no_newline(hunk.lines[-1])
+        i += 1
+    return hunk, i
+
+
+def _with_no_newline(line: Line) -> Line:
+    return Line(line.kind, line.text, line.old_no, line.new_no, True)
+
+
+def parse_patch(
+    patch: str | None,
+    path: str,
+    old_path: str | None = None,
+    status: str = "modified",
+    source: str | None = None,
+    strict: bool = True,
+) -> FileDiff:
+    """Parse GitHub's per-file ``patch`` string (hunks, no file headers) of the PR files API.
+
+    GitHub omits ``patch`` for binary and very large files: that yields a FileDiff with no hunks and
+    ``is_binary`` left to the caller.
+    """
+    source = source or path
+    hunks: list[Hunk] = []
+    if patch:
+        lines = patch.split("\n")
+        if lines and lines[-1] == "":
+            lines.pop()
+        i = 0
+        while i < len(lines):
+            header = HUNK_HEADER.match(lines[i].rstrip("\r"))
+            if header:
+                hunk, i = _read_hunk(lines, i, header, source, len(hunks) + 1, strict)
+                hunks.append(hunk)
+            elif lines[i].strip() and strict:
+                raise DiffError(f"expected a hunk header, found {lines[i][:60]!r}", source, i + 1)
+            else:
+                i += 1
+    return FileDiff(path, old_path if status in ("renamed", "copied") else (None if status == "added" else path), status, hunks=hunks)
+
+
+def parse_hunk(text: str, source: str = "<hunk>", strict: bool = False) -> Hunk:
+    """Parse one hunk starting with its ``@@`` header.
+
+    Not strict by default because a review comment's ``diff_hunk`` is cut off at the commented line,
+    so it holds fewer lines than its header announces.
+    """
+    lines = text.replace("\r\n", "\n").split("\n")
+    while lines and lines[-1] == "":
+        lines.pop()
+    start = next((k for k, ln in enumerate(lines) if HUNK_HEADER.match(ln)), None)
+    if start is None:
+        raise DiffError("no '@@ -a,b +c,d @@' hunk header", source, 1)
+    hunk, _ = _read_hunk(lines, start, HUNK_HEADER.match(lines[start]), source, 1, strict)  # type: ignore[arg-type]
+    return hunk
+
+
+def anchors_of(files: Iterable[FileDiff]) -> set[tuple[str, int, str]]:
+    return {(f.path, line, side) for f in files for (line, side) in f.anchors}

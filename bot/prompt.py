@@ -1,0 +1,259 @@
+"""THE prompt contract: the one place that turns a hunk into model input and model output back into
+comments anchored to (line, side). Training, evaluation and review all go through it, and every
+adapter records PROMPT_FORMAT_VERSION so a model is never served a format it was not trained on.
+
+Format version 1
+----------------
+Input (user part): the file path, the hunk header, then every hunk line with an explicit anchor
+label, ``R<n>`` for a line of the new file (added or context) and ``L<n>`` for a deleted line::
+
+    File: src/app.py
+    @@ -10,3 +10,4 @@ def load(path):
+    R10  with open(path) as fh:
+    L11 -    data = fh.read()
+    R11 +    data = fh.read().strip()
+
+Answer: one block per comment, ``<anchor>: <first line>`` at the start of a line, further lines of
+the same comment indented by two spaces; a range is ``R10-12``. Or the explicit ``NO COMMENT``.
+The answer always ends with a line holding only ANSWER_END::
+
+    R11: Strip in the parser, not here.
+      ```suggestion
+      data = fh.read()
+      ```
+    </review>
+
+Small models break formats, so parsing is tolerant: unknown lines are skipped and counted, never
+raised; the caller validates every anchor against the diff before anything is posted.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Any, Iterable, Protocol, Sequence
+
+from bot.diff import LEFT, RIGHT, Hunk
+
+PROMPT_FORMAT_VERSION = 1
+ANSWER_END = "</review>"
+NO_COMMENT = "NO COMMENT"
+ANSWER_HEADER = "### Review"
+
+SYSTEM_PROMPT = (
+    "You review code changes for this team, in the team's own style. "
+    "Comment only where a reviewer on this team would. "
+    "Write each comment as `R<n>: text` for line n of the new file or `L<n>: text` for a deleted "
+    "line n, indenting further lines of a comment by two spaces. "
+    f"If nothing needs saying, answer `{NO_COMMENT}`. End with `{ANSWER_END}`."
+)
+
+_SIDE_LETTER = {RIGHT: "R", LEFT: "L"}
+_LETTER_SIDE = {"R": RIGHT, "L": LEFT}
+_ANCHOR = re.compile(
+    r"^(?:[-*]\s+)?[\[(`]?(?P<side>[LR])(?P<first>\d{1,7})(?:\s*-\s*[LR]?(?P<last>\d{1,7}))?[\])`]?\s*:[ \t]?(?P<body>.*)$"
+)
+_NO_COMMENT = re.compile(r"^\W*no[ _-]?comments?\W*$", re.I)
+
+
+class CommentLike(Protocol):
+    line: int
+    side: str
+    body: str
+    start_line: int | None
+
+
+@dataclass(frozen=True)
+class PromptComment:
+    """A comment as the prompt contract sees it: anchored within one hunk."""
+
+    line: int
+    side: str
+    body: str
+    start_line: int | None = None  # first line of a range, same side, < line
+
+    def key(self) -> tuple[int, str, str]:
+        return (self.line, self.side, self.body)
+
+
+@dataclass(frozen=True)
+class PromptInput:
+    """What a backend receives for one hunk."""
+
+    system: str
+    user: str
+
+    def messages(self) -> list[dict[str, str]]:
+        return [{"role": "system", "content": self.system}, {"role": "user", "content": self.user}]
+
+    def plain_text(self) -> str:
+        """Prompt for plain (non-chat) models; the answer starts right after it."""
+        return f"{self.system}\n\n{self.user}\n\n{ANSWER_HEADER}\n"
+
+
+@dataclass
+class ParseResult:
+    comments: list[PromptComment] = field(default_factory=list)
+    no_comment: bool = False
+    failures: int = 0  # lines or blocks that could not be understood
+    invalid_anchors: list[PromptComment] = field(default_factory=list)  # well-formed, but not in the hunk
+
+    @property
+    def failed(self) -> bool:
+        """Nothing usable came out although something was expected."""
+        return self.failures > 0 and not self.comments and not self.no_comment
+
+
+# --------------------------------------------------------------------------- rendering
+
+
+def anchor_label(line: int, side: str) -> str:
+    return f"{_SIDE_LETTER[side]}{line}"
+
+
+def render_hunk(hunk: Hunk) -> str:
+    rows = [hunk.header]
+    for ln in hunk.lines:
+        label = anchor_label(ln.old_no, LEFT) if ln.kind == "-" else anchor_label(ln.new_no, RIGHT)  # type: ignore[arg-type]
+        rows.append(f"{label} {ln.kind}{ln.text}")
+    return "\n".join(rows)
+
+
+def render_input(path: str, hunk: Hunk, context: str | None = None) -> PromptInput:
+    """The model input for one hunk of ``path``. ``context`` is optional extra text shown above it."""
+    parts = [f"File: {path}"]
+    if context:
+        parts.append(f"Context:\n{context.rstrip()}")
+    parts.append(render_hunk(hunk))
+    return PromptInput(SYSTEM_PROMPT, "\n".join(parts))
+
+
+def normalize_body(body: str) -> str:
+    """Canonical body: LF line ends, no trailing spaces, no blank lines at either end."""
+    lines = [ln.rstrip() for ln in body.replace("\r\n", "\n").replace("\r", "\n").split("\n")]
+    while lines and not lines[0]:
+        lines.pop(0)
+    while lines and not lines[-1]:
+        lines.pop()
+    return "\n".join(lines)
+
+
+def render_target(comments: Sequence[CommentLike]) -> str:
+    """The answer a model is trained to give for these comments (without ANSWER_END)."""
+    blocks = []
+    for c in canonical(comments):
+        label = anchor_label(c.line, c.side)
+        if c.start_line is not None:
+            label = f"{anchor_label(c.start_line, c.side)}-{c.line}"
+        first, *rest = c.body.split("\n")
+        blocks.append("\n".join([f"{label}: {first}", *(("  " + ln) if ln else "" for ln in rest)]))
+    return "\n".join(blocks) if blocks else NO_COMMENT
+
+
+def canonical(comments: Iterable[CommentLike]) -> list[PromptComment]:
+    """Comments as the contract carries them: normalised bodies, empty ones and duplicates dropped,
+    a one-line range collapsed to a single line."""
+    out = []
+    for c in comments:
+        body = normalize_body(c.body)
+        start = getattr(c, "start_line", None)
+        if start is not None and start >= c.line:
+            start = None
+        if body:
+            out.append(PromptComment(c.line, c.side, body, start))
+    return _dedupe(out)
+
+
+def render_answer(comments: Sequence[CommentLike]) -> str:
+    """Target plus the end marker: exactly what training puts after the prompt."""
+    return f"{render_target(comments)}\n{ANSWER_END}"
+
+
+def prompt_text(inp: PromptInput, tokenizer: Any = None) -> str:
+    """Text fed to a local model: its chat template when it has one, else the plain format."""
+    if tokenizer is not None and getattr(tokenizer, "chat_template", None):
+        return tokenizer.apply_chat_template(inp.messages(), tokenize=False, add_generation_prompt=True)
+    return inp.plain_text()
+
+
+def training_text(inp: PromptInput, comments: Sequence[CommentLike], tokenizer: Any = None) -> tuple[str, str]:
+    """(prompt, answer) for training: loss goes on the answer only."""
+    return prompt_text(inp, tokenizer), render_answer(comments)
+
+
+# --------------------------------------------------------------------------- parsing
+
+
+def cut_at_end(text: str) -> str:
+    """Output up to the first line that is only ANSWER_END (at column 0: an indented one is body text)."""
+    lines = text.replace("\r\n", "\n").split("\n")
+    kept = []
+    for ln in lines:
+        if ln.rstrip() == ANSWER_END:
+            break
+        kept.append(ln)
+    return "\n".join(kept)
+
+
+def parse_output(text: str | None, hunk: Hunk | None = None) -> ParseResult:
+    """Model output -> comments. Never raises; what cannot be read is counted in ``failures``.
+
+    With ``hunk``, comments whose anchor is not in the hunk are moved to ``invalid_anchors``.
+    """
+    result = ParseResult()
+    body_lines: list[str] | None = None
+    current: dict[str, Any] | None = None
+
+    def close() -> None:
+        nonlocal current, body_lines
+        if current is not None and body_lines is not None:
+            body = normalize_body("\n".join(body_lines))
+            if body:
+                result.comments.append(PromptComment(current["line"], current["side"], body, current["start"]))
+            else:
+                result.failures += 1
+        current, body_lines = None, None
+
+    cleaned = cut_at_end(text or "")
+    if cleaned.strip().startswith(ANSWER_HEADER):
+        cleaned = cleaned.strip()[len(ANSWER_HEADER) :]
+    if not cleaned.strip():
+        result.failures += 1
+        return result
+    for raw in cleaned.split("\n"):
+        match = _ANCHOR.match(raw)
+        if match:
+            close()
+            side = _LETTER_SIDE[match.group("side")]
+            first, last = int(match.group("first")), match.group("last")
+            line, start = (int(last), first) if last is not None else (first, None)
+            if start is not None and start >= line:
+                start, line = (None, first) if start == line else (line, start)
+            current = {"line": line, "side": side, "start": start}
+            body_lines = [match.group("body")]
+        elif body_lines is not None:
+            body_lines.append(raw[2:] if raw.startswith("  ") else raw)
+        elif _NO_COMMENT.match(raw.strip()):
+            result.no_comment = True
+        elif raw.strip():
+            result.failures += 1
+    close()
+    if result.comments:
+        result.no_comment = False
+    result.comments = _dedupe(result.comments)
+    if hunk is not None:
+        valid, invalid = [], []
+        for c in result.comments:
+            ok = hunk.is_commentable(c.line, c.side) and (c.start_line is None or hunk.is_commentable(c.start_line, c.side))
+            (valid if ok else invalid).append(c)
+        result.comments, result.invalid_anchors = valid, invalid
+    return result
+
+
+def _dedupe(comments: Iterable[PromptComment]) -> list[PromptComment]:
+    seen: set[tuple[int, str, str]] = set()
+    out = []
+    for c in comments:
+        if c.key() not in seen:
+            seen.add(c.key())
+            out.append(c)
+    return out
