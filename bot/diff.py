@@ -323,8 +323,9 @@ class _FileBuilder:
         if old is None and new is None:
             old, new = _clean_paths(self.git_old, self.git_new)
         if self.rename_from or self.rename_to:
-            old = self.rename_from or old
-            new = self.rename_to or new
+            git_old, git_new = _clean_paths(self.git_old, self.git_new)
+            old = _fuller(self.rename_from, git_old) or old
+            new = _fuller(self.rename_to, git_new) or new
         status = self.status
         if status is None:
             if self.dev_null_old:
@@ -343,6 +344,25 @@ class _FileBuilder:
         old_path = old if status != "added" else None
         symlink = "120000" in (self.old_mode or "", self.new_mode or "")
         return FileDiff(path, old_path, status, self.binary, symlink, self.old_mode, self.new_mode, self.hunks)
+
+
+    def display_path(self) -> str:
+        """Best guess at the file's name while it is still being read (for error messages)."""
+        if self.new or self.old:
+            return self.new or self.old  # type: ignore[return-value]
+        old, new = _clean_paths(self.git_old, self.git_new)
+        return new or old or "<unknown file>"
+
+
+def _fuller(short: str | None, full: str | None) -> str | None:
+    """``rename from x`` where the git header says ``a/dir/x``: the header's path is the full one."""
+    if short and full and full != short and full.endswith("/" + short):
+        return full
+    return short
+
+
+def _is_binary_marker(line: str) -> bool:
+    return line.startswith("GIT binary patch") or (line.startswith("Binary files ") and line.endswith(" differ"))
 
 
 def parse_diff(data: str | bytes, source: str = "<diff>") -> Diff:
@@ -395,19 +415,31 @@ def parse_diff(data: str | bytes, source: str = "<diff>") -> Diff:
         if header:
             if current is None:
                 current = _FileBuilder()
-            hunk, i = _read_hunk(lines, i, header, source, len(current.hunks) + 1, strict=True)
+            hunk, i = _read_hunk(
+                lines, i, header, source, len(current.hunks) + 1, strict=True, path=current.display_path()
+            )
             current.hunks.append(hunk)
             continue
-        if current is not None and not current.hunks:
+        if line in ("-- ", "--"):
+            # `git format-patch` mail signature ("-- " then the git version): the patch is over
+            finish()
+        elif line.startswith("Binary files ") and line.endswith(" differ") and (
+            current is None or current.hunks or current.saw_headers or current.binary
+        ):
+            # a "Binary files" line of its own (diff -u -N, debdiff) starts a new file
+            finish()
+            current = _FileBuilder()
+            _extended_header(current, line)
+        elif current is not None and not current.hunks:
             _extended_header(current, line)
         elif line[:1] in ("+", "-") and current is not None and current.hunks:
             last = current.hunks[-1]
             raise DiffError(
-                "hunk has more lines than its header says", source, i + 1, f"#{len(current.hunks)} {last.header}"
+                "hunk has more lines than its header says",
+                source,
+                i + 1,
+                _hunk_label(len(current.hunks), last.header, current.display_path()),
             )
-        elif line.startswith("GIT binary patch") or (line.startswith("Binary files ") and line.endswith(" differ")):
-            if current is not None:
-                current.binary = True
         i += 1
     finish()
     for f in diff.files:
@@ -437,10 +469,10 @@ def _extended_header(current: _FileBuilder, line: str) -> None:
         if mode.isdigit():
             current.old_mode = current.old_mode or mode
             current.new_mode = current.new_mode or mode
-    elif line.startswith("GIT binary patch") or (line.startswith("Binary files ") and line.endswith(" differ")):
+    elif _is_binary_marker(line):
         current.binary = True
         if line.startswith("Binary files "):
-            m = re.match(r"Binary files (.+) and (.+) differ$", line)
+            m = re.match(r"Binary files (?:Binary files )?(.+) and (.+) differ$", line)
             if m and current.old is None and current.new is None:
                 current.dev_null_old = m.group(1) == "/dev/null"
                 current.dev_null_new = m.group(2) == "/dev/null"
@@ -449,13 +481,17 @@ def _extended_header(current: _FileBuilder, line: str) -> None:
                 current.new = current.new or (None if current.dev_null_new else current.old)
 
 
+def _hunk_label(number: int, header: str, path: str | None) -> str:
+    return f"#{number} of {path}: {header}" if path else f"#{number} {header}"
+
+
 def _read_hunk(
-    lines: list[str], i: int, header: re.Match[str], source: str, number: int, strict: bool
+    lines: list[str], i: int, header: re.Match[str], source: str, number: int, strict: bool, path: str | None = None
 ) -> tuple[Hunk, int]:
     old_start, old_len = int(header.group(1)), int(header.group(2) if header.group(2) is not None else 1)
     new_start, new_len = int(header.group(3)), int(header.group(4) if header.group(4) is not None else 1)
     hunk = Hunk(old_start, old_len, new_start, new_len, header.group(5).rstrip("\r"))
-    label = f"#{number} {hunk.header}"
+    label = _hunk_label(number, hunk.header, path)
     old_no, new_no = old_start, new_start
     old_left, new_left = old_len, new_len
     i += 1
@@ -483,13 +519,15 @@ def _read_hunk(
         else:
             if not strict:
                 break
-            what = "ends early" if kind not in "+- " or HUNK_HEADER.match(line) else "does not match its header"
-            raise DiffError(
-                f"hunk {what}: expected {old_left} more old and {new_left} more new lines, found {line[:60]!r}",
-                source,
-                i + 1,
-                label,
-            )
+            if kind not in "+- ":
+                what = f"hunk ends early: {old_left} old and {new_left} new lines missing, found {line[:60]!r}"
+            else:
+                over = "old" if old_left == 0 and kind in "- " else "new"
+                what = (
+                    f"hunk has more {over}-file lines than its header says "
+                    f"(expected {old_left} more old and {new_left} more new lines, found {line[:60]!r})"
+                )
+            raise DiffError(what, source, i + 1, label)
         i += 1
     if strict and (old_left > 0 or new_left > 0):
         raise DiffError(

@@ -102,6 +102,14 @@ _REVIEWS = [
 ]
 
 
+# Everything a build may write; removed first when rebuilding into the same directory.
+_WRITTEN_FILES = (
+    "config.json", "generation_config.json", "model.safetensors", "model.safetensors.index.json",
+    "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "chat_template.jinja",
+    "chat_template.json", "README.md", "revbot-tiny.json",
+)
+
+
 def _prompt_contract_text() -> list[str]:
     """The prompt contract's own words: a few rendered prompts and answers, so the format (anchor
     labels, headers, the end marker) tokenizes compactly."""
@@ -236,6 +244,8 @@ def build_tiny_model(
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    for stale in _WRITTEN_FILES:  # a rebuild must not inherit, say, the chat template of the last one
+        (out / stale).unlink(missing_ok=True)
     was_enabled = hf_logging.is_progress_bar_enabled()
     hf_logging.disable_progress_bar()
     try:

@@ -81,9 +81,17 @@ def cli(verbose: int) -> None:
     configure_logging(level)
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
+    """Entry point. A RevbotError (bad input the user can fix) becomes ``revbot: error: ...`` and its
+    exit code, never a traceback; the message is scrubbed of secrets first."""
+    from bot.errors import RevbotError
+    from bot.secrets import scrub_text
+
     try:
-        cli(prog_name="revbot")
+        cli.main(args=argv, prog_name="revbot")
+    except RevbotError as exc:
+        click.echo(f"revbot: error: {scrub_text(str(exc))}", err=True)
+        sys.exit(exc.exit_code)
     except KeyboardInterrupt:
         click.echo("interrupted", err=True)
         sys.exit(130)

@@ -1,0 +1,245 @@
+"""Core commands: ``revbot review``, ``revbot init-model``, ``revbot github-sim``.
+
+A command parses its arguments and calls library functions, nothing more: the pipeline is
+``bot.review``, the output ``bot.formats``, settings ``bot.config``. Errors a user can act on are
+``RevbotError``s; the ``revbot`` entry point prints them as ``revbot: error: ...`` and exits with their
+code. Heavy imports (torch, transformers) happen only when a model is actually loaded, so ``--help``
+and an empty diff stay instant.
+"""
+from __future__ import annotations
+
+import io
+import logging
+import os
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import click
+
+from bot.errors import UsageError
+
+log = logging.getLogger(__name__)
+
+_WORKTREE = "@worktree"  # what a bare --git stands for
+
+REVIEW_EPILOG = """\b
+Examples:
+  revbot review changes.diff                      # a diff file, text output
+  git diff main...HEAD | revbot review -          # a diff on stdin
+  revbot review --git main...HEAD --format sarif -o revbot.sarif
+  revbot review --git                             # uncommitted changes (HEAD vs working tree)
+  revbot review --staged                          # what `git commit` would record
+  revbot review x.diff --model Qwen/Qwen2.5-Coder-1.5B-Instruct
+  revbot review x.diff --adapter models/v3        # a trained adapter; its base model is recorded
+  revbot review x.diff --backend openai --base-url http://127.0.0.1:8000/v1 --api-model revbot-v3
+  revbot init-model /tmp/tiny && revbot review x.diff --model /tmp/tiny   # tiny random model: tests only
+
+\b
+Model, in order: --adapter/--model, --model-version, `model_version` in .revbot.yml, the current
+version in $REVBOT_MODELS_DIR (default models/), then $REVBOT_MODEL.
+"""
+
+
+def _positive(ctx: click.Context, param: click.Parameter, value: int | None) -> int | None:
+    if value is not None and value < 0:
+        raise click.BadParameter("must be 0 or more")
+    return value
+
+
+@click.command("review", epilog=REVIEW_EPILOG, context_settings={"help_option_names": ["-h", "--help"]})
+@click.argument("diff", required=False, metavar="[DIFF | -]")
+@click.option("--git", "git_range", is_flag=False, flag_value=_WORKTREE, default=None, metavar="[REV_RANGE]",
+              help="Compute the diff with git instead of reading one: `A...B` = B's changes since it forked "
+                   "from A (what a pull request shows, e.g. main...HEAD); `A..B` = A against B; a single REV = "
+                   "REV against the working tree; no value = uncommitted changes (HEAD against the working tree).")
+@click.option("--staged", is_flag=True,
+              help="Review the index (staged changes) against HEAD, or against REV with --git REV.")
+@click.option("--repo", "repo", default=".", show_default=True, type=click.Path(file_okay=False),
+              help="Repository for --git/--staged, and where .revbot.yml is looked for.")
+@click.option("--model", metavar="ID_OR_PATH",
+              help="Base model: a Hugging Face hub id (e.g. Qwen/Qwen2.5-Coder-1.5B-Instruct) or a local "
+                   "directory. Default: the current trained version (see below).")
+@click.option("--adapter", metavar="DIR",
+              help="A trained revbot adapter directory (e.g. models/v3); its base model is read from its "
+                   "revbot.json, and its prompt-format version must match this revbot's.")
+@click.option("--model-version", metavar="vN|current|latest",
+              help="A version from the model registry ($REVBOT_MODELS_DIR, default models/).")
+@click.option("--backend", type=click.Choice(["local", "openai"]), default=None,
+              help="local: load the model here (transformers). openai: ask an OpenAI-compatible server "
+                   "(vLLM, Ollama, TGI). Default: $REVBOT_BACKEND or local.")
+@click.option("--base-url", metavar="URL",
+              help="The server's base URL for --backend openai, e.g. http://127.0.0.1:8000/v1 "
+                   "(default $REVBOT_OPENAI_BASE_URL). Its key is read from $REVBOT_OPENAI_API_KEY.")
+@click.option("--api-model", metavar="NAME",
+              help="Model name on that server, e.g. a vLLM LoRA name (default $REVBOT_OPENAI_MODEL).")
+@click.option("--format", "fmt", type=click.Choice(["text", "json", "sarif", "rdjson", "github"]),
+              default="text", show_default=True,
+              help="text: `path:line: comment` for a terminal; json: the whole review as data; sarif: SARIF "
+                   "2.1.0 for GitHub code scanning and IDEs; rdjson: for `reviewdog -f=rdjson`; github: the "
+                   "body of GitHub's create-review request.")
+@click.option("--commit-id", metavar="SHA", help="commit_id to put in --format github output.")
+@click.option("--max-comments", type=int, callback=_positive, metavar="N",
+              help="At most N comments in the review (default: .revbot.yml, else 10).")
+@click.option("--max-comments-per-file", type=int, callback=_positive, metavar="N",
+              help="At most N comments per file (default: .revbot.yml, else 3).")
+@click.option("--ignore", "ignores", multiple=True, metavar="GLOB",
+              help="Do not review paths matching GLOB (gitignore style, e.g. 'docs/**' or '*.md'); "
+                   "repeatable; added to .revbot.yml's ignore_paths and the built-in vendored/generated list.")
+@click.option("--config", "config_path", type=click.Path(dir_okay=False), metavar="FILE",
+              help="Per-repo settings file (default: .revbot.yml in --repo, if there is one).")
+@click.option("--token-budget", type=click.IntRange(min=1), metavar="N",
+              help="Most tokens the review may spend, prompts plus answers; files past it are skipped "
+                   "and listed (default $REVBOT_TOKEN_BUDGET or 65536).")
+@click.option("--max-new-tokens", type=click.IntRange(min=1), metavar="N",
+              help="Longest answer per hunk, in tokens (default $REVBOT_MAX_NEW_TOKENS or 256).")
+@click.option("--batch-size", type=click.IntRange(min=1), metavar="N",
+              help="Prompts generated together by a local model (default $REVBOT_BATCH_SIZE or 8).")
+@click.option("--quantize", type=click.Choice(["4bit", "none"]), default=None,
+              help="Local model weights: 4bit (NF4; default on CUDA) or none (default on CPU).")
+@click.option("-o", "--output", type=click.Path(dir_okay=False, writable=True), metavar="FILE",
+              help="Write the output to FILE instead of stdout.")
+def review(diff, git_range, staged, repo, model, adapter, model_version, backend, base_url, api_model, fmt,
+           commit_id, max_comments, max_comments_per_file, ignores, config_path, token_budget, max_new_tokens,
+           batch_size, quantize, output):
+    """Review a diff with the team's model and print the comments.
+
+    DIFF is a unified diff file (git diff, a GitHub .diff, hg, svn), or - for stdin. Or let git
+    compute it with --git / --staged. Binary, deleted, vendored and generated files are skipped and
+    listed with the reason; so is whatever does not fit the token budget.
+    """
+    from bot import formats
+    from bot.config import RepoConfig, Settings, find_repo_config
+    from bot.review import FileSource, GitSource, ReviewOptions, TextSource, run
+
+    settings = Settings.from_env()
+    source = _source(diff, git_range, staged, repo, TextSource, FileSource, GitSource)
+    config = RepoConfig.from_file(config_path) if config_path else find_repo_config(repo)
+    if not config.enabled:
+        click.echo(f"revbot: review disabled by {config.source} (enabled: false)", err=True)
+        return
+    options = ReviewOptions.from_config(
+        config,
+        max_comments=max_comments,
+        max_comments_per_file=max_comments_per_file,
+        ignore_paths=tuple(config.ignore_paths) + tuple(ignores),
+        max_new_tokens=max_new_tokens or settings.max_new_tokens,
+        token_budget=token_budget or settings.token_budget,
+    )
+    kind = backend or settings.backend
+
+    def load() -> Any:
+        return _load_backend(
+            kind, settings, config, model=model, adapter=adapter, model_version=model_version, base_url=base_url,
+            api_model=api_model, batch_size=batch_size or settings.batch_size,
+            quantize=quantize or settings.quantize,
+        )
+
+    buffer = io.StringIO()
+    sink = formats.StreamSink(fmt, buffer, commit_id=commit_id)
+    result = run(source, load, sink, options)
+    for warning in result.warnings:
+        click.echo(f"revbot: warning: {warning}", err=True)
+    if output:
+        _write_atomic(Path(output), buffer.getvalue())
+        click.echo(f"revbot: {result.summary} Wrote {fmt} to {output}.", err=True)
+    else:
+        click.echo(buffer.getvalue(), nl=False)
+
+
+def _source(diff, git_range, staged, repo, TextSource, FileSource, GitSource):
+    """Which diff to review, from the arguments; contradictory ones are a usage error."""
+    uses_git = git_range is not None or staged
+    if diff is not None and uses_git:
+        raise UsageError("give either a DIFF file (or -) or --git/--staged, not both")
+    if uses_git:
+        rev = None if git_range in (None, _WORKTREE) else git_range
+        return GitSource(repo, rev, staged)
+    if diff == "-" or diff is None:
+        stdin = click.get_binary_stream("stdin")
+        if diff is None and (getattr(sys.stdin, "isatty", lambda: False)()):
+            raise UsageError("nothing to review: give a DIFF file, - for stdin, or --git (see `revbot review --help`)")
+        return TextSource(stdin.read(), "<stdin>")
+    return FileSource(diff)
+
+
+def _load_backend(kind: str, settings: Any, config: Any, *, model: str | None, adapter: str | None,
+                  model_version: str | None, base_url: str | None, api_model: str | None, batch_size: int,
+                  quantize: str | None) -> Any:
+    """Resolve which model to use and load it (only called when there is something to review)."""
+    from bot.model import load_backend
+
+    if kind == "openai":
+        url = base_url or settings.openai_base_url
+        name = api_model or settings.openai_model or model
+        if not url:
+            raise UsageError("--backend openai needs --base-url (or REVBOT_OPENAI_BASE_URL), "
+                             "e.g. http://127.0.0.1:8000/v1")
+        if not name:
+            raise UsageError("--backend openai needs --api-model (or REVBOT_OPENAI_MODEL): the served model's name")
+        return load_backend(kind="openai", base_url=url, api_model=name, batch_size=batch_size)
+
+    if base_url or api_model:
+        raise UsageError("--base-url and --api-model are for --backend openai")
+    if model or adapter:  # bot.model says clearly what is wrong with a missing path or an offline hub id
+        return load_backend(model, adapter=adapter, quantize=quantize, batch_size=batch_size)
+
+    version_dir = _registry_version(model_version or config.model_version, settings.models_dir,
+                                    explicit=model_version is not None or config.model_version is not None)
+    if version_dir is not None:
+        return load_backend(None, adapter=str(version_dir), quantize=quantize, batch_size=batch_size)
+    if settings.model:
+        return load_backend(settings.model, adapter=settings.adapter, quantize=quantize, batch_size=batch_size)
+    raise UsageError(
+        "no model to review with: pass --model ID_OR_PATH (a hub id such as Qwen/Qwen2.5-Coder-1.5B-Instruct, or "
+        "a local model directory) or --adapter DIR, train one with `revbot train`, or run `revbot init-model DIR` "
+        f"for a tiny random model to try the pipeline (no version is current in {settings.models_dir})"
+    )
+
+
+def _registry_version(spec: str | None, models_dir: Path, *, explicit: bool) -> Path | None:
+    """The adapter directory of a registry version; None when there is no registry or no current one
+    (an explicitly asked-for version that is missing is an error)."""
+    try:
+        from bot.versions import ModelRegistry
+    except ImportError:
+        if explicit:
+            raise UsageError("model versions are not available in this installation") from None
+        return None
+    registry = ModelRegistry(models_dir)
+    if explicit:
+        return Path(registry.resolve(spec).path)
+    current = registry.current()
+    return Path(current.path) if current is not None else None
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` via a temporary file, so a reader never sees half a report."""
+    directory = path.parent if str(path.parent) else Path(".")
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=directory)
+    except OSError as exc:
+        raise UsageError(f"cannot write {path}: {exc.strerror or exc}") from None
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+        os.replace(tmp, path)
+    except OSError as exc:
+        Path(tmp).unlink(missing_ok=True)
+        raise UsageError(f"cannot write {path}: {exc.strerror or exc}") from None
+
+
+def __getattr__(name: str) -> Any:
+    """``init_model`` and ``github_sim`` are the commands their own modules define, loaded on use."""
+    if name == "init_model":
+        from bot.tiny import init_model_command
+
+        return init_model_command
+    if name == "github_sim":
+        try:
+            from bot.github_sim import github_sim_command
+        except ImportError as exc:
+            raise click.ClickException(f"the github-sim command is not available: {exc}") from None
+        return github_sim_command
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

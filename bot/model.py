@@ -1,0 +1,857 @@
+"""Model backends behind one interface: ``generate(list[PromptInput]) -> list[Generation]``.
+
+Two implementations:
+  LocalBackend   transformers (+ a peft adapter, + bitsandbytes NF4 4-bit) in this process; batched,
+                 greedy by default, stops each answer at bot.prompt.ANSWER_END.
+  OpenAIBackend  any OpenAI-compatible HTTP server (vLLM, Ollama, TGI) for scale; a vLLM LoRA is
+                 selected by its served name, which is just the request's ``model`` field.
+
+The review pipeline, evaluation and the webhook worker only see ``Backend``. torch and transformers
+are imported when a local model is loaded, never at import time, so code that only talks to a
+server (or a test double) does not pay for them.
+
+Prompt format versions: an adapter directory records the bot.prompt.PROMPT_FORMAT_VERSION it was
+trained with (``revbot.json``), and loading refuses a mismatch. A remote server cannot tell us, so
+the user asserts the version of the model it serves (``prompt_format_version``, default: current).
+"""
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import re
+import threading
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from email.utils import parsedate_to_datetime
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+from bot.errors import ModelError
+from bot.prompt import ANSWER_END, PROMPT_FORMAT_VERSION, PromptInput, prompt_text
+from bot.secrets import scrub_text
+
+log = logging.getLogger(__name__)
+
+ADAPTER_META_FILE = "revbot.json"  # written next to every adapter: base_model, prompt_format_version, ...
+ADAPTER_CONFIG_FILE = "adapter_config.json"
+ADAPTER_WEIGHT_FILES = ("adapter_model.safetensors", "adapter_model.bin")
+API_KEY_ENV = ("REVBOT_OPENAI_API_KEY", "OPENAI_API_KEY")
+QUANTIZE_CHOICES = ("4bit", "none")
+DEFAULT_REMOTE_CONTEXT = 8192
+CHARS_PER_TOKEN = 4  # the usual rough ratio for code and English under BPE tokenizers
+
+_HUB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*(/[A-Za-z0-9][A-Za-z0-9_.\-]*)?$")
+
+
+@dataclass
+class Generation:
+    """One answer. ``text`` ends before ANSWER_END; ``finish_reason`` is "stop" (the answer ended, or
+    end of sequence) or "length" (cut off by max_new_tokens or the context)."""
+
+    text: str
+    prompt_tokens: int
+    completion_tokens: int
+    finish_reason: str
+
+
+class Backend(ABC):
+    """A model that answers prompt-contract inputs. Subclasses set ``name``, ``prompt_format_version``
+    and ``max_context`` (tokens the model takes, prompt and answer together)."""
+
+    name: str
+    prompt_format_version: int
+    max_context: int
+
+    @abstractmethod
+    def generate(self, inputs: list[PromptInput], *, max_new_tokens: int = 256) -> list[Generation]:
+        """One Generation per input, in input order."""
+
+    @abstractmethod
+    def count_tokens(self, text: str) -> int:
+        """Tokens in ``text`` (exact for local models; an estimate where documented)."""
+
+    def count_prompt_tokens(self, inp: PromptInput) -> int:
+        """Tokens the prompt for ``inp`` takes, for budgeting a review against ``max_context``."""
+        return self.count_tokens(inp.plain_text())
+
+    @abstractmethod
+    def describe(self) -> dict[str, Any]:
+        """What is being served, for /healthz and reports; never holds a secret."""
+
+
+# --------------------------------------------------------------------------- answer end
+
+
+def find_answer_end(text: str) -> int | None:
+    """Index of the first ANSWER_END that starts a line (an indented one is comment text), or None."""
+    pos = 0
+    while True:
+        idx = text.find(ANSWER_END, pos)
+        if idx < 0:
+            return None
+        if idx == 0 or text[idx - 1] == "\n":
+            return idx
+        pos = idx + 1
+
+
+def trim_answer(text: str) -> tuple[str, bool]:
+    """``text`` cut before its ANSWER_END line, and whether the marker was there."""
+    idx = find_answer_end(text)
+    return (text, False) if idx is None else (text[:idx], True)
+
+
+class StopTracker:
+    """Decides, token by token, when each sequence of a batch has finished its answer.
+
+    Works on plain lists of token ids so it can be tested without a model. Only generated tokens are
+    looked at (the system prompt itself mentions ANSWER_END), and only a short tail of them each step:
+    enough tokens to spell a newline plus the marker. ``stopped_at[i]`` is the total sequence length
+    (prompt included) at which row i finished, or None while it runs.
+    """
+
+    def __init__(self, decode: Callable[[list[int]], str], eos_ids: Iterable[int], prompt_len: int, batch_size: int):
+        self.decode = decode
+        self.eos_ids = frozenset(int(i) for i in eos_ids)
+        self.prompt_len = prompt_len
+        self.window = len(("\n" + ANSWER_END).encode("utf-8")) + 1  # every token decodes to >= 1 char
+        self.stopped_at: list[int | None] = [None] * batch_size
+
+    def window_start(self, cur_len: int) -> int:
+        return max(self.prompt_len, cur_len - self.window)
+
+    def update(self, tails: Sequence[Sequence[int]], cur_len: int) -> list[bool]:
+        """``tails[i]`` holds row i's tokens from ``window_start(cur_len)`` to ``cur_len``."""
+        at_answer_start = self.window_start(cur_len) == self.prompt_len
+        for i, tail in enumerate(tails):
+            if self.stopped_at[i] is not None or not tail:
+                continue
+            if int(tail[-1]) in self.eos_ids:
+                self.stopped_at[i] = cur_len
+                continue
+            text = self.decode([int(t) for t in tail])
+            if ("\n" + ANSWER_END) in text or (at_answer_start and text.startswith(ANSWER_END)):
+                self.stopped_at[i] = cur_len
+        return [s is not None for s in self.stopped_at]
+
+
+@cache
+def _stopping_criteria_class():
+    """A transformers StoppingCriteria around StopTracker (defined lazily: transformers is heavy)."""
+    import torch
+    from transformers import StoppingCriteria
+
+    class AnswerEndCriteria(StoppingCriteria):
+        def __init__(self, tracker: StopTracker):
+            self.tracker = tracker
+
+        def __call__(self, input_ids, scores, **kwargs):
+            cur_len = input_ids.shape[1]
+            tails = input_ids[:, self.tracker.window_start(cur_len):].tolist()
+            done = self.tracker.update(tails, cur_len)
+            return torch.tensor(done, dtype=torch.bool, device=input_ids.device)
+
+    return AnswerEndCriteria
+
+
+# --------------------------------------------------------------------------- local models
+
+
+def _first_line(exc: BaseException, limit: int = 300) -> str:
+    text = str(exc).strip().splitlines()
+    return scrub_text(text[0][:limit]) if text else type(exc).__name__
+
+
+def _hub_offline() -> bool:
+    for var in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"):
+        if os.environ.get(var, "").strip().upper() in {"1", "ON", "YES", "TRUE"}:
+            return True
+    try:
+        from huggingface_hub import constants
+
+        return bool(constants.HF_HUB_OFFLINE)
+    except ImportError:  # pragma: no cover - a dependency of transformers
+        return False
+
+
+def _looks_like_hub_id(name: str) -> bool:
+    return bool(_HUB_ID.match(name)) and ".." not in name and not name.startswith(".")
+
+
+def _hub_unreachable(model: str, detail: str = "") -> ModelError:
+    hint = f" ({detail})" if detail else ""
+    return ModelError(
+        f"could not load {model}: not a local directory and the hub is unreachable{hint}; pass a local path "
+        "(see `revbot init-model` for a tiny test model) or set HF_HUB_OFFLINE=0 with network"
+    )
+
+
+def read_adapter_meta(adapter: str | Path) -> dict[str, Any]:
+    """The adapter's ``revbot.json``, checked: it exists, is a JSON object, names a base model and an
+    integer prompt format version."""
+    directory = Path(adapter)
+    if not directory.is_dir():
+        raise ModelError(f"no adapter at {directory}: not a directory")
+    meta_path = directory / ADAPTER_META_FILE
+    if not meta_path.is_file():
+        raise ModelError(
+            f"{directory} is not a revbot adapter: {ADAPTER_META_FILE} is missing (train one with `revbot train`)"
+        )
+    try:
+        meta = json.loads(meta_path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise ModelError(f"{meta_path}:{exc.lineno}: not valid JSON: {exc.msg}") from None
+    except OSError as exc:
+        raise ModelError(f"cannot read {meta_path}: {exc.strerror or exc}") from None
+    if not isinstance(meta, dict):
+        raise ModelError(f"{meta_path}:1: expected a JSON object")
+    if not isinstance(meta.get("base_model"), str) or not meta["base_model"]:
+        raise ModelError(f"{meta_path}: 'base_model' is missing; it names the model the adapter was trained on")
+    version = meta.get("prompt_format_version")
+    if not isinstance(version, int) or isinstance(version, bool):
+        raise ModelError(f"{meta_path}: 'prompt_format_version' is missing or not an integer")
+    return meta
+
+
+def check_prompt_format(version: int, what: str) -> None:
+    """Refuse to serve a model trained on another prompt format than the one this revbot renders."""
+    if version != PROMPT_FORMAT_VERSION:
+        raise ModelError(
+            f"{what} was trained with prompt format version {version}, but this revbot uses version "
+            f"{PROMPT_FORMAT_VERSION}; retrain the adapter with this revbot (`revbot train`), or use a revbot "
+            f"release whose PROMPT_FORMAT_VERSION is {version}"
+        )
+
+
+def _same_model(a: str, b: str) -> bool:
+    if a.rstrip("/") == b.rstrip("/"):
+        return True
+    pa, pb = Path(a).expanduser(), Path(b).expanduser()
+    return pa.exists() and pb.exists() and pa.resolve() == pb.resolve()
+
+
+def _check_adapter_files(adapter: Path) -> None:
+    missing = [] if (adapter / ADAPTER_CONFIG_FILE).is_file() else [ADAPTER_CONFIG_FILE]
+    if not any((adapter / name).is_file() for name in ADAPTER_WEIGHT_FILES):
+        missing.append(" or ".join(ADAPTER_WEIGHT_FILES))
+    if missing:
+        raise ModelError(f"{adapter} holds no adapter: {', '.join(missing)} missing")
+
+
+_LOAD_ERRORS = (OSError, ValueError, RuntimeError, KeyError, ImportError)
+
+
+class _Source:
+    """Where a model comes from: an existing local directory or a hub id (tried cache-first)."""
+
+    def __init__(self, model: str, marker: str = "config.json"):
+        self.name = model
+        path = Path(model).expanduser()
+        if path.is_dir():
+            if not (path / marker).is_file():
+                raise ModelError(f"{model} is not a model directory: {marker} is missing")
+            self.local, self.ref = True, str(path)
+        elif path.exists():
+            raise ModelError(f"no model at {model}: it is a file, not a model directory")
+        elif _looks_like_hub_id(model):
+            self.local, self.ref = False, model
+        else:
+            raise ModelError(f"no model at {model}")
+
+    def load(self, loader: Callable[..., Any], what: str, **kwargs: Any) -> Any:
+        """``loader.from_pretrained`` with every failure turned into a ModelError."""
+        if self.local:
+            try:
+                return loader(self.ref, **kwargs)
+            except _LOAD_ERRORS as exc:  # unknown architecture, corrupt weights, missing extra package...
+                raise ModelError(f"could not load the {what} from {self.name}: {_first_line(exc)}") from None
+        try:  # the local cache first: no network, and it answers at once
+            return loader(self.ref, local_files_only=True, **kwargs)
+        except _LOAD_ERRORS as exc:
+            if _hub_offline():
+                raise _hub_unreachable(self.name) from None
+            log.debug("%s is not in the local hub cache (%s); trying the hub", self.name, _first_line(exc))
+        try:
+            return loader(self.ref, **kwargs)
+        except Exception as exc:  # the HTTP stack's errors are not all OSErrors; none may escape as a traceback
+            raise _hub_unreachable(self.name, _first_line(exc, 160)) from None
+
+
+def _resolve_device(device: str | None) -> str:
+    import torch
+
+    if device:
+        if device.startswith("cuda") and not torch.cuda.is_available():
+            raise ModelError(f"device {device!r} asked for, but no CUDA device is available; use device='cpu'")
+        return device
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+class LocalBackend(Backend):
+    """A transformers causal LM in this process (optionally with a peft adapter and 4-bit weights).
+
+    Build one with ``LocalBackend.load(...)``; the constructor takes already-loaded objects (tests and
+    callers that share a model use it directly). Inputs are processed in micro-batches of
+    ``batch_size``, sorted by length to cut padding; prompts are left-padded so every row's answer
+    starts at the same position, which keeps greedy outputs identical to one-at-a-time generation.
+    """
+
+    def __init__(
+        self,
+        model: Any,
+        tokenizer: Any,
+        *,
+        name: str,
+        adapter: str | None = None,
+        prompt_format_version: int = PROMPT_FORMAT_VERSION,
+        quantized: str | None = None,
+        batch_size: int = 8,
+        temperature: float | None = None,
+        seed: int | None = None,
+    ):
+        if batch_size < 1:
+            raise ModelError(f"batch size must be at least 1, got {batch_size}")
+        if temperature is not None and temperature < 0:
+            raise ModelError(f"temperature must be >= 0, got {temperature}")
+        self.model, self.tokenizer = model, tokenizer
+        self.name, self.adapter = name, adapter
+        self.prompt_format_version = prompt_format_version
+        self.quantized = quantized
+        self.batch_size = batch_size
+        self.temperature = temperature
+        self.seed = seed
+        self.chat = bool(getattr(tokenizer, "chat_template", None))
+        self.pad_id = tokenizer.pad_token_id
+        if self.pad_id is None:
+            self.pad_id = tokenizer.eos_token_id
+            log.debug("tokenizer of %s has no pad token; padding with its eos token %r", name, tokenizer.eos_token)
+        if self.pad_id is None:
+            raise ModelError(f"the tokenizer of {name} has neither a pad nor an eos token; cannot batch prompts")
+        self.eos_ids = self._eos_ids()
+        self.max_context = self._max_context()
+        self._lock = threading.Lock()  # one generate() at a time: callers may share a backend across threads
+
+    # -- loading
+
+    @classmethod
+    def load(
+        cls,
+        model: str | None = None,
+        *,
+        adapter: str | None = None,
+        quantize: str | None = None,
+        device: str | None = None,
+        batch_size: int = 8,
+        temperature: float | None = None,
+        seed: int | None = None,
+        allow_base_mismatch: bool = False,
+    ) -> "LocalBackend":
+        """Load ``model`` (hub id or local path) and optionally the peft ``adapter`` directory.
+
+        ``quantize``: None = 4-bit NF4 on CUDA and full precision on CPU; "4bit" forces NF4 (works on
+        CPU too with bitsandbytes >= 0.49); "none" turns it off. With an adapter, ``model`` defaults to
+        the base model recorded in its revbot.json, and another base model is refused unless
+        ``allow_base_mismatch`` (the adapter's weights only fit the model they were trained on).
+        """
+        if quantize not in (None, *QUANTIZE_CHOICES):
+            raise ModelError(f"unknown quantization {quantize!r}; choose one of: {', '.join(QUANTIZE_CHOICES)}")
+        version = PROMPT_FORMAT_VERSION
+        adapter_dir: Path | None = None
+        from_meta = False
+        if adapter is not None:
+            adapter_dir = Path(adapter).expanduser()
+            meta = read_adapter_meta(adapter_dir)
+            check_prompt_format(meta["prompt_format_version"], f"the adapter in {adapter_dir}")
+            version = meta["prompt_format_version"]
+            recorded = meta["base_model"]
+            if model is None:
+                model, from_meta = recorded, True
+            elif not _same_model(model, recorded) and not allow_base_mismatch:
+                raise ModelError(
+                    f"the adapter in {adapter_dir} was trained on {recorded}, not {model}; leave the model out to "
+                    "use the recorded one, or allow the mismatch explicitly if it is the same model elsewhere"
+                )
+            _check_adapter_files(adapter_dir)
+        if model is None:
+            raise ModelError("no model given: pass a hub id or a local model path (or an adapter directory)")
+        try:
+            source = _Source(model)
+        except ModelError as exc:
+            if not from_meta:
+                raise
+            raise ModelError(f"{exc} (the base_model recorded in {adapter_dir / ADAPTER_META_FILE})") from None
+
+        import torch
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+        from transformers.utils import logging as hf_logging
+
+        device = _resolve_device(device)
+        on_cuda = device.startswith("cuda")
+        if quantize is None:
+            quantize = "4bit" if on_cuda else "none"
+        if on_cuda:
+            dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        else:
+            dtype = torch.float32
+        kwargs: dict[str, Any] = {"dtype": dtype}
+        if quantize == "4bit":
+            try:
+                import bitsandbytes  # noqa: F401  (fail here with a clear message, not deep in transformers)
+                from transformers import BitsAndBytesConfig
+            except ImportError as exc:
+                raise ModelError(f"4-bit loading needs bitsandbytes ({exc}); pass quantize='none'") from None
+            kwargs["quantization_config"] = BitsAndBytesConfig(
+                load_in_4bit=True,
+                bnb_4bit_quant_type="nf4",
+                bnb_4bit_use_double_quant=True,
+                bnb_4bit_compute_dtype=dtype,
+            )
+            kwargs["device_map"] = {"": device}
+
+        tokenizer_source = source
+        if adapter_dir is not None and (adapter_dir / "tokenizer_config.json").is_file():
+            tokenizer_source = _Source(str(adapter_dir), "tokenizer_config.json")  # saved by training
+        progress = hf_logging.is_progress_bar_enabled()
+        hf_logging.disable_progress_bar()
+        try:
+            tokenizer = tokenizer_source.load(AutoTokenizer.from_pretrained, "tokenizer")
+            lm = source.load(AutoModelForCausalLM.from_pretrained, "model", **kwargs)
+            if quantize != "4bit":
+                lm = lm.to(device)
+            if adapter_dir is not None:
+                try:
+                    from peft import PeftModel
+
+                    lm = PeftModel.from_pretrained(lm, str(adapter_dir), is_trainable=False)
+                except _LOAD_ERRORS as exc:
+                    raise ModelError(f"could not load the adapter in {adapter_dir}: {_first_line(exc)}") from None
+        finally:
+            if progress:
+                hf_logging.enable_progress_bar()
+        lm.eval()
+        log.info("loaded %s%s on %s (%s)", model, f" + adapter {adapter_dir}" if adapter_dir else "", device,
+                 "4-bit NF4" if quantize == "4bit" else str(dtype).replace("torch.", ""))
+        return cls(
+            lm, tokenizer, name=model, adapter=str(adapter_dir) if adapter_dir else None,
+            prompt_format_version=version, quantized="4bit" if quantize == "4bit" else None,
+            batch_size=batch_size, temperature=temperature, seed=seed,
+        )
+
+    def _eos_ids(self) -> list[int]:
+        ids: list[int] = []
+        for value in (self.tokenizer.eos_token_id, getattr(self.model.generation_config, "eos_token_id", None)):
+            for item in value if isinstance(value, (list, tuple)) else [value]:
+                if item is not None and int(item) not in ids:
+                    ids.append(int(item))
+        return ids
+
+    def _max_context(self) -> int:
+        limits = [getattr(self.model.config, "max_position_embeddings", None)]
+        tok_limit = getattr(self.tokenizer, "model_max_length", None)
+        limits.append(tok_limit if isinstance(tok_limit, int) and tok_limit < 10_000_000 else None)
+        valid = [int(x) for x in limits if isinstance(x, int) and x > 0]
+        return min(valid) if valid else 2048
+
+    # -- prompts and tokens
+
+    def render_prompt(self, inp: PromptInput) -> str:
+        """The text the model reads: its chat template when it has one, else the plain format."""
+        return prompt_text(inp, self.tokenizer)
+
+    def _encode_prompt(self, inp: PromptInput) -> list[int]:
+        # A chat template writes its own special tokens; plain prompts get the tokenizer's (e.g. <s>).
+        return list(self.tokenizer(self.render_prompt(inp), add_special_tokens=not self.chat)["input_ids"])
+
+    def count_tokens(self, text: str) -> int:
+        return len(self.tokenizer(text, add_special_tokens=False)["input_ids"])
+
+    def count_prompt_tokens(self, inp: PromptInput) -> int:
+        return len(self._encode_prompt(inp))
+
+    def describe(self) -> dict[str, Any]:
+        device = getattr(self.model, "device", None)
+        return {
+            "kind": "local",
+            "model": self.name,
+            "adapter": self.adapter,
+            "prompt_format_version": self.prompt_format_version,
+            "quantized": self.quantized,
+            "device": str(device) if device is not None else None,
+            "dtype": str(getattr(self.model, "dtype", "")).replace("torch.", "") or None,
+            "chat_template": self.chat,
+            "max_context": self.max_context,
+            "batch_size": self.batch_size,
+            "sampling": {"temperature": self.temperature} if self.temperature else "greedy",
+        }
+
+    # -- generation
+
+    def generate(self, inputs: list[PromptInput], *, max_new_tokens: int = 256) -> list[Generation]:
+        if max_new_tokens < 1:
+            raise ModelError(f"max_new_tokens must be at least 1, got {max_new_tokens}")
+        encoded = [self._encode_prompt(inp) for inp in inputs]
+        for i, ids in enumerate(encoded):
+            if len(ids) >= self.max_context:
+                raise ModelError(
+                    f"input {i} is {len(ids)} tokens but {self.name} takes at most {self.max_context}; "
+                    "split the hunk or lower the review's token budget"
+                )
+        order = sorted(range(len(encoded)), key=lambda i: len(encoded[i]), reverse=True)
+        results: list[Generation | None] = [None] * len(encoded)
+        with self._lock:
+            for start in range(0, len(order), self.batch_size):
+                chunk = order[start:start + self.batch_size]
+                for i, gen in zip(chunk, self._generate_batch([encoded[i] for i in chunk], max_new_tokens)):
+                    results[i] = gen
+        return results  # type: ignore[return-value]
+
+    def _generate_batch(self, batch: list[list[int]], max_new_tokens: int) -> list[Generation]:
+        import torch
+        from transformers import StoppingCriteriaList
+
+        device = self.model.device
+        width = max(len(ids) for ids in batch)
+        budget = min(max_new_tokens, self.max_context - width)
+        input_ids = torch.full((len(batch), width), self.pad_id, dtype=torch.long)
+        attention = torch.zeros((len(batch), width), dtype=torch.long)
+        for row, ids in enumerate(batch):  # left padding: every answer starts at column ``width``
+            input_ids[row, width - len(ids):] = torch.tensor(ids, dtype=torch.long)
+            attention[row, width - len(ids):] = 1
+        tracker = StopTracker(
+            lambda ids: self.tokenizer.decode(ids, skip_special_tokens=True), self.eos_ids, width, len(batch)
+        )
+        options: dict[str, Any] = {
+            "max_new_tokens": budget,
+            "pad_token_id": self.pad_id,
+            "eos_token_id": self.eos_ids or None,
+            "num_beams": 1,
+            "repetition_penalty": 1.0,  # a model's own generation_config must not bend greedy decoding
+            "stopping_criteria": StoppingCriteriaList([_stopping_criteria_class()(tracker)]),
+        }
+        if self.temperature:
+            options.update(do_sample=True, temperature=self.temperature)
+            if self.seed is not None:
+                torch.manual_seed(self.seed)
+        else:
+            options.update(do_sample=False, temperature=1.0, top_p=1.0, top_k=50)
+        with torch.inference_mode():
+            output = self.model.generate(
+                input_ids=input_ids.to(device), attention_mask=attention.to(device), **options
+            )
+        output = output.cpu()
+        results = []
+        for row, ids in enumerate(batch):
+            end = tracker.stopped_at[row] or output.shape[1]
+            generated = output[row, width:end].tolist()
+            text, _ = trim_answer(self.tokenizer.decode(generated, skip_special_tokens=True))
+            results.append(Generation(
+                text=text,
+                prompt_tokens=len(ids),
+                completion_tokens=len(generated),
+                finish_reason="stop" if tracker.stopped_at[row] is not None else "length",
+            ))
+        return results
+
+    def __repr__(self) -> str:
+        return f"LocalBackend(model={self.name!r}, adapter={self.adapter!r}, quantized={self.quantized!r})"
+
+
+# --------------------------------------------------------------------------- OpenAI-compatible servers
+
+
+class _RetryableError(Exception):
+    def __init__(self, message: str, retry_after: float | None = None):
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+def _retry_after(value: str | None) -> float | None:
+    """Seconds from a Retry-After header (delta-seconds or an HTTP date)."""
+    if not value:
+        return None
+    value = value.strip()
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        return max(0.0, parsedate_to_datetime(value).timestamp() - time.time())
+    except (TypeError, ValueError, IndexError):
+        return None
+
+
+class OpenAIBackend(Backend):
+    """An OpenAI-compatible server (vLLM, Ollama, TGI...). One request per input, up to
+    ``max_concurrency`` in flight; retries with exponential backoff on connection errors, timeouts,
+    429 and 5xx, honouring Retry-After (capped at ``max_backoff_s``).
+
+    mode "chat" posts ``messages()`` to {base_url}/chat/completions (the server applies the model's
+    chat template); mode "completions" posts ``plain_text()`` to {base_url}/completions.
+
+    The API key comes from ``api_key`` or the environment (REVBOT_OPENAI_API_KEY, then OPENAI_API_KEY)
+    and is sent only in the Authorization header: never logged, never in repr or describe().
+
+    ``count_tokens`` is an estimate, ceil(len(text) / 4), unless ``tokenizer`` names a local tokenizer
+    (path or cached hub id) of the served model. ``prompt_format_version`` is the version the served
+    model was trained with, as asserted by the user; it must match this revbot's.
+    """
+
+    def __init__(
+        self,
+        base_url: str,
+        model: str,
+        *,
+        mode: str = "chat",
+        api_key: str | None = None,
+        prompt_format_version: int | None = None,
+        max_context: int | None = None,
+        max_concurrency: int = 8,
+        connect_timeout: float = 5.0,
+        read_timeout: float = 120.0,
+        max_retries: int = 4,
+        backoff_s: float = 0.5,
+        max_backoff_s: float = 30.0,
+        temperature: float = 0.0,
+        tokenizer: str | None = None,
+    ):
+        if not base_url or not re.match(r"^https?://", base_url):
+            raise ModelError(f"base URL {scrub_text(base_url)!r} must start with http:// or https:// "
+                             "(for example http://127.0.0.1:8000/v1)")
+        if not model:
+            raise ModelError("no served model name: pass the server's model (or vLLM LoRA) name")
+        if mode not in ("chat", "completions"):
+            raise ModelError(f"unknown API mode {mode!r}; choose 'chat' or 'completions'")
+        if max_concurrency < 1 or max_retries < 0:
+            raise ModelError("max_concurrency must be >= 1 and max_retries >= 0")
+        self.base_url = base_url.rstrip("/")
+        self.model = model
+        self.name = model
+        self.mode = mode
+        self.prompt_format_version = PROMPT_FORMAT_VERSION if prompt_format_version is None else prompt_format_version
+        check_prompt_format(self.prompt_format_version, f"the served model {model!r}")
+        self.max_context = max_context or DEFAULT_REMOTE_CONTEXT
+        self.max_concurrency = max_concurrency
+        self.timeout = (connect_timeout, read_timeout)
+        self.max_retries = max_retries
+        self.backoff_s, self.max_backoff_s = backoff_s, max_backoff_s
+        self.temperature = temperature
+        self._api_key = api_key or next((os.environ[v] for v in API_KEY_ENV if os.environ.get(v)), None)
+        self._local = threading.local()
+        self._tokenizer = None
+        self.tokenizer_path = tokenizer
+        if tokenizer:
+            from transformers import AutoTokenizer
+
+            self._tokenizer = _Source(tokenizer, "tokenizer_config.json").load(AutoTokenizer.from_pretrained, "tokenizer")
+
+    @property
+    def url(self) -> str:
+        return f"{self.base_url}/{'chat/completions' if self.mode == 'chat' else 'completions'}"
+
+    def _safe_url(self) -> str:
+        return scrub_text(self.url) or ""
+
+    def count_tokens(self, text: str) -> int:
+        if self._tokenizer is not None:
+            return len(self._tokenizer(text, add_special_tokens=False)["input_ids"])
+        return math.ceil(len(text) / CHARS_PER_TOKEN)
+
+    def count_prompt_tokens(self, inp: PromptInput) -> int:
+        if self.mode == "chat":  # a few tokens of role markers per message on top of the content
+            return self.count_tokens(inp.system) + self.count_tokens(inp.user) + 12
+        return self.count_tokens(inp.plain_text())
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "kind": "openai",
+            "model": self.model,
+            "adapter": None,
+            "base_url": scrub_text(self.base_url),
+            "mode": self.mode,
+            "prompt_format_version": self.prompt_format_version,
+            "quantized": None,
+            "max_context": self.max_context,
+            "max_concurrency": self.max_concurrency,
+            "api_key_set": self._api_key is not None,
+            "token_counts": "tokenizer" if self._tokenizer is not None else f"estimate (chars/{CHARS_PER_TOKEN})",
+        }
+
+    def __repr__(self) -> str:
+        return f"OpenAIBackend(base_url={scrub_text(self.base_url)!r}, model={self.model!r}, mode={self.mode!r})"
+
+    # -- requests
+
+    def _session(self):
+        session = getattr(self._local, "session", None)
+        if session is None:
+            import requests
+
+            session = self._local.session = requests.Session()
+        return session
+
+    def _payload(self, inp: PromptInput, max_new_tokens: int) -> dict[str, Any]:
+        payload: dict[str, Any] = {
+            "model": self.model,
+            "max_tokens": max_new_tokens,
+            "temperature": self.temperature,
+            "stop": [ANSWER_END],
+        }
+        if self.mode == "chat":
+            payload["messages"] = inp.messages()
+        else:
+            payload["prompt"] = inp.plain_text()
+        return payload
+
+    def _post_once(self, payload: dict[str, Any]) -> dict[str, Any]:
+        import requests
+
+        headers = {"Content-Type": "application/json"}
+        if self._api_key:
+            headers["Authorization"] = f"Bearer {self._api_key}"
+        url = self.url
+        try:
+            resp = self._session().post(url, json=payload, headers=headers, timeout=self.timeout)
+        except requests.Timeout as exc:
+            kind = "connect" if isinstance(exc, requests.ConnectTimeout) else "read"
+            limit = self.timeout[0] if kind == "connect" else self.timeout[1]
+            raise _RetryableError(f"no answer from {self._safe_url()} within {limit:g}s ({kind} timeout)") from None
+        except requests.ConnectionError as exc:
+            raise _RetryableError(f"cannot connect to {self._safe_url()}: {_first_line(exc, 200)}") from None
+        except requests.RequestException as exc:
+            raise ModelError(f"request to {self._safe_url()} failed: {_first_line(exc, 200)}") from None
+        if resp.status_code == 429 or resp.status_code >= 500:
+            raise _RetryableError(
+                f"{self._safe_url()} answered HTTP {resp.status_code}: {scrub_text(resp.text[:200].strip())}",
+                _retry_after(resp.headers.get("Retry-After")),
+            )
+        if resp.status_code >= 400:
+            hint = " (check REVBOT_OPENAI_API_KEY)" if resp.status_code in (401, 403) else ""
+            raise ModelError(
+                f"{self._safe_url()} refused the request with HTTP {resp.status_code}{hint}: "
+                f"{scrub_text(resp.text[:300].strip())}"
+            )
+        try:
+            data = resp.json()
+        except ValueError:
+            raise ModelError(f"{self._safe_url()} answered with something that is not JSON: "
+                             f"{scrub_text(resp.text[:200])!r}") from None
+        if not isinstance(data, dict):
+            raise ModelError(f"{self._safe_url()} answered with unexpected JSON (not an object)")
+        return data
+
+    def _post(self, payload: dict[str, Any]) -> dict[str, Any]:
+        attempts = self.max_retries + 1
+        for attempt in range(1, attempts + 1):
+            log.debug("POST %s (attempt %d of %d)", self._safe_url(), attempt, attempts)
+            try:
+                return self._post_once(payload)
+            except _RetryableError as exc:
+                if attempt == attempts:
+                    raise ModelError(f"{exc} (gave up after {attempts} attempts)") from None
+                delay = min(self.backoff_s * 2 ** (attempt - 1), self.max_backoff_s)
+                if exc.retry_after is not None:
+                    delay = min(max(delay, exc.retry_after), self.max_backoff_s)
+                log.info("%s; retrying in %.2fs", exc, delay)
+                time.sleep(delay)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _generate_one(self, inp: PromptInput, max_new_tokens: int) -> Generation:
+        data = self._post(self._payload(inp, max_new_tokens))
+        choices = data.get("choices")
+        if not isinstance(choices, list) or not choices or not isinstance(choices[0], dict):
+            raise ModelError(f"{self._safe_url()} answered without choices: {scrub_text(json.dumps(data)[:200])}")
+        choice = choices[0]
+        if self.mode == "chat":
+            message = choice.get("message") or {}
+            raw = message.get("content") if isinstance(message, dict) else None
+        else:
+            raw = choice.get("text")
+        if not isinstance(raw, str):
+            raw = ""
+        text, _ = trim_answer(raw)  # servers drop the stop string; some do not
+        usage = data.get("usage") if isinstance(data.get("usage"), dict) else {}
+        prompt_tokens = usage.get("prompt_tokens")
+        completion_tokens = usage.get("completion_tokens")
+        return Generation(
+            text=text,
+            prompt_tokens=prompt_tokens if isinstance(prompt_tokens, int) else self.count_prompt_tokens(inp),
+            completion_tokens=completion_tokens if isinstance(completion_tokens, int) else self.count_tokens(raw),
+            finish_reason="length" if choice.get("finish_reason") == "length" else "stop",
+        )
+
+    def generate(self, inputs: list[PromptInput], *, max_new_tokens: int = 256) -> list[Generation]:
+        if max_new_tokens < 1:
+            raise ModelError(f"max_new_tokens must be at least 1, got {max_new_tokens}")
+        if not inputs:
+            return []
+        if len(inputs) == 1 or self.max_concurrency == 1:
+            return [self._generate_one(inp, max_new_tokens) for inp in inputs]
+        with ThreadPoolExecutor(max_workers=min(self.max_concurrency, len(inputs)),
+                                thread_name_prefix="revbot-openai") as pool:
+            futures = [pool.submit(self._generate_one, inp, max_new_tokens) for inp in inputs]
+            try:
+                return [f.result() for f in futures]
+            except BaseException:
+                for f in futures:
+                    f.cancel()
+                raise
+
+
+# --------------------------------------------------------------------------- factory
+
+
+def load_backend(
+    model: str | None = None,
+    *,
+    adapter: str | None = None,
+    kind: str = "local",
+    base_url: str | None = None,
+    api_model: str | None = None,
+    quantize: str | None = None,
+    device: str | None = None,
+    batch_size: int = 8,
+    temperature: float | None = None,
+    seed: int | None = None,
+    allow_base_mismatch: bool = False,
+    mode: str = "chat",
+    max_concurrency: int = 8,
+    prompt_format_version: int | None = None,
+    max_context: int | None = None,
+    tokenizer: str | None = None,
+    connect_timeout: float = 5.0,
+    read_timeout: float = 120.0,
+    max_retries: int = 4,
+) -> Backend:
+    """The backend the CLI, evaluation and the webhook worker use.
+
+    kind "local": ``model`` (hub id or path) and/or ``adapter`` (a revbot adapter directory).
+    kind "openai": ``base_url`` and ``api_model`` (defaults to ``model``): the server's model name,
+    which for vLLM can be a LoRA served with --lora-modules NAME=DIR.
+    """
+    if kind == "local":
+        if base_url or api_model:
+            raise ModelError("base_url/api_model are for kind='openai'; the local backend loads the model itself")
+        return LocalBackend.load(
+            model, adapter=adapter, quantize=quantize, device=device, batch_size=batch_size,
+            temperature=temperature, seed=seed, allow_base_mismatch=allow_base_mismatch,
+        )
+    if kind == "openai":
+        if adapter:
+            raise ModelError(
+                "an adapter directory is loaded by the local backend; to use it through a server, serve it "
+                "there (vLLM: --lora-modules NAME=DIR) and pass api_model=NAME"
+            )
+        if not base_url:
+            raise ModelError("the openai backend needs a base URL, for example http://127.0.0.1:8000/v1")
+        return OpenAIBackend(
+            base_url, api_model or model or "", mode=mode, prompt_format_version=prompt_format_version,
+            max_context=max_context, max_concurrency=max_concurrency, connect_timeout=connect_timeout,
+            read_timeout=read_timeout, max_retries=max_retries, temperature=temperature or 0.0,
+            tokenizer=tokenizer,
+        )
+    raise ModelError(f"unknown backend kind {kind!r}; choose 'local' or 'openai'")

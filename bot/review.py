@@ -1,0 +1,685 @@
+"""The review pipeline: a diff in, a ``Review`` out.
+
+    Diff -> reviewable hunks -> prompts (under a token budget) -> batched generation
+         -> parse -> validate anchors against the diff -> deduplicate -> cap -> Review
+
+As in reviewdog, where the diff comes from and where the review goes are passed in: the CLI reads a
+file or git and prints a format; the webhook worker reads a pull request and posts to GitHub. Both
+call ``run(source, backend, sink)`` (or ``review_diff`` directly) and differ only in what they pass.
+
+Nothing is dropped silently: every file or hunk not reviewed is in ``Review.skipped`` with the
+reason, every well-formed comment that cannot sit on a changed line is in ``Review.unanchored``
+(the GitHub poster puts those in the review body), and comments removed as duplicates or over a cap
+are counted. The work is bounded by a token budget, so a 50,000-line diff costs no more than a
+normal one; what the budget left out is reported.
+"""
+from __future__ import annotations
+
+import logging
+import re
+import time
+from collections import Counter, defaultdict
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterable, Protocol, Sequence, Union
+
+from bot.config import DEFAULT_MAX_NEW_TOKENS, DEFAULT_TOKEN_BUDGET, RepoConfig
+from bot.diff import LEFT, RIGHT, Diff, FileDiff, Hunk, parse_diff
+from bot.errors import ModelError, UsageError
+from bot.prompt import ParseResult, PromptComment, PromptInput, normalize_body, parse_output, render_input
+from bot.secrets import scrub_text
+
+log = logging.getLogger(__name__)
+
+# Tokens a prompt costs beyond what count_tokens sees (chat-template markers differ per model).
+PROMPT_MARGIN_TOKENS = 16
+
+
+# --------------------------------------------------------------------------- data
+
+
+@dataclass(frozen=True)
+class ReviewComment:
+    """A comment ready to post. ``code`` is the text of the commented line (fingerprints use it, so
+    a comment is recognised after lines shift); ``new_line`` is where it shows in the new file, for
+    formats that only know the new file (SARIF, rdjson): for a LEFT comment, the line the deletion
+    sits before. Unanchored comments have ``new_line`` None."""
+
+    path: str
+    line: int
+    side: str
+    body: str
+    start_line: int | None = None
+    code: str = ""
+    new_line: int | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class Skipped:
+    """A file (``hunks`` empty) or some of its hunks (their headers) that were not reviewed."""
+
+    path: str
+    reason: str
+    hunks: tuple[str, ...] = ()
+    lines: int = 0  # diff lines left unreviewed
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"path": self.path, "reason": self.reason, "hunks": list(self.hunks), "lines": self.lines}
+
+
+@dataclass
+class Review:
+    """What one review produced, and enough about how to trust it."""
+
+    comments: list[ReviewComment] = field(default_factory=list)
+    unanchored: list[ReviewComment] = field(default_factory=list)
+    skipped: list[Skipped] = field(default_factory=list)
+    source: str = "<diff>"
+    model: dict[str, Any] = field(default_factory=dict)
+    files_total: int = 0
+    files_reviewed: int = 0
+    hunks_total: int = 0
+    hunks_reviewed: int = 0
+    prompts: int = 0  # one per reviewed hunk, more where a hunk was split
+    parse_failures: int = 0  # answers with lines the parser could not read
+    answers_cut: int = 0  # answers that hit max_new_tokens before their end marker
+    duplicates_dropped: int = 0
+    over_cap_dropped: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    token_budget: int = 0
+    timing: dict[str, float] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def nothing_to_review(self) -> bool:
+        return self.hunks_total == 0
+
+    @property
+    def summary(self) -> str:
+        """One paragraph a person reads first: what was found, what was not looked at, and why."""
+        if self.nothing_to_review:
+            extra = f" ({_skip_phrase(self.skipped)})" if self.skipped else ""
+            return f"Nothing to review{extra}."
+        n = len(self.comments)
+        files = len({c.path for c in self.comments})
+        parts = [
+            f"{n} comment{'s' if n != 1 else ''}" + (f" on {files} file{'s' if files != 1 else ''}" if n else "")
+            + (f", {len(self.unanchored)} more not on a changed line" if self.unanchored else "")
+            + "."
+        ]
+        parts.append(
+            f"Reviewed {self.hunks_reviewed} of {self.hunks_total} hunk{'s' if self.hunks_total != 1 else ''}"
+            f" in {self.files_reviewed} of {self.files_total} file{'s' if self.files_total != 1 else ''}."
+        )
+        if self.skipped:
+            parts.append(f"Skipped: {_skip_phrase(self.skipped)}.")
+        dropped = []
+        if self.duplicates_dropped:
+            dropped.append(f"{self.duplicates_dropped} duplicate{'s' if self.duplicates_dropped != 1 else ''}")
+        if self.over_cap_dropped:
+            dropped.append(f"{self.over_cap_dropped} over the comment limits")
+        if dropped:
+            parts.append(f"Dropped {' and '.join(dropped)}.")
+        if self.parse_failures:
+            parts.append(f"{self.parse_failures} of {self.prompts} model answers were partly unreadable.")
+        return " ".join(parts)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "source": self.source,
+            "summary": self.summary,
+            "comments": [c.to_dict() for c in self.comments],
+            "unanchored": [c.to_dict() for c in self.unanchored],
+            "skipped": [s.to_dict() for s in self.skipped],
+            "stats": {
+                "files_total": self.files_total,
+                "files_reviewed": self.files_reviewed,
+                "hunks_total": self.hunks_total,
+                "hunks_reviewed": self.hunks_reviewed,
+                "prompts": self.prompts,
+                "parse_failures": self.parse_failures,
+                "answers_cut": self.answers_cut,
+                "duplicates_dropped": self.duplicates_dropped,
+                "over_cap_dropped": self.over_cap_dropped,
+                "prompt_tokens": self.prompt_tokens,
+                "completion_tokens": self.completion_tokens,
+                "token_budget": self.token_budget,
+            },
+            "timing": dict(self.timing),
+            "model": dict(self.model),
+            "warnings": list(self.warnings),
+        }
+
+
+def _skip_phrase(skipped: Sequence[Skipped]) -> str:
+    """"2 files (binary: 1, deleted: 1), 3 hunks (token budget)": short reasons, counted."""
+    files = Counter(_short_reason(s.reason) for s in skipped if not s.hunks)
+    hunks = Counter()
+    for s in skipped:
+        if s.hunks:
+            hunks[_short_reason(s.reason)] += len(s.hunks)
+    out = []
+    if files:
+        total = sum(files.values())
+        out.append(f"{total} file{'s' if total != 1 else ''} ({', '.join(f'{k}: {v}' for k, v in files.items())})")
+    if hunks:
+        total = sum(hunks.values())
+        out.append(f"{total} hunk{'s' if total != 1 else ''} ({', '.join(f'{k}: {v}' for k, v in hunks.items())})")
+    return ", ".join(out)
+
+
+def _short_reason(reason: str) -> str:
+    return reason.split(" (", 1)[0].split(":", 1)[0]
+
+
+@dataclass(frozen=True)
+class ReviewOptions:
+    """Knobs of one review. ``from_config`` takes a repository's ``.revbot.yml``."""
+
+    max_comments: int = 10
+    max_comments_per_file: int = 3
+    ignore_paths: tuple[str, ...] = ()
+    default_ignores: bool = True
+    max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS
+    token_budget: int = DEFAULT_TOKEN_BUDGET
+    scrub_secrets: bool = True
+
+    def __post_init__(self) -> None:
+        for name in ("max_comments", "max_comments_per_file"):
+            if getattr(self, name) < 0:
+                raise UsageError(f"{name.replace('_', ' ')} must be 0 or more, got {getattr(self, name)}")
+        if self.max_new_tokens < 1:
+            raise UsageError(f"max new tokens must be at least 1, got {self.max_new_tokens}")
+        if self.token_budget < 1:
+            raise UsageError(f"the token budget must be at least 1, got {self.token_budget}")
+
+    @classmethod
+    def from_config(cls, config: RepoConfig, **overrides: Any) -> "ReviewOptions":
+        values: dict[str, Any] = {
+            "max_comments": config.max_comments,
+            "max_comments_per_file": config.max_comments_per_file,
+            "ignore_paths": tuple(config.ignore_paths),
+            "default_ignores": config.default_ignores,
+        }
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        values["ignore_paths"] = tuple(values["ignore_paths"])
+        return cls(**values)
+
+    @property
+    def repo_config(self) -> RepoConfig:
+        return RepoConfig(ignore_paths=self.ignore_paths, default_ignores=self.default_ignores)
+
+
+class BackendLike(Protocol):
+    max_context: int
+
+    def generate(self, inputs: list[PromptInput], *, max_new_tokens: int = 256) -> list[Any]: ...
+
+    def count_tokens(self, text: str) -> int: ...
+
+    def describe(self) -> dict[str, Any]: ...
+
+
+BackendOrFactory = Union[BackendLike, Callable[[], BackendLike]]
+
+
+# --------------------------------------------------------------------------- sources and sinks
+
+
+class DiffSource(Protocol):
+    """Where a diff comes from (a file, stdin, git, a pull request)."""
+
+    def read(self) -> Diff: ...
+
+
+class ReviewSink(Protocol):
+    """Where a review goes (a stream in some format, a GitHub review)."""
+
+    def write(self, review: Review) -> None: ...
+
+
+@dataclass
+class TextSource:
+    """A diff already in memory (stdin, an HTTP response body)."""
+
+    data: bytes | str
+    name: str = "<stdin>"
+
+    def read(self) -> Diff:
+        return parse_diff(self.data, self.name)
+
+
+@dataclass
+class FileSource:
+    path: str | Path
+
+    def read(self) -> Diff:
+        p = Path(self.path)
+        try:
+            data = p.read_bytes()
+        except IsADirectoryError:
+            raise UsageError(f"{p} is a directory, not a diff file") from None
+        except OSError as exc:
+            raise UsageError(f"cannot read diff file {p}: {exc.strerror or exc}") from None
+        return parse_diff(data, str(p))
+
+
+_EMPTY_TREE = "4b825dc642cb6eb9a060e54bf8d69288fbee4904"  # git's well-known empty tree
+
+
+@dataclass
+class GitSource:
+    """A diff computed by git in a local repository.
+
+    ``rev_range``: ``A...B`` (changes on B since it forked from A, what a pull request shows),
+    ``A..B`` (A's tree against B's), a single revision (that revision against the working tree),
+    or None (uncommitted changes: HEAD against the working tree). ``staged``: HEAD against the
+    index (what `git commit` would record); with a single revision, that revision against the index.
+    Untracked files are not part of any of these, as with `git diff`.
+    """
+
+    repo: str | Path = "."
+    rev_range: str | None = None
+    staged: bool = False
+
+    def read(self) -> Diff:
+        import git
+
+        try:
+            repo = git.Repo(str(self.repo), search_parent_directories=True)
+        except (git.InvalidGitRepositoryError, git.NoSuchPathError):
+            raise UsageError(f"{self.repo} is not inside a git repository") from None
+        rev = (self.rev_range or "").strip()
+        if rev.startswith("-") or any(ch.isspace() for ch in rev):
+            raise UsageError(f"invalid revision range {rev!r}")
+        if rev and self.staged and (".." in rev):
+            raise UsageError("--staged compares the index with one revision; do not combine it with a range")
+        args = [
+            "--no-color", "--no-ext-diff", "--no-textconv", "-M", "--src-prefix=a/", "--dst-prefix=b/",
+            "--no-relative",
+        ]
+        if self.staged:
+            args.append("--cached")
+        if rev:
+            args.append(rev)
+        elif not self._has_head(repo):
+            args.append(_EMPTY_TREE)  # a repository with no commit yet: everything is new
+        else:
+            args.append("HEAD")
+        args.append("--")
+        label = f"git diff {' '.join(a for a in args if not a.startswith('--') and a != _EMPTY_TREE) or 'HEAD'}"
+        try:
+            data = repo.git.diff(*args, stdout_as_string=False)
+        except git.GitCommandError as exc:
+            detail = _git_error(exc.stderr)
+            raise UsageError(f"git could not compute the diff for {rev or 'the working tree'}: {detail}") from None
+        finally:
+            repo.close()
+        return parse_diff(data if data.endswith(b"\n") or not data else data + b"\n", label)
+
+    @staticmethod
+    def _has_head(repo: Any) -> bool:
+        try:
+            repo.head.commit  # noqa: B018 - raises on an unborn branch
+            return True
+        except ValueError:
+            return False
+
+
+def _git_error(stderr: str | None) -> str:
+    """The first line of git's own message, out of GitPython's ``stderr: '...'`` wrapping."""
+    text = (stderr or "").strip()
+    if text.startswith("stderr: '"):
+        text = text[len("stderr: '"):]
+        text = text[:-1] if text.endswith("'") else text
+    return text.strip().splitlines()[0] if text.strip() else "unknown error"
+
+
+@dataclass
+class CallbackSink:
+    """Hands the review to a function (the webhook worker's poster, tests)."""
+
+    callback: Callable[[Review], Any]
+
+    def write(self, review: Review) -> None:
+        self.callback(review)
+
+
+# --------------------------------------------------------------------------- the pipeline
+
+
+@dataclass
+class _Job:
+    """One prompt: a hunk of a file, or a piece of a hunk too large for one prompt."""
+
+    file_index: int
+    hunk_index: int
+    path: str
+    hunk: Hunk
+    inp: PromptInput
+    tokens: int
+
+
+def run(
+    source: DiffSource,
+    backend: BackendOrFactory,
+    sink: ReviewSink | None = None,
+    options: ReviewOptions | None = None,
+) -> Review:
+    """Read the diff, review it, hand the review to ``sink``; returns the review too.
+
+    ``backend`` may be a zero-argument factory: it is called only when there is something to
+    review, so an empty or fully ignored diff never loads a model.
+    """
+    started = time.perf_counter()
+    diff = source.read()
+    read_s = time.perf_counter() - started
+    review = review_diff(diff, backend, options)
+    review.timing = {"read": round(read_s, 6), **review.timing}
+    review.timing["total"] = round(time.perf_counter() - started, 6)
+    if sink is not None:
+        sink.write(review)
+    return review
+
+
+def review_diff(diff: Diff, backend: BackendOrFactory, options: ReviewOptions | None = None) -> Review:
+    """Review every reviewable hunk of ``diff`` with ``backend``. Deterministic for a greedy backend."""
+    options = options or ReviewOptions()
+    timing: dict[str, float] = {}
+    clock = time.perf_counter()
+    review = Review(source=diff.source, warnings=list(diff.warnings), token_budget=options.token_budget)
+
+    # 1. which files and hunks to look at
+    candidates: list[tuple[int, FileDiff]] = []
+    config = options.repo_config
+    for index, f in enumerate(diff.files):
+        reason = _file_skip_reason(f, config)
+        if reason is not None:
+            review.skipped.append(Skipped(f.path, reason, (), sum(len(h.lines) for h in f.hunks)))
+            continue
+        candidates.append((index, f))
+    review.files_total = len(diff.files)
+    review.hunks_total = sum(len(f.hunks) for _, f in candidates)
+    timing["select"] = time.perf_counter() - clock
+    if not candidates:
+        review.timing = _rounded(timing)
+        return review
+
+    # 2. prompts, under the per-hunk context limit and the per-review budget
+    clock = time.perf_counter()
+    model = backend() if callable(backend) and not hasattr(backend, "generate") else backend
+    review.model = _describe(model)
+    jobs = _plan(candidates, model, options, review)
+    timing["prompts"] = time.perf_counter() - clock
+
+    # 3. generation (the backend batches; one call keeps its length-sorted batching effective)
+    clock = time.perf_counter()
+    generations = model.generate([job.inp for job in jobs], max_new_tokens=options.max_new_tokens) if jobs else []
+    if len(generations) != len(jobs):
+        raise ModelError(f"the model backend returned {len(generations)} answers for {len(jobs)} prompts")
+    timing["generate"] = time.perf_counter() - clock
+
+    # 4. parse, validate, deduplicate, cap
+    clock = time.perf_counter()
+    anchored: list[ReviewComment] = []
+    unanchored: list[ReviewComment] = []
+    for job, gen in zip(jobs, generations):
+        text = getattr(gen, "text", gen if isinstance(gen, str) else "")
+        review.prompt_tokens += int(getattr(gen, "prompt_tokens", 0) or 0)
+        review.completion_tokens += int(getattr(gen, "completion_tokens", 0) or 0)
+        if getattr(gen, "finish_reason", "stop") == "length":
+            review.answers_cut += 1
+        parsed = parse_output(text, job.hunk)
+        if parsed.failures and not parsed.no_comment:
+            review.parse_failures += 1
+        a, u = _place(parsed, job, diff, options)
+        anchored += a
+        unanchored += u
+    review.prompts = len(jobs)
+    review.hunks_reviewed = len({(job.file_index, job.hunk_index) for job in jobs})
+    review.files_reviewed = len({job.file_index for job in jobs})
+
+    order = _Order(diff)
+    anchored, dup_a = _dedupe(sorted(anchored, key=order.key))
+    unanchored, dup_u = _dedupe(sorted(unanchored, key=order.key))
+    review.duplicates_dropped = dup_a + dup_u
+    review.comments, over = _cap(anchored, options.max_comments, options.max_comments_per_file)
+    review.unanchored, over_u = _cap(unanchored, options.max_comments, options.max_comments_per_file)
+    review.over_cap_dropped = over + over_u
+    timing["parse"] = time.perf_counter() - clock
+    review.timing = _rounded(timing)
+    return review
+
+
+def _rounded(timing: dict[str, float]) -> dict[str, float]:
+    return {k: round(v, 6) for k, v in timing.items()}
+
+
+def _describe(backend: Any) -> dict[str, Any]:
+    try:
+        return dict(backend.describe())
+    except Exception as exc:  # a report must not fail because a backend cannot describe itself
+        log.debug("backend.describe() failed: %s", exc)
+        return {"model": type(backend).__name__}
+
+
+def _file_skip_reason(f: FileDiff, config: RepoConfig) -> str | None:
+    if f.is_binary:
+        return "binary file"
+    if f.status == "deleted":
+        return "deleted file"
+    if f.is_symlink:
+        return "symlink"
+    ignored = config.ignored_by(f.path)
+    if ignored is not None:
+        pattern, origin = ignored
+        if origin == "default":
+            return f"vendored or generated (matches {pattern!r})"
+        return f"ignored by configuration (matches {pattern!r})"
+    if not f.hunks:
+        return {"renamed": "renamed without changes", "copied": "copied without changes"}.get(
+            f.status, "no changed lines"
+        )
+    return None
+
+
+def _prompt_tokens(backend: Any, inp: PromptInput) -> int:
+    counter = getattr(backend, "count_prompt_tokens", None)
+    if counter is not None:
+        return int(counter(inp)) + PROMPT_MARGIN_TOKENS
+    return int(backend.count_tokens(inp.plain_text())) + PROMPT_MARGIN_TOKENS
+
+
+def _plan(
+    candidates: list[tuple[int, FileDiff]], backend: Any, options: ReviewOptions, review: Review
+) -> list[_Job]:
+    """Render and count prompts hunk by hunk until the budget is spent.
+
+    A hunk larger than the model's context is split into pieces that fit (``Hunk.split``); a single
+    line that alone does not fit is skipped with its reason. Once the budget cannot pay for the next
+    prompt, that hunk and everything after it is skipped and reported; nothing after that point is
+    even rendered, which is what bounds the time a huge diff takes.
+    """
+    per_prompt = int(getattr(backend, "max_context", 4096)) - options.max_new_tokens
+    if per_prompt < 64:
+        raise ModelError(
+            f"the model takes {getattr(backend, 'max_context', '?')} tokens, too few for a prompt plus "
+            f"{options.max_new_tokens} new tokens; lower max_new_tokens"
+        )
+    # Every rendered line costs at least two tokens (its label and its text), so a hunk of more
+    # lines than this cannot fit; cutting it first keeps us from tokenizing megabytes at once.
+    max_lines = max(1, per_prompt // 2)
+    spent = 0
+    jobs: list[_Job] = []
+    exhausted = False
+    budget_reason = f"token budget of {options.token_budget} tokens spent"
+    too_long = f"a line too long for the model's context ({per_prompt} prompt tokens)"
+    # (file index, reason) -> [(hunk index, lines left unreviewed)], in diff order
+    skipped: dict[tuple[int, str], list[tuple[int, int]]] = defaultdict(list)
+
+    for index, f in candidates:
+        for h_index, hunk in enumerate(f.hunks):
+            if exhausted:
+                skipped[(index, budget_reason)].append((h_index, len(hunk.lines)))
+                continue
+            pieces, unfit_lines = _fit(f.path, hunk, backend, per_prompt, max_lines)
+            if unfit_lines:
+                skipped[(index, too_long)].append((h_index, unfit_lines))
+            for k, (inp, piece, tokens) in enumerate(pieces):
+                cost = tokens + options.max_new_tokens
+                if spent + cost > options.token_budget:
+                    exhausted = True
+                    left = sum(len(p.lines) for _, p, _ in pieces[k:])
+                    skipped[(index, budget_reason)].append((h_index, left))
+                    break
+                spent += cost
+                jobs.append(_Job(index, h_index, f.path, piece, inp, tokens))
+    # report: a file none of whose hunks was reviewed, all for one reason, is skipped as a whole
+    reviewed_files = {job.file_index for job in jobs}
+    reasons_of: dict[int, list[str]] = defaultdict(list)
+    for index, reason in skipped:
+        reasons_of[index].append(reason)
+    for index, f in candidates:
+        for reason in reasons_of.get(index, []):
+            entries = skipped[(index, reason)]
+            lines = sum(n for _, n in entries)
+            whole = index not in reviewed_files and len(reasons_of[index]) == 1 and len(entries) == len(f.hunks)
+            headers = () if whole else tuple(f.hunks[i].header for i, _ in entries)
+            review.skipped.append(Skipped(f.path, reason, headers, lines))
+    return jobs
+
+
+def _fit(
+    path: str, hunk: Hunk, backend: Any, per_prompt: int, max_lines: int
+) -> tuple[list[tuple[PromptInput, Hunk, int]], int]:
+    """(pieces of ``hunk`` that each fit one prompt, in order; diff lines that fit nowhere)."""
+    out: list[tuple[PromptInput, Hunk, int]] = []
+    unfit = 0
+    pending = list(reversed(hunk.split(max_lines)))
+    while pending:
+        piece = pending.pop()
+        inp = render_input(path, piece)
+        tokens = _prompt_tokens(backend, inp)
+        if tokens <= per_prompt:
+            out.append((inp, piece, tokens))
+            continue
+        if len(piece.lines) <= 1:
+            unfit += len(piece.lines)
+            continue
+        # split in proportion to the overshoot, at least in halves
+        size = max(1, min(len(piece.lines) // 2, int(len(piece.lines) * per_prompt / tokens * 0.9)))
+        pending.extend(reversed(piece.split(size)))
+    return out, unfit
+
+
+def _place(
+    parsed: ParseResult, job: _Job, diff: Diff, options: ReviewOptions
+) -> tuple[list[ReviewComment], list[ReviewComment]]:
+    """Anchor parsed comments on the diff. A range whose first line is not commentable is kept on
+    its last line; anything else not commentable becomes unanchored (for the review body)."""
+    anchored, unanchored = [], []
+    candidates: list[tuple[PromptComment, bool]] = [(c, True) for c in parsed.comments]
+    candidates += [(c, False) for c in parsed.invalid_anchors]
+    for c, in_hunk in candidates:
+        body = scrub_text(c.body) if options.scrub_secrets else c.body
+        body = normalize_body(body or "")
+        if not body:
+            continue
+        start = c.start_line
+        ok = in_hunk and diff.is_commentable(job.path, c.line, c.side)
+        if ok and start is not None and not diff.is_commentable(job.path, start, c.side):
+            start = None
+        if not ok and job.hunk.is_commentable(c.line, c.side) and diff.is_commentable(job.path, c.line, c.side):
+            ok, start = True, None  # the range's start was outside the hunk: keep its last line
+        if ok:
+            line = job.hunk.line_at(c.line, c.side)
+            anchored.append(ReviewComment(
+                job.path, c.line, c.side, body, start, line.text if line else "", _new_line(job.hunk, c.line, c.side)
+            ))
+        else:
+            unanchored.append(ReviewComment(job.path, c.line, c.side, body, start))
+    return anchored, unanchored
+
+
+def _new_line(hunk: Hunk, line: int, side: str) -> int | None:
+    """Where (line, side) shows in the new file: itself on RIGHT; for a deleted line, the new-file
+    line it was replaced by or sits before (the previous one at the end of a hunk)."""
+    if side == RIGHT:
+        return line
+    seen = False
+    previous = None
+    for ln in hunk.lines:
+        if ln.kind != "-" and ln.new_no is not None:
+            if seen:
+                return ln.new_no
+            previous = ln.new_no
+        if ln.kind in "- " and ln.old_no == line and side == LEFT:
+            if ln.kind == " ":
+                return ln.new_no
+            seen = True
+    if previous is not None:
+        return previous
+    return max(1, hunk.new_start)
+
+
+class _Order:
+    """Diff order: files as they appear in the diff, comments by where their line is in the file's
+    hunks. Stable across runs, which keeps caps and output deterministic."""
+
+    def __init__(self, diff: Diff):
+        self.diff = diff
+        self.file_index = {}
+        for i, f in enumerate(diff.files):
+            self.file_index.setdefault(f.path, i)
+        self._positions: dict[str, dict[tuple[int, str], int]] = {}
+
+    def positions(self, path: str) -> dict[tuple[int, str], int]:
+        if path not in self._positions:
+            table: dict[tuple[int, str], int] = {}
+            f = self.diff.file(path)
+            pos = 0
+            for hunk in f.hunks if f else []:
+                for ln in hunk.lines:
+                    pos += 1
+                    if ln.kind in "+ " and ln.new_no is not None:
+                        table.setdefault((ln.new_no, RIGHT), pos)
+                    if ln.kind in "- " and ln.old_no is not None:
+                        table.setdefault((ln.old_no, LEFT), pos)
+            self._positions[path] = table
+        return self._positions[path]
+
+    def key(self, c: ReviewComment) -> tuple[int, int, int, str, str]:
+        pos = self.positions(c.path).get((c.line, c.side), 10**9)
+        return (self.file_index.get(c.path, 10**9), pos, c.line, c.side, c.body)
+
+
+def _same_body(body: str) -> str:
+    return re.sub(r"\s+", " ", body).strip().casefold()
+
+
+def _dedupe(comments: Iterable[ReviewComment]) -> tuple[list[ReviewComment], int]:
+    seen: set[tuple[str, int, str, str]] = set()
+    out, dropped = [], 0
+    for c in comments:
+        key = (c.path, c.line, c.side, _same_body(c.body))
+        if key in seen:
+            dropped += 1
+            continue
+        seen.add(key)
+        out.append(c)
+    return out, dropped
+
+
+def _cap(comments: list[ReviewComment], total: int, per_file: int) -> tuple[list[ReviewComment], int]:
+    kept: list[ReviewComment] = []
+    per: Counter[str] = Counter()
+    for c in comments:
+        if len(kept) >= total or per[c.path] >= per_file:
+            continue
+        per[c.path] += 1
+        kept.append(c)
+    return kept, len(comments) - len(kept)

@@ -1,0 +1,860 @@
+"""The dataset store: one SQLite file that harvest, dataset import and the webhook worker all write.
+
+Why SQLite: concurrent writers on one machine (a harvest and the webhook worker) are safe with WAL
+and a busy timeout, a re-harvest is idempotent because comments are keyed by GitHub's comment id,
+and every write is its own short transaction, so a killed harvest keeps everything it had fetched.
+
+Location: ``Store(path)``; without a path the environment variable ``REVBOT_DB``, else
+``./revbot.db`` in the working directory (DEFAULT_DB_NAME). Parent directories are created.
+
+Tables (schema versioned by an ordered list of named migrations, recorded in ``migrations``):
+  comments       one row per GitHub review comment (StoredComment), secrets already scrubbed
+  prs            pull-request metadata (author, head sha) and whether its file list is cached
+  pr_files       the per-file ``patch`` strings of a PR, so examples rebuild without refetching
+  examples       training examples (bot.examples.Example), positive and negative
+  harvest_state  per-repository key/value state: the high-water mark, resume cursors
+  pending_prs    PRs whose comments changed and whose examples still need (re)building
+  bot_feedback   reactions and replies on the bot's own comments (reported by `revbot eval`)
+
+Connections: one per thread (and per process: a forked worker opens its own), so the store object
+can be shared by threads without locking.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import sqlite3
+import threading
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field, fields, replace
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Iterable, Iterator, Mapping
+
+from bot.errors import DataError
+from bot.examples import Example
+from bot.secrets import scrub_text
+
+DEFAULT_DB_NAME = "revbot.db"
+ENV_DB = "REVBOT_DB"
+BUSY_TIMEOUT_S = 30.0
+
+REACTION_KEYS = ("+1", "-1", "laugh", "hooray", "confused", "heart", "rocket", "eyes")
+
+
+def default_db_path() -> Path:
+    """``$REVBOT_DB`` when set, else ``./revbot.db``."""
+    return Path(os.environ.get(ENV_DB) or DEFAULT_DB_NAME)
+
+
+def utc_timestamp(value: Any) -> str | None:
+    """Any ISO-8601 time (or datetime) -> ``YYYY-MM-DDTHH:MM:SSZ`` in UTC, so stored times compare
+    correctly as strings. None and empty stay None; an unreadable value is a DataError."""
+    if value in (None, ""):
+        return None
+    if isinstance(value, datetime):
+        moment = value
+    else:
+        text = str(value).strip()
+        if re.fullmatch(r"\d{4}-\d{2}-\d{2}", text):
+            text += "T00:00:00"
+        try:
+            moment = datetime.fromisoformat(text.replace("Z", "+00:00").replace("z", "+00:00"))
+        except ValueError:
+            raise DataError(f"not an ISO-8601 time: {value!r}") from None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=timezone.utc)
+    return moment.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def is_bot_login(login: str | None, user_type: str | None = None) -> bool:
+    """GitHub marks apps as type ``Bot`` and their logins end in ``[bot]``."""
+    return (user_type or "").lower() == "bot" or (login or "").lower().endswith("[bot]")
+
+
+_PR_FROM_URL = re.compile(r"/pulls?/(\d+)(?:$|[/?#])")
+
+
+def _pr_number(raw: Mapping[str, Any]) -> int | None:
+    for url in (
+        raw.get("pull_request_url"),
+        ((raw.get("_links") or {}).get("pull_request") or {}).get("href"),
+        raw.get("html_url"),
+    ):
+        if isinstance(url, str):
+            m = _PR_FROM_URL.search(url)
+            if m:
+                return int(m.group(1))
+    return None
+
+
+def _int_or_none(value: Any) -> int | None:
+    if value is None or value == "":
+        return None
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return None
+
+
+@dataclass
+class StoredComment:
+    """One GitHub pull-request review comment as stored (body and diff_hunk already scrubbed).
+
+    ``line``/``side``/``start_line`` refer to the PR's latest diff (None once outdated);
+    ``original_*`` to the commit the comment was written on, whose end is ``diff_hunk``'s last line.
+    """
+
+    repo: str
+    pr: int
+    id: int
+    path: str | None = None
+    diff_hunk: str | None = None
+    line: int | None = None
+    side: str | None = None
+    start_line: int | None = None
+    start_side: str | None = None
+    original_line: int | None = None
+    original_start_line: int | None = None
+    commit_id: str | None = None
+    original_commit_id: str | None = None
+    author: str | None = None
+    author_type: str | None = None
+    pr_author: str | None = None
+    body: str = ""
+    created_at: str | None = None
+    updated_at: str | None = None
+    in_reply_to_id: int | None = None
+    reactions: dict[str, int] = field(default_factory=dict)
+    html_url: str | None = None
+    source: str = "github"
+    is_bot: bool = False
+
+    @property
+    def is_reply(self) -> bool:
+        return self.in_reply_to_id is not None
+
+    @property
+    def thumbs_up(self) -> int:
+        return int(self.reactions.get("+1", 0) or 0)
+
+    @property
+    def thumbs_down(self) -> int:
+        return int(self.reactions.get("-1", 0) or 0)
+
+    @classmethod
+    def from_github(
+        cls, raw: Mapping[str, Any], repo: str, pr_author: str | None = None, source: str = "github"
+    ) -> "StoredComment":
+        """From the REST JSON of a review comment (also the ``comment`` of a
+        ``pull_request_review_comment`` webhook). Secrets are scrubbed here, before anything is
+        stored. Missing diff_hunk/line/side (comments from 2012) are kept as None."""
+        if not isinstance(raw, Mapping):
+            raise DataError(f"review comment must be a JSON object, got {type(raw).__name__}")
+        comment_id = _int_or_none(raw.get("id"))
+        if comment_id is None:
+            raise DataError("review comment has no integer 'id'")
+        pr = _int_or_none(raw.get("pr")) or _pr_number(raw)
+        if pr is None:
+            raise DataError(f"review comment {comment_id} names no pull request (no pull_request_url)")
+        user = raw.get("user") or {}
+        login = user.get("login") if isinstance(user, Mapping) else None
+        user_type = user.get("type") if isinstance(user, Mapping) else None
+        reactions_raw = raw.get("reactions") or {}
+        reactions = {
+            k: int(v) for k, v in reactions_raw.items() if k != "url" and isinstance(v, (int, float)) and not isinstance(v, bool)
+        } if isinstance(reactions_raw, Mapping) else {}
+        side = raw.get("side")
+        start_side = raw.get("start_side")
+        return cls(
+            repo=repo,
+            pr=int(pr),
+            id=comment_id,
+            path=raw.get("path"),
+            diff_hunk=scrub_text(raw.get("diff_hunk")) or None,
+            line=_int_or_none(raw.get("line")),
+            side=str(side).upper() if side else None,
+            start_line=_int_or_none(raw.get("start_line")),
+            start_side=str(start_side).upper() if start_side else None,
+            original_line=_int_or_none(raw.get("original_line")),
+            original_start_line=_int_or_none(raw.get("original_start_line")),
+            commit_id=raw.get("commit_id"),
+            original_commit_id=raw.get("original_commit_id"),
+            author=login,
+            author_type=user_type,
+            pr_author=pr_author,
+            body=scrub_text(raw.get("body") or "") or "",
+            created_at=utc_timestamp(raw.get("created_at")),
+            updated_at=utc_timestamp(raw.get("updated_at") or raw.get("created_at")),
+            in_reply_to_id=_int_or_none(raw.get("in_reply_to_id")),
+            reactions=reactions,
+            html_url=raw.get("html_url"),
+            source=source,
+            is_bot=is_bot_login(login, user_type),
+        )
+
+    def digest(self) -> str:
+        """Content hash: an unchanged comment is not rewritten (and not counted as updated)."""
+        data = {k: v for k, v in asdict(self).items() if k not in ("source", "pr_author")}
+        return hashlib.sha1(json.dumps(data, sort_keys=True).encode()).hexdigest()
+
+
+_COMMENT_COLUMNS = [f.name for f in fields(StoredComment)]
+
+
+@dataclass(frozen=True)
+class PullRequestInfo:
+    repo: str
+    number: int
+    author: str | None = None
+    head_sha: str | None = None
+    state: str | None = None
+    created_at: str | None = None
+    updated_at: str | None = None
+    title: str | None = None
+
+
+@dataclass(frozen=True)
+class CachedFile:
+    """One entry of a PR's file list (the PR files API), patch already scrubbed."""
+
+    path: str
+    status: str = "modified"
+    patch: str | None = None
+    old_path: str | None = None
+
+
+@dataclass(frozen=True)
+class Feedback:
+    """What people did with one of the bot's own comments.
+
+    kinds: ``reactions`` (the comment's reaction counts, ``content`` is their JSON, one row per
+    comment, updated in place), ``reaction`` (one person's reaction, ``content`` its name) and
+    ``reply`` (a reply in the thread, ``content`` its scrubbed body, ``ref_id`` its comment id).
+    """
+
+    repo: str
+    pr: int
+    comment_id: int  # the bot's comment
+    kind: str
+    author: str
+    content: str
+    ref_id: int | None = None
+    created_at: str | None = None
+    source: str = "github"
+
+    @property
+    def key(self) -> str:
+        """Identity for upserts: recording the same feedback twice stores it once."""
+        if self.kind == "reactions":
+            return f"reactions:{self.comment_id}"
+        if self.ref_id is not None:
+            return f"{self.kind}:{self.comment_id}:{self.ref_id}"
+        digest = hashlib.sha1(self.content.encode()).hexdigest()[:12]
+        return f"{self.kind}:{self.comment_id}:{self.author}:{digest}"
+
+    def counts(self) -> dict[str, int]:
+        """Reaction counts of a ``reactions`` row."""
+        return json.loads(self.content) if self.kind == "reactions" else {}
+
+
+# --------------------------------------------------------------------------- migrations
+
+MIGRATIONS: list[tuple[str, str]] = [
+    (
+        "0001_comments",
+        """
+        CREATE TABLE comments (
+            id INTEGER PRIMARY KEY,
+            repo TEXT NOT NULL,
+            pr INTEGER NOT NULL,
+            path TEXT,
+            diff_hunk TEXT,
+            line INTEGER,
+            side TEXT,
+            start_line INTEGER,
+            start_side TEXT,
+            original_line INTEGER,
+            original_start_line INTEGER,
+            commit_id TEXT,
+            original_commit_id TEXT,
+            author TEXT,
+            author_type TEXT,
+            pr_author TEXT,
+            body TEXT NOT NULL DEFAULT '',
+            created_at TEXT,
+            updated_at TEXT,
+            in_reply_to_id INTEGER,
+            reactions TEXT NOT NULL DEFAULT '{}',
+            html_url TEXT,
+            source TEXT NOT NULL DEFAULT 'github',
+            is_bot INTEGER NOT NULL DEFAULT 0,
+            digest TEXT NOT NULL,
+            stored_at TEXT NOT NULL
+        );
+        CREATE INDEX comments_repo_pr ON comments(repo, pr);
+        CREATE INDEX comments_reply ON comments(in_reply_to_id);
+        """,
+    ),
+    (
+        "0002_harvest_state",
+        """
+        CREATE TABLE harvest_state (
+            repo TEXT NOT NULL,
+            key TEXT NOT NULL,
+            value TEXT,
+            updated_at TEXT NOT NULL,
+            PRIMARY KEY (repo, key)
+        );
+        CREATE TABLE pending_prs (
+            repo TEXT NOT NULL,
+            pr INTEGER NOT NULL,
+            marked_at TEXT NOT NULL,
+            PRIMARY KEY (repo, pr)
+        );
+        """,
+    ),
+    (
+        "0003_prs_and_files",
+        """
+        CREATE TABLE prs (
+            repo TEXT NOT NULL,
+            number INTEGER NOT NULL,
+            author TEXT,
+            head_sha TEXT,
+            state TEXT,
+            created_at TEXT,
+            updated_at TEXT,
+            title TEXT,
+            files_commit TEXT,
+            files_fetched_at TEXT,
+            PRIMARY KEY (repo, number)
+        );
+        CREATE TABLE pr_files (
+            repo TEXT NOT NULL,
+            pr INTEGER NOT NULL,
+            position INTEGER NOT NULL,
+            path TEXT NOT NULL,
+            old_path TEXT,
+            status TEXT NOT NULL,
+            patch TEXT,
+            PRIMARY KEY (repo, pr, position)
+        );
+        """,
+    ),
+    (
+        "0004_examples",
+        """
+        CREATE TABLE examples (
+            id TEXT PRIMARY KEY,
+            repo TEXT NOT NULL,
+            pr INTEGER NOT NULL,
+            path TEXT NOT NULL,
+            hunk TEXT NOT NULL,
+            comments TEXT NOT NULL,
+            is_negative INTEGER NOT NULL,
+            created_at TEXT NOT NULL DEFAULT '',
+            source TEXT NOT NULL,
+            meta TEXT NOT NULL DEFAULT '{}',
+            stored_at TEXT NOT NULL
+        );
+        CREATE INDEX examples_repo_pr ON examples(repo, pr);
+        """,
+    ),
+    (
+        "0005_bot_feedback",
+        """
+        CREATE TABLE bot_feedback (
+            key TEXT PRIMARY KEY,
+            repo TEXT NOT NULL,
+            pr INTEGER NOT NULL,
+            comment_id INTEGER NOT NULL,
+            kind TEXT NOT NULL,
+            author TEXT NOT NULL,
+            content TEXT NOT NULL,
+            ref_id INTEGER,
+            created_at TEXT,
+            source TEXT NOT NULL,
+            stored_at TEXT NOT NULL
+        );
+        CREATE INDEX bot_feedback_comment ON bot_feedback(repo, comment_id);
+        """,
+    ),
+]
+
+
+# --------------------------------------------------------------------------- the store
+
+
+class Store:
+    """The dataset store. Cheap to create; connections open lazily, one per thread."""
+
+    def __init__(self, path: str | os.PathLike[str] | None = None, *, timeout: float = BUSY_TIMEOUT_S):
+        self.path = Path(path) if path is not None else default_db_path()
+        self.timeout = timeout
+        self._local = threading.local()
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise DataError(f"cannot create the directory for the store: {exc.strerror}", str(self.path.parent)) from None
+        self._migrate()
+
+    def __repr__(self) -> str:
+        return f"Store({str(self.path)!r})"
+
+    # ---- connections and transactions
+
+    def _conn(self) -> sqlite3.Connection:
+        con = getattr(self._local, "con", None)
+        if con is not None and getattr(self._local, "pid", None) == os.getpid():
+            return con
+        try:
+            con = sqlite3.connect(str(self.path), timeout=self.timeout, isolation_level=None)
+            con.row_factory = sqlite3.Row
+            con.execute(f"PRAGMA busy_timeout = {int(self.timeout * 1000)}")
+            con.execute("PRAGMA journal_mode = WAL")
+            con.execute("PRAGMA synchronous = NORMAL")
+        except sqlite3.DatabaseError as exc:
+            raise DataError(f"cannot open the store: {exc}", str(self.path)) from None
+        self._local.con, self._local.pid, self._local.depth = con, os.getpid(), 0
+        return con
+
+    @contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        """One write transaction (BEGIN IMMEDIATE: takes the write lock up front, so two writers
+        wait for each other instead of failing on a lock upgrade). Nested uses join the outer one."""
+        con = self._conn()
+        if self._local.depth:
+            self._local.depth += 1
+            try:
+                yield con
+            finally:
+                self._local.depth -= 1
+            return
+        try:
+            con.execute("BEGIN IMMEDIATE")
+        except sqlite3.OperationalError as exc:
+            raise DataError(f"the store is busy or locked: {exc}", str(self.path)) from None
+        self._local.depth = 1
+        try:
+            yield con
+        except BaseException:
+            self._local.depth = 0
+            con.execute("ROLLBACK")
+            raise
+        self._local.depth = 0
+        con.execute("COMMIT")
+
+    def _read(self, sql: str, params: Iterable[Any] = ()) -> list[sqlite3.Row]:
+        return self._conn().execute(sql, tuple(params)).fetchall()
+
+    def close(self) -> None:
+        """Close this thread's connection (others close when their thread ends)."""
+        con = getattr(self._local, "con", None)
+        if con is not None:
+            con.close()
+            self._local.con = None
+
+    def _migrate(self) -> None:
+        try:
+            with self.transaction() as con:
+                con.execute(
+                    "CREATE TABLE IF NOT EXISTS migrations (id INTEGER PRIMARY KEY, name TEXT UNIQUE NOT NULL, applied_at TEXT NOT NULL)"
+                )
+                applied = [r["name"] for r in con.execute("SELECT name FROM migrations ORDER BY id")]
+                known = [name for name, _ in MIGRATIONS]
+                unknown = [name for name in applied if name not in known]
+                if unknown:
+                    raise DataError(
+                        f"the store was written by a newer revbot (unknown migrations: {', '.join(unknown)}); upgrade revbot",
+                        str(self.path),
+                    )
+                for number, (name, sql) in enumerate(MIGRATIONS, start=1):
+                    if name in applied:
+                        continue
+                    for statement in sql.split(";"):
+                        if statement.strip():
+                            con.execute(statement)
+                    con.execute("INSERT INTO migrations (id, name, applied_at) VALUES (?, ?, ?)", (number, name, _now()))
+        except sqlite3.DatabaseError as exc:
+            raise DataError(f"not a usable revbot store: {exc}", str(self.path)) from None
+
+    @property
+    def schema_version(self) -> int:
+        return int(self._read("SELECT COUNT(*) FROM migrations")[0][0])
+
+    # ---- comments
+
+    def upsert_comments(self, comments: Iterable[StoredComment], *, mark_pending: bool = False) -> tuple[int, int]:
+        """Insert or update by comment id, in one transaction. Returns (inserted, updated); a
+        comment whose content did not change counts as neither, so a re-harvest reports (0, 0).
+        With ``mark_pending`` the PRs of changed comments are queued for an example rebuild in the
+        same transaction (the webhook worker does this, so the next harvest picks them up)."""
+        inserted = updated = 0
+        stamp = _now()
+        changed_prs: set[tuple[str, int]] = set()
+        with self.transaction() as con:
+            for c in comments:
+                c = replace(c, body=scrub_text(c.body) or "", diff_hunk=scrub_text(c.diff_hunk))
+                row = asdict(c)
+                row["reactions"] = json.dumps(c.reactions, sort_keys=True)
+                row["is_bot"] = int(bool(c.is_bot))
+                row["digest"] = c.digest()
+                row["stored_at"] = stamp
+                existing = con.execute("SELECT digest, pr_author FROM comments WHERE id = ?", (c.id,)).fetchone()
+                if existing is None:
+                    cols = _COMMENT_COLUMNS + ["digest", "stored_at"]
+                    con.execute(
+                        f"INSERT INTO comments ({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))})",
+                        [row[k] for k in cols],
+                    )
+                    inserted += 1
+                    changed_prs.add((c.repo, c.pr))
+                    continue
+                if c.pr_author and existing["pr_author"] != c.pr_author:
+                    con.execute("UPDATE comments SET pr_author = ? WHERE id = ?", (c.pr_author, c.id))
+                if existing["digest"] != row["digest"]:
+                    cols = [k for k in _COMMENT_COLUMNS if k not in ("id", "source", "pr_author")] + ["digest", "stored_at"]
+                    con.execute(
+                        f"UPDATE comments SET {', '.join(f'{k} = ?' for k in cols)} WHERE id = ?",
+                        [row[k] for k in cols] + [c.id],
+                    )
+                    updated += 1
+                    changed_prs.add((c.repo, c.pr))
+            if mark_pending:
+                con.executemany(
+                    "INSERT OR IGNORE INTO pending_prs (repo, pr, marked_at) VALUES (?, ?, ?)",
+                    [(repo, pr, stamp) for repo, pr in sorted(changed_prs)],
+                )
+        return inserted, updated
+
+    def delete_comment(self, comment_id: int) -> bool:
+        """Remove a comment (GitHub deleted it); marks its PR for an example rebuild."""
+        with self.transaction() as con:
+            row = con.execute("SELECT repo, pr FROM comments WHERE id = ?", (int(comment_id),)).fetchone()
+            if row is None:
+                return False
+            con.execute("DELETE FROM comments WHERE id = ?", (int(comment_id),))
+            self.mark_pending(row["repo"], [row["pr"]])
+            return True
+
+    def get_comment(self, comment_id: int) -> StoredComment | None:
+        rows = self._read("SELECT * FROM comments WHERE id = ?", (int(comment_id),))
+        return _comment_from_row(rows[0]) if rows else None
+
+    def iter_comments(self, repo: str | None = None, pr: int | None = None) -> Iterator[StoredComment]:
+        """Comments in id order (GitHub ids grow with time), optionally of one repo or PR."""
+        sql, params = "SELECT * FROM comments", []
+        where = []
+        if repo is not None:
+            where.append("repo = ?")
+            params.append(repo)
+        if pr is not None:
+            where.append("pr = ?")
+            params.append(int(pr))
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        for row in self._read(sql + " ORDER BY id", params):
+            yield _comment_from_row(row)
+
+    def comment_prs(self, repo: str) -> list[int]:
+        """Numbers of the PRs that have stored comments."""
+        return [r[0] for r in self._read("SELECT DISTINCT pr FROM comments WHERE repo = ? ORDER BY pr", (repo,))]
+
+    def set_pr_author(self, repo: str, pr: int, author: str | None) -> None:
+        """Record a PR's author on the PR and on its stored comments."""
+        with self.transaction() as con:
+            con.execute(
+                "INSERT INTO prs (repo, number, author) VALUES (?, ?, ?) "
+                "ON CONFLICT(repo, number) DO UPDATE SET author = excluded.author",
+                (repo, int(pr), author),
+            )
+            con.execute("UPDATE comments SET pr_author = ? WHERE repo = ? AND pr = ?", (author, repo, int(pr)))
+
+    # ---- pull requests and their cached file lists
+
+    def upsert_pulls(self, pulls: Iterable[PullRequestInfo]) -> int:
+        """Store PR metadata (from a bulk PR listing or a webhook); also fills comments' pr_author."""
+        count = 0
+        with self.transaction() as con:
+            for p in pulls:
+                con.execute(
+                    "INSERT INTO prs (repo, number, author, head_sha, state, created_at, updated_at, title) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT(repo, number) DO UPDATE SET "
+                    "author = COALESCE(excluded.author, author), head_sha = COALESCE(excluded.head_sha, head_sha), "
+                    "state = COALESCE(excluded.state, state), created_at = COALESCE(excluded.created_at, created_at), "
+                    "updated_at = COALESCE(excluded.updated_at, updated_at), title = COALESCE(excluded.title, title)",
+                    (p.repo, int(p.number), p.author, p.head_sha, p.state, p.created_at, p.updated_at, p.title),
+                )
+                if p.author:
+                    con.execute(
+                        "UPDATE comments SET pr_author = ? WHERE repo = ? AND pr = ? AND pr_author IS NOT ?",
+                        (p.author, p.repo, int(p.number), p.author),
+                    )
+                count += 1
+        return count
+
+    def get_pull(self, repo: str, number: int) -> PullRequestInfo | None:
+        rows = self._read("SELECT * FROM prs WHERE repo = ? AND number = ?", (repo, int(number)))
+        if not rows:
+            return None
+        r = rows[0]
+        return PullRequestInfo(repo, r["number"], r["author"], r["head_sha"], r["state"], r["created_at"], r["updated_at"], r["title"])
+
+    def pull_authors(self, repo: str) -> dict[int, str]:
+        """PR number -> author for every PR whose author is known: from PR metadata, else from
+        comments that arrived with it (a webhook payload names the PR's author)."""
+        out = {
+            r["pr"]: r["pr_author"]
+            for r in self._read("SELECT DISTINCT pr, pr_author FROM comments WHERE repo = ? AND pr_author IS NOT NULL", (repo,))
+        }
+        out.update(
+            {r["number"]: r["author"] for r in self._read("SELECT number, author FROM prs WHERE repo = ? AND author IS NOT NULL", (repo,))}
+        )
+        return out
+
+    def cache_pr_files(self, repo: str, pr: int, files: Iterable[CachedFile], commit: str | None = None) -> None:
+        """Replace the cached file list of a PR (patches scrubbed). ``commit`` is the head it was read at."""
+        with self.transaction() as con:
+            con.execute("DELETE FROM pr_files WHERE repo = ? AND pr = ?", (repo, int(pr)))
+            for position, f in enumerate(files):
+                con.execute(
+                    "INSERT INTO pr_files (repo, pr, position, path, old_path, status, patch) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    (repo, int(pr), position, f.path, f.old_path, f.status, scrub_text(f.patch)),
+                )
+            con.execute(
+                "INSERT INTO prs (repo, number, files_commit, files_fetched_at) VALUES (?, ?, ?, ?) "
+                "ON CONFLICT(repo, number) DO UPDATE SET files_commit = excluded.files_commit, files_fetched_at = excluded.files_fetched_at",
+                (repo, int(pr), commit, _now()),
+            )
+
+    def cached_pr_files(self, repo: str, pr: int) -> tuple[list[CachedFile], str | None] | None:
+        """(files, commit they were read at), or None when this PR's files were never cached."""
+        meta = self._read("SELECT files_fetched_at, files_commit FROM prs WHERE repo = ? AND number = ?", (repo, int(pr)))
+        if not meta or meta[0]["files_fetched_at"] is None:
+            return None
+        rows = self._read("SELECT * FROM pr_files WHERE repo = ? AND pr = ? ORDER BY position", (repo, int(pr)))
+        return [CachedFile(r["path"], r["status"], r["patch"], r["old_path"]) for r in rows], meta[0]["files_commit"]
+
+    # ---- harvest state
+
+    def get_state(self, repo: str, key: str, default: Any = None) -> Any:
+        rows = self._read("SELECT value FROM harvest_state WHERE repo = ? AND key = ?", (repo, key))
+        if not rows or rows[0]["value"] is None:
+            return default
+        return json.loads(rows[0]["value"])
+
+    def set_state(self, repo: str, key: str, value: Any) -> None:
+        """Set (or with None, clear) one piece of per-repo harvest state."""
+        with self.transaction() as con:
+            if value is None:
+                con.execute("DELETE FROM harvest_state WHERE repo = ? AND key = ?", (repo, key))
+            else:
+                con.execute(
+                    "INSERT INTO harvest_state (repo, key, value, updated_at) VALUES (?, ?, ?, ?) "
+                    "ON CONFLICT(repo, key) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at",
+                    (repo, key, json.dumps(value), _now()),
+                )
+
+    def high_water_mark(self, repo: str) -> str | None:
+        """The ``updated_at`` up to which this repo's review comments have been read."""
+        return self.get_state(repo, "high_water")
+
+    def set_high_water_mark(self, repo: str, value: str | None) -> None:
+        self.set_state(repo, "high_water", value)
+
+    def mark_pending(self, repo: str, prs: Iterable[int]) -> None:
+        """PRs whose examples must be rebuilt; cleared by replace_examples(..., pr=N)."""
+        stamp = _now()
+        with self.transaction() as con:
+            con.executemany(
+                "INSERT OR IGNORE INTO pending_prs (repo, pr, marked_at) VALUES (?, ?, ?)",
+                [(repo, int(p), stamp) for p in prs],
+            )
+
+    def pending_prs(self, repo: str) -> list[int]:
+        return [r["pr"] for r in self._read("SELECT pr FROM pending_prs WHERE repo = ? ORDER BY pr", (repo,))]
+
+    def clear_pending(self, repo: str, pr: int) -> None:
+        with self.transaction() as con:
+            con.execute("DELETE FROM pending_prs WHERE repo = ? AND pr = ?", (repo, int(pr)))
+
+    # ---- examples
+
+    def upsert_examples(self, examples: Iterable[Example]) -> tuple[int, int]:
+        """Insert or replace by example id. Returns (inserted, updated)."""
+        inserted = updated = 0
+        with self.transaction() as con:
+            for ex in examples:
+                existed = con.execute("SELECT 1 FROM examples WHERE id = ?", (ex.id,)).fetchone() is not None
+                self._put_example(con, ex)
+                if existed:
+                    updated += 1
+                else:
+                    inserted += 1
+        return inserted, updated
+
+    def replace_examples(
+        self, repo: str, examples: Iterable[Example], *, pr: int | None = None, source: str | None = None
+    ) -> int:
+        """Atomically replace a repo's examples (or one PR's, or one source's) with ``examples``.
+        Replacing one PR also clears it from the pending list: its rebuild is done."""
+        count = 0
+        with self.transaction() as con:
+            sql, params = "DELETE FROM examples WHERE repo = ?", [repo]
+            if pr is not None:
+                sql += " AND pr = ?"
+                params.append(int(pr))
+            if source is not None:
+                sql += " AND source = ?"
+                params.append(source)
+            con.execute(sql, params)
+            for ex in examples:
+                self._put_example(con, ex)
+                count += 1
+            if pr is not None:
+                con.execute("DELETE FROM pending_prs WHERE repo = ? AND pr = ?", (repo, int(pr)))
+        return count
+
+    @staticmethod
+    def _put_example(con: sqlite3.Connection, ex: Example) -> None:
+        data = ex.to_dict()
+        con.execute(
+            "INSERT OR REPLACE INTO examples (id, repo, pr, path, hunk, comments, is_negative, created_at, source, meta, stored_at) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                ex.id,
+                ex.repo,
+                int(ex.pr),
+                ex.path,
+                scrub_text(ex.hunk),
+                json.dumps([{**c, "body": scrub_text(c["body"])} for c in data["comments"]], ensure_ascii=False),
+                int(ex.is_negative),
+                ex.created_at or "",
+                ex.source,
+                json.dumps(ex.meta or {}, ensure_ascii=False, sort_keys=True),
+                _now(),
+            ),
+        )
+
+    def iter_examples(
+        self, repo: str | None = None, *, source: str | None = None, negative: bool | None = None
+    ) -> Iterator[Example]:
+        """Examples ordered by (created_at, id): stable, and oldest first for time-based splits."""
+        sql, params, where = "SELECT * FROM examples", [], []
+        if repo is not None:
+            where.append("repo = ?")
+            params.append(repo)
+        if source is not None:
+            where.append("source = ?")
+            params.append(source)
+        if negative is not None:
+            where.append("is_negative = ?")
+            params.append(int(negative))
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        for row in self._read(sql + " ORDER BY created_at, id", params):
+            yield _example_from_row(row)
+
+    def count_examples(self, repo: str | None = None) -> tuple[int, int]:
+        """(positive, negative)."""
+        sql = "SELECT is_negative, COUNT(*) FROM examples" + (" WHERE repo = ?" if repo else "") + " GROUP BY is_negative"
+        counts = {r[0]: r[1] for r in self._read(sql, (repo,) if repo else ())}
+        return counts.get(0, 0), counts.get(1, 0)
+
+    # ---- feedback on the bot's own comments
+
+    def record_feedback(self, items: Iterable[Feedback]) -> int:
+        """Store feedback on the bot's comments (upsert by Feedback.key). Returns rows written."""
+        count = 0
+        stamp = _now()
+        with self.transaction() as con:
+            for f in items:
+                con.execute(
+                    "INSERT INTO bot_feedback (key, repo, pr, comment_id, kind, author, content, ref_id, created_at, source, stored_at) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT(key) DO UPDATE SET content = excluded.content, "
+                    "created_at = COALESCE(excluded.created_at, created_at), stored_at = excluded.stored_at "
+                    "WHERE content IS NOT excluded.content",
+                    (f.key, f.repo, int(f.pr), int(f.comment_id), f.kind, f.author, scrub_text(f.content) or "",
+                     f.ref_id, f.created_at, f.source, stamp),
+                )
+                count += 1
+        return count
+
+    def iter_feedback(self, repo: str | None = None, comment_id: int | None = None) -> Iterator[Feedback]:
+        sql, params, where = "SELECT * FROM bot_feedback", [], []
+        if repo is not None:
+            where.append("repo = ?")
+            params.append(repo)
+        if comment_id is not None:
+            where.append("comment_id = ?")
+            params.append(int(comment_id))
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        for r in self._read(sql + " ORDER BY comment_id, kind, key", params):
+            yield Feedback(r["repo"], r["pr"], r["comment_id"], r["kind"], r["author"], r["content"], r["ref_id"], r["created_at"], r["source"])
+
+    # ---- summary
+
+    def stats(self) -> dict[str, Any]:
+        """Counts for `revbot dataset stats`: stored comments, examples by polarity, per repo."""
+        repos: dict[str, dict[str, Any]] = {}
+
+        def entry(repo: str) -> dict[str, Any]:
+            return repos.setdefault(
+                repo,
+                {"comments": 0, "replies": 0, "bot_comments": 0, "prs": 0, "positive": 0, "negative": 0, "high_water": None, "pending_prs": 0},
+            )
+
+        for r in self._read(
+            "SELECT repo, COUNT(*) AS n, SUM(in_reply_to_id IS NOT NULL) AS replies, SUM(is_bot) AS bots, COUNT(DISTINCT pr) AS prs "
+            "FROM comments GROUP BY repo"
+        ):
+            e = entry(r["repo"])
+            e.update(comments=r["n"], replies=r["replies"] or 0, bot_comments=r["bots"] or 0, prs=r["prs"])
+        for r in self._read("SELECT repo, is_negative, COUNT(*) AS n FROM examples GROUP BY repo, is_negative"):
+            entry(r["repo"])["negative" if r["is_negative"] else "positive"] = r["n"]
+        for r in self._read("SELECT repo, value FROM harvest_state WHERE key = 'high_water'"):
+            entry(r["repo"])["high_water"] = json.loads(r["value"])
+        for r in self._read("SELECT repo, COUNT(*) AS n FROM pending_prs GROUP BY repo"):
+            entry(r["repo"])["pending_prs"] = r["n"]
+        sources = {r["source"]: r["n"] for r in self._read("SELECT source, COUNT(*) AS n FROM examples GROUP BY source")}
+        feedback = self._read("SELECT COUNT(*) FROM bot_feedback")[0][0]
+        return {
+            "path": str(self.path),
+            "schema_version": self.schema_version,
+            "comments": sum(e["comments"] for e in repos.values()),
+            "positive": sum(e["positive"] for e in repos.values()),
+            "negative": sum(e["negative"] for e in repos.values()),
+            "examples_by_source": dict(sorted(sources.items())),
+            "bot_feedback": feedback,
+            "repos": dict(sorted(repos.items())),
+        }
+
+
+def _comment_from_row(row: sqlite3.Row) -> StoredComment:
+    data = {k: row[k] for k in _COMMENT_COLUMNS}
+    data["reactions"] = json.loads(data["reactions"] or "{}")
+    data["is_bot"] = bool(data["is_bot"])
+    return StoredComment(**data)
+
+
+def _example_from_row(row: sqlite3.Row) -> Example:
+    data = {
+        "id": row["id"],
+        "repo": row["repo"],
+        "pr": row["pr"],
+        "path": row["path"],
+        "hunk": row["hunk"],
+        "comments": json.loads(row["comments"]),
+        "created_at": row["created_at"],
+        "source": row["source"],
+        "meta": json.loads(row["meta"] or "{}"),
+    }
+    return Example.from_dict(data, f"store example {row['id']}")

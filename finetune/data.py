@@ -1,0 +1,335 @@
+"""Examples in, training rows out: loading, honest splits, tokenisation with answer-only labels, and
+packing.
+
+Why each piece is here:
+* Splits are by PR and by time (the newest PRs are the test set, the next newest validation), so a
+  model is scored on reviews written after everything it learnt from, and a PR's hunks never leak
+  across splits.
+* Labels are -100 on every prompt token: the model learns to write the review, not to reproduce the
+  diff it was shown.
+* Examples are packed into rows without attention across examples (position ids restart at each
+  example, which transformers turns into a block-diagonal causal mask), so little compute is spent
+  on padding. Models whose attention does not honour that fall back to batches grouped by length.
+"""
+from __future__ import annotations
+
+import hashlib
+import math
+import os
+import random
+from collections import defaultdict
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+from bot.errors import DataError
+from bot.examples import Example, read_examples
+from bot.prompt import training_text
+
+IGNORE_INDEX = -100
+SQLITE_MAGIC = b"SQLite format 3\x00"
+
+
+# --------------------------------------------------------------------------- loading
+
+
+def is_store(path: str | os.PathLike[str]) -> bool:
+    """A SQLite file (the dataset store) rather than an examples JSONL."""
+    try:
+        with open(path, "rb") as fh:
+            return fh.read(len(SQLITE_MAGIC)) == SQLITE_MAGIC
+    except OSError:
+        return False
+
+
+def load_examples(path: str | os.PathLike[str]) -> list[Example]:
+    """All examples from the dataset store (SQLite) or an examples JSONL, de-duplicated by id (the
+    last occurrence wins, as a re-harvest would). A malformed JSONL line raises DataError(file:line)."""
+    name = str(path)
+    if not Path(path).exists():
+        raise DataError("no such file; pass the dataset store (revbot harvest writes it) or an examples JSONL", name)
+    if Path(path).is_dir():
+        raise DataError("is a directory; pass the dataset store file or an examples JSONL", name)
+    if is_store(path):
+        try:
+            from bot.store import Store
+        except ImportError:  # pragma: no cover - bot.store ships with revbot
+            raise DataError("this revbot has no dataset store support; export the examples to JSONL", name) from None
+        store = Store(path)
+        try:
+            examples = list(store.iter_examples())
+        finally:
+            close = getattr(store, "close", None)
+            if callable(close):
+                close()
+    else:
+        examples = list(read_examples(path))
+    unique: dict[str, Example] = {}
+    for ex in examples:
+        unique[ex.id] = ex
+    return list(unique.values())
+
+
+# --------------------------------------------------------------------------- splits
+
+
+@dataclass
+class Splits:
+    """Train / validation / test examples; ``time_ordered`` is False when no example had a date and the
+    split fell back to a seeded shuffle of PRs."""
+
+    train: list[Example]
+    validation: list[Example]
+    test: list[Example]
+    time_ordered: bool = True
+    settings: dict[str, Any] = field(default_factory=dict)
+
+    def items(self) -> list[tuple[str, list[Example]]]:
+        return [("train", self.train), ("validation", self.validation), ("test", self.test)]
+
+    def counts(self) -> dict[str, dict[str, int]]:
+        return {name: split_counts(part) for name, part in self.items()}
+
+    def ids(self) -> dict[str, list[str]]:
+        return {name: sorted(ex.id for ex in part) for name, part in self.items()}
+
+
+def split_counts(examples: Sequence[Example]) -> dict[str, int]:
+    negatives = sum(1 for ex in examples if ex.is_negative)
+    return {
+        "examples": len(examples),
+        "prs": len({(ex.repo, ex.pr) for ex in examples}),
+        "positive": len(examples) - negatives,
+        "negative": negatives,
+    }
+
+
+def parse_time(text: str) -> datetime | None:
+    """An ISO-8601 timestamp (GitHub's ``2024-05-01T10:00:00Z`` and friends) as an aware datetime."""
+    if not text:
+        return None
+    try:
+        value = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return value if value.tzinfo else value.replace(tzinfo=timezone.utc)
+
+
+def _seeded_key(seed: int, repo: str, pr: int) -> str:
+    return hashlib.sha256(f"{seed}\0{repo}\0{pr}".encode()).hexdigest()
+
+
+def split_examples(
+    examples: Iterable[Example],
+    seed: int = 0,
+    *,
+    test_fraction: float = 0.1,
+    val_fraction: float = 0.1,
+    min_train: int = 10,
+    min_val: int = 2,
+    min_test: int = 2,
+) -> Splits:
+    """Split by PR and by time: the newest PRs form the test set, the next newest validation, the
+    rest training. A PR's time is its earliest example; PRs without dates count as the oldest and
+    ties are broken by a hash of the seed, so the split is deterministic given the seed.
+
+    Each held-out split takes whole PRs, newest first, until it holds ``max(min, fraction × total)``
+    examples. A dataset too small for the minimums raises DataError with the counts per split.
+    """
+    for name, value in (("test_fraction", test_fraction), ("val_fraction", val_fraction)):
+        if not 0 <= value < 1:
+            raise DataError(f"{name} must be in [0, 1), got {value}")
+    if test_fraction + val_fraction >= 1:
+        raise DataError(f"test_fraction + val_fraction must be below 1, got {test_fraction + val_fraction:g}")
+    for name, value in (("min_train", min_train), ("min_val", min_val), ("min_test", min_test)):
+        if value < 0:
+            raise DataError(f"{name} must be >= 0, got {value}")
+    examples = list(examples)
+    by_pr: dict[tuple[str, int], list[Example]] = defaultdict(list)
+    for ex in examples:
+        by_pr[(ex.repo, ex.pr)].append(ex)
+    dated = 0
+
+    def pr_key(key: tuple[str, int]) -> tuple[int, datetime, str]:
+        nonlocal dated
+        times = [t for ex in by_pr[key] if (t := parse_time(ex.created_at)) is not None]
+        if times:
+            dated += 1
+            return (1, min(times), _seeded_key(seed, *key))
+        return (0, datetime.min.replace(tzinfo=timezone.utc), _seeded_key(seed, *key))
+
+    newest_first = sorted(by_pr, key=pr_key, reverse=True)
+    total = len(examples)
+    want_test = max(min_test, math.ceil(test_fraction * total))
+    want_val = max(min_val, math.ceil(val_fraction * total))
+    parts: list[list[Example]] = [[], [], []]  # test, validation, train
+    stage = 0
+    for key in newest_first:
+        while stage < 2 and len(parts[stage]) >= (want_test, want_val)[stage]:
+            stage += 1
+        parts[stage].extend(sorted(by_pr[key], key=lambda e: e.id))
+    test, validation, train = parts
+    splits = Splits(
+        train, validation, test, time_ordered=dated > 0,
+        settings={"seed": seed, "test_fraction": test_fraction, "val_fraction": val_fraction,
+                  "min_train": min_train, "min_val": min_val, "min_test": min_test},
+    )
+    if len(train) < min_train or len(validation) < min_val or len(test) < min_test:
+        counts = ", ".join(f"{name}={len(part)}" for name, part in splits.items())
+        raise DataError(
+            f"dataset too small: {total} examples in {len(by_pr)} PRs split into {counts}; need at least "
+            f"train={min_train}, validation={min_val}, test={min_test} (whole PRs go to one split). Harvest "
+            f"more reviews, or lower --test-fraction/--val-fraction and the minimums"
+        )
+    return splits
+
+
+# --------------------------------------------------------------------------- tokenisation
+
+
+@dataclass(frozen=True)
+class Encoded:
+    """One example as token ids; the first ``n_prompt`` get no loss."""
+
+    example_id: str
+    ids: tuple[int, ...]
+    n_prompt: int
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    @property
+    def n_answer(self) -> int:
+        return len(self.ids) - self.n_prompt
+
+    def labels(self) -> list[int]:
+        return [IGNORE_INDEX] * self.n_prompt + list(self.ids[self.n_prompt:])
+
+
+def encode_example(example: Example, tokenizer: Any) -> Encoded:
+    """Prompt and answer tokenised separately (the answer ends with the tokenizer's eos), exactly as
+    ``bot.model`` encodes prompts: chat templates carry their own special tokens, plain prompts get
+    the tokenizer's (a leading <s>, say)."""
+    prompt, answer = training_text(example.prompt_input(), example.comments, tokenizer)
+    chat = bool(getattr(tokenizer, "chat_template", None))
+    prompt_ids = list(tokenizer(prompt, add_special_tokens=not chat)["input_ids"])
+    answer_ids = list(tokenizer(answer, add_special_tokens=False)["input_ids"])
+    if tokenizer.eos_token_id is not None:
+        answer_ids.append(int(tokenizer.eos_token_id))
+    return Encoded(example.id, tuple(prompt_ids + answer_ids), len(prompt_ids))
+
+
+def encode_examples(examples: Sequence[Example], tokenizer: Any, max_length: int) -> tuple[list[Encoded], list[str]]:
+    """Encoded examples that fit ``max_length``, and the ids of those that do not (reported, not
+    truncated: a cut prompt or answer would teach the model a format it never sees at review time)."""
+    kept: list[Encoded] = []
+    too_long: list[str] = []
+    for ex in examples:
+        enc = encode_example(ex, tokenizer)
+        if len(enc) <= max_length:
+            kept.append(enc)
+        else:
+            too_long.append(ex.id)
+    return kept, too_long
+
+
+# --------------------------------------------------------------------------- batching
+
+
+@dataclass
+class Batch:
+    """Rows of one optimiser step. ``rows[r]`` lists the examples of row r (one unless packed)."""
+
+    rows: list[list[Encoded]]
+    packed: bool
+
+    @property
+    def width(self) -> int:
+        return max(sum(len(e) for e in row) for row in self.rows)
+
+    @property
+    def n_tokens(self) -> int:
+        return self.width * len(self.rows)
+
+    @property
+    def n_real(self) -> int:
+        return sum(len(e) for row in self.rows for e in row)
+
+    @property
+    def n_pad(self) -> int:
+        return self.n_tokens - self.n_real
+
+    @property
+    def n_supervised(self) -> int:
+        return sum(e.n_answer for row in self.rows for e in row)
+
+    def tensors(self, pad_id: int) -> dict[str, Any]:
+        """input_ids, labels and position_ids (packed: no attention mask, positions restart per
+        example and for the tail padding), or input_ids, labels and attention_mask (padded)."""
+        import torch
+
+        width = self.width
+        ids = torch.full((len(self.rows), width), pad_id, dtype=torch.long)
+        labels = torch.full((len(self.rows), width), IGNORE_INDEX, dtype=torch.long)
+        positions = torch.zeros((len(self.rows), width), dtype=torch.long)
+        mask = torch.zeros((len(self.rows), width), dtype=torch.long)
+        for r, row in enumerate(self.rows):
+            col = 0
+            for enc in row:
+                n = len(enc)
+                ids[r, col:col + n] = torch.tensor(enc.ids, dtype=torch.long)
+                labels[r, col:col + n] = torch.tensor(enc.labels(), dtype=torch.long)
+                positions[r, col:col + n] = torch.arange(n)
+                mask[r, col:col + n] = 1
+                col += n
+            positions[r, col:] = torch.arange(width - col)
+        if self.packed:
+            return {"input_ids": ids, "labels": labels, "position_ids": positions}
+        return {"input_ids": ids, "labels": labels, "attention_mask": mask}
+
+
+def pack_rows(encoded: Sequence[Encoded], max_length: int) -> list[list[Encoded]]:
+    """First-fit decreasing bin packing into rows of at most ``max_length`` tokens. Deterministic:
+    ties in length are broken by example id."""
+    order = sorted(encoded, key=lambda e: (-len(e), e.example_id))
+    rows: list[list[Encoded]] = []
+    room: list[int] = []
+    for enc in order:
+        for i, free in enumerate(room):
+            if len(enc) <= free:
+                rows[i].append(enc)
+                room[i] -= len(enc)
+                break
+        else:
+            rows.append([enc])
+            room.append(max_length - len(enc))
+    return rows
+
+
+def make_batches(
+    encoded: Sequence[Encoded], batch_size: int, max_length: int, *, packed: bool, seed: int, epoch: int,
+    shuffle: bool = True,
+) -> list[Batch]:
+    """One epoch of batches, in an order fixed by (seed, epoch), so a resumed run sees exactly the
+    batches an uninterrupted run would.
+
+    packed: rows from ``pack_rows``, ``batch_size`` rows a batch. Otherwise one example a row, rows of
+    similar length batched together (sorted, chunked, then the chunks shuffled) to cut padding."""
+    if packed:
+        rows = pack_rows(encoded, max_length)
+        rng = random.Random(f"rows:{seed}:{epoch}")
+        if shuffle:
+            rng.shuffle(rows)
+        chunks = [rows[i:i + batch_size] for i in range(0, len(rows), batch_size)]
+    else:
+        order = sorted(encoded, key=lambda e: (len(e), e.example_id))
+        chunks = [[[e] for e in order[i:i + batch_size]] for i in range(0, len(order), batch_size)]
+        if shuffle:
+            random.Random(f"batches:{seed}:{epoch}").shuffle(chunks)
+    return [Batch(chunk, packed) for chunk in chunks]
+
+
+def padding_share(batches: Sequence[Batch]) -> float:
+    total = sum(b.n_tokens for b in batches)
+    return (sum(b.n_pad for b in batches) / total) if total else 0.0

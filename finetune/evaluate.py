@@ -1,0 +1,336 @@
+"""Honest evaluation: the tuned model next to the base model without its adapter and two cheap
+baselines, on the same held-out hunks, with the same metrics.
+
+Every system answers every test hunk; model answers go through bot.prompt.parse_output exactly as in
+review, so a format the parser cannot read counts as a parse failure, and a comment anchored outside
+the hunk is not counted as placed. Test hunks that do not fit the model's context (prompt plus
+``max_new_tokens``) are dropped for all systems alike and reported; so are test examples that also
+appear in the training split.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+from bot.errors import DataError, ModelError
+from bot.examples import Example
+from bot.prompt import PromptComment, parse_output
+from bot.versions import ModelRegistry, ModelVersion, now_iso
+from finetune.baselines import MostFrequentBaseline, RetrievalBaseline
+from finetune.metrics import Placement, placement_metrics, text_metrics
+
+log = logging.getLogger(__name__)
+
+EVAL_DIR = "eval"
+TUNED, BASE, RETRIEVAL, MOST_FREQUENT = "tuned", "base", "retrieval", "most-frequent"
+METRIC_NAMES = (
+    "bleu4", "bleu4_no_stop", "rouge_l", "exact_match", "hunk_precision", "hunk_recall", "line_precision",
+    "line_recall", "silence_on_negatives", "parse_failure_rate", "invalid_anchor_rate", "comments_per_hunk",
+)
+METRIC_LABELS = {
+    "bleu4": "BLEU-4", "bleu4_no_stop": "BLEU-4 (no stop words)", "rouge_l": "ROUGE-L", "exact_match": "exact match %",
+    "hunk_precision": "hunk precision", "hunk_recall": "hunk recall", "line_precision": "line precision",
+    "line_recall": "line recall", "silence_on_negatives": "silent on negatives", "parse_failure_rate": "parse failures",
+    "invalid_anchor_rate": "invalid anchors", "comments_per_hunk": "comments/hunk",
+}
+
+
+@dataclass
+class Prediction:
+    """One system's answer for one example."""
+
+    example_id: str
+    comments: list[PromptComment]  # parsed and anchored inside the hunk
+    text: str = ""  # the raw answer (models) or the rendered comments (baselines)
+    failed: bool = False  # the answer could not be parsed at all
+    invalid_anchors: int = 0  # well-formed comments on lines outside the hunk
+    truncated: bool = False  # the model hit max_new_tokens
+
+    @property
+    def body(self) -> str:
+        return "\n".join(c.body for c in self.comments)
+
+
+@dataclass
+class SystemResult:
+    name: str
+    description: str
+    metrics: dict[str, float | None]
+    predictions: list[Prediction]
+    seconds: float
+
+
+@dataclass
+class EvalReport:
+    """Metrics of every system on the same examples, plus what was left out and why."""
+
+    model: str
+    base_model: str | None
+    examples: list[Example]
+    systems: list[SystemResult]
+    dropped: dict[str, int] = field(default_factory=dict)
+    feedback: dict[str, Any] | None = None
+    created_at: str = field(default_factory=now_iso)
+    out_dir: Path | None = None
+
+    def system(self, name: str) -> SystemResult:
+        for s in self.systems:
+            if s.name == name:
+                return s
+        raise KeyError(name)
+
+    def metric(self, system: str, name: str) -> float | None:
+        return self.system(system).metrics.get(name)
+
+    @property
+    def counts(self) -> dict[str, int]:
+        negatives = sum(1 for e in self.examples if e.is_negative)
+        return {"examples": len(self.examples), "positive": len(self.examples) - negatives, "negative": negatives}
+
+    def to_dict(self, predictions: bool = False) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "model": self.model, "base_model": self.base_model, "created_at": self.created_at,
+            "counts": self.counts, "dropped": self.dropped, "feedback": self.feedback,
+            "systems": {s.name: {"description": s.description, "metrics": s.metrics, "seconds": round(s.seconds, 3)}
+                        for s in self.systems},
+        }
+        if predictions:
+            for s in self.systems:
+                out["systems"][s.name]["predictions"] = [
+                    {"id": p.example_id, "comments": [c.__dict__ for c in p.comments], "text": p.text,
+                     "failed": p.failed, "invalid_anchors": p.invalid_anchors, "truncated": p.truncated}
+                    for p in s.predictions
+                ]
+        return out
+
+    def table(self) -> str:
+        """The metrics as a fixed-width text table (systems as rows)."""
+        from finetune.report import text_table
+
+        return text_table(self)
+
+
+# --------------------------------------------------------------------------- scoring
+
+
+def score(examples: Sequence[Example], predictions: Sequence[Prediction]) -> dict[str, float | None]:
+    """All metrics of one system. Text metrics over the examples humans commented on; placement
+    over all; rates over all answers."""
+    by_id = {p.example_id: p for p in predictions}
+    preds = [by_id[e.id] for e in examples]
+    positives = [(e, p) for e, p in zip(examples, preds) if not e.is_negative]
+    metrics: dict[str, float | None] = dict(text_metrics(
+        [p.body for _, p in positives], ["\n".join(c.body for c in e.comments) for e, _ in positives]))
+    metrics.update(placement_metrics([
+        Placement(frozenset((c.line, c.side) for c in p.comments), frozenset((c.line, c.side) for c in e.comments))
+        for e, p in zip(examples, preds)
+    ]))
+    n = len(preds)
+    written = sum(len(p.comments) + p.invalid_anchors for p in preds)
+    metrics["parse_failure_rate"] = sum(p.failed for p in preds) / n if n else None
+    metrics["invalid_anchor_rate"] = sum(p.invalid_anchors for p in preds) / written if written else None
+    metrics["comments_per_hunk"] = sum(len(p.comments) for p in preds) / n if n else None
+    metrics["truncated_rate"] = sum(p.truncated for p in preds) / n if n else None
+    return metrics
+
+
+def model_predictions(backend: Any, examples: Sequence[Example], *, max_new_tokens: int, batch_size: int,
+                      progress: bool, label: str) -> list[Prediction]:
+    """Generate for every example and parse each answer against its hunk."""
+    out: list[Prediction] = []
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=len(examples), desc=f"eval {label}", unit="hunk", dynamic_ncols=True)
+    try:
+        for start in range(0, len(examples), batch_size):
+            chunk = examples[start:start + batch_size]
+            generations = backend.generate([e.prompt_input() for e in chunk], max_new_tokens=max_new_tokens)
+            for example, gen in zip(chunk, generations):
+                parsed = parse_output(gen.text, example.parsed_hunk())
+                out.append(Prediction(
+                    example.id, list(parsed.comments), gen.text, parsed.failed, len(parsed.invalid_anchors),
+                    gen.finish_reason == "length",
+                ))
+            if bar is not None:
+                bar.update(len(chunk))
+    finally:
+        if bar is not None:
+            bar.close()
+    return out
+
+
+def baseline_predictions(baseline: Any, examples: Sequence[Example]) -> list[Prediction]:
+    from bot.prompt import render_answer
+
+    out = []
+    for example in examples:
+        comments = baseline.predict(example)
+        hunk = example.parsed_hunk()
+        valid = [c for c in comments if hunk.is_commentable(c.line, c.side)]
+        out.append(Prediction(example.id, valid, render_answer(comments), False, len(comments) - len(valid)))
+    return out
+
+
+# --------------------------------------------------------------------------- store feedback
+
+
+POSITIVE_REACTIONS = ("+1", "heart", "hooray", "rocket")
+NEGATIVE_REACTIONS = ("-1", "confused")
+
+
+def store_feedback(store_path: str | Path) -> dict[str, Any] | None:
+    """How people received the bot's own posted comments, from the store's feedback rows: the share
+    of those comments that were liked (a positive reaction), disliked (-1 or confused) and answered
+    (a reply). None when the store has no feedback yet."""
+    from bot.store import Store
+
+    store = Store(store_path)
+    try:
+        per_comment: dict[int, dict[str, bool]] = defaultdict(lambda: {"liked": False, "disliked": False, "answered": False})
+        for row in store.iter_feedback():
+            state = per_comment[row.comment_id]
+            if row.kind == "reactions":
+                counts = row.counts()
+                state["liked"] |= any(int(counts.get(k, 0) or 0) > 0 for k in POSITIVE_REACTIONS)
+                state["disliked"] |= any(int(counts.get(k, 0) or 0) > 0 for k in NEGATIVE_REACTIONS)
+            elif row.kind == "reaction":
+                state["liked"] |= row.content in POSITIVE_REACTIONS
+                state["disliked"] |= row.content in NEGATIVE_REACTIONS
+            elif row.kind == "reply":
+                state["answered"] = True
+    finally:
+        store.close()
+    n = len(per_comment)
+    if not n:
+        return None
+    return {
+        "comments": n,
+        **{f"{k}_share": sum(1 for s in per_comment.values() if s[k]) / n for k in ("liked", "disliked", "answered")},
+    }
+
+
+# --------------------------------------------------------------------------- the run
+
+
+def _load_tuned(spec: Any, quantize: str | None, batch_size: int) -> tuple[Any, ModelVersion | None, str]:
+    from bot.model import Backend, load_backend
+
+    if isinstance(spec, Backend):
+        return spec, None, getattr(spec, "name", "model")
+    version = spec if isinstance(spec, ModelVersion) else ModelRegistry().resolve(str(spec))
+    backend = load_backend(adapter=str(version.path), quantize=quantize, batch_size=batch_size)
+    return backend, version, version.name
+
+
+def evaluate(
+    version_or_backend: Any,
+    test_examples: Sequence[Example],
+    train_examples: Sequence[Example],
+    *,
+    base: Any = "auto",
+    quantize: str | None = None,
+    max_new_tokens: int = 256,
+    batch_size: int = 8,
+    out_dir: str | Path | None = "auto",
+    store: str | Path | None = None,
+    progress: bool = True,
+) -> EvalReport:
+    """Evaluate a version (ModelVersion, "vN", "current", a path) or a ready Backend on
+    ``test_examples`` against the base model and the retrieval and most-frequent baselines built
+    from ``train_examples``.
+
+    base: "auto" loads the version's base model without its adapter; a Backend is used as is; None
+    leaves the base model out. out_dir: "auto" writes the report into the version's ``eval/``
+    directory (nothing for a bare Backend); None writes nothing. ``store``: a dataset store whose
+    bot-feedback rows are summarised in the report."""
+    test_examples = list(test_examples)
+    train_examples = list(train_examples)
+    if not test_examples:
+        raise DataError("no test examples to evaluate on")
+    if not train_examples:
+        raise DataError("no training examples: the retrieval and most-frequent baselines need them")
+    tuned, version, label = _load_tuned(version_or_backend, quantize, batch_size)
+
+    dropped: dict[str, int] = {}
+    train_ids = {e.id for e in train_examples}
+    leaked = [e for e in test_examples if e.id in train_ids]
+    if leaked:
+        dropped["also_in_training"] = len(leaked)
+        test_examples = [e for e in test_examples if e.id not in train_ids]
+    limit = getattr(tuned, "max_context", None)
+    if limit:
+        fits = [e for e in test_examples if tuned.count_prompt_tokens(e.prompt_input()) + max_new_tokens <= limit]
+        if len(fits) < len(test_examples):
+            dropped["too_long"] = len(test_examples) - len(fits)
+        test_examples = fits
+    if not test_examples:
+        raise DataError(f"no test example is left to evaluate on (dropped: {dropped})")
+
+    systems: list[SystemResult] = []
+
+    def run_model(name: str, description: str, backend: Any) -> None:
+        t0 = time.perf_counter()
+        preds = model_predictions(backend, test_examples, max_new_tokens=max_new_tokens, batch_size=batch_size,
+                                  progress=progress, label=name)
+        systems.append(SystemResult(name, description, score(test_examples, preds), preds, time.perf_counter() - t0))
+
+    run_model(TUNED, f"{label} (adapter)" if version else label, tuned)
+    base_model = version.base_model if version else None
+    del tuned
+    if base == "auto" and base_model:
+        from bot.model import load_backend
+
+        try:
+            base_backend = load_backend(model=base_model, quantize=quantize, batch_size=batch_size)
+        except ModelError as exc:
+            log.warning("base model left out of the evaluation: %s", exc)
+            base_backend = None
+        if base_backend is not None:
+            run_model(BASE, f"{Path(base_model).name} without the adapter", base_backend)
+            del base_backend
+    elif base not in (None, "auto"):
+        run_model(BASE, f"{getattr(base, 'name', 'base')} without the adapter", base)
+        base_model = base_model or getattr(base, "name", None)
+
+    for baseline in (RetrievalBaseline(train_examples), MostFrequentBaseline(train_examples)):
+        t0 = time.perf_counter()
+        preds = baseline_predictions(baseline, test_examples)
+        systems.append(SystemResult(baseline.name, baseline.description, score(test_examples, preds), preds,
+                                    time.perf_counter() - t0))
+
+    report = EvalReport(label, base_model, test_examples, systems, dropped,
+                        store_feedback(store) if store else None)
+    target = None
+    if out_dir == "auto":
+        target = version.path / EVAL_DIR if version is not None else None
+    elif out_dir is not None:
+        target = Path(out_dir)
+    if target is not None:
+        from finetune.report import write_report
+
+        report.out_dir = write_report(report, target, retrieval=systems[-2] if len(systems) >= 2 else None)
+        if version is not None and version.number is not None:
+            registry = ModelRegistry(version.path.parent)
+            try:
+                registry.update_meta(version.name, evaluation={
+                    "at": report.created_at, "counts": report.counts, "dropped": dropped,
+                    "metrics": {s.name: s.metrics for s in systems},
+                })
+            except ModelError as exc:  # a version outside a registry: the report is still written
+                log.debug("could not record the evaluation in revbot.json: %s", exc)
+    return report
+
+
+def load_report(path: str | Path) -> dict[str, Any]:
+    """A saved evaluation (``eval/metrics.json``)."""
+    try:
+        return json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as exc:
+        raise DataError(f"cannot read the evaluation report: {exc}", str(path)) from None

@@ -1,0 +1,62 @@
+"""Fixtures for the model tests: tiny models built once per session, and prompts of varied length."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from bot.diff import parse_hunk
+from bot.prompt import PromptInput, render_input
+
+HUNKS = [
+    ("setup.py", "@@ -1,2 +1,3 @@\n import os\n+import re\n import sys\n"),
+    (
+        "src/app.py",
+        "@@ -10,7 +10,8 @@ def load_config(path):\n     with open(path) as handle:\n-        return json.load(handle)\n"
+        "+        data = json.load(handle)\n+        return validate(data)\n \n \n def main(argv=None):\n",
+    ),
+    ("web/user.js", "@@ -3,3 +3,2 @@ function fetchUser(id) {\n-  var res = fetch('/api/users/' + id);\n-  return res.json();\n"
+     "+  return fetch(`/api/users/${id}`).then((res) => res.json());\n"),
+    (
+        "pkg/cache.py",
+        "@@ -40,9 +40,12 @@ class Cache:\n     def get(self, key, default=None):\n-        return self.items[key]\n"
+        "+        if key not in self.items:\n+            return default\n+        return self.items[key]\n \n"
+        "     def put(self, key, value):\n-        self.items[key] = value\n+        if len(self.items) >= self.size:\n"
+        "+            self.items.pop(next(iter(self.items)))\n+        self.items[key] = value\n",
+    ),
+    ("README.md", "@@ -1 +1 @@\n-# Old\n+# New\n"),
+]
+
+
+@pytest.fixture(scope="session")
+def prompts() -> list[PromptInput]:
+    """Five prompts of clearly different lengths, in no particular length order."""
+    return [render_input(path, parse_hunk(text)) for path, text in HUNKS]
+
+
+@pytest.fixture(scope="session")
+def tiny_llama(tmp_path_factory) -> Path:
+    from bot.tiny import build_tiny_model
+
+    return build_tiny_model(tmp_path_factory.mktemp("models") / "llama", arch="llama")
+
+
+@pytest.fixture(scope="session")
+def tiny_qwen2(tmp_path_factory) -> Path:
+    from bot.tiny import build_tiny_model
+
+    return build_tiny_model(tmp_path_factory.mktemp("models") / "qwen2", arch="qwen2")
+
+
+@pytest.fixture(scope="session")
+def llama_backend(tiny_llama):
+    from bot.model import LocalBackend
+
+    return LocalBackend.load(str(tiny_llama), quantize="none", device="cpu", batch_size=2)
+
+
+@pytest.fixture(scope="session")
+def qwen2_backend(tiny_qwen2):
+    from bot.model import LocalBackend
+
+    return LocalBackend.load(str(tiny_qwen2), quantize="none", device="cpu", batch_size=2)

@@ -1,0 +1,221 @@
+"""The service end to end over real HTTP on loopback: signed deliveries -> queue -> worker ->
+one review on the GitHub simulator, with the scripted backend (deterministic answers through the
+real prompt contract, review pipeline and GitHub layer)."""
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from bot.github_sim import GitHubSimulator
+from webhook_kit import (
+    BOT_LOGIN, PATCH_A, PATCH_B2, PATCH_CONFIG, PATCH_NOTES, REPO, Service, hook_payload, inline_anchors_are_valid,
+    make_seed,
+)
+
+
+@pytest.fixture
+def sim():
+    with GitHubSimulator(make_seed()) as simulator:
+        yield simulator
+
+
+@pytest.fixture
+def service(tmp_path, sim):
+    svc = Service(tmp_path, sim)
+    yield svc
+    svc.close()
+
+
+def opened(service) -> dict:
+    return hook_payload("pull_request__opened.payload.json", service.pull(1))
+
+
+def test_signed_opened_delivery_posts_one_review_on_valid_lines(service, sim):
+    answer = service.deliver("pull_request", opened(service))
+    assert answer.status_code == 202 and answer.json()["outcome"] == "queued"
+    assert service.wait_idle()["done"] == 1
+    [review] = service.reviews()
+    assert review["state"] == "COMMENTED" and review["commit_id"] == service.pull(1)["head"]["sha"]
+    assert "revbot review" in review["body"]
+    comments = service.review_comments()
+    # one comment per hunk: a.py (1 hunk), b.py (2 hunks); .revbot.yml is reviewed as a file too
+    assert {c["path"] for c in comments} >= {"a.py", "b.py"}
+    assert inline_anchors_are_valid(sim, comments)
+    assert all("<!-- revbot:fp=" in c["body"] for c in comments)
+    assert all("@\u200balice" in c["body"] and "@alice" not in c["body"] for c in comments)  # nobody pinged
+    metrics = service.deliver  # keep the name used below readable
+    text = __import__("requests").get(service.url + "/metrics", timeout=5).text
+    assert f"revbot_comments_posted_total {len(comments)}" in text
+    assert 'revbot_webhook_deliveries_total{event="pull_request",outcome="queued"} 1' in text
+    assert "revbot_review_latency_seconds_count 1" in text
+    assert metrics
+
+
+def test_unsigned_and_wrongly_signed_deliveries_are_refused_and_nothing_is_queued(service):
+    payload = opened(service)
+    unsigned = service.deliver("pull_request", payload, secret=None)
+    forged = service.deliver("pull_request", payload, secret="not-the-secret")
+    malformed = service.deliver("pull_request", payload, signature="sha256=abc")
+    for answer in (unsigned, forged, malformed):
+        assert answer.status_code == 401
+    assert service.store.counts() == {s: 0 for s in service.store.counts()}
+    assert service.queue.size() == 0 and service.store.delivery_count() == 0
+    time.sleep(0.3)
+    assert service.reviews() == []
+
+
+def test_the_same_delivery_twice_and_two_events_for_one_push_make_one_review(service):
+    payload = opened(service)
+    first = service.deliver("pull_request", payload, delivery="d-1")
+    again = service.deliver("pull_request", payload, delivery="d-1")  # GitHub's redelivery: same id
+    reopened = hook_payload("pull_request__reopened.payload.json", service.pull(1))
+    other_event = service.deliver("pull_request", reopened, delivery="d-2")  # same head, new delivery
+    assert first.status_code == 202
+    assert again.status_code == 200 and again.json()["outcome"] == "duplicate"
+    assert other_event.json()["outcome"] == "duplicate"
+    service.wait_idle()
+    assert len(service.reviews()) == 1
+
+
+def test_synchronize_after_a_review_posts_only_new_comments(service, sim):
+    service.deliver("pull_request", opened(service))
+    service.wait_idle()
+    before = service.review_comments()
+    # push: b.py's second hunk changes, a.py stays the same
+    pushed = sim.add_pull(REPO, number=1, files=[
+        {"filename": "a.py", "status": "modified", "patch": PATCH_A},
+        {"filename": "b.py", "status": "modified", "patch": PATCH_B2},
+        {"filename": ".revbot.yml", "status": "modified", "patch": PATCH_CONFIG},
+    ])
+    sync = hook_payload("pull_request__synchronize.payload.json", pushed["pull"])
+    assert service.deliver("pull_request", sync).json()["outcome"] == "queued"
+    service.wait_idle()
+    reviews = service.reviews()
+    assert len(reviews) == 2
+    after = service.review_comments()
+    new = [c for c in after if c["id"] not in {b["id"] for b in before}]
+    assert [c["path"] for c in new] == ["b.py"] and "vv = compute()" in new[0]["body"]
+    assert new[0]["commit_id"] == pushed["pull"]["head"]["sha"]
+    # the same push delivered again finds its review: nothing more is posted
+    service.deliver("pull_request", hook_payload("pull_request__reopened.payload.json", pushed["pull"]))
+    service.wait_idle()
+    assert len(service.reviews()) == 2
+
+
+def test_a_newer_push_supersedes_a_queued_job(tmp_path, sim):
+    svc = Service(tmp_path, sim, start_workers=False)
+    try:
+        first = svc.deliver("pull_request", hook_payload("pull_request__opened.payload.json", svc.pull(1)))
+        pushed = sim.add_pull(REPO, number=1, files=[{"filename": "a.py", "status": "modified", "patch": PATCH_A}])
+        second = svc.deliver("pull_request", hook_payload("pull_request__synchronize.payload.json", pushed["pull"]))
+        assert second.json()["superseded"] == [first.json()["job"]]
+        svc.pool.start()
+        svc.wait_idle()
+        [review] = svc.reviews()
+        assert review["commit_id"] == pushed["pull"]["head"]["sha"]
+        assert svc.store.get(first.json()["job"]).state == "superseded"
+    finally:
+        svc.close()
+
+
+def test_server_errors_and_secondary_rate_limits_are_retried_and_the_review_posted(service, sim):
+    sim.inject("error", status=500, method="GET", path=r"/pulls/1$", count=1)
+    sim.inject("error", status=500, method="POST", path=r"/pulls/1/reviews$", count=1)
+    sim.inject("secondary", method="POST", path=r"/pulls/1/reviews$", count=1)
+    service.deliver("pull_request", opened(service))
+    counts = service.wait_idle(30)
+    assert counts["done"] == 1 and counts["failed"] == 0
+    assert len(service.reviews()) == 1
+    assert sim.stats()["faults_served"] == 3
+    text = __import__("requests").get(service.url + "/metrics", timeout=5).text
+    assert 'revbot_job_retries_total{kind="review"}' in text
+
+
+def test_a_422_moves_the_comments_into_the_body_and_the_review_is_still_posted(service, sim):
+    sim.inject("error", status=422, method="POST", path=r"/pulls/1/reviews$", count=1,
+               message="Unprocessable Entity")
+    service.deliver("pull_request", opened(service))
+    service.wait_idle()
+    [review] = service.reviews()
+    assert service.review_comments() == []  # everything went into the body ...
+    assert review["body"].count("<!-- revbot:fp=") >= 3  # ... each with its fingerprint
+    assert "Comments not on a changed line" in review["body"]
+
+
+def test_revbot_yml_changed_inside_the_pr_is_ignored(service):
+    # The PR's head sets `enabled: false`; the base branch's config (max_comments: 10) applies.
+    service.deliver("pull_request", opened(service))
+    service.wait_idle()
+    assert len(service.reviews()) == 1
+
+
+def test_revbot_yml_on_the_base_branch_is_obeyed(tmp_path):
+    seed = make_seed()
+    seed["repos"][0]["files"]["main"][".revbot.yml"] = "enabled: false\n"
+    seed["repos"][0]["files"]["feature"][".revbot.yml"] = "enabled: true\n"
+    with GitHubSimulator(seed) as sim:
+        svc = Service(tmp_path, sim)
+        try:
+            svc.deliver("pull_request", hook_payload("pull_request__opened.payload.json", svc.pull(1)))
+            assert svc.wait_idle()["skipped"] == 1
+            assert svc.reviews() == []
+        finally:
+            svc.close()
+
+
+def test_unanchored_comments_and_skipped_files_go_in_the_body(tmp_path):
+    files = [{"filename": "NOTES.md", "status": "added", "patch": PATCH_NOTES},
+             {"filename": "logo.png", "status": "added", "patch": None, "binary": True}]
+    with GitHubSimulator(make_seed(files)) as sim:
+        svc = Service(tmp_path, sim)
+        try:
+            svc.deliver("pull_request", hook_payload("pull_request__opened.payload.json", svc.pull(1)))
+            svc.wait_idle()
+            [review] = svc.reviews()
+            assert "changelog" in review["body"] and "logo.png" in review["body"]
+            [inline] = svc.review_comments()
+            assert inline["path"] == "NOTES.md" and inline["line"] == 1
+        finally:
+            svc.close()
+
+
+def test_dry_run_posts_nothing(tmp_path, sim, caplog):
+    svc = Service(tmp_path, sim, dry_run=True)
+    try:
+        with caplog.at_level("WARNING", logger="webhooks.poster"):
+            svc.deliver("pull_request", hook_payload("pull_request__opened.payload.json", svc.pull(1)))
+            assert svc.wait_idle()["done"] == 1
+        assert svc.reviews() == []
+        assert any("dry run" in r.getMessage() and '"comments"' in r.getMessage() for r in caplog.records)
+    finally:
+        svc.close()
+
+
+def test_a_human_review_comment_lands_in_the_store_and_the_bots_own_does_not(service, sim):
+    from bot.store import Store
+
+    human = sim.add_comments(REPO, 1, [{"path": "a.py", "line": 2, "side": "RIGHT", "body": "Why 2?",
+                                        "user": "bob"}])["webhooks"][0]
+    payload = hook_payload("pull_request_review_comment__created.payload.json")
+    payload.update(comment=human["comment"], pull_request=dict(human["pull_request"]))
+    assert service.deliver("pull_request_review_comment", payload).json()["outcome"] == "queued"
+    service.wait_idle()
+    store = Store(service.cfg.db)
+    stored = store.get_comment(human["comment"]["id"])
+    assert stored is not None and stored.body == "Why 2?" and stored.author == "bob" and stored.pr == 1
+    assert stored.source == "webhook"
+
+    edited = dict(payload, action="edited", comment=dict(human["comment"], body="Why 2? Use a constant."))
+    service.deliver("pull_request_review_comment", edited)
+    service.wait_idle()
+    assert store.get_comment(human["comment"]["id"]).body == "Why 2? Use a constant."
+
+    own = dict(payload, comment=dict(human["comment"], id=424242, user={"login": BOT_LOGIN, "type": "User"}))
+    assert service.deliver("pull_request_review_comment", own).json()["outcome"] == "own_comment"
+
+    deleted = dict(payload, action="deleted")
+    service.deliver("pull_request_review_comment", deleted)
+    service.wait_idle()
+    assert store.get_comment(human["comment"]["id"]) is None
+    assert store.get_comment(424242) is None

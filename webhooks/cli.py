@@ -1,0 +1,176 @@
+"""``revbot serve`` (web + workers on one machine) and ``revbot worker`` (workers alone).
+
+Both parse options, build a ServiceConfig on top of the REVBOT_* environment and call the library;
+in production the web part runs under gunicorn instead::
+
+    gunicorn -w 4 -b 127.0.0.1:8080 'webhooks.app:create_app()'
+    revbot worker --workers 1
+"""
+from __future__ import annotations
+
+import logging
+import signal
+import sys
+import threading
+from typing import Any, Callable
+
+import click
+
+from bot.errors import RevbotError
+
+log = logging.getLogger(__name__)
+
+
+def _model_options(fn: Callable[..., Any]) -> Callable[..., Any]:
+    options = [
+        click.option("--model", help="Model (hub id or local path) when no version is promoted. [REVBOT_MODEL]"),
+        click.option("--adapter", type=click.Path(file_okay=False),
+                     help="Serve this adapter directory (pins the model: no hot reload). [REVBOT_ADAPTER]"),
+        click.option("--backend", type=click.Choice(["local", "openai"]), help="Model backend. [REVBOT_BACKEND]"),
+        click.option("--base-url", help="OpenAI-compatible server URL (--backend openai). [REVBOT_OPENAI_BASE_URL]"),
+        click.option("--api-model", help="Model name on that server. [REVBOT_OPENAI_MODEL]"),
+        click.option("--models-dir", type=click.Path(file_okay=False),
+                     help="Model versions folder whose `current` is served and followed. [REVBOT_MODELS_DIR]"),
+        click.option("--api-url", help="GitHub API root (GitHub Enterprise: https://HOST/api/v3). [REVBOT_GITHUB_API_URL]"),
+        click.option("--queue", "queue_url", help="Job queue: a SQLite file, sqlite:///PATH or redis://HOST:PORT/DB. [REVBOT_QUEUE]"),
+        click.option("--workers", type=click.IntRange(min=0), default=1, show_default=True,
+                     help="Worker threads (serve: 0 runs the web part alone)."),
+        click.option("--dry-run", is_flag=True, help="Log the review that would be posted instead of posting it."),
+    ]
+    for option in reversed(options):
+        fn = option(fn)
+    return fn
+
+
+def _config(**opts: Any) -> Any:
+    from webhooks.settings import ServiceConfig
+
+    overrides = {
+        "model": opts.get("model"), "adapter": opts.get("adapter"), "backend": opts.get("backend"),
+        "openai_base_url": opts.get("base_url"), "openai_model": opts.get("api_model"),
+        "models_dir": opts.get("models_dir"), "github_api_url": opts.get("api_url"), "queue": opts.get("queue_url"),
+        "workers": opts.get("workers"), "dry_run": opts.get("dry_run") or None,
+        "insecure_no_signature": opts.get("insecure_no_signature") or None,
+    }
+    return ServiceConfig.from_env(**{k: v for k, v in overrides.items() if v is not None})
+
+
+def _fail(exc: RevbotError) -> None:
+    click.echo(f"error: {exc}", err=True)
+    sys.exit(exc.exit_code)
+
+
+def _wait_for_signal(on_stop: Callable[[], None]) -> threading.Event:
+    """SIGINT/SIGTERM set the returned event (and call ``on_stop``) instead of raising mid-job."""
+    stopped = threading.Event()
+
+    def handle(signum: int, _frame: Any) -> None:
+        if not stopped.is_set():
+            log.warning("received %s, stopping", signal.Signals(signum).name)
+            stopped.set()
+            on_stop()
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, handle)
+    return stopped
+
+
+def _warn_without_credentials(cfg: Any) -> None:
+    if not cfg.github_token and not cfg.github_app_id and not cfg.dry_run:
+        click.echo("warning: no GitHub credentials (REVBOT_GITHUB_TOKEN or REVBOT_GITHUB_APP_ID): reviews cannot "
+                   "be posted", err=True)
+
+
+@click.command("serve")
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option("--port", type=click.IntRange(0, 65535), default=8080, show_default=True, help="Port (0: any free port).")
+@click.option("--insecure-no-signature", is_flag=True,
+              help="Accept unsigned deliveries (local experiments only; never on a reachable address).")
+@_model_options
+def serve(host: str, port: int, insecure_no_signature: bool, **opts: Any) -> None:
+    """Run the webhook service: the web endpoint and queue workers in one process.
+
+    \b
+    Endpoints: POST /webhook, GET /healthz, GET /metrics.
+    The webhook secret comes from REVBOT_WEBHOOK_SECRET; the service refuses to start without it.
+    For production run the web part under gunicorn and the workers with `revbot worker`:
+      gunicorn -w 4 -b 127.0.0.1:8080 'webhooks.app:create_app()'
+    """
+    from werkzeug.serving import make_server
+
+    from webhooks.app import create_app
+    from webhooks.queue import open_queue
+    from webhooks.runtime import build_pool
+
+    try:
+        cfg = _config(insecure_no_signature=insecure_no_signature, **opts)
+        cfg.check()
+        _warn_without_credentials(cfg)
+        queue = open_queue(cfg.queue, cfg.home)
+        app = create_app(cfg, queue=queue)
+        pool = build_pool(cfg, queue=queue) if cfg.workers else None
+        server = make_server(host, port, app, threaded=True)
+    except RevbotError as exc:
+        _fail(exc)
+        return
+    except OSError as exc:
+        click.echo(f"error: cannot listen on {host}:{port}: {exc.strerror or exc}", err=True)
+        sys.exit(1)
+    if pool is not None:
+        pool.start()
+    stopped = _wait_for_signal(lambda: threading.Thread(target=server.shutdown, daemon=True).start())
+    mode = " (dry run: reviews are logged, not posted)" if cfg.dry_run else ""
+    click.echo(f"revbot serving on http://{host}:{server.server_port} with {cfg.workers} worker(s), "
+               f"queue {queue.spec.describe()}{mode}", err=True)
+    try:
+        server.serve_forever()
+    finally:
+        stopped.set()
+        if pool is not None:
+            pool.stop()
+        server.server_close()
+        queue.close()
+
+
+@click.command("worker")
+@_model_options
+def worker(**opts: Any) -> None:
+    """Run queue workers alone (the web part runs elsewhere, e.g. under gunicorn).
+
+    Workers take review jobs from the queue (REVBOT_QUEUE), post one review per head commit, record
+    human review comments, and reload the model when a new version is promoted.
+    """
+    from webhooks.runtime import build_pool
+
+    try:
+        cfg = _config(**opts)
+        if cfg.workers < 1:
+            raise RevbotError("--workers must be at least 1 for `revbot worker`")
+        _warn_without_credentials(cfg)
+        pool = build_pool(cfg)
+    except RevbotError as exc:
+        _fail(exc)
+        return
+    stopped = _wait_for_signal(lambda: None)
+    pool.start()
+    click.echo(f"revbot worker: {cfg.workers} worker(s) on queue {pool.workers[0].queue.spec.describe()}"
+               + (" (dry run)" if cfg.dry_run else ""), err=True)
+    while not stopped.wait(1.0):
+        pass
+    pool.stop()
+
+
+@click.group()
+@click.option("-v", "--verbose", count=True)
+def main(verbose: int) -> None:
+    """Run `serve` or `worker` directly (``python -m webhooks.cli``)."""
+    from bot.logs import configure_logging
+
+    configure_logging({0: logging.WARNING, 1: logging.INFO}.get(verbose, logging.DEBUG))
+
+
+main.add_command(serve)
+main.add_command(worker)
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,81 @@
+"""Assembly: settings -> queue, model holder, GitHub clients, job handlers, worker pool. The CLI and
+the tests build the service through these functions, so both run the same wiring."""
+from __future__ import annotations
+
+import logging
+import threading
+from typing import Any, Callable
+
+from bot.errors import ModelError
+from webhooks.jobs import COMMENT, REVIEW
+from webhooks.metrics import Metrics
+from webhooks.queue import JobQueue, open_queue
+from webhooks.settings import ServiceConfig
+from webhooks.worker import ModelHolder, WorkerPool
+
+log = logging.getLogger(__name__)
+
+
+def default_loader(cfg: ServiceConfig) -> Callable[[Any], Any]:
+    """How a model version (or, with none promoted, the configured model) becomes a Backend."""
+
+    def load(version: Any) -> Any:
+        from bot.model import load_backend
+
+        if cfg.backend == "openai":
+            name = cfg.openai_model or (version.name if version is not None else cfg.model)
+            return load_backend(cfg.model, kind="openai", base_url=cfg.openai_base_url, api_model=name)
+        if version is not None:
+            return load_backend(adapter=str(version.path), quantize=cfg.quantize, batch_size=cfg.batch_size)
+        if not cfg.model and not cfg.adapter:
+            raise ModelError(f"no model to serve: promote a version in {cfg.models_dir} (`revbot models promote vN`) "
+                             "or pass --model / set REVBOT_MODEL")
+        return load_backend(cfg.model, adapter=cfg.adapter, quantize=cfg.quantize, batch_size=cfg.batch_size)
+
+    return load
+
+
+def build_models(cfg: ServiceConfig, loader: Callable[[Any], Any] | None = None,
+                 metrics: Metrics | None = None) -> ModelHolder:
+    """The model holder. An explicit ``--adapter`` pins the model (no reloads); otherwise the
+    registry's ``current`` version is served and followed, falling back to ``--model``."""
+    registry = None
+    if not cfg.adapter:
+        from bot.versions import ModelRegistry
+
+        registry = ModelRegistry(cfg.models_dir)
+    return ModelHolder(loader or default_loader(cfg), registry, check_every=cfg.reload_check_s, metrics=metrics)
+
+
+def build_pool(cfg: ServiceConfig, *, queue: JobQueue | None = None, loader: Callable[[Any], Any] | None = None,
+               github: Any = None, store: Any = None, workers: int | None = None) -> WorkerPool:
+    """A worker pool for ``cfg`` (not started). ``github``: a GitHubFactory (tests pass one with
+    fast retries); ``store``: the dataset Store (default: ``cfg.db``)."""
+    from webhooks.poster import GitHubFactory, ReviewPoster
+    from webhooks.recorder import CommentRecorder
+
+    queue = queue or open_queue(cfg.queue, cfg.home)
+    metrics = Metrics(queue.store)
+    models = build_models(cfg, loader, metrics)
+    github = github or GitHubFactory(cfg)
+    if store is None:
+        lock = threading.Lock()
+        opened: list[Any] = []
+
+        def open_store() -> Any:
+            from bot.store import Store
+
+            with lock:
+                if not opened:
+                    opened.append(Store(cfg.db))
+                return opened[0]
+
+        store = open_store
+    handlers = {
+        REVIEW: ReviewPoster(cfg, github, models, metrics),
+        COMMENT: CommentRecorder(store),
+    }
+    return WorkerPool(queue, handlers, workers=cfg.workers if workers is None else workers, models=models,
+                      metrics=metrics, lease_s=cfg.lease_s, max_attempts=cfg.max_attempts,
+                      retry_delay_s=cfg.retry_delay_s, redispatch_after_s=cfg.redispatch_after_s,
+                      reap_interval_s=cfg.reap_interval_s)

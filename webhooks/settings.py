@@ -1,0 +1,134 @@
+"""The service's settings: ``bot.config.Settings`` (REVBOT_* environment) plus what only the webhook
+service needs (worker leases, body cap, bot logins). One frozen object, built once per process and
+passed down, so the web view and the workers never read the environment themselves.
+
+Service-only environment variables (all optional):
+
+  REVBOT_WEBHOOK_MAX_BODY   largest delivery accepted, in bytes (default 10 MiB; GitHub caps at 25 MB)
+  REVBOT_REVIEW_DRAFTS      1: also review draft PRs (default: drafts are skipped); a repository's
+                            ``.revbot.yml`` ``skip_drafts: true`` still skips them
+  REVBOT_BOT_LOGINS         comma-separated logins the bot posts as (its own comments are never
+                            recorded as human reviews); ``<app slug>[bot]`` for a GitHub App
+  REVBOT_WORKER_LEASE       seconds a worker holds a job between heartbeats (default 60): a killed
+                            worker's job is run again after at most this long
+  REVBOT_JOB_ATTEMPTS       runs of a job before it is marked failed (default 5)
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any, Mapping
+
+from bot.config import Settings
+from bot.errors import UsageError
+
+DEFAULT_MAX_BODY = 10 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class ServiceConfig:
+    """Everything ``create_app`` and the workers need. Secrets stay out of ``repr``."""
+
+    secret: str | None = field(default=None, repr=False)
+    insecure_no_signature: bool = False
+    home: Path = Path(".")
+    queue: str = "revbot-queue.db"
+    db: Path = Path("revbot.db")
+    models_dir: Path = Path("models")
+    max_body_bytes: int = DEFAULT_MAX_BODY
+    skip_drafts: bool = True
+    bot_logins: tuple[str, ...] = ()
+    dry_run: bool = False
+    # GitHub
+    github_api_url: str = "https://api.github.com"
+    github_token: str | None = field(default=None, repr=False)
+    github_app_id: str | None = None
+    github_private_key: Path | None = None
+    github_options: Mapping[str, Any] = field(default_factory=dict)  # extra GitHubClient keywords (tests)
+    # model
+    model: str | None = None
+    adapter: str | None = None
+    backend: str = "local"
+    openai_base_url: str | None = None
+    openai_model: str | None = None
+    quantize: str | None = None
+    batch_size: int = 8
+    max_new_tokens: int = 256
+    token_budget: int = 65536
+    # worker
+    workers: int = 1
+    lease_s: float = 60.0
+    max_attempts: int = 5
+    retry_delay_s: float = 5.0
+    redispatch_after_s: float = 600.0
+    reap_interval_s: float = 2.0
+    reload_check_s: float = 5.0
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> "ServiceConfig":
+        env = os.environ if env is None else env
+        s = Settings.from_env(env)
+
+        def number(name: str, default: float, kind: type = float) -> Any:
+            raw = (env.get(name) or "").strip()
+            if not raw:
+                return default
+            try:
+                value = kind(raw)
+            except ValueError:
+                raise UsageError(f"{name} must be a number, got {raw!r}") from None
+            if value <= 0:
+                raise UsageError(f"{name} must be greater than 0, got {raw!r}")
+            return value
+
+        logins = tuple(x.strip() for x in (env.get("REVBOT_BOT_LOGINS") or "").split(",") if x.strip())
+        base = cls(
+            secret=s.webhook_secret, home=s.home, queue=s.queue, db=s.db, models_dir=s.models_dir,
+            max_body_bytes=number("REVBOT_WEBHOOK_MAX_BODY", DEFAULT_MAX_BODY, int),
+            skip_drafts=(env.get("REVBOT_REVIEW_DRAFTS") or "").strip().lower() not in ("1", "true", "yes", "on"),
+            bot_logins=logins,
+            github_api_url=s.github_api_url, github_token=s.github_token, github_app_id=s.github_app_id,
+            github_private_key=s.github_private_key,
+            model=s.model, adapter=s.adapter, backend=s.backend, openai_base_url=s.openai_base_url,
+            openai_model=s.openai_model, quantize=s.quantize, batch_size=s.batch_size,
+            max_new_tokens=s.max_new_tokens, token_budget=s.token_budget,
+            lease_s=number("REVBOT_WORKER_LEASE", 60.0), max_attempts=number("REVBOT_JOB_ATTEMPTS", 5, int),
+        )
+        return base.with_overrides(overrides)
+
+    def with_overrides(self, overrides: Mapping[str, Any] | None) -> "ServiceConfig":
+        if not overrides:
+            return self
+        known = {f.name for f in fields(self)}
+        unknown = sorted(set(overrides) - known)
+        if unknown:
+            raise UsageError(f"unknown service setting(s): {', '.join(unknown)}; known: {', '.join(sorted(known))}")
+        changes = {k: v for k, v in overrides.items()}
+        for key in ("home", "db", "models_dir", "github_private_key"):
+            if changes.get(key) is not None:
+                changes[key] = Path(changes[key])
+        if "bot_logins" in changes:
+            changes["bot_logins"] = tuple(changes["bot_logins"] or ())
+        return replace(self, **changes)
+
+    def check(self) -> None:
+        """Refuse settings the service must not run with."""
+        if not self.secret and not self.insecure_no_signature:
+            raise UsageError(
+                "REVBOT_WEBHOOK_SECRET is not set: the service refuses unsigned deliveries. Set it to the "
+                "webhook secret configured on GitHub (or pass --insecure-no-signature for a local experiment)"
+            )
+        if self.max_body_bytes <= 0:
+            raise UsageError("the body size cap must be greater than 0")
+        if self.workers < 0:
+            raise UsageError("--workers must be 0 or more")
+        if self.lease_s <= 0:
+            raise UsageError("the worker lease must be greater than 0 seconds")
+
+    @property
+    def heartbeat_s(self) -> float:
+        return max(self.lease_s / 3.0, 0.05)
+
+    def own_logins(self) -> frozenset[str]:
+        return frozenset(login.lower() for login in self.bot_logins)
