@@ -96,7 +96,8 @@ class RevbotRetry(GithubRetry):
         super().__init__(**kwargs)
 
     def new(self, **kw: Any) -> "RevbotRetry":
-        kw.update(sleep=self._sleep_fn, counter=self._counter)
+        kw.setdefault("sleep", self._sleep_fn)
+        kw.setdefault("counter", self._counter)
         return super().new(**kw)  # type: ignore[return-value]
 
     def is_retry(self, method: str, status_code: int, has_retry_after: bool = False) -> bool:
@@ -217,7 +218,13 @@ def _message_of(data: Any) -> str:
 
 
 class GitHubClient:
-    """The GitHub client harvest and the webhook service share. Methods answer plain JSON dicts."""
+    """The GitHub client harvest and the webhook service share. Methods answer plain JSON dicts.
+
+    Credentials: ``token``, else ``app_id`` (+ key + installation), else ``GITHUB_TOKEN``, else
+    ``GITHUB_APP_*``; with none of them it goes anonymous (public data only, 60 requests an hour on
+    github.com). Tests pass ``sleep=`` (waits are recorded, not slept), a short ``secondary_wait``
+    and ``min_write_interval=0``.
+    """
 
     def __init__(
         self,
@@ -252,7 +259,7 @@ class GitHubClient:
             sleep=sleep, counter=self._counter, total=max_retries, backoff_factor=backoff_factor,
             secondary_rate_wait=secondary_wait, max_rate_limit_wait=max_rate_wait, raise_on_status=False,
         )
-        self._settings = dict(timeout=timeout, user_agent=user_agent, per_page=per_page, retry=self._retry,
+        self._settings = dict(timeout=int(timeout), user_agent=user_agent, per_page=per_page, retry=self._retry,
                               seconds_between_requests=None, seconds_between_writes=min_write_interval or None)
         self._app: tuple[str, str] | None = None  # (app id, PEM) kept for with_installation()
         self._token_margin, self._clock = token_refresh_margin, clock
@@ -368,8 +375,9 @@ class GitHubClient:
                 raise on_422(exc) from None
             raise self._error(exc, what, not_found, method) from None
         except (requests.exceptions.ConnectionError, requests.exceptions.Timeout, MaxRetryError) as exc:
-            raise GitHubError(f"cannot reach {self.api_url}: {_reason(exc)} (gave up while {what}, after "
-                              f"{self.max_retries} retries)") from None
+            tail = (f"after {self.max_retries} retries" if method.upper() in _IDEMPOTENT
+                    else "a write is re-sent only when it surely never arrived")
+            raise GitHubError(f"cannot reach {self.api_url}: {_reason(exc)} (gave up while {what}; {tail})") from None
         except requests.exceptions.RequestException as exc:
             raise GitHubError(f"request to {self.api_url} failed while {what}: {_reason(exc)}") from None
 
@@ -405,6 +413,8 @@ class GitHubClient:
             headers, data = self._request("GET", url, params=query, what=what, not_found=not_found)
             if isinstance(data, dict) and "items" in data:  # search-style envelopes
                 data = data["items"]
+            if data is not None and not isinstance(data, list):
+                raise GitHubError(f"unexpected answer while {what}: expected a list, got {type(data).__name__}")
             for item in data or []:
                 yield item
             url, query = self._next_page(headers), None

@@ -219,6 +219,7 @@ def parse_output(text: str | None, hunk: Hunk | None = None) -> ParseResult:
     if not cleaned.strip():
         result.failures += 1
         return result
+    cleaned = _unwrap_fence(cleaned)
     for raw in cleaned.split("\n"):
         match = _ANCHOR.match(raw)
         if match:
@@ -247,6 +248,21 @@ def parse_output(text: str | None, hunk: Hunk | None = None) -> ParseResult:
             (valid if ok else invalid).append(c)
         result.comments, result.invalid_anchors = valid, invalid
     return result
+
+
+_WRAPPING_FENCE = re.compile(r"^(`{3,}|~{3,})[\w+-]*\s*$")
+
+
+def _unwrap_fence(text: str) -> str:
+    """Chat models like to put the whole answer in a code block; take it out. Only a fence at
+    column 0 wrapping the entire answer counts: fences inside comments are indented, and a comment
+    never starts with one."""
+    lines = text.strip("\n").split("\n")
+    if len(lines) >= 2:
+        opening = _WRAPPING_FENCE.match(lines[0])
+        if opening and lines[-1].rstrip() == opening.group(1):
+            return "\n".join(lines[1:-1])
+    return text
 
 
 def _dedupe(comments: Iterable[PromptComment]) -> list[PromptComment]:

@@ -652,9 +652,10 @@ class _Order:
             self._positions[path] = table
         return self._positions[path]
 
-    def key(self, c: ReviewComment) -> tuple[int, int, int, str, str]:
+    def key(self, c: ReviewComment) -> tuple[int, int, int, str]:
+        """Sort key; comments on one line keep the order the model gave them (sorting is stable)."""
         pos = self.positions(c.path).get((c.line, c.side), 10**9)
-        return (self.file_index.get(c.path, 10**9), pos, c.line, c.side, c.body)
+        return (self.file_index.get(c.path, 10**9), pos, c.line, c.side)
 
 
 def _same_body(body: str) -> str:

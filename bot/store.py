@@ -28,7 +28,7 @@ import re
 import sqlite3
 import threading
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import dataclass, field, fields, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Mapping
@@ -201,11 +201,12 @@ class StoredComment:
 
     def digest(self) -> str:
         """Content hash: an unchanged comment is not rewritten (and not counted as updated)."""
-        data = {k: v for k, v in asdict(self).items() if k not in ("source", "pr_author")}
+        data = [getattr(self, k) for k in _DIGEST_COLUMNS]
         return hashlib.sha1(json.dumps(data, sort_keys=True).encode()).hexdigest()
 
 
 _COMMENT_COLUMNS = [f.name for f in fields(StoredComment)]
+_DIGEST_COLUMNS = [k for k in _COMMENT_COLUMNS if k not in ("source", "pr_author")]
 
 
 @dataclass(frozen=True)
@@ -502,7 +503,7 @@ class Store:
         with self.transaction() as con:
             for c in comments:
                 c = replace(c, body=scrub_text(c.body) or "", diff_hunk=scrub_text(c.diff_hunk))
-                row = asdict(c)
+                row = {k: getattr(c, k) for k in _COMMENT_COLUMNS}
                 row["reactions"] = json.dumps(c.reactions, sort_keys=True)
                 row["is_bot"] = int(bool(c.is_bot))
                 row["digest"] = c.digest()

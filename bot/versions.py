@@ -53,7 +53,10 @@ def now_iso() -> str:
 
 
 def default_models_dir() -> Path:
-    return Path(os.environ.get(MODELS_DIR_ENV) or DEFAULT_MODELS_DIR)
+    """$REVBOT_MODELS_DIR (relative to $REVBOT_HOME, as bot.config reads it), else ``models/``."""
+    path = Path(os.environ.get(MODELS_DIR_ENV, "").strip() or DEFAULT_MODELS_DIR).expanduser()
+    home = os.environ.get("REVBOT_HOME", "").strip()
+    return path if path.is_absolute() or not home else Path(home).expanduser() / path
 
 
 @dataclass(frozen=True)
@@ -168,17 +171,22 @@ class ModelRegistry:
             return []
         return sorted(p for p in self.root.iterdir() if p.name.startswith(INCOMING_PREFIX) and p.is_dir())
 
-    def _pointer(self) -> dict[str, Any]:
+    def _pointer(self, strict: bool = True) -> dict[str, Any]:
+        """The pointer file; a damaged one is an error, or with ``strict=False`` (promote, which
+        rewrites it) an empty history."""
         path = self.root / POINTER_FILE
         try:
             data = json.loads(path.read_text(encoding="utf-8"))
+            if not isinstance(data, dict):
+                raise ValueError("expected a JSON object")
         except FileNotFoundError:
             return {"current": None, "history": []}
-        except (OSError, json.JSONDecodeError) as exc:
+        except (OSError, ValueError) as exc:
+            if not strict:
+                log.warning("rewriting the damaged current-version pointer %s (%s)", path, exc)
+                return {"current": None, "history": []}
             raise ModelError(f"cannot read the current-version pointer {path}: {exc}; "
                              f"promote a version again (`revbot models promote vN`) to rewrite it") from None
-        if not isinstance(data, dict):
-            raise ModelError(f"{path}:1: expected a JSON object; promote a version again to rewrite it")
         history = data.get("history")
         return {"current": data.get("current"), "history": list(history) if isinstance(history, list) else []}
 
@@ -259,7 +267,7 @@ class ModelRegistry:
         version = self.get(name)
         self._check_servable(version)
         with self._locked():
-            pointer = self._pointer()
+            pointer = self._pointer(strict=False)
             if pointer["current"] == version.name:
                 return version
             history = [n for n in pointer["history"] if n != version.name] + [version.name]

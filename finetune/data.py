@@ -21,7 +21,7 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any, Callable, Iterable, Sequence
 
 from bot.errors import DataError
 from bot.examples import Example, read_examples
@@ -43,26 +43,40 @@ def is_store(path: str | os.PathLike[str]) -> bool:
         return False
 
 
-def load_examples(path: str | os.PathLike[str]) -> list[Example]:
-    """All examples from the dataset store (SQLite) or an examples JSONL, de-duplicated by id (the
-    last occurrence wins, as a re-harvest would). A malformed JSONL line raises DataError(file:line)."""
+# Readers for other dataset formats (crc, codereviewer, alpaca, ...). harvest owns those formats and
+# finetune never imports harvest, so the application shell registers harvest's reader here.
+DatasetReader = Callable[[str, str], Iterable[Example]]
+_READERS: list[DatasetReader] = []
+
+
+def register_dataset_reader(reader: DatasetReader) -> None:
+    """Let ``load_examples(path, fmt)`` read ``fmt`` through ``reader(path, fmt)``."""
+    if reader not in _READERS:
+        _READERS.append(reader)
+
+
+def load_examples(path: str | os.PathLike[str], fmt: str | None = None) -> list[Example]:
+    """All examples from the dataset store (SQLite), an examples JSONL, or (with ``fmt``) a dataset in a
+    format a registered reader knows; de-duplicated by id (the last occurrence wins, as a re-harvest
+    would). A malformed JSONL line raises DataError naming file:line."""
     name = str(path)
     if not Path(path).exists():
         raise DataError("no such file; pass the dataset store (revbot harvest writes it) or an examples JSONL", name)
     if Path(path).is_dir():
         raise DataError("is a directory; pass the dataset store file or an examples JSONL", name)
-    if is_store(path):
-        try:
-            from bot.store import Store
-        except ImportError:  # pragma: no cover - bot.store ships with revbot
-            raise DataError("this revbot has no dataset store support; export the examples to JSONL", name) from None
+    if fmt not in (None, "", "examples"):
+        if not _READERS:
+            raise DataError(f"cannot read the {fmt!r} format here; import it first with `revbot dataset import "
+                            f"{name} --format {fmt}` and pass the store", name)
+        examples = list(_READERS[-1](name, fmt))
+    elif is_store(path):
+        from bot.store import Store
+
         store = Store(path)
         try:
             examples = list(store.iter_examples())
         finally:
-            close = getattr(store, "close", None)
-            if callable(close):
-                close()
+            store.close()
     else:
         examples = list(read_examples(path))
     unique: dict[str, Example] = {}

@@ -446,9 +446,10 @@ def _from_chat(system: str | None, user: Any, answer: Any, block: Any, fmt: str,
     else:
         path, hunk = hunk_from_prompt(user)
     block = block if isinstance(block, dict) else {}
-    if isinstance(block.get("hunk"), str):
+    hunk_text = hunk.text()
+    if isinstance(block.get("hunk"), str):  # the exact text, where the rendering loses something
         try:
-            hunk = parse_hunk(block["hunk"])
+            hunk, hunk_text = parse_hunk(block["hunk"]), block["hunk"]
         except DiffError:
             raise _Bad("bad revbot block", "revbot.hunk is not a hunk") from None
     parsed = parse_output(answer, hunk)
@@ -472,11 +473,11 @@ def _from_chat(system: str | None, user: Any, answer: Any, block: Any, fmt: str,
         except (TypeError, ValueError):
             raise _Bad("bad revbot block", f"revbot.pr must be an integer, got {block.get('pr')!r}") from None
         return Example(
-            str(block["id"]), str(block.get("repo") or default_repo), pr, path, hunk.text(), ex_comments,
+            str(block["id"]), str(block.get("repo") or default_repo), pr, path, hunk_text, ex_comments,
             str(block.get("created_at") or ""), str(block.get("source") or f"import:{fmt}"), dict(block.get("meta") or {}),
         )
     body = "\n".join(c.body for c in ex_comments)
-    return Example(_content_id(default_repo, 0, path, hunk, body), default_repo, 0, path, hunk.text(), ex_comments, "", f"import:{fmt}", {})
+    return Example(_content_id(default_repo, 0, path, hunk, body), default_repo, 0, path, hunk_text, ex_comments, "", f"import:{fmt}", {})
 
 
 def _chat_parts(record: dict, fmt: str) -> tuple[str | None, Any, Any]:

@@ -305,18 +305,17 @@ def _pull_info(repo: str, data: dict) -> PullRequestInfo:
 
 
 def _lookup_authors(client, store: Store, repo: str, needed: list[int], summary: HarvestSummary, meter: _Meter) -> None:
-    """Authors of ``needed`` PRs at the lowest request count: per PR, or the PR list in bulk
-    (oldest or newest first, whichever reaches the needed numbers sooner) when that is cheaper.
-    PR numbers are shared with issues, so a number range bounds the PR count from above."""
+    """Authors of ``needed`` PRs at the lowest request count: one read per PR, or the PR list in
+    bulk (oldest first, 100 a page, stopping after the highest number needed) when that is fewer
+    requests. PR numbers are shared with issues, so PR #N is at most the N-th PR: listing up to
+    it costs at most ceil(N / 100) pages. (Newest first has no such bound: newer PRs without
+    review comments are unknown here.)"""
     if not needed:
         return
-    low, high = min(needed), max(needed)
-    newest = max(store.comment_prs(repo) or [high])
-    ascending_pages = math.ceil(high / PAGE_SIZE)
-    descending_pages = math.ceil((newest - low + 1) / PAGE_SIZE)
+    high = max(needed)
     before = meter.count()
     try:
-        if len(needed) <= min(ascending_pages, descending_pages):
+        if len(needed) <= math.ceil(high / PAGE_SIZE):
             summary.author_lookup = "per-pr"
             found = []
             for number in needed:
@@ -328,18 +327,16 @@ def _lookup_authors(client, store: Store, repo: str, needed: list[int], summary:
             store.upsert_pulls(found)
             return
         summary.author_lookup = "bulk"
-        direction = "asc" if ascending_pages <= descending_pages else "desc"
         missing = set(needed)
         batch: list[PullRequestInfo] = []
-        for data in client.iter_pulls(repo, state="all", sort="created", direction=direction):
+        for data in client.iter_pulls(repo, state="all", sort="created", direction="asc"):
             info = _pull_info(repo, data)
             batch.append(info)
             missing.discard(info.number)
             if len(batch) >= PAGE_SIZE:
                 store.upsert_pulls(batch)
                 batch = []
-            past = info.number > high if direction == "asc" else info.number < low
-            if not missing or past:
+            if not missing or info.number > high:
                 break
         store.upsert_pulls(batch)
     finally:

@@ -130,7 +130,10 @@ def create_app(config: ServiceConfig | Mapping[str, Any] | None = None, *, queue
         if length is not None and length > cfg.max_body_bytes:
             metrics.inc("revbot_webhook_deliveries_total", {"event": "unverified", "outcome": "too_large"})
             return _error(413, f"body of {length} bytes is over the {cfg.max_body_bytes}-byte limit")
-        body = request.get_data(cache=False)  # raises 413 past MAX_CONTENT_LENGTH (chunked bodies too)
+        body = _read_body(cfg.max_body_bytes)
+        if body is None:
+            metrics.inc("revbot_webhook_deliveries_total", {"event": "unverified", "outcome": "too_large"})
+            return _error(413, f"body over the {cfg.max_body_bytes}-byte limit")
         if not cfg.insecure_no_signature:
             try:
                 verify(body, request.headers.get(SIGNATURE_HEADER), cfg.secret or "")
@@ -171,6 +174,23 @@ def create_app(config: ServiceConfig | Mapping[str, Any] | None = None, *, queue
         return Response(service.metrics.render(service.gauges), mimetype="text/plain; version=0.0.4")
 
     return app
+
+
+def _read_body(cap: int) -> bytes | None:
+    """The raw body, or None when it is longer than ``cap``. A chunked body (no Content-Length) is
+    read by us, at most ``cap + 1`` bytes, because werkzeug silently cuts a streamed body at
+    MAX_CONTENT_LENGTH instead of refusing it."""
+    if request.content_length is not None or not request.environ.get("wsgi.input_terminated"):
+        return request.get_data(cache=False)  # Content-Length was checked; 413 past MAX_CONTENT_LENGTH
+    raw = request.environ["wsgi.input"]
+    chunks, size = [], 0
+    while size <= cap:
+        chunk = raw.read(min(65536, cap + 1 - size))
+        if not chunk:
+            break
+        chunks.append(chunk)
+        size += len(chunk)
+    return None if size > cap else b"".join(chunks)
 
 
 def _error(status: int, message: str) -> Any:

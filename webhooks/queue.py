@@ -132,16 +132,18 @@ class JobQueue:
         self.store.close()
 
 
-def open_queue(url: str | os.PathLike[str] | None = None, home: str | os.PathLike[str] = ".") -> JobQueue:
-    """The queue named by ``url`` (REVBOT_QUEUE), with its job table."""
+def open_queue(url: str | os.PathLike[str] | None = None, home: str | os.PathLike[str] = ".", *,
+               name: str = QUEUE_NAME) -> JobQueue:
+    """The queue named by ``url`` (REVBOT_QUEUE), with its job table. ``name`` separates several
+    deployments (or test runs) sharing one Redis database."""
     spec = parse_queue_url(url, home)
     if spec.kind == "redis":
         from webhooks.jobs_redis import RedisJobStore
 
         try:
-            huey = RedisHuey(QUEUE_NAME, url=spec.redis_url, results=False, serializer=JsonSerializer(),
+            huey = RedisHuey(name, url=spec.redis_url, results=False, serializer=JsonSerializer(),
                              blocking=True, read_timeout=1)
-            store: JobStore = RedisJobStore(spec.redis_url or "", name=QUEUE_NAME)
+            store: JobStore = RedisJobStore(spec.redis_url or "", name=name)
         except QueueError:
             raise
         except Exception as exc:
@@ -150,7 +152,7 @@ def open_queue(url: str | os.PathLike[str] | None = None, home: str | os.PathLik
     assert spec.path is not None
     try:
         spec.path.parent.mkdir(parents=True, exist_ok=True)
-        huey = SqliteHuey(QUEUE_NAME, filename=str(spec.path), results=False, serializer=JsonSerializer())
+        huey = SqliteHuey(name, filename=str(spec.path), results=False, serializer=JsonSerializer())
     except Exception as exc:
         raise QueueError(f"{spec.path}: cannot open the queue: {exc}") from exc
     return JobQueue(huey, SqliteJobStore(spec.path), spec)

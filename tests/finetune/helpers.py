@@ -41,3 +41,49 @@ def crc_examples(path: Path, limit: int | None = None, negatives_every: int = 3)
                     comments=[], created_at=row["comment_created_at"], source="crc-py",
                 ))
     return out
+
+
+_FUNCS = ["load_config", "parse_args", "fetch_user", "save_cache", "read_rows", "send_mail", "build_index",
+          "open_socket", "merge_dicts", "render_page"]
+_COMMENTS = {
+    "open": "The file handle is never closed; use a with block.",
+    "get": "This can raise a KeyError when the key is missing; use .get() with a default.",
+    "timeout": "Why is the timeout hard-coded here? Read it from the config instead.",
+    "print": "Please use the logger instead of print.",
+}
+
+
+def synthetic_examples(n_prs: int = 30, per_pr: int = 2, start_year: int = 2023) -> list[Example]:
+    """Short, learnable examples: each PR changes a small function; some changes draw the team's
+    usual comment (on the last added line), the others are left alone. PR k is dated day k."""
+    out = []
+    kinds = list(_COMMENTS)
+    for pr in range(1, n_prs + 1):
+        for j in range(per_pr):
+            k = pr * per_pr + j
+            func = _FUNCS[k % len(_FUNCS)]
+            start = 10 + (k % 7) * 3
+            if (k % 3) == 2:  # a harmless rename: humans said nothing
+                body = [f" def {func}(path):", f"-    value = old_{func}(path)", f"+    value = new_{func}(path)",
+                        "     return value"]
+                hunk = f"@@ -{start},3 +{start},3 @@\n" + "\n".join(body)
+                comments = []
+            else:
+                kind = kinds[k % len(kinds)]
+                added = {
+                    "open": "+    handle = open(path)",
+                    "get": "+    value = table[key]",
+                    "timeout": "+    response = session.get(url, timeout=30)",
+                    "print": "+    print(value)",
+                }[kind]
+                body = [f" def {func}(path):", f"     value = {func}_impl(path)", added]
+                hunk = f"@@ -{start},2 +{start},3 @@\n" + "\n".join(body)
+                comments = [ExampleComment(start + 2, "RIGHT", _COMMENTS[kind])]
+            header = hunk.split("\n", 1)[0]
+            out.append(Example(
+                id=example_id("acme/app", pr, f"src/{func}.py", header, str(j)), repo="acme/app", pr=pr,
+                path=f"src/{func}.py", hunk=hunk, comments=comments,
+                created_at=f"{start_year}-{1 + pr // 28:02d}-{1 + pr % 28:02d}T00:00:00Z",
+                source="test",
+            ))
+    return out

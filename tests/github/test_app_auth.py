@@ -76,8 +76,10 @@ def test_app_settings_from_the_environment_and_other_installations(app_sim, keys
            "GITHUB_APP_INSTALLATION_ID": str(INSTALLATION), "GITHUB_API_URL": app_sim.url}
     with GitHubClient(environ=env) as gh:
         assert gh.get_repo(REPO)["name"] == "widgets"
+        before = gh.request_count
         other = gh.with_installation(78)
         assert other.get_repo(REPO)["name"] == "widgets" and "installation 78" in repr(other)
+        assert other.request_count == 2 and gh.request_count == before  # token + GET, counted apart
     assert app_sim.stats()["tokens_issued"] == 2
 
 

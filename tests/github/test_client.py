@@ -218,6 +218,15 @@ def test_dropped_connection_is_retried_for_reads(client, sim, sleeps):
     assert sleeps == [1.0]
 
 
+def test_a_write_whose_answer_was_lost_is_not_sent_again(client, sim, sleeps):
+    client.get_repo(REPO)  # a warm keep-alive connection, as in a long-running worker
+    sim.inject("disconnect", method="POST")
+    sim.reset_stats()
+    with pytest.raises(GitHubError, match="cannot reach .* re-sent only when it surely never arrived"):
+        client.create_issue_comment(REPO, 1, "maybe posted")
+    assert sim.stats()["total"] == 1 and sleeps == []
+
+
 def test_request_count_includes_retries(client, sim):
     start = client.request_count
     sim.inject("error", count=1)

@@ -324,6 +324,16 @@ def test_installation_appears_in_webhooks_when_an_app_is_configured():
         assert hook["installation"]["id"] == 77
 
 
+def test_bad_seed_changes_nothing(sim):
+    before = sim.state
+    with pytest.raises(SimulatorError, match=r"repos\[1\]: a repo needs"):
+        sim.seed({"tokens": ["late-token"], "repos": [{"owner": "new", "name": "one"}, {"owner": "x"}]})
+    assert sim.state == before
+    with pytest.raises(SimulatorError, match="bad seed description"):
+        sim.seed({"rate_limit": {"limit": "lots"}})
+    assert sim.state == before
+
+
 def test_bad_seed_is_refused_with_its_location():
     with pytest.raises(SimulatorError, match=r"repos\[0\]: a repo needs 'owner' and 'name'"):
         GitHubSimulator({"repos": [{"name": "x"}]})

@@ -1,4 +1,4 @@
-"""Fixtures for the model tests: tiny models built once per session, and prompts of varied length."""
+"""Fixtures for the model tests: backends over the session's tiny models, and prompts of varied length."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -34,18 +34,10 @@ def prompts() -> list[PromptInput]:
     return [render_input(path, parse_hunk(text)) for path, text in HUNKS]
 
 
+# tiny_llama and tiny_qwen (built once per session) come from tests/conftest.py.
 @pytest.fixture(scope="session")
-def tiny_llama(tmp_path_factory) -> Path:
-    from bot.tiny import build_tiny_model
-
-    return build_tiny_model(tmp_path_factory.mktemp("models") / "llama", arch="llama")
-
-
-@pytest.fixture(scope="session")
-def tiny_qwen2(tmp_path_factory) -> Path:
-    from bot.tiny import build_tiny_model
-
-    return build_tiny_model(tmp_path_factory.mktemp("models") / "qwen2", arch="qwen2")
+def tiny_qwen2(tiny_qwen) -> Path:
+    return tiny_qwen
 
 
 @pytest.fixture(scope="session")

@@ -6,10 +6,11 @@ from __future__ import annotations
 import time
 
 import pytest
+import requests
 
 from bot.github_sim import GitHubSimulator
 from webhook_kit import (
-    BOT_LOGIN, PATCH_A, PATCH_B2, PATCH_CONFIG, PATCH_NOTES, REPO, Service, hook_payload, inline_anchors_are_valid,
+    BOT_LOGIN, ScriptedBackend, PATCH_A, PATCH_B2, PATCH_CONFIG, PATCH_NOTES, REPO, Service, hook_payload, inline_anchors_are_valid,
     make_seed,
 )
 
@@ -44,12 +45,10 @@ def test_signed_opened_delivery_posts_one_review_on_valid_lines(service, sim):
     assert inline_anchors_are_valid(sim, comments)
     assert all("<!-- revbot:fp=" in c["body"] for c in comments)
     assert all("@\u200balice" in c["body"] and "@alice" not in c["body"] for c in comments)  # nobody pinged
-    metrics = service.deliver  # keep the name used below readable
-    text = __import__("requests").get(service.url + "/metrics", timeout=5).text
+    text = requests.get(service.url + "/metrics", timeout=5).text
     assert f"revbot_comments_posted_total {len(comments)}" in text
     assert 'revbot_webhook_deliveries_total{event="pull_request",outcome="queued"} 1' in text
     assert "revbot_review_latency_seconds_count 1" in text
-    assert metrics
 
 
 def test_unsigned_and_wrongly_signed_deliveries_are_refused_and_nothing_is_queued(service):
@@ -119,6 +118,27 @@ def test_a_newer_push_supersedes_a_queued_job(tmp_path, sim):
         svc.close()
 
 
+def test_a_push_while_a_review_is_generated_cancels_that_review(tmp_path, sim):
+    pushed: dict = {}
+
+    def push_during_generation():
+        if not pushed:
+            pushed.update(sim.add_pull(REPO, number=1, files=[
+                {"filename": "a.py", "status": "modified", "patch": PATCH_A}]))
+            svc.deliver("pull_request", hook_payload("pull_request__synchronize.payload.json", pushed["pull"]))
+
+    svc = Service(tmp_path, sim, backend_factory=lambda v: ScriptedBackend("v1", on_generate=push_during_generation))
+    try:
+        first = svc.deliver("pull_request", hook_payload("pull_request__opened.payload.json", svc.pull(1))).json()
+        svc.wait_idle()
+        [review] = svc.reviews()  # only the newer head was reviewed
+        assert review["commit_id"] == pushed["pull"]["head"]["sha"]
+        assert svc.store.get(first["job"]).state == "superseded"
+        assert [c["path"] for c in svc.review_comments()] == ["a.py"]
+    finally:
+        svc.close()
+
+
 def test_server_errors_and_secondary_rate_limits_are_retried_and_the_review_posted(service, sim):
     sim.inject("error", status=500, method="GET", path=r"/pulls/1$", count=1)
     sim.inject("error", status=500, method="POST", path=r"/pulls/1/reviews$", count=1)
@@ -128,7 +148,7 @@ def test_server_errors_and_secondary_rate_limits_are_retried_and_the_review_post
     assert counts["done"] == 1 and counts["failed"] == 0
     assert len(service.reviews()) == 1
     assert sim.stats()["faults_served"] == 3
-    text = __import__("requests").get(service.url + "/metrics", timeout=5).text
+    text = requests.get(service.url + "/metrics", timeout=5).text
     assert 'revbot_job_retries_total{kind="review"}' in text
 
 
@@ -219,3 +239,22 @@ def test_a_human_review_comment_lands_in_the_store_and_the_bots_own_does_not(ser
     service.wait_idle()
     assert store.get_comment(human["comment"]["id"]) is None
     assert store.get_comment(424242) is None
+
+
+def test_the_redis_queue_runs_the_same_service(tmp_path, sim, redis_url):
+    import uuid
+
+    svc = Service(tmp_path, sim, queue=redis_url, queue_name=f"t{uuid.uuid4().hex[:8]}")
+    try:
+        assert svc.queue.spec.kind == "redis"
+        payload = opened(svc)
+        assert svc.deliver("pull_request", payload, delivery="r-1").status_code == 202
+        assert svc.deliver("pull_request", payload, delivery="r-1").json()["outcome"] == "duplicate"
+        assert svc.wait_idle()["done"] == 1
+        [review] = svc.reviews()
+        assert inline_anchors_are_valid(sim, svc.review_comments())
+        health = requests.get(svc.url + "/healthz", timeout=5).json()
+        assert health["queue"] == {"kind": "redis", "reachable": True, "depth": 0, "jobs": health["queue"]["jobs"]}
+        assert health["queue"]["jobs"]["done"] == 1
+    finally:
+        svc.close()

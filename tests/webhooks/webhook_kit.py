@@ -74,6 +74,51 @@ class ScriptedBackend(Backend):
         return {"name": self.name, "tag": self.tag}
 
 
+class FakeModelServer:
+    """An OpenAI-compatible chat endpoint on loopback that answers like ScriptedBackend; the first
+    ``slow_requests`` requests wait ``delay`` seconds first, so a test can catch a worker in the
+    middle of generating (``requests`` counts what arrived)."""
+
+    def __init__(self, delay: float = 0.0, slow_requests: int = 0, tag: str = "remote"):
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        self.delay, self.slow_requests, self.requests = delay, slow_requests, 0
+        self._lock = threading.Lock()
+        self.script = ScriptedBackend(tag)
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:  # noqa: N802 - http.server's naming
+                data = json.loads(self.rfile.read(int(self.headers.get("Content-Length") or 0)))
+                with server._lock:
+                    server.requests += 1
+                    slow = server.requests <= server.slow_requests
+                if slow:
+                    time.sleep(server.delay)
+                user = data["messages"][-1]["content"]
+                answer = server.script.answer(PromptInput("", user)) + "\n</review>"
+                body = json.dumps({"choices": [{"message": {"role": "assistant", "content": answer},
+                                                "finish_reason": "stop"}],
+                                   "usage": {"prompt_tokens": 10, "completion_tokens": 10}}).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.httpd.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.httpd.server_port}/v1"
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
 def make_seed(files: list[dict] | None = None, *, draft: bool = False) -> dict:
     """acme/widgets: main holds ``.revbot.yml`` (max 10 comments); PR #1 changes a.py and b.py and
     also rewrites ``.revbot.yml`` on its head branch to ``enabled: false``."""
@@ -124,7 +169,7 @@ class Service:
     worker pool, against a GitHub simulator."""
 
     def __init__(self, tmp: Path, sim: Any, *, backend_factory: Callable[[Any], Any] | None = None,
-                 start_workers: bool = True, **overrides: Any):
+                 start_workers: bool = True, queue_name: str = "revbot", **overrides: Any):
         from werkzeug.serving import make_server
 
         from webhooks.app import create_app
@@ -143,7 +188,7 @@ class Service:
         )
         settings.update(overrides)
         self.cfg = ServiceConfig(**{k: v for k, v in settings.items()})
-        self.queue = open_queue(self.cfg.queue, self.cfg.home)
+        self.queue = open_queue(self.cfg.queue, self.cfg.home, name=queue_name)
         self.app = create_app(self.cfg, queue=self.queue)
         self.server = make_server("127.0.0.1", 0, self.app, threaded=True)
         self.url = f"http://127.0.0.1:{self.server.server_port}"
@@ -203,6 +248,9 @@ class Service:
         self.pool.stop(timeout=10)
         self.server.shutdown()
         self.server.server_close()
+        if self.queue.spec.kind == "redis":
+            self.queue.huey.storage.flush_queue()
+            self.queue.store.flush_all()
         self.queue.close()
 
 

@@ -1,0 +1,326 @@
+"""`revbot train`, `revbot eval`, `revbot models` and `revbot export`: parse arguments, call the
+finetune library, print the result. Errors are RevbotErrors; the `revbot` entry point prints them
+without a traceback."""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import click
+
+from bot.errors import DataError, UsageError
+from bot.versions import ModelRegistry, default_models_dir
+
+CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
+
+
+def _registry(models_dir: str | None) -> ModelRegistry:
+    return ModelRegistry(models_dir or default_models_dir())
+
+
+def _default_store() -> Path:
+    from bot.store import default_db_path
+
+    home = os.environ.get("REVBOT_HOME", "").strip()
+    path = default_db_path()
+    return path if path.is_absolute() or not home else Path(home) / path
+
+
+models_dir_option = click.option(
+    "--models-dir", metavar="DIR", default=None,
+    help="Model versions folder (default: $REVBOT_MODELS_DIR, else models/).")
+
+
+def _fmt(value: Any, digits: int = 4) -> str:
+    if value is None:
+        return "–"
+    if isinstance(value, float):
+        return f"{value:.{digits}f}"
+    return str(value)
+
+
+# --------------------------------------------------------------------------- train
+
+TRAIN_EPILOG = """\b
+Examples:
+  revbot train --base-model Qwen/Qwen2.5-Coder-1.5B-Instruct          # QLoRA on the dataset store
+  revbot train --data examples.jsonl --base-model ./my-model --epochs 2
+  revbot train --base-model M --max-steps 200 --resume                  # continue an interrupted run
+  accelerate launch --num_processes 4 -m revbot train --base-model M    # several GPUs (DDP)
+
+\b
+Splits: the newest PRs are the test set, the next newest validation (whole PRs, deterministic for a
+--seed). A new version is written to DIR/vN; it becomes current only with --promote, or when nothing
+is current yet (the first version). Evaluate it with `revbot eval --model vN`.
+"""
+
+
+@click.command("train", context_settings=CONTEXT, epilog=TRAIN_EPILOG)
+@click.option("--data", metavar="FILE", default=None,
+              help="The dataset store (SQLite, default: $REVBOT_DB, else revbot.db) or an examples JSONL.")
+@click.option("--base-model", metavar="ID_OR_PATH", default=None,
+              help="Hub id or local path of the model to adapt (default: the current version's base model, "
+                   "else $REVBOT_MODEL).")
+@models_dir_option
+@click.option("--epochs", type=float, default=3.0, show_default=True, help="Passes over the training split.")
+@click.option("--max-steps", type=click.IntRange(min=1), default=None, help="Stop after N optimiser steps (overrides --epochs).")
+@click.option("--batch-size", type=click.IntRange(min=1), default=4, show_default=True,
+              help="Rows per step; a packed row holds several examples.")
+@click.option("--max-length", type=click.IntRange(min=16), default=2048, show_default=True,
+              help="Tokens per row; longer examples are skipped and counted.")
+@click.option("--lr", type=float, default=2e-4, show_default=True, help="Peak learning rate (cosine schedule with warm-up).")
+@click.option("--lora-r", type=click.IntRange(min=1), default=16, show_default=True, help="LoRA rank.")
+@click.option("--lora-alpha", type=float, default=32, show_default=True, help="LoRA alpha (scale = alpha / r).")
+@click.option("--lora-dropout", type=float, default=0.1, show_default=True, help="Dropout on the LoRA input.")
+@click.option("--target-modules", metavar="A,B,...", default=None,
+              help="Layers to adapt (default: every attention and MLP projection, e.g. q,k,v,o,gate,up,down_proj).")
+@click.option("--gradient-checkpointing", is_flag=True, help="Recompute activations in backward: less memory, slower.")
+@click.option("--no-quantize", is_flag=True, help="Plain LoRA on full-precision weights instead of 4-bit QLoRA.")
+@click.option("--no-packing", is_flag=True, help="One example per row, batched by length, instead of packed rows.")
+@click.option("--resume", is_flag=True, help="Continue the interrupted run with the same data and settings.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed for the split, the order and LoRA init.")
+@click.option("--test-fraction", type=float, default=0.1, show_default=True, help="Share of examples held out for test.")
+@click.option("--val-fraction", type=float, default=0.1, show_default=True, help="Share held out for validation.")
+@click.option("--min-train", type=click.IntRange(min=1), default=10, show_default=True, help="Fewest training examples accepted.")
+@click.option("--patience", type=click.IntRange(min=0), default=3, show_default=True,
+              help="Stop after N evaluations without a better validation loss (0: never stop early).")
+@click.option("--eval-every", type=click.IntRange(min=1), default=None, help="Steps between validation passes.")
+@click.option("--promote/--no-promote", default=None,
+              help="Make the new version current. Default: only when no version is current yet.")
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+def train(data, base_model, models_dir, epochs, max_steps, batch_size, max_length, lr, lora_r, lora_alpha,
+          lora_dropout, target_modules, gradient_checkpointing, no_quantize, no_packing, resume, seed,
+          test_fraction, val_fraction, min_train, patience, eval_every, promote, quiet):
+    """Train a QLoRA adapter on past reviews and write it as a new model version.
+
+    4-bit NF4 base weights with double quantisation, LoRA (r=16, alpha=32, dropout 0.1) on every
+    attention and MLP projection, loss on the review answer only, packed rows, cosine schedule with
+    warm-up, early stopping on validation loss and checkpoints for --resume.
+    """
+    from finetune.data import load_examples
+    from finetune.train import TrainConfig, train as run_training
+
+    registry = _registry(models_dir)
+    data_path = Path(data) if data else _default_store()
+    if base_model is None:
+        current = registry.current()
+        base_model = (current.base_model if current else None) or os.environ.get("REVBOT_MODEL") or None
+        if base_model is None:
+            raise UsageError("no base model: pass --base-model (a hub id or a local model path)")
+    examples = load_examples(data_path)
+    if not examples:
+        raise DataError("no examples in the dataset; harvest reviews first (`revbot harvest github OWNER/REPO`)",
+                        str(data_path))
+    config = TrainConfig(
+        epochs=epochs, max_steps=max_steps, batch_size=batch_size, max_length=max_length, lr=lr, lora_r=lora_r,
+        lora_alpha=lora_alpha, lora_dropout=lora_dropout,
+        target_modules=[t.strip() for t in target_modules.split(",") if t.strip()] if target_modules else None,
+        quantize=not no_quantize, gradient_checkpointing=gradient_checkpointing,
+        packing=False if no_packing else None, seed=seed, test_fraction=test_fraction, val_fraction=val_fraction,
+        min_train=min_train, patience=patience, eval_every=eval_every, resume=resume,
+    )
+    version = run_training(examples, base_model, registry.root, config, data_source=str(data_path),
+                           progress=not quiet)
+    m = version.metrics
+    counts = version.meta.get("data", {}).get("counts", {})
+    click.echo(f"wrote {version.name} to {version.path}")
+    click.echo("  examples: " + ", ".join(f"{k} {v.get('examples', 0)}" for k, v in counts.items()))
+    click.echo(f"  steps {m.get('steps')} ({_fmt(m.get('epochs'), 2)} epochs{', stopped early' if m.get('stopped_early') else ''}), "
+               f"train loss {_fmt(m.get('train_loss'))}, validation loss {_fmt(m.get('val_loss'))}, "
+               f"test loss {_fmt(m.get('test_loss'))}")
+    click.echo(f"  packing {'on' if m.get('packing') else 'off (batched by length)'}, padding share "
+               f"{100 * (m.get('padding_share') or 0):.1f}%, {_fmt(m.get('supervised_tokens_per_s'), 1)} answer tokens/s")
+    if promote is None:
+        promote = registry.current_name() is None
+    if promote:
+        registry.promote(version.name)
+        click.echo(f"  {version.name} is now current")
+    else:
+        click.echo(f"  not promoted; compare with `revbot eval --model {version.name}`, then "
+                   f"`revbot models promote {version.name}`")
+
+
+# --------------------------------------------------------------------------- eval
+
+
+@click.command("eval", context_settings=CONTEXT)
+@click.option("--model", "model_spec", metavar="vN|current|latest|DIR", default=None,
+              help="Version to evaluate (default: current, else the latest).")
+@click.option("--data", metavar="FILE", default=None,
+              help="Evaluate on these examples instead of the version's test split: an examples JSONL (all of "
+                   "it), or the dataset store (its test split, re-made with the version's split settings).")
+@click.option("--format", "fmt", metavar="FORMAT", default=None,
+              help="Format of --data when it is not an examples JSONL (crc, codereviewer, alpaca, sharegpt, openai).")
+@click.option("--store", metavar="FILE", default=None,
+              help="Dataset store whose feedback on the bot's own comments to summarise (default: --data if it is one).")
+@models_dir_option
+@click.option("--no-base", is_flag=True, help="Leave out the base model without the adapter.")
+@click.option("--limit", type=click.IntRange(min=1), default=None, help="Evaluate on the first N test examples only.")
+@click.option("--max-new-tokens", type=click.IntRange(min=1), default=256, show_default=True, help="Longest answer.")
+@click.option("--batch-size", type=click.IntRange(min=1), default=8, show_default=True, help="Prompts generated together.")
+@click.option("--quantize", type=click.Choice(["4bit", "none"]), default=None,
+              help="Load the models in 4-bit (default: 4-bit on CUDA, full precision on CPU).")
+@click.option("--json", "as_json", is_flag=True, help="Print the metrics as JSON.")
+@click.option("--quiet", is_flag=True, help="No progress bars.")
+def eval_cmd(model_spec, data, fmt, store, models_dir, no_base, limit, max_new_tokens, batch_size, quantize,
+             as_json, quiet):
+    """Evaluate a model version against the base model, retrieval and most-frequent baselines.
+
+    Metrics: BLEU-4 (CodeReviewer style, with and without stop words), ROUGE-L, exact match,
+    placement precision/recall on hunks and lines, silence on hunks humans left alone, and the
+    parse-failure rate. The Markdown report (with plots and 10 examples side by side) is saved in
+    the version's eval/ folder and printed.
+    """
+    from bot.examples import read_examples
+    from finetune.data import is_store, load_examples, split_examples
+    from finetune.evaluate import evaluate
+
+    registry = _registry(models_dir)
+    if model_spec is None:
+        version = registry.current() or registry.latest()
+        if version is None:
+            raise UsageError(f"no model versions in {registry.root}; train one with `revbot train`")
+    else:
+        version = registry.resolve(model_spec)
+    data_dir = version.path / "data"
+
+    def split_file(name: str) -> list:
+        path = data_dir / f"{name}.jsonl"
+        if not path.is_file():
+            raise DataError(f"{version.name} has no saved {name} split; pass --data", str(path))
+        return list(read_examples(path))
+
+    train_examples = split_file("train")
+    if data is None:
+        test_examples = split_file("test")
+    elif is_store(data) and not fmt:
+        settings = dict(version.meta.get("data", {}).get("split", {}))
+        settings.pop("time_ordered", None)
+        seed = settings.pop("seed", 0)
+        test_examples = split_examples(load_examples(data), seed, **settings).test
+    else:
+        test_examples = load_examples(data, fmt)
+    if limit:
+        test_examples = test_examples[:limit]
+    feedback_store = store or (data if data and is_store(data) else None)
+    report = evaluate(version, test_examples, train_examples, base=None if no_base else "auto", quantize=quantize,
+                      max_new_tokens=max_new_tokens, batch_size=batch_size, store=feedback_store, progress=not quiet)
+    if as_json:
+        click.echo(json.dumps(report.to_dict(), indent=2, sort_keys=True))
+        return
+    if report.out_dir is not None:
+        click.echo((report.out_dir / "report.md").read_text(encoding="utf-8"))
+    click.echo(report.table())
+    if report.out_dir is not None:
+        click.echo(f"\nreport: {report.out_dir / 'report.md'}")
+
+
+# --------------------------------------------------------------------------- models
+
+
+@click.group("models", context_settings=CONTEXT)
+def models():
+    """List, promote and roll back model versions (the `current` pointer review and the service use)."""
+
+
+def _summary_metrics(meta: dict[str, Any]) -> tuple[str, str, str]:
+    metrics = meta.get("metrics") or {}
+    evaluation = (meta.get("evaluation") or {}).get("metrics") or {}
+    tuned = evaluation.get("tuned") or {}
+    retrieval = evaluation.get("retrieval") or {}
+    bleu = "–"
+    if tuned:
+        bleu = f"{_fmt(tuned.get('bleu4_no_stop'), 2)} (retr. {_fmt(retrieval.get('bleu4_no_stop'), 2)})"
+    return _fmt(metrics.get("val_loss")), _fmt(metrics.get("test_loss")), bleu
+
+
+@models.command("list", context_settings=CONTEXT)
+@models_dir_option
+@click.option("--json", "as_json", is_flag=True, help="Print as JSON.")
+def models_list(models_dir, as_json):
+    """Show every version, which one is current, its metrics, and the promotion decisions."""
+    registry = _registry(models_dir)
+    versions = registry.list()
+    current = registry.current_name()
+    decisions = registry.decisions()
+    if as_json:
+        click.echo(json.dumps({
+            "models_dir": str(registry.root), "current": current, "history": registry.history(),
+            "versions": [{"name": v.name, "path": str(v.path), "created_at": v.created_at, "base_model": v.base_model,
+                          "metrics": v.metrics, "evaluation": v.meta.get("evaluation")} for v in versions],
+            "decisions": decisions,
+        }, indent=2, sort_keys=True))
+        return
+    if not versions:
+        click.echo(f"no model versions in {registry.root} yet; train one with `revbot train`")
+        return
+    rows = [("", "version", "created", "base model", "val loss", "test loss", "BLEU-4 -stop")]
+    for v in versions:
+        val, test, bleu = _summary_metrics(v.meta)
+        rows.append(("*" if v.name == current else "", v.name, v.created_at, Path(v.base_model or "?").name, val, test, bleu))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    for r in rows:
+        click.echo("  ".join(cell.ljust(w) for cell, w in zip(r, widths)).rstrip())
+    click.echo(f"\ncurrent: {current or '(none: promote one with `revbot models promote vN`)'}")
+    incoming = registry.incoming()
+    if incoming:
+        click.echo(f"unfinished runs (never used as versions): {', '.join(p.name for p in incoming)}")
+    if decisions:
+        click.echo("\ndecisions:")
+        for d in decisions[-10:]:
+            verdict = "promoted" if d.get("promoted") else "kept " + str(d.get("incumbent"))
+            click.echo(f"  {d.get('at')}  {d.get('candidate')} vs {d.get('incumbent')} on {d.get('metric')}: "
+                       f"{verdict} ({d.get('reason')})")
+
+
+@models.command("promote", context_settings=CONTEXT)
+@click.argument("name", metavar="vN")
+@models_dir_option
+def models_promote(name, models_dir):
+    """Make version vN current (atomically); review and the service pick it up."""
+    registry = _registry(models_dir)
+    previous = registry.current_name()
+    version = registry.promote(name)
+    click.echo(f"{version.name} is now current" + (f" (was {previous})" if previous and previous != version.name else ""))
+
+
+@models.command("rollback", context_settings=CONTEXT)
+@models_dir_option
+def models_rollback(models_dir):
+    """Make the previously promoted version current again."""
+    registry = _registry(models_dir)
+    previous = registry.current_name()
+    version = registry.rollback()
+    click.echo(f"rolled back from {previous} to {version.name}")
+
+
+# --------------------------------------------------------------------------- export
+
+EXPORT_EPILOG = """\b
+Serve the merged model with Ollama:
+  cd DIR && ollama create revbot -f Modelfile
+Or serve the adapter itself with vLLM (no merge needed):
+  vllm serve BASE_MODEL --enable-lora --lora-modules revbot=models/vN --max-lora-rank 16
+  revbot review x.diff --backend openai --base-url http://127.0.0.1:8000/v1 --api-model revbot
+"""
+
+
+@click.command("export", context_settings=CONTEXT, epilog=EXPORT_EPILOG)
+@click.argument("name", metavar="vN")
+@click.option("--merged", "merged_dir", metavar="DIR", required=True,
+              help="Write the base model with the adapter merged in (16-bit, Hugging Face layout) and an Ollama Modelfile here.")
+@click.option("--dtype", type=click.Choice(["auto", "float16", "bfloat16"]), default="auto", show_default=True,
+              help="16-bit type of the merged weights (auto: bfloat16 where the base or GPU uses it, else float16).")
+@click.option("--base-model", metavar="ID_OR_PATH", default=None,
+              help="Where the recorded base model is now, if it moved (it must be the same model).")
+@click.option("--force", is_flag=True, help="Replace DIR if it is not empty.")
+@models_dir_option
+def export(name, merged_dir, dtype, base_model, force, models_dir):
+    """Merge version vN's adapter into its base model for serving without peft."""
+    from finetune.export import export_merged
+
+    registry = _registry(models_dir)
+    out = export_merged(registry.resolve(name), merged_dir, dtype=dtype, base_model=base_model, force=force)
+    click.echo(f"merged {name} into {out} (Modelfile included: `ollama create revbot -f {out / 'Modelfile'}`)")

@@ -1,0 +1,118 @@
+"""Settings from REVBOT_* and the per-repo .revbot.yml."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from bot.config import DEFAULT_IGNORES, ENV_VARS, RepoConfig, Settings, find_repo_config, path_matches
+from bot.errors import DataError, UsageError
+
+
+def test_defaults_and_a_full_file():
+    assert RepoConfig.from_yaml("") == RepoConfig() == RepoConfig.from_yaml("# only a comment\n")
+    cfg = RepoConfig.from_yaml(
+        "enabled: false\nignore_paths:\n  - docs/**\n  - '*.md'\ndefault_ignores: false\nmax_comments: 4\n"
+        "max_comments_per_file: 1\nskip_drafts: false\nmodel_version: 3\n"
+    )
+    assert cfg == RepoConfig(False, ("docs/**", "*.md"), False, 4, 1, False, "v3")
+    assert cfg.all_ignores == ("docs/**", "*.md")
+    assert RepoConfig.from_yaml("ignore_paths: 'gen/'").ignore_paths == ("gen/",)
+
+
+@pytest.mark.parametrize("text, line, words", [
+    ("max_comments: 3\nmax_coments: 4\n", 2, "unknown key 'max_coments' (did you mean 'max_comments'?)"),
+    ("max_comments: lots\n", 1, "'max_comments' must be a whole number"),
+    ("enabled: 1\n", 1, "'enabled' must be true or false, got 1 (integer)"),
+    ("max_comments_per_file: true\n", 1, "'max_comments_per_file' must be a whole number"),
+    ("max_comments: -2\n", 1, "'max_comments' must be a whole number, 0 or more"),
+    ("ignore_paths: [1, 2]\n", 1, "'ignore_paths' must be a list of path globs"),
+    ("ignore_paths:\n  - ok\n  - {a: b}\n", 2, "'ignore_paths' must be a list"),
+    ("model_version: [v1]\n", 1, "'model_version' must be a model version"),
+    ("enabled: true\nmax_comments: [1,\n  2\nskip_drafts: false\n", 4, "invalid YAML"),
+    ("enabled: true\n\tmax_comments: 3\n", 2, "invalid YAML"),
+    ("- just\n- a list\n", 1, "expected a mapping"),
+    ("enabled: true\nenabled: false\n", 2, "'enabled' appears twice"),
+    ("enabled: !!python/object/apply:os.system [ls]\n", 1, "invalid value for 'enabled'"),
+])
+def test_errors_name_the_file_the_line_and_the_key(text, line, words):
+    with pytest.raises(DataError) as info:
+        RepoConfig.from_yaml(text, source="repo/.revbot.yml")
+    assert str(info.value).startswith(f"repo/.revbot.yml:{line}: ") and words in str(info.value)
+    assert "Traceback" not in str(info.value) and "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize("path, pattern, expected", [
+    ("vendor/lib.go", "vendor/", True),
+    ("a/b/vendor/lib.go", "vendor/", True),
+    ("vendor", "vendor/", False),  # a file named vendor is not the directory
+    ("src/vendored.py", "vendor/", False),
+    ("web/app.min.js", "*.min.js", True),
+    ("web/app.js", "*.min.js", False),
+    ("docs/a/b.md", "docs/**", True),
+    ("src/docs/a.md", "docs/**", False),  # a slash inside anchors the pattern at the root
+    ("setup.py", "/setup.py", True),
+    ("pkg/setup.py", "/setup.py", False),
+    ("src/a.py", "src/*.py", True),
+    ("src/sub/a.py", "src/*.py", False),
+    ("src/sub/a.py", "src/**/*.py", True),
+    ("src/a.py", "src/**/*.py", True),
+    ("proto/x_pb2.py", "*_pb2.py", True),
+    ("build.gradle", "build/", False),
+    ("a/build/out.o", "build/", True),
+    ("yarn.lock", "*.lock", True),
+    ("file[1].txt", "file[0-9].txt", False),
+    ("file1.txt", "file[0-9].txt", True),
+])
+def test_gitignore_style_globs(path, pattern, expected):
+    assert path_matches(path, pattern) is expected
+
+
+def test_default_ignores_and_config_ignores_report_their_origin():
+    cfg = RepoConfig(ignore_paths=("docs/**",))
+    assert cfg.ignored_by("node_modules/x/index.js") == ("node_modules/", "default")
+    assert cfg.ignored_by("api/service_pb2.py") == ("*_pb2.py", "default")
+    assert cfg.ignored_by("package-lock.json") == ("package-lock.json", "default")
+    assert cfg.ignored_by("docs/guide.md") == ("docs/**", "config")
+    assert cfg.ignored_by("src/app.py") is None
+    assert RepoConfig(default_ignores=False).ignored_by("vendor/x.go") is None
+    assert {"vendor/", "node_modules/", "third_party/", "*.min.js", "*.lock", "*_pb2.py", "dist/", "build/"} <= set(DEFAULT_IGNORES)
+
+
+def test_find_repo_config(tmp_path: Path):
+    assert find_repo_config(tmp_path) == RepoConfig()
+    (tmp_path / ".revbot.yml").write_text("max_comments: 2\n")
+    cfg = find_repo_config(tmp_path)
+    assert cfg.max_comments == 2 and cfg.source == str(tmp_path / ".revbot.yml")
+    with pytest.raises(UsageError, match="cannot read config file"):
+        RepoConfig.from_file(tmp_path / "missing.yml")
+
+
+def test_settings_from_env_and_secrets_stay_out_of_repr(tmp_path):
+    env = {
+        "REVBOT_HOME": str(tmp_path), "REVBOT_DB": "data/store.db", "REVBOT_MODELS_DIR": "/abs/models",
+        "REVBOT_BACKEND": "OpenAI", "REVBOT_OPENAI_BASE_URL": "http://127.0.0.1:9/v1", "REVBOT_OPENAI_MODEL": "m",
+        "REVBOT_OPENAI_API_KEY": "sk-verysecretvalue1234567890", "REVBOT_WEBHOOK_SECRET": "hush-hush-secret",
+        "REVBOT_QUEUE": "redis://127.0.0.1:6379/0", "GITHUB_TOKEN": "ghp_" + "a" * 36, "REVBOT_TOKEN_BUDGET": "1000",
+    }
+    s = Settings.from_env(env)
+    assert s.db == tmp_path / "data/store.db" and s.models_dir == Path("/abs/models")
+    assert s.backend == "openai" and s.token_budget == 1000 and s.queue == "redis://127.0.0.1:6379/0"
+    assert s.openai_api_key.startswith("sk-") and s.github_token.startswith("ghp_")
+    text = repr(s)
+    assert "verysecret" not in text and "hush" not in text and "ghp_" not in text
+    assert Settings.from_env({}).queue == "revbot-queue.db" and Settings.from_env({}).backend == "local"
+    assert set(ENV_VARS) >= {"REVBOT_DB", "REVBOT_MODELS_DIR", "REVBOT_MODEL", "REVBOT_WEBHOOK_SECRET", "REVBOT_QUEUE",
+                             "REVBOT_OPENAI_BASE_URL", "REVBOT_OPENAI_MODEL", "REVBOT_OPENAI_API_KEY"}
+
+
+@pytest.mark.parametrize("env, words", [
+    ({"REVBOT_BATCH_SIZE": "eight"}, "REVBOT_BATCH_SIZE must be a whole number"),
+    ({"REVBOT_TOKEN_BUDGET": "0"}, "REVBOT_TOKEN_BUDGET must be greater than 0"),
+    ({"REVBOT_BACKEND": "cloud"}, "REVBOT_BACKEND must be one of local, openai"),
+    ({"REVBOT_QUEUE": "amqp://127.0.0.1"}, "REVBOT_QUEUE must be"),
+    ({"REVBOT_LOG_LEVEL": "LOUD"}, "REVBOT_LOG_LEVEL"),
+])
+def test_bad_settings_name_the_variable(env, words):
+    with pytest.raises(UsageError, match=words):
+        Settings.from_env(env)
