@@ -171,7 +171,6 @@ class _InstallationAuth(Auth.Auth):
         self._lock = threading.Lock()
         self._token: str | None = None
         self._expires_at = 0.0
-        self.refreshes = 0
 
     @property
     def token_type(self) -> str:
@@ -201,7 +200,6 @@ class _InstallationAuth(Auth.Auth):
         self._token = grant.token
         expires = grant.expires_at
         self._expires_at = expires.timestamp() if expires else self._clock() + 3600
-        self.refreshes += 1
 
     @property
     def _masked_token(self) -> str:
@@ -551,7 +549,8 @@ class GitHubClient:
     def issue_comments(self, repo: str, number: int) -> list[dict]:
         repo = self._repo(repo)
         return list(self._paged(f"/repos/{repo}/issues/{int(number)}/comments", None,
-                                what=f"listing comments of {repo}#{number}", not_found=self._missing_pull(repo, number)))
+                                what=f"listing comments of {repo}#{number}",
+                                not_found=self._missing_pull(repo, number)))
 
     def create_issue_comment(self, repo: str, number: int, body: str) -> dict:
         repo = self._repo(repo)

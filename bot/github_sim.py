@@ -46,6 +46,11 @@ Seed description (JSON; every key optional except where noted)::
       }]
     }
 
+A review whose inline comments include one off the diff gets 422 and creates nothing, like
+GitHub; each error item names its comment so a client can drop it: ``{"resource", "code",
+"field": "comments[i].line", "message": "Pull request review thread line must be part of the
+diff", "index": i, "path", "line", "side"}``.
+
 Tokens: ``Authorization: token X`` or ``Bearer X``. With no tokens configured any token (or none)
 is accepted; otherwise an unknown token gets 401 ``Bad credentials``. A ``"permission": "read"``
 token gets 403 on writes. Tokens are kept only as SHA-256 digests, so a state file holds none.
@@ -157,6 +162,15 @@ class _HTTPError(Exception):
 
 def _not_found() -> _HTTPError:
     return _HTTPError(404, "Not Found")
+
+
+def _unprocessable(resource: str, field_name: str, message: str | None = None, code: str = "invalid",
+                   doc: str = DOCS) -> _HTTPError:
+    """GitHub's 422 for one bad field."""
+    error = {"resource": resource, "code": code, "field": field_name}
+    if message:
+        error["message"] = message
+    return _HTTPError(422, "Unprocessable Entity", [error], doc=doc)
 
 
 @dataclass
@@ -521,7 +535,8 @@ class GitHubSimulator:
         rid = int(review_id) if review_id else self._new_id()
         self._state["next_id"] = max(self._state["next_id"], rid)
         review = {"id": rid, "pull": pull["number"], "user": user, "body": body or "", "state": state,
-                  "commit_id": commit_id, "submitted_at": None if state == "PENDING" else (submitted_at or _iso(_now()))}
+                  "commit_id": commit_id,
+                  "submitted_at": None if state == "PENDING" else (submitted_at or _iso(_now()))}
         repo["reviews"][str(rid)] = review
         return review
 
@@ -550,14 +565,15 @@ class GitHubSimulator:
         if review_id is None:
             review_id = spec.get("pull_request_review_id")
             if review_id is None or str(review_id) not in repo["reviews"]:
-                review_id = self._add_review(repo, pull, user, "", "COMMENTED", spec.get("commit_id") or pull["head_sha"],
-                                             created, review_id)["id"]
+                review_id = self._add_review(repo, pull, user, "", "COMMENTED",
+                                             spec.get("commit_id") or pull["head_sha"], created, review_id)["id"]
         comment = {
             "id": cid, "pull": pull["number"], "review_id": int(review_id), "path": path,
             "diff_hunk": spec.get("diff_hunk") or (parent["diff_hunk"] if parent else diff_hunk),
             "position": position, "line": line, "side": side, "start_line": start_line,
             "start_side": (spec.get("start_side") or side) if start_line is not None else None,
-            "original_line": spec.get("original_line", line), "original_start_line": spec.get("original_start_line", start_line),
+            "original_line": spec.get("original_line", line),
+            "original_start_line": spec.get("original_start_line", start_line),
             "commit_id": spec.get("commit_id") or pull["head_sha"],
             "original_commit_id": spec.get("original_commit_id") or spec.get("commit_id") or pull["head_sha"],
             "user": user, "body": spec["body"], "created_at": created, "updated_at": spec.get("updated_at") or created,
@@ -792,9 +808,9 @@ class GitHubSimulator:
             return _Answer(fault["status"] or 403, {"message": message, "documentation_url":
                            "https://docs.github.com/rest/overview/rate-limits-for-the-rest-api"}, headers)
         status = 429 if kind == "429" else (fault["status"] or 403)
-        return _Answer(status, {"message": fault["message"] or SECONDARY_MESSAGE.format(rid=rid), "documentation_url":
-                       "https://docs.github.com/rest/overview/rate-limits-for-the-rest-api#about-secondary-rate-limits"},
-                       headers)
+        doc = "https://docs.github.com/rest/overview/rate-limits-for-the-rest-api#about-secondary-rate-limits"
+        return _Answer(status, {"message": fault["message"] or SECONDARY_MESSAGE.format(rid=rid),
+                                "documentation_url": doc}, headers)
 
     # ----------------------------------------------------------------- rate budget
 
@@ -940,7 +956,8 @@ class GitHubSimulator:
             "html_url": f"{ctx.web}/{login}", "followers_url": f"{base}/followers",
             "following_url": f"{base}/following{{/other_user}}", "gists_url": f"{base}/gists{{/gist_id}}",
             "starred_url": f"{base}/starred{{/owner}}{{/repo}}", "subscriptions_url": f"{base}/subscriptions",
-            "organizations_url": f"{base}/orgs", "repos_url": f"{base}/repos", "events_url": f"{base}/events{{/privacy}}",
+            "organizations_url": f"{base}/orgs", "repos_url": f"{base}/repos",
+            "events_url": f"{base}/events{{/privacy}}",
             "received_events_url": f"{base}/received_events", "type": kind, "user_view_type": "public",
             "site_admin": False,
         }
@@ -1103,7 +1120,8 @@ class GitHubSimulator:
         full = f"{repo['owner']}/{repo['name']}"
         api = f"{ctx.api}/repos/{full}"
         return {
-            "url": f"{api}/issues/comments/{c['id']}", "html_url": f"{ctx.web}/{full}/pull/{c['issue']}#issuecomment-{c['id']}",
+            "url": f"{api}/issues/comments/{c['id']}",
+            "html_url": f"{ctx.web}/{full}/pull/{c['issue']}#issuecomment-{c['id']}",
             "issue_url": f"{api}/issues/{c['issue']}", "id": c["id"], "node_id": _node_id("IssueComment", c["id"]),
             "user": self._render_user(ctx, c["user"]), "created_at": c["created_at"], "updated_at": c["updated_at"],
             "author_association": self._association(repo, c["user"]["login"]), "body": c["body"],
@@ -1242,7 +1260,8 @@ class GitHubSimulator:
             if not isinstance(start_line, int) or start_line >= line and start_side == side:
                 errors.append(error("start_line", "start_line must precede the end line", code="invalid",
                                     **where, start_line=start_line))
-            elif not fd.is_commentable(start_line, start_side) or fd.hunk_for(start_line, start_side) is not fd.hunk_for(line, side):
+            elif (not fd.is_commentable(start_line, start_side)
+                  or fd.hunk_for(start_line, start_side) is not fd.hunk_for(line, side)):
                 errors.append(error("start_line", "Pull request review thread start line must be part of the same "
                                                   "hunk as the line", **where, start_line=start_line))
         return {"path": path, "body": body, "line": line, "side": side, "start_line": start_line,
@@ -1265,11 +1284,11 @@ class GitHubSimulator:
         if not commit_id:
             raise _HTTPError(422, "Invalid request.\n\n\"commit_id\" wasn't supplied.")
         if commit_id not in pull["shas"]:
-            raise _HTTPError(422, "Unprocessable Entity", [{"resource": "PullRequestReviewComment", "code": "invalid",
-                                                           "field": "commit_id", "message": "commit_id is not part of the pull request"}])
+            raise _unprocessable("PullRequestReviewComment", "commit_id", "commit_id is not part of the pull request")
         spec, errors = self._validate_inline(full, pull, body, None)
         if errors:
-            raise _HTTPError(422, "Unprocessable Entity", errors, doc=f"{DOCS}/pulls/comments#create-a-review-comment-for-a-pull-request")
+            raise _HTTPError(422, "Unprocessable Entity", errors,
+                             doc=f"{DOCS}/pulls/comments#create-a-review-comment-for-a-pull-request")
         spec.update(commit_id=commit_id)
         comment = self._add_review_comment(record, pull, spec, "comment", identity=user)
         self._touch(pull)
@@ -1280,8 +1299,7 @@ class GitHubSimulator:
         if parent is None or parent["pull"] != pull["number"]:
             raise _HTTPError(404, "Not Found")
         if not isinstance(text, str) or not text:
-            raise _HTTPError(422, "Unprocessable Entity", [{"resource": "PullRequestReviewComment",
-                                                           "code": "missing_field", "field": "body"}])
+            raise _unprocessable("PullRequestReviewComment", "body", code="missing_field")
         comment = self._add_review_comment(record, pull, {"body": text, "in_reply_to_id": parent["id"],
                                                           "commit_id": pull["head_sha"]}, "reply", identity=user)
         self._touch(pull)
@@ -1318,17 +1336,16 @@ class GitHubSimulator:
             raise _HTTPError(400, "Problems parsing JSON")
         user = self._identity_user(ctx)
         event = body.get("event")
-        states = {"APPROVE": "APPROVED", "REQUEST_CHANGES": "CHANGES_REQUESTED", "COMMENT": "COMMENTED", None: "PENDING"}
+        states = {"APPROVE": "APPROVED", "REQUEST_CHANGES": "CHANGES_REQUESTED", "COMMENT": "COMMENTED",
+                  None: "PENDING"}
         if event not in states:
-            raise _HTTPError(422, "Unprocessable Entity", [{"resource": "PullRequestReview", "code": "invalid",
-                                                           "field": "event", "message": f"Invalid event {event!r}"}], doc=doc)
+            raise _unprocessable("PullRequestReview", "event", f"Invalid event {event!r}", doc=doc)
         commit_id = body.get("commit_id") or pull["head_sha"]
         if commit_id not in pull["shas"]:
             raise _HTTPError(422, "Unprocessable Entity", ["Commit could not be resolved"], doc=doc)
         comments = body.get("comments") or []
         if not isinstance(comments, list):
-            raise _HTTPError(422, "Unprocessable Entity", [{"resource": "PullRequestReview", "code": "invalid",
-                                                           "field": "comments", "message": "comments must be a list"}], doc=doc)
+            raise _unprocessable("PullRequestReview", "comments", "comments must be a list", doc=doc)
         text = body.get("body") or ""
         if event == "REQUEST_CHANGES" and not text:
             raise _HTTPError(422, "Unprocessable Entity", ["Review Body can't be blank"], doc=doc)
@@ -1366,8 +1383,7 @@ class GitHubSimulator:
         pull = self._pull(record, number)
         body = ctx.body if isinstance(ctx.body, dict) else {}
         if not isinstance(body.get("body"), str) or not body["body"]:
-            raise _HTTPError(422, "Unprocessable Entity", [{"resource": "IssueComment", "code": "missing_field",
-                                                           "field": "body"}])
+            raise _unprocessable("IssueComment", "body", code="missing_field")
         comment = self._add_issue_comment(record, pull, self._identity_user(ctx), body["body"])
         self._touch(pull)
         return _Answer(201, self._render_issue_comment(ctx, record, comment))
@@ -1390,8 +1406,7 @@ class GitHubSimulator:
         _, comment = self._comment_for_reactions(owner, repo, comment_id)
         content = (ctx.body or {}).get("content") if isinstance(ctx.body, dict) else None
         if content not in REACTIONS:
-            raise _HTTPError(422, "Unprocessable Entity", [{"resource": "Reaction", "code": "invalid",
-                                                           "field": "content", "message": f"content must be one of {', '.join(REACTIONS)}"}])
+            raise _unprocessable("Reaction", "content", f"content must be one of {', '.join(REACTIONS)}")
         user = self._identity_user(ctx)
         for existing in comment["reactions"]:
             if existing["content"] == content and existing["user"]["login"] == user["login"]:
@@ -1581,7 +1596,8 @@ _ROUTES = [
     _route("GET", _R + "/pulls/{pull_number}/files", GitHubSimulator._pull_files),
     _route("GET", _R + "/pulls/{pull_number}/comments", GitHubSimulator._pull_comments),
     _route("POST", _R + "/pulls/{pull_number}/comments", GitHubSimulator._create_comment, write=True),
-    _route("POST", _R + "/pulls/{pull_number}/comments/{comment_id}/replies", GitHubSimulator._create_reply, write=True),
+    _route("POST", _R + "/pulls/{pull_number}/comments/{comment_id}/replies", GitHubSimulator._create_reply,
+           write=True),
     _route("GET", _R + "/pulls/{pull_number}/reviews", GitHubSimulator._list_reviews),
     _route("POST", _R + "/pulls/{pull_number}/reviews", GitHubSimulator._create_review, write=True),
     _route("GET", _R + "/pulls/{pull_number}/reviews/{review_id}", GitHubSimulator._get_review),

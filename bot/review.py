@@ -311,7 +311,7 @@ class GitSource:
         else:
             args.append("HEAD")
         args.append("--")
-        label = f"git diff {' '.join(a for a in args if not a.startswith('--') and a != _EMPTY_TREE) or 'HEAD'}"
+        label = "git diff " + ("--cached " if self.staged else "") + (rev or "HEAD")
         try:
             data = repo.git.diff(*args, stdout_as_string=False)
         except git.GitCommandError as exc:
@@ -409,10 +409,13 @@ def review_diff(diff: Diff, backend: BackendOrFactory, options: ReviewOptions | 
         review.timing = _rounded(timing)
         return review
 
-    # 2. prompts, under the per-hunk context limit and the per-review budget
+    # 2. the model (a factory is only called now), then prompts under the per-hunk context limit
+    #    and the per-review budget
     clock = time.perf_counter()
     model = backend() if callable(backend) and not hasattr(backend, "generate") else backend
+    timing["load"] = time.perf_counter() - clock
     review.model = _describe(model)
+    clock = time.perf_counter()
     jobs = _plan(candidates, model, options, review)
     timing["prompts"] = time.perf_counter() - clock
 

@@ -49,7 +49,13 @@ class WebService:
 
     def submit(self, delivery: Delivery, job: NewJob | None) -> Outcome:
         """Record the delivery (a redelivery is answered, not queued again) and queue its job."""
-        accepted = self.queue.store.accept(delivery.delivery_id, delivery.event, delivery.action, job)
+        try:
+            accepted = self.queue.submit(delivery.delivery_id, delivery.event, delivery.action, job)
+        except QueueError as exc:
+            if job is None or not getattr(exc, "recorded", False):
+                raise
+            accepted = exc.recorded  # the row is durable; the reaper sends its message later
+            log.warning("job %s recorded but not sent to the queue yet: %s", accepted.job_id, exc)
         if accepted.duplicate:
             return Outcome(200, "duplicate", f"delivery {delivery.delivery_id} was already received")
         if job is None:
@@ -58,11 +64,6 @@ class WebService:
             return Outcome(200, "duplicate", f"job {accepted.job_id} already covers {job.key}", accepted.job_id)
         if accepted.superseded:
             log.info("job %s for %s supersedes job(s) %s", accepted.job_id, job.key, accepted.superseded)
-        try:
-            self.queue.push(accepted.job_id)
-        except QueueError as exc:
-            # The job row is durable: the workers' reaper sends it later. Still a success for GitHub.
-            log.warning("job %s recorded but not sent to the queue yet: %s", accepted.job_id, exc)
         extra = {"superseded": accepted.superseded} if accepted.superseded else {}
         return Outcome(202, "queued", job.key, accepted.job_id, extra)
 

@@ -92,7 +92,7 @@ class Accepted:
 class JobStore(Protocol):
     def ping(self) -> None: ...
     def accept(self, delivery_id: str | None, event: str, action: str | None, job: NewJob | None = None,
-               supersede: bool = True) -> Accepted: ...
+               supersede: bool = True, on_created: Any = None) -> Accepted: ...
     def mark_dispatched(self, job_id: int) -> None: ...
     def claim(self, job_id: int, owner: str, lease_s: float) -> Job | None: ...
     def heartbeat(self, job_id: int, owner: str, lease_s: float) -> bool: ...
@@ -141,6 +141,9 @@ class SqliteJobStore:
         self._local = threading.local()
         self._conns: list[sqlite3.Connection] = []
         self._conns_lock = threading.Lock()
+        # Threads of one process take turns here rather than in SQLite's busy handler, which
+        # sleeps in steps of milliseconds; other processes still meet that handler.
+        self._write_lock = threading.Lock()
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             with self._tx() as db:
@@ -170,21 +173,26 @@ class SqliteJobStore:
         return conn
 
     class _Tx:
-        def __init__(self, conn: sqlite3.Connection):
-            self.conn = conn
+        def __init__(self, conn: sqlite3.Connection, lock: threading.Lock):
+            self.conn, self.lock = conn, lock
 
         def __enter__(self) -> sqlite3.Connection:
-            self.conn.execute("begin immediate")
+            self.lock.acquire()
+            try:
+                self.conn.execute("begin immediate")
+            except BaseException:
+                self.lock.release()
+                raise
             return self.conn
 
         def __exit__(self, exc_type, exc, tb) -> None:
-            if exc_type is None:
-                self.conn.execute("commit")
-            else:
-                self.conn.execute("rollback")
+            try:
+                self.conn.execute("commit" if exc_type is None else "rollback")
+            finally:
+                self.lock.release()
 
     def _tx(self) -> "SqliteJobStore._Tx":
-        return self._Tx(self._conn())
+        return self._Tx(self._conn(), self._write_lock)
 
     def close(self) -> None:
         with self._conns_lock:
@@ -204,7 +212,10 @@ class SqliteJobStore:
 
     # ------------------------------------------------------------------ web side
 
-    def accept(self, delivery_id, event, action, job=None, supersede=True) -> Accepted:
+    def accept(self, delivery_id, event, action, job=None, supersede=True, on_created=None) -> Accepted:
+        """Record a delivery and its job in one transaction. ``on_created(connection, job_id)`` runs
+        inside that transaction when the job is new or revived (the SQLite queue puts its message
+        there, so a job row and its queue message are committed together or not at all)."""
         now = time.time()
         out = Accepted()
         with self._tx() as db:
@@ -235,6 +246,8 @@ class SqliteJobStore:
                 out.job_id, out.created = int(row["id"]), True
             else:
                 out.job_id = int(row["id"])
+            if out.created and on_created is not None:
+                on_created(db, out.job_id)
             if supersede and out.created and job.kind == REVIEW:
                 older = db.execute(
                     "select id from jobs where kind = ? and repo = ? and pr = ? and key != ? and state in (?, ?)",

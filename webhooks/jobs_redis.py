@@ -200,7 +200,11 @@ class RedisJobStore:
         except Exception:
             pass
 
-    def accept(self, delivery_id, event, action, job: NewJob | None = None, supersede=True) -> Accepted:
+    def accept(self, delivery_id, event, action, job: NewJob | None = None, supersede=True,
+               on_created: Any = None) -> Accepted:
+        """As SqliteJobStore.accept; ``on_created`` is not supported (the caller pushes)."""
+        if on_created is not None:
+            raise ValueError("RedisJobStore.accept takes no on_created hook; push the job id afterwards")
         res = self._run(
             "accept", delivery_id or "", DELIVERY_TTL_S, event, action or "", "1" if job else "0",
             job.kind if job else "", job.key if job else "", job.repo if job else "", job.pr if job else 0,

@@ -90,6 +90,28 @@ class JobQueue:
     def __repr__(self) -> str:
         return f"JobQueue({self.spec.describe()})"
 
+    def submit(self, delivery_id: str | None, event: str, action: str | None, job: Any = None) -> Any:
+        """Record a delivery and its job (see JobStore.accept) and queue the job if it is new.
+
+        With SQLite the queue message is written in the job's own transaction (same file): one
+        commit per delivery, and never a job without its message. With Redis the id is pushed
+        right after; if that fails the job row stays and the reaper sends it later."""
+        if self.spec.kind == "sqlite" and job is not None:
+            return self.store.accept(delivery_id, event, action, job, on_created=self._insert_message)
+        accepted = self.store.accept(delivery_id, event, action, job)
+        if accepted.created and accepted.job_id is not None:
+            try:
+                self.push(accepted.job_id)
+            except QueueError as exc:
+                exc.recorded = accepted  # type: ignore[attr-defined]  # the caller may still answer 202
+                raise
+        return accepted
+
+    def _insert_message(self, db: Any, job_id: int) -> None:
+        # huey's SqliteStorage table: task (queue, data, priority); same file as the job table.
+        data = self.huey.serialize_task(self._task.s(int(job_id)))
+        db.execute("insert into task (queue, data, priority) values (?, ?, ?)", (self.huey.storage.name, data, 0.0))
+
     def push(self, job_id: int) -> None:
         try:
             self.huey.enqueue(self._task.s(int(job_id)))

@@ -162,7 +162,7 @@ def test_run_reads_a_source_loads_lazily_and_writes_to_the_sink(tmp_path, script
     review = run(FileSource(path), factory, CallbackSink(seen.append))
     assert loaded == [1] and seen == [review] and review.source == str(path)
     assert [(c.path, c.line, c.body) for c in review.comments] == [("a.py", 1, "check a.py")]
-    assert set(review.timing) >= {"read", "select", "prompts", "generate", "parse", "total"}
+    assert set(review.timing) >= {"read", "select", "load", "prompts", "generate", "parse", "total"}
     with pytest.raises(UsageError, match="cannot read diff file"):
         FileSource(tmp_path / "missing.diff").read()
     with pytest.raises(UsageError, match="is a directory"):

@@ -158,16 +158,28 @@ def test_resume_gives_the_same_weights_as_an_uninterrupted_run(tmp_path, tiny_ll
     assert not (tmp_path / "b" / ".runs").exists()  # checkpoints go once the version is written
 
 
-def test_early_stopping_keeps_the_best_weights(tmp_path, tiny_llama):
-    config = TrainConfig(max_steps=8, batch_size=2, max_length=512, eval_every=1, patience=2, lr=0.5,
-                         quantize=False, warmup_ratio=0.0)
-    version = train(synthetic_examples(), str(tiny_llama), tmp_path, config, progress=False)
+def test_early_stopping_keeps_the_best_weights(tmp_path, tiny_llama, monkeypatch):
+    """Validation gets worse after step 1 (its loss is scaled up from then on): training stops after
+    ``patience`` worse evaluations and the saved adapter is step 1's."""
+    real = train_module._loss_sum
+    scale = {"value": 1.0}
+
+    def scaled(*args, **kwargs):
+        loss, n = real(*args, **kwargs)
+        return (loss if torch.is_grad_enabled() else loss * scale["value"]), n
+
+    def after_step(info):
+        scale["value"] = 1.5
+
+    monkeypatch.setattr(train_module, "_loss_sum", scaled)
+    config = TrainConfig(max_steps=8, batch_size=2, max_length=512, eval_every=1, patience=2, quantize=False)
+    version = train(synthetic_examples(), str(tiny_llama), tmp_path, config, progress=False, callback=after_step)
     m = version.metrics
-    assert m["stopped_early"] and m["steps"] < 8
     history = version.meta["history"]["validation"]
-    best = min(h["loss"] for h in history)
-    assert m["best_step"] == min(history, key=lambda h: h["loss"])["step"] < m["steps"]
-    assert m["val_loss"] == pytest.approx(best, rel=1e-4)  # the saved adapter is the best one, not the last
+    assert m["stopped_early"] and m["steps"] == 3 and [h["step"] for h in history] == [1, 2, 3]
+    assert m["best_step"] == 1
+    # the final validation pass (scale 1.5) sees step 1's weights again, not step 3's
+    assert m["val_loss"] == pytest.approx(1.5 * history[0]["loss"], rel=1e-5)
 
 
 def test_a_failure_while_writing_publishes_nothing(tmp_path, tiny_llama, monkeypatch):

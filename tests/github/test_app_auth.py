@@ -84,7 +84,8 @@ def test_app_settings_from_the_environment_and_other_installations(app_sim, keys
 
 
 def test_wrong_key_or_installation_gives_clear_errors(app_sim, keys):
-    with GitHubClient(api_url=app_sim.url, app_id=APP_ID, private_key=keys["other"], installation_id=INSTALLATION) as gh:
+    with GitHubClient(api_url=app_sim.url, app_id=APP_ID, private_key=keys["other"],
+                      installation_id=INSTALLATION) as gh:
         with pytest.raises(GitHubError) as caught:
             gh.get_repo(REPO)
     assert caught.value.status == 401 and "GitHub App 4242" in str(caught.value)
@@ -96,7 +97,8 @@ def test_wrong_key_or_installation_gives_clear_errors(app_sim, keys):
 
 def test_key_problems_are_reported_without_the_key(tmp_path, keys):
     with pytest.raises(UsageError, match="cannot read the GitHub App private key .*missing.pem"):
-        GitHubClient(api_url="http://127.0.0.1:9", app_id=1, private_key_path=tmp_path / "missing.pem", installation_id=1)
+        GitHubClient(api_url="http://127.0.0.1:9", app_id=1, private_key_path=tmp_path / "missing.pem",
+                     installation_id=1)
     garbage = tmp_path / "garbage.pem"
     garbage.write_text("-----BEGIN RSA PRIVATE KEY-----\nnot really\n-----END RSA PRIVATE KEY-----\n")
     with pytest.raises(UsageError, match="garbage.pem is not an unencrypted PEM private key") as caught:

@@ -130,7 +130,7 @@ def test_pagination_link_headers_on_250_comments(sim):
     while url:
         answer = requests.get(url, headers=H)
         pages.append(answer.json())
-        rels = dict((rel, target) for target, rel in re.findall(r'<([^>]+)>; rel="(\w+)"', answer.headers.get("Link", "")))
+        rels = {rel: target for target, rel in re.findall(r'<([^>]+)>; rel="(\w+)"', answer.headers.get("Link", ""))}
         links.append(rels)
         url = rels.get("next")
     assert [len(p) for p in pages] == [100, 100, 50]

@@ -200,7 +200,8 @@ def check_against_schema(comment: dict) -> list[str]:
             if not spec.get("nullable") and key not in ("line", "original_line", "position", "original_position"):
                 problems.append(f"{key}: null but not nullable")
             continue
-        if spec.get("type") and not isinstance(value, py[spec["type"]]) or isinstance(value, bool) and spec.get("type") == "integer":
+        wrong_type = spec.get("type") and not isinstance(value, py[spec["type"]])
+        if wrong_type or (isinstance(value, bool) and spec.get("type") == "integer"):
             problems.append(f"{key}: {type(value).__name__} is not {spec['type']}")
         if "enum" in spec and value not in spec["enum"]:
             problems.append(f"{key}: {value!r} not in {spec['enum']}")

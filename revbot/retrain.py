@@ -1,0 +1,418 @@
+"""`revbot retrain`: learn from the team's newest reviews, and put the result in front of users only
+when it measurably does at least as well as what they have now.
+
+    harvest (incremental) ─► rebuild examples ─► train a candidate version (not promoted)
+        ─► evaluate candidate and current version on the SAME newest held-out PRs
+        ─► promote only if the candidate is at least as good on the gate metric ─► record the decision
+
+New review comments come from two places, both already in the dataset store when this runs: an
+incremental harvest (comments GitHub has that the store lacks), and the comments the webhook service
+recorded as they were written (those PRs are marked pending, and the harvest step rebuilds their
+examples). Every decision, promoted or not, is appended to the registry's decision log, which
+`revbot models list` shows. The running service follows the registry's ``current`` pointer and
+picks a promoted version up between jobs, without a restart.
+
+The gate metric (``--metric``, default ``review_f1``): the question a team asks of a reviewer is
+"did it say the right thing on the right line, and little else". BLEU and ROUGE-L score the words
+only, not where they are, and reward a model that comments everywhere; placement precision/recall
+score where, not what. ``review_f1`` scores both at once: every comment the model writes earns the
+ROUGE-L similarity of its text to the human comment on the same line (0 on a line no human
+commented on, so noise costs precision), every human comment earns the best such similarity among
+the model's comments on its line (so silence costs recall), and the two are combined as an F1.
+Any metric of `revbot eval` can be used instead.
+
+Scheduling: run it from cron (see README.md, "Retraining"); a lock file in the models folder makes
+an overlapping run stop with a message instead of training twice.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterator, Sequence
+
+import click
+
+from bot.errors import DataError, RevbotError, UsageError
+from bot.examples import Example
+
+try:
+    import fcntl
+except ImportError:  # pragma: no cover - non-POSIX
+    fcntl = None  # type: ignore[assignment]
+
+log = logging.getLogger(__name__)
+
+DEFAULT_METRIC = "review_f1"
+LOCK_NAME = ".retrain.lock"
+# metrics computed here from the predictions, on top of those `revbot eval` reports
+OWN_METRICS = ("review_f1", "review_precision", "review_recall", "line_f1")
+LOWER_IS_BETTER = ("parse_failure_rate", "invalid_anchor_rate", "truncated_rate")
+EVAL_METRICS = (
+    "bleu4", "bleu4_no_stop", "rouge_l", "exact_match", "hunk_precision", "hunk_recall", "line_precision",
+    "line_recall", "silence_on_negatives", "parse_failure_rate", "invalid_anchor_rate",
+)
+METRICS = OWN_METRICS + EVAL_METRICS
+
+
+class RetrainBusy(RevbotError):
+    """Another retrain holds the lock on this models folder."""
+
+
+# --------------------------------------------------------------------------- the gate metric
+
+
+def review_scores(examples: Sequence[Example], predictions: Sequence[Any]) -> dict[str, float | None]:
+    """Placement-aware text agreement: precision, recall and F1 of (line, text) against the humans.
+
+    ``predictions`` are finetune.evaluate.Prediction objects (``example_id``, ``comments``). A model
+    comment earns the ROUGE-L of its text against the human comment(s) on the same (line, side), 0 on
+    a line no human commented on; a human comment earns the best ROUGE-L among the model's comments
+    on its line. None where there is nothing to divide by."""
+    from finetune.metrics import rouge_l
+
+    by_id = {p.example_id: p for p in predictions}
+    said = earned_said = 0.0
+    wanted = earned_wanted = 0.0
+    for example in examples:
+        prediction = by_id.get(example.id)
+        model = list(prediction.comments) if prediction is not None else []
+        human: dict[tuple[int, str], list[str]] = {}
+        for c in example.comments:
+            human.setdefault((c.line, c.side), []).append(c.body)
+        mine: dict[tuple[int, str], list[str]] = {}
+        for c in model:
+            mine.setdefault((c.line, c.side), []).append(c.body)
+        for anchor, bodies in mine.items():
+            for body in bodies:
+                said += 1
+                earned_said += max((rouge_l(body, ref) for ref in human.get(anchor, [])), default=0.0)
+        for anchor, bodies in human.items():
+            for ref in bodies:
+                wanted += 1
+                earned_wanted += max((rouge_l(body, ref) for body in mine.get(anchor, [])), default=0.0)
+    precision = earned_said / said if said else None
+    recall = earned_wanted / wanted if wanted else None
+    if precision is None and recall is None:
+        f1 = None
+    elif not precision or not recall:
+        f1 = 0.0
+    else:
+        f1 = 2 * precision * recall / (precision + recall)
+    return {"review_precision": precision, "review_recall": recall, "review_f1": f1}
+
+
+def metric_value(report: Any, system: str, metric: str) -> float | None:
+    """``metric`` of ``system`` in an EvalReport, including the metrics this module adds."""
+    if metric in ("review_f1", "review_precision", "review_recall"):
+        return review_scores(report.examples, report.system(system).predictions)[metric]
+    if metric == "line_f1":
+        p, r = report.metric(system, "line_precision"), report.metric(system, "line_recall")
+        if p is None and r is None:
+            return None
+        return 0.0 if not p or not r else 2 * p * r / (p + r)
+    if metric not in EVAL_METRICS:
+        raise UsageError(f"unknown metric {metric!r}; choose one of: {', '.join(METRICS)}")
+    return report.metric(system, metric)
+
+
+def at_least_as_good(candidate: float | None, incumbent: float | None, metric: str) -> bool:
+    """The gate. A missing value (nothing to measure) counts as the worst possible."""
+    lower = metric in LOWER_IS_BETTER
+    worst = float("inf") if lower else float("-inf")
+    c = worst if candidate is None else candidate
+    i = worst if incumbent is None else incumbent
+    return c <= i + 1e-9 if lower else c >= i - 1e-9
+
+
+# --------------------------------------------------------------------------- the run
+
+
+@dataclass
+class RetrainResult:
+    candidate: str
+    incumbent: str | None
+    metric: str
+    candidate_value: float | None
+    incumbent_value: float | None
+    promoted: bool
+    reason: str
+    test_examples: int
+    counts: dict[str, Any] = field(default_factory=dict)
+    harvests: list[dict[str, Any]] = field(default_factory=list)
+    timings: dict[str, float] = field(default_factory=dict)
+    report_dir: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+    def text(self) -> str:
+        def fmt(v: float | None) -> str:
+            return "–" if v is None else f"{v:.4f}"
+
+        verdict = f"promoted {self.candidate}" if self.promoted else f"kept {self.incumbent}, {self.candidate} not promoted"
+        lines = [
+            f"retrain: {verdict}",
+            f"  {self.metric} on {self.test_examples} held-out examples: candidate {self.candidate} {fmt(self.candidate_value)}"
+            + (f", current {self.incumbent} {fmt(self.incumbent_value)}" if self.incumbent else ""),
+            f"  reason: {self.reason}",
+            "  timings: " + ", ".join(f"{k} {v:.1f}s" for k, v in self.timings.items()),
+        ]
+        if self.report_dir:
+            lines.append(f"  evaluation report: {self.report_dir}")
+        return "\n".join(lines)
+
+
+@contextmanager
+def retrain_lock(models_dir: Path) -> Iterator[None]:
+    """One retrain per models folder at a time (cron may start one while the last still runs)."""
+    models_dir.mkdir(parents=True, exist_ok=True)
+    if fcntl is None:  # pragma: no cover
+        yield
+        return
+    with open(models_dir / LOCK_NAME, "a+") as fh:
+        try:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise RetrainBusy(f"another `revbot retrain` is running on {models_dir}; try again when it is done") from None
+        try:
+            yield
+        finally:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
+
+
+def _incumbent_training_ids(version: Any) -> set[str]:
+    """Ids of the examples the current version was trained on (its ``data/train.jsonl``), so that
+    none of them is used to judge it."""
+    from bot.examples import read_examples
+
+    path = Path(version.path) / "data" / "train.jsonl"
+    if not path.is_file():
+        return set()
+    try:
+        return {e.id for e in read_examples(path, skip_bad=True)}
+    except DataError:
+        return set()
+
+
+def retrain(
+    *,
+    store: Any,
+    models_dir: str | os.PathLike[str] | None = None,
+    repos: Sequence[str] = (),  # harvested first (incrementally); empty: train on the store as it is
+    client: Any = None,
+    harvest_options: Any = None,
+    base_model: str | None = None,
+    config: Any = None,
+    metric: str = DEFAULT_METRIC,
+    quantize: str | None = None,
+    max_new_tokens: int = 128,
+    eval_batch_size: int = 8,
+    progress: bool = False,
+    echo: Callable[[str], None] = lambda _text: None,
+) -> RetrainResult:
+    """Harvest ``repos`` (through ``client``) into ``store``, train a candidate on every example in
+    the store, evaluate it and the current version on the same newest held-out PRs, and promote it
+    only if it is at least as good on ``metric``. Returns what was decided; the decision is also
+    appended to the registry's log."""
+    from bot.versions import ModelRegistry
+    from finetune.data import split_examples
+    from finetune.evaluate import TUNED, evaluate
+    from finetune.train import TrainConfig, train
+
+    if metric not in METRICS:
+        raise UsageError(f"unknown metric {metric!r}; choose one of: {', '.join(METRICS)}")
+    config = config or TrainConfig()
+    registry = ModelRegistry(models_dir)
+    timings: dict[str, float] = {}
+    with retrain_lock(registry.root):
+        harvests = []
+        if repos:
+            from harvest.mine import harvest_github
+
+            if client is None:
+                raise UsageError("harvesting needs a GitHub client (a token, or --no-harvest)")
+            t0 = time.perf_counter()
+            for repo in repos:
+                # also rebuilds the PRs whose comments the webhook service recorded (marked pending)
+                summary = harvest_github(client, store, repo, harvest_options)
+                harvests.append(summary.to_dict())
+                echo(summary.text())
+            timings["harvest"] = time.perf_counter() - t0
+
+        examples = list(store.iter_examples())
+        if not examples:
+            raise DataError("the dataset store holds no examples; harvest reviews first "
+                            "(`revbot harvest github OWNER/REPO`)", str(getattr(store, "path", "store")))
+        splits = split_examples(
+            examples, config.seed, test_fraction=config.test_fraction, val_fraction=config.val_fraction,
+            min_train=config.min_train, min_val=config.min_val, min_test=config.min_test,
+        )
+        incumbent = registry.current()
+        if base_model is None:
+            base_model = incumbent.base_model if incumbent is not None else os.environ.get("REVBOT_MODEL")
+        if not base_model:
+            raise UsageError("no base model: nothing is current yet, so pass --base-model (a hub id or a local path)")
+        counts = splits.counts()
+        echo("examples: " + ", ".join(f"{name} {c['examples']} ({c['prs']} PRs)" for name, c in counts.items()))
+
+        t0 = time.perf_counter()
+        candidate = train(splits, base_model, registry.root, config, data_source=str(getattr(store, "path", "")),
+                          progress=progress)
+        timings["train"] = time.perf_counter() - t0
+        echo(f"trained candidate {candidate.name} ({candidate.metrics.get('steps')} steps, "
+             f"validation loss {candidate.metrics.get('val_loss')})")
+
+        test = list(splits.test)
+        if incumbent is not None:
+            seen = _incumbent_training_ids(incumbent)
+            held_out = [e for e in test if e.id not in seen]
+            if len(held_out) < len(test):
+                echo(f"left out {len(test) - len(held_out)} test example(s) the current version was trained on")
+            test = held_out
+            if not test:
+                raise DataError(f"every held-out example was in {incumbent.name}'s training data; harvest more "
+                                "reviews before retraining")
+
+        t0 = time.perf_counter()
+        report = evaluate(candidate, test, splits.train, base=None, quantize=quantize, max_new_tokens=max_new_tokens,
+                          batch_size=eval_batch_size, out_dir="auto", store=getattr(store, "path", None),
+                          progress=progress)
+        candidate_value = metric_value(report, TUNED, metric)
+        incumbent_value = None
+        if incumbent is not None:
+            current_report = evaluate(incumbent, test, splits.train, base=None, quantize=quantize,
+                                      max_new_tokens=max_new_tokens, batch_size=eval_batch_size, out_dir=None,
+                                      progress=progress)
+            incumbent_value = metric_value(current_report, TUNED, metric)
+        timings["evaluate"] = time.perf_counter() - t0
+
+        def fmt(v: float | None) -> str:
+            return "none" if v is None else f"{v:.4f}"
+
+        if incumbent is None:
+            promoted, reason = True, "no version was current: the first candidate is promoted"
+        elif at_least_as_good(candidate_value, incumbent_value, metric):
+            promoted = True
+            reason = f"{metric} {fmt(candidate_value)} is at least as good as {incumbent.name}'s {fmt(incumbent_value)}"
+        else:
+            promoted = False
+            reason = f"{metric} {fmt(candidate_value)} is worse than {incumbent.name}'s {fmt(incumbent_value)}"
+        if promoted:
+            registry.promote(candidate.name)
+        values = {"candidate": candidate_value, "incumbent": incumbent_value, "test_examples": len(test),
+                  "test_prs": len({(e.repo, e.pr) for e in test}),
+                  "higher_is_better": metric not in LOWER_IS_BETTER}
+        registry.record_decision(candidate.name, incumbent.name if incumbent else None, metric, values, promoted, reason)
+        return RetrainResult(
+            candidate.name, incumbent.name if incumbent else None, metric, candidate_value, incumbent_value, promoted,
+            reason, len(test), counts, harvests, {k: round(v, 2) for k, v in timings.items()},
+            str(report.out_dir) if report.out_dir else None,
+        )
+
+
+def harvested_repos(store: Any) -> list[str]:
+    """Repositories the store was harvested from (or has webhook-recorded comments waiting for)."""
+    return sorted(repo for repo, entry in store.stats()["repos"].items()
+                  if entry.get("high_water") or entry.get("pending_prs"))
+
+
+# --------------------------------------------------------------------------- command line
+
+RETRAIN_EPILOG = """\b
+Examples:
+  revbot retrain                                  # every repository harvested before, default gate
+  revbot retrain acme/stockroom --max-steps 300   # one repository, a short training run
+  revbot retrain --no-harvest --metric line_f1    # train on the store as it is, gate on placement
+
+\b
+Schedule it with cron (weekly, Monday 03:00), from the service's working directory:
+  0 3 * * 1  cd /srv/revbot && .venv/bin/revbot retrain >> retrain.log 2>&1
+A promoted version is picked up by the running service between jobs, without a restart.
+"""
+
+
+def _fail(exc: RevbotError) -> None:
+    click.echo(f"revbot: error: {exc}", err=True)
+    sys.exit(exc.exit_code)
+
+
+@click.command("retrain", context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
+               epilog=RETRAIN_EPILOG)
+@click.argument("repos", nargs=-1, metavar="[OWNER/REPO]...")
+@click.option("--db", type=click.Path(dir_okay=False), envvar="REVBOT_DB",
+              help="Dataset store (SQLite). Default: $REVBOT_DB, else ./revbot.db.")
+@click.option("--models-dir", type=click.Path(file_okay=False), envvar="REVBOT_MODELS_DIR",
+              help="Model versions folder. Default: $REVBOT_MODELS_DIR, else models/.")
+@click.option("--api-url", envvar=["REVBOT_GITHUB_API_URL", "GITHUB_API_URL"],
+              help="GitHub API root (GitHub Enterprise: https://HOST/api/v3).")
+@click.option("--token", envvar=["REVBOT_GITHUB_TOKEN", "GITHUB_TOKEN"],
+              help="GitHub token (prefer the environment variable: a command line is visible to other users).")
+@click.option("--no-harvest", is_flag=True,
+              help="Train on the store as it is: no GitHub requests (PRs the service marked pending are not rebuilt).")
+@click.option("--base-model", metavar="ID_OR_PATH", help="Base model. Default: the current version's base model.")
+@click.option("--metric", type=click.Choice(METRICS), default=DEFAULT_METRIC, show_default=True,
+              help="Gate: promote only if the candidate is at least as good as the current version on it.")
+@click.option("--epochs", type=float, default=3.0, show_default=True, help="Passes over the training split.")
+@click.option("--max-steps", type=click.IntRange(min=1), default=None, help="Stop after N optimiser steps (overrides --epochs).")
+@click.option("--batch-size", type=click.IntRange(min=1), default=4, show_default=True, help="Rows per optimiser step.")
+@click.option("--max-length", type=click.IntRange(min=16), default=2048, show_default=True, help="Tokens per row.")
+@click.option("--lr", type=float, default=2e-4, show_default=True, help="Peak learning rate.")
+@click.option("--lora-r", type=click.IntRange(min=1), default=16, show_default=True, help="LoRA rank.")
+@click.option("--lora-alpha", type=float, default=32, show_default=True, help="LoRA alpha.")
+@click.option("--target-modules", metavar="A,B,...", default=None,
+              help="Layers to adapt. Default: every attention and MLP projection.")
+@click.option("--no-quantize", is_flag=True, help="Plain LoRA instead of 4-bit QLoRA.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the split, the order and the LoRA init.")
+@click.option("--max-new-tokens", type=click.IntRange(min=1), default=128, show_default=True,
+              help="Longest answer per hunk during the evaluation.")
+@click.option("--json", "as_json", is_flag=True, help="Print the decision as JSON.")
+@click.option("--quiet", is_flag=True, help="No progress bars.")
+def retrain_cmd(repos, db, models_dir, api_url, token, no_harvest, base_model, metric, epochs, max_steps, batch_size,
+                max_length, lr, lora_r, lora_alpha, target_modules, no_quantize, seed, max_new_tokens, as_json, quiet):
+    """Harvest new reviews, train a candidate, and promote it only if it is at least as good.
+
+    The candidate and the current version are evaluated on the same newest held-out pull requests;
+    the gate metric (default review_f1: the right comment on the right line, little else) decides.
+    Every decision is recorded; `revbot models list` shows them.
+    """
+    from bot.store import Store
+    from finetune.train import TrainConfig
+
+    try:
+        if no_harvest and repos:
+            raise UsageError("--no-harvest and OWNER/REPO arguments exclude each other")
+        store = Store(db)
+        config = TrainConfig(
+            epochs=epochs, max_steps=max_steps, batch_size=batch_size, max_length=max_length, lr=lr, lora_r=lora_r,
+            lora_alpha=lora_alpha,
+            target_modules=[t.strip() for t in target_modules.split(",") if t.strip()] if target_modules else None,
+            quantize=not no_quantize, seed=seed,
+        )
+        client = None
+        targets: list[str] = []
+        if not no_harvest:
+            targets = list(repos) or harvested_repos(store)
+            if targets:
+                from bot.github import GitHubClient
+
+                client = GitHubClient(token or None, api_url=api_url)
+            else:
+                click.echo("no repository harvested yet: training on the store as it is", err=True)
+        echo = (lambda text: None) if as_json else (lambda text: click.echo(text, err=True))
+        try:
+            result = retrain(store=store, models_dir=models_dir, repos=targets, client=client, base_model=base_model,
+                             config=config, metric=metric, max_new_tokens=max_new_tokens, progress=not quiet and not as_json,
+                             echo=echo)
+        finally:
+            if client is not None:
+                client.close()
+    except RevbotError as exc:
+        _fail(exc)
+        return
+    click.echo(json.dumps(result.to_dict(), indent=2, sort_keys=True) if as_json else result.text())
