@@ -155,6 +155,29 @@ class Review:
         }
 
 
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "Review":
+        """The inverse of ``to_dict`` (a review saved as JSON, e.g. a webhook job's plan); extra keys
+        such as a format's ``fingerprint`` are ignored."""
+        comment_fields = set(ReviewComment.__dataclass_fields__)
+
+        def comment(item: dict[str, Any]) -> ReviewComment:
+            return ReviewComment(**{k: v for k, v in item.items() if k in comment_fields})
+
+        stats = {k: v for k, v in (data.get("stats") or {}).items() if k in cls.__dataclass_fields__}
+        return cls(
+            comments=[comment(c) for c in data.get("comments") or []],
+            unanchored=[comment(c) for c in data.get("unanchored") or []],
+            skipped=[Skipped(s["path"], s["reason"], tuple(s.get("hunks") or ()), int(s.get("lines") or 0))
+                     for s in data.get("skipped") or []],
+            source=data.get("source", "<diff>"),
+            model=dict(data.get("model") or {}),
+            timing=dict(data.get("timing") or {}),
+            warnings=list(data.get("warnings") or []),
+            **stats,
+        )
+
+
 def _skip_phrase(skipped: Sequence[Skipped]) -> str:
     """"2 files (binary: 1, deleted: 1), 3 hunks (token budget)": short reasons, counted."""
     files = Counter(_short_reason(s.reason) for s in skipped if not s.hunks)

@@ -69,8 +69,9 @@ def utc_timestamp(value: Any) -> str | None:
     return moment.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def _now() -> str:
-    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+def now_stamp() -> str:
+    """The clock of ``stored_at`` columns (microseconds, so "stored before this run" is exact)."""
+    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 def is_bot_login(login: str | None, user_type: str | None = None) -> bool:
@@ -482,7 +483,7 @@ class Store:
                     for statement in sql.split(";"):
                         if statement.strip():
                             con.execute(statement)
-                    con.execute("INSERT INTO migrations (id, name, applied_at) VALUES (?, ?, ?)", (number, name, _now()))
+                    con.execute("INSERT INTO migrations (id, name, applied_at) VALUES (?, ?, ?)", (number, name, now_stamp()))
         except sqlite3.DatabaseError as exc:
             raise DataError(f"not a usable revbot store: {exc}", str(self.path)) from None
 
@@ -498,7 +499,7 @@ class Store:
         With ``mark_pending`` the PRs of changed comments are queued for an example rebuild in the
         same transaction (the webhook worker does this, so the next harvest picks them up)."""
         inserted = updated = 0
-        stamp = _now()
+        stamp = now_stamp()
         changed_prs: set[tuple[str, int]] = set()
         with self.transaction() as con:
             for c in comments:
@@ -544,6 +545,20 @@ class Store:
             con.execute("DELETE FROM comments WHERE id = ?", (int(comment_id),))
             self.mark_pending(row["repo"], [row["pr"]])
             return True
+
+    def prune_comments(self, repo: str, keep: set[int], before: str) -> int:
+        """Delete ``repo``'s GitHub comments that a complete re-read did not return (deleted on
+        GitHub), except those stored at or after ``before`` (written meanwhile, e.g. by the webhook
+        worker). Their PRs are marked for an example rebuild. Returns how many were deleted."""
+        with self.transaction() as con:
+            rows = con.execute(
+                "SELECT id, pr FROM comments WHERE repo = ? AND source IN ('github', 'webhook') AND stored_at < ?",
+                (repo, before),
+            ).fetchall()
+            gone = [(r["id"], r["pr"]) for r in rows if r["id"] not in keep]
+            con.executemany("DELETE FROM comments WHERE id = ?", [(cid,) for cid, _ in gone])
+            self.mark_pending(repo, sorted({pr for _, pr in gone}))
+        return len(gone)
 
     def get_comment(self, comment_id: int) -> StoredComment | None:
         rows = self._read("SELECT * FROM comments WHERE id = ?", (int(comment_id),))
@@ -632,7 +647,7 @@ class Store:
             con.execute(
                 "INSERT INTO prs (repo, number, files_commit, files_fetched_at) VALUES (?, ?, ?, ?) "
                 "ON CONFLICT(repo, number) DO UPDATE SET files_commit = excluded.files_commit, files_fetched_at = excluded.files_fetched_at",
-                (repo, int(pr), commit, _now()),
+                (repo, int(pr), commit, now_stamp()),
             )
 
     def cached_pr_files(self, repo: str, pr: int) -> tuple[list[CachedFile], str | None] | None:
@@ -660,7 +675,7 @@ class Store:
                 con.execute(
                     "INSERT INTO harvest_state (repo, key, value, updated_at) VALUES (?, ?, ?, ?) "
                     "ON CONFLICT(repo, key) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at",
-                    (repo, key, json.dumps(value), _now()),
+                    (repo, key, json.dumps(value), now_stamp()),
                 )
 
     def high_water_mark(self, repo: str) -> str | None:
@@ -672,7 +687,7 @@ class Store:
 
     def mark_pending(self, repo: str, prs: Iterable[int]) -> None:
         """PRs whose examples must be rebuilt; cleared by replace_examples(..., pr=N)."""
-        stamp = _now()
+        stamp = now_stamp()
         with self.transaction() as con:
             con.executemany(
                 "INSERT OR IGNORE INTO pending_prs (repo, pr, marked_at) VALUES (?, ?, ?)",
@@ -740,7 +755,7 @@ class Store:
                 ex.created_at or "",
                 ex.source,
                 json.dumps(ex.meta or {}, ensure_ascii=False, sort_keys=True),
-                _now(),
+                now_stamp(),
             ),
         )
 
@@ -774,7 +789,7 @@ class Store:
     def record_feedback(self, items: Iterable[Feedback]) -> int:
         """Store feedback on the bot's comments (upsert by Feedback.key). Returns rows written."""
         count = 0
-        stamp = _now()
+        stamp = now_stamp()
         with self.transaction() as con:
             for f in items:
                 con.execute(

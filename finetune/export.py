@@ -114,6 +114,12 @@ def export_merged(
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.incoming-", dir=out.parent))
     try:
         config = source.load(AutoConfig.from_pretrained, "model config")
+        recorded = meta.get("base_config") or {}
+        found = {k: getattr(config, k, None) for k in recorded}
+        if recorded and found != recorded:
+            differs = ", ".join(f"{k} {found[k]} != {recorded[k]}" for k in recorded if found[k] != recorded[k])
+            raise ModelError(f"the adapter of {version.name} does not fit {base}: it was trained on "
+                             f"{meta['base_model']} ({differs})")
         torch_dtype = _torch_dtype(dtype, config)
         model = source.load(AutoModelForCausalLM.from_pretrained, "model", dtype=torch_dtype)
         tokenizer = _Source(str(version.path), "tokenizer_config.json").load(AutoTokenizer.from_pretrained, "tokenizer") \

@@ -301,6 +301,15 @@ def oom_error(config: TrainConfig) -> ModelError:
     ))
 
 
+SIGNATURE_KEYS = ("model_type", "hidden_size", "num_hidden_layers", "num_attention_heads", "num_key_value_heads",
+                  "intermediate_size", "vocab_size")
+
+
+def base_signature(config: Any) -> dict[str, Any]:
+    """The shape of the base model, recorded so an adapter is never merged into another model."""
+    return {k: getattr(config, k, None) for k in SIGNATURE_KEYS}
+
+
 def library_versions() -> dict[str, str]:
     from importlib.metadata import PackageNotFoundError, version
 
@@ -700,6 +709,7 @@ def train(
                 "prompt_format_version": PROMPT_FORMAT_VERSION,
                 "adapter": "peft-lora",
                 "created_at": now_iso(),
+                "base_config": base_signature(unwrapped.get_base_model().config),
                 "chat_template": bool(getattr(tokenizer, "chat_template", None)),
                 "pad_token_set_to_eos": pad_changed,
                 "data": {

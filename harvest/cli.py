@@ -83,7 +83,7 @@ def harvest_github_cmd(repo: str, db: str | None, api_url: str | None, token: st
     def go() -> None:
         options = HarvestOptions(
             full=full, rebuild=rebuild, since=_when(since, "--since"), until=_when(until, "--until"),
-            authors=_logins(authors) if authors is not None else None, deny=_logins(deny_bots), min_length=min_length,
+            authors=_logins(authors) or None, deny=_logins(deny_bots), min_length=min_length,
             negatives_ratio=negatives_ratio, seed=seed, own_logins=_logins(bot_login) or DEFAULT_OWN_LOGINS,
             progress=not (no_progress or as_json) and sys.stderr.isatty(),
         )
@@ -170,12 +170,15 @@ def stats_cmd(db: str | None, as_json: bool) -> None:
         click.echo(f"store {stats['path']} (schema {stats['schema_version']})")
         click.echo(f"  comments stored: {stats['comments']}")
         click.echo(f"  examples: {stats['positive']} positive, {stats['negative']} negative")
-        for name, r in stats["repos"].items():
+        repos = sorted(stats["repos"].items(), key=lambda kv: -(kv[1]["comments"] + kv[1]["positive"] + kv[1]["negative"]))
+        for name, r in repos[:20]:
             click.echo(
                 f"  {name}: {r['comments']} comments ({r['replies']} replies, {r['bot_comments']} by bots) on {r['prs']} PRs; "
                 f"examples {r['positive']}+ {r['negative']}-" + (f"; read up to {r['high_water']}" if r["high_water"] else "")
                 + (f"; {r['pending_prs']} PR(s) waiting to be rebuilt" if r["pending_prs"] else "")
             )
+        if len(repos) > 20:
+            click.echo(f"  ... and {len(repos) - 20} more repositories (--json lists all)")
         if stats["examples_by_source"]:
             click.echo("  by source: " + ", ".join(f"{k} {v}" for k, v in stats["examples_by_source"].items()))
         if stats["bot_feedback"]:

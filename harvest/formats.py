@@ -41,7 +41,7 @@ import re
 import sys
 import tempfile
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
@@ -372,6 +372,9 @@ def _crc(record: dict, default_repo: str, notes: Counter, comments_out: list[Sto
                 record["comment"] = original
                 notes["comment text restored from 'enriched' (case, code spans, suggestion blocks)"] += 1
     example = _mapped(record, CRC_FIELD_MAP, default_repo, "import:crc", notes, anchor_at_end=True)
+    for key in ("category", "subcategory"):  # the dataset's labels, kept for per-category evaluation
+        if isinstance(record.get(key), str):
+            example.meta[key] = record[key]
     comment_id = _int(record.get("comment_id"), "comment_id")
     if comment_id is not None and example.comments:
         c = example.comments[0]
@@ -543,7 +546,7 @@ def read_dataset(
         earlier = seen.get(example.id)
         if earlier is not None:
             first_line, first = earlier
-            if first == example:
+            if replace(first, meta={}) == replace(example, meta={}):  # labels may differ; the comment is the same
                 result.notes["duplicate record (same example as an earlier line): dropped"] += 1
                 result.duplicates.append(f"{name}:{number}: same example as line {first_line}; dropped")
                 continue

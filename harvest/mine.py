@@ -23,7 +23,7 @@ from typing import Any, Callable, Iterable
 
 from bot.errors import DataError, GitHubError, RevbotError, UsageError
 from bot.secrets import scrub_text
-from bot.store import CachedFile, PullRequestInfo, Store, StoredComment, utc_timestamp
+from bot.store import CachedFile, PullRequestInfo, Store, StoredComment, now_stamp, utc_timestamp
 from harvest.build import DEFAULT_MAX_HUNK_LINES, DEFAULT_OWN_LOGINS, BuildConfig, build_pr, kept_roots
 from harvest.filters import DEFAULT_MIN_LENGTH, REASONS, FilterConfig
 
@@ -69,6 +69,7 @@ class HarvestSummary:
     inserted: int = 0
     updated: int = 0
     malformed: int = 0
+    deleted: int = 0  # stored comments a --full read no longer found (deleted on GitHub)
     comment_pages: int = 0
     prs_built: int = 0
     counts: Counter = field(default_factory=Counter)  # from harvest.build: kept, replies, dropped:<reason>, ...
@@ -104,6 +105,7 @@ class HarvestSummary:
             "comments_inserted": self.inserted,
             "comments_updated": self.updated,
             "comments_malformed": self.malformed,
+            "comments_deleted": self.deleted,
             "comment_pages": self.comment_pages,
             "prs": self.prs_built,
             "comments_considered": self.counts.get("considered", 0),
@@ -137,7 +139,8 @@ class HarvestSummary:
         lines = [
             f"harvest {self.repo}" + (" (interrupted; run again to resume)" if self.interrupted else ""),
             f"  comments fetched: {self.comments_fetched} ({self.inserted} new, {self.updated} updated"
-            + (f", {self.malformed} malformed skipped" if self.malformed else "") + f") in {self.comment_pages} page(s)",
+            + (f", {self.malformed} malformed skipped" if self.malformed else "")
+            + (f", {self.deleted} deleted on GitHub" if self.deleted else "") + f") in {self.comment_pages} page(s)",
             f"  PRs rebuilt: {self.prs_built}",
             f"  comments considered: {c.get('considered', 0)}: kept {c.get('kept', 0)}, replies {c.get('replies', 0)}"
             + (f", orphan replies {c.get('orphan_replies', 0)}" if c.get("orphan_replies") else ""),
@@ -242,6 +245,8 @@ def _fetch_comments(client, store, repo, options, filters, summary, meter, on_pa
         return
     authors = store.pull_authors(repo)
     page: list[dict] = []
+    seen: set[int] = set()
+    started = now_stamp()
     bar = _progress(options.progress, desc=f"{repo} comments", unit=" comments")
 
     def commit() -> None:
@@ -259,6 +264,7 @@ def _fetch_comments(client, store, repo, options, filters, summary, meter, on_pa
                 continue
             comment.pr_author = authors.get(comment.pr)
             comments.append(comment)
+            seen.add(comment.id)
         newest = max((s for s in stamps if s), default=None)
         with store.transaction():
             inserted, updated = store.upsert_comments(comments, mark_pending=True)
@@ -284,6 +290,8 @@ def _fetch_comments(client, store, repo, options, filters, summary, meter, on_pa
     finally:
         bar.close()
         meter.charge("comments", before)
+    if options.full and filters.since is None:  # a complete read: what it did not return was deleted
+        summary.deleted = store.prune_comments(repo, seen, before=started)
 
 
 # --------------------------------------------------------------------------- phase 2: build
@@ -407,12 +415,16 @@ def _build_pending(client, store, repo, options, filters, config, summary, meter
 
 
 def _rate_left(client: Any, summary: HarvestSummary, meter: _Meter) -> None:
-    """The rate limit from the last answer's headers when the client kept them (no request);
-    else one ``GET /rate_limit`` (which GitHub does not count against the limit)."""
+    """The rate limit as the last answer's headers gave it, when the client kept them (no
+    request); else one ``GET /rate_limit`` (GitHub does not charge it against the limit)."""
     remaining = limit = None
-    requester = getattr(client, "_requester", None)
-    seen = getattr(requester, "rate_limiting", None) if requester is not None else None
-    if isinstance(seen, tuple) and len(seen) == 2 and seen[0] is not None and seen[0] >= 0:
+    seen = getattr(client, "last_rate_limit", None)  # preferred: a public (remaining, limit) or dict
+    if seen is None:
+        requester = getattr(client, "_requester", None)  # PyGithub keeps the last X-RateLimit-* headers here
+        seen = getattr(requester, "rate_limiting", None) if requester is not None else None
+    if isinstance(seen, dict):
+        seen = (seen.get("remaining"), seen.get("limit"))
+    if isinstance(seen, tuple) and len(seen) == 2 and isinstance(seen[0], int) and seen[0] >= 0:
         remaining, limit = seen
     else:
         before = meter.count()

@@ -11,13 +11,13 @@ run the workers with ``revbot worker``). One machine: ``revbot serve`` runs both
 from __future__ import annotations
 
 import logging
-import time
 from importlib import metadata
 from typing import Any, Mapping
 
 from flask import Flask, Response, jsonify, request
 
 from bot.errors import RevbotError
+from bot.secrets import scrub_text
 from webhooks.events import BadDelivery, Delivery, Outcome, build_router, header, parse_delivery
 from webhooks.jobs import NewJob, QueueError
 from webhooks.metrics import Metrics
@@ -44,8 +44,7 @@ class WebService:
         self.config = config
         self.queue = queue
         self.metrics = metrics or Metrics(queue.store)
-        self.router = build_router(self.submit, skip_drafts=config.skip_drafts, own_logins=config.own_logins())
-        self.started = time.time()
+        self.router = build_router(self.submit, own_logins=config.own_logins())
 
     def submit(self, delivery: Delivery, job: NewJob | None) -> Outcome:
         """Record the delivery (a redelivery is answered, not queued again) and queue its job."""
@@ -78,7 +77,7 @@ class WebService:
             self.queue.ping()
             out["queue"].update(reachable=True, depth=self.queue.size(), jobs=self.queue.store.counts())
         except Exception as exc:  # any backend failure means "not reachable"
-            out["queue"].update(reachable=False, error=str(exc)[:300])
+            out["queue"].update(reachable=False, error=scrub_text(str(exc)[:300]))
             status = 503
         workers: list[dict[str, Any]] = []
         if status == 200:
@@ -92,6 +91,9 @@ class WebService:
             "version": loaded[0].get("model_version") if loaded else None,
             "workers": len(workers),
         }
+        errors = sorted({w["model_error"] for w in workers if w.get("model_error")})
+        if errors:
+            out["model"]["errors"] = errors
         out["status"] = "ok" if status == 200 and loaded else ("degraded" if status == 200 else "unavailable")
         return out, status
 

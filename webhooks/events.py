@@ -14,13 +14,13 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
 
 from bot.errors import RevbotError
+from bot.formats import extract_fingerprints
 from webhooks.jobs import COMMENT, REVIEW, NewJob, review_key
 
 log = logging.getLogger(__name__)
 
 REVIEW_ACTIONS = ("opened", "reopened", "ready_for_review", "synchronize")
 COMMENT_ACTIONS = ("created", "edited", "deleted")
-FINGERPRINT_MARK = "<!-- revbot:"  # every comment the bot posts carries a hidden revbot marker
 
 
 class BadDelivery(RevbotError):
@@ -150,11 +150,14 @@ def is_own_comment(comment: Mapping[str, Any], own_logins: frozenset[str]) -> bo
         return True
     if str(user.get("type") or "").lower() == "bot" or login.endswith("[bot]"):
         return True
-    return FINGERPRINT_MARK in str(comment.get("body") or "")
+    return bool(extract_fingerprints(str(comment.get("body") or "")))  # every bot comment carries one
 
 
-def build_router(submit: Submit, *, skip_drafts: bool = True, own_logins: frozenset[str] = frozenset()) -> Router:
-    """The service's routes. ``submit`` records the delivery (dedupe) and queues the job, if any."""
+def build_router(submit: Submit, *, own_logins: frozenset[str] = frozenset()) -> Router:
+    """The service's routes. ``submit`` records the delivery (dedupe) and queues the job, if any.
+
+    Closed pull requests are skipped here; drafts are queued, because whether a draft is reviewed
+    is the repository's choice (``skip_drafts`` in its ``.revbot.yml``, read by the worker)."""
     router = Router()
 
     @router.register("ping")
@@ -179,13 +182,12 @@ def build_router(submit: Submit, *, skip_drafts: bool = True, own_logins: frozen
             raise BadDelivery("pull_request.number must be a number and head.sha a string")
         if pr.get("state") not in (None, "open"):
             return Outcome(200, "skipped", f"{repo}#{number} is {pr.get('state')}")
-        if pr.get("draft") and skip_drafts:
-            return Outcome(200, "skipped", f"{repo}#{number} is a draft")
         base = pr.get("base") if isinstance(pr.get("base"), Mapping) else {}
         payload = {
             "action": delivery.action, "delivery": delivery.delivery_id, "installation_id": delivery.installation_id,
             "number": number, "head_sha": head_sha, "base_sha": base.get("sha"), "base_ref": base.get("ref"),
             "draft": bool(pr.get("draft")), "author": ((pr.get("user") or {}).get("login")),
+            "updated_at": pr.get("updated_at"),
         }
         job = NewJob(REVIEW, review_key(repo, number, head_sha), repo, number, head_sha, payload)
         return submit(delivery, job)

@@ -7,6 +7,7 @@ queue depth, model) are read live at scrape time.
 """
 from __future__ import annotations
 
+import atexit
 import math
 import threading
 import time
@@ -58,14 +59,39 @@ class Metrics:
         self._pending: dict[tuple[str, str], float] = {}
         self._local: dict[tuple[str, str], float] = {}  # totals when there is no sink
         self._last_flush = time.monotonic()
+        self._flusher: threading.Thread | None = None
+        self._flusher_lock = threading.Lock()
+
+    def _ensure_flusher(self) -> None:
+        """A background flush, so counts of a process that went quiet still reach the shared totals."""
+        with self._flusher_lock:
+            if self._flusher is not None or self.sink is None:
+                return
+            self._flusher = threading.Thread(target=self._flush_loop, name="revbot-metrics", daemon=True)
+            self._flusher.start()
+        atexit.register(self._flush_quietly)
+
+    def _flush_loop(self) -> None:
+        while True:
+            time.sleep(self.flush_interval)
+            self._flush_quietly()
+
+    def _flush_quietly(self) -> None:
+        try:
+            self.flush()
+        except Exception:
+            pass  # kept pending; the next flush tries again
 
     def inc(self, name: str, labels: Mapping[str, Any] | None = None, value: float = 1.0) -> None:
         key = (name, label_string(labels))
         with self._lock:
             self._pending[key] = self._pending.get(key, 0.0) + value
             due = time.monotonic() - self._last_flush >= self.flush_interval
+            start_flusher = self._flusher is None
+        if start_flusher:
+            self._ensure_flusher()
         if due:
-            self.flush()
+            self._flush_quietly()
 
     def observe(self, name: str, value: float, labels: Mapping[str, Any] | None = None,
                 buckets: Iterable[float] = LATENCY_BUCKETS) -> None:

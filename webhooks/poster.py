@@ -28,8 +28,8 @@ from dataclasses import replace
 from typing import Any
 
 from bot.config import CONFIG_NAMES, RepoConfig
-from bot.diff import parse_diff
-from bot.errors import UsageError
+from bot.diff import Diff, parse_diff, parse_patch
+from bot.errors import GitHubError, UsageError
 from bot.formats import comment_fingerprint, extract_fingerprints, github_review_payload
 from bot.github import GitHubClient, ReviewValidationError
 from bot.review import Review, ReviewComment, ReviewOptions, Skipped, review_diff
@@ -37,7 +37,7 @@ from bot.secrets import scrub_text
 from webhooks.jobs import DONE, REVIEW, SKIPPED, Job, NewJob, review_key
 from webhooks.metrics import Metrics
 from webhooks.settings import ServiceConfig
-from webhooks.worker import JobContext, JobResult, ModelHolder
+from webhooks.worker import JobContext, JobResult, ModelHolder, TransientError
 
 log = logging.getLogger(__name__)
 
@@ -46,9 +46,12 @@ MAX_422_ROUNDS = 3
 HEADER = "**revbot review**"
 
 
+REVIEW_MARK = "<!-- revbot:review sha="
+
+
 def review_marker(head_sha: str) -> str:
     """Hidden in every review body: says which head this review covers."""
-    return f"<!-- revbot:review sha={head_sha} -->"
+    return f"{REVIEW_MARK}{head_sha} -->"
 
 
 class GitHubFactory:
@@ -82,6 +85,29 @@ class GitHubFactory:
             return client
 
 
+_FILE_STATUS = {"removed": "deleted", "changed": "modified", "unchanged": "modified"}
+
+
+def read_pull_diff(gh: GitHubClient, repo: str, number: int, source: str) -> Diff:
+    """The PR's diff; when GitHub will not render it (406: too large), rebuilt from the per-file
+    patches of the files API, where files without a patch (binary, or too large) have no hunks and
+    are reported as not reviewed."""
+    try:
+        return parse_diff(gh.pull_diff(repo, number), source)
+    except GitHubError as exc:
+        if exc.status != 406:
+            raise
+    log.info("%s: diff too large to render, using the files API", source)
+    files = []
+    for f in gh.pull_files(repo, number):
+        status = _FILE_STATUS.get(f.get("status") or "modified", f.get("status") or "modified")
+        fd = parse_patch(f.get("patch"), f["filename"], f.get("previous_filename"), status,
+                         source=f"{source} {f['filename']}", strict=False)
+        fd.is_binary = not f.get("patch") and status not in ("renamed", "copied", "deleted") and not f.get("changes")
+        files.append(fd)
+    return Diff(files, source)
+
+
 def review_from_dict(data: dict[str, Any]) -> Review:
     """A Review back from ``Review.to_dict()`` (the saved plan of a job)."""
     stats = {k: v for k, v in (data.get("stats") or {}).items() if k in Review.__dataclass_fields__}
@@ -110,12 +136,16 @@ class ReviewPoster:
             return JobResult(SKIPPED, {"reason": f"pull request is {pr.get('state')}"})
         current = (pr.get("head") or {}).get("sha")
         if current and current != head:
+            seen, sent = str(pr.get("updated_at") or ""), str(job.payload.get("updated_at") or "")
+            if seen and sent and seen < sent:  # GitHub's API has not caught up with the push yet
+                raise TransientError(f"{repo}#{number}: the API still shows head {current[:12]}, older than "
+                                     f"the event's {head[:12]}")
             return self._moved_on(job, ctx, current)
         base = pr.get("base") or {}
         config = self._repo_config(gh, repo, base.get("sha") or base.get("ref") or job.payload.get("base_sha"))
         if not config.enabled:
             return JobResult(SKIPPED, {"reason": f"disabled by {config.source}"})
-        if pr.get("draft") and (self.cfg.skip_drafts or config.skip_drafts):
+        if pr.get("draft") and config.skip_drafts:
             return JobResult(SKIPPED, {"reason": "draft pull request"})
 
         reviews = gh.list_reviews(repo, number)
@@ -129,7 +159,7 @@ class ReviewPoster:
         known = set(extract_fingerprints("\n".join(r.get("body") or "" for r in reviews)))
         for comment in gh.pull_review_comments(repo, number):
             known.update(extract_fingerprints(comment.get("body")))
-        earlier = any("<!-- revbot:review " in (r.get("body") or "") for r in reviews)
+        earlier = any(REVIEW_MARK in (r.get("body") or "") for r in reviews)
         new_inline = [c for c in review.comments if comment_fingerprint(c) not in known]
         new_notes = [c for c in review.unanchored if comment_fingerprint(c) not in known]
         if earlier and not new_inline and not new_notes:
@@ -143,9 +173,7 @@ class ReviewPoster:
         may be late or lost) and stop."""
         payload = dict(job.payload, head_sha=current, action="resync", delivery=None)
         newer = NewJob(REVIEW, review_key(job.repo, job.pr, current), job.repo, job.pr, current, payload)
-        accepted = ctx.worker.queue.store.accept(None, "pull_request", "resync", newer)
-        if accepted.created and accepted.job_id is not None:
-            ctx.worker.queue.push(accepted.job_id)
+        accepted = ctx.worker.queue.submit(None, "pull_request", "resync", newer)
         return JobResult(SKIPPED, {"reason": "head moved on", "head_sha": current, "job": accepted.job_id})
 
     def _repo_config(self, gh: GitHubClient, repo: str, base_ref: str | None) -> RepoConfig:
@@ -159,7 +187,7 @@ class ReviewPoster:
         """The review to post: the saved plan of an earlier run, or a fresh one (then saved)."""
         if job.plan and isinstance(job.plan, dict) and "review" in job.plan:
             return review_from_dict(job.plan["review"])
-        diff = parse_diff(gh.pull_diff(job.repo, job.pr), f"{job.repo}#{job.pr}@{(job.head_sha or '')[:12]}")
+        diff = read_pull_diff(gh, job.repo, job.pr, f"{job.repo}#{job.pr}@{(job.head_sha or '')[:12]}")
         options = ReviewOptions.from_config(config, max_new_tokens=self.cfg.max_new_tokens,
                                             token_budget=self.cfg.token_budget)
         backend, version = self.models.get(config.model_version)

@@ -2,11 +2,12 @@
 service needs (worker leases, body cap, bot logins). One frozen object, built once per process and
 passed down, so the web view and the workers never read the environment themselves.
 
+Draft pull requests are skipped or reviewed as each repository's ``.revbot.yml`` says
+(``skip_drafts``, default true), so drafts are queued and the worker decides.
+
 Service-only environment variables (all optional):
 
   REVBOT_WEBHOOK_MAX_BODY   largest delivery accepted, in bytes (default 10 MiB; GitHub caps at 25 MB)
-  REVBOT_REVIEW_DRAFTS      1: also review draft PRs (default: drafts are skipped); a repository's
-                            ``.revbot.yml`` ``skip_drafts: true`` still skips them
   REVBOT_BOT_LOGINS         comma-separated logins the bot posts as (its own comments are never
                             recorded as human reviews); ``<app slug>[bot]`` for a GitHub App
   REVBOT_WORKER_LEASE       seconds a worker holds a job between heartbeats (default 60): a killed
@@ -37,7 +38,6 @@ class ServiceConfig:
     db: Path = Path("revbot.db")
     models_dir: Path = Path("models")
     max_body_bytes: int = DEFAULT_MAX_BODY
-    skip_drafts: bool = True
     bot_logins: tuple[str, ...] = ()
     dry_run: bool = False
     # GitHub
@@ -86,7 +86,6 @@ class ServiceConfig:
         base = cls(
             secret=s.webhook_secret, home=s.home, queue=s.queue, db=s.db, models_dir=s.models_dir,
             max_body_bytes=number("REVBOT_WEBHOOK_MAX_BODY", DEFAULT_MAX_BODY, int),
-            skip_drafts=(env.get("REVBOT_REVIEW_DRAFTS") or "").strip().lower() not in ("1", "true", "yes", "on"),
             bot_logins=logins,
             github_api_url=s.github_api_url, github_token=s.github_token, github_app_id=s.github_app_id,
             github_private_key=s.github_private_key,

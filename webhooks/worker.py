@@ -294,8 +294,8 @@ class Worker:
             else:
                 log.error("job %s (%s) failed after %d attempts: %s", job.id, job.key, job.attempts, message)
                 self._count(job, FAILED)
-            if not isinstance(exc, RevbotError):
-                log.debug("traceback of job %s", job.id, exc_info=exc)
+            if not isinstance(exc, RevbotError):  # not a user error: a bug, keep its traceback
+                log.error("unexpected error in job %s", job.id, exc_info=exc)
             return state or "superseded"
         log.error("job %s (%s) failed: %s", job.id, job.key, message)
         self.queue.store.finish(job.id, self.owner, FAILED, {"error": message})

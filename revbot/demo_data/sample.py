@@ -346,7 +346,7 @@ def _habit_plan(rng: random.Random, n_hunks: int, habit_share: float, cycle: lis
     return plan
 
 
-def build_sample_project(seed: int = 7, n_pulls: int = 52, habit_share: float = 0.55) -> SampleProject:
+def build_sample_project(seed: int = 7, n_pulls: int = 64, habit_share: float = 0.45) -> SampleProject:
     """The whole merged history, deterministic for a given seed."""
     rng = random.Random(seed)
     ids = _Ids()

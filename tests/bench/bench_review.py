@@ -1,6 +1,7 @@
 """Benchmark: batched vs one-hunk-at-a-time review of a synthetic PR with a tiny model.
 
     .venv/bin/python tests/bench/bench_review.py [--sizes 8,32,128] [--batch-size 32] [--max-new-tokens 32]
+                                                 [--threads 1]
 
 (also run by `make bench`). For each N it reviews a synthetic pull request of N hunks through the
 real pipeline (bot.review.review_diff) and the real LocalBackend, once with the backend's batch size
@@ -91,6 +92,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-new-tokens", type=int, default=32)
     parser.add_argument("--arch", default="llama", choices=["llama", "qwen2"])
     parser.add_argument("--model", help="use this model directory instead of building a tiny one")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch CPU threads; 0 = torch's default. 1 (the default) keeps the figures steady on a "
+                             "shared machine, where spinning worker threads made the same batch take 1 to 13 s; "
+                             "a tiny model's operations are too small to gain from more threads anyway")
     args = parser.parse_args(argv)
     sizes = [int(s) for s in args.sizes.split(",")]
 
@@ -104,8 +109,11 @@ def main(argv: list[str] | None = None) -> int:
             from bot.tiny import build_tiny_model
 
             model_dir = str(build_tiny_model(Path(tmp) / "tiny", arch=args.arch, seed=0))
-        backend = load_backend(model_dir, batch_size=args.batch_size, quantize="none")
         import torch
+
+        if args.threads > 0:
+            torch.set_num_threads(args.threads)
+        backend = load_backend(model_dir, batch_size=args.batch_size, quantize="none")
 
         print(f"model: {backend.describe()['model']} ({args.arch if not args.model else 'given'}), "
               f"torch threads: {torch.get_num_threads()}, batch size {args.batch_size}, "

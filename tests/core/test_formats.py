@@ -61,6 +61,12 @@ def test_json_is_the_review_as_data():
     assert data["stats"]["hunks_reviewed"] == 3 and data["summary"] == sample_review().summary
 
 
+def test_review_round_trips_through_its_json():
+    review = sample_review()
+    assert Review.from_dict(json.loads(formats.to_json(review))) == review
+    assert Review.from_dict(review.to_dict()).summary == review.summary
+
+
 def test_sarif_loads_in_a_sarif_library_and_has_what_code_scanning_needs():
     from sarif_pydantic import Sarif
 

@@ -1,8 +1,6 @@
 """Helpers for harvest tests: seed builders for the GitHub simulator and secrets to look for."""
 from __future__ import annotations
 
-from pathlib import Path
-
 REPO = "acme/widgets"
 SECRET_TOKEN = "ghp_" + "Z9y8X7w6V5u4T3s2R1q0P9o8N7m6L5k4J3i2"
 SECRET_AWS = "AKIA" + "IOSFODNN7EXAMPLE"
@@ -59,5 +57,4 @@ def many_comments_seed(prs: int, per_pr: int, start_pr: int = 1, total_prs: int 
                 cs.append(comment(n, line, f"Please reconsider this name ({n})."))
         pulls.append(pull(number, comments=cs))
     return {"repos": [{"owner": "acme", "name": "widgets", "pulls": pulls}]}
-
 

@@ -66,6 +66,19 @@ def test_harvest_counts_every_filter_attaches_replies_and_is_idempotent(sim_fact
     assert fingerprint(store.iter_examples(REPO)) == fingerprint(examples)
 
 
+def test_a_full_reharvest_drops_comments_deleted_on_github(sim_factory, client_for, store):
+    harvest_github(client_for(sim_factory(_filters_seed())), store, REPO)
+    assert any("caching" in c.body for e in store.iter_examples(REPO) for c in e.comments)
+    after = _filters_seed()  # the same repository once comment 10008 was deleted on GitHub
+    after["repos"][0]["pulls"][1]["comments"] = [c for c in after["repos"][0]["pulls"][1]["comments"] if c["id"] != 10_008]
+    client = client_for(sim_factory(after))
+    incremental = harvest_github(client, store, REPO)
+    assert incremental.deleted == 0 and store.get_comment(10_008) is not None  # a listing cannot show deletions
+    full = harvest_github(client, store, REPO, HarvestOptions(full=True))
+    assert full.deleted == 1 and store.get_comment(10_008) is None
+    assert not any("caching" in c.body for e in store.iter_examples(REPO) for c in e.comments)
+
+
 def test_incremental_harvest_reads_only_new_comments(sim_factory, client_for, store):
     sim = sim_factory(many_comments_seed(prs=5, per_pr=50))
     client = client_for(sim)

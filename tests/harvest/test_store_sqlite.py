@@ -15,9 +15,6 @@ from bot.store import MIGRATIONS, CachedFile, Feedback, PullRequestInfo, Store, 
 
 from harvest_kit import SECRET_AWS, SECRET_TOKEN
 
-WEBHOOKS = Path("../shared/fixtures/github/webhooks")
-
-
 def _raw(n: int, pr: int = 1, **extra) -> dict:
     base = {
         "id": n, "pull_request_url": f"https://api.github.com/repos/acme/widgets/pulls/{pr}", "path": "a.py",

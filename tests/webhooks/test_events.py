@@ -69,19 +69,18 @@ def test_pull_request_events_become_review_jobs(submit, name):
     assert job.payload["installation_id"] == 1 and job.payload["base_ref"] == "master"
 
 
-def test_closed_and_draft_pull_requests_are_skipped(submit):
+def test_closed_pull_requests_are_skipped_drafts_left_to_the_worker(submit):
     router = build_router(submit)
     closed = router.dispatch(Delivery("pull_request", "d1", payload("pull_request__closed.payload.json")))
     assert closed.outcome == "ignored"  # "closed" is not a review action at all
     reopened_but_closed = payload("pull_request__reopened.payload.json")
     reopened_but_closed["pull_request"]["state"] = "closed"
     assert router.dispatch(Delivery("pull_request", "d2", reopened_but_closed)).outcome == "skipped"
+    assert submit.calls == []
     draft = payload("pull_request__opened.payload.json")
     draft["pull_request"]["draft"] = True
-    assert router.dispatch(Delivery("pull_request", "d3", draft)).outcome == "skipped"
-    assert submit.calls == []
-    reviewing_drafts = build_router(submit, skip_drafts=False)
-    assert reviewing_drafts.dispatch(Delivery("pull_request", "d3", draft)).outcome == "queued"
+    assert router.dispatch(Delivery("pull_request", "d3", draft)).outcome == "queued"  # .revbot.yml decides
+    assert submit.calls[0][1].payload["draft"] is True
 
 
 def test_a_pull_request_payload_without_head_sha_is_a_bad_delivery(submit):
@@ -111,7 +110,7 @@ def test_the_bots_own_comments_are_not_recorded(submit):
 def test_is_own_comment():
     assert is_own_comment({"user": {"login": "revbot[bot]", "type": "Bot"}, "body": "x"}, frozenset())
     assert is_own_comment({"user": {"login": "me"}, "body": "x"}, frozenset({"me"}))
-    assert is_own_comment({"user": {"login": "al"}, "body": "x\n<!-- revbot:fp=ab12 -->"}, frozenset())
+    assert is_own_comment({"user": {"login": "al"}, "body": "x\n<!-- revbot:fp=0123456789abcdef -->"}, frozenset())
     assert not is_own_comment({"user": {"login": "al", "type": "User"}, "body": "nit"}, frozenset({"me"}))
 
 

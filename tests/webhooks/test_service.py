@@ -258,3 +258,127 @@ def test_the_redis_queue_runs_the_same_service(tmp_path, sim, redis_url):
         assert health["queue"]["jobs"]["done"] == 1
     finally:
         svc.close()
+
+
+def test_github_app_auth_uses_the_installation_named_in_the_payload(tmp_path):
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                            serialization.NoEncryption()).decode()
+    public = key.public_key().public_bytes(serialization.Encoding.PEM,
+                                           serialization.PublicFormat.SubjectPublicKeyInfo).decode()
+    (tmp_path / "app.pem").write_text(pem)
+    seed = make_seed()
+    seed["apps"] = [{"id": 42, "slug": "revbot", "installations": [7], "public_key": public}]
+    with GitHubSimulator(seed) as sim:
+        svc = Service(tmp_path, sim, github_token=None, github_app_id="42", github_private_key=tmp_path / "app.pem")
+        try:
+            payload = hook_payload("pull_request__opened.payload.json", svc.pull(1))
+            payload["installation"] = {"id": 7}
+            svc.deliver("pull_request", payload)
+            assert svc.wait_idle()["done"] == 1
+            [review] = svc.reviews()
+            assert review["user"]["login"] == "revbot[bot]"
+            payload["installation"] = {"id": 999}  # an installation the App does not have
+            payload["pull_request"]["head"]["sha"] = "f" * 40
+            svc.deliver("pull_request", payload)
+            counts = svc.wait_idle()
+            assert counts["failed"] == 1 and len(svc.reviews()) == 1
+        finally:
+            svc.close()
+
+
+def test_at_most_30_inline_comments_per_review_the_rest_in_the_body(tmp_path):
+    files = [{"filename": f"pkg/m{k:02d}.py", "status": "modified", "patch": PATCH_A} for k in range(35)]
+    seed = make_seed(files)
+    seed["repos"][0]["files"]["main"][".revbot.yml"] = "max_comments: 50\n"
+    with GitHubSimulator(seed) as sim:
+        svc = Service(tmp_path, sim)
+        try:
+            svc.deliver("pull_request", hook_payload("pull_request__opened.payload.json", svc.pull(1)))
+            svc.wait_idle()
+            [review] = svc.reviews()
+            assert len(svc.review_comments()) == 30
+            assert review["body"].count("<!-- revbot:fp=") == 5
+            text = requests.get(svc.url + "/metrics", timeout=5).text
+            assert "revbot_comments_posted_total 30" in text and "revbot_comments_moved_to_body_total 5" in text
+        finally:
+            svc.close()
+
+
+def test_a_push_that_changes_nothing_reviewed_posts_no_second_review(service, sim):
+    service.deliver("pull_request", opened(service))
+    service.wait_idle()
+    same = sim.add_pull(REPO, number=1, files=[
+        {"filename": "a.py", "status": "modified", "patch": PATCH_A},
+        {"filename": "b.py", "status": "modified", "patch": "@@ -1,3 +1,3 @@\n a\n-b\n+B\n c\n@@ -20,3 +20,4 @@ def g():\n t\n u\n+v\n w"},
+        {"filename": ".revbot.yml", "status": "modified", "patch": PATCH_CONFIG},
+    ])
+    service.deliver("pull_request", hook_payload("pull_request__synchronize.payload.json", same["pull"]))
+    service.wait_idle()
+    assert len(service.reviews()) == 1
+    [job] = [j for j in service.store.find(repo=REPO) if j.head_sha == same["pull"]["head"]["sha"]]
+    assert job.state == "done" and job.result["nothing_new"] is True
+
+
+@pytest.mark.parametrize("config, reviewed", [("max_comments: 10\n", False), ("skip_drafts: false\n", True)])
+def test_drafts_follow_the_base_branch_config_and_ready_for_review_reviews_them(tmp_path, config, reviewed):
+    seed = make_seed(draft=True)
+    seed["repos"][0]["files"]["main"][".revbot.yml"] = config
+    with GitHubSimulator(seed) as sim:
+        svc = Service(tmp_path, sim)
+        try:
+            draft = svc.pull(1)
+            assert draft["draft"] is True
+            svc.deliver("pull_request", hook_payload("pull_request__opened.payload.json", draft))
+            counts = svc.wait_idle()
+            assert len(svc.reviews()) == (1 if reviewed else 0)
+            assert counts["skipped"] == (0 if reviewed else 1)
+            if not reviewed:  # the author marks it ready: the same head is reviewed now
+                with sim._lock:  # the simulator has no admin call for "ready for review"
+                    sim._state["repos"][REPO]["pulls"]["1"]["draft"] = False
+                ready = hook_payload("pull_request__opened.payload.json", svc.pull(1), action="ready_for_review")
+                svc.deliver("pull_request", ready)
+                svc.wait_idle()
+                assert len(svc.reviews()) == 1
+        finally:
+            svc.close()
+
+
+def test_a_stale_job_queues_the_current_head_and_a_lagging_api_is_waited_for(service, sim):
+    old = service.pull(1)
+    pushed = sim.add_pull(REPO, number=1, files=[{"filename": "a.py", "status": "modified", "patch": PATCH_A}])
+    # only the event of the old head arrives (the newer one is lost): the worker reviews the newer head
+    service.deliver("pull_request", hook_payload("pull_request__opened.payload.json", old))
+    service.wait_idle()
+    [review] = service.reviews()
+    assert review["commit_id"] == pushed["pull"]["head"]["sha"]
+    # an event newer than what the API shows is retried, not treated as stale
+    future = hook_payload("pull_request__synchronize.payload.json", pushed["pull"])
+    future["pull_request"]["head"]["sha"] = "e" * 40
+    future["pull_request"]["updated_at"] = "2999-01-01T00:00:00Z"
+    job_id = service.deliver("pull_request", future).json()["job"]
+    deadline = time.monotonic() + 10
+    while service.store.get(job_id).attempts < 2 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    job = service.store.get(job_id)
+    assert job.attempts >= 2 and "older than the event" in job.result["error"]
+    assert len(service.reviews()) == 1
+
+
+def test_a_broken_revbot_yml_on_the_base_fails_the_job_with_file_and_line(tmp_path):
+    seed = make_seed()
+    seed["repos"][0]["files"]["main"][".revbot.yml"] = "enabled: true\nmax_coments: 3\n"
+    with GitHubSimulator(seed) as sim:
+        svc = Service(tmp_path, sim)
+        try:
+            job_id = svc.deliver("pull_request", hook_payload("pull_request__opened.payload.json", svc.pull(1))).json()["job"]
+            assert svc.wait_idle()["failed"] == 1
+            error = svc.store.get(job_id).result["error"]
+            assert ".revbot.yml" in error and ":2:" in error and "max_comments" in error
+            assert svc.store.get(job_id).attempts == 1  # not retried: a retry cannot fix it
+            assert svc.reviews() == []
+        finally:
+            svc.close()

@@ -150,7 +150,8 @@ def hook_payload(name: str, pull: dict | None = None, **changes: Any) -> dict:
     if pull is not None:
         payload["number"] = pull["number"]
         pr = payload.setdefault("pull_request", {})
-        pr.update(number=pull["number"], state=pull["state"], draft=pull.get("draft", False))
+        pr.update(number=pull["number"], state=pull["state"], draft=pull.get("draft", False),
+                  updated_at=pull["updated_at"])
         pr["head"] = dict(pr.get("head") or {}, sha=pull["head"]["sha"], ref=pull["head"]["ref"])
         pr["base"] = dict(pr.get("base") or {}, sha=pull["base"]["sha"], ref=pull["base"]["ref"])
         pr["url"] = pull["url"]

@@ -1,0 +1,88 @@
+"""`revbot train | eval | models | export` end to end on the tiny model, through the real entry point."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from bot.versions import ModelRegistry
+from tests.finetune.conftest import run_cli
+from tests.finetune.helpers import synthetic_examples
+
+
+def test_eval_runs_end_to_end_and_records_its_metrics(trained, capsys):
+    models, _ = trained
+    code, out, err = run_cli(["eval", "--models-dir", str(models), "--max-new-tokens", "12", "--json", "--quiet"], capsys)
+    assert code == 0, err
+    report = json.loads(out)
+    assert set(report["systems"]) == {"tuned", "base", "retrieval", "most-frequent"}
+    assert report["counts"]["examples"] > 0
+    for system in report["systems"].values():
+        assert {"bleu4", "bleu4_no_stop", "rouge_l", "exact_match", "hunk_precision", "line_recall",
+                "silence_on_negatives", "parse_failure_rate"} <= set(system["metrics"])
+    version = ModelRegistry(models).get("v1")
+    assert (version.path / "eval" / "report.md").is_file() and (version.path / "eval" / "text_metrics.png").is_file()
+    assert set(version.meta["evaluation"]["metrics"]) == set(report["systems"])
+    # the text report is printed too, with the table
+    code, out, _ = run_cli(["eval", "--models-dir", str(models), "--max-new-tokens", "4", "--no-base", "--limit", "3",
+                            "--quiet"], capsys)
+    assert code == 0 and "# Evaluation of v1" in out and "retrieval" in out and "report:" in out
+
+
+def test_models_list_promote_rollback(trained, capsys, tmp_path):
+    import shutil
+
+    models = tmp_path / "models"  # a copy: the shared registry stays as training left it
+    shutil.copytree(trained[0], models)
+    # a second version, published straight into the registry (training is covered elsewhere)
+    registry = ModelRegistry(models)
+    v1 = registry.get("v1")
+    with registry.new_version() as pending:
+        for f in v1.path.iterdir():
+            if f.is_file():
+                (pending.path / f.name).write_bytes(f.read_bytes())
+    assert pending.version.name == "v2"
+    code, out, _ = run_cli(["models", "list", "--models-dir", str(models)], capsys)
+    assert code == 0
+    rows = {line.split()[1] if line.startswith("*") else line.split()[0]: line for line in out.splitlines()
+            if line.strip().startswith(("*", "v"))}
+    assert rows["v1"].startswith("*") and not rows["v2"].startswith("*")
+    assert "current: v1" in out
+    assert run_cli(["models", "promote", "v2", "--models-dir", str(models)], capsys)[1].strip() == "v2 is now current (was v1)"
+    registry.record_decision("v2", "v1", "bleu4_no_stop", {"v2": 1.0, "v1": 0.5}, True, "better")
+    code, out, _ = run_cli(["models", "list", "--models-dir", str(models), "--json"], capsys)
+    listed = json.loads(out)
+    assert listed["current"] == "v2" and [v["name"] for v in listed["versions"]] == ["v1", "v2"]
+    assert listed["decisions"][0]["reason"] == "better"
+    assert "rolled back from v2 to v1" in run_cli(["models", "rollback", "--models-dir", str(models)], capsys)[1]
+    code, _, err = run_cli(["models", "rollback", "--models-dir", str(models)], capsys)
+    assert code == 1 and "revbot: error: nothing to roll back to" in err and "Traceback" not in err
+    code, _, err = run_cli(["models", "promote", "v9", "--models-dir", str(models)], capsys)
+    assert code == 1 and "no model version 'v9'" in err
+
+
+def test_bad_input_is_a_clear_error_without_traceback(tmp_path, capsys, tiny_llama):
+    bad = tmp_path / "bad.jsonl"
+    good = synthetic_examples(n_prs=2, per_pr=1)[0].to_dict()
+    bad.write_text(json.dumps(good) + "\n" + "{not json\n")
+    base = ["--base-model", str(tiny_llama), "--models-dir", str(tmp_path / "m"), "--quiet"]
+    code, _, err = run_cli(["train", "--data", str(bad), *base], capsys)
+    assert code == 1 and f"{bad}:2: invalid JSON" in err and "Traceback" not in err
+    small = tmp_path / "small.jsonl"
+    small.write_text("".join(json.dumps(e.to_dict()) + "\n" for e in synthetic_examples(n_prs=3)))
+    code, _, err = run_cli(["train", "--data", str(small), *base], capsys)
+    assert code == 1 and "dataset too small" in err and "train=2, validation=2, test=2" in err
+    code, _, err = run_cli(["train", "--data", str(small), "--models-dir", str(tmp_path / "m")], capsys)
+    assert code == 2 and "--base-model" in err
+    code, _, err = run_cli(["eval", "--models-dir", str(tmp_path / "empty")], capsys)
+    assert code == 2 and "no model versions" in err
+    code, _, err = run_cli(["train", "--data", str(tmp_path / "missing.db"), *base], capsys)
+    assert code == 1 and "missing.db: no such file" in err
+
+
+def test_help_documents_promotion_and_accelerate(capsys):
+    code, out, _ = run_cli(["train", "--help"], capsys)
+    assert code == 0
+    out = " ".join(out.split())
+    assert "--promote / --no-promote" in out and "only when no version is current" in out
+    assert "accelerate launch" in out and "--resume" in out and "--no-quantize" in out

@@ -1,0 +1,131 @@
+"""Evaluation: every system scored on the same hunks; the report; feedback from the store."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from bot.model import Backend, Generation
+from bot.prompt import render_target
+from finetune.data import split_examples
+from finetune.evaluate import evaluate, store_feedback
+from tests.finetune.helpers import synthetic_examples
+
+
+class ScriptedBackend(Backend):
+    """Answers from a table (prompt text -> answer); a stand-in for a model with known output."""
+
+    prompt_format_version = 1
+
+    def __init__(self, answers: dict[str, str], default: str = "NO COMMENT", max_context: int = 100_000):
+        self.answers, self.default, self.max_context, self.name = answers, default, max_context, "scripted"
+        self.calls = 0
+
+    def generate(self, inputs, *, max_new_tokens=256):
+        self.calls += len(inputs)
+        return [Generation(self.answers.get(i.user, self.default), 10, 5, "stop") for i in inputs]
+
+    def count_tokens(self, text):
+        return len(text.split())
+
+    def describe(self):
+        return {"kind": "scripted"}
+
+
+@pytest.fixture(scope="module")
+def splits():
+    return split_examples(synthetic_examples(n_prs=40), seed=0, test_fraction=0.3)
+
+
+def perfect(examples) -> ScriptedBackend:
+    return ScriptedBackend({e.prompt_input().user: render_target(e.comments) for e in examples})
+
+
+def test_every_system_is_scored_on_the_same_hunks(splits, tmp_path):
+    test, train = splits.test, splits.train
+    tuned = perfect(test)
+    base = ScriptedBackend({}, default="I think this code is fine overall.")
+    report = evaluate(tuned, test, train, base=base, out_dir=tmp_path, progress=False)
+    assert [s.name for s in report.systems] == ["tuned", "base", "retrieval", "most-frequent"]
+    assert tuned.calls == base.calls == len(test)
+    assert all(len(s.predictions) == len(test) for s in report.systems)
+    t = report.system("tuned").metrics
+    assert t["bleu4"] == pytest.approx(100.0) and t["bleu4_no_stop"] == pytest.approx(100.0)
+    assert t["exact_match"] == 100.0 and t["rouge_l"] == pytest.approx(100.0)
+    assert t["hunk_precision"] == t["hunk_recall"] == t["line_precision"] == t["line_recall"] == 1.0
+    assert t["silence_on_negatives"] == 1.0 and t["parse_failure_rate"] == 0.0
+    b = report.system("base").metrics
+    assert b["parse_failure_rate"] == 1.0 and b["hunk_recall"] == 0.0 and b["bleu4"] == 0.0
+    m = report.system("most-frequent").metrics
+    assert m["silence_on_negatives"] == 0.0 and m["hunk_recall"] == 1.0  # always speaks
+    r = report.system("retrieval").metrics
+    assert r["bleu4"] > m["bleu4"] * 0.5  # near neighbours of these templated hunks share their comment
+    counts = report.counts
+    assert counts["positive"] > 0 and counts["negative"] > 0
+    # the report: table, plots, side by side, all predictions in metrics.json
+    md = (tmp_path / "report.md").read_text()
+    for name in ("**tuned**", "**base**", "**retrieval**", "**most-frequent**", "![text_metrics.png]", "![placement.png]"):
+        assert name in md
+    assert md.count("```diff") == min(10, counts["positive"])
+    assert (tmp_path / "placement.png").read_bytes()[:4] == b"\x89PNG"
+    saved = json.loads((tmp_path / "metrics.json").read_text())
+    assert saved["systems"]["tuned"]["metrics"]["bleu4"] == pytest.approx(100.0)
+    assert len(saved["systems"]["base"]["predictions"]) == len(test)
+    table = report.table()
+    assert table.splitlines()[3].startswith("tuned") and "BLEU-4" in table
+
+
+def test_anchor_outside_the_hunk_is_not_placed(splits):
+    test = [e for e in splits.test if not e.is_negative][:3]
+    wrong = ScriptedBackend({e.prompt_input().user: f"R999: {e.comments[0].body}" for e in test})
+    report = evaluate(wrong, test, splits.train, base=None, out_dir=None, progress=False)
+    t = report.system("tuned").metrics
+    assert t["invalid_anchor_rate"] == 1.0 and t["hunk_recall"] == 0.0
+    assert t["parse_failure_rate"] == 0.0
+
+
+def test_leaked_and_too_long_examples_are_dropped_for_every_system(splits):
+    test = list(splits.test)
+    leaked = splits.train[0]
+    longest = max(test, key=lambda e: len(e.prompt_input().plain_text().split()))
+    limit = len(longest.prompt_input().plain_text().split()) + 16 - 1  # the longest no longer fits with 16 new tokens
+    backend = perfect(test)
+    backend.max_context = limit
+    report = evaluate(backend, test + [leaked], splits.train, base=None, out_dir=None, max_new_tokens=16, progress=False)
+    assert report.dropped["also_in_training"] == 1
+    assert report.dropped["too_long"] >= 1
+    ids = {e.id for e in report.examples}
+    assert leaked.id not in ids and longest.id not in ids
+    assert all({p.example_id for p in s.predictions} == ids for s in report.systems)
+
+
+def test_feedback_on_the_bots_comments_comes_from_the_store(splits, tmp_path):
+    from bot.store import Feedback, Store
+
+    store = Store(tmp_path / "revbot.db")
+    store.record_feedback([
+        Feedback("o/r", 1, 101, "reactions", "", json.dumps({"+1": 2, "-1": 0})),
+        Feedback("o/r", 1, 102, "reactions", "", json.dumps({"+1": 0, "-1": 1})),
+        Feedback("o/r", 1, 102, "reply", "dev", "Not here, this is generated code.", ref_id=900),
+        Feedback("o/r", 2, 103, "reaction", "dev", "confused"),
+    ])
+    store.close()
+    fb = store_feedback(tmp_path / "revbot.db")
+    assert fb == {"comments": 3, "liked_share": pytest.approx(1 / 3), "disliked_share": pytest.approx(2 / 3),
+                  "answered_share": pytest.approx(1 / 3)}
+    report = evaluate(perfect(splits.test), splits.test, splits.train, base=None, out_dir=tmp_path / "out",
+                      store=tmp_path / "revbot.db", progress=False)
+    assert report.feedback == fb
+    assert "liked 33%, disliked 67%, answered 33%" in (tmp_path / "out" / "report.md").read_text()
+    empty = Store(tmp_path / "empty.db")
+    empty.close()
+    assert store_feedback(tmp_path / "empty.db") is None
+
+
+def test_evaluation_needs_examples(splits):
+    from bot.errors import DataError
+
+    with pytest.raises(DataError, match="no test examples"):
+        evaluate(perfect([]), [], splits.train, base=None, out_dir=None)
+    with pytest.raises(DataError, match="baselines need them"):
+        evaluate(perfect([]), splits.test, [], base=None, out_dir=None)
