@@ -1647,6 +1647,9 @@ class _Handler(BaseHTTPRequestHandler):
     sim: GitHubSimulator
     protocol_version = "HTTP/1.1"
     server_version = "revbot-github-sim"
+    # headers and body go out in separate writes: without TCP_NODELAY, Nagle + delayed ACK stall each
+    # keep-alive response by ~40 ms
+    disable_nagle_algorithm = True
     sys_version = ""
 
     def version_string(self) -> str:

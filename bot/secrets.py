@@ -60,16 +60,39 @@ _PATTERNS: list[tuple[str, re.Pattern[str], str]] = [
 
 PATTERN_NAMES = [name for name, _, _ in _PATTERNS]
 
+# Lower-case substrings without which a pattern cannot match: a cheap test that skips most regexes
+# on ordinary text (scrubbing runs on every hunk and every log record).
+_HINTS: dict[str, tuple[str, ...]] = {
+    "private-key-block": ("private key-----",),
+    "github-token": ("gh", "github_pat_"),
+    "aws-access-key-id": ("akia", "asia"),
+    "slack-token": ("xox",),
+    "google-api-key": ("aiza",),
+    "openai-key": ("sk-",),
+    "jwt": ("eyj",),
+    "authorization-header": ("authorization",),
+    "url-credentials": ("://",),
+    "aws-secret-assignment": ("aws_secret_access_key",),
+    "generic-assignment": ("pass", "pwd", "secret", "key", "token"),
+}
+
+
+def _candidates(text: str):
+    lowered = text.lower()
+    for name, pattern, replacement in _PATTERNS:
+        if any(hint in lowered for hint in _HINTS[name]):
+            yield name, pattern, replacement
+
 
 def scrub_text(text: str | None) -> str | None:
     """Replace every secret in ``text`` with a placeholder; None stays None."""
     if not text:
         return text
-    for _name, pattern, replacement in _PATTERNS:
+    for _name, pattern, replacement in list(_candidates(text)):
         text = pattern.sub(replacement, text)
     return text
 
 
 def find_secrets(text: str) -> list[str]:
     """Names of the patterns that match ``text`` (for reporting what was scrubbed)."""
-    return [name for name, pattern, _ in _PATTERNS if pattern.search(text or "")]
+    return [name for name, pattern, _ in _candidates(text or "") if pattern.search(text)]
