@@ -345,7 +345,6 @@ class _FileBuilder:
         symlink = "120000" in (self.old_mode or "", self.new_mode or "")
         return FileDiff(path, old_path, status, self.binary, symlink, self.old_mode, self.new_mode, self.hunks)
 
-
     def display_path(self) -> str:
         """Best guess at the file's name while it is still being read (for error messages)."""
         if self.new or self.old:

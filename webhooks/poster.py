@@ -32,6 +32,7 @@ from bot.diff import Diff, parse_diff, parse_patch
 from bot.errors import GitHubError, UsageError
 from bot.formats import comment_fingerprint, extract_fingerprints, github_review_payload
 from bot.github import GitHubClient, ReviewValidationError
+from bot.model import OpenAIBackend
 from bot.review import Review, ReviewComment, ReviewOptions, Skipped, review_diff
 from bot.secrets import scrub_text
 from webhooks.jobs import DONE, REVIEW, SKIPPED, Job, NewJob, review_key
@@ -126,7 +127,7 @@ class ReviewPoster:
 
     def __init__(self, cfg: ServiceConfig, github: GitHubFactory, models: ModelHolder, metrics: Metrics):
         self.cfg, self.github, self.models, self.metrics = cfg, github, models, metrics
-        self._generate_lock = threading.Lock()  # one generation at a time per process: models are not re-entrant
+        self._generate_lock = threading.Lock()  # one local generation at a time: a model is not re-entrant
 
     def __call__(self, job: Job, ctx: JobContext) -> JobResult:
         gh = self.github.client(job.payload.get("installation_id"))
@@ -191,8 +192,11 @@ class ReviewPoster:
         options = ReviewOptions.from_config(config, max_new_tokens=self.cfg.max_new_tokens,
                                             token_budget=self.cfg.token_budget)
         backend, version = self.models.get(config.model_version)
-        with self._generate_lock:
+        if isinstance(backend, OpenAIBackend):  # a server batches concurrent requests itself
             review = review_diff(diff, backend, options)
+        else:
+            with self._generate_lock:
+                review = review_diff(diff, backend, options)
         ctx.save_plan({"review": review.to_dict(), "model_version": version, "planned_at": time.time()})
         return review
 

@@ -159,7 +159,7 @@ def worker_tutorial(model: str, data: str, out: str) -> None:
         dataset = Dataset.from_dict({"text": [alpaca_text(e) for e in examples]})
         args = SFTConfig(
             output_dir=tmp, per_device_train_batch_size=4, num_train_epochs=1, max_length=MAX_LENGTH, packing=False,
-            learning_rate=2e-4, lr_scheduler_type="cosine", warmup_ratio=0.05, logging_steps=10**6,
+            learning_rate=2e-4, lr_scheduler_type="cosine", warmup_steps=0.05, logging_steps=10**6,
             save_strategy="no", report_to=[], bf16=False, fp16=False, gradient_checkpointing=False, use_cpu=True,
             dataset_text_field="text", completion_only_loss=False, seed=0, disable_tqdm=True,
             dataloader_num_workers=0,
