@@ -100,7 +100,7 @@ class JobStore(Protocol):
     def save_plan(self, job_id: int, owner: str, plan: Any) -> bool: ...
     def finish(self, job_id: int, owner: str, state: str, result: Any = None) -> bool: ...
     def release(self, job_id: int, owner: str, delay: float, error: str, max_attempts: int) -> str: ...
-    def reap(self, redispatch_after: float, max_attempts: int) -> list[int]: ...
+    def reap(self, redispatch_after: float, max_attempts: int, on_dispatch: Any = None) -> list[int]: ...
     def get(self, job_id: int) -> Job | None: ...
     def find(self, repo: str | None = None, pr: int | None = None, kind: str | None = None) -> list[Job]: ...
     def counts(self) -> dict[str, int]: ...
@@ -343,9 +343,10 @@ class SqliteJobStore:
             )
             return state
 
-    def reap(self, redispatch_after, max_attempts) -> list[int]:
+    def reap(self, redispatch_after, max_attempts, on_dispatch=None) -> list[int]:
         """Put jobs of dead workers back in the queue and return the ids that need a (new) queue
-        message: released jobs now due, jobs never dispatched, and jobs whose message may be lost."""
+        message: released jobs now due, jobs never dispatched, and jobs whose message may be lost.
+        ``on_dispatch(connection, job_id)`` writes that message in the same transaction."""
         now = time.time()
         with self._tx() as db:
             db.execute(
@@ -368,6 +369,8 @@ class SqliteJobStore:
             if ids:
                 marks = ",".join("?" * len(ids))
                 db.execute(f"update jobs set dispatched_at = ? where id in ({marks})", (now, *ids))
+                for job_id in ids if on_dispatch is not None else ():
+                    on_dispatch(db, job_id)
             return ids
 
     # ------------------------------------------------------------------ reading

@@ -238,7 +238,9 @@ class RedisJobStore:
         out = self._run("release", job_id, owner, repr(now + delay), json.dumps({"error": error}), max_attempts, repr(now))
         return out.decode() if isinstance(out, bytes) else str(out or "")
 
-    def reap(self, redispatch_after, max_attempts) -> list[int]:
+    def reap(self, redispatch_after, max_attempts, on_dispatch: Any = None) -> list[int]:
+        if on_dispatch is not None:
+            raise ValueError("RedisJobStore.reap takes no on_dispatch hook; push the returned ids")
         return [int(x) for x in self._run("reap", repr(time.time()), redispatch_after, max_attempts)]
 
     def get(self, job_id) -> Job | None:

@@ -107,6 +107,16 @@ class JobQueue:
                 raise
         return accepted
 
+    def reap(self, redispatch_after: float, max_attempts: int) -> list[int]:
+        """Requeue the jobs of dead workers and re-send lost or due messages (see JobStore.reap);
+        with SQLite the messages are written in the reaper's own transaction."""
+        if self.spec.kind == "sqlite":
+            return self.store.reap(redispatch_after, max_attempts, on_dispatch=self._insert_message)
+        ids = self.store.reap(redispatch_after, max_attempts)
+        for job_id in ids:
+            self.push(job_id)
+        return ids
+
     def _insert_message(self, db: Any, job_id: int) -> None:
         # huey's SqliteStorage table: task (queue, data, priority); same file as the job table.
         data = self.huey.serialize_task(self._task.s(int(job_id)))

@@ -316,9 +316,7 @@ class Maintenance:
 
     def reap(self) -> list[int]:
         """Re-send the ids of jobs whose worker died, whose retry is due, or whose message was lost."""
-        ids = self.queue.store.reap(self.redispatch_after_s, self.max_attempts)
-        for job_id in ids:
-            self.queue.push(job_id)
+        ids = self.queue.reap(self.redispatch_after_s, self.max_attempts)
         if ids:
             log.info("re-queued job(s) %s", ids)
         return ids

@@ -103,3 +103,20 @@ def test_redis_queue(redis_url):
 def test_unreachable_redis_is_a_clear_error():
     with pytest.raises(QueueError, match="unreachable"):
         open_queue("redis://127.0.0.1:1/0")
+
+
+def test_a_job_and_its_message_are_committed_together(tmp_path):
+    import time
+
+    from webhooks.jobs import REVIEW, NewJob, review_key
+
+    q = open_queue(tmp_path / "q.db")
+    job = NewJob(REVIEW, review_key("acme/widgets", 1, "a"), "acme/widgets", 1, "a", {})
+    accepted = q.submit("d1", "pull_request", "opened", job)
+    assert q.size() == 1 and q.pop(0.1) == accepted.job_id
+    assert q.submit("d1", "pull_request", "opened", job).duplicate and q.size() == 0
+    # a worker takes the message and dies: the reaper writes a new message with the requeued job
+    assert q.store.claim(accepted.job_id, "dead", 0.01)
+    time.sleep(0.05)
+    assert q.reap(600, 5) == [accepted.job_id]
+    assert q.pop(0.1) == accepted.job_id
