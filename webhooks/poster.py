@@ -33,7 +33,7 @@ from bot.errors import GitHubError, UsageError
 from bot.formats import comment_fingerprint, extract_fingerprints, github_review_payload
 from bot.github import GitHubClient, ReviewValidationError
 from bot.model import OpenAIBackend
-from bot.review import Review, ReviewComment, ReviewOptions, Skipped, review_diff
+from bot.review import Review, ReviewOptions, review_diff
 from bot.secrets import scrub_text
 from webhooks.jobs import DONE, REVIEW, SKIPPED, Job, NewJob, review_key
 from webhooks.metrics import Metrics
@@ -109,19 +109,6 @@ def read_pull_diff(gh: GitHubClient, repo: str, number: int, source: str) -> Dif
     return Diff(files, source)
 
 
-def review_from_dict(data: dict[str, Any]) -> Review:
-    """A Review back from ``Review.to_dict()`` (the saved plan of a job)."""
-    stats = {k: v for k, v in (data.get("stats") or {}).items() if k in Review.__dataclass_fields__}
-    return Review(
-        comments=[ReviewComment(**c) for c in data.get("comments", [])],
-        unanchored=[ReviewComment(**c) for c in data.get("unanchored", [])],
-        skipped=[Skipped(s["path"], s["reason"], tuple(s.get("hunks") or ()), int(s.get("lines") or 0))
-                 for s in data.get("skipped", [])],
-        source=data.get("source", "<diff>"), model=dict(data.get("model") or {}),
-        warnings=list(data.get("warnings") or []), timing=dict(data.get("timing") or {}), **stats,
-    )
-
-
 class ReviewPoster:
     """Job handler for ``review`` jobs."""
 
@@ -187,7 +174,7 @@ class ReviewPoster:
     def _plan(self, job: Job, ctx: JobContext, gh: GitHubClient, config: RepoConfig) -> Review:
         """The review to post: the saved plan of an earlier run, or a fresh one (then saved)."""
         if job.plan and isinstance(job.plan, dict) and "review" in job.plan:
-            return review_from_dict(job.plan["review"])
+            return Review.from_dict(job.plan["review"])
         diff = read_pull_diff(gh, job.repo, job.pr, f"{job.repo}#{job.pr}@{(job.head_sha or '')[:12]}")
         options = ReviewOptions.from_config(config, max_new_tokens=self.cfg.max_new_tokens,
                                             token_budget=self.cfg.token_budget)

@@ -4,7 +4,7 @@ from __future__ import annotations
 from bot.errors import GitHubError
 from bot.github_sim import GitHubSimulator
 from bot.review import Review, ReviewComment, Skipped
-from webhooks.poster import ReviewPoster, read_pull_diff, review_from_dict
+from webhooks.poster import ReviewPoster, read_pull_diff
 from webhook_kit import REPO, TOKEN, make_seed
 
 
@@ -44,7 +44,7 @@ def test_a_saved_plan_round_trips():
         skipped=[Skipped("logo.png", "binary file", (), 0)], source="pr", files_total=2, files_reviewed=1,
         hunks_total=1, hunks_reviewed=1, prompts=1, duplicates_dropped=1,
     )
-    again = review_from_dict(review.to_dict())
+    again = Review.from_dict(review.to_dict())
     assert again.to_dict() == review.to_dict()
     assert again.summary == review.summary
 
