@@ -145,22 +145,30 @@ def read_examples(path: str | os.PathLike[str], skip_bad: bool = False, errors: 
                     errors.append(str(exc))
 
 
-def write_examples(path: str | os.PathLike[str], examples: Iterable[Example]) -> int:
-    """Write JSONL atomically (temp file + rename): a crash never leaves half a file."""
+def write_jsonl(path: str | os.PathLike[str], rows: Iterable[dict[str, Any]]) -> int:
+    """Write JSON lines atomically (temp file + rename): a crash never leaves half a file."""
     target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent)
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent)
+    except OSError as exc:
+        raise DataError(f"cannot write: {exc.strerror}", str(target)) from None
     count = 0
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            for ex in examples:
-                fh.write(json.dumps(ex.to_dict(), ensure_ascii=False) + "\n")
+            for row in rows:
+                fh.write(json.dumps(row, ensure_ascii=False) + "\n")
                 count += 1
         os.replace(tmp, target)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
     return count
+
+
+def write_examples(path: str | os.PathLike[str], examples: Iterable[Example]) -> int:
+    """Write examples JSONL atomically."""
+    return write_jsonl(path, (ex.to_dict() for ex in examples))
 
 
 def fingerprint(examples: Iterable[Example]) -> str:

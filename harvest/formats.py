@@ -39,7 +39,6 @@ import json
 import os
 import re
 import sys
-import tempfile
 from collections import Counter
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -47,7 +46,7 @@ from typing import Any, Iterable, Iterator
 
 from bot.diff import HUNK_HEADER, LEFT, RIGHT, Hunk, parse_hunk
 from bot.errors import DataError, DiffError, UsageError
-from bot.examples import Example, ExampleComment, example_id
+from bot.examples import Example, ExampleComment, example_id, write_jsonl
 from bot.prompt import ANSWER_END, SYSTEM_PROMPT, PromptInput, canonical, normalize_body, parse_output, render_answer
 from bot.store import Store, StoredComment, utc_timestamp
 
@@ -618,20 +617,4 @@ def export_examples(examples: Iterable[Example], out: str | os.PathLike[str], fm
             sys.stdout.write(json.dumps(export_record(ex, fmt, meta=meta), ensure_ascii=False) + "\n")
             count += 1
         return count
-    target = Path(out)
-    try:
-        target.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent)
-    except OSError as exc:
-        raise DataError(f"cannot write: {exc.strerror}", str(target)) from None
-    count = 0
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            for ex in examples:
-                fh.write(json.dumps(export_record(ex, fmt, meta=meta), ensure_ascii=False) + "\n")
-                count += 1
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return count
+    return write_jsonl(out, (export_record(ex, fmt, meta=meta) for ex in examples))
