@@ -41,7 +41,6 @@ import re
 import sys
 from collections import Counter
 from dataclasses import dataclass, field, replace
-from pathlib import Path
 from typing import Any, Iterable, Iterator
 
 from bot.diff import HUNK_HEADER, LEFT, RIGHT, Hunk, parse_hunk
