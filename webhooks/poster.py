@@ -25,7 +25,6 @@ import logging
 import threading
 import time
 from dataclasses import replace
-from typing import Any
 
 from bot.config import CONFIG_NAMES, RepoConfig
 from bot.diff import Diff, parse_diff, parse_patch
