@@ -41,6 +41,7 @@ from bot.errors import DataError, ModelError, RevbotError, UsageError
 from bot.examples import Example, fingerprint, write_examples
 from bot.prompt import PROMPT_FORMAT_VERSION
 from bot.versions import META_FILE, ModelRegistry, ModelVersion, now_iso, write_json_atomic
+from finetune.attention import register as register_segment_attention
 from finetune.data import (
     Batch, Encoded, Splits, encode_examples, make_batches, padding_share, split_examples,
 )
@@ -472,10 +473,19 @@ def train(
         available = ", ".join(sorted(_linear_leaf_names(model) - set(_NEVER_TARGET)))
         raise UsageError(f"--target-modules: {', '.join(unknown)} not found in {base}; its linear layers are: {available}")
 
+    attention = model.config._attn_implementation
     if config.packing is False:
         packed, packing_diff = False, None
     else:
-        ok, packing_diff = check_packing(model, len(tokenizer), device)
+        ok, packing_diff = False, None
+        if attention in ("sdpa", "eager"):  # try per-example kernels first (see finetune/attention.py)
+            model.set_attn_implementation(register_segment_attention())
+            ok, packing_diff = check_packing(model, len(tokenizer), device)
+            if not ok:
+                model.set_attn_implementation(attention)
+        if not ok:
+            ok, packing_diff = check_packing(model, len(tokenizer), device)
+        attention = model.config._attn_implementation
         if config.packing and not ok:
             raise ModelError(f"this model's attention mixes packed examples (difference {packing_diff:.3g}); "
                              "train without packing")
@@ -677,6 +687,7 @@ def train(
         "stopped_early": state.stopped_early,
         "padding_share": padding_share(first_epoch),
         "packing": packed,
+        "attention": attention,
         "supervised_tokens": state.supervised_tokens,
         "supervised_tokens_per_s": state.supervised_tokens / state.train_seconds if state.train_seconds else None,
     }

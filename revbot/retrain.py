@@ -50,9 +50,9 @@ log = logging.getLogger(__name__)
 
 DEFAULT_METRIC = "review_f1"
 LOCK_NAME = ".retrain.lock"
-# metrics computed here from the predictions, on top of those `revbot eval` reports
-OWN_METRICS = ("review_f1", "review_precision", "review_recall", "line_f1")
-LOWER_IS_BETTER = ("parse_failure_rate", "invalid_anchor_rate", "truncated_rate")
+# metrics computed here, on top of those `revbot eval` reports
+OWN_METRICS = ("review_f1", "review_precision", "review_recall", "line_f1", "answer_loss")
+LOWER_IS_BETTER = ("parse_failure_rate", "invalid_anchor_rate", "truncated_rate", "answer_loss")
 EVAL_METRICS = (
     "bleu4", "bleu4_no_stop", "rouge_l", "exact_match", "hunk_precision", "hunk_recall", "line_precision",
     "line_recall", "silence_on_negatives", "parse_failure_rate", "invalid_anchor_rate",
@@ -107,10 +107,47 @@ def review_scores(examples: Sequence[Example], predictions: Sequence[Any]) -> di
     return {"review_precision": precision, "review_recall": recall, "review_f1": f1}
 
 
+def answer_loss(backend: Any, examples: Sequence[Example], batch_size: int = 8) -> float | None:
+    """Mean cross-entropy per answer token of the humans' answers on ``examples``, tokenised exactly
+    as training does (prompt-contract text, loss on the answer only). It moves with every bit of
+    learning, even while greedy answers are still empty, so it separates a barely trained model from
+    an untrained one; it says nothing about placement, which is why it is not the default."""
+    import torch
+    import torch.nn.functional as F
+
+    from finetune.data import encode_example
+
+    model, tokenizer = backend.model, backend.tokenizer
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    encoded = [encode_example(e, tokenizer) for e in examples]
+    total, count = 0.0, 0
+    device = next(model.parameters()).device
+    with torch.inference_mode():
+        for start in range(0, len(encoded), batch_size):
+            chunk = encoded[start:start + batch_size]
+            width = max(len(e) for e in chunk)
+            ids = torch.full((len(chunk), width), pad, dtype=torch.long)
+            labels = torch.full((len(chunk), width), -100, dtype=torch.long)
+            mask = torch.zeros((len(chunk), width), dtype=torch.long)
+            for row, enc in enumerate(chunk):
+                ids[row, :len(enc)] = torch.tensor(enc.ids)
+                labels[row, :len(enc)] = torch.tensor(enc.labels())
+                mask[row, :len(enc)] = 1
+            logits = model(input_ids=ids.to(device), attention_mask=mask.to(device)).logits.float()
+            targets = labels[:, 1:].to(device)
+            loss = F.cross_entropy(logits[:, :-1].reshape(-1, logits.shape[-1]), targets.reshape(-1),
+                                   ignore_index=-100, reduction="sum")
+            total += loss.item()
+            count += int((targets != -100).sum())
+    return total / count if count else None
+
+
 def metric_value(report: Any, system: str, metric: str) -> float | None:
     """``metric`` of ``system`` in an EvalReport, including the metrics this module adds."""
     if metric in ("review_f1", "review_precision", "review_recall"):
         return review_scores(report.examples, report.system(system).predictions)[metric]
+    if metric == "answer_loss":
+        raise UsageError("answer_loss is measured on a model, not read from an evaluation report")
     if metric == "line_f1":
         p, r = report.metric(system, "line_precision"), report.metric(system, "line_recall")
         if p is None and r is None:
@@ -166,6 +203,16 @@ class RetrainResult:
         if self.report_dir:
             lines.append(f"  evaluation report: {self.report_dir}")
         return "\n".join(lines)
+
+
+def _version_answer_loss(version: Any, examples: Sequence[Example], quantize: str | None, batch_size: int) -> float | None:
+    from bot.model import load_backend
+
+    backend = load_backend(adapter=str(version.path), quantize=quantize, batch_size=batch_size)
+    try:
+        return answer_loss(backend, examples, batch_size)
+    finally:
+        del backend
 
 
 @contextmanager
@@ -283,13 +330,18 @@ def retrain(
         report = evaluate(candidate, test, splits.train, base=None, quantize=quantize, max_new_tokens=max_new_tokens,
                           batch_size=eval_batch_size, out_dir="auto", store=getattr(store, "path", None),
                           progress=progress)
-        candidate_value = metric_value(report, TUNED, metric)
         incumbent_value = None
-        if incumbent is not None:
-            current_report = evaluate(incumbent, test, splits.train, base=None, quantize=quantize,
-                                      max_new_tokens=max_new_tokens, batch_size=eval_batch_size, out_dir=None,
-                                      progress=progress)
-            incumbent_value = metric_value(current_report, TUNED, metric)
+        if metric == "answer_loss":
+            candidate_value = _version_answer_loss(candidate, test, quantize, eval_batch_size)
+            if incumbent is not None:
+                incumbent_value = _version_answer_loss(incumbent, test, quantize, eval_batch_size)
+        else:
+            candidate_value = metric_value(report, TUNED, metric)
+            if incumbent is not None:
+                current_report = evaluate(incumbent, test, splits.train, base=None, quantize=quantize,
+                                          max_new_tokens=max_new_tokens, batch_size=eval_batch_size, out_dir=None,
+                                          progress=progress)
+                incumbent_value = metric_value(current_report, TUNED, metric)
         timings["evaluate"] = time.perf_counter() - t0
 
         def fmt(v: float | None) -> str:

@@ -298,12 +298,12 @@ def _habit_slots() -> dict[str, list[tuple[str, int]]]:
 def build_file(rng: random.Random, module: str, specs: list[tuple[str, str, set[int], str]]) -> SampleFile:
     """A modified file with one hunk per (template, noun, active slots, mode) spec, top to bottom."""
     hunks = []
-    old_pos = rng.randint(3, 24)
+    old_pos = rng.randint(1, 8)
     delta = 0
     for template, noun, active, mode in specs:
         hunk, used, delta = build_hunk(rng, module, template, noun, active, old_pos, delta, mode)
         hunks.append(hunk)
-        old_pos += used + rng.randint(6, 20)
+        old_pos += used + rng.randint(2, 6)
     return SampleFile(module, "modified", hunks)
 
 

@@ -120,14 +120,14 @@ def _imports() -> None:
     import finetune.train  # noqa: F401
 
 
-def worker_revbot(model: str, data: str, out: str) -> None:
+def worker_revbot(model: str, data: str, out: str, quantize: bool) -> None:
     from bot.examples import read_examples
     from finetune.data import Splits
     from finetune.train import TrainConfig, train
 
     examples = list(read_examples(data))
     config = TrainConfig(epochs=1, batch_size=2, max_length=MAX_LENGTH, lr=2e-4, save_every=10**9, patience=0, seed=0,
-                         lora_r=LORA_R, lora_alpha=LORA_ALPHA, lora_dropout=LORA_DROPOUT, target_modules=TARGETS)
+                         quantize=quantize, lora_r=LORA_R, lora_alpha=LORA_ALPHA, lora_dropout=LORA_DROPOUT, target_modules=TARGETS)
     with tempfile.TemporaryDirectory() as tmp, PeakRSS() as mem:
         version = train(Splits(examples, [], []), model, tmp, config, progress=False)
     metrics = version.metrics
@@ -138,7 +138,7 @@ def worker_revbot(model: str, data: str, out: str) -> None:
     }))
 
 
-def worker_tutorial(model: str, data: str, out: str) -> None:
+def worker_tutorial(model: str, data: str, out: str, quantize: bool) -> None:
     import torch
     from datasets import Dataset
     from peft import LoraConfig
@@ -150,9 +150,9 @@ def worker_tutorial(model: str, data: str, out: str) -> None:
     examples = list(read_examples(data))
     with tempfile.TemporaryDirectory() as tmp, PeakRSS() as mem:
         tokenizer = AutoTokenizer.from_pretrained(model)
-        lm = AutoModelForCausalLM.from_pretrained(model, dtype=torch.float32, quantization_config=BitsAndBytesConfig(
-            load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
-            bnb_4bit_compute_dtype=torch.float32))
+        bnb = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
+                                 bnb_4bit_compute_dtype=torch.float32)
+        lm = AutoModelForCausalLM.from_pretrained(model, dtype=torch.float32, quantization_config=bnb if quantize else None)
         for module in lm.modules():  # as revbot does: keep 4-bit weights in the differentiable layout on CPU
             if getattr(module, "support_avx512bf16_for_cpu", False):
                 module.support_avx512bf16_for_cpu = False
@@ -182,9 +182,9 @@ def worker_tutorial(model: str, data: str, out: str) -> None:
 # --------------------------------------------------------------------------- driver
 
 
-def run_worker(kind: str, model: Path, data: Path, out: Path) -> dict:
-    proc = subprocess.run([sys.executable, __file__, "--worker", kind, "--model", str(model), "--data", str(data),
-                           "--out", str(out)], capture_output=True, text=True)
+def run_worker(kind: str, model: Path, data: Path, out: Path, quantize: bool) -> dict:
+    command = [sys.executable, __file__, "--worker", kind, "--model", str(model), "--data", str(data), "--out", str(out)]
+    proc = subprocess.run(command + ([] if quantize else ["--no-quantize"]), capture_output=True, text=True)
     if proc.returncode != 0:
         sys.stderr.write(proc.stdout[-3000:] + proc.stderr[-6000:])
         raise SystemExit(f"the {kind} worker failed (exit {proc.returncode})")
@@ -193,7 +193,10 @@ def run_worker(kind: str, model: Path, data: Path, out: Path) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description="revbot's trainer vs the SFTTrainer tutorial recipe")
-    parser.add_argument("--examples", type=int, default=48, help="crc-py examples to train on (default 48)")
+    parser.add_argument("--examples", type=int, default=24, help="crc-py examples to train on (default 24)")
+    parser.add_argument("--no-quantize", action="store_true", help="plain LoRA on both sides instead of 4-bit QLoRA")
+    parser.add_argument("--repeat", type=int, default=1,
+                        help="run each side N times, alternating, and keep each side's fastest run (a busy machine)")
     parser.add_argument("--worker", choices=["revbot", "tutorial"], help=argparse.SUPPRESS)
     parser.add_argument("--model", help=argparse.SUPPRESS)
     parser.add_argument("--data", help=argparse.SUPPRESS)
@@ -201,7 +204,8 @@ def main() -> None:
     args = parser.parse_args()
     if args.worker:
         _imports()
-        (worker_revbot if args.worker == "revbot" else worker_tutorial)(args.model, args.data, args.out)
+        (worker_revbot if args.worker == "revbot" else worker_tutorial)(args.model, args.data, args.out,
+                                                                         not args.no_quantize)
         return
 
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -226,12 +230,18 @@ def main() -> None:
                 break
         data = tmp_path / "examples.jsonl"
         write_examples(data, chosen)
-        print(f"model: tiny llama, {params / 1e6:.1f}M parameters, 4-bit NF4 + LoRA r={LORA_R} on {len(TARGETS)} projections")
+        weights = "full-precision" if args.no_quantize else "4-bit NF4"
+        print(f"model: tiny llama, {params / 1e6:.1f}M parameters, {weights} + LoRA r={LORA_R} on {len(TARGETS)} projections")
         print(f"examples: {len(chosen)} crc-py reviews that fit {MAX_LENGTH} tokens, one epoch; "
               f"{answer_tokens} supervised (answer) tokens")
-        results = {}
+        results: dict[str, dict] = {}
+        for _ in range(max(1, args.repeat)):
+            for kind in ("tutorial", "revbot"):
+                r = run_worker(kind, model, data, tmp_path / f"{kind}.json", not args.no_quantize)
+                if kind not in results or r["seconds"] < results[kind]["seconds"]:
+                    results[kind] = r
         for kind in ("tutorial", "revbot"):
-            r = results[kind] = run_worker(kind, model, data, tmp_path / f"{kind}.json")
+            r = results[kind]
             print(f"  {kind:8s} {r['steps']:4d} steps {r['seconds']:8.1f}s {answer_tokens / r['seconds']:8.1f} answer tokens/s"
                   f"   peak RSS +{r['peak_rss_delta'] / 2**20:7.1f} MiB   padding {100 * r['padding_share']:5.1f}%")
         rev, tut = results["revbot"], results["tutorial"]
