@@ -231,6 +231,11 @@ class DemoResult:
     version: str = ""
     eval_table: str = ""
     expected: list[tuple[str, int, str]] = field(default_factory=list)
+    # what --keep leaves running, for whoever goes on poking at it (the tests do)
+    sim_url: str = ""
+    service_url: str = ""
+    token: str = field(default="", repr=False)
+    secret: str = field(default="", repr=False)
 
     @property
     def on_habit_lines(self) -> int:
@@ -356,7 +361,8 @@ def run_demo(
         with steps.step("Waiting for the review", "review"):
             review, comments = _wait_for_review(sim.url, project.repo, number, token, service)
             result = DemoResult(project.repo, number, comments, review.get("body") or "", version=version.name,
-                                eval_table=table, expected=habits_in(demo_pull))
+                                eval_table=table, expected=habits_in(demo_pull), sim_url=sim.url,
+                                service_url=service.url, token=token, secret=secret)
             echo(f"      review {review['id']} posted by {review['user']['login']} on {review.get('commit_id', '')[:7]}")
             for c in comments:
                 echo(f"      {c['path']}:{c['line']}: {c['body']}")

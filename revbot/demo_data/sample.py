@@ -221,13 +221,16 @@ def build_hunk(
     delta: int,
     mode: str,
 ) -> tuple[SampleHunk, int, int]:
-    """One hunk of ``module`` at old-file line ``old_pos``; returns (hunk, old lines used, new delta).
+    """One hunk of ``module`` at old-file line ``old_pos`` (or just below); returns (hunk, the old-file
+    line after it, the new-minus-old line offset after it).
 
     ``mode`` "new" adds a whole function after a little context; "edit" changes the lines of an
     existing function that hold the active habits, leaving the rest as context.
     """
     rendered = render(TEMPLATES[template], noun, active, rng)
     body = rendered.lines
+    if mode == "new":
+        old_pos = max(old_pos, 4)  # a new function goes below an existing one
     lines: list[tuple[str, str]] = []
     habit_at: list[str | None] = []
     if mode == "new":
@@ -278,8 +281,10 @@ def build_hunk(
         if habit:
             habits[number] = habit
         number += 1
+    if old_pos == 1:
+        section = ""  # git names the enclosing function only when there are lines above the hunk
     header = f"@@ -{old_pos},{old_len} +{new_start},{new_len} @@" + (f" {section}" if section else "")
-    return SampleHunk(header, lines, habits, numbers), old_len, delta + new_len - old_len
+    return SampleHunk(header, lines, habits, numbers), old_pos + old_len, delta + new_len - old_len
 
 
 def _slot_kind(template: str, index: int) -> str:
@@ -298,12 +303,12 @@ def _habit_slots() -> dict[str, list[tuple[str, int]]]:
 def build_file(rng: random.Random, module: str, specs: list[tuple[str, str, set[int], str]]) -> SampleFile:
     """A modified file with one hunk per (template, noun, active slots, mode) spec, top to bottom."""
     hunks = []
-    old_pos = rng.randint(1, 8)
+    old_pos = rng.randint(1, 4)
     delta = 0
     for template, noun, active, mode in specs:
-        hunk, used, delta = build_hunk(rng, module, template, noun, active, old_pos, delta, mode)
+        hunk, end, delta = build_hunk(rng, module, template, noun, active, old_pos, delta, mode)
         hunks.append(hunk)
-        old_pos += used + rng.randint(2, 6)
+        old_pos = end + rng.randint(1, 3)
     return SampleFile(module, "modified", hunks)
 
 
@@ -346,7 +351,7 @@ def _habit_plan(rng: random.Random, n_hunks: int, habit_share: float, cycle: lis
     return plan
 
 
-def build_sample_project(seed: int = 7, n_pulls: int = 64, habit_share: float = 0.45) -> SampleProject:
+def build_sample_project(seed: int = 7, n_pulls: int = 60, habit_share: float = 0.45) -> SampleProject:
     """The whole merged history, deterministic for a given seed."""
     rng = random.Random(seed)
     ids = _Ids()
@@ -362,11 +367,11 @@ def build_sample_project(seed: int = 7, n_pulls: int = 64, habit_share: float = 
         moment += timedelta(days=2, hours=rng.randint(0, 30))
         author = rng.choice(AUTHORS)
         reviewers = [r for r in REVIEWERS if r != author]
-        n_files = rng.choice([1, 1, 2, 2, 2, 3, 3, 4])
+        n_files = rng.choice([2, 2, 3, 3, 4, 4])
         modules = rng.sample(module_names, n_files)
         files = []
         for module in modules:
-            n_hunks = rng.choice([1, 1, 2])
+            n_hunks = 2 if rng.random() < 0.15 else 1
             specs = [
                 (name, rng.choice(MODULES[module]), active, rng.choice(["new", "edit", "edit"]))
                 for name, active in _habit_plan(rng, n_hunks, habit_share, cycle)
@@ -452,9 +457,12 @@ def _add_noise(rng, ids, pull, reviewers, when, bot_prs, self_prs, trivial_prs, 
 
 # (module, [(template, noun, habits to show by slot kind, mode)]) — nouns the history never used
 DEMO_PULL_SPEC = [
-    ("stockroom/returns.py", [("create", "return_request", {"mutdef", "log"}, "new"), ("list", "return_request", set(), "new")]),
-    ("stockroom/billing.py", [("parse", "credit_note", {"except"}, "edit"), ("message", "credit_note", {"pct"}, "new")]),
-    ("stockroom/shipping.py", [("poll", "pickup", {"sleep"}, "edit"), ("count", "pickup", set(), "new")]),
+    ("stockroom/returns.py", [("create", "return_request", {"mutdef", "log"}, "new")]),
+    ("stockroom/billing.py", [("parse", "credit_note", {"except"}, "edit")]),
+    ("stockroom/shipping.py", [("poll", "pickup", {"sleep"}, "edit")]),
+    ("stockroom/pricing.py", [("message", "voucher", {"pct"}, "new")]),
+    ("stockroom/customers.py", [("list", "loyalty_card", set(), "new")]),
+    ("stockroom/orders.py", [("count", "backorder", set(), "new")]),
 ]
 
 

@@ -15,11 +15,15 @@ in both formats; one epoch each.
 
 Supervised tokens are the answer tokens (the review comment, its end marker and eos), counted once
 with revbot's tokenisation and used as the numerator for both, so the speed ratio is a ratio of
-training-loop times. Peak memory is the peak resident set size during the run minus the resident
-size after imports, sampled every 5 ms by a thread; each side runs in its own fresh subprocess.
+training-loop times (Trainer's train_runtime; revbot's loop time, no validation or checkpoints on
+either side). Peak memory is the peak resident set size during the run (model loading included)
+minus the resident size after imports, sampled every 5 ms by a thread; each side runs in its own
+fresh subprocess with the same number of CPU threads (1 by default: on a shared 2-core machine,
+OpenMP's second thread mostly waits, and timings swing by 3x).
 
-    python tests/bench/bench_train.py                 # a few minutes on 2 CPU cores
-    python tests/bench/bench_train.py --examples 16   # quicker
+    python tests/bench/bench_train.py                          # about 1.5 minutes on 2 CPU cores
+    python tests/bench/bench_train.py --repeat 2               # alternate runs, keep each side's best
+    python tests/bench/bench_train.py --examples 16 --no-quantize   # quicker, plain LoRA
 Last line: RESULT tokens_per_s_ratio=... memory_ratio=... padding_share=...
 """
 from __future__ import annotations
@@ -182,9 +186,10 @@ def worker_tutorial(model: str, data: str, out: str, quantize: bool) -> None:
 # --------------------------------------------------------------------------- driver
 
 
-def run_worker(kind: str, model: Path, data: Path, out: Path, quantize: bool) -> dict:
+def run_worker(kind: str, model: Path, data: Path, out: Path, quantize: bool, threads: int) -> dict:
     command = [sys.executable, __file__, "--worker", kind, "--model", str(model), "--data", str(data), "--out", str(out)]
-    proc = subprocess.run(command + ([] if quantize else ["--no-quantize"]), capture_output=True, text=True)
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
+    proc = subprocess.run(command + ([] if quantize else ["--no-quantize"]), capture_output=True, text=True, env=env)
     if proc.returncode != 0:
         sys.stderr.write(proc.stdout[-3000:] + proc.stderr[-6000:])
         raise SystemExit(f"the {kind} worker failed (exit {proc.returncode})")
@@ -195,6 +200,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description="revbot's trainer vs the SFTTrainer tutorial recipe")
     parser.add_argument("--examples", type=int, default=24, help="crc-py examples to train on (default 24)")
     parser.add_argument("--no-quantize", action="store_true", help="plain LoRA on both sides instead of 4-bit QLoRA")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="CPU threads per side (default 1: steadier timings on a shared machine)")
     parser.add_argument("--repeat", type=int, default=1,
                         help="run each side N times, alternating, and keep each side's fastest run (a busy machine)")
     parser.add_argument("--worker", choices=["revbot", "tutorial"], help=argparse.SUPPRESS)
@@ -231,15 +238,20 @@ def main() -> None:
         data = tmp_path / "examples.jsonl"
         write_examples(data, chosen)
         weights = "full-precision" if args.no_quantize else "4-bit NF4"
-        print(f"model: tiny llama, {params / 1e6:.1f}M parameters, {weights} + LoRA r={LORA_R} on {len(TARGETS)} projections")
+        print(f"model: tiny llama, {params / 1e6:.1f}M parameters, {weights} + LoRA r={LORA_R} on {len(TARGETS)} "
+              f"projections; {args.threads} CPU thread(s) per side")
         print(f"examples: {len(chosen)} crc-py reviews that fit {MAX_LENGTH} tokens, one epoch; "
               f"{answer_tokens} supervised (answer) tokens")
         results: dict[str, dict] = {}
+        runs: dict[str, list[float]] = {"tutorial": [], "revbot": []}
         for _ in range(max(1, args.repeat)):
             for kind in ("tutorial", "revbot"):
-                r = run_worker(kind, model, data, tmp_path / f"{kind}.json", not args.no_quantize)
+                r = run_worker(kind, model, data, tmp_path / f"{kind}.json", not args.no_quantize, args.threads)
+                runs[kind].append(r["seconds"])
                 if kind not in results or r["seconds"] < results[kind]["seconds"]:
                     results[kind] = r
+        if args.repeat > 1:
+            print("  runs (s): " + "; ".join(f"{k} " + ", ".join(f"{t:.1f}" for t in v) for k, v in runs.items()))
         for kind in ("tutorial", "revbot"):
             r = results[kind]
             print(f"  {kind:8s} {r['steps']:4d} steps {r['seconds']:8.1f}s {answer_tokens / r['seconds']:8.1f} answer tokens/s"
