@@ -123,6 +123,10 @@ def train(data, base_model, models_dir, epochs, max_steps, batch_size, max_lengt
     )
     version = run_training(examples, base_model, registry.root, config, data_source=str(data_path),
                            progress=not quiet)
+    from accelerate import PartialState
+
+    if not PartialState().is_main_process:  # several processes (accelerate launch): one reports
+        return
     m = version.metrics
     counts = version.meta.get("data", {}).get("counts", {})
     click.echo(f"wrote {version.name} to {version.path}")

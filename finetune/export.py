@@ -126,8 +126,11 @@ def export_merged(
             if (version.path / "tokenizer_config.json").is_file() else source.load(AutoTokenizer.from_pretrained, "tokenizer")
         from peft import PeftModel
 
+        from finetune.train import quiet_library_warnings
+
         try:
-            model = PeftModel.from_pretrained(model, str(version.path))
+            with quiet_library_warnings():
+                model = PeftModel.from_pretrained(model, str(version.path))
         except (RuntimeError, ValueError, KeyError, OSError) as exc:
             first = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc).__name__
             raise ModelError(f"the adapter of {version.name} does not fit {base} (it was trained on "

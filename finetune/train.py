@@ -32,7 +32,9 @@ import platform
 import random
 import shutil
 import time
-from collections.abc import Callable, Sequence
+import warnings
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -191,6 +193,15 @@ def _linear_leaf_names(model: Any) -> set[str]:
     import torch
 
     return {n.rsplit(".", 1)[-1] for n, m in model.named_modules() if isinstance(m, torch.nn.Linear)}
+
+
+@contextmanager
+def quiet_library_warnings() -> Iterator[None]:
+    """peft calls a transformers method that warns it is deprecated, on every load; users cannot act
+    on that, so it is not shown."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", category=FutureWarning, message=".*is_gradient_checkpointing.*")
+        yield
 
 
 def keep_4bit_differentiable(model: Any) -> None:
@@ -402,7 +413,73 @@ def plot_loss_curve(history: dict[str, list], path: Path, title: str) -> None:
 
 
 @dataclass
+class _Prepared:
+    """The model ready for training, and what was decided on the way."""
+
+    model: Any
+    tokenizer: Any
+    targets: list[str]
+    packed: bool
+    attention: str
+    packing_difference: float | None
+    pad_changed: bool
+
+
+def prepare_model(base: str, config: TrainConfig, device: Any) -> _Prepared:
+    """Load the base (through bot.model, as review does), choose how to batch, and attach LoRA."""
+    import torch
+    from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
+
+    from bot.model import LocalBackend
+
+    backend = LocalBackend.load(base, quantize="4bit" if config.quantize else "none", device=str(device))
+    model, tokenizer = backend.model, backend.tokenizer
+    keep_4bit_differentiable(model)
+    pad_changed = ensure_pad_token(tokenizer)
+
+    targets = list(config.target_modules) if config.target_modules else detect_target_modules(model)
+    linear = _linear_leaf_names(model)
+    unknown = [t for t in targets if t not in linear]
+    if unknown:
+        available = ", ".join(sorted(linear - set(_NEVER_TARGET)))
+        raise UsageError(f"--target-modules: {', '.join(unknown)} not found in {base}; its linear layers are: {available}")
+
+    packed, difference = False, None
+    if config.packing is not False:
+        original = model.config._attn_implementation
+        if original in ("sdpa", "eager"):  # per-example kernels first (see finetune/attention.py)
+            model.set_attn_implementation(register_segment_attention())
+            packed, difference = check_packing(model, len(tokenizer), device)
+            if not packed:
+                model.set_attn_implementation(original)
+        if not packed:
+            packed, difference = check_packing(model, len(tokenizer), device)
+        if config.packing and not packed:
+            raise ModelError(f"this model's attention mixes packed examples (difference {difference:.3g}); "
+                             "train without packing")
+        if not packed:
+            log.warning("packing would let examples attend to each other in this model (difference %.3g); "
+                        "batching by length instead", difference)
+
+    gc_kwargs = {"use_reentrant": False}
+    if config.quantize:
+        model = prepare_model_for_kbit_training(
+            model, use_gradient_checkpointing=config.gradient_checkpointing, gradient_checkpointing_kwargs=gc_kwargs)
+    elif config.gradient_checkpointing:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=gc_kwargs)
+        model.enable_input_require_grads()
+    torch.manual_seed(config.seed)  # LoRA's A matrices are initialised from the global RNG
+    lora = LoraConfig(r=config.lora_r, lora_alpha=config.lora_alpha, lora_dropout=config.lora_dropout,
+                      target_modules=targets, bias="none", task_type="CAUSAL_LM")
+    with quiet_library_warnings():
+        model = get_peft_model(model, lora)
+    return _Prepared(model, tokenizer, targets, packed, model.config._attn_implementation, difference, pad_changed)
+
+
+@dataclass
 class _State:
+    """Everything about a run's progress that a checkpoint must carry."""
+
     step: int = 0
     history: dict[str, list] = field(default_factory=lambda: {"train": [], "validation": []})
     best_val: float | None = None
@@ -412,6 +489,19 @@ class _State:
     stopped_early: bool = False
     supervised_tokens: int = 0
     train_seconds: float = 0.0
+
+    def record_validation(self, value: float, model: Any, patience: int) -> None:
+        """Keep the best weights; stop after ``patience`` evaluations without improvement."""
+        self.history["validation"].append({"step": self.step, "loss": value})
+        if self.best_val is None or value < self.best_val - 1e-4:
+            self.best_val, self.best_step, self.bad_evals = value, self.step, 0
+            self.best_weights = _trainable_state(model)
+            return
+        self.bad_evals += 1
+        if patience and self.bad_evals >= patience:
+            self.stopped_early = True
+            log.info("stopping early at step %d: validation loss has not improved for %d evaluations "
+                     "(best %.4f at step %d)", self.step, self.bad_evals, self.best_val, self.best_step)
 
 
 def train(
@@ -441,75 +531,28 @@ def train(
             examples, config.seed, test_fraction=config.test_fraction, val_fraction=config.val_fraction,
             min_train=config.min_train, min_val=config.min_val, min_test=config.min_test,
         )
-    all_examples = splits.train + splits.validation + splits.test
-    data_fp = fingerprint(all_examples)
+    data_fp = fingerprint(splits.train + splits.validation + splits.test)
     base = resolve_base_model(base_model)
     registry = ModelRegistry(models_dir)
 
+    # -- set-up: one process per GPU under `accelerate launch`, bf16 autocast on CUDA
     import torch
     from accelerate import Accelerator
-    from transformers.utils import logging as hf_logging
-
-    from bot.model import LocalBackend
+    from transformers import get_cosine_schedule_with_warmup
 
     on_cuda = torch.cuda.is_available()
     mixed = "bf16" if on_cuda and torch.cuda.is_bf16_supported() else "no"
-    accelerator = Accelerator(mixed_precision=mixed)
-    main = accelerator.is_main_process
-    world = accelerator.num_processes
-    device = accelerator.device
-
+    accelerator = Accelerator(mixed_precision=mixed, cpu=not on_cuda)  # cpu: several CPU processes use gloo
+    main, world, rank, device = (accelerator.is_main_process, accelerator.num_processes,
+                                 accelerator.process_index, accelerator.device)
     t0 = time.perf_counter()
-    backend = LocalBackend.load(base, quantize="4bit" if config.quantize else "none", device=str(device))
-    model, tokenizer = backend.model, backend.tokenizer
-    del backend
-    keep_4bit_differentiable(model)
+    prepared = prepare_model(base, config, device)
+    model, tokenizer, packed = prepared.model, prepared.tokenizer, prepared.packed
     timings["load_s"] = time.perf_counter() - t0
-    pad_changed = ensure_pad_token(tokenizer)
-
-    targets = list(config.target_modules) if config.target_modules else detect_target_modules(model)
-    unknown = [t for t in targets if t not in _linear_leaf_names(model)]
-    if unknown:
-        available = ", ".join(sorted(_linear_leaf_names(model) - set(_NEVER_TARGET)))
-        raise UsageError(f"--target-modules: {', '.join(unknown)} not found in {base}; its linear layers are: {available}")
-
-    attention = model.config._attn_implementation
-    if config.packing is False:
-        packed, packing_diff = False, None
-    else:
-        ok, packing_diff = False, None
-        if attention in ("sdpa", "eager"):  # try per-example kernels first (see finetune/attention.py)
-            model.set_attn_implementation(register_segment_attention())
-            ok, packing_diff = check_packing(model, len(tokenizer), device)
-            if not ok:
-                model.set_attn_implementation(attention)
-        if not ok:
-            ok, packing_diff = check_packing(model, len(tokenizer), device)
-        attention = model.config._attn_implementation
-        if config.packing and not ok:
-            raise ModelError(f"this model's attention mixes packed examples (difference {packing_diff:.3g}); "
-                             "train without packing")
-        packed = ok
-        if not ok:
-            log.warning("packing would let examples attend to each other in this model (difference %.3g); "
-                        "batching by length instead", packing_diff)
-
-    from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
-
-    gc_kwargs = {"use_reentrant": False}
-    if config.quantize:
-        model = prepare_model_for_kbit_training(
-            model, use_gradient_checkpointing=config.gradient_checkpointing, gradient_checkpointing_kwargs=gc_kwargs)
-    elif config.gradient_checkpointing:
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=gc_kwargs)
-        model.enable_input_require_grads()
-    torch.manual_seed(config.seed)  # LoRA's A matrices are initialised from the global RNG
-    lora = LoraConfig(r=config.lora_r, lora_alpha=config.lora_alpha, lora_dropout=config.lora_dropout,
-                      target_modules=targets, bias="none", task_type="CAUSAL_LM")
-    model = get_peft_model(model, lora)
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     total_params = sum(p.numel() for p in model.parameters())
 
+    # -- data: answer-only labels, packed rows (or batches grouped by length)
     t0 = time.perf_counter()
     encoded: dict[str, list[Encoded]] = {}
     too_long: dict[str, int] = {}
@@ -535,17 +578,15 @@ def train(
     save_every = config.save_every or eval_every
     warmup = int(round(config.warmup_ratio * total_steps))
 
-    from transformers import get_cosine_schedule_with_warmup
-
+    # -- optimiser, schedule, and the state of an interrupted run
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
     scheduler = get_cosine_schedule_with_warmup(optimizer, warmup, total_steps)
     model, optimizer = accelerator.prepare(model, optimizer)
-    head = _AnswerHead(accelerator.unwrap_model(model))
+    unwrapped = accelerator.unwrap_model(model)
+    head = _AnswerHead(unwrapped)
     pad_id = tokenizer.pad_token_id
-
-    key = run_key(base, data_fp, config, world)
-    run_dir = registry.root / RUNS_DIR / key
+    run_dir = registry.root / RUNS_DIR / run_key(base, data_fp, config, world)
     state = _State()
     torch.manual_seed(config.seed + 1)
     random.seed(config.seed + 1)
@@ -556,51 +597,51 @@ def train(
                 f"--resume: no checkpoint of this run in {run_dir} (the base model, the data and the training "
                 f"settings must match the interrupted run); run again without --resume"
             )
-        state = _load_checkpoint(checkpoint, accelerator.unwrap_model(model), optimizer, scheduler)
+        state = _load_checkpoint(checkpoint, unwrapped, optimizer, scheduler)
         log.info("resuming from %s (step %d of %d)", checkpoint, state.step, total_steps)
 
-    def val_loss(name: str) -> float | None:
+    def mean_loss(name: str) -> float | None:
+        """Mean answer-token loss over a held-out split (all processes together)."""
         if not encoded[name]:
             return None
         batches = make_batches(encoded[name], config.batch_size, config.max_length, packed=packed,
                                seed=config.seed, epoch=0, shuffle=False)
-        mine = batches[accelerator.process_index::world]
         model.eval()
         total = torch.zeros(2, dtype=torch.float64, device=device)
         with torch.no_grad():
-            for batch in mine:
+            for batch in batches[rank::world]:
                 loss_sum, n = _loss_sum(model, head, batch.tensors(pad_id), device)
                 total += torch.tensor([loss_sum.item(), n], dtype=torch.float64, device=device)
         model.train()
-        total = accelerator.reduce(total, reduction="sum") if world > 1 else total
+        if world > 1:
+            total = accelerator.reduce(total, reduction="sum")
         return (total[0] / total[1]).item() if total[1] > 0 else None
 
-    def save_checkpoint(step_rng: dict[str, Any] | None = None) -> Path | None:
+    def save_checkpoint(rng: dict[str, Any] | None = None) -> Path | None:
         if not main:
             return None
-        return _save_checkpoint(run_dir, state, accelerator.unwrap_model(model), optimizer, scheduler,
-                                step_rng or _rng_state())
+        return _save_checkpoint(run_dir, state, unwrapped, optimizer, scheduler, rng or _rng_state())
 
-    cache: dict[int, list[Batch]] = {0: first_epoch}
+    # -- the loop
     bar = None
     if progress and main:
         from tqdm.auto import tqdm
 
         bar = tqdm(total=total_steps, initial=state.step, desc="train", unit="step", dynamic_ncols=True)
-    model.train()
+    cache: dict[int, list[Batch]] = {0: first_epoch}
     last_saved = state.step
     step_rng: dict[str, Any] | None = None
     ema: float | None = None
+    model.train()
     t_loop = time.perf_counter()
     try:
         while state.step < total_steps and not state.stopped_early:
             epoch, index = divmod(state.step, steps_per_epoch)
             if epoch not in cache:
-                cache.clear()
-                cache[epoch] = epoch_batches(epoch)
+                cache = {epoch: epoch_batches(epoch)}
             batches = cache[epoch]
-            batch = batches[(index * world + accelerator.process_index) % len(batches)]
-            step_rng = _rng_state()
+            batch = batches[(index * world + rank) % len(batches)]
+            step_rng = _rng_state()  # what a checkpoint of this step's start must restore
             optimizer.zero_grad(set_to_none=True)
             loss_sum, n = _loss_sum(model, head, batch.tensors(pad_id), device)
             loss = loss_sum / max(n, 1)
@@ -617,23 +658,14 @@ def train(
             state.history["train"].append({"step": state.step, "loss": value, "lr": scheduler.get_last_lr()[0]})
             current_val = None
             if state.step % eval_every == 0 or state.step == total_steps:
-                current_val = val_loss("validation")
+                current_val = mean_loss("validation")
                 if current_val is not None:
-                    state.history["validation"].append({"step": state.step, "loss": current_val})
-                    if state.best_val is None or current_val < state.best_val - 1e-4:
-                        state.best_val, state.best_step, state.bad_evals = current_val, state.step, 0
-                        state.best_weights = _trainable_state(accelerator.unwrap_model(model))
-                    else:
-                        state.bad_evals += 1
-                        if config.patience and state.bad_evals >= config.patience:
-                            state.stopped_early = True
-                            log.info("stopping early at step %d: validation loss has not improved for %d "
-                                     "evaluations (best %.4f at step %d)", state.step, state.bad_evals,
-                                     state.best_val, state.best_step)
+                    state.record_validation(current_val, unwrapped, config.patience)
             checkpoint = None
             if state.step % save_every == 0 and state.step < total_steps and not state.stopped_early:
-                state.train_seconds += time.perf_counter() - t_loop
-                t_loop = time.perf_counter()
+                now = time.perf_counter()
+                state.train_seconds += now - t_loop
+                t_loop = now
                 checkpoint = save_checkpoint()
                 last_saved = state.step
             if bar is not None:
@@ -644,37 +676,32 @@ def train(
                 bar.update(1)
             if callback is not None:
                 callback(StepInfo(state.step, total_steps, value, current_val, checkpoint))
+        state.train_seconds += time.perf_counter() - t_loop
+        if state.best_weights is not None and state.best_step != state.step:
+            _load_trainable(unwrapped, state.best_weights)  # early stopping: the best, not the last
+        t0 = time.perf_counter()
+        final_val, test_loss = mean_loss("validation"), mean_loss("test")
+        timings["final_eval_s"] = time.perf_counter() - t0
     except KeyboardInterrupt:
         state.train_seconds += time.perf_counter() - t_loop
-        if bar is not None:
-            bar.close()
         where = run_dir
-        if state.step > last_saved and state.step > 0:
+        if 0 < state.step and state.step > last_saved:
             where = save_checkpoint(step_rng) or run_dir
         raise TrainingInterrupted(
             f"interrupted at step {state.step} of {total_steps}; checkpoint in {where}. Run the same command "
             f"with --resume to continue"
         ) from None
     except Exception as exc:
-        if bar is not None:
-            bar.close()
         if _is_oom(exc):
             raise oom_error(config) from None
         raise
-    state.train_seconds += time.perf_counter() - t_loop
-    if bar is not None:
-        bar.close()
+    finally:
+        if bar is not None:
+            bar.close()
+        head.remove()
     timings["train_s"] = state.train_seconds
 
-    unwrapped = accelerator.unwrap_model(model)
-    if state.best_weights is not None and state.best_step != state.step:
-        _load_trainable(unwrapped, state.best_weights)
-    t0 = time.perf_counter()
-    final_val = val_loss("validation")
-    test_loss = val_loss("test")
-    timings["final_eval_s"] = time.perf_counter() - t0
-    head.remove()
-
+    # -- the version: written to a temporary directory, renamed to vN when complete
     train_losses = [h["loss"] for h in state.history["train"]]
     tail = train_losses[-max(1, min(len(train_losses), steps_per_epoch)):]
     metrics = {
@@ -687,20 +714,18 @@ def train(
         "stopped_early": state.stopped_early,
         "padding_share": padding_share(first_epoch),
         "packing": packed,
-        "attention": attention,
+        "attention": prepared.attention,
         "supervised_tokens": state.supervised_tokens,
         "supervised_tokens_per_s": state.supervised_tokens / state.train_seconds if state.train_seconds else None,
     }
-    hyper = config.to_dict()
+    hyper = {k: v for k, v in config.to_dict().items() if k != "resume"}
     hyper.update({
-        "target_modules": targets, "total_steps": total_steps, "warmup_steps": warmup, "steps_per_epoch": steps_per_epoch,
-        "eval_every": eval_every, "save_every": save_every, "world_size": world, "mixed_precision": mixed,
-        "quantization": "4-bit NF4, double quantisation" if config.quantize else "none",
+        "target_modules": prepared.targets, "total_steps": total_steps, "warmup_steps": warmup,
+        "steps_per_epoch": steps_per_epoch, "eval_every": eval_every, "save_every": save_every, "world_size": world,
+        "mixed_precision": mixed, "quantization": "4-bit NF4, double quantisation" if config.quantize else "none",
         "trainable_parameters": trainable, "total_parameters": total_params,
-        "packing_check_difference": packing_diff,
+        "packing_check_difference": prepared.packing_difference,
     })
-    hyper.pop("resume", None)
-
     version: ModelVersion | None = None
     if main:
         t0 = time.perf_counter()
@@ -708,21 +733,20 @@ def train(
             out = pending.path
             unwrapped.save_pretrained(out, save_embedding_layers=False)
             tokenizer.save_pretrained(out)
-            data_dir = out / DATA_DIR
-            data_dir.mkdir()
+            (out / DATA_DIR).mkdir()
             for name, part in splits.items():
-                write_examples(data_dir / f"{name}.jsonl", part)
+                write_examples(out / DATA_DIR / f"{name}.jsonl", part)
             plot_loss_curve(state.history, out / LOSS_CURVE_FILE, f"{Path(base).name} + LoRA r={config.lora_r}")
             timings["save_s"] = time.perf_counter() - t0
             timings["total_s"] = time.perf_counter() - started
-            meta = {
+            write_json_atomic(out / META_FILE, {
                 "base_model": base,
                 "prompt_format_version": PROMPT_FORMAT_VERSION,
                 "adapter": "peft-lora",
                 "created_at": now_iso(),
                 "base_config": base_signature(unwrapped.get_base_model().config),
                 "chat_template": bool(getattr(tokenizer, "chat_template", None)),
-                "pad_token_set_to_eos": pad_changed,
+                "pad_token_set_to_eos": prepared.pad_changed,
                 "data": {
                     "source": str(data_source) if data_source else None,
                     "fingerprint": data_fp,
@@ -736,15 +760,13 @@ def train(
                 "history": state.history,
                 "timings": {k: round(v, 3) for k, v in timings.items()},
                 "device": str(device),
-            }
-            write_json_atomic(out / META_FILE, meta)
+            })
         version = pending.version
-        shutil.rmtree(run_dir, ignore_errors=True)
-        runs = run_dir.parent
-        if runs.is_dir() and not any(runs.iterdir()):
-            runs.rmdir()
+        shutil.rmtree(run_dir, ignore_errors=True)  # the checkpoints served their purpose
+        if run_dir.parent.is_dir() and not any(run_dir.parent.iterdir()):
+            run_dir.parent.rmdir()
     accelerator.wait_for_everyone()
-    if version is None:  # other processes of a multi-GPU run: the main one published it
+    if version is None:  # the other processes of a multi-GPU run: the main one published it
         version = registry.latest()
     assert version is not None
     return version

@@ -1,26 +1,22 @@
-"""Fixtures of the finetune tests: small example sets (synthetic and real crc-py reviews) and one
-trained version shared by the tests of a module (training is the slow part)."""
+"""Fixtures of the finetune tests: the real crc-py reviews, and one version trained by `revbot train`
+that the tests inspecting, evaluating, listing and exporting a version share (training is the slow
+part). Torch runs on one thread here: see helpers.one_torch_thread."""
 from __future__ import annotations
 
-import json
+import contextlib
+import io
 from pathlib import Path
 
 import pytest
 
-from bot.examples import Example, write_examples
-from tests.finetune.helpers import synthetic_examples
+from bot.examples import write_examples
+from tests.finetune.helpers import one_torch_thread, synthetic_examples
 
 
-@pytest.fixture
-def examples() -> list[Example]:
-    return synthetic_examples()
-
-
-@pytest.fixture(scope="module")
-def examples_file(tmp_path_factory) -> Path:
-    path = tmp_path_factory.mktemp("data") / "examples.jsonl"
-    write_examples(path, synthetic_examples())
-    return path
+@pytest.fixture(autouse=True)
+def _one_torch_thread():
+    with one_torch_thread():
+        yield
 
 
 @pytest.fixture(scope="session")
@@ -29,23 +25,6 @@ def crc_path(shared_dir) -> Path:
     if not path.is_file():
         pytest.skip(f"{path} is missing")
     return path
-
-
-def read_json(path: Path) -> dict:
-    return json.loads(Path(path).read_text(encoding="utf-8"))
-
-
-def run_cli(args: list[str], capsys) -> tuple[int, str, str]:
-    """Run `revbot ARGS` in this process through the real entry point; (exit code, stdout, stderr)."""
-    from revbot.cli import main
-
-    code = 0
-    try:
-        main(args)
-    except SystemExit as exc:
-        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
 
 
 @pytest.fixture(scope="session")
@@ -60,11 +39,8 @@ def trained(tmp_path_factory, tiny_llama):
     models = root / "models"
     args = ["train", "--data", str(data), "--base-model", str(tiny_llama), "--models-dir", str(models),
             "--max-steps", "4", "--batch-size", "2", "--max-length", "512", "--eval-every", "2", "--quiet"]
-    import contextlib
-    import io
-
     out = io.StringIO()
-    with contextlib.redirect_stdout(out):
+    with contextlib.redirect_stdout(out), one_torch_thread():
         try:
             main(args)
         except SystemExit as exc:

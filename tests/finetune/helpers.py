@@ -3,6 +3,7 @@ training-example schema (plus negative examples cut from the same hunks), and sm
 from __future__ import annotations
 
 import json
+from contextlib import contextmanager
 from pathlib import Path
 
 from bot.diff import parse_hunk
@@ -87,3 +88,30 @@ def synthetic_examples(n_prs: int = 30, per_pr: int = 2, start_year: int = 2023)
                 source="test",
             ))
     return out
+
+
+@contextmanager
+def one_torch_thread():
+    """Run torch ops on one thread. The tiny models gain nothing from a second one, and on a busy
+    2-core machine an OpenMP thread that loses its core stalls every op (the suite ran 10x slower)."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def run_cli(args: list[str], capsys) -> tuple[int, str, str]:
+    """Run `revbot ARGS` in this process through the real entry point; (exit code, stdout, stderr)."""
+    from revbot.cli import main
+
+    code = 0
+    try:
+        main(args)
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err

@@ -3,11 +3,8 @@ from __future__ import annotations
 
 import json
 
-import pytest
-
 from bot.versions import ModelRegistry
-from tests.finetune.conftest import run_cli
-from tests.finetune.helpers import synthetic_examples
+from tests.finetune.helpers import run_cli, synthetic_examples
 
 
 def test_eval_runs_end_to_end_and_records_its_metrics(trained, capsys):
@@ -86,3 +83,18 @@ def test_help_documents_promotion_and_accelerate(capsys):
     out = " ".join(out.split())
     assert "--promote / --no-promote" in out and "only when no version is current" in out
     assert "accelerate launch" in out and "--resume" in out and "--no-quantize" in out
+
+
+def test_a_version_of_another_prompt_format_is_refused(trained, capsys, tmp_path):
+    import shutil
+
+    models = tmp_path / "models"
+    shutil.copytree(trained[0], models)
+    meta_path = models / "v1" / "revbot.json"
+    meta = json.loads(meta_path.read_text())
+    meta["prompt_format_version"] = 99
+    meta_path.write_text(json.dumps(meta))
+    code, _, err = run_cli(["eval", "--models-dir", str(models), "--quiet", "--no-base"], capsys)
+    assert code == 1 and "prompt format version 99" in err and "Traceback" not in err
+    code, _, err = run_cli(["models", "promote", "v1", "--models-dir", str(models)], capsys)
+    assert code == 1 and "prompt format version 99" in err

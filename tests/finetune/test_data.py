@@ -7,13 +7,13 @@ from dataclasses import replace
 import pytest
 
 from bot.errors import DataError
-from bot.examples import Example, write_examples
+from bot.examples import write_examples
 from bot.prompt import render_answer
 from finetune.data import (
     IGNORE_INDEX, Encoded, encode_example, encode_examples, load_examples, make_batches, pack_rows, padding_share,
     register_dataset_reader, split_examples,
 )
-from tests.finetune.helpers import synthetic_examples
+from tests.finetune.helpers import crc_examples, synthetic_examples
 
 
 def _pr_time(examples):
@@ -63,6 +63,20 @@ def test_too_small_dataset_names_the_counts_per_split():
     message = str(err.value)
     assert "8 examples in 4 PRs" in message
     assert "train=4, validation=2, test=2" in message and "need at least train=10" in message
+
+
+def test_split_of_real_reviews_puts_the_newest_prs_last(crc_path):
+    from finetune.data import parse_time
+
+    examples = crc_examples(crc_path, limit=300)
+    splits = split_examples(examples, seed=0)
+    first = {}
+    for ex in examples:
+        first[(ex.repo, ex.pr)] = min(first.get((ex.repo, ex.pr), ex.created_at), ex.created_at)
+    start = lambda part: [parse_time(first[(e.repo, e.pr)]) for e in part]
+    assert max(start(splits.train)) <= min(start(splits.validation))
+    assert max(start(splits.validation)) <= min(start(splits.test))
+    assert splits.counts()["test"]["negative"] > 0  # the helper cuts negatives from real hunks too
 
 
 def test_split_rejects_bad_fractions():

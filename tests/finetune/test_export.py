@@ -7,11 +7,11 @@ import json
 import pytest
 import torch
 
-from bot.errors import ModelError, UsageError
+from bot.errors import ModelError
 from bot.prompt import ANSWER_END, SYSTEM_PROMPT
 from bot.versions import ModelRegistry
 from finetune.export import export_merged, ollama_template
-from tests.finetune.conftest import run_cli
+from tests.finetune.helpers import run_cli
 
 
 def test_merged_model_matches_base_plus_adapter(trained, tmp_path, capsys):

@@ -235,6 +235,25 @@ def test_tokenizer_without_pad_token_pads_with_eos(tiny_llama):
         ensure_pad_token(tok)
 
 
+def test_base_model_without_pad_token_trains_and_saves_one(tmp_path, tiny_llama):
+    import shutil
+
+    from transformers import AutoTokenizer
+
+    base = tmp_path / "no-pad"
+    shutil.copytree(tiny_llama, base)
+    config_path = base / "tokenizer_config.json"
+    tok_config = json.loads(config_path.read_text())
+    tok_config.pop("pad_token", None)
+    config_path.write_text(json.dumps(tok_config))
+    assert AutoTokenizer.from_pretrained(base).pad_token is None
+    version = train(synthetic_examples(), str(base), tmp_path / "m", TrainConfig(**{**FAST, "max_steps": 1}),
+                    progress=False)
+    assert version.meta["pad_token_set_to_eos"] is True
+    saved = AutoTokenizer.from_pretrained(version.path)
+    assert saved.pad_token == saved.eos_token == "</s>"
+
+
 def test_chat_model_trains_without_packing_and_serves(tmp_path, tiny_qwen):
     from bot.model import load_backend
 
@@ -245,3 +264,35 @@ def test_chat_model_trains_without_packing_and_serves(tmp_path, tiny_qwen):
     assert backend.chat
     (gen,) = backend.generate([synthetic_examples(1, 1)[0].prompt_input()], max_new_tokens=3)
     assert gen.completion_tokens >= 1
+
+
+def test_two_processes_train_one_version(tmp_path, tiny_llama):
+    """The distributed path (what `accelerate launch` sets up on several GPUs), on two CPU processes
+    over loopback: batches are shared out, one process writes the version and reports."""
+    import os
+    import socket
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from bot.examples import write_examples
+
+    data = tmp_path / "examples.jsonl"
+    write_examples(data, synthetic_examples())
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    root = Path(__file__).resolve().parents[2]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "GLOO_SOCKET_IFNAME": "lo", "HF_HUB_OFFLINE": "1",
+           "PYTHONPATH": os.pathsep.join([str(root), os.environ.get("PYTHONPATH", "")])}
+    command = [sys.executable, "-m", "torch.distributed.run", "--nnodes", "1", "--nproc_per_node", "2",
+               "--master_addr", "127.0.0.1", "--master_port", str(port), "-m", "revbot", "train",
+               "--data", str(data), "--base-model", str(tiny_llama), "--models-dir", str(tmp_path / "m"),
+               "--max-steps", "2", "--batch-size", "2", "--max-length", "512", "--quiet"]
+    proc = subprocess.run(command, capture_output=True, text=True, env=env, cwd=root, timeout=240)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.count("wrote v1") == 1 and "wrote v2" not in proc.stdout
+    (version,) = ModelRegistry(tmp_path / "m").list()
+    hyper = version.meta["hyperparameters"]
+    assert hyper["world_size"] == 2
+    assert version.metrics["epochs"] == pytest.approx(2 / hyper["steps_per_epoch"])
