@@ -23,7 +23,8 @@ Environment variables (all optional; ``Settings.from_env`` reads them):
   REVBOT_GITHUB_TOKEN     GitHub token (GITHUB_TOKEN is used when this is unset; never logged)
   REVBOT_GITHUB_API_URL   GitHub API root (default https://api.github.com; GitHub Enterprise:
                           https://HOST/api/v3)
-  REVBOT_GITHUB_APP_ID    GitHub App id, with REVBOT_GITHUB_PRIVATE_KEY (path of the App's PEM key)
+  REVBOT_GITHUB_APP_ID    GitHub App id, with REVBOT_GITHUB_PRIVATE_KEY (path of the App's PEM key);
+                          GITHUB_APP_ID and GITHUB_APP_PRIVATE_KEY_PATH are used when these are unset
   REVBOT_LOG_LEVEL        DEBUG, INFO, WARNING (default) or ERROR
 
 ``.revbot.yml`` keys (all optional; unknown keys are an error so a typo never silently does nothing)::
@@ -424,7 +425,7 @@ class Settings:
         queue = get("REVBOT_QUEUE") or "revbot-queue.db"
         if not re.match(r"^(redis|rediss|sqlite)://", queue) and "://" in queue:
             raise UsageError(f"REVBOT_QUEUE must be a file path, sqlite:///PATH or redis://HOST:PORT/DB, got {queue!r}")
-        key = get("REVBOT_GITHUB_PRIVATE_KEY")
+        key = get("REVBOT_GITHUB_PRIVATE_KEY") or get("GITHUB_APP_PRIVATE_KEY_PATH")
         return cls(
             home=home,
             db=path("REVBOT_DB", "revbot.db"),
@@ -443,7 +444,7 @@ class Settings:
             queue=queue if "://" in queue else str(path("REVBOT_QUEUE", queue)),
             github_token=get("REVBOT_GITHUB_TOKEN") or get("GITHUB_TOKEN"),
             github_api_url=(get("REVBOT_GITHUB_API_URL") or "https://api.github.com").rstrip("/"),
-            github_app_id=get("REVBOT_GITHUB_APP_ID"),
+            github_app_id=get("REVBOT_GITHUB_APP_ID") or get("GITHUB_APP_ID"),
             github_private_key=Path(key).expanduser() if key else None,
             log_level=level,
         )

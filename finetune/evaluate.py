@@ -13,7 +13,7 @@ import json
 import logging
 import time
 from collections import defaultdict
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -48,12 +48,17 @@ class Prediction:
     comments: list[PromptComment]  # parsed and anchored inside the hunk
     text: str = ""  # the raw answer (models) or the rendered comments (baselines)
     failed: bool = False  # the answer could not be parsed at all
-    invalid_anchors: int = 0  # well-formed comments on lines outside the hunk
+    stray: list[PromptComment] = field(default_factory=list)  # well-formed, but on lines outside the hunk
     truncated: bool = False  # the model hit max_new_tokens
 
     @property
+    def invalid_anchors(self) -> int:
+        return len(self.stray)
+
+    @property
     def body(self) -> str:
-        return "\n".join(c.body for c in self.comments)
+        """Every comment's text, placed or not: text metrics judge the words, placement the lines."""
+        return "\n".join(c.body for c in [*self.comments, *self.stray])
 
 
 @dataclass
@@ -102,8 +107,8 @@ class EvalReport:
         if predictions:
             for s in self.systems:
                 out["systems"][s.name]["predictions"] = [
-                    {"id": p.example_id, "comments": [c.__dict__ for c in p.comments], "text": p.text,
-                     "failed": p.failed, "invalid_anchors": p.invalid_anchors, "truncated": p.truncated}
+                    {"id": p.example_id, "comments": [asdict(c) for c in p.comments], "text": p.text,
+                     "failed": p.failed, "stray": [asdict(c) for c in p.stray], "truncated": p.truncated}
                     for p in s.predictions
                 ]
         return out
@@ -155,7 +160,7 @@ def model_predictions(backend: Any, examples: Sequence[Example], *, max_new_toke
             for example, gen in zip(chunk, generations):
                 parsed = parse_output(gen.text, example.parsed_hunk())
                 out.append(Prediction(
-                    example.id, list(parsed.comments), gen.text, parsed.failed, len(parsed.invalid_anchors),
+                    example.id, list(parsed.comments), gen.text, parsed.failed, list(parsed.invalid_anchors),
                     gen.finish_reason == "length",
                 ))
             if bar is not None:
@@ -174,7 +179,8 @@ def baseline_predictions(baseline: Any, examples: Sequence[Example]) -> list[Pre
         comments = baseline.predict(example)
         hunk = example.parsed_hunk()
         valid = [c for c in comments if hunk.is_commentable(c.line, c.side)]
-        out.append(Prediction(example.id, valid, render_answer(comments), False, len(comments) - len(valid)))
+        stray = [c for c in comments if not hunk.is_commentable(c.line, c.side)]
+        out.append(Prediction(example.id, valid, render_answer(comments), False, stray))
     return out
 
 
@@ -191,6 +197,8 @@ def store_feedback(store_path: str | Path) -> dict[str, Any] | None:
     (a reply). None when the store has no feedback yet."""
     from bot.store import Store
 
+    if not Path(store_path).is_file():
+        raise DataError("no such dataset store (for the bot's feedback)", str(store_path))
     store = Store(store_path)
     try:
         per_comment: dict[int, dict[str, bool]] = defaultdict(lambda: {"liked": False, "disliked": False, "answered": False})

@@ -82,6 +82,7 @@ def test_anchor_outside_the_hunk_is_not_placed(splits):
     t = report.system("tuned").metrics
     assert t["invalid_anchor_rate"] == 1.0 and t["hunk_recall"] == 0.0
     assert t["parse_failure_rate"] == 0.0
+    assert t["bleu4"] == pytest.approx(100.0)  # the words are right, only the line is not
 
 
 def test_leaked_and_too_long_examples_are_dropped_for_every_system(splits):
@@ -120,6 +121,11 @@ def test_feedback_on_the_bots_comments_comes_from_the_store(splits, tmp_path):
     empty = Store(tmp_path / "empty.db")
     empty.close()
     assert store_feedback(tmp_path / "empty.db") is None
+    from bot.errors import DataError
+
+    with pytest.raises(DataError, match="no such dataset store"):
+        store_feedback(tmp_path / "typo.db")
+    assert not (tmp_path / "typo.db").exists()
 
 
 def test_evaluation_needs_examples(splits):
