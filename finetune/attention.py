@@ -10,7 +10,8 @@ positions where the position ids restart and runs causal sdpa on each example se
 (``is_causal=True``, no mask: the fused kernels' fast path). With no mask function registered for
 it, transformers passes no mask at all, so it is only used for packed training rows, never for
 padded batches. ``finetune.train`` switches to it only after ``check_packing`` confirms, on the
-actual model, that packed logits equal per-example logits.
+actual model, that packed logits equal per-example logits, and never for models whose sliding
+window is shorter than a row (plain causal sdpa would ignore the window).
 """
 from __future__ import annotations
 

@@ -48,7 +48,7 @@ Examples:
   revbot train --base-model Qwen/Qwen2.5-Coder-1.5B-Instruct          # QLoRA on the dataset store
   revbot train --data examples.jsonl --base-model ./my-model --epochs 2
   revbot train --base-model M --max-steps 200 --resume                  # continue an interrupted run
-  accelerate launch --num_processes 4 -m revbot train --base-model M    # several GPUs (DDP)
+  accelerate launch --multi_gpu --num_processes 4 -m revbot train --base-model M   # several GPUs
 
 \b
 Splits: the newest PRs are the test set, the next newest validation (whole PRs, deterministic for a
@@ -75,7 +75,7 @@ is current yet (the first version). Evaluate it with `revbot eval --model vN`.
 @click.option("--lora-alpha", type=float, default=32, show_default=True, help="LoRA alpha (scale = alpha / r).")
 @click.option("--lora-dropout", type=float, default=0.1, show_default=True, help="Dropout on the LoRA input.")
 @click.option("--target-modules", metavar="A,B,...", default=None,
-              help="Layers to adapt (default: every attention and MLP projection, e.g. q,k,v,o,gate,up,down_proj).")
+              help="Layer names to adapt, e.g. q_proj,v_proj (default: every attention and MLP projection found).")
 @click.option("--gradient-checkpointing", is_flag=True, help="Recompute activations in backward: less memory, slower.")
 @click.option("--no-quantize", is_flag=True, help="Plain LoRA on full-precision weights instead of 4-bit QLoRA.")
 @click.option("--no-packing", is_flag=True, help="One example per row, batched by length, instead of packed rows.")
@@ -177,9 +177,8 @@ def eval_cmd(model_spec, data, fmt, store, models_dir, no_base, limit, max_new_t
     parse-failure rate. The Markdown report (with plots and 10 examples side by side) is saved in
     the version's eval/ folder and printed.
     """
-    from bot.examples import read_examples
-    from finetune.data import is_store, load_examples, split_examples
-    from finetune.evaluate import evaluate
+    from finetune.data import is_store
+    from finetune.evaluate import evaluate, examples_for
 
     registry = _registry(models_dir)
     if model_spec is None:
@@ -188,24 +187,7 @@ def eval_cmd(model_spec, data, fmt, store, models_dir, no_base, limit, max_new_t
             raise UsageError(f"no model versions in {registry.root}; train one with `revbot train`")
     else:
         version = registry.resolve(model_spec)
-    data_dir = version.path / "data"
-
-    def split_file(name: str) -> list:
-        path = data_dir / f"{name}.jsonl"
-        if not path.is_file():
-            raise DataError(f"{version.name} has no saved {name} split; pass --data", str(path))
-        return list(read_examples(path))
-
-    train_examples = split_file("train")
-    if data is None:
-        test_examples = split_file("test")
-    elif is_store(data) and not fmt:
-        settings = dict(version.meta.get("data", {}).get("split", {}))
-        settings.pop("time_ordered", None)
-        seed = settings.pop("seed", 0)
-        test_examples = split_examples(load_examples(data), seed, **settings).test
-    else:
-        test_examples = load_examples(data, fmt)
+    test_examples, train_examples = examples_for(version, data, fmt)
     if limit:
         test_examples = test_examples[:limit]
     feedback_store = store or (data if data and is_store(data) else None)
@@ -263,7 +245,9 @@ def models_list(models_dir, as_json):
     rows = [("", "version", "created", "base model", "val loss", "test loss", "BLEU-4 -stop")]
     for v in versions:
         val, test, bleu = _summary_metrics(v.meta)
-        rows.append(("*" if v.name == current else "", v.name, v.created_at, Path(v.base_model or "?").name, val, test, bleu))
+        base = v.base_model or "?"
+        base = Path(base).name if os.path.isabs(base) else base  # a local path: its folder name; a hub id as is
+        rows.append(("*" if v.name == current else "", v.name, v.created_at, base, val, test, bleu))
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     for r in rows:
         click.echo("  ".join(cell.ljust(w) for cell, w in zip(r, widths)).rstrip())

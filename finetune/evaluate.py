@@ -336,6 +336,42 @@ def evaluate(
     return report
 
 
+def examples_for(version: ModelVersion, data: str | Path | None = None, fmt: str | None = None
+                 ) -> tuple[list[Example], list[Example]]:
+    """(test, train) examples to evaluate ``version`` on.
+
+    Without ``data``: the test split saved with the version, as it was held out at training time.
+    With the dataset store: its test split re-made with the version's split settings (the store may
+    have grown; new PRs are newer, so they land in the test split). With any other file: all of it
+    (examples JSONL, or ``fmt`` through a registered reader). The baselines learn from the version's
+    saved training split, or from the store's training split when the version has none."""
+    from bot.examples import read_examples
+    from finetune.data import is_store, load_examples, split_examples
+
+    def saved(name: str) -> list[Example] | None:
+        path = version.path / "data" / f"{name}.jsonl"
+        return list(read_examples(path)) if path.is_file() else None
+
+    train, test = saved("train"), None
+    if data is None:
+        test = saved("test")
+        if test is None:
+            raise DataError(f"{version.name} has no saved test split; pass the examples to evaluate on (--data)",
+                            str(version.path / "data" / "test.jsonl"))
+    elif is_store(data) and not fmt:
+        settings = {k: v for k, v in (version.meta.get("data", {}).get("split") or {}).items()
+                    if k in ("test_fraction", "val_fraction", "min_train", "min_val", "min_test")}
+        seed = (version.meta.get("data", {}).get("split") or {}).get("seed", 0)
+        splits = split_examples(load_examples(data), seed, **settings)
+        test, train = splits.test, train if train is not None else splits.train
+    else:
+        test = load_examples(data, fmt)
+    if train is None:
+        raise DataError(f"{version.name} has no saved training split for the baselines; pass the dataset store as "
+                        "--data", str(version.path / "data" / "train.jsonl"))
+    return test, train
+
+
 def load_report(path: str | Path) -> dict[str, Any]:
     """A saved evaluation (``eval/metrics.json``)."""
     try:

@@ -10,12 +10,19 @@ Loss is on the answer only, and only the hidden states that predict an answer to
 through the LM head: with vocabularies of 100k+ tokens the full logits tensor of a packed batch is
 the largest thing in memory, and most of it would be thrown away by the -100 labels anyway.
 
+Packing: examples share rows, kept apart by position ids that restart at each example. Where the
+model uses sdpa (or eager) attention, each example attends on its own (finetune/attention.py);
+otherwise transformers' block-diagonal masks do it. Either way ``check_packing`` first compares packed
+and separate logits on the real model, and a model that fails gets batches grouped by length.
+
 Several GPUs: the loop is written against ``accelerate.Accelerator``, so the same command runs under
 ``accelerate launch`` (each process loads its own 4-bit copy of the base on its own GPU and takes
 every k-th batch; gradients are averaged by DDP; only the main process writes checkpoints and the
 version)::
 
-    accelerate launch --num_processes 4 -m revbot train --base-model Qwen/Qwen2.5-Coder-7B-Instruct
+    accelerate launch --multi_gpu --num_processes 4 -m revbot train --base-model Qwen/Qwen2.5-Coder-7B-Instruct
+
+(``torchrun --nproc_per_node N -m revbot train ...`` works too, on CPU processes as well.)
 
 Resuming: checkpoints live in ``models/.runs/<run key>/``, where the key is a hash of the base
 model, the data and every setting that changes the result; ``resume=True`` with the same inputs
@@ -447,9 +454,15 @@ def prepare_model(base: str, config: TrainConfig, device: Any) -> _Prepared:
     packed, difference = False, None
     if config.packing is not False:
         original = model.config._attn_implementation
-        if original in ("sdpa", "eager"):  # per-example kernels first (see finetune/attention.py)
+        window = getattr(model.config, "sliding_window", None)
+        windowed = bool(window) and getattr(model.config, "use_sliding_window", True) and window < config.max_length
+        if original in ("sdpa", "eager") and not windowed:  # per-example kernels first (finetune/attention.py)
             model.set_attn_implementation(register_segment_attention())
-            packed, difference = check_packing(model, len(tokenizer), device)
+            try:
+                packed, difference = check_packing(model, len(tokenizer), device)
+            except Exception as exc:  # an attention feature plain sdpa lacks (softcapping, say)
+                log.debug("per-example attention does not suit this model: %s", exc)
+                packed = False
             if not packed:
                 model.set_attn_implementation(original)
         if not packed:

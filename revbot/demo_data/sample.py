@@ -367,11 +367,11 @@ def build_sample_project(seed: int = 7, n_pulls: int = 60, habit_share: float = 
         moment += timedelta(days=2, hours=rng.randint(0, 30))
         author = rng.choice(AUTHORS)
         reviewers = [r for r in REVIEWERS if r != author]
-        n_files = rng.choice([2, 2, 3, 3, 4, 4])
+        n_files = rng.choice([2, 3, 3, 4, 4])
         modules = rng.sample(module_names, n_files)
         files = []
         for module in modules:
-            n_hunks = 2 if rng.random() < 0.15 else 1
+            n_hunks = rng.choice([1, 1, 1, 1, 1, 1, 2, 2, 2, 3])
             specs = [
                 (name, rng.choice(MODULES[module]), active, rng.choice(["new", "edit", "edit"]))
                 for name, active in _habit_plan(rng, n_hunks, habit_share, cycle)

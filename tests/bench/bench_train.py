@@ -198,7 +198,7 @@ def run_worker(kind: str, model: Path, data: Path, out: Path, quantize: bool, th
 
 def main() -> None:
     parser = argparse.ArgumentParser(description="revbot's trainer vs the SFTTrainer tutorial recipe")
-    parser.add_argument("--examples", type=int, default=24, help="crc-py examples to train on (default 24)")
+    parser.add_argument("--examples", type=int, default=48, help="crc-py examples to train on (default 48)")
     parser.add_argument("--no-quantize", action="store_true", help="plain LoRA on both sides instead of 4-bit QLoRA")
     parser.add_argument("--threads", type=int, default=1,
                         help="CPU threads per side (default 1: steadier timings on a shared machine)")

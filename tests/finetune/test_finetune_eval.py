@@ -135,3 +135,36 @@ def test_evaluation_needs_examples(splits):
         evaluate(perfect([]), [], splits.train, base=None, out_dir=None)
     with pytest.raises(DataError, match="baselines need them"):
         evaluate(perfect([]), splits.test, [], base=None, out_dir=None)
+
+
+def test_what_a_version_is_evaluated_on(tmp_path):
+    from bot.errors import DataError
+    from bot.examples import write_examples
+    from bot.store import Store
+    from bot.versions import ModelVersion
+    from finetune.evaluate import examples_for
+
+    examples = synthetic_examples(n_prs=30)
+    splits = split_examples(examples, seed=0)
+    settings = {**splits.settings, "time_ordered": True}
+    vdir = tmp_path / "v1"
+    (vdir / "data").mkdir(parents=True)
+    version = ModelVersion("v1", vdir, {"data": {"split": settings}})
+    with pytest.raises(DataError, match="no saved test split"):
+        examples_for(version)
+    for name, part in splits.items():
+        write_examples(vdir / "data" / f"{name}.jsonl", part)
+    test, train = examples_for(version)
+    assert [e.id for e in test] == [e.id for e in splits.test] and len(train) == len(splits.train)
+    # a grown store: its newest PRs become the test split, made with the version's settings
+    grown = examples + synthetic_examples(n_prs=34)[60:]  # PRs 31..34, newer than all
+    store = Store(tmp_path / "revbot.db")
+    store.upsert_examples(grown)
+    store.close()
+    test, train = examples_for(version, tmp_path / "revbot.db")
+    assert {e.pr for e in test} >= {33, 34} and len(train) == len(splits.train)
+    # any other file: all of it
+    other = tmp_path / "other.jsonl"
+    write_examples(other, examples[:5])
+    test, _ = examples_for(version, other)
+    assert [e.id for e in test] == [e.id for e in examples[:5]]
