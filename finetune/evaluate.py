@@ -9,7 +9,6 @@ appear in the training split.
 """
 from __future__ import annotations
 
-import json
 import logging
 import time
 from collections import defaultdict
@@ -371,10 +370,3 @@ def examples_for(version: ModelVersion, data: str | Path | None = None, fmt: str
                         "--data", str(version.path / "data" / "train.jsonl"))
     return test, train
 
-
-def load_report(path: str | Path) -> dict[str, Any]:
-    """A saved evaluation (``eval/metrics.json``)."""
-    try:
-        return json.loads(Path(path).read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as exc:
-        raise DataError(f"cannot read the evaluation report: {exc}", str(path)) from None

@@ -3,7 +3,6 @@ examples side by side (hunk, human comment, model comment, retrieval comment), s
 model so a reviewer of a promotion can see what the numbers mean."""
 from __future__ import annotations
 
-import json
 import random
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -162,6 +161,3 @@ def write_report(report: "EvalReport", out: str | Path, retrieval: "SystemResult
     write_json_atomic(out / "metrics.json", report.to_dict(predictions=True))
     return out
 
-
-def read_metrics(path: str | Path) -> dict[str, Any]:
-    return json.loads(Path(path).read_text(encoding="utf-8"))
