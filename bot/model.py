@@ -20,6 +20,7 @@ import json
 import logging
 import math
 import os
+import warnings
 import re
 import threading
 import time
@@ -427,7 +428,9 @@ class LocalBackend(Backend):
                 try:
                     from peft import PeftModel
 
-                    lm = PeftModel.from_pretrained(lm, str(adapter_dir), is_trainable=False)
+                    with warnings.catch_warnings():  # peft asks transformers a deprecated question on load
+                        warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
+                        lm = PeftModel.from_pretrained(lm, str(adapter_dir), is_trainable=False)
                 except _LOAD_ERRORS as exc:
                     raise ModelError(f"could not load the adapter in {adapter_dir}: {_first_line(exc)}") from None
         finally:
