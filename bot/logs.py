@@ -26,3 +26,7 @@ def configure_logging(level: int = logging.WARNING) -> None:
         handler.addFilter(RedactingFilter())
         root.addHandler(handler)
     root.setLevel(level)
+    if level > logging.DEBUG:
+        # bitsandbytes warns on every CPU run that an optional kernels package is missing; its
+        # fallback works, and the warning reads like an error to a user
+        logging.getLogger("bitsandbytes.backends.cpu.ops").setLevel(logging.ERROR)
