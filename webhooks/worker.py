@@ -174,13 +174,14 @@ class ModelHolder:
                 self.last_error = str(exc)
                 log.error("cannot load model %s: %s", name or "(configured model)", exc)
                 return False
-            with self._lock:
-                old, self._backend, self._version = self._backend, backend, name
+            with self._lock:  # count the reload before anyone can see the new version
+                old = self._backend
+                if old is not None and self.metrics:
+                    self.metrics.inc("revbot_model_reloads_total")
+                self._backend, self._version = backend, name
                 self.last_error = None
             if old is not None:
                 log.info("model reloaded: now serving %s", name)
-                if self.metrics:
-                    self.metrics.inc("revbot_model_reloads_total")
             return True
         finally:
             self._load_lock.release()
