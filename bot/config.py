@@ -36,11 +36,17 @@ Environment variables (all optional; ``Settings.from_env`` reads them):
   max_comments_per_file: 3
   skip_drafts: true             # do not review draft pull requests
   model_version: null           # e.g. v3: review with this model version instead of `current`
+
+Limits (the service reads the file from a pull request's base branch, so it is untrusted input):
+at most 64 KiB, nesting at most 4 levels, no YAML anchors or aliases, at most 200 ``ignore_paths``
+of at most 300 characters, counts at most 1000. Errors name the file and line and stay short.
 """
 from __future__ import annotations
 
+import fnmatch
 import os
 import re
+import reprlib
 from dataclasses import dataclass, field, fields
 from functools import lru_cache
 from pathlib import Path
@@ -89,49 +95,50 @@ DEFAULT_BATCH_SIZE = 8
 
 
 @lru_cache(maxsize=1024)
-def _glob_regex(pattern: str) -> re.Pattern[str]:
-    """gitignore-flavoured glob -> regex over a whole relative path. ``**`` crosses directories,
-    ``*`` and ``?`` do not; a trailing ``/`` means "this directory and everything in it"."""
+def _glob_parts(pattern: str) -> tuple[tuple[re.Pattern[str] | None, ...], bool]:
+    """A gitignore-flavoured glob -> one regex per path component (None for a ``**`` component)
+    and whether it names a directory (trailing ``/``).
+
+    Components are matched one at a time with ``fnmatch.translate``, whose ``*`` compiles to atomic
+    groups: a hostile ``ignore_paths`` entry such as ``*a*a*a*a*a*a*b`` cannot make matching
+    backtrack exponentially over a long file name (the whole-path regex this replaced took 1.7 s
+    for six stars on a 60-character name)."""
     directory = pattern.endswith("/")
-    body = pattern.strip("/")
-    out, i = [], 0
-    while i < len(body):
-        ch = body[i]
-        if body.startswith("**/", i):
-            out.append("(?:.*/)?")
-            i += 3
-        elif body.startswith("**", i):
-            out.append(".*")
-            i += 2
-        elif ch == "*":
-            out.append("[^/]*")
-            i += 1
-        elif ch == "?":
-            out.append("[^/]")
-            i += 1
-        elif ch == "[":
-            end = body.find("]", i + 1)
-            if end < 0:
-                out.append(re.escape(ch))
-                i += 1
-            else:
-                inner = body[i + 1 : end]
-                if inner.startswith("!"):
-                    inner = "^" + inner[1:]
-                out.append(f"[{inner.replace(chr(92), chr(92) * 2)}]")
-                i = end + 1
-        else:
-            out.append(re.escape(ch))
-            i += 1
-    tail = "/.*" if directory else "(?:/.*)?"
-    return re.compile("".join(out) + tail + r"\Z", re.S)
+    names = pattern.strip("/").split("/")
+    return tuple(None if name == "**" else re.compile(fnmatch.translate(name)) for name in names), directory
+
+
+def _match_parts(parts: tuple[re.Pattern[str] | None, ...], directory: bool, names: list[str], start: int) -> bool:
+    """Whether ``parts`` match ``names[start:k]`` for some k: the whole path, or (like gitignore) a
+    directory the path lies in; with ``directory`` only the latter. ``**`` spans zero or more
+    components, a trailing one at least one. Memoised walk over (pattern, path) positions."""
+    n, m = len(names), len(parts)
+    seen: set[tuple[int, int]] = set()
+    todo = [(0, start)]
+    while todo:
+        i, j = todo.pop()
+        if (i, j) in seen:
+            continue
+        seen.add((i, j))
+        if i == m:
+            if j < n or (j == n and not directory):
+                return True
+            continue
+        part = parts[i]
+        if part is None:
+            first = j + 1 if i == m - 1 else j  # a trailing ** names something inside the directory
+            todo.extend((i + 1, k) for k in range(first, n + 1))
+        elif j < n and part.match(names[j]):
+            todo.append((i + 1, j + 1))
+    return False
 
 
 def path_matches(path: str, pattern: str) -> bool:
     """Whether ``path`` (relative, ``/``-separated) is matched by a gitignore-style ``pattern``.
 
     A pattern without a slash in its middle ("*.lock", "vendor/") matches at any depth; one with a
-    slash ("docs/*.md", "/setup.py") is anchored at the repository root.
+    slash ("docs/*.md", "/setup.py") is anchored at the repository root. ``*``, ``?`` and ``[...]``
+    stay within one path component, ``**`` crosses them.
     """
     path = path.lstrip("/")
     if path.startswith("./"):
@@ -140,11 +147,10 @@ def path_matches(path: str, pattern: str) -> bool:
     if not stripped:
         return False
     anchored = "/" in stripped.rstrip("/").lstrip("/") or stripped.startswith("/")
-    regex = _glob_regex(stripped.lstrip("/"))
-    if anchored:
-        return bool(regex.match(path))
-    parts = path.split("/")
-    return any(regex.match("/".join(parts[k:])) for k in range(len(parts)))
+    parts, directory = _glob_parts(stripped.lstrip("/"))
+    names = path.split("/")
+    starts = range(1) if anchored else range(len(names))
+    return any(_match_parts(parts, directory, names, k) for k in starts)
 
 
 def first_match(path: str, patterns: Any) -> str | None:
@@ -205,38 +211,47 @@ class RepoConfig:
     @classmethod
     def from_yaml(cls, text: str | bytes | None, source: str = ".revbot.yml") -> "RepoConfig":
         """Parse and validate ``.revbot.yml``. Errors are DataError naming ``source``, the line and
-        the key; an empty file means all defaults."""
+        the key; an empty file means all defaults.
+
+        The service reads this file from a pull request's base branch, which anyone who can push a
+        branch controls, so it is parsed defensively: at most MAX_CONFIG_BYTES, no anchors or
+        aliases (a 300-byte alias bomb expands to gigabytes), at most MAX_CONFIG_DEPTH levels of
+        nesting, and every parser failure becomes a DataError of at most MAX_ERROR_CHARS."""
         import yaml
 
-        if isinstance(text, bytes):
-            text = text.decode("utf-8", errors="replace")
+        raw = text.encode("utf-8", errors="replace") if isinstance(text, str) else (text or b"")
+        if len(raw) > MAX_CONFIG_BYTES:
+            raise _error(f"the file is {len(raw)} bytes; a .revbot.yml may be at most {MAX_CONFIG_BYTES} bytes",
+                         source)
+        text = raw.decode("utf-8", errors="replace")
         try:
-            node = yaml.compose(text or "", Loader=yaml.SafeLoader)
+            _check_structure(text, source)
+            node = yaml.compose(text, Loader=yaml.SafeLoader)
         except yaml.YAMLError as exc:
-            mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
-            problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-            raise DataError(f"invalid YAML: {problem}", source, mark.line + 1 if mark else None) from None
+            raise _yaml_error(exc, "invalid YAML", source) from None
+        except (RecursionError, MemoryError, ValueError, TypeError, OverflowError) as exc:
+            raise _error(f"cannot read it as YAML ({type(exc).__name__})", source) from None
         if node is None:
             return cls(source=source)
         if not isinstance(node, yaml.MappingNode):
-            raise DataError("expected a mapping of settings (key: value) at the top level", source, node.start_mark.line + 1)
+            raise _error("expected a mapping of settings (key: value) at the top level", source, node.start_mark.line + 1)
         values: dict[str, Any] = {}
         known = _KEYS
         for key_node, value_node in node.value:
             line = key_node.start_mark.line + 1
             key = key_node.value if isinstance(key_node, yaml.ScalarNode) else None
             if key not in known:
-                hint = _suggest(str(key), known)
-                raise DataError(
-                    f"unknown key {key!r}{hint}; known keys: {', '.join(sorted(known))}", source, line
-                )
+                hint = _suggest(str(key)[:100], known)
+                raise _error(f"unknown key {_show(key)}{hint}; known keys: {', '.join(sorted(known))}", source, line)
             if key in values:
-                raise DataError(f"key {key!r} appears twice", source, line)
+                raise _error(f"key {key!r} appears twice", source, line)
             try:
                 value = _construct(value_node)
             except yaml.YAMLError as exc:
-                problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-                raise DataError(f"invalid value for {key!r}: {problem}", source, line) from None
+                raise _yaml_error(exc, f"invalid value for {key!r}", source, line) from None
+            except (RecursionError, MemoryError, ValueError, TypeError, OverflowError) as exc:
+                detail = str(exc)[:120] if isinstance(exc, ValueError) else type(exc).__name__
+                raise _error(f"invalid value for {key!r}: {detail}", source, line) from None
             values[key] = _check(key, value, source, value_node.start_mark.line + 1)
         return cls(source=source, **values)
 
@@ -260,6 +275,58 @@ def find_repo_config(root: str | os.PathLike[str]) -> RepoConfig:
         if candidate.is_file():
             return RepoConfig.from_file(candidate)
     return RepoConfig()
+
+
+MAX_CONFIG_BYTES = 64 * 1024  # a real .revbot.yml is a few hundred bytes
+MAX_CONFIG_DEPTH = 4  # nested mappings/lists; the schema needs 2 (the settings, a list of globs)
+MAX_IGNORE_PATHS = 200
+MAX_GLOB_CHARS = 300
+MAX_COUNT = 1000  # max_comments and max_comments_per_file
+MAX_ERROR_CHARS = 300  # an error message that quotes attacker-chosen text stays short
+
+
+def _error(message: str, source: str, line: int | None = None) -> DataError:
+    """A DataError whose message is cut to MAX_ERROR_CHARS: it goes into logs, job rows and a PR."""
+    if len(message) > MAX_ERROR_CHARS:
+        message = message[: MAX_ERROR_CHARS - 3] + "..."
+    return DataError(message, source, line)
+
+
+def _yaml_error(exc: Any, what: str, source: str, line: int | None = None) -> DataError:
+    mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
+    problem = getattr(exc, "problem", None) or (str(exc).splitlines() or [type(exc).__name__])[0]
+    return _error(f"{what}: {problem}", source, mark.line + 1 if mark else line)
+
+
+def _check_structure(text: str, source: str) -> None:
+    """Refuse anchors/aliases and deep nesting from the event stream, before anything is built:
+    PyYAML's parser keeps its own stack (no recursion), its composer recurses per level, and
+    aliases are how a tiny file becomes a huge value."""
+    import yaml
+
+    depth = 0
+    for event in yaml.parse(text, Loader=yaml.SafeLoader):
+        line = event.start_mark.line + 1 if event.start_mark else None
+        if isinstance(event, yaml.AliasEvent) or getattr(event, "anchor", None) is not None:
+            raise _error("YAML anchors and aliases (&name, *name) are not allowed in .revbot.yml", source, line)
+        if isinstance(event, yaml.CollectionStartEvent):
+            depth += 1
+            if depth > MAX_CONFIG_DEPTH:
+                raise _error(f"nested more than {MAX_CONFIG_DEPTH} levels deep", source, line)
+        elif isinstance(event, yaml.CollectionEndEvent):
+            depth -= 1
+
+
+_REPR = reprlib.Repr()
+_REPR.maxstring, _REPR.maxother, _REPR.maxlevel, _REPR.maxlist, _REPR.maxdict = 60, 60, 2, 4, 4
+
+
+def _show(value: Any) -> str:
+    """A short repr of a configured value for an error message (never the whole value: a long
+    string or list would be copied into every log line and job row that carries the error)."""
+    if isinstance(value, int) and not isinstance(value, bool) and value.bit_length() > 64:
+        return f"a {value.bit_length()}-bit number"
+    return _REPR.repr(value)
 
 
 def _construct(node: Any) -> Any:
@@ -288,15 +355,15 @@ def _check(key: str, value: Any, source: str, line: int) -> Any:
     kind = _TYPES[key]
 
     def fail(expected: str) -> DataError:
-        return DataError(f"{key!r} must be {expected}, got {value!r} ({_yaml_type(value)})", source, line)
+        return _error(f"{key!r} must be {expected}, got {_show(value)} ({_yaml_type(value)})", source, line)
 
     if kind == "bool":
         if not isinstance(value, bool):
             raise fail("true or false")
         return value
     if kind == "count":
-        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-            raise fail("a whole number, 0 or more")
+        if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_COUNT:
+            raise fail(f"a whole number, 0 or more (at most {MAX_COUNT})")
         return value
     if kind == "globs":
         if value is None:
@@ -305,13 +372,22 @@ def _check(key: str, value: Any, source: str, line: int) -> Any:
             value = [value]
         if not isinstance(value, list) or not all(isinstance(v, str) and v.strip() for v in value):
             raise fail("a list of path globs (strings)")
+        if len(value) > MAX_IGNORE_PATHS:
+            raise _error(f"{key!r} has {len(value)} entries; at most {MAX_IGNORE_PATHS} are allowed", source, line)
+        long = next((v for v in value if len(v.strip()) > MAX_GLOB_CHARS), None)
+        if long is not None:
+            raise _error(f"{key!r}: the glob {_show(long)} is longer than {MAX_GLOB_CHARS} characters", source, line)
         return tuple(v.strip() for v in value)
     if kind == "version":
         if value is None:
             return None
-        if isinstance(value, bool) or not isinstance(value, (str, int)) or not str(value).strip():
+        if isinstance(value, bool) or not isinstance(value, (str, int)) or (
+            isinstance(value, int) and value.bit_length() > 32
+        ):
             raise fail("a model version such as v3")
         text = str(value).strip()
+        if not text or len(text) > 100:
+            raise fail("a model version such as v3")
         return f"v{text}" if text.isdigit() else text
     raise AssertionError(kind)  # pragma: no cover
 

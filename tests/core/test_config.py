@@ -1,6 +1,7 @@
 """Settings from REVBOT_* and the per-repo .revbot.yml."""
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import pytest
@@ -116,3 +117,75 @@ def test_settings_from_env_and_secrets_stay_out_of_repr(tmp_path):
 def test_bad_settings_name_the_variable(env, words):
     with pytest.raises(UsageError, match=words):
         Settings.from_env(env)
+
+
+# --------------------------------------------------------------------------- hostile .revbot.yml
+# The service reads .revbot.yml from a PR's base branch: anyone who can push a branch writes it.
+
+def alias_bomb(levels: int = 9) -> str:
+    """A "billion laughs" in ~300 bytes: each level lists the previous one nine times."""
+    lines = ['a0: &a0 ["x","x","x","x","x","x","x","x","x"]']
+    lines += [f"a{i}: &a{i} [" + ",".join([f"*a{i - 1}"] * 9) + "]" for i in range(1, levels)]
+    lines.append("ignore_paths: [" + ",".join([f"*a{levels - 1}"] * 9) + "]")
+    return "\n".join(lines) + "\n"
+
+
+def refused(text, source="acme/widgets:.revbot.yml@0123abcd") -> str:
+    started = time.perf_counter()
+    with pytest.raises(DataError) as info:
+        RepoConfig.from_yaml(text, source=source)
+    assert time.perf_counter() - started < 1.0
+    message = str(info.value)
+    assert message.startswith(source + ":") and "\n" not in message
+    assert len(message) <= len(source) + 10 + 300
+    return message
+
+
+def test_a_yaml_alias_bomb_is_refused_fast_with_a_short_message():
+    bomb = alias_bomb()
+    assert len(bomb) < 700
+    assert "anchors and aliases" in refused(bomb)
+    assert "anchors and aliases" in refused("ignore_paths: &x ['docs/']\n")  # an anchor alone, too
+    assert "anchors and aliases" in refused("max_comments: *nothing\n")  # an undefined alias as well
+
+
+@pytest.mark.parametrize("text", ["[" * 10_000, "a: " + "{b: " * 10_000, "- " * 10_000 + "x\n",
+                                  "ignore_paths: [[[[['deep']]]]]\n"])
+def test_deep_nesting_is_a_clear_error_not_a_recursion_error(text):
+    assert "nested more than 4 levels deep" in refused(text)
+
+
+def test_the_size_cap_is_checked_before_parsing():
+    ok = "max_comments: 4\n# " + "x" * (63 * 1024) + "\n"
+    assert RepoConfig.from_yaml(ok).max_comments == 4
+    message = refused("max_comments: 4\n# " + "x" * (64 * 1024) + "\n")
+    assert "may be at most 65536 bytes" in message
+    assert "at most 65536 bytes" in refused(b"\xff" * 70_000)
+
+
+@pytest.mark.parametrize("text, words", [
+    ("enabled: 2001-02-30\n", "invalid value for 'enabled': day is out of range"),
+    ("max_comments: " + "9" * 5000 + "\n", "invalid value for 'max_comments': Exceeds the limit"),
+    ("max_comments: 0b" + "1" * 60_000 + "\n", "got a 60000-bit number"),
+    ("model_version: 0b" + "1" * 60_000 + "\n", "'model_version' must be a model version"),
+    ("max_comments: 5000\n", "at most 1000"),
+    ("max_comments: '" + "x" * 60_000 + "'\n", "must be a whole number"),
+    ("ignore_paths: [" + ",".join(["[1]"] * 5000) + "]\n", "must be a list of path globs"),
+    ("ignore_paths: [" + ",".join(["a"] * 201) + "]\n", "has 201 entries; at most 200"),
+    ("ignore_paths: ['" + "a" * 400 + "']\n", "longer than 300 characters"),
+    ("'" + "k" * 1000 + "': 1\n", "unknown key 'kkkk"),
+    ("enabled: !!binary 'zz'\n", "invalid value for 'enabled'"),
+    ("a: 1\n---\nb: 2\n", "invalid YAML"),
+])
+def test_every_parser_failure_is_a_short_data_error(text, words):
+    assert words in refused(text)
+
+
+def test_glob_matching_cannot_be_made_to_backtrack_for_hours():
+    """``*a*a*...*b`` against a long name: exponential with a backtracking whole-path regex."""
+    started = time.perf_counter()
+    assert not path_matches("a" * 250, "*a" * 20 + "*b")
+    assert not path_matches("/".join(["a"] * 60), "**/" * 30 + "b")
+    assert path_matches("src/" + "a" * 250 + "b.py", "src/" + "*a" * 20 + "*b.py")
+    assert time.perf_counter() - started < 0.5
+    assert path_matches("a/x/b", "a**b") is False  # gitignore: ** inside a name is a plain *
