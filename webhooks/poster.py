@@ -5,7 +5,9 @@ For a job (repo, PR, head sha) the poster
 1. reads the PR; a closed PR, a draft (when drafts are skipped) or a head that moved on is
    skipped (for a moved head the job of the new head is queued, in case its event is late);
 2. reads ``.revbot.yml`` from the BASE commit, never the head: a PR cannot reconfigure its own
-   review;
+   review. An invalid one does not stop the review: it is done with the default settings and its
+   body starts with a short note saying what is wrong (file, line, reason), so the team sees it on
+   the PR instead of a review that silently never comes;
 3. looks for a review of this head it already posted (a hidden ``revbot:review`` marker in the
    review body): a rerun after a crash or after a 5xx that GitHub had in fact applied stops here;
 4. reviews the diff (``bot.review``) once and saves the result as the job's plan, so any rerun
@@ -22,13 +24,14 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import threading
 import time
 from dataclasses import replace
 
 from bot.config import CONFIG_NAMES, RepoConfig
 from bot.diff import Diff, parse_diff, parse_patch
-from bot.errors import GitHubError, UsageError
+from bot.errors import DataError, GitHubError, UsageError
 from bot.formats import comment_fingerprint, extract_fingerprints, github_review_payload
 from bot.github import GitHubClient, ReviewValidationError
 from bot.model import OpenAIBackend
@@ -52,6 +55,18 @@ REVIEW_MARK = "<!-- revbot:review sha="
 def review_marker(head_sha: str) -> str:
     """Hidden in every review body: says which head this review covers."""
     return f"{REVIEW_MARK}{head_sha} -->"
+
+
+CONFIG_NOTE = "**Note:** `.revbot.yml` on the base branch is invalid, so this review used the default settings."
+
+
+def config_notice(error: str) -> str:
+    """The review-body note for an invalid base ``.revbot.yml``. The error quotes text from that
+    file (attacker-controlled): it is shown in a code span (no markdown, links or @mentions) and
+    cannot carry a hidden revbot marker that would make a later review look already posted."""
+    text = " ".join(error.split())[:400].replace("<!--", "<!\u200b--")
+    fence = "`" * (max((len(run) for run in re.findall(r"`+", text)), default=0) + 1)
+    return f"{CONFIG_NOTE}\n{fence} {text} {fence}"
 
 
 class GitHubFactory:
@@ -129,7 +144,7 @@ class ReviewPoster:
                                      f"the event's {head[:12]}")
             return self._moved_on(job, ctx, current)
         base = pr.get("base") or {}
-        config = self._repo_config(gh, repo, base.get("sha") or base.get("ref") or job.payload.get("base_sha"))
+        config, notice = self._repo_config(gh, repo, base.get("sha") or base.get("ref") or job.payload.get("base_sha"))
         if not config.enabled:
             return JobResult(SKIPPED, {"reason": f"disabled by {config.source}"})
         if pr.get("draft") and config.skip_drafts:
@@ -149,9 +164,10 @@ class ReviewPoster:
         earlier = any(REVIEW_MARK in (r.get("body") or "") for r in reviews)
         new_inline = [c for c in review.comments if comment_fingerprint(c) not in known]
         new_notes = [c for c in review.unanchored if comment_fingerprint(c) not in known]
-        if earlier and not new_inline and not new_notes:
+        noted = notice is None or any(notice in (r.get("body") or "") for r in reviews)
+        if earlier and not new_inline and not new_notes and noted:
             return JobResult(DONE, {"nothing_new": True, "known": len(known)})
-        return self._post(job, ctx, gh, review, known)
+        return self._post(job, ctx, gh, review, known, notice)
 
     # ------------------------------------------------------------------ steps
 
@@ -163,12 +179,19 @@ class ReviewPoster:
         accepted = ctx.worker.queue.submit(None, "pull_request", "resync", newer)
         return JobResult(SKIPPED, {"reason": "head moved on", "head_sha": current, "job": accepted.job_id})
 
-    def _repo_config(self, gh: GitHubClient, repo: str, base_ref: str | None) -> RepoConfig:
+    def _repo_config(self, gh: GitHubClient, repo: str, base_ref: str | None) -> tuple[RepoConfig, str | None]:
+        """The base branch's config, and the note for the review body when it is invalid (then the
+        defaults apply: anyone can break the base config, and the team must learn why)."""
         for name in CONFIG_NAMES:
             text = gh.get_file_text(repo, name, ref=base_ref)
             if text is not None:
-                return RepoConfig.from_yaml(text, source=f"{repo}:{name}@{(base_ref or 'default')[:12]}")
-        return RepoConfig()
+                source = f"{name}@{(base_ref or 'default')[:12]}"
+                try:
+                    return RepoConfig.from_yaml(text, source=source), None
+                except DataError as exc:
+                    log.warning("%s: %s; reviewing with the default settings", repo, exc)
+                    return RepoConfig(source=source), config_notice(str(exc))
+        return RepoConfig(), None
 
     def _plan(self, job: Job, ctx: JobContext, gh: GitHubClient, config: RepoConfig) -> Review:
         """The review to post: the saved plan of an earlier run, or a fresh one (then saved)."""
@@ -186,8 +209,9 @@ class ReviewPoster:
         ctx.save_plan({"review": review.to_dict(), "model_version": version, "planned_at": time.time()})
         return review
 
-    def _post(self, job: Job, ctx: JobContext, gh: GitHubClient, review: Review, known: set[str]) -> JobResult:
-        header = f"{HEADER}\n{review_marker(job.head_sha or '')}"
+    def _post(self, job: Job, ctx: JobContext, gh: GitHubClient, review: Review, known: set[str],
+              notice: str | None = None) -> JobResult:
+        header = f"{HEADER}\n{review_marker(job.head_sha or '')}" + (f"\n\n{notice}" if notice else "")
         moved_by_422 = 0
         for attempt in range(MAX_422_ROUNDS + 1):
             payload = github_review_payload(review, job.head_sha, known_fingerprints=known, max_inline=MAX_INLINE,
@@ -220,8 +244,10 @@ class ReviewPoster:
             self.metrics.observe("revbot_review_latency_seconds", max(time.time() - job.created_at, 0.0))
             log.info("posted review %s on %s#%s: %d inline comment(s), %d in the body", posted.get("id"),
                      job.repo, job.pr, len(sent), to_body)
-            return JobResult(DONE, {"review_id": posted.get("id"), "comments": len(sent), "in_body": to_body,
-                                    "refused": moved_by_422})
+            info = {"review_id": posted.get("id"), "comments": len(sent), "in_body": to_body, "refused": moved_by_422}
+            if notice:
+                info["config_error"] = True
+            return JobResult(DONE, info)
         raise AssertionError("unreachable")  # pragma: no cover
 
     @staticmethod

@@ -3,6 +3,7 @@ one review on the GitHub simulator, with the scripted backend (deterministic ans
 real prompt contract, review pipeline and GitHub layer)."""
 from __future__ import annotations
 
+import json
 import time
 
 import pytest
@@ -368,17 +369,44 @@ def test_a_stale_job_queues_the_current_head_and_a_lagging_api_is_waited_for(ser
     assert len(service.reviews()) == 1
 
 
-def test_a_broken_revbot_yml_on_the_base_fails_the_job_with_file_and_line(tmp_path):
+def test_a_broken_revbot_yml_on_the_base_is_reported_on_the_pr_and_the_review_uses_defaults(tmp_path):
     seed = make_seed()
     seed["repos"][0]["files"]["main"][".revbot.yml"] = "enabled: true\nmax_coments: 3\n"
     with GitHubSimulator(seed) as sim:
         svc = Service(tmp_path, sim)
         try:
             job_id = svc.deliver("pull_request", hook_payload("pull_request__opened.payload.json", svc.pull(1))).json()["job"]
-            assert svc.wait_idle()["failed"] == 1
-            error = svc.store.get(job_id).result["error"]
-            assert ".revbot.yml" in error and ":2:" in error and "max_comments" in error
-            assert svc.store.get(job_id).attempts == 1  # not retried: a retry cannot fix it
-            assert svc.reviews() == []
+            assert svc.wait_idle()["done"] == 1
+            job = svc.store.get(job_id)
+            assert job.attempts == 1 and job.result["config_error"] is True
+            [review] = svc.reviews()
+            assert "`.revbot.yml` on the base branch is invalid, so this review used the default settings" in review["body"]
+            assert ".revbot.yml@" in review["body"] and ":2: unknown key 'max_coments'" in review["body"]
+            assert len(svc.review_comments()) >= 2  # reviewed all the same, with the defaults
         finally:
             svc.close()
+
+
+def test_an_alias_bomb_in_the_base_config_is_reported_briefly_and_the_review_still_posted(tmp_path):
+    lines = ['a0: &a0 ["x","x","x","x","x","x","x","x","x"]']
+    lines += [f"a{i}: &a{i} [" + ",".join([f"*a{i - 1}"] * 9) + "]" for i in range(1, 9)]
+    seed = make_seed()
+    seed["repos"][0]["files"]["main"][".revbot.yml"] = "\n".join(lines + ["ignore_paths: [" + ",".join(["*a8"] * 9) + "]"])
+    with GitHubSimulator(seed) as sim:
+        svc = Service(tmp_path, sim)
+        try:
+            job_id = svc.deliver("pull_request", hook_payload("pull_request__opened.payload.json", svc.pull(1))).json()["job"]
+            assert svc.wait_idle(timeout=10)["done"] == 1
+            [review] = svc.reviews()
+            assert "anchors and aliases" in review["body"] and len(review["body"]) < 2000
+            assert len(json.dumps(svc.store.get(job_id).result)) < 500
+        finally:
+            svc.close()
+
+
+def test_the_config_note_cannot_smuggle_markers_or_mentions():
+    from webhooks.poster import REVIEW_MARK, config_notice
+
+    note = config_notice("x.yml:1: unknown key '<!-- revbot:review sha=abc --> @alice `code`'")
+    assert REVIEW_MARK not in note and "<!-- revbot:fp=" not in note
+    assert "``" in note and "@alice" in note.split("\n", 1)[1]  # inside a code span: shown, pings nobody
