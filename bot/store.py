@@ -15,6 +15,8 @@ Tables (schema versioned by an ordered list of named migrations, recorded in ``m
   harvest_state  per-repository key/value state: the high-water mark, resume cursors
   pending_prs    PRs whose comments changed and whose examples still need (re)building
   bot_feedback   reactions and replies on the bot's own comments (reported by `revbot eval`)
+  deleted_comments  ids of comments GitHub reported deleted: GitHub never reuses an id, so a late
+                 or replayed event for one must not bring it back
 
 Connections: one per thread (and per process: a forked worker opens its own), so the store object
 can be shared by threads without locking.
@@ -388,6 +390,15 @@ MIGRATIONS: list[tuple[str, str]] = [
         CREATE INDEX bot_feedback_comment ON bot_feedback(repo, comment_id);
         """,
     ),
+    (
+        "0006_deleted_comments",
+        """
+        CREATE TABLE deleted_comments (
+            id INTEGER PRIMARY KEY,
+            deleted_at TEXT NOT NULL
+        );
+        """,
+    ),
 ]
 
 
@@ -497,7 +508,10 @@ class Store:
         """Insert or update by comment id, in one transaction. Returns (inserted, updated); a
         comment whose content did not change counts as neither, so a re-harvest reports (0, 0).
         With ``mark_pending`` the PRs of changed comments are queued for an example rebuild in the
-        same transaction (the webhook worker does this, so the next harvest picks them up)."""
+        same transaction (the webhook worker does this, so the next harvest picks them up).
+
+        Webhook events arrive out of order and can be replayed: a version older (``updated_at``)
+        than the stored one, or any version of a comment deleted on GitHub, is skipped."""
         inserted = updated = 0
         stamp = now_stamp()
         changed_prs: set[tuple[str, int]] = set()
@@ -509,8 +523,12 @@ class Store:
                 row["is_bot"] = int(bool(c.is_bot))
                 row["digest"] = c.digest()
                 row["stored_at"] = stamp
-                existing = con.execute("SELECT digest, pr_author FROM comments WHERE id = ?", (c.id,)).fetchone()
+                existing = con.execute(
+                    "SELECT digest, pr_author, updated_at FROM comments WHERE id = ?", (c.id,)
+                ).fetchone()
                 if existing is None:
+                    if con.execute("SELECT 1 FROM deleted_comments WHERE id = ?", (c.id,)).fetchone():
+                        continue
                     cols = _COMMENT_COLUMNS + ["digest", "stored_at"]
                     con.execute(
                         f"INSERT INTO comments ({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))})",
@@ -518,6 +536,8 @@ class Store:
                     )
                     inserted += 1
                     changed_prs.add((c.repo, c.pr))
+                    continue
+                if c.updated_at and existing["updated_at"] and c.updated_at < existing["updated_at"]:
                     continue
                 if c.pr_author and existing["pr_author"] != c.pr_author:
                     con.execute("UPDATE comments SET pr_author = ? WHERE id = ?", (c.pr_author, c.id))
@@ -537,8 +557,12 @@ class Store:
         return inserted, updated
 
     def delete_comment(self, comment_id: int) -> bool:
-        """Remove a comment (GitHub deleted it); marks its PR for an example rebuild."""
+        """Remove a comment (GitHub deleted it) and remember the id, so that a later ``created`` or
+        ``edited`` event for it (late or replayed) is ignored; marks its PR for an example rebuild."""
         with self.transaction() as con:
+            con.execute(
+                "INSERT OR IGNORE INTO deleted_comments (id, deleted_at) VALUES (?, ?)", (int(comment_id), now_stamp())
+            )
             row = con.execute("SELECT repo, pr FROM comments WHERE id = ?", (int(comment_id),)).fetchone()
             if row is None:
                 return False

@@ -4,14 +4,22 @@ queues and answers; everything it decides is decided here and tested without HTT
 ``Router.register("pull_request", "opened", ...)`` maps (event, action) to a handler; a handler
 gets the parsed ``Delivery`` and returns an ``Outcome`` (HTTP status + a metrics label). Events
 and actions nobody registered are answered 202 "ignored".
+
+A signed delivery is still untrusted input (a leaked secret, a replayed capture, a GitHub change):
+every field the service reads is validated here (types, ranges, the owner/name and sha shapes,
+lengths, nesting) and anything else is answered 400 with a short reason, never 500 (which makes
+GitHub redeliver). Only validated fields go into a job.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
-import uuid
+import re
 from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping
+from typing import Annotated, Any, Callable, Mapping
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
 
 from bot.errors import RevbotError
 from bot.formats import extract_fingerprints
@@ -21,6 +29,11 @@ log = logging.getLogger(__name__)
 
 REVIEW_ACTIONS = ("opened", "reopened", "ready_for_review", "synchronize")
 COMMENT_ACTIONS = ("created", "edited", "deleted")
+
+MAX_DEPTH = 32  # GitHub's payloads nest 6 levels; deeper is not GitHub
+MAX_ID = 2**53 - 1  # GitHub's ids and numbers are JSON-safe integers; SQLite's limit is 2**63 - 1
+_EVENT_NAME = re.compile(r"[A-Za-z0-9_.-]{1,64}")
+_DELIVERY_ID = re.compile(r"[\x21-\x7e]{1,200}")  # printable ASCII, no spaces (GitHub sends a GUID)
 
 
 class BadDelivery(RevbotError):
@@ -37,19 +50,6 @@ class Delivery:
     def action(self) -> str | None:
         action = self.payload.get("action")
         return action if isinstance(action, str) else None
-
-    @property
-    def installation_id(self) -> int | None:
-        inst = self.payload.get("installation")
-        if isinstance(inst, Mapping) and isinstance(inst.get("id"), int):
-            return int(inst["id"])
-        return None
-
-    @property
-    def repo(self) -> str | None:
-        repo = self.payload.get("repository")
-        name = repo.get("full_name") if isinstance(repo, Mapping) else None
-        return name if isinstance(name, str) and name else None
 
 
 @dataclass
@@ -87,17 +87,169 @@ def parse_delivery(headers: Mapping[str, str], body: bytes) -> Delivery:
     event = (header(headers, "X-GitHub-Event") or "").strip()
     if not event:
         raise BadDelivery("missing X-GitHub-Event header")
+    if not _EVENT_NAME.fullmatch(event):
+        raise BadDelivery("X-GitHub-Event must be 1-64 letters, digits, '_', '-' or '.'")
     delivery_id = (header(headers, "X-GitHub-Delivery") or "").strip() or None
     if delivery_id is not None and len(delivery_id) > 200:
         raise BadDelivery("X-GitHub-Delivery header is too long")
+    if delivery_id is not None and not _DELIVERY_ID.fullmatch(delivery_id):
+        raise BadDelivery("X-GitHub-Delivery must be printable ASCII without spaces")
     try:
         payload = json.loads(body)
+    except RecursionError:
+        raise BadDelivery(f"the body is nested more than {MAX_DEPTH} levels deep") from None
     except (UnicodeDecodeError, ValueError) as exc:
         where = f" (line {exc.lineno}, column {exc.colno})" if isinstance(exc, json.JSONDecodeError) else ""
         raise BadDelivery(f"the body is not valid JSON{where}") from None
     if not isinstance(payload, dict):
         raise BadDelivery("the body must be a JSON object")
+    if _depth_over(payload, MAX_DEPTH):
+        raise BadDelivery(f"the body is nested more than {MAX_DEPTH} levels deep")
+    if not isinstance(payload.get("action"), (str, type(None))):
+        raise BadDelivery("payload field action must be a string")  # it picks the route
     return Delivery(event, delivery_id, payload)
+
+
+def _depth_over(value: Any, limit: int) -> bool:
+    """Whether JSON ``value`` nests deeper than ``limit`` (iterative: no recursion to exhaust)."""
+    stack = [(value, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if depth > limit:
+            return True
+        children = node.values() if isinstance(node, dict) else node
+        stack.extend((child, depth + 1) for child in children if isinstance(child, (dict, list)))
+    return False
+
+
+# --------------------------------------------------------------------------- payload schema
+# Only what the service reads; other fields are ignored. Strict: ``true`` is not the number 1 and
+# "2" is not 2.
+
+Id = Annotated[int, Field(ge=1, le=MAX_ID)]
+LineNo = Annotated[int, Field(ge=0, le=MAX_ID)]
+Name = Annotated[str, StringConstraints(max_length=255)]
+RepoName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9-]{0,38}/[A-Za-z0-9._-]{1,100}$")]
+Sha = Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{40}(?:[0-9a-f]{24})?$")]
+Stamp = Annotated[str, StringConstraints(pattern=r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(?:\.\d{1,9})?(?:Z|[+-]\d{2}:\d{2})$")]
+Url = Annotated[str, StringConstraints(max_length=2048)]
+Text = Annotated[str, StringConstraints(max_length=262_144)]  # GitHub caps a comment at 65,536 characters
+
+
+class _Schema(BaseModel):
+    model_config = ConfigDict(strict=True, extra="ignore", frozen=True)
+
+
+class UserIn(_Schema):
+    login: Name | None = None
+    type: Name | None = None
+
+
+class RepositoryIn(_Schema):
+    full_name: RepoName
+
+
+class InstallationIn(_Schema):
+    id: Id
+
+
+class HeadIn(_Schema):
+    sha: Sha
+
+
+class BaseIn(_Schema):
+    sha: Sha | None = None
+    ref: Name | None = None
+
+
+class ReviewPullIn(_Schema):
+    number: Id
+    head: HeadIn
+    base: BaseIn | None = None
+    state: Name | None = None
+    draft: bool | None = None
+    user: UserIn | None = None
+    updated_at: Stamp | None = None
+
+
+class CommentPullIn(_Schema):
+    number: Id
+    user: UserIn | None = None
+
+
+class CommentIn(_Schema):
+    """The fields of a review comment that ``StoredComment.from_github`` reads."""
+
+    id: Id
+    body: Text | None = None
+    path: Annotated[str, StringConstraints(max_length=4096)] | None = None
+    diff_hunk: str | None = None
+    line: LineNo | None = None
+    side: Name | None = None
+    start_line: LineNo | None = None
+    start_side: Name | None = None
+    original_line: LineNo | None = None
+    original_start_line: LineNo | None = None
+    commit_id: Sha | None = None
+    original_commit_id: Sha | None = None
+    user: UserIn | None = None
+    created_at: Stamp | None = None
+    updated_at: Stamp | None = None
+    in_reply_to_id: Id | None = None
+    reactions: dict[Name, int | Url] | None = None
+    html_url: Url | None = None
+    pull_request_url: Url | None = None
+
+
+class _Event(_Schema):
+    action: Name | None = None
+    installation: InstallationIn | None = None
+
+
+class PullRequestEvent(_Event):
+    repository: RepositoryIn
+    pull_request: ReviewPullIn
+
+
+class ReviewCommentEvent(_Event):
+    repository: RepositoryIn
+    pull_request: CommentPullIn
+    comment: CommentIn
+
+
+class PingEvent(_Event):
+    zen: Annotated[str, StringConstraints(max_length=1000)] | None = None
+
+
+_PROBLEMS = {
+    "missing": "is missing", "int_type": "must be a whole number", "string_type": "must be a string",
+    "bool_type": "must be true or false", "model_type": "must be a JSON object", "dict_type": "must be a JSON object",
+    "greater_than_equal": f"must be from 1 to {MAX_ID}", "less_than_equal": f"must be from 1 to {MAX_ID}",
+    "string_too_long": "is too long", "int_from_float": "must be a whole number",
+}
+_SHA = "must be a commit sha (40 lower-case hex digits)"
+_SHAPES = {"full_name": "must look like owner/name", "sha": _SHA, "commit_id": _SHA, "original_commit_id": _SHA}
+
+
+def validate(model: type[_Schema], delivery: "Delivery") -> Any:
+    """``delivery.payload`` read as ``model``, or BadDelivery naming the first bad field (never its
+    value, which may be huge)."""
+    try:
+        return model.model_validate(delivery.payload)
+    except ValidationError as exc:
+        first = exc.errors(include_url=False, include_input=False, include_context=False)[0]
+        loc = [str(part) for part in first["loc"]]
+        name = loc[-1] if loc else ""
+        if first["type"] == "string_pattern_mismatch":
+            problem = _SHAPES.get(name, "is not in the expected form")
+            if name.endswith("_at"):
+                problem = "must be an ISO 8601 time such as 2024-01-02T03:04:05Z"
+        else:
+            problem = _PROBLEMS.get(first["type"], first["msg"][:120])
+        more = exc.error_count() - 1
+        where = ".".join(loc)[:120]
+        message = f"payload has no {where}" if first["type"] == "missing" else f"payload field {where} {problem}"
+        raise BadDelivery(message + (f" (and {more} more problem{'s' if more > 1 else ''})" if more else "")) from None
 
 
 Handler = Callable[[Delivery], Outcome]
@@ -133,15 +285,6 @@ class Router:
 Submit = Callable[[Delivery, "NewJob | None"], Outcome]
 
 
-def _require(mapping: Any, *path: str) -> Any:
-    node = mapping
-    for key in path:
-        if not isinstance(node, Mapping) or node.get(key) is None:
-            raise BadDelivery(f"payload has no {'.'.join(path)}")
-        node = node[key]
-    return node
-
-
 def is_own_comment(comment: Mapping[str, Any], own_logins: frozenset[str]) -> bool:
     """A comment the bot wrote: its login, any GitHub App/bot account, or a revbot fingerprint."""
     user = comment.get("user") if isinstance(comment.get("user"), Mapping) else {}
@@ -162,54 +305,59 @@ def build_router(submit: Submit, *, own_logins: frozenset[str] = frozenset()) ->
 
     @router.register("ping")
     def ping(delivery: Delivery) -> Outcome:
-        return Outcome(200, "pong", str(delivery.payload.get("zen") or ""))
+        return Outcome(200, "pong", validate(PingEvent, delivery).zen or "")
 
     @router.register("installation")
     @router.register("installation_repositories")
     def installation(delivery: Delivery) -> Outcome:
-        inst = delivery.installation_id
-        log.info("GitHub App installation %s: %s", inst, delivery.action)
-        return Outcome(200, "accepted", f"installation {inst} {delivery.action or ''}".strip())
+        event = validate(_Event, delivery)
+        inst = event.installation.id if event.installation else None
+        log.info("GitHub App installation %s: %s", inst, event.action)
+        return Outcome(200, "accepted", f"installation {inst} {event.action or ''}".strip())
 
     @router.register("pull_request", *REVIEW_ACTIONS)
     def pull_request(delivery: Delivery) -> Outcome:
-        p = delivery.payload
-        repo = _require(p, "repository", "full_name")
-        pr = _require(p, "pull_request")
-        number = _require(p, "pull_request", "number")
-        head_sha = _require(p, "pull_request", "head", "sha")
-        if not isinstance(number, int) or not isinstance(head_sha, str):
-            raise BadDelivery("pull_request.number must be a number and head.sha a string")
-        if pr.get("state") not in (None, "open"):
-            return Outcome(200, "skipped", f"{repo}#{number} is {pr.get('state')}")
-        base = pr.get("base") if isinstance(pr.get("base"), Mapping) else {}
+        event = validate(PullRequestEvent, delivery)
+        repo, pr = event.repository.full_name, event.pull_request
+        if pr.state not in (None, "open"):
+            return Outcome(200, "skipped", f"{repo}#{pr.number} is {pr.state}")
+        base = pr.base or BaseIn()
         payload = {
-            "action": delivery.action, "delivery": delivery.delivery_id, "installation_id": delivery.installation_id,
-            "number": number, "head_sha": head_sha, "base_sha": base.get("sha"), "base_ref": base.get("ref"),
-            "draft": bool(pr.get("draft")), "author": ((pr.get("user") or {}).get("login")),
-            "updated_at": pr.get("updated_at"),
+            "action": event.action, "delivery": delivery.delivery_id, "installation_id": _installation(event),
+            "number": pr.number, "head_sha": pr.head.sha, "base_sha": base.sha, "base_ref": base.ref,
+            "draft": bool(pr.draft), "author": pr.user.login if pr.user else None, "updated_at": pr.updated_at,
         }
-        job = NewJob(REVIEW, review_key(repo, number, head_sha), repo, number, head_sha, payload)
+        job = NewJob(REVIEW, review_key(repo, pr.number, pr.head.sha), repo, pr.number, pr.head.sha, payload)
         return submit(delivery, job)
 
     @router.register("pull_request_review_comment", *COMMENT_ACTIONS)
     def review_comment(delivery: Delivery) -> Outcome:
-        p = delivery.payload
-        repo = _require(p, "repository", "full_name")
-        comment = _require(p, "comment")
-        _require(p, "comment", "id")
-        pr = p.get("pull_request") if isinstance(p.get("pull_request"), Mapping) else {}
-        number = pr.get("number")
-        if not isinstance(number, int):
-            raise BadDelivery("payload has no pull_request.number")
+        event = validate(ReviewCommentEvent, delivery)
+        repo, number = event.repository.full_name, event.pull_request.number
+        comment = event.comment.model_dump()
         if is_own_comment(comment, own_logins):
             submit(delivery, None)  # remember the delivery id all the same
             return Outcome(200, "own_comment", "comments by bots are not recorded as team reviews")
+        author = event.pull_request.user.login if event.pull_request.user else None
         payload = {
-            "action": delivery.action, "delivery": delivery.delivery_id, "installation_id": delivery.installation_id,
-            "comment": dict(comment), "pr_author": ((pr.get("user") or {}).get("login")),
+            "action": event.action, "delivery": delivery.delivery_id, "installation_id": _installation(event),
+            "comment": comment, "pr_author": author,
         }
-        key = f"comment:{delivery.delivery_id or uuid.uuid4().hex}"
-        return submit(delivery, NewJob(COMMENT, key, repo, number, None, payload))
+        return submit(delivery, NewJob(COMMENT, comment_key(repo, number, event.action, event.comment), repo, number,
+                                       None, payload))
 
     return router
+
+
+def _installation(event: _Event) -> int | None:
+    return event.installation.id if event.installation else None
+
+
+def comment_key(repo: str, pr: int, action: str | None, comment: CommentIn) -> str:
+    """A comment job's identity is its content, not its delivery id: a captured signed delivery
+    re-sent under new delivery ids finds the job it already made (the job table answers
+    "duplicate") for as long as job rows are kept. Two real events of one comment always differ
+    in action, ``updated_at`` or body."""
+    content = json.dumps([action, comment.updated_at, comment.body], ensure_ascii=False)
+    digest = hashlib.sha256(content.encode("utf-8", "surrogatepass")).hexdigest()[:24]
+    return f"comment:{repo.lower()}#{pr}:{comment.id}:{action}:{digest}"

@@ -1,6 +1,7 @@
 """Human review comments from ``pull_request_review_comment`` events into the dataset store, so the
 next retraining learns from the team's newest reviews: created adds, edited updates, deleted
-removes. The router has already dropped the bot's own comments."""
+removes. The router has already dropped the bot's own comments and validated the fields; the store
+refuses to roll a comment back to an older version or to bring a deleted one back."""
 from __future__ import annotations
 
 import logging
@@ -33,7 +34,9 @@ class CommentRecorder:
             return JobResult(DONE, {"action": "deleted", "comment": comment.get("id"), "removed": removed})
         comment.setdefault("pr", job.pr)
         stored = StoredComment.from_github(comment, job.repo, job.payload.get("pr_author"), source="webhook")
-        inserted, updated = self.store.upsert_comments([stored])
-        self.store.mark_pending(job.repo, [job.pr])  # its examples need rebuilding
-        log.info("recorded review comment %s on %s#%s (%s)", stored.id, job.repo, job.pr, action)
+        # An older version than the stored one, or a comment deleted since, is skipped by the store
+        # (events arrive out of order and can be replayed); only a real change marks the PR pending.
+        inserted, updated = self.store.upsert_comments([stored], mark_pending=True)
+        log.info("review comment %s on %s#%s (%s): %s", stored.id, job.repo, job.pr, action,
+                 "recorded" if inserted or updated else "unchanged, older than stored, or deleted")
         return JobResult(DONE, {"action": action, "comment": stored.id, "inserted": inserted, "updated": updated})

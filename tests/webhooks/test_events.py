@@ -86,7 +86,7 @@ def test_closed_pull_requests_are_skipped_drafts_left_to_the_worker(submit):
 def test_a_pull_request_payload_without_head_sha_is_a_bad_delivery(submit):
     p = payload("pull_request__opened.payload.json")
     del p["pull_request"]["head"]
-    with pytest.raises(BadDelivery, match="pull_request.head.sha"):
+    with pytest.raises(BadDelivery, match="payload has no pull_request.head"):
         build_router(submit).dispatch(Delivery("pull_request", "d", p))
 
 
@@ -96,7 +96,8 @@ def test_human_review_comments_become_comment_jobs(submit, action):
     outcome = build_router(submit).dispatch(Delivery("pull_request_review_comment", "d9", p))
     assert outcome.outcome == "queued"
     [(_, job)] = submit.calls
-    assert job.kind == COMMENT and job.key == "comment:d9" and job.pr == 2
+    assert job.kind == COMMENT and job.key.startswith(f"comment:codertocat/hello-world#2:{p['comment']['id']}:{action}:")
+    assert job.pr == 2
     assert job.payload["action"] == action and job.payload["comment"]["id"] == p["comment"]["id"]
 
 
