@@ -22,8 +22,18 @@ LEFT, RIGHT = "LEFT", "RIGHT"
 SIDES = (LEFT, RIGHT)
 
 HUNK_HEADER = re.compile(r"^@@+ -(\d+)(?:,(\d+))? \+(\d+)(?:,(\d+))? @@+ ?(.*)$")
+_LOOKS_LIKE_HUNK = re.compile(r"^@@+ *[-+]?\d")  # a hunk header, however mangled
 _GIT_HEADER = re.compile(r"^diff --git (.+)$")
 _NO_NEWLINE = "\\ No newline at end of file"
+# what `diff -r` says about files without diffing them: not a diff, but not junk either
+_DIFF_NOTES = ("Only in ", "Common subdirectories: ")
+
+
+class _BadName(ValueError):
+    """A quoted file name git could not have written; parse_diff makes it a DiffError naming the
+    line (``offset`` lines below the one being read)."""
+
+    offset = 0
 
 
 @dataclass(frozen=True)
@@ -241,7 +251,13 @@ def _unquote(name: str) -> str:
                 if ch == "\\" and i + 1 < len(raw):
                     nxt = raw[i + 1]
                     if nxt in "01234567" and re.match(r"[0-7]{3}", raw[i + 1 : i + 4]):
-                        out.append(int(raw[i + 1 : i + 4], 8))
+                        byte = int(raw[i + 1 : i + 4], 8)
+                        if byte > 0o377:
+                            raise _BadName(
+                                f"bad escape \\{raw[i + 1 : i + 4]} in the quoted file name {name[:80]!r} "
+                                "(git writes a byte as \\000 to \\377)"
+                            )
+                        out.append(byte)
                         i += 4
                         continue
                     out += escapes.get(nxt, nxt.encode())
@@ -368,7 +384,10 @@ def parse_diff(data: str | bytes, source: str = "<diff>") -> Diff:
     """Parse a whole unified diff (git, GitHub .diff, hg, bzr, svn).
 
     Raises DiffError (naming ``source``, the line and the hunk) when a hunk's lines do not match its
-    header. Binary files are kept with ``is_binary`` set and no hunks, so callers can report them.
+    header, a hunk header is malformed, a quoted file name is not one git writes, or a non-empty
+    text holds no file and no hunk at all (not a unified diff: a README passed by mistake must not
+    pass for "nothing to review"). Binary files are kept with ``is_binary`` set and no hunks, so
+    callers can report them.
     """
     text, warnings = decode(data, source)
     lines = text.split("\n")
@@ -384,63 +403,82 @@ def parse_diff(data: str | bytes, source: str = "<diff>") -> Diff:
             diff.files.append(current.build())
         current = None
 
-    while i < n:
-        raw = lines[i]
-        line = raw[:-1] if raw.endswith("\r") else raw
-        git = _GIT_HEADER.match(line)
-        if git:
-            finish()
-            current = _FileBuilder()
-            current.git_old, current.git_new = _split_git_header(git.group(1))
-            i += 1
-            continue
-        if line.startswith("--- ") and i + 1 < n and lines[i + 1].startswith("+++ "):
-            if current is None or current.saw_headers or current.hunks:
+    try:
+        while i < n:
+            raw = lines[i]
+            line = raw[:-1] if raw.endswith("\r") else raw
+            git = _GIT_HEADER.match(line)
+            if git:
                 finish()
                 current = _FileBuilder()
-            old_name = _unquote(line[4:])
-            new_name = _unquote(lines[i + 1].rstrip("\r")[4:])
-            current.dev_null_old = old_name == "/dev/null"
-            current.dev_null_new = new_name == "/dev/null"
-            current.old, current.new = _clean_paths(old_name, new_name)
-            if current.old is None and current.new is not None and not current.dev_null_old:
-                current.old = current.new
-            if current.new is None and current.old is not None and not current.dev_null_new:
-                current.new = current.old
-            current.saw_headers = True
-            i += 2
-            continue
-        header = HUNK_HEADER.match(line)
-        if header:
-            if current is None:
+                current.git_old, current.git_new = _split_git_header(git.group(1))
+                i += 1
+                continue
+            if line.startswith("--- ") and i + 1 < n and lines[i + 1].startswith("+++ "):
+                if current is None or current.saw_headers or current.hunks:
+                    finish()
+                    current = _FileBuilder()
+                old_name = _unquote(line[4:])
+                try:
+                    new_name = _unquote(lines[i + 1].rstrip("\r")[4:])
+                except _BadName as exc:
+                    exc.offset = 1
+                    raise
+                current.dev_null_old = old_name == "/dev/null"
+                current.dev_null_new = new_name == "/dev/null"
+                current.old, current.new = _clean_paths(old_name, new_name)
+                if current.old is None and current.new is not None and not current.dev_null_old:
+                    current.old = current.new
+                if current.new is None and current.old is not None and not current.dev_null_new:
+                    current.new = current.old
+                current.saw_headers = True
+                i += 2
+                continue
+            header = HUNK_HEADER.match(line)
+            if header:
+                if current is None:
+                    current = _FileBuilder()
+                hunk, i = _read_hunk(
+                    lines, i, header, source, len(current.hunks) + 1, strict=True, path=current.display_path()
+                )
+                current.hunks.append(hunk)
+                continue
+            if line.startswith("@@") and (current is not None or _LOOKS_LIKE_HUNK.match(line)):
+                where = f" of {current.display_path()}" if current is not None else ""
+                raise DiffError(f"malformed hunk header{where}: {line[:80]!r} (expected '@@ -a,b +c,d @@')", source, i + 1)
+            if line in ("-- ", "--"):
+                # `git format-patch` mail signature ("-- " then the git version): the patch is over
+                finish()
+            elif line.startswith("Binary files ") and line.endswith(" differ") and (
+                current is None or current.hunks or current.saw_headers or current.binary
+            ):
+                # a "Binary files" line of its own (diff -u -N, debdiff) starts a new file
+                finish()
                 current = _FileBuilder()
-            hunk, i = _read_hunk(
-                lines, i, header, source, len(current.hunks) + 1, strict=True, path=current.display_path()
-            )
-            current.hunks.append(hunk)
-            continue
-        if line in ("-- ", "--"):
-            # `git format-patch` mail signature ("-- " then the git version): the patch is over
-            finish()
-        elif line.startswith("Binary files ") and line.endswith(" differ") and (
-            current is None or current.hunks or current.saw_headers or current.binary
-        ):
-            # a "Binary files" line of its own (diff -u -N, debdiff) starts a new file
-            finish()
-            current = _FileBuilder()
-            _extended_header(current, line)
-        elif current is not None and not current.hunks:
-            _extended_header(current, line)
-        elif line[:1] in ("+", "-") and current is not None and current.hunks:
-            last = current.hunks[-1]
-            raise DiffError(
-                "hunk has more lines than its header says",
-                source,
-                i + 1,
-                _hunk_label(len(current.hunks), last.header, current.display_path()),
-            )
-        i += 1
+                _extended_header(current, line)
+            elif current is not None and not current.hunks:
+                _extended_header(current, line)
+            elif line[:1] in ("+", "-") and current is not None and current.hunks:
+                last = current.hunks[-1]
+                raise DiffError(
+                    "hunk has more lines than its header says",
+                    source,
+                    i + 1,
+                    _hunk_label(len(current.hunks), last.header, current.display_path()),
+                )
+            i += 1
+    except _BadName as exc:
+        raise DiffError(str(exc), source, i + 1 + exc.offset) from None
     finish()
+    if not diff.files:
+        first = next((k for k, ln in enumerate(lines) if ln.strip() and not ln.startswith(_DIFF_NOTES)), None)
+        if first is not None:
+            raise DiffError(
+                "not a unified diff: it has no file header ('diff --git ...', or '--- a/...' and '+++ b/...') and "
+                f"no hunk ('@@ -a,b +c,d @@'); line {first + 1} is {lines[first][:60]!r}",
+                source,
+                first + 1,
+            )
     for f in diff.files:
         if f.is_binary:
             f.hunks = []

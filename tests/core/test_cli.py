@@ -76,6 +76,28 @@ def test_malformed_diff_is_a_clear_error(revbot, shared_dir):
     assert "#2 of /path/to/new" in err
 
 
+@pytest.mark.parametrize("name, text, words", [
+    ("README.md", "# widgets\n\nA small library.\n", "README.md:1: not a unified diff"),
+    ("bad-header.diff", "diff --git a/x.py b/x.py\n--- a/x.py\n+++ b/x.py\n@@ -1,3 +1,4 @\n a\n+b\n c\n d\n",
+     "bad-header.diff:4: malformed hunk header of x.py"),
+    ("octal.diff", '--- "a/x.py"\n+++ "b/x\\777.py"\n@@ -1 +1 @@\n-a\n+b\n', "octal.diff:2: bad escape \\777"),
+])
+def test_input_that_is_not_a_usable_diff_exits_non_zero(revbot, tmp_path, name, text, words):
+    path = tmp_path / name
+    path.write_text(text)
+    code, out, err = revbot("review", str(path))
+    assert code == 1 and out == "" and "Nothing to review" not in out + err
+    assert err.startswith(f"revbot: error: {tmp_path}/") and words in err
+    code, out, err = revbot("review", "-", stdin=text.encode())
+    assert code == 1 and "<stdin>:" in err
+
+
+@pytest.mark.parametrize("name", ["binary.diff", "sample8.diff"])
+def test_a_diff_of_binary_or_empty_files_is_still_nothing_to_review(revbot, shared_dir, name):
+    code, out, err = revbot("review", diff_path(shared_dir, name))
+    assert code == 0 and "binary file" in out and "\nNothing to review (" in out
+
+
 @pytest.mark.parametrize("args, code, words", [
     (["--model", "./no/such/model"], 1, "no model at ./no/such/model"),
     (["--model", "someorg/some-model"], 1, "could not load someorg/some-model: not a local directory and the hub is unreachable"),

@@ -225,3 +225,42 @@ def test_hunk_text_round_trips():
     text = "@@ -3,3 +3,3 @@ def f():\n a\n-b\n+c\n d"
     hunk = parse_hunk(text, strict=True)
     assert isinstance(hunk, Hunk) and hunk.text() == text
+
+
+# --------------------------------------------------------------------------- input that is not a good diff
+
+
+@pytest.mark.parametrize("text, line", [
+    ('diff --git "a/x\\777.py" "b/x\\777.py"\nnew file mode 100644\n--- /dev/null\n+++ "b/x\\777.py"\n'
+     "@@ -0,0 +1 @@\n+a\n", 1),
+    ('--- "a/x.py"\n+++ "b/x\\777.py"\n@@ -1 +1 @@\n-a\n+b\n', 2),
+    ('diff --git a/x.py b/x.py\nrename from x.py\nrename to "y\\400.py"\n', 3),
+])
+def test_an_octal_escape_beyond_a_byte_is_a_clear_error(text, line):
+    with pytest.raises(DiffError) as info:
+        parse_diff(text, "bad.diff")
+    assert info.value.line == line and str(info.value).startswith(f"bad.diff:{line}: bad escape \\")
+    assert "quoted file name" in str(info.value)
+
+
+def test_a_malformed_hunk_header_is_an_error_naming_its_line():
+    text = "diff --git a/x.py b/x.py\n--- a/x.py\n+++ b/x.py\n@@ -1,3 +1,4 @\n a\n+b\n c\n d\n"
+    with pytest.raises(DiffError) as info:
+        parse_diff(text, "bad.diff")
+    assert info.value.line == 4 and "malformed hunk header of x.py: '@@ -1,3 +1,4 @'" in str(info.value)
+    with pytest.raises(DiffError, match=r"bad.diff:1: malformed hunk header: '@@ -1 \+1'"):
+        parse_diff("@@ -1 +1\n-a\n+b\n", "bad.diff")
+    later = "--- a/x\n+++ b/x\n@@ -1 +1 @@\n-a\n+b\n@@ -7,2 +7,2\n-c\n+d\n"
+    with pytest.raises(DiffError, match=r"bad.diff:6: malformed hunk header of x"):
+        parse_diff(later, "bad.diff")
+
+
+def test_text_that_is_not_a_diff_is_refused_and_empty_text_is_an_empty_diff(shared_dir):
+    readme = "# widgets\n\nA library.\n\n- one\n+ two\n"
+    with pytest.raises(DiffError) as info:
+        parse_diff(readme, "README.md")
+    assert str(info.value).startswith("README.md:1: not a unified diff") and "'# widgets'" in str(info.value)
+    assert parse_diff("", "empty.diff").files == [] and parse_diff("\n\n", "blank.diff").files == []
+    assert parse_diff("Only in a: x.py\nCommon subdirectories: a/s and b/s\n").files == []  # diff -r, no changes
+    for name in ("binary.diff", "sample8.diff", "git_rename.diff"):  # nothing or little to review is still a diff
+        assert parse_diff((shared_dir / "fixtures" / "diffs" / name).read_bytes()).files
