@@ -6,7 +6,7 @@ import time
 import pytest
 
 from bot.diff import LEFT, RIGHT, parse_diff
-from bot.errors import ModelError, UsageError
+from bot.errors import DiffError, ModelError, UsageError
 from bot.review import CallbackSink, FileSource, ReviewOptions, TextSource, review_diff, run
 from tests.core.conftest import first_line_comment, prompt_anchors, prompt_path
 
@@ -142,10 +142,12 @@ def test_empty_diff_never_loads_the_model(scripted):
     def factory():
         raise AssertionError("the model must not be loaded for an empty diff")
 
-    for text in ("", "\n", "not a diff at all\n"):
+    for text in ("", "\n"):
         review = run(TextSource(text), factory)
         assert review.nothing_to_review and review.summary == "Nothing to review."
         assert review.comments == [] and review.model == {}
+    with pytest.raises(DiffError, match="<stdin>:1: not a unified diff"):  # not "nothing to review"
+        run(TextSource("not a diff at all\n"), factory)
     only_binary = run(TextSource("diff --git a/x.png b/x.png\nBinary files a/x.png and b/x.png differ\n"), factory)
     assert only_binary.summary == "Nothing to review (1 file (binary file: 1))."
 
