@@ -1,5 +1,5 @@
-"""`revbot train`, `revbot eval`, `revbot models` and `revbot export`: parse arguments, call the
-finetune library, print the result. Errors are RevbotErrors; the `revbot` entry point prints them
+"""`revbot train`, `revbot eval`, `revbot score`, `revbot models` and `revbot export`: parse arguments,
+call the finetune library, print the result. Errors are RevbotErrors; the `revbot` entry point prints them
 without a traceback."""
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ import click
 
 from bot.errors import DataError, UsageError
 from bot.versions import ModelRegistry, default_models_dir
+from finetune.evaluate import DEFAULT_EVAL_BATCH_SIZE, DEFAULT_MAX_NEW_TOKENS
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 
@@ -162,8 +163,10 @@ def train(data, base_model, models_dir, epochs, max_steps, batch_size, max_lengt
 @models_dir_option
 @click.option("--no-base", is_flag=True, help="Leave out the base model without the adapter.")
 @click.option("--limit", type=click.IntRange(min=1), default=None, help="Evaluate on the first N test examples only.")
-@click.option("--max-new-tokens", type=click.IntRange(min=1), default=256, show_default=True, help="Longest answer.")
-@click.option("--batch-size", type=click.IntRange(min=1), default=8, show_default=True, help="Prompts generated together.")
+@click.option("--max-new-tokens", type=click.IntRange(min=1), default=DEFAULT_MAX_NEW_TOKENS, show_default=True,
+              help="Longest answer (the same default as `revbot retrain`'s gate).")
+@click.option("--batch-size", type=click.IntRange(min=1), default=DEFAULT_EVAL_BATCH_SIZE, show_default=True,
+              help="Prompts generated together (the same default as `revbot retrain`'s gate).")
 @click.option("--quantize", type=click.Choice(["4bit", "none"]), default=None,
               help="Load the models in 4-bit (default: 4-bit on CUDA, full precision on CPU).")
 @click.option("--json", "as_json", is_flag=True, help="Print the metrics as JSON.")
@@ -172,13 +175,17 @@ def eval_cmd(model_spec, data, fmt, store, models_dir, no_base, limit, max_new_t
              as_json, quiet):
     """Evaluate a model version against the base model, retrieval and most-frequent baselines.
 
-    Metrics: BLEU-4 (CodeReviewer style, with and without stop words), ROUGE-L, exact match,
+    Prints a verdict line (what the tuned model beats each other system on, and loses on), then the
+    metrics: review F1 (the right words on the right line: `revbot retrain`'s default gate), BLEU-4
+    (CodeReviewer's evaluator, with and without stop words), ROUGE-L (rouge-score), exact match,
     placement precision/recall on hunks and lines, silence on hunks humans left alone, and the
-    parse-failure rate. The Markdown report (with plots and 10 examples side by side) is saved in
-    the version's eval/ folder and printed.
+    parse-failure rate; metrics these references cannot inform are marked. Then the gate's inputs.
+    The Markdown report (with plots and 10 examples side by side) is saved in the version's eval/
+    folder.
     """
     from finetune.data import is_store
     from finetune.evaluate import evaluate, examples_for
+    from finetune.results import gate_summary
 
     registry = _registry(models_dir)
     if model_spec is None:
@@ -196,11 +203,48 @@ def eval_cmd(model_spec, data, fmt, store, models_dir, no_base, limit, max_new_t
     if as_json:
         click.echo(json.dumps(report.to_dict(), indent=2, sort_keys=True))
         return
-    if report.out_dir is not None:
-        click.echo((report.out_dir / "report.md").read_text(encoding="utf-8"))
     click.echo(report.table())
+    click.echo("\n" + gate_summary(report))
     if report.out_dir is not None:
-        click.echo(f"\nreport: {report.out_dir / 'report.md'}")
+        click.echo(f"report: {report.out_dir / 'report.md'}")
+
+
+# --------------------------------------------------------------------------- score
+
+SCORE_EPILOG = """\b
+Example (CodeReviewer's test set, or any tool's output, one comment per line):
+  revbot score predictions.txt references.txt
+  revbot score predictions.txt references.txt --json
+"""
+
+
+@click.command("score", context_settings=CONTEXT, epilog=SCORE_EPILOG)
+@click.argument("predictions", metavar="PRED", type=click.Path(dir_okay=False))
+@click.argument("references", metavar="REF", type=click.Path(dir_okay=False))
+@click.option("--json", "as_json", is_flag=True, help="Print the scores as JSON.")
+def score(predictions, references, as_json):
+    """Score line-aligned predictions against references.
+
+    Line N of PRED is scored against line N of REF. Prints BLEU-4 computed exactly like the
+    CodeReviewer evaluator (bleu_fromstr) with stop words removed (the number the CodeReviewer paper
+    reports) and kept, ROUGE-L (rouge-score's rougeL F-measure) and exact match, all × 100.
+    """
+    from finetune.score import score_files
+
+    result = score_files(predictions, references)
+    if as_json:
+        click.echo(json.dumps(result, indent=2, sort_keys=True))
+        return
+    rows = [
+        ("pairs", str(result["pairs"]), f"{predictions} vs {references}"),
+        ("BLEU-4, stop words removed", _fmt(result["bleu4_no_stop"], 2), "CodeReviewer bleu_fromstr(rmstop=True)"),
+        ("BLEU-4", _fmt(result["bleu4"], 2), "CodeReviewer bleu_fromstr(rmstop=False)"),
+        ("ROUGE-L", _fmt(result["rouge_l"], 2), "rouge-score rougeL F-measure x 100"),
+        ("exact match %", _fmt(result["exact_match"], 2), "same words and punctuation, case ignored"),
+    ]
+    widths = [max(len(r[i]) for r in rows) for i in range(2)]
+    for name, value, note in rows:
+        click.echo(f"{name.ljust(widths[0])}  {value.rjust(widths[1])}  {note}")
 
 
 # --------------------------------------------------------------------------- models
@@ -211,15 +255,19 @@ def models():
     """List, promote and roll back model versions (the `current` pointer review and the service use)."""
 
 
-def _summary_metrics(meta: dict[str, Any]) -> tuple[str, str, str]:
+def _summary_metrics(meta: dict[str, Any]) -> tuple[str, str, str, str]:
+    """val loss, test loss, review F1 and BLEU-4 -stop (each next to the retrieval baseline's)."""
     metrics = meta.get("metrics") or {}
     evaluation = (meta.get("evaluation") or {}).get("metrics") or {}
     tuned = evaluation.get("tuned") or {}
     retrieval = evaluation.get("retrieval") or {}
-    bleu = "–"
-    if tuned:
-        bleu = f"{_fmt(tuned.get('bleu4_no_stop'), 2)} (retr. {_fmt(retrieval.get('bleu4_no_stop'), 2)})"
-    return _fmt(metrics.get("val_loss")), _fmt(metrics.get("test_loss")), bleu
+
+    def pair(key: str, digits: int) -> str:
+        if not tuned:
+            return "–"
+        return f"{_fmt(tuned.get(key), digits)} (retr. {_fmt(retrieval.get(key), digits)})"
+
+    return _fmt(metrics.get("val_loss")), _fmt(metrics.get("test_loss")), pair("review_f1", 3), pair("bleu4_no_stop", 2)
 
 
 @models.command("list", context_settings=CONTEXT)
@@ -242,12 +290,12 @@ def models_list(models_dir, as_json):
     if not versions:
         click.echo(f"no model versions in {registry.root} yet; train one with `revbot train`")
         return
-    rows = [("", "version", "created", "base model", "val loss", "test loss", "BLEU-4 -stop")]
+    rows = [("", "version", "created", "base model", "val loss", "test loss", "review F1", "BLEU-4 -stop")]
     for v in versions:
-        val, test, bleu = _summary_metrics(v.meta)
+        val, test, f1, bleu = _summary_metrics(v.meta)
         base = v.base_model or "?"
         base = Path(base).name if os.path.isabs(base) else base  # a local path: its folder name; a hub id as is
-        rows.append(("*" if v.name == current else "", v.name, v.created_at, base, val, test, bleu))
+        rows.append(("*" if v.name == current else "", v.name, v.created_at, base, val, test, f1, bleu))
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     for r in rows:
         click.echo("  ".join(cell.ljust(w) for cell, w in zip(r, widths)).rstrip())

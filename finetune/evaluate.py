@@ -12,111 +12,30 @@ from __future__ import annotations
 import logging
 import time
 from collections import defaultdict
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
-from bot.errors import DataError, ModelError
+from bot.errors import DataError, ModelError, UsageError
 from bot.examples import Example
-from bot.prompt import PromptComment, parse_output
-from bot.versions import ModelRegistry, ModelVersion, now_iso
+from bot.prompt import parse_output, render_answer
+from bot.versions import ModelRegistry, ModelVersion
 from finetune.baselines import MostFrequentBaseline, RetrievalBaseline
-from finetune.metrics import Placement, placement_metrics, text_metrics
+from finetune.gate import GATE_METRICS, Evidence
+from finetune.metrics import METRIC_INFO, Placement, placement_metrics, review_scores, text_metrics, uninformative_metrics
+from finetune.report import write_report
+from finetune.results import BASE, MOST_FREQUENT, RETRIEVAL, TUNED, EvalReport, Prediction, SystemResult
 
 log = logging.getLogger(__name__)
 
+__all__ = ["EvalReport", "Prediction", "SystemResult", "TUNED", "BASE", "RETRIEVAL", "MOST_FREQUENT", "evaluate",
+           "examples_for", "score", "store_feedback", "answer_loss", "metric_value", "gate_evidence"]
+
 EVAL_DIR = "eval"
-TUNED, BASE, RETRIEVAL, MOST_FREQUENT = "tuned", "base", "retrieval", "most-frequent"
-METRIC_NAMES = (
-    "bleu4", "bleu4_no_stop", "rouge_l", "exact_match", "hunk_precision", "hunk_recall", "line_precision",
-    "line_recall", "silence_on_negatives", "parse_failure_rate", "invalid_anchor_rate", "comments_per_hunk",
-)
-METRIC_LABELS = {
-    "bleu4": "BLEU-4", "bleu4_no_stop": "BLEU-4 (no stop words)", "rouge_l": "ROUGE-L", "exact_match": "exact match %",
-    "hunk_precision": "hunk precision", "hunk_recall": "hunk recall", "line_precision": "line precision",
-    "line_recall": "line recall", "silence_on_negatives": "silent on negatives", "parse_failure_rate": "parse failures",
-    "invalid_anchor_rate": "invalid anchors", "comments_per_hunk": "comments/hunk",
-}
-
-
-@dataclass
-class Prediction:
-    """One system's answer for one example."""
-
-    example_id: str
-    comments: list[PromptComment]  # parsed and anchored inside the hunk
-    text: str = ""  # the raw answer (models) or the rendered comments (baselines)
-    failed: bool = False  # the answer could not be parsed at all
-    stray: list[PromptComment] = field(default_factory=list)  # well-formed, but on lines outside the hunk
-    truncated: bool = False  # the model hit max_new_tokens
-
-    @property
-    def invalid_anchors(self) -> int:
-        return len(self.stray)
-
-    @property
-    def body(self) -> str:
-        """Every comment's text, placed or not: text metrics judge the words, placement the lines."""
-        return "\n".join(c.body for c in [*self.comments, *self.stray])
-
-
-@dataclass
-class SystemResult:
-    name: str
-    description: str
-    metrics: dict[str, float | None]
-    predictions: list[Prediction]
-    seconds: float
-
-
-@dataclass
-class EvalReport:
-    """Metrics of every system on the same examples, plus what was left out and why."""
-
-    model: str
-    base_model: str | None
-    examples: list[Example]
-    systems: list[SystemResult]
-    dropped: dict[str, int] = field(default_factory=dict)
-    feedback: dict[str, Any] | None = None
-    created_at: str = field(default_factory=now_iso)
-    out_dir: Path | None = None
-
-    def system(self, name: str) -> SystemResult:
-        for s in self.systems:
-            if s.name == name:
-                return s
-        raise KeyError(name)
-
-    def metric(self, system: str, name: str) -> float | None:
-        return self.system(system).metrics.get(name)
-
-    @property
-    def counts(self) -> dict[str, int]:
-        negatives = sum(1 for e in self.examples if e.is_negative)
-        return {"examples": len(self.examples), "positive": len(self.examples) - negatives, "negative": negatives}
-
-    def to_dict(self, predictions: bool = False) -> dict[str, Any]:
-        out: dict[str, Any] = {
-            "model": self.model, "base_model": self.base_model, "created_at": self.created_at,
-            "counts": self.counts, "dropped": self.dropped, "feedback": self.feedback,
-            "systems": {s.name: {"description": s.description, "metrics": s.metrics, "seconds": round(s.seconds, 3)}
-                        for s in self.systems},
-        }
-        if predictions:
-            for s in self.systems:
-                out["systems"][s.name]["predictions"] = [
-                    {"id": p.example_id, "comments": [asdict(c) for c in p.comments], "text": p.text,
-                     "failed": p.failed, "stray": [asdict(c) for c in p.stray], "truncated": p.truncated}
-                    for p in s.predictions
-                ]
-        return out
-
-    def table(self) -> str:
-        """The metrics as a fixed-width text table (systems as rows)."""
-        from finetune.report import text_table
-
-        return text_table(self)
+# One set of generation settings for `revbot eval` and for the gate of `revbot retrain`, so the numbers
+# a team reads are the numbers a promotion is decided on.
+DEFAULT_MAX_NEW_TOKENS = 256
+DEFAULT_EVAL_BATCH_SIZE = 8
+METRIC_NAMES = tuple(METRIC_INFO)
 
 
 # --------------------------------------------------------------------------- scoring
@@ -134,6 +53,7 @@ def score(examples: Sequence[Example], predictions: Sequence[Prediction]) -> dic
         Placement(frozenset((c.line, c.side) for c in p.comments), frozenset((c.line, c.side) for c in e.comments))
         for e, p in zip(examples, preds)
     ]))
+    metrics.update(review_scores(examples, preds))
     n = len(preds)
     written = sum(len(p.comments) + p.invalid_anchors for p in preds)
     metrics["parse_failure_rate"] = sum(p.failed for p in preds) / n if n else None
@@ -171,8 +91,6 @@ def model_predictions(backend: Any, examples: Sequence[Example], *, max_new_toke
 
 
 def baseline_predictions(baseline: Any, examples: Sequence[Example]) -> list[Prediction]:
-    from bot.prompt import render_answer
-
     out = []
     for example in examples:
         comments = baseline.predict(example)
@@ -243,8 +161,8 @@ def evaluate(
     *,
     base: Any = "auto",
     quantize: str | None = None,
-    max_new_tokens: int = 256,
-    batch_size: int = 8,
+    max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS,
+    batch_size: int = DEFAULT_EVAL_BATCH_SIZE,
     out_dir: str | Path | None = "auto",
     store: str | Path | None = None,
     progress: bool = True,
@@ -312,22 +230,25 @@ def evaluate(
         systems.append(SystemResult(baseline.name, baseline.description, score(test_examples, preds), preds,
                                     time.perf_counter() - t0))
 
-    report = EvalReport(label, base_model, test_examples, systems, dropped,
-                        store_feedback(store) if store else None)
+    report = EvalReport(
+        label, base_model, test_examples, systems, dropped, store_feedback(store) if store else None,
+        uninformative=uninformative_metrics(test_examples),
+        val_loss=version.metrics.get("val_loss") if version is not None else None,
+        generation={"max_new_tokens": max_new_tokens, "batch_size": batch_size},
+    )
     target = None
     if out_dir == "auto":
         target = version.path / EVAL_DIR if version is not None else None
     elif out_dir is not None:
         target = Path(out_dir)
     if target is not None:
-        from finetune.report import write_report
-
-        report.out_dir = write_report(report, target, retrieval=systems[-2] if len(systems) >= 2 else None)
+        report.out_dir = write_report(report, target)
         if version is not None and version.number is not None:
             registry = ModelRegistry(version.path.parent)
             try:
                 registry.update_meta(version.name, evaluation={
                     "at": report.created_at, "counts": report.counts, "dropped": dropped,
+                    "generation": report.generation, "uninformative": report.uninformative,
                     "metrics": {s.name: s.metrics for s in systems},
                 })
             except ModelError as exc:  # a version outside a registry: the report is still written
@@ -370,3 +291,57 @@ def examples_for(version: ModelVersion, data: str | Path | None = None, fmt: str
                         "--data", str(version.path / "data" / "train.jsonl"))
     return test, train
 
+
+# --------------------------------------------------------------------------- what the gate reads
+
+
+def metric_value(report: EvalReport, system: str, metric: str) -> float | None:
+    """``metric`` of ``system`` in ``report``; a clear error for a name no evaluation computes."""
+    if metric == "answer_loss":
+        raise UsageError("answer_loss is measured on a model, not read from an evaluation report")
+    if metric not in GATE_METRICS:
+        raise UsageError(f"unknown metric {metric!r}; choose one of: {', '.join(GATE_METRICS)}")
+    return report.metric(system, metric)
+
+
+def gate_evidence(report: EvalReport, metric: str, name: str | None = None,
+                  metric_value_override: float | None = None) -> Evidence:
+    """The tuned model's inputs to the promotion gate, read from its evaluation (``metric_value_override``
+    for a metric measured elsewhere, i.e. answer_loss)."""
+    value = metric_value_override if metric == "answer_loss" else metric_value(report, TUNED, metric)
+    return Evidence(name or report.model, value, report.metric(TUNED, "parse_failure_rate"), report.val_loss)
+
+
+def answer_loss(backend: Any, examples: Sequence[Example], batch_size: int = DEFAULT_EVAL_BATCH_SIZE) -> float | None:
+    """Mean cross-entropy per answer token of the humans' answers on ``examples``, tokenised exactly
+    as training does (prompt-contract text, loss on the answer only). It moves with every bit of
+    learning, even while greedy answers are still empty, so it separates a barely trained model from
+    an untrained one; it says nothing about placement, which is why it is not the default gate."""
+    import torch
+    import torch.nn.functional as F
+
+    from finetune.data import encode_example
+
+    model, tokenizer = backend.model, backend.tokenizer
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    encoded = [encode_example(e, tokenizer) for e in examples]
+    total, count = 0.0, 0
+    device = next(model.parameters()).device
+    with torch.inference_mode():
+        for start in range(0, len(encoded), batch_size):
+            chunk = encoded[start:start + batch_size]
+            width = max(len(e) for e in chunk)
+            ids = torch.full((len(chunk), width), pad, dtype=torch.long)
+            labels = torch.full((len(chunk), width), -100, dtype=torch.long)
+            mask = torch.zeros((len(chunk), width), dtype=torch.long)
+            for row, enc in enumerate(chunk):
+                ids[row, :len(enc)] = torch.tensor(enc.ids)
+                labels[row, :len(enc)] = torch.tensor(enc.labels())
+                mask[row, :len(enc)] = 1
+            logits = model(input_ids=ids.to(device), attention_mask=mask.to(device)).logits.float()
+            targets = labels[:, 1:].to(device)
+            loss = F.cross_entropy(logits[:, :-1].reshape(-1, logits.shape[-1]), targets.reshape(-1),
+                                   ignore_index=-100, reduction="sum")
+            total += loss.item()
+            count += int((targets != -100).sum())
+    return total / count if count else None

@@ -1,48 +1,35 @@
-"""The evaluation report: a text table for the terminal, and a Markdown file with PNG plots and ten
-examples side by side (hunk, human comment, model comment, retrieval comment), saved next to the
-model so a reviewer of a promotion can see what the numbers mean."""
+"""The saved evaluation report: a Markdown file that opens with the verdict, the metrics table, what
+the promotion gate reads, PNG plots, and ten examples side by side (hunk, human comment, model
+comment, retrieval comment), written next to the model so a reviewer of a promotion can see what the
+numbers mean.
+
+It takes a plain ``finetune.results.EvalReport`` and never calls back into evaluation.
+"""
 from __future__ import annotations
 
 import random
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Sequence
 
 from bot.versions import write_json_atomic
-
-if TYPE_CHECKING:
-    from finetune.evaluate import EvalReport, SystemResult
-
-TABLE_COLUMNS = (
-    ("bleu4", "BLEU-4"), ("bleu4_no_stop", "BLEU-4 -stop"), ("rouge_l", "ROUGE-L"), ("exact_match", "EM%"),
-    ("hunk_precision", "hunk P"), ("hunk_recall", "hunk R"), ("line_precision", "line P"),
-    ("line_recall", "line R"), ("silence_on_negatives", "silent-neg"), ("parse_failure_rate", "parse-fail"),
+from finetune.gate import DEFAULT_GATE_METRIC, PARSE_FAILURE_TOLERANCE, VAL_LOSS_TOLERANCE
+from finetune.metrics import METRIC_INFO, format_metric
+from finetune.results import (
+    RETRIEVAL, TUNED, UNINFORMATIVE_MARK, EvalReport, SystemResult, column_label, gate_summary, table_rows,
+    uninformative_notes, verdict,
 )
+
 SIDE_BY_SIDE = 10
-
-
-def _fmt(value: Any, ratio: bool) -> str:
-    if value is None:
-        return "–"
-    return f"{value:.3f}" if ratio else f"{value:.2f}"
-
-
-def _is_ratio(key: str) -> bool:
-    return key not in ("bleu4", "bleu4_no_stop", "rouge_l", "exact_match")
-
-
-def text_table(report: "EvalReport") -> str:
-    header = ["system"] + [label for _, label in TABLE_COLUMNS]
-    rows = [[s.name] + [_fmt(s.metrics.get(k), _is_ratio(k)) for k, _ in TABLE_COLUMNS] for s in report.systems]
-    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
-    lines = ["  ".join(cell.ljust(w) if i == 0 else cell.rjust(w) for i, (cell, w) in enumerate(zip(r, widths)))
-             for r in [header, *rows]]
-    lines.insert(1, "  ".join("-" * w for w in widths))
-    counts = report.counts
-    note = (f"{counts['examples']} test hunks ({counts['positive']} commented by humans, {counts['negative']} "
-            f"left alone)")
-    if report.dropped:
-        note += "; dropped: " + ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in report.dropped.items())
-    return "\n".join([note, *lines])
+# One plot per scale and direction: scores × 100, shares where higher is better, and shares where
+# lower is better, so no bar reads "taller is better" when it is not.
+PLOT_GROUPS: tuple[tuple[str, str, tuple[str, ...]], ...] = (
+    ("text_metrics.png", "Comment text, ×100 (higher is better)", ("bleu4", "bleu4_no_stop", "rouge_l", "exact_match")),
+    ("placement.png", "Review F1 and placement, share (higher is better)",
+     ("review_f1", "hunk_precision", "hunk_recall", "line_precision", "line_recall", "silence_on_negatives")),
+    ("errors.png", "Format errors, share (lower is better)", ("parse_failure_rate", "invalid_anchor_rate", "truncated_rate")),
+)
+COLORS = ("#3182bd", "#e6550d", "#31a354", "#756bb1", "#636363")
+MISSING_LABEL = "n/a"
 
 
 def _md_cell(text: str) -> str:
@@ -52,112 +39,168 @@ def _md_cell(text: str) -> str:
     return text.replace("|", "\\|").replace("\r", "").replace("\n", "<br>")
 
 
-def _markdown_table(report: "EvalReport") -> str:
-    header = "| system | " + " | ".join(label for _, label in TABLE_COLUMNS) + " |"
-    sep = "|---|" + "|".join("---:" for _ in TABLE_COLUMNS) + "|"
-    rows = [
-        f"| **{s.name}** | " + " | ".join(_fmt(s.metrics.get(k), _is_ratio(k)) for k, _ in TABLE_COLUMNS) + " |"
-        for s in report.systems
-    ]
-    return "\n".join([header, sep, *rows])
+def markdown_table(report: EvalReport) -> str:
+    header, *rows = table_rows(report)
+    lines = ["| " + " | ".join(header) + " |", "|---|" + "|".join("---:" for _ in header[1:]) + "|"]
+    lines += [f"| **{r[0]}** | " + " | ".join(r[1:]) + " |" for r in rows]
+    return "\n".join(lines)
 
 
-def _plot(report: "EvalReport", out: Path) -> list[str]:
+# --------------------------------------------------------------------------- plots
+
+
+def draw_group(report: EvalReport, title: str, metrics: Sequence[str]) -> Any:
+    """A grouped bar chart of ``metrics`` for every system, as a matplotlib Figure.
+
+    Every bar carries its value; a missing value (nothing to measure) is a hatched outline labelled
+    n/a, never a bar of height 0; the legend sits outside the axes; uninformative metrics are marked."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.patches import Patch
+
+    fig, ax = plt.subplots(figsize=(9, 4), dpi=100, layout="constrained")
+    n = max(1, len(report.systems))
+    width = 0.8 / n
+    values = [s.metrics.get(k) for s in report.systems for k in metrics]
+    top = max([v for v in values if v is not None] + [1.0 if not METRIC_INFO[metrics[0]].percent else 10.0])
+    ghost = 0.15 * top  # height of the outline that stands for a missing value
+    for i, system in enumerate(report.systems):
+        color = COLORS[i % len(COLORS)]
+        for j, key in enumerate(metrics):
+            x = j + i * width
+            value = system.metrics.get(key)
+            if value is None:
+                ax.bar(x, ghost, width, fill=False, hatch="///", edgecolor=color, linestyle="--", linewidth=0.8,
+                       gid=f"missing:{system.name}:{key}")
+                ax.text(x, ghost, MISSING_LABEL, ha="center", va="bottom", fontsize=7, color=color)
+            else:
+                ax.bar(x, value, width, color=color, gid=f"value:{system.name}:{key}")
+                ax.text(x, value, format_metric(key, value), ha="center", va="bottom", fontsize=6, rotation=90)
+    ax.set_ylim(0, top * 1.3)
+    ax.set_xticks([j + width * (n - 1) / 2 for j in range(len(metrics))])
+    ax.set_xticklabels([column_label(k, report) for k in metrics])
+    for j, key in enumerate(metrics):
+        if key in report.uninformative:
+            ax.axvspan(j - width / 2 - 0.05, j + width * (n - 0.5) + 0.05, color="#dddddd", zorder=0)
+    ax.set_title(title)
+    ax.grid(axis="y", alpha=0.3)
+    handles = [Patch(color=COLORS[i % len(COLORS)], label=s.name) for i, s in enumerate(report.systems)]
+    fig.legend(handles=handles, loc="outside right upper", fontsize=8)
+    notes = [f"hatched {MISSING_LABEL}: nothing to measure (not zero)"]
+    if any(k in report.uninformative for k in metrics):
+        notes.append(f"{UNINFORMATIVE_MARK} grey: uninformative on these references")
+    fig.supxlabel("; ".join(notes), fontsize=7)
+    return fig
+
+
+def plot(report: EvalReport, out: Path) -> list[str]:
+    import matplotlib.pyplot as plt
 
     written = []
-    groups = [
-        ("text_metrics.png", "Comment text (positives, higher is better)",
-         [("bleu4", "BLEU-4"), ("bleu4_no_stop", "BLEU-4 no stop"), ("rouge_l", "ROUGE-L"), ("exact_match", "EM %")]),
-        ("placement.png", "Placement and format (share)",
-         [("hunk_precision", "hunk P"), ("hunk_recall", "hunk R"), ("line_precision", "line P"),
-          ("line_recall", "line R"), ("silence_on_negatives", "silent on neg."), ("parse_failure_rate", "parse failures")]),
-    ]
-    colors = ["#3182bd", "#e6550d", "#31a354", "#756bb1", "#636363"]
-    for filename, title, metrics in groups:
-        fig, ax = plt.subplots(figsize=(8, 4), dpi=100)
-        width = 0.8 / max(1, len(report.systems))
-        for i, system in enumerate(report.systems):
-            xs = [j + i * width for j in range(len(metrics))]
-            ys = [system.metrics.get(k) or 0.0 for k, _ in metrics]
-            ax.bar(xs, ys, width, label=system.name, color=colors[i % len(colors)])
-        ax.set_xticks([j + width * (len(report.systems) - 1) / 2 for j in range(len(metrics))])
-        ax.set_xticklabels([label for _, label in metrics])
-        ax.set_title(title)
-        ax.grid(axis="y", alpha=0.3)
-        ax.legend(fontsize=8)
-        fig.tight_layout()
+    for filename, title, metrics in PLOT_GROUPS:
+        fig = draw_group(report, title, metrics)
         fig.savefig(out / filename)
         plt.close(fig)
         written.append(filename)
     return written
 
 
-def _side_by_side(report: "EvalReport", retrieval: "SystemResult | None") -> list[str]:
-    tuned = report.systems[0]
-    by_id = {p.example_id: p for p in tuned.predictions}
+# --------------------------------------------------------------------------- sections
+
+
+def _anchored(comments: Sequence[Any]) -> str:
+    return "\n".join(f"{'R' if c.side == 'RIGHT' else 'L'}{c.line}: {c.body}" for c in comments)
+
+
+def side_by_side(report: EvalReport) -> list[str]:
+    tuned = report.get(TUNED) or (report.systems[0] if report.systems else None)
+    retrieval: SystemResult | None = report.get(RETRIEVAL)
+    by_id = {p.example_id: p for p in tuned.predictions} if tuned else {}
     retrieved = {p.example_id: p for p in retrieval.predictions} if retrieval else {}
     positives = [e for e in report.examples if not e.is_negative]
     pool = positives if len(positives) >= SIDE_BY_SIDE else list(report.examples)
     chosen = sorted(random.Random(0).sample(pool, min(SIDE_BY_SIDE, len(pool))), key=lambda e: e.id)
+    columns = ["human"] + ([tuned.name] if tuned else []) + ([retrieval.name] if retrieval else [])
     out = []
     for n, ex in enumerate(chosen, 1):
-        human = "\n".join(f"{'R' if c.side == 'RIGHT' else 'L'}{c.line}: {c.body}" for c in ex.comments)
-        pred = by_id.get(ex.id)
-        model = "\n".join(f"{'R' if c.side == 'RIGHT' else 'L'}{c.line}: {c.body}" for c in pred.comments) if pred else ""
-        if pred and pred.failed:
-            model = "*(unparseable)* " + pred.text[:300]
-        ret = retrieved.get(ex.id)
-        retrieval_text = "\n".join(f"{'R' if c.side == 'RIGHT' else 'L'}{c.line}: {c.body}" for c in ret.comments) if ret else ""
+        cells = [_anchored(ex.comments)]
+        if tuned:
+            pred = by_id.get(ex.id)
+            model = _anchored(pred.comments) if pred else ""
+            if pred and pred.failed:
+                model = "*(unparseable)* " + pred.text[:300]
+            cells.append(model)
+        if retrieval:
+            ret = retrieved.get(ex.id)
+            cells.append(_anchored(ret.comments) if ret else "")
         hunk = ex.hunk if len(ex.hunk) <= 2500 else ex.hunk[:2500] + "\n… (cut)"
         out += [
             f"### {n}. `{ex.path}` ({ex.repo}#{ex.pr})", "",
             "```diff", hunk.replace("```", "`\u200b``"), "```", "",
-            f"| human | {tuned.name} | {retrieval.name if retrieval else 'retrieval'} |", "|---|---|---|",
-            f"| {_md_cell(human)} | {_md_cell(model)} | {_md_cell(retrieval_text)} |", "",
+            "| " + " | ".join(columns) + " |", "|" + "---|" * len(columns),
+            "| " + " | ".join(_md_cell(c) for c in cells) + " |", "",
         ]
     return out
 
 
-def markdown(report: "EvalReport", plots: list[str], retrieval: "SystemResult | None") -> str:
+def gate_section(report: EvalReport) -> list[str]:
+    """What `revbot retrain` reads from an evaluation like this one to decide a promotion."""
+    if report.get(TUNED) is None:
+        return []
+    return [
+        "## What the promotion gate reads", "",
+        f"`revbot retrain` promotes a candidate over the current version only if its {DEFAULT_GATE_METRIC} (the "
+        "default gate metric) is at least as good and not zero for both, its parse-failure rate is at most "
+        f"{PARSE_FAILURE_TOLERANCE:g} higher, and its validation loss at most {100 * VAL_LOSS_TOLERANCE:g}% higher; "
+        "both versions answer the same test hunks with the same generation settings.", "",
+        gate_summary(report) + ".", "",
+    ]
+
+
+def markdown(report: EvalReport, plots: Sequence[str]) -> str:
     counts = report.counts
     lines = [
         f"# Evaluation of {report.model}", "",
+        f"**{verdict(report)}**", "",
         f"- base model: `{report.base_model}`" if report.base_model else "- base model: (not evaluated)",
         f"- evaluated: {report.created_at}",
         f"- test hunks: {counts['examples']} ({counts['positive']} commented by humans, {counts['negative']} left alone)",
     ]
     if report.dropped:
         lines.append("- dropped for every system: " + ", ".join(f"{k.replace('_', ' ')}: {v}" for k, v in report.dropped.items()))
-    lines += ["", "## Metrics", "", _markdown_table(report), "",
-              "BLEU-4 is sentence-level, smoothed, averaged ×100 (CodeReviewer's evaluator); *-stop* removes English "
-              "stop words first (the number the CodeReviewer paper reports). Text metrics are over hunks humans "
-              "commented on; placement is precision/recall of commenting on the hunks (and lines) humans commented "
-              "on; *silent-neg* is the share of hunks humans left alone on which the system said nothing.", ""]
+    lines += ["", "## Metrics", "", markdown_table(report), ""]
+    lines += [f"{note}  " for note in uninformative_notes(report)]
+    lines += ["",
+              "*review F1* scores the right words on the right line: each model comment earns the ROUGE-L of its "
+              "text against the human comment on the same line, each human comment the best such score among the "
+              "model's comments there. BLEU-4 is CodeReviewer's evaluator (sentence-level, smoothed, mean ×100); "
+              "*-stop* removes its stop words first (the number the CodeReviewer paper reports). ROUGE-L is "
+              "rouge-score's rougeL F-measure ×100. Text metrics are over hunks humans commented on; placement is "
+              "precision/recall of commenting on the hunks (and lines) humans commented on; *silent-neg* is the "
+              "share of hunks humans left alone on which the system said nothing. A dash: nothing to measure.", ""]
     for system in report.systems:
         lines.append(f"- **{system.name}**: {system.description} ({system.seconds:.1f}s)")
     lines.append("")
-    for plot in plots:
-        lines += [f"![{plot}]({plot})", ""]
+    lines += gate_section(report)
+    for name in plots:
+        lines += [f"![{name}]({name})", ""]
     if report.feedback:
         f = report.feedback
         lines += ["## Feedback on the bot's posted comments", "",
                   f"{f['comments']} comments with feedback: liked {100 * f['liked_share']:.0f}%, disliked "
                   f"{100 * f['disliked_share']:.0f}%, answered {100 * f['answered_share']:.0f}%.", ""]
     lines += ["## Examples side by side", ""]
-    lines += _side_by_side(report, retrieval)
+    lines += side_by_side(report)
     return "\n".join(lines)
 
 
-def write_report(report: "EvalReport", out: str | Path, retrieval: "SystemResult | None" = None) -> Path:
+def write_report(report: EvalReport, out: str | Path) -> Path:
     """Write report.md, metrics.json (with every prediction) and the plots into ``out``."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    plots = _plot(report, out)
-    (out / "report.md").write_text(markdown(report, plots, retrieval) + "\n", encoding="utf-8")
+    plots = plot(report, out)
+    (out / "report.md").write_text(markdown(report, plots) + "\n", encoding="utf-8")
     write_json_atomic(out / "metrics.json", report.to_dict(predictions=True))
     return out
-

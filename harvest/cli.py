@@ -153,6 +153,19 @@ def export_cmd(fmt: str, output: str, repo: str | None, no_meta: bool, db: str |
     _run(go)
 
 
+def _stats_table(repos: list[tuple[str, dict[str, Any]]]) -> str:
+    """Per-repository counts as a fixed-width table, numbers right-aligned."""
+    header = ["repository", "comments", "replies", "by bots", "PRs", "positive", "negative", "read up to",
+              "PRs to rebuild"]
+    rows = [[name, str(r["comments"]), str(r["replies"]), str(r["bot_comments"]), str(r["prs"]), str(r["positive"]),
+             str(r["negative"]), r["high_water"] or "–", str(r["pending_prs"])] for name, r in repos]
+    widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
+    lines = ["  ".join(cell.ljust(w) if i in (0, 7) else cell.rjust(w) for i, (cell, w) in enumerate(zip(row, widths)))
+             .rstrip() for row in [header, *rows]]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
 @dataset.command("stats")
 @click.option("--db", type=click.Path(dir_okay=False), envvar="REVBOT_DB", help=DB_HELP)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
@@ -167,21 +180,17 @@ def stats_cmd(db: str | None, as_json: bool) -> None:
         if as_json:
             click.echo(json.dumps(stats, indent=2))
             return
-        click.echo(f"store {stats['path']} (schema {stats['schema_version']})")
-        click.echo(f"  comments stored: {stats['comments']}")
-        click.echo(f"  examples: {stats['positive']} positive, {stats['negative']} negative")
+        click.echo(f"store {stats['path']} (schema {stats['schema_version']}): {stats['comments']} comments stored; "
+                   f"examples: {stats['positive']} positive, {stats['negative']} negative")
         repos = sorted(stats["repos"].items(), key=lambda kv: -(kv[1]["comments"] + kv[1]["positive"] + kv[1]["negative"]))
-        for name, r in repos[:20]:
-            click.echo(
-                f"  {name}: {r['comments']} comments ({r['replies']} replies, {r['bot_comments']} by bots) on {r['prs']} PRs; "
-                f"examples {r['positive']}+ {r['negative']}-" + (f"; read up to {r['high_water']}" if r["high_water"] else "")
-                + (f"; {r['pending_prs']} PR(s) waiting to be rebuilt" if r["pending_prs"] else "")
-            )
+        if repos:
+            click.echo("")
+            click.echo(_stats_table(repos[:20]))
         if len(repos) > 20:
-            click.echo(f"  ... and {len(repos) - 20} more repositories (--json lists all)")
+            click.echo(f"... and {len(repos) - 20} more repositories (--json lists all)")
         if stats["examples_by_source"]:
-            click.echo("  by source: " + ", ".join(f"{k} {v}" for k, v in stats["examples_by_source"].items()))
+            click.echo("\nexamples by source: " + ", ".join(f"{k} {v}" for k, v in stats["examples_by_source"].items()))
         if stats["bot_feedback"]:
-            click.echo(f"  feedback rows on the bot's comments: {stats['bot_feedback']}")
+            click.echo(f"feedback rows on the bot's comments: {stats['bot_feedback']}")
 
     _run(go)

@@ -12,14 +12,11 @@ examples). Every decision, promoted or not, is appended to the registry's decisi
 `revbot models list` shows. The running service follows the registry's ``current`` pointer and
 picks a promoted version up between jobs, without a restart.
 
-The gate metric (``--metric``, default ``review_f1``): the question a team asks of a reviewer is
-"did it say the right thing on the right line, and little else". BLEU and ROUGE-L score the words
-only, not where they are, and reward a model that comments everywhere; placement precision/recall
-score where, not what. ``review_f1`` scores both at once: every comment the model writes earns the
-ROUGE-L similarity of its text to the human comment on the same line (0 on a line no human
-commented on, so noise costs precision), every human comment earns the best such similarity among
-the model's comments on its line (so silence costs recall), and the two are combined as an F1.
-Any metric of `revbot eval` can be used instead.
+The gate (``finetune.gate.decide``, the same numbers `revbot eval` prints): the candidate must be at
+least as good as the current version on the gate metric (``--metric``, default ``review_f1``: the right
+comment on the right line, and little else), that metric must carry signal (a 0 = 0 tie is no
+evidence), and its parse-failure rate and validation loss may not be worse beyond stated tolerances.
+Both versions are evaluated with the same generation settings as `revbot eval`.
 
 Scheduling: run it from cron (see README.md, "Retraining"); a lock file in the models folder makes
 an overlapping run stop with a message instead of training twice.
@@ -40,6 +37,10 @@ import click
 
 from bot.errors import DataError, RevbotError, UsageError
 from bot.examples import Example
+from finetune.evaluate import DEFAULT_EVAL_BATCH_SIZE, DEFAULT_MAX_NEW_TOKENS
+from finetune.gate import (
+    DEFAULT_GATE_METRIC, GATE_METRICS, LOWER_IS_BETTER, PARSE_FAILURE_TOLERANCE, VAL_LOSS_TOLERANCE, decide,
+)
 
 try:
     import fcntl
@@ -48,123 +49,13 @@ except ImportError:  # pragma: no cover - non-POSIX
 
 log = logging.getLogger(__name__)
 
-DEFAULT_METRIC = "review_f1"
+DEFAULT_METRIC = DEFAULT_GATE_METRIC
+METRICS = GATE_METRICS
 LOCK_NAME = ".retrain.lock"
-# metrics computed here, on top of those `revbot eval` reports
-OWN_METRICS = ("review_f1", "review_precision", "review_recall", "line_f1", "answer_loss")
-LOWER_IS_BETTER = ("parse_failure_rate", "invalid_anchor_rate", "truncated_rate", "answer_loss")
-EVAL_METRICS = (
-    "bleu4", "bleu4_no_stop", "rouge_l", "exact_match", "hunk_precision", "hunk_recall", "line_precision",
-    "line_recall", "silence_on_negatives", "parse_failure_rate", "invalid_anchor_rate",
-)
-METRICS = OWN_METRICS + EVAL_METRICS
 
 
 class RetrainBusy(RevbotError):
     """Another retrain holds the lock on this models folder."""
-
-
-# --------------------------------------------------------------------------- the gate metric
-
-
-def review_scores(examples: Sequence[Example], predictions: Sequence[Any]) -> dict[str, float | None]:
-    """Placement-aware text agreement: precision, recall and F1 of (line, text) against the humans.
-
-    ``predictions`` are finetune.evaluate.Prediction objects (``example_id``, ``comments``). A model
-    comment earns the ROUGE-L of its text against the human comment(s) on the same (line, side), 0 on
-    a line no human commented on; a human comment earns the best ROUGE-L among the model's comments
-    on its line. None where there is nothing to divide by."""
-    from finetune.metrics import rouge_l
-
-    by_id = {p.example_id: p for p in predictions}
-    said = earned_said = 0.0
-    wanted = earned_wanted = 0.0
-    for example in examples:
-        prediction = by_id.get(example.id)
-        model = list(prediction.comments) if prediction is not None else []
-        human: dict[tuple[int, str], list[str]] = {}
-        for c in example.comments:
-            human.setdefault((c.line, c.side), []).append(c.body)
-        mine: dict[tuple[int, str], list[str]] = {}
-        for c in model:
-            mine.setdefault((c.line, c.side), []).append(c.body)
-        for anchor, bodies in mine.items():
-            for body in bodies:
-                said += 1
-                earned_said += max((rouge_l(body, ref) for ref in human.get(anchor, [])), default=0.0)
-        for anchor, bodies in human.items():
-            for ref in bodies:
-                wanted += 1
-                earned_wanted += max((rouge_l(body, ref) for body in mine.get(anchor, [])), default=0.0)
-    precision = earned_said / said if said else None
-    recall = earned_wanted / wanted if wanted else None
-    if precision is None and recall is None:
-        f1 = None
-    elif not precision or not recall:
-        f1 = 0.0
-    else:
-        f1 = 2 * precision * recall / (precision + recall)
-    return {"review_precision": precision, "review_recall": recall, "review_f1": f1}
-
-
-def answer_loss(backend: Any, examples: Sequence[Example], batch_size: int = 8) -> float | None:
-    """Mean cross-entropy per answer token of the humans' answers on ``examples``, tokenised exactly
-    as training does (prompt-contract text, loss on the answer only). It moves with every bit of
-    learning, even while greedy answers are still empty, so it separates a barely trained model from
-    an untrained one; it says nothing about placement, which is why it is not the default."""
-    import torch
-    import torch.nn.functional as F
-
-    from finetune.data import encode_example
-
-    model, tokenizer = backend.model, backend.tokenizer
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    encoded = [encode_example(e, tokenizer) for e in examples]
-    total, count = 0.0, 0
-    device = next(model.parameters()).device
-    with torch.inference_mode():
-        for start in range(0, len(encoded), batch_size):
-            chunk = encoded[start:start + batch_size]
-            width = max(len(e) for e in chunk)
-            ids = torch.full((len(chunk), width), pad, dtype=torch.long)
-            labels = torch.full((len(chunk), width), -100, dtype=torch.long)
-            mask = torch.zeros((len(chunk), width), dtype=torch.long)
-            for row, enc in enumerate(chunk):
-                ids[row, :len(enc)] = torch.tensor(enc.ids)
-                labels[row, :len(enc)] = torch.tensor(enc.labels())
-                mask[row, :len(enc)] = 1
-            logits = model(input_ids=ids.to(device), attention_mask=mask.to(device)).logits.float()
-            targets = labels[:, 1:].to(device)
-            loss = F.cross_entropy(logits[:, :-1].reshape(-1, logits.shape[-1]), targets.reshape(-1),
-                                   ignore_index=-100, reduction="sum")
-            total += loss.item()
-            count += int((targets != -100).sum())
-    return total / count if count else None
-
-
-def metric_value(report: Any, system: str, metric: str) -> float | None:
-    """``metric`` of ``system`` in an EvalReport, including the metrics this module adds."""
-    if metric in ("review_f1", "review_precision", "review_recall"):
-        return review_scores(report.examples, report.system(system).predictions)[metric]
-    if metric == "answer_loss":
-        raise UsageError("answer_loss is measured on a model, not read from an evaluation report")
-    if metric == "line_f1":
-        p, r = report.metric(system, "line_precision"), report.metric(system, "line_recall")
-        if p is None and r is None:
-            return None
-        return 0.0 if not p or not r else 2 * p * r / (p + r)
-    if metric not in EVAL_METRICS:
-        raise UsageError(f"unknown metric {metric!r}; choose one of: {', '.join(METRICS)}")
-    return report.metric(system, metric)
-
-
-def at_least_as_good(candidate: float | None, incumbent: float | None, metric: str) -> bool:
-    """The gate. A missing value (nothing to measure) counts as the worst possible."""
-    lower = metric in LOWER_IS_BETTER
-    worst = float("inf") if lower else float("-inf")
-    c = worst if candidate is None else candidate
-    i = worst if incumbent is None else incumbent
-    return c <= i + 1e-9 if lower else c >= i - 1e-9
 
 
 # --------------------------------------------------------------------------- the run
@@ -184,6 +75,7 @@ class RetrainResult:
     harvests: list[dict[str, Any]] = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=dict)
     report_dir: str | None = None
+    checks: list[dict[str, Any]] = field(default_factory=list)  # the gate's checks, each passed or not
 
     def to_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -198,6 +90,7 @@ class RetrainResult:
             f"  {self.metric} on {self.test_examples} held-out examples: candidate {self.candidate} {fmt(self.candidate_value)}"
             + (f", current {self.incumbent} {fmt(self.incumbent_value)}" if self.incumbent else ""),
             f"  reason: {self.reason}",
+            *(f"  {'pass' if c['passed'] else 'FAIL'}  {c['detail']}" for c in self.checks),
             "  timings: " + ", ".join(f"{k} {v:.1f}s" for k, v in self.timings.items()),
         ]
         if self.report_dir:
@@ -207,6 +100,7 @@ class RetrainResult:
 
 def _version_answer_loss(version: Any, examples: Sequence[Example], quantize: str | None, batch_size: int) -> float | None:
     from bot.model import load_backend
+    from finetune.evaluate import answer_loss
 
     backend = load_backend(adapter=str(version.path), quantize=quantize, batch_size=batch_size)
     try:
@@ -258,18 +152,20 @@ def retrain(
     config: Any = None,
     metric: str = DEFAULT_METRIC,
     quantize: str | None = None,
-    max_new_tokens: int = 128,
-    eval_batch_size: int = 8,
+    max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS,
+    eval_batch_size: int = DEFAULT_EVAL_BATCH_SIZE,
+    parse_failure_tolerance: float = PARSE_FAILURE_TOLERANCE,
+    val_loss_tolerance: float = VAL_LOSS_TOLERANCE,
     progress: bool = False,
     echo: Callable[[str], None] = lambda _text: None,
 ) -> RetrainResult:
     """Harvest ``repos`` (through ``client``) into ``store``, train a candidate on every example in
     the store, evaluate it and the current version on the same newest held-out PRs, and promote it
-    only if it is at least as good on ``metric``. Returns what was decided; the decision is also
-    appended to the registry's log."""
+    only if the gate (``finetune.gate.decide``) lets it through. Returns what was decided; the decision
+    is also appended to the registry's log."""
     from bot.versions import ModelRegistry
     from finetune.data import split_examples
-    from finetune.evaluate import TUNED, evaluate
+    from finetune.evaluate import evaluate, gate_evidence
     from finetune.train import TrainConfig, train
 
     if metric not in METRICS:
@@ -330,41 +226,40 @@ def retrain(
         report = evaluate(candidate, test, splits.train, base=None, quantize=quantize, max_new_tokens=max_new_tokens,
                           batch_size=eval_batch_size, out_dir="auto", store=getattr(store, "path", None),
                           progress=progress)
-        incumbent_value = None
+        current_report = None
+        candidate_loss = incumbent_loss = None
+        if incumbent is not None:
+            current_report = evaluate(incumbent, test, splits.train, base=None, quantize=quantize,
+                                      max_new_tokens=max_new_tokens, batch_size=eval_batch_size, out_dir=None,
+                                      progress=progress)
         if metric == "answer_loss":
-            candidate_value = _version_answer_loss(candidate, test, quantize, eval_batch_size)
+            candidate_loss = _version_answer_loss(candidate, test, quantize, eval_batch_size)
             if incumbent is not None:
-                incumbent_value = _version_answer_loss(incumbent, test, quantize, eval_batch_size)
-        else:
-            candidate_value = metric_value(report, TUNED, metric)
-            if incumbent is not None:
-                current_report = evaluate(incumbent, test, splits.train, base=None, quantize=quantize,
-                                          max_new_tokens=max_new_tokens, batch_size=eval_batch_size, out_dir=None,
-                                          progress=progress)
-                incumbent_value = metric_value(current_report, TUNED, metric)
+                incumbent_loss = _version_answer_loss(incumbent, test, quantize, eval_batch_size)
         timings["evaluate"] = time.perf_counter() - t0
 
-        def fmt(v: float | None) -> str:
-            return "none" if v is None else f"{v:.4f}"
-
-        if incumbent is None:
-            promoted, reason = True, "no version was current: the first candidate is promoted"
-        elif at_least_as_good(candidate_value, incumbent_value, metric):
-            promoted = True
-            reason = f"{metric} {fmt(candidate_value)} is at least as good as {incumbent.name}'s {fmt(incumbent_value)}"
-        else:
-            promoted = False
-            reason = f"{metric} {fmt(candidate_value)} is worse than {incumbent.name}'s {fmt(incumbent_value)}"
-        if promoted:
+        mine = gate_evidence(report, metric, candidate.name, candidate_loss)
+        theirs = gate_evidence(current_report, metric, incumbent.name, incumbent_loss) if current_report else None
+        decision = decide(metric, mine, theirs, parse_failure_tolerance=parse_failure_tolerance,
+                          val_loss_tolerance=val_loss_tolerance)
+        if decision.promote:
             registry.promote(candidate.name)
-        values = {"candidate": candidate_value, "incumbent": incumbent_value, "test_examples": len(test),
-                  "test_prs": len({(e.repo, e.pr) for e in test}),
-                  "higher_is_better": metric not in LOWER_IS_BETTER}
-        registry.record_decision(candidate.name, incumbent.name if incumbent else None, metric, values, promoted, reason)
+        values = {"candidate": mine.metric, "incumbent": theirs.metric if theirs else None,
+                  "test_examples": len(test), "test_prs": len({(e.repo, e.pr) for e in test}),
+                  "higher_is_better": metric not in LOWER_IS_BETTER,
+                  "parse_failure_rate": {"candidate": mine.parse_failure_rate,
+                                         "incumbent": theirs.parse_failure_rate if theirs else None},
+                  "val_loss": {"candidate": mine.val_loss, "incumbent": theirs.val_loss if theirs else None},
+                  "tolerances": {"parse_failure_rate": parse_failure_tolerance, "val_loss": val_loss_tolerance},
+                  "generation": {"max_new_tokens": max_new_tokens, "batch_size": eval_batch_size},
+                  "checks": [{"name": c.name, "passed": c.passed} for c in decision.checks]}
+        registry.record_decision(candidate.name, incumbent.name if incumbent else None, metric, values,
+                                 decision.promote, decision.reason)
         return RetrainResult(
-            candidate.name, incumbent.name if incumbent else None, metric, candidate_value, incumbent_value, promoted,
-            reason, len(test), counts, harvests, {k: round(v, 2) for k, v in timings.items()},
-            str(report.out_dir) if report.out_dir else None,
+            candidate.name, incumbent.name if incumbent else None, metric, mine.metric,
+            theirs.metric if theirs else None, decision.promote, decision.reason, len(test), counts, harvests,
+            {k: round(v, 2) for k, v in timings.items()}, str(report.out_dir) if report.out_dir else None,
+            [{"name": c.name, "passed": c.passed, "detail": c.detail} for c in decision.checks],
         )
 
 
@@ -409,7 +304,12 @@ def _fail(exc: RevbotError) -> None:
               help="Train on the store as it is: no GitHub requests (PRs the service marked pending are not rebuilt).")
 @click.option("--base-model", metavar="ID_OR_PATH", help="Base model. Default: the current version's base model.")
 @click.option("--metric", type=click.Choice(METRICS), default=DEFAULT_METRIC, show_default=True,
-              help="Gate: promote only if the candidate is at least as good as the current version on it.")
+              help="Gate: promote only if the candidate is at least as good as the current version on it "
+                   "(and it is not zero or undefined for both).")
+@click.option("--parse-failure-tolerance", type=click.FloatRange(min=0, max=1), default=PARSE_FAILURE_TOLERANCE,
+              show_default=True, help="Gate: how much higher the candidate's parse-failure rate may be (absolute).")
+@click.option("--val-loss-tolerance", type=click.FloatRange(min=0), default=VAL_LOSS_TOLERANCE, show_default=True,
+              help="Gate: how much higher the candidate's validation loss may be (relative: 0.2 = 20%).")
 @click.option("--epochs", type=float, default=3.0, show_default=True, help="Passes over the training split.")
 @click.option("--max-steps", type=click.IntRange(min=1), default=None, help="Stop after N optimiser steps (overrides --epochs).")
 @click.option("--batch-size", type=click.IntRange(min=1), default=4, show_default=True, help="Rows per optimiser step.")
@@ -421,17 +321,23 @@ def _fail(exc: RevbotError) -> None:
               help="Layers to adapt. Default: every attention and MLP projection.")
 @click.option("--no-quantize", is_flag=True, help="Plain LoRA instead of 4-bit QLoRA.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the split, the order and the LoRA init.")
-@click.option("--max-new-tokens", type=click.IntRange(min=1), default=128, show_default=True,
-              help="Longest answer per hunk during the evaluation.")
+@click.option("--max-new-tokens", type=click.IntRange(min=1), default=DEFAULT_MAX_NEW_TOKENS, show_default=True,
+              help="Longest answer per hunk during the evaluation (the same default as `revbot eval`).")
+@click.option("--eval-batch-size", type=click.IntRange(min=1), default=DEFAULT_EVAL_BATCH_SIZE, show_default=True,
+              help="Prompts generated together during the evaluation (the same default as `revbot eval`).")
 @click.option("--json", "as_json", is_flag=True, help="Print the decision as JSON.")
 @click.option("--quiet", is_flag=True, help="No progress bars.")
-def retrain_cmd(repos, db, models_dir, api_url, token, no_harvest, base_model, metric, epochs, max_steps, batch_size,
-                max_length, lr, lora_r, lora_alpha, target_modules, no_quantize, seed, max_new_tokens, as_json, quiet):
+def retrain_cmd(repos, db, models_dir, api_url, token, no_harvest, base_model, metric, parse_failure_tolerance,
+                val_loss_tolerance, epochs, max_steps, batch_size, max_length, lr, lora_r, lora_alpha, target_modules,
+                no_quantize, seed, max_new_tokens, eval_batch_size, as_json, quiet):
     """Harvest new reviews, train a candidate, and promote it only if it is at least as good.
 
-    The candidate and the current version are evaluated on the same newest held-out pull requests;
-    the gate metric (default review_f1: the right comment on the right line, little else) decides.
-    Every decision is recorded; `revbot models list` shows them.
+    The candidate and the current version are evaluated on the same newest held-out pull requests,
+    with the same generation settings as `revbot eval`. The candidate is promoted only if it is at
+    least as good on the gate metric (default review_f1: the right comment on the right line, little
+    else), that metric is not zero or undefined for both, and its parse-failure rate and validation
+    loss are not worse beyond the tolerances. Every decision is recorded with its reason; `revbot
+    models list` shows them.
     """
     from bot.store import Store
     from finetune.train import TrainConfig
@@ -459,8 +365,9 @@ def retrain_cmd(repos, db, models_dir, api_url, token, no_harvest, base_model, m
         echo = (lambda text: None) if as_json else (lambda text: click.echo(text, err=True))
         try:
             result = retrain(store=store, models_dir=models_dir, repos=targets, client=client, base_model=base_model,
-                             config=config, metric=metric, max_new_tokens=max_new_tokens, progress=not quiet and not as_json,
-                             echo=echo)
+                             config=config, metric=metric, max_new_tokens=max_new_tokens,
+                             eval_batch_size=eval_batch_size, parse_failure_tolerance=parse_failure_tolerance,
+                             val_loss_tolerance=val_loss_tolerance, progress=not quiet and not as_json, echo=echo)
         finally:
             if client is not None:
                 client.close()

@@ -9,60 +9,23 @@ from types import SimpleNamespace
 import pytest
 from click.testing import CliRunner
 
-from bot.examples import Example, ExampleComment
-from bot.prompt import PromptComment
-from revbot.retrain import METRICS, RetrainBusy, at_least_as_good, metric_value, retrain_lock, review_scores
+from bot.errors import UsageError
+from finetune.evaluate import metric_value
+from revbot.retrain import METRICS, RetrainBusy, retrain, retrain_lock
 
-from e2e_kit import BOT, REPO, TOKEN
-
-HUNK = "@@ -1,2 +1,4 @@\n def f():\n+    print(x)\n+    y = 1\n     return y"
-PRINT = "Use the module logger instead of print."
+from e2e_kit import REPO, TOKEN
 
 
-def _example(id_: str, comments: list[tuple[int, str]]) -> Example:
-    return Example(id_, REPO, 1, "a.py", HUNK, [ExampleComment(line, "RIGHT", body) for line, body in comments])
-
-
-def _prediction(id_: str, comments: list[tuple[int, str]]) -> SimpleNamespace:
-    return SimpleNamespace(example_id=id_, comments=[PromptComment(line, "RIGHT", body) for line, body in comments])
-
-
-# --------------------------------------------------------------------------- the gate metric
-
-
-def test_review_f1_rewards_the_right_words_on_the_right_line_only():
-    examples = [_example("pos", [(2, PRINT)]), _example("neg", [])]
-    perfect = review_scores(examples, [_prediction("pos", [(2, PRINT)]), _prediction("neg", [])])
-    assert perfect == {"review_precision": 1.0, "review_recall": 1.0, "review_f1": 1.0}
-
-    wrong_line = review_scores(examples, [_prediction("pos", [(3, PRINT)]), _prediction("neg", [])])
-    assert wrong_line["review_f1"] == 0.0
-
-    silent = review_scores(examples, [_prediction("pos", []), _prediction("neg", [])])
-    assert silent["review_recall"] == 0.0 and silent["review_precision"] is None and silent["review_f1"] == 0.0
-
-    noisy = review_scores(examples, [_prediction("pos", [(2, PRINT)]), _prediction("neg", [(2, "Rename this.")])])
-    assert noisy["review_recall"] == 1.0 and noisy["review_precision"] == 0.5
-    assert 0.6 < noisy["review_f1"] < 0.7
-
-    paraphrase = review_scores(examples, [_prediction("pos", [(2, "Use a logger, not print.")]), _prediction("neg", [])])
-    assert 0.0 < paraphrase["review_f1"] < 1.0
-
-
-def test_the_gate_promotes_ties_and_knows_which_way_is_better():
-    assert at_least_as_good(0.5, 0.5, "review_f1")
-    assert at_least_as_good(0.6, 0.5, "review_f1") and not at_least_as_good(0.4, 0.5, "review_f1")
-    assert at_least_as_good(1.2, 2.0, "answer_loss") and not at_least_as_good(2.5, 2.0, "answer_loss")
-    assert not at_least_as_good(0.2, 0.1, "parse_failure_rate")
-    assert not at_least_as_good(None, 0.1, "review_f1")  # nothing measured never beats something
-    assert at_least_as_good(0.0, None, "review_f1")
-
-
-def test_metric_value_reads_eval_metrics_and_derives_line_f1():
-    report = SimpleNamespace(metric=lambda system, name: {"line_precision": 0.5, "line_recall": 1.0, "bleu4": 12.0}[name])
-    assert metric_value(report, "tuned", "bleu4") == 12.0
-    assert metric_value(report, "tuned", "line_f1") == pytest.approx(2 / 3)
-    assert "review_f1" in METRICS and "answer_loss" in METRICS
+def test_metric_value_reads_eval_metrics_and_refuses_unknown_names():
+    values = {"line_f1": 0.5, "bleu4": 12.0, "review_f1": 0.25}
+    report = SimpleNamespace(metric=lambda system, name: values[name])
+    assert metric_value(report, "tuned", "bleu4") == 12.0 and metric_value(report, "tuned", "review_f1") == 0.25
+    assert metric_value(report, "tuned", "line_f1") == 0.5
+    assert {"review_f1", "answer_loss", "line_f1", "parse_failure_rate"} <= set(METRICS)
+    with pytest.raises(UsageError, match="unknown metric 'bleu5'"):
+        metric_value(report, "tuned", "bleu5")
+    with pytest.raises(UsageError, match="measured on a model"):
+        metric_value(report, "tuned", "answer_loss")
 
 
 def test_a_second_retrain_on_the_same_models_folder_is_refused(tmp_path):
@@ -180,3 +143,54 @@ def test_retrain_without_a_base_model_or_data_says_what_to_do(tmp_path):
     assert code != 0
     assert "holds no examples" in out and "revbot harvest github" in out
     assert "Traceback" not in out
+
+
+# --------------------------------------------------------------------------- the default gate, for real
+
+FEW_STEPS = {"max_steps": 3}  # what a hurried `revbot retrain --max-steps 3` produces: an untrained model
+LEARNS = {"max_steps": 150, "lr": 1e-2,  # enough for the tiny random model to write comments on the right line
+          "target_modules": ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj", "lm_head"]}
+
+
+@pytest.mark.slow
+def test_the_default_gate_needs_evidence(tiny_llama, tmp_path):
+    """review_f1 gate on real tiny models: a 0 = 0 tie never promotes, a model that learnt is promoted,
+    and a 3-step candidate never replaces it."""
+    from bot.store import Store
+    from bot.versions import ModelRegistry
+    from finetune.train import TrainConfig
+    from tests.finetune.helpers import one_torch_thread, synthetic_examples
+
+    store = Store(tmp_path / "revbot.db")
+    store.upsert_examples(synthetic_examples(fixed_start=10))
+    models = tmp_path / "models"
+
+    def run(**config):
+        with one_torch_thread():
+            return retrain(store=store, models_dir=models, base_model=str(tiny_llama), max_new_tokens=48,
+                           config=TrainConfig(batch_size=2, max_length=512, **config))
+
+    first = run(**FEW_STEPS)
+    assert first.promoted and first.candidate == "v1" and first.candidate_value == 0.0  # nothing else to serve
+
+    tie = run(**FEW_STEPS)
+    assert not tie.promoted and "no evidence: review_f1 is zero for both v2 and v1" in tie.reason
+
+    learnt = run(**LEARNS)
+    assert learnt.candidate == "v3" and learnt.candidate_value > 0.0
+    assert learnt.promoted, learnt.reason
+    # what the gate decided on is what the evaluation of v3 shows
+    registry = ModelRegistry(models)
+    evaluation = registry.get("v3").meta["evaluation"]
+    assert evaluation["metrics"]["tuned"]["review_f1"] == learnt.candidate_value
+    assert evaluation["generation"] == {"max_new_tokens": 48, "batch_size": 8}
+
+    hurried = run(**FEW_STEPS)
+    assert not hurried.promoted and registry.current_name() == "v3"
+    failed = {c["name"] for c in hurried.checks if not c["passed"]}
+    assert failed == {"metric", "parse_failures", "val_loss"}, hurried.reason
+    assert "is worse than v3's" in hurried.reason and "more than 20% worse" in hurried.reason
+    decisions = registry.decisions()
+    assert [d["promoted"] for d in decisions] == [True, False, True, False]
+    assert decisions[-1]["values"]["val_loss"]["candidate"] > decisions[-1]["values"]["val_loss"]["incumbent"]
+    store.close()

@@ -28,6 +28,22 @@ def crc_path(shared_dir) -> Path:
 
 
 @pytest.fixture(scope="session")
+def codereviewer_bleu(shared_dir):
+    """The CodeReviewer evaluator's own module (``bleu_fromstr``), imported by path from ../shared: the
+    oracle revbot's BLEU is tested against. The product never imports it."""
+    import importlib.util
+
+    pytest.importorskip("nltk")
+    path = shared_dir / "reference" / "codereviewer-bleu" / "smooth_bleu.py"
+    if not path.is_file():
+        pytest.skip(f"{path} is missing")
+    spec = importlib.util.spec_from_file_location("codereviewer_smooth_bleu", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="session")
 def trained(tmp_path_factory, tiny_llama):
     """One version trained by `revbot train` (4-bit QLoRA, a few steps) on the synthetic examples, for
     the tests that inspect, evaluate, list, promote and export it. Returns (models_dir, stdout)."""

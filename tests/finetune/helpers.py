@@ -54,16 +54,19 @@ _COMMENTS = {
 }
 
 
-def synthetic_examples(n_prs: int = 30, per_pr: int = 2, start_year: int = 2023) -> list[Example]:
+def synthetic_examples(n_prs: int = 30, per_pr: int = 2, start_year: int = 2023,
+                       fixed_start: int | None = None) -> list[Example]:
     """Short, learnable examples: each PR changes a small function; some changes draw the team's
-    usual comment (on the last added line), the others are left alone. PR k is dated day k."""
+    usual comment (on the last added line), the others are left alone. PR k is dated day k.
+    ``fixed_start``: every hunk starts at that line, so every comment sits on the same line number
+    (easier to learn: a tiny model gets anchors right within a few dozen steps)."""
     out = []
     kinds = list(_COMMENTS)
     for pr in range(1, n_prs + 1):
         for j in range(per_pr):
             k = pr * per_pr + j
             func = _FUNCS[k % len(_FUNCS)]
-            start = 10 + (k % 7) * 3
+            start = fixed_start if fixed_start is not None else 10 + (k % 7) * 3
             if (k % 3) == 2:  # a harmless rename: humans said nothing
                 body = [f" def {func}(path):", f"-    value = old_{func}(path)", f"+    value = new_{func}(path)",
                         "     return value"]

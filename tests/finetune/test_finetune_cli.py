@@ -20,10 +20,16 @@ def test_eval_runs_end_to_end_and_records_its_metrics(trained, capsys):
     version = ModelRegistry(models).get("v1")
     assert (version.path / "eval" / "report.md").is_file() and (version.path / "eval" / "text_metrics.png").is_file()
     assert set(version.meta["evaluation"]["metrics"]) == set(report["systems"])
-    # the text report is printed too, with the table
+    assert report["verdict"].startswith("verdict: ") and "review_f1" in report["systems"]["tuned"]["metrics"]
+    assert report["generation"] == {"max_new_tokens": 12, "batch_size": 8}
+    # the text: verdict first, the table, the gate's inputs, where the full report is
     code, out, _ = run_cli(["eval", "--models-dir", str(models), "--max-new-tokens", "4", "--no-base", "--limit", "3",
                             "--quiet"], capsys)
-    assert code == 0 and "# Evaluation of v1" in out and "retrieval" in out and "report:" in out
+    lines = out.splitlines()
+    assert code == 0 and lines[0].startswith("verdict: ") and "base model not evaluated" in lines[0]
+    assert any(line.startswith("retrieval") for line in lines)
+    assert any(line.startswith("gate inputs (v1): review_f1 ") and "validation loss" in line for line in lines)
+    assert lines[-1] == f"report: {version.path / 'eval' / 'report.md'}"
 
 
 def test_models_list_promote_rollback(trained, capsys, tmp_path):
@@ -39,11 +45,15 @@ def test_models_list_promote_rollback(trained, capsys, tmp_path):
             if f.is_file():
                 (pending.path / f.name).write_bytes(f.read_bytes())
     assert pending.version.name == "v2"
+    registry.update_meta("v2", evaluation={"metrics": {"tuned": {"review_f1": 0.4321, "bleu4_no_stop": 5.5},
+                                                       "retrieval": {"review_f1": 0.1, "bleu4_no_stop": 7.25}}})
     code, out, _ = run_cli(["models", "list", "--models-dir", str(models)], capsys)
     assert code == 0
+    assert "review F1" in out.splitlines()[0]
     rows = {line.split()[1] if line.startswith("*") else line.split()[0]: line for line in out.splitlines()
             if line.strip().startswith(("*", "v"))}
     assert rows["v1"].startswith("*") and not rows["v2"].startswith("*")
+    assert rows["v2"].endswith("0.432 (retr. 0.100)  5.50 (retr. 7.25)")
     assert "current: v1" in out
     assert run_cli(["models", "promote", "v2", "--models-dir", str(models)], capsys)[1].strip() == "v2 is now current (was v1)"
     registry.record_decision("v2", "v1", "bleu4_no_stop", {"v2": 1.0, "v1": 0.5}, True, "better")

@@ -50,12 +50,14 @@ def test_every_system_is_scored_on_the_same_hunks(splits, tmp_path):
     assert tuned.calls == base.calls == len(test)
     assert all(len(s.predictions) == len(test) for s in report.systems)
     t = report.system("tuned").metrics
+    assert t["review_f1"] == pytest.approx(1.0)
     assert t["bleu4"] == pytest.approx(100.0) and t["bleu4_no_stop"] == pytest.approx(100.0)
     assert t["exact_match"] == 100.0 and t["rouge_l"] == pytest.approx(100.0)
     assert t["hunk_precision"] == t["hunk_recall"] == t["line_precision"] == t["line_recall"] == 1.0
     assert t["silence_on_negatives"] == 1.0 and t["parse_failure_rate"] == 0.0
     b = report.system("base").metrics
-    assert b["parse_failure_rate"] == 1.0 and b["hunk_recall"] == 0.0 and b["bleu4"] == 0.0
+    assert b["parse_failure_rate"] == 1.0 and b["hunk_recall"] == 0.0 and b["review_f1"] == 0.0
+    assert b["bleu4"] < 0.1  # silent: an empty prediction scores exp(-reference length), as CodeReviewer's does
     m = report.system("most-frequent").metrics
     assert m["silence_on_negatives"] == 0.0 and m["hunk_recall"] == 1.0  # always speaks
     r = report.system("retrieval").metrics
@@ -64,15 +66,19 @@ def test_every_system_is_scored_on_the_same_hunks(splits, tmp_path):
     assert counts["positive"] > 0 and counts["negative"] > 0
     # the report: table, plots, side by side, all predictions in metrics.json
     md = (tmp_path / "report.md").read_text()
-    for name in ("**tuned**", "**base**", "**retrieval**", "**most-frequent**", "![text_metrics.png]", "![placement.png]"):
+    assert md.splitlines()[2].startswith("**verdict: tuned beats base on review F1, BLEU-4 -stop, ROUGE-L")
+    for name in ("**tuned**", "**base**", "**retrieval**", "**most-frequent**", "![text_metrics.png]", "![placement.png]",
+                 "![errors.png]", "| review F1 |", "## What the promotion gate reads"):
         assert name in md
     assert md.count("```diff") == min(10, counts["positive"])
     assert (tmp_path / "placement.png").read_bytes()[:4] == b"\x89PNG"
     saved = json.loads((tmp_path / "metrics.json").read_text())
     assert saved["systems"]["tuned"]["metrics"]["bleu4"] == pytest.approx(100.0)
     assert len(saved["systems"]["base"]["predictions"]) == len(test)
-    table = report.table()
-    assert table.splitlines()[3].startswith("tuned") and "BLEU-4" in table
+    table = report.table().splitlines()
+    assert table[0].startswith("verdict: tuned beats base on review F1, BLEU-4 -stop, ROUGE-L, hunk R, parse-fail; "
+                               "tuned beats retrieval on review F1")
+    assert table[2].split()[:3] == ["system", "review", "F1"] and table[4].startswith("tuned")
 
 
 def test_anchor_outside_the_hunk_is_not_placed(splits):
