@@ -23,6 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints, Validation
 
 from bot.errors import RevbotError
 from bot.formats import extract_fingerprints
+from bot.secrets import scrub_text
 from webhooks.jobs import COMMENT, REVIEW, NewJob, review_key
 
 log = logging.getLogger(__name__)
@@ -339,6 +340,8 @@ def build_router(submit: Submit, *, own_logins: frozenset[str] = frozenset()) ->
             submit(delivery, None)  # remember the delivery id all the same
             return Outcome(200, "own_comment", "comments by bots are not recorded as team reviews")
         author = event.pull_request.user.login if event.pull_request.user else None
+        # the job row is stored: secrets pasted into a comment go no further than this process
+        comment.update(body=scrub_text(comment["body"]), diff_hunk=scrub_text(comment["diff_hunk"]))
         payload = {
             "action": event.action, "delivery": delivery.delivery_id, "installation_id": _installation(event),
             "comment": comment, "pr_author": author,

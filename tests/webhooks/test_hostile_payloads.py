@@ -125,6 +125,11 @@ def test_valid_deliveries_still_pass_and_only_validated_fields_reach_the_job(web
     [job] = web.store.find(kind="comment")
     assert job.payload["comment"]["id"] == payload["comment"]["id"] and "extra_blob" not in job.payload["comment"]
     assert job.payload["comment"]["body"] == payload["comment"]["body"]
+    secret = "ghp_" + "Q7x9" * 9
+    leaked = comment_payload(comment__body=f"use token {secret} here", comment__updated_at="2020-01-01T00:00:00Z")
+    assert web.deliver("pull_request_review_comment", leaked).status_code == 202
+    stored = [j for j in web.store.find(kind="comment") if j.id != job.id]
+    assert secret not in json.dumps(stored[0].payload) and "<REDACTED>" in stored[0].payload["comment"]["body"]
     assert web.deliver("pull_request", opened()).status_code == 202
 
 
