@@ -2,7 +2,9 @@
 workers turn each job into one review posted on the pull request (or a stored human comment).
 
 Layout: ``signature`` (HMAC check), ``events`` (routing, no web framework), ``app`` (the Flask
-view: check, queue, answer), ``jobs`` (the job table: leases, dedupe, supersede), ``queue`` (huey
-transport), ``worker`` (job loop, hot reload), ``poster`` (one review per head commit), ``metrics``,
-``cli`` (``revbot serve`` / ``revbot worker``).
+view: check, queue, answer), ``jobs`` / ``jobs_redis`` (the job table, which is the queue: leases,
+dedupe, supersede, on SQLite or Redis Streams), ``queue`` (which store, and the door jobs go in
+through), ``worker`` (job loop, hot reload), ``poster`` (one review per head commit), ``metrics``
+(prometheus_client), ``server`` (gunicorn for ``revbot serve``), ``cli`` (``revbot serve`` /
+``revbot worker``).
 """

@@ -2,14 +2,18 @@
 
 ``POST /webhook``  size cap (413) -> signature over the raw body (401, nothing else happens) ->
                    JSON (400) -> route -> record + queue -> answer, in milliseconds
-``GET /healthz``   queue reachable, model loaded (as reported by the workers), version
-``GET /metrics``   Prometheus text
+``GET /healthz``   {"status": "ok" | "degraded" | "unavailable"} for anyone; the details (queue
+                   depth, jobs, model version and errors) only to a reader of /metrics
+``GET /metrics``   Prometheus text, for the bearer of REVBOT_METRICS_TOKEN or, when no token is
+                   set, for loopback clients that did not come through a proxy
 
-Production: ``gunicorn -w 4 -b 127.0.0.1:8080 'webhooks.app:create_app()'`` (settings from REVBOT_*;
-run the workers with ``revbot worker``). One machine: ``revbot serve`` runs both.
+Production: ``revbot serve`` runs this app under gunicorn with the queue workers beside it; a web
+tier of its own: ``gunicorn 'webhooks.app:create_app()'`` (settings from REVBOT_*) plus
+``revbot worker`` wherever the workers run.
 """
 from __future__ import annotations
 
+import hmac
 import logging
 from importlib import metadata
 from typing import Any, Mapping
@@ -20,14 +24,15 @@ from bot.errors import RevbotError
 from bot.secrets import scrub_text
 from webhooks.events import BadDelivery, Delivery, Outcome, build_router, header, parse_delivery
 from webhooks.jobs import NewJob, QueueError
-from webhooks.metrics import Metrics
+from webhooks.metrics import CONTENT_TYPE, Metrics
 from webhooks.queue import JobQueue, open_queue
-from webhooks.settings import ServiceConfig
+from webhooks.settings import ServiceConfig, is_loopback
 from webhooks.signature import HEADER as SIGNATURE_HEADER
 from webhooks.signature import SignatureError, verify
 
 log = logging.getLogger(__name__)
 EXTENSION = "revbot"
+PROXY_HEADERS = ("Forwarded", "X-Forwarded-For", "X-Real-IP")
 
 
 def revbot_version() -> str:
@@ -43,18 +48,13 @@ class WebService:
     def __init__(self, config: ServiceConfig, queue: JobQueue, metrics: Metrics | None = None):
         self.config = config
         self.queue = queue
-        self.metrics = metrics or Metrics(queue.store)
+        self.metrics = metrics or Metrics()
+        self.metrics.add_gauges(self.gauges)
         self.router = build_router(self.submit, own_logins=config.own_logins())
 
     def submit(self, delivery: Delivery, job: NewJob | None) -> Outcome:
         """Record the delivery (a redelivery is answered, not queued again) and queue its job."""
-        try:
-            accepted = self.queue.submit(delivery.delivery_id, delivery.event, delivery.action, job)
-        except QueueError as exc:
-            if job is None or not getattr(exc, "recorded", False):
-                raise
-            accepted = exc.recorded  # the row is durable; the reaper sends its message later
-            log.warning("job %s recorded but not sent to the queue yet: %s", accepted.job_id, exc)
+        accepted = self.queue.submit(delivery.delivery_id, delivery.event, delivery.action, job)
         if accepted.duplicate:
             return Outcome(200, "duplicate", f"delivery {delivery.delivery_id} was already received")
         if job is None:
@@ -85,7 +85,8 @@ class WebService:
                 workers = self.queue.store.workers(max_age=max(3 * self.config.lease_s, 30.0))
             except Exception:
                 workers = []
-        loaded = [w for w in workers if w.get("model_loaded")]
+        # the newest report first: right after a reload the freshest worker shows the new version
+        loaded = sorted((w for w in workers if w.get("model_loaded")), key=lambda w: -float(w.get("seen") or 0))
         out["model"] = {
             "loaded": bool(loaded),
             "version": loaded[0].get("model_version") if loaded else None,
@@ -97,16 +98,28 @@ class WebService:
         out["status"] = "ok" if status == 200 and loaded else ("degraded" if status == 200 else "unavailable")
         return out, status
 
-    def gauges(self):
+    def gauges(self) -> list[tuple[str, dict[str, str] | None, float]]:
+        """Read at scrape time from the job store (the same numbers in every web process)."""
         try:
-            for state, n in self.queue.store.counts().items():
-                yield "revbot_jobs", {"state": state}, n
-            yield "revbot_queue_depth", None, self.queue.size()
+            out: list[tuple[str, dict[str, str] | None, float]] = [
+                ("revbot_jobs", {"state": state}, n) for state, n in self.queue.store.counts().items()]
+            out.append(("revbot_queue_depth", None, self.queue.size()))
             workers = self.queue.store.workers(max_age=max(3 * self.config.lease_s, 30.0))
-            yield "revbot_model_loaded", None, 1 if any(w.get("model_loaded") for w in workers) else 0
-            yield "revbot_up", None, 1
-        except Exception:
-            yield "revbot_up", None, 0
+            out.append(("revbot_model_loaded", None, 1 if any(w.get("model_loaded") for w in workers) else 0))
+            return out + [("revbot_up", None, 1)]
+        except Exception as exc:  # the scrape still answers: revbot_up 0 says why the rest is missing
+            log.warning("metrics: job store unreadable: %s", exc)
+            return [("revbot_up", None, 0)]
+
+    def may_read_internals(self, headers: Mapping[str, str], remote_addr: str | None) -> bool:
+        """Queue depth, job counts and model errors are for operators: the bearer of the metrics
+        token, or (no token set) a client on this machine that came through no proxy."""
+        token = self.config.metrics_token
+        if token:
+            given = headers.get("Authorization") or ""
+            scheme, _, value = given.partition(" ")
+            return scheme.lower() == "bearer" and hmac.compare_digest(value.strip().encode(), token.encode())
+        return is_loopback(remote_addr) and not any(headers.get(h) for h in PROXY_HEADERS)
 
 
 def create_app(config: ServiceConfig | Mapping[str, Any] | None = None, *, queue: JobQueue | None = None) -> Flask:
@@ -119,7 +132,7 @@ def create_app(config: ServiceConfig | Mapping[str, Any] | None = None, *, queue
     cfg.check()
     if cfg.insecure_no_signature:
         log.warning("webhook signatures are NOT checked (--insecure-no-signature): use this only locally")
-    queue = queue or open_queue(cfg.queue, cfg.home)
+    queue = queue or open_queue(cfg.queue, cfg.home, retention_s=cfg.retention_s)
     service = WebService(cfg, queue)
 
     app = Flask("webhooks")
@@ -143,6 +156,9 @@ def create_app(config: ServiceConfig | Mapping[str, Any] | None = None, *, queue
             except SignatureError as exc:
                 metrics.inc("revbot_webhook_deliveries_total", {"event": "unverified", "outcome": "unauthorized"})
                 return _error(401, str(exc))
+        elif not is_loopback(request.remote_addr):  # unsigned deliveries only from this machine
+            metrics.inc("revbot_webhook_deliveries_total", {"event": "unverified", "outcome": "unauthorized"})
+            return _error(403, "unsigned deliveries are accepted only from this machine (--insecure-no-signature)")
         event = header(request.headers, "X-GitHub-Event")
         label = service.event_label(event)
         try:
@@ -170,11 +186,17 @@ def create_app(config: ServiceConfig | Mapping[str, Any] | None = None, *, queue
     @app.get("/healthz")
     def healthz() -> Any:
         body, status = service.health()
+        if not service.may_read_internals(request.headers, request.remote_addr):
+            body = {"status": body["status"]}
         return jsonify(body), status
 
     @app.get("/metrics")
     def metrics_view() -> Response:
-        return Response(service.metrics.render(service.gauges), mimetype="text/plain; version=0.0.4")
+        if not service.may_read_internals(request.headers, request.remote_addr):
+            return _error(401 if cfg.metrics_token else 403,
+                          "/metrics needs the REVBOT_METRICS_TOKEN bearer token" if cfg.metrics_token
+                          else "/metrics is answered only on this machine; set REVBOT_METRICS_TOKEN to read it remotely")
+        return Response(service.metrics.render(), content_type=CONTENT_TYPE)
 
     return app
 

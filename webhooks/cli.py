@@ -1,10 +1,7 @@
-"""``revbot serve`` (web + workers on one machine) and ``revbot worker`` (workers alone).
-
-Both parse options, build a ServiceConfig on top of the REVBOT_* environment and call the library;
-in production the web part runs under gunicorn instead::
-
-    gunicorn -w 4 -b 127.0.0.1:8080 'webhooks.app:create_app()'
-    revbot worker --workers 1
+"""``revbot serve`` (gunicorn web processes + a queue-worker process on one machine, see
+``webhooks.server``) and ``revbot worker`` (queue workers alone, e.g. on other machines sharing a
+Redis queue). Both parse options, build a ServiceConfig on top of the REVBOT_* environment and call
+the library.
 """
 from __future__ import annotations
 
@@ -34,7 +31,7 @@ def _model_options(fn: Callable[..., Any]) -> Callable[..., Any]:
         click.option("--api-url", help="GitHub API root (GitHub Enterprise: https://HOST/api/v3). [REVBOT_GITHUB_API_URL]"),
         click.option("--queue", "queue_url", help="Job queue: a SQLite file, sqlite:///PATH or redis://HOST:PORT/DB. [REVBOT_QUEUE]"),
         click.option("--workers", type=click.IntRange(min=0), default=1, show_default=True,
-                     help="Worker threads (serve: 0 runs the web part alone)."),
+                     help="Queue worker threads (serve: 0 runs the web part alone)."),
         click.option("--dry-run", is_flag=True, help="Log the review that would be posted instead of posting it."),
     ]
     for option in reversed(options):
@@ -51,6 +48,8 @@ def _config(**opts: Any) -> Any:
         "models_dir": opts.get("models_dir"), "github_api_url": opts.get("api_url"), "queue": opts.get("queue_url"),
         "workers": opts.get("workers"), "dry_run": opts.get("dry_run") or None,
         "insecure_no_signature": opts.get("insecure_no_signature") or None,
+        "web_workers": opts.get("web_workers"), "web_threads": opts.get("web_threads"),
+        "read_timeout_s": opts.get("read_timeout_s"), "worker_timeout_s": opts.get("worker_timeout_s"),
     }
     return ServiceConfig.from_env(**{k: v for k, v in overrides.items() if v is not None})
 
@@ -85,57 +84,80 @@ def _warn_without_credentials(cfg: Any) -> None:
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
 @click.option("--port", type=click.IntRange(0, 65535), default=8080, show_default=True, help="Port (0: any free port).")
 @click.option("--insecure-no-signature", is_flag=True,
-              help="Accept unsigned deliveries (local experiments only; never on a reachable address).")
+              help="Accept unsigned deliveries (local experiments only: refused unless --host is a loopback address).")
+@click.option("--web-workers", type=click.IntRange(min=1), help="gunicorn web processes (default 2). [REVBOT_WEB_WORKERS]")
+@click.option("--web-threads", type=click.IntRange(min=1), help="Threads per web process (default 8). [REVBOT_WEB_THREADS]")
+@click.option("--read-timeout", type=click.FloatRange(min=0.1),
+              help="Seconds a client may stay silent mid-request before it is disconnected (default 10). "
+                   "[REVBOT_READ_TIMEOUT]")
+@click.option("--worker-timeout", type=click.IntRange(min=1),
+              help="Seconds before an unresponsive web process is replaced; also the grace period on stop "
+                   "(default 30). [REVBOT_WORKER_TIMEOUT]")
 @_model_options
-def serve(host: str, port: int, insecure_no_signature: bool, **opts: Any) -> None:
-    """Run the webhook service: the web endpoint and queue workers in one process.
+def serve(host: str, port: int, insecure_no_signature: bool, web_workers: int | None, web_threads: int | None,
+          read_timeout: float | None, worker_timeout: int | None, **opts: Any) -> None:
+    """Run the webhook service on gunicorn: web processes plus one queue-worker process.
 
     \b
     Endpoints: POST /webhook, GET /healthz, GET /metrics.
     The webhook secret comes from REVBOT_WEBHOOK_SECRET; the service refuses to start without it.
-    For production run the web part under gunicorn and the workers with `revbot worker`:
-      gunicorn -w 4 -b 127.0.0.1:8080 'webhooks.app:create_app()'
+    Workers on other machines: `revbot worker` with the same REVBOT_QUEUE (Redis).
     """
-    from werkzeug.serving import make_server
-
-    from webhooks.app import create_app
-    from webhooks.queue import open_queue
-    from webhooks.runtime import build_pool
+    import os
+    import shutil
+    import tempfile
 
     try:
-        cfg = _config(insecure_no_signature=insecure_no_signature, **opts)
+        cfg = _config(insecure_no_signature=insecure_no_signature, web_workers=web_workers, web_threads=web_threads,
+                      read_timeout_s=read_timeout, worker_timeout_s=worker_timeout, **opts)
         cfg.check()
+        cfg.check_bind(host)
         _warn_without_credentials(cfg)
-        queue = open_queue(cfg.queue, cfg.home)
-        app = create_app(cfg, queue=queue)
-        pool = build_pool(cfg, queue=queue) if cfg.workers else None
-        server = make_server(host, port, app, threaded=True)
+    except RevbotError as exc:
+        _fail(exc)
+        return
+    # Every process of the service counts into one folder that /metrics reads; prometheus_client
+    # picks the mode when it is first imported, so this comes before anything imports it.
+    metrics_dir = tempfile.mkdtemp(prefix="revbot-metrics-")
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
+    try:
+        _serve(cfg, host, port)
+    finally:
+        shutil.rmtree(metrics_dir, ignore_errors=True)
+
+
+def _serve(cfg: Any, host: str, port: int) -> None:
+    from webhooks.queue import open_queue
+    from webhooks.server import ServeApplication, listen
+
+    try:
+        queue = open_queue(cfg.queue, cfg.home, retention_s=cfg.retention_s)  # fail here, not in every process
+        queue.ping()
+        spec = queue.spec.describe()
+        queue.close()
+        sock = listen(host, port, cfg.read_timeout_s)
     except RevbotError as exc:
         _fail(exc)
         return
     except OSError as exc:
         click.echo(f"error: cannot listen on {host}:{port}: {exc.strerror or exc}", err=True)
         sys.exit(1)
-    if pool is not None:
-        pool.start()
-    stopped = _wait_for_signal(lambda: threading.Thread(target=server.shutdown, daemon=True).start())
+    level = "info" if logging.getLogger().getEffectiveLevel() <= logging.INFO else "warning"
     mode = " (dry run: reviews are logged, not posted)" if cfg.dry_run else ""
-    click.echo(f"revbot serving on http://{host}:{server.server_port} with {cfg.workers} worker(s), "
-               f"queue {queue.spec.describe()}{mode}", err=True)
-    try:
-        server.serve_forever()
-    finally:
-        stopped.set()
-        if pool is not None:
-            pool.stop()
-        server.server_close()
-        queue.close()
+    bound = sock.getsockname()[1]
+    shown = f"[{host}]" if ":" in host else host
+    click.echo(f"revbot serving on http://{shown}:{bound} with {cfg.web_workers} web process(es) x {cfg.web_threads} "
+               f"thread(s) and {cfg.workers} queue worker(s), queue {spec}{mode}", err=True)
+    ServeApplication(cfg, sock, log_level=level).run()  # gunicorn owns the socket from here and closes it
 
 
 @click.command("worker")
+@click.option("--metrics-port", type=click.IntRange(1, 65535),
+              help="Serve this process's counters for Prometheus on 127.0.0.1:PORT (workers on machines "
+                   "other than the web part's; `revbot serve` shows its own workers' counts at /metrics).")
 @_model_options
-def worker(**opts: Any) -> None:
-    """Run queue workers alone (the web part runs elsewhere, e.g. under gunicorn).
+def worker(metrics_port: int | None, **opts: Any) -> None:
+    """Run queue workers alone (the web part runs elsewhere, e.g. `revbot serve --workers 0`).
 
     Workers take review jobs from the queue (REVBOT_QUEUE), post one review per head commit, record
     human review comments, and reload the model when a new version is promoted.
@@ -151,6 +173,14 @@ def worker(**opts: Any) -> None:
     except RevbotError as exc:
         _fail(exc)
         return
+    if metrics_port:
+        from prometheus_client import start_http_server
+
+        try:
+            start_http_server(metrics_port, addr="127.0.0.1", registry=pool.metrics.registry)
+        except OSError as exc:
+            click.echo(f"error: cannot serve metrics on 127.0.0.1:{metrics_port}: {exc.strerror or exc}", err=True)
+            sys.exit(1)
     stopped = _wait_for_signal(lambda: None)
     pool.start()
     click.echo(f"revbot worker: {cfg.workers} worker(s) on queue {pool.workers[0].queue.spec.describe()}"

@@ -1,21 +1,23 @@
-"""The job table: what makes the queue at-least-once and the reviews at-most-once.
+"""The job table, which is also the queue: what makes deliveries at-least-once and reviews at-most-once.
 
-huey's storages delete a message when a worker takes it, so a worker killed mid-job would lose the
-job. The queue therefore carries only job ids; the truth lives here:
+One row per job; the queue's guarantees come from the storage engine, not from a second library:
 
 * one row per review job, keyed by (repo, PR, head sha): two events for one push, or a redelivery,
   find the existing row instead of adding a second job;
-* a worker *claims* a row with a lease and renews it with heartbeats; a row whose lease ran out
-  (its worker died) is put back in the queue by the reaper that every worker runs;
+* a worker *takes* the next due job with a lease in one transaction (SQLite: ``UPDATE … RETURNING``
+  under ``BEGIN IMMEDIATE``; Redis: a Streams consumer group), and renews the lease by heartbeats.
+  Taking and claiming are one step, so a worker killed at any moment leaves a job that is either
+  still queued or leased; a lease that runs out (its worker died) makes the job takeable again;
 * a newer head sha marks the older queued or running job of the same PR ``superseded``; the running
   worker sees that at its next heartbeat and posts nothing;
 * the review plan is saved before anything is posted, so a rerun posts the same comments and the
   GitHub-side fingerprint check can tell what is already there;
-* deliveries are remembered by ``X-GitHub-Delivery`` so a redelivery is answered, not re-queued.
+* deliveries are remembered by ``X-GitHub-Delivery`` so a redelivery is answered, not re-queued;
+* finished jobs and remembered deliveries are deleted after a retention period (``prune``).
 
 ``SqliteJobStore`` is the embedded default (WAL, one connection per thread, safe for several
-processes); ``webhooks.jobs_redis.RedisJobStore`` keeps the same table in Redis for a scaled-out
-deployment. Both also hold the service's metric counters so every process reports the same totals.
+processes); ``webhooks.jobs_redis.RedisJobStore`` keeps the same contract on Redis for a scaled-out
+deployment. Both take a ``clock`` so leases and backoff can be tested without waiting.
 """
 from __future__ import annotations
 
@@ -27,16 +29,23 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Protocol
+from typing import Any, Callable, Protocol
 
 from bot.errors import RevbotError
+from bot.secrets import scrub_text
 
 QUEUED, RUNNING, DONE, FAILED, SUPERSEDED, SKIPPED = "queued", "running", "done", "failed", "superseded", "skipped"
 STATES = (QUEUED, RUNNING, DONE, FAILED, SUPERSEDED, SKIPPED)
 ACTIVE = (QUEUED, RUNNING)
+FINAL = (DONE, FAILED, SUPERSEDED, SKIPPED)
 REVIEW, COMMENT = "review", "comment"
 # A resubmitted key revives a job in these states; in the others it is a duplicate.
 REVIVABLE = (FAILED, SUPERSEDED, SKIPPED)
+LOST_LEASE = "worker lost its lease (killed or stalled) {n} times"
+# Payload fields that carry people's text (comment bodies, code): scrubbed before they are stored.
+FREE_TEXT_FIELDS = frozenset({"body", "diff_hunk", "title"})
+
+Clock = Callable[[], float]
 
 
 class QueueError(RevbotError):
@@ -45,6 +54,17 @@ class QueueError(RevbotError):
 
 def review_key(repo: str, pr: int, head_sha: str) -> str:
     return f"review:{repo.lower()}#{pr}@{head_sha}"
+
+
+def scrub_payload(value: Any) -> Any:
+    """A copy of a job payload with secrets scrubbed from its free-text fields, so a token pasted
+    into a review comment never reaches the queue's storage."""
+    if isinstance(value, dict):
+        return {k: (scrub_text(v) if k in FREE_TEXT_FIELDS and isinstance(v, str) else scrub_payload(v))
+                for k, v in value.items()}
+    if isinstance(value, list):
+        return [scrub_payload(v) for v in value]
+    return value
 
 
 @dataclass
@@ -91,21 +111,23 @@ class Accepted:
 
 
 class JobStore(Protocol):
+    """The queue contract both backends keep (see the module docstring)."""
+
     def ping(self) -> None: ...
     def accept(self, delivery_id: str | None, event: str, action: str | None, job: NewJob | None = None,
-               supersede: bool = True, on_created: Any = None) -> Accepted: ...
-    def mark_dispatched(self, job_id: int) -> None: ...
-    def claim(self, job_id: int, owner: str, lease_s: float) -> Job | None: ...
+               supersede: bool = True) -> Accepted: ...
+    def take(self, owner: str, lease_s: float, max_attempts: int, wait: float = 0.0) -> Job | None: ...
     def heartbeat(self, job_id: int, owner: str, lease_s: float) -> bool: ...
     def save_plan(self, job_id: int, owner: str, plan: Any) -> bool: ...
     def finish(self, job_id: int, owner: str, state: str, result: Any = None) -> bool: ...
     def release(self, job_id: int, owner: str, delay: float, error: str, max_attempts: int) -> str: ...
-    def reap(self, redispatch_after: float, max_attempts: int, on_dispatch: Any = None) -> list[int]: ...
+    def maintain(self, max_attempts: int) -> list[int]: ...
+    def prune(self, before: float) -> dict[str, int]: ...
+    def waiting(self) -> int: ...
     def get(self, job_id: int) -> Job | None: ...
     def find(self, repo: str | None = None, pr: int | None = None, kind: str | None = None) -> list[Job]: ...
     def counts(self) -> dict[str, int]: ...
-    def add_counters(self, items: Iterable[tuple[str, str, float]]) -> None: ...
-    def read_counters(self) -> dict[tuple[str, str], float]: ...
+    def delivery_count(self) -> int: ...
     def report_worker(self, owner: str, info: dict[str, Any]) -> None: ...
     def workers(self, max_age: float) -> list[dict[str, Any]]: ...
     def close(self) -> None: ...
@@ -114,37 +136,45 @@ class JobStore(Protocol):
 _SCHEMA = [
     """create table if not exists deliveries (
         id text primary key, event text not null, action text, received_at real not null)""",
+    "create index if not exists deliveries_by_time on deliveries (received_at)",
     """create table if not exists jobs (
         id integer primary key autoincrement,
         kind text not null, key text not null unique,
         repo text not null, pr integer not null, head_sha text,
         state text not null, payload text not null,
         attempts integer not null default 0, owner text, lease_until real,
-        not_before real not null default 0, dispatched_at real,
+        not_before real not null default 0,
         plan text, result text,
         created_at real not null, updated_at real not null)""",
     "create index if not exists jobs_by_pr on jobs (repo, pr, state)",
     "create index if not exists jobs_by_state on jobs (state, lease_until)",
+    "create index if not exists jobs_due on jobs (state, not_before)",
+    "create index if not exists jobs_by_age on jobs (state, updated_at)",
     """create table if not exists workers (
         owner text primary key, info text not null, seen real not null)""",
-    """create table if not exists counters (
-        name text not null, labels text not null, value real not null default 0,
-        primary key (name, labels))""",
 ]
+
+# The next job a worker may take: queued and due, or running under a lease that ran out.
+_TAKEABLE = "(state = 'queued' and not_before <= :now) or (state = 'running' and lease_until < :now)"
 
 
 class SqliteJobStore:
     """The job table in one SQLite file (WAL mode, so the web and worker processes share it)."""
 
-    def __init__(self, path: str | os.PathLike[str], timeout: float = 10.0):
+    kind = "sqlite"
+    POLL_MAX_S = 0.2  # longest pause between looks at the table while a worker waits for a job
+
+    def __init__(self, path: str | os.PathLike[str], timeout: float = 10.0, *, clock: Clock = time.time):
         self.path = Path(path)
         self.timeout = timeout
+        self.clock = clock
         self._local = threading.local()
         self._conns: list[sqlite3.Connection] = []
         self._conns_lock = threading.Lock()
         # Threads of one process take turns here rather than in SQLite's busy handler, which
         # sleeps in steps of milliseconds; other processes still meet that handler.
         self._write_lock = threading.Lock()
+        self._work = threading.Condition()  # wakes this process's waiting workers when a job arrives
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             with self._tx() as db:
@@ -232,11 +262,10 @@ class SqliteJobStore:
 
     # ------------------------------------------------------------------ web side
 
-    def accept(self, delivery_id, event, action, job=None, supersede=True, on_created=None) -> Accepted:
-        """Record a delivery and its job in one transaction. ``on_created(connection, job_id)`` runs
-        inside that transaction when the job is new or revived (the SQLite queue puts its message
-        there, so a job row and its queue message are committed together or not at all)."""
-        now = time.time()
+    def accept(self, delivery_id, event, action, job=None, supersede=True) -> Accepted:
+        """Record a delivery and its job in one transaction; a new (or revived) job is takeable
+        from the moment that transaction commits."""
+        now = self.clock()
         out = Accepted()
         with self._tx() as db:
             if delivery_id:
@@ -249,25 +278,24 @@ class SqliteJobStore:
                     return out
             if job is None:
                 return out
+            payload = json.dumps(job.payload)
             row = db.execute("select id, state from jobs where key = ?", (job.key,)).fetchone()
             if row is None:
                 cur = db.execute(
-                    "insert into jobs (kind, key, repo, pr, head_sha, state, payload, created_at, updated_at,"
-                    " dispatched_at) values (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    (job.kind, job.key, job.repo, job.pr, job.head_sha, QUEUED, json.dumps(job.payload), now, now, now),
+                    "insert into jobs (kind, key, repo, pr, head_sha, state, payload, created_at, updated_at)"
+                    " values (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    (job.kind, job.key, job.repo, job.pr, job.head_sha, QUEUED, payload, now, now),
                 )
                 out.job_id, out.created = int(cur.lastrowid), True
             elif row["state"] in REVIVABLE:
                 db.execute(
                     "update jobs set state = ?, payload = ?, attempts = 0, owner = null, lease_until = null,"
-                    " not_before = 0, dispatched_at = ?, result = null, updated_at = ? where id = ?",
-                    (QUEUED, json.dumps(job.payload), now, now, row["id"]),
+                    " not_before = 0, result = null, updated_at = ? where id = ?",
+                    (QUEUED, payload, now, row["id"]),
                 )
                 out.job_id, out.created = int(row["id"]), True
             else:
                 out.job_id = int(row["id"])
-            if out.created and on_created is not None:
-                on_created(db, out.job_id)
             if supersede and out.created and job.kind == REVIEW:
                 older = db.execute(
                     "select id from jobs where kind = ? and repo = ? and pr = ? and key != ? and state in (?, ?)",
@@ -280,28 +308,57 @@ class SqliteJobStore:
                         f"update jobs set state = ?, updated_at = ? where id in ({marks})",
                         (SUPERSEDED, now, *out.superseded),
                     )
+        if out.created:
+            with self._work:
+                self._work.notify()
         return out
-
-    def mark_dispatched(self, job_id: int) -> None:
-        with self._tx() as db:
-            db.execute("update jobs set dispatched_at = ? where id = ?", (time.time(), job_id))
 
     # ------------------------------------------------------------------ worker side
 
-    def claim(self, job_id, owner, lease_s) -> Job | None:
-        now = time.time()
+    def take(self, owner, lease_s, max_attempts, wait=0.0) -> Job | None:
+        """Lease the oldest takeable job to ``owner``, waiting up to ``wait`` seconds for one.
+
+        Other processes' new jobs are noticed by looking again every few milliseconds, up to
+        POLL_MAX_S apart; this process's own are noticed at once."""
+        deadline = time.monotonic() + wait
+        delay = 0.005
+        while True:
+            job = self._take_once(owner, lease_s, max_attempts)
+            left = deadline - time.monotonic()
+            if job is not None or left <= 0:
+                return job
+            with self._work:
+                self._work.wait(min(delay, left))
+            delay = min(delay * 2, self.POLL_MAX_S)
+
+    def _take_once(self, owner: str, lease_s: float, max_attempts: int) -> Job | None:
+        now = self.clock()
+        # a read first: the write lock is taken only when there is something to take
+        if self._conn().execute(f"select 1 from jobs where {_TAKEABLE} limit 1", {"now": now}).fetchone() is None:
+            return None
         with self._tx() as db:
-            cur = db.execute(
-                "update jobs set state = ?, owner = ?, lease_until = ?, attempts = attempts + 1, updated_at = ?"
-                " where id = ? and not_before <= ? and (state = ? or (state = ? and lease_until < ?))",
-                (RUNNING, owner, now + lease_s, now, job_id, now, QUEUED, RUNNING, now),
-            )
-            if cur.rowcount != 1:
-                return None
-            return _job(db.execute("select * from jobs where id = ?", (job_id,)).fetchone())
+            self._fail_lost(db, now, max_attempts)
+            row = db.execute(
+                "update jobs set state = 'running', owner = :owner, lease_until = :until,"
+                " attempts = attempts + 1, updated_at = :now"
+                f" where id = (select id from jobs where {_TAKEABLE} order by id limit 1) returning *",
+                {"owner": owner, "until": now + lease_s, "now": now},
+            ).fetchone()
+        return _job(row) if row is not None else None
+
+    @staticmethod
+    def _fail_lost(db: sqlite3.Connection, now: float, max_attempts: int) -> list[int]:
+        """Jobs whose worker died on their last allowed attempt are failed, not run again."""
+        rows = db.execute(
+            "update jobs set state = 'failed', owner = null, lease_until = null, updated_at = :now,"
+            " result = json_object('error', :error)"
+            " where state = 'running' and lease_until < :now and attempts >= :max returning id",
+            {"now": now, "max": max_attempts, "error": LOST_LEASE.format(n=max_attempts)},
+        ).fetchall()
+        return [int(r["id"]) for r in rows]
 
     def heartbeat(self, job_id, owner, lease_s) -> bool:
-        now = time.time()
+        now = self.clock()
         with self._tx() as db:
             cur = db.execute(
                 "update jobs set lease_until = ?, updated_at = ? where id = ? and owner = ? and state = ?",
@@ -313,7 +370,7 @@ class SqliteJobStore:
         with self._tx() as db:
             cur = db.execute(
                 "update jobs set plan = ?, updated_at = ? where id = ? and owner = ? and state = ?",
-                (json.dumps(plan), time.time(), job_id, owner, RUNNING),
+                (json.dumps(plan), self.clock(), job_id, owner, RUNNING),
             )
             return cur.rowcount == 1
 
@@ -322,56 +379,40 @@ class SqliteJobStore:
             cur = db.execute(
                 "update jobs set state = ?, result = ?, owner = null, lease_until = null, updated_at = ?"
                 " where id = ? and owner = ? and state = ?",
-                (state, json.dumps(result), time.time(), job_id, owner, RUNNING),
+                (state, json.dumps(result), self.clock(), job_id, owner, RUNNING),
             )
             return cur.rowcount == 1
 
     def release(self, job_id, owner, delay, error, max_attempts) -> str:
-        """Give a job back after a transient failure: queued again after ``delay`` seconds, or
+        """Give a job back after a transient failure: takeable again after ``delay`` seconds, or
         failed once it has had ``max_attempts`` runs. Returns the new state ('' if not ours)."""
-        now = time.time()
+        now = self.clock()
         with self._tx() as db:
-            row = db.execute("select attempts from jobs where id = ? and owner = ? and state = ?",
-                             (job_id, owner, RUNNING)).fetchone()
-            if row is None:
-                return ""
-            state = FAILED if row["attempts"] >= max_attempts else QUEUED
-            db.execute(
-                "update jobs set state = ?, owner = null, lease_until = null, not_before = ?, dispatched_at = null,"
-                " result = ?, updated_at = ? where id = ?",
-                (state, now + delay, json.dumps({"error": error}), now, job_id),
-            )
-            return state
+            row = db.execute(
+                "update jobs set state = case when attempts >= :max then 'failed' else 'queued' end,"
+                " owner = null, lease_until = null, not_before = :due, result = :result, updated_at = :now"
+                " where id = :id and owner = :owner and state = 'running' returning state",
+                {"max": max_attempts, "due": now + delay, "result": json.dumps({"error": error}), "now": now,
+                 "id": job_id, "owner": owner},
+            ).fetchone()
+        if row is not None and row["state"] == QUEUED:
+            with self._work:
+                self._work.notify()
+        return row["state"] if row is not None else ""
 
-    def reap(self, redispatch_after, max_attempts, on_dispatch=None) -> list[int]:
-        """Put jobs of dead workers back in the queue and return the ids that need a (new) queue
-        message: released jobs now due, jobs never dispatched, and jobs whose message may be lost.
-        ``on_dispatch(connection, job_id)`` writes that message in the same transaction."""
-        now = time.time()
+    def maintain(self, max_attempts) -> list[int]:
+        """Fail the jobs of dead workers that have used up their attempts (the others are taken
+        again by ``take``); the ids failed."""
         with self._tx() as db:
-            db.execute(
-                "update jobs set state = ?, owner = null, lease_until = null, updated_at = ?,"
-                " result = json_object('error', 'worker lost its lease (killed or stalled)')"
-                " where state = ? and lease_until < ? and attempts >= ?",
-                (FAILED, now, RUNNING, now, max_attempts),
-            )
-            db.execute(
-                "update jobs set state = ?, owner = null, lease_until = null, dispatched_at = null, updated_at = ?"
-                " where state = ? and lease_until < ?",
-                (QUEUED, now, RUNNING, now),
-            )
-            rows = db.execute(
-                "select id from jobs where state = ? and not_before <= ? and (dispatched_at is null or dispatched_at < ?)"
-                " order by id",
-                (QUEUED, now, now - redispatch_after),
-            ).fetchall()
-            ids = [int(r["id"]) for r in rows]
-            if ids:
-                marks = ",".join("?" * len(ids))
-                db.execute(f"update jobs set dispatched_at = ? where id in ({marks})", (now, *ids))
-                for job_id in ids if on_dispatch is not None else ():
-                    on_dispatch(db, job_id)
-            return ids
+            return self._fail_lost(db, self.clock(), max_attempts)
+
+    def prune(self, before) -> dict[str, int]:
+        """Delete finished jobs last changed before ``before`` and deliveries received before it."""
+        marks = ",".join("?" * len(FINAL))
+        with self._tx() as db:
+            jobs = db.execute(f"delete from jobs where state in ({marks}) and updated_at < ?", (*FINAL, before)).rowcount
+            deliveries = db.execute("delete from deliveries where received_at < ?", (before,)).rowcount
+        return {"jobs": jobs, "deliveries": deliveries}
 
     # ------------------------------------------------------------------ reading
 
@@ -393,35 +434,23 @@ class SqliteJobStore:
             out[row["state"]] = int(row["n"])
         return out
 
+    def waiting(self) -> int:
+        """Jobs a worker could take now."""
+        return int(self._conn().execute(f"select count(*) from jobs where {_TAKEABLE}", {"now": self.clock()}).fetchone()[0])
+
     def delivery_count(self) -> int:
         return int(self._conn().execute("select count(*) from deliveries").fetchone()[0])
-
-    # ------------------------------------------------------------------ metrics
-
-    def add_counters(self, items) -> None:
-        items = [(name, labels, float(delta)) for name, labels, delta in items if delta]
-        if not items:
-            return
-        with self._tx() as db:
-            db.executemany(
-                "insert into counters (name, labels, value) values (?, ?, ?)"
-                " on conflict (name, labels) do update set value = value + excluded.value",
-                items,
-            )
-
-    def read_counters(self) -> dict[tuple[str, str], float]:
-        return {(r["name"], r["labels"]): float(r["value"]) for r in self._conn().execute("select * from counters")}
 
     # ------------------------------------------------------------------ worker status (for /healthz)
 
     def report_worker(self, owner: str, info: dict[str, Any]) -> None:
         with self._tx() as db:
             db.execute("insert or replace into workers (owner, info, seen) values (?, ?, ?)",
-                       (owner, json.dumps(info), time.time()))
+                       (owner, json.dumps(info), self.clock()))
 
     def workers(self, max_age: float) -> list[dict[str, Any]]:
         """Workers that reported within ``max_age`` seconds (older rows are deleted)."""
-        cutoff = time.time() - max_age
+        cutoff = self.clock() - max_age
         with self._tx() as db:
             db.execute("delete from workers where seen < ?", (cutoff - 3600,))
             rows = db.execute("select owner, info, seen from workers where seen >= ? order by owner", (cutoff,)).fetchall()

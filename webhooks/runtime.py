@@ -48,14 +48,16 @@ def build_models(cfg: ServiceConfig, loader: Callable[[Any], Any] | None = None,
 
 
 def build_pool(cfg: ServiceConfig, *, queue: JobQueue | None = None, loader: Callable[[Any], Any] | None = None,
-               github: Any = None, store: Any = None, workers: int | None = None) -> WorkerPool:
+               github: Any = None, store: Any = None, workers: int | None = None,
+               metrics: Metrics | None = None) -> WorkerPool:
     """A worker pool for ``cfg`` (not started). ``github``: a GitHubFactory (tests pass one with
-    fast retries); ``store``: the dataset Store (default: ``cfg.db``)."""
+    fast retries); ``store``: the dataset Store (default: ``cfg.db``); ``metrics``: share the web
+    app's when both run in one process, so its /metrics shows the workers' counts."""
     from webhooks.poster import GitHubFactory, ReviewPoster
     from webhooks.recorder import CommentRecorder
 
-    queue = queue or open_queue(cfg.queue, cfg.home)
-    metrics = Metrics(queue.store)
+    queue = queue or open_queue(cfg.queue, cfg.home, retention_s=cfg.retention_s)
+    metrics = metrics or Metrics()
     models = build_models(cfg, loader, metrics)
     github = github or GitHubFactory(cfg)
     if store is None:
@@ -77,5 +79,5 @@ def build_pool(cfg: ServiceConfig, *, queue: JobQueue | None = None, loader: Cal
     }
     return WorkerPool(queue, handlers, workers=cfg.workers if workers is None else workers, models=models,
                       metrics=metrics, lease_s=cfg.lease_s, max_attempts=cfg.max_attempts,
-                      retry_delay_s=cfg.retry_delay_s, redispatch_after_s=cfg.redispatch_after_s,
-                      reap_interval_s=cfg.reap_interval_s)
+                      retry_delay_s=cfg.retry_delay_s, reap_interval_s=cfg.reap_interval_s,
+                      retention_s=cfg.retention_s)

@@ -13,6 +13,16 @@ Service-only environment variables (all optional):
   REVBOT_WORKER_LEASE       seconds a worker holds a job between heartbeats (default 60): a killed
                             worker's job is run again after at most this long
   REVBOT_JOB_ATTEMPTS       runs of a job before it is marked failed (default 5)
+  REVBOT_JOB_RETENTION_DAYS finished jobs and remembered delivery ids are deleted after this many
+                            days (default 7; GitHub lets you redeliver a delivery for 3 days)
+  REVBOT_METRICS_TOKEN      a bearer token /metrics and the details of /healthz require; unset,
+                            they are answered only to loopback clients that came through no proxy
+  REVBOT_WEB_WORKERS        gunicorn web processes of `revbot serve` (default 2)
+  REVBOT_WEB_THREADS        threads per web process (default 8)
+  REVBOT_READ_TIMEOUT       seconds a client may stay silent while sending a request before the
+                            connection is closed (default 10)
+  REVBOT_WORKER_TIMEOUT     seconds a web process may be unresponsive before gunicorn replaces
+                            it (default 30); also the grace period of a stop
 """
 from __future__ import annotations
 
@@ -61,9 +71,15 @@ class ServiceConfig:
     lease_s: float = 60.0
     max_attempts: int = 5
     retry_delay_s: float = 5.0
-    redispatch_after_s: float = 600.0
     reap_interval_s: float = 2.0
     reload_check_s: float = 5.0
+    retention_s: float = 7 * 86400.0
+    # web server (`revbot serve`) and who may read /metrics
+    metrics_token: str | None = field(default=None, repr=False)
+    web_workers: int = 2
+    web_threads: int = 8
+    read_timeout_s: float = 10.0
+    worker_timeout_s: float = 30.0
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> "ServiceConfig":
@@ -93,6 +109,10 @@ class ServiceConfig:
             openai_model=s.openai_model, quantize=s.quantize, batch_size=s.batch_size,
             max_new_tokens=s.max_new_tokens, token_budget=s.token_budget,
             lease_s=number("REVBOT_WORKER_LEASE", 60.0), max_attempts=number("REVBOT_JOB_ATTEMPTS", 5, int),
+            retention_s=number("REVBOT_JOB_RETENTION_DAYS", 7.0) * 86400.0,
+            metrics_token=(env.get("REVBOT_METRICS_TOKEN") or "").strip() or None,
+            web_workers=number("REVBOT_WEB_WORKERS", 2, int), web_threads=number("REVBOT_WEB_THREADS", 8, int),
+            read_timeout_s=number("REVBOT_READ_TIMEOUT", 10.0), worker_timeout_s=number("REVBOT_WORKER_TIMEOUT", 30.0),
         )
         return base.with_overrides(overrides)
 
@@ -124,6 +144,20 @@ class ServiceConfig:
             raise UsageError("--workers must be 0 or more")
         if self.lease_s <= 0:
             raise UsageError("the worker lease must be greater than 0 seconds")
+        if self.retention_s <= 0:
+            raise UsageError("the job retention must be greater than 0 days")
+        for name in ("web_workers", "web_threads"):
+            if getattr(self, name) < 1:
+                raise UsageError(f"{name.replace('_', ' ')} must be at least 1")
+        for name in ("read_timeout_s", "worker_timeout_s"):
+            if getattr(self, name) <= 0:
+                raise UsageError(f"the {name[:-2].replace('_', ' ')} must be greater than 0 seconds")
+
+    def check_bind(self, host: str) -> None:
+        """Unsigned deliveries are for experiments on one machine: refuse them on any other address."""
+        if self.insecure_no_signature and not is_loopback(host):
+            raise UsageError(f"--insecure-no-signature is refused on {host}: it is allowed only on a loopback "
+                             "address (127.0.0.1, ::1, localhost); set REVBOT_WEBHOOK_SECRET instead")
 
     @property
     def heartbeat_s(self) -> float:
@@ -131,3 +165,18 @@ class ServiceConfig:
 
     def own_logins(self) -> frozenset[str]:
         return frozenset(login.lower() for login in self.bot_logins)
+
+
+def is_loopback(host: str | None) -> bool:
+    """Whether ``host`` (an address or "localhost") is this machine's loopback."""
+    import ipaddress
+
+    text = (host or "").strip().strip("[]")
+    if text.lower() == "localhost":
+        return True
+    try:
+        address = ipaddress.ip_address(text)
+    except ValueError:
+        return False
+    mapped = getattr(address, "ipv4_mapped", None)
+    return (mapped or address).is_loopback

@@ -1,17 +1,18 @@
-"""Queue workers: take a job id, claim the job with a lease, run its handler, record the outcome.
+"""Queue workers: take a job with a lease, run its handler, record the outcome.
 
 A job is over only when its handler says so (the review is posted, the comment is stored); until
-then the lease is renewed by a heartbeat thread. A worker that dies stops renewing it, and the
-reaper (every worker process runs one) puts the job back in the queue once the lease runs out.
+then the lease is renewed by a heartbeat thread. A worker that dies stops renewing it, and once the
+lease runs out the next worker that asks the queue for work takes the job over.
 
 Transient failures (GitHub 5xx or rate limits, the queue, the model not loadable yet) give the job
 back for a retry with exponential backoff; after ``max_attempts`` runs it is marked failed. Errors
-that a retry cannot fix (a PR that no longer exists) fail it at once; an invalid ``.revbot.yml`` is
-not one of them: the review is done with the defaults and says so (``webhooks.poster``).
+that a retry cannot fix (a bad ``.revbot.yml``, a PR that no longer exists) fail it at once.
 
 Hot reload: between jobs each worker asks ``ModelHolder.refresh()`` whether another model version
 was promoted; the new backend is loaded while the old one keeps serving, then swapped in. A job
-keeps the backend it started with, so nothing is dropped or posted twice by a reload.
+keeps the backend it started with, so nothing is dropped or posted twice by a reload. The reload
+is counted before the new version becomes visible anywhere (/healthz reads it from the workers'
+reports), so a scrape never sees the new version without its reload.
 """
 from __future__ import annotations
 
@@ -126,9 +127,9 @@ class ModelHolder:
     """
 
     def __init__(self, loader: Callable[[Any], Any], registry: Any = None, *, check_every: float = 5.0,
-                 pinned_cache: int = 1, metrics: Metrics | None = None):
+                 pinned_cache: int = 1, metrics: Metrics | None = None, clock: Callable[[], float] = time.monotonic):
         self.loader, self.registry, self.check_every = loader, registry, check_every
-        self.metrics = metrics
+        self.metrics, self.clock = metrics, clock
         self._lock = threading.Lock()  # guards the swap, not the loading
         self._load_lock = threading.Lock()  # one load at a time
         self._backend: Any = None
@@ -153,13 +154,13 @@ class ModelHolder:
         """Load the promoted version if it changed (checked at most every ``check_every`` s).
         Returns True when a new backend was swapped in. Never raises: a failed load keeps the old
         backend and is retried at the next check."""
-        now = time.monotonic()
+        now = self.clock()
         if not force and self._backend is not None and now - self._checked < self.check_every:
             return False
         if not self._load_lock.acquire(blocking=self._backend is None):
             return False  # another worker thread is loading; keep serving the current backend
         try:
-            self._checked = time.monotonic()
+            self._checked = self.clock()
             try:
                 version = self._current_version()
             except RevbotError as exc:
@@ -219,7 +220,7 @@ class Worker:
                  models: ModelHolder | None = None, owner: str | None = None, lease_s: float = 60.0,
                  heartbeat_s: float | None = None, max_attempts: int = 5, retry_delay_s: float = 5.0):
         self.queue, self.handlers = queue, dict(handlers)
-        self.metrics = metrics or Metrics(queue.store)
+        self.metrics = metrics or Metrics()
         self.models = models
         self.owner = owner or new_owner()
         self.lease_s, self.max_attempts, self.retry_delay_s = lease_s, max_attempts, retry_delay_s
@@ -237,19 +238,16 @@ class Worker:
         log.info("worker %s stopped", self.owner)
 
     def step(self, wait: float = 0.5) -> str | None:
-        """Between jobs: maybe reload the model; then take one job id and process it."""
+        """Between jobs: maybe reload the model; then take one job and run it."""
         if self.models is not None:
             self.models.refresh()
-        job_id = self.queue.pop(wait)
-        if job_id is None:
-            return None
-        return self.process(job_id)
-
-    def process(self, job_id: int) -> str | None:
-        """Claim and run one job; the state it ends in, or None when it was not ours to run."""
-        job = self.queue.store.claim(job_id, self.owner, self.lease_s)
+        job = self.queue.take(self.owner, self.lease_s, self.max_attempts, wait)
         if job is None:
-            return None  # done, superseded, running elsewhere, or a retry not yet due
+            return None
+        return self.process(job)
+
+    def process(self, job: Job) -> str:
+        """Run one job this worker holds the lease of; the state it ends in."""
         handler = self.handlers.get(job.kind)
         if handler is None:
             self.queue.store.finish(job.id, self.owner, FAILED, {"error": f"no handler for job kind {job.kind!r}"})
@@ -276,10 +274,6 @@ class Worker:
             return result.state
         finally:
             self.busy.clear()
-            try:
-                self.metrics.flush()
-            except Exception as exc:
-                log.warning("metrics not saved: %s", exc)
 
     def _failed(self, job: Job, exc: Exception) -> str:
         status = getattr(exc, "status", None)
@@ -309,19 +303,35 @@ class Worker:
 
 
 class Maintenance:
-    """The reaper and the status report one worker process runs beside its workers."""
+    """What one worker process does beside its workers: fail the jobs of dead workers that used up
+    their attempts (and, on Redis, send due retries back to the stream), report its model to
+    /healthz, and delete finished jobs and delivery ids older than the retention period."""
 
-    def __init__(self, queue: JobQueue, *, owner: str, models: ModelHolder | None = None,
-                 redispatch_after_s: float = 600.0, max_attempts: int = 5, interval_s: float = 2.0):
+    def __init__(self, queue: JobQueue, *, owner: str, models: ModelHolder | None = None, max_attempts: int = 5,
+                 interval_s: float = 2.0, retention_s: float = 7 * 86400.0, prune_every_s: float = 600.0,
+                 clock: Callable[[], float] = time.time):
         self.queue, self.owner, self.models = queue, owner, models
-        self.redispatch_after_s, self.max_attempts, self.interval_s = redispatch_after_s, max_attempts, interval_s
+        self.max_attempts, self.interval_s = max_attempts, interval_s
+        self.retention_s, self.prune_every_s, self.clock = retention_s, prune_every_s, clock
+        self._pruned_at: float | None = None
 
     def reap(self) -> list[int]:
-        """Re-send the ids of jobs whose worker died, whose retry is due, or whose message was lost."""
-        ids = self.queue.reap(self.redispatch_after_s, self.max_attempts)
-        if ids:
-            log.info("re-queued job(s) %s", ids)
-        return ids
+        failed = self.queue.store.maintain(self.max_attempts)
+        if failed:
+            log.error("job(s) %s failed: their workers died on the last allowed attempt", failed)
+        return failed
+
+    def prune(self) -> dict[str, int] | None:
+        """Delete what is older than the retention period, at most every ``prune_every_s``."""
+        now = self.clock()
+        if self._pruned_at is not None and now - self._pruned_at < self.prune_every_s:
+            return None
+        self._pruned_at = now
+        removed = self.queue.store.prune(now - self.retention_s)
+        if any(removed.values()):
+            log.info("pruned %d finished job(s) and %d delivery id(s) older than %.0f days", removed["jobs"],
+                     removed["deliveries"], self.retention_s / 86400)
+        return removed
 
     def report(self) -> None:
         info = {"pid": os.getpid(), "host": socket.gethostname(),
@@ -332,11 +342,11 @@ class Maintenance:
 
     def run(self, stop: threading.Event) -> None:
         while True:
-            try:
-                self.reap()
-                self.report()
-            except Exception as exc:
-                log.warning("maintenance: %s", exc)
+            for step in (self.reap, self.report, self.prune):
+                try:
+                    step()
+                except Exception as exc:
+                    log.warning("maintenance (%s): %s", step.__name__, exc)
             if stop.wait(self.interval_s):
                 return
 
@@ -346,18 +356,18 @@ class WorkerPool:
 
     def __init__(self, queue: JobQueue, handlers: Mapping[str, JobHandler], *, workers: int = 1,
                  models: ModelHolder | None = None, metrics: Metrics | None = None, lease_s: float = 60.0,
-                 max_attempts: int = 5, retry_delay_s: float = 5.0, redispatch_after_s: float = 600.0,
-                 reap_interval_s: float = 2.0, owner_prefix: str | None = None):
+                 max_attempts: int = 5, retry_delay_s: float = 5.0, reap_interval_s: float = 2.0,
+                 retention_s: float = 7 * 86400.0, owner_prefix: str | None = None):
         prefix = owner_prefix or new_owner()
-        self.metrics = metrics or Metrics(queue.store)
+        self.metrics = metrics or Metrics()
         self.workers = [
             Worker(queue, handlers, self.metrics, models=models, owner=f"{prefix}/{i}", lease_s=lease_s,
                    max_attempts=max_attempts, retry_delay_s=retry_delay_s)
             for i in range(workers)
         ]
         self.models = models
-        self.maintenance = Maintenance(queue, owner=prefix, models=models, redispatch_after_s=redispatch_after_s,
-                                       max_attempts=max_attempts, interval_s=reap_interval_s)
+        self.maintenance = Maintenance(queue, owner=prefix, models=models, max_attempts=max_attempts,
+                                       interval_s=reap_interval_s, retention_s=retention_s)
         self.stop_event = threading.Event()
         self._threads: list[threading.Thread] = []
 
@@ -378,10 +388,6 @@ class WorkerPool:
         deadline = time.monotonic() + timeout
         for t in self._threads:
             t.join(max(0.0, deadline - time.monotonic()))
-        try:
-            self.metrics.flush()
-        except Exception:
-            pass
 
     def __enter__(self) -> "WorkerPool":
         return self.start()

@@ -1,16 +1,20 @@
 """Benchmark of the webhook endpoint under gunicorn on loopback (not part of `make test`).
 
-Two apps, the same load:
-  revbot  ``webhooks.app:create_app()``: signature check, JSON, job table + queue write per delivery
+Apps, the same load:
+  revbot  ``webhooks.app:create_app()``: signature check, JSON, one job-table transaction per
+          delivery, on each queue backend (--queue: sqlite, redis or both)
   bare    a Flask view that only answers 202 (what the web stack alone costs)
 
 Load: signed ``pull_request`` deliveries (each a new head sha, so each must become a job) from
 concurrent clients at a fixed rate (--rate, default 200/s) for --seconds (default 20), then a
-short closed-loop run to find each app's ceiling. Afterwards the revbot job table is counted:
-every delivery answered 202 must be there (``lost`` is the difference).
+short closed-loop run to find each app's ceiling. Afterwards each backend's job table is counted:
+every delivery answered 202 must be a job there that a worker would see (SQLite: a queued row, or
+one superseded by a later push; Redis: a job hash and its stream message); ``lost`` is the difference.
 
-Prints one line per run and, last, ``RESULT rate=… p50_ms=… p99_ms=… lost=… bare_rate=…``.
+Prints one line per run and, last, ``RESULT rate=… p50_ms=… p99_ms=… lost=… bare_rate=…`` (the
+SQLite figures) followed by ``redis_rate=… redis_p99_ms=… redis_lost=…`` when Redis ran.
 Usage: .venv/bin/python tests/bench/bench_webhook.py [--rate 200] [--seconds 20] [--clients 32]
+       [--queue sqlite|redis|both] [--redis-url redis://127.0.0.1:6379/14]
 """
 from __future__ import annotations
 
@@ -140,11 +144,22 @@ def load(url: str, bodies: list[tuple[bytes, str, str]], rate: float | None, sec
             "rate": statuses.get(202, 0) / min(wall, seconds + 0.5), "p50_ms": q[49] * 1000, "p99_ms": q[98] * 1000}
 
 
-def count_jobs(queue_db: Path) -> tuple[int, int]:
-    with sqlite3.connect(queue_db) as db:
+def count_jobs(queue: str) -> tuple[int, int]:
+    """(jobs recorded, jobs a worker can take) in the queue ``queue`` names."""
+    if queue.startswith("redis://"):
+        from webhooks.jobs_redis import RedisJobStore
+
+        store = RedisJobStore(queue)
+        try:
+            return sum(store.counts().values()), int(store.r.xlen(store.stream))
+        finally:
+            store.flush_all()
+            store.close()
+    with sqlite3.connect(queue) as db:
         jobs = db.execute("select count(*) from jobs").fetchone()[0]
-        messages = db.execute("select count(*) from task").fetchone()[0]
-    return jobs, messages
+        # no worker runs: every job is queued, or superseded by a later push to its PR
+        takeable = db.execute("select count(*) from jobs where state in ('queued', 'superseded')").fetchone()[0]
+    return jobs, takeable
 
 
 def stop(proc: subprocess.Popen) -> None:
@@ -163,15 +178,23 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=32)
     parser.add_argument("--workers", type=int, default=2, help="gunicorn worker processes")
     parser.add_argument("--threads", type=int, default=8, help="threads per gunicorn worker")
+    parser.add_argument("--queue", choices=("sqlite", "redis", "both"), default="both")
+    parser.add_argument("--redis-url", default="redis://127.0.0.1:6379/14",
+                        help="a Redis database the benchmark may fill and empty")
     args = parser.parse_args()
 
     bodies = make_bodies(int(args.rate * args.seconds * 1.1) + 20000)
-    results = {}
+    backends = ["sqlite", "redis"] if args.queue == "both" else [args.queue]
+    results, lost = {}, {}
     with tempfile.TemporaryDirectory(prefix="bench-webhook-") as tmp:
-        env = {k: v for k, v in os.environ.items() if not k.startswith("REVBOT_")}
-        env.update(REVBOT_WEBHOOK_SECRET=SECRET, REVBOT_HOME=tmp, REVBOT_QUEUE=str(Path(tmp) / "queue.db"),
-                   PYTHONPATH=str(ROOT) + os.pathsep + env.get("PYTHONPATH", ""))
-        for name, target in (("revbot", "webhooks.app:create_app()"), ("bare", "bench_webhook:bare_app")):
+        queues = {"sqlite": str(Path(tmp) / "queue.db"), "redis": args.redis_url}
+        if "redis" in backends:
+            count_jobs(args.redis_url)  # starts from an empty queue
+        runs = [(f"revbot-{b}" if len(backends) > 1 else "revbot", "webhooks.app:create_app()", b) for b in backends]
+        for name, target, backend in [*runs, ("bare", "bench_webhook:bare_app", "sqlite")]:
+            env = {k: v for k, v in os.environ.items() if not k.startswith(("REVBOT_", "PROMETHEUS_"))}
+            env.update(REVBOT_WEBHOOK_SECRET=SECRET, REVBOT_HOME=tmp, REVBOT_QUEUE=queues[backend],
+                       PYTHONPATH=str(ROOT) + os.pathsep + env.get("PYTHONPATH", ""))
             proc, url = start_gunicorn(target, env, args.workers, args.threads)
             try:
                 requests.post(url + "/webhook", data=b"{}", timeout=5)  # warm up
@@ -181,19 +204,29 @@ def main() -> None:
             finally:
                 stop(proc)
             results[name] = (fixed, ceiling)
-            print(f"{name:6s} at {args.rate:.0f}/s for {args.seconds:.0f}s: accepted {fixed['accepted']} of "
+            print(f"{name:12s} at {args.rate:.0f}/s for {args.seconds:.0f}s: accepted {fixed['accepted']} of "
                   f"{fixed['sent']} ({fixed['rate']:.1f}/s), p50 {fixed['p50_ms']:.1f} ms, p99 {fixed['p99_ms']:.1f} ms, "
                   f"statuses {fixed['statuses']}; closed loop: {ceiling['rate']:.1f}/s, p99 {ceiling['p99_ms']:.1f} ms")
-        jobs, messages = count_jobs(Path(tmp) / "queue.db")
-    accepted = results["revbot"][0]["accepted"] + results["revbot"][1]["accepted"]
-    lost = accepted - min(jobs, messages)  # every 202 must be both a job row and a queue message
-    print(f"revbot: {accepted} deliveries answered 202, {jobs} jobs in the job table, {messages} queue messages")
-    rev, bare = results["revbot"], results["bare"]
+            if name != "bare":
+                jobs, takeable = count_jobs(queues[backend])
+                accepted = fixed["accepted"] + ceiling["accepted"]
+                lost[backend] = accepted - min(jobs, takeable)  # every 202 must be a job a worker can take
+                print(f"{name}: {accepted} deliveries answered 202, {jobs} jobs recorded, {takeable} takeable")
+    first = runs[0][0]
+    rev, bare = results[first], results["bare"]
     ratio = rev[1]["rate"] / bare[1]["rate"] if bare[1]["rate"] else 0.0
-    print(f"throughput ceiling revbot/bare: {rev[1]['rate']:.1f}/{bare[1]['rate']:.1f} = {ratio:.2f}")
-    print(f"RESULT rate={rev[0]['rate']:.1f} p50_ms={rev[0]['p50_ms']:.1f} p99_ms={rev[0]['p99_ms']:.1f} lost={lost} "
-          f"bare_rate={bare[0]['rate']:.1f} bare_p50_ms={bare[0]['p50_ms']:.1f} bare_p99_ms={bare[0]['p99_ms']:.1f} "
-          f"max_rate={rev[1]['rate']:.1f} bare_max_rate={bare[1]['rate']:.1f} ratio={ratio:.2f}")
+    print(f"throughput ceiling {first}/bare: {rev[1]['rate']:.1f}/{bare[1]['rate']:.1f} = {ratio:.2f}")
+    line = (f"RESULT rate={rev[0]['rate']:.1f} p50_ms={rev[0]['p50_ms']:.1f} p99_ms={rev[0]['p99_ms']:.1f} "
+            f"lost={lost[backends[0]]} bare_rate={bare[0]['rate']:.1f} bare_p50_ms={bare[0]['p50_ms']:.1f} "
+            f"bare_p99_ms={bare[0]['p99_ms']:.1f} max_rate={rev[1]['rate']:.1f} bare_max_rate={bare[1]['rate']:.1f} "
+            f"ratio={ratio:.2f}")
+    if len(backends) > 1:
+        red = results["revbot-redis"]
+        line += (f" redis_rate={red[0]['rate']:.1f} redis_p50_ms={red[0]['p50_ms']:.1f} "
+                 f"redis_p99_ms={red[0]['p99_ms']:.1f} redis_lost={lost['redis']} redis_max_rate={red[1]['rate']:.1f}")
+    if backends == ["redis"]:
+        line = line.replace("RESULT ", "RESULT queue=redis ", 1)
+    print(line)
 
 
 if __name__ == "__main__":

@@ -1,4 +1,5 @@
-"""Fixtures of the webhook tests: job stores (SQLite, and Redis when a server answers)."""
+"""Fixtures of the webhook tests: job stores (SQLite, and Redis when a server answers) on a clock
+the test moves, so leases and backoff never depend on how busy the machine is."""
 from __future__ import annotations
 
 import os
@@ -9,6 +10,19 @@ import pytest
 from webhooks.jobs import SqliteJobStore
 
 REDIS_URL = os.environ.get("REVBOT_TEST_REDIS_URL") or "redis://127.0.0.1:6379/15"
+
+
+class FakeClock:
+    """``time.time`` that moves only when the test says so."""
+
+    def __init__(self, now: float = 1_700_000_000.0):
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
 
 
 @pytest.fixture(scope="session")
@@ -22,16 +36,21 @@ def redis_url() -> str:
     return REDIS_URL
 
 
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
 @pytest.fixture(params=["sqlite", "redis"])
-def job_store(request, tmp_path):
+def job_store(request, tmp_path, clock):
     if request.param == "sqlite":
-        store = SqliteJobStore(tmp_path / "jobs.db")
+        store = SqliteJobStore(tmp_path / "jobs.db", clock=clock)
         yield store
         store.close()
         return
     from webhooks.jobs_redis import RedisJobStore
 
-    store = RedisJobStore(request.getfixturevalue("redis_url"), name=f"test{uuid.uuid4().hex[:10]}")
+    store = RedisJobStore(request.getfixturevalue("redis_url"), name=f"test{uuid.uuid4().hex[:10]}", clock=clock)
     yield store
     store.flush_all()
     store.close()

@@ -137,3 +137,63 @@ def test_create_app_reads_the_environment_like_gunicorn_does(tmp_path, monkeypat
     assert signed.status_code == 200
     assert (tmp_path / "gunicorn-queue.db").exists()
     assert SECRET not in repr(app.extensions["revbot"].config)
+
+
+REMOTE = {"REMOTE_ADDR": "203.0.113.9"}
+
+
+def _app(tmp_path, monkeypatch, **overrides):
+    monkeypatch.setenv("REVBOT_WEBHOOK_SECRET", SECRET)
+    return create_app({"home": tmp_path, "queue": str(tmp_path / "q.db"), **overrides}).test_client()
+
+
+def test_metrics_and_health_details_stay_on_this_machine_without_a_token(tmp_path, monkeypatch):
+    client = _app(tmp_path, monkeypatch)
+    assert client.get("/metrics").status_code == 200  # the test client comes from 127.0.0.1
+    for extra in ({"environ_base": REMOTE}, {"headers": {"X-Forwarded-For": "203.0.113.9"}},
+                  {"headers": {"Forwarded": "for=203.0.113.9"}}):
+        refused = client.get("/metrics", **extra)
+        assert refused.status_code == 403 and b"revbot_jobs" not in refused.data
+        health = client.get("/healthz", **extra)
+        assert health.status_code == 200 and health.get_json() == {"status": "degraded"}
+    assert set(client.get("/healthz").get_json()) >= {"status", "queue", "model", "version"}
+
+
+def test_a_metrics_token_is_required_from_everywhere_once_set(tmp_path, monkeypatch):
+    client = _app(tmp_path, monkeypatch, metrics_token="scrape-t0ken")
+    assert client.get("/metrics").status_code == 401  # loopback is not enough any more
+    assert client.get("/metrics", headers={"Authorization": "Bearer wrong"}).status_code == 401
+    assert client.get("/metrics", headers={"Authorization": "scrape-t0ken"}).status_code == 401  # no scheme
+    good = {"Authorization": "Bearer scrape-t0ken"}
+    answer = client.get("/metrics", headers=good, environ_base=REMOTE)
+    assert answer.status_code == 200 and b"revbot_jobs" in answer.data
+    assert client.get("/healthz").get_json() == {"status": "degraded"}
+    assert "queue" in client.get("/healthz", headers=good, environ_base=REMOTE).get_json()
+
+
+def test_unsigned_deliveries_come_only_from_this_machine(tmp_path, monkeypatch):
+    monkeypatch.delenv("REVBOT_WEBHOOK_SECRET", raising=False)
+    app = create_app({"home": tmp_path, "queue": str(tmp_path / "q.db"), "insecure_no_signature": True})
+    answer = app.test_client().post("/webhook", data=b'{"zen": "hi"}', headers={"X-GitHub-Event": "ping"},
+                                    environ_base=REMOTE)
+    assert answer.status_code == 403 and "only from this machine" in answer.get_json()["error"]
+
+
+@pytest.mark.parametrize("host", ["0.0.0.0", "192.0.2.7", "::", "example.org"])
+def test_serve_refuses_insecure_mode_off_loopback(tmp_path, host):
+    from click.testing import CliRunner
+
+    from webhooks.cli import serve
+
+    result = CliRunner().invoke(serve, ["--insecure-no-signature", "--host", host, "--port", "0"],
+                                env={"REVBOT_HOME": str(tmp_path), "REVBOT_WEBHOOK_SECRET": ""})
+    assert result.exit_code == 2 and "refused on" in result.output and "loopback" in result.output
+    assert result.exception is None or isinstance(result.exception, SystemExit)
+    assert not (tmp_path / "revbot-queue.db").exists()
+
+
+def test_loopback_names():
+    from webhooks.settings import is_loopback
+
+    assert all(is_loopback(h) for h in ("127.0.0.1", "127.8.9.10", "::1", "[::1]", "localhost", "::ffff:127.0.0.1"))
+    assert not any(is_loopback(h) for h in ("0.0.0.0", "::", "10.0.0.1", "example.org", "", None))

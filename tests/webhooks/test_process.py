@@ -92,7 +92,8 @@ def test_a_crash_between_posting_and_recording_does_not_post_twice(tmp_path):
         try:
             job_id = svc.deliver("pull_request", hook_payload("pull_request__opened.payload.json", svc.pull(1))).json()["job"]
             doomed = Worker(svc.queue, svc.pool.workers[0].handlers, owner="doomed", lease_s=0.3)
-            job = svc.store.claim(job_id, "doomed", 0.3)
+            job = svc.store.take("doomed", 0.3, 5)
+            assert job.id == job_id
             ctx = JobContext(doomed, job, _Heartbeat(svc.store, job_id, "doomed", 0.3, 0.1))
             doomed.handlers["review"](job, ctx)  # posts the review ... and "dies" before finish()
             assert len(svc.reviews()) == 1

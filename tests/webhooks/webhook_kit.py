@@ -196,7 +196,8 @@ class Service:
         self._thread = threading.Thread(target=self.server.serve_forever, daemon=True)
         self._thread.start()
         self.backend_factory = backend_factory or self._scripted
-        self.pool = build_pool(self.cfg, queue=self.queue, loader=self.backend_factory)
+        self.pool = build_pool(self.cfg, queue=self.queue, loader=self.backend_factory,
+                               metrics=self.app.extensions["revbot"].metrics)
         if start_workers:
             self.pool.start()
 
@@ -250,7 +251,6 @@ class Service:
         self.server.shutdown()
         self.server.server_close()
         if self.queue.spec.kind == "redis":
-            self.queue.huey.storage.flush_queue()
             self.queue.store.flush_all()
         self.queue.close()
 
