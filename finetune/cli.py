@@ -62,8 +62,8 @@ is current yet (the first version). Evaluate it with `revbot eval --model vN`.
 @click.option("--data", metavar="FILE", default=None,
               help="The dataset store (SQLite, default: $REVBOT_DB, else revbot.db) or an examples JSONL.")
 @click.option("--base-model", metavar="ID_OR_PATH", default=None,
-              help="Hub id or local path of the model to adapt (default: the current version's base model, "
-                   "else $REVBOT_MODEL).")
+              help="Hub id or local path of the model to adapt, or the embedded smollm2-135m (default: the "
+                   "current version's base model, else $REVBOT_MODEL, else smollm2-135m).")
 @models_dir_option
 @click.option("--epochs", type=float, default=3.0, show_default=True, help="Passes over the training split.")
 @click.option("--max-steps", type=click.IntRange(min=1), default=None, help="Stop after N optimiser steps (overrides --epochs).")
@@ -100,6 +100,7 @@ def train(data, base_model, models_dir, epochs, max_steps, batch_size, max_lengt
     attention and MLP projection, loss on the review answer only, packed rows, cosine schedule with
     warm-up, early stopping on validation loss and checkpoints for --resume.
     """
+    from bot.embedded import DEFAULT_BASE_MODEL
     from finetune.data import load_examples
     from finetune.train import TrainConfig, train as run_training
 
@@ -107,9 +108,7 @@ def train(data, base_model, models_dir, epochs, max_steps, batch_size, max_lengt
     data_path = Path(data) if data else _default_store()
     if base_model is None:
         current = registry.current()
-        base_model = (current.base_model if current else None) or os.environ.get("REVBOT_MODEL") or None
-        if base_model is None:
-            raise UsageError("no base model: pass --base-model (a hub id or a local model path)")
+        base_model = (current.base_model if current else None) or os.environ.get("REVBOT_MODEL") or DEFAULT_BASE_MODEL
     examples = load_examples(data_path)
     if not examples:
         raise DataError("no examples in the dataset; harvest reviews first (`revbot harvest github OWNER/REPO`)",

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from bot.errors import ModelError, UsageError
-from bot.prompt import ANSWER_END, PROMPT_FORMAT_VERSION, SYSTEM_PROMPT, PromptInput, prompt_text
+from bot.prompt import ANSWER_END, PROMPT_FORMAT_VERSION, SYSTEM_PROMPTS, PromptInput, prompt_text
 from bot.versions import ModelRegistry, ModelVersion, now_iso, write_json_atomic
 
 log = logging.getLogger(__name__)
@@ -34,10 +34,16 @@ _PROMPT_MARK = "@@REVBOT_PROMPT@@"
 
 
 def ollama_template(tokenizer: Any) -> str:
-    """The prompt contract as an Ollama (Go) template, rendered through ``tokenizer``."""
+    """The prompt contract as an Ollama (Go) template, rendered through ``tokenizer``.
+
+    The template must produce the very tokens training saw. Training tokenised a chat template's text
+    as it stands and let the tokenizer add its own special tokens only to plain prompts. Ollama adds
+    a BOS token itself exactly when the tokenizer says so (``add_bos_token``), so a leading BOS is cut
+    from the template only then; a template whose first token merely *is* the BOS token (ChatML's
+    ``<|im_start|>`` in SmolLM2) keeps it."""
     rendered = prompt_text(PromptInput(_SYSTEM_MARK, _PROMPT_MARK), tokenizer)
     bos = getattr(tokenizer, "bos_token", None)
-    if bos and rendered.startswith(bos):  # Ollama adds the BOS token itself
+    if bos and getattr(tokenizer, "add_bos_token", False) and rendered.startswith(bos):
         rendered = rendered[len(bos):]
     rendered = rendered.replace("{{", '{{"{{"}}')
     if _SYSTEM_MARK not in rendered:  # a chat template that drops system messages
@@ -45,17 +51,18 @@ def ollama_template(tokenizer: Any) -> str:
     return rendered.replace(_SYSTEM_MARK, "{{ .System }}").replace(_PROMPT_MARK, "{{ .Prompt }}")
 
 
-def modelfile(tokenizer: Any, context: int | None = None) -> str:
+def modelfile(tokenizer: Any, context: int | None = None, prompt_format_version: int = PROMPT_FORMAT_VERSION) -> str:
     template = ollama_template(tokenizer)
-    if '"""' in template or '"""' in SYSTEM_PROMPT:
+    system = SYSTEM_PROMPTS[prompt_format_version]
+    if '"""' in template or '"""' in system:
         raise ModelError("the chat template contains triple quotes, which an Ollama Modelfile cannot hold")
     lines = [
         "# Ollama Modelfile written by `revbot export`: the merged model in this directory, prompted",
-        f"# exactly as it was trained (revbot prompt format {PROMPT_FORMAT_VERSION}).",
+        f"# exactly as it was trained (revbot prompt format {prompt_format_version}).",
         "# Create and run:  ollama create revbot -f Modelfile",
         "FROM ./",
         f'TEMPLATE """{template}"""',
-        f'SYSTEM """{SYSTEM_PROMPT}"""',
+        f'SYSTEM """{system}"""',
         f'PARAMETER stop "{ANSWER_END}"',
         "PARAMETER temperature 0",
     ]
@@ -93,7 +100,7 @@ def export_merged(
     the recorded base (the same model moved elsewhere)."""
     if isinstance(version, str):
         version = ModelRegistry(models_dir).resolve(version)
-    from bot.model import _Source, check_prompt_format, read_adapter_meta
+    from bot.model import check_prompt_format, model_source, read_adapter_meta
 
     meta = read_adapter_meta(version.path)
     check_prompt_format(meta["prompt_format_version"], f"version {version.name}")
@@ -108,7 +115,7 @@ def export_merged(
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
     from transformers.utils import logging as hf_logging
 
-    source = _Source(base)
+    source = model_source(base)
     progress = hf_logging.is_progress_bar_enabled()
     hf_logging.disable_progress_bar()
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.incoming-", dir=out.parent))
@@ -122,7 +129,7 @@ def export_merged(
                              f"{meta['base_model']} ({differs})")
         torch_dtype = _torch_dtype(dtype, config)
         model = source.load(AutoModelForCausalLM.from_pretrained, "model", dtype=torch_dtype)
-        tokenizer = _Source(str(version.path), "tokenizer_config.json").load(AutoTokenizer.from_pretrained, "tokenizer") \
+        tokenizer = model_source(str(version.path), "tokenizer_config.json").load(AutoTokenizer.from_pretrained, "tokenizer") \
             if (version.path / "tokenizer_config.json").is_file() else source.load(AutoTokenizer.from_pretrained, "tokenizer")
         from peft import PeftModel
 
@@ -139,7 +146,7 @@ def export_merged(
         merged.save_pretrained(tmp, safe_serialization=True)
         tokenizer.save_pretrained(tmp)
         context = getattr(merged.config, "max_position_embeddings", None)
-        (tmp / MODELFILE).write_text(modelfile(tokenizer, context), encoding="utf-8")
+        (tmp / MODELFILE).write_text(modelfile(tokenizer, context, meta["prompt_format_version"]), encoding="utf-8")
         write_json_atomic(tmp / EXPORT_META_FILE, {
             "merged_from": str(version.path), "version": version.name, "base_model": base,
             "prompt_format_version": meta["prompt_format_version"], "dtype": str(torch_dtype).replace("torch.", ""),

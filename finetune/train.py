@@ -82,6 +82,21 @@ class TrainingInterrupted(RevbotError):
     exit_code = 130
 
 
+PRECISIONS = ("auto", "bf16", "fp32")
+CPU_DEFAULT_PRECISION = "bf16"
+
+
+def mixed_precision(precision: str, on_cuda: bool, cuda_bf16: bool) -> str:
+    """accelerate's mixed_precision value for a TrainConfig.precision."""
+    if precision == "fp32":
+        return "no"
+    if precision == "bf16":
+        return "bf16"
+    if on_cuda:
+        return "bf16" if cuda_bf16 else "no"
+    return "bf16" if CPU_DEFAULT_PRECISION == "bf16" else "no"
+
+
 @dataclass
 class TrainConfig:
     """Every knob of a training run. The defaults are the usual QLoRA recipe."""
@@ -100,6 +115,8 @@ class TrainConfig:
     target_modules: list[str] | None = None  # None: every attention and MLP projection found
     quantize: bool = True  # 4-bit NF4 + double quantisation (QLoRA); False: plain LoRA
     gradient_checkpointing: bool = False
+    lora_layers: int | None = None  # LoRA on the last N transformer blocks only; None: every block
+    precision: str = "auto"  # "bf16" autocast or "fp32"; auto: bf16 on CUDA with bf16, CPU_DEFAULT_PRECISION on CPU
     packing: bool | None = None  # None: pack when the model's attention keeps examples apart
     seed: int = 0
     test_fraction: float = 0.1
@@ -135,6 +152,8 @@ class TrainConfig:
             need(value is None or value >= 1, f"{name} must be at least 1, got {value}")
         if self.target_modules is not None:
             need(bool(self.target_modules), "--target-modules must name at least one module")
+        need(self.lora_layers is None or self.lora_layers >= 1, f"--lora-layers must be at least 1, got {self.lora_layers}")
+        need(self.precision in PRECISIONS, f"--precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
 
     def to_dict(self) -> dict[str, Any]:
         return {f.name: getattr(self, f.name) for f in fields(self)}
@@ -482,8 +501,14 @@ def prepare_model(base: str, config: TrainConfig, device: Any) -> _Prepared:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=gc_kwargs)
         model.enable_input_require_grads()
     torch.manual_seed(config.seed)  # LoRA's A matrices are initialised from the global RNG
+    layers = None
+    if config.lora_layers is not None:
+        total = int(getattr(model.config, "num_hidden_layers", 0) or 0)
+        if not total:
+            raise UsageError(f"--lora-layers: {base} does not say how many layers it has (num_hidden_layers)")
+        layers = list(range(max(0, total - config.lora_layers), total))
     lora = LoraConfig(r=config.lora_r, lora_alpha=config.lora_alpha, lora_dropout=config.lora_dropout,
-                      target_modules=targets, bias="none", task_type="CAUSAL_LM")
+                      target_modules=targets, bias="none", task_type="CAUSAL_LM", layers_to_transform=layers)
     with quiet_library_warnings():
         model = get_peft_model(model, lora)
     return _Prepared(model, tokenizer, targets, packed, model.config._attn_implementation, difference, pad_changed)
@@ -554,7 +579,7 @@ def train(
     from transformers import get_cosine_schedule_with_warmup
 
     on_cuda = torch.cuda.is_available()
-    mixed = "bf16" if on_cuda and torch.cuda.is_bf16_supported() else "no"
+    mixed = mixed_precision(config.precision, on_cuda, on_cuda and torch.cuda.is_bf16_supported())
     accelerator = Accelerator(mixed_precision=mixed, cpu=not on_cuda)  # cpu: several CPU processes use gloo
     main, world, rank, device = (accelerator.is_main_process, accelerator.num_processes,
                                  accelerator.process_index, accelerator.device)

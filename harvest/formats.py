@@ -46,7 +46,7 @@ from typing import Any, Iterable, Iterator
 from bot.diff import HUNK_HEADER, LEFT, RIGHT, Hunk, parse_hunk
 from bot.errors import DataError, DiffError, UsageError
 from bot.examples import Example, ExampleComment, example_id, write_jsonl
-from bot.prompt import ANSWER_END, SYSTEM_PROMPT, PromptInput, canonical, normalize_body, parse_output, render_answer
+from bot.prompt import ANSWER_END, SYSTEM_PROMPTS, PromptInput, canonical, normalize_body, parse_output, render_answer
 from bot.store import Store, StoredComment, utc_timestamp
 
 IMPORT_FORMATS = ("crc", "codereviewer", "alpaca", "sharegpt", "openai", "jsonl")
@@ -466,7 +466,7 @@ def _from_chat(system: str | None, user: Any, answer: Any, block: Any, fmt: str,
     else:
         raise _Bad("empty answer", "the answer is empty (a negative example says 'NO COMMENT')")
     ex_comments = [ExampleComment(c.line, c.side, c.body, c.start_line) for c in comments]
-    if system is not None and system != SYSTEM_PROMPT:
+    if system is not None and system not in SYSTEM_PROMPTS.values():
         notes["system prompt differs from revbot's (ignored)"] += 1
     if block.get("id"):
         try:

@@ -1,7 +1,10 @@
 """Session-wide fixtures: the shared data folder and tiny models of real architectures, built once."""
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -19,6 +22,11 @@ os.environ.setdefault("MPLBACKEND", "Agg")
 # tests start (service, workers) extra threads only contend: one thread each keeps timings steady.
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 os.environ.setdefault("MKL_NUM_THREADS", "1")
+# The embedded model is converted once per test session into a cache of the session's own, so the
+# suite exercises the real conversion and never touches the user's cache.
+_CACHE = tempfile.mkdtemp(prefix="revbot-test-cache-")
+os.environ["REVBOT_CACHE_DIR"] = _CACHE
+atexit.register(shutil.rmtree, _CACHE, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")
@@ -40,3 +48,11 @@ def tiny_qwen(tmp_path_factory) -> Path:
     from bot.tiny import build_tiny_model
 
     return build_tiny_model(tmp_path_factory.mktemp("tiny-qwen"), arch="qwen2", seed=0)
+
+
+@pytest.fixture(scope="session")
+def smollm2() -> Path:
+    """The embedded SmolLM2-135M-Instruct, converted from its packaged GGUF once per session (~20 s)."""
+    from bot.embedded import DEFAULT_BASE_MODEL, resolve
+
+    return Path(resolve(DEFAULT_BASE_MODEL, quiet=True))

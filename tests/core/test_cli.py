@@ -101,7 +101,6 @@ def test_a_diff_of_binary_or_empty_files_is_still_nothing_to_review(revbot, shar
 @pytest.mark.parametrize("args, code, words", [
     (["--model", "./no/such/model"], 1, "no model at ./no/such/model"),
     (["--model", "someorg/some-model"], 1, "could not load someorg/some-model: not a local directory and the hub is unreachable"),
-    ([], 2, "no model to review with: pass --model ID_OR_PATH"),
     (["--adapter", "/nonexistent/adapter"], 1, "no adapter at /nonexistent/adapter"),
     (["--backend", "openai"], 2, "--backend openai needs --base-url"),
     (["--model-version", "v7"], 1, "no model version 'v7'"),
@@ -110,7 +109,7 @@ def test_a_diff_of_binary_or_empty_files_is_still_nothing_to_review(revbot, shar
 def test_model_and_usage_errors(revbot, shared_dir, args, code, words):
     got, out, err = revbot("review", diff_path(shared_dir, "git.diff"), *args)
     assert got == code and out == ""
-    assert words in err and "init-model" in err if not args else words in err
+    assert words in err
 
 
 def test_adapter_with_another_prompt_format_version(revbot, shared_dir, tmp_path, tiny_llama):
@@ -118,7 +117,7 @@ def test_adapter_with_another_prompt_format_version(revbot, shared_dir, tmp_path
     adapter.mkdir()
     (adapter / "revbot.json").write_text(json.dumps({"base_model": str(tiny_llama), "prompt_format_version": 99}))
     code, _, err = revbot("review", diff_path(shared_dir, "git.diff"), "--adapter", str(adapter))
-    assert code == 1 and "trained with prompt format version 99" in err and "version 1" in err
+    assert code == 1 and "trained with prompt format version 99" in err and "renders versions 1, 2" in err
 
 
 def test_tiny_model_end_to_end_json(revbot, shared_dir, tiny_llama):
