@@ -35,7 +35,7 @@ SHORT_HELP: dict[str, str] = {
     "dataset": "Import, export and inspect training examples.",
     "train": "Train a QLoRA adapter; writes a new model version.",
     "eval": "Evaluate a model version against baselines.",
-    "score": "Score line-aligned prediction and reference files (BLEU-4, ROUGE-L).",
+    "score": "Score prediction vs reference files (BLEU-4, ROUGE-L).",
     "models": "List, promote and roll back model versions.",
     "export": "Merge an adapter into its base model for serving.",
     "serve": "Run the webhook service (web + worker).",
