@@ -304,11 +304,10 @@ def metric_value(report: EvalReport, system: str, metric: str) -> float | None:
     return report.metric(system, metric)
 
 
-def gate_evidence(report: EvalReport, metric: str, name: str | None = None,
-                  metric_value_override: float | None = None) -> Evidence:
-    """The tuned model's inputs to the promotion gate, read from its evaluation (``metric_value_override``
-    for a metric measured elsewhere, i.e. answer_loss)."""
-    value = metric_value_override if metric == "answer_loss" else metric_value(report, TUNED, metric)
+def gate_evidence(report: EvalReport, metric: str, name: str | None = None, measured: float | None = None) -> Evidence:
+    """The tuned model's inputs to the promotion gate, read from its evaluation; ``measured`` is the
+    value of a metric taken on the model itself rather than from its answers (answer_loss)."""
+    value = measured if metric == "answer_loss" else metric_value(report, TUNED, metric)
     return Evidence(name or report.model, value, report.metric(TUNED, "parse_failure_rate"), report.val_loss)
 
 

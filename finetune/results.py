@@ -141,10 +141,12 @@ def verdict(report: EvalReport) -> str:
     wins on and what it loses on."""
     if report.get(TUNED) is None:
         return "verdict: no tuned model in this evaluation"
+    def labels(names: list[str]) -> str:
+        return ", ".join(METRIC_INFO[n].label for n in names)
+
     parts = []
     for other in [s.name for s in report.systems if s.name != TUNED]:
         wins, losses = compare(report, TUNED, other), compare(report, other, TUNED)
-        labels = lambda names: ", ".join(METRIC_INFO[n].label for n in names)  # noqa: E731
         if wins:
             parts.append(f"{TUNED} beats {other} on {labels(wins)}")
         if losses:

@@ -116,10 +116,14 @@ def dataset() -> None:
 @click.option("--field-map", help="For --format jsonl: KEY=FIELD pairs, keys hunk, comment, path, line, pr, time, repo, id, side, "
               "start_line (e.g. hunk=code,comment=comment,path=file_path,line=line_number).")
 @click.option("--skip-bad", is_flag=True, help="Skip malformed records (counted) instead of stopping at the first.")
+@click.option("--keep-bot-comments", is_flag=True,
+              help="Keep comments stamped by AI review tools (Gemini Code Assist badges, CodeRabbit markers, ...); "
+                   "by default they are dropped and counted.")
 @click.option("--repo", help="Repository name for records that carry none.")
 @click.option("--db", type=click.Path(dir_okay=False), envvar="REVBOT_DB", help=DB_HELP)
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
-def import_cmd(file: str, fmt: str, field_map: str | None, skip_bad: bool, repo: str | None, db: str | None, as_json: bool) -> None:
+def import_cmd(file: str, fmt: str, field_map: str | None, skip_bad: bool, keep_bot_comments: bool, repo: str | None,
+               db: str | None, as_json: bool) -> None:
     """Import a dataset FILE (JSONL or a JSON array) into the store as training examples."""
     from harvest.formats import import_dataset, parse_field_map
 
@@ -129,7 +133,8 @@ def import_cmd(file: str, fmt: str, field_map: str | None, skip_bad: bool, repo:
             raise UsageError("--field-map applies to --format jsonl only")
         if not os.path.exists(file):
             raise UsageError(f"{file}: no such file")
-        result = import_dataset(Store(db), file, fmt, field_map=fmap, skip_bad=skip_bad, repo=repo)
+        result = import_dataset(Store(db), file, fmt, field_map=fmap, skip_bad=skip_bad, repo=repo,
+                                keep_bot_comments=keep_bot_comments)
         click.echo(json.dumps(result.to_dict(), indent=2) if as_json else result.text())
 
     _run(go)

@@ -16,10 +16,11 @@ NO_DIFF_HUNK = "no_diff_hunk"  # 2012-era comments without diff_hunk/path: nothi
 OUTSIDE_WINDOW = "outside_window"  # created before --since or after --until
 NOT_IN_AUTHORS = "not_in_authors"  # --authors given and the author is not on it
 BOT = "bot"  # type Bot, a [bot] login, or a --deny-bots login
+BOT_TEXT = "bot_text"  # written by an AI review bot under a human-looking account (its badges, footers)
 SELF_COMMENT = "self_comment"  # the PR author commenting on their own PR
 DOWNVOTED = "downvoted"  # more 👎 than 👍
 TRIVIAL = "trivial"  # LGTM, +1, thanks, emoji only, shorter than --min-length
-REASONS = (NO_DIFF_HUNK, OUTSIDE_WINDOW, NOT_IN_AUTHORS, BOT, SELF_COMMENT, DOWNVOTED, TRIVIAL)
+REASONS = (NO_DIFF_HUNK, OUTSIDE_WINDOW, NOT_IN_AUTHORS, BOT, BOT_TEXT, SELF_COMMENT, DOWNVOTED, TRIVIAL)
 
 DEFAULT_MIN_LENGTH = 8
 
@@ -32,6 +33,39 @@ _TRIVIAL_WORDS = frozenset(
 _SUGGESTION = re.compile(r"```\s*suggestion\b", re.I)
 _SHORTCODE = re.compile(r":[a-z0-9_+\-]+:")
 _MARKUP = re.compile(r"[`*_~>#\[\]()!]")
+
+
+# What AI review tools stamp on every comment they write. Imported datasets carry no author, and
+# some teams run such tools through a personal token, so the account type alone misses them. Each
+# pattern is a tool's own markup (a badge image, a hidden marker, a fixed footer), not a topic:
+# a human who mentions a tool by name is not matched.
+REVIEW_BOT_SIGNATURES: tuple[tuple[str, re.Pattern[str]], ...] = tuple(
+    (name, re.compile(pattern, re.I | re.M)) for name, pattern in (
+        ("gemini-code-assist", r"!\[(?:critical|high|medium|low)\]\(https://www\.gstatic\.com/codereviewagent/"),
+        ("korbit", r"<sub>!\[category [^\]]*\]\(https://img\.shields\.io/badge/"),
+        ("korbit", r"<summary>Tell me more</summary>\s*(?:&#8203;)?\s*#{3,6} What is the issue\?"),
+        ("coderabbit", r"<!-- This is an auto-generated (?:comment|reply) by CodeRabbit"),
+        ("coderabbit", r"^_(?:⚠️ Potential issue|🛠️ Refactor suggestion|💡 Verification agent|🧹 Nitpick)"),
+        ("coderabbit", r"<summary>🤖 Prompt for AI Agents</summary>"),
+        # Sourcery tags a conventional-comment label with its own categories; the bare label
+        # ("**question:**") is a human convention (conventionalcomments.org) and stays.
+        ("sourcery", r"^\*\*(?:suggestion|issue|nitpick) \((?:bug_risk|security|performance|typo|testing|"
+                     r"code-quality|complexity|docstring|llm)[a-z_, -]*\):\*\* "),
+        ("ellipsis", r"Generated with :heart: by \[ellipsis\.dev\]"),
+        ("pr-agent", r"\[importance: \d+\]\s*$"),
+        ("feedback-footer", r"React with 👍 or 👎 to (?:let us know|help)"),
+        ("revbot", r"<!-- revbot:(?:fp|review)"),
+    )
+)
+
+
+def review_bot_signature(body: str | None) -> str | None:
+    """The AI review tool whose stamp ``body`` carries, or None for a comment that looks human."""
+    text = body or ""
+    for name, pattern in REVIEW_BOT_SIGNATURES:
+        if pattern.search(text):
+            return name
+    return None
 
 
 def has_suggestion(body: str) -> bool:
@@ -91,6 +125,8 @@ class FilterConfig:
                 return NOT_IN_AUTHORS
         elif self.is_bot(c):
             return BOT
+        if self.authors is None and review_bot_signature(c.body):
+            return BOT_TEXT
         author = pr_author if pr_author is not None else c.pr_author
         if author and login == author.lower():
             return SELF_COMMENT

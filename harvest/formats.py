@@ -48,6 +48,7 @@ from bot.errors import DataError, DiffError, UsageError
 from bot.examples import Example, ExampleComment, example_id, write_jsonl
 from bot.prompt import ANSWER_END, SYSTEM_PROMPTS, PromptInput, canonical, normalize_body, parse_output, render_answer
 from bot.store import Store, StoredComment, utc_timestamp
+from harvest.filters import review_bot_signature
 
 IMPORT_FORMATS = ("crc", "codereviewer", "alpaca", "sharegpt", "openai", "jsonl")
 EXPORT_FORMATS = ("alpaca", "sharegpt", "openai", "jsonl")
@@ -84,6 +85,7 @@ class ImportResult:
     notes: Counter = field(default_factory=Counter)  # repairs and anchoring decisions, per record
     errors: list[str] = field(default_factory=list)  # the first messages of skipped records
     duplicates: list[str] = field(default_factory=list)  # file:line of records dropped or replaced as duplicates
+    bot_comments: Counter = field(default_factory=Counter)  # review-bot tool -> records dropped as its comments
     written: tuple[int, int] = (0, 0)  # (inserted, updated) examples in the store
 
     @property
@@ -100,6 +102,7 @@ class ImportResult:
             "positive": self.positives, "negative": self.negatives, "inserted": self.written[0],
             "updated": self.written[1], "comments_stored": len(self.comments), "skipped": dict(self.skipped),
             "notes": dict(self.notes), "errors": self.errors, "duplicates": self.duplicates,
+            "review_bot_comments_dropped": dict(self.bot_comments),
         }
 
     def text(self) -> str:
@@ -111,9 +114,14 @@ class ImportResult:
         if self.skipped:
             lines.append(f"  skipped {sum(self.skipped.values())}: " + ", ".join(f"{k} {v}" for k, v in sorted(self.skipped.items())))
             lines += [f"    {e}" for e in self.errors[:5]]
+        bots = sum(self.bot_comments.values())
+        if bots:
+            lines.append(f"  review-bot comments dropped {bots}: "
+                         + ", ".join(f"{k} {v}" for k, v in self.bot_comments.most_common())
+                         + " (recognised by their badges and footers; --keep-bot-comments keeps them)")
         if len(self.examples) < self.records:
             lines.append(f"  {self.records} record(s) -> {len(self.examples)} example(s): {sum(self.skipped.values())} skipped, "
-                         f"{self.records - len(self.examples) - sum(self.skipped.values())} duplicate(s)")
+                         f"{bots} review-bot, {self.records - len(self.examples) - sum(self.skipped.values()) - bots} duplicate(s)")
         for note, n in sorted(self.notes.items()):
             lines.append(f"  {note}: {n}")
         lines += [f"    {d}" for d in self.duplicates[:10]]
@@ -503,9 +511,13 @@ def _chat_parts(record: dict, fmt: str) -> tuple[str | None, Any, Any]:
 
 def read_dataset(
     path: str | os.PathLike[str], fmt: str, *, field_map: dict[str, str] | None = None, skip_bad: bool = False,
-    repo: str | None = None,
+    repo: str | None = None, keep_bot_comments: bool = False,
 ) -> ImportResult:
-    """Read a dataset file into examples (and, for crc, review comments). Nothing is stored."""
+    """Read a dataset file into examples (and, for crc, review comments). Nothing is stored.
+
+    Comments stamped by an AI review tool (harvest.filters.review_bot_signature) are dropped unless
+    ``keep_bot_comments``: a team's model should learn the team, not the bot. An example that loses
+    all its comments that way is dropped, not turned into a negative (a bot did find something there)."""
     if fmt not in IMPORT_FORMATS:
         raise UsageError(f"unknown import format {fmt!r}; choose one of {', '.join(IMPORT_FORMATS)}")
     name = str(path)
@@ -541,6 +553,15 @@ def read_dataset(
             if len(result.errors) < 20:
                 result.errors.append(f"{name}:{number}: {bad}")
             continue
+        if not keep_bot_comments and example.comments:
+            signed = [review_bot_signature(c.body) for c in example.comments]
+            if any(signed):
+                for tool in filter(None, signed):
+                    result.bot_comments[tool] += 1
+                human = [c for c, tool in zip(example.comments, signed) if not tool]
+                if not human:
+                    continue
+                example = replace(example, comments=human)
         earlier = seen.get(example.id)
         if earlier is not None:
             first_line, first = earlier
@@ -553,16 +574,18 @@ def read_dataset(
             result.examples = [e for e in result.examples if e.id != example.id]
         seen[example.id] = (number, example)
         result.examples.append(example)
-    result.comments = list({c.id: c for c in result.comments}.values())
+    result.comments = list({c.id: c for c in result.comments
+                            if keep_bot_comments or not review_bot_signature(c.body)}.values())
     return result
 
 
 def import_dataset(
     store: Store, path: str | os.PathLike[str], fmt: str, *, field_map: dict[str, str] | None = None,
-    skip_bad: bool = False, repo: str | None = None,
+    skip_bad: bool = False, repo: str | None = None, keep_bot_comments: bool = False,
 ) -> ImportResult:
     """Read a dataset and write it to the store in one transaction: a bad file stores nothing."""
-    result = read_dataset(path, fmt, field_map=field_map, skip_bad=skip_bad, repo=repo)
+    result = read_dataset(path, fmt, field_map=field_map, skip_bad=skip_bad, repo=repo,
+                          keep_bot_comments=keep_bot_comments)
     with store.transaction():
         result.written = store.upsert_examples(result.examples)
         if result.comments:

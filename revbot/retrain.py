@@ -3,7 +3,7 @@ when it measurably does at least as well as what they have now.
 
     harvest (incremental) ─► rebuild examples ─► train a candidate version (not promoted)
         ─► evaluate candidate and current version on the SAME newest held-out PRs
-        ─► promote only if the candidate is at least as good on the gate metric ─► record the decision
+        ─► promote only if the gate finds evidence the candidate is at least as good ─► record the decision
 
 New review comments come from two places, both already in the dataset store when this runs: an
 incremental harvest (comments GitHub has that the store lacks), and the comments the webhook service

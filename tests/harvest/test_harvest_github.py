@@ -40,7 +40,7 @@ def test_harvest_counts_every_filter_attaches_replies_and_is_idempotent(sim_fact
     first = harvest_github(client, store, REPO, HarvestOptions(since="2024-01-01"))
     d = first.to_dict()
     assert d["comments_fetched"] == 9 and d["comments_inserted"] == 9 and d["prs"] == 2
-    assert d["dropped"] == {"no_diff_hunk": 0, "outside_window": 1, "not_in_authors": 0, "bot": 1, "self_comment": 1,
+    assert d["dropped"] == {"no_diff_hunk": 0, "outside_window": 1, "not_in_authors": 0, "bot": 1, "bot_text": 0, "self_comment": 1,
                             "downvoted": 1, "trivial": 1, "bad_diff_hunk": 0}
     assert d["kept"] == 3 and d["replies"] == 1 and d["comments_considered"] == 9
     assert d["positive"] == 3 and d["from_pr_hunk"] == 2 and d["from_diff_hunk"] == 1
