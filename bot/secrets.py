@@ -76,6 +76,20 @@ _NOT_SECRETS = frozenset(
     "false yes no on off string str bytes text redacted hidden masked required optional empty".split())
 
 
+_CONTEXT = 200  # characters of a line looked at around a match: bounded, so a huge line stays linear
+
+
+def _line_before(text: str, pos: int) -> str:
+    """The line's text before ``pos`` (at most _CONTEXT characters of it)."""
+    window = text[max(0, pos - _CONTEXT):pos]
+    return window[window.rfind("\n") + 1:]
+
+
+def _line_after(text: str, pos: int) -> str:
+    """The line's text from ``pos`` (at most _CONTEXT characters of it)."""
+    return text[pos:pos + _CONTEXT].split("\n", 1)[0]
+
+
 def _has_letter_and_digit(v: str) -> bool:
     return any(c.isdigit() for c in v) and any(c.isalpha() for c in v)
 
@@ -116,7 +130,7 @@ def _placeholder_like(v: str, name: str) -> bool:
 _KEY_BEGIN = re.compile(r"-----BEGIN (?:[A-Z0-9]+ )*PRIVATE KEY(?: BLOCK)?-----")
 _KEY_END = re.compile(r"-----END (?:[A-Z0-9]+ )*PRIVATE KEY(?: BLOCK)?-----")
 # one line of key material, as it sits in a file, a diff, a string literal or a YAML block
-_KEY_LINE = re.compile(r"(?P<pre>[+\- ]?[ \t]*(?:[bBrRuU]?[\"'`])?)(?P<body>[A-Za-z0-9+/=]*)"
+_KEY_LINE = re.compile(r"(?P<pre>[+\- ]?[ \t]*(?:[bBrRuU]?[\"'`])?)(?P<body>[A-Za-z0-9+/=]*+)"
                        r"(?P<post>(?:\\[nr])*[\"'`]?[ \t]*[,)+;\\]*[ \t]*)")
 _KEY_HEADER = re.compile(r"[+\- ]?[ \t]*(?:[bBrRuU]?[\"'`])?[A-Za-z][A-Za-z0-9\-]*: .*")
 # escapes and earlier placeholders are kept; what is left of the alternatives is key material
@@ -185,9 +199,7 @@ def _scrub_aws_secret(text: str) -> str:
         v = m.group(0)
         if not _mixed_case_digits(v):  # git SHAs, paths and words are not
             return v
-        line_start = text.rfind("\n", 0, m.start()) + 1
-        line_end = text.find("\n", m.end())
-        line = text[line_start:line_end if line_end >= 0 else len(text)].lower()
+        line = (_line_before(text, m.start()) + " " + _line_after(text, m.end())).lower()
         return PLACEHOLDER if any(w in line for w in _AWS_CONTEXT) else v
 
     return _AWS_SECRET.sub(sub, text)
@@ -196,7 +208,7 @@ def _scrub_aws_secret(text: str) -> str:
 # --- URLs with a password ---------------------------------------------------------------------------
 
 # anchored on "://" (a literal the regex engine finds fast); the scheme in front does not matter
-_URL_CREDS = r"://[^\s:/?#@\"'`<>]*:(?P<pw>[^\s@\"'`<>]+?)@(?=[A-Za-z0-9\[_%])"
+_URL_CREDS = r"://[^\s:/?#@\"'`<>]{0,100}:(?P<pw>[^\s@\"'`<>]{1,200}?)@(?=[A-Za-z0-9\[_%])"
 
 
 def _url_password_ok(pw: str) -> bool:
@@ -213,10 +225,10 @@ _WORD_AT_SEP = re.compile(r"(?:pass(?:word|wd|phrase)?|pwd|secret|token|key)(?=[
 _KEY_PREFIX = re.compile(r"(?:api|access|secret|private|signing|encryption|master|app)[_\-]?$")
 _ASSIGN_TAIL = re.compile(
     r"(?P<close>[\"'`]?\]?)"
-    r"(?P<annot>[ \t]*:[ \t]*[A-Za-z_][\w.\[\], |]*?(?=[ \t]*=[^=]))?"
+    r"(?P<annot>[ \t]*:[ \t]*[A-Za-z_][\w.\[\], |]{0,60}?(?=[ \t]*=[^=]))?"
     r"(?P<sep>[ \t]*(?P<op>:=|=>|=(?!~)|:(?![:=])|,)[ \t]*)"
-    r"(?P<value>[bBrRuUfF]{0,2}\"[^\"\n]*\"|[bBrRuUfF]{0,2}'[^'\n]*'|`[^`\n]*`"
-    r"|[^\s\"'`,;(){}\[\]<>|\\&]+)"
+    r"(?P<value>[bBrRuUfF]{0,2}\"[^\"\n]{0,500}\"|[bBrRuUfF]{0,2}'[^'\n]{0,500}'|`[^`\n]{0,500}`"
+    r"|[^\s\"'`,;(){}\[\]<>|\\&]{1,500})"
 )
 _NAME_CHARS = re.compile(r"[A-Za-z0-9_.\-]*$")
 _LINE_START = re.compile(r"[+\- ]?[ \t]*(?:(?:export|set|setx|env|arg|declare|readonly|local|-)[ \t]+)*", re.I)
@@ -291,8 +303,7 @@ def _unquoted_literal(m: re.Match[str], value: str, name: str, name_start: int, 
     """Whether an unquoted value is a literal secret (.env, YAML, INI, flags, log lines) rather than
     code (``pwd = os.getcwd()``, ``f(password=password)``, ``token: str``)."""
     text = m.string
-    line_end = text.find("\n", m.end())
-    rest_of_line = text[m.end():line_end if line_end >= 0 else len(text)]
+    rest_of_line = _line_after(text, m.end())
     op, sep = m.group("op"), m.group("sep")
     if rest_of_line[:1] in ("(", "[", ".", "'", '"') or (op == ":" and value[0] in _YAML_RESERVED):
         return False
@@ -310,8 +321,7 @@ def _unquoted_literal(m: re.Match[str], value: str, name: str, name_start: int, 
     code_like = not mixed and (identifier_only or _SNAKE_NAME.fullmatch(value) is not None or value.isdigit())
     if name.startswith("-"):  # a command-line flag: --password=...
         return op == "="
-    line_start = text.rfind("\n", 0, name_start) + 1
-    prefix = text[line_start:name_start]
+    prefix = _line_before(text, name_start)
     if _LINE_START.fullmatch(prefix):
         if op == "=" and sep == "=":  # .env / shell NAME=value, unless a keyword argument on its own line
             kwarg = (prefix.strip(" \t+-") == "" and prefix.strip("+-") != "" and _IDENT.fullmatch(name)
@@ -330,7 +340,7 @@ def _unquoted_literal(m: re.Match[str], value: str, name: str, name_start: int, 
 
 # <password>value</password> (Maven, NuGet, app configs) and .netrc's "machine h login u password p"
 _XML_ELEMENT = re.compile(r"<(?P<tag>[A-Za-z_][\w.\-]*)>(?P<value>[^<>\n]+)</(?P=tag)>")
-_NETRC = re.compile(r"(?<![^\n+\- \t])machine[ \t]+\S+[ \t]+(?:[^\n]*?[ \t])?password[ \t]+(?P<value>\S+)")
+_NETRC = re.compile(r"(?<![^\n+\- \t])machine[ \t]+\S{1,200}[ \t]+(?:[^\n]{0,200}?[ \t])?password[ \t]+(?P<value>\S{1,200})")
 
 
 def _scrub_markup(text: str) -> str:
@@ -445,10 +455,15 @@ _RULES: list[_Rule] = [
 ]
 
 PATTERN_NAMES = [rule.name for rule in _RULES]
+# one scan that rejects the common case (a log line, a comment without any hint) before the
+# per-rule checks
+_ANY_HINT = re.compile("|".join(sorted({re.escape(h) for rule in _RULES for h in rule.hints}, key=len, reverse=True)))
 
 
-def _candidates(text: str):
+def _candidates(text: str) -> list[_Rule]:
     lowered = text.lower()
+    if _ANY_HINT.search(lowered) is None:
+        return []
     return [rule for rule in _RULES if any(hint in lowered for hint in rule.hints)]
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import io
 import logging
 import sysconfig
+import time
 from pathlib import Path
 
 import pytest
@@ -145,6 +146,25 @@ def test_only_the_secret_is_replaced():
             == f"post to https://hooks.slack.com/services/{PLACEHOLDER} now")
 
 
+@pytest.mark.parametrize(
+    "text",
+    [
+        "http://host:8080/x," * 5000,  # each "://" once scanned to the end of the line
+        "machine h " * 5000 + " password",
+        "password=" * 5000,
+        "-----BEGIN RSA PRIVATE KEY-----\n" + "+" * 50_000 + "x\n",
+    ],
+    ids=["urls", "netrc", "assignments", "key-line"],
+)
+def test_long_hostile_lines_take_linear_time(text):
+    """Each of these took tens of seconds while a pattern could scan to the end of the line from
+    every candidate; bounded, they take milliseconds (the limit leaves room for a loaded machine)."""
+    start = time.perf_counter()
+    out = scrub_text(text)
+    assert time.perf_counter() - start < 3.0
+    assert out.count("\n") == text.count("\n")
+
+
 def _stdlib_sample() -> list[Path]:
     """Standard-library modules that handle passwords, tokens and keys (the likeliest false
     positives), about 25,000 lines."""
@@ -186,8 +206,8 @@ def test_log_records_are_scrubbed():
 
 
 def test_configured_logging_prints_no_secret():
-    root = logging.getLogger()
-    old_level, old_handlers = root.level, list(root.handlers)
+    root, quieted = logging.getLogger(), logging.getLogger("bitsandbytes.backends.cpu.ops")
+    old_level, old_handlers, old_quieted = root.level, list(root.handlers), quieted.level
     try:
         configure_logging(logging.INFO)
         handler = next(h for h in root.handlers if any(isinstance(f, RedactingFilter) for f in h.filters))
@@ -199,3 +219,4 @@ def test_configured_logging_prints_no_secret():
     finally:
         root.handlers[:] = old_handlers
         root.setLevel(old_level)
+        quieted.setLevel(old_quieted)
