@@ -6,7 +6,8 @@ lease runs out the next worker that asks the queue for work takes the job over.
 
 Transient failures (GitHub 5xx or rate limits, the queue, the model not loadable yet) give the job
 back for a retry with exponential backoff; after ``max_attempts`` runs it is marked failed. Errors
-that a retry cannot fix (a bad ``.revbot.yml``, a PR that no longer exists) fail it at once.
+that a retry cannot fix (a PR that no longer exists) fail it at once; an invalid ``.revbot.yml`` is
+not one of them: the review is done with the defaults and says so (``webhooks.poster``).
 
 Hot reload: between jobs each worker asks ``ModelHolder.refresh()`` whether another model version
 was promoted; the new backend is loaded while the old one keeps serving, then swapped in. A job
