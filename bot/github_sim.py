@@ -66,8 +66,12 @@ a ``comments`` list or a ``count`` to generate), ``POST /_sim/faults`` / ``DELET
 Faults: the next ``count`` requests matching optional ``method``/``path`` regexes answer
 ``error`` (a 5xx, default 500), ``secondary`` (403, GitHub's secondary-limit message, optional
 ``Retry-After``), ``primary`` (403, ``X-RateLimit-Remaining: 0``, reset ``reset_in`` s ahead,
-"API rate limit exceeded for ..."), ``429`` (optional ``Retry-After``) or ``disconnect`` (the
-connection closes with no answer).
+"API rate limit exceeded for ..."), ``429`` (optional ``Retry-After``), ``disconnect`` (the
+connection closes with no answer), or faults in the transfer of a real answer (the request is
+served, so a write is applied): ``truncated`` (a 200 whose JSON body is cut in half, with a
+Content-Length that matches what is sent, as a broken proxy would), ``cutoff`` (the full
+Content-Length is announced but the connection closes halfway through the body) and ``slow``
+(the answer is held back ``delay`` seconds after the request took effect).
 
 Deliberate simplifications: one primary rate-limit budget for all tokens; repositories are never
 forks (no ``parent``/``source``); no GraphQL; ``PENDING`` reviews hide their comments from lists.
@@ -102,6 +106,7 @@ SECONDARY_MESSAGE = (
     "If you reach out to GitHub Support for help, please include the request ID {rid}."
 )
 DEFAULT_LOGIN = "revbot-sim"
+_TRANSFER_FAULTS = ("truncated", "cutoff", "slow")
 
 
 class SimulatorError(RevbotError):
@@ -179,6 +184,8 @@ class _Answer:
     body: Any = None  # JSON-able, or str for text media types
     headers: dict[str, str] = field(default_factory=dict)
     content_type: str = "application/json; charset=utf-8"
+    transfer: str | None = None  # a transfer fault: truncated | cutoff | slow
+    delay: float = 0.0
 
 
 @dataclass
@@ -674,9 +681,9 @@ class GitHubSimulator:
 
     def inject(self, kind: str = "error", *, count: int = 1, status: int | None = None, method: str | None = None,
                path: str | None = None, retry_after: int | None = None, reset_in: int | None = None,
-               message: str | None = None) -> dict:
+               message: str | None = None, delay: float | None = None) -> dict:
         """Make the next ``count`` matching requests fail (kinds in the module docstring)."""
-        kinds = ("error", "secondary", "primary", "429", "disconnect")
+        kinds = ("error", "secondary", "primary", "429", "disconnect", *_TRANSFER_FAULTS)
         if kind not in kinds:
             raise SimulatorError(f"unknown fault kind {kind!r}; expected one of {', '.join(kinds)}")
         for name, pattern in (("method", method), ("path", path)):
@@ -686,7 +693,8 @@ class GitHubSimulator:
                 except re.error as exc:
                     raise SimulatorError(f"fault {name} is not a valid regex: {exc}") from None
         fault = {"kind": kind, "count": int(count), "status": int(status) if status else None, "method": method,
-                 "path": path, "retry_after": retry_after, "reset_in": reset_in, "message": message}
+                 "path": path, "retry_after": retry_after, "reset_in": reset_in, "message": message,
+                 "delay": float(delay) if delay is not None else 1.0}
         with self._lock:
             self._faults.append(fault)
         return dict(fault)
@@ -745,7 +753,7 @@ class GitHubSimulator:
             if fault is not None:
                 self._stats["faults_served"] += 1
         answer: _Answer | None
-        if fault is not None:
+        if fault is not None and fault["kind"] not in _TRANSFER_FAULTS:
             answer = self._fault_answer(fault, rid)
         else:
             try:
@@ -755,6 +763,8 @@ class GitHubSimulator:
                     answer = self._dispatch(route, params, ctx)
             except _HTTPError as err:
                 answer = _Answer(err.status, err.body(), dict(err.headers))
+            if fault is not None:  # served for real; only its transfer goes wrong
+                answer.transfer, answer.delay = fault["kind"], fault["delay"]
         if answer is None:
             return None
         answer.headers.setdefault("X-GitHub-Request-Id", rid)
@@ -1675,9 +1685,18 @@ class _Handler(BaseHTTPRequestHandler):
             payload = b""
         else:
             payload = json.dumps(answer.body).encode("utf-8")
+        if answer.transfer == "slow":
+            time.sleep(answer.delay)
+        announced = len(payload)
+        if answer.transfer == "truncated":
+            payload = payload[: len(payload) // 2]
+            announced = len(payload)
+        elif answer.transfer == "cutoff":
+            payload = payload[: len(payload) // 2]
+            self.close_connection = True
         self.send_response(answer.status)
         self.send_header("Content-Type", answer.content_type)
-        self.send_header("Content-Length", str(len(payload)))
+        self.send_header("Content-Length", str(announced))
         if answer.content_type.startswith("application/json"):
             self.send_header("X-GitHub-Media-Type", "github.v3; format=json")
         self.send_header("X-GitHub-Api-Version-Selected", "2022-11-28")

@@ -17,6 +17,11 @@ Slow clients: the listening socket carries a receive timeout (``SO_RCVTIMEO``) t
 connection inherits, so a client that stops sending in the middle of a request frees its thread
 after ``read_timeout_s`` instead of holding it forever; gthread hands connections to a bounded pool
 of threads, so however many half-sent requests arrive, at most ``web_threads`` per process wait.
+gthread then closes a connection on its main loop, lingering up to 2 s for the client to close
+first; a stalled client would stall every other connection there, so ``ThreadWorker`` below does
+that lingering in the request's own thread, bounded by the read timeout. (A thread pool still
+serves slow attackers before the requests queued behind them: put a buffering proxy in front of
+a service that faces the internet.)
 """
 from __future__ import annotations
 
@@ -25,10 +30,12 @@ import os
 import socket
 import struct
 import threading
+import time
 from typing import Any
 
 from gunicorn.app.base import BaseApplication
 from gunicorn.dirty import DirtyApp
+from gunicorn.workers.gthread import ThreadWorker as GThreadWorker
 
 from webhooks.settings import ServiceConfig
 
@@ -74,6 +81,42 @@ class SlowClientLog(logging.Filter):
         return True
 
 
+class ThreadWorker(GThreadWorker):
+    """gunicorn's gthread worker, lingering over a closing connection in its request thread."""
+
+    LINGER_MAX_S = 2.0
+    DRAIN_MAX = 65536
+
+    def handle(self, conn: Any) -> Any:
+        result = super().handle(conn)
+        if result is False:  # the connection ends: the main loop's close then finds it already drained
+            self._linger(conn.sock)
+        return result
+
+    def _linger(self, sock: socket.socket) -> None:
+        """Send FIN, read what the client still sends until it closes (so closing does not reset a
+        response it is reading) or for at most the read timeout, then stop reading."""
+        try:
+            timeval = sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, struct.calcsize("ll"))
+            seconds, micros = struct.unpack("ll", timeval)
+            deadline = time.monotonic() + min(seconds + micros / 1e6 or self.LINGER_MAX_S, self.LINGER_MAX_S)
+            sock.shutdown(socket.SHUT_WR)
+            drained = 0
+            while drained < self.DRAIN_MAX and (left := deadline - time.monotonic()) > 0:
+                sock.settimeout(left)
+                data = sock.recv(4096)
+                if not data:
+                    break
+                drained += len(data)
+        except OSError:  # closed, reset or timed out: nothing more to wait for
+            pass
+        finally:
+            try:
+                sock.shutdown(socket.SHUT_RD)
+            except OSError:
+                pass
+
+
 class JobWorkers(DirtyApp):
     """The queue workers, hosted by gunicorn's dirty worker process (restarted when it dies).
 
@@ -117,7 +160,7 @@ class ServeApplication(BaseApplication):
         cfg = self.service_config
         settings = {
             "bind": [f"fd://{self.sock.fileno()}"],
-            "worker_class": "gthread",
+            "worker_class": ThreadWorker,
             "workers": cfg.web_workers,
             "threads": cfg.web_threads,
             "timeout": max(int(cfg.worker_timeout_s), 1),

@@ -15,19 +15,9 @@ import pytest
 from bot.github_sim import GitHubSimulator
 from webhooks.jobs import DONE, RUNNING
 from webhooks.worker import JobContext, Worker, _Heartbeat
-from webhook_kit import FakeModelServer, ROOT, SECRET, TOKEN, Service, hook_payload, inline_anchors_are_valid, make_seed, sign_body
-
-
-def service_env(tmp: Path, sim_url: str, **extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("REVBOT_", "GITHUB_"))}
-    env.update(
-        PYTHONPATH=str(ROOT) + os.pathsep + env.get("PYTHONPATH", ""), HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1",
-        REVBOT_HOME=str(tmp), REVBOT_QUEUE=str(tmp / "queue.db"), REVBOT_DB=str(tmp / "revbot.db"),
-        REVBOT_MODELS_DIR=str(tmp / "models"), REVBOT_GITHUB_TOKEN=TOKEN, REVBOT_GITHUB_API_URL=sim_url,
-        REVBOT_WEBHOOK_SECRET=SECRET, REVBOT_LOG_LEVEL="INFO",
-    )
-    env.update(extra)
-    return env
+from webhook_kit import (
+    FakeModelServer, ROOT, TOKEN, Service, hook_payload, inline_anchors_are_valid, make_seed, service_env, sign_body,
+)
 
 
 def wait_for(predicate, timeout: float, what: str, proc: subprocess.Popen | None = None):

@@ -266,3 +266,66 @@ def inline_anchors_are_valid(sim: Any, comments: list[dict]) -> bool:
 
 def deepcopy(obj: Any) -> Any:
     return copy.deepcopy(obj)
+
+
+def service_env(tmp: Path, sim_url: str, **extra: str) -> dict[str, str]:
+    """The environment of a service process: this checkout, the simulator, files under ``tmp``."""
+    import os
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("REVBOT_", "GITHUB_", "PROMETHEUS_"))}
+    env.update(
+        PYTHONPATH=str(ROOT) + os.pathsep + env.get("PYTHONPATH", ""), HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1",
+        REVBOT_HOME=str(tmp), REVBOT_QUEUE=str(tmp / "queue.db"), REVBOT_DB=str(tmp / "revbot.db"),
+        REVBOT_MODELS_DIR=str(tmp / "models"), REVBOT_GITHUB_TOKEN=TOKEN, REVBOT_GITHUB_API_URL=sim_url,
+        REVBOT_WEBHOOK_SECRET=SECRET, REVBOT_LOG_LEVEL="INFO",
+    )
+    env.update(extra)
+    return env
+
+
+def start_serve(args: list[str], env: dict[str, str], timeout: float = 90.0) -> tuple[Any, str]:
+    """`revbot serve --port 0 ARGS` in a child process; (the process, its URL) once it listens."""
+    import subprocess
+    import sys
+
+    cmd = [sys.executable, "-m", "webhooks.cli", "serve", "--port", "0", *args]
+    proc = subprocess.Popen(cmd, env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        line = proc.stderr.readline()
+        if not line and proc.poll() is not None:
+            raise AssertionError(f"serve exited with {proc.returncode}")
+        m = re.search(r"serving on (http://127\.0\.0\.1:\d+)", line)
+        if m:
+            threading.Thread(target=proc.stderr.read, daemon=True).start()  # keep its pipe drained
+            return proc, m.group(1)
+    proc.kill()
+    raise AssertionError("serve did not report its address")
+
+
+def stop_serve(proc: Any, timeout: float = 30.0) -> int:
+    """SIGTERM, as a process manager stops it; the exit code."""
+    import signal
+    import subprocess
+
+    proc.send_signal(signal.SIGTERM)
+    try:
+        return proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(10)
+        raise AssertionError("serve did not stop within the grace period")
+
+
+def child_pids(pid: int) -> list[int]:
+    """Direct children of ``pid`` (from /proc)."""
+    out = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[1]) == pid:
+                out.append(int(entry.name))
+    return out
