@@ -238,7 +238,7 @@ _SNAKE_NAME = re.compile(r"[a-z][a-z0-9]*(?:_[a-z0-9]+)+|[A-Z][A-Z0-9]*(?:_[A-Z0
 # names written as one word: authtoken (ngrok), apitoken, dbpassword, rootpass
 _JOINED_PREFIXES = ("api", "access", "auth", "bot", "refresh", "session", "app", "client", "db", "admin", "root",
                     "user", "master", "secret", "private", "webhook", "signing", "personal", "redis", "mysql",
-                    "smtp", "mail", "ldap", "consumer", "bearer", "encryption", "vault")
+                    "smtp", "mail", "ldap", "consumer", "bearer", "encryption", "vault", "pg")
 _TYPE_WORD = re.compile(r"(?:[A-Z][a-z]+)+|[a-z]{1,5}")  # SecretStr, Token, bytes: annotations, not passwords
 
 
@@ -260,10 +260,10 @@ def _name_start(text: str, ws: int, word: str) -> int | None:
     prev = text[ws - 1] if ws else ""
     if prev.isalnum():
         camel = word[0].isupper() and (prev.islower() or prev.isdigit())
-        if not camel:
-            joined = re.search(r"[A-Za-z0-9]+$", text[max(0, ws - 12):ws]).group(0).lower()
-            if not joined.endswith(_JOINED_PREFIXES):
-                return None
+        joined = re.search(r"[A-Za-z0-9]+$", text[max(0, ws - 12):ws]).group(0)
+        shouted = len(word) > 4 and joined.isupper() and word.isupper()  # PGPASSWORD, not BYPASS
+        if not camel and not shouted and not joined.lower().endswith(_JOINED_PREFIXES):
+            return None
     elif word.lower() == "pass" and prev not in ("_", "-", "."):
         return None  # the bare word "pass" is prose or Python, not a name (DB_PASS, --pass)
     return ws - len(_NAME_CHARS.search(text, max(0, ws - 120), ws).group(0))

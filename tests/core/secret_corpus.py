@@ -281,7 +281,8 @@ def _assignment(rng: random.Random, name: str, value: str) -> str:
 
 PASSWORD_NAMES = ["password", "PASSWORD", "passwd", "DB_PASSWORD", "db_password", "dbPassword", "smtp_password",
                   "POSTGRES_PASSWORD", "MYSQL_ROOT_PASSWORD", "admin_pass", "DB_PASS", "pwd", "DB_PWD",
-                  "passphrase", "key_passphrase", "redisPassword", "mail_password", "LDAP_BIND_PASSWORD"]
+                  "passphrase", "key_passphrase", "redisPassword", "mail_password", "LDAP_BIND_PASSWORD",
+                  "PGPASSWORD", "MYSQL_PWD"]
 SECRET_NAMES = ["secret", "client_secret", "CLIENT_SECRET", "clientSecret", "app_secret", "WEBHOOK_SECRET",
                 "jwt_secret", "JWT_SECRET", "SECRET_KEY", "secret_key", "consumer_secret", "session_secret",
                 "SLACK_SIGNING_SECRET", "secretKey", "encryption_key", "ENCRYPTION_KEY", "signing_key",

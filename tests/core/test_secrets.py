@@ -209,6 +209,8 @@ def test_configured_logging_prints_no_secret():
     root, quieted = logging.getLogger(), logging.getLogger("bitsandbytes.backends.cpu.ops")
     old_level, old_handlers, old_quieted = root.level, list(root.handlers), quieted.level
     try:
+        # a fresh handler: one an earlier in-process CLI run installed may write to a closed capture
+        root.handlers[:] = [h for h in root.handlers if not any(isinstance(f, RedactingFilter) for f in h.filters)]
         configure_logging(logging.INFO)
         handler = next(h for h in root.handlers if any(isinstance(f, RedactingFilter) for f in h.filters))
         stream = io.StringIO()
