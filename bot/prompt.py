@@ -58,13 +58,10 @@ SYSTEM_PROMPTS = {
         f"If nothing needs saying, answer `{NO_COMMENT}`. End with `{ANSWER_END}`."
     ),
     2: (
-        "You are a code reviewer on this team and write review comments the way the team does. "
-        "You see one hunk of a diff. Every line starts with its label: R<n> is line n of the new file, "
-        "L<n> is line n of the old file (a deleted line). "
-        "For each line that needs a comment, answer with its label, a colon and the comment, like "
-        "`R12: Use a context manager here.` Most hunks need no comment: then answer exactly "
-        f"`{NO_COMMENT}`. Write only comments a reviewer on this team would write, and end your answer "
-        f"with a line `{ANSWER_END}`."
+        "You review one diff hunk as a reviewer on this team would. Each line starts with a label: "
+        "R<n> is line n of the new file, L<n> is deleted line n of the old file. For each line that "
+        "needs a comment, answer `R<n>: comment`. If no line needs one, answer `NO COMMENT`. "
+        f"End your answer with `{ANSWER_END}`."
     ),
 }
 SYSTEM_PROMPT = SYSTEM_PROMPTS[PROMPT_FORMAT_VERSION]

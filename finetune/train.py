@@ -343,6 +343,14 @@ SIGNATURE_KEYS = ("model_type", "hidden_size", "num_hidden_layers", "num_attenti
                   "intermediate_size", "vocab_size")
 
 
+def peak_rss_mb() -> float:
+    """The process's peak resident memory so far, MiB."""
+    import resource
+
+    kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux, bytes on macOS
+    return round((kib / 1024 if platform.system() != "Darwin" else kib / 2**20), 1)
+
+
 def base_signature(config: Any) -> dict[str, Any]:
     """The shape of the base model, recorded so an adapter is never merged into another model."""
     return {k: getattr(config, k, None) for k in SIGNATURE_KEYS}
@@ -526,6 +534,7 @@ class _State:
     bad_evals: int = 0
     stopped_early: bool = False
     supervised_tokens: int = 0
+    tokens: int = 0  # every real (non-padding) token the model was trained on, prompts included
     train_seconds: float = 0.0
 
     def record_validation(self, value: float, model: Any, patience: int) -> None:
@@ -693,6 +702,7 @@ def train(
             value = loss.item()
             ema = value if ema is None else 0.9 * ema + 0.1 * value
             state.supervised_tokens += n
+            state.tokens += batch.n_real
             state.history["train"].append({"step": state.step, "loss": value, "lr": scheduler.get_last_lr()[0]})
             current_val = None
             if state.step % eval_every == 0 or state.step == total_steps:
@@ -715,10 +725,16 @@ def train(
             if callback is not None:
                 callback(StepInfo(state.step, total_steps, value, current_val, checkpoint))
         state.train_seconds += time.perf_counter() - t_loop
+        final_val = None  # the validation loss of the weights we keep, if already measured on them
         if state.best_weights is not None and state.best_step != state.step:
             _load_trainable(unwrapped, state.best_weights)  # early stopping: the best, not the last
+            final_val = state.best_val
+        elif state.history["validation"] and state.history["validation"][-1]["step"] == state.step:
+            final_val = state.history["validation"][-1]["loss"]
         t0 = time.perf_counter()
-        final_val, test_loss = mean_loss("validation"), mean_loss("test")
+        if final_val is None:
+            final_val = mean_loss("validation")
+        test_loss = mean_loss("test")
         timings["final_eval_s"] = time.perf_counter() - t0
     except KeyboardInterrupt:
         state.train_seconds += time.perf_counter() - t_loop
@@ -755,6 +771,9 @@ def train(
         "attention": prepared.attention,
         "supervised_tokens": state.supervised_tokens,
         "supervised_tokens_per_s": state.supervised_tokens / state.train_seconds if state.train_seconds else None,
+        "tokens": state.tokens,
+        "tokens_per_s": state.tokens / state.train_seconds if state.train_seconds else None,
+        "peak_rss_mb": peak_rss_mb(),  # of the whole process, loading and evaluation included
     }
     hyper = {k: v for k, v in config.to_dict().items() if k != "resume"}
     hyper.update({

@@ -8,6 +8,7 @@ import pytest
 from bot.diff import LEFT, RIGHT, parse_diff
 from bot.errors import DiffError, ModelError, UsageError
 from bot.review import CallbackSink, FileSource, ReviewOptions, TextSource, review_diff, run
+from bot.prompt import render_input
 from tests.core.conftest import first_line_comment, prompt_anchors, prompt_path
 
 
@@ -100,13 +101,16 @@ def test_deterministic(scripted):
 def test_token_budget_skips_the_rest_and_says_so(scripted):
     text = "".join(new_file(f"f{k}.py", [f"v{i} = {i}" for i in range(1, 4)]) for k in range(6))
     backend = scripted(first_line_comment)
-    # each prompt costs ~100 words plus max_new_tokens 20: a budget of 300 pays for two of them
-    review = review_diff(parse_diff(text), backend, ReviewOptions(token_budget=300, max_new_tokens=20))
+    diff = parse_diff(text)
+    # every prompt costs the same (its tokens plus max_new_tokens 20): 2.5 prompts' worth pays for two
+    cost = backend.count_tokens(render_input("f0.py", diff.files[0].hunks[0]).plain_text()) + 20
+    budget = 2 * cost + cost // 2
+    review = review_diff(diff, backend, ReviewOptions(token_budget=budget, max_new_tokens=20))
     assert [prompt_path(p) for p in backend.prompts] == ["f0.py", "f1.py"]
     assert [(s.path, s.reason, s.hunks) for s in review.skipped] == [
-        (f"f{k}.py", "token budget of 300 tokens spent", ()) for k in range(2, 6)]
+        (f"f{k}.py", f"token budget of {budget} tokens spent", ()) for k in range(2, 6)]
     assert review.hunks_reviewed == 2 and review.hunks_total == 6 and len(review.comments) == 2
-    assert "4 files (token budget of 300 tokens spent: 4)" in review.summary
+    assert f"4 files (token budget of {budget} tokens spent: 4)" in review.summary
 
 
 def test_oversized_hunk_is_split_and_comments_land_in_every_piece(scripted):

@@ -1,0 +1,154 @@
+"""Benchmark: which CPU training configuration of the embedded SmolLM2-135M is fastest, measured side
+by side in one process so the machine's noise hits every configuration alike.
+
+Each configuration is prepared with revbot's own ``finetune.train.prepare_model`` (the product's
+loading, packing check and LoRA attachment), then the configurations take turns: one optimiser step
+each on the same packed batch of real review examples (crc-py), round after round. Per configuration: median
+seconds per step, tokens per second, its ratio to the first (the product's former default: LoRA on
+every block, fp32), and tokens/s as a share of the machine's fp32 peak (2 FLOPs per parameter per
+token forward; 2 more per parameter backward through each block LoRA reaches, activations only,
+the frozen weights get no gradient; the peak from the CPU's vector width, cores and clock).
+
+Peak memory per configuration is measured in a fresh child process each (RSS cannot be told apart
+inside one process).
+
+    python tests/bench/bench_cpu_training.py [--rounds 4] [--rows 4] [--length 1024]
+
+Last line: ``RESULT`` with each configuration's tokens/s, ratio and peak RSS.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT))
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+CRC = ROOT.parent / "shared" / "data" / "crc-py" / "reviews.jsonl"
+CONFIGS = {
+    "all-fp32": {"lora_layers": None, "precision": "fp32", "quantize": True},
+    "all-bf16": {"lora_layers": None, "precision": "bf16", "quantize": True},
+    "last8-fp32": {"lora_layers": 8, "precision": "fp32", "quantize": True},
+    "last8-bf16": {"lora_layers": 8, "precision": "bf16", "quantize": True},
+    "last8-bf16-noquant": {"lora_layers": 8, "precision": "bf16", "quantize": False},
+}
+
+
+def real_batch(tokenizer, rows: int, length: int):
+    """Packed rows of real review examples (crc-py), encoded as training encodes them."""
+    from finetune.data import encode_examples, make_batches
+    from harvest.formats import read_dataset
+
+    examples = read_dataset(CRC, "crc").examples
+    encoded, _ = encode_examples(examples, tokenizer, length)
+    return make_batches(encoded, rows, length, packed=True, seed=0, epoch=0)[0]
+
+
+def prepared(name: str, rows: int, length: int):
+    import torch
+
+    from finetune.train import TrainConfig, prepare_model
+
+    config = TrainConfig(batch_size=rows, max_length=length, **CONFIGS[name])
+    prep = prepare_model("smollm2-135m", config, torch.device("cpu"))
+    params = [p for p in prep.model.parameters() if p.requires_grad]
+    return prep, config, torch.optim.AdamW(params, lr=1e-4)
+
+
+def step(prep, config, optimizer, batch) -> float:
+    import torch
+
+    from finetune.train import _AnswerHead, _loss_sum
+
+    head = getattr(prep, "_head", None) or _AnswerHead(prep.model)
+    prep._head = head
+    t0 = time.perf_counter()
+    optimizer.zero_grad(set_to_none=True)
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=config.precision == "bf16"):
+        loss_sum, n = _loss_sum(prep.model, head, batch.tensors(prep.tokenizer.pad_token_id), "cpu")
+    (loss_sum / max(n, 1)).backward()
+    optimizer.step()
+    return time.perf_counter() - t0
+
+
+def peak_child(name: str, rows: int, length: int) -> float:
+    """Peak RSS (GiB) of a fresh process that prepares ``name`` and takes two steps."""
+    out = subprocess.run([sys.executable, __file__, "--child", name, "--rows", str(rows), "--length", str(length)],
+                         capture_output=True, text=True, check=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])["peak_gib"]
+
+
+def fp32_peak_gflops() -> float:
+    """2 cores' worth of AVX-512 FMA: 2 units x 16 floats x 2 FLOPs per cycle per core, at the clock."""
+    cores = os.cpu_count() or 1
+    mhz = 0.0
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("cpu MHz"):
+                mhz = max(mhz, float(line.split(":")[1]))
+    except OSError:
+        pass
+    return cores * 2 * 16 * 2 * (mhz or 2000.0) / 1000
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=4)
+    parser.add_argument("--rows", type=int, default=4)
+    parser.add_argument("--length", type=int, default=1024)
+    parser.add_argument("--only", nargs="*", default=list(CONFIGS))
+    parser.add_argument("--child", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+
+    from finetune.train import peak_rss_mb
+
+    if args.child:
+        prep, config, opt = prepared(args.child, args.rows, args.length)
+        batch = real_batch(prep.tokenizer, args.rows, args.length)
+        for _ in range(2):
+            step(prep, config, opt, batch)
+        print(json.dumps({"peak_gib": peak_rss_mb() / 1024}))
+        return
+
+    import torch
+
+    names = [n for n in CONFIGS if n in args.only]
+    models = {name: prepared(name, args.rows, args.length) for name in names}
+    batch = real_batch(models[names[0]][0].tokenizer, args.rows, args.length)
+    n_params = sum(p.numel() for p in models[names[0]][0].model.parameters() if not p.requires_grad)
+    layers = models[names[0]][0].model.config.num_hidden_layers
+    print(f"batch: {len(batch.rows)} rows, {batch.n_real} real tokens ({batch.n_supervised} supervised); "
+          f"torch {torch.__version__}, {torch.get_num_threads()} threads")
+    for name in names:  # one warm-up step each
+        step(*models[name], batch)
+    times = {name: [] for name in names}
+    for r in range(args.rounds):
+        for name in names:
+            times[name].append(step(*models[name], batch))
+        print(f"round {r + 1}: " + ", ".join(f"{n} {times[n][-1]:.1f}s" for n in names), flush=True)
+    peak = fp32_peak_gflops()
+    first = statistics.median(times[names[0]])
+    result = []
+    for name in names:
+        median = statistics.median(times[name])
+        reach = CONFIGS[name]["lora_layers"] or layers
+        flops = batch.n_real * n_params * (2 + 2 * reach / layers)
+        memory = peak_child(name, args.rows, args.length)
+        share = flops / median / 1e9 / peak
+        print(f"{name:>20}: {median:6.1f} s/step, {batch.n_real / median:6.0f} tokens/s, x{first / median:.2f} "
+              f"vs {names[0]}, {100 * share:.1f}% of fp32 peak ({peak:.0f} GFLOP/s), peak RSS {memory:.1f} GiB")
+        key = name.replace("-", "_")
+        result.append(f"{key}_tok_s={batch.n_real / median:.0f} {key}_ratio={first / median:.2f} {key}_rss_gib={memory:.1f}")
+    print("RESULT " + " ".join(result))
+
+
+if __name__ == "__main__":
+    main()
