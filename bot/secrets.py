@@ -305,7 +305,7 @@ def _unquoted_literal(m: re.Match[str], value: str, name: str, name_start: int, 
     text = m.string
     rest_of_line = _line_after(text, m.end())
     op, sep = m.group("op"), m.group("sep")
-    if rest_of_line[:1] in ("(", "[", ".", "'", '"') or (op == ":" and value[0] in _YAML_RESERVED):
+    if rest_of_line[:1] in ("(", "[", ".") or (op == ":" and value[0] in _YAML_RESERVED):
         return False
     if _placeholder_like(value, name) or (value[0] == "=" and sep != "="):  # ==: a comparison
         return False
@@ -332,7 +332,7 @@ def _unquoted_literal(m: re.Match[str], value: str, name: str, name_start: int, 
         # `name = value`: INI, or Python where an unquoted value is an expression
         return at_eol and not code_like and not dotted
     before = prefix.rstrip(" \t")
-    if before[-1:] in "(,[{.=:\"'":
+    if before[-1:] in "(,[{.=:":
         return False  # a keyword argument, a dict entry, an attribute: code
     # key=value inside a log line, a connection string or a shell command
     return op == "=" or (not identifier_only and not dotted and _has_letter_and_digit(value))
@@ -340,7 +340,8 @@ def _unquoted_literal(m: re.Match[str], value: str, name: str, name_start: int, 
 
 # <password>value</password> (Maven, NuGet, app configs) and .netrc's "machine h login u password p"
 _XML_ELEMENT = re.compile(r"<(?P<tag>[A-Za-z_][\w.\-]*)>(?P<value>[^<>\n]+)</(?P=tag)>")
-_NETRC = re.compile(r"(?<![^\n+\- \t])machine[ \t]+\S{1,200}[ \t]+(?:[^\n]{0,200}?[ \t])?password[ \t]+(?P<value>\S{1,200})")
+_NETRC = re.compile(r"(?<![^\n+\- \t])machine[ \t]+\S{1,200}[ \t]+(?:[^\n]{0,200}?[ \t])?"
+                    r"password[ \t]+(?P<value>\S{1,200})")
 
 
 def _scrub_markup(text: str) -> str:

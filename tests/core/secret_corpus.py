@@ -191,7 +191,8 @@ def jwt_value(rng: random.Random) -> str:
     if rng.random() < 0.5:
         payload["scope"] = "read write"
     sig = bytes(rng.getrandbits(8) for _ in range(rng.choice([32, 64, 256])))
-    return ".".join(_b64url(json.dumps(x, separators=(",", ":")).encode()) for x in (header, payload)) + "." + _b64url(sig)
+    parts = [_b64url(json.dumps(x, separators=(",", ":")).encode()) for x in (header, payload)]
+    return ".".join(parts + [_b64url(sig)])
 
 
 def pem_lines(rng: random.Random, label: str) -> list[str]:
@@ -276,6 +277,9 @@ def _assignment(rng: random.Random, name: str, value: str) -> str:
         ]
     if re.fullmatch(r"[A-Za-z0-9._~-]+", value):  # URL-safe as it is
         syntaxes.append(f"GET /v1/items?{lower}={value}&page=2 HTTP/1.1")
+    if "-" in name:  # an HTTP header or a config key, never an identifier
+        syntaxes = [f'  "{name}": "{value}",', f'headers = {{"{name}": "{value}"}}', f"{name}: '{value}'",
+                    f"curl -H '{name}: {value}' https://api.example.com/v1/items", f"> {name}: {value}"]
     return rng.choice(syntaxes)
 
 
@@ -400,7 +404,8 @@ def k_slack_token(rng):
     if t == 0:
         v = f"xoxb-{rng.randint(10**10, 10**13)}-{rng.randint(10**10, 10**13)}-{_s(rng, ALNUM, 24)}"
     elif t == 1:
-        v = f"xoxp-{rng.randint(10**10, 10**13)}-{rng.randint(10**10, 10**13)}-{rng.randint(10**10, 10**13)}-{_s(rng, HEX, 32)}"
+        ids = "-".join(str(rng.randint(10**10, 10**13)) for _ in range(3))
+        v = f"xoxp-{ids}-{_s(rng, HEX, 32)}"
     elif t == 2:
         v = f"xoxa-2-{rng.randint(10**10, 10**13)}-{_s(rng, HEX, 32)}"
     elif t == 3:
@@ -420,7 +425,8 @@ def k_slack_app(rng):
 
 
 def k_slack_webhook(rng):
-    path = f"T{_s(rng, UPPER_DIGITS, rng.randint(8, 10))}/B{_s(rng, UPPER_DIGITS, rng.randint(8, 10))}/{_s(rng, ALNUM, 24)}"
+    team, channel = _s(rng, UPPER_DIGITS, rng.randint(8, 10)), _s(rng, UPPER_DIGITS, rng.randint(8, 10))
+    path = f"T{team}/B{channel}/{_s(rng, ALNUM, 24)}"
     v = f"https://hooks.slack.com/services/{path}"
     line = _pick(rng, [f'SLACK_WEBHOOK_URL = "{v}"', f"requests.post('{v}', json={{'text': msg}})",
                        f"  webhook: {v}", f"SLACK_WEBHOOK={v}", f"curl -X POST -d @payload.json {v}",
@@ -489,7 +495,8 @@ def _user(rng):
 
 def k_url(rng):
     pw = url_password(rng)
-    url = f"{rng.choice(SCHEMES)}://{_user(rng)}:{pw}@{rng.choice(HOSTS)}/{rng.choice(['app', 'orders', 'repo.git', ''])}"
+    path = rng.choice(["app", "orders", "repo.git", ""])
+    url = f"{rng.choice(SCHEMES)}://{_user(rng)}:{pw}@{rng.choice(HOSTS)}/{path}"
     return _one(_url_line(rng, url), pw)
 
 
@@ -502,7 +509,8 @@ def k_url_upper(rng):
 
 def k_redis(rng):
     pw = url_password(rng)
-    url = f"{rng.choice(['redis', 'rediss'])}://:{pw}@{rng.choice(['cache.internal', '127.0.0.1'])}:6379/{rng.randint(0, 15)}"
+    host = rng.choice(["cache.internal", "127.0.0.1"])
+    url = f"{rng.choice(['redis', 'rediss'])}://:{pw}@{host}:6379/{rng.randint(0, 15)}"
     return _one(_url_line(rng, url, rng.choice(["REDIS_URL", "CELERY_BROKER_URL", "cache_url"])), pw)
 
 
