@@ -155,10 +155,12 @@ def render_input(path: str, hunk: Hunk, context: str | None = None) -> PromptInp
 def for_model(inp: PromptInput, version: int, *, few_shot: bool = False) -> PromptInput:
     """``inp`` as a model trained on prompt format ``version`` must see it, with the worked examples
     for an untuned model when ``few_shot``. Input and answer are the same in every supported
-    version; only the system prompt differs."""
+    version; only the system prompt differs, so the contract's own system prompt is swapped for the
+    version's (a caller's own system text is left as it is)."""
     if version not in SYSTEM_PROMPTS:
         raise ValueError(f"unknown prompt format version {version}")
-    return PromptInput(SYSTEM_PROMPTS[version], inp.user, few_shot_examples() if few_shot else ())
+    system = SYSTEM_PROMPTS[version] if inp.system in SYSTEM_PROMPTS.values() else inp.system
+    return PromptInput(system, inp.user, few_shot_examples() if few_shot else ())
 
 
 # Worked examples for untuned models: short, generic, one of each answer kind (a comment, silence,

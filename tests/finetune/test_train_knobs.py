@@ -29,8 +29,11 @@ def test_precision_choices_and_their_validation():
     assert mixed_precision("auto", on_cuda=True, cuda_bf16=False) == "no"  # no bf16 on that GPU
     with pytest.raises(UsageError, match="--precision must be one of auto, bf16, fp32"):
         TrainConfig(precision="fp8").validate()
-    with pytest.raises(UsageError, match="--lora-layers must be at least 1"):
-        TrainConfig(lora_layers=0).validate()
+    with pytest.raises(UsageError, match="--lora-layers must be 0"):
+        TrainConfig(lora_layers=-1).validate()
+    cpu, gpu = TrainConfig().for_device(on_cuda=False), TrainConfig().for_device(on_cuda=True)
+    assert (cpu.max_length, cpu.lora_layers) == (1024, 8) and (gpu.max_length, gpu.lora_layers) == (2048, 0)
+    assert TrainConfig(max_length=300, lora_layers=0).for_device(on_cuda=False).lora_layers == 0  # asked: kept
 
 
 def test_a_bf16_run_records_its_precision_and_memory(tiny_llama, tmp_path):

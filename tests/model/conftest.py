@@ -44,11 +44,13 @@ def tiny_qwen2(tiny_qwen) -> Path:
 def llama_backend(tiny_llama):
     from bot.model import LocalBackend
 
-    return LocalBackend.load(str(tiny_llama), quantize="none", device="cpu", batch_size=2)
+    # few_shot off: these tests are about generation mechanics on bare prompts (tests/model/test_embedded.py
+    # covers the worked examples an untuned model gets by default)
+    return LocalBackend.load(str(tiny_llama), quantize="none", device="cpu", batch_size=2, few_shot=False)
 
 
 @pytest.fixture(scope="session")
 def qwen2_backend(tiny_qwen2):
     from bot.model import LocalBackend
 
-    return LocalBackend.load(str(tiny_qwen2), quantize="none", device="cpu", batch_size=2)
+    return LocalBackend.load(str(tiny_qwen2), quantize="none", device="cpu", batch_size=2, few_shot=False)
