@@ -1,6 +1,8 @@
 """The one GitHub layer: every GitHub call revbot makes (harvest, the webhook worker) goes through
-:class:`GitHubClient`, built on PyGithub's requester so auth, transport and error classes are
-PyGithub's, while answers are plain JSON dicts so callers never depend on PyGithub objects.
+:class:`GitHubClient`, built on PyGithub's public API (``Github.requester`` for raw calls,
+``GithubRetry`` for retries, ``Github.rate_limiting`` / ``get_rate_limit()`` for budgets) so auth,
+transport and error classes are PyGithub's, while answers are plain JSON dicts so callers never
+depend on PyGithub objects. Nothing private of PyGithub or urllib3 is touched (a test checks).
 
 What it takes care of:
 
@@ -14,12 +16,15 @@ What it takes care of:
   5xx or a lost answer: GitHub may have applied them), primary rate limits (sleep until the reset,
   or :class:`~bot.errors.GitHubError` when that is longer than ``max_rate_wait``), secondary limits
   (403/429: ``Retry-After``, else ``secondary_wait`` seconds). ``sleep=`` is injectable;
+* answers that arrive broken (a body cut off mid-transfer, a 200 with incomplete JSON) are asked
+  for again like a 5xx for reads, and never for writes;
 * errors as :class:`~bot.errors.GitHubError` with a message a user can act on. No token ever
   appears in a repr, a log line, an exception or anything stored.
 """
 from __future__ import annotations
 
 import base64
+import json
 import logging
 import os
 import re
@@ -34,7 +39,7 @@ from github import Auth, Github, GithubIntegration
 from github.GithubException import GithubException, RateLimitExceededExceedsMaxWait
 from github.GithubRetry import GithubRetry
 from github.Requester import Requester
-from urllib3.exceptions import MaxRetryError
+from urllib3.exceptions import MaxRetryError, ProtocolError, ReadTimeoutError
 from urllib3.util.retry import Retry
 
 from bot.errors import GitHubError, RevbotError, UsageError
@@ -84,24 +89,32 @@ class _Counter:
 
 
 class RevbotRetry(GithubRetry):
-    """PyGithub's GithubRetry (403 rate-limit handling) plus: 429 handled like a rate limit,
-    no re-sending of writes after a 5xx or a lost answer, backoff from the first retry, an
-    injectable ``sleep``, a cap on Retry-After waits, and a count of HTTP attempts."""
+    """PyGithub's GithubRetry (403 rate limits: until the reset, or ``secondary_rate_wait``),
+    shaped through urllib3's public hooks only:
+
+    * ``is_retry``: a write is not re-sent after a 5xx (GitHub may have applied it);
+    * ``increment``: nor after a connection that broke once it was sent; 429 counts as a rate
+      limit; a Retry-After or reset longer than ``max_rate_limit_wait`` raises instead of waiting;
+    * ``sleep``: every wait goes through the injectable ``sleep``; a 429 without Retry-After waits
+      for the reset (budget spent) or ``secondary_rate_wait``;
+    * ``get_backoff_time``: factor, 2*factor, 4*factor... from the first retry;
+    * every response and connection error is counted (``request_count``).
+    """
 
     def __init__(self, *, sleep: Callable[[float], Any] = time.sleep, counter: _Counter | None = None,
                  **kwargs: Any) -> None:
-        self._sleep_fn = sleep
-        self._counter = counter or _Counter()
+        self.sleep_fn = sleep
+        self.counter = counter or _Counter()
         kwargs.setdefault("status_forcelist", list(range(500, 600)) + [429])
         super().__init__(**kwargs)
 
     def new(self, **kw: Any) -> "RevbotRetry":
-        kw.setdefault("sleep", self._sleep_fn)
-        kw.setdefault("counter", self._counter)
+        kw.setdefault("sleep", self.sleep_fn)
+        kw.setdefault("counter", self.counter)
         return super().new(**kw)  # type: ignore[return-value]
 
     def is_retry(self, method: str, status_code: int, has_retry_after: bool = False) -> bool:
-        self._counter.add()  # urllib3 asks this once for every response it receives
+        self.counter.add()  # urllib3 asks this once for every response it receives
         if status_code >= 500 and method.upper() not in _IDEMPOTENT:
             return False
         return super().is_retry(method, status_code, has_retry_after)
@@ -109,36 +122,29 @@ class RevbotRetry(GithubRetry):
     def increment(self, method: str | None = None, url: str | None = None, response: Any = None,
                   error: Exception | None = None, _pool: Any = None, _stacktrace: Any = None) -> Retry:
         if error is not None:
-            self._counter.add()
-            if method and method.upper() not in _IDEMPOTENT and self._is_read_error(error):
+            self.counter.add()
+            sent = isinstance(error, (ReadTimeoutError, ProtocolError))  # the request went out
+            if sent and method and method.upper() not in _IDEMPOTENT:
                 raise error  # the server may have acted on it: do not send it twice
         if response is not None and response.status in (403, 429):
             # Out of retries? Say so before GithubRetry reads the body to classify it, so the
             # body still reaches PyGithub and the final error names the rate limit.
             Retry.increment(self, method, url, response, error, _pool, _stacktrace)
-            retry_after = self.get_retry_after(response)
-            if retry_after is not None:
-                self._check_wait(retry_after, response)
-            elif response.status == 429:
-                return self._rate_limited_429(method, url, response, _pool, _stacktrace)
+            wait = self.rate_wait(response)
+            if wait is not None and self.max_rate_limit_wait is not None and wait > self.max_rate_limit_wait:
+                raise RateLimitExceededExceedsMaxWait(response.status, None, dict(response.headers), wait=wait)
         return super().increment(method, url, response, error, _pool, _stacktrace)
 
-    def _rate_limited_429(self, method: Any, url: Any, response: Any, _pool: Any, _stacktrace: Any) -> Retry:
-        """429 without Retry-After: wait for the reset when the budget is spent, else the secondary wait."""
+    def rate_wait(self, response: Any) -> float | None:
+        """What a rate-limited answer asks for: its Retry-After, or for a 429 without one the
+        reset (budget spent) or ``secondary_rate_wait``; None when GithubRetry decides (403)."""
+        retry_after = self.get_retry_after(response)
+        if retry_after is not None or response.status != 429:
+            return retry_after
         reset = response.headers.get("X-RateLimit-Reset")
         if response.headers.get("X-RateLimit-Remaining") == "0" and reset and reset.isdigit():
-            wait = max(int(reset) - time.time(), 0) + 1
-        else:
-            wait = float(self.secondary_rate_wait)
-        self._check_wait(wait, response)
-        retry = Retry.increment(self, method, url, response, None, _pool, _stacktrace)
-        wait = max(wait, retry.get_backoff_time())
-        retry.get_backoff_time = lambda: wait  # type: ignore[method-assign]
-        return retry
-
-    def _check_wait(self, wait: float, response: Any) -> None:
-        if self.max_rate_limit_wait is not None and wait > self.max_rate_limit_wait:
-            raise RateLimitExceededExceedsMaxWait(response.status, None, dict(response.headers), wait=wait)
+            return max(int(reset) - time.time(), 0) + 1
+        return float(self.secondary_rate_wait)
 
     def get_backoff_time(self) -> float:
         """factor, 2*factor, 4*factor ... from the first retry (urllib3 skips the first wait)."""
@@ -147,17 +153,12 @@ class RevbotRetry(GithubRetry):
             return 0.0
         return float(min(self.backoff_max, self.backoff_factor * (2 ** (errors - 1))))
 
-    def sleep_for_retry(self, response: Any) -> bool:
-        retry_after = self.get_retry_after(response)
-        if retry_after:
-            self._sleep_fn(retry_after)
-            return True
-        return False
-
-    def _sleep_backoff(self) -> None:
-        backoff = self.get_backoff_time()
-        if backoff > 0:
-            self._sleep_fn(backoff)
+    def sleep(self, response: Any = None) -> None:
+        wait = self.rate_wait(response) if response is not None and response.status in (403, 429) else None
+        if wait is None:
+            wait = self.get_backoff_time()  # GithubRetry sets this to the rate-limit wait of a 403
+        if wait > 0:
+            self.sleep_fn(wait)
 
 
 class _InstallationAuth(Auth.Auth):
@@ -180,10 +181,10 @@ class _InstallationAuth(Auth.Auth):
     def token(self) -> str:
         with self._lock:
             if self._token is None or self._clock() >= self._expires_at - self._margin:
-                self._refresh()
+                self._fetch_token()
             return self._token  # type: ignore[return-value]
 
-    def _refresh(self) -> None:
+    def _fetch_token(self) -> None:
         try:
             grant = self._integration.get_access_token(self._installation_id)
         except GithubException as exc:
@@ -200,10 +201,6 @@ class _InstallationAuth(Auth.Auth):
         self._token = grant.token
         expires = grant.expires_at
         self._expires_at = expires.timestamp() if expires else self._clock() + 3600
-
-    @property
-    def _masked_token(self) -> str:
-        return "token (installation token removed)"
 
     def __repr__(self) -> str:
         return f"_InstallationAuth(app={self._app_id}, installation={self._installation_id})"
@@ -252,6 +249,12 @@ class GitHubClient:
             raise UsageError(f"GitHub API URL must start with http:// or https://, got {self.api_url!r}")
         self._prefix = urlsplit(self.api_url).path.rstrip("/")
         self.max_retries, self.max_rate_wait = max_retries, max_rate_wait
+        self._sleep, self._backoff_factor = sleep, backoff_factor
+        # what another installation's client is built with (with_installation)
+        self._options = dict(api_url=self.api_url, max_retries=max_retries, backoff_factor=backoff_factor,
+                             max_rate_wait=max_rate_wait, secondary_wait=secondary_wait, sleep=sleep, timeout=timeout,
+                             per_page=per_page, min_write_interval=min_write_interval,
+                             token_refresh_margin=token_refresh_margin, clock=clock, user_agent=user_agent)
         self._counter = _Counter()
         self._retry = RevbotRetry(
             sleep=sleep, counter=self._counter, total=max_retries, backoff_factor=backoff_factor,
@@ -284,7 +287,6 @@ class GitHubClient:
             auth, self._auth_label = None, "anonymous"
         self._auth = auth
         self._gh = Github(auth=auth, base_url=self.api_url, **self._settings)  # type: ignore[arg-type]
-        self._requester: Requester = self._gh.requester
 
     # ----------------------------------------------------------------- set-up helpers
 
@@ -326,16 +328,9 @@ class GitHubClient:
         """The same App, acting for another installation (the webhook payload names it)."""
         if self._app is None:
             raise UsageError("with_installation() needs a client built with GitHub App credentials")
-        clone = object.__new__(GitHubClient)
-        clone.__dict__.update(self.__dict__)
-        clone._counter = _Counter()
-        clone._retry = self._retry.new(counter=clone._counter)
-        clone._settings = dict(self._settings, retry=clone._retry)
-        clone._auth = clone._installation_auth(self._app[0], self._app[1], installation_id)
-        clone._auth_label = f"app {self._app[0]} installation {installation_id}"
-        clone._gh = Github(auth=clone._auth, base_url=self.api_url, **clone._settings)  # type: ignore[arg-type]
-        clone._requester = clone._gh.requester
-        return clone
+        app_id, pem = self._app
+        return GitHubClient(app_id=app_id, private_key=pem, installation_id=installation_id, environ={},
+                            **self._options)
 
     def __repr__(self) -> str:
         return f"GitHubClient(api_url={self.api_url!r}, auth={self._auth_label!r})"
@@ -354,30 +349,61 @@ class GitHubClient:
         """HTTP attempts made so far, retries and token requests included (for benchmarks)."""
         return self._counter.value
 
+    @property
+    def rate_limiting(self) -> tuple[int, int]:
+        """(remaining, limit) of the core budget as the last answer's headers gave it; one
+        ``GET /rate_limit`` (free) when no answer has come yet."""
+        return self._call(lambda: self._gh.rate_limiting, "GET", what="reading the rate limit")
+
     # ----------------------------------------------------------------- transport
 
     def _request(self, method: str, path: str, *, params: dict | None = None, body: Any = None,
                  headers: dict | None = None, what: str, not_found: str | None = None,
                  on_422: Callable[[GithubException], GitHubError] | None = None) -> tuple[dict, Any]:
         log.debug("%s %s", method, path)
-        try:
-            return self._requester.requestJsonAndCheck(method, path, parameters=params, headers=headers, input=body)
-        except RevbotError:
-            raise  # e.g. the installation-token refresh, already explained
-        except RateLimitExceededExceedsMaxWait as exc:
-            raise GitHubError(
-                f"GitHub rate limit while {what}: the wait ({exc.wait:.0f} s) is longer than max_rate_wait "
-                f"({self.max_rate_wait:.0f} s); try again later or raise max_rate_wait", exc.status or 403) from None
-        except GithubException as exc:
-            if exc.status == 422 and on_422 is not None:
-                raise on_422(exc) from None
-            raise self._error(exc, what, not_found, method) from None
-        except (requests.exceptions.ConnectionError, requests.exceptions.Timeout, MaxRetryError) as exc:
-            tail = (f"after {self.max_retries} retries" if method.upper() in _IDEMPOTENT
-                    else "a write is re-sent only when it surely never arrived")
-            raise GitHubError(f"cannot reach {self.api_url}: {_reason(exc)} (gave up while {what}; {tail})") from None
-        except requests.exceptions.RequestException as exc:
-            raise GitHubError(f"request to {self.api_url} failed while {what}: {_reason(exc)}") from None
+        return self._call(lambda: self._gh.requester.requestJsonAndCheck(
+            method, path, parameters=params, headers=headers, input=body), method, what=what, not_found=not_found,
+            on_422=on_422)
+
+    def _call(self, fn: Callable[[], Any], method: str, *, what: str, not_found: str | None = None,
+              on_422: Callable[[GithubException], GitHubError] | None = None) -> Any:
+        """``fn()`` (one PyGithub call) with its errors turned into GitHubError, and a read whose
+        answer arrived broken (cut off mid-transfer, or a 200 with incomplete JSON) asked again,
+        up to ``max_retries`` times: urllib3 retries only what fails before the body is read."""
+        broken = 0
+        while True:
+            try:
+                return fn()
+            except (requests.exceptions.ChunkedEncodingError, requests.exceptions.ContentDecodingError,
+                    json.JSONDecodeError) as exc:
+                cause = ("the body was cut off mid-transfer" if isinstance(exc, requests.exceptions.RequestException)
+                         else f"the JSON body is incomplete: {exc.msg.lower()}, character {exc.pos}")
+                if method.upper() not in _IDEMPOTENT:
+                    raise GitHubError(f"GitHub's answer while {what} arrived broken ({cause}); not re-sent: "
+                                      "GitHub may have applied the write") from None
+                broken += 1
+                if broken > self.max_retries:
+                    times = f"{broken} times in a row" if broken > 1 else "and retries are off"
+                    raise GitHubError(f"GitHub's answer while {what} arrived broken {times} ({cause}); "
+                                      f"something between here and {self.api_url} cuts answers off") from None
+                log.warning("GitHub's answer while %s arrived broken (%s); asking again", what, cause)
+                self._sleep(self._backoff_factor * (2 ** (broken - 1)))
+            except RevbotError:
+                raise  # e.g. the installation-token refresh, already explained
+            except RateLimitExceededExceedsMaxWait as exc:
+                raise GitHubError(
+                    f"GitHub rate limit while {what}: the wait ({exc.wait:.0f} s) is longer than max_rate_wait "
+                    f"({self.max_rate_wait:.0f} s); try again later or raise max_rate_wait", exc.status or 403) from None
+            except GithubException as exc:
+                if exc.status == 422 and on_422 is not None:
+                    raise on_422(exc) from None
+                raise self._error(exc, what, not_found, method) from None
+            except (requests.exceptions.ConnectionError, requests.exceptions.Timeout, MaxRetryError) as exc:
+                tail = (f"after {self.max_retries} retries" if method.upper() in _IDEMPOTENT
+                        else "a write is re-sent only when it surely never arrived")
+                raise GitHubError(f"cannot reach {self.api_url}: {_reason(exc)} (gave up while {what}; {tail})") from None
+            except requests.exceptions.RequestException as exc:
+                raise GitHubError(f"request to {self.api_url} failed while {what}: {_reason(exc)}") from None
 
     def _error(self, exc: GithubException, what: str, not_found: str | None, method: str) -> GitHubError:
         status, message = exc.status, _message_of(exc.data)
@@ -559,9 +585,9 @@ class GitHubClient:
 
     def rate_limit(self) -> dict:
         """The core budget: ``{"remaining", "limit", "reset"}`` (reset as a Unix time)."""
-        _, data = self._request("GET", "/rate_limit", what="reading the rate limit")
-        core = ((data or {}).get("resources") or {}).get("core") or (data or {}).get("rate") or {}
-        return {"remaining": core.get("remaining"), "limit": core.get("limit"), "reset": core.get("reset")}
+        overview = self._call(self._gh.get_rate_limit, "GET", what="reading the rate limit")
+        core = overview.resources.core
+        return {"remaining": core.remaining, "limit": core.limit, "reset": int(core.reset.timestamp())}
 
     def get_authenticated_user(self) -> dict:
         """``GET /user`` (a token's user; GitHub answers 403 to App installation tokens)."""

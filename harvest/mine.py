@@ -415,24 +415,14 @@ def _build_pending(client, store, repo, options, filters, config, summary, meter
 
 
 def _rate_left(client: Any, summary: HarvestSummary, meter: _Meter) -> None:
-    """The rate limit as the last answer's headers gave it, when the client kept them (no
-    request); else one ``GET /rate_limit`` (GitHub does not charge it against the limit)."""
-    remaining = limit = None
-    seen = getattr(client, "last_rate_limit", None)  # preferred: a public (remaining, limit) or dict
-    if seen is None:
-        requester = getattr(client, "_requester", None)  # PyGithub keeps the last X-RateLimit-* headers here
-        seen = getattr(requester, "rate_limiting", None) if requester is not None else None
-    if isinstance(seen, dict):
-        seen = (seen.get("remaining"), seen.get("limit"))
-    if isinstance(seen, tuple) and len(seen) == 2 and isinstance(seen[0], int) and seen[0] >= 0:
-        remaining, limit = seen
-    else:
-        before = meter.count()
-        try:
-            data = client.rate_limit()
-            remaining, limit = data.get("remaining"), data.get("limit")
-        except (GitHubError, AttributeError):
-            pass
-        finally:
-            meter.charge("rate_limit", before)
+    """The core rate budget left, from the client's ``rate_limiting`` (PyGithub's: the last
+    answer's headers, or one free ``GET /rate_limit`` when there was none). A harvest that got this
+    far is not failed by the budget being unreadable."""
+    before = meter.count()
+    try:
+        remaining, limit = client.rate_limiting
+    except GitHubError:
+        remaining = limit = None
+    finally:
+        meter.charge("rate_limit", before)
     summary.rate_remaining, summary.rate_limit = remaining, limit

@@ -293,3 +293,51 @@ def test_bad_inputs_are_usage_errors():
 def test_repr_has_no_token(client):
     assert TOKEN not in repr(client) and "token" in repr(client)
     assert Sleeps  # the helper is shared with the other test modules
+
+
+# ----------------------------------------------------------------- broken answers (issue 11, item 5)
+
+
+@pytest.mark.parametrize("fault", ["truncated", "cutoff"])
+def test_a_read_whose_answer_arrives_broken_is_asked_again(client, sim, sleeps, fault):
+    sim.inject(fault, method="GET", path=r"/repos/acme/widgets$", count=2)
+    sim.reset_stats()
+    start = client.request_count
+    assert client.get_repo(REPO)["name"] == "widgets"
+    assert route_count(sim, REPO_ROUTE) == 3 and sleeps == [1.0, 2.0]
+    assert client.request_count - start == 3
+
+
+def test_answers_that_stay_broken_are_a_clear_error(sim, sleeps):
+    with GitHubClient(TOKEN, api_url=sim.url, sleep=sleeps, max_retries=2) as gh:
+        sim.inject("truncated", count=10)
+        sim.reset_stats()
+        with pytest.raises(GitHubError) as caught:
+            gh.get_repo(REPO)
+    assert "arrived broken 3 times in a row" in str(caught.value) and "JSON body is incomplete" in str(caught.value)
+    assert route_count(sim, REPO_ROUTE) == 3 and caught.value.__cause__ is None
+
+
+@pytest.mark.parametrize("fault", ["truncated", "cutoff"])
+def test_a_write_whose_answer_arrives_broken_is_not_sent_again(client, sim, sleeps, fault):
+    sim.inject(fault, method="POST")
+    sim.reset_stats()
+    with pytest.raises(GitHubError, match="not re-sent: GitHub may have applied the write"):
+        client.create_issue_comment(REPO, 1, "posted once")
+    assert sim.stats()["total"] == 1 and sleeps == []
+    assert [c["body"] for c in client.issue_comments(REPO, 1)].count("posted once") == 1  # it was applied
+
+
+def test_rate_limiting_comes_from_the_last_answer(client, sim):
+    client.get_repo(REPO)
+    sim.reset_stats()
+    remaining, limit = client.rate_limiting
+    assert limit == 5000 and 0 <= remaining < 5000
+    assert sim.stats()["total"] == 0  # read from the headers already seen, no request
+
+
+def test_rate_limiting_of_a_fresh_client_asks_once(sim, sleeps):
+    with GitHubClient(TOKEN, api_url=sim.url, sleep=sleeps) as gh:
+        sim.reset_stats()
+        assert gh.rate_limiting[1] == 5000
+        assert sim.stats()["by_route"] == {"GET /rate_limit": 1}

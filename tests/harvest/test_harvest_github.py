@@ -223,8 +223,7 @@ def test_a_2012_comment_without_a_diff_hunk_is_skipped_and_counted(shared_dir, s
         def pull_files(self, repo, number):
             raise AssertionError("no kept comment: files must not be fetched")
 
-        def rate_limit(self):
-            return {"remaining": 4961, "limit": 5000}
+        rate_limiting = (4961, 5000)
 
     summary = harvest_github(Recorded(), store, "PyGithub/PyGithub")
     assert summary.dropped["no_diff_hunk"] == 1 and summary.examples_written == 0
