@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 from typing import Any, Callable, Iterable, Mapping
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, disable_created_metrics, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Histogram, disable_created_metrics, generate_latest, values
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from prometheus_client.multiprocess import MultiProcessCollector
@@ -84,6 +84,9 @@ class Metrics:
                             for name, (help_text, labels) in HISTOGRAMS.items()}
         self.multiprocess = multiprocess_dir()
         if self.multiprocess:
+            if values.ValueClass is values.MutexValue:
+                raise RuntimeError(f"{MULTIPROC_ENV} was set after prometheus_client was imported: this process's "
+                                   "counts would never reach /metrics; set it before anything imports it")
             self.registry = CollectorRegistry()
             MultiProcessCollector(self.registry, path=self.multiprocess)
         else:

@@ -27,10 +27,12 @@ def nothing_recorded(svc) -> bool:
     return svc.queue.size() == 0 and svc.store.delivery_count() == 0 and not any(svc.store.counts().values())
 
 
-def test_a_signed_pull_request_is_queued_fast(web):
+def test_a_signed_pull_request_is_queued_and_answered_without_waiting_for_a_review(web):
     started = time.perf_counter()
     answer = web.deliver("pull_request", hook_payload("pull_request__opened.payload.json"))
-    assert time.perf_counter() - started < 1.0
+    # no worker runs here: the answer cannot have waited for one (latency is bench_webhook's job;
+    # the bound only catches a view that blocks, with room for a machine under load)
+    assert time.perf_counter() - started < 5.0
     assert answer.status_code == 202 and answer.json()["outcome"] == "queued"
     assert web.queue.size() == 1 and web.store.counts()["queued"] == 1
 

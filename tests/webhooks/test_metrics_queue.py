@@ -63,12 +63,22 @@ def test_label_values_are_escaped():
     assert samples(m.render())[("revbot_github_api_errors_total", (("status", 'a"b\\c\nd'),))] == 1
 
 
-def _in_child(code: str, metrics_dir: Path, *, wait_for: str | None = None) -> subprocess.Popen:
+def read_folder(folder: Path) -> dict[tuple[str, tuple], float]:
+    """What /metrics of a web process shows for a multiprocess folder."""
+    from prometheus_client import CollectorRegistry, generate_latest
+    from prometheus_client.multiprocess import MultiProcessCollector
+
+    registry = CollectorRegistry()
+    MultiProcessCollector(registry, path=str(folder))
+    return samples(generate_latest(registry))
+
+
+def _in_child(code: str, metrics_dir: Path) -> subprocess.Popen:
     env = dict(os.environ, PROMETHEUS_MULTIPROC_DIR=str(metrics_dir), PYTHONPATH=str(ROOT))
     return subprocess.Popen([sys.executable, "-c", code], env=env, cwd=ROOT, stdout=subprocess.PIPE, text=True)
 
 
-def test_processes_sharing_a_metrics_folder_report_the_same_totals(tmp_path, monkeypatch):
+def test_processes_sharing_a_metrics_folder_report_the_same_totals(tmp_path):
     folder = tmp_path / "metrics"
     folder.mkdir()
     code = ("from webhooks.metrics import Metrics\nm = Metrics()\n"
@@ -76,13 +86,12 @@ def test_processes_sharing_a_metrics_folder_report_the_same_totals(tmp_path, mon
             "m.inc('revbot_webhook_deliveries_total', {{'event': 'ping', 'outcome': 'pong'}})\n")
     for n in (2, 5):  # a web process and a worker process, say
         assert _in_child(code.format(n=n), folder).wait(60) == 0
-    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(folder))
-    s = samples(Metrics().render())
+    s = read_folder(folder)
     assert s[("revbot_comments_posted_total", ())] == 7
     assert s[("revbot_webhook_deliveries_total", (("event", "ping"), ("outcome", "pong")))] == 2
 
 
-def test_a_reload_is_counted_before_its_version_reaches_healthz(tmp_path, monkeypatch):
+def test_a_reload_is_counted_before_its_version_reaches_healthz(tmp_path):
     """The race issue 11 saw in CI: the worker process reported the new version while its reload
     count still sat in a buffer. The child below reloads, reports and then stays alive without
     doing anything more: the count must already be readable when the version is."""
@@ -110,12 +119,17 @@ time.sleep(60)
         assert child.stdout.readline().strip() == "reported"
         with sqlite3.connect(queue_db) as db:
             [info] = [json.loads(row[0]) for row in db.execute("select info from workers")]
-        monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(folder))
-        reloads = samples(Metrics().render())[("revbot_model_reloads_total", ())]
+        reloads = read_folder(folder)[("revbot_model_reloads_total", ())]
         assert info["model_version"] == "v2" and reloads == 1
     finally:
         child.kill()
         child.wait(10)
+
+
+def test_a_multiprocess_folder_set_too_late_is_refused(tmp_path, monkeypatch):
+    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(tmp_path))  # this process imported prometheus_client long ago
+    with pytest.raises(RuntimeError, match="set after prometheus_client was imported"):
+        Metrics()
 
 
 def test_parse_queue_url(tmp_path):
