@@ -283,6 +283,39 @@ def test_faults_match_method_and_path_and_run_out(sim):
     assert sim.stats()["faults_served"] == 4
 
 
+def test_transfer_faults_break_a_real_answer(sim):
+    import http.client
+    import time
+
+    whole = requests.get(api(sim, ""), headers=H).content
+    host, port = sim.url.removeprefix("http://").split(":")
+
+    def raw_get() -> tuple[int, int, bytes]:
+        conn = http.client.HTTPConnection(host, int(port), timeout=10)
+        conn.request("GET", f"/repos/{REPO}", headers=H)
+        answer = conn.getresponse()
+        announced = int(answer.getheader("Content-Length"))
+        try:
+            body = answer.read()
+        except http.client.IncompleteRead as exc:
+            body = exc.partial
+        conn.close()
+        return answer.status, announced, body
+
+    sim.inject("truncated")
+    status, announced, body = raw_get()  # a 200 whose JSON stops halfway, length and all
+    assert status == 200 and announced == len(body) == len(whole) // 2 and whole.startswith(body)
+    sim.inject("cutoff")
+    status, announced, body = raw_get()  # the whole length announced, half of it sent
+    assert status == 200 and announced == len(whole) and len(body) == len(whole) // 2
+    created = sim.inject("slow", method="POST", delay=0.3)
+    assert created["delay"] == 0.3
+    started = time.monotonic()
+    posted = requests.post(api(sim, "/issues/1/comments"), headers=H, json={"body": "late answer"})
+    assert posted.status_code == 201 and time.monotonic() - started >= 0.3
+    assert sim.stats()["faults_served"] == 3
+
+
 # ----------------------------------------------------------------- admin API, state, CLI
 
 

@@ -2,13 +2,11 @@
 recording, and `serve` reviewing a pull request end to end with the tiny model."""
 from __future__ import annotations
 
-import os
 import re
 import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pytest
 
