@@ -1,6 +1,7 @@
 """The review pipeline: a diff in, a ``Review`` out.
 
-    Diff -> reviewable hunks -> prompts (under a token budget) -> batched generation
+    Diff -> reviewable files, ranked (source, tests, other, docs, generated last)
+         -> prompts (under a token budget) -> batched generation
          -> parse -> validate anchors against the diff -> deduplicate -> cap -> Review
 
 As in reviewdog, where the diff comes from and where the review goes are passed in: the CLI reads a
@@ -11,7 +12,8 @@ Nothing is dropped silently: every file or hunk not reviewed is in ``Review.skip
 reason, every well-formed comment that cannot sit on a changed line is in ``Review.unanchored``
 (the GitHub poster puts those in the review body), and comments removed as duplicates or over a cap
 are counted. The work is bounded by a token budget, so a 50,000-line diff costs no more than a
-normal one; what the budget left out is reported.
+normal one; the budget goes to code first (``bot.ranking``), and what it left out is reported with
+the kind of file it was.
 """
 from __future__ import annotations
 
@@ -21,12 +23,13 @@ import time
 from collections import Counter, defaultdict
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, Protocol, Sequence, Union
+from typing import Any, Callable, Iterable, Mapping, Protocol, Sequence, Union
 
 from bot.config import DEFAULT_MAX_NEW_TOKENS, DEFAULT_TOKEN_BUDGET, RepoConfig
 from bot.diff import LEFT, RIGHT, Diff, FileDiff, Hunk, parse_diff
 from bot.errors import ModelError, UsageError
 from bot.prompt import ParseResult, PromptComment, PromptInput, normalize_body, parse_output, render_input
+from bot.ranking import LINGUIST_ATTRIBUTES, FileRank, Linguist, rank
 from bot.secrets import scrub_text
 
 log = logging.getLogger(__name__)
@@ -254,7 +257,9 @@ BackendOrFactory = Union[BackendLike, Callable[[], BackendLike]]
 
 
 class DiffSource(Protocol):
-    """Where a diff comes from (a file, stdin, git, a pull request)."""
+    """Where a diff comes from (a file, stdin, git, a pull request). A source that can see the
+    repository may also have ``attributes(paths) -> {path: Linguist}``: what its .gitattributes says
+    of those paths, which the ranking of files honours (``run`` asks for it)."""
 
     def read(self) -> Diff: ...
 
@@ -344,6 +349,39 @@ class GitSource:
             repo.close()
         return parse_diff(data if data.endswith(b"\n") or not data else data + b"\n", label)
 
+    def attributes(self, paths: Sequence[str]) -> dict[str, Linguist]:
+        """The linguist attributes of ``paths`` as git itself resolves them (every .gitattributes
+        in the tree, macros, the info/attributes file), from the right side of the range when git
+        can read another tree's attributes (git 2.40+), else from the working tree. {} when git
+        cannot say: ranking then uses its built-in rules alone."""
+        import git
+
+        if not paths:
+            return {}
+        try:
+            repo = git.Repo(str(self.repo), search_parent_directories=True)
+        except (git.InvalidGitRepositoryError, git.NoSuchPathError):
+            return {}
+        rev = (self.rev_range or "").strip()
+        right = rev.split("..")[-1].lstrip(".") if ".." in rev else ""
+        options = ["-z"]
+        try:
+            if right and tuple(repo.git.version_info[:2]) >= (2, 40):
+                options.append(f"--source={right}")
+            found: dict[str, dict[str, str]] = defaultdict(dict)
+            for start in range(0, len(paths), 256):  # stay far below any command-line limit
+                out = repo.git.check_attr(*options, *LINGUIST_ATTRIBUTES, "--", *paths[start:start + 256])
+                fields = out.split("\0")
+                for path, name, value in zip(fields[0::3], fields[1::3], fields[2::3]):
+                    found[path][name] = value
+        except git.GitCommandError as exc:
+            log.warning("git check-attr failed (%s); ranking files without .gitattributes", _git_error(exc.stderr))
+            return {}
+        finally:
+            repo.close()
+        result = {path: Linguist.from_values(values) for path, values in found.items()}
+        return {path: attrs for path, attrs in result.items() if attrs}
+
     @staticmethod
     def _has_head(repo: Any) -> bool:
         try:
@@ -387,6 +425,15 @@ class _Job:
     tokens: int
 
 
+@dataclass(frozen=True)
+class _Candidate:
+    """A file to review, with its place in the diff and its rank (what the budget goes to first)."""
+
+    index: int
+    file: FileDiff
+    rank: FileRank
+
+
 def run(
     source: DiffSource,
     backend: BackendOrFactory,
@@ -400,8 +447,10 @@ def run(
     """
     started = time.perf_counter()
     diff = source.read()
+    reader = getattr(source, "attributes", None)
+    attributes = reader([f.path for f in diff.files]) if callable(reader) else None
     read_s = time.perf_counter() - started
-    review = review_diff(diff, backend, options)
+    review = review_diff(diff, backend, options, attributes=attributes)
     review.timing = {"read": round(read_s, 6), **review.timing}
     review.timing["total"] = round(time.perf_counter() - started, 6)
     if sink is not None:
@@ -409,24 +458,39 @@ def run(
     return review
 
 
-def review_diff(diff: Diff, backend: BackendOrFactory, options: ReviewOptions | None = None) -> Review:
-    """Review every reviewable hunk of ``diff`` with ``backend``. Deterministic for a greedy backend."""
+def review_diff(
+    diff: Diff,
+    backend: BackendOrFactory,
+    options: ReviewOptions | None = None,
+    *,
+    attributes: Mapping[str, Linguist] | None = None,
+) -> Review:
+    """Review the reviewable hunks of ``diff`` with ``backend``, best-ranked files first, until the
+    token budget is spent. ``attributes``: what the repository's .gitattributes says of its paths
+    (``GitSource.attributes``, or ``bot.ranking.GitAttributes`` over the file's text); a file marked
+    ``linguist-generated`` or ``linguist-vendored`` is skipped like the built-in vendored/generated
+    paths, and one marked ``-linguist-generated``/``-linguist-vendored`` is reviewed even if a
+    built-in pattern matches it. Deterministic for a greedy backend."""
     options = options or ReviewOptions()
+    attributes = attributes or {}
     timing: dict[str, float] = {}
     clock = time.perf_counter()
     review = Review(source=diff.source, warnings=list(diff.warnings), token_budget=options.token_budget)
 
-    # 1. which files and hunks to look at
-    candidates: list[tuple[int, FileDiff]] = []
+    # 1. which files to look at, in the order the budget is spent on them
+    kept: list[tuple[int, FileDiff]] = []
     config = options.repo_config
     for index, f in enumerate(diff.files):
-        reason = _file_skip_reason(f, config)
+        reason = _file_skip_reason(f, config, attributes.get(f.path))
         if reason is not None:
             review.skipped.append(Skipped(f.path, reason, (), sum(len(h.lines) for h in f.hunks)))
             continue
-        candidates.append((index, f))
+        kept.append((index, f))
+    ranked = rank([f.path for _, f in kept], attributes, {f.path: line for _, f in kept
+                                                            if (line := _first_added_line(f)) is not None})
+    candidates = [_Candidate(kept[k][0], kept[k][1], file_rank) for k, file_rank in ranked]
     review.files_total = len(diff.files)
-    review.hunks_total = sum(len(f.hunks) for _, f in candidates)
+    review.hunks_total = sum(len(c.file.hunks) for c in candidates)
     timing["select"] = time.perf_counter() - clock
     if not candidates:
         review.timing = _rounded(timing)
@@ -469,7 +533,7 @@ def review_diff(diff: Diff, backend: BackendOrFactory, options: ReviewOptions | 
     review.hunks_reviewed = len({(job.file_index, job.hunk_index) for job in jobs})
     review.files_reviewed = len({job.file_index for job in jobs})
 
-    order = _Order(diff)
+    order = _Order(diff, {c.file.path: position for position, c in enumerate(candidates)})
     anchored, dup_a = _dedupe(sorted(anchored, key=order.key))
     unanchored, dup_u = _dedupe(sorted(unanchored, key=order.key))
     review.duplicates_dropped = dup_a + dup_u
@@ -493,7 +557,7 @@ def _describe(backend: Any) -> dict[str, Any]:
         return {"model": type(backend).__name__}
 
 
-def _file_skip_reason(f: FileDiff, config: RepoConfig) -> str | None:
+def _file_skip_reason(f: FileDiff, config: RepoConfig, linguist: Linguist | None = None) -> str | None:
     if f.is_binary:
         return "binary file"
     if f.status == "deleted":
@@ -501,16 +565,28 @@ def _file_skip_reason(f: FileDiff, config: RepoConfig) -> str | None:
     if f.is_symlink:
         return "symlink"
     ignored = config.ignored_by(f.path)
+    if ignored is not None and ignored[1] == "config":
+        return f"ignored by configuration (matches {ignored[0]!r})"
+    if config.default_ignores and linguist is not None:
+        for name, value in zip(LINGUIST_ATTRIBUTES[:2], (linguist.generated, linguist.vendored)):
+            if value:
+                return f"vendored or generated ({name} in .gitattributes)"
+        if ignored is not None and False in (linguist.generated, linguist.vendored):
+            ignored = None  # the repository says this path is its own code, whatever the pattern says
     if ignored is not None:
-        pattern, origin = ignored
-        if origin == "default":
-            return f"vendored or generated (matches {pattern!r})"
-        return f"ignored by configuration (matches {pattern!r})"
+        return f"vendored or generated (matches {ignored[0]!r})"
     if not f.hunks:
         return {"renamed": "renamed without changes", "copied": "copied without changes"}.get(
             f.status, "no changed lines"
         )
     return None
+
+
+def _first_added_line(f: FileDiff) -> str | None:
+    """The file's line 1 when the diff shows it (a ``#!`` names the language of a script without an
+    extension)."""
+    first = f.hunks[0].lines[0] if f.hunks and f.hunks[0].lines else None
+    return first.text if first is not None and first.kind in "+ " and first.new_no == 1 else None
 
 
 def _prompt_tokens(backend: Any, inp: PromptInput) -> int:
@@ -520,15 +596,15 @@ def _prompt_tokens(backend: Any, inp: PromptInput) -> int:
     return int(backend.count_tokens(inp.plain_text())) + PROMPT_MARGIN_TOKENS
 
 
-def _plan(
-    candidates: list[tuple[int, FileDiff]], backend: Any, options: ReviewOptions, review: Review
-) -> list[_Job]:
-    """Render and count prompts hunk by hunk until the budget is spent.
+def _plan(candidates: list[_Candidate], backend: Any, options: ReviewOptions, review: Review) -> list[_Job]:
+    """Render and count prompts hunk by hunk, best-ranked files first, until the budget is spent.
 
     A hunk larger than the model's context is split into pieces that fit (``Hunk.split``); a single
-    line that alone does not fit is skipped with its reason. Once the budget cannot pay for the next
-    prompt, that hunk and everything after it is skipped and reported; nothing after that point is
-    even rendered, which is what bounds the time a huge diff takes.
+    line that alone does not fit is skipped with its reason. When the budget cannot pay for the next
+    piece, the part of it that the rest of the budget pays for is still reviewed (a large hunk is cut,
+    not dropped); then that hunk's remainder and everything after it is skipped and reported with
+    the kind of file it is. Nothing after that point is even rendered, which is what bounds the time
+    a huge diff takes.
     """
     per_prompt = int(getattr(backend, "max_context", 4096)) - options.max_new_tokens
     if per_prompt < 64:
@@ -547,7 +623,8 @@ def _plan(
     # (file index, reason) -> [(hunk index, lines left unreviewed)], in diff order
     skipped: dict[tuple[int, str], list[tuple[int, int]]] = defaultdict(list)
 
-    for index, f in candidates:
+    for c in candidates:
+        f, index = c.file, c.index
         for h_index, hunk in enumerate(f.hunks):
             if exhausted:
                 skipped[(index, budget_reason)].append((h_index, len(hunk.lines)))
@@ -557,26 +634,49 @@ def _plan(
                 skipped[(index, too_long)].append((h_index, unfit_lines))
             for k, (inp, piece, tokens) in enumerate(pieces):
                 cost = tokens + options.max_new_tokens
-                if spent + cost > options.token_budget:
-                    exhausted = True
-                    left = sum(len(p.lines) for _, p, _ in pieces[k:])
-                    skipped[(index, budget_reason)].append((h_index, left))
-                    break
-                spent += cost
-                jobs.append(_Job(index, h_index, f.path, piece, inp, tokens))
+                if spent + cost <= options.token_budget:
+                    spent += cost
+                    jobs.append(_Job(index, h_index, f.path, piece, inp, tokens))
+                    continue
+                exhausted = True
+                head = _head_that_fits(f.path, piece, backend, options.token_budget - spent - options.max_new_tokens)
+                if head is not None:
+                    spent += head[2] + options.max_new_tokens
+                    jobs.append(_Job(index, h_index, f.path, head[1], head[0], head[2]))
+                left = sum(len(p.lines) for _, p, _ in pieces[k:]) - (len(head[1].lines) if head else 0)
+                skipped[(index, budget_reason)].append((h_index, left))
+                break
     # report: a file none of whose hunks was reviewed, all for one reason, is skipped as a whole
     reviewed_files = {job.file_index for job in jobs}
     reasons_of: dict[int, list[str]] = defaultdict(list)
     for index, reason in skipped:
         reasons_of[index].append(reason)
-    for index, f in candidates:
+    for c in candidates:
+        f, index = c.file, c.index
         for reason in reasons_of.get(index, []):
             entries = skipped[(index, reason)]
             lines = sum(n for _, n in entries)
             whole = index not in reviewed_files and len(reasons_of[index]) == 1 and len(entries) == len(f.hunks)
             headers = () if whole else tuple(f.hunks[i].header for i, _ in entries)
-            review.skipped.append(Skipped(f.path, reason, headers, lines))
+            shown = f"{reason} ({c.rank.label})" if reason == budget_reason else reason
+            review.skipped.append(Skipped(f.path, shown, headers, lines))
     return jobs
+
+
+def _head_that_fits(path: str, piece: Hunk, backend: Any, room: int) -> tuple[PromptInput, Hunk, int] | None:
+    """The longest leading part of ``piece`` whose prompt costs at most ``room`` tokens and that
+    changes something; None when not even one line fits."""
+    if room <= PROMPT_MARGIN_TOKENS or len(piece.lines) <= 1:
+        return None
+    size = len(piece.lines) - 1
+    while size >= 1:
+        head = piece.sub_hunk(0, size)
+        inp = render_input(path, head)
+        tokens = _prompt_tokens(backend, inp)
+        if tokens <= room:
+            return (inp, head, tokens) if head.added or head.removed else None
+        size = min(size - 1, int(size * room / tokens))  # shrink in proportion to the overshoot
+    return None
 
 
 def _fit(
@@ -653,14 +753,16 @@ def _new_line(hunk: Hunk, line: int, side: str) -> int | None:
 
 
 class _Order:
-    """Diff order: files as they appear in the diff, comments by where their line is in the file's
-    hunks. Stable across runs, which keeps caps and output deterministic."""
+    """Review order: files as they were ranked (``rank_of``: path -> position; diff order for any
+    other), comments by where their line is in the file's hunks. Caps keep what comes first, so
+    comments on code win over comments on docs. Stable across runs, which keeps caps and output
+    deterministic."""
 
-    def __init__(self, diff: Diff):
+    def __init__(self, diff: Diff, rank_of: Mapping[str, int] | None = None):
         self.diff = diff
-        self.file_index = {}
+        self.file_index: dict[str, int] = dict(rank_of or {})
         for i, f in enumerate(diff.files):
-            self.file_index.setdefault(f.path, i)
+            self.file_index.setdefault(f.path, len(diff.files) + i)
         self._positions: dict[str, dict[tuple[int, str], int]] = {}
 
     def positions(self, path: str) -> dict[tuple[int, str], int]:

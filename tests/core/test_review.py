@@ -108,7 +108,7 @@ def test_token_budget_skips_the_rest_and_says_so(scripted):
     review = review_diff(diff, backend, ReviewOptions(token_budget=budget, max_new_tokens=20))
     assert [prompt_path(p) for p in backend.prompts] == ["f0.py", "f1.py"]
     assert [(s.path, s.reason, s.hunks) for s in review.skipped] == [
-        (f"f{k}.py", f"token budget of {budget} tokens spent", ()) for k in range(2, 6)]
+        (f"f{k}.py", f"token budget of {budget} tokens spent (source)", ()) for k in range(2, 6)]
     assert review.hunks_reviewed == 2 and review.hunks_total == 6 and len(review.comments) == 2
     assert f"4 files (token budget of {budget} tokens spent: 4)" in review.summary
 
