@@ -29,6 +29,7 @@ Examples:
   revbot review changes.diff                      # a diff file, text output
   git diff main...HEAD | revbot review -          # a diff on stdin
   revbot review --git main...HEAD --format sarif -o revbot.sarif
+  revbot review --git "$BASE...$HEAD" --post acme/widgets#12 --commit-id "$HEAD"   # in CI, with $GITHUB_TOKEN
   revbot review --git                             # uncommitted changes (HEAD vs working tree)
   revbot review --staged                          # what `git commit` would record
   revbot review x.diff --model Qwen/Qwen2.5-Coder-1.5B-Instruct
@@ -80,7 +81,16 @@ def _positive(ctx: click.Context, param: click.Parameter, value: int | None) -> 
               help="text: `path:line: comment` for a terminal; json: the whole review as data; sarif: SARIF "
                    "2.1.0 for GitHub code scanning and IDEs; rdjson: for `reviewdog -f=rdjson`; github: the "
                    "body of GitHub's create-review request.")
-@click.option("--commit-id", metavar="SHA", help="commit_id to put in --format github output.")
+@click.option("--commit-id", metavar="SHA", help="commit_id to put in --format github output, and the head commit "
+              "--post reviews (default: the pull request's head).")
+@click.option("--post", "post_to", metavar="OWNER/REPO#N",
+              help="Also post the review on that pull request as ONE review, with the token in $GITHUB_TOKEN "
+                   "(or $REVBOT_GITHUB_TOKEN): only comments not already on it, at most one review per head "
+                   "commit, nothing if the head moved past --commit-id. The diff should be the pull request's "
+                   "(--git BASE...HEAD).")
+@click.option("--api-url", envvar="GITHUB_API_URL", metavar="URL",
+              help="GitHub API root for --post (default $GITHUB_API_URL, else https://api.github.com; GitHub "
+                   "Enterprise: https://HOST/api/v3).")
 @click.option("--max-comments", type=int, callback=_positive, metavar="N",
               help="At most N comments in the review (default: .revbot.yml, else 10).")
 @click.option("--max-comments-per-file", type=int, callback=_positive, metavar="N",
@@ -102,8 +112,8 @@ def _positive(ctx: click.Context, param: click.Parameter, value: int | None) -> 
 @click.option("-o", "--output", type=click.Path(dir_okay=False, writable=True), metavar="FILE",
               help="Write the output to FILE instead of stdout.")
 def review(diff, git_range, staged, repo, model, adapter, model_version, backend, base_url, api_model, fmt,
-           commit_id, max_comments, max_comments_per_file, ignores, config_path, token_budget, max_new_tokens,
-           batch_size, quantize, output):
+           commit_id, post_to, api_url, max_comments, max_comments_per_file, ignores, config_path, token_budget,
+           max_new_tokens, batch_size, quantize, output):
     """Review a diff with the team's model and print the comments.
 
     DIFF is a unified diff file (git diff, a GitHub .diff, hg, svn), or - for stdin. Or let git
@@ -115,6 +125,12 @@ def review(diff, git_range, staged, repo, model, adapter, model_version, backend
     from bot.review import FileSource, GitSource, ReviewOptions, TextSource, run
 
     settings = Settings.from_env()
+    if post_to is not None:  # checked before any model is loaded
+        from bot.publish import parse_target
+
+        target = parse_target(post_to)
+        if not settings.github_token:
+            raise UsageError("--post needs a GitHub token in $GITHUB_TOKEN (or $REVBOT_GITHUB_TOKEN)")
     source = _source(diff, git_range, staged, repo, TextSource, FileSource, GitSource)
     config = RepoConfig.from_file(config_path) if config_path else find_repo_config(repo)
     if not config.enabled:
@@ -147,6 +163,13 @@ def review(diff, git_range, staged, repo, model, adapter, model_version, backend
         click.echo(f"revbot: {result.summary} Wrote {fmt} to {output}.", err=True)
     else:
         click.echo(buffer.getvalue(), nl=False)
+    if post_to is not None:
+        from bot.github import GitHubClient
+        from bot.publish import post_review
+
+        with GitHubClient(settings.github_token, api_url=api_url or None) as gh:
+            posted = post_review(gh, *target, result, commit_id=commit_id)
+        click.echo(f"revbot: {posted.describe(post_to)}", err=True)
 
 
 def _source(diff, git_range, staged, repo, TextSource, FileSource, GitSource):

@@ -70,6 +70,14 @@ def fingerprint_marker(fp: str) -> str:
     return f"<!-- revbot:fp={fp} -->"
 
 
+REVIEW_MARK = "<!-- revbot:review sha="
+
+
+def review_marker(head_sha: str) -> str:
+    """Hidden in every posted review's body: which head commit it covers (one review per head)."""
+    return f"{REVIEW_MARK}{head_sha} -->"
+
+
 def extract_fingerprints(text: str | None) -> list[str]:
     """Fingerprints hidden in a posted comment or review body, in order, without repeats."""
     seen: dict[str, None] = {}
