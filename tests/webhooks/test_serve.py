@@ -32,14 +32,15 @@ def deliver(url: str, event: str, payload: dict, delivery: str | None = None) ->
         "Content-Type": "application/json", "X-Hub-Signature-256": sign_body(body)})
 
 
-def wait_for(predicate, timeout: float, what: str):
+def wait_for(predicate, timeout: float, what: str, proc=None):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         value = predicate()
         if value:
             return value
         time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
+    log = "".join(getattr(proc, "log_lines", [])[-60:])
+    raise AssertionError(f"timed out waiting for {what}" + (f"; the service logged:\n{log}" if log else ""))
 
 
 @pytest.fixture(params=["sqlite", "redis"])
@@ -122,10 +123,10 @@ def test_the_worker_process_killed_mid_burst_is_restarted_and_every_pr_gets_one_
     with GitHubSimulator(make_seed(files=[{"filename": "a.py", "status": "modified", "patch": PATCH_A}])) as sim:
         pulls = [sim.add_pull(REPO, files=[{"filename": "b.py", "status": "modified", "patch": PATCH_B}],
                               title=f"PR {n}", user="carol", head=f"feature-{n}")["pull"] for n in range(2, 9)]
-        env = service_env(tmp_path, sim.url, REVBOT_WORKER_LEASE="1", REVBOT_QUEUE=queue_url)
+        env = service_env(tmp_path, sim.url, REVBOT_WORKER_LEASE="3", REVBOT_QUEUE=queue_url)
         proc, url = start_serve([*MODEL, "--base-url", model.url, "--workers", "2"], env)
         try:
-            first = wait_for(lambda: worker_pid(queue_url), 60, "the worker process to report")
+            first = wait_for(lambda: worker_pid(queue_url), 60, "the worker process to report", proc)
             gh_pull = requests.get(f"{sim.url}/repos/{REPO}/pulls/1", headers={"Authorization": "token " +
                                    env["REVBOT_GITHUB_TOKEN"]}, timeout=10).json()
             deliveries = []
@@ -140,10 +141,10 @@ def test_the_worker_process_killed_mid_burst_is_restarted_and_every_pr_gets_one_
                 if i == len(deliveries) // 3:
                     os.kill(first, signal.SIGKILL)  # SIGKILL the queue-worker process mid-burst
             assert all(status in (200, 202) for status in answers) and answers.count(202) == len(pulls) + 1
-            second = wait_for(lambda: worker_pid(queue_url, exclude=first), 60, "gunicorn to restart the worker")
+            second = wait_for(lambda: worker_pid(queue_url, exclude=first), 60, "gunicorn to restart the worker", proc)
             assert second != first
             counts = wait_for(lambda: (c := job_counts(queue_url)) and c["queued"] + c["running"] == 0 and c, 120,
-                              "every job to finish")
+                              "every job to finish", proc)
             assert counts[DONE] == len(pulls) + 1 and sum(counts[s] for s in FINAL) == counts[DONE]
             token = {"Authorization": "token " + env["REVBOT_GITHUB_TOKEN"]}
             for number in [1, *(p["number"] for p in pulls)]:
@@ -160,20 +161,20 @@ def test_the_worker_process_killed_right_after_the_review_post_does_not_post_twi
     with GitHubSimulator(make_seed()) as sim:
         # GitHub applies the review, then its answer is held back: the worker dies waiting for it
         sim.inject("slow", method="POST", path=r"/pulls/1/reviews$", delay=30)
-        env = service_env(tmp_path, sim.url, REVBOT_WORKER_LEASE="1", REVBOT_QUEUE=queue_url)
+        env = service_env(tmp_path, sim.url, REVBOT_WORKER_LEASE="3", REVBOT_QUEUE=queue_url)
         proc, url = start_serve([*MODEL, "--base-url", model.url], env)
         try:
-            first = wait_for(lambda: worker_pid(queue_url), 60, "the worker process to report")
+            first = wait_for(lambda: worker_pid(queue_url), 60, "the worker process to report", proc)
             token = {"Authorization": "token " + env["REVBOT_GITHUB_TOKEN"]}
             pull = requests.get(f"{sim.url}/repos/{REPO}/pulls/1", headers=token, timeout=10).json()
             answer = deliver(url, "pull_request", hook_payload("pull_request__opened.payload.json", pull))
             assert answer.status_code == 202
             route = "POST /repos/{owner}/{repo}/pulls/{pull_number}/reviews"
-            wait_for(lambda: sim.stats()["by_route"].get(route), 60, "the review POST")
+            wait_for(lambda: sim.stats()["by_route"].get(route), 60, "the review POST", proc)
             wait_for(lambda: requests.get(f"{sim.url}/repos/{REPO}/pulls/1/reviews", headers=token, timeout=10).json(),
                      10, "GitHub to hold the review")
             os.kill(first, signal.SIGKILL)
-            counts = wait_for(lambda: (c := job_counts(queue_url))[DONE] == 1 and c, 90, "the job to be redone")
+            counts = wait_for(lambda: (c := job_counts(queue_url))[DONE] == 1 and c, 90, "the job to be redone", proc)
             assert counts["failed"] == 0
             job = get_job(queue_url, answer.json()["job"])
             assert job.attempts == 2 and job.result["already_posted"] is True

@@ -288,7 +288,7 @@ def start_serve(args: list[str], env: dict[str, str], timeout: float = 90.0) -> 
     import subprocess
     import sys
 
-    cmd = [sys.executable, "-m", "webhooks.cli", "serve", "--port", "0", *args]
+    cmd = [sys.executable, "-m", "webhooks.cli", "-v", "serve", "--port", "0", *args]
     proc = subprocess.Popen(cmd, env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -297,7 +297,8 @@ def start_serve(args: list[str], env: dict[str, str], timeout: float = 90.0) -> 
             raise AssertionError(f"serve exited with {proc.returncode}")
         m = re.search(r"serving on (http://127\.0\.0\.1:\d+)", line)
         if m:
-            threading.Thread(target=proc.stderr.read, daemon=True).start()  # keep its pipe drained
+            proc.log_lines = []  # what it logs from now on, for failure messages (and its pipe drained)
+            threading.Thread(target=lambda: proc.log_lines.extend(proc.stderr), daemon=True).start()
             return proc, m.group(1)
     proc.kill()
     raise AssertionError("serve did not report its address")
