@@ -1,8 +1,8 @@
 """Benchmark of the webhook endpoint under gunicorn on loopback (not part of `make test`).
 
 Apps, the same load:
-  revbot  ``webhooks.app:create_app()``: signature check, JSON, one job-table transaction per
-          delivery, on each queue backend (--queue: sqlite, redis or both)
+  revbot  ``revbot serve --workers 0`` (gunicorn, the webhook app): signature check, JSON, one
+          job-table transaction per delivery, on each queue backend (--queue: sqlite, redis or both)
   bare    a Flask view that only answers 202 (what the web stack alone costs)
 
 Load: signed ``pull_request`` deliveries (each a new head sha, so each must become a job) from
@@ -57,9 +57,15 @@ def free_port() -> int:
 
 
 def start_gunicorn(target: str, env: dict[str, str], workers: int, threads: int) -> tuple[subprocess.Popen, str]:
+    """revbot as deployed (`revbot serve`: gunicorn, its thread worker, multiprocess metrics; no queue
+    workers, so every job stays in the queue to be counted), or the bare app on plain gunicorn."""
     port = free_port()
-    cmd = [sys.executable, "-m", "gunicorn", "-w", str(workers), "-k", "gthread", "--threads", str(threads),
-           "-b", f"127.0.0.1:{port}", "--chdir", str(Path(__file__).parent), "--log-level", "warning", target]
+    if target == "revbot":
+        cmd = [sys.executable, "-m", "webhooks.cli", "serve", "--port", str(port), "--workers", "0",
+               "--web-workers", str(workers), "--web-threads", str(threads)]
+    else:
+        cmd = [sys.executable, "-m", "gunicorn", "-w", str(workers), "-k", "gthread", "--threads", str(threads),
+               "-b", f"127.0.0.1:{port}", "--chdir", str(Path(__file__).parent), "--log-level", "warning", target]
     proc = subprocess.Popen(cmd, env=env, cwd=ROOT)
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 60
@@ -190,7 +196,7 @@ def main() -> None:
         queues = {"sqlite": str(Path(tmp) / "queue.db"), "redis": args.redis_url}
         if "redis" in backends:
             count_jobs(args.redis_url)  # starts from an empty queue
-        runs = [(f"revbot-{b}" if len(backends) > 1 else "revbot", "webhooks.app:create_app()", b) for b in backends]
+        runs = [(f"revbot-{b}" if len(backends) > 1 else "revbot", "revbot", b) for b in backends]
         for name, target, backend in [*runs, ("bare", "bench_webhook:bare_app", "sqlite")]:
             env = {k: v for k, v in os.environ.items() if not k.startswith(("REVBOT_", "PROMETHEUS_"))}
             env.update(REVBOT_WEBHOOK_SECRET=SECRET, REVBOT_HOME=tmp, REVBOT_QUEUE=queues[backend],
