@@ -1,5 +1,4 @@
-"""Examples in, training rows out: loading, honest splits, tokenisation with answer-only labels, and
-packing.
+"""Examples in, training rows out: loading, honest splits, and tokenisation with answer-only labels.
 
 Why each piece is here:
 * Splits are by PR and by time (the newest PRs are the test set, the next newest validation), so a
@@ -7,16 +6,14 @@ Why each piece is here:
   across splits.
 * Labels are -100 on every prompt token: the model learns to write the review, not to reproduce the
   diff it was shown.
-* Examples are packed into rows without attention across examples (position ids restart at each
-  example, which transformers turns into a block-diagonal causal mask), so little compute is spent
-  on padding. Models whose attention does not honour that fall back to batches grouped by length.
+* Examples become TRL's tokenized prompt-completion rows (``prompt_completion_dataset``); packing,
+  labels and batches are the trainer's (finetune/train.py).
 """
 from __future__ import annotations
 
 import hashlib
 import math
 import os
-import random
 from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -248,102 +245,17 @@ def encode_examples(examples: Sequence[Example], tokenizer: Any, max_length: int
     return kept, too_long
 
 
-# --------------------------------------------------------------------------- batching
+# --------------------------------------------------------------------------- the trainer's dataset
 
 
-@dataclass
-class Batch:
-    """Rows of one optimiser step. ``rows[r]`` lists the examples of row r (one unless packed)."""
+def prompt_completion_dataset(encoded: Sequence[Encoded]) -> Any:
+    """Encoded examples as TRL's tokenized prompt-completion dataset: ``input_ids`` and a
+    ``completion_mask`` that is 1 on the answer. SFTTrainer turns the mask into -100 labels on the
+    prompt (``completion_only_loss``), packs the rows and batches them; it does not tokenise again, so
+    the tokens are exactly the ones review will feed the model."""
+    from datasets import Dataset
 
-    rows: list[list[Encoded]]
-    packed: bool
-
-    @property
-    def width(self) -> int:
-        return max(sum(len(e) for e in row) for row in self.rows)
-
-    @property
-    def n_tokens(self) -> int:
-        return self.width * len(self.rows)
-
-    @property
-    def n_real(self) -> int:
-        return sum(len(e) for row in self.rows for e in row)
-
-    @property
-    def n_pad(self) -> int:
-        return self.n_tokens - self.n_real
-
-    @property
-    def n_supervised(self) -> int:
-        return sum(e.n_answer for row in self.rows for e in row)
-
-    def tensors(self, pad_id: int) -> dict[str, Any]:
-        """input_ids, labels and position_ids (packed: no attention mask, positions restart per
-        example and for the tail padding), or input_ids, labels and attention_mask (padded)."""
-        import torch
-
-        width = self.width
-        ids = torch.full((len(self.rows), width), pad_id, dtype=torch.long)
-        labels = torch.full((len(self.rows), width), IGNORE_INDEX, dtype=torch.long)
-        positions = torch.zeros((len(self.rows), width), dtype=torch.long)
-        mask = torch.zeros((len(self.rows), width), dtype=torch.long)
-        for r, row in enumerate(self.rows):
-            col = 0
-            for enc in row:
-                n = len(enc)
-                ids[r, col:col + n] = torch.tensor(enc.ids, dtype=torch.long)
-                labels[r, col:col + n] = torch.tensor(enc.labels(), dtype=torch.long)
-                positions[r, col:col + n] = torch.arange(n)
-                mask[r, col:col + n] = 1
-                col += n
-            positions[r, col:] = torch.arange(width - col)
-        if self.packed:
-            return {"input_ids": ids, "labels": labels, "position_ids": positions}
-        return {"input_ids": ids, "labels": labels, "attention_mask": mask}
-
-
-def pack_rows(encoded: Sequence[Encoded], max_length: int) -> list[list[Encoded]]:
-    """First-fit decreasing bin packing into rows of at most ``max_length`` tokens. Deterministic:
-    ties in length are broken by example id."""
-    order = sorted(encoded, key=lambda e: (-len(e), e.example_id))
-    rows: list[list[Encoded]] = []
-    room: list[int] = []
-    for enc in order:
-        for i, free in enumerate(room):
-            if len(enc) <= free:
-                rows[i].append(enc)
-                room[i] -= len(enc)
-                break
-        else:
-            rows.append([enc])
-            room.append(max_length - len(enc))
-    return rows
-
-
-def make_batches(
-    encoded: Sequence[Encoded], batch_size: int, max_length: int, *, packed: bool, seed: int, epoch: int,
-    shuffle: bool = True,
-) -> list[Batch]:
-    """One epoch of batches, in an order fixed by (seed, epoch), so a resumed run sees exactly the
-    batches an uninterrupted run would.
-
-    packed: rows from ``pack_rows``, ``batch_size`` rows a batch. Otherwise one example a row, rows of
-    similar length batched together (sorted, chunked, then the chunks shuffled) to cut padding."""
-    if packed:
-        rows = pack_rows(encoded, max_length)
-        rng = random.Random(f"rows:{seed}:{epoch}")
-        if shuffle:
-            rng.shuffle(rows)
-        chunks = [rows[i:i + batch_size] for i in range(0, len(rows), batch_size)]
-    else:
-        order = sorted(encoded, key=lambda e: (len(e), e.example_id))
-        chunks = [[[e] for e in order[i:i + batch_size]] for i in range(0, len(order), batch_size)]
-        if shuffle:
-            random.Random(f"batches:{seed}:{epoch}").shuffle(chunks)
-    return [Batch(chunk, packed) for chunk in chunks]
-
-
-def padding_share(batches: Sequence[Batch]) -> float:
-    total = sum(b.n_tokens for b in batches)
-    return (sum(b.n_pad for b in batches) / total) if total else 0.0
+    return Dataset.from_dict({
+        "input_ids": [list(e.ids) for e in encoded],
+        "completion_mask": [[0] * e.n_prompt + [1] * e.n_answer for e in encoded],
+    })

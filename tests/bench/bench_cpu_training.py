@@ -43,13 +43,27 @@ CONFIGS = {
 
 
 def real_batch(tokenizer, rows: int, length: int):
-    """Packed rows of real review examples (crc-py), encoded as training encodes them."""
-    from finetune.data import encode_examples, make_batches
+    """Packed rows of real review examples (crc-py), encoded as training encodes them and batched by TRL's
+    padding-free collator (the first ``rows`` best-fit-decreasing rows of ``length`` tokens)."""
+    from trl import pack_dataset
+    from trl.trainer.sft_trainer import DataCollatorForLanguageModeling
+
+    from finetune.data import encode_examples
     from harvest.formats import read_dataset
 
     examples = read_dataset(CRC, "crc").examples
     encoded, _ = encode_examples(examples, tokenizer, length)
-    return make_batches(encoded, rows, length, packed=True, seed=0, epoch=0)[0]
+    packed = pack_dataset(_labelled(encoded), length, "bfd")
+    collate = DataCollatorForLanguageModeling(pad_token_id=tokenizer.pad_token_id, padding_free=True)
+    batch = collate([packed[i] for i in range(min(rows, len(packed)))])
+    batch["n_real"] = batch["input_ids"].numel()
+    return batch
+
+
+def _labelled(encoded):
+    from datasets import Dataset
+
+    return Dataset.from_dict({"input_ids": [list(e.ids) for e in encoded], "labels": [e.labels() for e in encoded]})
 
 
 def prepared(name: str, rows: int, length: int):
@@ -66,14 +80,14 @@ def prepared(name: str, rows: int, length: int):
 def step(prep, config, optimizer, batch) -> float:
     import torch
 
-    from finetune.train import _AnswerHead, _loss_sum
+    from finetune.train import AnswerHead
 
-    head = getattr(prep, "_head", None) or _AnswerHead(prep.model)
+    head = getattr(prep, "_head", None) or AnswerHead(prep.model)
     prep._head = head
     t0 = time.perf_counter()
     optimizer.zero_grad(set_to_none=True)
     with torch.autocast("cpu", dtype=torch.bfloat16, enabled=config.precision == "bf16"):
-        loss_sum, n = _loss_sum(prep.model, head, batch.tensors(prep.tokenizer.pad_token_id), "cpu")
+        loss_sum, n = head.loss_sum(prep.model, {k: v for k, v in batch.items() if k != "n_real"})
     (loss_sum / max(n, 1)).backward()
     optimizer.step()
     return time.perf_counter() - t0
@@ -125,7 +139,8 @@ def main() -> None:
     batch = real_batch(models[names[0]][0].tokenizer, args.rows, args.length)
     n_params = sum(p.numel() for p in models[names[0]][0].model.parameters() if not p.requires_grad)
     layers = models[names[0]][0].model.config.num_hidden_layers
-    print(f"batch: {len(batch.rows)} rows, {batch.n_real} real tokens ({batch.n_supervised} supervised); "
+    n_real, n_supervised = batch["n_real"], int((batch["labels"][:, 1:] != -100).sum())
+    print(f"batch: {args.rows} rows, {n_real} real tokens ({n_supervised} supervised); "
           f"torch {torch.__version__}, {torch.get_num_threads()} threads")
     for name in names:  # one warm-up step each
         step(*models[name], batch)
@@ -140,13 +155,13 @@ def main() -> None:
     for name in names:
         median = statistics.median(times[name])
         reach = CONFIGS[name]["lora_layers"] or layers
-        flops = batch.n_real * n_params * (2 + 2 * reach / layers)
+        flops = n_real * n_params * (2 + 2 * reach / layers)
         memory = peak_child(name, args.rows, args.length)
         share = flops / median / 1e9 / peak
-        print(f"{name:>20}: {median:6.1f} s/step, {batch.n_real / median:6.0f} tokens/s, x{first / median:.2f} "
+        print(f"{name:>20}: {median:6.1f} s/step, {n_real / median:6.0f} tokens/s, x{first / median:.2f} "
               f"vs {names[0]}, {100 * share:.1f}% of fp32 peak ({peak:.0f} GFLOP/s), peak RSS {memory:.1f} GiB")
         key = name.replace("-", "_")
-        result.append(f"{key}_tok_s={batch.n_real / median:.0f} {key}_ratio={first / median:.2f} {key}_rss_gib={memory:.1f}")
+        result.append(f"{key}_tok_s={n_real / median:.0f} {key}_ratio={first / median:.2f} {key}_rss_gib={memory:.1f}")
     print("RESULT " + " ".join(result))
 
 

@@ -1,4 +1,4 @@
-"""Splits by PR and time, answer-only labels, packing and loading examples."""
+"""Splits by PR and time, answer-only labels, the trainer's dataset, and loading examples."""
 from __future__ import annotations
 
 import json
@@ -10,8 +10,8 @@ from bot.errors import DataError
 from bot.examples import write_examples
 from bot.prompt import render_answer
 from finetune.data import (
-    IGNORE_INDEX, Encoded, encode_example, encode_examples, load_examples, make_batches, pack_rows, padding_share,
-    register_dataset_reader, split_examples,
+    IGNORE_INDEX, encode_example, encode_examples, load_examples, prompt_completion_dataset, register_dataset_reader,
+    split_examples,
 )
 from tests.finetune.helpers import crc_examples, synthetic_examples
 
@@ -118,55 +118,37 @@ def test_examples_longer_than_max_length_are_skipped_and_reported(tokenizers):
     assert all(len(e) <= longest - 1 for e in kept)
 
 
-def _enc(name: str, n: int, prompt: int = 2) -> Encoded:
-    return Encoded(name, tuple(range(10, 10 + n)), prompt)
+def test_the_trainer_packs_whole_examples_with_loss_on_their_answers(tiny_llama, tokenizers, tmp_path):
+    """What the trainer makes of prompt_completion_dataset: best-fit-decreasing rows of whole examples
+    (none cut, none lost), -100 on every prompt token, and padding-free batches whose position ids
+    restart at every example (what the per-example attention splits on)."""
+    from transformers import AutoModelForCausalLM
+    from trl import SFTConfig, SFTTrainer
 
-
-def test_packing_fills_rows_without_exceeding_max_length():
-    items = [_enc(f"e{i}", n) for i, n in enumerate([9, 7, 6, 5, 4, 3, 2, 1])]
-    rows = pack_rows(items, 10)
-    assert sorted(e.example_id for row in rows for e in row) == sorted(e.example_id for e in items)
-    assert all(sum(len(e) for e in row) <= 10 for row in rows)
-    assert len(rows) == 4  # 37 tokens need at least 4 rows of 10
-    assert pack_rows(list(reversed(items)), 10) == rows  # input order does not matter
-
-
-def test_packed_batch_restarts_positions_and_masks_padding():
-    batch = make_batches([_enc("a", 5, 3), _enc("b", 4, 1), _enc("c", 6, 2)], batch_size=2, max_length=10,
-                         packed=True, seed=0, epoch=0, shuffle=False)[0]
-    t = batch.tensors(pad_id=0)
-    assert set(t) == {"input_ids", "labels", "position_ids"}  # no attention mask: positions delimit examples
-    assert t["input_ids"].shape == (2, 10)
-    row_a = t["position_ids"][0].tolist()
-    assert row_a == [0, 1, 2, 3, 4, 5, 0, 1, 2, 3]  # c (6 tokens) then b (4 tokens)
-    labels = t["labels"][0].tolist()
-    assert labels[:2] == [IGNORE_INDEX] * 2 and labels[2:6] == [12, 13, 14, 15]
-    assert labels[6] == IGNORE_INDEX and labels[7:10] == [11, 12, 13]
-    row_b = t["position_ids"][1].tolist()  # a (5 tokens) then 5 padding positions of their own
-    assert row_b == [0, 1, 2, 3, 4, 0, 1, 2, 3, 4]
-    assert t["labels"][1].tolist()[5:] == [IGNORE_INDEX] * 5
-    assert batch.n_pad == 5 and batch.n_supervised == 4 + 3 + 2
-    assert padding_share([batch]) == pytest.approx(5 / 20)
-
-
-def test_unpacked_batches_group_by_length_and_mask_padding():
-    items = [_enc(f"e{i}", n) for i, n in enumerate([3, 30, 4, 31, 5, 29])]
-    batches = make_batches(items, batch_size=3, max_length=64, packed=False, seed=0, epoch=0)
-    for b in batches:
-        lengths = [len(row[0]) for row in b.rows]
-        assert max(lengths) - min(lengths) <= 2  # short with short, long with long
-    t = batches[0].tensors(pad_id=0)
-    assert "attention_mask" in t and "position_ids" not in t
-    assert t["attention_mask"].sum().item() == sum(len(r[0]) for r in batches[0].rows)
-
-
-def test_batch_order_depends_on_seed_and_epoch_only():
-    items = [_enc(f"e{i}", 3 + i % 5) for i in range(40)]
-    order = lambda seed, epoch: [[e.example_id for e in row] for b in make_batches(
-        items, 2, 8, packed=True, seed=seed, epoch=epoch) for row in b.rows]
-    assert order(0, 0) == order(0, 0)
-    assert order(0, 0) != order(0, 1)
-    assert order(0, 0) != order(1, 0)
+    tok = tokenizers["llama"]
+    encoded, _ = encode_examples(synthetic_examples(n_prs=6), tok, 512)
+    row = 3 * max(len(e) for e in encoded)
+    args = SFTConfig(output_dir=str(tmp_path), packing=True, packing_strategy="bfd", max_length=row, completion_only_loss=True,
+                     per_device_train_batch_size=2, use_cpu=True, bf16=False, report_to="none",
+                     activation_checkpointing=False)
+    trainer = SFTTrainer(model=AutoModelForCausalLM.from_pretrained(tiny_llama), args=args,
+                         train_dataset=prompt_completion_dataset(encoded), processing_class=tok)
+    by_ids = {e.ids: e for e in encoded}
+    seen = []
+    for packed in trainer.train_dataset:
+        assert len(packed["input_ids"]) <= row and sum(packed["seq_lengths"]) == len(packed["input_ids"])
+        start = 0
+        for n in packed["seq_lengths"]:
+            ids = tuple(packed["input_ids"][start:start + n])
+            assert packed["labels"][start:start + n] == by_ids[ids].labels()  # -100 on the prompt, ids on the answer
+            seen.append(ids)
+            start += n
+    assert sorted(seen) == sorted(by_ids)  # every example once, whole
+    assert len(trainer.train_dataset) < len(encoded)  # and several share a row
+    batch = next(iter(trainer.get_train_dataloader()))
+    assert "attention_mask" not in batch and batch["input_ids"].shape[0] == 1  # the batch's rows flattened into one
+    starts = (batch["position_ids"][0] == 0).nonzero().flatten().tolist()
+    assert starts == batch["cu_seq_lens_q"][:-1].tolist() and len(starts) > 2
 
 
 def test_load_examples_reports_the_bad_line(tmp_path):

@@ -12,8 +12,7 @@ from bot.prompt import PROMPT_FORMAT_VERSION
 from bot.versions import ModelRegistry
 from finetune import train as train_module
 from finetune.train import (
-    TrainConfig, TrainingInterrupted, _AnswerHead, _loss_sum, check_packing, detect_target_modules,
-    ensure_pad_token, train,
+    AnswerHead, TrainConfig, TrainingInterrupted, check_packing, detect_target_modules, ensure_pad_token, train,
 )
 from tests.finetune.helpers import synthetic_examples
 
@@ -75,28 +74,29 @@ def test_version_loads_with_peft_and_the_review_backend(trained):
 
 
 def test_answer_head_loss_equals_masked_cross_entropy(tiny_llama):
+    """The CPU's answer-only head on a padding-free batch as TRL's collator builds it: the same loss as
+    cross-entropy over the full logits at the supervised positions."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
+    from trl.trainer.sft_trainer import DataCollatorForLanguageModeling
 
-    from finetune.data import encode_examples, make_batches
+    from finetune.data import encode_examples
 
     tok = AutoTokenizer.from_pretrained(tiny_llama)
     model = AutoModelForCausalLM.from_pretrained(tiny_llama).eval()
     encoded, _ = encode_examples(synthetic_examples(3, 2), tok, 512)
-    (batch,) = make_batches(encoded, 4, 512, packed=True, seed=0, epoch=0)[:1]
-    tensors = batch.tensors(tok.pad_token_id)
-    head = _AnswerHead(model)
+    collate = DataCollatorForLanguageModeling(pad_token_id=tok.pad_token_id, padding_free=True)
+    inputs = collate([{"input_ids": list(e.ids), "labels": e.labels()} for e in encoded])
+    head = AnswerHead(model)
     with torch.no_grad():
-        loss_sum, n = _loss_sum(model, head, tensors, "cpu")
+        loss_sum, n = head.loss_sum(model, inputs)
         head.remove()
-        full = model(**{k: v for k, v in tensors.items() if k != "labels"}, use_cache=False).logits
-    assert n == batch.n_supervised  # every answer token (the first one is predicted from the prompt's last)
-    labels = tensors["labels"][:, 1:]
+        full = model(**{k: v for k, v in inputs.items() if k != "labels"}, use_cache=False).logits
+    assert n == sum(e.n_answer for e in encoded)  # every answer token (the first one is predicted from the prompt's last)
+    labels = inputs["labels"][:, 1:]
     logits = full[:, :-1]
     reference = torch.nn.functional.cross_entropy(logits[labels != -100], labels[labels != -100], reduction="sum")
-    assert n == int((labels != -100).sum())
     assert loss_sum.item() == pytest.approx(reference.item(), rel=1e-5)
-    # the prompt carries no loss: changing prompt tokens' labels to anything cannot change it
-    assert (tensors["labels"] == -100).sum() > n
+    assert (inputs["labels"] == -100).sum() > n  # the prompts carry no loss
 
 
 def test_packed_rows_give_each_example_its_own_logits(tiny_llama, tiny_qwen):
@@ -129,58 +129,81 @@ def test_target_modules_are_detected_from_the_model(tiny_qwen):
 
 
 def test_resume_gives_the_same_weights_as_an_uninterrupted_run(tmp_path, tiny_llama):
+    """Ctrl-C finishes the step and writes a checkpoint; a second Ctrl-C (or one raised inside the run)
+    stops at once and leaves the last checkpoint. Either way --resume ends with the uninterrupted weights."""
+    import os
+    import signal
+
     from safetensors.torch import load_file
 
     examples = synthetic_examples()
     straight = train(examples, str(tiny_llama), tmp_path / "a", TrainConfig(**FAST), progress=False)
+
+    def ctrl_c(info):
+        if info.step == 2:
+            os.kill(os.getpid(), signal.SIGINT)
+
+    with pytest.raises(TrainingInterrupted, match=r"step 3 of 4; checkpoint in .*checkpoint-3\. .*--resume") as err:
+        train(examples, str(tiny_llama), tmp_path / "b", TrainConfig(**FAST), progress=False, callback=ctrl_c)
+    assert err.value.exit_code == 130
+    assert ModelRegistry(tmp_path / "b").list() == []  # an interrupted run publishes nothing
 
     def crash(info):
         if info.step == 2:
             assert info.checkpoint is not None and info.checkpoint.is_dir()
             raise KeyboardInterrupt
 
-    with pytest.raises(TrainingInterrupted, match="--resume") as err:
-        train(examples, str(tiny_llama), tmp_path / "b", TrainConfig(**FAST), progress=False, callback=crash)
-    assert err.value.exit_code == 130
-    assert ModelRegistry(tmp_path / "b").list() == []  # an interrupted run publishes nothing
+    with pytest.raises(TrainingInterrupted, match=r"checkpoint-2\. .*--resume"):
+        train(examples, str(tiny_llama), tmp_path / "c", TrainConfig(**FAST), progress=False, callback=crash)
     with pytest.raises(UsageError, match="no checkpoint of this run"):  # other settings: another run
-        train(examples, str(tiny_llama), tmp_path / "b", TrainConfig(**{**FAST, "lr": 1e-3}, resume=True), progress=False)
-    steps = []
-    resumed = train(examples, str(tiny_llama), tmp_path / "b", TrainConfig(**FAST, resume=True), progress=False,
-                    callback=lambda info: steps.append(info.step))
-    assert steps == [3, 4]  # continued after the checkpoint, did not start over
-    a, b = load_file(straight.path / "adapter_model.safetensors"), load_file(resumed.path / "adapter_model.safetensors")
-    assert a.keys() == b.keys()
-    for key in a:
-        torch.testing.assert_close(a[key], b[key], rtol=1e-5, atol=1e-6)
+        train(examples, str(tiny_llama), tmp_path / "c", TrainConfig(**{**FAST, "lr": 1e-3}, resume=True), progress=False)
     losses = lambda v: [h["loss"] for h in v.meta["history"]["train"]]
-    assert losses(resumed) == pytest.approx(losses(straight), rel=1e-5)
-    assert resumed.metrics["val_loss"] == pytest.approx(straight.metrics["val_loss"], rel=1e-5)
-    assert not (tmp_path / "b" / ".runs").exists()  # checkpoints go once the version is written
+    a = load_file(straight.path / "adapter_model.safetensors")
+    for models, continued in (("b", [4]), ("c", [3, 4])):
+        steps = []
+        resumed = train(examples, str(tiny_llama), tmp_path / models, TrainConfig(**FAST, resume=True), progress=False,
+                        callback=lambda info: steps.append(info.step))
+        assert steps == continued  # continued after the checkpoint, did not start over
+        b = load_file(resumed.path / "adapter_model.safetensors")
+        assert a.keys() == b.keys()
+        for key in a:
+            torch.testing.assert_close(a[key], b[key], rtol=1e-5, atol=1e-6)
+        assert losses(resumed) == pytest.approx(losses(straight), rel=1e-5)
+        assert resumed.metrics["val_loss"] == pytest.approx(straight.metrics["val_loss"], rel=1e-5)
+        assert resumed.metrics["supervised_tokens"] == straight.metrics["supervised_tokens"]  # counted across sessions
+        assert not (tmp_path / models / ".runs").exists()  # checkpoints go once the version is written
 
 
 def test_early_stopping_keeps_the_best_weights(tmp_path, tiny_llama, monkeypatch):
     """Validation gets worse after step 1 (its loss is scaled up from then on): training stops after
-    ``patience`` worse evaluations and the saved adapter is step 1's."""
-    real = train_module._loss_sum
-    scale = {"value": 1.0}
+    ``patience`` worse evaluations and the saved adapter holds step 1's weights."""
+    from peft import get_peft_model_state_dict
+    from safetensors.torch import load_file
 
-    def scaled(*args, **kwargs):
-        loss, n = real(*args, **kwargs)
-        return (loss if torch.is_grad_enabled() else loss * scale["value"]), n
+    real = train_module._RevbotTrainerMixin.compute_loss
+    weights = {}
 
-    def after_step(info):
-        scale["value"] = 1.5
+    def worse_after_step_1(self, model, inputs, *args, **kwargs):
+        loss = real(self, model, inputs, *args, **kwargs)
+        if model.training:
+            return loss
+        step = self.state.global_step
+        weights.setdefault(step, {k: v.detach().clone() for k, v in get_peft_model_state_dict(self.model).items()})
+        return loss if step <= 1 else loss * 1.5
 
-    monkeypatch.setattr(train_module, "_loss_sum", scaled)
+    monkeypatch.setattr(train_module._RevbotTrainerMixin, "compute_loss", worse_after_step_1)
     config = TrainConfig(max_steps=8, batch_size=2, max_length=512, eval_every=1, patience=2, quantize=False)
-    version = train(synthetic_examples(), str(tiny_llama), tmp_path, config, progress=False, callback=after_step)
+    version = train(synthetic_examples(), str(tiny_llama), tmp_path, config, progress=False)
     m = version.metrics
     history = version.meta["history"]["validation"]
     assert m["stopped_early"] and m["steps"] == 3 and [h["step"] for h in history] == [1, 2, 3]
     assert m["best_step"] == 1
-    # the final validation pass (scale 1.5) sees step 1's weights again, not step 3's
-    assert m["val_loss"] == pytest.approx(1.5 * history[0]["loss"], rel=1e-5)
+    assert m["val_loss"] == pytest.approx(history[0]["loss"], rel=1e-6)  # the kept weights' loss, not re-measured
+    saved = load_file(version.path / "adapter_model.safetensors")
+    assert saved.keys() == weights[1].keys()
+    for key, value in saved.items():
+        torch.testing.assert_close(value, weights[1][key])
+    assert any(not torch.equal(weights[3][k], weights[1][k]) for k in saved)  # training did move on after step 1
 
 
 def test_a_failure_while_writing_publishes_nothing(tmp_path, tiny_llama, monkeypatch):
@@ -197,7 +220,7 @@ def test_out_of_memory_names_the_knobs(tmp_path, tiny_llama, monkeypatch):
     def oom(*args, **kwargs):
         raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
 
-    monkeypatch.setattr(train_module, "_loss_sum", oom)
+    monkeypatch.setattr(train_module._RevbotTrainerMixin, "compute_loss", oom)
     with pytest.raises(ModelError) as err:
         train(synthetic_examples(), str(tiny_llama), tmp_path, TrainConfig(**FAST), progress=False)
     message = str(err.value)
