@@ -42,10 +42,6 @@ REVIEW_WAIT_S = 300.0
 SERVICE_START_S = 120.0
 
 
-# The tiny random model of --quick: LoRA also on the output layer, whose random logits are uniform.
-TINY_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj", "lm_head")
-
-
 @dataclass(frozen=True)
 class DemoConfig:
     """The demo's base model and training budget.
@@ -94,7 +90,7 @@ class DemoConfig:
 
 FULL = DemoConfig()
 QUICK = replace(FULL, model="tiny", steps=4, batch_size=2, max_length=512, lr=5e-3, lora_r=8, lora_alpha=16,
-                lora_layers=None, target_modules=TINY_TARGETS, eval_max_new_tokens=8, review_max_new_tokens=8)
+                lora_layers=None, eval_max_new_tokens=8, review_max_new_tokens=8)
 
 
 class DemoError(RevbotError):
