@@ -76,6 +76,38 @@ class ReviewValidationError(GitHubError):
         self.failed_indexes = failed_indexes
 
 
+class GraphQLError(GitHubError):
+    """GitHub's GraphQL API answered with errors (HTTP 200 and an ``errors`` list). ``types`` holds
+    their types (``FORBIDDEN``, ``NOT_FOUND``...); ``forbidden`` says the credentials lack the right."""
+
+    def __init__(self, message: str, errors: list):
+        super().__init__(message, 400)
+        self.errors = errors
+        self.types = {str(e.get("type")) for e in errors if isinstance(e, dict) and e.get("type")}
+
+    @property
+    def forbidden(self) -> bool:
+        return "FORBIDDEN" in self.types
+
+
+THREADS_QUERY = """
+query($owner: String!, $name: String!, $number: Int!, $after: String) {
+  repository(owner: $owner, name: $name) {
+    pullRequest(number: $number) {
+      reviewThreads(first: 50, after: $after) {
+        nodes {
+          id isResolved isOutdated path line originalLine diffSide
+          resolvedBy { login }
+          comments(first: 50) { nodes { databaseId body createdAt author { login } } }
+        }
+        pageInfo { hasNextPage endCursor }
+      }
+    }
+  }
+}
+"""
+
+
 class _Counter:
     """Requests put on the wire, shared by every copy of the retry policy."""
 
@@ -256,6 +288,8 @@ class GitHubClient:
                              per_page=per_page, min_write_interval=min_write_interval,
                              token_refresh_margin=token_refresh_margin, clock=clock, user_agent=user_agent)
         self._counter = _Counter()
+        self._viewer: str | None = None
+        self._viewer_asked = False
         self._retry = RevbotRetry(
             sleep=sleep, counter=self._counter, total=max_retries, backoff_factor=backoff_factor,
             secondary_rate_wait=secondary_wait, max_rate_limit_wait=max_rate_wait, raise_on_status=False,
@@ -582,6 +616,101 @@ class GitHubClient:
         repo = self._repo(repo)
         return self._request("POST", f"/repos/{repo}/issues/{int(number)}/comments", body={"body": body},
                              what=f"commenting on {repo}#{number}", not_found=self._missing_pull(repo, number))[1]
+
+    def compare(self, repo: str, base: str, head: str) -> dict:
+        """``GET /repos/{repo}/compare/{base}...{head}``: ``status`` (ahead, behind, diverged,
+        identical), ``ahead_by``/``behind_by`` and ``files`` with their patches. A 404 means one of
+        the commits is not there (any more): a force-push dropped it."""
+        repo = self._repo(repo)
+        path = f"/repos/{repo}/compare/{quote(base, safe='')}...{quote(head, safe='')}"
+        return self._request("GET", path, what=f"comparing {base[:12]}...{head[:12]} in {repo}",
+                             not_found=f"{repo} has no commit {base[:12]} or {head[:12]} (force-pushed away?)")[1]
+
+    def reply_to_review_comment(self, repo: str, number: int, comment_id: int, body: str) -> dict:
+        """A reply in the thread of review comment ``comment_id``."""
+        repo = self._repo(repo)
+        return self._request("POST", f"/repos/{repo}/pulls/{int(number)}/comments/{int(comment_id)}/replies",
+                             body={"body": body}, what=f"replying to comment {comment_id} on {repo}#{number}",
+                             not_found=f"review comment {comment_id} not found on {repo}#{number}")[1]
+
+    def collaborator_permission(self, repo: str, login: str) -> str:
+        """``admin``, ``write``, ``read`` or ``none``: what ``login`` may do in ``repo`` (GitHub
+        folds maintain into write and triage into read here). An unknown login is ``none``."""
+        repo = self._repo(repo)
+        try:
+            data = self._request("GET", f"/repos/{repo}/collaborators/{quote(login, safe='')}/permission",
+                                 what=f"reading {login}'s permission on {repo}")[1]
+        except GitHubError as exc:
+            if exc.status == 404:
+                return "none"
+            raise
+        return str((data or {}).get("permission") or "none")
+
+    def react_to_issue_comment(self, repo: str, comment_id: int, content: str) -> dict:
+        """Add a reaction (``+1``, ``eyes``, ``confused``...) to a conversation comment."""
+        repo = self._repo(repo)
+        return self._request("POST", f"/repos/{repo}/issues/comments/{int(comment_id)}/reactions",
+                             body={"content": content}, what=f"reacting to comment {comment_id} in {repo}",
+                             not_found=f"comment {comment_id} not found in {repo}")[1]
+
+    # ----------------------------------------------------------------- GraphQL
+
+    def graphql(self, query: str, variables: dict[str, Any] | None = None, *, what: str = "querying GraphQL") -> dict:
+        """The ``data`` of one GraphQL request (PyGithub's ``Requester.graphql_query``: the same auth,
+        retries and errors). Raises :class:`GraphQLError` when GitHub answers with errors, and
+        GitHubError (403) when the endpoint itself refuses the credentials."""
+        _, data = self._graphql_call(lambda: self._gh.requester.graphql_query(query, variables or {}), what)
+        return (data or {}).get("data") or {}
+
+    def _graphql_call(self, fn: Callable[[], Any], what: str) -> Any:
+        def run() -> Any:
+            try:
+                return fn()
+            except GithubException as exc:
+                errors = exc.data.get("errors") if isinstance(exc.data, dict) else None
+                if exc.status == 400 and isinstance(errors, list):
+                    text = "; ".join(scrub_text(str(e.get("message") if isinstance(e, dict) else e)) or ""
+                                     for e in errors[:3])
+                    raise GraphQLError(f"GitHub's GraphQL API refused {what}: {text}", errors) from None
+                raise
+
+        return self._call(run, "POST", what=what)
+
+    def viewer_login(self) -> str | None:
+        """The login these credentials act as (a GitHub App installation: ``slug[bot]``), or None
+        when GitHub will not say; asked once."""
+        if not self._viewer_asked:
+            self._viewer_asked = True
+            try:
+                self._viewer = str(self.graphql("query { viewer { login } }", what="asking who the bot is")
+                                   ["viewer"]["login"])
+            except (GitHubError, KeyError, TypeError):
+                self._viewer = None
+        return self._viewer
+
+    def review_threads(self, repo: str, number: int) -> list[dict]:
+        """Every review thread of a pull request (GraphQL): ``id``, ``isResolved``, ``isOutdated``,
+        ``path``, ``line``, ``resolvedBy`` and its ``comments`` (``databaseId``, ``body``, ``author``)."""
+        owner, name = self._repo(repo).split("/")
+        out: list[dict] = []
+        after = None
+        while True:
+            data = self.graphql(THREADS_QUERY, {"owner": owner, "name": name, "number": int(number), "after": after},
+                                what=f"listing review threads of {repo}#{number}")
+            pull = ((data.get("repository") or {}).get("pullRequest")) or {}
+            threads = pull.get("reviewThreads") or {}
+            out += [t for t in threads.get("nodes") or [] if t]
+            page = threads.get("pageInfo") or {}
+            if not page.get("hasNextPage") or not page.get("endCursor"):
+                return out
+            after = page["endCursor"]
+
+    def resolve_review_thread(self, thread_id: str) -> bool:
+        """Resolve one review thread (GraphQL ``resolveReviewThread``); whether it is resolved now."""
+        _, result = self._graphql_call(lambda: self._gh.requester.graphql_named_mutation(
+            "resolveReviewThread", {"threadId": thread_id}, "thread { id isResolved }"),
+            f"resolving review thread {thread_id}")
+        return bool(((result or {}).get("thread") or {}).get("isResolved"))
 
     def rate_limit(self) -> dict:
         """The core budget: ``{"remaining", "limit", "reset"}`` (reset as a Unix time)."""

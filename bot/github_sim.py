@@ -14,19 +14,24 @@ Endpoints (GitHub's own paths; ``/api/v3`` may prefix them, as on GitHub Enterpr
 ``GET .../pulls/comments/{id}``, ``GET|POST .../pulls/{n}/comments`` (``in_reply_to``),
 ``POST .../pulls/{n}/comments/{id}/replies``, ``GET|POST .../pulls/{n}/reviews``,
 ``GET .../pulls/{n}/reviews/{id}``, ``GET|POST .../issues/{n}/comments``,
-``GET|POST .../pulls/comments/{id}/reactions``, ``GET .../contents/{path}?ref=``,
-``GET /rate_limit``, ``GET /user``, ``GET /app``, ``POST /app/installations/{id}/access_tokens``.
+``GET|POST .../pulls/comments/{id}/reactions``, ``GET|POST .../issues/comments/{id}/reactions``,
+``GET .../compare/{base}...{head}`` (two heads of a pull request, or its base and a head),
+``GET .../collaborators/{user}/permission``, ``GET .../contents/{path}?ref=``, ``GET /rate_limit``,
+``GET /user``, ``GET /app``, ``POST /app/installations/{id}/access_tokens``, and ``POST /graphql``
+(review threads and resolving them: ``bot.github_sim_graphql``).
 
 Seed description (JSON; every key optional except where noted)::
 
     {
-      "tokens": ["t1", {"token": "t2", "login": "alice", "type": "User", "permission": "read"}],
+      "tokens": ["t1", {"token": "t2", "login": "alice", "type": "User", "permission": "read",
+                        "graphql": true}],
       "rate_limit": {"limit": 5000, "window": 3600},
       "apps": [{"id": 42, "slug": "revbot", "installations": [7],
                 "public_key": "-----BEGIN PUBLIC KEY-----...", "token_ttl": 3600}],
       "repos": [{
         "owner": "acme", "name": "widgets",                       # required
         "owner_type": "Organization", "default_branch": "main", "private": false,
+        "collaborators": {"alice": "write", "bob": "read"},       # the owner is admin
         "files": {"main": {".revbot.yml": "max_comments: 3\\n"}, "feature": {"a.py": "..."}},
         "pulls": [{
           "number": 1,                                            # default: next free number
@@ -59,8 +64,11 @@ Files of a PR's head branch fall back to its base branch (``files`` of the base)
 
 Admin API (not GitHub's, no auth): ``POST /_sim/seed`` (merge a description),
 ``POST /_sim/pulls`` (open a PR, or push to one when its ``number`` exists; answers the PR JSON
-and a ready ``pull_request`` webhook payload), ``POST /_sim/comments`` (human review comments:
-a ``comments`` list or a ``count`` to generate), ``POST /_sim/faults`` / ``DELETE /_sim/faults``,
+and a ready ``pull_request`` webhook payload; ``"force": true`` for a force-push), ``POST
+/_sim/comments`` (human review comments: a ``comments`` list or a ``count`` to generate), ``POST
+/_sim/issue-comments`` (a conversation comment and its ``issue_comment`` payload), ``POST
+/_sim/reactions`` (someone reacts to a comment), ``POST /_sim/threads`` (someone resolves a review
+thread; answers the ``pull_request_review_thread`` payload), ``POST /_sim/faults`` / ``DELETE /_sim/faults``,
 ``POST /_sim/rate-limit``, ``GET /_sim/stats``, ``POST /_sim/reset-stats``, ``GET /_sim/state``.
 
 Faults: the next ``count`` requests matching optional ``method``/``path`` regexes answer
@@ -74,7 +82,9 @@ Content-Length is announced but the connection closes halfway through the body) 
 (the answer is held back ``delay`` seconds after the request took effect).
 
 Deliberate simplifications: one primary rate-limit budget for all tokens; repositories are never
-forks (no ``parent``/``source``); no GraphQL; ``PENDING`` reviews hide their comments from lists.
+forks (no ``parent``/``source``); GraphQL knows only review threads (and has no budget of its
+own); ``PENDING`` reviews hide their comments from lists. A push keeps each head's patches, so the
+compare API and moved or outdated comments follow from them (``bot.github_sim_heads``).
 """
 from __future__ import annotations
 
@@ -98,6 +108,7 @@ import click
 
 from bot.diff import LEFT, RIGHT, FileDiff, Diff, parse_patch
 from bot.errors import DataError, DiffError, RevbotError
+from bot.github_sim_heads import compare_patch, moved_line
 
 DOCS = "https://docs.github.com/rest"
 REACTIONS = ("+1", "-1", "laugh", "confused", "heart", "hooray", "rocket", "eyes")
@@ -106,6 +117,7 @@ SECONDARY_MESSAGE = (
     "If you reach out to GitHub Support for help, please include the request ID {rid}."
 )
 DEFAULT_LOGIN = "revbot-sim"
+PERMISSIONS = ("admin", "maintain", "write", "triage", "read", "none")
 _TRANSFER_FAULTS = ("truncated", "cutoff", "slow")
 
 
@@ -402,6 +414,7 @@ class GitHubSimulator:
         user = self._user({"login": tok.get("login") or DEFAULT_LOGIN, "type": tok.get("type") or "User"})
         self._state["tokens"][_digest(tok["token"])] = {
             "login": user["login"], "type": user["type"], "permission": tok.get("permission", "write"),
+            "graphql": bool(tok.get("graphql", True)),
         }
 
     def _seed_repo(self, spec: Any, where: str) -> None:
@@ -416,12 +429,18 @@ class GitHubSimulator:
                 "default_branch": spec.get("default_branch", "main"), "private": bool(spec.get("private", False)),
                 "description": spec.get("description"), "created_at": spec.get("created_at") or _iso(_now()),
                 "files": {}, "pulls": {}, "review_comments": {}, "reviews": {}, "issue_comments": {},
+                "collaborators": {},
             }
             self._state["repos"][full] = repo
         else:
             for key in ("default_branch", "private", "description"):
                 if key in spec:
                     repo[key] = spec[key]
+        for login, permission in (spec.get("collaborators") or {}).items():
+            if permission not in PERMISSIONS:
+                raise SimulatorError(f"{where}.collaborators.{login}: permission must be one of {', '.join(PERMISSIONS)}")
+            self._user(login)
+            repo.setdefault("collaborators", {})[login] = permission
         for branch, files in (spec.get("files") or {}).items():
             if not isinstance(files, dict):
                 raise SimulatorError(f"{where}.files.{branch}: expected an object of path -> content")
@@ -453,6 +472,7 @@ class GitHubSimulator:
         }
         pull["shas"].append(pull["head_sha"])
         pull["files"] = self._check_files(spec.get("files") or [], f"{where}.files", full, number)
+        pull["snapshots"] = {pull["head_sha"]: copy.deepcopy(pull["files"])}
         repo["pulls"][str(pull["number"])] = pull
         for k, comment in enumerate(spec.get("comments") or []):
             self._add_review_comment(repo, pull, comment, f"{where}.comments[{k}]")
@@ -600,17 +620,74 @@ class GitHubSimulator:
         created = created or _iso(_now())
         cid = self._new_id()
         comment = {"id": cid, "issue": pull["number"], "user": self._user(user), "body": body,
-                   "created_at": created, "updated_at": created}
+                   "created_at": created, "updated_at": created, "reactions": []}
         repo["issue_comments"][str(cid)] = comment
         return comment
+
+    def _move_comments(self, repo: dict, pull: dict, old_diffs: dict[str, FileDiff]) -> None:
+        """After a push: comments on lines the push left alone follow them to their new number;
+        the others become outdated (no ``line``/``position``; ``original_*`` and ``diff_hunk`` stay)."""
+        full = f"{repo['owner']}/{repo['name']}"
+        new_diffs = self._file_diffs(full, pull)
+        changes: dict[str, FileDiff | None] = {}
+        for c in repo["review_comments"].values():
+            if c["pull"] != pull["number"] or c["line"] is None or c["in_reply_to_id"] is not None:
+                continue
+            path = c["path"]
+            if path not in changes:
+                patch = compare_patch(old_diffs.get(path), new_diffs.get(path))
+                changes[path] = parse_patch(patch, path) if patch else None
+            line = moved_line(changes[path], c["line"], c["start_line"]) if c["side"] == RIGHT else c["line"]
+            fd = new_diffs.get(path)
+            if line is None or fd is None or not fd.is_commentable(line, c["side"]):
+                c.update(line=None, start_line=None, position=None)
+            else:
+                shift = line - c["line"]
+                _, position = self._anchor(full, pull, path, line, c["side"])
+                c.update(line=line, position=position, commit_id=pull["head_sha"],
+                         start_line=c["start_line"] + shift if c["start_line"] is not None else None)
+            for reply in repo["review_comments"].values():
+                if reply["in_reply_to_id"] == c["id"]:
+                    reply.update(line=c["line"], start_line=c["start_line"], position=c["position"])
+
+    def _compare_files(self, full: str, pull: dict, old_sha: str, new_sha: str) -> list[dict]:
+        """The files that differ between two heads of ``pull`` (each a snapshot of its patches)."""
+        snapshots = pull.get("snapshots") or {}
+
+        def diffs(sha: str) -> dict[str, FileDiff]:
+            return {f["filename"]: parse_patch(f["patch"], f["filename"], f["previous_filename"],
+                                               _diff_status(f["status"]), source=f"{full} {sha[:12]} {f['filename']}")
+                    for f in snapshots[sha] if f["patch"] is not None}
+
+        old, new = diffs(old_sha), diffs(new_sha)
+        out = []
+        for path in sorted(set(old) | set(new)):
+            patch = compare_patch(old.get(path), new.get(path))
+            if not patch:
+                continue
+            if path not in new and old[path].status == "added":
+                status = "removed"
+            elif path not in old and new[path].status == "added":
+                status = "added"
+            else:
+                status = "modified"
+            fd = parse_patch(patch, path, status=_diff_status(status))
+            out.append({"filename": path, "status": status, "patch": patch, "additions": fd.added,
+                        "deletions": fd.removed, "changes": fd.added + fd.removed})
+        return out
 
     # ----------------------------------------------------------------- Python admin API
 
     def add_pull(self, repo: str, *, files: list[dict], number: int | None = None, title: str | None = None,
                  body: str = "", user: Any = "octocat", head: str | None = None, base: str | None = None,
                  head_sha: str | None = None, draft: bool = False, head_files: dict[str, str] | None = None,
-                 api_url: str | None = None) -> dict:
+                 api_url: str | None = None, force: bool = False) -> dict:
         """Open a PR (or push new files to PR ``number`` if it exists, a ``synchronize``).
+
+        ``files`` is the PR's whole diff against its base after the push, as GitHub lists it. A push
+        moves the review comments whose lines it did not touch, and makes the others outdated
+        (``line``/``position`` null), as GitHub does. ``force=True`` is a force-push that rewrote
+        history: the earlier heads are no longer ancestors, so comparing with them answers 404.
 
         Returns ``{"pull": PR JSON, "webhook": pull_request payload}`` (payload ready to sign and POST).
         """
@@ -622,10 +699,17 @@ class GitHubSimulator:
             existing = record["pulls"].get(str(number)) if number is not None else None
             if existing is not None:
                 before = existing["head_sha"]
+                old_diffs = self._file_diffs(repo, existing)
                 existing["files"] = self._check_files(files, "files", repo, number)
                 existing["head_sha"] = head_sha or _fake_sha(repo, number, "push", len(existing["shas"]), _now())
                 existing["shas"].append(existing["head_sha"])
                 existing["updated_at"] = _iso(_now())
+                snapshots = existing.setdefault("snapshots", {})
+                if force:
+                    snapshots.clear()
+                snapshots[existing["head_sha"]] = copy.deepcopy(existing["files"])
+                self._diff_cache.clear()
+                self._move_comments(record, existing, old_diffs)
                 pull, action, extra = existing, "synchronize", {"before": before, "after": existing["head_sha"]}
             else:
                 spec = {"number": number, "title": title, "body": body, "user": user, "head": head, "base": base,
@@ -678,6 +762,92 @@ class GitHubSimulator:
             hooks = [{"action": "created", "comment": c, "pull_request": pull_json, "repository": repo_json,
                       "sender": c["user"]} for c in rendered]
             return {"comments": rendered, "webhooks": hooks}
+
+    def add_issue_comment(self, repo: str, number: int, body: str, *, user: Any = "octocat",
+                          api_url: str | None = None) -> dict:
+        """A conversation comment on PR ``number`` (e.g. ``/revbot review``), as ``user`` writes it.
+
+        Returns ``{"comment": comment JSON, "webhook": issue_comment payload}``."""
+        with self._lock:
+            record, pull = self._admin_pull(repo, number)
+            comment = self._add_issue_comment(record, pull, user, body)
+            self._save()
+            ctx = self._admin_ctx(api_url)
+            rendered = self._render_issue_comment(ctx, record, comment)
+            pull_json = self._render_pull(ctx, record, pull, listing=True)
+            issue = {"number": pull["number"], "title": pull["title"], "state": pull["state"],
+                     "user": pull_json["user"], "body": pull["body"], "html_url": pull_json["html_url"],
+                     "pull_request": {"url": pull_json["url"], "html_url": pull_json["html_url"],
+                                      "diff_url": pull_json["diff_url"], "patch_url": pull_json["patch_url"]}}
+            hook = {"action": "created", "issue": issue, "comment": rendered,
+                    "repository": self._render_repo(ctx, record), "sender": rendered["user"]}
+            self._with_installation(hook)
+            return {"comment": rendered, "webhook": hook}
+
+    def react(self, repo: str, comment_id: int, content: str, *, user: Any = "octocat", issue: bool = False) -> dict:
+        """``user`` reacts to a review comment (or, ``issue=True``, a conversation comment)."""
+        if content not in REACTIONS:
+            raise SimulatorError(f"unknown reaction {content!r}; expected one of {', '.join(REACTIONS)}")
+        with self._lock:
+            record = self._state["repos"].get(repo)
+            if record is None:
+                raise SimulatorError(f"unknown repository {repo!r}; seed it first")
+            comment = record["issue_comments" if issue else "review_comments"].get(str(comment_id))
+            if comment is None:
+                raise SimulatorError(f"no {'issue' if issue else 'review'} comment {comment_id} in {repo}")
+            who = self._user(user)
+            reaction = {"id": self._new_id(), "content": content, "user": who, "created_at": _iso(_now())}
+            comment.setdefault("reactions", []).append(reaction)
+            self._save()
+            return dict(reaction)
+
+    def resolve_thread(self, repo: str, comment_id: int, *, user: Any = "octocat", resolved: bool = True,
+                       api_url: str | None = None) -> dict:
+        """``user`` resolves (or unresolves) the thread of review comment ``comment_id`` in GitHub's
+        UI. Returns ``{"webhook": pull_request_review_thread payload}``."""
+        from bot.github_sim_graphql import thread_id
+
+        with self._lock:
+            record = self._state["repos"].get(repo)
+            if record is None:
+                raise SimulatorError(f"unknown repository {repo!r}; seed it first")
+            root = record["review_comments"].get(str(comment_id))
+            while root is not None and root["in_reply_to_id"] is not None:
+                root = record["review_comments"].get(str(root["in_reply_to_id"]))
+            if root is None:
+                raise SimulatorError(f"no review comment {comment_id} in {repo}")
+            who = self._user(user)
+            root["resolved"], root["resolved_by"] = resolved, (who if resolved else None)
+            self._save()
+            ctx = self._admin_ctx(api_url)
+            pull = record["pulls"][str(root["pull"])]
+            thread = [root] + sorted((c for c in record["review_comments"].values()
+                                      if c["in_reply_to_id"] == root["id"]), key=lambda c: c["id"])
+            hook = {"action": "resolved" if resolved else "unresolved",
+                    "thread": {"node_id": thread_id(root["id"]),
+                               "comments": [self._render_review_comment(ctx, record, c) for c in thread]},
+                    "pull_request": self._render_pull(ctx, record, pull, listing=True),
+                    "repository": self._render_repo(ctx, record), "sender": self._render_user(ctx, who)}
+            self._with_installation(hook)
+            return {"webhook": hook}
+
+    def _admin_pull(self, repo: str, number: Any) -> tuple[dict, dict]:
+        record = self._state["repos"].get(repo)
+        if record is None:
+            raise SimulatorError(f"unknown repository {repo!r}; seed it first")
+        pull = record["pulls"].get(str(number))
+        if pull is None:
+            raise SimulatorError(f"unknown pull request {repo}#{number}")
+        return record, pull
+
+    def _admin_ctx(self, api_url: str | None) -> _Context:
+        api = api_url or (self.url if self._server else "http://127.0.0.1")
+        return _Context("GET", "", {}, {}, None, api, api)
+
+    def _with_installation(self, payload: dict) -> None:
+        installation = self._first_installation()
+        if installation is not None:
+            payload["installation"] = {"id": installation, "node_id": _node_id("Installation", installation)}
 
     def inject(self, kind: str = "error", *, count: int = 1, status: int | None = None, method: str | None = None,
                path: str | None = None, retry_after: int | None = None, reset_in: int | None = None,
@@ -743,6 +913,8 @@ class GitHubSimulator:
             prefix, path = "/api/v3", path[len("/api/v3"):] or "/"
         if path.startswith("/_sim/"):
             return self._admin(method, path, query, raw_body, own)
+        if prefix == "" and path == "/api/graphql":  # GitHub Enterprise's GraphQL root
+            path = "/graphql"
         route, params = _match_route(method, path)
         template = f"{method} {route.template}" if route else f"{method} (unmatched)"
         rid = "{:04X}:{:04X}:{:06X}:{:06X}:{:08X}".format(*(secrets.randbits(b) for b in (16, 16, 24, 24, 32)))
@@ -1135,7 +1307,7 @@ class GitHubSimulator:
             "issue_url": f"{api}/issues/{c['issue']}", "id": c["id"], "node_id": _node_id("IssueComment", c["id"]),
             "user": self._render_user(ctx, c["user"]), "created_at": c["created_at"], "updated_at": c["updated_at"],
             "author_association": self._association(repo, c["user"]["login"]), "body": c["body"],
-            "reactions": self._rollup(f"{api}/issues/comments/{c['id']}/reactions", []),
+            "reactions": self._rollup(f"{api}/issues/comments/{c['id']}/reactions", c.get("reactions") or []),
             "performed_via_github_app": None,
         }
 
@@ -1414,7 +1586,26 @@ class GitHubSimulator:
 
     def _add_reaction(self, ctx: _Context, owner: str, repo: str, comment_id: str) -> _Answer:
         _, comment = self._comment_for_reactions(owner, repo, comment_id)
-        content = (ctx.body or {}).get("content") if isinstance(ctx.body, dict) else None
+        return self._react(ctx, comment, (ctx.body or {}).get("content") if isinstance(ctx.body, dict) else None)
+
+    def _issue_comment_for_reactions(self, owner: str, repo: str, comment_id: str) -> dict:
+        comment = self._repo(f"{owner}/{repo}")["issue_comments"].get(comment_id)
+        if comment is None:
+            raise _not_found()
+        comment.setdefault("reactions", [])
+        return comment
+
+    def _list_issue_reactions(self, ctx: _Context, owner: str, repo: str, comment_id: str) -> _Answer:
+        reactions = self._issue_comment_for_reactions(owner, repo, comment_id)["reactions"]
+        if ctx.query.get("content"):
+            reactions = [r for r in reactions if r["content"] == ctx.query["content"]]
+        return self._page(ctx, reactions, lambda r: self._render_reaction(ctx, r))
+
+    def _add_issue_reaction(self, ctx: _Context, owner: str, repo: str, comment_id: str) -> _Answer:
+        comment = self._issue_comment_for_reactions(owner, repo, comment_id)
+        return self._react(ctx, comment, (ctx.body or {}).get("content") if isinstance(ctx.body, dict) else None)
+
+    def _react(self, ctx: _Context, comment: dict, content: Any) -> _Answer:
         if content not in REACTIONS:
             raise _unprocessable("Reaction", "content", f"content must be one of {', '.join(REACTIONS)}")
         user = self._identity_user(ctx)
@@ -1425,6 +1616,71 @@ class GitHubSimulator:
         comment["reactions"].append(reaction)
         self._save()
         return _Answer(201, self._render_reaction(ctx, reaction))
+
+    def _compare(self, ctx: _Context, owner: str, repo: str, basehead: str) -> _Answer:
+        """``GET /repos/{o}/{r}/compare/{base}...{head}`` between two heads of one pull request (or
+        its base and a head): ``status`` ahead/behind/identical and the files that differ. A sha no
+        pull request still has (a force-push dropped it) answers 404, as GitHub does for a commit
+        it cannot find."""
+        full = f"{owner}/{repo}"
+        record = self._repo(full)
+        base, sep, head = basehead.partition("...")
+        if not sep or not base or not head:
+            raise _not_found()
+        for pull in record["pulls"].values():
+            snapshots = pull.get("snapshots") or {}
+            order = [pull["base_sha"], *snapshots]
+            if head not in snapshots or base not in order:
+                continue
+            i, j = order.index(base), order.index(head)
+            ahead, behind = max(j - i, 0), max(i - j, 0)
+            if i == 0:
+                files = []
+                for f in snapshots[head]:
+                    fd = parse_patch(f["patch"], f["filename"], status=_diff_status(f["status"]))
+                    files.append({"filename": f["filename"], "status": f["status"], "patch": f["patch"],
+                                  "additions": fd.added, "deletions": fd.removed, "changes": fd.added + fd.removed})
+            else:
+                files = self._compare_files(full, pull, base, head)
+            status = ("identical" if ahead == behind == 0 else "ahead" if behind == 0 else "behind")
+            api = f"{ctx.api}/repos/{full}"
+            out = {
+                "url": f"{api}/compare/{base}...{head}", "html_url": f"{ctx.web}/{full}/compare/{base}...{head}",
+                "base_commit": {"sha": base, "url": f"{api}/commits/{base}"},
+                "merge_base_commit": {"sha": order[min(i, j)], "url": f"{api}/commits/{order[min(i, j)]}"},
+                "status": status, "ahead_by": ahead, "behind_by": behind, "total_commits": ahead,
+                "commits": [{"sha": sha, "url": f"{api}/commits/{sha}", "commit": {"message": f"commit {sha[:7]}"}}
+                            for sha in order[i + 1:j + 1]],
+                "files": [dict(f, sha=_fake_sha(full, head, f["filename"]),
+                               blob_url=f"{ctx.web}/{full}/blob/{head}/{quote(f['filename'])}") for f in files],
+            }
+            return _Answer(200, out)
+        raise _not_found()
+
+    def _permission(self, ctx: _Context, owner: str, repo: str, username: str) -> _Answer:
+        """A collaborator's permission: seeded ``collaborators``, the owner is admin, anyone else
+        reads a public repository (``none`` on a private one); an unknown login is 404."""
+        record = self._repo(f"{owner}/{repo}")
+        if username not in self._state["users"]:
+            raise _HTTPError(404, f"{username} is not a user")
+        permission = (record.get("collaborators") or {}).get(username)
+        if permission is None:
+            permission = "admin" if username == record["owner"] else ("none" if record["private"] else "read")
+        legacy = {"maintain": "write", "triage": "read"}.get(permission, permission)
+        user = self._render_user(ctx, {"login": username})
+        user["permissions"] = {"admin": legacy == "admin", "maintain": permission in ("admin", "maintain"),
+                               "push": legacy in ("admin", "write"), "triage": legacy != "none", "pull": legacy != "none"}
+        user["role_name"] = permission
+        return _Answer(200, {"permission": legacy, "role_name": permission, "user": user})
+
+    def _graphql(self, ctx: _Context) -> _Answer:
+        from bot.github_sim_graphql import execute
+
+        if ctx.identity is None:
+            raise _HTTPError(401, "This endpoint requires you to be authenticated.")
+        if ctx.identity.get("graphql") is False:
+            raise _HTTPError(403, "Resource not accessible by personal access token")
+        return _Answer(200, execute(self, ctx.identity, ctx.web, ctx.body))
 
     def _branch_of(self, record: dict, ref: str) -> tuple[str, dict | None]:
         """(branch, PR whose head it is) for a branch name or a known commit sha."""
@@ -1530,6 +1786,18 @@ class GitHubSimulator:
                 return _Answer(201, self.add_comments(body.get("repo", ""), body.get("pull") or body.get("number"),
                                                       body.get("comments"), count=body.get("count"),
                                                       user=body.get("user", "reviewer"), api_url=own))
+            if (method, path) == ("POST", "/_sim/issue-comments"):
+                return _Answer(201, self.add_issue_comment(body.get("repo", ""), body.get("pull") or body.get("number"),
+                                                           body.get("body", ""), user=body.get("user", "octocat"),
+                                                           api_url=own))
+            if (method, path) == ("POST", "/_sim/reactions"):
+                return _Answer(201, self.react(body.get("repo", ""), int(body.get("comment_id") or 0),
+                                               body.get("content", ""), user=body.get("user", "octocat"),
+                                               issue=bool(body.get("issue"))))
+            if (method, path) == ("POST", "/_sim/threads"):
+                return _Answer(200, self.resolve_thread(body.get("repo", ""), int(body.get("comment_id") or 0),
+                                                        user=body.get("user", "octocat"),
+                                                        resolved=bool(body.get("resolved", True)), api_url=own))
             if (method, path) == ("POST", "/_sim/faults"):
                 return _Answer(201, self.inject(**body))
             if (method, path) == ("DELETE", "/_sim/faults"):
@@ -1613,6 +1881,11 @@ _ROUTES = [
     _route("GET", _R + "/pulls/{pull_number}/reviews/{review_id}", GitHubSimulator._get_review),
     _route("GET", _R + "/issues/{issue_number}/comments", GitHubSimulator._issue_comments),
     _route("POST", _R + "/issues/{issue_number}/comments", GitHubSimulator._create_issue_comment, write=True),
+    _route("GET", _R + "/issues/comments/{comment_id}/reactions", GitHubSimulator._list_issue_reactions),
+    _route("POST", _R + "/issues/comments/{comment_id}/reactions", GitHubSimulator._add_issue_reaction, write=True),
+    _route("GET", _R + "/compare/{basehead}", GitHubSimulator._compare),
+    _route("GET", _R + "/collaborators/{username}/permission", GitHubSimulator._permission),
+    _route("POST", "/graphql", GitHubSimulator._graphql, spends=False),
     _route("GET", _R + "/contents/{path}", GitHubSimulator._get_contents),
     _route("GET", "/rate_limit", GitHubSimulator._get_rate_limit, spends=False),
     _route("GET", "/user", GitHubSimulator._get_user),
