@@ -678,14 +678,17 @@ class GitHubClient:
 
     def viewer_login(self) -> str | None:
         """The login these credentials act as (a GitHub App installation: ``slug[bot]``), or None
-        when GitHub will not say; asked once."""
+        when GitHub will not say; asked once: GraphQL's ``viewer``, else ``GET /user`` (tokens)."""
         if not self._viewer_asked:
             self._viewer_asked = True
             try:
                 self._viewer = str(self.graphql("query { viewer { login } }", what="asking who the bot is")
                                    ["viewer"]["login"])
             except (GitHubError, KeyError, TypeError):
-                self._viewer = None
+                try:
+                    self._viewer = str(self.get_authenticated_user().get("login") or "") or None
+                except GitHubError:
+                    self._viewer = None
         return self._viewer
 
     def review_threads(self, repo: str, number: int) -> list[dict]:

@@ -414,7 +414,7 @@ class GitHubSimulator:
         user = self._user({"login": tok.get("login") or DEFAULT_LOGIN, "type": tok.get("type") or "User"})
         self._state["tokens"][_digest(tok["token"])] = {
             "login": user["login"], "type": user["type"], "permission": tok.get("permission", "write"),
-            "graphql": bool(tok.get("graphql", True)),
+            "graphql": tok.get("graphql", True) if tok.get("graphql") == "read" else bool(tok.get("graphql", True)),
         }
 
     def _seed_repo(self, spec: Any, where: str) -> None:

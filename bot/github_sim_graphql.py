@@ -197,7 +197,7 @@ class GraphQLView:
                 found = (full, repo, comment)
         if found is None:
             raise _Failure("NOT_FOUND", f"Could not resolve to a node with the global id of '{input.get('threadId')}'")
-        if self.identity.get("permission") == "read":
+        if self.identity.get("permission") == "read" or self.identity.get("graphql") == "read":
             raise _Failure("FORBIDDEN", "Resource not accessible by integration")
         full, repo, root = found
         root["resolved"] = resolved

@@ -14,7 +14,13 @@ Tables (schema versioned by an ordered list of named migrations, recorded in ``m
   examples       training examples (bot.examples.Example), positive and negative
   harvest_state  per-repository key/value state: the high-water mark, resume cursors
   pending_prs    PRs whose comments changed and whose examples still need (re)building
-  bot_feedback   reactions and replies on the bot's own comments (reported by `revbot eval`)
+  bot_feedback   reactions, replies and thread resolutions on the bot's own comments
+  bot_posts      what the webhook service posted: each comment's fingerprint, the hunk it was
+                 about and the model version that wrote it (so feedback can be traced to a version)
+  feedback_evidence  feedback turned into evidence for or against one of the bot's comments, with
+                 its source (``bot.feedback``): what `revbot retrain` learns from and `revbot eval`
+                 reports as acceptance by version
+  pr_ignores     ``/revbot ignore <glob>`` commands: paths later reviews of that PR leave out
   deleted_comments  ids of comments GitHub reported deleted: GitHub never reuses an id, so a late
                  or replayed event for one must not bring it back
 
@@ -239,8 +245,10 @@ class Feedback:
     """What people did with one of the bot's own comments.
 
     kinds: ``reactions`` (the comment's reaction counts, ``content`` is their JSON, one row per
-    comment, updated in place), ``reaction`` (one person's reaction, ``content`` its name) and
-    ``reply`` (a reply in the thread, ``content`` its scrubbed body, ``ref_id`` its comment id).
+    comment, updated in place), ``reaction`` (one person's reaction, ``content`` its name),
+    ``reply`` (a reply in the thread, ``content`` its scrubbed body, ``ref_id`` its comment id) and
+    ``resolved`` (the thread's state, one row per comment: JSON ``{"resolved", "by", "changed"}``,
+    ``changed`` meaning a push had changed the lines the comment sat on).
     """
 
     repo: str
@@ -256,8 +264,8 @@ class Feedback:
     @property
     def key(self) -> str:
         """Identity for upserts: recording the same feedback twice stores it once."""
-        if self.kind == "reactions":
-            return f"reactions:{self.comment_id}"
+        if self.kind in ("reactions", "resolved"):
+            return f"{self.kind}:{self.comment_id}"
         if self.ref_id is not None:
             return f"{self.kind}:{self.comment_id}:{self.ref_id}"
         digest = hashlib.sha1(self.content.encode()).hexdigest()[:12]
@@ -266,6 +274,53 @@ class Feedback:
     def counts(self) -> dict[str, int]:
         """Reaction counts of a ``reactions`` row."""
         return json.loads(self.content) if self.kind == "reactions" else {}
+
+
+@dataclass(frozen=True)
+class BotPost:
+    """One comment the webhook service posted: who wrote it (model version), on which hunk."""
+
+    repo: str
+    pr: int
+    fingerprint: str
+    path: str
+    line: int | None
+    side: str | None
+    body: str
+    hunk: str | None = None
+    head_sha: str | None = None
+    model_version: str | None = None
+    comment_id: int | None = None
+    posted_at: str | None = None
+
+
+@dataclass(frozen=True)
+class Evidence:
+    """Feedback on one of the bot's comments read as evidence: ``polarity`` +1 (the team accepted
+    it) or -1 (rejected), ``weight`` how many people or how strong, ``source`` where it came from
+    (``reaction:+1``, ``reaction:-1``, ``reply:wont-fix``, ``reply:fixed``, ``resolved:changed``,
+    ``resolved:unchanged``). The comment's text, place and hunk travel with it, so training can
+    use it without looking anything up."""
+
+    repo: str
+    pr: int
+    comment_id: int
+    source: str
+    polarity: int
+    weight: int = 1
+    author: str = ""
+    fingerprint: str | None = None
+    model_version: str | None = None
+    path: str | None = None
+    line: int | None = None
+    side: str | None = None
+    body: str = ""
+    hunk: str | None = None
+    created_at: str | None = None
+
+    @property
+    def key(self) -> str:
+        return f"{self.repo}:{self.comment_id}:{self.source}"
 
 
 # --------------------------------------------------------------------------- migrations
@@ -396,6 +451,56 @@ MIGRATIONS: list[tuple[str, str]] = [
         CREATE TABLE deleted_comments (
             id INTEGER PRIMARY KEY,
             deleted_at TEXT NOT NULL
+        );
+        """,
+    ),
+    (
+        "0007_feedback_evidence",
+        """
+        CREATE TABLE bot_posts (
+            repo TEXT NOT NULL,
+            pr INTEGER NOT NULL,
+            fingerprint TEXT NOT NULL,
+            path TEXT NOT NULL,
+            line INTEGER,
+            side TEXT,
+            body TEXT NOT NULL,
+            hunk TEXT,
+            head_sha TEXT,
+            model_version TEXT,
+            comment_id INTEGER,
+            posted_at TEXT NOT NULL,
+            PRIMARY KEY (repo, pr, fingerprint)
+        );
+        CREATE INDEX bot_posts_comment ON bot_posts(repo, comment_id);
+        CREATE TABLE feedback_evidence (
+            key TEXT PRIMARY KEY,
+            repo TEXT NOT NULL,
+            pr INTEGER NOT NULL,
+            comment_id INTEGER NOT NULL,
+            source TEXT NOT NULL,
+            polarity INTEGER NOT NULL,
+            weight INTEGER NOT NULL DEFAULT 1,
+            author TEXT NOT NULL DEFAULT '',
+            fingerprint TEXT,
+            model_version TEXT,
+            path TEXT,
+            line INTEGER,
+            side TEXT,
+            body TEXT NOT NULL DEFAULT '',
+            hunk TEXT,
+            created_at TEXT,
+            stored_at TEXT NOT NULL
+        );
+        CREATE INDEX feedback_evidence_pr ON feedback_evidence(repo, pr);
+        CREATE TABLE pr_ignores (
+            repo TEXT NOT NULL,
+            pr INTEGER NOT NULL,
+            glob TEXT NOT NULL,
+            author TEXT,
+            comment_id INTEGER,
+            created_at TEXT NOT NULL,
+            PRIMARY KEY (repo, pr, glob)
         );
         """,
     ),
@@ -839,6 +944,89 @@ class Store:
             sql += " WHERE " + " AND ".join(where)
         for r in self._read(sql + " ORDER BY comment_id, kind, key", params):
             yield Feedback(r["repo"], r["pr"], r["comment_id"], r["kind"], r["author"], r["content"], r["ref_id"], r["created_at"], r["source"])
+
+    # ---- what the webhook service posted, evidence, per-PR ignores
+
+    def record_posts(self, posts: Iterable[BotPost]) -> int:
+        """Remember comments the service posted (by repo, PR and fingerprint; a repost keeps the
+        first record's version and time, and learns the comment id once it is known)."""
+        count = 0
+        stamp = now_stamp()
+        with self.transaction() as con:
+            for p in posts:
+                con.execute(
+                    "INSERT INTO bot_posts (repo, pr, fingerprint, path, line, side, body, hunk, head_sha, model_version, "
+                    "comment_id, posted_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+                    "ON CONFLICT(repo, pr, fingerprint) DO UPDATE SET comment_id = COALESCE(comment_id, excluded.comment_id)",
+                    (p.repo, int(p.pr), p.fingerprint, p.path, p.line, p.side, scrub_text(p.body) or "",
+                     scrub_text(p.hunk), p.head_sha, p.model_version, p.comment_id, p.posted_at or stamp),
+                )
+                count += 1
+        return count
+
+    def link_post(self, repo: str, pr: int, fingerprint: str, comment_id: int) -> bool:
+        """Tie a posted comment to its GitHub id (seen when the service next reads the PR)."""
+        with self.transaction() as con:
+            cur = con.execute("UPDATE bot_posts SET comment_id = ? WHERE repo = ? AND pr = ? AND fingerprint = ? "
+                              "AND comment_id IS NOT ?", (int(comment_id), repo, int(pr), fingerprint, int(comment_id)))
+            return cur.rowcount > 0
+
+    def iter_posts(self, repo: str | None = None, pr: int | None = None) -> Iterator[BotPost]:
+        sql, params, where = "SELECT * FROM bot_posts", [], []
+        if repo is not None:
+            where.append("repo = ?")
+            params.append(repo)
+        if pr is not None:
+            where.append("pr = ?")
+            params.append(int(pr))
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        for r in self._read(sql + " ORDER BY posted_at, repo, pr, fingerprint", params):
+            yield BotPost(r["repo"], r["pr"], r["fingerprint"], r["path"], r["line"], r["side"], r["body"], r["hunk"],
+                          r["head_sha"], r["model_version"], r["comment_id"], r["posted_at"])
+
+    def replace_evidence(self, items: Iterable[Evidence], *, repo: str | None = None, pr: int | None = None) -> int:
+        """Replace the stored evidence (all of it, one repo's, or one PR's) with ``items``."""
+        count = 0
+        stamp = now_stamp()
+        with self.transaction() as con:
+            sql, params = "DELETE FROM feedback_evidence", []
+            if repo is not None:
+                sql += " WHERE repo = ?" + (" AND pr = ?" if pr is not None else "")
+                params = [repo] + ([int(pr)] if pr is not None else [])
+            con.execute(sql, params)
+            for e in items:
+                con.execute(
+                    "INSERT OR REPLACE INTO feedback_evidence (key, repo, pr, comment_id, source, polarity, weight, author, "
+                    "fingerprint, model_version, path, line, side, body, hunk, created_at, stored_at) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    (e.key, e.repo, int(e.pr), int(e.comment_id), e.source, int(e.polarity), int(e.weight), e.author,
+                     e.fingerprint, e.model_version, e.path, e.line, e.side, scrub_text(e.body) or "",
+                     scrub_text(e.hunk), e.created_at, stamp),
+                )
+                count += 1
+        return count
+
+    def iter_evidence(self, repo: str | None = None) -> Iterator[Evidence]:
+        sql, params = "SELECT * FROM feedback_evidence", []
+        if repo is not None:
+            sql, params = sql + " WHERE repo = ?", [repo]
+        for r in self._read(sql + " ORDER BY repo, comment_id, source", params):
+            yield Evidence(r["repo"], r["pr"], r["comment_id"], r["source"], r["polarity"], r["weight"], r["author"],
+                           r["fingerprint"], r["model_version"], r["path"], r["line"], r["side"], r["body"], r["hunk"],
+                           r["created_at"])
+
+    def add_pr_ignore(self, repo: str, pr: int, glob: str, author: str | None = None,
+                      comment_id: int | None = None) -> bool:
+        """Record an ignore glob for one PR; False when it was recorded before."""
+        with self.transaction() as con:
+            cur = con.execute("INSERT OR IGNORE INTO pr_ignores (repo, pr, glob, author, comment_id, created_at) "
+                              "VALUES (?, ?, ?, ?, ?, ?)", (repo, int(pr), glob, author, comment_id, now_stamp()))
+            return cur.rowcount > 0
+
+    def pr_ignores(self, repo: str, pr: int) -> list[str]:
+        return [r["glob"] for r in self._read("SELECT glob FROM pr_ignores WHERE repo = ? AND pr = ? ORDER BY created_at, glob",
+                                              (repo, int(pr)))]
 
     # ---- summary
 

@@ -10,13 +10,21 @@ For a job (repo, PR, head sha) the poster
    the PR instead of a review that silently never comes;
 3. looks for a review of this head it already posted (a hidden ``revbot:review`` marker in the
    review body): a rerun after a crash or after a 5xx that GitHub had in fact applied stops here;
-4. reviews the diff (``bot.review``) once and saves the result as the job's plan, so any rerun
-   posts the same comments even if the model was reloaded meanwhile;
-5. leaves out every comment whose fingerprint is already on the PR (a push re-reviews only
-   what is new), and posts ONE review (event COMMENT) with at most 30 inline comments; the rest,
-   the comments that could not be anchored and the files not reviewed go into its body;
+4. decides the range (``webhooks.scope``): after a push to a reviewed PR only the PR's hunks that
+   changed since the last reviewed head, the whole diff on the first review, on ``/revbot
+   review`` or when a force-push dropped the last reviewed head; globs recorded with ``/revbot
+   ignore`` are left out. It reviews that (``bot.review``) once and saves the result as the job's
+   plan, so any rerun posts the same comments even if the model was reloaded meanwhile;
+5. leaves out every comment whose fingerprint is already on the PR, and posts ONE review (event
+   COMMENT) with at most 30 inline comments; the rest, the comments that could not be anchored
+   and the files not reviewed go into its body, with the range reviewed and the threads fixed;
 6. on a 422 moves the comments GitHub names (all, if it names none) into the body and posts
-   again, so the review itself is never lost.
+   again, so the review itself is never lost;
+7. settles the bot's threads the push fixed (``webhooks.threads``: resolved over GraphQL, or an
+   "addressed in <sha>" reply), and records in the dataset store what it posted (fingerprint,
+   hunk, model version) and what people did with its earlier comments (``bot.feedback``).
+
+A push that changes nothing reviewed and fixes no thread posts nothing.
 
 ``--dry-run`` logs the review instead of posting it.
 """
@@ -29,17 +37,23 @@ import threading
 import time
 from dataclasses import replace
 
+from typing import Any, Callable
+
 from bot.config import CONFIG_NAMES, RepoConfig
-from bot.diff import Diff, parse_diff, parse_patch
+from bot.diff import Diff, FileDiff, parse_diff, parse_patch
 from bot.errors import DataError, GitHubError, UsageError
+from bot.feedback import refresh_evidence
 from bot.formats import comment_fingerprint, extract_fingerprints, github_review_payload
 from bot.github import GitHubClient, ReviewValidationError
 from bot.model import OpenAIBackend
-from bot.review import Review, ReviewOptions, review_diff
+from bot.review import Review, ReviewComment, ReviewOptions, review_diff
 from bot.secrets import scrub_text
+from bot.store import BotPost, Store
 from webhooks.jobs import DONE, REVIEW, SKIPPED, Job, NewJob, review_key
 from webhooks.metrics import Metrics
+from webhooks.scope import choose_scope
 from webhooks.settings import ServiceConfig
+from webhooks.threads import feedback_rows, fixed_threads, own_logins, read_threads, settle, thread_summary
 from webhooks.worker import JobContext, JobResult, ModelHolder, TransientError
 
 log = logging.getLogger(__name__)
@@ -58,6 +72,17 @@ def review_marker(head_sha: str) -> str:
 
 
 CONFIG_NOTE = "**Note:** `.revbot.yml` on the base branch is invalid, so this review used the default settings."
+
+
+def request_marker(comment_id: Any) -> str:
+    """Hidden in a review posted for a ``/revbot review`` command: which comment asked for it."""
+    return f"<!-- revbot:request id={int(comment_id)} -->"
+
+
+def plan_info(plan: dict) -> dict[str, Any]:
+    """What a job's result says about the range it reviewed."""
+    return {"incremental": bool(plan.get("incremental")), "since": plan.get("since"),
+            "hunks_in_scope": plan.get("hunks_in_scope"), "scope_reason": plan.get("scope_reason")}
 
 
 def config_notice(error: str) -> str:
@@ -126,8 +151,10 @@ def read_pull_diff(gh: GitHubClient, repo: str, number: int, source: str) -> Dif
 class ReviewPoster:
     """Job handler for ``review`` jobs."""
 
-    def __init__(self, cfg: ServiceConfig, github: GitHubFactory, models: ModelHolder, metrics: Metrics):
+    def __init__(self, cfg: ServiceConfig, github: GitHubFactory, models: ModelHolder, metrics: Metrics,
+                 store: Callable[[], Store] | None = None):
         self.cfg, self.github, self.models, self.metrics = cfg, github, models, metrics
+        self.store = store  # opens the dataset store: /revbot ignore globs, posted comments, feedback
         self._generate_lock = threading.Lock()  # one local generation at a time: a model is not re-entrant
 
     def __call__(self, job: Job, ctx: JobContext) -> JobResult:
@@ -147,27 +174,72 @@ class ReviewPoster:
         config, notice = self._repo_config(gh, repo, base.get("sha") or base.get("ref") or job.payload.get("base_sha"))
         if not config.enabled:
             return JobResult(SKIPPED, {"reason": f"disabled by {config.source}"})
-        if pr.get("draft") and config.skip_drafts:
+        if pr.get("draft") and config.skip_drafts and not job.payload.get("full"):
             return JobResult(SKIPPED, {"reason": "draft pull request"})
 
         reviews = gh.list_reviews(repo, number)
-        marker = review_marker(head)
+        comments = gh.pull_review_comments(repo, number)
+        marker = request_marker(job.payload["request"]) if job.payload.get("request") else review_marker(head)
         for existing in reviews:
-            if marker in (existing.get("body") or ""):
+            if marker in (existing.get("body") or ""):  # a rerun after the review was posted
+                plan = job.plan if isinstance(job.plan, dict) and "review" in job.plan else None
+                if plan is not None:
+                    self._after(job, gh, comments, Review.from_dict(plan["review"]), plan)
                 return JobResult(DONE, {"review_id": existing.get("id"), "already_posted": True})
 
-        review = self._plan(job, ctx, gh, config)
+        review, plan = self._plan(job, ctx, gh, config, reviews, base.get("sha"))
         ctx.check()  # superseded while the model ran: post nothing
         known = set(extract_fingerprints("\n".join(r.get("body") or "" for r in reviews)))
-        for comment in gh.pull_review_comments(repo, number):
+        for comment in comments:
             known.update(extract_fingerprints(comment.get("body")))
+        state = read_threads(gh, repo, number, comments, own_logins(gh, self.cfg.bot_logins))
+        fixed = fixed_threads(state, review)
         earlier = any(REVIEW_MARK in (r.get("body") or "") for r in reviews)
         new_inline = [c for c in review.comments if comment_fingerprint(c) not in known]
         new_notes = [c for c in review.unanchored if comment_fingerprint(c) not in known]
         noted = notice is None or any(notice in (r.get("body") or "") for r in reviews)
-        if earlier and not new_inline and not new_notes and noted:
-            return JobResult(DONE, {"nothing_new": True, "known": len(known)})
-        return self._post(job, ctx, gh, review, known, notice)
+        if earlier and not new_inline and not new_notes and noted and not fixed and not job.payload.get("full"):
+            self._record(job, gh, state, comments, [], plan, [])
+            return JobResult(DONE, {"nothing_new": True, "known": len(known), **plan_info(plan)})
+        notes = [plan.get("range_note") or "", thread_summary(len(fixed), state.graphql) or ""]
+        result = self._post(job, ctx, gh, review, known, notice, [n for n in notes if n])
+        if result.info.get("dry_run"):
+            return result
+        settled = settle(gh, repo, number, head, fixed, state.graphql)
+        self._record(job, gh, state, comments, fixed, plan, [*new_inline, *new_notes])
+        result.info.update(plan_info(plan), **settled)
+        return result
+
+    def _after(self, job: Job, gh: GitHubClient, comments: list[dict], review: Review, plan: dict) -> None:
+        """A rerun whose review was already posted (the worker died after the POST): finish what
+        came after it, settling the fixed threads (both steps skip what is already done)."""
+        state = read_threads(gh, job.repo, job.pr, comments, own_logins(gh, self.cfg.bot_logins))
+        fixed = fixed_threads(state, review)
+        settle(gh, job.repo, job.pr, job.head_sha or "", fixed, state.graphql)
+        self._record(job, gh, state, comments, fixed, plan, [])
+
+    def _record(self, job: Job, gh: GitHubClient, state: Any, comments: list[dict], settled: list[Any],
+                plan: dict, posted: list[ReviewComment]) -> None:
+        """Into the dataset store: what was posted (fingerprint, hunk, model version), the GitHub ids
+        of the bot's comments, and what people did with them; then their evidence is re-derived.
+        A store that cannot be written loses feedback, never the review: it is logged, not raised."""
+        if self.store is None:
+            return
+        try:
+            store = self.store()
+            hunks = plan.get("hunks") or {}
+            store.record_posts(BotPost(job.repo, job.pr, comment_fingerprint(c), c.path, c.line, c.side, c.body,
+                                       hunks.get(comment_fingerprint(c)), job.head_sha, plan.get("model_version"))
+                               for c in posted)
+            for t in state.own_threads():
+                store.link_post(job.repo, job.pr, t.fingerprint, t.root_id)
+            bot = next(iter(sorted(state.own)), "revbot")
+            rows = feedback_rows(job.repo, job.pr, state, comments, settled, bot)
+            if rows:
+                store.record_feedback(rows)
+            refresh_evidence(store, job.repo, job.pr)
+        except (DataError, OSError) as exc:
+            log.warning("%s#%s: feedback not recorded: %s", job.repo, job.pr, exc)
 
     # ------------------------------------------------------------------ steps
 
@@ -193,25 +265,55 @@ class ReviewPoster:
                     return RepoConfig(source=source), config_notice(str(exc))
         return RepoConfig(), None
 
-    def _plan(self, job: Job, ctx: JobContext, gh: GitHubClient, config: RepoConfig) -> Review:
-        """The review to post: the saved plan of an earlier run, or a fresh one (then saved)."""
+    def _plan(self, job: Job, ctx: JobContext, gh: GitHubClient, config: RepoConfig, reviews: list[dict],
+              base_sha: str | None) -> tuple[Review, dict]:
+        """The review to post and its plan: the saved plan of an earlier run, or a fresh one (then
+        saved): the range reviewed (``webhooks.scope``), the review, the hunk each comment is on."""
         if job.plan and isinstance(job.plan, dict) and "review" in job.plan:
-            return Review.from_dict(job.plan["review"])
-        diff = read_pull_diff(gh, job.repo, job.pr, f"{job.repo}#{job.pr}@{(job.head_sha or '')[:12]}")
+            return Review.from_dict(job.plan["review"]), job.plan
+        head = job.head_sha or ""
+        diff = read_pull_diff(gh, job.repo, job.pr, f"{job.repo}#{job.pr}@{head[:12]}")
+        scope = choose_scope(gh, job.repo, diff, reviews, head, base_sha, full=bool(job.payload.get("full")),
+                             requested_by=job.payload.get("requested_by"))
+        ignores = self._pr_ignores(job)
         options = ReviewOptions.from_config(config, max_new_tokens=self.cfg.max_new_tokens,
-                                            token_budget=self.cfg.token_budget)
+                                            token_budget=self.cfg.token_budget,
+                                            ignore_paths=(*config.ignore_paths, *ignores))
         backend, version = self.models.get(config.model_version)
         if isinstance(backend, OpenAIBackend):  # a server batches concurrent requests itself
-            review = review_diff(diff, backend, options)
+            review = review_diff(scope.diff, backend, options)
         else:
             with self._generate_lock:
-                review = review_diff(diff, backend, options)
-        ctx.save_plan({"review": review.to_dict(), "model_version": version, "planned_at": time.time()})
-        return review
+                review = review_diff(scope.diff, backend, options)
+        hunks = {}
+        for c in review.comments:
+            hunk = (scope.diff.file(c.path) or FileDiff(c.path)).hunk_for(c.line, c.side)
+            if hunk is not None:
+                hunks[comment_fingerprint(c)] = hunk.text()
+        note = scope.note()
+        if ignores:
+            note += "\n**Ignored on request:** " + ", ".join(f"`{g}`" for g in ignores)
+        plan = {"review": review.to_dict(), "model_version": version, "planned_at": time.time(), "range_note": note,
+                "incremental": scope.incremental, "since": scope.since, "scope_reason": scope.reason,
+                "hunks_in_scope": sum(len(f.hunks) for f in scope.diff), "hunks": hunks}
+        ctx.save_plan(plan)
+        return review, plan
+
+    def _pr_ignores(self, job: Job) -> list[str]:
+        """Globs recorded for this PR by ``/revbot ignore`` (none without a store)."""
+        if self.store is None:
+            return []
+        try:
+            return self.store().pr_ignores(job.repo, job.pr)
+        except (DataError, OSError) as exc:
+            log.warning("%s#%s: /revbot ignore globs unreadable, reviewing without them: %s", job.repo, job.pr, exc)
+            return []
 
     def _post(self, job: Job, ctx: JobContext, gh: GitHubClient, review: Review, known: set[str],
-              notice: str | None = None) -> JobResult:
-        header = f"{HEADER}\n{review_marker(job.head_sha or '')}" + (f"\n\n{notice}" if notice else "")
+              notice: str | None = None, notes: list[str] | None = None) -> JobResult:
+        request = job.payload.get("request")
+        header = f"{HEADER}\n{review_marker(job.head_sha or '')}" + (f"\n{request_marker(request)}" if request else "")
+        header += (f"\n\n{notice}" if notice else "") + "".join(f"\n\n{n}" for n in notes or ())
         moved_by_422 = 0
         for attempt in range(MAX_422_ROUNDS + 1):
             payload = github_review_payload(review, job.head_sha, known_fingerprints=known, max_inline=MAX_INLINE,

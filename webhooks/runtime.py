@@ -73,8 +73,9 @@ def build_pool(cfg: ServiceConfig, *, queue: JobQueue | None = None, loader: Cal
                 return opened[0]
 
         store = open_store
+    store_factory = store if callable(store) else (lambda: store)
     handlers = {
-        REVIEW: ReviewPoster(cfg, github, models, metrics),
+        REVIEW: ReviewPoster(cfg, github, models, metrics, store_factory),
         COMMENT: CommentRecorder(store),
     }
     return WorkerPool(queue, handlers, workers=cfg.workers if workers is None else workers, models=models,

@@ -142,7 +142,7 @@ def test_graphql_refusals_read_as_github_gives_them(sim):
     with pytest.raises(GitHubError) as blocked:
         client(sim, "no-graphql").resolve_review_thread(thread)
     assert blocked.value.status == 403 and not isinstance(blocked.value, GraphQLError)
-    assert client(sim, "no-graphql").viewer_login() is None
+    assert client(sim, "no-graphql").viewer_login() == "restricted"  # from GET /user
     with pytest.raises(GraphQLError, match="Cannot query field 'nope'") as bad:
         gh.graphql("{ viewer { nope } }")
     assert not bad.value.forbidden

@@ -1,0 +1,211 @@
+"""The bot's own review threads on a pull request: which ones a push fixed (resolved over GraphQL,
+or answered "addressed in <sha>" without GraphQL rights), and what people did with them (feedback
+for retraining).
+
+A thread is the bot's when its first comment was written by the bot's login (configured, or the
+login the credentials act as) AND carries a revbot fingerprint: a human's thread is never touched,
+whatever it quotes. A thread counts as fixed when it is not resolved yet, a push changed the lines
+it sat on (GitHub marks it outdated) and the new review does not raise the same thing again on
+that file.
+
+Without GraphQL (the endpoint refuses the credentials, or answers FORBIDDEN) threads are rebuilt
+from the REST list of review comments (``in_reply_to_id``), outdated is ``line: null``, and a fixed
+thread gets one reply instead (its hidden marker keeps it from being sent twice).
+"""
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass, field
+from typing import Any, Iterable
+
+from bot.errors import GitHubError
+from bot.feedback import habit_key
+from bot.formats import extract_fingerprints, fingerprint_marker
+from bot.github import GitHubClient, GraphQLError
+from bot.review import Review
+from bot.store import Feedback
+
+log = logging.getLogger(__name__)
+
+ADDRESSED_MARK = "<!-- revbot:addressed sha="
+
+
+@dataclass
+class Thread:
+    root_id: int
+    path: str
+    body: str
+    author: str
+    outdated: bool
+    resolved: bool = False
+    resolved_by: str | None = None
+    node_id: str | None = None  # GraphQL id (None: threads rebuilt from REST)
+    replies: list[dict] = field(default_factory=list)  # {"id", "author", "body"}
+
+    @property
+    def fingerprint(self) -> str | None:
+        found = extract_fingerprints(self.body)
+        return found[0] if found else None
+
+
+@dataclass
+class ThreadState:
+    threads: list[Thread]
+    graphql: bool
+    own: frozenset[str]
+
+    def own_threads(self) -> list[Thread]:
+        return [t for t in self.threads if t.author.lower() in self.own and t.fingerprint]
+
+
+def own_logins(gh: GitHubClient, configured: Iterable[str]) -> frozenset[str]:
+    """The logins the bot posts as: the configured ones and the one these credentials act as."""
+    logins = {login.lower() for login in configured}
+    viewer = gh.viewer_login()
+    if viewer:
+        logins.add(viewer.lower())
+    return frozenset(logins)
+
+
+def _rest_threads(comments: list[dict]) -> list[Thread]:
+    by_root: dict[int, Thread] = {}
+    for c in sorted(comments, key=lambda c: int(c.get("id") or 0)):
+        author = str((c.get("user") or {}).get("login") or "")
+        if c.get("in_reply_to_id") is None:
+            outdated = c.get("line") is None and c.get("subject_type") != "file"
+            by_root[int(c["id"])] = Thread(int(c["id"]), str(c.get("path") or ""), str(c.get("body") or ""), author,
+                                           outdated)
+        elif int(c["in_reply_to_id"]) in by_root:
+            by_root[int(c["in_reply_to_id"])].replies.append(
+                {"id": int(c["id"]), "author": author, "body": str(c.get("body") or "")})
+    return list(by_root.values())
+
+
+def _graphql_threads(nodes: list[dict]) -> list[Thread]:
+    out = []
+    for t in nodes:
+        comments = (t.get("comments") or {}).get("nodes") or []
+        if not comments or comments[0].get("databaseId") is None:
+            continue
+        root = comments[0]
+        out.append(Thread(
+            int(root["databaseId"]), str(t.get("path") or ""), str(root.get("body") or ""),
+            str((root.get("author") or {}).get("login") or ""), bool(t.get("isOutdated")), bool(t.get("isResolved")),
+            (t.get("resolvedBy") or {}).get("login"), t.get("id"),
+            [{"id": c.get("databaseId"), "author": str((c.get("author") or {}).get("login") or ""),
+              "body": str(c.get("body") or "")} for c in comments[1:]],
+        ))
+    return out
+
+
+def read_threads(gh: GitHubClient, repo: str, number: int, comments: list[dict], own: frozenset[str]) -> ThreadState:
+    """The PR's review threads, over GraphQL when the credentials may use it, else from ``comments``."""
+    try:
+        return ThreadState(_graphql_threads(gh.review_threads(repo, number)), True, own)
+    except GraphQLError as exc:
+        log.info("%s#%s: review threads not readable over GraphQL (%s); using REST", repo, number, exc)
+    except GitHubError as exc:
+        if exc.status not in (401, 403, 404):
+            raise
+        log.info("%s#%s: no GraphQL access (%s); using REST", repo, number, exc.status)
+    return ThreadState(_rest_threads(comments), False, own)
+
+
+def fixed_threads(state: ThreadState, review: Review) -> list[Thread]:
+    """The bot's open threads a push changed and the new review no longer raises."""
+    raised = {(c.path, habit_key(c.body)) for c in [*review.comments, *review.unanchored]}
+    out = []
+    for t in state.own_threads():
+        if t.resolved or not t.outdated or (t.path, habit_key(t.body)) in raised:
+            continue
+        if any(ADDRESSED_MARK in r["body"] for r in t.replies):
+            continue  # answered "addressed" before (no GraphQL to resolve it)
+        out.append(t)
+    return out
+
+
+def addressed_reply(head: str, thread: Thread) -> str:
+    fp = thread.fingerprint
+    return (f"Addressed in {head[:12]}: this push changed these lines and revbot no longer raises this.\n\n"
+            f"{ADDRESSED_MARK}{head} -->" + (f" {fingerprint_marker(fp)}" if fp else ""))
+
+
+def settle(gh: GitHubClient, repo: str, number: int, head: str, threads: list[Thread], graphql: bool) -> dict[str, int]:
+    """Resolve ``threads`` (GraphQL), or reply "addressed in <sha>" where resolving is refused."""
+    done = {"resolved": 0, "replied": 0}
+    use_graphql = graphql
+    for t in threads:
+        if use_graphql and t.node_id:
+            try:
+                if gh.resolve_review_thread(t.node_id):
+                    done["resolved"] += 1
+                    continue
+            except GraphQLError as exc:
+                if not exc.forbidden:
+                    raise
+                use_graphql = False
+            except GitHubError as exc:
+                if exc.status not in (401, 403):
+                    raise
+                use_graphql = False
+            log.info("%s#%s: not allowed to resolve review threads; replying instead", repo, number)
+        gh.reply_to_review_comment(repo, number, t.root_id, addressed_reply(head, t))
+        done["replied"] += 1
+    return done
+
+
+def feedback_rows(repo: str, number: int, state: ThreadState, comments: list[dict],
+                  settled: Iterable[Thread] = (), bot: str = "revbot") -> list[Feedback]:
+    """What people did with the bot's threads, as store rows: reaction counts, replies by people,
+    and each thread's resolution (with whether a push had changed its lines)."""
+    reactions = {int(c["id"]): c.get("reactions") for c in comments if c.get("id") is not None}
+    done = {t.root_id for t in settled}
+    out: list[Feedback] = []
+    for t in state.own_threads():
+        counts = reactions.get(t.root_id)
+        if isinstance(counts, dict):
+            clean = {k: int(v) for k, v in counts.items() if k not in ("url", "total_count")
+                     and isinstance(v, int) and not isinstance(v, bool) and v}
+            out.append(Feedback(repo, number, t.root_id, "reactions", "", json.dumps(clean, sort_keys=True)))
+        for r in t.replies:
+            if r["author"].lower() not in state.own and not extract_fingerprints(r["body"]):
+                out.append(Feedback(repo, number, t.root_id, "reply", r["author"], r["body"], int(r["id"] or 0) or None))
+        if t.root_id in done:
+            out.append(Feedback(repo, number, t.root_id, "resolved", bot,
+                                json.dumps({"resolved": True, "by": bot, "changed": True})))
+        elif t.resolved and state.graphql:
+            out.append(Feedback(repo, number, t.root_id, "resolved", t.resolved_by or "",
+                                json.dumps({"resolved": True, "by": t.resolved_by, "changed": t.outdated})))
+    return out
+
+
+def thread_event_feedback(repo: str, number: int, action: str | None, thread: dict, sender: str | None,
+                          own: frozenset[str]) -> Feedback | None:
+    """A ``pull_request_review_thread`` event on one of the bot's threads as a ``resolved`` row
+    (None for a human's thread): resolved or unresolved, by whom, and whether a push had changed
+    the lines (its first comment is outdated)."""
+    comments = thread.get("comments") or []
+    if not comments:
+        return None
+    root = comments[0]
+    author = str((root.get("user") or {}).get("login") or "").lower()
+    if not extract_fingerprints(str(root.get("body") or "")) or author not in own and not author.endswith("[bot]"):
+        return None
+    changed = root.get("line") is None and root.get("subject_type") != "file"
+    return Feedback(repo, number, int(root["id"]), "resolved", sender or "",
+                    json.dumps({"resolved": action == "resolved", "by": sender, "changed": changed}),
+                    created_at=root.get("updated_at"))
+
+
+def thread_summary(count: int, graphql: bool) -> str | None:
+    """The review-body line about the threads this push fixed."""
+    if not count:
+        return None
+    what = "their threads are resolved" if graphql else "each got an \"addressed\" reply"
+    return (f"**Fixed by this push:** {count} earlier revbot comment{'s' if count != 1 else ''} on lines it changed "
+            f"{'are' if count != 1 else 'is'} no longer raised; {what}.")
+
+
+def describe(threads: list[Thread]) -> list[dict[str, Any]]:
+    return [{"comment": t.root_id, "path": t.path} for t in threads]
