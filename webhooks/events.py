@@ -24,12 +24,16 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints, Validation
 from bot.errors import RevbotError
 from bot.formats import extract_fingerprints
 from bot.secrets import scrub_text
-from webhooks.jobs import COMMENT, REVIEW, NewJob, review_key
+from webhooks.jobs import COMMAND, COMMENT, REVIEW, THREAD, NewJob, review_key
 
 log = logging.getLogger(__name__)
 
 REVIEW_ACTIONS = ("opened", "reopened", "ready_for_review", "synchronize")
 COMMENT_ACTIONS = ("created", "edited", "deleted")
+THREAD_ACTIONS = ("resolved", "unresolved")
+COMMANDS = ("review", "ignore")
+MAX_GLOB = 200
+_COMMAND = re.compile(r"/revbot(?:[ \t]+(\S+)(?:[ \t]+(.*?))?)?[ \t]*", re.IGNORECASE)
 
 MAX_DEPTH = 32  # GitHub's payloads nest 6 levels; deeper is not GitHub
 MAX_ID = 2**53 - 1  # GitHub's ids and numbers are JSON-safe integers; SQLite's limit is 2**63 - 1
@@ -218,6 +222,37 @@ class ReviewCommentEvent(_Event):
     comment: CommentIn
 
 
+class IssueIn(_Schema):
+    number: Id
+    pull_request: dict[Name, Any] | None = None  # present only when the issue is a pull request
+    user: UserIn | None = None
+
+
+class IssueCommentIn(_Schema):
+    id: Id
+    body: Text | None = None
+    user: UserIn | None = None
+
+
+class IssueCommentEvent(_Event):
+    repository: RepositoryIn
+    issue: IssueIn
+    comment: IssueCommentIn
+    sender: UserIn | None = None
+
+
+class ThreadIn(_Schema):
+    node_id: Annotated[str, StringConstraints(max_length=200)] | None = None
+    comments: list[CommentIn] = Field(default_factory=list, max_length=1000)
+
+
+class ReviewThreadEvent(_Event):
+    repository: RepositoryIn
+    pull_request: CommentPullIn
+    thread: ThreadIn
+    sender: UserIn | None = None
+
+
 class PingEvent(_Event):
     zen: Annotated[str, StringConstraints(max_length=1000)] | None = None
 
@@ -348,6 +383,48 @@ def build_router(submit: Submit, *, own_logins: frozenset[str] = frozenset()) ->
         }
         return submit(delivery, NewJob(COMMENT, comment_key(repo, number, event.action, event.comment), repo, number,
                                        None, payload))
+
+    @router.register("issue_comment", "created")
+    def issue_comment(delivery: Delivery) -> Outcome:
+        """``/revbot review`` and ``/revbot ignore <glob>`` in a PR's conversation: queued as a
+        command job; the worker checks the commenter's permission through the API (too slow for
+        this view) and answers with a reaction."""
+        event = validate(IssueCommentEvent, delivery)
+        repo, comment = event.repository.full_name, event.comment
+        body = comment.body or ""
+        first = body.strip().split("\n", 1)[0].strip()
+        match = _COMMAND.fullmatch(first)
+        if match is None:
+            submit(delivery, None)
+            return Outcome(202, "ignored", "not a /revbot command")
+        if event.issue.pull_request is None:
+            submit(delivery, None)
+            return Outcome(202, "ignored", "/revbot commands work on pull requests only")
+        if is_own_comment(comment.model_dump(), own_logins):
+            submit(delivery, None)
+            return Outcome(200, "own_comment", "commands from bots are ignored")
+        name, arg = (match.group(1) or "").lower(), (match.group(2) or "").strip()
+        payload = {"action": event.action, "delivery": delivery.delivery_id, "installation_id": _installation(event),
+                   "comment_id": comment.id, "user": comment.user.login if comment.user else None,
+                   "command": name if name in COMMANDS else "unknown", "arg": arg[:MAX_GLOB + 1], "text": first[:300]}
+        key = f"command:{repo.lower()}#{event.issue.number}:{comment.id}"
+        return submit(delivery, NewJob(COMMAND, key, repo, event.issue.number, None, payload))
+
+    @router.register("pull_request_review_thread", *THREAD_ACTIONS)
+    def review_thread(delivery: Delivery) -> Outcome:
+        """A person resolved (or reopened) one of the bot's threads: feedback for retraining."""
+        event = validate(ReviewThreadEvent, delivery)
+        repo, number = event.repository.full_name, event.pull_request.number
+        comments = [c.model_dump() for c in event.thread.comments]
+        if not comments or not extract_fingerprints(comments[0].get("body") or ""):
+            submit(delivery, None)  # the worker checks the thread really is the bot's (its own records)
+            return Outcome(202, "ignored", "not a revbot thread")
+        root = comments[0]
+        payload = {"action": event.action, "delivery": delivery.delivery_id, "installation_id": _installation(event),
+                   "sender": event.sender.login if event.sender else None,
+                   "root": {k: root.get(k) for k in ("id", "body", "line", "path", "subject_type", "updated_at", "user")}}
+        key = f"thread:{repo.lower()}#{number}:{root['id']}:{event.action}:{delivery.delivery_id or root.get('updated_at')}"
+        return submit(delivery, NewJob(THREAD, key, repo, number, None, payload))
 
     return router
 

@@ -39,6 +39,7 @@ STATES = (QUEUED, RUNNING, DONE, FAILED, SUPERSEDED, SKIPPED)
 ACTIVE = (QUEUED, RUNNING)
 FINAL = (DONE, FAILED, SUPERSEDED, SKIPPED)
 REVIEW, COMMENT = "review", "comment"
+COMMAND, THREAD = "command", "thread"  # a /revbot command; a review thread resolved or reopened
 # A resubmitted key revives a job in these states; in the others it is a duplicate.
 REVIVABLE = (FAILED, SUPERSEDED, SKIPPED)
 LOST_LEASE = "worker lost its lease (killed or stalled) {n} times"

@@ -231,8 +231,16 @@ class ReviewPoster:
             store.record_posts(BotPost(job.repo, job.pr, comment_fingerprint(c), c.path, c.line, c.side, c.body,
                                        hunks.get(comment_fingerprint(c)), job.head_sha, plan.get("model_version"))
                                for c in posted)
-            for t in state.own_threads():
-                store.link_post(job.repo, job.pr, t.fingerprint, t.root_id)
+            if posted:  # learn the new comments' ids now, so feedback on them can be traced at once
+                try:
+                    comments = gh.pull_review_comments(job.repo, job.pr)
+                except GitHubError as exc:
+                    log.warning("%s#%s: cannot list the comments just posted: %s", job.repo, job.pr, exc)
+            for c in comments:
+                author = str((c.get("user") or {}).get("login") or "").lower()
+                fps = extract_fingerprints(c.get("body"))
+                if c.get("in_reply_to_id") is None and fps and author in state.own:
+                    store.link_post(job.repo, job.pr, fps[0], int(c["id"]))
             bot = next(iter(sorted(state.own)), "revbot")
             rows = feedback_rows(job.repo, job.pr, state, comments, settled, bot)
             if rows:

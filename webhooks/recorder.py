@@ -1,14 +1,22 @@
 """Human review comments from ``pull_request_review_comment`` events into the dataset store, so the
 next retraining learns from the team's newest reviews: created adds, edited updates, deleted
 removes. The router has already dropped the bot's own comments and validated the fields; the store
-refuses to roll a comment back to an older version or to bring a deleted one back."""
+refuses to roll a comment back to an older version or to bring a deleted one back.
+
+A person's reply to one of the bot's comments is also feedback on it ("won't fix", "good
+catch"), and so is a person resolving one of the bot's threads (``pull_request_review_thread``
+events, :class:`ThreadRecorder`): both become rows of ``bot_feedback`` and the PR's evidence is
+re-derived (``bot.feedback``). A comment counts as the bot's when the service recorded posting it
+(``bot_posts``) or its author is one of the configured bot logins."""
 from __future__ import annotations
 
+import json
 import logging
 from typing import Any, Callable
 
-from bot.store import Store, StoredComment
-from webhooks.jobs import DONE, Job
+from bot.feedback import refresh_evidence
+from bot.store import Feedback, Store, StoredComment
+from webhooks.jobs import DONE, SKIPPED, Job
 from webhooks.worker import JobContext, JobResult
 
 log = logging.getLogger(__name__)
@@ -39,4 +47,38 @@ class CommentRecorder:
         inserted, updated = self.store.upsert_comments([stored], mark_pending=True)
         log.info("review comment %s on %s#%s (%s): %s", stored.id, job.repo, job.pr, action,
                  "recorded" if inserted or updated else "unchanged, older than stored, or deleted")
-        return JobResult(DONE, {"action": action, "comment": stored.id, "inserted": inserted, "updated": updated})
+        info = {"action": action, "comment": stored.id, "inserted": inserted, "updated": updated}
+        if stored.in_reply_to_id is not None and stored.in_reply_to_id in bot_comment_ids(self.store, job.repo, job.pr):
+            self.store.record_feedback([Feedback(job.repo, job.pr, stored.in_reply_to_id, "reply", stored.author or "",
+                                                 stored.body, stored.id, stored.created_at, "webhook")])
+            refresh_evidence(self.store, job.repo, job.pr)
+            info["feedback"] = True
+        return JobResult(DONE, info)
+
+
+def bot_comment_ids(store: Store, repo: str, pr: int) -> set[int]:
+    """GitHub ids of the comments the service posted on this PR (as far as it has seen them)."""
+    return {p.comment_id for p in store.iter_posts(repo, pr) if p.comment_id is not None}
+
+
+class ThreadRecorder(CommentRecorder):
+    """Job handler for ``thread`` jobs: one of the bot's threads resolved or reopened by someone."""
+
+    def __init__(self, store: Store | Callable[[], Store], own_logins: frozenset[str] = frozenset()):
+        super().__init__(store)
+        self.own_logins = own_logins
+
+    def __call__(self, job: Job, ctx: JobContext | None = None) -> JobResult:
+        root = dict(job.payload.get("root") or {})
+        author = str((root.get("user") or {}).get("login") or "").lower()
+        root_id = int(root.get("id") or 0)
+        if root_id not in bot_comment_ids(self.store, job.repo, job.pr) and author not in self.own_logins:
+            return JobResult(SKIPPED, {"reason": "not a thread the bot started"})
+        sender = job.payload.get("sender")
+        changed = root.get("line") is None and root.get("subject_type") != "file"
+        resolved = job.payload.get("action") == "resolved"
+        self.store.record_feedback([Feedback(job.repo, job.pr, root_id, "resolved", sender or "",
+                                             json.dumps({"resolved": resolved, "by": sender, "changed": changed}),
+                                             None, root.get("updated_at"), "webhook")])
+        refresh_evidence(self.store, job.repo, job.pr)
+        return JobResult(DONE, {"comment": root_id, "resolved": resolved, "changed": changed})

@@ -7,7 +7,7 @@ import threading
 from typing import Any, Callable
 
 from bot.errors import ModelError
-from webhooks.jobs import COMMENT, REVIEW
+from webhooks.jobs import COMMAND, COMMENT, REVIEW, THREAD
 from webhooks.metrics import Metrics
 from webhooks.queue import JobQueue, open_queue
 from webhooks.settings import ServiceConfig
@@ -53,8 +53,9 @@ def build_pool(cfg: ServiceConfig, *, queue: JobQueue | None = None, loader: Cal
     """A worker pool for ``cfg`` (not started). ``github``: a GitHubFactory (tests pass one with
     fast retries); ``store``: the dataset Store (default: ``cfg.db``); ``metrics``: share the web
     app's when both run in one process, so its /metrics shows the workers' counts."""
+    from webhooks.commands import CommandHandler
     from webhooks.poster import GitHubFactory, ReviewPoster
-    from webhooks.recorder import CommentRecorder
+    from webhooks.recorder import CommentRecorder, ThreadRecorder
 
     queue = queue or open_queue(cfg.queue, cfg.home, retention_s=cfg.retention_s)
     metrics = metrics or Metrics()
@@ -77,6 +78,8 @@ def build_pool(cfg: ServiceConfig, *, queue: JobQueue | None = None, loader: Cal
     handlers = {
         REVIEW: ReviewPoster(cfg, github, models, metrics, store_factory),
         COMMENT: CommentRecorder(store),
+        COMMAND: CommandHandler(github, store_factory),
+        THREAD: ThreadRecorder(store, cfg.own_logins()),
     }
     return WorkerPool(queue, handlers, workers=cfg.workers if workers is None else workers, models=models,
                       metrics=metrics, lease_s=cfg.lease_s, max_attempts=cfg.max_attempts,

@@ -17,7 +17,7 @@ from __future__ import annotations
 import json
 import logging
 from dataclasses import dataclass, field
-from typing import Any, Iterable
+from typing import Iterable
 
 from bot.errors import GitHubError
 from bot.feedback import habit_key
@@ -180,24 +180,6 @@ def feedback_rows(repo: str, number: int, state: ThreadState, comments: list[dic
     return out
 
 
-def thread_event_feedback(repo: str, number: int, action: str | None, thread: dict, sender: str | None,
-                          own: frozenset[str]) -> Feedback | None:
-    """A ``pull_request_review_thread`` event on one of the bot's threads as a ``resolved`` row
-    (None for a human's thread): resolved or unresolved, by whom, and whether a push had changed
-    the lines (its first comment is outdated)."""
-    comments = thread.get("comments") or []
-    if not comments:
-        return None
-    root = comments[0]
-    author = str((root.get("user") or {}).get("login") or "").lower()
-    if not extract_fingerprints(str(root.get("body") or "")) or author not in own and not author.endswith("[bot]"):
-        return None
-    changed = root.get("line") is None and root.get("subject_type") != "file"
-    return Feedback(repo, number, int(root["id"]), "resolved", sender or "",
-                    json.dumps({"resolved": action == "resolved", "by": sender, "changed": changed}),
-                    created_at=root.get("updated_at"))
-
-
 def thread_summary(count: int, graphql: bool) -> str | None:
     """The review-body line about the threads this push fixed."""
     if not count:
@@ -205,7 +187,3 @@ def thread_summary(count: int, graphql: bool) -> str | None:
     what = "their threads are resolved" if graphql else "each got an \"addressed\" reply"
     return (f"**Fixed by this push:** {count} earlier revbot comment{'s' if count != 1 else ''} on lines it changed "
             f"{'are' if count != 1 else 'is'} no longer raised; {what}.")
-
-
-def describe(threads: list[Thread]) -> list[dict[str, Any]]:
-    return [{"comment": t.root_id, "path": t.path} for t in threads]
