@@ -22,11 +22,11 @@ Several GPUs, DeepSpeed, FSDP: the trainer runs under ``accelerate launch`` unch
 GPU, each with its own copy of the base; only the main process writes checkpoints and the version)::
 
     accelerate launch --multi_gpu --num_processes 4 -m revbot train --base-model Qwen/Qwen2.5-Coder-7B-Instruct
-    accelerate launch --config_file deepspeed_zero2.yaml -m revbot train --base-model ...   # or an FSDP config
+    accelerate launch --config_file zero2.yaml -m revbot train --base-model ...   # DeepSpeed ZeRO-2; fsdp2.yaml: FSDP
     torchrun --nproc_per_node 2 -m revbot train ...    # CPU processes too (gloo over loopback)
 
 The DeepSpeed or FSDP settings come from the accelerate config file (``accelerate config`` writes one;
-TRL ships examples in ``trl/accelerate_configs``); DeepSpeed wants the base unquantised (``--no-quantize``).
+TRL ships ready ones in ``trl/accelerate_configs``: zero1/2/3, fsdp1/2, multi_gpu).
 
 Resuming: checkpoints live in ``models/.runs/<run key>/``, where the key is a hash of the base model,
 the data and every setting that changes the result; ``resume=True`` with the same inputs hands the last
@@ -294,14 +294,14 @@ def check_packing(model: Any, vocab_size: int, device: Any) -> tuple[bool, float
 class AnswerHead:
     """Projects only the hidden states that predict a supervised token through the LM head (CPU only).
 
-    TRL's fused LM head scores only the supervised positions on GPUs (Triton), but on the CPU it scores
-    every position, vocabulary tile by tile; the prompt is most of a review example, so most of that
-    work is thrown away by the -100 labels. Measured in tests/bench/bench_train.py (revbot against
-    stock SFTTrainer + the same attention): for SmolLM2's 49k vocabulary the head alone went from 20 s
-    to 1.5 s for 4,096 tokens with 15% supervised, which makes the whole step well over 1.3x faster, with
-    less memory (only the selected rows' logits exist). A forward pre-hook on the output embedding swaps
-    its (rows, width, hidden) input for the selected (1, n, hidden) states, so the model call (and DDP
-    around it) stays untouched."""
+    TRL's fused LM head scores only the supervised positions where Triton runs (CUDA, XPU), but on the
+    CPU it scores every position, vocabulary tile by tile, and the prompt is most of a review example.
+    Kept because tests/bench/bench_train.py measures it well past 1.3x at no more memory: "LM head
+    alone" at SmolLM2-135M's shape (49k vocabulary, a batch of 3,915 tokens, 7% supervised) took 0.52 s
+    against TRL's 8.95 s (17x); end to end on the tiny default model (1k vocabulary) the step is 1.1x
+    faster and peak memory lower (only the selected rows' logits exist). A forward pre-hook on the output
+    embedding swaps its (rows, width, hidden) input for the selected (1, n, hidden) states, so the model
+    call (and DDP around it) stays untouched."""
 
     def __init__(self, model: Any):
         head = model.get_output_embeddings()
@@ -349,14 +349,25 @@ COUNTS = ("tokens", "supervised_tokens", "token_slots")
 class _RevbotTrainerMixin:
     """What revbot's SFTTrainer adds: the answer-only head on the CPU, and token counts in the log."""
 
-    answer_head: AnswerHead | None = None
+    def __init__(self, *args: Any, answer_head: bool = False, **kwargs: Any):
+        self.answer_head: AnswerHead | None = None
+        self._pending = [0, 0, 0]  # COUNTS since the last log, this process
+        self._totals: list[int] | None = None  # COUNTS so far, all processes
+        self.session_start_counts = dict.fromkeys(COUNTS, 0)
+        super().__init__(*args, **kwargs)
+        if answer_head:
+            self.answer_head = AnswerHead(self.model)
 
     def compute_loss(self, model: Any, inputs: dict[str, Any], return_outputs: bool = False,
                      num_items_in_batch: Any = None) -> Any:
         if model.training:
-            self._count(inputs)
+            mask = inputs.get("attention_mask")
+            slots = inputs["input_ids"].numel()
+            self._pending[0] += int(mask.sum()) if mask is not None else slots  # padding-free: no padding
+            self._pending[1] += int((inputs["labels"][:, 1:] != -100).sum())
+            self._pending[2] += slots
         if self.answer_head is None or return_outputs:
-            return super().compute_loss(model, inputs, return_outputs=return_outputs,  # type: ignore[misc]
+            return super().compute_loss(model, inputs, return_outputs=return_outputs,
                                         num_items_in_batch=num_items_in_batch)
         loss_sum, n = self.answer_head.loss_sum(model, inputs)
         if num_items_in_batch is None:
@@ -367,30 +378,21 @@ class _RevbotTrainerMixin:
             loss = loss * self.accelerator.num_processes
         return loss
 
-    def _count(self, inputs: dict[str, Any]) -> None:
-        mask = inputs.get("attention_mask")
-        real = int(mask.sum()) if mask is not None else inputs["input_ids"].numel()  # padding-free: all real
-        supervised = int((inputs["labels"][:, 1:] != -100).sum())
-        pending = getattr(self, "_pending_counts", None) or [0, 0, 0]
-        self._pending_counts = [pending[0] + real, pending[1] + supervised, pending[2] + inputs["input_ids"].numel()]
-
     def log(self, logs: dict[str, float], *args: Any, **kwargs: Any) -> None:
         if "loss" in logs:  # a training step's entry: add the counts, all processes together
             import torch
 
-            totals = getattr(self, "_count_totals", None)
-            if totals is None:  # first log of this session: continue an interrupted run's counts
+            if self._totals is None:  # first log of this session: continue an interrupted run's counts
                 earlier = [h for h in self.state.log_history if COUNTS[0] in h]
-                totals = [int(earlier[-1][k]) for k in COUNTS] if earlier else [0, 0, 0]
-                self.session_start_counts = dict(zip(COUNTS, totals))
-            pending = torch.tensor(getattr(self, "_pending_counts", None) or [0, 0, 0], dtype=torch.int64,
-                                   device=self.args.device)
+                self._totals = [int(earlier[-1][k]) for k in COUNTS] if earlier else [0, 0, 0]
+                self.session_start_counts = dict(zip(COUNTS, self._totals))
+            pending = torch.tensor(self._pending, dtype=torch.int64, device=self.args.device)
             if self.accelerator.num_processes > 1:
                 pending = self.accelerator.reduce(pending, reduction="sum")
-            self._count_totals = [t + int(p) for t, p in zip(totals, pending.tolist())]
-            self._pending_counts = None
-            logs.update(zip(COUNTS, self._count_totals))
-        super().log(logs, *args, **kwargs)  # type: ignore[misc]
+            self._totals = [t + int(p) for t, p in zip(self._totals, pending.tolist())]
+            self._pending = [0, 0, 0]
+            logs.update(zip(COUNTS, self._totals))
+        super().log(logs, *args, **kwargs)
 
 
 _TRAINER_CLASS: type | None = None
@@ -443,8 +445,9 @@ class _StepReporter:
     the step's logging, evaluation and checkpoint are done), and a requested stop."""
 
     def __init__(self, callback: Callable[[StepInfo], None] | None, progress: bool, interrupt: _Interrupt,
-                 world_size: int):
+                 world_size: int, final_checkpoint: bool):
         self.callback, self.progress, self.interrupt, self.world_size = callback, progress, interrupt, world_size
+        self.final_checkpoint = final_checkpoint
         self.pending: StepInfo | None = None
         self.bar: Any = None
         self.ema: float | None = None
@@ -461,6 +464,8 @@ class _StepReporter:
 
     def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
         self.pending = StepInfo(state.global_step, state.max_steps, float("nan"), None, None)
+        if state.global_step >= state.max_steps and not self.final_checkpoint:
+            control.should_save = False  # the run is complete: a checkpoint of it would be deleted unread
         if self._stop_requested(args):
             control.should_save = True
             control.should_training_stop = True
@@ -636,6 +641,11 @@ def prepare_model(base: str, config: TrainConfig, device: Any) -> _Prepared:
     if unknown:
         available = ", ".join(sorted(linear - set(_NEVER_TARGET)))
         raise UsageError(f"--target-modules: {', '.join(unknown)} not found in {base}; its linear layers are: {available}")
+    head = model.get_output_embeddings()
+    head_name = next((n.rsplit(".", 1)[-1] for n, m in model.named_modules() if m is head and n), None)
+    if head_name in targets:
+        raise UsageError(f"--target-modules: {head_name} is the output layer, which SFTTrainer cannot train through "
+                         "LoRA (it scores with the layer's own weight); name the attention and MLP projections only")
 
     packed, difference, attention = False, None, "sdpa"
     if config.packing is not False:
@@ -785,7 +795,7 @@ def train(
     args.train_sampling_strategy = "random" if packed else "group_by_length"  # unpacked: little padding
 
     interrupt = _Interrupt()
-    reporter = _reporter(callback, progress, interrupt, world)
+    reporter = _reporter(callback, progress, interrupt, world, has_val)  # the best weights may be the last
     callbacks = [reporter]
     if has_val and config.patience:
         callbacks.append(EarlyStoppingCallback(early_stopping_patience=config.patience, early_stopping_threshold=1e-4))
@@ -794,15 +804,13 @@ def train(
     PartialState().wait_for_everyone()
     with quiet_library_warnings(), _quiet_datasets():
         trainer = trainer_class()(model=model, args=args, train_dataset=datasets["train"],
-                                  eval_dataset=datasets["validation"], processing_class=tokenizer, callbacks=callbacks)
+                                  eval_dataset=datasets["validation"], processing_class=tokenizer, callbacks=callbacks,
+                                  answer_head=not on_cuda)
     trainer.remove_callback(PrinterCallback)  # the progress bar (or nothing) instead of a dict per step
-    if not on_cuda:
-        trainer.answer_head = AnswerHead(trainer.model)
-    # TRL stores a 4-bit model's LoRA weights in bf16 (the QLoRA paper's choice); AdamW steps of about lr
-    # are below bf16's resolution for LoRA A's weights, so they stay fp32 (autocast still computes in bf16)
-    for param in trainer.model.parameters():
-        if param.requires_grad and param.dtype != torch.float32:
-            param.data = param.data.float()
+    if mixed == "no":  # TRL keeps a 4-bit model's LoRA weights in bf16 (as the QLoRA paper did); fp32 asked for fp32
+        for param in trainer.model.parameters():
+            if param.requires_grad and param.dtype != torch.float32:
+                param.data = param.data.float()
     timings["tokenize_s"] = time.perf_counter() - t0
 
     # -- the schedule, which depends on how many rows the packing made
@@ -831,7 +839,7 @@ def train(
         if trainer.answer_head is not None:
             trainer.answer_head.remove()
     state = trainer.state
-    if interrupt.requested:
+    if interrupt.requested and state.global_step < total_steps:
         raise TrainingInterrupted(_interrupted(state.global_step, total_steps, run_dir))
     timings["train_s"] = output.metrics["train_runtime"]
 
@@ -860,7 +868,7 @@ def train(
         with quiet_library_warnings(), _quiet_datasets():
             test_loss = trainer.evaluate(datasets["test"], metric_key_prefix="test")["test_loss"]
     timings["final_eval_s"] = time.perf_counter() - t0
-    session = getattr(trainer, "session_start_counts", dict.fromkeys(COUNTS, 0))
+    session = trainer.session_start_counts
     train_seconds = timings["train_s"]
     train_losses = [h["loss"] for h in history["train"]]
     tail = train_losses[-max(1, min(len(train_losses), steps_per_epoch)):]

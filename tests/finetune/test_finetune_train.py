@@ -240,6 +240,8 @@ def test_bad_inputs_are_clear_errors(tmp_path, tiny_llama):
         train(examples, "no-such-org/no-such-model", tmp_path, TrainConfig(**FAST))
     with pytest.raises(UsageError, match=r"w_q not found.*q_proj"):
         train(examples, str(tiny_llama), tmp_path, TrainConfig(**{**FAST, "target_modules": ["w_q"]}))
+    with pytest.raises(UsageError, match="lm_head is the output layer"):
+        train(examples, str(tiny_llama), tmp_path, TrainConfig(**{**FAST, "target_modules": ["q_proj", "lm_head"]}))
     with pytest.raises(DataError, match="longer than --max-length"):
         train(examples, str(tiny_llama), tmp_path, TrainConfig(**{**FAST, "max_length": 16}))
     assert ModelRegistry(tmp_path).list() == []
