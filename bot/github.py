@@ -98,7 +98,7 @@ query($owner: String!, $name: String!, $number: Int!, $after: String) {
         nodes {
           id isResolved isOutdated path line originalLine diffSide
           resolvedBy { login }
-          comments(first: 50) { nodes { databaseId body createdAt author { login } } }
+          comments(first: 50) { nodes { fullDatabaseId body createdAt author { login } } }
         }
         pageInfo { hasNextPage endCursor }
       }
@@ -693,7 +693,8 @@ class GitHubClient:
 
     def review_threads(self, repo: str, number: int) -> list[dict]:
         """Every review thread of a pull request (GraphQL): ``id``, ``isResolved``, ``isOutdated``,
-        ``path``, ``line``, ``resolvedBy`` and its ``comments`` (``databaseId``, ``body``, ``author``)."""
+        ``path``, ``line``, ``resolvedBy`` and its ``comments`` (``fullDatabaseId``: the REST id as a string,
+        since review comment ids outgrew GraphQL's 32-bit ``databaseId``; ``body``, ``author``)."""
         owner, name = self._repo(repo).split("/")
         out: list[dict] = []
         after = None

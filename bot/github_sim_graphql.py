@@ -4,8 +4,9 @@ would (unknown fields are errors, only what was asked is returned).
 
 Covered: ``viewer { login }``; ``repository(owner, name) { pullRequest(number) { reviewThreads }}``
 with each thread's ``id``, ``isResolved``, ``isOutdated``, ``path``, ``line``, ``originalLine``,
-``diffSide``, ``resolvedBy { login }`` and ``comments { nodes { id databaseId body author { login }
-createdAt url } }`` (connections take ``first``/``after`` and answer ``pageInfo``); the mutations
+``diffSide``, ``resolvedBy { login }`` and ``comments { nodes { id databaseId fullDatabaseId body
+author { login } createdAt url } }`` (``databaseId`` is a 32-bit Int, so, as on GitHub, ids past
+2**31 - 1 are an error there and ``fullDatabaseId``, a BigInt string, is the one to ask for) (connections take ``first``/``after`` and answer ``pageInfo``); the mutations
 ``resolveReviewThread`` and ``unresolveReviewThread``. A thread is a root review comment and its
 replies; it is outdated when the push moved the code out from under its root (``line`` is null).
 
@@ -22,6 +23,7 @@ from typing import Any
 from graphql import GraphQLError, build_schema, graphql_sync
 
 SDL = """
+scalar BigInt
 interface Actor { login: String! }
 type User implements Actor { login: String! }
 type Bot implements Actor { login: String! }
@@ -30,6 +32,7 @@ type PageInfo { hasNextPage: Boolean! endCursor: String }
 type PullRequestReviewComment {
   id: ID!
   databaseId: Int
+  fullDatabaseId: BigInt
   body: String!
   author: Actor
   createdAt: String!
@@ -138,7 +141,8 @@ class GraphQLView:
         return {"__typename": "Bot" if kind == "Bot" else "User", "login": user["login"]}
 
     def _comment(self, full: str, c: dict) -> dict:
-        return {"id": base64.b64encode(f"PRRC_{c['id']}".encode()).decode(), "databaseId": c["id"], "body": c["body"],
+        return {"id": base64.b64encode(f"PRRC_{c['id']}".encode()).decode(), "databaseId": c["id"],
+                "fullDatabaseId": str(c["id"]), "body": c["body"],
                 "author": self._actor(c["user"]), "createdAt": c["created_at"],
                 "url": f"{self.web}/{full}/pull/{c['pull']}#discussion_r{c['id']}"}
 

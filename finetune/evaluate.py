@@ -111,7 +111,10 @@ NEGATIVE_REACTIONS = ("-1", "confused")
 def store_feedback(store_path: str | Path) -> dict[str, Any] | None:
     """How people received the bot's own posted comments, from the store's feedback rows: the share
     of those comments that were liked (a positive reaction), disliked (-1 or confused) and answered
-    (a reply). None when the store has no feedback yet."""
+    (a reply), and ``by_version``: per model version, the comments the team's evidence judged
+    (reactions, replies, resolutions: ``bot.feedback``), how many were accepted and the acceptance
+    rate. None when the store has no feedback yet."""
+    from bot.feedback import acceptance_by_version, derive_evidence
     from bot.store import Store
 
     if not Path(store_path).is_file():
@@ -130,6 +133,7 @@ def store_feedback(store_path: str | Path) -> dict[str, Any] | None:
                 state["disliked"] |= row.content in NEGATIVE_REACTIONS
             elif row.kind == "reply":
                 state["answered"] = True
+        by_version = acceptance_by_version(derive_evidence(store))  # read only: `revbot eval` writes nothing
     finally:
         store.close()
     n = len(per_comment)
@@ -138,6 +142,7 @@ def store_feedback(store_path: str | Path) -> dict[str, Any] | None:
     return {
         "comments": n,
         **{f"{k}_share": sum(1 for s in per_comment.values() if s[k]) / n for k in ("liked", "disliked", "answered")},
+        "by_version": by_version,
     }
 
 

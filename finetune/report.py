@@ -16,7 +16,7 @@ from finetune.gate import DEFAULT_GATE_METRIC, PARSE_FAILURE_TOLERANCE, VAL_LOSS
 from finetune.metrics import METRIC_INFO, format_metric
 from finetune.results import (
     RETRIEVAL, TUNED, UNINFORMATIVE_MARK, EvalReport, SystemResult, column_label, gate_summary, table_rows,
-    uninformative_notes, verdict,
+    version_order, uninformative_notes, verdict,
 )
 
 SIDE_BY_SIDE = 10
@@ -191,6 +191,15 @@ def markdown(report: EvalReport, plots: Sequence[str]) -> str:
         lines += ["## Feedback on the bot's posted comments", "",
                   f"{f['comments']} comments with feedback: liked {100 * f['liked_share']:.0f}%, disliked "
                   f"{100 * f['disliked_share']:.0f}%, answered {100 * f['answered_share']:.0f}%.", ""]
+        by_version = f.get("by_version") or {}
+        if by_version:
+            lines += ["Acceptance by model version (a comment is accepted or rejected by the sum of its evidence: "
+                      "reactions, replies such as \"won't fix\", threads resolved with or without a change):", "",
+                      "| version | judged | accepted | rejected | acceptance |", "|---|---:|---:|---:|---:|"]
+            for name, v in sorted(by_version.items(), key=lambda kv: version_order(kv[0])):
+                lines.append(f"| {name} | {v['judged']} | {v['accepted']} | {v['rejected']} | "
+                             f"{100 * v['acceptance_rate']:.0f}% |")
+            lines.append("")
     lines += ["## Examples side by side", ""]
     lines += side_by_side(report)
     return "\n".join(lines)

@@ -206,4 +206,23 @@ def text_table(report: EvalReport) -> str:
             f"left alone)")
     if report.dropped:
         note += "; dropped: " + ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in report.dropped.items())
-    return "\n".join([verdict(report), note, *lines, *uninformative_notes(report)])
+    return "\n".join([verdict(report), note, *lines, *uninformative_notes(report), *acceptance_lines(report)])
+
+
+def acceptance_lines(report: EvalReport) -> list[str]:
+    """How the team received each model version's posted comments (from the store's feedback),
+    one line per version: comments judged, accepted, rejected, acceptance rate."""
+    by_version = (report.feedback or {}).get("by_version") or {}
+    if not by_version:
+        return []
+    out = ["", "acceptance of posted comments by the team (reactions, replies, resolved threads):"]
+    for name, v in sorted(by_version.items(), key=lambda kv: version_order(kv[0])):
+        out.append(f"  {name}: {100 * v['acceptance_rate']:.0f}% accepted ({v['accepted']} of {v['judged']} judged, "
+                   f"{v['rejected']} rejected)")
+    return out
+
+
+def version_order(name: str) -> tuple[int, int, str]:
+    """v2 before v10; "unknown" last."""
+    digits = name[1:] if name[:1] == "v" else ""
+    return (1 if name == "unknown" else 0, int(digits) if digits.isdigit() else 10**9, name)

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable
 
 from bot.errors import DataError, GitHubError, RevbotError, UsageError
+from bot.feedback import refresh_evidence
 from bot.secrets import scrub_text
 from bot.store import CachedFile, PullRequestInfo, Store, StoredComment, now_stamp, utc_timestamp
 from harvest.build import DEFAULT_MAX_HUNK_LINES, DEFAULT_OWN_LOGINS, BuildConfig, build_pr, kept_roots
@@ -404,6 +405,8 @@ def _build_pending(client, store, repo, options, filters, config, summary, meter
                 store.replace_examples(repo, result.examples, pr=pr)
                 if result.feedback:
                     store.record_feedback(result.feedback)
+            if result.feedback:
+                refresh_evidence(store, repo, pr)  # reactions and replies -> evidence (bot.feedback)
             summary.prs_built += 1
             summary.counts.update(result.counts)
             summary.positives += result.positives

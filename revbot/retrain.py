@@ -1,14 +1,18 @@
 """`revbot retrain`: learn from the team's newest reviews, and put the result in front of users only
 when it measurably does at least as well as what they have now.
 
-    harvest (incremental) ─► rebuild examples ─► train a candidate version (not promoted)
+    harvest (incremental) ─► rebuild examples ─► apply the team's verdicts on the bot's own comments
+        ─► train a candidate version (not promoted)
         ─► evaluate candidate and current version on the SAME newest held-out PRs
         ─► promote only if the gate finds evidence the candidate is at least as good ─► record the decision
 
 New review comments come from two places, both already in the dataset store when this runs: an
 incremental harvest (comments GitHub has that the store lacks), and the comments the webhook service
 recorded as they were written (those PRs are marked pending, and the harvest step rebuilds their
-examples). Every decision, promoted or not, is appended to the registry's decision log, which
+examples). What the team did with the bot's own comments (👍/👎, "won't fix" replies, threads
+resolved with or without a change; ``bot.feedback``) is applied to the examples before training
+(``harvest.feedback``: rejected comments' hunks become negatives, accepted ones positives, and a
+comment text the team keeps rejecting is taken out of the data). Every decision, promoted or not, is appended to the registry's decision log, which
 `revbot models list` shows. The running service follows the registry's ``current`` pointer and
 picks a promoted version up between jobs, without a restart.
 
@@ -76,6 +80,7 @@ class RetrainResult:
     timings: dict[str, float] = field(default_factory=dict)
     report_dir: str | None = None
     checks: list[dict[str, Any]] = field(default_factory=list)  # the gate's checks, each passed or not
+    feedback: dict[str, Any] = field(default_factory=dict)  # what the team's verdicts changed in the data
 
     def to_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -189,6 +194,18 @@ def retrain(
             timings["harvest"] = time.perf_counter() - t0
 
         examples = list(store.iter_examples())
+        feedback: dict[str, Any] = {}
+        if examples:
+            from bot.feedback import refresh_evidence
+            from harvest.feedback import apply_feedback
+
+            refresh_evidence(store)
+            used = apply_feedback(examples, store.iter_evidence())
+            examples, feedback = used.examples, used.summary()
+            if any(v for k, v in feedback.items() if k != "skipped"):
+                echo(f"feedback on the bot's comments: {used.negatives_added} negative and {used.positives_added} "
+                     f"positive example(s) added, {used.comments_removed} comment(s) of {len(used.habits)} rejected "
+                     f"habit(s) removed ({used.turned_negative} example(s) now negative)")
         if not examples:
             raise DataError("the dataset store holds no examples; harvest reviews first "
                             "(`revbot harvest github OWNER/REPO`)", str(getattr(store, "path", "store")))
@@ -259,7 +276,7 @@ def retrain(
             candidate.name, incumbent.name if incumbent else None, metric, mine.metric,
             theirs.metric if theirs else None, decision.promote, decision.reason, len(test), counts, harvests,
             {k: round(v, 2) for k, v in timings.items()}, str(report.out_dir) if report.out_dir else None,
-            [{"name": c.name, "passed": c.passed, "detail": c.detail} for c in decision.checks],
+            [{"name": c.name, "passed": c.passed, "detail": c.detail} for c in decision.checks], feedback,
         )
 
 

@@ -86,14 +86,14 @@ def _graphql_threads(nodes: list[dict]) -> list[Thread]:
     out = []
     for t in nodes:
         comments = (t.get("comments") or {}).get("nodes") or []
-        if not comments or comments[0].get("databaseId") is None:
+        if not comments or not str(comments[0].get("fullDatabaseId") or "").isdigit():
             continue
         root = comments[0]
         out.append(Thread(
-            int(root["databaseId"]), str(t.get("path") or ""), str(root.get("body") or ""),
+            int(root["fullDatabaseId"]), str(t.get("path") or ""), str(root.get("body") or ""),
             str((root.get("author") or {}).get("login") or ""), bool(t.get("isOutdated")), bool(t.get("isResolved")),
             (t.get("resolvedBy") or {}).get("login"), t.get("id"),
-            [{"id": c.get("databaseId"), "author": str((c.get("author") or {}).get("login") or ""),
+            [{"id": int(c.get("fullDatabaseId") or 0), "author": str((c.get("author") or {}).get("login") or ""),
               "body": str(c.get("body") or "")} for c in comments[1:]],
         ))
     return out

@@ -119,7 +119,10 @@ def test_feedback_on_the_bots_comments_comes_from_the_store(splits, tmp_path):
     store.close()
     fb = store_feedback(tmp_path / "revbot.db")
     assert fb == {"comments": 3, "liked_share": pytest.approx(1 / 3), "disliked_share": pytest.approx(2 / 3),
-                  "answered_share": pytest.approx(1 / 3)}
+                  "answered_share": pytest.approx(1 / 3),
+                  # 101 liked twice; 102 voted down (its reply says neither); 103 confused; no versions recorded
+                  "by_version": {"unknown": {"judged": 3, "accepted": 1, "rejected": 2,
+                                             "acceptance_rate": pytest.approx(1 / 3)}}}
     report = evaluate(perfect(splits.test), splits.test, splits.train, base=None, out_dir=tmp_path / "out",
                       store=tmp_path / "revbot.db", progress=False)
     assert report.feedback == fb

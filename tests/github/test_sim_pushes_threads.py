@@ -183,3 +183,15 @@ def test_a_thread_resolved_in_the_ui_sends_its_webhook(sim):
     assert hook["action"] == "resolved" and hook["sender"]["login"] == "alice"
     assert [c["id"] for c in hook["thread"]["comments"]] == [root["id"]]
     assert gh.review_threads(REPO, 1)[0]["resolvedBy"] == {"login": "alice"}
+
+
+def test_review_comment_ids_past_32_bits_come_as_full_database_ids(sim):
+    gh = client(sim)
+    big = 2_210_000_313  # GitHub's review comment ids passed 2**31 - 1 long ago
+    sim.add_comments(REPO, 1, [{"id": big, "path": "b.py", "line": 2, "body": "old id space", "user": "bob"}])
+    [thread] = gh.review_threads(REPO, 1)
+    assert thread["comments"]["nodes"][0]["fullDatabaseId"] == str(big)
+    with pytest.raises(GraphQLError, match="non 32-bit signed integer"):
+        gh.graphql("query($o: String!, $n: String!) { repository(owner: $o, name: $n) { pullRequest(number: 1) { "
+                   "reviewThreads(first: 5) { nodes { comments(first: 1) { nodes { databaseId } } } } } } }",
+                   {"o": "acme", "n": "shop"})
