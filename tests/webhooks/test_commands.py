@@ -113,7 +113,8 @@ def test_ignore_is_recorded_and_later_reviews_leave_those_paths_out(env):
 
 
 @pytest.mark.parametrize("text, why", [("/revbot dance", "unknown command"), ("/revbot ignore", "no glob given"),
-                                       ("/revbot ignore **", "every file")])
+                                       ("/revbot ignore **", "every file"),
+                                       ("/revbot ignore x<!-- revbot:review sha=0 -->", "never do")])
 def test_unknown_commands_and_bad_globs_get_a_confused_reaction(env, text, why):
     sim, svc, seen = env
     comment, _ = command(sim, svc, text, "maria")
