@@ -108,6 +108,9 @@ def main(argv: list[str] | None = None) -> None:
     from bot.errors import RevbotError
     from bot.secrets import scrub_text
 
+    # Self-hosted means nothing phones home: the Hugging Face libraries send usage telemetry unless
+    # told not to, and read this before they are imported.
+    os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
     try:
         cli.main(args=argv, prog_name="revbot")
     except RevbotError as exc:
