@@ -64,7 +64,7 @@ class DemoConfig:
     lora_dropout: float = 0.05
     lora_layers: int | None = 8
     target_modules: tuple[str, ...] | None = None  # None: every attention and MLP projection
-    quantize: bool = True
+    quantize: bool | None = None  # revbot's default for the device: 4-bit on a GPU, full precision on a CPU
     precision: str = "auto"
     eval_max_new_tokens: int = 48
     review_max_new_tokens: int = 48
@@ -85,7 +85,8 @@ class DemoConfig:
         targets = ", ".join(self.target_modules) if self.target_modules else "every attention and MLP projection"
         return (f"{self.steps} steps x {self.batch_size} rows x {self.max_length} tokens, lr {self.lr:g}, "
                 f"LoRA r={self.lora_r} alpha={self.lora_alpha} on {targets} of {where}, "
-                f"{'4-bit NF4 base' if self.quantize else 'full-precision base'}, precision {self.precision}")
+                f"{ {True: '4-bit NF4 base', False: 'full-precision base'}.get(self.quantize, 'base 4-bit on a GPU, full precision on a CPU') }, "
+                f"precision {self.precision}")
 
 
 FULL = DemoConfig()
@@ -363,7 +364,10 @@ def run_demo(
             base_model = config.model
 
         models_dir = workdir / "models"
-        quant = "QLoRA (4-bit NF4 base)" if config.quantize else "LoRA"
+        import torch
+
+        quantized = config.quantize if config.quantize is not None else torch.cuda.is_available()
+        quant = "QLoRA (4-bit NF4 base)" if quantized else "LoRA (full-precision base: 4-bit only costs time on a CPU)"
         with steps.step(f"Training with {quant} for {config.steps} steps", "train"):
             echo(f"      {config.describe()}")
             train_config = TrainConfig(

@@ -330,13 +330,15 @@ def _fail(exc: RevbotError) -> None:
 @click.option("--epochs", type=float, default=3.0, show_default=True, help="Passes over the training split.")
 @click.option("--max-steps", type=click.IntRange(min=1), default=None, help="Stop after N optimiser steps (overrides --epochs).")
 @click.option("--batch-size", type=click.IntRange(min=1), default=4, show_default=True, help="Rows per optimiser step.")
-@click.option("--max-length", type=click.IntRange(min=16), default=2048, show_default=True, help="Tokens per row.")
+@click.option("--max-length", type=click.IntRange(min=16), default=None,
+              help="Tokens per row. [default: 2048 on a GPU, 1024 on CPU]")
 @click.option("--lr", type=float, default=2e-4, show_default=True, help="Peak learning rate.")
 @click.option("--lora-r", type=click.IntRange(min=1), default=16, show_default=True, help="LoRA rank.")
 @click.option("--lora-alpha", type=float, default=32, show_default=True, help="LoRA alpha.")
 @click.option("--target-modules", metavar="A,B,...", default=None,
               help="Layers to adapt. Default: every attention and MLP projection.")
-@click.option("--no-quantize", is_flag=True, help="Plain LoRA instead of 4-bit QLoRA.")
+@click.option("--quantize/--no-quantize", default=None,
+              help="4-bit QLoRA or plain LoRA. [default: 4-bit on a GPU, plain LoRA on CPU]")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the split, the order and the LoRA init.")
 @click.option("--max-new-tokens", type=click.IntRange(min=1), default=DEFAULT_MAX_NEW_TOKENS, show_default=True,
               help="Longest answer per hunk during the evaluation (the same default as `revbot eval`).")
@@ -346,7 +348,7 @@ def _fail(exc: RevbotError) -> None:
 @click.option("--quiet", is_flag=True, help="No progress bars.")
 def retrain_cmd(repos, db, models_dir, api_url, token, no_harvest, base_model, metric, parse_failure_tolerance,
                 val_loss_tolerance, epochs, max_steps, batch_size, max_length, lr, lora_r, lora_alpha, target_modules,
-                no_quantize, seed, max_new_tokens, eval_batch_size, as_json, quiet):
+                quantize, seed, max_new_tokens, eval_batch_size, as_json, quiet):
     """Harvest new reviews, train a candidate, and promote it only if it is at least as good.
 
     The candidate and the current version are evaluated on the same newest held-out pull requests,
@@ -367,7 +369,7 @@ def retrain_cmd(repos, db, models_dir, api_url, token, no_harvest, base_model, m
             epochs=epochs, max_steps=max_steps, batch_size=batch_size, max_length=max_length, lr=lr, lora_r=lora_r,
             lora_alpha=lora_alpha,
             target_modules=[t.strip() for t in target_modules.split(",") if t.strip()] if target_modules else None,
-            quantize=not no_quantize, seed=seed,
+            quantize=quantize, seed=seed,
         )
         client = None
         targets: list[str] = []

@@ -57,7 +57,8 @@ def main() -> None:
     parser.add_argument("--lora-r", type=int, default=16)
     parser.add_argument("--lora-layers", type=int, default=8, help="LoRA on the last N blocks (0: every block)")
     parser.add_argument("--precision", default="auto", choices=("auto", "bf16", "fp32"))
-    parser.add_argument("--no-quantize", action="store_true", help="plain LoRA instead of QLoRA")
+    parser.add_argument("--quantize", action=argparse.BooleanOptionalAction, default=None,
+                        help="4-bit QLoRA or plain LoRA (default: revbot's default for the device)")
     parser.add_argument("--eval-every", type=int, default=0, help="steps between validation passes (0: ~5 a run)")
     parser.add_argument("--test-limit", type=int, default=0, help="evaluate on the first N test hunks (0: all)")
     parser.add_argument("--max-new-tokens", type=int, default=64)
@@ -83,7 +84,7 @@ def main() -> None:
         config = TrainConfig(
             max_steps=args.steps or None, epochs=args.epochs, batch_size=args.batch_size, max_length=args.max_length,
             lr=args.lr, lora_r=args.lora_r, lora_alpha=2 * args.lora_r, lora_layers=args.lora_layers or None,
-            precision=args.precision, quantize=not args.no_quantize, seed=args.seed, min_train=1, min_val=1,
+            precision=args.precision, quantize=args.quantize, seed=args.seed, min_train=1, min_val=1,
             min_test=1, eval_every=args.eval_every or None, patience=0,
         )
         print(f"training {args.base_model}: {json.dumps({k: v for k, v in config.to_dict().items() if v is not None})}")
