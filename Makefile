@@ -28,8 +28,10 @@ bench: setup
 	$(PY) tests/bench/bench_review.py
 	$(PY) tests/bench/bench_harvest.py
 	$(PY) tests/bench/bench_train.py
+	$(PY) tests/bench/bench_cpu_training.py
 	$(PY) tests/bench/bench_quality.py
 	$(PY) tests/bench/bench_webhook.py
+	$(PY) tests/bench/bench_secrets.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info .revbot-demo
