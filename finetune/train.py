@@ -438,6 +438,26 @@ class _Interrupt:
             signal.signal(signal.SIGINT, previous)
 
 
+_MALLOC_TRIM: Any = None
+
+
+def release_freed_memory() -> None:
+    """Hand back to the system what the C allocator keeps after a step. glibc holds on to the freed
+    chunks of the differently shaped tensors every packed batch allocates: on a demo-sized CPU run
+    resident memory grew from 3.7 to 4.5 GiB in 14 steps, and one ``malloc_trim`` brought it to 1.4 GiB
+    (it then stayed under 1.7 GiB over the next 16 steps, trimmed after each). A no-op without glibc."""
+    global _MALLOC_TRIM
+    if _MALLOC_TRIM is None:
+        try:
+            import ctypes
+
+            _MALLOC_TRIM = ctypes.CDLL("libc.so.6").malloc_trim
+        except (OSError, AttributeError):
+            _MALLOC_TRIM = False
+    if _MALLOC_TRIM:
+        _MALLOC_TRIM(0)
+
+
 def _callback_base() -> type:
     from transformers import TrainerCallback
 
@@ -467,6 +487,7 @@ class _StepReporter:
         self._flush()
 
     def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        release_freed_memory()
         self.pending = StepInfo(state.global_step, state.max_steps, float("nan"), None, None)
         if state.global_step >= state.max_steps and not self.final_checkpoint:
             control.should_save = False  # the run is complete: a checkpoint of it would be deleted unread
