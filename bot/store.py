@@ -572,6 +572,13 @@ class Store:
     def _read(self, sql: str, params: Iterable[Any] = ()) -> list[sqlite3.Row]:
         return self._conn().execute(sql, tuple(params)).fetchall()
 
+    def _select(self, table: str, order: str, **equal: Any) -> list[sqlite3.Row]:
+        """Rows of ``table`` whose columns equal the given values (None: no condition), in ``order``.
+        Table and column names come from this module only, never from callers' data."""
+        conditions = {column: value for column, value in equal.items() if value is not None}
+        where = " WHERE " + " AND ".join(f"{column} = ?" for column in conditions) if conditions else ""
+        return self._read(f"SELECT * FROM {table}{where} ORDER BY {order}", conditions.values())
+
     def close(self) -> None:
         """Close this thread's connection (others close when their thread ends)."""
         con = getattr(self._local, "con", None)
@@ -892,19 +899,9 @@ class Store:
         self, repo: str | None = None, *, source: str | None = None, negative: bool | None = None
     ) -> Iterator[Example]:
         """Examples ordered by (created_at, id): stable, and oldest first for time-based splits."""
-        sql, params, where = "SELECT * FROM examples", [], []
-        if repo is not None:
-            where.append("repo = ?")
-            params.append(repo)
-        if source is not None:
-            where.append("source = ?")
-            params.append(source)
-        if negative is not None:
-            where.append("is_negative = ?")
-            params.append(int(negative))
-        if where:
-            sql += " WHERE " + " AND ".join(where)
-        for row in self._read(sql + " ORDER BY created_at, id", params):
+        rows = self._select("examples", "created_at, id", repo=repo, source=source,
+                            is_negative=None if negative is None else int(negative))
+        for row in rows:
             yield _example_from_row(row)
 
     def count_examples(self, repo: str | None = None) -> tuple[int, int]:
@@ -933,16 +930,9 @@ class Store:
         return count
 
     def iter_feedback(self, repo: str | None = None, comment_id: int | None = None) -> Iterator[Feedback]:
-        sql, params, where = "SELECT * FROM bot_feedback", [], []
-        if repo is not None:
-            where.append("repo = ?")
-            params.append(repo)
-        if comment_id is not None:
-            where.append("comment_id = ?")
-            params.append(int(comment_id))
-        if where:
-            sql += " WHERE " + " AND ".join(where)
-        for r in self._read(sql + " ORDER BY comment_id, kind, key", params):
+        rows = self._select("bot_feedback", "comment_id, kind, key", repo=repo,
+                            comment_id=None if comment_id is None else int(comment_id))
+        for r in rows:
             yield Feedback(r["repo"], r["pr"], r["comment_id"], r["kind"], r["author"], r["content"], r["ref_id"], r["created_at"], r["source"])
 
     # ---- what the webhook service posted, evidence, per-PR ignores
@@ -972,16 +962,8 @@ class Store:
             return cur.rowcount > 0
 
     def iter_posts(self, repo: str | None = None, pr: int | None = None) -> Iterator[BotPost]:
-        sql, params, where = "SELECT * FROM bot_posts", [], []
-        if repo is not None:
-            where.append("repo = ?")
-            params.append(repo)
-        if pr is not None:
-            where.append("pr = ?")
-            params.append(int(pr))
-        if where:
-            sql += " WHERE " + " AND ".join(where)
-        for r in self._read(sql + " ORDER BY posted_at, repo, pr, fingerprint", params):
+        rows = self._select("bot_posts", "posted_at, repo, pr, fingerprint", repo=repo, pr=None if pr is None else int(pr))
+        for r in rows:
             yield BotPost(r["repo"], r["pr"], r["fingerprint"], r["path"], r["line"], r["side"], r["body"], r["hunk"],
                           r["head_sha"], r["model_version"], r["comment_id"], r["posted_at"])
 
