@@ -9,8 +9,9 @@ back for a retry with exponential backoff; after ``max_attempts`` runs it is mar
 that a retry cannot fix (a PR that no longer exists) fail it at once; an invalid ``.revbot.yml`` is
 not one of them: the review is done with the defaults and says so (``webhooks.poster``).
 
-Hot reload: between jobs each worker asks ``ModelHolder.refresh()`` whether another model version
-was promoted; the new backend is loaded while the old one keeps serving, then swapped in. A job
+Hot reload: between jobs, and again as it starts each job, a worker asks ``ModelHolder.refresh()``
+whether another model version was promoted (so a job queued after a promote is never reviewed by the
+old version); the new backend is loaded while the old one keeps serving, then swapped in. A job
 keeps the backend it started with, so nothing is dropped or posted twice by a reload. The reload
 is counted before the new version becomes visible anywhere (/healthz reads it from the workers'
 reports), so a scrape never sees the new version without its reload.
@@ -138,6 +139,7 @@ class ModelHolder:
         self._checked = 0.0
         self._pinned: dict[str, Any] = {}
         self._pinned_cache = pinned_cache
+        self._failed: tuple[str | None, float] | None = None  # (version, when) of the last failed load
         self.last_error: str | None = None
 
     @property
@@ -171,12 +173,17 @@ class ModelHolder:
             name = getattr(version, "name", None)
             if self._backend is not None and name == self._version:
                 return False
+            if (self._backend is not None and self._failed is not None and self._failed[0] == name
+                    and self._checked - self._failed[1] < self.check_every):
+                return False  # this version failed to load moments ago: retry it at the next periodic check
             try:
                 backend = self.loader(version)
             except Exception as exc:
                 self.last_error = str(exc)
+                self._failed = (name, self.clock())
                 log.error("cannot load model %s: %s", name or "(configured model)", exc)
                 return False
+            self._failed = None
             with self._lock:  # count the reload before anyone can see the new version
                 old = self._backend
                 if old is not None and self.metrics:
@@ -257,6 +264,10 @@ class Worker:
         started = time.monotonic()
         try:
             with _Heartbeat(self.queue.store, job.id, self.owner, self.lease_s, self.heartbeat_s) as beat:
+                if self.models is not None:
+                    # a job taken after a promote is reviewed by the promoted version, however recently the
+                    # idle loop last looked (one small file read; a version that just failed is not retried)
+                    self.models.refresh(force=True)
                 ctx = JobContext(self, job, beat)
                 try:
                     result = handler(job, ctx)

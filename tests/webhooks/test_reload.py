@@ -90,3 +90,61 @@ def _wait(predicate, timeout: float = 10.0) -> bool:
             return True
         time.sleep(0.05)
     raise AssertionError("condition not reached in time")
+
+
+def test_a_job_queued_after_a_promote_is_reviewed_by_the_promoted_version(tmp_path):
+    """The race issue 11's load runs hit: the idle loop had looked at the registry moments before the
+    promote, then sat waiting for a job; the job that arrived was reviewed by the old version. A
+    worker now checks the promoted version as it starts each job, however recently it last looked."""
+    from webhooks.jobs import NewJob
+    from webhooks.queue import open_queue
+    from webhooks.worker import JobResult, ModelHolder, Worker
+
+    registry = ModelRegistry(tmp_path / "models")
+    add_version(registry, "v1")
+    add_version(registry, "v2")
+    registry.promote("v1")
+    holder = ModelHolder(lambda version: version.name, registry, check_every=3600.0)  # the idle loop never re-checks
+    served: list[str | None] = []
+
+    def handler(job, ctx):
+        served.append(ctx.worker.models.get()[1])
+        return JobResult()
+
+    queue = open_queue(tmp_path / "q.db", tmp_path)
+    try:
+        worker = Worker(queue, {"review": handler}, models=holder, lease_s=30.0)
+        assert worker.step(wait=0.0) is None and holder.version == "v1"  # loaded, looked, found no job
+        registry.promote("v2")
+        queue.submit("d-1", "pull_request", "opened", NewJob("review", "o/r#1", "o/r", 1, "a" * 40))
+        assert worker.step(wait=0.0) == "done"
+        assert served == ["v2"]
+    finally:
+        queue.close()
+
+
+def test_a_version_that_just_failed_to_load_is_not_retried_for_every_job(tmp_path):
+    from webhooks.worker import ModelHolder
+
+    registry = ModelRegistry(tmp_path / "models")
+    add_version(registry, "v1")
+    add_version(registry, "v2")
+    registry.promote("v1")
+    attempts: list[str] = []
+    now = [0.0]
+
+    def loader(version):
+        attempts.append(version.name)
+        if version.name == "v2":
+            raise RuntimeError("weights are corrupt")
+        return version.name
+
+    holder = ModelHolder(loader, registry, check_every=5.0, clock=lambda: now[0])
+    holder.refresh(force=True)
+    registry.promote("v2")
+    for _ in range(3):  # three jobs in a row
+        assert holder.refresh(force=True) is False
+    assert attempts == ["v1", "v2"] and holder.get() == ("v1", "v1")
+    now[0] = 6.0  # the next periodic check tries again
+    holder.refresh()
+    assert attempts == ["v1", "v2", "v2"]
