@@ -27,7 +27,7 @@ from collections import defaultdict
 from typing import Any, Iterable
 
 from bot.formats import FINGERPRINT_RE, ZWSP, extract_fingerprints
-from bot.store import Evidence, Feedback, Store
+from revbot.adapters.store import Evidence, Feedback, Store
 
 POSITIVE_REACTIONS = ("+1", "heart", "hooray", "rocket")
 NEGATIVE_REACTIONS = ("-1", "confused")

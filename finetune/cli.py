@@ -11,7 +11,7 @@ from typing import Any
 import click
 
 from bot.errors import DataError, UsageError
-from bot.versions import ModelRegistry, default_models_dir
+from revbot.adapters.versions import ModelRegistry, default_models_dir
 from finetune.evaluate import DEFAULT_EVAL_BATCH_SIZE, DEFAULT_MAX_NEW_TOKENS
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
@@ -22,7 +22,7 @@ def _registry(models_dir: str | None) -> ModelRegistry:
 
 
 def _default_store() -> Path:
-    from bot.store import default_db_path
+    from revbot.adapters.store import default_db_path
 
     home = os.environ.get("REVBOT_HOME", "").strip()
     path = default_db_path()
@@ -107,7 +107,7 @@ def train(data, base_model, models_dir, epochs, max_steps, batch_size, max_lengt
     attention and MLP projection, loss on the review answer only, packed rows, cosine schedule with
     warm-up, early stopping on validation loss and checkpoints for --resume.
     """
-    from bot.embedded import DEFAULT_BASE_MODEL
+    from revbot.adapters.embedded import DEFAULT_BASE_MODEL
     from finetune.data import load_examples
     from finetune.train import TrainConfig, train as run_training
 

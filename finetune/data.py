@@ -67,7 +67,7 @@ def load_examples(path: str | os.PathLike[str], fmt: str | None = None) -> list[
                             f"{name} --format {fmt}` and pass the store", name)
         examples = list(_READERS[-1](name, fmt))
     elif is_store(path):
-        from bot.store import Store
+        from revbot.adapters.store import Store
 
         store = Store(path)
         try:
@@ -220,7 +220,7 @@ class Encoded:
 
 def encode_example(example: Example, tokenizer: Any) -> Encoded:
     """Prompt and answer tokenised separately (the answer ends with the tokenizer's eos), exactly as
-    ``bot.model`` encodes prompts: chat templates carry their own special tokens, plain prompts get
+    ``revbot.adapters.model`` encodes prompts: chat templates carry their own special tokens, plain prompts get
     the tokenizer's (a leading <s>, say)."""
     prompt, answer = training_text(example.prompt_input(), example.comments, tokenizer)
     chat = bool(getattr(tokenizer, "chat_template", None))

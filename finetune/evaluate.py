@@ -18,7 +18,7 @@ from typing import Any, Sequence
 from bot.errors import DataError, ModelError, UsageError
 from bot.examples import Example
 from bot.prompt import parse_output, render_answer
-from bot.versions import ModelRegistry, ModelVersion
+from revbot.adapters.versions import ModelRegistry, ModelVersion
 from finetune.baselines import MostFrequentBaseline, RetrievalBaseline
 from finetune.gate import GATE_METRICS, Evidence
 from finetune.metrics import METRIC_INFO, Placement, placement_metrics, review_scores, text_metrics, uninformative_metrics
@@ -115,7 +115,7 @@ def store_feedback(store_path: str | Path) -> dict[str, Any] | None:
     (reactions, replies, resolutions: ``bot.feedback``), how many were accepted and the acceptance
     rate. None when the store has no feedback yet."""
     from bot.feedback import acceptance_by_version, derive_evidence
-    from bot.store import Store
+    from revbot.adapters.store import Store
 
     if not Path(store_path).is_file():
         raise DataError("no such dataset store (for the bot's feedback)", str(store_path))
@@ -150,7 +150,7 @@ def store_feedback(store_path: str | Path) -> dict[str, Any] | None:
 
 
 def _load_tuned(spec: Any, quantize: str | None, batch_size: int) -> tuple[Any, ModelVersion | None, str]:
-    from bot.model import Backend, load_backend
+    from revbot.adapters.model import Backend, load_backend
 
     if isinstance(spec, Backend):
         return spec, None, getattr(spec, "name", "model")
@@ -215,7 +215,7 @@ def evaluate(
     base_model = version.base_model if version else None
     del tuned
     if base == "auto" and base_model:
-        from bot.model import load_backend
+        from revbot.adapters.model import load_backend
 
         try:
             base_backend = load_backend(model=base_model, quantize=quantize, batch_size=batch_size)

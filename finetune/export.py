@@ -22,7 +22,7 @@ from typing import Any
 
 from bot.errors import ModelError, UsageError
 from bot.prompt import ANSWER_END, PROMPT_FORMAT_VERSION, SYSTEM_PROMPTS, PromptInput, prompt_text
-from bot.versions import ModelRegistry, ModelVersion, now_iso, write_json_atomic
+from revbot.adapters.versions import ModelRegistry, ModelVersion, now_iso, write_json_atomic
 
 log = logging.getLogger(__name__)
 
@@ -100,7 +100,7 @@ def export_merged(
     the recorded base (the same model moved elsewhere)."""
     if isinstance(version, str):
         version = ModelRegistry(models_dir).resolve(version)
-    from bot.model import check_prompt_format, model_source, read_adapter_meta
+    from revbot.adapters.model import check_prompt_format, model_source, read_adapter_meta
 
     meta = read_adapter_meta(version.path)
     check_prompt_format(meta["prompt_format_version"], f"version {version.name}")

@@ -11,7 +11,7 @@ import random
 from pathlib import Path
 from typing import Any, Sequence
 
-from bot.versions import write_json_atomic
+from revbot.adapters.versions import write_json_atomic
 from finetune.gate import DEFAULT_GATE_METRIC, PARSE_FAILURE_TOLERANCE, VAL_LOSS_TOLERANCE
 from finetune.metrics import METRIC_INFO, format_metric
 from finetune.results import (

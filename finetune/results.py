@@ -12,7 +12,7 @@ from typing import Any, Sequence
 
 from bot.examples import Example
 from bot.prompt import PromptComment
-from bot.versions import now_iso
+from revbot.adapters.versions import now_iso
 from finetune.gate import DEFAULT_GATE_METRIC
 from finetune.metrics import METRIC_INFO, format_metric
 

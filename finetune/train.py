@@ -1,7 +1,7 @@
 """QLoRA training on TRL's SFTTrainer: examples -> a new model version (peft adapter + tokenizer + revbot.json).
 
 The recipe is the one every user of the field knows, run by ``trl.SFTTrainer``: the base model in 4-bit
-NF4 with double quantisation (loaded through bot.model, as review loads it), LoRA on every attention
+NF4 with double quantisation (loaded through revbot.adapters.model, as review loads it), LoRA on every attention
 and MLP projection, AdamW with a cosine schedule and warm-up, examples packed best-fit-decreasing
 (``packing_strategy="bfd"``) into padding-free batches, loss on the answer only
 (``completion_only_loss``), validation loss as it goes, ``EarlyStoppingCallback`` with
@@ -55,7 +55,7 @@ from typing import Any
 from bot.errors import DataError, ModelError, RevbotError, UsageError
 from bot.examples import Example, fingerprint, write_examples
 from bot.prompt import PROMPT_FORMAT_VERSION
-from bot.versions import META_FILE, ModelRegistry, ModelVersion, now_iso, write_json_atomic
+from revbot.adapters.versions import META_FILE, ModelRegistry, ModelVersion, now_iso, write_json_atomic
 from finetune.attention import SEGMENT_ATTENTION, register as register_segment_attention
 from finetune.data import Splits, encode_examples, prompt_completion_dataset, split_examples
 
@@ -649,11 +649,11 @@ class _Prepared:
 
 
 def prepare_model(base: str, config: TrainConfig, device: Any) -> _Prepared:
-    """Load the base (through bot.model, as review does), choose how to batch, and attach LoRA."""
+    """Load the base (through revbot.adapters.model, as review does), choose how to batch, and attach LoRA."""
     import torch
     from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
 
-    from bot.model import LocalBackend
+    from revbot.adapters.model import LocalBackend
 
     backend = LocalBackend.load(base, quantize="4bit" if config.quantize else "none", device=str(device))
     model, tokenizer = backend.model, backend.tokenizer

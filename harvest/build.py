@@ -25,7 +25,7 @@ from bot.diff import LEFT, RIGHT, FileDiff, Hunk, parse_hunk, parse_patch
 from bot.errors import DiffError
 from bot.examples import Example, ExampleComment, example_id
 from bot.prompt import canonical
-from bot.store import CachedFile, Feedback, StoredComment
+from revbot.adapters.store import CachedFile, Feedback, StoredComment
 from harvest.filters import FilterConfig
 
 DEFAULT_MAX_HUNK_LINES = 200

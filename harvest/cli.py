@@ -9,7 +9,7 @@ from typing import Any, Callable
 import click
 
 from bot.errors import GitHubError, RevbotError, UsageError
-from bot.store import Store, default_db_path, utc_timestamp
+from revbot.adapters.store import Store, default_db_path, utc_timestamp
 from harvest.build import DEFAULT_OWN_LOGINS
 from harvest.filters import DEFAULT_MIN_LENGTH
 
@@ -77,7 +77,7 @@ def harvest_github_cmd(repo: str, db: str | None, api_url: str | None, token: st
     Incremental: a second run reads only comments changed since the first. Interrupted
     runs (Ctrl-C, a kill, a network failure) keep what was fetched and resume.
     """
-    from bot.github import GitHubClient
+    from revbot.adapters.github import GitHubClient
     from harvest.mine import HarvestInterrupted, HarvestOptions, harvest_github
 
     def go() -> None:

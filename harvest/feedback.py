@@ -24,7 +24,7 @@ from bot.errors import DiffError
 from bot.examples import Example, ExampleComment, example_id
 from bot.feedback import habit_key, verdicts
 from bot.formats import FINGERPRINT_RE, ZWSP
-from bot.store import Evidence
+from revbot.adapters.store import Evidence
 
 SOURCE = "feedback"
 _MARKER = re.compile(r"<!--.*?-->", re.DOTALL)

@@ -47,7 +47,7 @@ from bot.diff import HUNK_HEADER, LEFT, RIGHT, Hunk, parse_hunk
 from bot.errors import DataError, DiffError, UsageError
 from bot.examples import Example, ExampleComment, example_id, write_jsonl
 from bot.prompt import ANSWER_END, SYSTEM_PROMPTS, PromptInput, canonical, normalize_body, parse_output, render_answer
-from bot.store import Store, StoredComment, utc_timestamp
+from revbot.adapters.store import Store, StoredComment, utc_timestamp
 from harvest.filters import review_bot_signature
 
 IMPORT_FORMATS = ("crc", "codereviewer", "alpaca", "sharegpt", "openai", "jsonl")

@@ -11,9 +11,7 @@ import click
 
 # command name -> "module:attribute" of a click command
 COMMANDS: dict[str, str] = {
-    "review": "bot.cli:review",
-    "init-model": "bot.cli:init_model",
-    "github-sim": "bot.cli:github_sim",
+    "review": "revbot.review_cli:review",
     "harvest": "harvest.cli:harvest",
     "dataset": "harvest.cli:dataset",
     "train": "finetune.cli:train",
@@ -24,13 +22,12 @@ COMMANDS: dict[str, str] = {
     "serve": "webhooks.cli:serve",
     "worker": "webhooks.cli:worker",
     "retrain": "revbot.retrain:retrain_cmd",
-    "demo": "revbot.demo:demo_cmd",
+    "demo": "revbot.dev.demo:demo_cmd",
+    "dev": "revbot.dev.cli:dev",
 }
 
 SHORT_HELP: dict[str, str] = {
     "review": "Review a diff locally and print comments.",
-    "init-model": "Build a tiny random model (for tests and the offline demo only).",
-    "github-sim": "Run the GitHub API simulator on loopback.",
     "harvest": "Mine past review comments into the dataset store.",
     "dataset": "Import, export and inspect training examples.",
     "train": "Train a QLoRA adapter; writes a new model version.",
@@ -42,6 +39,7 @@ SHORT_HELP: dict[str, str] = {
     "worker": "Run queue workers alone (scaled-out deployment).",
     "retrain": "Harvest new reviews, train, evaluate, promote if better.",
     "demo": "Run the whole loop offline on an embedded sample project.",
+    "dev": "Developer tools: tiny test models, the GitHub simulator.",
 }
 
 
@@ -97,7 +95,7 @@ def cli(verbose: int) -> None:
     """
     level = {0: logging.WARNING, 1: logging.INFO}.get(verbose, logging.DEBUG)
     level = getattr(logging, os.environ.get("REVBOT_LOG_LEVEL", "").upper(), level)
-    from bot.logs import configure_logging
+    from revbot.adapters.logs import configure_logging
 
     configure_logging(level)
 

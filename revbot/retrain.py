@@ -104,7 +104,7 @@ class RetrainResult:
 
 
 def _version_answer_loss(version: Any, examples: Sequence[Example], quantize: str | None, batch_size: int) -> float | None:
-    from bot.model import load_backend
+    from revbot.adapters.model import load_backend
     from finetune.evaluate import answer_loss
 
     backend = load_backend(adapter=str(version.path), quantize=quantize, batch_size=batch_size)
@@ -168,7 +168,7 @@ def retrain(
     the store, evaluate it and the current version on the same newest held-out PRs, and promote it
     only if the gate (``finetune.gate.decide``) lets it through. Returns what was decided; the decision
     is also appended to the registry's log."""
-    from bot.versions import ModelRegistry
+    from revbot.adapters.versions import ModelRegistry
     from finetune.data import split_examples
     from finetune.evaluate import evaluate, gate_evidence
     from finetune.train import TrainConfig, train
@@ -358,7 +358,7 @@ def retrain_cmd(repos, db, models_dir, api_url, token, no_harvest, base_model, m
     loss are not worse beyond the tolerances. Every decision is recorded with its reason; `revbot
     models list` shows them.
     """
-    from bot.store import Store
+    from revbot.adapters.store import Store
     from finetune.train import TrainConfig
 
     try:
@@ -376,7 +376,7 @@ def retrain_cmd(repos, db, models_dir, api_url, token, no_harvest, base_model, m
         if not no_harvest:
             targets = list(repos) or harvested_repos(store)
             if targets:
-                from bot.github import GitHubClient
+                from revbot.adapters.github import GitHubClient
 
                 client = GitHubClient(token or None, api_url=api_url)
             else:

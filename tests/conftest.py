@@ -39,14 +39,14 @@ def shared_dir() -> Path:
 
 @pytest.fixture(scope="session")
 def tiny_llama(tmp_path_factory) -> Path:
-    from bot.tiny import build_tiny_model
+    from revbot.dev.tiny import build_tiny_model
 
     return build_tiny_model(tmp_path_factory.mktemp("tiny-llama"), arch="llama", seed=0)
 
 
 @pytest.fixture(scope="session")
 def tiny_qwen(tmp_path_factory) -> Path:
-    from bot.tiny import build_tiny_model
+    from revbot.dev.tiny import build_tiny_model
 
     return build_tiny_model(tmp_path_factory.mktemp("tiny-qwen"), arch="qwen2", seed=0)
 
@@ -54,6 +54,6 @@ def tiny_qwen(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def smollm2() -> Path:
     """The embedded SmolLM2-135M-Instruct, converted from its packaged GGUF once per session (~20 s)."""
-    from bot.embedded import DEFAULT_BASE_MODEL, resolve
+    from revbot.adapters.embedded import DEFAULT_BASE_MODEL, resolve
 
     return Path(resolve(DEFAULT_BASE_MODEL, quiet=True))

@@ -194,7 +194,7 @@ def worker(metrics_port: int | None, **opts: Any) -> None:
 @click.option("-v", "--verbose", count=True)
 def main(verbose: int) -> None:
     """Run `serve` or `worker` directly (``python -m webhooks.cli``)."""
-    from bot.logs import configure_logging
+    from revbot.adapters.logs import configure_logging
 
     configure_logging({0: logging.WARNING, 1: logging.INFO}.get(verbose, logging.DEBUG))
 

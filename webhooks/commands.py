@@ -18,7 +18,7 @@ from typing import Any, Callable
 
 from bot.config import path_matches
 from bot.errors import DataError, GitHubError
-from bot.store import Store
+from revbot.adapters.store import Store
 from webhooks.jobs import DONE, REVIEW, SKIPPED, Job, NewJob
 from webhooks.worker import JobContext, JobResult
 

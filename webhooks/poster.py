@@ -44,11 +44,11 @@ from bot.diff import Diff, FileDiff, parse_diff, parse_patch
 from bot.errors import DataError, GitHubError, UsageError
 from bot.feedback import refresh_evidence
 from bot.formats import comment_fingerprint, extract_fingerprints, github_review_payload
-from bot.github import GitHubClient, ReviewValidationError
-from bot.model import OpenAIBackend
+from revbot.adapters.github import GitHubClient, ReviewValidationError
+from revbot.adapters.model import OpenAIBackend
 from bot.review import Review, ReviewComment, ReviewOptions, review_diff
 from bot.secrets import scrub_text
-from bot.store import BotPost, Store
+from revbot.adapters.store import BotPost, Store
 from webhooks.jobs import DONE, REVIEW, SKIPPED, Job, NewJob, review_key
 from webhooks.metrics import Metrics
 from webhooks.scope import choose_scope

@@ -15,7 +15,7 @@ import logging
 from typing import Any, Callable
 
 from bot.feedback import refresh_evidence
-from bot.store import Feedback, Store, StoredComment
+from revbot.adapters.store import Feedback, Store, StoredComment
 from webhooks.jobs import DONE, SKIPPED, Job
 from webhooks.worker import JobContext, JobResult
 

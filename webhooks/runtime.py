@@ -20,7 +20,7 @@ def default_loader(cfg: ServiceConfig) -> Callable[[Any], Any]:
     """How a model version (or, with none promoted, the configured model) becomes a Backend."""
 
     def load(version: Any) -> Any:
-        from bot.model import load_backend
+        from revbot.adapters.model import load_backend
 
         if cfg.backend == "openai":
             name = cfg.openai_model or (version.name if version is not None else cfg.model)
@@ -41,7 +41,7 @@ def build_models(cfg: ServiceConfig, loader: Callable[[Any], Any] | None = None,
     registry's ``current`` version is served and followed, falling back to ``--model``."""
     registry = None
     if not cfg.adapter:
-        from bot.versions import ModelRegistry
+        from revbot.adapters.versions import ModelRegistry
 
         registry = ModelRegistry(cfg.models_dir)
     return ModelHolder(loader or default_loader(cfg), registry, check_every=cfg.reload_check_s, metrics=metrics)
@@ -66,7 +66,7 @@ def build_pool(cfg: ServiceConfig, *, queue: JobQueue | None = None, loader: Cal
         opened: list[Any] = []
 
         def open_store() -> Any:
-            from bot.store import Store
+            from revbot.adapters.store import Store
 
             with lock:
                 if not opened:

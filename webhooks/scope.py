@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from bot.diff import Diff, FileDiff, Hunk, parse_patch
 from bot.errors import DiffError, GitHubError
 from bot.formats import REVIEW_MARK
-from bot.github import GitHubClient
+from revbot.adapters.github import GitHubClient
 
 log = logging.getLogger(__name__)
 

@@ -22,9 +22,9 @@ from typing import Iterable
 from bot.errors import GitHubError
 from bot.feedback import habit_key
 from bot.formats import extract_fingerprints, fingerprint_marker
-from bot.github import GitHubClient, GraphQLError
+from revbot.adapters.github import GitHubClient, GraphQLError
 from bot.review import Review
-from bot.store import Feedback
+from revbot.adapters.store import Feedback
 
 log = logging.getLogger(__name__)
 

@@ -12,7 +12,7 @@ not growing with N. The last line is machine-readable:
 
     RESULT speedup_n8=... speedup_n32=... speedup_n128=... s_per_hunk_n128=...
 
-The tiny model is built locally (bot.tiny); nothing is downloaded.
+The tiny model is built locally (revbot.dev.tiny); nothing is downloaded.
 """
 from __future__ import annotations
 
@@ -100,13 +100,13 @@ def main(argv: list[str] | None = None) -> int:
     sizes = [int(s) for s in args.sizes.split(",")]
 
     from bot.diff import parse_diff
-    from bot.model import load_backend
+    from revbot.adapters.model import load_backend
     from bot.review import ReviewOptions, review_diff
 
     with tempfile.TemporaryDirectory() as tmp:
         model_dir = args.model
         if model_dir is None:
-            from bot.tiny import build_tiny_model
+            from revbot.dev.tiny import build_tiny_model
 
             model_dir = str(build_tiny_model(Path(tmp) / "tiny", arch=args.arch, seed=0))
         import torch

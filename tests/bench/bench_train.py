@@ -317,9 +317,9 @@ def main() -> None:
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
     from trl import pack_dataset
 
-    from bot.embedded import resolve
+    from revbot.adapters.embedded import resolve
     from bot.examples import write_examples
-    from bot.tiny import build_tiny_model
+    from revbot.dev.tiny import build_tiny_model
     from finetune.data import encode_example, prompt_completion_dataset
     from finetune.train import CPU_LORA_LAYERS, detect_target_modules
     from tests.bench.bench_cpu_training import fp32_peak_gflops

@@ -58,7 +58,7 @@ def test_help_explains_options_with_examples(revbot):
     for option in ("--git", "--staged", "--repo", "--model", "--adapter", "--backend", "--base-url", "--api-model",
                    "--format", "--max-comments", "--max-comments-per-file", "--ignore", "--config", "-o, --output"):
         assert option in out
-    assert "main...HEAD" in out and "revbot init-model" in out and "Examples:" in out
+    assert "main...HEAD" in out and "revbot dev init-model" in out and "Examples:" in out
 
 
 def test_empty_diff_is_nothing_to_review(revbot, tmp_path):
@@ -286,13 +286,12 @@ def test_review_git_from_the_cli(revbot, git_repo, openai_server):
     assert code == 2 and "git could not compute the diff for nope...feature" in err
 
 
-def test_init_model_and_github_sim_are_the_modules_commands():
-    import bot.cli
-    from bot.tiny import init_model_command
+def test_developer_commands_live_under_revbot_dev(revbot, tmp_path):
+    from revbot.cli import COMMANDS
 
-    assert bot.cli.init_model is init_model_command
-    try:
-        from bot.github_sim import github_sim_command
-    except ImportError:
-        pytest.skip("bot.github_sim has no command yet")
-    assert bot.cli.github_sim is github_sim_command
+    assert "init-model" not in COMMANDS and "github-sim" not in COMMANDS
+    code, out, err = revbot("dev", "--help")
+    assert code == 0 and "init-model" in out and "github-sim" in out
+    code, out, err = revbot("dev", "init-model", str(tmp_path / "tiny"))
+    assert code == 0, err
+    assert (tmp_path / "tiny" / "config.json").exists()

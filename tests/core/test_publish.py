@@ -10,9 +10,9 @@ import pytest
 
 from bot.errors import UsageError
 from bot.formats import extract_fingerprints, review_marker
-from bot.github import GitHubClient
-from bot.github_sim import GitHubSimulator
-from bot.publish import parse_target
+from revbot.adapters.github import GitHubClient
+from revbot.dev.github_sim import GitHubSimulator
+from revbot.adapters.publish import parse_target
 from tests.core.conftest import prompt_anchors, prompt_path
 
 TOKEN = "ghp_" + "Ci7oken" * 5 + "x"

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from bot.logs import RedactingFilter, configure_logging
+from revbot.adapters.logs import RedactingFilter, configure_logging
 from bot.secrets import PATTERN_NAMES, PLACEHOLDER, find_secrets, scrub_text
 from tests.core.secret_corpus import KINDS, Sample, generate_corpus
 

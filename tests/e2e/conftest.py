@@ -8,7 +8,7 @@ from e2e_kit import BOT, TOKEN
 
 @pytest.fixture(scope="session")
 def sample_project():
-    from revbot.demo_data.sample import build_sample_project
+    from revbot.dev.demo_data.sample import build_sample_project
 
     return build_sample_project()
 
@@ -16,8 +16,8 @@ def sample_project():
 @pytest.fixture(scope="module")
 def sample_sim(sample_project):
     """A simulator holding the sample project; only TOKEN (the bot's) is accepted."""
-    from bot.github_sim import GitHubSimulator
-    from revbot.demo_data.sample import to_seed
+    from revbot.dev.github_sim import GitHubSimulator
+    from revbot.dev.demo_data.sample import to_seed
 
     with GitHubSimulator(to_seed(sample_project, tokens=[{"token": TOKEN, "login": BOT, "type": "Bot"}])) as sim:
         yield sim

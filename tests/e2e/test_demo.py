@@ -11,8 +11,8 @@ import pytest
 import requests
 
 from bot.errors import UsageError
-from bot.versions import META_FILE, ModelRegistry
-from revbot.demo import BOT_LOGIN, MARKER, QUICK, prepare_workdir, run_demo, signed_delivery, stop_kept
+from revbot.adapters.versions import META_FILE, ModelRegistry
+from revbot.dev.demo import BOT_LOGIN, MARKER, QUICK, prepare_workdir, run_demo, signed_delivery, stop_kept
 
 LAST_LINE = re.compile(r"^demo: review posted on acme/stockroom#(\d+) with (\d+) inline comments$")
 
@@ -73,8 +73,8 @@ def test_quick_demo_posts_a_review_and_the_service_hot_reloads(tmp_path):
         assert (pending.version.path / META_FILE).is_file()
         registry.promote("v2")
 
-        from revbot.demo_data.sample import build_demo_pull, build_sample_project, pull_files_seed
-        from bot.github_sim import GitHubSimulator  # noqa: F401  (the demo's simulator is reached over HTTP)
+        from revbot.dev.demo_data.sample import build_demo_pull, build_sample_project, pull_files_seed
+        from revbot.dev.github_sim import GitHubSimulator  # noqa: F401  (the demo's simulator is reached over HTTP)
 
         second = build_demo_pull(build_sample_project(), seed=3)
         opened = requests.post(f"{result.sim_url}/_sim/pulls", json={

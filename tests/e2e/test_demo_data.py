@@ -8,10 +8,10 @@ import re
 import pytest
 
 from bot.diff import parse_patch
-from revbot.demo_data.sample import (
+from revbot.dev.demo_data.sample import (
     CI_BOT, SECRET_LINE, build_demo_pull, build_sample_project, habits_in, pull_files_seed, to_seed,
 )
-from revbot.demo_data.templates import STYLE
+from revbot.dev.demo_data.templates import STYLE
 
 from e2e_kit import TOKEN
 
@@ -127,8 +127,8 @@ def test_the_simulator_serves_the_history_and_opens_the_demo_pull(sample_sim, sa
 
 
 def test_harvest_drops_every_kind_of_noise_and_scrubs_the_secret(sample_sim, sample_project, tmp_path):
-    from bot.github import GitHubClient
-    from bot.store import Store
+    from revbot.adapters.github import GitHubClient
+    from revbot.adapters.store import Store
     from harvest.mine import harvest_github
 
     db = tmp_path / "store.db"
@@ -157,7 +157,7 @@ def test_harvest_drops_every_kind_of_noise_and_scrubs_the_secret(sample_sim, sam
 
 
 def test_demo_pull_files_are_accepted_by_the_simulator(sample_project):
-    from bot.github_sim import GitHubSimulator
+    from revbot.dev.github_sim import GitHubSimulator
 
     with GitHubSimulator(to_seed(sample_project)) as sim:
         pull = build_demo_pull(sample_project)

@@ -25,14 +25,14 @@ from pathlib import Path
 import pytest
 import requests
 
-from bot.model import Backend, Generation
+from revbot.adapters.model import Backend, Generation
 from bot.prompt import PROMPT_FORMAT_VERSION, PromptInput
 from e2e_kit import BOT, REPO, TOKEN
 
 SECRET = "e2e-feedback-secret"
 F_STRINGS = "Prefer f-strings."
 _ADDED = re.compile(r"^R(\d+) \+(.*)$")
-HABIT_CODE = [  # the habit forms of revbot.demo_data.templates.render_slot -> STYLE key
+HABIT_CODE = [  # the habit forms of revbot.dev.demo_data.templates.render_slot -> STYLE key
     (re.compile(r"\bprint\(f\""), "print"), (re.compile(r"^\s*except:\s*$"), "except"),
     (re.compile(r"[!=]= None\b"), "none"), (re.compile(r"=(\[\]|\{\})[,)]"), "mutdef"),
     (re.compile(r"# TODO: "), "todo"), (re.compile(r"\btime\.sleep\("), "sleep"), (re.compile(r"\" % "), "percent"),
@@ -48,7 +48,7 @@ class TeamStyleStandIn(Backend):
     max_context = 4096
 
     def __init__(self, seen: list[str]):
-        from revbot.demo_data.templates import STYLE
+        from revbot.dev.demo_data.templates import STYLE
 
         self.style, self.seen = STYLE, seen
 
@@ -132,15 +132,15 @@ def _bodies(examples: list[dict]) -> list[str]:
 
 @pytest.mark.slow
 def test_a_fix_push_then_the_teams_thumbs_down_fade_a_habit_from_the_next_version(tmp_path, tiny_llama):
-    from bot.github import GitHubClient
-    from bot.github_sim import GitHubSimulator
-    from bot.store import Store
-    from bot.versions import ModelRegistry
+    from revbot.adapters.github import GitHubClient
+    from revbot.dev.github_sim import GitHubSimulator
+    from revbot.adapters.store import Store
+    from revbot.adapters.versions import ModelRegistry
     from finetune.evaluate import store_feedback
     from finetune.results import EvalReport, acceptance_lines
     from finetune.train import TrainConfig
-    from revbot.demo_data.sample import build_demo_pull, build_sample_project, habits_in, pull_files_seed, to_seed
-    from revbot.demo_data.templates import STYLE
+    from revbot.dev.demo_data.sample import build_demo_pull, build_sample_project, habits_in, pull_files_seed, to_seed
+    from revbot.dev.demo_data.templates import STYLE
     from revbot.retrain import retrain
     from webhooks.runtime import default_loader
 

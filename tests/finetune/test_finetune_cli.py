@@ -4,7 +4,7 @@ from __future__ import annotations
 import importlib.util
 import json
 
-from bot.versions import ModelRegistry
+from revbot.adapters.versions import ModelRegistry
 from tests.finetune.helpers import run_cli, synthetic_examples
 
 

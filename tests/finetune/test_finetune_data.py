@@ -165,7 +165,7 @@ def test_load_examples_reports_the_bad_line(tmp_path):
 
 
 def test_load_examples_from_the_store_and_deduplicated(tmp_path):
-    from bot.store import Store
+    from revbot.adapters.store import Store
 
     examples = synthetic_examples(n_prs=3)
     store = Store(tmp_path / "revbot.db")

@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from bot.model import Backend, Generation
+from revbot.adapters.model import Backend, Generation
 from bot.prompt import render_target
 from finetune.data import split_examples
 from finetune.evaluate import evaluate, store_feedback
@@ -107,7 +107,7 @@ def test_leaked_and_too_long_examples_are_dropped_for_every_system(splits):
 
 
 def test_feedback_on_the_bots_comments_comes_from_the_store(splits, tmp_path):
-    from bot.store import Feedback, Store
+    from revbot.adapters.store import Feedback, Store
 
     store = Store(tmp_path / "revbot.db")
     store.record_feedback([
@@ -149,8 +149,8 @@ def test_evaluation_needs_examples(splits):
 def test_what_a_version_is_evaluated_on(tmp_path):
     from bot.errors import DataError
     from bot.examples import write_examples
-    from bot.store import Store
-    from bot.versions import ModelVersion
+    from revbot.adapters.store import Store
+    from revbot.adapters.versions import ModelVersion
     from finetune.evaluate import examples_for
 
     examples = synthetic_examples(n_prs=30)

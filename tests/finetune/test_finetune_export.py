@@ -9,7 +9,7 @@ import torch
 
 from bot.errors import ModelError
 from bot.prompt import ANSWER_END, SYSTEM_PROMPT
-from bot.versions import ModelRegistry
+from revbot.adapters.versions import ModelRegistry
 from finetune.export import export_merged, ollama_template
 from tests.finetune.helpers import run_cli
 

@@ -9,7 +9,7 @@ import torch
 
 from bot.errors import DataError, ModelError, UsageError
 from bot.prompt import PROMPT_FORMAT_VERSION
-from bot.versions import ModelRegistry
+from revbot.adapters.versions import ModelRegistry
 from finetune import train as train_module
 from finetune.train import (
     AnswerHead, TrainConfig, TrainingInterrupted, check_packing, detect_target_modules, ensure_pad_token, train,
@@ -60,7 +60,7 @@ def test_version_loads_with_peft_and_the_review_backend(trained):
     from peft import PeftModel
     from transformers import AutoModelForCausalLM
 
-    from bot.model import load_backend
+    from revbot.adapters.model import load_backend
 
     models, _ = trained
     version = ModelRegistry(models).get("v1")
@@ -280,7 +280,7 @@ def test_base_model_without_pad_token_trains_and_saves_one(tmp_path, tiny_llama)
 
 
 def test_chat_model_trains_without_packing_and_serves(tmp_path, tiny_qwen):
-    from bot.model import load_backend
+    from revbot.adapters.model import load_backend
 
     version = train(synthetic_examples(), str(tiny_qwen), tmp_path,
                     TrainConfig(**{**FAST, "max_steps": 2, "packing": False}), progress=False)

@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import pytest
 
-from bot.github import GitHubClient
-from bot.github_sim import GitHubSimulator
+from revbot.adapters.github import GitHubClient
+from revbot.dev.github_sim import GitHubSimulator
 from ghsim_data import TOKEN, Sleeps, make_seed
 
 

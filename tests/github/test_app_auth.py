@@ -11,8 +11,8 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from bot.errors import GitHubError, UsageError
-from bot.github import GitHubClient
-from bot.github_sim import GitHubSimulator
+from revbot.adapters.github import GitHubClient
+from revbot.dev.github_sim import GitHubSimulator
 from ghsim_data import REPO, make_seed
 
 APP_ID = 4242

@@ -9,7 +9,7 @@ from datetime import datetime, timezone
 import pytest
 
 from bot.errors import GitHubError, UsageError
-from bot.github import GitHubClient, ReviewValidationError, _failed_indexes
+from revbot.adapters.github import GitHubClient, ReviewValidationError, _failed_indexes
 from ghsim_data import PATCH_A, REPO, TOKEN, Sleeps
 
 

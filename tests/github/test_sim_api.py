@@ -14,7 +14,7 @@ from click.testing import CliRunner
 
 from bot.diff import parse_diff
 from bot.errors import DataError
-from bot.github_sim import GitHubSimulator, SimulatorError, github_sim_command, serve_forever
+from revbot.dev.github_sim import GitHubSimulator, SimulatorError, github_sim_command, serve_forever
 from ghsim_data import PATCH_A, REPO, TOKEN, make_seed
 
 H = {"Authorization": f"token {TOKEN}"}

@@ -9,9 +9,9 @@ import pytest
 
 from bot.diff import parse_patch
 from bot.errors import GitHubError
-from bot.github import GitHubClient, GraphQLError
-from bot.github_sim import GitHubSimulator
-from bot.github_sim_heads import compare_patch, moved_line
+from revbot.adapters.github import GitHubClient, GraphQLError
+from revbot.dev.github_sim import GitHubSimulator
+from revbot.dev.github_sim_heads import compare_patch, moved_line
 
 REPO = "acme/shop"
 TOKEN = "ghp_" + "Pu5hTh3ads" * 3 + "xyz"

@@ -13,7 +13,7 @@ import pytest
 import requests
 from github.Requester import Requester
 
-from bot.github_sim import GitHubSimulator
+from revbot.dev.github_sim import GitHubSimulator
 from ghsim_data import OPENAPI, REPLAY, REPO, TOKEN
 
 # Keys GitHub sends that the simulator leaves out on purpose: its repositories are never forks.

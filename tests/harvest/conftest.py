@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from bot.store import Store
+from revbot.adapters.store import Store
 
 
 @pytest.fixture
@@ -15,7 +15,7 @@ def store(tmp_path: Path) -> Store:
 
 @pytest.fixture
 def sim_factory():
-    from bot.github_sim import GitHubSimulator
+    from revbot.dev.github_sim import GitHubSimulator
 
     started = []
 
@@ -32,7 +32,7 @@ def sim_factory():
 @pytest.fixture
 def client_for():
     """A GitHubClient for a simulator that never really sleeps, recording the waits asked for."""
-    from bot.github import GitHubClient
+    from revbot.adapters.github import GitHubClient
 
     made = []
 

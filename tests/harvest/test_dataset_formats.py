@@ -10,7 +10,7 @@ from click.testing import CliRunner
 from bot.diff import parse_hunk
 from bot.errors import DataError, UsageError
 from bot.examples import Example, ExampleComment
-from bot.store import CachedFile, StoredComment
+from revbot.adapters.store import CachedFile, StoredComment
 from harvest.build import BuildConfig, build_pr
 from harvest.formats import EXPORT_FORMATS, export_examples, import_dataset, parse_field_map, read_dataset
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 from click.testing import CliRunner
 
 from bot.examples import Example, ExampleComment
-from bot.store import Store
+from revbot.adapters.store import Store
 
 HUNK = "@@ -1,2 +1,3 @@\n def f():\n+    print(x)\n     return x"
 

@@ -8,7 +8,7 @@ import pytest
 
 from bot.examples import Example, ExampleComment
 from bot.feedback import acceptance_by_version, classify_reply, derive_evidence, habit_key, refresh_evidence, verdicts
-from bot.store import BotPost, Evidence, Feedback, Store, StoredComment
+from revbot.adapters.store import BotPost, Evidence, Feedback, Store, StoredComment
 from harvest.feedback import apply_feedback, clean_body
 
 REPO = "acme/shop"

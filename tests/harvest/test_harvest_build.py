@@ -5,7 +5,7 @@ import json
 
 from bot.diff import parse_hunk
 from bot.prompt import parse_output
-from bot.store import CachedFile, StoredComment
+from revbot.adapters.store import CachedFile, StoredComment
 from harvest.build import BuildConfig, build_pr, split_threads
 from harvest.filters import FilterConfig
 

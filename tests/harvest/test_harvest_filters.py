@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from bot.store import StoredComment
+from revbot.adapters.store import StoredComment
 from harvest.filters import BOT, DOWNVOTED, NO_DIFF_HUNK, NOT_IN_AUTHORS, OUTSIDE_WINDOW, SELF_COMMENT, TRIVIAL, FilterConfig, is_trivial
 
 

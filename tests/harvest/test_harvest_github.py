@@ -8,7 +8,7 @@ from click.testing import CliRunner
 
 from bot.errors import GitHubError
 from bot.examples import fingerprint
-from bot.store import Store
+from revbot.adapters.store import Store
 from harvest.mine import HarvestInterrupted, HarvestOptions, harvest_github
 
 from harvest_kit import REPO, SECRET_AWS, SECRET_TOKEN, comment, hunk_patch, many_comments_seed, pull, stamp

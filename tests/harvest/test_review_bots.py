@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from bot.store import StoredComment
+from revbot.adapters.store import StoredComment
 from harvest.filters import BOT_TEXT, FilterConfig, review_bot_signature
 from harvest.formats import read_dataset
 

@@ -11,7 +11,7 @@ import pytest
 
 from bot.errors import DataError
 from bot.examples import Example, ExampleComment
-from bot.store import MIGRATIONS, CachedFile, Feedback, PullRequestInfo, Store, StoredComment, utc_timestamp
+from revbot.adapters.store import MIGRATIONS, CachedFile, Feedback, PullRequestInfo, Store, StoredComment, utc_timestamp
 
 from harvest_kit import SECRET_AWS, SECRET_TOKEN
 

@@ -42,7 +42,7 @@ def tiny_qwen2(tiny_qwen) -> Path:
 
 @pytest.fixture(scope="session")
 def llama_backend(tiny_llama):
-    from bot.model import LocalBackend
+    from revbot.adapters.model import LocalBackend
 
     # few_shot off: these tests are about generation mechanics on bare prompts (tests/model/test_embedded.py
     # covers the worked examples an untuned model gets by default)
@@ -51,6 +51,6 @@ def llama_backend(tiny_llama):
 
 @pytest.fixture(scope="session")
 def qwen2_backend(tiny_qwen2):
-    from bot.model import LocalBackend
+    from revbot.adapters.model import LocalBackend
 
     return LocalBackend.load(str(tiny_qwen2), quantize="none", device="cpu", batch_size=2, few_shot=False)

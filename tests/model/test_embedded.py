@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from bot import embedded
+from revbot.adapters import embedded
 from bot.diff import parse_diff, parse_hunk
 from bot.errors import ModelError
 from bot.prompt import (
@@ -158,7 +158,7 @@ def test_modelfile_template_renders_what_training_saw(smollm2):
 
 def test_v1_adapters_still_load(tiny_llama, tmp_path):
     """An adapter trained on prompt format 1 is served with format 1's system prompt."""
-    from bot.model import LocalBackend
+    from revbot.adapters.model import LocalBackend
 
     backend = LocalBackend.load(str(tiny_llama))
     assert backend.few_shot is True  # no adapter: an untuned model gets the worked examples

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from bot.errors import ModelError
-from bot.model import (
+from revbot.adapters.model import (
     ADAPTER_META_FILE,
     Generation,
     LocalBackend,
@@ -106,7 +106,7 @@ def test_missing_pad_token_falls_back_to_eos(tiny_llama, prompts, caplog):
     tok.pad_token = None
     assert tok.pad_token_id is None
     model = AutoModelForCausalLM.from_pretrained(tiny_llama)
-    with caplog.at_level(logging.DEBUG, logger="bot.model"):
+    with caplog.at_level(logging.DEBUG, logger="revbot.adapters.model"):
         backend = LocalBackend(model, tok, name="nopad", batch_size=8)
     assert backend.pad_id == tok.eos_token_id
     assert "no pad token" in caplog.text
@@ -405,7 +405,7 @@ def test_hub_id_without_network_fails_fast(monkeypatch):
     assert time.monotonic() - started < 5
     message = str(err.value)
     assert message.startswith("could not load revbot-test-org/no-such-model-1.5B: not a local directory and the hub is unreachable")
-    assert "revbot init-model" in message and "HF_HUB_OFFLINE=0" in message
+    assert "revbot dev init-model" in message and "HF_HUB_OFFLINE=0" in message
 
 
 def test_load_backend_argument_errors(tiny_llama, tmp_path):

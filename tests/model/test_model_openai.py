@@ -8,7 +8,7 @@ import pytest
 from openai_server import FakeOpenAIServer
 
 from bot.errors import ModelError
-from bot.model import OpenAIBackend, load_backend, trim_answer
+from revbot.adapters.model import OpenAIBackend, load_backend, trim_answer
 from bot.prompt import ANSWER_END, PROMPT_FORMAT_VERSION
 
 KEY = "sk-revbottest-0123456789abcdefghijklmnop"

@@ -1,4 +1,4 @@
-"""bot.tiny: tiny random models of real architectures that load through the ordinary HF classes."""
+"""revbot.dev.tiny: tiny random models of real architectures that load through the ordinary HF classes."""
 from __future__ import annotations
 
 import hashlib
@@ -9,7 +9,7 @@ from click.testing import CliRunner
 
 from bot.errors import UsageError
 from bot.prompt import ANSWER_END
-from bot.tiny import build_tiny_model, default_corpus, init_model_command
+from revbot.dev.tiny import build_tiny_model, default_corpus, init_model_command
 
 
 def _digest(path) -> str:

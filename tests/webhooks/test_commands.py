@@ -9,9 +9,9 @@ import re
 
 import pytest
 
-from bot.github_sim import GitHubSimulator
+from revbot.dev.github_sim import GitHubSimulator
 from bot.prompt import PromptInput
-from bot.store import Store
+from revbot.adapters.store import Store
 from webhook_kit import PATCH_A, PATCH_B, PATCH_B2, PATCH_CONFIG, REPO, ScriptedBackend, Service, hook_payload, make_seed
 
 FILES = [{"filename": "a.py", "status": "modified", "patch": PATCH_A},

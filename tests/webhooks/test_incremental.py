@@ -9,7 +9,7 @@ import re
 
 import pytest
 
-from bot.github_sim import GitHubSimulator
+from revbot.dev.github_sim import GitHubSimulator
 from bot.prompt import PromptInput
 from webhook_kit import (
     PATCH_A, PATCH_B, PATCH_B2, PATCH_CONFIG, REPO, TOKEN, ScriptedBackend, Service, hook_payload, make_seed,

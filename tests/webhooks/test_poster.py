@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from bot.errors import GitHubError
-from bot.github_sim import GitHubSimulator
+from revbot.dev.github_sim import GitHubSimulator
 from bot.review import Review, ReviewComment, Skipped
 from webhooks.poster import ReviewPoster, read_pull_diff
 from webhook_kit import REPO, TOKEN, make_seed
@@ -22,7 +22,7 @@ class TooLargeToRender:
 
 
 def test_a_diff_too_large_to_render_is_rebuilt_from_the_files_api():
-    from bot.github import GitHubClient
+    from revbot.adapters.github import GitHubClient
 
     files = [{"filename": "a.py", "status": "modified", "patch": "@@ -1,2 +1,2 @@\n-x = 1\n+x = 2\n y"},
              {"filename": "logo.png", "status": "added", "patch": None, "binary": True},

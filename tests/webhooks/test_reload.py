@@ -7,9 +7,9 @@ import time
 
 import requests
 
-from bot.github_sim import GitHubSimulator
+from revbot.dev.github_sim import GitHubSimulator
 from bot.prompt import PROMPT_FORMAT_VERSION
-from bot.versions import ModelRegistry
+from revbot.adapters.versions import ModelRegistry
 from webhook_kit import PATCH_A, PATCH_B, REPO, ScriptedBackend, Service, hook_payload, make_seed
 
 

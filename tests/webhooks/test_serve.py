@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from bot.github_sim import GitHubSimulator
+from revbot.dev.github_sim import GitHubSimulator
 from webhooks.jobs import DONE, FINAL
 from webhooks.queue import open_queue
 from webhook_kit import (

@@ -9,7 +9,7 @@ import time
 import pytest
 import requests
 
-from bot.github_sim import GitHubSimulator
+from revbot.dev.github_sim import GitHubSimulator
 from webhook_kit import (
     BOT_LOGIN, ScriptedBackend, PATCH_A, PATCH_B2, PATCH_CONFIG, PATCH_NOTES, REPO, Service, hook_payload, inline_anchors_are_valid,
     make_seed,
@@ -214,7 +214,7 @@ def test_dry_run_posts_nothing(tmp_path, sim, caplog):
 
 
 def test_a_human_review_comment_lands_in_the_store_and_the_bots_own_does_not(service, sim):
-    from bot.store import Store
+    from revbot.adapters.store import Store
 
     human = sim.add_comments(REPO, 1, [{"path": "a.py", "line": 2, "side": "RIGHT", "body": "Why 2?",
                                         "user": "bob"}])["webhooks"][0]

@@ -2,7 +2,7 @@
 something that answers like GitHub: the same field names and shapes, pagination ``Link``
 headers, rate-limit headers, 422 for a review comment outside the diff, 403 secondary limits.
 
-Run it with ``revbot github-sim`` (see :data:`github_sim_command`) or from Python::
+Run it with ``revbot dev github-sim`` (see :data:`github_sim_command`) or from Python::
 
     with GitHubSimulator(seed) as sim:          # port 0 -> a free port
         client = GitHubClient(token="t", api_url=sim.url)
@@ -18,7 +18,7 @@ Endpoints (GitHub's own paths; ``/api/v3`` may prefix them, as on GitHub Enterpr
 ``GET .../compare/{base}...{head}`` (two heads of a pull request, or its base and a head),
 ``GET .../collaborators/{user}/permission``, ``GET .../contents/{path}?ref=``, ``GET /rate_limit``,
 ``GET /user``, ``GET /app``, ``POST /app/installations/{id}/access_tokens``, and ``POST /graphql``
-(review threads and resolving them: ``bot.github_sim_graphql``).
+(review threads and resolving them: ``revbot.dev.github_sim_graphql``).
 
 Seed description (JSON; every key optional except where noted)::
 
@@ -84,7 +84,7 @@ Content-Length is announced but the connection closes halfway through the body) 
 Deliberate simplifications: one primary rate-limit budget for all tokens; repositories are never
 forks (no ``parent``/``source``); GraphQL knows only review threads (and has no budget of its
 own); ``PENDING`` reviews hide their comments from lists. A push keeps each head's patches, so the
-compare API and moved or outdated comments follow from them (``bot.github_sim_heads``).
+compare API and moved or outdated comments follow from them (``revbot.dev.github_sim_heads``).
 """
 from __future__ import annotations
 
@@ -108,7 +108,7 @@ import click
 
 from bot.diff import LEFT, RIGHT, FileDiff, Diff, parse_patch
 from bot.errors import DataError, DiffError, RevbotError
-from bot.github_sim_heads import compare_patch, moved_line
+from revbot.dev.github_sim_heads import compare_patch, moved_line
 
 DOCS = "https://docs.github.com/rest"
 REACTIONS = ("+1", "-1", "laugh", "confused", "heart", "hooray", "rocket", "eyes")
@@ -805,7 +805,7 @@ class GitHubSimulator:
                        api_url: str | None = None) -> dict:
         """``user`` resolves (or unresolves) the thread of review comment ``comment_id`` in GitHub's
         UI. Returns ``{"webhook": pull_request_review_thread payload}``."""
-        from bot.github_sim_graphql import thread_id
+        from revbot.dev.github_sim_graphql import thread_id
 
         with self._lock:
             record = self._state["repos"].get(repo)
@@ -1674,7 +1674,7 @@ class GitHubSimulator:
         return _Answer(200, {"permission": legacy, "role_name": permission, "user": user})
 
     def _graphql(self, ctx: _Context) -> _Answer:
-        from bot.github_sim_graphql import execute
+        from revbot.dev.github_sim_graphql import execute
 
         if ctx.identity is None:
             raise _HTTPError(401, "This endpoint requires you to be authenticated.")
@@ -2004,7 +2004,7 @@ def serve_forever(host: str = "127.0.0.1", port: int = 8765, seed_path: str | No
                   state_path: str | None = None, tokens: tuple[str, ...] | list[str] = (),
                   ready: Callable[[GitHubSimulator], None] | None = None,
                   stop: threading.Event | None = None) -> None:
-    """Run the simulator until Ctrl-C or ``stop`` is set (what ``revbot github-sim`` does)."""
+    """Run the simulator until Ctrl-C or ``stop`` is set (what ``revbot dev github-sim`` does)."""
     seed = load_seed(seed_path) if seed_path else None
     if seed is not None and seed_path:
         try:

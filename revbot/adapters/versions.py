@@ -253,7 +253,7 @@ class ModelRegistry:
                 fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
 
     def _check_servable(self, version: ModelVersion) -> None:
-        from bot.model import check_prompt_format
+        from revbot.adapters.model import check_prompt_format
 
         if not version.base_model:
             raise ModelError(f"{version.path / META_FILE} does not name its base model; it cannot be served")

@@ -1,4 +1,4 @@
-"""Core commands: ``revbot review``, ``revbot init-model``, ``revbot github-sim``.
+"""The ``revbot review`` command.
 
 A command parses its arguments and calls library functions, nothing more: the pipeline is
 ``bot.review``, the output ``bot.formats``, settings ``bot.config``. Errors a user can act on are
@@ -35,7 +35,7 @@ Examples:
   revbot review x.diff --model Qwen/Qwen2.5-Coder-1.5B-Instruct
   revbot review x.diff --adapter models/v3        # a trained adapter; its base model is recorded
   revbot review x.diff --backend openai --base-url http://127.0.0.1:8000/v1 --api-model revbot-v3
-  revbot init-model /tmp/tiny && revbot review x.diff --model /tmp/tiny   # tiny random model: tests only
+  revbot dev init-model /tmp/tiny && revbot review x.diff --model /tmp/tiny   # tiny random model: tests only
 
 \b
 Model, in order: --adapter/--model, --model-version, `model_version` in .revbot.yml, the current
@@ -126,7 +126,7 @@ def review(diff, git_range, staged, repo, model, adapter, model_version, backend
 
     settings = Settings.from_env()
     if post_to is not None:  # checked before any model is loaded
-        from bot.publish import parse_target
+        from revbot.adapters.publish import parse_target
 
         target = parse_target(post_to)
         if not settings.github_token:
@@ -164,8 +164,8 @@ def review(diff, git_range, staged, repo, model, adapter, model_version, backend
     else:
         click.echo(buffer.getvalue(), nl=False)
     if post_to is not None:
-        from bot.github import GitHubClient
-        from bot.publish import post_review
+        from revbot.adapters.github import GitHubClient
+        from revbot.adapters.publish import post_review
 
         with GitHubClient(settings.github_token, api_url=api_url or None) as gh:
             posted = post_review(gh, *target, result, commit_id=commit_id)
@@ -192,7 +192,7 @@ def _load_backend(kind: str, settings: Any, config: Any, *, model: str | None, a
                   model_version: str | None, base_url: str | None, api_model: str | None, batch_size: int,
                   quantize: str | None) -> Any:
     """Resolve which model to use and load it (only called when there is something to review)."""
-    from bot.model import load_backend
+    from revbot.adapters.model import load_backend
 
     if kind == "openai":
         url = base_url or settings.openai_base_url
@@ -206,7 +206,7 @@ def _load_backend(kind: str, settings: Any, config: Any, *, model: str | None, a
 
     if base_url or api_model:
         raise UsageError("--base-url and --api-model are for --backend openai")
-    if model or adapter:  # bot.model says clearly what is wrong with a missing path or an offline hub id
+    if model or adapter:  # revbot.adapters.model says clearly what is wrong with a missing path or an offline hub id
         return load_backend(model, adapter=adapter, quantize=quantize, batch_size=batch_size)
 
     version_dir = _registry_version(model_version or config.model_version, settings.models_dir,
@@ -215,7 +215,7 @@ def _load_backend(kind: str, settings: Any, config: Any, *, model: str | None, a
         return load_backend(None, adapter=str(version_dir), quantize=quantize, batch_size=batch_size)
     if settings.model:
         return load_backend(settings.model, adapter=settings.adapter, quantize=quantize, batch_size=batch_size)
-    from bot.embedded import DEFAULT_BASE_MODEL
+    from revbot.adapters.embedded import DEFAULT_BASE_MODEL
 
     click.echo(f"revbot: no trained version is current in {settings.models_dir}; reviewing with the embedded base "
                f"model {DEFAULT_BASE_MODEL} (untuned, shown worked examples). Train one with `revbot train`.", err=True)
@@ -226,7 +226,7 @@ def _registry_version(spec: str | None, models_dir: Path, *, explicit: bool) -> 
     """The adapter directory of a registry version; None when there is no registry or no current one
     (an explicitly asked-for version that is missing is an error)."""
     try:
-        from bot.versions import ModelRegistry
+        from revbot.adapters.versions import ModelRegistry
     except ImportError:
         if explicit:
             raise UsageError("model versions are not available in this installation") from None
@@ -252,18 +252,3 @@ def _write_atomic(path: Path, text: str) -> None:
     except OSError as exc:
         Path(tmp).unlink(missing_ok=True)
         raise UsageError(f"cannot write {path}: {exc.strerror or exc}") from None
-
-
-def __getattr__(name: str) -> Any:
-    """``init_model`` and ``github_sim`` are the commands their own modules define, loaded on use."""
-    if name == "init_model":
-        from bot.tiny import init_model_command
-
-        return init_model_command
-    if name == "github_sim":
-        try:
-            from bot.github_sim import github_sim_command
-        except ImportError as exc:
-            raise click.ClickException(f"the github-sim command is not available: {exc}") from None
-        return github_sim_command
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

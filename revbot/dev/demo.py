@@ -5,10 +5,10 @@
         and the baselines ─► webhook service (real HTTP, real signature) ─► a new pull request and
         its signed webhook ─► the review it posts
 
-Everything is real except GitHub, which is the simulator on 127.0.0.1 (``bot.github_sim``), and the
+Everything is real except GitHub, which is the simulator on 127.0.0.1 (``revbot.dev.github_sim``), and the
 demo says so. The base model is a real pretrained instruct model that ships in a Python package
-(``bot.embedded``); ``--quick`` swaps in a tiny random model (``bot.tiny``) that only checks every
-step runs. The sample project (``revbot.demo_data``) is written in one consistent team style, so a
+(``revbot.adapters.embedded``); ``--quick`` swaps in a tiny random model (``revbot.dev.tiny``) that only checks every
+step runs. The sample project (``revbot.dev.demo_data``) is written in one consistent team style, so a
 few minutes of training are enough to see the model pick that style up: the team's comments on
 the same kind of lines in a pull request it never saw.
 
@@ -188,7 +188,7 @@ def tokenizer_corpus(examples: list[Any]) -> list[str]:
     """Text the tiny model's tokenizer is trained on: the built-in corpus plus the training prompts
     and answers, so hunks, anchors and the team's phrases tokenize compactly (a real model's
     tokenizer already knows code)."""
-    from bot.tiny import default_corpus
+    from revbot.dev.tiny import default_corpus
 
     return default_corpus() + [e.prompt_input().plain_text() + "\n" + e.answer() for e in examples]
 
@@ -275,7 +275,7 @@ class DemoResult:
     @property
     def as_the_team(self) -> int:
         """Posted comments that are exactly what the team writes there: right line, same words."""
-        from revbot.demo_data.templates import STYLE
+        from revbot.dev.demo_data.templates import STYLE
 
         wanted = {(path, line, STYLE[habit]) for path, line, habit in self.expected}
         return sum(1 for c in self.comments if (c["path"], c["line"], c["body"]) in wanted)
@@ -295,19 +295,19 @@ def run_demo(
     """Run every step; returns what was posted. With ``keep`` the simulator and the service are
     left running (the caller waits for Ctrl-C and then calls the returned result's ``stop``)."""
     from bot.examples import Example  # noqa: F401  (imported early: fail fast on a broken install)
-    from bot.github import GitHubClient
-    from bot.github_sim import GitHubSimulator
-    from bot.store import Store
-    from bot.tiny import build_tiny_model
-    from bot.versions import ModelRegistry
+    from revbot.adapters.github import GitHubClient
+    from revbot.dev.github_sim import GitHubSimulator
+    from revbot.adapters.store import Store
+    from revbot.dev.tiny import build_tiny_model
+    from revbot.adapters.versions import ModelRegistry
     from finetune.data import split_examples
     from finetune.evaluate import evaluate
     from finetune.train import TrainConfig, train
     from harvest.mine import HarvestOptions, harvest_github
-    from revbot.demo_data.sample import (
+    from revbot.dev.demo_data.sample import (
         build_demo_pull, build_sample_project, habits_in, pull_files_seed, to_seed,
     )
-    from revbot.demo_data.templates import STYLE
+    from revbot.dev.demo_data.templates import STYLE
 
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
@@ -358,7 +358,7 @@ def run_demo(
         else:
             with steps.step(f"Preparing the embedded base model {config.model} (converted once, then cached)",
                             "base model"):
-                from bot.embedded import EMBEDDED_MODELS, resolve
+                from revbot.adapters.embedded import EMBEDDED_MODELS, resolve
 
                 location = resolve(config.model, quiet=not progress)
                 echo(f"      {EMBEDDED_MODELS[config.model].description}")

@@ -19,7 +19,7 @@ import random
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 
-from revbot.demo_data.templates import (
+from revbot.dev.demo_data.templates import (
     CLEAN_TEMPLATES,
     HABIT_TEMPLATES,
     MODULES,
@@ -519,7 +519,7 @@ def pull_files_seed(pull: SamplePull) -> list[dict]:
 
 
 def to_seed(project: SampleProject, tokens: list[dict] | None = None) -> dict:
-    """The project in the GitHub simulator's seed format (``bot.github_sim`` module docstring)."""
+    """The project in the GitHub simulator's seed format (``revbot.dev.github_sim`` module docstring)."""
     pulls = []
     for p in project.pulls:
         reviews = {}

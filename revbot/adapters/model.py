@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from bot.errors import ModelError
-from bot.embedded import resolve as resolve_embedded
+from revbot.adapters.embedded import resolve as resolve_embedded
 from bot.prompt import ANSWER_END, PROMPT_FORMAT_VERSION, SUPPORTED_PROMPT_FORMATS, PromptInput, for_model, prompt_text
 from bot.secrets import scrub_text
 
@@ -195,7 +195,7 @@ def _hub_unreachable(model: str, detail: str = "") -> ModelError:
     hint = f" ({detail})" if detail else ""
     return ModelError(
         f"could not load {model}: not a local directory and the hub is unreachable{hint}; pass a local path "
-        "(see `revbot init-model` for a tiny test model) or set HF_HUB_OFFLINE=0 with network"
+        "(see `revbot dev init-model` for a tiny test model) or set HF_HUB_OFFLINE=0 with network"
     )
 
 
@@ -375,7 +375,7 @@ class LocalBackend(Backend):
         CPU too with bitsandbytes >= 0.49); "none" turns it off. With an adapter, ``model`` defaults to
         the base model recorded in its revbot.json, and another base model is refused unless
         ``allow_base_mismatch`` (the adapter's weights only fit the model they were trained on).
-        ``model`` may name an embedded model (bot.embedded, e.g. ``smollm2-135m``). ``few_shot``
+        ``model`` may name an embedded model (revbot.adapters.embedded, e.g. ``smollm2-135m``). ``few_shot``
         (default: only without an adapter) shows the prompt format's worked examples to a model that
         was not trained on it.
         """

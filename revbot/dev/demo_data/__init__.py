@@ -1,5 +1,5 @@
 """The demo's embedded sample project (generated, deterministic); see ``sample.py``."""
-from revbot.demo_data.sample import (  # noqa: F401
+from revbot.dev.demo_data.sample import (  # noqa: F401
     REPO,
     SampleProject,
     SamplePull,
@@ -7,4 +7,4 @@ from revbot.demo_data.sample import (  # noqa: F401
     build_sample_project,
     habits_in,
 )
-from revbot.demo_data.templates import STYLE  # noqa: F401
+from revbot.dev.demo_data.templates import STYLE  # noqa: F401

@@ -43,7 +43,7 @@ from urllib3.exceptions import MaxRetryError, ProtocolError, ReadTimeoutError
 from urllib3.util.retry import Retry
 
 from bot.errors import GitHubError, RevbotError, UsageError
-from bot.logs import RedactingFilter
+from revbot.adapters.logs import RedactingFilter
 from bot.secrets import scrub_text
 
 log = logging.getLogger(__name__)

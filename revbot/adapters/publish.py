@@ -22,7 +22,7 @@ from bot.errors import GitHubError, UsageError
 from bot.formats import (
     REVIEW_MARK, comment_fingerprint, extract_fingerprints, github_review_payload, review_marker,
 )
-from bot.github import GitHubClient, ReviewValidationError
+from revbot.adapters.github import GitHubClient, ReviewValidationError
 from bot.review import Review
 
 log = logging.getLogger(__name__)

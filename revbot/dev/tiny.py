@@ -36,7 +36,7 @@ CHATML_TEMPLATE = (
 README_TEXT = """\
 # Tiny random {arch} model (revbot test/demo fixture)
 
-This directory was written by `revbot init-model` (`bot.tiny.build_tiny_model`). It is a
+This directory was written by `revbot dev init-model` (`revbot.dev.tiny.build_tiny_model`). It is a
 **randomly initialised** {arch} causal LM ({layers} layers, hidden size {hidden}, vocabulary of
 {vocab} tokens) with a byte-level BPE tokenizer trained locally on a few kilobytes of code and review
 text. It exists so that tests and the offline demo can exercise the real transformers, peft and
