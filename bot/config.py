@@ -41,16 +41,18 @@ Limits (the service reads the file from a pull request's base branch, so it is u
 at most 64 KiB, nesting at most 4 levels, no YAML anchors or aliases, at most 200 ``ignore_paths``
 of at most 300 characters, counts at most 1000. Errors name the file and line and stay short.
 """
+
 from __future__ import annotations
 
 import fnmatch
 import os
 import re
 import reprlib
+from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 from bot.errors import DataError, UsageError
 
@@ -192,7 +194,7 @@ class RepoConfig:
                 return default, "default"
         return None
 
-    def replace(self, **changes: Any) -> "RepoConfig":
+    def replace(self, **changes: Any) -> RepoConfig:
         data = {f.name: getattr(self, f.name) for f in fields(self)}
         data.update({k: v for k, v in changes.items() if v is not None})
         return RepoConfig(**data)
@@ -209,7 +211,7 @@ class RepoConfig:
         }
 
     @classmethod
-    def from_yaml(cls, text: str | bytes | None, source: str = ".revbot.yml") -> "RepoConfig":
+    def from_yaml(cls, text: str | bytes | None, source: str = ".revbot.yml") -> RepoConfig:
         """Parse and validate ``.revbot.yml``. Errors are DataError naming ``source``, the line and
         the key; an empty file means all defaults.
 
@@ -221,8 +223,7 @@ class RepoConfig:
 
         raw = text.encode("utf-8", errors="replace") if isinstance(text, str) else (text or b"")
         if len(raw) > MAX_CONFIG_BYTES:
-            raise _error(f"the file is {len(raw)} bytes; a .revbot.yml may be at most {MAX_CONFIG_BYTES} bytes",
-                         source)
+            raise _error(f"the file is {len(raw)} bytes; a .revbot.yml may be at most {MAX_CONFIG_BYTES} bytes", source)
         text = raw.decode("utf-8", errors="replace")
         try:
             _check_structure(text, source)
@@ -234,7 +235,9 @@ class RepoConfig:
         if node is None:
             return cls(source=source)
         if not isinstance(node, yaml.MappingNode):
-            raise _error("expected a mapping of settings (key: value) at the top level", source, node.start_mark.line + 1)
+            raise _error(
+                "expected a mapping of settings (key: value) at the top level", source, node.start_mark.line + 1
+            )
         values: dict[str, Any] = {}
         known = _KEYS
         for key_node, value_node in node.value:
@@ -256,7 +259,7 @@ class RepoConfig:
         return cls(source=source, **values)
 
     @classmethod
-    def from_file(cls, path: str | os.PathLike[str]) -> "RepoConfig":
+    def from_file(cls, path: str | os.PathLike[str]) -> RepoConfig:
         p = Path(path)
         try:
             text = p.read_bytes()
@@ -381,8 +384,10 @@ def _check(key: str, value: Any, source: str, line: int) -> Any:
     if kind == "version":
         if value is None:
             return None
-        if isinstance(value, bool) or not isinstance(value, (str, int)) or (
-            isinstance(value, int) and value.bit_length() > 32
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, (str, int))
+            or (isinstance(value, int) and value.bit_length() > 32)
         ):
             raise fail("a model version such as v3")
         text = str(value).strip()
@@ -461,7 +466,7 @@ class Settings:
     log_level: str = "WARNING"
 
     @classmethod
-    def from_env(cls, env: Mapping[str, str] | None = None) -> "Settings":
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
         """Read ``REVBOT_*``; a bad value is a UsageError naming the variable (never its secret value)."""
         env = os.environ if env is None else env
 

@@ -9,12 +9,13 @@ GitHub's rule: a comment on side RIGHT names a line number of the new file that 
 as an added or context line; on side LEFT a line number of the old file that appears as a deleted
 or context line.
 """
+
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import Iterable, Iterator
 
 from bot.errors import DiffError
 
@@ -108,7 +109,7 @@ class Hunk:
     def removed(self) -> int:
         return sum(1 for line in self.lines if line.kind == "-")
 
-    def sub_hunk(self, start: int, end: int) -> "Hunk":
+    def sub_hunk(self, start: int, end: int) -> Hunk:
         """Lines [start, end) as a hunk of their own, with a header whose numbers match them."""
         part = self.lines[start:end]
         if not part:
@@ -123,7 +124,7 @@ class Hunk:
             new_start = _count_before(self.lines[:start], "new", self.new_start)
         return Hunk(old_start, old_len, new_start, new_len, self.section, list(part))
 
-    def split(self, max_lines: int) -> list["Hunk"]:
+    def split(self, max_lines: int) -> list[Hunk]:
         """Split into hunks of at most ``max_lines`` lines (for hunks too large for one prompt)."""
         if len(self.lines) <= max_lines:
             return [self]
@@ -245,7 +246,17 @@ def _unquote(name: str) -> str:
         end = _closing_quote(name)
         if end > 0:
             raw, out, i = name[1:end], bytearray(), 0
-            escapes = {"n": b"\n", "t": b"\t", '"': b'"', "\\": b"\\", "a": b"\a", "b": b"\b", "f": b"\f", "r": b"\r", "v": b"\v"}
+            escapes = {
+                "n": b"\n",
+                "t": b"\t",
+                '"': b'"',
+                "\\": b"\\",
+                "a": b"\a",
+                "b": b"\b",
+                "f": b"\f",
+                "r": b"\r",
+                "v": b"\v",
+            }
             while i < len(raw):
                 ch = raw[i]
                 if ch == "\\" and i + 1 < len(raw):
@@ -445,12 +456,16 @@ def parse_diff(data: str | bytes, source: str = "<diff>") -> Diff:
                 continue
             if line.startswith("@@") and (current is not None or _LOOKS_LIKE_HUNK.match(line)):
                 where = f" of {current.display_path()}" if current is not None else ""
-                raise DiffError(f"malformed hunk header{where}: {line[:80]!r} (expected '@@ -a,b +c,d @@')", source, i + 1)
+                raise DiffError(
+                    f"malformed hunk header{where}: {line[:80]!r} (expected '@@ -a,b +c,d @@')", source, i + 1
+                )
             if line in ("-- ", "--"):
                 # `git format-patch` mail signature ("-- " then the git version): the patch is over
                 finish()
-            elif line.startswith("Binary files ") and line.endswith(" differ") and (
-                current is None or current.hunks or current.saw_headers or current.binary
+            elif (
+                line.startswith("Binary files ")
+                and line.endswith(" differ")
+                and (current is None or current.hunks or current.saw_headers or current.binary)
             ):
                 # a "Binary files" line of its own (diff -u -N, debdiff) starts a new file
                 finish()
@@ -567,9 +582,7 @@ def _read_hunk(
             raise DiffError(what, source, i + 1, label)
         i += 1
     if strict and (old_left > 0 or new_left > 0):
-        raise DiffError(
-            f"diff ends inside a hunk: {old_left} old and {new_left} new lines missing", source, i, label
-        )
+        raise DiffError(f"diff ends inside a hunk: {old_left} old and {new_left} new lines missing", source, i, label)
     # a trailing "\ No newline at end of file" belongs to this hunk
     if i < n and lines[i].startswith("\\") and hunk.lines:
         hunk.lines[-1] = _with_no_newline(hunk.lines[-1])
@@ -610,7 +623,12 @@ def parse_patch(
                 raise DiffError(f"expected a hunk header, found {lines[i][:60]!r}", source, i + 1)
             else:
                 i += 1
-    return FileDiff(path, old_path if status in ("renamed", "copied") else (None if status == "added" else path), status, hunks=hunks)
+    return FileDiff(
+        path,
+        old_path if status in ("renamed", "copied") else (None if status == "added" else path),
+        status,
+        hunks=hunks,
+    )
 
 
 def parse_hunk(text: str, source: str = "<hunk>", strict: bool = False) -> Hunk:

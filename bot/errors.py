@@ -1,4 +1,5 @@
 """Errors a user can act on. The CLI prints ``str(error)`` and exits with ``exit_code``; no traceback."""
+
 from __future__ import annotations
 
 

@@ -6,15 +6,17 @@
 example (a hunk the team left alone), which teaches the model when to stay silent. ``meta`` is
 optional free-form provenance (comment ids, reactions, authors) that training ignores.
 """
+
 from __future__ import annotations
 
 import hashlib
 import json
 import os
 import tempfile
+from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Any
 
 from bot.diff import LEFT, RIGHT, Hunk, parse_hunk
 from bot.errors import DataError, DiffError
@@ -62,7 +64,7 @@ class Example:
         return out
 
     @classmethod
-    def from_dict(cls, data: Any, source: str | None = None, line: int | None = None) -> "Example":
+    def from_dict(cls, data: Any, source: str | None = None, line: int | None = None) -> Example:
         """Validate and build; errors name ``source:line`` and the field at fault."""
 
         def fail(message: str) -> DataError:
@@ -120,7 +122,9 @@ def example_id(repo: str, pr: int, path: str, hunk_header: str, extra: str = "")
     return f"{repo}#{pr}:{digest}"
 
 
-def read_examples(path: str | os.PathLike[str], skip_bad: bool = False, errors: list[str] | None = None) -> Iterator[Example]:
+def read_examples(
+    path: str | os.PathLike[str], skip_bad: bool = False, errors: list[str] | None = None
+) -> Iterator[Example]:
     """Read examples JSONL. A bad line raises DataError naming file:line, or with ``skip_bad`` is
     skipped and its message appended to ``errors``."""
     name = str(path)

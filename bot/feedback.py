@@ -19,12 +19,14 @@ comment's text, place, hunk and the model version that wrote it (``bot_posts``, 
 comment harvest read), so `revbot retrain` can learn from it (``harvest.feedback``) and `revbot
 eval` can report acceptance by version, without another lookup.
 """
+
 from __future__ import annotations
 
 import json
 import re
 from collections import defaultdict
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 from bot.formats import FINGERPRINT_RE, ZWSP, extract_fingerprints
 from revbot.adapters.store import Evidence, Feedback, Store
@@ -38,11 +40,13 @@ _WONT_FIX = re.compile(
     r"|\bwont\s*fix\b|\bfalse (?:positive|alarm)\b|\bnot (?:an? )?(?:issue|problem|bug|concern)\b"
     r"|\b(?:intentional(?:ly)?|by design|on purpose|as intended)\b|\b(?:i )?disagree\b"
     r"|\bnot (?:needed|necessary|applicable|relevant)\b|\bignore (?:this|it|that)\b|\bwrong\b|^\s*(?:nope|no)\b",
-    re.IGNORECASE)
+    re.IGNORECASE,
+)
 _FIXED = re.compile(
     r"\b(?:fixed|done|good (?:catch|point|call)|nice catch|addressed|updated|changed (?:it|that)|will do|agreed)\b"
     r"|^\s*(?:thanks?|thank you|\+1|yes)\b",
-    re.IGNORECASE)
+    re.IGNORECASE,
+)
 _MARKER = re.compile(r"<!--.*?-->", re.DOTALL)
 
 
@@ -92,8 +96,9 @@ def evidence_from(rows: Iterable[Feedback]) -> list[tuple[Feedback, str, int, in
         elif row.kind == "reply":
             polarity = classify_reply(row.content)
             if polarity:
-                out.append((row, "reply:fixed" if polarity > 0 else "reply:wont-fix", polarity, REPLY_WEIGHT,
-                            row.author))
+                out.append(
+                    (row, "reply:fixed" if polarity > 0 else "reply:wont-fix", polarity, REPLY_WEIGHT, row.author)
+                )
         elif row.kind == "resolved":
             resolved, changed, by = _resolution(row)
             if resolved:
@@ -101,21 +106,40 @@ def evidence_from(rows: Iterable[Feedback]) -> list[tuple[Feedback, str, int, in
     return out
 
 
-def _subject(store: Store, repo: str, comment_id: int, posts: dict[tuple[str, int], Any],
-             by_fp: dict[tuple[str, int, str], Any], pr: int) -> dict[str, Any]:
+def _subject(
+    store: Store,
+    repo: str,
+    comment_id: int,
+    posts: dict[tuple[str, int], Any],
+    by_fp: dict[tuple[str, int, str], Any],
+    pr: int,
+) -> dict[str, Any]:
     """The commented text, place, hunk and version of one of the bot's comments."""
     post = posts.get((repo, comment_id))
     if post is not None:
-        return {"fingerprint": post.fingerprint, "model_version": post.model_version, "path": post.path,
-                "line": post.line, "side": post.side, "body": post.body, "hunk": post.hunk}
+        return {
+            "fingerprint": post.fingerprint,
+            "model_version": post.model_version,
+            "path": post.path,
+            "line": post.line,
+            "side": post.side,
+            "body": post.body,
+            "hunk": post.hunk,
+        }
     stored = store.get_comment(comment_id)
     if stored is None:
         return {}
     fps = extract_fingerprints(stored.body)
     post = by_fp.get((repo, pr, fps[0])) if fps else None
-    return {"fingerprint": fps[0] if fps else None, "model_version": post.model_version if post else None,
-            "path": stored.path, "line": stored.original_line or stored.line, "side": stored.side,
-            "body": stored.body, "hunk": post.hunk if post and post.hunk else stored.diff_hunk}
+    return {
+        "fingerprint": fps[0] if fps else None,
+        "model_version": post.model_version if post else None,
+        "path": stored.path,
+        "line": stored.original_line or stored.line,
+        "side": stored.side,
+        "body": stored.body,
+        "hunk": post.hunk if post and post.hunk else stored.diff_hunk,
+    }
 
 
 def derive_evidence(store: Store, repo: str | None = None, pr: int | None = None) -> list[Evidence]:
@@ -142,8 +166,11 @@ def derive_evidence(store: Store, repo: str | None = None, pr: int | None = None
         authors = sorted({i[4] for i in items if i[4]})
         weight = sum(i[3] for i in items)
         created = max((i[0].created_at or "" for i in items), default="") or None
-        out.append(Evidence(r, row.pr, comment_id, source, items[0][2], weight, ",".join(authors), created_at=created,
-                            **subject))
+        out.append(
+            Evidence(
+                r, row.pr, comment_id, source, items[0][2], weight, ",".join(authors), created_at=created, **subject
+            )
+        )
     return out
 
 

@@ -10,12 +10,14 @@ GitHub bodies follow three rules, because the bot posts where people work:
     ``suggestion`` must stay exact;
   * bodies are capped (GitHub refuses more than 65,536 characters; a wall of text helps nobody).
 """
+
 from __future__ import annotations
 
 import hashlib
 import json
 import re
-from typing import Any, Iterable, TextIO
+from collections.abc import Iterable
+from typing import Any, TextIO
 
 from bot.diff import LEFT, RIGHT
 from bot.review import Review, ReviewComment
@@ -194,7 +196,11 @@ def to_text(review: Review, max_skipped: int = 20) -> str:
 
 
 def to_data(review: Review) -> dict[str, Any]:
-    data = {"format": "revbot-review", "version": JSON_FORMAT_VERSION, "tool": {"name": TOOL_NAME, "version": tool_version()}}
+    data = {
+        "format": "revbot-review",
+        "version": JSON_FORMAT_VERSION,
+        "tool": {"name": TOOL_NAME, "version": tool_version()},
+    }
     data.update(review.to_dict())
     for key in ("comments", "unanchored"):
         for item, c in zip(data[key], getattr(review, key)):
@@ -227,8 +233,10 @@ def to_sarif_data(review: Review) -> dict[str, Any]:
             "shortDescription": {"text": "Review comment"},
             "fullDescription": {"text": "A comment a reviewer on this team would likely make on this change."},
             "defaultConfiguration": {"level": "note"},
-            "help": {"text": "Written by revbot, a model trained on this team's past code reviews. Treat it as a "
-                             "colleague's remark, not a verdict."},
+            "help": {
+                "text": "Written by revbot, a model trained on this team's past code reviews. Treat it as a "
+                "colleague's remark, not a verdict."
+            },
             "properties": {"tags": ["review", "maintainability"]},
         },
         {
@@ -244,54 +252,70 @@ def to_sarif_data(review: Review) -> dict[str, Any]:
     results = []
     for c in review.comments:
         text = c.body if c.side == RIGHT else f"(on deleted line {c.line} of the old file) {c.body}"
-        results.append({
-            "ruleId": RULE_ID,
-            "ruleIndex": 0,
-            "level": "note",
-            "message": {"text": text},
-            "locations": [{
-                "physicalLocation": {
-                    "artifactLocation": {"uri": _uri(c.path), "uriBaseId": "%SRCROOT%"},
-                    "region": _region(c),
-                }
-            }],
-            "partialFingerprints": {"revbot/v1": comment_fingerprint(c)},
-            "properties": {"side": c.side, "line": c.line, **({"startLine": c.start_line} if c.start_line else {})},
-        })
+        results.append(
+            {
+                "ruleId": RULE_ID,
+                "ruleIndex": 0,
+                "level": "note",
+                "message": {"text": text},
+                "locations": [
+                    {
+                        "physicalLocation": {
+                            "artifactLocation": {"uri": _uri(c.path), "uriBaseId": "%SRCROOT%"},
+                            "region": _region(c),
+                        }
+                    }
+                ],
+                "partialFingerprints": {"revbot/v1": comment_fingerprint(c)},
+                "properties": {"side": c.side, "line": c.line, **({"startLine": c.start_line} if c.start_line else {})},
+            }
+        )
     for c in review.unanchored:
-        results.append({
-            "ruleId": RULE_UNANCHORED,
-            "ruleIndex": 1,
-            "level": "note",
-            "message": {"text": f"(line {c.line}{' of the old file' if c.side == LEFT else ''}) {c.body}"},
-            "locations": [{"physicalLocation": {
-                "artifactLocation": {"uri": _uri(c.path), "uriBaseId": "%SRCROOT%"},
-                # the line the model named, if it is one of the new file; it is not a changed line
-                "region": {"startLine": c.line if c.side == RIGHT else 1},
-            }}],
-            "partialFingerprints": {"revbot/v1": comment_fingerprint(c)},
-        })
+        results.append(
+            {
+                "ruleId": RULE_UNANCHORED,
+                "ruleIndex": 1,
+                "level": "note",
+                "message": {"text": f"(line {c.line}{' of the old file' if c.side == LEFT else ''}) {c.body}"},
+                "locations": [
+                    {
+                        "physicalLocation": {
+                            "artifactLocation": {"uri": _uri(c.path), "uriBaseId": "%SRCROOT%"},
+                            # the line the model named, if it is one of the new file; it is not a changed line
+                            "region": {"startLine": c.line if c.side == RIGHT else 1},
+                        }
+                    }
+                ],
+                "partialFingerprints": {"revbot/v1": comment_fingerprint(c)},
+            }
+        )
     notifications = [
         {"level": "note", "message": {"text": f"{s.path}: not reviewed ({s.reason})"}} for s in review.skipped
     ]
     return {
         "$schema": SARIF_SCHEMA,
         "version": "2.1.0",
-        "runs": [{
-            "tool": {"driver": {
-                "name": TOOL_NAME,
-                "version": tool_version(),
-                "semanticVersion": tool_version(),
-                "rules": rules,
-            }},
-            "automationDetails": {"id": "revbot/"},
-            "results": results,
-            "invocations": [{
-                "executionSuccessful": True,
-                "toolExecutionNotifications": notifications,
-            }],
-            "properties": {"summary": review.summary, "model": review.model},
-        }],
+        "runs": [
+            {
+                "tool": {
+                    "driver": {
+                        "name": TOOL_NAME,
+                        "version": tool_version(),
+                        "semanticVersion": tool_version(),
+                        "rules": rules,
+                    }
+                },
+                "automationDetails": {"id": "revbot/"},
+                "results": results,
+                "invocations": [
+                    {
+                        "executionSuccessful": True,
+                        "toolExecutionNotifications": notifications,
+                    }
+                ],
+                "properties": {"summary": review.summary, "model": review.model},
+            }
+        ],
     }
 
 
@@ -314,17 +338,19 @@ def to_rdjson_data(review: Review) -> dict[str, Any]:
     diagnostics = []
     for c in review.comments:
         region = _region(c)
-        diagnostics.append({
-            "message": c.body if c.side == RIGHT else f"(on deleted line {c.line} of the old file) {c.body}",
-            "location": {
-                "path": c.path,
-                "range": {"start": {"line": region["startLine"]}, "end": {"line": region["endLine"]}},
-            },
-            "severity": "INFO",
-            "source": {"name": TOOL_NAME},
-            "code": {"value": RULE_ID},
-            "original_output": c.body,
-        })
+        diagnostics.append(
+            {
+                "message": c.body if c.side == RIGHT else f"(on deleted line {c.line} of the old file) {c.body}",
+                "location": {
+                    "path": c.path,
+                    "range": {"start": {"line": region["startLine"]}, "end": {"line": region["endLine"]}},
+                },
+                "severity": "INFO",
+                "source": {"name": TOOL_NAME},
+                "code": {"value": RULE_ID},
+                "original_output": c.body,
+            }
+        )
     return {"source": {"name": TOOL_NAME}, "severity": "INFO", "diagnostics": diagnostics}
 
 
@@ -375,8 +401,14 @@ def github_review_payload(
     return payload
 
 
-def review_body(review: Review, notes: list[ReviewComment], *, header: str = "**revbot review**",
-                max_skipped: int = 50, limit: int = MAX_REVIEW_BODY_CHARS) -> str:
+def review_body(
+    review: Review,
+    notes: list[ReviewComment],
+    *,
+    header: str = "**revbot review**",
+    max_skipped: int = 50,
+    limit: int = MAX_REVIEW_BODY_CHARS,
+) -> str:
     """The review's top-level text: summary, comments that could not be placed inline (each with
     its fingerprint, so they too are not repeated), and what was not reviewed."""
     parts = [header, "", neutralize_mentions(review.summary)]

@@ -35,11 +35,13 @@ a trained model with a fairly prompted one; a trained adapter is served without 
 trained. Every version in SUPPORTED_PROMPT_FORMATS can still be served: ``for_model`` swaps in the
 system prompt of the version a model was trained with (v1 adapters keep working).
 """
+
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Protocol, Sequence
+from typing import Any, Protocol
 
 from bot.diff import LEFT, RIGHT, Hunk
 
@@ -166,21 +168,27 @@ def for_model(inp: PromptInput, version: int, *, few_shot: bool = False) -> Prom
 # Worked examples for untuned models: short, generic, one of each answer kind (a comment, silence,
 # a comment on a later line), in the exact format and through the same renderer as real hunks.
 FEW_SHOT = (
-    ("app/client.py",
-     "@@ -30,3 +30,4 @@ def fetch_rates(base_url):\n     url = f\"{base_url}/rates\"\n"
-     "-    resp = requests.get(url)\n+    resp = requests.get(url, headers=HEADERS)\n+    resp.raise_for_status()\n"
-     "     return resp.json()",
-     ((31, "Pass a timeout; without one a stalled server hangs this worker."),)),
-    ("app/report.py",
-     "@@ -12,2 +12,2 @@ class Report:\n     def title(self):\n-        return self.name.title()\n"
-     "+        return self.name.strip().title()",
-     ()),
-    ("app/orders.py",
-     "@@ -51,2 +51,3 @@ def find_orders(db, customer):\n"
-     "-    rows = db.execute(\"SELECT * FROM orders\")\n"
-     "+    query = \"SELECT * FROM orders WHERE customer = '%s'\" % customer\n"
-     "+    rows = db.execute(query)\n     return [Order(*row) for row in rows]",
-     ((51, "Pass the customer as a query parameter; formatting it into the SQL allows injection."),)),
+    (
+        "app/client.py",
+        '@@ -30,3 +30,4 @@ def fetch_rates(base_url):\n     url = f"{base_url}/rates"\n'
+        "-    resp = requests.get(url)\n+    resp = requests.get(url, headers=HEADERS)\n+    resp.raise_for_status()\n"
+        "     return resp.json()",
+        ((31, "Pass a timeout; without one a stalled server hangs this worker."),),
+    ),
+    (
+        "app/report.py",
+        "@@ -12,2 +12,2 @@ class Report:\n     def title(self):\n-        return self.name.title()\n"
+        "+        return self.name.strip().title()",
+        (),
+    ),
+    (
+        "app/orders.py",
+        "@@ -51,2 +51,3 @@ def find_orders(db, customer):\n"
+        '-    rows = db.execute("SELECT * FROM orders")\n'
+        "+    query = \"SELECT * FROM orders WHERE customer = '%s'\" % customer\n"
+        "+    rows = db.execute(query)\n     return [Order(*row) for row in rows]",
+        ((51, "Pass the customer as a query parameter; formatting it into the SQL allows injection."),),
+    ),
 )
 
 
@@ -312,7 +320,9 @@ def parse_output(text: str | None, hunk: Hunk | None = None) -> ParseResult:
     if hunk is not None:
         valid, invalid = [], []
         for c in result.comments:
-            ok = hunk.is_commentable(c.line, c.side) and (c.start_line is None or hunk.is_commentable(c.start_line, c.side))
+            ok = hunk.is_commentable(c.line, c.side) and (
+                c.start_line is None or hunk.is_commentable(c.start_line, c.side)
+            )
             (valid if ok else invalid).append(c)
         result.comments, result.invalid_anchors = valid, invalid
     return result

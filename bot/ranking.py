@@ -13,13 +13,14 @@ Pure: paths and attribute values in, an order out. Where the attributes come fro
 business: ``git check-attr`` for a local repository (``bot.review.GitSource``), or the text of a
 ``.gitattributes`` file read through the GitHub API (``GitAttributes.parse``).
 """
+
 from __future__ import annotations
 
 import fnmatch
 import re
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Iterable, Mapping, Sequence
 
 from bot.config import first_match
 
@@ -30,35 +31,145 @@ LINGUIST_ATTRIBUTES = ("linguist-generated", "linguist-vendored", "linguist-docu
 
 # gitignore-style globs (bot.config.path_matches): no slash inside = any depth, "dir/" = a directory
 LOCK_FILES: tuple[str, ...] = (
-    "package-lock.json", "npm-shrinkwrap.json", "yarn.lock", "pnpm-lock.yaml", "bun.lockb", "poetry.lock",
-    "Pipfile.lock", "pdm.lock", "uv.lock", "Cargo.lock", "Gemfile.lock", "composer.lock", "go.sum", "mix.lock",
-    "pubspec.lock", "Podfile.lock", "Package.resolved", "packages.lock.json", "flake.lock", "gradle.lockfile",
+    "package-lock.json",
+    "npm-shrinkwrap.json",
+    "yarn.lock",
+    "pnpm-lock.yaml",
+    "bun.lockb",
+    "poetry.lock",
+    "Pipfile.lock",
+    "pdm.lock",
+    "uv.lock",
+    "Cargo.lock",
+    "Gemfile.lock",
+    "composer.lock",
+    "go.sum",
+    "mix.lock",
+    "pubspec.lock",
+    "Podfile.lock",
+    "Package.resolved",
+    "packages.lock.json",
+    "flake.lock",
+    "gradle.lockfile",
     "*.lock",
 )
 GENERATED: tuple[str, ...] = (
-    "*_pb2.py", "*_pb2.pyi", "*_pb2_grpc.py", "*.pb.go", "*.pb.gw.go", "*.pb.cc", "*.pb.h", "*.pb.swift",
-    "*.pb.dart", "*.pbobjc.[hm]", "*_grpc.pb.go", "*.generated.*", "*.g.dart", "*.freezed.dart", "*.g.cs",
-    "*.designer.cs", "*.Designer.cs", "zz_generated.*", "*_generated.go", "*.min.js", "*.min.css",
-    "*-min.js", "*.js.map", "*.css.map", "*.tsbuildinfo", "*.pyc", "__snapshots__/", "*.snap",
-    "dist/", "build/", "__pycache__/", "coverage/", ".next/", "/target/",
+    "*_pb2.py",
+    "*_pb2.pyi",
+    "*_pb2_grpc.py",
+    "*.pb.go",
+    "*.pb.gw.go",
+    "*.pb.cc",
+    "*.pb.h",
+    "*.pb.swift",
+    "*.pb.dart",
+    "*.pbobjc.[hm]",
+    "*_grpc.pb.go",
+    "*.generated.*",
+    "*.g.dart",
+    "*.freezed.dart",
+    "*.g.cs",
+    "*.designer.cs",
+    "*.Designer.cs",
+    "zz_generated.*",
+    "*_generated.go",
+    "*.min.js",
+    "*.min.css",
+    "*-min.js",
+    "*.js.map",
+    "*.css.map",
+    "*.tsbuildinfo",
+    "*.pyc",
+    "__snapshots__/",
+    "*.snap",
+    "dist/",
+    "build/",
+    "__pycache__/",
+    "coverage/",
+    ".next/",
+    "/target/",
 )
 VENDORED: tuple[str, ...] = (
-    "vendor/", "vendors/", "node_modules/", "bower_components/", "jspm_packages/", "third_party/",
-    "third-party/", "thirdparty/", "3rdparty/", "Godeps/", ".yarn/", "Carthage/", "Pods/", "/deps/",
+    "vendor/",
+    "vendors/",
+    "node_modules/",
+    "bower_components/",
+    "jspm_packages/",
+    "third_party/",
+    "third-party/",
+    "thirdparty/",
+    "3rdparty/",
+    "Godeps/",
+    ".yarn/",
+    "Carthage/",
+    "Pods/",
+    "/deps/",
     "*.egg-info/",
 )
 DOCUMENTATION_PATHS: tuple[str, ...] = (
-    "docs/", "doc/", "Documentation/", "documentation/", "man/", "examples/", "example/", "samples/",
-    "*.md", "*.markdown", "*.mdx", "*.rst", "*.adoc", "*.asciidoc", "*.rdoc", "*.textile", "*.pod", "*.org",
-    "README*", "CHANGES*", "CHANGELOG*", "HISTORY*", "NEWS*", "CONTRIBUTING*", "LICENSE*", "LICENCE*",
-    "COPYING*", "AUTHORS*", "NOTICE*", "CODE_OF_CONDUCT*", "SECURITY*", "SUPPORT*", "MAINTAINERS*",
+    "docs/",
+    "doc/",
+    "Documentation/",
+    "documentation/",
+    "man/",
+    "examples/",
+    "example/",
+    "samples/",
+    "*.md",
+    "*.markdown",
+    "*.mdx",
+    "*.rst",
+    "*.adoc",
+    "*.asciidoc",
+    "*.rdoc",
+    "*.textile",
+    "*.pod",
+    "*.org",
+    "README*",
+    "CHANGES*",
+    "CHANGELOG*",
+    "HISTORY*",
+    "NEWS*",
+    "CONTRIBUTING*",
+    "LICENSE*",
+    "LICENCE*",
+    "COPYING*",
+    "AUTHORS*",
+    "NOTICE*",
+    "CODE_OF_CONDUCT*",
+    "SECURITY*",
+    "SUPPORT*",
+    "MAINTAINERS*",
 )
 TEST_PATHS: tuple[str, ...] = (
     # a singular test/ only at the root: django/test/ and numpy/testing/ are the frameworks' own code
-    "/test/", "tests/", "__tests__/", "spec/", "specs/", "testdata/", "**/src/test/", "test_*.py", "*_test.py",
-    "*_tests.py", "conftest.py", "*_test.go", "*.test.[jt]s", "*.test.[jt]sx", "*.test.mjs", "*.spec.[jt]s",
-    "*.spec.[jt]sx", "*Test.java", "*Tests.java", "*Test.kt", "*Tests.cs", "*Test.cs", "*_spec.rb",
-    "*_test.rb", "*Tests.swift", "*_test.exs", "*_test.dart",
+    "/test/",
+    "tests/",
+    "__tests__/",
+    "spec/",
+    "specs/",
+    "testdata/",
+    "**/src/test/",
+    "test_*.py",
+    "*_test.py",
+    "*_tests.py",
+    "conftest.py",
+    "*_test.go",
+    "*.test.[jt]s",
+    "*.test.[jt]sx",
+    "*.test.mjs",
+    "*.spec.[jt]s",
+    "*.spec.[jt]sx",
+    "*Test.java",
+    "*Tests.java",
+    "*Test.kt",
+    "*Tests.cs",
+    "*Test.cs",
+    "*_spec.rb",
+    "*_test.rb",
+    "*Tests.swift",
+    "*_test.exs",
+    "*_test.dart",
 )
 SOURCE_EXTENSIONS = frozenset(
     ".py .pyi .pyx .pxd .js .jsx .mjs .cjs .ts .tsx .mts .cts .vue .svelte .go .rs .java .kt .kts .scala .sc "
@@ -84,7 +195,7 @@ class Linguist:
     documentation: bool | None = None
 
     @classmethod
-    def from_values(cls, values: Mapping[str, str]) -> "Linguist":
+    def from_values(cls, values: Mapping[str, str]) -> Linguist:
         """From git's answers (``set``, ``unset``, ``unspecified`` or a value such as ``true``)."""
         return cls(*(_truth(values.get(name)) for name in LINGUIST_ATTRIBUTES))
 
@@ -191,7 +302,7 @@ class GitAttributes:
         self.rules = tuple(rules)
 
     @classmethod
-    def parse(cls, text: str | bytes | None) -> "GitAttributes":
+    def parse(cls, text: str | bytes | None) -> GitAttributes:
         if isinstance(text, bytes):
             text = text[:MAX_ATTRIBUTES_BYTES].decode("utf-8", errors="replace")
         lines = [raw.strip() for raw in (text or "")[:MAX_ATTRIBUTES_BYTES].splitlines()]
@@ -199,7 +310,7 @@ class GitAttributes:
         macros = {}
         for line in lines:
             if line.startswith("[attr]"):
-                name, _, rest = line[len("[attr]"):].replace("\t", " ").partition(" ")
+                name, _, rest = line[len("[attr]") :].replace("\t", " ").partition(" ")
                 macros[name] = rest.split()
         rules = []
         for line in lines:
@@ -237,7 +348,7 @@ def _split_quoted(line: str) -> tuple[str, str] | None:
     i = 1
     while i < len(line):
         if line[i] == '"':
-            return out.decode("utf-8", errors="replace"), line[i + 1:]
+            return out.decode("utf-8", errors="replace"), line[i + 1 :]
         m = _ESCAPE.match(line, i)
         if m is None:
             out.extend(line[i].encode("utf-8"))

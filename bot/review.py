@@ -15,15 +15,17 @@ are counted. The work is bounded by a token budget, so a 50,000-line diff costs 
 normal one; the budget goes to code first (``bot.ranking``), and what it left out is reported with
 the kind of file it was.
 """
+
 from __future__ import annotations
 
 import logging
 import re
 import time
 from collections import Counter, defaultdict
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, Mapping, Protocol, Sequence, Union
+from typing import Any, Protocol
 
 from bot.config import DEFAULT_MAX_NEW_TOKENS, DEFAULT_TOKEN_BUDGET, RepoConfig
 from bot.diff import LEFT, RIGHT, Diff, FileDiff, Hunk, parse_diff
@@ -110,7 +112,8 @@ class Review:
         n = len(self.comments)
         files = len({c.path for c in self.comments})
         parts = [
-            f"{n} comment{'s' if n != 1 else ''}" + (f" on {files} file{'s' if files != 1 else ''}" if n else "")
+            f"{n} comment{'s' if n != 1 else ''}"
+            + (f" on {files} file{'s' if files != 1 else ''}" if n else "")
             + (f", {len(self.unanchored)} more not on a changed line" if self.unanchored else "")
             + "."
         ]
@@ -157,9 +160,8 @@ class Review:
             "warnings": list(self.warnings),
         }
 
-
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "Review":
+    def from_dict(cls, data: dict[str, Any]) -> Review:
         """The inverse of ``to_dict`` (a review saved as JSON, e.g. a webhook job's plan); extra keys
         such as a format's ``fingerprint`` are ignored."""
         comment_fields = set(ReviewComment.__dataclass_fields__)
@@ -171,8 +173,10 @@ class Review:
         return cls(
             comments=[comment(c) for c in data.get("comments") or []],
             unanchored=[comment(c) for c in data.get("unanchored") or []],
-            skipped=[Skipped(s["path"], s["reason"], tuple(s.get("hunks") or ()), int(s.get("lines") or 0))
-                     for s in data.get("skipped") or []],
+            skipped=[
+                Skipped(s["path"], s["reason"], tuple(s.get("hunks") or ()), int(s.get("lines") or 0))
+                for s in data.get("skipped") or []
+            ],
             source=data.get("source", "<diff>"),
             model=dict(data.get("model") or {}),
             timing=dict(data.get("timing") or {}),
@@ -182,7 +186,7 @@ class Review:
 
 
 def _skip_phrase(skipped: Sequence[Skipped]) -> str:
-    """"2 files (binary: 1, deleted: 1), 3 hunks (token budget)": short reasons, counted."""
+    """ "2 files (binary: 1, deleted: 1), 3 hunks (token budget)": short reasons, counted."""
     files = Counter(_short_reason(s.reason) for s in skipped if not s.hunks)
     hunks = Counter()
     for s in skipped:
@@ -224,7 +228,7 @@ class ReviewOptions:
             raise UsageError(f"the token budget must be at least 1, got {self.token_budget}")
 
     @classmethod
-    def from_config(cls, config: RepoConfig, **overrides: Any) -> "ReviewOptions":
+    def from_config(cls, config: RepoConfig, **overrides: Any) -> ReviewOptions:
         values: dict[str, Any] = {
             "max_comments": config.max_comments,
             "max_comments_per_file": config.max_comments_per_file,
@@ -250,7 +254,7 @@ class BackendLike(Protocol):
     def describe(self) -> dict[str, Any]: ...
 
 
-BackendOrFactory = Union[BackendLike, Callable[[], BackendLike]]
+BackendOrFactory = BackendLike | Callable[[], BackendLike]
 
 
 # --------------------------------------------------------------------------- sources and sinks
@@ -327,7 +331,12 @@ class GitSource:
         if rev and self.staged and (".." in rev):
             raise UsageError("--staged compares the index with one revision; do not combine it with a range")
         args = [
-            "--no-color", "--no-ext-diff", "--no-textconv", "-M", "--src-prefix=a/", "--dst-prefix=b/",
+            "--no-color",
+            "--no-ext-diff",
+            "--no-textconv",
+            "-M",
+            "--src-prefix=a/",
+            "--dst-prefix=b/",
             "--no-relative",
         ]
         if self.staged:
@@ -370,7 +379,7 @@ class GitSource:
                 options.append(f"--source={right}")
             found: dict[str, dict[str, str]] = defaultdict(dict)
             for start in range(0, len(paths), 256):  # stay far below any command-line limit
-                out = repo.git.check_attr(*options, *LINGUIST_ATTRIBUTES, "--", *paths[start:start + 256])
+                out = repo.git.check_attr(*options, *LINGUIST_ATTRIBUTES, "--", *paths[start : start + 256])
                 fields = out.split("\0")
                 for path, name, value in zip(fields[0::3], fields[1::3], fields[2::3]):
                     found[path][name] = value
@@ -395,7 +404,7 @@ def _git_error(stderr: str | None) -> str:
     """The first line of git's own message, out of GitPython's ``stderr: '...'`` wrapping."""
     text = (stderr or "").strip()
     if text.startswith("stderr: '"):
-        text = text[len("stderr: '"):]
+        text = text[len("stderr: '") :]
         text = text[:-1] if text.endswith("'") else text
     return text.strip().splitlines()[0] if text.strip() else "unknown error"
 
@@ -486,8 +495,11 @@ def review_diff(
             review.skipped.append(Skipped(f.path, reason, (), sum(len(h.lines) for h in f.hunks)))
             continue
         kept.append((index, f))
-    ranked = rank([f.path for _, f in kept], attributes, {f.path: line for _, f in kept
-                                                            if (line := _first_added_line(f)) is not None})
+    ranked = rank(
+        [f.path for _, f in kept],
+        attributes,
+        {f.path: line for _, f in kept if (line := _first_added_line(f)) is not None},
+    )
     candidates = [_Candidate(kept[k][0], kept[k][1], file_rank) for k, file_rank in ranked]
     review.files_total = len(diff.files)
     review.hunks_total = sum(len(c.file.hunks) for c in candidates)
@@ -723,9 +735,17 @@ def _place(
             ok, start = True, None  # the range's start was outside the hunk: keep its last line
         if ok:
             line = job.hunk.line_at(c.line, c.side)
-            anchored.append(ReviewComment(
-                job.path, c.line, c.side, body, start, line.text if line else "", _new_line(job.hunk, c.line, c.side)
-            ))
+            anchored.append(
+                ReviewComment(
+                    job.path,
+                    c.line,
+                    c.side,
+                    body,
+                    start,
+                    line.text if line else "",
+                    _new_line(job.hunk, c.line, c.side),
+                )
+            )
         else:
             unanchored.append(ReviewComment(job.path, c.line, c.side, body, start))
     return anchored, unanchored

@@ -23,11 +23,12 @@ Names bound to code (``pwd = os.getcwd()``, ``password=password``, ``token: str`
 are left alone. Each rule has lower-case hint substrings; a text without any of a rule's hints
 skips that rule's regex (scrubbing runs on every stored comment and every log record).
 """
+
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 PLACEHOLDER = "<REDACTED>"
 
@@ -44,8 +45,9 @@ def _replace_all(pattern: str, flags: int = 0) -> Callable[[str], str]:
     return lambda text: regex.sub(PLACEHOLDER, text)
 
 
-def _replace_group(pattern: str, group: str, check: Callable[[str], bool] | None = None,
-                   flags: int = 0) -> Callable[[str], str]:
+def _replace_group(
+    pattern: str, group: str, check: Callable[[str], bool] | None = None, flags: int = 0
+) -> Callable[[str], str]:
     """Replace only ``group`` of each match (the secret), keeping the context around it."""
     regex = re.compile(pattern, flags)
 
@@ -73,7 +75,8 @@ _DOTTED = re.compile(r"[A-Za-z_]\w*(?:\.[A-Za-z_]\w*)+")
 _IDENT = re.compile(r"[A-Za-z_]\w*")
 _NOT_SECRETS = frozenset(
     "password passwd pass pwd passphrase secret token apikey api_key key none null nil undefined true "
-    "false yes no on off string str bytes text redacted hidden masked required optional empty".split())
+    "false yes no on off string str bytes text redacted hidden masked required optional empty".split()
+)
 
 
 _CONTEXT = 200  # characters of a line looked at around a match: bounded, so a huge line stays linear
@@ -81,13 +84,13 @@ _CONTEXT = 200  # characters of a line looked at around a match: bounded, so a h
 
 def _line_before(text: str, pos: int) -> str:
     """The line's text before ``pos`` (at most _CONTEXT characters of it)."""
-    window = text[max(0, pos - _CONTEXT):pos]
-    return window[window.rfind("\n") + 1:]
+    window = text[max(0, pos - _CONTEXT) : pos]
+    return window[window.rfind("\n") + 1 :]
 
 
 def _line_after(text: str, pos: int) -> str:
     """The line's text from ``pos`` (at most _CONTEXT characters of it)."""
-    return text[pos:pos + _CONTEXT].split("\n", 1)[0]
+    return text[pos : pos + _CONTEXT].split("\n", 1)[0]
 
 
 def _has_letter_and_digit(v: str) -> bool:
@@ -130,8 +133,10 @@ def _placeholder_like(v: str, name: str) -> bool:
 _KEY_BEGIN = re.compile(r"-----BEGIN (?:[A-Z0-9]+ )*PRIVATE KEY(?: BLOCK)?-----")
 _KEY_END = re.compile(r"-----END (?:[A-Z0-9]+ )*PRIVATE KEY(?: BLOCK)?-----")
 # one line of key material, as it sits in a file, a diff, a string literal or a YAML block
-_KEY_LINE = re.compile(r"(?P<pre>[+\- ]?[ \t]*(?:[bBrRuU]?[\"'`])?)(?P<body>[A-Za-z0-9+/=]*+)"
-                       r"(?P<post>(?:\\[nr])*[\"'`]?[ \t]*[,)+;\\]*[ \t]*)")
+_KEY_LINE = re.compile(
+    r"(?P<pre>[+\- ]?[ \t]*(?:[bBrRuU]?[\"'`])?)(?P<body>[A-Za-z0-9+/=]*+)"
+    r"(?P<post>(?:\\[nr])*[\"'`]?[ \t]*[,)+;\\]*[ \t]*)"
+)
 _KEY_HEADER = re.compile(r"[+\- ]?[ \t]*(?:[bBrRuU]?[\"'`])?[A-Za-z][A-Za-z0-9\-]*: .*")
 # escapes and earlier placeholders are kept; what is left of the alternatives is key material
 _INLINE_MATERIAL = re.compile(r"\\[nr]|" + re.escape(PLACEHOLDER) + r"|[A-Za-z0-9+/]{8,}=*")
@@ -142,8 +147,9 @@ def _redact_inline(segment: str, enclosed: bool = False) -> str:
     """Key material inside one line (escaped newlines), keeping the escapes; ``enclosed``: the
     segment lies between BEGIN and END, so every base64 run in it is key material."""
     regex = _ENCLOSED_MATERIAL if enclosed else _INLINE_MATERIAL
-    return regex.sub(lambda m: m.group(0) if m.group(0)[0] == "\\" or m.group(0) == PLACEHOLDER else PLACEHOLDER,
-                     segment)
+    return regex.sub(
+        lambda m: m.group(0) if m.group(0)[0] == "\\" or m.group(0) == PLACEHOLDER else PLACEHOLDER, segment
+    )
 
 
 def _scrub_key_blocks(text: str) -> str:
@@ -154,10 +160,10 @@ def _scrub_key_blocks(text: str) -> str:
         if begin is None:
             i += 1
             continue
-        head, rest = lines[i][:begin.end()], lines[i][begin.end():]
+        head, rest = lines[i][: begin.end()], lines[i][begin.end() :]
         end = _KEY_END.search(rest)
         if end is not None:  # the whole block on one line (escaped newlines, as in a JSON file)
-            lines[i] = head + _redact_inline(rest[:end.start()], enclosed=True) + rest[end.start():]
+            lines[i] = head + _redact_inline(rest[: end.start()], enclosed=True) + rest[end.start() :]
             i += 1
             continue
         lines[i] = head + _redact_inline(rest)
@@ -167,16 +173,16 @@ def _scrub_key_blocks(text: str) -> str:
             line = lines[i]
             end = _KEY_END.search(line)
             if end is not None:
-                m = _KEY_LINE.fullmatch(line[:end.start()])
+                m = _KEY_LINE.fullmatch(line[: end.start()])
                 if m and m.group("body"):
-                    lines[i] = m.group("pre") + PLACEHOLDER + m.group("post") + line[end.start():]
+                    lines[i] = m.group("pre") + PLACEHOLDER + m.group("post") + line[end.start() :]
                 i += 1
                 break
             m = _KEY_LINE.fullmatch(line)
             if m and m.group("body"):
                 body = m.group("body")
                 short = len(body) < 16 and not body.startswith("=") and not body.endswith("=")
-                if short and not any(_KEY_END.search(ln) for ln in lines[i + 1:i + 3]):
+                if short and not any(_KEY_END.search(ln) for ln in lines[i + 1 : i + 3]):
                     break  # a short word after a BEGIN marker: code, not a key
                 lines[i] = m.group("pre") + PLACEHOLDER + m.group("post")
                 seen_body = True
@@ -236,9 +242,36 @@ _AT_EOL = re.compile(r"[ \t]*(?:[#;].*)?")
 _YAML_RESERVED = "!&*@%`|>'\""
 _SNAKE_NAME = re.compile(r"[a-z][a-z0-9]*(?:_[a-z0-9]+)+|[A-Z][A-Z0-9]*(?:_[A-Z0-9]+)+|_\w*")
 # names written as one word: authtoken (ngrok), apitoken, dbpassword, rootpass
-_JOINED_PREFIXES = ("api", "access", "auth", "bot", "refresh", "session", "app", "client", "db", "admin", "root",
-                    "user", "master", "secret", "private", "webhook", "signing", "personal", "redis", "mysql",
-                    "smtp", "mail", "ldap", "consumer", "bearer", "encryption", "vault", "pg")
+_JOINED_PREFIXES = (
+    "api",
+    "access",
+    "auth",
+    "bot",
+    "refresh",
+    "session",
+    "app",
+    "client",
+    "db",
+    "admin",
+    "root",
+    "user",
+    "master",
+    "secret",
+    "private",
+    "webhook",
+    "signing",
+    "personal",
+    "redis",
+    "mysql",
+    "smtp",
+    "mail",
+    "ldap",
+    "consumer",
+    "bearer",
+    "encryption",
+    "vault",
+    "pg",
+)
 _TYPE_WORD = re.compile(r"(?:[A-Z][a-z]+)+|[a-z]{1,5}")  # SecretStr, Token, bytes: annotations, not passwords
 
 
@@ -260,7 +293,7 @@ def _name_start(text: str, ws: int, word: str) -> int | None:
     prev = text[ws - 1] if ws else ""
     if prev.isalnum():
         camel = word[0].isupper() and (prev.islower() or prev.isdigit())
-        joined = re.search(r"[A-Za-z0-9]+$", text[max(0, ws - 12):ws]).group(0)
+        joined = re.search(r"[A-Za-z0-9]+$", text[max(0, ws - 12) : ws]).group(0)
         shouted = len(word) > 4 and joined.isupper() and word.isupper()  # PGPASSWORD, not BYPASS
         if not camel and not shouted and not joined.lower().endswith(_JOINED_PREFIXES):
             return None
@@ -283,8 +316,11 @@ def _assignment_value(text: str, ws: int, we: int, tail: re.Match[str]) -> tuple
     raw = tail.group("value")
     unprefixed = raw.lstrip("bBrRuUfF")
     quoted = len(unprefixed) >= 2 and unprefixed[0] in "\"'`" and unprefixed[-1] == unprefixed[0]
-    if tail.group("op") == "," and not (quoted and tail.group("close")[:1] in ("'", '"')
-                                        and text[max(0, name_start - 9):name_start].rstrip(" \t")[-2:-1] == "("):
+    if tail.group("op") == "," and not (
+        quoted
+        and tail.group("close")[:1] in ("'", '"')
+        and text[max(0, name_start - 9) : name_start].rstrip(" \t")[-2:-1] == "("
+    ):
         return None  # only f("NAME", "value"): define(), os.environ.get(), setenv(); not a list of words
     if quoted:
         start = tail.end("value") - len(unprefixed) + 1
@@ -324,8 +360,13 @@ def _unquoted_literal(m: re.Match[str], value: str, name: str, name_start: int, 
     prefix = _line_before(text, name_start)
     if _LINE_START.fullmatch(prefix):
         if op == "=" and sep == "=":  # .env / shell NAME=value, unless a keyword argument on its own line
-            kwarg = (prefix.strip(" \t+-") == "" and prefix.strip("+-") != "" and _IDENT.fullmatch(name)
-                     and name.islower() and (code_like or dotted))
+            kwarg = (
+                prefix.strip(" \t+-") == ""
+                and prefix.strip("+-") != ""
+                and _IDENT.fullmatch(name)
+                and name.islower()
+                and (code_like or dotted)
+            )
             return not kwarg and rest_of_line.lstrip()[:1] not in (",", ")")
         if op == ":":  # YAML: the whole rest of the line is the value
             return at_eol and not _TYPE_WORD.fullmatch(value) and not (dotted and not _has_letter_and_digit(value))
@@ -340,15 +381,17 @@ def _unquoted_literal(m: re.Match[str], value: str, name: str, name_start: int, 
 
 # <password>value</password> (Maven, NuGet, app configs) and .netrc's "machine h login u password p"
 _XML_ELEMENT = re.compile(r"<(?P<tag>[A-Za-z_][\w.\-]*)>(?P<value>[^<>\n]+)</(?P=tag)>")
-_NETRC = re.compile(r"(?<![^\n+\- \t])machine[ \t]+\S{1,200}[ \t]+(?:[^\n]{0,200}?[ \t])?"
-                    r"password[ \t]+(?P<value>\S{1,200})")
+_NETRC = re.compile(
+    r"(?<![^\n+\- \t])machine[ \t]+\S{1,200}[ \t]+(?:[^\n]{0,200}?[ \t])?"
+    r"password[ \t]+(?P<value>\S{1,200})"
+)
 
 
 def _scrub_markup(text: str) -> str:
     def element(m: re.Match[str]) -> str:
         tag, value = m.group("tag"), m.group("value")
         word = _secret_word(tag.lower() + "=", len(tag))
-        if word is None or _name_start(tag, word[0], tag[word[0]:]) is None or "public" in tag.lower():
+        if word is None or _name_start(tag, word[0], tag[word[0] :]) is None or "public" in tag.lower():
             return m.group(0)
         is_password = tag[word[0]] in "pP"
         if _placeholder_like(value, tag) or not (len(value) >= 4 if is_password else _random_enough(value)):
@@ -358,7 +401,7 @@ def _scrub_markup(text: str) -> str:
     def netrc(m: re.Match[str]) -> str:
         if _placeholder_like(m.group("value"), "password"):
             return m.group(0)
-        return m.group(0)[:m.start("value") - m.start(0)] + PLACEHOLDER
+        return m.group(0)[: m.start("value") - m.start(0)] + PLACEHOLDER
 
     if "</" in text:
         text = _XML_ELEMENT.sub(element, text)
@@ -388,7 +431,7 @@ def _scrub_assignments(text: str) -> str:
             continue
         span = _assignment_value(text, ws, we, tail)
         if span is not None:
-            out += [text[last:span[0]], PLACEHOLDER]
+            out += [text[last : span[0]], PLACEHOLDER]
             last = span[1]
     if not out:
         return text
@@ -408,8 +451,11 @@ _BEARER = re.compile(r"(?<![A-Za-z0-9])(?i:bearer)[ \t]+(?P<value>[A-Za-z0-9_\-.
 def _scrub_auth_headers(text: str) -> str:
     def header(m: re.Match[str]) -> str:
         value = m.group("value")
-        if m.group("scheme") is None and (not _random_enough(value) or _DOTTED.fullmatch(value.rstrip("="))
-                                          or m.string[m.end():m.end() + 1] in ("(", "[")):
+        if m.group("scheme") is None and (
+            not _random_enough(value)
+            or _DOTTED.fullmatch(value.rstrip("="))
+            or m.string[m.end() : m.end() + 1] in ("(", "[")
+        ):
             return m.group(0)  # authorization = base64.decodebytes(...): code, not a header
         s = m.start("value") - m.start(0)
         return m.group(0)[:s] + PLACEHOLDER
@@ -425,31 +471,61 @@ def _scrub_auth_headers(text: str) -> str:
 
 _RULES: list[_Rule] = [
     _Rule("private-key-block", ("private key",), _scrub_key_blocks),
-    _Rule("github-token", ("ghp_", "gho_", "ghu_", "ghs_", "ghr_", "github_pat_"),
-          _replace_all(r"(?<![A-Za-z0-9_])(?:gh[pousr]_[A-Za-z0-9]{36,255}|github_pat_[A-Za-z0-9_]{22,255})"
-                       r"(?![A-Za-z0-9_])")),
-    _Rule("gitlab-token", ("glpat-", "glptt-", "gldt-", "glrt-"),
-          _replace_all(r"(?<![A-Za-z0-9_\-])gl(?:pat|ptt|dt|rt)-[A-Za-z0-9_\-]{20,}")),
-    _Rule("aws-secret-key", ("aws", "akia", "asia", "secretaccesskey", "secret_access_key", "secret_key"),
-          _scrub_aws_secret),
-    _Rule("aws-access-key-id", ("akia", "asia", "abia", "acca"),
-          _replace_all(r"(?<![A-Za-z0-9])(?:AKIA|ASIA|ABIA|ACCA)[A-Z0-9]{16}(?![A-Za-z0-9])")),
-    _Rule("slack-webhook-url", ("hooks.slack.com",),
-          _replace_group(r"(?i)hooks\.slack\.com/(?:services|workflows|triggers)/(?P<path>[A-Za-z0-9_/\-]+)", "path")),
-    _Rule("slack-token", ("xox", "xapp-"),
-          _replace_all(r"(?<![A-Za-z0-9])(?:xox[abposre]|xapp)-[A-Za-z0-9\-]{10,}")),
-    _Rule("stripe-key", ("sk_live_", "rk_live_", "sk_test_", "rk_test_", "whsec_"),
-          _replace_all(r"(?<![A-Za-z0-9_])(?:[rs]k_(?:live|test)_[A-Za-z0-9]{16,}|whsec_[A-Za-z0-9+/=]{20,})"
-                       r"(?![A-Za-z0-9_])")),
+    _Rule(
+        "github-token",
+        ("ghp_", "gho_", "ghu_", "ghs_", "ghr_", "github_pat_"),
+        _replace_all(
+            r"(?<![A-Za-z0-9_])(?:gh[pousr]_[A-Za-z0-9]{36,255}|github_pat_[A-Za-z0-9_]{22,255})"
+            r"(?![A-Za-z0-9_])"
+        ),
+    ),
+    _Rule(
+        "gitlab-token",
+        ("glpat-", "glptt-", "gldt-", "glrt-"),
+        _replace_all(r"(?<![A-Za-z0-9_\-])gl(?:pat|ptt|dt|rt)-[A-Za-z0-9_\-]{20,}"),
+    ),
+    _Rule(
+        "aws-secret-key",
+        ("aws", "akia", "asia", "secretaccesskey", "secret_access_key", "secret_key"),
+        _scrub_aws_secret,
+    ),
+    _Rule(
+        "aws-access-key-id",
+        ("akia", "asia", "abia", "acca"),
+        _replace_all(r"(?<![A-Za-z0-9])(?:AKIA|ASIA|ABIA|ACCA)[A-Z0-9]{16}(?![A-Za-z0-9])"),
+    ),
+    _Rule(
+        "slack-webhook-url",
+        ("hooks.slack.com",),
+        _replace_group(r"(?i)hooks\.slack\.com/(?:services|workflows|triggers)/(?P<path>[A-Za-z0-9_/\-]+)", "path"),
+    ),
+    _Rule("slack-token", ("xox", "xapp-"), _replace_all(r"(?<![A-Za-z0-9])(?:xox[abposre]|xapp)-[A-Za-z0-9\-]{10,}")),
+    _Rule(
+        "stripe-key",
+        ("sk_live_", "rk_live_", "sk_test_", "rk_test_", "whsec_"),
+        _replace_all(
+            r"(?<![A-Za-z0-9_])(?:[rs]k_(?:live|test)_[A-Za-z0-9]{16,}|whsec_[A-Za-z0-9+/=]{20,})"
+            r"(?![A-Za-z0-9_])"
+        ),
+    ),
     _Rule("google-api-key", ("aiza",), _replace_all(r"(?<![A-Za-z0-9_\-])AIza[0-9A-Za-z_\-]{35}(?![A-Za-z0-9_\-])")),
-    _Rule("openai-style-key", ("sk-",),
-          _replace_group(r"(?<![A-Za-z0-9_\-])(?P<key>sk-(?:proj-|ant-|svcacct-|admin-)?[A-Za-z0-9_\-]{20,})",
-                         "key", _has_letter_and_digit)),
+    _Rule(
+        "openai-style-key",
+        ("sk-",),
+        _replace_group(
+            r"(?<![A-Za-z0-9_\-])(?P<key>sk-(?:proj-|ant-|svcacct-|admin-)?[A-Za-z0-9_\-]{20,})",
+            "key",
+            _has_letter_and_digit,
+        ),
+    ),
     _Rule("huggingface-token", ("hf_",), _replace_all(r"(?<![A-Za-z0-9_])hf_[A-Za-z0-9]{30,}(?![A-Za-z0-9_])")),
     _Rule("npm-token", ("npm_",), _replace_all(r"(?<![A-Za-z0-9_])npm_[A-Za-z0-9]{36}(?![A-Za-z0-9_])")),
     _Rule("pypi-token", ("pypi-",), _replace_all(r"pypi-AgEIcHlwaS5vcmc[A-Za-z0-9_\-]{20,}")),
-    _Rule("jwt", ("eyj",),
-          _replace_all(r"(?<![A-Za-z0-9_\-])eyJ[A-Za-z0-9_\-]{8,}\.eyJ[A-Za-z0-9_\-]{8,}\.[A-Za-z0-9_\-]{8,}")),
+    _Rule(
+        "jwt",
+        ("eyj",),
+        _replace_all(r"(?<![A-Za-z0-9_\-])eyJ[A-Za-z0-9_\-]{8,}\.eyJ[A-Za-z0-9_\-]{8,}\.[A-Za-z0-9_\-]{8,}"),
+    ),
     _Rule("authorization-header", ("authorization", "bearer"), _scrub_auth_headers),
     _Rule("url-credentials", ("://",), _replace_group(_URL_CREDS, "pw", _url_password_ok)),
     _Rule("assignment", ("pass", "pwd", "secret", "token", "key"), _scrub_assignments),

@@ -7,17 +7,30 @@ Library API (the CLI in finetune/cli.py and `revbot retrain` call these):
     export_merged(version, out_dir) -> Path
 Heavy imports (torch, transformers, peft) happen inside the functions, so importing this package is cheap.
 """
+
 from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["Splits", "TrainConfig", "EvalReport", "split_examples", "load_examples", "train", "evaluate",
-           "export_merged"]
+__all__ = [
+    "Splits",
+    "TrainConfig",
+    "EvalReport",
+    "split_examples",
+    "load_examples",
+    "train",
+    "evaluate",
+    "export_merged",
+]
 
 _LAZY = {
-    "Splits": "finetune.data", "split_examples": "finetune.data", "load_examples": "finetune.data",
-    "TrainConfig": "finetune.train", "train": "finetune.train",
-    "EvalReport": "finetune.evaluate", "evaluate": "finetune.evaluate",
+    "Splits": "finetune.data",
+    "split_examples": "finetune.data",
+    "load_examples": "finetune.data",
+    "TrainConfig": "finetune.train",
+    "train": "finetune.train",
+    "EvalReport": "finetune.evaluate",
+    "evaluate": "finetune.evaluate",
     "export_merged": "finetune.export",
 }
 

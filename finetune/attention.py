@@ -22,6 +22,7 @@ to it only for packed training after ``check_packing`` confirms, on the actual m
 logits equal per-example logits, and never for models whose sliding window is shorter than a row
 (plain causal sdpa would ignore the window). Anything else (a mask, a cache) goes to plain sdpa.
 """
+
 from __future__ import annotations
 
 from typing import Any
@@ -64,9 +65,18 @@ def length_groups(lengths: list[int], waste: float = WASTE) -> list[list[int]]:
     return groups
 
 
-def segment_attention(module: Any, query: Any, key: Any, value: Any, attention_mask: Any, *,
-                      position_ids: Any = None, cu_seq_lens_q: Any = None, waste: float = WASTE,
-                      **kwargs: Any) -> tuple[Any, None]:
+def segment_attention(
+    module: Any,
+    query: Any,
+    key: Any,
+    value: Any,
+    attention_mask: Any,
+    *,
+    position_ids: Any = None,
+    cu_seq_lens_q: Any = None,
+    waste: float = WASTE,
+    **kwargs: Any,
+) -> tuple[Any, None]:
     """Causal sdpa within each example of packed rows; plain sdpa whenever a mask or a cache is involved.
 
     query: (batch, heads, width, dim), key/value: (batch, kv heads, width, dim); returns the
@@ -107,4 +117,3 @@ def register() -> str:
 
     AttentionInterface.register(SEGMENT_ATTENTION, segment_attention)
     return SEGMENT_ATTENTION
-

@@ -6,12 +6,13 @@
 * Most frequent: the team's most common comment, on the last line of every hunk. It never stays
   silent, which is exactly what the silence metric should punish.
 """
+
 from __future__ import annotations
 
 import math
 import re
 from collections import Counter, defaultdict
-from typing import Sequence
+from collections.abc import Sequence
 
 from bot.diff import Hunk
 from bot.examples import Example

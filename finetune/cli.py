@@ -1,6 +1,7 @@
 """`revbot train`, `revbot eval`, `revbot score`, `revbot models` and `revbot export`: parse arguments,
 call the finetune library, print the result. Errors are RevbotErrors; the `revbot` entry point prints them
 without a traceback."""
+
 from __future__ import annotations
 
 import json
@@ -11,8 +12,8 @@ from typing import Any
 import click
 
 from bot.errors import DataError, UsageError
-from revbot.adapters.versions import ModelRegistry, default_models_dir
 from finetune.evaluate import DEFAULT_EVAL_BATCH_SIZE, DEFAULT_MAX_NEW_TOKENS
+from revbot.adapters.versions import ModelRegistry, default_models_dir
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 
@@ -30,8 +31,11 @@ def _default_store() -> Path:
 
 
 models_dir_option = click.option(
-    "--models-dir", metavar="DIR", default=None,
-    help="Model versions folder (default: $REVBOT_MODELS_DIR, else models/).")
+    "--models-dir",
+    metavar="DIR",
+    default=None,
+    help="Model versions folder (default: $REVBOT_MODELS_DIR, else models/).",
+)
 
 
 def _fmt(value: Any, digits: int = 4) -> str:
@@ -59,57 +63,132 @@ is current yet (the first version). Evaluate it with `revbot eval --model vN`.
 
 
 @click.command("train", context_settings=CONTEXT, epilog=TRAIN_EPILOG)
-@click.option("--data", metavar="FILE", default=None,
-              help="The dataset store (SQLite, default: $REVBOT_DB, else revbot.db) or an examples JSONL.")
-@click.option("--base-model", metavar="ID_OR_PATH", default=None,
-              help="Hub id or local path of the model to adapt, or the embedded smollm2-135m (default: the "
-                   "current version's base model, else $REVBOT_MODEL, else smollm2-135m).")
+@click.option(
+    "--data",
+    metavar="FILE",
+    default=None,
+    help="The dataset store (SQLite, default: $REVBOT_DB, else revbot.db) or an examples JSONL.",
+)
+@click.option(
+    "--base-model",
+    metavar="ID_OR_PATH",
+    default=None,
+    help="Hub id or local path of the model to adapt, or the embedded smollm2-135m (default: the "
+    "current version's base model, else $REVBOT_MODEL, else smollm2-135m).",
+)
 @models_dir_option
 @click.option("--epochs", type=float, default=3.0, show_default=True, help="Passes over the training split.")
-@click.option("--max-steps", type=click.IntRange(min=1), default=None, help="Stop after N optimiser steps (overrides --epochs).")
-@click.option("--batch-size", type=click.IntRange(min=1), default=4, show_default=True,
-              help="Rows per step; a packed row holds several examples.")
-@click.option("--max-length", type=click.IntRange(min=16), default=None,
-              help="Tokens per row; longer examples are skipped and counted. [default: 2048 on a GPU, 1024 on CPU]")
-@click.option("--lr", type=float, default=2e-4, show_default=True, help="Peak learning rate (cosine schedule with warm-up).")
+@click.option(
+    "--max-steps", type=click.IntRange(min=1), default=None, help="Stop after N optimiser steps (overrides --epochs)."
+)
+@click.option(
+    "--batch-size",
+    type=click.IntRange(min=1),
+    default=4,
+    show_default=True,
+    help="Rows per step; a packed row holds several examples.",
+)
+@click.option(
+    "--max-length",
+    type=click.IntRange(min=16),
+    default=None,
+    help="Tokens per row; longer examples are skipped and counted. [default: 2048 on a GPU, 1024 on CPU]",
+)
+@click.option(
+    "--lr", type=float, default=2e-4, show_default=True, help="Peak learning rate (cosine schedule with warm-up)."
+)
 @click.option("--lora-r", type=click.IntRange(min=1), default=16, show_default=True, help="LoRA rank.")
 @click.option("--lora-alpha", type=float, default=32, show_default=True, help="LoRA alpha (scale = alpha / r).")
 @click.option("--lora-dropout", type=float, default=0.1, show_default=True, help="Dropout on the LoRA input.")
-@click.option("--target-modules", metavar="A,B,...", default=None,
-              help="Layer names to adapt, e.g. q_proj,v_proj (default: every attention and MLP projection found).")
-@click.option("--lora-layers", type=click.IntRange(min=0), default=None,
-              help="LoRA on the last N transformer blocks only (0: every block): backward stops there, so a CPU "
-                   "step is about twice as fast. [default: every block on a GPU, the last 8 on CPU]")
-@click.option("--precision", type=click.Choice(["auto", "bf16", "fp32"]), default="auto", show_default=True,
-              help="bf16 autocast or fp32. auto: bf16 where the GPU has it, and on CPU the measured faster one.")
+@click.option(
+    "--target-modules",
+    metavar="A,B,...",
+    default=None,
+    help="Layer names to adapt, e.g. q_proj,v_proj (default: every attention and MLP projection found).",
+)
+@click.option(
+    "--lora-layers",
+    type=click.IntRange(min=0),
+    default=None,
+    help="LoRA on the last N transformer blocks only (0: every block): backward stops there, so a CPU "
+    "step is about twice as fast. [default: every block on a GPU, the last 8 on CPU]",
+)
+@click.option(
+    "--precision",
+    type=click.Choice(["auto", "bf16", "fp32"]),
+    default="auto",
+    show_default=True,
+    help="bf16 autocast or fp32. auto: bf16 where the GPU has it, and on CPU the measured faster one.",
+)
 @click.option("--gradient-checkpointing", is_flag=True, help="Recompute activations in backward: less memory, slower.")
-@click.option("--quantize/--no-quantize", default=None,
-              help="4-bit QLoRA, or plain LoRA on full-precision weights. [default: 4-bit on a GPU; on CPU plain "
-                   "LoRA, which measured 4x faster there]")
+@click.option(
+    "--quantize/--no-quantize",
+    default=None,
+    help="4-bit QLoRA, or plain LoRA on full-precision weights. [default: 4-bit on a GPU; on CPU plain "
+    "LoRA, which measured 4x faster there]",
+)
 @click.option("--no-packing", is_flag=True, help="One example per row, batched by length, instead of packed rows.")
 @click.option("--resume", is_flag=True, help="Continue the interrupted run with the same data and settings.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed for the split, the order and LoRA init.")
-@click.option("--test-fraction", type=float, default=0.1, show_default=True, help="Share of examples held out for test.")
+@click.option(
+    "--test-fraction", type=float, default=0.1, show_default=True, help="Share of examples held out for test."
+)
 @click.option("--val-fraction", type=float, default=0.1, show_default=True, help="Share held out for validation.")
-@click.option("--min-train", type=click.IntRange(min=1), default=10, show_default=True, help="Fewest training examples accepted.")
-@click.option("--patience", type=click.IntRange(min=0), default=3, show_default=True,
-              help="Stop after N evaluations without a better validation loss (0: never stop early).")
+@click.option(
+    "--min-train", type=click.IntRange(min=1), default=10, show_default=True, help="Fewest training examples accepted."
+)
+@click.option(
+    "--patience",
+    type=click.IntRange(min=0),
+    default=3,
+    show_default=True,
+    help="Stop after N evaluations without a better validation loss (0: never stop early).",
+)
 @click.option("--eval-every", type=click.IntRange(min=1), default=None, help="Steps between validation passes.")
-@click.option("--promote/--no-promote", default=None,
-              help="Make the new version current. Default: only when no version is current yet.")
+@click.option(
+    "--promote/--no-promote",
+    default=None,
+    help="Make the new version current. Default: only when no version is current yet.",
+)
 @click.option("--quiet", is_flag=True, help="No progress bar.")
-def train(data, base_model, models_dir, epochs, max_steps, batch_size, max_length, lr, lora_r, lora_alpha,
-          lora_dropout, target_modules, lora_layers, precision, gradient_checkpointing, quantize, no_packing, resume, seed,
-          test_fraction, val_fraction, min_train, patience, eval_every, promote, quiet):
+def train(
+    data,
+    base_model,
+    models_dir,
+    epochs,
+    max_steps,
+    batch_size,
+    max_length,
+    lr,
+    lora_r,
+    lora_alpha,
+    lora_dropout,
+    target_modules,
+    lora_layers,
+    precision,
+    gradient_checkpointing,
+    quantize,
+    no_packing,
+    resume,
+    seed,
+    test_fraction,
+    val_fraction,
+    min_train,
+    patience,
+    eval_every,
+    promote,
+    quiet,
+):
     """Train a QLoRA adapter on past reviews and write it as a new model version.
 
     4-bit NF4 base weights with double quantisation, LoRA (r=16, alpha=32, dropout 0.1) on every
     attention and MLP projection, loss on the review answer only, packed rows, cosine schedule with
     warm-up, early stopping on validation loss and checkpoints for --resume.
     """
-    from revbot.adapters.embedded import DEFAULT_BASE_MODEL
     from finetune.data import load_examples
-    from finetune.train import TrainConfig, train as run_training
+    from finetune.train import TrainConfig
+    from finetune.train import train as run_training
+    from revbot.adapters.embedded import DEFAULT_BASE_MODEL
 
     registry = _registry(models_dir)
     data_path = Path(data) if data else _default_store()
@@ -118,18 +197,33 @@ def train(data, base_model, models_dir, epochs, max_steps, batch_size, max_lengt
         base_model = (current.base_model if current else None) or os.environ.get("REVBOT_MODEL") or DEFAULT_BASE_MODEL
     examples = load_examples(data_path)
     if not examples:
-        raise DataError("no examples in the dataset; harvest reviews first (`revbot harvest github OWNER/REPO`)",
-                        str(data_path))
+        raise DataError(
+            "no examples in the dataset; harvest reviews first (`revbot harvest github OWNER/REPO`)", str(data_path)
+        )
     config = TrainConfig(
-        epochs=epochs, max_steps=max_steps, batch_size=batch_size, max_length=max_length, lr=lr, lora_r=lora_r,
-        lora_alpha=lora_alpha, lora_dropout=lora_dropout, lora_layers=lora_layers, precision=precision,
+        epochs=epochs,
+        max_steps=max_steps,
+        batch_size=batch_size,
+        max_length=max_length,
+        lr=lr,
+        lora_r=lora_r,
+        lora_alpha=lora_alpha,
+        lora_dropout=lora_dropout,
+        lora_layers=lora_layers,
+        precision=precision,
         target_modules=[t.strip() for t in target_modules.split(",") if t.strip()] if target_modules else None,
-        quantize=quantize, gradient_checkpointing=gradient_checkpointing,
-        packing=False if no_packing else None, seed=seed, test_fraction=test_fraction, val_fraction=val_fraction,
-        min_train=min_train, patience=patience, eval_every=eval_every, resume=resume,
+        quantize=quantize,
+        gradient_checkpointing=gradient_checkpointing,
+        packing=False if no_packing else None,
+        seed=seed,
+        test_fraction=test_fraction,
+        val_fraction=val_fraction,
+        min_train=min_train,
+        patience=patience,
+        eval_every=eval_every,
+        resume=resume,
     )
-    version = run_training(examples, base_model, registry.root, config, data_source=str(data_path),
-                           progress=not quiet)
+    version = run_training(examples, base_model, registry.root, config, data_source=str(data_path), progress=not quiet)
     from accelerate import PartialState
 
     if not PartialState().is_main_process:  # several processes (accelerate launch): one reports
@@ -138,47 +232,86 @@ def train(data, base_model, models_dir, epochs, max_steps, batch_size, max_lengt
     counts = version.meta.get("data", {}).get("counts", {})
     click.echo(f"wrote {version.name} to {version.path}")
     click.echo("  examples: " + ", ".join(f"{k} {v.get('examples', 0)}" for k, v in counts.items()))
-    click.echo(f"  steps {m.get('steps')} ({_fmt(m.get('epochs'), 2)} epochs{', stopped early' if m.get('stopped_early') else ''}), "
-               f"train loss {_fmt(m.get('train_loss'))}, validation loss {_fmt(m.get('val_loss'))}, "
-               f"test loss {_fmt(m.get('test_loss'))}")
-    click.echo(f"  packing {'on' if m.get('packing') else 'off (batched by length)'}, padding share "
-               f"{100 * (m.get('padding_share') or 0):.1f}%, {_fmt(m.get('supervised_tokens_per_s'), 1)} answer tokens/s")
+    click.echo(
+        f"  steps {m.get('steps')} ({_fmt(m.get('epochs'), 2)} epochs{', stopped early' if m.get('stopped_early') else ''}), "
+        f"train loss {_fmt(m.get('train_loss'))}, validation loss {_fmt(m.get('val_loss'))}, "
+        f"test loss {_fmt(m.get('test_loss'))}"
+    )
+    click.echo(
+        f"  packing {'on' if m.get('packing') else 'off (batched by length)'}, padding share "
+        f"{100 * (m.get('padding_share') or 0):.1f}%, {_fmt(m.get('supervised_tokens_per_s'), 1)} answer tokens/s"
+    )
     if promote is None:
         promote = registry.current_name() is None
     if promote:
         registry.promote(version.name)
         click.echo(f"  {version.name} is now current")
     else:
-        click.echo(f"  not promoted; compare with `revbot eval --model {version.name}`, then "
-                   f"`revbot models promote {version.name}`")
+        click.echo(
+            f"  not promoted; compare with `revbot eval --model {version.name}`, then "
+            f"`revbot models promote {version.name}`"
+        )
 
 
 # --------------------------------------------------------------------------- eval
 
 
 @click.command("eval", context_settings=CONTEXT)
-@click.option("--model", "model_spec", metavar="vN|current|latest|DIR", default=None,
-              help="Version to evaluate (default: current, else the latest).")
-@click.option("--data", metavar="FILE", default=None,
-              help="Evaluate on these examples instead of the version's test split: an examples JSONL (all of "
-                   "it), or the dataset store (its test split, re-made with the version's split settings).")
-@click.option("--format", "fmt", metavar="FORMAT", default=None,
-              help="Format of --data when it is not an examples JSONL (crc, codereviewer, alpaca, sharegpt, openai).")
-@click.option("--store", metavar="FILE", default=None,
-              help="Dataset store whose feedback on the bot's own comments to summarise (default: --data if it is one).")
+@click.option(
+    "--model",
+    "model_spec",
+    metavar="vN|current|latest|DIR",
+    default=None,
+    help="Version to evaluate (default: current, else the latest).",
+)
+@click.option(
+    "--data",
+    metavar="FILE",
+    default=None,
+    help="Evaluate on these examples instead of the version's test split: an examples JSONL (all of "
+    "it), or the dataset store (its test split, re-made with the version's split settings).",
+)
+@click.option(
+    "--format",
+    "fmt",
+    metavar="FORMAT",
+    default=None,
+    help="Format of --data when it is not an examples JSONL (crc, codereviewer, alpaca, sharegpt, openai).",
+)
+@click.option(
+    "--store",
+    metavar="FILE",
+    default=None,
+    help="Dataset store whose feedback on the bot's own comments to summarise (default: --data if it is one).",
+)
 @models_dir_option
 @click.option("--no-base", is_flag=True, help="Leave out the base model without the adapter.")
 @click.option("--limit", type=click.IntRange(min=1), default=None, help="Evaluate on the first N test examples only.")
-@click.option("--max-new-tokens", type=click.IntRange(min=1), default=DEFAULT_MAX_NEW_TOKENS, show_default=True,
-              help="Longest answer (the same default as `revbot retrain`'s gate).")
-@click.option("--batch-size", type=click.IntRange(min=1), default=DEFAULT_EVAL_BATCH_SIZE, show_default=True,
-              help="Prompts generated together (the same default as `revbot retrain`'s gate).")
-@click.option("--quantize", type=click.Choice(["4bit", "none"]), default=None,
-              help="Load the models in 4-bit (default: 4-bit on CUDA, full precision on CPU).")
+@click.option(
+    "--max-new-tokens",
+    type=click.IntRange(min=1),
+    default=DEFAULT_MAX_NEW_TOKENS,
+    show_default=True,
+    help="Longest answer (the same default as `revbot retrain`'s gate).",
+)
+@click.option(
+    "--batch-size",
+    type=click.IntRange(min=1),
+    default=DEFAULT_EVAL_BATCH_SIZE,
+    show_default=True,
+    help="Prompts generated together (the same default as `revbot retrain`'s gate).",
+)
+@click.option(
+    "--quantize",
+    type=click.Choice(["4bit", "none"]),
+    default=None,
+    help="Load the models in 4-bit (default: 4-bit on CUDA, full precision on CPU).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the metrics as JSON.")
 @click.option("--quiet", is_flag=True, help="No progress bars.")
-def eval_cmd(model_spec, data, fmt, store, models_dir, no_base, limit, max_new_tokens, batch_size, quantize,
-             as_json, quiet):
+def eval_cmd(
+    model_spec, data, fmt, store, models_dir, no_base, limit, max_new_tokens, batch_size, quantize, as_json, quiet
+):
     """Evaluate a model version against the base model, retrieval and most-frequent baselines.
 
     Prints a verdict line (what the tuned model beats each other system on, and loses on), then the
@@ -204,8 +337,17 @@ def eval_cmd(model_spec, data, fmt, store, models_dir, no_base, limit, max_new_t
     if limit:
         test_examples = test_examples[:limit]
     feedback_store = store or (data if data and is_store(data) else None)
-    report = evaluate(version, test_examples, train_examples, base=None if no_base else "auto", quantize=quantize,
-                      max_new_tokens=max_new_tokens, batch_size=batch_size, store=feedback_store, progress=not quiet)
+    report = evaluate(
+        version,
+        test_examples,
+        train_examples,
+        base=None if no_base else "auto",
+        quantize=quantize,
+        max_new_tokens=max_new_tokens,
+        batch_size=batch_size,
+        store=feedback_store,
+        progress=not quiet,
+    )
     if as_json:
         click.echo(json.dumps(report.to_dict(), indent=2, sort_keys=True))
         return
@@ -286,12 +428,29 @@ def models_list(models_dir, as_json):
     current = registry.current_name()
     decisions = registry.decisions()
     if as_json:
-        click.echo(json.dumps({
-            "models_dir": str(registry.root), "current": current, "history": registry.history(),
-            "versions": [{"name": v.name, "path": str(v.path), "created_at": v.created_at, "base_model": v.base_model,
-                          "metrics": v.metrics, "evaluation": v.meta.get("evaluation")} for v in versions],
-            "decisions": decisions,
-        }, indent=2, sort_keys=True))
+        click.echo(
+            json.dumps(
+                {
+                    "models_dir": str(registry.root),
+                    "current": current,
+                    "history": registry.history(),
+                    "versions": [
+                        {
+                            "name": v.name,
+                            "path": str(v.path),
+                            "created_at": v.created_at,
+                            "base_model": v.base_model,
+                            "metrics": v.metrics,
+                            "evaluation": v.meta.get("evaluation"),
+                        }
+                        for v in versions
+                    ],
+                    "decisions": decisions,
+                },
+                indent=2,
+                sort_keys=True,
+            )
+        )
         return
     if not versions:
         click.echo(f"no model versions in {registry.root} yet; train one with `revbot train`")
@@ -313,8 +472,10 @@ def models_list(models_dir, as_json):
         click.echo("\ndecisions:")
         for d in decisions[-10:]:
             verdict = "promoted" if d.get("promoted") else "kept " + str(d.get("incumbent"))
-            click.echo(f"  {d.get('at')}  {d.get('candidate')} vs {d.get('incumbent')} on {d.get('metric')}: "
-                       f"{verdict} ({d.get('reason')})")
+            click.echo(
+                f"  {d.get('at')}  {d.get('candidate')} vs {d.get('incumbent')} on {d.get('metric')}: "
+                f"{verdict} ({d.get('reason')})"
+            )
 
 
 @models.command("promote", context_settings=CONTEXT)
@@ -325,7 +486,9 @@ def models_promote(name, models_dir):
     registry = _registry(models_dir)
     previous = registry.current_name()
     version = registry.promote(name)
-    click.echo(f"{version.name} is now current" + (f" (was {previous})" if previous and previous != version.name else ""))
+    click.echo(
+        f"{version.name} is now current" + (f" (was {previous})" if previous and previous != version.name else "")
+    )
 
 
 @models.command("rollback", context_settings=CONTEXT)
@@ -351,12 +514,26 @@ Or serve the adapter itself with vLLM (no merge needed):
 
 @click.command("export", context_settings=CONTEXT, epilog=EXPORT_EPILOG)
 @click.argument("name", metavar="vN")
-@click.option("--merged", "merged_dir", metavar="DIR", required=True,
-              help="Write the base model with the adapter merged in (16-bit, Hugging Face layout) and an Ollama Modelfile here.")
-@click.option("--dtype", type=click.Choice(["auto", "float16", "bfloat16"]), default="auto", show_default=True,
-              help="16-bit type of the merged weights (auto: bfloat16 where the base or GPU uses it, else float16).")
-@click.option("--base-model", metavar="ID_OR_PATH", default=None,
-              help="Where the recorded base model is now, if it moved (it must be the same model).")
+@click.option(
+    "--merged",
+    "merged_dir",
+    metavar="DIR",
+    required=True,
+    help="Write the base model with the adapter merged in (16-bit, Hugging Face layout) and an Ollama Modelfile here.",
+)
+@click.option(
+    "--dtype",
+    type=click.Choice(["auto", "float16", "bfloat16"]),
+    default="auto",
+    show_default=True,
+    help="16-bit type of the merged weights (auto: bfloat16 where the base or GPU uses it, else float16).",
+)
+@click.option(
+    "--base-model",
+    metavar="ID_OR_PATH",
+    default=None,
+    help="Where the recorded base model is now, if it moved (it must be the same model).",
+)
 @click.option("--force", is_flag=True, help="Replace DIR if it is not empty.")
 @models_dir_option
 def export(name, merged_dir, dtype, base_model, force, models_dir):

@@ -9,16 +9,18 @@ Why each piece is here:
 * Examples become TRL's tokenized prompt-completion rows (``prompt_completion_dataset``); packing,
   labels and batches are the trainer's (finetune/train.py).
 """
+
 from __future__ import annotations
 
 import hashlib
 import math
 import os
 from collections import defaultdict
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any
 
 from bot.errors import DataError
 from bot.examples import Example, read_examples
@@ -63,8 +65,11 @@ def load_examples(path: str | os.PathLike[str], fmt: str | None = None) -> list[
         raise DataError("is a directory; pass the dataset store file or an examples JSONL", name)
     if fmt not in (None, "", "examples"):
         if not _READERS:
-            raise DataError(f"cannot read the {fmt!r} format here; import it first with `revbot dataset import "
-                            f"{name} --format {fmt}` and pass the store", name)
+            raise DataError(
+                f"cannot read the {fmt!r} format here; import it first with `revbot dataset import "
+                f"{name} --format {fmt}` and pass the store",
+                name,
+            )
         examples = list(_READERS[-1](name, fmt))
     elif is_store(path):
         from revbot.adapters.store import Store
@@ -124,7 +129,7 @@ def parse_time(text: str) -> datetime | None:
         value = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
     except ValueError:
         return None
-    return value if value.tzinfo else value.replace(tzinfo=timezone.utc)
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
 
 
 def _seeded_key(seed: int, repo: str, pr: int) -> str:
@@ -168,7 +173,7 @@ def split_examples(
         if times:
             dated += 1
             return (1, min(times), _seeded_key(seed, *key))
-        return (0, datetime.min.replace(tzinfo=timezone.utc), _seeded_key(seed, *key))
+        return (0, datetime.min.replace(tzinfo=UTC), _seeded_key(seed, *key))
 
     newest_first = sorted(by_pr, key=pr_key, reverse=True)
     total = len(examples)
@@ -182,9 +187,18 @@ def split_examples(
         parts[stage].extend(sorted(by_pr[key], key=lambda e: e.id))
     test, validation, train = parts
     splits = Splits(
-        train, validation, test, time_ordered=dated > 0,
-        settings={"seed": seed, "test_fraction": test_fraction, "val_fraction": val_fraction,
-                  "min_train": min_train, "min_val": min_val, "min_test": min_test},
+        train,
+        validation,
+        test,
+        time_ordered=dated > 0,
+        settings={
+            "seed": seed,
+            "test_fraction": test_fraction,
+            "val_fraction": val_fraction,
+            "min_train": min_train,
+            "min_val": min_val,
+            "min_test": min_test,
+        },
     )
     if len(train) < min_train or len(validation) < min_val or len(test) < min_test:
         counts = ", ".join(f"{name}={len(part)}" for name, part in splits.items())
@@ -215,7 +229,7 @@ class Encoded:
         return len(self.ids) - self.n_prompt
 
     def labels(self) -> list[int]:
-        return [IGNORE_INDEX] * self.n_prompt + list(self.ids[self.n_prompt:])
+        return [IGNORE_INDEX] * self.n_prompt + list(self.ids[self.n_prompt :])
 
 
 def encode_example(example: Example, tokenizer: Any) -> Encoded:
@@ -255,7 +269,9 @@ def prompt_completion_dataset(encoded: Sequence[Encoded]) -> Any:
     the tokens are exactly the ones review will feed the model."""
     from datasets import Dataset
 
-    return Dataset.from_dict({
-        "input_ids": [list(e.ids) for e in encoded],
-        "completion_mask": [[0] * e.n_prompt + [1] * e.n_answer for e in encoded],
-    })
+    return Dataset.from_dict(
+        {
+            "input_ids": [list(e.ids) for e in encoded],
+            "completion_mask": [[0] * e.n_prompt + [1] * e.n_answer for e in encoded],
+        }
+    )

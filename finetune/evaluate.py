@@ -7,28 +7,51 @@ the hunk is not counted as placed. Test hunks that do not fit the model's contex
 ``max_new_tokens``) are dropped for all systems alike and reported; so are test examples that also
 appear in the training split.
 """
+
 from __future__ import annotations
 
 import logging
 import time
 from collections import defaultdict
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from bot.errors import DataError, ModelError, UsageError
 from bot.examples import Example
 from bot.prompt import parse_output, render_answer
-from revbot.adapters.versions import ModelRegistry, ModelVersion
 from finetune.baselines import MostFrequentBaseline, RetrievalBaseline
 from finetune.gate import GATE_METRICS, Evidence
-from finetune.metrics import METRIC_INFO, Placement, placement_metrics, review_scores, text_metrics, uninformative_metrics
+from finetune.metrics import (
+    METRIC_INFO,
+    Placement,
+    placement_metrics,
+    review_scores,
+    text_metrics,
+    uninformative_metrics,
+)
 from finetune.report import write_report
 from finetune.results import BASE, MOST_FREQUENT, RETRIEVAL, TUNED, EvalReport, Prediction, SystemResult
+from revbot.adapters.versions import ModelRegistry, ModelVersion
 
 log = logging.getLogger(__name__)
 
-__all__ = ["EvalReport", "Prediction", "SystemResult", "TUNED", "BASE", "RETRIEVAL", "MOST_FREQUENT", "evaluate",
-           "examples_for", "score", "store_feedback", "answer_loss", "metric_value", "gate_evidence"]
+__all__ = [
+    "EvalReport",
+    "Prediction",
+    "SystemResult",
+    "TUNED",
+    "BASE",
+    "RETRIEVAL",
+    "MOST_FREQUENT",
+    "evaluate",
+    "examples_for",
+    "score",
+    "store_feedback",
+    "answer_loss",
+    "metric_value",
+    "gate_evidence",
+]
 
 EVAL_DIR = "eval"
 # One set of generation settings for `revbot eval` and for the gate of `revbot retrain`, so the numbers
@@ -47,12 +70,19 @@ def score(examples: Sequence[Example], predictions: Sequence[Prediction]) -> dic
     by_id = {p.example_id: p for p in predictions}
     preds = [by_id[e.id] for e in examples]
     positives = [(e, p) for e, p in zip(examples, preds) if not e.is_negative]
-    metrics: dict[str, float | None] = dict(text_metrics(
-        [p.body for _, p in positives], ["\n".join(c.body for c in e.comments) for e, _ in positives]))
-    metrics.update(placement_metrics([
-        Placement(frozenset((c.line, c.side) for c in p.comments), frozenset((c.line, c.side) for c in e.comments))
-        for e, p in zip(examples, preds)
-    ]))
+    metrics: dict[str, float | None] = dict(
+        text_metrics([p.body for _, p in positives], ["\n".join(c.body for c in e.comments) for e, _ in positives])
+    )
+    metrics.update(
+        placement_metrics(
+            [
+                Placement(
+                    frozenset((c.line, c.side) for c in p.comments), frozenset((c.line, c.side) for c in e.comments)
+                )
+                for e, p in zip(examples, preds)
+            ]
+        )
+    )
     metrics.update(review_scores(examples, preds))
     n = len(preds)
     written = sum(len(p.comments) + p.invalid_anchors for p in preds)
@@ -63,8 +93,9 @@ def score(examples: Sequence[Example], predictions: Sequence[Prediction]) -> dic
     return metrics
 
 
-def model_predictions(backend: Any, examples: Sequence[Example], *, max_new_tokens: int, batch_size: int,
-                      progress: bool, label: str) -> list[Prediction]:
+def model_predictions(
+    backend: Any, examples: Sequence[Example], *, max_new_tokens: int, batch_size: int, progress: bool, label: str
+) -> list[Prediction]:
     """Generate for every example and parse each answer against its hunk."""
     out: list[Prediction] = []
     bar = None
@@ -74,14 +105,20 @@ def model_predictions(backend: Any, examples: Sequence[Example], *, max_new_toke
         bar = tqdm(total=len(examples), desc=f"eval {label}", unit="hunk", dynamic_ncols=True)
     try:
         for start in range(0, len(examples), batch_size):
-            chunk = examples[start:start + batch_size]
+            chunk = examples[start : start + batch_size]
             generations = backend.generate([e.prompt_input() for e in chunk], max_new_tokens=max_new_tokens)
             for example, gen in zip(chunk, generations):
                 parsed = parse_output(gen.text, example.parsed_hunk())
-                out.append(Prediction(
-                    example.id, list(parsed.comments), gen.text, parsed.failed, list(parsed.invalid_anchors),
-                    gen.finish_reason == "length",
-                ))
+                out.append(
+                    Prediction(
+                        example.id,
+                        list(parsed.comments),
+                        gen.text,
+                        parsed.failed,
+                        list(parsed.invalid_anchors),
+                        gen.finish_reason == "length",
+                    )
+                )
             if bar is not None:
                 bar.update(len(chunk))
     finally:
@@ -121,7 +158,9 @@ def store_feedback(store_path: str | Path) -> dict[str, Any] | None:
         raise DataError("no such dataset store (for the bot's feedback)", str(store_path))
     store = Store(store_path)
     try:
-        per_comment: dict[int, dict[str, bool]] = defaultdict(lambda: {"liked": False, "disliked": False, "answered": False})
+        per_comment: dict[int, dict[str, bool]] = defaultdict(
+            lambda: {"liked": False, "disliked": False, "answered": False}
+        )
         for row in store.iter_feedback():
             state = per_comment[row.comment_id]
             if row.kind == "reactions":
@@ -207,8 +246,9 @@ def evaluate(
 
     def run_model(name: str, description: str, backend: Any) -> None:
         t0 = time.perf_counter()
-        preds = model_predictions(backend, test_examples, max_new_tokens=max_new_tokens, batch_size=batch_size,
-                                  progress=progress, label=name)
+        preds = model_predictions(
+            backend, test_examples, max_new_tokens=max_new_tokens, batch_size=batch_size, progress=progress, label=name
+        )
         systems.append(SystemResult(name, description, score(test_examples, preds), preds, time.perf_counter() - t0))
 
     run_model(TUNED, f"{label} (adapter)" if version else label, tuned)
@@ -232,11 +272,19 @@ def evaluate(
     for baseline in (RetrievalBaseline(train_examples), MostFrequentBaseline(train_examples)):
         t0 = time.perf_counter()
         preds = baseline_predictions(baseline, test_examples)
-        systems.append(SystemResult(baseline.name, baseline.description, score(test_examples, preds), preds,
-                                    time.perf_counter() - t0))
+        systems.append(
+            SystemResult(
+                baseline.name, baseline.description, score(test_examples, preds), preds, time.perf_counter() - t0
+            )
+        )
 
     report = EvalReport(
-        label, base_model, test_examples, systems, dropped, store_feedback(store) if store else None,
+        label,
+        base_model,
+        test_examples,
+        systems,
+        dropped,
+        store_feedback(store) if store else None,
         uninformative=uninformative_metrics(test_examples),
         val_loss=version.metrics.get("val_loss") if version is not None else None,
         generation={"max_new_tokens": max_new_tokens, "batch_size": batch_size},
@@ -251,18 +299,25 @@ def evaluate(
         if version is not None and version.number is not None:
             registry = ModelRegistry(version.path.parent)
             try:
-                registry.update_meta(version.name, evaluation={
-                    "at": report.created_at, "counts": report.counts, "dropped": dropped,
-                    "generation": report.generation, "uninformative": report.uninformative,
-                    "metrics": {s.name: s.metrics for s in systems},
-                })
+                registry.update_meta(
+                    version.name,
+                    evaluation={
+                        "at": report.created_at,
+                        "counts": report.counts,
+                        "dropped": dropped,
+                        "generation": report.generation,
+                        "uninformative": report.uninformative,
+                        "metrics": {s.name: s.metrics for s in systems},
+                    },
+                )
             except ModelError as exc:  # a version outside a registry: the report is still written
                 log.debug("could not record the evaluation in revbot.json: %s", exc)
     return report
 
 
-def examples_for(version: ModelVersion, data: str | Path | None = None, fmt: str | None = None
-                 ) -> tuple[list[Example], list[Example]]:
+def examples_for(
+    version: ModelVersion, data: str | Path | None = None, fmt: str | None = None
+) -> tuple[list[Example], list[Example]]:
     """(test, train) examples to evaluate ``version`` on.
 
     Without ``data``: the test split saved with the version, as it was held out at training time.
@@ -281,19 +336,26 @@ def examples_for(version: ModelVersion, data: str | Path | None = None, fmt: str
     if data is None:
         test = saved("test")
         if test is None:
-            raise DataError(f"{version.name} has no saved test split; pass the examples to evaluate on (--data)",
-                            str(version.path / "data" / "test.jsonl"))
+            raise DataError(
+                f"{version.name} has no saved test split; pass the examples to evaluate on (--data)",
+                str(version.path / "data" / "test.jsonl"),
+            )
     elif is_store(data) and not fmt:
-        settings = {k: v for k, v in (version.meta.get("data", {}).get("split") or {}).items()
-                    if k in ("test_fraction", "val_fraction", "min_train", "min_val", "min_test")}
+        settings = {
+            k: v
+            for k, v in (version.meta.get("data", {}).get("split") or {}).items()
+            if k in ("test_fraction", "val_fraction", "min_train", "min_val", "min_test")
+        }
         seed = (version.meta.get("data", {}).get("split") or {}).get("seed", 0)
         splits = split_examples(load_examples(data), seed, **settings)
         test, train = splits.test, train if train is not None else splits.train
     else:
         test = load_examples(data, fmt)
     if train is None:
-        raise DataError(f"{version.name} has no saved training split for the baselines; pass the dataset store as "
-                        "--data", str(version.path / "data" / "train.jsonl"))
+        raise DataError(
+            f"{version.name} has no saved training split for the baselines; pass the dataset store as --data",
+            str(version.path / "data" / "train.jsonl"),
+        )
     return test, train
 
 
@@ -333,19 +395,20 @@ def answer_loss(backend: Any, examples: Sequence[Example], batch_size: int = DEF
     device = next(model.parameters()).device
     with torch.inference_mode():
         for start in range(0, len(encoded), batch_size):
-            chunk = encoded[start:start + batch_size]
+            chunk = encoded[start : start + batch_size]
             width = max(len(e) for e in chunk)
             ids = torch.full((len(chunk), width), pad, dtype=torch.long)
             labels = torch.full((len(chunk), width), -100, dtype=torch.long)
             mask = torch.zeros((len(chunk), width), dtype=torch.long)
             for row, enc in enumerate(chunk):
-                ids[row, :len(enc)] = torch.tensor(enc.ids)
-                labels[row, :len(enc)] = torch.tensor(enc.labels())
-                mask[row, :len(enc)] = 1
+                ids[row, : len(enc)] = torch.tensor(enc.ids)
+                labels[row, : len(enc)] = torch.tensor(enc.labels())
+                mask[row, : len(enc)] = 1
             logits = model(input_ids=ids.to(device), attention_mask=mask.to(device)).logits.float()
             targets = labels[:, 1:].to(device)
-            loss = F.cross_entropy(logits[:, :-1].reshape(-1, logits.shape[-1]), targets.reshape(-1),
-                                   ignore_index=-100, reduction="sum")
+            loss = F.cross_entropy(
+                logits[:, :-1].reshape(-1, logits.shape[-1]), targets.reshape(-1), ignore_index=-100, reduction="sum"
+            )
             total += loss.item()
             count += int((targets != -100).sum())
     return total / count if count else None

@@ -12,6 +12,7 @@ Serving the adapter itself (no merge) with vLLM::
     vllm serve BASE_MODEL --enable-lora --lora-modules revbot=models/v3 --max-lora-rank 16
     revbot review --backend openai --base-url http://127.0.0.1:8000/v1 --api-model revbot
 """
+
 from __future__ import annotations
 
 import logging
@@ -44,7 +45,7 @@ def ollama_template(tokenizer: Any) -> str:
     rendered = prompt_text(PromptInput(_SYSTEM_MARK, _PROMPT_MARK), tokenizer)
     bos = getattr(tokenizer, "bos_token", None)
     if bos and getattr(tokenizer, "add_bos_token", False) and rendered.startswith(bos):
-        rendered = rendered[len(bos):]
+        rendered = rendered[len(bos) :]
     rendered = rendered.replace("{{", '{{"{{"}}')
     if _SYSTEM_MARK not in rendered:  # a chat template that drops system messages
         rendered = rendered.replace(_PROMPT_MARK, "{{ .System }}\n\n" + _PROMPT_MARK)
@@ -125,12 +126,16 @@ def export_merged(
         found = {k: getattr(config, k, None) for k in recorded}
         if recorded and found != recorded:
             differs = ", ".join(f"{k} {found[k]} != {recorded[k]}" for k in recorded if found[k] != recorded[k])
-            raise ModelError(f"the adapter of {version.name} does not fit {base}: it was trained on "
-                             f"{meta['base_model']} ({differs})")
+            raise ModelError(
+                f"the adapter of {version.name} does not fit {base}: it was trained on {meta['base_model']} ({differs})"
+            )
         torch_dtype = _torch_dtype(dtype, config)
         model = source.load(AutoModelForCausalLM.from_pretrained, "model", dtype=torch_dtype)
-        tokenizer = model_source(str(version.path), "tokenizer_config.json").load(AutoTokenizer.from_pretrained, "tokenizer") \
-            if (version.path / "tokenizer_config.json").is_file() else source.load(AutoTokenizer.from_pretrained, "tokenizer")
+        tokenizer = (
+            model_source(str(version.path), "tokenizer_config.json").load(AutoTokenizer.from_pretrained, "tokenizer")
+            if (version.path / "tokenizer_config.json").is_file()
+            else source.load(AutoTokenizer.from_pretrained, "tokenizer")
+        )
         from peft import PeftModel
 
         from finetune.train import quiet_library_warnings
@@ -140,18 +145,25 @@ def export_merged(
                 model = PeftModel.from_pretrained(model, str(version.path))
         except (RuntimeError, ValueError, KeyError, OSError) as exc:
             first = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc).__name__
-            raise ModelError(f"the adapter of {version.name} does not fit {base} (it was trained on "
-                             f"{meta['base_model']}): {first}") from None
+            raise ModelError(
+                f"the adapter of {version.name} does not fit {base} (it was trained on {meta['base_model']}): {first}"
+            ) from None
         merged = model.merge_and_unload()
         merged.save_pretrained(tmp, safe_serialization=True)
         tokenizer.save_pretrained(tmp)
         context = getattr(merged.config, "max_position_embeddings", None)
         (tmp / MODELFILE).write_text(modelfile(tokenizer, context, meta["prompt_format_version"]), encoding="utf-8")
-        write_json_atomic(tmp / EXPORT_META_FILE, {
-            "merged_from": str(version.path), "version": version.name, "base_model": base,
-            "prompt_format_version": meta["prompt_format_version"], "dtype": str(torch_dtype).replace("torch.", ""),
-            "created_at": now_iso(),
-        })
+        write_json_atomic(
+            tmp / EXPORT_META_FILE,
+            {
+                "merged_from": str(version.path),
+                "version": version.name,
+                "base_model": base,
+                "prompt_format_version": meta["prompt_format_version"],
+                "dtype": str(torch_dtype).replace("torch.", ""),
+                "created_at": now_iso(),
+            },
+        )
         if out.exists():
             shutil.rmtree(out)
         tmp.rename(out)

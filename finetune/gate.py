@@ -14,6 +14,7 @@ A candidate is promoted only when all of these hold, otherwise the current versi
    version's loss is on its own validation split, which shifts as the store grows, hence a
    tolerance rather than a strict comparison; a briefly trained model's loss is many times higher.
 """
+
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
@@ -91,8 +92,9 @@ def decide(
 ) -> GateDecision:
     """Promote ``candidate`` over ``incumbent`` (None: nothing is current yet) or not, and why."""
     if incumbent is None:
-        return GateDecision(True, f"no version was current: the first candidate is promoted ({metric} "
-                                  f"{_num(candidate.metric)})")
+        return GateDecision(
+            True, f"no version was current: the first candidate is promoted ({metric} {_num(candidate.metric)})"
+        )
     other = incumbent.name
     c, i = candidate.metric, incumbent.metric
     checks = []
@@ -104,28 +106,55 @@ def decide(
         checks.append(Check("signal", True, f"{metric} carries signal"))
     else:
         both = "undefined" if c is None and i is None else "zero"
-        checks.append(Check("signal", False, f"no evidence: {metric} is {both} for both {candidate.name} and {other} "
-                                             "(a tie at nothing says nothing)"))
+        checks.append(
+            Check(
+                "signal",
+                False,
+                f"no evidence: {metric} is {both} for both {candidate.name} and {other} "
+                "(a tie at nothing says nothing)",
+            )
+        )
 
     cp, ip = candidate.parse_failure_rate, incumbent.parse_failure_rate
     if cp is None and ip is not None:
         checks.append(Check("parse_failures", False, "the candidate's parse-failure rate was not measured"))
     elif cp is None or ip is None or cp <= ip + parse_failure_tolerance + _EPS:
-        checks.append(Check("parse_failures", True, f"parse failures {_num(cp, 3)} vs {other}'s {_num(ip, 3)} "
-                                                    f"(tolerance +{parse_failure_tolerance:g})"))
+        checks.append(
+            Check(
+                "parse_failures",
+                True,
+                f"parse failures {_num(cp, 3)} vs {other}'s {_num(ip, 3)} (tolerance +{parse_failure_tolerance:g})",
+            )
+        )
     else:
-        checks.append(Check("parse_failures", False, f"parse failures {_num(cp, 3)} vs {other}'s {_num(ip, 3)}: worse "
-                                                     f"by more than the {parse_failure_tolerance:g} tolerance"))
+        checks.append(
+            Check(
+                "parse_failures",
+                False,
+                f"parse failures {_num(cp, 3)} vs {other}'s {_num(ip, 3)}: worse "
+                f"by more than the {parse_failure_tolerance:g} tolerance",
+            )
+        )
 
     cl, il = candidate.val_loss, incumbent.val_loss
     if cl is None and il is not None:
         checks.append(Check("val_loss", False, "the candidate has no validation loss to compare"))
     elif cl is None or il is None or cl <= il * (1 + val_loss_tolerance) + _EPS:
-        checks.append(Check("val_loss", True, f"validation loss {_num(cl)} vs {other}'s {_num(il)} "
-                                              f"(tolerance +{100 * val_loss_tolerance:g}%)"))
+        checks.append(
+            Check(
+                "val_loss",
+                True,
+                f"validation loss {_num(cl)} vs {other}'s {_num(il)} (tolerance +{100 * val_loss_tolerance:g}%)",
+            )
+        )
     else:
-        checks.append(Check("val_loss", False, f"validation loss {_num(cl)} vs {other}'s {_num(il)}: more than "
-                                               f"{100 * val_loss_tolerance:g}% worse"))
+        checks.append(
+            Check(
+                "val_loss",
+                False,
+                f"validation loss {_num(cl)} vs {other}'s {_num(il)}: more than {100 * val_loss_tolerance:g}% worse",
+            )
+        )
 
     failed = [ch for ch in checks if not ch.passed]
     if failed:

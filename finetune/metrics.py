@@ -22,15 +22,17 @@ Text metrics cover the examples humans commented on; the prediction is every com
 wrote for the hunk (joined), the reference every human comment body. Placement metrics cover all
 examples: a hunk counts as commented when at least one comment was parsed and anchored inside it.
 """
+
 from __future__ import annotations
 
 import math
 import re
 from collections import Counter
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from importlib import resources
-from typing import Any, Iterable, Sequence
+from typing import Any
 
 STOP_WORDS_FILE = "stopwords_codereviewer.txt"
 
@@ -61,7 +63,7 @@ def bleu_tokens(text: str, remove_stop_words: bool = False) -> list[str]:
 
 
 def _ngrams(tokens: Sequence[str], n: int) -> Counter:
-    return Counter(tuple(tokens[i:i + n]) for i in range(len(tokens) - n + 1))
+    return Counter(tuple(tokens[i : i + n]) for i in range(len(tokens) - n + 1))
 
 
 def sentence_bleu4(hypothesis: Sequence[str], reference: Sequence[str]) -> float:
@@ -194,7 +196,7 @@ def review_scores(examples: Sequence[Any], predictions: Sequence[Any]) -> dict[s
         for c in example.comments:
             human.setdefault((c.line, c.side), []).append(c.body)
         mine: dict[tuple[int, str], list[str]] = {}
-        for c in (prediction.comments if prediction is not None else ()):
+        for c in prediction.comments if prediction is not None else ():
             mine.setdefault((c.line, c.side), []).append(c.body)
         for anchor, bodies in mine.items():
             for body in bodies:

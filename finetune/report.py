@@ -5,28 +5,46 @@ numbers mean.
 
 It takes a plain ``finetune.results.EvalReport`` and never calls back into evaluation.
 """
+
 from __future__ import annotations
 
 import random
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
-from revbot.adapters.versions import write_json_atomic
 from finetune.gate import DEFAULT_GATE_METRIC, PARSE_FAILURE_TOLERANCE, VAL_LOSS_TOLERANCE
 from finetune.metrics import METRIC_INFO, format_metric
 from finetune.results import (
-    RETRIEVAL, TUNED, UNINFORMATIVE_MARK, EvalReport, SystemResult, column_label, gate_summary, table_rows,
-    version_order, uninformative_notes, verdict,
+    RETRIEVAL,
+    TUNED,
+    UNINFORMATIVE_MARK,
+    EvalReport,
+    SystemResult,
+    column_label,
+    gate_summary,
+    table_rows,
+    uninformative_notes,
+    verdict,
+    version_order,
 )
+from revbot.adapters.versions import write_json_atomic
 
 SIDE_BY_SIDE = 10
 # One plot per scale and direction: scores × 100, shares where higher is better, and shares where
 # lower is better, so no bar reads "taller is better" when it is not.
 PLOT_GROUPS: tuple[tuple[str, str, tuple[str, ...]], ...] = (
     ("text_metrics.png", "Comment text, ×100 (higher is better)", ("bleu4", "bleu4_no_stop", "rouge_l", "exact_match")),
-    ("placement.png", "Review F1 and placement, share (higher is better)",
-     ("review_f1", "hunk_precision", "hunk_recall", "line_precision", "line_recall", "silence_on_negatives")),
-    ("errors.png", "Format errors, share (lower is better)", ("parse_failure_rate", "invalid_anchor_rate", "truncated_rate")),
+    (
+        "placement.png",
+        "Review F1 and placement, share (higher is better)",
+        ("review_f1", "hunk_precision", "hunk_recall", "line_precision", "line_recall", "silence_on_negatives"),
+    ),
+    (
+        "errors.png",
+        "Format errors, share (lower is better)",
+        ("parse_failure_rate", "invalid_anchor_rate", "truncated_rate"),
+    ),
 )
 COLORS = ("#3182bd", "#e6550d", "#31a354", "#756bb1", "#636363")
 MISSING_LABEL = "n/a"
@@ -72,8 +90,17 @@ def draw_group(report: EvalReport, title: str, metrics: Sequence[str]) -> Any:
             x = j + i * width
             value = system.metrics.get(key)
             if value is None:
-                ax.bar(x, ghost, width, fill=False, hatch="///", edgecolor=color, linestyle="--", linewidth=0.8,
-                       gid=f"missing:{system.name}:{key}")
+                ax.bar(
+                    x,
+                    ghost,
+                    width,
+                    fill=False,
+                    hatch="///",
+                    edgecolor=color,
+                    linestyle="--",
+                    linewidth=0.8,
+                    gid=f"missing:{system.name}:{key}",
+                )
                 ax.text(x, ghost, MISSING_LABEL, ha="center", va="bottom", fontsize=7, color=color)
             else:
                 ax.bar(x, value, width, color=color, gid=f"value:{system.name}:{key}")
@@ -137,10 +164,16 @@ def side_by_side(report: EvalReport) -> list[str]:
             cells.append(_anchored(ret.comments) if ret else "")
         hunk = ex.hunk if len(ex.hunk) <= 2500 else ex.hunk[:2500] + "\n… (cut)"
         out += [
-            f"### {n}. `{ex.path}` ({ex.repo}#{ex.pr})", "",
-            "```diff", hunk.replace("```", "`\u200b``"), "```", "",
-            "| " + " | ".join(columns) + " |", "|" + "---|" * len(columns),
-            "| " + " | ".join(_md_cell(c) for c in cells) + " |", "",
+            f"### {n}. `{ex.path}` ({ex.repo}#{ex.pr})",
+            "",
+            "```diff",
+            hunk.replace("```", "`\u200b``"),
+            "```",
+            "",
+            "| " + " | ".join(columns) + " |",
+            "|" + "---|" * len(columns),
+            "| " + " | ".join(_md_cell(c) for c in cells) + " |",
+            "",
         ]
     return out
 
@@ -150,36 +183,46 @@ def gate_section(report: EvalReport) -> list[str]:
     if report.get(TUNED) is None:
         return []
     return [
-        "## What the promotion gate reads", "",
+        "## What the promotion gate reads",
+        "",
         f"`revbot retrain` promotes a candidate over the current version only if its {DEFAULT_GATE_METRIC} (the "
         "default gate metric) is at least as good and not zero for both, its parse-failure rate is at most "
         f"{PARSE_FAILURE_TOLERANCE:g} higher, and its validation loss at most {100 * VAL_LOSS_TOLERANCE:g}% higher; "
-        "both versions answer the same test hunks with the same generation settings.", "",
-        gate_summary(report) + ".", "",
+        "both versions answer the same test hunks with the same generation settings.",
+        "",
+        gate_summary(report) + ".",
+        "",
     ]
 
 
 def markdown(report: EvalReport, plots: Sequence[str]) -> str:
     counts = report.counts
     lines = [
-        f"# Evaluation of {report.model}", "",
-        f"**{verdict(report)}**", "",
+        f"# Evaluation of {report.model}",
+        "",
+        f"**{verdict(report)}**",
+        "",
         f"- base model: `{report.base_model}`" if report.base_model else "- base model: (not evaluated)",
         f"- evaluated: {report.created_at}",
         f"- test hunks: {counts['examples']} ({counts['positive']} commented by humans, {counts['negative']} left alone)",
     ]
     if report.dropped:
-        lines.append("- dropped for every system: " + ", ".join(f"{k.replace('_', ' ')}: {v}" for k, v in report.dropped.items()))
+        lines.append(
+            "- dropped for every system: " + ", ".join(f"{k.replace('_', ' ')}: {v}" for k, v in report.dropped.items())
+        )
     lines += ["", "## Metrics", "", markdown_table(report), ""]
     lines += [f"{note}  " for note in uninformative_notes(report)]
-    lines += ["",
-              "*review F1* scores the right words on the right line: each model comment earns the ROUGE-L of its "
-              "text against the human comment on the same line, each human comment the best such score among the "
-              "model's comments there. BLEU-4 is CodeReviewer's evaluator (sentence-level, smoothed, mean ×100); "
-              "*-stop* removes its stop words first (the number the CodeReviewer paper reports). ROUGE-L is "
-              "rouge-score's rougeL F-measure ×100. Text metrics are over hunks humans commented on; placement is "
-              "precision/recall of commenting on the hunks (and lines) humans commented on; *silent-neg* is the "
-              "share of hunks humans left alone on which the system said nothing. A dash: nothing to measure.", ""]
+    lines += [
+        "",
+        "*review F1* scores the right words on the right line: each model comment earns the ROUGE-L of its "
+        "text against the human comment on the same line, each human comment the best such score among the "
+        "model's comments there. BLEU-4 is CodeReviewer's evaluator (sentence-level, smoothed, mean ×100); "
+        "*-stop* removes its stop words first (the number the CodeReviewer paper reports). ROUGE-L is "
+        "rouge-score's rougeL F-measure ×100. Text metrics are over hunks humans commented on; placement is "
+        "precision/recall of commenting on the hunks (and lines) humans commented on; *silent-neg* is the "
+        "share of hunks humans left alone on which the system said nothing. A dash: nothing to measure.",
+        "",
+    ]
     for system in report.systems:
         lines.append(f"- **{system.name}**: {system.description} ({system.seconds:.1f}s)")
     lines.append("")
@@ -188,17 +231,27 @@ def markdown(report: EvalReport, plots: Sequence[str]) -> str:
         lines += [f"![{name}]({name})", ""]
     if report.feedback:
         f = report.feedback
-        lines += ["## Feedback on the bot's posted comments", "",
-                  f"{f['comments']} comments with feedback: liked {100 * f['liked_share']:.0f}%, disliked "
-                  f"{100 * f['disliked_share']:.0f}%, answered {100 * f['answered_share']:.0f}%.", ""]
+        lines += [
+            "## Feedback on the bot's posted comments",
+            "",
+            f"{f['comments']} comments with feedback: liked {100 * f['liked_share']:.0f}%, disliked "
+            f"{100 * f['disliked_share']:.0f}%, answered {100 * f['answered_share']:.0f}%.",
+            "",
+        ]
         by_version = f.get("by_version") or {}
         if by_version:
-            lines += ["Acceptance by model version (a comment is accepted or rejected by the sum of its evidence: "
-                      "reactions, replies such as \"won't fix\", threads resolved with or without a change):", "",
-                      "| version | judged | accepted | rejected | acceptance |", "|---|---:|---:|---:|---:|"]
+            lines += [
+                "Acceptance by model version (a comment is accepted or rejected by the sum of its evidence: "
+                'reactions, replies such as "won\'t fix", threads resolved with or without a change):',
+                "",
+                "| version | judged | accepted | rejected | acceptance |",
+                "|---|---:|---:|---:|---:|",
+            ]
             for name, v in sorted(by_version.items(), key=lambda kv: version_order(kv[0])):
-                lines.append(f"| {name} | {v['judged']} | {v['accepted']} | {v['rejected']} | "
-                             f"{100 * v['acceptance_rate']:.0f}% |")
+                lines.append(
+                    f"| {name} | {v['judged']} | {v['accepted']} | {v['rejected']} | "
+                    f"{100 * v['acceptance_rate']:.0f}% |"
+                )
             lines.append("")
     lines += ["## Examples side by side", ""]
     lines += side_by_side(report)

@@ -4,23 +4,34 @@
 ``revbot retrain``, the demo and the benchmarks read it. This module imports neither of them, so the
 three depend one way: evaluate -> report -> results.
 """
+
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from bot.examples import Example
 from bot.prompt import PromptComment
-from revbot.adapters.versions import now_iso
 from finetune.gate import DEFAULT_GATE_METRIC
 from finetune.metrics import METRIC_INFO, format_metric
+from revbot.adapters.versions import now_iso
 
 TUNED, BASE, RETRIEVAL, MOST_FREQUENT = "tuned", "base", "retrieval", "most-frequent"
 # columns of the table, in order: the gate metric first, then text, placement, format
 TABLE_METRICS = (
-    "review_f1", "bleu4", "bleu4_no_stop", "rouge_l", "exact_match", "hunk_precision", "hunk_recall",
-    "line_precision", "line_recall", "silence_on_negatives", "parse_failure_rate",
+    "review_f1",
+    "bleu4",
+    "bleu4_no_stop",
+    "rouge_l",
+    "exact_match",
+    "hunk_precision",
+    "hunk_recall",
+    "line_precision",
+    "line_recall",
+    "silence_on_negatives",
+    "parse_failure_rate",
 )
 UNINFORMATIVE_MARK = "†"
 
@@ -94,17 +105,32 @@ class EvalReport:
 
     def to_dict(self, predictions: bool = False) -> dict[str, Any]:
         out: dict[str, Any] = {
-            "model": self.model, "base_model": self.base_model, "created_at": self.created_at,
-            "verdict": verdict(self), "counts": self.counts, "dropped": self.dropped, "feedback": self.feedback,
-            "uninformative": self.uninformative, "val_loss": self.val_loss, "generation": self.generation,
-            "systems": {s.name: {"description": s.description, "metrics": s.metrics, "seconds": round(s.seconds, 3)}
-                        for s in self.systems},
+            "model": self.model,
+            "base_model": self.base_model,
+            "created_at": self.created_at,
+            "verdict": verdict(self),
+            "counts": self.counts,
+            "dropped": self.dropped,
+            "feedback": self.feedback,
+            "uninformative": self.uninformative,
+            "val_loss": self.val_loss,
+            "generation": self.generation,
+            "systems": {
+                s.name: {"description": s.description, "metrics": s.metrics, "seconds": round(s.seconds, 3)}
+                for s in self.systems
+            },
         }
         if predictions:
             for s in self.systems:
                 out["systems"][s.name]["predictions"] = [
-                    {"id": p.example_id, "comments": [asdict(c) for c in p.comments], "text": p.text,
-                     "failed": p.failed, "stray": [asdict(c) for c in p.stray], "truncated": p.truncated}
+                    {
+                        "id": p.example_id,
+                        "comments": [asdict(c) for c in p.comments],
+                        "text": p.text,
+                        "failed": p.failed,
+                        "stray": [asdict(c) for c in p.stray],
+                        "truncated": p.truncated,
+                    }
                     for p in s.predictions
                 ]
         return out
@@ -141,6 +167,7 @@ def verdict(report: EvalReport) -> str:
     wins on and what it loses on."""
     if report.get(TUNED) is None:
         return "verdict: no tuned model in this evaluation"
+
     def labels(names: list[str]) -> str:
         return ", ".join(METRIC_INFO[n].label for n in names)
 
@@ -165,9 +192,11 @@ def gate_summary(report: EvalReport, metric: str = DEFAULT_GATE_METRIC) -> str:
         return "gate inputs: no tuned model in this evaluation"
     loss = "–" if report.val_loss is None else f"{report.val_loss:.4f}"
     settings = ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in report.generation.items())
-    return (f"gate inputs ({report.model}): {metric} {format_metric(metric, tuned.metrics.get(metric))}, parse failures "
-            f"{format_metric('parse_failure_rate', tuned.metrics.get('parse_failure_rate'))}, validation loss {loss}"
-            + (f" (generation: {settings})" if settings else ""))
+    return (
+        f"gate inputs ({report.model}): {metric} {format_metric(metric, tuned.metrics.get(metric))}, parse failures "
+        f"{format_metric('parse_failure_rate', tuned.metrics.get('parse_failure_rate'))}, validation loss {loss}"
+        + (f" (generation: {settings})" if settings else "")
+    )
 
 
 # --------------------------------------------------------------------------- the table
@@ -184,7 +213,10 @@ def uninformative_notes(report: EvalReport) -> list[str]:
     for name, reason in report.uninformative.items():
         if name in TABLE_METRICS:
             by_reason.setdefault(reason, []).append(METRIC_INFO[name].label)
-    return [f"{UNINFORMATIVE_MARK} uninformative here ({', '.join(labels)}): {reason}" for reason, labels in by_reason.items()]
+    return [
+        f"{UNINFORMATIVE_MARK} uninformative here ({', '.join(labels)}): {reason}"
+        for reason, labels in by_reason.items()
+    ]
 
 
 def table_rows(report: EvalReport, metrics: Sequence[str] = TABLE_METRICS) -> list[list[str]]:
@@ -198,12 +230,15 @@ def text_table(report: EvalReport) -> str:
     marks mean."""
     rows = table_rows(report)
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    lines = ["  ".join(cell.ljust(w) if i == 0 else cell.rjust(w) for i, (cell, w) in enumerate(zip(r, widths)))
-             for r in rows]
+    lines = [
+        "  ".join(cell.ljust(w) if i == 0 else cell.rjust(w) for i, (cell, w) in enumerate(zip(r, widths)))
+        for r in rows
+    ]
     lines.insert(1, "  ".join("-" * w for w in widths))
     counts = report.counts
-    note = (f"{counts['examples']} test hunks ({counts['positive']} commented by humans, {counts['negative']} "
-            f"left alone)")
+    note = (
+        f"{counts['examples']} test hunks ({counts['positive']} commented by humans, {counts['negative']} left alone)"
+    )
     if report.dropped:
         note += "; dropped: " + ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in report.dropped.items())
     return "\n".join([verdict(report), note, *lines, *uninformative_notes(report), *acceptance_lines(report)])
@@ -217,8 +252,10 @@ def acceptance_lines(report: EvalReport) -> list[str]:
         return []
     out = ["", "acceptance of posted comments by the team (reactions, replies, resolved threads):"]
     for name, v in sorted(by_version.items(), key=lambda kv: version_order(kv[0])):
-        out.append(f"  {name}: {100 * v['acceptance_rate']:.0f}% accepted ({v['accepted']} of {v['judged']} judged, "
-                   f"{v['rejected']} rejected)")
+        out.append(
+            f"  {name}: {100 * v['acceptance_rate']:.0f}% accepted ({v['accepted']} of {v['judged']} judged, "
+            f"{v['rejected']} rejected)"
+        )
     return out
 
 

@@ -4,6 +4,7 @@ text metrics, so a team can put revbot's numbers next to a paper's (or score ano
 Line N of the prediction file is the prediction for line N of the reference file, as in the
 CodeReviewer evaluator's input files. Lines end with LF, CRLF or CR; a final line break is optional.
 """
+
 from __future__ import annotations
 
 import os
@@ -22,7 +23,7 @@ def read_lines(path: str | os.PathLike[str]) -> list[str]:
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as exc:
-        line = data[:exc.start].count(b"\n") + 1
+        line = data[: exc.start].count(b"\n") + 1
         raise DataError("not UTF-8 text", str(path), line) from exc
     text = text.replace("\r\n", "\n").replace("\r", "\n")
     if text.endswith("\n"):
@@ -34,9 +35,15 @@ def score_files(predictions_path: str | os.PathLike[str], references_path: str |
     """BLEU-4 (both variants), ROUGE-L and exact match of two line-aligned files."""
     predictions, references = read_lines(predictions_path), read_lines(references_path)
     if len(predictions) != len(references):
-        raise DataError(f"the files must pair up line by line, but {predictions_path} has {len(predictions)} "
-                        f"line(s) and {references_path} has {len(references)}")
+        raise DataError(
+            f"the files must pair up line by line, but {predictions_path} has {len(predictions)} "
+            f"line(s) and {references_path} has {len(references)}"
+        )
     if not references:
         raise DataError("nothing to score: the files are empty", str(references_path))
-    return {"pairs": len(references), "predictions": str(predictions_path), "references": str(references_path),
-            **text_metrics(predictions, references)}
+    return {
+        "pairs": len(references),
+        "predictions": str(predictions_path),
+        "references": str(references_path),
+        **text_metrics(predictions, references),
+    }

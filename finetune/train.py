@@ -34,6 +34,7 @@ checkpoint to ``trainer.train(resume_from_checkpoint=...)``, which restores adap
 schedule, RNG states and log history and skips the batches already seen, so the run finishes with the
 weights of an uninterrupted one (to within floating-point noise).
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -55,9 +56,10 @@ from typing import Any
 from bot.errors import DataError, ModelError, RevbotError, UsageError
 from bot.examples import Example, fingerprint, write_examples
 from bot.prompt import PROMPT_FORMAT_VERSION
-from revbot.adapters.versions import META_FILE, ModelRegistry, ModelVersion, now_iso, write_json_atomic
-from finetune.attention import SEGMENT_ATTENTION, register as register_segment_attention
+from finetune.attention import SEGMENT_ATTENTION
+from finetune.attention import register as register_segment_attention
 from finetune.data import Splits, encode_examples, prompt_completion_dataset, split_examples
+from revbot.adapters.versions import META_FILE, ModelRegistry, ModelVersion, now_iso, write_json_atomic
 
 log = logging.getLogger(__name__)
 
@@ -68,9 +70,29 @@ DATA_DIR = "data"
 # Linear layers of attention and MLP blocks across the common decoder families; the ones a model
 # actually has are picked up by name (see detect_target_modules).
 _KNOWN_PROJECTIONS = (
-    "q_proj", "k_proj", "v_proj", "o_proj", "qkv_proj", "gate_proj", "up_proj", "down_proj", "gate_up_proj",
-    "c_attn", "c_proj", "c_fc", "query_key_value", "dense", "dense_h_to_4h", "dense_4h_to_h",
-    "Wqkv", "out_proj", "fc1", "fc2", "w1", "w2", "w3",
+    "q_proj",
+    "k_proj",
+    "v_proj",
+    "o_proj",
+    "qkv_proj",
+    "gate_proj",
+    "up_proj",
+    "down_proj",
+    "gate_up_proj",
+    "c_attn",
+    "c_proj",
+    "c_fc",
+    "query_key_value",
+    "dense",
+    "dense_h_to_4h",
+    "dense_4h_to_h",
+    "Wqkv",
+    "out_proj",
+    "fc1",
+    "fc2",
+    "w1",
+    "w2",
+    "w3",
 )
 _NEVER_TARGET = ("lm_head", "embed_tokens", "wte", "wpe", "score", "classifier", "embed_out")
 OOM_HINT = (
@@ -108,7 +130,9 @@ class TrainConfig:
     epochs: float = 3.0
     max_steps: int | None = None  # overrides epochs
     batch_size: int = 4  # rows per step (a packed row holds several examples)
-    max_length: int | None = None  # tokens per row, longer examples skipped and counted; None: 2048 on a GPU, 1024 on CPU
+    max_length: int | None = (
+        None  # tokens per row, longer examples skipped and counted; None: 2048 on a GPU, 1024 on CPU
+    )
     lr: float = 2e-4
     weight_decay: float = 0.0
     warmup_ratio: float = 0.05
@@ -117,9 +141,13 @@ class TrainConfig:
     lora_alpha: int = 32
     lora_dropout: float = 0.1
     target_modules: list[str] | None = None  # None: every attention and MLP projection found
-    quantize: bool | None = None  # 4-bit NF4 + double quantisation (QLoRA); False: plain LoRA; None: 4-bit on a GPU only
+    quantize: bool | None = (
+        None  # 4-bit NF4 + double quantisation (QLoRA); False: plain LoRA; None: 4-bit on a GPU only
+    )
     gradient_checkpointing: bool = False
-    lora_layers: int | None = None  # LoRA on the last N blocks; 0: every block; None: every block on a GPU, CPU_LORA_LAYERS on CPU
+    lora_layers: int | None = (
+        None  # LoRA on the last N blocks; 0: every block; None: every block on a GPU, CPU_LORA_LAYERS on CPU
+    )
     precision: str = "auto"  # "bf16" autocast or "fp32"; auto: bf16 on CUDA with bf16, CPU_DEFAULT_PRECISION on CPU
     packing: bool | None = None  # None: pack when the model's attention keeps examples apart
     seed: int = 0
@@ -144,7 +172,10 @@ class TrainConfig:
         need(self.epochs > 0, f"--epochs must be positive, got {self.epochs}")
         need(self.max_steps is None or self.max_steps > 0, f"--max-steps must be positive, got {self.max_steps}")
         need(self.batch_size >= 1, f"--batch-size must be at least 1, got {self.batch_size}")
-        need(self.max_length is None or self.max_length >= 16, f"--max-length must be at least 16 tokens, got {self.max_length}")
+        need(
+            self.max_length is None or self.max_length >= 16,
+            f"--max-length must be at least 16 tokens, got {self.max_length}",
+        )
         need(self.lr > 0, f"--lr must be positive, got {self.lr}")
         need(0 <= self.warmup_ratio < 1, f"warm-up ratio must be in [0, 1), got {self.warmup_ratio}")
         need(self.lora_r >= 1, f"--lora-r must be at least 1, got {self.lora_r}")
@@ -156,14 +187,18 @@ class TrainConfig:
             need(value is None or value >= 1, f"{name} must be at least 1, got {value}")
         if self.target_modules is not None:
             need(bool(self.target_modules), "--target-modules must name at least one module")
-        need(self.lora_layers is None or self.lora_layers >= 0,
-             f"--lora-layers must be 0 (every block) or more, got {self.lora_layers}")
-        need(self.precision in PRECISIONS, f"--precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
+        need(
+            self.lora_layers is None or self.lora_layers >= 0,
+            f"--lora-layers must be 0 (every block) or more, got {self.lora_layers}",
+        )
+        need(
+            self.precision in PRECISIONS, f"--precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}"
+        )
 
     def to_dict(self) -> dict[str, Any]:
         return {f.name: getattr(self, f.name) for f in fields(self)}
 
-    def for_device(self, on_cuda: bool) -> "TrainConfig":
+    def for_device(self, on_cuda: bool) -> TrainConfig:
         """The settings left open (None) filled in for the device. A GPU takes the usual QLoRA recipe.
         On a CPU, measured side by side on SmolLM2-135M (tests/bench/bench_cpu_training.py, 4 rows of
         1024 tokens): LoRA on the last CPU_LORA_LAYERS blocks, bf16 autocast and full-precision base
@@ -208,8 +243,10 @@ def ensure_pad_token(tokenizer: Any) -> bool:
     if tokenizer.pad_token_id is not None:
         return False
     if tokenizer.eos_token is None:
-        raise ModelError("the tokenizer has neither a pad token nor an eos token; add one to the base model's "
-                         "tokenizer (tokenizer_config.json) before training")
+        raise ModelError(
+            "the tokenizer has neither a pad token nor an eos token; add one to the base model's "
+            "tokenizer (tokenizer_config.json) before training"
+        )
     tokenizer.pad_token = tokenizer.eos_token
     log.info("the tokenizer has no pad token; using its eos token %r for padding", tokenizer.eos_token)
     return True
@@ -230,7 +267,9 @@ def detect_target_modules(model: Any) -> list[str]:
         if leaf in _KNOWN_PROJECTIONS or in_block:
             found.append(leaf)
     if not found:
-        raise ModelError("found no attention or MLP projection layers to attach LoRA to; name them with --target-modules")
+        raise ModelError(
+            "found no attention or MLP projection layers to attach LoRA to; name them with --target-modules"
+        )
     return found
 
 
@@ -280,19 +319,20 @@ def check_packing(model: Any, vocab_size: int, device: Any) -> tuple[bool, float
     model.eval()
     try:
         with torch.no_grad():
-            alone = torch.cat([
-                model(input_ids=a.to(device), use_cache=False).logits[0].float(),
-                model(input_ids=b.to(device), use_cache=False).logits[0].float(),
-            ])
-            together = model(input_ids=packed.to(device), position_ids=positions.to(device),
-                             use_cache=False).logits[0].float()
+            alone = torch.cat(
+                [
+                    model(input_ids=a.to(device), use_cache=False).logits[0].float(),
+                    model(input_ids=b.to(device), use_cache=False).logits[0].float(),
+                ]
+            )
+            together = (
+                model(input_ids=packed.to(device), position_ids=positions.to(device), use_cache=False).logits[0].float()
+            )
     finally:
         model.train(was_training)
     scale = alone.abs().mean().clamp_min(1e-6)
     difference = ((together - alone).abs().mean() / scale).item()
     return difference < 1e-2, difference
-
-
 
 
 class AnswerHead:
@@ -338,7 +378,12 @@ class AnswerHead:
             logits = model(**{k: v for k, v in inputs.items() if k != "labels"}, use_cache=False).logits
         finally:
             self.index = None
-        if logits.dim() == 3 and logits.shape[0] == 1 and logits.shape[1] == targets.numel() and self.handle is not None:
+        if (
+            logits.dim() == 3
+            and logits.shape[0] == 1
+            and logits.shape[1] == targets.numel()
+            and self.handle is not None
+        ):
             logits = logits[0]
         else:  # a model that called its head some other way: select from the full logits
             logits = logits[select]
@@ -362,8 +407,9 @@ class _RevbotTrainerMixin:
         if answer_head:
             self.answer_head = AnswerHead(self.model)
 
-    def compute_loss(self, model: Any, inputs: dict[str, Any], return_outputs: bool = False,
-                     num_items_in_batch: Any = None) -> Any:
+    def compute_loss(
+        self, model: Any, inputs: dict[str, Any], return_outputs: bool = False, num_items_in_batch: Any = None
+    ) -> Any:
         if model.training:
             mask = inputs.get("attention_mask")
             slots = inputs["input_ids"].numel()
@@ -371,8 +417,9 @@ class _RevbotTrainerMixin:
             self._pending[1] += int((inputs["labels"][:, 1:] != -100).sum())
             self._pending[2] += slots
         if self.answer_head is None or return_outputs:
-            return super().compute_loss(model, inputs, return_outputs=return_outputs,
-                                        num_items_in_batch=num_items_in_batch)
+            return super().compute_loss(
+                model, inputs, return_outputs=return_outputs, num_items_in_batch=num_items_in_batch
+            )
         loss_sum, n = self.answer_head.loss_sum(model, inputs)
         if num_items_in_batch is None:
             return loss_sum / max(n, 1)
@@ -468,8 +515,14 @@ class _StepReporter:
     """A TrainerCallback (see ``_reporter``): the progress bar, the caller's per-step callback (called once
     the step's logging, evaluation and checkpoint are done), and a requested stop."""
 
-    def __init__(self, callback: Callable[[StepInfo], None] | None, progress: bool, interrupt: _Interrupt,
-                 world_size: int, final_checkpoint: bool):
+    def __init__(
+        self,
+        callback: Callable[[StepInfo], None] | None,
+        progress: bool,
+        interrupt: _Interrupt,
+        world_size: int,
+        final_checkpoint: bool,
+    ):
         self.callback, self.progress, self.interrupt, self.world_size = callback, progress, interrupt, world_size
         self.final_checkpoint = final_checkpoint
         self.pending: StepInfo | None = None
@@ -480,8 +533,9 @@ class _StepReporter:
         if self.progress and state.is_world_process_zero:
             from tqdm.auto import tqdm
 
-            self.bar = tqdm(total=state.max_steps, initial=state.global_step, desc="train", unit="step",
-                            dynamic_ncols=True)
+            self.bar = tqdm(
+                total=state.max_steps, initial=state.global_step, desc="train", unit="step", dynamic_ncols=True
+            )
 
     def on_step_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
         self._flush()
@@ -547,6 +601,8 @@ def _reporter(*args: Any) -> Any:
     """A _StepReporter that is also a transformers TrainerCallback (imported on first use)."""
     cls = type("StepReporter", (_StepReporter, _callback_base()), {})
     return cls(*args)
+
+
 def _is_oom(exc: BaseException) -> bool:
     import torch
 
@@ -554,21 +610,34 @@ def _is_oom(exc: BaseException) -> bool:
         return True
     text = str(exc).lower()
     return isinstance(exc, (RuntimeError, MemoryError)) and (
-        isinstance(exc, MemoryError) or "out of memory" in text or "can't allocate memory" in text
+        isinstance(exc, MemoryError)
+        or "out of memory" in text
+        or "can't allocate memory" in text
         or "failed to allocate" in text
     )
 
 
 def oom_error(config: TrainConfig) -> ModelError:
-    return ModelError("ran out of memory while training; " + OOM_HINT.format(
-        batch_size=config.batch_size, max_length=config.max_length,
-        gc="" if not config.gradient_checkpointing else " (already on)",
-        quant="" if config.quantize else " (now off)",
-    ))
+    return ModelError(
+        "ran out of memory while training; "
+        + OOM_HINT.format(
+            batch_size=config.batch_size,
+            max_length=config.max_length,
+            gc="" if not config.gradient_checkpointing else " (already on)",
+            quant="" if config.quantize else " (now off)",
+        )
+    )
 
 
-SIGNATURE_KEYS = ("model_type", "hidden_size", "num_hidden_layers", "num_attention_heads", "num_key_value_heads",
-                  "intermediate_size", "vocab_size")
+SIGNATURE_KEYS = (
+    "model_type",
+    "hidden_size",
+    "num_hidden_layers",
+    "num_attention_heads",
+    "num_key_value_heads",
+    "intermediate_size",
+    "vocab_size",
+)
 
 
 def peak_rss_mb() -> float:
@@ -600,8 +669,17 @@ def library_versions() -> dict[str, str]:
 
 
 def run_key(base_model: str, data_fingerprint: str, config: TrainConfig, world_size: int) -> str:
-    blob = json.dumps({"base": base_model, "data": data_fingerprint, "config": config.key_fields(),
-                       "world": world_size, "prompt": PROMPT_FORMAT_VERSION}, sort_keys=True, default=str)
+    blob = json.dumps(
+        {
+            "base": base_model,
+            "data": data_fingerprint,
+            "config": config.key_fields(),
+            "world": world_size,
+            "prompt": PROMPT_FORMAT_VERSION,
+        },
+        sort_keys=True,
+        default=str,
+    )
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
@@ -623,8 +701,13 @@ def plot_loss_curve(history: dict[str, list], path: Path, title: str) -> None:
             smooth.append(avg)
         ax.plot(steps, smooth, color="#3182bd", linewidth=2, label="train loss (moving average)")
     if history["validation"]:
-        ax.plot([h["step"] for h in history["validation"]], [h["loss"] for h in history["validation"]],
-                "o-", color="#e6550d", label="validation loss")
+        ax.plot(
+            [h["step"] for h in history["validation"]],
+            [h["loss"] for h in history["validation"]],
+            "o-",
+            color="#e6550d",
+            label="validation loss",
+        )
     ax.set_xlabel("step")
     ax.set_ylabel("loss (answer tokens)")
     ax.set_title(title)
@@ -665,17 +748,23 @@ def prepare_model(base: str, config: TrainConfig, device: Any) -> _Prepared:
     unknown = [t for t in targets if t not in linear]
     if unknown:
         available = ", ".join(sorted(linear - set(_NEVER_TARGET)))
-        raise UsageError(f"--target-modules: {', '.join(unknown)} not found in {base}; its linear layers are: {available}")
+        raise UsageError(
+            f"--target-modules: {', '.join(unknown)} not found in {base}; its linear layers are: {available}"
+        )
     head = model.get_output_embeddings()
     head_name = next((n.rsplit(".", 1)[-1] for n, m in model.named_modules() if m is head and n), None)
     if head_name in targets:
-        raise UsageError(f"--target-modules: {head_name} is the output layer, which SFTTrainer cannot train through "
-                         "LoRA (it scores with the layer's own weight); name the attention and MLP projections only")
+        raise UsageError(
+            f"--target-modules: {head_name} is the output layer, which SFTTrainer cannot train through "
+            "LoRA (it scores with the layer's own weight); name the attention and MLP projections only"
+        )
 
     packed, difference, attention = False, None, "sdpa"
     if config.packing is not False:
         window = getattr(model.config, "sliding_window", None)
-        windowed = bool(window) and getattr(model.config, "use_sliding_window", True) and window < (config.max_length or 2048)
+        windowed = (
+            bool(window) and getattr(model.config, "use_sliding_window", True) and window < (config.max_length or 2048)
+        )
         if not windowed:  # per-example attention first (finetune/attention.py)
             model.set_attn_implementation(register_segment_attention())
             try:
@@ -689,11 +778,15 @@ def prepare_model(base: str, config: TrainConfig, device: Any) -> _Prepared:
         if not packed:  # transformers' own masks from the position ids, where the model builds them
             packed, difference = check_packing(model, len(tokenizer), device)
         if config.packing and not packed:
-            raise ModelError(f"this model's attention mixes packed examples (difference {difference:.3g}); "
-                             "train without packing")
+            raise ModelError(
+                f"this model's attention mixes packed examples (difference {difference:.3g}); train without packing"
+            )
         if not packed:
-            log.warning("packing would let examples attend to each other in this model (difference %.3g); "
-                        "batching by length instead", difference)
+            log.warning(
+                "packing would let examples attend to each other in this model (difference %.3g); "
+                "batching by length instead",
+                difference,
+            )
 
     if config.quantize:  # gradient checkpointing, if asked for, is switched on by the trainer
         model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
@@ -704,13 +797,18 @@ def prepare_model(base: str, config: TrainConfig, device: Any) -> _Prepared:
         if not total:
             raise UsageError(f"--lora-layers: {base} does not say how many layers it has (num_hidden_layers)")
         layers = list(range(max(0, total - config.lora_layers), total))
-    lora = LoraConfig(r=config.lora_r, lora_alpha=config.lora_alpha, lora_dropout=config.lora_dropout,
-                      target_modules=targets, bias="none", task_type="CAUSAL_LM", layers_to_transform=layers)
+    lora = LoraConfig(
+        r=config.lora_r,
+        lora_alpha=config.lora_alpha,
+        lora_dropout=config.lora_dropout,
+        target_modules=targets,
+        bias="none",
+        task_type="CAUSAL_LM",
+        layers_to_transform=layers,
+    )
     with quiet_library_warnings():
         model = get_peft_model(model, lora)
     return _Prepared(model, tokenizer, targets, packed, attention, difference, pad_changed)
-
-
 
 
 def _library_attention(model: Any) -> str:
@@ -747,8 +845,13 @@ def train(
         if not examples:
             raise DataError("no training examples: the dataset is empty (harvest reviews first: `revbot harvest`)")
         splits = split_examples(
-            examples, config.seed, test_fraction=config.test_fraction, val_fraction=config.val_fraction,
-            min_train=config.min_train, min_val=config.min_val, min_test=config.min_test,
+            examples,
+            config.seed,
+            test_fraction=config.test_fraction,
+            val_fraction=config.val_fraction,
+            min_train=config.min_train,
+            min_val=config.min_val,
+            min_test=config.min_test,
         )
     data_fp = fingerprint(splits.train + splits.validation + splits.test)
     base = resolve_base_model(base_model)
@@ -766,22 +869,41 @@ def train(
     has_val = bool(splits.validation)
     args = SFTConfig(
         output_dir=str(registry.root / RUNS_DIR / "pending"),  # the run key needs the world size: set below
-        use_cpu=not on_cuda, bf16=mixed == "bf16", fp16=False, seed=config.seed,
-        num_train_epochs=config.epochs, max_steps=config.max_steps or -1,
-        per_device_train_batch_size=config.batch_size, per_device_eval_batch_size=config.batch_size,
-        learning_rate=config.lr, weight_decay=config.weight_decay, max_grad_norm=config.max_grad_norm,
-        lr_scheduler_type="cosine", activation_checkpointing=config.gradient_checkpointing,
+        use_cpu=not on_cuda,
+        bf16=mixed == "bf16",
+        fp16=False,
+        seed=config.seed,
+        num_train_epochs=config.epochs,
+        max_steps=config.max_steps or -1,
+        per_device_train_batch_size=config.batch_size,
+        per_device_eval_batch_size=config.batch_size,
+        learning_rate=config.lr,
+        weight_decay=config.weight_decay,
+        max_grad_norm=config.max_grad_norm,
+        lr_scheduler_type="cosine",
+        activation_checkpointing=config.gradient_checkpointing,
         activation_checkpointing_kwargs={"use_reentrant": False} if config.gradient_checkpointing else None,
-        max_length=config.max_length, completion_only_loss=True, packing_strategy="bfd",
-        logging_strategy="steps", logging_steps=1,
-        eval_strategy="steps" if has_val else "no", eval_steps=1, save_strategy="steps", save_steps=1,
-        save_total_limit=KEEP_CHECKPOINTS, load_best_model_at_end=has_val,
-        metric_for_best_model="eval_loss" if has_val else None, greater_is_better=False if has_val else None,
-        restore_callback_states_from_checkpoint=True, report_to="none", disable_tqdm=True,
+        max_length=config.max_length,
+        completion_only_loss=True,
+        packing_strategy="bfd",
+        logging_strategy="steps",
+        logging_steps=1,
+        eval_strategy="steps" if has_val else "no",
+        eval_steps=1,
+        save_strategy="steps",
+        save_steps=1,
+        save_total_limit=KEEP_CHECKPOINTS,
+        load_best_model_at_end=has_val,
+        metric_for_best_model="eval_loss" if has_val else None,
+        greater_is_better=False if has_val else None,
+        restore_callback_states_from_checkpoint=True,
+        report_to="none",
+        disable_tqdm=True,
         # validation needs the loss only: SFTTrainer then asks compute_loss for no outputs, so the answer-only
         # head serves evaluation too, instead of logits for every position (4 x 1024 x 49k is 0.8 GB in fp32)
         prediction_loss_only=True,
-        dataloader_pin_memory=False, ddp_find_unused_parameters=False,
+        dataloader_pin_memory=False,
+        ddp_find_unused_parameters=False,
     )
     main, world, device = args.should_save, args.world_size, args.device
     run_dir = registry.root / RUNS_DIR / run_key(base, data_fp, config, world)
@@ -811,11 +933,16 @@ def train(
         too_long[name] = len(skipped)
         datasets[name] = prompt_completion_dataset(encoded) if encoded else None
     if datasets["train"] is None:
-        raise DataError(f"all {len(splits.train)} training examples are longer than --max-length "
-                        f"{config.max_length} tokens; raise --max-length")
+        raise DataError(
+            f"all {len(splits.train)} training examples are longer than --max-length "
+            f"{config.max_length} tokens; raise --max-length"
+        )
     if sum(too_long.values()):
-        log.warning("skipped examples longer than %d tokens: %s", config.max_length,
-                    ", ".join(f"{k}={v}" for k, v in too_long.items() if v))
+        log.warning(
+            "skipped examples longer than %d tokens: %s",
+            config.max_length,
+            ", ".join(f"{k}={v}" for k, v in too_long.items() if v),
+        )
     has_val = datasets["validation"] is not None
     if not has_val and args.load_best_model_at_end:  # every validation example was too long
         args.eval_strategy, args.load_best_model_at_end, args.metric_for_best_model = "no", False, None
@@ -831,9 +958,15 @@ def train(
         shutil.rmtree(run_dir, ignore_errors=True)  # a fresh start: an older run's checkpoints would mix in
     PartialState().wait_for_everyone()
     with quiet_library_warnings(), _quiet_datasets():
-        trainer = trainer_class()(model=model, args=args, train_dataset=datasets["train"],
-                                  eval_dataset=datasets["validation"], processing_class=tokenizer, callbacks=callbacks,
-                                  answer_head=not on_cuda)
+        trainer = trainer_class()(
+            model=model,
+            args=args,
+            train_dataset=datasets["train"],
+            eval_dataset=datasets["validation"],
+            processing_class=tokenizer,
+            callbacks=callbacks,
+            answer_head=not on_cuda,
+        )
     trainer.remove_callback(PrinterCallback)  # the progress bar (or nothing) instead of a dict per step
     if mixed == "no":  # TRL keeps a 4-bit model's LoRA weights in bf16 (as the QLoRA paper did); fp32 asked for fp32
         for param in trainer.model.parameters():
@@ -847,8 +980,10 @@ def train(
     eval_every = config.eval_every or max(1, min(steps_per_epoch, math.ceil(total_steps / 10)))
     save_every = config.save_every or eval_every
     if has_val and save_every % eval_every:
-        raise UsageError(f"save_every ({save_every}) must be a multiple of eval_every ({eval_every}): the best "
-                         "weights are kept from the checkpoint written with each evaluation")
+        raise UsageError(
+            f"save_every ({save_every}) must be a multiple of eval_every ({eval_every}): the best "
+            "weights are kept from the checkpoint written with each evaluation"
+        )
     warmup = int(round(config.warmup_ratio * total_steps))
     args.eval_steps, args.save_steps, args.warmup_steps = eval_every, save_every, warmup
 
@@ -899,7 +1034,7 @@ def train(
     session = trainer.session_start_counts
     train_seconds = timings["train_s"]
     train_losses = [h["loss"] for h in history["train"]]
-    tail = train_losses[-max(1, min(len(train_losses), steps_per_epoch)):]
+    tail = train_losses[-max(1, min(len(train_losses), steps_per_epoch)) :]
     metrics = {
         "train_loss": sum(tail) / len(tail) if tail else None,
         "val_loss": final_val,
@@ -913,21 +1048,32 @@ def train(
         "attention": prepared.attention,
         "supervised_tokens": counts["supervised_tokens"],
         "supervised_tokens_per_s": (counts["supervised_tokens"] - session["supervised_tokens"]) / train_seconds
-        if train_seconds else None,
+        if train_seconds
+        else None,
         "tokens": counts["tokens"],
         "tokens_per_s": (counts["tokens"] - session["tokens"]) / train_seconds if train_seconds else None,
         "peak_rss_mb": peak_rss_mb(),  # of the whole process, loading and evaluation included
     }
     hyper = {k: v for k, v in config.to_dict().items() if k != "resume"}
-    hyper.update({
-        "target_modules": prepared.targets, "total_steps": total_steps, "warmup_steps": warmup,
-        "steps_per_epoch": steps_per_epoch, "eval_every": eval_every, "save_every": save_every, "world_size": world,
-        "mixed_precision": mixed, "quantization": "4-bit NF4, double quantisation" if config.quantize else "none",
-        "trainable_parameters": trainable, "total_parameters": total_params,
-        "packing_check_difference": prepared.packing_difference,
-        "trainer": "trl.SFTTrainer", "packing_strategy": "bfd" if packed else None,
-        "answer_head": "revbot (CPU)" if not on_cuda else "trl fused",
-    })
+    hyper.update(
+        {
+            "target_modules": prepared.targets,
+            "total_steps": total_steps,
+            "warmup_steps": warmup,
+            "steps_per_epoch": steps_per_epoch,
+            "eval_every": eval_every,
+            "save_every": save_every,
+            "world_size": world,
+            "mixed_precision": mixed,
+            "quantization": "4-bit NF4, double quantisation" if config.quantize else "none",
+            "trainable_parameters": trainable,
+            "total_parameters": total_params,
+            "packing_check_difference": prepared.packing_difference,
+            "trainer": "trl.SFTTrainer",
+            "packing_strategy": "bfd" if packed else None,
+            "answer_head": "revbot (CPU)" if not on_cuda else "trl fused",
+        }
+    )
 
     # -- the version: written to a temporary directory, renamed to vN when complete
     unwrapped = trainer.model
@@ -944,28 +1090,31 @@ def train(
             plot_loss_curve(history, out / LOSS_CURVE_FILE, f"{Path(base).name} + LoRA r={config.lora_r}")
             timings["save_s"] = time.perf_counter() - t0
             timings["total_s"] = time.perf_counter() - started
-            write_json_atomic(out / META_FILE, {
-                "base_model": base,
-                "prompt_format_version": PROMPT_FORMAT_VERSION,
-                "adapter": "peft-lora",
-                "created_at": now_iso(),
-                "base_config": base_signature(unwrapped.get_base_model().config),
-                "chat_template": bool(getattr(tokenizer, "chat_template", None)),
-                "pad_token_set_to_eos": prepared.pad_changed,
-                "data": {
-                    "source": str(data_source) if data_source else None,
-                    "fingerprint": data_fp,
-                    "counts": splits.counts(),
-                    "too_long": too_long,
-                    "split": {**splits.settings, "time_ordered": splits.time_ordered},
+            write_json_atomic(
+                out / META_FILE,
+                {
+                    "base_model": base,
+                    "prompt_format_version": PROMPT_FORMAT_VERSION,
+                    "adapter": "peft-lora",
+                    "created_at": now_iso(),
+                    "base_config": base_signature(unwrapped.get_base_model().config),
+                    "chat_template": bool(getattr(tokenizer, "chat_template", None)),
+                    "pad_token_set_to_eos": prepared.pad_changed,
+                    "data": {
+                        "source": str(data_source) if data_source else None,
+                        "fingerprint": data_fp,
+                        "counts": splits.counts(),
+                        "too_long": too_long,
+                        "split": {**splits.settings, "time_ordered": splits.time_ordered},
+                    },
+                    "hyperparameters": hyper,
+                    "libraries": library_versions(),
+                    "metrics": metrics,
+                    "history": history,
+                    "timings": {k: round(v, 3) for k, v in timings.items()},
+                    "device": str(device),
                 },
-                "hyperparameters": hyper,
-                "libraries": library_versions(),
-                "metrics": metrics,
-                "history": history,
-                "timings": {k: round(v, 3) for k, v in timings.items()},
-                "device": str(device),
-            })
+            )
         version = pending.version
         shutil.rmtree(run_dir, ignore_errors=True)  # the checkpoints served their purpose
         if run_dir.parent.is_dir() and not any(run_dir.parent.iterdir()):
@@ -997,4 +1146,6 @@ def _interrupted(step: int, total: int, run_dir: Path) -> str:
     where = get_last_checkpoint(str(run_dir)) if run_dir.is_dir() else None
     if where is None:
         return f"interrupted at step {step} of {total}, before the first checkpoint; run the command again"
-    return f"interrupted at step {step} of {total}; checkpoint in {where}. Run the same command with --resume to continue"
+    return (
+        f"interrupted at step {step} of {total}; checkpoint in {where}. Run the same command with --resume to continue"
+    )

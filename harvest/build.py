@@ -13,6 +13,7 @@ PR never changes another's and a re-run writes the same set.
 Hunks longer than ``max_hunk_lines`` are cut into pieces with ``Hunk.split`` (as a long hunk
 would be cut for a prompt); a comment goes with the piece that holds its line.
 """
+
 from __future__ import annotations
 
 import json
@@ -25,8 +26,8 @@ from bot.diff import LEFT, RIGHT, FileDiff, Hunk, parse_hunk, parse_patch
 from bot.errors import DiffError
 from bot.examples import Example, ExampleComment, example_id
 from bot.prompt import canonical
-from revbot.adapters.store import CachedFile, Feedback, StoredComment
 from harvest.filters import FilterConfig
+from revbot.adapters.store import CachedFile, Feedback, StoredComment
 
 DEFAULT_MAX_HUNK_LINES = 200
 # How the bot's own comments are recognised (for feedback rows): its login, or the hidden marker
@@ -61,7 +62,9 @@ class PRBuild:
         return sum(1 for e in self.examples if e.is_negative)
 
 
-def split_threads(comments: list[StoredComment]) -> tuple[list[StoredComment], dict[int, list[StoredComment]], list[StoredComment]]:
+def split_threads(
+    comments: list[StoredComment],
+) -> tuple[list[StoredComment], dict[int, list[StoredComment]], list[StoredComment]]:
     """(roots, replies by root id, orphan replies whose root is not stored). Reply chains are
     followed to their root; GitHub points replies at the root, but do not rely on it."""
     by_id = {c.id: c for c in comments}
@@ -89,9 +92,7 @@ def is_own(c: StoredComment, own_logins: frozenset[str]) -> bool:
     return login in own_logins or login.removesuffix("[bot]") in own_logins or OWN_MARKER in (c.body or "")
 
 
-def kept_roots(
-    comments: list[StoredComment], pr_author: str | None, filters: FilterConfig
-) -> list[StoredComment]:
+def kept_roots(comments: list[StoredComment], pr_author: str | None, filters: FilterConfig) -> list[StoredComment]:
     """Roots that pass every filter: the PRs with any need their files fetched."""
     roots, _, _ = split_threads(comments)
     return [c for c in roots if filters.verdict(c, pr_author) is None]
@@ -152,8 +153,15 @@ def _diff_hunk_example_parts(c: StoredComment, max_lines: int) -> tuple[Hunk, in
 
 
 def _example(
-    repo: str, pr: int, path: str, hunk: Hunk, anchored: list[tuple[StoredComment, int, str, int | None]],
-    replies: dict[int, list[StoredComment]], origin: str, source: str, extra_id: str = "",
+    repo: str,
+    pr: int,
+    path: str,
+    hunk: Hunk,
+    anchored: list[tuple[StoredComment, int, str, int | None]],
+    replies: dict[int, list[StoredComment]],
+    origin: str,
+    source: str,
+    extra_id: str = "",
 ) -> Example:
     items = sorted(anchored, key=lambda a: (a[1], a[2], a[0].id))
     comments = [
@@ -194,7 +202,9 @@ def _negative_count(ratio: float, positives: int, key: str) -> int:
     return whole + (1 if random.Random(key + "|round").random() < want - whole else 0)
 
 
-def _feedback(repo: str, pr: int, root: StoredComment, replies: list[StoredComment], own: frozenset[str]) -> list[Feedback]:
+def _feedback(
+    repo: str, pr: int, root: StoredComment, replies: list[StoredComment], own: frozenset[str]
+) -> list[Feedback]:
     out = []
     counts = {k: v for k, v in root.reactions.items() if k != "total_count" and v}
     out.append(Feedback(repo, pr, root.id, "reactions", "", json.dumps(counts, sort_keys=True), None, root.updated_at))
@@ -263,7 +273,12 @@ def build_pr(
                 if current is not None and expected is not None and current.text.rstrip() != expected:
                     break  # the line moved or the data disagree: trust the comment's own hunk
                 start = c.start_line
-                if start is None or start >= c.line or (c.start_side or c.side) != c.side or not piece.is_commentable(start, c.side):
+                if (
+                    start is None
+                    or start >= c.line
+                    or (c.start_side or c.side) != c.side
+                    or not piece.is_commentable(start, c.side)
+                ):
                     start = None
                 key = ("pr", fd.path, h_index, piece_index)
                 groups.setdefault(key, (fd.path, piece, []))[2].append((c, c.line, c.side, start))
@@ -285,7 +300,11 @@ def build_pr(
 
     for key, (path, hunk, anchored) in sorted(groups.items(), key=lambda kv: str(kv[0])):
         extra = "" if key[0] == "pr" else f"diff_hunk:{min(a[0].id for a in anchored)}"
-        out.examples.append(_example(repo, pr, path, hunk, anchored, replies, "pr_hunk" if key[0] == "pr" else "diff_hunk", source, extra))
+        out.examples.append(
+            _example(
+                repo, pr, path, hunk, anchored, replies, "pr_hunk" if key[0] == "pr" else "diff_hunk", source, extra
+            )
+        )
 
     positives = len(out.examples)
     if positives and config.negatives_ratio > 0:
@@ -300,7 +319,17 @@ def build_pr(
         created = min((c.created_at or "" for c in comments), default="")
         for path, piece in random.Random(rng_key).sample(candidates, k):
             out.examples.append(
-                Example(example_id(repo, pr, path, piece.header, "negative"), repo, pr, path, piece.text(), [], created, source, {"from": "pr_hunk"})
+                Example(
+                    example_id(repo, pr, path, piece.header, "negative"),
+                    repo,
+                    pr,
+                    path,
+                    piece.text(),
+                    [],
+                    created,
+                    source,
+                    {"from": "pr_hunk"},
+                )
             )
         counts["negative_candidates"] += len(candidates)
     counts["positives"] += positives

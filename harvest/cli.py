@@ -1,17 +1,19 @@
 """`revbot harvest ...` and `revbot dataset ...`: parse arguments, call harvest's library, print."""
+
 from __future__ import annotations
 
 import json
 import os
 import sys
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import click
 
 from bot.errors import GitHubError, RevbotError, UsageError
-from revbot.adapters.store import Store, default_db_path, utc_timestamp
 from harvest.build import DEFAULT_OWN_LOGINS
 from harvest.filters import DEFAULT_MIN_LENGTH
+from revbot.adapters.store import Store, default_db_path, utc_timestamp
 
 DB_HELP = "Dataset store (SQLite). Default: $REVBOT_DB, else ./revbot.db."
 
@@ -29,7 +31,9 @@ def _when(value: str | None, option: str) -> str | None:
     try:
         return utc_timestamp(value)
     except RevbotError:
-        raise UsageError(f"{option} must be a date or ISO-8601 time (2024-01-31 or 2024-01-31T12:00:00Z), got {value!r}") from None
+        raise UsageError(
+            f"{option} must be a date or ISO-8601 time (2024-01-31 or 2024-01-31T12:00:00Z), got {value!r}"
+        ) from None
 
 
 def _run(fn: Callable[[], Any]) -> Any:
@@ -47,44 +51,96 @@ def harvest() -> None:
 @harvest.command("github")
 @click.argument("repo", metavar="OWNER/REPO")
 @click.option("--db", type=click.Path(dir_okay=False), envvar="REVBOT_DB", help=DB_HELP)
-@click.option("--api-url", envvar="GITHUB_API_URL", help="API root: GitHub Enterprise (https://HOST/api/v3) or the simulator.")
-@click.option("--token", envvar="GITHUB_TOKEN", help="GitHub token (default $GITHUB_TOKEN; prefer the variable: a command "
-              "line is visible to other users). GitHub App: GITHUB_APP_ID, GITHUB_APP_PRIVATE_KEY_PATH, GITHUB_APP_INSTALLATION_ID.")
-@click.option("--full", is_flag=True, help="Re-read every comment and rebuild every PR (default: only what changed since the last run).")
-@click.option("--rebuild", is_flag=True, help="Rebuild every PR's examples from the store, e.g. after changing filters.")
+@click.option(
+    "--api-url", envvar="GITHUB_API_URL", help="API root: GitHub Enterprise (https://HOST/api/v3) or the simulator."
+)
+@click.option(
+    "--token",
+    envvar="GITHUB_TOKEN",
+    help="GitHub token (default $GITHUB_TOKEN; prefer the variable: a command "
+    "line is visible to other users). GitHub App: GITHUB_APP_ID, GITHUB_APP_PRIVATE_KEY_PATH, GITHUB_APP_INSTALLATION_ID.",
+)
+@click.option(
+    "--full",
+    is_flag=True,
+    help="Re-read every comment and rebuild every PR (default: only what changed since the last run).",
+)
+@click.option(
+    "--rebuild", is_flag=True, help="Rebuild every PR's examples from the store, e.g. after changing filters."
+)
 @click.option("--since", help="Only comments created on or after this date (also where reading starts).")
 @click.option("--until", help="Only comments created on or before this date.")
 @click.option("--authors", help="Comma-separated logins: learn only from these reviewers.")
 @click.option("--deny-bots", help="Comma-separated logins to treat as bots (besides type Bot and [bot] logins).")
-@click.option("--min-length", type=click.IntRange(0), default=DEFAULT_MIN_LENGTH, show_default=True,
-              help="Comments with less text than this are trivial.")
-@click.option("--negatives-ratio", type=click.FloatRange(0), default=1.0, show_default=True,
-              help="Uncommented hunks per commented hunk, from the same PRs.")
+@click.option(
+    "--min-length",
+    type=click.IntRange(0),
+    default=DEFAULT_MIN_LENGTH,
+    show_default=True,
+    help="Comments with less text than this are trivial.",
+)
+@click.option(
+    "--negatives-ratio",
+    type=click.FloatRange(0),
+    default=1.0,
+    show_default=True,
+    help="Uncommented hunks per commented hunk, from the same PRs.",
+)
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the negative sampling.")
-@click.option("--max-rate-wait", type=click.FloatRange(0), default=900, show_default=True,
-              help="Longest wait (s) for a rate-limit reset before stopping with a message.")
-@click.option("--bot-login", envvar="REVBOT_BOT_LOGIN",
-              help=f"Comma-separated logins revbot posts as (feedback on its comments is recorded). Default: {','.join(sorted(DEFAULT_OWN_LOGINS))}.")
+@click.option(
+    "--max-rate-wait",
+    type=click.FloatRange(0),
+    default=900,
+    show_default=True,
+    help="Longest wait (s) for a rate-limit reset before stopping with a message.",
+)
+@click.option(
+    "--bot-login",
+    envvar="REVBOT_BOT_LOGIN",
+    help=f"Comma-separated logins revbot posts as (feedback on its comments is recorded). Default: {','.join(sorted(DEFAULT_OWN_LOGINS))}.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
-def harvest_github_cmd(repo: str, db: str | None, api_url: str | None, token: str | None, full: bool, rebuild: bool,
-                       since: str | None, until: str | None, authors: str | None, deny_bots: str | None, min_length: int,
-                       negatives_ratio: float, seed: int, max_rate_wait: float, bot_login: str | None, as_json: bool,
-                       no_progress: bool) -> None:
+def harvest_github_cmd(
+    repo: str,
+    db: str | None,
+    api_url: str | None,
+    token: str | None,
+    full: bool,
+    rebuild: bool,
+    since: str | None,
+    until: str | None,
+    authors: str | None,
+    deny_bots: str | None,
+    min_length: int,
+    negatives_ratio: float,
+    seed: int,
+    max_rate_wait: float,
+    bot_login: str | None,
+    as_json: bool,
+    no_progress: bool,
+) -> None:
     """Harvest OWNER/REPO's pull-request review comments into training examples.
 
     \b
     Incremental: a second run reads only comments changed since the first. Interrupted
     runs (Ctrl-C, a kill, a network failure) keep what was fetched and resume.
     """
-    from revbot.adapters.github import GitHubClient
     from harvest.mine import HarvestInterrupted, HarvestOptions, harvest_github
+    from revbot.adapters.github import GitHubClient
 
     def go() -> None:
         options = HarvestOptions(
-            full=full, rebuild=rebuild, since=_when(since, "--since"), until=_when(until, "--until"),
-            authors=_logins(authors) or None, deny=_logins(deny_bots), min_length=min_length,
-            negatives_ratio=negatives_ratio, seed=seed, own_logins=_logins(bot_login) or DEFAULT_OWN_LOGINS,
+            full=full,
+            rebuild=rebuild,
+            since=_when(since, "--since"),
+            until=_when(until, "--until"),
+            authors=_logins(authors) or None,
+            deny=_logins(deny_bots),
+            min_length=min_length,
+            negatives_ratio=negatives_ratio,
+            seed=seed,
+            own_logins=_logins(bot_login) or DEFAULT_OWN_LOGINS,
             progress=not (no_progress or as_json) and sys.stderr.isatty(),
         )
         store = Store(db)
@@ -95,8 +151,10 @@ def harvest_github_cmd(repo: str, db: str | None, api_url: str | None, token: st
             click.echo(exc.summary.text(), err=True)
             raise
         except GitHubError as exc:
-            raise GitHubError(f"{exc}\nEverything fetched before the failure is stored; run the same command again to resume.",
-                              exc.status) from None
+            raise GitHubError(
+                f"{exc}\nEverything fetched before the failure is stored; run the same command again to resume.",
+                exc.status,
+            ) from None
         finally:
             client.close()
         click.echo(json.dumps(summary.to_dict(), indent=2) if as_json else summary.text())
@@ -111,19 +169,38 @@ def dataset() -> None:
 
 @dataset.command("import")
 @click.argument("file", type=click.Path(dir_okay=False))
-@click.option("--format", "fmt", required=True, type=click.Choice(["crc", "codereviewer", "alpaca", "sharegpt", "openai", "jsonl"]),
-              help="What the file holds.")
-@click.option("--field-map", help="For --format jsonl: KEY=FIELD pairs, keys hunk, comment, path, line, pr, time, repo, id, side, "
-              "start_line (e.g. hunk=code,comment=comment,path=file_path,line=line_number).")
+@click.option(
+    "--format",
+    "fmt",
+    required=True,
+    type=click.Choice(["crc", "codereviewer", "alpaca", "sharegpt", "openai", "jsonl"]),
+    help="What the file holds.",
+)
+@click.option(
+    "--field-map",
+    help="For --format jsonl: KEY=FIELD pairs, keys hunk, comment, path, line, pr, time, repo, id, side, "
+    "start_line (e.g. hunk=code,comment=comment,path=file_path,line=line_number).",
+)
 @click.option("--skip-bad", is_flag=True, help="Skip malformed records (counted) instead of stopping at the first.")
-@click.option("--keep-bot-comments", is_flag=True,
-              help="Keep comments stamped by AI review tools (Gemini Code Assist badges, CodeRabbit markers, ...); "
-                   "by default they are dropped and counted.")
+@click.option(
+    "--keep-bot-comments",
+    is_flag=True,
+    help="Keep comments stamped by AI review tools (Gemini Code Assist badges, CodeRabbit markers, ...); "
+    "by default they are dropped and counted.",
+)
 @click.option("--repo", help="Repository name for records that carry none.")
 @click.option("--db", type=click.Path(dir_okay=False), envvar="REVBOT_DB", help=DB_HELP)
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
-def import_cmd(file: str, fmt: str, field_map: str | None, skip_bad: bool, keep_bot_comments: bool, repo: str | None,
-               db: str | None, as_json: bool) -> None:
+def import_cmd(
+    file: str,
+    fmt: str,
+    field_map: str | None,
+    skip_bad: bool,
+    keep_bot_comments: bool,
+    repo: str | None,
+    db: str | None,
+    as_json: bool,
+) -> None:
     """Import a dataset FILE (JSONL or a JSON array) into the store as training examples."""
     from harvest.formats import import_dataset, parse_field_map
 
@@ -133,18 +210,33 @@ def import_cmd(file: str, fmt: str, field_map: str | None, skip_bad: bool, keep_
             raise UsageError("--field-map applies to --format jsonl only")
         if not os.path.exists(file):
             raise UsageError(f"{file}: no such file")
-        result = import_dataset(Store(db), file, fmt, field_map=fmap, skip_bad=skip_bad, repo=repo,
-                                keep_bot_comments=keep_bot_comments)
+        result = import_dataset(
+            Store(db), file, fmt, field_map=fmap, skip_bad=skip_bad, repo=repo, keep_bot_comments=keep_bot_comments
+        )
         click.echo(json.dumps(result.to_dict(), indent=2) if as_json else result.text())
 
     _run(go)
 
 
 @dataset.command("export")
-@click.option("--format", "fmt", required=True, type=click.Choice(["alpaca", "sharegpt", "openai", "jsonl"]), help="Output format.")
-@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False, allow_dash=True), help="Output file ('-' for stdout).")
+@click.option(
+    "--format",
+    "fmt",
+    required=True,
+    type=click.Choice(["alpaca", "sharegpt", "openai", "jsonl"]),
+    help="Output format.",
+)
+@click.option(
+    "-o",
+    "--output",
+    required=True,
+    type=click.Path(dir_okay=False, allow_dash=True),
+    help="Output file ('-' for stdout).",
+)
 @click.option("--repo", help="Only this repository's examples.")
-@click.option("--no-meta", is_flag=True, help="Leave out the 'revbot' block (ids, provenance) for tools that refuse unknown keys.")
+@click.option(
+    "--no-meta", is_flag=True, help="Leave out the 'revbot' block (ids, provenance) for tools that refuse unknown keys."
+)
 @click.option("--db", type=click.Path(dir_okay=False), envvar="REVBOT_DB", help=DB_HELP)
 def export_cmd(fmt: str, output: str, repo: str | None, no_meta: bool, db: str | None) -> None:
     """Export the store's examples, oldest first, rendered by the prompt contract."""
@@ -160,13 +252,38 @@ def export_cmd(fmt: str, output: str, repo: str | None, no_meta: bool, db: str |
 
 def _stats_table(repos: list[tuple[str, dict[str, Any]]]) -> str:
     """Per-repository counts as a fixed-width table, numbers right-aligned."""
-    header = ["repository", "comments", "replies", "by bots", "PRs", "positive", "negative", "read up to",
-              "PRs to rebuild"]
-    rows = [[name, str(r["comments"]), str(r["replies"]), str(r["bot_comments"]), str(r["prs"]), str(r["positive"]),
-             str(r["negative"]), r["high_water"] or "–", str(r["pending_prs"])] for name, r in repos]
+    header = [
+        "repository",
+        "comments",
+        "replies",
+        "by bots",
+        "PRs",
+        "positive",
+        "negative",
+        "read up to",
+        "PRs to rebuild",
+    ]
+    rows = [
+        [
+            name,
+            str(r["comments"]),
+            str(r["replies"]),
+            str(r["bot_comments"]),
+            str(r["prs"]),
+            str(r["positive"]),
+            str(r["negative"]),
+            r["high_water"] or "–",
+            str(r["pending_prs"]),
+        ]
+        for name, r in repos
+    ]
     widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
-    lines = ["  ".join(cell.ljust(w) if i in (0, 7) else cell.rjust(w) for i, (cell, w) in enumerate(zip(row, widths)))
-             .rstrip() for row in [header, *rows]]
+    lines = [
+        "  ".join(
+            cell.ljust(w) if i in (0, 7) else cell.rjust(w) for i, (cell, w) in enumerate(zip(row, widths))
+        ).rstrip()
+        for row in [header, *rows]
+    ]
     lines.insert(1, "  ".join("-" * w for w in widths))
     return "\n".join(lines)
 
@@ -185,9 +302,13 @@ def stats_cmd(db: str | None, as_json: bool) -> None:
         if as_json:
             click.echo(json.dumps(stats, indent=2))
             return
-        click.echo(f"store {stats['path']} (schema {stats['schema_version']}): {stats['comments']} comments stored; "
-                   f"examples: {stats['positive']} positive, {stats['negative']} negative")
-        repos = sorted(stats["repos"].items(), key=lambda kv: -(kv[1]["comments"] + kv[1]["positive"] + kv[1]["negative"]))
+        click.echo(
+            f"store {stats['path']} (schema {stats['schema_version']}): {stats['comments']} comments stored; "
+            f"examples: {stats['positive']} positive, {stats['negative']} negative"
+        )
+        repos = sorted(
+            stats["repos"].items(), key=lambda kv: -(kv[1]["comments"] + kv[1]["positive"] + kv[1]["negative"])
+        )
         if repos:
             click.echo("")
             click.echo(_stats_table(repos[:20]))

@@ -12,12 +12,13 @@ How feedback is used (the choice `revbot retrain` makes; README.md, "Learning fr
   version's training data no longer holds the comment the team keeps voting down.
 * humans' words win: no feedback example is added for a hunk that has a human-written example.
 """
+
 from __future__ import annotations
 
 import re
 from collections import defaultdict
+from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
-from typing import Iterable
 
 from bot.diff import LEFT, RIGHT, parse_hunk
 from bot.errors import DiffError
@@ -43,9 +44,14 @@ class FeedbackUse:
     habits: list[str] = field(default_factory=list)
 
     def summary(self) -> dict[str, int | list[str]]:
-        return {"negatives_added": self.negatives_added, "positives_added": self.positives_added,
-                "comments_removed": self.comments_removed, "turned_negative": self.turned_negative,
-                "skipped": self.skipped, "habits": list(self.habits)}
+        return {
+            "negatives_added": self.negatives_added,
+            "positives_added": self.positives_added,
+            "comments_removed": self.comments_removed,
+            "turned_negative": self.turned_negative,
+            "skipped": self.skipped,
+            "habits": list(self.habits),
+        }
 
 
 def clean_body(body: str) -> str:
@@ -93,8 +99,12 @@ def apply_feedback(examples: Iterable[Example], evidence: Iterable[Evidence]) ->
         if not e.path or not hunk.lines or (e.repo, e.pr, e.path, hunk.header) in spoken:
             use.skipped += 1
             continue
-        meta = {"from": SOURCE, "comment_id": e.comment_id, "evidence": sorted(sources[key]),
-                "model_version": e.model_version}
+        meta = {
+            "from": SOURCE,
+            "comment_id": e.comment_id,
+            "evidence": sorted(sources[key]),
+            "model_version": e.model_version,
+        }
         if verdict < 0:
             comments: list[ExampleComment] = []
         else:
@@ -107,7 +117,9 @@ def apply_feedback(examples: Iterable[Example], evidence: Iterable[Evidence]) ->
         if ident in taken:
             continue
         taken.add(ident)
-        use.examples.append(Example(ident, e.repo, e.pr, e.path, hunk.text(), comments, e.created_at or "", SOURCE, meta))
+        use.examples.append(
+            Example(ident, e.repo, e.pr, e.path, hunk.text(), comments, e.created_at or "", SOURCE, meta)
+        )
         if comments:
             use.positives_added += 1
         else:

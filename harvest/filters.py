@@ -4,6 +4,7 @@ Every root comment of a thread gets exactly one verdict: kept, or dropped for th
 in REASONS order, so the summary's counts add up to the comments considered. Replies are never
 targets (the root is); they stay in the store and are counted as replies.
 """
+
 from __future__ import annotations
 
 import re
@@ -40,7 +41,8 @@ _MARKUP = re.compile(r"[`*_~>#\[\]()!]")
 # pattern is a tool's own markup (a badge image, a hidden marker, a fixed footer), not a topic:
 # a human who mentions a tool by name is not matched.
 REVIEW_BOT_SIGNATURES: tuple[tuple[str, re.Pattern[str]], ...] = tuple(
-    (name, re.compile(pattern, re.I | re.M)) for name, pattern in (
+    (name, re.compile(pattern, re.I | re.M))
+    for name, pattern in (
         ("gemini-code-assist", r"!\[(?:critical|high|medium|low)\]\(https://www\.gstatic\.com/codereviewagent/"),
         ("korbit", r"<sub>!\[category [^\]]*\]\(https://img\.shields\.io/badge/"),
         ("korbit", r"<summary>Tell me more</summary>\s*(?:&#8203;)?\s*#{3,6} What is the issue\?"),
@@ -49,8 +51,11 @@ REVIEW_BOT_SIGNATURES: tuple[tuple[str, re.Pattern[str]], ...] = tuple(
         ("coderabbit", r"<summary>🤖 Prompt for AI Agents</summary>"),
         # Sourcery tags a conventional-comment label with its own categories; the bare label
         # ("**question:**") is a human convention (conventionalcomments.org) and stays.
-        ("sourcery", r"^\*\*(?:suggestion|issue|nitpick) \((?:bug_risk|security|performance|typo|testing|"
-                     r"code-quality|complexity|docstring|llm)[a-z_, -]*\):\*\* "),
+        (
+            "sourcery",
+            r"^\*\*(?:suggestion|issue|nitpick) \((?:bug_risk|security|performance|typo|testing|"
+            r"code-quality|complexity|docstring|llm)[a-z_, -]*\):\*\* ",
+        ),
         ("ellipsis", r"Generated with :heart: by \[ellipsis\.dev\]"),
         ("pr-agent", r"\[importance: \d+\]\s*$"),
         ("feedback-footer", r"React with 👍 or 👎 to (?:let us know|help)"),

@@ -32,6 +32,7 @@ examples; ``--no-meta`` leaves it out for tools that refuse unknown keys.
 
 A malformed record raises DataError naming file:line; ``skip_bad`` skips it and counts why.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -40,29 +41,53 @@ import os
 import re
 import sys
 from collections import Counter
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field, replace
-from typing import Any, Iterable, Iterator
+from typing import Any
 
 from bot.diff import HUNK_HEADER, LEFT, RIGHT, Hunk, parse_hunk
 from bot.errors import DataError, DiffError, UsageError
 from bot.examples import Example, ExampleComment, example_id, write_jsonl
 from bot.prompt import ANSWER_END, SYSTEM_PROMPTS, PromptInput, canonical, normalize_body, parse_output, render_answer
-from revbot.adapters.store import Store, StoredComment, utc_timestamp
 from harvest.filters import review_bot_signature
+from revbot.adapters.store import Store, StoredComment, utc_timestamp
 
 IMPORT_FORMATS = ("crc", "codereviewer", "alpaca", "sharegpt", "openai", "jsonl")
 EXPORT_FORMATS = ("alpaca", "sharegpt", "openai", "jsonl")
 FIELD_MAP_KEYS = ("hunk", "comment", "path", "line", "pr", "time", "repo", "id", "side", "start_line")
 CRC_FIELD_MAP = {
-    "hunk": "code", "comment": "comment", "path": "file_path", "line": "line_number", "pr": "pr_number",
-    "time": "comment_created_at", "repo": "repo", "id": "comment_id",
+    "hunk": "code",
+    "comment": "comment",
+    "path": "file_path",
+    "line": "line_number",
+    "pr": "pr_number",
+    "time": "comment_created_at",
+    "repo": "repo",
+    "id": "comment_id",
 }
 MAX_HUNK_LINES = 200
 DEFAULT_REPO = "imported"
 _EXTENSIONS = {
-    "py": "py", "python": "py", "java": "java", "go": "go", "js": "js", "javascript": "js", "ts": "ts",
-    "c": "c", "cpp": "cpp", "c++": "cpp", "cs": "cs", "c#": "cs", "rb": "rb", "ruby": "rb", "php": "php",
-    "rust": "rs", "rs": "rs", "kotlin": "kt", "swift": "swift", "scala": "scala",
+    "py": "py",
+    "python": "py",
+    "java": "java",
+    "go": "go",
+    "js": "js",
+    "javascript": "js",
+    "ts": "ts",
+    "c": "c",
+    "cpp": "cpp",
+    "c++": "cpp",
+    "cs": "cs",
+    "c#": "cs",
+    "rb": "rb",
+    "ruby": "rb",
+    "php": "php",
+    "rust": "rs",
+    "rs": "rs",
+    "kotlin": "kt",
+    "swift": "swift",
+    "scala": "scala",
 }
 
 
@@ -98,10 +123,19 @@ class ImportResult:
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "file": self.path, "format": self.fmt, "records": self.records, "examples": len(self.examples),
-            "positive": self.positives, "negative": self.negatives, "inserted": self.written[0],
-            "updated": self.written[1], "comments_stored": len(self.comments), "skipped": dict(self.skipped),
-            "notes": dict(self.notes), "errors": self.errors, "duplicates": self.duplicates,
+            "file": self.path,
+            "format": self.fmt,
+            "records": self.records,
+            "examples": len(self.examples),
+            "positive": self.positives,
+            "negative": self.negatives,
+            "inserted": self.written[0],
+            "updated": self.written[1],
+            "comments_stored": len(self.comments),
+            "skipped": dict(self.skipped),
+            "notes": dict(self.notes),
+            "errors": self.errors,
+            "duplicates": self.duplicates,
             "review_bot_comments_dropped": dict(self.bot_comments),
         }
 
@@ -112,16 +146,23 @@ class ImportResult:
             "updated in the store" + (f"; {len(self.comments)} review comment(s) stored" if self.comments else "")
         ]
         if self.skipped:
-            lines.append(f"  skipped {sum(self.skipped.values())}: " + ", ".join(f"{k} {v}" for k, v in sorted(self.skipped.items())))
+            lines.append(
+                f"  skipped {sum(self.skipped.values())}: "
+                + ", ".join(f"{k} {v}" for k, v in sorted(self.skipped.items()))
+            )
             lines += [f"    {e}" for e in self.errors[:5]]
         bots = sum(self.bot_comments.values())
         if bots:
-            lines.append(f"  review-bot comments dropped {bots}: "
-                         + ", ".join(f"{k} {v}" for k, v in self.bot_comments.most_common())
-                         + " (recognised by their badges and footers; --keep-bot-comments keeps them)")
+            lines.append(
+                f"  review-bot comments dropped {bots}: "
+                + ", ".join(f"{k} {v}" for k, v in self.bot_comments.most_common())
+                + " (recognised by their badges and footers; --keep-bot-comments keeps them)"
+            )
         if len(self.examples) < self.records:
-            lines.append(f"  {self.records} record(s) -> {len(self.examples)} example(s): {sum(self.skipped.values())} skipped, "
-                         f"{bots} review-bot, {self.records - len(self.examples) - sum(self.skipped.values()) - bots} duplicate(s)")
+            lines.append(
+                f"  {self.records} record(s) -> {len(self.examples)} example(s): {sum(self.skipped.values())} skipped, "
+                f"{bots} review-bot, {self.records - len(self.examples) - sum(self.skipped.values()) - bots} duplicate(s)"
+            )
         for note, n in sorted(self.notes.items()):
             lines.append(f"  {note}: {n}")
         lines += [f"    {d}" for d in self.duplicates[:10]]
@@ -171,7 +212,10 @@ def _array_records(text: str) -> Iterator[tuple[int, Any]]:
         try:
             value, pos = decoder.raw_decode(text, pos)
         except json.JSONDecodeError as exc:
-            yield text.count("\n", 0, exc.pos) + 1, _Bad("invalid JSON", f"invalid JSON ({exc.msg}); cannot read further")
+            yield (
+                text.count("\n", 0, exc.pos) + 1,
+                _Bad("invalid JSON", f"invalid JSON ({exc.msg}); cannot read further"),
+            )
             return
         yield line, value
         pos = ws.match(text, pos).end()
@@ -223,7 +267,7 @@ def _clean_hunk(text: Any, notes: Counter) -> Hunk:
         raise _Bad("no hunk", "the hunk field is empty or missing")
     m = re.match(r"^\s*@@ @@ (?=@@ -|-\d)", text)
     if m:
-        text = text[m.end():]
+        text = text[m.end() :]
         if not text.startswith("@@"):
             text = "@@ " + text
         notes["doubled '@@ @@' header prefix removed"] += 1
@@ -286,15 +330,29 @@ def _content_id(repo: str, pr: int, path: str, hunk: Hunk, body: str, extra: str
 
 
 def _single_comment_example(
-    *, repo: str, pr: int, path: str, hunk: Hunk, body: str, line: int, side: str, start: int | None,
-    created_at: str, source: str, ident: str | None, meta: dict[str, Any] | None = None,
+    *,
+    repo: str,
+    pr: int,
+    path: str,
+    hunk: Hunk,
+    body: str,
+    line: int,
+    side: str,
+    start: int | None,
+    created_at: str,
+    source: str,
+    ident: str | None,
+    meta: dict[str, Any] | None = None,
 ) -> Example:
     comments = []
     body = normalize_body(body or "")
     if body:
         if start is not None and (start >= line or not hunk.is_commentable(start, side)):
             start = None
-        comments = [ExampleComment(c.line, c.side, c.body, c.start_line) for c in canonical([ExampleComment(line, side, body, start)])]
+        comments = [
+            ExampleComment(c.line, c.side, c.body, c.start_line)
+            for c in canonical([ExampleComment(line, side, body, start)])
+        ]
     eid = example_id(repo, pr, path, hunk.header, ident) if ident else _content_id(repo, pr, path, hunk, body)
     return Example(eid, repo, pr, path, hunk.text(), comments, created_at, source, meta or {})
 
@@ -302,7 +360,9 @@ def _single_comment_example(
 # --------------------------------------------------------------------------- per format
 
 
-def _mapped(record: dict, fmap: dict[str, str], default_repo: str, source: str, notes: Counter, anchor_at_end: bool) -> Example:
+def _mapped(
+    record: dict, fmap: dict[str, str], default_repo: str, source: str, notes: Counter, anchor_at_end: bool
+) -> Example:
     hunk = _clean_hunk(_get(record, fmap["hunk"]), notes)
     body = _get(record, fmap.get("comment")) if "comment" in fmap else ""
     if body is not None and not isinstance(body, str):
@@ -329,8 +389,18 @@ def _mapped(record: dict, fmap: dict[str, str], default_repo: str, source: str, 
     ident = _get(record, fmap.get("id"))
     meta = {"source_id": ident} if ident is not None else {}
     return _single_comment_example(
-        repo=repo, pr=pr, path=str(path), hunk=hunk, body=body or "", line=line, side=side, start=start,
-        created_at=_time(_get(record, fmap.get("time"))), source=source, ident=str(ident) if ident is not None else None, meta=meta,
+        repo=repo,
+        pr=pr,
+        path=str(path),
+        hunk=hunk,
+        body=body or "",
+        line=line,
+        side=side,
+        start=start,
+        created_at=_time(_get(record, fmap.get("time"))),
+        source=source,
+        ident=str(ident) if ident is not None else None,
+        meta=meta,
     )
 
 
@@ -364,7 +434,7 @@ def _crc(record: dict, default_repo: str, notes: Counter, comments_out: list[Sto
     if isinstance(enriched, str) and isinstance(record.get("comment"), str):
         prefix = f"File: {path}\nCode: "
         cut = enriched.find("\nComment: ", len(prefix))
-        e_code, original = enriched[len(prefix):cut], enriched[cut + len("\nComment: "):]
+        e_code, original = enriched[len(prefix) : cut], enriched[cut + len("\nComment: ") :]
         if not enriched.startswith(prefix) or cut < 0 or " ".join(e_code.split()) != " ".join(code.split()):
             notes["'enriched' does not match the row's path and hunk: ignored"] += 1
         else:
@@ -386,9 +456,18 @@ def _crc(record: dict, default_repo: str, notes: Counter, comments_out: list[Sto
         c = example.comments[0]
         comments_out.append(
             StoredComment(
-                repo=example.repo, pr=example.pr, id=comment_id, path=example.path, diff_hunk=record.get("code"),
-                line=c.line, side=c.side, original_line=c.line, body=c.body, created_at=example.created_at or None,
-                updated_at=example.created_at or None, source="import:crc",
+                repo=example.repo,
+                pr=example.pr,
+                id=comment_id,
+                path=example.path,
+                diff_hunk=record.get("code"),
+                line=c.line,
+                side=c.side,
+                original_line=c.line,
+                body=c.body,
+                created_at=example.created_at or None,
+                updated_at=example.created_at or None,
+                source="import:crc",
             )
         )
     return example
@@ -416,8 +495,17 @@ def _codereviewer(record: dict, default_repo: str, notes: Counter) -> Example:
     repo = str(record.get("proj") or record.get("repo") or default_repo)
     ident = record.get("id", record.get("idx"))
     return _single_comment_example(
-        repo=repo, pr=0, path=path, hunk=hunk, body=msg, line=line, side=side, start=None, created_at="",
-        source="import:codereviewer", ident=f"cr:{ident}" if ident is not None else None,
+        repo=repo,
+        pr=0,
+        path=path,
+        hunk=hunk,
+        body=msg,
+        line=line,
+        side=side,
+        start=None,
+        created_at="",
+        source="import:codereviewer",
+        ident=f"cr:{ident}" if ident is not None else None,
         meta={"source_id": ident} if ident is not None else {},
     )
 
@@ -430,12 +518,12 @@ def hunk_from_prompt(user: str) -> tuple[str, Hunk]:
     lines = user.split("\n")
     if not lines or not lines[0].startswith("File: "):
         raise _Bad("not a revbot prompt", "the prompt does not start with 'File: PATH'")
-    path = lines[0][len("File: "):]
+    path = lines[0][len("File: ") :]
     start = next((k for k, ln in enumerate(lines) if HUNK_HEADER.match(ln)), None)
     if start is None:
         raise _Bad("not a revbot prompt", "the prompt holds no '@@ -a,b +c,d @@' hunk header")
     rows = [lines[start]]
-    for ln in lines[start + 1:]:
+    for ln in lines[start + 1 :]:
         m = _PROMPT_ROW.match(ln)
         if not m:
             raise _Bad("not a revbot prompt", f"unexpected prompt line {ln[:60]!r}")
@@ -446,9 +534,13 @@ def hunk_from_prompt(user: str) -> tuple[str, Hunk]:
         raise _Bad("not a revbot prompt", f"the prompt's hunk does not match its header: {exc}") from None
 
 
-def _from_chat(system: str | None, user: Any, answer: Any, block: Any, fmt: str, default_repo: str, notes: Counter) -> Example:
+def _from_chat(
+    system: str | None, user: Any, answer: Any, block: Any, fmt: str, default_repo: str, notes: Counter
+) -> Example:
     if not isinstance(user, str) or not isinstance(answer, str):
-        raise _Bad("missing prompt or answer", "a record needs the prompt (user/input) and the answer (assistant/output)")
+        raise _Bad(
+            "missing prompt or answer", "a record needs the prompt (user/input) and the answer (assistant/output)"
+        )
     if user.lstrip().startswith("@@"):
         hunk, path = _clean_hunk(user, notes), "unknown"
         notes["plain hunk as input"] += 1
@@ -482,11 +574,28 @@ def _from_chat(system: str | None, user: Any, answer: Any, block: Any, fmt: str,
         except (TypeError, ValueError):
             raise _Bad("bad revbot block", f"revbot.pr must be an integer, got {block.get('pr')!r}") from None
         return Example(
-            str(block["id"]), str(block.get("repo") or default_repo), pr, path, hunk_text, ex_comments,
-            str(block.get("created_at") or ""), str(block.get("source") or f"import:{fmt}"), dict(block.get("meta") or {}),
+            str(block["id"]),
+            str(block.get("repo") or default_repo),
+            pr,
+            path,
+            hunk_text,
+            ex_comments,
+            str(block.get("created_at") or ""),
+            str(block.get("source") or f"import:{fmt}"),
+            dict(block.get("meta") or {}),
         )
     body = "\n".join(c.body for c in ex_comments)
-    return Example(_content_id(default_repo, 0, path, hunk, body), default_repo, 0, path, hunk_text, ex_comments, "", f"import:{fmt}", {})
+    return Example(
+        _content_id(default_repo, 0, path, hunk, body),
+        default_repo,
+        0,
+        path,
+        hunk_text,
+        ex_comments,
+        "",
+        f"import:{fmt}",
+        {},
+    )
 
 
 def _chat_parts(record: dict, fmt: str) -> tuple[str | None, Any, Any]:
@@ -501,17 +610,28 @@ def _chat_parts(record: dict, fmt: str) -> tuple[str | None, Any, Any]:
         roles = {"system": "system", "user": "user", "assistant": "assistant"}
         key_role, key_text = "role", "content"
     if not isinstance(turns, list):
-        raise _Bad("missing conversation", f"field {'conversations' if fmt == 'sharegpt' else 'messages'!r} must be a list")
+        raise _Bad(
+            "missing conversation", f"field {'conversations' if fmt == 'sharegpt' else 'messages'!r} must be a list"
+        )
     found: dict[str, Any] = {}
     for turn in turns:
-        if isinstance(turn, dict) and roles.get(str(turn.get(key_role))) and roles[str(turn.get(key_role))] not in found:
+        if (
+            isinstance(turn, dict)
+            and roles.get(str(turn.get(key_role)))
+            and roles[str(turn.get(key_role))] not in found
+        ):
             found[roles[str(turn.get(key_role))]] = turn.get(key_text)
     return found.get("system"), found.get("user"), found.get("assistant")
 
 
 def read_dataset(
-    path: str | os.PathLike[str], fmt: str, *, field_map: dict[str, str] | None = None, skip_bad: bool = False,
-    repo: str | None = None, keep_bot_comments: bool = False,
+    path: str | os.PathLike[str],
+    fmt: str,
+    *,
+    field_map: dict[str, str] | None = None,
+    skip_bad: bool = False,
+    repo: str | None = None,
+    keep_bot_comments: bool = False,
 ) -> ImportResult:
     """Read a dataset file into examples (and, for crc, review comments). Nothing is stored.
 
@@ -539,8 +659,15 @@ def read_dataset(
                 try:
                     example = Example.from_dict(record, name, number)
                 except DataError as exc:
-                    raise _Bad("invalid example", str(exc).split(": ", 1)[-1] + (
-                        " (for other JSONL datasets give --field-map hunk=FIELD,comment=FIELD,...)" if "hunk" not in record else "")) from None
+                    raise _Bad(
+                        "invalid example",
+                        str(exc).split(": ", 1)[-1]
+                        + (
+                            " (for other JSONL datasets give --field-map hunk=FIELD,comment=FIELD,...)"
+                            if "hunk" not in record
+                            else ""
+                        ),
+                    ) from None
             elif fmt == "jsonl":
                 example = _mapped(record, field_map, default_repo, "import:jsonl", result.notes, anchor_at_end=False)
             else:
@@ -574,18 +701,26 @@ def read_dataset(
             result.examples = [e for e in result.examples if e.id != example.id]
         seen[example.id] = (number, example)
         result.examples.append(example)
-    result.comments = list({c.id: c for c in result.comments
-                            if keep_bot_comments or not review_bot_signature(c.body)}.values())
+    result.comments = list(
+        {c.id: c for c in result.comments if keep_bot_comments or not review_bot_signature(c.body)}.values()
+    )
     return result
 
 
 def import_dataset(
-    store: Store, path: str | os.PathLike[str], fmt: str, *, field_map: dict[str, str] | None = None,
-    skip_bad: bool = False, repo: str | None = None, keep_bot_comments: bool = False,
+    store: Store,
+    path: str | os.PathLike[str],
+    fmt: str,
+    *,
+    field_map: dict[str, str] | None = None,
+    skip_bad: bool = False,
+    repo: str | None = None,
+    keep_bot_comments: bool = False,
 ) -> ImportResult:
     """Read a dataset and write it to the store in one transaction: a bad file stores nothing."""
-    result = read_dataset(path, fmt, field_map=field_map, skip_bad=skip_bad, repo=repo,
-                          keep_bot_comments=keep_bot_comments)
+    result = read_dataset(
+        path, fmt, field_map=field_map, skip_bad=skip_bad, repo=repo, keep_bot_comments=keep_bot_comments
+    )
     with store.transaction():
         result.written = store.upsert_examples(result.examples)
         if result.comments:
@@ -597,7 +732,13 @@ def import_dataset(
 
 
 def _block(ex: Example) -> dict[str, Any]:
-    block: dict[str, Any] = {"id": ex.id, "repo": ex.repo, "pr": ex.pr, "created_at": ex.created_at, "source": ex.source}
+    block: dict[str, Any] = {
+        "id": ex.id,
+        "repo": ex.repo,
+        "pr": ex.pr,
+        "created_at": ex.created_at,
+        "source": ex.source,
+    }
     if ex.meta:
         block["meta"] = ex.meta
     try:
@@ -619,9 +760,21 @@ def export_record(ex: Example, fmt: str, *, meta: bool = True) -> dict[str, Any]
     if fmt == "alpaca":
         out: dict[str, Any] = {"instruction": inp.system, "input": inp.user, "output": answer}
     elif fmt == "sharegpt":
-        out = {"conversations": [{"from": "system", "value": inp.system}, {"from": "human", "value": inp.user}, {"from": "gpt", "value": answer}]}
+        out = {
+            "conversations": [
+                {"from": "system", "value": inp.system},
+                {"from": "human", "value": inp.user},
+                {"from": "gpt", "value": answer},
+            ]
+        }
     elif fmt == "openai":
-        out = {"messages": [{"role": "system", "content": inp.system}, {"role": "user", "content": inp.user}, {"role": "assistant", "content": answer}]}
+        out = {
+            "messages": [
+                {"role": "system", "content": inp.system},
+                {"role": "user", "content": inp.user},
+                {"role": "assistant", "content": answer},
+            ]
+        }
     else:
         raise UsageError(f"unknown export format {fmt!r}; choose one of {', '.join(EXPORT_FORMATS)}")
     if meta:

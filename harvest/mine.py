@@ -13,20 +13,22 @@ Requests, fewest first:
 Then each pending PR's examples are rebuilt and replaced in one transaction, which also clears it
 from the pending list (so an interrupted build resumes too).
 """
+
 from __future__ import annotations
 
 import math
 import sys
 from collections import Counter
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable
+from typing import Any
 
 from bot.errors import DataError, GitHubError, RevbotError, UsageError
 from bot.feedback import refresh_evidence
 from bot.secrets import scrub_text
-from revbot.adapters.store import CachedFile, PullRequestInfo, Store, StoredComment, now_stamp, utc_timestamp
 from harvest.build import DEFAULT_MAX_HUNK_LINES, DEFAULT_OWN_LOGINS, BuildConfig, build_pr, kept_roots
 from harvest.filters import DEFAULT_MIN_LENGTH, REASONS, FilterConfig
+from revbot.adapters.store import CachedFile, PullRequestInfo, Store, StoredComment, now_stamp, utc_timestamp
 
 PAGE_SIZE = 100
 
@@ -60,7 +62,9 @@ class HarvestOptions:
             raise UsageError(f"--negatives-ratio must be 0 or more, got {self.negatives_ratio}")
         if self.max_hunk_lines < 1:
             raise UsageError(f"max_hunk_lines must be at least 1, got {self.max_hunk_lines}")
-        return BuildConfig(self.negatives_ratio, self.seed, self.max_hunk_lines, frozenset(x.lower() for x in self.own_logins))
+        return BuildConfig(
+            self.negatives_ratio, self.seed, self.max_hunk_lines, frozenset(x.lower() for x in self.own_logins)
+        )
 
 
 @dataclass
@@ -141,7 +145,8 @@ class HarvestSummary:
             f"harvest {self.repo}" + (" (interrupted; run again to resume)" if self.interrupted else ""),
             f"  comments fetched: {self.comments_fetched} ({self.inserted} new, {self.updated} updated"
             + (f", {self.malformed} malformed skipped" if self.malformed else "")
-            + (f", {self.deleted} deleted on GitHub" if self.deleted else "") + f") in {self.comment_pages} page(s)",
+            + (f", {self.deleted} deleted on GitHub" if self.deleted else "")
+            + f") in {self.comment_pages} page(s)",
             f"  PRs rebuilt: {self.prs_built}",
             f"  comments considered: {c.get('considered', 0)}: kept {c.get('kept', 0)}, replies {c.get('replies', 0)}"
             + (f", orphan replies {c.get('orphan_replies', 0)}" if c.get("orphan_replies") else ""),
@@ -164,7 +169,9 @@ class HarvestInterrupted(RevbotError):
 
     def __init__(self, summary: HarvestSummary):
         self.summary = summary
-        super().__init__(f"interrupted; everything fetched so far is stored. Run the same command again to resume {summary.repo}.")
+        super().__init__(
+            f"interrupted; everything fetched so far is stored. Run the same command again to resume {summary.repo}."
+        )
 
 
 def _progress(enabled: bool, **kw: Any):
@@ -352,7 +359,9 @@ def _lookup_authors(client, store: Store, repo: str, needed: list[int], summary:
         meter.charge("authors", before)
 
 
-def _files_for(client, store: Store, repo: str, pr: int, comments: list[StoredComment], summary: HarvestSummary, meter: _Meter):
+def _files_for(
+    client, store: Store, repo: str, pr: int, comments: list[StoredComment], summary: HarvestSummary, meter: _Meter
+):
     info = store.get_pull(repo, pr)
     newest = max(comments, key=lambda c: (c.created_at or "", c.id), default=None)
     want = (info.head_sha if info else None) or (newest.commit_id if newest else None)

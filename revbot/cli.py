@@ -1,5 +1,6 @@
 """The `revbot` command. Subcommands are imported only when run, so `revbot --help` stays fast
 and a missing optional dependency of one command never breaks another."""
+
 from __future__ import annotations
 
 import importlib

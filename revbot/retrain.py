@@ -25,6 +25,7 @@ Both versions are evaluated with the same generation settings as `revbot eval`.
 Scheduling: run it from cron (see README.md, "Retraining"); a lock file in the models folder makes
 an overlapping run stop with a message instead of training twice.
 """
+
 from __future__ import annotations
 
 import json
@@ -32,10 +33,11 @@ import logging
 import os
 import sys
 import time
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any
 
 import click
 
@@ -43,7 +45,12 @@ from bot.errors import DataError, RevbotError, UsageError
 from bot.examples import Example
 from finetune.evaluate import DEFAULT_EVAL_BATCH_SIZE, DEFAULT_MAX_NEW_TOKENS
 from finetune.gate import (
-    DEFAULT_GATE_METRIC, GATE_METRICS, LOWER_IS_BETTER, PARSE_FAILURE_TOLERANCE, VAL_LOSS_TOLERANCE, decide,
+    DEFAULT_GATE_METRIC,
+    GATE_METRICS,
+    LOWER_IS_BETTER,
+    PARSE_FAILURE_TOLERANCE,
+    VAL_LOSS_TOLERANCE,
+    decide,
 )
 
 try:
@@ -89,7 +96,9 @@ class RetrainResult:
         def fmt(v: float | None) -> str:
             return "–" if v is None else f"{v:.4f}"
 
-        verdict = f"promoted {self.candidate}" if self.promoted else f"kept {self.incumbent}, {self.candidate} not promoted"
+        verdict = (
+            f"promoted {self.candidate}" if self.promoted else f"kept {self.incumbent}, {self.candidate} not promoted"
+        )
         lines = [
             f"retrain: {verdict}",
             f"  {self.metric} on {self.test_examples} held-out examples: candidate {self.candidate} {fmt(self.candidate_value)}"
@@ -103,9 +112,11 @@ class RetrainResult:
         return "\n".join(lines)
 
 
-def _version_answer_loss(version: Any, examples: Sequence[Example], quantize: str | None, batch_size: int) -> float | None:
-    from revbot.adapters.model import load_backend
+def _version_answer_loss(
+    version: Any, examples: Sequence[Example], quantize: str | None, batch_size: int
+) -> float | None:
     from finetune.evaluate import answer_loss
+    from revbot.adapters.model import load_backend
 
     backend = load_backend(adapter=str(version.path), quantize=quantize, batch_size=batch_size)
     try:
@@ -125,7 +136,9 @@ def retrain_lock(models_dir: Path) -> Iterator[None]:
         try:
             fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            raise RetrainBusy(f"another `revbot retrain` is running on {models_dir}; try again when it is done") from None
+            raise RetrainBusy(
+                f"another `revbot retrain` is running on {models_dir}; try again when it is done"
+            ) from None
         try:
             yield
         finally:
@@ -168,10 +181,10 @@ def retrain(
     the store, evaluate it and the current version on the same newest held-out PRs, and promote it
     only if the gate (``finetune.gate.decide``) lets it through. Returns what was decided; the decision
     is also appended to the registry's log."""
-    from revbot.adapters.versions import ModelRegistry
     from finetune.data import split_examples
     from finetune.evaluate import evaluate, gate_evidence
     from finetune.train import TrainConfig, train
+    from revbot.adapters.versions import ModelRegistry
 
     if metric not in METRICS:
         raise UsageError(f"unknown metric {metric!r}; choose one of: {', '.join(METRICS)}")
@@ -203,15 +216,24 @@ def retrain(
             used = apply_feedback(examples, store.iter_evidence())
             examples, feedback = used.examples, used.summary()
             if any(v for k, v in feedback.items() if k != "skipped"):
-                echo(f"feedback on the bot's comments: {used.negatives_added} negative and {used.positives_added} "
-                     f"positive example(s) added, {used.comments_removed} comment(s) of {len(used.habits)} rejected "
-                     f"habit(s) removed ({used.turned_negative} example(s) now negative)")
+                echo(
+                    f"feedback on the bot's comments: {used.negatives_added} negative and {used.positives_added} "
+                    f"positive example(s) added, {used.comments_removed} comment(s) of {len(used.habits)} rejected "
+                    f"habit(s) removed ({used.turned_negative} example(s) now negative)"
+                )
         if not examples:
-            raise DataError("the dataset store holds no examples; harvest reviews first "
-                            "(`revbot harvest github OWNER/REPO`)", str(getattr(store, "path", "store")))
+            raise DataError(
+                "the dataset store holds no examples; harvest reviews first (`revbot harvest github OWNER/REPO`)",
+                str(getattr(store, "path", "store")),
+            )
         splits = split_examples(
-            examples, config.seed, test_fraction=config.test_fraction, val_fraction=config.val_fraction,
-            min_train=config.min_train, min_val=config.min_val, min_test=config.min_test,
+            examples,
+            config.seed,
+            test_fraction=config.test_fraction,
+            val_fraction=config.val_fraction,
+            min_train=config.min_train,
+            min_val=config.min_val,
+            min_test=config.min_test,
         )
         incumbent = registry.current()
         if base_model is None:
@@ -222,11 +244,14 @@ def retrain(
         echo("examples: " + ", ".join(f"{name} {c['examples']} ({c['prs']} PRs)" for name, c in counts.items()))
 
         t0 = time.perf_counter()
-        candidate = train(splits, base_model, registry.root, config, data_source=str(getattr(store, "path", "")),
-                          progress=progress)
+        candidate = train(
+            splits, base_model, registry.root, config, data_source=str(getattr(store, "path", "")), progress=progress
+        )
         timings["train"] = time.perf_counter() - t0
-        echo(f"trained candidate {candidate.name} ({candidate.metrics.get('steps')} steps, "
-             f"validation loss {candidate.metrics.get('val_loss')})")
+        echo(
+            f"trained candidate {candidate.name} ({candidate.metrics.get('steps')} steps, "
+            f"validation loss {candidate.metrics.get('val_loss')})"
+        )
 
         test = list(splits.test)
         if incumbent is not None:
@@ -236,19 +261,38 @@ def retrain(
                 echo(f"left out {len(test) - len(held_out)} test example(s) the current version was trained on")
             test = held_out
             if not test:
-                raise DataError(f"every held-out example was in {incumbent.name}'s training data; harvest more "
-                                "reviews before retraining")
+                raise DataError(
+                    f"every held-out example was in {incumbent.name}'s training data; harvest more "
+                    "reviews before retraining"
+                )
 
         t0 = time.perf_counter()
-        report = evaluate(candidate, test, splits.train, base=None, quantize=quantize, max_new_tokens=max_new_tokens,
-                          batch_size=eval_batch_size, out_dir="auto", store=getattr(store, "path", None),
-                          progress=progress)
+        report = evaluate(
+            candidate,
+            test,
+            splits.train,
+            base=None,
+            quantize=quantize,
+            max_new_tokens=max_new_tokens,
+            batch_size=eval_batch_size,
+            out_dir="auto",
+            store=getattr(store, "path", None),
+            progress=progress,
+        )
         current_report = None
         candidate_loss = incumbent_loss = None
         if incumbent is not None:
-            current_report = evaluate(incumbent, test, splits.train, base=None, quantize=quantize,
-                                      max_new_tokens=max_new_tokens, batch_size=eval_batch_size, out_dir=None,
-                                      progress=progress)
+            current_report = evaluate(
+                incumbent,
+                test,
+                splits.train,
+                base=None,
+                quantize=quantize,
+                max_new_tokens=max_new_tokens,
+                batch_size=eval_batch_size,
+                out_dir=None,
+                progress=progress,
+            )
         if metric == "answer_loss":
             candidate_loss = _version_answer_loss(candidate, test, quantize, eval_batch_size)
             if incumbent is not None:
@@ -257,33 +301,52 @@ def retrain(
 
         mine = gate_evidence(report, metric, candidate.name, candidate_loss)
         theirs = gate_evidence(current_report, metric, incumbent.name, incumbent_loss) if current_report else None
-        decision = decide(metric, mine, theirs, parse_failure_tolerance=parse_failure_tolerance,
-                          val_loss_tolerance=val_loss_tolerance)
+        decision = decide(
+            metric, mine, theirs, parse_failure_tolerance=parse_failure_tolerance, val_loss_tolerance=val_loss_tolerance
+        )
         if decision.promote:
             registry.promote(candidate.name)
-        values = {"candidate": mine.metric, "incumbent": theirs.metric if theirs else None,
-                  "test_examples": len(test), "test_prs": len({(e.repo, e.pr) for e in test}),
-                  "higher_is_better": metric not in LOWER_IS_BETTER,
-                  "parse_failure_rate": {"candidate": mine.parse_failure_rate,
-                                         "incumbent": theirs.parse_failure_rate if theirs else None},
-                  "val_loss": {"candidate": mine.val_loss, "incumbent": theirs.val_loss if theirs else None},
-                  "tolerances": {"parse_failure_rate": parse_failure_tolerance, "val_loss": val_loss_tolerance},
-                  "generation": {"max_new_tokens": max_new_tokens, "batch_size": eval_batch_size},
-                  "checks": [{"name": c.name, "passed": c.passed} for c in decision.checks]}
-        registry.record_decision(candidate.name, incumbent.name if incumbent else None, metric, values,
-                                 decision.promote, decision.reason)
+        values = {
+            "candidate": mine.metric,
+            "incumbent": theirs.metric if theirs else None,
+            "test_examples": len(test),
+            "test_prs": len({(e.repo, e.pr) for e in test}),
+            "higher_is_better": metric not in LOWER_IS_BETTER,
+            "parse_failure_rate": {
+                "candidate": mine.parse_failure_rate,
+                "incumbent": theirs.parse_failure_rate if theirs else None,
+            },
+            "val_loss": {"candidate": mine.val_loss, "incumbent": theirs.val_loss if theirs else None},
+            "tolerances": {"parse_failure_rate": parse_failure_tolerance, "val_loss": val_loss_tolerance},
+            "generation": {"max_new_tokens": max_new_tokens, "batch_size": eval_batch_size},
+            "checks": [{"name": c.name, "passed": c.passed} for c in decision.checks],
+        }
+        registry.record_decision(
+            candidate.name, incumbent.name if incumbent else None, metric, values, decision.promote, decision.reason
+        )
         return RetrainResult(
-            candidate.name, incumbent.name if incumbent else None, metric, mine.metric,
-            theirs.metric if theirs else None, decision.promote, decision.reason, len(test), counts, harvests,
-            {k: round(v, 2) for k, v in timings.items()}, str(report.out_dir) if report.out_dir else None,
-            [{"name": c.name, "passed": c.passed, "detail": c.detail} for c in decision.checks], feedback,
+            candidate.name,
+            incumbent.name if incumbent else None,
+            metric,
+            mine.metric,
+            theirs.metric if theirs else None,
+            decision.promote,
+            decision.reason,
+            len(test),
+            counts,
+            harvests,
+            {k: round(v, 2) for k, v in timings.items()},
+            str(report.out_dir) if report.out_dir else None,
+            [{"name": c.name, "passed": c.passed, "detail": c.detail} for c in decision.checks],
+            feedback,
         )
 
 
 def harvested_repos(store: Any) -> list[str]:
     """Repositories the store was harvested from (or has webhook-recorded comments waiting for)."""
-    return sorted(repo for repo, entry in store.stats()["repos"].items()
-                  if entry.get("high_water") or entry.get("pending_prs"))
+    return sorted(
+        repo for repo, entry in store.stats()["repos"].items() if entry.get("high_water") or entry.get("pending_prs")
+    )
 
 
 # --------------------------------------------------------------------------- command line
@@ -306,49 +369,128 @@ def _fail(exc: RevbotError) -> None:
     sys.exit(exc.exit_code)
 
 
-@click.command("retrain", context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
-               epilog=RETRAIN_EPILOG)
+@click.command(
+    "retrain", context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100}, epilog=RETRAIN_EPILOG
+)
 @click.argument("repos", nargs=-1, metavar="[OWNER/REPO]...")
-@click.option("--db", type=click.Path(dir_okay=False), envvar="REVBOT_DB",
-              help="Dataset store (SQLite). Default: $REVBOT_DB, else ./revbot.db.")
-@click.option("--models-dir", type=click.Path(file_okay=False), envvar="REVBOT_MODELS_DIR",
-              help="Model versions folder. Default: $REVBOT_MODELS_DIR, else models/.")
-@click.option("--api-url", envvar=["REVBOT_GITHUB_API_URL", "GITHUB_API_URL"],
-              help="GitHub API root (GitHub Enterprise: https://HOST/api/v3).")
-@click.option("--token", envvar=["REVBOT_GITHUB_TOKEN", "GITHUB_TOKEN"],
-              help="GitHub token (prefer the environment variable: a command line is visible to other users).")
-@click.option("--no-harvest", is_flag=True,
-              help="Train on the store as it is: no GitHub requests (PRs the service marked pending are not rebuilt).")
+@click.option(
+    "--db",
+    type=click.Path(dir_okay=False),
+    envvar="REVBOT_DB",
+    help="Dataset store (SQLite). Default: $REVBOT_DB, else ./revbot.db.",
+)
+@click.option(
+    "--models-dir",
+    type=click.Path(file_okay=False),
+    envvar="REVBOT_MODELS_DIR",
+    help="Model versions folder. Default: $REVBOT_MODELS_DIR, else models/.",
+)
+@click.option(
+    "--api-url",
+    envvar=["REVBOT_GITHUB_API_URL", "GITHUB_API_URL"],
+    help="GitHub API root (GitHub Enterprise: https://HOST/api/v3).",
+)
+@click.option(
+    "--token",
+    envvar=["REVBOT_GITHUB_TOKEN", "GITHUB_TOKEN"],
+    help="GitHub token (prefer the environment variable: a command line is visible to other users).",
+)
+@click.option(
+    "--no-harvest",
+    is_flag=True,
+    help="Train on the store as it is: no GitHub requests (PRs the service marked pending are not rebuilt).",
+)
 @click.option("--base-model", metavar="ID_OR_PATH", help="Base model. Default: the current version's base model.")
-@click.option("--metric", type=click.Choice(METRICS), default=DEFAULT_METRIC, show_default=True,
-              help="Gate: promote only if the candidate is at least as good as the current version on it "
-                   "(and it is not zero or undefined for both).")
-@click.option("--parse-failure-tolerance", type=click.FloatRange(min=0, max=1), default=PARSE_FAILURE_TOLERANCE,
-              show_default=True, help="Gate: how much higher the candidate's parse-failure rate may be (absolute).")
-@click.option("--val-loss-tolerance", type=click.FloatRange(min=0), default=VAL_LOSS_TOLERANCE, show_default=True,
-              help="Gate: how much higher the candidate's validation loss may be (relative: 0.2 = 20%).")
+@click.option(
+    "--metric",
+    type=click.Choice(METRICS),
+    default=DEFAULT_METRIC,
+    show_default=True,
+    help="Gate: promote only if the candidate is at least as good as the current version on it "
+    "(and it is not zero or undefined for both).",
+)
+@click.option(
+    "--parse-failure-tolerance",
+    type=click.FloatRange(min=0, max=1),
+    default=PARSE_FAILURE_TOLERANCE,
+    show_default=True,
+    help="Gate: how much higher the candidate's parse-failure rate may be (absolute).",
+)
+@click.option(
+    "--val-loss-tolerance",
+    type=click.FloatRange(min=0),
+    default=VAL_LOSS_TOLERANCE,
+    show_default=True,
+    help="Gate: how much higher the candidate's validation loss may be (relative: 0.2 = 20%).",
+)
 @click.option("--epochs", type=float, default=3.0, show_default=True, help="Passes over the training split.")
-@click.option("--max-steps", type=click.IntRange(min=1), default=None, help="Stop after N optimiser steps (overrides --epochs).")
+@click.option(
+    "--max-steps", type=click.IntRange(min=1), default=None, help="Stop after N optimiser steps (overrides --epochs)."
+)
 @click.option("--batch-size", type=click.IntRange(min=1), default=4, show_default=True, help="Rows per optimiser step.")
-@click.option("--max-length", type=click.IntRange(min=16), default=None,
-              help="Tokens per row. [default: 2048 on a GPU, 1024 on CPU]")
+@click.option(
+    "--max-length",
+    type=click.IntRange(min=16),
+    default=None,
+    help="Tokens per row. [default: 2048 on a GPU, 1024 on CPU]",
+)
 @click.option("--lr", type=float, default=2e-4, show_default=True, help="Peak learning rate.")
 @click.option("--lora-r", type=click.IntRange(min=1), default=16, show_default=True, help="LoRA rank.")
 @click.option("--lora-alpha", type=float, default=32, show_default=True, help="LoRA alpha.")
-@click.option("--target-modules", metavar="A,B,...", default=None,
-              help="Layers to adapt. Default: every attention and MLP projection.")
-@click.option("--quantize/--no-quantize", default=None,
-              help="4-bit QLoRA or plain LoRA. [default: 4-bit on a GPU, plain LoRA on CPU]")
+@click.option(
+    "--target-modules",
+    metavar="A,B,...",
+    default=None,
+    help="Layers to adapt. Default: every attention and MLP projection.",
+)
+@click.option(
+    "--quantize/--no-quantize",
+    default=None,
+    help="4-bit QLoRA or plain LoRA. [default: 4-bit on a GPU, plain LoRA on CPU]",
+)
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the split, the order and the LoRA init.")
-@click.option("--max-new-tokens", type=click.IntRange(min=1), default=DEFAULT_MAX_NEW_TOKENS, show_default=True,
-              help="Longest answer per hunk during the evaluation (the same default as `revbot eval`).")
-@click.option("--eval-batch-size", type=click.IntRange(min=1), default=DEFAULT_EVAL_BATCH_SIZE, show_default=True,
-              help="Prompts generated together during the evaluation (the same default as `revbot eval`).")
+@click.option(
+    "--max-new-tokens",
+    type=click.IntRange(min=1),
+    default=DEFAULT_MAX_NEW_TOKENS,
+    show_default=True,
+    help="Longest answer per hunk during the evaluation (the same default as `revbot eval`).",
+)
+@click.option(
+    "--eval-batch-size",
+    type=click.IntRange(min=1),
+    default=DEFAULT_EVAL_BATCH_SIZE,
+    show_default=True,
+    help="Prompts generated together during the evaluation (the same default as `revbot eval`).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the decision as JSON.")
 @click.option("--quiet", is_flag=True, help="No progress bars.")
-def retrain_cmd(repos, db, models_dir, api_url, token, no_harvest, base_model, metric, parse_failure_tolerance,
-                val_loss_tolerance, epochs, max_steps, batch_size, max_length, lr, lora_r, lora_alpha, target_modules,
-                quantize, seed, max_new_tokens, eval_batch_size, as_json, quiet):
+def retrain_cmd(
+    repos,
+    db,
+    models_dir,
+    api_url,
+    token,
+    no_harvest,
+    base_model,
+    metric,
+    parse_failure_tolerance,
+    val_loss_tolerance,
+    epochs,
+    max_steps,
+    batch_size,
+    max_length,
+    lr,
+    lora_r,
+    lora_alpha,
+    target_modules,
+    quantize,
+    seed,
+    max_new_tokens,
+    eval_batch_size,
+    as_json,
+    quiet,
+):
     """Harvest new reviews, train a candidate, and promote it only if it is at least as good.
 
     The candidate and the current version are evaluated on the same newest held-out pull requests,
@@ -358,18 +500,24 @@ def retrain_cmd(repos, db, models_dir, api_url, token, no_harvest, base_model, m
     loss are not worse beyond the tolerances. Every decision is recorded with its reason; `revbot
     models list` shows them.
     """
-    from revbot.adapters.store import Store
     from finetune.train import TrainConfig
+    from revbot.adapters.store import Store
 
     try:
         if no_harvest and repos:
             raise UsageError("--no-harvest and OWNER/REPO arguments exclude each other")
         store = Store(db)
         config = TrainConfig(
-            epochs=epochs, max_steps=max_steps, batch_size=batch_size, max_length=max_length, lr=lr, lora_r=lora_r,
+            epochs=epochs,
+            max_steps=max_steps,
+            batch_size=batch_size,
+            max_length=max_length,
+            lr=lr,
+            lora_r=lora_r,
             lora_alpha=lora_alpha,
             target_modules=[t.strip() for t in target_modules.split(",") if t.strip()] if target_modules else None,
-            quantize=quantize, seed=seed,
+            quantize=quantize,
+            seed=seed,
         )
         client = None
         targets: list[str] = []
@@ -383,10 +531,21 @@ def retrain_cmd(repos, db, models_dir, api_url, token, no_harvest, base_model, m
                 click.echo("no repository harvested yet: training on the store as it is", err=True)
         echo = (lambda text: None) if as_json else (lambda text: click.echo(text, err=True))
         try:
-            result = retrain(store=store, models_dir=models_dir, repos=targets, client=client, base_model=base_model,
-                             config=config, metric=metric, max_new_tokens=max_new_tokens,
-                             eval_batch_size=eval_batch_size, parse_failure_tolerance=parse_failure_tolerance,
-                             val_loss_tolerance=val_loss_tolerance, progress=not quiet and not as_json, echo=echo)
+            result = retrain(
+                store=store,
+                models_dir=models_dir,
+                repos=targets,
+                client=client,
+                base_model=base_model,
+                config=config,
+                metric=metric,
+                max_new_tokens=max_new_tokens,
+                eval_batch_size=eval_batch_size,
+                parse_failure_tolerance=parse_failure_tolerance,
+                val_loss_tolerance=val_loss_tolerance,
+                progress=not quiet and not as_json,
+                echo=echo,
+            )
         finally:
             if client is not None:
                 client.close()

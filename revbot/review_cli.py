@@ -6,6 +6,7 @@ A command parses its arguments and calls library functions, nothing more: the pi
 code. Heavy imports (torch, transformers) happen only when a model is actually loaded, so ``--help``
 and an empty diff stay instant.
 """
+
 from __future__ import annotations
 
 import io
@@ -52,68 +53,181 @@ def _positive(ctx: click.Context, param: click.Parameter, value: int | None) -> 
 
 @click.command("review", epilog=REVIEW_EPILOG, context_settings={"help_option_names": ["-h", "--help"]})
 @click.argument("diff", required=False, metavar="[DIFF | -]")
-@click.option("--git", "git_range", is_flag=False, flag_value=_WORKTREE, default=None, metavar="[REV_RANGE]",
-              help="Compute the diff with git instead of reading one: `A...B` = B's changes since it forked "
-                   "from A (what a pull request shows, e.g. main...HEAD); `A..B` = A against B; a single REV = "
-                   "REV against the working tree; no value = uncommitted changes (HEAD against the working tree).")
-@click.option("--staged", is_flag=True,
-              help="Review the index (staged changes) against HEAD, or against REV with --git REV.")
-@click.option("--repo", "repo", default=".", show_default=True, type=click.Path(file_okay=False),
-              help="Repository for --git/--staged, and where .revbot.yml is looked for.")
-@click.option("--model", metavar="ID_OR_PATH",
-              help="Base model: a Hugging Face hub id (e.g. Qwen/Qwen2.5-Coder-1.5B-Instruct), a local "
-                   "directory, or the embedded smollm2-135m. Default: the current trained version (see below).")
-@click.option("--adapter", metavar="DIR",
-              help="A trained revbot adapter directory (e.g. models/v3); its base model is read from its "
-                   "revbot.json, and its prompt-format version must match this revbot's.")
-@click.option("--model-version", metavar="vN|current|latest",
-              help="A version from the model registry ($REVBOT_MODELS_DIR, default models/).")
-@click.option("--backend", type=click.Choice(["local", "openai"]), default=None,
-              help="local: load the model here (transformers). openai: ask an OpenAI-compatible server "
-                   "(vLLM, Ollama, TGI). Default: $REVBOT_BACKEND or local.")
-@click.option("--base-url", metavar="URL",
-              help="The server's base URL for --backend openai, e.g. http://127.0.0.1:8000/v1 "
-                   "(default $REVBOT_OPENAI_BASE_URL). Its key is read from $REVBOT_OPENAI_API_KEY.")
-@click.option("--api-model", metavar="NAME",
-              help="Model name on that server, e.g. a vLLM LoRA name (default $REVBOT_OPENAI_MODEL).")
-@click.option("--format", "fmt", type=click.Choice(["text", "json", "sarif", "rdjson", "github"]),
-              default="text", show_default=True,
-              help="text: `path:line: comment` for a terminal; json: the whole review as data; sarif: SARIF "
-                   "2.1.0 for GitHub code scanning and IDEs; rdjson: for `reviewdog -f=rdjson`; github: the "
-                   "body of GitHub's create-review request.")
-@click.option("--commit-id", metavar="SHA", help="commit_id to put in --format github output, and the head commit "
-              "--post reviews (default: the pull request's head).")
-@click.option("--post", "post_to", metavar="OWNER/REPO#N",
-              help="Also post the review on that pull request as ONE review, with the token in $GITHUB_TOKEN "
-                   "(or $REVBOT_GITHUB_TOKEN): only comments not already on it, at most one review per head "
-                   "commit, nothing if the head moved past --commit-id. The diff should be the pull request's "
-                   "(--git BASE...HEAD).")
-@click.option("--api-url", envvar="GITHUB_API_URL", metavar="URL",
-              help="GitHub API root for --post (default $GITHUB_API_URL, else https://api.github.com; GitHub "
-                   "Enterprise: https://HOST/api/v3).")
-@click.option("--max-comments", type=int, callback=_positive, metavar="N",
-              help="At most N comments in the review (default: .revbot.yml, else 10).")
-@click.option("--max-comments-per-file", type=int, callback=_positive, metavar="N",
-              help="At most N comments per file (default: .revbot.yml, else 3).")
-@click.option("--ignore", "ignores", multiple=True, metavar="GLOB",
-              help="Do not review paths matching GLOB (gitignore style, e.g. 'docs/**' or '*.md'); "
-                   "repeatable; added to .revbot.yml's ignore_paths and the built-in vendored/generated list.")
-@click.option("--config", "config_path", type=click.Path(dir_okay=False), metavar="FILE",
-              help="Per-repo settings file (default: .revbot.yml in --repo, if there is one).")
-@click.option("--token-budget", type=click.IntRange(min=1), metavar="N",
-              help="Most tokens the review may spend, prompts plus answers; files past it are skipped "
-                   "and listed (default $REVBOT_TOKEN_BUDGET or 65536).")
-@click.option("--max-new-tokens", type=click.IntRange(min=1), metavar="N",
-              help="Longest answer per hunk, in tokens (default $REVBOT_MAX_NEW_TOKENS or 256).")
-@click.option("--batch-size", type=click.IntRange(min=1), metavar="N",
-              help="Prompts generated together by a local model (default $REVBOT_BATCH_SIZE or 8).")
-@click.option("--quantize", type=click.Choice(["4bit", "none"]), default=None,
-              help="Local model weights: 4bit (NF4; default on CUDA) or none (default on CPU).")
-@click.option("-o", "--output", type=click.Path(dir_okay=False, writable=True), metavar="FILE",
-              help="Write the output to FILE instead of stdout.")
-def review(diff, git_range, staged, repo, model, adapter, model_version, backend, base_url, api_model, fmt,
-           commit_id, post_to, api_url, max_comments, max_comments_per_file, ignores, config_path, token_budget,
-           max_new_tokens, batch_size, quantize, output):
+@click.option(
+    "--git",
+    "git_range",
+    is_flag=False,
+    flag_value=_WORKTREE,
+    default=None,
+    metavar="[REV_RANGE]",
+    help="Compute the diff with git instead of reading one: `A...B` = B's changes since it forked "
+    "from A (what a pull request shows, e.g. main...HEAD); `A..B` = A against B; a single REV = "
+    "REV against the working tree; no value = uncommitted changes (HEAD against the working tree).",
+)
+@click.option(
+    "--staged", is_flag=True, help="Review the index (staged changes) against HEAD, or against REV with --git REV."
+)
+@click.option(
+    "--repo",
+    "repo",
+    default=".",
+    show_default=True,
+    type=click.Path(file_okay=False),
+    help="Repository for --git/--staged, and where .revbot.yml is looked for.",
+)
+@click.option(
+    "--model",
+    metavar="ID_OR_PATH",
+    help="Base model: a Hugging Face hub id (e.g. Qwen/Qwen2.5-Coder-1.5B-Instruct), a local "
+    "directory, or the embedded smollm2-135m. Default: the current trained version (see below).",
+)
+@click.option(
+    "--adapter",
+    metavar="DIR",
+    help="A trained revbot adapter directory (e.g. models/v3); its base model is read from its "
+    "revbot.json, and its prompt-format version must match this revbot's.",
+)
+@click.option(
+    "--model-version",
+    metavar="vN|current|latest",
+    help="A version from the model registry ($REVBOT_MODELS_DIR, default models/).",
+)
+@click.option(
+    "--backend",
+    type=click.Choice(["local", "openai"]),
+    default=None,
+    help="local: load the model here (transformers). openai: ask an OpenAI-compatible server "
+    "(vLLM, Ollama, TGI). Default: $REVBOT_BACKEND or local.",
+)
+@click.option(
+    "--base-url",
+    metavar="URL",
+    help="The server's base URL for --backend openai, e.g. http://127.0.0.1:8000/v1 "
+    "(default $REVBOT_OPENAI_BASE_URL). Its key is read from $REVBOT_OPENAI_API_KEY.",
+)
+@click.option(
+    "--api-model",
+    metavar="NAME",
+    help="Model name on that server, e.g. a vLLM LoRA name (default $REVBOT_OPENAI_MODEL).",
+)
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["text", "json", "sarif", "rdjson", "github"]),
+    default="text",
+    show_default=True,
+    help="text: `path:line: comment` for a terminal; json: the whole review as data; sarif: SARIF "
+    "2.1.0 for GitHub code scanning and IDEs; rdjson: for `reviewdog -f=rdjson`; github: the "
+    "body of GitHub's create-review request.",
+)
+@click.option(
+    "--commit-id",
+    metavar="SHA",
+    help="commit_id to put in --format github output, and the head commit "
+    "--post reviews (default: the pull request's head).",
+)
+@click.option(
+    "--post",
+    "post_to",
+    metavar="OWNER/REPO#N",
+    help="Also post the review on that pull request as ONE review, with the token in $GITHUB_TOKEN "
+    "(or $REVBOT_GITHUB_TOKEN): only comments not already on it, at most one review per head "
+    "commit, nothing if the head moved past --commit-id. The diff should be the pull request's "
+    "(--git BASE...HEAD).",
+)
+@click.option(
+    "--api-url",
+    envvar="GITHUB_API_URL",
+    metavar="URL",
+    help="GitHub API root for --post (default $GITHUB_API_URL, else https://api.github.com; GitHub "
+    "Enterprise: https://HOST/api/v3).",
+)
+@click.option(
+    "--max-comments",
+    type=int,
+    callback=_positive,
+    metavar="N",
+    help="At most N comments in the review (default: .revbot.yml, else 10).",
+)
+@click.option(
+    "--max-comments-per-file",
+    type=int,
+    callback=_positive,
+    metavar="N",
+    help="At most N comments per file (default: .revbot.yml, else 3).",
+)
+@click.option(
+    "--ignore",
+    "ignores",
+    multiple=True,
+    metavar="GLOB",
+    help="Do not review paths matching GLOB (gitignore style, e.g. 'docs/**' or '*.md'); "
+    "repeatable; added to .revbot.yml's ignore_paths and the built-in vendored/generated list.",
+)
+@click.option(
+    "--config",
+    "config_path",
+    type=click.Path(dir_okay=False),
+    metavar="FILE",
+    help="Per-repo settings file (default: .revbot.yml in --repo, if there is one).",
+)
+@click.option(
+    "--token-budget",
+    type=click.IntRange(min=1),
+    metavar="N",
+    help="Most tokens the review may spend, prompts plus answers; files past it are skipped "
+    "and listed (default $REVBOT_TOKEN_BUDGET or 65536).",
+)
+@click.option(
+    "--max-new-tokens",
+    type=click.IntRange(min=1),
+    metavar="N",
+    help="Longest answer per hunk, in tokens (default $REVBOT_MAX_NEW_TOKENS or 256).",
+)
+@click.option(
+    "--batch-size",
+    type=click.IntRange(min=1),
+    metavar="N",
+    help="Prompts generated together by a local model (default $REVBOT_BATCH_SIZE or 8).",
+)
+@click.option(
+    "--quantize",
+    type=click.Choice(["4bit", "none"]),
+    default=None,
+    help="Local model weights: 4bit (NF4; default on CUDA) or none (default on CPU).",
+)
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(dir_okay=False, writable=True),
+    metavar="FILE",
+    help="Write the output to FILE instead of stdout.",
+)
+def review(
+    diff,
+    git_range,
+    staged,
+    repo,
+    model,
+    adapter,
+    model_version,
+    backend,
+    base_url,
+    api_model,
+    fmt,
+    commit_id,
+    post_to,
+    api_url,
+    max_comments,
+    max_comments_per_file,
+    ignores,
+    config_path,
+    token_budget,
+    max_new_tokens,
+    batch_size,
+    quantize,
+    output,
+):
     """Review a diff with the team's model and print the comments.
 
     DIFF is a unified diff file (git diff, a GitHub .diff, hg, svn), or - for stdin. Or let git
@@ -148,8 +262,15 @@ def review(diff, git_range, staged, repo, model, adapter, model_version, backend
 
     def load() -> Any:
         return _load_backend(
-            kind, settings, config, model=model, adapter=adapter, model_version=model_version, base_url=base_url,
-            api_model=api_model, batch_size=batch_size or settings.batch_size,
+            kind,
+            settings,
+            config,
+            model=model,
+            adapter=adapter,
+            model_version=model_version,
+            base_url=base_url,
+            api_model=api_model,
+            batch_size=batch_size or settings.batch_size,
             quantize=quantize or settings.quantize,
         )
 
@@ -188,9 +309,19 @@ def _source(diff, git_range, staged, repo, TextSource, FileSource, GitSource):
     return FileSource(diff)
 
 
-def _load_backend(kind: str, settings: Any, config: Any, *, model: str | None, adapter: str | None,
-                  model_version: str | None, base_url: str | None, api_model: str | None, batch_size: int,
-                  quantize: str | None) -> Any:
+def _load_backend(
+    kind: str,
+    settings: Any,
+    config: Any,
+    *,
+    model: str | None,
+    adapter: str | None,
+    model_version: str | None,
+    base_url: str | None,
+    api_model: str | None,
+    batch_size: int,
+    quantize: str | None,
+) -> Any:
     """Resolve which model to use and load it (only called when there is something to review)."""
     from revbot.adapters.model import load_backend
 
@@ -198,8 +329,9 @@ def _load_backend(kind: str, settings: Any, config: Any, *, model: str | None, a
         url = base_url or settings.openai_base_url
         name = api_model or settings.openai_model or model
         if not url:
-            raise UsageError("--backend openai needs --base-url (or REVBOT_OPENAI_BASE_URL), "
-                             "e.g. http://127.0.0.1:8000/v1")
+            raise UsageError(
+                "--backend openai needs --base-url (or REVBOT_OPENAI_BASE_URL), e.g. http://127.0.0.1:8000/v1"
+            )
         if not name:
             raise UsageError("--backend openai needs --api-model (or REVBOT_OPENAI_MODEL): the served model's name")
         return load_backend(kind="openai", base_url=url, api_model=name, batch_size=batch_size)
@@ -209,16 +341,22 @@ def _load_backend(kind: str, settings: Any, config: Any, *, model: str | None, a
     if model or adapter:  # revbot.adapters.model says clearly what is wrong with a missing path or an offline hub id
         return load_backend(model, adapter=adapter, quantize=quantize, batch_size=batch_size)
 
-    version_dir = _registry_version(model_version or config.model_version, settings.models_dir,
-                                    explicit=model_version is not None or config.model_version is not None)
+    version_dir = _registry_version(
+        model_version or config.model_version,
+        settings.models_dir,
+        explicit=model_version is not None or config.model_version is not None,
+    )
     if version_dir is not None:
         return load_backend(None, adapter=str(version_dir), quantize=quantize, batch_size=batch_size)
     if settings.model:
         return load_backend(settings.model, adapter=settings.adapter, quantize=quantize, batch_size=batch_size)
     from revbot.adapters.embedded import DEFAULT_BASE_MODEL
 
-    click.echo(f"revbot: no trained version is current in {settings.models_dir}; reviewing with the embedded base "
-               f"model {DEFAULT_BASE_MODEL} (untuned, shown worked examples). Train one with `revbot train`.", err=True)
+    click.echo(
+        f"revbot: no trained version is current in {settings.models_dir}; reviewing with the embedded base "
+        f"model {DEFAULT_BASE_MODEL} (untuned, shown worked examples). Train one with `revbot train`.",
+        err=True,
+    )
     return load_backend(DEFAULT_BASE_MODEL, quantize=quantize, batch_size=batch_size)
 
 

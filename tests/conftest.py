@@ -1,4 +1,5 @@
 """Session-wide fixtures: the shared data folder and tiny models of real architectures, built once."""
+
 from __future__ import annotations
 
 import atexit

@@ -11,12 +11,14 @@ Production: ``revbot serve`` runs this app under gunicorn with the queue workers
 tier of its own: ``gunicorn 'webhooks.app:create_app()'`` (settings from REVBOT_*) plus
 ``revbot worker`` wherever the workers run.
 """
+
 from __future__ import annotations
 
 import hmac
 import logging
+from collections.abc import Mapping
 from importlib import metadata
-from typing import Any, Mapping
+from typing import Any
 
 from flask import Flask, Response, jsonify, request
 
@@ -102,7 +104,8 @@ class WebService:
         """Read at scrape time from the job store (the same numbers in every web process)."""
         try:
             out: list[tuple[str, dict[str, str] | None, float]] = [
-                ("revbot_jobs", {"state": state}, n) for state, n in self.queue.store.counts().items()]
+                ("revbot_jobs", {"state": state}, n) for state, n in self.queue.store.counts().items()
+            ]
             out.append(("revbot_queue_depth", None, self.queue.size()))
             workers = self.queue.store.workers(max_age=max(3 * self.config.lease_s, 30.0))
             out.append(("revbot_model_loaded", None, 1 if any(w.get("model_loaded") for w in workers) else 0))
@@ -193,9 +196,12 @@ def create_app(config: ServiceConfig | Mapping[str, Any] | None = None, *, queue
     @app.get("/metrics")
     def metrics_view() -> Response:
         if not service.may_read_internals(request.headers, request.remote_addr):
-            return _error(401 if cfg.metrics_token else 403,
-                          "/metrics needs the REVBOT_METRICS_TOKEN bearer token" if cfg.metrics_token
-                          else "/metrics is answered only on this machine; set REVBOT_METRICS_TOKEN to read it remotely")
+            return _error(
+                401 if cfg.metrics_token else 403,
+                "/metrics needs the REVBOT_METRICS_TOKEN bearer token"
+                if cfg.metrics_token
+                else "/metrics is answered only on this machine; set REVBOT_METRICS_TOKEN to read it remotely",
+            )
         return Response(service.metrics.render(), content_type=CONTENT_TYPE)
 
     return app

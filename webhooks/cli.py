@@ -3,13 +3,15 @@
 Redis queue). Both parse options, build a ServiceConfig on top of the REVBOT_* environment and call
 the library.
 """
+
 from __future__ import annotations
 
 import logging
 import signal
 import sys
 import threading
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import click
 
@@ -21,17 +23,34 @@ log = logging.getLogger(__name__)
 def _model_options(fn: Callable[..., Any]) -> Callable[..., Any]:
     options = [
         click.option("--model", help="Model (hub id or local path) when no version is promoted. [REVBOT_MODEL]"),
-        click.option("--adapter", type=click.Path(file_okay=False),
-                     help="Serve this adapter directory (pins the model: no hot reload). [REVBOT_ADAPTER]"),
+        click.option(
+            "--adapter",
+            type=click.Path(file_okay=False),
+            help="Serve this adapter directory (pins the model: no hot reload). [REVBOT_ADAPTER]",
+        ),
         click.option("--backend", type=click.Choice(["local", "openai"]), help="Model backend. [REVBOT_BACKEND]"),
         click.option("--base-url", help="OpenAI-compatible server URL (--backend openai). [REVBOT_OPENAI_BASE_URL]"),
         click.option("--api-model", help="Model name on that server. [REVBOT_OPENAI_MODEL]"),
-        click.option("--models-dir", type=click.Path(file_okay=False),
-                     help="Model versions folder whose `current` is served and followed. [REVBOT_MODELS_DIR]"),
-        click.option("--api-url", help="GitHub API root (GitHub Enterprise: https://HOST/api/v3). [REVBOT_GITHUB_API_URL]"),
-        click.option("--queue", "queue_url", help="Job queue: a SQLite file, sqlite:///PATH or redis://HOST:PORT/DB. [REVBOT_QUEUE]"),
-        click.option("--workers", type=click.IntRange(min=0), default=1, show_default=True,
-                     help="Queue worker threads (serve: 0 runs the web part alone)."),
+        click.option(
+            "--models-dir",
+            type=click.Path(file_okay=False),
+            help="Model versions folder whose `current` is served and followed. [REVBOT_MODELS_DIR]",
+        ),
+        click.option(
+            "--api-url", help="GitHub API root (GitHub Enterprise: https://HOST/api/v3). [REVBOT_GITHUB_API_URL]"
+        ),
+        click.option(
+            "--queue",
+            "queue_url",
+            help="Job queue: a SQLite file, sqlite:///PATH or redis://HOST:PORT/DB. [REVBOT_QUEUE]",
+        ),
+        click.option(
+            "--workers",
+            type=click.IntRange(min=0),
+            default=1,
+            show_default=True,
+            help="Queue worker threads (serve: 0 runs the web part alone).",
+        ),
         click.option("--dry-run", is_flag=True, help="Log the review that would be posted instead of posting it."),
     ]
     for option in reversed(options):
@@ -43,13 +62,21 @@ def _config(**opts: Any) -> Any:
     from webhooks.settings import ServiceConfig
 
     overrides = {
-        "model": opts.get("model"), "adapter": opts.get("adapter"), "backend": opts.get("backend"),
-        "openai_base_url": opts.get("base_url"), "openai_model": opts.get("api_model"),
-        "models_dir": opts.get("models_dir"), "github_api_url": opts.get("api_url"), "queue": opts.get("queue_url"),
-        "workers": opts.get("workers"), "dry_run": opts.get("dry_run") or None,
+        "model": opts.get("model"),
+        "adapter": opts.get("adapter"),
+        "backend": opts.get("backend"),
+        "openai_base_url": opts.get("base_url"),
+        "openai_model": opts.get("api_model"),
+        "models_dir": opts.get("models_dir"),
+        "github_api_url": opts.get("api_url"),
+        "queue": opts.get("queue_url"),
+        "workers": opts.get("workers"),
+        "dry_run": opts.get("dry_run") or None,
         "insecure_no_signature": opts.get("insecure_no_signature") or None,
-        "web_workers": opts.get("web_workers"), "web_threads": opts.get("web_threads"),
-        "read_timeout_s": opts.get("read_timeout_s"), "worker_timeout_s": opts.get("worker_timeout_s"),
+        "web_workers": opts.get("web_workers"),
+        "web_threads": opts.get("web_threads"),
+        "read_timeout_s": opts.get("read_timeout_s"),
+        "worker_timeout_s": opts.get("worker_timeout_s"),
     }
     return ServiceConfig.from_env(**{k: v for k, v in overrides.items() if v is not None})
 
@@ -76,26 +103,48 @@ def _wait_for_signal(on_stop: Callable[[], None]) -> threading.Event:
 
 def _warn_without_credentials(cfg: Any) -> None:
     if not cfg.github_token and not cfg.github_app_id and not cfg.dry_run:
-        click.echo("warning: no GitHub credentials (REVBOT_GITHUB_TOKEN or REVBOT_GITHUB_APP_ID): reviews cannot "
-                   "be posted", err=True)
+        click.echo(
+            "warning: no GitHub credentials (REVBOT_GITHUB_TOKEN or REVBOT_GITHUB_APP_ID): reviews cannot be posted",
+            err=True,
+        )
 
 
 @click.command("serve")
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
 @click.option("--port", type=click.IntRange(0, 65535), default=8080, show_default=True, help="Port (0: any free port).")
-@click.option("--insecure-no-signature", is_flag=True,
-              help="Accept unsigned deliveries (local experiments only: refused unless --host is a loopback address).")
-@click.option("--web-workers", type=click.IntRange(min=1), help="gunicorn web processes (default 2). [REVBOT_WEB_WORKERS]")
-@click.option("--web-threads", type=click.IntRange(min=1), help="Threads per web process (default 8). [REVBOT_WEB_THREADS]")
-@click.option("--read-timeout", type=click.FloatRange(min=0.1),
-              help="Seconds a client may stay silent mid-request before it is disconnected (default 10). "
-                   "[REVBOT_READ_TIMEOUT]")
-@click.option("--worker-timeout", type=click.IntRange(min=1),
-              help="Seconds before an unresponsive web process is replaced; also the grace period on stop "
-                   "(default 30). [REVBOT_WORKER_TIMEOUT]")
+@click.option(
+    "--insecure-no-signature",
+    is_flag=True,
+    help="Accept unsigned deliveries (local experiments only: refused unless --host is a loopback address).",
+)
+@click.option(
+    "--web-workers", type=click.IntRange(min=1), help="gunicorn web processes (default 2). [REVBOT_WEB_WORKERS]"
+)
+@click.option(
+    "--web-threads", type=click.IntRange(min=1), help="Threads per web process (default 8). [REVBOT_WEB_THREADS]"
+)
+@click.option(
+    "--read-timeout",
+    type=click.FloatRange(min=0.1),
+    help="Seconds a client may stay silent mid-request before it is disconnected (default 10). [REVBOT_READ_TIMEOUT]",
+)
+@click.option(
+    "--worker-timeout",
+    type=click.IntRange(min=1),
+    help="Seconds before an unresponsive web process is replaced; also the grace period on stop "
+    "(default 30). [REVBOT_WORKER_TIMEOUT]",
+)
 @_model_options
-def serve(host: str, port: int, insecure_no_signature: bool, web_workers: int | None, web_threads: int | None,
-          read_timeout: float | None, worker_timeout: int | None, **opts: Any) -> None:
+def serve(
+    host: str,
+    port: int,
+    insecure_no_signature: bool,
+    web_workers: int | None,
+    web_threads: int | None,
+    read_timeout: float | None,
+    worker_timeout: int | None,
+    **opts: Any,
+) -> None:
     """Run the webhook service on gunicorn: web processes plus one queue-worker process.
 
     \b
@@ -108,8 +157,14 @@ def serve(host: str, port: int, insecure_no_signature: bool, web_workers: int | 
     import tempfile
 
     try:
-        cfg = _config(insecure_no_signature=insecure_no_signature, web_workers=web_workers, web_threads=web_threads,
-                      read_timeout_s=read_timeout, worker_timeout_s=worker_timeout, **opts)
+        cfg = _config(
+            insecure_no_signature=insecure_no_signature,
+            web_workers=web_workers,
+            web_threads=web_threads,
+            read_timeout_s=read_timeout,
+            worker_timeout_s=worker_timeout,
+            **opts,
+        )
         cfg.check()
         cfg.check_bind(host)
         _warn_without_credentials(cfg)
@@ -146,15 +201,21 @@ def _serve(cfg: Any, host: str, port: int) -> None:
     mode = " (dry run: reviews are logged, not posted)" if cfg.dry_run else ""
     bound = sock.getsockname()[1]
     shown = f"[{host}]" if ":" in host else host
-    click.echo(f"revbot serving on http://{shown}:{bound} with {cfg.web_workers} web process(es) x {cfg.web_threads} "
-               f"thread(s) and {cfg.workers} queue worker(s), queue {spec}{mode}", err=True)
+    click.echo(
+        f"revbot serving on http://{shown}:{bound} with {cfg.web_workers} web process(es) x {cfg.web_threads} "
+        f"thread(s) and {cfg.workers} queue worker(s), queue {spec}{mode}",
+        err=True,
+    )
     ServeApplication(cfg, sock, log_level=level).run()  # gunicorn owns the socket from here and closes it
 
 
 @click.command("worker")
-@click.option("--metrics-port", type=click.IntRange(1, 65535),
-              help="Serve this process's counters for Prometheus on 127.0.0.1:PORT (workers on machines "
-                   "other than the web part's; `revbot serve` shows its own workers' counts at /metrics).")
+@click.option(
+    "--metrics-port",
+    type=click.IntRange(1, 65535),
+    help="Serve this process's counters for Prometheus on 127.0.0.1:PORT (workers on machines "
+    "other than the web part's; `revbot serve` shows its own workers' counts at /metrics).",
+)
 @_model_options
 def worker(metrics_port: int | None, **opts: Any) -> None:
     """Run queue workers alone (the web part runs elsewhere, e.g. `revbot serve --workers 0`).
@@ -183,8 +244,11 @@ def worker(metrics_port: int | None, **opts: Any) -> None:
             sys.exit(1)
     stopped = _wait_for_signal(lambda: None)
     pool.start()
-    click.echo(f"revbot worker: {cfg.workers} worker(s) on queue {pool.workers[0].queue.spec.describe()}"
-               + (" (dry run)" if cfg.dry_run else ""), err=True)
+    click.echo(
+        f"revbot worker: {cfg.workers} worker(s) on queue {pool.workers[0].queue.spec.describe()}"
+        + (" (dry run)" if cfg.dry_run else ""),
+        err=True,
+    )
     while not stopped.wait(1.0):
         pass
     pool.stop()

@@ -10,11 +10,13 @@ read from GitHub (``collaborators/{user}/permission``) when the command runs, ne
 payload. The answer is a reaction on the command: 👀 (a review is on its way), 👍 (the ignore is
 recorded), 😕 (refused: no write access, an unknown command, a bad glob, a closed PR).
 """
+
 from __future__ import annotations
 
 import logging
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from bot.config import path_matches
 from bot.errors import DataError, GitHubError
@@ -64,19 +66,41 @@ class CommandHandler:
         comment_id, user, command = int(p["comment_id"]), str(p.get("user") or ""), p.get("command")
         permission = gh.collaborator_permission(job.repo, user) if user else "none"
         if permission not in WRITERS:
-            return self._answer(gh, job, ACK_REFUSED, SKIPPED,
-                                {"refused": f"{user or 'unknown user'} has {permission} access, not write"})
+            return self._answer(
+                gh,
+                job,
+                ACK_REFUSED,
+                SKIPPED,
+                {"refused": f"{user or 'unknown user'} has {permission} access, not write"},
+            )
         if command == "review":
             pr = gh.get_pull(job.repo, job.pr)
             if pr.get("state") != "open":
-                return self._answer(gh, job, ACK_REFUSED, SKIPPED, {"refused": f"the pull request is {pr.get('state')}"})
+                return self._answer(
+                    gh, job, ACK_REFUSED, SKIPPED, {"refused": f"the pull request is {pr.get('state')}"}
+                )
             head, base = (pr.get("head") or {}).get("sha"), pr.get("base") or {}
-            payload = {"action": "command", "delivery": p.get("delivery"), "installation_id": p.get("installation_id"),
-                       "number": job.pr, "head_sha": head, "base_sha": base.get("sha"), "base_ref": base.get("ref"),
-                       "draft": bool(pr.get("draft")), "author": (pr.get("user") or {}).get("login"),
-                       "updated_at": pr.get("updated_at"), "full": True, "request": comment_id, "requested_by": user}
-            accepted = ctx.worker.queue.submit(None, "issue_comment", "command", NewJob(
-                REVIEW, request_key(job.repo, job.pr, head, comment_id), job.repo, job.pr, head, payload))
+            payload = {
+                "action": "command",
+                "delivery": p.get("delivery"),
+                "installation_id": p.get("installation_id"),
+                "number": job.pr,
+                "head_sha": head,
+                "base_sha": base.get("sha"),
+                "base_ref": base.get("ref"),
+                "draft": bool(pr.get("draft")),
+                "author": (pr.get("user") or {}).get("login"),
+                "updated_at": pr.get("updated_at"),
+                "full": True,
+                "request": comment_id,
+                "requested_by": user,
+            }
+            accepted = ctx.worker.queue.submit(
+                None,
+                "issue_comment",
+                "command",
+                NewJob(REVIEW, request_key(job.repo, job.pr, head, comment_id), job.repo, job.pr, head, payload),
+            )
             return self._answer(gh, job, ACK_REVIEW, DONE, {"review_job": accepted.job_id, "head_sha": head})
         if command == "ignore":
             glob = str(p.get("arg") or "").strip()
@@ -99,6 +123,12 @@ class CommandHandler:
             if exc.status is None or exc.status >= 500:
                 raise  # worth a retry: the acknowledgement is part of the job
             log.warning("%s#%s: could not react to command %s: %s", job.repo, job.pr, job.payload["comment_id"], exc)
-        log.info("%s#%s: /revbot %s by %s -> %s", job.repo, job.pr, job.payload.get("command"),
-                 job.payload.get("user"), reaction)
+        log.info(
+            "%s#%s: /revbot %s by %s -> %s",
+            job.repo,
+            job.pr,
+            job.payload.get("command"),
+            job.payload.get("user"),
+            reaction,
+        )
         return JobResult(state, dict(info, reaction=reaction, at=time.time()))

@@ -10,14 +10,16 @@ every field the service reads is validated here (types, ranges, the owner/name a
 lengths, nesting) and anything else is answered 400 with a short reason, never 500 (which makes
 GitHub redeliver). Only validated fields go into a job.
 """
+
 from __future__ import annotations
 
 import hashlib
 import json
 import logging
 import re
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Annotated, Any, Callable, Mapping
+from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
 
@@ -136,7 +138,9 @@ LineNo = Annotated[int, Field(ge=0, le=MAX_ID)]
 Name = Annotated[str, StringConstraints(max_length=255)]
 RepoName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9-]{0,38}/[A-Za-z0-9._-]{1,100}$")]
 Sha = Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{40}(?:[0-9a-f]{24})?$")]
-Stamp = Annotated[str, StringConstraints(pattern=r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(?:\.\d{1,9})?(?:Z|[+-]\d{2}:\d{2})$")]
+Stamp = Annotated[
+    str, StringConstraints(pattern=r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(?:\.\d{1,9})?(?:Z|[+-]\d{2}:\d{2})$")
+]
 Url = Annotated[str, StringConstraints(max_length=2048)]
 Text = Annotated[str, StringConstraints(max_length=262_144)]  # GitHub caps a comment at 65,536 characters
 
@@ -258,16 +262,22 @@ class PingEvent(_Event):
 
 
 _PROBLEMS = {
-    "missing": "is missing", "int_type": "must be a whole number", "string_type": "must be a string",
-    "bool_type": "must be true or false", "model_type": "must be a JSON object", "dict_type": "must be a JSON object",
-    "greater_than_equal": f"must be from 1 to {MAX_ID}", "less_than_equal": f"must be from 1 to {MAX_ID}",
-    "string_too_long": "is too long", "int_from_float": "must be a whole number",
+    "missing": "is missing",
+    "int_type": "must be a whole number",
+    "string_type": "must be a string",
+    "bool_type": "must be true or false",
+    "model_type": "must be a JSON object",
+    "dict_type": "must be a JSON object",
+    "greater_than_equal": f"must be from 1 to {MAX_ID}",
+    "less_than_equal": f"must be from 1 to {MAX_ID}",
+    "string_too_long": "is too long",
+    "int_from_float": "must be a whole number",
 }
 _SHA = "must be a commit sha (40 lower-case hex digits)"
 _SHAPES = {"full_name": "must look like owner/name", "sha": _SHA, "commit_id": _SHA, "original_commit_id": _SHA}
 
 
-def validate(model: type[_Schema], delivery: "Delivery") -> Any:
+def validate(model: type[_Schema], delivery: Delivery) -> Any:
     """``delivery.payload`` read as ``model``, or BadDelivery naming the first bad field (never its
     value, which may be huge)."""
     try:
@@ -359,9 +369,16 @@ def build_router(submit: Submit, *, own_logins: frozenset[str] = frozenset()) ->
             return Outcome(200, "skipped", f"{repo}#{pr.number} is {pr.state}")
         base = pr.base or BaseIn()
         payload = {
-            "action": event.action, "delivery": delivery.delivery_id, "installation_id": _installation(event),
-            "number": pr.number, "head_sha": pr.head.sha, "base_sha": base.sha, "base_ref": base.ref,
-            "draft": bool(pr.draft), "author": pr.user.login if pr.user else None, "updated_at": pr.updated_at,
+            "action": event.action,
+            "delivery": delivery.delivery_id,
+            "installation_id": _installation(event),
+            "number": pr.number,
+            "head_sha": pr.head.sha,
+            "base_sha": base.sha,
+            "base_ref": base.ref,
+            "draft": bool(pr.draft),
+            "author": pr.user.login if pr.user else None,
+            "updated_at": pr.updated_at,
         }
         job = NewJob(REVIEW, review_key(repo, pr.number, pr.head.sha), repo, pr.number, pr.head.sha, payload)
         return submit(delivery, job)
@@ -378,11 +395,16 @@ def build_router(submit: Submit, *, own_logins: frozenset[str] = frozenset()) ->
         # the job row is stored: secrets pasted into a comment go no further than this process
         comment.update(body=scrub_text(comment["body"]), diff_hunk=scrub_text(comment["diff_hunk"]))
         payload = {
-            "action": event.action, "delivery": delivery.delivery_id, "installation_id": _installation(event),
-            "comment": comment, "pr_author": author,
+            "action": event.action,
+            "delivery": delivery.delivery_id,
+            "installation_id": _installation(event),
+            "comment": comment,
+            "pr_author": author,
         }
-        return submit(delivery, NewJob(COMMENT, comment_key(repo, number, event.action, event.comment), repo, number,
-                                       None, payload))
+        return submit(
+            delivery,
+            NewJob(COMMENT, comment_key(repo, number, event.action, event.comment), repo, number, None, payload),
+        )
 
     @router.register("issue_comment", "created")
     def issue_comment(delivery: Delivery) -> Outcome:
@@ -404,9 +426,16 @@ def build_router(submit: Submit, *, own_logins: frozenset[str] = frozenset()) ->
             submit(delivery, None)
             return Outcome(200, "own_comment", "commands from bots are ignored")
         name, arg = (match.group(1) or "").lower(), (match.group(2) or "").strip()
-        payload = {"action": event.action, "delivery": delivery.delivery_id, "installation_id": _installation(event),
-                   "comment_id": comment.id, "user": comment.user.login if comment.user else None,
-                   "command": name if name in COMMANDS else "unknown", "arg": arg[:MAX_GLOB + 1], "text": first[:300]}
+        payload = {
+            "action": event.action,
+            "delivery": delivery.delivery_id,
+            "installation_id": _installation(event),
+            "comment_id": comment.id,
+            "user": comment.user.login if comment.user else None,
+            "command": name if name in COMMANDS else "unknown",
+            "arg": arg[: MAX_GLOB + 1],
+            "text": first[:300],
+        }
         key = f"command:{repo.lower()}#{event.issue.number}:{comment.id}"
         return submit(delivery, NewJob(COMMAND, key, repo, event.issue.number, None, payload))
 
@@ -420,9 +449,13 @@ def build_router(submit: Submit, *, own_logins: frozenset[str] = frozenset()) ->
             submit(delivery, None)  # the worker checks the thread really is the bot's (its own records)
             return Outcome(202, "ignored", "not a revbot thread")
         root = comments[0]
-        payload = {"action": event.action, "delivery": delivery.delivery_id, "installation_id": _installation(event),
-                   "sender": event.sender.login if event.sender else None,
-                   "root": {k: root.get(k) for k in ("id", "body", "line", "path", "subject_type", "updated_at", "user")}}
+        payload = {
+            "action": event.action,
+            "delivery": delivery.delivery_id,
+            "installation_id": _installation(event),
+            "sender": event.sender.login if event.sender else None,
+            "root": {k: root.get(k) for k in ("id", "body", "line", "path", "subject_type", "updated_at", "user")},
+        }
         key = f"thread:{repo.lower()}#{number}:{root['id']}:{event.action}:{delivery.delivery_id or root.get('updated_at')}"
         return submit(delivery, NewJob(THREAD, key, repo, number, None, payload))
 

@@ -19,6 +19,7 @@ One row per job; the queue's guarantees come from the storage engine, not from a
 processes); ``webhooks.jobs_redis.RedisJobStore`` keeps the same contract on Redis for a scaled-out
 deployment. Both take a ``clock`` so leases and backoff can be tested without waiting.
 """
+
 from __future__ import annotations
 
 import json
@@ -27,9 +28,10 @@ import random
 import sqlite3
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Protocol
+from typing import Any, Protocol
 
 from bot.errors import RevbotError
 from bot.secrets import scrub_text
@@ -61,8 +63,10 @@ def scrub_payload(value: Any) -> Any:
     """A copy of a job payload with secrets scrubbed from its free-text fields, so a token pasted
     into a review comment never reaches the queue's storage."""
     if isinstance(value, dict):
-        return {k: (scrub_text(v) if k in FREE_TEXT_FIELDS and isinstance(v, str) else scrub_payload(v))
-                for k, v in value.items()}
+        return {
+            k: (scrub_text(v) if k in FREE_TEXT_FIELDS and isinstance(v, str) else scrub_payload(v))
+            for k, v in value.items()
+        }
     if isinstance(value, list):
         return [scrub_payload(v) for v in value]
     return value
@@ -115,8 +119,9 @@ class JobStore(Protocol):
     """The queue contract both backends keep (see the module docstring)."""
 
     def ping(self) -> None: ...
-    def accept(self, delivery_id: str | None, event: str, action: str | None, job: NewJob | None = None,
-               supersede: bool = True) -> Accepted: ...
+    def accept(
+        self, delivery_id: str | None, event: str, action: str | None, job: NewJob | None = None, supersede: bool = True
+    ) -> Accepted: ...
     def take(self, owner: str, lease_s: float, max_attempts: int, wait: float = 0.0) -> Job | None: ...
     def heartbeat(self, job_id: int, owner: str, lease_s: float) -> bool: ...
     def save_plan(self, job_id: int, owner: str, plan: Any) -> bool: ...
@@ -242,7 +247,7 @@ class SqliteJobStore:
             finally:
                 self.lock.release()
 
-    def _tx(self) -> "SqliteJobStore._Tx":
+    def _tx(self) -> SqliteJobStore._Tx:
         return self._Tx(self._conn(), self._write_lock, self.timeout)
 
     def close(self) -> None:
@@ -393,8 +398,14 @@ class SqliteJobStore:
                 "update jobs set state = case when attempts >= :max then 'failed' else 'queued' end,"
                 " owner = null, lease_until = null, not_before = :due, result = :result, updated_at = :now"
                 " where id = :id and owner = :owner and state = 'running' returning state",
-                {"max": max_attempts, "due": now + delay, "result": json.dumps({"error": error}), "now": now,
-                 "id": job_id, "owner": owner},
+                {
+                    "max": max_attempts,
+                    "due": now + delay,
+                    "result": json.dumps({"error": error}),
+                    "now": now,
+                    "id": job_id,
+                    "owner": owner,
+                },
             ).fetchone()
         if row is not None and row["state"] == QUEUED:
             with self._work:
@@ -411,7 +422,9 @@ class SqliteJobStore:
         """Delete finished jobs last changed before ``before`` and deliveries received before it."""
         marks = ",".join("?" * len(FINAL))
         with self._tx() as db:
-            jobs = db.execute(f"delete from jobs where state in ({marks}) and updated_at < ?", (*FINAL, before)).rowcount
+            jobs = db.execute(
+                f"delete from jobs where state in ({marks}) and updated_at < ?", (*FINAL, before)
+            ).rowcount
             deliveries = db.execute("delete from deliveries where received_at < ?", (before,)).rowcount
         return {"jobs": jobs, "deliveries": deliveries}
 
@@ -437,7 +450,9 @@ class SqliteJobStore:
 
     def waiting(self) -> int:
         """Jobs a worker could take now."""
-        return int(self._conn().execute(f"select count(*) from jobs where {_TAKEABLE}", {"now": self.clock()}).fetchone()[0])
+        return int(
+            self._conn().execute(f"select count(*) from jobs where {_TAKEABLE}", {"now": self.clock()}).fetchone()[0]
+        )
 
     def delivery_count(self) -> int:
         return int(self._conn().execute("select count(*) from deliveries").fetchone()[0])
@@ -446,24 +461,38 @@ class SqliteJobStore:
 
     def report_worker(self, owner: str, info: dict[str, Any]) -> None:
         with self._tx() as db:
-            db.execute("insert or replace into workers (owner, info, seen) values (?, ?, ?)",
-                       (owner, json.dumps(info), self.clock()))
+            db.execute(
+                "insert or replace into workers (owner, info, seen) values (?, ?, ?)",
+                (owner, json.dumps(info), self.clock()),
+            )
 
     def workers(self, max_age: float) -> list[dict[str, Any]]:
         """Workers that reported within ``max_age`` seconds (older rows are deleted)."""
         cutoff = self.clock() - max_age
         with self._tx() as db:
             db.execute("delete from workers where seen < ?", (cutoff - 3600,))
-            rows = db.execute("select owner, info, seen from workers where seen >= ? order by owner", (cutoff,)).fetchall()
+            rows = db.execute(
+                "select owner, info, seen from workers where seen >= ? order by owner", (cutoff,)
+            ).fetchall()
         return [{"owner": r["owner"], "seen": r["seen"], **json.loads(r["info"])} for r in rows]
 
 
 def _job(row: sqlite3.Row) -> Job:
     return Job(
-        id=int(row["id"]), kind=row["kind"], key=row["key"], repo=row["repo"], pr=int(row["pr"]),
-        head_sha=row["head_sha"], state=row["state"], payload=json.loads(row["payload"] or "{}"),
-        attempts=int(row["attempts"]), owner=row["owner"], lease_until=row["lease_until"],
-        not_before=float(row["not_before"] or 0), plan=json.loads(row["plan"]) if row["plan"] else None,
+        id=int(row["id"]),
+        kind=row["kind"],
+        key=row["key"],
+        repo=row["repo"],
+        pr=int(row["pr"]),
+        head_sha=row["head_sha"],
+        state=row["state"],
+        payload=json.loads(row["payload"] or "{}"),
+        attempts=int(row["attempts"]),
+        owner=row["owner"],
+        lease_until=row["lease_until"],
+        not_before=float(row["not_before"] or 0),
+        plan=json.loads(row["plan"]) if row["plan"] else None,
         result=json.loads(row["result"]) if row["result"] else None,
-        created_at=float(row["created_at"]), updated_at=float(row["updated_at"]),
+        created_at=float(row["created_at"]),
+        updated_at=float(row["updated_at"]),
     )

@@ -19,6 +19,7 @@ is accepted once. Keys live under ``revbot:<name>:``: ``job:<id>`` (hash), ``key
 state), ``active`` (ids queued or running), ``finished`` (final jobs by time, for pruning),
 ``delayed``, ``stream``, ``delivery:<id>`` (expires after the retention period), ``workers``.
 """
+
 from __future__ import annotations
 
 import json
@@ -31,7 +32,8 @@ GROUP = "workers"
 DEFAULT_RETENTION_S = 7 * 24 * 3600
 
 # Shared Lua helpers. ARGV[1] is the key prefix and ARGV[2] the time in every script.
-_LUA_HELPERS = """
+_LUA_HELPERS = (
+    """
 local P, NOW = ARGV[1], ARGV[2]
 local STREAM = P .. 'stream'
 local function set_state(id, new)
@@ -50,7 +52,9 @@ local function set_state(id, new)
 end
 local function drop_message(msg)
   if msg and msg ~= '' then
-    redis.call('XACK', STREAM, '""" + GROUP + """', msg)
+    redis.call('XACK', STREAM, '"""
+    + GROUP
+    + """', msg)
     redis.call('XDEL', STREAM, msg)
   end
 end
@@ -59,9 +63,12 @@ local function enqueue(id)
   redis.call('XADD', STREAM, '*', 'job', id)
 end
 """
+)
 
 # ARGV: prefix, now, delivery_id, ttl, event, action, has_job, kind, key, repo, pr, head_sha, payload, supersede
-_ACCEPT = _LUA_HELPERS + """
+_ACCEPT = (
+    _LUA_HELPERS
+    + """
 local delivery = ARGV[3]
 if delivery ~= '' then
   local ok = redis.call('SET', P .. 'delivery:' .. delivery, ARGV[5] .. '/' .. ARGV[6], 'NX', 'EX', tonumber(ARGV[4]))
@@ -105,11 +112,14 @@ if created == 1 and kind == 'review' and ARGV[14] == '1' then
 end
 return out
 """
+)
 
 # ARGV: prefix, now, id, message id, owner, lease_until, max_attempts
 # -> 'ok' (leased to owner), 'busy' (another worker's lease holds: keep the message),
 #    'later' (a retry not due yet), 'gone' / 'final' / 'failed' (nothing to run): the message is dropped
-_CLAIM = _LUA_HELPERS + """
+_CLAIM = (
+    _LUA_HELPERS
+    + """
 local id, msg = ARGV[3], ARGV[4]
 local jk = P .. 'job:' .. id
 local now = tonumber(NOW)
@@ -137,28 +147,39 @@ redis.call('HSET', jk, 'owner', ARGV[5], 'lease_until', ARGV[6], 'msg', msg)
 redis.call('HINCRBY', jk, 'attempts', 1)
 return 'ok'
 """
+)
 
 # ARGV: prefix, now, id, owner, lease_until -- renew the lease and the message's idle time
-_HEARTBEAT = _LUA_HELPERS + """
+_HEARTBEAT = (
+    _LUA_HELPERS
+    + """
 local jk = P .. 'job:' .. ARGV[3]
 local h = redis.call('HMGET', jk, 'state', 'owner', 'msg')
 if h[1] ~= 'running' or h[2] ~= ARGV[4] then return 0 end
 redis.call('HSET', jk, 'lease_until', ARGV[5], 'updated_at', NOW)
-if h[3] then redis.call('XCLAIM', STREAM, '""" + GROUP + """', ARGV[4], 0, h[3], 'JUSTID') end
+if h[3] then redis.call('XCLAIM', STREAM, '"""
+    + GROUP
+    + """', ARGV[4], 0, h[3], 'JUSTID') end
 return 1
 """
+)
 
 # ARGV: prefix, now, id, owner, field, value  -- set a field of a job this owner runs
-_OWNED_SET = _LUA_HELPERS + """
+_OWNED_SET = (
+    _LUA_HELPERS
+    + """
 local jk = P .. 'job:' .. ARGV[3]
 local h = redis.call('HMGET', jk, 'state', 'owner')
 if h[1] ~= 'running' or h[2] ~= ARGV[4] then return 0 end
 redis.call('HSET', jk, ARGV[5], ARGV[6], 'updated_at', NOW)
 return 1
 """
+)
 
 # ARGV: prefix, now, id, owner, state, result
-_FINISH = _LUA_HELPERS + """
+_FINISH = (
+    _LUA_HELPERS
+    + """
 local jk = P .. 'job:' .. ARGV[3]
 local h = redis.call('HMGET', jk, 'state', 'owner', 'msg')
 if h[1] ~= 'running' or h[2] ~= ARGV[4] then return 0 end
@@ -168,9 +189,12 @@ redis.call('HDEL', jk, 'owner', 'lease_until', 'msg')
 drop_message(h[3])
 return 1
 """
+)
 
 # ARGV: prefix, now, id, owner, not_before, result, max_attempts
-_RELEASE = _LUA_HELPERS + """
+_RELEASE = (
+    _LUA_HELPERS
+    + """
 local jk = P .. 'job:' .. ARGV[3]
 local h = redis.call('HMGET', jk, 'state', 'owner', 'attempts', 'msg')
 if h[1] ~= 'running' or h[2] ~= ARGV[4] then return '' end
@@ -183,10 +207,13 @@ drop_message(h[4])
 if new == 'queued' then redis.call('ZADD', P .. 'delayed', tonumber(ARGV[5]), ARGV[3]) end
 return new
 """
+)
 
 # ARGV: prefix, now, max_attempts, error -- due retries get their message; dead workers' last
 # attempts are failed (their other jobs are taken over by XAUTOCLAIM in take())
-_MAINTAIN = _LUA_HELPERS + """
+_MAINTAIN = (
+    _LUA_HELPERS
+    + """
 local now = tonumber(NOW)
 for _, id in ipairs(redis.call('ZRANGEBYSCORE', P .. 'delayed', '-inf', now)) do
   if redis.call('HGET', P .. 'job:' .. id, 'state') == 'queued' then enqueue(id)
@@ -206,9 +233,12 @@ for _, id in ipairs(redis.call('SMEMBERS', P .. 'active')) do
 end
 return failed
 """
+)
 
 # ARGV: prefix, now, before, limit -- delete finished jobs last changed before ``before``
-_PRUNE = _LUA_HELPERS + """
+_PRUNE = (
+    _LUA_HELPERS
+    + """
 local ids = redis.call('ZRANGEBYSCORE', P .. 'finished', '-inf', '(' .. ARGV[3], 'LIMIT', 0, tonumber(ARGV[4]))
 for _, id in ipairs(ids) do
   local jk = P .. 'job:' .. id
@@ -224,6 +254,7 @@ for _, id in ipairs(ids) do
 end
 return #ids
 """
+)
 
 
 class RedisJobStore:
@@ -231,8 +262,15 @@ class RedisJobStore:
 
     kind = "redis"
 
-    def __init__(self, url: str, name: str = "revbot", client: Any = None, *, clock: Clock = time.time,
-                 retention_s: float = DEFAULT_RETENTION_S):
+    def __init__(
+        self,
+        url: str,
+        name: str = "revbot",
+        client: Any = None,
+        *,
+        clock: Clock = time.time,
+        retention_s: float = DEFAULT_RETENTION_S,
+    ):
         import redis
 
         self.prefix = f"revbot:{name}:"
@@ -249,9 +287,19 @@ class RedisJobStore:
                 raise QueueError(f"Redis at {_safe(url)}: cannot create the consumer group: {exc}") from exc
         except redis.RedisError as exc:
             raise QueueError(f"Redis at {_safe(url)} unreachable: {exc}") from exc
-        self._scripts = {name: self.r.register_script(src) for name, src in (
-            ("accept", _ACCEPT), ("claim", _CLAIM), ("heartbeat", _HEARTBEAT), ("owned_set", _OWNED_SET),
-            ("finish", _FINISH), ("release", _RELEASE), ("maintain", _MAINTAIN), ("prune", _PRUNE))}
+        self._scripts = {
+            name: self.r.register_script(src)
+            for name, src in (
+                ("accept", _ACCEPT),
+                ("claim", _CLAIM),
+                ("heartbeat", _HEARTBEAT),
+                ("owned_set", _OWNED_SET),
+                ("finish", _FINISH),
+                ("release", _RELEASE),
+                ("maintain", _MAINTAIN),
+                ("prune", _PRUNE),
+            )
+        }
 
     def __repr__(self) -> str:
         return f"RedisJobStore({_safe(self._url)!r})"
@@ -285,9 +333,19 @@ class RedisJobStore:
 
     def accept(self, delivery_id, event, action, job: NewJob | None = None, supersede=True) -> Accepted:
         res = self._run(
-            "accept", delivery_id or "", max(int(self.retention_s), 1), event, action or "", "1" if job else "0",
-            job.kind if job else "", job.key if job else "", job.repo if job else "", job.pr if job else 0,
-            (job.head_sha or "") if job else "", json.dumps(job.payload) if job else "{}", "1" if supersede else "0",
+            "accept",
+            delivery_id or "",
+            max(int(self.retention_s), 1),
+            event,
+            action or "",
+            "1" if job else "0",
+            job.kind if job else "",
+            job.key if job else "",
+            job.repo if job else "",
+            job.pr if job else 0,
+            (job.head_sha or "") if job else "",
+            json.dumps(job.payload) if job else "{}",
+            "1" if supersede else "0",
         )
         dup, job_id, created, *superseded = [int(x) for x in res]
         return Accepted(bool(dup), job_id or None, bool(created), superseded)
@@ -299,20 +357,35 @@ class RedisJobStore:
         message, blocking up to ``wait`` seconds for one."""
         deadline = time.monotonic() + wait
         while True:
-            reply = self._call(self.r.xautoclaim, self.stream, GROUP, owner, min_idle_time=max(int(lease_s * 1000), 1),
-                               start_id="0-0", count=1)
+            reply = self._call(
+                self.r.xautoclaim,
+                self.stream,
+                GROUP,
+                owner,
+                min_idle_time=max(int(lease_s * 1000), 1),
+                start_id="0-0",
+                count=1,
+            )
             messages = reply[1] if reply else []
             if not messages:  # block for new ones, waking now and then to look for dead workers' again
                 block = max(int(min(deadline - time.monotonic(), lease_s / 2) * 1000), 0)
-                read = self._call(self.r.xreadgroup, GROUP, owner, {self.stream: ">"}, count=1,
-                                  block=block if block > 0 else None)
+                read = self._call(
+                    self.r.xreadgroup, GROUP, owner, {self.stream: ">"}, count=1, block=block if block > 0 else None
+                )
                 messages = read[0][1] if read else []
             for msg_id, fields in messages:
                 if not fields:  # deleted under us (finished meanwhile)
                     continue
                 job_id = int(fields[b"job"])
-                state = self._run("claim", job_id, msg_id, owner, repr(self.clock() + lease_s), max_attempts,
-                                  LOST_LEASE.format(n=max_attempts))
+                state = self._run(
+                    "claim",
+                    job_id,
+                    msg_id,
+                    owner,
+                    repr(self.clock() + lease_s),
+                    max_attempts,
+                    LOST_LEASE.format(n=max_attempts),
+                )
                 if _text(state) == "ok":
                     return self.get(job_id)
             if time.monotonic() >= deadline:
@@ -362,7 +435,11 @@ class RedisJobStore:
             job = self.get(int(raw_id))
             if job is None:
                 continue
-            if (repo is None or job.repo == repo) and (pr is None or job.pr == pr) and (kind is None or job.kind == kind):
+            if (
+                (repo is None or job.repo == repo)
+                and (pr is None or job.pr == pr)
+                and (kind is None or job.kind == kind)
+            ):
                 out.append(job)
         return out
 
@@ -422,11 +499,20 @@ def _job(raw: dict[bytes, bytes]) -> Job:
         return float(d[name]) if d.get(name) not in (None, "") else default
 
     return Job(
-        id=int(d["id"]), kind=d["kind"], key=d["key"], repo=d["repo"], pr=int(d["pr"]),
-        head_sha=d.get("head_sha") or None, state=d.get("state", QUEUED), payload=json.loads(d.get("payload") or "{}"),
-        attempts=int(d.get("attempts") or 0), owner=d.get("owner") or None, lease_until=num("lease_until"),
-        not_before=num("not_before", 0.0) or 0.0, plan=json.loads(d["plan"]) if d.get("plan") else None,
+        id=int(d["id"]),
+        kind=d["kind"],
+        key=d["key"],
+        repo=d["repo"],
+        pr=int(d["pr"]),
+        head_sha=d.get("head_sha") or None,
+        state=d.get("state", QUEUED),
+        payload=json.loads(d.get("payload") or "{}"),
+        attempts=int(d.get("attempts") or 0),
+        owner=d.get("owner") or None,
+        lease_until=num("lease_until"),
+        not_before=num("not_before", 0.0) or 0.0,
+        plan=json.loads(d["plan"]) if d.get("plan") else None,
         result=json.loads(d["result"]) if d.get("result") not in (None, "", "null") else None,
-        created_at=num("created_at", 0.0) or 0.0, updated_at=num("updated_at", 0.0) or 0.0,
+        created_at=num("created_at", 0.0) or 0.0,
+        updated_at=num("updated_at", 0.0) or 0.0,
     )
-

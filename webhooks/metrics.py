@@ -7,10 +7,12 @@ its counts to that folder, and ``/metrics`` in any web process adds them all up
 (``MultiProcessCollector``). Gauges (jobs by state, queue depth, model loaded) are read from the
 job store when scraped.
 """
+
 from __future__ import annotations
 
 import os
-from typing import Any, Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, disable_created_metrics, generate_latest, values
 from prometheus_client.core import GaugeMetricFamily
@@ -28,7 +30,10 @@ COUNTERS: dict[str, tuple[str, tuple[str, ...]]] = {
     "revbot_job_retries_total": ("Job runs given back for a retry after a transient error.", ("kind",)),
     "revbot_comments_posted_total": ("Inline review comments posted.", ()),
     "revbot_comments_moved_to_body_total": ("Comments put in the review body because they could not be anchored.", ()),
-    "revbot_comments_skipped_duplicate_total": ("Comments not posted because their fingerprint was already on the PR.", ()),
+    "revbot_comments_skipped_duplicate_total": (
+        "Comments not posted because their fingerprint was already on the PR.",
+        (),
+    ),
     "revbot_reviews_posted_total": ("Create-review calls that succeeded.", ()),
     "revbot_github_api_errors_total": ("GitHub API errors seen by the worker, by HTTP status.", ("status",)),
     "revbot_model_reloads_total": ("Model versions loaded without a restart.", ()),
@@ -78,15 +83,20 @@ class Metrics:
 
     def __init__(self, gauges: Gauges | None = None):
         self._own = CollectorRegistry()
-        self._counters = {name: Counter(name, help_text, labels, registry=self._own)
-                          for name, (help_text, labels) in COUNTERS.items()}
-        self._histograms = {name: Histogram(name, help_text, labels, buckets=LATENCY_BUCKETS, registry=self._own)
-                            for name, (help_text, labels) in HISTOGRAMS.items()}
+        self._counters = {
+            name: Counter(name, help_text, labels, registry=self._own) for name, (help_text, labels) in COUNTERS.items()
+        }
+        self._histograms = {
+            name: Histogram(name, help_text, labels, buckets=LATENCY_BUCKETS, registry=self._own)
+            for name, (help_text, labels) in HISTOGRAMS.items()
+        }
         self.multiprocess = multiprocess_dir()
         if self.multiprocess:
             if values.ValueClass is values.MutexValue:
-                raise RuntimeError(f"{MULTIPROC_ENV} was set after prometheus_client was imported: this process's "
-                                   "counts would never reach /metrics; set it before anything imports it")
+                raise RuntimeError(
+                    f"{MULTIPROC_ENV} was set after prometheus_client was imported: this process's "
+                    "counts would never reach /metrics; set it before anything imports it"
+                )
             self.registry = CollectorRegistry()
             MultiProcessCollector(self.registry, path=self.multiprocess)
         else:

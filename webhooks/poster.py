@@ -28,6 +28,7 @@ A push that changes nothing reviewed and fixes no thread posts nothing.
 
 ``--dry-run`` logs the review instead of posting it.
 """
+
 from __future__ import annotations
 
 import json
@@ -35,19 +36,19 @@ import logging
 import re
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import replace
-
-from typing import Any, Callable
+from typing import Any
 
 from bot.config import CONFIG_NAMES, RepoConfig
 from bot.diff import Diff, FileDiff, parse_diff, parse_patch
 from bot.errors import DataError, GitHubError, UsageError
 from bot.feedback import refresh_evidence
 from bot.formats import comment_fingerprint, extract_fingerprints, github_review_payload
-from revbot.adapters.github import GitHubClient, ReviewValidationError
-from revbot.adapters.model import OpenAIBackend
 from bot.review import Review, ReviewComment, ReviewOptions, review_diff
 from bot.secrets import scrub_text
+from revbot.adapters.github import GitHubClient, ReviewValidationError
+from revbot.adapters.model import OpenAIBackend
 from revbot.adapters.store import BotPost, Store
 from webhooks.jobs import DONE, REVIEW, SKIPPED, Job, NewJob, review_key
 from webhooks.metrics import Metrics
@@ -81,8 +82,12 @@ def request_marker(comment_id: Any) -> str:
 
 def plan_info(plan: dict) -> dict[str, Any]:
     """What a job's result says about the range it reviewed."""
-    return {"incremental": bool(plan.get("incremental")), "since": plan.get("since"),
-            "hunks_in_scope": plan.get("hunks_in_scope"), "scope_reason": plan.get("scope_reason")}
+    return {
+        "incremental": bool(plan.get("incremental")),
+        "since": plan.get("since"),
+        "hunks_in_scope": plan.get("hunks_in_scope"),
+        "scope_reason": plan.get("scope_reason"),
+    }
 
 
 def config_notice(error: str) -> str:
@@ -114,11 +119,18 @@ class GitHubFactory:
                 client = GitHubClient(cfg.github_token, api_url=cfg.github_api_url, environ={}, **options)
             elif cfg.github_app_id:
                 if installation_id is None:
-                    raise UsageError("GitHub App auth needs the installation id, and this delivery has none "
-                                     "(is the webhook configured on the App?)")
-                client = GitHubClient(app_id=cfg.github_app_id, private_key_path=cfg.github_private_key,
-                                      installation_id=installation_id, api_url=cfg.github_api_url, environ={},
-                                      **options)
+                    raise UsageError(
+                        "GitHub App auth needs the installation id, and this delivery has none "
+                        "(is the webhook configured on the App?)"
+                    )
+                client = GitHubClient(
+                    app_id=cfg.github_app_id,
+                    private_key_path=cfg.github_private_key,
+                    installation_id=installation_id,
+                    api_url=cfg.github_api_url,
+                    environ={},
+                    **options,
+                )
             else:
                 client = GitHubClient(None, api_url=cfg.github_api_url, environ={}, **options)
             self._clients[key] = client
@@ -141,8 +153,14 @@ def read_pull_diff(gh: GitHubClient, repo: str, number: int, source: str) -> Dif
     files = []
     for f in gh.pull_files(repo, number):
         status = _FILE_STATUS.get(f.get("status") or "modified", f.get("status") or "modified")
-        fd = parse_patch(f.get("patch"), f["filename"], f.get("previous_filename"), status,
-                         source=f"{source} {f['filename']}", strict=False)
+        fd = parse_patch(
+            f.get("patch"),
+            f["filename"],
+            f.get("previous_filename"),
+            status,
+            source=f"{source} {f['filename']}",
+            strict=False,
+        )
         fd.is_binary = not f.get("patch") and status not in ("renamed", "copied", "deleted") and not f.get("changes")
         files.append(fd)
     return Diff(files, source)
@@ -151,8 +169,14 @@ def read_pull_diff(gh: GitHubClient, repo: str, number: int, source: str) -> Dif
 class ReviewPoster:
     """Job handler for ``review`` jobs."""
 
-    def __init__(self, cfg: ServiceConfig, github: GitHubFactory, models: ModelHolder, metrics: Metrics,
-                 store: Callable[[], Store] | None = None):
+    def __init__(
+        self,
+        cfg: ServiceConfig,
+        github: GitHubFactory,
+        models: ModelHolder,
+        metrics: Metrics,
+        store: Callable[[], Store] | None = None,
+    ):
         self.cfg, self.github, self.models, self.metrics = cfg, github, models, metrics
         self.store = store  # opens the dataset store: /revbot ignore globs, posted comments, feedback
         self._generate_lock = threading.Lock()  # one local generation at a time: a model is not re-entrant
@@ -167,8 +191,9 @@ class ReviewPoster:
         if current and current != head:
             seen, sent = str(pr.get("updated_at") or ""), str(job.payload.get("updated_at") or "")
             if seen and sent and seen < sent:  # GitHub's API has not caught up with the push yet
-                raise TransientError(f"{repo}#{number}: the API still shows head {current[:12]}, older than "
-                                     f"the event's {head[:12]}")
+                raise TransientError(
+                    f"{repo}#{number}: the API still shows head {current[:12]}, older than the event's {head[:12]}"
+                )
             return self._moved_on(job, ctx, current)
         base = pr.get("base") or {}
         config, notice = self._repo_config(gh, repo, base.get("sha") or base.get("ref") or job.payload.get("base_sha"))
@@ -218,8 +243,16 @@ class ReviewPoster:
         settle(gh, job.repo, job.pr, job.head_sha or "", fixed, state.graphql)
         self._record(job, gh, state, comments, fixed, plan, [])
 
-    def _record(self, job: Job, gh: GitHubClient, state: Any, comments: list[dict], settled: list[Any],
-                plan: dict, posted: list[ReviewComment]) -> None:
+    def _record(
+        self,
+        job: Job,
+        gh: GitHubClient,
+        state: Any,
+        comments: list[dict],
+        settled: list[Any],
+        plan: dict,
+        posted: list[ReviewComment],
+    ) -> None:
         """Into the dataset store: what was posted (fingerprint, hunk, model version), the GitHub ids
         of the bot's comments, and what people did with them; then their evidence is re-derived.
         A store that cannot be written loses feedback, never the review: it is logged, not raised."""
@@ -228,9 +261,21 @@ class ReviewPoster:
         try:
             store = self.store()
             hunks = plan.get("hunks") or {}
-            store.record_posts(BotPost(job.repo, job.pr, comment_fingerprint(c), c.path, c.line, c.side, c.body,
-                                       hunks.get(comment_fingerprint(c)), job.head_sha, plan.get("model_version"))
-                               for c in posted)
+            store.record_posts(
+                BotPost(
+                    job.repo,
+                    job.pr,
+                    comment_fingerprint(c),
+                    c.path,
+                    c.line,
+                    c.side,
+                    c.body,
+                    hunks.get(comment_fingerprint(c)),
+                    job.head_sha,
+                    plan.get("model_version"),
+                )
+                for c in posted
+            )
             if posted:  # learn the new comments' ids now, so feedback on them can be traced at once
                 try:
                     comments = gh.pull_review_comments(job.repo, job.pr)
@@ -273,20 +318,32 @@ class ReviewPoster:
                     return RepoConfig(source=source), config_notice(str(exc))
         return RepoConfig(), None
 
-    def _plan(self, job: Job, ctx: JobContext, gh: GitHubClient, config: RepoConfig, reviews: list[dict],
-              base_sha: str | None) -> tuple[Review, dict]:
+    def _plan(
+        self, job: Job, ctx: JobContext, gh: GitHubClient, config: RepoConfig, reviews: list[dict], base_sha: str | None
+    ) -> tuple[Review, dict]:
         """The review to post and its plan: the saved plan of an earlier run, or a fresh one (then
         saved): the range reviewed (``webhooks.scope``), the review, the hunk each comment is on."""
         if job.plan and isinstance(job.plan, dict) and "review" in job.plan:
             return Review.from_dict(job.plan["review"]), job.plan
         head = job.head_sha or ""
         diff = read_pull_diff(gh, job.repo, job.pr, f"{job.repo}#{job.pr}@{head[:12]}")
-        scope = choose_scope(gh, job.repo, diff, reviews, head, base_sha, full=bool(job.payload.get("full")),
-                             requested_by=job.payload.get("requested_by"))
+        scope = choose_scope(
+            gh,
+            job.repo,
+            diff,
+            reviews,
+            head,
+            base_sha,
+            full=bool(job.payload.get("full")),
+            requested_by=job.payload.get("requested_by"),
+        )
         ignores = self._pr_ignores(job)
-        options = ReviewOptions.from_config(config, max_new_tokens=self.cfg.max_new_tokens,
-                                            token_budget=self.cfg.token_budget,
-                                            ignore_paths=(*config.ignore_paths, *ignores))
+        options = ReviewOptions.from_config(
+            config,
+            max_new_tokens=self.cfg.max_new_tokens,
+            token_budget=self.cfg.token_budget,
+            ignore_paths=(*config.ignore_paths, *ignores),
+        )
         backend, version = self.models.get(config.model_version)
         if isinstance(backend, OpenAIBackend):  # a server batches concurrent requests itself
             review = review_diff(scope.diff, backend, options)
@@ -301,9 +358,17 @@ class ReviewPoster:
         note = scope.note()
         if ignores:
             note += "\n**Ignored on request:** " + ", ".join(f"`{g}`" for g in ignores)
-        plan = {"review": review.to_dict(), "model_version": version, "planned_at": time.time(), "range_note": note,
-                "incremental": scope.incremental, "since": scope.since, "scope_reason": scope.reason,
-                "hunks_in_scope": sum(len(f.hunks) for f in scope.diff), "hunks": hunks}
+        plan = {
+            "review": review.to_dict(),
+            "model_version": version,
+            "planned_at": time.time(),
+            "range_note": note,
+            "incremental": scope.incremental,
+            "since": scope.since,
+            "scope_reason": scope.reason,
+            "hunks_in_scope": sum(len(f.hunks) for f in scope.diff),
+            "hunks": hunks,
+        }
         ctx.save_plan(plan)
         return review, plan
 
@@ -317,43 +382,75 @@ class ReviewPoster:
             log.warning("%s#%s: /revbot ignore globs unreadable, reviewing without them: %s", job.repo, job.pr, exc)
             return []
 
-    def _post(self, job: Job, ctx: JobContext, gh: GitHubClient, review: Review, known: set[str],
-              notice: str | None = None, notes: list[str] | None = None) -> JobResult:
+    def _post(
+        self,
+        job: Job,
+        ctx: JobContext,
+        gh: GitHubClient,
+        review: Review,
+        known: set[str],
+        notice: str | None = None,
+        notes: list[str] | None = None,
+    ) -> JobResult:
         request = job.payload.get("request")
         header = f"{HEADER}\n{review_marker(job.head_sha or '')}" + (f"\n{request_marker(request)}" if request else "")
         header += (f"\n\n{notice}" if notice else "") + "".join(f"\n\n{n}" for n in notes or ())
         moved_by_422 = 0
         for attempt in range(MAX_422_ROUNDS + 1):
-            payload = github_review_payload(review, job.head_sha, known_fingerprints=known, max_inline=MAX_INLINE,
-                                            header=header)
+            payload = github_review_payload(
+                review, job.head_sha, known_fingerprints=known, max_inline=MAX_INLINE, header=header
+            )
             sent = payload["comments"]
             if self.cfg.dry_run:
-                log.warning("dry run: review for %s#%s at %s would be:\n%s", job.repo, job.pr,
-                            (job.head_sha or "")[:12], scrub_text(json.dumps(payload, indent=2)))
+                log.warning(
+                    "dry run: review for %s#%s at %s would be:\n%s",
+                    job.repo,
+                    job.pr,
+                    (job.head_sha or "")[:12],
+                    scrub_text(json.dumps(payload, indent=2)),
+                )
                 return JobResult(DONE, {"dry_run": True, "comments": len(sent)})
             ctx.check()
             try:
-                posted = gh.create_review(job.repo, job.pr, commit_id=payload["commit_id"], body=payload["body"],
-                                          event=payload["event"], comments=sent)
+                posted = gh.create_review(
+                    job.repo,
+                    job.pr,
+                    commit_id=payload["commit_id"],
+                    body=payload["body"],
+                    event=payload["event"],
+                    comments=sent,
+                )
             except ReviewValidationError as exc:
                 self.metrics.inc("revbot_github_api_errors_total", {"status": 422})
-                review, moved = self._without_refused(review, known, exc.failed_indexes,
-                                                      everything=attempt == MAX_422_ROUNDS - 1)
+                review, moved = self._without_refused(
+                    review, known, exc.failed_indexes, everything=attempt == MAX_422_ROUNDS - 1
+                )
                 moved_by_422 += moved
-                log.warning("GitHub refused %d inline comment(s) on %s#%s; posting them in the body instead",
-                            moved, job.repo, job.pr)
+                log.warning(
+                    "GitHub refused %d inline comment(s) on %s#%s; posting them in the body instead",
+                    moved,
+                    job.repo,
+                    job.pr,
+                )
                 if moved == 0:
                     raise
                 continue
             unposted = [c for c in review.comments if comment_fingerprint(c) not in known]
             to_body = max(len(unposted) - MAX_INLINE, 0) + len(
-                [c for c in review.unanchored if comment_fingerprint(c) not in known])
+                [c for c in review.unanchored if comment_fingerprint(c) not in known]
+            )
             self.metrics.inc("revbot_reviews_posted_total")
             self.metrics.inc("revbot_comments_posted_total", value=len(sent))
             self.metrics.inc("revbot_comments_moved_to_body_total", value=to_body)
             self.metrics.observe("revbot_review_latency_seconds", max(time.time() - job.created_at, 0.0))
-            log.info("posted review %s on %s#%s: %d inline comment(s), %d in the body", posted.get("id"),
-                     job.repo, job.pr, len(sent), to_body)
+            log.info(
+                "posted review %s on %s#%s: %d inline comment(s), %d in the body",
+                posted.get("id"),
+                job.repo,
+                job.pr,
+                len(sent),
+                to_body,
+            )
             info = {"review_id": posted.get("id"), "comments": len(sent), "in_body": to_body, "refused": moved_by_422}
             if notice:
                 info["config_error"] = True
@@ -361,8 +458,9 @@ class ReviewPoster:
         raise AssertionError("unreachable")  # pragma: no cover
 
     @staticmethod
-    def _without_refused(review: Review, known: set[str], failed: list[int] | None,
-                         everything: bool) -> tuple[Review, int]:
+    def _without_refused(
+        review: Review, known: set[str], failed: list[int] | None, everything: bool
+    ) -> tuple[Review, int]:
         """The review with the inline comments GitHub refused moved to the unanchored ones (the
         body). ``failed`` indexes the comments as sent; None (GitHub did not say) moves all."""
         sent = [c for c in review.comments if comment_fingerprint(c) not in known][:MAX_INLINE]

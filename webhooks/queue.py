@@ -5,6 +5,7 @@ Scaled out: ``REVBOT_QUEUE=redis://…`` (``webhooks.jobs_redis.RedisJobStore``,
 groups), for web and workers on several machines. Either way the job table is the queue: a job is
 taken with a lease and acknowledged only when its handler is done.
 """
+
 from __future__ import annotations
 
 import os
@@ -40,7 +41,7 @@ def parse_queue_url(url: str | os.PathLike[str] | None, home: str | os.PathLike[
     if text.startswith(("redis://", "rediss://", "unix://")):
         return QueueSpec("redis", redis_url=text)
     if text.startswith("sqlite://"):
-        text = text[len("sqlite://"):]
+        text = text[len("sqlite://") :]
         if text.startswith("//"):  # sqlite:////abs/path (SQLAlchemy's spelling) = sqlite:///abs/path
             text = "/" + text.lstrip("/")
     elif "://" in text:
@@ -79,8 +80,14 @@ class JobQueue:
         self.store.close()
 
 
-def open_queue(url: str | os.PathLike[str] | None = None, home: str | os.PathLike[str] = ".", *,
-               name: str = QUEUE_NAME, retention_s: float | None = None, clock: Any = None) -> JobQueue:
+def open_queue(
+    url: str | os.PathLike[str] | None = None,
+    home: str | os.PathLike[str] = ".",
+    *,
+    name: str = QUEUE_NAME,
+    retention_s: float | None = None,
+    clock: Any = None,
+) -> JobQueue:
     """The queue named by ``url`` (REVBOT_QUEUE). ``name`` separates several deployments (or test
     runs) sharing one Redis database; ``retention_s`` is how long Redis remembers a delivery id."""
     spec = parse_queue_url(url, home)

@@ -8,11 +8,13 @@ catch"), and so is a person resolving one of the bot's threads (``pull_request_r
 events, :class:`ThreadRecorder`): both become rows of ``bot_feedback`` and the PR's evidence is
 re-derived (``bot.feedback``). A comment counts as the bot's when the service recorded posting it
 (``bot_posts``) or its author is one of the configured bot logins."""
+
 from __future__ import annotations
 
 import json
 import logging
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from bot.feedback import refresh_evidence
 from revbot.adapters.store import Feedback, Store, StoredComment
@@ -45,12 +47,31 @@ class CommentRecorder:
         # An older version than the stored one, or a comment deleted since, is skipped by the store
         # (events arrive out of order and can be replayed); only a real change marks the PR pending.
         inserted, updated = self.store.upsert_comments([stored], mark_pending=True)
-        log.info("review comment %s on %s#%s (%s): %s", stored.id, job.repo, job.pr, action,
-                 "recorded" if inserted or updated else "unchanged, older than stored, or deleted")
+        log.info(
+            "review comment %s on %s#%s (%s): %s",
+            stored.id,
+            job.repo,
+            job.pr,
+            action,
+            "recorded" if inserted or updated else "unchanged, older than stored, or deleted",
+        )
         info = {"action": action, "comment": stored.id, "inserted": inserted, "updated": updated}
         if stored.in_reply_to_id is not None and stored.in_reply_to_id in bot_comment_ids(self.store, job.repo, job.pr):
-            self.store.record_feedback([Feedback(job.repo, job.pr, stored.in_reply_to_id, "reply", stored.author or "",
-                                                 stored.body, stored.id, stored.created_at, "webhook")])
+            self.store.record_feedback(
+                [
+                    Feedback(
+                        job.repo,
+                        job.pr,
+                        stored.in_reply_to_id,
+                        "reply",
+                        stored.author or "",
+                        stored.body,
+                        stored.id,
+                        stored.created_at,
+                        "webhook",
+                    )
+                ]
+            )
             refresh_evidence(self.store, job.repo, job.pr)
             info["feedback"] = True
         return JobResult(DONE, info)
@@ -77,8 +98,20 @@ class ThreadRecorder(CommentRecorder):
         sender = job.payload.get("sender")
         changed = root.get("line") is None and root.get("subject_type") != "file"
         resolved = job.payload.get("action") == "resolved"
-        self.store.record_feedback([Feedback(job.repo, job.pr, root_id, "resolved", sender or "",
-                                             json.dumps({"resolved": resolved, "by": sender, "changed": changed}),
-                                             None, root.get("updated_at"), "webhook")])
+        self.store.record_feedback(
+            [
+                Feedback(
+                    job.repo,
+                    job.pr,
+                    root_id,
+                    "resolved",
+                    sender or "",
+                    json.dumps({"resolved": resolved, "by": sender, "changed": changed}),
+                    None,
+                    root.get("updated_at"),
+                    "webhook",
+                )
+            ]
+        )
         refresh_evidence(self.store, job.repo, job.pr)
         return JobResult(DONE, {"comment": root_id, "resolved": resolved, "changed": changed})

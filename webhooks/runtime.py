@@ -1,10 +1,12 @@
 """Assembly: settings -> queue, model holder, GitHub clients, job handlers, worker pool. The CLI and
 the tests build the service through these functions, so both run the same wiring."""
+
 from __future__ import annotations
 
 import logging
 import threading
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from bot.errors import ModelError
 from webhooks.jobs import COMMAND, COMMENT, REVIEW, THREAD
@@ -28,15 +30,18 @@ def default_loader(cfg: ServiceConfig) -> Callable[[Any], Any]:
         if version is not None:
             return load_backend(adapter=str(version.path), quantize=cfg.quantize, batch_size=cfg.batch_size)
         if not cfg.model and not cfg.adapter:
-            raise ModelError(f"no model to serve: promote a version in {cfg.models_dir} (`revbot models promote vN`) "
-                             "or pass --model / set REVBOT_MODEL")
+            raise ModelError(
+                f"no model to serve: promote a version in {cfg.models_dir} (`revbot models promote vN`) "
+                "or pass --model / set REVBOT_MODEL"
+            )
         return load_backend(cfg.model, adapter=cfg.adapter, quantize=cfg.quantize, batch_size=cfg.batch_size)
 
     return load
 
 
-def build_models(cfg: ServiceConfig, loader: Callable[[Any], Any] | None = None,
-                 metrics: Metrics | None = None) -> ModelHolder:
+def build_models(
+    cfg: ServiceConfig, loader: Callable[[Any], Any] | None = None, metrics: Metrics | None = None
+) -> ModelHolder:
     """The model holder. An explicit ``--adapter`` pins the model (no reloads); otherwise the
     registry's ``current`` version is served and followed, falling back to ``--model``."""
     registry = None
@@ -47,9 +52,16 @@ def build_models(cfg: ServiceConfig, loader: Callable[[Any], Any] | None = None,
     return ModelHolder(loader or default_loader(cfg), registry, check_every=cfg.reload_check_s, metrics=metrics)
 
 
-def build_pool(cfg: ServiceConfig, *, queue: JobQueue | None = None, loader: Callable[[Any], Any] | None = None,
-               github: Any = None, store: Any = None, workers: int | None = None,
-               metrics: Metrics | None = None) -> WorkerPool:
+def build_pool(
+    cfg: ServiceConfig,
+    *,
+    queue: JobQueue | None = None,
+    loader: Callable[[Any], Any] | None = None,
+    github: Any = None,
+    store: Any = None,
+    workers: int | None = None,
+    metrics: Metrics | None = None,
+) -> WorkerPool:
     """A worker pool for ``cfg`` (not started). ``github``: a GitHubFactory (tests pass one with
     fast retries); ``store``: the dataset Store (default: ``cfg.db``); ``metrics``: share the web
     app's when both run in one process, so its /metrics shows the workers' counts."""
@@ -81,7 +93,15 @@ def build_pool(cfg: ServiceConfig, *, queue: JobQueue | None = None, loader: Cal
         COMMAND: CommandHandler(github, store_factory),
         THREAD: ThreadRecorder(store, cfg.own_logins()),
     }
-    return WorkerPool(queue, handlers, workers=cfg.workers if workers is None else workers, models=models,
-                      metrics=metrics, lease_s=cfg.lease_s, max_attempts=cfg.max_attempts,
-                      retry_delay_s=cfg.retry_delay_s, reap_interval_s=cfg.reap_interval_s,
-                      retention_s=cfg.retention_s)
+    return WorkerPool(
+        queue,
+        handlers,
+        workers=cfg.workers if workers is None else workers,
+        models=models,
+        metrics=metrics,
+        lease_s=cfg.lease_s,
+        max_attempts=cfg.max_attempts,
+        retry_delay_s=cfg.retry_delay_s,
+        reap_interval_s=cfg.reap_interval_s,
+        retention_s=cfg.retention_s,
+    )

@@ -11,6 +11,7 @@ The whole diff is reviewed instead when there is no earlier review, when asked (
 review``), or when the last reviewed head is no longer an ancestor of the new one (a force-push
 rewrote the branch: compare answers 404, or "diverged"/"behind"), and the review body says why.
 """
+
 from __future__ import annotations
 
 import logging
@@ -52,8 +53,10 @@ class Scope:
         head = f"`{self.head[:12]}`"
         if self.incremental:
             hunks = sum(len(f.hunks) for f in self.diff)
-            text = (f"**Reviewed range:** only the changes since the last review, `{self.since[:12]}`...{head}: "  # type: ignore[index]
-                    f"{hunks} of the pull request's {self.pr_hunks} hunk{'s' if self.pr_hunks != 1 else ''}")
+            text = (
+                f"**Reviewed range:** only the changes since the last review, `{self.since[:12]}`...{head}: "  # type: ignore[index]
+                f"{hunks} of the pull request's {self.pr_hunks} hunk{'s' if self.pr_hunks != 1 else ''}"
+            )
             files = sorted({f.path for f in self.diff if f.hunks})
             if files:
                 text += " in " + ", ".join(f"`{p}`" for p in files[:10]) + (" ..." if len(files) > 10 else "")
@@ -110,13 +113,23 @@ def restrict(diff: Diff, files: list[dict]) -> tuple[Diff, list[str]]:
             continue
         hunks = [h for h in fd.hunks if _touches(h, points)]
         if hunks:
-            kept.append(FileDiff(fd.path, fd.old_path, fd.status, fd.is_binary, fd.is_symlink, fd.old_mode,
-                                 fd.new_mode, hunks))
+            kept.append(
+                FileDiff(fd.path, fd.old_path, fd.status, fd.is_binary, fd.is_symlink, fd.old_mode, fd.new_mode, hunks)
+            )
     return Diff(kept, diff.source, list(diff.warnings)), sorted(changed)
 
 
-def choose_scope(gh: GitHubClient, repo: str, diff: Diff, reviews: list[dict], head: str, base: str | None,
-                 *, full: bool = False, requested_by: str | None = None) -> Scope:
+def choose_scope(
+    gh: GitHubClient,
+    repo: str,
+    diff: Diff,
+    reviews: list[dict],
+    head: str,
+    base: str | None,
+    *,
+    full: bool = False,
+    requested_by: str | None = None,
+) -> Scope:
     """The scope of the review of ``head``: see the module docstring."""
     total = sum(len(f.hunks) for f in diff)
     if full:
@@ -131,15 +144,28 @@ def choose_scope(gh: GitHubClient, repo: str, diff: Diff, reviews: list[dict], h
         if exc.status not in (404, 422):
             raise
         log.info("%s: %s is gone (%s); reviewing the whole diff", repo, since[:12], exc)
-        return Scope(diff, head, base, since, f"the last reviewed head `{since[:12]}` is no longer in the branch "
-                                              "(force-push)", pr_hunks=total)
+        return Scope(
+            diff,
+            head,
+            base,
+            since,
+            f"the last reviewed head `{since[:12]}` is no longer in the branch (force-push)",
+            pr_hunks=total,
+        )
     status = compared.get("status")
     files = compared.get("files") or []
     if status not in ("ahead", "identical"):
-        return Scope(diff, head, base, since, f"the last reviewed head `{since[:12]}` is not an ancestor of this "
-                                              f"one ({status}: force-push or rebase)", pr_hunks=total)
+        return Scope(
+            diff,
+            head,
+            base,
+            since,
+            f"the last reviewed head `{since[:12]}` is not an ancestor of this one ({status}: force-push or rebase)",
+            pr_hunks=total,
+        )
     if len(files) >= MAX_COMPARE_FILES:
-        return Scope(diff, head, base, since, f"more than {MAX_COMPARE_FILES} files changed since `{since[:12]}`",
-                     pr_hunks=total)
+        return Scope(
+            diff, head, base, since, f"more than {MAX_COMPARE_FILES} files changed since `{since[:12]}`", pr_hunks=total
+        )
     cut, paths = restrict(diff, files)
     return Scope(cut, head, base, since, pr_hunks=total, changed_paths=paths)

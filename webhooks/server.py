@@ -23,6 +23,7 @@ that lingering in the request's own thread, bounded by the read timeout. (A thre
 serves slow attackers before the requests queued behind them: put a buffering proxy in front of
 a service that faces the internet.)
 """
+
 from __future__ import annotations
 
 import logging
@@ -74,8 +75,10 @@ class SlowClientLog(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         exc = record.exc_info[1] if record.exc_info else None
         if isinstance(exc, (BlockingIOError, TimeoutError)):
-            record.msg, record.args = ("closed a connection whose client sent nothing for %gs (read timeout)",
-                                       (self.read_timeout_s,))
+            record.msg, record.args = (
+                "closed a connection whose client sent nothing for %gs (read timeout)",
+                (self.read_timeout_s,),
+            )
             record.exc_info = record.exc_text = None
             record.levelno, record.levelname = logging.WARNING, "WARNING"
         return True
@@ -139,8 +142,11 @@ class JobWorkers(DirtyApp):
     def __call__(self, action: str, *args: Any, **kwargs: Any) -> Any:
         if action == "status":
             models = self.pool.models
-            return {"pid": os.getpid(), "workers": len(self.pool.workers),
-                    "model_version": models.version if models else None}
+            return {
+                "pid": os.getpid(),
+                "workers": len(self.pool.workers),
+                "model_version": models.version if models else None,
+            }
         raise ValueError(f"unknown action {action!r}")
 
     def close(self) -> None:
@@ -176,8 +182,9 @@ class ServeApplication(BaseApplication):
         }
         if cfg.workers:
             JobWorkers.config = cfg
-            settings.update(dirty_apps=[JOB_WORKERS_APP], dirty_workers=1,
-                            dirty_graceful_timeout=max(int(cfg.worker_timeout_s), 1))
+            settings.update(
+                dirty_apps=[JOB_WORKERS_APP], dirty_workers=1, dirty_graceful_timeout=max(int(cfg.worker_timeout_s), 1)
+            )
         for key, value in settings.items():
             self.cfg.set(key, value)
 

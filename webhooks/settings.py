@@ -24,12 +24,14 @@ Service-only environment variables (all optional):
   REVBOT_WORKER_TIMEOUT     seconds a web process may be unresponsive before gunicorn replaces
                             it (default 30); also the grace period of a stop
 """
+
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 from bot.config import Settings
 from bot.errors import UsageError
@@ -82,7 +84,7 @@ class ServiceConfig:
     worker_timeout_s: float = 30.0
 
     @classmethod
-    def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> "ServiceConfig":
+    def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> ServiceConfig:
         env = os.environ if env is None else env
         s = Settings.from_env(env)
 
@@ -100,23 +102,38 @@ class ServiceConfig:
 
         logins = tuple(x.strip() for x in (env.get("REVBOT_BOT_LOGINS") or "").split(",") if x.strip())
         base = cls(
-            secret=s.webhook_secret, home=s.home, queue=s.queue, db=s.db, models_dir=s.models_dir,
+            secret=s.webhook_secret,
+            home=s.home,
+            queue=s.queue,
+            db=s.db,
+            models_dir=s.models_dir,
             max_body_bytes=number("REVBOT_WEBHOOK_MAX_BODY", DEFAULT_MAX_BODY, int),
             bot_logins=logins,
-            github_api_url=s.github_api_url, github_token=s.github_token, github_app_id=s.github_app_id,
+            github_api_url=s.github_api_url,
+            github_token=s.github_token,
+            github_app_id=s.github_app_id,
             github_private_key=s.github_private_key,
-            model=s.model, adapter=s.adapter, backend=s.backend, openai_base_url=s.openai_base_url,
-            openai_model=s.openai_model, quantize=s.quantize, batch_size=s.batch_size,
-            max_new_tokens=s.max_new_tokens, token_budget=s.token_budget,
-            lease_s=number("REVBOT_WORKER_LEASE", 60.0), max_attempts=number("REVBOT_JOB_ATTEMPTS", 5, int),
+            model=s.model,
+            adapter=s.adapter,
+            backend=s.backend,
+            openai_base_url=s.openai_base_url,
+            openai_model=s.openai_model,
+            quantize=s.quantize,
+            batch_size=s.batch_size,
+            max_new_tokens=s.max_new_tokens,
+            token_budget=s.token_budget,
+            lease_s=number("REVBOT_WORKER_LEASE", 60.0),
+            max_attempts=number("REVBOT_JOB_ATTEMPTS", 5, int),
             retention_s=number("REVBOT_JOB_RETENTION_DAYS", 7.0) * 86400.0,
             metrics_token=(env.get("REVBOT_METRICS_TOKEN") or "").strip() or None,
-            web_workers=number("REVBOT_WEB_WORKERS", 2, int), web_threads=number("REVBOT_WEB_THREADS", 8, int),
-            read_timeout_s=number("REVBOT_READ_TIMEOUT", 10.0), worker_timeout_s=number("REVBOT_WORKER_TIMEOUT", 30.0),
+            web_workers=number("REVBOT_WEB_WORKERS", 2, int),
+            web_threads=number("REVBOT_WEB_THREADS", 8, int),
+            read_timeout_s=number("REVBOT_READ_TIMEOUT", 10.0),
+            worker_timeout_s=number("REVBOT_WORKER_TIMEOUT", 30.0),
         )
         return base.with_overrides(overrides)
 
-    def with_overrides(self, overrides: Mapping[str, Any] | None) -> "ServiceConfig":
+    def with_overrides(self, overrides: Mapping[str, Any] | None) -> ServiceConfig:
         if not overrides:
             return self
         known = {f.name for f in fields(self)}
@@ -156,8 +173,10 @@ class ServiceConfig:
     def check_bind(self, host: str) -> None:
         """Unsigned deliveries are for experiments on one machine: refuse them on any other address."""
         if self.insecure_no_signature and not is_loopback(host):
-            raise UsageError(f"--insecure-no-signature is refused on {host}: it is allowed only on a loopback "
-                             "address (127.0.0.1, ::1, localhost); set REVBOT_WEBHOOK_SECRET instead")
+            raise UsageError(
+                f"--insecure-no-signature is refused on {host}: it is allowed only on a loopback "
+                "address (127.0.0.1, ::1, localhost); set REVBOT_WEBHOOK_SECRET instead"
+            )
 
     @property
     def heartbeat_s(self) -> float:

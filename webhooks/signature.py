@@ -3,6 +3,7 @@
 The check runs on the raw body before anything parses it: an unsigned or forged delivery must not
 cost more than one HMAC, and must not reach the JSON parser or the queue.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -40,7 +41,7 @@ def verify(body: bytes, header: str | None, secret: str | bytes) -> None:
     header = header.strip()
     if not header.lower().startswith(PREFIX):
         raise SignatureError(f"malformed {HEADER} header: expected 'sha256=<hex digest>'")
-    digest = header[len(PREFIX):].lower()
+    digest = header[len(PREFIX) :].lower()
     if len(digest) != _HEX_LEN or any(ch not in "0123456789abcdef" for ch in digest):
         raise SignatureError(f"malformed {HEADER} header: expected 64 hex digits")
     expected = hmac.new(_key(secret), body, hashlib.sha256).hexdigest()

@@ -12,18 +12,19 @@ Without GraphQL (the endpoint refuses the credentials, or answers FORBIDDEN) thr
 from the REST list of review comments (``in_reply_to_id``), outdated is ``line: null``, and a fixed
 thread gets one reply instead (its hidden marker keeps it from being sent twice).
 """
+
 from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Iterable
 
 from bot.errors import GitHubError
 from bot.feedback import habit_key
 from bot.formats import extract_fingerprints, fingerprint_marker
-from revbot.adapters.github import GitHubClient, GraphQLError
 from bot.review import Review
+from revbot.adapters.github import GitHubClient, GraphQLError
 from revbot.adapters.store import Feedback
 
 log = logging.getLogger(__name__)
@@ -74,11 +75,13 @@ def _rest_threads(comments: list[dict]) -> list[Thread]:
         author = str((c.get("user") or {}).get("login") or "")
         if c.get("in_reply_to_id") is None:
             outdated = c.get("line") is None and c.get("subject_type") != "file"
-            by_root[int(c["id"])] = Thread(int(c["id"]), str(c.get("path") or ""), str(c.get("body") or ""), author,
-                                           outdated)
+            by_root[int(c["id"])] = Thread(
+                int(c["id"]), str(c.get("path") or ""), str(c.get("body") or ""), author, outdated
+            )
         elif int(c["in_reply_to_id"]) in by_root:
             by_root[int(c["in_reply_to_id"])].replies.append(
-                {"id": int(c["id"]), "author": author, "body": str(c.get("body") or "")})
+                {"id": int(c["id"]), "author": author, "body": str(c.get("body") or "")}
+            )
     return list(by_root.values())
 
 
@@ -89,13 +92,26 @@ def _graphql_threads(nodes: list[dict]) -> list[Thread]:
         if not comments or not str(comments[0].get("fullDatabaseId") or "").isdigit():
             continue
         root = comments[0]
-        out.append(Thread(
-            int(root["fullDatabaseId"]), str(t.get("path") or ""), str(root.get("body") or ""),
-            str((root.get("author") or {}).get("login") or ""), bool(t.get("isOutdated")), bool(t.get("isResolved")),
-            (t.get("resolvedBy") or {}).get("login"), t.get("id"),
-            [{"id": int(c.get("fullDatabaseId") or 0), "author": str((c.get("author") or {}).get("login") or ""),
-              "body": str(c.get("body") or "")} for c in comments[1:]],
-        ))
+        out.append(
+            Thread(
+                int(root["fullDatabaseId"]),
+                str(t.get("path") or ""),
+                str(root.get("body") or ""),
+                str((root.get("author") or {}).get("login") or ""),
+                bool(t.get("isOutdated")),
+                bool(t.get("isResolved")),
+                (t.get("resolvedBy") or {}).get("login"),
+                t.get("id"),
+                [
+                    {
+                        "id": int(c.get("fullDatabaseId") or 0),
+                        "author": str((c.get("author") or {}).get("login") or ""),
+                        "body": str(c.get("body") or ""),
+                    }
+                    for c in comments[1:]
+                ],
+            )
+        )
     return out
 
 
@@ -127,8 +143,10 @@ def fixed_threads(state: ThreadState, review: Review) -> list[Thread]:
 
 def addressed_reply(head: str, thread: Thread) -> str:
     fp = thread.fingerprint
-    return (f"Addressed in {head[:12]}: this push changed these lines and revbot no longer raises this.\n\n"
-            f"{ADDRESSED_MARK}{head} -->" + (f" {fingerprint_marker(fp)}" if fp else ""))
+    return (
+        f"Addressed in {head[:12]}: this push changed these lines and revbot no longer raises this.\n\n"
+        f"{ADDRESSED_MARK}{head} -->" + (f" {fingerprint_marker(fp)}" if fp else "")
+    )
 
 
 def settle(gh: GitHubClient, repo: str, number: int, head: str, threads: list[Thread], graphql: bool) -> dict[str, int]:
@@ -155,8 +173,14 @@ def settle(gh: GitHubClient, repo: str, number: int, head: str, threads: list[Th
     return done
 
 
-def feedback_rows(repo: str, number: int, state: ThreadState, comments: list[dict],
-                  settled: Iterable[Thread] = (), bot: str = "revbot") -> list[Feedback]:
+def feedback_rows(
+    repo: str,
+    number: int,
+    state: ThreadState,
+    comments: list[dict],
+    settled: Iterable[Thread] = (),
+    bot: str = "revbot",
+) -> list[Feedback]:
     """What people did with the bot's threads, as store rows: reaction counts, replies by people,
     and each thread's resolution (with whether a push had changed its lines)."""
     reactions = {int(c["id"]): c.get("reactions") for c in comments if c.get("id") is not None}
@@ -165,18 +189,34 @@ def feedback_rows(repo: str, number: int, state: ThreadState, comments: list[dic
     for t in state.own_threads():
         counts = reactions.get(t.root_id)
         if isinstance(counts, dict):
-            clean = {k: int(v) for k, v in counts.items() if k not in ("url", "total_count")
-                     and isinstance(v, int) and not isinstance(v, bool) and v}
+            clean = {
+                k: int(v)
+                for k, v in counts.items()
+                if k not in ("url", "total_count") and isinstance(v, int) and not isinstance(v, bool) and v
+            }
             out.append(Feedback(repo, number, t.root_id, "reactions", "", json.dumps(clean, sort_keys=True)))
         for r in t.replies:
             if r["author"].lower() not in state.own and not extract_fingerprints(r["body"]):
-                out.append(Feedback(repo, number, t.root_id, "reply", r["author"], r["body"], int(r["id"] or 0) or None))
+                out.append(
+                    Feedback(repo, number, t.root_id, "reply", r["author"], r["body"], int(r["id"] or 0) or None)
+                )
         if t.root_id in done:
-            out.append(Feedback(repo, number, t.root_id, "resolved", bot,
-                                json.dumps({"resolved": True, "by": bot, "changed": True})))
+            out.append(
+                Feedback(
+                    repo, number, t.root_id, "resolved", bot, json.dumps({"resolved": True, "by": bot, "changed": True})
+                )
+            )
         elif t.resolved and state.graphql:
-            out.append(Feedback(repo, number, t.root_id, "resolved", t.resolved_by or "",
-                                json.dumps({"resolved": True, "by": t.resolved_by, "changed": t.outdated})))
+            out.append(
+                Feedback(
+                    repo,
+                    number,
+                    t.root_id,
+                    "resolved",
+                    t.resolved_by or "",
+                    json.dumps({"resolved": True, "by": t.resolved_by, "changed": t.outdated}),
+                )
+            )
     return out
 
 
@@ -184,6 +224,8 @@ def thread_summary(count: int, graphql: bool) -> str | None:
     """The review-body line about the threads this push fixed."""
     if not count:
         return None
-    what = "their threads are resolved" if graphql else "each got an \"addressed\" reply"
-    return (f"**Fixed by this push:** {count} earlier revbot comment{'s' if count != 1 else ''} on lines it changed "
-            f"{'are' if count != 1 else 'is'} no longer raised; {what}.")
+    what = "their threads are resolved" if graphql else 'each got an "addressed" reply'
+    return (
+        f"**Fixed by this push:** {count} earlier revbot comment{'s' if count != 1 else ''} on lines it changed "
+        f"{'are' if count != 1 else 'is'} no longer raised; {what}."
+    )

@@ -16,6 +16,7 @@ keeps the backend it started with, so nothing is dropped or posted twice by a re
 is counted before the new version becomes visible anywhere (/healthz reads it from the workers'
 reports), so a scrape never sees the new version without its reload.
 """
+
 from __future__ import annotations
 
 import logging
@@ -24,8 +25,9 @@ import socket
 import threading
 import time
 import uuid
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping, Protocol
+from typing import Any, Protocol
 
 from bot.errors import GitHubError, ModelError, RevbotError
 from webhooks.jobs import DONE, FAILED, QUEUED, Job, QueueError
@@ -68,7 +70,7 @@ class JobContext:
     """What a handler may do with its job besides reading it: check it is still its to finish,
     save the review plan, count metrics."""
 
-    def __init__(self, worker: "Worker", job: Job, heartbeat: "_Heartbeat"):
+    def __init__(self, worker: Worker, job: Job, heartbeat: _Heartbeat):
         self.worker, self.job, self._heartbeat = worker, job, heartbeat
         self.metrics = worker.metrics
 
@@ -101,7 +103,7 @@ class _Heartbeat:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name=f"revbot-heartbeat-{job_id}", daemon=True)
 
-    def __enter__(self) -> "_Heartbeat":
+    def __enter__(self) -> _Heartbeat:
         self._thread.start()
         return self
 
@@ -128,8 +130,16 @@ class ModelHolder:
     .revbot.yml) are loaded on demand and a few are kept.
     """
 
-    def __init__(self, loader: Callable[[Any], Any], registry: Any = None, *, check_every: float = 5.0,
-                 pinned_cache: int = 1, metrics: Metrics | None = None, clock: Callable[[], float] = time.monotonic):
+    def __init__(
+        self,
+        loader: Callable[[Any], Any],
+        registry: Any = None,
+        *,
+        check_every: float = 5.0,
+        pinned_cache: int = 1,
+        metrics: Metrics | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ):
         self.loader, self.registry, self.check_every = loader, registry, check_every
         self.metrics, self.clock = metrics, clock
         self._lock = threading.Lock()  # guards the swap, not the loading
@@ -173,8 +183,12 @@ class ModelHolder:
             name = getattr(version, "name", None)
             if self._backend is not None and name == self._version:
                 return False
-            if (self._backend is not None and self._failed is not None and self._failed[0] == name
-                    and self._checked - self._failed[1] < self.check_every):
+            if (
+                self._backend is not None
+                and self._failed is not None
+                and self._failed[0] == name
+                and self._checked - self._failed[1] < self.check_every
+            ):
                 return False  # this version failed to load moments ago: retry it at the next periodic check
             try:
                 backend = self.loader(version)
@@ -224,9 +238,19 @@ def new_owner() -> str:
 class Worker:
     """One worker loop (run it in a thread or in a process of its own)."""
 
-    def __init__(self, queue: JobQueue, handlers: Mapping[str, JobHandler], metrics: Metrics | None = None, *,
-                 models: ModelHolder | None = None, owner: str | None = None, lease_s: float = 60.0,
-                 heartbeat_s: float | None = None, max_attempts: int = 5, retry_delay_s: float = 5.0):
+    def __init__(
+        self,
+        queue: JobQueue,
+        handlers: Mapping[str, JobHandler],
+        metrics: Metrics | None = None,
+        *,
+        models: ModelHolder | None = None,
+        owner: str | None = None,
+        lease_s: float = 60.0,
+        heartbeat_s: float | None = None,
+        max_attempts: int = 5,
+        retry_delay_s: float = 5.0,
+    ):
         self.queue, self.handlers = queue, dict(handlers)
         self.metrics = metrics or Metrics()
         self.models = models
@@ -296,8 +320,14 @@ class Worker:
             delay = min(self.retry_delay_s * (2 ** max(job.attempts - 1, 0)), MAX_RETRY_DELAY_S)
             state = self.queue.store.release(job.id, self.owner, delay, message, self.max_attempts)
             if state == QUEUED:
-                log.warning("job %s (%s) attempt %d failed, retrying in %.0fs: %s", job.id, job.key,
-                            job.attempts, delay, message)
+                log.warning(
+                    "job %s (%s) attempt %d failed, retrying in %.0fs: %s",
+                    job.id,
+                    job.key,
+                    job.attempts,
+                    delay,
+                    message,
+                )
                 self.metrics.inc("revbot_job_retries_total", {"kind": job.kind})
             else:
                 log.error("job %s (%s) failed after %d attempts: %s", job.id, job.key, job.attempts, message)
@@ -319,9 +349,18 @@ class Maintenance:
     their attempts (and, on Redis, send due retries back to the stream), report its model to
     /healthz, and delete finished jobs and delivery ids older than the retention period."""
 
-    def __init__(self, queue: JobQueue, *, owner: str, models: ModelHolder | None = None, max_attempts: int = 5,
-                 interval_s: float = 2.0, retention_s: float = 7 * 86400.0, prune_every_s: float = 600.0,
-                 clock: Callable[[], float] = time.time):
+    def __init__(
+        self,
+        queue: JobQueue,
+        *,
+        owner: str,
+        models: ModelHolder | None = None,
+        max_attempts: int = 5,
+        interval_s: float = 2.0,
+        retention_s: float = 7 * 86400.0,
+        prune_every_s: float = 600.0,
+        clock: Callable[[], float] = time.time,
+    ):
         self.queue, self.owner, self.models = queue, owner, models
         self.max_attempts, self.interval_s = max_attempts, interval_s
         self.retention_s, self.prune_every_s, self.clock = retention_s, prune_every_s, clock
@@ -341,15 +380,22 @@ class Maintenance:
         self._pruned_at = now
         removed = self.queue.store.prune(now - self.retention_s)
         if any(removed.values()):
-            log.info("pruned %d finished job(s) and %d delivery id(s) older than %.0f days", removed["jobs"],
-                     removed["deliveries"], self.retention_s / 86400)
+            log.info(
+                "pruned %d finished job(s) and %d delivery id(s) older than %.0f days",
+                removed["jobs"],
+                removed["deliveries"],
+                self.retention_s / 86400,
+            )
         return removed
 
     def report(self) -> None:
-        info = {"pid": os.getpid(), "host": socket.gethostname(),
-                "model_loaded": bool(self.models and self.models.loaded),
-                "model_version": self.models.version if self.models else None,
-                "model_error": self.models.last_error if self.models else None}
+        info = {
+            "pid": os.getpid(),
+            "host": socket.gethostname(),
+            "model_loaded": bool(self.models and self.models.loaded),
+            "model_version": self.models.version if self.models else None,
+            "model_error": self.models.last_error if self.models else None,
+        }
         self.queue.store.report_worker(self.owner, info)
 
     def run(self, stop: threading.Event) -> None:
@@ -366,30 +412,60 @@ class Maintenance:
 class WorkerPool:
     """``n`` worker threads plus one maintenance thread, sharing a queue and a model."""
 
-    def __init__(self, queue: JobQueue, handlers: Mapping[str, JobHandler], *, workers: int = 1,
-                 models: ModelHolder | None = None, metrics: Metrics | None = None, lease_s: float = 60.0,
-                 max_attempts: int = 5, retry_delay_s: float = 5.0, reap_interval_s: float = 2.0,
-                 retention_s: float = 7 * 86400.0, owner_prefix: str | None = None):
+    def __init__(
+        self,
+        queue: JobQueue,
+        handlers: Mapping[str, JobHandler],
+        *,
+        workers: int = 1,
+        models: ModelHolder | None = None,
+        metrics: Metrics | None = None,
+        lease_s: float = 60.0,
+        max_attempts: int = 5,
+        retry_delay_s: float = 5.0,
+        reap_interval_s: float = 2.0,
+        retention_s: float = 7 * 86400.0,
+        owner_prefix: str | None = None,
+    ):
         prefix = owner_prefix or new_owner()
         self.metrics = metrics or Metrics()
         self.workers = [
-            Worker(queue, handlers, self.metrics, models=models, owner=f"{prefix}/{i}", lease_s=lease_s,
-                   max_attempts=max_attempts, retry_delay_s=retry_delay_s)
+            Worker(
+                queue,
+                handlers,
+                self.metrics,
+                models=models,
+                owner=f"{prefix}/{i}",
+                lease_s=lease_s,
+                max_attempts=max_attempts,
+                retry_delay_s=retry_delay_s,
+            )
             for i in range(workers)
         ]
         self.models = models
-        self.maintenance = Maintenance(queue, owner=prefix, models=models, max_attempts=max_attempts,
-                                       interval_s=reap_interval_s, retention_s=retention_s)
+        self.maintenance = Maintenance(
+            queue,
+            owner=prefix,
+            models=models,
+            max_attempts=max_attempts,
+            interval_s=reap_interval_s,
+            retention_s=retention_s,
+        )
         self.stop_event = threading.Event()
         self._threads: list[threading.Thread] = []
 
-    def start(self) -> "WorkerPool":
+    def start(self) -> WorkerPool:
         if self.models is not None:
             self.models.refresh(force=True)  # load before taking jobs (a failure is retried per job)
-        self._threads = [threading.Thread(target=self.maintenance.run, args=(self.stop_event,),
-                                          name="revbot-maintenance", daemon=True)]
-        self._threads += [threading.Thread(target=w.run, args=(self.stop_event,), name=f"revbot-worker-{i}",
-                                           daemon=True) for i, w in enumerate(self.workers)]
+        self._threads = [
+            threading.Thread(
+                target=self.maintenance.run, args=(self.stop_event,), name="revbot-maintenance", daemon=True
+            )
+        ]
+        self._threads += [
+            threading.Thread(target=w.run, args=(self.stop_event,), name=f"revbot-worker-{i}", daemon=True)
+            for i, w in enumerate(self.workers)
+        ]
         for t in self._threads:
             t.start()
         return self
@@ -401,7 +477,7 @@ class WorkerPool:
         for t in self._threads:
             t.join(max(0.0, deadline - time.monotonic()))
 
-    def __enter__(self) -> "WorkerPool":
+    def __enter__(self) -> WorkerPool:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:

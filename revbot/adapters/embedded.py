@@ -15,6 +15,7 @@ Where the cache lives: ``$REVBOT_CACHE_DIR`` if set, else ``$REVBOT_HOME/cache``
 else ``$XDG_CACHE_HOME/revbot`` (``~/.cache/revbot``). The home defaults to the current directory,
 which would mean one 540 MB copy per directory, hence the per-user default.
 """
+
 from __future__ import annotations
 
 import base64
@@ -28,10 +29,10 @@ import os
 import shutil
 import sys
 import tempfile
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
 
 from bot.errors import ModelError
 
@@ -214,29 +215,46 @@ def _convert(model: EmbeddedModel, gguf: Path, source_sha: str, target: Path, *,
         loaded = AutoModelForCausalLM.from_pretrained(directory, gguf_file=filename, dtype=torch.float32)
         steps.update()
         # A GGUF-loaded model refuses save_pretrained; an ordinary model of the same config takes its weights.
-        config = AutoConfig.for_model(**{k: v for k, v in loaded.config.to_dict().items()
-                                         if k not in ("quantization_config", "_name_or_path", "transformers_version")})
+        config = AutoConfig.for_model(
+            **{
+                k: v
+                for k, v in loaded.config.to_dict().items()
+                if k not in ("quantization_config", "_name_or_path", "transformers_version")
+            }
+        )
         config.dtype = "float32"
         plain = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
         missing, unexpected = plain.load_state_dict(loaded.state_dict(), strict=False)
         missing = [k for k in missing if k not in _tied_keys(plain)]
         if missing or unexpected:
-            raise ModelError(f"converting {model.name} failed: weights missing {missing[:3]}, unexpected {unexpected[:3]}")
+            raise ModelError(
+                f"converting {model.name} failed: weights missing {missing[:3]}, unexpected {unexpected[:3]}"
+            )
         del loaded
         plain.generation_config = GenerationConfig(
-            bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id
+            bos_token_id=tokenizer.bos_token_id,
+            eos_token_id=tokenizer.eos_token_id,
+            pad_token_id=tokenizer.pad_token_id,
         )
         plain.save_pretrained(work, safe_serialization=True)
         tokenizer.save_pretrained(work)
         steps.update()
         for path in work.iterdir():
             path.chmod(0o644)
-        files = {p.name: {"size": p.stat().st_size, "sha256": sha256_file(p)} for p in sorted(work.iterdir()) if p.is_file()}
+        files = {
+            p.name: {"size": p.stat().st_size, "sha256": sha256_file(p)} for p in sorted(work.iterdir()) if p.is_file()
+        }
         stamp = {
-            "cache_format": CACHE_FORMAT, "name": model.name, "description": model.description,
-            "source": {"distribution": model.distribution, "file": model.filename,
-                       "version": _installed_version(model.distribution)},
-            "source_sha256": source_sha, "files": files,
+            "cache_format": CACHE_FORMAT,
+            "name": model.name,
+            "description": model.description,
+            "source": {
+                "distribution": model.distribution,
+                "file": model.filename,
+                "version": _installed_version(model.distribution),
+            },
+            "source_sha256": source_sha,
+            "files": files,
         }
         (work / STAMP_FILE).write_text(json.dumps(stamp, indent=2) + "\n", encoding="utf-8")
         if target.exists():

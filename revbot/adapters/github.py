@@ -21,6 +21,7 @@ What it takes care of:
 * errors as :class:`~bot.errors.GitHubError` with a message a user can act on. No token ever
   appears in a repr, a log line, an exception or anything stored.
 """
+
 from __future__ import annotations
 
 import base64
@@ -30,8 +31,9 @@ import os
 import re
 import threading
 import time
-from datetime import datetime, timezone
-from typing import Any, Callable, Iterator
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
+from typing import Any
 from urllib.parse import quote, urlsplit
 
 import requests
@@ -43,8 +45,8 @@ from urllib3.exceptions import MaxRetryError, ProtocolError, ReadTimeoutError
 from urllib3.util.retry import Retry
 
 from bot.errors import GitHubError, RevbotError, UsageError
-from revbot.adapters.logs import RedactingFilter
 from bot.secrets import scrub_text
+from revbot.adapters.logs import RedactingFilter
 
 log = logging.getLogger(__name__)
 
@@ -133,14 +135,15 @@ class RevbotRetry(GithubRetry):
     * every response and connection error is counted (``request_count``).
     """
 
-    def __init__(self, *, sleep: Callable[[float], Any] = time.sleep, counter: _Counter | None = None,
-                 **kwargs: Any) -> None:
+    def __init__(
+        self, *, sleep: Callable[[float], Any] = time.sleep, counter: _Counter | None = None, **kwargs: Any
+    ) -> None:
         self.sleep_fn = sleep
         self.counter = counter or _Counter()
         kwargs.setdefault("status_forcelist", list(range(500, 600)) + [429])
         super().__init__(**kwargs)
 
-    def new(self, **kw: Any) -> "RevbotRetry":
+    def new(self, **kw: Any) -> RevbotRetry:
         kw.setdefault("sleep", self.sleep_fn)
         kw.setdefault("counter", self.counter)
         return super().new(**kw)  # type: ignore[return-value]
@@ -151,8 +154,15 @@ class RevbotRetry(GithubRetry):
             return False
         return super().is_retry(method, status_code, has_retry_after)
 
-    def increment(self, method: str | None = None, url: str | None = None, response: Any = None,
-                  error: Exception | None = None, _pool: Any = None, _stacktrace: Any = None) -> Retry:
+    def increment(
+        self,
+        method: str | None = None,
+        url: str | None = None,
+        response: Any = None,
+        error: Exception | None = None,
+        _pool: Any = None,
+        _stacktrace: Any = None,
+    ) -> Retry:
         if error is not None:
             self.counter.add()
             sent = isinstance(error, (ReadTimeoutError, ProtocolError))  # the request went out
@@ -197,8 +207,14 @@ class _InstallationAuth(Auth.Auth):
     """A GitHub App installation token, fetched with the App's JWT and reused until
     ``margin`` seconds before it expires (PyGithub's own refreshes only 20 s before)."""
 
-    def __init__(self, integration: GithubIntegration, app_id: str, installation_id: int, margin: float,
-                 clock: Callable[[], float]):
+    def __init__(
+        self,
+        integration: GithubIntegration,
+        app_id: str,
+        installation_id: int,
+        margin: float,
+        clock: Callable[[], float],
+    ):
         self._integration, self._app_id, self._installation_id = integration, app_id, installation_id
         self._margin, self._clock = margin, clock
         self._lock = threading.Lock()
@@ -225,10 +241,12 @@ class _InstallationAuth(Auth.Auth):
                 raise GitHubError(
                     f"GitHub App {self._app_id} could not get a token for installation {self._installation_id} "
                     f"({exc.status} {message}); check the App id, its private key and the installation id",
-                    exc.status) from None
+                    exc.status,
+                ) from None
             if exc.status == 404:
-                raise GitHubError(f"installation {self._installation_id} of GitHub App {self._app_id} not found",
-                                  404) from None
+                raise GitHubError(
+                    f"installation {self._installation_id} of GitHub App {self._app_id} not found", 404
+                ) from None
             raise GitHubError(f"GitHub App token request failed ({exc.status} {message})", exc.status) from None
         self._token = grant.token
         expires = grant.expires_at
@@ -283,19 +301,40 @@ class GitHubClient:
         self.max_retries, self.max_rate_wait = max_retries, max_rate_wait
         self._sleep, self._backoff_factor = sleep, backoff_factor
         # what another installation's client is built with (with_installation)
-        self._options = dict(api_url=self.api_url, max_retries=max_retries, backoff_factor=backoff_factor,
-                             max_rate_wait=max_rate_wait, secondary_wait=secondary_wait, sleep=sleep, timeout=timeout,
-                             per_page=per_page, min_write_interval=min_write_interval,
-                             token_refresh_margin=token_refresh_margin, clock=clock, user_agent=user_agent)
+        self._options = dict(
+            api_url=self.api_url,
+            max_retries=max_retries,
+            backoff_factor=backoff_factor,
+            max_rate_wait=max_rate_wait,
+            secondary_wait=secondary_wait,
+            sleep=sleep,
+            timeout=timeout,
+            per_page=per_page,
+            min_write_interval=min_write_interval,
+            token_refresh_margin=token_refresh_margin,
+            clock=clock,
+            user_agent=user_agent,
+        )
         self._counter = _Counter()
         self._viewer: str | None = None
         self._viewer_asked = False
         self._retry = RevbotRetry(
-            sleep=sleep, counter=self._counter, total=max_retries, backoff_factor=backoff_factor,
-            secondary_rate_wait=secondary_wait, max_rate_limit_wait=max_rate_wait, raise_on_status=False,
+            sleep=sleep,
+            counter=self._counter,
+            total=max_retries,
+            backoff_factor=backoff_factor,
+            secondary_rate_wait=secondary_wait,
+            max_rate_limit_wait=max_rate_wait,
+            raise_on_status=False,
         )
-        self._settings = dict(timeout=int(timeout), user_agent=user_agent, per_page=per_page, retry=self._retry,
-                              seconds_between_requests=None, seconds_between_writes=min_write_interval or None)
+        self._settings = dict(
+            timeout=int(timeout),
+            user_agent=user_agent,
+            per_page=per_page,
+            retry=self._retry,
+            seconds_between_requests=None,
+            seconds_between_writes=min_write_interval or None,
+        )
         self._app: tuple[str, str] | None = None  # (app id, PEM) kept for with_installation()
         self._token_margin, self._clock = token_refresh_margin, clock
         auth: Auth.Auth | None
@@ -313,8 +352,9 @@ class GitHubClient:
             pem = self._read_key(private_key, private_key_path)
             self._app = (str(app_id), pem)
             if installation_id is None:
-                raise UsageError("GitHub App auth needs an installation id (installation_id= or "
-                                 "GITHUB_APP_INSTALLATION_ID)")
+                raise UsageError(
+                    "GitHub App auth needs an installation id (installation_id= or GITHUB_APP_INSTALLATION_ID)"
+                )
             auth = self._installation_auth(str(app_id), pem, installation_id)
             self._auth_label = f"app {app_id} installation {installation_id}"
         else:
@@ -332,20 +372,23 @@ class GitHubClient:
         where = "the private_key argument"
         if private_key is None:
             if path is None:
-                raise UsageError("GitHub App auth needs a private key (private_key_path= or "
-                                 "GITHUB_APP_PRIVATE_KEY_PATH)")
+                raise UsageError(
+                    "GitHub App auth needs a private key (private_key_path= or GITHUB_APP_PRIVATE_KEY_PATH)"
+                )
             where = os.fspath(path)
             try:
                 with open(path, encoding="utf-8") as fh:
                     private_key = fh.read()
             except (OSError, UnicodeDecodeError) as exc:
-                raise UsageError(f"cannot read the GitHub App private key {where}: "
-                                 f"{getattr(exc, 'strerror', None) or exc}") from None
+                raise UsageError(
+                    f"cannot read the GitHub App private key {where}: {getattr(exc, 'strerror', None) or exc}"
+                ) from None
         try:
             serialization.load_pem_private_key(private_key.encode(), password=None)
         except (ValueError, TypeError):
-            raise UsageError(f"{where} is not an unencrypted PEM private key (download it from the App's "
-                             "settings page)") from None
+            raise UsageError(
+                f"{where} is not an unencrypted PEM private key (download it from the App's settings page)"
+            ) from None
         return private_key
 
     def _installation_auth(self, app_id: str, pem: str, installation_id: int | str) -> _InstallationAuth:
@@ -358,13 +401,14 @@ class GitHubClient:
         integration = GithubIntegration(auth=Auth.AppAuth(app_id, pem), base_url=self.api_url, **settings)
         return _InstallationAuth(integration, app_id, installation, self._token_margin, self._clock)
 
-    def with_installation(self, installation_id: int | str) -> "GitHubClient":
+    def with_installation(self, installation_id: int | str) -> GitHubClient:
         """The same App, acting for another installation (the webhook payload names it)."""
         if self._app is None:
             raise UsageError("with_installation() needs a client built with GitHub App credentials")
         app_id, pem = self._app
-        return GitHubClient(app_id=app_id, private_key=pem, installation_id=installation_id, environ={},
-                            **self._options)
+        return GitHubClient(
+            app_id=app_id, private_key=pem, installation_id=installation_id, environ={}, **self._options
+        )
 
     def __repr__(self) -> str:
         return f"GitHubClient(api_url={self.api_url!r}, auth={self._auth_label!r})"
@@ -372,7 +416,7 @@ class GitHubClient:
     def close(self) -> None:
         self._gh.close()
 
-    def __enter__(self) -> "GitHubClient":
+    def __enter__(self) -> GitHubClient:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -391,16 +435,38 @@ class GitHubClient:
 
     # ----------------------------------------------------------------- transport
 
-    def _request(self, method: str, path: str, *, params: dict | None = None, body: Any = None,
-                 headers: dict | None = None, what: str, not_found: str | None = None,
-                 on_422: Callable[[GithubException], GitHubError] | None = None) -> tuple[dict, Any]:
+    def _request(
+        self,
+        method: str,
+        path: str,
+        *,
+        params: dict | None = None,
+        body: Any = None,
+        headers: dict | None = None,
+        what: str,
+        not_found: str | None = None,
+        on_422: Callable[[GithubException], GitHubError] | None = None,
+    ) -> tuple[dict, Any]:
         log.debug("%s %s", method, path)
-        return self._call(lambda: self._gh.requester.requestJsonAndCheck(
-            method, path, parameters=params, headers=headers, input=body), method, what=what, not_found=not_found,
-            on_422=on_422)
+        return self._call(
+            lambda: self._gh.requester.requestJsonAndCheck(
+                method, path, parameters=params, headers=headers, input=body
+            ),
+            method,
+            what=what,
+            not_found=not_found,
+            on_422=on_422,
+        )
 
-    def _call(self, fn: Callable[[], Any], method: str, *, what: str, not_found: str | None = None,
-              on_422: Callable[[GithubException], GitHubError] | None = None) -> Any:
+    def _call(
+        self,
+        fn: Callable[[], Any],
+        method: str,
+        *,
+        what: str,
+        not_found: str | None = None,
+        on_422: Callable[[GithubException], GitHubError] | None = None,
+    ) -> Any:
         """``fn()`` (one PyGithub call) with its errors turned into GitHubError, and a read whose
         answer arrived broken (cut off mid-transfer, or a 200 with incomplete JSON) asked again,
         up to ``max_retries`` times: urllib3 retries only what fails before the body is read."""
@@ -408,18 +474,28 @@ class GitHubClient:
         while True:
             try:
                 return fn()
-            except (requests.exceptions.ChunkedEncodingError, requests.exceptions.ContentDecodingError,
-                    json.JSONDecodeError) as exc:
-                cause = ("the body was cut off mid-transfer" if isinstance(exc, requests.exceptions.RequestException)
-                         else f"the JSON body is incomplete: {exc.msg.lower()}, character {exc.pos}")
+            except (
+                requests.exceptions.ChunkedEncodingError,
+                requests.exceptions.ContentDecodingError,
+                json.JSONDecodeError,
+            ) as exc:
+                cause = (
+                    "the body was cut off mid-transfer"
+                    if isinstance(exc, requests.exceptions.RequestException)
+                    else f"the JSON body is incomplete: {exc.msg.lower()}, character {exc.pos}"
+                )
                 if method.upper() not in _IDEMPOTENT:
-                    raise GitHubError(f"GitHub's answer while {what} arrived broken ({cause}); not re-sent: "
-                                      "GitHub may have applied the write") from None
+                    raise GitHubError(
+                        f"GitHub's answer while {what} arrived broken ({cause}); not re-sent: "
+                        "GitHub may have applied the write"
+                    ) from None
                 broken += 1
                 if broken > self.max_retries:
                     times = f"{broken} times in a row" if broken > 1 else "and retries are off"
-                    raise GitHubError(f"GitHub's answer while {what} arrived broken {times} ({cause}); "
-                                      f"something between here and {self.api_url} cuts answers off") from None
+                    raise GitHubError(
+                        f"GitHub's answer while {what} arrived broken {times} ({cause}); "
+                        f"something between here and {self.api_url} cuts answers off"
+                    ) from None
                 log.warning("GitHub's answer while %s arrived broken (%s); asking again", what, cause)
                 self._sleep(self._backoff_factor * (2 ** (broken - 1)))
             except RevbotError:
@@ -427,41 +503,55 @@ class GitHubClient:
             except RateLimitExceededExceedsMaxWait as exc:
                 raise GitHubError(
                     f"GitHub rate limit while {what}: the wait ({exc.wait:.0f} s) is longer than max_rate_wait "
-                    f"({self.max_rate_wait:.0f} s); try again later or raise max_rate_wait", exc.status or 403) from None
+                    f"({self.max_rate_wait:.0f} s); try again later or raise max_rate_wait",
+                    exc.status or 403,
+                ) from None
             except GithubException as exc:
                 if exc.status == 422 and on_422 is not None:
                     raise on_422(exc) from None
                 raise self._error(exc, what, not_found, method) from None
             except (requests.exceptions.ConnectionError, requests.exceptions.Timeout, MaxRetryError) as exc:
-                tail = (f"after {self.max_retries} retries" if method.upper() in _IDEMPOTENT
-                        else "a write is re-sent only when it surely never arrived")
-                raise GitHubError(f"cannot reach {self.api_url}: {_reason(exc)} (gave up while {what}; {tail})") from None
+                tail = (
+                    f"after {self.max_retries} retries"
+                    if method.upper() in _IDEMPOTENT
+                    else "a write is re-sent only when it surely never arrived"
+                )
+                raise GitHubError(
+                    f"cannot reach {self.api_url}: {_reason(exc)} (gave up while {what}; {tail})"
+                ) from None
             except requests.exceptions.RequestException as exc:
                 raise GitHubError(f"request to {self.api_url} failed while {what}: {_reason(exc)}") from None
 
     def _error(self, exc: GithubException, what: str, not_found: str | None, method: str) -> GitHubError:
         status, message = exc.status, _message_of(exc.data)
         if status == 401:
-            return GitHubError(f"GitHub rejected the credentials ({self._auth_label}) at {self.api_url}: "
-                               f"401 {message or 'Bad credentials'}; check the token or the App key and id", 401)
+            return GitHubError(
+                f"GitHub rejected the credentials ({self._auth_label}) at {self.api_url}: "
+                f"401 {message or 'Bad credentials'}; check the token or the App key and id",
+                401,
+            )
         if status in (403, 429) and Requester.isRateLimitError(message):
             reset = (exc.headers or {}).get("x-ratelimit-reset")
             when = ""
             if reset and str(reset).isdigit():
-                when = f"; it resets at {datetime.fromtimestamp(int(reset), timezone.utc):%Y-%m-%d %H:%M:%S} UTC"
+                when = f"; it resets at {datetime.fromtimestamp(int(reset), UTC):%Y-%m-%d %H:%M:%S} UTC"
             return GitHubError(f"GitHub rate limit exceeded while {what} (retries spent): {message}{when}", status)
         if status == 403:
-            return GitHubError(f"no permission for {what}: 403 {message}; the credentials ({self._auth_label}) "
-                               "lack that permission", 403)
+            return GitHubError(
+                f"no permission for {what}: 403 {message}; the credentials ({self._auth_label}) lack that permission",
+                403,
+            )
         if status == 404:
             return GitHubError(not_found or f"not found while {what} (404)", 404)
         if status == 422:
             return GitHubError(f"GitHub refused {what}: 422 {message} {_errors_text(exc.data)}".rstrip(), 422)
         if status >= 500:
-            tail = (f"after {self.max_retries} retries" if method.upper() in _IDEMPOTENT
-                    else "not retried: GitHub may have applied the write")
-            return GitHubError(f"GitHub API error {status} while {what}: {message or 'server error'} ({tail})",
-                               status)
+            tail = (
+                f"after {self.max_retries} retries"
+                if method.upper() in _IDEMPOTENT
+                else "not retried: GitHub may have applied the write"
+            )
+            return GitHubError(f"GitHub API error {status} while {what}: {message or 'server error'} ({tail})", status)
         return GitHubError(f"GitHub API error {status} while {what}: {message}", status)
 
     def _paged(self, path: str, params: dict | None, *, what: str, not_found: str | None = None) -> Iterator[dict]:
@@ -473,8 +563,7 @@ class GitHubClient:
                 data = data["items"]
             if data is not None and not isinstance(data, list):
                 raise GitHubError(f"unexpected answer while {what}: expected a list, got {type(data).__name__}")
-            for item in data or []:
-                yield item
+            yield from data or []
             url, query = self._next_page(headers), None
 
     def _next_page(self, headers: dict) -> str | None:
@@ -484,7 +573,7 @@ class GitHubClient:
                 parts = urlsplit(target)
                 path = parts.path
                 if self._prefix and path.startswith(self._prefix + "/"):
-                    path = path[len(self._prefix):]
+                    path = path[len(self._prefix) :]
                 return path + (f"?{parts.query}" if parts.query else "")
         return None
 
@@ -506,28 +595,42 @@ class GitHubClient:
         repo = self._repo(full_name)
         return self._request("GET", f"/repos/{repo}", what=f"reading {repo}", not_found=self._missing_repo(repo))[1]
 
-    def iter_pulls(self, repo: str, state: str = "all", *, sort: str = "created",
-                   direction: str = "asc") -> Iterator[dict]:
+    def iter_pulls(
+        self, repo: str, state: str = "all", *, sort: str = "created", direction: str = "asc"
+    ) -> Iterator[dict]:
         repo = self._repo(repo)
-        yield from self._paged(f"/repos/{repo}/pulls", {"state": state, "sort": sort, "direction": direction},
-                               what=f"listing pull requests of {repo}", not_found=self._missing_repo(repo))
+        yield from self._paged(
+            f"/repos/{repo}/pulls",
+            {"state": state, "sort": sort, "direction": direction},
+            what=f"listing pull requests of {repo}",
+            not_found=self._missing_repo(repo),
+        )
 
     def get_pull(self, repo: str, number: int) -> dict:
         repo = self._repo(repo)
-        return self._request("GET", f"/repos/{repo}/pulls/{int(number)}", what=f"reading {repo}#{number}",
-                             not_found=self._missing_pull(repo, number))[1]
+        return self._request(
+            "GET",
+            f"/repos/{repo}/pulls/{int(number)}",
+            what=f"reading {repo}#{number}",
+            not_found=self._missing_pull(repo, number),
+        )[1]
 
     def pull_diff(self, repo: str, number: int) -> str:
         """The PR's unified diff as GitHub renders it (``.diff`` media type)."""
         repo = self._repo(repo)
         try:
-            _, data = self._request("GET", f"/repos/{repo}/pulls/{int(number)}", headers={"Accept": DIFF_MEDIA_TYPE},
-                                    what=f"reading the diff of {repo}#{number}",
-                                    not_found=self._missing_pull(repo, number))
+            _, data = self._request(
+                "GET",
+                f"/repos/{repo}/pulls/{int(number)}",
+                headers={"Accept": DIFF_MEDIA_TYPE},
+                what=f"reading the diff of {repo}#{number}",
+                not_found=self._missing_pull(repo, number),
+            )
         except GitHubError as exc:
             if exc.status == 406:
-                raise GitHubError(f"the diff of {repo}#{number} is too large for GitHub to render; "
-                                  "use pull_files() instead", 406) from None
+                raise GitHubError(
+                    f"the diff of {repo}#{number} is too large for GitHub to render; use pull_files() instead", 406
+                ) from None
             raise
         if data is None:
             return ""
@@ -535,32 +638,62 @@ class GitHubClient:
 
     def pull_files(self, repo: str, number: int) -> list[dict]:
         repo = self._repo(repo)
-        return list(self._paged(f"/repos/{repo}/pulls/{int(number)}/files", None,
-                                what=f"listing files of {repo}#{number}", not_found=self._missing_pull(repo, number)))
+        return list(
+            self._paged(
+                f"/repos/{repo}/pulls/{int(number)}/files",
+                None,
+                what=f"listing files of {repo}#{number}",
+                not_found=self._missing_pull(repo, number),
+            )
+        )
 
-    def iter_review_comments(self, repo: str, since: datetime | str | None = None, sort: str = "updated",
-                             direction: str = "asc") -> Iterator[dict]:
+    def iter_review_comments(
+        self, repo: str, since: datetime | str | None = None, sort: str = "updated", direction: str = "asc"
+    ) -> Iterator[dict]:
         """Every review comment of the repository (``/pulls/comments``), oldest change first by default."""
         repo = self._repo(repo)
         params: dict[str, Any] = {"sort": sort, "direction": direction}
         if since is not None:
             params["since"] = _iso(since)
-        yield from self._paged(f"/repos/{repo}/pulls/comments", params, what=f"listing review comments of {repo}",
-                               not_found=self._missing_repo(repo))
+        yield from self._paged(
+            f"/repos/{repo}/pulls/comments",
+            params,
+            what=f"listing review comments of {repo}",
+            not_found=self._missing_repo(repo),
+        )
 
     def pull_review_comments(self, repo: str, number: int) -> list[dict]:
         repo = self._repo(repo)
-        return list(self._paged(f"/repos/{repo}/pulls/{int(number)}/comments", None,
-                                what=f"listing review comments of {repo}#{number}",
-                                not_found=self._missing_pull(repo, number)))
+        return list(
+            self._paged(
+                f"/repos/{repo}/pulls/{int(number)}/comments",
+                None,
+                what=f"listing review comments of {repo}#{number}",
+                not_found=self._missing_pull(repo, number),
+            )
+        )
 
     def list_reviews(self, repo: str, number: int) -> list[dict]:
         repo = self._repo(repo)
-        return list(self._paged(f"/repos/{repo}/pulls/{int(number)}/reviews", None,
-                                what=f"listing reviews of {repo}#{number}", not_found=self._missing_pull(repo, number)))
+        return list(
+            self._paged(
+                f"/repos/{repo}/pulls/{int(number)}/reviews",
+                None,
+                what=f"listing reviews of {repo}#{number}",
+                not_found=self._missing_pull(repo, number),
+            )
+        )
 
-    def create_review(self, repo: str, number: int, *, commit_id: str, body: str, event: str = "COMMENT",
-                      comments: list[dict] | tuple = ()) -> dict:
+    def create_review(
+        self,
+        repo: str,
+        number: int,
+        *,
+        commit_id: str,
+        body: str,
+        event: str = "COMMENT",
+        comments: list[dict] | tuple = (),
+    ) -> dict:
         """Post one review with all inline comments (one call: no burst of single comments).
 
         Raises :class:`ReviewValidationError` on 422, naming the failing comments where GitHub does.
@@ -573,13 +706,21 @@ class GitHubClient:
             errors = (exc.data.get("errors") or []) if isinstance(exc.data, dict) else []
             failed = _failed_indexes(errors, sent)
             named = f" (comments {', '.join(map(str, failed))})" if failed else ""
-            return ReviewValidationError(f"GitHub refused the review on {repo}#{number}: 422 "
-                                         f"{_message_of(exc.data)}{named} {_errors_text(exc.data)}".rstrip(),
-                                         errors, failed)
+            return ReviewValidationError(
+                f"GitHub refused the review on {repo}#{number}: 422 "
+                f"{_message_of(exc.data)}{named} {_errors_text(exc.data)}".rstrip(),
+                errors,
+                failed,
+            )
 
-        return self._request("POST", f"/repos/{repo}/pulls/{int(number)}/reviews", body=payload,
-                             what=f"posting a review on {repo}#{number}", not_found=self._missing_pull(repo, number),
-                             on_422=refused)[1]
+        return self._request(
+            "POST",
+            f"/repos/{repo}/pulls/{int(number)}/reviews",
+            body=payload,
+            what=f"posting a review on {repo}#{number}",
+            not_found=self._missing_pull(repo, number),
+            on_422=refused,
+        )[1]
 
     def get_file_text(self, repo: str, path: str, ref: str | None = None) -> str | None:
         """A file's text at ``ref`` (branch or sha; the default branch when None); None when absent."""
@@ -602,20 +743,35 @@ class GitHubClient:
 
     def comment_reactions(self, repo: str, comment_id: int) -> list[dict]:
         repo = self._repo(repo)
-        return list(self._paged(f"/repos/{repo}/pulls/comments/{int(comment_id)}/reactions", None,
-                                what=f"listing reactions to comment {comment_id} in {repo}",
-                                not_found=f"review comment {comment_id} not found in {repo}"))
+        return list(
+            self._paged(
+                f"/repos/{repo}/pulls/comments/{int(comment_id)}/reactions",
+                None,
+                what=f"listing reactions to comment {comment_id} in {repo}",
+                not_found=f"review comment {comment_id} not found in {repo}",
+            )
+        )
 
     def issue_comments(self, repo: str, number: int) -> list[dict]:
         repo = self._repo(repo)
-        return list(self._paged(f"/repos/{repo}/issues/{int(number)}/comments", None,
-                                what=f"listing comments of {repo}#{number}",
-                                not_found=self._missing_pull(repo, number)))
+        return list(
+            self._paged(
+                f"/repos/{repo}/issues/{int(number)}/comments",
+                None,
+                what=f"listing comments of {repo}#{number}",
+                not_found=self._missing_pull(repo, number),
+            )
+        )
 
     def create_issue_comment(self, repo: str, number: int, body: str) -> dict:
         repo = self._repo(repo)
-        return self._request("POST", f"/repos/{repo}/issues/{int(number)}/comments", body={"body": body},
-                             what=f"commenting on {repo}#{number}", not_found=self._missing_pull(repo, number))[1]
+        return self._request(
+            "POST",
+            f"/repos/{repo}/issues/{int(number)}/comments",
+            body={"body": body},
+            what=f"commenting on {repo}#{number}",
+            not_found=self._missing_pull(repo, number),
+        )[1]
 
     def compare(self, repo: str, base: str, head: str) -> dict:
         """``GET /repos/{repo}/compare/{base}...{head}``: ``status`` (ahead, behind, diverged,
@@ -623,23 +779,34 @@ class GitHubClient:
         the commits is not there (any more): a force-push dropped it."""
         repo = self._repo(repo)
         path = f"/repos/{repo}/compare/{quote(base, safe='')}...{quote(head, safe='')}"
-        return self._request("GET", path, what=f"comparing {base[:12]}...{head[:12]} in {repo}",
-                             not_found=f"{repo} has no commit {base[:12]} or {head[:12]} (force-pushed away?)")[1]
+        return self._request(
+            "GET",
+            path,
+            what=f"comparing {base[:12]}...{head[:12]} in {repo}",
+            not_found=f"{repo} has no commit {base[:12]} or {head[:12]} (force-pushed away?)",
+        )[1]
 
     def reply_to_review_comment(self, repo: str, number: int, comment_id: int, body: str) -> dict:
         """A reply in the thread of review comment ``comment_id``."""
         repo = self._repo(repo)
-        return self._request("POST", f"/repos/{repo}/pulls/{int(number)}/comments/{int(comment_id)}/replies",
-                             body={"body": body}, what=f"replying to comment {comment_id} on {repo}#{number}",
-                             not_found=f"review comment {comment_id} not found on {repo}#{number}")[1]
+        return self._request(
+            "POST",
+            f"/repos/{repo}/pulls/{int(number)}/comments/{int(comment_id)}/replies",
+            body={"body": body},
+            what=f"replying to comment {comment_id} on {repo}#{number}",
+            not_found=f"review comment {comment_id} not found on {repo}#{number}",
+        )[1]
 
     def collaborator_permission(self, repo: str, login: str) -> str:
         """``admin``, ``write``, ``read`` or ``none``: what ``login`` may do in ``repo`` (GitHub
         folds maintain into write and triage into read here). An unknown login is ``none``."""
         repo = self._repo(repo)
         try:
-            data = self._request("GET", f"/repos/{repo}/collaborators/{quote(login, safe='')}/permission",
-                                 what=f"reading {login}'s permission on {repo}")[1]
+            data = self._request(
+                "GET",
+                f"/repos/{repo}/collaborators/{quote(login, safe='')}/permission",
+                what=f"reading {login}'s permission on {repo}",
+            )[1]
         except GitHubError as exc:
             if exc.status == 404:
                 return "none"
@@ -649,9 +816,13 @@ class GitHubClient:
     def react_to_issue_comment(self, repo: str, comment_id: int, content: str) -> dict:
         """Add a reaction (``+1``, ``eyes``, ``confused``...) to a conversation comment."""
         repo = self._repo(repo)
-        return self._request("POST", f"/repos/{repo}/issues/comments/{int(comment_id)}/reactions",
-                             body={"content": content}, what=f"reacting to comment {comment_id} in {repo}",
-                             not_found=f"comment {comment_id} not found in {repo}")[1]
+        return self._request(
+            "POST",
+            f"/repos/{repo}/issues/comments/{int(comment_id)}/reactions",
+            body={"content": content},
+            what=f"reacting to comment {comment_id} in {repo}",
+            not_found=f"comment {comment_id} not found in {repo}",
+        )[1]
 
     # ----------------------------------------------------------------- GraphQL
 
@@ -669,8 +840,9 @@ class GitHubClient:
             except GithubException as exc:
                 errors = exc.data.get("errors") if isinstance(exc.data, dict) else None
                 if exc.status == 400 and isinstance(errors, list):
-                    text = "; ".join(scrub_text(str(e.get("message") if isinstance(e, dict) else e)) or ""
-                                     for e in errors[:3])
+                    text = "; ".join(
+                        scrub_text(str(e.get("message") if isinstance(e, dict) else e)) or "" for e in errors[:3]
+                    )
                     raise GraphQLError(f"GitHub's GraphQL API refused {what}: {text}", errors) from None
                 raise
 
@@ -682,8 +854,9 @@ class GitHubClient:
         if not self._viewer_asked:
             self._viewer_asked = True
             try:
-                self._viewer = str(self.graphql("query { viewer { login } }", what="asking who the bot is")
-                                   ["viewer"]["login"])
+                self._viewer = str(
+                    self.graphql("query { viewer { login } }", what="asking who the bot is")["viewer"]["login"]
+                )
             except (GitHubError, KeyError, TypeError):
                 try:
                     self._viewer = str(self.get_authenticated_user().get("login") or "") or None
@@ -699,8 +872,11 @@ class GitHubClient:
         out: list[dict] = []
         after = None
         while True:
-            data = self.graphql(THREADS_QUERY, {"owner": owner, "name": name, "number": int(number), "after": after},
-                                what=f"listing review threads of {repo}#{number}")
+            data = self.graphql(
+                THREADS_QUERY,
+                {"owner": owner, "name": name, "number": int(number), "after": after},
+                what=f"listing review threads of {repo}#{number}",
+            )
             pull = ((data.get("repository") or {}).get("pullRequest")) or {}
             threads = pull.get("reviewThreads") or {}
             out += [t for t in threads.get("nodes") or [] if t]
@@ -711,9 +887,12 @@ class GitHubClient:
 
     def resolve_review_thread(self, thread_id: str) -> bool:
         """Resolve one review thread (GraphQL ``resolveReviewThread``); whether it is resolved now."""
-        _, result = self._graphql_call(lambda: self._gh.requester.graphql_named_mutation(
-            "resolveReviewThread", {"threadId": thread_id}, "thread { id isResolved }"),
-            f"resolving review thread {thread_id}")
+        _, result = self._graphql_call(
+            lambda: self._gh.requester.graphql_named_mutation(
+                "resolveReviewThread", {"threadId": thread_id}, "thread { id isResolved }"
+            ),
+            f"resolving review thread {thread_id}",
+        )
         return bool(((result or {}).get("thread") or {}).get("isResolved"))
 
     def rate_limit(self) -> dict:
@@ -730,8 +909,8 @@ class GitHubClient:
 def _iso(value: datetime | str) -> str:
     if isinstance(value, datetime):
         if value.tzinfo is None:
-            value = value.replace(tzinfo=timezone.utc)
-        return value.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+            value = value.replace(tzinfo=UTC)
+        return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
     return str(value)
 
 
@@ -779,8 +958,9 @@ def _failed_indexes(errors: list, sent: list[dict]) -> list[int] | None:
                 if m:
                     index = int(m.group(1))
                 elif err.get("path") is not None and err.get("line") is not None:
-                    matches = [i for i, c in enumerate(sent)
-                               if c.get("path") == err["path"] and c.get("line") == err["line"]]
+                    matches = [
+                        i for i, c in enumerate(sent) if c.get("path") == err["path"] and c.get("line") == err["line"]
+                    ]
                     if matches:
                         found.update(matches)
                         continue

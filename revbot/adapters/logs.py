@@ -1,4 +1,5 @@
 """Logging that never prints a secret: every record passes through the scrubber."""
+
 from __future__ import annotations
 
 import logging

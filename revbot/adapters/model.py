@@ -14,16 +14,17 @@ Prompt format versions: an adapter directory records the bot.prompt.PROMPT_FORMA
 trained with (``revbot.json``), and loading refuses a mismatch. A remote server cannot tell us, so
 the user asserts the version of the model it serves (``prompt_format_version``, default: current).
 """
+
 from __future__ import annotations
 
 import json
 import logging
 import math
 import os
-import warnings
 import re
 import threading
 import time
+import warnings
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -34,9 +35,9 @@ from pathlib import Path
 from typing import Any
 
 from bot.errors import ModelError
-from revbot.adapters.embedded import resolve as resolve_embedded
 from bot.prompt import ANSWER_END, PROMPT_FORMAT_VERSION, SUPPORTED_PROMPT_FORMATS, PromptInput, for_model, prompt_text
 from bot.secrets import scrub_text
+from revbot.adapters.embedded import resolve as resolve_embedded
 
 log = logging.getLogger(__name__)
 
@@ -160,7 +161,7 @@ def _stopping_criteria_class():
 
         def __call__(self, input_ids, scores, **kwargs):
             cur_len = input_ids.shape[1]
-            tails = input_ids[:, self.tracker.window_start(cur_len):].tolist()
+            tails = input_ids[:, self.tracker.window_start(cur_len) :].tolist()
             done = self.tracker.update(tails, cur_len)
             return torch.tensor(done, dtype=torch.bool, device=input_ids.device)
 
@@ -368,7 +369,7 @@ class LocalBackend(Backend):
         seed: int | None = None,
         allow_base_mismatch: bool = False,
         few_shot: bool | None = None,
-    ) -> "LocalBackend":
+    ) -> LocalBackend:
         """Load ``model`` (hub id or local path) and optionally the peft ``adapter`` directory.
 
         ``quantize``: None = 4-bit NF4 on CUDA and full precision on CPU; "4bit" forces NF4 (works on
@@ -449,7 +450,9 @@ class LocalBackend(Backend):
                     from peft import PeftModel
 
                     with warnings.catch_warnings():  # peft asks transformers a deprecated question on load
-                        warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
+                        warnings.filterwarnings(
+                            "ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning
+                        )
                         lm = PeftModel.from_pretrained(lm, str(adapter_dir), is_trainable=False)
                 except _LOAD_ERRORS as exc:
                     raise ModelError(f"could not load the adapter in {adapter_dir}: {_first_line(exc)}") from None
@@ -457,12 +460,23 @@ class LocalBackend(Backend):
             if progress:
                 hf_logging.enable_progress_bar()
         lm.eval()
-        log.info("loaded %s%s on %s (%s)", model, f" + adapter {adapter_dir}" if adapter_dir else "", device,
-                 "4-bit NF4" if quantize == "4bit" else str(dtype).replace("torch.", ""))
+        log.info(
+            "loaded %s%s on %s (%s)",
+            model,
+            f" + adapter {adapter_dir}" if adapter_dir else "",
+            device,
+            "4-bit NF4" if quantize == "4bit" else str(dtype).replace("torch.", ""),
+        )
         return cls(
-            lm, tokenizer, name=model, adapter=str(adapter_dir) if adapter_dir else None,
-            prompt_format_version=version, quantized="4bit" if quantize == "4bit" else None,
-            batch_size=batch_size, temperature=temperature, seed=seed,
+            lm,
+            tokenizer,
+            name=model,
+            adapter=str(adapter_dir) if adapter_dir else None,
+            prompt_format_version=version,
+            quantized="4bit" if quantize == "4bit" else None,
+            batch_size=batch_size,
+            temperature=temperature,
+            seed=seed,
             few_shot=adapter_dir is None if few_shot is None else few_shot,
         )
 
@@ -530,7 +544,7 @@ class LocalBackend(Backend):
         results: list[Generation | None] = [None] * len(encoded)
         with self._lock:
             for start in range(0, len(order), self.batch_size):
-                chunk = order[start:start + self.batch_size]
+                chunk = order[start : start + self.batch_size]
                 for i, gen in zip(chunk, self._generate_batch([encoded[i] for i in chunk], max_new_tokens)):
                     results[i] = gen
         return results  # type: ignore[return-value]
@@ -545,8 +559,8 @@ class LocalBackend(Backend):
         input_ids = torch.full((len(batch), width), self.pad_id, dtype=torch.long)
         attention = torch.zeros((len(batch), width), dtype=torch.long)
         for row, ids in enumerate(batch):  # left padding: every answer starts at column ``width``
-            input_ids[row, width - len(ids):] = torch.tensor(ids, dtype=torch.long)
-            attention[row, width - len(ids):] = 1
+            input_ids[row, width - len(ids) :] = torch.tensor(ids, dtype=torch.long)
+            attention[row, width - len(ids) :] = 1
         tracker = StopTracker(
             lambda ids: self.tokenizer.decode(ids, skip_special_tokens=True), self.eos_ids, width, len(batch)
         )
@@ -565,21 +579,21 @@ class LocalBackend(Backend):
         else:
             options.update(do_sample=False, temperature=1.0, top_p=1.0, top_k=50)
         with torch.inference_mode():
-            output = self.model.generate(
-                input_ids=input_ids.to(device), attention_mask=attention.to(device), **options
-            )
+            output = self.model.generate(input_ids=input_ids.to(device), attention_mask=attention.to(device), **options)
         output = output.cpu()
         results = []
         for row, ids in enumerate(batch):
             end = tracker.stopped_at[row] or output.shape[1]
             generated = output[row, width:end].tolist()
             text, _ = trim_answer(self.tokenizer.decode(generated, skip_special_tokens=True))
-            results.append(Generation(
-                text=text,
-                prompt_tokens=len(ids),
-                completion_tokens=len(generated),
-                finish_reason="stop" if tracker.stopped_at[row] is not None else "length",
-            ))
+            results.append(
+                Generation(
+                    text=text,
+                    prompt_tokens=len(ids),
+                    completion_tokens=len(generated),
+                    finish_reason="stop" if tracker.stopped_at[row] is not None else "length",
+                )
+            )
         return results
 
     def __repr__(self) -> str:
@@ -646,8 +660,10 @@ class OpenAIBackend(Backend):
         few_shot: bool = False,
     ):
         if not base_url or not re.match(r"^https?://", base_url):
-            raise ModelError(f"base URL {scrub_text(base_url)!r} must start with http:// or https:// "
-                             "(for example http://127.0.0.1:8000/v1)")
+            raise ModelError(
+                f"base URL {scrub_text(base_url)!r} must start with http:// or https:// "
+                "(for example http://127.0.0.1:8000/v1)"
+            )
         if not model:
             raise ModelError("no served model name: pass the server's model (or vLLM LoRA) name")
         if mode not in ("chat", "completions"):
@@ -674,7 +690,9 @@ class OpenAIBackend(Backend):
         if tokenizer:
             from transformers import AutoTokenizer
 
-            self._tokenizer = _Source(tokenizer, "tokenizer_config.json").load(AutoTokenizer.from_pretrained, "tokenizer")
+            self._tokenizer = _Source(tokenizer, "tokenizer_config.json").load(
+                AutoTokenizer.from_pretrained, "tokenizer"
+            )
 
     @property
     def url(self) -> str:
@@ -768,8 +786,9 @@ class OpenAIBackend(Backend):
         try:
             data = resp.json()
         except ValueError:
-            raise ModelError(f"{self._safe_url()} answered with something that is not JSON: "
-                             f"{scrub_text(resp.text[:200])!r}") from None
+            raise ModelError(
+                f"{self._safe_url()} answered with something that is not JSON: {scrub_text(resp.text[:200])!r}"
+            ) from None
         if not isinstance(data, dict):
             raise ModelError(f"{self._safe_url()} answered with unexpected JSON (not an object)")
         return data
@@ -821,8 +840,9 @@ class OpenAIBackend(Backend):
             return []
         if len(inputs) == 1 or self.max_concurrency == 1:
             return [self._generate_one(inp, max_new_tokens) for inp in inputs]
-        with ThreadPoolExecutor(max_workers=min(self.max_concurrency, len(inputs)),
-                                thread_name_prefix="revbot-openai") as pool:
+        with ThreadPoolExecutor(
+            max_workers=min(self.max_concurrency, len(inputs)), thread_name_prefix="revbot-openai"
+        ) as pool:
             futures = [pool.submit(self._generate_one, inp, max_new_tokens) for inp in inputs]
             try:
                 return [f.result() for f in futures]
@@ -868,8 +888,15 @@ def load_backend(
         if base_url or api_model:
             raise ModelError("base_url/api_model are for kind='openai'; the local backend loads the model itself")
         return LocalBackend.load(
-            model, adapter=adapter, quantize=quantize, device=device, batch_size=batch_size,
-            temperature=temperature, seed=seed, allow_base_mismatch=allow_base_mismatch, few_shot=few_shot,
+            model,
+            adapter=adapter,
+            quantize=quantize,
+            device=device,
+            batch_size=batch_size,
+            temperature=temperature,
+            seed=seed,
+            allow_base_mismatch=allow_base_mismatch,
+            few_shot=few_shot,
         )
     if kind == "openai":
         if adapter:
@@ -880,9 +907,17 @@ def load_backend(
         if not base_url:
             raise ModelError("the openai backend needs a base URL, for example http://127.0.0.1:8000/v1")
         return OpenAIBackend(
-            base_url, api_model or model or "", mode=mode, prompt_format_version=prompt_format_version,
-            max_context=max_context, max_concurrency=max_concurrency, connect_timeout=connect_timeout,
-            read_timeout=read_timeout, max_retries=max_retries, temperature=temperature or 0.0,
-            tokenizer=tokenizer, few_shot=bool(few_shot),
+            base_url,
+            api_model or model or "",
+            mode=mode,
+            prompt_format_version=prompt_format_version,
+            max_context=max_context,
+            max_concurrency=max_concurrency,
+            connect_timeout=connect_timeout,
+            read_timeout=read_timeout,
+            max_retries=max_retries,
+            temperature=temperature or 0.0,
+            tokenizer=tokenizer,
+            few_shot=bool(few_shot),
         )
     raise ModelError(f"unknown backend kind {kind!r}; choose 'local' or 'openai'")

@@ -13,6 +13,7 @@ way reads the same:
 * a 422 for some inline comments moves those into the body and posts again, so the review itself is
   never lost.
 """
+
 from __future__ import annotations
 
 import logging
@@ -20,10 +21,14 @@ from dataclasses import dataclass, replace
 
 from bot.errors import GitHubError, UsageError
 from bot.formats import (
-    REVIEW_MARK, comment_fingerprint, extract_fingerprints, github_review_payload, review_marker,
+    REVIEW_MARK,
+    comment_fingerprint,
+    extract_fingerprints,
+    github_review_payload,
+    review_marker,
 )
-from revbot.adapters.github import GitHubClient, ReviewValidationError
 from bot.review import Review
+from revbot.adapters.github import GitHubClient, ReviewValidationError
 
 log = logging.getLogger(__name__)
 
@@ -47,8 +52,10 @@ class Posted:
         if self.skipped:
             return f"nothing posted on {target}: {self.skipped}"
         extra = f", {self.refused} refused by GitHub and moved there" if self.refused else ""
-        return (f"posted review {self.review_id} on {target}: {self.inline} inline comment"
-                f"{'s' if self.inline != 1 else ''}, {self.in_body} in the body{extra}")
+        return (
+            f"posted review {self.review_id} on {target}: {self.inline} inline comment"
+            f"{'s' if self.inline != 1 else ''}, {self.in_body} in the body{extra}"
+        )
 
 
 def parse_target(text: str) -> tuple[str, int]:
@@ -60,8 +67,9 @@ def parse_target(text: str) -> tuple[str, int]:
     return repo, int(number)
 
 
-def post_review(gh: GitHubClient, repo: str, number: int, review: Review, *, commit_id: str | None = None,
-                header: str = HEADER) -> Posted:
+def post_review(
+    gh: GitHubClient, repo: str, number: int, review: Review, *, commit_id: str | None = None, header: str = HEADER
+) -> Posted:
     """Post ``review`` on pull request ``number`` of ``repo`` as one review of ``commit_id`` (default:
     the pull request's head). Nothing is posted on a closed pull request, on one whose head moved
     past ``commit_id`` (a newer run will review that), or when this head already has a review."""
@@ -87,25 +95,37 @@ def post_review(gh: GitHubClient, repo: str, number: int, review: Review, *, com
 
     refused_total = 0
     for attempt in range(MAX_422_ROUNDS + 1):
-        payload = github_review_payload(review, commit, known_fingerprints=known, max_inline=MAX_INLINE,
-                                        header=f"{header}\n{review_marker(commit)}")
+        payload = github_review_payload(
+            review, commit, known_fingerprints=known, max_inline=MAX_INLINE, header=f"{header}\n{review_marker(commit)}"
+        )
         try:
-            posted = gh.create_review(repo, number, commit_id=commit, body=payload["body"], event=payload["event"],
-                                      comments=payload["comments"])
+            posted = gh.create_review(
+                repo,
+                number,
+                commit_id=commit,
+                body=payload["body"],
+                event=payload["event"],
+                comments=payload["comments"],
+            )
         except ReviewValidationError as exc:
-            review, moved = _without_refused(review, known, exc.failed_indexes,
-                                             everything=attempt >= MAX_422_ROUNDS - 1)
+            review, moved = _without_refused(
+                review, known, exc.failed_indexes, everything=attempt >= MAX_422_ROUNDS - 1
+            )
             if moved == 0:
                 raise
             refused_total += moved
-            log.warning("GitHub refused %d inline comment(s) on %s#%s; posting them in the body instead",
-                        moved, repo, number)
+            log.warning(
+                "GitHub refused %d inline comment(s) on %s#%s; posting them in the body instead", moved, repo, number
+            )
             continue
         except GitHubError as exc:
             if exc.status == 403:
-                raise GitHubError(f"{exc} -- the token may not write reviews here: a workflow needs "
-                                  "`permissions: pull-requests: write`, and a pull request from a fork gets a "
-                                  "read-only GITHUB_TOKEN (review those with `format: sarif`)", 403) from None
+                raise GitHubError(
+                    f"{exc} -- the token may not write reviews here: a workflow needs "
+                    "`permissions: pull-requests: write`, and a pull request from a fork gets a "
+                    "read-only GITHUB_TOKEN (review those with `format: sarif`)",
+                    403,
+                ) from None
             raise
         inline = len(payload["comments"])
         in_body = len([c for c in new if comment_fingerprint(c) not in known]) - inline
@@ -113,8 +133,7 @@ def post_review(gh: GitHubClient, repo: str, number: int, review: Review, *, com
     raise AssertionError("unreachable")  # pragma: no cover
 
 
-def _without_refused(review: Review, known: set[str], failed: list[int] | None,
-                     everything: bool) -> tuple[Review, int]:
+def _without_refused(review: Review, known: set[str], failed: list[int] | None, everything: bool) -> tuple[Review, int]:
     """``review`` with the inline comments GitHub refused (indexes into those sent; None: all)
     moved to the unanchored ones, which the body lists."""
     sent = [c for c in review.comments if comment_fingerprint(c) not in known][:MAX_INLINE]

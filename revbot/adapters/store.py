@@ -27,6 +27,7 @@ Tables (schema versioned by an ordered list of named migrations, recorded in ``m
 Connections: one per thread (and per process: a forked worker opens its own), so the store object
 can be shared by threads without locking.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -35,11 +36,12 @@ import os
 import re
 import sqlite3
 import threading
+from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field, fields, replace
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Mapping
+from typing import Any
 
 from bot.errors import DataError
 from bot.examples import Example
@@ -73,13 +75,13 @@ def utc_timestamp(value: Any) -> str | None:
         except ValueError:
             raise DataError(f"not an ISO-8601 time: {value!r}") from None
     if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=timezone.utc)
-    return moment.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+        moment = moment.replace(tzinfo=UTC)
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def now_stamp() -> str:
     """The clock of ``stored_at`` columns (microseconds, so "stored before this run" is exact)."""
-    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 def is_bot_login(login: str | None, user_type: str | None = None) -> bool:
@@ -160,7 +162,7 @@ class StoredComment:
     @classmethod
     def from_github(
         cls, raw: Mapping[str, Any], repo: str, pr_author: str | None = None, source: str = "github"
-    ) -> "StoredComment":
+    ) -> StoredComment:
         """From the REST JSON of a review comment (also the ``comment`` of a
         ``pull_request_review_comment`` webhook). Secrets are scrubbed here, before anything is
         stored. Missing diff_hunk/line/side (comments from 2012) are kept as None."""
@@ -176,9 +178,15 @@ class StoredComment:
         login = user.get("login") if isinstance(user, Mapping) else None
         user_type = user.get("type") if isinstance(user, Mapping) else None
         reactions_raw = raw.get("reactions") or {}
-        reactions = {
-            k: int(v) for k, v in reactions_raw.items() if k != "url" and isinstance(v, (int, float)) and not isinstance(v, bool)
-        } if isinstance(reactions_raw, Mapping) else {}
+        reactions = (
+            {
+                k: int(v)
+                for k, v in reactions_raw.items()
+                if k != "url" and isinstance(v, (int, float)) and not isinstance(v, bool)
+            }
+            if isinstance(reactions_raw, Mapping)
+            else {}
+        )
         side = raw.get("side")
         start_side = raw.get("start_side")
         return cls(
@@ -520,7 +528,9 @@ class Store:
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
-            raise DataError(f"cannot create the directory for the store: {exc.strerror}", str(self.path.parent)) from None
+            raise DataError(
+                f"cannot create the directory for the store: {exc.strerror}", str(self.path.parent)
+            ) from None
         self._migrate()
 
     def __repr__(self) -> str:
@@ -606,7 +616,9 @@ class Store:
                     for statement in sql.split(";"):
                         if statement.strip():
                             con.execute(statement)
-                    con.execute("INSERT INTO migrations (id, name, applied_at) VALUES (?, ?, ?)", (number, name, now_stamp()))
+                    con.execute(
+                        "INSERT INTO migrations (id, name, applied_at) VALUES (?, ?, ?)", (number, name, now_stamp())
+                    )
         except sqlite3.DatabaseError as exc:
             raise DataError(f"not a usable revbot store: {exc}", str(self.path)) from None
 
@@ -654,7 +666,10 @@ class Store:
                 if c.pr_author and existing["pr_author"] != c.pr_author:
                     con.execute("UPDATE comments SET pr_author = ? WHERE id = ?", (c.pr_author, c.id))
                 if existing["digest"] != row["digest"]:
-                    cols = [k for k in _COMMENT_COLUMNS if k not in ("id", "source", "pr_author")] + ["digest", "stored_at"]
+                    cols = [k for k in _COMMENT_COLUMNS if k not in ("id", "source", "pr_author")] + [
+                        "digest",
+                        "stored_at",
+                    ]
                     con.execute(
                         f"UPDATE comments SET {', '.join(f'{k} = ?' for k in cols)} WHERE id = ?",
                         [row[k] for k in cols] + [c.id],
@@ -757,17 +772,24 @@ class Store:
         if not rows:
             return None
         r = rows[0]
-        return PullRequestInfo(repo, r["number"], r["author"], r["head_sha"], r["state"], r["created_at"], r["updated_at"], r["title"])
+        return PullRequestInfo(
+            repo, r["number"], r["author"], r["head_sha"], r["state"], r["created_at"], r["updated_at"], r["title"]
+        )
 
     def pull_authors(self, repo: str) -> dict[int, str]:
         """PR number -> author for every PR whose author is known: from PR metadata, else from
         comments that arrived with it (a webhook payload names the PR's author)."""
         out = {
             r["pr"]: r["pr_author"]
-            for r in self._read("SELECT DISTINCT pr, pr_author FROM comments WHERE repo = ? AND pr_author IS NOT NULL", (repo,))
+            for r in self._read(
+                "SELECT DISTINCT pr, pr_author FROM comments WHERE repo = ? AND pr_author IS NOT NULL", (repo,)
+            )
         }
         out.update(
-            {r["number"]: r["author"] for r in self._read("SELECT number, author FROM prs WHERE repo = ? AND author IS NOT NULL", (repo,))}
+            {
+                r["number"]: r["author"]
+                for r in self._read("SELECT number, author FROM prs WHERE repo = ? AND author IS NOT NULL", (repo,))
+            }
         )
         return out
 
@@ -788,7 +810,9 @@ class Store:
 
     def cached_pr_files(self, repo: str, pr: int) -> tuple[list[CachedFile], str | None] | None:
         """(files, commit they were read at), or None when this PR's files were never cached."""
-        meta = self._read("SELECT files_fetched_at, files_commit FROM prs WHERE repo = ? AND number = ?", (repo, int(pr)))
+        meta = self._read(
+            "SELECT files_fetched_at, files_commit FROM prs WHERE repo = ? AND number = ?", (repo, int(pr))
+        )
         if not meta or meta[0]["files_fetched_at"] is None:
             return None
         rows = self._read("SELECT * FROM pr_files WHERE repo = ? AND pr = ? ORDER BY position", (repo, int(pr)))
@@ -899,14 +923,21 @@ class Store:
         self, repo: str | None = None, *, source: str | None = None, negative: bool | None = None
     ) -> Iterator[Example]:
         """Examples ordered by (created_at, id): stable, and oldest first for time-based splits."""
-        rows = self._select("examples", "created_at, id", repo=repo, source=source,
-                            is_negative=None if negative is None else int(negative))
+        rows = self._select(
+            "examples",
+            "created_at, id",
+            repo=repo,
+            source=source,
+            is_negative=None if negative is None else int(negative),
+        )
         for row in rows:
             yield _example_from_row(row)
 
     def count_examples(self, repo: str | None = None) -> tuple[int, int]:
         """(positive, negative)."""
-        sql = "SELECT is_negative, COUNT(*) FROM examples" + (" WHERE repo = ?" if repo else "") + " GROUP BY is_negative"
+        sql = (
+            "SELECT is_negative, COUNT(*) FROM examples" + (" WHERE repo = ?" if repo else "") + " GROUP BY is_negative"
+        )
         counts = {r[0]: r[1] for r in self._read(sql, (repo,) if repo else ())}
         return counts.get(0, 0), counts.get(1, 0)
 
@@ -923,17 +954,42 @@ class Store:
                     "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT(key) DO UPDATE SET content = excluded.content, "
                     "created_at = COALESCE(excluded.created_at, created_at), stored_at = excluded.stored_at "
                     "WHERE content IS NOT excluded.content",
-                    (f.key, f.repo, int(f.pr), int(f.comment_id), f.kind, f.author, scrub_text(f.content) or "",
-                     f.ref_id, f.created_at, f.source, stamp),
+                    (
+                        f.key,
+                        f.repo,
+                        int(f.pr),
+                        int(f.comment_id),
+                        f.kind,
+                        f.author,
+                        scrub_text(f.content) or "",
+                        f.ref_id,
+                        f.created_at,
+                        f.source,
+                        stamp,
+                    ),
                 )
                 count += 1
         return count
 
     def iter_feedback(self, repo: str | None = None, comment_id: int | None = None) -> Iterator[Feedback]:
-        rows = self._select("bot_feedback", "comment_id, kind, key", repo=repo,
-                            comment_id=None if comment_id is None else int(comment_id))
+        rows = self._select(
+            "bot_feedback",
+            "comment_id, kind, key",
+            repo=repo,
+            comment_id=None if comment_id is None else int(comment_id),
+        )
         for r in rows:
-            yield Feedback(r["repo"], r["pr"], r["comment_id"], r["kind"], r["author"], r["content"], r["ref_id"], r["created_at"], r["source"])
+            yield Feedback(
+                r["repo"],
+                r["pr"],
+                r["comment_id"],
+                r["kind"],
+                r["author"],
+                r["content"],
+                r["ref_id"],
+                r["created_at"],
+                r["source"],
+            )
 
     # ---- what the webhook service posted, evidence, per-PR ignores
 
@@ -948,8 +1004,20 @@ class Store:
                     "INSERT INTO bot_posts (repo, pr, fingerprint, path, line, side, body, hunk, head_sha, model_version, "
                     "comment_id, posted_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
                     "ON CONFLICT(repo, pr, fingerprint) DO UPDATE SET comment_id = COALESCE(comment_id, excluded.comment_id)",
-                    (p.repo, int(p.pr), p.fingerprint, p.path, p.line, p.side, scrub_text(p.body) or "",
-                     scrub_text(p.hunk), p.head_sha, p.model_version, p.comment_id, p.posted_at or stamp),
+                    (
+                        p.repo,
+                        int(p.pr),
+                        p.fingerprint,
+                        p.path,
+                        p.line,
+                        p.side,
+                        scrub_text(p.body) or "",
+                        scrub_text(p.hunk),
+                        p.head_sha,
+                        p.model_version,
+                        p.comment_id,
+                        p.posted_at or stamp,
+                    ),
                 )
                 count += 1
         return count
@@ -957,15 +1025,32 @@ class Store:
     def link_post(self, repo: str, pr: int, fingerprint: str, comment_id: int) -> bool:
         """Tie a posted comment to its GitHub id (seen when the service next reads the PR)."""
         with self.transaction() as con:
-            cur = con.execute("UPDATE bot_posts SET comment_id = ? WHERE repo = ? AND pr = ? AND fingerprint = ? "
-                              "AND comment_id IS NOT ?", (int(comment_id), repo, int(pr), fingerprint, int(comment_id)))
+            cur = con.execute(
+                "UPDATE bot_posts SET comment_id = ? WHERE repo = ? AND pr = ? AND fingerprint = ? "
+                "AND comment_id IS NOT ?",
+                (int(comment_id), repo, int(pr), fingerprint, int(comment_id)),
+            )
             return cur.rowcount > 0
 
     def iter_posts(self, repo: str | None = None, pr: int | None = None) -> Iterator[BotPost]:
-        rows = self._select("bot_posts", "posted_at, repo, pr, fingerprint", repo=repo, pr=None if pr is None else int(pr))
+        rows = self._select(
+            "bot_posts", "posted_at, repo, pr, fingerprint", repo=repo, pr=None if pr is None else int(pr)
+        )
         for r in rows:
-            yield BotPost(r["repo"], r["pr"], r["fingerprint"], r["path"], r["line"], r["side"], r["body"], r["hunk"],
-                          r["head_sha"], r["model_version"], r["comment_id"], r["posted_at"])
+            yield BotPost(
+                r["repo"],
+                r["pr"],
+                r["fingerprint"],
+                r["path"],
+                r["line"],
+                r["side"],
+                r["body"],
+                r["hunk"],
+                r["head_sha"],
+                r["model_version"],
+                r["comment_id"],
+                r["posted_at"],
+            )
 
     def replace_evidence(self, items: Iterable[Evidence], *, repo: str | None = None, pr: int | None = None) -> int:
         """Replace the stored evidence (all of it, one repo's, or one PR's) with ``items``."""
@@ -982,9 +1067,25 @@ class Store:
                     "INSERT OR REPLACE INTO feedback_evidence (key, repo, pr, comment_id, source, polarity, weight, author, "
                     "fingerprint, model_version, path, line, side, body, hunk, created_at, stored_at) "
                     "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    (e.key, e.repo, int(e.pr), int(e.comment_id), e.source, int(e.polarity), int(e.weight), e.author,
-                     e.fingerprint, e.model_version, e.path, e.line, e.side, scrub_text(e.body) or "",
-                     scrub_text(e.hunk), e.created_at, stamp),
+                    (
+                        e.key,
+                        e.repo,
+                        int(e.pr),
+                        int(e.comment_id),
+                        e.source,
+                        int(e.polarity),
+                        int(e.weight),
+                        e.author,
+                        e.fingerprint,
+                        e.model_version,
+                        e.path,
+                        e.line,
+                        e.side,
+                        scrub_text(e.body) or "",
+                        scrub_text(e.hunk),
+                        e.created_at,
+                        stamp,
+                    ),
                 )
                 count += 1
         return count
@@ -994,21 +1095,43 @@ class Store:
         if repo is not None:
             sql, params = sql + " WHERE repo = ?", [repo]
         for r in self._read(sql + " ORDER BY repo, comment_id, source", params):
-            yield Evidence(r["repo"], r["pr"], r["comment_id"], r["source"], r["polarity"], r["weight"], r["author"],
-                           r["fingerprint"], r["model_version"], r["path"], r["line"], r["side"], r["body"], r["hunk"],
-                           r["created_at"])
+            yield Evidence(
+                r["repo"],
+                r["pr"],
+                r["comment_id"],
+                r["source"],
+                r["polarity"],
+                r["weight"],
+                r["author"],
+                r["fingerprint"],
+                r["model_version"],
+                r["path"],
+                r["line"],
+                r["side"],
+                r["body"],
+                r["hunk"],
+                r["created_at"],
+            )
 
-    def add_pr_ignore(self, repo: str, pr: int, glob: str, author: str | None = None,
-                      comment_id: int | None = None) -> bool:
+    def add_pr_ignore(
+        self, repo: str, pr: int, glob: str, author: str | None = None, comment_id: int | None = None
+    ) -> bool:
         """Record an ignore glob for one PR; False when it was recorded before."""
         with self.transaction() as con:
-            cur = con.execute("INSERT OR IGNORE INTO pr_ignores (repo, pr, glob, author, comment_id, created_at) "
-                              "VALUES (?, ?, ?, ?, ?, ?)", (repo, int(pr), glob, author, comment_id, now_stamp()))
+            cur = con.execute(
+                "INSERT OR IGNORE INTO pr_ignores (repo, pr, glob, author, comment_id, created_at) "
+                "VALUES (?, ?, ?, ?, ?, ?)",
+                (repo, int(pr), glob, author, comment_id, now_stamp()),
+            )
             return cur.rowcount > 0
 
     def pr_ignores(self, repo: str, pr: int) -> list[str]:
-        return [r["glob"] for r in self._read("SELECT glob FROM pr_ignores WHERE repo = ? AND pr = ? ORDER BY created_at, glob",
-                                              (repo, int(pr)))]
+        return [
+            r["glob"]
+            for r in self._read(
+                "SELECT glob FROM pr_ignores WHERE repo = ? AND pr = ? ORDER BY created_at, glob", (repo, int(pr))
+            )
+        ]
 
     # ---- summary
 
@@ -1019,7 +1142,16 @@ class Store:
         def entry(repo: str) -> dict[str, Any]:
             return repos.setdefault(
                 repo,
-                {"comments": 0, "replies": 0, "bot_comments": 0, "prs": 0, "positive": 0, "negative": 0, "high_water": None, "pending_prs": 0},
+                {
+                    "comments": 0,
+                    "replies": 0,
+                    "bot_comments": 0,
+                    "prs": 0,
+                    "positive": 0,
+                    "negative": 0,
+                    "high_water": None,
+                    "pending_prs": 0,
+                },
             )
 
         for r in self._read(
@@ -1034,7 +1166,9 @@ class Store:
             entry(r["repo"])["high_water"] = json.loads(r["value"])
         for r in self._read("SELECT repo, COUNT(*) AS n FROM pending_prs GROUP BY repo"):
             entry(r["repo"])["pending_prs"] = r["n"]
-        sources = {r["source"]: r["n"] for r in self._read("SELECT source, COUNT(*) AS n FROM examples GROUP BY source")}
+        sources = {
+            r["source"]: r["n"] for r in self._read("SELECT source, COUNT(*) AS n FROM examples GROUP BY source")
+        }
         feedback = self._read("SELECT COUNT(*) FROM bot_feedback")[0][0]
         return {
             "path": str(self.path),

@@ -14,6 +14,7 @@ live in one place:
 
 Deliberately free of torch and transformers: the service reads it on every reload.
 """
+
 from __future__ import annotations
 
 import json
@@ -25,7 +26,7 @@ import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -49,7 +50,7 @@ _VERSION_NAME = re.compile(r"^v(\d+)$")
 
 
 def now_iso() -> str:
-    return datetime.now(timezone.utc).replace(microsecond=0).isoformat().replace("+00:00", "Z")
+    return datetime.now(UTC).replace(microsecond=0).isoformat().replace("+00:00", "Z")
 
 
 def default_models_dir() -> Path:
@@ -110,7 +111,7 @@ def _version_from_dir(directory: Path, name: str | None = None) -> ModelVersion:
     meta = _read_meta(directory)
     created = meta.get("created_at")
     if not isinstance(created, str) or not created:
-        created = datetime.fromtimestamp(directory.stat().st_mtime, timezone.utc).replace(microsecond=0).isoformat()
+        created = datetime.fromtimestamp(directory.stat().st_mtime, UTC).replace(microsecond=0).isoformat()
     return ModelVersion(name or directory.name, directory, meta, created)
 
 
@@ -185,8 +186,10 @@ class ModelRegistry:
             if not strict:
                 log.warning("rewriting the damaged current-version pointer %s (%s)", path, exc)
                 return {"current": None, "history": []}
-            raise ModelError(f"cannot read the current-version pointer {path}: {exc}; "
-                             f"promote a version again (`revbot models promote vN`) to rewrite it") from None
+            raise ModelError(
+                f"cannot read the current-version pointer {path}: {exc}; "
+                f"promote a version again (`revbot models promote vN`) to rewrite it"
+            ) from None
         history = data.get("history")
         return {"current": data.get("current"), "history": list(history) if isinstance(history, list) else []}
 
@@ -271,9 +274,14 @@ class ModelRegistry:
             if pointer["current"] == version.name:
                 return version
             history = [n for n in pointer["history"] if n != version.name] + [version.name]
-            write_json_atomic(self.root / POINTER_FILE, {
-                "current": version.name, "history": history, "updated_at": now_iso(),
-            })
+            write_json_atomic(
+                self.root / POINTER_FILE,
+                {
+                    "current": version.name,
+                    "history": history,
+                    "updated_at": now_iso(),
+                },
+            )
         log.info("promoted %s in %s", version.name, self.root)
         return version
 
@@ -294,9 +302,14 @@ class ModelRegistry:
             if not history:
                 raise ModelError(f"nothing to roll back to in {self.root}: earlier versions were deleted")
             target = history[-1]
-            write_json_atomic(self.root / POINTER_FILE, {
-                "current": target, "history": history, "updated_at": now_iso(),
-            })
+            write_json_atomic(
+                self.root / POINTER_FILE,
+                {
+                    "current": target,
+                    "history": history,
+                    "updated_at": now_iso(),
+                },
+            )
         log.info("rolled back to %s in %s", target, self.root)
         return self.get(target)
 
@@ -353,8 +366,13 @@ class ModelRegistry:
     ) -> dict[str, Any]:
         """Append one promotion decision to the log and return it."""
         entry = {
-            "at": now_iso(), "candidate": candidate, "incumbent": incumbent, "metric": metric,
-            "values": values, "promoted": bool(promoted), "reason": reason,
+            "at": now_iso(),
+            "candidate": candidate,
+            "incumbent": incumbent,
+            "metric": metric,
+            "values": values,
+            "promoted": bool(promoted),
+            "reason": reason,
         }
         self.root.mkdir(parents=True, exist_ok=True)
         line = json.dumps(entry, sort_keys=True, ensure_ascii=False) + "\n"

@@ -3,6 +3,7 @@
 ``revbot dev init-model`` builds a tiny random model (tests and the quick demo only: it says nothing
 useful); ``revbot dev github-sim`` runs the GitHub API simulator on loopback. The shell reaches this
 module by name only, so no production module imports the development package."""
+
 from __future__ import annotations
 
 import click

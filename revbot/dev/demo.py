@@ -15,6 +15,7 @@ the same kind of lines in a pull request it never saw.
 The work directory (``.revbot-demo/`` by default) holds the store, the models, the queue and the
 service's log; it is wiped at the start of each run (only if the demo created it).
 """
+
 from __future__ import annotations
 
 import json
@@ -27,10 +28,11 @@ import subprocess
 import sys
 import time
 import uuid
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import click
 
@@ -85,15 +87,28 @@ class DemoConfig:
     def describe(self) -> str:
         where = "every block" if self.lora_layers is None else f"the last {self.lora_layers} blocks"
         targets = ", ".join(self.target_modules) if self.target_modules else "every attention and MLP projection"
-        return (f"{self.steps} steps x {self.batch_size} rows x {self.max_length} tokens, lr {self.lr:g}, "
-                f"LoRA r={self.lora_r} alpha={self.lora_alpha} on {targets} of {where}, "
-                f"{ {True: '4-bit NF4 base', False: 'full-precision base'}.get(self.quantize, 'base 4-bit on a GPU, full precision on a CPU') }, "
-                f"precision {self.precision}")
+        return (
+            f"{self.steps} steps x {self.batch_size} rows x {self.max_length} tokens, lr {self.lr:g}, "
+            f"LoRA r={self.lora_r} alpha={self.lora_alpha} on {targets} of {where}, "
+            f"{ {True: '4-bit NF4 base', False: 'full-precision base'}.get(self.quantize, 'base 4-bit on a GPU, full precision on a CPU') }, "
+            f"precision {self.precision}"
+        )
 
 
 FULL = DemoConfig()
-QUICK = replace(FULL, model="tiny", steps=4, batch_size=2, max_length=512, lr=5e-3, lora_r=8, lora_alpha=16,
-                lora_layers=None, eval_max_new_tokens=8, review_max_new_tokens=8)
+QUICK = replace(
+    FULL,
+    model="tiny",
+    steps=4,
+    batch_size=2,
+    max_length=512,
+    lr=5e-3,
+    lora_r=8,
+    lora_alpha=16,
+    lora_layers=None,
+    eval_max_new_tokens=8,
+    review_max_new_tokens=8,
+)
 
 
 class DemoError(RevbotError):
@@ -137,8 +152,9 @@ def prepare_workdir(path: Path) -> Path:
             raise UsageError(f"--workdir {path} is a file")
         if any(path.iterdir()):
             if not (path / MARKER).exists():
-                raise UsageError(f"--workdir {path} is not empty and was not made by `revbot demo`; "
-                                 "choose another directory")
+                raise UsageError(
+                    f"--workdir {path} is not empty and was not made by `revbot demo`; choose another directory"
+                )
             shutil.rmtree(path)
     path.mkdir(parents=True, exist_ok=True)
     (path / MARKER).write_text("made by `revbot demo`; wiped at the start of every demo run\n")
@@ -170,8 +186,10 @@ def signed_delivery(url: str, event: str, payload: dict, secret: str, timeout: f
 
     body = json.dumps(payload).encode()
     headers = {
-        "Content-Type": "application/json", "User-Agent": "GitHub-Hookshot/revbot-demo",
-        "X-GitHub-Event": event, "X-GitHub-Delivery": str(uuid.uuid4()),
+        "Content-Type": "application/json",
+        "User-Agent": "GitHub-Hookshot/revbot-demo",
+        "X-GitHub-Event": event,
+        "X-GitHub-Delivery": str(uuid.uuid4()),
         "X-Hub-Signature-256": sign(body, secret),
     }
     return requests.post(url, data=body, headers=headers, timeout=timeout)
@@ -204,22 +222,32 @@ class Service:
         self.log_path = workdir / "serve.log"
         self.url = f"http://127.0.0.1:{self.port}"
         env = dict(os.environ)
-        env.update({
-            "REVBOT_WEBHOOK_SECRET": secret, "REVBOT_GITHUB_TOKEN": token, "REVBOT_GITHUB_API_URL": api_url,
-            "REVBOT_HOME": str(workdir), "REVBOT_DB": str(workdir / "revbot.db"),
-            "REVBOT_MODELS_DIR": str(workdir / "models"), "REVBOT_QUEUE": str(workdir / "queue.db"),
-            "REVBOT_BOT_LOGINS": BOT_LOGIN, "REVBOT_MAX_NEW_TOKENS": str(config.review_max_new_tokens),
-            "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false",
-            "REVBOT_LOG_LEVEL": "INFO",
-        })
+        env.update(
+            {
+                "REVBOT_WEBHOOK_SECRET": secret,
+                "REVBOT_GITHUB_TOKEN": token,
+                "REVBOT_GITHUB_API_URL": api_url,
+                "REVBOT_HOME": str(workdir),
+                "REVBOT_DB": str(workdir / "revbot.db"),
+                "REVBOT_MODELS_DIR": str(workdir / "models"),
+                "REVBOT_QUEUE": str(workdir / "queue.db"),
+                "REVBOT_BOT_LOGINS": BOT_LOGIN,
+                "REVBOT_MAX_NEW_TOKENS": str(config.review_max_new_tokens),
+                "HF_HUB_OFFLINE": "1",
+                "TRANSFORMERS_OFFLINE": "1",
+                "TOKENIZERS_PARALLELISM": "false",
+                "REVBOT_LOG_LEVEL": "INFO",
+            }
+        )
         env.pop("GITHUB_TOKEN", None)  # the service talks to the simulator only
         # the packages beside this one, even when the install's import hooks do not list them all
         root = str(Path(__file__).resolve().parent.parent)
         env["PYTHONPATH"] = os.pathsep.join([root, *filter(None, [env.get("PYTHONPATH")])])
         self.command = [sys.executable, "-m", "revbot", "serve", "--host", "127.0.0.1", "--port", str(self.port)]
         self._log = open(self.log_path, "ab")
-        self.process = subprocess.Popen(self.command, env=env, cwd=str(workdir), stdout=self._log,
-                                        stderr=subprocess.STDOUT, start_new_session=True)
+        self.process = subprocess.Popen(
+            self.command, env=env, cwd=str(workdir), stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True
+        )
 
     def wait_ready(self, timeout: float = SERVICE_START_S) -> dict:
         import requests
@@ -227,8 +255,7 @@ class Service:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
-                raise DemoError(f"the webhook service exited with code {self.process.returncode}; "
-                                f"see {self.log_path}")
+                raise DemoError(f"the webhook service exited with code {self.process.returncode}; see {self.log_path}")
             try:
                 answer = requests.get(self.url + "/healthz", timeout=2)
                 return answer.json()
@@ -295,19 +322,23 @@ def run_demo(
     """Run every step; returns what was posted. With ``keep`` the simulator and the service are
     left running (the caller waits for Ctrl-C and then calls the returned result's ``stop``)."""
     from bot.examples import Example  # noqa: F401  (imported early: fail fast on a broken install)
-    from revbot.adapters.github import GitHubClient
-    from revbot.dev.github_sim import GitHubSimulator
-    from revbot.adapters.store import Store
-    from revbot.dev.tiny import build_tiny_model
-    from revbot.adapters.versions import ModelRegistry
     from finetune.data import split_examples
     from finetune.evaluate import evaluate
     from finetune.train import TrainConfig, train
     from harvest.mine import HarvestOptions, harvest_github
+    from revbot.adapters.github import GitHubClient
+    from revbot.adapters.store import Store
+    from revbot.adapters.versions import ModelRegistry
     from revbot.dev.demo_data.sample import (
-        build_demo_pull, build_sample_project, habits_in, pull_files_seed, to_seed,
+        build_demo_pull,
+        build_sample_project,
+        habits_in,
+        pull_files_seed,
+        to_seed,
     )
     from revbot.dev.demo_data.templates import STYLE
+    from revbot.dev.github_sim import GitHubSimulator
+    from revbot.dev.tiny import build_tiny_model
 
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
@@ -320,13 +351,17 @@ def run_demo(
     sim = service = None
     result: DemoResult | None = None
     try:
-        with steps.step("Starting the GitHub simulator with the sample project (an invented team's history)", "simulator"):
+        with steps.step(
+            "Starting the GitHub simulator with the sample project (an invented team's history)", "simulator"
+        ):
             project = build_sample_project()
             seed = to_seed(project, tokens=[{"token": token, "login": BOT_LOGIN, "type": "Bot"}])
             sim = GitHubSimulator(seed, state_path=workdir / "github-sim.json").start()
             counts = project.counts()
-            echo(f"      {project.repo} on {sim.url}: {counts['pulls']} merged pull requests, "
-                 f"{counts['comments']} review comments by {len({c.user for c in project.comments()})} accounts")
+            echo(
+                f"      {project.repo} on {sim.url}: {counts['pulls']} merged pull requests, "
+                f"{counts['comments']} review comments by {len({c.user for c in project.comments()})} accounts"
+            )
             echo("      the team's habits, as its reviewers always phrase them:")
             for habit, comment in STYLE.items():
                 echo(f"        {habit:<8} -> {comment}")
@@ -343,21 +378,32 @@ def run_demo(
             examples = list(store.iter_examples(repo=project.repo))
             splits = split_examples(examples, config.seed)
             counts = splits.counts()
-            echo("      split by PR and time: " + ", ".join(
-                f"{name} {c['examples']} examples ({c['prs']} PRs)" for name, c in counts.items()))
+            echo(
+                "      split by PR and time: "
+                + ", ".join(f"{name} {c['examples']} examples ({c['prs']} PRs)" for name, c in counts.items())
+            )
 
         if config.tiny:
             base_dir = workdir / "base-model"
-            with steps.step(f"Building a tiny RANDOM {config.arch} model (--quick: checks the steps, learns nothing)",
-                            "base model"):
-                build_tiny_model(base_dir, arch=config.arch, corpus=tokenizer_corpus(splits.train),
-                                 vocab_size=config.vocab_size, hidden_size=config.hidden_size,
-                                 num_layers=config.layers, num_heads=config.heads, seed=config.seed)
+            with steps.step(
+                f"Building a tiny RANDOM {config.arch} model (--quick: checks the steps, learns nothing)", "base model"
+            ):
+                build_tiny_model(
+                    base_dir,
+                    arch=config.arch,
+                    corpus=tokenizer_corpus(splits.train),
+                    vocab_size=config.vocab_size,
+                    hidden_size=config.hidden_size,
+                    num_layers=config.layers,
+                    num_heads=config.heads,
+                    seed=config.seed,
+                )
                 echo(f"      {base_dir}: {config.layers} layers, hidden size {config.hidden_size}; its output is noise")
             base_model = str(base_dir)
         else:
-            with steps.step(f"Preparing the embedded base model {config.model} (converted once, then cached)",
-                            "base model"):
+            with steps.step(
+                f"Preparing the embedded base model {config.model} (converted once, then cached)", "base model"
+            ):
                 from revbot.adapters.embedded import EMBEDDED_MODELS, resolve
 
                 location = resolve(config.model, quiet=not progress)
@@ -373,24 +419,42 @@ def run_demo(
         with steps.step(f"Training with {quant} for {config.steps} steps", "train"):
             echo(f"      {config.describe()}")
             train_config = TrainConfig(
-                max_steps=config.steps, batch_size=config.batch_size, max_length=config.max_length, lr=config.lr,
-                lora_r=config.lora_r, lora_alpha=config.lora_alpha, lora_dropout=config.lora_dropout,
-                lora_layers=config.lora_layers, precision=config.precision,
+                max_steps=config.steps,
+                batch_size=config.batch_size,
+                max_length=config.max_length,
+                lr=config.lr,
+                lora_r=config.lora_r,
+                lora_alpha=config.lora_alpha,
+                lora_dropout=config.lora_dropout,
+                lora_layers=config.lora_layers,
+                precision=config.precision,
                 target_modules=list(config.target_modules) if config.target_modules else None,
-                quantize=config.quantize, seed=config.seed, patience=0, eval_every=config.steps,
+                quantize=config.quantize,
+                seed=config.seed,
+                patience=0,
+                eval_every=config.steps,
             )
-            version = train(splits, base_model, models_dir, train_config, data_source=str(store_path),
-                            progress=progress)
+            version = train(
+                splits, base_model, models_dir, train_config, data_source=str(store_path), progress=progress
+            )
             ModelRegistry(models_dir).promote(version.name)
             m = version.metrics
             peak = m.get("peak_rss_mb")
-            echo(f"      {version.name} is current: {m.get('steps')} steps, train loss {_num(m.get('train_loss'))}, "
-                 f"validation loss {_num(m.get('val_loss'))}"
-                 + (f", peak memory {peak / 1024:.1f} GiB" if isinstance(peak, (int, float)) else ""))
+            echo(
+                f"      {version.name} is current: {m.get('steps')} steps, train loss {_num(m.get('train_loss'))}, "
+                f"validation loss {_num(m.get('val_loss'))}"
+                + (f", peak memory {peak / 1024:.1f} GiB" if isinstance(peak, (int, float)) else "")
+            )
 
         with steps.step("Evaluating on the newest held-out PRs against the baselines", "evaluate"):
-            report = evaluate(version, splits.test, splits.train, max_new_tokens=config.eval_max_new_tokens,
-                              out_dir="auto", progress=progress)
+            report = evaluate(
+                version,
+                splits.test,
+                splits.train,
+                max_new_tokens=config.eval_max_new_tokens,
+                out_dir="auto",
+                progress=progress,
+            )
             table = report.table()
             echo("\n".join("      " + line for line in table.splitlines()))
             if report.out_dir:
@@ -399,27 +463,48 @@ def run_demo(
         with steps.step("Starting the webhook service (`revbot serve`, signed deliveries only)", "service"):
             service = Service(workdir, sim.url, token, secret, config)
             health = service.wait_ready()
-            echo(f"      {service.url} (log: {service.log_path}); health: "
-                 f"{json.dumps({k: health.get(k) for k in ('status', 'version') if k in health})}")
+            echo(
+                f"      {service.url} (log: {service.log_path}); health: "
+                f"{json.dumps({k: health.get(k) for k in ('status', 'version') if k in health})}"
+            )
 
         demo_pull = build_demo_pull(project)
         with steps.step("Opening a new pull request on the simulator and sending its signed webhook", "webhook"):
-            opened = sim.add_pull(project.repo, files=pull_files_seed(demo_pull), title=demo_pull.title,
-                                  body=demo_pull.body, user=demo_pull.author)
+            opened = sim.add_pull(
+                project.repo,
+                files=pull_files_seed(demo_pull),
+                title=demo_pull.title,
+                body=demo_pull.body,
+                user=demo_pull.author,
+            )
             number = opened["pull"]["number"]
             answer = signed_delivery(service.url + "/webhook", "pull_request", opened["webhook"], secret)
             if answer.status_code >= 300:
                 raise DemoError(f"the service answered the webhook with HTTP {answer.status_code}: {answer.text[:200]}")
-            echo(f"      {project.repo}#{number} \"{demo_pull.title}\" by {demo_pull.author}: "
-                 f"{len(demo_pull.files)} files, {sum(len(f.hunks) for f in demo_pull.files)} hunks; "
-                 f"delivery accepted (HTTP {answer.status_code})")
+            echo(
+                f'      {project.repo}#{number} "{demo_pull.title}" by {demo_pull.author}: '
+                f"{len(demo_pull.files)} files, {sum(len(f.hunks) for f in demo_pull.files)} hunks; "
+                f"delivery accepted (HTTP {answer.status_code})"
+            )
 
         with steps.step("Waiting for the review", "review"):
             review, comments = _wait_for_review(sim.url, project.repo, number, token, service)
-            result = DemoResult(project.repo, number, comments, review.get("body") or "", version=version.name,
-                                eval_table=table, expected=habits_in(demo_pull), sim_url=sim.url,
-                                service_url=service.url, token=token, secret=secret)
-            echo(f"      review {review['id']} posted by {review['user']['login']} on {review.get('commit_id', '')[:7]}")
+            result = DemoResult(
+                project.repo,
+                number,
+                comments,
+                review.get("body") or "",
+                version=version.name,
+                eval_table=table,
+                expected=habits_in(demo_pull),
+                sim_url=sim.url,
+                service_url=service.url,
+                token=token,
+                secret=secret,
+            )
+            echo(
+                f"      review {review['id']} posted by {review['user']['login']} on {review.get('commit_id', '')[:7]}"
+            )
             for c in comments:
                 echo(f"      {c['path']}:{c['line']}: {c['body']}")
             if not comments:
@@ -427,9 +512,11 @@ def run_demo(
             body = strip_markers(result.review_body)
             if body:
                 echo("      review body: " + body.splitlines()[0][:160])
-            echo(f"      the PR has {len(result.expected)} lines the team would flag; of the {len(comments)} comments, "
-                 f"{result.as_the_team} say exactly what the team says on such a line, and "
-                 f"{result.on_habit_lines} sit on one of those lines")
+            echo(
+                f"      the PR has {len(result.expected)} lines the team would flag; of the {len(comments)} comments, "
+                f"{result.as_the_team} say exactly what the team says on such a line, and "
+                f"{result.on_habit_lines} sit on one of those lines"
+            )
         result.timings = list(steps.timings)
         echo("\n" + steps.summary())
         echo(_real_world(keep, sim.url, service.url if service else ""))
@@ -473,10 +560,12 @@ def _wait_for_review(api: str, repo: str, number: int, token: str, service: Serv
     deadline = time.monotonic() + REVIEW_WAIT_S
     while time.monotonic() < deadline:
         if service.process.poll() is not None:
-            raise DemoError(f"the webhook service stopped (exit code {service.process.returncode}); "
-                            f"see {service.log_path}")
-        reviews = [r for r in _get_json(f"{api}/repos/{repo}/pulls/{number}/reviews", token)
-                   if r["user"]["login"] == BOT_LOGIN]
+            raise DemoError(
+                f"the webhook service stopped (exit code {service.process.returncode}); see {service.log_path}"
+            )
+        reviews = [
+            r for r in _get_json(f"{api}/repos/{repo}/pulls/{number}/reviews", token) if r["user"]["login"] == BOT_LOGIN
+        ]
         if reviews:
             review = reviews[-1]
             comments = [
@@ -486,8 +575,9 @@ def _wait_for_review(api: str, repo: str, number: int, token: str, service: Serv
             ]
             return review, comments
         time.sleep(0.5)
-    raise DemoError(f"no review was posted on {repo}#{number} within {REVIEW_WAIT_S:.0f}s; "
-                    f"see the service's log {service.log_path}")
+    raise DemoError(
+        f"no review was posted on {repo}#{number} within {REVIEW_WAIT_S:.0f}s; see the service's log {service.log_path}"
+    )
 
 
 def _real_world(keep: bool, sim_url: str, service_url: str) -> str:
@@ -516,11 +606,18 @@ def _real_world(keep: bool, sim_url: str, service_url: str) -> str:
 
 
 @click.command("demo", context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
-@click.option("--workdir", type=click.Path(file_okay=False), default=".revbot-demo", show_default=True,
-              help="Where the store, models, queue and logs go (wiped at the start of every demo run).")
+@click.option(
+    "--workdir",
+    type=click.Path(file_okay=False),
+    default=".revbot-demo",
+    show_default=True,
+    help="Where the store, models, queue and logs go (wiped at the start of every demo run).",
+)
 @click.option("--keep", is_flag=True, help="Leave the simulator and the webhook service running until Ctrl-C.")
 @click.option("--quick", is_flag=True, help="A tiny budget that only checks every step runs (learns nothing).")
-@click.option("--steps", type=click.IntRange(min=1), default=None, help="Training steps (default: measured for ~3 minutes).")
+@click.option(
+    "--steps", type=click.IntRange(min=1), default=None, help="Training steps (default: measured for ~3 minutes)."
+)
 @click.option("--quiet", is_flag=True, help="No progress bars.")
 def demo_cmd(workdir: str, keep: bool, quick: bool, steps: int | None, quiet: bool) -> None:
     """Run the whole loop offline on an embedded sample project, in a few minutes on a CPU.

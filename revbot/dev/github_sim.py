@@ -86,6 +86,7 @@ forks (no ``parent``/``source``); GraphQL knows only review threads (and has no 
 own); ``PENDING`` reviews hide their comments from lists. A push keeps each head's patches, so the
 compare API and moved or outdated comments follow from them (``revbot.dev.github_sim_heads``).
 """
+
 from __future__ import annotations
 
 import base64
@@ -98,15 +99,16 @@ import secrets
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, Callable
+from typing import Any
 from urllib.parse import parse_qs, quote, unquote, urlencode, urlsplit
 
 import click
 
-from bot.diff import LEFT, RIGHT, FileDiff, Diff, parse_patch
+from bot.diff import LEFT, RIGHT, Diff, FileDiff, parse_patch
 from bot.errors import DataError, DiffError, RevbotError
 from revbot.dev.github_sim_heads import compare_patch, moved_line
 
@@ -129,7 +131,7 @@ class SimulatorError(RevbotError):
 
 
 def _now() -> datetime:
-    return datetime.now(timezone.utc).replace(microsecond=0)
+    return datetime.now(UTC).replace(microsecond=0)
 
 
 def _iso(moment: datetime) -> str:
@@ -138,7 +140,7 @@ def _iso(moment: datetime) -> str:
 
 def _parse_time(value: str, what: str) -> datetime:
     try:
-        return datetime.fromisoformat(value.replace("Z", "+00:00")).astimezone(timezone.utc)
+        return datetime.fromisoformat(value.replace("Z", "+00:00")).astimezone(UTC)
     except (ValueError, AttributeError):
         raise _HTTPError(422, f"Invalid value for {what}: {value!r} is not an ISO 8601 timestamp") from None
 
@@ -163,8 +165,9 @@ def _node_id(kind: str, ident: int) -> str:
 class _HTTPError(Exception):
     """An answer other than success, shaped like GitHub's error bodies."""
 
-    def __init__(self, status: int, message: str, errors: list | None = None, headers: dict | None = None,
-                 doc: str = DOCS):
+    def __init__(
+        self, status: int, message: str, errors: list | None = None, headers: dict | None = None, doc: str = DOCS
+    ):
         super().__init__(message)
         self.status, self.message, self.errors, self.headers, self.doc = status, message, errors, headers or {}, doc
 
@@ -181,8 +184,9 @@ def _not_found() -> _HTTPError:
     return _HTTPError(404, "Not Found")
 
 
-def _unprocessable(resource: str, field_name: str, message: str | None = None, code: str = "invalid",
-                   doc: str = DOCS) -> _HTTPError:
+def _unprocessable(
+    resource: str, field_name: str, message: str | None = None, code: str = "invalid", doc: str = DOCS
+) -> _HTTPError:
     """GitHub's 422 for one bad field."""
     error = {"resource": resource, "code": code, "field": field_name}
     if message:
@@ -224,8 +228,15 @@ class GitHubSimulator:
     loaded on start when it exists, so a restarted simulator keeps what was posted to it.
     """
 
-    def __init__(self, seed: dict | None = None, *, host: str = "127.0.0.1", port: int = 0,
-                 state_path: str | os.PathLike | None = None, tokens: list[str] | None = None):
+    def __init__(
+        self,
+        seed: dict | None = None,
+        *,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        state_path: str | os.PathLike | None = None,
+        tokens: list[str] | None = None,
+    ):
         self.host, self.port = host, port
         self.state_path = os.fspath(state_path) if state_path else None
         self._lock = threading.RLock()
@@ -250,7 +261,7 @@ class GitHubSimulator:
             raise SimulatorError("the GitHub simulator is not started; call start() first")
         return f"http://{self.host}:{self._server.server_address[1]}"
 
-    def start(self) -> "GitHubSimulator":
+    def start(self) -> GitHubSimulator:
         if self._server is not None:
             return self
         handler = type("_BoundHandler", (_Handler,), {"sim": self})
@@ -258,8 +269,9 @@ class GitHubSimulator:
             self._server = _Server((self.host, self.port), handler)
         except OSError as exc:
             raise SimulatorError(f"cannot listen on {self.host}:{self.port}: {exc.strerror or exc}") from None
-        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05},
-                                        name="github-sim", daemon=True)
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, name="github-sim", daemon=True
+        )
         self._thread.start()
         return self
 
@@ -272,7 +284,7 @@ class GitHubSimulator:
             self._thread.join(timeout=5)
             self._thread = None
 
-    def __enter__(self) -> "GitHubSimulator":
+    def __enter__(self) -> GitHubSimulator:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:
@@ -390,9 +402,7 @@ class GitHubSimulator:
             self._seed_token(tok, f"tokens[{i}]")
         if "rate_limit" in description:
             rate = description["rate_limit"] or {}
-            self._state["rate"].update(
-                {k: int(rate[k]) for k in ("limit", "window") if k in rate}, used=0, reset=0
-            )
+            self._state["rate"].update({k: int(rate[k]) for k in ("limit", "window") if k in rate}, used=0, reset=0)
         for i, app in enumerate(description.get("apps") or []):
             if not isinstance(app, dict) or "id" not in app:
                 raise SimulatorError(f"apps[{i}]: an app needs an 'id'")
@@ -413,7 +423,9 @@ class GitHubSimulator:
             raise SimulatorError(f"{where}: a token is a string or an object with a 'token' string")
         user = self._user({"login": tok.get("login") or DEFAULT_LOGIN, "type": tok.get("type") or "User"})
         self._state["tokens"][_digest(tok["token"])] = {
-            "login": user["login"], "type": user["type"], "permission": tok.get("permission", "write"),
+            "login": user["login"],
+            "type": user["type"],
+            "permission": tok.get("permission", "write"),
             "graphql": tok.get("graphql", True) if tok.get("graphql") == "read" else bool(tok.get("graphql", True)),
         }
 
@@ -425,10 +437,18 @@ class GitHubSimulator:
         if repo is None:
             owner = self._user({"login": spec["owner"], "type": spec.get("owner_type", "User")})
             repo = {
-                "id": self._new_id(), "owner": owner["login"], "name": spec["name"],
-                "default_branch": spec.get("default_branch", "main"), "private": bool(spec.get("private", False)),
-                "description": spec.get("description"), "created_at": spec.get("created_at") or _iso(_now()),
-                "files": {}, "pulls": {}, "review_comments": {}, "reviews": {}, "issue_comments": {},
+                "id": self._new_id(),
+                "owner": owner["login"],
+                "name": spec["name"],
+                "default_branch": spec.get("default_branch", "main"),
+                "private": bool(spec.get("private", False)),
+                "description": spec.get("description"),
+                "created_at": spec.get("created_at") or _iso(_now()),
+                "files": {},
+                "pulls": {},
+                "review_comments": {},
+                "reviews": {},
+                "issue_comments": {},
                 "collaborators": {},
             }
             self._state["repos"][full] = repo
@@ -438,7 +458,9 @@ class GitHubSimulator:
                     repo[key] = spec[key]
         for login, permission in (spec.get("collaborators") or {}).items():
             if permission not in PERMISSIONS:
-                raise SimulatorError(f"{where}.collaborators.{login}: permission must be one of {', '.join(PERMISSIONS)}")
+                raise SimulatorError(
+                    f"{where}.collaborators.{login}: permission must be one of {', '.join(PERMISSIONS)}"
+                )
             self._user(login)
             repo.setdefault("collaborators", {})[login] = permission
         for branch, files in (spec.get("files") or {}).items():
@@ -460,15 +482,25 @@ class GitHubSimulator:
         merged = bool(spec.get("merged", False))
         closed_at = spec.get("closed_at") or (spec.get("updated_at") or created if state == "closed" else None)
         pull = {
-            "number": int(number), "id": self._new_id(), "title": spec.get("title", f"Pull request {number}"),
-            "body": spec.get("body", ""), "user": self._user(spec.get("user") or "octocat"), "state": state,
-            "draft": bool(spec.get("draft", False)), "locked": False, "merged": merged,
-            "base": spec.get("base") or repo["default_branch"], "head": spec.get("head") or f"pr-{number}",
+            "number": int(number),
+            "id": self._new_id(),
+            "title": spec.get("title", f"Pull request {number}"),
+            "body": spec.get("body", ""),
+            "user": self._user(spec.get("user") or "octocat"),
+            "state": state,
+            "draft": bool(spec.get("draft", False)),
+            "locked": False,
+            "merged": merged,
+            "base": spec.get("base") or repo["default_branch"],
+            "head": spec.get("head") or f"pr-{number}",
             "head_sha": spec.get("head_sha") or _fake_sha(full, number, "head", created),
             "base_sha": spec.get("base_sha") or _fake_sha(full, number, "base", created),
-            "created_at": created, "updated_at": spec.get("updated_at") or created,
-            "closed_at": closed_at, "merged_at": spec.get("merged_at") or (closed_at if merged else None),
-            "files": [], "shas": [],
+            "created_at": created,
+            "updated_at": spec.get("updated_at") or created,
+            "closed_at": closed_at,
+            "merged_at": spec.get("merged_at") or (closed_at if merged else None),
+            "files": [],
+            "shas": [],
         }
         pull["shas"].append(pull["head_sha"])
         pull["files"] = self._check_files(spec.get("files") or [], f"{where}.files", full, number)
@@ -479,14 +511,22 @@ class GitHubSimulator:
         for k, comment in enumerate(spec.get("issue_comments") or []):
             if not isinstance(comment, dict) or "body" not in comment:
                 raise SimulatorError(f"{where}.issue_comments[{k}]: needs a 'body'")
-            self._add_issue_comment(repo, pull, comment.get("user") or "octocat", comment["body"],
-                                    comment.get("created_at"))
+            self._add_issue_comment(
+                repo, pull, comment.get("user") or "octocat", comment["body"], comment.get("created_at")
+            )
         for k, review in enumerate(spec.get("reviews") or []):
             if not isinstance(review, dict):
                 raise SimulatorError(f"{where}.reviews[{k}]: a review must be an object")
-            self._add_review(repo, pull, self._user(review.get("user") or "octocat"), review.get("body", ""),
-                             review.get("state", "COMMENTED"), review.get("commit_id") or pull["head_sha"],
-                             review.get("submitted_at"), review.get("id"))
+            self._add_review(
+                repo,
+                pull,
+                self._user(review.get("user") or "octocat"),
+                review.get("body", ""),
+                review.get("state", "COMMENTED"),
+                review.get("commit_id") or pull["head_sha"],
+                review.get("submitted_at"),
+                review.get("id"),
+            )
         return pull
 
     def _check_files(self, files: Any, where: str, full: str, number: Any) -> list[dict]:
@@ -497,11 +537,21 @@ class GitHubSimulator:
             if not isinstance(f, dict) or not f.get("filename"):
                 raise SimulatorError(f"{where}[{k}]: a file needs a 'filename'")
             status = f.get("status", "modified")
-            entry = {"filename": f["filename"], "status": status, "patch": f.get("patch"),
-                     "previous_filename": f.get("previous_filename"), "binary": bool(f.get("binary", False))}
+            entry = {
+                "filename": f["filename"],
+                "status": status,
+                "patch": f.get("patch"),
+                "previous_filename": f.get("previous_filename"),
+                "binary": bool(f.get("binary", False)),
+            }
             try:  # refuse a broken patch now, not on the first request that needs it
-                parse_patch(entry["patch"], entry["filename"], entry["previous_filename"], _diff_status(status),
-                            source=f"{full}#{number} {entry['filename']}")
+                parse_patch(
+                    entry["patch"],
+                    entry["filename"],
+                    entry["previous_filename"],
+                    _diff_status(status),
+                    source=f"{full}#{number} {entry['filename']}",
+                )
             except DiffError as exc:
                 raise SimulatorError(f"{where}[{k}]: bad patch: {exc}") from None
             out.append(entry)
@@ -515,8 +565,13 @@ class GitHubSimulator:
         if cached is None:
             cached = {}
             for f in pull["files"]:
-                fd = parse_patch(f["patch"], f["filename"], f["previous_filename"], _diff_status(f["status"]),
-                                 source=f"{full}#{pull['number']} {f['filename']}")
+                fd = parse_patch(
+                    f["patch"],
+                    f["filename"],
+                    f["previous_filename"],
+                    _diff_status(f["status"]),
+                    source=f"{full}#{pull['number']} {f['filename']}",
+                )
                 fd.is_binary = f["binary"]
                 cached[f["filename"]] = fd
             self._diff_cache[key] = cached
@@ -534,7 +589,8 @@ class GitHubSimulator:
             for l_index, ln in enumerate(hunk.lines):
                 position += 1
                 hit = (side == RIGHT and ln.kind in "+ " and ln.new_no == line) or (
-                    side == LEFT and ln.kind in "- " and ln.old_no == line)
+                    side == LEFT and ln.kind in "- " and ln.old_no == line
+                )
                 if hit:
                     return "\n".join([hunk.header, *(x.render() for x in hunk.lines[: l_index + 1])]), position
                 if ln.no_newline:
@@ -557,18 +613,34 @@ class GitHubSimulator:
                     count += 1
         return None
 
-    def _add_review(self, repo: dict, pull: dict, user: dict, body: str, state: str, commit_id: str,
-                    submitted_at: str | None = None, review_id: int | None = None) -> dict:
+    def _add_review(
+        self,
+        repo: dict,
+        pull: dict,
+        user: dict,
+        body: str,
+        state: str,
+        commit_id: str,
+        submitted_at: str | None = None,
+        review_id: int | None = None,
+    ) -> dict:
         rid = int(review_id) if review_id else self._new_id()
         self._state["next_id"] = max(self._state["next_id"], rid)
-        review = {"id": rid, "pull": pull["number"], "user": user, "body": body or "", "state": state,
-                  "commit_id": commit_id,
-                  "submitted_at": None if state == "PENDING" else (submitted_at or _iso(_now()))}
+        review = {
+            "id": rid,
+            "pull": pull["number"],
+            "user": user,
+            "body": body or "",
+            "state": state,
+            "commit_id": commit_id,
+            "submitted_at": None if state == "PENDING" else (submitted_at or _iso(_now())),
+        }
         repo["reviews"][str(rid)] = review
         return review
 
-    def _add_review_comment(self, repo: dict, pull: dict, spec: dict, where: str,
-                            review_id: int | None = None, identity: dict | None = None) -> dict:
+    def _add_review_comment(
+        self, repo: dict, pull: dict, spec: dict, where: str, review_id: int | None = None, identity: dict | None = None
+    ) -> dict:
         """Store a review comment as given (seeds may hold lines outside the diff, as real data does)."""
         if not isinstance(spec, dict) or "body" not in spec:
             raise SimulatorError(f"{where}: a review comment needs a 'body'")
@@ -592,35 +664,59 @@ class GitHubSimulator:
         if review_id is None:
             review_id = spec.get("pull_request_review_id")
             if review_id is None or str(review_id) not in repo["reviews"]:
-                review_id = self._add_review(repo, pull, user, "", "COMMENTED",
-                                             spec.get("commit_id") or pull["head_sha"], created, review_id)["id"]
+                review_id = self._add_review(
+                    repo, pull, user, "", "COMMENTED", spec.get("commit_id") or pull["head_sha"], created, review_id
+                )["id"]
         comment = {
-            "id": cid, "pull": pull["number"], "review_id": int(review_id), "path": path,
+            "id": cid,
+            "pull": pull["number"],
+            "review_id": int(review_id),
+            "path": path,
             "diff_hunk": spec.get("diff_hunk") or (parent["diff_hunk"] if parent else diff_hunk),
-            "position": position, "line": line, "side": side, "start_line": start_line,
+            "position": position,
+            "line": line,
+            "side": side,
+            "start_line": start_line,
             "start_side": (spec.get("start_side") or side) if start_line is not None else None,
             "original_line": spec.get("original_line", line),
             "original_start_line": spec.get("original_start_line", start_line),
             "commit_id": spec.get("commit_id") or pull["head_sha"],
             "original_commit_id": spec.get("original_commit_id") or spec.get("commit_id") or pull["head_sha"],
-            "user": user, "body": spec["body"], "created_at": created, "updated_at": spec.get("updated_at") or created,
+            "user": user,
+            "body": spec["body"],
+            "created_at": created,
+            "updated_at": spec.get("updated_at") or created,
             "in_reply_to_id": parent["id"] if parent else None,
             "subject_type": spec.get("subject_type") or ("file" if line is None else "line"),
-            "author_association": spec.get("author_association"), "reactions": [],
+            "author_association": spec.get("author_association"),
+            "reactions": [],
         }
         for content, n in (spec.get("reactions") or {}).items():
             if content in REACTIONS:
                 for k in range(int(n)):
-                    comment["reactions"].append({"id": self._new_id(), "content": content, "created_at": created,
-                                                 "user": self._user(f"reactor-{k + 1}")})
+                    comment["reactions"].append(
+                        {
+                            "id": self._new_id(),
+                            "content": content,
+                            "created_at": created,
+                            "user": self._user(f"reactor-{k + 1}"),
+                        }
+                    )
         repo["review_comments"][str(cid)] = comment
         return comment
 
     def _add_issue_comment(self, repo: dict, pull: dict, user: Any, body: str, created: str | None = None) -> dict:
         created = created or _iso(_now())
         cid = self._new_id()
-        comment = {"id": cid, "issue": pull["number"], "user": self._user(user), "body": body,
-                   "created_at": created, "updated_at": created, "reactions": []}
+        comment = {
+            "id": cid,
+            "issue": pull["number"],
+            "user": self._user(user),
+            "body": body,
+            "created_at": created,
+            "updated_at": created,
+            "reactions": [],
+        }
         repo["issue_comments"][str(cid)] = comment
         return comment
 
@@ -644,8 +740,12 @@ class GitHubSimulator:
             else:
                 shift = line - c["line"]
                 _, position = self._anchor(full, pull, path, line, c["side"])
-                c.update(line=line, position=position, commit_id=pull["head_sha"],
-                         start_line=c["start_line"] + shift if c["start_line"] is not None else None)
+                c.update(
+                    line=line,
+                    position=position,
+                    commit_id=pull["head_sha"],
+                    start_line=c["start_line"] + shift if c["start_line"] is not None else None,
+                )
             for reply in repo["review_comments"].values():
                 if reply["in_reply_to_id"] == c["id"]:
                     reply.update(line=c["line"], start_line=c["start_line"], position=c["position"])
@@ -655,9 +755,17 @@ class GitHubSimulator:
         snapshots = pull.get("snapshots") or {}
 
         def diffs(sha: str) -> dict[str, FileDiff]:
-            return {f["filename"]: parse_patch(f["patch"], f["filename"], f["previous_filename"],
-                                               _diff_status(f["status"]), source=f"{full} {sha[:12]} {f['filename']}")
-                    for f in snapshots[sha] if f["patch"] is not None}
+            return {
+                f["filename"]: parse_patch(
+                    f["patch"],
+                    f["filename"],
+                    f["previous_filename"],
+                    _diff_status(f["status"]),
+                    source=f"{full} {sha[:12]} {f['filename']}",
+                )
+                for f in snapshots[sha]
+                if f["patch"] is not None
+            }
 
         old, new = diffs(old_sha), diffs(new_sha)
         out = []
@@ -672,16 +780,37 @@ class GitHubSimulator:
             else:
                 status = "modified"
             fd = parse_patch(patch, path, status=_diff_status(status))
-            out.append({"filename": path, "status": status, "patch": patch, "additions": fd.added,
-                        "deletions": fd.removed, "changes": fd.added + fd.removed})
+            out.append(
+                {
+                    "filename": path,
+                    "status": status,
+                    "patch": patch,
+                    "additions": fd.added,
+                    "deletions": fd.removed,
+                    "changes": fd.added + fd.removed,
+                }
+            )
         return out
 
     # ----------------------------------------------------------------- Python admin API
 
-    def add_pull(self, repo: str, *, files: list[dict], number: int | None = None, title: str | None = None,
-                 body: str = "", user: Any = "octocat", head: str | None = None, base: str | None = None,
-                 head_sha: str | None = None, draft: bool = False, head_files: dict[str, str] | None = None,
-                 api_url: str | None = None, force: bool = False) -> dict:
+    def add_pull(
+        self,
+        repo: str,
+        *,
+        files: list[dict],
+        number: int | None = None,
+        title: str | None = None,
+        body: str = "",
+        user: Any = "octocat",
+        head: str | None = None,
+        base: str | None = None,
+        head_sha: str | None = None,
+        draft: bool = False,
+        head_files: dict[str, str] | None = None,
+        api_url: str | None = None,
+        force: bool = False,
+    ) -> dict:
         """Open a PR (or push new files to PR ``number`` if it exists, a ``synchronize``).
 
         ``files`` is the PR's whole diff against its base after the push, as GitHub lists it. A push
@@ -712,8 +841,17 @@ class GitHubSimulator:
                 self._move_comments(record, existing, old_diffs)
                 pull, action, extra = existing, "synchronize", {"before": before, "after": existing["head_sha"]}
             else:
-                spec = {"number": number, "title": title, "body": body, "user": user, "head": head, "base": base,
-                        "head_sha": head_sha, "draft": draft, "files": files}
+                spec = {
+                    "number": number,
+                    "title": title,
+                    "body": body,
+                    "user": user,
+                    "head": head,
+                    "base": base,
+                    "head_sha": head_sha,
+                    "draft": draft,
+                    "files": files,
+                }
                 pull = self._seed_pull(record, {k: v for k, v in spec.items() if v is not None}, "pull")
                 action, extra = "opened", {}
             if head_files:
@@ -722,15 +860,29 @@ class GitHubSimulator:
             self._save()
             ctx = _Context("GET", "", {}, {}, None, api, api)
             pull_json = self._render_pull(ctx, record, pull)
-            payload = {"action": action, "number": pull["number"], **extra, "pull_request": pull_json,
-                       "repository": self._render_repo(ctx, record), "sender": self._render_user(ctx, pull["user"])}
+            payload = {
+                "action": action,
+                "number": pull["number"],
+                **extra,
+                "pull_request": pull_json,
+                "repository": self._render_repo(ctx, record),
+                "sender": self._render_user(ctx, pull["user"]),
+            }
             installation = self._first_installation()
             if installation is not None:
                 payload["installation"] = {"id": installation, "node_id": _node_id("Installation", installation)}
             return {"pull": pull_json, "webhook": payload}
 
-    def add_comments(self, repo: str, number: int, comments: list[dict] | None = None, *, count: int | None = None,
-                     user: Any = "reviewer", api_url: str | None = None) -> dict:
+    def add_comments(
+        self,
+        repo: str,
+        number: int,
+        comments: list[dict] | None = None,
+        *,
+        count: int | None = None,
+        user: Any = "reviewer",
+        api_url: str | None = None,
+    ) -> dict:
         """Add human review comments (given, or ``count`` generated on commentable lines).
 
         Returns ``{"comments": [comment JSON], "webhooks": [pull_request_review_comment payloads]}``.
@@ -744,14 +896,25 @@ class GitHubSimulator:
                 raise SimulatorError(f"unknown pull request {repo}#{number}")
             specs = list(comments or [])
             if count:
-                anchors = sorted((fd.path, ln, side) for fd in self._file_diffs(repo, pull).values()
-                                 for (ln, side) in fd.anchors if side == RIGHT)
+                anchors = sorted(
+                    (fd.path, ln, side)
+                    for fd in self._file_diffs(repo, pull).values()
+                    for (ln, side) in fd.anchors
+                    if side == RIGHT
+                )
                 if not anchors:
                     raise SimulatorError(f"{repo}#{number} has no commentable line to generate comments on")
                 for k in range(int(count)):
                     path, line, side = anchors[k % len(anchors)]
-                    specs.append({"path": path, "line": line, "side": side, "user": user,
-                                  "body": f"Human review comment {k + 1} on {path}:{line}"})
+                    specs.append(
+                        {
+                            "path": path,
+                            "line": line,
+                            "side": side,
+                            "user": user,
+                            "body": f"Human review comment {k + 1} on {path}:{line}",
+                        }
+                    )
             made = [self._add_review_comment(record, pull, spec, f"comments[{k}]") for k, spec in enumerate(specs)]
             self._save()
             api = api_url or (self.url if self._server else "http://127.0.0.1")
@@ -759,12 +922,21 @@ class GitHubSimulator:
             rendered = [self._render_review_comment(ctx, record, c) for c in made]
             pull_json = self._render_pull(ctx, record, pull, listing=True)
             repo_json = self._render_repo(ctx, record)
-            hooks = [{"action": "created", "comment": c, "pull_request": pull_json, "repository": repo_json,
-                      "sender": c["user"]} for c in rendered]
+            hooks = [
+                {
+                    "action": "created",
+                    "comment": c,
+                    "pull_request": pull_json,
+                    "repository": repo_json,
+                    "sender": c["user"],
+                }
+                for c in rendered
+            ]
             return {"comments": rendered, "webhooks": hooks}
 
-    def add_issue_comment(self, repo: str, number: int, body: str, *, user: Any = "octocat",
-                          api_url: str | None = None) -> dict:
+    def add_issue_comment(
+        self, repo: str, number: int, body: str, *, user: Any = "octocat", api_url: str | None = None
+    ) -> dict:
         """A conversation comment on PR ``number`` (e.g. ``/revbot review``), as ``user`` writes it.
 
         Returns ``{"comment": comment JSON, "webhook": issue_comment payload}``."""
@@ -775,12 +947,27 @@ class GitHubSimulator:
             ctx = self._admin_ctx(api_url)
             rendered = self._render_issue_comment(ctx, record, comment)
             pull_json = self._render_pull(ctx, record, pull, listing=True)
-            issue = {"number": pull["number"], "title": pull["title"], "state": pull["state"],
-                     "user": pull_json["user"], "body": pull["body"], "html_url": pull_json["html_url"],
-                     "pull_request": {"url": pull_json["url"], "html_url": pull_json["html_url"],
-                                      "diff_url": pull_json["diff_url"], "patch_url": pull_json["patch_url"]}}
-            hook = {"action": "created", "issue": issue, "comment": rendered,
-                    "repository": self._render_repo(ctx, record), "sender": rendered["user"]}
+            issue = {
+                "number": pull["number"],
+                "title": pull["title"],
+                "state": pull["state"],
+                "user": pull_json["user"],
+                "body": pull["body"],
+                "html_url": pull_json["html_url"],
+                "pull_request": {
+                    "url": pull_json["url"],
+                    "html_url": pull_json["html_url"],
+                    "diff_url": pull_json["diff_url"],
+                    "patch_url": pull_json["patch_url"],
+                },
+            }
+            hook = {
+                "action": "created",
+                "issue": issue,
+                "comment": rendered,
+                "repository": self._render_repo(ctx, record),
+                "sender": rendered["user"],
+            }
             self._with_installation(hook)
             return {"comment": rendered, "webhook": hook}
 
@@ -801,8 +988,9 @@ class GitHubSimulator:
             self._save()
             return dict(reaction)
 
-    def resolve_thread(self, repo: str, comment_id: int, *, user: Any = "octocat", resolved: bool = True,
-                       api_url: str | None = None) -> dict:
+    def resolve_thread(
+        self, repo: str, comment_id: int, *, user: Any = "octocat", resolved: bool = True, api_url: str | None = None
+    ) -> dict:
         """``user`` resolves (or unresolves) the thread of review comment ``comment_id`` in GitHub's
         UI. Returns ``{"webhook": pull_request_review_thread payload}``."""
         from revbot.dev.github_sim_graphql import thread_id
@@ -821,13 +1009,20 @@ class GitHubSimulator:
             self._save()
             ctx = self._admin_ctx(api_url)
             pull = record["pulls"][str(root["pull"])]
-            thread = [root] + sorted((c for c in record["review_comments"].values()
-                                      if c["in_reply_to_id"] == root["id"]), key=lambda c: c["id"])
-            hook = {"action": "resolved" if resolved else "unresolved",
-                    "thread": {"node_id": thread_id(root["id"]),
-                               "comments": [self._render_review_comment(ctx, record, c) for c in thread]},
-                    "pull_request": self._render_pull(ctx, record, pull, listing=True),
-                    "repository": self._render_repo(ctx, record), "sender": self._render_user(ctx, who)}
+            thread = [root] + sorted(
+                (c for c in record["review_comments"].values() if c["in_reply_to_id"] == root["id"]),
+                key=lambda c: c["id"],
+            )
+            hook = {
+                "action": "resolved" if resolved else "unresolved",
+                "thread": {
+                    "node_id": thread_id(root["id"]),
+                    "comments": [self._render_review_comment(ctx, record, c) for c in thread],
+                },
+                "pull_request": self._render_pull(ctx, record, pull, listing=True),
+                "repository": self._render_repo(ctx, record),
+                "sender": self._render_user(ctx, who),
+            }
             self._with_installation(hook)
             return {"webhook": hook}
 
@@ -849,9 +1044,19 @@ class GitHubSimulator:
         if installation is not None:
             payload["installation"] = {"id": installation, "node_id": _node_id("Installation", installation)}
 
-    def inject(self, kind: str = "error", *, count: int = 1, status: int | None = None, method: str | None = None,
-               path: str | None = None, retry_after: int | None = None, reset_in: int | None = None,
-               message: str | None = None, delay: float | None = None) -> dict:
+    def inject(
+        self,
+        kind: str = "error",
+        *,
+        count: int = 1,
+        status: int | None = None,
+        method: str | None = None,
+        path: str | None = None,
+        retry_after: int | None = None,
+        reset_in: int | None = None,
+        message: str | None = None,
+        delay: float | None = None,
+    ) -> dict:
         """Make the next ``count`` matching requests fail (kinds in the module docstring)."""
         kinds = ("error", "secondary", "primary", "429", "disconnect", *_TRANSFER_FAULTS)
         if kind not in kinds:
@@ -862,9 +1067,17 @@ class GitHubSimulator:
                     re.compile(pattern)
                 except re.error as exc:
                     raise SimulatorError(f"fault {name} is not a valid regex: {exc}") from None
-        fault = {"kind": kind, "count": int(count), "status": int(status) if status else None, "method": method,
-                 "path": path, "retry_after": retry_after, "reset_in": reset_in, "message": message,
-                 "delay": float(delay) if delay is not None else 1.0}
+        fault = {
+            "kind": kind,
+            "count": int(count),
+            "status": int(status) if status else None,
+            "method": method,
+            "path": path,
+            "retry_after": retry_after,
+            "reset_in": reset_in,
+            "message": message,
+            "delay": float(delay) if delay is not None else 1.0,
+        }
         with self._lock:
             self._faults.append(fault)
         return dict(fault)
@@ -873,8 +1086,9 @@ class GitHubSimulator:
         with self._lock:
             self._faults.clear()
 
-    def set_rate_limit(self, *, limit: int | None = None, remaining: int | None = None,
-                       reset_in: int | None = None) -> dict:
+    def set_rate_limit(
+        self, *, limit: int | None = None, remaining: int | None = None, reset_in: int | None = None
+    ) -> dict:
         """Set the primary budget, e.g. ``remaining=0, reset_in=30`` for an exhausted limit."""
         with self._lock:
             rate = self._state["rate"]
@@ -910,7 +1124,7 @@ class GitHubSimulator:
         query = {k: v[-1] for k, v in parse_qs(split.query, keep_blank_values=True).items()}
         prefix = ""
         if path.startswith("/api/v3/") or path == "/api/v3":
-            prefix, path = "/api/v3", path[len("/api/v3"):] or "/"
+            prefix, path = "/api/v3", path[len("/api/v3") :] or "/"
         if path.startswith("/_sim/"):
             return self._admin(method, path, query, raw_body, own)
         if prefix == "" and path == "/api/graphql":  # GitHub Enterprise's GraphQL root
@@ -981,18 +1195,34 @@ class GitHubSimulator:
         if kind == "primary":
             with self._lock:
                 reset = int(time.time()) + int(fault["reset_in"] if fault["reset_in"] is not None else 60)
-                headers.update({"X-RateLimit-Limit": str(self._state["rate"]["limit"]), "X-RateLimit-Remaining": "0",
-                                "X-RateLimit-Used": str(self._state["rate"]["limit"]),
-                                "X-RateLimit-Reset": str(reset), "X-RateLimit-Resource": "core"})
+                headers.update(
+                    {
+                        "X-RateLimit-Limit": str(self._state["rate"]["limit"]),
+                        "X-RateLimit-Remaining": "0",
+                        "X-RateLimit-Used": str(self._state["rate"]["limit"]),
+                        "X-RateLimit-Reset": str(reset),
+                        "X-RateLimit-Resource": "core",
+                    }
+                )
             message = fault["message"] or (
                 "API rate limit exceeded for user ID 1. If you reach out to GitHub Support for help, "
-                f"please include the request ID {rid}.")
-            return _Answer(fault["status"] or 403, {"message": message, "documentation_url":
-                           "https://docs.github.com/rest/overview/rate-limits-for-the-rest-api"}, headers)
+                f"please include the request ID {rid}."
+            )
+            return _Answer(
+                fault["status"] or 403,
+                {
+                    "message": message,
+                    "documentation_url": "https://docs.github.com/rest/overview/rate-limits-for-the-rest-api",
+                },
+                headers,
+            )
         status = 429 if kind == "429" else (fault["status"] or 403)
         doc = "https://docs.github.com/rest/overview/rate-limits-for-the-rest-api#about-secondary-rate-limits"
-        return _Answer(status, {"message": fault["message"] or SECONDARY_MESSAGE.format(rid=rid),
-                                "documentation_url": doc}, headers)
+        return _Answer(
+            status,
+            {"message": fault["message"] or SECONDARY_MESSAGE.format(rid=rid), "documentation_url": doc},
+            headers,
+        )
 
     # ----------------------------------------------------------------- rate budget
 
@@ -1004,28 +1234,47 @@ class GitHubSimulator:
 
     def _rate_view(self) -> dict:
         rate = self._state["rate"]
-        return {"limit": rate["limit"], "remaining": max(rate["limit"] - rate["used"], 0), "reset": rate["reset"],
-                "used": rate["used"], "resource": "core"}
+        return {
+            "limit": rate["limit"],
+            "remaining": max(rate["limit"] - rate["used"], 0),
+            "reset": rate["reset"],
+            "used": rate["used"],
+            "resource": "core",
+        }
 
     def _rate_headers(self) -> dict[str, str]:
         view = self._rate_view()
-        return {"X-RateLimit-Limit": str(view["limit"]), "X-RateLimit-Remaining": str(view["remaining"]),
-                "X-RateLimit-Reset": str(view["reset"]), "X-RateLimit-Used": str(view["used"]),
-                "X-RateLimit-Resource": "core"}
+        return {
+            "X-RateLimit-Limit": str(view["limit"]),
+            "X-RateLimit-Remaining": str(view["remaining"]),
+            "X-RateLimit-Reset": str(view["reset"]),
+            "X-RateLimit-Used": str(view["used"]),
+            "X-RateLimit-Resource": "core",
+        }
 
     def _spend(self, identity: dict | None) -> None:
         self._roll_rate_window()
         rate = self._state["rate"]
         if rate["used"] >= rate["limit"]:
-            who = f"installation ID {identity['installation']}" if identity and identity.get("installation") else (
-                f"user ID {self._state['users'].get(identity['login'], {}).get('id', 1)}" if identity else "127.0.0.1")
-            raise _HTTPError(403, f"API rate limit exceeded for {who}.",
-                             doc="https://docs.github.com/rest/overview/rate-limits-for-the-rest-api")
+            who = (
+                f"installation ID {identity['installation']}"
+                if identity and identity.get("installation")
+                else (
+                    f"user ID {self._state['users'].get(identity['login'], {}).get('id', 1)}"
+                    if identity
+                    else "127.0.0.1"
+                )
+            )
+            raise _HTTPError(
+                403,
+                f"API rate limit exceeded for {who}.",
+                doc="https://docs.github.com/rest/overview/rate-limits-for-the-rest-api",
+            )
         rate["used"] += 1
 
     # ----------------------------------------------------------------- auth
 
-    def _authenticate(self, ctx: _Context, route: "_Route") -> None:
+    def _authenticate(self, ctx: _Context, route: _Route) -> None:
         header = ctx.headers.get("Authorization") or ""
         scheme, _, credential = header.strip().partition(" ")
         credential = credential.strip()
@@ -1069,11 +1318,15 @@ class GitHubSimulator:
                 raise _HTTPError(401, f"Missing '{claim}' claim")
         now = time.time()
         if not isinstance(claims["exp"], (int, float)) or claims["exp"] < now:
-            raise _HTTPError(401, "'Expiration time' claim ('exp') must be a numeric value representing the "
-                                  "future time at which the assertion expires")
+            raise _HTTPError(
+                401,
+                "'Expiration time' claim ('exp') must be a numeric value representing the "
+                "future time at which the assertion expires",
+            )
         if not isinstance(claims["iat"], (int, float)) or claims["iat"] > now + 60:
-            raise _HTTPError(401, "'Issued at' claim ('iat') must be an Integer representing the time that the "
-                                  "assertion was issued")
+            raise _HTTPError(
+                401, "'Issued at' claim ('iat') must be an Integer representing the time that the assertion was issued"
+            )
         if claims["exp"] - claims["iat"] > 660:
             raise _HTTPError(401, "'Expiration time' claim ('exp') is too far in the future")
         apps = self._state["apps"]
@@ -1085,13 +1338,17 @@ class GitHubSimulator:
                 jwt.decode(token, app["public_key"], algorithms=["RS256"], options={"verify_exp": False})
             except jwt.PyJWTError:
                 raise _HTTPError(401, "A JSON web token could not be decoded (signature does not verify)") from None
-        app = app or {"id": int(claims["iss"]) if str(claims["iss"]).isdigit() else 0, "slug": f"app-{claims['iss']}",
-                      "installations": [], "token_ttl": 3600}
+        app = app or {
+            "id": int(claims["iss"]) if str(claims["iss"]).isdigit() else 0,
+            "slug": f"app-{claims['iss']}",
+            "installations": [],
+            "token_ttl": 3600,
+        }
         return {"app": app}
 
     # ----------------------------------------------------------------- dispatch
 
-    def _dispatch(self, route: "_Route | None", params: dict, ctx: _Context) -> _Answer:
+    def _dispatch(self, route: _Route | None, params: dict, ctx: _Context) -> _Answer:
         if route is None:
             raise _not_found()
         self._authenticate(ctx, route)
@@ -1109,7 +1366,7 @@ class GitHubSimulator:
         except ValueError:
             raise _HTTPError(422, "Invalid page or per_page parameter") from None
         last = max((len(items) + per_page - 1) // per_page, 1)
-        chunk = items[(page - 1) * per_page: page * per_page]
+        chunk = items[(page - 1) * per_page : page * per_page]
         links = []
 
         def link(n: int, rel: str) -> str:
@@ -1133,14 +1390,24 @@ class GitHubSimulator:
         base = f"{ctx.api}/users/{login}"
         kind = user.get("type") or self._state["users"].get(login, {}).get("type", "User")
         return {
-            "login": login, "id": uid, "node_id": _node_id("Bot" if kind == "Bot" else "User", uid),
-            "avatar_url": f"{ctx.web}/_avatars/u/{uid}", "gravatar_id": "", "url": base,
-            "html_url": f"{ctx.web}/{login}", "followers_url": f"{base}/followers",
-            "following_url": f"{base}/following{{/other_user}}", "gists_url": f"{base}/gists{{/gist_id}}",
-            "starred_url": f"{base}/starred{{/owner}}{{/repo}}", "subscriptions_url": f"{base}/subscriptions",
-            "organizations_url": f"{base}/orgs", "repos_url": f"{base}/repos",
+            "login": login,
+            "id": uid,
+            "node_id": _node_id("Bot" if kind == "Bot" else "User", uid),
+            "avatar_url": f"{ctx.web}/_avatars/u/{uid}",
+            "gravatar_id": "",
+            "url": base,
+            "html_url": f"{ctx.web}/{login}",
+            "followers_url": f"{base}/followers",
+            "following_url": f"{base}/following{{/other_user}}",
+            "gists_url": f"{base}/gists{{/gist_id}}",
+            "starred_url": f"{base}/starred{{/owner}}{{/repo}}",
+            "subscriptions_url": f"{base}/subscriptions",
+            "organizations_url": f"{base}/orgs",
+            "repos_url": f"{base}/repos",
             "events_url": f"{base}/events{{/privacy}}",
-            "received_events_url": f"{base}/received_events", "type": kind, "user_view_type": "public",
+            "received_events_url": f"{base}/received_events",
+            "type": kind,
+            "user_view_type": "public",
             "site_admin": False,
         }
 
@@ -1150,33 +1417,82 @@ class GitHubSimulator:
         owner = self._render_user(ctx, {"login": repo["owner"]})
         n_open = sum(1 for p in repo["pulls"].values() if p["state"] == "open")
         out: dict[str, Any] = {
-            "id": repo["id"], "node_id": _node_id("Repository", repo["id"]), "name": repo["name"], "full_name": full,
-            "private": repo["private"], "owner": owner, "html_url": f"{ctx.web}/{full}",
-            "description": repo["description"], "fork": False, "url": api,
+            "id": repo["id"],
+            "node_id": _node_id("Repository", repo["id"]),
+            "name": repo["name"],
+            "full_name": full,
+            "private": repo["private"],
+            "owner": owner,
+            "html_url": f"{ctx.web}/{full}",
+            "description": repo["description"],
+            "fork": False,
+            "url": api,
         }
         for key, suffix in _REPO_URLS:
             out[key] = api + suffix
-        out.update({
-            "created_at": repo["created_at"], "updated_at": repo["created_at"], "pushed_at": repo["created_at"],
-            "git_url": f"git://127.0.0.1/{full}.git", "ssh_url": f"git@127.0.0.1:{full}.git",
-            "clone_url": f"{ctx.web}/{full}.git", "svn_url": f"{ctx.web}/{full}", "homepage": None, "size": 0,
-            "stargazers_count": 0, "watchers_count": 0, "language": None, "has_issues": True, "has_projects": True,
-            "has_downloads": True, "has_wiki": True, "has_pages": False, "has_discussions": False, "forks_count": 0,
-            "mirror_url": None, "archived": False, "disabled": False, "open_issues_count": n_open, "license": None,
-            "allow_forking": True, "is_template": False, "web_commit_signoff_required": False, "topics": [],
-            "visibility": "private" if repo["private"] else "public", "forks": 0, "open_issues": n_open,
-            "watchers": 0, "default_branch": repo["default_branch"],
-            "permissions": {"admin": False, "maintain": False, "push": True, "triage": True, "pull": True},
-            "temp_clone_token": "", "allow_squash_merge": True, "allow_merge_commit": True,
-            "allow_rebase_merge": True, "allow_auto_merge": False, "delete_branch_on_merge": False,
-            "allow_update_branch": False, "use_squash_pr_title_as_default": False,
-            "squash_merge_commit_message": "COMMIT_MESSAGES", "squash_merge_commit_title": "COMMIT_OR_PR_TITLE",
-            "merge_commit_message": "PR_TITLE", "merge_commit_title": "MERGE_MESSAGE", "custom_properties": {},
-            "security_and_analysis": {k: {"status": "disabled"} for k in (
-                "secret_scanning", "secret_scanning_push_protection", "dependabot_security_updates",
-                "secret_scanning_non_provider_patterns", "secret_scanning_validity_checks")},
-            "network_count": 0, "subscribers_count": 0,
-        })
+        out.update(
+            {
+                "created_at": repo["created_at"],
+                "updated_at": repo["created_at"],
+                "pushed_at": repo["created_at"],
+                "git_url": f"git://127.0.0.1/{full}.git",
+                "ssh_url": f"git@127.0.0.1:{full}.git",
+                "clone_url": f"{ctx.web}/{full}.git",
+                "svn_url": f"{ctx.web}/{full}",
+                "homepage": None,
+                "size": 0,
+                "stargazers_count": 0,
+                "watchers_count": 0,
+                "language": None,
+                "has_issues": True,
+                "has_projects": True,
+                "has_downloads": True,
+                "has_wiki": True,
+                "has_pages": False,
+                "has_discussions": False,
+                "forks_count": 0,
+                "mirror_url": None,
+                "archived": False,
+                "disabled": False,
+                "open_issues_count": n_open,
+                "license": None,
+                "allow_forking": True,
+                "is_template": False,
+                "web_commit_signoff_required": False,
+                "topics": [],
+                "visibility": "private" if repo["private"] else "public",
+                "forks": 0,
+                "open_issues": n_open,
+                "watchers": 0,
+                "default_branch": repo["default_branch"],
+                "permissions": {"admin": False, "maintain": False, "push": True, "triage": True, "pull": True},
+                "temp_clone_token": "",
+                "allow_squash_merge": True,
+                "allow_merge_commit": True,
+                "allow_rebase_merge": True,
+                "allow_auto_merge": False,
+                "delete_branch_on_merge": False,
+                "allow_update_branch": False,
+                "use_squash_pr_title_as_default": False,
+                "squash_merge_commit_message": "COMMIT_MESSAGES",
+                "squash_merge_commit_title": "COMMIT_OR_PR_TITLE",
+                "merge_commit_message": "PR_TITLE",
+                "merge_commit_title": "MERGE_MESSAGE",
+                "custom_properties": {},
+                "security_and_analysis": {
+                    k: {"status": "disabled"}
+                    for k in (
+                        "secret_scanning",
+                        "secret_scanning_push_protection",
+                        "dependabot_security_updates",
+                        "secret_scanning_non_provider_patterns",
+                        "secret_scanning_validity_checks",
+                    )
+                },
+                "network_count": 0,
+                "subscribers_count": 0,
+            }
+        )
         if self._state["users"].get(repo["owner"], {}).get("type") == "Organization":
             out["organization"] = owner
         return out
@@ -1200,41 +1516,72 @@ class GitHubSimulator:
             return {"label": f"{repo['owner']}:{branch}", "ref": branch, "sha": sha, "user": owner, "repo": repo_json}
 
         out = {
-            "url": f"{api}/pulls/{n}", "id": pull["id"], "node_id": _node_id("PullRequest", pull["id"]),
-            "html_url": html, "diff_url": f"{html}.diff", "patch_url": f"{html}.patch",
-            "issue_url": f"{api}/issues/{n}", "number": n, "state": pull["state"], "locked": pull["locked"],
-            "title": pull["title"], "user": self._render_user(ctx, pull["user"]), "body": pull["body"],
-            "created_at": pull["created_at"], "updated_at": pull["updated_at"], "closed_at": pull["closed_at"],
-            "merged_at": pull["merged_at"], "merge_commit_sha": _fake_sha(full, n, "merge", pull["head_sha"]),
-            "assignee": None, "assignees": [], "requested_reviewers": [], "requested_teams": [], "labels": [],
-            "milestone": None, "draft": pull["draft"], "commits_url": f"{api}/pulls/{n}/commits",
+            "url": f"{api}/pulls/{n}",
+            "id": pull["id"],
+            "node_id": _node_id("PullRequest", pull["id"]),
+            "html_url": html,
+            "diff_url": f"{html}.diff",
+            "patch_url": f"{html}.patch",
+            "issue_url": f"{api}/issues/{n}",
+            "number": n,
+            "state": pull["state"],
+            "locked": pull["locked"],
+            "title": pull["title"],
+            "user": self._render_user(ctx, pull["user"]),
+            "body": pull["body"],
+            "created_at": pull["created_at"],
+            "updated_at": pull["updated_at"],
+            "closed_at": pull["closed_at"],
+            "merged_at": pull["merged_at"],
+            "merge_commit_sha": _fake_sha(full, n, "merge", pull["head_sha"]),
+            "assignee": None,
+            "assignees": [],
+            "requested_reviewers": [],
+            "requested_teams": [],
+            "labels": [],
+            "milestone": None,
+            "draft": pull["draft"],
+            "commits_url": f"{api}/pulls/{n}/commits",
             "review_comments_url": f"{api}/pulls/{n}/comments",
-            "review_comment_url": f"{api}/pulls/comments{{/number}}", "comments_url": f"{api}/issues/{n}/comments",
+            "review_comment_url": f"{api}/pulls/comments{{/number}}",
+            "comments_url": f"{api}/issues/{n}/comments",
             "statuses_url": f"{api}/statuses/{pull['head_sha']}",
-            "head": ref(pull["head"], pull["head_sha"]), "base": ref(pull["base"], pull["base_sha"]),
+            "head": ref(pull["head"], pull["head_sha"]),
+            "base": ref(pull["base"], pull["base_sha"]),
             "_links": {
-                "self": {"href": f"{api}/pulls/{n}"}, "html": {"href": html}, "issue": {"href": f"{api}/issues/{n}"},
+                "self": {"href": f"{api}/pulls/{n}"},
+                "html": {"href": html},
+                "issue": {"href": f"{api}/issues/{n}"},
                 "comments": {"href": f"{api}/issues/{n}/comments"},
                 "review_comments": {"href": f"{api}/pulls/{n}/comments"},
                 "review_comment": {"href": f"{api}/pulls/comments{{/number}}"},
                 "commits": {"href": f"{api}/pulls/{n}/commits"},
                 "statuses": {"href": f"{api}/statuses/{pull['head_sha']}"},
             },
-            "author_association": self._association(repo, pull["user"]["login"]), "auto_merge": None,
+            "author_association": self._association(repo, pull["user"]["login"]),
+            "auto_merge": None,
             "active_lock_reason": None,
         }
         if listing:  # GitHub's list items stop here; the counts below cost a pass over the comments
             return out
         diffs = self._file_diffs(full, pull)
         closed = pull["state"] == "closed"
-        out.update({
-            "merged": pull["merged"], "mergeable": None if closed else True, "rebaseable": None if closed else True,
-            "mergeable_state": "unknown" if closed else "clean", "merged_by": None,
-            "comments": sum(1 for c in repo["issue_comments"].values() if c["issue"] == n),
-            "review_comments": len(self._visible_comments(repo, n)), "maintainer_can_modify": False,
-            "commits": len(pull["shas"]), "additions": sum(fd.added for fd in diffs.values()),
-            "deletions": sum(fd.removed for fd in diffs.values()), "changed_files": len(pull["files"]),
-        })
+        out.update(
+            {
+                "merged": pull["merged"],
+                "mergeable": None if closed else True,
+                "rebaseable": None if closed else True,
+                "mergeable_state": "unknown" if closed else "clean",
+                "merged_by": None,
+                "comments": sum(1 for c in repo["issue_comments"].values() if c["issue"] == n),
+                "review_comments": len(self._visible_comments(repo, n)),
+                "maintainer_can_modify": False,
+                "commits": len(pull["shas"]),
+                "additions": sum(fd.added for fd in diffs.values()),
+                "deletions": sum(fd.removed for fd in diffs.values()),
+                "changed_files": len(pull["files"]),
+            }
+        )
         return out
 
     def _render_file(self, ctx: _Context, repo: dict, pull: dict, entry: dict) -> dict:
@@ -1243,9 +1590,14 @@ class GitHubSimulator:
         sha = pull["head_sha"]
         path = quote(entry["filename"])
         out = {
-            "sha": _fake_sha(full, sha, entry["filename"]), "filename": entry["filename"], "status": entry["status"],
-            "additions": fd.added, "deletions": fd.removed, "changes": fd.added + fd.removed,
-            "blob_url": f"{ctx.web}/{full}/blob/{sha}/{path}", "raw_url": f"{ctx.web}/{full}/raw/{sha}/{path}",
+            "sha": _fake_sha(full, sha, entry["filename"]),
+            "filename": entry["filename"],
+            "status": entry["status"],
+            "additions": fd.added,
+            "deletions": fd.removed,
+            "changes": fd.added + fd.removed,
+            "blob_url": f"{ctx.web}/{full}/blob/{sha}/{path}",
+            "raw_url": f"{ctx.web}/{full}/raw/{sha}/{path}",
             "contents_url": f"{ctx.api}/repos/{full}/contents/{path}?ref={sha}",
         }
         if entry["patch"] is not None:
@@ -1259,18 +1611,35 @@ class GitHubSimulator:
         api = f"{ctx.api}/repos/{full}"
         html = f"{ctx.web}/{full}/pull/{c['pull']}#discussion_r{c['id']}"
         out = {
-            "url": f"{api}/pulls/comments/{c['id']}", "pull_request_review_id": c["review_id"], "id": c["id"],
-            "node_id": _node_id("PullRequestReviewComment", c["id"]), "diff_hunk": c["diff_hunk"], "path": c["path"],
-            "commit_id": c["commit_id"], "original_commit_id": c["original_commit_id"],
-            "user": self._render_user(ctx, c["user"]), "body": c["body"], "created_at": c["created_at"],
-            "updated_at": c["updated_at"], "html_url": html, "pull_request_url": f"{api}/pulls/{c['pull']}",
+            "url": f"{api}/pulls/comments/{c['id']}",
+            "pull_request_review_id": c["review_id"],
+            "id": c["id"],
+            "node_id": _node_id("PullRequestReviewComment", c["id"]),
+            "diff_hunk": c["diff_hunk"],
+            "path": c["path"],
+            "commit_id": c["commit_id"],
+            "original_commit_id": c["original_commit_id"],
+            "user": self._render_user(ctx, c["user"]),
+            "body": c["body"],
+            "created_at": c["created_at"],
+            "updated_at": c["updated_at"],
+            "html_url": html,
+            "pull_request_url": f"{api}/pulls/{c['pull']}",
             "author_association": c["author_association"] or self._association(repo, c["user"]["login"]),
-            "_links": {"self": {"href": f"{api}/pulls/comments/{c['id']}"}, "html": {"href": html},
-                       "pull_request": {"href": f"{api}/pulls/{c['pull']}"}},
+            "_links": {
+                "self": {"href": f"{api}/pulls/comments/{c['id']}"},
+                "html": {"href": html},
+                "pull_request": {"href": f"{api}/pulls/{c['pull']}"},
+            },
             "reactions": self._rollup(f"{api}/pulls/comments/{c['id']}/reactions", c["reactions"]),
-            "start_line": c["start_line"], "original_start_line": c["original_start_line"],
-            "start_side": c["start_side"], "line": c["line"], "original_line": c["original_line"],
-            "side": c["side"], "original_position": c["position"], "position": c["position"],
+            "start_line": c["start_line"],
+            "original_start_line": c["original_start_line"],
+            "start_side": c["start_side"],
+            "line": c["line"],
+            "original_line": c["original_line"],
+            "side": c["side"],
+            "original_position": c["position"],
+            "position": c["position"],
             "subject_type": c["subject_type"],
         }
         if c["in_reply_to_id"] is not None:
@@ -1289,10 +1658,16 @@ class GitHubSimulator:
         html = f"{ctx.web}/{full}/pull/{r['pull']}#pullrequestreview-{r['id']}"
         pr_url = f"{ctx.api}/repos/{full}/pulls/{r['pull']}"
         out = {
-            "id": r["id"], "node_id": _node_id("PullRequestReview", r["id"]), "user": self._render_user(ctx, r["user"]),
-            "body": r["body"], "state": r["state"], "html_url": html, "pull_request_url": pr_url,
+            "id": r["id"],
+            "node_id": _node_id("PullRequestReview", r["id"]),
+            "user": self._render_user(ctx, r["user"]),
+            "body": r["body"],
+            "state": r["state"],
+            "html_url": html,
+            "pull_request_url": pr_url,
             "author_association": self._association(repo, r["user"]["login"]),
-            "_links": {"html": {"href": html}, "pull_request": {"href": pr_url}}, "commit_id": r["commit_id"],
+            "_links": {"html": {"href": html}, "pull_request": {"href": pr_url}},
+            "commit_id": r["commit_id"],
         }
         if r["submitted_at"]:
             out["submitted_at"] = r["submitted_at"]
@@ -1304,16 +1679,26 @@ class GitHubSimulator:
         return {
             "url": f"{api}/issues/comments/{c['id']}",
             "html_url": f"{ctx.web}/{full}/pull/{c['issue']}#issuecomment-{c['id']}",
-            "issue_url": f"{api}/issues/{c['issue']}", "id": c["id"], "node_id": _node_id("IssueComment", c["id"]),
-            "user": self._render_user(ctx, c["user"]), "created_at": c["created_at"], "updated_at": c["updated_at"],
-            "author_association": self._association(repo, c["user"]["login"]), "body": c["body"],
+            "issue_url": f"{api}/issues/{c['issue']}",
+            "id": c["id"],
+            "node_id": _node_id("IssueComment", c["id"]),
+            "user": self._render_user(ctx, c["user"]),
+            "created_at": c["created_at"],
+            "updated_at": c["updated_at"],
+            "author_association": self._association(repo, c["user"]["login"]),
+            "body": c["body"],
             "reactions": self._rollup(f"{api}/issues/comments/{c['id']}/reactions", c.get("reactions") or []),
             "performed_via_github_app": None,
         }
 
     def _render_reaction(self, ctx: _Context, r: dict) -> dict:
-        return {"id": r["id"], "node_id": _node_id("Reaction", r["id"]), "user": self._render_user(ctx, r["user"]),
-                "content": r["content"], "created_at": r["created_at"]}
+        return {
+            "id": r["id"],
+            "node_id": _node_id("Reaction", r["id"]),
+            "user": self._render_user(ctx, r["user"]),
+            "content": r["content"],
+            "created_at": r["created_at"],
+        }
 
     def _visible_comments(self, repo: dict, number: int) -> list[dict]:
         pending = {r["id"] for r in repo["reviews"].values() if r["state"] == "PENDING"}
@@ -1394,8 +1779,12 @@ class GitHubSimulator:
         label = f"comments[{index}]" if index is not None else "comment"
 
         def error(field_name: str, message: str, code: str = "custom", **where: Any) -> dict:
-            out = {"resource": "PullRequestReviewComment", "code": code,
-                   "field": f"{label}.{field_name}" if index is not None else field_name, "message": message}
+            out = {
+                "resource": "PullRequestReviewComment",
+                "code": code,
+                "field": f"{label}.{field_name}" if index is not None else field_name,
+                "message": message,
+            }
             if index is not None:
                 out["index"] = index
             out.update(where)
@@ -1422,8 +1811,14 @@ class GitHubSimulator:
         if line is None and spec.get("position") is not None:
             resolved = self._position_to_line(full, pull, path, int(spec["position"]))
             if resolved is None:
-                errors.append(error("position", "Pull request review thread position could not be resolved",
-                                    **where, position=spec["position"]))
+                errors.append(
+                    error(
+                        "position",
+                        "Pull request review thread position could not be resolved",
+                        **where,
+                        position=spec["position"],
+                    )
+                )
                 return {}, errors
             line, side = resolved
         if side not in (LEFT, RIGHT):
@@ -1440,14 +1835,34 @@ class GitHubSimulator:
         start_side = spec.get("start_side") or side
         if start_line is not None:
             if not isinstance(start_line, int) or start_line >= line and start_side == side:
-                errors.append(error("start_line", "start_line must precede the end line", code="invalid",
-                                    **where, start_line=start_line))
-            elif (not fd.is_commentable(start_line, start_side)
-                  or fd.hunk_for(start_line, start_side) is not fd.hunk_for(line, side)):
-                errors.append(error("start_line", "Pull request review thread start line must be part of the same "
-                                                  "hunk as the line", **where, start_line=start_line))
-        return {"path": path, "body": body, "line": line, "side": side, "start_line": start_line,
-                "start_side": start_side if start_line is not None else None}, errors
+                errors.append(
+                    error(
+                        "start_line",
+                        "start_line must precede the end line",
+                        code="invalid",
+                        **where,
+                        start_line=start_line,
+                    )
+                )
+            elif not fd.is_commentable(start_line, start_side) or fd.hunk_for(
+                start_line, start_side
+            ) is not fd.hunk_for(line, side):
+                errors.append(
+                    error(
+                        "start_line",
+                        "Pull request review thread start line must be part of the same hunk as the line",
+                        **where,
+                        start_line=start_line,
+                    )
+                )
+        return {
+            "path": path,
+            "body": body,
+            "line": line,
+            "side": side,
+            "start_line": start_line,
+            "start_side": start_side if start_line is not None else None,
+        }, errors
 
     def _identity_user(self, ctx: _Context) -> dict:
         if ctx.identity is None:
@@ -1464,13 +1879,17 @@ class GitHubSimulator:
             return self._reply(ctx, record, pull, body.get("in_reply_to"), body.get("body"), user)
         commit_id = body.get("commit_id")
         if not commit_id:
-            raise _HTTPError(422, "Invalid request.\n\n\"commit_id\" wasn't supplied.")
+            raise _HTTPError(422, 'Invalid request.\n\n"commit_id" wasn\'t supplied.')
         if commit_id not in pull["shas"]:
             raise _unprocessable("PullRequestReviewComment", "commit_id", "commit_id is not part of the pull request")
         spec, errors = self._validate_inline(full, pull, body, None)
         if errors:
-            raise _HTTPError(422, "Unprocessable Entity", errors,
-                             doc=f"{DOCS}/pulls/comments#create-a-review-comment-for-a-pull-request")
+            raise _HTTPError(
+                422,
+                "Unprocessable Entity",
+                errors,
+                doc=f"{DOCS}/pulls/comments#create-a-review-comment-for-a-pull-request",
+            )
         spec.update(commit_id=commit_id)
         comment = self._add_review_comment(record, pull, spec, "comment", identity=user)
         self._touch(pull)
@@ -1482,8 +1901,13 @@ class GitHubSimulator:
             raise _HTTPError(404, "Not Found")
         if not isinstance(text, str) or not text:
             raise _unprocessable("PullRequestReviewComment", "body", code="missing_field")
-        comment = self._add_review_comment(record, pull, {"body": text, "in_reply_to_id": parent["id"],
-                                                          "commit_id": pull["head_sha"]}, "reply", identity=user)
+        comment = self._add_review_comment(
+            record,
+            pull,
+            {"body": text, "in_reply_to_id": parent["id"], "commit_id": pull["head_sha"]},
+            "reply",
+            identity=user,
+        )
         self._touch(pull)
         return _Answer(201, self._render_review_comment(ctx, record, comment))
 
@@ -1518,8 +1942,12 @@ class GitHubSimulator:
             raise _HTTPError(400, "Problems parsing JSON")
         user = self._identity_user(ctx)
         event = body.get("event")
-        states = {"APPROVE": "APPROVED", "REQUEST_CHANGES": "CHANGES_REQUESTED", "COMMENT": "COMMENTED",
-                  None: "PENDING"}
+        states = {
+            "APPROVE": "APPROVED",
+            "REQUEST_CHANGES": "CHANGES_REQUESTED",
+            "COMMENT": "COMMENTED",
+            None: "PENDING",
+        }
         if event not in states:
             raise _unprocessable("PullRequestReview", "event", f"Invalid event {event!r}", doc=doc)
         commit_id = body.get("commit_id") or pull["head_sha"]
@@ -1542,8 +1970,14 @@ class GitHubSimulator:
             raise _HTTPError(422, "Unprocessable Entity", errors, doc=doc)
         review = self._add_review(record, pull, user, text, states[event], commit_id)
         for index, norm in enumerate(normalised):
-            self._add_review_comment(record, pull, dict(norm, commit_id=commit_id), f"comments[{index}]",
-                                     review_id=review["id"], identity=user)
+            self._add_review_comment(
+                record,
+                pull,
+                dict(norm, commit_id=commit_id),
+                f"comments[{index}]",
+                review_id=review["id"],
+                identity=user,
+            )
         self._touch(pull)
         return _Answer(200, self._render_review(ctx, record, review))
 
@@ -1638,21 +2072,41 @@ class GitHubSimulator:
                 files = []
                 for f in snapshots[head]:
                     fd = parse_patch(f["patch"], f["filename"], status=_diff_status(f["status"]))
-                    files.append({"filename": f["filename"], "status": f["status"], "patch": f["patch"],
-                                  "additions": fd.added, "deletions": fd.removed, "changes": fd.added + fd.removed})
+                    files.append(
+                        {
+                            "filename": f["filename"],
+                            "status": f["status"],
+                            "patch": f["patch"],
+                            "additions": fd.added,
+                            "deletions": fd.removed,
+                            "changes": fd.added + fd.removed,
+                        }
+                    )
             else:
                 files = self._compare_files(full, pull, base, head)
-            status = ("identical" if ahead == behind == 0 else "ahead" if behind == 0 else "behind")
+            status = "identical" if ahead == behind == 0 else "ahead" if behind == 0 else "behind"
             api = f"{ctx.api}/repos/{full}"
             out = {
-                "url": f"{api}/compare/{base}...{head}", "html_url": f"{ctx.web}/{full}/compare/{base}...{head}",
+                "url": f"{api}/compare/{base}...{head}",
+                "html_url": f"{ctx.web}/{full}/compare/{base}...{head}",
                 "base_commit": {"sha": base, "url": f"{api}/commits/{base}"},
                 "merge_base_commit": {"sha": order[min(i, j)], "url": f"{api}/commits/{order[min(i, j)]}"},
-                "status": status, "ahead_by": ahead, "behind_by": behind, "total_commits": ahead,
-                "commits": [{"sha": sha, "url": f"{api}/commits/{sha}", "commit": {"message": f"commit {sha[:7]}"}}
-                            for sha in order[i + 1:j + 1]],
-                "files": [dict(f, sha=_fake_sha(full, head, f["filename"]),
-                               blob_url=f"{ctx.web}/{full}/blob/{head}/{quote(f['filename'])}") for f in files],
+                "status": status,
+                "ahead_by": ahead,
+                "behind_by": behind,
+                "total_commits": ahead,
+                "commits": [
+                    {"sha": sha, "url": f"{api}/commits/{sha}", "commit": {"message": f"commit {sha[:7]}"}}
+                    for sha in order[i + 1 : j + 1]
+                ],
+                "files": [
+                    dict(
+                        f,
+                        sha=_fake_sha(full, head, f["filename"]),
+                        blob_url=f"{ctx.web}/{full}/blob/{head}/{quote(f['filename'])}",
+                    )
+                    for f in files
+                ],
             }
             return _Answer(200, out)
         raise _not_found()
@@ -1668,8 +2122,13 @@ class GitHubSimulator:
             permission = "admin" if username == record["owner"] else ("none" if record["private"] else "read")
         legacy = {"maintain": "write", "triage": "read"}.get(permission, permission)
         user = self._render_user(ctx, {"login": username})
-        user["permissions"] = {"admin": legacy == "admin", "maintain": permission in ("admin", "maintain"),
-                               "push": legacy in ("admin", "write"), "triage": legacy != "none", "pull": legacy != "none"}
+        user["permissions"] = {
+            "admin": legacy == "admin",
+            "maintain": permission in ("admin", "maintain"),
+            "push": legacy in ("admin", "write"),
+            "triage": legacy != "none",
+            "pull": legacy != "none",
+        }
         user["role_name"] = permission
         return _Answer(200, {"permission": legacy, "role_name": permission, "user": user})
 
@@ -1696,8 +2155,12 @@ class GitHubSimulator:
         record = self._repo(full)
         ref = ctx.query.get("ref") or record["default_branch"]
         branch, pull = self._branch_of(record, ref)
-        known = branch in record["files"] or branch == record["default_branch"] or pull is not None or any(
-            p["base"] == branch for p in record["pulls"].values())
+        known = (
+            branch in record["files"]
+            or branch == record["default_branch"]
+            or pull is not None
+            or any(p["base"] == branch for p in record["pulls"].values())
+        )
         if not known:
             raise _HTTPError(404, f"No commit found for the ref {ref}")
         content = record["files"].get(branch, {}).get(path)
@@ -1714,20 +2177,39 @@ class GitHubSimulator:
         api = f"{ctx.api}/repos/{full}/contents/{quote(path)}?ref={quote(ref)}"
         sha = _blob_sha(content)
         html = f"{ctx.web}/{full}/blob/{quote(ref)}/{quote(path)}"
-        return _Answer(200, {
-            "type": "file", "encoding": "base64", "size": len(content.encode()), "name": path.rsplit("/", 1)[-1],
-            "path": path, "content": "\n".join(encoded[i:i + 60] for i in range(0, len(encoded), 60)) + "\n",
-            "sha": sha, "url": api, "git_url": f"{ctx.api}/repos/{full}/git/blobs/{sha}", "html_url": html,
-            "download_url": f"{ctx.web}/{full}/raw/{quote(ref)}/{quote(path)}",
-            "_links": {"self": api, "git": f"{ctx.api}/repos/{full}/git/blobs/{sha}", "html": html},
-        })
+        return _Answer(
+            200,
+            {
+                "type": "file",
+                "encoding": "base64",
+                "size": len(content.encode()),
+                "name": path.rsplit("/", 1)[-1],
+                "path": path,
+                "content": "\n".join(encoded[i : i + 60] for i in range(0, len(encoded), 60)) + "\n",
+                "sha": sha,
+                "url": api,
+                "git_url": f"{ctx.api}/repos/{full}/git/blobs/{sha}",
+                "html_url": html,
+                "download_url": f"{ctx.web}/{full}/raw/{quote(ref)}/{quote(path)}",
+                "_links": {"self": api, "git": f"{ctx.api}/repos/{full}/git/blobs/{sha}", "html": html},
+            },
+        )
 
     def _get_rate_limit(self, ctx: _Context) -> _Answer:
         self._roll_rate_window()
         core = self._rate_view()
         other = {"limit": 30, "remaining": 30, "reset": core["reset"], "used": 0}
-        return _Answer(200, {"resources": {"core": core, "search": dict(other, resource="search"),
-                                           "graphql": dict(core, resource="graphql")}, "rate": core})
+        return _Answer(
+            200,
+            {
+                "resources": {
+                    "core": core,
+                    "search": dict(other, resource="search"),
+                    "graphql": dict(core, resource="graphql"),
+                },
+                "rate": core,
+            },
+        )
 
     def _get_user(self, ctx: _Context) -> _Answer:
         if ctx.identity is None:
@@ -1736,19 +2218,45 @@ class GitHubSimulator:
             raise _HTTPError(403, "Resource not accessible by integration")
         user = self._identity_user(ctx)
         out = self._render_user(ctx, user)
-        out.update({"name": None, "company": None, "blog": "", "location": None, "email": None, "hireable": None,
-                    "bio": None, "twitter_username": None, "public_repos": 0, "public_gists": 0, "followers": 0,
-                    "following": 0, "created_at": "2020-01-01T00:00:00Z", "updated_at": "2020-01-01T00:00:00Z"})
+        out.update(
+            {
+                "name": None,
+                "company": None,
+                "blog": "",
+                "location": None,
+                "email": None,
+                "hireable": None,
+                "bio": None,
+                "twitter_username": None,
+                "public_repos": 0,
+                "public_gists": 0,
+                "followers": 0,
+                "following": 0,
+                "created_at": "2020-01-01T00:00:00Z",
+                "updated_at": "2020-01-01T00:00:00Z",
+            }
+        )
         return _Answer(200, out)
 
     def _get_app(self, ctx: _Context) -> _Answer:
         app = ctx.identity["app"]  # type: ignore[index]
-        return _Answer(200, {"id": app["id"], "slug": app["slug"], "node_id": _node_id("Integration", app["id"]),
-                             "name": app["slug"], "description": "", "external_url": ctx.web,
-                             "html_url": f"{ctx.web}/apps/{app['slug']}", "created_at": "2020-01-01T00:00:00Z",
-                             "updated_at": "2020-01-01T00:00:00Z", "permissions": {"pull_requests": "write",
-                             "contents": "read", "metadata": "read"}, "events": ["pull_request"],
-                             "owner": self._render_user(ctx, self._user(app["slug"] + "-owner"))})
+        return _Answer(
+            200,
+            {
+                "id": app["id"],
+                "slug": app["slug"],
+                "node_id": _node_id("Integration", app["id"]),
+                "name": app["slug"],
+                "description": "",
+                "external_url": ctx.web,
+                "html_url": f"{ctx.web}/apps/{app['slug']}",
+                "created_at": "2020-01-01T00:00:00Z",
+                "updated_at": "2020-01-01T00:00:00Z",
+                "permissions": {"pull_requests": "write", "contents": "read", "metadata": "read"},
+                "events": ["pull_request"],
+                "owner": self._render_user(ctx, self._user(app["slug"] + "-owner")),
+            },
+        )
 
     def _access_token(self, ctx: _Context, installation_id: str) -> _Answer:
         app = ctx.identity["app"]  # type: ignore[index]
@@ -1757,13 +2265,24 @@ class GitHubSimulator:
         token = "ghs_" + secrets.token_urlsafe(27).replace("-", "a").replace("_", "b")[:36]
         expires = time.time() + app.get("token_ttl", 3600)
         bot = self._user({"login": f"{app['slug']}[bot]", "type": "Bot"})
-        self._state["tokens"][_digest(token)] = {"login": bot["login"], "type": "Bot", "permission": "write",
-                                                 "installation": int(installation_id), "expires_at": expires}
+        self._state["tokens"][_digest(token)] = {
+            "login": bot["login"],
+            "type": "Bot",
+            "permission": "write",
+            "installation": int(installation_id),
+            "expires_at": expires,
+        }
         self._stats["tokens_issued"] += 1
         self._save()
-        return _Answer(201, {"token": token, "expires_at": _iso(datetime.fromtimestamp(int(expires), timezone.utc)),
-                             "permissions": {"pull_requests": "write", "contents": "read", "metadata": "read"},
-                             "repository_selection": "all"})
+        return _Answer(
+            201,
+            {
+                "token": token,
+                "expires_at": _iso(datetime.fromtimestamp(int(expires), UTC)),
+                "permissions": {"pull_requests": "write", "contents": "read", "metadata": "read"},
+                "repository_selection": "all",
+            },
+        )
 
     # ----------------------------------------------------------------- admin endpoints
 
@@ -1783,21 +2302,50 @@ class GitHubSimulator:
                     raise SimulatorError("'repo' (OWNER/NAME) is required")
                 return _Answer(201, self.add_pull(repo, api_url=own, **body))
             if (method, path) == ("POST", "/_sim/comments"):
-                return _Answer(201, self.add_comments(body.get("repo", ""), body.get("pull") or body.get("number"),
-                                                      body.get("comments"), count=body.get("count"),
-                                                      user=body.get("user", "reviewer"), api_url=own))
+                return _Answer(
+                    201,
+                    self.add_comments(
+                        body.get("repo", ""),
+                        body.get("pull") or body.get("number"),
+                        body.get("comments"),
+                        count=body.get("count"),
+                        user=body.get("user", "reviewer"),
+                        api_url=own,
+                    ),
+                )
             if (method, path) == ("POST", "/_sim/issue-comments"):
-                return _Answer(201, self.add_issue_comment(body.get("repo", ""), body.get("pull") or body.get("number"),
-                                                           body.get("body", ""), user=body.get("user", "octocat"),
-                                                           api_url=own))
+                return _Answer(
+                    201,
+                    self.add_issue_comment(
+                        body.get("repo", ""),
+                        body.get("pull") or body.get("number"),
+                        body.get("body", ""),
+                        user=body.get("user", "octocat"),
+                        api_url=own,
+                    ),
+                )
             if (method, path) == ("POST", "/_sim/reactions"):
-                return _Answer(201, self.react(body.get("repo", ""), int(body.get("comment_id") or 0),
-                                               body.get("content", ""), user=body.get("user", "octocat"),
-                                               issue=bool(body.get("issue"))))
+                return _Answer(
+                    201,
+                    self.react(
+                        body.get("repo", ""),
+                        int(body.get("comment_id") or 0),
+                        body.get("content", ""),
+                        user=body.get("user", "octocat"),
+                        issue=bool(body.get("issue")),
+                    ),
+                )
             if (method, path) == ("POST", "/_sim/threads"):
-                return _Answer(200, self.resolve_thread(body.get("repo", ""), int(body.get("comment_id") or 0),
-                                                        user=body.get("user", "octocat"),
-                                                        resolved=bool(body.get("resolved", True)), api_url=own))
+                return _Answer(
+                    200,
+                    self.resolve_thread(
+                        body.get("repo", ""),
+                        int(body.get("comment_id") or 0),
+                        user=body.get("user", "octocat"),
+                        resolved=bool(body.get("resolved", True)),
+                        api_url=own,
+                    ),
+                )
             if (method, path) == ("POST", "/_sim/faults"):
                 return _Answer(201, self.inject(**body))
             if (method, path) == ("DELETE", "/_sim/faults"):
@@ -1823,20 +2371,42 @@ def _diff_status(github_status: str) -> str:
 
 
 _REPO_URLS = [
-    ("forks_url", "/forks"), ("keys_url", "/keys{/key_id}"), ("collaborators_url", "/collaborators{/collaborator}"),
-    ("teams_url", "/teams"), ("hooks_url", "/hooks"), ("issue_events_url", "/issues/events{/number}"),
-    ("events_url", "/events"), ("assignees_url", "/assignees{/user}"), ("branches_url", "/branches{/branch}"),
-    ("tags_url", "/tags"), ("blobs_url", "/git/blobs{/sha}"), ("git_tags_url", "/git/tags{/sha}"),
-    ("git_refs_url", "/git/refs{/sha}"), ("trees_url", "/git/trees{/sha}"), ("statuses_url", "/statuses/{sha}"),
-    ("languages_url", "/languages"), ("stargazers_url", "/stargazers"), ("contributors_url", "/contributors"),
-    ("subscribers_url", "/subscribers"), ("subscription_url", "/subscription"), ("commits_url", "/commits{/sha}"),
-    ("git_commits_url", "/git/commits{/sha}"), ("comments_url", "/comments{/number}"),
-    ("issue_comment_url", "/issues/comments{/number}"), ("contents_url", "/contents/{+path}"),
-    ("compare_url", "/compare/{base}...{head}"), ("merges_url", "/merges"),
-    ("archive_url", "/{archive_format}{/ref}"), ("downloads_url", "/downloads"), ("issues_url", "/issues{/number}"),
-    ("pulls_url", "/pulls{/number}"), ("milestones_url", "/milestones{/number}"),
-    ("notifications_url", "/notifications{?since,all,participating}"), ("labels_url", "/labels{/name}"),
-    ("releases_url", "/releases{/id}"), ("deployments_url", "/deployments"),
+    ("forks_url", "/forks"),
+    ("keys_url", "/keys{/key_id}"),
+    ("collaborators_url", "/collaborators{/collaborator}"),
+    ("teams_url", "/teams"),
+    ("hooks_url", "/hooks"),
+    ("issue_events_url", "/issues/events{/number}"),
+    ("events_url", "/events"),
+    ("assignees_url", "/assignees{/user}"),
+    ("branches_url", "/branches{/branch}"),
+    ("tags_url", "/tags"),
+    ("blobs_url", "/git/blobs{/sha}"),
+    ("git_tags_url", "/git/tags{/sha}"),
+    ("git_refs_url", "/git/refs{/sha}"),
+    ("trees_url", "/git/trees{/sha}"),
+    ("statuses_url", "/statuses/{sha}"),
+    ("languages_url", "/languages"),
+    ("stargazers_url", "/stargazers"),
+    ("contributors_url", "/contributors"),
+    ("subscribers_url", "/subscribers"),
+    ("subscription_url", "/subscription"),
+    ("commits_url", "/commits{/sha}"),
+    ("git_commits_url", "/git/commits{/sha}"),
+    ("comments_url", "/comments{/number}"),
+    ("issue_comment_url", "/issues/comments{/number}"),
+    ("contents_url", "/contents/{+path}"),
+    ("compare_url", "/compare/{base}...{head}"),
+    ("merges_url", "/merges"),
+    ("archive_url", "/{archive_format}{/ref}"),
+    ("downloads_url", "/downloads"),
+    ("issues_url", "/issues{/number}"),
+    ("pulls_url", "/pulls{/number}"),
+    ("milestones_url", "/milestones{/number}"),
+    ("notifications_url", "/notifications{?since,all,participating}"),
+    ("labels_url", "/labels{/name}"),
+    ("releases_url", "/releases{/id}"),
+    ("deployments_url", "/deployments"),
 ]
 
 
@@ -1874,8 +2444,9 @@ _ROUTES = [
     _route("GET", _R + "/pulls/{pull_number}/files", GitHubSimulator._pull_files),
     _route("GET", _R + "/pulls/{pull_number}/comments", GitHubSimulator._pull_comments),
     _route("POST", _R + "/pulls/{pull_number}/comments", GitHubSimulator._create_comment, write=True),
-    _route("POST", _R + "/pulls/{pull_number}/comments/{comment_id}/replies", GitHubSimulator._create_reply,
-           write=True),
+    _route(
+        "POST", _R + "/pulls/{pull_number}/comments/{comment_id}/replies", GitHubSimulator._create_reply, write=True
+    ),
     _route("GET", _R + "/pulls/{pull_number}/reviews", GitHubSimulator._list_reviews),
     _route("POST", _R + "/pulls/{pull_number}/reviews", GitHubSimulator._create_review, write=True),
     _route("GET", _R + "/pulls/{pull_number}/reviews/{review_id}", GitHubSimulator._get_review),
@@ -1890,8 +2461,13 @@ _ROUTES = [
     _route("GET", "/rate_limit", GitHubSimulator._get_rate_limit, spends=False),
     _route("GET", "/user", GitHubSimulator._get_user),
     _route("GET", "/app", GitHubSimulator._get_app, jwt=True, spends=False),
-    _route("POST", "/app/installations/{installation_id}/access_tokens", GitHubSimulator._access_token, jwt=True,
-           spends=False),
+    _route(
+        "POST",
+        "/app/installations/{installation_id}/access_tokens",
+        GitHubSimulator._access_token,
+        jwt=True,
+        spends=False,
+    ),
 ]
 
 
@@ -1973,7 +2549,7 @@ class _Handler(BaseHTTPRequestHandler):
         if answer.content_type.startswith("application/json"):
             self.send_header("X-GitHub-Media-Type", "github.v3; format=json")
         self.send_header("X-GitHub-Api-Version-Selected", "2022-11-28")
-        self.send_header("ETag", 'W/"%s"' % hashlib.sha256(payload).hexdigest())
+        self.send_header("ETag", f'W/"{hashlib.sha256(payload).hexdigest()}"')
         self.send_header("Cache-Control", "private, max-age=60, s-maxage=60")
         for name, value in answer.headers.items():
             self.send_header(name, value)
@@ -2000,10 +2576,15 @@ def load_seed(path: str) -> dict:
     return data
 
 
-def serve_forever(host: str = "127.0.0.1", port: int = 8765, seed_path: str | None = None,
-                  state_path: str | None = None, tokens: tuple[str, ...] | list[str] = (),
-                  ready: Callable[[GitHubSimulator], None] | None = None,
-                  stop: threading.Event | None = None) -> None:
+def serve_forever(
+    host: str = "127.0.0.1",
+    port: int = 8765,
+    seed_path: str | None = None,
+    state_path: str | None = None,
+    tokens: tuple[str, ...] | list[str] = (),
+    ready: Callable[[GitHubSimulator], None] | None = None,
+    stop: threading.Event | None = None,
+) -> None:
     """Run the simulator until Ctrl-C or ``stop`` is set (what ``revbot dev github-sim`` does)."""
     seed = load_seed(seed_path) if seed_path else None
     if seed is not None and seed_path:
@@ -2030,11 +2611,16 @@ def serve_forever(host: str = "127.0.0.1", port: int = 8765, seed_path: str | No
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on (keep it loopback).")
 @click.option("--port", default=8765, show_default=True, type=int, help="Port; 0 picks a free one.")
 @click.option("--seed", "seed_path", type=click.Path(dir_okay=False), help="JSON seed description to load.")
-@click.option("--state", "state_path", type=click.Path(dir_okay=False),
-              help="JSON file holding the state across restarts (written after every change).")
+@click.option(
+    "--state",
+    "state_path",
+    type=click.Path(dir_okay=False),
+    help="JSON file holding the state across restarts (written after every change).",
+)
 @click.option("--token", "tokens", multiple=True, help="Accept this token (repeatable); none given = accept any.")
-def github_sim_command(host: str, port: int, seed_path: str | None, state_path: str | None,
-                       tokens: tuple[str, ...]) -> None:
+def github_sim_command(
+    host: str, port: int, seed_path: str | None, state_path: str | None, tokens: tuple[str, ...]
+) -> None:
     """Serve a GitHub REST API simulator for tests and the offline demo."""
 
     def ready(sim: GitHubSimulator) -> None:

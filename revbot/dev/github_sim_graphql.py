@@ -15,6 +15,7 @@ Errors are answered like GitHub: HTTP 200 with ``errors`` (each with a ``type`` 
 ``"permission": "read"`` cannot resolve threads (FORBIDDEN), and one seeded with ``"graphql": false``
 gets 403 from the endpoint itself, as a fine-grained token without GraphQL access would.
 """
+
 from __future__ import annotations
 
 import base64
@@ -107,7 +108,7 @@ def root_of(node_id: str) -> int | None:
     except (ValueError, UnicodeDecodeError):
         return None
     prefix = f"0{len(THREAD_KIND)}:{THREAD_KIND}"
-    rest = text[len(prefix):] if text.startswith(prefix) else ""
+    rest = text[len(prefix) :] if text.startswith(prefix) else ""
     return int(rest) if rest.isdigit() else None
 
 
@@ -121,11 +122,14 @@ def _page(items: list[Any], first: int | None, after: str | None) -> dict:
         except (ValueError, UnicodeDecodeError):
             raise _Failure("INVALID_CURSOR_ARGUMENTS", f"`{after}` does not appear to be a valid cursor.") from None
     size = first or MAX_PAGE
-    chunk = items[start:start + size]
+    chunk = items[start : start + size]
     end = start + len(chunk)
     cursor = base64.b64encode(f"cursor:{end}".encode()).decode() if chunk else None
-    return {"nodes": chunk, "pageInfo": {"hasNextPage": end < len(items), "endCursor": cursor},
-            "totalCount": len(items)}
+    return {
+        "nodes": chunk,
+        "pageInfo": {"hasNextPage": end < len(items), "endCursor": cursor},
+        "totalCount": len(items),
+    }
 
 
 class GraphQLView:
@@ -141,14 +145,21 @@ class GraphQLView:
         return {"__typename": "Bot" if kind == "Bot" else "User", "login": user["login"]}
 
     def _comment(self, full: str, c: dict) -> dict:
-        return {"id": base64.b64encode(f"PRRC_{c['id']}".encode()).decode(), "databaseId": c["id"],
-                "fullDatabaseId": str(c["id"]), "body": c["body"],
-                "author": self._actor(c["user"]), "createdAt": c["created_at"],
-                "url": f"{self.web}/{full}/pull/{c['pull']}#discussion_r{c['id']}"}
+        return {
+            "id": base64.b64encode(f"PRRC_{c['id']}".encode()).decode(),
+            "databaseId": c["id"],
+            "fullDatabaseId": str(c["id"]),
+            "body": c["body"],
+            "author": self._actor(c["user"]),
+            "createdAt": c["created_at"],
+            "url": f"{self.web}/{full}/pull/{c['pull']}#discussion_r{c['id']}",
+        }
 
     def _thread(self, full: str, repo: dict, root: dict) -> dict:
-        replies = sorted((c for c in repo["review_comments"].values() if c["in_reply_to_id"] == root["id"]),
-                         key=lambda c: (c["created_at"], c["id"]))
+        replies = sorted(
+            (c for c in repo["review_comments"].values() if c["in_reply_to_id"] == root["id"]),
+            key=lambda c: (c["created_at"], c["id"]),
+        )
         comments = [root, *replies]
 
         def thread_comments(_info: Any, first: int | None = None, after: str | None = None) -> dict:
@@ -156,21 +167,30 @@ class GraphQLView:
 
         resolver = root.get("resolved_by")
         return {
-            "id": thread_id(root["id"]), "isResolved": bool(root.get("resolved")),
+            "id": thread_id(root["id"]),
+            "isResolved": bool(root.get("resolved")),
             "isOutdated": root["line"] is None and root.get("subject_type") != "file",
-            "path": root["path"], "line": root["line"], "originalLine": root.get("original_line"),
-            "diffSide": root["side"], "resolvedBy": self._actor(resolver) if resolver else None,
+            "path": root["path"],
+            "line": root["line"],
+            "originalLine": root.get("original_line"),
+            "diffSide": root["side"],
+            "resolvedBy": self._actor(resolver) if resolver else None,
             "comments": thread_comments,
         }
 
     def _pull(self, full: str, repo: dict, pull: dict) -> dict:
         def review_threads(_info: Any, first: int | None = None, after: str | None = None) -> dict:
-            roots = sorted((c for c in self.sim._visible_comments(repo, pull["number"]) if c["in_reply_to_id"] is None),
-                           key=lambda c: c["id"])
+            roots = sorted(
+                (c for c in self.sim._visible_comments(repo, pull["number"]) if c["in_reply_to_id"] is None),
+                key=lambda c: c["id"],
+            )
             return _page([self._thread(full, repo, r) for r in roots], first, after)
 
-        return {"id": base64.b64encode(f"PR_{pull['id']}".encode()).decode(), "number": pull["number"],
-                "reviewThreads": review_threads}
+        return {
+            "id": base64.b64encode(f"PR_{pull['id']}".encode()).decode(),
+            "number": pull["number"],
+            "reviewThreads": review_threads,
+        }
 
     # ------------------------------------------------------------------ root fields
 
@@ -189,8 +209,12 @@ class GraphQLView:
                 raise _Failure("NOT_FOUND", f"Could not resolve to a PullRequest with the number of {number}.")
             return self._pull(full, repo, pull)
 
-        return {"id": base64.b64encode(f"R_{repo['id']}".encode()).decode(), "name": name, "nameWithOwner": full,
-                "pullRequest": pull_request}
+        return {
+            "id": base64.b64encode(f"R_{repo['id']}".encode()).decode(),
+            "name": name,
+            "nameWithOwner": full,
+            "pullRequest": pull_request,
+        }
 
     def _set_resolved(self, input: dict, resolved: bool) -> dict:
         root_id = root_of(str(input.get("threadId") or ""))
@@ -205,15 +229,16 @@ class GraphQLView:
             raise _Failure("FORBIDDEN", "Resource not accessible by integration")
         full, repo, root = found
         root["resolved"] = resolved
-        root["resolved_by"] = {"login": self.identity["login"], "type": self.identity.get("type", "User")} \
-            if resolved else None
+        root["resolved_by"] = (
+            {"login": self.identity["login"], "type": self.identity.get("type", "User")} if resolved else None
+        )
         self.sim._save()
         return {"thread": self._thread(full, repo, root), "clientMutationId": input.get("clientMutationId")}
 
-    def resolveReviewThread(self, _info: Any, input: dict) -> dict:  # noqa: N802 - GitHub's field name
+    def resolveReviewThread(self, _info: Any, input: dict) -> dict:
         return self._set_resolved(input, True)
 
-    def unresolveReviewThread(self, _info: Any, input: dict) -> dict:  # noqa: N802 - GitHub's field name
+    def unresolveReviewThread(self, _info: Any, input: dict) -> dict:
         return self._set_resolved(input, False)
 
 
@@ -225,8 +250,9 @@ def execute(sim: Any, identity: dict, web: str, body: Any) -> dict:
     if variables is not None and not isinstance(variables, dict):
         return {"errors": [{"message": "Variables are invalid JSON."}]}
     view = GraphQLView(sim, identity, web)
-    result = graphql_sync(SCHEMA, body["query"], root_value=view, variable_values=variables,
-                          operation_name=body.get("operationName"))
+    result = graphql_sync(
+        SCHEMA, body["query"], root_value=view, variable_values=variables, operation_name=body.get("operationName")
+    )
     out: dict[str, Any] = {}
     if result.errors:
         errors = []
@@ -245,4 +271,3 @@ def execute(sim: Any, identity: dict, web: str, body: Any) -> dict:
         out["errors"] = errors
         return out
     return {"data": result.data}
-

@@ -8,6 +8,7 @@ reads in the old head and in the new head, and the two are diffed with ``difflib
 compare API answers for ``OLD...NEW`` when OLD is an ancestor of NEW, and how review comments move
 (or become outdated) after a push. Context lines stop at the edge of what the patches show.
 """
+
 from __future__ import annotations
 
 import difflib

@@ -7,6 +7,7 @@ a small local corpus is enough for that, builds in about a second, and loads wit
 ``AutoModelForCausalLM.from_pretrained`` / ``AutoTokenizer.from_pretrained``. Its output is noise
 until it is trained; real users pass a hub id or a local path of a real model instead.
 """
+
 from __future__ import annotations
 
 import json
@@ -104,9 +105,17 @@ _REVIEWS = [
 
 # Everything a build may write; removed first when rebuilding into the same directory.
 _WRITTEN_FILES = (
-    "config.json", "generation_config.json", "model.safetensors", "model.safetensors.index.json",
-    "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "chat_template.jinja",
-    "chat_template.json", "README.md", "revbot-tiny.json",
+    "config.json",
+    "generation_config.json",
+    "model.safetensors",
+    "model.safetensors.index.json",
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "chat_template.jinja",
+    "chat_template.json",
+    "README.md",
+    "revbot-tiny.json",
 )
 
 
@@ -183,9 +192,7 @@ def build_tiny_model(
     if arch not in ARCHS:
         raise UsageError(f"unknown architecture {arch!r}; choose one of: {', '.join(ARCHS)}")
     if hidden_size <= 0 or num_layers <= 0 or num_heads <= 0 or hidden_size % num_heads:
-        raise UsageError(
-            f"hidden size {hidden_size} must be a positive multiple of the number of heads {num_heads}"
-        )
+        raise UsageError(f"hidden size {hidden_size} must be a positive multiple of the number of heads {num_heads}")
     if (hidden_size // num_heads) % 2:
         raise UsageError(f"head size {hidden_size // num_heads} must be even (rotary embeddings)")
     if vocab_size < 300:
@@ -221,8 +228,11 @@ def build_tiny_model(
         tokenizer.chat_template = CHATML_TEMPLATE
 
     kv_heads = num_heads // 2 if num_heads % 2 == 0 else num_heads  # grouped-query attention, as the real ones
-    eos_ids = [tokenizer.convert_tokens_to_ids(IM_END), tokenizer.convert_tokens_to_ids(EOS)] if chat_template \
+    eos_ids = (
+        [tokenizer.convert_tokens_to_ids(IM_END), tokenizer.convert_tokens_to_ids(EOS)]
+        if chat_template
         else tokenizer.convert_tokens_to_ids(EOS)
+    )
     common = dict(
         vocab_size=len(tokenizer),
         hidden_size=hidden_size,
@@ -237,9 +247,11 @@ def build_tiny_model(
         tie_word_embeddings=False,
     )
     if arch == "llama":
-        from transformers import LlamaConfig as Config, LlamaForCausalLM as Model
+        from transformers import LlamaConfig as Config
+        from transformers import LlamaForCausalLM as Model
     else:
-        from transformers import Qwen2Config as Config, Qwen2ForCausalLM as Model
+        from transformers import Qwen2Config as Config
+        from transformers import Qwen2ForCausalLM as Model
     config = Config(**common)
 
     out = Path(out_dir)
@@ -262,8 +274,12 @@ def build_tiny_model(
             hf_logging.enable_progress_bar()
     (out / "README.md").write_text(
         README_TEXT.format(
-            arch=arch, layers=num_layers, hidden=hidden_size, vocab=len(tokenizer),
-            chat="ChatML (<|im_start|>/<|im_end|>)" if chat_template else "none (a plain model)", seed=seed,
+            arch=arch,
+            layers=num_layers,
+            hidden=hidden_size,
+            vocab=len(tokenizer),
+            chat="ChatML (<|im_start|>/<|im_end|>)" if chat_template else "none (a plain model)",
+            seed=seed,
         )
     )
     (out / "revbot-tiny.json").write_text(json.dumps({"tiny": True, "arch": arch, "seed": seed}, indent=2) + "\n")
@@ -286,10 +302,20 @@ def _read_corpus_files(paths: tuple[str, ...]) -> list[str]:
     short_help="Build a tiny random model (for tests and the offline demo only).",
 )
 @click.argument("out_dir", type=click.Path(file_okay=False))
-@click.option("--arch", type=click.Choice(ARCHS), default="llama", show_default=True,
-              help="Architecture: llama (plain prompts) or qwen2 (ChatML chat template).")
-@click.option("--corpus", "corpus_files", multiple=True, type=click.Path(exists=True, dir_okay=False),
-              help="Text file to train the tokenizer on (repeatable). Default: a built-in code/review corpus.")
+@click.option(
+    "--arch",
+    type=click.Choice(ARCHS),
+    default="llama",
+    show_default=True,
+    help="Architecture: llama (plain prompts) or qwen2 (ChatML chat template).",
+)
+@click.option(
+    "--corpus",
+    "corpus_files",
+    multiple=True,
+    type=click.Path(exists=True, dir_okay=False),
+    help="Text file to train the tokenizer on (repeatable). Default: a built-in code/review corpus.",
+)
 @click.option("--vocab-size", default=2048, show_default=True, help="Upper bound on the tokenizer vocabulary.")
 @click.option("--hidden-size", default=64, show_default=True, help="Model width.")
 @click.option("--layers", default=2, show_default=True, help="Number of transformer layers.")
@@ -308,8 +334,13 @@ def init_model_command(out_dir, arch, corpus_files, vocab_size, hidden_size, lay
         raise click.UsageError(f"{out} is not empty; pass --force to write the tiny model there anyway")
     try:
         path = build_tiny_model(
-            out, arch=arch, corpus=_read_corpus_files(corpus_files) if corpus_files else None,
-            vocab_size=vocab_size, hidden_size=hidden_size, num_layers=layers, seed=seed,
+            out,
+            arch=arch,
+            corpus=_read_corpus_files(corpus_files) if corpus_files else None,
+            vocab_size=vocab_size,
+            hidden_size=hidden_size,
+            num_layers=layers,
+            seed=seed,
         )
     except (UsageError, ModelError) as exc:
         raise click.ClickException(str(exc)) from None

@@ -16,6 +16,7 @@ apart inside one process, and the timing process holds every configuration at on
 
 Last line: ``RESULT`` with each configuration's tokens/s, ratio and peak RSS.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -94,8 +95,12 @@ def step(prep, config, optimizer, batch) -> float:
 
 def peak_child(name: str, rows: int, length: int) -> float:
     """Peak RSS (GiB) of a fresh process that prepares ``name`` and takes two steps."""
-    out = subprocess.run([sys.executable, __file__, "--child", name, "--rows", str(rows), "--length", str(length)],
-                         capture_output=True, text=True, check=True)
+    out = subprocess.run(
+        [sys.executable, __file__, "--child", name, "--rows", str(rows), "--length", str(length)],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     return json.loads(out.stdout.strip().splitlines()[-1])["peak_gib"]
 
 
@@ -141,8 +146,10 @@ def main() -> None:
     n_params = sum(p.numel() for p in models[names[0]][0].model.parameters() if not p.requires_grad)
     layers = models[names[0]][0].model.config.num_hidden_layers
     n_real, n_supervised = batch["n_real"], int((batch["labels"][:, 1:] != -100).sum())
-    print(f"batch: {args.rows} rows, {n_real} real tokens ({n_supervised} supervised); "
-          f"torch {torch.__version__}, {torch.get_num_threads()} threads")
+    print(
+        f"batch: {args.rows} rows, {n_real} real tokens ({n_supervised} supervised); "
+        f"torch {torch.__version__}, {torch.get_num_threads()} threads"
+    )
     for name in names:  # one warm-up step each
         step(*models[name], batch)
     times = {name: [] for name in names}
@@ -158,10 +165,14 @@ def main() -> None:
         reach = CONFIGS[name]["lora_layers"] or layers
         flops = n_real * n_params * (2 + 2 * reach / layers)
         share = flops / median / 1e9 / peak
-        print(f"{name:>20}: {median:6.1f} s/step, {n_real / median:6.0f} tokens/s, x{first / median:.2f} "
-              f"vs {names[0]}, {100 * share:.1f}% of fp32 peak ({peak:.0f} GFLOP/s), peak RSS {memory[name]:.1f} GiB")
+        print(
+            f"{name:>20}: {median:6.1f} s/step, {n_real / median:6.0f} tokens/s, x{first / median:.2f} "
+            f"vs {names[0]}, {100 * share:.1f}% of fp32 peak ({peak:.0f} GFLOP/s), peak RSS {memory[name]:.1f} GiB"
+        )
         key = name.replace("-", "_")
-        result.append(f"{key}_tok_s={n_real / median:.0f} {key}_ratio={first / median:.2f} {key}_rss_gib={memory[name]:.1f}")
+        result.append(
+            f"{key}_tok_s={n_real / median:.0f} {key}_ratio={first / median:.2f} {key}_rss_gib={memory[name]:.1f}"
+        )
     print("RESULT " + " ".join(result))
 
 

@@ -21,6 +21,7 @@ line; and it holds no negative examples, so silence on negatives is undefined.
 
 Last line: ``RESULT`` with every figure of the table, the training budget and the wall time.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -57,8 +58,12 @@ def main() -> None:
     parser.add_argument("--lora-r", type=int, default=16)
     parser.add_argument("--lora-layers", type=int, default=8, help="LoRA on the last N blocks (0: every block)")
     parser.add_argument("--precision", default="auto", choices=("auto", "bf16", "fp32"))
-    parser.add_argument("--quantize", action=argparse.BooleanOptionalAction, default=None,
-                        help="4-bit QLoRA or plain LoRA (default: revbot's default for the device)")
+    parser.add_argument(
+        "--quantize",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="4-bit QLoRA or plain LoRA (default: revbot's default for the device)",
+    )
     parser.add_argument("--eval-every", type=int, default=0, help="steps between validation passes (0: ~5 a run)")
     parser.add_argument("--test-limit", type=int, default=0, help="evaluate on the first N test hunks (0: all)")
     parser.add_argument("--max-new-tokens", type=int, default=64)
@@ -75,25 +80,43 @@ def main() -> None:
     imported = read_dataset(args.data, args.fmt, keep_bot_comments=args.keep_bot_comments)
     print(imported.text().splitlines()[0])
     print(f"review-bot comments dropped: {dict(imported.bot_comments) or 'none'}")
-    splits = split_examples(imported.examples, args.seed, test_fraction=0.1, val_fraction=0.05,
-                            min_train=1, min_val=1, min_test=1)
+    splits = split_examples(
+        imported.examples, args.seed, test_fraction=0.1, val_fraction=0.05, min_train=1, min_val=1, min_test=1
+    )
     counts = splits.counts()
-    print("split: " + ", ".join(f"{k} {v['examples']} examples / {v['prs']} PRs" for k, v in counts.items())
-          + f"; time-ordered: {splits.time_ordered}")
+    print(
+        "split: "
+        + ", ".join(f"{k} {v['examples']} examples / {v['prs']} PRs" for k, v in counts.items())
+        + f"; time-ordered: {splits.time_ordered}"
+    )
     with tempfile.TemporaryDirectory() as tmp:
         config = TrainConfig(
-            max_steps=args.steps or None, epochs=args.epochs, batch_size=args.batch_size, max_length=args.max_length,
-            lr=args.lr, lora_r=args.lora_r, lora_alpha=2 * args.lora_r, lora_layers=args.lora_layers or None,
-            precision=args.precision, quantize=args.quantize, seed=args.seed, min_train=1, min_val=1,
-            min_test=1, eval_every=args.eval_every or None, patience=0,
+            max_steps=args.steps or None,
+            epochs=args.epochs,
+            batch_size=args.batch_size,
+            max_length=args.max_length,
+            lr=args.lr,
+            lora_r=args.lora_r,
+            lora_alpha=2 * args.lora_r,
+            lora_layers=args.lora_layers or None,
+            precision=args.precision,
+            quantize=args.quantize,
+            seed=args.seed,
+            min_train=1,
+            min_val=1,
+            min_test=1,
+            eval_every=args.eval_every or None,
+            patience=0,
         )
         print(f"training {args.base_model}: {json.dumps({k: v for k, v in config.to_dict().items() if v is not None})}")
         version = train(splits, args.base_model, Path(tmp) / "models", config, data_source=args.data, progress=True)
         m, timings = version.metrics, version.meta["timings"]
-        print(f"trained {m['steps']} steps ({m['epochs']:.2f} epochs, {m['tokens']} tokens) in {timings['train_s']:.0f}s: "
-              f"{m['tokens_per_s']:.0f} tokens/s, validation loss {m['val_loss']:.3f}, test loss {m['test_loss']:.3f}, "
-              f"peak RSS {m['peak_rss_mb'] / 1024:.1f} GiB; too long (skipped): {version.meta['data']['too_long']}")
-        test = splits.test[:args.test_limit] if args.test_limit else splits.test
+        print(
+            f"trained {m['steps']} steps ({m['epochs']:.2f} epochs, {m['tokens']} tokens) in {timings['train_s']:.0f}s: "
+            f"{m['tokens_per_s']:.0f} tokens/s, validation loss {m['val_loss']:.3f}, test loss {m['test_loss']:.3f}, "
+            f"peak RSS {m['peak_rss_mb'] / 1024:.1f} GiB; too long (skipped): {version.meta['data']['too_long']}"
+        )
+        test = splits.test[: args.test_limit] if args.test_limit else splits.test
         t0 = time.perf_counter()
         report = evaluate(version, test, splits.train, max_new_tokens=args.max_new_tokens, out_dir=Path(tmp) / "eval")
         eval_s = time.perf_counter() - t0
@@ -113,11 +136,18 @@ def main() -> None:
         figures["tuned_over_retrieval_bleu4_no_stop"] = "nan" if ratio is None else f"{ratio:.3f}"
         tr, rr = report.metric("tuned", "rouge_l"), report.metric("retrieval", "rouge_l")
         figures["tuned_over_retrieval_rouge_l"] = "nan" if tr is None or not rr else f"{tr / rr:.3f}"
-        figures.update({
-            "test_hunks": len(test), "steps": m["steps"], "epochs": f"{m['epochs']:.2f}", "train_tokens": m["tokens"],
-            "train_s": f"{timings['train_s']:.0f}", "peak_rss_gib": f"{m['peak_rss_mb'] / 1024:.2f}",
-            "eval_s": f"{eval_s:.0f}", "wall_s": f"{total:.0f}",
-        })
+        figures.update(
+            {
+                "test_hunks": len(test),
+                "steps": m["steps"],
+                "epochs": f"{m['epochs']:.2f}",
+                "train_tokens": m["tokens"],
+                "train_s": f"{timings['train_s']:.0f}",
+                "peak_rss_gib": f"{m['peak_rss_mb'] / 1024:.2f}",
+                "eval_s": f"{eval_s:.0f}",
+                "wall_s": f"{total:.0f}",
+            }
+        )
         print("RESULT " + " ".join(f"{k}={v}" for k, v in figures.items()))
 
 

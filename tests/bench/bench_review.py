@@ -14,6 +14,7 @@ not growing with N. The last line is machine-readable:
 
 The tiny model is built locally (revbot.dev.tiny); nothing is downloaded.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -92,16 +93,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-new-tokens", type=int, default=32)
     parser.add_argument("--arch", default="llama", choices=["llama", "qwen2"])
     parser.add_argument("--model", help="use this model directory instead of building a tiny one")
-    parser.add_argument("--threads", type=int, default=1,
-                        help="torch CPU threads; 0 = torch's default. 1 (the default) keeps the figures steady on a "
-                             "shared machine, where spinning worker threads made the same batch take 1 to 13 s; "
-                             "a tiny model's operations are too small to gain from more threads anyway")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="torch CPU threads; 0 = torch's default. 1 (the default) keeps the figures steady on a "
+        "shared machine, where spinning worker threads made the same batch take 1 to 13 s; "
+        "a tiny model's operations are too small to gain from more threads anyway",
+    )
     args = parser.parse_args(argv)
     sizes = [int(s) for s in args.sizes.split(",")]
 
     from bot.diff import parse_diff
-    from revbot.adapters.model import load_backend
     from bot.review import ReviewOptions, review_diff
+    from revbot.adapters.model import load_backend
 
     with tempfile.TemporaryDirectory() as tmp:
         model_dir = args.model
@@ -115,11 +120,14 @@ def main(argv: list[str] | None = None) -> int:
             torch.set_num_threads(args.threads)
         backend = load_backend(model_dir, batch_size=args.batch_size, quantize="none")
 
-        print(f"model: {backend.describe()['model']} ({args.arch if not args.model else 'given'}), "
-              f"torch threads: {torch.get_num_threads()}, batch size {args.batch_size}, "
-              f"max_new_tokens {args.max_new_tokens}")
-        options = ReviewOptions(max_new_tokens=args.max_new_tokens, token_budget=10**9,
-                                max_comments=10**6, max_comments_per_file=10**6)
+        print(
+            f"model: {backend.describe()['model']} ({args.arch if not args.model else 'given'}), "
+            f"torch threads: {torch.get_num_threads()}, batch size {args.batch_size}, "
+            f"max_new_tokens {args.max_new_tokens}"
+        )
+        options = ReviewOptions(
+            max_new_tokens=args.max_new_tokens, token_budget=10**9, max_comments=10**6, max_comments_per_file=10**6
+        )
         # warm-up: first calls pay for lazy initialisation
         warm = parse_diff(synthetic_pr(4, seed=99))
         backend.batch_size = 4
@@ -142,14 +150,17 @@ def main(argv: list[str] | None = None) -> int:
             same = texts["sequential"] == texts["batched"]
             differing = sum(a != b for a, b in zip(texts["sequential"], texts["batched"]))
             same_review = [c.to_dict() for c in reviews["sequential"].comments] == [
-                c.to_dict() for c in reviews["batched"].comments]
+                c.to_dict() for c in reviews["batched"].comments
+            ]
             speedup = timings["sequential"] / timings["batched"]
             per_hunk = timings["batched"] / n
             results[n] = (speedup, per_hunk)
-            print(f"N={n:4d}  sequential {timings['sequential']:8.2f}s  batched {timings['batched']:8.2f}s  "
-                  f"speedup {speedup:5.2f}x  batched s/hunk {per_hunk:.4f}  sequential s/hunk "
-                  f"{timings['sequential'] / n:.4f}  same outputs: {same and same_review}"
-                  + ("" if same else f" ({differing} of {n} answers differ)"))
+            print(
+                f"N={n:4d}  sequential {timings['sequential']:8.2f}s  batched {timings['batched']:8.2f}s  "
+                f"speedup {speedup:5.2f}x  batched s/hunk {per_hunk:.4f}  sequential s/hunk "
+                f"{timings['sequential'] / n:.4f}  same outputs: {same and same_review}"
+                + ("" if same else f" ({differing} of {n} answers differ)")
+            )
             if not (same and same_review):
                 print(f"FAIL: batched and sequential greedy outputs differ at N={n}", file=sys.stderr)
                 return 1

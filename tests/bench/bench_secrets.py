@@ -20,6 +20,7 @@ The last line is machine-readable:
 
     RESULT recall_min=... fp_per_10k=... lines=... lines_per_s=... lines_per_s_before=... ...
 """
+
 from __future__ import annotations
 
 import argparse
@@ -41,8 +42,9 @@ from tests.core.secret_corpus import generate_corpus  # noqa: E402
 def load_baseline(rev: str) -> types.ModuleType | None:
     """The scrubber module as it was at ``rev``, or None when git or the revision is unavailable."""
     try:
-        source = subprocess.run(["git", "-C", str(ROOT), "show", f"{rev}:bot/secrets.py"], check=True,
-                                capture_output=True, text=True).stdout
+        source = subprocess.run(
+            ["git", "-C", str(ROOT), "show", f"{rev}:bot/secrets.py"], check=True, capture_output=True, text=True
+        ).stdout
     except (OSError, subprocess.CalledProcessError) as exc:
         print(f"baseline {rev}: not available ({exc}); skipping the before column", file=sys.stderr)
         return None
@@ -59,8 +61,9 @@ def recall(scrub, corpus) -> tuple[dict[str, tuple[int, int]], dict[str, int]]:
         hit, total = caught.get(sample.kind, (0, 0))
         caught[sample.kind] = (hit + all(s not in out for s in sample.secrets), total + 1)
         before, after = sample.text.split("\n"), out.split("\n")
-        if len(before) == len(after) and all(a == b for i, (a, b) in enumerate(zip(before, after))
-                                             if i not in sample.secret_lines):
+        if len(before) == len(after) and all(
+            a == b for i, (a, b) in enumerate(zip(before, after)) if i not in sample.secret_lines
+        ):
             safe[sample.kind] += 1
     return caught, safe
 
@@ -136,32 +139,41 @@ def main(argv: list[str] | None = None) -> int:
 
     files, skipped = read_sources(args.site_packages, args.max_lines)
     lines = sum(text.count("\n") + 1 for _, text in files)
-    print(f"\nfalse positives: {len(files)} files, {lines} lines under {args.site_packages}"
-          f" ({skipped} files not UTF-8, skipped)")
+    print(
+        f"\nfalse positives: {len(files)} files, {lines} lines under {args.site_packages}"
+        f" ({skipped} files not UTF-8, skipped)"
+    )
     changed, broken, spent = changed_lines(current.scrub_text, files)
-    for entry in changed[:args.show]:
+    for entry in changed[: args.show]:
         print("  " + entry)
     if len(changed) > args.show:
         print(f"  ... {len(changed) - args.show} more")
     fp_per_10k = len(changed) * 10_000 / lines
-    print(f"changed lines: {len(changed)} ({fp_per_10k:.3f} per 10,000 lines); files whose line count "
-          f"changed: {broken}")
+    print(
+        f"changed lines: {len(changed)} ({fp_per_10k:.3f} per 10,000 lines); files whose line count changed: {broken}"
+    )
     old_changed, old_broken, old_spent = changed_lines(before.scrub_text, files) if before else ([], 0, float("nan"))
     if before:
-        print(f"before: changed lines {len(old_changed)} ({len(old_changed) * 10_000 / lines:.3f} per 10,000), "
-              f"files whose line count changed: {old_broken}")
+        print(
+            f"before: changed lines {len(old_changed)} ({len(old_changed) * 10_000 / lines:.3f} per 10,000), "
+            f"files whose line count changed: {old_broken}"
+        )
 
     rate, old_rate = lines / spent, lines / old_spent
     line_rate = per_line_rate(current.scrub_text, files, args.line_sample)
     old_line_rate = per_line_rate(before.scrub_text, files, args.line_sample) if before else float("nan")
     print(f"\nspeed, whole files: {rate:,.0f} lines/s now, {old_rate:,.0f} before")
-    print(f"speed, line by line ({min(args.line_sample, lines)} lines): {line_rate:,.0f} lines/s now, "
-          f"{old_line_rate:,.0f} before")
-    print(f"RESULT recall_min={recall_min:.3f} recall_all={recall_all:.3f} fp_per_10k={fp_per_10k:.3f} "
-          f"lines={lines} lines_per_s={rate:.0f} lines_per_s_before={old_rate:.0f} "
-          f"line_by_line_per_s={line_rate:.0f} line_by_line_per_s_before={old_line_rate:.0f} "
-          f"recall_min_before={old_min:.3f} recall_all_before={old_all:.3f} "
-          f"fp_per_10k_before={len(old_changed) * 10_000 / lines:.3f} line_count_changes={broken}")
+    print(
+        f"speed, line by line ({min(args.line_sample, lines)} lines): {line_rate:,.0f} lines/s now, "
+        f"{old_line_rate:,.0f} before"
+    )
+    print(
+        f"RESULT recall_min={recall_min:.3f} recall_all={recall_all:.3f} fp_per_10k={fp_per_10k:.3f} "
+        f"lines={lines} lines_per_s={rate:.0f} lines_per_s_before={old_rate:.0f} "
+        f"line_by_line_per_s={line_rate:.0f} line_by_line_per_s_before={old_line_rate:.0f} "
+        f"recall_min_before={old_min:.3f} recall_all_before={old_all:.3f} "
+        f"fp_per_10k_before={len(old_changed) * 10_000 / lines:.3f} line_count_changes={broken}"
+    )
     return 0
 
 

@@ -38,6 +38,7 @@ gap against the curve's own step-to-step movement.
     python tests/bench/bench_train.py --base-model smollm2-135m --only    # the two pieces alone, no training
 Last line: RESULT tokens_per_s_ratio=... (revbot / tutorial) memory_ratio=... revbot_vs_stock=... ...
 """
+
 from __future__ import annotations
 
 import argparse
@@ -90,7 +91,7 @@ class PeakRSS:
             self.peak = max(self.peak, rss_bytes())
             time.sleep(self.interval)
 
-    def __enter__(self) -> "PeakRSS":
+    def __enter__(self) -> PeakRSS:
         self._thread.start()
         return self
 
@@ -145,30 +146,65 @@ def worker_sft(kind: str, job: dict) -> dict:
     packed = kind != "tutorial"
     with tempfile.TemporaryDirectory() as tmp, PeakRSS() as mem:
         tokenizer = AutoTokenizer.from_pretrained(job["model"])
-        bnb = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
-                                 bnb_4bit_compute_dtype=torch.float32)
-        lm = AutoModelForCausalLM.from_pretrained(job["model"], dtype=torch.float32,
-                                                  quantization_config=bnb if job["quantize"] else None)
+        bnb = BitsAndBytesConfig(
+            load_in_4bit=True,
+            bnb_4bit_quant_type="nf4",
+            bnb_4bit_use_double_quant=True,
+            bnb_4bit_compute_dtype=torch.float32,
+        )
+        lm = AutoModelForCausalLM.from_pretrained(
+            job["model"], dtype=torch.float32, quantization_config=bnb if job["quantize"] else None
+        )
         keep_4bit_differentiable(lm)  # as revbot does: 4-bit weights stay in the differentiable layout on CPU
         if kind.startswith("stock+segments"):
             lm.set_attn_implementation(register())
         encoded, _ = encode_examples(examples, tokenizer, job["max_length"])
         args = SFTConfig(
-            output_dir=tmp, num_train_epochs=1, per_device_train_batch_size=job["batch_size"],
-            max_length=job["max_length"], packing=packed, packing_strategy="bfd", padding_free=packed,
-            completion_only_loss=packed, learning_rate=2e-4, lr_scheduler_type="cosine", warmup_steps=0.05,
-            logging_steps=1, save_strategy="no", report_to="none", bf16=True, use_cpu=True,
-            activation_checkpointing=False, seed=0, disable_tqdm=True, dataloader_pin_memory=False,
+            output_dir=tmp,
+            num_train_epochs=1,
+            per_device_train_batch_size=job["batch_size"],
+            max_length=job["max_length"],
+            packing=packed,
+            packing_strategy="bfd",
+            padding_free=packed,
+            completion_only_loss=packed,
+            learning_rate=2e-4,
+            lr_scheduler_type="cosine",
+            warmup_steps=0.05,
+            logging_steps=1,
+            save_strategy="no",
+            report_to="none",
+            bf16=True,
+            use_cpu=True,
+            activation_checkpointing=False,
+            seed=0,
+            disable_tqdm=True,
+            dataloader_pin_memory=False,
         )
-        lora = LoraConfig(r=LORA_R, lora_alpha=LORA_ALPHA, lora_dropout=LORA_DROPOUT, target_modules=job["targets"],
-                          layers_to_transform=job["layers"], task_type="CAUSAL_LM")
+        lora = LoraConfig(
+            r=LORA_R,
+            lora_alpha=LORA_ALPHA,
+            lora_dropout=LORA_DROPOUT,
+            target_modules=job["targets"],
+            layers_to_transform=job["layers"],
+            task_type="CAUSAL_LM",
+        )
         head = {"answer_head": True} if kind.endswith("+head") else {}
         trainer = (trainer_class() if head else SFTTrainer)(
-            model=lm, args=args, train_dataset=prompt_completion_dataset(encoded), processing_class=tokenizer,
-            peft_config=lora, **head)
+            model=lm,
+            args=args,
+            train_dataset=prompt_completion_dataset(encoded),
+            processing_class=tokenizer,
+            peft_config=lora,
+            **head,
+        )
         result = trainer.train()
-    return {"seconds": result.metrics["train_runtime"], "peak_rss_delta": mem.delta, "steps": result.global_step,
-            "losses": [h["loss"] for h in trainer.state.log_history if "loss" in h]}
+    return {
+        "seconds": result.metrics["train_runtime"],
+        "peak_rss_delta": mem.delta,
+        "steps": result.global_step,
+        "losses": [h["loss"] for h in trainer.state.log_history if "loss" in h],
+    }
 
 
 def worker_revbot(kind: str, job: dict) -> dict:
@@ -177,16 +213,34 @@ def worker_revbot(kind: str, job: dict) -> dict:
     from finetune.train import TrainConfig, train
 
     examples = list(read_examples(job["data"]))
-    config = TrainConfig(epochs=1, batch_size=job["batch_size"], max_length=job["max_length"], lr=2e-4, patience=0,
-                         save_every=10**9, seed=0, quantize=job["quantize"], lora_r=LORA_R, lora_alpha=LORA_ALPHA,
-                         lora_dropout=LORA_DROPOUT, target_modules=job["targets"], lora_layers=job["lora_layers"],
-                         precision="fp32" if kind == "revbot-fp32" else "bf16")
+    config = TrainConfig(
+        epochs=1,
+        batch_size=job["batch_size"],
+        max_length=job["max_length"],
+        lr=2e-4,
+        patience=0,
+        save_every=10**9,
+        seed=0,
+        quantize=job["quantize"],
+        lora_r=LORA_R,
+        lora_alpha=LORA_ALPHA,
+        lora_dropout=LORA_DROPOUT,
+        target_modules=job["targets"],
+        lora_layers=job["lora_layers"],
+        precision="fp32" if kind == "revbot-fp32" else "bf16",
+    )
     with tempfile.TemporaryDirectory() as tmp, PeakRSS() as mem:
         version = train(Splits(examples, [], []), job["model"], tmp, config, progress=False)
     metrics = version.metrics
-    return {"seconds": version.meta["timings"]["train_s"], "peak_rss_delta": mem.delta, "steps": metrics["steps"],
-            "losses": [h["loss"] for h in version.meta["history"]["train"]], "padding_share": metrics["padding_share"],
-            "tokens": metrics["tokens"], "attention": metrics["attention"]}
+    return {
+        "seconds": version.meta["timings"]["train_s"],
+        "peak_rss_delta": mem.delta,
+        "steps": metrics["steps"],
+        "losses": [h["loss"] for h in version.meta["history"]["train"]],
+        "padding_share": metrics["padding_share"],
+        "tokens": metrics["tokens"],
+        "attention": metrics["attention"],
+    }
 
 
 def run_worker(kind: str, job: dict, out: Path, threads: int) -> dict:
@@ -219,18 +273,27 @@ def attention_alone(lengths: list[int], heads: int, kv_heads: int, dim: int, rou
     index = torch.arange(width)
     block = ((segment[:, None] == segment[None, :]) & (index[:, None] >= index[None, :]))[None, None]
     gen = torch.Generator().manual_seed(0)
-    make = lambda h: torch.randn(1, h, width, dim, generator=gen).to(torch.bfloat16)
+
+    def make(h):
+        return torch.randn(1, h, width, dim, generator=gen).to(torch.bfloat16)
+
     base = (make(heads), make(kv_heads), make(kv_heads))
 
     def masked(q, k, v):  # what transformers' sdpa builds from the position ids
         rep = heads // kv_heads
-        return F.scaled_dot_product_attention(q, k.repeat_interleave(rep, 1), v.repeat_interleave(rep, 1),
-                                              attn_mask=block)
+        return F.scaled_dot_product_attention(
+            q, k.repeat_interleave(rep, 1), v.repeat_interleave(rep, 1), attn_mask=block
+        )
 
     ways = {"block-diagonal mask": masked}
-    for name, waste in (("one call per length", 1.0), (f"grouped (WASTE {WASTE})", WASTE), ("one padded call", math.inf)):
-        ways[name] = lambda q, k, v, w=waste: segment_attention(Layer(), q, k, v, None, position_ids=positions,
-                                                                cu_seq_lens_q=bounds, waste=w)[0]
+    for name, waste in (
+        ("one call per length", 1.0),
+        (f"grouped (WASTE {WASTE})", WASTE),
+        ("one padded call", math.inf),
+    ):
+        ways[name] = lambda q, k, v, w=waste: segment_attention(
+            Layer(), q, k, v, None, position_ids=positions, cu_seq_lens_q=bounds, waste=w
+        )[0]
     times: dict[str, list[float]] = {name: [] for name in ways}
     for _ in range(rounds + 1):  # the first round warms up
         for name, fn in ways.items():
@@ -266,7 +329,7 @@ def head_alone(config, row_lengths: list[int], answers: list[int], rounds: int) 
     labels = torch.full_like(ids, -100)
     start = 0
     for n, answer in zip(row_lengths, answers):  # the answer closes each example
-        labels[0, start + n - answer:start + n] = ids[0, start + n - answer:start + n]
+        labels[0, start + n - answer : start + n] = ids[0, start + n - answer : start + n]
         start += n
     head = AnswerHead(model)
     inputs = {"input_ids": ids, "position_ids": positions, "labels": labels}
@@ -292,15 +355,23 @@ def head_alone(config, row_lengths: list[int], answers: list[int], rounds: int) 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description="SFTTrainer set-ups side by side: tokens/s and peak memory")
-    parser.add_argument("--base-model", default=None,
-                        help="model to train (default: a tiny random Llama built here; smollm2-135m: the embedded model)")
+    parser.add_argument(
+        "--base-model",
+        default=None,
+        help="model to train (default: a tiny random Llama built here; smollm2-135m: the embedded model)",
+    )
     parser.add_argument("--examples", type=int, default=48, help="crc-py examples to train on (default 48)")
-    parser.add_argument("--max-length", type=int, default=1024, help="tokens per row (default 1024, revbot's CPU default)")
+    parser.add_argument(
+        "--max-length", type=int, default=1024, help="tokens per row (default 1024, revbot's CPU default)"
+    )
     parser.add_argument("--batch-size", type=int, default=4, help="rows (packed) or examples (tutorial) per step")
     parser.add_argument("--no-quantize", action="store_true", help="plain LoRA everywhere instead of 4-bit QLoRA")
-    parser.add_argument("--threads", type=int, default=1,
-                        help="CPU threads per child (default 1: steadier timings on a shared machine)")
-    parser.add_argument("--repeat", type=int, default=1, help="rounds over the configurations; each keeps its fastest run")
+    parser.add_argument(
+        "--threads", type=int, default=1, help="CPU threads per child (default 1: steadier timings on a shared machine)"
+    )
+    parser.add_argument(
+        "--repeat", type=int, default=1, help="rounds over the configurations; each keeps its fastest run"
+    )
     parser.add_argument("--only", nargs="*", choices=CONFIGS, default=list(CONFIGS), help="configurations to run")
     parser.add_argument("--worker", choices=CONFIGS, help=argparse.SUPPRESS)
     parser.add_argument("--job", help=argparse.SUPPRESS)
@@ -317,11 +388,11 @@ def main() -> None:
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
     from trl import pack_dataset
 
-    from revbot.adapters.embedded import resolve
     from bot.examples import write_examples
-    from revbot.dev.tiny import build_tiny_model
     from finetune.data import encode_example, prompt_completion_dataset
     from finetune.train import CPU_LORA_LAYERS, detect_target_modules
+    from revbot.adapters.embedded import resolve
+    from revbot.dev.tiny import build_tiny_model
     from tests.bench.bench_cpu_training import fp32_peak_gflops
 
     torch.set_num_threads(args.threads)
@@ -331,8 +402,15 @@ def main() -> None:
             model = Path(resolve(args.base_model))
             label = args.base_model
         else:
-            model = build_tiny_model(tmp_path / "tiny", arch="llama", hidden_size=256, num_layers=4, num_heads=8,
-                                     intermediate_size=1024, seed=0)
+            model = build_tiny_model(
+                tmp_path / "tiny",
+                arch="llama",
+                hidden_size=256,
+                num_layers=4,
+                num_heads=8,
+                intermediate_size=1024,
+                seed=0,
+            )
             label = "tiny llama"
         config = AutoConfig.from_pretrained(model)
         with torch.device("meta"):  # the shape only: no weights read in this process
@@ -353,16 +431,27 @@ def main() -> None:
         tokens, answer = sum(len(e) for e in encoded), sum(e.n_answer for e in encoded)
         data = tmp_path / "examples.jsonl"
         write_examples(data, chosen)
-        job = {"model": str(model), "data": str(data), "quantize": not args.no_quantize, "batch_size": args.batch_size,
-               "max_length": args.max_length, "targets": targets, "lora_layers": reach,
-               "layers": list(range(layers - reach, layers))}
+        job = {
+            "model": str(model),
+            "data": str(data),
+            "quantize": not args.no_quantize,
+            "batch_size": args.batch_size,
+            "max_length": args.max_length,
+            "targets": targets,
+            "lora_layers": reach,
+            "layers": list(range(layers - reach, layers)),
+        }
         weights = "full-precision" if args.no_quantize else "4-bit NF4"
         peak = fp32_peak_gflops()
         flops_per_token = 2 * params + 2 * params * reach / layers
-        print(f"model: {label}, {params / 1e6:.1f}M parameters, {weights} + LoRA r={LORA_R} on {len(targets)} projections "
-              f"of the last {reach} of {layers} blocks; {args.threads} CPU thread(s) per configuration")
-        print(f"examples: {len(chosen)} crc-py reviews that fit {args.max_length} tokens, one epoch: {tokens} tokens, "
-              f"{answer} of them answer tokens; machine fp32 peak {peak:.0f} GFLOP/s")
+        print(
+            f"model: {label}, {params / 1e6:.1f}M parameters, {weights} + LoRA r={LORA_R} on {len(targets)} projections "
+            f"of the last {reach} of {layers} blocks; {args.threads} CPU thread(s) per configuration"
+        )
+        print(
+            f"examples: {len(chosen)} crc-py reviews that fit {args.max_length} tokens, one epoch: {tokens} tokens, "
+            f"{answer} of them answer tokens; machine fp32 peak {peak:.0f} GFLOP/s"
+        )
 
         best: dict[str, dict] = {}
         runs: dict[str, list[float]] = {kind: [] for kind in args.only}
@@ -375,15 +464,19 @@ def main() -> None:
             print(f"  round {r + 1}: " + ", ".join(f"{k} {runs[k][-1]:.1f}s" for k in args.only), flush=True)
 
         if args.only:
-            print(f"\n  {'configuration':20s} {'steps':>5s} {'seconds':>8s} {'tokens/s':>9s} {'% fp32 peak':>11s} "
-                  f"{'peak RSS':>10s}")
+            print(
+                f"\n  {'configuration':20s} {'steps':>5s} {'seconds':>8s} {'tokens/s':>9s} {'% fp32 peak':>11s} "
+                f"{'peak RSS':>10s}"
+            )
         speed = {}
         for kind in args.only:
             r = best[kind]
             speed[kind] = tokens / r["seconds"]
             share = 100 * speed[kind] * flops_per_token / 1e9 / peak
-            print(f"  {kind:20s} {r['steps']:5d} {r['seconds']:8.1f} {speed[kind]:9.0f} {share:10.2f}% "
-                  f"{r['peak_rss_delta'] / 2**20:8.0f} MiB")
+            print(
+                f"  {kind:20s} {r['steps']:5d} {r['seconds']:8.1f} {speed[kind]:9.0f} {share:10.2f}% "
+                f"{r['peak_rss_delta'] / 2**20:8.0f} MiB"
+            )
 
         result_line: dict[str, str] = {}
 
@@ -405,8 +498,11 @@ def main() -> None:
             value = ratio(a, b)
             memory = ratio(a, b, "memory")
             if value is not None:
-                print(f"  tokens/s {why}: {value:.2f}x, peak memory {memory:.2f}x" if memory else
-                      f"  tokens/s {why}: {value:.2f}x")
+                print(
+                    f"  tokens/s {why}: {value:.2f}x, peak memory {memory:.2f}x"
+                    if memory
+                    else f"  tokens/s {why}: {value:.2f}x"
+                )
                 result_line[key] = f"{value:.2f}"
                 if key in ("tokens_per_s_ratio", "revbot_vs_stock", "head_vs_fused", "segments_vs_mask") and memory:
                     result_line[{"tokens_per_s_ratio": "memory_ratio"}.get(key, f"{key}_memory")] = f"{memory:.2f}"
@@ -414,9 +510,13 @@ def main() -> None:
         if "revbot" in best and "revbot-fp32" in best:
             bf16, fp32 = best["revbot"]["losses"], best["revbot-fp32"]["losses"]
             gap = statistics.mean(abs(a - b) for a, b in zip(bf16, fp32))
-            movement = statistics.mean(abs(a - b) for a, b in zip(fp32[1:], fp32[:-1])) if len(fp32) > 1 else float("nan")
-            print(f"  loss curves, bf16 vs fp32 over {len(fp32)} steps: mean |gap| {gap:.4f} against a mean step-to-step "
-                  f"movement of {movement:.4f}; final loss {bf16[-1]:.4f} vs {fp32[-1]:.4f}")
+            movement = (
+                statistics.mean(abs(a - b) for a, b in zip(fp32[1:], fp32[:-1])) if len(fp32) > 1 else float("nan")
+            )
+            print(
+                f"  loss curves, bf16 vs fp32 over {len(fp32)} steps: mean |gap| {gap:.4f} against a mean step-to-step "
+                f"movement of {movement:.4f}; final loss {bf16[-1]:.4f} vs {fp32[-1]:.4f}"
+            )
             result_line["bf16_fp32_loss_gap"] = f"{gap:.4f}"
             result_line["loss_step_movement"] = f"{movement:.4f}"
         if "revbot" in best:
@@ -432,15 +532,17 @@ def main() -> None:
             start = 0
             for n in row["seq_lengths"]:
                 lengths.append(n)
-                answers.append(sum(row["completion_mask"][start:start + n]))
+                answers.append(sum(row["completion_mask"][start : start + n]))
                 start += n
         heads = config.num_attention_heads
         kv_heads = getattr(config, "num_key_value_heads", None) or heads
         dim = getattr(config, "head_dim", None) or config.hidden_size // heads
         rounds = 3 * max(1, args.repeat)
         timing = attention_alone(lengths, heads, kv_heads, dim, rounds)
-        print(f"\n  attention alone (one layer, forward + backward, bf16): {len(lengths)} examples, {sum(lengths)} tokens, "
-              f"{heads} heads ({kv_heads} key/value) of {dim}")
+        print(
+            f"\n  attention alone (one layer, forward + backward, bf16): {len(lengths)} examples, {sum(lengths)} tokens, "
+            f"{heads} heads ({kv_heads} key/value) of {dim}"
+        )
         mask_time = timing["block-diagonal mask"]
         for name, seconds in timing.items():
             print(f"    {name:24s} {1000 * seconds:8.1f} ms   {mask_time / seconds:5.2f}x the mask's speed")
@@ -448,8 +550,10 @@ def main() -> None:
         result_line["attention_grouped_vs_mask"] = f"{mask_time / grouped:.2f}"
         result_line["attention_grouped_vs_per_length"] = f"{timing['one call per length'] / grouped:.2f}"
         timing = head_alone(config, lengths, answers, rounds)
-        print(f"  LM head alone (a one-block model, forward + backward, bf16 autocast): {sum(answers)} of {sum(lengths)} "
-              f"tokens supervised, vocabulary {config.vocab_size}")
+        print(
+            f"  LM head alone (a one-block model, forward + backward, bf16 autocast): {sum(answers)} of {sum(lengths)} "
+            f"tokens supervised, vocabulary {config.vocab_size}"
+        )
         for name, seconds in timing.items():
             print(f"    {name:24s} {1000 * seconds:8.1f} ms")
         result_line["head_alone_speedup"] = f"{timing['TRL fused head'] / timing['AnswerHead']:.2f}"

@@ -16,6 +16,7 @@ SQLite figures) followed by ``redis_rate=… redis_p99_ms=… redis_lost=…`` w
 Usage: .venv/bin/python tests/bench/bench_webhook.py [--rate 200] [--seconds 20] [--clients 32]
        [--queue sqlite|redis|both] [--redis-url redis://127.0.0.1:6379/14]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -61,11 +62,39 @@ def start_gunicorn(target: str, env: dict[str, str], workers: int, threads: int)
     workers, so every job stays in the queue to be counted), or the bare app on plain gunicorn."""
     port = free_port()
     if target == "revbot":
-        cmd = [sys.executable, "-m", "webhooks.cli", "serve", "--port", str(port), "--workers", "0",
-               "--web-workers", str(workers), "--web-threads", str(threads)]
+        cmd = [
+            sys.executable,
+            "-m",
+            "webhooks.cli",
+            "serve",
+            "--port",
+            str(port),
+            "--workers",
+            "0",
+            "--web-workers",
+            str(workers),
+            "--web-threads",
+            str(threads),
+        ]
     else:
-        cmd = [sys.executable, "-m", "gunicorn", "-w", str(workers), "-k", "gthread", "--threads", str(threads),
-               "-b", f"127.0.0.1:{port}", "--chdir", str(Path(__file__).parent), "--log-level", "warning", target]
+        cmd = [
+            sys.executable,
+            "-m",
+            "gunicorn",
+            "-w",
+            str(workers),
+            "-k",
+            "gthread",
+            "--threads",
+            str(threads),
+            "-b",
+            f"127.0.0.1:{port}",
+            "--chdir",
+            str(Path(__file__).parent),
+            "--log-level",
+            "warning",
+            target,
+        ]
     proc = subprocess.Popen(cmd, env=env, cwd=ROOT)
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 60
@@ -125,9 +154,17 @@ def load(url: str, bodies: list[tuple[bytes, str, str]], rate: float | None, sec
             body, sig, delivery = bodies[i]
             t0 = time.perf_counter()
             try:
-                answer = session.post(url + "/webhook", data=body, timeout=10, headers={
-                    "X-GitHub-Event": "pull_request", "X-GitHub-Delivery": delivery,
-                    "X-Hub-Signature-256": sig, "Content-Type": "application/json"})
+                answer = session.post(
+                    url + "/webhook",
+                    data=body,
+                    timeout=10,
+                    headers={
+                        "X-GitHub-Event": "pull_request",
+                        "X-GitHub-Delivery": delivery,
+                        "X-Hub-Signature-256": sig,
+                        "Content-Type": "application/json",
+                    },
+                )
                 status = answer.status_code
             except requests.RequestException:
                 status = 0
@@ -146,8 +183,15 @@ def load(url: str, bodies: list[tuple[bytes, str, str]], rate: float | None, sec
     wall = max(time.perf_counter() - start, 1e-9)
     latencies.sort()
     q = statistics.quantiles(latencies, n=100) if len(latencies) >= 2 else latencies * 99
-    return {"sent": len(latencies), "accepted": statuses.get(202, 0), "statuses": statuses, "errors": errors[0],
-            "rate": statuses.get(202, 0) / min(wall, seconds + 0.5), "p50_ms": q[49] * 1000, "p99_ms": q[98] * 1000}
+    return {
+        "sent": len(latencies),
+        "accepted": statuses.get(202, 0),
+        "statuses": statuses,
+        "errors": errors[0],
+        "rate": statuses.get(202, 0) / min(wall, seconds + 0.5),
+        "p50_ms": q[49] * 1000,
+        "p99_ms": q[98] * 1000,
+    }
 
 
 def count_jobs(queue: str) -> tuple[int, int]:
@@ -185,8 +229,9 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=2, help="gunicorn worker processes")
     parser.add_argument("--threads", type=int, default=8, help="threads per gunicorn worker")
     parser.add_argument("--queue", choices=("sqlite", "redis", "both"), default="both")
-    parser.add_argument("--redis-url", default="redis://127.0.0.1:6379/14",
-                        help="a Redis database the benchmark may fill and empty")
+    parser.add_argument(
+        "--redis-url", default="redis://127.0.0.1:6379/14", help="a Redis database the benchmark may fill and empty"
+    )
     args = parser.parse_args()
 
     bodies = make_bodies(int(args.rate * args.seconds * 1.1) + 20000)
@@ -199,8 +244,12 @@ def main() -> None:
         runs = [(f"revbot-{b}" if len(backends) > 1 else "revbot", "revbot", b) for b in backends]
         for name, target, backend in [*runs, ("bare", "bench_webhook:bare_app", "sqlite")]:
             env = {k: v for k, v in os.environ.items() if not k.startswith(("REVBOT_", "PROMETHEUS_"))}
-            env.update(REVBOT_WEBHOOK_SECRET=SECRET, REVBOT_HOME=tmp, REVBOT_QUEUE=queues[backend],
-                       PYTHONPATH=str(ROOT) + os.pathsep + env.get("PYTHONPATH", ""))
+            env.update(
+                REVBOT_WEBHOOK_SECRET=SECRET,
+                REVBOT_HOME=tmp,
+                REVBOT_QUEUE=queues[backend],
+                PYTHONPATH=str(ROOT) + os.pathsep + env.get("PYTHONPATH", ""),
+            )
             proc, url = start_gunicorn(target, env, args.workers, args.threads)
             try:
                 requests.post(url + "/webhook", data=b"{}", timeout=5)  # warm up
@@ -210,9 +259,11 @@ def main() -> None:
             finally:
                 stop(proc)
             results[name] = (fixed, ceiling)
-            print(f"{name:12s} at {args.rate:.0f}/s for {args.seconds:.0f}s: accepted {fixed['accepted']} of "
-                  f"{fixed['sent']} ({fixed['rate']:.1f}/s), p50 {fixed['p50_ms']:.1f} ms, p99 {fixed['p99_ms']:.1f} ms, "
-                  f"statuses {fixed['statuses']}; closed loop: {ceiling['rate']:.1f}/s, p99 {ceiling['p99_ms']:.1f} ms")
+            print(
+                f"{name:12s} at {args.rate:.0f}/s for {args.seconds:.0f}s: accepted {fixed['accepted']} of "
+                f"{fixed['sent']} ({fixed['rate']:.1f}/s), p50 {fixed['p50_ms']:.1f} ms, p99 {fixed['p99_ms']:.1f} ms, "
+                f"statuses {fixed['statuses']}; closed loop: {ceiling['rate']:.1f}/s, p99 {ceiling['p99_ms']:.1f} ms"
+            )
             if name != "bare":
                 jobs, takeable = count_jobs(queues[backend])
                 accepted = fixed["accepted"] + ceiling["accepted"]
@@ -222,14 +273,18 @@ def main() -> None:
     rev, bare = results[first], results["bare"]
     ratio = rev[1]["rate"] / bare[1]["rate"] if bare[1]["rate"] else 0.0
     print(f"throughput ceiling {first}/bare: {rev[1]['rate']:.1f}/{bare[1]['rate']:.1f} = {ratio:.2f}")
-    line = (f"RESULT rate={rev[0]['rate']:.1f} p50_ms={rev[0]['p50_ms']:.1f} p99_ms={rev[0]['p99_ms']:.1f} "
-            f"lost={lost[backends[0]]} bare_rate={bare[0]['rate']:.1f} bare_p50_ms={bare[0]['p50_ms']:.1f} "
-            f"bare_p99_ms={bare[0]['p99_ms']:.1f} max_rate={rev[1]['rate']:.1f} bare_max_rate={bare[1]['rate']:.1f} "
-            f"ratio={ratio:.2f}")
+    line = (
+        f"RESULT rate={rev[0]['rate']:.1f} p50_ms={rev[0]['p50_ms']:.1f} p99_ms={rev[0]['p99_ms']:.1f} "
+        f"lost={lost[backends[0]]} bare_rate={bare[0]['rate']:.1f} bare_p50_ms={bare[0]['p50_ms']:.1f} "
+        f"bare_p99_ms={bare[0]['p99_ms']:.1f} max_rate={rev[1]['rate']:.1f} bare_max_rate={bare[1]['rate']:.1f} "
+        f"ratio={ratio:.2f}"
+    )
     if len(backends) > 1:
         red = results["revbot-redis"]
-        line += (f" redis_rate={red[0]['rate']:.1f} redis_p50_ms={red[0]['p50_ms']:.1f} "
-                 f"redis_p99_ms={red[0]['p99_ms']:.1f} redis_lost={lost['redis']} redis_max_rate={red[1]['rate']:.1f}")
+        line += (
+            f" redis_rate={red[0]['rate']:.1f} redis_p50_ms={red[0]['p50_ms']:.1f} "
+            f"redis_p99_ms={red[0]['p99_ms']:.1f} redis_lost={lost['redis']} redis_max_rate={red[1]['rate']:.1f}"
+        )
     if backends == ["redis"]:
         line = line.replace("RESULT ", "RESULT queue=redis ", 1)
     print(line)

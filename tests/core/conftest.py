@@ -1,14 +1,15 @@
 """Fixtures of the core tests: a scripted model backend (answers chosen per prompt, so the pipeline's
 own logic can be pinned down exactly) and a loopback OpenAI-compatible server that answers the same
 way over real HTTP, for end-to-end runs of `revbot review`."""
+
 from __future__ import annotations
 
 import json
 import re
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Callable
 
 import pytest
 
@@ -67,7 +68,7 @@ def first_line_comment(inp: PromptInput) -> str:
 
 
 class _OpenAIHandler(BaseHTTPRequestHandler):
-    server: "_OpenAIServer"
+    server: _OpenAIServer
 
     def log_message(self, *args):  # keep test output clean
         pass
@@ -83,8 +84,14 @@ class _OpenAIHandler(BaseHTTPRequestHandler):
             choice["message"] = {"role": "assistant", "content": text}
         else:
             choice["text"] = text
-        data = json.dumps({"id": "x", "object": "chat.completion", "choices": [choice],
-                           "usage": {"prompt_tokens": 10, "completion_tokens": 5}}).encode()
+        data = json.dumps(
+            {
+                "id": "x",
+                "object": "chat.completion",
+                "choices": [choice],
+                "usage": {"prompt_tokens": 10, "completion_tokens": 5},
+            }
+        ).encode()
         self.send_response(200)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(data)))

@@ -7,6 +7,7 @@ sample is a small snippet (source file, config file, diff hunk or review-comment
 lines around one or more lines that carry the secret, so a test can check both that the secret is
 gone and that every other line is left byte for byte as it was.
 """
+
 from __future__ import annotations
 
 import base64
@@ -14,8 +15,8 @@ import json
 import random
 import re
 import string
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 ALNUM = string.ascii_letters + string.digits
 UPPER_DIGITS = string.ascii_uppercase + string.digits
@@ -65,7 +66,7 @@ PLAIN_PY = [
     "private_key = load_pem_private_key(data, password=None)",
     "access_token = response.json()['access_token']",
     "def refresh(self) -> str:",
-    "    \"\"\"Fetch a new token when the old one expires.\"\"\"",
+    '    """Fetch a new token when the old one expires."""',
     "return {'user': user, 'token': token}",
     "assert resp.status_code == 200, resp.text",
     "with open(path, encoding='utf-8') as fh:",
@@ -101,6 +102,7 @@ PLAIN_PROSE = [
 
 # --- value generators --------------------------------------------------------------------------
 
+
 def _s(rng: random.Random, alphabet: str, n: int) -> str:
     return "".join(rng.choice(alphabet) for _ in range(n))
 
@@ -113,8 +115,26 @@ def _b64url(data: bytes) -> str:
     return base64.urlsafe_b64encode(data).decode().rstrip("=")
 
 
-WORDS = ["correct", "horse", "battery", "staple", "orange", "river", "planet", "coffee", "silver",
-         "garden", "winter", "summer", "falcon", "rocket", "marble", "violet", "thunder", "canyon"]
+WORDS = [
+    "correct",
+    "horse",
+    "battery",
+    "staple",
+    "orange",
+    "river",
+    "planet",
+    "coffee",
+    "silver",
+    "garden",
+    "winter",
+    "summer",
+    "falcon",
+    "rocket",
+    "marble",
+    "violet",
+    "thunder",
+    "canyon",
+]
 
 
 def password_value(rng: random.Random) -> str:
@@ -197,7 +217,7 @@ def jwt_value(rng: random.Random) -> str:
 
 def pem_lines(rng: random.Random, label: str) -> list[str]:
     body = _b64(rng, rng.randint(120, 1200))
-    lines = [body[i:i + 64] for i in range(0, len(body), 64)]
+    lines = [body[i : i + 64] for i in range(0, len(body), 64)]
     head = [f"-----BEGIN {label}-----"]
     if label == "RSA PRIVATE KEY" and rng.random() < 0.3:
         head += ["Proc-Type: 4,ENCRYPTED", f"DEK-Info: AES-128-CBC,{_s(rng, HEX.upper(), 32)}", ""]
@@ -206,7 +226,7 @@ def pem_lines(rng: random.Random, label: str) -> list[str]:
 
 def pgp_lines(rng: random.Random) -> list[str]:
     body = _b64(rng, rng.randint(300, 1500))
-    lines = [body[i:i + 64] for i in range(0, len(body), 64)]
+    lines = [body[i : i + 64] for i in range(0, len(body), 64)]
     head = ["-----BEGIN PGP PRIVATE KEY BLOCK-----"]
     if rng.random() < 0.5:
         head.append(f"Version: GnuPG v{rng.randint(1, 2)}")
@@ -278,25 +298,94 @@ def _assignment(rng: random.Random, name: str, value: str) -> str:
     if re.fullmatch(r"[A-Za-z0-9._~-]+", value):  # URL-safe as it is
         syntaxes.append(f"GET /v1/items?{lower}={value}&page=2 HTTP/1.1")
     if "-" in name:  # an HTTP header or a config key, never an identifier
-        syntaxes = [f'  "{name}": "{value}",', f'headers = {{"{name}": "{value}"}}', f"{name}: '{value}'",
-                    f"curl -H '{name}: {value}' https://api.example.com/v1/items", f"> {name}: {value}"]
+        syntaxes = [
+            f'  "{name}": "{value}",',
+            f'headers = {{"{name}": "{value}"}}',
+            f"{name}: '{value}'",
+            f"curl -H '{name}: {value}' https://api.example.com/v1/items",
+            f"> {name}: {value}",
+        ]
     return rng.choice(syntaxes)
 
 
-PASSWORD_NAMES = ["password", "PASSWORD", "passwd", "DB_PASSWORD", "db_password", "dbPassword", "smtp_password",
-                  "POSTGRES_PASSWORD", "MYSQL_ROOT_PASSWORD", "admin_pass", "DB_PASS", "pwd", "DB_PWD",
-                  "passphrase", "key_passphrase", "redisPassword", "mail_password", "LDAP_BIND_PASSWORD",
-                  "PGPASSWORD", "MYSQL_PWD"]
-SECRET_NAMES = ["secret", "client_secret", "CLIENT_SECRET", "clientSecret", "app_secret", "WEBHOOK_SECRET",
-                "jwt_secret", "JWT_SECRET", "SECRET_KEY", "secret_key", "consumer_secret", "session_secret",
-                "SLACK_SIGNING_SECRET", "secretKey", "encryption_key", "ENCRYPTION_KEY", "signing_key",
-                "private_key"]
-API_KEY_NAMES = ["api_key", "API_KEY", "apiKey", "apikey", "x-api-key", "X-Api-Key", "OPENWEATHER_API_KEY",
-                 "SENDGRID_API_KEY", "mapsApiKey", "MINIO_ACCESS_KEY", "access_key", "datadog_api_key"]
-TOKEN_NAMES = ["token", "TOKEN", "GITHUB_TOKEN", "access_token", "accessToken", "refresh_token", "refreshToken",
-               "auth_token", "authToken", "bot_token", "BOT_TOKEN", "SENTRY_AUTH_TOKEN", "api_token", "apiToken",
-               "session_token", "DISCORD_TOKEN", "TELEGRAM_BOT_TOKEN", "CI_JOB_TOKEN", "vault_token",
-               "personalAccessToken"]
+PASSWORD_NAMES = [
+    "password",
+    "PASSWORD",
+    "passwd",
+    "DB_PASSWORD",
+    "db_password",
+    "dbPassword",
+    "smtp_password",
+    "POSTGRES_PASSWORD",
+    "MYSQL_ROOT_PASSWORD",
+    "admin_pass",
+    "DB_PASS",
+    "pwd",
+    "DB_PWD",
+    "passphrase",
+    "key_passphrase",
+    "redisPassword",
+    "mail_password",
+    "LDAP_BIND_PASSWORD",
+    "PGPASSWORD",
+    "MYSQL_PWD",
+]
+SECRET_NAMES = [
+    "secret",
+    "client_secret",
+    "CLIENT_SECRET",
+    "clientSecret",
+    "app_secret",
+    "WEBHOOK_SECRET",
+    "jwt_secret",
+    "JWT_SECRET",
+    "SECRET_KEY",
+    "secret_key",
+    "consumer_secret",
+    "session_secret",
+    "SLACK_SIGNING_SECRET",
+    "secretKey",
+    "encryption_key",
+    "ENCRYPTION_KEY",
+    "signing_key",
+    "private_key",
+]
+API_KEY_NAMES = [
+    "api_key",
+    "API_KEY",
+    "apiKey",
+    "apikey",
+    "x-api-key",
+    "X-Api-Key",
+    "OPENWEATHER_API_KEY",
+    "SENDGRID_API_KEY",
+    "mapsApiKey",
+    "MINIO_ACCESS_KEY",
+    "access_key",
+    "datadog_api_key",
+]
+TOKEN_NAMES = [
+    "token",
+    "TOKEN",
+    "GITHUB_TOKEN",
+    "access_token",
+    "accessToken",
+    "refresh_token",
+    "refreshToken",
+    "auth_token",
+    "authToken",
+    "bot_token",
+    "BOT_TOKEN",
+    "SENTRY_AUTH_TOKEN",
+    "api_token",
+    "apiToken",
+    "session_token",
+    "DISCORD_TOKEN",
+    "TELEGRAM_BOT_TOKEN",
+    "CI_JOB_TOKEN",
+    "vault_token",
+    "personalAccessToken",
+]
 
 
 def k_password(rng):
@@ -326,42 +415,77 @@ def k_token_name(rng):
 
 def k_github(rng):
     kind = rng.randrange(6)
-    v = (f"gh{'pousr'[kind]}_" + _s(rng, ALNUM, 36)) if kind < 5 else \
-        "github_pat_" + _s(rng, ALNUM, 22) + "_" + _s(rng, ALNUM, 59)
-    line = _pick(rng, [
-        f'GITHUB_TOKEN = "{v}"', f"gh auth login --with-token <<< {v}", f"token: {v}",
-        f"git clone https://x-access-token:{v}@github.com/acme/app.git",
-        f"g = Github(auth=Auth.Token('{v}'))", f"You leaked `{v}` in the workflow log.",
-        f"      - run: echo {v} | docker login ghcr.io -u bot --password-stdin",
-    ])
+    v = (
+        (f"gh{'pousr'[kind]}_" + _s(rng, ALNUM, 36))
+        if kind < 5
+        else "github_pat_" + _s(rng, ALNUM, 22) + "_" + _s(rng, ALNUM, 59)
+    )
+    line = _pick(
+        rng,
+        [
+            f'GITHUB_TOKEN = "{v}"',
+            f"gh auth login --with-token <<< {v}",
+            f"token: {v}",
+            f"git clone https://x-access-token:{v}@github.com/acme/app.git",
+            f"g = Github(auth=Auth.Token('{v}'))",
+            f"You leaked `{v}` in the workflow log.",
+            f"      - run: echo {v} | docker login ghcr.io -u bot --password-stdin",
+        ],
+    )
     return _one(line, v)
 
 
 def k_aws_id(rng):
     v = rng.choice(["AKIA", "ASIA"]) + _s(rng, string.ascii_uppercase + "234567", 16)
-    line = _pick(rng, [f"aws_access_key_id = {v}", f'AWS_ACCESS_KEY_ID="{v}"', f"  AccessKeyId: {v}",
-                       f's3 = boto3.client("s3", aws_access_key_id="{v}")', f"key id {v} was used from 10.0.0.8",
-                       f'"AccessKeyId": "{v}",'])
+    line = _pick(
+        rng,
+        [
+            f"aws_access_key_id = {v}",
+            f'AWS_ACCESS_KEY_ID="{v}"',
+            f"  AccessKeyId: {v}",
+            f's3 = boto3.client("s3", aws_access_key_id="{v}")',
+            f"key id {v} was used from 10.0.0.8",
+            f'"AccessKeyId": "{v}",',
+        ],
+    )
     return _one(line, v)
 
 
 def k_aws_secret(rng):
     v = aws_secret(rng)
     kid = "AKIA" + _s(rng, string.ascii_uppercase + "234567", 16)
-    line = _pick(rng, [
-        f"AWS_SECRET_KEY={v}", f'aws_secret_key = "{v}"', f'  "SecretAccessKey": "{v}",',
-        f"  secretAccessKey: '{v}'", f"AWS_SECRET={v}", f'    aws_secret_access_key="{v}",',
-        f"{kid},{v}", f"aws configure set aws_secret_access_key {v}", f'secret_key = "{v}"',
-        f"export AWS_SECRET_ACCESS_KEY={v}", f"credentials: {kid}:{v}",
-        f"s3cmd --access_key={kid} --secret_key={v} ls",
-    ])
+    line = _pick(
+        rng,
+        [
+            f"AWS_SECRET_KEY={v}",
+            f'aws_secret_key = "{v}"',
+            f'  "SecretAccessKey": "{v}",',
+            f"  secretAccessKey: '{v}'",
+            f"AWS_SECRET={v}",
+            f'    aws_secret_access_key="{v}",',
+            f"{kid},{v}",
+            f"aws configure set aws_secret_access_key {v}",
+            f'secret_key = "{v}"',
+            f"export AWS_SECRET_ACCESS_KEY={v}",
+            f"credentials: {kid}:{v}",
+            f"s3cmd --access_key={kid} --secret_key={v} ls",
+        ],
+    )
     secrets = [v] + ([kid] if kid in line else [])
     return [line], secrets, {0}
 
 
 def k_private_key(rng):
-    label = rng.choice(["RSA PRIVATE KEY", "PRIVATE KEY", "EC PRIVATE KEY", "OPENSSH PRIVATE KEY",
-                        "ENCRYPTED PRIVATE KEY", "DSA PRIVATE KEY"])
+    label = rng.choice(
+        [
+            "RSA PRIVATE KEY",
+            "PRIVATE KEY",
+            "EC PRIVATE KEY",
+            "OPENSSH PRIVATE KEY",
+            "ENCRYPTED PRIVATE KEY",
+            "DSA PRIVATE KEY",
+        ]
+    )
     lines = pem_lines(rng, label)
     material = [ln for ln in lines[1:-1] if ln and ":" not in ln]
     return _embed_block(rng, lines, material)
@@ -393,9 +517,17 @@ def _embed_block(rng: random.Random, lines: list[str], material: list[str]) -> S
 
 def k_jwt(rng):
     v = jwt_value(rng)
-    line = _pick(rng, [f"Authorization: Bearer {v}", f'id_token = "{v}"', f"curl -H 'Cookie: session={v}' ",
-                       f'{{"access_token": "{v}", "expires_in": 3600}}', f"jwt: {v}",
-                       f"Decoded `{v}` and it still has admin scope."])
+    line = _pick(
+        rng,
+        [
+            f"Authorization: Bearer {v}",
+            f'id_token = "{v}"',
+            f"curl -H 'Cookie: session={v}' ",
+            f'{{"access_token": "{v}", "expires_in": 3600}}',
+            f"jwt: {v}",
+            f"Decoded `{v}` and it still has admin scope.",
+        ],
+    )
     return _one(line, v)
 
 
@@ -412,15 +544,31 @@ def k_slack_token(rng):
         v = f"xoxe.xoxp-1-{_s(rng, ALNUM, 120)}"
     else:
         v = f"xoxr-{rng.randint(10**10, 10**13)}-{_s(rng, ALNUM, 40)}"
-    line = _pick(rng, [f'SLACK_BOT_TOKEN="{v}"', f"client = WebClient(token='{v}')", f"slack_token: {v}",
-                       f"curl -H 'Authorization: Bearer {v}' https://slack.com/api/auth.test", f"token {v} revoked"])
+    line = _pick(
+        rng,
+        [
+            f'SLACK_BOT_TOKEN="{v}"',
+            f"client = WebClient(token='{v}')",
+            f"slack_token: {v}",
+            f"curl -H 'Authorization: Bearer {v}' https://slack.com/api/auth.test",
+            f"token {v} revoked",
+        ],
+    )
     return _one(line, v)
 
 
 def k_slack_app(rng):
     v = f"xapp-1-A{_s(rng, UPPER_DIGITS, 10)}-{rng.randint(10**12, 10**13)}-{_s(rng, HEX, 64)}"
-    line = _pick(rng, [f'SLACK_APP_TOKEN="{v}"', f"handler = SocketModeHandler(app, '{v}')", f"app_level: {v}",
-                       f"export SLACK_APP_TOKEN={v}", f"The socket-mode token `{v}` is in the diff."])
+    line = _pick(
+        rng,
+        [
+            f'SLACK_APP_TOKEN="{v}"',
+            f"handler = SocketModeHandler(app, '{v}')",
+            f"app_level: {v}",
+            f"export SLACK_APP_TOKEN={v}",
+            f"The socket-mode token `{v}` is in the diff.",
+        ],
+    )
     return _one(line, v)
 
 
@@ -428,65 +576,146 @@ def k_slack_webhook(rng):
     team, channel = _s(rng, UPPER_DIGITS, rng.randint(8, 10)), _s(rng, UPPER_DIGITS, rng.randint(8, 10))
     path = f"T{team}/B{channel}/{_s(rng, ALNUM, 24)}"
     v = f"https://hooks.slack.com/services/{path}"
-    line = _pick(rng, [f'SLACK_WEBHOOK_URL = "{v}"', f"requests.post('{v}', json={{'text': msg}})",
-                       f"  webhook: {v}", f"SLACK_WEBHOOK={v}", f"curl -X POST -d @payload.json {v}",
-                       f"Posting to <{v}|#alerts> fails."])
+    line = _pick(
+        rng,
+        [
+            f'SLACK_WEBHOOK_URL = "{v}"',
+            f"requests.post('{v}', json={{'text': msg}})",
+            f"  webhook: {v}",
+            f"SLACK_WEBHOOK={v}",
+            f"curl -X POST -d @payload.json {v}",
+            f"Posting to <{v}|#alerts> fails.",
+        ],
+    )
     return _one(line, path)
 
 
 def k_stripe(rng):
     p = rng.choice(["sk_live_", "rk_live_", "sk_test_", "rk_test_"])
     v = p + _s(rng, ALNUM, rng.choice([24, 34, 99]))
-    line = _pick(rng, [f'stripe.api_key = "{v}"', f"STRIPE_SECRET_KEY={v}", f"  stripe_key: {v}",
-                       f"Stripe(api_key='{v}')", f"curl https://api.stripe.com/v1/charges -u {v}:",
-                       f"`{v}` is a live key, please revoke it."])
+    line = _pick(
+        rng,
+        [
+            f'stripe.api_key = "{v}"',
+            f"STRIPE_SECRET_KEY={v}",
+            f"  stripe_key: {v}",
+            f"Stripe(api_key='{v}')",
+            f"curl https://api.stripe.com/v1/charges -u {v}:",
+            f"`{v}` is a live key, please revoke it.",
+        ],
+    )
     return _one(line, v)
 
 
 def k_stripe_webhook(rng):
     v = "whsec_" + _s(rng, ALNUM, 32)
-    line = _pick(rng, [f'endpoint_secret = "{v}"', f"STRIPE_WEBHOOK_SECRET={v}",
-                       f"event = stripe.Webhook.construct_event(payload, sig, '{v}')", f"  signing: {v}",
-                       f"> Ready! Your webhook signing secret is {v} (^C to quit)"])
+    line = _pick(
+        rng,
+        [
+            f'endpoint_secret = "{v}"',
+            f"STRIPE_WEBHOOK_SECRET={v}",
+            f"event = stripe.Webhook.construct_event(payload, sig, '{v}')",
+            f"  signing: {v}",
+            f"> Ready! Your webhook signing secret is {v} (^C to quit)",
+        ],
+    )
     return _one(line, v)
 
 
 def k_google(rng):
     v = google_key(rng)
-    line = _pick(rng, [f'GOOGLE_API_KEY = "{v}"', f"maps.googleapis.com/maps/api/js?key={v}&callback=init",
-                       f"  apiKey: '{v}',", f"genai.configure(api_key='{v}')", f"key={v}"])
+    line = _pick(
+        rng,
+        [
+            f'GOOGLE_API_KEY = "{v}"',
+            f"maps.googleapis.com/maps/api/js?key={v}&callback=init",
+            f"  apiKey: '{v}',",
+            f"genai.configure(api_key='{v}')",
+            f"key={v}",
+        ],
+    )
     return _one(line, v)
 
 
 def k_openai(rng):
     t = rng.randrange(3)
-    v = "sk-" + _s(rng, ALNUM, 48) if t == 0 else ("sk-proj-" + _s(rng, B64URL, 156) if t == 1 else
-                                                    "sk-ant-api03-" + _s(rng, B64URL, 93) + "AA")
-    line = _pick(rng, [f'OPENAI_API_KEY="{v}"', f"client = OpenAI(api_key='{v}')", f"  openai_key: {v}",
-                       f"export ANTHROPIC_API_KEY={v}", f"Please don't paste `{v}` in issues."])
+    v = (
+        "sk-" + _s(rng, ALNUM, 48)
+        if t == 0
+        else ("sk-proj-" + _s(rng, B64URL, 156) if t == 1 else "sk-ant-api03-" + _s(rng, B64URL, 93) + "AA")
+    )
+    line = _pick(
+        rng,
+        [
+            f'OPENAI_API_KEY="{v}"',
+            f"client = OpenAI(api_key='{v}')",
+            f"  openai_key: {v}",
+            f"export ANTHROPIC_API_KEY={v}",
+            f"Please don't paste `{v}` in issues.",
+        ],
+    )
     return _one(line, v)
 
 
 def k_auth_header(rng):
     scheme = rng.choice(["Bearer", "token", "Basic", "bearer"])
     v = _b64(rng, rng.randint(12, 30)) if scheme == "Basic" else _s(rng, B64URL, rng.randint(24, 64))
-    line = _pick(rng, [f"Authorization: {scheme} {v}", f'headers = {{"Authorization": "{scheme} {v}"}}',
-                       f"curl -H 'Authorization: {scheme} {v}' https://api.example.com/v2/items",
-                       f"session.headers['authorization'] = '{scheme} {v}'", f"proxy-authorization: {scheme} {v}",
-                       f"> authorization: {scheme} {v}"])
+    line = _pick(
+        rng,
+        [
+            f"Authorization: {scheme} {v}",
+            f'headers = {{"Authorization": "{scheme} {v}"}}',
+            f"curl -H 'Authorization: {scheme} {v}' https://api.example.com/v2/items",
+            f"session.headers['authorization'] = '{scheme} {v}'",
+            f"proxy-authorization: {scheme} {v}",
+            f"> authorization: {scheme} {v}",
+        ],
+    )
     return _one(line, v)
 
 
-SCHEMES = ["postgres", "postgresql", "mysql", "mongodb", "mongodb+srv", "amqp", "https", "http", "ftp",
-           "smtp", "ldap", "sftp", "git+https", "mssql"]
-HOSTS = ["db.internal", "127.0.0.1:5432", "mq.example.com", "cluster0.ab1cd.mongodb.net", "pypi.example.com",
-         "git.example.com", "10.0.3.7:3306", "ldap.corp.example.com"]
+SCHEMES = [
+    "postgres",
+    "postgresql",
+    "mysql",
+    "mongodb",
+    "mongodb+srv",
+    "amqp",
+    "https",
+    "http",
+    "ftp",
+    "smtp",
+    "ldap",
+    "sftp",
+    "git+https",
+    "mssql",
+]
+HOSTS = [
+    "db.internal",
+    "127.0.0.1:5432",
+    "mq.example.com",
+    "cluster0.ab1cd.mongodb.net",
+    "pypi.example.com",
+    "git.example.com",
+    "10.0.3.7:3306",
+    "ldap.corp.example.com",
+]
 
 
 def _url_line(rng: random.Random, url: str, name: str = "DATABASE_URL") -> str:
-    return _pick(rng, [f'{name} = "{url}"', f"{name}={url}", f"  url: {url}", f"git clone {url}",
-                       f"pip install --index-url {url}/simple app", f"engine = create_engine('{url}')",
-                       f"connecting to {url} failed: timeout", f"    - {name}={url}"])
+    return _pick(
+        rng,
+        [
+            f'{name} = "{url}"',
+            f"{name}={url}",
+            f"  url: {url}",
+            f"git clone {url}",
+            f"pip install --index-url {url}/simple app",
+            f"engine = create_engine('{url}')",
+            f"connecting to {url} failed: timeout",
+            f"    - {name}={url}",
+        ],
+    )
 
 
 def _user(rng):
@@ -523,29 +752,53 @@ def k_url_slash(rng):
 
 def k_hf(rng):
     v = "hf_" + _s(rng, string.ascii_letters, 34)
-    line = _pick(rng, [f'HF_TOKEN="{v}"', f"login(token='{v}')", f"huggingface-cli login --token {v}",
-                       f"  hf_token: {v}", f"model = AutoModel.from_pretrained(name, token='{v}')"])
+    line = _pick(
+        rng,
+        [
+            f'HF_TOKEN="{v}"',
+            f"login(token='{v}')",
+            f"huggingface-cli login --token {v}",
+            f"  hf_token: {v}",
+            f"model = AutoModel.from_pretrained(name, token='{v}')",
+        ],
+    )
     return _one(line, v)
 
 
 def k_gitlab(rng):
     v = "glpat-" + _s(rng, B64URL, 20)
-    line = _pick(rng, [f'GITLAB_TOKEN="{v}"', f"git clone https://oauth2:{v}@gitlab.example.com/g/p.git",
-                       f"  private-token: {v}", f"gl = gitlab.Gitlab(url, private_token='{v}')"])
+    line = _pick(
+        rng,
+        [
+            f'GITLAB_TOKEN="{v}"',
+            f"git clone https://oauth2:{v}@gitlab.example.com/g/p.git",
+            f"  private-token: {v}",
+            f"gl = gitlab.Gitlab(url, private_token='{v}')",
+        ],
+    )
     return [line], [v], {0}
 
 
 def k_npm(rng):
     v = "npm_" + _s(rng, ALNUM, 36)
-    line = _pick(rng, [f"//registry.npmjs.org/:_authToken={v}", f'NPM_TOKEN="{v}"', f"  npm-token: {v}",
-                       f"echo //registry.npmjs.org/:_authToken={v} > .npmrc"])
+    line = _pick(
+        rng,
+        [
+            f"//registry.npmjs.org/:_authToken={v}",
+            f'NPM_TOKEN="{v}"',
+            f"  npm-token: {v}",
+            f"echo //registry.npmjs.org/:_authToken={v} > .npmrc",
+        ],
+    )
     return _one(line, v)
 
 
 def k_pypi(rng):
     v = "pypi-AgEIcHlwaS5vcmc" + _s(rng, B64URL, rng.randint(60, 160))
-    line = _pick(rng, [f"password = {v}", f'TWINE_PASSWORD="{v}"', f"twine upload -u __token__ -p {v} dist/*",
-                       f"  pypi_token: {v}"])
+    line = _pick(
+        rng,
+        [f"password = {v}", f'TWINE_PASSWORD="{v}"', f"twine upload -u __token__ -p {v} dist/*", f"  pypi_token: {v}"],
+    )
     return _one(line, v)
 
 

@@ -5,6 +5,7 @@ CI has no container engine and no GitHub runner, so these are checked without ru
 the published schemas (check-jsonschema's copies of GitHub Actions' and Compose's), with hadolint,
 and against revbot itself: every command they run must be one `revbot --help` lists, with options
 that command's `--help` lists, and every version they pin must be the one the project pins."""
+
 from __future__ import annotations
 
 import json
@@ -33,8 +34,12 @@ def tool(name: str) -> str:
 
 
 def check_schema(schema: str, path: Path) -> None:
-    done = subprocess.run([tool("check-jsonschema"), "--builtin-schema", f"vendor.{schema}", str(path)],
-                          capture_output=True, text=True, timeout=60)
+    done = subprocess.run(
+        [tool("check-jsonschema"), "--builtin-schema", f"vendor.{schema}", str(path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert done.returncode == 0, done.stdout + done.stderr
 
 
@@ -74,7 +79,8 @@ def check_revbot_args(args: list[str], where: str) -> str:
         if re.match(r"^--?[a-zA-Z]", arg):
             option = arg.split("=", 1)[0]
             assert re.search(rf"(^|[\s,]){re.escape(option)}\b", help_text(command)), (
-                f"{where}: `revbot {command}` has no option {option}")
+                f"{where}: `revbot {command}` has no option {option}"
+            )
     return command
 
 
@@ -145,7 +151,7 @@ def readme_section(title: str) -> str:
     text = (ROOT / "README.md").read_text(encoding="utf-8")
     start = text.index(f"## {title}\n")
     end = text.find("\n## ", start + 1)
-    return text[start:end if end > 0 else None]
+    return text[start : end if end > 0 else None]
 
 
 def code_blocks(markdown: str) -> list[tuple[str, str]]:
@@ -189,8 +195,14 @@ def test_readme_example_workflows_are_valid_and_use_the_actions_inputs(tmp_path)
     for args in revbot_commands("revbot review " + ours[0]["with"]["args"]):  # `args` extends `revbot review`
         check_revbot_args(args, "README example workflow args")
     commands = [a for lang, text in code_blocks(section) if not lang for a in revbot_commands(text)]
-    commands += [a for w in full for job in w["jobs"].values() for s in job["steps"] if "run" in s
-                 for a in revbot_commands(s["run"])]
+    commands += [
+        a
+        for w in full
+        for job in w["jobs"].values()
+        for s in job["steps"]
+        if "run" in s
+        for a in revbot_commands(s["run"])
+    ]
     assert {check_revbot_args(a, "README, Run in GitHub Actions") for a in commands} == {"review", "retrain"}
 
 
@@ -210,8 +222,9 @@ def dockerfile() -> list[tuple[str, str]]:
 
 
 def test_dockerfile_passes_hadolint():
-    done = subprocess.run([tool("hadolint"), "--no-color", str(ROOT / "Dockerfile")], capture_output=True, text=True,
-                          timeout=60)
+    done = subprocess.run(
+        [tool("hadolint"), "--no-color", str(ROOT / "Dockerfile")], capture_output=True, text=True, timeout=60
+    )
     assert done.returncode == 0, done.stdout + done.stderr
 
 
@@ -219,7 +232,7 @@ def test_dockerfile_runs_revbot_serve_as_a_user_on_the_pinned_cpu_torch():
     steps = dockerfile()
     froms = [args for word, args in steps if word == "FROM"]
     assert froms[-1] == "python:3.11-slim" and all(f.startswith("python:3.11-slim") for f in froms)
-    final = steps[max(i for i, (word, _) in enumerate(steps) if word == "FROM"):]
+    final = steps[max(i for i, (word, _) in enumerate(steps) if word == "FROM") :]
     users = [i for i, (word, _) in enumerate(final) if word == "USER"]
     runs = [i for i, (word, _) in enumerate(final) if word == "RUN"]
     assert users and users[-1] > max(runs)  # nothing runs as root after the switch
@@ -238,8 +251,12 @@ def test_dockerfile_runs_revbot_serve_as_a_user_on_the_pinned_cpu_torch():
 
 
 def test_the_image_gets_every_package_and_nothing_else():
-    packages = [p.rstrip("*") for p in
-                tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"]["find"]["include"]]
+    packages = [
+        p.rstrip("*")
+        for p in tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"]["find"][
+            "include"
+        ]
+    ]
     copies = [a.split()[0] for word, a in dockerfile() if word == "COPY" and not a.startswith("--from")]
     ignore = (ROOT / ".dockerignore").read_text().splitlines()
     assert ignore[[i for i, ln in enumerate(ignore) if not ln.startswith("#")][0]] == "**"  # start from nothing
@@ -265,7 +282,10 @@ def test_compose_runs_web_worker_and_redis_from_the_dockerfile():
 
     for name in ("web", "worker"):
         service = services[name]
-        assert service["build"]["dockerfile"] == "Dockerfile" and (ROOT / service["build"]["context"] / "Dockerfile").exists()
+        assert (
+            service["build"]["dockerfile"] == "Dockerfile"
+            and (ROOT / service["build"]["context"] / "Dockerfile").exists()
+        )
         assert service["depends_on"]["redis"]["condition"] == "service_healthy"
         queue = service["environment"]["REVBOT_QUEUE"]
         assert re.match(r"redis://redis:6379/\d+$", queue)  # the redis service, by its name
@@ -298,7 +318,9 @@ def test_the_actions_scripts_review_a_pull_request_and_post_once(tmp_path, opena
     repo.mkdir()
 
     def git(*args: str) -> str:
-        return subprocess.run(["git", "-C", str(repo), *args], check=True, capture_output=True, text=True).stdout.strip()
+        return subprocess.run(
+            ["git", "-C", str(repo), *args], check=True, capture_output=True, text=True
+        ).stdout.strip()
 
     git("init", "-q", "-b", "main")
     git("config", "user.email", "dev@example.com")
@@ -318,16 +340,31 @@ def test_the_actions_scripts_review_a_pull_request_and_post_once(tmp_path, opena
     described["repos"][0]["pulls"][0]["head_sha"] = head  # the simulated pull request is this branch
     with GitHubSimulator(described) as sim:
         env = {
-            "PATH": f"{Path(sys.executable).parent}:/usr/bin:/bin", "HOME": str(tmp_path), "FORMAT": "github",
-            "BASE": base, "HEAD": head, "PR": "7", "MODEL_VERSION": "", "SARIF": "revbot.sarif",
-            "ARGS": f"--backend openai --base-url {server.url} --api-model m", "REPOSITORY": REPO,
-            "GITHUB_TOKEN": TOKEN, "GITHUB_API_URL": sim.url, "GITHUB_OUTPUT": str(tmp_path / "output"),
+            "PATH": f"{Path(sys.executable).parent}:/usr/bin:/bin",
+            "HOME": str(tmp_path),
+            "FORMAT": "github",
+            "BASE": base,
+            "HEAD": head,
+            "PR": "7",
+            "MODEL_VERSION": "",
+            "SARIF": "revbot.sarif",
+            "ARGS": f"--backend openai --base-url {server.url} --api-model m",
+            "REPOSITORY": REPO,
+            "GITHUB_TOKEN": TOKEN,
+            "GITHUB_API_URL": sim.url,
+            "GITHUB_OUTPUT": str(tmp_path / "output"),
             "REVBOT_MODELS_DIR": str(tmp_path / "no-models"),
         }
 
         def step(name: str, **changes: str) -> subprocess.CompletedProcess:
-            return subprocess.run(["bash", "-c", steps[name]["run"]], cwd=repo, env={**env, **changes},
-                                  capture_output=True, text=True, timeout=120)
+            return subprocess.run(
+                ["bash", "-c", steps[name]["run"]],
+                cwd=repo,
+                env={**env, **changes},
+                capture_output=True,
+                text=True,
+                timeout=120,
+            )
 
         assert step("Check the inputs").returncode == 0
         bad = step("Check the inputs", FORMAT="html")

@@ -1,5 +1,6 @@
 """`revbot review` end to end, in process, through the real entry point (revbot.cli.main): diff files,
 stdin, git, a real tiny model, an OpenAI-compatible server on loopback, and every kind of bad input."""
+
 from __future__ import annotations
 
 import io
@@ -23,7 +24,13 @@ def revbot(monkeypatch, capsys, tmp_path):
     workdir.mkdir()
     monkeypatch.chdir(workdir)
     monkeypatch.setenv("REVBOT_MODELS_DIR", str(tmp_path / "no-models"))
-    for var in ("REVBOT_MODEL", "REVBOT_BACKEND", "REVBOT_OPENAI_BASE_URL", "REVBOT_OPENAI_MODEL", "REVBOT_TOKEN_BUDGET"):
+    for var in (
+        "REVBOT_MODEL",
+        "REVBOT_BACKEND",
+        "REVBOT_OPENAI_BASE_URL",
+        "REVBOT_OPENAI_MODEL",
+        "REVBOT_TOKEN_BUDGET",
+    ):
         monkeypatch.delenv(var, raising=False)
 
     def run(*args: str, stdin: bytes = b""):
@@ -55,8 +62,22 @@ def anchored_answer(inp):
 def test_help_explains_options_with_examples(revbot):
     code, out, _ = revbot("review", "--help")
     assert code == 0
-    for option in ("--git", "--staged", "--repo", "--model", "--adapter", "--backend", "--base-url", "--api-model",
-                   "--format", "--max-comments", "--max-comments-per-file", "--ignore", "--config", "-o, --output"):
+    for option in (
+        "--git",
+        "--staged",
+        "--repo",
+        "--model",
+        "--adapter",
+        "--backend",
+        "--base-url",
+        "--api-model",
+        "--format",
+        "--max-comments",
+        "--max-comments-per-file",
+        "--ignore",
+        "--config",
+        "-o, --output",
+    ):
         assert option in out
     assert "main...HEAD" in out and "revbot dev init-model" in out and "Examples:" in out
 
@@ -76,12 +97,18 @@ def test_malformed_diff_is_a_clear_error(revbot, shared_dir):
     assert "#2 of /path/to/new" in err
 
 
-@pytest.mark.parametrize("name, text, words", [
-    ("README.md", "# widgets\n\nA small library.\n", "README.md:1: not a unified diff"),
-    ("bad-header.diff", "diff --git a/x.py b/x.py\n--- a/x.py\n+++ b/x.py\n@@ -1,3 +1,4 @\n a\n+b\n c\n d\n",
-     "bad-header.diff:4: malformed hunk header of x.py"),
-    ("octal.diff", '--- "a/x.py"\n+++ "b/x\\777.py"\n@@ -1 +1 @@\n-a\n+b\n', "octal.diff:2: bad escape \\777"),
-])
+@pytest.mark.parametrize(
+    "name, text, words",
+    [
+        ("README.md", "# widgets\n\nA small library.\n", "README.md:1: not a unified diff"),
+        (
+            "bad-header.diff",
+            "diff --git a/x.py b/x.py\n--- a/x.py\n+++ b/x.py\n@@ -1,3 +1,4 @\n a\n+b\n c\n d\n",
+            "bad-header.diff:4: malformed hunk header of x.py",
+        ),
+        ("octal.diff", '--- "a/x.py"\n+++ "b/x\\777.py"\n@@ -1 +1 @@\n-a\n+b\n', "octal.diff:2: bad escape \\777"),
+    ],
+)
 def test_input_that_is_not_a_usable_diff_exits_non_zero(revbot, tmp_path, name, text, words):
     path = tmp_path / name
     path.write_text(text)
@@ -98,14 +125,21 @@ def test_a_diff_of_binary_or_empty_files_is_still_nothing_to_review(revbot, shar
     assert code == 0 and "binary file" in out and "\nNothing to review (" in out
 
 
-@pytest.mark.parametrize("args, code, words", [
-    (["--model", "./no/such/model"], 1, "no model at ./no/such/model"),
-    (["--model", "someorg/some-model"], 1, "could not load someorg/some-model: not a local directory and the hub is unreachable"),
-    (["--adapter", "/nonexistent/adapter"], 1, "no adapter at /nonexistent/adapter"),
-    (["--backend", "openai"], 2, "--backend openai needs --base-url"),
-    (["--model-version", "v7"], 1, "no model version 'v7'"),
-    (["--max-comments", "-1"], 2, "must be 0 or more"),
-])
+@pytest.mark.parametrize(
+    "args, code, words",
+    [
+        (["--model", "./no/such/model"], 1, "no model at ./no/such/model"),
+        (
+            ["--model", "someorg/some-model"],
+            1,
+            "could not load someorg/some-model: not a local directory and the hub is unreachable",
+        ),
+        (["--adapter", "/nonexistent/adapter"], 1, "no adapter at /nonexistent/adapter"),
+        (["--backend", "openai"], 2, "--backend openai needs --base-url"),
+        (["--model-version", "v7"], 1, "no model version 'v7'"),
+        (["--max-comments", "-1"], 2, "must be 0 or more"),
+    ],
+)
 def test_model_and_usage_errors(revbot, shared_dir, args, code, words):
     got, out, err = revbot("review", diff_path(shared_dir, "git.diff"), *args)
     assert got == code and out == ""
@@ -139,8 +173,20 @@ def test_openai_backend_end_to_end_places_comments_only_on_the_diff(revbot, shar
     server = openai_server(anchored_answer)
     path = diff_path(shared_dir, "sample0.diff")
     out_file = tmp_path / "review.json"
-    code, out, err = revbot("review", path, "--backend", "openai", "--base-url", server.url, "--api-model", "team-v1",
-                            "--format", "json", "-o", str(out_file))
+    code, out, err = revbot(
+        "review",
+        path,
+        "--backend",
+        "openai",
+        "--base-url",
+        server.url,
+        "--api-model",
+        "team-v1",
+        "--format",
+        "json",
+        "-o",
+        str(out_file),
+    )
     assert code == 0 and out == "" and "Wrote json to" in err
     data = json.loads(out_file.read_text())
     diff = parse_diff(Path(path).read_bytes())
@@ -159,7 +205,9 @@ def test_sarif_and_github_formats_from_the_cli(revbot, shared_dir, openai_server
     code, out, _ = revbot("review", *common, "--format", "sarif")
     assert code == 0
     run = Sarif.model_validate_json(out).runs[0]
-    assert run.tool.driver.name == "revbot" and {r.rule_id for r in run.results} <= {r.id for r in run.tool.driver.rules}
+    assert run.tool.driver.name == "revbot" and {r.rule_id for r in run.results} <= {
+        r.id for r in run.tool.driver.rules
+    }
     code, out, _ = revbot("review", *common, "--format", "github", "--commit-id", "c" * 40, "--max-comments", "1")
     payload = json.loads(out)
     assert code == 0 and payload["commit_id"] == "c" * 40 and len(payload["comments"]) == 1
@@ -169,7 +217,9 @@ def test_sarif_and_github_formats_from_the_cli(revbot, shared_dir, openai_server
 def test_non_utf8_diff_is_decoded_and_noted(revbot, openai_server):
     server = openai_server(anchored_answer)
     data = b"diff --git a/x.py b/x.py\n--- a/x.py\n+++ b/x.py\n@@ -1 +1 @@\n-a = 'caf\xe9'\n+a = 'cafe'\n"
-    code, out, err = revbot("review", "-", "--backend", "openai", "--base-url", server.url, "--api-model", "m", stdin=data)
+    code, out, err = revbot(
+        "review", "-", "--backend", "openai", "--base-url", server.url, "--api-model", "m", stdin=data
+    )
     assert code == 0 and "revbot: warning: <stdin>: not valid UTF-8" in err
     assert out.startswith("x.py:1 (old): look at x.py")
 
@@ -179,11 +229,25 @@ def test_fifty_thousand_line_diff_is_bounded_and_reports_the_rest(revbot, openai
     chunks = []
     for k in range(500):
         body = "".join(f"+value_{i} = {i}\n" for i in range(100))
-        chunks.append(f"diff --git a/m{k}.py b/m{k}.py\nnew file mode 100644\n--- /dev/null\n+++ b/m{k}.py\n@@ -0,0 +1,100 @@\n{body}")
+        chunks.append(
+            f"diff --git a/m{k}.py b/m{k}.py\nnew file mode 100644\n--- /dev/null\n+++ b/m{k}.py\n@@ -0,0 +1,100 @@\n{body}"
+        )
     (tmp_path / "huge.diff").write_text("".join(chunks))
     start = time.perf_counter()
-    code, out, err = revbot("review", str(tmp_path / "huge.diff"), "--backend", "openai", "--base-url", server.url,
-                            "--api-model", "m", "--format", "json", "--token-budget", "8000")
+    code, out, err = revbot(
+        "review",
+        str(tmp_path / "huge.diff"),
+        "--backend",
+        "openai",
+        "--base-url",
+        server.url,
+        "--api-model",
+        "m",
+        "--format",
+        "json",
+        "--token-budget",
+        "8000",
+    )
     assert code == 0 and time.perf_counter() - start < 30
     data = json.loads(out)
     reviewed = data["stats"]["hunks_reviewed"]
@@ -198,14 +262,29 @@ def test_revbot_yml_is_honoured_and_its_errors_are_clear(revbot, shared_dir, tmp
     server = openai_server(anchored_answer)
     repo = tmp_path / "repo"
     repo.mkdir()
-    args = [diff_path(shared_dir, "sample0.diff"), "--repo", str(repo), "--backend", "openai", "--base-url", server.url,
-            "--api-model", "m", "--format", "json"]
+    args = [
+        diff_path(shared_dir, "sample0.diff"),
+        "--repo",
+        str(repo),
+        "--backend",
+        "openai",
+        "--base-url",
+        server.url,
+        "--api-model",
+        "m",
+        "--format",
+        "json",
+    ]
     (repo / ".revbot.yml").write_text("max_comments: 1\nignore_paths: ['/path/to/another_new']\n")
     code, out, _ = revbot("review", *args)
     data = json.loads(out)
     assert code == 0 and len(data["comments"]) == 1
-    assert {"path": "/path/to/another_new", "reason": "ignored by configuration (matches '/path/to/another_new')",
-            "hunks": [], "lines": 9} in data["skipped"]
+    assert {
+        "path": "/path/to/another_new",
+        "reason": "ignored by configuration (matches '/path/to/another_new')",
+        "hunks": [],
+        "lines": 9,
+    } in data["skipped"]
     code, out, _ = revbot("review", *args, "--max-comments", "3", "--ignore", "**/new")
     assert code == 0 and len(json.loads(out)["comments"]) == 0  # everything left is ignored now
     (repo / ".revbot.yml").write_text("max_comments: 1\nmax_coments: 2\n")
@@ -276,8 +355,19 @@ def test_git_on_a_repository_without_commits(tmp_path):
 
 def test_review_git_from_the_cli(revbot, git_repo, openai_server):
     server = openai_server(anchored_answer)
-    code, out, err = revbot("review", "--git", "main...feature", "--repo", str(git_repo), "--backend", "openai",
-                            "--base-url", server.url, "--api-model", "m")
+    code, out, err = revbot(
+        "review",
+        "--git",
+        "main...feature",
+        "--repo",
+        str(git_repo),
+        "--backend",
+        "openai",
+        "--base-url",
+        server.url,
+        "--api-model",
+        "m",
+    )
     assert code == 0, err
     assert out.startswith("b.py:1: look at b.py\n")
     code, _, err = revbot("review", "x.diff", "--git", "--repo", str(git_repo))

@@ -1,4 +1,5 @@
 """Settings from REVBOT_* and the per-repo .revbot.yml."""
+
 from __future__ import annotations
 
 import time
@@ -21,21 +22,24 @@ def test_defaults_and_a_full_file():
     assert RepoConfig.from_yaml("ignore_paths: 'gen/'").ignore_paths == ("gen/",)
 
 
-@pytest.mark.parametrize("text, line, words", [
-    ("max_comments: 3\nmax_coments: 4\n", 2, "unknown key 'max_coments' (did you mean 'max_comments'?)"),
-    ("max_comments: lots\n", 1, "'max_comments' must be a whole number"),
-    ("enabled: 1\n", 1, "'enabled' must be true or false, got 1 (integer)"),
-    ("max_comments_per_file: true\n", 1, "'max_comments_per_file' must be a whole number"),
-    ("max_comments: -2\n", 1, "'max_comments' must be a whole number, 0 or more"),
-    ("ignore_paths: [1, 2]\n", 1, "'ignore_paths' must be a list of path globs"),
-    ("ignore_paths:\n  - ok\n  - {a: b}\n", 2, "'ignore_paths' must be a list"),
-    ("model_version: [v1]\n", 1, "'model_version' must be a model version"),
-    ("enabled: true\nmax_comments: [1,\n  2\nskip_drafts: false\n", 4, "invalid YAML"),
-    ("enabled: true\n\tmax_comments: 3\n", 2, "invalid YAML"),
-    ("- just\n- a list\n", 1, "expected a mapping"),
-    ("enabled: true\nenabled: false\n", 2, "'enabled' appears twice"),
-    ("enabled: !!python/object/apply:os.system [ls]\n", 1, "invalid value for 'enabled'"),
-])
+@pytest.mark.parametrize(
+    "text, line, words",
+    [
+        ("max_comments: 3\nmax_coments: 4\n", 2, "unknown key 'max_coments' (did you mean 'max_comments'?)"),
+        ("max_comments: lots\n", 1, "'max_comments' must be a whole number"),
+        ("enabled: 1\n", 1, "'enabled' must be true or false, got 1 (integer)"),
+        ("max_comments_per_file: true\n", 1, "'max_comments_per_file' must be a whole number"),
+        ("max_comments: -2\n", 1, "'max_comments' must be a whole number, 0 or more"),
+        ("ignore_paths: [1, 2]\n", 1, "'ignore_paths' must be a list of path globs"),
+        ("ignore_paths:\n  - ok\n  - {a: b}\n", 2, "'ignore_paths' must be a list"),
+        ("model_version: [v1]\n", 1, "'model_version' must be a model version"),
+        ("enabled: true\nmax_comments: [1,\n  2\nskip_drafts: false\n", 4, "invalid YAML"),
+        ("enabled: true\n\tmax_comments: 3\n", 2, "invalid YAML"),
+        ("- just\n- a list\n", 1, "expected a mapping"),
+        ("enabled: true\nenabled: false\n", 2, "'enabled' appears twice"),
+        ("enabled: !!python/object/apply:os.system [ls]\n", 1, "invalid value for 'enabled'"),
+    ],
+)
 def test_errors_name_the_file_the_line_and_the_key(text, line, words):
     with pytest.raises(DataError) as info:
         RepoConfig.from_yaml(text, source="repo/.revbot.yml")
@@ -43,28 +47,31 @@ def test_errors_name_the_file_the_line_and_the_key(text, line, words):
     assert "Traceback" not in str(info.value) and "\n" not in str(info.value)
 
 
-@pytest.mark.parametrize("path, pattern, expected", [
-    ("vendor/lib.go", "vendor/", True),
-    ("a/b/vendor/lib.go", "vendor/", True),
-    ("vendor", "vendor/", False),  # a file named vendor is not the directory
-    ("src/vendored.py", "vendor/", False),
-    ("web/app.min.js", "*.min.js", True),
-    ("web/app.js", "*.min.js", False),
-    ("docs/a/b.md", "docs/**", True),
-    ("src/docs/a.md", "docs/**", False),  # a slash inside anchors the pattern at the root
-    ("setup.py", "/setup.py", True),
-    ("pkg/setup.py", "/setup.py", False),
-    ("src/a.py", "src/*.py", True),
-    ("src/sub/a.py", "src/*.py", False),
-    ("src/sub/a.py", "src/**/*.py", True),
-    ("src/a.py", "src/**/*.py", True),
-    ("proto/x_pb2.py", "*_pb2.py", True),
-    ("build.gradle", "build/", False),
-    ("a/build/out.o", "build/", True),
-    ("yarn.lock", "*.lock", True),
-    ("file[1].txt", "file[0-9].txt", False),
-    ("file1.txt", "file[0-9].txt", True),
-])
+@pytest.mark.parametrize(
+    "path, pattern, expected",
+    [
+        ("vendor/lib.go", "vendor/", True),
+        ("a/b/vendor/lib.go", "vendor/", True),
+        ("vendor", "vendor/", False),  # a file named vendor is not the directory
+        ("src/vendored.py", "vendor/", False),
+        ("web/app.min.js", "*.min.js", True),
+        ("web/app.js", "*.min.js", False),
+        ("docs/a/b.md", "docs/**", True),
+        ("src/docs/a.md", "docs/**", False),  # a slash inside anchors the pattern at the root
+        ("setup.py", "/setup.py", True),
+        ("pkg/setup.py", "/setup.py", False),
+        ("src/a.py", "src/*.py", True),
+        ("src/sub/a.py", "src/*.py", False),
+        ("src/sub/a.py", "src/**/*.py", True),
+        ("src/a.py", "src/**/*.py", True),
+        ("proto/x_pb2.py", "*_pb2.py", True),
+        ("build.gradle", "build/", False),
+        ("a/build/out.o", "build/", True),
+        ("yarn.lock", "*.lock", True),
+        ("file[1].txt", "file[0-9].txt", False),
+        ("file1.txt", "file[0-9].txt", True),
+    ],
+)
 def test_gitignore_style_globs(path, pattern, expected):
     assert path_matches(path, pattern) is expected
 
@@ -77,7 +84,9 @@ def test_default_ignores_and_config_ignores_report_their_origin():
     assert cfg.ignored_by("docs/guide.md") == ("docs/**", "config")
     assert cfg.ignored_by("src/app.py") is None
     assert RepoConfig(default_ignores=False).ignored_by("vendor/x.go") is None
-    assert {"vendor/", "node_modules/", "third_party/", "*.min.js", "*.lock", "*_pb2.py", "dist/", "build/"} <= set(DEFAULT_IGNORES)
+    assert {"vendor/", "node_modules/", "third_party/", "*.min.js", "*.lock", "*_pb2.py", "dist/", "build/"} <= set(
+        DEFAULT_IGNORES
+    )
 
 
 def test_find_repo_config(tmp_path: Path):
@@ -91,10 +100,17 @@ def test_find_repo_config(tmp_path: Path):
 
 def test_settings_from_env_and_secrets_stay_out_of_repr(tmp_path):
     env = {
-        "REVBOT_HOME": str(tmp_path), "REVBOT_DB": "data/store.db", "REVBOT_MODELS_DIR": "/abs/models",
-        "REVBOT_BACKEND": "OpenAI", "REVBOT_OPENAI_BASE_URL": "http://127.0.0.1:9/v1", "REVBOT_OPENAI_MODEL": "m",
-        "REVBOT_OPENAI_API_KEY": "sk-verysecretvalue1234567890", "REVBOT_WEBHOOK_SECRET": "hush-hush-secret",
-        "REVBOT_QUEUE": "redis://127.0.0.1:6379/0", "GITHUB_TOKEN": "ghp_" + "a" * 36, "REVBOT_TOKEN_BUDGET": "1000",
+        "REVBOT_HOME": str(tmp_path),
+        "REVBOT_DB": "data/store.db",
+        "REVBOT_MODELS_DIR": "/abs/models",
+        "REVBOT_BACKEND": "OpenAI",
+        "REVBOT_OPENAI_BASE_URL": "http://127.0.0.1:9/v1",
+        "REVBOT_OPENAI_MODEL": "m",
+        "REVBOT_OPENAI_API_KEY": "sk-verysecretvalue1234567890",
+        "REVBOT_WEBHOOK_SECRET": "hush-hush-secret",
+        "REVBOT_QUEUE": "redis://127.0.0.1:6379/0",
+        "GITHUB_TOKEN": "ghp_" + "a" * 36,
+        "REVBOT_TOKEN_BUDGET": "1000",
     }
     s = Settings.from_env(env)
     assert s.db == tmp_path / "data/store.db" and s.models_dir == Path("/abs/models")
@@ -103,17 +119,28 @@ def test_settings_from_env_and_secrets_stay_out_of_repr(tmp_path):
     text = repr(s)
     assert "verysecret" not in text and "hush" not in text and "ghp_" not in text
     assert Settings.from_env({}).queue == "revbot-queue.db" and Settings.from_env({}).backend == "local"
-    assert set(ENV_VARS) >= {"REVBOT_DB", "REVBOT_MODELS_DIR", "REVBOT_MODEL", "REVBOT_WEBHOOK_SECRET", "REVBOT_QUEUE",
-                             "REVBOT_OPENAI_BASE_URL", "REVBOT_OPENAI_MODEL", "REVBOT_OPENAI_API_KEY"}
+    assert set(ENV_VARS) >= {
+        "REVBOT_DB",
+        "REVBOT_MODELS_DIR",
+        "REVBOT_MODEL",
+        "REVBOT_WEBHOOK_SECRET",
+        "REVBOT_QUEUE",
+        "REVBOT_OPENAI_BASE_URL",
+        "REVBOT_OPENAI_MODEL",
+        "REVBOT_OPENAI_API_KEY",
+    }
 
 
-@pytest.mark.parametrize("env, words", [
-    ({"REVBOT_BATCH_SIZE": "eight"}, "REVBOT_BATCH_SIZE must be a whole number"),
-    ({"REVBOT_TOKEN_BUDGET": "0"}, "REVBOT_TOKEN_BUDGET must be greater than 0"),
-    ({"REVBOT_BACKEND": "cloud"}, "REVBOT_BACKEND must be one of local, openai"),
-    ({"REVBOT_QUEUE": "amqp://127.0.0.1"}, "REVBOT_QUEUE must be"),
-    ({"REVBOT_LOG_LEVEL": "LOUD"}, "REVBOT_LOG_LEVEL"),
-])
+@pytest.mark.parametrize(
+    "env, words",
+    [
+        ({"REVBOT_BATCH_SIZE": "eight"}, "REVBOT_BATCH_SIZE must be a whole number"),
+        ({"REVBOT_TOKEN_BUDGET": "0"}, "REVBOT_TOKEN_BUDGET must be greater than 0"),
+        ({"REVBOT_BACKEND": "cloud"}, "REVBOT_BACKEND must be one of local, openai"),
+        ({"REVBOT_QUEUE": "amqp://127.0.0.1"}, "REVBOT_QUEUE must be"),
+        ({"REVBOT_LOG_LEVEL": "LOUD"}, "REVBOT_LOG_LEVEL"),
+    ],
+)
 def test_bad_settings_name_the_variable(env, words):
     with pytest.raises(UsageError, match=words):
         Settings.from_env(env)
@@ -121,6 +148,7 @@ def test_bad_settings_name_the_variable(env, words):
 
 # --------------------------------------------------------------------------- hostile .revbot.yml
 # The service reads .revbot.yml from a PR's base branch: anyone who can push a branch writes it.
+
 
 def alias_bomb(levels: int = 9) -> str:
     """A "billion laughs" in ~300 bytes: each level lists the previous one nine times."""
@@ -149,8 +177,9 @@ def test_a_yaml_alias_bomb_is_refused_fast_with_a_short_message():
     assert "anchors and aliases" in refused("max_comments: *nothing\n")  # an undefined alias as well
 
 
-@pytest.mark.parametrize("text", ["[" * 10_000, "a: " + "{b: " * 10_000, "- " * 10_000 + "x\n",
-                                  "ignore_paths: [[[[['deep']]]]]\n"])
+@pytest.mark.parametrize(
+    "text", ["[" * 10_000, "a: " + "{b: " * 10_000, "- " * 10_000 + "x\n", "ignore_paths: [[[[['deep']]]]]\n"]
+)
 def test_deep_nesting_is_a_clear_error_not_a_recursion_error(text):
     assert "nested more than 4 levels deep" in refused(text)
 
@@ -163,20 +192,23 @@ def test_the_size_cap_is_checked_before_parsing():
     assert "at most 65536 bytes" in refused(b"\xff" * 70_000)
 
 
-@pytest.mark.parametrize("text, words", [
-    ("enabled: 2001-02-30\n", "invalid value for 'enabled': day is out of range"),
-    ("max_comments: " + "9" * 5000 + "\n", "invalid value for 'max_comments': Exceeds the limit"),
-    ("max_comments: 0b" + "1" * 60_000 + "\n", "got a 60000-bit number"),
-    ("model_version: 0b" + "1" * 60_000 + "\n", "'model_version' must be a model version"),
-    ("max_comments: 5000\n", "at most 1000"),
-    ("max_comments: '" + "x" * 60_000 + "'\n", "must be a whole number"),
-    ("ignore_paths: [" + ",".join(["[1]"] * 5000) + "]\n", "must be a list of path globs"),
-    ("ignore_paths: [" + ",".join(["a"] * 201) + "]\n", "has 201 entries; at most 200"),
-    ("ignore_paths: ['" + "a" * 400 + "']\n", "longer than 300 characters"),
-    ("'" + "k" * 1000 + "': 1\n", "unknown key 'kkkk"),
-    ("enabled: !!binary 'zz'\n", "invalid value for 'enabled'"),
-    ("a: 1\n---\nb: 2\n", "invalid YAML"),
-])
+@pytest.mark.parametrize(
+    "text, words",
+    [
+        ("enabled: 2001-02-30\n", "invalid value for 'enabled': day is out of range"),
+        ("max_comments: " + "9" * 5000 + "\n", "invalid value for 'max_comments': Exceeds the limit"),
+        ("max_comments: 0b" + "1" * 60_000 + "\n", "got a 60000-bit number"),
+        ("model_version: 0b" + "1" * 60_000 + "\n", "'model_version' must be a model version"),
+        ("max_comments: 5000\n", "at most 1000"),
+        ("max_comments: '" + "x" * 60_000 + "'\n", "must be a whole number"),
+        ("ignore_paths: [" + ",".join(["[1]"] * 5000) + "]\n", "must be a list of path globs"),
+        ("ignore_paths: [" + ",".join(["a"] * 201) + "]\n", "has 201 entries; at most 200"),
+        ("ignore_paths: ['" + "a" * 400 + "']\n", "longer than 300 characters"),
+        ("'" + "k" * 1000 + "': 1\n", "unknown key 'kkkk"),
+        ("enabled: !!binary 'zz'\n", "invalid value for 'enabled'"),
+        ("a: 1\n---\nb: 2\n", "invalid YAML"),
+    ],
+)
 def test_every_parser_failure_is_a_short_data_error(text, words):
     assert words in refused(text)
 

@@ -1,4 +1,5 @@
 """bot.diff against the real diffs in ../shared/fixtures/diffs and hand-made edge cases."""
+
 from __future__ import annotations
 
 import time
@@ -11,40 +12,76 @@ from bot.errors import DiffError
 # What every fixture is: (path, old_path, status, is_binary, number of hunks) per file.
 EXPECTED = {
     "binary.diff": [("1x1.png", None, "added", True, 0)],
-    "bzr.diff": [("added_file", None, "added", False, 1), ("modified_file", "modified_file", "modified", False, 1),
-                 ("removed_file", "removed_file", "deleted", False, 1)],
-    "debdiff.diff": [("new/added.txt", None, "added", False, 1), ("/t/p2/a.png", "/t/p1/a.png", "modified", True, 0),
-                     ("/t/p2/b.png", "/t/p1/b.png", "modified", True, 0)],
-    "git.diff": [("added_file", None, "added", False, 1), ("modified_file", "modified_file", "modified", False, 1),
-                 ("removed_file", "removed_file", "deleted", False, 1)],
+    "bzr.diff": [
+        ("added_file", None, "added", False, 1),
+        ("modified_file", "modified_file", "modified", False, 1),
+        ("removed_file", "removed_file", "deleted", False, 1),
+    ],
+    "debdiff.diff": [
+        ("new/added.txt", None, "added", False, 1),
+        ("/t/p2/a.png", "/t/p1/a.png", "modified", True, 0),
+        ("/t/p2/b.png", "/t/p1/b.png", "modified", True, 0),
+    ],
+    "git.diff": [
+        ("added_file", None, "added", False, 1),
+        ("modified_file", "modified_file", "modified", False, 1),
+        ("removed_file", "removed_file", "deleted", False, 1),
+    ],
     "git_cr.diff": [("src/test/org/apache/commons/math/util/ExpandableDoubleArrayTest.java", None, "added", False, 1)],
     "git_delete.diff": [("somefile.c", "somefile.c", "deleted", False, 1)],
     "git_filenames_with_spaces.diff": [("has spaces/t.sql", None, "added", False, 1)],
     "git_filenames_with_spaces_prefix.diff": [("dst://foo bar/baz", None, "added", False, 1)],
-    "git_no_prefix.diff": [("file1", "file1", "deleted", False, 1), ("file2", "file2", "modified", False, 2),
-                           ("file3", None, "added", False, 1)],
+    "git_no_prefix.diff": [
+        ("file1", "file1", "deleted", False, 1),
+        ("file2", "file2", "modified", False, 2),
+        ("file3", None, "added", False, 1),
+    ],
     "git_quoted_filename.diff": [("A \u00e2 B.py", None, "added", False, 1)],
-    "git_quoted_filename_with_spaces.diff": [("docs/develop/Bug \u6392\u67e5.md", "docs/develop/Bug \u6392\u67e5.md",
-                                              "modified", False, 1)],
-    "git_rename.diff": [("moved", "added", "renamed", False, 1), ("newfile", "oldfile", "renamed", False, 1),
-                        ("sub/otherfile", "sub/onefile", "renamed", False, 0)],
+    "git_quoted_filename_with_spaces.diff": [
+        ("docs/develop/Bug \u6392\u67e5.md", "docs/develop/Bug \u6392\u67e5.md", "modified", False, 1)
+    ],
+    "git_rename.diff": [
+        ("moved", "added", "renamed", False, 1),
+        ("newfile", "oldfile", "renamed", False, 1),
+        ("sub/otherfile", "sub/onefile", "renamed", False, 0),
+    ],
     "git_symlink.diff": [("bin/check", None, "added", False, 1)],
-    "hg.diff": [("added_file", None, "added", False, 1), ("modified_file", "modified_file", "modified", False, 1),
-                ("removed_file", "removed_file", "deleted", False, 1)],
-    "sample0.diff": [("/path/to/new", "/path/to/original", "modified", False, 3),
-                     ("/path/to/another_new", None, "added", False, 1),
-                     ("/path/to/existing", "/path/to/existing", "deleted", False, 1)],
-    "sample3.diff": [("added_file", None, "added", False, 1), ("modified_file", "modified_file", "modified", False, 1),
-                     ("removed_file", "removed_file", "deleted", False, 1)],
-    "sample4.diff": [("added_file", None, "added", False, 1), ("modified_file", "modified_file", "modified", False, 1),
-                     ("removed_file", "removed_file", "deleted", False, 1)],
-    "sample5.diff": [("modified_file1", "modified_file1", "modified", False, 1),
-                     ("modified_file2", "modified_file2", "modified", False, 1)],
-    "sample8.diff": [("boo.bin", None, "added", False, 0), ("foo.bin", None, "added", True, 0),
-                     ("bar.bin", "bar.bin", "modified", True, 0), ("baz.bin", "baz.bin", "deleted", True, 0),
-                     ("fuz.bin", None, "added", False, 0)],
-    "svn.diff": [("modified_file", "modified_file", "modified", False, 1), ("removed_file", "removed_file", "deleted", False, 1),
-                 ("added_file", None, "added", False, 1)],
+    "hg.diff": [
+        ("added_file", None, "added", False, 1),
+        ("modified_file", "modified_file", "modified", False, 1),
+        ("removed_file", "removed_file", "deleted", False, 1),
+    ],
+    "sample0.diff": [
+        ("/path/to/new", "/path/to/original", "modified", False, 3),
+        ("/path/to/another_new", None, "added", False, 1),
+        ("/path/to/existing", "/path/to/existing", "deleted", False, 1),
+    ],
+    "sample3.diff": [
+        ("added_file", None, "added", False, 1),
+        ("modified_file", "modified_file", "modified", False, 1),
+        ("removed_file", "removed_file", "deleted", False, 1),
+    ],
+    "sample4.diff": [
+        ("added_file", None, "added", False, 1),
+        ("modified_file", "modified_file", "modified", False, 1),
+        ("removed_file", "removed_file", "deleted", False, 1),
+    ],
+    "sample5.diff": [
+        ("modified_file1", "modified_file1", "modified", False, 1),
+        ("modified_file2", "modified_file2", "modified", False, 1),
+    ],
+    "sample8.diff": [
+        ("boo.bin", None, "added", False, 0),
+        ("foo.bin", None, "added", True, 0),
+        ("bar.bin", "bar.bin", "modified", True, 0),
+        ("baz.bin", "baz.bin", "deleted", True, 0),
+        ("fuz.bin", None, "added", False, 0),
+    ],
+    "svn.diff": [
+        ("modified_file", "modified_file", "modified", False, 1),
+        ("removed_file", "removed_file", "deleted", False, 1),
+        ("added_file", None, "added", False, 1),
+    ],
 }
 
 # The malformed ones: (line of the error, words in the message, the hunk and file it names).
@@ -113,7 +150,7 @@ def test_cr_inside_a_line_stays_one_line(shared_dir):
     diff = parse_diff((shared_dir / "fixtures/diffs/git_cr.diff").read_bytes())
     hunk = diff.files[0].hunks[0]
     assert len(hunk.lines) == 3
-    assert "\r" in hunk.lines[0].text and hunk.lines[0].text.endswith("text diff file\"")
+    assert "\r" in hunk.lines[0].text and hunk.lines[0].text.endswith('text diff file"')
     assert hunk.lines[1].text == ' "This has no CR"'
 
 
@@ -211,8 +248,10 @@ def test_fifty_thousand_line_diff_parses_in_bounded_time():
     files = []
     for f in range(500):
         body = "".join(f"+line {i} of file {f}\n" for i in range(100))
-        files.append(f"diff --git a/src/f{f}.py b/src/f{f}.py\nnew file mode 100644\n--- /dev/null\n+++ b/src/f{f}.py\n"
-                     f"@@ -0,0 +1,100 @@\n{body}")
+        files.append(
+            f"diff --git a/src/f{f}.py b/src/f{f}.py\nnew file mode 100644\n--- /dev/null\n+++ b/src/f{f}.py\n"
+            f"@@ -0,0 +1,100 @@\n{body}"
+        )
     text = "".join(files)
     assert text.count("\n") > 50_000
     start = time.perf_counter()
@@ -230,12 +269,18 @@ def test_hunk_text_round_trips():
 # --------------------------------------------------------------------------- input that is not a good diff
 
 
-@pytest.mark.parametrize("text, line", [
-    ('diff --git "a/x\\777.py" "b/x\\777.py"\nnew file mode 100644\n--- /dev/null\n+++ "b/x\\777.py"\n'
-     "@@ -0,0 +1 @@\n+a\n", 1),
-    ('--- "a/x.py"\n+++ "b/x\\777.py"\n@@ -1 +1 @@\n-a\n+b\n', 2),
-    ('diff --git a/x.py b/x.py\nrename from x.py\nrename to "y\\400.py"\n', 3),
-])
+@pytest.mark.parametrize(
+    "text, line",
+    [
+        (
+            'diff --git "a/x\\777.py" "b/x\\777.py"\nnew file mode 100644\n--- /dev/null\n+++ "b/x\\777.py"\n'
+            "@@ -0,0 +1 @@\n+a\n",
+            1,
+        ),
+        ('--- "a/x.py"\n+++ "b/x\\777.py"\n@@ -1 +1 @@\n-a\n+b\n', 2),
+        ('diff --git a/x.py b/x.py\nrename from x.py\nrename to "y\\400.py"\n', 3),
+    ],
+)
 def test_an_octal_escape_beyond_a_byte_is_a_clear_error(text, line):
     with pytest.raises(DiffError) as info:
         parse_diff(text, "bad.diff")

@@ -1,4 +1,5 @@
 """Output formats: text, JSON, SARIF 2.1.0 (loaded by sarif-pydantic), rdjson, GitHub's review body."""
+
 from __future__ import annotations
 
 import json
@@ -23,15 +24,30 @@ from bot.review import Review, ReviewComment, Skipped
 def sample_review() -> Review:
     return Review(
         comments=[
-            ReviewComment("src/app.py", 12, RIGHT, "Strip in the parser.\n```suggestion\ndata = fh.read()\n```",
-                          None, "    data = fh.read().strip()", 12),
+            ReviewComment(
+                "src/app.py",
+                12,
+                RIGHT,
+                "Strip in the parser.\n```suggestion\ndata = fh.read()\n```",
+                None,
+                "    data = fh.read().strip()",
+                12,
+            ),
             ReviewComment("src/app.py", 15, RIGHT, "Range comment, ask @alice.", 13, "    return data", 15),
             ReviewComment("src/old name.py", 7, LEFT, "Why was this removed?", None, "x = 1", 6),
         ],
         unanchored=[ReviewComment("src/app.py", 99, RIGHT, "Somewhere else @bob")],
-        skipped=[Skipped("logo.png", "binary file"), Skipped("big.py", "token budget of 100 tokens spent", ("@@ -1 +1 @@",), 40)],
-        source="change.diff", model={"kind": "local", "model": "tiny"},
-        files_total=4, files_reviewed=2, hunks_total=4, hunks_reviewed=3, prompts=3,
+        skipped=[
+            Skipped("logo.png", "binary file"),
+            Skipped("big.py", "token budget of 100 tokens spent", ("@@ -1 +1 @@",), 40),
+        ],
+        source="change.diff",
+        model={"kind": "local", "model": "tiny"},
+        files_total=4,
+        files_reviewed=2,
+        hunks_total=4,
+        hunks_reviewed=3,
+        prompts=3,
     )
 
 
@@ -55,7 +71,10 @@ def test_json_is_the_review_as_data():
     data = json.loads(formats.to_json(sample_review()))
     assert data["format"] == "revbot-review" and data["tool"]["name"] == "revbot"
     assert [(c["path"], c["line"], c["side"], c["start_line"]) for c in data["comments"]] == [
-        ("src/app.py", 12, "RIGHT", None), ("src/app.py", 15, "RIGHT", 13), ("src/old name.py", 7, "LEFT", None)]
+        ("src/app.py", 12, "RIGHT", None),
+        ("src/app.py", 15, "RIGHT", 13),
+        ("src/old name.py", 7, "LEFT", None),
+    ]
     assert data["comments"][0]["fingerprint"] == comment_fingerprint(sample_review().comments[0])
     assert data["unanchored"][0]["line"] == 99 and data["skipped"][1]["hunks"] == ["@@ -1 +1 @@"]
     assert data["stats"]["hunks_reviewed"] == 3 and data["summary"] == sample_review().summary
@@ -85,13 +104,22 @@ def test_sarif_loads_in_a_sarif_library_and_has_what_code_scanning_needs():
         assert loc.artifact_location.uri and not loc.artifact_location.uri.startswith("/")
         assert loc.region.start_line >= 1
         assert result.partial_fingerprints
-    regions = [(r.locations[0].physical_location.artifact_location.uri, r.locations[0].physical_location.region.start_line,
-                r.locations[0].physical_location.region.end_line) for r in run.results[:3]]
+    regions = [
+        (
+            r.locations[0].physical_location.artifact_location.uri,
+            r.locations[0].physical_location.region.start_line,
+            r.locations[0].physical_location.region.end_line,
+        )
+        for r in run.results[:3]
+    ]
     # ranges span start..end; a comment on a deleted line shows where the deletion is in the new file
     assert regions == [("src/app.py", 12, 12), ("src/app.py", 13, 15), ("src/old%20name.py", 6, 6)]
     assert "deleted line 7" in run.results[2].message.text
     raw = json.loads(text)
-    assert raw["$schema"].endswith("sarif-2.1.0.json") and raw["runs"][0]["results"][0]["ruleId"] == "revbot/review-comment"
+    assert (
+        raw["$schema"].endswith("sarif-2.1.0.json")
+        and raw["runs"][0]["results"][0]["ruleId"] == "revbot/review-comment"
+    )
 
 
 def test_rdjson_diagnostics():
@@ -128,9 +156,13 @@ def test_github_payload_matches_the_create_review_schema(shared_dir):
     payload = github_review_payload(sample_review(), "a" * 40)
     _check_schema(payload, schema)
     assert payload["commit_id"] == "a" * 40 and payload["event"] == "COMMENT"
-    assert [(c["path"], c["line"], c["side"], c.get("start_line"), c.get("start_side")) for c in payload["comments"]] == [
-        ("src/app.py", 12, "RIGHT", None, None), ("src/app.py", 15, "RIGHT", 13, "RIGHT"),
-        ("src/old name.py", 7, "LEFT", None, None)]
+    assert [
+        (c["path"], c["line"], c["side"], c.get("start_line"), c.get("start_side")) for c in payload["comments"]
+    ] == [
+        ("src/app.py", 12, "RIGHT", None, None),
+        ("src/app.py", 15, "RIGHT", 13, "RIGHT"),
+        ("src/old name.py", 7, "LEFT", None, None),
+    ]
     for c, original in zip(payload["comments"], sample_review().comments):
         assert extract_fingerprints(c["body"]) == [comment_fingerprint(original)]
     assert "@\u200balice" in payload["comments"][1]["body"] and "@alice" not in payload["comments"][1]["body"]
@@ -159,19 +191,27 @@ def test_fingerprint_survives_line_shifts_but_not_other_code_or_words():
     assert comment_fingerprint(a) != fingerprint("a.py", a.code, "Use a with block.")
     posted = formats.github_comment_body(a)
     assert fingerprint("a.py", a.code, posted) == comment_fingerprint(a)  # the posted text maps back to it
-    assert extract_fingerprints("x <!-- revbot:fp=0123abcd4567ef89 --> y <!--revbot:fp=0123abcd4567ef89-->") == ["0123abcd4567ef89"]
+    assert extract_fingerprints("x <!-- revbot:fp=0123abcd4567ef89 --> y <!--revbot:fp=0123abcd4567ef89-->") == [
+        "0123abcd4567ef89"
+    ]
     assert extract_fingerprints(None) == [] and extract_fingerprints("<!-- revbot:fp=XYZ -->") == []
 
 
-@pytest.mark.parametrize("text, expected", [
-    ("ask @alice", "ask @\u200balice"),
-    ("cc @org/team-a, @bob.", "cc @\u200borg/team-a, @\u200bbob."),
-    ("(@carol)", "(@\u200bcarol)"),
-    ("mail me at dev@example.com", "mail me at dev@example.com"),
-    ("use `@property` here", "use `@property` here"),
-    ("```python\n@dataclass\nclass A: ...\n```\nthen @dave", "```python\n@dataclass\nclass A: ...\n```\nthen @\u200bdave"),
-    ("@@ -1 +1 @@ is a hunk header", "@@ -1 +1 @@ is a hunk header"),
-])
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        ("ask @alice", "ask @\u200balice"),
+        ("cc @org/team-a, @bob.", "cc @\u200borg/team-a, @\u200bbob."),
+        ("(@carol)", "(@\u200bcarol)"),
+        ("mail me at dev@example.com", "mail me at dev@example.com"),
+        ("use `@property` here", "use `@property` here"),
+        (
+            "```python\n@dataclass\nclass A: ...\n```\nthen @dave",
+            "```python\n@dataclass\nclass A: ...\n```\nthen @\u200bdave",
+        ),
+        ("@@ -1 +1 @@ is a hunk header", "@@ -1 +1 @@ is a hunk header"),
+    ],
+)
 def test_mentions_are_neutralised_outside_code(text, expected):
     assert neutralize_mentions(text) == expected
 
@@ -184,8 +224,11 @@ def test_long_bodies_are_capped_with_a_marker_and_closed_fences():
     assert cap_length("short") == "short"
     posted = formats.github_comment_body(ReviewComment("a.py", 1, RIGHT, "y" * 100_000, None, "x"))
     assert len(posted) <= MAX_COMMENT_CHARS and extract_fingerprints(posted)
-    review = Review(skipped=[Skipped(f"f{i}.py", "token budget of 1 tokens spent") for i in range(5000)],
-                    files_total=5000, hunks_total=5000)
+    review = Review(
+        skipped=[Skipped(f"f{i}.py", "token budget of 1 tokens spent") for i in range(5000)],
+        files_total=5000,
+        hunks_total=5000,
+    )
     assert len(github_review_payload(review)["body"]) <= formats.MAX_REVIEW_BODY_CHARS
 
 

@@ -1,8 +1,10 @@
 """The prompt contract: render-then-parse is lossless, parsing is tolerant, both prompt paths work."""
+
 from __future__ import annotations
 
 import pytest
-from hypothesis import HealthCheck, given, settings, strategies as st
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from bot.diff import LEFT, RIGHT, parse_hunk
 from bot.examples import ExampleComment
@@ -21,11 +23,36 @@ from bot.prompt import (
 )
 
 # Lines that try to break the format: anchors inside bodies, the end marker, fences, blank lines.
-TRICKY = st.sampled_from([
-    "R1: looks like an anchor", "L2: another", "- R3: listed", "(R5): bracketed", "`R7`: ticked", "R4-9: range",
-    NO_COMMENT, "no comment.", ANSWER_END, ANSWER_HEADER, "```", "```suggestion", "~~~", "  indented", "    deeper",
-    "", " ", "\t", "\ttabbed", "@@ -1 +1 @@", "+added", "-removed", "\r", "caf\u00e9 \u2603 \U0001f600", "\u2028", "\x85",
-])
+TRICKY = st.sampled_from(
+    [
+        "R1: looks like an anchor",
+        "L2: another",
+        "- R3: listed",
+        "(R5): bracketed",
+        "`R7`: ticked",
+        "R4-9: range",
+        NO_COMMENT,
+        "no comment.",
+        ANSWER_END,
+        ANSWER_HEADER,
+        "```",
+        "```suggestion",
+        "~~~",
+        "  indented",
+        "    deeper",
+        "",
+        " ",
+        "\t",
+        "\ttabbed",
+        "@@ -1 +1 @@",
+        "+added",
+        "-removed",
+        "\r",
+        "caf\u00e9 \u2603 \U0001f600",
+        "\u2028",
+        "\x85",
+    ]
+)
 LINE = st.one_of(st.text(max_size=40), TRICKY)
 BODY = st.lists(LINE, max_size=6).map("\n".join)
 
@@ -58,32 +85,60 @@ def test_canonical_normalises_and_drops():
     assert render_target([]) == NO_COMMENT and render_answer([]) == f"{NO_COMMENT}\n{ANSWER_END}"
 
 
-HUNK = parse_hunk("@@ -10,3 +10,4 @@ def load(path):\n     with open(path) as fh:\n-        data = fh.read()\n+        data = fh.read()\n+        data = data.strip()\n     return data")
+HUNK = parse_hunk(
+    "@@ -10,3 +10,4 @@ def load(path):\n     with open(path) as fh:\n-        data = fh.read()\n+        data = fh.read()\n+        data = data.strip()\n     return data"
+)
 
 
-@pytest.mark.parametrize("text", [
-    None, "", "   \n\n", "complete garbage", "R: no number", "X12: wrong letter", "R11 missing colon",
-    "\x00\x01\x02", "</review>\nR11: after the end",
-    "R99999999999: too many digits", ANSWER_END,
-])
+@pytest.mark.parametrize(
+    "text",
+    [
+        None,
+        "",
+        "   \n\n",
+        "complete garbage",
+        "R: no number",
+        "X12: wrong letter",
+        "R11 missing colon",
+        "\x00\x01\x02",
+        "</review>\nR11: after the end",
+        "R99999999999: too many digits",
+        ANSWER_END,
+    ],
+)
 def test_malformed_output_never_raises_and_counts(text):
     result = parse_output(text, HUNK)
     assert result.comments == [] or all(HUNK.is_commentable(c.line, c.side) for c in result.comments)
     assert result.failures >= 1 and result.failed
 
 
-@pytest.mark.parametrize("text", ["NO COMMENT", "No comment.", "no_comments", "**NO COMMENT**", "NO COMMENT\n</review>",
-                                  f"{ANSWER_HEADER}\nNO COMMENT"])
+@pytest.mark.parametrize(
+    "text",
+    [
+        "NO COMMENT",
+        "No comment.",
+        "no_comments",
+        "**NO COMMENT**",
+        "NO COMMENT\n</review>",
+        f"{ANSWER_HEADER}\nNO COMMENT",
+    ],
+)
 def test_no_comment_variants(text):
     result = parse_output(text, HUNK)
     assert result.no_comment and result.comments == [] and result.failures == 0 and not result.failed
 
 
 def test_anchors_outside_the_hunk_are_set_aside():
-    result = parse_output("R11: fine\nR99: not in this hunk\nL13: not an old line here\nR10-11: range ok\nR9-11: starts outside", HUNK)
+    result = parse_output(
+        "R11: fine\nR99: not in this hunk\nL13: not an old line here\nR10-11: range ok\nR9-11: starts outside", HUNK
+    )
     assert [(c.line, c.side) for c in result.comments] == [(11, RIGHT), (11, RIGHT)]
     assert result.comments[1].start_line == 10
-    assert [(c.line, c.side, c.start_line) for c in result.invalid_anchors] == [(99, RIGHT, None), (13, LEFT, None), (11, RIGHT, 9)]
+    assert [(c.line, c.side, c.start_line) for c in result.invalid_anchors] == [
+        (99, RIGHT, None),
+        (13, LEFT, None),
+        (11, RIGHT, 9),
+    ]
 
 
 def test_text_after_the_end_marker_is_ignored_and_indented_marker_is_body():
@@ -114,8 +169,13 @@ def test_rendered_input_names_every_line():
     lines = inp.user.splitlines()
     assert lines[0] == "File: src/app.py" and lines[1] == HUNK.header
     # label, space, the diff marker, the line: context lines get a blank marker
-    assert lines[2:] == ["R10      with open(path) as fh:", "L11 -        data = fh.read()", "R11 +        data = fh.read()",
-                         "R12 +        data = data.strip()", "R13      return data"]
+    assert lines[2:] == [
+        "R10      with open(path) as fh:",
+        "L11 -        data = fh.read()",
+        "R11 +        data = fh.read()",
+        "R12 +        data = data.strip()",
+        "R13      return data",
+    ]
     assert inp.messages() == [{"role": "system", "content": inp.system}, {"role": "user", "content": inp.user}]
 
 

@@ -1,5 +1,6 @@
 """`revbot review --post`: the CI path's one review per head, over real HTTP to the GitHub simulator
 (a model answering through an OpenAI-compatible server on loopback)."""
+
 from __future__ import annotations
 
 import io
@@ -11,24 +12,39 @@ import pytest
 from bot.errors import UsageError
 from bot.formats import extract_fingerprints, review_marker
 from revbot.adapters.github import GitHubClient
-from revbot.dev.github_sim import GitHubSimulator
 from revbot.adapters.publish import parse_target
+from revbot.dev.github_sim import GitHubSimulator
 from tests.core.conftest import prompt_anchors, prompt_path
 
 TOKEN = "ghp_" + "Ci7oken" * 5 + "x"
 REPO = "acme/widgets"
 PATCH = "@@ -1,4 +1,5 @@\n import os\n-x = 1\n+x = 2\n+y = 3\n def f():\n     return x\n"
 DIFF = "diff --git a/a.py b/a.py\nindex 1111111..2222222 100644\n--- a/a.py\n+++ b/a.py\n" + PATCH
-EXTRA = ("diff --git a/extra.py b/extra.py\nnew file mode 100644\n--- /dev/null\n+++ b/extra.py\n"
-         "@@ -0,0 +1,2 @@\n+import sys\n+print(sys.argv)\n")
+EXTRA = (
+    "diff --git a/extra.py b/extra.py\nnew file mode 100644\n--- /dev/null\n+++ b/extra.py\n"
+    "@@ -0,0 +1,2 @@\n+import sys\n+print(sys.argv)\n"
+)
 
 
 def seed() -> dict:
     return {
         "tokens": [TOKEN, {"token": "read-only-token", "login": "forker", "permission": "read"}],
-        "repos": [{"owner": "acme", "name": "widgets", "default_branch": "main",
-                   "pulls": [{"number": 7, "title": "Tune x", "user": "alice", "head": "feature",
-                              "files": [{"filename": "a.py", "status": "modified", "patch": PATCH.rstrip("\n")}]}]}],
+        "repos": [
+            {
+                "owner": "acme",
+                "name": "widgets",
+                "default_branch": "main",
+                "pulls": [
+                    {
+                        "number": 7,
+                        "title": "Tune x",
+                        "user": "alice",
+                        "head": "feature",
+                        "files": [{"filename": "a.py", "status": "modified", "patch": PATCH.rstrip("\n")}],
+                    }
+                ],
+            }
+        ],
     }
 
 
@@ -103,7 +119,9 @@ def test_posts_one_review_once_per_head(revbot, sim):
     [posted] = reviews(sim)
     assert review_marker(head) in posted["body"] and "far away" in posted["body"]  # the unanchored note
     [inline] = comments(sim)
-    assert (inline["path"], inline["line"], inline["side"]) == ("a.py", 2, "RIGHT") and extract_fingerprints(inline["body"])
+    assert (inline["path"], inline["line"], inline["side"]) == ("a.py", 2, "RIGHT") and extract_fingerprints(
+        inline["body"]
+    )
 
     # the job re-run for the same head posts nothing
     code, _, err = revbot("--post", f"{REPO}#7", "--commit-id", head)

@@ -1,5 +1,6 @@
 """Budget on code first: the ranking rules, .gitattributes as git reads it, and the review pipeline
 spending its token budget on source before tests before docs, generated and lock files last."""
+
 from __future__ import annotations
 
 import json
@@ -15,55 +16,62 @@ from bot.ranking import DOCUMENTATION, LAST, OTHER, SOURCE, TEST, GitAttributes,
 from bot.review import GitSource, ReviewOptions, review_diff, run
 from tests.core.conftest import first_line_comment, prompt_path
 
-
 # --------------------------------------------------------------------------- the rules
 
 
-@pytest.mark.parametrize("path, kind", [
-    ("src/flask/ctx.py", "source"),
-    ("django/test/runner.py", "source"),  # a framework's own test tooling is code
-    ("numpy/testing/_private/utils.py", "source"),
-    ("cmd/server/main.go", "source"),
-    ("web/src/App.tsx", "source"),
-    ("Dockerfile", "source"),
-    ("Dockerfile.dev", "source"),
-    ("src/flask/templates/base.html", "source"),
-    ("tests/test_appctx.py", "test"),
-    ("sklearn/linear_model/tests/test_ridge.py", "test"),
-    ("test/unit/parser.spec.ts", "test"),
-    ("pkg/store/store_test.go", "test"),
-    ("app/src/test/java/AppTest.java", "test"),
-    ("conftest.py", "test"),
-    ("web/src/App.test.jsx", "test"),
-    ("pyproject.toml", "other"),
-    (".github/workflows/ci.yml", "other"),
-    ("requirements/dev.txt", "other"),
-    ("docs/api.rst", "documentation"),
-    ("docs/conf.py", "documentation"),  # linguist counts everything under docs/ as documentation
-    ("examples/tutorial/flaskr/db.py", "documentation"),
-    ("README.md", "documentation"),
-    ("CHANGES.rst", "documentation"),
-    ("LICENSE.txt", "documentation"),
-    ("uv.lock", "lock file"),
-    ("poetry.lock", "lock file"),
-    ("web/package-lock.json", "lock file"),
-    ("go.sum", "lock file"),
-    ("api/v1/service.pb.go", "generated"),
-    ("proto/user_pb2.py", "generated"),
-    ("static/app.min.js", "generated"),
-    ("dist/bundle.js", "generated"),
-    ("ui/__snapshots__/Button.test.js.snap", "generated"),
-    ("vendor/github.com/pkg/errors/errors.go", "vendored"),
-    ("web/node_modules/left-pad/index.js", "vendored"),
-    ("third_party/zlib/inflate.c", "vendored"),
-])
+@pytest.mark.parametrize(
+    "path, kind",
+    [
+        ("src/flask/ctx.py", "source"),
+        ("django/test/runner.py", "source"),  # a framework's own test tooling is code
+        ("numpy/testing/_private/utils.py", "source"),
+        ("cmd/server/main.go", "source"),
+        ("web/src/App.tsx", "source"),
+        ("Dockerfile", "source"),
+        ("Dockerfile.dev", "source"),
+        ("src/flask/templates/base.html", "source"),
+        ("tests/test_appctx.py", "test"),
+        ("sklearn/linear_model/tests/test_ridge.py", "test"),
+        ("test/unit/parser.spec.ts", "test"),
+        ("pkg/store/store_test.go", "test"),
+        ("app/src/test/java/AppTest.java", "test"),
+        ("conftest.py", "test"),
+        ("web/src/App.test.jsx", "test"),
+        ("pyproject.toml", "other"),
+        (".github/workflows/ci.yml", "other"),
+        ("requirements/dev.txt", "other"),
+        ("docs/api.rst", "documentation"),
+        ("docs/conf.py", "documentation"),  # linguist counts everything under docs/ as documentation
+        ("examples/tutorial/flaskr/db.py", "documentation"),
+        ("README.md", "documentation"),
+        ("CHANGES.rst", "documentation"),
+        ("LICENSE.txt", "documentation"),
+        ("uv.lock", "lock file"),
+        ("poetry.lock", "lock file"),
+        ("web/package-lock.json", "lock file"),
+        ("go.sum", "lock file"),
+        ("api/v1/service.pb.go", "generated"),
+        ("proto/user_pb2.py", "generated"),
+        ("static/app.min.js", "generated"),
+        ("dist/bundle.js", "generated"),
+        ("ui/__snapshots__/Button.test.js.snap", "generated"),
+        ("vendor/github.com/pkg/errors/errors.go", "vendored"),
+        ("web/node_modules/left-pad/index.js", "vendored"),
+        ("third_party/zlib/inflate.c", "vendored"),
+    ],
+)
 def test_classify_by_path(path, kind):
     assert classify(path).kind == kind
 
 
 def test_tiers_and_reasons():
     assert [classify(p).tier for p in ("a.py", "tests/t.py", "setup.cfg", "docs/x.md", "uv.lock")] == [
-        SOURCE, TEST, OTHER, DOCUMENTATION, LAST]
+        SOURCE,
+        TEST,
+        OTHER,
+        DOCUMENTATION,
+        LAST,
+    ]
     assert classify("docs/api.rst").label == "documentation, matches 'docs/'"
     assert classify("uv.lock").label == "lock file, matches 'uv.lock'"
     assert classify("src/app.py").label == "source"
@@ -77,7 +85,8 @@ def test_a_script_without_extension_is_code_by_its_shebang():
 
 def test_gitattributes_win_over_the_built_in_rules():
     assert classify("src/api/schema.py", Linguist(generated=True)).label == (
-        "generated, linguist-generated in .gitattributes")
+        "generated, linguist-generated in .gitattributes"
+    )
     assert classify("lib/jquery.js", Linguist(vendored=True)).kind == "vendored"
     assert classify("guide/intro.py", Linguist(documentation=True)).tier == DOCUMENTATION
     # unset: the team says these are their own, so the rule that matched no longer does
@@ -89,7 +98,14 @@ def test_gitattributes_win_over_the_built_in_rules():
 def test_rank_is_by_tier_then_diff_order():
     paths = ["docs/b.rst", "uv.lock", "tests/test_x.py", "src/a.py", "docs/a.rst", "pyproject.toml", "src/b.py"]
     assert [paths[i] for i, _ in rank(paths)] == [
-        "src/a.py", "src/b.py", "tests/test_x.py", "pyproject.toml", "docs/b.rst", "docs/a.rst", "uv.lock"]
+        "src/a.py",
+        "src/b.py",
+        "tests/test_x.py",
+        "pyproject.toml",
+        "docs/b.rst",
+        "docs/a.rst",
+        "uv.lock",
+    ]
     marked = rank(paths, {"src/b.py": Linguist(generated=True)})
     assert [paths[i] for i, _ in marked][-1] == "src/b.py"
 
@@ -122,10 +138,29 @@ tools/**/build.py  binary linguist-vendored
 """
 
 PATHS = [
-    "x/y/service.pb.go", "api/gen/client.py", "api/gen/deep/er/t.py", "api/general.py", "schema.json",
-    "sub/schema.json", "vendor/lib/a.go", "vendor/ours/b.go", "third_party/z/inflate.c", "docs/a/b/ex.py",
-    "docs/ex.py", "docs/conf.py", "guide/intro.rst", "guide/deep/x.rst", "with space/a.txt", "data/x.dat",
-    "neg.py", "README.md", "docs/x.md", "old.keep", "tools/a/b/build.py", "tools/build.py", "src/app.py",
+    "x/y/service.pb.go",
+    "api/gen/client.py",
+    "api/gen/deep/er/t.py",
+    "api/general.py",
+    "schema.json",
+    "sub/schema.json",
+    "vendor/lib/a.go",
+    "vendor/ours/b.go",
+    "third_party/z/inflate.c",
+    "docs/a/b/ex.py",
+    "docs/ex.py",
+    "docs/conf.py",
+    "guide/intro.rst",
+    "guide/deep/x.rst",
+    "with space/a.txt",
+    "data/x.dat",
+    "neg.py",
+    "README.md",
+    "docs/x.md",
+    "old.keep",
+    "tools/a/b/build.py",
+    "tools/build.py",
+    "src/app.py",
 ]
 
 
@@ -135,8 +170,9 @@ def test_gitattributes_text_reads_like_git_check_attr(tmp_path):
     repo.mkdir()
     git(repo, "init", "-q")
     (repo / ".gitattributes").write_text(ATTRIBUTES)
-    fields = git(repo, "check-attr", "-z", "linguist-generated", "linguist-vendored", "linguist-documentation",
-                 "--", *PATHS).split("\0")
+    fields = git(
+        repo, "check-attr", "-z", "linguist-generated", "linguist-vendored", "linguist-documentation", "--", *PATHS
+    ).split("\0")
     by_git: dict[str, dict[str, str]] = {}
     for path, name, value in zip(fields[0::3], fields[1::3], fields[2::3]):
         by_git.setdefault(path, {})[name] = value
@@ -152,18 +188,40 @@ def test_gitattributes_text_reads_like_git_check_attr(tmp_path):
 
 
 def test_gitattributes_parser_skips_what_it_cannot_read():
-    parsed = GitAttributes.parse(b'"unterminated linguist-generated\n\n   \n*.py\n' + b"x" * 3000 + b" linguist-vendored\n")
+    parsed = GitAttributes.parse(
+        b'"unterminated linguist-generated\n\n   \n*.py\n' + b"x" * 3000 + b" linguist-vendored\n"
+    )
     assert parsed.rules == ()
     assert GitAttributes.parse(None).for_paths(["a.py"]) == {}
     assert GitAttributes.parse("*.gen.py linguist-generated\n").for_paths(["a.py", "b.gen.py"]) == {
-        "b.gen.py": Linguist(generated=True)}
+        "b.gen.py": Linguist(generated=True)
+    }
 
 
 # --------------------------------------------------------------------------- a flask-sized pull request
 
-DOCS = ["api", "appcontext", "async-await", "blueprints", "cli", "config", "debugging", "design", "errorhandling",
-        "extensiondev", "installation", "lifecycle", "logging", "quickstart", "reqcontext", "server", "shell",
-        "signals", "templating", "testing"]
+DOCS = [
+    "api",
+    "appcontext",
+    "async-await",
+    "blueprints",
+    "cli",
+    "config",
+    "debugging",
+    "design",
+    "errorhandling",
+    "extensiondev",
+    "installation",
+    "lifecycle",
+    "logging",
+    "quickstart",
+    "reqcontext",
+    "server",
+    "shell",
+    "signals",
+    "templating",
+    "testing",
+]
 
 
 def modified(path: str, hunks: list[tuple[int, list[str], list[str], list[str]]]) -> str:
@@ -180,24 +238,46 @@ def modified(path: str, hunks: list[tuple[int, list[str], list[str], list[str]]]
 
 def doc_hunks(name: str) -> list:
     title = name.replace("-", " ").title()
-    return [(10 + 40 * k, [f"{title}", "=" * len(title), ""],
-             [f"The :data:`.g` proxy is bound to the request context (section {k})."],
-             [f"The :data:`.g` proxy is bound to the application context, not the request (section {k}).",
-              "See :doc:`/appcontext` for when a context is pushed and popped."]) for k in range(3)]
+    return [
+        (
+            10 + 40 * k,
+            [f"{title}", "=" * len(title), ""],
+            [f"The :data:`.g` proxy is bound to the request context (section {k})."],
+            [
+                f"The :data:`.g` proxy is bound to the application context, not the request (section {k}).",
+                "See :doc:`/appcontext` for when a context is pushed and popped.",
+            ],
+        )
+        for k in range(3)
+    ]
 
 
 def code_hunks(module: str, n: int) -> list:
-    return [(20 + 60 * k, [f"class _{module.title()}Context{k}:", f"    def push_{k}(self) -> None:"],
-             [f"        _cv_{module}.set(self)"],
-             [f"        self._cv_tokens.append(_cv_{module}.set(self))",
-              f"        if self._cv_tokens[-1] is None:  # pushed twice in branch {k}",
-              "            raise RuntimeError('context pushed twice')"]) for k in range(n)]
+    return [
+        (
+            20 + 60 * k,
+            [f"class _{module.title()}Context{k}:", f"    def push_{k}(self) -> None:"],
+            [f"        _cv_{module}.set(self)"],
+            [
+                f"        self._cv_tokens.append(_cv_{module}.set(self))",
+                f"        if self._cv_tokens[-1] is None:  # pushed twice in branch {k}",
+                "            raise RuntimeError('context pushed twice')",
+            ],
+        )
+        for k in range(n)
+    ]
 
 
 def test_hunks(name: str, n: int) -> list:
-    return [(5 + 30 * k, [f"def test_{name}_{k}(app):", "    with app.app_context():"],
-             ["        assert flask.g is not None"],
-             [f"        flask.g.value_{k} = {k}", f"        assert flask.g.value_{k} == {k}"]) for k in range(n)]
+    return [
+        (
+            5 + 30 * k,
+            [f"def test_{name}_{k}(app):", "    with app.app_context():"],
+            ["        assert flask.g is not None"],
+            [f"        flask.g.value_{k} = {k}", f"        assert flask.g.value_{k} == {k}"],
+        )
+        for k in range(n)
+    ]
 
 
 test_hunks.__test__ = False  # a fixture builder, not a test
@@ -207,22 +287,44 @@ def flask_pr() -> str:
     """92 hunks in diff order as GitHub shows them: 20 docs/*.rst first (60 hunks), then the code
     (src/flask: 16), the tests (10), the changelog, pyproject.toml and the lock file."""
     parts = [modified(f"docs/{name}.rst", doc_hunks(name)) for name in DOCS]
-    parts += [modified("src/flask/app.py", code_hunks("app", 4)), modified("src/flask/ctx.py", code_hunks("ctx", 9)),
-              modified("src/flask/globals.py", code_hunks("globals", 3))]
-    parts += [modified("tests/test_appctx.py", test_hunks("appctx", 6)),
-              modified("tests/test_reqctx.py", test_hunks("reqctx", 4))]
-    parts += [modified("CHANGES.rst", [(1, ["Version 3.2.0", "-------------", ""], [],
-                                        ["-   ``g`` is bound to the app context only. :issue:`5500`"])] * 1
-                       + [(40, ["Version 3.1.1"], ["Unreleased"], ["Released 2025-05-13"])]),
-              modified("pyproject.toml", [(3, ['name = "Flask"'], ['version = "3.1.1"'], ['version = "3.2.0.dev"'])]),
-              modified("uv.lock", [(30 * k + 1, ["[[package]]"], [f'name = "old{k}"'], [f'name = "new{k}"'])
-                                   for k in range(3)])]
+    parts += [
+        modified("src/flask/app.py", code_hunks("app", 4)),
+        modified("src/flask/ctx.py", code_hunks("ctx", 9)),
+        modified("src/flask/globals.py", code_hunks("globals", 3)),
+    ]
+    parts += [
+        modified("tests/test_appctx.py", test_hunks("appctx", 6)),
+        modified("tests/test_reqctx.py", test_hunks("reqctx", 4)),
+    ]
+    parts += [
+        modified(
+            "CHANGES.rst",
+            [
+                (
+                    1,
+                    ["Version 3.2.0", "-------------", ""],
+                    [],
+                    ["-   ``g`` is bound to the app context only. :issue:`5500`"],
+                )
+            ]
+            * 1
+            + [(40, ["Version 3.1.1"], ["Unreleased"], ["Released 2025-05-13"])],
+        ),
+        modified("pyproject.toml", [(3, ['name = "Flask"'], ['version = "3.1.1"'], ['version = "3.2.0.dev"'])]),
+        modified(
+            "uv.lock", [(30 * k + 1, ["[[package]]"], [f'name = "old{k}"'], [f'name = "new{k}"']) for k in range(3)]
+        ),
+    ]
     return "".join(parts)
 
 
 def cost_of(diff: Diff, backend, paths, max_new_tokens: int) -> int:
-    return sum(backend.count_tokens(render_input(f.path, h).plain_text()) + 16 + max_new_tokens
-               for f in diff.files if f.path in paths for h in f.hunks)
+    return sum(
+        backend.count_tokens(render_input(f.path, h).plain_text()) + 16 + max_new_tokens
+        for f in diff.files
+        if f.path in paths
+        for h in f.hunks
+    )
 
 
 def test_flask_sized_pull_request_spends_the_budget_on_code_first(scripted):
@@ -266,8 +368,7 @@ def test_lock_and_generated_files_come_last_when_they_are_reviewed(scripted):
     diff = parse_diff(flask_pr())
     attributes = {"src/flask/globals.py": Linguist(generated=True)}
     backend = scripted(first_line_comment)
-    review = review_diff(diff, backend, ReviewOptions(default_ignores=False, max_new_tokens=64),
-                         attributes=attributes)
+    review = review_diff(diff, backend, ReviewOptions(default_ignores=False, max_new_tokens=64), attributes=attributes)
     order = [prompt_path(p) for p in backend.prompts]
     assert len(order) == 92 and review.skipped == []
     firsts = list(dict.fromkeys(order))
@@ -278,8 +379,10 @@ def test_lock_and_generated_files_come_last_when_they_are_reviewed(scripted):
     # with the default ignores, a file .gitattributes marks generated is skipped like *_pb2.py
     review = review_diff(diff, scripted(first_line_comment), ReviewOptions(max_new_tokens=64), attributes=attributes)
     reasons = {s.path: s.reason for s in review.skipped}
-    assert reasons == {"src/flask/globals.py": "vendored or generated (linguist-generated in .gitattributes)",
-                       "uv.lock": "vendored or generated (matches '*.lock')"}
+    assert reasons == {
+        "src/flask/globals.py": "vendored or generated (linguist-generated in .gitattributes)",
+        "uv.lock": "vendored or generated (matches '*.lock')",
+    }
 
 
 def test_a_path_the_team_marks_as_its_own_is_reviewed_despite_the_default_ignores(scripted):
@@ -326,8 +429,12 @@ def test_git_source_reads_gitattributes_and_ranks_with_them(tmp_path, scripted):
     git(repo, "add", ".gitattributes")
     git(repo, "commit", "-qm", "attributes")
     git(repo, "checkout", "-qb", "feature")
-    for path, text in {"api/gen/client.py": "X = 1\n", "guide/setup.py": "print('setup')\n",
-                       "app/main.py": "def main():\n    return 0\n", "api/gen/sub/types.py": "Y = 2\n"}.items():
+    for path, text in {
+        "api/gen/client.py": "X = 1\n",
+        "guide/setup.py": "print('setup')\n",
+        "app/main.py": "def main():\n    return 0\n",
+        "api/gen/sub/types.py": "Y = 2\n",
+    }.items():
         (repo / path).parent.mkdir(parents=True, exist_ok=True)
         (repo / path).write_text(text)
     git(repo, "add", "-A")
@@ -335,13 +442,16 @@ def test_git_source_reads_gitattributes_and_ranks_with_them(tmp_path, scripted):
 
     source = GitSource(repo, "main...feature")
     assert source.attributes(["api/gen/client.py", "guide/setup.py", "app/main.py"]) == {
-        "api/gen/client.py": Linguist(generated=True), "guide/setup.py": Linguist(documentation=True)}
+        "api/gen/client.py": Linguist(generated=True),
+        "guide/setup.py": Linguist(documentation=True),
+    }
     backend = scripted(first_line_comment)
     review = run(source, backend)
     assert [prompt_path(p) for p in backend.prompts] == ["app/main.py", "guide/setup.py"]
     assert {s.path: s.reason for s in review.skipped} == {
         "api/gen/client.py": "vendored or generated (linguist-generated in .gitattributes)",
-        "api/gen/sub/types.py": "vendored or generated (linguist-generated in .gitattributes)"}
+        "api/gen/sub/types.py": "vendored or generated (linguist-generated in .gitattributes)",
+    }
     assert GitSource(tmp_path / "nowhere").attributes(["a.py"]) == {}
 
 
@@ -371,6 +481,6 @@ def test_real_review_hunks_in_the_worst_order_still_spend_the_budget_on_code(sha
     reviewed = [prompt_path(p) for p in backend.prompts]
     assert len(set(reviewed)) > 20 and {kinds[p] for p in reviewed} == {"source"}
     ranked = [files[i].path for i, _ in rank([f.path for f in files])]
-    assert list(dict.fromkeys(reviewed)) == ranked[:len(set(reviewed))]  # a prefix of the ranking
+    assert list(dict.fromkeys(reviewed)) == ranked[: len(set(reviewed))]  # a prefix of the ranking
     skipped_kinds = {s.reason.rsplit("(", 1)[-1].split(",")[0].rstrip(")") for s in review.skipped}
     assert {"documentation", "test", "other", "source"} <= skipped_kinds

@@ -1,4 +1,5 @@
 """The review pipeline with a scripted backend: selection, budgets, splitting, anchoring, dedupe, caps."""
+
 from __future__ import annotations
 
 import time
@@ -7,8 +8,8 @@ import pytest
 
 from bot.diff import LEFT, RIGHT, parse_diff
 from bot.errors import DiffError, ModelError, UsageError
-from bot.review import CallbackSink, FileSource, ReviewOptions, TextSource, review_diff, run
 from bot.prompt import render_input
+from bot.review import CallbackSink, FileSource, ReviewOptions, TextSource, review_diff, run
 from tests.core.conftest import first_line_comment, prompt_anchors, prompt_path
 
 
@@ -53,12 +54,16 @@ def test_skips_each_unreviewable_file_with_its_reason(scripted):
 def test_every_comment_is_anchored_on_the_diff_or_set_aside(scripted):
     def answer(inp):
         if prompt_anchors(inp)[0] == "R1":  # first hunk of src/util.py
-            return ("R2: why 2?\nL2: was this wrong?\nR77: not in the diff\nL9: nor this\n"
-                    "R1-2: a valid range\nR0-2: range starting outside\n")
+            return (
+                "R2: why 2?\nL2: was this wrong?\nR77: not in the diff\nL9: nor this\n"
+                "R1-2: a valid range\nR0-2: range starting outside\n"
+            )
         return "R21: name b better\n"
 
     diff = parse_diff(MIXED, "mixed.diff")
-    review = review_diff(diff, scripted(answer), ReviewOptions(ignore_paths=("src/app.py", "docs/"), max_comments_per_file=10))
+    review = review_diff(
+        diff, scripted(answer), ReviewOptions(ignore_paths=("src/app.py", "docs/"), max_comments_per_file=10)
+    )
     got = [(c.path, c.line, c.side, c.start_line, c.body) for c in review.comments]
     assert got == [  # in diff order: the deleted line 2 comes before the added line 2
         ("src/util.py", 2, LEFT, None, "was this wrong?"),
@@ -82,8 +87,13 @@ def test_duplicates_dropped_and_caps_keep_diff_order(scripted):
     text = "".join(new_file(f"f{k}.py", [f"a{i} = {i}" for i in range(1, 7)]) for k in range(3))
     answer = lambda inp: "R5: five\nR1: one\nR3: three\nR1:   ONE \nR6: six\nR2: two\n"  # noqa: E731
     review = review_diff(parse_diff(text), scripted(answer), ReviewOptions(max_comments=5, max_comments_per_file=2))
-    assert [(c.path, c.line) for c in review.comments] == [("f0.py", 1), ("f0.py", 2), ("f1.py", 1), ("f1.py", 2),
-                                                          ("f2.py", 1)]
+    assert [(c.path, c.line) for c in review.comments] == [
+        ("f0.py", 1),
+        ("f0.py", 2),
+        ("f1.py", 1),
+        ("f1.py", 2),
+        ("f2.py", 1),
+    ]
     assert [c.body for c in review.comments] == ["one", "two", "one", "two", "one"]  # the first of duplicates
     assert review.duplicates_dropped == 3  # "ONE" repeats "one" in each of the three files
     assert review.over_cap_dropped == 15 - 5  # five distinct comments per file, five kept
@@ -108,7 +118,8 @@ def test_token_budget_skips_the_rest_and_says_so(scripted):
     review = review_diff(diff, backend, ReviewOptions(token_budget=budget, max_new_tokens=20))
     assert [prompt_path(p) for p in backend.prompts] == ["f0.py", "f1.py"]
     assert [(s.path, s.reason, s.hunks) for s in review.skipped] == [
-        (f"f{k}.py", f"token budget of {budget} tokens spent (source)", ()) for k in range(2, 6)]
+        (f"f{k}.py", f"token budget of {budget} tokens spent (source)", ()) for k in range(2, 6)
+    ]
     assert review.hunks_reviewed == 2 and review.hunks_total == 6 and len(review.comments) == 2
     assert f"4 files (token budget of {budget} tokens spent: 4)" in review.summary
 
@@ -116,8 +127,11 @@ def test_token_budget_skips_the_rest_and_says_so(scripted):
 def test_oversized_hunk_is_split_and_comments_land_in_every_piece(scripted):
     lines = [f"value_{i} = {i}" for i in range(1, 61)]
     backend = scripted(first_line_comment, max_context=16 + 160)
-    review = review_diff(parse_diff(new_file("big.py", lines)), backend,
-                         ReviewOptions(max_new_tokens=16, max_comments=100, max_comments_per_file=100))
+    review = review_diff(
+        parse_diff(new_file("big.py", lines)),
+        backend,
+        ReviewOptions(max_new_tokens=16, max_comments=100, max_comments_per_file=100),
+    )
     assert len(backend.prompts) > 2
     shown = [a for p in backend.prompts for a in prompt_anchors(p)]
     assert shown == [f"R{i}" for i in range(1, 61)]  # every line shown exactly once, in order
@@ -138,8 +152,11 @@ def test_a_line_too_long_for_the_context_is_skipped_with_the_reason(scripted):
 
 def test_context_too_small_for_any_prompt_is_a_model_error(scripted):
     with pytest.raises(ModelError, match="too few for a prompt"):
-        review_diff(parse_diff(new_file("a.py", ["x"])), scripted(first_line_comment, max_context=100),
-                    ReviewOptions(max_new_tokens=64))
+        review_diff(
+            parse_diff(new_file("a.py", ["x"])),
+            scripted(first_line_comment, max_context=100),
+            ReviewOptions(max_new_tokens=64),
+        )
 
 
 def test_empty_diff_never_loads_the_model(scripted):
@@ -177,8 +194,9 @@ def test_run_reads_a_source_loads_lazily_and_writes_to_the_sink(tmp_path, script
 
 def test_unreadable_answers_are_counted_and_secrets_scrubbed(scripted):
     answers = iter(["I think this is fine overall.", "R1: the key ghp_" + "x" * 36 + " must not be here"])
-    review = review_diff(parse_diff(new_file("a.py", ["x = 1"]) + new_file("b.py", ["y = 2"])),
-                         scripted(lambda inp: next(answers)))
+    review = review_diff(
+        parse_diff(new_file("a.py", ["x = 1"]) + new_file("b.py", ["y = 2"])), scripted(lambda inp: next(answers))
+    )
     assert review.parse_failures == 1 and review.prompts == 2
     assert [c.body for c in review.comments] == ["the key <REDACTED> must not be here"]
     assert "1 of 2 model answers were partly unreadable" in review.summary

@@ -1,6 +1,7 @@
 """The scrubber against a generated corpus of fake secrets (recall per kind), against code that only
 looks like secrets (false positives, including a bounded sample of the standard library), and the
 line-for-line guarantee a hunk relies on; and the logging filter built on it."""
+
 from __future__ import annotations
 
 import io
@@ -11,17 +12,33 @@ from pathlib import Path
 
 import pytest
 
-from revbot.adapters.logs import RedactingFilter, configure_logging
 from bot.secrets import PATTERN_NAMES, PLACEHOLDER, find_secrets, scrub_text
+from revbot.adapters.logs import RedactingFilter, configure_logging
 from tests.core.secret_corpus import KINDS, Sample, generate_corpus
 
 # the kinds issue 11 found missed, and the kinds the scrubber handled before it
 ISSUE_KINDS = {
-    "slack-webhook-url", "slack-app-token", "stripe-key", "stripe-webhook-secret", "pgp-private-key-block",
-    "url-credentials-empty-user", "url-credentials-upper-scheme", "url-credentials-slash-password",
-    "token-name-assignment", "aws-secret-key", "google-api-key",
-    "github-token", "aws-access-key-id", "private-key-block", "jwt", "password-assignment",
-    "secret-assignment", "api-key-assignment", "url-credentials", "slack-token", "openai-style-key",
+    "slack-webhook-url",
+    "slack-app-token",
+    "stripe-key",
+    "stripe-webhook-secret",
+    "pgp-private-key-block",
+    "url-credentials-empty-user",
+    "url-credentials-upper-scheme",
+    "url-credentials-slash-password",
+    "token-name-assignment",
+    "aws-secret-key",
+    "google-api-key",
+    "github-token",
+    "aws-access-key-id",
+    "private-key-block",
+    "jwt",
+    "password-assignment",
+    "secret-assignment",
+    "api-key-assignment",
+    "url-credentials",
+    "slack-token",
+    "openai-style-key",
     "authorization-header",
 }
 MIN_RECALL = 0.95
@@ -85,7 +102,7 @@ def test_scrubbing_is_idempotent(corpus):
     [
         "pwd = os.getcwd()",
         "if password:\n    headers['Authorization'] = f'Bearer {token}'\n    log.info('sent')",
-        "if password:\n    headers[\"X-Api-Key\"] = api_key",
+        'if password:\n    headers["X-Api-Key"] = api_key',
         "def get_key(self, name):\n    return self.keys[name]",
         "token = tokenizer(text)",
         "if password is None:\n    raise ValueError('password required')",
@@ -101,7 +118,7 @@ def test_scrubbing_is_idempotent(corpus):
         "PWD=/home/deploy/app",
         "cache_key = 'user:%s'",
         'publicKeyToken="1fc8b3b9a1e18e3b"',
-        "_TOKEN = rb\"[!#$%&'*+\\-.^_`|~0-9A-Za-z]+\"",
+        '_TOKEN = rb"[!#$%&\'*+\\-.^_`|~0-9A-Za-z]+"',
         "# First pass: decided_mask==0, every element participates.",
         "__installation_authorization: InstallationAuthorization | None = None",
         "authorization = base64.decodebytes(authorization).decode('ascii')",
@@ -127,23 +144,34 @@ def test_code_that_looks_like_secrets_is_untouched(text):
 def test_if_password_does_not_rewrite_the_next_line():
     text = 'if password:\n    headers["Authorization"] = "Basic " + encoded\npassword = "hunter2!x"'
     assert scrub_text(text).split("\n") == [
-        "if password:", '    headers["Authorization"] = "Basic " + encoded', f'password = "{PLACEHOLDER}"']
+        "if password:",
+        '    headers["Authorization"] = "Basic " + encoded',
+        f'password = "{PLACEHOLDER}"',
+    ]
 
 
 def test_cut_off_key_block_stops_at_the_first_line_that_is_not_key_material():
     material = ["MIIEowIBAAKCAQEAx3Yk9vZ0lQm5y8sT6d7c0pD1fG2hJ3kL4mN5oP6qR7sT8uV9", "wX0yZ1aB2cD3eF4gH5iJ6kL7mN8o"]
-    text = "\n".join(["+-----BEGIN RSA PRIVATE KEY-----", *("+" + m for m in material),
-                      " def load(self):", " return None"])
+    text = "\n".join(
+        ["+-----BEGIN RSA PRIVATE KEY-----", *("+" + m for m in material), " def load(self):", " return None"]
+    )
     out = scrub_text(text).split("\n")
-    assert out == ["+-----BEGIN RSA PRIVATE KEY-----", f"+{PLACEHOLDER}", f"+{PLACEHOLDER}",
-                   " def load(self):", " return None"]
+    assert out == [
+        "+-----BEGIN RSA PRIVATE KEY-----",
+        f"+{PLACEHOLDER}",
+        f"+{PLACEHOLDER}",
+        " def load(self):",
+        " return None",
+    ]
 
 
 def test_only_the_secret_is_replaced():
     assert scrub_text("DB_PASSWORD=Orange2007%x ./run.sh") == f"DB_PASSWORD={PLACEHOLDER} ./run.sh"
     assert scrub_text("REDIS://:s3cr/3tPW@cache:6379/0") == f"REDIS://:{PLACEHOLDER}@cache:6379/0"
-    assert (scrub_text("post to https://hooks.slack.com/services/T0ABCDEFG/B0ABCDEFG/abcdefghijklmnopqrstuvwx now")
-            == f"post to https://hooks.slack.com/services/{PLACEHOLDER} now")
+    assert (
+        scrub_text("post to https://hooks.slack.com/services/T0ABCDEFG/B0ABCDEFG/abcdefghijklmnopqrstuvwx now")
+        == f"post to https://hooks.slack.com/services/{PLACEHOLDER} now"
+    )
 
 
 @pytest.mark.parametrize(
@@ -169,10 +197,31 @@ def _stdlib_sample() -> list[Path]:
     """Standard-library modules that handle passwords, tokens and keys (the likeliest false
     positives), about 25,000 lines."""
     root = Path(sysconfig.get_paths()["stdlib"])
-    names = ["smtplib.py", "imaplib.py", "ftplib.py", "netrc.py", "getpass.py", "secrets.py", "hmac.py",
-             "poplib.py", "http/client.py", "http/server.py", "http/cookies.py", "urllib/request.py",
-             "urllib/parse.py", "ssl.py", "logging/handlers.py", "configparser.py", "base64.py", "hashlib.py",
-             "tokenize.py", "shlex.py", "nntplib.py", "xmlrpc/client.py", "email/_header_value_parser.py"]
+    names = [
+        "smtplib.py",
+        "imaplib.py",
+        "ftplib.py",
+        "netrc.py",
+        "getpass.py",
+        "secrets.py",
+        "hmac.py",
+        "poplib.py",
+        "http/client.py",
+        "http/server.py",
+        "http/cookies.py",
+        "urllib/request.py",
+        "urllib/parse.py",
+        "ssl.py",
+        "logging/handlers.py",
+        "configparser.py",
+        "base64.py",
+        "hashlib.py",
+        "tokenize.py",
+        "shlex.py",
+        "nntplib.py",
+        "xmlrpc/client.py",
+        "email/_header_value_parser.py",
+    ]
     return [root / n for n in names if (root / n).is_file()]
 
 

@@ -1,6 +1,7 @@
 """`revbot demo` with a tiny budget: every step runs for real (simulator, harvest over HTTP, QLoRA
 training, evaluation, `revbot serve` in a child process, a signed webhook, the posted review); then
 the running service picks up a newly promoted version without a restart."""
+
 from __future__ import annotations
 
 import re
@@ -77,17 +78,30 @@ def test_quick_demo_posts_a_review_and_the_service_hot_reloads(tmp_path):
         from revbot.dev.github_sim import GitHubSimulator  # noqa: F401  (the demo's simulator is reached over HTTP)
 
         second = build_demo_pull(build_sample_project(), seed=3)
-        opened = requests.post(f"{result.sim_url}/_sim/pulls", json={
-            "repo": "acme/stockroom", "files": pull_files_seed(second), "title": "Second change", "user": "sam-o",
-            "head": "second-change"}, timeout=10)
+        opened = requests.post(
+            f"{result.sim_url}/_sim/pulls",
+            json={
+                "repo": "acme/stockroom",
+                "files": pull_files_seed(second),
+                "title": "Second change",
+                "user": "sam-o",
+                "head": "second-change",
+            },
+            timeout=10,
+        )
         assert opened.status_code in (200, 201), opened.text
         payload = opened.json()
         number = payload["pull"]["number"]
         answer = signed_delivery(result.service_url + "/webhook", "pull_request", payload["webhook"], result.secret)
         assert answer.status_code == 202
         _wait(lambda: _get(f"{result.sim_url}/repos/acme/stockroom/pulls/{number}/reviews", result.token))
-        health = _wait(lambda: (h := requests.get(result.service_url + "/healthz", timeout=5).json())
-                       and h["model"]["version"] == "v2" and h)
+        health = _wait(
+            lambda: (
+                (h := requests.get(result.service_url + "/healthz", timeout=5).json())
+                and h["model"]["version"] == "v2"
+                and h
+            )
+        )
         assert health["model"]["loaded"] is True
         assert "revbot_model_reloads_total 1" in requests.get(result.service_url + "/metrics", timeout=5).text
         assert len(_get(f"{result.sim_url}/repos/acme/stockroom/pulls/{number}/reviews", result.token)) == 1

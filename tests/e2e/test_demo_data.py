@@ -1,19 +1,24 @@
 """The demo's sample project: deterministic, self-consistent, one team style, and something for
 every harvest filter to do. Harvested here over real HTTP from the simulator."""
+
 from __future__ import annotations
 
 import json
 import re
 
-import pytest
+from e2e_kit import TOKEN
 
 from bot.diff import parse_patch
 from revbot.dev.demo_data.sample import (
-    CI_BOT, SECRET_LINE, build_demo_pull, build_sample_project, habits_in, pull_files_seed, to_seed,
+    CI_BOT,
+    SECRET_LINE,
+    build_demo_pull,
+    build_sample_project,
+    habits_in,
+    pull_files_seed,
+    to_seed,
 )
 from revbot.dev.demo_data.templates import STYLE
-
-from e2e_kit import TOKEN
 
 # what each habit looks like in code: the line a style comment sits on must show it
 HABIT_CODE = {
@@ -89,8 +94,9 @@ def test_noise_for_every_harvest_filter_is_present(sample_project):
     assert all(c.user == CI_BOT and c.user_type == "Bot" for c in bots)
     selfs = [(p, c) for p in sample_project.pulls for c in p.comments if c.kind == "self"]
     assert all(c.user == p.author for p, c in selfs)
-    assert all(c.reactions.get("-1", 0) > c.reactions.get("+1", 0)
-               for c in sample_project.comments() if c.kind == "disliked")
+    assert all(
+        c.reactions.get("-1", 0) > c.reactions.get("+1", 0) for c in sample_project.comments() if c.kind == "disliked"
+    )
 
 
 def test_demo_pull_has_habits_and_clean_code_and_parses(sample_project):
@@ -118,18 +124,23 @@ def test_the_simulator_serves_the_history_and_opens_the_demo_pull(sample_sim, sa
     headers = {"Authorization": f"token {TOKEN}"}
     repo = requests.get(f"{sample_sim.url}/repos/acme/stockroom", headers=headers, timeout=10)
     assert repo.status_code == 200 and repo.json()["default_branch"] == "main"
-    assert requests.get(f"{sample_sim.url}/repos/acme/stockroom", headers={"Authorization": "token nope"},
-                        timeout=10).status_code == 401
-    comments = requests.get(f"{sample_sim.url}/repos/acme/stockroom/pulls/comments?per_page=100", headers=headers,
-                            timeout=10)
+    assert (
+        requests.get(
+            f"{sample_sim.url}/repos/acme/stockroom", headers={"Authorization": "token nope"}, timeout=10
+        ).status_code
+        == 401
+    )
+    comments = requests.get(
+        f"{sample_sim.url}/repos/acme/stockroom/pulls/comments?per_page=100", headers=headers, timeout=10
+    )
     assert 'rel="next"' in comments.headers["Link"]
     assert len(comments.json()) == 100
 
 
 def test_harvest_drops_every_kind_of_noise_and_scrubs_the_secret(sample_sim, sample_project, tmp_path):
+    from harvest.mine import harvest_github
     from revbot.adapters.github import GitHubClient
     from revbot.adapters.store import Store
-    from harvest.mine import harvest_github
 
     db = tmp_path / "store.db"
     store = Store(db)

@@ -13,6 +13,7 @@ v1's reviews are played by a stand-in that writes exactly the team's comment on 
 team has something to react to; v2 is the real tiny model `revbot retrain` trained, served by the
 service's own loader after the hot reload.
 """
+
 from __future__ import annotations
 
 import json
@@ -24,18 +25,22 @@ from pathlib import Path
 
 import pytest
 import requests
-
-from revbot.adapters.model import Backend, Generation
-from bot.prompt import PROMPT_FORMAT_VERSION, PromptInput
 from e2e_kit import BOT, REPO, TOKEN
+
+from bot.prompt import PROMPT_FORMAT_VERSION, PromptInput
+from revbot.adapters.model import Backend, Generation
 
 SECRET = "e2e-feedback-secret"
 F_STRINGS = "Prefer f-strings."
 _ADDED = re.compile(r"^R(\d+) \+(.*)$")
 HABIT_CODE = [  # the habit forms of revbot.dev.demo_data.templates.render_slot -> STYLE key
-    (re.compile(r"\bprint\(f\""), "print"), (re.compile(r"^\s*except:\s*$"), "except"),
-    (re.compile(r"[!=]= None\b"), "none"), (re.compile(r"=(\[\]|\{\})[,)]"), "mutdef"),
-    (re.compile(r"# TODO: "), "todo"), (re.compile(r"\btime\.sleep\("), "sleep"), (re.compile(r"\" % "), "percent"),
+    (re.compile(r"\bprint\(f\""), "print"),
+    (re.compile(r"^\s*except:\s*$"), "except"),
+    (re.compile(r"[!=]= None\b"), "none"),
+    (re.compile(r"=(\[\]|\{\})[,)]"), "mutdef"),
+    (re.compile(r"# TODO: "), "todo"),
+    (re.compile(r"\btime\.sleep\("), "sleep"),
+    (re.compile(r"\" % "), "percent"),
 ]
 
 
@@ -57,8 +62,13 @@ class TeamStyleStandIn(Backend):
         for inp in inputs:
             lines = inp.user.split("\n")
             self.seen.append(lines[0].removeprefix("File: "))
-            said = [f"R{m.group(1)}: {self.style[habit]}" for m in (_ADDED.match(x) for x in lines) if m
-                    for pattern, habit in HABIT_CODE if pattern.search(m.group(2))]
+            said = [
+                f"R{m.group(1)}: {self.style[habit]}"
+                for m in (_ADDED.match(x) for x in lines)
+                if m
+                for pattern, habit in HABIT_CODE
+                if pattern.search(m.group(2))
+            ]
             out.append(Generation("\n".join(said) or "NO COMMENT", 10, 10, "stop"))
         return out
 
@@ -81,10 +91,22 @@ class Running:
         from webhooks.settings import ServiceConfig
 
         self.cfg = ServiceConfig(
-            secret=SECRET, home=home, queue=str(home / "queue.db"), db=home / "revbot.db", models_dir=home / "models",
-            github_api_url=sim_url, github_token=TOKEN, bot_logins=(BOT,), max_new_tokens=8,
+            secret=SECRET,
+            home=home,
+            queue=str(home / "queue.db"),
+            db=home / "revbot.db",
+            models_dir=home / "models",
+            github_api_url=sim_url,
+            github_token=TOKEN,
+            bot_logins=(BOT,),
+            max_new_tokens=8,
             github_options={"min_write_interval": 0, "backoff_factor": 0.01, "max_retries": 2},
-            lease_s=30.0, reap_interval_s=0.1, retry_delay_s=0.05, reload_check_s=0.05, workers=1)
+            lease_s=30.0,
+            reap_interval_s=0.1,
+            retry_delay_s=0.05,
+            reload_check_s=0.05,
+            workers=1,
+        )
         self.queue = open_queue(self.cfg.queue, home)
         self.app = create_app(self.cfg, queue=self.queue)
         self.server = make_server("127.0.0.1", 0, self.app, threaded=True)
@@ -96,9 +118,17 @@ class Running:
         from webhooks.signature import sign
 
         body = json.dumps(payload).encode()
-        answer = requests.post(self.url, data=body, timeout=10, headers={
-            "X-GitHub-Event": event, "X-GitHub-Delivery": str(uuid.uuid4()), "Content-Type": "application/json",
-            "X-Hub-Signature-256": sign(body, SECRET)})
+        answer = requests.post(
+            self.url,
+            data=body,
+            timeout=10,
+            headers={
+                "X-GitHub-Event": event,
+                "X-GitHub-Delivery": str(uuid.uuid4()),
+                "Content-Type": "application/json",
+                "X-Hub-Signature-256": sign(body, SECRET),
+            },
+        )
         assert answer.status_code < 300, answer.text
         self.wait_idle()
         return answer.json()
@@ -132,15 +162,15 @@ def _bodies(examples: list[dict]) -> list[str]:
 
 @pytest.mark.slow
 def test_a_fix_push_then_the_teams_thumbs_down_fade_a_habit_from_the_next_version(tmp_path, tiny_llama):
-    from revbot.adapters.github import GitHubClient
-    from revbot.dev.github_sim import GitHubSimulator
-    from revbot.adapters.store import Store
-    from revbot.adapters.versions import ModelRegistry
     from finetune.evaluate import store_feedback
     from finetune.results import EvalReport, acceptance_lines
     from finetune.train import TrainConfig
+    from revbot.adapters.github import GitHubClient
+    from revbot.adapters.store import Store
+    from revbot.adapters.versions import ModelRegistry
     from revbot.dev.demo_data.sample import build_demo_pull, build_sample_project, habits_in, pull_files_seed, to_seed
     from revbot.dev.demo_data.templates import STYLE
+    from revbot.dev.github_sim import GitHubSimulator
     from revbot.retrain import retrain
     from webhooks.runtime import default_loader
 
@@ -154,15 +184,25 @@ def test_a_fix_push_then_the_teams_thumbs_down_fade_a_habit_from_the_next_versio
         gh = GitHubClient(TOKEN, api_url=sim.url, min_write_interval=0, environ={})
 
         # v1: harvested and trained for real; its training data holds the habit
-        first = retrain(store=store, models_dir=home / "models", repos=[REPO], client=gh, base_model=str(tiny_llama),
-                        config=config, max_new_tokens=8)
+        first = retrain(
+            store=store,
+            models_dir=home / "models",
+            repos=[REPO],
+            client=gh,
+            base_model=str(tiny_llama),
+            config=config,
+            max_new_tokens=8,
+        )
         assert first.promoted and first.candidate == "v1"
         registry = ModelRegistry(home / "models")
         assert _bodies(_dump(registry.get("v1").path)).count(F_STRINGS) >= 5
 
         seen: list[str] = []
-        service = Running(home, sim.url, lambda v: TeamStyleStandIn(seen) if v is not None and v.name == "v1"
-                          else default_loader(service.cfg)(v))
+        service = Running(
+            home,
+            sim.url,
+            lambda v: TeamStyleStandIn(seen) if v is not None and v.name == "v1" else default_loader(service.cfg)(v),
+        )
         try:
             demo = build_demo_pull(project)
             opened = sim.add_pull(REPO, files=pull_files_seed(demo), title=demo.title, user=demo.author)
@@ -170,21 +210,25 @@ def test_a_fix_push_then_the_teams_thumbs_down_fade_a_habit_from_the_next_versio
             service.deliver("pull_request", opened["webhook"])
             posted = {(c["path"], c["line"]): c for c in gh.pull_review_comments(REPO, number)}
             assert {(p, n, STYLE[h]) for p, n, h in habits_in(demo)} == {
-                (p, n, c["body"].split("\n")[0]) for (p, n), c in posted.items()}
+                (p, n, c["body"].split("\n")[0]) for (p, n), c in posted.items()
+            }
 
             # 1. the author fixes the print() line only; the push is reviewed where it changed
             files = pull_files_seed(demo)
             returns = next(f for f in files if f["filename"] == "stockroom/returns.py")
             returns["patch"] = returns["patch"].replace(
                 'print(f"created return_request: {return_request.id}")',
-                'logger.info("created return_request", extra={"id": return_request.id})')
+                'logger.info("created return_request", extra={"id": return_request.id})',
+            )
             seen.clear()
             pushed = sim.add_pull(REPO, number=number, files=files)
             service.deliver("pull_request", pushed["webhook"])
             assert seen == ["stockroom/returns.py"]  # one hunk changed since the last review: only it
             review = next(r for r in gh.list_reviews(REPO, number) if r["commit_id"] == pushed["pull"]["head"]["sha"])
-            assert "only the changes since the last review" in review["body"] and "1 of the pull request's 6 hunks" \
-                in review["body"]
+            assert (
+                "only the changes since the last review" in review["body"]
+                and "1 of the pull request's 6 hunks" in review["body"]
+            )
             threads = {int(t["comments"]["nodes"][0]["fullDatabaseId"]): t for t in gh.review_threads(REPO, number)}
             fixed = posted[("stockroom/returns.py", 7)]["id"]
             assert threads[fixed]["isResolved"] and threads[fixed]["resolvedBy"]["login"] == BOT
@@ -199,15 +243,17 @@ def test_a_fix_push_then_the_teams_thumbs_down_fade_a_habit_from_the_next_versio
             sim.react(REPO, f_strings, "-1", user="devon-r")
             sim.react(REPO, posted[("stockroom/billing.py", 5)]["id"], "+1", user="priya-s")
 
-            second = retrain(store=store, models_dir=home / "models", repos=[REPO], client=gh, config=config,
-                             max_new_tokens=8)
+            second = retrain(
+                store=store, models_dir=home / "models", repos=[REPO], client=gh, config=config, max_new_tokens=8
+            )
             assert second.candidate == "v2" and second.feedback["habits"] == ["prefer f-strings"]
             assert second.feedback["negatives_added"] == 1 and second.feedback["comments_removed"] >= 5
             v2_data = _dump(registry.get("v2").path)
             assert F_STRINGS not in _bodies(v2_data)
             voted_down = [e for e in v2_data if e["source"] == "feedback" and not e["comments"]]
             assert [(e["path"], e["meta"]["comment_id"], e["meta"]["model_version"]) for e in voted_down] == [
-                ("stockroom/pricing.py", f_strings, "v1")]
+                ("stockroom/pricing.py", f_strings, "v1")
+            ]
             assert '+    subject = "Voucher %s is ready" % voucher.id' in voted_down[0]["hunk"]
 
             acceptance = store_feedback(home / "revbot.db")["by_version"]
@@ -221,8 +267,9 @@ def test_a_fix_push_then_the_teams_thumbs_down_fade_a_habit_from_the_next_versio
             service.deliver("issue_comment", asked["webhook"])
             [listed] = [c for c in gh.issue_comments(REPO, number) if c["id"] == asked["comment"]["id"]]
             assert listed["reactions"]["eyes"] == 1
-            full = next(r for r in gh.list_reviews(REPO, number)
-                        if f"revbot:request id={asked['comment']['id']}" in r["body"])
+            full = next(
+                r for r in gh.list_reviews(REPO, number) if f"revbot:request id={asked['comment']['id']}" in r["body"]
+            )
             [job] = [j for j in service.queue.store.find(repo=REPO) if j.plan and j.payload.get("request")]
             assert job.plan["model_version"] == "v2" and "asked for with `/revbot review` by maria-k" in full["body"]
             newest = [c for c in gh.pull_review_comments(REPO, number) if c["id"] not in {x["id"] for x in after}]

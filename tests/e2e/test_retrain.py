@@ -1,6 +1,7 @@
 """`revbot retrain`: the gate metric, and the whole loop against the simulator with real training of
 a tiny model — a better candidate is promoted, a deliberately worse one is refused, every decision
 is recorded and shown by `revbot models list`."""
+
 from __future__ import annotations
 
 import json
@@ -8,12 +9,11 @@ from types import SimpleNamespace
 
 import pytest
 from click.testing import CliRunner
+from e2e_kit import REPO, TOKEN
 
 from bot.errors import UsageError
 from finetune.evaluate import metric_value
 from revbot.retrain import METRICS, RetrainBusy, retrain, retrain_lock
-
-from e2e_kit import REPO, TOKEN
 
 
 def test_metric_value_reads_eval_metrics_and_refuses_unknown_names():
@@ -50,8 +50,11 @@ def loop(sample_sim, tiny_llama, tmp_path_factory):
     """Environment of a team running revbot against the simulator: store, models folder, token."""
     home = tmp_path_factory.mktemp("retrain")
     env = {
-        "REVBOT_DB": str(home / "revbot.db"), "REVBOT_MODELS_DIR": str(home / "models"),
-        "REVBOT_GITHUB_TOKEN": TOKEN, "REVBOT_GITHUB_API_URL": sample_sim.url, "GITHUB_TOKEN": "",
+        "REVBOT_DB": str(home / "revbot.db"),
+        "REVBOT_MODELS_DIR": str(home / "models"),
+        "REVBOT_GITHUB_TOKEN": TOKEN,
+        "REVBOT_GITHUB_API_URL": sample_sim.url,
+        "GITHUB_TOKEN": "",
     }
     return SimpleNamespace(home=home, env=env, sim=sample_sim, base=str(tiny_llama))
 
@@ -84,10 +87,30 @@ def test_retrain_promotes_a_better_candidate_and_refuses_a_worse_one(loop):
     from webhooks.jobs import Job
     from webhooks.recorder import CommentRecorder
 
-    added = loop.sim.add_comments(REPO, 3, [{"path": _first_path(loop.sim, 3), "line": _first_line(loop.sim, 3),
-                                             "body": "Prefer f-strings.", "user": "maria-k"}])
-    recorded = loop.sim.add_comments(REPO, 5, [{"path": _first_path(loop.sim, 5), "line": _first_line(loop.sim, 5),
-                                                "body": "Use the module logger instead of print.", "user": "devon-r"}])
+    added = loop.sim.add_comments(
+        REPO,
+        3,
+        [
+            {
+                "path": _first_path(loop.sim, 3),
+                "line": _first_line(loop.sim, 3),
+                "body": "Prefer f-strings.",
+                "user": "maria-k",
+            }
+        ],
+    )
+    recorded = loop.sim.add_comments(
+        REPO,
+        5,
+        [
+            {
+                "path": _first_path(loop.sim, 5),
+                "line": _first_line(loop.sim, 5),
+                "body": "Use the module logger instead of print.",
+                "user": "devon-r",
+            }
+        ],
+    )
     store = Store(loop.env["REVBOT_DB"])
     hook = dict(recorded["webhooks"][0], pr_author="someone-else")
     CommentRecorder(store)(Job(1, "comment", "k", REPO, 5, None, "running", hook))
@@ -154,9 +177,9 @@ LEARNS = {"max_steps": 150, "lr": 1e-2}  # enough for the tiny random model to w
 def test_the_default_gate_needs_evidence(tiny_llama, tmp_path):
     """review_f1 gate on real tiny models: a 0 = 0 tie never promotes, a model that learnt is promoted,
     and a 3-step candidate never replaces it."""
+    from finetune.train import TrainConfig
     from revbot.adapters.store import Store
     from revbot.adapters.versions import ModelRegistry
-    from finetune.train import TrainConfig
     from tests.finetune.helpers import one_torch_thread, synthetic_examples
 
     store = Store(tmp_path / "revbot.db")
@@ -165,8 +188,13 @@ def test_the_default_gate_needs_evidence(tiny_llama, tmp_path):
 
     def run(**config):
         with one_torch_thread():
-            return retrain(store=store, models_dir=models, base_model=str(tiny_llama), max_new_tokens=48,
-                           config=TrainConfig(batch_size=2, max_length=512, **config))
+            return retrain(
+                store=store,
+                models_dir=models,
+                base_model=str(tiny_llama),
+                max_new_tokens=48,
+                config=TrainConfig(batch_size=2, max_length=512, **config),
+            )
 
     first = run(**FEW_STEPS)
     assert first.promoted and first.candidate == "v1" and first.candidate_value == 0.0  # nothing else to serve

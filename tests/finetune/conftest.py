@@ -1,6 +1,7 @@
 """Fixtures of the finetune tests: the real crc-py reviews, and one version trained by `revbot train`
 that the tests inspecting, evaluating, listing and exporting a version share (training is the slow
 part). Torch runs on one thread here: see helpers.one_torch_thread."""
+
 from __future__ import annotations
 
 import contextlib
@@ -53,8 +54,24 @@ def trained(tmp_path_factory, tiny_llama):
     data = root / "examples.jsonl"
     write_examples(data, synthetic_examples())
     models = root / "models"
-    args = ["train", "--data", str(data), "--base-model", str(tiny_llama), "--models-dir", str(models),
-            "--max-steps", "4", "--batch-size", "2", "--max-length", "512", "--eval-every", "2", "--quiet"]
+    args = [
+        "train",
+        "--data",
+        str(data),
+        "--base-model",
+        str(tiny_llama),
+        "--models-dir",
+        str(models),
+        "--max-steps",
+        "4",
+        "--batch-size",
+        "2",
+        "--max-length",
+        "512",
+        "--eval-every",
+        "2",
+        "--quiet",
+    ]
     out = io.StringIO()
     with contextlib.redirect_stdout(out), one_torch_thread():
         try:

@@ -1,5 +1,6 @@
 """Test data for the finetune tests: real review comments from ../shared/data/crc-py converted to the
 training-example schema (plus negative examples cut from the same hunks), and small synthetic sets."""
+
 from __future__ import annotations
 
 import json
@@ -29,23 +30,47 @@ def crc_examples(path: Path, limit: int | None = None, negatives_every: int = 3)
             last = hunk.lines[-1]
             repo = f"{row['owner']}/{row['repo']}"
             comment = ExampleComment(last.number, last.side, row["comment"])
-            out.append(Example(
-                id=example_id(repo, row["pr_number"], row["file_path"], hunk.header, str(row["comment_id"])),
-                repo=repo, pr=int(row["pr_number"]), path=row["file_path"], hunk=hunk.text(),
-                comments=[comment], created_at=row["comment_created_at"], source="crc-py",
-            ))
+            out.append(
+                Example(
+                    id=example_id(repo, row["pr_number"], row["file_path"], hunk.header, str(row["comment_id"])),
+                    repo=repo,
+                    pr=int(row["pr_number"]),
+                    path=row["file_path"],
+                    hunk=hunk.text(),
+                    comments=[comment],
+                    created_at=row["comment_created_at"],
+                    source="crc-py",
+                )
+            )
             if negatives_every and n % negatives_every == 0 and len(hunk.lines) > 3:
                 head = hunk.sub_hunk(0, len(hunk.lines) // 2)
-                out.append(Example(
-                    id=example_id(repo, row["pr_number"], row["file_path"], head.header, f"neg{row['comment_id']}"),
-                    repo=repo, pr=int(row["pr_number"]), path=row["file_path"], hunk=head.text(),
-                    comments=[], created_at=row["comment_created_at"], source="crc-py",
-                ))
+                out.append(
+                    Example(
+                        id=example_id(repo, row["pr_number"], row["file_path"], head.header, f"neg{row['comment_id']}"),
+                        repo=repo,
+                        pr=int(row["pr_number"]),
+                        path=row["file_path"],
+                        hunk=head.text(),
+                        comments=[],
+                        created_at=row["comment_created_at"],
+                        source="crc-py",
+                    )
+                )
     return out
 
 
-_FUNCS = ["load_config", "parse_args", "fetch_user", "save_cache", "read_rows", "send_mail", "build_index",
-          "open_socket", "merge_dicts", "render_page"]
+_FUNCS = [
+    "load_config",
+    "parse_args",
+    "fetch_user",
+    "save_cache",
+    "read_rows",
+    "send_mail",
+    "build_index",
+    "open_socket",
+    "merge_dicts",
+    "render_page",
+]
 _COMMENTS = {
     "open": "The file handle is never closed; use a with block.",
     "get": "This can raise a KeyError when the key is missing; use .get() with a default.",
@@ -54,8 +79,9 @@ _COMMENTS = {
 }
 
 
-def synthetic_examples(n_prs: int = 30, per_pr: int = 2, start_year: int = 2023,
-                       fixed_start: int | None = None) -> list[Example]:
+def synthetic_examples(
+    n_prs: int = 30, per_pr: int = 2, start_year: int = 2023, fixed_start: int | None = None
+) -> list[Example]:
     """Short, learnable examples: each PR changes a small function; some changes draw the team's
     usual comment (on the last added line), the others are left alone. PR k is dated day k.
     ``fixed_start``: every hunk starts at that line, so every comment sits on the same line number
@@ -68,8 +94,12 @@ def synthetic_examples(n_prs: int = 30, per_pr: int = 2, start_year: int = 2023,
             func = _FUNCS[k % len(_FUNCS)]
             start = fixed_start if fixed_start is not None else 10 + (k % 7) * 3
             if (k % 3) == 2:  # a harmless rename: humans said nothing
-                body = [f" def {func}(path):", f"-    value = old_{func}(path)", f"+    value = new_{func}(path)",
-                        "     return value"]
+                body = [
+                    f" def {func}(path):",
+                    f"-    value = old_{func}(path)",
+                    f"+    value = new_{func}(path)",
+                    "     return value",
+                ]
                 hunk = f"@@ -{start},3 +{start},3 @@\n" + "\n".join(body)
                 comments = []
             else:
@@ -84,12 +114,18 @@ def synthetic_examples(n_prs: int = 30, per_pr: int = 2, start_year: int = 2023,
                 hunk = f"@@ -{start},2 +{start},3 @@\n" + "\n".join(body)
                 comments = [ExampleComment(start + 2, "RIGHT", _COMMENTS[kind])]
             header = hunk.split("\n", 1)[0]
-            out.append(Example(
-                id=example_id("acme/app", pr, f"src/{func}.py", header, str(j)), repo="acme/app", pr=pr,
-                path=f"src/{func}.py", hunk=hunk, comments=comments,
-                created_at=f"{start_year}-{1 + pr // 28:02d}-{1 + pr % 28:02d}T00:00:00Z",
-                source="test",
-            ))
+            out.append(
+                Example(
+                    id=example_id("acme/app", pr, f"src/{func}.py", header, str(j)),
+                    repo="acme/app",
+                    pr=pr,
+                    path=f"src/{func}.py",
+                    hunk=hunk,
+                    comments=comments,
+                    created_at=f"{start_year}-{1 + pr // 28:02d}-{1 + pr % 28:02d}T00:00:00Z",
+                    source="test",
+                )
+            )
     return out
 
 

@@ -1,5 +1,6 @@
 """Per-example attention over packed rows: the same outputs and gradients as attending to each example
 alone, whichever way the examples are delimited and grouped."""
+
 from __future__ import annotations
 
 import math
@@ -24,16 +25,19 @@ def _alone(query, key, value, lengths, groups):
     """Reference: causal sdpa on each example separately, concatenated back."""
     outs, start = [], 0
     for n in lengths:
-        k = key[:, :, start:start + n].repeat_interleave(groups, dim=1)
-        v = value[:, :, start:start + n].repeat_interleave(groups, dim=1)
-        outs.append(F.scaled_dot_product_attention(query[:, :, start:start + n], k, v, is_causal=True))
+        k = key[:, :, start : start + n].repeat_interleave(groups, dim=1)
+        v = value[:, :, start : start + n].repeat_interleave(groups, dim=1)
+        outs.append(F.scaled_dot_product_attention(query[:, :, start : start + n], k, v, is_causal=True))
         start += n
     return torch.cat(outs, dim=2).transpose(1, 2)
 
 
 def _qkv(width, heads=4, kv_heads=2, dim=8, batch=1, seed=0):
     gen = torch.Generator().manual_seed(seed)
-    make = lambda h: torch.randn(batch, h, width, dim, generator=gen, requires_grad=True)
+
+    def make(h):
+        return torch.randn(batch, h, width, dim, generator=gen, requires_grad=True)
+
     return make(heads), make(kv_heads), make(kv_heads)
 
 
@@ -44,8 +48,9 @@ def test_packed_row_attends_within_each_example_only(waste, delimit):
     q, k, v = _qkv(sum(lengths))
     positions = torch.cat([torch.arange(n) for n in lengths])[None]
     bounds = torch.tensor([0, *lengths]).cumsum(0).to(torch.int32)
-    extra = {"position_ids": positions} if delimit == "positions" else {"cu_seq_lens_q": bounds,
-                                                                        "position_ids": positions}
+    extra = (
+        {"position_ids": positions} if delimit == "positions" else {"cu_seq_lens_q": bounds, "position_ids": positions}
+    )
     out, weights = segment_attention(_Module(2), q, k, v, None, waste=waste, dropout=0.0, **extra)
     assert weights is None and out.shape == (1, sum(lengths), 4, 8)
     reference = _alone(q, k, v, lengths, 2)
@@ -66,8 +71,8 @@ def test_several_packed_rows_are_split_at_row_starts_too():
     positions = torch.tensor([[0, 1, 2, 3, 4, 0, 1, 2], [3, 4, 5, 6, 0, 1, 2, 3]])
     out, _ = segment_attention(_Module(2), q, k, v, None, position_ids=positions)
     for b, lengths in enumerate(rows):
-        reference = _alone(q[b:b + 1], k[b:b + 1], v[b:b + 1], lengths, 2)
-        torch.testing.assert_close(out[b:b + 1], reference, rtol=1e-5, atol=1e-6)
+        reference = _alone(q[b : b + 1], k[b : b + 1], v[b : b + 1], lengths, 2)
+        torch.testing.assert_close(out[b : b + 1], reference, rtol=1e-5, atol=1e-6)
     assert segment_starts(2, 8, positions).tolist() == [0, 5, 8, 12, 16]
 
 
@@ -91,7 +96,7 @@ def test_length_groups_bound_the_padding():
         for g in groups:
             longest = max(lengths[i] for i in g)
             assert lengths[g[0]] == longest  # the group's first member sets its padded length
-            assert len(g) * longest ** 2 <= waste * sum(lengths[i] ** 2 for i in g) + 1e-9
+            assert len(g) * longest**2 <= waste * sum(lengths[i] ** 2 for i in g) + 1e-9
     assert [len(g) for g in length_groups(lengths, 1.0)] == [1] * 13 + [2]  # only equal lengths share
     assert length_groups(lengths, math.inf) == [sorted(range(len(lengths)), key=lambda i: -lengths[i])]
     assert len(length_groups(lengths, 1.3)) < len(lengths)

@@ -1,5 +1,6 @@
 """`revbot eval` shows how the team received each model version's posted comments: the acceptance
 rate by version, in the terminal table and in report.md (issue 14, item 3)."""
+
 from __future__ import annotations
 
 from bot.examples import Example, ExampleComment
@@ -8,7 +9,10 @@ from finetune.results import EvalReport, SystemResult, acceptance_lines
 
 HUNK = "@@ -1,2 +1,3 @@\n def f():\n+    print(x)\n     return x"
 FEEDBACK = {
-    "comments": 7, "liked_share": 3 / 7, "disliked_share": 4 / 7, "answered_share": 1 / 7,
+    "comments": 7,
+    "liked_share": 3 / 7,
+    "disliked_share": 4 / 7,
+    "answered_share": 1 / 7,
     "by_version": {
         "v10": {"judged": 2, "accepted": 2, "rejected": 0, "acceptance_rate": 1.0},
         "unknown": {"judged": 1, "accepted": 0, "rejected": 1, "acceptance_rate": 0.0},
@@ -27,9 +31,11 @@ def test_acceptance_by_version_in_the_table_and_the_report(tmp_path):
     report = _report(FEEDBACK)
     lines = report.table().splitlines()
     start = lines.index("acceptance of posted comments by the team (reactions, replies, resolved threads):")
-    assert lines[start + 1:] == ["  v2: 25% accepted (1 of 4 judged, 3 rejected)",
-                                 "  v10: 100% accepted (2 of 2 judged, 0 rejected)",
-                                 "  unknown: 0% accepted (0 of 1 judged, 1 rejected)"]
+    assert lines[start + 1 :] == [
+        "  v2: 25% accepted (1 of 4 judged, 3 rejected)",
+        "  v10: 100% accepted (2 of 2 judged, 0 rejected)",
+        "  unknown: 0% accepted (0 of 1 judged, 1 rejected)",
+    ]
     write_report(report, tmp_path)
     md = (tmp_path / "report.md").read_text()
     assert "| version | judged | accepted | rejected | acceptance |" in md

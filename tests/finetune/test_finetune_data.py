@@ -1,4 +1,5 @@
 """Splits by PR and time, answer-only labels, the trainer's dataset, and loading examples."""
+
 from __future__ import annotations
 
 import json
@@ -10,7 +11,12 @@ from bot.errors import DataError
 from bot.examples import write_examples
 from bot.prompt import render_answer
 from finetune.data import (
-    IGNORE_INDEX, encode_example, encode_examples, load_examples, prompt_completion_dataset, register_dataset_reader,
+    IGNORE_INDEX,
+    encode_example,
+    encode_examples,
+    load_examples,
+    prompt_completion_dataset,
+    register_dataset_reader,
     split_examples,
 )
 from tests.finetune.helpers import crc_examples, synthetic_examples
@@ -24,8 +30,11 @@ def test_split_holds_out_the_newest_prs_and_never_splits_a_pr():
     examples = synthetic_examples(n_prs=40, per_pr=3)
     splits = split_examples(examples, seed=0, test_fraction=0.1, val_fraction=0.1)
     prs = {name: {ex.pr for ex in part} for name, part in splits.items()}
-    assert not (prs["train"] & prs["validation"]) and not (prs["train"] & prs["test"]) \
+    assert (
+        not (prs["train"] & prs["validation"])
+        and not (prs["train"] & prs["test"])
         and not (prs["validation"] & prs["test"])
+    )
     assert sum(len(p) for _, p in splits.items()) == len(examples)
     # time order: every test PR is newer than every validation PR, which is newer than every train PR
     assert min(prs["test"]) > max(prs["validation"]) > max(prs["train"])
@@ -73,7 +82,10 @@ def test_split_of_real_reviews_puts_the_newest_prs_last(crc_path):
     first = {}
     for ex in examples:
         first[(ex.repo, ex.pr)] = min(first.get((ex.repo, ex.pr), ex.created_at), ex.created_at)
-    start = lambda part: [parse_time(first[(e.repo, e.pr)]) for e in part]
+
+    def start(part):
+        return [parse_time(first[(e.repo, e.pr)]) for e in part]
+
     assert max(start(splits.train)) <= min(start(splits.validation))
     assert max(start(splits.validation)) <= min(start(splits.test))
     assert splits.counts()["test"]["negative"] > 0  # the helper cuts negatives from real hunks too
@@ -98,16 +110,16 @@ def test_labels_cover_the_answer_only(tokenizers, arch):
     assert ex.comments
     enc = encode_example(ex, tok)
     labels = enc.labels()
-    assert labels[:enc.n_prompt] == [IGNORE_INDEX] * enc.n_prompt
-    assert labels[enc.n_prompt:] == list(enc.ids[enc.n_prompt:])
-    answer_ids = list(enc.ids[enc.n_prompt:])
+    assert labels[: enc.n_prompt] == [IGNORE_INDEX] * enc.n_prompt
+    assert labels[enc.n_prompt :] == list(enc.ids[enc.n_prompt :])
+    answer_ids = list(enc.ids[enc.n_prompt :])
     assert answer_ids[-1] == tok.eos_token_id
     assert tok.decode(answer_ids[:-1]) == render_answer(ex.comments)
-    assert "Review" in tok.decode(enc.ids[:enc.n_prompt]) or "assistant" in tok.decode(enc.ids[:enc.n_prompt])
+    assert "Review" in tok.decode(enc.ids[: enc.n_prompt]) or "assistant" in tok.decode(enc.ids[: enc.n_prompt])
     if arch == "llama":  # plain prompts start with the tokenizer's <s>; chat templates bring their own markers
         assert enc.ids[0] == tok.bos_token_id
     else:
-        assert tok.decode(enc.ids[:enc.n_prompt]).startswith("<|im_start|>system")
+        assert tok.decode(enc.ids[: enc.n_prompt]).startswith("<|im_start|>system")
 
 
 def test_examples_longer_than_max_length_are_skipped_and_reported(tokenizers):
@@ -128,19 +140,32 @@ def test_the_trainer_packs_whole_examples_with_loss_on_their_answers(tiny_llama,
     tok = tokenizers["llama"]
     encoded, _ = encode_examples(synthetic_examples(n_prs=6), tok, 512)
     row = 3 * max(len(e) for e in encoded)
-    args = SFTConfig(output_dir=str(tmp_path), packing=True, packing_strategy="bfd", max_length=row, completion_only_loss=True,
-                     per_device_train_batch_size=2, use_cpu=True, bf16=False, report_to="none",
-                     activation_checkpointing=False)
-    trainer = SFTTrainer(model=AutoModelForCausalLM.from_pretrained(tiny_llama), args=args,
-                         train_dataset=prompt_completion_dataset(encoded), processing_class=tok)
+    args = SFTConfig(
+        output_dir=str(tmp_path),
+        packing=True,
+        packing_strategy="bfd",
+        max_length=row,
+        completion_only_loss=True,
+        per_device_train_batch_size=2,
+        use_cpu=True,
+        bf16=False,
+        report_to="none",
+        activation_checkpointing=False,
+    )
+    trainer = SFTTrainer(
+        model=AutoModelForCausalLM.from_pretrained(tiny_llama),
+        args=args,
+        train_dataset=prompt_completion_dataset(encoded),
+        processing_class=tok,
+    )
     by_ids = {e.ids: e for e in encoded}
     seen = []
     for packed in trainer.train_dataset:
         assert len(packed["input_ids"]) <= row and sum(packed["seq_lengths"]) == len(packed["input_ids"])
         start = 0
         for n in packed["seq_lengths"]:
-            ids = tuple(packed["input_ids"][start:start + n])
-            assert packed["labels"][start:start + n] == by_ids[ids].labels()  # -100 on the prompt, ids on the answer
+            ids = tuple(packed["input_ids"][start : start + n])
+            assert packed["labels"][start : start + n] == by_ids[ids].labels()  # -100 on the prompt, ids on the answer
             seen.append(ids)
             start += n
     assert sorted(seen) == sorted(by_ids)  # every example once, whole

@@ -1,14 +1,15 @@
 """Evaluation: every system scored on the same hunks; the report; feedback from the store."""
+
 from __future__ import annotations
 
 import json
 
 import pytest
 
-from revbot.adapters.model import Backend, Generation
 from bot.prompt import render_target
 from finetune.data import split_examples
 from finetune.evaluate import evaluate, store_feedback
+from revbot.adapters.model import Backend, Generation
 from tests.finetune.helpers import synthetic_examples
 
 
@@ -67,8 +68,17 @@ def test_every_system_is_scored_on_the_same_hunks(splits, tmp_path):
     # the report: table, plots, side by side, all predictions in metrics.json
     md = (tmp_path / "report.md").read_text()
     assert md.splitlines()[2].startswith("**verdict: tuned beats base on review F1, BLEU-4 -stop, ROUGE-L")
-    for name in ("**tuned**", "**base**", "**retrieval**", "**most-frequent**", "![text_metrics.png]", "![placement.png]",
-                 "![errors.png]", "| review F1 |", "## What the promotion gate reads"):
+    for name in (
+        "**tuned**",
+        "**base**",
+        "**retrieval**",
+        "**most-frequent**",
+        "![text_metrics.png]",
+        "![placement.png]",
+        "![errors.png]",
+        "| review F1 |",
+        "## What the promotion gate reads",
+    ):
         assert name in md
     assert md.count("```diff") == min(10, counts["positive"])
     assert (tmp_path / "placement.png").read_bytes()[:4] == b"\x89PNG"
@@ -76,8 +86,10 @@ def test_every_system_is_scored_on_the_same_hunks(splits, tmp_path):
     assert saved["systems"]["tuned"]["metrics"]["bleu4"] == pytest.approx(100.0)
     assert len(saved["systems"]["base"]["predictions"]) == len(test)
     table = report.table().splitlines()
-    assert table[0].startswith("verdict: tuned beats base on review F1, BLEU-4 -stop, ROUGE-L, hunk R, parse-fail; "
-                               "tuned beats retrieval on review F1")
+    assert table[0].startswith(
+        "verdict: tuned beats base on review F1, BLEU-4 -stop, ROUGE-L, hunk R, parse-fail; "
+        "tuned beats retrieval on review F1"
+    )
     assert table[2].split()[:3] == ["system", "review", "F1"] and table[4].startswith("tuned")
 
 
@@ -98,7 +110,9 @@ def test_leaked_and_too_long_examples_are_dropped_for_every_system(splits):
     limit = len(longest.prompt_input().plain_text().split()) + 16 - 1  # the longest no longer fits with 16 new tokens
     backend = perfect(test)
     backend.max_context = limit
-    report = evaluate(backend, test + [leaked], splits.train, base=None, out_dir=None, max_new_tokens=16, progress=False)
+    report = evaluate(
+        backend, test + [leaked], splits.train, base=None, out_dir=None, max_new_tokens=16, progress=False
+    )
     assert report.dropped["also_in_training"] == 1
     assert report.dropped["too_long"] >= 1
     ids = {e.id for e in report.examples}
@@ -110,21 +124,33 @@ def test_feedback_on_the_bots_comments_comes_from_the_store(splits, tmp_path):
     from revbot.adapters.store import Feedback, Store
 
     store = Store(tmp_path / "revbot.db")
-    store.record_feedback([
-        Feedback("o/r", 1, 101, "reactions", "", json.dumps({"+1": 2, "-1": 0})),
-        Feedback("o/r", 1, 102, "reactions", "", json.dumps({"+1": 0, "-1": 1})),
-        Feedback("o/r", 1, 102, "reply", "dev", "Not here, this is generated code.", ref_id=900),
-        Feedback("o/r", 2, 103, "reaction", "dev", "confused"),
-    ])
+    store.record_feedback(
+        [
+            Feedback("o/r", 1, 101, "reactions", "", json.dumps({"+1": 2, "-1": 0})),
+            Feedback("o/r", 1, 102, "reactions", "", json.dumps({"+1": 0, "-1": 1})),
+            Feedback("o/r", 1, 102, "reply", "dev", "Not here, this is generated code.", ref_id=900),
+            Feedback("o/r", 2, 103, "reaction", "dev", "confused"),
+        ]
+    )
     store.close()
     fb = store_feedback(tmp_path / "revbot.db")
-    assert fb == {"comments": 3, "liked_share": pytest.approx(1 / 3), "disliked_share": pytest.approx(2 / 3),
-                  "answered_share": pytest.approx(1 / 3),
-                  # 101 liked twice; 102 voted down (its reply says neither); 103 confused; no versions recorded
-                  "by_version": {"unknown": {"judged": 3, "accepted": 1, "rejected": 2,
-                                             "acceptance_rate": pytest.approx(1 / 3)}}}
-    report = evaluate(perfect(splits.test), splits.test, splits.train, base=None, out_dir=tmp_path / "out",
-                      store=tmp_path / "revbot.db", progress=False)
+    assert fb == {
+        "comments": 3,
+        "liked_share": pytest.approx(1 / 3),
+        "disliked_share": pytest.approx(2 / 3),
+        "answered_share": pytest.approx(1 / 3),
+        # 101 liked twice; 102 voted down (its reply says neither); 103 confused; no versions recorded
+        "by_version": {"unknown": {"judged": 3, "accepted": 1, "rejected": 2, "acceptance_rate": pytest.approx(1 / 3)}},
+    }
+    report = evaluate(
+        perfect(splits.test),
+        splits.test,
+        splits.train,
+        base=None,
+        out_dir=tmp_path / "out",
+        store=tmp_path / "revbot.db",
+        progress=False,
+    )
     assert report.feedback == fb
     assert "liked 33%, disliked 67%, answered 33%" in (tmp_path / "out" / "report.md").read_text()
     empty = Store(tmp_path / "empty.db")
@@ -149,9 +175,9 @@ def test_evaluation_needs_examples(splits):
 def test_what_a_version_is_evaluated_on(tmp_path):
     from bot.errors import DataError
     from bot.examples import write_examples
+    from finetune.evaluate import examples_for
     from revbot.adapters.store import Store
     from revbot.adapters.versions import ModelVersion
-    from finetune.evaluate import examples_for
 
     examples = synthetic_examples(n_prs=30)
     splits = split_examples(examples, seed=0)

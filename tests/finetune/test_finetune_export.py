@@ -1,5 +1,6 @@
 """`export_merged`: the adapter merged at 16-bit gives the adapter's logits; the Modelfile follows
 the prompt contract."""
+
 from __future__ import annotations
 
 import json
@@ -9,8 +10,8 @@ import torch
 
 from bot.errors import ModelError
 from bot.prompt import ANSWER_END, SYSTEM_PROMPT
-from revbot.adapters.versions import ModelRegistry
 from finetune.export import export_merged, ollama_template
+from revbot.adapters.versions import ModelRegistry
 from tests.finetune.helpers import run_cli
 
 
@@ -21,15 +22,20 @@ def test_merged_model_matches_base_plus_adapter(trained, tmp_path, capsys):
     models, _ = trained
     version = ModelRegistry(models).get("v1")
     out = tmp_path / "merged"
-    code, stdout, err = run_cli(["export", "v1", "--merged", str(out), "--dtype", "bfloat16",
-                                 "--models-dir", str(models)], capsys)
+    code, stdout, err = run_cli(
+        ["export", "v1", "--merged", str(out), "--dtype", "bfloat16", "--models-dir", str(models)], capsys
+    )
     assert code == 0, err
-    assert {"config.json", "model.safetensors", "tokenizer.json", "Modelfile", "revbot-export.json"} <= {p.name for p in out.iterdir()}
+    assert {"config.json", "model.safetensors", "tokenizer.json", "Modelfile", "revbot-export.json"} <= {
+        p.name for p in out.iterdir()
+    }
     assert not list(tmp_path.glob(".merged.incoming-*"))
     merged = AutoModelForCausalLM.from_pretrained(out)
     assert merged.dtype == torch.bfloat16
     assert not any("lora" in n for n, _ in merged.named_parameters())
-    reference = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(version.base_model), str(version.path)).eval()
+    reference = PeftModel.from_pretrained(
+        AutoModelForCausalLM.from_pretrained(version.base_model), str(version.path)
+    ).eval()
     ids = AutoTokenizer.from_pretrained(out)("def load(path):\n    return open(path)", return_tensors="pt")["input_ids"]
     with torch.no_grad():
         want = reference(input_ids=ids).logits
@@ -58,5 +64,7 @@ def test_ollama_template_renders_the_prompt_contract(tiny_llama, tiny_qwen):
     plain = ollama_template(AutoTokenizer.from_pretrained(tiny_llama))
     assert plain == "{{ .System }}\n\n{{ .Prompt }}\n\n### Review\n"
     chat = ollama_template(AutoTokenizer.from_pretrained(tiny_qwen))
-    assert chat == ("<|im_start|>system\n{{ .System }}<|im_end|>\n<|im_start|>user\n{{ .Prompt }}<|im_end|>\n"
-                    "<|im_start|>assistant\n")
+    assert chat == (
+        "<|im_start|>system\n{{ .System }}<|im_end|>\n<|im_start|>user\n{{ .Prompt }}<|im_end|>\n"
+        "<|im_start|>assistant\n"
+    )

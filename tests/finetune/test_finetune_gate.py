@@ -1,10 +1,16 @@
 """The promotion gate as a pure function: it needs evidence, and it knows which way is better."""
+
 from __future__ import annotations
 
 import pytest
 
 from finetune.gate import (
-    PARSE_FAILURE_TOLERANCE, VAL_LOSS_TOLERANCE, Evidence, at_least_as_good, decide, has_signal,
+    PARSE_FAILURE_TOLERANCE,
+    VAL_LOSS_TOLERANCE,
+    Evidence,
+    at_least_as_good,
+    decide,
+    has_signal,
 )
 
 GOOD = Evidence("v1", metric=0.31, parse_failure_rate=0.0, val_loss=0.37)

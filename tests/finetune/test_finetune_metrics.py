@@ -1,4 +1,5 @@
 """Metrics (BLEU-4 as CodeReviewer computes it, ROUGE-L, placement) and the baselines."""
+
 from __future__ import annotations
 
 import json
@@ -12,39 +13,89 @@ from bot.examples import Example, ExampleComment
 from bot.prompt import PromptComment
 from finetune.baselines import BM25, MostFrequentBaseline, RetrievalBaseline, code_tokens, transplant
 from finetune.metrics import (
-    Placement, bleu4, bleu_tokens, exact_match, placement_metrics, review_scores, rouge_l, sentence_bleu4,
-    stop_words, text_metrics, tokenize, uninformative_metrics,
+    Placement,
+    bleu4,
+    bleu_tokens,
+    exact_match,
+    placement_metrics,
+    review_scores,
+    rouge_l,
+    sentence_bleu4,
+    stop_words,
+    text_metrics,
+    tokenize,
+    uninformative_metrics,
 )
 
 # Review comments in the style of CodeReviewer's test set (short, imperative, code in backticks);
 # written for these tests.
 CODEREVIEWER_STYLE = [
-    "Why do we need this change?", "nit: remove the extra blank line", "This should be `final`.",
-    "Can we use `Objects.requireNonNull` here?", "I think this is not needed anymore.",
-    "Please add a unit test for this.", "Shouldn't this be `private`?", "typo: recieve -> receive",
-    "Is this thread-safe? `cache` is shared between requests.", "Use `StringBuilder` instead of `+=` in a loop.",
-    "Can you explain why the timeout is 30s?", "This log line should be at DEBUG level.",
-    "Why not `Optional.ofNullable(x).orElse(y)`?", "Please keep the imports sorted.",
-    "This will throw NPE if `config` is null.", "Move this check before the loop.",
-    "Let's not swallow the exception here; log it at least.", "We already have `utils.join_path` for this.",
-    "nit: `self._cache_dir` -> `self.cache_dir`", "Same as above.", "Done.", "LGTM, minor nits only.",
-    "Could this be a `@staticmethod`?", "Please don't use wildcard imports.", "The docstring is out of date.",
-    "`__init__` should not do I/O.", "What happens if `len(items) == 0`?", "Rename to `is_enabled`?",
-    "Consider using `with open(...)` so the file is closed.", "This duplicates `parse_args()` in cli.py.",
-    "I would prefer a dict lookup over the if/elif chain.", "Magic number: 1024 -> MAX_BUFFER_SIZE.",
-    "Do we need the `else` after `return`?", "THE TEST NAME IS MISLEADING.", "Is it OK to call this twice?",
+    "Why do we need this change?",
+    "nit: remove the extra blank line",
+    "This should be `final`.",
+    "Can we use `Objects.requireNonNull` here?",
+    "I think this is not needed anymore.",
+    "Please add a unit test for this.",
+    "Shouldn't this be `private`?",
+    "typo: recieve -> receive",
+    "Is this thread-safe? `cache` is shared between requests.",
+    "Use `StringBuilder` instead of `+=` in a loop.",
+    "Can you explain why the timeout is 30s?",
+    "This log line should be at DEBUG level.",
+    "Why not `Optional.ofNullable(x).orElse(y)`?",
+    "Please keep the imports sorted.",
+    "This will throw NPE if `config` is null.",
+    "Move this check before the loop.",
+    "Let's not swallow the exception here; log it at least.",
+    "We already have `utils.join_path` for this.",
+    "nit: `self._cache_dir` -> `self.cache_dir`",
+    "Same as above.",
+    "Done.",
+    "LGTM, minor nits only.",
+    "Could this be a `@staticmethod`?",
+    "Please don't use wildcard imports.",
+    "The docstring is out of date.",
+    "`__init__` should not do I/O.",
+    "What happens if `len(items) == 0`?",
+    "Rename to `is_enabled`?",
+    "Consider using `with open(...)` so the file is closed.",
+    "This duplicates `parse_args()` in cli.py.",
+    "I would prefer a dict lookup over the if/elif chain.",
+    "Magic number: 1024 -> MAX_BUFFER_SIZE.",
+    "Do we need the `else` after `return`?",
+    "THE TEST NAME IS MISLEADING.",
+    "Is it OK to call this twice?",
 ]
 
 EDGE_CASES = [
-    ("", "Please add a test."), ("", ""), ("Use a context manager.", ""), ("the of and to", "the of"),
-    ("The THE the", "the"), ("A I a i", "a i"), ("It Is What It Is", "it is what it is"), ("...!!!", "?!"),
-    ("!!!", "!!!"), ("— –", "—"), ("über naïve café, très bien", "uber naive cafe"), ("İstanbul", "istanbul"),
-    ("ΟΔΟΣ σοφίας", "οδος σοφιας"), ("emoji 🚀 ok", "ok 🚀"), ("数据 不对", "数据 对"),
-    ("__init__ and self._cache_dir", "use _cache_dir in __init__"), ("foo_bar_baz", "foo bar baz"),
-    ("3.14, 1,000 and -2", "3 . 14 , 1 , 000 and - 2"), ("a\ttab\tseparated", "a tab separated"),
-    ("line one\nline two", "line one line two"), ("crlf\r\nends", "crlf ends"),
-    ("&amp; &lt;tag&gt; &quot;q&quot;", "& <tag> \"q\""), ("<skipped> text", "text"), ("don't won't can't", "do not"),
-    ("x", "x"), ("x", "y"), ("x y z w v", "x y z w v"), ("`code`", "code"),
+    ("", "Please add a test."),
+    ("", ""),
+    ("Use a context manager.", ""),
+    ("the of and to", "the of"),
+    ("The THE the", "the"),
+    ("A I a i", "a i"),
+    ("It Is What It Is", "it is what it is"),
+    ("...!!!", "?!"),
+    ("!!!", "!!!"),
+    ("— –", "—"),
+    ("über naïve café, très bien", "uber naive cafe"),
+    ("İstanbul", "istanbul"),
+    ("ΟΔΟΣ σοφίας", "οδος σοφιας"),
+    ("emoji 🚀 ok", "ok 🚀"),
+    ("数据 不对", "数据 对"),
+    ("__init__ and self._cache_dir", "use _cache_dir in __init__"),
+    ("foo_bar_baz", "foo bar baz"),
+    ("3.14, 1,000 and -2", "3 . 14 , 1 , 000 and - 2"),
+    ("a\ttab\tseparated", "a tab separated"),
+    ("line one\nline two", "line one line two"),
+    ("crlf\r\nends", "crlf ends"),
+    ("&amp; &lt;tag&gt; &quot;q&quot;", '& <tag> "q"'),
+    ("<skipped> text", "text"),
+    ("don't won't can't", "do not"),
+    ("x", "x"),
+    ("x", "y"),
+    ("x y z w v", "x y z w v"),
+    ("`code`", "code"),
 ]
 
 
@@ -101,14 +152,18 @@ def test_an_empty_prediction_scores_the_brevity_penalty_alone(codereviewer_bleu)
     # no n-grams: the precisions count as 1 and exp(1 - (r + 1) / 1) = exp(-r) remains, as in the reference
     assert sentence_bleu4([], ["a", "b"]) == pytest.approx(math.exp(-2))
     assert bleu4([""], ["please fix"]) == pytest.approx(100 * math.exp(-2))
-    assert codereviewer_bleu.bleu_fromstr([""], ["please fix"], rmstop=False) == pytest.approx(100 * math.exp(-2), abs=0.005)
+    assert codereviewer_bleu.bleu_fromstr([""], ["please fix"], rmstop=False) == pytest.approx(
+        100 * math.exp(-2), abs=0.005
+    )
     assert bleu4([""], [""]) == 100.0
 
 
 def test_sentence_bleu_smooths_higher_orders_and_penalises_brevity():
     assert sentence_bleu4(["a", "b", "c", "d"], ["a", "b", "c", "d"]) == pytest.approx(1.0)
     # all n-gram precisions are 1; the brevity penalty is exp(1 - (5 + 1) / (4 + 1))
-    assert sentence_bleu4(["use", "a", "with", "block"], ["use", "a", "with", "block", "here"]) == pytest.approx(math.exp(-0.2))
+    assert sentence_bleu4(["use", "a", "with", "block"], ["use", "a", "with", "block", "here"]) == pytest.approx(
+        math.exp(-0.2)
+    )
     # one substitution: p1 = 3/4, p2 = (1+1)/(3+1), p3 = (0+1)/(2+1), p4 = (0+1)/(1+1)
     expected = math.exp((math.log(3 / 4) + math.log(2 / 4) + math.log(1 / 3) + math.log(1 / 2)) / 4)
     assert sentence_bleu4(["a", "b", "c", "d"], ["a", "b", "x", "d"]) == pytest.approx(expected)
@@ -166,7 +221,9 @@ def test_review_f1_rewards_the_right_words_on_the_right_line_only():
     assert noisy["review_recall"] == 1.0 and noisy["review_precision"] == 0.5
     assert noisy["review_f1"] == pytest.approx(2 / 3)
 
-    paraphrase = review_scores(examples, [_prediction("pos", [(2, "Use a logger, not print.")]), _prediction("neg", [])])
+    paraphrase = review_scores(
+        examples, [_prediction("pos", [(2, "Use a logger, not print.")]), _prediction("neg", [])]
+    )
     assert 0.0 < paraphrase["review_f1"] < 1.0
     assert review_scores([_example("neg", [])], [_prediction("neg", [])])["review_f1"] is None
 
@@ -185,11 +242,11 @@ def test_placement_is_marked_uninformative_when_every_comment_sits_at_the_hunks_
 def test_placement_precision_recall_and_silence():
     R = "RIGHT"
     items = [
-        Placement(frozenset({(3, R)}), frozenset({(3, R)})),          # right hunk, right line
+        Placement(frozenset({(3, R)}), frozenset({(3, R)})),  # right hunk, right line
         Placement(frozenset({(4, R), (5, R)}), frozenset({(5, R)})),  # right hunk, one of two lines right
-        Placement(frozenset(), frozenset({(9, R)})),                  # missed a commented hunk
-        Placement(frozenset({(1, R)}), frozenset()),                  # spoke on a negative
-        Placement(frozenset(), frozenset()),                          # stayed silent on a negative
+        Placement(frozenset(), frozenset({(9, R)})),  # missed a commented hunk
+        Placement(frozenset({(1, R)}), frozenset()),  # spoke on a negative
+        Placement(frozenset(), frozenset()),  # stayed silent on a negative
     ]
     m = placement_metrics(items)
     assert m["hunk_precision"] == pytest.approx(2 / 3)
@@ -219,12 +276,20 @@ def test_bm25_prefers_the_document_sharing_rare_terms():
 
 def test_retrieval_answers_with_the_nearest_training_comment_on_the_same_relative_line():
     train = [
-        _ex(1, "net.py", [" def call():", "+    response = session.get(url, timeout=30)", "     return response"],
-            [ExampleComment(2, "RIGHT", "Read the timeout from the config.")]),
-        _ex(2, "io.py", [" def load():", "+    handle = open(path)"], [ExampleComment(2, "RIGHT", "Use a with block.")]),
+        _ex(
+            1,
+            "net.py",
+            [" def call():", "+    response = session.get(url, timeout=30)", "     return response"],
+            [ExampleComment(2, "RIGHT", "Read the timeout from the config.")],
+        ),
+        _ex(
+            2, "io.py", [" def load():", "+    handle = open(path)"], [ExampleComment(2, "RIGHT", "Use a with block.")]
+        ),
         _ex(3, "docs.py", [" # docs", "-# old", "+# new"], []),
     ]
-    test = _ex(9, "client.py", [" def fetch():", " x = 1", "+    reply = session.get(url, timeout=5)", "     return reply"], [])
+    test = _ex(
+        9, "client.py", [" def fetch():", " x = 1", "+    reply = session.get(url, timeout=5)", "     return reply"], []
+    )
     baseline = RetrievalBaseline(train)
     assert baseline.neighbour(test).id == "e1"
     (comment,) = baseline.predict(test)

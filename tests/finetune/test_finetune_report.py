@@ -1,5 +1,6 @@
 """The evaluation report: a verdict first, marked uninformative metrics, plots that cannot mislead,
 and a one-way dependency evaluate -> report -> results."""
+
 from __future__ import annotations
 
 import ast
@@ -21,10 +22,19 @@ def _system(name: str, **metrics) -> SystemResult:
 
 
 def _report(*systems: SystemResult, uninformative: dict[str, str] | None = None) -> EvalReport:
-    examples = [Example("e1", "o/r", 1, "a.py", HUNK, [ExampleComment(3, "RIGHT", "Use the logger.")]),
-                Example("e2", "o/r", 2, "a.py", HUNK, [])]
-    return EvalReport("v2", "base-model", examples, list(systems), uninformative=uninformative or {},
-                      val_loss=0.4, generation={"max_new_tokens": 64, "batch_size": 8})
+    examples = [
+        Example("e1", "o/r", 1, "a.py", HUNK, [ExampleComment(3, "RIGHT", "Use the logger.")]),
+        Example("e2", "o/r", 2, "a.py", HUNK, []),
+    ]
+    return EvalReport(
+        "v2",
+        "base-model",
+        examples,
+        list(systems),
+        uninformative=uninformative or {},
+        val_loss=0.4,
+        generation={"max_new_tokens": 64, "batch_size": 8},
+    )
 
 
 def test_the_verdict_names_what_each_side_wins_on():
@@ -35,17 +45,22 @@ def test_the_verdict_names_what_each_side_wins_on():
         uninformative={"line_recall": "every comment at the end"},
     )
     # ROUGE-L 20.00 vs 20.00 as printed is a tie; line recall is uninformative, so it is not weighed
-    assert verdict(report) == ("verdict: tuned beats base on review F1, BLEU-4 -stop, parse-fail; "
-                               "tuned beats retrieval on review F1; "
-                               "retrieval beats tuned on BLEU-4 -stop, ROUGE-L, parse-fail")
+    assert verdict(report) == (
+        "verdict: tuned beats base on review F1, BLEU-4 -stop, parse-fail; "
+        "tuned beats retrieval on review F1; "
+        "retrieval beats tuned on BLEU-4 -stop, ROUGE-L, parse-fail"
+    )
     tie = _report(_system("tuned", review_f1=0.1), _system("retrieval", review_f1=0.1))
     assert verdict(tie) == "verdict: tuned and retrieval tie; base model not evaluated"
     assert verdict(_report(_system("retrieval", review_f1=0.1))).startswith("verdict: no tuned model")
 
 
 def test_the_table_and_markdown_lead_with_the_verdict_and_mark_uninformative_columns(tmp_path):
-    report = _report(_system("tuned", review_f1=0.3, line_precision=1.0), _system("base", review_f1=None),
-                     uninformative={"line_precision": "every reference comment sits on its hunk's last line"})
+    report = _report(
+        _system("tuned", review_f1=0.3, line_precision=1.0),
+        _system("base", review_f1=None),
+        uninformative={"line_precision": "every reference comment sits on its hunk's last line"},
+    )
     lines = report.table().splitlines()
     assert lines[0] == verdict(report)
     assert "line P†" in lines[2] and "review F1" in lines[2]
@@ -72,8 +87,9 @@ def test_each_plot_holds_one_direction_and_one_scale():
 def test_a_missing_value_is_drawn_apart_from_zero_and_the_legend_stays_off_the_bars():
     import matplotlib.pyplot as plt
 
-    report = _report(_system("tuned", hunk_precision=0.0, hunk_recall=0.5), _system("base", hunk_precision=None,
-                                                                                   hunk_recall=1.0))
+    report = _report(
+        _system("tuned", hunk_precision=0.0, hunk_recall=0.5), _system("base", hunk_precision=None, hunk_recall=1.0)
+    )
     fig = draw_group(report, "placement", ("hunk_precision", "hunk_recall"))
     try:
         fig.canvas.draw()
@@ -103,11 +119,14 @@ def _imports(path: Path) -> set[str]:
     return out
 
 
-@pytest.mark.parametrize("module,forbidden", [
-    ("report", {"finetune.evaluate"}),
-    ("results", {"finetune.evaluate", "finetune.report"}),
-    ("metrics", {"finetune.evaluate", "finetune.report", "finetune.results"}),
-    ("gate", {"finetune.evaluate", "finetune.report", "finetune.results"}),
-])
+@pytest.mark.parametrize(
+    "module,forbidden",
+    [
+        ("report", {"finetune.evaluate"}),
+        ("results", {"finetune.evaluate", "finetune.report"}),
+        ("metrics", {"finetune.evaluate", "finetune.report", "finetune.results"}),
+        ("gate", {"finetune.evaluate", "finetune.report", "finetune.results"}),
+    ],
+)
 def test_evaluation_modules_depend_one_way(module, forbidden):
     assert not _imports(ROOT / "finetune" / f"{module}.py") & forbidden

@@ -1,4 +1,5 @@
 """`revbot score PRED REF`: any line-aligned files, scored like the papers score them."""
+
 from __future__ import annotations
 
 import json
@@ -19,8 +20,9 @@ def test_score_prints_both_bleu_variants_rouge_l_and_exact_match(tmp_path, capsy
     scores = json.loads(out)
     assert scores["pairs"] == 4
     assert scores["bleu4_no_stop"] == pytest.approx(codereviewer_bleu.bleu_fromstr(predictions, references), abs=0.01)
-    assert scores["bleu4"] == pytest.approx(codereviewer_bleu.bleu_fromstr(predictions, references, rmstop=False),
-                                            abs=0.01)
+    assert scores["bleu4"] == pytest.approx(
+        codereviewer_bleu.bleu_fromstr(predictions, references, rmstop=False), abs=0.01
+    )
     assert scores["exact_match"] == 25.0 and 0 < scores["rouge_l"] < 100
     code, out, _ = run_cli(["score", str(pred), str(ref)], capsys)
     rows = {line.split("  ")[0]: line for line in out.splitlines()}

@@ -1,5 +1,6 @@
 """Training: what a version holds, loss on the answer only, packing, resume, early stopping, and
 the errors a user can act on."""
+
 from __future__ import annotations
 
 import json
@@ -9,11 +10,17 @@ import torch
 
 from bot.errors import DataError, ModelError, UsageError
 from bot.prompt import PROMPT_FORMAT_VERSION
-from revbot.adapters.versions import ModelRegistry
 from finetune import train as train_module
 from finetune.train import (
-    AnswerHead, TrainConfig, TrainingInterrupted, check_packing, detect_target_modules, ensure_pad_token, train,
+    AnswerHead,
+    TrainConfig,
+    TrainingInterrupted,
+    check_packing,
+    detect_target_modules,
+    ensure_pad_token,
+    train,
 )
+from revbot.adapters.versions import ModelRegistry
 from tests.finetune.helpers import synthetic_examples
 
 FAST = dict(max_steps=4, batch_size=2, max_length=512, eval_every=2, quantize=False)
@@ -26,8 +33,15 @@ def test_version_holds_adapter_tokenizer_metadata_and_curve(trained, tiny_llama)
     assert "wrote v1" in out and "v1 is now current" in out  # the first version is promoted
     assert registry.current_name() == "v1"
     files = {p.name for p in version.path.iterdir()}
-    assert {"adapter_config.json", "adapter_model.safetensors", "tokenizer.json", "tokenizer_config.json",
-            "revbot.json", "loss_curve.png", "data"} <= files
+    assert {
+        "adapter_config.json",
+        "adapter_model.safetensors",
+        "tokenizer.json",
+        "tokenizer_config.json",
+        "revbot.json",
+        "loss_curve.png",
+        "data",
+    } <= files
     assert (version.path / "loss_curve.png").read_bytes()[:4] == b"\x89PNG"
     meta = version.meta
     assert meta["base_model"] == str(tiny_llama.resolve())
@@ -35,14 +49,18 @@ def test_version_holds_adapter_tokenizer_metadata_and_curve(trained, tiny_llama)
     assert meta["base_config"]["model_type"] == "llama" and meta["base_config"]["hidden_size"] == 64
     from bot.examples import fingerprint, read_examples
 
-    saved = {name: list(read_examples(version.path / "data" / f"{name}.jsonl")) for name in ("train", "validation", "test")}
+    saved = {
+        name: list(read_examples(version.path / "data" / f"{name}.jsonl")) for name in ("train", "validation", "test")
+    }
     assert meta["data"]["fingerprint"] == fingerprint([e for part in saved.values() for e in part])
     assert meta["data"]["fingerprint"] == fingerprint(synthetic_examples())
     assert {k: v["examples"] for k, v in meta["data"]["counts"].items()} == {k: len(v) for k, v in saved.items()}
     hyper = meta["hyperparameters"]
     assert (hyper["lora_r"], hyper["lora_alpha"], hyper["lora_dropout"]) == (16, 32, 0.1)
     assert hyper["target_modules"] == ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
-    assert hyper["quantization"] == "none" and hyper["quantize"] is False  # the CPU default: plain LoRA (measured faster)
+    assert (
+        hyper["quantization"] == "none" and hyper["quantize"] is False
+    )  # the CPU default: plain LoRA (measured faster)
     assert {"torch", "transformers", "peft", "bitsandbytes"} <= set(meta["libraries"])
     metrics = meta["metrics"]
     assert metrics["steps"] == 4 and metrics["packing"] is True
@@ -91,7 +109,9 @@ def test_answer_head_loss_equals_masked_cross_entropy(tiny_llama):
         loss_sum, n = head.loss_sum(model, inputs)
         head.remove()
         full = model(**{k: v for k, v in inputs.items() if k != "labels"}, use_cache=False).logits
-    assert n == sum(e.n_answer for e in encoded)  # every answer token (the first one is predicted from the prompt's last)
+    assert n == sum(
+        e.n_answer for e in encoded
+    )  # every answer token (the first one is predicted from the prompt's last)
     labels = inputs["labels"][:, 1:]
     logits = full[:, :-1]
     reference = torch.nn.functional.cross_entropy(logits[labels != -100], labels[labels != -100], reduction="sum")
@@ -156,13 +176,24 @@ def test_resume_gives_the_same_weights_as_an_uninterrupted_run(tmp_path, tiny_ll
     with pytest.raises(TrainingInterrupted, match=r"checkpoint-2\. .*--resume"):
         train(examples, str(tiny_llama), tmp_path / "c", TrainConfig(**FAST), progress=False, callback=crash)
     with pytest.raises(UsageError, match="no checkpoint of this run"):  # other settings: another run
-        train(examples, str(tiny_llama), tmp_path / "c", TrainConfig(**{**FAST, "lr": 1e-3}, resume=True), progress=False)
-    losses = lambda v: [h["loss"] for h in v.meta["history"]["train"]]
+        train(
+            examples, str(tiny_llama), tmp_path / "c", TrainConfig(**{**FAST, "lr": 1e-3}, resume=True), progress=False
+        )
+
+    def losses(v):
+        return [h["loss"] for h in v.meta["history"]["train"]]
+
     a = load_file(straight.path / "adapter_model.safetensors")
     for models, continued in (("b", [4]), ("c", [3, 4])):
         steps = []
-        resumed = train(examples, str(tiny_llama), tmp_path / models, TrainConfig(**FAST, resume=True), progress=False,
-                        callback=lambda info: steps.append(info.step))
+        resumed = train(
+            examples,
+            str(tiny_llama),
+            tmp_path / models,
+            TrainConfig(**FAST, resume=True),
+            progress=False,
+            callback=lambda info, steps=steps: steps.append(info.step),
+        )
         assert steps == continued  # continued after the checkpoint, did not start over
         b = load_file(resumed.path / "adapter_model.safetensors")
         assert a.keys() == b.keys()
@@ -272,8 +303,9 @@ def test_base_model_without_pad_token_trains_and_saves_one(tmp_path, tiny_llama)
     tok_config.pop("pad_token", None)
     config_path.write_text(json.dumps(tok_config))
     assert AutoTokenizer.from_pretrained(base).pad_token is None
-    version = train(synthetic_examples(), str(base), tmp_path / "m", TrainConfig(**{**FAST, "max_steps": 1}),
-                    progress=False)
+    version = train(
+        synthetic_examples(), str(base), tmp_path / "m", TrainConfig(**{**FAST, "max_steps": 1}), progress=False
+    )
     assert version.meta["pad_token_set_to_eos"] is True
     saved = AutoTokenizer.from_pretrained(version.path)
     assert saved.pad_token == saved.eos_token == "</s>"
@@ -282,8 +314,13 @@ def test_base_model_without_pad_token_trains_and_saves_one(tmp_path, tiny_llama)
 def test_chat_model_trains_without_packing_and_serves(tmp_path, tiny_qwen):
     from revbot.adapters.model import load_backend
 
-    version = train(synthetic_examples(), str(tiny_qwen), tmp_path,
-                    TrainConfig(**{**FAST, "max_steps": 2, "packing": False}), progress=False)
+    version = train(
+        synthetic_examples(),
+        str(tiny_qwen),
+        tmp_path,
+        TrainConfig(**{**FAST, "max_steps": 2, "packing": False}),
+        progress=False,
+    )
     assert version.metrics["packing"] is False and version.meta["chat_template"] is True
     backend = load_backend(adapter=str(version.path))
     assert backend.chat
@@ -308,12 +345,42 @@ def test_two_processes_train_one_version(tmp_path, tiny_llama):
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     root = Path(__file__).resolve().parents[2]
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "GLOO_SOCKET_IFNAME": "lo", "HF_HUB_OFFLINE": "1",
-           "PYTHONPATH": os.pathsep.join([str(root), os.environ.get("PYTHONPATH", "")])}
-    command = [sys.executable, "-m", "torch.distributed.run", "--nnodes", "1", "--nproc_per_node", "2",
-               "--master_addr", "127.0.0.1", "--master_port", str(port), "-m", "revbot", "train",
-               "--data", str(data), "--base-model", str(tiny_llama), "--models-dir", str(tmp_path / "m"),
-               "--max-steps", "2", "--batch-size", "2", "--max-length", "512", "--quiet"]
+    env = {
+        **os.environ,
+        "OMP_NUM_THREADS": "1",
+        "GLOO_SOCKET_IFNAME": "lo",
+        "HF_HUB_OFFLINE": "1",
+        "PYTHONPATH": os.pathsep.join([str(root), os.environ.get("PYTHONPATH", "")]),
+    }
+    command = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nnodes",
+        "1",
+        "--nproc_per_node",
+        "2",
+        "--master_addr",
+        "127.0.0.1",
+        "--master_port",
+        str(port),
+        "-m",
+        "revbot",
+        "train",
+        "--data",
+        str(data),
+        "--base-model",
+        str(tiny_llama),
+        "--models-dir",
+        str(tmp_path / "m"),
+        "--max-steps",
+        "2",
+        "--batch-size",
+        "2",
+        "--max-length",
+        "512",
+        "--quiet",
+    ]
     proc = subprocess.run(command, capture_output=True, text=True, env=env, cwd=root, timeout=240)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert proc.stdout.count("wrote v1") == 1 and "wrote v2" not in proc.stdout

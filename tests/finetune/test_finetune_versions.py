@@ -1,4 +1,5 @@
 """The model registry: atomic publication of versions, the current pointer, rollback, decisions."""
+
 from __future__ import annotations
 
 import json

@@ -1,4 +1,5 @@
 """The CPU training knobs: LoRA on the last N blocks only, and the autocast precision."""
+
 from __future__ import annotations
 
 import pytest
@@ -15,12 +16,14 @@ def test_lora_layers_puts_adapters_on_the_last_blocks_only(tiny_llama):
     prepared = prepare_model(str(tiny_llama), config, torch.device("cpu"))
     total = prepared.model.config.num_hidden_layers
     assert total >= 2
-    blocks = {int(name.split(".layers.")[1].split(".")[0])
-              for name, p in prepared.model.named_parameters() if p.requires_grad}
+    blocks = {
+        int(name.split(".layers.")[1].split(".")[0]) for name, p in prepared.model.named_parameters() if p.requires_grad
+    }
     assert blocks == {total - 1}
     everywhere = prepare_model(str(tiny_llama), TrainConfig(quantize=False, packing=False), torch.device("cpu"))
-    assert {int(n.split(".layers.")[1].split(".")[0]) for n, p in everywhere.model.named_parameters()
-            if p.requires_grad} == set(range(total))
+    assert {
+        int(n.split(".layers.")[1].split(".")[0]) for n, p in everywhere.model.named_parameters() if p.requires_grad
+    } == set(range(total))
 
 
 def test_precision_choices_and_their_validation():
@@ -37,10 +40,23 @@ def test_precision_choices_and_their_validation():
 
 
 def test_a_bf16_run_records_its_precision_and_memory(tiny_llama, tmp_path):
-    version = train(synthetic_examples(n_prs=12), str(tiny_llama), tmp_path / "models",
-                    TrainConfig(max_steps=2, batch_size=2, max_length=256, precision="bf16", lora_layers=1,
-                                quantize=False, min_train=2, min_val=1, min_test=1),
-                    progress=False)
+    version = train(
+        synthetic_examples(n_prs=12),
+        str(tiny_llama),
+        tmp_path / "models",
+        TrainConfig(
+            max_steps=2,
+            batch_size=2,
+            max_length=256,
+            precision="bf16",
+            lora_layers=1,
+            quantize=False,
+            min_train=2,
+            min_val=1,
+            min_test=1,
+        ),
+        progress=False,
+    )
     assert version.meta["hyperparameters"]["mixed_precision"] == "bf16"
     assert version.meta["hyperparameters"]["lora_layers"] == 1
     metrics = version.metrics

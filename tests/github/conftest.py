@@ -1,11 +1,12 @@
 """Fixtures for the GitHub layer: a seeded simulator on loopback and clients that never really sleep."""
+
 from __future__ import annotations
 
 import pytest
+from ghsim_data import TOKEN, Sleeps, make_seed
 
 from revbot.adapters.github import GitHubClient
 from revbot.dev.github_sim import GitHubSimulator
-from ghsim_data import TOKEN, Sleeps, make_seed
 
 
 @pytest.fixture

@@ -1,4 +1,5 @@
 """Seed data and helpers shared by the GitHub-layer tests (a module name no other area uses)."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -13,10 +14,7 @@ REPO = "acme/widgets"
 
 # a.py: one hunk (lines 1-4 old, 1-5 new); b.py: two hunks; c.txt added; old.py -> new.py renamed
 PATCH_A = "@@ -1,4 +1,5 @@\n import os\n-x = 1\n+x = 2\n+y = 3\n def f():\n     return x"
-PATCH_B = (
-    "@@ -1,3 +1,3 @@\n a\n-b\n+B\n c\n"
-    "@@ -20,3 +20,4 @@ def g():\n t\n u\n+v\n w"
-)
+PATCH_B = "@@ -1,3 +1,3 @@\n a\n-b\n+B\n c\n@@ -20,3 +20,4 @@ def g():\n t\n u\n+v\n w"
 PATCH_C = "@@ -0,0 +1,2 @@\n+hello\n+world"
 
 
@@ -48,17 +46,36 @@ def make_seed(**extra: object) -> dict:
                             {"filename": "gone.py", "status": "removed", "patch": "@@ -1 +0,0 @@\n-z"},
                         ],
                         "comments": [
-                            {"id": 501, "path": "a.py", "line": 3, "side": "RIGHT", "body": "why 3?",
-                             "user": {"login": "bob", "type": "User"}, "created_at": "2024-01-02T10:00:00Z",
-                             "reactions": {"+1": 2, "-1": 1}},
-                            {"id": 502, "in_reply_to_id": 501, "body": "because", "user": "alice",
-                             "created_at": "2024-01-03T10:00:00Z"},
+                            {
+                                "id": 501,
+                                "path": "a.py",
+                                "line": 3,
+                                "side": "RIGHT",
+                                "body": "why 3?",
+                                "user": {"login": "bob", "type": "User"},
+                                "created_at": "2024-01-02T10:00:00Z",
+                                "reactions": {"+1": 2, "-1": 1},
+                            },
+                            {
+                                "id": 502,
+                                "in_reply_to_id": 501,
+                                "body": "because",
+                                "user": "alice",
+                                "created_at": "2024-01-03T10:00:00Z",
+                            },
                         ],
                         "issue_comments": [{"body": "Thanks!", "user": "carol"}],
                         "reviews": [{"user": "bob", "state": "APPROVED", "body": ""}],
                     },
-                    {"number": 2, "title": "Old one", "user": "bob", "state": "closed", "merged": True,
-                     "created_at": "2023-06-01T10:00:00Z", "files": [{"filename": "a.py", "patch": PATCH_A}]},
+                    {
+                        "number": 2,
+                        "title": "Old one",
+                        "user": "bob",
+                        "state": "closed",
+                        "merged": True,
+                        "created_at": "2023-06-01T10:00:00Z",
+                        "files": [{"filename": "a.py", "patch": PATCH_A}],
+                    },
                 ],
             }
         ],

@@ -1,5 +1,6 @@
 """GitHub App auth end to end: an RSA key made here, an RS256 JWT checked by the simulator against
 the App's public key, an installation token that is cached and refreshed before it expires."""
+
 from __future__ import annotations
 
 import time
@@ -9,11 +10,11 @@ import pytest
 import requests
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
+from ghsim_data import REPO, make_seed
 
 from bot.errors import GitHubError, UsageError
 from revbot.adapters.github import GitHubClient
 from revbot.dev.github_sim import GitHubSimulator
-from ghsim_data import REPO, make_seed
 
 APP_ID = 4242
 INSTALLATION = 77
@@ -21,23 +22,36 @@ TOKEN_ROUTE = "POST /app/installations/{installation_id}/access_tokens"
 
 
 def _pem(key: rsa.RSAPrivateKey) -> str:
-    return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                             serialization.NoEncryption()).decode()
+    return key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    ).decode()
 
 
 @pytest.fixture(scope="module")
 def keys() -> dict:
     key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     other = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    public = key.public_key().public_bytes(serialization.Encoding.PEM,
-                                           serialization.PublicFormat.SubjectPublicKeyInfo).decode()
+    public = (
+        key.public_key()
+        .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+        .decode()
+    )
     return {"private": _pem(key), "public": public, "other": _pem(other)}
 
 
 @pytest.fixture
 def app_sim(keys):
-    seed = make_seed(apps=[{"id": APP_ID, "slug": "revbot", "installations": [INSTALLATION, 78],
-                            "public_key": keys["public"], "token_ttl": 3600}])
+    seed = make_seed(
+        apps=[
+            {
+                "id": APP_ID,
+                "slug": "revbot",
+                "installations": [INSTALLATION, 78],
+                "public_key": keys["public"],
+                "token_ttl": 3600,
+            }
+        ]
+    )
     with GitHubSimulator(seed) as simulator:
         yield simulator
 
@@ -45,8 +59,13 @@ def app_sim(keys):
 def test_jwt_buys_an_installation_token_that_is_cached(app_sim, keys, tmp_path):
     key_file = tmp_path / "app.pem"
     key_file.write_text(keys["private"])
-    with GitHubClient(api_url=app_sim.url, app_id=APP_ID, private_key_path=key_file,
-                      installation_id=INSTALLATION, min_write_interval=0) as gh:
+    with GitHubClient(
+        api_url=app_sim.url,
+        app_id=APP_ID,
+        private_key_path=key_file,
+        installation_id=INSTALLATION,
+        min_write_interval=0,
+    ) as gh:
         assert gh.get_repo(REPO)["name"] == "widgets"
         assert gh.get_pull(REPO, 1)["number"] == 1
         made = gh.create_issue_comment(REPO, 1, "from the app")
@@ -58,8 +77,13 @@ def test_jwt_buys_an_installation_token_that_is_cached(app_sim, keys, tmp_path):
 
 def test_token_is_refreshed_five_minutes_before_it_expires(app_sim, keys):
     now = [time.time()]
-    with GitHubClient(api_url=app_sim.url, app_id=APP_ID, private_key=keys["private"],
-                      installation_id=INSTALLATION, clock=lambda: now[0]) as gh:
+    with GitHubClient(
+        api_url=app_sim.url,
+        app_id=APP_ID,
+        private_key=keys["private"],
+        installation_id=INSTALLATION,
+        clock=lambda: now[0],
+    ) as gh:
         gh.get_repo(REPO)
         now[0] += 3600 - 310  # still more than 5 minutes left: reuse
         gh.get_repo(REPO)
@@ -72,8 +96,12 @@ def test_token_is_refreshed_five_minutes_before_it_expires(app_sim, keys):
 def test_app_settings_from_the_environment_and_other_installations(app_sim, keys, tmp_path):
     key_file = tmp_path / "k.pem"
     key_file.write_text(keys["private"])
-    env = {"GITHUB_APP_ID": str(APP_ID), "GITHUB_APP_PRIVATE_KEY_PATH": str(key_file),
-           "GITHUB_APP_INSTALLATION_ID": str(INSTALLATION), "GITHUB_API_URL": app_sim.url}
+    env = {
+        "GITHUB_APP_ID": str(APP_ID),
+        "GITHUB_APP_PRIVATE_KEY_PATH": str(key_file),
+        "GITHUB_APP_INSTALLATION_ID": str(INSTALLATION),
+        "GITHUB_API_URL": app_sim.url,
+    }
     with GitHubClient(environ=env) as gh:
         assert gh.get_repo(REPO)["name"] == "widgets"
         before = gh.request_count
@@ -84,8 +112,9 @@ def test_app_settings_from_the_environment_and_other_installations(app_sim, keys
 
 
 def test_wrong_key_or_installation_gives_clear_errors(app_sim, keys):
-    with GitHubClient(api_url=app_sim.url, app_id=APP_ID, private_key=keys["other"],
-                      installation_id=INSTALLATION) as gh:
+    with GitHubClient(
+        api_url=app_sim.url, app_id=APP_ID, private_key=keys["other"], installation_id=INSTALLATION
+    ) as gh:
         with pytest.raises(GitHubError) as caught:
             gh.get_repo(REPO)
     assert caught.value.status == 401 and "GitHub App 4242" in str(caught.value)
@@ -97,8 +126,9 @@ def test_wrong_key_or_installation_gives_clear_errors(app_sim, keys):
 
 def test_key_problems_are_reported_without_the_key(tmp_path, keys):
     with pytest.raises(UsageError, match="cannot read the GitHub App private key .*missing.pem"):
-        GitHubClient(api_url="http://127.0.0.1:9", app_id=1, private_key_path=tmp_path / "missing.pem",
-                     installation_id=1)
+        GitHubClient(
+            api_url="http://127.0.0.1:9", app_id=1, private_key_path=tmp_path / "missing.pem", installation_id=1
+        )
     garbage = tmp_path / "garbage.pem"
     garbage.write_text("-----BEGIN RSA PRIVATE KEY-----\nnot really\n-----END RSA PRIVATE KEY-----\n")
     with pytest.raises(UsageError, match="garbage.pem is not an unencrypted PEM private key") as caught:
@@ -118,14 +148,30 @@ def test_simulator_checks_the_jwt(app_sim, keys):
     good = jwt.encode({"iat": now - 60, "exp": now + 300, "iss": str(APP_ID)}, keys["private"], algorithm="RS256")
     answer = post(good)
     assert answer.status_code == 201 and answer.json()["token"].startswith("ghs_") and "expires_at" in answer.json()
-    assert post(jwt.encode({"iat": now - 60, "exp": now + 300, "iss": str(APP_ID)}, "k" * 32,
-                           algorithm="HS256")).status_code == 401
-    assert post(jwt.encode({"iat": now - 900, "exp": now - 300, "iss": str(APP_ID)}, keys["private"],
-                           algorithm="RS256")).status_code == 401
-    assert post(jwt.encode({"iat": now - 60, "exp": now + 300, "iss": "999"}, keys["private"],
-                           algorithm="RS256")).status_code == 401
-    assert post(jwt.encode({"iat": now - 60, "exp": now + 300, "iss": str(APP_ID)}, keys["other"],
-                           algorithm="RS256")).status_code == 401
+    assert (
+        post(
+            jwt.encode({"iat": now - 60, "exp": now + 300, "iss": str(APP_ID)}, "k" * 32, algorithm="HS256")
+        ).status_code
+        == 401
+    )
+    assert (
+        post(
+            jwt.encode({"iat": now - 900, "exp": now - 300, "iss": str(APP_ID)}, keys["private"], algorithm="RS256")
+        ).status_code
+        == 401
+    )
+    assert (
+        post(
+            jwt.encode({"iat": now - 60, "exp": now + 300, "iss": "999"}, keys["private"], algorithm="RS256")
+        ).status_code
+        == 401
+    )
+    assert (
+        post(
+            jwt.encode({"iat": now - 60, "exp": now + 300, "iss": str(APP_ID)}, keys["other"], algorithm="RS256")
+        ).status_code
+        == 401
+    )
     assert post("not-a-jwt").status_code == 401
     # the JWT itself is not an API token, and the issued token works for the API
     assert requests.get(f"{app_sim.url}/repos/{REPO}", headers={"Authorization": f"Bearer {good}"}).status_code == 401

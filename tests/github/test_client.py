@@ -1,16 +1,17 @@
 """GitHubClient (PyGithub underneath) against the simulator over real HTTP: reads, paging,
 reviews and 422s, retries, rate limits, and errors that are clear and never carry the token."""
+
 from __future__ import annotations
 
 import logging
 import socket
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pytest
+from ghsim_data import PATCH_A, REPO, TOKEN, Sleeps
 
 from bot.errors import GitHubError, UsageError
 from revbot.adapters.github import GitHubClient, ReviewValidationError, _failed_indexes
-from ghsim_data import PATCH_A, REPO, TOKEN, Sleeps
 
 
 def route_count(sim, template: str) -> int:
@@ -51,11 +52,12 @@ def test_file_text_by_ref_and_missing_is_none(client):
 
 
 def test_repo_wide_comments_with_since(client, sim):
-    sim.add_comments(REPO, 2, [{"path": "a.py", "line": 2, "body": "later", "user": "dave",
-                                "created_at": "2024-05-01T00:00:00Z"}])
+    sim.add_comments(
+        REPO, 2, [{"path": "a.py", "line": 2, "body": "later", "user": "dave", "created_at": "2024-05-01T00:00:00Z"}]
+    )
     all_ids = [c["id"] for c in client.iter_review_comments(REPO)]
     assert all_ids[:2] == [501, 502] and len(all_ids) == 3
-    since = datetime(2024, 1, 2, 12, tzinfo=timezone.utc)
+    since = datetime(2024, 1, 2, 12, tzinfo=UTC)
     assert [c["id"] for c in client.iter_review_comments(REPO, since=since)] == all_ids[1:]
     assert [c["id"] for c in client.iter_review_comments(REPO, since="2024-04-01T00:00:00Z")] == all_ids[2:]
     newest_first = [c["id"] for c in client.iter_review_comments(REPO, sort="created", direction="desc")]
@@ -92,9 +94,16 @@ def test_token_from_environment(sim):
 def test_create_review_posts_once_with_all_comments(client, sim):
     head = client.get_pull(REPO, 1)["head"]["sha"]
     sim.reset_stats()
-    review = client.create_review(REPO, 1, commit_id=head, body="2 notes", comments=[
-        {"path": "a.py", "line": 3, "side": "RIGHT", "body": "y?", "fingerprint": "not sent"},
-        {"path": "b.py", "line": 22, "start_line": 20, "side": "RIGHT", "start_side": "RIGHT", "body": "range"}])
+    review = client.create_review(
+        REPO,
+        1,
+        commit_id=head,
+        body="2 notes",
+        comments=[
+            {"path": "a.py", "line": 3, "side": "RIGHT", "body": "y?", "fingerprint": "not sent"},
+            {"path": "b.py", "line": 22, "start_line": 20, "side": "RIGHT", "start_side": "RIGHT", "body": "range"},
+        ],
+    )
     assert review["state"] == "COMMENTED" and review["body"] == "2 notes"
     assert sim.stats()["by_route"] == {"POST /repos/{owner}/{repo}/pulls/{pull_number}/reviews": 1}
     mine = [c for c in client.pull_review_comments(REPO, 1) if c["pull_request_review_id"] == review["id"]]
@@ -105,10 +114,17 @@ def test_create_review_422_names_the_failing_comments(client, sim):
     head = client.get_pull(REPO, 1)["head"]["sha"]
     before = len(client.pull_review_comments(REPO, 1))
     with pytest.raises(ReviewValidationError) as caught:
-        client.create_review(REPO, 1, commit_id=head, body="b", comments=[
-            {"path": "a.py", "line": 3, "body": "ok"},
-            {"path": "a.py", "line": 77, "body": "outside"},
-            {"path": "zzz.py", "line": 1, "body": "unknown file"}])
+        client.create_review(
+            REPO,
+            1,
+            commit_id=head,
+            body="b",
+            comments=[
+                {"path": "a.py", "line": 3, "body": "ok"},
+                {"path": "a.py", "line": 77, "body": "outside"},
+                {"path": "zzz.py", "line": 1, "body": "unknown file"},
+            ],
+        )
     err = caught.value
     assert err.status == 422 and err.failed_indexes == [1, 2]
     assert len(err.errors) == 2 and "must be part of the diff" in str(err) and "a.py 77" in str(err)

@@ -1,6 +1,7 @@
 """revbot uses PyGithub's and urllib3's public API only (issue 12): no private attribute or method
 of theirs is read, set or overridden anywhere in the product code, so an upgrade cannot break it
 silently. The private names are taken from the installed libraries themselves."""
+
 from __future__ import annotations
 
 import inspect
@@ -15,8 +16,11 @@ PRODUCT = ("bot", "harvest", "finetune", "webhooks", "revbot")
 
 
 def product_sources() -> dict[str, str]:
-    return {str(p.relative_to(ROOT)): p.read_text(encoding="utf-8")
-            for package in PRODUCT for p in sorted((ROOT / package).rglob("*.py"))}
+    return {
+        str(p.relative_to(ROOT)): p.read_text(encoding="utf-8")
+        for package in PRODUCT
+        for p in sorted((ROOT / package).rglob("*.py"))
+    }
 
 
 def private_names(*modules) -> set[str]:
@@ -39,8 +43,14 @@ def test_the_product_code_is_found():
 def test_no_requester_reach_in_no_cloning_no_monkeypatched_methods():
     offenders = []
     for path, text in product_sources().items():
-        for pattern in (r"\._requester\b", r"__requester", r"_Github__", r"object\.__new__",
-                        r"\.get_backoff_time\s*=", r"_masked_token"):
+        for pattern in (
+            r"\._requester\b",
+            r"__requester",
+            r"_Github__",
+            r"object\.__new__",
+            r"\.get_backoff_time\s*=",
+            r"_masked_token",
+        ):
             offenders += [f"{path}: {pattern}" for _ in re.finditer(pattern, text)]
     assert offenders == []
 

@@ -1,5 +1,6 @@
 """The simulator's GitHub behaviour over real HTTP: anchors and 422, pagination, branches,
 reactions, auth, the rate budget, the admin API, persistence and the CLI entry point."""
+
 from __future__ import annotations
 
 import base64
@@ -11,11 +12,11 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 import requests
 from click.testing import CliRunner
+from ghsim_data import PATCH_A, REPO, TOKEN, make_seed
 
 from bot.diff import parse_diff
 from bot.errors import DataError
 from revbot.dev.github_sim import GitHubSimulator, SimulatorError, github_sim_command, serve_forever
-from ghsim_data import PATCH_A, REPO, TOKEN, make_seed
 
 H = {"Authorization": f"token {TOKEN}"}
 
@@ -38,11 +39,20 @@ def counts(sim: GitHubSimulator) -> tuple[int, int]:
 
 def test_review_with_a_line_outside_the_diff_is_refused_and_creates_nothing(sim):
     before = counts(sim)
-    answer = requests.post(api(sim, "/pulls/1/reviews"), headers=H, json={
-        "commit_id": head_sha(sim), "event": "COMMENT", "body": "two comments",
-        "comments": [{"path": "a.py", "line": 3, "body": "fine"},
-                     {"path": "a.py", "line": 40, "side": "RIGHT", "body": "not in the diff"},
-                     {"path": "nope.py", "line": 1, "body": "no such file"}]})
+    answer = requests.post(
+        api(sim, "/pulls/1/reviews"),
+        headers=H,
+        json={
+            "commit_id": head_sha(sim),
+            "event": "COMMENT",
+            "body": "two comments",
+            "comments": [
+                {"path": "a.py", "line": 3, "body": "fine"},
+                {"path": "a.py", "line": 40, "side": "RIGHT", "body": "not in the diff"},
+                {"path": "nope.py", "line": 1, "body": "no such file"},
+            ],
+        },
+    )
     assert answer.status_code == 422
     body = answer.json()
     assert body["message"] == "Unprocessable Entity" and body["documentation_url"].startswith("https://docs.github.com")
@@ -53,36 +63,56 @@ def test_review_with_a_line_outside_the_diff_is_refused_and_creates_nothing(sim)
     assert counts(sim) == before
 
 
-@pytest.mark.parametrize("comment, message", [
-    ({"path": "a.py", "line": 5, "side": "LEFT", "body": "old file has 4 lines"}, "must be part of the diff"),
-    ({"path": "b.py", "line": 21, "start_line": 2, "body": "spans two hunks"}, "same hunk"),
-    ({"path": "b.py", "line": 20, "start_line": 21, "body": "backwards"}, "precede"),
-    ({"path": "a.py", "line": 3, "side": "UP", "body": "bad side"}, "LEFT or RIGHT"),
-    ({"path": "a.py", "line": 3}, "Body can't be blank"),
-])
+@pytest.mark.parametrize(
+    "comment, message",
+    [
+        ({"path": "a.py", "line": 5, "side": "LEFT", "body": "old file has 4 lines"}, "must be part of the diff"),
+        ({"path": "b.py", "line": 21, "start_line": 2, "body": "spans two hunks"}, "same hunk"),
+        ({"path": "b.py", "line": 20, "start_line": 21, "body": "backwards"}, "precede"),
+        ({"path": "a.py", "line": 3, "side": "UP", "body": "bad side"}, "LEFT or RIGHT"),
+        ({"path": "a.py", "line": 3}, "Body can't be blank"),
+    ],
+)
 def test_each_kind_of_bad_inline_comment_gets_a_422(sim, comment, message):
-    answer = requests.post(api(sim, "/pulls/1/reviews"), headers=H,
-                           json={"event": "COMMENT", "body": "x", "comments": [comment]})
+    answer = requests.post(
+        api(sim, "/pulls/1/reviews"), headers=H, json={"event": "COMMENT", "body": "x", "comments": [comment]}
+    )
     assert answer.status_code == 422
     assert any(message in e["message"] for e in answer.json()["errors"])
 
 
 def test_good_review_creates_its_comments_with_github_fields(sim):
     sha = head_sha(sim)
-    answer = requests.post(api(sim, "/pulls/1/reviews"), headers=H, json={
-        "commit_id": sha, "event": "COMMENT", "body": "summary",
-        "comments": [{"path": "a.py", "line": 3, "side": "RIGHT", "body": "y?"},
-                     {"path": "a.py", "line": 2, "side": "LEFT", "body": "old x"},
-                     {"path": "b.py", "line": 22, "start_line": 20, "body": "range"},
-                     {"path": "b.py", "position": 6, "body": "legacy position"}]})
+    answer = requests.post(
+        api(sim, "/pulls/1/reviews"),
+        headers=H,
+        json={
+            "commit_id": sha,
+            "event": "COMMENT",
+            "body": "summary",
+            "comments": [
+                {"path": "a.py", "line": 3, "side": "RIGHT", "body": "y?"},
+                {"path": "a.py", "line": 2, "side": "LEFT", "body": "old x"},
+                {"path": "b.py", "line": 22, "start_line": 20, "body": "range"},
+                {"path": "b.py", "position": 6, "body": "legacy position"},
+            ],
+        },
+    )
     assert answer.status_code == 200, answer.text
     review = answer.json()
     assert review["state"] == "COMMENTED" and review["commit_id"] == sha and review["body"] == "summary"
     assert review["user"]["login"] == "revbot-sim"
-    made = [c for c in requests.get(api(sim, "/pulls/1/comments"), headers=H).json()
-            if c["pull_request_review_id"] == review["id"]]
+    made = [
+        c
+        for c in requests.get(api(sim, "/pulls/1/comments"), headers=H).json()
+        if c["pull_request_review_id"] == review["id"]
+    ]
     assert [(c["path"], c["line"], c["side"], c["start_line"]) for c in made] == [
-        ("a.py", 3, "RIGHT", None), ("a.py", 2, "LEFT", None), ("b.py", 22, "RIGHT", 20), ("b.py", 20, "RIGHT", None)]
+        ("a.py", 3, "RIGHT", None),
+        ("a.py", 2, "LEFT", None),
+        ("b.py", 22, "RIGHT", 20),
+        ("b.py", 20, "RIGHT", None),
+    ]
     first = made[0]
     assert first["diff_hunk"] == "@@ -1,4 +1,5 @@\n import os\n-x = 1\n+x = 2\n+y = 3"
     assert first["position"] == 4 and first["original_line"] == 3 and first["commit_id"] == sha
@@ -96,11 +126,15 @@ def test_good_review_creates_its_comments_with_github_fields(sim):
 
 def test_single_comment_and_replies(sim):
     sha = head_sha(sim)
-    new = requests.post(api(sim, "/pulls/1/comments"), headers=H,
-                        json={"body": "hm", "commit_id": sha, "path": "c.txt", "line": 2, "side": "RIGHT"})
+    new = requests.post(
+        api(sim, "/pulls/1/comments"),
+        headers=H,
+        json={"body": "hm", "commit_id": sha, "path": "c.txt", "line": 2, "side": "RIGHT"},
+    )
     assert new.status_code == 201 and new.json()["line"] == 2 and "in_reply_to_id" not in new.json()
-    bad = requests.post(api(sim, "/pulls/1/comments"), headers=H,
-                        json={"body": "hm", "commit_id": sha, "path": "c.txt", "line": 9})
+    bad = requests.post(
+        api(sim, "/pulls/1/comments"), headers=H, json={"body": "hm", "commit_id": sha, "path": "c.txt", "line": 9}
+    )
     assert bad.status_code == 422
     no_commit = requests.post(api(sim, "/pulls/1/comments"), headers=H, json={"body": "hm", "path": "c.txt", "line": 2})
     assert no_commit.status_code == 422
@@ -112,8 +146,12 @@ def test_single_comment_and_replies(sim):
 
 
 def test_review_needs_a_known_commit_and_a_body_when_requesting_changes(sim):
-    assert requests.post(api(sim, "/pulls/1/reviews"), headers=H,
-                         json={"commit_id": "0" * 40, "event": "COMMENT", "body": "x"}).status_code == 422
+    assert (
+        requests.post(
+            api(sim, "/pulls/1/reviews"), headers=H, json={"commit_id": "0" * 40, "event": "COMMENT", "body": "x"}
+        ).status_code
+        == 422
+    )
     answer = requests.post(api(sim, "/pulls/1/reviews"), headers=H, json={"event": "REQUEST_CHANGES", "body": ""})
     assert answer.status_code == 422 and answer.json()["errors"] == ["Review Body can't be blank"]
     approve = requests.post(api(sim, "/pulls/1/reviews"), headers=H, json={"event": "APPROVE"})
@@ -150,7 +188,12 @@ def test_diff_media_type_is_a_git_diff_of_the_pr_files(sim):
     assert answer.status_code == 200 and answer.headers["Content-Type"].startswith("text/plain")
     diff = parse_diff(answer.text, "pr1.diff")
     assert [(f.path, f.status) for f in diff.files] == [
-        ("a.py", "modified"), ("b.py", "modified"), ("c.txt", "added"), ("new.py", "renamed"), ("gone.py", "deleted")]
+        ("a.py", "modified"),
+        ("b.py", "modified"),
+        ("c.txt", "added"),
+        ("new.py", "renamed"),
+        ("gone.py", "deleted"),
+    ]
     assert diff.files[3].old_path == "old.py"
     assert diff.is_commentable("a.py", 3, "RIGHT") and not diff.is_commentable("a.py", 9, "RIGHT")
     assert "diff --git a/a.py b/a.py" in answer.text
@@ -183,8 +226,11 @@ def test_contents_per_branch_with_head_falling_back_to_base(sim):
     assert text("gone.py", "main") == (200, "z\n")
     assert text("gone.py", "feature-1") == (404, None)  # deleted by the PR
     assert text("missing.txt", "main") == (404, None)
-    assert requests.get(api(sim, "/contents/a.py?ref=no-such-branch"), headers=H).json()["message"].startswith(
-        "No commit found for the ref")
+    assert (
+        requests.get(api(sim, "/contents/a.py?ref=no-such-branch"), headers=H)
+        .json()["message"]
+        .startswith("No commit found for the ref")
+    )
 
 
 def test_pull_lists_filter_and_sort(sim):
@@ -201,8 +247,9 @@ def test_pull_lists_filter_and_sort(sim):
 
 
 def test_repo_wide_comments_sort_direction_and_since(sim):
-    sim.add_comments(REPO, 2, [{"path": "a.py", "line": 2, "body": "late", "user": "dave",
-                                "created_at": "2024-03-01T00:00:00Z"}])
+    sim.add_comments(
+        REPO, 2, [{"path": "a.py", "line": 2, "body": "late", "user": "dave", "created_at": "2024-03-01T00:00:00Z"}]
+    )
 
     def ids(query: str) -> list[int]:
         return [c["id"] for c in requests.get(api(sim, f"/pulls/comments{query}"), headers=H).json()]
@@ -223,8 +270,9 @@ def test_reactions_rollup_and_adding(sim):
     again = requests.post(api(sim, "/pulls/comments/501/reactions"), headers=H, json={"content": "heart"})
     assert (first.status_code, again.status_code) == (201, 200) and first.json()["id"] == again.json()["id"]
     assert requests.get(api(sim, "/pulls/comments/501"), headers=H).json()["reactions"]["heart"] == 1
-    assert requests.post(api(sim, "/pulls/comments/501/reactions"), headers=H,
-                         json={"content": "love"}).status_code == 422
+    assert (
+        requests.post(api(sim, "/pulls/comments/501/reactions"), headers=H, json={"content": "love"}).status_code == 422
+    )
 
 
 def test_issue_comments(sim):
@@ -269,8 +317,9 @@ def test_primary_budget_counts_down_and_runs_out(sim):
 def test_faults_match_method_and_path_and_run_out(sim):
     sim.inject("error", count=2, status=502, method="POST", path=r"/reviews$")
     assert requests.get(api(sim, "/pulls/1/reviews"), headers=H).status_code == 200
-    codes = [requests.post(api(sim, "/pulls/1/reviews"), headers=H, json={"event": "APPROVE"}).status_code
-             for _ in range(3)]
+    codes = [
+        requests.post(api(sim, "/pulls/1/reviews"), headers=H, json={"event": "APPROVE"}).status_code for _ in range(3)
+    ]
     assert codes == [502, 502, 200]
     sim.inject("429", retry_after=3)
     answer = requests.get(api(sim, ""), headers=H)
@@ -320,9 +369,17 @@ def test_transfer_faults_break_a_real_answer(sim):
 
 
 def test_admin_api_over_http(sim):
-    opened = requests.post(f"{sim.url}/_sim/pulls", json={
-        "repo": REPO, "title": "New work", "user": "erin", "head": "feat-x",
-        "files": [{"filename": "a.py", "patch": PATCH_A}], "head_files": {"a.py": "import os\nx = 2\ny = 3\n"}})
+    opened = requests.post(
+        f"{sim.url}/_sim/pulls",
+        json={
+            "repo": REPO,
+            "title": "New work",
+            "user": "erin",
+            "head": "feat-x",
+            "files": [{"filename": "a.py", "patch": PATCH_A}],
+            "head_files": {"a.py": "import os\nx = 2\ny = 3\n"},
+        },
+    )
     assert opened.status_code == 201, opened.text
     hook = opened.json()["webhook"]
     assert hook["action"] == "opened" and hook["number"] == 3
@@ -330,8 +387,14 @@ def test_admin_api_over_http(sim):
     assert hook["pull_request"]["head"]["ref"] == "feat-x" and hook["sender"]["login"] == "erin"
     assert requests.get(api(sim, "/pulls/3"), headers=H).json()["title"] == "New work"
 
-    pushed = requests.post(f"{sim.url}/_sim/pulls", json={"repo": REPO, "number": 3, "files": [
-        {"filename": "c.txt", "status": "added", "patch": "@@ -0,0 +1 @@\n+hi"}]}).json()["webhook"]
+    pushed = requests.post(
+        f"{sim.url}/_sim/pulls",
+        json={
+            "repo": REPO,
+            "number": 3,
+            "files": [{"filename": "c.txt", "status": "added", "patch": "@@ -0,0 +1 @@\n+hi"}],
+        },
+    ).json()["webhook"]
     assert pushed["action"] == "synchronize" and pushed["before"] != pushed["after"]
     assert pushed["after"] == pushed["pull_request"]["head"]["sha"]
 
@@ -371,15 +434,27 @@ def test_bad_seed_is_refused_with_its_location():
     with pytest.raises(SimulatorError, match=r"repos\[0\]: a repo needs 'owner' and 'name'"):
         GitHubSimulator({"repos": [{"name": "x"}]})
     with pytest.raises(SimulatorError, match=r"repos\[0\]\.pulls\[0\]\.files\[0\]: bad patch"):
-        GitHubSimulator({"repos": [{"owner": "o", "name": "r", "pulls": [
-            {"files": [{"filename": "a.py", "patch": "@@ -1,2 +1,2 @@\n-only one line"}]}]}]})
+        GitHubSimulator(
+            {
+                "repos": [
+                    {
+                        "owner": "o",
+                        "name": "r",
+                        "pulls": [{"files": [{"filename": "a.py", "patch": "@@ -1,2 +1,2 @@\n-only one line"}]}],
+                    }
+                ]
+            }
+        )
 
 
 def test_state_file_survives_a_restart_and_holds_no_token(tmp_path):
     state = tmp_path / "sim-state.json"
     with GitHubSimulator(make_seed(), state_path=state) as sim:
-        made = requests.post(api(sim, "/pulls/1/reviews"), headers=H, json={
-            "event": "COMMENT", "body": "kept", "comments": [{"path": "a.py", "line": 3, "body": "persisted"}]})
+        made = requests.post(
+            api(sim, "/pulls/1/reviews"),
+            headers=H,
+            json={"event": "COMMENT", "body": "kept", "comments": [{"path": "a.py", "line": 3, "body": "persisted"}]},
+        )
         assert made.status_code == 200
     text = state.read_text()
     assert TOKEN not in text and "read-only-token" not in text
@@ -392,8 +467,11 @@ def test_state_file_survives_a_restart_and_holds_no_token(tmp_path):
 
 def test_concurrent_reviews_get_distinct_ids(sim):
     def post(i: int) -> int:
-        answer = requests.post(api(sim, "/pulls/1/reviews"), headers=H, json={
-            "event": "COMMENT", "body": f"r{i}", "comments": [{"path": "c.txt", "line": 1, "body": f"c{i}"}]})
+        answer = requests.post(
+            api(sim, "/pulls/1/reviews"),
+            headers=H,
+            json={"event": "COMMENT", "body": f"r{i}", "comments": [{"path": "c.txt", "line": 1, "body": f"c{i}"}]},
+        )
         return answer.json()["id"]
 
     with ThreadPoolExecutor(8) as pool:
@@ -416,9 +494,18 @@ def test_serve_forever_and_cli(tmp_path):
     started: list[GitHubSimulator] = []
     stop = threading.Event()
     ready = threading.Event()
-    thread = threading.Thread(target=serve_forever, kwargs=dict(
-        host="127.0.0.1", port=0, seed_path=str(seed), state_path=None, tokens=("extra-token",),
-        ready=lambda s: (started.append(s), ready.set()), stop=stop))
+    thread = threading.Thread(
+        target=serve_forever,
+        kwargs=dict(
+            host="127.0.0.1",
+            port=0,
+            seed_path=str(seed),
+            state_path=None,
+            tokens=("extra-token",),
+            ready=lambda s: (started.append(s), ready.set()),
+            stop=stop,
+        ),
+    )
     thread.start()
     try:
         assert ready.wait(10)

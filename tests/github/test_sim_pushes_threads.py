@@ -3,6 +3,7 @@ between two heads of a pull request (and 404 after a force-push), review comment
 their lines or become outdated after a push, review threads and resolving them over GraphQL
 (with the ways GitHub refuses it), collaborator permissions, and reactions on conversation
 comments."""
+
 from __future__ import annotations
 
 import pytest
@@ -22,10 +23,19 @@ SHIFTED = "@@ -1,3 +1,5 @@\n a\n+n1\n+n2\n-b\n+B\n c\n@@ -20,3 +22,4 @@ def g():
 
 def seed() -> dict:
     return {
-        "tokens": [TOKEN, {"token": "read-only", "login": "reader", "permission": "read"},
-                   {"token": "no-graphql", "login": "restricted", "graphql": False}],
-        "repos": [{"owner": "acme", "name": "shop", "collaborators": {"alice": "write", "bob": "read"},
-                   "pulls": [{"number": 1, "user": "alice", "files": [{"filename": "b.py", "patch": PATCH}]}]}],
+        "tokens": [
+            TOKEN,
+            {"token": "read-only", "login": "reader", "permission": "read"},
+            {"token": "no-graphql", "login": "restricted", "graphql": False},
+        ],
+        "repos": [
+            {
+                "owner": "acme",
+                "name": "shop",
+                "collaborators": {"alice": "write", "bob": "read"},
+                "pulls": [{"number": 1, "user": "alice", "files": [{"filename": "b.py", "patch": PATCH}]}],
+            }
+        ],
     }
 
 
@@ -44,8 +54,13 @@ def push(sim: GitHubSimulator, patch: str, **kw) -> str:
 
 
 def review(gh: GitHubClient, head: str, *lines: int) -> None:
-    gh.create_review(REPO, 1, commit_id=head, body="bot", comments=[
-        {"path": "b.py", "line": n, "side": "RIGHT", "body": f"about line {n}"} for n in lines])
+    gh.create_review(
+        REPO,
+        1,
+        commit_id=head,
+        body="bot",
+        comments=[{"path": "b.py", "line": n, "side": "RIGHT", "body": f"about line {n}"} for n in lines],
+    )
 
 
 # --------------------------------------------------------------------------- pure: two heads, one base
@@ -56,8 +71,9 @@ def test_compare_patch_holds_only_what_changed_between_the_heads():
     assert compare_patch(old, new) == "@@ -20,4 +20,4 @@\n t\n u\n-v\n+v = compute()\n w"
     assert compare_patch(old, parse_patch(PATCH, "b.py")) == ""
     # a file the new head adds, and a change the new head takes back (the base again)
-    assert compare_patch(None, parse_patch("@@ -0,0 +1,2 @@\n+x\n+y", "n.py", status="added")) == \
-        "@@ -0,0 +1,2 @@\n+x\n+y"
+    assert (
+        compare_patch(None, parse_patch("@@ -0,0 +1,2 @@\n+x\n+y", "n.py", status="added")) == "@@ -0,0 +1,2 @@\n+x\n+y"
+    )
     assert compare_patch(old, None).startswith("@@ -1,3 +1,3 @@\n a\n-B\n+b\n c")
 
 
@@ -81,7 +97,8 @@ def test_compare_between_two_heads_and_after_a_force_push(sim):
     answer = gh.compare(REPO, first["head"]["sha"], second)
     assert answer["status"] == "ahead" and answer["ahead_by"] == 1 and answer["behind_by"] == 0
     assert [(f["filename"], f["patch"]) for f in answer["files"]] == [
-        ("b.py", "@@ -20,4 +20,4 @@\n t\n u\n-v\n+v = compute()\n w")]
+        ("b.py", "@@ -20,4 +20,4 @@\n t\n u\n-v\n+v = compute()\n w")
+    ]
     assert gh.compare(REPO, second, first["head"]["sha"])["status"] == "behind"
     from_base = gh.compare(REPO, first["base"]["sha"], second)
     assert [f["patch"] for f in from_base["files"]] == [FIXED]
@@ -118,7 +135,9 @@ def test_review_threads_and_resolving_one_over_graphql(sim):
     assert gh.viewer_login() == "revbot-sim"
     threads = gh.review_threads(REPO, 1)
     assert [[(c["author"]["login"], c["body"]) for c in t["comments"]["nodes"]] for t in threads] == [
-        [("revbot-sim", "about line 2"), ("revbot-sim", "a reply")], [("bob", "human note")]]
+        [("revbot-sim", "about line 2"), ("revbot-sim", "a reply")],
+        [("bob", "human note")],
+    ]
     assert not any(t["isResolved"] for t in threads)
     assert gh.resolve_review_thread(threads[0]["id"]) is True
     after = gh.review_threads(REPO, 1)
@@ -156,7 +175,12 @@ def test_collaborator_permissions(sim):
     gh = client(sim)
     sim.add_comments(REPO, 1, [{"path": "b.py", "line": 2, "body": "x", "user": "carol"}])  # a known non-member
     assert [gh.collaborator_permission(REPO, who) for who in ("alice", "bob", "acme", "carol", "nobody")] == [
-        "write", "read", "admin", "read", "none"]
+        "write",
+        "read",
+        "admin",
+        "read",
+        "none",
+    ]
 
 
 def test_a_conversation_comment_its_webhook_and_a_reaction_to_it(sim):
@@ -192,6 +216,8 @@ def test_review_comment_ids_past_32_bits_come_as_full_database_ids(sim):
     [thread] = gh.review_threads(REPO, 1)
     assert thread["comments"]["nodes"][0]["fullDatabaseId"] == str(big)
     with pytest.raises(GraphQLError, match="non 32-bit signed integer"):
-        gh.graphql("query($o: String!, $n: String!) { repository(owner: $o, name: $n) { pullRequest(number: 1) { "
-                   "reviewThreads(first: 5) { nodes { comments(first: 1) { nodes { databaseId } } } } } } }",
-                   {"o": "acme", "n": "shop"})
+        gh.graphql(
+            "query($o: String!, $n: String!) { repository(owner: $o, name: $n) { pullRequest(number: 1) { "
+            "reviewThreads(first: 5) { nodes { comments(first: 1) { nodes { databaseId } } } } } } }",
+            {"o": "acme", "n": "shop"},
+        )

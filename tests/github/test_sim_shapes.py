@@ -1,6 +1,7 @@
 """The simulator answers with GitHub's shapes: every key of the recorded real exchanges
 (../shared/fixtures/github/replay) is in the simulator's JSON for the same endpoint, recursively,
 and review comments satisfy GitHub's OpenAPI schema."""
+
 from __future__ import annotations
 
 import ast
@@ -11,10 +12,10 @@ from pathlib import Path
 
 import pytest
 import requests
+from ghsim_data import OPENAPI, REPLAY, REPO, TOKEN
 from github.Requester import Requester
 
 from revbot.dev.github_sim import GitHubSimulator
-from ghsim_data import OPENAPI, REPLAY, REPO, TOKEN
 
 # Keys GitHub sends that the simulator leaves out on purpose: its repositories are never forks.
 OMITTED = {"repo": {"parent", "source"}}
@@ -30,15 +31,22 @@ def read_exchanges(path: Path) -> list[dict]:
         if not lines[i].strip():
             i += 1
             continue
-        proto, verb, host, _port, target, req_headers, req_body, status, resp_headers, resp_body = lines[i:i + 10]
+        proto, verb, host, _port, target, req_headers, req_body, status, resp_headers, resp_body = lines[i : i + 10]
         assert proto in ("http", "https"), f"{path.name}:{i + 1}: not an exchange start: {proto!r}"
-        out.append({
-            "file": path.name, "line": i + 1, "verb": verb, "host": host, "path": target,
-            "request_headers": ast.literal_eval(req_headers),
-            "request_body": None if req_body == "None" else json.loads(req_body),
-            "status": int(status), "headers": ast.literal_eval(resp_headers),
-            "body": json.loads(resp_body) if resp_body.strip() else None,
-        })
+        out.append(
+            {
+                "file": path.name,
+                "line": i + 1,
+                "verb": verb,
+                "host": host,
+                "path": target,
+                "request_headers": ast.literal_eval(req_headers),
+                "request_body": None if req_body == "None" else json.loads(req_body),
+                "status": int(status),
+                "headers": ast.literal_eval(resp_headers),
+                "body": json.loads(resp_body) if resp_body.strip() else None,
+            }
+        )
         i += 11
     return out
 
@@ -78,22 +86,36 @@ def sim_answer(sim: GitHubSimulator, kind: str, recorded: dict) -> requests.Resp
     base = f"{sim.url}/repos/{REPO}"
     head = requests.get(f"{base}/pulls/1", headers=h).json()["head"]["sha"]
     if kind == "create_comment":
-        body = ({"body": "reply", "in_reply_to": 501} if (recorded["request_body"] or {}).get("in_reply_to")
-                else {"body": "new", "commit_id": head, "path": "a.py", "line": 3})
+        body = (
+            {"body": "reply", "in_reply_to": 501}
+            if (recorded["request_body"] or {}).get("in_reply_to")
+            else {"body": "new", "commit_id": head, "path": "a.py", "line": 3}
+        )
         return requests.post(f"{base}/pulls/1/comments", headers=h, json=body)
     if kind == "reply":
         return requests.post(f"{base}/pulls/1/comments/501/replies", headers=h, json={"body": "ok"})
     if kind == "create_review":
-        return requests.post(f"{base}/pulls/1/reviews", headers=h,
-                             json={"commit_id": head, "event": "APPROVE", "body": "", "comments": []})
+        return requests.post(
+            f"{base}/pulls/1/reviews",
+            headers=h,
+            json={"commit_id": head, "event": "APPROVE", "body": "", "comments": []},
+        )
     if kind == "create_issue_comment":
         return requests.post(f"{base}/issues/1/comments", headers=h, json={"body": "hi"})
     if kind == "review":
         rid = requests.get(f"{base}/pulls/1/reviews", headers=h).json()[0]["id"]
         return requests.get(f"{base}/pulls/1/reviews/{rid}", headers=h)
-    path = {"repo": "", "pulls": "/pulls?state=all", "pull": "/pulls/1", "files": "/pulls/1/files",
-            "pull_comments": "/pulls/1/comments", "repo_comments": "/pulls/comments", "comment": "/pulls/comments/501",
-            "reviews": "/pulls/1/reviews", "issue_comments": "/issues/1/comments"}[kind]
+    path = {
+        "repo": "",
+        "pulls": "/pulls?state=all",
+        "pull": "/pulls/1",
+        "files": "/pulls/1/files",
+        "pull_comments": "/pulls/1/comments",
+        "repo_comments": "/pulls/comments",
+        "comment": "/pulls/comments/501",
+        "reviews": "/pulls/1/reviews",
+        "issue_comments": "/issues/1/comments",
+    }[kind]
     return requests.get(base + path, headers=h)
 
 
@@ -125,8 +147,20 @@ def test_replay_parser_reads_every_exchange():
     assert all(isinstance(ex["headers"], list) for ex in ALL)
     # the recordings cover the simulator's main endpoints
     assert {kind_of(ex["verb"], ex["path"]) for ex in COVERED} >= {
-        "repo", "pulls", "pull", "files", "pull_comments", "repo_comments", "comment", "reviews", "create_review",
-        "create_comment", "reply", "issue_comments", "create_issue_comment"}
+        "repo",
+        "pulls",
+        "pull",
+        "files",
+        "pull_comments",
+        "repo_comments",
+        "comment",
+        "reviews",
+        "create_review",
+        "create_comment",
+        "reply",
+        "issue_comments",
+        "create_issue_comment",
+    }
 
 
 @pytest.mark.parametrize("exchange", COVERED, ids=lambda ex: f"{ex['file']}:{ex['line']}")
@@ -139,8 +173,17 @@ def test_simulator_json_has_every_recorded_key(sim, exchange):
 
 @pytest.mark.parametrize("exchange", COVERED, ids=lambda ex: f"{ex['file']}:{ex['line']}")
 def test_simulator_sends_recorded_api_headers(sim, exchange):
-    wanted = {"x-ratelimit-limit", "x-ratelimit-remaining", "x-ratelimit-reset", "x-ratelimit-used",
-              "x-ratelimit-resource", "x-github-request-id", "etag", "content-type", "x-github-media-type"}
+    wanted = {
+        "x-ratelimit-limit",
+        "x-ratelimit-remaining",
+        "x-ratelimit-reset",
+        "x-ratelimit-used",
+        "x-ratelimit-resource",
+        "x-github-request-id",
+        "etag",
+        "content-type",
+        "x-github-media-type",
+    }
     recorded = {name.lower() for name, _ in exchange["headers"]} & wanted
     answer = sim_answer(sim, kind_of(exchange["verb"], exchange["path"]), exchange)
     assert recorded - {k.lower() for k in answer.headers} == set()
@@ -215,10 +258,19 @@ def check_against_schema(comment: dict) -> list[str]:
 def test_review_comments_match_the_openapi_schema(sim):
     h = {"Authorization": f"token {TOKEN}"}
     head = requests.get(f"{sim.url}/repos/{REPO}/pulls/1", headers=h).json()["head"]["sha"]
-    created = requests.post(f"{sim.url}/repos/{REPO}/pulls/1/reviews", headers=h, json={
-        "commit_id": head, "event": "COMMENT", "body": "see inline",
-        "comments": [{"path": "b.py", "line": 22, "side": "RIGHT", "body": "range", "start_line": 20},
-                     {"path": "a.py", "line": 2, "side": "LEFT", "body": "old line"}]})
+    created = requests.post(
+        f"{sim.url}/repos/{REPO}/pulls/1/reviews",
+        headers=h,
+        json={
+            "commit_id": head,
+            "event": "COMMENT",
+            "body": "see inline",
+            "comments": [
+                {"path": "b.py", "line": 22, "side": "RIGHT", "body": "range", "start_line": 20},
+                {"path": "a.py", "line": 2, "side": "LEFT", "body": "old line"},
+            ],
+        },
+    )
     assert created.status_code == 200, created.text
     comments = requests.get(f"{sim.url}/repos/{REPO}/pulls/comments?per_page=100", headers=h).json()
     assert len(comments) == 4

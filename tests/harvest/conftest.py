@@ -1,4 +1,5 @@
 """Fixtures for harvest tests: a temporary store, GitHub simulators on loopback, clients for them."""
+
 from __future__ import annotations
 
 from pathlib import Path

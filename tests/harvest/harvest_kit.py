@@ -1,4 +1,5 @@
 """Helpers for harvest tests: seed builders for the GitHub simulator and secrets to look for."""
+
 from __future__ import annotations
 
 REPO = "acme/widgets"
@@ -26,7 +27,9 @@ def stamp(n: int) -> str:
     return f"2024-{1 + day // 28:02d}-{1 + day % 28:02d}T{h:02d}:{m:02d}:{s:02d}Z"
 
 
-def pull(number: int, user: str = "alice", files: dict[str, str] | None = None, comments: list[dict] | None = None) -> dict:
+def pull(
+    number: int, user: str = "alice", files: dict[str, str] | None = None, comments: list[dict] | None = None
+) -> dict:
     files = files or {"src/app.py": hunk_patch(2, f"_{number}")}
     return {
         "number": number,
@@ -39,8 +42,16 @@ def pull(number: int, user: str = "alice", files: dict[str, str] | None = None, 
 
 
 def comment(n: int, line: int, body: str, user: str = "bob", path: str = "src/app.py", **extra) -> dict:
-    return {"id": 10_000 + n, "path": path, "line": line, "side": "RIGHT", "body": body, "user": user,
-            "created_at": stamp(1000 + n), **extra}
+    return {
+        "id": 10_000 + n,
+        "path": path,
+        "line": line,
+        "side": "RIGHT",
+        "body": body,
+        "user": user,
+        "created_at": stamp(1000 + n),
+        **extra,
+    }
 
 
 def many_comments_seed(prs: int, per_pr: int, start_pr: int = 1, total_prs: int | None = None) -> dict:
@@ -57,4 +68,3 @@ def many_comments_seed(prs: int, per_pr: int, start_pr: int = 1, total_prs: int 
                 cs.append(comment(n, line, f"Please reconsider this name ({n})."))
         pulls.append(pull(number, comments=cs))
     return {"repos": [{"owner": "acme", "name": "widgets", "pulls": pulls}]}
-

@@ -1,4 +1,5 @@
 """`revbot dataset import/export/stats`: crc-py, CodeReviewer, alpaca/sharegpt/openai, field-mapped JSONL."""
+
 from __future__ import annotations
 
 import json
@@ -6,15 +7,14 @@ from collections import Counter
 
 import pytest
 from click.testing import CliRunner
+from harvest_kit import hunk_patch
 
 from bot.diff import parse_hunk
 from bot.errors import DataError, UsageError
 from bot.examples import Example, ExampleComment
-from revbot.adapters.store import CachedFile, StoredComment
 from harvest.build import BuildConfig, build_pr
 from harvest.formats import EXPORT_FORMATS, export_examples, import_dataset, parse_field_map, read_dataset
-
-from harvest_kit import hunk_patch
+from revbot.adapters.store import CachedFile, StoredComment
 
 CRC = "data/crc-py/reviews.jsonl"
 
@@ -51,7 +51,9 @@ def test_crc_anchors_sit_on_the_hunks_last_line_on_the_right_side(crc):
 
 def test_crc_restores_original_comment_text_and_ids(crc):
     first = crc.examples[0]
-    assert first.comments[0].body.startswith("This actually fixes a bug")  # lower-cased in `comment`, original in `enriched`
+    assert first.comments[0].body.startswith(
+        "This actually fixes a bug"
+    )  # lower-cased in `comment`, original in `enriched`
     assert first.repo == "paperless-ngx/paperless-ngx" and first.pr == 10846
     assert first.created_at == "2025-09-13T18:39:16Z" and first.source == "import:crc"
     suggestion = [e for e in crc.examples if "```suggestion" in e.comments[0].body]
@@ -66,12 +68,18 @@ def test_cli_imports_crc_into_the_store(shared_dir, tmp_path):
     runner = CliRunner()
     out = runner.invoke(dataset, ["import", str(shared_dir / CRC), "--format", "crc", "--db", str(db)])
     assert out.exit_code == 0, out.output
-    assert "823 record(s)" in out.output and "766 example(s)" in out.output and ":546: same example as line 543" in out.output
+    assert (
+        "823 record(s)" in out.output
+        and "766 example(s)" in out.output
+        and ":546: same example as line 543" in out.output
+    )
     stats = json.loads(runner.invoke(dataset, ["stats", "--db", str(db), "--json"]).output)
     assert stats["positive"] == 766 and stats["negative"] == 0 and stats["comments"] == 766
     subset = tmp_path / "first100.jsonl"
     subset.write_text("".join((shared_dir / CRC).read_text().splitlines(keepends=True)[:100]))
-    again = json.loads(runner.invoke(dataset, ["import", str(subset), "--format", "crc", "--db", str(db), "--json"]).output)
+    again = json.loads(
+        runner.invoke(dataset, ["import", str(subset), "--format", "crc", "--db", str(db), "--json"]).output
+    )
     humans = 100 - sum(again["review_bot_comments_dropped"].values())
     assert humans == 78  # the first 100 rows hold 22 review-bot comments
     assert (again["inserted"], again["updated"]) == (0, humans)  # idempotent: keyed by id, nothing new
@@ -80,15 +88,44 @@ def test_cli_imports_crc_into_the_store(shared_dir, tmp_path):
 def _varied_examples(crc) -> list[Example]:
     files = [CachedFile("src/app.py", "modified", hunk_patch(3))]
     comments = [
-        StoredComment("acme/widgets", 4, 1, "src/app.py", "@@ -1,4 +1,5 @@\n a0 = 1\n-b0 = 2\n+b0 = 3\n+c0 = 4", 3, "RIGHT",
-                      start_line=2, start_side="RIGHT", author="bob", body="Both of these.\n\n```suggestion\nb0 = 4\nc0 = 5\n```",
-                      created_at="2024-02-01T00:00:00Z"),
-        StoredComment("acme/widgets", 4, 2, "src/app.py", "@@ -1,4 +1,5 @@\n a0 = 1\n-b0 = 2", 2, "LEFT", author="carol",
-                      body="Why was this removed?", created_at="2024-02-01T00:00:01Z"),
+        StoredComment(
+            "acme/widgets",
+            4,
+            1,
+            "src/app.py",
+            "@@ -1,4 +1,5 @@\n a0 = 1\n-b0 = 2\n+b0 = 3\n+c0 = 4",
+            3,
+            "RIGHT",
+            start_line=2,
+            start_side="RIGHT",
+            author="bob",
+            body="Both of these.\n\n```suggestion\nb0 = 4\nc0 = 5\n```",
+            created_at="2024-02-01T00:00:00Z",
+        ),
+        StoredComment(
+            "acme/widgets",
+            4,
+            2,
+            "src/app.py",
+            "@@ -1,4 +1,5 @@\n a0 = 1\n-b0 = 2",
+            2,
+            "LEFT",
+            author="carol",
+            body="Why was this removed?",
+            created_at="2024-02-01T00:00:01Z",
+        ),
     ]
     built = build_pr("acme/widgets", 4, comments, files, config=BuildConfig(negatives_ratio=2.0)).examples
-    no_newline = Example("x#1:nn", "x/y", 1, "a.txt", "@@ -1 +1 @@\n-old\n\\ No newline at end of file\n+new\n\\ No newline at end of file",
-                         [ExampleComment(1, "RIGHT", "Add the newline back.")], "2024-01-01T00:00:00Z", "github")
+    no_newline = Example(
+        "x#1:nn",
+        "x/y",
+        1,
+        "a.txt",
+        "@@ -1 +1 @@\n-old\n\\ No newline at end of file\n+new\n\\ No newline at end of file",
+        [ExampleComment(1, "RIGHT", "Add the newline back.")],
+        "2024-01-01T00:00:00Z",
+        "github",
+    )
     return built + [no_newline] + crc.examples[:40]
 
 
@@ -125,8 +162,19 @@ def _write(path, lines):
 
 
 def test_a_malformed_line_names_file_and_line_and_stores_nothing(tmp_path, store):
-    good = json.dumps({"code": "@@ -1,2 +1,2 @@\n a\n-b\n+c", "comment": "Why c?", "line_number": 2, "file_path": "a.py",
-                       "pr_number": 1, "repo": "r", "owner": "o", "comment_id": 1, "comment_created_at": "2024-01-01T00:00:00Z"})
+    good = json.dumps(
+        {
+            "code": "@@ -1,2 +1,2 @@\n a\n-b\n+c",
+            "comment": "Why c?",
+            "line_number": 2,
+            "file_path": "a.py",
+            "pr_number": 1,
+            "repo": "r",
+            "owner": "o",
+            "comment_id": 1,
+            "comment_created_at": "2024-01-01T00:00:00Z",
+        }
+    )
     path = _write(tmp_path / "bad.jsonl", [good, "", "{not json", good.replace('"comment_id": 1', '"comment_id": 2')])
     with pytest.raises(DataError) as caught:
         import_dataset(store, path, "crc")
@@ -153,17 +201,35 @@ def test_missing_fields_and_bad_hunks_name_the_line(tmp_path):
     path = _write(tmp_path / "x.jsonl", [json.dumps({"code": "no header here", "comment": "x", "line_number": 1})])
     with pytest.raises(DataError, match=r"x\.jsonl:1: the hunk has no '@@"):
         read_dataset(path, "crc")
-    ours = _write(tmp_path / "ours.jsonl", [json.dumps({"id": "1", "repo": "r", "pr": 1, "path": "a", "hunk": "@@ -1 +1 @@\n-a\n+b"}),
-                                             json.dumps({"code": "@@ -1 +1 @@\n-a\n+b", "comment": "hi"})])
+    ours = _write(
+        tmp_path / "ours.jsonl",
+        [
+            json.dumps({"id": "1", "repo": "r", "pr": 1, "path": "a", "hunk": "@@ -1 +1 @@\n-a\n+b"}),
+            json.dumps({"code": "@@ -1 +1 @@\n-a\n+b", "comment": "hi"}),
+        ],
+    )
     with pytest.raises(DataError, match=r"ours\.jsonl:2: .*--field-map"):
         read_dataset(ours, "jsonl")
 
 
 def test_field_mapped_jsonl(tmp_path):
     rows = [
-        {"d": {"hunk": "@@ -10,3 +10,4 @@ def f():\n x\n+y\n z\n w"}, "msg": "Why y?", "file": "m.py", "ln": 11, "n": 7,
-         "when": "2024-03-01", "proj": "o/r"},
-        {"d": {"hunk": "@@ -10,3 +10,4 @@ def f():\n x\n+y\n z\n w"}, "msg": "Out of range line.", "file": "m.py", "ln": 99, "n": 7},
+        {
+            "d": {"hunk": "@@ -10,3 +10,4 @@ def f():\n x\n+y\n z\n w"},
+            "msg": "Why y?",
+            "file": "m.py",
+            "ln": 11,
+            "n": 7,
+            "when": "2024-03-01",
+            "proj": "o/r",
+        },
+        {
+            "d": {"hunk": "@@ -10,3 +10,4 @@ def f():\n x\n+y\n z\n w"},
+            "msg": "Out of range line.",
+            "file": "m.py",
+            "ln": 99,
+            "n": 7,
+        },
         {"d": {"hunk": "@@ -1 +1 @@\n-a\n+b"}, "msg": "", "file": "n.py", "n": 8},
     ]
     path = _write(tmp_path / "m.jsonl", [json.dumps(r) for r in rows])
@@ -183,8 +249,15 @@ def test_field_mapped_jsonl(tmp_path):
 
 def test_codereviewer_msg_records(tmp_path):
     rows = [
-        {"patch": "@@ -5,4 +5,5 @@ class A:\n     a = 1\n-    b = 2\n+    b = 3\n+    c = 4\n     d = 5", "msg": "Why add c?",
-         "id": 17, "y": 1, "lang": "py", "proj": "team/app", "oldf": "..."},
+        {
+            "patch": "@@ -5,4 +5,5 @@ class A:\n     a = 1\n-    b = 2\n+    b = 3\n+    c = 4\n     d = 5",
+            "msg": "Why add c?",
+            "id": 17,
+            "y": 1,
+            "lang": "py",
+            "proj": "team/app",
+            "oldf": "...",
+        },
         {"patch": "@@ -1,2 +1,2 @@\n x\n-y\n+z", "msg": "", "id": 18, "y": 0},
         {"patch": " x\n-y\n+z", "msg": "No header in this one.", "id": 19},
     ]
@@ -227,7 +300,9 @@ def test_cli_export_stats_and_errors(shared_dir, tmp_path):
     django = sum(1 for e in imported if e.repo == "django/django")
     runner.invoke(dataset, ["import", str(subset), "--format", "crc", "--db", str(db)])
     out = tmp_path / "e.jsonl"
-    exported = runner.invoke(dataset, ["export", "--format", "sharegpt", "-o", str(out), "--db", str(db), "--repo", "django/django"])
+    exported = runner.invoke(
+        dataset, ["export", "--format", "sharegpt", "-o", str(out), "--db", str(db), "--repo", "django/django"]
+    )
     assert exported.exit_code == 0 and f"wrote {django} example(s)" in exported.output and django > 5
     assert len(out.read_text().splitlines()) == django
     text = runner.invoke(dataset, ["stats", "--db", str(db)])

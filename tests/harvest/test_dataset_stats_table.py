@@ -1,4 +1,5 @@
 """`revbot dataset stats` prints a table a person can read, one row per repository."""
+
 from __future__ import annotations
 
 from click.testing import CliRunner
@@ -15,7 +16,10 @@ def test_stats_is_a_table_with_one_row_per_repository(tmp_path):
     db = tmp_path / "s.db"
     store = Store(db)
     store.upsert_examples(
-        [Example(f"a{i}", "acme/app", i, "a.py", HUNK, [ExampleComment(3, "RIGHT", "Use the logger.")]) for i in range(3)]
+        [
+            Example(f"a{i}", "acme/app", i, "a.py", HUNK, [ExampleComment(3, "RIGHT", "Use the logger.")])
+            for i in range(3)
+        ]
         + [Example("b1", "acme/lib", 9, "b.py", HUNK, [])]
     )
     store.close()

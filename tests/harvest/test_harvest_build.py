@@ -1,26 +1,45 @@
 """Example building from stored comments and PR patches (no network)."""
+
 from __future__ import annotations
 
 import json
 
+from harvest_kit import hunk_patch
+
 from bot.diff import parse_hunk
 from bot.prompt import parse_output
-from revbot.adapters.store import CachedFile, StoredComment
 from harvest.build import BuildConfig, build_pr, split_threads
 from harvest.filters import FilterConfig
-
-from harvest_kit import hunk_patch
+from revbot.adapters.store import CachedFile, StoredComment
 
 FILES = [CachedFile("src/app.py", "modified", hunk_patch(3)), CachedFile("logo.png", "modified", None)]
 
 
-def _c(cid: int, line: int | None, body: str = "Please rename this variable.", side: str = "RIGHT", **kw) -> StoredComment:
+def _c(
+    cid: int, line: int | None, body: str = "Please rename this variable.", side: str = "RIGHT", **kw
+) -> StoredComment:
     """A comment on src/app.py whose diff_hunk is what GitHub would send: the hunk cut at ``line``."""
     hunk = parse_hunk(hunk_patch(3).split("\n@@")[0])
-    cut = next((k for k, ln in enumerate(hunk.lines) if ln.new_no == line), len(hunk.lines) - 1) if line and line < 40 else 2
-    base = dict(repo="acme/widgets", pr=5, id=cid, path="src/app.py", diff_hunk=hunk.sub_hunk(0, cut + 1).text(), line=line,
-                side=side, original_line=line, author="bob", author_type="User", body=body,
-                created_at=f"2024-01-01T00:00:{cid % 60:02d}Z", commit_id="head")
+    cut = (
+        next((k for k, ln in enumerate(hunk.lines) if ln.new_no == line), len(hunk.lines) - 1)
+        if line and line < 40
+        else 2
+    )
+    base = dict(
+        repo="acme/widgets",
+        pr=5,
+        id=cid,
+        path="src/app.py",
+        diff_hunk=hunk.sub_hunk(0, cut + 1).text(),
+        line=line,
+        side=side,
+        original_line=line,
+        author="bob",
+        author_type="User",
+        body=body,
+        created_at=f"2024-01-01T00:00:{cid % 60:02d}Z",
+        commit_id="head",
+    )
     base.update(kw)
     return StoredComment(**base)
 
@@ -31,7 +50,10 @@ def test_comments_on_one_hunk_make_one_full_hunk_example():
     assert out.positives == 1 and out.negatives == 0
     ex = out.examples[0]
     assert ex.hunk == hunk_patch(3).split("\n@@")[0]  # the full hunk, not the cut diff_hunk
-    assert [(c.line, c.side, c.body) for c in ex.comments] == [(2, "RIGHT", "First note here."), (3, "RIGHT", "Second note here.")]
+    assert [(c.line, c.side, c.body) for c in ex.comments] == [
+        (2, "RIGHT", "First note here."),
+        (3, "RIGHT", "Second note here."),
+    ]
     assert ex.meta["from"] == "pr_hunk" and ex.meta["comment_ids"] == [1, 2]
     assert out.counts["from_pr_hunk"] == 2
     parsed = parse_output(ex.answer(), ex.parsed_hunk())  # what the model learns parses back onto the hunk
@@ -40,7 +62,9 @@ def test_comments_on_one_hunk_make_one_full_hunk_example():
 
 
 def test_an_outdated_comment_falls_back_to_its_own_diff_hunk():
-    outdated = _c(1, None, "This was wrong.", original_line=3, diff_hunk="@@ -1,4 +1,5 @@ def f0():\n a0 = 1\n-b0 = 2\n+b0 = 3")
+    outdated = _c(
+        1, None, "This was wrong.", original_line=3, diff_hunk="@@ -1,4 +1,5 @@ def f0():\n a0 = 1\n-b0 = 2\n+b0 = 3"
+    )
     out = build_pr("acme/widgets", 5, [outdated], FILES, config=BuildConfig(negatives_ratio=0))
     ex = out.examples[0]
     assert ex.meta["from"] == "diff_hunk"
@@ -78,7 +102,14 @@ def test_replies_attach_to_their_root_and_are_not_targets():
     orphan = _c(4, 2, "Reply to a deleted comment.", in_reply_to_id=999)
     roots, replies, orphans = split_threads([root, reply, reply2, orphan])
     assert [r.id for r in roots] == [1] and [r.id for r in replies[1]] == [2, 3] and [o.id for o in orphans] == [4]
-    out = build_pr("acme/widgets", 5, [root, reply, reply2, orphan], FILES, pr_author="alice", config=BuildConfig(negatives_ratio=0))
+    out = build_pr(
+        "acme/widgets",
+        5,
+        [root, reply, reply2, orphan],
+        FILES,
+        pr_author="alice",
+        config=BuildConfig(negatives_ratio=0),
+    )
     assert out.positives == 1
     assert [c.body for c in out.examples[0].comments] == ["Please rename this variable."]
     assert out.examples[0].meta["replies"] == 2
@@ -129,12 +160,31 @@ def test_long_hunks_are_split_and_the_comment_goes_with_its_piece():
 
 
 def test_filters_apply_and_are_counted():
-    comments = [_c(1, 2), _c(2, 3, author="dependabot[bot]"), _c(3, 42, author="alice"), _c(4, 43, "LGTM"),
-                _c(5, 82, reactions={"+1": 0, "-1": 2}), _c(6, 83, diff_hunk=None, path="src/app.py")]
-    out = build_pr("acme/widgets", 5, comments, FILES, pr_author="alice", filters=FilterConfig(), config=BuildConfig(negatives_ratio=0))
+    comments = [
+        _c(1, 2),
+        _c(2, 3, author="dependabot[bot]"),
+        _c(3, 42, author="alice"),
+        _c(4, 43, "LGTM"),
+        _c(5, 82, reactions={"+1": 0, "-1": 2}),
+        _c(6, 83, diff_hunk=None, path="src/app.py"),
+    ]
+    out = build_pr(
+        "acme/widgets",
+        5,
+        comments,
+        FILES,
+        pr_author="alice",
+        filters=FilterConfig(),
+        config=BuildConfig(negatives_ratio=0),
+    )
     assert out.counts["kept"] == 1
     assert {k: v for k, v in out.counts.items() if k.startswith("dropped:")} == {
-        "dropped:bot": 1, "dropped:self_comment": 1, "dropped:trivial": 1, "dropped:downvoted": 1, "dropped:no_diff_hunk": 1}
+        "dropped:bot": 1,
+        "dropped:self_comment": 1,
+        "dropped:trivial": 1,
+        "dropped:downvoted": 1,
+        "dropped:no_diff_hunk": 1,
+    }
     assert out.verdicts == {1: None, 2: "bot", 3: "self_comment", 4: "trivial", 5: "downvoted", 6: "no_diff_hunk"}
 
 
@@ -145,11 +195,23 @@ def test_without_files_every_kept_comment_uses_its_diff_hunk():
 
 
 def test_feedback_on_the_bots_own_comments_is_collected_and_a_downvoted_bot_is_no_positive():
-    own = _c(1, 2, "Consider a context manager.\n<!-- revbot:fp=abc -->", author="revbot[bot]", author_type="Bot",
-             reactions={"+1": 1, "-1": 3})
+    own = _c(
+        1,
+        2,
+        "Consider a context manager.\n<!-- revbot:fp=abc -->",
+        author="revbot[bot]",
+        author_type="Bot",
+        reactions={"+1": 1, "-1": 3},
+    )
     reply = _c(2, 2, "Not needed here, this is a test helper.", in_reply_to_id=1, author="alice")
-    out = build_pr("acme/widgets", 5, [own, reply], FILES, filters=FilterConfig(authors=frozenset({"revbot[bot]"})),
-                   config=BuildConfig(negatives_ratio=0))
+    out = build_pr(
+        "acme/widgets",
+        5,
+        [own, reply],
+        FILES,
+        filters=FilterConfig(authors=frozenset({"revbot[bot]"})),
+        config=BuildConfig(negatives_ratio=0),
+    )
     assert out.positives == 0 and out.verdicts[1] == "downvoted"
     kinds = {f.kind: f for f in out.feedback}
     assert json.loads(kinds["reactions"].content) == {"+1": 1, "-1": 3}

@@ -1,27 +1,74 @@
 """Harvest filters: each reason, their order, trivial bodies, suggestion blocks."""
+
 from __future__ import annotations
 
 import pytest
 
+from harvest.filters import (
+    BOT,
+    DOWNVOTED,
+    NO_DIFF_HUNK,
+    NOT_IN_AUTHORS,
+    OUTSIDE_WINDOW,
+    SELF_COMMENT,
+    TRIVIAL,
+    FilterConfig,
+    is_trivial,
+)
 from revbot.adapters.store import StoredComment
-from harvest.filters import BOT, DOWNVOTED, NO_DIFF_HUNK, NOT_IN_AUTHORS, OUTSIDE_WINDOW, SELF_COMMENT, TRIVIAL, FilterConfig, is_trivial
 
 
 def _c(body: str = "Please rename this variable.", author: str = "bob", **kw) -> StoredComment:
-    base = dict(repo="a/b", pr=1, id=1, path="x.py", diff_hunk="@@ -1 +1 @@\n-a\n+b", line=1, side="RIGHT",
-                author=author, author_type="User", body=body, created_at="2024-03-01T00:00:00Z")
+    base = dict(
+        repo="a/b",
+        pr=1,
+        id=1,
+        path="x.py",
+        diff_hunk="@@ -1 +1 @@\n-a\n+b",
+        line=1,
+        side="RIGHT",
+        author=author,
+        author_type="User",
+        body=body,
+        created_at="2024-03-01T00:00:00Z",
+    )
     base.update(kw)
     return StoredComment(**base)
 
 
-@pytest.mark.parametrize("body", ["LGTM", "lgtm!", "+1", "Thanks!", "thank you :)", "👍", "🎉🎉", ":+1:", "Looks good to me.",
-                                  "Nice catch, thanks", "", "   ", "ok", "typo"])
+@pytest.mark.parametrize(
+    "body",
+    [
+        "LGTM",
+        "lgtm!",
+        "+1",
+        "Thanks!",
+        "thank you :)",
+        "👍",
+        "🎉🎉",
+        ":+1:",
+        "Looks good to me.",
+        "Nice catch, thanks",
+        "",
+        "   ",
+        "ok",
+        "typo",
+    ],
+)
 def test_trivial_bodies(body):
     assert is_trivial(body, min_length=8)
 
 
-@pytest.mark.parametrize("body", ["Please rename this variable.", "Why not use a set here?", "LGTM, but the lock leaks on error.",
-                                  "```suggestion\nx = 1\n```", "+1 to moving this into utils.py"])
+@pytest.mark.parametrize(
+    "body",
+    [
+        "Please rename this variable.",
+        "Why not use a set here?",
+        "LGTM, but the lock leaks on error.",
+        "```suggestion\nx = 1\n```",
+        "+1 to moving this into utils.py",
+    ],
+)
 def test_substantive_bodies(body):
     assert not is_trivial(body, min_length=8)
 

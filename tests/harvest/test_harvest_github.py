@@ -1,35 +1,65 @@
 """`revbot harvest github` end to end: real HTTP to the GitHub simulator, real SQLite."""
+
 from __future__ import annotations
 
 import json
 
 import pytest
 from click.testing import CliRunner
+from harvest_kit import REPO, SECRET_AWS, SECRET_TOKEN, comment, hunk_patch, many_comments_seed, pull, stamp
 
 from bot.errors import GitHubError
 from bot.examples import fingerprint
-from revbot.adapters.store import Store
 from harvest.mine import HarvestInterrupted, HarvestOptions, harvest_github
-
-from harvest_kit import REPO, SECRET_AWS, SECRET_TOKEN, comment, hunk_patch, many_comments_seed, pull, stamp
+from revbot.adapters.store import Store
 
 
 def _filters_seed() -> dict:
     bot = {"login": "dependabot[bot]", "type": "Bot"}
-    pr1 = pull(1, "alice", files={"src/app.py": hunk_patch(3, "_1")}, comments=[
-        comment(1, 2, "Please rename this variable to something clearer."),
-        {"id": 10_002, "in_reply_to_id": 10_001, "body": "Done, renamed it.", "user": "alice", "created_at": stamp(1002)},
-        comment(3, 42, "Bump this dependency to the patched release.", user=bot),
-        comment(4, 43, "Note to self: revisit this later.", user="alice"),
-        comment(5, 82, "LGTM", user="carol"),
-        comment(6, 83, "This breaks the build on Windows.", user="dave", reactions={"-1": 2}),
-        comment(7, 3, "Is this thread-safe at all?", user="erin", created_at="2023-06-01T00:00:00Z", updated_at=stamp(1007)),
-    ])
-    pr2 = pull(2, "bob", files={"lib/x.py": hunk_patch(2, "_2")}, comments=[
-        comment(8, 2, "Consider caching this lookup.", user="carol", path="lib/x.py"),
-        comment(9, None, "This was outdated by a later push.", user="carol", path="lib/x.py", original_line=3,
-                diff_hunk="@@ -1,4 +1,5 @@ def f0_2():\n a0 = 1\n-b0 = 2\n+b0 = 3_2\n+c0 = 4"),
-    ])
+    pr1 = pull(
+        1,
+        "alice",
+        files={"src/app.py": hunk_patch(3, "_1")},
+        comments=[
+            comment(1, 2, "Please rename this variable to something clearer."),
+            {
+                "id": 10_002,
+                "in_reply_to_id": 10_001,
+                "body": "Done, renamed it.",
+                "user": "alice",
+                "created_at": stamp(1002),
+            },
+            comment(3, 42, "Bump this dependency to the patched release.", user=bot),
+            comment(4, 43, "Note to self: revisit this later.", user="alice"),
+            comment(5, 82, "LGTM", user="carol"),
+            comment(6, 83, "This breaks the build on Windows.", user="dave", reactions={"-1": 2}),
+            comment(
+                7,
+                3,
+                "Is this thread-safe at all?",
+                user="erin",
+                created_at="2023-06-01T00:00:00Z",
+                updated_at=stamp(1007),
+            ),
+        ],
+    )
+    pr2 = pull(
+        2,
+        "bob",
+        files={"lib/x.py": hunk_patch(2, "_2")},
+        comments=[
+            comment(8, 2, "Consider caching this lookup.", user="carol", path="lib/x.py"),
+            comment(
+                9,
+                None,
+                "This was outdated by a later push.",
+                user="carol",
+                path="lib/x.py",
+                original_line=3,
+                diff_hunk="@@ -1,4 +1,5 @@ def f0_2():\n a0 = 1\n-b0 = 2\n+b0 = 3_2\n+c0 = 4",
+            ),
+        ],
+    )
     pr3 = pull(3, "carol")  # no comments: never fetched
     return {"repos": [{"owner": "acme", "name": "widgets", "pulls": [pr1, pr2, pr3]}]}
 
@@ -40,8 +70,17 @@ def test_harvest_counts_every_filter_attaches_replies_and_is_idempotent(sim_fact
     first = harvest_github(client, store, REPO, HarvestOptions(since="2024-01-01"))
     d = first.to_dict()
     assert d["comments_fetched"] == 9 and d["comments_inserted"] == 9 and d["prs"] == 2
-    assert d["dropped"] == {"no_diff_hunk": 0, "outside_window": 1, "not_in_authors": 0, "bot": 1, "bot_text": 0, "self_comment": 1,
-                            "downvoted": 1, "trivial": 1, "bad_diff_hunk": 0}
+    assert d["dropped"] == {
+        "no_diff_hunk": 0,
+        "outside_window": 1,
+        "not_in_authors": 0,
+        "bot": 1,
+        "bot_text": 0,
+        "self_comment": 1,
+        "downvoted": 1,
+        "trivial": 1,
+        "bad_diff_hunk": 0,
+    }
     assert d["kept"] == 3 and d["replies"] == 1 and d["comments_considered"] == 9
     assert d["positive"] == 3 and d["from_pr_hunk"] == 2 and d["from_diff_hunk"] == 1
     assert d["negative"] == 1  # PR 1's three hunks all had comments; PR 2 has one hunk nobody touched
@@ -51,7 +90,9 @@ def test_harvest_counts_every_filter_attaches_replies_and_is_idempotent(sim_fact
     assert d["rate_limit_remaining"] is not None
     examples = list(store.iter_examples(REPO))
     rename = next(e for e in examples if e.comments and "rename" in e.comments[0].body)
-    assert rename.meta["replies"] == 1 and [c.body for c in rename.comments] == ["Please rename this variable to something clearer."]
+    assert rename.meta["replies"] == 1 and [c.body for c in rename.comments] == [
+        "Please rename this variable to something clearer."
+    ]
     assert store.get_comment(10_002).in_reply_to_id == 10_001  # the reply is stored
     assert "Change 3" not in json.dumps(sim.stats())  # sanity: stats are counts, not bodies
 
@@ -70,7 +111,9 @@ def test_a_full_reharvest_drops_comments_deleted_on_github(sim_factory, client_f
     harvest_github(client_for(sim_factory(_filters_seed())), store, REPO)
     assert any("caching" in c.body for e in store.iter_examples(REPO) for c in e.comments)
     after = _filters_seed()  # the same repository once comment 10008 was deleted on GitHub
-    after["repos"][0]["pulls"][1]["comments"] = [c for c in after["repos"][0]["pulls"][1]["comments"] if c["id"] != 10_008]
+    after["repos"][0]["pulls"][1]["comments"] = [
+        c for c in after["repos"][0]["pulls"][1]["comments"] if c["id"] != 10_008
+    ]
     client = client_for(sim_factory(after))
     incremental = harvest_github(client, store, REPO)
     assert incremental.deleted == 0 and store.get_comment(10_008) is not None  # a listing cannot show deletions
@@ -84,8 +127,14 @@ def test_incremental_harvest_reads_only_new_comments(sim_factory, client_for, st
     client = client_for(sim)
     first = harvest_github(client, store, REPO)
     assert first.comments_fetched == 250 and first.requests["comments"] == 3
-    sim.add_comments(REPO, 2, [comment(900 + k, 42, f"Later remark number {k} on this.", created_at="2025-01-01T00:00:0%dZ" % k)
-                               for k in range(3)])
+    sim.add_comments(
+        REPO,
+        2,
+        [
+            comment(900 + k, 42, f"Later remark number {k} on this.", created_at=f"2025-01-01T00:00:0{k}Z")
+            for k in range(3)
+        ],
+    )
     second = harvest_github(client, store, REPO)
     assert second.requests["comments"] == 1
     assert second.inserted == 3 and second.prs_built == 1  # only PR 2 is rebuilt
@@ -147,11 +196,30 @@ def test_an_interrupted_build_resumes_without_refetching_comments(sim_factory, c
 
 def test_secrets_in_bodies_hunks_and_patches_never_reach_the_db_file(sim_factory, client_for, store):
     leaky = {"src/app.py": hunk_patch(1) + f"\n@@ -50,2 +51,3 @@\n x\n+aws_key = '{SECRET_AWS}'\n y"}
-    seed = {"repos": [{"owner": "acme", "name": "widgets", "pulls": [pull(1, "alice", files=leaky, comments=[
-        comment(1, 52, f"Never commit keys like this, and revoke {SECRET_TOKEN} too."),
-        comment(2, 2, "Also this one is suspicious, please check.",
-                diff_hunk=f"@@ -1,4 +1,5 @@\n a0 = 1\n-b0 = 2\n+b0 = '{SECRET_TOKEN}'"),
-    ])]}]}
+    seed = {
+        "repos": [
+            {
+                "owner": "acme",
+                "name": "widgets",
+                "pulls": [
+                    pull(
+                        1,
+                        "alice",
+                        files=leaky,
+                        comments=[
+                            comment(1, 52, f"Never commit keys like this, and revoke {SECRET_TOKEN} too."),
+                            comment(
+                                2,
+                                2,
+                                "Also this one is suspicious, please check.",
+                                diff_hunk=f"@@ -1,4 +1,5 @@\n a0 = 1\n-b0 = 2\n+b0 = '{SECRET_TOKEN}'",
+                            ),
+                        ],
+                    )
+                ],
+            }
+        ]
+    }
     summary = harvest_github(client_for(sim_factory(seed)), store, REPO)
     assert summary.positives == 2
     store.close()
@@ -237,8 +305,24 @@ def test_cli_harvest_github_prints_a_summary_and_never_the_token(sim_factory, tm
     db = tmp_path / "cli.db"
     monkeypatch.setenv("GITHUB_TOKEN", SECRET_TOKEN)
     runner = CliRunner()
-    ok = runner.invoke(harvest, ["github", REPO, "--db", str(db), "--api-url", sim.url, "--json", "--since", "2024-01-01",
-                                 "--deny-bots", "carol", "--negatives-ratio", "0"])
+    ok = runner.invoke(
+        harvest,
+        [
+            "github",
+            REPO,
+            "--db",
+            str(db),
+            "--api-url",
+            sim.url,
+            "--json",
+            "--since",
+            "2024-01-01",
+            "--deny-bots",
+            "carol",
+            "--negatives-ratio",
+            "0",
+        ],
+    )
     assert ok.exit_code == 0, ok.output
     data = json.loads(ok.output)
     assert data["dropped"]["bot"] == 4 and data["negative"] == 0 and data["positive"] == 1  # carol denied as a bot

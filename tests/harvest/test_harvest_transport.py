@@ -2,22 +2,24 @@
 and a body cut off mid-transfer are asked for again; when that keeps happening the harvest stops
 with a GitHubError that says so (the CLI prints it), never a JSONDecodeError traceback, and what
 was stored stays for the next run."""
+
 from __future__ import annotations
 
 import pytest
 from click.testing import CliRunner
+from harvest_kit import REPO, many_comments_seed
 
 from bot.errors import GitHubError
 from harvest.mine import harvest_github
-
-from harvest_kit import REPO, many_comments_seed
 
 COMMENTS = r"/pulls/comments$"
 ROUTE = "GET /repos/{owner}/{repo}/pulls/comments"
 
 
 @pytest.mark.parametrize("fault", ["truncated", "cutoff"])
-def test_a_broken_answer_is_asked_again_and_the_harvest_matches_a_clean_one(sim_factory, client_for, store, tmp_path, fault):
+def test_a_broken_answer_is_asked_again_and_the_harvest_matches_a_clean_one(
+    sim_factory, client_for, store, tmp_path, fault
+):
     from revbot.adapters.store import Store
 
     seed = many_comments_seed(prs=3, per_pr=2)
@@ -52,7 +54,8 @@ def test_cli_reports_a_broken_transport_without_a_traceback(sim_factory, tmp_pat
     sim = sim_factory(many_comments_seed(prs=1, per_pr=1))
     sim.inject("cutoff", method="GET", path=r"/pulls/\d+/files$", count=1)  # one broken answer: retried
     monkeypatch.delenv("GITHUB_TOKEN", raising=False)
-    result = CliRunner().invoke(harvest, ["github", REPO, "--db", str(tmp_path / "h.db"), "--api-url", sim.url,
-                                          "--token", "t", "--json"])
+    result = CliRunner().invoke(
+        harvest, ["github", REPO, "--db", str(tmp_path / "h.db"), "--api-url", sim.url, "--token", "t", "--json"]
+    )
     assert result.exit_code == 0, result.output
     assert "Traceback" not in result.output and sim.stats()["faults_served"] == 1

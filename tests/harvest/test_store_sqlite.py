@@ -1,4 +1,5 @@
 """The dataset store: schema, idempotent upserts, concurrent writers, scrubbing, state, examples."""
+
 from __future__ import annotations
 
 import json
@@ -8,18 +9,25 @@ import threading
 from pathlib import Path
 
 import pytest
+from harvest_kit import SECRET_AWS, SECRET_TOKEN
 
 from bot.errors import DataError
 from bot.examples import Example, ExampleComment
 from revbot.adapters.store import MIGRATIONS, CachedFile, Feedback, PullRequestInfo, Store, StoredComment, utc_timestamp
 
-from harvest_kit import SECRET_AWS, SECRET_TOKEN
 
 def _raw(n: int, pr: int = 1, **extra) -> dict:
     base = {
-        "id": n, "pull_request_url": f"https://api.github.com/repos/acme/widgets/pulls/{pr}", "path": "a.py",
-        "diff_hunk": "@@ -1,2 +1,3 @@\n a\n+b", "line": 2, "side": "RIGHT", "original_line": 2,
-        "user": {"login": "bob", "type": "User"}, "body": f"comment {n}", "created_at": "2024-01-01T00:00:00Z",
+        "id": n,
+        "pull_request_url": f"https://api.github.com/repos/acme/widgets/pulls/{pr}",
+        "path": "a.py",
+        "diff_hunk": "@@ -1,2 +1,3 @@\n a\n+b",
+        "line": 2,
+        "side": "RIGHT",
+        "original_line": 2,
+        "user": {"login": "bob", "type": "User"},
+        "body": f"comment {n}",
+        "created_at": "2024-01-01T00:00:00Z",
         "updated_at": "2024-01-01T00:00:00Z",
     }
     base.update(extra)
@@ -64,8 +72,12 @@ def test_default_path_comes_from_the_environment(tmp_path, monkeypatch):
 
 
 def test_from_github_reads_the_webhook_comment_object(shared_dir):
-    payload = json.loads((shared_dir / "fixtures/github/webhooks/pull_request_review_comment__created.payload.json").read_text())
-    c = StoredComment.from_github(payload["comment"], "Codertocat/Hello-World", pr_author=payload["pull_request"]["user"]["login"])
+    payload = json.loads(
+        (shared_dir / "fixtures/github/webhooks/pull_request_review_comment__created.payload.json").read_text()
+    )
+    c = StoredComment.from_github(
+        payload["comment"], "Codertocat/Hello-World", pr_author=payload["pull_request"]["user"]["login"]
+    )
     assert (c.id, c.pr, c.path, c.line, c.side) == (284312630, 2, "README.md", 265, "RIGHT")
     assert c.author == "Codertocat" and c.author_type == "User" and c.pr_author == "Codertocat"
     assert c.diff_hunk == "@@ -1 +1 @@\n-# Hello-World"
@@ -160,7 +172,9 @@ def test_pr_file_cache_round_trips_with_its_commit(store):
 
 def _example(n: int, pr: int = 1, negative: bool = False, created: str = "2024-01-01T00:00:00Z") -> Example:
     comments = [] if negative else [ExampleComment(2, "RIGHT", f"note {n}")]
-    return Example(f"acme/widgets#{pr}:{n}", "acme/widgets", pr, "a.py", "@@ -1,2 +1,3 @@\n a\n+b\n c", comments, created, "github")
+    return Example(
+        f"acme/widgets#{pr}:{n}", "acme/widgets", pr, "a.py", "@@ -1,2 +1,3 @@\n a\n+b\n c", comments, created, "github"
+    )
 
 
 def test_examples_replace_per_pr_and_stats_count_them(store):
@@ -199,8 +213,17 @@ def test_secrets_never_reach_the_database_file(store):
     store.upsert_comments([StoredComment.from_github(raw, "acme/widgets")])
     direct = StoredComment("acme/widgets", 1, 2, body=f"again {SECRET_TOKEN}", diff_hunk=None)  # not via from_github
     store.upsert_comments([direct])
-    store.cache_pr_files("acme/widgets", 1, [CachedFile("a.py", "modified", f"@@ -1 +1 @@\n-x\n+token = '{SECRET_TOKEN}'")])
-    ex = Example("e1", "acme/widgets", 1, "a.py", f"@@ -1 +1 @@\n-x\n+k = '{SECRET_AWS}'", [ExampleComment(1, "RIGHT", SECRET_TOKEN)])
+    store.cache_pr_files(
+        "acme/widgets", 1, [CachedFile("a.py", "modified", f"@@ -1 +1 @@\n-x\n+token = '{SECRET_TOKEN}'")]
+    )
+    ex = Example(
+        "e1",
+        "acme/widgets",
+        1,
+        "a.py",
+        f"@@ -1 +1 @@\n-x\n+k = '{SECRET_AWS}'",
+        [ExampleComment(1, "RIGHT", SECRET_TOKEN)],
+    )
     store.upsert_examples([ex])
     store.record_feedback([Feedback("acme/widgets", 1, 5, "reply", "bob", f"leaked {SECRET_TOKEN}", ref_id=6)])
     store.close()

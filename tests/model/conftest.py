@@ -1,4 +1,5 @@
 """Fixtures for the model tests: backends over the session's tiny models, and prompts of varied length."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -15,8 +16,11 @@ HUNKS = [
         "@@ -10,7 +10,8 @@ def load_config(path):\n     with open(path) as handle:\n-        return json.load(handle)\n"
         "+        data = json.load(handle)\n+        return validate(data)\n \n \n def main(argv=None):\n",
     ),
-    ("web/user.js", "@@ -3,3 +3,2 @@ function fetchUser(id) {\n-  var res = fetch('/api/users/' + id);\n-  return res.json();\n"
-     "+  return fetch(`/api/users/${id}`).then((res) => res.json());\n"),
+    (
+        "web/user.js",
+        "@@ -3,3 +3,2 @@ function fetchUser(id) {\n-  var res = fetch('/api/users/' + id);\n-  return res.json();\n"
+        "+  return fetch(`/api/users/${id}`).then((res) => res.json());\n",
+    ),
     (
         "pkg/cache.py",
         "@@ -40,9 +40,12 @@ class Cache:\n     def get(self, key, default=None):\n-        return self.items[key]\n"

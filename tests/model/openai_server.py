@@ -5,6 +5,7 @@ Tests steer it through a queue of scripted failures (status code, headers, body)
 request, a per-request delay, and read back what it saw: every request's path, headers and JSON
 body, and the largest number of requests it was serving at the same time.
 """
+
 from __future__ import annotations
 
 import json
@@ -40,7 +41,7 @@ class FakeOpenAIServer:
 
     # -- lifecycle
 
-    def __enter__(self) -> "FakeOpenAIServer":
+    def __enter__(self) -> FakeOpenAIServer:
         server = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -104,8 +105,13 @@ class FakeOpenAIServer:
                 choice = {"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": finish}
             else:
                 choice = {"index": 0, "text": text, "finish_reason": finish}
-            answer = {"id": "cmpl-test", "object": "chat.completion", "model": body.get("model"),
-                      "choices": [choice], "usage": usage}
+            answer = {
+                "id": "cmpl-test",
+                "object": "chat.completion",
+                "model": body.get("model"),
+                "choices": [choice],
+                "usage": usage,
+            }
             self._send(h, 200, json.dumps(answer))
         finally:
             with self._lock:

@@ -1,21 +1,30 @@
 """The embedded base model on its real loading path: SmolLM2-135M-Instruct from the packaged GGUF,
 converted once per session (tests/conftest.py), reviewed with, exported; and the errors a user meets
 when the package is missing or the cache is damaged."""
+
 from __future__ import annotations
 
 import importlib.util
 import json
-from pathlib import Path
 
 import pytest
 
-from revbot.adapters import embedded
 from bot.diff import parse_diff, parse_hunk
 from bot.errors import ModelError
 from bot.prompt import (
-    ANSWER_END, FEW_SHOT, NO_COMMENT, PROMPT_FORMAT_VERSION, SYSTEM_PROMPTS, PromptInput, few_shot_examples, for_model,
-    parse_output, prompt_text, render_input,
+    ANSWER_END,
+    FEW_SHOT,
+    NO_COMMENT,
+    PROMPT_FORMAT_VERSION,
+    SYSTEM_PROMPTS,
+    PromptInput,
+    few_shot_examples,
+    for_model,
+    parse_output,
+    prompt_text,
+    render_input,
 )
+from revbot.adapters import embedded
 
 pytestmark = pytest.mark.slow
 MODEL = embedded.EMBEDDED_MODELS[embedded.DEFAULT_BASE_MODEL]

@@ -1,4 +1,5 @@
 """LocalBackend and load_backend: real transformers/peft/bitsandbytes on tiny models, on CPU."""
+
 from __future__ import annotations
 
 import json
@@ -11,6 +12,7 @@ import pytest
 import torch
 
 from bot.errors import ModelError
+from bot.prompt import ANSWER_END, PROMPT_FORMAT_VERSION, PromptInput
 from revbot.adapters.model import (
     ADAPTER_META_FILE,
     Generation,
@@ -20,7 +22,6 @@ from revbot.adapters.model import (
     load_backend,
     trim_answer,
 )
-from bot.prompt import ANSWER_END, PROMPT_FORMAT_VERSION, PromptInput
 
 MAX_NEW = 8
 
@@ -117,8 +118,9 @@ def test_missing_pad_token_falls_back_to_eos(tiny_llama, prompts, caplog):
 def test_prompt_longer_than_the_context_is_refused_and_budget_is_capped(tiny_llama, prompts):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    backend = LocalBackend(AutoModelForCausalLM.from_pretrained(tiny_llama), AutoTokenizer.from_pretrained(tiny_llama),
-                           name="tiny")
+    backend = LocalBackend(
+        AutoModelForCausalLM.from_pretrained(tiny_llama), AutoTokenizer.from_pretrained(tiny_llama), name="tiny"
+    )
     n = backend.count_prompt_tokens(prompts[0])
     backend.max_context = n + 3
     gen = backend.generate([prompts[0]], max_new_tokens=50)[0]
@@ -182,9 +184,12 @@ def test_stop_tracker_on_token_sequences():
     rows = [
         prompt + v.ids("R1", ": ", "fix", "\n", "</", "review", ">", "\n", "x", "x", "x", "x", "x"),  # stops mid-way
         prompt + v.ids("</", "review", ">", "x", "x", "x", "x", "x", "x", "x", "x", "x", "x"),  # right at the start
-        prompt + v.ids("R1", ": ", "fix", "\n", "  ", "</", "review", ">", "x", "x", "x", "x", "x"),  # indented: runs on
-        prompt + v.ids("R1", ": ", "fix", "<eos>", "<pad>", "<pad>", "<pad>", "<pad>", "<pad>", "<pad>", "<pad>",
-                       "<pad>", "<pad>"),  # eos
+        prompt
+        + v.ids("R1", ": ", "fix", "\n", "  ", "</", "review", ">", "x", "x", "x", "x", "x"),  # indented: runs on
+        prompt
+        + v.ids(
+            "R1", ": ", "fix", "<eos>", "<pad>", "<pad>", "<pad>", "<pad>", "<pad>", "<pad>", "<pad>", "<pad>", "<pad>"
+        ),  # eos
         prompt + v.ids("R1", ": ", "x", "x", "x", "x", "x", "x", "x", "x", "x", "x", "x"),  # never ends
     ]
     assert len({len(r) for r in rows}) == 1
@@ -297,12 +302,14 @@ def adapter_dir(tiny_llama, tmp_path_factory):
     torch.manual_seed(0)
     base = AutoModelForCausalLM.from_pretrained(tiny_llama)
     # init_lora_weights=False: random B, so the adapter visibly changes the output
-    peft_model = get_peft_model(base, LoraConfig(r=4, lora_alpha=16, target_modules=["q_proj", "v_proj"],
-                                                 init_lora_weights=False))
+    peft_model = get_peft_model(
+        base, LoraConfig(r=4, lora_alpha=16, target_modules=["q_proj", "v_proj"], init_lora_weights=False)
+    )
     out = tmp_path_factory.mktemp("adapter") / "v1"
     peft_model.save_pretrained(out)
-    (out / ADAPTER_META_FILE).write_text(json.dumps({"base_model": str(tiny_llama),
-                                                     "prompt_format_version": PROMPT_FORMAT_VERSION}))
+    (out / ADAPTER_META_FILE).write_text(
+        json.dumps({"base_model": str(tiny_llama), "prompt_format_version": PROMPT_FORMAT_VERSION})
+    )
     return out
 
 
@@ -347,19 +354,24 @@ def test_adapter_whose_recorded_base_is_gone(adapter_dir, tmp_path):
 
 
 def test_adapter_on_another_base_needs_the_override(adapter_dir, tiny_llama, tiny_qwen2):
-    with pytest.raises(ModelError, match=f"was trained on {re.escape(str(tiny_llama))}, not {re.escape(str(tiny_qwen2))}"):
+    with pytest.raises(
+        ModelError, match=f"was trained on {re.escape(str(tiny_llama))}, not {re.escape(str(tiny_qwen2))}"
+    ):
         load_backend(str(tiny_qwen2), adapter=str(adapter_dir), device="cpu")
     backend = load_backend(str(tiny_qwen2), adapter=str(adapter_dir), device="cpu", allow_base_mismatch=True)
     assert backend.describe()["model"] == str(tiny_qwen2)  # same shapes, so it loads when told to
 
 
-@pytest.mark.parametrize("case, fragment", [
-    ("no-weights", "holds no adapter: adapter_config.json, adapter_model.safetensors or adapter_model.bin missing"),
-    ("no-meta", f"is not a revbot adapter: {ADAPTER_META_FILE} is missing"),
-    ("bad-json", f"{ADAPTER_META_FILE}:3: not valid JSON"),
-    ("no-base", "'base_model' is missing"),
-    ("not-a-dir", "no adapter at"),
-])
+@pytest.mark.parametrize(
+    "case, fragment",
+    [
+        ("no-weights", "holds no adapter: adapter_config.json, adapter_model.safetensors or adapter_model.bin missing"),
+        ("no-meta", f"is not a revbot adapter: {ADAPTER_META_FILE} is missing"),
+        ("bad-json", f"{ADAPTER_META_FILE}:3: not valid JSON"),
+        ("no-base", "'base_model' is missing"),
+        ("not-a-dir", "no adapter at"),
+    ],
+)
 def test_broken_adapter_directories(tmp_path, case, fragment):
     target = tmp_path / "adapter"
     target.mkdir()
@@ -404,7 +416,9 @@ def test_hub_id_without_network_fails_fast(monkeypatch):
         load_backend("revbot-test-org/no-such-model-1.5B", device="cpu")
     assert time.monotonic() - started < 5
     message = str(err.value)
-    assert message.startswith("could not load revbot-test-org/no-such-model-1.5B: not a local directory and the hub is unreachable")
+    assert message.startswith(
+        "could not load revbot-test-org/no-such-model-1.5B: not a local directory and the hub is unreachable"
+    )
     assert "revbot dev init-model" in message and "HF_HUB_OFFLINE=0" in message
 
 

@@ -1,4 +1,5 @@
 """OpenAIBackend against a real HTTP server on 127.0.0.1 (tests/model/openai_server.py)."""
+
 from __future__ import annotations
 
 import logging
@@ -8,8 +9,8 @@ import pytest
 from openai_server import FakeOpenAIServer
 
 from bot.errors import ModelError
-from revbot.adapters.model import OpenAIBackend, load_backend, trim_answer
 from bot.prompt import ANSWER_END, PROMPT_FORMAT_VERSION
+from revbot.adapters.model import OpenAIBackend, load_backend, trim_answer
 
 KEY = "sk-revbottest-0123456789abcdefghijklmnop"
 
@@ -126,8 +127,11 @@ def test_read_timeout_is_retried_then_reported(server, prompts):
     server.delay = 1.5
     backend = _backend(server, read_timeout=0.2, max_retries=1)
     started = time.monotonic()
-    with pytest.raises(ModelError, match=r"no answer from http://127\.0\.0\.1:\d+/v1/chat/completions within 0\.2s "
-                                         r"\(read timeout\) \(gave up after 2 attempts\)"):
+    with pytest.raises(
+        ModelError,
+        match=r"no answer from http://127\.0\.0\.1:\d+/v1/chat/completions within 0\.2s "
+        r"\(read timeout\) \(gave up after 2 attempts\)",
+    ):
         backend.generate([prompts[0]])
     assert time.monotonic() - started < 1.5
     assert len(server.requests) == 2
@@ -171,8 +175,9 @@ def test_serving_the_tiny_model_matches_the_local_backend(qwen2_backend, llama_b
             remote = OpenAIBackend(srv.base_url, "tiny", mode=mode)
             got = remote.generate(prompts[:3], max_new_tokens=6)
         want = local.generate(prompts[:3], max_new_tokens=6)
-        assert [(g.text, g.prompt_tokens, g.completion_tokens, g.finish_reason) for g in got] == \
-            [(g.text, g.prompt_tokens, g.completion_tokens, g.finish_reason) for g in want]
+        assert [(g.text, g.prompt_tokens, g.completion_tokens, g.finish_reason) for g in got] == [
+            (g.text, g.prompt_tokens, g.completion_tokens, g.finish_reason) for g in want
+        ]
 
 
 def test_token_counts_and_describe(server, tiny_qwen2):

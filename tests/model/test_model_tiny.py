@@ -1,4 +1,5 @@
 """revbot.dev.tiny: tiny random models of real architectures that load through the ordinary HF classes."""
+
 from __future__ import annotations
 
 import hashlib
@@ -16,7 +17,9 @@ def _digest(path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-@pytest.mark.parametrize("arch, model_class, chat", [("llama", "LlamaForCausalLM", False), ("qwen2", "Qwen2ForCausalLM", True)])
+@pytest.mark.parametrize(
+    "arch, model_class, chat", [("llama", "LlamaForCausalLM", False), ("qwen2", "Qwen2ForCausalLM", True)]
+)
 def test_both_archs_load_with_from_pretrained(request, arch, model_class, chat):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -41,7 +44,9 @@ def test_chat_template_is_chatml_and_plain_model_adds_bos(tiny_llama, tiny_qwen2
 
     qwen = AutoTokenizer.from_pretrained(tiny_qwen2)
     rendered = qwen.apply_chat_template(
-        [{"role": "system", "content": "S"}, {"role": "user", "content": "U"}], tokenize=False, add_generation_prompt=True
+        [{"role": "system", "content": "S"}, {"role": "user", "content": "U"}],
+        tokenize=False,
+        add_generation_prompt=True,
     )
     assert rendered == "<|im_start|>system\nS<|im_end|>\n<|im_start|>user\nU<|im_end|>\n<|im_start|>assistant\n"
     assert qwen.convert_tokens_to_ids("<|im_end|>") == qwen.eos_token_id
@@ -75,22 +80,39 @@ def test_custom_corpus_and_sizes(tmp_path):
     from transformers import AutoConfig, AutoTokenizer
 
     corpus = ["frobnicate the widget " * 20, "widget frobnicate " * 20]
-    out = build_tiny_model(tmp_path / "m", arch="llama", corpus=corpus, vocab_size=300, hidden_size=32,
-                           num_layers=1, num_heads=2, max_position=512, chat_template=True)
+    out = build_tiny_model(
+        tmp_path / "m",
+        arch="llama",
+        corpus=corpus,
+        vocab_size=300,
+        hidden_size=32,
+        num_layers=1,
+        num_heads=2,
+        max_position=512,
+        chat_template=True,
+    )
     cfg = AutoConfig.from_pretrained(out)
     tok = AutoTokenizer.from_pretrained(out)
-    assert (cfg.hidden_size, cfg.num_hidden_layers, cfg.num_attention_heads, cfg.max_position_embeddings) == (32, 1, 2, 512)
+    assert (cfg.hidden_size, cfg.num_hidden_layers, cfg.num_attention_heads, cfg.max_position_embeddings) == (
+        32,
+        1,
+        2,
+        512,
+    )
     assert len(tok) <= 300
     assert tok.chat_template  # a chat Llama when asked for
     assert len(tok(" frobnicate", add_special_tokens=False)["input_ids"]) == 1  # merges learnt from the corpus
 
 
-@pytest.mark.parametrize("kwargs, fragment", [
-    ({"arch": "gpt2"}, "unknown architecture"),
-    ({"hidden_size": 30, "num_heads": 4}, "multiple of the number of heads"),
-    ({"vocab_size": 100}, "too small"),
-    ({"corpus": ["", "  "]}, "corpus is empty"),
-])
+@pytest.mark.parametrize(
+    "kwargs, fragment",
+    [
+        ({"arch": "gpt2"}, "unknown architecture"),
+        ({"hidden_size": 30, "num_heads": 4}, "multiple of the number of heads"),
+        ({"vocab_size": 100}, "too small"),
+        ({"corpus": ["", "  "]}, "corpus is empty"),
+    ],
+)
 def test_bad_arguments_are_usage_errors(tmp_path, kwargs, fragment):
     with pytest.raises(UsageError, match=fragment):
         build_tiny_model(tmp_path / "x", **kwargs)
@@ -105,9 +127,24 @@ def test_init_model_command(tmp_path):
     corpus = tmp_path / "corpus.txt"
     corpus.write_text("def add(a, b):\n    return a + b\n" * 30)
     out = tmp_path / "tiny"
-    result = runner.invoke(init_model_command, [str(out), "--arch", "qwen2", "--corpus", str(corpus),
-                                                "--vocab-size", "400", "--hidden-size", "32", "--layers", "1",
-                                                "--seed", "3"])
+    result = runner.invoke(
+        init_model_command,
+        [
+            str(out),
+            "--arch",
+            "qwen2",
+            "--corpus",
+            str(corpus),
+            "--vocab-size",
+            "400",
+            "--hidden-size",
+            "32",
+            "--layers",
+            "1",
+            "--seed",
+            "3",
+        ],
+    )
     assert result.exit_code == 0, result.output
     assert "tiny random qwen2" in result.output
     config = json.loads((out / "config.json").read_text())

@@ -1,5 +1,6 @@
 """Fixtures of the webhook tests: job stores (SQLite, and Redis when a server answers) on a clock
 the test moves, so leases and backoff never depend on how busy the machine is."""
+
 from __future__ import annotations
 
 import os

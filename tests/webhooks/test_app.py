@@ -1,5 +1,6 @@
 """The web endpoint over real HTTP: what each kind of request is answered, and that refused
 requests leave no trace in the queue."""
+
 from __future__ import annotations
 
 import json
@@ -8,17 +9,16 @@ from types import SimpleNamespace
 
 import pytest
 import requests
+from webhook_kit import SECRET, Service, hook_payload, sign_body
 
 from bot.errors import UsageError
 from webhooks.app import WebService, create_app
 from webhooks.jobs import QueueError
-from webhook_kit import SECRET, Service, hook_payload, sign_body
 
 
 @pytest.fixture
 def web(tmp_path):
-    svc = Service(tmp_path, SimpleNamespace(url="http://127.0.0.1:9"), start_workers=False,
-                  max_body_bytes=64 * 1024)
+    svc = Service(tmp_path, SimpleNamespace(url="http://127.0.0.1:9"), start_workers=False, max_body_bytes=64 * 1024)
     yield svc
     svc.close()
 
@@ -60,23 +60,34 @@ def test_oversized_bodies_are_413(web):
     big = json.dumps({"zen": "x" * (70 * 1024)}).encode()
     answer = web.deliver("ping", big)
     assert answer.status_code == 413
-    chunked = requests.post(web.url + "/webhook", data=iter([big[:40000], big[40000:]]), timeout=10,
-                            headers={"X-GitHub-Event": "ping", "X-Hub-Signature-256": sign_body(big)})
+    chunked = requests.post(
+        web.url + "/webhook",
+        data=iter([big[:40000], big[40000:]]),
+        timeout=10,
+        headers={"X-GitHub-Event": "ping", "X-Hub-Signature-256": sign_body(big)},
+    )
     assert chunked.status_code == 413
     assert nothing_recorded(web)
     small = json.dumps({"zen": "chunked but small"}).encode()
-    ok = requests.post(web.url + "/webhook", data=iter([small[:10], small[10:]]), timeout=10,
-                       headers={"X-GitHub-Event": "ping", "X-Hub-Signature-256": sign_body(small)})
+    ok = requests.post(
+        web.url + "/webhook",
+        data=iter([small[:10], small[10:]]),
+        timeout=10,
+        headers={"X-GitHub-Event": "ping", "X-Hub-Signature-256": sign_body(small)},
+    )
     assert ok.status_code == 200 and ok.json()["detail"] == "chunked but small"
 
 
-@pytest.mark.parametrize("event, name, status, outcome", [
-    ("ping", "ping__payload.json", 200, "pong"),
-    ("installation", "installation__created.payload.json", 200, "accepted"),
-    ("issue_comment", "issue_comment__created.payload.json", 202, "ignored"),
-    ("pull_request", "pull_request__closed.payload.json", 202, "ignored"),
-    ("pull_request_review", "pull_request_review__submitted.payload.json", 202, "ignored"),
-])
+@pytest.mark.parametrize(
+    "event, name, status, outcome",
+    [
+        ("ping", "ping__payload.json", 200, "pong"),
+        ("installation", "installation__created.payload.json", 200, "accepted"),
+        ("issue_comment", "issue_comment__created.payload.json", 202, "ignored"),
+        ("pull_request", "pull_request__closed.payload.json", 202, "ignored"),
+        ("pull_request_review", "pull_request_review__submitted.payload.json", 202, "ignored"),
+    ],
+)
 def test_other_events_are_answered_and_not_queued(web, event, name, status, outcome):
     answer = web.deliver(event, hook_payload(name))
     assert (answer.status_code, answer.json()["outcome"]) == (status, outcome)
@@ -134,8 +145,9 @@ def test_create_app_reads_the_environment_like_gunicorn_does(tmp_path, monkeypat
     monkeypatch.setenv("REVBOT_QUEUE", "gunicorn-queue.db")
     app = create_app()
     body = b'{"zen": "hi"}'
-    signed = app.test_client().post("/webhook", data=body, headers={
-        "X-GitHub-Event": "ping", "X-Hub-Signature-256": sign_body(body)})
+    signed = app.test_client().post(
+        "/webhook", data=body, headers={"X-GitHub-Event": "ping", "X-Hub-Signature-256": sign_body(body)}
+    )
     assert signed.status_code == 200
     assert (tmp_path / "gunicorn-queue.db").exists()
     assert SECRET not in repr(app.extensions["revbot"].config)
@@ -152,8 +164,11 @@ def _app(tmp_path, monkeypatch, **overrides):
 def test_metrics_and_health_details_stay_on_this_machine_without_a_token(tmp_path, monkeypatch):
     client = _app(tmp_path, monkeypatch)
     assert client.get("/metrics").status_code == 200  # the test client comes from 127.0.0.1
-    for extra in ({"environ_base": REMOTE}, {"headers": {"X-Forwarded-For": "203.0.113.9"}},
-                  {"headers": {"Forwarded": "for=203.0.113.9"}}):
+    for extra in (
+        {"environ_base": REMOTE},
+        {"headers": {"X-Forwarded-For": "203.0.113.9"}},
+        {"headers": {"Forwarded": "for=203.0.113.9"}},
+    ):
         refused = client.get("/metrics", **extra)
         assert refused.status_code == 403 and b"revbot_jobs" not in refused.data
         health = client.get("/healthz", **extra)
@@ -176,8 +191,9 @@ def test_a_metrics_token_is_required_from_everywhere_once_set(tmp_path, monkeypa
 def test_unsigned_deliveries_come_only_from_this_machine(tmp_path, monkeypatch):
     monkeypatch.delenv("REVBOT_WEBHOOK_SECRET", raising=False)
     app = create_app({"home": tmp_path, "queue": str(tmp_path / "q.db"), "insecure_no_signature": True})
-    answer = app.test_client().post("/webhook", data=b'{"zen": "hi"}', headers={"X-GitHub-Event": "ping"},
-                                    environ_base=REMOTE)
+    answer = app.test_client().post(
+        "/webhook", data=b'{"zen": "hi"}', headers={"X-GitHub-Event": "ping"}, environ_base=REMOTE
+    )
     assert answer.status_code == 403 and "only from this machine" in answer.get_json()["error"]
 
 
@@ -187,8 +203,11 @@ def test_serve_refuses_insecure_mode_off_loopback(tmp_path, host):
 
     from webhooks.cli import serve
 
-    result = CliRunner().invoke(serve, ["--insecure-no-signature", "--host", host, "--port", "0"],
-                                env={"REVBOT_HOME": str(tmp_path), "REVBOT_WEBHOOK_SECRET": ""})
+    result = CliRunner().invoke(
+        serve,
+        ["--insecure-no-signature", "--host", host, "--port", "0"],
+        env={"REVBOT_HOME": str(tmp_path), "REVBOT_WEBHOOK_SECRET": ""},
+    )
     assert result.exit_code == 2 and "refused on" in result.output and "loopback" in result.output
     assert result.exception is None or isinstance(result.exception, SystemExit)
     assert not (tmp_path / "revbot-queue.db").exists()

@@ -3,20 +3,33 @@
 people with write access (read from GitHub's permission endpoint), answered with a reaction; a
 person's "won't fix" reply to the bot and a person resolving the bot's thread become evidence in
 the dataset store."""
+
 from __future__ import annotations
 
 import re
 
 import pytest
+from webhook_kit import (
+    PATCH_A,
+    PATCH_B,
+    PATCH_B2,
+    PATCH_CONFIG,
+    REPO,
+    ScriptedBackend,
+    Service,
+    hook_payload,
+    make_seed,
+)
 
-from revbot.dev.github_sim import GitHubSimulator
 from bot.prompt import PromptInput
 from revbot.adapters.store import Store
-from webhook_kit import PATCH_A, PATCH_B, PATCH_B2, PATCH_CONFIG, REPO, ScriptedBackend, Service, hook_payload, make_seed
+from revbot.dev.github_sim import GitHubSimulator
 
-FILES = [{"filename": "a.py", "status": "modified", "patch": PATCH_A},
-         {"filename": "b.py", "status": "modified", "patch": PATCH_B},
-         {"filename": ".revbot.yml", "status": "modified", "patch": PATCH_CONFIG}]
+FILES = [
+    {"filename": "a.py", "status": "modified", "patch": PATCH_A},
+    {"filename": "b.py", "status": "modified", "patch": PATCH_B},
+    {"filename": ".revbot.yml", "status": "modified", "patch": PATCH_CONFIG},
+]
 
 
 class RecordingBackend(ScriptedBackend):
@@ -25,8 +38,10 @@ class RecordingBackend(ScriptedBackend):
         self.seen = seen
 
     def generate(self, inputs: list[PromptInput], *, max_new_tokens: int = 256):
-        self.seen += [i.user.split("\n")[0].removeprefix("File: ") + " " + re.search(r"@@ [^@]+ @@", i.user).group(0)
-                      for i in inputs]
+        self.seen += [
+            i.user.split("\n")[0].removeprefix("File: ") + " " + re.search(r"@@ [^@]+ @@", i.user).group(0)
+            for i in inputs
+        ]
         return super().generate(inputs, max_new_tokens=max_new_tokens)
 
 
@@ -66,12 +81,18 @@ def test_review_on_request_by_a_writer_is_a_full_review_acknowledged_with_eyes(e
     comment, answer = command(sim, svc, "/revbot review", "maria")
     assert answer["outcome"] == "queued"
     assert reactions(svc, comment) == {"eyes": 1}
-    assert sorted(seen) == [".revbot.yml @@ -1,1 +1,1 @@", "a.py @@ -1,4 +1,5 @@", "b.py @@ -1,3 +1,3 @@",
-                            "b.py @@ -20,3 +20,4 @@"]  # the head was reviewed already: all of it again
+    assert sorted(seen) == [
+        ".revbot.yml @@ -1,1 +1,1 @@",
+        "a.py @@ -1,4 +1,5 @@",
+        "b.py @@ -1,3 +1,3 @@",
+        "b.py @@ -20,3 +20,4 @@",
+    ]  # the head was reviewed already: all of it again
     reviews = revbot_reviews(svc)
     assert len(reviews) == 2
-    assert "the whole pull request" in reviews[1]["body"] and "asked for with `/revbot review` by maria" in \
-        reviews[1]["body"]
+    assert (
+        "the whole pull request" in reviews[1]["body"]
+        and "asked for with `/revbot review` by maria" in reviews[1]["body"]
+    )
     assert f"<!-- revbot:request id={comment['id']} -->" in reviews[1]["body"]
     fps = [m for c in svc.review_comments() for m in re.findall(r"revbot:fp=([0-9a-f]+)", c["body"])]
     assert len(fps) == len(set(fps))  # the scripted model said the same again: nothing duplicated
@@ -100,9 +121,15 @@ def test_ignore_is_recorded_and_later_reviews_leave_those_paths_out(env):
     assert reactions(svc, comment) == {"+1": 1}
     assert Store(svc.cfg.db).pr_ignores(REPO, 1) == ["b.py"]
     before = {c["id"] for c in svc.review_comments()}
-    pushed = sim.add_pull(REPO, number=1, files=[
-        {"filename": "a.py", "status": "modified", "patch": PATCH_A.replace("+y = 3", "+y = 4")},
-        {"filename": "b.py", "status": "modified", "patch": PATCH_B2}, FILES[2]])["pull"]
+    pushed = sim.add_pull(
+        REPO,
+        number=1,
+        files=[
+            {"filename": "a.py", "status": "modified", "patch": PATCH_A.replace("+y = 3", "+y = 4")},
+            {"filename": "b.py", "status": "modified", "patch": PATCH_B2},
+            FILES[2],
+        ],
+    )["pull"]
     svc.deliver("pull_request", hook_payload("pull_request__synchronize.payload.json", pushed))
     svc.wait_idle()
     assert seen == ["a.py @@ -1,4 +1,5 @@"]  # b.py changed too, but is ignored now
@@ -112,9 +139,15 @@ def test_ignore_is_recorded_and_later_reviews_leave_those_paths_out(env):
     assert not any(c["path"] == "b.py" for c in new)  # b.py's changed line drew a comment before the ignore
 
 
-@pytest.mark.parametrize("text, why", [("/revbot dance", "unknown command"), ("/revbot ignore", "no glob given"),
-                                       ("/revbot ignore **", "every file"),
-                                       ("/revbot ignore x<!-- revbot:review sha=0 -->", "never do")])
+@pytest.mark.parametrize(
+    "text, why",
+    [
+        ("/revbot dance", "unknown command"),
+        ("/revbot ignore", "no glob given"),
+        ("/revbot ignore **", "every file"),
+        ("/revbot ignore x<!-- revbot:review sha=0 -->", "never do"),
+    ],
+)
 def test_unknown_commands_and_bad_globs_get_a_confused_reaction(env, text, why):
     sim, svc, seen = env
     comment, _ = command(sim, svc, text, "maria")
@@ -142,19 +175,24 @@ def test_a_wont_fix_reply_and_a_resolution_by_a_person_become_evidence(env):
     assert len(bot_ids) == 4 and None not in bot_ids  # ids learnt right after posting
     a_py = next(c for c in svc.review_comments() if c["path"] == "a.py")
     b_py = next(c for c in svc.review_comments() if c["path"] == "b.py")
-    reply = sim.add_comments(REPO, 1, [{"in_reply_to_id": a_py["id"], "body": "Won't fix, this is intentional.",
-                                        "user": "maria"}])["webhooks"][0]
+    reply = sim.add_comments(
+        REPO, 1, [{"in_reply_to_id": a_py["id"], "body": "Won't fix, this is intentional.", "user": "maria"}]
+    )["webhooks"][0]
     assert svc.deliver("pull_request_review_comment", reply).status_code == 202
     resolved = sim.resolve_thread(REPO, b_py["id"], user="maria")["webhook"]
     assert svc.deliver("pull_request_review_thread", resolved).status_code == 202
-    human = sim.add_comments(REPO, 1, [{"path": "a.py", "line": 2, "body": "mine <!-- revbot:fp=00aa00aa00aa00aa -->",
-                                        "user": "rick"}])["comments"][0]
+    human = sim.add_comments(
+        REPO, 1, [{"path": "a.py", "line": 2, "body": "mine <!-- revbot:fp=00aa00aa00aa00aa -->", "user": "rick"}]
+    )["comments"][0]
     forged = sim.resolve_thread(REPO, human["id"], user="rick")["webhook"]
     svc.deliver("pull_request_review_thread", forged)
     svc.wait_idle()
     evidence = {(e.comment_id, e.source): e for e in store.iter_evidence(REPO)}
     assert set(evidence) == {(a_py["id"], "reply:wont-fix"), (b_py["id"], "resolved:unchanged")}
-    assert evidence[(a_py["id"], "reply:wont-fix")].polarity == -1 and evidence[(a_py["id"], "reply:wont-fix")].path == "a.py"
+    assert (
+        evidence[(a_py["id"], "reply:wont-fix")].polarity == -1
+        and evidence[(a_py["id"], "reply:wont-fix")].path == "a.py"
+    )
     assert evidence[(b_py["id"], "resolved:unchanged")].hunk.startswith("@@ -1,3 +1,3 @@")
     [thread_job] = [j for j in svc.store.find(repo=REPO) if j.kind == "thread" and j.state == "skipped"]
     assert thread_job.result["reason"] == "not a thread the bot started"
@@ -172,20 +210,45 @@ def test_command_and_thread_payloads_are_validated_and_parsed_without_http():
         return Outcome(202, "queued", job.key if job else "")
 
     router = build_router(submit, own_logins=frozenset({"revbot-app"}))
-    base = {"action": "created", "repository": {"full_name": REPO}, "issue": {"number": 3, "pull_request": {"url": "u"}}}
-    out = router.dispatch(Delivery("issue_comment", "d1", dict(base, comment={
-        "id": 9, "body": "/revbot ignore  docs/**  \nplease", "user": {"login": "maria"}})))
+    base = {
+        "action": "created",
+        "repository": {"full_name": REPO},
+        "issue": {"number": 3, "pull_request": {"url": "u"}},
+    }
+    out = router.dispatch(
+        Delivery(
+            "issue_comment",
+            "d1",
+            dict(base, comment={"id": 9, "body": "/revbot ignore  docs/**  \nplease", "user": {"login": "maria"}}),
+        )
+    )
     assert out.outcome == "queued" and queued[-1].kind == "command"
     assert {k: queued[-1].payload[k] for k in ("command", "arg", "user", "comment_id")} == {
-        "command": "ignore", "arg": "docs/**", "user": "maria", "comment_id": 9}
-    own = router.dispatch(Delivery("issue_comment", "d2", dict(base, comment={
-        "id": 10, "body": "/revbot review", "user": {"login": "revbot-app"}})))
+        "command": "ignore",
+        "arg": "docs/**",
+        "user": "maria",
+        "comment_id": 9,
+    }
+    own = router.dispatch(
+        Delivery(
+            "issue_comment",
+            "d2",
+            dict(base, comment={"id": 10, "body": "/revbot review", "user": {"login": "revbot-app"}}),
+        )
+    )
     assert own.outcome == "own_comment"
     with pytest.raises(BadDelivery, match="payload field comment.id must be a whole number"):
         router.dispatch(Delivery("issue_comment", "d3", dict(base, comment={"id": "9", "body": "/revbot review"})))
-    thread = {"action": "resolved", "repository": {"full_name": REPO}, "pull_request": {"number": 3},
-              "sender": {"login": "maria"}, "thread": {"node_id": "T", "comments": [
-                  {"id": 5, "body": "x <!-- revbot:fp=0123456789abcdef -->", "user": {"login": "someone"}}]}}
+    thread = {
+        "action": "resolved",
+        "repository": {"full_name": REPO},
+        "pull_request": {"number": 3},
+        "sender": {"login": "maria"},
+        "thread": {
+            "node_id": "T",
+            "comments": [{"id": 5, "body": "x <!-- revbot:fp=0123456789abcdef -->", "user": {"login": "someone"}}],
+        },
+    }
     assert router.dispatch(Delivery("pull_request_review_thread", "d4", thread)).outcome == "queued"
     assert queued[-1].kind == "thread" and queued[-1].payload["root"]["id"] == 5
     plain = dict(thread, thread={"comments": [{"id": 6, "body": "no marker"}]})

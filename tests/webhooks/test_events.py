@@ -1,4 +1,5 @@
 """Routing without HTTP: which deliveries become jobs, which are skipped or ignored."""
+
 from __future__ import annotations
 
 import json
@@ -35,12 +36,15 @@ def test_parse_delivery_reads_headers_case_insensitively():
     assert (d.event, d.delivery_id, d.payload) == ("ping", "abc", {"zen": "hi"})
 
 
-@pytest.mark.parametrize("headers, body, message", [
-    ({}, b"{}", "X-GitHub-Event"),
-    ({"X-GitHub-Event": "ping"}, b"{not json", "not valid JSON"),
-    ({"X-GitHub-Event": "ping"}, b"\xff\xfe", "not valid JSON"),
-    ({"X-GitHub-Event": "ping"}, b"[1, 2]", "JSON object"),
-])
+@pytest.mark.parametrize(
+    "headers, body, message",
+    [
+        ({}, b"{}", "X-GitHub-Event"),
+        ({"X-GitHub-Event": "ping"}, b"{not json", "not valid JSON"),
+        ({"X-GitHub-Event": "ping"}, b"\xff\xfe", "not valid JSON"),
+        ({"X-GitHub-Event": "ping"}, b"[1, 2]", "JSON object"),
+    ],
+)
 def test_parse_delivery_rejects_unusable_bodies(headers, body, message):
     with pytest.raises(BadDelivery, match=message):
         parse_delivery(headers, body)
@@ -56,8 +60,14 @@ def test_router_falls_back_to_any_action_then_ignores():
     assert (ignored.status, ignored.outcome) == (202, "ignored")
 
 
-@pytest.mark.parametrize("name", ["pull_request__opened.payload.json", "pull_request__reopened.payload.json",
-                                  "pull_request__synchronize.payload.json"])
+@pytest.mark.parametrize(
+    "name",
+    [
+        "pull_request__opened.payload.json",
+        "pull_request__reopened.payload.json",
+        "pull_request__synchronize.payload.json",
+    ],
+)
 def test_pull_request_events_become_review_jobs(submit, name):
     router = build_router(submit)
     p = payload(name)
@@ -96,7 +106,9 @@ def test_human_review_comments_become_comment_jobs(submit, action):
     outcome = build_router(submit).dispatch(Delivery("pull_request_review_comment", "d9", p))
     assert outcome.outcome == "queued"
     [(_, job)] = submit.calls
-    assert job.kind == COMMENT and job.key.startswith(f"comment:codertocat/hello-world#2:{p['comment']['id']}:{action}:")
+    assert job.kind == COMMENT and job.key.startswith(
+        f"comment:codertocat/hello-world#2:{p['comment']['id']}:{action}:"
+    )
     assert job.pr == 2
     assert job.payload["action"] == action and job.payload["comment"]["id"] == p["comment"]["id"]
 

@@ -1,20 +1,19 @@
 """Signed deliveries that are still hostile (a leaked secret, a captured and replayed delivery):
 each is answered 400 with a short reason over real HTTP, never 500, and leaves nothing queued;
 a replayed review-comment delivery never queues a second job or rolls a stored comment back."""
+
 from __future__ import annotations
 
 import json
 from types import SimpleNamespace
 
 import pytest
-
 from webhook_kit import Service, hook_payload
 
 
 @pytest.fixture
 def web(tmp_path):
-    svc = Service(tmp_path, SimpleNamespace(url="http://127.0.0.1:9"), start_workers=False,
-                  max_body_bytes=1024 * 1024)
+    svc = Service(tmp_path, SimpleNamespace(url="http://127.0.0.1:9"), start_workers=False, max_body_bytes=1024 * 1024)
     yield svc
     svc.close()
 
@@ -67,42 +66,48 @@ def test_nesting_under_the_recursion_limit_is_refused_too(web):
     assert "nested more than 32 levels deep" in refused(web, "pull_request", payload)
 
 
-@pytest.mark.parametrize("changes, words", [
-    ({"pull_request__number": 2**63}, "pull_request.number must be from 1 to 9007199254740991"),
-    ({"pull_request__number": True}, "pull_request.number must be a whole number"),
-    ({"pull_request__number": "1"}, "pull_request.number must be a whole number"),
-    ({"pull_request__number": 1.0}, "pull_request.number must be a whole number"),
-    ({"pull_request__number": 0}, "pull_request.number must be from 1"),
-    ({"repository__full_name": 123}, "repository.full_name must be a string"),
-    ({"repository__full_name": "../../etc/passwd"}, "repository.full_name must look like owner/name"),
-    ({"repository__full_name": "acme/widgets/extra"}, "must look like owner/name"),
-    ({"repository": "acme/widgets"}, "repository must be a JSON object"),
-    ({"pull_request__user": "x"}, "pull_request.user must be a JSON object"),
-    ({"pull_request__user": {"login": ["x"]}}, "pull_request.user.login must be a string"),
-    ({"pull_request__head__sha": "not-a-sha"}, "pull_request.head.sha must be a commit sha"),
-    ({"pull_request__head__sha": 12}, "pull_request.head.sha must be a string"),
-    ({"pull_request__base__sha": "HEAD~1"}, "pull_request.base.sha must be a commit sha"),
-    ({"pull_request__draft": "yes"}, "pull_request.draft must be true or false"),
-    ({"pull_request__updated_at": "yesterday"}, "pull_request.updated_at must be an ISO 8601 time"),
-    ({"installation": {"id": True}}, "installation.id must be a whole number"),
-    ({"action": ["opened"]}, "action must be a string"),
-])
+@pytest.mark.parametrize(
+    "changes, words",
+    [
+        ({"pull_request__number": 2**63}, "pull_request.number must be from 1 to 9007199254740991"),
+        ({"pull_request__number": True}, "pull_request.number must be a whole number"),
+        ({"pull_request__number": "1"}, "pull_request.number must be a whole number"),
+        ({"pull_request__number": 1.0}, "pull_request.number must be a whole number"),
+        ({"pull_request__number": 0}, "pull_request.number must be from 1"),
+        ({"repository__full_name": 123}, "repository.full_name must be a string"),
+        ({"repository__full_name": "../../etc/passwd"}, "repository.full_name must look like owner/name"),
+        ({"repository__full_name": "acme/widgets/extra"}, "must look like owner/name"),
+        ({"repository": "acme/widgets"}, "repository must be a JSON object"),
+        ({"pull_request__user": "x"}, "pull_request.user must be a JSON object"),
+        ({"pull_request__user": {"login": ["x"]}}, "pull_request.user.login must be a string"),
+        ({"pull_request__head__sha": "not-a-sha"}, "pull_request.head.sha must be a commit sha"),
+        ({"pull_request__head__sha": 12}, "pull_request.head.sha must be a string"),
+        ({"pull_request__base__sha": "HEAD~1"}, "pull_request.base.sha must be a commit sha"),
+        ({"pull_request__draft": "yes"}, "pull_request.draft must be true or false"),
+        ({"pull_request__updated_at": "yesterday"}, "pull_request.updated_at must be an ISO 8601 time"),
+        ({"installation": {"id": True}}, "installation.id must be a whole number"),
+        ({"action": ["opened"]}, "action must be a string"),
+    ],
+)
 def test_bad_pull_request_fields_are_400_with_the_field_named(web, changes, words):
     assert words in refused(web, "pull_request", opened(**changes))
 
 
-@pytest.mark.parametrize("changes, words", [
-    ({"comment__id": True}, "comment.id must be a whole number"),
-    ({"comment__id": 2**64}, "comment.id must be from 1"),
-    ({"comment__user": "x"}, "comment.user must be a JSON object"),
-    ({"comment__body": {"text": "hi"}}, "comment.body must be a string"),
-    ({"comment__line": -3}, "comment.line must be from"),
-    ({"comment__updated_at": 1700000000}, "comment.updated_at must be a string"),
-    ({"comment": None}, "comment must be a JSON object"),
-    ({"pull_request__number": 2**63}, "pull_request.number must be from 1"),
-    ({"pull_request__user": "x"}, "pull_request.user must be a JSON object"),
-    ({"repository__full_name": 123}, "repository.full_name must be a string"),
-])
+@pytest.mark.parametrize(
+    "changes, words",
+    [
+        ({"comment__id": True}, "comment.id must be a whole number"),
+        ({"comment__id": 2**64}, "comment.id must be from 1"),
+        ({"comment__user": "x"}, "comment.user must be a JSON object"),
+        ({"comment__body": {"text": "hi"}}, "comment.body must be a string"),
+        ({"comment__line": -3}, "comment.line must be from"),
+        ({"comment__updated_at": 1700000000}, "comment.updated_at must be a string"),
+        ({"comment": None}, "comment must be a JSON object"),
+        ({"pull_request__number": 2**63}, "pull_request.number must be from 1"),
+        ({"pull_request__user": "x"}, "pull_request.user must be a JSON object"),
+        ({"repository__full_name": 123}, "repository.full_name must be a string"),
+    ],
+)
 def test_bad_review_comment_fields_are_400(web, changes, words):
     assert words in refused(web, "pull_request_review_comment", comment_payload(**changes))
 
@@ -154,8 +159,16 @@ def test_a_replayed_review_comment_under_new_delivery_ids_queues_one_job(web):
 def _comment_job(payload: dict, job_id: int):
     from webhooks.jobs import COMMENT, QUEUED, Job
 
-    return Job(job_id, COMMENT, f"k{job_id}", "acme/widgets", 1, None, QUEUED,
-               {"action": payload["action"], "comment": payload["comment"], "pr_author": "alice"})
+    return Job(
+        job_id,
+        COMMENT,
+        f"k{job_id}",
+        "acme/widgets",
+        1,
+        None,
+        QUEUED,
+        {"action": payload["action"], "comment": payload["comment"], "pr_author": "alice"},
+    )
 
 
 def test_an_older_edit_or_a_late_event_never_rolls_a_stored_comment_back(tmp_path):

@@ -3,21 +3,33 @@ where it changed things (the compare API between the two heads), the review body
 the bot's threads on lines the push fixed are resolved (GraphQL) or answered "addressed in <sha>"
 (no GraphQL rights), humans' threads are never touched, nothing is posted twice, and a force-push
 that drops the last reviewed head falls back to the whole diff."""
+
 from __future__ import annotations
 
 import re
 
 import pytest
-
-from revbot.dev.github_sim import GitHubSimulator
-from bot.prompt import PromptInput
 from webhook_kit import (
-    PATCH_A, PATCH_B, PATCH_B2, PATCH_CONFIG, REPO, TOKEN, ScriptedBackend, Service, hook_payload, make_seed,
+    PATCH_A,
+    PATCH_B,
+    PATCH_B2,
+    PATCH_CONFIG,
+    REPO,
+    TOKEN,
+    ScriptedBackend,
+    Service,
+    hook_payload,
+    make_seed,
 )
 
-FILES = [{"filename": "a.py", "status": "modified", "patch": PATCH_A},
-         {"filename": "b.py", "status": "modified", "patch": PATCH_B},
-         {"filename": ".revbot.yml", "status": "modified", "patch": PATCH_CONFIG}]
+from bot.prompt import PromptInput
+from revbot.dev.github_sim import GitHubSimulator
+
+FILES = [
+    {"filename": "a.py", "status": "modified", "patch": PATCH_A},
+    {"filename": "b.py", "status": "modified", "patch": PATCH_B},
+    {"filename": ".revbot.yml", "status": "modified", "patch": PATCH_CONFIG},
+]
 PUSHED = [dict(FILES[0]), {"filename": "b.py", "status": "modified", "patch": PATCH_B2}, dict(FILES[2])]
 
 
@@ -68,13 +80,18 @@ def test_a_push_is_reviewed_only_where_it_changed_and_fixed_threads_are_resolved
     deliver(svc, "pull_request__opened.payload.json", svc.pull(1))
     first_head = svc.pull(1)["head"]["sha"]
     assert sorted(h for call in seen for h in call) == [
-        ".revbot.yml @@ -1,1 +1,1 @@", "a.py @@ -1,4 +1,5 @@", "b.py @@ -1,3 +1,3 @@", "b.py @@ -20,3 +20,4 @@"]
+        ".revbot.yml @@ -1,1 +1,1 @@",
+        "a.py @@ -1,4 +1,5 @@",
+        "b.py @@ -1,3 +1,3 @@",
+        "b.py @@ -20,3 +20,4 @@",
+    ]
     [first] = svc.reviews()
     assert "**Reviewed range:** the whole pull request" in first["body"]
     before = svc.review_comments()
     # a person's own thread on the line the push will change, quoting a revbot fingerprint
-    sim.add_comments(REPO, 1, [{"path": "b.py", "line": 22, "user": "alice",
-                                "body": "Why v? <!-- revbot:fp=0123456789abcdef -->"}])
+    sim.add_comments(
+        REPO, 1, [{"path": "b.py", "line": 22, "user": "alice", "body": "Why v? <!-- revbot:fp=0123456789abcdef -->"}]
+    )
 
     seen.clear()
     pushed = sim.add_pull(REPO, number=1, files=PUSHED)["pull"]
@@ -82,8 +99,10 @@ def test_a_push_is_reviewed_only_where_it_changed_and_fixed_threads_are_resolved
     # only b.py's second hunk changed between the heads: the model saw that hunk and nothing else
     assert seen == [["b.py @@ -20,3 +20,4 @@"]]
     second = next(r for r in svc.reviews() if r["commit_id"] == pushed["head"]["sha"])
-    assert f"only the changes since the last review, `{first_head[:12]}`...`{pushed['head']['sha'][:12]}`" \
+    assert (
+        f"only the changes since the last review, `{first_head[:12]}`...`{pushed['head']['sha'][:12]}`"
         in second["body"]
+    )
     assert "1 of the pull request's 4 hunks in `b.py`" in second["body"]
     assert f"<!-- revbot:range from={first_head} to={pushed['head']['sha']} -->" in second["body"]
     assert "**Fixed by this push:** 1 earlier revbot comment on lines it changed is no longer raised" in second["body"]
@@ -128,11 +147,17 @@ def test_after_a_force_push_the_whole_diff_is_reviewed_and_the_body_says_why(env
     rewritten = sim.add_pull(REPO, number=1, files=PUSHED, force=True)["pull"]
     deliver(svc, "pull_request__synchronize.payload.json", rewritten)
     assert sorted(h for call in seen for h in call) == [
-        ".revbot.yml @@ -1,1 +1,1 @@", "a.py @@ -1,4 +1,5 @@", "b.py @@ -1,3 +1,3 @@", "b.py @@ -20,3 +20,4 @@"]
+        ".revbot.yml @@ -1,1 +1,1 @@",
+        "a.py @@ -1,4 +1,5 @@",
+        "b.py @@ -1,3 +1,3 @@",
+        "b.py @@ -20,3 +20,4 @@",
+    ]
     second = next(r for r in svc.reviews() if r["commit_id"] == rewritten["head"]["sha"])
-    assert (f"**Reviewed range:** the whole pull request (`{rewritten['base']['sha'][:12]}`..."
-            f"`{rewritten['head']['sha'][:12]}`): the last reviewed head `{first_head[:12]}` is no longer in the "
-            "branch (force-push).") in second["body"]
+    assert (
+        f"**Reviewed range:** the whole pull request (`{rewritten['base']['sha'][:12]}`..."
+        f"`{rewritten['head']['sha'][:12]}`): the last reviewed head `{first_head[:12]}` is no longer in the "
+        "branch (force-push)."
+    ) in second["body"]
     # still only what is new is posted: the unchanged hunks' comments are not repeated
     fps = [m for c in svc.review_comments() for m in re.findall(r"revbot:fp=([0-9a-f]+)", c["body"])]
     assert len(fps) == len(set(fps)) == 5
@@ -151,10 +176,16 @@ def test_without_graphql_rights_a_fixed_thread_gets_one_addressed_reply(tmp_path
         assert len(replies) == 1
         assert replies[0]["body"].startswith(f"Addressed in {pushed['head']['sha'][:12]}: this push changed")
         second = next(r for r in svc.reviews() if r["commit_id"] == pushed["head"]["sha"] and "revbot" in r["body"])
-        assert "each got an \"addressed\" reply" in second["body"]
+        assert 'each got an "addressed" reply' in second["body"]
         # another push elsewhere: the thread is not answered twice
-        again = sim.add_pull(REPO, number=1, files=[
-            {"filename": "a.py", "status": "modified", "patch": PATCH_A.replace("+y = 3", "+y = 4")}, *PUSHED[1:]])["pull"]
+        again = sim.add_pull(
+            REPO,
+            number=1,
+            files=[
+                {"filename": "a.py", "status": "modified", "patch": PATCH_A.replace("+y = 3", "+y = 4")},
+                *PUSHED[1:],
+            ],
+        )["pull"]
         deliver(svc, "pull_request__synchronize.payload.json", again)
         assert len([c for c in svc.review_comments() if c.get("in_reply_to_id") == root["id"]]) == 1
     finally:

@@ -1,6 +1,7 @@
 """The job table, on SQLite and on Redis: dedupe, supersede, leases, retries, pruning. Leases and
 backoff run on the ``clock`` fixture, so "still valid" and "not due yet" never depend on how fast
 the machine is."""
+
 from __future__ import annotations
 
 import threading
@@ -9,7 +10,17 @@ import time
 import pytest
 
 from webhooks.jobs import (
-    COMMENT, DONE, FAILED, QUEUED, REVIEW, RUNNING, SKIPPED, SUPERSEDED, NewJob, SqliteJobStore, review_key,
+    COMMENT,
+    DONE,
+    FAILED,
+    QUEUED,
+    REVIEW,
+    RUNNING,
+    SKIPPED,
+    SUPERSEDED,
+    NewJob,
+    SqliteJobStore,
+    review_key,
 )
 
 
@@ -147,8 +158,12 @@ def test_failed_and_superseded_jobs_can_be_revived_done_ones_cannot(job_store):
 
 def test_comment_jobs_do_not_supersede_reviews(job_store):
     a = job_store.accept("1", "pull_request", "opened", review("a")).job_id
-    c = job_store.accept("2", "pull_request_review_comment", "created",
-                         NewJob(COMMENT, "comment:2", "acme/widgets", 1, None, {"comment": {"id": 5}}))
+    c = job_store.accept(
+        "2",
+        "pull_request_review_comment",
+        "created",
+        NewJob(COMMENT, "comment:2", "acme/widgets", 1, None, {"comment": {"id": 5}}),
+    )
     assert c.created and not c.superseded and job_store.get(a).state == QUEUED
     assert job_store.get(c.job_id).payload == {"comment": {"id": 5}}
 

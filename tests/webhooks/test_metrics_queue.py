@@ -1,5 +1,6 @@
 """Metrics (prometheus_client, one process and several) and the queue door: where the queue lives,
 and what a job payload may hold."""
+
 from __future__ import annotations
 
 import json
@@ -22,8 +23,11 @@ ROOT = Path(__file__).resolve().parents[2]
 def samples(text: bytes | str) -> dict[tuple[str, tuple], float]:
     """{(sample name, sorted labels): value}, parsed by prometheus_client's own parser."""
     text = text.decode() if isinstance(text, bytes) else text
-    return {(s.name, tuple(sorted(s.labels.items()))): s.value
-            for family in text_string_to_metric_families(text) for s in family.samples}
+    return {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+    }
 
 
 def test_metrics_render_counters_gauges_and_histograms():
@@ -81,9 +85,11 @@ def _in_child(code: str, metrics_dir: Path) -> subprocess.Popen:
 def test_processes_sharing_a_metrics_folder_report_the_same_totals(tmp_path):
     folder = tmp_path / "metrics"
     folder.mkdir()
-    code = ("from webhooks.metrics import Metrics\nm = Metrics()\n"
-            "m.inc('revbot_comments_posted_total', value={n})\n"
-            "m.inc('revbot_webhook_deliveries_total', {{'event': 'ping', 'outcome': 'pong'}})\n")
+    code = (
+        "from webhooks.metrics import Metrics\nm = Metrics()\n"
+        "m.inc('revbot_comments_posted_total', value={n})\n"
+        "m.inc('revbot_webhook_deliveries_total', {{'event': 'ping', 'outcome': 'pong'}})\n"
+    )
     for n in (2, 5):  # a web process and a worker process, say
         assert _in_child(code.format(n=n), folder).wait(60) == 0
     s = read_folder(folder)
@@ -166,8 +172,12 @@ def test_secrets_in_review_comments_never_reach_the_queue(tmp_path, request, bac
     url = tmp_path / "q.db" if backend == "sqlite" else request.getfixturevalue("redis_url")
     q = open_queue(url, name=f"t{os.getpid()}scrub")
     try:
-        comment = {"id": 7, "body": f"leaked: token={SECRETS[0]} and key {SECRETS[1]}",
-                   "diff_hunk": f"@@ -1 +1 @@\n+AWS_KEY = '{SECRETS[1]}'", "user": {"login": "bob"}}
+        comment = {
+            "id": 7,
+            "body": f"leaked: token={SECRETS[0]} and key {SECRETS[1]}",
+            "diff_hunk": f"@@ -1 +1 @@\n+AWS_KEY = '{SECRETS[1]}'",
+            "user": {"login": "bob"},
+        }
         job = NewJob(COMMENT, "comment:d1", "acme/widgets", 1, None, {"action": "created", "comment": comment})
         job_id = q.submit("d1", "pull_request_review_comment", "created", job).job_id
         stored = q.store.get(job_id).payload["comment"]

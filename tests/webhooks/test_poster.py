@@ -1,11 +1,13 @@
 """Pieces of the poster that need no running service."""
+
 from __future__ import annotations
 
-from bot.errors import GitHubError
-from revbot.dev.github_sim import GitHubSimulator
-from bot.review import Review, ReviewComment, Skipped
-from webhooks.poster import ReviewPoster, read_pull_diff
 from webhook_kit import REPO, TOKEN, make_seed
+
+from bot.errors import GitHubError
+from bot.review import Review, ReviewComment, Skipped
+from revbot.dev.github_sim import GitHubSimulator
+from webhooks.poster import ReviewPoster, read_pull_diff
 
 
 class TooLargeToRender:
@@ -24,9 +26,11 @@ class TooLargeToRender:
 def test_a_diff_too_large_to_render_is_rebuilt_from_the_files_api():
     from revbot.adapters.github import GitHubClient
 
-    files = [{"filename": "a.py", "status": "modified", "patch": "@@ -1,2 +1,2 @@\n-x = 1\n+x = 2\n y"},
-             {"filename": "logo.png", "status": "added", "patch": None, "binary": True},
-             {"filename": "new.py", "status": "renamed", "previous_filename": "old.py", "patch": None}]
+    files = [
+        {"filename": "a.py", "status": "modified", "patch": "@@ -1,2 +1,2 @@\n-x = 1\n+x = 2\n y"},
+        {"filename": "logo.png", "status": "added", "patch": None, "binary": True},
+        {"filename": "new.py", "status": "renamed", "previous_filename": "old.py", "patch": None},
+    ]
     with GitHubSimulator(make_seed(files)) as sim:
         gh = GitHubClient(TOKEN, api_url=sim.url, environ={})
         rendered = read_pull_diff(gh, REPO, 1, "pr")
@@ -41,8 +45,14 @@ def test_a_saved_plan_round_trips():
     review = Review(
         comments=[ReviewComment("a.py", 3, "RIGHT", "Use a constant.", None, "x = 2", 3)],
         unanchored=[ReviewComment("a.py", 99, "RIGHT", "Changelog?")],
-        skipped=[Skipped("logo.png", "binary file", (), 0)], source="pr", files_total=2, files_reviewed=1,
-        hunks_total=1, hunks_reviewed=1, prompts=1, duplicates_dropped=1,
+        skipped=[Skipped("logo.png", "binary file", (), 0)],
+        source="pr",
+        files_total=2,
+        files_reviewed=1,
+        hunks_total=1,
+        hunks_reviewed=1,
+        prompts=1,
+        duplicates_dropped=1,
     )
     again = Review.from_dict(review.to_dict())
     assert again.to_dict() == review.to_dict()

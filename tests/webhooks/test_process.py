@@ -1,5 +1,6 @@
 """Real processes: a worker SIGKILLed in the middle of a job, a crash between posting and
 recording, and `serve` reviewing a pull request end to end with the tiny model."""
+
 from __future__ import annotations
 
 import re
@@ -9,13 +10,21 @@ import sys
 import time
 
 import pytest
+from webhook_kit import (
+    ROOT,
+    TOKEN,
+    FakeModelServer,
+    Service,
+    hook_payload,
+    inline_anchors_are_valid,
+    make_seed,
+    service_env,
+    sign_body,
+)
 
 from revbot.dev.github_sim import GitHubSimulator
 from webhooks.jobs import DONE, RUNNING
 from webhooks.worker import JobContext, Worker, _Heartbeat
-from webhook_kit import (
-    FakeModelServer, ROOT, TOKEN, Service, hook_payload, inline_anchors_are_valid, make_seed, service_env, sign_body,
-)
 
 
 def wait_for(predicate, timeout: float, what: str, proc: subprocess.Popen | None = None):
@@ -25,8 +34,10 @@ def wait_for(predicate, timeout: float, what: str, proc: subprocess.Popen | None
         if value:
             return value
         if proc is not None and proc.poll() is not None:
-            raise AssertionError(f"process exited with {proc.returncode} while waiting for {what}:\n"
-                                 + (proc.stderr.read() if proc.stderr else ""))
+            raise AssertionError(
+                f"process exited with {proc.returncode} while waiting for {what}:\n"
+                + (proc.stderr.read() if proc.stderr else "")
+            )
         time.sleep(0.05)
     raise AssertionError(f"timed out waiting for {what}")
 
@@ -38,11 +49,25 @@ def test_a_worker_killed_mid_job_is_replaced_and_exactly_one_review_is_posted(tm
     with GitHubSimulator(make_seed()) as sim:
         svc = Service(tmp_path, sim, start_workers=False)
         try:
-            job_id = svc.deliver("pull_request", hook_payload("pull_request__opened.payload.json", svc.pull(1))).json()["job"]
+            job_id = svc.deliver("pull_request", hook_payload("pull_request__opened.payload.json", svc.pull(1))).json()[
+                "job"
+            ]
             env = service_env(tmp_path, sim.url, REVBOT_WORKER_LEASE="1")
-            cmd = [sys.executable, "-m", "webhooks.cli", "worker", "--backend", "openai", "--base-url", model.url,
-                   "--api-model", "scripted"]
-            first = subprocess.Popen(cmd, env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+            cmd = [
+                sys.executable,
+                "-m",
+                "webhooks.cli",
+                "worker",
+                "--backend",
+                "openai",
+                "--base-url",
+                model.url,
+                "--api-model",
+                "scripted",
+            ]
+            first = subprocess.Popen(
+                cmd, env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
+            )
             try:
                 wait_for(lambda: model.requests >= 1, 60, "the worker to ask the model", first)
                 assert svc.store.get(job_id).state == RUNNING
@@ -52,7 +77,9 @@ def test_a_worker_killed_mid_job_is_replaced_and_exactly_one_review_is_posted(tm
                 first.kill()
             assert svc.store.get(job_id).state == RUNNING  # orphaned: the dead worker's lease still holds it
             assert svc.reviews() == []
-            second = subprocess.Popen(cmd, env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+            second = subprocess.Popen(
+                cmd, env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
+            )
             try:
                 wait_for(lambda: svc.store.get(job_id).state == DONE, 60, "the job to be redone", second)
                 time.sleep(0.5)  # a second review, if any, would be posted by now
@@ -78,7 +105,9 @@ def test_a_crash_between_posting_and_recording_does_not_post_twice(tmp_path):
     with GitHubSimulator(make_seed()) as sim:
         svc = Service(tmp_path, sim, start_workers=False, lease_s=0.3)
         try:
-            job_id = svc.deliver("pull_request", hook_payload("pull_request__opened.payload.json", svc.pull(1))).json()["job"]
+            job_id = svc.deliver("pull_request", hook_payload("pull_request__opened.payload.json", svc.pull(1))).json()[
+                "job"
+            ]
             doomed = Worker(svc.queue, svc.pool.workers[0].handlers, owner="doomed", lease_s=0.3)
             job = svc.store.take("doomed", 0.3, 5)
             assert job.id == job_id
@@ -119,9 +148,17 @@ def test_serve_reviews_a_pull_request_end_to_end_with_the_tiny_model(tmp_path, t
             gh = GitHubClient(TOKEN, api_url=sim.url, environ={})
             payload = hook_payload("pull_request__opened.payload.json", gh.get_pull("acme/widgets", 1))
             body = __import__("json").dumps(payload).encode()
-            answer = requests.post(url + "/webhook", data=body, timeout=10, headers={
-                "X-GitHub-Event": "pull_request", "X-GitHub-Delivery": "e2e-1", "Content-Type": "application/json",
-                "X-Hub-Signature-256": sign_body(body)})
+            answer = requests.post(
+                url + "/webhook",
+                data=body,
+                timeout=10,
+                headers={
+                    "X-GitHub-Event": "pull_request",
+                    "X-GitHub-Delivery": "e2e-1",
+                    "Content-Type": "application/json",
+                    "X-Hub-Signature-256": sign_body(body),
+                },
+            )
             assert answer.status_code == 202
             reviews = wait_for(lambda: gh.list_reviews("acme/widgets", 1), 90, "the review", proc)
             assert len(reviews) == 1 and "revbot review" in reviews[0]["body"]
@@ -140,7 +177,13 @@ def test_serve_reviews_a_pull_request_end_to_end_with_the_tiny_model(tmp_path, t
 def test_serve_refuses_to_start_without_a_secret(tmp_path):
     env = service_env(tmp_path, "http://127.0.0.1:9")
     del env["REVBOT_WEBHOOK_SECRET"]
-    done = subprocess.run([sys.executable, "-m", "webhooks.cli", "serve", "--port", "0"], env=env, cwd=ROOT,
-                          capture_output=True, text=True, timeout=60)
+    done = subprocess.run(
+        [sys.executable, "-m", "webhooks.cli", "serve", "--port", "0"],
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert done.returncode == 2
     assert "REVBOT_WEBHOOK_SECRET is not set" in done.stderr and "Traceback" not in done.stderr

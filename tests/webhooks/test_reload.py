@@ -1,22 +1,25 @@
 """Hot reload: a version promoted while the service runs is picked up between jobs, without a
 restart, without dropping a job and without posting anything twice."""
+
 from __future__ import annotations
 
 import json
 import time
 
 import requests
+from webhook_kit import PATCH_A, PATCH_B, REPO, ScriptedBackend, Service, hook_payload, make_seed
 
-from revbot.dev.github_sim import GitHubSimulator
 from bot.prompt import PROMPT_FORMAT_VERSION
 from revbot.adapters.versions import ModelRegistry
-from webhook_kit import PATCH_A, PATCH_B, REPO, ScriptedBackend, Service, hook_payload, make_seed
+from revbot.dev.github_sim import GitHubSimulator
 
 
 def add_version(registry: ModelRegistry, name: str) -> None:
     path = registry.root / name
     path.mkdir(parents=True)
-    (path / "revbot.json").write_text(json.dumps({"base_model": "tiny", "prompt_format_version": PROMPT_FORMAT_VERSION}))
+    (path / "revbot.json").write_text(
+        json.dumps({"base_model": "tiny", "prompt_format_version": PROMPT_FORMAT_VERSION})
+    )
 
 
 def test_promoted_version_is_served_from_the_next_job_on(tmp_path):
@@ -33,8 +36,13 @@ def test_promoted_version_is_served_from_the_next_job_on(tmp_path):
         return ScriptedBackend(version.name, delay=0.3 if version.name == "v1" else 0.0, on_generate=hook)
 
     with GitHubSimulator(make_seed()) as sim:
-        second = sim.add_pull(REPO, files=[{"filename": "b.py", "status": "modified", "patch": PATCH_B}],
-                              title="Second", user="carol", head="feature-2")
+        second = sim.add_pull(
+            REPO,
+            files=[{"filename": "b.py", "status": "modified", "patch": PATCH_B}],
+            title="Second",
+            user="carol",
+            head="feature-2",
+        )
         svc = Service(tmp_path, sim, backend_factory=loader, models_dir=tmp_path / "models")
         try:
             assert _wait(lambda: requests.get(svc.url + "/healthz", timeout=5).json()["model"]["version"] == "v1")

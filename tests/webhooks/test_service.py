@@ -1,6 +1,7 @@
 """The service end to end over real HTTP on loopback: signed deliveries -> queue -> worker ->
 one review on the GitHub simulator, with the scripted backend (deterministic answers through the
 real prompt contract, review pipeline and GitHub layer)."""
+
 from __future__ import annotations
 
 import json
@@ -8,12 +9,21 @@ import time
 
 import pytest
 import requests
-
-from revbot.dev.github_sim import GitHubSimulator
 from webhook_kit import (
-    BOT_LOGIN, ScriptedBackend, PATCH_A, PATCH_B2, PATCH_CONFIG, PATCH_NOTES, REPO, Service, hook_payload, inline_anchors_are_valid,
+    BOT_LOGIN,
+    PATCH_A,
+    PATCH_B2,
+    PATCH_CONFIG,
+    PATCH_NOTES,
+    REPO,
+    ScriptedBackend,
+    Service,
+    hook_payload,
+    inline_anchors_are_valid,
     make_seed,
 )
+
+from revbot.dev.github_sim import GitHubSimulator
 
 
 @pytest.fixture
@@ -83,11 +93,15 @@ def test_synchronize_after_a_review_posts_only_new_comments(service, sim):
     service.wait_idle()
     before = service.review_comments()
     # push: b.py's second hunk changes, a.py stays the same
-    pushed = sim.add_pull(REPO, number=1, files=[
-        {"filename": "a.py", "status": "modified", "patch": PATCH_A},
-        {"filename": "b.py", "status": "modified", "patch": PATCH_B2},
-        {"filename": ".revbot.yml", "status": "modified", "patch": PATCH_CONFIG},
-    ])
+    pushed = sim.add_pull(
+        REPO,
+        number=1,
+        files=[
+            {"filename": "a.py", "status": "modified", "patch": PATCH_A},
+            {"filename": "b.py", "status": "modified", "patch": PATCH_B2},
+            {"filename": ".revbot.yml", "status": "modified", "patch": PATCH_CONFIG},
+        ],
+    )
     sync = hook_payload("pull_request__synchronize.payload.json", pushed["pull"])
     assert service.deliver("pull_request", sync).json()["outcome"] == "queued"
     service.wait_idle()
@@ -124,8 +138,9 @@ def test_a_push_while_a_review_is_generated_cancels_that_review(tmp_path, sim):
 
     def push_during_generation():
         if not pushed:
-            pushed.update(sim.add_pull(REPO, number=1, files=[
-                {"filename": "a.py", "status": "modified", "patch": PATCH_A}]))
+            pushed.update(
+                sim.add_pull(REPO, number=1, files=[{"filename": "a.py", "status": "modified", "patch": PATCH_A}])
+            )
             svc.deliver("pull_request", hook_payload("pull_request__synchronize.payload.json", pushed["pull"]))
 
     svc = Service(tmp_path, sim, backend_factory=lambda v: ScriptedBackend("v1", on_generate=push_during_generation))
@@ -154,8 +169,7 @@ def test_server_errors_and_secondary_rate_limits_are_retried_and_the_review_post
 
 
 def test_a_422_moves_the_comments_into_the_body_and_the_review_is_still_posted(service, sim):
-    sim.inject("error", status=422, method="POST", path=r"/pulls/1/reviews$", count=1,
-               message="Unprocessable Entity")
+    sim.inject("error", status=422, method="POST", path=r"/pulls/1/reviews$", count=1, message="Unprocessable Entity")
     service.deliver("pull_request", opened(service))
     service.wait_idle()
     [review] = service.reviews()
@@ -186,8 +200,10 @@ def test_revbot_yml_on_the_base_branch_is_obeyed(tmp_path):
 
 
 def test_unanchored_comments_and_skipped_files_go_in_the_body(tmp_path):
-    files = [{"filename": "NOTES.md", "status": "added", "patch": PATCH_NOTES},
-             {"filename": "logo.png", "status": "added", "patch": None, "binary": True}]
+    files = [
+        {"filename": "NOTES.md", "status": "added", "patch": PATCH_NOTES},
+        {"filename": "logo.png", "status": "added", "patch": None, "binary": True},
+    ]
     with GitHubSimulator(make_seed(files)) as sim:
         svc = Service(tmp_path, sim)
         try:
@@ -216,8 +232,9 @@ def test_dry_run_posts_nothing(tmp_path, sim, caplog):
 def test_a_human_review_comment_lands_in_the_store_and_the_bots_own_does_not(service, sim):
     from revbot.adapters.store import Store
 
-    human = sim.add_comments(REPO, 1, [{"path": "a.py", "line": 2, "side": "RIGHT", "body": "Why 2?",
-                                        "user": "bob"}])["webhooks"][0]
+    human = sim.add_comments(REPO, 1, [{"path": "a.py", "line": 2, "side": "RIGHT", "body": "Why 2?", "user": "bob"}])[
+        "webhooks"
+    ][0]
     payload = hook_payload("pull_request_review_comment__created.payload.json")
     payload.update(comment=human["comment"], pull_request=dict(human["pull_request"]))
     assert service.deliver("pull_request_review_comment", payload).json()["outcome"] == "queued"
@@ -266,10 +283,14 @@ def test_github_app_auth_uses_the_installation_named_in_the_payload(tmp_path):
     from cryptography.hazmat.primitives.asymmetric import rsa
 
     key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                            serialization.NoEncryption()).decode()
-    public = key.public_key().public_bytes(serialization.Encoding.PEM,
-                                           serialization.PublicFormat.SubjectPublicKeyInfo).decode()
+    pem = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    ).decode()
+    public = (
+        key.public_key()
+        .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+        .decode()
+    )
     (tmp_path / "app.pem").write_text(pem)
     seed = make_seed()
     seed["apps"] = [{"id": 42, "slug": "revbot", "installations": [7], "public_key": public}]
@@ -312,11 +333,19 @@ def test_at_most_30_inline_comments_per_review_the_rest_in_the_body(tmp_path):
 def test_a_push_that_changes_nothing_reviewed_posts_no_second_review(service, sim):
     service.deliver("pull_request", opened(service))
     service.wait_idle()
-    same = sim.add_pull(REPO, number=1, files=[
-        {"filename": "a.py", "status": "modified", "patch": PATCH_A},
-        {"filename": "b.py", "status": "modified", "patch": "@@ -1,3 +1,3 @@\n a\n-b\n+B\n c\n@@ -20,3 +20,4 @@ def g():\n t\n u\n+v\n w"},
-        {"filename": ".revbot.yml", "status": "modified", "patch": PATCH_CONFIG},
-    ])
+    same = sim.add_pull(
+        REPO,
+        number=1,
+        files=[
+            {"filename": "a.py", "status": "modified", "patch": PATCH_A},
+            {
+                "filename": "b.py",
+                "status": "modified",
+                "patch": "@@ -1,3 +1,3 @@\n a\n-b\n+B\n c\n@@ -20,3 +20,4 @@ def g():\n t\n u\n+v\n w",
+            },
+            {"filename": ".revbot.yml", "status": "modified", "patch": PATCH_CONFIG},
+        ],
+    )
     service.deliver("pull_request", hook_payload("pull_request__synchronize.payload.json", same["pull"]))
     service.wait_idle()
     assert len(service.reviews()) == 1
@@ -375,12 +404,17 @@ def test_a_broken_revbot_yml_on_the_base_is_reported_on_the_pr_and_the_review_us
     with GitHubSimulator(seed) as sim:
         svc = Service(tmp_path, sim)
         try:
-            job_id = svc.deliver("pull_request", hook_payload("pull_request__opened.payload.json", svc.pull(1))).json()["job"]
+            job_id = svc.deliver("pull_request", hook_payload("pull_request__opened.payload.json", svc.pull(1))).json()[
+                "job"
+            ]
             assert svc.wait_idle()["done"] == 1
             job = svc.store.get(job_id)
             assert job.attempts == 1 and job.result["config_error"] is True
             [review] = svc.reviews()
-            assert "`.revbot.yml` on the base branch is invalid, so this review used the default settings" in review["body"]
+            assert (
+                "`.revbot.yml` on the base branch is invalid, so this review used the default settings"
+                in review["body"]
+            )
             assert ".revbot.yml@" in review["body"] and ":2: unknown key 'max_coments'" in review["body"]
             assert len(svc.review_comments()) >= 2  # reviewed all the same, with the defaults
         finally:
@@ -391,11 +425,15 @@ def test_an_alias_bomb_in_the_base_config_is_reported_briefly_and_the_review_sti
     lines = ['a0: &a0 ["x","x","x","x","x","x","x","x","x"]']
     lines += [f"a{i}: &a{i} [" + ",".join([f"*a{i - 1}"] * 9) + "]" for i in range(1, 9)]
     seed = make_seed()
-    seed["repos"][0]["files"]["main"][".revbot.yml"] = "\n".join(lines + ["ignore_paths: [" + ",".join(["*a8"] * 9) + "]"])
+    seed["repos"][0]["files"]["main"][".revbot.yml"] = "\n".join(
+        lines + ["ignore_paths: [" + ",".join(["*a8"] * 9) + "]"]
+    )
     with GitHubSimulator(seed) as sim:
         svc = Service(tmp_path, sim)
         try:
-            job_id = svc.deliver("pull_request", hook_payload("pull_request__opened.payload.json", svc.pull(1))).json()["job"]
+            job_id = svc.deliver("pull_request", hook_payload("pull_request__opened.payload.json", svc.pull(1))).json()[
+                "job"
+            ]
             assert svc.wait_idle(timeout=10)["done"] == 1
             [review] = svc.reviews()
             assert "anchors and aliases" in review["body"] and len(review["body"]) < 2000

@@ -1,4 +1,5 @@
 """Signature checking: one test per way a signature can fail, plus the ways it must pass."""
+
 from __future__ import annotations
 
 import hashlib

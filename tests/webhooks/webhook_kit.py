@@ -1,6 +1,7 @@
 """Helpers of the webhook tests (a module name no other test area uses): a scripted model backend,
 simulator seeds, signed deliveries built from GitHub's published payload examples, and a running
 service (web app on a loopback port + worker pool) to send them to."""
+
 from __future__ import annotations
 
 import copy
@@ -9,13 +10,14 @@ import re
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import requests
 
-from revbot.adapters.model import Backend, Generation
 from bot.prompt import PROMPT_FORMAT_VERSION, PromptInput
+from revbot.adapters.model import Backend, Generation
 
 ROOT = Path(__file__).resolve().parents[2]
 HOOKS = ROOT.parent / "shared" / "fixtures" / "github" / "webhooks"
@@ -88,7 +90,7 @@ class FakeModelServer:
         server = self
 
         class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:  # noqa: N802 - http.server's naming
+            def do_POST(self) -> None:
                 data = json.loads(self.rfile.read(int(self.headers.get("Content-Length") or 0)))
                 with server._lock:
                     server.requests += 1
@@ -97,9 +99,12 @@ class FakeModelServer:
                     time.sleep(server.delay)
                 user = data["messages"][-1]["content"]
                 answer = server.script.answer(PromptInput("", user)) + "\n</review>"
-                body = json.dumps({"choices": [{"message": {"role": "assistant", "content": answer},
-                                                "finish_reason": "stop"}],
-                                   "usage": {"prompt_tokens": 10, "completion_tokens": 10}}).encode()
+                body = json.dumps(
+                    {
+                        "choices": [{"message": {"role": "assistant", "content": answer}, "finish_reason": "stop"}],
+                        "usage": {"prompt_tokens": 10, "completion_tokens": 10},
+                    }
+                ).encode()
                 self.send_response(200)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(body)))
@@ -124,18 +129,34 @@ def make_seed(files: list[dict] | None = None, *, draft: bool = False) -> dict:
     also rewrites ``.revbot.yml`` on its head branch to ``enabled: false``."""
     return {
         "tokens": [TOKEN],
-        "repos": [{
-            "owner": "acme", "name": "widgets", "default_branch": "main",
-            "files": {"main": {".revbot.yml": "max_comments: 10\n"}, "feature": {".revbot.yml": "enabled: false\n"}},
-            "pulls": [{
-                "number": 1, "title": "Tune x", "user": "alice", "head": "feature", "base": "main", "draft": draft,
-                "files": files if files is not None else [
-                    {"filename": "a.py", "status": "modified", "patch": PATCH_A},
-                    {"filename": "b.py", "status": "modified", "patch": PATCH_B},
-                    {"filename": ".revbot.yml", "status": "modified", "patch": PATCH_CONFIG},
+        "repos": [
+            {
+                "owner": "acme",
+                "name": "widgets",
+                "default_branch": "main",
+                "files": {
+                    "main": {".revbot.yml": "max_comments: 10\n"},
+                    "feature": {".revbot.yml": "enabled: false\n"},
+                },
+                "pulls": [
+                    {
+                        "number": 1,
+                        "title": "Tune x",
+                        "user": "alice",
+                        "head": "feature",
+                        "base": "main",
+                        "draft": draft,
+                        "files": files
+                        if files is not None
+                        else [
+                            {"filename": "a.py", "status": "modified", "patch": PATCH_A},
+                            {"filename": "b.py", "status": "modified", "patch": PATCH_B},
+                            {"filename": ".revbot.yml", "status": "modified", "patch": PATCH_CONFIG},
+                        ],
+                    }
                 ],
-            }],
-        }],
+            }
+        ],
     }
 
 
@@ -150,8 +171,9 @@ def hook_payload(name: str, pull: dict | None = None, **changes: Any) -> dict:
     if pull is not None:
         payload["number"] = pull["number"]
         pr = payload.setdefault("pull_request", {})
-        pr.update(number=pull["number"], state=pull["state"], draft=pull.get("draft", False),
-                  updated_at=pull["updated_at"])
+        pr.update(
+            number=pull["number"], state=pull["state"], draft=pull.get("draft", False), updated_at=pull["updated_at"]
+        )
         pr["head"] = dict(pr.get("head") or {}, sha=pull["head"]["sha"], ref=pull["head"]["ref"])
         pr["base"] = dict(pr.get("base") or {}, sha=pull["base"]["sha"], ref=pull["base"]["ref"])
         pr["url"] = pull["url"]
@@ -169,8 +191,16 @@ class Service:
     """The webhook app on 127.0.0.1 (real HTTP, threaded werkzeug server) plus, optionally, a
     worker pool, against a GitHub simulator."""
 
-    def __init__(self, tmp: Path, sim: Any, *, backend_factory: Callable[[Any], Any] | None = None,
-                 start_workers: bool = True, queue_name: str = "revbot", **overrides: Any):
+    def __init__(
+        self,
+        tmp: Path,
+        sim: Any,
+        *,
+        backend_factory: Callable[[Any], Any] | None = None,
+        start_workers: bool = True,
+        queue_name: str = "revbot",
+        **overrides: Any,
+    ):
         from werkzeug.serving import make_server
 
         from webhooks.app import create_app
@@ -181,11 +211,20 @@ class Service:
         self.sim = sim
         self.backends: list[ScriptedBackend] = []
         settings = dict(
-            secret=SECRET, home=tmp, queue=str(tmp / "queue.db"), db=tmp / "revbot.db", models_dir=tmp / "models",
-            github_api_url=sim.url, github_token=TOKEN, bot_logins=(BOT_LOGIN,),
-            github_options={"min_write_interval": 0, "backoff_factor": 0.01, "secondary_wait": 0.05,
-                            "max_retries": 3},
-            lease_s=3.0, reap_interval_s=0.1, retry_delay_s=0.05, reload_check_s=0.05, workers=1,
+            secret=SECRET,
+            home=tmp,
+            queue=str(tmp / "queue.db"),
+            db=tmp / "revbot.db",
+            models_dir=tmp / "models",
+            github_api_url=sim.url,
+            github_token=TOKEN,
+            bot_logins=(BOT_LOGIN,),
+            github_options={"min_write_interval": 0, "backoff_factor": 0.01, "secondary_wait": 0.05, "max_retries": 3},
+            lease_s=3.0,
+            reap_interval_s=0.1,
+            retry_delay_s=0.05,
+            reload_check_s=0.05,
+            workers=1,
         )
         settings.update(overrides)
         self.cfg = ServiceConfig(**{k: v for k, v in settings.items()})
@@ -196,8 +235,9 @@ class Service:
         self._thread = threading.Thread(target=self.server.serve_forever, daemon=True)
         self._thread.start()
         self.backend_factory = backend_factory or self._scripted
-        self.pool = build_pool(self.cfg, queue=self.queue, loader=self.backend_factory,
-                               metrics=self.app.extensions["revbot"].metrics)
+        self.pool = build_pool(
+            self.cfg, queue=self.queue, loader=self.backend_factory, metrics=self.app.extensions["revbot"].metrics
+        )
         if start_workers:
             self.pool.start()
 
@@ -210,11 +250,22 @@ class Service:
     def store(self) -> Any:
         return self.queue.store
 
-    def deliver(self, event: str, payload: dict | bytes, *, delivery: str | None = None, secret: str | None = SECRET,
-                signature: str | None = None) -> requests.Response:
+    def deliver(
+        self,
+        event: str,
+        payload: dict | bytes,
+        *,
+        delivery: str | None = None,
+        secret: str | None = SECRET,
+        signature: str | None = None,
+    ) -> requests.Response:
         body = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
-        headers = {"X-GitHub-Event": event, "X-GitHub-Delivery": delivery or str(uuid.uuid4()),
-                   "Content-Type": "application/json", "User-Agent": "GitHub-Hookshot/test"}
+        headers = {
+            "X-GitHub-Event": event,
+            "X-GitHub-Delivery": delivery or str(uuid.uuid4()),
+            "Content-Type": "application/json",
+            "User-Agent": "GitHub-Hookshot/test",
+        }
         if signature is not None:
             headers["X-Hub-Signature-256"] = signature
         elif secret is not None:
@@ -274,10 +325,17 @@ def service_env(tmp: Path, sim_url: str, **extra: str) -> dict[str, str]:
 
     env = {k: v for k, v in os.environ.items() if not k.startswith(("REVBOT_", "GITHUB_", "PROMETHEUS_"))}
     env.update(
-        PYTHONPATH=str(ROOT) + os.pathsep + env.get("PYTHONPATH", ""), HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1",
-        REVBOT_HOME=str(tmp), REVBOT_QUEUE=str(tmp / "queue.db"), REVBOT_DB=str(tmp / "revbot.db"),
-        REVBOT_MODELS_DIR=str(tmp / "models"), REVBOT_GITHUB_TOKEN=TOKEN, REVBOT_GITHUB_API_URL=sim_url,
-        REVBOT_WEBHOOK_SECRET=SECRET, REVBOT_LOG_LEVEL="INFO",
+        PYTHONPATH=str(ROOT) + os.pathsep + env.get("PYTHONPATH", ""),
+        HF_HUB_OFFLINE="1",
+        TRANSFORMERS_OFFLINE="1",
+        REVBOT_HOME=str(tmp),
+        REVBOT_QUEUE=str(tmp / "queue.db"),
+        REVBOT_DB=str(tmp / "revbot.db"),
+        REVBOT_MODELS_DIR=str(tmp / "models"),
+        REVBOT_GITHUB_TOKEN=TOKEN,
+        REVBOT_GITHUB_API_URL=sim_url,
+        REVBOT_WEBHOOK_SECRET=SECRET,
+        REVBOT_LOG_LEVEL="INFO",
     )
     env.update(extra)
     return env
@@ -315,7 +373,7 @@ def stop_serve(proc: Any, timeout: float = 30.0) -> int:
     except subprocess.TimeoutExpired:
         proc.kill()
         proc.wait(10)
-        raise AssertionError("serve did not stop within the grace period")
+        raise AssertionError("serve did not stop within the grace period") from None  # the timeout is the message
 
 
 def child_pids(pid: int) -> list[int]:

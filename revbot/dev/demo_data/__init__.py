@@ -1,4 +1,5 @@
 """The demo's embedded sample project (generated, deterministic); see ``sample.py``."""
+
 from revbot.dev.demo_data.sample import (  # noqa: F401
     REPO,
     SampleProject,

@@ -12,12 +12,13 @@ What the history contains, so that every step of the demo has something to show:
   "LGTM"/"+1" comments, reply threads, a comment the team voted down with 👎, and one hunk with a
   hard-coded API key that harvest must scrub before storing anything.
 """
+
 from __future__ import annotations
 
 import hashlib
 import random
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 from revbot.dev.demo_data.templates import (
     CLEAN_TEMPLATES,
@@ -36,7 +37,7 @@ REVIEWERS = ["maria-k", "devon-r", "priya-s"]
 AUTHORS = ["lee-j", "sam-o", "tomasz-w", "maria-k", "devon-r", "priya-s"]
 CI_BOT = "stockroom-ci[bot]"
 DEMO_AUTHOR = "lee-j"
-START = datetime(2026, 1, 12, 9, 0, tzinfo=timezone.utc)
+START = datetime(2026, 1, 12, 9, 0, tzinfo=UTC)
 
 REVBOT_YML = """\
 # revbot settings for acme/stockroom. revbot reads this file from the base branch only,
@@ -59,7 +60,7 @@ that `revbot demo` learns from.)
 
 SECRET_LINE = 'STRIPE_API_KEY = "sk_live_51Hx9demoDEMOdemo0000aBcDeFgH"'
 SECRET_COMMENT = "Read secrets from the environment; never commit them."
-TRIVIAL = ["LGTM", "+1", "Thanks!", "\U0001F44D", "lgtm \U0001F680", "nice"]
+TRIVIAL = ["LGTM", "+1", "Thanks!", "\U0001f44d", "lgtm \U0001f680", "nice"]
 SELF_NOTES = [
     "Note to reviewers: this keeps the old behaviour on purpose.",
     "I will split this into a helper in a follow-up.",
@@ -236,7 +237,7 @@ def build_hunk(
     if mode == "new":
         before = rng.choice(_BEFORE)
         after = rng.choice(_AFTER)[: max(0, MAX_HUNK_LINES - len(body) - 1)]
-        before = before[max(0, len(before) + len(body) + len(after) - MAX_HUNK_LINES):] or before[-1:]
+        before = before[max(0, len(before) + len(body) + len(after) - MAX_HUNK_LINES) :] or before[-1:]
         for text in before:
             lines.append((" ", text))
             habit_at.append(None)
@@ -396,14 +397,25 @@ def build_sample_project(seed: int = 7, n_pulls: int = 60, habit_share: float = 
                     who = rng.choice(reviewers)
                     when += timedelta(minutes=rng.randint(3, 90))
                     body = SECRET_COMMENT if habit == "secret" else STYLE[habit]
-                    pull.comments.append(SampleComment(
-                        ids.next_comment(), f.filename, line, body, who, _iso(when), h.diff_hunk_until(line),
-                        "secret" if habit == "secret" else "style",
-                        reactions={"+1": rng.randint(0, 2)}, review_id=review_of[who],
-                    ))
+                    pull.comments.append(
+                        SampleComment(
+                            ids.next_comment(),
+                            f.filename,
+                            line,
+                            body,
+                            who,
+                            _iso(when),
+                            h.diff_hunk_until(line),
+                            "secret" if habit == "secret" else "style",
+                            reactions={"+1": rng.randint(0, 2)},
+                            review_id=review_of[who],
+                        )
+                    )
         _add_noise(rng, ids, pull, reviewers, when, bot_prs, self_prs, trivial_prs, reply_prs, disliked_prs)
-        last = max([moment] + [datetime.strptime(c.created_at, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=timezone.utc)
-                               for c in pull.comments])
+        last = max(
+            [moment]
+            + [datetime.strptime(c.created_at, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC) for c in pull.comments]
+        )
         pull.merged_at = _iso(last + timedelta(hours=rng.randint(1, 6)))
         pulls.append(pull)
     base_files = {".revbot.yml": REVBOT_YML, "README.md": README, "stockroom/__init__.py": '"""Stockroom."""\n'}
@@ -412,8 +424,13 @@ def build_sample_project(seed: int = 7, n_pulls: int = 60, habit_share: float = 
 
 def _secret_file(rng: random.Random) -> SampleFile:
     old = rng.randint(10, 20)
-    lines = [(" ", 'DATABASE_URL = os.environ["DATABASE_URL"]'), (" ", "CACHE_TTL = 300"),
-             ("+", SECRET_LINE), ("+", 'STRIPE_ENDPOINT = "https://api.stripe.example/v1"'), (" ", "")]
+    lines = [
+        (" ", 'DATABASE_URL = os.environ["DATABASE_URL"]'),
+        (" ", "CACHE_TTL = 300"),
+        ("+", SECRET_LINE),
+        ("+", 'STRIPE_ENDPOINT = "https://api.stripe.example/v1"'),
+        (" ", ""),
+    ]
     numbers = [old, old + 1, old + 2, old + 3, old + 4]
     header = f"@@ -{old},3 +{old},5 @@"
     return SampleFile("stockroom/settings.py", "modified", [SampleHunk(header, lines, {old + 2: "secret"}, numbers)])
@@ -435,8 +452,18 @@ def _add_noise(rng, ids, pull, reviewers, when, bot_prs, self_prs, trivial_prs, 
         nonlocal when
         path, hunk, line = rng.choice(hunk_lines)
         when += timedelta(minutes=rng.randint(5, 120))
-        comment = SampleComment(ids.next_comment(), path, line, body, user, _iso(when), hunk.diff_hunk_until(line),
-                                kind, user_type=user_type, **extra)
+        comment = SampleComment(
+            ids.next_comment(),
+            path,
+            line,
+            body,
+            user,
+            _iso(when),
+            hunk.diff_hunk_until(line),
+            kind,
+            user_type=user_type,
+            **extra,
+        )
         pull.comments.append(comment)
         return comment
 
@@ -454,10 +481,19 @@ def _add_noise(rng, ids, pull, reviewers, when, bot_prs, self_prs, trivial_prs, 
         if roots:
             root = rng.choice(roots)
             when += timedelta(minutes=rng.randint(10, 200))
-            pull.comments.append(SampleComment(
-                ids.next_comment(), root.path, root.line, rng.choice(REPLIES), pull.author, _iso(when),
-                root.diff_hunk, "reply", in_reply_to_id=root.id,
-            ))
+            pull.comments.append(
+                SampleComment(
+                    ids.next_comment(),
+                    root.path,
+                    root.line,
+                    rng.choice(REPLIES),
+                    pull.author,
+                    _iso(when),
+                    root.diff_hunk,
+                    "reply",
+                    in_reply_to_id=root.id,
+                )
+            )
 
 
 # --------------------------------------------------------------------------- the demo's new PR
@@ -486,9 +522,16 @@ def build_demo_pull(project: SampleProject, seed: int = 11) -> SamplePull:
         files.append(build_file(rng, module, resolved))
     number = len(project.pulls) + 1
     created = datetime.strptime(project.pulls[-1].merged_at or project.pulls[-1].created_at, "%Y-%m-%dT%H:%M:%SZ")
-    created = created.replace(tzinfo=timezone.utc) + timedelta(days=1)
-    return SamplePull(number, "Add returns and credit notes", DEMO_AUTHOR, _iso(created), None, files,
-                      body="Customers can now return items; billing issues credit notes for them.")
+    created = created.replace(tzinfo=UTC) + timedelta(days=1)
+    return SamplePull(
+        number,
+        "Add returns and credit notes",
+        DEMO_AUTHOR,
+        _iso(created),
+        None,
+        files,
+        body="Customers can now return items; billing issues credit notes for them.",
+    )
 
 
 def habits_in(pull: SamplePull) -> list[tuple[str, int, str]]:
@@ -501,9 +544,15 @@ def habits_in(pull: SamplePull) -> list[tuple[str, int, str]]:
 
 def _comment_seed(c: SampleComment, pull: SamplePull) -> dict:
     spec = {
-        "id": c.id, "path": c.path, "line": c.line, "side": c.side, "body": c.body,
-        "user": {"login": c.user, "type": c.user_type}, "created_at": c.created_at,
-        "commit_id": pull.head_sha, "diff_hunk": c.diff_hunk,
+        "id": c.id,
+        "path": c.path,
+        "line": c.line,
+        "side": c.side,
+        "body": c.body,
+        "user": {"login": c.user, "type": c.user_type},
+        "created_at": c.created_at,
+        "commit_id": pull.head_sha,
+        "diff_hunk": c.diff_hunk,
     }
     if c.in_reply_to_id is not None:
         spec["in_reply_to_id"] = c.in_reply_to_id
@@ -525,24 +574,49 @@ def to_seed(project: SampleProject, tokens: list[dict] | None = None) -> dict:
         reviews = {}
         for c in p.comments:
             if c.review_id is not None and c.review_id not in reviews:
-                reviews[c.review_id] = {"id": c.review_id, "user": c.user, "state": "COMMENTED", "body": "",
-                                        "submitted_at": c.created_at}
-        pulls.append({
-            "number": p.number, "title": p.title, "body": p.body, "user": p.author,
-            "state": "closed", "merged": True, "merged_at": p.merged_at, "closed_at": p.merged_at,
-            "created_at": p.created_at, "updated_at": p.merged_at,
-            "base": project.default_branch, "head": p.head_ref, "head_sha": p.head_sha, "base_sha": p.base_sha,
-            "files": pull_files_seed(p),
-            "reviews": list(reviews.values()),
-            "comments": [_comment_seed(c, p) for c in p.comments],
-        })
+                reviews[c.review_id] = {
+                    "id": c.review_id,
+                    "user": c.user,
+                    "state": "COMMENTED",
+                    "body": "",
+                    "submitted_at": c.created_at,
+                }
+        pulls.append(
+            {
+                "number": p.number,
+                "title": p.title,
+                "body": p.body,
+                "user": p.author,
+                "state": "closed",
+                "merged": True,
+                "merged_at": p.merged_at,
+                "closed_at": p.merged_at,
+                "created_at": p.created_at,
+                "updated_at": p.merged_at,
+                "base": project.default_branch,
+                "head": p.head_ref,
+                "head_sha": p.head_sha,
+                "base_sha": p.base_sha,
+                "files": pull_files_seed(p),
+                "reviews": list(reviews.values()),
+                "comments": [_comment_seed(c, p) for c in p.comments],
+            }
+        )
     owner, name = project.repo.split("/")
-    seed: dict = {"repos": [{
-        "owner": owner, "name": name, "owner_type": "Organization", "default_branch": project.default_branch,
-        "description": "Inventory, orders and billing (revbot demo sample)", "created_at": _iso(START),
-        "files": {project.default_branch: dict(project.base_files)},
-        "pulls": pulls,
-    }]}
+    seed: dict = {
+        "repos": [
+            {
+                "owner": owner,
+                "name": name,
+                "owner_type": "Organization",
+                "default_branch": project.default_branch,
+                "description": "Inventory, orders and billing (revbot demo sample)",
+                "created_at": _iso(START),
+                "files": {project.default_branch: dict(project.base_files)},
+                "pulls": pulls,
+            }
+        ]
+    }
     if tokens:
         seed["tokens"] = tokens
     return seed

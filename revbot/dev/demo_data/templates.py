@@ -5,6 +5,7 @@ Each template is a small function of an invented inventory/billing service. A li
 habits the team always flags in review. The same habit always draws the same comment, so that a
 model trained on this history has one clear style to learn.
 """
+
 from __future__ import annotations
 
 import random
@@ -94,7 +95,7 @@ def render(template: list[str], noun: str, active: set[int], rng: random.Random)
         if match:
             kind, args = match.group(1), [a for a in match.group(2).split("|")[1:]]
             show = i in active
-            text = text[: match.start()] + render_slot(kind, args, show, rng) + text[match.end():]
+            text = text[: match.start()] + render_slot(kind, args, show, rng) + text[match.end() :]
             habit = SLOT_HABIT[kind] if show else None
             slots.append(i)
         lines.append(text)
