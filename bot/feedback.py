@@ -26,10 +26,10 @@ import json
 import re
 from collections import defaultdict
 from collections.abc import Iterable
-from typing import Any
 
 from bot.formats import FINGERPRINT_RE, ZWSP, extract_fingerprints
-from revbot.adapters.store import Evidence, Feedback, Store
+from bot.ports import JSON, FeedbackStore
+from bot.records import BotPost, Evidence, Feedback
 
 POSITIVE_REACTIONS = ("+1", "heart", "hooray", "rocket")
 NEGATIVE_REACTIONS = ("-1", "confused")
@@ -76,9 +76,13 @@ def _resolution(row: Feedback) -> tuple[bool, bool, str]:
     return bool(data.get("resolved")), bool(data.get("changed")), str(data.get("by") or "")
 
 
-def evidence_from(rows: Iterable[Feedback]) -> list[tuple[Feedback, str, int, int, str]]:
+# (row, source, polarity, weight, author): one piece of evidence before it is summed up
+_Item = tuple[Feedback, str, int, int, str]
+
+
+def evidence_from(rows: Iterable[Feedback]) -> list[_Item]:
     """(row, source, polarity, weight, author) for every row that says something."""
-    out = []
+    out: list[_Item] = []
     for row in rows:
         if row.kind == "reactions":
             counts = row.counts()
@@ -107,13 +111,13 @@ def evidence_from(rows: Iterable[Feedback]) -> list[tuple[Feedback, str, int, in
 
 
 def _subject(
-    store: Store,
+    store: FeedbackStore,
     repo: str,
     comment_id: int,
-    posts: dict[tuple[str, int], Any],
-    by_fp: dict[tuple[str, int, str], Any],
+    posts: dict[tuple[str, int], BotPost],
+    by_fp: dict[tuple[str, int, str], BotPost],
     pr: int,
-) -> dict[str, Any]:
+) -> dict[str, JSON]:
     """The commented text, place, hunk and version of one of the bot's comments."""
     post = posts.get((repo, comment_id))
     if post is not None:
@@ -130,33 +134,34 @@ def _subject(
     if stored is None:
         return {}
     fps = extract_fingerprints(stored.body)
-    post = by_fp.get((repo, pr, fps[0])) if fps else None
+    by_print = by_fp.get((repo, pr, fps[0])) if fps else None
     return {
         "fingerprint": fps[0] if fps else None,
-        "model_version": post.model_version if post else None,
+        "model_version": by_print.model_version if by_print else None,
         "path": stored.path,
         "line": stored.original_line or stored.line,
         "side": stored.side,
         "body": stored.body,
-        "hunk": post.hunk if post and post.hunk else stored.diff_hunk,
+        "hunk": by_print.hunk if by_print and by_print.hunk else stored.diff_hunk,
     }
 
 
-def derive_evidence(store: Store, repo: str | None = None, pr: int | None = None) -> list[Evidence]:
+def derive_evidence(store: FeedbackStore, repo: str | None = None, pr: int | None = None) -> list[Evidence]:
     """Evidence for the bot's comments from the store's feedback rows (one repo or PR, or all)."""
-    posts, by_fp = {}, {}
+    posts: dict[tuple[str, int], BotPost] = {}
+    by_fp: dict[tuple[str, int, str], BotPost] = {}
     for post in store.iter_posts(repo, pr):
         by_fp[(post.repo, post.pr, post.fingerprint)] = post
         if post.comment_id is not None:
             posts[(post.repo, post.comment_id)] = post
-    grouped: dict[tuple[str, int, str], list] = defaultdict(list)
+    grouped: dict[tuple[str, int, str], list[_Item]] = defaultdict(list)
     for row in store.iter_feedback(repo):
         if pr is not None and row.pr != pr:
             continue
         for item in evidence_from([row]):
             grouped[(row.repo, row.comment_id, item[1])].append(item)
-    out = []
-    subjects: dict[tuple[str, int], dict[str, Any]] = {}
+    out: list[Evidence] = []
+    subjects: dict[tuple[str, int], dict[str, JSON]] = {}
     for (r, comment_id, source), items in sorted(grouped.items()):
         row = items[0][0]
         key = (r, comment_id)
@@ -174,7 +179,7 @@ def derive_evidence(store: Store, repo: str | None = None, pr: int | None = None
     return out
 
 
-def refresh_evidence(store: Store, repo: str | None = None, pr: int | None = None) -> int:
+def refresh_evidence(store: FeedbackStore, repo: str | None = None, pr: int | None = None) -> int:
     """Re-derive and store the evidence of one PR, one repo, or everything; how many rows."""
     return store.replace_evidence(derive_evidence(store, repo, pr), repo=repo, pr=pr)
 
@@ -187,13 +192,13 @@ def verdicts(evidence: Iterable[Evidence]) -> dict[tuple[str, int], int]:
     return {k: (1 if v > 0 else -1) for k, v in total.items() if v}
 
 
-def acceptance_by_version(evidence: Iterable[Evidence]) -> dict[str, dict[str, Any]]:
+def acceptance_by_version(evidence: Iterable[Evidence]) -> dict[str, dict[str, float]]:
     """Per model version: comments with a verdict, how many were accepted and rejected, and the
     acceptance rate (accepted / judged). Comments whose version is unknown (posted by another tool
     run, or before versions were recorded) are under "unknown"."""
     items = list(evidence)
     version = {(e.repo, e.comment_id): e.model_version or "unknown" for e in items}
-    out: dict[str, dict[str, Any]] = {}
+    out: dict[str, dict[str, float]] = {}  # judged, accepted, rejected (counts) and acceptance_rate
     for key, verdict in verdicts(items).items():
         entry = out.setdefault(version[key], {"judged": 0, "accepted": 0, "rejected": 0})
         entry["judged"] += 1

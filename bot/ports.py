@@ -1,0 +1,90 @@
+"""What the domain needs from the world, as structural types (``typing.Protocol``).
+
+``bot/`` never imports an adapter: the review pipeline takes any object that has a ``Backend``'s
+methods (``revbot.adapters.model`` has two, tests pass doubles), prompt rendering any ``Tokenizer``
+with a chat template (a transformers tokenizer), and ``bot.feedback`` any ``FeedbackStore`` (the
+SQLite ``revbot.adapters.store.Store``). ``Backend`` and ``FeedbackStore`` are runtime-checkable, so a
+test can ask whether an adapter still offers what the domain calls.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from typing import TYPE_CHECKING, Any, Protocol, TypeAlias, runtime_checkable
+
+if TYPE_CHECKING:
+    from bot.prompt import PromptInput
+    from bot.records import BotPost, Evidence, Feedback, StoredComment
+
+JSON: TypeAlias = Any
+"""An arbitrary JSON value, what ``json.loads`` returns (a dict, list, str, int, float, bool or None):
+code that reads one checks what it got, as the data comes from files and servers."""
+
+JSONObject: TypeAlias = dict[str, JSON]
+"""A JSON object: what ``to_dict`` methods return and ``from_dict`` methods read."""
+
+
+class Answer(Protocol):
+    """One generated answer (``revbot.adapters.model.Generation``): the text before the end marker,
+    the tokens it took, and "stop" or "length" (cut off by ``max_new_tokens``)."""
+
+    @property
+    def text(self) -> str: ...
+
+    @property
+    def prompt_tokens(self) -> int: ...
+
+    @property
+    def completion_tokens(self) -> int: ...
+
+    @property
+    def finish_reason(self) -> str: ...
+
+
+@runtime_checkable
+class Backend(Protocol):
+    """A model that answers prompts: what ``bot.review`` calls to review a diff. ``max_context``:
+    tokens the model takes, prompt and answer together. A backend may also have
+    ``count_prompt_tokens(PromptInput) -> int`` (the exact cost of a prompt with its template);
+    without it the plain text is counted."""
+
+    @property
+    def max_context(self) -> int: ...
+
+    def generate(self, inputs: list[PromptInput], *, max_new_tokens: int = 256) -> Sequence[Answer | str]:
+        """One answer per input, in input order (a plain string is an answer without token counts)."""
+        ...
+
+    def count_tokens(self, text: str) -> int: ...
+
+    def describe(self) -> JSONObject:
+        """What is being served, for reports; never holds a secret."""
+        ...
+
+
+class Tokenizer(Protocol):
+    """What prompt rendering needs from a model's tokenizer: its chat template (None or empty for a
+    plain model) and a way to apply it to a conversation."""
+
+    @property
+    def chat_template(self) -> str | None: ...
+
+    def apply_chat_template(
+        self, conversation: list[dict[str, str]], /, *, tokenize: bool, add_generation_prompt: bool
+    ) -> str: ...
+
+
+@runtime_checkable
+class FeedbackStore(Protocol):
+    """What ``bot.feedback`` reads and writes: the bot's posts, the feedback on them, the stored
+    comment a post became, and the evidence derived from it all."""
+
+    def get_comment(self, comment_id: int) -> StoredComment | None: ...
+
+    def iter_posts(self, repo: str | None = None, pr: int | None = None) -> Iterable[BotPost]: ...
+
+    def iter_feedback(self, repo: str | None = None) -> Iterable[Feedback]: ...
+
+    def replace_evidence(self, items: Iterable[Evidence], *, repo: str | None = None, pr: int | None = None) -> int:
+        """Replace the stored evidence (all of it, one repo's, or one PR's) with ``items``; how many rows."""
+        ...
