@@ -16,10 +16,10 @@ import tempfile
 from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
 
 from bot.diff import LEFT, RIGHT, Hunk, parse_hunk
 from bot.errors import DataError, DiffError
+from bot.ports import JSON, JSONObject
 from bot.prompt import PromptInput, render_answer, render_input
 
 
@@ -41,7 +41,7 @@ class Example:
     comments: list[ExampleComment] = field(default_factory=list)
     created_at: str = ""
     source: str = "github"
-    meta: dict[str, Any] = field(default_factory=dict)
+    meta: JSONObject = field(default_factory=dict)
 
     @property
     def is_negative(self) -> bool:
@@ -56,7 +56,7 @@ class Example:
     def answer(self) -> str:
         return render_answer(self.comments)
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> JSONObject:
         out = asdict(self)
         out["comments"] = [{k: v for k, v in asdict(c).items() if v is not None} for c in self.comments]
         if not self.meta:
@@ -64,7 +64,7 @@ class Example:
         return out
 
     @classmethod
-    def from_dict(cls, data: Any, source: str | None = None, line: int | None = None) -> Example:
+    def from_dict(cls, data: JSON, source: str | None = None, line: int | None = None) -> Example:
         """Validate and build; errors name ``source:line`` and the field at fault."""
 
         def fail(message: str) -> DataError:
@@ -149,7 +149,7 @@ def read_examples(
                     errors.append(str(exc))
 
 
-def write_jsonl(path: str | os.PathLike[str], rows: Iterable[dict[str, Any]]) -> int:
+def write_jsonl(path: str | os.PathLike[str], rows: Iterable[JSONObject]) -> int:
     """Write JSON lines atomically (temp file + rename): a crash never leaves half a file."""
     target = Path(path)
     try:

@@ -16,10 +16,11 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from collections.abc import Iterable
-from typing import Any, TextIO
+from collections.abc import Callable, Iterable
+from typing import TextIO
 
 from bot.diff import LEFT, RIGHT
+from bot.ports import JSONObject
 from bot.review import Review, ReviewComment
 
 FORMATS = ("text", "json", "sarif", "rdjson", "github")
@@ -37,11 +38,11 @@ ZWSP = "\u200b"
 
 
 def tool_version() -> str:
-    try:
-        from importlib.metadata import version
+    from importlib.metadata import PackageNotFoundError, version
 
+    try:
         return version("revbot")
-    except Exception:  # running from a source tree without an install
+    except PackageNotFoundError:  # running from a source tree without an install
         return "0+unknown"
 
 
@@ -116,7 +117,7 @@ def neutralize_mentions(text: str) -> str:
     return "\n".join(out)
 
 
-def _outside_code_spans(line: str, fix: Any) -> str:
+def _outside_code_spans(line: str, fix: Callable[[str], str]) -> str:
     parts, last = [], 0
     for m in _CODE_SPAN.finditer(line):
         parts.append(fix(line[last : m.start()]))
@@ -195,8 +196,8 @@ def to_text(review: Review, max_skipped: int = 20) -> str:
 # --------------------------------------------------------------------------- json
 
 
-def to_data(review: Review) -> dict[str, Any]:
-    data = {
+def to_data(review: Review) -> JSONObject:
+    data: JSONObject = {
         "format": "revbot-review",
         "version": JSON_FORMAT_VERSION,
         "tool": {"name": TOOL_NAME, "version": tool_version()},
@@ -221,7 +222,7 @@ def _region(c: ReviewComment) -> dict[str, int]:
     return {"startLine": max(1, start), "endLine": max(1, end)}
 
 
-def to_sarif_data(review: Review) -> dict[str, Any]:
+def to_sarif_data(review: Review) -> JSONObject:
     """A SARIF 2.1.0 log with one run. What GitHub code scanning needs is there: the tool driver's
     name and rules, and per result a ruleId, a message and a physical location (relative uri plus
     a region with start and end lines). Comments on deleted lines are placed on the new-file line
@@ -333,7 +334,7 @@ def to_sarif(review: Review) -> str:
 # --------------------------------------------------------------------------- reviewdog rdjson
 
 
-def to_rdjson_data(review: Review) -> dict[str, Any]:
+def to_rdjson_data(review: Review) -> JSONObject:
     """reviewdog's Diagnostic Format (rdjson): ``reviewdog -f=rdjson`` posts these where it posts."""
     diagnostics = []
     for c in review.comments:
@@ -369,7 +370,7 @@ def github_review_payload(
     max_inline: int | None = None,
     event: str = "COMMENT",
     header: str = "**revbot review**",
-) -> dict[str, Any]:
+) -> JSONObject:
     """The JSON body of ``POST /repos/{owner}/{repo}/pulls/{n}/reviews``.
 
     Comments whose fingerprint is in ``known_fingerprints`` (already on the PR) are left out.
@@ -378,7 +379,8 @@ def github_review_payload(
     (``bot.review`` does it).
     """
     known = set(known_fingerprints)
-    inline, extra = [], []
+    inline: list[ReviewComment] = []
+    extra: list[ReviewComment] = []
     for c in review.comments:
         if comment_fingerprint(c) in known:
             continue
@@ -386,13 +388,13 @@ def github_review_payload(
     notes = [c for c in review.unanchored if comment_fingerprint(c) not in known]
     comments = []
     for c in inline:
-        item: dict[str, Any] = {"path": c.path, "line": c.line, "side": c.side}
+        item: JSONObject = {"path": c.path, "line": c.line, "side": c.side}
         if c.start_line is not None and c.start_line < c.line:
             item["start_line"] = c.start_line
             item["start_side"] = c.side
         item["body"] = github_comment_body(c)
         comments.append(item)
-    payload: dict[str, Any] = {}
+    payload: JSONObject = {}
     if commit_id:
         payload["commit_id"] = commit_id
     payload["body"] = review_body(review, extra + notes, header=header)
@@ -437,7 +439,7 @@ def to_github(review: Review, commit_id: str | None = None) -> str:
 # --------------------------------------------------------------------------- dispatch
 
 
-def render(review: Review, fmt: str, **kwargs: Any) -> str:
+def render(review: Review, fmt: str, *, commit_id: str | None = None) -> str:
     """``review`` in one of FORMATS."""
     if fmt == "text":
         return to_text(review)
@@ -448,7 +450,7 @@ def render(review: Review, fmt: str, **kwargs: Any) -> str:
     if fmt == "rdjson":
         return to_rdjson(review)
     if fmt == "github":
-        return to_github(review, kwargs.get("commit_id"))
+        return to_github(review, commit_id)
     from bot.errors import UsageError
 
     raise UsageError(f"unknown format {fmt!r}; choose one of: {', '.join(FORMATS)}")
@@ -457,13 +459,13 @@ def render(review: Review, fmt: str, **kwargs: Any) -> str:
 class StreamSink:
     """A review sink that writes one format to a text stream (the CLI's stdout or -o file)."""
 
-    def __init__(self, fmt: str, stream: TextIO, **kwargs: Any):
+    def __init__(self, fmt: str, stream: TextIO, *, commit_id: str | None = None):
         if fmt not in FORMATS:
             from bot.errors import UsageError
 
             raise UsageError(f"unknown format {fmt!r}; choose one of: {', '.join(FORMATS)}")
-        self.fmt, self.stream, self.kwargs = fmt, stream, kwargs
+        self.fmt, self.stream, self.commit_id = fmt, stream, commit_id
 
     def write(self, review: Review) -> None:
-        self.stream.write(render(review, self.fmt, **self.kwargs))
+        self.stream.write(render(review, self.fmt, commit_id=self.commit_id))
         self.stream.flush()

@@ -41,9 +41,12 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from bot.diff import LEFT, RIGHT, Hunk
+
+if TYPE_CHECKING:
+    from bot.ports import Tokenizer
 
 PROMPT_FORMAT_VERSION = 2
 SUPPORTED_PROMPT_FORMATS = (1, 2)
@@ -77,10 +80,19 @@ _NO_COMMENT = re.compile(r"^\W*no[ _-]?comments?\W*$", re.I)
 
 
 class CommentLike(Protocol):
-    line: int
-    side: str
-    body: str
-    start_line: int | None
+    """A comment anchored in a hunk (read-only, so frozen records such as ``PromptComment`` qualify)."""
+
+    @property
+    def line(self) -> int: ...
+
+    @property
+    def side(self) -> str: ...
+
+    @property
+    def body(self) -> str: ...
+
+    @property
+    def start_line(self) -> int | None: ...
 
 
 @dataclass(frozen=True)
@@ -244,14 +256,16 @@ def render_answer(comments: Sequence[CommentLike]) -> str:
     return f"{render_target(comments)}\n{ANSWER_END}"
 
 
-def prompt_text(inp: PromptInput, tokenizer: Any = None) -> str:
+def prompt_text(inp: PromptInput, tokenizer: Tokenizer | None = None) -> str:
     """Text fed to a local model: its chat template when it has one, else the plain format."""
     if tokenizer is not None and getattr(tokenizer, "chat_template", None):
         return tokenizer.apply_chat_template(inp.messages(), tokenize=False, add_generation_prompt=True)
     return inp.plain_text()
 
 
-def training_text(inp: PromptInput, comments: Sequence[CommentLike], tokenizer: Any = None) -> tuple[str, str]:
+def training_text(
+    inp: PromptInput, comments: Sequence[CommentLike], tokenizer: Tokenizer | None = None
+) -> tuple[str, str]:
     """(prompt, answer) for training: loss goes on the answer only."""
     return prompt_text(inp, tokenizer), render_answer(comments)
 
@@ -277,14 +291,15 @@ def parse_output(text: str | None, hunk: Hunk | None = None) -> ParseResult:
     """
     result = ParseResult()
     body_lines: list[str] | None = None
-    current: dict[str, Any] | None = None
+    current: tuple[int, str, int | None] | None = None  # (line, side, start) of the comment being read
 
     def close() -> None:
         nonlocal current, body_lines
         if current is not None and body_lines is not None:
             body = normalize_body("\n".join(body_lines))
             if body:
-                result.comments.append(PromptComment(current["line"], current["side"], body, current["start"]))
+                line, side, start = current
+                result.comments.append(PromptComment(line, side, body, start))
             else:
                 result.failures += 1
         current, body_lines = None, None
@@ -305,7 +320,7 @@ def parse_output(text: str | None, hunk: Hunk | None = None) -> ParseResult:
             line, start = (int(last), first) if last is not None else (first, None)
             if start is not None and start >= line:
                 start, line = (None, first) if start == line else (line, start)
-            current = {"line": line, "side": side, "start": start}
+            current = (line, side, start)
             body_lines = [match.group("body")]
         elif body_lines is not None:
             body_lines.append(raw[2:] if raw.startswith("  ") else raw)
@@ -318,7 +333,8 @@ def parse_output(text: str | None, hunk: Hunk | None = None) -> ParseResult:
         result.no_comment = False
     result.comments = _dedupe(result.comments)
     if hunk is not None:
-        valid, invalid = [], []
+        valid: list[PromptComment] = []
+        invalid: list[PromptComment] = []
         for c in result.comments:
             ok = hunk.is_commentable(c.line, c.side) and (
                 c.start_line is None or hunk.is_commentable(c.start_line, c.side)

@@ -423,9 +423,10 @@ def _rule_matches(rule: _Rule, names: list[str]) -> bool:
             if j == len(names):
                 return True
             continue
-        if parts[i] is None:  # ** spans zero or more components (at least one when it ends the pattern)
+        part = parts[i]
+        if part is None:  # ** spans zero or more components (at least one when it ends the pattern)
             first = j + 1 if i == len(parts) - 1 else j
             todo.extend((i + 1, k) for k in range(first, len(names) + 1))
-        elif j < len(names) and parts[i].match(names[j]):
+        elif j < len(names) and part.match(names[j]):
             todo.append((i + 1, j + 1))
     return False

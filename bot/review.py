@@ -25,14 +25,18 @@ from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Protocol, cast
 
 from bot.config import DEFAULT_MAX_NEW_TOKENS, DEFAULT_TOKEN_BUDGET, RepoConfig
 from bot.diff import LEFT, RIGHT, Diff, FileDiff, Hunk, parse_diff
 from bot.errors import ModelError, UsageError
+from bot.ports import Backend, JSONObject
 from bot.prompt import ParseResult, PromptComment, PromptInput, normalize_body, parse_output, render_input
 from bot.ranking import LINGUIST_ATTRIBUTES, FileRank, Linguist, rank
 from bot.secrets import scrub_text
+
+if TYPE_CHECKING:
+    import git
 
 log = logging.getLogger(__name__)
 
@@ -58,7 +62,7 @@ class ReviewComment:
     code: str = ""
     new_line: int | None = None
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> JSONObject:
         return asdict(self)
 
 
@@ -71,7 +75,7 @@ class Skipped:
     hunks: tuple[str, ...] = ()
     lines: int = 0  # diff lines left unreviewed
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> JSONObject:
         return {"path": self.path, "reason": self.reason, "hunks": list(self.hunks), "lines": self.lines}
 
 
@@ -83,7 +87,7 @@ class Review:
     unanchored: list[ReviewComment] = field(default_factory=list)
     skipped: list[Skipped] = field(default_factory=list)
     source: str = "<diff>"
-    model: dict[str, Any] = field(default_factory=dict)
+    model: JSONObject = field(default_factory=dict)
     files_total: int = 0
     files_reviewed: int = 0
     hunks_total: int = 0
@@ -134,7 +138,7 @@ class Review:
             parts.append(f"{self.parse_failures} of {self.prompts} model answers were partly unreadable.")
         return " ".join(parts)
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> JSONObject:
         return {
             "source": self.source,
             "summary": self.summary,
@@ -161,12 +165,12 @@ class Review:
         }
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> Review:
+    def from_dict(cls, data: JSONObject) -> Review:
         """The inverse of ``to_dict`` (a review saved as JSON, e.g. a webhook job's plan); extra keys
         such as a format's ``fingerprint`` are ignored."""
         comment_fields = set(ReviewComment.__dataclass_fields__)
 
-        def comment(item: dict[str, Any]) -> ReviewComment:
+        def comment(item: JSONObject) -> ReviewComment:
             return ReviewComment(**{k: v for k, v in item.items() if k in comment_fields})
 
         stats = {k: v for k, v in (data.get("stats") or {}).items() if k in cls.__dataclass_fields__}
@@ -188,7 +192,7 @@ class Review:
 def _skip_phrase(skipped: Sequence[Skipped]) -> str:
     """ "2 files (binary: 1, deleted: 1), 3 hunks (token budget)": short reasons, counted."""
     files = Counter(_short_reason(s.reason) for s in skipped if not s.hunks)
-    hunks = Counter()
+    hunks: Counter[str] = Counter()
     for s in skipped:
         if s.hunks:
             hunks[_short_reason(s.reason)] += len(s.hunks)
@@ -228,33 +232,39 @@ class ReviewOptions:
             raise UsageError(f"the token budget must be at least 1, got {self.token_budget}")
 
     @classmethod
-    def from_config(cls, config: RepoConfig, **overrides: Any) -> ReviewOptions:
-        values: dict[str, Any] = {
-            "max_comments": config.max_comments,
-            "max_comments_per_file": config.max_comments_per_file,
-            "ignore_paths": tuple(config.ignore_paths),
-            "default_ignores": config.default_ignores,
-        }
-        values.update({k: v for k, v in overrides.items() if v is not None})
-        values["ignore_paths"] = tuple(values["ignore_paths"])
-        return cls(**values)
+    def from_config(
+        cls,
+        config: RepoConfig,
+        *,
+        max_comments: int | None = None,
+        max_comments_per_file: int | None = None,
+        ignore_paths: Iterable[str] | None = None,
+        default_ignores: bool | None = None,
+        max_new_tokens: int | None = None,
+        token_budget: int | None = None,
+        scrub_secrets: bool | None = None,
+    ) -> ReviewOptions:
+        """The configuration's knobs; an override that is not None wins."""
+        defaults = cls()
+        return cls(
+            max_comments=config.max_comments if max_comments is None else max_comments,
+            max_comments_per_file=(
+                config.max_comments_per_file if max_comments_per_file is None else max_comments_per_file
+            ),
+            ignore_paths=tuple(config.ignore_paths if ignore_paths is None else ignore_paths),
+            default_ignores=config.default_ignores if default_ignores is None else default_ignores,
+            max_new_tokens=defaults.max_new_tokens if max_new_tokens is None else max_new_tokens,
+            token_budget=defaults.token_budget if token_budget is None else token_budget,
+            scrub_secrets=defaults.scrub_secrets if scrub_secrets is None else scrub_secrets,
+        )
 
     @property
     def repo_config(self) -> RepoConfig:
         return RepoConfig(ignore_paths=self.ignore_paths, default_ignores=self.default_ignores)
 
 
-class BackendLike(Protocol):
-    max_context: int
-
-    def generate(self, inputs: list[PromptInput], *, max_new_tokens: int = 256) -> list[Any]: ...
-
-    def count_tokens(self, text: str) -> int: ...
-
-    def describe(self) -> dict[str, Any]: ...
-
-
-BackendOrFactory = BackendLike | Callable[[], BackendLike]
+# a backend, or a zero-argument function that loads one (called only when there is something to review)
+BackendOrFactory = Backend | Callable[[], Backend]
 
 
 # --------------------------------------------------------------------------- sources and sinks
@@ -392,7 +402,7 @@ class GitSource:
         return {path: attrs for path, attrs in result.items() if attrs}
 
     @staticmethod
-    def _has_head(repo: Any) -> bool:
+    def _has_head(repo: git.Repo) -> bool:
         try:
             repo.head.commit  # noqa: B018 - raises on an unborn branch
             return True
@@ -413,7 +423,7 @@ def _git_error(stderr: str | None) -> str:
 class CallbackSink:
     """Hands the review to a function (the webhook worker's poster, tests)."""
 
-    callback: Callable[[Review], Any]
+    callback: Callable[[Review], object]
 
     def write(self, review: Review) -> None:
         self.callback(review)
@@ -511,7 +521,7 @@ def review_diff(
     # 2. the model (a factory is only called now), then prompts under the per-hunk context limit
     #    and the per-review budget
     clock = time.perf_counter()
-    model = backend() if callable(backend) and not hasattr(backend, "generate") else backend
+    model = _loaded(backend)
     timing["load"] = time.perf_counter() - clock
     review.model = _describe(model)
     clock = time.perf_counter()
@@ -557,11 +567,18 @@ def review_diff(
     return review
 
 
+def _loaded(backend: BackendOrFactory) -> Backend:
+    """The backend, or what the factory loads (an object with ``generate`` is a backend, callable or not)."""
+    if hasattr(backend, "generate") or not callable(backend):
+        return cast(Backend, backend)
+    return backend()
+
+
 def _rounded(timing: dict[str, float]) -> dict[str, float]:
     return {k: round(v, 6) for k, v in timing.items()}
 
 
-def _describe(backend: Any) -> dict[str, Any]:
+def _describe(backend: Backend) -> JSONObject:
     try:
         return dict(backend.describe())
     except Exception as exc:  # a report must not fail because a backend cannot describe itself
@@ -601,14 +618,14 @@ def _first_added_line(f: FileDiff) -> str | None:
     return first.text if first is not None and first.kind in "+ " and first.new_no == 1 else None
 
 
-def _prompt_tokens(backend: Any, inp: PromptInput) -> int:
+def _prompt_tokens(backend: Backend, inp: PromptInput) -> int:
     counter = getattr(backend, "count_prompt_tokens", None)
     if counter is not None:
         return int(counter(inp)) + PROMPT_MARGIN_TOKENS
     return int(backend.count_tokens(inp.plain_text())) + PROMPT_MARGIN_TOKENS
 
 
-def _plan(candidates: list[_Candidate], backend: Any, options: ReviewOptions, review: Review) -> list[_Job]:
+def _plan(candidates: list[_Candidate], backend: Backend, options: ReviewOptions, review: Review) -> list[_Job]:
     """Render and count prompts hunk by hunk, best-ranked files first, until the budget is spent.
 
     A hunk larger than the model's context is split into pieces that fit (``Hunk.split``); a single
@@ -675,7 +692,7 @@ def _plan(candidates: list[_Candidate], backend: Any, options: ReviewOptions, re
     return jobs
 
 
-def _head_that_fits(path: str, piece: Hunk, backend: Any, room: int) -> tuple[PromptInput, Hunk, int] | None:
+def _head_that_fits(path: str, piece: Hunk, backend: Backend, room: int) -> tuple[PromptInput, Hunk, int] | None:
     """The longest leading part of ``piece`` whose prompt costs at most ``room`` tokens and that
     changes something; None when not even one line fits."""
     if room <= PROMPT_MARGIN_TOKENS or len(piece.lines) <= 1:
@@ -692,7 +709,7 @@ def _head_that_fits(path: str, piece: Hunk, backend: Any, room: int) -> tuple[Pr
 
 
 def _fit(
-    path: str, hunk: Hunk, backend: Any, per_prompt: int, max_lines: int
+    path: str, hunk: Hunk, backend: Backend, per_prompt: int, max_lines: int
 ) -> tuple[list[tuple[PromptInput, Hunk, int]], int]:
     """(pieces of ``hunk`` that each fit one prompt, in order; diff lines that fit nowhere)."""
     out: list[tuple[PromptInput, Hunk, int]] = []

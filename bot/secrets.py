@@ -293,13 +293,16 @@ def _name_start(text: str, ws: int, word: str) -> int | None:
     prev = text[ws - 1] if ws else ""
     if prev.isalnum():
         camel = word[0].isupper() and (prev.islower() or prev.isdigit())
-        joined = re.search(r"[A-Za-z0-9]+$", text[max(0, ws - 12) : ws]).group(0)
+        # the ASCII run the word ends ("" after a non-ASCII letter such as the é of résuméToken)
+        found = re.search(r"[A-Za-z0-9]+$", text[max(0, ws - 12) : ws])
+        joined = found.group(0) if found else ""
         shouted = len(word) > 4 and joined.isupper() and word.isupper()  # PGPASSWORD, not BYPASS
         if not camel and not shouted and not joined.lower().endswith(_JOINED_PREFIXES):
             return None
     elif word.lower() == "pass" and prev not in ("_", "-", "."):
         return None  # the bare word "pass" is prose or Python, not a name (DB_PASS, --pass)
-    return ws - len(_NAME_CHARS.search(text, max(0, ws - 120), ws).group(0))
+    name = _NAME_CHARS.search(text, max(0, ws - 120), ws)  # `*$`: matches, if only the empty string
+    return ws - (len(name.group(0)) if name else 0)
 
 
 def _assignment_value(text: str, ws: int, we: int, tail: re.Match[str]) -> tuple[int, int] | None:

@@ -228,3 +228,15 @@ def test_fifty_thousand_line_diff_is_bounded_and_reports_what_it_left(scripted):
     assert len(skipped_files) == 500 - review.hunks_reviewed
     assert sum(s.lines for s in skipped_files) == 100 * len(skipped_files)
     assert f"Reviewed {review.hunks_reviewed} of 500 hunks" in review.summary
+
+
+def test_options_from_config_take_the_overrides_that_are_given():
+    from bot.config import RepoConfig
+
+    config = RepoConfig(max_comments=4, max_comments_per_file=2, ignore_paths=("a/**",), default_ignores=False)
+    options = ReviewOptions.from_config(config, max_comments=None, max_comments_per_file=1, ignore_paths=["b/*"])
+    assert (options.max_comments, options.max_comments_per_file) == (4, 1)
+    assert options.ignore_paths == ("b/*",) and options.default_ignores is False
+    assert options.max_new_tokens == ReviewOptions().max_new_tokens
+    assert ReviewOptions.from_config(config, token_budget=999).token_budget == 999
+    assert ReviewOptions.from_config(config).ignore_paths == ("a/**",)

@@ -241,6 +241,12 @@ def test_none_passes_through():
     assert scrub_text(None) is None
 
 
+@pytest.mark.parametrize("name", ["résuméToken", "xéPassword", "éPASSWORD"])
+def test_a_name_after_a_non_ascii_letter_is_scrubbed_not_a_crash(name):
+    # the ASCII run before the secret word is empty there; it used to raise AttributeError
+    assert scrub_text(f'{name} = "hunter2secretvalue"') == f'{name} = "{PLACEHOLDER}"'
+
+
 GH = "ghp_" + "A1b2C3d4E5" * 4  # fake: 40 characters after the prefix
 
 
