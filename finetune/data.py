@@ -16,12 +16,13 @@ import hashlib
 import math
 import os
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from bot.datasets import read_dataset
 from bot.errors import DataError
 from bot.examples import Example, read_examples
 from bot.prompt import training_text
@@ -42,35 +43,18 @@ def is_store(path: str | os.PathLike[str]) -> bool:
         return False
 
 
-# Readers for other dataset formats (crc, codereviewer, alpaca, ...). harvest owns those formats and
-# finetune never imports harvest, so the application shell registers harvest's reader here.
-DatasetReader = Callable[[str, str], Iterable[Example]]
-_READERS: list[DatasetReader] = []
-
-
-def register_dataset_reader(reader: DatasetReader) -> None:
-    """Let ``load_examples(path, fmt)`` read ``fmt`` through ``reader(path, fmt)``."""
-    if reader not in _READERS:
-        _READERS.append(reader)
-
-
 def load_examples(path: str | os.PathLike[str], fmt: str | None = None) -> list[Example]:
-    """All examples from the dataset store (SQLite), an examples JSONL, or (with ``fmt``) a dataset in a
-    format a registered reader knows; de-duplicated by id (the last occurrence wins, as a re-harvest
-    would). A malformed JSONL line raises DataError naming file:line."""
+    """All examples from the dataset store (SQLite), an examples JSONL, or (with ``fmt``) a dataset in one
+    of bot.datasets' formats (crc, codereviewer, alpaca, ...); de-duplicated by id (the last occurrence
+    wins, as a re-harvest would). A malformed JSONL line raises DataError naming file:line; an unknown
+    ``fmt`` is a UsageError naming the known ones."""
     name = str(path)
     if not Path(path).exists():
         raise DataError("no such file; pass the dataset store (revbot harvest writes it) or an examples JSONL", name)
     if Path(path).is_dir():
         raise DataError("is a directory; pass the dataset store file or an examples JSONL", name)
     if fmt not in (None, "", "examples"):
-        if not _READERS:
-            raise DataError(
-                f"cannot read the {fmt!r} format here; import it first with `revbot dataset import "
-                f"{name} --format {fmt}` and pass the store",
-                name,
-            )
-        examples = list(_READERS[-1](name, fmt))
+        examples = read_dataset(name, fmt).examples
     elif is_store(path):
         from revbot.adapters.store import Store
 

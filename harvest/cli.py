@@ -202,7 +202,8 @@ def import_cmd(
     as_json: bool,
 ) -> None:
     """Import a dataset FILE (JSONL or a JSON array) into the store as training examples."""
-    from harvest.formats import import_dataset, parse_field_map
+    from bot.datasets import parse_field_map
+    from harvest.datasets import import_dataset
 
     def go() -> None:
         fmap = parse_field_map(field_map)
@@ -240,7 +241,7 @@ def import_cmd(
 @click.option("--db", type=click.Path(dir_okay=False), envvar="REVBOT_DB", help=DB_HELP)
 def export_cmd(fmt: str, output: str, repo: str | None, no_meta: bool, db: str | None) -> None:
     """Export the store's examples, oldest first, rendered by the prompt contract."""
-    from harvest.formats import export_examples
+    from harvest.datasets import export_examples
 
     def go() -> None:
         count = export_examples(Store(db).iter_examples(repo), output, fmt, meta=not no_meta)

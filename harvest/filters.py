@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
+from bot.review_bots import review_bot_signature
 from revbot.adapters.store import StoredComment, is_bot_login
 
 # Checked in this order; a comment is counted under the first that applies.
@@ -34,43 +35,6 @@ _TRIVIAL_WORDS = frozenset(
 _SUGGESTION = re.compile(r"```\s*suggestion\b", re.I)
 _SHORTCODE = re.compile(r":[a-z0-9_+\-]+:")
 _MARKUP = re.compile(r"[`*_~>#\[\]()!]")
-
-
-# What AI review tools stamp on every comment they write. Imported datasets carry no author, and
-# some teams run such tools through a personal token, so the account type alone misses them. Each
-# pattern is a tool's own markup (a badge image, a hidden marker, a fixed footer), not a topic:
-# a human who mentions a tool by name is not matched.
-REVIEW_BOT_SIGNATURES: tuple[tuple[str, re.Pattern[str]], ...] = tuple(
-    (name, re.compile(pattern, re.I | re.M))
-    for name, pattern in (
-        ("gemini-code-assist", r"!\[(?:critical|high|medium|low)\]\(https://www\.gstatic\.com/codereviewagent/"),
-        ("korbit", r"<sub>!\[category [^\]]*\]\(https://img\.shields\.io/badge/"),
-        ("korbit", r"<summary>Tell me more</summary>\s*(?:&#8203;)?\s*#{3,6} What is the issue\?"),
-        ("coderabbit", r"<!-- This is an auto-generated (?:comment|reply) by CodeRabbit"),
-        ("coderabbit", r"^_(?:⚠️ Potential issue|🛠️ Refactor suggestion|💡 Verification agent|🧹 Nitpick)"),
-        ("coderabbit", r"<summary>🤖 Prompt for AI Agents</summary>"),
-        # Sourcery tags a conventional-comment label with its own categories; the bare label
-        # ("**question:**") is a human convention (conventionalcomments.org) and stays.
-        (
-            "sourcery",
-            r"^\*\*(?:suggestion|issue|nitpick) \((?:bug_risk|security|performance|typo|testing|"
-            r"code-quality|complexity|docstring|llm)[a-z_, -]*\):\*\* ",
-        ),
-        ("ellipsis", r"Generated with :heart: by \[ellipsis\.dev\]"),
-        ("pr-agent", r"\[importance: \d+\]\s*$"),
-        ("feedback-footer", r"React with 👍 or 👎 to (?:let us know|help)"),
-        ("revbot", r"<!-- revbot:(?:fp|review)"),
-    )
-)
-
-
-def review_bot_signature(body: str | None) -> str | None:
-    """The AI review tool whose stamp ``body`` carries, or None for a comment that looks human."""
-    text = body or ""
-    for name, pattern in REVIEW_BOT_SIGNATURES:
-        if pattern.search(text):
-            return name
-    return None
 
 
 def has_suggestion(body: str) -> bool:

@@ -44,23 +44,6 @@ SHORT_HELP: dict[str, str] = {
 }
 
 
-# commands that read datasets in the formats harvest imports (crc, codereviewer, alpaca, ...):
-# finetune may not import harvest, so the shell connects the two
-NEEDS_DATASET_READERS = {"train", "eval", "retrain"}
-
-
-def _read_with_harvest(path: str, fmt: str):
-    from harvest.formats import read_dataset
-
-    return read_dataset(path, fmt).examples
-
-
-def _register_dataset_readers() -> None:
-    from finetune.data import register_dataset_reader
-
-    register_dataset_reader(_read_with_harvest)
-
-
 class LazyGroup(click.Group):
     def list_commands(self, ctx):
         return list(COMMANDS)
@@ -72,8 +55,6 @@ class LazyGroup(click.Group):
         module_name, attr = target.split(":")
         try:
             module = importlib.import_module(module_name)
-            if name in NEEDS_DATASET_READERS:
-                _register_dataset_readers()
         except ImportError as exc:
             raise click.ClickException(f"the '{name}' command could not be loaded: {exc}") from exc
         return getattr(module, attr)

@@ -108,7 +108,7 @@ class PeakRSS:
 def load_crc_examples():
     """crc-py through harvest's importer; without harvest, the minimal conversion of the tests."""
     try:
-        from harvest.formats import read_dataset
+        from bot.datasets import read_dataset
     except ImportError:
         from tests.finetune.helpers import crc_examples
 

@@ -7,7 +7,7 @@ from dataclasses import replace
 
 import pytest
 
-from bot.errors import DataError
+from bot.errors import DataError, UsageError
 from bot.examples import write_examples
 from bot.prompt import render_answer
 from finetune.data import (
@@ -16,7 +16,6 @@ from finetune.data import (
     encode_examples,
     load_examples,
     prompt_completion_dataset,
-    register_dataset_reader,
     split_examples,
 )
 from tests.finetune.helpers import crc_examples, synthetic_examples
@@ -205,19 +204,22 @@ def test_load_examples_from_the_store_and_deduplicated(tmp_path):
     assert only.is_negative  # the later record wins
 
 
-def test_other_formats_need_a_registered_reader(tmp_path, monkeypatch):
-    import finetune.data as data
-
+def test_other_formats_are_read_through_the_dataset_registry(tmp_path):
+    """No reader to register first: finetune reads crc, alpaca, ... through bot.datasets itself."""
     path = tmp_path / "crc.jsonl"
-    path.write_text("{}\n")
-    monkeypatch.setattr(data, "_READERS", [])
-    with pytest.raises(DataError, match="revbot dataset import"):
-        load_examples(path, "crc")
-    seen = []
-
-    def reader(name, fmt):
-        seen.append((name, fmt))
-        return synthetic_examples(n_prs=1, per_pr=1)
-
-    register_dataset_reader(reader)
-    assert len(load_examples(path, "crc")) == 1 and seen == [(str(path), "crc")]
+    row = {
+        "code": "@@ -1,2 +1,2 @@\n import os\n-x = 1\n+x = 2",
+        "comment": "Why two?",
+        "line_number": 2,
+        "file_path": "m.py",
+        "pr_number": 7,
+        "repo": "o/r",
+        "comment_id": 11,
+        "comment_created_at": "2025-01-01T00:00:00Z",
+    }
+    path.write_text(json.dumps(row) + "\n")
+    (example,) = load_examples(path, "crc")
+    assert (example.repo, example.pr, example.path, example.source) == ("o/r", 7, "m.py", "import:crc")
+    assert [c.body for c in example.comments] == ["Why two?"]
+    with pytest.raises(UsageError, match="unknown import format 'xml'; choose one of crc, codereviewer"):
+        load_examples(path, "xml")

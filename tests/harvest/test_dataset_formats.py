@@ -9,11 +9,12 @@ import pytest
 from click.testing import CliRunner
 from harvest_kit import hunk_patch
 
+from bot.datasets import EXPORT_FORMATS, parse_field_map, read_dataset
 from bot.diff import parse_hunk
 from bot.errors import DataError, UsageError
 from bot.examples import Example, ExampleComment
 from harvest.build import BuildConfig, build_pr
-from harvest.formats import EXPORT_FORMATS, export_examples, import_dataset, parse_field_map, read_dataset
+from harvest.datasets import export_examples, import_dataset
 from revbot.adapters.store import CachedFile, StoredComment
 
 CRC = "data/crc-py/reviews.jsonl"

@@ -1,6 +1,10 @@
-"""Datasets in and out of the store: `revbot dataset import` and `revbot dataset export`.
+"""Dataset formats: files of review examples in other shapes, read into and written from the example
+schema (bot.examples). Every format is one ``DatasetFormat`` in ``FORMATS``, the registry that
+import, export, training and evaluation all read; ``get_format`` names the known formats when asked
+for another. Reading a file is all the I/O here: storing what was read is harvest's (`revbot dataset
+import`), writing records to a file or stdout is the caller's.
 
-Import formats
+Formats read
   jsonl         our example schema (bot.examples), or any ``diff_hunk + comment`` JSONL with a
                 field map (``hunk=code,comment=comment,path=file_path,line=line_number,pr=pr_number,
                 time=comment_created_at,repo=repo``; also ``id``, ``side``, ``start_line``; dotted
@@ -11,8 +15,8 @@ Import formats
                 anchored on the hunk's last line. Repairs, each counted: hunks whose line breaks
                 were flattened to spaces and comments that were lower-cased or lost their
                 suggestion blocks are restored from the record's ``enriched`` text when that text
-                matches; a doubled ``@@ @@`` header prefix is removed. The rows are also stored
-                as review comments (source ``import:crc``).
+                matches; a doubled ``@@ @@`` header prefix is removed. The rows are also returned
+                as review comments (source ``import:crc``) for the store.
   codereviewer  CodeReviewer's ``msg`` files (``patch`` = one hunk, ``msg`` = the comment, ``id``,
                 ``y``, ``oldf``, ``lang``, ``proj``). The comment addresses the whole hunk, so it is
                 anchored on the hunk's last changed line; an empty ``msg`` or ``y == 0`` is a negative
@@ -21,14 +25,14 @@ Import formats
   alpaca, sharegpt, openai  what export writes (below); records without a ``revbot`` block get
                 the repo from --repo, PR 0 and an id from their content.
 
-Export formats (built from the prompt contract, so training elsewhere sees what revbot trains on)
+Formats written (built from the prompt contract, so training elsewhere sees what revbot trains on)
   alpaca    {"instruction": system prompt, "input": the rendered hunk, "output": answer + ANSWER_END}
   sharegpt  {"conversations": [{"from": "system"|"human"|"gpt", "value": ...}]}
   openai    {"messages": [{"role": "system"|"user"|"assistant", "content": ...}]}
   jsonl     the example schema itself
 Each record carries a ``revbot`` block (id, repo, pr, created_at, source, meta, and the raw hunk
 only where the rendering cannot give it back exactly) so export -> import returns the same
-examples; ``--no-meta`` leaves it out for tools that refuse unknown keys.
+examples; ``meta=False`` leaves it out for tools that refuse unknown keys.
 
 A malformed record raises DataError naming file:line; ``skip_bad`` skips it and counts why.
 """
@@ -39,21 +43,19 @@ import hashlib
 import json
 import os
 import re
-import sys
 from collections import Counter
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
+from types import MappingProxyType
 from typing import Any
 
 from bot.diff import HUNK_HEADER, LEFT, RIGHT, Hunk, parse_hunk
 from bot.errors import DataError, DiffError, UsageError
-from bot.examples import Example, ExampleComment, example_id, write_jsonl
+from bot.examples import Example, ExampleComment, example_id
 from bot.prompt import ANSWER_END, SYSTEM_PROMPTS, PromptInput, canonical, normalize_body, parse_output, render_answer
-from harvest.filters import review_bot_signature
-from revbot.adapters.store import Store, StoredComment, utc_timestamp
+from bot.records import StoredComment, utc_timestamp
+from bot.review_bots import review_bot_signature
 
-IMPORT_FORMATS = ("crc", "codereviewer", "alpaca", "sharegpt", "openai", "jsonl")
-EXPORT_FORMATS = ("alpaca", "sharegpt", "openai", "jsonl")
 FIELD_MAP_KEYS = ("hunk", "comment", "path", "line", "pr", "time", "repo", "id", "side", "start_line")
 CRC_FIELD_MAP = {
     "hunk": "code",
@@ -92,11 +94,42 @@ _EXTENSIONS = {
 
 
 class _Bad(Exception):
-    """One bad record: ``reason`` is the short category counted with --skip-bad."""
+    """One bad record: ``reason`` is the short category counted with ``skip_bad``."""
 
     def __init__(self, reason: str, message: str | None = None):
         self.reason = reason
         super().__init__(message or reason)
+
+
+@dataclass
+class ReadContext:
+    """What a record reader is given besides the record: where it is (``source``:``line``), the
+    repository for records that name none, the field map of mapped JSONL, and the counters and
+    review comments it adds to."""
+
+    source: str
+    default_repo: str = DEFAULT_REPO
+    field_map: Mapping[str, str] | None = None
+    line: int = 0
+    notes: Counter[str] = field(default_factory=Counter)
+    comments: list[StoredComment] = field(default_factory=list)
+
+
+RecordReader = Callable[[dict[str, Any], ReadContext], Example]
+"""One decoded record -> one Example; a bad record raises DataError (or the module's own _Bad)."""
+RecordWriter = Callable[[Example, bool], dict[str, Any]]
+"""One Example -> one JSON object; the flag says whether to add the ``revbot`` block."""
+
+
+@dataclass(frozen=True)
+class DatasetFormat:
+    """A dataset format: its name, a line about it, and how one record is read and written (None
+    where the format is read only or written only)."""
+
+    name: str
+    summary: str
+    read: RecordReader | None = None
+    write: RecordWriter | None = None
 
 
 @dataclass
@@ -106,12 +139,12 @@ class ImportResult:
     records: int = 0
     examples: list[Example] = field(default_factory=list)
     comments: list[StoredComment] = field(default_factory=list)
-    skipped: Counter = field(default_factory=Counter)  # reason -> records skipped (--skip-bad)
-    notes: Counter = field(default_factory=Counter)  # repairs and anchoring decisions, per record
+    skipped: Counter[str] = field(default_factory=Counter)  # reason -> records skipped (skip_bad)
+    notes: Counter[str] = field(default_factory=Counter)  # repairs and anchoring decisions, per record
     errors: list[str] = field(default_factory=list)  # the first messages of skipped records
     duplicates: list[str] = field(default_factory=list)  # file:line of records dropped or replaced as duplicates
-    bot_comments: Counter = field(default_factory=Counter)  # review-bot tool -> records dropped as its comments
-    written: tuple[int, int] = (0, 0)  # (inserted, updated) examples in the store
+    bot_comments: Counter[str] = field(default_factory=Counter)  # review-bot tool -> records dropped as its comments
+    written: tuple[int, int] = (0, 0)  # (inserted, updated) examples, set by whoever stores them
 
     @property
     def positives(self) -> int:
@@ -179,7 +212,7 @@ def _records(path: str | os.PathLike[str]) -> Iterator[tuple[int, Any]]:
     try:
         fh = open(path, "rb")
     except OSError as exc:
-        raise DataError(f"cannot read: {exc.strerror}", name) from None
+        raise DataError(f"cannot read: {exc.strerror}", name) from exc
     with fh:
         head = fh.read(4096).lstrip()
         fh.seek(0)
@@ -197,12 +230,19 @@ def _records(path: str | os.PathLike[str]) -> Iterator[tuple[int, Any]]:
                 yield number, _Bad("invalid JSON", f"invalid JSON ({exc.msg} at column {exc.colno}){cut}")
 
 
+_WHITESPACE = re.compile(r"\s*")
+
+
+def _skip_space(text: str, pos: int) -> int:
+    m = _WHITESPACE.match(text, pos)
+    return m.end() if m else pos
+
+
 def _array_records(text: str) -> Iterator[tuple[int, Any]]:
     decoder = json.JSONDecoder()
     pos = text.index("[") + 1
-    ws = re.compile(r"\s*")
     while True:
-        pos = ws.match(text, pos).end()
+        pos = _skip_space(text, pos)
         if pos >= len(text):
             yield text.count("\n", 0, pos) + 1, _Bad("invalid JSON", "the JSON array is not closed (truncated file?)")
             return
@@ -218,7 +258,7 @@ def _array_records(text: str) -> Iterator[tuple[int, Any]]:
             )
             return
         yield line, value
-        pos = ws.match(text, pos).end()
+        pos = _skip_space(text, pos)
         if pos < len(text) and text[pos] == ",":
             pos += 1
         elif pos < len(text) and text[pos] != "]":
@@ -246,7 +286,7 @@ def parse_field_map(spec: str | None) -> dict[str, str] | None:
     return out
 
 
-def _get(record: dict, dotted: str | None) -> Any:
+def _get(record: Mapping[str, Any], dotted: str | None) -> Any:
     if not dotted:
         return None
     value: Any = record
@@ -260,7 +300,7 @@ def _get(record: dict, dotted: str | None) -> Any:
 # --------------------------------------------------------------------------- hunks and anchors
 
 
-def _clean_hunk(text: Any, notes: Counter) -> Hunk:
+def _clean_hunk(text: Any, notes: Counter[str]) -> Hunk:
     """Text of one hunk -> Hunk whose header matches its lines (a diff_hunk is cut at the comment,
     so GitHub's header announces more lines than it holds), at most MAX_HUNK_LINES long."""
     if not isinstance(text, str) or not text.strip():
@@ -273,8 +313,8 @@ def _clean_hunk(text: Any, notes: Counter) -> Hunk:
         notes["doubled '@@ @@' header prefix removed"] += 1
     try:
         hunk = parse_hunk(text)
-    except DiffError:
-        raise _Bad("no hunk header", "the hunk has no '@@ -a,b +c,d @@' header") from None
+    except DiffError as exc:
+        raise _Bad("no hunk header", "the hunk has no '@@ -a,b +c,d @@' header") from exc
     if not hunk.lines:
         raise _Bad("hunk has no lines", "the hunk has a header but no lines (line breaks lost?)")
     n = len(hunk.lines)
@@ -292,7 +332,7 @@ def _end_anchor(hunk: Hunk, line_hint: int | None = None, side_hint: str | None 
     if last.kind == "+":
         return last.new_no, RIGHT  # type: ignore[return-value]
     if line_hint is not None and line_hint == last.old_no and line_hint != last.new_no:
-        return last.old_no, LEFT  # type: ignore[return-value]
+        return last.old_no, LEFT
     if side_hint == LEFT and line_hint is None:
         return last.old_no, LEFT  # type: ignore[return-value]
     return last.new_no, RIGHT  # type: ignore[return-value]
@@ -313,15 +353,15 @@ def _int(value: Any, what: str) -> int | None:
         return None
     try:
         return int(value)
-    except (TypeError, ValueError):
-        raise _Bad(f"bad {what}", f"field {what!r} must be an integer, got {value!r}") from None
+    except (TypeError, ValueError) as exc:
+        raise _Bad(f"bad {what}", f"field {what!r} must be an integer, got {value!r}") from exc
 
 
 def _time(value: Any) -> str:
     try:
         return utc_timestamp(value) or ""
-    except DataError:
-        raise _Bad("bad time", f"not an ISO-8601 time: {value!r}") from None
+    except DataError as exc:
+        raise _Bad("bad time", f"not an ISO-8601 time: {value!r}") from exc
 
 
 def _content_id(repo: str, pr: int, path: str, hunk: Hunk, body: str, extra: str = "") -> str:
@@ -344,7 +384,7 @@ def _single_comment_example(
     ident: str | None,
     meta: dict[str, Any] | None = None,
 ) -> Example:
-    comments = []
+    comments: list[ExampleComment] = []
     body = normalize_body(body or "")
     if body:
         if start is not None and (start >= line or not hunk.is_commentable(start, side)):
@@ -357,11 +397,16 @@ def _single_comment_example(
     return Example(eid, repo, pr, path, hunk.text(), comments, created_at, source, meta or {})
 
 
-# --------------------------------------------------------------------------- per format
+# --------------------------------------------------------------------------- readers, per format
 
 
 def _mapped(
-    record: dict, fmap: dict[str, str], default_repo: str, source: str, notes: Counter, anchor_at_end: bool
+    record: Mapping[str, Any],
+    fmap: Mapping[str, str],
+    default_repo: str,
+    source: str,
+    notes: Counter[str],
+    anchor_at_end: bool,
 ) -> Example:
     hunk = _clean_hunk(_get(record, fmap["hunk"]), notes)
     body = _get(record, fmap.get("comment")) if "comment" in fmap else ""
@@ -404,6 +449,17 @@ def _mapped(
     )
 
 
+def _read_jsonl(record: dict[str, Any], ctx: ReadContext) -> Example:
+    """The example schema itself, or (with a field map) any hunk + comment JSONL."""
+    if ctx.field_map is not None:
+        return _mapped(record, ctx.field_map, ctx.default_repo, "import:jsonl", ctx.notes, anchor_at_end=False)
+    try:
+        return Example.from_dict(record, ctx.source, ctx.line)
+    except DataError as exc:
+        hint = "" if "hunk" in record else " (for other JSONL datasets give --field-map hunk=FIELD,comment=FIELD,...)"
+        raise _Bad("invalid example", str(exc).split(": ", 1)[-1] + hint) from exc
+
+
 def _skeleton(text: str) -> str:
     """Letters and digits only, lower-cased: what survives the crc authors' normalisation."""
     return re.sub(r"[\W_]+", "", text).lower()
@@ -420,17 +476,20 @@ def _same_comment(normalised: str, original: str) -> bool:
     return all(w in big for w in (_skeleton(w) for w in re.findall(r"\w+", normalised)) if len(w) >= 3)
 
 
-def _crc(record: dict, default_repo: str, notes: Counter, comments_out: list[StoredComment]) -> Example:
+def _read_crc(record: dict[str, Any], ctx: ReadContext) -> Example:
     """One crc-py row. Its ``enriched`` text ("File: P\nCode: HUNK\nComment: TEXT") was made from
     the original comment and hunk, before the dataset's authors lower-cased the comment, stripped
-    code spans and suggestion blocks and (in some rows) flattened the hunk's line breaks."""
+    code spans and suggestion blocks and (in some rows) flattened the hunk's line breaks. The row is
+    also added to ``ctx.comments`` as a review comment when it has a comment id."""
+    notes = ctx.notes
     record = dict(record)
     owner, name = record.get("owner"), record.get("repo")
     if owner and name and "/" not in str(name):
         record["repo"] = f"{owner}/{name}"
     enriched = record.get("enriched")
     path = record.get("file_path") or ""
-    code = record.get("code") if isinstance(record.get("code"), str) else ""
+    raw_code = record.get("code")
+    code: str = raw_code if isinstance(raw_code, str) else ""
     if isinstance(enriched, str) and isinstance(record.get("comment"), str):
         prefix = f"File: {path}\nCode: "
         cut = enriched.find("\nComment: ", len(prefix))
@@ -447,14 +506,14 @@ def _crc(record: dict, default_repo: str, notes: Counter, comments_out: list[Sto
             elif original.strip() != record["comment"].strip():
                 record["comment"] = original
                 notes["comment text restored from 'enriched' (case, code spans, suggestion blocks)"] += 1
-    example = _mapped(record, CRC_FIELD_MAP, default_repo, "import:crc", notes, anchor_at_end=True)
+    example = _mapped(record, CRC_FIELD_MAP, ctx.default_repo, "import:crc", notes, anchor_at_end=True)
     for key in ("category", "subcategory"):  # the dataset's labels, kept for per-category evaluation
         if isinstance(record.get(key), str):
             example.meta[key] = record[key]
     comment_id = _int(record.get("comment_id"), "comment_id")
     if comment_id is not None and example.comments:
         c = example.comments[0]
-        comments_out.append(
+        ctx.comments.append(
             StoredComment(
                 repo=example.repo,
                 pr=example.pr,
@@ -473,7 +532,7 @@ def _crc(record: dict, default_repo: str, notes: Counter, comments_out: list[Sto
     return example
 
 
-def _codereviewer(record: dict, default_repo: str, notes: Counter) -> Example:
+def _read_codereviewer(record: dict[str, Any], ctx: ReadContext) -> Example:
     patch = record.get("patch")
     if not isinstance(patch, str) or not patch.strip():
         raise _Bad("no patch", "field 'patch' is empty or missing")
@@ -482,8 +541,8 @@ def _codereviewer(record: dict, default_repo: str, notes: Counter) -> Example:
         old = sum(1 for r in rows if not r.startswith("+"))
         new = sum(1 for r in rows if not r.startswith("-"))
         patch = f"@@ -1,{old} +1,{new} @@\n" + patch
-        notes["hunk header synthesised (patch had none)"] += 1
-    hunk = _clean_hunk(patch, notes)
+        ctx.notes["hunk header synthesised (patch had none)"] += 1
+    hunk = _clean_hunk(patch, ctx.notes)
     msg = record.get("msg") or ""
     if not isinstance(msg, str):
         raise _Bad("bad msg", "field 'msg' must be a string")
@@ -492,7 +551,7 @@ def _codereviewer(record: dict, default_repo: str, notes: Counter) -> Example:
     line, side = _last_change_anchor(hunk)
     lang = str(record.get("lang") or "").lower()
     path = "unknown" + (f".{_EXTENSIONS[lang]}" if lang in _EXTENSIONS else "")
-    repo = str(record.get("proj") or record.get("repo") or default_repo)
+    repo = str(record.get("proj") or record.get("repo") or ctx.default_repo)
     ident = record.get("id", record.get("idx"))
     return _single_comment_example(
         repo=repo,
@@ -531,12 +590,11 @@ def hunk_from_prompt(user: str) -> tuple[str, Hunk]:
     try:
         return path, parse_hunk("\n".join(rows), strict=True)
     except DiffError as exc:
-        raise _Bad("not a revbot prompt", f"the prompt's hunk does not match its header: {exc}") from None
+        raise _Bad("not a revbot prompt", f"the prompt's hunk does not match its header: {exc}") from exc
 
 
-def _from_chat(
-    system: str | None, user: Any, answer: Any, block: Any, fmt: str, default_repo: str, notes: Counter
-) -> Example:
+def _from_chat(system: Any, user: Any, answer: Any, block: Any, fmt: str, ctx: ReadContext) -> Example:
+    default_repo, notes = ctx.default_repo, ctx.notes
     if not isinstance(user, str) or not isinstance(answer, str):
         raise _Bad(
             "missing prompt or answer", "a record needs the prompt (user/input) and the answer (assistant/output)"
@@ -551,8 +609,8 @@ def _from_chat(
     if isinstance(block.get("hunk"), str):  # the exact text, where the rendering loses something
         try:
             hunk, hunk_text = parse_hunk(block["hunk"]), block["hunk"]
-        except DiffError:
-            raise _Bad("bad revbot block", "revbot.hunk is not a hunk") from None
+        except DiffError as exc:
+            raise _Bad("bad revbot block", "revbot.hunk is not a hunk") from exc
     parsed = parse_output(answer, hunk)
     if parsed.invalid_anchors:
         where = ", ".join(f"{c.side} {c.line}" for c in parsed.invalid_anchors)
@@ -571,8 +629,8 @@ def _from_chat(
     if block.get("id"):
         try:
             pr = int(block.get("pr") or 0)
-        except (TypeError, ValueError):
-            raise _Bad("bad revbot block", f"revbot.pr must be an integer, got {block.get('pr')!r}") from None
+        except (TypeError, ValueError) as exc:
+            raise _Bad("bad revbot block", f"revbot.pr must be an integer, got {block.get('pr')!r}") from exc
         return Example(
             str(block["id"]),
             str(block.get("repo") or default_repo),
@@ -598,137 +656,40 @@ def _from_chat(
     )
 
 
-def _chat_parts(record: dict, fmt: str) -> tuple[str | None, Any, Any]:
-    if fmt == "alpaca":
-        return record.get("instruction"), record.get("input"), record.get("output")
-    if fmt == "sharegpt":
-        turns = record.get("conversations")
-        roles = {"system": "system", "human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant"}
-        key_role, key_text = "from", "value"
-    else:
-        turns = record.get("messages")
-        roles = {"system": "system", "user": "user", "assistant": "assistant"}
-        key_role, key_text = "role", "content"
+def _turns(record: Mapping[str, Any], key: str, key_role: str, key_text: str, roles: Mapping[str, str]) -> list[Any]:
+    """(system, user, assistant): the first turn of each role in a conversation list."""
+    turns = record.get(key)
     if not isinstance(turns, list):
-        raise _Bad(
-            "missing conversation", f"field {'conversations' if fmt == 'sharegpt' else 'messages'!r} must be a list"
-        )
+        raise _Bad("missing conversation", f"field {key!r} must be a list")
     found: dict[str, Any] = {}
     for turn in turns:
-        if (
-            isinstance(turn, dict)
-            and roles.get(str(turn.get(key_role)))
-            and roles[str(turn.get(key_role))] not in found
-        ):
-            found[roles[str(turn.get(key_role))]] = turn.get(key_text)
-    return found.get("system"), found.get("user"), found.get("assistant")
+        if isinstance(turn, dict):
+            role = roles.get(str(turn.get(key_role)))
+            if role and role not in found:
+                found[role] = turn.get(key_text)
+    return [found.get("system"), found.get("user"), found.get("assistant")]
 
 
-def read_dataset(
-    path: str | os.PathLike[str],
-    fmt: str,
-    *,
-    field_map: dict[str, str] | None = None,
-    skip_bad: bool = False,
-    repo: str | None = None,
-    keep_bot_comments: bool = False,
-) -> ImportResult:
-    """Read a dataset file into examples (and, for crc, review comments). Nothing is stored.
-
-    Comments stamped by an AI review tool (harvest.filters.review_bot_signature) are dropped unless
-    ``keep_bot_comments``: a team's model should learn the team, not the bot. An example that loses
-    all its comments that way is dropped, not turned into a negative (a bot did find something there)."""
-    if fmt not in IMPORT_FORMATS:
-        raise UsageError(f"unknown import format {fmt!r}; choose one of {', '.join(IMPORT_FORMATS)}")
-    name = str(path)
-    result = ImportResult(name, fmt)
-    default_repo = repo or DEFAULT_REPO
-    seen: dict[str, tuple[int, Example]] = {}
-    for number, record in _records(path):
-        result.records += 1
-        try:
-            if isinstance(record, _Bad):
-                raise record
-            if not isinstance(record, dict):
-                raise _Bad("not an object", f"expected a JSON object, got {type(record).__name__}")
-            if fmt == "crc":
-                example = _crc(record, default_repo, result.notes, result.comments)
-            elif fmt == "codereviewer":
-                example = _codereviewer(record, default_repo, result.notes)
-            elif fmt == "jsonl" and field_map is None:
-                try:
-                    example = Example.from_dict(record, name, number)
-                except DataError as exc:
-                    raise _Bad(
-                        "invalid example",
-                        str(exc).split(": ", 1)[-1]
-                        + (
-                            " (for other JSONL datasets give --field-map hunk=FIELD,comment=FIELD,...)"
-                            if "hunk" not in record
-                            else ""
-                        ),
-                    ) from None
-            elif fmt == "jsonl":
-                example = _mapped(record, field_map, default_repo, "import:jsonl", result.notes, anchor_at_end=False)
-            else:
-                system, user, answer = _chat_parts(record, fmt)
-                example = _from_chat(system, user, answer, record.get("revbot"), fmt, default_repo, result.notes)
-        except _Bad as bad:
-            if not skip_bad:
-                raise DataError(str(bad), name, number) from None
-            result.skipped[bad.reason] += 1
-            if len(result.errors) < 20:
-                result.errors.append(f"{name}:{number}: {bad}")
-            continue
-        if not keep_bot_comments and example.comments:
-            signed = [review_bot_signature(c.body) for c in example.comments]
-            if any(signed):
-                for tool in filter(None, signed):
-                    result.bot_comments[tool] += 1
-                human = [c for c, tool in zip(example.comments, signed) if not tool]
-                if not human:
-                    continue
-                example = replace(example, comments=human)
-        earlier = seen.get(example.id)
-        if earlier is not None:
-            first_line, first = earlier
-            if replace(first, meta={}) == replace(example, meta={}):  # labels may differ; the comment is the same
-                result.notes["duplicate record (same example as an earlier line): dropped"] += 1
-                result.duplicates.append(f"{name}:{number}: same example as line {first_line}; dropped")
-                continue
-            result.notes["same id as an earlier line with other content: the later record kept"] += 1
-            result.duplicates.append(f"{name}:{number}: same id as line {first_line}, other content; replaces it")
-            result.examples = [e for e in result.examples if e.id != example.id]
-        seen[example.id] = (number, example)
-        result.examples.append(example)
-    result.comments = list(
-        {c.id: c for c in result.comments if keep_bot_comments or not review_bot_signature(c.body)}.values()
-    )
-    return result
+def _read_alpaca(record: dict[str, Any], ctx: ReadContext) -> Example:
+    parts = record.get("instruction"), record.get("input"), record.get("output")
+    return _from_chat(*parts, record.get("revbot"), "alpaca", ctx)
 
 
-def import_dataset(
-    store: Store,
-    path: str | os.PathLike[str],
-    fmt: str,
-    *,
-    field_map: dict[str, str] | None = None,
-    skip_bad: bool = False,
-    repo: str | None = None,
-    keep_bot_comments: bool = False,
-) -> ImportResult:
-    """Read a dataset and write it to the store in one transaction: a bad file stores nothing."""
-    result = read_dataset(
-        path, fmt, field_map=field_map, skip_bad=skip_bad, repo=repo, keep_bot_comments=keep_bot_comments
-    )
-    with store.transaction():
-        result.written = store.upsert_examples(result.examples)
-        if result.comments:
-            store.upsert_comments(result.comments)
-    return result
+_SHAREGPT_ROLES = {"system": "system", "human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant"}
+_OPENAI_ROLES = {"system": "system", "user": "user", "assistant": "assistant"}
 
 
-# --------------------------------------------------------------------------- export
+def _read_sharegpt(record: dict[str, Any], ctx: ReadContext) -> Example:
+    system, user, answer = _turns(record, "conversations", "from", "value", _SHAREGPT_ROLES)
+    return _from_chat(system, user, answer, record.get("revbot"), "sharegpt", ctx)
+
+
+def _read_openai(record: dict[str, Any], ctx: ReadContext) -> Example:
+    system, user, answer = _turns(record, "messages", "role", "content", _OPENAI_ROLES)
+    return _from_chat(system, user, answer, record.get("revbot"), "openai", ctx)
+
+
+# --------------------------------------------------------------------------- writers, per format
 
 
 def _block(ex: Example) -> dict[str, Any]:
@@ -751,45 +712,164 @@ def _block(ex: Example) -> dict[str, Any]:
     return block
 
 
-def export_record(ex: Example, fmt: str, *, meta: bool = True) -> dict[str, Any]:
-    """One example in an export format (see the module docstring)."""
-    if fmt == "jsonl":
-        return ex.to_dict()
-    inp: PromptInput = ex.prompt_input()
-    answer = render_answer(ex.comments)
-    if fmt == "alpaca":
-        out: dict[str, Any] = {"instruction": inp.system, "input": inp.user, "output": answer}
-    elif fmt == "sharegpt":
-        out = {
-            "conversations": [
-                {"from": "system", "value": inp.system},
-                {"from": "human", "value": inp.user},
-                {"from": "gpt", "value": answer},
-            ]
-        }
-    elif fmt == "openai":
-        out = {
-            "messages": [
-                {"role": "system", "content": inp.system},
-                {"role": "user", "content": inp.user},
-                {"role": "assistant", "content": answer},
-            ]
-        }
-    else:
-        raise UsageError(f"unknown export format {fmt!r}; choose one of {', '.join(EXPORT_FORMATS)}")
+def _with_block(out: dict[str, Any], ex: Example, meta: bool) -> dict[str, Any]:
     if meta:
         out["revbot"] = _block(ex)
     return out
 
 
-def export_examples(examples: Iterable[Example], out: str | os.PathLike[str], fmt: str, *, meta: bool = True) -> int:
-    """Write examples as JSONL in ``fmt`` to ``out`` ("-" for stdout), atomically for files."""
-    if fmt not in EXPORT_FORMATS:
-        raise UsageError(f"unknown export format {fmt!r}; choose one of {', '.join(EXPORT_FORMATS)}")
-    if str(out) == "-":
-        count = 0
-        for ex in examples:
-            sys.stdout.write(json.dumps(export_record(ex, fmt, meta=meta), ensure_ascii=False) + "\n")
-            count += 1
-        return count
-    return write_jsonl(out, (export_record(ex, fmt, meta=meta) for ex in examples))
+def _write_jsonl(ex: Example, meta: bool) -> dict[str, Any]:
+    return ex.to_dict()  # the schema carries its provenance itself
+
+
+def _write_alpaca(ex: Example, meta: bool) -> dict[str, Any]:
+    inp: PromptInput = ex.prompt_input()
+    out: dict[str, Any] = {"instruction": inp.system, "input": inp.user, "output": render_answer(ex.comments)}
+    return _with_block(out, ex, meta)
+
+
+def _write_sharegpt(ex: Example, meta: bool) -> dict[str, Any]:
+    inp = ex.prompt_input()
+    turns = [
+        {"from": "system", "value": inp.system},
+        {"from": "human", "value": inp.user},
+        {"from": "gpt", "value": render_answer(ex.comments)},
+    ]
+    return _with_block({"conversations": turns}, ex, meta)
+
+
+def _write_openai(ex: Example, meta: bool) -> dict[str, Any]:
+    inp = ex.prompt_input()
+    turns = [
+        {"role": "system", "content": inp.system},
+        {"role": "user", "content": inp.user},
+        {"role": "assistant", "content": render_answer(ex.comments)},
+    ]
+    return _with_block({"messages": turns}, ex, meta)
+
+
+# --------------------------------------------------------------------------- the registry
+
+FORMATS: Mapping[str, DatasetFormat] = MappingProxyType(
+    {
+        f.name: f
+        for f in (
+            DatasetFormat("crc", "the crc-py dataset (GitHub diff_hunk + comment rows)", read=_read_crc),
+            DatasetFormat("codereviewer", "CodeReviewer's msg files (patch + msg)", read=_read_codereviewer),
+            DatasetFormat("alpaca", "instruction / input / output records", read=_read_alpaca, write=_write_alpaca),
+            DatasetFormat("sharegpt", "conversations of from/value turns", read=_read_sharegpt, write=_write_sharegpt),
+            DatasetFormat("openai", "messages of role/content turns", read=_read_openai, write=_write_openai),
+            DatasetFormat(
+                "jsonl",
+                "revbot's example schema (read with a field map: any hunk + comment JSONL)",
+                read=_read_jsonl,
+                write=_write_jsonl,
+            ),
+        )
+    }
+)
+"""Every dataset format by name, in the order the command line lists them."""
+
+IMPORT_FORMATS = tuple(name for name, f in FORMATS.items() if f.read is not None)
+EXPORT_FORMATS = tuple(name for name, f in FORMATS.items() if f.write is not None)
+
+
+def get_format(name: str, use: str = "") -> DatasetFormat:
+    """The format called ``name``; ``use`` ("import" or "export") also requires it to be read or
+    written. An unknown name is a UsageError that lists the names that would do."""
+    if use == "import":
+        known = IMPORT_FORMATS
+    elif use == "export":
+        known = EXPORT_FORMATS
+    else:
+        known = tuple(FORMATS)
+    if name not in known:
+        kind = f"{use} format" if use else "dataset format"
+        raise UsageError(f"unknown {kind} {name!r}; choose one of {', '.join(known)}")
+    return FORMATS[name]
+
+
+# --------------------------------------------------------------------------- reading and writing datasets
+
+
+def read_dataset(
+    path: str | os.PathLike[str],
+    fmt: str,
+    *,
+    field_map: Mapping[str, str] | None = None,
+    skip_bad: bool = False,
+    repo: str | None = None,
+    keep_bot_comments: bool = False,
+) -> ImportResult:
+    """Read a dataset file into examples (and, for crc, review comments). Nothing is stored.
+
+    Comments stamped by an AI review tool (bot.review_bots) are dropped unless ``keep_bot_comments``:
+    a team's model should learn the team, not the bot. An example that loses all its comments that
+    way is dropped, not turned into a negative (a bot did find something there)."""
+    reader = get_format(fmt, "import").read
+    assert reader is not None  # get_format(..., "import") returns readable formats only
+    name = str(path)
+    result = ImportResult(name, fmt)
+    ctx = ReadContext(
+        name,
+        repo or DEFAULT_REPO,
+        field_map if fmt == "jsonl" else None,
+        notes=result.notes,
+        comments=result.comments,
+    )
+    seen: dict[str, tuple[int, Example]] = {}
+    for number, record in _records(path):
+        result.records += 1
+        ctx.line = number
+        try:
+            if isinstance(record, _Bad):
+                raise record
+            if not isinstance(record, dict):
+                raise _Bad("not an object", f"expected a JSON object, got {type(record).__name__}")
+            example = reader(record, ctx)
+        except _Bad as bad:
+            if not skip_bad:
+                raise DataError(str(bad), name, number) from bad
+            result.skipped[bad.reason] += 1
+            if len(result.errors) < 20:
+                result.errors.append(f"{name}:{number}: {bad}")
+            continue
+        if not keep_bot_comments and example.comments:
+            signed = [review_bot_signature(c.body) for c in example.comments]
+            if any(signed):
+                for tool in filter(None, signed):
+                    result.bot_comments[tool] += 1
+                human = [c for c, tool in zip(example.comments, signed, strict=True) if not tool]
+                if not human:
+                    continue
+                example = replace(example, comments=human)
+        earlier = seen.get(example.id)
+        if earlier is not None:
+            first_line, first = earlier
+            if replace(first, meta={}) == replace(example, meta={}):  # labels may differ; the comment is the same
+                result.notes["duplicate record (same example as an earlier line): dropped"] += 1
+                result.duplicates.append(f"{name}:{number}: same example as line {first_line}; dropped")
+                continue
+            result.notes["same id as an earlier line with other content: the later record kept"] += 1
+            result.duplicates.append(f"{name}:{number}: same id as line {first_line}, other content; replaces it")
+            result.examples = [e for e in result.examples if e.id != example.id]
+        seen[example.id] = (number, example)
+        result.examples.append(example)
+    result.comments = list(
+        {c.id: c for c in result.comments if keep_bot_comments or not review_bot_signature(c.body)}.values()
+    )
+    return result
+
+
+def export_record(ex: Example, fmt: str, *, meta: bool = True) -> dict[str, Any]:
+    """One example in an export format (see the module docstring)."""
+    writer = get_format(fmt, "export").write
+    assert writer is not None  # get_format(..., "export") returns writable formats only
+    return writer(ex, meta)
+
+
+def export_records(examples: Iterable[Example], fmt: str, *, meta: bool = True) -> Iterator[dict[str, Any]]:
+    """Examples as records of ``fmt``, lazily; an unknown ``fmt`` is refused now, before any is made."""
+    writer = get_format(fmt, "export").write
+    assert writer is not None
+    return (writer(ex, meta) for ex in examples)
