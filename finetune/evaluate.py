@@ -323,7 +323,7 @@ def examples_for(
     Without ``data``: the test split saved with the version, as it was held out at training time.
     With the dataset store: its test split re-made with the version's split settings (the store may
     have grown; new PRs are newer, so they land in the test split). With any other file: all of it
-    (examples JSONL, or ``fmt`` through a registered reader). The baselines learn from the version's
+    (examples JSONL, or a dataset in ``fmt``, read by bot.datasets). The baselines learn from the version's
     saved training split, or from the store's training split when the version has none."""
     from bot.examples import read_examples
     from finetune.data import is_store, load_examples, split_examples
@@ -384,31 +384,32 @@ def answer_loss(backend: Any, examples: Sequence[Example], batch_size: int = DEF
     learning, even while greedy answers are still empty, so it separates a barely trained model from
     an untrained one; it says nothing about placement, which is why it is not the default gate."""
     import torch
-    import torch.nn.functional as F
 
-    from finetune.data import encode_example
+    from finetune.data import IGNORE_INDEX, encode_example
+    from finetune.loss import AnswerHead
 
     model, tokenizer = backend.model, backend.tokenizer
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     encoded = [encode_example(e, tokenizer) for e in examples]
     total, count = 0.0, 0
     device = next(model.parameters()).device
-    with torch.inference_mode():
-        for start in range(0, len(encoded), batch_size):
-            chunk = encoded[start : start + batch_size]
-            width = max(len(e) for e in chunk)
-            ids = torch.full((len(chunk), width), pad, dtype=torch.long)
-            labels = torch.full((len(chunk), width), -100, dtype=torch.long)
-            mask = torch.zeros((len(chunk), width), dtype=torch.long)
-            for row, enc in enumerate(chunk):
-                ids[row, : len(enc)] = torch.tensor(enc.ids)
-                labels[row, : len(enc)] = torch.tensor(enc.labels())
-                mask[row, : len(enc)] = 1
-            logits = model(input_ids=ids.to(device), attention_mask=mask.to(device)).logits.float()
-            targets = labels[:, 1:].to(device)
-            loss = F.cross_entropy(
-                logits[:, :-1].reshape(-1, logits.shape[-1]), targets.reshape(-1), ignore_index=-100, reduction="sum"
-            )
-            total += loss.item()
-            count += int((targets != -100).sum())
+    head = AnswerHead(model)  # the loss training computes, on the same tokens
+    try:
+        with torch.inference_mode():
+            for start in range(0, len(encoded), batch_size):
+                chunk = encoded[start : start + batch_size]
+                width = max(len(e) for e in chunk)
+                ids = torch.full((len(chunk), width), pad, dtype=torch.long)
+                labels = torch.full((len(chunk), width), IGNORE_INDEX, dtype=torch.long)
+                mask = torch.zeros((len(chunk), width), dtype=torch.long)
+                for row, enc in enumerate(chunk):
+                    ids[row, : len(enc)] = torch.tensor(enc.ids)
+                    labels[row, : len(enc)] = torch.tensor(enc.labels())
+                    mask[row, : len(enc)] = 1
+                inputs = {"input_ids": ids.to(device), "attention_mask": mask.to(device), "labels": labels.to(device)}
+                loss_sum, n = head.loss_sum(model, inputs)
+                total += loss_sum.item()
+                count += n
+    finally:
+        head.remove()
     return total / count if count else None

@@ -13,7 +13,8 @@ revbot adds only what the library lacks:
   review encodes its prompts (finetune/data.py); examples that do not fit a row are skipped and counted,
   never cut;
 * on CPU/sdpa, attention that keeps packed examples apart at their own cost, registered through
-  transformers' attention registry (finetune/attention.py), and the answer-only LM head (AnswerHead);
+  transformers' attention registry (finetune/attention.py), and the answer-only LM head
+  (finetune/loss.py, whose loss evaluation measures too);
   both earn their place in tests/bench/bench_train.py;
 * the version registry and its metadata (revbot.json), Ctrl-C that leaves a checkpoint, and errors
   that say what to change.
@@ -59,6 +60,7 @@ from bot.prompt import PROMPT_FORMAT_VERSION
 from finetune.attention import SEGMENT_ATTENTION
 from finetune.attention import register as register_segment_attention
 from finetune.data import Splits, encode_examples, prompt_completion_dataset, split_examples
+from finetune.loss import AnswerHead
 from revbot.adapters.versions import META_FILE, ModelRegistry, ModelVersion, now_iso, write_json_atomic
 
 log = logging.getLogger(__name__)
@@ -333,61 +335,6 @@ def check_packing(model: Any, vocab_size: int, device: Any) -> tuple[bool, float
     scale = alone.abs().mean().clamp_min(1e-6)
     difference = ((together - alone).abs().mean() / scale).item()
     return difference < 1e-2, difference
-
-
-class AnswerHead:
-    """Projects only the hidden states that predict a supervised token through the LM head (CPU only).
-
-    TRL's fused LM head scores only the supervised positions where Triton runs (CUDA, XPU), but on the
-    CPU it scores every position, vocabulary tile by tile, and the prompt is most of a review example.
-    Kept because tests/bench/bench_train.py measures it well past 1.3x at no more memory: "LM head
-    alone" at SmolLM2-135M's shape (49k vocabulary, a batch of 3,915 tokens, 7% supervised) took 0.52 s
-    against TRL's 8.95 s (17x); end to end on the tiny default model, whose 1k vocabulary makes the head
-    cheap either way, 1.04x the tokens/s at 0.96x the peak memory (only the selected rows' logits
-    exist). A forward pre-hook on the output embedding swaps its (rows, width, hidden) input for the
-    selected (1, n, hidden) states, so the model call (and DDP around it) stays untouched."""
-
-    def __init__(self, model: Any):
-        head = model.get_output_embeddings()
-        self.index = None
-        self.handle = head.register_forward_pre_hook(self._hook) if head is not None else None
-
-    def _hook(self, module: Any, args: tuple) -> tuple | None:
-        if self.index is None or not args:
-            return None
-        return (args[0][self.index].unsqueeze(0), *args[1:])
-
-    def remove(self) -> None:
-        if self.handle is not None:
-            self.handle.remove()
-
-    def loss_sum(self, model: Any, inputs: dict[str, Any]) -> tuple[Any, int]:
-        """Sum of token cross-entropies over the supervised tokens of one batch (labels != -100, each
-        predicted from the position before it), and their count."""
-        import torch
-        import torch.nn.functional as F
-
-        labels = inputs["labels"]
-        shifted = labels[:, 1:]
-        supervised = shifted != -100
-        select = torch.zeros_like(labels, dtype=torch.bool)
-        select[:, :-1] = supervised
-        targets = shifted[supervised]
-        self.index = select if self.handle is not None else None
-        try:
-            logits = model(**{k: v for k, v in inputs.items() if k != "labels"}, use_cache=False).logits
-        finally:
-            self.index = None
-        if (
-            logits.dim() == 3
-            and logits.shape[0] == 1
-            and logits.shape[1] == targets.numel()
-            and self.handle is not None
-        ):
-            logits = logits[0]
-        else:  # a model that called its head some other way: select from the full logits
-            logits = logits[select]
-        return F.cross_entropy(logits.float(), targets, reduction="sum"), int(targets.numel())
 
 
 # Token counts the trainer adds to every training log entry, cumulative over the run (and over an

@@ -80,7 +80,7 @@ def prepared(name: str, rows: int, length: int):
 def step(prep, config, optimizer, batch) -> float:
     import torch
 
-    from finetune.train import AnswerHead
+    from finetune.loss import AnswerHead
 
     head = getattr(prep, "_head", None) or AnswerHead(prep.model)
     prep._head = head

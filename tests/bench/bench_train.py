@@ -14,7 +14,7 @@ LoRA), bf16 autocast unless named otherwise, no gradient checkpointing, no evalu
   stock+segments  stock with revbot's per-example attention registered (finetune/attention.py)
   stock+segments+head
                   the same with revbot's SFTTrainer subclass (finetune.train.trainer_class) and its
-                  answer-only LM head (finetune.train.AnswerHead): the head's own effect
+                  answer-only LM head (finetune.loss.AnswerHead): the head's own effect
   revbot          finetune.train.train, the product (model loading, packing check, version writing)
   revbot-fp32     revbot with --precision fp32 (no autocast)
 
@@ -313,7 +313,7 @@ def head_alone(config, row_lengths: list[int], answers: list[int], rounds: int) 
     from transformers import AutoModelForCausalLM
     from trl.trainer.utils import add_fused_lm_head
 
-    from finetune.train import AnswerHead
+    from finetune.loss import AnswerHead
 
     small = copy.deepcopy(config)
     small.num_hidden_layers = 1

@@ -203,3 +203,44 @@ def test_what_a_version_is_evaluated_on(tmp_path):
     write_examples(other, examples[:5])
     test, _ = examples_for(version, other)
     assert [e.id for e in test] == [e.id for e in examples[:5]]
+
+
+def test_answer_loss_is_the_mean_cross_entropy_of_the_answer_tokens(tiny_llama, monkeypatch):
+    """retrain's answer_loss goes through training's answer-only head (finetune.loss): on padded batches
+    it equals cross-entropy over each example's own full logits at its answer tokens, and it leaves no
+    hook behind on the model."""
+    from types import SimpleNamespace
+
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from finetune.data import encode_example
+    from finetune.evaluate import answer_loss
+    from finetune.loss import AnswerHead
+
+    batches = []
+    training_loss = AnswerHead.loss_sum
+
+    def spy(head, model, inputs):
+        batches.append(inputs["input_ids"].shape)
+        return training_loss(head, model, inputs)
+
+    monkeypatch.setattr(AnswerHead, "loss_sum", spy)
+    tok = AutoTokenizer.from_pretrained(tiny_llama)
+    model = AutoModelForCausalLM.from_pretrained(tiny_llama).eval()
+    examples = synthetic_examples(n_prs=3, per_pr=1)
+    assert len({len(encode_example(ex, tok)) for ex in examples[:2]}) == 2  # the first batch is padded
+    got = answer_loss(SimpleNamespace(model=model, tokenizer=tok), examples, batch_size=2)
+    assert [rows for rows, _ in batches] == [2, 1]  # every batch through training's loss
+    total, count = 0.0, 0
+    with torch.no_grad():
+        for ex in examples:  # one at a time: no padding, the whole vocabulary scored at every position
+            enc = encode_example(ex, tok)
+            logits = model(input_ids=torch.tensor([enc.ids])).logits[0, :-1]
+            targets = torch.tensor(enc.labels()[1:])
+            keep = targets != -100
+            total += torch.nn.functional.cross_entropy(logits[keep], targets[keep], reduction="sum").item()
+            count += int(keep.sum())
+    assert count == sum(encode_example(ex, tok).n_answer for ex in examples)
+    assert got == pytest.approx(total / count, rel=1e-4)
+    assert not model.get_output_embeddings()._forward_pre_hooks

@@ -11,8 +11,8 @@ import torch
 from bot.errors import DataError, ModelError, UsageError
 from bot.prompt import PROMPT_FORMAT_VERSION
 from finetune import train as train_module
+from finetune.loss import AnswerHead
 from finetune.train import (
-    AnswerHead,
     TrainConfig,
     TrainingInterrupted,
     check_packing,
