@@ -1,0 +1,217 @@
+"""The import rules of ARCHITECTURE.md, read from the source (AST, so imports inside functions count):
+no import cycle among the project's modules, ``bot/`` imports nothing of the project but itself,
+harvest, finetune and webhooks do not import each other, and only ``revbot/dev/`` and the tests
+import ``revbot.dev``."""
+
+from __future__ import annotations
+
+import ast
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+PACKAGES = ("bot", "revbot", "harvest", "finetune", "webhooks")
+
+
+@dataclass(frozen=True)
+class Import:
+    importer: str
+    target: str  # the project module imported, or a dotted name outside the project
+    line: int
+    typing_only: bool  # under ``if TYPE_CHECKING:``: never runs, so it cannot close a cycle
+
+
+def module_name(path: Path) -> str:
+    parts = list(path.relative_to(ROOT).with_suffix("").parts)
+    if parts[-1] == "__init__":
+        parts.pop()
+    return ".".join(parts)
+
+
+def project_modules() -> dict[str, Path]:
+    return {module_name(p): p for pkg in PACKAGES for p in sorted((ROOT / pkg).rglob("*.py"))}
+
+
+def _is_type_checking(test: ast.expr) -> bool:
+    return (isinstance(test, ast.Name) and test.id == "TYPE_CHECKING") or (
+        isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING"
+    )
+
+
+def _resolve(name: str, modules: dict[str, Path]) -> str:
+    """The longest project module ``name`` starts with (``a.b.func`` -> ``a.b``), else ``name``."""
+    parts = name.split(".")
+    for end in range(len(parts), 0, -1):
+        candidate = ".".join(parts[:end])
+        if candidate in modules:
+            return candidate
+    return name
+
+
+def imports_of(module: str, path: Path, modules: dict[str, Path]) -> list[Import]:
+    """Every import statement in the file, at any depth (module level, functions, methods)."""
+    tree = ast.parse(path.read_text(encoding="utf-8"), str(path))
+    package = module if path.name == "__init__.py" else module.rpartition(".")[0]
+    found: list[Import] = []
+
+    def visit(node: ast.AST, typing_only: bool) -> None:
+        if isinstance(node, ast.If) and _is_type_checking(node.test):
+            for child in node.body:
+                visit(child, True)
+            for child in node.orelse:
+                visit(child, typing_only)
+            return
+        if isinstance(node, ast.Import):
+            for alias in node.names:
+                found.append(Import(module, _resolve(alias.name, modules), node.lineno, typing_only))
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                anchor = package.split(".")[: len(package.split(".")) - (node.level - 1)]
+                base = ".".join([*anchor, base] if base else anchor)
+            for alias in node.names:
+                # ``from pkg import mod`` imports the module pkg.mod; ``from mod import name`` the module mod
+                target = _resolve(f"{base}.{alias.name}", modules)
+                if target not in modules:
+                    target = base
+                found.append(Import(module, target, node.lineno, typing_only))
+        for child in ast.iter_child_nodes(node):
+            visit(child, typing_only)
+
+    visit(tree, False)
+    return found
+
+
+@pytest.fixture(scope="module")
+def graph() -> tuple[dict[str, Path], list[Import]]:
+    modules = project_modules()
+    edges = [imp for name, path in modules.items() for imp in imports_of(name, path, modules)]
+    return modules, edges
+
+
+def _within(name: str, package: str) -> bool:
+    return name == package or name.startswith(package + ".")
+
+
+def find_cycles(nodes: list[str], edges: dict[str, set[str]]) -> list[list[str]]:
+    """Strongly connected components of more than one module (Tarjan), each sorted."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on_stack: set[str] = set()
+    components: list[list[str]] = []
+    counter = 0
+
+    def connect(v: str) -> None:
+        nonlocal counter
+        index[v] = low[v] = counter
+        counter += 1
+        stack.append(v)
+        on_stack.add(v)
+        for w in sorted(edges.get(v, ())):
+            if w not in index:
+                connect(w)
+                low[v] = min(low[v], low[w])
+            elif w in on_stack:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            component = []
+            while True:
+                w = stack.pop()
+                on_stack.discard(w)
+                component.append(w)
+                if w == v:
+                    break
+            if len(component) > 1:
+                components.append(sorted(component))
+
+    for v in sorted(nodes):
+        if v not in index:
+            connect(v)
+    return components
+
+
+def test_the_walker_sees_imports_inside_functions_and_resolves_modules(tmp_path, graph):
+    modules, _ = graph
+    assert {"bot.datasets", "finetune.evaluate", "revbot.dev.demo", "revbot.cli"} <= set(modules)
+    source = tmp_path / "mod.py"
+    source.write_text(
+        "from typing import TYPE_CHECKING\n"
+        "from bot.errors import DataError\n"
+        "from finetune import data\n"
+        "from . import loss\n"
+        "if TYPE_CHECKING:\n"
+        "    from revbot.adapters.store import Store\n"
+        "def f():\n"
+        "    import revbot.dev.tiny\n"
+        "    from .report import write_report\n"
+    )
+    got = {(e.target, e.line, e.typing_only) for e in imports_of("finetune.mod", source, modules)}
+    assert got == {
+        ("typing", 1, False),
+        ("bot.errors", 2, False),  # the module, not the name imported from it
+        ("finetune.data", 3, False),
+        ("finetune.loss", 4, False),
+        ("revbot.adapters.store", 6, True),
+        ("revbot.dev.tiny", 8, False),  # inside a function
+        ("finetune.report", 9, False),
+    }
+
+
+def test_find_cycles_reports_a_cycle_and_only_a_cycle():
+    assert find_cycles(["a", "b", "c"], {"a": {"b"}, "b": {"c"}, "c": {"a"}}) == [["a", "b", "c"]]
+    assert find_cycles(["a", "b", "c"], {"a": {"b", "c"}, "b": {"c"}}) == []
+
+
+def test_no_import_cycle_among_the_project_modules(graph):
+    modules, edges = graph
+    adjacency: dict[str, set[str]] = {}
+    for e in edges:
+        if e.target in modules and e.target != e.importer and not e.typing_only:
+            adjacency.setdefault(e.importer, set()).add(e.target)
+    cycles = find_cycles(list(modules), adjacency)
+    detail = [
+        " -> ".join(cycle)
+        + ": "
+        + ", ".join(f"{a} imports {b}" for a in cycle for b in sorted(adjacency[a]) if b in cycle)
+        for cycle in cycles
+    ]
+    assert not cycles, "import cycles (function-level imports included):\n" + "\n".join(detail)
+
+
+def test_bot_imports_nothing_of_the_project_but_itself(graph):
+    _, edges = graph
+    outside = ("revbot", "harvest", "finetune", "webhooks")
+    wrong = [
+        f"{e.importer}:{e.line} imports {e.target}"
+        for e in edges
+        if _within(e.importer, "bot") and any(_within(e.target, p) for p in outside)
+    ]
+    assert not wrong, "bot/ is the domain and imports only itself:\n" + "\n".join(wrong)
+
+
+def test_only_revbot_dev_imports_revbot_dev(graph):
+    _, edges = graph
+    wrong = [
+        f"{e.importer}:{e.line} imports {e.target}"
+        for e in edges
+        if _within(e.target, "revbot.dev") and not _within(e.importer, "revbot.dev")
+    ]
+    assert not wrong, "revbot.dev is for development only (the shell reaches it by module name):\n" + "\n".join(wrong)
+
+
+def test_harvest_finetune_and_webhooks_do_not_import_each_other(graph):
+    """They share the domain (bot/) and the adapters; finetune reads other dataset formats through
+    bot.datasets, not through harvest."""
+    _, edges = graph
+    uses = ("harvest", "finetune", "webhooks")
+    wrong = [
+        f"{e.importer}:{e.line} imports {e.target}"
+        for e in edges
+        for a in uses
+        for b in uses
+        if a != b and _within(e.importer, a) and _within(e.target, b)
+    ]
+    assert not wrong, "\n".join(wrong)
