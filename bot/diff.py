@@ -483,7 +483,7 @@ def parse_diff(data: str | bytes, source: str = "<diff>") -> Diff:
                 )
             i += 1
     except _BadName as exc:
-        raise DiffError(str(exc), source, i + 1 + exc.offset) from None
+        raise DiffError(str(exc), source, i + 1 + exc.offset) from exc
     finish()
     if not diff.files:
         first = next((k for k, ln in enumerate(lines) if ln.strip() and not ln.startswith(_DIFF_NOTES)), None)

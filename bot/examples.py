@@ -77,13 +77,13 @@ class Example:
             raise fail(f"missing field(s): {', '.join(missing)}")
         try:
             pr = int(data["pr"])
-        except (TypeError, ValueError):
-            raise fail(f"field 'pr' must be an integer, got {data['pr']!r}") from None
+        except (TypeError, ValueError) as exc:
+            raise fail(f"field 'pr' must be an integer, got {data['pr']!r}") from exc
         hunk = str(data["hunk"])
         try:
             parse_hunk(hunk)
-        except DiffError:
-            raise fail("field 'hunk' has no '@@ -a,b +c,d @@' header") from None
+        except DiffError as exc:
+            raise fail("field 'hunk' has no '@@ -a,b +c,d @@' header") from exc
         raw_comments = data.get("comments") or []
         if not isinstance(raw_comments, list):
             raise fail("field 'comments' must be a list")
@@ -97,8 +97,8 @@ class Example:
             try:
                 ln = int(c["line"])
                 start = int(c["start_line"]) if c.get("start_line") is not None else None
-            except (KeyError, TypeError, ValueError):
-                raise fail(f"comments[{k}].line must be an integer") from None
+            except (KeyError, TypeError, ValueError) as exc:
+                raise fail(f"comments[{k}].line must be an integer") from exc
             body = c.get("body")
             if not isinstance(body, str) or not body.strip():
                 raise fail(f"comments[{k}].body must be a non-empty string")
@@ -131,7 +131,7 @@ def read_examples(
     try:
         fh = open(path, encoding="utf-8", errors="replace")
     except OSError as exc:
-        raise DataError(f"cannot read examples: {exc.strerror}", name) from None
+        raise DataError(f"cannot read examples: {exc.strerror}", name) from exc
     with fh:
         for number, text in enumerate(fh, start=1):
             if not text.strip():
@@ -140,7 +140,7 @@ def read_examples(
                 try:
                     data = json.loads(text)
                 except json.JSONDecodeError as exc:
-                    raise DataError(f"invalid JSON ({exc.msg} at column {exc.colno})", name, number) from None
+                    raise DataError(f"invalid JSON ({exc.msg} at column {exc.colno})", name, number) from exc
                 yield Example.from_dict(data, name, number)
             except DataError as exc:
                 if not skip_bad:
@@ -156,7 +156,7 @@ def write_jsonl(path: str | os.PathLike[str], rows: Iterable[JSONObject]) -> int
         target.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent)
     except OSError as exc:
-        raise DataError(f"cannot write: {exc.strerror}", str(target)) from None
+        raise DataError(f"cannot write: {exc.strerror}", str(target)) from exc
     count = 0
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as fh:

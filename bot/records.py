@@ -29,8 +29,8 @@ def utc_timestamp(value: object) -> str | None:
             text += "T00:00:00"
         try:
             moment = datetime.fromisoformat(text.replace("Z", "+00:00").replace("z", "+00:00"))
-        except ValueError:
-            raise DataError(f"not an ISO-8601 time: {value!r}") from None
+        except ValueError as exc:
+            raise DataError(f"not an ISO-8601 time: {value!r}") from exc
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=UTC)
     return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")

@@ -303,10 +303,10 @@ class FileSource:
         p = Path(self.path)
         try:
             data = p.read_bytes()
-        except IsADirectoryError:
-            raise UsageError(f"{p} is a directory, not a diff file") from None
+        except IsADirectoryError as exc:
+            raise UsageError(f"{p} is a directory, not a diff file") from exc
         except OSError as exc:
-            raise UsageError(f"cannot read diff file {p}: {exc.strerror or exc}") from None
+            raise UsageError(f"cannot read diff file {p}: {exc.strerror or exc}") from exc
         return parse_diff(data, str(p))
 
 
@@ -333,8 +333,8 @@ class GitSource:
 
         try:
             repo = git.Repo(str(self.repo), search_parent_directories=True)
-        except (git.InvalidGitRepositoryError, git.NoSuchPathError):
-            raise UsageError(f"{self.repo} is not inside a git repository") from None
+        except (git.InvalidGitRepositoryError, git.NoSuchPathError) as exc:
+            raise UsageError(f"{self.repo} is not inside a git repository") from exc
         rev = (self.rev_range or "").strip()
         if rev.startswith("-") or any(ch.isspace() for ch in rev):
             raise UsageError(f"invalid revision range {rev!r}")
@@ -363,7 +363,7 @@ class GitSource:
             data = repo.git.diff(*args, stdout_as_string=False)
         except git.GitCommandError as exc:
             detail = _git_error(exc.stderr)
-            raise UsageError(f"git could not compute the diff for {rev or 'the working tree'}: {detail}") from None
+            raise UsageError(f"git could not compute the diff for {rev or 'the working tree'}: {detail}") from exc
         finally:
             repo.close()
         return parse_diff(data if data.endswith(b"\n") or not data else data + b"\n", label)

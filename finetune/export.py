@@ -147,7 +147,7 @@ def export_merged(
             first = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc).__name__
             raise ModelError(
                 f"the adapter of {version.name} does not fit {base} (it was trained on {meta['base_model']}): {first}"
-            ) from None
+            ) from exc
         merged = model.merge_and_unload()
         merged.save_pretrained(tmp, safe_serialization=True)
         tokenizer.save_pretrained(tmp)

@@ -110,7 +110,7 @@ class CommandHandler:
             try:
                 added = self.store().add_pr_ignore(job.repo, job.pr, glob, user, comment_id)
             except (DataError, OSError) as exc:
-                raise DataError(f"cannot record /revbot ignore {glob!r}: {exc}") from None
+                raise DataError(f"cannot record /revbot ignore {glob!r}: {exc}") from exc
             return self._answer(gh, job, ACK_DONE, DONE, {"ignore": glob, "new": added})
         return self._answer(gh, job, ACK_REFUSED, SKIPPED, {"refused": f"unknown command: {p.get('text')!r}"})
 

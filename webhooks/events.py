@@ -103,11 +103,11 @@ def parse_delivery(headers: Mapping[str, str], body: bytes) -> Delivery:
         raise BadDelivery("X-GitHub-Delivery must be printable ASCII without spaces")
     try:
         payload = json.loads(body)
-    except RecursionError:
-        raise BadDelivery(f"the body is nested more than {MAX_DEPTH} levels deep") from None
+    except RecursionError as exc:
+        raise BadDelivery(f"the body is nested more than {MAX_DEPTH} levels deep") from exc
     except (UnicodeDecodeError, ValueError) as exc:
         where = f" (line {exc.lineno}, column {exc.colno})" if isinstance(exc, json.JSONDecodeError) else ""
-        raise BadDelivery(f"the body is not valid JSON{where}") from None
+        raise BadDelivery(f"the body is not valid JSON{where}") from exc
     if not isinstance(payload, dict):
         raise BadDelivery("the body must be a JSON object")
     if _depth_over(payload, MAX_DEPTH):
@@ -295,7 +295,7 @@ def validate(model: type[_Schema], delivery: Delivery) -> Any:
         more = exc.error_count() - 1
         where = ".".join(loc)[:120]
         message = f"payload has no {where}" if first["type"] == "missing" else f"payload field {where} {problem}"
-        raise BadDelivery(message + (f" (and {more} more problem{'s' if more > 1 else ''})" if more else "")) from None
+        raise BadDelivery(message + (f" (and {more} more problem{'s' if more > 1 else ''})" if more else "")) from exc
 
 
 Handler = Callable[[Delivery], Outcome]

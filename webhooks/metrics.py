@@ -110,8 +110,8 @@ class Metrics:
     def _metric(self, table: Mapping[str, Any], name: str, labels: Mapping[str, Any] | None) -> Any:
         try:
             metric = table[name]
-        except KeyError:
-            raise ValueError(f"unknown metric {name!r}; known: {', '.join(sorted(table))}") from None
+        except KeyError as exc:
+            raise ValueError(f"unknown metric {name!r}; known: {', '.join(sorted(table))}") from exc
         return metric.labels(**{k: str(v) for k, v in labels.items()}) if labels else metric
 
     def inc(self, name: str, labels: Mapping[str, Any] | None = None, value: float = 1.0) -> None:

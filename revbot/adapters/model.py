@@ -20,7 +20,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import os
 import re
 import threading
 import time
@@ -38,13 +37,13 @@ from bot.errors import ModelError
 from bot.prompt import ANSWER_END, PROMPT_FORMAT_VERSION, SUPPORTED_PROMPT_FORMATS, PromptInput, for_model, prompt_text
 from bot.secrets import scrub_text
 from revbot.adapters.embedded import resolve as resolve_embedded
+from revbot.adapters.versions import META_FILE, read_meta
 
 log = logging.getLogger(__name__)
 
-ADAPTER_META_FILE = "revbot.json"  # written next to every adapter: base_model, prompt_format_version, ...
+ADAPTER_META_FILE = META_FILE  # written next to every adapter: base_model, prompt_format_version, ...
 ADAPTER_CONFIG_FILE = "adapter_config.json"
 ADAPTER_WEIGHT_FILES = ("adapter_model.safetensors", "adapter_model.bin")
-API_KEY_ENV = ("REVBOT_OPENAI_API_KEY", "OPENAI_API_KEY")
 QUANTIZE_CHOICES = ("4bit", "none")
 DEFAULT_REMOTE_CONTEXT = 8192
 CHARS_PER_TOKEN = 4  # the usual rough ratio for code and English under BPE tokenizers
@@ -177,9 +176,10 @@ def _first_line(exc: BaseException, limit: int = 300) -> str:
 
 
 def _hub_offline() -> bool:
-    for var in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"):
-        if os.environ.get(var, "").strip().upper() in {"1", "ON", "YES", "TRUE"}:
-            return True
+    from revbot.adapters.settings import Settings
+
+    if Settings.from_env().hub_offline:
+        return True
     try:
         from huggingface_hub import constants
 
@@ -206,19 +206,8 @@ def read_adapter_meta(adapter: str | Path) -> dict[str, Any]:
     directory = Path(adapter)
     if not directory.is_dir():
         raise ModelError(f"no adapter at {directory}: not a directory")
+    meta = read_meta(directory, what="a revbot adapter", hint=" (train one with `revbot train`)")
     meta_path = directory / ADAPTER_META_FILE
-    if not meta_path.is_file():
-        raise ModelError(
-            f"{directory} is not a revbot adapter: {ADAPTER_META_FILE} is missing (train one with `revbot train`)"
-        )
-    try:
-        meta = json.loads(meta_path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
-        raise ModelError(f"{meta_path}:{exc.lineno}: not valid JSON: {exc.msg}") from None
-    except OSError as exc:
-        raise ModelError(f"cannot read {meta_path}: {exc.strerror or exc}") from None
-    if not isinstance(meta, dict):
-        raise ModelError(f"{meta_path}:1: expected a JSON object")
     if not isinstance(meta.get("base_model"), str) or not meta["base_model"]:
         raise ModelError(f"{meta_path}: 'base_model' is missing; it names the model the adapter was trained on")
     version = meta.get("prompt_format_version")
@@ -279,17 +268,17 @@ class _Source:
             try:
                 return loader(self.ref, **kwargs)
             except _LOAD_ERRORS as exc:  # unknown architecture, corrupt weights, missing extra package...
-                raise ModelError(f"could not load the {what} from {self.name}: {_first_line(exc)}") from None
+                raise ModelError(f"could not load the {what} from {self.name}: {_first_line(exc)}") from exc
         try:  # the local cache first: no network, and it answers at once
             return loader(self.ref, local_files_only=True, **kwargs)
         except _LOAD_ERRORS as exc:
             if _hub_offline():
-                raise _hub_unreachable(self.name) from None
+                raise _hub_unreachable(self.name) from exc
             log.debug("%s is not in the local hub cache (%s); trying the hub", self.name, _first_line(exc))
         try:
             return loader(self.ref, **kwargs)
         except Exception as exc:  # the HTTP stack's errors are not all OSErrors; none may escape as a traceback
-            raise _hub_unreachable(self.name, _first_line(exc, 160)) from None
+            raise _hub_unreachable(self.name, _first_line(exc, 160)) from exc
 
 
 def model_source(model: str, marker: str = "config.json") -> _Source:
@@ -406,7 +395,7 @@ class LocalBackend(Backend):
         except ModelError as exc:
             if not from_meta:
                 raise
-            raise ModelError(f"{exc} (the base_model recorded in {adapter_dir / ADAPTER_META_FILE})") from None
+            raise ModelError(f"{exc} (the base_model recorded in {adapter_dir / ADAPTER_META_FILE})") from exc
 
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -426,7 +415,7 @@ class LocalBackend(Backend):
                 import bitsandbytes  # noqa: F401  (fail here with a clear message, not deep in transformers)
                 from transformers import BitsAndBytesConfig
             except ImportError as exc:
-                raise ModelError(f"4-bit loading needs bitsandbytes ({exc}); pass quantize='none'") from None
+                raise ModelError(f"4-bit loading needs bitsandbytes ({exc}); pass quantize='none'") from exc
             kwargs["quantization_config"] = BitsAndBytesConfig(
                 load_in_4bit=True,
                 bnb_4bit_quant_type="nf4",
@@ -455,7 +444,7 @@ class LocalBackend(Backend):
                         )
                         lm = PeftModel.from_pretrained(lm, str(adapter_dir), is_trainable=False)
                 except _LOAD_ERRORS as exc:
-                    raise ModelError(f"could not load the adapter in {adapter_dir}: {_first_line(exc)}") from None
+                    raise ModelError(f"could not load the adapter in {adapter_dir}: {_first_line(exc)}") from exc
         finally:
             if progress:
                 hf_logging.enable_progress_bar()
@@ -632,7 +621,7 @@ class OpenAIBackend(Backend):
     mode "chat" posts ``messages()`` to {base_url}/chat/completions (the server applies the model's
     chat template); mode "completions" posts ``plain_text()`` to {base_url}/completions.
 
-    The API key comes from ``api_key`` or the environment (REVBOT_OPENAI_API_KEY, then OPENAI_API_KEY)
+    The API key comes from ``api_key`` or the settings (REVBOT_OPENAI_API_KEY, then OPENAI_API_KEY)
     and is sent only in the Authorization header: never logged, never in repr or describe().
 
     ``count_tokens`` is an estimate, ceil(len(text) / 4), unless ``tokenizer`` names a local tokenizer
@@ -683,7 +672,11 @@ class OpenAIBackend(Backend):
         self.backoff_s, self.max_backoff_s = backoff_s, max_backoff_s
         self.temperature = temperature
         self.few_shot = few_shot
-        self._api_key = api_key or next((os.environ[v] for v in API_KEY_ENV if os.environ.get(v)), None)
+        if not api_key:
+            from revbot.adapters.settings import Settings
+
+            api_key = Settings.from_env().secret("openai_api_key")
+        self._api_key = api_key
         self._local = threading.local()
         self._tokenizer = None
         self.tokenizer_path = tokenizer
@@ -762,6 +755,9 @@ class OpenAIBackend(Backend):
         if self._api_key:
             headers["Authorization"] = f"Bearer {self._api_key}"
         url = self.url
+        # The requests errors below end in from None on purpose: the base URL may carry credentials
+        # (http://user:key@host/v1) and requests' errors quote the URL as given, at every layer of their
+        # chain; the messages name the scrubbed URL (_safe_url) and the scrubbed first line of the error.
         try:
             resp = self._session().post(url, json=payload, headers=headers, timeout=self.timeout)
         except requests.Timeout as exc:
@@ -769,9 +765,10 @@ class OpenAIBackend(Backend):
             limit = self.timeout[0] if kind == "connect" else self.timeout[1]
             raise _RetryableError(f"no answer from {self._safe_url()} within {limit:g}s ({kind} timeout)") from None
         except requests.ConnectionError as exc:
-            raise _RetryableError(f"cannot connect to {self._safe_url()}: {_first_line(exc, 200)}") from None
+            detail = scrub_text(_first_line(exc, 200))
+            raise _RetryableError(f"cannot connect to {self._safe_url()}: {detail}") from None
         except requests.RequestException as exc:
-            raise ModelError(f"request to {self._safe_url()} failed: {_first_line(exc, 200)}") from None
+            raise ModelError(f"request to {self._safe_url()} failed: {scrub_text(_first_line(exc, 200))}") from None
         if resp.status_code == 429 or resp.status_code >= 500:
             raise _RetryableError(
                 f"{self._safe_url()} answered HTTP {resp.status_code}: {scrub_text(resp.text[:200].strip())}",
@@ -785,10 +782,10 @@ class OpenAIBackend(Backend):
             )
         try:
             data = resp.json()
-        except ValueError:
+        except ValueError as exc:
             raise ModelError(
                 f"{self._safe_url()} answered with something that is not JSON: {scrub_text(resp.text[:200])!r}"
-            ) from None
+            ) from exc
         if not isinstance(data, dict):
             raise ModelError(f"{self._safe_url()} answered with unexpected JSON (not an object)")
         return data
@@ -801,7 +798,7 @@ class OpenAIBackend(Backend):
                 return self._post_once(payload)
             except _RetryableError as exc:
                 if attempt == attempts:
-                    raise ModelError(f"{exc} (gave up after {attempts} attempts)") from None
+                    raise ModelError(f"{exc} (gave up after {attempts} attempts)") from exc
                 delay = min(self.backoff_s * 2 ** (attempt - 1), self.max_backoff_s)
                 if exc.retry_after is not None:
                     delay = min(max(delay, exc.retry_after), self.max_backoff_s)

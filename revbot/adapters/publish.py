@@ -125,7 +125,7 @@ def post_review(
                     "`permissions: pull-requests: write`, and a pull request from a fork gets a "
                     "read-only GITHUB_TOKEN (review those with `format: sarif`)",
                     403,
-                ) from None
+                ) from exc
             raise
         inline = len(payload["comments"])
         in_body = len([c for c in new if comment_fingerprint(c) not in known]) - inline

@@ -7,8 +7,10 @@ live in one place:
   hidden temporary directory and renames it to ``vN`` only when everything is written
   (``new_version``); a crashed run leaves a ``.incoming-*`` directory that is never listed.
 * ``current.json`` names the version to serve plus the history of promotions (for ``rollback``).
-  It is replaced atomically (write a temporary file, then ``os.replace``), so a reader never sees a
-  half-written pointer, and read-modify-write cycles hold a lock so two promoters cannot interleave.
+  It is replaced atomically (``revbot.adapters.files``: a temporary file, then ``os.replace``), so a
+  reader never sees a half-written pointer, and read-modify-write cycles hold a lock (``file_lock``)
+  so two promoters cannot interleave.
+* ``read_meta`` is the one reader of ``revbot.json`` (the model loader checks adapters through it).
 * ``decisions.jsonl`` is an append-only log of promotion decisions (candidate, incumbent, metric,
   values, promoted or not, and the reason), for people auditing why a model is live.
 
@@ -31,15 +33,10 @@ from pathlib import Path
 from typing import Any
 
 from bot.errors import ModelError
-
-try:  # POSIX advisory locks; elsewhere promotions are still atomic, just not serialised
-    import fcntl
-except ImportError:  # pragma: no cover - non-POSIX platforms
-    fcntl = None  # type: ignore[assignment]
+from revbot.adapters.files import atomic_write_json, file_lock
 
 log = logging.getLogger(__name__)
 
-MODELS_DIR_ENV = "REVBOT_MODELS_DIR"
 DEFAULT_MODELS_DIR = "models"
 META_FILE = "revbot.json"
 POINTER_FILE = "current.json"
@@ -54,10 +51,10 @@ def now_iso() -> str:
 
 
 def default_models_dir() -> Path:
-    """$REVBOT_MODELS_DIR (relative to $REVBOT_HOME, as bot.config reads it), else ``models/``."""
-    path = Path(os.environ.get(MODELS_DIR_ENV, "").strip() or DEFAULT_MODELS_DIR).expanduser()
-    home = os.environ.get("REVBOT_HOME", "").strip()
-    return path if path.is_absolute() or not home else Path(home).expanduser() / path
+    """$REVBOT_MODELS_DIR (relative to $REVBOT_HOME), else ``models/``: the settings' ``models_dir``."""
+    from revbot.adapters.settings import Settings
+
+    return Settings.from_env().models_dir
 
 
 @dataclass(frozen=True)
@@ -92,42 +89,31 @@ class PendingVersion:
     version: ModelVersion | None = None
 
 
-def _read_meta(directory: Path) -> dict[str, Any]:
+def read_meta(directory: str | os.PathLike[str], *, what: str = "a model version", hint: str = "") -> dict[str, Any]:
+    """The ``revbot.json`` in ``directory`` (a version, or any adapter), as a JSON object. Errors are
+    ModelErrors naming the file (and the line): missing (``directory`` is not ``what``; ``hint``
+    says how to get one), unreadable, not JSON, not an object. Checking the fields is the caller's."""
+    directory = Path(directory)
     meta_path = directory / META_FILE
     try:
         meta = json.loads(meta_path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ModelError(f"{directory} is not a model version: {META_FILE} is missing") from None
+    except FileNotFoundError as exc:
+        raise ModelError(f"{directory} is not {what}: {META_FILE} is missing{hint}") from exc
     except json.JSONDecodeError as exc:
-        raise ModelError(f"{meta_path}:{exc.lineno}: not valid JSON: {exc.msg}") from None
+        raise ModelError(f"{meta_path}:{exc.lineno}: not valid JSON: {exc.msg}") from exc
     except OSError as exc:
-        raise ModelError(f"cannot read {meta_path}: {exc.strerror or exc}") from None
+        raise ModelError(f"cannot read {meta_path}: {exc.strerror or exc}") from exc
     if not isinstance(meta, dict):
         raise ModelError(f"{meta_path}:1: expected a JSON object")
     return meta
 
 
 def _version_from_dir(directory: Path, name: str | None = None) -> ModelVersion:
-    meta = _read_meta(directory)
+    meta = read_meta(directory)
     created = meta.get("created_at")
     if not isinstance(created, str) or not created:
         created = datetime.fromtimestamp(directory.stat().st_mtime, UTC).replace(microsecond=0).isoformat()
     return ModelVersion(name or directory.name, directory, meta, created)
-
-
-def write_json_atomic(path: Path, data: Any) -> None:
-    """Write JSON so that readers see either the old or the new file, never a partial one."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            json.dump(data, fh, indent=2, sort_keys=True)
-            fh.write("\n")
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 class ModelRegistry:
@@ -189,7 +175,7 @@ class ModelRegistry:
             raise ModelError(
                 f"cannot read the current-version pointer {path}: {exc}; "
                 f"promote a version again (`revbot models promote vN`) to rewrite it"
-            ) from None
+            ) from exc
         history = data.get("history")
         return {"current": data.get("current"), "history": list(history) if isinstance(history, list) else []}
 
@@ -203,11 +189,11 @@ class ModelRegistry:
             return None
         try:
             return self.get(name)
-        except ModelError:
+        except ModelError as exc:
             raise ModelError(
                 f"the current version {name!r} named in {self.root / POINTER_FILE} is missing; "
                 f"promote another one (`revbot models promote vN`)"
-            ) from None
+            ) from exc
 
     def history(self) -> list[str]:
         """Promoted versions in promotion order; the last one is current."""
@@ -244,16 +230,8 @@ class ModelRegistry:
 
     @contextmanager
     def _locked(self) -> Iterator[None]:
-        self.root.mkdir(parents=True, exist_ok=True)
-        if fcntl is None:  # pragma: no cover
+        with file_lock(self.root / LOCK_FILE):
             yield
-            return
-        with open(self.root / LOCK_FILE, "a+") as fh:
-            fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
 
     def _check_servable(self, version: ModelVersion) -> None:
         from revbot.adapters.model import check_prompt_format
@@ -274,7 +252,7 @@ class ModelRegistry:
             if pointer["current"] == version.name:
                 return version
             history = [n for n in pointer["history"] if n != version.name] + [version.name]
-            write_json_atomic(
+            atomic_write_json(
                 self.root / POINTER_FILE,
                 {
                     "current": version.name,
@@ -302,7 +280,7 @@ class ModelRegistry:
             if not history:
                 raise ModelError(f"nothing to roll back to in {self.root}: earlier versions were deleted")
             target = history[-1]
-            write_json_atomic(
+            atomic_write_json(
                 self.root / POINTER_FILE,
                 {
                     "current": target,
@@ -350,7 +328,7 @@ class ModelRegistry:
         version = self.get(name)
         meta = dict(version.meta)
         meta.update(fields)
-        write_json_atomic(version.path / META_FILE, meta)
+        atomic_write_json(version.path / META_FILE, meta)
         return _version_from_dir(version.path)
 
     # -- decisions

@@ -141,8 +141,8 @@ def _iso(moment: datetime) -> str:
 def _parse_time(value: str, what: str) -> datetime:
     try:
         return datetime.fromisoformat(value.replace("Z", "+00:00")).astimezone(UTC)
-    except (ValueError, AttributeError):
-        raise _HTTPError(422, f"Invalid value for {what}: {value!r} is not an ISO 8601 timestamp") from None
+    except (ValueError, AttributeError) as exc:
+        raise _HTTPError(422, f"Invalid value for {what}: {value!r} is not an ISO 8601 timestamp") from exc
 
 
 def _digest(token: str) -> str:
@@ -268,7 +268,7 @@ class GitHubSimulator:
         try:
             self._server = _Server((self.host, self.port), handler)
         except OSError as exc:
-            raise SimulatorError(f"cannot listen on {self.host}:{self.port}: {exc.strerror or exc}") from None
+            raise SimulatorError(f"cannot listen on {self.host}:{self.port}: {exc.strerror or exc}") from exc
         self._thread = threading.Thread(
             target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, name="github-sim", daemon=True
         )
@@ -322,9 +322,9 @@ class GitHubSimulator:
             with open(path, encoding="utf-8") as fh:
                 loaded = json.load(fh)
         except json.JSONDecodeError as exc:
-            raise DataError(f"state file is not valid JSON: {exc.msg}", path, exc.lineno) from None
+            raise DataError(f"state file is not valid JSON: {exc.msg}", path, exc.lineno) from exc
         except OSError as exc:
-            raise DataError(f"cannot read state file: {exc.strerror}", path) from None
+            raise DataError(f"cannot read state file: {exc.strerror}", path) from exc
         if not isinstance(loaded, dict) or "repos" not in loaded:
             raise DataError("not a GitHub simulator state file (no 'repos')", path)
         base = self._empty_state()
@@ -389,7 +389,7 @@ class GitHubSimulator:
                 self._merge_seed(description)
             except (TypeError, ValueError, KeyError, AttributeError) as exc:
                 self._state = backup
-                raise SimulatorError(f"bad seed description: {type(exc).__name__}: {exc}") from None
+                raise SimulatorError(f"bad seed description: {type(exc).__name__}: {exc}") from exc
             except SimulatorError:
                 self._state = backup  # all or nothing
                 raise
@@ -553,7 +553,7 @@ class GitHubSimulator:
                     source=f"{full}#{number} {entry['filename']}",
                 )
             except DiffError as exc:
-                raise SimulatorError(f"{where}[{k}]: bad patch: {exc}") from None
+                raise SimulatorError(f"{where}[{k}]: bad patch: {exc}") from exc
             out.append(entry)
         return out
 
@@ -1066,7 +1066,7 @@ class GitHubSimulator:
                 try:
                     re.compile(pattern)
                 except re.error as exc:
-                    raise SimulatorError(f"fault {name} is not a valid regex: {exc}") from None
+                    raise SimulatorError(f"fault {name} is not a valid regex: {exc}") from exc
         fault = {
             "kind": kind,
             "count": int(count),
@@ -1167,8 +1167,8 @@ class GitHubSimulator:
             return None
         try:
             return json.loads(raw.decode("utf-8"))
-        except (UnicodeDecodeError, json.JSONDecodeError):
-            raise _HTTPError(400, "Problems parsing JSON") from None
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise _HTTPError(400, "Problems parsing JSON") from exc
 
     def _take_fault(self, method: str, path: str) -> dict | None:
         for fault in self._faults:
@@ -1309,8 +1309,8 @@ class GitHubSimulator:
         try:
             header = jwt.get_unverified_header(token)
             claims = jwt.decode(token, options={"verify_signature": False, "verify_exp": False})
-        except jwt.PyJWTError:
-            raise _HTTPError(401, "A JSON web token could not be decoded") from None
+        except jwt.PyJWTError as exc:
+            raise _HTTPError(401, "A JSON web token could not be decoded") from exc
         if header.get("alg") != "RS256":
             raise _HTTPError(401, f"'alg' must be RS256, got {header.get('alg')!r}")
         for claim in ("iat", "exp", "iss"):
@@ -1336,8 +1336,8 @@ class GitHubSimulator:
         if app and app.get("public_key"):
             try:
                 jwt.decode(token, app["public_key"], algorithms=["RS256"], options={"verify_exp": False})
-            except jwt.PyJWTError:
-                raise _HTTPError(401, "A JSON web token could not be decoded (signature does not verify)") from None
+            except jwt.PyJWTError as exc:
+                raise _HTTPError(401, "A JSON web token could not be decoded (signature does not verify)") from exc
         app = app or {
             "id": int(claims["iss"]) if str(claims["iss"]).isdigit() else 0,
             "slug": f"app-{claims['iss']}",
@@ -1363,8 +1363,8 @@ class GitHubSimulator:
         try:
             per_page = min(max(int(ctx.query.get("per_page", 30)), 1), 100)
             page = max(int(ctx.query.get("page", 1)), 1)
-        except ValueError:
-            raise _HTTPError(422, "Invalid page or per_page parameter") from None
+        except ValueError as exc:
+            raise _HTTPError(422, "Invalid page or per_page parameter") from exc
         last = max((len(items) + per_page - 1) // per_page, 1)
         chunk = items[(page - 1) * per_page : page * per_page]
         links = []
@@ -2568,9 +2568,9 @@ def load_seed(path: str) -> dict:
         with open(path, encoding="utf-8") as fh:
             data = json.load(fh)
     except json.JSONDecodeError as exc:
-        raise DataError(f"seed is not valid JSON: {exc.msg}", path, exc.lineno) from None
+        raise DataError(f"seed is not valid JSON: {exc.msg}", path, exc.lineno) from exc
     except OSError as exc:
-        raise DataError(f"cannot read seed: {exc.strerror}", path) from None
+        raise DataError(f"cannot read seed: {exc.strerror}", path) from exc
     if not isinstance(data, dict):
         raise DataError("a seed must be a JSON object with 'repos', 'tokens', ...", path)
     return data
@@ -2591,7 +2591,7 @@ def serve_forever(
         try:
             sim = GitHubSimulator(seed, host=host, port=port, state_path=state_path, tokens=list(tokens))
         except SimulatorError as exc:
-            raise DataError(str(exc), seed_path) from None
+            raise DataError(str(exc), seed_path) from exc
     else:
         sim = GitHubSimulator(host=host, port=port, state_path=state_path, tokens=list(tokens))
     sim.start()

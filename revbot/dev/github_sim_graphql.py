@@ -119,8 +119,8 @@ def _page(items: list[Any], first: int | None, after: str | None) -> dict:
     if after:
         try:
             start = int(base64.b64decode(after).decode().removeprefix("cursor:"))
-        except (ValueError, UnicodeDecodeError):
-            raise _Failure("INVALID_CURSOR_ARGUMENTS", f"`{after}` does not appear to be a valid cursor.") from None
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise _Failure("INVALID_CURSOR_ARGUMENTS", f"`{after}` does not appear to be a valid cursor.") from exc
     size = first or MAX_PAGE
     chunk = items[start : start + size]
     end = start + len(chunk)

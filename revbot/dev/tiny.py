@@ -293,7 +293,7 @@ def _read_corpus_files(paths: tuple[str, ...]) -> list[str]:
         try:
             texts.append(Path(path).read_text(encoding="utf-8", errors="replace"))
         except OSError as exc:
-            raise UsageError(f"cannot read corpus file {path}: {exc.strerror or exc}") from None
+            raise UsageError(f"cannot read corpus file {path}: {exc.strerror or exc}") from exc
     return texts
 
 
@@ -343,5 +343,5 @@ def init_model_command(out_dir, arch, corpus_files, vocab_size, hidden_size, lay
             seed=seed,
         )
     except (UsageError, ModelError) as exc:
-        raise click.ClickException(str(exc)) from None
+        raise click.ClickException(str(exc)) from exc
     click.echo(f"wrote a tiny random {arch} model to {path} (for tests and the demo only; its output is noise)")

@@ -134,6 +134,7 @@ def test_key_problems_are_reported_without_the_key(tmp_path, keys):
     with pytest.raises(UsageError, match="garbage.pem is not an unencrypted PEM private key") as caught:
         GitHubClient(api_url="http://127.0.0.1:9", app_id=1, private_key_path=garbage, installation_id=1)
     assert "not really" not in str(caught.value)
+    assert caught.value.__cause__ is None and caught.value.__suppress_context__  # the parser's error stays out
     with pytest.raises(UsageError, match="installation id"):
         GitHubClient(api_url="http://127.0.0.1:9", app_id=1, private_key=keys["private"])
 
