@@ -242,12 +242,12 @@ class _InstallationAuth(Auth.Auth):
                     f"GitHub App {self._app_id} could not get a token for installation {self._installation_id} "
                     f"({exc.status} {message}); check the App id, its private key and the installation id",
                     exc.status,
-                ) from None
+                ) from exc
             if exc.status == 404:
                 raise GitHubError(
                     f"installation {self._installation_id} of GitHub App {self._app_id} not found", 404
-                ) from None
-            raise GitHubError(f"GitHub App token request failed ({exc.status} {message})", exc.status) from None
+                ) from exc
+            raise GitHubError(f"GitHub App token request failed ({exc.status} {message})", exc.status) from exc
         self._token = grant.token
         expires = grant.expires_at
         self._expires_at = expires.timestamp() if expires else self._clock() + 3600
@@ -380,12 +380,15 @@ class GitHubClient:
                 with open(path, encoding="utf-8") as fh:
                     private_key = fh.read()
             except (OSError, UnicodeDecodeError) as exc:
+                # from None on purpose: a UnicodeDecodeError holds the key file's bytes (its ``object``),
+                # and no error report may carry a private key; the message says what went wrong
                 raise UsageError(
                     f"cannot read the GitHub App private key {where}: {getattr(exc, 'strerror', None) or exc}"
                 ) from None
         try:
             serialization.load_pem_private_key(private_key.encode(), password=None)
         except (ValueError, TypeError):
+            # from None on purpose: the parser's error is about the key material, which must stay out of reports
             raise UsageError(
                 f"{where} is not an unencrypted PEM private key (download it from the App's settings page)"
             ) from None
@@ -394,8 +397,8 @@ class GitHubClient:
     def _installation_auth(self, app_id: str, pem: str, installation_id: int | str) -> _InstallationAuth:
         try:
             installation = int(installation_id)
-        except (TypeError, ValueError):
-            raise UsageError(f"GitHub App installation id must be a number, got {installation_id!r}") from None
+        except (TypeError, ValueError) as exc:
+            raise UsageError(f"GitHub App installation id must be a number, got {installation_id!r}") from exc
         # token requests create nothing, so they skip the pause PyGithub puts between writes
         settings = dict(self._settings, seconds_between_writes=None)
         integration = GithubIntegration(auth=Auth.AppAuth(app_id, pem), base_url=self.api_url, **settings)
@@ -488,14 +491,14 @@ class GitHubClient:
                     raise GitHubError(
                         f"GitHub's answer while {what} arrived broken ({cause}); not re-sent: "
                         "GitHub may have applied the write"
-                    ) from None
+                    ) from exc
                 broken += 1
                 if broken > self.max_retries:
                     times = f"{broken} times in a row" if broken > 1 else "and retries are off"
                     raise GitHubError(
                         f"GitHub's answer while {what} arrived broken {times} ({cause}); "
                         f"something between here and {self.api_url} cuts answers off"
-                    ) from None
+                    ) from exc
                 log.warning("GitHub's answer while %s arrived broken (%s); asking again", what, cause)
                 self._sleep(self._backoff_factor * (2 ** (broken - 1)))
             except RevbotError:
@@ -505,11 +508,11 @@ class GitHubClient:
                     f"GitHub rate limit while {what}: the wait ({exc.wait:.0f} s) is longer than max_rate_wait "
                     f"({self.max_rate_wait:.0f} s); try again later or raise max_rate_wait",
                     exc.status or 403,
-                ) from None
+                ) from exc
             except GithubException as exc:
                 if exc.status == 422 and on_422 is not None:
-                    raise on_422(exc) from None
-                raise self._error(exc, what, not_found, method) from None
+                    raise on_422(exc) from exc
+                raise self._error(exc, what, not_found, method) from exc
             except (requests.exceptions.ConnectionError, requests.exceptions.Timeout, MaxRetryError) as exc:
                 tail = (
                     f"after {self.max_retries} retries"
@@ -518,9 +521,9 @@ class GitHubClient:
                 )
                 raise GitHubError(
                     f"cannot reach {self.api_url}: {_reason(exc)} (gave up while {what}; {tail})"
-                ) from None
+                ) from exc
             except requests.exceptions.RequestException as exc:
-                raise GitHubError(f"request to {self.api_url} failed while {what}: {_reason(exc)}") from None
+                raise GitHubError(f"request to {self.api_url} failed while {what}: {_reason(exc)}") from exc
 
     def _error(self, exc: GithubException, what: str, not_found: str | None, method: str) -> GitHubError:
         status, message = exc.status, _message_of(exc.data)
@@ -630,7 +633,7 @@ class GitHubClient:
             if exc.status == 406:
                 raise GitHubError(
                     f"the diff of {repo}#{number} is too large for GitHub to render; use pull_files() instead", 406
-                ) from None
+                ) from exc
             raise
         if data is None:
             return ""
@@ -843,7 +846,7 @@ class GitHubClient:
                     text = "; ".join(
                         scrub_text(str(e.get("message") if isinstance(e, dict) else e)) or "" for e in errors[:3]
                     )
-                    raise GraphQLError(f"GitHub's GraphQL API refused {what}: {text}", errors) from None
+                    raise GraphQLError(f"GitHub's GraphQL API refused {what}: {text}", errors) from exc
                 raise
 
         return self._call(run, "POST", what=what)
