@@ -1,0 +1,434 @@
+"""Every environment variable revbot reads, in one settings model (pydantic-settings).
+
+``Settings.from_env()`` reads the environment at call time (``os.environ``, or a mapping a test
+passes) and validates every value; a bad one is a UsageError naming the variable, what is wrong
+with the value and the form expected, never a secret's value. Empty values count as unset, and
+values are stripped.
+
+Paths: ``REVBOT_HOME`` is the data directory; a relative ``REVBOT_DB``, ``REVBOT_MODELS_DIR`` or
+SQLite ``REVBOT_QUEUE`` lives in it (default: the current directory).
+
+GitHub App credentials have one set of names for every command (serve, worker, harvest, retrain):
+``REVBOT_GITHUB_APP_ID``, ``REVBOT_GITHUB_APP_PRIVATE_KEY_FILE`` (path of the PEM key) or
+``REVBOT_GITHUB_APP_PRIVATE_KEY`` (the PEM text itself, for platforms that hand secrets over as
+variables) and ``REVBOT_GITHUB_APP_INSTALLATION_ID`` (harvest and retrain; the service reads the
+installation from each delivery). The older names in DEPRECATED still work; the first time one is
+seen a process logs one warning line naming the variable to use instead.
+
+``ENV_VARS`` lists every variable with a line of documentation (the README's table says the same).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import reprlib
+import threading
+from collections.abc import Mapping
+from contextvars import ContextVar
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import AliasChoices, Field, SecretStr, ValidationError, ValidationInfo, field_validator
+from pydantic.fields import FieldInfo
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+from bot.config import DEFAULT_BATCH_SIZE, DEFAULT_MAX_NEW_TOKENS, DEFAULT_TOKEN_BUDGET
+from bot.errors import UsageError
+
+log = logging.getLogger(__name__)
+
+DEFAULT_API_URL = "https://api.github.com"
+DEFAULT_QUEUE = "revbot-queue.db"
+DEFAULT_MAX_BODY = 10 * 1024 * 1024
+BACKENDS = ("local", "openai")
+QUANTIZE = ("4bit", "none")
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+
+# old name -> the name that replaces it (still read, after the new one; one warning line per process)
+DEPRECATED: dict[str, str] = {
+    "GITHUB_APP_ID": "REVBOT_GITHUB_APP_ID",
+    "REVBOT_GITHUB_PRIVATE_KEY": "REVBOT_GITHUB_APP_PRIVATE_KEY_FILE",
+    "GITHUB_APP_PRIVATE_KEY_PATH": "REVBOT_GITHUB_APP_PRIVATE_KEY_FILE",
+    "GITHUB_APP_INSTALLATION_ID": "REVBOT_GITHUB_APP_INSTALLATION_ID",
+}
+
+PositiveInt = Annotated[int, Field(gt=0)]
+PositiveFloat = Annotated[float, Field(gt=0, allow_inf_nan=False)]
+
+# The mapping the next Settings() reads; None: os.environ. A ContextVar, so threads never mix them.
+_SOURCE: ContextVar[Mapping[str, str] | None] = ContextVar("revbot_settings_env", default=None)
+_WARNED: set[str] = set()
+_WARNED_LOCK = threading.Lock()
+
+
+def _env(*names: str, doc: str, expected: str = "", secret: bool = False, default: Any = None) -> Any:
+    """A field read from the first set variable of ``names`` (the current name first)."""
+    return Field(
+        default,
+        validation_alias=AliasChoices(*names),
+        description=doc,
+        json_schema_extra={"expected": expected, "secret": secret},
+    )
+
+
+class _EnvironmentSource(PydanticBaseSettingsSource):
+    """The variables the fields name, from one mapping: stripped, empty ones left out. The model's
+    aliases then pick the first name present, so a current name wins over a deprecated one."""
+
+    def __init__(self, settings_cls: type[BaseSettings], env: Mapping[str, str]) -> None:
+        super().__init__(settings_cls)
+        self._env = env
+
+    def _value(self, name: str) -> str | None:
+        value = self._env.get(name)
+        return value.strip() if isinstance(value, str) and value.strip() else None
+
+    def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
+        for name in env_names(field):
+            value = self._value(name)
+            if value is not None:
+                return value, name, False
+        return None, field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        values: dict[str, Any] = {}
+        for field in self.settings_cls.model_fields.values():
+            for name in env_names(field):
+                value = self._value(name)
+                if value is not None:
+                    values[name] = value
+        return values
+
+
+def env_names(field: FieldInfo) -> tuple[str, ...]:
+    """The variables a field is read from, the current name first."""
+    alias = field.validation_alias
+    if isinstance(alias, AliasChoices):
+        return tuple(choice for choice in alias.choices if isinstance(choice, str))
+    return (alias,) if isinstance(alias, str) else ()
+
+
+class Settings(BaseSettings):
+    """Process-wide settings from the environment. Secrets are SecretStr: never in repr or a dump."""
+
+    model_config = SettingsConfigDict(
+        frozen=True,
+        extra="ignore",
+        validate_default=True,
+        populate_by_name=True,
+        hide_input_in_errors=True,  # a ValidationError kept as a cause must not carry a secret
+    )
+
+    # -- where things live (home first: the paths after it are resolved against it)
+    home: Path = _env("REVBOT_HOME", default=Path("."), doc="data directory the relative paths below live in")
+    db: Path = _env("REVBOT_DB", default=Path("revbot.db"), doc="SQLite dataset store")
+    models_dir: Path = _env(
+        "REVBOT_MODELS_DIR", default=Path("models"), doc="model versions folder with its `current` pointer"
+    )
+    cache_dir: Path | None = _env(
+        "REVBOT_CACHE_DIR", doc="where embedded models are converted to (default $REVBOT_HOME/cache or ~/.cache/revbot)"
+    )
+    xdg_cache_home: Path | None = _env("XDG_CACHE_HOME", doc="the user's cache directory (default ~/.cache)")
+    queue: str = _env(
+        "REVBOT_QUEUE",
+        default=DEFAULT_QUEUE,
+        doc="job queue: a SQLite file, sqlite:///PATH or redis://HOST:PORT/DB",
+        expected="a file path, sqlite:///PATH or redis://HOST:PORT/DB",
+    )
+    # -- the model
+    model: str | None = _env("REVBOT_MODEL", doc="hub id, local path or embedded name used when no version is current")
+    adapter: str | None = _env("REVBOT_ADAPTER", doc="a peft adapter directory loaded on top of REVBOT_MODEL")
+    backend: Literal["local", "openai"] = _env(
+        "REVBOT_BACKEND", default="local", doc="local or openai", expected="one of local, openai"
+    )
+    openai_base_url: str | None = _env("REVBOT_OPENAI_BASE_URL", doc="base URL of an OpenAI-compatible server")
+    openai_model: str | None = _env("REVBOT_OPENAI_MODEL", doc="model name on that server")
+    openai_api_key: SecretStr | None = _env(
+        "REVBOT_OPENAI_API_KEY", "OPENAI_API_KEY", secret=True, doc="key for that server (OPENAI_API_KEY: fallback)"
+    )
+    quantize: Literal["4bit", "none"] | None = _env(
+        "REVBOT_QUANTIZE", doc="4bit or none (default: 4-bit on CUDA, none on CPU)", expected="one of 4bit, none"
+    )
+    batch_size: PositiveInt = _env(
+        "REVBOT_BATCH_SIZE",
+        default=DEFAULT_BATCH_SIZE,
+        doc="prompts generated together",
+        expected="a whole number greater than 0, e.g. 8",
+    )
+    max_new_tokens: PositiveInt = _env(
+        "REVBOT_MAX_NEW_TOKENS",
+        default=DEFAULT_MAX_NEW_TOKENS,
+        doc="longest answer per hunk, in tokens",
+        expected="a whole number greater than 0, e.g. 256",
+    )
+    token_budget: PositiveInt = _env(
+        "REVBOT_TOKEN_BUDGET",
+        default=DEFAULT_TOKEN_BUDGET,
+        doc="most tokens one review may spend",
+        expected="a whole number greater than 0, e.g. 65536",
+    )
+    hf_hub_offline: str | None = _env("HF_HUB_OFFLINE", doc="1: never download from the Hugging Face hub")
+    transformers_offline: str | None = _env("TRANSFORMERS_OFFLINE", doc="1: the same, transformers' older name")
+    # -- GitHub
+    github_token: SecretStr | None = _env(
+        "REVBOT_GITHUB_TOKEN", "GITHUB_TOKEN", secret=True, doc="GitHub token (GITHUB_TOKEN: fallback)"
+    )
+    github_api_url: str = _env(
+        "REVBOT_GITHUB_API_URL",
+        "GITHUB_API_URL",
+        default=DEFAULT_API_URL,
+        doc="GitHub API root (GITHUB_API_URL: fallback)",
+        expected="an http:// or https:// URL such as https://HOST/api/v3",
+    )
+    github_app_id: str | None = _env("REVBOT_GITHUB_APP_ID", "GITHUB_APP_ID", doc="GitHub App id")
+    github_app_private_key_file: Path | None = _env(
+        "REVBOT_GITHUB_APP_PRIVATE_KEY_FILE",
+        "REVBOT_GITHUB_PRIVATE_KEY",
+        "GITHUB_APP_PRIVATE_KEY_PATH",
+        doc="path of the GitHub App's private key (PEM)",
+    )
+    github_app_private_key: SecretStr | None = _env(
+        "REVBOT_GITHUB_APP_PRIVATE_KEY",
+        secret=True,
+        doc="the GitHub App's private key itself (PEM text), instead of a file",
+        expected="the PEM text of the App's private key (-----BEGIN ... PRIVATE KEY-----); "
+        "a path goes in REVBOT_GITHUB_APP_PRIVATE_KEY_FILE",
+    )
+    github_app_installation_id: PositiveInt | None = _env(
+        "REVBOT_GITHUB_APP_INSTALLATION_ID",
+        "GITHUB_APP_INSTALLATION_ID",
+        doc="the App's installation to act as (harvest, retrain)",
+        expected="the installation's number, e.g. 12345678",
+    )
+    # -- the webhook service
+    webhook_secret: SecretStr | None = _env("REVBOT_WEBHOOK_SECRET", secret=True, doc="webhook signing secret")
+    webhook_max_body: PositiveInt = _env(
+        "REVBOT_WEBHOOK_MAX_BODY",
+        default=DEFAULT_MAX_BODY,
+        doc="largest delivery accepted, in bytes",
+        expected="a number of bytes greater than 0, e.g. 10485760",
+    )
+    bot_logins: tuple[str, ...] = _env(
+        "REVBOT_BOT_LOGINS", default=(), doc="comma-separated logins the bot posts as", expected="login,login..."
+    )
+    worker_lease: PositiveFloat = _env(
+        "REVBOT_WORKER_LEASE",
+        default=60.0,
+        doc="seconds a worker holds a job between heartbeats",
+        expected="a number of seconds greater than 0, e.g. 60",
+    )
+    job_attempts: PositiveInt = _env(
+        "REVBOT_JOB_ATTEMPTS",
+        default=5,
+        doc="runs of a job before it is marked failed",
+        expected="a whole number greater than 0, e.g. 5",
+    )
+    job_retention_days: PositiveFloat = _env(
+        "REVBOT_JOB_RETENTION_DAYS",
+        default=7.0,
+        doc="days finished jobs and delivery ids are kept",
+        expected="a number of days greater than 0, e.g. 7",
+    )
+    metrics_token: SecretStr | None = _env(
+        "REVBOT_METRICS_TOKEN", secret=True, doc="bearer token /metrics and the details of /healthz require"
+    )
+    web_workers: PositiveInt = _env(
+        "REVBOT_WEB_WORKERS",
+        default=2,
+        doc="gunicorn web processes of `revbot serve`",
+        expected="a whole number greater than 0, e.g. 2",
+    )
+    web_threads: PositiveInt = _env(
+        "REVBOT_WEB_THREADS", default=8, doc="threads per web process", expected="a whole number greater than 0, e.g. 8"
+    )
+    read_timeout: PositiveFloat = _env(
+        "REVBOT_READ_TIMEOUT",
+        default=10.0,
+        doc="seconds a client may stay silent mid-request",
+        expected="a number of seconds greater than 0, e.g. 10",
+    )
+    worker_timeout: PositiveFloat = _env(
+        "REVBOT_WORKER_TIMEOUT",
+        default=30.0,
+        doc="seconds before a hung web process is replaced",
+        expected="a number of seconds greater than 0, e.g. 30",
+    )
+    prometheus_multiproc_dir: str | None = _env(
+        "PROMETHEUS_MULTIPROC_DIR", doc="where the processes of `revbot serve` share their counters (set by serve)"
+    )
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = _env(
+        "REVBOT_LOG_LEVEL", default="WARNING", doc="log level", expected="DEBUG, INFO, WARNING or ERROR"
+    )
+
+    # ----------------------------------------------------------------- reading
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        env = _SOURCE.get()
+        return init_settings, _EnvironmentSource(settings_cls, os.environ if env is None else env)
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+        """The settings from ``env`` (default: ``os.environ``, read now). A bad value is a UsageError
+        naming the variable, the problem and the expected form (a secret's value is never shown)."""
+        source: Mapping[str, str] = os.environ if env is None else env
+        _warn_deprecated(source)
+        token = _SOURCE.set(source)
+        try:
+            return cls()
+        except ValidationError as exc:
+            raise UsageError(_explain(exc)) from exc
+        finally:
+            _SOURCE.reset(token)
+
+    # ----------------------------------------------------------------- checks and conversions
+
+    @field_validator("home", "cache_dir", "xdg_cache_home", "github_app_private_key_file", mode="after")
+    @classmethod
+    def _expand(cls, value: Path | None) -> Path | None:
+        return value.expanduser() if value is not None else None
+
+    @field_validator("db", "models_dir", mode="after")
+    @classmethod
+    def _in_home(cls, value: Path, info: ValidationInfo) -> Path:
+        path = value.expanduser()
+        return path if path.is_absolute() else Path(info.data.get("home") or ".") / path
+
+    @field_validator("queue", mode="after")
+    @classmethod
+    def _queue(cls, value: str, info: ValidationInfo) -> str:
+        if "://" in value:
+            if not re.match(r"^(redis|rediss|sqlite)://", value):
+                raise ValueError("is a URL of an unknown kind")
+            return value
+        path = Path(value).expanduser()
+        return str(path if path.is_absolute() else Path(info.data.get("home") or ".") / path)
+
+    @field_validator("backend", "quantize", mode="before")
+    @classmethod
+    def _lower(cls, value: Any) -> Any:
+        return value.lower() if isinstance(value, str) else value
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _upper(cls, value: Any) -> Any:
+        return value.upper() if isinstance(value, str) else value
+
+    @field_validator("github_api_url", mode="after")
+    @classmethod
+    def _url(cls, value: str) -> str:
+        if not re.match(r"https?://[^/]+", value):
+            raise ValueError("does not start with http:// or https://")
+        return value.rstrip("/")
+
+    @field_validator("github_app_private_key", mode="after")
+    @classmethod
+    def _pem(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and "-----BEGIN" not in value.get_secret_value():
+            raise ValueError("is not PEM text")
+        return value
+
+    @field_validator("bot_logins", mode="before")
+    @classmethod
+    def _logins(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return tuple(login.strip() for login in value.split(",") if login.strip())
+        return value
+
+    # ----------------------------------------------------------------- derived values
+
+    @property
+    def hub_offline(self) -> bool:
+        """Whether HF_HUB_OFFLINE or TRANSFORMERS_OFFLINE asks for no downloads."""
+        return any(
+            (value or "").upper() in {"1", "ON", "YES", "TRUE"}
+            for value in (self.hf_hub_offline, self.transformers_offline)
+        )
+
+    @property
+    def embedded_cache(self) -> Path:
+        """Where embedded models are converted to: REVBOT_CACHE_DIR, else $REVBOT_HOME/cache when a
+        home is set, else $XDG_CACHE_HOME/revbot (~/.cache/revbot)."""
+        if self.cache_dir is not None:
+            return self.cache_dir
+        if "home" in self.model_fields_set:
+            return self.home / "cache"
+        return (self.xdg_cache_home or Path.home() / ".cache") / "revbot"
+
+    def secret(self, name: str) -> str | None:
+        """A secret field's plain value (``secret("github_token")``), or None when unset."""
+        value = getattr(self, name)
+        if value is not None and not isinstance(value, SecretStr):
+            raise AttributeError(f"{name} is not a secret setting")
+        return value.get_secret_value() if value is not None else None
+
+
+def _fields_by_variable() -> dict[str, FieldInfo]:
+    return {name: field for field in Settings.model_fields.values() for name in env_names(field)}
+
+
+ENV_VARS: dict[str, str] = {
+    name: field.description or ""
+    for field in Settings.model_fields.values()
+    for name in env_names(field)
+    if name not in DEPRECATED
+}
+
+
+_SHOW = reprlib.Repr()
+_SHOW.maxstring = 60
+
+
+def _problem(error: Mapping[str, Any]) -> str:
+    kind = error.get("type", "")
+    ctx = error.get("ctx") or {}
+    if kind == "value_error" and ctx.get("error") is not None:
+        return str(ctx["error"])
+    if kind in ("int_parsing", "int_from_float", "int_type"):
+        return "is not a whole number"
+    if kind in ("float_parsing", "float_type", "finite_number"):
+        return "is not a number"
+    if kind in ("greater_than", "greater_than_equal"):
+        return f"is not greater than {ctx.get('gt', ctx.get('ge', 0))}"
+    if kind == "literal_error":
+        return "is not one of the choices"
+    return "is not valid"
+
+
+def _explain(exc: ValidationError) -> str:
+    """One line per bad variable: NAME, what is wrong (the value unless it is a secret), the form expected."""
+    fields = _fields_by_variable()
+    lines = []
+    for error in exc.errors():
+        loc = error.get("loc") or ("?",)
+        name = str(loc[0])
+        field = fields.get(name)
+        extra = field.json_schema_extra if field is not None and isinstance(field.json_schema_extra, dict) else {}
+        shown = "value not shown" if extra.get("secret") else f"got {_SHOW.repr(error.get('input'))}"
+        expected = extra.get("expected") or "a valid value"
+        lines.append(f"{name} {_problem(error)} ({shown}); expected {expected}")
+    return "; ".join(lines)
+
+
+def _warn_deprecated(env: Mapping[str, str]) -> None:
+    """One warning line for the deprecated names set in ``env`` that this process has not warned about."""
+    with _WARNED_LOCK:
+        fresh = [old for old in DEPRECATED if (env.get(old) or "").strip() and old not in _WARNED]
+        _WARNED.update(fresh)
+    if not fresh:
+        return
+    parts = []
+    for old in fresh:
+        new = DEPRECATED[old]
+        ignored = f", which is set: {old} is ignored" if (env.get(new) or "").strip() else ""
+        parts.append(f"{old} (use {new}{ignored})")
+    log.warning("deprecated environment variable%s: %s", "s" if len(parts) > 1 else "", "; ".join(parts))
