@@ -34,10 +34,10 @@ from pathlib import Path
 from typing import Any
 
 from bot.errors import ModelError
-from bot.prompt import ANSWER_END, PROMPT_FORMAT_VERSION, SUPPORTED_PROMPT_FORMATS, PromptInput, for_model, prompt_text
+from bot.prompt import ANSWER_END, PROMPT_FORMAT_VERSION, PromptInput, for_model, prompt_text
 from bot.secrets import scrub_text
 from revbot.adapters.embedded import resolve as resolve_embedded
-from revbot.adapters.versions import META_FILE, read_meta
+from revbot.adapters.versions import META_FILE, check_prompt_format, read_meta
 
 log = logging.getLogger(__name__)
 
@@ -214,17 +214,6 @@ def read_adapter_meta(adapter: str | Path) -> dict[str, Any]:
     if not isinstance(version, int) or isinstance(version, bool):
         raise ModelError(f"{meta_path}: 'prompt_format_version' is missing or not an integer")
     return meta
-
-
-def check_prompt_format(version: int, what: str) -> None:
-    """Refuse to serve a model trained on a prompt format this revbot cannot render."""
-    if version not in SUPPORTED_PROMPT_FORMATS:
-        supported = ", ".join(str(v) for v in SUPPORTED_PROMPT_FORMATS)
-        raise ModelError(
-            f"{what} was trained with prompt format version {version}, but this revbot renders versions "
-            f"{supported}; retrain the adapter with this revbot (`revbot train`), or use a revbot "
-            f"release that supports version {version}"
-        )
 
 
 def _same_model(a: str, b: str) -> bool:

@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from bot.errors import ModelError
+from bot.prompt import SUPPORTED_PROMPT_FORMATS
 from revbot.adapters.files import atomic_write_json, file_lock
 
 log = logging.getLogger(__name__)
@@ -106,6 +107,17 @@ def read_meta(directory: str | os.PathLike[str], *, what: str = "a model version
     if not isinstance(meta, dict):
         raise ModelError(f"{meta_path}:1: expected a JSON object")
     return meta
+
+
+def check_prompt_format(version: int, what: str) -> None:
+    """Refuse to serve a model trained on a prompt format this revbot cannot render."""
+    if version not in SUPPORTED_PROMPT_FORMATS:
+        supported = ", ".join(str(v) for v in SUPPORTED_PROMPT_FORMATS)
+        raise ModelError(
+            f"{what} was trained with prompt format version {version}, but this revbot renders versions "
+            f"{supported}; retrain the adapter with this revbot (`revbot train`), or use a revbot "
+            f"release that supports version {version}"
+        )
 
 
 def _version_from_dir(directory: Path, name: str | None = None) -> ModelVersion:
@@ -234,8 +246,6 @@ class ModelRegistry:
             yield
 
     def _check_servable(self, version: ModelVersion) -> None:
-        from revbot.adapters.model import check_prompt_format
-
         if not version.base_model:
             raise ModelError(f"{version.path / META_FILE} does not name its base model; it cannot be served")
         prompt_version = version.meta.get("prompt_format_version")
