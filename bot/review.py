@@ -582,7 +582,7 @@ def _describe(backend: Backend) -> JSONObject:
     try:
         return dict(backend.describe())
     except Exception as exc:  # a report must not fail because a backend cannot describe itself
-        log.debug("backend.describe() failed: %s", exc)
+        log.debug("backend.describe() failed: %s", exc, exc_info=True)
         return {"model": type(backend).__name__}
 
 

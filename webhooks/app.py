@@ -85,7 +85,12 @@ class WebService:
         if status == 200:
             try:
                 workers = self.queue.store.workers(max_age=max(3 * self.config.lease_s, 30.0))
-            except Exception:
+            except Exception as exc:  # the queue answered; only the workers' reports are unreadable
+                log.warning(
+                    "health: cannot read the workers' reports: %s",
+                    scrub_text(str(exc)[:300]),
+                    exc_info=log.isEnabledFor(logging.DEBUG),  # the traceback at debug level only
+                )
                 workers = []
         # the newest report first: right after a reload the freshest worker shows the new version
         loaded = sorted((w for w in workers if w.get("model_loaded")), key=lambda w: -float(w.get("seen") or 0))

@@ -14,6 +14,7 @@ recorded), 😕 (refused: no write access, an unknown command, a bad glob, a clo
 from __future__ import annotations
 
 import logging
+import re
 import time
 from collections.abc import Callable
 from typing import Any
@@ -48,7 +49,7 @@ def check_glob(glob: str) -> str | None:
         return "the glob holds a character paths here never do (` < > or a control character)"
     try:
         path_matches("probe/file.py", glob)
-    except Exception as exc:  # a pattern fnmatch cannot compile
+    except re.error as exc:  # a pattern fnmatch cannot compile
         return f"not a valid glob: {exc}"
     return None
 

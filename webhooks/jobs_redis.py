@@ -23,10 +23,13 @@ state), ``active`` (ids queued or running), ``finished`` (final jobs by time, fo
 from __future__ import annotations
 
 import json
+import logging
 import time
 from typing import Any
 
 from webhooks.jobs import LOST_LEASE, QUEUED, STATES, Accepted, Clock, Job, NewJob, QueueError
+
+log = logging.getLogger(__name__)
 
 GROUP = "workers"
 DEFAULT_RETENTION_S = 7 * 24 * 3600
@@ -326,8 +329,8 @@ class RedisJobStore:
     def close(self) -> None:
         try:
             self.r.close()
-        except Exception:
-            pass
+        except Exception as exc:  # closing is best effort: the process is leaving the connection anyway
+            log.debug("closing the Redis connection failed: %s", exc, exc_info=True)
 
     # ------------------------------------------------------------------ web side
 

@@ -6,16 +6,29 @@ import logging
 
 from bot.secrets import scrub_text
 
+_TRACEBACKS = logging.Formatter()
+
 
 class RedactingFilter(logging.Filter):
+    """Scrubs a record's message and, when it carries one, its traceback (``exc_info``: a debug log of
+    an error's cause chain), so neither can print a secret."""
+
     def filter(self, record: logging.LogRecord) -> bool:
         try:
             message = record.getMessage()
-        except Exception:  # a bad format string must not kill logging
+        except Exception:
+            # A bad format string (or an argument whose str() raises) must not turn a log call into a
+            # crash of its caller. Not silent: the handler formats the record again and logging's own
+            # handleError reports the bad record on stderr.
             return True
         cleaned = scrub_text(message)
         if cleaned != message:
             record.msg, record.args = cleaned, None
+        if record.exc_info and not record.exc_text:
+            # formatters reuse exc_text when it is set, so the scrubbed traceback is what is printed
+            record.exc_text = scrub_text(_TRACEBACKS.formatException(record.exc_info))
+        if record.stack_info:
+            record.stack_info = scrub_text(record.stack_info)
         return True
 
 

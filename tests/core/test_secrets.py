@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import io
 import logging
+import sys
 import sysconfig
 import time
 from pathlib import Path
@@ -258,6 +259,22 @@ def test_log_records_are_scrubbed():
     assert GH not in record.getMessage() and PLACEHOLDER in record.getMessage()
     bad = logger.makeRecord(logger.name, logging.INFO, __file__, 1, "%d broken", ("x",), None)
     assert handler_filter.filter(bad)  # a bad format string is passed on, not raised
+
+
+def test_a_logged_traceback_is_scrubbed_too():
+    # a debug log of an error's cause chain (exc_info) prints the causes' messages
+    logger = logging.getLogger("revbot.test.secrets")
+    try:
+        try:
+            raise OSError(f"cannot clone https://bot:{GH}@github.com/a/b")
+        except OSError as exc:
+            raise RuntimeError("clone failed") from exc
+    except RuntimeError:
+        record = logger.makeRecord(logger.name, logging.DEBUG, __file__, 1, "failed", (), sys.exc_info())
+    assert RedactingFilter().filter(record)
+    printed = logging.Formatter().format(record)
+    assert "clone failed" in printed and "The above exception was the direct cause" in printed
+    assert GH not in printed and PLACEHOLDER in printed
 
 
 def test_configured_logging_prints_no_secret():

@@ -126,6 +126,23 @@ def test_healthz_is_503_when_the_queue_is_unreachable(web):
     assert status == 503 and body["queue"]["reachable"] is False and "unreachable" in body["queue"]["error"]
 
 
+def test_healthz_says_why_the_workers_reports_are_missing(web, caplog):
+    class NoReports:
+        spec = SimpleNamespace(kind="redis")
+        store = SimpleNamespace(counts=dict, workers=lambda max_age: (_ for _ in ()).throw(QueueError("no such key")))
+
+        def ping(self):
+            pass
+
+        def size(self):
+            return 0
+
+    with caplog.at_level("WARNING", logger="webhooks.app"):
+        body, status = WebService(web.cfg, NoReports(), web.app.extensions["revbot"].metrics).health()
+    assert status == 200 and body["model"]["workers"] == 0
+    assert "cannot read the workers' reports: no such key" in caplog.text
+
+
 def test_the_app_refuses_to_start_without_a_secret(tmp_path, monkeypatch):
     monkeypatch.delenv("REVBOT_WEBHOOK_SECRET", raising=False)
     with pytest.raises(UsageError, match="REVBOT_WEBHOOK_SECRET"):
