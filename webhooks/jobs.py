@@ -24,17 +24,18 @@ from __future__ import annotations
 
 import json
 import os
-import random
 import sqlite3
 import threading
 import time
 from collections.abc import Callable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
 from bot.errors import RevbotError
 from bot.secrets import scrub_text
+from revbot.adapters.sqlite import ThreadConnections
 
 QUEUED, RUNNING, DONE, FAILED, SUPERSEDED, SKIPPED = "queued", "running", "done", "failed", "superseded", "skipped"
 STATES = (QUEUED, RUNNING, DONE, FAILED, SUPERSEDED, SKIPPED)
@@ -174,12 +175,10 @@ class SqliteJobStore:
         self.path = Path(path)
         self.timeout = timeout
         self.clock = clock
-        self._local = threading.local()
-        self._conns: list[sqlite3.Connection] = []
-        self._conns_lock = threading.Lock()
-        # Threads of one process take turns here rather than in SQLite's busy handler, which
-        # sleeps in steps of milliseconds; other processes still meet that handler.
-        self._write_lock = threading.Lock()
+        # One connection per thread (a forked process opens its own). Threads of one process take
+        # turns on a lock before BEGIN rather than in SQLite's busy handler, which sleeps in steps
+        # of milliseconds; BEGIN is retried in sub-millisecond steps while another process writes.
+        self._db = ThreadConnections(self.path, timeout=timeout, write_lock=True, track=True)
         self._work = threading.Condition()  # wakes this process's waiting workers when a job arrives
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -195,70 +194,13 @@ class SqliteJobStore:
     # ------------------------------------------------------------------ plumbing
 
     def _conn(self) -> sqlite3.Connection:
-        conn = getattr(self._local, "conn", None)
-        if conn is not None and getattr(self._local, "pid", None) != os.getpid():
-            conn = None  # inherited through fork (gunicorn --preload): never share it with the parent
-        if conn is None:
-            conn = sqlite3.connect(self.path, timeout=self.timeout, isolation_level=None, check_same_thread=False)
-            conn.row_factory = sqlite3.Row
-            conn.execute("pragma journal_mode=wal")
-            conn.execute("pragma synchronous=normal")
-            conn.execute(f"pragma busy_timeout={int(self.timeout * 1000)}")
-            self._local.conn, self._local.pid = conn, os.getpid()
-            with self._conns_lock:
-                self._conns.append(conn)
-        return conn
+        return self._db.connection()
 
-    class _Tx:
-        def __init__(self, conn: sqlite3.Connection, lock: threading.Lock, timeout: float):
-            self.conn, self.lock, self.timeout = conn, lock, timeout
-
-        def __enter__(self) -> sqlite3.Connection:
-            self.lock.acquire()
-            try:
-                self._begin()
-            except BaseException:
-                self.lock.release()
-                raise
-            return self.conn
-
-        def _begin(self) -> None:
-            """BEGIN IMMEDIATE, retried in sub-millisecond steps while another process writes
-            (SQLite's own busy handler sleeps 1, 2, 5, 10... ms, which is what a p99 would show)."""
-            deadline = time.monotonic() + self.timeout
-            delay = 0.0002
-            self.conn.execute("pragma busy_timeout = 0")
-            try:
-                while True:
-                    try:
-                        self.conn.execute("begin immediate")
-                        return
-                    except sqlite3.OperationalError as exc:
-                        if "locked" not in str(exc) and "busy" not in str(exc) or time.monotonic() > deadline:
-                            raise
-                    time.sleep(delay * (0.5 + random.random()))
-                    delay = min(delay * 2, 0.004)
-            finally:
-                self.conn.execute(f"pragma busy_timeout = {int(self.timeout * 1000)}")
-
-        def __exit__(self, exc_type, exc, tb) -> None:
-            try:
-                self.conn.execute("commit" if exc_type is None else "rollback")
-            finally:
-                self.lock.release()
-
-    def _tx(self) -> SqliteJobStore._Tx:
-        return self._Tx(self._conn(), self._write_lock, self.timeout)
+    def _tx(self) -> AbstractContextManager[sqlite3.Connection]:
+        return self._db.transaction()
 
     def close(self) -> None:
-        with self._conns_lock:
-            for conn in self._conns:
-                try:
-                    conn.close()
-                except sqlite3.Error:
-                    pass
-            self._conns.clear()
-        self._local = threading.local()
+        self._db.close_all()
 
     def ping(self) -> None:
         try:

@@ -10,7 +10,6 @@ job store when scraped.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
@@ -54,7 +53,9 @@ Gauges = Callable[[], Iterable[tuple[str, Mapping[str, Any] | None, float]]]
 
 
 def multiprocess_dir() -> str | None:
-    return os.environ.get(MULTIPROC_ENV) or None
+    from revbot.adapters.settings import Settings
+
+    return Settings.from_env().prometheus_multiproc_dir
 
 
 class _LiveGauges:

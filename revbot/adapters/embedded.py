@@ -19,7 +19,6 @@ which would mean one 540 MB copy per directory, hence the per-user default.
 from __future__ import annotations
 
 import base64
-import fcntl
 import hashlib
 import importlib.metadata
 import importlib.util
@@ -29,12 +28,11 @@ import os
 import shutil
 import sys
 import tempfile
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 from bot.errors import ModelError
+from revbot.adapters.files import file_lock
 
 log = logging.getLogger(__name__)
 
@@ -74,14 +72,10 @@ def is_embedded(name: str | None) -> bool:
 
 
 def cache_root() -> Path:
-    explicit = os.environ.get("REVBOT_CACHE_DIR", "").strip()
-    if explicit:
-        return Path(explicit).expanduser()
-    home = os.environ.get("REVBOT_HOME", "").strip()
-    if home:
-        return Path(home).expanduser() / "cache"
-    xdg = os.environ.get("XDG_CACHE_HOME", "").strip()
-    return (Path(xdg).expanduser() if xdg else Path.home() / ".cache") / "revbot"
+    """REVBOT_CACHE_DIR, else $REVBOT_HOME/cache, else $XDG_CACHE_HOME/revbot (~/.cache/revbot)."""
+    from revbot.adapters.settings import Settings
+
+    return Settings.from_env().embedded_cache
 
 
 def gguf_path(model: EmbeddedModel) -> Path:
@@ -133,17 +127,6 @@ def _stamp_ok(directory: Path, source_sha: str) -> bool:
     return True
 
 
-@contextmanager
-def _locked(path: Path) -> Iterator[None]:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a+") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
-
-
 def _source_sha(model: EmbeddedModel, gguf: Path, root: Path) -> str:
     """SHA-256 of the GGUF, remembered by (size, mtime) so a warm start does not re-read 98 MB."""
     stat = gguf.stat()
@@ -185,7 +168,7 @@ def ensure_converted(model: EmbeddedModel, *, quiet: bool = False) -> Path:
     source_sha = _source_sha(model, gguf, root)
     if _stamp_ok(target, source_sha):
         return target
-    with _locked(root / "base-models" / f".{model.name}.lock"):
+    with file_lock(root / "base-models" / f".{model.name}.lock"):
         if _stamp_ok(target, source_sha):  # another process finished it while we waited
             return target
         _convert(model, gguf, source_sha, target, quiet=quiet)
