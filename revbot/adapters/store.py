@@ -4,8 +4,8 @@ Why SQLite: concurrent writers on one machine (a harvest and the webhook worker)
 and a busy timeout, a re-harvest is idempotent because comments are keyed by GitHub's comment id,
 and every write is its own short transaction, so a killed harvest keeps everything it had fetched.
 
-Location: ``Store(path)``; without a path the environment variable ``REVBOT_DB``, else
-``./revbot.db`` in the working directory (DEFAULT_DB_NAME). Parent directories are created.
+Location: ``Store(path)``; without a path the settings' ``REVBOT_DB`` (relative to ``REVBOT_HOME``
+like every data path), else ``revbot.db`` there (DEFAULT_DB_NAME). Parent directories are created.
 
 Tables (schema versioned by an ordered list of named migrations, recorded in ``migrations``):
   comments       one row per GitHub review comment (StoredComment), secrets already scrubbed
@@ -25,7 +25,7 @@ Tables (schema versioned by an ordered list of named migrations, recorded in ``m
                  or replayed event for one must not bring it back
 
 Connections: one per thread (and per process: a forked worker opens its own), so the store object
-can be shared by threads without locking.
+can be shared by threads without locking (``revbot.adapters.sqlite``, shared with the job table).
 """
 
 from __future__ import annotations
@@ -33,9 +33,8 @@ from __future__ import annotations
 import json
 import os
 import sqlite3
-import threading
 from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, fields, replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -52,17 +51,19 @@ from bot.records import (  # noqa: F401 - the records live in the domain; re-exp
     utc_timestamp,
 )
 from bot.secrets import scrub_text
+from revbot.adapters.sqlite import ThreadConnections
 
 DEFAULT_DB_NAME = "revbot.db"
-ENV_DB = "REVBOT_DB"
 BUSY_TIMEOUT_S = 30.0
 
 REACTION_KEYS = ("+1", "-1", "laugh", "hooray", "confused", "heart", "rocket", "eyes")
 
 
 def default_db_path() -> Path:
-    """``$REVBOT_DB`` when set, else ``./revbot.db``."""
-    return Path(os.environ.get(ENV_DB) or DEFAULT_DB_NAME)
+    """``$REVBOT_DB`` when set, else ``revbot.db``; a relative path lives in ``$REVBOT_HOME``."""
+    from revbot.adapters.settings import Settings
+
+    return Settings.from_env().db
 
 
 def now_stamp() -> str:
@@ -288,7 +289,7 @@ class Store:
     def __init__(self, path: str | os.PathLike[str] | None = None, *, timeout: float = BUSY_TIMEOUT_S):
         self.path = Path(path) if path is not None else default_db_path()
         self.timeout = timeout
-        self._local = threading.local()
+        self._db = ThreadConnections(self.path, timeout=timeout, on_error=self._db_error)
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
@@ -302,46 +303,18 @@ class Store:
 
     # ---- connections and transactions
 
-    def _conn(self) -> sqlite3.Connection:
-        con = getattr(self._local, "con", None)
-        if con is not None and getattr(self._local, "pid", None) == os.getpid():
-            return con
-        try:
-            con = sqlite3.connect(str(self.path), timeout=self.timeout, isolation_level=None)
-            con.row_factory = sqlite3.Row
-            con.execute(f"PRAGMA busy_timeout = {int(self.timeout * 1000)}")
-            con.execute("PRAGMA journal_mode = WAL")
-            con.execute("PRAGMA synchronous = NORMAL")
-        except sqlite3.DatabaseError as exc:
-            raise DataError(f"cannot open the store: {exc}", str(self.path)) from None
-        self._local.con, self._local.pid, self._local.depth = con, os.getpid(), 0
-        return con
+    def _db_error(self, what: str, exc: sqlite3.Error) -> DataError:
+        if what == "open":
+            return DataError(f"cannot open the store: {exc}", str(self.path))
+        return DataError(f"the store is busy or locked: {exc}", str(self.path))
 
-    @contextmanager
-    def transaction(self) -> Iterator[sqlite3.Connection]:
+    def _conn(self) -> sqlite3.Connection:
+        return self._db.connection()
+
+    def transaction(self) -> AbstractContextManager[sqlite3.Connection]:
         """One write transaction (BEGIN IMMEDIATE: takes the write lock up front, so two writers
         wait for each other instead of failing on a lock upgrade). Nested uses join the outer one."""
-        con = self._conn()
-        if self._local.depth:
-            self._local.depth += 1
-            try:
-                yield con
-            finally:
-                self._local.depth -= 1
-            return
-        try:
-            con.execute("BEGIN IMMEDIATE")
-        except sqlite3.OperationalError as exc:
-            raise DataError(f"the store is busy or locked: {exc}", str(self.path)) from None
-        self._local.depth = 1
-        try:
-            yield con
-        except BaseException:
-            self._local.depth = 0
-            con.execute("ROLLBACK")
-            raise
-        self._local.depth = 0
-        con.execute("COMMIT")
+        return self._db.transaction()
 
     def _read(self, sql: str, params: Iterable[Any] = ()) -> list[sqlite3.Row]:
         return self._conn().execute(sql, tuple(params)).fetchall()
@@ -355,10 +328,7 @@ class Store:
 
     def close(self) -> None:
         """Close this thread's connection (others close when their thread ends)."""
-        con = getattr(self._local, "con", None)
-        if con is not None:
-            con.close()
-            self._local.con = None
+        self._db.close()
 
     def _migrate(self) -> None:
         try:
