@@ -12,10 +12,8 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 
 from bot.diff import LEFT, RIGHT, Hunk, parse_hunk
 from bot.errors import DataError, DiffError
@@ -147,32 +145,6 @@ def read_examples(
                     raise
                 if errors is not None:
                     errors.append(str(exc))
-
-
-def write_jsonl(path: str | os.PathLike[str], rows: Iterable[JSONObject]) -> int:
-    """Write JSON lines atomically (temp file + rename): a crash never leaves half a file."""
-    target = Path(path)
-    try:
-        target.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent)
-    except OSError as exc:
-        raise DataError(f"cannot write: {exc.strerror}", str(target)) from exc
-    count = 0
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            for row in rows:
-                fh.write(json.dumps(row, ensure_ascii=False) + "\n")
-                count += 1
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return count
-
-
-def write_examples(path: str | os.PathLike[str], examples: Iterable[Example]) -> int:
-    """Write examples JSONL atomically."""
-    return write_jsonl(path, (ex.to_dict() for ex in examples))
 
 
 def fingerprint(examples: Iterable[Example]) -> str:

@@ -23,7 +23,8 @@ from typing import Any
 
 from bot.errors import ModelError, UsageError
 from bot.prompt import ANSWER_END, PROMPT_FORMAT_VERSION, SYSTEM_PROMPTS, PromptInput, prompt_text
-from revbot.adapters.versions import ModelRegistry, ModelVersion, now_iso, write_json_atomic
+from revbot.adapters.files import atomic_write_json
+from revbot.adapters.versions import ModelRegistry, ModelVersion, now_iso
 
 log = logging.getLogger(__name__)
 
@@ -153,7 +154,7 @@ def export_merged(
         tokenizer.save_pretrained(tmp)
         context = getattr(merged.config, "max_position_embeddings", None)
         (tmp / MODELFILE).write_text(modelfile(tokenizer, context, meta["prompt_format_version"]), encoding="utf-8")
-        write_json_atomic(
+        atomic_write_json(
             tmp / EXPORT_META_FILE,
             {
                 "merged_from": str(version.path),

@@ -28,7 +28,7 @@ from finetune.results import (
     verdict,
     version_order,
 )
-from revbot.adapters.versions import write_json_atomic
+from revbot.adapters.files import atomic_write_json
 
 SIDE_BY_SIDE = 10
 # One plot per scale and direction: scores × 100, shares where higher is better, and shares where
@@ -264,5 +264,5 @@ def write_report(report: EvalReport, out: str | Path) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     plots = plot(report, out)
     (out / "report.md").write_text(markdown(report, plots) + "\n", encoding="utf-8")
-    write_json_atomic(out / "metrics.json", report.to_dict(predictions=True))
+    atomic_write_json(out / "metrics.json", report.to_dict(predictions=True))
     return out

@@ -55,13 +55,14 @@ from pathlib import Path
 from typing import Any
 
 from bot.errors import DataError, ModelError, RevbotError, UsageError
-from bot.examples import Example, fingerprint, write_examples
+from bot.examples import Example, fingerprint
 from bot.prompt import PROMPT_FORMAT_VERSION
 from finetune.attention import SEGMENT_ATTENTION
 from finetune.attention import register as register_segment_attention
 from finetune.data import Splits, encode_examples, prompt_completion_dataset, split_examples
 from finetune.loss import AnswerHead
-from revbot.adapters.versions import META_FILE, ModelRegistry, ModelVersion, now_iso, write_json_atomic
+from revbot.adapters.files import atomic_write_json, write_examples
+from revbot.adapters.versions import META_FILE, ModelRegistry, ModelVersion, now_iso
 
 log = logging.getLogger(__name__)
 
@@ -1037,7 +1038,7 @@ def train(
             plot_loss_curve(history, out / LOSS_CURVE_FILE, f"{Path(base).name} + LoRA r={config.lora_r}")
             timings["save_s"] = time.perf_counter() - t0
             timings["total_s"] = time.perf_counter() - started
-            write_json_atomic(
+            atomic_write_json(
                 out / META_FILE,
                 {
                     "base_model": base,

@@ -10,7 +10,8 @@ import sys
 from collections.abc import Iterable
 
 from bot.datasets import ImportResult, export_records, read_dataset
-from bot.examples import Example, write_jsonl
+from bot.examples import Example
+from revbot.adapters.files import write_jsonl
 from revbot.adapters.store import Store
 
 

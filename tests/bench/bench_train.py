@@ -388,10 +388,10 @@ def main() -> None:
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
     from trl import pack_dataset
 
-    from bot.examples import write_examples
     from finetune.data import encode_example, prompt_completion_dataset
     from finetune.train import CPU_LORA_LAYERS, detect_target_modules
     from revbot.adapters.embedded import resolve
+    from revbot.adapters.files import write_examples
     from revbot.dev.tiny import build_tiny_model
     from tests.bench.bench_cpu_training import fp32_peak_gflops
 

@@ -8,7 +8,6 @@ from dataclasses import replace
 import pytest
 
 from bot.errors import DataError, UsageError
-from bot.examples import write_examples
 from bot.prompt import render_answer
 from finetune.data import (
     IGNORE_INDEX,
@@ -18,6 +17,7 @@ from finetune.data import (
     prompt_completion_dataset,
     split_examples,
 )
+from revbot.adapters.files import write_examples
 from tests.finetune.helpers import crc_examples, synthetic_examples
 
 

@@ -174,8 +174,8 @@ def test_evaluation_needs_examples(splits):
 
 def test_what_a_version_is_evaluated_on(tmp_path):
     from bot.errors import DataError
-    from bot.examples import write_examples
     from finetune.evaluate import examples_for
+    from revbot.adapters.files import write_examples
     from revbot.adapters.store import Store
     from revbot.adapters.versions import ModelVersion
 
