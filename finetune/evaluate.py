@@ -189,12 +189,12 @@ def store_feedback(store_path: str | Path) -> dict[str, Any] | None:
 
 
 def _load_tuned(spec: Any, quantize: str | None, batch_size: int) -> tuple[Any, ModelVersion | None, str]:
-    from revbot.adapters.model import Backend, load_backend
+    from revbot.adapters.model import Backend, BackendOptions, load_backend
 
     if isinstance(spec, Backend):
         return spec, None, getattr(spec, "name", "model")
     version = spec if isinstance(spec, ModelVersion) else ModelRegistry().resolve(str(spec))
-    backend = load_backend(adapter=str(version.path), quantize=quantize, batch_size=batch_size)
+    backend = load_backend(BackendOptions(adapter=str(version.path), quantize=quantize, batch_size=batch_size))
     return backend, version, version.name
 
 
@@ -255,10 +255,10 @@ def evaluate(
     base_model = version.base_model if version else None
     del tuned
     if base == "auto" and base_model:
-        from revbot.adapters.model import load_backend
+        from revbot.adapters.model import BackendOptions, load_backend
 
         try:
-            base_backend = load_backend(model=base_model, quantize=quantize, batch_size=batch_size)
+            base_backend = load_backend(BackendOptions(base_model, quantize=quantize, batch_size=batch_size))
         except ModelError as exc:
             log.warning("base model left out of the evaluation: %s", exc)
             base_backend = None

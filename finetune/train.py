@@ -684,9 +684,11 @@ def prepare_model(base: str, config: TrainConfig, device: Any) -> _Prepared:
     import torch
     from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
 
-    from revbot.adapters.model import LocalBackend
+    from revbot.adapters.model import BackendOptions, LocalBackend
 
-    backend = LocalBackend.load(base, quantize="4bit" if config.quantize else "none", device=str(device))
+    backend = LocalBackend.load(
+        BackendOptions(base, quantize="4bit" if config.quantize else "none", device=str(device))
+    )
     model, tokenizer = backend.model, backend.tokenizer
     keep_4bit_differentiable(model)
     pad_changed = ensure_pad_token(tokenizer)
@@ -938,13 +940,13 @@ def train(
     try:
         with interrupt.installed():
             output = trainer.train(resume_from_checkpoint=resume_from)
-    except KeyboardInterrupt:  # a second Ctrl-C, or one raised by a callback: the last checkpoint stands
+    except KeyboardInterrupt as exc:  # a second Ctrl-C, or one raised by a callback: the last checkpoint stands
         reporter.close()
-        raise TrainingInterrupted(_interrupted(trainer.state.global_step, total_steps, run_dir)) from None
+        raise TrainingInterrupted(_interrupted(trainer.state.global_step, total_steps, run_dir)) from exc
     except Exception as exc:
         reporter.close()
         if _is_oom(exc):
-            raise oom_error(config) from None
+            raise oom_error(config) from exc
         raise
     finally:
         if trainer.answer_head is not None:

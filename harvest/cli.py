@@ -30,10 +30,10 @@ def _logins(text: str | None) -> list[str]:
 def _when(value: str | None, option: str) -> str | None:
     try:
         return utc_timestamp(value)
-    except RevbotError:
+    except RevbotError as exc:
         raise UsageError(
             f"{option} must be a date or ISO-8601 time (2024-01-31 or 2024-01-31T12:00:00Z), got {value!r}"
-        ) from None
+        ) from exc
 
 
 def _run(fn: Callable[[], Any]) -> Any:
@@ -154,7 +154,7 @@ def harvest_github_cmd(
             raise GitHubError(
                 f"{exc}\nEverything fetched before the failure is stored; run the same command again to resume.",
                 exc.status,
-            ) from None
+            ) from exc
         finally:
             client.close()
         click.echo(json.dumps(summary.to_dict(), indent=2) if as_json else summary.text())

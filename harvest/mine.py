@@ -219,9 +219,9 @@ def harvest_github(
     try:
         _fetch_comments(client, store, repo, options, filters, summary, meter, on_page)
         _build_pending(client, store, repo, options, filters, config, summary, meter)
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:
         summary.interrupted = True
-        raise HarvestInterrupted(summary) from None
+        raise HarvestInterrupted(summary) from exc
     finally:
         summary.high_water = (store.get_state(repo, "high_water") or {}).get("updated_at")
     _rate_left(client, summary, meter)

@@ -116,9 +116,9 @@ def _version_answer_loss(
     version: Any, examples: Sequence[Example], quantize: str | None, batch_size: int
 ) -> float | None:
     from finetune.evaluate import answer_loss
-    from revbot.adapters.model import load_backend
+    from revbot.adapters.model import BackendOptions, load_backend
 
-    backend = load_backend(adapter=str(version.path), quantize=quantize, batch_size=batch_size)
+    backend = load_backend(BackendOptions(adapter=str(version.path), quantize=quantize, batch_size=batch_size))
     try:
         return answer_loss(backend, examples, batch_size)
     finally:
@@ -135,10 +135,10 @@ def retrain_lock(models_dir: Path) -> Iterator[None]:
     with open(models_dir / LOCK_NAME, "a+") as fh:
         try:
             fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
+        except BlockingIOError as exc:
             raise RetrainBusy(
                 f"another `revbot retrain` is running on {models_dir}; try again when it is done"
-            ) from None
+            ) from exc
         try:
             yield
         finally:

@@ -261,18 +261,18 @@ def review(
     kind = backend or settings.backend
 
     def load() -> Any:
-        return _load_backend(
-            kind,
-            settings,
-            config,
-            model=model,
+        from revbot.adapters.model import BackendOptions
+
+        asked = BackendOptions(
+            model,
             adapter=adapter,
-            model_version=model_version,
+            kind=kind,
             base_url=base_url,
             api_model=api_model,
             batch_size=batch_size or settings.batch_size,
             quantize=quantize or settings.quantize,
         )
+        return _load_backend(asked, settings, config, model_version=model_version)
 
     buffer = io.StringIO()
     sink = formats.StreamSink(fmt, buffer, commit_id=commit_id)
@@ -309,37 +309,27 @@ def _source(diff, git_range, staged, repo, TextSource, FileSource, GitSource):
     return FileSource(diff)
 
 
-def _load_backend(
-    kind: str,
-    settings: Any,
-    config: Any,
-    *,
-    model: str | None,
-    adapter: str | None,
-    model_version: str | None,
-    base_url: str | None,
-    api_model: str | None,
-    batch_size: int,
-    quantize: str | None,
-) -> Any:
-    """Resolve which model to use and load it (only called when there is something to review)."""
-    from revbot.adapters.model import load_backend
+def _load_backend(asked: Any, settings: Any, config: Any, *, model_version: str | None) -> Any:
+    """Resolve which model to use and load it (only called when there is something to review).
+    ``asked``: the BackendOptions the command line gave; the settings and the registry fill the rest."""
+    from revbot.adapters.model import BackendOptions, load_backend
 
-    if kind == "openai":
-        url = base_url or settings.openai_base_url
-        name = api_model or settings.openai_model or model
+    if asked.kind == "openai":
+        url = asked.base_url or settings.openai_base_url
+        name = asked.api_model or settings.openai_model or asked.model
         if not url:
             raise UsageError(
                 "--backend openai needs --base-url (or REVBOT_OPENAI_BASE_URL), e.g. http://127.0.0.1:8000/v1"
             )
         if not name:
             raise UsageError("--backend openai needs --api-model (or REVBOT_OPENAI_MODEL): the served model's name")
-        return load_backend(kind="openai", base_url=url, api_model=name, batch_size=batch_size)
+        return load_backend(BackendOptions(kind="openai", base_url=url, api_model=name, batch_size=asked.batch_size))
 
-    if base_url or api_model:
+    if asked.base_url or asked.api_model:
         raise UsageError("--base-url and --api-model are for --backend openai")
-    if model or adapter:  # revbot.adapters.model says clearly what is wrong with a missing path or an offline hub id
-        return load_backend(model, adapter=adapter, quantize=quantize, batch_size=batch_size)
+    if asked.model or asked.adapter:
+        # revbot.adapters.model says clearly what is wrong with a missing path or an offline hub id
+        return load_backend(asked)
 
     version_dir = _registry_version(
         model_version or config.model_version,
@@ -347,9 +337,9 @@ def _load_backend(
         explicit=model_version is not None or config.model_version is not None,
     )
     if version_dir is not None:
-        return load_backend(None, adapter=str(version_dir), quantize=quantize, batch_size=batch_size)
+        return load_backend(asked.replace(adapter=str(version_dir)))
     if settings.model:
-        return load_backend(settings.model, adapter=settings.adapter, quantize=quantize, batch_size=batch_size)
+        return load_backend(asked.replace(model=settings.model, adapter=settings.adapter))
     from revbot.adapters.embedded import DEFAULT_BASE_MODEL
 
     click.echo(
@@ -357,7 +347,7 @@ def _load_backend(
         f"model {DEFAULT_BASE_MODEL} (untuned, shown worked examples). Train one with `revbot train`.",
         err=True,
     )
-    return load_backend(DEFAULT_BASE_MODEL, quantize=quantize, batch_size=batch_size)
+    return load_backend(asked.replace(model=DEFAULT_BASE_MODEL))
 
 
 def _registry_version(spec: str | None, models_dir: Path, *, explicit: bool) -> Path | None:
@@ -365,9 +355,9 @@ def _registry_version(spec: str | None, models_dir: Path, *, explicit: bool) -> 
     (an explicitly asked-for version that is missing is an error)."""
     try:
         from revbot.adapters.versions import ModelRegistry
-    except ImportError:
+    except ImportError as exc:
         if explicit:
-            raise UsageError("model versions are not available in this installation") from None
+            raise UsageError("model versions are not available in this installation") from exc
         return None
     registry = ModelRegistry(models_dir)
     if explicit:
@@ -382,11 +372,11 @@ def _write_atomic(path: Path, text: str) -> None:
     try:
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=directory)
     except OSError as exc:
-        raise UsageError(f"cannot write {path}: {exc.strerror or exc}") from None
+        raise UsageError(f"cannot write {path}: {exc.strerror or exc}") from exc
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
             fh.write(text)
         os.replace(tmp, path)
     except OSError as exc:
         Path(tmp).unlink(missing_ok=True)
-        raise UsageError(f"cannot write {path}: {exc.strerror or exc}") from None
+        raise UsageError(f"cannot write {path}: {exc.strerror or exc}") from exc

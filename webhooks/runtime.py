@@ -22,19 +22,22 @@ def default_loader(cfg: ServiceConfig) -> Callable[[Any], Any]:
     """How a model version (or, with none promoted, the configured model) becomes a Backend."""
 
     def load(version: Any) -> Any:
-        from revbot.adapters.model import load_backend
+        from revbot.adapters.model import BackendOptions, load_backend
 
+        options = BackendOptions(quantize=cfg.quantize, batch_size=cfg.batch_size)
         if cfg.backend == "openai":
             name = cfg.openai_model or (version.name if version is not None else cfg.model)
-            return load_backend(cfg.model, kind="openai", base_url=cfg.openai_base_url, api_model=name)
+            return load_backend(
+                options.replace(kind="openai", model=cfg.model, base_url=cfg.openai_base_url, api_model=name)
+            )
         if version is not None:
-            return load_backend(adapter=str(version.path), quantize=cfg.quantize, batch_size=cfg.batch_size)
+            return load_backend(options.replace(adapter=str(version.path)))
         if not cfg.model and not cfg.adapter:
             raise ModelError(
                 f"no model to serve: promote a version in {cfg.models_dir} (`revbot models promote vN`) "
                 "or pass --model / set REVBOT_MODEL"
             )
-        return load_backend(cfg.model, adapter=cfg.adapter, quantize=cfg.quantize, batch_size=cfg.batch_size)
+        return load_backend(options.replace(model=cfg.model, adapter=cfg.adapter))
 
     return load
 

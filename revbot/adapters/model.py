@@ -27,7 +27,7 @@ import warnings
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from email.utils import parsedate_to_datetime
 from functools import cache
 from pathlib import Path
@@ -60,6 +60,53 @@ class Generation:
     prompt_tokens: int
     completion_tokens: int
     finish_reason: str
+
+
+@dataclass(frozen=True)
+class BackendOptions:
+    """Which model backend to get and how: one value that the CLI, evaluation, retraining and the
+    webhook worker build once and pass down (``load_backend``), instead of the same keywords at each
+    layer.
+
+    kind "local" (``LocalBackend.load``): ``model`` (hub id, local path or embedded name) and/or
+    ``adapter`` (a revbot adapter directory); ``quantize`` None (4-bit NF4 on CUDA, full precision on
+    CPU), "4bit" or "none"; ``device`` (default: CUDA when there is one); ``batch_size`` prompts per
+    micro-batch; ``temperature``/``seed`` (greedy when None); ``allow_base_mismatch`` with an adapter
+    and another base model; ``few_shot`` (default: only without an adapter).
+
+    kind "openai" (``OpenAIBackend``): ``base_url`` and ``api_model`` (default: ``model``), the served
+    name, which for vLLM can be a LoRA served with --lora-modules NAME=DIR; ``mode`` "chat" or
+    "completions"; ``max_concurrency`` requests in flight; ``prompt_format_version`` the served model
+    was trained with; ``max_context``; ``tokenizer`` a local tokenizer of the served model for exact
+    counts; the timeouts and retries of each request. ``temperature`` and ``few_shot`` apply too.
+    """
+
+    model: str | None = None
+    adapter: str | None = None
+    kind: str = "local"
+    # the local backend
+    quantize: str | None = None
+    device: str | None = None
+    batch_size: int = 8
+    temperature: float | None = None
+    seed: int | None = None
+    allow_base_mismatch: bool = False
+    few_shot: bool | None = None
+    # an OpenAI-compatible server
+    base_url: str | None = None
+    api_model: str | None = None
+    mode: str = "chat"
+    max_concurrency: int = 8
+    prompt_format_version: int | None = None
+    max_context: int | None = None
+    tokenizer: str | None = None
+    connect_timeout: float = 5.0
+    read_timeout: float = 120.0
+    max_retries: int = 4
+
+    def replace(self, **changes: Any) -> BackendOptions:
+        """A copy with ``changes`` (field names)."""
+        return replace(self, **changes)
 
 
 class Backend(ABC):
@@ -335,20 +382,9 @@ class LocalBackend(Backend):
     # -- loading
 
     @classmethod
-    def load(
-        cls,
-        model: str | None = None,
-        *,
-        adapter: str | None = None,
-        quantize: str | None = None,
-        device: str | None = None,
-        batch_size: int = 8,
-        temperature: float | None = None,
-        seed: int | None = None,
-        allow_base_mismatch: bool = False,
-        few_shot: bool | None = None,
-    ) -> LocalBackend:
-        """Load ``model`` (hub id or local path) and optionally the peft ``adapter`` directory.
+    def load(cls, options: BackendOptions) -> LocalBackend:
+        """Load ``options.model`` (hub id or local path) and optionally the peft ``options.adapter``
+        directory (the local fields of ``BackendOptions``; its server fields are not read).
 
         ``quantize``: None = 4-bit NF4 on CUDA and full precision on CPU; "4bit" forces NF4 (works on
         CPU too with bitsandbytes >= 0.49); "none" turns it off. With an adapter, ``model`` defaults to
@@ -358,6 +394,7 @@ class LocalBackend(Backend):
         (default: only without an adapter) shows the prompt format's worked examples to a model that
         was not trained on it.
         """
+        model, adapter, quantize = options.model, options.adapter, options.quantize
         if quantize not in (None, *QUANTIZE_CHOICES):
             raise ModelError(f"unknown quantization {quantize!r}; choose one of: {', '.join(QUANTIZE_CHOICES)}")
         version = PROMPT_FORMAT_VERSION
@@ -371,7 +408,7 @@ class LocalBackend(Backend):
             recorded = meta["base_model"]
             if model is None:
                 model, from_meta = recorded, True
-            elif not _same_model(model, recorded) and not allow_base_mismatch:
+            elif not _same_model(model, recorded) and not options.allow_base_mismatch:
                 raise ModelError(
                     f"the adapter in {adapter_dir} was trained on {recorded}, not {model}; leave the model out to "
                     "use the recorded one, or allow the mismatch explicitly if it is the same model elsewhere"
@@ -390,7 +427,7 @@ class LocalBackend(Backend):
         from transformers import AutoModelForCausalLM, AutoTokenizer
         from transformers.utils import logging as hf_logging
 
-        device = _resolve_device(device)
+        device = _resolve_device(options.device)
         on_cuda = device.startswith("cuda")
         if quantize is None:
             quantize = "4bit" if on_cuda else "none"
@@ -452,10 +489,10 @@ class LocalBackend(Backend):
             adapter=str(adapter_dir) if adapter_dir else None,
             prompt_format_version=version,
             quantized="4bit" if quantize == "4bit" else None,
-            batch_size=batch_size,
-            temperature=temperature,
-            seed=seed,
-            few_shot=adapter_dir is None if few_shot is None else few_shot,
+            batch_size=options.batch_size,
+            temperature=options.temperature,
+            seed=options.seed,
+            few_shot=adapter_dir is None if options.few_shot is None else options.few_shot,
         )
 
     def _eos_ids(self) -> list[int]:
@@ -841,69 +878,34 @@ class OpenAIBackend(Backend):
 # --------------------------------------------------------------------------- factory
 
 
-def load_backend(
-    model: str | None = None,
-    *,
-    adapter: str | None = None,
-    kind: str = "local",
-    base_url: str | None = None,
-    api_model: str | None = None,
-    quantize: str | None = None,
-    device: str | None = None,
-    batch_size: int = 8,
-    temperature: float | None = None,
-    seed: int | None = None,
-    allow_base_mismatch: bool = False,
-    few_shot: bool | None = None,
-    mode: str = "chat",
-    max_concurrency: int = 8,
-    prompt_format_version: int | None = None,
-    max_context: int | None = None,
-    tokenizer: str | None = None,
-    connect_timeout: float = 5.0,
-    read_timeout: float = 120.0,
-    max_retries: int = 4,
-) -> Backend:
-    """The backend the CLI, evaluation and the webhook worker use.
-
-    kind "local": ``model`` (hub id or path) and/or ``adapter`` (a revbot adapter directory).
-    kind "openai": ``base_url`` and ``api_model`` (defaults to ``model``): the server's model name,
-    which for vLLM can be a LoRA served with --lora-modules NAME=DIR.
-    """
-    if kind == "local":
-        if base_url or api_model:
+def load_backend(options: BackendOptions) -> Backend:
+    """The backend the CLI, evaluation, retraining and the webhook worker use (``BackendOptions``
+    says which: kind "local" loads ``model`` and/or ``adapter`` here, kind "openai" talks to
+    ``base_url``)."""
+    if options.kind == "local":
+        if options.base_url or options.api_model:
             raise ModelError("base_url/api_model are for kind='openai'; the local backend loads the model itself")
-        return LocalBackend.load(
-            model,
-            adapter=adapter,
-            quantize=quantize,
-            device=device,
-            batch_size=batch_size,
-            temperature=temperature,
-            seed=seed,
-            allow_base_mismatch=allow_base_mismatch,
-            few_shot=few_shot,
-        )
-    if kind == "openai":
-        if adapter:
+        return LocalBackend.load(options)
+    if options.kind == "openai":
+        if options.adapter:
             raise ModelError(
                 "an adapter directory is loaded by the local backend; to use it through a server, serve it "
                 "there (vLLM: --lora-modules NAME=DIR) and pass api_model=NAME"
             )
-        if not base_url:
+        if not options.base_url:
             raise ModelError("the openai backend needs a base URL, for example http://127.0.0.1:8000/v1")
         return OpenAIBackend(
-            base_url,
-            api_model or model or "",
-            mode=mode,
-            prompt_format_version=prompt_format_version,
-            max_context=max_context,
-            max_concurrency=max_concurrency,
-            connect_timeout=connect_timeout,
-            read_timeout=read_timeout,
-            max_retries=max_retries,
-            temperature=temperature or 0.0,
-            tokenizer=tokenizer,
-            few_shot=bool(few_shot),
+            options.base_url,
+            options.api_model or options.model or "",
+            mode=options.mode,
+            prompt_format_version=options.prompt_format_version,
+            max_context=options.max_context,
+            max_concurrency=options.max_concurrency,
+            connect_timeout=options.connect_timeout,
+            read_timeout=options.read_timeout,
+            max_retries=options.max_retries,
+            temperature=options.temperature or 0.0,
+            tokenizer=options.tokenizer,
+            few_shot=bool(options.few_shot),
         )
-    raise ModelError(f"unknown backend kind {kind!r}; choose 'local' or 'openai'")
+    raise ModelError(f"unknown backend kind {options.kind!r}; choose 'local' or 'openai'")

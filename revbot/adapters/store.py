@@ -295,7 +295,7 @@ class Store:
         except OSError as exc:
             raise DataError(
                 f"cannot create the directory for the store: {exc.strerror}", str(self.path.parent)
-            ) from None
+            ) from exc
         self._migrate()
 
     def __repr__(self) -> str:
@@ -354,7 +354,7 @@ class Store:
                         "INSERT INTO migrations (id, name, applied_at) VALUES (?, ?, ?)", (number, name, now_stamp())
                     )
         except sqlite3.DatabaseError as exc:
-            raise DataError(f"not a usable revbot store: {exc}", str(self.path)) from None
+            raise DataError(f"not a usable revbot store: {exc}", str(self.path)) from exc
 
     @property
     def schema_version(self) -> int:

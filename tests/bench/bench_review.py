@@ -106,7 +106,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from bot.diff import parse_diff
     from bot.review import ReviewOptions, review_diff
-    from revbot.adapters.model import load_backend
+    from revbot.adapters.model import BackendOptions, load_backend
 
     with tempfile.TemporaryDirectory() as tmp:
         model_dir = args.model
@@ -118,7 +118,7 @@ def main(argv: list[str] | None = None) -> int:
 
         if args.threads > 0:
             torch.set_num_threads(args.threads)
-        backend = load_backend(model_dir, batch_size=args.batch_size, quantize="none")
+        backend = load_backend(BackendOptions(model_dir, batch_size=args.batch_size, quantize="none"))
 
         print(
             f"model: {backend.describe()['model']} ({args.arch if not args.model else 'given'}), "

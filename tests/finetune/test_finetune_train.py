@@ -78,7 +78,7 @@ def test_version_loads_with_peft_and_the_review_backend(trained):
     from peft import PeftModel
     from transformers import AutoModelForCausalLM
 
-    from revbot.adapters.model import load_backend
+    from revbot.adapters.model import BackendOptions, load_backend
 
     models, _ = trained
     version = ModelRegistry(models).get("v1")
@@ -86,7 +86,7 @@ def test_version_loads_with_peft_and_the_review_backend(trained):
     peft_model = PeftModel.from_pretrained(base, str(version.path))
     lora_b = [p for n, p in peft_model.named_parameters() if "lora_B" in n]
     assert lora_b and any(p.abs().sum() > 0 for p in lora_b)  # trained: LoRA B starts at zero
-    backend = load_backend(adapter=str(version.path))
+    backend = load_backend(BackendOptions(adapter=str(version.path)))
     (gen,) = backend.generate([synthetic_examples(1, 1)[0].prompt_input()], max_new_tokens=4)
     assert gen.completion_tokens >= 1
 
@@ -312,7 +312,7 @@ def test_base_model_without_pad_token_trains_and_saves_one(tmp_path, tiny_llama)
 
 
 def test_chat_model_trains_without_packing_and_serves(tmp_path, tiny_qwen):
-    from revbot.adapters.model import load_backend
+    from revbot.adapters.model import BackendOptions, load_backend
 
     version = train(
         synthetic_examples(),
@@ -322,7 +322,7 @@ def test_chat_model_trains_without_packing_and_serves(tmp_path, tiny_qwen):
         progress=False,
     )
     assert version.metrics["packing"] is False and version.meta["chat_template"] is True
-    backend = load_backend(adapter=str(version.path))
+    backend = load_backend(BackendOptions(adapter=str(version.path)))
     assert backend.chat
     (gen,) = backend.generate([synthetic_examples(1, 1)[0].prompt_input()], max_new_tokens=3)
     assert gen.completion_tokens >= 1
@@ -337,7 +337,7 @@ def test_two_processes_train_one_version(tmp_path, tiny_llama):
     import sys
     from pathlib import Path
 
-    from revbot.adapters.files import write_examples
+    from bot.examples import write_examples
 
     data = tmp_path / "examples.jsonl"
     write_examples(data, synthetic_examples())

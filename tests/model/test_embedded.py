@@ -167,9 +167,9 @@ def test_modelfile_template_renders_what_training_saw(smollm2):
 
 def test_v1_adapters_still_load(tiny_llama, tmp_path):
     """An adapter trained on prompt format 1 is served with format 1's system prompt."""
-    from revbot.adapters.model import LocalBackend
+    from revbot.adapters.model import BackendOptions, LocalBackend
 
-    backend = LocalBackend.load(str(tiny_llama))
+    backend = LocalBackend.load(BackendOptions(str(tiny_llama)))
     assert backend.few_shot is True  # no adapter: an untuned model gets the worked examples
     adapter = tmp_path / "v1"
     from peft import LoraConfig, get_peft_model
@@ -177,7 +177,7 @@ def test_v1_adapters_still_load(tiny_llama, tmp_path):
     peft_model = get_peft_model(backend.model, LoraConfig(r=2, target_modules=["q_proj"], task_type="CAUSAL_LM"))
     peft_model.save_pretrained(adapter)
     (adapter / "revbot.json").write_text(json.dumps({"base_model": str(tiny_llama), "prompt_format_version": 1}))
-    served = LocalBackend.load(adapter=str(adapter))
+    served = LocalBackend.load(BackendOptions(adapter=str(adapter)))
     assert served.prompt_format_version == 1 and served.few_shot is False
     inp = render_input("a.py", parse_hunk("@@ -1 +1 @@\n-a = 1\n+a = 2\n"))
     rendered = served.render_prompt(inp)

@@ -15,6 +15,7 @@ from bot.errors import ModelError
 from bot.prompt import ANSWER_END, PROMPT_FORMAT_VERSION, PromptInput
 from revbot.adapters.model import (
     ADAPTER_META_FILE,
+    BackendOptions,
     Generation,
     LocalBackend,
     StopTracker,
@@ -272,7 +273,7 @@ def test_generation_stops_at_answer_end_and_trims(tiny_llama):
 def test_4bit_nf4_loads_on_cpu_and_generates(tiny_llama, prompts):
     import bitsandbytes as bnb
 
-    backend = load_backend(str(tiny_llama), quantize="4bit", device="cpu", batch_size=4)
+    backend = load_backend(BackendOptions(str(tiny_llama), quantize="4bit", device="cpu", batch_size=4))
     assert backend.describe()["quantized"] == "4bit"
     layers = [m for m in backend.model.modules() if isinstance(m, bnb.nn.Linear4bit)]
     assert layers, "no 4-bit layers"
@@ -284,11 +285,11 @@ def test_4bit_nf4_loads_on_cpu_and_generates(tiny_llama, prompts):
 
 
 def test_quantization_defaults_off_on_cpu(tiny_llama):
-    backend = load_backend(str(tiny_llama), device="cpu")
+    backend = load_backend(BackendOptions(str(tiny_llama), device="cpu"))
     assert backend.quantized is None
     assert not any(type(m).__name__ == "Linear4bit" for m in backend.model.modules())
     with pytest.raises(ModelError, match="unknown quantization"):
-        load_backend(str(tiny_llama), quantize="8bit")
+        load_backend(BackendOptions(str(tiny_llama), quantize="8bit"))
 
 
 # --------------------------------------------------------------------------- adapters
@@ -325,7 +326,7 @@ def _copy_adapter(adapter_dir, tmp_path, **meta):
 def test_adapter_loads_on_its_recorded_base(adapter_dir, tiny_llama, llama_backend, prompts):
     from peft import PeftModel
 
-    backend = load_backend(adapter=str(adapter_dir), device="cpu")
+    backend = load_backend(BackendOptions(adapter=str(adapter_dir), device="cpu"))
     assert isinstance(backend.model, PeftModel)
     info = backend.describe()
     assert info["model"] == str(tiny_llama) and info["adapter"] == str(adapter_dir)
@@ -333,14 +334,14 @@ def test_adapter_loads_on_its_recorded_base(adapter_dir, tiny_llama, llama_backe
     adapted = backend.generate(prompts[:2], max_new_tokens=MAX_NEW)
     assert _key(adapted) != _key(llama_backend.generate(prompts[:2], max_new_tokens=MAX_NEW))
     # naming the same base explicitly (another spelling of the path) is fine
-    same = load_backend(str(tiny_llama) + "/", adapter=str(adapter_dir), device="cpu")
+    same = load_backend(BackendOptions(str(tiny_llama) + "/", adapter=str(adapter_dir), device="cpu"))
     assert _key(same.generate(prompts[:2], max_new_tokens=MAX_NEW)) == _key(adapted)
 
 
 def test_adapter_with_another_prompt_format_is_refused(adapter_dir, tmp_path):
     old = _copy_adapter(adapter_dir, tmp_path, prompt_format_version=PROMPT_FORMAT_VERSION + 41)
     with pytest.raises(ModelError) as err:
-        load_backend(adapter=str(old), device="cpu")
+        load_backend(BackendOptions(adapter=str(old), device="cpu"))
     message = str(err.value)
     assert f"prompt format version {PROMPT_FORMAT_VERSION + 41}" in message
     assert "this revbot renders versions 1, 2" in message
@@ -350,15 +351,17 @@ def test_adapter_with_another_prompt_format_is_refused(adapter_dir, tmp_path):
 def test_adapter_whose_recorded_base_is_gone(adapter_dir, tmp_path):
     moved = _copy_adapter(adapter_dir, tmp_path, base_model=str(tmp_path / "moved-away"))
     with pytest.raises(ModelError, match=r"no model at .*moved-away \(the base_model recorded in .*revbot\.json\)"):
-        load_backend(adapter=str(moved), device="cpu")
+        load_backend(BackendOptions(adapter=str(moved), device="cpu"))
 
 
 def test_adapter_on_another_base_needs_the_override(adapter_dir, tiny_llama, tiny_qwen2):
     with pytest.raises(
         ModelError, match=f"was trained on {re.escape(str(tiny_llama))}, not {re.escape(str(tiny_qwen2))}"
     ):
-        load_backend(str(tiny_qwen2), adapter=str(adapter_dir), device="cpu")
-    backend = load_backend(str(tiny_qwen2), adapter=str(adapter_dir), device="cpu", allow_base_mismatch=True)
+        load_backend(BackendOptions(str(tiny_qwen2), adapter=str(adapter_dir), device="cpu"))
+    backend = load_backend(
+        BackendOptions(str(tiny_qwen2), adapter=str(adapter_dir), device="cpu", allow_base_mismatch=True)
+    )
     assert backend.describe()["model"] == str(tiny_qwen2)  # same shapes, so it loads when told to
 
 
@@ -385,7 +388,7 @@ def test_broken_adapter_directories(tmp_path, case, fragment):
     elif case == "not-a-dir":
         target = tmp_path / "missing"
     with pytest.raises(ModelError) as err:
-        load_backend(adapter=str(target), device="cpu")
+        load_backend(BackendOptions(adapter=str(target), device="cpu"))
     assert fragment in str(err.value)
 
 
@@ -395,25 +398,25 @@ def test_broken_adapter_directories(tmp_path, case, fragment):
 def test_missing_local_path_is_a_clear_error(tmp_path):
     for ref in (str(tmp_path / "nope"), "./models/not-here", "../x/y/z"):
         with pytest.raises(ModelError, match=f"no model at {ref}"):
-            load_backend(ref, device="cpu")
+            load_backend(BackendOptions(ref, device="cpu"))
     empty = tmp_path / "empty"
     empty.mkdir()
     with pytest.raises(ModelError, match="is not a model directory: config.json is missing"):
-        load_backend(str(empty), device="cpu")
+        load_backend(BackendOptions(str(empty), device="cpu"))
     with pytest.raises(ModelError, match="no model given"):
-        load_backend(device="cpu")
+        load_backend(BackendOptions(device="cpu"))
     broken = tmp_path / "broken"
     broken.mkdir()
     (broken / "config.json").write_text('{"model_type": "no-such-architecture"}')
     with pytest.raises(ModelError, match=f"could not load the tokenizer from {broken}: "):
-        load_backend(str(broken), device="cpu")
+        load_backend(BackendOptions(str(broken), device="cpu"))
 
 
 def test_hub_id_without_network_fails_fast(monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     started = time.monotonic()
     with pytest.raises(ModelError) as err:
-        load_backend("revbot-test-org/no-such-model-1.5B", device="cpu")
+        load_backend(BackendOptions("revbot-test-org/no-such-model-1.5B", device="cpu"))
     assert time.monotonic() - started < 5
     message = str(err.value)
     assert message.startswith(
@@ -424,10 +427,12 @@ def test_hub_id_without_network_fails_fast(monkeypatch):
 
 def test_load_backend_argument_errors(tiny_llama, tmp_path):
     with pytest.raises(ModelError, match="unknown backend kind"):
-        load_backend(str(tiny_llama), kind="vllm")
+        load_backend(BackendOptions(str(tiny_llama), kind="vllm"))
     with pytest.raises(ModelError, match="needs a base URL"):
-        load_backend(kind="openai", api_model="m")
+        load_backend(BackendOptions(kind="openai", api_model="m"))
     with pytest.raises(ModelError, match="lora-modules"):
-        load_backend(kind="openai", adapter=str(tmp_path), base_url="http://127.0.0.1:9/v1", api_model="m")
+        load_backend(
+            BackendOptions(kind="openai", adapter=str(tmp_path), base_url="http://127.0.0.1:9/v1", api_model="m")
+        )
     with pytest.raises(ModelError, match="for kind='openai'"):
-        load_backend(str(tiny_llama), base_url="http://127.0.0.1:9/v1")
+        load_backend(BackendOptions(str(tiny_llama), base_url="http://127.0.0.1:9/v1"))

@@ -10,7 +10,7 @@ from openai_server import FakeOpenAIServer
 
 from bot.errors import ModelError
 from bot.prompt import ANSWER_END, PROMPT_FORMAT_VERSION
-from revbot.adapters.model import OpenAIBackend, load_backend, trim_answer
+from revbot.adapters.model import BackendOptions, OpenAIBackend, load_backend, trim_answer
 
 KEY = "sk-revbottest-0123456789abcdefghijklmnop"
 
@@ -207,7 +207,9 @@ def test_asserted_prompt_format_and_argument_checks(server):
         _backend(server, mode="responses")
     with pytest.raises(ModelError, match="no served model name"):
         OpenAIBackend(server.base_url, "")
-    via_factory = load_backend(kind="openai", base_url=server.base_url + "/", api_model="lora-v3", mode="completions")
+    via_factory = load_backend(
+        BackendOptions(kind="openai", base_url=server.base_url + "/", api_model="lora-v3", mode="completions")
+    )
     assert isinstance(via_factory, OpenAIBackend)
     assert via_factory.url == server.base_url + "/completions" and via_factory.model == "lora-v3"
     assert via_factory.generate([]) == []
