@@ -47,11 +47,11 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from types import MappingProxyType
-from typing import Any
 
 from bot.diff import HUNK_HEADER, LEFT, RIGHT, Hunk, parse_hunk
 from bot.errors import DataError, DiffError, UsageError
 from bot.examples import Example, ExampleComment, example_id
+from bot.ports import JSON, JSONObject
 from bot.prompt import ANSWER_END, SYSTEM_PROMPTS, PromptInput, canonical, normalize_body, parse_output, render_answer
 from bot.records import StoredComment, utc_timestamp
 from bot.review_bots import review_bot_signature
@@ -115,9 +115,9 @@ class ReadContext:
     comments: list[StoredComment] = field(default_factory=list)
 
 
-RecordReader = Callable[[dict[str, Any], ReadContext], Example]
+RecordReader = Callable[[JSONObject, ReadContext], Example]
 """One decoded record -> one Example; a bad record raises DataError (or the module's own _Bad)."""
-RecordWriter = Callable[[Example, bool], dict[str, Any]]
+RecordWriter = Callable[[Example, bool], JSONObject]
 """One Example -> one JSON object; the flag says whether to add the ``revbot`` block."""
 
 
@@ -154,7 +154,7 @@ class ImportResult:
     def negatives(self) -> int:
         return len(self.examples) - self.positives
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> JSONObject:
         return {
             "file": self.path,
             "format": self.fmt,
@@ -205,7 +205,7 @@ class ImportResult:
 # --------------------------------------------------------------------------- reading records
 
 
-def _records(path: str | os.PathLike[str]) -> Iterator[tuple[int, Any]]:
+def _records(path: str | os.PathLike[str]) -> Iterator[tuple[int, JSON]]:
     """(line number, decoded JSON) for a JSONL file or a JSON array file. A line that is not JSON
     yields a _Bad in place of the value, so the caller can skip it or raise with file:line."""
     name = str(path)
@@ -238,7 +238,7 @@ def _skip_space(text: str, pos: int) -> int:
     return m.end() if m else pos
 
 
-def _array_records(text: str) -> Iterator[tuple[int, Any]]:
+def _array_records(text: str) -> Iterator[tuple[int, JSON]]:
     decoder = json.JSONDecoder()
     pos = text.index("[") + 1
     while True:
@@ -286,10 +286,10 @@ def parse_field_map(spec: str | None) -> dict[str, str] | None:
     return out
 
 
-def _get(record: Mapping[str, Any], dotted: str | None) -> Any:
+def _get(record: Mapping[str, JSON], dotted: str | None) -> JSON:
     if not dotted:
         return None
-    value: Any = record
+    value: JSON = record
     for part in dotted.split("."):
         if not isinstance(value, dict):
             return None
@@ -300,7 +300,7 @@ def _get(record: Mapping[str, Any], dotted: str | None) -> Any:
 # --------------------------------------------------------------------------- hunks and anchors
 
 
-def _clean_hunk(text: Any, notes: Counter[str]) -> Hunk:
+def _clean_hunk(text: JSON, notes: Counter[str]) -> Hunk:
     """Text of one hunk -> Hunk whose header matches its lines (a diff_hunk is cut at the comment,
     so GitHub's header announces more lines than it holds), at most MAX_HUNK_LINES long."""
     if not isinstance(text, str) or not text.strip():
@@ -348,7 +348,7 @@ def _last_change_anchor(hunk: Hunk) -> tuple[int, str]:
     return _end_anchor(hunk)
 
 
-def _int(value: Any, what: str) -> int | None:
+def _int(value: JSON, what: str) -> int | None:
     if value is None or value == "":
         return None
     try:
@@ -357,7 +357,7 @@ def _int(value: Any, what: str) -> int | None:
         raise _Bad(f"bad {what}", f"field {what!r} must be an integer, got {value!r}") from exc
 
 
-def _time(value: Any) -> str:
+def _time(value: JSON) -> str:
     try:
         return utc_timestamp(value) or ""
     except DataError as exc:
@@ -382,7 +382,7 @@ def _single_comment_example(
     created_at: str,
     source: str,
     ident: str | None,
-    meta: dict[str, Any] | None = None,
+    meta: JSONObject | None = None,
 ) -> Example:
     comments: list[ExampleComment] = []
     body = normalize_body(body or "")
@@ -401,7 +401,7 @@ def _single_comment_example(
 
 
 def _mapped(
-    record: Mapping[str, Any],
+    record: Mapping[str, JSON],
     fmap: Mapping[str, str],
     default_repo: str,
     source: str,
@@ -449,7 +449,7 @@ def _mapped(
     )
 
 
-def _read_jsonl(record: dict[str, Any], ctx: ReadContext) -> Example:
+def _read_jsonl(record: JSONObject, ctx: ReadContext) -> Example:
     """The example schema itself, or (with a field map) any hunk + comment JSONL."""
     if ctx.field_map is not None:
         return _mapped(record, ctx.field_map, ctx.default_repo, "import:jsonl", ctx.notes, anchor_at_end=False)
@@ -476,7 +476,7 @@ def _same_comment(normalised: str, original: str) -> bool:
     return all(w in big for w in (_skeleton(w) for w in re.findall(r"\w+", normalised)) if len(w) >= 3)
 
 
-def _read_crc(record: dict[str, Any], ctx: ReadContext) -> Example:
+def _read_crc(record: JSONObject, ctx: ReadContext) -> Example:
     """One crc-py row. Its ``enriched`` text ("File: P\nCode: HUNK\nComment: TEXT") was made from
     the original comment and hunk, before the dataset's authors lower-cased the comment, stripped
     code spans and suggestion blocks and (in some rows) flattened the hunk's line breaks. The row is
@@ -532,7 +532,7 @@ def _read_crc(record: dict[str, Any], ctx: ReadContext) -> Example:
     return example
 
 
-def _read_codereviewer(record: dict[str, Any], ctx: ReadContext) -> Example:
+def _read_codereviewer(record: JSONObject, ctx: ReadContext) -> Example:
     patch = record.get("patch")
     if not isinstance(patch, str) or not patch.strip():
         raise _Bad("no patch", "field 'patch' is empty or missing")
@@ -593,7 +593,7 @@ def hunk_from_prompt(user: str) -> tuple[str, Hunk]:
         raise _Bad("not a revbot prompt", f"the prompt's hunk does not match its header: {exc}") from exc
 
 
-def _from_chat(system: Any, user: Any, answer: Any, block: Any, fmt: str, ctx: ReadContext) -> Example:
+def _from_chat(system: JSON, user: JSON, answer: JSON, block: JSON, fmt: str, ctx: ReadContext) -> Example:
     default_repo, notes = ctx.default_repo, ctx.notes
     if not isinstance(user, str) or not isinstance(answer, str):
         raise _Bad(
@@ -656,12 +656,12 @@ def _from_chat(system: Any, user: Any, answer: Any, block: Any, fmt: str, ctx: R
     )
 
 
-def _turns(record: Mapping[str, Any], key: str, key_role: str, key_text: str, roles: Mapping[str, str]) -> list[Any]:
+def _turns(record: Mapping[str, JSON], key: str, key_role: str, key_text: str, roles: Mapping[str, str]) -> list[JSON]:
     """(system, user, assistant): the first turn of each role in a conversation list."""
     turns = record.get(key)
     if not isinstance(turns, list):
         raise _Bad("missing conversation", f"field {key!r} must be a list")
-    found: dict[str, Any] = {}
+    found: JSONObject = {}
     for turn in turns:
         if isinstance(turn, dict):
             role = roles.get(str(turn.get(key_role)))
@@ -670,7 +670,7 @@ def _turns(record: Mapping[str, Any], key: str, key_role: str, key_text: str, ro
     return [found.get("system"), found.get("user"), found.get("assistant")]
 
 
-def _read_alpaca(record: dict[str, Any], ctx: ReadContext) -> Example:
+def _read_alpaca(record: JSONObject, ctx: ReadContext) -> Example:
     parts = record.get("instruction"), record.get("input"), record.get("output")
     return _from_chat(*parts, record.get("revbot"), "alpaca", ctx)
 
@@ -679,12 +679,12 @@ _SHAREGPT_ROLES = {"system": "system", "human": "user", "user": "user", "gpt": "
 _OPENAI_ROLES = {"system": "system", "user": "user", "assistant": "assistant"}
 
 
-def _read_sharegpt(record: dict[str, Any], ctx: ReadContext) -> Example:
+def _read_sharegpt(record: JSONObject, ctx: ReadContext) -> Example:
     system, user, answer = _turns(record, "conversations", "from", "value", _SHAREGPT_ROLES)
     return _from_chat(system, user, answer, record.get("revbot"), "sharegpt", ctx)
 
 
-def _read_openai(record: dict[str, Any], ctx: ReadContext) -> Example:
+def _read_openai(record: JSONObject, ctx: ReadContext) -> Example:
     system, user, answer = _turns(record, "messages", "role", "content", _OPENAI_ROLES)
     return _from_chat(system, user, answer, record.get("revbot"), "openai", ctx)
 
@@ -692,8 +692,8 @@ def _read_openai(record: dict[str, Any], ctx: ReadContext) -> Example:
 # --------------------------------------------------------------------------- writers, per format
 
 
-def _block(ex: Example) -> dict[str, Any]:
-    block: dict[str, Any] = {
+def _block(ex: Example) -> JSONObject:
+    block: JSONObject = {
         "id": ex.id,
         "repo": ex.repo,
         "pr": ex.pr,
@@ -712,23 +712,23 @@ def _block(ex: Example) -> dict[str, Any]:
     return block
 
 
-def _with_block(out: dict[str, Any], ex: Example, meta: bool) -> dict[str, Any]:
+def _with_block(out: JSONObject, ex: Example, meta: bool) -> JSONObject:
     if meta:
         out["revbot"] = _block(ex)
     return out
 
 
-def _write_jsonl(ex: Example, meta: bool) -> dict[str, Any]:
+def _write_jsonl(ex: Example, meta: bool) -> JSONObject:
     return ex.to_dict()  # the schema carries its provenance itself
 
 
-def _write_alpaca(ex: Example, meta: bool) -> dict[str, Any]:
+def _write_alpaca(ex: Example, meta: bool) -> JSONObject:
     inp: PromptInput = ex.prompt_input()
-    out: dict[str, Any] = {"instruction": inp.system, "input": inp.user, "output": render_answer(ex.comments)}
+    out: JSONObject = {"instruction": inp.system, "input": inp.user, "output": render_answer(ex.comments)}
     return _with_block(out, ex, meta)
 
 
-def _write_sharegpt(ex: Example, meta: bool) -> dict[str, Any]:
+def _write_sharegpt(ex: Example, meta: bool) -> JSONObject:
     inp = ex.prompt_input()
     turns = [
         {"from": "system", "value": inp.system},
@@ -738,7 +738,7 @@ def _write_sharegpt(ex: Example, meta: bool) -> dict[str, Any]:
     return _with_block({"conversations": turns}, ex, meta)
 
 
-def _write_openai(ex: Example, meta: bool) -> dict[str, Any]:
+def _write_openai(ex: Example, meta: bool) -> JSONObject:
     inp = ex.prompt_input()
     turns = [
         {"role": "system", "content": inp.system},
@@ -861,14 +861,14 @@ def read_dataset(
     return result
 
 
-def export_record(ex: Example, fmt: str, *, meta: bool = True) -> dict[str, Any]:
+def export_record(ex: Example, fmt: str, *, meta: bool = True) -> JSONObject:
     """One example in an export format (see the module docstring)."""
     writer = get_format(fmt, "export").write
     assert writer is not None  # get_format(..., "export") returns writable formats only
     return writer(ex, meta)
 
 
-def export_records(examples: Iterable[Example], fmt: str, *, meta: bool = True) -> Iterator[dict[str, Any]]:
+def export_records(examples: Iterable[Example], fmt: str, *, meta: bool = True) -> Iterator[JSONObject]:
     """Examples as records of ``fmt``, lazily; an unknown ``fmt`` is refused now, before any is made."""
     writer = get_format(fmt, "export").write
     assert writer is not None
