@@ -13,6 +13,7 @@ import click
 
 from bot.errors import DataError, UsageError
 from finetune.evaluate import DEFAULT_EVAL_BATCH_SIZE, DEFAULT_MAX_NEW_TOKENS
+from revbot.adapters.cli_options import deprecated_alias, quiet
 from revbot.adapters.versions import ModelRegistry, default_models_dir
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
@@ -50,32 +51,40 @@ def _fmt(value: Any, digits: int = 4) -> str:
 
 TRAIN_EPILOG = """\b
 Examples:
-  revbot train --base-model Qwen/Qwen2.5-Coder-1.5B-Instruct          # QLoRA on the dataset store
-  revbot train --data examples.jsonl --base-model ./my-model --epochs 2
-  revbot train --base-model M --max-steps 200 --resume                  # continue an interrupted run
-  accelerate launch --multi_gpu --num_processes 4 -m revbot train --base-model M   # several GPUs
+  revbot train --model Qwen/Qwen2.5-Coder-1.5B-Instruct          # QLoRA on the dataset store
+  revbot train --data examples.jsonl --model ./my-model --epochs 2
+  revbot train --model M --max-steps 200 --resume                  # continue an interrupted run
+  accelerate launch --multi_gpu --num_processes 4 -m revbot train --model M   # several GPUs
 
 \b
 Splits: the newest PRs are the test set, the next newest validation (whole PRs, deterministic for a
 --seed). A new version is written to DIR/vN; it becomes current only with --promote, or when nothing
-is current yet (the first version). Evaluate it with `revbot eval --model vN`.
+is current yet (the first version). Evaluate it with `revbot eval --version vN`.
 """
 
 
 @click.command("train", context_settings=CONTEXT, epilog=TRAIN_EPILOG)
 @click.option(
+    "--db",
+    metavar="FILE",
+    default=None,
+    help="The dataset store to train on (SQLite, default: $REVBOT_DB, else revbot.db).",
+)
+@click.option(
     "--data",
     metavar="FILE",
     default=None,
-    help="The dataset store (SQLite, default: $REVBOT_DB, else revbot.db) or an examples JSONL.",
+    help="Train on an examples JSONL instead of the dataset store.",
 )
 @click.option(
-    "--base-model",
+    "--model",
+    "base_model",
     metavar="ID_OR_PATH",
     default=None,
-    help="Hub id or local path of the model to adapt, or the embedded smollm2-135m (default: the "
+    help="Base model to adapt: a hub id, a local path or the embedded smollm2-135m (default: the "
     "current version's base model, else $REVBOT_MODEL, else smollm2-135m).",
 )
+@deprecated_alias("--base-model", "--model", "base_model", metavar="ID_OR_PATH")
 @models_dir_option
 @click.option("--epochs", type=float, default=3.0, show_default=True, help="Passes over the training split.")
 @click.option(
@@ -150,8 +159,8 @@ is current yet (the first version). Evaluate it with `revbot eval --model vN`.
     default=None,
     help="Make the new version current. Default: only when no version is current yet.",
 )
-@click.option("--quiet", is_flag=True, help="No progress bar.")
 def train(
+    db,
     data,
     base_model,
     models_dir,
@@ -177,7 +186,6 @@ def train(
     patience,
     eval_every,
     promote,
-    quiet,
 ):
     """Train a QLoRA adapter on past reviews and write it as a new model version.
 
@@ -190,8 +198,10 @@ def train(
     from finetune.train import train as run_training
     from revbot.adapters.embedded import DEFAULT_BASE_MODEL
 
+    if db and data:
+        raise UsageError("give --db (the dataset store) or --data (an examples file), not both")
     registry = _registry(models_dir)
-    data_path = Path(data) if data else _default_store()
+    data_path = Path(data or db) if (data or db) else _default_store()
     if base_model is None:
         current = registry.current()
         base_model = (current.base_model if current else None) or os.environ.get("REVBOT_MODEL") or DEFAULT_BASE_MODEL
@@ -223,7 +233,9 @@ def train(
         eval_every=eval_every,
         resume=resume,
     )
-    version = run_training(examples, base_model, registry.root, config, data_source=str(data_path), progress=not quiet)
+    version = run_training(
+        examples, base_model, registry.root, config, data_source=str(data_path), progress=not quiet()
+    )
     from accelerate import PartialState
 
     if not PartialState().is_main_process:  # several processes (accelerate launch): one reports
@@ -248,7 +260,7 @@ def train(
         click.echo(f"  {version.name} is now current")
     else:
         click.echo(
-            f"  not promoted; compare with `revbot eval --model {version.name}`, then "
+            f"  not promoted; compare with `revbot eval --version {version.name}`, then "
             f"`revbot models promote {version.name}`"
         )
 
@@ -258,32 +270,37 @@ def train(
 
 @click.command("eval", context_settings=CONTEXT)
 @click.option(
-    "--model",
+    "--version",
     "model_spec",
     metavar="vN|current|latest|DIR",
     default=None,
-    help="Version to evaluate (default: current, else the latest).",
+    help="Model version to evaluate (default: current, else the latest).",
 )
+@deprecated_alias("--model", "--version", "model_spec", metavar="vN|current|latest|DIR")
 @click.option(
     "--data",
     metavar="FILE",
     default=None,
     help="Evaluate on these examples instead of the version's test split: an examples JSONL (all of "
-    "it), or the dataset store (its test split, re-made with the version's split settings).",
+    "it), a dataset file in --input-format, or the dataset store (its test split, re-made with the "
+    "version's split settings).",
 )
 @click.option(
-    "--format",
+    "--input-format",
     "fmt",
     metavar="FORMAT",
     default=None,
     help="Format of --data when it is not an examples JSONL (crc, codereviewer, alpaca, sharegpt, openai).",
 )
+@deprecated_alias("--format", "--input-format", "fmt", metavar="FORMAT")
 @click.option(
-    "--store",
+    "--db",
+    "store",
     metavar="FILE",
     default=None,
     help="Dataset store whose feedback on the bot's own comments to summarise (default: --data if it is one).",
 )
+@deprecated_alias("--store", "--db", "store", metavar="FILE")
 @models_dir_option
 @click.option("--no-base", is_flag=True, help="Leave out the base model without the adapter.")
 @click.option("--limit", type=click.IntRange(min=1), default=None, help="Evaluate on the first N test examples only.")
@@ -308,10 +325,7 @@ def train(
     help="Load the models in 4-bit (default: 4-bit on CUDA, full precision on CPU).",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print the metrics as JSON.")
-@click.option("--quiet", is_flag=True, help="No progress bars.")
-def eval_cmd(
-    model_spec, data, fmt, store, models_dir, no_base, limit, max_new_tokens, batch_size, quantize, as_json, quiet
-):
+def eval_cmd(model_spec, data, fmt, store, models_dir, no_base, limit, max_new_tokens, batch_size, quantize, as_json):
     """Evaluate a model version against the base model, retrieval and most-frequent baselines.
 
     Prints a verdict line (what the tuned model beats each other system on, and loses on), then the
@@ -346,7 +360,7 @@ def eval_cmd(
         max_new_tokens=max_new_tokens,
         batch_size=batch_size,
         store=feedback_store,
-        progress=not quiet,
+        progress=not quiet(),
     )
     if as_json:
         click.echo(json.dumps(report.to_dict(), indent=2, sort_keys=True))
@@ -529,11 +543,13 @@ Or serve the adapter itself with vLLM (no merge needed):
     help="16-bit type of the merged weights (auto: bfloat16 where the base or GPU uses it, else float16).",
 )
 @click.option(
-    "--base-model",
+    "--model",
+    "base_model",
     metavar="ID_OR_PATH",
     default=None,
     help="Where the recorded base model is now, if it moved (it must be the same model).",
 )
+@deprecated_alias("--base-model", "--model", "base_model", metavar="ID_OR_PATH")
 @click.option("--force", is_flag=True, help="Replace DIR if it is not empty.")
 @models_dir_option
 def export(name, merged_dir, dtype, base_model, force, models_dir):

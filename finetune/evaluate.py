@@ -17,6 +17,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from bot.config import DEFAULT_MAX_NEW_TOKENS
 from bot.errors import DataError, ModelError, UsageError
 from bot.examples import Example
 from bot.prompt import parse_output, render_answer
@@ -55,8 +56,8 @@ __all__ = [
 
 EVAL_DIR = "eval"
 # One set of generation settings for `revbot eval` and for the gate of `revbot retrain`, so the numbers
-# a team reads are the numbers a promotion is decided on.
-DEFAULT_MAX_NEW_TOKENS = 256
+# a team reads are the numbers a promotion is decided on; the longest answer is review's too (one
+# default everywhere: bot.config's, 256 tokens).
 DEFAULT_EVAL_BATCH_SIZE = 8
 METRIC_NAMES = tuple(METRIC_INFO)
 

@@ -10,17 +10,20 @@ from typing import Any
 
 import click
 
+from bot.datasets import IMPORT_FORMATS
 from bot.errors import GitHubError, RevbotError, UsageError
 from harvest.build import DEFAULT_OWN_LOGINS
 from harvest.filters import DEFAULT_MIN_LENGTH
+from revbot.adapters.cli_options import deprecated_alias, fail, quiet, set_quiet, warn
 from revbot.adapters.store import Store, default_db_path, utc_timestamp
 
 DB_HELP = "Dataset store (SQLite). Default: $REVBOT_DB, else ./revbot.db."
-
-
-def _fail(exc: RevbotError) -> None:
-    click.echo(f"error: {exc}", err=True)
-    sys.exit(exc.exit_code)
+NO_CREDENTIALS = (
+    "no GitHub credentials: set GITHUB_TOKEN (or REVBOT_GITHUB_TOKEN) to a token that can read the repository, "
+    "or harvest as a GitHub App with REVBOT_GITHUB_APP_ID, REVBOT_GITHUB_APP_PRIVATE_KEY_FILE and "
+    "REVBOT_GITHUB_APP_INSTALLATION_ID; --anonymous harvests a public repository without credentials "
+    "(60 requests an hour on github.com)"
+)
 
 
 def _logins(text: str | None) -> list[str]:
@@ -40,7 +43,7 @@ def _run(fn: Callable[[], Any]) -> Any:
     try:
         return fn()
     except RevbotError as exc:
-        _fail(exc)
+        fail(exc)
 
 
 @click.group()
@@ -58,7 +61,14 @@ def harvest() -> None:
     "--token",
     envvar="GITHUB_TOKEN",
     help="GitHub token (default $GITHUB_TOKEN; prefer the variable: a command "
-    "line is visible to other users). GitHub App: GITHUB_APP_ID, GITHUB_APP_PRIVATE_KEY_PATH, GITHUB_APP_INSTALLATION_ID.",
+    "line is visible to other users). GitHub App: REVBOT_GITHUB_APP_ID, REVBOT_GITHUB_APP_PRIVATE_KEY_FILE (or "
+    "REVBOT_GITHUB_APP_PRIVATE_KEY, the PEM text), REVBOT_GITHUB_APP_INSTALLATION_ID.",
+)
+@click.option(
+    "--anonymous",
+    is_flag=True,
+    help="Harvest without credentials: public repositories only, 60 requests an hour on github.com. "
+    "Without this flag a harvest with no token and no GitHub App is refused.",
 )
 @click.option(
     "--full",
@@ -100,12 +110,13 @@ def harvest() -> None:
     help=f"Comma-separated logins revbot posts as (feedback on its comments is recorded). Default: {','.join(sorted(DEFAULT_OWN_LOGINS))}.",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
-@click.option("--no-progress", is_flag=True, help="No progress bar.")
+@deprecated_alias("--no-progress", "--quiet", set_quiet, is_flag=True)
 def harvest_github_cmd(
     repo: str,
     db: str | None,
     api_url: str | None,
     token: str | None,
+    anonymous: bool,
     full: bool,
     rebuild: bool,
     since: str | None,
@@ -118,7 +129,6 @@ def harvest_github_cmd(
     max_rate_wait: float,
     bot_login: str | None,
     as_json: bool,
-    no_progress: bool,
 ) -> None:
     """Harvest OWNER/REPO's pull-request review comments into training examples.
 
@@ -141,10 +151,18 @@ def harvest_github_cmd(
             negatives_ratio=negatives_ratio,
             seed=seed,
             own_logins=_logins(bot_login) or DEFAULT_OWN_LOGINS,
-            progress=not (no_progress or as_json) and sys.stderr.isatty(),
+            progress=not (quiet() or as_json) and sys.stderr.isatty(),
         )
-        store = Store(db)
         client = GitHubClient(token or None, api_url=api_url, max_rate_wait=max_rate_wait)
+        if client.anonymous:
+            if not anonymous:
+                client.close()
+                raise UsageError(NO_CREDENTIALS)
+            warn(
+                f"harvesting {repo} anonymously: public repositories only, and github.com allows 60 requests an "
+                "hour without a token (set GITHUB_TOKEN for 5000)"
+            )
+        store = Store(db)
         try:
             summary = harvest_github(client, store, repo, options)
         except HarvestInterrupted as exc:
@@ -170,15 +188,15 @@ def dataset() -> None:
 @dataset.command("import")
 @click.argument("file", type=click.Path(dir_okay=False))
 @click.option(
-    "--format",
+    "--input-format",
     "fmt",
-    required=True,
-    type=click.Choice(["crc", "codereviewer", "alpaca", "sharegpt", "openai", "jsonl"]),
-    help="What the file holds.",
+    type=click.Choice(IMPORT_FORMATS),
+    help="What the file holds (required).",
 )
+@deprecated_alias("--format", "--input-format", "fmt", type=click.Choice(IMPORT_FORMATS))
 @click.option(
     "--field-map",
-    help="For --format jsonl: KEY=FIELD pairs, keys hunk, comment, path, line, pr, time, repo, id, side, "
+    help="For --input-format jsonl: KEY=FIELD pairs, keys hunk, comment, path, line, pr, time, repo, id, side, "
     "start_line (e.g. hunk=code,comment=comment,path=file_path,line=line_number).",
 )
 @click.option("--skip-bad", is_flag=True, help="Skip malformed records (counted) instead of stopping at the first.")
@@ -202,13 +220,15 @@ def import_cmd(
     as_json: bool,
 ) -> None:
     """Import a dataset FILE (JSONL or a JSON array) into the store as training examples."""
+    if fmt is None:
+        raise click.UsageError("Missing option '--input-format'.", ctx=click.get_current_context())
     from bot.datasets import parse_field_map
     from harvest.datasets import import_dataset
 
     def go() -> None:
         fmap = parse_field_map(field_map)
         if fmap is not None and fmt != "jsonl":
-            raise UsageError("--field-map applies to --format jsonl only")
+            raise UsageError("--field-map applies to --input-format jsonl only")
         if not os.path.exists(file):
             raise UsageError(f"{file}: no such file")
         result = import_dataset(

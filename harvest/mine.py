@@ -216,6 +216,9 @@ def harvest_github(
     config = options.build_config()
     summary = HarvestSummary(repo)
     meter = _Meter(client, summary)
+    api_url = getattr(client, "api_url", None)
+    if isinstance(api_url, str):  # where `revbot retrain` harvests this repository again
+        store.set_api_url(repo, api_url)
     try:
         _fetch_comments(client, store, repo, options, filters, summary, meter, on_page)
         _build_pending(client, store, repo, options, filters, config, summary, meter)

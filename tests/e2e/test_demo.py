@@ -48,7 +48,7 @@ def test_quick_demo_posts_a_review_and_the_service_hot_reloads(tmp_path):
         assert "tiny RANDOM" in out  # the stand-in model is named as such
         assert re.search(r"^\s+tuned\s", out, re.M) and re.search(r"^\s+base\s", out, re.M)
         assert re.search(r"^\s+retrieval\s", out, re.M)
-        assert "revbot train --base-model Qwen/Qwen2.5-Coder-1.5B-Instruct" in out
+        assert "revbot train --model Qwen/Qwen2.5-Coder-1.5B-Instruct" in out
         assert "dropped: " in out and "bot " in out  # the harvest summary with its filters
 
         match = LAST_LINE.match(result.last_line())

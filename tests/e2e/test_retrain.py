@@ -75,7 +75,7 @@ def _decisions(loop) -> list[dict]:
 @pytest.mark.slow
 def test_retrain_promotes_a_better_candidate_and_refuses_a_worse_one(loop):
     # 1. first run: harvests the repository, trains, nothing is current -> promoted, default gate metric
-    code, out = _cli(["retrain", REPO, "--base-model", loop.base, *WORSE, *FAST_EVAL, "--json"], loop.env)
+    code, out = _cli(["retrain", REPO, "--model", loop.base, *WORSE, *FAST_EVAL, "--json"], loop.env)
     assert code == 0, out
     first = json.loads(out)
     assert first["promoted"] and first["candidate"] == "v1" and first["incumbent"] is None

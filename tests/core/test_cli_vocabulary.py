@@ -1,0 +1,365 @@
+"""One CLI vocabulary: the same option names in every command, old spellings kept for a release as
+hidden aliases that warn, -v/-q before or after the command, one error prefix, `review --fail-on`
+exit codes, the demo's Ctrl-C, and `retrain` harvesting each repository from the API root its
+harvest used. Everything runs in process through the real entry point (revbot.cli.main)."""
+
+from __future__ import annotations
+
+import importlib
+import io
+import json
+import logging
+import sys
+from pathlib import Path
+
+import click
+import pytest
+
+from bot.errors import RevbotError
+from tests.core.conftest import prompt_anchors, prompt_path
+
+OLD_SPELLINGS = ("--base-model", "--model-version", "--store", "--no-progress")
+
+
+class Stop(RevbotError):
+    """Raised by the fakes below once they have seen what the command handed them."""
+
+
+@pytest.fixture
+def revbot(monkeypatch, capsys, tmp_path):
+    """Run `revbot ARGS...` in process; returns (exit code, stdout, stderr). The root logger's level
+    is put back afterwards (-v changes it)."""
+    workdir = tmp_path / "cwd"
+    workdir.mkdir()
+    monkeypatch.chdir(workdir)
+    monkeypatch.setenv("REVBOT_MODELS_DIR", str(tmp_path / "no-models"))
+    for var in ("REVBOT_MODEL", "REVBOT_BACKEND", "REVBOT_LOG_LEVEL", "REVBOT_TOKEN_BUDGET"):
+        monkeypatch.delenv(var, raising=False)
+    root = logging.getLogger()
+    level = root.level
+
+    def run(*args: str, stdin: bytes = b""):
+        from revbot.cli import main
+
+        monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(stdin)))
+        capsys.readouterr()
+        try:
+            main(list(args))
+            code = 0
+        except SystemExit as exc:
+            code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+        out, err = capsys.readouterr()
+        assert "Traceback" not in err
+        return code, out, err
+
+    yield run
+    root.setLevel(level)
+
+
+def all_commands() -> list[list[str]]:
+    from revbot.cli import cli
+
+    paths: list[list[str]] = []
+
+    def walk(group: click.Group, path: list[str], ctx: click.Context) -> None:
+        for name in group.list_commands(ctx):
+            command = group.get_command(ctx, name)
+            paths.append([*path, name])
+            if isinstance(command, click.Group):
+                walk(command, [*path, name], click.Context(command, info_name=name, parent=ctx))
+
+    walk(cli, [], click.Context(cli, info_name="revbot"))
+    return paths
+
+
+# --------------------------------------------------------------------------- one vocabulary
+
+
+def test_every_command_takes_the_global_flags_and_no_help_shows_an_old_spelling(revbot):
+    paths = all_commands()
+    assert ["harvest", "github"] in paths and ["models", "promote"] in paths and ["dev", "init-model"] in paths
+    for path in [[], *paths]:
+        code, out, _ = revbot(*path, "--help")
+        assert code == 0, path
+        assert "-v, --verbose" in out and "-q, --quiet" in out, path
+        for old in OLD_SPELLINGS:
+            assert old not in out, (path, old)
+    for path in (["eval"], ["dataset", "import"]):  # input formats are --input-format
+        out = revbot(*path, "--help")[1]
+        assert "--input-format" in out and "--format" not in out.replace("--input-format", "")
+    assert "--version" in revbot("review", "--help")[1] and "--version" in revbot("eval", "--help")[1]
+    for path in (["train"], ["retrain"], ["export"], ["review"], ["serve"], ["worker"]):
+        assert "--model " in revbot(*path, "--help")[1], path
+
+
+def test_the_root_version_flag_still_prints_the_program_version(revbot):
+    code, out, _ = revbot("--version")
+    assert code == 0 and out.startswith("revbot ")
+
+
+def _capture(monkeypatch, target: str, seen: dict):
+    """Replace the function ``module.name`` by one that records its arguments in ``seen`` and stops."""
+
+    def fake(*args, **kwargs):
+        seen.update(kwargs, args=args)
+        raise Stop("stopped by the test")
+
+    module, name = target.rsplit(".", 1)
+    # by module object: a package may export a function under a submodule's name (finetune.train)
+    monkeypatch.setattr(importlib.import_module(module), name, fake)
+
+
+class FakeRegistry:
+    root = Path("models")
+
+    def resolve(self, spec):
+        return f"version<{spec}>"
+
+    def current(self):
+        return "version<current>"
+
+    latest = current
+
+
+def test_review_model_version_is_a_deprecated_spelling_of_version(revbot, shared_dir):
+    diff = str(shared_dir / "fixtures" / "diffs" / "git.diff")
+    code, out, err = revbot("review", diff, "--version", "v7")
+    assert (code, out) == (1, "") and "no model version 'v7'" in err and "deprecated" not in err
+    code, out, err = revbot("review", diff, "--model-version", "v7")
+    assert (code, out) == (1, "") and "no model version 'v7'" in err
+    assert "revbot: warning: --model-version is deprecated, use --version" in err
+    code, _, err = revbot("review", diff, "--version", "v7", "--model-version", "v8")
+    assert code == 2 and "revbot: error: --model-version is the old spelling of --version: give --version only" in err
+
+
+def test_train_base_model_is_a_deprecated_spelling_of_model(revbot, monkeypatch, tmp_path):
+    seen: dict = {}
+    monkeypatch.setattr("finetune.data.load_examples", lambda path: ["an example"])
+    _capture(monkeypatch, "finetune.train.train", seen)
+    common = ["train", "--data", str(tmp_path / "x.jsonl"), "--models-dir", str(tmp_path / "m")]
+    for spelling in ("--model", "--base-model"):
+        seen.clear()
+        code, _, err = revbot(*common, spelling, "some/base")
+        assert code == 1 and "stopped by the test" in err
+        assert seen["args"][1] == "some/base"
+        assert ("--base-model is deprecated, use --model" in err) == (spelling == "--base-model")
+    code, _, err = revbot("train", "--db", "a.db", "--data", "b.jsonl")
+    assert code == 2 and "not both" in err
+
+
+def test_eval_model_format_and_store_are_deprecated_spellings(revbot, monkeypatch, tmp_path):
+    monkeypatch.setattr("finetune.cli._registry", lambda models_dir: FakeRegistry())
+    seen: dict = {}
+    _capture(monkeypatch, "finetune.evaluate.examples_for", seen)
+    for version, fmt, warned in (
+        (["--version", "v3"], ["--input-format", "crc"], []),
+        (["--model", "v3"], ["--format", "crc"], ["--model", "--format"]),
+    ):
+        seen.clear()
+        code, _, err = revbot("eval", *version, "--data", "d.jsonl", *fmt)
+        assert code == 1 and seen["args"] == ("version<v3>", "d.jsonl", "crc"), err
+        assert ("--model is deprecated, use --version" in err) == ("--model" in warned)
+        assert ("--format is deprecated, use --input-format" in err) == ("--format" in warned)
+
+    monkeypatch.setattr("finetune.evaluate.examples_for", lambda version, data, fmt: ([], []))
+    _capture(monkeypatch, "finetune.evaluate.evaluate", seen)
+    for spelling in ("--db", "--store"):
+        seen.clear()
+        code, _, err = revbot("eval", spelling, str(tmp_path / "s.db"))
+        assert code == 1 and seen["store"] == str(tmp_path / "s.db"), err
+        assert ("--store is deprecated, use --db" in err) == (spelling == "--store")
+
+
+def test_export_base_model_is_a_deprecated_spelling_of_model(revbot, monkeypatch, tmp_path):
+    monkeypatch.setattr("finetune.cli._registry", lambda models_dir: FakeRegistry())
+    seen: dict = {}
+    _capture(monkeypatch, "finetune.export.export_merged", seen)
+    for spelling in ("--model", "--base-model"):
+        code, _, err = revbot("export", "v1", "--merged", str(tmp_path / "out"), spelling, "moved/base")
+        assert code == 1 and seen["base_model"] == "moved/base", err
+        assert ("--base-model is deprecated, use --model" in err) == (spelling == "--base-model")
+
+
+def test_retrain_base_model_is_a_deprecated_spelling_of_model(revbot, monkeypatch, tmp_path):
+    seen: dict = {}
+    _capture(monkeypatch, "revbot.retrain.retrain", seen)
+    for spelling in ("--model", "--base-model"):
+        code, _, err = revbot("retrain", "--no-harvest", "--db", str(tmp_path / "r.db"), spelling, "some/base")
+        assert code == 1 and seen["base_model"] == "some/base", err
+        assert ("--base-model is deprecated, use --model" in err) == (spelling == "--base-model")
+
+
+def test_dataset_import_format_is_a_deprecated_spelling_of_input_format(revbot, monkeypatch, tmp_path):
+    data = tmp_path / "in.jsonl"
+    data.write_text("{}\n")
+    seen: dict = {}
+    _capture(monkeypatch, "harvest.datasets.import_dataset", seen)
+    for spelling in ("--input-format", "--format"):
+        code, _, err = revbot("dataset", "import", str(data), spelling, "alpaca", "--db", str(tmp_path / "d.db"))
+        assert code == 1 and seen["args"][2] == "alpaca", err
+        assert ("--format is deprecated, use --input-format" in err) == (spelling == "--format")
+    code, _, err = revbot("dataset", "import", str(data), "--db", str(tmp_path / "d.db"))
+    assert code == 2 and "revbot: error: Missing option '--input-format'" in err
+
+
+# --------------------------------------------------------------------------- global flags, errors
+
+
+def test_quiet_and_verbose_work_before_and_after_the_command(revbot, tmp_path):
+    out_file = str(tmp_path / "review.txt")
+    code, _, err = revbot("review", "-", "-o", out_file)
+    assert code == 0 and "Wrote text to" in err
+    for args in (("-q", "review", "-", "-o", out_file), ("review", "-", "-o", out_file, "--quiet")):
+        code, _, err = revbot(*args)
+        assert (code, err) == (0, ""), args
+    root = logging.getLogger()
+    for args, level in (
+        (("review", "-"), logging.WARNING),
+        (("review", "-", "-v"), logging.INFO),
+        (("-v", "review", "-"), logging.INFO),
+        (("-v", "review", "-", "-v"), logging.DEBUG),
+        (("review", "-vv", "-"), logging.DEBUG),
+    ):
+        assert revbot(*args)[0] == 0
+        assert root.level == level, args
+
+
+def test_every_error_has_the_one_prefix_and_usage_errors_exit_2(revbot, tmp_path):
+    code, out, err = revbot("review", "--no-such-option")
+    assert code == 2 and out == ""
+    assert "Usage: revbot review" in err and "revbot: error: No such option" in err and "--no-such-option" in err
+    assert not any(line.startswith("Error:") for line in err.splitlines())
+    code, _, err = revbot("no-such-command")
+    assert code == 2 and "revbot: error: No such command 'no-such-command'" in err
+    code, _, err = revbot("review", "-", "--fail-on", "sometimes")
+    assert code == 2 and "revbot: error: Invalid value for '--fail-on'" in err
+    (tmp_path / "full").mkdir()
+    (tmp_path / "full" / "x").write_text("x")
+    code, _, err = revbot("dev", "init-model", str(tmp_path / "full"))  # a click.UsageError raised by a command
+    assert code == 2 and "revbot: error: " in err and "is not empty" in err
+    code, _, err = revbot("dataset", "stats", "--db", str(tmp_path / "none.db"))  # a RevbotError inside a command
+    assert code == 2 and err.startswith("revbot: error: ") and "no such store" in err
+
+
+# --------------------------------------------------------------------------- review --fail-on
+
+
+def inline_and_far(inp):
+    return f"{prompt_anchors(inp)[0]}: look at {prompt_path(inp)}\nR999: far away\n"
+
+
+def far_only(inp):
+    return "R999: far away\n"
+
+
+def nothing(inp):
+    return "NO COMMENT\n"
+
+
+@pytest.mark.parametrize(
+    "answer, codes",
+    [
+        (inline_and_far, {"none": 0, "any": 1, "inline": 1}),
+        (far_only, {"none": 0, "any": 1, "inline": 0}),  # a note outside the changed lines ranks lower
+        (nothing, {"none": 0, "any": 0, "inline": 0}),
+    ],
+)
+def test_fail_on_exit_codes(revbot, shared_dir, openai_server, answer, codes):
+    server = openai_server(answer)
+    diff = str(shared_dir / "fixtures" / "diffs" / "git.diff")
+    common = ["review", diff, "--backend", "openai", "--base-url", server.url, "--api-model", "m", "--format", "json"]
+    default = revbot(*common)
+    assert default[0] == 0
+    for level, expected in codes.items():
+        code, out, err = revbot(*common, "--fail-on", level)
+        assert code == expected, (level, err)
+        printed, expected_review = json.loads(out), json.loads(default[1])  # still printed, no error line
+        assert printed["comments"] == expected_review["comments"] and "revbot: error" not in err
+
+
+def test_fail_on_keeps_error_codes_and_is_documented(revbot, shared_dir):
+    assert revbot("review", "-", "--fail-on", "any")[0] == 0  # nothing to review
+    code, _, err = revbot("review", str(shared_dir / "fixtures" / "diffs" / "git.diff"), "--version", "v9")
+    assert code == 1 and "revbot: error:" in err
+    code, out, _ = revbot("review", "--help")
+    assert "Exit codes:" in out and "--fail-on [none|any|inline]" in out
+
+
+def test_fails_reads_comments_and_notes():
+    from bot.review import Review, ReviewComment
+    from revbot.review_cli import fails
+
+    comment = ReviewComment("a.py", 1, "RIGHT", "x")
+    assert [fails(Review(comments=[comment]), level) for level in ("none", "any", "inline")] == [False, True, True]
+    assert [fails(Review(unanchored=[comment]), level) for level in ("none", "any", "inline")] == [False, True, False]
+    assert not any(fails(Review(), level) for level in ("none", "any", "inline"))
+
+
+# --------------------------------------------------------------------------- --max-new-tokens
+
+
+def test_max_new_tokens_has_one_default_everywhere(revbot):
+    from bot.config import DEFAULT_MAX_NEW_TOKENS
+    from bot.review import ReviewOptions
+    from finetune.cli import eval_cmd
+    from revbot.retrain import retrain_cmd
+
+    defaults = {
+        "eval": next(p.default for p in eval_cmd.params if p.name == "max_new_tokens"),
+        "retrain": next(p.default for p in retrain_cmd.params if p.name == "max_new_tokens"),
+        "review": ReviewOptions().max_new_tokens,
+    }
+    assert set(defaults.values()) == {DEFAULT_MAX_NEW_TOKENS}, defaults
+    assert f"or {DEFAULT_MAX_NEW_TOKENS})" in revbot("review", "--help")[1]
+
+
+# --------------------------------------------------------------------------- retrain's API root
+
+
+def test_retrain_harvests_each_repository_from_the_api_root_its_harvest_used(revbot, monkeypatch, tmp_path):
+    from revbot.adapters.store import Store
+
+    db = tmp_path / "r.db"
+    Store(db).set_api_url("acme/widgets", "http://ghe.example/api/v3")
+    monkeypatch.setenv("GITHUB_TOKEN", "t")
+    monkeypatch.delenv("REVBOT_GITHUB_TOKEN", raising=False)
+    monkeypatch.delenv("REVBOT_GITHUB_API_URL", raising=False)
+    monkeypatch.setenv("GITHUB_API_URL", "http://env.example/api")
+    used: dict[str, str] = {}
+
+    def fake_retrain(*, repos, client_for, **_):
+        used.update({repo: client_for(repo).api_url for repo in repos})
+        raise Stop("stopped by the test")
+
+    monkeypatch.setattr("revbot.retrain.retrain", fake_retrain)
+    code, _, err = revbot("retrain", "acme/widgets", "acme/never-harvested", "--db", str(db))
+    assert code == 1 and "stopped by the test" in err
+    assert used == {"acme/widgets": "http://ghe.example/api/v3", "acme/never-harvested": "http://env.example/api"}
+    used.clear()
+    code, _, err = revbot(
+        "retrain", "acme/widgets", "acme/never-harvested", "--db", str(db), "--api-url", "http://x.example"
+    )
+    assert code == 1 and used == {"acme/widgets": "http://x.example", "acme/never-harvested": "http://x.example"}
+
+
+# --------------------------------------------------------------------------- demo
+
+
+@pytest.mark.parametrize(
+    "interruption",
+    [
+        KeyboardInterrupt(),
+        type("TrainingStopped", (RevbotError,), {"exit_code": 130})(
+            "interrupted at step 3 of 60; checkpoint in x/checkpoint-3. Run the same command with --resume to continue"
+        ),
+    ],
+)
+def test_demo_ctrl_c_says_what_happens_and_suggests_no_resume(revbot, monkeypatch, tmp_path, interruption):
+    def fake_run_demo(*args, **kwargs):
+        raise interruption
+
+    monkeypatch.setattr("revbot.dev.demo.run_demo", fake_run_demo)
+    workdir = tmp_path / "demo"
+    code, _, err = revbot("demo", "--workdir", str(workdir), "-q")
+    assert code == 130
+    assert "--resume" not in err and "resume" in err and "run `revbot demo` again" in err and str(workdir) in err
