@@ -22,8 +22,8 @@ revbot adds only what the library lacks:
 Several GPUs, DeepSpeed, FSDP: the trainer runs under ``accelerate launch`` unchanged (one process per
 GPU, each with its own copy of the base; only the main process writes checkpoints and the version)::
 
-    accelerate launch --multi_gpu --num_processes 4 -m revbot train --base-model Qwen/Qwen2.5-Coder-7B-Instruct
-    accelerate launch --config_file zero2.yaml -m revbot train --base-model ...   # DeepSpeed ZeRO-2; fsdp2.yaml: FSDP
+    accelerate launch --multi_gpu --num_processes 4 -m revbot train --model Qwen/Qwen2.5-Coder-7B-Instruct
+    accelerate launch --config_file zero2.yaml -m revbot train --model ...   # DeepSpeed ZeRO-2; fsdp2.yaml: FSDP
     torchrun --nproc_per_node 2 -m revbot train ...    # CPU processes too (gloo over loopback)
 
 The DeepSpeed or FSDP settings come from the accelerate config file (``accelerate config`` writes one;
