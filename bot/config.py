@@ -1,31 +1,6 @@
-"""Settings: the process-wide ones from ``REVBOT_*`` environment variables, and the per-repository
-``.revbot.yml`` that a team commits to say how its pull requests are reviewed.
-
-Environment variables (all optional; ``Settings.from_env`` reads them):
-
-  REVBOT_HOME             data directory; relative defaults below live in it (default: current dir)
-  REVBOT_DB               SQLite dataset store (default: revbot.db)
-  REVBOT_MODELS_DIR       model versions folder with its ``current`` pointer (default: models)
-  REVBOT_MODEL            model for `revbot review` / the service when no version is current:
-                          a hub id or a local path
-  REVBOT_ADAPTER          a peft adapter directory to load on top of REVBOT_MODEL
-  REVBOT_BACKEND          ``local`` (transformers, default) or ``openai`` (an OpenAI-compatible server)
-  REVBOT_OPENAI_BASE_URL  base URL of that server, e.g. http://127.0.0.1:8000/v1
-  REVBOT_OPENAI_MODEL     model name to ask that server for (a vLLM LoRA name works)
-  REVBOT_OPENAI_API_KEY   key for that server (never logged)
-  REVBOT_QUANTIZE         ``4bit`` or ``none``; default: 4-bit on CUDA, none on CPU
-  REVBOT_BATCH_SIZE       prompts generated together (default 8)
-  REVBOT_MAX_NEW_TOKENS   longest answer per hunk, in tokens (default 256)
-  REVBOT_TOKEN_BUDGET     most tokens one review may spend, prompts plus answers (default 65536)
-  REVBOT_WEBHOOK_SECRET   secret shared with GitHub to sign webhook deliveries (never logged)
-  REVBOT_QUEUE            job queue: a SQLite file path or sqlite:///PATH (default: revbot-queue.db)
-                          or redis://HOST:PORT/DB
-  REVBOT_GITHUB_TOKEN     GitHub token (GITHUB_TOKEN is used when this is unset; never logged)
-  REVBOT_GITHUB_API_URL   GitHub API root (default https://api.github.com; GitHub Enterprise:
-                          https://HOST/api/v3)
-  REVBOT_GITHUB_APP_ID    GitHub App id, with REVBOT_GITHUB_PRIVATE_KEY (path of the App's PEM key);
-                          GITHUB_APP_ID and GITHUB_APP_PRIVATE_KEY_PATH are used when these are unset
-  REVBOT_LOG_LEVEL        DEBUG, INFO, WARNING (default) or ERROR
+"""The per-repository ``.revbot.yml`` that a team commits to say how its pull requests are reviewed:
+text in, a validated RepoConfig out. (Process-wide settings from the environment are read by
+``revbot.adapters.settings``.)
 
 ``.revbot.yml`` keys (all optional; unknown keys are an error so a typo never silently does nothing)::
 
@@ -48,7 +23,6 @@ import fnmatch
 import os
 import re
 import reprlib
-from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from functools import lru_cache
 from pathlib import Path
@@ -408,124 +382,3 @@ def _suggest(key: str, known: frozenset[str]) -> str:
 
     close = difflib.get_close_matches(key, sorted(known), n=1)
     return f" (did you mean {close[0]!r}?)" if close else ""
-
-
-# --------------------------------------------------------------------------- process settings
-
-
-ENV_VARS: dict[str, str] = {
-    "REVBOT_HOME": "data directory that relative defaults live in",
-    "REVBOT_DB": "SQLite dataset store",
-    "REVBOT_MODELS_DIR": "model versions folder (with the `current` pointer)",
-    "REVBOT_MODEL": "hub id or local path of the model used when no version is current",
-    "REVBOT_ADAPTER": "peft adapter directory loaded on top of REVBOT_MODEL",
-    "REVBOT_BACKEND": "local or openai",
-    "REVBOT_OPENAI_BASE_URL": "base URL of an OpenAI-compatible server",
-    "REVBOT_OPENAI_MODEL": "model name on that server",
-    "REVBOT_OPENAI_API_KEY": "key for that server",
-    "REVBOT_QUANTIZE": "4bit or none",
-    "REVBOT_BATCH_SIZE": "prompts generated together",
-    "REVBOT_MAX_NEW_TOKENS": "longest answer per hunk in tokens",
-    "REVBOT_TOKEN_BUDGET": "most tokens one review may spend",
-    "REVBOT_WEBHOOK_SECRET": "webhook signing secret",
-    "REVBOT_QUEUE": "job queue: SQLite path, sqlite:///PATH or redis://HOST:PORT/DB",
-    "REVBOT_GITHUB_TOKEN": "GitHub token (falls back to GITHUB_TOKEN)",
-    "REVBOT_GITHUB_API_URL": "GitHub API root",
-    "REVBOT_GITHUB_APP_ID": "GitHub App id",
-    "REVBOT_GITHUB_PRIVATE_KEY": "path of the GitHub App's private key (PEM)",
-    "REVBOT_LOG_LEVEL": "log level",
-}
-
-BACKENDS = ("local", "openai")
-QUANTIZE = ("4bit", "none")
-
-
-@dataclass(frozen=True)
-class Settings:
-    """Process-wide settings. Secrets are kept out of ``repr`` so they never reach a log."""
-
-    home: Path = Path(".")
-    db: Path = Path("revbot.db")
-    models_dir: Path = Path("models")
-    model: str | None = None
-    adapter: str | None = None
-    backend: str = "local"
-    openai_base_url: str | None = None
-    openai_model: str | None = None
-    openai_api_key: str | None = field(default=None, repr=False)
-    quantize: str | None = None
-    batch_size: int = DEFAULT_BATCH_SIZE
-    max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS
-    token_budget: int = DEFAULT_TOKEN_BUDGET
-    webhook_secret: str | None = field(default=None, repr=False)
-    queue: str = "revbot-queue.db"
-    github_token: str | None = field(default=None, repr=False)
-    github_api_url: str = "https://api.github.com"
-    github_app_id: str | None = None
-    github_private_key: Path | None = None
-    log_level: str = "WARNING"
-
-    @classmethod
-    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
-        """Read ``REVBOT_*``; a bad value is a UsageError naming the variable (never its secret value)."""
-        env = os.environ if env is None else env
-
-        def get(name: str) -> str | None:
-            value = env.get(name)
-            return value.strip() if value and value.strip() else None
-
-        def number(name: str, default: int) -> int:
-            raw = get(name)
-            if raw is None:
-                return default
-            try:
-                value = int(raw)
-            except ValueError:
-                raise UsageError(f"{name} must be a whole number, got {raw!r}") from None
-            if value <= 0:
-                raise UsageError(f"{name} must be greater than 0, got {value}")
-            return value
-
-        def choice(name: str, options: tuple[str, ...], default: str | None) -> str | None:
-            raw = get(name)
-            if raw is None:
-                return default
-            if raw.lower() not in options:
-                raise UsageError(f"{name} must be one of {', '.join(options)}, got {raw!r}")
-            return raw.lower()
-
-        home = Path(get("REVBOT_HOME") or ".").expanduser()
-
-        def path(name: str, default: str) -> Path:
-            p = Path(get(name) or default).expanduser()
-            return p if p.is_absolute() else home / p
-
-        level = (get("REVBOT_LOG_LEVEL") or "WARNING").upper()
-        if level not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):
-            raise UsageError(f"REVBOT_LOG_LEVEL must be DEBUG, INFO, WARNING or ERROR, got {level!r}")
-        queue = get("REVBOT_QUEUE") or "revbot-queue.db"
-        if not re.match(r"^(redis|rediss|sqlite)://", queue) and "://" in queue:
-            raise UsageError(f"REVBOT_QUEUE must be a file path, sqlite:///PATH or redis://HOST:PORT/DB, got {queue!r}")
-        key = get("REVBOT_GITHUB_PRIVATE_KEY") or get("GITHUB_APP_PRIVATE_KEY_PATH")
-        return cls(
-            home=home,
-            db=path("REVBOT_DB", "revbot.db"),
-            models_dir=path("REVBOT_MODELS_DIR", "models"),
-            model=get("REVBOT_MODEL"),
-            adapter=get("REVBOT_ADAPTER"),
-            backend=choice("REVBOT_BACKEND", BACKENDS, "local") or "local",
-            openai_base_url=get("REVBOT_OPENAI_BASE_URL"),
-            openai_model=get("REVBOT_OPENAI_MODEL"),
-            openai_api_key=get("REVBOT_OPENAI_API_KEY"),
-            quantize=choice("REVBOT_QUANTIZE", QUANTIZE, None),
-            batch_size=number("REVBOT_BATCH_SIZE", DEFAULT_BATCH_SIZE),
-            max_new_tokens=number("REVBOT_MAX_NEW_TOKENS", DEFAULT_MAX_NEW_TOKENS),
-            token_budget=number("REVBOT_TOKEN_BUDGET", DEFAULT_TOKEN_BUDGET),
-            webhook_secret=get("REVBOT_WEBHOOK_SECRET"),
-            queue=queue if "://" in queue else str(path("REVBOT_QUEUE", queue)),
-            github_token=get("REVBOT_GITHUB_TOKEN") or get("GITHUB_TOKEN"),
-            github_api_url=(get("REVBOT_GITHUB_API_URL") or "https://api.github.com").rstrip("/"),
-            github_app_id=get("REVBOT_GITHUB_APP_ID") or get("GITHUB_APP_ID"),
-            github_private_key=Path(key).expanduser() if key else None,
-            log_level=level,
-        )

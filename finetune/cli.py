@@ -24,11 +24,10 @@ def _registry(models_dir: str | None) -> ModelRegistry:
 
 
 def _default_store() -> Path:
+    """$REVBOT_DB (a relative path in $REVBOT_HOME), else revbot.db there."""
     from revbot.adapters.store import default_db_path
 
-    home = os.environ.get("REVBOT_HOME", "").strip()
-    path = default_db_path()
-    return path if path.is_absolute() or not home else Path(home) / path
+    return default_db_path()
 
 
 models_dir_option = click.option(
@@ -204,7 +203,9 @@ def train(
     data_path = Path(data or db) if (data or db) else _default_store()
     if base_model is None:
         current = registry.current()
-        base_model = (current.base_model if current else None) or os.environ.get("REVBOT_MODEL") or DEFAULT_BASE_MODEL
+        from revbot.adapters.settings import Settings
+
+        base_model = (current.base_model if current else None) or Settings.from_env().model or DEFAULT_BASE_MODEL
     examples = load_examples(data_path)
     if not examples:
         raise DataError(

@@ -33,7 +33,7 @@ import logging
 import os
 import time
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -53,11 +53,8 @@ from finetune.gate import (
     decide,
 )
 from revbot.adapters.cli_options import deprecated_alias, fail, info, quiet
-
-try:
-    import fcntl
-except ImportError:  # pragma: no cover - non-POSIX
-    fcntl = None  # type: ignore[assignment]
+from revbot.adapters.files import LockBusy, file_lock
+from revbot.adapters.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -129,21 +126,14 @@ def _version_answer_loss(
 @contextmanager
 def retrain_lock(models_dir: Path) -> Iterator[None]:
     """One retrain per models folder at a time (cron may start one while the last still runs)."""
-    models_dir.mkdir(parents=True, exist_ok=True)
-    if fcntl is None:  # pragma: no cover
-        yield
-        return
-    with open(models_dir / LOCK_NAME, "a+") as fh:
+    with ExitStack() as stack:
         try:
-            fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError as exc:
+            stack.enter_context(file_lock(models_dir / LOCK_NAME, blocking=False))
+        except LockBusy as exc:
             raise RetrainBusy(
                 f"another `revbot retrain` is running on {models_dir}; try again when it is done"
             ) from exc
-        try:
-            yield
-        finally:
-            fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
+        yield
 
 
 def _incumbent_training_ids(version: Any) -> set[str]:
@@ -240,7 +230,7 @@ def retrain(
         )
         incumbent = registry.current()
         if base_model is None:
-            base_model = incumbent.base_model if incumbent is not None else os.environ.get("REVBOT_MODEL")
+            base_model = incumbent.base_model if incumbent is not None else Settings.from_env().model
         if not base_model:
             raise UsageError("no base model: nothing is current yet, so pass --model (a hub id or a local path)")
         counts = splits.counts()

@@ -11,9 +11,7 @@ from __future__ import annotations
 
 import io
 import logging
-import os
 import sys
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -262,15 +260,16 @@ def review(
     listed with the reason; so is whatever does not fit the token budget.
     """
     from bot import formats
-    from bot.config import RepoConfig, Settings, find_repo_config
+    from bot.config import RepoConfig, find_repo_config
     from bot.review import FileSource, GitSource, ReviewOptions, TextSource, run
+    from revbot.adapters.settings import Settings
 
     settings = Settings.from_env()
     if post_to is not None:  # checked before any model is loaded
         from revbot.adapters.publish import parse_target
 
         target = parse_target(post_to)
-        if not settings.github_token:
+        if settings.github_token is None:
             raise UsageError("--post needs a GitHub token in $GITHUB_TOKEN (or $REVBOT_GITHUB_TOKEN)")
     source = _source(diff, git_range, staged, repo, TextSource, FileSource, GitSource)
     config = RepoConfig.from_file(config_path) if config_path else find_repo_config(repo)
@@ -315,7 +314,7 @@ def review(
         from revbot.adapters.github import GitHubClient
         from revbot.adapters.publish import post_review
 
-        with GitHubClient(settings.github_token, api_url=api_url or None) as gh:
+        with GitHubClient(settings.secret("github_token"), api_url=api_url or None) as gh:
             posted = post_review(gh, *target, result, commit_id=commit_id)
         info(f"revbot: {posted.describe(post_to)}")
     if fails(result, fail_on):
@@ -404,16 +403,10 @@ def _registry_version(spec: str | None, models_dir: Path, *, explicit: bool) -> 
 
 
 def _write_atomic(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` via a temporary file, so a reader never sees half a report."""
-    directory = path.parent if str(path.parent) else Path(".")
+    """Write ``text`` to ``path`` atomically (files.atomic_write_text), so a reader never sees half a report."""
+    from revbot.adapters.files import atomic_write_text
+
     try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=directory)
+        atomic_write_text(path, text)
     except OSError as exc:
-        raise UsageError(f"cannot write {path}: {exc.strerror or exc}") from exc
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-        os.replace(tmp, path)
-    except OSError as exc:
-        Path(tmp).unlink(missing_ok=True)
         raise UsageError(f"cannot write {path}: {exc.strerror or exc}") from exc

@@ -126,6 +126,7 @@ class GitHubFactory:
                 client = GitHubClient(
                     app_id=cfg.github_app_id,
                     private_key_path=cfg.github_private_key,
+                    private_key=cfg.github_private_key_pem,
                     installation_id=installation_id,
                     api_url=cfg.github_api_url,
                     environ={},

@@ -1,11 +1,12 @@
-"""The service's settings: ``bot.config.Settings`` (REVBOT_* environment) plus what only the webhook
-service needs (worker leases, body cap, bot logins). One frozen object, built once per process and
-passed down, so the web view and the workers never read the environment themselves.
+"""The service's settings: what the webhook service and its workers use of
+``revbot.adapters.settings.Settings`` (the environment), and what only they need (worker leases, body
+cap, bot logins). One frozen object, built once per process and passed down, so the web view and the
+workers never read the environment themselves.
 
 Draft pull requests are skipped or reviewed as each repository's ``.revbot.yml`` says
 (``skip_drafts``, default true), so drafts are queued and the worker decides.
 
-Service-only environment variables (all optional):
+Service-only environment variables (all optional; read and checked by the settings model):
 
   REVBOT_WEBHOOK_MAX_BODY   largest delivery accepted, in bytes (default 10 MiB; GitHub caps at 25 MB)
   REVBOT_BOT_LOGINS         comma-separated logins the bot posts as (its own comments are never
@@ -27,16 +28,13 @@ Service-only environment variables (all optional):
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
-from bot.config import Settings
 from bot.errors import UsageError
-
-DEFAULT_MAX_BODY = 10 * 1024 * 1024
+from revbot.adapters.settings import DEFAULT_MAX_BODY, Settings
 
 
 @dataclass(frozen=True)
@@ -56,7 +54,8 @@ class ServiceConfig:
     github_api_url: str = "https://api.github.com"
     github_token: str | None = field(default=None, repr=False)
     github_app_id: str | None = None
-    github_private_key: Path | None = None
+    github_private_key: Path | None = None  # the App's PEM key file
+    github_private_key_pem: str | None = field(default=None, repr=False)  # or the PEM text itself
     github_options: Mapping[str, Any] = field(default_factory=dict)  # extra GitHubClient keywords (tests)
     # model
     model: str | None = None
@@ -85,34 +84,22 @@ class ServiceConfig:
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> ServiceConfig:
-        env = os.environ if env is None else env
+        """The environment's settings (``env``: a mapping instead of ``os.environ``, read now), then
+        ``overrides`` (field names of this class, e.g. from command-line options)."""
         s = Settings.from_env(env)
-
-        def number(name: str, default: float, kind: type = float) -> Any:
-            raw = (env.get(name) or "").strip()
-            if not raw:
-                return default
-            try:
-                value = kind(raw)
-            except ValueError:
-                raise UsageError(f"{name} must be a number, got {raw!r}") from None
-            if value <= 0:
-                raise UsageError(f"{name} must be greater than 0, got {raw!r}")
-            return value
-
-        logins = tuple(x.strip() for x in (env.get("REVBOT_BOT_LOGINS") or "").split(",") if x.strip())
         base = cls(
-            secret=s.webhook_secret,
+            secret=s.secret("webhook_secret"),
             home=s.home,
             queue=s.queue,
             db=s.db,
             models_dir=s.models_dir,
-            max_body_bytes=number("REVBOT_WEBHOOK_MAX_BODY", DEFAULT_MAX_BODY, int),
-            bot_logins=logins,
+            max_body_bytes=s.webhook_max_body,
+            bot_logins=s.bot_logins,
             github_api_url=s.github_api_url,
-            github_token=s.github_token,
+            github_token=s.secret("github_token"),
             github_app_id=s.github_app_id,
-            github_private_key=s.github_private_key,
+            github_private_key=s.github_app_private_key_file,
+            github_private_key_pem=s.secret("github_app_private_key"),
             model=s.model,
             adapter=s.adapter,
             backend=s.backend,
@@ -122,14 +109,14 @@ class ServiceConfig:
             batch_size=s.batch_size,
             max_new_tokens=s.max_new_tokens,
             token_budget=s.token_budget,
-            lease_s=number("REVBOT_WORKER_LEASE", 60.0),
-            max_attempts=number("REVBOT_JOB_ATTEMPTS", 5, int),
-            retention_s=number("REVBOT_JOB_RETENTION_DAYS", 7.0) * 86400.0,
-            metrics_token=(env.get("REVBOT_METRICS_TOKEN") or "").strip() or None,
-            web_workers=number("REVBOT_WEB_WORKERS", 2, int),
-            web_threads=number("REVBOT_WEB_THREADS", 8, int),
-            read_timeout_s=number("REVBOT_READ_TIMEOUT", 10.0),
-            worker_timeout_s=number("REVBOT_WORKER_TIMEOUT", 30.0),
+            lease_s=s.worker_lease,
+            max_attempts=s.job_attempts,
+            retention_s=s.job_retention_days * 86400.0,
+            metrics_token=s.secret("metrics_token"),
+            web_workers=s.web_workers,
+            web_threads=s.web_threads,
+            read_timeout_s=s.read_timeout,
+            worker_timeout_s=s.worker_timeout,
         )
         return base.with_overrides(overrides)
 

@@ -6,10 +6,11 @@ depend on PyGithub objects. Nothing private of PyGithub or urllib3 is touched (a
 
 What it takes care of:
 
-* auth: a token (``token=`` or ``GITHUB_TOKEN``) or a GitHub App (``app_id`` + private key +
-  ``installation_id``, or ``GITHUB_APP_ID`` / ``GITHUB_APP_PRIVATE_KEY_PATH`` /
-  ``GITHUB_APP_INSTALLATION_ID``): an RS256 JWT buys an installation token, cached until
-  ``token_refresh_margin`` (5 minutes) before it expires;
+* auth: a token (``token=``, or ``REVBOT_GITHUB_TOKEN`` / ``GITHUB_TOKEN``) or a GitHub App
+  (``app_id`` + private key + ``installation_id``, or ``REVBOT_GITHUB_APP_ID`` /
+  ``REVBOT_GITHUB_APP_PRIVATE_KEY_FILE`` or ``REVBOT_GITHUB_APP_PRIVATE_KEY`` /
+  ``REVBOT_GITHUB_APP_INSTALLATION_ID``, read through ``revbot.adapters.settings``): an RS256 JWT
+  buys an installation token, cached until ``token_refresh_margin`` (5 minutes) before it expires;
 * ``api_url``: api.github.com, GitHub Enterprise (``https://HOST/api/v3``) or the simulator;
 * 100 items a page, following ``Link: rel="next"``;
 * retries with exponential backoff on 5xx and connection errors (writes are not re-sent after a
@@ -265,10 +266,11 @@ def _message_of(data: Any) -> str:
 class GitHubClient:
     """The GitHub client harvest and the webhook service share. Methods answer plain JSON dicts.
 
-    Credentials: ``token``, else ``app_id`` (+ key + installation), else ``GITHUB_TOKEN``, else
-    ``GITHUB_APP_*``; with none of them it goes anonymous (public data only, 60 requests an hour on
-    github.com). Tests pass ``sleep=`` (waits are recorded, not slept), a short ``secondary_wait``
-    and ``min_write_interval=0``.
+    Credentials: ``token``, else ``app_id`` (+ key + installation), else the environment's token,
+    else its ``REVBOT_GITHUB_APP_*``; with none of them it goes anonymous (public data only, 60
+    requests an hour on github.com). The environment is ``os.environ``, or ``environ`` (``{}``: none),
+    read through the settings model. Tests pass ``sleep=`` (waits are recorded, not slept), a short
+    ``secondary_wait`` and ``min_write_interval=0``.
     """
 
     def __init__(
@@ -293,8 +295,10 @@ class GitHubClient:
         user_agent: str = "revbot",
         environ: dict[str, str] | None = None,
     ) -> None:
-        env = os.environ if environ is None else environ
-        self.api_url = (api_url or env.get("GITHUB_API_URL") or DEFAULT_API_URL).rstrip("/")
+        from revbot.adapters.settings import Settings
+
+        env = Settings.from_env(environ)
+        self.api_url = (api_url or env.github_api_url).rstrip("/")
         if not re.match(r"https?://[^/]+", self.api_url):
             raise UsageError(f"GitHub API URL must start with http:// or https://, got {self.api_url!r}")
         self._prefix = urlsplit(self.api_url).path.rstrip("/")
@@ -338,12 +342,13 @@ class GitHubClient:
         self._app: tuple[str, str] | None = None  # (app id, PEM) kept for with_installation()
         self._token_margin, self._clock = token_refresh_margin, clock
         auth: Auth.Auth | None
-        if token is None and app_id is None and env.get("GITHUB_TOKEN"):
-            token = env["GITHUB_TOKEN"]
-        if token is None and app_id is None and env.get("GITHUB_APP_ID"):
-            app_id = env["GITHUB_APP_ID"]
-            private_key_path = private_key_path or env.get("GITHUB_APP_PRIVATE_KEY_PATH")
-            installation_id = installation_id or env.get("GITHUB_APP_INSTALLATION_ID")
+        if token is None and app_id is None:
+            token = env.secret("github_token")
+            if token is None and env.github_app_id is not None:
+                app_id = env.github_app_id
+                private_key = private_key or env.secret("github_app_private_key")
+                private_key_path = private_key_path or env.github_app_private_key_file
+                installation_id = installation_id or env.github_app_installation_id
         if token is not None:
             if not token.strip():
                 raise UsageError("the GitHub token is empty")
@@ -353,7 +358,7 @@ class GitHubClient:
             self._app = (str(app_id), pem)
             if installation_id is None:
                 raise UsageError(
-                    "GitHub App auth needs an installation id (installation_id= or GITHUB_APP_INSTALLATION_ID)"
+                    "GitHub App auth needs an installation id (installation_id= or REVBOT_GITHUB_APP_INSTALLATION_ID)"
                 )
             auth = self._installation_auth(str(app_id), pem, installation_id)
             self._auth_label = f"app {app_id} installation {installation_id}"
@@ -373,7 +378,8 @@ class GitHubClient:
         if private_key is None:
             if path is None:
                 raise UsageError(
-                    "GitHub App auth needs a private key (private_key_path= or GITHUB_APP_PRIVATE_KEY_PATH)"
+                    "GitHub App auth needs a private key (private_key=, private_key_path=, or "
+                    "REVBOT_GITHUB_APP_PRIVATE_KEY_FILE or REVBOT_GITHUB_APP_PRIVATE_KEY)"
                 )
             where = os.fspath(path)
             try:

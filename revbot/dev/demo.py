@@ -596,7 +596,7 @@ def _real_world(keep: bool, sim_url: str, service_url: str) -> str:
         "  revbot harvest github OWNER/REPO                          # your team's review history",
         "  revbot train --model Qwen/Qwen2.5-Coder-1.5B-Instruct        # on a GPU: QLoRA, a real base model",
         "  revbot eval                                               # the tuned model vs the baselines",
-        "  export REVBOT_WEBHOOK_SECRET=... REVBOT_GITHUB_APP_ID=... REVBOT_GITHUB_PRIVATE_KEY=app.pem",
+        "  export REVBOT_WEBHOOK_SECRET=... REVBOT_GITHUB_APP_ID=... REVBOT_GITHUB_APP_PRIVATE_KEY_FILE=app.pem",
         "  revbot serve --host 0.0.0.0 --port 8080                   # your GitHub App's webhook URL: /webhook",
         "  revbot retrain                                            # weekly, from cron",
     ]

@@ -298,8 +298,8 @@ def test_compose_runs_web_worker_and_redis_from_the_dockerfile():
 
     # secrets come from the environment or a file outside the repository, and only where needed
     assert web["environment"]["REVBOT_WEBHOOK_SECRET"].startswith("${REVBOT_WEBHOOK_SECRET:?")
-    assert "REVBOT_GITHUB_PRIVATE_KEY" not in web["environment"] and "secrets" not in web
-    key = worker["environment"]["REVBOT_GITHUB_PRIVATE_KEY"]
+    assert not any("PRIVATE_KEY" in name for name in web["environment"]) and "secrets" not in web
+    key = worker["environment"]["REVBOT_GITHUB_APP_PRIVATE_KEY_FILE"]
     assert key == f"/run/secrets/{worker['secrets'][0]}"
     assert compose["secrets"][worker["secrets"][0]]["file"].startswith("${")
 

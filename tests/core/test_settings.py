@@ -1,0 +1,210 @@
+"""The one settings model (revbot.adapters.settings): every environment variable, one error style,
+the GitHub App's names with their deprecated aliases, and what reads the environment through it."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import pytest
+
+from bot.errors import UsageError
+from revbot.adapters import settings as settings_module
+from revbot.adapters.settings import DEPRECATED, ENV_VARS, Settings
+from webhooks.settings import ServiceConfig
+
+PEM = "-----BEGIN PRIVATE KEY-----\nMIIEvQ-not-a-real-key\n-----END PRIVATE KEY-----\n"
+
+
+@pytest.fixture
+def fresh_warnings(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each test starts as a fresh process would: no deprecated name warned about yet."""
+    monkeypatch.setattr(settings_module, "_WARNED", set())
+
+
+def deprecation_lines(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return [r.getMessage() for r in caplog.records if "deprecated environment variable" in r.getMessage()]
+
+
+def test_defaults_paths_in_home_and_secrets_stay_out_of_repr(tmp_path: Path) -> None:
+    env = {
+        "REVBOT_HOME": str(tmp_path),
+        "REVBOT_DB": "data/store.db",
+        "REVBOT_MODELS_DIR": "/abs/models",
+        "REVBOT_QUEUE": "jobs.db",
+        "REVBOT_BACKEND": " OpenAI ",
+        "REVBOT_OPENAI_API_KEY": "sk-verysecretvalue1234567890",
+        "REVBOT_WEBHOOK_SECRET": "hush-hush-secret",
+        "GITHUB_TOKEN": "ghp_" + "a" * 36,
+        "REVBOT_TOKEN_BUDGET": "1000",
+        "REVBOT_BOT_LOGINS": "revbot[bot], , other ",
+        "REVBOT_GITHUB_API_URL": "https://ghe.example/api/v3/",
+        "REVBOT_LOG_LEVEL": "info",
+    }
+    s = Settings.from_env(env)
+    assert s.db == tmp_path / "data/store.db" and s.models_dir == Path("/abs/models")
+    assert s.queue == str(tmp_path / "jobs.db") and s.embedded_cache == tmp_path / "cache"
+    assert s.backend == "openai" and s.token_budget == 1000 and s.log_level == "INFO"
+    assert s.bot_logins == ("revbot[bot]", "other") and s.github_api_url == "https://ghe.example/api/v3"
+    assert s.secret("openai_api_key") == "sk-verysecretvalue1234567890"
+    assert s.secret("github_token") == "ghp_" + "a" * 36  # GITHUB_TOKEN: the fallback name, no warning
+    text = repr(s) + str(s.model_dump())
+    assert "verysecret" not in text and "hush" not in text and "ghp_" not in text
+
+    empty = Settings.from_env({"REVBOT_MODEL": "   ", "REVBOT_BATCH_SIZE": ""})  # empty counts as unset
+    assert empty.queue == "revbot-queue.db" and empty.db == Path("revbot.db") and empty.backend == "local"
+    assert empty.model is None and empty.batch_size == 8 and empty.github_api_url == "https://api.github.com"
+    assert {"REVBOT_DB", "REVBOT_QUEUE", "REVBOT_GITHUB_APP_PRIVATE_KEY_FILE", "GITHUB_TOKEN"} <= set(ENV_VARS)
+    assert not set(DEPRECATED) & set(ENV_VARS)  # the documented names are the current ones
+
+
+def test_the_environment_is_read_when_asked(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("REVBOT_BATCH_SIZE", "3")
+    assert Settings.from_env().batch_size == 3
+    monkeypatch.setenv("REVBOT_BATCH_SIZE", "5")
+    assert Settings.from_env().batch_size == 5
+    assert Settings.from_env({}).batch_size == 8  # a mapping replaces os.environ entirely
+
+
+@pytest.mark.parametrize(
+    "env, message",
+    [
+        (
+            {"REVBOT_BATCH_SIZE": "eight"},
+            "REVBOT_BATCH_SIZE is not a whole number (got 'eight'); expected a whole number greater than 0",
+        ),
+        ({"REVBOT_TOKEN_BUDGET": "0"}, "REVBOT_TOKEN_BUDGET is not greater than 0 (got '0'); expected a whole number"),
+        (
+            {"REVBOT_BACKEND": "cloud"},
+            "REVBOT_BACKEND is not one of the choices (got 'cloud'); expected one of local, openai",
+        ),
+        ({"REVBOT_QUEUE": "amqp://127.0.0.1"}, "REVBOT_QUEUE is a URL of an unknown kind (got 'amqp://127.0.0.1')"),
+        ({"REVBOT_LOG_LEVEL": "loud"}, "REVBOT_LOG_LEVEL is not one of the choices (got 'LOUD'); expected DEBUG"),
+        (
+            {"REVBOT_WORKER_LEASE": "nan"},
+            "REVBOT_WORKER_LEASE is not a number (got 'nan'); expected a number of seconds",
+        ),
+        ({"REVBOT_WEB_WORKERS": "-2"}, "REVBOT_WEB_WORKERS is not greater than 0 (got '-2')"),
+        ({"REVBOT_GITHUB_API_URL": "ghe.example"}, "REVBOT_GITHUB_API_URL does not start with http:// or https://"),
+        ({"GITHUB_APP_INSTALLATION_ID": "abc"}, "GITHUB_APP_INSTALLATION_ID is not a whole number (got 'abc')"),
+    ],
+)
+def test_a_bad_value_names_the_variable_the_problem_and_the_form(env: dict[str, str], message: str) -> None:
+    with pytest.raises(UsageError) as caught:
+        Settings.from_env(env)
+    assert str(caught.value).startswith(message)
+    assert caught.value.__cause__ is not None  # the ValidationError is kept as the cause
+
+
+def test_a_bad_secret_is_named_but_never_shown() -> None:
+    with pytest.raises(UsageError) as caught:
+        Settings.from_env({"REVBOT_GITHUB_APP_PRIVATE_KEY": "/etc/revbot/app-secret-path.pem"})
+    text = str(caught.value)
+    assert text.startswith("REVBOT_GITHUB_APP_PRIVATE_KEY is not PEM text (value not shown)")
+    assert "REVBOT_GITHUB_APP_PRIVATE_KEY_FILE" in text  # where a path belongs
+    assert "app-secret-path" not in text and "app-secret-path" not in str(caught.value.__cause__)
+
+
+def test_every_bad_variable_is_reported_at_once() -> None:
+    with pytest.raises(UsageError) as caught:
+        Settings.from_env({"REVBOT_BATCH_SIZE": "x", "REVBOT_JOB_ATTEMPTS": "0"})
+    assert "REVBOT_BATCH_SIZE" in str(caught.value) and "REVBOT_JOB_ATTEMPTS" in str(caught.value)
+
+
+def test_deprecated_app_names_work_and_warn_once(fresh_warnings: None, caplog: pytest.LogCaptureFixture) -> None:
+    old = {"GITHUB_APP_ID": "42", "GITHUB_APP_PRIVATE_KEY_PATH": "~/app.pem", "GITHUB_APP_INSTALLATION_ID": "77"}
+    with caplog.at_level(logging.WARNING, logger="revbot.adapters.settings"):
+        s = Settings.from_env(old)
+        again = Settings.from_env(old)
+    assert s == again
+    assert s.github_app_id == "42" and s.github_app_installation_id == 77
+    assert s.github_app_private_key_file == Path("~/app.pem").expanduser()
+    lines = deprecation_lines(caplog)
+    assert len(lines) == 1  # one line for all three, and not again on the second read
+    for name, new in (
+        ("GITHUB_APP_ID", "REVBOT_GITHUB_APP_ID"),
+        ("GITHUB_APP_PRIVATE_KEY_PATH", "REVBOT_GITHUB_APP_PRIVATE_KEY_FILE"),
+        ("GITHUB_APP_INSTALLATION_ID", "REVBOT_GITHUB_APP_INSTALLATION_ID"),
+    ):
+        assert f"{name} (use {new})" in lines[0]
+
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="revbot.adapters.settings"):
+        serve_style = Settings.from_env({"REVBOT_GITHUB_PRIVATE_KEY": "/keys/app.pem"})  # the service's old name
+    assert serve_style.github_app_private_key_file == Path("/keys/app.pem")
+    assert deprecation_lines(caplog) == [
+        "deprecated environment variable: REVBOT_GITHUB_PRIVATE_KEY (use REVBOT_GITHUB_APP_PRIVATE_KEY_FILE)"
+    ]
+
+
+def test_the_new_name_wins_over_the_old_one(fresh_warnings: None, caplog: pytest.LogCaptureFixture) -> None:
+    env = {
+        "REVBOT_GITHUB_APP_ID": "1",
+        "GITHUB_APP_ID": "2",
+        "REVBOT_GITHUB_APP_PRIVATE_KEY_FILE": "/new.pem",
+        "REVBOT_GITHUB_PRIVATE_KEY": "/old.pem",
+        "REVBOT_GITHUB_APP_INSTALLATION_ID": "10",
+        "GITHUB_APP_INSTALLATION_ID": "20",
+        "REVBOT_GITHUB_TOKEN": "t-new",
+        "GITHUB_TOKEN": "t-fallback",
+    }
+    with caplog.at_level(logging.WARNING, logger="revbot.adapters.settings"):
+        s = Settings.from_env(env)
+    assert (s.github_app_id, s.github_app_private_key_file, s.github_app_installation_id) == ("1", Path("/new.pem"), 10)
+    assert s.secret("github_token") == "t-new"
+    (line,) = deprecation_lines(caplog)
+    assert "GITHUB_APP_ID (use REVBOT_GITHUB_APP_ID, which is set: GITHUB_APP_ID is ignored)" in line
+    assert "GITHUB_TOKEN" not in line.replace("REVBOT_GITHUB", "")  # a fallback name, not a deprecated one
+
+
+def test_the_service_config_is_built_from_the_model(tmp_path: Path) -> None:
+    cfg = ServiceConfig.from_env(
+        {
+            "REVBOT_HOME": str(tmp_path),
+            "REVBOT_WEBHOOK_SECRET": "s3cret",
+            "REVBOT_GITHUB_APP_ID": "42",
+            "REVBOT_GITHUB_APP_PRIVATE_KEY": PEM,
+            "REVBOT_WORKER_LEASE": "12.5",
+            "REVBOT_JOB_RETENTION_DAYS": "2",
+            "REVBOT_METRICS_TOKEN": "m-token",
+            "REVBOT_BOT_LOGINS": "a[bot],b",
+        },
+        workers=3,
+    )
+    assert cfg.secret == "s3cret" and cfg.github_app_id == "42" and cfg.github_private_key_pem == PEM.strip()
+    assert cfg.github_private_key is None and cfg.db == tmp_path / "revbot.db" and cfg.workers == 3
+    assert cfg.lease_s == 12.5 and cfg.retention_s == 2 * 86400.0 and cfg.metrics_token == "m-token"
+    assert cfg.bot_logins == ("a[bot]", "b")
+    assert "s3cret" not in repr(cfg) and "BEGIN" not in repr(cfg) and "m-token" not in repr(cfg)
+    with pytest.raises(UsageError, match=r"^REVBOT_WEBHOOK_MAX_BODY is not a whole number \(got '10MB'\)"):
+        ServiceConfig.from_env({"REVBOT_WEBHOOK_MAX_BODY": "10MB"})
+
+
+def test_paths_read_elsewhere_follow_the_model(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    from revbot.adapters.embedded import cache_root
+    from revbot.adapters.store import default_db_path
+    from revbot.adapters.versions import default_models_dir
+
+    for name in ("REVBOT_DB", "REVBOT_MODELS_DIR", "REVBOT_CACHE_DIR", "XDG_CACHE_HOME"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("REVBOT_HOME", str(tmp_path))
+    monkeypatch.setenv("REVBOT_DB", "sub/store.db")
+    assert default_db_path() == tmp_path / "sub/store.db"  # relative to the home, like the service's
+    assert default_models_dir() == tmp_path / "models" and cache_root() == tmp_path / "cache"
+    monkeypatch.delenv("REVBOT_HOME")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert default_db_path() == Path("sub/store.db") and cache_root() == tmp_path / "xdg" / "revbot"
+
+
+def test_the_readme_table_lists_every_revbot_variable_and_no_other() -> None:
+    import re
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text(encoding="utf-8")
+    section = readme.split("### Environment variables", 1)[1].split("\n### ", 1)[0]
+    rows = [line for line in section.splitlines() if line.startswith("| `")]
+    documented = {name for row in rows for name in re.findall(r"`([A-Z][A-Z0-9_]+)`", row.split(" | ")[0])}
+    read = {name for name in ENV_VARS if name.startswith("REVBOT_")}
+    assert read - documented == set(), "read but not in README's table"
+    assert {n for n in documented if n.startswith("REVBOT_")} - read - set(DEPRECATED) == set(), (
+        "documented, never read"
+    )
