@@ -337,7 +337,7 @@ def test_two_processes_train_one_version(tmp_path, tiny_llama):
     import sys
     from pathlib import Path
 
-    from bot.examples import write_examples
+    from revbot.adapters.files import write_examples
 
     data = tmp_path / "examples.jsonl"
     write_examples(data, synthetic_examples())
