@@ -302,12 +302,14 @@ def test_max_new_tokens_has_one_default_everywhere(revbot):
     from bot.config import DEFAULT_MAX_NEW_TOKENS
     from bot.review import ReviewOptions
     from finetune.cli import eval_cmd
+    from revbot.adapters.settings import Settings
     from revbot.retrain import retrain_cmd
 
     defaults = {
         "eval": next(p.default for p in eval_cmd.params if p.name == "max_new_tokens"),
         "retrain": next(p.default for p in retrain_cmd.params if p.name == "max_new_tokens"),
         "review": ReviewOptions().max_new_tokens,
+        "settings ($REVBOT_MAX_NEW_TOKENS unset)": Settings.from_env({}).max_new_tokens,
     }
     assert set(defaults.values()) == {DEFAULT_MAX_NEW_TOKENS}, defaults
     assert f"or {DEFAULT_MAX_NEW_TOKENS})" in revbot("review", "--help")[1]
