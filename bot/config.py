@@ -23,12 +23,17 @@ import fnmatch
 import os
 import re
 import reprlib
-from dataclasses import dataclass, field, fields
+from collections.abc import Iterable
+from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 from bot.errors import DataError, UsageError
+from bot.ports import JSON, JSONObject
+
+if TYPE_CHECKING:
+    import yaml
 
 # Vendored, generated and lock files: nobody reviews them, and they are where large PRs get large.
 DEFAULT_IGNORES: tuple[str, ...] = (
@@ -129,7 +134,7 @@ def path_matches(path: str, pattern: str) -> bool:
     return any(_match_parts(parts, directory, names, k) for k in starts)
 
 
-def first_match(path: str, patterns: Any) -> str | None:
+def first_match(path: str, patterns: Iterable[str]) -> str | None:
     """The first pattern of ``patterns`` that matches ``path``, or None."""
     for pattern in patterns:
         if path_matches(path, pattern):
@@ -168,12 +173,7 @@ class RepoConfig:
                 return default, "default"
         return None
 
-    def replace(self, **changes: Any) -> RepoConfig:
-        data = {f.name: getattr(self, f.name) for f in fields(self)}
-        data.update({k: v for k, v in changes.items() if v is not None})
-        return RepoConfig(**data)
-
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> JSONObject:
         return {
             "enabled": self.enabled,
             "ignore_paths": list(self.ignore_paths),
@@ -203,16 +203,16 @@ class RepoConfig:
             _check_structure(text, source)
             node = yaml.compose(text, Loader=yaml.SafeLoader)
         except yaml.YAMLError as exc:
-            raise _yaml_error(exc, "invalid YAML", source) from None
+            raise _yaml_error(exc, "invalid YAML", source) from exc
         except (RecursionError, MemoryError, ValueError, TypeError, OverflowError) as exc:
-            raise _error(f"cannot read it as YAML ({type(exc).__name__})", source) from None
+            raise _error(f"cannot read it as YAML ({type(exc).__name__})", source) from exc
         if node is None:
             return cls(source=source)
         if not isinstance(node, yaml.MappingNode):
             raise _error(
                 "expected a mapping of settings (key: value) at the top level", source, node.start_mark.line + 1
             )
-        values: dict[str, Any] = {}
+        values: dict[str, JSON] = {}
         known = _KEYS
         for key_node, value_node in node.value:
             line = key_node.start_mark.line + 1
@@ -225,10 +225,10 @@ class RepoConfig:
             try:
                 value = _construct(value_node)
             except yaml.YAMLError as exc:
-                raise _yaml_error(exc, f"invalid value for {key!r}", source, line) from None
+                raise _yaml_error(exc, f"invalid value for {key!r}", source, line) from exc
             except (RecursionError, MemoryError, ValueError, TypeError, OverflowError) as exc:
                 detail = str(exc)[:120] if isinstance(exc, ValueError) else type(exc).__name__
-                raise _error(f"invalid value for {key!r}: {detail}", source, line) from None
+                raise _error(f"invalid value for {key!r}: {detail}", source, line) from exc
             values[key] = _check(key, value, source, value_node.start_mark.line + 1)
         return cls(source=source, **values)
 
@@ -238,7 +238,7 @@ class RepoConfig:
         try:
             text = p.read_bytes()
         except OSError as exc:
-            raise UsageError(f"cannot read config file {p}: {exc.strerror or exc}") from None
+            raise UsageError(f"cannot read config file {p}: {exc.strerror or exc}") from exc
         return cls.from_yaml(text, source=str(p))
 
 
@@ -269,7 +269,7 @@ def _error(message: str, source: str, line: int | None = None) -> DataError:
     return DataError(message, source, line)
 
 
-def _yaml_error(exc: Any, what: str, source: str, line: int | None = None) -> DataError:
+def _yaml_error(exc: yaml.YAMLError, what: str, source: str, line: int | None = None) -> DataError:
     mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
     problem = getattr(exc, "problem", None) or (str(exc).splitlines() or [type(exc).__name__])[0]
     return _error(f"{what}: {problem}", source, mark.line + 1 if mark else line)
@@ -298,7 +298,7 @@ _REPR = reprlib.Repr()
 _REPR.maxstring, _REPR.maxother, _REPR.maxlevel, _REPR.maxlist, _REPR.maxdict = 60, 60, 2, 4, 4
 
 
-def _show(value: Any) -> str:
+def _show(value: object) -> str:
     """A short repr of a configured value for an error message (never the whole value: a long
     string or list would be copied into every log line and job row that carries the error)."""
     if isinstance(value, int) and not isinstance(value, bool) and value.bit_length() > 64:
@@ -306,7 +306,7 @@ def _show(value: Any) -> str:
     return _REPR.repr(value)
 
 
-def _construct(node: Any) -> Any:
+def _construct(node: yaml.Node) -> JSON:
     import yaml
 
     loader = yaml.SafeLoader("")
@@ -328,7 +328,7 @@ _TYPES: dict[str, str] = {
 _KEYS = frozenset(_TYPES)
 
 
-def _check(key: str, value: Any, source: str, line: int) -> Any:
+def _check(key: str, value: JSON, source: str, line: int) -> JSON:
     kind = _TYPES[key]
 
     def fail(expected: str) -> DataError:
@@ -371,7 +371,7 @@ def _check(key: str, value: Any, source: str, line: int) -> Any:
     raise AssertionError(kind)  # pragma: no cover
 
 
-def _yaml_type(value: Any) -> str:
+def _yaml_type(value: object) -> str:
     return {bool: "boolean", int: "integer", float: "number", str: "string", list: "list", dict: "mapping"}.get(
         type(value), "null" if value is None else type(value).__name__
     )
