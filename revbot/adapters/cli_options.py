@@ -32,6 +32,8 @@ _GLOBAL_FLAG_NAMES = ("verbose", "quiet")
 
 F = TypeVar("F", bound=Callable[..., Any])
 
+log = logging.getLogger(__name__)
+
 
 # --------------------------------------------------------------------------- messages
 
@@ -41,7 +43,10 @@ def error_line(message: str) -> str:
 
 
 def fail(exc: RevbotError) -> NoReturn:
-    """Print a RevbotError as ``revbot: error: ...`` and exit with its code (never a traceback)."""
+    """Print a RevbotError as ``revbot: error: ...`` and exit with its code. The error line never
+    carries a traceback; at -vv (debug logging) the error's traceback and the chain of causes under
+    it are logged first, scrubbed like every log record, for whoever needs to see what went wrong."""
+    log.debug("%s: %s", type(exc).__name__, exc, exc_info=exc)
     click.echo(error_line(str(exc)), err=True)
     sys.exit(exc.exit_code)
 
