@@ -314,5 +314,7 @@ def test_cli_export_stats_and_errors(shared_dir, tmp_path):
     assert failed.exit_code == 1 and f"{bad}:1:" in failed.output and "Traceback" not in failed.output
     missing = runner.invoke(dataset, ["stats", "--db", str(tmp_path / "none.db")])
     assert missing.exit_code == 2 and "no such store" in missing.output
-    wrong = runner.invoke(dataset, ["import", str(bad), "--input-format", "crc", "--field-map", "hunk=x", "--db", str(db)])
+    wrong = runner.invoke(
+        dataset, ["import", str(bad), "--input-format", "crc", "--field-map", "hunk=x", "--db", str(db)]
+    )
     assert wrong.exit_code == 2 and "--input-format jsonl only" in wrong.output
