@@ -1,6 +1,6 @@
 """The per-repository ``.revbot.yml`` that a team commits to say how its pull requests are reviewed:
-text in, a validated RepoConfig out. (Process-wide settings from the environment are read by
-``revbot.adapters.settings``.)
+text in, a validated RepoConfig out. (Reading the file from disk is ``revbot.adapters.repo_config``'s;
+process-wide settings from the environment are read by ``revbot.adapters.settings``.)
 
 ``.revbot.yml`` keys (all optional; unknown keys are an error so a typo never silently does nothing)::
 
@@ -20,16 +20,14 @@ of at most 300 characters, counts at most 1000. Errors name the file and line an
 from __future__ import annotations
 
 import fnmatch
-import os
 import re
 import reprlib
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from functools import lru_cache
-from pathlib import Path
 from typing import TYPE_CHECKING
 
-from bot.errors import DataError, UsageError
+from bot.errors import DataError
 from bot.ports import JSON, JSONObject
 
 if TYPE_CHECKING:
@@ -232,27 +230,9 @@ class RepoConfig:
             values[key] = _check(key, value, source, value_node.start_mark.line + 1)
         return cls(source=source, **values)
 
-    @classmethod
-    def from_file(cls, path: str | os.PathLike[str]) -> RepoConfig:
-        p = Path(path)
-        try:
-            text = p.read_bytes()
-        except OSError as exc:
-            raise UsageError(f"cannot read config file {p}: {exc.strerror or exc}") from exc
-        return cls.from_yaml(text, source=str(p))
 
-
+# the names a repository's configuration may have at its root, the first found wins
 CONFIG_NAMES = (".revbot.yml", ".revbot.yaml")
-
-
-def find_repo_config(root: str | os.PathLike[str]) -> RepoConfig:
-    """The ``.revbot.yml`` at a repository root, or the defaults when there is none."""
-    for name in CONFIG_NAMES:
-        candidate = Path(root) / name
-        if candidate.is_file():
-            return RepoConfig.from_file(candidate)
-    return RepoConfig()
-
 
 MAX_CONFIG_BYTES = 64 * 1024  # a real .revbot.yml is a few hundred bytes
 MAX_CONFIG_DEPTH = 4  # nested mappings/lists; the schema needs 2 (the settings, a list of globs)

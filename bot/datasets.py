@@ -1,8 +1,9 @@
 """Dataset formats: files of review examples in other shapes, read into and written from the example
 schema (bot.examples). Every format is one ``DatasetFormat`` in ``FORMATS``, the registry that
 import, export, training and evaluation all read; ``get_format`` names the known formats when asked
-for another. Reading a file is all the I/O here: storing what was read is harvest's (`revbot dataset
-import`), writing records to a file or stdout is the caller's.
+for another. No I/O here: records are read from a stream the caller opened (``parse_dataset``;
+``revbot.adapters.files.read_dataset`` opens a path), storing what was read is harvest's (`revbot
+dataset import`), writing records to a file or stdout is the caller's.
 
 Formats read
   jsonl         our example schema (bot.examples), or any ``diff_hunk + comment`` JSONL with a
@@ -41,12 +42,12 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import re
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from types import MappingProxyType
+from typing import IO
 
 from bot.diff import HUNK_HEADER, LEFT, RIGHT, Hunk, parse_hunk
 from bot.errors import DataError, DiffError, UsageError
@@ -205,29 +206,35 @@ class ImportResult:
 # --------------------------------------------------------------------------- reading records
 
 
-def _records(path: str | os.PathLike[str]) -> Iterator[tuple[int, JSON]]:
-    """(line number, decoded JSON) for a JSONL file or a JSON array file. A line that is not JSON
-    yields a _Bad in place of the value, so the caller can skip it or raise with file:line."""
-    name = str(path)
-    try:
-        fh = open(path, "rb")
-    except OSError as exc:
-        raise DataError(f"cannot read: {exc.strerror}", name) from exc
-    with fh:
-        head = fh.read(4096).lstrip()
-        fh.seek(0)
-        if head.startswith(b"["):
-            yield from _array_records(fh.read().decode("utf-8", errors="replace"))
-            return
-        for number, raw in enumerate(fh, start=1):
-            text = raw.decode("utf-8", errors="replace")
-            if not text.strip():
-                continue
-            try:
-                yield number, json.loads(text)
-            except json.JSONDecodeError as exc:
-                cut = "" if raw.endswith(b"\n") else " (the line is cut off: truncated file?)"
-                yield number, _Bad("invalid JSON", f"invalid JSON ({exc.msg} at column {exc.colno}){cut}")
+def _records(stream: IO[bytes]) -> Iterator[tuple[int, JSON]]:
+    """(line number, decoded JSON) for JSONL or a JSON array, read from ``stream``. A line that is
+    not JSON yields a _Bad in place of the value, so the caller can skip it or raise with name:line.
+    JSONL is read a line at a time; only a JSON array is read whole."""
+    head = stream.read(4096)
+    if head.lstrip().startswith(b"["):
+        yield from _array_records((head + stream.read()).decode("utf-8", errors="replace"))
+        return
+    for number, raw in enumerate(_lines(head, stream), start=1):
+        text = raw.decode("utf-8", errors="replace")
+        if not text.strip():
+            continue
+        try:
+            yield number, json.loads(text)
+        except json.JSONDecodeError as exc:
+            cut = "" if raw.endswith(b"\n") else " (the line is cut off: truncated file?)"
+            yield number, _Bad("invalid JSON", f"invalid JSON ({exc.msg} at column {exc.colno}){cut}")
+
+
+def _lines(head: bytes, stream: IO[bytes]) -> Iterator[bytes]:
+    """The lines of ``head`` followed by the rest of ``stream``, each with its newline (the last may
+    have none): what iterating the whole stream gives, without seeking back, so a pipe works too."""
+    *complete, partial = head.split(b"\n")
+    for line in complete:
+        yield line + b"\n"
+    partial += stream.readline()
+    if partial:
+        yield partial
+    yield from stream
 
 
 _WHITESPACE = re.compile(r"\s*")
@@ -792,8 +799,9 @@ def get_format(name: str, use: str = "") -> DatasetFormat:
 # --------------------------------------------------------------------------- reading and writing datasets
 
 
-def read_dataset(
-    path: str | os.PathLike[str],
+def parse_dataset(
+    stream: IO[bytes],
+    name: str,
     fmt: str,
     *,
     field_map: Mapping[str, str] | None = None,
@@ -801,14 +809,15 @@ def read_dataset(
     repo: str | None = None,
     keep_bot_comments: bool = False,
 ) -> ImportResult:
-    """Read a dataset file into examples (and, for crc, review comments). Nothing is stored.
+    """Read a dataset from an open binary ``stream`` into examples (and, for crc, review comments).
+    ``name`` is what errors and the result call the file (``revbot.adapters.files.read_dataset``
+    opens a path). Nothing is stored.
 
     Comments stamped by an AI review tool (bot.review_bots) are dropped unless ``keep_bot_comments``:
     a team's model should learn the team, not the bot. An example that loses all its comments that
     way is dropped, not turned into a negative (a bot did find something there)."""
     reader = get_format(fmt, "import").read
     assert reader is not None  # get_format(..., "import") returns readable formats only
-    name = str(path)
     result = ImportResult(name, fmt)
     ctx = ReadContext(
         name,
@@ -818,7 +827,7 @@ def read_dataset(
         comments=result.comments,
     )
     seen: dict[str, tuple[int, Example]] = {}
-    for number, record in _records(path):
+    for number, record in _records(stream):
         result.records += 1
         ctx.line = number
         try:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 
@@ -120,31 +119,27 @@ def example_id(repo: str, pr: int, path: str, hunk_header: str, extra: str = "")
     return f"{repo}#{pr}:{digest}"
 
 
-def read_examples(
-    path: str | os.PathLike[str], skip_bad: bool = False, errors: list[str] | None = None
+def parse_examples(
+    lines: Iterable[str], name: str, skip_bad: bool = False, errors: list[str] | None = None
 ) -> Iterator[Example]:
-    """Read examples JSONL. A bad line raises DataError naming file:line, or with ``skip_bad`` is
-    skipped and its message appended to ``errors``."""
-    name = str(path)
-    try:
-        fh = open(path, encoding="utf-8", errors="replace")
-    except OSError as exc:
-        raise DataError(f"cannot read examples: {exc.strerror}", name) from exc
-    with fh:
-        for number, text in enumerate(fh, start=1):
-            if not text.strip():
-                continue
+    """Examples from JSONL text, one line at a time (an open file, a list of lines); ``name`` is
+    what errors call the file (``revbot.adapters.files.read_examples`` opens a path). A bad line
+    raises DataError naming name:line, or with ``skip_bad`` is skipped and its message appended to
+    ``errors``."""
+    for number, text in enumerate(lines, start=1):
+        if not text.strip():
+            continue
+        try:
             try:
-                try:
-                    data = json.loads(text)
-                except json.JSONDecodeError as exc:
-                    raise DataError(f"invalid JSON ({exc.msg} at column {exc.colno})", name, number) from exc
-                yield Example.from_dict(data, name, number)
-            except DataError as exc:
-                if not skip_bad:
-                    raise
-                if errors is not None:
-                    errors.append(str(exc))
+                data = json.loads(text)
+            except json.JSONDecodeError as exc:
+                raise DataError(f"invalid JSON ({exc.msg} at column {exc.colno})", name, number) from exc
+            yield Example.from_dict(data, name, number)
+        except DataError as exc:
+            if not skip_bad:
+                raise
+            if errors is not None:
+                errors.append(str(exc))
 
 
 def fingerprint(examples: Iterable[Example]) -> str:

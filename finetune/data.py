@@ -22,10 +22,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from bot.datasets import read_dataset
 from bot.errors import DataError
-from bot.examples import Example, read_examples
+from bot.examples import Example
 from bot.prompt import training_text
+from revbot.adapters.files import read_dataset, read_examples
 
 IGNORE_INDEX = -100
 SQLITE_MAGIC = b"SQLite format 3\x00"

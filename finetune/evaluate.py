@@ -326,8 +326,8 @@ def examples_for(
     have grown; new PRs are newer, so they land in the test split). With any other file: all of it
     (examples JSONL, or a dataset in ``fmt``, read by bot.datasets). The baselines learn from the version's
     saved training split, or from the store's training split when the version has none."""
-    from bot.examples import read_examples
     from finetune.data import is_store, load_examples, split_examples
+    from revbot.adapters.files import read_examples
 
     def saved(name: str) -> list[Example] | None:
         path = version.path / "data" / f"{name}.jsonl"

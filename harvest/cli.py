@@ -17,7 +17,10 @@ from harvest.filters import DEFAULT_MIN_LENGTH
 from revbot.adapters.cli_options import deprecated_alias, fail, quiet, set_quiet, warn
 from revbot.adapters.store import Store, default_db_path, utc_timestamp
 
-DB_HELP = "Dataset store (SQLite). Default: $REVBOT_DB, else ./revbot.db."
+DB_HELP = (
+    "Dataset store (SQLite). Default: $REVBOT_DB, else revbot.db (relative to $REVBOT_HOME, default the current "
+    "directory)."
+)
 NO_CREDENTIALS = (
     "no GitHub credentials: set GITHUB_TOKEN (or REVBOT_GITHUB_TOKEN) to a token that can read the repository, "
     "or harvest as a GitHub App with REVBOT_GITHUB_APP_ID, REVBOT_GITHUB_APP_PRIVATE_KEY_FILE and "
@@ -53,14 +56,11 @@ def harvest() -> None:
 
 @harvest.command("github")
 @click.argument("repo", metavar="OWNER/REPO")
-@click.option("--db", type=click.Path(dir_okay=False), envvar="REVBOT_DB", help=DB_HELP)
-@click.option(
-    "--api-url", envvar="GITHUB_API_URL", help="API root: GitHub Enterprise (https://HOST/api/v3) or the simulator."
-)
+@click.option("--db", type=click.Path(dir_okay=False), help=DB_HELP)
+@click.option("--api-url", help="API root: GitHub Enterprise (https://HOST/api/v3) or the simulator.")
 @click.option(
     "--token",
-    envvar="GITHUB_TOKEN",
-    help="GitHub token (default $GITHUB_TOKEN; prefer the variable: a command "
+    help="GitHub token (default $REVBOT_GITHUB_TOKEN, else $GITHUB_TOKEN; prefer the variable: a command "
     "line is visible to other users). GitHub App: REVBOT_GITHUB_APP_ID, REVBOT_GITHUB_APP_PRIVATE_KEY_FILE (or "
     "REVBOT_GITHUB_APP_PRIVATE_KEY, the PEM text), REVBOT_GITHUB_APP_INSTALLATION_ID.",
 )
@@ -106,8 +106,8 @@ def harvest() -> None:
 )
 @click.option(
     "--bot-login",
-    envvar="REVBOT_BOT_LOGIN",
-    help=f"Comma-separated logins revbot posts as (feedback on its comments is recorded). Default: {','.join(sorted(DEFAULT_OWN_LOGINS))}.",
+    help="Comma-separated logins revbot posts as (feedback on its comments is recorded). Default: "
+    f"$REVBOT_BOT_LOGINS, else {','.join(sorted(DEFAULT_OWN_LOGINS))}.",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
 @deprecated_alias("--no-progress", "--quiet", set_quiet, is_flag=True)
@@ -138,8 +138,12 @@ def harvest_github_cmd(
     """
     from harvest.mine import HarvestInterrupted, HarvestOptions, harvest_github
     from revbot.adapters.github import GitHubClient
+    from revbot.adapters.settings import Settings
 
     def go() -> None:
+        # the store, the API root, the token and the bot's logins default to the settings model's
+        # (REVBOT_DB in REVBOT_HOME, REVBOT_GITHUB_* before GITHUB_*, REVBOT_BOT_LOGINS)
+        settings = Settings.from_env()
         options = HarvestOptions(
             full=full,
             rebuild=rebuild,
@@ -150,7 +154,7 @@ def harvest_github_cmd(
             min_length=min_length,
             negatives_ratio=negatives_ratio,
             seed=seed,
-            own_logins=_logins(bot_login) or DEFAULT_OWN_LOGINS,
+            own_logins=_logins(bot_login) or settings.bot_logins or DEFAULT_OWN_LOGINS,
             progress=not (quiet() or as_json) and sys.stderr.isatty(),
         )
         client = GitHubClient(token or None, api_url=api_url, max_rate_wait=max_rate_wait)
@@ -207,7 +211,7 @@ def dataset() -> None:
     "by default they are dropped and counted.",
 )
 @click.option("--repo", help="Repository name for records that carry none.")
-@click.option("--db", type=click.Path(dir_okay=False), envvar="REVBOT_DB", help=DB_HELP)
+@click.option("--db", type=click.Path(dir_okay=False), help=DB_HELP)
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 def import_cmd(
     file: str,
@@ -258,7 +262,7 @@ def import_cmd(
 @click.option(
     "--no-meta", is_flag=True, help="Leave out the 'revbot' block (ids, provenance) for tools that refuse unknown keys."
 )
-@click.option("--db", type=click.Path(dir_okay=False), envvar="REVBOT_DB", help=DB_HELP)
+@click.option("--db", type=click.Path(dir_okay=False), help=DB_HELP)
 def export_cmd(fmt: str, output: str, repo: str | None, no_meta: bool, db: str | None) -> None:
     """Export the store's examples, oldest first, rendered by the prompt contract."""
     from harvest.datasets import export_examples
@@ -310,7 +314,7 @@ def _stats_table(repos: list[tuple[str, dict[str, Any]]]) -> str:
 
 
 @dataset.command("stats")
-@click.option("--db", type=click.Path(dir_okay=False), envvar="REVBOT_DB", help=DB_HELP)
+@click.option("--db", type=click.Path(dir_okay=False), help=DB_HELP)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def stats_cmd(db: str | None, as_json: bool) -> None:
     """Counts of stored comments and of positive and negative examples, per repository."""

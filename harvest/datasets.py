@@ -1,6 +1,6 @@
 """Datasets in and out of the store: `revbot dataset import` and `revbot dataset export`. The formats
-themselves (reading and writing records) are bot.datasets; this module adds the store and the output
-file."""
+themselves (reading and writing records) are bot.datasets; this module adds the store, the input
+file (revbot.adapters.files.read_dataset) and the output file."""
 
 from __future__ import annotations
 
@@ -9,9 +9,9 @@ import os
 import sys
 from collections.abc import Iterable
 
-from bot.datasets import ImportResult, export_records, read_dataset
+from bot.datasets import ImportResult, export_records
 from bot.examples import Example
-from revbot.adapters.files import write_jsonl
+from revbot.adapters.files import read_dataset, write_jsonl
 from revbot.adapters.store import Store
 
 

@@ -39,7 +39,6 @@ from pathlib import Path
 from typing import Any
 
 import click
-from click.core import ParameterSource
 
 from bot.errors import DataError, RevbotError, UsageError
 from bot.examples import Example
@@ -139,7 +138,7 @@ def retrain_lock(models_dir: Path) -> Iterator[None]:
 def _incumbent_training_ids(version: Any) -> set[str]:
     """Ids of the examples the current version was trained on (its ``data/train.jsonl``), so that
     none of them is used to judge it."""
-    from bot.examples import read_examples
+    from revbot.adapters.files import read_examples
 
     path = Path(version.path) / "data" / "train.jsonl"
     if not path.is_file():
@@ -391,26 +390,24 @@ class GitHubClients:
 @click.option(
     "--db",
     type=click.Path(dir_okay=False),
-    envvar="REVBOT_DB",
-    help="Dataset store (SQLite). Default: $REVBOT_DB, else ./revbot.db.",
+    help="Dataset store (SQLite). Default: $REVBOT_DB, else revbot.db (relative to $REVBOT_HOME, default the "
+    "current directory).",
 )
 @click.option(
     "--models-dir",
     type=click.Path(file_okay=False),
-    envvar="REVBOT_MODELS_DIR",
-    help="Model versions folder. Default: $REVBOT_MODELS_DIR, else models/.",
+    help="Model versions folder. Default: $REVBOT_MODELS_DIR, else models/ (relative to $REVBOT_HOME).",
 )
 @click.option(
     "--api-url",
-    envvar=["REVBOT_GITHUB_API_URL", "GITHUB_API_URL"],
     help="GitHub API root (GitHub Enterprise: https://HOST/api/v3) for every repository. Default: the one "
     "each repository was last harvested from, else $REVBOT_GITHUB_API_URL or $GITHUB_API_URL, else "
     "https://api.github.com.",
 )
 @click.option(
     "--token",
-    envvar=["REVBOT_GITHUB_TOKEN", "GITHUB_TOKEN"],
-    help="GitHub token (prefer the environment variable: a command line is visible to other users).",
+    help="GitHub token. Default: $REVBOT_GITHUB_TOKEN, else $GITHUB_TOKEN (prefer the variable: a command line "
+    "is visible to other users).",
 )
 @click.option(
     "--no-harvest",
@@ -484,9 +481,7 @@ class GitHubClients:
     help="Prompts generated together during the evaluation (the same default as `revbot eval`).",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print the decision as JSON.")
-@click.pass_context
 def retrain_cmd(
-    ctx,
     repos,
     db,
     models_dir,
@@ -544,10 +539,8 @@ def retrain_cmd(
         if not no_harvest:
             targets = list(repos) or harvested_repos(store)
             if targets:
-                on_command_line = ctx.get_parameter_source("api_url") is ParameterSource.COMMANDLINE
-                clients = GitHubClients(
-                    store, token or None, api_url if on_command_line else None, None if on_command_line else api_url
-                )
+                # without --api-url: each repository's recorded root, else the settings' (GitHubClient's default)
+                clients = GitHubClients(store, token or None, api_url or None, None)
             else:
                 info("no repository harvested yet: training on the store as it is")
         echo = (lambda text: None) if as_json else info

@@ -152,10 +152,9 @@ def _positive(ctx: click.Context, param: click.Parameter, value: int | None) -> 
 )
 @click.option(
     "--api-url",
-    envvar="GITHUB_API_URL",
     metavar="URL",
-    help="GitHub API root for --post (default $GITHUB_API_URL, else https://api.github.com; GitHub "
-    "Enterprise: https://HOST/api/v3).",
+    help="GitHub API root for --post (default $REVBOT_GITHUB_API_URL, else $GITHUB_API_URL, else "
+    "https://api.github.com; GitHub Enterprise: https://HOST/api/v3).",
 )
 @click.option(
     "--max-comments",
@@ -260,9 +259,10 @@ def review(
     listed with the reason; so is whatever does not fit the token budget.
     """
     from bot import formats
-    from bot.config import RepoConfig, find_repo_config
-    from bot.review import FileSource, GitSource, ReviewOptions, TextSource, run
+    from bot.review import ReviewOptions, TextSource, run
+    from revbot.adapters.repo_config import find_repo_config, load_repo_config
     from revbot.adapters.settings import Settings
+    from revbot.adapters.sources import FileSource, GitSource
 
     settings = Settings.from_env()
     if post_to is not None:  # checked before any model is loaded
@@ -272,7 +272,7 @@ def review(
         if settings.github_token is None:
             raise UsageError("--post needs a GitHub token in $GITHUB_TOKEN (or $REVBOT_GITHUB_TOKEN)")
     source = _source(diff, git_range, staged, repo, TextSource, FileSource, GitSource)
-    config = RepoConfig.from_file(config_path) if config_path else find_repo_config(repo)
+    config = load_repo_config(config_path) if config_path else find_repo_config(repo)
     if not config.enabled:
         info(f"revbot: review disabled by {config.source} (enabled: false)")
         return

@@ -14,9 +14,8 @@ from __future__ import annotations
 
 import functools
 import logging
-import os
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, NoReturn, TypeVar
 
@@ -80,6 +79,7 @@ def show_usage_error(exc: click.UsageError) -> None:
 class Flags:
     verbose: int = 0
     quiet: bool = False
+    bad_log_level_told: bool = False  # a bad REVBOT_LOG_LEVEL is warned about once per command line
 
 
 def _flags(ctx: click.Context) -> Flags:
@@ -105,16 +105,37 @@ def set_quiet(ctx: click.Context, value: Any = True) -> None:
         _flags(ctx).quiet = True
 
 
-def log_level(verbose: int) -> int:
-    """-v: info, -vv: debug; REVBOT_LOG_LEVEL, when set to a level name, wins."""
-    level = {0: logging.WARNING, 1: logging.INFO}.get(verbose, logging.DEBUG)
-    return getattr(logging, os.environ.get("REVBOT_LOG_LEVEL", "").strip().upper(), level)
+def _flag_level(verbose: int) -> int:
+    return {0: logging.WARNING, 1: logging.INFO}.get(verbose, logging.DEBUG)
+
+
+def log_level(verbose: int, env: Mapping[str, str] | None = None) -> int:
+    """-v: info, -vv: debug; REVBOT_LOG_LEVEL, when set, wins. The variable is read through the
+    settings model (``env``: a mapping instead of ``os.environ``), so a value it refuses is its
+    UsageError, naming the variable and the levels it takes."""
+    from revbot.adapters.settings import Settings
+
+    settings = Settings.from_env(env, only=("log_level",))
+    if "log_level" not in settings.model_fields_set:
+        return _flag_level(verbose)
+    return int(logging.getLevelNamesMapping()[settings.log_level])
 
 
 def configure_logging_for(ctx: click.Context) -> None:
+    """Set the log level from -v and REVBOT_LOG_LEVEL. A bad REVBOT_LOG_LEVEL is one warning line
+    (the settings model's message) and the flags decide: it must not stop ``--help`` or a command
+    that reads no other setting; one that reads its settings refuses the value with the same message."""
     from revbot.adapters.logs import configure_logging
 
-    configure_logging(log_level(_flags(ctx).verbose))
+    flags = _flags(ctx)
+    try:
+        level = log_level(flags.verbose)
+    except RevbotError as exc:
+        level = _flag_level(flags.verbose)
+        if not flags.bad_log_level_told:
+            flags.bad_log_level_told = True
+            warn(f"{exc}; logging at {logging.getLevelName(level)} instead")
+    configure_logging(level)
 
 
 def _on_verbose(ctx: click.Context, param: click.Parameter, value: int) -> None:

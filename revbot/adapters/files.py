@@ -1,4 +1,5 @@
-"""Writing files safely: atomic replacement and advisory locks, in one place.
+"""Files: writing them safely (atomic replacement, advisory locks) and opening the example and
+dataset files the domain parses, in one place.
 
 * ``atomic_write_text`` / ``atomic_write_json`` / ``atomic_open``: the content goes to a temporary
   file in the target's directory, is flushed and fsynced, then ``os.replace``-d over the target, so
@@ -7,6 +8,9 @@
 * ``file_lock``: an exclusive ``fcntl.flock`` on a lock file, held for a ``with`` block (advisory:
   it serialises the processes that take the same lock, on POSIX; elsewhere it is a no-op).
 * ``write_jsonl`` / ``write_examples``: JSON lines, written atomically.
+* ``read_examples`` / ``read_dataset``: open a path and hand the open file to the domain's parser
+  (``bot.examples.parse_examples``, ``bot.datasets.parse_dataset``), which reads it a line at a
+  time; a file that cannot be opened is a DataError naming it.
 """
 
 from __future__ import annotations
@@ -14,13 +18,14 @@ from __future__ import annotations
 import json
 import os
 import tempfile
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any
 
+from bot.datasets import ImportResult, get_format, parse_dataset
 from bot.errors import DataError
-from bot.examples import Example
+from bot.examples import Example, parse_examples
 
 try:  # POSIX advisory locks
     import fcntl
@@ -104,3 +109,46 @@ def write_jsonl(path: str | os.PathLike[str], rows: Iterable[dict[str, Any]]) ->
 def write_examples(path: str | os.PathLike[str], examples: Iterable[Example]) -> int:
     """Write examples as JSON lines, atomically."""
     return write_jsonl(path, (ex.to_dict() for ex in examples))
+
+
+def read_examples(
+    path: str | os.PathLike[str], skip_bad: bool = False, errors: list[str] | None = None
+) -> Iterator[Example]:
+    """The examples in a JSONL file, lazily (``bot.examples.parse_examples``). A bad line raises
+    DataError naming file:line, or with ``skip_bad`` is skipped and its message appended to ``errors``."""
+    name = str(path)
+    try:
+        fh = open(path, encoding="utf-8", errors="replace")
+    except OSError as exc:
+        raise DataError(f"cannot read examples: {exc.strerror}", name) from exc
+    with fh:
+        yield from parse_examples(fh, name, skip_bad=skip_bad, errors=errors)
+
+
+def read_dataset(
+    path: str | os.PathLike[str],
+    fmt: str,
+    *,
+    field_map: Mapping[str, str] | None = None,
+    skip_bad: bool = False,
+    repo: str | None = None,
+    keep_bot_comments: bool = False,
+) -> ImportResult:
+    """Read a dataset file of format ``fmt`` (``bot.datasets.parse_dataset``, which streams JSONL a
+    line at a time). An unknown format is refused before the file is opened."""
+    get_format(fmt, "import")
+    name = str(path)
+    try:
+        fh = open(path, "rb")
+    except OSError as exc:
+        raise DataError(f"cannot read: {exc.strerror}", name) from exc
+    with fh:
+        return parse_dataset(
+            fh,
+            name,
+            fmt,
+            field_map=field_map,
+            skip_bad=skip_bad,
+            repo=repo,
+            keep_bot_comments=keep_bot_comments,
+        )

@@ -52,6 +52,7 @@ DEPRECATED: dict[str, str] = {
     "REVBOT_GITHUB_PRIVATE_KEY": "REVBOT_GITHUB_APP_PRIVATE_KEY_FILE",
     "GITHUB_APP_PRIVATE_KEY_PATH": "REVBOT_GITHUB_APP_PRIVATE_KEY_FILE",
     "GITHUB_APP_INSTALLATION_ID": "REVBOT_GITHUB_APP_INSTALLATION_ID",
+    "REVBOT_BOT_LOGIN": "REVBOT_BOT_LOGINS",  # `revbot harvest github --bot-login`'s old variable
 }
 
 PositiveInt = Annotated[int, Field(gt=0)]
@@ -211,7 +212,11 @@ class Settings(BaseSettings):
         expected="a number of bytes greater than 0, e.g. 10485760",
     )
     bot_logins: tuple[str, ...] = _env(
-        "REVBOT_BOT_LOGINS", default=(), doc="comma-separated logins the bot posts as", expected="login,login..."
+        "REVBOT_BOT_LOGINS",
+        "REVBOT_BOT_LOGIN",
+        default=(),
+        doc="comma-separated logins the bot posts as",
+        expected="login,login...",
     )
     worker_lease: PositiveFloat = _env(
         "REVBOT_WORKER_LEASE",
@@ -277,10 +282,15 @@ class Settings(BaseSettings):
         return init_settings, _EnvironmentSource(settings_cls, os.environ if env is None else env)
 
     @classmethod
-    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+    def from_env(cls, env: Mapping[str, str] | None = None, *, only: tuple[str, ...] = ()) -> Settings:
         """The settings from ``env`` (default: ``os.environ``, read now). A bad value is a UsageError
-        naming the variable, the problem and the expected form (a secret's value is never shown)."""
+        naming the variable, the problem and the expected form (a secret's value is never shown).
+        ``only``: read and check just these fields' variables, the others keep their defaults (for a
+        value needed before the rest is checked, such as the log level every command sets first)."""
         source: Mapping[str, str] = os.environ if env is None else env
+        if only:
+            names = {name for field in only for name in env_names(cls.model_fields[field])}
+            source = {name: value for name, value in source.items() if name in names}
         _warn_deprecated(source)
         token = _SOURCE.set(source)
         try:

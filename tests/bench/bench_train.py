@@ -108,7 +108,7 @@ class PeakRSS:
 def load_crc_examples():
     """crc-py through harvest's importer; without harvest, the minimal conversion of the tests."""
     try:
-        from bot.datasets import read_dataset
+        from revbot.adapters.files import read_dataset
     except ImportError:
         from tests.finetune.helpers import crc_examples
 
@@ -137,10 +137,10 @@ def worker_sft(kind: str, job: dict) -> dict:
     from transformers import AutoModelForCausalLM, AutoTokenizer, BitsAndBytesConfig
     from trl import SFTConfig, SFTTrainer
 
-    from bot.examples import read_examples
     from finetune.attention import register
     from finetune.data import encode_examples, prompt_completion_dataset
     from finetune.train import keep_4bit_differentiable, trainer_class
+    from revbot.adapters.files import read_examples
 
     examples = list(read_examples(job["data"]))
     packed = kind != "tutorial"
@@ -208,9 +208,9 @@ def worker_sft(kind: str, job: dict) -> dict:
 
 
 def worker_revbot(kind: str, job: dict) -> dict:
-    from bot.examples import read_examples
     from finetune.data import Splits
     from finetune.train import TrainConfig, train
+    from revbot.adapters.files import read_examples
 
     examples = list(read_examples(job["data"]))
     config = TrainConfig(

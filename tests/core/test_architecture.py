@@ -1,7 +1,8 @@
 """The import rules of ARCHITECTURE.md, read from the source (AST, so imports inside functions count):
 no import cycle among the project's modules, ``bot/`` imports nothing of the project but itself,
 harvest, finetune and webhooks do not import each other, and only ``revbot/dev/`` and the tests
-import ``revbot.dev``."""
+import ``revbot.dev``. And ``bot/`` does no I/O of its own: no process, network, database or
+file-system module, no ``open()``, no path reads or writes, no environment, no sleeping."""
 
 from __future__ import annotations
 
@@ -215,3 +216,115 @@ def test_harvest_finetune_and_webhooks_do_not_import_each_other(graph):
         if a != b and _within(e.importer, a) and _within(e.target, b)
     ]
     assert not wrong, "\n".join(wrong)
+
+
+# --------------------------------------------------------------------------- bot/ does no I/O of its own
+
+# modules whose use is I/O (processes, network, databases, the file system, locks, sleeping)
+IO_MODULES = (
+    "subprocess",
+    "git",
+    "github",
+    "socket",
+    "ssl",
+    "sqlite3",
+    "redis",
+    "requests",
+    "httpx",
+    "urllib3",
+    "urllib.request",
+    "http.client",
+    "shutil",
+    "tempfile",
+    "glob",
+    "fcntl",
+    "mmap",
+    "multiprocessing",
+)
+IO_BUILTINS = ("open", "print", "input")
+# methods only a file-system path (or a file) has
+IO_METHODS = frozenset(
+    {"read_text", "read_bytes", "write_text", "write_bytes", "open", "iterdir", "rglob", "mkdir", "rmdir"}
+    | {"touch", "unlink", "exists", "is_file", "is_dir", "samefile", "expanduser"}
+)
+# what of ``os`` and ``time`` is not I/O
+OS_PURE = frozenset({"PathLike", "fspath", "sep", "linesep", "path"})
+OS_PATH_IO = frozenset({"exists", "isfile", "isdir", "islink", "getsize", "getmtime", "realpath", "abspath"})
+OS_PATH_IO |= {"expanduser", "expandvars", "samefile"}
+
+
+def io_of(path: Path) -> list[str]:
+    """``line: what`` for each import of an I/O module and each call or use that does I/O in the file."""
+    tree = ast.parse(path.read_text(encoding="utf-8"), str(path))
+    found: list[str] = []
+
+    def io_module(name: str) -> bool:
+        return any(name == m or name.startswith(m + ".") for m in IO_MODULES)
+
+    for node in ast.walk(tree):
+        line = getattr(node, "lineno", 0)
+        if isinstance(node, ast.Import):
+            found += [f"{line}: import {a.name}" for a in node.names if io_module(a.name)]
+        elif isinstance(node, ast.ImportFrom) and not node.level:
+            base = node.module or ""
+            for a in node.names:
+                if io_module(base) or io_module(f"{base}.{a.name}"):
+                    found.append(f"{line}: from {base} import {a.name}")
+                elif (base == "os" and a.name not in OS_PURE) or (base == "os.path" and a.name in OS_PATH_IO):
+                    found.append(f"{line}: from {base} import {a.name}")
+                elif base == "time" and a.name == "sleep":
+                    found.append(f"{line}: from time import sleep")
+        elif isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id in IO_BUILTINS:
+            found.append(f"{line}: {node.func.id}()")
+        elif isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr in IO_METHODS:
+            found.append(f"{line}: .{node.func.attr}()")
+        elif isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name):
+            owner, attr = node.value.id, node.attr
+            if (owner == "os" and attr not in OS_PURE) or (owner == "time" and attr == "sleep"):
+                found.append(f"{line}: {owner}.{attr}")
+        elif isinstance(node, ast.Attribute) and isinstance(node.value, ast.Attribute):
+            inner = node.value
+            if isinstance(inner.value, ast.Name) and (inner.value.id, inner.attr) == ("os", "path"):
+                if node.attr in OS_PATH_IO:
+                    found.append(f"{line}: os.path.{node.attr}")
+    return found
+
+
+def test_the_io_check_finds_imports_calls_and_the_environment(tmp_path):
+    source = tmp_path / "mod.py"
+    source.write_text(
+        "import os, re\n"
+        "import urllib.request\n"
+        "from urllib import parse, request\n"
+        "from pathlib import Path\n"
+        "from git import Repo\n"
+        "def f(p: os.PathLike[str], text: str) -> str:\n"
+        "    data = open(p).read() + Path(p).read_text() + text.replace('a', 'b')\n"
+        "    Path(p).write_bytes(b'')\n"
+        "    print(os.environ.get('HOME'), os.fspath(p), os.path.join('a', 'b'), os.path.exists('x'))\n"
+        "    import time\n"
+        "    time.sleep(1)\n"
+        "    return data\n"
+    )
+    assert sorted(io_of(source), key=lambda s: (int(s.split(":")[0]), s)) == [
+        "2: import urllib.request",
+        "3: from urllib import request",
+        "5: from git import Repo",
+        "7: .read_text()",
+        "7: open()",
+        "8: .write_bytes()",
+        "9: .exists()",  # the call, and below the function it calls
+        "9: os.environ",
+        "9: os.path.exists",
+        "9: print()",
+        "11: time.sleep",
+    ]
+
+
+def test_bot_does_no_io_of_its_own():
+    """The domain is handed its collaborators (a diff source, a backend, a store, an open stream);
+    reading files, running git, the network, the environment and sleeping are the adapters'."""
+    wrong = [
+        f"bot/{p.relative_to(ROOT / 'bot')}:{what}" for p in sorted((ROOT / "bot").rglob("*.py")) for what in io_of(p)
+    ]
+    assert not wrong, "bot/ does no I/O of its own (revbot/adapters/ does it):\n" + "\n".join(wrong)

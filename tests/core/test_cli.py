@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from bot.diff import RIGHT, parse_diff
-from bot.review import GitSource
+from revbot.adapters.sources import GitSource
 from tests.core.conftest import prompt_anchors, prompt_path
 
 

@@ -7,8 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from bot.config import DEFAULT_IGNORES, RepoConfig, find_repo_config, path_matches
+from bot.config import DEFAULT_IGNORES, RepoConfig, path_matches
 from bot.errors import DataError, UsageError
+from revbot.adapters.repo_config import find_repo_config, load_repo_config
 
 
 def test_defaults_and_a_full_file():
@@ -95,7 +96,11 @@ def test_find_repo_config(tmp_path: Path):
     cfg = find_repo_config(tmp_path)
     assert cfg.max_comments == 2 and cfg.source == str(tmp_path / ".revbot.yml")
     with pytest.raises(UsageError, match="cannot read config file"):
-        RepoConfig.from_file(tmp_path / "missing.yml")
+        load_repo_config(tmp_path / "missing.yml")
+    (tmp_path / ".revbot.yml").write_text("max_comments: 2\nmax_comment: 3\n")
+    with pytest.raises(DataError) as err:
+        find_repo_config(tmp_path)
+    assert str(err.value).startswith(f"{tmp_path / '.revbot.yml'}:2: unknown key 'max_comment'")
 
 
 # --------------------------------------------------------------------------- hostile .revbot.yml

@@ -1,9 +1,11 @@
-"""revbot.adapters.files (atomic writes, the advisory lock, JSON lines) and revbot.adapters.sqlite
+"""revbot.adapters.files (atomic writes, the advisory lock, JSON lines, opening example and dataset
+files) and revbot.adapters.sqlite
 (per-thread connections, write transactions)."""
 
 from __future__ import annotations
 
 import json
+import re
 import sqlite3
 import threading
 import time
@@ -11,13 +13,17 @@ from pathlib import Path
 
 import pytest
 
-from bot.errors import DataError
+from bot.errors import DataError, UsageError
+from bot.examples import Example
 from revbot.adapters.files import (
     LockBusy,
     atomic_open,
     atomic_write_json,
     atomic_write_text,
     file_lock,
+    read_dataset,
+    read_examples,
+    write_examples,
     write_jsonl,
 )
 from revbot.adapters.sqlite import ThreadConnections
@@ -193,3 +199,23 @@ def test_errors_become_the_callers_own(tmp_path: Path) -> None:
         thread.start()
         thread.join()
     assert isinstance(done[0], DataError) and "begin failed" in str(done[0])
+
+
+def test_read_examples_and_read_dataset_open_the_path_and_name_it(tmp_path: Path) -> None:
+    ex = Example(id="o/r#1:a", repo="o/r", pr=1, path="a.py", hunk="@@ -1 +1 @@\n-a\n+b")
+    path = tmp_path / "examples.jsonl"
+    write_examples(path, [ex])
+    assert list(read_examples(path)) == [ex]
+    assert read_dataset(path, "jsonl").examples == [ex]
+    path.write_text(path.read_text() + "{oops\n")
+    with pytest.raises(DataError, match=rf"^{re.escape(str(path))}:2: invalid JSON"):
+        list(read_examples(path))
+    with pytest.raises(DataError, match=rf"^{re.escape(str(path))}:2: invalid JSON"):
+        read_dataset(path, "jsonl")
+    missing = tmp_path / "missing.jsonl"
+    with pytest.raises(DataError, match=rf"^{re.escape(str(missing))}: cannot read examples: No such file"):
+        list(read_examples(missing))
+    with pytest.raises(DataError, match=rf"^{re.escape(str(missing))}: cannot read: No such file"):
+        read_dataset(missing, "crc")
+    with pytest.raises(UsageError, match="unknown import format 'xml'"):  # refused before the file is opened
+        read_dataset(missing, "xml")

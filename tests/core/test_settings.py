@@ -208,3 +208,64 @@ def test_the_readme_table_lists_every_revbot_variable_and_no_other() -> None:
     assert {n for n in documented if n.startswith("REVBOT_")} - read - set(DEPRECATED) == set(), (
         "documented, never read"
     )
+
+
+# --------------------------------------------------------------------------- the CLI reads through the model
+
+
+def test_the_log_level_variable_is_read_through_the_model() -> None:
+    from revbot.adapters.cli_options import log_level
+
+    assert (
+        log_level(0, {}) == logging.WARNING and log_level(1, {}) == logging.INFO and log_level(2, {}) == logging.DEBUG
+    )
+    assert log_level(0, {"REVBOT_LOG_LEVEL": " debug "}) == logging.DEBUG  # the variable wins over the flags
+    assert log_level(2, {"REVBOT_LOG_LEVEL": "error"}) == logging.ERROR
+    assert log_level(0, {"REVBOT_LOG_LEVEL": "", "REVBOT_BATCH_SIZE": "x"}) == logging.WARNING  # only its variable
+    for bad in ("loud", "basic_format", "warn"):  # logging's other names are not levels here
+        with pytest.raises(UsageError, match=r"^REVBOT_LOG_LEVEL is not one of the choices \(got '"):
+            log_level(0, {"REVBOT_LOG_LEVEL": bad})
+
+
+def test_a_bad_log_level_is_one_warning_naming_it_and_help_still_shows(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from revbot.cli import main
+
+    monkeypatch.setenv("REVBOT_LOG_LEVEL", "loud")
+    root = logging.getLogger()
+    level = root.level
+    try:
+        main(["-v", "review", "--help"])  # returns: help is no error
+        assert root.level == logging.INFO  # -v decides
+    finally:
+        root.setLevel(level)
+    out, err = capsys.readouterr()
+    assert "Usage: revbot review" in out
+    warning = "revbot: warning: REVBOT_LOG_LEVEL is not one of the choices (got 'LOUD'); expected DEBUG"
+    assert err.count(warning) == 1 and "logging at INFO instead" in err
+
+
+def test_retrain_store_and_models_default_to_the_model_paths(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A relative REVBOT_DB or REVBOT_MODELS_DIR lives in REVBOT_HOME for `revbot retrain` as for
+    every other reader, not in the current directory."""
+    from revbot.adapters.versions import ModelRegistry
+    from revbot.cli import main
+
+    seen: dict[str, Path] = {}
+
+    def fake_retrain(*, store, models_dir, **_):
+        seen.update(db=store.path, models=ModelRegistry(models_dir).root)
+        raise UsageError("stopped by the test")
+
+    monkeypatch.setattr("revbot.retrain.retrain", fake_retrain)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("REVBOT_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("REVBOT_DB", "data/r.db")
+    monkeypatch.setenv("REVBOT_MODELS_DIR", "m")
+    with pytest.raises(SystemExit):
+        main(["retrain", "--no-harvest"])
+    assert "stopped by the test" in capsys.readouterr().err
+    assert seen == {"db": tmp_path / "home" / "data" / "r.db", "models": tmp_path / "home" / "m"}

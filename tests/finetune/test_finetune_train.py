@@ -47,7 +47,8 @@ def test_version_holds_adapter_tokenizer_metadata_and_curve(trained, tiny_llama)
     assert meta["base_model"] == str(tiny_llama.resolve())
     assert meta["prompt_format_version"] == PROMPT_FORMAT_VERSION
     assert meta["base_config"]["model_type"] == "llama" and meta["base_config"]["hidden_size"] == 64
-    from bot.examples import fingerprint, read_examples
+    from bot.examples import fingerprint
+    from revbot.adapters.files import read_examples
 
     saved = {
         name: list(read_examples(version.path / "data" / f"{name}.jsonl")) for name in ("train", "validation", "test")

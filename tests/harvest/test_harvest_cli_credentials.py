@@ -103,3 +103,68 @@ def test_no_progress_is_a_deprecated_spelling_of_quiet(sim_factory, tmp_path, mo
         assert result.exit_code == 0, result.output
         assert ("--no-progress is deprecated, use --quiet" in result.output) == (args == ["--no-progress"])
     assert seen == [True, True, True, False]
+
+
+def test_the_options_default_to_the_settings_model(sim_factory, tmp_path, monkeypatch, caplog):
+    """--db, --api-url, --token and --bot-login default to what the settings model reads: a relative
+    REVBOT_DB in REVBOT_HOME, REVBOT_GITHUB_API_URL and REVBOT_GITHUB_TOKEN before their GITHUB_*
+    fallbacks, REVBOT_BOT_LOGINS (the service's variable; REVBOT_BOT_LOGIN is its old name)."""
+    from revbot.adapters import settings
+    from revbot.cli import cli
+
+    _no_credentials(monkeypatch)
+    seed = many_comments_seed(prs=1, per_pr=1)
+    seed["tokens"] = [{"token": "t-revbot", "login": "revbot-token"}, {"token": "t-github", "login": "github-token"}]
+    sim = sim_factory(seed)
+    seen: list[dict] = []
+
+    def fake_harvest(client, store, repo, options):
+        seen.append(
+            {
+                "api": client.api_url,
+                "viewer": client.viewer_login(),
+                "db": store.path.absolute(),
+                "own": set(options.own_logins),
+            }
+        )
+        raise SystemExit(0)
+
+    monkeypatch.setattr("harvest.mine.harvest_github", fake_harvest)
+    monkeypatch.setattr(settings, "_WARNED", set())  # as in a fresh process
+    (tmp_path / "cwd").mkdir()
+    monkeypatch.chdir(tmp_path / "cwd")
+    monkeypatch.setenv("REVBOT_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("REVBOT_DB", "h.db")
+    monkeypatch.setenv("REVBOT_GITHUB_API_URL", sim.url)
+    monkeypatch.setenv("GITHUB_API_URL", "http://127.0.0.1:9")
+    monkeypatch.setenv("REVBOT_GITHUB_TOKEN", "t-revbot")
+    monkeypatch.setenv("GITHUB_TOKEN", "t-github")
+    monkeypatch.setenv("REVBOT_BOT_LOGINS", "our-app[bot], other")
+    runner = CliRunner()
+    result = runner.invoke(cli, ["harvest", "github", REPO])
+    assert result.exit_code == 0, result.output
+    assert seen.pop() == {
+        "api": sim.url,
+        "viewer": "revbot-token",
+        "db": tmp_path / "home" / "h.db",
+        "own": {"our-app[bot]", "other"},
+    }
+
+    monkeypatch.delenv("REVBOT_BOT_LOGINS")
+    monkeypatch.setenv("REVBOT_BOT_LOGIN", "old-name[bot]")
+    with caplog.at_level("WARNING", logger="revbot.adapters.settings"):
+        result = runner.invoke(cli, ["harvest", "github", REPO, "--token", "t-github", "--db", "x.db"])
+    assert result.exit_code == 0, result.output
+    assert seen.pop() == {
+        "api": sim.url,
+        "viewer": "github-token",  # given on the command line: it wins
+        "db": tmp_path / "cwd" / "x.db",  # a path given on the command line is the caller's, as given
+        "own": {"old-name[bot]"},
+    }
+    assert "REVBOT_BOT_LOGIN (use REVBOT_BOT_LOGINS)" in caplog.text
+
+    monkeypatch.delenv("REVBOT_BOT_LOGIN")
+    result = runner.invoke(cli, ["harvest", "github", REPO, "--bot-login", "cli-bot"])
+    assert result.exit_code == 0 and seen.pop()["own"] == {"cli-bot"}
+    result = runner.invoke(cli, ["harvest", "github", REPO])
+    assert result.exit_code == 0 and seen.pop()["own"] == {"revbot", "revbot[bot]"}  # the built-in default

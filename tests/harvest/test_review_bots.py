@@ -7,8 +7,8 @@ import json
 
 import pytest
 
-from bot.datasets import read_dataset
 from harvest.filters import BOT_TEXT, FilterConfig, review_bot_signature
+from revbot.adapters.files import read_dataset
 from revbot.adapters.store import StoredComment
 
 GEMINI = (
