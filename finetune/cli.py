@@ -13,7 +13,7 @@ import click
 
 from bot.errors import DataError, UsageError
 from finetune.evaluate import DEFAULT_EVAL_BATCH_SIZE, DEFAULT_MAX_NEW_TOKENS
-from revbot.adapters.cli_options import deprecated_alias, quiet
+from revbot.adapters.cli_options import deprecated_alias, quantize_flag, quantize_option, quiet
 from revbot.adapters.versions import ModelRegistry, default_models_dir
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
@@ -129,11 +129,9 @@ is current yet (the first version). Evaluate it with `revbot eval --version vN`.
     help="bf16 autocast or fp32. auto: bf16 where the GPU has it, and on CPU the measured faster one.",
 )
 @click.option("--gradient-checkpointing", is_flag=True, help="Recompute activations in backward: less memory, slower.")
-@click.option(
-    "--quantize/--no-quantize",
-    default=None,
-    help="4-bit QLoRA, or plain LoRA on full-precision weights. [default: 4-bit on a GPU; on CPU plain "
-    "LoRA, which measured 4x faster there]",
+@quantize_option(
+    "4bit: QLoRA on 4-bit weights; none: plain LoRA on full-precision weights. Default: 4bit on CUDA, "
+    "none on a CPU (measured 4x faster there)."
 )
 @click.option("--no-packing", is_flag=True, help="One example per row, batched by length, instead of packed rows.")
 @click.option("--resume", is_flag=True, help="Continue the interrupted run with the same data and settings.")
@@ -223,7 +221,7 @@ def train(
         lora_layers=lora_layers,
         precision=precision,
         target_modules=[t.strip() for t in target_modules.split(",") if t.strip()] if target_modules else None,
-        quantize=quantize,
+        quantize=quantize_flag(quantize),
         gradient_checkpointing=gradient_checkpointing,
         packing=False if no_packing else None,
         seed=seed,
@@ -319,12 +317,7 @@ def train(
     show_default=True,
     help="Prompts generated together (the same default as `revbot retrain`'s gate).",
 )
-@click.option(
-    "--quantize",
-    type=click.Choice(["4bit", "none"]),
-    default=None,
-    help="Load the models in 4-bit (default: 4-bit on CUDA, full precision on CPU).",
-)
+@quantize_option("Model weights for the evaluation: 4bit or none. Default: 4bit on CUDA, none on a CPU.")
 @click.option("--json", "as_json", is_flag=True, help="Print the metrics as JSON.")
 def eval_cmd(model_spec, data, fmt, store, models_dir, no_base, limit, max_new_tokens, batch_size, quantize, as_json):
     """Evaluate a model version against the base model, retrieval and most-frequent baselines.

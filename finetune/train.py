@@ -100,7 +100,7 @@ _KNOWN_PROJECTIONS = (
 _NEVER_TARGET = ("lm_head", "embed_tokens", "wte", "wpe", "score", "classifier", "embed_out")
 OOM_HINT = (
     "lower --batch-size (now {batch_size}) or --max-length (now {max_length}), turn on --gradient-checkpointing"
-    "{gc}, and keep 4-bit loading on (drop --no-quantize){quant}"
+    "{gc}, and keep 4-bit loading on (not --quantize none){quant}"
 )
 
 

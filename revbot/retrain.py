@@ -51,7 +51,7 @@ from finetune.gate import (
     VAL_LOSS_TOLERANCE,
     decide,
 )
-from revbot.adapters.cli_options import deprecated_alias, fail, info, quiet
+from revbot.adapters.cli_options import deprecated_alias, fail, info, quantize_flag, quantize_option, quiet
 from revbot.adapters.files import LockBusy, file_lock
 from revbot.adapters.settings import Settings
 
@@ -460,10 +460,9 @@ class GitHubClients:
     default=None,
     help="Layers to adapt. Default: every attention and MLP projection.",
 )
-@click.option(
-    "--quantize/--no-quantize",
-    default=None,
-    help="4-bit QLoRA or plain LoRA. [default: 4-bit on a GPU, plain LoRA on CPU]",
+@quantize_option(
+    "4bit: QLoRA on 4-bit weights; none: plain LoRA on full-precision weights (training and the gate's "
+    "evaluation). Default: 4bit on CUDA, none on a CPU."
 )
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the split, the order and the LoRA init.")
 @click.option(
@@ -531,7 +530,7 @@ def retrain_cmd(
             lora_r=lora_r,
             lora_alpha=lora_alpha,
             target_modules=[t.strip() for t in target_modules.split(",") if t.strip()] if target_modules else None,
-            quantize=quantize,
+            quantize=quantize_flag(quantize),
             seed=seed,
         )
         clients = None
@@ -553,6 +552,7 @@ def retrain_cmd(
                 base_model=base_model,
                 config=config,
                 metric=metric,
+                quantize=quantize,
                 max_new_tokens=max_new_tokens,
                 eval_batch_size=eval_batch_size,
                 parse_failure_tolerance=parse_failure_tolerance,

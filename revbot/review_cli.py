@@ -18,7 +18,7 @@ from typing import Any
 import click
 
 from bot.errors import UsageError
-from revbot.adapters.cli_options import deprecated_alias, info, warn
+from revbot.adapters.cli_options import deprecated_alias, info, quantize_option, warn
 
 log = logging.getLogger(__name__)
 
@@ -81,13 +81,16 @@ def _positive(ctx: click.Context, param: click.Parameter, value: int | None) -> 
     "--staged", is_flag=True, help="Review the index (staged changes) against HEAD, or against REV with --git REV."
 )
 @click.option(
-    "--repo",
+    "--repo-dir",
     "repo",
     default=".",
     show_default=True,
     type=click.Path(file_okay=False),
-    help="Repository for --git/--staged, and where .revbot.yml is looked for.",
+    metavar="DIR",
+    help="The git checkout for --git/--staged, and where .revbot.yml is looked for. (--repo names an "
+    "OWNER/NAME repository in the other commands.)",
 )
+@deprecated_alias("--repo", "--repo-dir", "repo", type=click.Path(file_okay=False))
 @click.option(
     "--model",
     metavar="ID_OR_PATH",
@@ -183,7 +186,7 @@ def _positive(ctx: click.Context, param: click.Parameter, value: int | None) -> 
     "config_path",
     type=click.Path(dir_okay=False),
     metavar="FILE",
-    help="Per-repo settings file (default: .revbot.yml in --repo, if there is one).",
+    help="Per-repo settings file (default: .revbot.yml in --repo-dir, if there is one).",
 )
 @click.option(
     "--token-budget",
@@ -204,12 +207,7 @@ def _positive(ctx: click.Context, param: click.Parameter, value: int | None) -> 
     metavar="N",
     help="Prompts generated together by a local model (default $REVBOT_BATCH_SIZE or 8).",
 )
-@click.option(
-    "--quantize",
-    type=click.Choice(["4bit", "none"]),
-    default=None,
-    help="Local model weights: 4bit (NF4; default on CUDA) or none (default on CPU).",
-)
+@quantize_option("Local model weights: 4bit (NF4) or none. Default: 4bit on CUDA, none on a CPU.")
 @click.option(
     "-o",
     "--output",

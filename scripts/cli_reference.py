@@ -9,6 +9,7 @@ depend on the terminal it is run in. Hidden options (old spellings kept for one 
 
 from __future__ import annotations
 
+import re
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -53,6 +54,46 @@ def help_text(path: list[str]) -> str:
     return result.output.rstrip() + "\n"
 
 
+_SENTENCE_END = re.compile(r"(?<!\be\.g)(?<!\bi\.e)(?<!\betc)\.\s+(?=[A-Z`$(\[])")
+
+
+def _first_sentence(text: str) -> str:
+    text = " ".join((text or "").split())
+    end = _SENTENCE_END.search(text)
+    return (text if end is None else text[: end.start() + 1]).replace("|", "\\|")
+
+
+def options_table() -> list[str]:
+    """One row per option name: every command that takes it, and what it means (its help's first
+    sentence, from the first command that has it). The vocabulary is one when each name means one thing."""
+    from revbot.cli import cli
+
+    rows: dict[str, tuple[list[str], str]] = {}
+    for path in _commands():
+        ctx: click.Context | None = None
+        command: click.Command = cli
+        for name in path:
+            ctx = click.Context(command, info_name=name, parent=ctx)
+            assert isinstance(command, click.Group)
+            found = command.get_command(ctx, name)
+            assert found is not None
+            command = found
+        for param in command.params:
+            if not isinstance(param, click.Option) or param.hidden:
+                continue
+            names = sorted(param.opts + param.secondary_opts, key=lambda o: (not o.startswith("--"), o))
+            key = "/".join(names)
+            if key in ("-h/--help",) or (not path and key == "--version"):
+                continue
+            commands, meaning = rows.setdefault(key, ([], _first_sentence(param.help or "")))
+            commands.append(" ".join(path) or "(root)")
+    lines = ["| option | commands | meaning |", "|---|---|---|"]
+    for key in sorted(rows, key=lambda k: k.lstrip("-").lower()):
+        commands, meaning = rows[key]
+        lines.append(f"| `{key}` | {', '.join(commands)} | {meaning} |")
+    return lines
+
+
 def render() -> str:
     """The generated part of README.md, markers included."""
     parts = [
@@ -65,6 +106,10 @@ def render() -> str:
         "are one line, `revbot: error: ...`, on stderr; usage errors exit 2. Old spellings (`--base-model`,",
         "`--model-version`, `eval --model`, `--store`, `--format` for an input, `--no-progress`) still work",
         "for one release and print a deprecation line.",
+        "",
+        "### Options at a glance",
+        "",
+        *options_table(),
     ]
     for path in _commands():
         parts += ["", f"### `{' '.join(['revbot', *path])}`", "", "```", help_text(path).rstrip("\n"), "```"]

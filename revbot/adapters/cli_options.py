@@ -216,3 +216,46 @@ def deprecated_alias(
         return click.option(old, name, hidden=True, default=None, **option)(wrapper)  # type: ignore[return-value]
 
     return decorate
+
+
+QUANTIZE_CHOICES = ("4bit", "none")
+
+
+def quantize_option(help: str) -> Callable[[F], F]:
+    """``--quantize [4bit|none]``, the one spelling in every command that loads or trains a model: a
+    bare ``--quantize`` means 4bit; left out, the device decides (4-bit on CUDA, full precision on a
+    CPU, where it measured faster). ``--no-quantize`` (training's old flag) is kept as an old
+    spelling of ``--quantize none``."""
+
+    def decorate(f: F) -> F:
+        f = deprecated_alias("--no-quantize", "--quantize none", lambda ctx, _v: None, is_flag=True)(f)
+        f = _no_quantize_means_none(f)
+        return click.option(
+            "--quantize",
+            type=click.Choice(QUANTIZE_CHOICES),
+            is_flag=False,
+            flag_value="4bit",
+            default=None,
+            metavar="[4bit|none]",
+            help=help,
+        )(f)
+
+    return decorate
+
+
+def _no_quantize_means_none(f: F) -> F:
+    @functools.wraps(f)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        ctx = click.get_current_context()
+        if ctx.params.get("deprecated_no_quantize"):
+            if ctx.get_parameter_source("quantize") is ParameterSource.COMMANDLINE:
+                raise click.UsageError("--no-quantize is the old spelling of --quantize none: give one", ctx=ctx)
+            kwargs["quantize"] = "none"
+        return f(*args, **kwargs)
+
+    return wrapper  # type: ignore[return-value]
+
+
+def quantize_flag(value: str | None) -> bool | None:
+    """``--quantize``'s value as training's switch: True (4-bit), False (full precision), None (the device decides)."""
+    return None if value is None else value == "4bit"

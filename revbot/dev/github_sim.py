@@ -2610,14 +2610,16 @@ def serve_forever(
 @click.command("github-sim")
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on (keep it loopback).")
 @click.option("--port", default=8765, show_default=True, type=int, help="Port; 0 picks a free one.")
-@click.option("--seed", "seed_path", type=click.Path(dir_okay=False), help="JSON seed description to load.")
+@click.option("--seed-file", "seed_path", type=click.Path(dir_okay=False), help="JSON seed description to load.")
 @click.option(
     "--state",
     "state_path",
     type=click.Path(dir_okay=False),
     help="JSON file holding the state across restarts (written after every change).",
 )
-@click.option("--token", "tokens", multiple=True, help="Accept this token (repeatable); none given = accept any.")
+@click.option(
+    "--accept-token", "tokens", multiple=True, help="Accept this token (repeatable); none given = accept any."
+)
 def github_sim_command(
     host: str, port: int, seed_path: str | None, state_path: str | None, tokens: tuple[str, ...]
 ) -> None:

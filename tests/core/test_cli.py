@@ -65,7 +65,7 @@ def test_help_explains_options_with_examples(revbot):
     for option in (
         "--git",
         "--staged",
-        "--repo",
+        "--repo-dir",
         "--model",
         "--adapter",
         "--backend",
@@ -264,7 +264,7 @@ def test_revbot_yml_is_honoured_and_its_errors_are_clear(revbot, shared_dir, tmp
     repo.mkdir()
     args = [
         diff_path(shared_dir, "sample0.diff"),
-        "--repo",
+        "--repo-dir",
         str(repo),
         "--backend",
         "openai",
@@ -359,7 +359,7 @@ def test_review_git_from_the_cli(revbot, git_repo, openai_server):
         "review",
         "--git",
         "main...feature",
-        "--repo",
+        "--repo-dir",
         str(git_repo),
         "--backend",
         "openai",
@@ -370,9 +370,9 @@ def test_review_git_from_the_cli(revbot, git_repo, openai_server):
     )
     assert code == 0, err
     assert out.startswith("b.py:1: look at b.py\n")
-    code, _, err = revbot("review", "x.diff", "--git", "--repo", str(git_repo))
+    code, _, err = revbot("review", "x.diff", "--git", "--repo-dir", str(git_repo))
     assert code == 2 and "not both" in err
-    code, _, err = revbot("review", "--git", "nope...feature", "--repo", str(git_repo))
+    code, _, err = revbot("review", "--git", "nope...feature", "--repo-dir", str(git_repo))
     assert code == 2 and "git could not compute the diff for nope...feature" in err
 
 

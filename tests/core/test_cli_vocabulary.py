@@ -365,3 +365,50 @@ def test_demo_ctrl_c_says_what_happens_and_suggests_no_resume(revbot, monkeypatc
     code, _, err = revbot("demo", "--workdir", str(workdir), "-q")
     assert code == 130
     assert "--resume" not in err and "resume" in err and "run `revbot demo` again" in err and str(workdir) in err
+
+
+def _options(path: list[str]) -> dict[str, click.Option]:
+    from revbot.cli import cli
+
+    ctx, command = None, cli
+    for name in path:
+        ctx = click.Context(command, info_name=name, parent=ctx)
+        command = command.get_command(ctx, name)
+    return {opt: p for p in command.params if isinstance(p, click.Option) and not p.hidden for opt in p.opts}
+
+
+def test_quantize_is_one_option_with_one_spelling_wherever_a_model_is_loaded_or_trained():
+    for path in (["review"], ["train"], ["eval"], ["retrain"]):
+        option = _options(path)["--quantize"]
+        assert list(option.type.choices) == ["4bit", "none"] and not option.secondary_opts, path
+
+
+def test_train_quantize_values_and_the_old_no_quantize_flag(revbot, monkeypatch, tmp_path):
+    seen: dict = {}
+    monkeypatch.setattr("finetune.data.load_examples", lambda path: ["an example"])
+    _capture(monkeypatch, "finetune.train.train", seen)
+    common = ["train", "--data", str(tmp_path / "x.jsonl"), "--models-dir", str(tmp_path / "m")]
+    for given, quantize, warned in (
+        ([], None, False),
+        (["--quantize"], True, False),  # bare: 4bit
+        (["--quantize", "4bit"], True, False),
+        (["--quantize", "none"], False, False),
+        (["--no-quantize"], False, True),
+    ):
+        seen.clear()
+        code, _, err = revbot(*common, *given)
+        assert code == 1 and "stopped by the test" in err, (given, err)
+        assert seen["args"][3].quantize is quantize, given
+        assert ("--no-quantize is deprecated, use --quantize none" in err) is warned, given
+    code, _, err = revbot(*common, "--no-quantize", "--quantize", "4bit")
+    assert code == 2 and "revbot: error:" in err and "give one" in err
+
+
+def test_review_repo_dir_names_the_checkout_and_repo_is_its_old_spelling(revbot, tmp_path):
+    assert "--repo-dir" in _options(["review"]) and "--repo" not in _options(["review"])
+    assert "--repo" in _options(["dataset", "export"])  # --repo is an OWNER/NAME everywhere else
+    missing = str(tmp_path / "no-such-checkout")
+    for spelling in ("--repo-dir", "--repo"):
+        code, _, err = revbot("review", "--git", spelling, missing)
+        assert code == 2 and "no-such-checkout" in err, err
+        assert ("--repo is deprecated, use --repo-dir" in err) == (spelling == "--repo")

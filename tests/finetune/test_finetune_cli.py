@@ -126,7 +126,7 @@ def test_help_documents_promotion_and_accelerate(capsys):
     assert code == 0
     out = " ".join(out.split())
     assert "--promote / --no-promote" in out and "only when no version is current" in out
-    assert "accelerate launch" in out and "--resume" in out and "--no-quantize" in out
+    assert "accelerate launch" in out and "--resume" in out and "--quantize [4bit|none]" in out
 
 
 def test_a_version_of_another_prompt_format_is_refused(trained, capsys, tmp_path):

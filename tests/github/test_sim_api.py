@@ -521,4 +521,9 @@ def test_serve_forever_and_cli(tmp_path):
     with pytest.raises(DataError, match=r"broken\.json:3: seed is not valid JSON"):
         serve_forever(port=0, seed_path=str(broken))
     result = CliRunner().invoke(github_sim_command, ["--help"])
-    assert result.exit_code == 0 and "--seed" in result.output and "--state" in result.output
+    assert (
+        result.exit_code == 0
+        and "--seed-file" in result.output
+        and "--accept-token" in result.output
+        and "--state" in result.output
+    )
