@@ -62,6 +62,55 @@ is current yet (the first version). Evaluate it with `revbot eval --version vN`.
 """
 
 
+_TRAINING_OPTIONS = (
+    click.option("--epochs", type=float, default=3.0, show_default=True, help="Passes over the training split."),
+    click.option(
+        "--max-steps",
+        type=click.IntRange(min=1),
+        default=None,
+        help="Stop after N optimiser steps (overrides --epochs).",
+    ),
+    click.option(
+        "--batch-size",
+        type=click.IntRange(min=1),
+        default=4,
+        show_default=True,
+        help="Training rows per optimiser step; a packed row holds several examples.",
+    ),
+    click.option(
+        "--max-length",
+        type=click.IntRange(min=16),
+        default=None,
+        help="Tokens per row; longer examples are skipped and counted. [default: 2048 on a GPU, 1024 on CPU]",
+    ),
+    click.option(
+        "--lr", type=float, default=2e-4, show_default=True, help="Peak learning rate (cosine schedule with warm-up)."
+    ),
+    click.option("--lora-r", type=click.IntRange(min=1), default=16, show_default=True, help="LoRA rank."),
+    click.option("--lora-alpha", type=float, default=32, show_default=True, help="LoRA alpha (scale = alpha / r)."),
+    click.option(
+        "--target-modules",
+        metavar="A,B,...",
+        default=None,
+        help="Layer names to adapt, e.g. q_proj,v_proj (default: every attention and MLP projection found).",
+    ),
+    quantize_option(
+        "4bit: QLoRA on 4-bit weights; none: plain LoRA on full-precision weights. Default: 4bit on CUDA, "
+        "none on a CPU (measured 4x faster there)."
+    ),
+    click.option(
+        "--seed", type=int, default=0, show_default=True, help="Seed of the split, the order and the LoRA init."
+    ),
+)
+
+
+def training_options(f: Any) -> Any:
+    """The training options `revbot train` and `revbot retrain` share: one spelling, one help, one default."""
+    for option in reversed(_TRAINING_OPTIONS):
+        f = option(f)
+    return f
+
+
 @click.command("train", context_settings=CONTEXT, epilog=TRAIN_EPILOG)
 @click.option(
     "--db",
@@ -85,35 +134,8 @@ is current yet (the first version). Evaluate it with `revbot eval --version vN`.
 )
 @deprecated_alias("--base-model", "--model", "base_model", metavar="ID_OR_PATH")
 @models_dir_option
-@click.option("--epochs", type=float, default=3.0, show_default=True, help="Passes over the training split.")
-@click.option(
-    "--max-steps", type=click.IntRange(min=1), default=None, help="Stop after N optimiser steps (overrides --epochs)."
-)
-@click.option(
-    "--batch-size",
-    type=click.IntRange(min=1),
-    default=4,
-    show_default=True,
-    help="Rows per step; a packed row holds several examples.",
-)
-@click.option(
-    "--max-length",
-    type=click.IntRange(min=16),
-    default=None,
-    help="Tokens per row; longer examples are skipped and counted. [default: 2048 on a GPU, 1024 on CPU]",
-)
-@click.option(
-    "--lr", type=float, default=2e-4, show_default=True, help="Peak learning rate (cosine schedule with warm-up)."
-)
-@click.option("--lora-r", type=click.IntRange(min=1), default=16, show_default=True, help="LoRA rank.")
-@click.option("--lora-alpha", type=float, default=32, show_default=True, help="LoRA alpha (scale = alpha / r).")
+@training_options
 @click.option("--lora-dropout", type=float, default=0.1, show_default=True, help="Dropout on the LoRA input.")
-@click.option(
-    "--target-modules",
-    metavar="A,B,...",
-    default=None,
-    help="Layer names to adapt, e.g. q_proj,v_proj (default: every attention and MLP projection found).",
-)
 @click.option(
     "--lora-layers",
     type=click.IntRange(min=0),
@@ -129,13 +151,8 @@ is current yet (the first version). Evaluate it with `revbot eval --version vN`.
     help="bf16 autocast or fp32. auto: bf16 where the GPU has it, and on CPU the measured faster one.",
 )
 @click.option("--gradient-checkpointing", is_flag=True, help="Recompute activations in backward: less memory, slower.")
-@quantize_option(
-    "4bit: QLoRA on 4-bit weights; none: plain LoRA on full-precision weights. Default: 4bit on CUDA, "
-    "none on a CPU (measured 4x faster there)."
-)
 @click.option("--no-packing", is_flag=True, help="One example per row, batched by length, instead of packed rows.")
 @click.option("--resume", is_flag=True, help="Continue the interrupted run with the same data and settings.")
-@click.option("--seed", type=int, default=0, show_default=True, help="Seed for the split, the order and LoRA init.")
 @click.option(
     "--test-fraction", type=float, default=0.1, show_default=True, help="Share of examples held out for test."
 )
@@ -311,12 +328,14 @@ def train(
     help="Longest answer (the same default as `revbot retrain`'s gate).",
 )
 @click.option(
-    "--batch-size",
+    "--gen-batch-size",
+    "batch_size",
     type=click.IntRange(min=1),
     default=DEFAULT_EVAL_BATCH_SIZE,
     show_default=True,
     help="Prompts generated together (the same default as `revbot retrain`'s gate).",
 )
+@deprecated_alias("--batch-size", "--gen-batch-size", "batch_size", type=click.IntRange(min=1))
 @quantize_option("Model weights for the evaluation: 4bit or none. Default: 4bit on CUDA, none on a CPU.")
 @click.option("--json", "as_json", is_flag=True, help="Print the metrics as JSON.")
 def eval_cmd(model_spec, data, fmt, store, models_dir, no_base, limit, max_new_tokens, batch_size, quantize, as_json):

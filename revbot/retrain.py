@@ -42,6 +42,7 @@ import click
 
 from bot.errors import DataError, RevbotError, UsageError
 from bot.examples import Example
+from finetune.cli import training_options
 from finetune.evaluate import DEFAULT_EVAL_BATCH_SIZE, DEFAULT_MAX_NEW_TOKENS
 from finetune.gate import (
     DEFAULT_GATE_METRIC,
@@ -51,7 +52,7 @@ from finetune.gate import (
     VAL_LOSS_TOLERANCE,
     decide,
 )
-from revbot.adapters.cli_options import deprecated_alias, fail, info, quantize_flag, quantize_option, quiet
+from revbot.adapters.cli_options import deprecated_alias, fail, info, quantize_flag, quiet
 from revbot.adapters.files import LockBusy, file_lock
 from revbot.adapters.settings import Settings
 
@@ -440,31 +441,7 @@ class GitHubClients:
     show_default=True,
     help="Gate: how much higher the candidate's validation loss may be (relative: 0.2 = 20%).",
 )
-@click.option("--epochs", type=float, default=3.0, show_default=True, help="Passes over the training split.")
-@click.option(
-    "--max-steps", type=click.IntRange(min=1), default=None, help="Stop after N optimiser steps (overrides --epochs)."
-)
-@click.option("--batch-size", type=click.IntRange(min=1), default=4, show_default=True, help="Rows per optimiser step.")
-@click.option(
-    "--max-length",
-    type=click.IntRange(min=16),
-    default=None,
-    help="Tokens per row. [default: 2048 on a GPU, 1024 on CPU]",
-)
-@click.option("--lr", type=float, default=2e-4, show_default=True, help="Peak learning rate.")
-@click.option("--lora-r", type=click.IntRange(min=1), default=16, show_default=True, help="LoRA rank.")
-@click.option("--lora-alpha", type=float, default=32, show_default=True, help="LoRA alpha.")
-@click.option(
-    "--target-modules",
-    metavar="A,B,...",
-    default=None,
-    help="Layers to adapt. Default: every attention and MLP projection.",
-)
-@quantize_option(
-    "4bit: QLoRA on 4-bit weights; none: plain LoRA on full-precision weights (training and the gate's "
-    "evaluation). Default: 4bit on CUDA, none on a CPU."
-)
-@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the split, the order and the LoRA init.")
+@training_options
 @click.option(
     "--max-new-tokens",
     type=click.IntRange(min=1),
@@ -473,12 +450,14 @@ class GitHubClients:
     help="Longest answer per hunk during the evaluation (the same default as `revbot eval`).",
 )
 @click.option(
-    "--eval-batch-size",
+    "--gen-batch-size",
+    "eval_batch_size",
     type=click.IntRange(min=1),
     default=DEFAULT_EVAL_BATCH_SIZE,
     show_default=True,
     help="Prompts generated together during the evaluation (the same default as `revbot eval`).",
 )
+@deprecated_alias("--eval-batch-size", "--gen-batch-size", "eval_batch_size", type=click.IntRange(min=1))
 @click.option("--json", "as_json", is_flag=True, help="Print the decision as JSON.")
 def retrain_cmd(
     repos,

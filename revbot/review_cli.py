@@ -202,11 +202,13 @@ def _positive(ctx: click.Context, param: click.Parameter, value: int | None) -> 
     help="Longest answer per hunk, in tokens (default $REVBOT_MAX_NEW_TOKENS or 256).",
 )
 @click.option(
-    "--batch-size",
+    "--gen-batch-size",
+    "batch_size",
     type=click.IntRange(min=1),
     metavar="N",
     help="Prompts generated together by a local model (default $REVBOT_BATCH_SIZE or 8).",
 )
+@deprecated_alias("--batch-size", "--gen-batch-size", "batch_size", type=click.IntRange(min=1))
 @quantize_option("Local model weights: 4bit (NF4) or none. Default: 4bit on CUDA, none on a CPU.")
 @click.option(
     "-o",

@@ -412,3 +412,38 @@ def test_review_repo_dir_names_the_checkout_and_repo_is_its_old_spelling(revbot,
         code, _, err = revbot("review", "--git", spelling, missing)
         assert code == 2 and "no-such-checkout" in err, err
         assert ("--repo is deprecated, use --repo-dir" in err) == (spelling == "--repo")
+
+
+def test_batch_size_is_training_rows_and_gen_batch_size_is_prompts_generated_together():
+    for path in (["train"], ["retrain"]):
+        assert "Training rows per optimiser step" in _options(path)["--batch-size"].help, path
+    for path in (["review"], ["eval"], ["retrain"]):
+        assert "Prompts generated together" in _options(path)["--gen-batch-size"].help, path
+    assert "--batch-size" not in _options(["review"]) and "--batch-size" not in _options(["eval"])
+    # train and retrain share their training options: the same names, helps and defaults
+    train, retrain = _options(["train"]), _options(["retrain"])
+    for name in (
+        "--epochs",
+        "--max-steps",
+        "--batch-size",
+        "--max-length",
+        "--lr",
+        "--lora-r",
+        "--lora-alpha",
+        "--target-modules",
+        "--quantize",
+        "--seed",
+    ):
+        assert (train[name].help, train[name].default) == (retrain[name].help, retrain[name].default), name
+
+
+def test_eval_batch_size_is_an_old_spelling_of_gen_batch_size(revbot, monkeypatch, tmp_path):
+    monkeypatch.setattr("finetune.cli._registry", lambda models_dir: FakeRegistry())
+    monkeypatch.setattr("finetune.evaluate.examples_for", lambda version, data, fmt: ([], []))
+    seen: dict = {}
+    _capture(monkeypatch, "finetune.evaluate.evaluate", seen)
+    for spelling in ("--gen-batch-size", "--batch-size"):
+        seen.clear()
+        code, _, err = revbot("eval", spelling, "3")
+        assert code == 1 and seen["batch_size"] == 3, err
+        assert ("--batch-size is deprecated, use --gen-batch-size" in err) == (spelling == "--batch-size")
