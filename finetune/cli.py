@@ -13,7 +13,7 @@ import click
 
 from bot.errors import DataError, UsageError
 from finetune.evaluate import DEFAULT_EVAL_BATCH_SIZE, DEFAULT_MAX_NEW_TOKENS
-from revbot.adapters.cli_options import deprecated_alias, quantize_flag, quantize_option, quiet
+from revbot.adapters.cli_options import deprecated_alias, quantize_flag, quantize_option, quiet, summary_format_option
 from revbot.adapters.versions import ModelRegistry, default_models_dir
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
@@ -308,7 +308,6 @@ def train(
     default=None,
     help="Format of --data when it is not an examples JSONL (crc, codereviewer, alpaca, sharegpt, openai).",
 )
-@deprecated_alias("--format", "--input-format", "fmt", metavar="FORMAT")
 @click.option(
     "--db",
     "store",
@@ -337,7 +336,7 @@ def train(
 )
 @deprecated_alias("--batch-size", "--gen-batch-size", "batch_size", type=click.IntRange(min=1))
 @quantize_option("Model weights for the evaluation: 4bit or none. Default: 4bit on CUDA, none on a CPU.")
-@click.option("--json", "as_json", is_flag=True, help="Print the metrics as JSON.")
+@summary_format_option("the metrics", old_input="fmt")
 def eval_cmd(model_spec, data, fmt, store, models_dir, no_base, limit, max_new_tokens, batch_size, quantize, as_json):
     """Evaluate a model version against the base model, retrieval and most-frequent baselines.
 
@@ -389,14 +388,14 @@ def eval_cmd(model_spec, data, fmt, store, models_dir, no_base, limit, max_new_t
 SCORE_EPILOG = """\b
 Example (CodeReviewer's test set, or any tool's output, one comment per line):
   revbot score predictions.txt references.txt
-  revbot score predictions.txt references.txt --json
+  revbot score predictions.txt references.txt --format json
 """
 
 
 @click.command("score", context_settings=CONTEXT, epilog=SCORE_EPILOG)
 @click.argument("predictions", metavar="PRED", type=click.Path(dir_okay=False))
 @click.argument("references", metavar="REF", type=click.Path(dir_okay=False))
-@click.option("--json", "as_json", is_flag=True, help="Print the scores as JSON.")
+@summary_format_option("the scores")
 def score(predictions, references, as_json):
     """Score line-aligned predictions against references.
 
@@ -447,7 +446,7 @@ def _summary_metrics(meta: dict[str, Any]) -> tuple[str, str, str, str]:
 
 @models.command("list", context_settings=CONTEXT)
 @models_dir_option
-@click.option("--json", "as_json", is_flag=True, help="Print as JSON.")
+@summary_format_option("the versions")
 def models_list(models_dir, as_json):
     """Show every version, which one is current, its metrics, and the promotion decisions."""
     registry = _registry(models_dir)

@@ -14,7 +14,7 @@ from bot.datasets import IMPORT_FORMATS
 from bot.errors import GitHubError, RevbotError, UsageError
 from harvest.build import DEFAULT_OWN_LOGINS
 from harvest.filters import DEFAULT_MIN_LENGTH
-from revbot.adapters.cli_options import deprecated_alias, fail, quiet, set_quiet, warn
+from revbot.adapters.cli_options import deprecated_alias, fail, quiet, set_quiet, summary_format_option, warn
 from revbot.adapters.store import Store, default_db_path, utc_timestamp
 
 DB_HELP = (
@@ -109,7 +109,7 @@ def harvest() -> None:
     help="Comma-separated logins revbot posts as (feedback on its comments is recorded). Default: "
     f"$REVBOT_BOT_LOGINS, else {','.join(sorted(DEFAULT_OWN_LOGINS))}.",
 )
-@click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
+@summary_format_option("the summary")
 @deprecated_alias("--no-progress", "--quiet", set_quiet, is_flag=True)
 def harvest_github_cmd(
     repo: str,
@@ -197,7 +197,6 @@ def dataset() -> None:
     type=click.Choice(IMPORT_FORMATS),
     help="What the file holds (required).",
 )
-@deprecated_alias("--format", "--input-format", "fmt", type=click.Choice(IMPORT_FORMATS))
 @click.option(
     "--field-map",
     help="For --input-format jsonl: KEY=FIELD pairs, keys hunk, comment, path, line, pr, time, repo, id, side, "
@@ -212,7 +211,7 @@ def dataset() -> None:
 )
 @click.option("--repo", help="Repository name for records that carry none.")
 @click.option("--db", type=click.Path(dir_okay=False), help=DB_HELP)
-@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+@summary_format_option("the result", old_input="fmt", old_input_choices=IMPORT_FORMATS)
 def import_cmd(
     file: str,
     fmt: str,
@@ -315,7 +314,7 @@ def _stats_table(repos: list[tuple[str, dict[str, Any]]]) -> str:
 
 @dataset.command("stats")
 @click.option("--db", type=click.Path(dir_okay=False), help=DB_HELP)
-@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@summary_format_option("the counts")
 def stats_cmd(db: str | None, as_json: bool) -> None:
     """Counts of stored comments and of positive and negative examples, per repository."""
 
@@ -338,7 +337,7 @@ def stats_cmd(db: str | None, as_json: bool) -> None:
             click.echo("")
             click.echo(_stats_table(repos[:20]))
         if len(repos) > 20:
-            click.echo(f"... and {len(repos) - 20} more repositories (--json lists all)")
+            click.echo(f"... and {len(repos) - 20} more repositories (--format json lists all)")
         if stats["examples_by_source"]:
             click.echo("\nexamples by source: " + ", ".join(f"{k} {v}" for k, v in stats["examples_by_source"].items()))
         if stats["bot_feedback"]:

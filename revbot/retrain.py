@@ -52,7 +52,7 @@ from finetune.gate import (
     VAL_LOSS_TOLERANCE,
     decide,
 )
-from revbot.adapters.cli_options import deprecated_alias, fail, info, quantize_flag, quiet
+from revbot.adapters.cli_options import deprecated_alias, fail, info, quantize_flag, quiet, summary_format_option
 from revbot.adapters.files import LockBusy, file_lock
 from revbot.adapters.settings import Settings
 
@@ -458,7 +458,7 @@ class GitHubClients:
     help="Prompts generated together during the evaluation (the same default as `revbot eval`).",
 )
 @deprecated_alias("--eval-batch-size", "--gen-batch-size", "eval_batch_size", type=click.IntRange(min=1))
-@click.option("--json", "as_json", is_flag=True, help="Print the decision as JSON.")
+@summary_format_option("the decision")
 def retrain_cmd(
     repos,
     db,

@@ -63,6 +63,18 @@ def _first_sentence(text: str) -> str:
     return (text if end is None else text[: end.start() + 1]).replace("|", "\\|")
 
 
+# The shared vocabulary: what these names mean in every command that has them (the choices differ).
+VOCABULARY = {
+    "--model": "A base model: a Hugging Face hub id, a local directory, or the embedded smollm2-135m.",
+    "--version": "A model version from the registry: vN, current or latest.",
+    "--db": "The dataset store (SQLite).",
+    "--format": "The format of what the command prints or writes (its choices are in the command's help).",
+    "--input-format": "The format of the file the command reads.",
+    "--models-dir": "The model versions folder.",
+    "--quantize": "Model weights: 4bit, or none for full precision (default: 4bit on CUDA, none on a CPU).",
+}
+
+
 def options_table() -> list[str]:
     """One row per option name: every command that takes it, and what it means (its help's first
     sentence, from the first command that has it). The vocabulary is one when each name means one thing."""
@@ -85,7 +97,8 @@ def options_table() -> list[str]:
             key = "/".join(names)
             if key in ("-h/--help",) or (not path and key == "--version"):
                 continue
-            commands, meaning = rows.setdefault(key, ([], _first_sentence(param.help or "")))
+            meaning = VOCABULARY.get(param.opts[0]) or _first_sentence(param.help or "")
+            commands, meaning = rows.setdefault(key, ([], meaning))
             commands.append(" ".join(path) or "(root)")
     lines = ["| option | commands | meaning |", "|---|---|---|"]
     for key in sorted(rows, key=lambda k: k.lstrip("-").lower()):

@@ -15,7 +15,7 @@ from __future__ import annotations
 import functools
 import logging
 import sys
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, NoReturn, TypeVar
 
@@ -259,3 +259,56 @@ def _no_quantize_means_none(f: F) -> F:
 def quantize_flag(value: str | None) -> bool | None:
     """``--quantize``'s value as training's switch: True (4-bit), False (full precision), None (the device decides)."""
     return None if value is None else value == "4bit"
+
+
+def summary_format_option(
+    what: str, *, old_input: str | None = None, old_input_choices: Sequence[str] | None = None
+) -> Callable[[F], F]:
+    """``--format text|json`` for a command whose output is a summary (``what``): text for a person,
+    JSON for a machine. The command receives ``as_json``; ``--json`` is kept as an old spelling of
+    ``--format json``. (``--format`` is an output format in every command; inputs use ``--input-format``.)
+
+    ``old_input`` names the parameter of a command where ``--format`` used to name the INPUT's
+    format (now ``--input-format``): there a value other than text/json is still taken as the input
+    format, for one release, with a deprecation line (``old_input_choices`` checks it)."""
+    outputs = ("text", "json")
+
+    def decorate(f: F) -> F:
+        @functools.wraps(f)
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            value = kwargs.pop("output_format")
+            ctx = click.get_current_context()
+            given = ctx.get_parameter_source("output_format") is ParameterSource.COMMANDLINE
+            if kwargs.get("as_json") and given:  # the old --json (set by the alias below) and --format
+                raise click.UsageError("--json is the old spelling of --format json: give --format json only", ctx=ctx)
+            if value in outputs or old_input is None:
+                kwargs["as_json"] = kwargs.get("as_json") or value == "json"
+                return f(*args, **kwargs)
+            kwargs["as_json"] = False
+            if old_input_choices is not None and value not in old_input_choices:
+                raise click.BadParameter(
+                    f"{value!r} is not one of {', '.join(outputs)} (or, the old way, an input format: "
+                    f"{', '.join(old_input_choices)})",
+                    ctx=ctx,
+                    param_hint="'--format'",
+                )
+            if ctx.get_parameter_source(old_input) is ParameterSource.COMMANDLINE:
+                raise click.UsageError("--format FORMAT is the old spelling of --input-format: give one", ctx=ctx)
+            warn(deprecation_message("--format", "--input-format") + " (for the file read; --format is now the output)")
+            kwargs[old_input] = value
+            return f(*args, **kwargs)
+
+        # the old --json: its alias hands True to ``as_json``, which the wrapper above reads
+        decorated = deprecated_alias("--json", "--format json", "as_json", is_flag=True)(wrapper)  # type: ignore[arg-type]
+        choices = click.Choice(outputs) if old_input is None else click.STRING
+        return click.option(
+            "--format",
+            "output_format",
+            type=choices,
+            default="text",
+            show_default=True,
+            metavar="[text|json]",
+            help=f"Output: {what} as text, or as JSON for a machine.",
+        )(decorated)  # type: ignore[return-value]
+
+    return decorate

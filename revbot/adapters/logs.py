@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import sys
+from typing import TextIO
 
 from bot.secrets import scrub_text
 
@@ -32,10 +34,27 @@ class RedactingFilter(logging.Filter):
         return True
 
 
+class CurrentStderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """Writes each record to whatever ``sys.stderr`` is when the record is logged, not the stream it
+    was when logging was set up: a process that swaps stderr (a test runner capturing a command, a
+    daemon detaching) would otherwise log into a closed stream ("--- Logging error ---")."""
+
+    def __init__(self) -> None:
+        super().__init__(sys.stderr)
+
+    @property  # type: ignore[override]
+    def stream(self) -> TextIO:
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value: TextIO) -> None:
+        pass  # StreamHandler.__init__ and setStream assign it; the current stderr always wins
+
+
 def configure_logging(level: int = logging.WARNING) -> None:
     root = logging.getLogger()
     if not any(isinstance(f, RedactingFilter) for h in root.handlers for f in h.filters):
-        handler = logging.StreamHandler()
+        handler = CurrentStderrHandler()
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
         handler.addFilter(RedactingFilter())
         root.addHandler(handler)

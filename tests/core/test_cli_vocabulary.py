@@ -18,7 +18,15 @@ import pytest
 from bot.errors import RevbotError
 from tests.core.conftest import prompt_anchors, prompt_path
 
-OLD_SPELLINGS = ("--base-model", "--model-version", "--store", "--no-progress")
+OLD_SPELLINGS = (
+    "--base-model",
+    "--model-version",
+    "--store",
+    "--no-progress",
+    "--json",
+    "--eval-batch-size",
+    "--no-quantize",
+)
 
 
 class Stop(RevbotError):
@@ -84,9 +92,9 @@ def test_every_command_takes_the_global_flags_and_no_help_shows_an_old_spelling(
         assert "-v, --verbose" in out and "-q, --quiet" in out, path
         for old in OLD_SPELLINGS:
             assert old not in out, (path, old)
-    for path in (["eval"], ["dataset", "import"]):  # input formats are --input-format
+    for path in (["eval"], ["dataset", "import"]):  # input formats are --input-format, --format is the output
         out = revbot(*path, "--help")[1]
-        assert "--input-format" in out and "--format" not in out.replace("--input-format", "")
+        assert "--input-format" in out and "--format [text|json]" in out
     assert "--version" in revbot("review", "--help")[1] and "--version" in revbot("eval", "--help")[1]
     for path in (["train"], ["retrain"], ["export"], ["review"], ["serve"], ["worker"]):
         assert "--model " in revbot(*path, "--help")[1], path
@@ -447,3 +455,44 @@ def test_eval_batch_size_is_an_old_spelling_of_gen_batch_size(revbot, monkeypatc
         code, _, err = revbot("eval", spelling, "3")
         assert code == 1 and seen["batch_size"] == 3, err
         assert ("--batch-size is deprecated, use --gen-batch-size" in err) == (spelling == "--batch-size")
+
+
+def test_summaries_take_format_json_and_json_is_its_old_spelling(revbot, tmp_path):
+    from revbot.adapters.store import Store
+
+    db = str(tmp_path / "s.db")
+    Store(db).close()
+    code, out, err = revbot("dataset", "stats", "--db", db, "--format", "json")
+    assert code == 0 and isinstance(json.loads(out), dict) and "deprecated" not in err, err
+    code, out2, err = revbot("dataset", "stats", "--db", db, "--json")
+    assert code == 0 and json.loads(out2) == json.loads(out)
+    assert "revbot: warning: --json is deprecated, use --format json" in err
+    code, out, _ = revbot("dataset", "stats", "--db", db)
+    assert code == 0 and not out.lstrip().startswith("{")
+    code, _, err = revbot("dataset", "stats", "--db", db, "--format", "json", "--json")
+    assert code == 2 and "give --format json only" in err
+
+
+def test_logging_follows_stderr_when_it_is_swapped(monkeypatch):
+    """Set up while stderr was one stream, logging writes to the stream stderr is now: a command run
+    in a test runner (or a daemon that swapped stderr) must not log into a closed stream."""
+    from revbot.adapters.logs import configure_logging
+
+    first, second = io.StringIO(), io.StringIO()
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    try:
+        for handler in list(root.handlers):
+            root.removeHandler(handler)
+        monkeypatch.setattr(sys, "stderr", first)
+        configure_logging(logging.WARNING)
+        first.close()
+        monkeypatch.setattr(sys, "stderr", second)
+        logging.getLogger("revbot.test").warning("token ghp_%s seen", "a" * 36)
+        assert "WARNING revbot.test: token" in second.getvalue() and "ghp_" + "a" * 36 not in second.getvalue()
+    finally:
+        for handler in list(root.handlers):
+            root.removeHandler(handler)
+        for handler in handlers:
+            root.addHandler(handler)
+        root.setLevel(level)

@@ -67,7 +67,7 @@ FAST_EVAL = ["--max-new-tokens", "12", "--quiet"]
 
 
 def _decisions(loop) -> list[dict]:
-    code, out = _cli(["models", "list", "--json"], loop.env)
+    code, out = _cli(["models", "list", "--format", "json"], loop.env)
     assert code == 0, out
     return json.loads(out)["decisions"]
 
@@ -75,7 +75,7 @@ def _decisions(loop) -> list[dict]:
 @pytest.mark.slow
 def test_retrain_promotes_a_better_candidate_and_refuses_a_worse_one(loop):
     # 1. first run: harvests the repository, trains, nothing is current -> promoted, default gate metric
-    code, out = _cli(["retrain", REPO, "--model", loop.base, *WORSE, *FAST_EVAL, "--json"], loop.env)
+    code, out = _cli(["retrain", REPO, "--model", loop.base, *WORSE, *FAST_EVAL, "--format", "json"], loop.env)
     assert code == 0, out
     first = json.loads(out)
     assert first["promoted"] and first["candidate"] == "v1" and first["incumbent"] is None
@@ -118,7 +118,7 @@ def test_retrain_promotes_a_better_candidate_and_refuses_a_worse_one(loop):
     assert 5 in store.pending_prs(REPO)
 
     # 3. a better candidate (trained for real) against the untrained v1 -> promoted
-    code, out = _cli(["retrain", *GOOD, "--metric", "answer_loss", *FAST_EVAL, "--json"], loop.env)
+    code, out = _cli(["retrain", *GOOD, "--metric", "answer_loss", *FAST_EVAL, "--format", "json"], loop.env)
     assert code == 0, out
     second = json.loads(out)
     assert second["harvests"][0]["comments_fetched"] >= 1  # incremental: only what is new
@@ -131,7 +131,9 @@ def test_retrain_promotes_a_better_candidate_and_refuses_a_worse_one(loop):
     store.close()
 
     # 4. a deliberately worse candidate against v2 -> refused, v2 stays current
-    code, out = _cli(["retrain", "--no-harvest", *WORSE, "--metric", "answer_loss", *FAST_EVAL, "--json"], loop.env)
+    code, out = _cli(
+        ["retrain", "--no-harvest", *WORSE, "--metric", "answer_loss", *FAST_EVAL, "--format", "json"], loop.env
+    )
     assert code == 0, out
     third = json.loads(out)
     assert third["candidate"] == "v3" and third["incumbent"] == "v2"

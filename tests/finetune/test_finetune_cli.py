@@ -12,7 +12,7 @@ from tests.finetune.helpers import run_cli, synthetic_examples
 def test_eval_runs_end_to_end_and_records_its_metrics(trained, capsys):
     models, _ = trained
     code, out, err = run_cli(
-        ["eval", "--models-dir", str(models), "--max-new-tokens", "12", "--json", "--quiet"], capsys
+        ["eval", "--models-dir", str(models), "--max-new-tokens", "12", "--format", "json", "--quiet"], capsys
     )
     assert code == 0, err
     report = json.loads(out)
@@ -83,7 +83,7 @@ def test_models_list_promote_rollback(trained, capsys, tmp_path):
         == "v2 is now current (was v1)"
     )
     registry.record_decision("v2", "v1", "bleu4_no_stop", {"v2": 1.0, "v1": 0.5}, True, "better")
-    code, out, _ = run_cli(["models", "list", "--models-dir", str(models), "--json"], capsys)
+    code, out, _ = run_cli(["models", "list", "--models-dir", str(models), "--format", "json"], capsys)
     listed = json.loads(out)
     assert listed["current"] == "v2" and [v["name"] for v in listed["versions"]] == ["v1", "v2"]
     assert listed["decisions"][0]["reason"] == "better"

@@ -15,7 +15,7 @@ def test_score_prints_both_bleu_variants_rouge_l_and_exact_match(tmp_path, capsy
     pred, ref = tmp_path / "pred.txt", tmp_path / "ref.txt"
     pred.write_text("\n".join(predictions) + "\n", encoding="utf-8")
     ref.write_bytes("\r\n".join(references).encode("utf-8"))  # CRLF and no final line break: same lines
-    code, out, err = run_cli(["score", str(pred), str(ref), "--json"], capsys)
+    code, out, err = run_cli(["score", str(pred), str(ref), "--format", "json"], capsys)
     assert code == 0, err
     scores = json.loads(out)
     assert scores["pairs"] == 4

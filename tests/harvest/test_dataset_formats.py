@@ -75,12 +75,14 @@ def test_cli_imports_crc_into_the_store(shared_dir, tmp_path):
         and "766 example(s)" in out.output
         and ":546: same example as line 543" in out.output
     )
-    stats = json.loads(runner.invoke(dataset, ["stats", "--db", str(db), "--json"]).output)
+    stats = json.loads(runner.invoke(dataset, ["stats", "--db", str(db), "--format", "json"]).output)
     assert stats["positive"] == 766 and stats["negative"] == 0 and stats["comments"] == 766
     subset = tmp_path / "first100.jsonl"
     subset.write_text("".join((shared_dir / CRC).read_text().splitlines(keepends=True)[:100]))
     again = json.loads(
-        runner.invoke(dataset, ["import", str(subset), "--input-format", "crc", "--db", str(db), "--json"]).output
+        runner.invoke(
+            dataset, ["import", str(subset), "--input-format", "crc", "--db", str(db), "--format", "json"]
+        ).output
     )
     humans = 100 - sum(again["review_bot_comments_dropped"].values())
     assert humans == 78  # the first 100 rows hold 22 review-bot comments

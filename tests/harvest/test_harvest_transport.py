@@ -55,7 +55,8 @@ def test_cli_reports_a_broken_transport_without_a_traceback(sim_factory, tmp_pat
     sim.inject("cutoff", method="GET", path=r"/pulls/\d+/files$", count=1)  # one broken answer: retried
     monkeypatch.delenv("GITHUB_TOKEN", raising=False)
     result = CliRunner().invoke(
-        harvest, ["github", REPO, "--db", str(tmp_path / "h.db"), "--api-url", sim.url, "--token", "t", "--json"]
+        harvest,
+        ["github", REPO, "--db", str(tmp_path / "h.db"), "--api-url", sim.url, "--token", "t", "--format", "json"],
     )
     assert result.exit_code == 0, result.output
     assert "Traceback" not in result.output and sim.stats()["faults_served"] == 1
