@@ -37,18 +37,26 @@ class RedactingFilter(logging.Filter):
 class CurrentStderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
     """Writes each record to whatever ``sys.stderr`` is when the record is logged, not the stream it
     was when logging was set up: a process that swaps stderr (a test runner capturing a command, a
-    daemon detaching) would otherwise log into a closed stream ("--- Logging error ---")."""
+    daemon detaching) would otherwise log into a closed stream ("--- Logging error ---"). A stream
+    given with ``setStream`` is used instead, as with any StreamHandler."""
 
     def __init__(self) -> None:
+        self._chosen: TextIO | None = None
         super().__init__(sys.stderr)
 
     @property  # type: ignore[override]
     def stream(self) -> TextIO:
-        return sys.stderr
+        return self._chosen if self._chosen is not None else sys.stderr
 
     @stream.setter
     def stream(self, value: TextIO) -> None:
-        pass  # StreamHandler.__init__ and setStream assign it; the current stderr always wins
+        pass  # StreamHandler.__init__ assigns sys.stderr: the current one is read at each record instead
+
+    def setStream(self, stream: TextIO) -> TextIO | None:  # type: ignore[override]
+        old = self.stream
+        self.flush()
+        self._chosen = stream
+        return old
 
 
 def configure_logging(level: int = logging.WARNING) -> None:
