@@ -4,8 +4,11 @@ way over real HTTP, for end-to-end runs of `revbot review`."""
 
 from __future__ import annotations
 
+import io
 import json
+import logging
 import re
+import sys
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -127,3 +130,42 @@ def openai_server():
     for server in servers:
         server.shutdown()
         server.server_close()
+
+
+@pytest.fixture
+def revbot(monkeypatch, capsys, tmp_path):
+    """Run `revbot ARGS...` in process through the real entry point (``revbot.cli.main``) from an empty
+    directory, with no model configured; returns (exit code, stdout, stderr). The root logger's level
+    is put back afterwards (-v changes it)."""
+    workdir = tmp_path / "cwd"
+    workdir.mkdir()
+    monkeypatch.chdir(workdir)
+    monkeypatch.setenv("REVBOT_MODELS_DIR", str(tmp_path / "no-models"))
+    for var in (
+        "REVBOT_MODEL",
+        "REVBOT_BACKEND",
+        "REVBOT_OPENAI_BASE_URL",
+        "REVBOT_OPENAI_MODEL",
+        "REVBOT_TOKEN_BUDGET",
+        "REVBOT_LOG_LEVEL",
+    ):
+        monkeypatch.delenv(var, raising=False)
+    root = logging.getLogger()
+    level = root.level
+
+    def run(*args: str, stdin: bytes = b""):
+        from revbot.cli import main
+
+        monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(stdin)))
+        capsys.readouterr()
+        try:
+            main(list(args))
+            code = 0
+        except SystemExit as exc:
+            code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+        out, err = capsys.readouterr()
+        assert "Traceback" not in err
+        return code, out, err
+
+    yield run
+    root.setLevel(level)

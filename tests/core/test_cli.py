@@ -3,10 +3,8 @@ stdin, git, a real tiny model, an OpenAI-compatible server on loopback, and ever
 
 from __future__ import annotations
 
-import io
 import json
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -15,39 +13,6 @@ import pytest
 from bot.diff import RIGHT, parse_diff
 from revbot.adapters.sources import GitSource
 from tests.core.conftest import prompt_anchors, prompt_path
-
-
-@pytest.fixture
-def revbot(monkeypatch, capsys, tmp_path):
-    """Run `revbot ARGS...` in process from an empty directory; returns (exit code, stdout, stderr)."""
-    workdir = tmp_path / "cwd"
-    workdir.mkdir()
-    monkeypatch.chdir(workdir)
-    monkeypatch.setenv("REVBOT_MODELS_DIR", str(tmp_path / "no-models"))
-    for var in (
-        "REVBOT_MODEL",
-        "REVBOT_BACKEND",
-        "REVBOT_OPENAI_BASE_URL",
-        "REVBOT_OPENAI_MODEL",
-        "REVBOT_TOKEN_BUDGET",
-    ):
-        monkeypatch.delenv(var, raising=False)
-
-    def run(*args: str, stdin: bytes = b""):
-        from revbot.cli import main
-
-        monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(stdin)))
-        capsys.readouterr()
-        try:
-            main(list(args))
-            code = 0
-        except SystemExit as exc:
-            code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
-        out, err = capsys.readouterr()
-        assert "Traceback" not in err
-        return code, out, err
-
-    return run
 
 
 def diff_path(shared_dir: Path, name: str) -> str:

@@ -33,37 +33,6 @@ class Stop(RevbotError):
     """Raised by the fakes below once they have seen what the command handed them."""
 
 
-@pytest.fixture
-def revbot(monkeypatch, capsys, tmp_path):
-    """Run `revbot ARGS...` in process; returns (exit code, stdout, stderr). The root logger's level
-    is put back afterwards (-v changes it)."""
-    workdir = tmp_path / "cwd"
-    workdir.mkdir()
-    monkeypatch.chdir(workdir)
-    monkeypatch.setenv("REVBOT_MODELS_DIR", str(tmp_path / "no-models"))
-    for var in ("REVBOT_MODEL", "REVBOT_BACKEND", "REVBOT_LOG_LEVEL", "REVBOT_TOKEN_BUDGET"):
-        monkeypatch.delenv(var, raising=False)
-    root = logging.getLogger()
-    level = root.level
-
-    def run(*args: str, stdin: bytes = b""):
-        from revbot.cli import main
-
-        monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(stdin)))
-        capsys.readouterr()
-        try:
-            main(list(args))
-            code = 0
-        except SystemExit as exc:
-            code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
-        out, err = capsys.readouterr()
-        assert "Traceback" not in err
-        return code, out, err
-
-    yield run
-    root.setLevel(level)
-
-
 def all_commands() -> list[list[str]]:
     from revbot.cli import cli
 
