@@ -75,7 +75,7 @@ def cache_root() -> Path:
     """REVBOT_CACHE_DIR, else $REVBOT_HOME/cache, else $XDG_CACHE_HOME/revbot (~/.cache/revbot)."""
     from revbot.adapters.settings import Settings
 
-    return Settings.from_env().embedded_cache
+    return Settings.from_env(only=("cache_dir", "home", "xdg_cache_home")).embedded_cache
 
 
 def gguf_path(model: EmbeddedModel) -> Path:

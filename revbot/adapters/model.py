@@ -225,7 +225,7 @@ def _first_line(exc: BaseException, limit: int = 300) -> str:
 def _hub_offline() -> bool:
     from revbot.adapters.settings import Settings
 
-    if Settings.from_env().hub_offline:
+    if Settings.from_env(only=("hf_hub_offline", "transformers_offline")).hub_offline:
         return True
     try:
         from huggingface_hub import constants
@@ -701,7 +701,7 @@ class OpenAIBackend(Backend):
         if not api_key:
             from revbot.adapters.settings import Settings
 
-            api_key = Settings.from_env().secret("openai_api_key")
+            api_key = Settings.from_env(only=("openai_api_key",)).secret("openai_api_key")
         self._api_key = api_key
         self._local = threading.local()
         self._tokenizer = None

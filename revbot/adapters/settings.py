@@ -264,7 +264,7 @@ class Settings(BaseSettings):
         "PROMETHEUS_MULTIPROC_DIR", doc="where the processes of `revbot serve` share their counters (set by serve)"
     )
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = _env(
-        "REVBOT_LOG_LEVEL", default="WARNING", doc="log level", expected="DEBUG, INFO, WARNING or ERROR"
+        "REVBOT_LOG_LEVEL", default="WARNING", doc="log level", expected="DEBUG, INFO, WARNING, ERROR or CRITICAL"
     )
 
     # ----------------------------------------------------------------- reading
@@ -286,7 +286,8 @@ class Settings(BaseSettings):
         """The settings from ``env`` (default: ``os.environ``, read now). A bad value is a UsageError
         naming the variable, the problem and the expected form (a secret's value is never shown).
         ``only``: read and check just these fields' variables, the others keep their defaults (for a
-        value needed before the rest is checked, such as the log level every command sets first)."""
+        value needed before the rest is checked, such as the log level every command sets first, and
+        for library helpers that need one value: a bad unrelated variable is the command's to report)."""
         source: Mapping[str, str] = os.environ if env is None else env
         if only:
             names = {name for field in only for name in env_names(cls.model_fields[field])}

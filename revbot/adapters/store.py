@@ -65,7 +65,7 @@ def default_db_path() -> Path:
     """``$REVBOT_DB`` when set, else ``revbot.db``; a relative path lives in ``$REVBOT_HOME``."""
     from revbot.adapters.settings import Settings
 
-    return Settings.from_env().db
+    return Settings.from_env(only=("home", "db")).db
 
 
 def now_stamp() -> str:

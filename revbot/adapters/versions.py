@@ -55,7 +55,7 @@ def default_models_dir() -> Path:
     """$REVBOT_MODELS_DIR (relative to $REVBOT_HOME), else ``models/``: the settings' ``models_dir``."""
     from revbot.adapters.settings import Settings
 
-    return Settings.from_env().models_dir
+    return Settings.from_env(only=("home", "models_dir")).models_dir
 
 
 @dataclass(frozen=True)

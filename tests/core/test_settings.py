@@ -196,6 +196,31 @@ def test_paths_read_elsewhere_follow_the_model(monkeypatch: pytest.MonkeyPatch, 
     assert default_db_path() == Path("sub/store.db") and cache_root() == tmp_path / "xdg" / "revbot"
 
 
+def test_a_helper_reading_one_value_is_not_stopped_by_an_unrelated_bad_variable(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """A command reports a bad variable when it reads its settings; a library helper that needs one
+    path (the store, the models folder, the cache, the metrics folder) checks only what it reads."""
+    from revbot.adapters.embedded import cache_root
+    from revbot.adapters.store import default_db_path
+    from revbot.adapters.versions import default_models_dir
+    from webhooks.metrics import multiprocess_dir
+
+    monkeypatch.setenv("REVBOT_HOME", str(tmp_path))
+    monkeypatch.delenv("REVBOT_DB", raising=False)
+    monkeypatch.delenv("REVBOT_MODELS_DIR", raising=False)
+    monkeypatch.delenv("REVBOT_CACHE_DIR", raising=False)
+    monkeypatch.delenv("PROMETHEUS_MULTIPROC_DIR", raising=False)
+    monkeypatch.setenv("REVBOT_WEB_WORKERS", "many")
+    with pytest.raises(UsageError, match="REVBOT_WEB_WORKERS is not a whole number"):
+        Settings.from_env()
+    assert default_db_path() == tmp_path / "revbot.db" and default_models_dir() == tmp_path / "models"
+    assert cache_root() == tmp_path / "cache" and multiprocess_dir() is None
+    monkeypatch.setenv("REVBOT_HOME", "")  # empty counts as unset
+    monkeypatch.setenv("REVBOT_DB", "")
+    assert default_db_path() == Path("revbot.db")
+
+
 def test_the_readme_table_lists_every_revbot_variable_and_no_other() -> None:
     import re
 
