@@ -104,6 +104,32 @@ _TRAINING_OPTIONS = (
 )
 
 
+def generation_options(dest: str, *, old_spelling: str) -> Any:
+    """How an evaluation generates (`revbot eval`, `revbot retrain`'s gate): one spelling, help and
+    default for both. ``dest``: the command's parameter for --gen-batch-size; ``old_spelling``: the
+    name that option had in that command, kept for one release."""
+
+    def decorate(f: Any) -> Any:
+        f = deprecated_alias(old_spelling, "--gen-batch-size", dest, type=click.IntRange(min=1))(f)
+        f = click.option(
+            "--gen-batch-size",
+            dest,
+            type=click.IntRange(min=1),
+            default=DEFAULT_EVAL_BATCH_SIZE,
+            show_default=True,
+            help="Prompts generated together during the evaluation.",
+        )(f)
+        return click.option(
+            "--max-new-tokens",
+            type=click.IntRange(min=1),
+            default=DEFAULT_MAX_NEW_TOKENS,
+            show_default=True,
+            help="Longest answer per hunk during the evaluation, in tokens.",
+        )(f)
+
+    return decorate
+
+
 def training_options(f: Any) -> Any:
     """The training options `revbot train` and `revbot retrain` share: one spelling, one help, one default."""
     for option in reversed(_TRAINING_OPTIONS):
@@ -319,22 +345,7 @@ def train(
 @models_dir_option
 @click.option("--no-base", is_flag=True, help="Leave out the base model without the adapter.")
 @click.option("--limit", type=click.IntRange(min=1), default=None, help="Evaluate on the first N test examples only.")
-@click.option(
-    "--max-new-tokens",
-    type=click.IntRange(min=1),
-    default=DEFAULT_MAX_NEW_TOKENS,
-    show_default=True,
-    help="Longest answer (the same default as `revbot retrain`'s gate).",
-)
-@click.option(
-    "--gen-batch-size",
-    "batch_size",
-    type=click.IntRange(min=1),
-    default=DEFAULT_EVAL_BATCH_SIZE,
-    show_default=True,
-    help="Prompts generated together (the same default as `revbot retrain`'s gate).",
-)
-@deprecated_alias("--batch-size", "--gen-batch-size", "batch_size", type=click.IntRange(min=1))
+@generation_options("batch_size", old_spelling="--batch-size")
 @quantize_option("Model weights for the evaluation: 4bit or none. Default: 4bit on CUDA, none on a CPU.")
 @summary_format_option("the metrics", old_input="fmt")
 def eval_cmd(model_spec, data, fmt, store, models_dir, no_base, limit, max_new_tokens, batch_size, quantize, as_json):

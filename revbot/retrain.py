@@ -42,7 +42,7 @@ import click
 
 from bot.errors import DataError, RevbotError, UsageError
 from bot.examples import Example
-from finetune.cli import training_options
+from finetune.cli import generation_options, training_options
 from finetune.evaluate import DEFAULT_EVAL_BATCH_SIZE, DEFAULT_MAX_NEW_TOKENS
 from finetune.gate import (
     DEFAULT_GATE_METRIC,
@@ -442,22 +442,7 @@ class GitHubClients:
     help="Gate: how much higher the candidate's validation loss may be (relative: 0.2 = 20%).",
 )
 @training_options
-@click.option(
-    "--max-new-tokens",
-    type=click.IntRange(min=1),
-    default=DEFAULT_MAX_NEW_TOKENS,
-    show_default=True,
-    help="Longest answer per hunk during the evaluation (the same default as `revbot eval`).",
-)
-@click.option(
-    "--gen-batch-size",
-    "eval_batch_size",
-    type=click.IntRange(min=1),
-    default=DEFAULT_EVAL_BATCH_SIZE,
-    show_default=True,
-    help="Prompts generated together during the evaluation (the same default as `revbot eval`).",
-)
-@deprecated_alias("--eval-batch-size", "--gen-batch-size", "eval_batch_size", type=click.IntRange(min=1))
+@generation_options("eval_batch_size", old_spelling="--eval-batch-size")
 @summary_format_option("the decision")
 def retrain_cmd(
     repos,

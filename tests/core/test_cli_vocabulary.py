@@ -412,6 +412,10 @@ def test_batch_size_is_training_rows_and_gen_batch_size_is_prompts_generated_tog
         "--seed",
     ):
         assert (train[name].help, train[name].default) == (retrain[name].help, retrain[name].default), name
+    # and eval and retrain's gate generate the same way
+    evaluate = _options(["eval"])
+    for name in ("--max-new-tokens", "--gen-batch-size"):
+        assert (evaluate[name].help, evaluate[name].default) == (retrain[name].help, retrain[name].default), name
 
 
 def test_eval_batch_size_is_an_old_spelling_of_gen_batch_size(revbot, monkeypatch, tmp_path):
