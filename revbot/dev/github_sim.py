@@ -96,7 +96,6 @@ import json
 import os
 import re
 import secrets
-import tempfile
 import threading
 import time
 from collections.abc import Callable
@@ -110,6 +109,7 @@ import click
 
 from bot.diff import LEFT, RIGHT, Diff, FileDiff, parse_patch
 from bot.errors import DataError, DiffError, RevbotError
+from revbot.adapters.files import atomic_write_json
 from revbot.dev.github_sim_heads import compare_patch, moved_line
 
 DOCS = "https://docs.github.com/rest"
@@ -332,19 +332,9 @@ class GitHubSimulator:
         self._state = base
 
     def _save(self) -> None:
-        """Write the state atomically (temp file + rename) so a crash never leaves half a file."""
-        if not self.state_path:
-            return
-        folder = os.path.dirname(os.path.abspath(self.state_path))
-        fd, tmp = tempfile.mkstemp(prefix=".github-sim-", suffix=".json", dir=folder)
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as fh:
-                json.dump(self._state, fh)
-            os.replace(tmp, self.state_path)
-        except BaseException:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-            raise
+        """Write the state atomically (the project's one atomic writer) so a crash never leaves half a file."""
+        if self.state_path:
+            atomic_write_json(self.state_path, self._state, indent=None, sort_keys=False)
 
     def _new_id(self) -> int:
         self._state["next_id"] += 1

@@ -458,7 +458,7 @@ def test_state_file_survives_a_restart_and_holds_no_token(tmp_path):
         assert made.status_code == 200
     text = state.read_text()
     assert TOKEN not in text and "read-only-token" not in text
-    assert not list(tmp_path.glob(".github-sim-*"))  # temp files renamed into place
+    assert [p.name for p in tmp_path.iterdir()] == [state.name]  # temp files renamed into place
     with GitHubSimulator(state_path=state) as again:
         bodies = [c["body"] for c in requests.get(api(again, "/pulls/1/comments"), headers=H).json()]
         assert "persisted" in bodies
