@@ -187,14 +187,15 @@ def deprecation_message(old: str, new: str) -> str:
 
 
 def deprecated_alias(
-    old: str, new: str, dest: str | Callable[[click.Context, Any], None], **option: Any
+    old: str, new: str, dest: str | Callable[[click.Context, Any], None], *, means: Any = None, **option: Any
 ) -> Callable[[F], F]:
     """A hidden option spelled the old way (``old``) for the option now spelled ``new``.
 
     Used, it prints one deprecation line on stderr and its value goes to the command's parameter
-    ``dest`` (or, for a global flag, to the callable ``dest(ctx, value)``). Giving both spellings
-    is a usage error. ``option`` holds the click.option settings the value needs (type, is_flag).
-    Apply it below ``@click.command`` like any option."""
+    ``dest`` (or, for a global flag, to the callable ``dest(ctx, value)``); ``means``, when given, is
+    what an old flag stands for in the new option (``--json`` means ``--format json``). Giving both
+    spellings is a usage error. ``option`` holds the click.option settings the value needs (type,
+    is_flag). Apply it below ``@click.command`` like any option."""
     name = "deprecated_" + old.lstrip("-").replace("-", "_")
 
     def decorate(f: F) -> F:
@@ -209,7 +210,7 @@ def deprecated_alias(
             else:
                 if ctx.get_parameter_source(dest) is ParameterSource.COMMANDLINE:
                     raise click.UsageError(f"{old} is the old spelling of {new}: give {new} only", ctx=ctx)
-                kwargs[dest] = value
+                kwargs[dest] = value if means is None else means
             warn(deprecation_message(old, new))
             return f(*args, **kwargs)
 
@@ -278,13 +279,9 @@ def summary_format_option(
         def wrapper(*args: Any, **kwargs: Any) -> Any:
             value = kwargs.pop("output_format")
             ctx = click.get_current_context()
-            given = ctx.get_parameter_source("output_format") is ParameterSource.COMMANDLINE
-            if kwargs.get("as_json") and given:  # the old --json (set by the alias below) and --format
-                raise click.UsageError("--json is the old spelling of --format json: give --format json only", ctx=ctx)
+            kwargs["as_json"] = value == "json"
             if value in outputs or old_input is None:
-                kwargs["as_json"] = kwargs.get("as_json") or value == "json"
                 return f(*args, **kwargs)
-            kwargs["as_json"] = False
             if old_input_choices is not None and value not in old_input_choices:
                 raise click.BadParameter(
                     f"{value!r} is not one of {', '.join(outputs)} (or, the old way, an input format: "
@@ -298,8 +295,8 @@ def summary_format_option(
             kwargs[old_input] = value
             return f(*args, **kwargs)
 
-        # the old --json: its alias hands True to ``as_json``, which the wrapper above reads
-        decorated = deprecated_alias("--json", "--format json", "as_json", is_flag=True)(wrapper)  # type: ignore[arg-type]
+        # the old --json stands for --format json (the alias runs before the wrapper above)
+        decorated = deprecated_alias("--json", "--format json", "output_format", means="json", is_flag=True)(wrapper)  # type: ignore[arg-type]
         choices = click.Choice(outputs) if old_input is None else click.STRING
         return click.option(
             "--format",
