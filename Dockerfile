@@ -18,6 +18,7 @@ RUN pip install --no-cache-dir "torch==${TORCH_VERSION}" --index-url "${TORCH_IN
 WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY bot ./bot
+COPY adapters ./adapters
 COPY harvest ./harvest
 COPY finetune ./finetune
 COPY webhooks ./webhooks

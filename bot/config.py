@@ -1,6 +1,6 @@
 """The per-repository ``.revbot.yml`` that a team commits to say how its pull requests are reviewed:
-text in, a validated RepoConfig out. (Reading the file from disk is ``revbot.adapters.repo_config``'s;
-process-wide settings from the environment are read by ``revbot.adapters.settings``.)
+text in, a validated RepoConfig out. (Reading the file from disk is ``adapters.repo_config``'s;
+process-wide settings from the environment are read by ``adapters.settings``.)
 
 ``.revbot.yml`` keys (all optional; unknown keys are an error so a typo never silently does nothing)::
 

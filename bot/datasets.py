@@ -2,7 +2,7 @@
 schema (bot.examples). Every format is one ``DatasetFormat`` in ``FORMATS``, the registry that
 import, export, training and evaluation all read; ``get_format`` names the known formats when asked
 for another. No I/O here: records are read from a stream the caller opened (``parse_dataset``;
-``revbot.adapters.files.read_dataset`` opens a path), storing what was read is harvest's (`revbot
+``adapters.files.read_dataset`` opens a path), storing what was read is harvest's (`revbot
 dataset import`), writing records to a file or stdout is the caller's.
 
 Formats read
@@ -810,7 +810,7 @@ def parse_dataset(
     keep_bot_comments: bool = False,
 ) -> ImportResult:
     """Read a dataset from an open binary ``stream`` into examples (and, for crc, review comments).
-    ``name`` is what errors and the result call the file (``revbot.adapters.files.read_dataset``
+    ``name`` is what errors and the result call the file (``adapters.files.read_dataset``
     opens a path). Nothing is stored.
 
     Comments stamped by an AI review tool (bot.review_bots) are dropped unless ``keep_bot_comments``:

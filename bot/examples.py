@@ -123,7 +123,7 @@ def parse_examples(
     lines: Iterable[str], name: str, skip_bad: bool = False, errors: list[str] | None = None
 ) -> Iterator[Example]:
     """Examples from JSONL text, one line at a time (an open file, a list of lines); ``name`` is
-    what errors call the file (``revbot.adapters.files.read_examples`` opens a path). A bad line
+    what errors call the file (``adapters.files.read_examples`` opens a path). A bad line
     raises DataError naming name:line, or with ``skip_bad`` is skipped and its message appended to
     ``errors``."""
     for number, text in enumerate(lines, start=1):

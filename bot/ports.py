@@ -1,9 +1,9 @@
 """What the domain needs from the world, as structural types (``typing.Protocol``).
 
 ``bot/`` never imports an adapter: the review pipeline takes any object that has a ``Backend``'s
-methods (``revbot.adapters.model`` has two, tests pass doubles), prompt rendering any ``Tokenizer``
+methods (``adapters.model`` has two, tests pass doubles), prompt rendering any ``Tokenizer``
 with a chat template (a transformers tokenizer), and ``bot.feedback`` any ``FeedbackStore`` (the
-SQLite ``revbot.adapters.store.Store``). ``Backend`` and ``FeedbackStore`` are runtime-checkable, so a
+SQLite ``adapters.store.Store``). ``Backend`` and ``FeedbackStore`` are runtime-checkable, so a
 test can ask whether an adapter still offers what the domain calls.
 """
 
@@ -25,7 +25,7 @@ JSONObject: TypeAlias = dict[str, JSON]
 
 
 class Answer(Protocol):
-    """One generated answer (``revbot.adapters.model.Generation``): the text before the end marker,
+    """One generated answer (``adapters.model.Generation``): the text before the end marker,
     the tokens it took, and "stop" or "length" (cut off by ``max_new_tokens``)."""
 
     @property

@@ -10,7 +10,7 @@ vendored, generated or documentation; extensions that are code) and a repository
 file out of a rule that would have matched it.
 
 Pure: paths and attribute values in, an order out. Where the attributes come from is the caller's
-business: ``git check-attr`` for a local repository (``revbot.adapters.sources.GitSource``), or the text of a
+business: ``git check-attr`` for a local repository (``adapters.sources.GitSource``), or the text of a
 ``.gitattributes`` file read through the GitHub API (``GitAttributes.parse``).
 """
 

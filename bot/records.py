@@ -1,6 +1,6 @@
 """Plain records the domain reads and the store keeps: a GitHub review comment as stored, feedback on
 the bot's own comments, what the bot posted, and that feedback read as evidence. No I/O here: the
-SQLite store (``revbot.adapters.store``) persists these, ``bot.feedback`` reasons about them."""
+SQLite store (``adapters.store``) persists these, ``bot.feedback`` reasons about them."""
 
 from __future__ import annotations
 

@@ -358,7 +358,7 @@ def review_diff(
 ) -> Review:
     """Review the reviewable hunks of ``diff`` with ``backend``, best-ranked files first, until the
     token budget is spent. ``attributes``: what the repository's .gitattributes says of its paths
-    (``revbot.adapters.sources.GitSource.attributes``, or ``bot.ranking.GitAttributes`` over the file's text); a file marked
+    (``adapters.sources.GitSource.attributes``, or ``bot.ranking.GitAttributes`` over the file's text); a file marked
     ``linguist-generated`` or ``linguist-vendored`` is skipped like the built-in vendored/generated
     paths, and one marked ``-linguist-generated``/``-linguist-vendored`` is reviewed even if a
     built-in pattern matches it. Deterministic for a greedy backend."""

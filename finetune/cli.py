@@ -11,10 +11,10 @@ from typing import Any
 
 import click
 
+from adapters.cli_options import deprecated_alias, quantize_flag, quantize_option, quiet, summary_format_option
+from adapters.versions import ModelRegistry, default_models_dir
 from bot.errors import DataError, UsageError
 from finetune.evaluate import DEFAULT_EVAL_BATCH_SIZE, DEFAULT_MAX_NEW_TOKENS
-from revbot.adapters.cli_options import deprecated_alias, quantize_flag, quantize_option, quiet, summary_format_option
-from revbot.adapters.versions import ModelRegistry, default_models_dir
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 
@@ -25,7 +25,7 @@ def _registry(models_dir: str | None) -> ModelRegistry:
 
 def _default_store() -> Path:
     """$REVBOT_DB (a relative path in $REVBOT_HOME), else revbot.db there."""
-    from revbot.adapters.store import default_db_path
+    from adapters.store import default_db_path
 
     return default_db_path()
 
@@ -233,10 +233,10 @@ def train(
     attention and MLP projection, loss on the review answer only, packed rows, cosine schedule with
     warm-up, early stopping on validation loss and checkpoints for --resume.
     """
+    from adapters.embedded import DEFAULT_BASE_MODEL
     from finetune.data import load_examples
     from finetune.train import TrainConfig
     from finetune.train import train as run_training
-    from revbot.adapters.embedded import DEFAULT_BASE_MODEL
 
     if db and data:
         raise UsageError("give --db (the dataset store) or --data (an examples file), not both")
@@ -244,7 +244,7 @@ def train(
     data_path = Path(data or db) if (data or db) else _default_store()
     if base_model is None:
         current = registry.current()
-        from revbot.adapters.settings import Settings
+        from adapters.settings import Settings
 
         base_model = (current.base_model if current else None) or Settings.from_env().model or DEFAULT_BASE_MODEL
     examples = load_examples(data_path)

@@ -22,10 +22,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from adapters.files import read_dataset, read_examples
 from bot.errors import DataError
 from bot.examples import Example
 from bot.prompt import training_text
-from revbot.adapters.files import read_dataset, read_examples
 
 IGNORE_INDEX = -100
 SQLITE_MAGIC = b"SQLite format 3\x00"
@@ -56,7 +56,7 @@ def load_examples(path: str | os.PathLike[str], fmt: str | None = None) -> list[
     if fmt not in (None, "", "examples"):
         examples = read_dataset(name, fmt).examples
     elif is_store(path):
-        from revbot.adapters.store import Store
+        from adapters.store import Store
 
         store = Store(path)
         try:
@@ -218,7 +218,7 @@ class Encoded:
 
 def encode_example(example: Example, tokenizer: Any) -> Encoded:
     """Prompt and answer tokenised separately (the answer ends with the tokenizer's eos), exactly as
-    ``revbot.adapters.model`` encodes prompts: chat templates carry their own special tokens, plain prompts get
+    ``adapters.model`` encodes prompts: chat templates carry their own special tokens, plain prompts get
     the tokenizer's (a leading <s>, say)."""
     prompt, answer = training_text(example.prompt_input(), example.comments, tokenizer)
     chat = bool(getattr(tokenizer, "chat_template", None))

@@ -17,6 +17,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from adapters.versions import ModelRegistry, ModelVersion
 from bot.config import DEFAULT_MAX_NEW_TOKENS
 from bot.errors import DataError, ModelError, UsageError
 from bot.examples import Example
@@ -33,7 +34,6 @@ from finetune.metrics import (
 )
 from finetune.report import write_report
 from finetune.results import BASE, MOST_FREQUENT, RETRIEVAL, TUNED, EvalReport, Prediction, SystemResult
-from revbot.adapters.versions import ModelRegistry, ModelVersion
 
 log = logging.getLogger(__name__)
 
@@ -152,8 +152,8 @@ def store_feedback(store_path: str | Path) -> dict[str, Any] | None:
     (a reply), and ``by_version``: per model version, the comments the team's evidence judged
     (reactions, replies, resolutions: ``bot.feedback``), how many were accepted and the acceptance
     rate. None when the store has no feedback yet."""
+    from adapters.store import Store
     from bot.feedback import acceptance_by_version, derive_evidence
-    from revbot.adapters.store import Store
 
     if not Path(store_path).is_file():
         raise DataError("no such dataset store (for the bot's feedback)", str(store_path))
@@ -190,7 +190,7 @@ def store_feedback(store_path: str | Path) -> dict[str, Any] | None:
 
 
 def _load_tuned(spec: Any, quantize: str | None, batch_size: int) -> tuple[Any, ModelVersion | None, str]:
-    from revbot.adapters.model import Backend, BackendOptions, load_backend
+    from adapters.model import Backend, BackendOptions, load_backend
 
     if isinstance(spec, Backend):
         return spec, None, getattr(spec, "name", "model")
@@ -256,7 +256,7 @@ def evaluate(
     base_model = version.base_model if version else None
     del tuned
     if base == "auto" and base_model:
-        from revbot.adapters.model import BackendOptions, load_backend
+        from adapters.model import BackendOptions, load_backend
 
         try:
             base_backend = load_backend(BackendOptions(base_model, quantize=quantize, batch_size=batch_size))
@@ -326,8 +326,8 @@ def examples_for(
     have grown; new PRs are newer, so they land in the test split). With any other file: all of it
     (examples JSONL, or a dataset in ``fmt``, read by bot.datasets). The baselines learn from the version's
     saved training split, or from the store's training split when the version has none."""
+    from adapters.files import read_examples
     from finetune.data import is_store, load_examples, split_examples
-    from revbot.adapters.files import read_examples
 
     def saved(name: str) -> list[Example] | None:
         path = version.path / "data" / f"{name}.jsonl"

@@ -21,10 +21,10 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from adapters.files import atomic_write_json
+from adapters.versions import ModelRegistry, ModelVersion, now_iso
 from bot.errors import ModelError, UsageError
 from bot.prompt import ANSWER_END, PROMPT_FORMAT_VERSION, SYSTEM_PROMPTS, PromptInput, prompt_text
-from revbot.adapters.files import atomic_write_json
-from revbot.adapters.versions import ModelRegistry, ModelVersion, now_iso
 
 log = logging.getLogger(__name__)
 
@@ -102,7 +102,7 @@ def export_merged(
     the recorded base (the same model moved elsewhere)."""
     if isinstance(version, str):
         version = ModelRegistry(models_dir).resolve(version)
-    from revbot.adapters.model import check_prompt_format, model_source, read_adapter_meta
+    from adapters.model import check_prompt_format, model_source, read_adapter_meta
 
     meta = read_adapter_meta(version.path)
     check_prompt_format(meta["prompt_format_version"], f"version {version.name}")

@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from adapters.files import atomic_write_json
 from finetune.gate import DEFAULT_GATE_METRIC, PARSE_FAILURE_TOLERANCE, VAL_LOSS_TOLERANCE
 from finetune.metrics import METRIC_INFO, format_metric
 from finetune.results import (
@@ -28,7 +29,6 @@ from finetune.results import (
     verdict,
     version_order,
 )
-from revbot.adapters.files import atomic_write_json
 
 SIDE_BY_SIDE = 10
 # One plot per scale and direction: scores × 100, shares where higher is better, and shares where

@@ -12,11 +12,11 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from adapters.versions import now_iso
 from bot.examples import Example
 from bot.prompt import PromptComment
 from finetune.gate import DEFAULT_GATE_METRIC
 from finetune.metrics import METRIC_INFO, format_metric
-from revbot.adapters.versions import now_iso
 
 TUNED, BASE, RETRIEVAL, MOST_FREQUENT = "tuned", "base", "retrieval", "most-frequent"
 # columns of the table, in order: the gate metric first, then text, placement, format

@@ -1,7 +1,7 @@
 """QLoRA training on TRL's SFTTrainer: examples -> a new model version (peft adapter + tokenizer + revbot.json).
 
 The recipe is the one every user of the field knows, run by ``trl.SFTTrainer``: the base model in 4-bit
-NF4 with double quantisation (loaded through revbot.adapters.model, as review loads it), LoRA on every attention
+NF4 with double quantisation (loaded through adapters.model, as review loads it), LoRA on every attention
 and MLP projection, AdamW with a cosine schedule and warm-up, examples packed best-fit-decreasing
 (``packing_strategy="bfd"``) into padding-free batches, loss on the answer only
 (``completion_only_loss``), validation loss as it goes, ``EarlyStoppingCallback`` with
@@ -54,6 +54,8 @@ from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
+from adapters.files import atomic_write_json, write_examples
+from adapters.versions import META_FILE, ModelRegistry, ModelVersion, now_iso
 from bot.errors import DataError, ModelError, RevbotError, UsageError
 from bot.examples import Example, fingerprint
 from bot.prompt import PROMPT_FORMAT_VERSION
@@ -61,8 +63,6 @@ from finetune.attention import SEGMENT_ATTENTION
 from finetune.attention import register as register_segment_attention
 from finetune.data import Splits, encode_examples, prompt_completion_dataset, split_examples
 from finetune.loss import AnswerHead
-from revbot.adapters.files import atomic_write_json, write_examples
-from revbot.adapters.versions import META_FILE, ModelRegistry, ModelVersion, now_iso
 
 log = logging.getLogger(__name__)
 
@@ -680,11 +680,11 @@ class _Prepared:
 
 
 def prepare_model(base: str, config: TrainConfig, device: Any) -> _Prepared:
-    """Load the base (through revbot.adapters.model, as review does), choose how to batch, and attach LoRA."""
+    """Load the base (through adapters.model, as review does), choose how to batch, and attach LoRA."""
     import torch
     from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
 
-    from revbot.adapters.model import BackendOptions, LocalBackend
+    from adapters.model import BackendOptions, LocalBackend
 
     backend = LocalBackend.load(
         BackendOptions(base, quantize="4bit" if config.quantize else "none", device=str(device))

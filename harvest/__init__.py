@@ -1,4 +1,4 @@
-"""Harvest: GitHub review comments and imported datasets -> the store (revbot.adapters.store) -> training
+"""Harvest: GitHub review comments and imported datasets -> the store (adapters.store) -> training
 examples (bot.examples). Imports only ``bot``.
 
   filters.py  which comments become training targets, and why the others do not

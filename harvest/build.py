@@ -22,12 +22,12 @@ import random
 from collections import Counter
 from dataclasses import dataclass, field
 
+from adapters.store import CachedFile, Feedback, StoredComment
 from bot.diff import LEFT, RIGHT, FileDiff, Hunk, parse_hunk, parse_patch
 from bot.errors import DiffError
 from bot.examples import Example, ExampleComment, example_id
 from bot.prompt import canonical
 from harvest.filters import FilterConfig
-from revbot.adapters.store import CachedFile, Feedback, StoredComment
 
 DEFAULT_MAX_HUNK_LINES = 200
 # How the bot's own comments are recognised (for feedback rows): its login, or the hidden marker

@@ -10,12 +10,12 @@ from typing import Any
 
 import click
 
+from adapters.cli_options import deprecated_alias, fail, quiet, set_quiet, summary_format_option, warn
+from adapters.store import Store, default_db_path, utc_timestamp
 from bot.datasets import IMPORT_FORMATS
 from bot.errors import GitHubError, RevbotError, UsageError
 from harvest.build import DEFAULT_OWN_LOGINS
 from harvest.filters import DEFAULT_MIN_LENGTH
-from revbot.adapters.cli_options import deprecated_alias, fail, quiet, set_quiet, summary_format_option, warn
-from revbot.adapters.store import Store, default_db_path, utc_timestamp
 
 DB_HELP = (
     "Dataset store (SQLite). Default: $REVBOT_DB, else revbot.db (relative to $REVBOT_HOME, default the current "
@@ -136,9 +136,9 @@ def harvest_github_cmd(
     Incremental: a second run reads only comments changed since the first. Interrupted
     runs (Ctrl-C, a kill, a network failure) keep what was fetched and resume.
     """
+    from adapters.github import GitHubClient
+    from adapters.settings import Settings
     from harvest.mine import HarvestInterrupted, HarvestOptions, harvest_github
-    from revbot.adapters.github import GitHubClient
-    from revbot.adapters.settings import Settings
 
     def go() -> None:
         # the store, the API root, the token and the bot's logins default to the settings model's

@@ -1,6 +1,6 @@
 """Datasets in and out of the store: `revbot dataset import` and `revbot dataset export`. The formats
 themselves (reading and writing records) are bot.datasets; this module adds the store, the input
-file (revbot.adapters.files.read_dataset) and the output file."""
+file (adapters.files.read_dataset) and the output file."""
 
 from __future__ import annotations
 
@@ -9,10 +9,10 @@ import os
 import sys
 from collections.abc import Iterable
 
+from adapters.files import read_dataset, write_jsonl
+from adapters.store import Store
 from bot.datasets import ImportResult, export_records
 from bot.examples import Example
-from revbot.adapters.files import read_dataset, write_jsonl
-from revbot.adapters.store import Store
 
 
 def import_dataset(

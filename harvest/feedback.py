@@ -20,12 +20,12 @@ from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 
+from adapters.store import Evidence
 from bot.diff import LEFT, RIGHT, parse_hunk
 from bot.errors import DiffError
 from bot.examples import Example, ExampleComment, example_id
 from bot.feedback import habit_key, verdicts
 from bot.formats import FINGERPRINT_RE, ZWSP
-from revbot.adapters.store import Evidence
 
 SOURCE = "feedback"
 _MARKER = re.compile(r"<!--.*?-->", re.DOTALL)

@@ -10,8 +10,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
+from adapters.store import StoredComment, is_bot_login
 from bot.review_bots import review_bot_signature
-from revbot.adapters.store import StoredComment, is_bot_login
 
 # Checked in this order; a comment is counted under the first that applies.
 NO_DIFF_HUNK = "no_diff_hunk"  # 2012-era comments without diff_hunk/path: nothing to anchor to

@@ -23,12 +23,12 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from adapters.store import CachedFile, PullRequestInfo, Store, StoredComment, now_stamp, utc_timestamp
 from bot.errors import DataError, GitHubError, RevbotError, UsageError
 from bot.feedback import refresh_evidence
 from bot.secrets import scrub_text
 from harvest.build import DEFAULT_MAX_HUNK_LINES, DEFAULT_OWN_LOGINS, BuildConfig, build_pr, kept_roots
 from harvest.filters import DEFAULT_MIN_LENGTH, REASONS, FilterConfig
-from revbot.adapters.store import CachedFile, PullRequestInfo, Store, StoredComment, now_stamp, utc_timestamp
 
 PAGE_SIZE = 100
 
@@ -203,7 +203,7 @@ def harvest_github(
     *,
     on_page: Callable[[int], None] | None = None,
 ) -> HarvestSummary:
-    """Harvest ``repo`` into ``store`` through ``client`` (a revbot.adapters.github.GitHubClient).
+    """Harvest ``repo`` into ``store`` through ``client`` (a adapters.github.GitHubClient).
 
     ``on_page(n)`` is called after the n-th comment page is committed (tests use it to simulate a
     kill between pages). Raises HarvestInterrupted on Ctrl-C, GitHubError when GitHub fails after

@@ -9,7 +9,7 @@ import sys
 
 import click
 
-from revbot.adapters.cli_options import add_global_flags, configure_logging_for, error_line, fail, show_usage_error
+from adapters.cli_options import add_global_flags, configure_logging_for, error_line, fail, show_usage_error
 
 # command name -> "module:attribute" of a click command
 COMMANDS: dict[str, str] = {
@@ -58,7 +58,7 @@ class LazyGroup(click.Group):
             module = importlib.import_module(module_name)
         except ImportError as exc:
             raise click.ClickException(f"the '{name}' command could not be loaded: {exc}") from exc
-        # -v/-q after the subcommand too, on every command (one definition, in revbot.adapters.cli_options)
+        # -v/-q after the subcommand too, on every command (one definition, in adapters.cli_options)
         return add_global_flags(getattr(module, attr))
 
     def format_commands(self, ctx, formatter):

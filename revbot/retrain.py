@@ -40,6 +40,9 @@ from typing import Any
 
 import click
 
+from adapters.cli_options import deprecated_alias, fail, info, quantize_flag, quiet, summary_format_option
+from adapters.files import LockBusy, file_lock
+from adapters.settings import Settings
 from bot.errors import DataError, RevbotError, UsageError
 from bot.examples import Example
 from finetune.cli import generation_options, training_options
@@ -52,9 +55,6 @@ from finetune.gate import (
     VAL_LOSS_TOLERANCE,
     decide,
 )
-from revbot.adapters.cli_options import deprecated_alias, fail, info, quantize_flag, quiet, summary_format_option
-from revbot.adapters.files import LockBusy, file_lock
-from revbot.adapters.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -113,8 +113,8 @@ class RetrainResult:
 def _version_answer_loss(
     version: Any, examples: Sequence[Example], quantize: str | None, batch_size: int
 ) -> float | None:
+    from adapters.model import BackendOptions, load_backend
     from finetune.evaluate import answer_loss
-    from revbot.adapters.model import BackendOptions, load_backend
 
     backend = load_backend(BackendOptions(adapter=str(version.path), quantize=quantize, batch_size=batch_size))
     try:
@@ -139,7 +139,7 @@ def retrain_lock(models_dir: Path) -> Iterator[None]:
 def _incumbent_training_ids(version: Any) -> set[str]:
     """Ids of the examples the current version was trained on (its ``data/train.jsonl``), so that
     none of them is used to judge it."""
-    from revbot.adapters.files import read_examples
+    from adapters.files import read_examples
 
     path = Path(version.path) / "data" / "train.jsonl"
     if not path.is_file():
@@ -173,10 +173,10 @@ def retrain(
     the store, evaluate it and the current version on the same newest held-out PRs, and promote it
     only if the gate (``finetune.gate.decide``) lets it through. Returns what was decided; the decision
     is also appended to the registry's log."""
+    from adapters.versions import ModelRegistry
     from finetune.data import split_examples
     from finetune.evaluate import evaluate, gate_evidence
     from finetune.train import TrainConfig, train
-    from revbot.adapters.versions import ModelRegistry
 
     if metric not in METRICS:
         raise UsageError(f"unknown metric {metric!r}; choose one of: {', '.join(METRICS)}")
@@ -373,7 +373,7 @@ class GitHubClients:
     def __call__(self, repo: str) -> Any:
         url = self.url_for(repo)
         if url not in self.clients:
-            from revbot.adapters.github import GitHubClient
+            from adapters.github import GitHubClient
 
             self.clients[url] = GitHubClient(self.token, api_url=url)
         return self.clients[url]
@@ -478,8 +478,8 @@ def retrain_cmd(
     loss are not worse beyond the tolerances. Every decision is recorded with its reason; `revbot
     models list` shows them.
     """
+    from adapters.store import Store
     from finetune.train import TrainConfig
-    from revbot.adapters.store import Store
 
     try:
         if no_harvest and repos:

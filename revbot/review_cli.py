@@ -17,8 +17,8 @@ from typing import Any
 
 import click
 
+from adapters.cli_options import deprecated_alias, info, quantize_option, warn
 from bot.errors import UsageError
-from revbot.adapters.cli_options import deprecated_alias, info, quantize_option, warn
 
 log = logging.getLogger(__name__)
 
@@ -258,15 +258,15 @@ def review(
     compute it with --git / --staged. Binary, deleted, vendored and generated files are skipped and
     listed with the reason; so is whatever does not fit the token budget.
     """
+    from adapters.repo_config import find_repo_config, load_repo_config
+    from adapters.settings import Settings
+    from adapters.sources import FileSource, GitSource
     from bot import formats
     from bot.review import ReviewOptions, TextSource, run
-    from revbot.adapters.repo_config import find_repo_config, load_repo_config
-    from revbot.adapters.settings import Settings
-    from revbot.adapters.sources import FileSource, GitSource
 
     settings = Settings.from_env()
     if post_to is not None:  # checked before any model is loaded
-        from revbot.adapters.publish import parse_target
+        from adapters.publish import parse_target
 
         target = parse_target(post_to)
         if settings.github_token is None:
@@ -287,7 +287,7 @@ def review(
     kind = backend or settings.backend
 
     def load() -> Any:
-        from revbot.adapters.model import BackendOptions
+        from adapters.model import BackendOptions
 
         asked = BackendOptions(
             model,
@@ -311,8 +311,8 @@ def review(
     else:
         click.echo(buffer.getvalue(), nl=False)
     if post_to is not None:
-        from revbot.adapters.github import GitHubClient
-        from revbot.adapters.publish import post_review
+        from adapters.github import GitHubClient
+        from adapters.publish import post_review
 
         with GitHubClient(settings.secret("github_token"), api_url=api_url or None) as gh:
             posted = post_review(gh, *target, result, commit_id=commit_id)
@@ -349,7 +349,7 @@ def _source(diff, git_range, staged, repo, TextSource, FileSource, GitSource):
 def _load_backend(asked: Any, settings: Any, config: Any, *, model_version: str | None) -> Any:
     """Resolve which model to use and load it (only called when there is something to review).
     ``asked``: the BackendOptions the command line gave; the settings and the registry fill the rest."""
-    from revbot.adapters.model import BackendOptions, load_backend
+    from adapters.model import BackendOptions, load_backend
 
     if asked.kind == "openai":
         url = asked.base_url or settings.openai_base_url
@@ -365,7 +365,7 @@ def _load_backend(asked: Any, settings: Any, config: Any, *, model_version: str 
     if asked.base_url or asked.api_model:
         raise UsageError("--base-url and --api-model are for --backend openai")
     if asked.model or asked.adapter:
-        # revbot.adapters.model says clearly what is wrong with a missing path or an offline hub id
+        # adapters.model says clearly what is wrong with a missing path or an offline hub id
         return load_backend(asked)
 
     version_dir = _registry_version(
@@ -377,7 +377,7 @@ def _load_backend(asked: Any, settings: Any, config: Any, *, model_version: str 
         return load_backend(asked.replace(adapter=str(version_dir)))
     if settings.model:
         return load_backend(asked.replace(model=settings.model, adapter=settings.adapter))
-    from revbot.adapters.embedded import DEFAULT_BASE_MODEL
+    from adapters.embedded import DEFAULT_BASE_MODEL
 
     info(
         f"revbot: no trained version is current in {settings.models_dir}; reviewing with the embedded base "
@@ -390,7 +390,7 @@ def _registry_version(spec: str | None, models_dir: Path, *, explicit: bool) -> 
     """The adapter directory of a registry version; None when there is no registry or no current one
     (an explicitly asked-for version that is missing is an error)."""
     try:
-        from revbot.adapters.versions import ModelRegistry
+        from adapters.versions import ModelRegistry
     except ImportError as exc:
         if explicit:
             raise UsageError("model versions are not available in this installation") from exc
@@ -404,7 +404,7 @@ def _registry_version(spec: str | None, models_dir: Path, *, explicit: bool) -> 
 
 def _write_atomic(path: Path, text: str) -> None:
     """Write ``text`` to ``path`` atomically (files.atomic_write_text), so a reader never sees half a report."""
-    from revbot.adapters.files import atomic_write_text
+    from adapters.files import atomic_write_text
 
     try:
         atomic_write_text(path, text)

@@ -55,6 +55,6 @@ def tiny_qwen(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def smollm2() -> Path:
     """The embedded SmolLM2-135M-Instruct, converted from its packaged GGUF once per session (~20 s)."""
-    from revbot.adapters.embedded import DEFAULT_BASE_MODEL, resolve
+    from adapters.embedded import DEFAULT_BASE_MODEL, resolve
 
     return Path(resolve(DEFAULT_BASE_MODEL, quiet=True))

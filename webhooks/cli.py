@@ -15,8 +15,8 @@ from typing import Any
 
 import click
 
+from adapters.cli_options import add_global_flags, configure_logging_for, error_line, fail, info, warn
 from bot.errors import RevbotError
-from revbot.adapters.cli_options import add_global_flags, configure_logging_for, error_line, fail, info, warn
 
 log = logging.getLogger(__name__)
 

@@ -19,9 +19,9 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from adapters.store import Store
 from bot.config import path_matches
 from bot.errors import DataError, GitHubError
-from revbot.adapters.store import Store
 from webhooks.jobs import DONE, REVIEW, SKIPPED, Job, NewJob
 from webhooks.worker import JobContext, JobResult
 

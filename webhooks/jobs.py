@@ -33,9 +33,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
+from adapters.sqlite import ThreadConnections
 from bot.errors import RevbotError
 from bot.secrets import scrub_text
-from revbot.adapters.sqlite import ThreadConnections
 
 QUEUED, RUNNING, DONE, FAILED, SUPERSEDED, SKIPPED = "queued", "running", "done", "failed", "superseded", "skipped"
 STATES = (QUEUED, RUNNING, DONE, FAILED, SUPERSEDED, SKIPPED)

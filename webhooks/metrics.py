@@ -53,7 +53,7 @@ Gauges = Callable[[], Iterable[tuple[str, Mapping[str, Any] | None, float]]]
 
 
 def multiprocess_dir() -> str | None:
-    from revbot.adapters.settings import Settings
+    from adapters.settings import Settings
 
     return Settings.from_env(only=("prometheus_multiproc_dir",)).prometheus_multiproc_dir
 

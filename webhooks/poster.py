@@ -40,6 +40,9 @@ from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
+from adapters.github import GitHubClient, ReviewValidationError
+from adapters.model import OpenAIBackend
+from adapters.store import BotPost, Store
 from bot.config import CONFIG_NAMES, RepoConfig
 from bot.diff import Diff, FileDiff, parse_diff, parse_patch
 from bot.errors import DataError, GitHubError, UsageError
@@ -47,9 +50,6 @@ from bot.feedback import refresh_evidence
 from bot.formats import comment_fingerprint, extract_fingerprints, github_review_payload
 from bot.review import Review, ReviewComment, ReviewOptions, review_diff
 from bot.secrets import scrub_text
-from revbot.adapters.github import GitHubClient, ReviewValidationError
-from revbot.adapters.model import OpenAIBackend
-from revbot.adapters.store import BotPost, Store
 from webhooks.jobs import DONE, REVIEW, SKIPPED, Job, NewJob, review_key
 from webhooks.metrics import Metrics
 from webhooks.scope import choose_scope

@@ -16,8 +16,8 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
+from adapters.store import Feedback, Store, StoredComment
 from bot.feedback import refresh_evidence
-from revbot.adapters.store import Feedback, Store, StoredComment
 from webhooks.jobs import DONE, SKIPPED, Job
 from webhooks.worker import JobContext, JobResult
 

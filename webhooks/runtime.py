@@ -22,7 +22,7 @@ def default_loader(cfg: ServiceConfig) -> Callable[[Any], Any]:
     """How a model version (or, with none promoted, the configured model) becomes a Backend."""
 
     def load(version: Any) -> Any:
-        from revbot.adapters.model import BackendOptions, load_backend
+        from adapters.model import BackendOptions, load_backend
 
         options = BackendOptions(quantize=cfg.quantize, batch_size=cfg.batch_size)
         if cfg.backend == "openai":
@@ -49,7 +49,7 @@ def build_models(
     registry's ``current`` version is served and followed, falling back to ``--model``."""
     registry = None
     if not cfg.adapter:
-        from revbot.adapters.versions import ModelRegistry
+        from adapters.versions import ModelRegistry
 
         registry = ModelRegistry(cfg.models_dir)
     return ModelHolder(loader or default_loader(cfg), registry, check_every=cfg.reload_check_s, metrics=metrics)
@@ -81,7 +81,7 @@ def build_pool(
         opened: list[Any] = []
 
         def open_store() -> Any:
-            from revbot.adapters.store import Store
+            from adapters.store import Store
 
             with lock:
                 if not opened:

@@ -18,10 +18,10 @@ import logging
 import re
 from dataclasses import dataclass, field
 
+from adapters.github import GitHubClient
 from bot.diff import Diff, FileDiff, Hunk, parse_patch
 from bot.errors import DiffError, GitHubError
 from bot.formats import REVIEW_MARK
-from revbot.adapters.github import GitHubClient
 
 log = logging.getLogger(__name__)
 

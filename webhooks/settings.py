@@ -1,5 +1,5 @@
 """The service's settings: what the webhook service and its workers use of
-``revbot.adapters.settings.Settings`` (the environment), and what only they need (worker leases, body
+``adapters.settings.Settings`` (the environment), and what only they need (worker leases, body
 cap, bot logins). One frozen object, built once per process and passed down, so the web view and the
 workers never read the environment themselves.
 
@@ -33,8 +33,8 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
+from adapters.settings import DEFAULT_MAX_BODY, Settings
 from bot.errors import UsageError
-from revbot.adapters.settings import DEFAULT_MAX_BODY, Settings
 
 
 @dataclass(frozen=True)

@@ -20,12 +20,12 @@ import logging
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
+from adapters.github import GitHubClient, GraphQLError
+from adapters.store import Feedback
 from bot.errors import GitHubError
 from bot.feedback import habit_key
 from bot.formats import extract_fingerprints, fingerprint_marker
 from bot.review import Review
-from revbot.adapters.github import GitHubClient, GraphQLError
-from revbot.adapters.store import Feedback
 
 log = logging.getLogger(__name__)
 

@@ -124,8 +124,8 @@ class _Heartbeat:
 class ModelHolder:
     """The backend the workers review with, reloaded when the registry's current version changes.
 
-    ``loader(version)`` builds a backend for a ``revbot.adapters.versions.ModelVersion`` (None: no version is
-    promoted, use the configured model). ``registry`` is a ``revbot.adapters.versions.ModelRegistry`` or None
+    ``loader(version)`` builds a backend for a ``adapters.versions.ModelVersion`` (None: no version is
+    promoted, use the configured model). ``registry`` is a ``adapters.versions.ModelRegistry`` or None
     (a fixed model: no reloads). Versions pinned by a repository (``model_version`` in
     .revbot.yml) are loaded on demand and a few are kept.
     """

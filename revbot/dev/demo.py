@@ -7,7 +7,7 @@
 
 Everything is real except GitHub, which is the simulator on 127.0.0.1 (``revbot.dev.github_sim``), and the
 demo says so. The base model is a real pretrained instruct model that ships in a Python package
-(``revbot.adapters.embedded``); ``--quick`` swaps in a tiny random model (``revbot.dev.tiny``) that only checks every
+(``adapters.embedded``); ``--quick`` swaps in a tiny random model (``revbot.dev.tiny``) that only checks every
 step runs. The sample project (``revbot.dev.demo_data``) is written in one consistent team style, so a
 few minutes of training are enough to see the model pick that style up: the team's comments on
 the same kind of lines in a pull request it never saw.
@@ -36,8 +36,8 @@ from typing import Any, NoReturn
 
 import click
 
+from adapters.cli_options import fail, quiet
 from bot.errors import RevbotError, UsageError
-from revbot.adapters.cli_options import fail, quiet
 
 MARKER = ".revbot-demo"
 BOT_LOGIN = "revbot[bot]"
@@ -322,14 +322,14 @@ def run_demo(
 ) -> DemoResult:
     """Run every step; returns what was posted. With ``keep`` the simulator and the service are
     left running (the caller waits for Ctrl-C and then calls the returned result's ``stop``)."""
+    from adapters.github import GitHubClient
+    from adapters.store import Store
+    from adapters.versions import ModelRegistry
     from bot.examples import Example  # noqa: F401  (imported early: fail fast on a broken install)
     from finetune.data import split_examples
     from finetune.evaluate import evaluate
     from finetune.train import TrainConfig, train
     from harvest.mine import HarvestOptions, harvest_github
-    from revbot.adapters.github import GitHubClient
-    from revbot.adapters.store import Store
-    from revbot.adapters.versions import ModelRegistry
     from revbot.dev.demo_data.sample import (
         build_demo_pull,
         build_sample_project,
@@ -405,7 +405,7 @@ def run_demo(
             with steps.step(
                 f"Preparing the embedded base model {config.model} (converted once, then cached)", "base model"
             ):
-                from revbot.adapters.embedded import EMBEDDED_MODELS, resolve
+                from adapters.embedded import EMBEDDED_MODELS, resolve
 
                 location = resolve(config.model, quiet=not progress)
                 echo(f"      {EMBEDDED_MODELS[config.model].description}")

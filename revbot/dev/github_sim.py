@@ -107,9 +107,9 @@ from urllib.parse import parse_qs, quote, unquote, urlencode, urlsplit
 
 import click
 
+from adapters.files import atomic_write_json
 from bot.diff import LEFT, RIGHT, Diff, FileDiff, parse_patch
 from bot.errors import DataError, DiffError, RevbotError
-from revbot.adapters.files import atomic_write_json
 from revbot.dev.github_sim_heads import compare_patch, moved_line
 
 DOCS = "https://docs.github.com/rest"

@@ -48,8 +48,8 @@ def real_batch(tokenizer, rows: int, length: int):
     from trl import pack_dataset
     from trl.trainer.sft_trainer import DataCollatorForLanguageModeling
 
+    from adapters.files import read_dataset
     from finetune.data import encode_examples
-    from revbot.adapters.files import read_dataset
 
     examples = read_dataset(CRC, "crc").examples
     encoded, _ = encode_examples(examples, tokenizer, length)

@@ -25,9 +25,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))  # run as a script from anywhere
 
+from adapters.github import GitHubClient  # noqa: E402
+from adapters.store import Store  # noqa: E402
 from harvest.mine import HarvestOptions, harvest_github  # noqa: E402
-from revbot.adapters.github import GitHubClient  # noqa: E402
-from revbot.adapters.store import Store  # noqa: E402
 from revbot.dev.github_sim import GitHubSimulator  # noqa: E402
 
 REPO = "acme/platform"

@@ -71,10 +71,10 @@ def main() -> None:
     parser.add_argument("--json", dest="json_out", help="also write the whole report as JSON here")
     args = parser.parse_args()
 
+    from adapters.files import read_dataset
     from finetune.data import split_examples
     from finetune.evaluate import evaluate
     from finetune.train import TrainConfig, train
-    from revbot.adapters.files import read_dataset
 
     started = time.perf_counter()
     imported = read_dataset(args.data, args.fmt, keep_bot_comments=args.keep_bot_comments)

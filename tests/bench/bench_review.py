@@ -104,9 +104,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     sizes = [int(s) for s in args.sizes.split(",")]
 
+    from adapters.model import BackendOptions, load_backend
     from bot.diff import parse_diff
     from bot.review import ReviewOptions, review_diff
-    from revbot.adapters.model import BackendOptions, load_backend
 
     with tempfile.TemporaryDirectory() as tmp:
         model_dir = args.model

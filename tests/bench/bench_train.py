@@ -108,7 +108,7 @@ class PeakRSS:
 def load_crc_examples():
     """crc-py through harvest's importer; without harvest, the minimal conversion of the tests."""
     try:
-        from revbot.adapters.files import read_dataset
+        from adapters.files import read_dataset
     except ImportError:
         from tests.finetune.helpers import crc_examples
 
@@ -137,10 +137,10 @@ def worker_sft(kind: str, job: dict) -> dict:
     from transformers import AutoModelForCausalLM, AutoTokenizer, BitsAndBytesConfig
     from trl import SFTConfig, SFTTrainer
 
+    from adapters.files import read_examples
     from finetune.attention import register
     from finetune.data import encode_examples, prompt_completion_dataset
     from finetune.train import keep_4bit_differentiable, trainer_class
-    from revbot.adapters.files import read_examples
 
     examples = list(read_examples(job["data"]))
     packed = kind != "tutorial"
@@ -208,9 +208,9 @@ def worker_sft(kind: str, job: dict) -> dict:
 
 
 def worker_revbot(kind: str, job: dict) -> dict:
+    from adapters.files import read_examples
     from finetune.data import Splits
     from finetune.train import TrainConfig, train
-    from revbot.adapters.files import read_examples
 
     examples = list(read_examples(job["data"]))
     config = TrainConfig(
@@ -388,10 +388,10 @@ def main() -> None:
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
     from trl import pack_dataset
 
+    from adapters.embedded import resolve
+    from adapters.files import write_examples
     from finetune.data import encode_example, prompt_completion_dataset
     from finetune.train import CPU_LORA_LAYERS, detect_target_modules
-    from revbot.adapters.embedded import resolve
-    from revbot.adapters.files import write_examples
     from revbot.dev.tiny import build_tiny_model
     from tests.bench.bench_cpu_training import fp32_peak_gflops
 

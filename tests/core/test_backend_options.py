@@ -7,9 +7,9 @@ from types import SimpleNamespace
 
 import pytest
 
-import revbot.adapters.model as model_module
-from revbot.adapters.embedded import DEFAULT_BASE_MODEL
-from revbot.adapters.model import BackendOptions
+import adapters.model as model_module
+from adapters.embedded import DEFAULT_BASE_MODEL
+from adapters.model import BackendOptions
 from revbot.review_cli import _load_backend
 
 

@@ -310,7 +310,7 @@ def test_compose_runs_web_worker_and_redis_from_the_dockerfile():
 def test_the_actions_scripts_review_a_pull_request_and_post_once(tmp_path, openai_server):
     """The action's own bash (fetch check, review) on a real git repository, posting to the GitHub
     simulator with a model served on loopback: what a runner would execute after the install."""
-    from revbot.adapters.github import GitHubClient
+    from adapters.github import GitHubClient
     from revbot.dev.github_sim import GitHubSimulator
     from tests.core.test_publish import REPO, TOKEN, answer, seed
 

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from adapters.sources import GitSource
 from bot.diff import RIGHT, parse_diff
-from revbot.adapters.sources import GitSource
 from tests.core.conftest import prompt_anchors, prompt_path
 
 

@@ -276,10 +276,10 @@ def test_fails_reads_comments_and_notes():
 
 
 def test_max_new_tokens_has_one_default_everywhere(revbot):
+    from adapters.settings import Settings
     from bot.config import DEFAULT_MAX_NEW_TOKENS
     from bot.review import ReviewOptions
     from finetune.cli import eval_cmd
-    from revbot.adapters.settings import Settings
     from revbot.retrain import retrain_cmd
 
     defaults = {
@@ -296,7 +296,7 @@ def test_max_new_tokens_has_one_default_everywhere(revbot):
 
 
 def test_retrain_harvests_each_repository_from_the_api_root_its_harvest_used(revbot, monkeypatch, tmp_path):
-    from revbot.adapters.store import Store
+    from adapters.store import Store
 
     db = tmp_path / "r.db"
     Store(db).set_api_url("acme/widgets", "http://ghe.example/api/v3")
@@ -431,7 +431,7 @@ def test_eval_batch_size_is_an_old_spelling_of_gen_batch_size(revbot, monkeypatc
 
 
 def test_summaries_take_format_json_and_json_is_its_old_spelling(revbot, tmp_path):
-    from revbot.adapters.store import Store
+    from adapters.store import Store
 
     db = str(tmp_path / "s.db")
     Store(db).close()
@@ -449,7 +449,7 @@ def test_summaries_take_format_json_and_json_is_its_old_spelling(revbot, tmp_pat
 def test_logging_follows_stderr_when_it_is_swapped(monkeypatch):
     """Set up while stderr was one stream, logging writes to the stream stderr is now: a command run
     in a test runner (or a daemon that swapped stderr) must not log into a closed stream."""
-    from revbot.adapters.logs import configure_logging
+    from adapters.logs import configure_logging
 
     first, second = io.StringIO(), io.StringIO()
     root = logging.getLogger()

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
+from adapters.repo_config import find_repo_config, load_repo_config
 from bot.config import DEFAULT_IGNORES, RepoConfig, path_matches
 from bot.errors import DataError, UsageError
-from revbot.adapters.repo_config import find_repo_config, load_repo_config
 
 
 def test_defaults_and_a_full_file():

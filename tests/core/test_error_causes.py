@@ -7,7 +7,7 @@ import logging
 
 import pytest
 
-from revbot.adapters.logs import RedactingFilter
+from adapters.logs import RedactingFilter
 from revbot.cli import main
 
 
@@ -29,7 +29,7 @@ def _run(*args: str) -> int:
 
 
 def _cause_records(caplog):
-    return [r for r in caplog.records if r.name == "revbot.adapters.cli_options" and r.exc_info]
+    return [r for r in caplog.records if r.name == "adapters.cli_options" and r.exc_info]
 
 
 def test_debug_logs_the_cause_chain_of_an_error(tmp_path, caplog, capsys, restore_logging):

@@ -1,5 +1,5 @@
-"""revbot.adapters.files (atomic writes, the advisory lock, JSON lines, opening example and dataset
-files) and revbot.adapters.sqlite
+"""adapters.files (atomic writes, the advisory lock, JSON lines, opening example and dataset
+files) and adapters.sqlite
 (per-thread connections, write transactions)."""
 
 from __future__ import annotations
@@ -13,9 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from bot.errors import DataError, UsageError
-from bot.examples import Example
-from revbot.adapters.files import (
+from adapters.files import (
     LockBusy,
     atomic_open,
     atomic_write_json,
@@ -26,7 +24,9 @@ from revbot.adapters.files import (
     write_examples,
     write_jsonl,
 )
-from revbot.adapters.sqlite import ThreadConnections
+from adapters.sqlite import ThreadConnections
+from bot.errors import DataError, UsageError
+from bot.examples import Example
 
 
 def leftovers(directory: Path, keep: str) -> list[str]:
@@ -57,7 +57,7 @@ def test_a_failing_write_leaves_the_old_file_and_no_temporary_file(tmp_path: Pat
 
 
 def test_a_failing_replace_removes_the_temporary_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import revbot.adapters.files as files
+    import adapters.files as files
 
     target = tmp_path / "out.txt"
     target.write_text("old")

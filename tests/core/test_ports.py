@@ -6,9 +6,9 @@ import ast
 from pathlib import Path
 
 import bot
+from adapters.model import OpenAIBackend
+from adapters.store import Evidence, Feedback, Store
 from bot.ports import Backend, FeedbackStore
-from revbot.adapters.model import OpenAIBackend
-from revbot.adapters.store import Evidence, Feedback, Store
 
 OUTER_PACKAGES = ("revbot", "webhooks", "harvest", "finetune")
 

@@ -9,10 +9,10 @@ import sys
 
 import pytest
 
+from adapters.github import GitHubClient
+from adapters.publish import parse_target
 from bot.errors import UsageError
 from bot.formats import extract_fingerprints, review_marker
-from revbot.adapters.github import GitHubClient
-from revbot.adapters.publish import parse_target
 from revbot.dev.github_sim import GitHubSimulator
 from tests.core.conftest import prompt_anchors, prompt_path
 

@@ -9,12 +9,12 @@ from pathlib import Path
 
 import pytest
 
+from adapters.sources import GitSource
 from bot.diff import Diff, parse_diff, parse_patch
 from bot.formats import review_body, to_text
 from bot.prompt import render_input
 from bot.ranking import DOCUMENTATION, LAST, OTHER, SOURCE, TEST, GitAttributes, Linguist, classify, rank
 from bot.review import ReviewOptions, review_diff, run
-from revbot.adapters.sources import GitSource
 from tests.core.conftest import first_line_comment, prompt_path
 
 # --------------------------------------------------------------------------- the rules

@@ -6,11 +6,11 @@ import time
 
 import pytest
 
+from adapters.sources import FileSource
 from bot.diff import LEFT, RIGHT, parse_diff
 from bot.errors import DiffError, ModelError, UsageError
 from bot.prompt import render_input
 from bot.review import CallbackSink, ReviewOptions, TextSource, review_diff, run
-from revbot.adapters.sources import FileSource
 from tests.core.conftest import first_line_comment, prompt_anchors, prompt_path
 
 

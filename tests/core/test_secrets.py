@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
+from adapters.logs import RedactingFilter, configure_logging
 from bot.secrets import PATTERN_NAMES, PLACEHOLDER, find_secrets, scrub_text
-from revbot.adapters.logs import RedactingFilter, configure_logging
 from tests.core.secret_corpus import KINDS, Sample, generate_corpus
 
 # the kinds issue 11 found missed, and the kinds the scrubber handled before it

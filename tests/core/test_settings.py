@@ -1,4 +1,4 @@
-"""The one settings model (revbot.adapters.settings): every environment variable, one error style,
+"""The one settings model (adapters.settings): every environment variable, one error style,
 the GitHub App's names with their deprecated aliases, and what reads the environment through it."""
 
 from __future__ import annotations
@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
+from adapters import settings as settings_module
+from adapters.settings import DEPRECATED, ENV_VARS, Settings
 from bot.errors import UsageError
-from revbot.adapters import settings as settings_module
-from revbot.adapters.settings import DEPRECATED, ENV_VARS, Settings
 from webhooks.settings import ServiceConfig
 
 PEM = "-----BEGIN PRIVATE KEY-----\nMIIEvQ-not-a-real-key\n-----END PRIVATE KEY-----\n"
@@ -113,7 +113,7 @@ def test_every_bad_variable_is_reported_at_once() -> None:
 
 def test_deprecated_app_names_work_and_warn_once(fresh_warnings: None, caplog: pytest.LogCaptureFixture) -> None:
     old = {"GITHUB_APP_ID": "42", "GITHUB_APP_PRIVATE_KEY_PATH": "~/app.pem", "GITHUB_APP_INSTALLATION_ID": "77"}
-    with caplog.at_level(logging.WARNING, logger="revbot.adapters.settings"):
+    with caplog.at_level(logging.WARNING, logger="adapters.settings"):
         s = Settings.from_env(old)
         again = Settings.from_env(old)
     assert s == again
@@ -129,7 +129,7 @@ def test_deprecated_app_names_work_and_warn_once(fresh_warnings: None, caplog: p
         assert f"{name} (use {new})" in lines[0]
 
     caplog.clear()
-    with caplog.at_level(logging.WARNING, logger="revbot.adapters.settings"):
+    with caplog.at_level(logging.WARNING, logger="adapters.settings"):
         serve_style = Settings.from_env({"REVBOT_GITHUB_PRIVATE_KEY": "/keys/app.pem"})  # the service's old name
     assert serve_style.github_app_private_key_file == Path("/keys/app.pem")
     assert deprecation_lines(caplog) == [
@@ -148,7 +148,7 @@ def test_the_new_name_wins_over_the_old_one(fresh_warnings: None, caplog: pytest
         "REVBOT_GITHUB_TOKEN": "t-new",
         "GITHUB_TOKEN": "t-fallback",
     }
-    with caplog.at_level(logging.WARNING, logger="revbot.adapters.settings"):
+    with caplog.at_level(logging.WARNING, logger="adapters.settings"):
         s = Settings.from_env(env)
     assert (s.github_app_id, s.github_app_private_key_file, s.github_app_installation_id) == ("1", Path("/new.pem"), 10)
     assert s.secret("github_token") == "t-new"
@@ -181,9 +181,9 @@ def test_the_service_config_is_built_from_the_model(tmp_path: Path) -> None:
 
 
 def test_paths_read_elsewhere_follow_the_model(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    from revbot.adapters.embedded import cache_root
-    from revbot.adapters.store import default_db_path
-    from revbot.adapters.versions import default_models_dir
+    from adapters.embedded import cache_root
+    from adapters.store import default_db_path
+    from adapters.versions import default_models_dir
 
     for name in ("REVBOT_DB", "REVBOT_MODELS_DIR", "REVBOT_CACHE_DIR", "XDG_CACHE_HOME"):
         monkeypatch.delenv(name, raising=False)
@@ -201,9 +201,9 @@ def test_a_helper_reading_one_value_is_not_stopped_by_an_unrelated_bad_variable(
 ) -> None:
     """A command reports a bad variable when it reads its settings; a library helper that needs one
     path (the store, the models folder, the cache, the metrics folder) checks only what it reads."""
-    from revbot.adapters.embedded import cache_root
-    from revbot.adapters.store import default_db_path
-    from revbot.adapters.versions import default_models_dir
+    from adapters.embedded import cache_root
+    from adapters.store import default_db_path
+    from adapters.versions import default_models_dir
     from webhooks.metrics import multiprocess_dir
 
     monkeypatch.setenv("REVBOT_HOME", str(tmp_path))
@@ -239,7 +239,7 @@ def test_the_readme_table_lists_every_revbot_variable_and_no_other() -> None:
 
 
 def test_the_log_level_variable_is_read_through_the_model() -> None:
-    from revbot.adapters.cli_options import log_level
+    from adapters.cli_options import log_level
 
     assert (
         log_level(0, {}) == logging.WARNING and log_level(1, {}) == logging.INFO and log_level(2, {}) == logging.DEBUG
@@ -276,7 +276,7 @@ def test_retrain_store_and_models_default_to_the_model_paths(
 ) -> None:
     """A relative REVBOT_DB or REVBOT_MODELS_DIR lives in REVBOT_HOME for `revbot retrain` as for
     every other reader, not in the current directory."""
-    from revbot.adapters.versions import ModelRegistry
+    from adapters.versions import ModelRegistry
     from revbot.cli import main
 
     seen: dict[str, Path] = {}

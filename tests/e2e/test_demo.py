@@ -11,8 +11,8 @@ import time
 import pytest
 import requests
 
+from adapters.versions import META_FILE, ModelRegistry
 from bot.errors import UsageError
-from revbot.adapters.versions import META_FILE, ModelRegistry
 from revbot.dev.demo import BOT_LOGIN, MARKER, QUICK, prepare_workdir, run_demo, signed_delivery, stop_kept
 
 LAST_LINE = re.compile(r"^demo: review posted on acme/stockroom#(\d+) with (\d+) inline comments$")

@@ -138,9 +138,9 @@ def test_the_simulator_serves_the_history_and_opens_the_demo_pull(sample_sim, sa
 
 
 def test_harvest_drops_every_kind_of_noise_and_scrubs_the_secret(sample_sim, sample_project, tmp_path):
+    from adapters.github import GitHubClient
+    from adapters.store import Store
     from harvest.mine import harvest_github
-    from revbot.adapters.github import GitHubClient
-    from revbot.adapters.store import Store
 
     db = tmp_path / "store.db"
     store = Store(db)

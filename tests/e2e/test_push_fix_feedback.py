@@ -27,8 +27,8 @@ import pytest
 import requests
 from e2e_kit import BOT, REPO, TOKEN
 
+from adapters.model import Backend, Generation
 from bot.prompt import PROMPT_FORMAT_VERSION, PromptInput
-from revbot.adapters.model import Backend, Generation
 
 SECRET = "e2e-feedback-secret"
 F_STRINGS = "Prefer f-strings."
@@ -162,12 +162,12 @@ def _bodies(examples: list[dict]) -> list[str]:
 
 @pytest.mark.slow
 def test_a_fix_push_then_the_teams_thumbs_down_fade_a_habit_from_the_next_version(tmp_path, tiny_llama):
+    from adapters.github import GitHubClient
+    from adapters.store import Store
+    from adapters.versions import ModelRegistry
     from finetune.evaluate import store_feedback
     from finetune.results import EvalReport, acceptance_lines
     from finetune.train import TrainConfig
-    from revbot.adapters.github import GitHubClient
-    from revbot.adapters.store import Store
-    from revbot.adapters.versions import ModelRegistry
     from revbot.dev.demo_data.sample import build_demo_pull, build_sample_project, habits_in, pull_files_seed, to_seed
     from revbot.dev.demo_data.templates import STYLE
     from revbot.dev.github_sim import GitHubSimulator

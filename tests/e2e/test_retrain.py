@@ -83,7 +83,7 @@ def test_retrain_promotes_a_better_candidate_and_refuses_a_worse_one(loop):
 
     # 2. new team reviews arrive: one on GitHub (harvested incrementally), one recorded by the service
     #    from its webhook; both must reach the store before the candidate is trained
-    from revbot.adapters.store import Store
+    from adapters.store import Store
     from webhooks.jobs import Job
     from webhooks.recorder import CommentRecorder
 
@@ -179,9 +179,9 @@ LEARNS = {"max_steps": 150, "lr": 1e-2}  # enough for the tiny random model to w
 def test_the_default_gate_needs_evidence(tiny_llama, tmp_path):
     """review_f1 gate on real tiny models: a 0 = 0 tie never promotes, a model that learnt is promoted,
     and a 3-step candidate never replaces it."""
+    from adapters.store import Store
+    from adapters.versions import ModelRegistry
     from finetune.train import TrainConfig
-    from revbot.adapters.store import Store
-    from revbot.adapters.versions import ModelRegistry
     from tests.finetune.helpers import one_torch_thread, synthetic_examples
 
     store = Store(tmp_path / "revbot.db")

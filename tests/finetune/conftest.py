@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from revbot.adapters.files import write_examples
+from adapters.files import write_examples
 from tests.finetune.helpers import one_torch_thread, synthetic_examples
 
 

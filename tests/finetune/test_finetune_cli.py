@@ -5,7 +5,7 @@ from __future__ import annotations
 import importlib.util
 import json
 
-from revbot.adapters.versions import ModelRegistry
+from adapters.versions import ModelRegistry
 from tests.finetune.helpers import run_cli, synthetic_examples
 
 

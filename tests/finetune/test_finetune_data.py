@@ -7,6 +7,7 @@ from dataclasses import replace
 
 import pytest
 
+from adapters.files import write_examples
 from bot.errors import DataError, UsageError
 from bot.prompt import render_answer
 from finetune.data import (
@@ -17,7 +18,6 @@ from finetune.data import (
     prompt_completion_dataset,
     split_examples,
 )
-from revbot.adapters.files import write_examples
 from tests.finetune.helpers import crc_examples, synthetic_examples
 
 
@@ -189,7 +189,7 @@ def test_load_examples_reports_the_bad_line(tmp_path):
 
 
 def test_load_examples_from_the_store_and_deduplicated(tmp_path):
-    from revbot.adapters.store import Store
+    from adapters.store import Store
 
     examples = synthetic_examples(n_prs=3)
     store = Store(tmp_path / "revbot.db")

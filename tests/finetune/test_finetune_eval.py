@@ -6,10 +6,10 @@ import json
 
 import pytest
 
+from adapters.model import Backend, Generation
 from bot.prompt import render_target
 from finetune.data import split_examples
 from finetune.evaluate import evaluate, store_feedback
-from revbot.adapters.model import Backend, Generation
 from tests.finetune.helpers import synthetic_examples
 
 
@@ -121,7 +121,7 @@ def test_leaked_and_too_long_examples_are_dropped_for_every_system(splits):
 
 
 def test_feedback_on_the_bots_comments_comes_from_the_store(splits, tmp_path):
-    from revbot.adapters.store import Feedback, Store
+    from adapters.store import Feedback, Store
 
     store = Store(tmp_path / "revbot.db")
     store.record_feedback(
@@ -173,11 +173,11 @@ def test_evaluation_needs_examples(splits):
 
 
 def test_what_a_version_is_evaluated_on(tmp_path):
+    from adapters.files import write_examples
+    from adapters.store import Store
+    from adapters.versions import ModelVersion
     from bot.errors import DataError
     from finetune.evaluate import examples_for
-    from revbot.adapters.files import write_examples
-    from revbot.adapters.store import Store
-    from revbot.adapters.versions import ModelVersion
 
     examples = synthetic_examples(n_prs=30)
     splits = split_examples(examples, seed=0)

@@ -8,10 +8,10 @@ import json
 import pytest
 import torch
 
+from adapters.versions import ModelRegistry
 from bot.errors import ModelError
 from bot.prompt import ANSWER_END, SYSTEM_PROMPT
 from finetune.export import export_merged, ollama_template
-from revbot.adapters.versions import ModelRegistry
 from tests.finetune.helpers import run_cli
 
 

@@ -8,6 +8,7 @@ import json
 import pytest
 import torch
 
+from adapters.versions import ModelRegistry
 from bot.errors import DataError, ModelError, UsageError
 from bot.prompt import PROMPT_FORMAT_VERSION
 from finetune import train as train_module
@@ -20,7 +21,6 @@ from finetune.train import (
     ensure_pad_token,
     train,
 )
-from revbot.adapters.versions import ModelRegistry
 from tests.finetune.helpers import synthetic_examples
 
 FAST = dict(max_steps=4, batch_size=2, max_length=512, eval_every=2, quantize=False)
@@ -47,8 +47,8 @@ def test_version_holds_adapter_tokenizer_metadata_and_curve(trained, tiny_llama)
     assert meta["base_model"] == str(tiny_llama.resolve())
     assert meta["prompt_format_version"] == PROMPT_FORMAT_VERSION
     assert meta["base_config"]["model_type"] == "llama" and meta["base_config"]["hidden_size"] == 64
+    from adapters.files import read_examples
     from bot.examples import fingerprint
-    from revbot.adapters.files import read_examples
 
     saved = {
         name: list(read_examples(version.path / "data" / f"{name}.jsonl")) for name in ("train", "validation", "test")
@@ -79,7 +79,7 @@ def test_version_loads_with_peft_and_the_review_backend(trained):
     from peft import PeftModel
     from transformers import AutoModelForCausalLM
 
-    from revbot.adapters.model import BackendOptions, load_backend
+    from adapters.model import BackendOptions, load_backend
 
     models, _ = trained
     version = ModelRegistry(models).get("v1")
@@ -313,7 +313,7 @@ def test_base_model_without_pad_token_trains_and_saves_one(tmp_path, tiny_llama)
 
 
 def test_chat_model_trains_without_packing_and_serves(tmp_path, tiny_qwen):
-    from revbot.adapters.model import BackendOptions, load_backend
+    from adapters.model import BackendOptions, load_backend
 
     version = train(
         synthetic_examples(),
@@ -338,7 +338,7 @@ def test_two_processes_train_one_version(tmp_path, tiny_llama):
     import sys
     from pathlib import Path
 
-    from revbot.adapters.files import write_examples
+    from adapters.files import write_examples
 
     data = tmp_path / "examples.jsonl"
     write_examples(data, synthetic_examples())

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
+from adapters.versions import DECISIONS_FILE, POINTER_FILE, ModelRegistry, default_models_dir
 from bot.errors import ModelError
 from bot.prompt import PROMPT_FORMAT_VERSION
-from revbot.adapters.versions import DECISIONS_FILE, POINTER_FILE, ModelRegistry, default_models_dir
 
 
 def publish(registry: ModelRegistry, **meta) -> str:
@@ -160,6 +160,6 @@ def test_models_dir_from_environment(monkeypatch, tmp_path):
 
 
 def test_registry_does_not_import_torch():
-    code = "import sys, revbot.adapters.versions as v; v.ModelRegistry('x').list(); print('torch' in sys.modules)"
+    code = "import sys, adapters.versions as v; v.ModelRegistry('x').list(); print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from ghsim_data import TOKEN, Sleeps, make_seed
 
-from revbot.adapters.github import GitHubClient
+from adapters.github import GitHubClient
 from revbot.dev.github_sim import GitHubSimulator
 
 

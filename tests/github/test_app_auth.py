@@ -12,8 +12,8 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from ghsim_data import REPO, make_seed
 
+from adapters.github import GitHubClient
 from bot.errors import GitHubError, UsageError
-from revbot.adapters.github import GitHubClient
 from revbot.dev.github_sim import GitHubSimulator
 
 APP_ID = 4242
@@ -123,7 +123,7 @@ def test_the_key_itself_in_the_environment(app_sim, keys):
 
 
 def test_the_old_app_variable_names_still_work_with_one_warning(app_sim, keys, tmp_path, monkeypatch, caplog):
-    from revbot.adapters import settings
+    from adapters import settings
 
     monkeypatch.setattr(settings, "_WARNED", set())  # as in a fresh process
     key_file = tmp_path / "k.pem"
@@ -134,7 +134,7 @@ def test_the_old_app_variable_names_still_work_with_one_warning(app_sim, keys, t
         "GITHUB_APP_INSTALLATION_ID": str(INSTALLATION),
         "GITHUB_API_URL": app_sim.url,
     }
-    with caplog.at_level("WARNING", logger="revbot.adapters.settings"):
+    with caplog.at_level("WARNING", logger="adapters.settings"):
         for _ in range(2):
             with GitHubClient(environ=env) as gh:
                 assert gh.get_repo(REPO)["name"] == "widgets"

@@ -10,8 +10,8 @@ from datetime import UTC, datetime
 import pytest
 from ghsim_data import PATCH_A, REPO, TOKEN, Sleeps
 
+from adapters.github import GitHubClient, ReviewValidationError, _failed_indexes
 from bot.errors import GitHubError, UsageError
-from revbot.adapters.github import GitHubClient, ReviewValidationError, _failed_indexes
 
 
 def route_count(sim, template: str) -> int:

@@ -37,7 +37,7 @@ def private_names(*modules) -> set[str]:
 
 def test_the_product_code_is_found():
     sources = product_sources()
-    assert "revbot/adapters/github.py" in sources and "harvest/mine.py" in sources and len(sources) > 30
+    assert "adapters/github.py" in sources and "harvest/mine.py" in sources and len(sources) > 30
 
 
 def test_no_requester_reach_in_no_cloning_no_monkeypatched_methods():

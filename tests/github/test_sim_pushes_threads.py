@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import pytest
 
+from adapters.github import GitHubClient, GraphQLError
 from bot.diff import parse_patch
 from bot.errors import GitHubError
-from revbot.adapters.github import GitHubClient, GraphQLError
 from revbot.dev.github_sim import GitHubSimulator
 from revbot.dev.github_sim_heads import compare_patch, moved_line
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from revbot.adapters.store import Store
+from adapters.store import Store
 
 
 @pytest.fixture
@@ -33,7 +33,7 @@ def sim_factory():
 @pytest.fixture
 def client_for():
     """A GitHubClient for a simulator that never really sleeps, recording the waits asked for."""
-    from revbot.adapters.github import GitHubClient
+    from adapters.github import GitHubClient
 
     made = []
 

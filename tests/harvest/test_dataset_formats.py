@@ -9,14 +9,14 @@ import pytest
 from click.testing import CliRunner
 from harvest_kit import hunk_patch
 
+from adapters.files import read_dataset
+from adapters.store import CachedFile, StoredComment
 from bot.datasets import EXPORT_FORMATS, parse_field_map
 from bot.diff import parse_hunk
 from bot.errors import DataError, UsageError
 from bot.examples import Example, ExampleComment
 from harvest.build import BuildConfig, build_pr
 from harvest.datasets import export_examples, import_dataset
-from revbot.adapters.files import read_dataset
-from revbot.adapters.store import CachedFile, StoredComment
 
 CRC = "data/crc-py/reviews.jsonl"
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from click.testing import CliRunner
 
+from adapters.store import Store
 from bot.examples import Example, ExampleComment
-from revbot.adapters.store import Store
 
 HUNK = "@@ -1,2 +1,3 @@\n def f():\n+    print(x)\n     return x"
 

@@ -7,10 +7,10 @@ import json
 
 import pytest
 
+from adapters.store import BotPost, Evidence, Feedback, Store, StoredComment
 from bot.examples import Example, ExampleComment
 from bot.feedback import acceptance_by_version, classify_reply, derive_evidence, habit_key, refresh_evidence, verdicts
 from harvest.feedback import apply_feedback, clean_body
-from revbot.adapters.store import BotPost, Evidence, Feedback, Store, StoredComment
 
 REPO = "acme/shop"
 HUNK = "@@ -1,2 +1,3 @@\n import os\n+x = 'a %s' % y\n y = 2"

@@ -6,11 +6,11 @@ import json
 
 from harvest_kit import hunk_patch
 
+from adapters.store import CachedFile, StoredComment
 from bot.diff import parse_hunk
 from bot.prompt import parse_output
 from harvest.build import BuildConfig, build_pr, split_threads
 from harvest.filters import FilterConfig
-from revbot.adapters.store import CachedFile, StoredComment
 
 FILES = [CachedFile("src/app.py", "modified", hunk_patch(3)), CachedFile("logo.png", "modified", None)]
 

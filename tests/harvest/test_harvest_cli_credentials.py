@@ -6,8 +6,8 @@ from __future__ import annotations
 from click.testing import CliRunner
 from harvest_kit import REPO, many_comments_seed
 
+from adapters.store import Store
 from harvest.mine import harvest_github
-from revbot.adapters.store import Store
 
 CREDENTIAL_VARS = (
     "GITHUB_TOKEN",
@@ -90,7 +90,7 @@ def test_no_progress_is_a_deprecated_spelling_of_quiet(sim_factory, tmp_path, mo
     seen = []
 
     def fake_harvest(client, store, repo, options):
-        from revbot.adapters.cli_options import quiet
+        from adapters.cli_options import quiet
 
         seen.append(quiet())
         raise SystemExit(0)
@@ -109,7 +109,7 @@ def test_the_options_default_to_the_settings_model(sim_factory, tmp_path, monkey
     """--db, --api-url, --token and --bot-login default to what the settings model reads: a relative
     REVBOT_DB in REVBOT_HOME, REVBOT_GITHUB_API_URL and REVBOT_GITHUB_TOKEN before their GITHUB_*
     fallbacks, REVBOT_BOT_LOGINS (the service's variable; REVBOT_BOT_LOGIN is its old name)."""
-    from revbot.adapters import settings
+    from adapters import settings
     from revbot.cli import cli
 
     _no_credentials(monkeypatch)
@@ -152,7 +152,7 @@ def test_the_options_default_to_the_settings_model(sim_factory, tmp_path, monkey
 
     monkeypatch.delenv("REVBOT_BOT_LOGINS")
     monkeypatch.setenv("REVBOT_BOT_LOGIN", "old-name[bot]")
-    with caplog.at_level("WARNING", logger="revbot.adapters.settings"):
+    with caplog.at_level("WARNING", logger="adapters.settings"):
         result = runner.invoke(cli, ["harvest", "github", REPO, "--token", "t-github", "--db", "x.db"])
     assert result.exit_code == 0, result.output
     assert seen.pop() == {

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from adapters.store import StoredComment
 from harvest.filters import (
     BOT,
     DOWNVOTED,
@@ -15,7 +16,6 @@ from harvest.filters import (
     FilterConfig,
     is_trivial,
 )
-from revbot.adapters.store import StoredComment
 
 
 def _c(body: str = "Please rename this variable.", author: str = "bob", **kw) -> StoredComment:

@@ -8,10 +8,10 @@ import pytest
 from click.testing import CliRunner
 from harvest_kit import REPO, SECRET_AWS, SECRET_TOKEN, comment, hunk_patch, many_comments_seed, pull, stamp
 
+from adapters.store import Store
 from bot.errors import GitHubError
 from bot.examples import fingerprint
 from harvest.mine import HarvestInterrupted, HarvestOptions, harvest_github
-from revbot.adapters.store import Store
 
 
 def _filters_seed() -> dict:

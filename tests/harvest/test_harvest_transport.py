@@ -20,7 +20,7 @@ ROUTE = "GET /repos/{owner}/{repo}/pulls/comments"
 def test_a_broken_answer_is_asked_again_and_the_harvest_matches_a_clean_one(
     sim_factory, client_for, store, tmp_path, fault
 ):
-    from revbot.adapters.store import Store
+    from adapters.store import Store
 
     seed = many_comments_seed(prs=3, per_pr=2)
     clean_sim, broken_sim = sim_factory(seed), sim_factory(seed)

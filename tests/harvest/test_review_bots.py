@@ -7,9 +7,9 @@ import json
 
 import pytest
 
+from adapters.files import read_dataset
+from adapters.store import StoredComment
 from harvest.filters import BOT_TEXT, FilterConfig, review_bot_signature
-from revbot.adapters.files import read_dataset
-from revbot.adapters.store import StoredComment
 
 GEMINI = (
     "![medium](https://www.gstatic.com/codereviewagent/medium-priority.svg)\n\n"

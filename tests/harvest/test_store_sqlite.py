@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 from harvest_kit import SECRET_AWS, SECRET_TOKEN
 
+from adapters.store import MIGRATIONS, CachedFile, Feedback, PullRequestInfo, Store, StoredComment, utc_timestamp
 from bot.errors import DataError
 from bot.examples import Example, ExampleComment
-from revbot.adapters.store import MIGRATIONS, CachedFile, Feedback, PullRequestInfo, Store, StoredComment, utc_timestamp
 
 
 def _raw(n: int, pr: int = 1, **extra) -> dict:

@@ -46,7 +46,7 @@ def tiny_qwen2(tiny_qwen) -> Path:
 
 @pytest.fixture(scope="session")
 def llama_backend(tiny_llama):
-    from revbot.adapters.model import BackendOptions, LocalBackend
+    from adapters.model import BackendOptions, LocalBackend
 
     # few_shot off: these tests are about generation mechanics on bare prompts (tests/model/test_embedded.py
     # covers the worked examples an untuned model gets by default)
@@ -57,7 +57,7 @@ def llama_backend(tiny_llama):
 
 @pytest.fixture(scope="session")
 def qwen2_backend(tiny_qwen2):
-    from revbot.adapters.model import BackendOptions, LocalBackend
+    from adapters.model import BackendOptions, LocalBackend
 
     return LocalBackend.load(
         BackendOptions(str(tiny_qwen2), quantize="none", device="cpu", batch_size=2, few_shot=False)

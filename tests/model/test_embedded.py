@@ -9,6 +9,7 @@ import json
 
 import pytest
 
+from adapters import embedded
 from bot.diff import parse_diff, parse_hunk
 from bot.errors import ModelError
 from bot.prompt import (
@@ -24,7 +25,6 @@ from bot.prompt import (
     prompt_text,
     render_input,
 )
-from revbot.adapters import embedded
 
 pytestmark = pytest.mark.slow
 MODEL = embedded.EMBEDDED_MODELS[embedded.DEFAULT_BASE_MODEL]
@@ -167,7 +167,7 @@ def test_modelfile_template_renders_what_training_saw(smollm2):
 
 def test_v1_adapters_still_load(tiny_llama, tmp_path):
     """An adapter trained on prompt format 1 is served with format 1's system prompt."""
-    from revbot.adapters.model import BackendOptions, LocalBackend
+    from adapters.model import BackendOptions, LocalBackend
 
     backend = LocalBackend.load(BackendOptions(str(tiny_llama)))
     assert backend.few_shot is True  # no adapter: an untuned model gets the worked examples

@@ -11,9 +11,7 @@ import time
 import pytest
 import torch
 
-from bot.errors import ModelError
-from bot.prompt import ANSWER_END, PROMPT_FORMAT_VERSION, PromptInput
-from revbot.adapters.model import (
+from adapters.model import (
     ADAPTER_META_FILE,
     BackendOptions,
     Generation,
@@ -23,6 +21,8 @@ from revbot.adapters.model import (
     load_backend,
     trim_answer,
 )
+from bot.errors import ModelError
+from bot.prompt import ANSWER_END, PROMPT_FORMAT_VERSION, PromptInput
 
 MAX_NEW = 8
 
@@ -108,7 +108,7 @@ def test_missing_pad_token_falls_back_to_eos(tiny_llama, prompts, caplog):
     tok.pad_token = None
     assert tok.pad_token_id is None
     model = AutoModelForCausalLM.from_pretrained(tiny_llama)
-    with caplog.at_level(logging.DEBUG, logger="revbot.adapters.model"):
+    with caplog.at_level(logging.DEBUG, logger="adapters.model"):
         backend = LocalBackend(model, tok, name="nopad", batch_size=8)
     assert backend.pad_id == tok.eos_token_id
     assert "no pad token" in caplog.text

@@ -8,9 +8,9 @@ import time
 import pytest
 from openai_server import FakeOpenAIServer
 
+from adapters.model import BackendOptions, OpenAIBackend, load_backend, trim_answer
 from bot.errors import ModelError
 from bot.prompt import ANSWER_END, PROMPT_FORMAT_VERSION
-from revbot.adapters.model import BackendOptions, OpenAIBackend, load_backend, trim_answer
 
 KEY = "sk-revbottest-0123456789abcdefghijklmnop"
 

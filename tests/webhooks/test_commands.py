@@ -21,8 +21,8 @@ from webhook_kit import (
     make_seed,
 )
 
+from adapters.store import Store
 from bot.prompt import PromptInput
-from revbot.adapters.store import Store
 from revbot.dev.github_sim import GitHubSimulator
 
 FILES = [

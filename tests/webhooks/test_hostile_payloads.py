@@ -172,7 +172,7 @@ def _comment_job(payload: dict, job_id: int):
 
 
 def test_an_older_edit_or_a_late_event_never_rolls_a_stored_comment_back(tmp_path):
-    from revbot.adapters.store import Store
+    from adapters.store import Store
     from webhooks.recorder import CommentRecorder
 
     store = Store(tmp_path / "revbot.db")

@@ -24,7 +24,7 @@ class TooLargeToRender:
 
 
 def test_a_diff_too_large_to_render_is_rebuilt_from_the_files_api():
-    from revbot.adapters.github import GitHubClient
+    from adapters.github import GitHubClient
 
     files = [
         {"filename": "a.py", "status": "modified", "patch": "@@ -1,2 +1,2 @@\n-x = 1\n+x = 2\n y"},

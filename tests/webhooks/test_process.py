@@ -143,7 +143,7 @@ def test_serve_reviews_a_pull_request_end_to_end_with_the_tiny_model(tmp_path, t
                 m = re.search(r"serving on (http://127\.0\.0\.1:\d+)", line)
                 url = m.group(1) if m else None
             assert url, "serve did not report its address"
-            from revbot.adapters.github import GitHubClient
+            from adapters.github import GitHubClient
 
             gh = GitHubClient(TOKEN, api_url=sim.url, environ={})
             payload = hook_payload("pull_request__opened.payload.json", gh.get_pull("acme/widgets", 1))

@@ -9,8 +9,8 @@ import time
 import requests
 from webhook_kit import PATCH_A, PATCH_B, REPO, ScriptedBackend, Service, hook_payload, make_seed
 
+from adapters.versions import ModelRegistry
 from bot.prompt import PROMPT_FORMAT_VERSION
-from revbot.adapters.versions import ModelRegistry
 from revbot.dev.github_sim import GitHubSimulator
 
 

@@ -230,7 +230,7 @@ def test_dry_run_posts_nothing(tmp_path, sim, caplog):
 
 
 def test_a_human_review_comment_lands_in_the_store_and_the_bots_own_does_not(service, sim):
-    from revbot.adapters.store import Store
+    from adapters.store import Store
 
     human = sim.add_comments(REPO, 1, [{"path": "a.py", "line": 2, "side": "RIGHT", "body": "Why 2?", "user": "bob"}])[
         "webhooks"

@@ -16,8 +16,8 @@ from typing import Any
 
 import requests
 
+from adapters.model import Backend, Generation
 from bot.prompt import PROMPT_FORMAT_VERSION, PromptInput
-from revbot.adapters.model import Backend, Generation
 
 ROOT = Path(__file__).resolve().parents[2]
 HOOKS = ROOT.parent / "shared" / "fixtures" / "github" / "webhooks"
@@ -290,7 +290,7 @@ class Service:
         return self.github().pull_review_comments(REPO, number)
 
     def github(self) -> Any:
-        from revbot.adapters.github import GitHubClient
+        from adapters.github import GitHubClient
 
         return GitHubClient(TOKEN, api_url=self.sim.url, min_write_interval=0, environ={})
 
@@ -308,8 +308,8 @@ class Service:
 
 def inline_anchors_are_valid(sim: Any, comments: list[dict]) -> bool:
     """Every posted inline comment sits on a line the PR's diff lets GitHub comment on."""
+    from adapters.github import GitHubClient
     from bot.diff import parse_diff
-    from revbot.adapters.github import GitHubClient
 
     diff = parse_diff(GitHubClient(TOKEN, api_url=sim.url, environ={}).pull_diff(REPO, 1))
     return all(diff.is_commentable(c["path"], c["line"], c.get("side") or "RIGHT") for c in comments)

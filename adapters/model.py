@@ -33,11 +33,11 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
+from adapters.embedded import resolve as resolve_embedded
+from adapters.versions import META_FILE, check_prompt_format, read_meta
 from bot.errors import ModelError
 from bot.prompt import ANSWER_END, PROMPT_FORMAT_VERSION, PromptInput, for_model, prompt_text
 from bot.secrets import scrub_text
-from revbot.adapters.embedded import resolve as resolve_embedded
-from revbot.adapters.versions import META_FILE, check_prompt_format, read_meta
 
 log = logging.getLogger(__name__)
 
@@ -223,7 +223,7 @@ def _first_line(exc: BaseException, limit: int = 300) -> str:
 
 
 def _hub_offline() -> bool:
-    from revbot.adapters.settings import Settings
+    from adapters.settings import Settings
 
     if Settings.from_env(only=("hf_hub_offline", "transformers_offline")).hub_offline:
         return True
@@ -390,7 +390,7 @@ class LocalBackend(Backend):
         CPU too with bitsandbytes >= 0.49); "none" turns it off. With an adapter, ``model`` defaults to
         the base model recorded in its revbot.json, and another base model is refused unless
         ``allow_base_mismatch`` (the adapter's weights only fit the model they were trained on).
-        ``model`` may name an embedded model (revbot.adapters.embedded, e.g. ``smollm2-135m``). ``few_shot``
+        ``model`` may name an embedded model (adapters.embedded, e.g. ``smollm2-135m``). ``few_shot``
         (default: only without an adapter) shows the prompt format's worked examples to a model that
         was not trained on it.
         """
@@ -699,7 +699,7 @@ class OpenAIBackend(Backend):
         self.temperature = temperature
         self.few_shot = few_shot
         if not api_key:
-            from revbot.adapters.settings import Settings
+            from adapters.settings import Settings
 
             api_key = Settings.from_env(only=("openai_api_key",)).secret("openai_api_key")
         self._api_key = api_key

@@ -19,6 +19,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, replace
 
+from adapters.github import GitHubClient, ReviewValidationError
 from bot.errors import GitHubError, UsageError
 from bot.formats import (
     REVIEW_MARK,
@@ -28,7 +29,6 @@ from bot.formats import (
     review_marker,
 )
 from bot.review import Review
-from revbot.adapters.github import GitHubClient, ReviewValidationError
 
 log = logging.getLogger(__name__)
 

@@ -9,7 +9,7 @@ What it takes care of:
 * auth: a token (``token=``, or ``REVBOT_GITHUB_TOKEN`` / ``GITHUB_TOKEN``) or a GitHub App
   (``app_id`` + private key + ``installation_id``, or ``REVBOT_GITHUB_APP_ID`` /
   ``REVBOT_GITHUB_APP_PRIVATE_KEY_FILE`` or ``REVBOT_GITHUB_APP_PRIVATE_KEY`` /
-  ``REVBOT_GITHUB_APP_INSTALLATION_ID``, read through ``revbot.adapters.settings``): an RS256 JWT
+  ``REVBOT_GITHUB_APP_INSTALLATION_ID``, read through ``adapters.settings``): an RS256 JWT
   buys an installation token, cached until ``token_refresh_margin`` (5 minutes) before it expires;
 * ``api_url``: api.github.com, GitHub Enterprise (``https://HOST/api/v3``) or the simulator;
 * 100 items a page, following ``Link: rel="next"``;
@@ -45,9 +45,9 @@ from github.Requester import Requester
 from urllib3.exceptions import MaxRetryError, ProtocolError, ReadTimeoutError
 from urllib3.util.retry import Retry
 
+from adapters.logs import RedactingFilter
 from bot.errors import GitHubError, RevbotError, UsageError
 from bot.secrets import scrub_text
-from revbot.adapters.logs import RedactingFilter
 
 log = logging.getLogger(__name__)
 
@@ -295,7 +295,7 @@ class GitHubClient:
         user_agent: str = "revbot",
         environ: dict[str, str] | None = None,
     ) -> None:
-        from revbot.adapters.settings import Settings
+        from adapters.settings import Settings
 
         env = Settings.from_env(environ)
         self.api_url = (api_url or env.github_api_url).rstrip("/")

@@ -113,7 +113,7 @@ def log_level(verbose: int, env: Mapping[str, str] | None = None) -> int:
     """-v: info, -vv: debug; REVBOT_LOG_LEVEL, when set, wins. The variable is read through the
     settings model (``env``: a mapping instead of ``os.environ``), so a value it refuses is its
     UsageError, naming the variable and the levels it takes."""
-    from revbot.adapters.settings import Settings
+    from adapters.settings import Settings
 
     settings = Settings.from_env(env, only=("log_level",))
     if "log_level" not in settings.model_fields_set:
@@ -125,7 +125,7 @@ def configure_logging_for(ctx: click.Context) -> None:
     """Set the log level from -v and REVBOT_LOG_LEVEL. A bad REVBOT_LOG_LEVEL is one warning line
     (the settings model's message) and the flags decide: it must not stop ``--help`` or a command
     that reads no other setting; one that reads its settings refuses the value with the same message."""
-    from revbot.adapters.logs import configure_logging
+    from adapters.logs import configure_logging
 
     flags = _flags(ctx)
     try:

@@ -7,7 +7,7 @@ live in one place:
   hidden temporary directory and renames it to ``vN`` only when everything is written
   (``new_version``); a crashed run leaves a ``.incoming-*`` directory that is never listed.
 * ``current.json`` names the version to serve plus the history of promotions (for ``rollback``).
-  It is replaced atomically (``revbot.adapters.files``: a temporary file, then ``os.replace``), so a
+  It is replaced atomically (``adapters.files``: a temporary file, then ``os.replace``), so a
   reader never sees a half-written pointer, and read-modify-write cycles hold a lock (``file_lock``)
   so two promoters cannot interleave.
 * ``read_meta`` is the one reader of ``revbot.json`` (the model loader checks adapters through it).
@@ -32,9 +32,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from adapters.files import atomic_write_json, file_lock
 from bot.errors import ModelError
 from bot.prompt import SUPPORTED_PROMPT_FORMATS
-from revbot.adapters.files import atomic_write_json, file_lock
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +53,7 @@ def now_iso() -> str:
 
 def default_models_dir() -> Path:
     """$REVBOT_MODELS_DIR (relative to $REVBOT_HOME), else ``models/``: the settings' ``models_dir``."""
-    from revbot.adapters.settings import Settings
+    from adapters.settings import Settings
 
     return Settings.from_env(only=("home", "models_dir")).models_dir
 

@@ -31,8 +31,8 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from adapters.files import file_lock
 from bot.errors import ModelError
-from revbot.adapters.files import file_lock
 
 log = logging.getLogger(__name__)
 
@@ -73,7 +73,7 @@ def is_embedded(name: str | None) -> bool:
 
 def cache_root() -> Path:
     """REVBOT_CACHE_DIR, else $REVBOT_HOME/cache, else $XDG_CACHE_HOME/revbot (~/.cache/revbot)."""
-    from revbot.adapters.settings import Settings
+    from adapters.settings import Settings
 
     return Settings.from_env(only=("cache_dir", "home", "xdg_cache_home")).embedded_cache
 

@@ -27,7 +27,7 @@ Tables (schema versioned by an ordered list of named migrations, recorded in ``m
                  or replayed event for one must not bring it back
 
 Connections: one per thread (and per process: a forked worker opens its own), so the store object
-can be shared by threads without locking (``revbot.adapters.sqlite``, shared with the job table).
+can be shared by threads without locking (``adapters.sqlite``, shared with the job table).
 """
 
 from __future__ import annotations
@@ -42,6 +42,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from adapters.sqlite import ThreadConnections
 from bot.errors import DataError
 from bot.examples import Example
 from bot.records import (  # noqa: F401 - the records live in the domain; re-exported for old import paths
@@ -53,7 +54,6 @@ from bot.records import (  # noqa: F401 - the records live in the domain; re-exp
     utc_timestamp,
 )
 from bot.secrets import scrub_text
-from revbot.adapters.sqlite import ThreadConnections
 
 DEFAULT_DB_NAME = "revbot.db"
 BUSY_TIMEOUT_S = 30.0
@@ -63,7 +63,7 @@ REACTION_KEYS = ("+1", "-1", "laugh", "hooray", "confused", "heart", "rocket", "
 
 def default_db_path() -> Path:
     """``$REVBOT_DB`` when set, else ``revbot.db``; a relative path lives in ``$REVBOT_HOME``."""
-    from revbot.adapters.settings import Settings
+    from adapters.settings import Settings
 
     return Settings.from_env(only=("home", "db")).db
 
