@@ -11,25 +11,25 @@ from __future__ import annotations
 import json
 import re
 import shlex
-import shutil
 import subprocess
 import sys
 import tomllib
 from pathlib import Path
 
-import pytest
 import yaml
 from click.testing import CliRunner
+
+from tests.needs import lacking, tool_path
 
 ROOT = Path(__file__).resolve().parents[2]
 PIN = re.compile(r"^[\w.-]+/[\w./-]+@(v\d+(\.\d+)*|[0-9a-f]{40})$")
 
 
 def tool(name: str) -> str:
-    found = Path(sys.executable).parent / name
-    path = str(found) if found.exists() else shutil.which(name)
+    path = tool_path(name)
     if not path:
-        pytest.skip(f"{name} is not installed (it is a test dependency: pip install -e '.[test]')")
+        lacking("tools", f"{name} is not installed (it is a test dependency: pip install -e '.[test]')")
+    assert path is not None
     return path
 
 
