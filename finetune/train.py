@@ -341,9 +341,8 @@ _MALLOC_TRIM: Any = None
 
 def release_freed_memory() -> None:
     """Hand back to the system what the C allocator keeps after a step. glibc holds on to the freed
-    chunks of the differently shaped tensors every packed batch allocates: on a demo-sized CPU run
-    resident memory grew from 3.7 to 4.5 GiB in 14 steps, and one ``malloc_trim`` brought it to 1.4 GiB
-    (it then stayed under 1.7 GiB over the next 16 steps, trimmed after each). A no-op without glibc."""
+    chunks of the differently shaped tensors every packed batch allocates, so resident memory grows step
+    by step until it is trimmed (measured in docs/benchmarks.md). A no-op without glibc."""
     global _MALLOC_TRIM
     if _MALLOC_TRIM is None:
         try:

@@ -22,7 +22,7 @@ comment on the right line, and little else), that metric must carry signal (a 0 
 evidence), and its parse-failure rate and validation loss may not be worse beyond stated tolerances.
 Both versions are evaluated with the same generation settings as `revbot eval`.
 
-Scheduling: run it from cron (see README.md, "Retraining"); a lock file in the models folder makes
+Scheduling: run it from cron (docs/workflow.md, "6. Retrain"); a lock file in the models folder makes
 an overlapping run stop with a message instead of training twice.
 """
 

