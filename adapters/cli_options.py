@@ -257,11 +257,6 @@ def _no_quantize_means_none(f: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
-def quantize_flag(value: str | None) -> bool | None:
-    """``--quantize``'s value as training's switch: True (4-bit), False (full precision), None (the device decides)."""
-    return None if value is None else value == "4bit"
-
-
 def summary_format_option(
     what: str, *, old_input: str | None = None, old_input_choices: Sequence[str] | None = None
 ) -> Callable[[F], F]:

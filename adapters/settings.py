@@ -170,19 +170,19 @@ class Settings(BaseSettings):
         "REVBOT_BATCH_SIZE",
         default=DEFAULT_BATCH_SIZE,
         doc="prompts generated together",
-        expected="a whole number greater than 0, e.g. 8",
+        expected=f"a whole number greater than 0, e.g. {DEFAULT_BATCH_SIZE}",
     )
     max_new_tokens: PositiveInt = _env(
         "REVBOT_MAX_NEW_TOKENS",
         default=DEFAULT_MAX_NEW_TOKENS,
         doc="longest answer per hunk, in tokens",
-        expected="a whole number greater than 0, e.g. 256",
+        expected=f"a whole number greater than 0, e.g. {DEFAULT_MAX_NEW_TOKENS}",
     )
     token_budget: PositiveInt = _env(
         "REVBOT_TOKEN_BUDGET",
         default=DEFAULT_TOKEN_BUDGET,
         doc="most tokens one review may spend, prompts and answers; files beyond it are listed as skipped",
-        expected="a whole number greater than 0, e.g. 65536",
+        expected=f"a whole number greater than 0, e.g. {DEFAULT_TOKEN_BUDGET}",
     )
     hf_hub_offline: str | None = _env("HF_HUB_OFFLINE", doc="1: never download from the Hugging Face hub")
     transformers_offline: str | None = _env("TRANSFORMERS_OFFLINE", doc="1: the same, transformers' older name")
@@ -300,6 +300,19 @@ class Settings(BaseSettings):
     ) -> tuple[PydanticBaseSettingsSource, ...]:
         env = _SOURCE.get()
         return init_settings, _EnvironmentSource(settings_cls, os.environ if env is None else env)
+
+    def replace(self, **changes: Any) -> Settings:
+        """These settings with ``changes`` (field names, e.g. from command-line options), each checked
+        as its variable would be; nothing is read from the environment. A bad value is a UsageError."""
+        fields = type(self).model_fields
+        values = {env_names(fields[name])[0]: value for name, value in {**dict(self), **changes}.items()}
+        token = _SOURCE.set({})
+        try:
+            return type(self)(**values)
+        except ValidationError as exc:
+            raise UsageError(_explain(exc)) from exc
+        finally:
+            _SOURCE.reset(token)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, *, only: tuple[str, ...] = ()) -> Settings:

@@ -157,7 +157,7 @@ def harvest_github_cmd(
             own_logins=_logins(bot_login) or settings.bot_logins or DEFAULT_OWN_LOGINS,
             progress=not (quiet() or as_json) and sys.stderr.isatty(),
         )
-        client = GitHubClient(token or None, api_url=api_url, max_rate_wait=max_rate_wait)
+        client = GitHubClient.from_settings(settings, token=token or None, api_url=api_url, max_rate_wait=max_rate_wait)
         if client.anonymous:
             if not anonymous:
                 client.close()

@@ -18,6 +18,7 @@ from typing import Any
 import click
 
 from adapters.cli_options import deprecated_alias, info, quantize_option, warn
+from bot.config import DEFAULT_BATCH_SIZE, DEFAULT_MAX_NEW_TOKENS, DEFAULT_TOKEN_BUDGET
 from bot.errors import UsageError
 
 log = logging.getLogger(__name__)
@@ -193,20 +194,20 @@ def _positive(ctx: click.Context, param: click.Parameter, value: int | None) -> 
     type=click.IntRange(min=1),
     metavar="N",
     help="Most tokens the review may spend, prompts plus answers; files past it are skipped "
-    "and listed (default $REVBOT_TOKEN_BUDGET or 65536).",
+    f"and listed (default $REVBOT_TOKEN_BUDGET or {DEFAULT_TOKEN_BUDGET}).",
 )
 @click.option(
     "--max-new-tokens",
     type=click.IntRange(min=1),
     metavar="N",
-    help="Longest answer per hunk, in tokens (default $REVBOT_MAX_NEW_TOKENS or 256).",
+    help=f"Longest answer per hunk, in tokens (default $REVBOT_MAX_NEW_TOKENS or {DEFAULT_MAX_NEW_TOKENS}).",
 )
 @click.option(
     "--gen-batch-size",
     "batch_size",
     type=click.IntRange(min=1),
     metavar="N",
-    help="Prompts generated together by a local model (default $REVBOT_BATCH_SIZE or 8).",
+    help=f"Prompts generated together by a local model (default $REVBOT_BATCH_SIZE or {DEFAULT_BATCH_SIZE}).",
 )
 @deprecated_alias("--batch-size", "--gen-batch-size", "batch_size", type=click.IntRange(min=1))
 @quantize_option("Local model weights: 4bit (NF4) or none. Default: 4bit on CUDA, none on a CPU.")
@@ -314,7 +315,7 @@ def review(
         from adapters.github import GitHubClient
         from adapters.publish import post_review
 
-        with GitHubClient(settings.secret("github_token"), api_url=api_url or None) as gh:
+        with GitHubClient.from_settings(settings, api_url=api_url or None) as gh:
             posted = post_review(gh, *target, result, commit_id=commit_id)
         info(f"revbot: {posted.describe(post_to)}")
     if fails(result, fail_on):

@@ -60,9 +60,9 @@ def main() -> None:
     parser.add_argument("--precision", default="auto", choices=("auto", "bf16", "fp32"))
     parser.add_argument(
         "--quantize",
-        action=argparse.BooleanOptionalAction,
+        choices=("4bit", "none"),
         default=None,
-        help="4-bit QLoRA or plain LoRA (default: revbot's default for the device)",
+        help="4bit: QLoRA, none: plain LoRA (default: revbot's default for the device)",
     )
     parser.add_argument("--eval-every", type=int, default=0, help="steps between validation passes (0: ~5 a run)")
     parser.add_argument("--test-limit", type=int, default=0, help="evaluate on the first N test hunks (0: all)")

@@ -171,11 +171,19 @@ def test_the_service_config_is_built_from_the_model(tmp_path: Path) -> None:
         },
         workers=3,
     )
-    assert cfg.secret == "s3cret" and cfg.github_app_id == "42" and cfg.github_private_key_pem == PEM.strip()
-    assert cfg.github_private_key is None and cfg.db == tmp_path / "revbot.db" and cfg.workers == 3
-    assert cfg.lease_s == 12.5 and cfg.retention_s == 2 * 86400.0 and cfg.metrics_token == "m-token"
-    assert cfg.bot_logins == ("a[bot]", "b")
+    s = cfg.settings
+    assert cfg.secret == "s3cret" and s.github_app_id == "42" and s.secret("github_app_private_key") == PEM.strip()
+    assert s.github_app_private_key_file is None and s.db == tmp_path / "revbot.db" and cfg.workers == 3
+    assert s.worker_lease == 12.5 and cfg.retention_s == 2 * 86400.0 and s.secret("metrics_token") == "m-token"
+    assert s.bot_logins == ("a[bot]", "b") and cfg.has_github_credentials
     assert "s3cret" not in repr(cfg) and "BEGIN" not in repr(cfg) and "m-token" not in repr(cfg)
+    # command-line overrides are checked as the variable would be, and read nothing else
+    changed = cfg.with_overrides({"worker_lease": "3", "workers": 0, "queue": "redis://127.0.0.1:6379/3"})
+    assert changed.settings.worker_lease == 3.0 and changed.workers == 0 and changed.secret == "s3cret"
+    with pytest.raises(UsageError, match="REVBOT_WEB_THREADS"):
+        cfg.with_overrides({"web_threads": 0})
+    with pytest.raises(UsageError, match="unknown service setting"):
+        cfg.with_overrides({"lease_s": 3})
     with pytest.raises(UsageError, match=r"^REVBOT_WEBHOOK_MAX_BODY is not a whole number \(got '10MB'\)"):
         ServiceConfig.from_env({"REVBOT_WEBHOOK_MAX_BODY": "10MB"})
 
