@@ -13,7 +13,7 @@ from typing import Any, TypeVar
 
 import click
 
-from adapters.cli_options import deprecated_alias, quantize_option
+from adapters.cli_options import quantize_option
 from bot.config import DEFAULT_BATCH_SIZE, DEFAULT_MAX_NEW_TOKENS
 from finetune.config import TrainConfig
 
@@ -85,13 +85,11 @@ def pop_train_config(params: MutableMapping[str, Any]) -> TrainConfig:
     return TrainConfig(**values)
 
 
-def generation_options(dest: str, *, old_spelling: str) -> Callable[[F], F]:
+def generation_options(dest: str) -> Callable[[F], F]:
     """How an evaluation generates (`revbot eval`, `revbot retrain`'s gate): one spelling, help and
-    default for both. ``dest``: the command's parameter for --gen-batch-size; ``old_spelling``: the
-    name that option had in that command, kept for one release."""
+    default for both. ``dest``: the command's parameter for --gen-batch-size."""
 
     def decorate(f: F) -> F:
-        f = deprecated_alias(old_spelling, "--gen-batch-size", dest, type=click.IntRange(min=1))(f)
         f = click.option(
             "--gen-batch-size",
             dest,

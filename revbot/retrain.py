@@ -40,7 +40,7 @@ from typing import Any
 
 import click
 
-from adapters.cli_options import deprecated_alias, fail, info, quiet, summary_format_option
+from adapters.cli_options import fail, info, quiet, summary_format_option
 from adapters.files import LockBusy, file_lock
 from adapters.settings import Settings
 from bot.config import DEFAULT_BATCH_SIZE, DEFAULT_MAX_NEW_TOKENS
@@ -418,7 +418,6 @@ class GitHubClients:
 @click.option(
     "--model", "base_model", metavar="ID_OR_PATH", help="Base model. Default: the current version's base model."
 )
-@deprecated_alias("--base-model", "--model", "base_model", metavar="ID_OR_PATH")
 @click.option(
     "--metric",
     type=click.Choice(METRICS),
@@ -442,7 +441,7 @@ class GitHubClients:
     help="Gate: how much higher the candidate's validation loss may be (relative: 0.2 = 20%).",
 )
 @training_options
-@generation_options("eval_batch_size", old_spelling="--eval-batch-size")
+@generation_options("eval_batch_size")
 @summary_format_option("the decision")
 def retrain_cmd(
     repos,

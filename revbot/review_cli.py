@@ -17,7 +17,7 @@ from typing import Any
 
 import click
 
-from adapters.cli_options import deprecated_alias, info, quantize_option, warn
+from adapters.cli_options import info, quantize_option, warn
 from bot.config import DEFAULT_BATCH_SIZE, DEFAULT_MAX_NEW_TOKENS, DEFAULT_TOKEN_BUDGET
 from bot.errors import UsageError
 
@@ -91,7 +91,6 @@ def _positive(ctx: click.Context, param: click.Parameter, value: int | None) -> 
     help="The git checkout for --git/--staged, and where .revbot.yml is looked for. (--repo names an "
     "OWNER/NAME repository in the other commands.)",
 )
-@deprecated_alias("--repo", "--repo-dir", "repo", type=click.Path(file_okay=False))
 @click.option(
     "--model",
     metavar="ID_OR_PATH",
@@ -110,7 +109,6 @@ def _positive(ctx: click.Context, param: click.Parameter, value: int | None) -> 
     metavar="vN|current|latest",
     help="A version from the model registry ($REVBOT_MODELS_DIR, default models/).",
 )
-@deprecated_alias("--model-version", "--version", "model_version", metavar="vN|current|latest")
 @click.option(
     "--backend",
     type=click.Choice(["local", "openai"]),
@@ -209,7 +207,6 @@ def _positive(ctx: click.Context, param: click.Parameter, value: int | None) -> 
     metavar="N",
     help=f"Prompts generated together by a local model (default $REVBOT_BATCH_SIZE or {DEFAULT_BATCH_SIZE}).",
 )
-@deprecated_alias("--batch-size", "--gen-batch-size", "batch_size", type=click.IntRange(min=1))
 @quantize_option("Local model weights: 4bit (NF4) or none. Default: 4bit on CUDA, none on a CPU.")
 @click.option(
     "-o",

@@ -102,7 +102,7 @@ def _warn_without_credentials(cfg: Any) -> None:
         warn("no GitHub credentials (REVBOT_GITHUB_TOKEN or REVBOT_GITHUB_APP_ID): reviews cannot be posted")
 
 
-@click.command("serve")
+@click.command("serve", context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
 @click.option("--port", type=click.IntRange(0, 65535), default=8080, show_default=True, help="Port (0: any free port).")
 @click.option(
@@ -201,7 +201,7 @@ def _serve(cfg: Any, host: str, port: int) -> None:
     ServeApplication(cfg, sock, log_level=level).run()  # gunicorn owns the socket from here and closes it
 
 
-@click.command("worker")
+@click.command("worker", context_settings={"help_option_names": ["-h", "--help"]})
 @click.option(
     "--metrics-port",
     type=click.IntRange(1, 65535),

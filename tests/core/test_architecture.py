@@ -369,3 +369,25 @@ def test_bot_does_no_io_of_its_own():
         f"bot/{p.relative_to(ROOT / 'bot')}:{what}" for p in sorted((ROOT / "bot").rglob("*.py")) for what in io_of(p)
     ]
     assert not wrong, "bot/ does no I/O of its own (adapters/ does it):\n" + "\n".join(wrong)
+
+
+def test_no_package_hides_a_submodule_behind_a_lazy_name():
+    """A package ``__getattr__`` that hands out names lazily can shadow a submodule of the same name
+    (``from finetune import train`` was the module or the function depending on import order)."""
+    wrong = [
+        str(path.relative_to(ROOT))
+        for pkg in PACKAGES
+        for path in sorted((ROOT / pkg).rglob("__init__.py"))
+        if any(
+            isinstance(node, ast.FunctionDef) and node.name == "__getattr__"
+            for node in ast.parse(path.read_text(encoding="utf-8")).body
+        )
+    ]
+    assert not wrong, f"packages with a lazy __getattr__: {wrong}"
+    import importlib
+    import inspect
+
+    importlib.import_module("finetune.train")
+    from finetune import train
+
+    assert inspect.ismodule(train)
