@@ -336,24 +336,36 @@ class GitHubClient:
         )
         self._app: tuple[str, str] | None = None  # (app id, PEM) kept for with_installation()
         self._token_margin, self._clock = token_refresh_margin, clock
-        auth: Auth.Auth | None
+        self._auth = self._credentials(token, app_id, private_key, private_key_path, installation_id)
+        auth = self._auth
+        self._gh = Github(auth=auth, base_url=self.api_url, **self._settings)  # type: ignore[arg-type]
+
+    def _credentials(
+        self,
+        token: str | None,
+        app_id: int | str | None,
+        private_key: str | None,
+        private_key_path: str | os.PathLike | None,
+        installation_id: int | str | None,
+    ) -> Auth.Auth | None:
+        """PyGithub's auth for a token, else a GitHub App installation, else None (anonymous);
+        ``_auth_label`` says which, for reprs and messages."""
         if token is not None:
             if not token.strip():
                 raise UsageError("the GitHub token is empty")
-            auth, self._auth_label = Auth.Token(token.strip()), "token"
-        elif app_id is not None:
-            pem = self._read_key(private_key, private_key_path)
-            self._app = (str(app_id), pem)
-            if installation_id is None:
-                raise UsageError(
-                    "GitHub App auth needs an installation id (installation_id= or REVBOT_GITHUB_APP_INSTALLATION_ID)"
-                )
-            auth = self._installation_auth(str(app_id), pem, installation_id)
-            self._auth_label = f"app {app_id} installation {installation_id}"
-        else:
-            auth, self._auth_label = None, "anonymous"
-        self._auth = auth
-        self._gh = Github(auth=auth, base_url=self.api_url, **self._settings)  # type: ignore[arg-type]
+            self._auth_label = "token"
+            return Auth.Token(token.strip())
+        if app_id is None:
+            self._auth_label = "anonymous"
+            return None
+        pem = self._read_key(private_key, private_key_path)
+        self._app = (str(app_id), pem)
+        if installation_id is None:
+            raise UsageError(
+                "GitHub App auth needs an installation id (installation_id= or REVBOT_GITHUB_APP_INSTALLATION_ID)"
+            )
+        self._auth_label = f"app {app_id} installation {installation_id}"
+        return self._installation_auth(str(app_id), pem, installation_id)
 
     @classmethod
     def from_settings(
