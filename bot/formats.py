@@ -288,7 +288,8 @@ def to_sarif_data(review: Review) -> JSONObject:
     notifications = [
         {"level": "note", "message": {"text": f"{s.path}: not reviewed ({s.reason})"}} for s in review.skipped
     ]
-    driver = {"name": TOOL_NAME, "version": tool_version(), "semanticVersion": tool_version(), "rules": SARIF_RULES}
+    rules = [dict(rule) for rule in SARIF_RULES]  # a log of its own: the caller may edit it
+    driver = {"name": TOOL_NAME, "version": tool_version(), "semanticVersion": tool_version(), "rules": rules}
     return {
         "$schema": SARIF_SCHEMA,
         "version": "2.1.0",
