@@ -254,6 +254,32 @@ class Settings(BaseSettings):
         doc="seconds a client may stay silent mid-request",
         expected="a number of seconds greater than 0, e.g. 10",
     )
+    # -- issue 22: slow and oversized requests (read by webhooks.server)
+    web_worker_class: Literal["gevent", "gthread"] = _env(
+        "REVBOT_WEB_WORKER_CLASS",
+        default="gevent",
+        doc="web worker of `revbot serve`: gevent (event loop) or gthread (thread pool)",
+        expected="gevent or gthread",
+    )
+    web_connections: PositiveInt = _env(
+        "REVBOT_WEB_CONNECTIONS",
+        default=1000,
+        doc="connections one gevent web process holds at once",
+        expected="a whole number greater than 0, e.g. 1000",
+    )
+    header_timeout: PositiveFloat = _env(
+        "REVBOT_HEADER_TIMEOUT",
+        default=10.0,
+        doc="seconds a client has to send a request's headers",
+        expected="a number of seconds greater than 0, e.g. 10",
+    )
+    body_timeout: PositiveFloat = _env(
+        "REVBOT_BODY_TIMEOUT",
+        default=10.0,
+        doc="seconds a client has to send a request's body",
+        expected="a number of seconds greater than 0, e.g. 10",
+    )
+    # -- end issue 22
     worker_timeout: PositiveFloat = _env(
         "REVBOT_WORKER_TIMEOUT",
         default=30.0,

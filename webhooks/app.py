@@ -21,6 +21,7 @@ from importlib import metadata
 from typing import Any
 
 from flask import Flask, Response, jsonify, request
+from werkzeug.exceptions import ClientDisconnected
 
 from bot.errors import RevbotError
 from bot.secrets import scrub_text
@@ -154,7 +155,13 @@ def create_app(config: ServiceConfig | Mapping[str, Any] | None = None, *, queue
         if length is not None and length > cfg.max_body_bytes:
             metrics.inc("revbot_webhook_deliveries_total", {"event": "unverified", "outcome": "too_large"})
             return _error(413, f"body of {length} bytes is over the {cfg.max_body_bytes}-byte limit")
-        body = _read_body(cfg.max_body_bytes)
+        try:
+            body = _read_body(cfg.max_body_bytes)
+        except (ClientDisconnected, TimeoutError, BlockingIOError) as exc:  # issue 22: a body too slow
+            if not _timed_out(exc):
+                raise
+            metrics.inc("revbot_webhook_deliveries_total", {"event": "unverified", "outcome": "too_slow"})
+            return _error(408, "the request body did not arrive in time")
         if body is None:
             metrics.inc("revbot_webhook_deliveries_total", {"event": "unverified", "outcome": "too_large"})
             return _error(413, f"body over the {cfg.max_body_bytes}-byte limit")
@@ -227,6 +234,13 @@ def _read_body(cap: int) -> bytes | None:
         chunks.append(chunk)
         size += len(chunk)
     return None if size > cap else b"".join(chunks)
+
+
+def _timed_out(exc: BaseException) -> bool:
+    """Whether reading the body failed on the body deadline or the read timeout (werkzeug reports
+    any read error as a disconnected client, with the error as its context)."""
+    cause = exc.__context__ if isinstance(exc, ClientDisconnected) else exc
+    return isinstance(cause, (TimeoutError, BlockingIOError))
 
 
 def _error(status: int, message: str) -> Any:

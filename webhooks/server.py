@@ -4,8 +4,10 @@ process of their own that gunicorn keeps alive.
 Processes (one machine):
 
 * the gunicorn master: binds the listening socket, restarts web processes that die or hang;
-* ``web_workers`` web processes (gthread, ``web_threads`` threads each) running
-  ``webhooks.app.create_app``: check, queue, answer;
+* ``web_workers`` web processes running ``webhooks.app.create_app``: check, queue, answer. By
+  default each is an event loop (``webhooks.gevent_worker``: up to ``web_connections``
+  connections, each request with a header and a body deadline); ``web_worker_class="gthread"``
+  gives gunicorn's thread pool (``web_threads`` threads) instead;
 * one job-worker process (gunicorn's "dirty" worker pool, restarted by gunicorn if it dies)
   running ``WorkerPool`` with ``workers`` threads and the model.
 
@@ -13,15 +15,16 @@ Posting stays exactly-once whatever process dies or restarts, because a job is l
 queue and acknowledged only when its review is posted (``webhooks.jobs``); the processes share
 nothing but the queue and the metrics folder.
 
-Slow clients: the listening socket carries a receive timeout (``SO_RCVTIMEO``) that every accepted
-connection inherits, so a client that stops sending in the middle of a request frees its thread
-after ``read_timeout_s`` instead of holding it forever; gthread hands connections to a bounded pool
-of threads, so however many half-sent requests arrive, at most ``web_threads`` per process wait.
-gthread then closes a connection on its main loop, lingering up to 2 s for the client to close
-first; a stalled client would stall every other connection there, so ``ThreadWorker`` below does
-that lingering in the request's own thread, bounded by the read timeout. (A thread pool still
-serves slow attackers before the requests queued behind them: put a buffering proxy in front of
-a service that faces the internet.)
+Slow clients (docs/security.md): the gevent worker gives each request deadlines, so however many
+half-sent or trickling requests arrive, each costs a greenlet and a socket until its deadline.
+The listening socket also carries a receive timeout (``SO_RCVTIMEO``) that every accepted
+connection inherits, which is what bounds a silent client under gthread.
+
+Refused bodies: after a 413 (or a 408) the connection is closed without reading the rest of the
+body, lingering first: the server half-closes, reads and discards what the client still sends for
+up to ``LINGER_S`` seconds and ``DRAIN_MAX`` bytes (a client that writes its whole body before
+reading then reads the 413), and resets the connection if the client is still sending then, so a
+sender stops at once instead of blocking until its own timeout.
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ import socket
 import struct
 import threading
 import time
+import weakref
 from typing import Any
 
 from gunicorn.app.base import BaseApplication
@@ -84,40 +88,82 @@ class SlowClientLog(logging.Filter):
         return True
 
 
+LINGER_S = 2.0
+DRAIN_MAX = 64 * 1024 * 1024
+_DISCARD = bytearray(1024 * 1024)  # where drained bytes go; shared, since nobody reads them
+_END_AFTER_RESPONSE: weakref.WeakSet[Any] = weakref.WeakSet()  # sockets whose request was refused
+
+
+def end_after_refusal(app: Any) -> Any:
+    """WSGI middleware: a 408 or 413 answer ends its connection (the rest of the body is never read)."""
+
+    def wrapped(environ: dict[str, Any], start_response: Any) -> Any:
+        def start(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
+            sock = environ.get("gunicorn.socket")
+            if status[:3] in ("408", "413") and sock is not None:
+                _END_AFTER_RESPONSE.add(sock)
+            return start_response(status, headers, exc_info)
+
+        return app(environ, start)
+
+    return wrapped
+
+
+def ends_after_response(sock: Any) -> bool:
+    """Whether the request just answered on ``sock`` was refused (and so its connection must end)."""
+    try:
+        _END_AFTER_RESPONSE.remove(sock)
+    except KeyError:
+        return False
+    return True
+
+
+def linger_close(sock: Any, seconds: float = LINGER_S, max_bytes: int = DRAIN_MAX) -> None:
+    """Prepare a connection for closing after its answer: send FIN, read and discard what the client
+    still sends until it closes, for at most ``seconds`` and ``max_bytes``; if it is still sending
+    then, make the coming close a reset (SO_LINGER 0), so its sender fails at once."""
+    try:
+        sock.shutdown(socket.SHUT_WR)
+    except OSError:
+        return
+    deadline = time.monotonic() + seconds
+    drained = 0
+    try:
+        while drained < max_bytes and (left := deadline - time.monotonic()) > 0:
+            sock.settimeout(left)
+            got = sock.recv_into(_DISCARD)
+            if not got:
+                return  # the client closed its side: a plain close is clean
+            drained += got
+    except TimeoutError:
+        pass
+    except OSError:
+        return  # reset or gone already
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    except OSError:
+        pass
+
+
 class ThreadWorker(GThreadWorker):
     """gunicorn's gthread worker, lingering over a closing connection in its request thread."""
 
-    LINGER_MAX_S = 2.0
-    DRAIN_MAX = 65536
-
     def handle(self, conn: Any) -> Any:
         result = super().handle(conn)
-        if result is False:  # the connection ends: the main loop's close then finds it already drained
-            self._linger(conn.sock)
+        refused = result is True and ends_after_response(conn.sock)
+        if result is False or refused:  # the connection ends: the main loop's close finds it drained
+            linger_close(conn.sock, seconds=min(LINGER_S, self._read_timeout(conn.sock)))
+            return False
         return result
 
-    def _linger(self, sock: socket.socket) -> None:
-        """Send FIN, read what the client still sends until it closes (so closing does not reset a
-        response it is reading) or for at most the read timeout, then stop reading."""
+    @staticmethod
+    def _read_timeout(sock: socket.socket) -> float:
         try:
             timeval = sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, struct.calcsize("ll"))
-            seconds, micros = struct.unpack("ll", timeval)
-            deadline = time.monotonic() + min(seconds + micros / 1e6 or self.LINGER_MAX_S, self.LINGER_MAX_S)
-            sock.shutdown(socket.SHUT_WR)
-            drained = 0
-            while drained < self.DRAIN_MAX and (left := deadline - time.monotonic()) > 0:
-                sock.settimeout(left)
-                data = sock.recv(4096)
-                if not data:
-                    break
-                drained += len(data)
-        except OSError:  # closed, reset or timed out: nothing more to wait for
-            pass
-        finally:
-            try:
-                sock.shutdown(socket.SHUT_RD)
-            except OSError:
-                pass
+        except OSError:
+            return LINGER_S
+        seconds, micros = struct.unpack("ll", timeval)
+        return seconds + micros / 1e6 or LINGER_S
 
 
 class JobWorkers(DirtyApp):
@@ -166,9 +212,8 @@ class ServeApplication(BaseApplication):
         cfg = self.service_config
         settings = {
             "bind": [f"fd://{self.sock.fileno()}"],
-            "worker_class": ThreadWorker,
+            **self._web_worker(cfg),
             "workers": cfg.web_workers,
-            "threads": cfg.web_threads,
             "timeout": max(int(cfg.worker_timeout_s), 1),
             "graceful_timeout": max(int(cfg.worker_timeout_s), 1),
             "keepalive": 5,
@@ -188,10 +233,46 @@ class ServeApplication(BaseApplication):
         for key, value in settings.items():
             self.cfg.set(key, value)
 
+    @staticmethod
+    def _web_worker(cfg: ServiceConfig) -> dict[str, Any]:
+        """gunicorn settings of the web worker class ``cfg`` names."""
+        if cfg.web_worker_class == "gthread":
+            return {"worker_class": ThreadWorker, "threads": cfg.web_threads}
+        from webhooks.gevent_worker import Deadlines, DeadlineWorker
+
+        DeadlineWorker.deadlines = Deadlines(cfg.header_timeout_s, cfg.body_timeout_s, cfg.read_timeout_s)
+        return {"worker_class": DeadlineWorker, "worker_connections": connection_limit(cfg.web_connections)}
+
     def _post_worker_init(self, worker: Any) -> None:
         logging.getLogger("gunicorn.error").addFilter(SlowClientLog(self.service_config.read_timeout_s))
 
     def load(self) -> Any:
         from webhooks.app import create_app
 
-        return create_app(self.service_config)
+        return end_after_refusal(create_app(self.service_config))
+
+
+FD_RESERVE = 64  # descriptors a web process needs besides its connections (queue, logs, metrics files)
+
+
+def connection_limit(wanted: int) -> int:
+    """Raise this process's open-file limit (its web processes inherit it) as far as ``wanted``
+    connections need and the hard limit allows; the connections a web process can then hold."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    need = wanted + FD_RESERVE
+    if soft != resource.RLIM_INFINITY and soft < need:
+        target = need if hard == resource.RLIM_INFINITY else min(need, hard)
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+            soft = target
+        except (ValueError, OSError):
+            pass
+    if soft != resource.RLIM_INFINITY and soft < need:
+        fits = max(soft - FD_RESERVE, 1)
+        log.warning(
+            "the open-file limit (ulimit -n %d) allows %d connections per web process, not %d", soft, fits, wanted
+        )
+        return fits
+    return wanted

@@ -24,6 +24,12 @@ Service-only environment variables (all optional; read and checked by the settin
                             connection is closed (default 10)
   REVBOT_WORKER_TIMEOUT     seconds a web process may be unresponsive before gunicorn replaces
                             it (default 30); also the grace period of a stop
+  REVBOT_WEB_WORKER_CLASS   gevent (default: one event loop per web process, slow clients cost a
+                            greenlet each) or gthread (a pool of REVBOT_WEB_THREADS threads)
+  REVBOT_WEB_CONNECTIONS    connections one gevent web process holds at once (default 1000)
+  REVBOT_HEADER_TIMEOUT     seconds a client has to send a request's line and headers (default 10)
+  REVBOT_BODY_TIMEOUT       seconds a client has to send a request's body after its headers
+                            (default 10); see docs/security.md
 """
 
 from __future__ import annotations
@@ -81,6 +87,11 @@ class ServiceConfig:
     web_threads: int = 8
     read_timeout_s: float = 10.0
     worker_timeout_s: float = 30.0
+    # issue 22: the web worker and its per-request deadlines (docs/security.md)
+    web_worker_class: str = "gevent"
+    web_connections: int = 1000
+    header_timeout_s: float = 10.0
+    body_timeout_s: float = 10.0
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> ServiceConfig:
@@ -117,6 +128,10 @@ class ServiceConfig:
             web_threads=s.web_threads,
             read_timeout_s=s.read_timeout,
             worker_timeout_s=s.worker_timeout,
+            web_worker_class=s.web_worker_class,
+            web_connections=s.web_connections,
+            header_timeout_s=s.header_timeout,
+            body_timeout_s=s.body_timeout,
         )
         return base.with_overrides(overrides)
 
@@ -153,7 +168,11 @@ class ServiceConfig:
         for name in ("web_workers", "web_threads"):
             if getattr(self, name) < 1:
                 raise UsageError(f"{name.replace('_', ' ')} must be at least 1")
-        for name in ("read_timeout_s", "worker_timeout_s"):
+        if self.web_worker_class not in ("gevent", "gthread"):
+            raise UsageError(f"the web worker class must be gevent or gthread, not {self.web_worker_class!r}")
+        if self.web_connections < 1:
+            raise UsageError("web connections must be at least 1")
+        for name in ("read_timeout_s", "worker_timeout_s", "header_timeout_s", "body_timeout_s"):
             if getattr(self, name) <= 0:
                 raise UsageError(f"the {name[:-2].replace('_', ' ')} must be greater than 0 seconds")
 
