@@ -214,7 +214,31 @@ def _scrub_aws_secret(text: str) -> str:
 # --- URLs with a password ---------------------------------------------------------------------------
 
 # anchored on "://" (a literal the regex engine finds fast); the scheme in front does not matter
-_URL_CREDS = r"://[^\s:/?#@\"'`<>]{0,100}:(?P<pw>[^\s@\"'`<>]{1,200}?)@(?=[A-Za-z0-9\[_%])"
+_URL_CREDS = re.compile(r"://[^\s:/?#@\"'`<>]{0,100}:(?P<pw>[^\s\"'`<>]{1,200}?)@(?=[A-Za-z0-9\[_%])")
+# the rest of the authority after the first "@": an "@" in it means the password held one (pa@ss@host)
+_AUTHORITY_REST = re.compile(r"[^\s/?#\"'`<>@]{0,200}(?:@[^\s/?#\"'`<>@]{0,200}){0,8}")
+
+
+def _scrub_url_credentials(text: str) -> str:
+    """``scheme://user:password@host``: the password, up to the authority's last "@" (RFC 3986: the
+    user-info ends there), so ``mysql://root:pa@ss@host/db`` loses all of ``pa@ss``."""
+    out: list[str] = []
+    last = 0
+    for m in _URL_CREDS.finditer(text):
+        if m.start() < last:
+            continue
+        end = m.end("pw")
+        rest = _AUTHORITY_REST.match(text, m.end()).group(0)  # always matches, if only ""
+        if "@" in rest:
+            end = m.end() + rest.rindex("@")
+        password = text[m.start("pw") : end]
+        if _url_password_ok(password):
+            out += [text[last : m.start("pw")], PLACEHOLDER]
+            last = end
+    if not out:
+        return text
+    out.append(text[last:])
+    return "".join(out)
 
 
 def _url_password_ok(pw: str) -> bool:
@@ -227,15 +251,23 @@ def _url_password_ok(pw: str) -> bool:
 
 # a secret word ending a name, right before a separator, found in the lower-cased text (fast: no
 # case folding in the regex); "key" only counts after api/access/secret/... (see _KEY_PREFIX)
-_WORD_AT_SEP = re.compile(r"(?:pass(?:word|wd|phrase)?|pwd|secret|token|key)(?=[\"'`]?\]?[ \t]*[:=,])")
-_KEY_PREFIX = re.compile(r"(?:api|access|secret|private|signing|encryption|master|app)[_\-]?$")
+_WORD_AT_SEP = re.compile(
+    r"(?:pass(?:word|wd|phrase)?|pwd|secret|token|key(?:[_\-]?id)?|credentials?)(?=[\"'`]?\]?[ \t]*[:=,])"
+)
+# account/storage/subscription: Azure (AccountKey=, Ocp-Apim-Subscription-Key:); auth/service/
+# client/db/priv: the key names detect-secrets' keyword plugin lists
+_KEY_PREFIX = re.compile(
+    r"(?:api|access|secret|private|priv|signing|encryption|master|app|account|storage|subscription|auth|service"
+    r"|client|db|database)[_\-]?$"
+)
 _ASSIGN_TAIL = re.compile(
     r"(?P<close>[\"'`]?\]?)"
     r"(?P<annot>[ \t]*:[ \t]*[A-Za-z_][\w.\[\], |]{0,60}?(?=[ \t]*=[^=]))?"
     r"(?P<sep>[ \t]*(?P<op>:=|=>|=(?!~)|:(?![:=])|,)[ \t]*)"
-    r"(?P<value>[bBrRuUfF]{0,2}\"[^\"\n]{0,500}\"|[bBrRuUfF]{0,2}'[^'\n]{0,500}'|`[^`\n]{0,500}`"
+    r"(?P<value>[bBrRuUfF]{0,2}\"[^\"\n]{0,4096}\"|[bBrRuUfF]{0,2}'[^'\n]{0,4096}'|`[^`\n]{0,4096}`"
     r"|[^\s\"'`,;(){}\[\]<>|\\&]{1,500})"
 )
+_VALUE_RUN = re.compile(r"[^\s\"'`,;(){}\[\]<>|\\&]*")
 _NAME_CHARS = re.compile(r"[A-Za-z0-9_.\-]*$")
 _LINE_START = re.compile(r"[+\- ]?[ \t]*(?:(?:export|set|setx|env|arg|declare|readonly|local|-)[ \t]+)*", re.I)
 _AT_EOL = re.compile(r"[ \t]*(?:[#;].*)?")
@@ -281,9 +313,9 @@ def _secret_word(lowered: str, end: int) -> tuple[int, int] | None:
     m = _WORD_AT_SEP.search(lowered, max(0, end - 10))
     if m is None or m.end() != end:
         return None
-    if m.group(0) != "key":
+    if not m.group(0).startswith("key"):
         return m.span()
-    prefix = _KEY_PREFIX.search(lowered, max(0, m.start() - 12), m.start())
+    prefix = _KEY_PREFIX.search(lowered, max(0, m.start() - 16), m.start())
     return None if prefix is None else (prefix.start(), end)
 
 
@@ -333,16 +365,25 @@ def _assignment_value(text: str, ws: int, we: int, tail: re.Match[str]) -> tuple
         if not (len(value) >= 4 if is_password else _random_enough(value)):
             return None
         return start, start + len(value)
-    if not _unquoted_literal(tail, raw, name, name_start, is_password):
+    # the value pattern stops at 500 characters, so each candidate name scans at most that far; a
+    # longer value (an AWS session token) runs on to its end, found only for a name that binds one
+    end = tail.end("value")
+    if len(raw) == 500:
+        if _placeholder_like(raw, name) or not _random_enough(raw):
+            return None  # judged on its first 500 characters before its end is looked for
+        end = _VALUE_RUN.match(text, end).end()
+    if not _unquoted_literal(tail, raw, name, name_start, is_password, end):
         return None
-    return tail.start("value"), tail.end("value")
+    return tail.start("value"), end
 
 
-def _unquoted_literal(m: re.Match[str], value: str, name: str, name_start: int, is_password: bool) -> bool:
-    """Whether an unquoted value is a literal secret (.env, YAML, INI, flags, log lines) rather than
-    code (``pwd = os.getcwd()``, ``f(password=password)``, ``token: str``)."""
+def _unquoted_literal(
+    m: re.Match[str], value: str, name: str, name_start: int, is_password: bool, end: int
+) -> bool:
+    """Whether an unquoted value (ending at ``end``) is a literal secret (.env, YAML, INI, flags, log
+    lines) rather than code (``pwd = os.getcwd()``, ``f(password=password)``, ``token: str``)."""
     text = m.string
-    rest_of_line = _line_after(text, m.end())
+    rest_of_line = _line_after(text, end)
     op, sep = m.group("op"), m.group("sep")
     if rest_of_line[:1] in ("(", "[", ".") or (op == ":" and value[0] in _YAML_RESERVED):
         return False
@@ -422,8 +463,8 @@ def _scrub_assignments(text: str) -> str:
     last = 0
     for m in _WORD_AT_SEP.finditer(lowered):
         ws, we = m.span()
-        if m.group(0) == "key":  # only api_key, secretKey, ...: not cache_key, monkey
-            prefix = _KEY_PREFIX.search(lowered, max(0, ws - 12), ws)
+        if m.group(0).startswith("key"):  # only api_key, secretKey, private_key_id...: not cache_key, monkey
+            prefix = _KEY_PREFIX.search(lowered, max(0, ws - 16), ws)
             if prefix is None:
                 continue
             ws = prefix.start()
@@ -442,13 +483,78 @@ def _scrub_assignments(text: str) -> str:
     return "".join(out)
 
 
+# --- command-line flags whose value follows a space --------------------------------------------------
+
+# --password VALUE, --account-key VALUE, --client-secret VALUE; -p VALUE after -u USER (az, docker,
+# twine, mysql login lines)
+_FLAG_VALUE = re.compile(
+    r"(?<![\w\-])(?P<flag>--[A-Za-z][\w\-]{0,60}|-p)[ \t]+"
+    r"(?P<value>\"[^\"\n]{1,4096}\"|'[^'\n]{1,4096}'|[^\s\"'`|;&<>()]{1,4096})"
+)
+_USER_FLAG = re.compile(r"(?:^|[ \t])(?:-u|--user(?:name)?)[ \t=]")
+
+
+def _flag_is_secret(text: str, m: re.Match[str]) -> tuple[str, bool] | None:
+    """(the flag's name, whether it names a password) when the flag takes a secret."""
+    flag = m.group("flag")
+    if flag == "-p":
+        return ("password", True) if _USER_FLAG.search(_line_before(text, m.start())) else None
+    name = flag[2:]
+    word = _secret_word(name.lower() + "=", len(name))
+    if word is None or "public" in name.lower():
+        return None
+    return name, name[word[0]] in "pP"
+
+
+def _scrub_flags(text: str) -> str:
+    def sub(m: re.Match[str]) -> str:
+        found = _flag_is_secret(text, m)
+        raw = m.group("value")
+        quoted = raw[0] in "\"'"
+        value = raw[1:-1] if quoted else raw
+        if found is None or value.startswith("-"):
+            return m.group(0)
+        name, is_password = found
+        if _placeholder_like(value, name) or not (len(value) >= 4 if is_password else _random_enough(value)):
+            return m.group(0)
+        start = m.start("value") - m.start(0) + quoted
+        return m.group(0)[:start] + PLACEHOLDER + m.group(0)[start + len(value) :]
+
+    return _FLAG_VALUE.sub(sub, text)
+
+
+# --- keys whose shape alone names them (detect-secrets has a plugin for each) --------------------
+
+_VENDOR_KEY = re.compile(
+    r"(?<![A-Za-z0-9_\-.])(?:"
+    r"SG\.[A-Za-z0-9_\-]{22}\.[A-Za-z0-9_\-]{43}"  # SendGrid
+    r"|[0-9a-f]{32}-us[0-9]{1,2}"  # Mailchimp
+    r"|(?:AC|SK)[0-9a-f]{32}"  # Twilio
+    r"|[MNO][A-Za-z0-9_\-]{23,25}\.[A-Za-z0-9_\-]{6}\.[A-Za-z0-9_\-]{27}"  # Discord bot
+    r"|[0-9]{8,10}:[A-Za-z0-9_\-]{35}"  # Telegram bot
+    r"|sq0(?:csp|atp)-[A-Za-z0-9_\-]{22,43}"  # Square
+    r"|AKC[A-Za-z0-9]{10,}"  # Artifactory
+    r")(?![A-Za-z0-9_\-])"
+)
+
+
+def _scrub_vendor_keys(text: str) -> str:
+    def sub(m: re.Match[str]) -> str:
+        value = m.group(0)
+        if not _has_letter_and_digit(value) or (value[0] in "MNO" and not _mixed_case_digits(value)):
+            return value  # a word or an identifier that merely has the shape
+        return PLACEHOLDER
+
+    return _VENDOR_KEY.sub(sub, text)
+
+
 # --- authorization headers --------------------------------------------------------------------------
 
 _AUTH_HEADER = re.compile(
     r"(?i)(?<![A-Za-z0-9_\-])(?:proxy-)?authorization[\"'`]?\]?[ \t]*[:=][ \t]*[\"'`]?[ \t]*"
-    r"(?P<scheme>(?:bearer|token|basic|digest)[ \t]+)?(?P<value>[A-Za-z0-9_\-.~+/]{8,}=*)"
+    r"(?P<scheme>(?:bearer|token|basic|digest)\\?[ \t]+)?(?P<value>[A-Za-z0-9_\-.~+/]{8,}=*)"
 )
-_BEARER = re.compile(r"(?<![A-Za-z0-9])(?i:bearer)[ \t]+(?P<value>[A-Za-z0-9_\-.~+/]{16,}=*)")
+_BEARER = re.compile(r"(?<![A-Za-z0-9])(?i:bearer)\\?[ \t]+(?P<value>[A-Za-z0-9_\-.~+/]{16,}=*)")
 
 
 def _scrub_auth_headers(text: str) -> str:
@@ -530,8 +636,10 @@ _RULES: list[_Rule] = [
         _replace_all(r"(?<![A-Za-z0-9_\-])eyJ[A-Za-z0-9_\-]{8,}\.eyJ[A-Za-z0-9_\-]{8,}\.[A-Za-z0-9_\-]{8,}"),
     ),
     _Rule("authorization-header", ("authorization", "bearer"), _scrub_auth_headers),
-    _Rule("url-credentials", ("://",), _replace_group(_URL_CREDS, "pw", _url_password_ok)),
-    _Rule("assignment", ("pass", "pwd", "secret", "token", "key"), _scrub_assignments),
+    _Rule("url-credentials", ("://",), _scrub_url_credentials),
+    _Rule("command-line-flag", ("--", "-p"), _scrub_flags),
+    _Rule("vendor-key", ("sg.", "-us", "ac", "sk", ".", ":", "sq0", "akc"), _scrub_vendor_keys),
+    _Rule("assignment", ("pass", "pwd", "secret", "token", "key", "credential"), _scrub_assignments),
 ]
 
 PATTERN_NAMES = [rule.name for rule in _RULES]

@@ -192,10 +192,14 @@ def _serve(cfg: Any, host: str, port: int) -> None:
     mode = " (dry run: reviews are logged, not posted)" if cfg.dry_run else ""
     bound = sock.getsockname()[1]
     shown = f"[{host}]" if ":" in host else host
-    info(
-        f"revbot serving on http://{shown}:{bound} with {cfg.web_workers} web process(es) x {cfg.web_threads} "
-        f"thread(s) and {cfg.workers} queue worker(s), queue {spec}{mode}"
-    )
+    if cfg.web_worker_class == "gthread":
+        web = f"{cfg.web_workers} web process(es) x {cfg.web_threads} thread(s)"
+    else:
+        web = (
+            f"{cfg.web_workers} gevent web process(es) (headers within {cfg.header_timeout_s:g}s, "
+            f"bodies within {cfg.body_timeout_s:g}s)"
+        )
+    info(f"revbot serving on http://{shown}:{bound} with {web} and {cfg.workers} queue worker(s), queue {spec}{mode}")
     ServeApplication(cfg, sock, log_level=level).run()  # gunicorn owns the socket from here and closes it
 
 

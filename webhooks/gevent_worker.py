@@ -16,8 +16,11 @@ body deadline, whatever it does.
 
 Only this module imports gevent, and only gunicorn's web processes patch the standard library
 (gunicorn does it after forking a web process): the master and the queue-worker process, where the
-model and its threads run, stay unpatched. The web process does its queue writes (SQLite, Redis)
-and its metrics with sockets, locks and thread-locals created after the patch.
+model and its threads run, stay unpatched. The web process makes its queue's sockets, locks and
+thread-locals after the patch. A SQLite queue's calls run in one native thread of the web process
+(``offload_sqlite``): SQLite holds the calling thread while it works or waits for another
+process's write lock, which in a greenlet would stop the whole event loop; in a thread, requests
+are parsed meanwhile, as gthread's threads did. Redis is reached through patched sockets.
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ from typing import Any
 
 from gevent import socket as gsocket
 from gevent.monkey import MonkeyPatchWarning
+from gevent.threadpool import ThreadPool
 from gunicorn.workers.ggevent import GeventWorker
 
 from webhooks.server import ends_after_response, linger_close
@@ -96,6 +100,29 @@ class DeadlineSocket(gsocket.socket):
     def sendall(self, data: Any, flags: int = 0) -> Any:
         self.timeout = self.deadlines.idle_s  # a client that reads nothing does not hold its greenlet
         return super().sendall(data, flags)
+
+
+class InThread:
+    """``target`` with every method call run in ``pool``'s native thread (the calling greenlet
+    waits without stopping the loop); the attributes named in ``nested`` are wrapped the same way."""
+
+    def __init__(self, target: Any, pool: ThreadPool, nested: tuple[str, ...] = ()):
+        self._target, self._pool, self._nested = target, pool, nested
+
+    def __getattr__(self, name: str) -> Any:
+        value = getattr(self._target, name)
+        if name in self._nested:
+            return InThread(value, self._pool)
+        if callable(value):
+            return lambda *args, **kwargs: self._pool.apply(value, args, kwargs)
+        return value
+
+
+def offload_sqlite(service: Any) -> None:
+    """Route a SQLite queue's calls (the webhook view's, /healthz's, /metrics') through one native
+    thread; one, so transactions of this process never wait for each other in SQLite."""
+    if service.queue.spec.kind == "sqlite":
+        service.queue = InThread(service.queue, ThreadPool(1), nested=("store",))
 
 
 class DeadlineWorker(GeventWorker):

@@ -247,9 +247,14 @@ class ServeApplication(BaseApplication):
         logging.getLogger("gunicorn.error").addFilter(SlowClientLog(self.service_config.read_timeout_s))
 
     def load(self) -> Any:
-        from webhooks.app import create_app
+        from webhooks.app import EXTENSION, create_app
 
-        return end_after_refusal(create_app(self.service_config))
+        app = create_app(self.service_config)
+        if self.service_config.web_worker_class == "gevent":
+            from webhooks.gevent_worker import offload_sqlite
+
+            offload_sqlite(app.extensions[EXTENSION])
+        return end_after_refusal(app)
 
 
 FD_RESERVE = 64  # descriptors a web process needs besides its connections (queue, logs, metrics files)
