@@ -101,6 +101,16 @@ def _mixed_case_digits(v: str) -> bool:
     return any(c.isupper() for c in v) and any(c.islower() for c in v) and any(c.isdigit() for c in v)
 
 
+def _random_letters(v: str) -> bool:
+    """Letters drawn at random (a key without digits), not a CamelCase name: long, about as many
+    capitals as small letters, and the case changing often."""
+    if len(v) < 20 or not v.isalpha():
+        return False
+    upper = sum(c.isupper() for c in v)
+    switches = sum(a.isupper() != b.isupper() for a, b in zip(v, v[1:]))
+    return 0.25 * len(v) <= upper <= 0.75 * len(v) and switches >= len(v) / 4
+
+
 def _random_enough(v: str) -> bool:
     """A token or key: no spaces, and digits mixed with letters (or long and mixed-case)."""
     if len(v) < 8 or any(c.isspace() or c in "<>[]{}|\\" for c in v):  # not regexes or special tokens
@@ -228,7 +238,8 @@ def _scrub_url_credentials(text: str) -> str:
         if m.start() < last:
             continue
         end = m.end("pw")
-        rest = _AUTHORITY_REST.match(text, m.end()).group(0)  # always matches, if only ""
+        found = _AUTHORITY_REST.match(text, m.end())  # matches always, if only ""
+        rest = found.group(0) if found else ""
         if "@" in rest:
             end = m.end() + rest.rindex("@")
         password = text[m.start("pw") : end]
@@ -244,6 +255,8 @@ def _scrub_url_credentials(text: str) -> str:
 def _url_password_ok(pw: str) -> bool:
     if re.fullmatch(r"\d{1,5}(?:[/?#].*)?", pw):  # host:port/path@..., not a password
         return False
+    if "@" in pw:  # pa@ss: no placeholder has an @, though without it the letters may spell one
+        return _TEMPLATE.search(pw) is None
     return not _placeholder_like(pw, "password")
 
 
@@ -371,15 +384,14 @@ def _assignment_value(text: str, ws: int, we: int, tail: re.Match[str]) -> tuple
     if len(raw) == 500:
         if _placeholder_like(raw, name) or not _random_enough(raw):
             return None  # judged on its first 500 characters before its end is looked for
-        end = _VALUE_RUN.match(text, end).end()
+        run = _VALUE_RUN.match(text, end)  # matches always, if only ""
+        end = run.end() if run else end
     if not _unquoted_literal(tail, raw, name, name_start, is_password, end):
         return None
     return tail.start("value"), end
 
 
-def _unquoted_literal(
-    m: re.Match[str], value: str, name: str, name_start: int, is_password: bool, end: int
-) -> bool:
+def _unquoted_literal(m: re.Match[str], value: str, name: str, name_start: int, is_password: bool, end: int) -> bool:
     """Whether an unquoted value (ending at ``end``) is a literal secret (.env, YAML, INI, flags, log
     lines) rather than code (``pwd = os.getcwd()``, ``f(password=password)``, ``token: str``)."""
     text = m.string
@@ -420,7 +432,7 @@ def _unquoted_literal(
     if before[-1:] in "(,[{.=:":
         return False  # a keyword argument, a dict entry, an attribute: code
     # key=value inside a log line, a connection string or a shell command
-    return op == "=" or (not identifier_only and not dotted and _has_letter_and_digit(value))
+    return op == "=" or (not dotted and (_has_letter_and_digit(value) or _random_letters(value)))
 
 
 # <password>value</password> (Maven, NuGet, app configs) and .netrc's "machine h login u password p"
@@ -491,6 +503,7 @@ _FLAG_VALUE = re.compile(
     r"(?<![\w\-])(?P<flag>--[A-Za-z][\w\-]{0,60}|-p)[ \t]+"
     r"(?P<value>\"[^\"\n]{1,4096}\"|'[^'\n]{1,4096}'|[^\s\"'`|;&<>()]{1,4096})"
 )
+_NOT_A_PASSWORD = re.compile(r"[\d:./]+")  # docker run -u 1000 -p 8080:80: a port mapping
 _USER_FLAG = re.compile(r"(?:^|[ \t])(?:-u|--user(?:name)?)[ \t=]")
 
 
@@ -512,7 +525,7 @@ def _scrub_flags(text: str) -> str:
         raw = m.group("value")
         quoted = raw[0] in "\"'"
         value = raw[1:-1] if quoted else raw
-        if found is None or value.startswith("-"):
+        if found is None or value.startswith("-") or _NOT_A_PASSWORD.fullmatch(value):
             return m.group(0)
         name, is_password = found
         if _placeholder_like(value, name) or not (len(value) >= 4 if is_password else _random_enough(value)):

@@ -821,7 +821,7 @@ def k_azure_storage(rng):
             f'AZURE_STORAGE_CONNECTION_STRING="{conn}"',
             f"export AZURE_STORAGE_CONNECTION_STRING='{conn}'",
             f'    "StorageConnection": "{conn}",',
-            f"az storage blob upload --connection-string \"{conn}\" -f build.zip -c drops",
+            f'az storage blob upload --connection-string "{conn}" -f build.zip -c drops',
             f"AccountKey={key}",
             f"curl -H 'AccountKey: {key}' https://{account}.blob.core.windows.net/drops",
             f'  "AccountKey": "{key}",',
@@ -846,7 +846,7 @@ def k_azure_shared_access(rng):
             f'    "EventHubConnection": "{conn}"',
             f"client = ServiceBusClient.from_connection_string('{conn}')",
             f"SharedAccessKey={key}",
-            f'HostName=hub01.azure-devices.net;DeviceId=sensor-7;SharedAccessKey={key}',
+            f"HostName=hub01.azure-devices.net;DeviceId=sensor-7;SharedAccessKey={key}",
         ],
     )
     return _one(line, key)
