@@ -375,6 +375,8 @@ def _assignment_value(text: str, ws: int, we: int, tail: re.Match[str]) -> tuple
         value = unprefixed[1:-1]
         if _placeholder_like(value, name) or len(value.split()) > 4:
             return None
+        if _DOTTED.fullmatch(value) and not _has_letter_and_digit(value):
+            return None  # "network.ContinueWithAuthParameters_Credentials": a name, not a key
         if not (len(value) >= 4 if is_password else _random_enough(value)):
             return None
         return start, start + len(value)
@@ -500,16 +502,17 @@ def _scrub_assignments(text: str) -> str:
 # --password VALUE, --account-key VALUE, --client-secret VALUE; -p VALUE after -u USER (az, docker,
 # twine, mysql login lines)
 _FLAG_VALUE = re.compile(
-    r"(?<![\w\-])(?P<flag>--[A-Za-z][\w\-]{0,60}|-p)[ \t]+"
-    r"(?P<value>\"[^\"\n]{1,4096}\"|'[^'\n]{1,4096}'|[^\s\"'`|;&<>()]{1,4096})"
+    r"-(?P<flag>-(?i:(?:[a-z][\w\-]{0,60}?)?(?:pass(?:word|wd|phrase)?|pwd|secret|token|key(?:[_\-]?id)?|credentials?))"
+    r"|p)[ \t]+(?P<value>\"[^\"\n]{1,4096}\"|'[^'\n]{1,4096}'|[^\s\"'`|;&<>()]{1,4096})"
 )
+_FLAG_EDGE = re.compile(r"[\w\-]")
 _NOT_A_PASSWORD = re.compile(r"[\d:./]+")  # docker run -u 1000 -p 8080:80: a port mapping
 _USER_FLAG = re.compile(r"(?:^|[ \t])(?:-u|--user(?:name)?)[ \t=]")
 
 
 def _flag_is_secret(text: str, m: re.Match[str]) -> tuple[str, bool] | None:
     """(the flag's name, whether it names a password) when the flag takes a secret."""
-    flag = m.group("flag")
+    flag = "-" + m.group("flag")
     if flag == "-p":
         return ("password", True) if _USER_FLAG.search(_line_before(text, m.start())) else None
     name = flag[2:]
@@ -521,6 +524,8 @@ def _flag_is_secret(text: str, m: re.Match[str]) -> tuple[str, bool] | None:
 
 def _scrub_flags(text: str) -> str:
     def sub(m: re.Match[str]) -> str:
+        if m.start() and _FLAG_EDGE.match(text, m.start() - 1):
+            return m.group(0)  # inside a word: some-path, not a flag
         found = _flag_is_secret(text, m)
         raw = m.group("value")
         quoted = raw[0] in "\"'"
@@ -530,6 +535,8 @@ def _scrub_flags(text: str) -> str:
         name, is_password = found
         if _placeholder_like(value, name) or not (len(value) >= 4 if is_password else _random_enough(value)):
             return m.group(0)
+        if value.isalpha() and value.islower():
+            return m.group(0)  # "the --username and --password options": prose, not a password
         start = m.start("value") - m.start(0) + quoted
         return m.group(0)[:start] + PLACEHOLDER + m.group(0)[start + len(value) :]
 
@@ -538,27 +545,45 @@ def _scrub_flags(text: str) -> str:
 
 # --- keys whose shape alone names them (detect-secrets has a plugin for each) --------------------
 
-_VENDOR_KEY = re.compile(
-    r"(?<![A-Za-z0-9_\-.])(?:"
-    r"SG\.[A-Za-z0-9_\-]{22}\.[A-Za-z0-9_\-]{43}"  # SendGrid
-    r"|[0-9a-f]{32}-us[0-9]{1,2}"  # Mailchimp
-    r"|(?:AC|SK)[0-9a-f]{32}"  # Twilio
-    r"|[MNO][A-Za-z0-9_\-]{23,25}\.[A-Za-z0-9_\-]{6}\.[A-Za-z0-9_\-]{27}"  # Discord bot
-    r"|[0-9]{8,10}:[A-Za-z0-9_\-]{35}"  # Telegram bot
-    r"|sq0(?:csp|atp)-[A-Za-z0-9_\-]{22,43}"  # Square
-    r"|AKC[A-Za-z0-9]{10,}"  # Artifactory
-    r")(?![A-Za-z0-9_\-])"
-)
+_EDGE = re.compile(r"[A-Za-z0-9_\-.]")  # a character a key runs on into: no key starts or ends beside one
+
+# Each shape is found from a literal part of it (the regex engine searches literals fast), then the
+# rest before that part is checked in a window: (anchor, what must end right before it, or None)
+_VENDOR_KEYS: list[tuple[re.Pattern[str], re.Pattern[str] | None]] = [
+    (re.compile(r"SG\.[A-Za-z0-9_\-]{22}\.[A-Za-z0-9_\-]{43}"), None),  # SendGrid
+    (re.compile(r"-us[0-9]{1,2}"), re.compile(r"[0-9a-f]{32}$")),  # Mailchimp
+    (re.compile(r"AC[0-9a-f]{32}"), None),  # Twilio account SID
+    (re.compile(r"SK[0-9a-f]{32}"), None),  # Twilio API key SID
+    (re.compile(r"\.[A-Za-z0-9_\-]{6}\.[A-Za-z0-9_\-]{27}"), re.compile(r"[MNO][A-Za-z0-9_\-]{23,25}$")),  # Discord
+    (re.compile(r":[A-Za-z0-9_\-]{35}"), re.compile(r"[0-9]{8,10}$")),  # Telegram bot
+    (re.compile(r"sq0(?:csp|atp)-[A-Za-z0-9_\-]{22,43}"), None),  # Square
+    (re.compile(r"AKC[A-Za-z0-9]{10,}"), None),  # Artifactory
+]
+
+
+def _vendor_spans(text: str, anchor: re.Pattern[str], head: re.Pattern[str] | None) -> list[tuple[int, int]]:
+    spans: list[tuple[int, int]] = []
+    for m in anchor.finditer(text):
+        start = m.start()
+        if head is not None:
+            found = head.search(text, max(0, start - 40), start)
+            if found is None:
+                continue
+            start = found.start()
+        if (start and _EDGE.match(text, start - 1)) or _EDGE.match(text, m.end()):
+            continue  # part of a longer word or token
+        value = text[start : m.end()]
+        if _has_letter_and_digit(value) and (value[0] not in "MNO" or _mixed_case_digits(value)):
+            spans.append((start, m.end()))
+    return spans
 
 
 def _scrub_vendor_keys(text: str) -> str:
-    def sub(m: re.Match[str]) -> str:
-        value = m.group(0)
-        if not _has_letter_and_digit(value) or (value[0] in "MNO" and not _mixed_case_digits(value)):
-            return value  # a word or an identifier that merely has the shape
-        return PLACEHOLDER
-
-    return _VENDOR_KEY.sub(sub, text)
+    for anchor, head in _VENDOR_KEYS:
+        spans = _vendor_spans(text, anchor, head)
+        for start, end in reversed(spans):
+            text = text[:start] + PLACEHOLDER + text[end:]
+    return text
 
 
 # --- authorization headers --------------------------------------------------------------------------
@@ -651,7 +676,7 @@ _RULES: list[_Rule] = [
     _Rule("authorization-header", ("authorization", "bearer"), _scrub_auth_headers),
     _Rule("url-credentials", ("://",), _scrub_url_credentials),
     _Rule("command-line-flag", ("--", "-p"), _scrub_flags),
-    _Rule("vendor-key", ("sg.", "-us", "ac", "sk", ".", ":", "sq0", "akc"), _scrub_vendor_keys),
+    _Rule("vendor-key", ("sg.", "-us", "ac", "sk", ".", ":", "sq0", "akc"), _scrub_vendor_keys),  # found by shape
     _Rule("assignment", ("pass", "pwd", "secret", "token", "key", "credential"), _scrub_assignments),
 ]
 

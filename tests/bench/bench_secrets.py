@@ -56,6 +56,7 @@ def load_baseline(rev: str) -> types.ModuleType | None:
         print(f"baseline {rev}: not available ({exc}); skipping the before column", file=sys.stderr)
         return None
     module = types.ModuleType("secrets_before")
+    sys.modules[module.__name__] = module  # dataclasses look their module up there
     exec(compile(source, f"{rev}:bot/secrets.py", "exec"), module.__dict__)
     return module
 
