@@ -114,7 +114,9 @@ def _warn_without_credentials(cfg: Any) -> None:
     "--web-workers", type=click.IntRange(min=1), help="gunicorn web processes (default 2). [REVBOT_WEB_WORKERS]"
 )
 @click.option(
-    "--web-threads", type=click.IntRange(min=1), help="Threads per web process (default 8). [REVBOT_WEB_THREADS]"
+    "--web-threads",
+    type=click.IntRange(min=1),
+    help="Threads per web process with REVBOT_WEB_WORKER_CLASS=gthread (default 8). [REVBOT_WEB_THREADS]",
 )
 @click.option(
     "--read-timeout",
