@@ -37,7 +37,7 @@ from gevent.monkey import MonkeyPatchWarning
 from gevent.threadpool import ThreadPool
 from gunicorn.workers.ggevent import GeventWorker
 
-from webhooks.server import ends_after_response, linger_close
+from webhooks.connections import ends_after_response, linger_close
 
 log = logging.getLogger(__name__)
 
