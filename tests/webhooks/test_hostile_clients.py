@@ -191,3 +191,21 @@ def test_slow_connections_are_cut_off_at_their_deadline_and_never_delay_deliveri
     assert max(cut) < DEADLINE_S + 2.0, f"the last slow connection was cut off after {max(cut):.1f} s"
     assert all(data == b"" for data, _ in closed[:300])  # no request: nothing to answer
     assert all(data.startswith(b"HTTP/1.1 408") for data, _ in closed[300:])  # the body deadline
+
+
+def test_serve_raises_the_open_file_limit_or_serves_fewer_connections(tmp_path):
+    """Each connection is a file descriptor: the soft limit is raised as far as the connections need
+    (and the hard limit allows); past the hard limit, fewer connections per process, with a warning."""
+    import subprocess
+    import sys
+
+    script = (
+        "import resource, logging; logging.basicConfig(level=logging.WARNING)\n"
+        "from webhooks.server import connection_limit\n"
+        "resource.setrlimit(resource.RLIMIT_NOFILE, (128, 512))\n"
+        "print(connection_limit(300), resource.getrlimit(resource.RLIMIT_NOFILE)[0])\n"
+        "print(connection_limit(1000), resource.getrlimit(resource.RLIMIT_NOFILE)[0])\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=True)
+    assert done.stdout.split() == ["300", "364", "448", "512"]
+    assert "allows 448 connections per web process, not 1000" in done.stderr
