@@ -120,6 +120,9 @@ def _random_enough(v: str) -> bool:
     return len(v) >= 20 and any(c.isupper() for c in v) and any(c.islower() for c in v)
 
 
+_RANDOM_AFTER_DOLLAR = re.compile(r"\$[A-Z0-9]*[0-9][A-Z0-9]*[0-9][A-Z0-9]*[0-9][A-Z0-9]*")
+
+
 def _placeholder_like(v: str, name: str) -> bool:
     """Values that are not secrets whatever name they are bound to."""
     low = v.lower()
@@ -127,7 +130,7 @@ def _placeholder_like(v: str, name: str) -> bool:
     names = {re.sub(r"[^a-z0-9]", "", part) for part in (name.lower(), name.lower().rsplit(".", 1)[-1])}
     return (
         PLACEHOLDER in v
-        or _TEMPLATE.search(v) is not None
+        or (_TEMPLATE.search(v) is not None and not _RANDOM_AFTER_DOLLAR.fullmatch(v))  # $VM1A839FRT5X: a key
         or (_PRINTF.search(v) is not None and (len(v) <= 24 or " " in v))
         or norm.strip("x") == ""  # ****, xxxx, :****
         or (_PATHLIKE.fullmatch(v) is not None and not _mixed_case_digits(v))  # /run/secrets/db, not /9dXZD/...
@@ -578,7 +581,15 @@ def _vendor_spans(text: str, anchor: re.Pattern[str], head: re.Pattern[str] | No
     return spans
 
 
+# one search that rejects a text holding none of the anchors (most log lines) before the eight above
+_ANY_VENDOR_ANCHOR = re.compile(
+    r"SG\.|-us[0-9]|AC[0-9a-f]{32}|SK[0-9a-f]{32}|\.[A-Za-z0-9_\-]{6}\.[A-Za-z0-9_\-]{27}|:[A-Za-z0-9_\-]{35}|sq0|AKC"
+)
+
+
 def _scrub_vendor_keys(text: str) -> str:
+    if _ANY_VENDOR_ANCHOR.search(text) is None:
+        return text
     for anchor, head in _VENDOR_KEYS:
         spans = _vendor_spans(text, anchor, head)
         for start, end in reversed(spans):
@@ -676,7 +687,7 @@ _RULES: list[_Rule] = [
     _Rule("authorization-header", ("authorization", "bearer"), _scrub_auth_headers),
     _Rule("url-credentials", ("://",), _scrub_url_credentials),
     _Rule("command-line-flag", ("--", "-p"), _scrub_flags),
-    _Rule("vendor-key", ("sg.", "-us", "ac", "sk", ".", ":", "sq0", "akc"), _scrub_vendor_keys),  # found by shape
+    _Rule("vendor-key", (), _scrub_vendor_keys),  # no hint: it rejects a text by one search of its own
     _Rule("assignment", ("pass", "pwd", "secret", "token", "key", "credential"), _scrub_assignments),
 ]
 
@@ -686,11 +697,14 @@ PATTERN_NAMES = [rule.name for rule in _RULES]
 _ANY_HINT = re.compile("|".join(sorted({re.escape(h) for rule in _RULES for h in rule.hints}, key=len, reverse=True)))
 
 
+_ALWAYS = [rule for rule in _RULES if not rule.hints]
+
+
 def _candidates(text: str) -> list[_Rule]:
     lowered = text.lower()
     if _ANY_HINT.search(lowered) is None:
-        return []
-    return [rule for rule in _RULES if any(hint in lowered for hint in rule.hints)]
+        return _ALWAYS
+    return [rule for rule in _RULES if not rule.hints or any(hint in lowered for hint in rule.hints)]
 
 
 def scrub_text(text: str | None) -> str | None:
