@@ -85,7 +85,7 @@ class WebService:
         workers: list[dict[str, Any]] = []
         if status == 200:
             try:
-                workers = self.queue.store.workers(max_age=max(3 * self.config.lease_s, 30.0))
+                workers = self.queue.store.workers(max_age=max(3 * self.config.settings.worker_lease, 30.0))
             except Exception as exc:  # the queue answered; only the workers' reports are unreadable
                 log.warning(
                     "health: cannot read the workers' reports: %s",
@@ -113,7 +113,7 @@ class WebService:
                 ("revbot_jobs", {"state": state}, n) for state, n in self.queue.store.counts().items()
             ]
             out.append(("revbot_queue_depth", None, self.queue.size()))
-            workers = self.queue.store.workers(max_age=max(3 * self.config.lease_s, 30.0))
+            workers = self.queue.store.workers(max_age=max(3 * self.config.settings.worker_lease, 30.0))
             out.append(("revbot_model_loaded", None, 1 if any(w.get("model_loaded") for w in workers) else 0))
             return out + [("revbot_up", None, 1)]
         except Exception as exc:  # the scrape still answers: revbot_up 0 says why the rest is missing
@@ -123,7 +123,7 @@ class WebService:
     def may_read_internals(self, headers: Mapping[str, str], remote_addr: str | None) -> bool:
         """Queue depth, job counts and model errors are for operators: the bearer of the metrics
         token, or (no token set) a client on this machine that came through no proxy."""
-        token = self.config.metrics_token
+        token = self.config.settings.secret("metrics_token")
         if token:
             given = headers.get("Authorization") or ""
             scheme, _, value = given.partition(" ")
@@ -141,30 +141,19 @@ def create_app(config: ServiceConfig | Mapping[str, Any] | None = None, *, queue
     cfg.check()
     if cfg.insecure_no_signature:
         log.warning("webhook signatures are NOT checked (--insecure-no-signature): use this only locally")
-    queue = queue or open_queue(cfg.queue, cfg.home, retention_s=cfg.retention_s)
+    queue = queue or open_queue(cfg.settings.queue, cfg.settings.home, retention_s=cfg.retention_s)
     service = WebService(cfg, queue)
 
     app = Flask("webhooks")
-    app.config["MAX_CONTENT_LENGTH"] = cfg.max_body_bytes
+    app.config["MAX_CONTENT_LENGTH"] = cfg.settings.webhook_max_body
     app.extensions[EXTENSION] = service
 
     @app.post("/webhook")
     def webhook() -> Any:
         metrics = service.metrics
-        length = request.content_length
-        if length is not None and length > cfg.max_body_bytes:
-            metrics.inc("revbot_webhook_deliveries_total", {"event": "unverified", "outcome": "too_large"})
-            return _error(413, f"body of {length} bytes is over the {cfg.max_body_bytes}-byte limit")
-        try:
-            body = _read_body(cfg.max_body_bytes)
-        except (ClientDisconnected, TimeoutError, BlockingIOError) as exc:  # issue 22: a body too slow
-            if not _timed_out(exc):
-                raise
-            metrics.inc("revbot_webhook_deliveries_total", {"event": "unverified", "outcome": "too_slow"})
-            return _error(408, "the request body did not arrive in time")
+        body, refusal = _receive_body(cfg.settings.webhook_max_body, metrics)
         if body is None:
-            metrics.inc("revbot_webhook_deliveries_total", {"event": "unverified", "outcome": "too_large"})
-            return _error(413, f"body over the {cfg.max_body_bytes}-byte limit")
+            return refusal
         if not cfg.insecure_no_signature:
             try:
                 verify(body, request.headers.get(SIGNATURE_HEADER), cfg.secret or "")
@@ -192,7 +181,7 @@ def create_app(config: ServiceConfig | Mapping[str, Any] | None = None, *, queue
     @app.errorhandler(413)
     def too_large(_exc: Any) -> Any:
         service.metrics.inc("revbot_webhook_deliveries_total", {"event": "unverified", "outcome": "too_large"})
-        return _error(413, f"body over the {cfg.max_body_bytes}-byte limit")
+        return _error(413, f"body over the {cfg.settings.webhook_max_body}-byte limit")
 
     @app.errorhandler(RevbotError)
     def revbot_error(exc: RevbotError) -> Any:
@@ -209,9 +198,9 @@ def create_app(config: ServiceConfig | Mapping[str, Any] | None = None, *, queue
     def metrics_view() -> Response:
         if not service.may_read_internals(request.headers, request.remote_addr):
             return _error(
-                401 if cfg.metrics_token else 403,
+                401 if cfg.settings.metrics_token else 403,
                 "/metrics needs the REVBOT_METRICS_TOKEN bearer token"
-                if cfg.metrics_token
+                if cfg.settings.metrics_token
                 else "/metrics is answered only on this machine; set REVBOT_METRICS_TOKEN to read it remotely",
             )
         return Response(service.metrics.render(), content_type=CONTENT_TYPE)
@@ -234,6 +223,26 @@ def _read_body(cap: int) -> bytes | None:
         chunks.append(chunk)
         size += len(chunk)
     return None if size > cap else b"".join(chunks)
+
+
+def _receive_body(cap: int, metrics: Metrics) -> tuple[bytes | None, Any]:
+    """(the body, None), or (None, the answer refusing it): 413 over ``cap`` bytes, 408 when it did
+    not arrive by its deadline (issue 22; the web worker then ends the connection)."""
+    length = request.content_length
+    if length is not None and length > cap:
+        metrics.inc("revbot_webhook_deliveries_total", {"event": "unverified", "outcome": "too_large"})
+        return None, _error(413, f"body of {length} bytes is over the {cap}-byte limit")
+    try:
+        body = _read_body(cap)
+    except (ClientDisconnected, TimeoutError, BlockingIOError) as exc:
+        if not _timed_out(exc):
+            raise
+        metrics.inc("revbot_webhook_deliveries_total", {"event": "unverified", "outcome": "too_slow"})
+        return None, _error(408, "the request body did not arrive in time")
+    if body is None:
+        metrics.inc("revbot_webhook_deliveries_total", {"event": "unverified", "outcome": "too_large"})
+        return None, _error(413, f"body over the {cap}-byte limit")
+    return body, None
 
 
 def _timed_out(exc: BaseException) -> bool:

@@ -40,6 +40,7 @@ from gunicorn.app.base import BaseApplication
 from gunicorn.dirty import DirtyApp
 from gunicorn.workers.gthread import ThreadWorker as GThreadWorker
 
+from adapters.settings import Settings
 from webhooks.connections import LINGER_S, end_after_refusal, ends_after_response, linger_close
 from webhooks.settings import ServiceConfig
 
@@ -140,7 +141,7 @@ class JobWorkers(DirtyApp):
     def close(self) -> None:
         assert self.config is not None
         self._starter.join(timeout=5)
-        self.pool.stop(timeout=max(self.config.worker_timeout_s - 2, 1))
+        self.pool.stop(timeout=max(self.config.settings.worker_timeout - 2, 1))
 
 
 class ServeApplication(BaseApplication):
@@ -154,10 +155,10 @@ class ServeApplication(BaseApplication):
         cfg = self.service_config
         settings = {
             "bind": [f"fd://{self.sock.fileno()}"],
-            **self._web_worker(cfg),
-            "workers": cfg.web_workers,
-            "timeout": max(int(cfg.worker_timeout_s), 1),
-            "graceful_timeout": max(int(cfg.worker_timeout_s), 1),
+            **self._web_worker(cfg.settings),
+            "workers": cfg.settings.web_workers,
+            "timeout": max(int(cfg.settings.worker_timeout), 1),
+            "graceful_timeout": max(int(cfg.settings.worker_timeout), 1),
             "keepalive": 5,
             "loglevel": self.log_level,
             "accesslog": None,
@@ -170,29 +171,31 @@ class ServeApplication(BaseApplication):
         if cfg.workers:
             JobWorkers.config = cfg
             settings.update(
-                dirty_apps=[JOB_WORKERS_APP], dirty_workers=1, dirty_graceful_timeout=max(int(cfg.worker_timeout_s), 1)
+                dirty_apps=[JOB_WORKERS_APP],
+                dirty_workers=1,
+                dirty_graceful_timeout=max(int(cfg.settings.worker_timeout), 1),
             )
         for key, value in settings.items():
             self.cfg.set(key, value)
 
     @staticmethod
-    def _web_worker(cfg: ServiceConfig) -> dict[str, Any]:
-        """gunicorn settings of the web worker class ``cfg`` names."""
-        if cfg.web_worker_class == "gthread":
-            return {"worker_class": ThreadWorker, "threads": cfg.web_threads}
+    def _web_worker(s: Settings) -> dict[str, Any]:
+        """gunicorn settings of the web worker class the settings name."""
+        if s.web_worker_class == "gthread":
+            return {"worker_class": ThreadWorker, "threads": s.web_threads}
         from webhooks.gevent_worker import Deadlines, DeadlineWorker
 
-        DeadlineWorker.deadlines = Deadlines(cfg.header_timeout_s, cfg.body_timeout_s, cfg.read_timeout_s)
-        return {"worker_class": DeadlineWorker, "worker_connections": connection_limit(cfg.web_connections)}
+        DeadlineWorker.deadlines = Deadlines(s.header_timeout, s.body_timeout, s.read_timeout)
+        return {"worker_class": DeadlineWorker, "worker_connections": connection_limit(s.web_connections)}
 
     def _post_worker_init(self, worker: Any) -> None:
-        logging.getLogger("gunicorn.error").addFilter(SlowClientLog(self.service_config.read_timeout_s))
+        logging.getLogger("gunicorn.error").addFilter(SlowClientLog(self.service_config.settings.read_timeout))
 
     def load(self) -> Any:
         from webhooks.app import EXTENSION, create_app
 
         app = create_app(self.service_config)
-        if self.service_config.web_worker_class == "gevent":
+        if self.service_config.settings.web_worker_class == "gevent":
             from webhooks.gevent_worker import offload_sqlite
 
             offload_sqlite(app.extensions[EXTENSION])
