@@ -13,7 +13,7 @@ import click
 from adapters.cli_options import deprecated_alias, fail, quiet, set_quiet, summary_format_option, warn
 from adapters.store import Store, default_db_path, utc_timestamp
 from bot.datasets import IMPORT_FORMATS
-from bot.errors import GitHubError, RevbotError, UsageError
+from bot.errors import ForgeError, GitHubError, RevbotError, UsageError
 from harvest.build import DEFAULT_OWN_LOGINS
 from harvest.filters import DEFAULT_MIN_LENGTH
 
@@ -172,7 +172,7 @@ def harvest_github_cmd(
         except HarvestInterrupted as exc:
             click.echo(exc.summary.text(), err=True)
             raise
-        except GitHubError as exc:
+        except ForgeError as exc:
             raise GitHubError(
                 f"{exc}\nEverything fetched before the failure is stored; run the same command again to resume.",
                 exc.status,

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from adapters.store import CachedFile, PullRequestInfo, Store, StoredComment, now_stamp, utc_timestamp
-from bot.errors import DataError, GitHubError, RevbotError, UsageError
+from bot.errors import DataError, ForgeError, RevbotError, UsageError
 from bot.feedback import refresh_evidence
 from bot.secrets import scrub_text
 from harvest.build import DEFAULT_MAX_HUNK_LINES, DEFAULT_OWN_LOGINS, BuildConfig, build_pr, kept_roots
@@ -340,7 +340,7 @@ def _lookup_authors(client, store: Store, repo: str, needed: list[int], summary:
             for number in needed:
                 try:
                     found.append(_pull_info(repo, client.get_pull(repo, number)))
-                except GitHubError as exc:
+                except ForgeError as exc:
                     if exc.status != 404:
                         raise
             store.upsert_pulls(found)
@@ -375,7 +375,7 @@ def _files_for(
     before = meter.count()
     try:
         raw = client.pull_files(repo, pr)
-    except GitHubError as exc:
+    except ForgeError as exc:
         if exc.status == 404:
             summary.files_missing += 1
             return None
@@ -436,7 +436,7 @@ def _rate_left(client: Any, summary: HarvestSummary, meter: _Meter) -> None:
     before = meter.count()
     try:
         remaining, limit = client.rate_limiting
-    except GitHubError:
+    except ForgeError:
         remaining = limit = None
     finally:
         meter.charge("rate_limit", before)

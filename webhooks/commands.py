@@ -21,7 +21,7 @@ from typing import Any
 
 from adapters.store import Store
 from bot.config import path_matches
-from bot.errors import DataError, GitHubError
+from bot.errors import DataError, ForgeError
 from webhooks.jobs import DONE, REVIEW, SKIPPED, Job, NewJob
 from webhooks.worker import JobContext, JobResult
 
@@ -120,7 +120,7 @@ class CommandHandler:
         """React on the command comment (GitHub answers 200 for a reaction already there)."""
         try:
             gh.react_to_issue_comment(job.repo, int(job.payload["comment_id"]), reaction)
-        except GitHubError as exc:
+        except ForgeError as exc:
             if exc.status is None or exc.status >= 500:
                 raise  # worth a retry: the acknowledgement is part of the job
             log.warning("%s#%s: could not react to command %s: %s", job.repo, job.pr, job.payload["comment_id"], exc)

@@ -45,7 +45,7 @@ from adapters.model import OpenAIBackend
 from adapters.store import BotPost, Store
 from bot.config import CONFIG_NAMES, RepoConfig
 from bot.diff import Diff, FileDiff, parse_diff, parse_patch
-from bot.errors import DataError, GitHubError, UsageError
+from bot.errors import DataError, ForgeError, UsageError
 from bot.feedback import refresh_evidence
 from bot.formats import comment_fingerprint, extract_fingerprints, github_review_payload
 from bot.review import Review, ReviewComment, ReviewOptions, review_diff
@@ -147,7 +147,7 @@ def read_pull_diff(gh: GitHubClient, repo: str, number: int, source: str) -> Dif
     are reported as not reviewed."""
     try:
         return parse_diff(gh.pull_diff(repo, number), source)
-    except GitHubError as exc:
+    except ForgeError as exc:
         if exc.status != 406:
             raise
     log.info("%s: diff too large to render, using the files API", source)
@@ -280,7 +280,7 @@ class ReviewPoster:
             if posted:  # learn the new comments' ids now, so feedback on them can be traced at once
                 try:
                     comments = gh.pull_review_comments(job.repo, job.pr)
-                except GitHubError as exc:
+                except ForgeError as exc:
                     log.warning("%s#%s: cannot list the comments just posted: %s", job.repo, job.pr, exc)
             for c in comments:
                 author = str((c.get("user") or {}).get("login") or "").lower()

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 
 from adapters.github import GitHubClient, GraphQLError
 from adapters.store import Feedback
-from bot.errors import GitHubError
+from bot.errors import ForgeError
 from bot.feedback import habit_key
 from bot.formats import extract_fingerprints, fingerprint_marker
 from bot.review import Review
@@ -121,7 +121,7 @@ def read_threads(gh: GitHubClient, repo: str, number: int, comments: list[dict],
         return ThreadState(_graphql_threads(gh.review_threads(repo, number)), True, own)
     except GraphQLError as exc:
         log.info("%s#%s: review threads not readable over GraphQL (%s); using REST", repo, number, exc)
-    except GitHubError as exc:
+    except ForgeError as exc:
         if exc.status not in (401, 403, 404):
             raise
         log.info("%s#%s: no GraphQL access (%s); using REST", repo, number, exc.status)
@@ -163,7 +163,7 @@ def settle(gh: GitHubClient, repo: str, number: int, head: str, threads: list[Th
                 if not exc.forbidden:
                     raise
                 use_graphql = False
-            except GitHubError as exc:
+            except ForgeError as exc:
                 if exc.status not in (401, 403):
                     raise
                 use_graphql = False
