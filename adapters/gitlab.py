@@ -106,6 +106,10 @@ class GitLabClient:
         self._gl = gitlab.Gitlab(self.url, private_token=token or None, timeout=timeout, session=session)
 
     @property
+    def anonymous(self) -> bool:
+        return self._auth_label == "anonymous"
+
+    @property
     def api_url(self) -> str:
         return f"{self.url}/api/v4"
 
@@ -594,10 +598,15 @@ def _iso(value: datetime | str) -> str:
     return str(value)
 
 
+_BOT_USER = re.compile(r"(?:project|group)_\d+_bot\w*|.*\[bot\]|ghost")  # access-token bots, GitHub-style names
+
+
 def _user(item: Mapping[str, Any]) -> dict[str, Any]:
+    """The port's ``user``: GitLab's access-token bots (``project_7_bot_...``) count as type Bot."""
     author = item.get("author") or item.get("user") or {}
     login = author.get("username") if isinstance(author, Mapping) else None
-    return {"login": login, "type": "Bot" if isinstance(author, Mapping) and author.get("bot") else "User"}
+    bot = isinstance(author, Mapping) and (author.get("bot") is True or bool(_BOT_USER.fullmatch(str(login or ""))))
+    return {"login": login, "type": "Bot" if bot else "User"}
 
 
 def pull_from_mr(mr: Mapping[str, Any]) -> dict[str, Any]:
