@@ -43,6 +43,7 @@ from gitlab.exceptions import GitlabAuthenticationError, GitlabError, GitlabHttp
 
 from bot.diff import FileDiff, Hunk, parse_patch
 from bot.errors import DiffError, GitLabError, UsageError
+from bot.formats import extract_fingerprints
 from bot.secrets import scrub_text
 
 log = logging.getLogger(__name__)
@@ -329,8 +330,24 @@ class GitLabClient:
         head = self.get_pull(repo, number)["head"]["sha"]
         out: list[dict] = []
         for d in self._discussions(repo, number):
-            out += comments_of_discussion(d, repo, number, head, None)
+            comments = comments_of_discussion(d, repo, number, head, None)
+            if comments and extract_fingerprints(comments[0]["body"]):  # the bot's: its reactions are feedback
+                comments[0]["reactions"] = self._reaction_counts(repo, number, int(comments[0]["id"]))
+            out += comments
         return out
+
+    def discussion_comments(self, repo: str, number: int, discussion_id: str) -> list[dict]:
+        """One DiffNote thread's notes as review comments, with the hunk at the first note's SHAs."""
+        head = self.get_pull(repo, number)["head"]["sha"]
+        d = self._get(
+            f"{self._mr(repo, number)}/discussions/{quote(discussion_id, safe='')}",
+            what=f"reading a thread of {repo}!{number}",
+            not_found=f"thread {discussion_id} not found on {repo}!{number}",
+        )
+        notes = (d or {}).get("notes") or []
+        position = notes[0].get("position") if notes else None
+        hunks = self._hunks_at(repo, number, position) if position else None
+        return comments_of_discussion(d or {}, repo, number, head, hunks)
 
     def review_threads(self, repo: str, number: int) -> list[dict]:
         """DiffNote discussions as threads; outdated when a push since the note changed its lines."""

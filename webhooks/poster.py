@@ -47,6 +47,7 @@ from bot.config import CONFIG_NAMES, RepoConfig
 from bot.diff import Diff, FileDiff, parse_diff, parse_patch
 from bot.errors import DataError, ForgeError, UsageError
 from bot.feedback import refresh_evidence
+from bot.forge import Forge
 from bot.formats import comment_fingerprint, extract_fingerprints, github_review_payload
 from bot.review import Review, ReviewComment, ReviewOptions, review_diff
 from bot.secrets import scrub_text
@@ -100,15 +101,32 @@ def config_notice(error: str) -> str:
 
 
 class GitHubFactory:
-    """GitHub clients for jobs: one token client, or one App client per installation (each keeps
-    its installation token until shortly before it expires)."""
+    """Forge clients for jobs: one GitHub token client, or one App client per installation (each
+    keeps its installation token until shortly before it expires); one GitLab client (the
+    REVBOT_GITLAB_* settings) for jobs from GitLab deliveries."""
 
     def __init__(self, cfg: ServiceConfig):
         self.cfg = cfg
         self._clients: dict[int | None, GitHubClient] = {}
+        self._others: dict[str, Forge] = {}
         self._lock = threading.Lock()
 
-    def client(self, installation_id: int | None) -> GitHubClient:
+    def client(self, installation_id: int | None, forge: str | None = None) -> Forge:
+        """The client for a job: ``forge`` is the job's (``"gitlab"``, else GitHub)."""
+        if forge == "gitlab":
+            return self._gitlab()
+        return self._github(installation_id)
+
+    def _gitlab(self) -> Forge:
+        from adapters.gitlab import GitLabClient
+
+        with self._lock:
+            if "gitlab" not in self._others:
+                cfg = self.cfg
+                self._others["gitlab"] = GitLabClient(cfg.gitlab_token, url=cfg.gitlab_url, **dict(cfg.gitlab_options))
+            return self._others["gitlab"]
+
+    def _github(self, installation_id: int | None) -> GitHubClient:
         cfg = self.cfg
         options = dict(cfg.github_options)
         key = installation_id if cfg.github_app_id and not cfg.github_token else None
@@ -183,7 +201,7 @@ class ReviewPoster:
         self._generate_lock = threading.Lock()  # one local generation at a time: a model is not re-entrant
 
     def __call__(self, job: Job, ctx: JobContext) -> JobResult:
-        gh = self.github.client(job.payload.get("installation_id"))
+        gh = self.github.client(job.payload.get("installation_id"), job.payload.get("forge"))
         repo, number, head = job.repo, job.pr, job.head_sha or ""
         pr = gh.get_pull(repo, number)
         if pr.get("state") != "open":

@@ -57,6 +57,11 @@ class ServiceConfig:
     github_private_key: Path | None = None  # the App's PEM key file
     github_private_key_pem: str | None = field(default=None, repr=False)  # or the PEM text itself
     github_options: Mapping[str, Any] = field(default_factory=dict)  # extra GitHubClient keywords (tests)
+    # GitLab (POST /webhook/gitlab)
+    gitlab_secret: str | None = field(default=None, repr=False)  # the hook's secret token (X-Gitlab-Token)
+    gitlab_url: str = "https://gitlab.com"
+    gitlab_token: str | None = field(default=None, repr=False)
+    gitlab_options: Mapping[str, Any] = field(default_factory=dict)  # extra GitLabClient keywords (tests)
     # model
     model: str | None = None
     adapter: str | None = None
@@ -100,6 +105,9 @@ class ServiceConfig:
             github_app_id=s.github_app_id,
             github_private_key=s.github_app_private_key_file,
             github_private_key_pem=s.secret("github_app_private_key"),
+            gitlab_secret=s.secret("gitlab_webhook_secret"),
+            gitlab_url=s.gitlab_url,
+            gitlab_token=s.secret("gitlab_token"),
             model=s.model,
             adapter=s.adapter,
             backend=s.backend,
@@ -137,10 +145,11 @@ class ServiceConfig:
 
     def check(self) -> None:
         """Refuse settings the service must not run with."""
-        if not self.secret and not self.insecure_no_signature:
+        if not self.secret and not self.gitlab_secret and not self.insecure_no_signature:
             raise UsageError(
                 "REVBOT_WEBHOOK_SECRET is not set: the service refuses unsigned deliveries. Set it to the "
-                "webhook secret configured on GitHub (or pass --insecure-no-signature for a local experiment)"
+                "webhook secret configured on GitHub (or REVBOT_GITLAB_WEBHOOK_SECRET to the GitLab hook's "
+                "secret token; or pass --insecure-no-signature for a local experiment)"
             )
         if self.max_body_bytes <= 0:
             raise UsageError("the body size cap must be greater than 0")

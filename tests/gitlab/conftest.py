@@ -2,25 +2,13 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pytest
+from gitlab_kit import BASE, CHANGED, PROJECT
 
 from adapters.gitlab import GitLabClient
 from revbot.dev.gitlab_sim import GitLabSimulator
-
-PROJECT = "acme/tools/widgets"  # a subgroup: GitLab paths are not OWNER/NAME
-BASE = "".join(f"line {i}\n" for i in range(1, 21))
-CHANGED = BASE.replace("line 5\n", "line five\n").replace("line 15\n", "")
-
-
-def load(path: Path):
-    """A fixture file without its provenance keys (``_source``, ``_about``...)."""
-    data = json.loads(path.read_text(encoding="utf-8"))
-    if isinstance(data, dict):
-        data = {k: v for k, v in data.items() if not k.startswith("_")}
-    return data
 
 
 @pytest.fixture

@@ -8,7 +8,7 @@ import hashlib
 import inspect
 
 import pytest
-from conftest import PROJECT
+from gitlab_kit import PROJECT
 
 from adapters.github import GitHubClient
 from adapters.gitlab import GitLabClient, line_code

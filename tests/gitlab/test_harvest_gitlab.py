@@ -8,7 +8,7 @@ import json
 
 import pytest
 from click.testing import CliRunner
-from conftest import BASE, PROJECT
+from gitlab_kit import BASE, PROJECT
 
 from adapters.gitlab import GitLabClient
 from adapters.store import Store

@@ -5,7 +5,7 @@ request, with a value of the same JSON type wherever both are set."""
 from __future__ import annotations
 
 import requests
-from conftest import PROJECT, load
+from gitlab_kit import PROJECT, load
 
 OPTIONAL = {"line_range"}  # only on a multi-line note
 

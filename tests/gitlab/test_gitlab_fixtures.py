@@ -5,7 +5,7 @@ adapter builds are the recorded ones."""
 from __future__ import annotations
 
 import pytest
-from conftest import load
+from gitlab_kit import load
 
 from adapters.gitlab import comments_of_discussion, file_from_diff, position_for, pull_from_mr, unified_section
 from bot.diff import parse_diff, parse_patch
