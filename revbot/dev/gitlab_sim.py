@@ -88,6 +88,7 @@ class GitLabSimulator:
         self.requests: list[tuple[str, str]] = []
         self.posted: list[dict[str, Any]] = []  # bodies of POSTed discussions and notes, in order
         self.faults: list[dict[str, Any]] = []
+        self.write_faults: list[dict[str, Any]] = []
         self.rate_limit = 2000
         self._ids = itertools.count(1000)
         self._lock = threading.RLock()
@@ -319,6 +320,11 @@ class GitLabSimulator:
         """The next ``count`` requests are answered 429 with ``Retry-After``."""
         self.faults += [{"status": 429, "retry_after": retry_after}] * count
 
+    def fail_after_write(self, path_part: str, *, after: int = 0, status: int = 500) -> None:
+        """The write to a path holding ``path_part`` after the next ``after`` such writes is APPLIED
+        and then answered ``status``, as a crash or a lost answer after GitLab committed it."""
+        self.write_faults.append({"part": path_part, "after": after, "status": status})
+
     # ------------------------------------------------------------------ HTTP
 
     def _rate_headers(self) -> dict[str, str]:
@@ -354,9 +360,21 @@ class GitLabSimulator:
                 if raw and not body:
                     body = {k: v[-1] for k, v in parse_qs(raw.decode()).items()}
                 status, answer, extra = self._route(method, parts.path, query, body, user)
+                if method != "GET" and status < 300:
+                    status, answer = self._write_fault(parts.path, status, answer)
             except _Answer as exc:
                 status, answer, extra = exc.status, exc.body, exc.headers
             return status, answer, {**rate, **extra}
+
+    def _write_fault(self, path: str, status: int, answer: Any) -> tuple[int, Any]:
+        for fault in self.write_faults:
+            if fault["part"] in path:
+                if fault["after"] > 0:
+                    fault["after"] -= 1
+                    return status, answer
+                self.write_faults.remove(fault)
+                return fault["status"], {"message": f"{fault['status']} Internal Server Error"}
+        return status, answer
 
     def _authenticate(self, headers: dict[str, str]) -> str:
         token = next((v for k, v in headers.items() if k.lower() == "private-token"), None)

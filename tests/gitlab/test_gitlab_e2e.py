@@ -76,3 +76,43 @@ def test_review_fix_push_and_reactions_on_gitlab(tmp_path, glsim):
         assert "+print(1)" in negative.hunk and negative.comments == []
     finally:
         svc.close()
+
+
+def test_a_review_cut_off_half_way_is_finished_by_the_retry_without_doubles(tmp_path, glsim):
+    """GitLab applied the second discussion but its answer was lost (500): the job is retried, and
+    the retry posts only what is missing, the summary last."""
+    glsim.fail_after_write("/discussions", after=1)
+    svc = gitlab_service(tmp_path, glsim)
+    try:
+        deliver(svc, "Merge Request Hook", glsim.merge_request_hook(PROJECT, 1, "open"))
+        counts = svc.wait_idle()
+        assert counts["done"] == 1 and counts["failed"] == 0 and glsim.write_faults == []  # the 500 was served
+        positioned = [p for p in glsim.posted if p.get("position")]
+        assert len(positioned) == 2  # a.py:5 and c.py:1, each once
+        fps = [fp for p in glsim.posted for fp in extract_fingerprints(p["body"]) if p.get("position")]
+        assert len(fps) == len(set(fps)) == 2
+        assert REVIEW_MARK in glsim.posted[-1]["body"] and sum(REVIEW_MARK in p["body"] for p in glsim.posted) == 1
+    finally:
+        svc.close()
+
+
+def test_commands_need_developer_access_and_drafts_wait_until_asked(tmp_path, glsim):
+    draft = glsim.add_merge_request(PROJECT, {"b.py": "x = 1\ny = 2\n"}, author="dev", title="Draft: more", draft=True)
+    svc = gitlab_service(tmp_path, glsim)
+    try:
+        deliver(svc, "Merge Request Hook", glsim.merge_request_hook(PROJECT, draft["iid"], "open"))
+        svc.wait_idle()
+        assert glsim.posted == []  # a draft: skipped (skip_drafts is the default)
+        refused = glsim.add_note(PROJECT, draft["iid"], "/revbot review", author="rep")  # Reporter
+        asked = glsim.add_note(PROJECT, draft["iid"], "/revbot review", author="dev")  # Developer
+        for note in (refused, asked):
+            deliver(svc, "Note Hook", glsim.note_hook(PROJECT, draft["iid"], note["id"]))
+            svc.wait_idle()
+        notes = glsim.projects[PROJECT]["mrs"][draft["iid"]]["notes"]
+        assert [a["name"] for a in notes[refused["id"]]["awards"]] == ["confused"]
+        assert [a["name"] for a in notes[asked["id"]]["awards"]] == ["eyes"]
+        positioned = [p for p in glsim.posted if p.get("position")]
+        assert [(p["position"]["new_path"], p["position"]["new_line"]) for p in positioned] == [("b.py", 2)]
+        assert "asked for with `/revbot review` by dev" in glsim.posted[-1]["body"]
+    finally:
+        svc.close()
