@@ -131,12 +131,13 @@ def _positive(ctx: click.Context, param: click.Parameter, value: int | None) -> 
 @click.option(
     "--format",
     "fmt",
-    type=click.Choice(["text", "json", "sarif", "rdjson", "github"]),
+    type=click.Choice(["text", "json", "sarif", "rdjson", "github", "codeclimate"]),
     default="text",
     show_default=True,
     help="text: `path:line: comment` for a terminal; json: the whole review as data; sarif: SARIF "
     "2.1.0 for GitHub code scanning and IDEs; rdjson: for `reviewdog -f=rdjson`; github: the "
-    "body of GitHub's create-review request.",
+    "body of GitHub's create-review request; codeclimate: GitLab's Code Quality report "
+    "(artifacts:reports:codequality).",
 )
 @click.option(
     "--commit-id",
@@ -151,13 +152,15 @@ def _positive(ctx: click.Context, param: click.Parameter, value: int | None) -> 
     help="Also post the review on that pull request as ONE review, with the token in $GITHUB_TOKEN "
     "(or $REVBOT_GITHUB_TOKEN): only comments not already on it, at most one review per head "
     "commit, nothing if the head moved past --commit-id. The diff should be the pull request's "
-    "(--git BASE...HEAD).",
+    "(--git BASE...HEAD). GROUP/PROJECT!N posts on a GitLab merge request instead (token "
+    "$GITLAB_TOKEN or $REVBOT_GITLAB_TOKEN, instance $REVBOT_GITLAB_URL or --api-url).",
 )
 @click.option(
     "--api-url",
     metavar="URL",
     help="GitHub API root for --post (default $REVBOT_GITHUB_API_URL, else $GITHUB_API_URL, else "
-    "https://api.github.com; GitHub Enterprise: https://HOST/api/v3).",
+    "https://api.github.com; GitHub Enterprise: https://HOST/api/v3); for a GitLab target the "
+    "instance's root (default $REVBOT_GITLAB_URL, else https://gitlab.com).",
 )
 @click.option(
     "--max-comments",
@@ -269,7 +272,12 @@ def review(
         from adapters.publish import parse_target
 
         target = parse_target(post_to)
-        if settings.github_token is None:
+        on_gitlab = "!" in post_to
+        if on_gitlab and settings.gitlab_token is None:
+            raise UsageError(
+                "--post on a GitLab merge request needs a token in $GITLAB_TOKEN (or $REVBOT_GITLAB_TOKEN)"
+            )
+        if not on_gitlab and settings.github_token is None:
             raise UsageError("--post needs a GitHub token in $GITHUB_TOKEN (or $REVBOT_GITHUB_TOKEN)")
     source = _source(diff, git_range, staged, repo, TextSource, FileSource, GitSource)
     config = load_repo_config(config_path) if config_path else find_repo_config(repo)
@@ -311,14 +319,24 @@ def review(
     else:
         click.echo(buffer.getvalue(), nl=False)
     if post_to is not None:
-        from adapters.github import GitHubClient
         from adapters.publish import post_review
 
-        with GitHubClient(settings.secret("github_token"), api_url=api_url or None) as gh:
+        with _forge_client(post_to, settings, api_url) as gh:
             posted = post_review(gh, *target, result, commit_id=commit_id)
         info(f"revbot: {posted.describe(post_to)}")
     if fails(result, fail_on):
         sys.exit(1)
+
+
+def _forge_client(post_to: str, settings: Any, api_url: str | None) -> Any:
+    """The client --post talks through: GitLab for GROUP/PROJECT!N, else GitHub."""
+    if "!" in post_to:
+        from adapters.gitlab import GitLabClient
+
+        return GitLabClient(settings.secret("gitlab_token"), url=api_url or settings.gitlab_url)
+    from adapters.github import GitHubClient
+
+    return GitHubClient(settings.secret("github_token"), api_url=api_url or None)
 
 
 def fails(result: Any, level: str) -> bool:
