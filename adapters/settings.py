@@ -221,6 +221,12 @@ class Settings(BaseSettings):
     gitlab_webhook_secret: SecretStr | None = _env(
         "REVBOT_GITLAB_WEBHOOK_SECRET", secret=True, doc="the GitLab webhook's secret token (X-Gitlab-Token)"
     )
+    gitlab_webhook_signing_token: SecretStr | None = _env(
+        "REVBOT_GITLAB_WEBHOOK_SIGNING_TOKEN",
+        secret=True,
+        doc="GitLab 19+: the hook's signing token, whsec_<base64> (webhook-signature is then checked)",
+        expected="whsec_ followed by the base64 key GitLab shows",
+    )
     # -- the webhook service
     webhook_secret: SecretStr | None = _env("REVBOT_WEBHOOK_SECRET", secret=True, doc="webhook signing secret")
     webhook_max_body: PositiveInt = _env(

@@ -27,7 +27,13 @@ from bot.secrets import scrub_text
 from webhooks.events import BadDelivery, Delivery, Outcome, Router, build_router, header, parse_delivery
 from webhooks.gitlab_events import EVENT_HEADER as GITLAB_EVENT
 from webhooks.gitlab_events import EVENTS as GITLAB_EVENTS
-from webhooks.gitlab_events import TOKEN_HEADER, build_gitlab_router, parse_gitlab_delivery, verify_token
+from webhooks.gitlab_events import (
+    TOKEN_HEADER,
+    build_gitlab_router,
+    parse_gitlab_delivery,
+    verify_signature,
+    verify_token,
+)
 from webhooks.jobs import NewJob, QueueError
 from webhooks.metrics import CONTENT_TYPE, Metrics
 from webhooks.queue import JobQueue, open_queue
@@ -197,7 +203,10 @@ def create_app(config: ServiceConfig | Mapping[str, Any] | None = None, *, queue
             return _error(413, f"body over the {cfg.max_body_bytes}-byte limit")
         if not cfg.insecure_no_signature:
             try:
-                verify_token(request.headers.get(TOKEN_HEADER), cfg.gitlab_secret)
+                if cfg.gitlab_signing_token:
+                    verify_signature(request.headers, body, cfg.gitlab_signing_token)
+                if cfg.gitlab_secret or not cfg.gitlab_signing_token:
+                    verify_token(request.headers.get(TOKEN_HEADER), cfg.gitlab_secret)
             except SignatureError as exc:
                 metrics.inc("revbot_webhook_deliveries_total", {"event": "unverified", "outcome": "unauthorized"})
                 return _error(401, str(exc))

@@ -4,7 +4,8 @@ Merge Request Hook, Note Hook or Emoji Hook into the same jobs GitHub's events m
 ``"forge": "gitlab"`` in the job, so the worker talks to GitLab).
 
 * ``X-Gitlab-Token`` is the configured secret itself (not an HMAC): compared in constant time,
-  before the body is parsed;
+  before the body is parsed; when a signing token is configured (GitLab 19+), the
+  ``webhook-signature`` HMAC over the id, timestamp and body is checked as well;
 * the delivery id is ``Idempotency-Key`` (the same on GitLab's retries and on "Resend request"),
   else ``X-Gitlab-Event-UUID`` with ``X-Gitlab-Webhook-UUID``: a redelivery is answered, not queued;
 * every event is answered 2xx when it is ignored: GitLab disables a hook that keeps failing, for
@@ -22,8 +23,12 @@ Merge Request Hook, Note Hook or Emoji Hook into the same jobs GitHub's events m
 
 from __future__ import annotations
 
+import base64
+import binascii
+import hashlib
 import hmac
 import re
+import time
 from collections.abc import Mapping
 from typing import Annotated
 
@@ -53,6 +58,7 @@ from webhooks.jobs import COMMAND, COMMENT, REACTION, REVIEW, NewJob, review_key
 from webhooks.signature import SignatureError
 
 TOKEN_HEADER = "X-Gitlab-Token"
+SIGNATURE_HEADER = "webhook-signature"  # GitLab 19+, when the hook has a signing token
 EVENT_HEADER = "X-Gitlab-Event"
 EVENTS = {"Merge Request Hook": "merge_request", "Note Hook": "note", "Emoji Hook": "emoji", "Push Hook": "push"}
 _EVENT = re.compile(r"[A-Za-z ]{1,64}")
@@ -69,6 +75,35 @@ def verify_token(given: str | None, secret: str | None) -> None:
         raise SignatureError(f"missing {TOKEN_HEADER} header")
     if not hmac.compare_digest(given.encode("utf-8", "surrogatepass"), secret.encode("utf-8")):
         raise SignatureError(f"{TOKEN_HEADER} does not match the configured secret")
+
+
+def sign(body: bytes, signing_token: str, message_id: str, timestamp: int) -> str:
+    """The ``webhook-signature`` value for ``body`` (GitLab 19+'s signing token, Standard Webhooks
+    form): ``v1,`` + base64 HMAC-SHA256 of ``{webhook-id}.{webhook-timestamp}.{body}`` under the
+    token's base64 key (after its ``whsec_`` prefix)."""
+    key = base64.b64decode(signing_token.removeprefix("whsec_"))
+    digest = hmac.new(key, f"{message_id}.{timestamp}.".encode() + body, hashlib.sha256).digest()
+    return "v1," + base64.b64encode(digest).decode()
+
+
+def verify_signature(
+    headers: Mapping[str, str], body: bytes, signing_token: str, *, now: float | None = None, tolerance: float = 300.0
+) -> None:
+    """Raise SignatureError unless one ``v1,`` signature in ``webhook-signature`` signs this body,
+    id and timestamp (at most ``tolerance`` seconds away from now: a replayed capture is refused)."""
+    message_id = (header(headers, "webhook-id") or "").strip()
+    stamp = (header(headers, "webhook-timestamp") or "").strip()
+    given = (header(headers, SIGNATURE_HEADER) or "").strip()
+    if not (message_id and stamp and given):
+        raise SignatureError(f"missing {SIGNATURE_HEADER}, webhook-id or webhook-timestamp header")
+    if not stamp.isdigit() or abs((time.time() if now is None else now) - int(stamp)) > tolerance:
+        raise SignatureError("webhook-timestamp is not within 5 minutes of now")
+    try:
+        expected = sign(body, signing_token, message_id, int(stamp)).encode()
+    except (ValueError, binascii.Error):
+        raise SignatureError("the configured signing token is not whsec_<base64>") from None
+    if not any(hmac.compare_digest(part.encode(), expected) for part in given.split()):
+        raise SignatureError(f"{SIGNATURE_HEADER} does not match the body")
 
 
 def delivery_id(headers: Mapping[str, str]) -> str | None:

@@ -159,7 +159,7 @@ class GitHubFactory:
 _FILE_STATUS = {"removed": "deleted", "changed": "modified", "unchanged": "modified"}
 
 
-def read_pull_diff(gh: GitHubClient, repo: str, number: int, source: str) -> Diff:
+def read_pull_diff(gh: Forge, repo: str, number: int, source: str) -> Diff:
     """The PR's diff; when GitHub will not render it (406: too large), rebuilt from the per-file
     patches of the files API, where files without a patch (binary, or too large) have no hunks and
     are reported as not reviewed."""
@@ -254,7 +254,7 @@ class ReviewPoster:
         result.info.update(plan_info(plan), **settled)
         return result
 
-    def _after(self, job: Job, gh: GitHubClient, comments: list[dict], review: Review, plan: dict) -> None:
+    def _after(self, job: Job, gh: Forge, comments: list[dict], review: Review, plan: dict) -> None:
         """A rerun whose review was already posted (the worker died after the POST): finish what
         came after it, settling the fixed threads (both steps skip what is already done)."""
         state = read_threads(gh, job.repo, job.pr, comments, own_logins(gh, self.cfg.bot_logins))
@@ -265,7 +265,7 @@ class ReviewPoster:
     def _record(
         self,
         job: Job,
-        gh: GitHubClient,
+        gh: Forge,
         state: Any,
         comments: list[dict],
         settled: list[Any],
@@ -323,7 +323,7 @@ class ReviewPoster:
         accepted = ctx.worker.queue.submit(None, "pull_request", "resync", newer)
         return JobResult(SKIPPED, {"reason": "head moved on", "head_sha": current, "job": accepted.job_id})
 
-    def _repo_config(self, gh: GitHubClient, repo: str, base_ref: str | None) -> tuple[RepoConfig, str | None]:
+    def _repo_config(self, gh: Forge, repo: str, base_ref: str | None) -> tuple[RepoConfig, str | None]:
         """The base branch's config, and the note for the review body when it is invalid (then the
         defaults apply: anyone can break the base config, and the team must learn why)."""
         for name in CONFIG_NAMES:
@@ -338,7 +338,7 @@ class ReviewPoster:
         return RepoConfig(), None
 
     def _plan(
-        self, job: Job, ctx: JobContext, gh: GitHubClient, config: RepoConfig, reviews: list[dict], base_sha: str | None
+        self, job: Job, ctx: JobContext, gh: Forge, config: RepoConfig, reviews: list[dict], base_sha: str | None
     ) -> tuple[Review, dict]:
         """The review to post and its plan: the saved plan of an earlier run, or a fresh one (then
         saved): the range reviewed (``webhooks.scope``), the review, the hunk each comment is on."""
@@ -405,7 +405,7 @@ class ReviewPoster:
         self,
         job: Job,
         ctx: JobContext,
-        gh: GitHubClient,
+        gh: Forge,
         review: Review,
         known: set[str],
         notice: str | None = None,

@@ -59,6 +59,7 @@ class ServiceConfig:
     github_options: Mapping[str, Any] = field(default_factory=dict)  # extra GitHubClient keywords (tests)
     # GitLab (POST /webhook/gitlab)
     gitlab_secret: str | None = field(default=None, repr=False)  # the hook's secret token (X-Gitlab-Token)
+    gitlab_signing_token: str | None = field(default=None, repr=False)  # GitLab 19+: webhook-signature's key
     gitlab_url: str = "https://gitlab.com"
     gitlab_token: str | None = field(default=None, repr=False)
     gitlab_options: Mapping[str, Any] = field(default_factory=dict)  # extra GitLabClient keywords (tests)
@@ -106,6 +107,7 @@ class ServiceConfig:
             github_private_key=s.github_app_private_key_file,
             github_private_key_pem=s.secret("github_app_private_key"),
             gitlab_secret=s.secret("gitlab_webhook_secret"),
+            gitlab_signing_token=s.secret("gitlab_webhook_signing_token"),
             gitlab_url=s.gitlab_url,
             gitlab_token=s.secret("gitlab_token"),
             model=s.model,
@@ -145,7 +147,7 @@ class ServiceConfig:
 
     def check(self) -> None:
         """Refuse settings the service must not run with."""
-        if not self.secret and not self.gitlab_secret and not self.insecure_no_signature:
+        if not (self.secret or self.gitlab_secret or self.gitlab_signing_token or self.insecure_no_signature):
             raise UsageError(
                 "REVBOT_WEBHOOK_SECRET is not set: the service refuses unsigned deliveries. Set it to the "
                 "webhook secret configured on GitHub (or REVBOT_GITLAB_WEBHOOK_SECRET to the GitLab hook's "

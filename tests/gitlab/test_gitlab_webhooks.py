@@ -3,10 +3,14 @@ GitLab delivery (queued or ignored as GitLab's semantics say), strict validation
 
 from __future__ import annotations
 
+import base64
+import json
+import time
+
 import pytest
 from gitlab_kit import HOOK_TOKEN, PROJECT, deliver, gitlab_service, load
 
-from webhooks.gitlab_events import delivery_id, verify_token
+from webhooks.gitlab_events import delivery_id, sign, verify_signature, verify_token
 from webhooks.signature import SignatureError
 
 
@@ -106,3 +110,43 @@ def test_commands_and_review_comments_become_jobs_and_the_bots_own_notes_do_not(
     award = glsim.award(PROJECT, 1, diffnote["id"], "thumbsup", user="dev")
     assert deliver(web, "Emoji Hook", glsim.emoji_hook(PROJECT, 1, diffnote["id"], award)).json()["outcome"] == "queued"
     assert web.store.counts()["queued"] == 3
+
+
+SIGNING = "whsec_" + base64.b64encode(b"k" * 32).decode()
+
+
+def test_the_optional_signature_signs_id_timestamp_and_body():
+    body, now = b'{"object_kind":"merge_request"}', 1_800_000_000
+    good = {
+        "webhook-id": "msg_1",
+        "webhook-timestamp": str(now),
+        "webhook-signature": sign(body, SIGNING, "msg_1", now),
+    }
+    verify_signature(good, body, SIGNING, now=now + 10)
+    rotated = dict(good, **{"webhook-signature": "v1,AAAA " + good["webhook-signature"]})  # several signatures
+    verify_signature(rotated, body, SIGNING, now=now)
+    for headers, text, why in (
+        (good, body + b" ", "does not match"),
+        (dict(good, **{"webhook-id": "msg_2"}), body, "does not match"),
+        (good, body, "within 5 minutes"),  # a capture replayed an hour later
+        ({k: v for k, v in good.items() if k != "webhook-signature"}, body, "missing"),
+    ):
+        with pytest.raises(SignatureError, match=why):
+            verify_signature(headers, text, SIGNING, now=now + (3600 if why.startswith("within") else 0))
+
+
+def test_with_a_signing_token_configured_unsigned_deliveries_are_refused(tmp_path, glsim):
+    svc = gitlab_service(tmp_path, glsim, start_workers=False, gitlab_signing_token=SIGNING, gitlab_secret=None)
+    try:
+        body = json.dumps(glsim.merge_request_hook(PROJECT, 1, "open")).encode()
+        assert deliver(svc, "Merge Request Hook", body, token=None).status_code == 401
+        stamp = int(time.time())
+        signed = {
+            "webhook-id": "msg_9",
+            "webhook-timestamp": str(stamp),
+            "webhook-signature": sign(body, SIGNING, "msg_9", stamp),
+        }
+        answer = deliver(svc, "Merge Request Hook", body, token=None, **signed)
+        assert answer.status_code == 202 and answer.json()["outcome"] == "queued"
+    finally:
+        svc.close()
