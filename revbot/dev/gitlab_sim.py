@@ -109,6 +109,7 @@ class GitLabSimulator:
 
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
+            disable_nagle_algorithm = True  # headers and body go out at once: no delayed-ACK stall per request
 
             def log_message(self, *args: Any) -> None:
                 pass
@@ -228,6 +229,39 @@ class GitLabSimulator:
             self._push(project, mr, base, files)
             return mr
 
+    def add_merge_request_from_patches(
+        self,
+        path: str,
+        files: list[dict[str, Any]],
+        *,
+        author: str,
+        title: str,
+        created_at: str | None = None,
+        state: str = "opened",
+    ) -> dict[str, Any]:
+        """A merge request given by its files' patches (``filename``, ``status``, ``patch``), as the
+        GitHub simulator's seeds give them, instead of by file contents."""
+        with self._lock:
+            project = self.projects[path]
+            base = project["branches"]["main"]
+            mr = self.add_merge_request(path, {}, author=author, title=title, created_at=created_at)
+            head = self._commit(dict(self.commits[base]["files"]), base, title)
+            self.commits[head]["patches"] = [
+                {
+                    **file_diff("", "", f["filename"], f["filename"]),
+                    "diff": f["patch"] if f["patch"].endswith("\n") else f["patch"] + "\n",
+                    "new_file": f.get("status") == "added",
+                    "deleted_file": f.get("status") == "removed",
+                    "a_mode": "0" if f.get("status") == "added" else "100644",
+                }
+                for f in files
+            ]
+            mr["versions"] = [
+                {"id": next(self._ids), "base": base, "start": base, "head": head, "at": mr["created_at"]}
+            ]
+            mr["state"] = state
+            return mr
+
     def push(self, path: str, iid: int, files: dict[str, str | None]) -> str:
         """A new commit on the merge request's branch; returns the old head (``oldrev``)."""
         with self._lock:
@@ -260,8 +294,10 @@ class GitLabSimulator:
         file: str | None = None,
         side: str = "new",
         reply_to: str | None = None,
+        created_at: str | None = None,
     ) -> dict[str, Any]:
-        """A person's note: plain, positioned on (file, line) of the latest version, or a reply."""
+        """A person's note: plain, positioned on (file, line) of the latest version (an unchanged
+        line gets both numbers, as GitLab stores it), or a reply."""
         with self._lock:
             mr = self.projects[path]["mrs"][iid]
             position = None
@@ -269,10 +305,20 @@ class GitLabSimulator:
                 v = mr["versions"][-1]
                 position = {"base_sha": v["base"], "start_sha": v["start"], "head_sha": v["head"]}
                 position.update({"position_type": "text", "old_path": file, "new_path": file})
-                position.update(
-                    {"new_line": line, "old_line": None} if side == "new" else {"old_line": line, "new_line": None}
-                )
-            return self._add_note(mr, body, author, position, reply_to)
+                position.update(self._line_numbers(v, file, line, side))
+            note = self._add_note(mr, body, author, position, reply_to)
+            if created_at is not None:
+                note["created_at"] = note["updated_at"] = created_at
+            return note
+
+    def _line_numbers(self, version: dict, file: str, line: int, side: str) -> dict[str, int | None]:
+        entry = next((d for d in self._diffs(version["base"], version["head"]) if d["new_path"] == file), None)
+        if entry is not None:
+            for hunk in parse_patch(entry["diff"], file, strict=False).hunks:
+                for ln in hunk.lines:
+                    if ln.kind == " " and (ln.new_no if side == "new" else ln.old_no) == line:
+                        return {"old_line": ln.old_no, "new_line": ln.new_no}
+        return {"new_line": line, "old_line": None} if side == "new" else {"old_line": line, "new_line": None}
 
     def _add_note(self, mr: dict, body: str, author: str, position: dict | None, reply_to: str | None) -> dict:
         if reply_to is not None:
@@ -516,6 +562,8 @@ class GitLabSimulator:
         return next((s for s in self._ancestors(b) if s in seen), None)
 
     def _diffs(self, base: str, head: str) -> list[dict[str, Any]]:
+        if self.commits[head].get("patches") is not None and self.commits[head]["parent"] == base:
+            return [dict(p) for p in self.commits[head]["patches"]]
         old, new = self.commits[base]["files"], self.commits[head]["files"]
         out = []
         for name in sorted(set(old) | set(new)):

@@ -107,3 +107,41 @@ def test_retrain_harvests_a_gitlab_project_again_from_its_recorded_instance(glsi
     assert again.get_pull(PROJECT, 1)["number"] == 1  # the recorded root and the token from the settings work
     assert isinstance(clients("acme/gh"), GitHubClient)
     clients.close()
+
+
+def test_the_demo_project_harvests_into_the_same_examples_from_gitlab_as_from_github(tmp_path):
+    """Parity: the demo's sample history served as merge requests with DiffNote threads gives the same
+    comments, filters, examples and feedback as served as pull requests (only the requests differ)."""
+    from adapters.github import GitHubClient
+    from revbot.dev.demo_data.sample import build_sample_project, to_seed
+    from revbot.dev.demo_gitlab import GitLabDemoForge
+    from revbot.dev.github_sim import GitHubSimulator
+
+    project = build_sample_project()
+    on_github, on_gitlab = Store(tmp_path / "github.db"), Store(tmp_path / "gitlab.db")
+    with GitHubSimulator(to_seed(project, tokens=[{"token": "t", "login": "x"}])) as sim:
+        github = harvest_github(
+            GitHubClient("t", api_url=sim.url, environ={}), on_github, project.repo, HarvestOptions()
+        )
+    forge = GitLabDemoForge("t", "s").start(project)
+    try:
+        gitlab = harvest_github(forge.client(), on_gitlab, project.repo, HarvestOptions())
+    finally:
+        forge.stop()
+    skip = {"requests", "requests_by_kind", "rate_limit_remaining", "rate_limit"}
+    a, b = github.to_dict(), gitlab.to_dict()
+    assert {k: a[k] for k in a if k not in skip} == {k: b[k] for k in b if k not in skip}
+    assert a["kept"] > 50 and a["dropped"]["bot"] and a["dropped"]["downvoted"] and a["replies"]
+
+    def content(store: Store) -> dict:
+        """Each example but for where it came from (source) and the forge's own comment ids."""
+        out = {}
+        for e in store.iter_examples(project.repo):
+            d = e.to_dict()
+            d.pop("source")
+            d["meta"].pop("comment_ids", None)
+            out[e.id] = d
+        return out
+
+    assert {e.source for e in on_gitlab.iter_examples(project.repo)} == {"gitlab"}
+    assert len(content(on_github)) > 100 and content(on_github) == content(on_gitlab)
