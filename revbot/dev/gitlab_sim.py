@@ -12,7 +12,7 @@ and 400 with GitLab's message for a discussion whose position is not a row of th
 Commits are file snapshots with a parent, so diffs, versions, compare and merge bases are real
 (difflib). Endpoints, all under ``/api/v4``: ``GET /user``; under ``/projects/:id`` (the URL-encoded
 path): ``GET merge_requests`` (state, order_by, sort, updated_after), ``GET merge_requests/:iid``,
-``.../diffs``, ``.../versions``, ``.../versions/:id``, ``GET|POST .../discussions``, ``PUT
+``.../diffs``, ``.../versions``, ``.../versions/:id``, ``GET|POST .../discussions``, ``GET|PUT
 .../discussions/:id`` (resolved), ``POST .../discussions/:id/notes``, ``GET|POST .../notes``,
 ``GET|POST .../notes/:id/award_emoji``, ``GET repository/files/:path/raw``, ``GET
 repository/compare``, ``GET repository/merge_base``, ``GET members/all``.
@@ -487,6 +487,8 @@ class GitLabSimulator:
             discussion = mr["discussions"].get(seg[1])
             if discussion is None:
                 raise _Answer(404, {"message": "404 Discussion Not Found"})
+            if len(seg) == 2 and method == "GET":
+                return 200, self._render_discussion(project, mr, discussion), {}
             if len(seg) == 2 and method == "PUT":
                 if str(body.get("resolved")).lower() == "true":
                     self.resolve(project["path"], mr["iid"], seg[1], user=user)

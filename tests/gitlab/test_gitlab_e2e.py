@@ -46,6 +46,20 @@ def test_review_fix_push_and_reactions_on_gitlab(tmp_path, glsim):
         assert reacted.json()["outcome"] == "queued"
         svc.wait_idle()
 
+        # a teammate answers the bot's c.py comment in its thread (a Note Hook): feedback on that comment
+        reply = glsim.add_note(
+            PROJECT,
+            1,
+            "Won't fix: this print is the CLI's output.",
+            author="rep",
+            reply_to=bot_notes["c.py"]["discussion_id"],
+        )
+        answered = deliver(svc, "Note Hook", glsim.note_hook(PROJECT, 1, reply["id"]))
+        assert answered.json()["outcome"] == "queued"
+        svc.wait_idle()
+        replies = [f for f in Store(tmp_path / "revbot.db").iter_feedback(PROJECT) if f.kind == "reply"]
+        assert [(f.comment_id, f.author) for f in replies] == [(bot_notes["c.py"]["id"], "rep")]
+
         # a fix push: a.py back as it was, so the a.py thread is outdated and no longer raised
         old = glsim.push(PROJECT, 1, {"a.py": BASE})
         pushed = deliver(svc, "Merge Request Hook", glsim.merge_request_hook(PROJECT, 1, "update", oldrev=old))
