@@ -27,7 +27,7 @@ from collections.abc import Iterator
 from datetime import datetime
 from typing import Protocol, runtime_checkable
 
-from bot.ports import JSONObject
+from bot.json_types import JSONObject
 
 
 @runtime_checkable

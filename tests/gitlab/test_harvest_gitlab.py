@@ -13,8 +13,8 @@ from gitlab_kit import BASE, PROJECT
 from adapters.gitlab import GitLabClient
 from adapters.store import Store
 from harvest import mine as harvest_mine
-from harvest.cli import harvest
 from harvest.mine import HarvestInterrupted, HarvestOptions, harvest_github
+from revbot.cli import cli
 
 SECRET = "glpat-" + "Z9y8X7w6V5u4T3s2R1q0"
 
@@ -39,7 +39,9 @@ def test_cli_harvest_applies_the_filters_and_records_where_it_came_from(glsim, t
     _history(glsim)
     monkeypatch.setenv("GITLAB_TOKEN", "t")
     db = tmp_path / "revbot.db"
-    result = CliRunner().invoke(harvest, ["gitlab", PROJECT, "--url", glsim.url, "--db", str(db), "--format", "json"])
+    result = CliRunner().invoke(
+        cli, ["harvest", "gitlab", PROJECT, "--url", glsim.url, "--db", str(db), "--format", "json"]
+    )
     assert result.exit_code == 0, result.output
     d = json.loads(result.output)
     assert d["comments_fetched"] == 6 and d["prs"] == 1
@@ -85,7 +87,7 @@ def test_a_second_run_reads_only_what_changed_and_a_killed_run_resumes(glsim, tm
 def test_harvest_without_a_token_says_which_variable_to_set(glsim, tmp_path, monkeypatch):
     monkeypatch.delenv("GITLAB_TOKEN", raising=False)
     monkeypatch.delenv("REVBOT_GITLAB_TOKEN", raising=False)
-    result = CliRunner().invoke(harvest, ["gitlab", PROJECT, "--url", glsim.url, "--db", str(tmp_path / "x.db")])
+    result = CliRunner().invoke(cli, ["harvest", "gitlab", PROJECT, "--url", glsim.url, "--db", str(tmp_path / "x.db")])
     assert result.exit_code == 2 and "GITLAB_TOKEN" in result.output
 
 
