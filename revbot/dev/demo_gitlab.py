@@ -3,9 +3,10 @@ on GitHub, with the GitLab simulator (``revbot.dev.gitlab_sim``) as the instance
 with DiffNote threads as the history, a Merge Request Hook with ``X-Gitlab-Token`` as the webhook,
 and the review read back as positioned discussions plus the summary note.
 
-``GitLabDemoForge`` offers what the demo asks of a forge: ``start`` (the simulator seeded with the
-project's history), ``client`` (the harvest's client), ``service_env`` (what `revbot serve` needs to
-act on it), ``open_pull`` (a new merge request and its signed webhook) and ``wait_for_review``.
+``GitLabDemoForge`` offers what the demo's steps (``revbot.dev.demo``) ask of a forge other than
+GitHub: ``start`` (the simulator seeded with the project's history), ``client`` (the harvest's
+client), ``service_env`` (what `revbot serve` needs to act on it), ``open_pull`` (a new merge
+request and its webhook) and ``wait_for_review``.
 """
 
 from __future__ import annotations
