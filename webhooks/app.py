@@ -194,40 +194,7 @@ def create_app(config: ServiceConfig | Mapping[str, Any] | None = None, *, queue
 
     @app.post("/webhook/gitlab")
     def webhook_gitlab() -> Any:
-        """GitLab's hook: size cap (413) -> X-Gitlab-Token (401) -> JSON (400) -> route -> queue;
-        every event it does not act on is answered 2xx, so GitLab never disables the hook for it."""
-        metrics = service.metrics
-        body = _read_body(cfg.max_body_bytes)
-        if body is None or (request.content_length or 0) > cfg.max_body_bytes:
-            metrics.inc("revbot_webhook_deliveries_total", {"event": "unverified", "outcome": "too_large"})
-            return _error(413, f"body over the {cfg.max_body_bytes}-byte limit")
-        if not cfg.insecure_no_signature:
-            try:
-                if cfg.gitlab_signing_token:
-                    verify_signature(request.headers, body, cfg.gitlab_signing_token)
-                if cfg.gitlab_secret or not cfg.gitlab_signing_token:
-                    verify_token(request.headers.get(TOKEN_HEADER), cfg.gitlab_secret)
-            except SignatureError as exc:
-                metrics.inc("revbot_webhook_deliveries_total", {"event": "unverified", "outcome": "unauthorized"})
-                return _error(401, str(exc))
-        elif not is_loopback(request.remote_addr):
-            metrics.inc("revbot_webhook_deliveries_total", {"event": "unverified", "outcome": "unauthorized"})
-            return _error(403, "unsigned deliveries are accepted only from this machine (--insecure-no-signature)")
-        label = service.event_label(
-            GITLAB_EVENTS.get(header(request.headers, GITLAB_EVENT) or ""), service.gitlab_router
-        )
-        try:
-            delivery = parse_gitlab_delivery(request.headers, body)
-            outcome = service.gitlab_router.dispatch(delivery)
-        except BadDelivery as exc:
-            metrics.inc("revbot_webhook_deliveries_total", {"event": label, "outcome": "bad_request"})
-            return _error(400, str(exc))
-        except QueueError as exc:
-            metrics.inc("revbot_webhook_deliveries_total", {"event": label, "outcome": "queue_error"})
-            log.error("GitLab delivery not recorded: %s", exc)
-            return _error(503, "the job queue is unavailable; redeliver later")
-        metrics.inc("revbot_webhook_deliveries_total", {"event": label, "outcome": outcome.outcome})
-        return jsonify(outcome.body()), outcome.status
+        return _gitlab_delivery(service, cfg)
 
     @app.errorhandler(413)
     def too_large(_exc: Any) -> Any:
@@ -257,6 +224,42 @@ def create_app(config: ServiceConfig | Mapping[str, Any] | None = None, *, queue
         return Response(service.metrics.render(), content_type=CONTENT_TYPE)
 
     return app
+
+
+def _gitlab_delivery(service: WebService, cfg: ServiceConfig) -> Any:
+    """GitLab's hook: size cap (413) -> X-Gitlab-Token and, when configured, webhook-signature (401)
+    -> JSON (400) -> route -> queue; every event it does not act on is answered 2xx, so GitLab never
+    disables the hook for it."""
+    metrics = service.metrics
+    body = _read_body(cfg.max_body_bytes)
+    if body is None or (request.content_length or 0) > cfg.max_body_bytes:
+        metrics.inc("revbot_webhook_deliveries_total", {"event": "unverified", "outcome": "too_large"})
+        return _error(413, f"body over the {cfg.max_body_bytes}-byte limit")
+    if not cfg.insecure_no_signature:
+        try:
+            if cfg.gitlab_signing_token:
+                verify_signature(request.headers, body, cfg.gitlab_signing_token)
+            if cfg.gitlab_secret or not cfg.gitlab_signing_token:
+                verify_token(request.headers.get(TOKEN_HEADER), cfg.gitlab_secret)
+        except SignatureError as exc:
+            metrics.inc("revbot_webhook_deliveries_total", {"event": "unverified", "outcome": "unauthorized"})
+            return _error(401, str(exc))
+    elif not is_loopback(request.remote_addr):
+        metrics.inc("revbot_webhook_deliveries_total", {"event": "unverified", "outcome": "unauthorized"})
+        return _error(403, "unsigned deliveries are accepted only from this machine (--insecure-no-signature)")
+    label = service.event_label(GITLAB_EVENTS.get(header(request.headers, GITLAB_EVENT) or ""), service.gitlab_router)
+    try:
+        delivery = parse_gitlab_delivery(request.headers, body)
+        outcome = service.gitlab_router.dispatch(delivery)
+    except BadDelivery as exc:
+        metrics.inc("revbot_webhook_deliveries_total", {"event": label, "outcome": "bad_request"})
+        return _error(400, str(exc))
+    except QueueError as exc:
+        metrics.inc("revbot_webhook_deliveries_total", {"event": label, "outcome": "queue_error"})
+        log.error("GitLab delivery not recorded: %s", exc)
+        return _error(503, "the job queue is unavailable; redeliver later")
+    metrics.inc("revbot_webhook_deliveries_total", {"event": label, "outcome": outcome.outcome})
+    return jsonify(outcome.body()), outcome.status
 
 
 def _read_body(cap: int) -> bytes | None:

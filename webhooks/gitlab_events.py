@@ -212,84 +212,90 @@ class EmojiHook(_Schema):
 def build_gitlab_router(submit: Submit, *, own_logins: frozenset[str] = frozenset()) -> Router:
     """The GitLab routes; ``submit`` records the delivery (dedupe) and queues the job, if any."""
     router = Router()
-
-    @router.register("merge_request")
-    def merge_request(delivery: Delivery) -> Outcome:
-        event = validate(MergeRequestHook, delivery)
-        attrs, repo = event.object_attributes, event.project.path_with_namespace
-        action = attrs.action or ""
-        if action not in ("open", "reopen") and not (action == "update" and attrs.oldrev):
-            submit(delivery, None)
-            return Outcome(200, "ignored", f"merge request {action or 'event'} without new commits")
-        if attrs.state not in (None, "opened"):
-            submit(delivery, None)
-            return Outcome(200, "skipped", f"{repo}!{attrs.iid} is {attrs.state}")
-        head = attrs.last_commit.id
-        payload = {
-            "forge": "gitlab",
-            "action": action,
-            "delivery": delivery.delivery_id,
-            "number": attrs.iid,
-            "head_sha": head,
-            "base_sha": None,
-            "base_ref": attrs.target_branch,
-            "draft": bool(attrs.draft or attrs.work_in_progress),
-            "author": event.user.username if event.user else None,
-            "oldrev": attrs.oldrev,
-        }
-        return submit(delivery, NewJob(REVIEW, review_key(repo, attrs.iid, head), repo, attrs.iid, head, payload))
-
-    @router.register("note")
-    def note(delivery: Delivery) -> Outcome:
-        event = validate(NoteHook, delivery)
-        attrs, repo = event.object_attributes, event.project.path_with_namespace
-        if attrs.noteable_type != "MergeRequest" or event.merge_request is None or attrs.system:
-            submit(delivery, None)
-            return Outcome(200, "ignored", "not a comment on a merge request")
-        login = (event.user.username or "").lower()
-        if login in own_logins or extract_fingerprints(attrs.note):
-            submit(delivery, None)
-            return Outcome(200, "own_comment", "the bot's own notes are not recorded as team reviews")
-        number = event.merge_request.iid
-        first = attrs.note.strip().split("\n", 1)[0].strip()
-        match = _COMMAND.fullmatch(first)
-        if match is not None:
-            name, arg = (match.group(1) or "").lower(), (match.group(2) or "").strip()
-            payload = {
-                "forge": "gitlab",
-                "action": attrs.action or "create",
-                "delivery": delivery.delivery_id,
-                "comment_id": attrs.id,
-                "user": event.user.username,
-                "command": name if name in COMMANDS else "unknown",
-                "arg": arg[: MAX_GLOB + 1],
-                "text": first[:300],
-            }
-            key = f"command:{repo.lower()}!{number}:{attrs.id}"
-            return submit(delivery, NewJob(COMMAND, key, repo, number, None, payload))
-        if attrs.type != "DiffNote" or not attrs.discussion_id:
-            submit(delivery, None)
-            return Outcome(200, "ignored", "an overview note, not a review comment")
-        payload = {
-            "forge": "gitlab",
-            "action": "edited" if attrs.action == "update" else "created",
-            "delivery": delivery.delivery_id,
-            "discussion_id": attrs.discussion_id,
-            "comment": {"id": attrs.id, "body": scrub_text(attrs.note), "updated_at": attrs.updated_at},
-        }
-        key = f"comment:{repo.lower()}!{number}:{attrs.id}:{attrs.action}:{attrs.updated_at}"
-        return submit(delivery, NewJob(COMMENT, key, repo, number, None, payload))
-
-    @router.register("emoji")
-    def emoji(delivery: Delivery) -> Outcome:
-        event = validate(EmojiHook, delivery)
-        attrs, repo = event.object_attributes, event.project.path_with_namespace
-        if attrs.awardable_type != "Note" or event.merge_request is None:
-            submit(delivery, None)
-            return Outcome(200, "ignored", "not an award on a merge request's note")
-        number = event.merge_request.iid
-        payload = {"forge": "gitlab", "delivery": delivery.delivery_id, "note_id": attrs.awardable_id}
-        key = f"reaction:{repo.lower()}!{number}:{attrs.awardable_id}:{attrs.id}:{attrs.action or 'award'}"
-        return submit(delivery, NewJob(REACTION, key, repo, number, None, payload))
-
+    router.register("merge_request")(lambda delivery: merge_request(delivery, submit))
+    router.register("note")(lambda delivery: note(delivery, submit, own_logins))
+    router.register("emoji")(lambda delivery: emoji(delivery, submit))
     return router
+
+
+def merge_request(delivery: Delivery, submit: Submit) -> Outcome:
+    """open, reopen and update with ``oldrev`` (new commits): a review of the head; the rest ignored."""
+    event = validate(MergeRequestHook, delivery)
+    attrs, repo = event.object_attributes, event.project.path_with_namespace
+    action = attrs.action or ""
+    if action not in ("open", "reopen") and not (action == "update" and attrs.oldrev):
+        submit(delivery, None)
+        return Outcome(200, "ignored", f"merge request {action or 'event'} without new commits")
+    if attrs.state not in (None, "opened"):
+        submit(delivery, None)
+        return Outcome(200, "skipped", f"{repo}!{attrs.iid} is {attrs.state}")
+    head = attrs.last_commit.id
+    payload = {
+        "forge": "gitlab",
+        "action": action,
+        "delivery": delivery.delivery_id,
+        "number": attrs.iid,
+        "head_sha": head,
+        "base_sha": None,
+        "base_ref": attrs.target_branch,
+        "draft": bool(attrs.draft or attrs.work_in_progress),
+        "author": event.user.username if event.user else None,
+        "oldrev": attrs.oldrev,
+    }
+    return submit(delivery, NewJob(REVIEW, review_key(repo, attrs.iid, head), repo, attrs.iid, head, payload))
+
+
+def note(delivery: Delivery, submit: Submit, own_logins: frozenset[str]) -> Outcome:
+    """A ``/revbot`` command, or a review comment (DiffNote) to record; the bot's own notes and
+    notes elsewhere than on a merge request are ignored."""
+    event = validate(NoteHook, delivery)
+    attrs, repo = event.object_attributes, event.project.path_with_namespace
+    if attrs.noteable_type != "MergeRequest" or event.merge_request is None or attrs.system:
+        submit(delivery, None)
+        return Outcome(200, "ignored", "not a comment on a merge request")
+    if (event.user.username or "").lower() in own_logins or extract_fingerprints(attrs.note):
+        submit(delivery, None)
+        return Outcome(200, "own_comment", "the bot's own notes are not recorded as team reviews")
+    number = event.merge_request.iid
+    first = attrs.note.strip().split("\n", 1)[0].strip()
+    match = _COMMAND.fullmatch(first)
+    if match is not None:
+        name, arg = (match.group(1) or "").lower(), (match.group(2) or "").strip()
+        payload = {
+            "forge": "gitlab",
+            "action": attrs.action or "create",
+            "delivery": delivery.delivery_id,
+            "comment_id": attrs.id,
+            "user": event.user.username,
+            "command": name if name in COMMANDS else "unknown",
+            "arg": arg[: MAX_GLOB + 1],
+            "text": first[:300],
+        }
+        return submit(
+            delivery, NewJob(COMMAND, f"command:{repo.lower()}!{number}:{attrs.id}", repo, number, None, payload)
+        )
+    if attrs.type != "DiffNote" or not attrs.discussion_id:
+        submit(delivery, None)
+        return Outcome(200, "ignored", "an overview note, not a review comment")
+    payload = {
+        "forge": "gitlab",
+        "action": "edited" if attrs.action == "update" else "created",
+        "delivery": delivery.delivery_id,
+        "discussion_id": attrs.discussion_id,
+        "comment": {"id": attrs.id, "body": scrub_text(attrs.note), "updated_at": attrs.updated_at},
+    }
+    key = f"comment:{repo.lower()}!{number}:{attrs.id}:{attrs.action}:{attrs.updated_at}"
+    return submit(delivery, NewJob(COMMENT, key, repo, number, None, payload))
+
+
+def emoji(delivery: Delivery, submit: Submit) -> Outcome:
+    """An award on a merge request's note: a reaction job (the worker checks the note is the bot's)."""
+    event = validate(EmojiHook, delivery)
+    attrs, repo = event.object_attributes, event.project.path_with_namespace
+    if attrs.awardable_type != "Note" or event.merge_request is None:
+        submit(delivery, None)
+        return Outcome(200, "ignored", "not an award on a merge request's note")
+    number = event.merge_request.iid
+    payload = {"forge": "gitlab", "delivery": delivery.delivery_id, "note_id": attrs.awardable_id}
+    key = f"reaction:{repo.lower()}!{number}:{attrs.awardable_id}:{attrs.id}:{attrs.action or 'award'}"
+    return submit(delivery, NewJob(REACTION, key, repo, number, None, payload))
