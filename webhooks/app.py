@@ -94,7 +94,7 @@ class WebService:
         workers: list[dict[str, Any]] = []
         if status == 200:
             try:
-                workers = self.queue.store.workers(max_age=max(3 * self.config.lease_s, 30.0))
+                workers = self.queue.store.workers(max_age=max(3 * self.config.settings.worker_lease, 30.0))
             except Exception as exc:  # the queue answered; only the workers' reports are unreadable
                 log.warning(
                     "health: cannot read the workers' reports: %s",
@@ -122,7 +122,7 @@ class WebService:
                 ("revbot_jobs", {"state": state}, n) for state, n in self.queue.store.counts().items()
             ]
             out.append(("revbot_queue_depth", None, self.queue.size()))
-            workers = self.queue.store.workers(max_age=max(3 * self.config.lease_s, 30.0))
+            workers = self.queue.store.workers(max_age=max(3 * self.config.settings.worker_lease, 30.0))
             out.append(("revbot_model_loaded", None, 1 if any(w.get("model_loaded") for w in workers) else 0))
             return out + [("revbot_up", None, 1)]
         except Exception as exc:  # the scrape still answers: revbot_up 0 says why the rest is missing
@@ -132,7 +132,7 @@ class WebService:
     def may_read_internals(self, headers: Mapping[str, str], remote_addr: str | None) -> bool:
         """Queue depth, job counts and model errors are for operators: the bearer of the metrics
         token, or (no token set) a client on this machine that came through no proxy."""
-        token = self.config.metrics_token
+        token = self.config.settings.secret("metrics_token")
         if token:
             given = headers.get("Authorization") or ""
             scheme, _, value = given.partition(" ")
@@ -150,24 +150,24 @@ def create_app(config: ServiceConfig | Mapping[str, Any] | None = None, *, queue
     cfg.check()
     if cfg.insecure_no_signature:
         log.warning("webhook signatures are NOT checked (--insecure-no-signature): use this only locally")
-    queue = queue or open_queue(cfg.queue, cfg.home, retention_s=cfg.retention_s)
+    queue = queue or open_queue(cfg.settings.queue, cfg.settings.home, retention_s=cfg.retention_s)
     service = WebService(cfg, queue)
 
     app = Flask("webhooks")
-    app.config["MAX_CONTENT_LENGTH"] = cfg.max_body_bytes
+    app.config["MAX_CONTENT_LENGTH"] = cfg.settings.webhook_max_body
     app.extensions[EXTENSION] = service
 
     @app.post("/webhook")
     def webhook() -> Any:
         metrics = service.metrics
         length = request.content_length
-        if length is not None and length > cfg.max_body_bytes:
+        if length is not None and length > cfg.settings.webhook_max_body:
             metrics.inc("revbot_webhook_deliveries_total", {"event": "unverified", "outcome": "too_large"})
-            return _error(413, f"body of {length} bytes is over the {cfg.max_body_bytes}-byte limit")
-        body = _read_body(cfg.max_body_bytes)
+            return _error(413, f"body of {length} bytes is over the {cfg.settings.webhook_max_body}-byte limit")
+        body = _read_body(cfg.settings.webhook_max_body)
         if body is None:
             metrics.inc("revbot_webhook_deliveries_total", {"event": "unverified", "outcome": "too_large"})
-            return _error(413, f"body over the {cfg.max_body_bytes}-byte limit")
+            return _error(413, f"body over the {cfg.settings.webhook_max_body}-byte limit")
         if not cfg.insecure_no_signature:
             try:
                 verify(body, request.headers.get(SIGNATURE_HEADER), cfg.secret or "")
@@ -192,14 +192,10 @@ def create_app(config: ServiceConfig | Mapping[str, Any] | None = None, *, queue
         metrics.inc("revbot_webhook_deliveries_total", {"event": label, "outcome": outcome.outcome})
         return jsonify(outcome.body()), outcome.status
 
-    @app.post("/webhook/gitlab")
-    def webhook_gitlab() -> Any:
-        return _gitlab_delivery(service, cfg)
-
     @app.errorhandler(413)
     def too_large(_exc: Any) -> Any:
         service.metrics.inc("revbot_webhook_deliveries_total", {"event": "unverified", "outcome": "too_large"})
-        return _error(413, f"body over the {cfg.max_body_bytes}-byte limit")
+        return _error(413, f"body over the {cfg.settings.webhook_max_body}-byte limit")
 
     @app.errorhandler(RevbotError)
     def revbot_error(exc: RevbotError) -> Any:
@@ -216,13 +212,19 @@ def create_app(config: ServiceConfig | Mapping[str, Any] | None = None, *, queue
     def metrics_view() -> Response:
         if not service.may_read_internals(request.headers, request.remote_addr):
             return _error(
-                401 if cfg.metrics_token else 403,
+                401 if cfg.settings.metrics_token else 403,
                 "/metrics needs the REVBOT_METRICS_TOKEN bearer token"
-                if cfg.metrics_token
+                if cfg.settings.metrics_token
                 else "/metrics is answered only on this machine; set REVBOT_METRICS_TOKEN to read it remotely",
             )
         return Response(service.metrics.render(), content_type=CONTENT_TYPE)
 
+    return _with_gitlab(app, service, cfg)
+
+
+def _with_gitlab(app: Flask, service: WebService, cfg: ServiceConfig) -> Flask:
+    """``app`` with ``POST /webhook/gitlab`` (GitLab's deliveries, beside GitHub's ``/webhook``)."""
+    app.add_url_rule("/webhook/gitlab", "webhook_gitlab", lambda: _gitlab_delivery(service, cfg), methods=["POST"])
     return app
 
 
@@ -231,10 +233,11 @@ def _gitlab_delivery(service: WebService, cfg: ServiceConfig) -> Any:
     -> JSON (400) -> route -> queue; every event it does not act on is answered 2xx, so GitLab never
     disables the hook for it."""
     metrics = service.metrics
-    body = _read_body(cfg.max_body_bytes)
-    if body is None or (request.content_length or 0) > cfg.max_body_bytes:
+    cap = cfg.settings.webhook_max_body
+    body = _read_body(cap)
+    if body is None or (request.content_length or 0) > cap:
         metrics.inc("revbot_webhook_deliveries_total", {"event": "unverified", "outcome": "too_large"})
-        return _error(413, f"body over the {cfg.max_body_bytes}-byte limit")
+        return _error(413, f"body over the {cap}-byte limit")
     if not cfg.insecure_no_signature:
         try:
             if cfg.gitlab_signing_token:

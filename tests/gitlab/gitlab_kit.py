@@ -31,7 +31,7 @@ def gitlab_service(tmp: Path, sim, **overrides):
     from webhook_kit import Service
 
     settings = dict(
-        gitlab_secret=HOOK_TOKEN,
+        gitlab_webhook_secret=HOOK_TOKEN,
         gitlab_url=sim.url,
         gitlab_token="t",
         gitlab_options={"notes_per_minute": 10_000, "max_retries": 2},

@@ -24,7 +24,7 @@ def test_both_adapters_offer_every_method_of_the_forge_port_with_its_parameters(
         for adapter in (GitHubClient, GitLabClient):
             have = list(inspect.signature(getattr(adapter, name)).parameters)
             assert have[: len(wanted)] == wanted, f"{adapter.__name__}.{name}{have} != {wanted}"
-    github = GitHubClient("t", api_url="http://127.0.0.1:9", environ={})
+    github = GitHubClient("t", api_url="http://127.0.0.1:9")
     gitlab = GitLabClient("t", url="http://127.0.0.1:9")
     for prop in ("api_url", "request_count", "rate_limiting"):  # looked up, not evaluated (no request)
         assert prop in dir(github) and prop in dir(gitlab)

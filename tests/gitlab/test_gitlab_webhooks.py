@@ -136,7 +136,14 @@ def test_the_optional_signature_signs_id_timestamp_and_body():
 
 
 def test_with_a_signing_token_configured_unsigned_deliveries_are_refused(tmp_path, glsim):
-    svc = gitlab_service(tmp_path, glsim, start_workers=False, gitlab_signing_token=SIGNING, gitlab_secret=None)
+    svc = gitlab_service(
+        tmp_path,
+        glsim,
+        start_workers=False,
+        gitlab_webhook_signing_token=SIGNING,
+        gitlab_webhook_secret=None,
+        webhook_secret=None,
+    )
     try:
         body = json.dumps(glsim.merge_request_hook(PROJECT, 1, "open")).encode()
         assert deliver(svc, "Merge Request Hook", body, token=None).status_code == 401

@@ -122,9 +122,7 @@ def test_the_demo_project_harvests_into_the_same_examples_from_gitlab_as_from_gi
     project = build_sample_project()
     on_github, on_gitlab = Store(tmp_path / "github.db"), Store(tmp_path / "gitlab.db")
     with GitHubSimulator(to_seed(project, tokens=[{"token": "t", "login": "x"}])) as sim:
-        github = harvest_github(
-            GitHubClient("t", api_url=sim.url, environ={}), on_github, project.repo, HarvestOptions()
-        )
+        github = harvest_github(GitHubClient("t", api_url=sim.url), on_github, project.repo, HarvestOptions())
     forge = GitLabDemoForge("t", "s").start(project)
     try:
         gitlab = harvest_github(forge.client(), on_gitlab, project.repo, HarvestOptions())
