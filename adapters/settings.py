@@ -39,6 +39,7 @@ from bot.errors import UsageError
 log = logging.getLogger(__name__)
 
 DEFAULT_API_URL = "https://api.github.com"
+DEFAULT_GITLAB_URL = "https://gitlab.com"
 DEFAULT_QUEUE = "revbot-queue.db"
 DEFAULT_MAX_BODY = 10 * 1024 * 1024
 BACKENDS = ("local", "openai")
@@ -203,6 +204,29 @@ class Settings(BaseSettings):
         "REVBOT_GITHUB_APP_INSTALLATION_ID",
         doc="the App's installation to act as (harvest, retrain)",
         expected="the installation's number, e.g. 12345678",
+    )
+    # -- GitLab
+    gitlab_token: SecretStr | None = _env(
+        "REVBOT_GITLAB_TOKEN",
+        "GITLAB_TOKEN",
+        secret=True,
+        doc="GitLab access token, scope api (GITLAB_TOKEN: fallback)",
+    )
+    gitlab_url: str = _env(
+        "REVBOT_GITLAB_URL",
+        "GITLAB_URL",
+        default=DEFAULT_GITLAB_URL,
+        doc="GitLab instance root (GITLAB_URL: fallback)",
+        expected="an http:// or https:// URL such as https://gitlab.example.com",
+    )
+    gitlab_webhook_secret: SecretStr | None = _env(
+        "REVBOT_GITLAB_WEBHOOK_SECRET", secret=True, doc="the GitLab webhook's secret token (X-Gitlab-Token)"
+    )
+    gitlab_webhook_signing_token: SecretStr | None = _env(
+        "REVBOT_GITLAB_WEBHOOK_SIGNING_TOKEN",
+        secret=True,
+        doc="GitLab 19+: the hook's signing token, whsec_<base64> (webhook-signature is then checked)",
+        expected="whsec_ followed by the base64 key GitLab shows",
     )
     # -- the webhook service
     webhook_secret: SecretStr | None = _env(
@@ -376,7 +400,7 @@ class Settings(BaseSettings):
     def _upper(cls, value: Any) -> Any:
         return value.upper() if isinstance(value, str) else value
 
-    @field_validator("github_api_url", mode="after")
+    @field_validator("github_api_url", "gitlab_url", mode="after")
     @classmethod
     def _url(cls, value: str) -> str:
         if not re.match(r"https?://[^/]+", value):

@@ -358,9 +358,10 @@ A promoted version is picked up by the running service between jobs, without a r
 
 
 class GitHubClients:
-    """One GitHub client per API root: each repository is harvested again from the API root its last
+    """One forge client per API root: each repository is harvested again from the API root its last
     harvest used (recorded in the store), unless --api-url was given on the command line; a
-    repository never harvested uses $REVBOT_GITHUB_API_URL / $GITHUB_API_URL, else api.github.com."""
+    repository never harvested uses $REVBOT_GITHUB_API_URL / $GITHUB_API_URL, else api.github.com.
+    A GitLab project (the store records which forge) gets a GitLab client for its recorded instance."""
 
     def __init__(self, store: Any, token: str | None, explicit_url: str | None, fallback_url: str | None):
         self.store, self.token = store, token
@@ -372,11 +373,22 @@ class GitHubClients:
 
     def __call__(self, repo: str) -> Any:
         url = self.url_for(repo)
+        if self.store.get_state(repo, "forge") == "gitlab":  # harvested from GitLab: its recorded /api/v4 root
+            return self._gitlab((self.store.api_url(repo) or "").removesuffix("/api/v4") or None)
         if url not in self.clients:
             from adapters.github import GitHubClient
 
             self.clients[url] = GitHubClient.from_settings(Settings.from_env(), token=self.token, api_url=url)
         return self.clients[url]
+
+    def _gitlab(self, root: str | None) -> Any:
+        """A GitLab client for the instance a project was harvested from (token: REVBOT_GITLAB_TOKEN)."""
+        key = f"gitlab:{root}"
+        if key not in self.clients:
+            from adapters.gitlab import GitLabClient
+
+            self.clients[key] = GitLabClient(url=root)
+        return self.clients[key]
 
     def close(self) -> None:
         for client in self.clients.values():

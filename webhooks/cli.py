@@ -143,8 +143,9 @@ def serve(
     """Run the webhook service on gunicorn: web processes plus one queue-worker process.
 
     \b
-    Endpoints: POST /webhook, GET /healthz, GET /metrics.
-    The webhook secret comes from REVBOT_WEBHOOK_SECRET; the service refuses to start without it.
+    Endpoints: POST /webhook (GitHub), POST /webhook/gitlab, GET /healthz, GET /metrics.
+    The webhook secret comes from REVBOT_WEBHOOK_SECRET (GitLab: REVBOT_GITLAB_WEBHOOK_SECRET);
+    the service refuses to start without one.
     Workers on other machines: `revbot worker` with the same REVBOT_QUEUE (Redis).
     """
     import os
