@@ -118,6 +118,11 @@ class Backend(ABC):
     prompt_format_version: int
     max_context: int
     few_shot: bool = False
+    # what a version trained on prompt format v3 brings (``attach_version``): its exemplar index
+    # (bot.exemplars.ExemplarIndex), how many exemplars a prompt shows, and its calibrated threshold
+    exemplars: Any = None
+    exemplar_k: int = 0
+    threshold: float | None = None
 
     def prepare(self, inp: PromptInput) -> PromptInput:
         """``inp`` (rendered in the current format) as this model must see it."""
@@ -212,6 +217,20 @@ def _stopping_criteria_class():
             return torch.tensor(done, dtype=torch.bool, device=input_ids.device)
 
     return AnswerEndCriteria
+
+
+def attach_version(backend: Backend, version_dir: Path, meta: dict[str, Any]) -> None:
+    """Give ``backend`` what its version recorded beside the adapter: the exemplar index (checked
+    against its hash) with the number of exemplars it was trained with, and the calibrated threshold.
+    A version without them (v1/v2 adapters) is served as before: no exemplars, no threshold."""
+    from adapters.exemplars import load_index
+
+    entry = meta.get("exemplars")
+    backend.exemplars = load_index(version_dir, entry)
+    backend.exemplar_k = int(entry.get("k", 0)) if isinstance(entry, dict) and backend.exemplars is not None else 0
+    calibration = meta.get("calibration")
+    value = calibration.get("threshold") if isinstance(calibration, dict) else None
+    backend.threshold = float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
 
 
 # --------------------------------------------------------------------------- local models
@@ -482,7 +501,7 @@ class LocalBackend(Backend):
             device,
             "4-bit NF4" if quantize == "4bit" else str(dtype).replace("torch.", ""),
         )
-        return cls(
+        backend = cls(
             lm,
             tokenizer,
             name=model,
@@ -494,6 +513,9 @@ class LocalBackend(Backend):
             seed=options.seed,
             few_shot=adapter_dir is None if options.few_shot is None else options.few_shot,
         )
+        if adapter_dir is not None:
+            attach_version(backend, adapter_dir, meta)
+        return backend
 
     def _eos_ids(self) -> list[int]:
         ids: list[int] = []
@@ -518,7 +540,29 @@ class LocalBackend(Backend):
 
     def _encode_prompt(self, inp: PromptInput) -> list[int]:
         # A chat template writes its own special tokens; plain prompts get the tokenizer's (e.g. <s>).
-        return list(self.tokenizer(self.render_prompt(inp), add_special_tokens=not self.chat)["input_ids"])
+        # An answer prefix is encoded on its own, as training encodes the answer apart from the prompt.
+        prefix = inp.answer_prefix
+        ids = list(
+            self.tokenizer(self.render_prompt(replace(inp, answer_prefix="")), add_special_tokens=not self.chat)[
+                "input_ids"
+            ]
+        )
+        return ids + (list(self.tokenizer(prefix, add_special_tokens=False)["input_ids"]) if prefix else [])
+
+    def score_answers(self, inputs: list[PromptInput], candidates: list[list[str]]) -> list[list[float]]:
+        """For each input, the probability of each candidate answer start (``bot.anchoring``)."""
+        from adapters.decoding import score_continuations
+
+        out = []
+        with self._lock:
+            for inp, texts in zip(inputs, candidates):
+                ids = self._encode_prompt(inp)
+                cands = [list(self.tokenizer(t, add_special_tokens=False)["input_ids"]) for t in texts]
+                if len(ids) + max(len(c) for c in cands) >= self.max_context:
+                    out.append([1.0] + [0.0] * (len(cands) - 1))  # does not fit: silence
+                    continue
+                out.append(score_continuations(self.model, ids, cands))
+        return out
 
     def count_tokens(self, text: str) -> int:
         return len(self.tokenizer(text, add_special_tokens=False)["input_ids"])
@@ -540,6 +584,10 @@ class LocalBackend(Backend):
             "chat_template": self.chat,
             "max_context": self.max_context,
             "batch_size": self.batch_size,
+            "exemplars": {"k": self.exemplar_k, "documents": len(self.exemplars)}
+            if self.exemplars is not None
+            else None,
+            "threshold": self.threshold,
             "sampling": {"temperature": self.temperature} if self.temperature else "greedy",
         }
 
@@ -560,13 +608,18 @@ class LocalBackend(Backend):
         with self._lock:
             for start in range(0, len(order), self.batch_size):
                 chunk = order[start : start + self.batch_size]
-                for i, gen in zip(chunk, self._generate_batch([encoded[i] for i in chunk], max_new_tokens)):
+                prefixes = [inputs[i].answer_prefix for i in chunk]
+                for i, gen in zip(chunk, self._generate_batch([encoded[i] for i in chunk], max_new_tokens, prefixes)):
                     results[i] = gen
         return results  # type: ignore[return-value]
 
-    def _generate_batch(self, batch: list[list[int]], max_new_tokens: int) -> list[Generation]:
+    def _generate_batch(
+        self, batch: list[list[int]], max_new_tokens: int, prefixes: list[str] | None = None
+    ) -> list[Generation]:
         import torch
         from transformers import StoppingCriteriaList
+
+        from adapters.decoding import DegenerationGuard, guard_criteria_class, trim_degenerate
 
         device = self.model.device
         width = max(len(ids) for ids in batch)
@@ -576,16 +629,21 @@ class LocalBackend(Backend):
         for row, ids in enumerate(batch):  # left padding: every answer starts at column ``width``
             input_ids[row, width - len(ids) :] = torch.tensor(ids, dtype=torch.long)
             attention[row, width - len(ids) :] = 1
-        tracker = StopTracker(
-            lambda ids: self.tokenizer.decode(ids, skip_special_tokens=True), self.eos_ids, width, len(batch)
-        )
+
+        def decode(ids: list[int]) -> str:
+            return str(self.tokenizer.decode(ids, skip_special_tokens=True))
+
+        tracker = StopTracker(decode, self.eos_ids, width, len(batch))
+        guard = DegenerationGuard(decode, width, prefixes or [""] * len(batch))
         options: dict[str, Any] = {
             "max_new_tokens": budget,
             "pad_token_id": self.pad_id,
             "eos_token_id": self.eos_ids or None,
             "num_beams": 1,
             "repetition_penalty": 1.0,  # a model's own generation_config must not bend greedy decoding
-            "stopping_criteria": StoppingCriteriaList([_stopping_criteria_class()(tracker)]),
+            "stopping_criteria": StoppingCriteriaList(
+                [_stopping_criteria_class()(tracker), guard_criteria_class()(guard)]
+            ),
         }
         if self.temperature:
             options.update(do_sample=True, temperature=self.temperature)
@@ -601,12 +659,13 @@ class LocalBackend(Backend):
             end = tracker.stopped_at[row] or output.shape[1]
             generated = output[row, width:end].tolist()
             text, _ = trim_answer(self.tokenizer.decode(generated, skip_special_tokens=True))
+            text = trim_degenerate(text, guard.prefixes[row])
             results.append(
                 Generation(
                     text=text,
                     prompt_tokens=len(ids),
                     completion_tokens=len(generated),
-                    finish_reason="stop" if tracker.stopped_at[row] is not None else "length",
+                    finish_reason="stop" if tracker.stopped_at[row] is not None or guard.cut[row] else "length",
                 )
             )
         return results

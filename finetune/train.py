@@ -56,13 +56,16 @@ from typing import Any
 
 from adapters.files import atomic_write_json, write_examples
 from adapters.versions import META_FILE, ModelRegistry, ModelVersion, now_iso
+from bot.anchoring import Calibration
 from bot.errors import DataError, ModelError, RevbotError, UsageError
 from bot.examples import Example, fingerprint
+from bot.exemplars import DEFAULT_K
 from bot.prompt import PROMPT_FORMAT_VERSION
 from finetune.attention import SEGMENT_ATTENTION
 from finetune.attention import register as register_segment_attention
 from finetune.data import Splits, encode_examples, prompt_completion_dataset, split_examples
 from finetune.loss import AnswerHead
+from finetune.retrieval import build_index, exemplars_for
 
 log = logging.getLogger(__name__)
 
@@ -162,10 +165,12 @@ class TrainConfig:
     eval_every: int | None = None  # steps; None: about ten evaluations a run, at least one per epoch
     save_every: int | None = None  # steps; None: at every evaluation
     patience: int = 3  # evaluations without improvement before stopping early (0: never stop early)
+    exemplars: int = DEFAULT_K  # past reviews shown with each hunk (prompt format v3); 0: none
+    min_precision: float | None = None  # calibrate the comment threshold for this precision (None: max F1)
     resume: bool = False
 
     # settings that do not change the trained weights, left out of the run key
-    _NOT_IN_KEY = ("resume", "save_every")
+    _NOT_IN_KEY = ("resume", "save_every", "min_precision")
 
     def validate(self) -> None:
         def need(ok: bool, message: str) -> None:
@@ -185,6 +190,11 @@ class TrainConfig:
         need(self.lora_alpha > 0, f"--lora-alpha must be positive, got {self.lora_alpha}")
         need(0 <= self.lora_dropout < 1, f"--lora-dropout must be in [0, 1), got {self.lora_dropout}")
         need(self.patience >= 0, f"patience must be >= 0, got {self.patience}")
+        need(0 <= self.exemplars <= 10, f"--exemplars must be from 0 to 10, got {self.exemplars}")
+        need(
+            self.min_precision is None or 0 < self.min_precision <= 1,
+            f"--min-precision must be in (0, 1], got {self.min_precision}",
+        )
         for name in ("eval_every", "save_every"):
             value = getattr(self, name)
             need(value is None or value >= 1, f"{name} must be at least 1, got {value}")
@@ -761,6 +771,46 @@ def prepare_model(base: str, config: TrainConfig, device: Any) -> _Prepared:
     return _Prepared(model, tokenizer, targets, packed, attention, difference, pad_changed)
 
 
+def calibrate_trained(
+    model: Any,
+    tokenizer: Any,
+    base: str,
+    validation: Sequence[Example],
+    shown: dict[str, Any],
+    config: TrainConfig,
+    index: Any,
+) -> Calibration:
+    """The comment threshold for the trained ``model``, on the validation split's prompts as review
+    will render them (``finetune.calibrate``)."""
+    from adapters.model import LocalBackend
+    from bot.anchoring import calibrate
+    from finetune.calibrate import calibrate_on
+    from finetune.retrieval import prompt_inputs
+
+    if not validation:
+        return calibrate([], [], min_precision=config.min_precision)
+    was_training = model.training
+    model.eval()
+    try:
+        backend = LocalBackend(model, tokenizer, name=base, prompt_format_version=PROMPT_FORMAT_VERSION)
+        backend.exemplars, backend.exemplar_k = index, config.exemplars
+        return calibrate_on(backend, prompt_inputs(validation, shown), validation, min_precision=config.min_precision)
+    finally:
+        model.train(was_training)
+
+
+def version_extras(out: Path, index: Any, config: TrainConfig, calibration: Calibration) -> dict[str, Any]:
+    """What a v3 version keeps beside its adapter: the exemplar index (saved, hashed) and the
+    calibration (with its precision–recall plot)."""
+    from adapters.exemplars import save_index
+    from finetune.calibrate import PR_CURVE_FILE, plot_pr_curve
+
+    extra: dict[str, Any] = {"calibration": calibration.to_dict()}
+    extra["exemplars"] = save_index(index, out, config.exemplars) if index is not None else None
+    plot_pr_curve(calibration, out / PR_CURVE_FILE, "comment threshold on validation")
+    return extra
+
+
 def _library_attention(model: Any) -> str:
     """Back to transformers' sdpa (or eager, for a model without sdpa); the name it runs under."""
     try:
@@ -878,8 +928,10 @@ def train(
     t0 = time.perf_counter()
     datasets: dict[str, Any] = {}
     too_long: dict[str, int] = {}
+    index = build_index(splits.train) if config.exemplars else None
+    shown = exemplars_for(index, splits.train + splits.validation + splits.test, config.exemplars)
     for name, part in splits.items():
-        encoded, skipped = encode_examples(part, tokenizer, config.max_length)
+        encoded, skipped = encode_examples(part, tokenizer, config.max_length, shown)
         too_long[name] = len(skipped)
         datasets[name] = prompt_completion_dataset(encoded) if encoded else None
     if datasets["train"] is None:
@@ -1025,8 +1077,13 @@ def train(
         }
     )
 
-    # -- the version: written to a temporary directory, renamed to vN when complete
+    # -- the comment threshold, calibrated on the validation split with the weights we keep
     unwrapped = trainer.model
+    t0 = time.perf_counter()
+    calibration = calibrate_trained(unwrapped, tokenizer, base, splits.validation, shown, config, index)
+    timings["calibrate_s"] = time.perf_counter() - t0
+
+    # -- the version: written to a temporary directory, renamed to vN when complete
     version: ModelVersion | None = None
     if main:
         t0 = time.perf_counter()
@@ -1038,6 +1095,7 @@ def train(
             for name, part in splits.items():
                 write_examples(out / DATA_DIR / f"{name}.jsonl", part)
             plot_loss_curve(history, out / LOSS_CURVE_FILE, f"{Path(base).name} + LoRA r={config.lora_r}")
+            extra = version_extras(out, index, config, calibration)
             timings["save_s"] = time.perf_counter() - t0
             timings["total_s"] = time.perf_counter() - started
             atomic_write_json(
@@ -1063,6 +1121,7 @@ def train(
                     "history": history,
                     "timings": {k: round(v, 3) for k, v in timings.items()},
                     "device": str(device),
+                    **extra,
                 },
             )
         version = pending.version
