@@ -33,6 +33,8 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
+from adapters.decoding import find_answer_end as find_answer_end  # re-exported: the end marker's one reader
+from adapters.decoding import trim_answer
 from adapters.embedded import resolve as resolve_embedded
 from adapters.versions import META_FILE, check_prompt_format, read_meta
 from bot.errors import ModelError
@@ -146,24 +148,6 @@ class Backend(ABC):
 
 
 # --------------------------------------------------------------------------- answer end
-
-
-def find_answer_end(text: str) -> int | None:
-    """Index of the first ANSWER_END that starts a line (an indented one is comment text), or None."""
-    pos = 0
-    while True:
-        idx = text.find(ANSWER_END, pos)
-        if idx < 0:
-            return None
-        if idx == 0 or text[idx - 1] == "\n":
-            return idx
-        pos = idx + 1
-
-
-def trim_answer(text: str) -> tuple[str, bool]:
-    """``text`` cut before its ANSWER_END line, and whether the marker was there."""
-    idx = find_answer_end(text)
-    return (text, False) if idx is None else (text[:idx], True)
 
 
 class StopTracker:
@@ -548,6 +532,48 @@ class LocalBackend(Backend):
             ]
         )
         return ids + (list(self.tokenizer(prefix, add_special_tokens=False)["input_ids"]) if prefix else [])
+
+    def analyse(
+        self,
+        inputs: list[PromptInput],
+        candidates: list[list[str]],
+        choose: Callable[[int, list[float]], list[int]],
+        *,
+        max_new_tokens: int,
+        free: bool = False,
+    ) -> list[Any]:
+        """One pass per prompt (``adapters.decoding.analyse_prompt``): the probability of each candidate
+        answer start, a body after each candidate ``choose(input index, probabilities)`` picks, and with
+        ``free`` the answer the model writes on its own. A prompt that does not fit is silence."""
+        from adapters.decoding import Analysis, Continuation, analyse_prompt
+
+        def decode(ids: list[int]) -> str:
+            return str(self.tokenizer.decode(ids, skip_special_tokens=True))
+
+        out: list[Any] = []
+        with self._lock:
+            for i, (inp, texts) in enumerate(zip(inputs, candidates)):
+                ids = self._encode_prompt(inp)
+                cands = [list(self.tokenizer(t, add_special_tokens=False)["input_ids"]) for t in texts]
+                if len(ids) + max(len(c) for c in cands) + 1 >= self.max_context:
+                    silent = Analysis([1.0] + [0.0] * (len(cands) - 1))
+                    silent.free = Continuation("", len(ids), 0, "length") if free else None
+                    out.append(silent)
+                    continue
+                out.append(
+                    analyse_prompt(
+                        self.model,
+                        decode,
+                        self.eos_ids,
+                        ids,
+                        cands,
+                        lambda probs, i=i: choose(i, probs),
+                        prefixes=texts,
+                        max_new_tokens=max_new_tokens,
+                        free=free,
+                    )
+                )
+        return out
 
     def score_answers(self, inputs: list[PromptInput], candidates: list[list[str]]) -> list[list[float]]:
         """For each input, the probability of each candidate answer start (``bot.anchoring``)."""

@@ -79,20 +79,26 @@ class AnchorScores:
         return [anchor for anchor, p in ranked if p >= threshold][:max_per_hunk]
 
 
+def _scores(cands: list[tuple[str, int, str]], probs: Sequence[float]) -> AnchorScores:
+    """AnchorScores from the probabilities of [NO COMMENT, label, label, ...]."""
+    total = sum(probs) or 1.0
+    scores = AnchorScores(probs[0] / total)
+    for (label, line, side), p in zip(cands, probs[1:]):
+        scores.confidence[(line, side)] = p / total
+        scores.label_of[(line, side)] = label
+    return scores
+
+
+def _candidates(hunk: Hunk) -> tuple[list[tuple[str, int, str]], list[str]]:
+    cands = labels(hunk)
+    return cands, [NO_COMMENT] + [f"{label}:" for label, _, _ in cands]
+
+
 def score_hunks(backend: Scorer, inputs: list[PromptInput], hunks: list[Hunk]) -> list[AnchorScores]:
     """The model's AnchorScores for each (input, hunk)."""
-    candidate_sets = [labels(h) for h in hunks]
-    texts = [[NO_COMMENT] + [f"{label}:" for label, _, _ in cands] for cands in candidate_sets]
-    probabilities = backend.score_answers(inputs, texts) if inputs else []
-    out = []
-    for cands, probs in zip(candidate_sets, probabilities):
-        total = sum(probs) or 1.0
-        scores = AnchorScores(probs[0] / total)
-        for (label, line, side), p in zip(cands, probs[1:]):
-            scores.confidence[(line, side)] = p / total
-            scores.label_of[(line, side)] = label
-        out.append(scores)
-    return out
+    sets = [_candidates(h) for h in hunks]
+    probabilities = backend.score_answers(inputs, [texts for _, texts in sets]) if inputs else []
+    return [_scores(cands, probs) for (cands, _), probs in zip(sets, probabilities)]
 
 
 @dataclass
@@ -110,6 +116,86 @@ class ConstrainedAnswer:
     completion_tokens: int = 0
 
 
+@dataclass
+class Analysed:
+    """Every hunk answered under several thresholds (variant name -> answers, one per hunk), the
+    free-running answers when asked for, and the scores."""
+
+    variants: dict[str, list[ConstrainedAnswer]]
+    free: list[Any] | None
+    scores: list[AnchorScores]
+
+
+def analyse_hunks(
+    backend: Scorer,
+    inputs: list[PromptInput],
+    hunks: list[Hunk],
+    variants: dict[str, float | None],
+    *,
+    max_new_tokens: int,
+    max_per_hunk: int = DEFAULT_MAX_PER_HUNK,
+    free: bool = False,
+) -> Analysed:
+    """Score every hunk's anchors once and answer it under each threshold of ``variants`` (None: the
+    model's own choice); a body is written once per chosen anchor, whichever variants chose it. A
+    backend with ``analyse`` does it all in one pass over each prompt; others score, then generate."""
+    sets = [_candidates(h) for h in hunks]
+    chosen: dict[int, dict[tuple[int, str], int]] = {}
+    scores: dict[int, AnchorScores] = {}
+
+    def choose(i: int, probs: list[float]) -> list[int]:
+        scores[i] = _scores(sets[i][0], probs)
+        picks = {a for t in variants.values() for a in scores[i].choose(t, max_per_hunk)}
+        order = [(line, side) for _, line, side in sets[i][0]]
+        chosen[i] = {a: 1 + order.index(a) for a in sorted(picks)}
+        return list(chosen[i].values())
+
+    bodies: dict[tuple[int, tuple[int, str]], Any] = {}
+    free_answers: list[Any] | None = None
+    analyse = getattr(backend, "analyse", None)
+    if callable(analyse):
+        results = analyse(inputs, [t for _, t in sets], choose, max_new_tokens=max_new_tokens, free=free)
+        for i, result in enumerate(results):
+            for anchor, index in chosen.get(i, {}).items():
+                bodies[(i, anchor)] = result.bodies[index]
+        free_answers = [r.free for r in results] if free else None
+    else:
+        for i, probs in enumerate(backend.score_answers(inputs, [t for _, t in sets]) if inputs else []):
+            choose(i, probs)
+        jobs = [(i, a) for i in range(len(inputs)) for a in chosen.get(i, {})]
+        prompts = [with_answer_prefix(inputs[i], f"{scores[i].label_of[a]}:") for i, a in jobs]
+        generated = list(backend.generate(prompts, max_new_tokens=max_new_tokens)) if prompts else []
+        bodies = dict(zip(jobs, generated))
+        free_answers = list(backend.generate(inputs, max_new_tokens=max_new_tokens)) if free and inputs else None
+    ordered = [scores[i] for i in range(len(inputs))]
+    answers = {
+        name: [_answer(i, hunks[i], ordered[i], ordered[i].choose(t, max_per_hunk), bodies) for i in range(len(inputs))]
+        for name, t in variants.items()
+    }
+    return Analysed(answers, free_answers, ordered)
+
+
+def _answer(
+    i: int, hunk: Hunk, scores: AnchorScores, anchors: list[tuple[int, str]], bodies: dict[Any, Any]
+) -> ConstrainedAnswer:
+    answer = ConstrainedAnswer([], [], "", scores)
+    for anchor in anchors:
+        gen = bodies[(i, anchor)]
+        text = f"{scores.label_of[anchor]}:" + _text(gen)
+        answer.text += ("\n" if answer.text else "") + text
+        answer.prompt_tokens += int(getattr(gen, "prompt_tokens", 0) or 0)
+        answer.completion_tokens += int(getattr(gen, "completion_tokens", 0) or 0)
+        answer.truncated |= getattr(gen, "finish_reason", "stop") == "length"
+        parsed = parse_output(text, hunk)
+        first = next((c for c in parsed.comments if (c.line, c.side) == anchor), None)
+        if first is None:
+            answer.empty_bodies += 1
+            continue
+        answer.comments.append(first)
+        answer.confidences.append(scores.confidence[anchor])
+    return answer
+
+
 def answer_hunks(
     backend: Scorer,
     inputs: list[PromptInput],
@@ -118,34 +204,12 @@ def answer_hunks(
     threshold: float | None,
     max_new_tokens: int,
     max_per_hunk: int = DEFAULT_MAX_PER_HUNK,
-    scores: list[AnchorScores] | None = None,
 ) -> list[ConstrainedAnswer]:
-    """Score the anchors of every hunk, choose, and generate one body per chosen anchor (all bodies of
-    all hunks in one ``generate`` call, so the backend batches them)."""
-    scores = scores if scores is not None else score_hunks(backend, inputs, hunks)
-    jobs: list[tuple[int, tuple[int, str]]] = []
-    prompts: list[PromptInput] = []
-    for i, (inp, s) in enumerate(zip(inputs, scores)):
-        for anchor in s.choose(threshold, max_per_hunk):
-            jobs.append((i, anchor))
-            prompts.append(with_answer_prefix(inp, f"{s.label_of[anchor]}:"))
-    generations = list(backend.generate(prompts, max_new_tokens=max_new_tokens)) if prompts else []
-    answers = [ConstrainedAnswer([], [], "", s) for s in scores]
-    for (i, anchor), prompt, gen in zip(jobs, prompts, generations):
-        answer = answers[i]
-        text = prompt.answer_prefix + _text(gen)
-        answer.text += ("\n" if answer.text else "") + text
-        answer.prompt_tokens += int(getattr(gen, "prompt_tokens", 0) or 0)
-        answer.completion_tokens += int(getattr(gen, "completion_tokens", 0) or 0)
-        answer.truncated |= getattr(gen, "finish_reason", "stop") == "length"
-        parsed = parse_output(text, hunks[i])
-        first = next((c for c in parsed.comments if (c.line, c.side) == anchor), None)
-        if first is None:
-            answer.empty_bodies += 1
-            continue
-        answer.comments.append(first)
-        answer.confidences.append(answers[i].scores.confidence[anchor])
-    return answers
+    """Score the anchors of every hunk, choose with ``threshold``, and write one body per chosen anchor."""
+    analysed = analyse_hunks(
+        backend, inputs, hunks, {"": threshold}, max_new_tokens=max_new_tokens, max_per_hunk=max_per_hunk
+    )
+    return analysed.variants[""]
 
 
 def _text(gen: object) -> str:

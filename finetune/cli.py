@@ -14,7 +14,9 @@ import click
 from adapters.cli_options import deprecated_alias, quantize_flag, quantize_option, quiet, summary_format_option
 from adapters.versions import ModelRegistry, default_models_dir
 from bot.errors import DataError, UsageError
+from bot.exemplars import DEFAULT_K
 from finetune.evaluate import DEFAULT_EVAL_BATCH_SIZE, DEFAULT_MAX_NEW_TOKENS
+from finetune.train import TrainConfig
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 
@@ -62,8 +64,12 @@ is current yet (the first version). Evaluate it with `revbot eval --version vN`.
 """
 
 
+_DEFAULTS = TrainConfig()  # the recipe bench_quality validates: the CLI's defaults are its defaults
+
 _TRAINING_OPTIONS = (
-    click.option("--epochs", type=float, default=3.0, show_default=True, help="Passes over the training split."),
+    click.option(
+        "--epochs", type=float, default=_DEFAULTS.epochs, show_default=True, help="Passes over the training split."
+    ),
     click.option(
         "--max-steps",
         type=click.IntRange(min=1),
@@ -84,7 +90,11 @@ _TRAINING_OPTIONS = (
         help="Tokens per row; longer examples are skipped and counted. [default: 2048 on a GPU, 1024 on CPU]",
     ),
     click.option(
-        "--lr", type=float, default=2e-4, show_default=True, help="Peak learning rate (cosine schedule with warm-up)."
+        "--lr",
+        type=float,
+        default=_DEFAULTS.lr,
+        show_default=True,
+        help="Peak learning rate (cosine schedule with warm-up).",
     ),
     click.option("--lora-r", type=click.IntRange(min=1), default=16, show_default=True, help="LoRA rank."),
     click.option("--lora-alpha", type=float, default=32, show_default=True, help="LoRA alpha (scale = alpha / r)."),
@@ -100,6 +110,19 @@ _TRAINING_OPTIONS = (
     ),
     click.option(
         "--seed", type=int, default=0, show_default=True, help="Seed of the split, the order and the LoRA init."
+    ),
+    click.option(
+        "--exemplars",
+        type=click.IntRange(0, 10),
+        default=DEFAULT_K,
+        show_default=True,
+        help="The team's most similar earlier reviews shown with each hunk (prompt format v3); 0: none.",
+    ),
+    click.option(
+        "--min-precision",
+        type=click.FloatRange(0, 1, min_open=True),
+        default=None,
+        help="Calibrate the comment threshold on validation for this precision (default: the best F1).",
     ),
 )
 
@@ -220,6 +243,8 @@ def train(
     no_packing,
     resume,
     seed,
+    exemplars,
+    min_precision,
     test_fraction,
     val_fraction,
     min_train,
@@ -273,6 +298,8 @@ def train(
         min_train=min_train,
         patience=patience,
         eval_every=eval_every,
+        exemplars=exemplars,
+        min_precision=min_precision,
         resume=resume,
     )
     version = run_training(
@@ -290,6 +317,16 @@ def train(
         f"  steps {m.get('steps')} ({_fmt(m.get('epochs'), 2)} epochs{', stopped early' if m.get('stopped_early') else ''}), "
         f"train loss {_fmt(m.get('train_loss'))}, validation loss {_fmt(m.get('val_loss'))}, "
         f"test loss {_fmt(m.get('test_loss'))}"
+    )
+    calibration = version.meta.get("calibration") or {}
+    threshold = calibration.get("threshold")
+    click.echo(
+        "  comment threshold "
+        + (
+            f"{threshold:.4g} ({calibration.get('reason')})"
+            if threshold is not None
+            else f"none: {calibration.get('reason')}"
+        )
     )
     click.echo(
         f"  packing {'on' if m.get('packing') else 'off (batched by length)'}, padding share "
@@ -347,8 +384,36 @@ def train(
 @click.option("--limit", type=click.IntRange(min=1), default=None, help="Evaluate on the first N test examples only.")
 @generation_options("batch_size", old_spelling="--batch-size")
 @quantize_option("Model weights for the evaluation: 4bit or none. Default: 4bit on CUDA, none on a CPU.")
+@click.option(
+    "--anchors",
+    type=click.Choice(["constrained", "free"]),
+    default="constrained",
+    show_default=True,
+    help="constrained: the model's probabilities choose each comment's line, and the version's calibrated "
+    "threshold whether to comment (as review does); free: the model writes its anchors.",
+)
+@click.option(
+    "--exemplars",
+    type=click.IntRange(0, 10),
+    default=None,
+    help="Past reviews shown to the tuned model per hunk (default: as many as it was trained with).",
+)
 @summary_format_option("the metrics", old_input="fmt")
-def eval_cmd(model_spec, data, fmt, store, models_dir, no_base, limit, max_new_tokens, batch_size, quantize, as_json):
+def eval_cmd(
+    model_spec,
+    data,
+    fmt,
+    store,
+    models_dir,
+    no_base,
+    limit,
+    max_new_tokens,
+    batch_size,
+    quantize,
+    anchors,
+    exemplars,
+    as_json,
+):
     """Evaluate a model version against the base model, retrieval and most-frequent baselines.
 
     Prints a verdict line (what the tuned model beats each other system on, and loses on), then the
@@ -384,6 +449,8 @@ def eval_cmd(model_spec, data, fmt, store, models_dir, no_base, limit, max_new_t
         batch_size=batch_size,
         store=feedback_store,
         progress=not quiet(),
+        anchors=anchors,
+        exemplars=exemplars,
     )
     if as_json:
         click.echo(json.dumps(report.to_dict(), indent=2, sort_keys=True))
@@ -392,6 +459,8 @@ def eval_cmd(model_spec, data, fmt, store, models_dir, no_base, limit, max_new_t
     click.echo("\n" + gate_summary(report))
     if report.out_dir is not None:
         click.echo(f"report: {report.out_dir / 'report.md'}")
+        if (report.out_dir / "pr_curve.png").is_file():
+            click.echo(f"precision-recall against the threshold: {report.out_dir / 'pr_curve.png'}")
 
 
 # --------------------------------------------------------------------------- score

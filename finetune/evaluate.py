@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from adapters.versions import ModelRegistry, ModelVersion
-from bot.anchoring import AnchorScores, answer_hunks, can_score, human_anchors, pr_curve
+from bot.anchoring import AnchorScores, analyse_hunks, can_score, human_anchors, pr_curve
 from bot.config import DEFAULT_MAX_NEW_TOKENS
 from bot.errors import DataError, ModelError, UsageError
 from bot.examples import Example
@@ -117,16 +117,20 @@ def model_predictions(
     progress: bool,
     label: str,
     inputs: Sequence[PromptInput] | None = None,
-    anchors: str = "free",
-    threshold: float | None = None,
-) -> tuple[list[Prediction], list[AnchorScores]]:
+    variants: dict[str, float | None] | None = None,
+    free: str | None = None,
+) -> tuple[dict[str, list[Prediction]], list[AnchorScores]]:
     """Answer every example (``inputs``: its prompts, default: without exemplars) and parse each
-    answer against its hunk. ``anchors`` "constrained" scores the labels under the model where the
-    backend can (``bot.anchoring``; with ``threshold``, the calibrated silence), else the model writes
-    its anchors. Returns the predictions and, for constrained anchors, each hunk's scores."""
+    answer against its hunk, as systems named by the caller: ``variants`` (name -> threshold, None
+    for the model's own choice) with anchors chosen by the model's probabilities (``bot.anchoring``),
+    and ``free`` (a name) with the anchors the model writes itself. All from one pass over each
+    prompt where the backend can; a backend that cannot score answers every name freely. Returns the
+    predictions by name and, for constrained anchors, each hunk's scores."""
     inputs = list(inputs) if inputs is not None else [e.prompt_input() for e in examples]
-    use_scores = anchors == "constrained" and can_score(backend) and backend.prompt_format_version >= 3
-    out: list[Prediction] = []
+    variants = dict(variants or {})
+    use_scores = bool(variants) and can_score(backend) and backend.prompt_format_version >= 3
+    names = [*variants, *([free] if free else [])]
+    out: dict[str, list[Prediction]] = {name: [] for name in names}
     scores: list[AnchorScores] = []
     bar = None
     if progress:
@@ -135,22 +139,28 @@ def model_predictions(
         bar = tqdm(total=len(examples), desc=f"eval {label}", unit="hunk", dynamic_ncols=True)
     try:
         for start in range(0, len(examples), batch_size):
-            chunk, prompts = examples[start : start + batch_size], inputs[start : start + batch_size]
-            if use_scores:
-                answers = answer_hunks(
-                    backend,
-                    list(prompts),
-                    [e.parsed_hunk() for e in chunk],
-                    threshold=threshold,
-                    max_new_tokens=max_new_tokens,
-                )
-                scores += [a.scores for a in answers]
-                out += [
-                    Prediction(e.id, list(a.comments), a.text, False, [], a.truncated, list(a.confidences))
-                    for e, a in zip(chunk, answers)
-                ]
+            chunk, prompts = examples[start : start + batch_size], list(inputs[start : start + batch_size])
+            if not use_scores:
+                preds = _free_predictions(backend, chunk, prompts, max_new_tokens)
+                for name in names:
+                    out[name] += preds
             else:
-                out += _free_predictions(backend, chunk, prompts, max_new_tokens)
+                analysed = analyse_hunks(
+                    backend,
+                    prompts,
+                    [e.parsed_hunk() for e in chunk],
+                    variants,
+                    max_new_tokens=max_new_tokens,
+                    free=free is not None,
+                )
+                scores += analysed.scores
+                for name, answers in analysed.variants.items():
+                    out[name] += [
+                        Prediction(e.id, list(a.comments), a.text, False, [], a.truncated, list(a.confidences))
+                        for e, a in zip(chunk, answers)
+                    ]
+                if free:
+                    out[free] += _parsed(chunk, analysed.free or [])
             if bar is not None:
                 bar.update(len(chunk))
     finally:
@@ -159,10 +169,7 @@ def model_predictions(
     return out, scores
 
 
-def _free_predictions(
-    backend: Any, chunk: Sequence[Example], prompts: Sequence[PromptInput], max_new_tokens: int
-) -> list[Prediction]:
-    generations = backend.generate(list(prompts), max_new_tokens=max_new_tokens)
+def _parsed(chunk: Sequence[Example], generations: Sequence[Any]) -> list[Prediction]:
     out = []
     for example, gen in zip(chunk, generations):
         parsed = parse_output(gen.text, example.parsed_hunk())
@@ -177,6 +184,12 @@ def _free_predictions(
             )
         )
     return out
+
+
+def _free_predictions(
+    backend: Any, chunk: Sequence[Example], prompts: Sequence[PromptInput], max_new_tokens: int
+) -> list[Prediction]:
+    return _parsed(chunk, backend.generate(list(prompts), max_new_tokens=max_new_tokens))
 
 
 def baseline_predictions(baseline: Any, examples: Sequence[Example]) -> list[Prediction]:
@@ -295,33 +308,46 @@ class _Run:
     too_long: dict[str, int] = field(default_factory=dict)
 
     def model(
-        self, name: str, description: str, backend: Any, *, k: int, threshold: float | None
+        self,
+        backend: Any,
+        descriptions: dict[str, str],
+        *,
+        k: int,
+        variants: dict[str, float | None] | None = None,
+        free: str | None = None,
     ) -> tuple[list[AnchorScores], list[Example]]:
-        """Answer with ``backend``; prompts that do not fit its context are answered with silence and
-        counted (``too_long``), never stopping the run."""
+        """Answer with ``backend`` as the systems named in ``descriptions`` (``variants``: constrained
+        anchors under each threshold, when ``anchors`` is "constrained"; ``free``: the model's own
+        anchors). Prompts that do not fit its context are answered with silence and counted
+        (``too_long``), never stopping the run. Returns the scores and the examples they are for."""
         t0 = time.perf_counter()
+        if self.anchors == "free":
+            free, variants = free or next(iter(variants or {}), None), None
         inputs = [with_exemplars(e.prompt_input(), self.shown.get(e.id, ())[:k]) for e in self.examples]
         limit = getattr(backend, "max_context", None)
         fits = [not limit or backend.count_prompt_tokens(i) + self.max_new_tokens <= limit for i in inputs]
+        first = next(iter(descriptions))
         if not all(fits):
-            self.too_long[name] = fits.count(False)
-            log.warning("%s: %d test prompts are too long for the model; answered as silence", name, fits.count(False))
+            self.too_long[first] = fits.count(False)
+            log.warning("%s: %d test prompts are too long for the model; answered as silence", first, fits.count(False))
         kept = [e for e, ok in zip(self.examples, fits) if ok]
-        preds, scores = model_predictions(
+        by_name, scores = model_predictions(
             backend,
             kept,
             inputs=[i for i, ok in zip(inputs, fits) if ok],
             max_new_tokens=self.max_new_tokens,
             batch_size=self.batch_size,
             progress=self.progress,
-            label=name,
-            anchors=self.anchors,
-            threshold=threshold,
+            label=first,
+            variants=variants,
+            free=free,
         )
-        answered = {p.example_id: p for p in preds}
-        preds = [answered.get(e.id) or Prediction(e.id, [], "") for e in self.examples]
-        metrics = score(self.examples, preds)
-        self.systems.append(SystemResult(name, description, metrics, preds, time.perf_counter() - t0))
+        seconds = time.perf_counter() - t0
+        for name, preds in by_name.items():
+            answered = {p.example_id: p for p in preds}
+            full = [answered.get(e.id) or Prediction(e.id, [], "") for e in self.examples]
+            metrics = score(self.examples, full)
+            self.systems.append(SystemResult(name, descriptions.get(name, name), metrics, full, seconds))
         return scores, kept
 
     def baselines(self, train: Sequence[Example]) -> None:
@@ -396,18 +422,19 @@ def evaluate(
     shown = exemplars_for(index, test_examples, max(tuned_k, base_k), context=train_examples)
     run = _Run(test_examples, shown, max_new_tokens, batch_size, progress, anchors)
     threshold = getattr(tuned, "threshold", None)
-    scores, scored = run.model(TUNED, f"{label} (adapter)" if version else label, tuned, k=tuned_k, threshold=threshold)
+    scores, scored = run.model(
+        tuned, {TUNED: f"{label} (adapter)" if version else label}, k=tuned_k, variants={TUNED: threshold}
+    )
     del tuned
     base_backend, base_model = _load_base(version, base, quantize, batch_size)
     if base_backend is not None:
         name = Path(base_model).name if base_model else "base"
-        run.model(BASE, f"{name} without the adapter", base_backend, k=0, threshold=None)
+        run.model(base_backend, {BASE: f"{name} without the adapter"}, k=0, variants={BASE: None})
         run.model(
-            BASE_RETRIEVAL,
-            f"{name} with {base_k} retrieved past reviews as few-shot turns",
             base_backend,
+            {BASE_RETRIEVAL: f"{name} with {base_k} retrieved past reviews as few-shot turns"},
             k=base_k,
-            threshold=None,
+            variants={BASE_RETRIEVAL: None},
         )
         del base_backend
     run.baselines(train_examples)

@@ -465,6 +465,8 @@ def retrain_cmd(
     target_modules,
     quantize,
     seed,
+    exemplars,
+    min_precision,
     max_new_tokens,
     eval_batch_size,
     as_json,
@@ -496,6 +498,8 @@ def retrain_cmd(
             target_modules=[t.strip() for t in target_modules.split(",") if t.strip()] if target_modules else None,
             quantize=quantize_flag(quantize),
             seed=seed,
+            exemplars=exemplars,
+            min_precision=min_precision,
         )
         clients = None
         targets: list[str] = []
