@@ -153,20 +153,21 @@ def analyse_hunks(
     bodies: dict[tuple[int, tuple[int, str]], Any] = {}
     free_answers: list[Any] | None = None
     analyse = getattr(backend, "analyse", None)
-    if callable(analyse):
+    if callable(analyse) and len(inputs) == 1:  # nothing to batch: one pass over the prompt does it all
         results = analyse(inputs, [t for _, t in sets], choose, max_new_tokens=max_new_tokens, free=free)
         for i, result in enumerate(results):
             for anchor, index in chosen.get(i, {}).items():
                 bodies[(i, anchor)] = result.bodies[index]
         free_answers = [r.free for r in results] if free else None
-    else:
+    else:  # score each prompt, then every body and free answer in one batched generate call
         for i, probs in enumerate(backend.score_answers(inputs, [t for _, t in sets]) if inputs else []):
             choose(i, probs)
         jobs = [(i, a) for i in range(len(inputs)) for a in chosen.get(i, {})]
         prompts = [with_answer_prefix(inputs[i], f"{scores[i].label_of[a]}:") for i, a in jobs]
+        prompts += list(inputs) if free else []
         generated = list(backend.generate(prompts, max_new_tokens=max_new_tokens)) if prompts else []
         bodies = dict(zip(jobs, generated))
-        free_answers = list(backend.generate(inputs, max_new_tokens=max_new_tokens)) if free and inputs else None
+        free_answers = generated[len(jobs) :] if free else None
     ordered = [scores[i] for i in range(len(inputs))]
     answers = {
         name: [_answer(i, hunks[i], ordered[i], ordered[i].choose(t, max_per_hunk), bodies) for i in range(len(inputs))]

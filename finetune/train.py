@@ -70,6 +70,10 @@ from finetune.retrieval import build_index, exemplars_for
 log = logging.getLogger(__name__)
 
 RUNS_DIR = ".runs"
+# validation passes a run makes by default (at least one an epoch): each costs a pass over the validation
+# split, which with exemplars in every prompt is minutes on a CPU; four still let early stopping and the
+# best-weights restore work
+EVALS_PER_RUN = 4
 KEEP_CHECKPOINTS = 2
 LOSS_CURVE_FILE = "loss_curve.png"
 DATA_DIR = "data"
@@ -133,13 +137,13 @@ def mixed_precision(precision: str, on_cuda: bool, cuda_bf16: bool) -> str:
 class TrainConfig:
     """Every knob of a training run. The defaults are the usual QLoRA recipe."""
 
-    epochs: float = 3.0
+    epochs: float = 1.0
     max_steps: int | None = None  # overrides epochs
     batch_size: int = 4  # rows per step (a packed row holds several examples)
     max_length: int | None = (
         None  # tokens per row, longer examples skipped and counted; None: 2048 on a GPU, 1024 on CPU
     )
-    lr: float = 2e-4
+    lr: float = 1e-3
     weight_decay: float = 0.0
     warmup_ratio: float = 0.05
     max_grad_norm: float = 1.0
@@ -162,7 +166,7 @@ class TrainConfig:
     min_train: int = 10
     min_val: int = 2
     min_test: int = 2
-    eval_every: int | None = None  # steps; None: about ten evaluations a run, at least one per epoch
+    eval_every: int | None = None  # steps; None: EVALS_PER_RUN evaluations a run, at least one per epoch
     save_every: int | None = None  # steps; None: at every evaluation
     patience: int = 3  # evaluations without improvement before stopping early (0: never stop early)
     exemplars: int = DEFAULT_K  # past reviews shown with each hunk (prompt format v3); 0: none
@@ -979,7 +983,7 @@ def train(
     # -- the schedule, which depends on how many rows the packing made
     steps_per_epoch = max(1, math.ceil(math.ceil(len(trainer.train_dataset) / config.batch_size) / world))
     total_steps = config.max_steps or max(1, math.ceil(config.epochs * steps_per_epoch))
-    eval_every = config.eval_every or max(1, min(steps_per_epoch, math.ceil(total_steps / 10)))
+    eval_every = config.eval_every or max(1, min(steps_per_epoch, math.ceil(total_steps / EVALS_PER_RUN)))
     save_every = config.save_every or eval_every
     if has_val and save_every % eval_every:
         raise UsageError(
