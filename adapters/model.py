@@ -203,6 +203,90 @@ def _stopping_criteria_class():
     return AnswerEndCriteria
 
 
+def _resolve_adapter(options: BackendOptions) -> tuple[str, Path | None, dict[str, Any], bool]:
+    """(base model, adapter folder, its revbot.json, whether the base model came from it): the adapter
+    checked (format version, files, base model) before any weight is read."""
+    model, adapter = options.model, options.adapter
+    adapter_dir: Path | None = None
+    meta: dict[str, Any] = {}
+    from_meta = False
+    if adapter is not None:
+        adapter_dir = Path(adapter).expanduser()
+        meta = read_adapter_meta(adapter_dir)
+        check_prompt_format(meta["prompt_format_version"], f"the adapter in {adapter_dir}")
+        recorded = meta["base_model"]
+        if model is None:
+            model, from_meta = recorded, True
+        elif not _same_model(model, recorded) and not options.allow_base_mismatch:
+            raise ModelError(
+                f"the adapter in {adapter_dir} was trained on {recorded}, not {model}; leave the model out to "
+                "use the recorded one, or allow the mismatch explicitly if it is the same model elsewhere"
+            )
+        _check_adapter_files(adapter_dir)
+    if model is None:
+        raise ModelError("no model given: pass a hub id or a local model path (or an adapter directory)")
+    return model, adapter_dir, meta, from_meta
+
+
+def _load_weights(
+    source: _Source, adapter_dir: Path | None, device: str, quantize: str | None
+) -> tuple[Any, Any, str, Any]:
+    """(model in eval mode with the adapter applied, tokenizer, quantization used, dtype). None
+    quantization: 4-bit NF4 on CUDA, full precision on a CPU."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers.utils import logging as hf_logging
+
+    on_cuda = device.startswith("cuda")
+    quantize = quantize or ("4bit" if on_cuda else "none")
+    if on_cuda:
+        dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    else:
+        dtype = torch.float32
+    kwargs: dict[str, Any] = {"dtype": dtype}
+    if quantize == "4bit":
+        try:
+            import bitsandbytes  # noqa: F401  (fail here with a clear message, not deep in transformers)
+            from transformers import BitsAndBytesConfig
+        except ImportError as exc:
+            raise ModelError(f"4-bit loading needs bitsandbytes ({exc}); pass quantize='none'") from exc
+        kwargs["quantization_config"] = BitsAndBytesConfig(
+            load_in_4bit=True,
+            bnb_4bit_quant_type="nf4",
+            bnb_4bit_use_double_quant=True,
+            bnb_4bit_compute_dtype=dtype,
+        )
+        kwargs["device_map"] = {"": device}
+    tokenizer_source = source
+    if adapter_dir is not None and (adapter_dir / "tokenizer_config.json").is_file():
+        tokenizer_source = _Source(str(adapter_dir), "tokenizer_config.json")  # saved by training
+    progress = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        tokenizer = tokenizer_source.load(AutoTokenizer.from_pretrained, "tokenizer")
+        lm = source.load(AutoModelForCausalLM.from_pretrained, "model", **kwargs)
+        if quantize != "4bit":
+            lm = lm.to(device)
+        if adapter_dir is not None:
+            lm = _with_adapter(lm, adapter_dir)
+    finally:
+        if progress:
+            hf_logging.enable_progress_bar()
+    lm.eval()
+    return lm, tokenizer, quantize, dtype
+
+
+def _with_adapter(lm: Any, adapter_dir: Path) -> Any:
+    try:
+        from peft import PeftModel
+
+        with warnings.catch_warnings():  # peft asks transformers a deprecated question on load
+            warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
+            return PeftModel.from_pretrained(lm, str(adapter_dir), is_trainable=False)
+    except _LOAD_ERRORS as exc:
+        raise ModelError(f"could not load the adapter in {adapter_dir}: {_first_line(exc)}") from exc
+
+
 def attach_version(backend: Backend, version_dir: Path, meta: dict[str, Any]) -> None:
     """Give ``backend`` what its version recorded beside the adapter: the exemplar index (checked
     against its hash) with the number of exemplars it was trained with, and the calibrated threshold.
@@ -397,87 +481,18 @@ class LocalBackend(Backend):
         (default: only without an adapter) shows the prompt format's worked examples to a model that
         was not trained on it.
         """
-        model, adapter, quantize = options.model, options.adapter, options.quantize
+        quantize = options.quantize
         if quantize not in (None, *QUANTIZE_CHOICES):
             raise ModelError(f"unknown quantization {quantize!r}; choose one of: {', '.join(QUANTIZE_CHOICES)}")
-        version = PROMPT_FORMAT_VERSION
-        adapter_dir: Path | None = None
-        from_meta = False
-        if adapter is not None:
-            adapter_dir = Path(adapter).expanduser()
-            meta = read_adapter_meta(adapter_dir)
-            check_prompt_format(meta["prompt_format_version"], f"the adapter in {adapter_dir}")
-            version = meta["prompt_format_version"]
-            recorded = meta["base_model"]
-            if model is None:
-                model, from_meta = recorded, True
-            elif not _same_model(model, recorded) and not options.allow_base_mismatch:
-                raise ModelError(
-                    f"the adapter in {adapter_dir} was trained on {recorded}, not {model}; leave the model out to "
-                    "use the recorded one, or allow the mismatch explicitly if it is the same model elsewhere"
-                )
-            _check_adapter_files(adapter_dir)
-        if model is None:
-            raise ModelError("no model given: pass a hub id or a local model path (or an adapter directory)")
+        model, adapter_dir, meta, from_meta = _resolve_adapter(options)
         try:
             source = _Source(resolve_embedded(model))
         except ModelError as exc:
             if not from_meta:
                 raise
             raise ModelError(f"{exc} (the base_model recorded in {adapter_dir / ADAPTER_META_FILE})") from exc
-
-        import torch
-        from transformers import AutoModelForCausalLM, AutoTokenizer
-        from transformers.utils import logging as hf_logging
-
         device = _resolve_device(options.device)
-        on_cuda = device.startswith("cuda")
-        if quantize is None:
-            quantize = "4bit" if on_cuda else "none"
-        if on_cuda:
-            dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-        else:
-            dtype = torch.float32
-        kwargs: dict[str, Any] = {"dtype": dtype}
-        if quantize == "4bit":
-            try:
-                import bitsandbytes  # noqa: F401  (fail here with a clear message, not deep in transformers)
-                from transformers import BitsAndBytesConfig
-            except ImportError as exc:
-                raise ModelError(f"4-bit loading needs bitsandbytes ({exc}); pass quantize='none'") from exc
-            kwargs["quantization_config"] = BitsAndBytesConfig(
-                load_in_4bit=True,
-                bnb_4bit_quant_type="nf4",
-                bnb_4bit_use_double_quant=True,
-                bnb_4bit_compute_dtype=dtype,
-            )
-            kwargs["device_map"] = {"": device}
-
-        tokenizer_source = source
-        if adapter_dir is not None and (adapter_dir / "tokenizer_config.json").is_file():
-            tokenizer_source = _Source(str(adapter_dir), "tokenizer_config.json")  # saved by training
-        progress = hf_logging.is_progress_bar_enabled()
-        hf_logging.disable_progress_bar()
-        try:
-            tokenizer = tokenizer_source.load(AutoTokenizer.from_pretrained, "tokenizer")
-            lm = source.load(AutoModelForCausalLM.from_pretrained, "model", **kwargs)
-            if quantize != "4bit":
-                lm = lm.to(device)
-            if adapter_dir is not None:
-                try:
-                    from peft import PeftModel
-
-                    with warnings.catch_warnings():  # peft asks transformers a deprecated question on load
-                        warnings.filterwarnings(
-                            "ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning
-                        )
-                        lm = PeftModel.from_pretrained(lm, str(adapter_dir), is_trainable=False)
-                except _LOAD_ERRORS as exc:
-                    raise ModelError(f"could not load the adapter in {adapter_dir}: {_first_line(exc)}") from exc
-        finally:
-            if progress:
-                hf_logging.enable_progress_bar()
-        lm.eval()
+        lm, tokenizer, quantize, dtype = _load_weights(source, adapter_dir, device, quantize)
         log.info(
             "loaded %s%s on %s (%s)",
             model,
@@ -490,7 +505,7 @@ class LocalBackend(Backend):
             tokenizer,
             name=model,
             adapter=str(adapter_dir) if adapter_dir else None,
-            prompt_format_version=version,
+            prompt_format_version=meta.get("prompt_format_version", PROMPT_FORMAT_VERSION),
             quantized="4bit" if quantize == "4bit" else None,
             batch_size=options.batch_size,
             temperature=options.temperature,
