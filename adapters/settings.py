@@ -12,10 +12,10 @@ GitHub App credentials have one set of names for every command (serve, worker, h
 ``REVBOT_GITHUB_APP_ID``, ``REVBOT_GITHUB_APP_PRIVATE_KEY_FILE`` (path of the PEM key) or
 ``REVBOT_GITHUB_APP_PRIVATE_KEY`` (the PEM text itself, for platforms that hand secrets over as
 variables) and ``REVBOT_GITHUB_APP_INSTALLATION_ID`` (harvest and retrain; the service reads the
-installation from each delivery). The older names in DEPRECATED still work; the first time one is
-seen a process logs one warning line naming the variable to use instead.
+installation from each delivery). Each variable has one name; ``GITHUB_TOKEN``, ``GITHUB_API_URL``
+and ``OPENAI_API_KEY`` are read as fallbacks because CI systems and other tools set them.
 
-``ENV_VARS`` lists every variable with a line of documentation (the README's table says the same).
+``ENV_VARS`` lists every variable with a line of documentation (docs/configuration.md's table is generated from the fields).
 """
 
 from __future__ import annotations
@@ -24,7 +24,6 @@ import logging
 import os
 import re
 import reprlib
-import threading
 from collections.abc import Mapping
 from contextvars import ContextVar
 from pathlib import Path
@@ -46,22 +45,11 @@ BACKENDS = ("local", "openai")
 QUANTIZE = ("4bit", "none")
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 
-# old name -> the name that replaces it (still read, after the new one; one warning line per process)
-DEPRECATED: dict[str, str] = {
-    "GITHUB_APP_ID": "REVBOT_GITHUB_APP_ID",
-    "REVBOT_GITHUB_PRIVATE_KEY": "REVBOT_GITHUB_APP_PRIVATE_KEY_FILE",
-    "GITHUB_APP_PRIVATE_KEY_PATH": "REVBOT_GITHUB_APP_PRIVATE_KEY_FILE",
-    "GITHUB_APP_INSTALLATION_ID": "REVBOT_GITHUB_APP_INSTALLATION_ID",
-    "REVBOT_BOT_LOGIN": "REVBOT_BOT_LOGINS",  # `revbot harvest github --bot-login`'s old variable
-}
-
 PositiveInt = Annotated[int, Field(gt=0)]
 PositiveFloat = Annotated[float, Field(gt=0, allow_inf_nan=False)]
 
 # The mapping the next Settings() reads; None: os.environ. A ContextVar, so threads never mix them.
 _SOURCE: ContextVar[Mapping[str, str] | None] = ContextVar("revbot_settings_env", default=None)
-_WARNED: set[str] = set()
-_WARNED_LOCK = threading.Lock()
 
 
 def _env(*names: str, doc: str, expected: str = "", secret: bool = False, default: Any = None) -> Any:
@@ -76,7 +64,7 @@ def _env(*names: str, doc: str, expected: str = "", secret: bool = False, defaul
 
 class _EnvironmentSource(PydanticBaseSettingsSource):
     """The variables the fields name, from one mapping: stripped, empty ones left out. The model's
-    aliases then pick the first name present, so a current name wins over a deprecated one."""
+    aliases then pick the first name present, so revbot's own name wins over a fallback."""
 
     def __init__(self, settings_cls: type[BaseSettings], env: Mapping[str, str]) -> None:
         super().__init__(settings_cls)
@@ -123,7 +111,11 @@ class Settings(BaseSettings):
     )
 
     # -- where things live (home first: the paths after it are resolved against it)
-    home: Path = _env("REVBOT_HOME", default=Path("."), doc="data directory the relative paths below live in")
+    home: Path = _env(
+        "REVBOT_HOME",
+        default=Path("."),
+        doc="data directory the relative paths below live in (default: the current directory)",
+    )
     db: Path = _env("REVBOT_DB", default=Path("revbot.db"), doc="SQLite dataset store")
     models_dir: Path = _env(
         "REVBOT_MODELS_DIR", default=Path("models"), doc="model versions folder with its `current` pointer"
@@ -139,13 +131,23 @@ class Settings(BaseSettings):
         expected="a file path, sqlite:///PATH or redis://HOST:PORT/DB",
     )
     # -- the model
-    model: str | None = _env("REVBOT_MODEL", doc="hub id, local path or embedded name used when no version is current")
-    adapter: str | None = _env("REVBOT_ADAPTER", doc="a peft adapter directory loaded on top of REVBOT_MODEL")
-    backend: Literal["local", "openai"] = _env(
-        "REVBOT_BACKEND", default="local", doc="local or openai", expected="one of local, openai"
+    model: str | None = _env(
+        "REVBOT_MODEL",
+        doc="hub id, local path or embedded name used when no version is current (unset: the embedded smollm2-135m)",
     )
-    openai_base_url: str | None = _env("REVBOT_OPENAI_BASE_URL", doc="base URL of an OpenAI-compatible server")
-    openai_model: str | None = _env("REVBOT_OPENAI_MODEL", doc="model name on that server")
+    adapter: str | None = _env(
+        "REVBOT_ADAPTER", doc="a peft adapter directory loaded on top of REVBOT_MODEL (pins the model: no hot reload)"
+    )
+    backend: Literal["local", "openai"] = _env(
+        "REVBOT_BACKEND",
+        default="local",
+        doc="local (transformers in the process) or openai (an OpenAI-compatible server)",
+        expected="one of local, openai",
+    )
+    openai_base_url: str | None = _env(
+        "REVBOT_OPENAI_BASE_URL", doc="base URL of an OpenAI-compatible server, e.g. http://127.0.0.1:8000/v1"
+    )
+    openai_model: str | None = _env("REVBOT_OPENAI_MODEL", doc="model name on that server (a vLLM LoRA name works)")
     openai_api_key: SecretStr | None = _env(
         "REVBOT_OPENAI_API_KEY", "OPENAI_API_KEY", secret=True, doc="key for that server (OPENAI_API_KEY: fallback)"
     )
@@ -156,19 +158,19 @@ class Settings(BaseSettings):
         "REVBOT_BATCH_SIZE",
         default=DEFAULT_BATCH_SIZE,
         doc="prompts generated together",
-        expected="a whole number greater than 0, e.g. 8",
+        expected=f"a whole number greater than 0, e.g. {DEFAULT_BATCH_SIZE}",
     )
     max_new_tokens: PositiveInt = _env(
         "REVBOT_MAX_NEW_TOKENS",
         default=DEFAULT_MAX_NEW_TOKENS,
         doc="longest answer per hunk, in tokens",
-        expected="a whole number greater than 0, e.g. 256",
+        expected=f"a whole number greater than 0, e.g. {DEFAULT_MAX_NEW_TOKENS}",
     )
     token_budget: PositiveInt = _env(
         "REVBOT_TOKEN_BUDGET",
         default=DEFAULT_TOKEN_BUDGET,
-        doc="most tokens one review may spend",
-        expected="a whole number greater than 0, e.g. 65536",
+        doc="most tokens one review may spend, prompts and answers; files beyond it are listed as skipped",
+        expected=f"a whole number greater than 0, e.g. {DEFAULT_TOKEN_BUDGET}",
     )
     hf_hub_offline: str | None = _env("HF_HUB_OFFLINE", doc="1: never download from the Hugging Face hub")
     transformers_offline: str | None = _env("TRANSFORMERS_OFFLINE", doc="1: the same, transformers' older name")
@@ -180,14 +182,14 @@ class Settings(BaseSettings):
         "REVBOT_GITHUB_API_URL",
         "GITHUB_API_URL",
         default=DEFAULT_API_URL,
-        doc="GitHub API root (GITHUB_API_URL: fallback)",
+        doc="GitHub API root; GitHub Enterprise: https://HOST/api/v3 (GITHUB_API_URL: fallback)",
         expected="an http:// or https:// URL such as https://HOST/api/v3",
     )
-    github_app_id: str | None = _env("REVBOT_GITHUB_APP_ID", "GITHUB_APP_ID", doc="GitHub App id")
+    github_app_id: str | None = _env(
+        "REVBOT_GITHUB_APP_ID", doc="GitHub App id: serve, worker, harvest and retrain act as the App"
+    )
     github_app_private_key_file: Path | None = _env(
         "REVBOT_GITHUB_APP_PRIVATE_KEY_FILE",
-        "REVBOT_GITHUB_PRIVATE_KEY",
-        "GITHUB_APP_PRIVATE_KEY_PATH",
         doc="path of the GitHub App's private key (PEM)",
     )
     github_app_private_key: SecretStr | None = _env(
@@ -199,12 +201,13 @@ class Settings(BaseSettings):
     )
     github_app_installation_id: PositiveInt | None = _env(
         "REVBOT_GITHUB_APP_INSTALLATION_ID",
-        "GITHUB_APP_INSTALLATION_ID",
         doc="the App's installation to act as (harvest, retrain)",
         expected="the installation's number, e.g. 12345678",
     )
     # -- the webhook service
-    webhook_secret: SecretStr | None = _env("REVBOT_WEBHOOK_SECRET", secret=True, doc="webhook signing secret")
+    webhook_secret: SecretStr | None = _env(
+        "REVBOT_WEBHOOK_SECRET", secret=True, doc="webhook signing secret; the service refuses to start without it"
+    )
     webhook_max_body: PositiveInt = _env(
         "REVBOT_WEBHOOK_MAX_BODY",
         default=DEFAULT_MAX_BODY,
@@ -213,15 +216,14 @@ class Settings(BaseSettings):
     )
     bot_logins: tuple[str, ...] = _env(
         "REVBOT_BOT_LOGINS",
-        "REVBOT_BOT_LOGIN",
         default=(),
-        doc="comma-separated logins the bot posts as",
+        doc="comma-separated logins the bot posts as (their comments are never recorded as human reviews)",
         expected="login,login...",
     )
     worker_lease: PositiveFloat = _env(
         "REVBOT_WORKER_LEASE",
         default=60.0,
-        doc="seconds a worker holds a job between heartbeats",
+        doc="seconds a worker holds a job between heartbeats; a killed worker's job runs again after it",
         expected="a number of seconds greater than 0, e.g. 60",
     )
     job_attempts: PositiveInt = _env(
@@ -237,7 +239,9 @@ class Settings(BaseSettings):
         expected="a number of days greater than 0, e.g. 7",
     )
     metrics_token: SecretStr | None = _env(
-        "REVBOT_METRICS_TOKEN", secret=True, doc="bearer token /metrics and the details of /healthz require"
+        "REVBOT_METRICS_TOKEN",
+        secret=True,
+        doc="bearer token /metrics and the details of /healthz require (unset: this machine only)",
     )
     web_workers: PositiveInt = _env(
         "REVBOT_WEB_WORKERS",
@@ -257,7 +261,7 @@ class Settings(BaseSettings):
     worker_timeout: PositiveFloat = _env(
         "REVBOT_WORKER_TIMEOUT",
         default=30.0,
-        doc="seconds before a hung web process is replaced",
+        doc="seconds before a hung web process is replaced; also the grace period of a stop",
         expected="a number of seconds greater than 0, e.g. 30",
     )
     prometheus_multiproc_dir: str | None = _env(
@@ -281,6 +285,19 @@ class Settings(BaseSettings):
         env = _SOURCE.get()
         return init_settings, _EnvironmentSource(settings_cls, os.environ if env is None else env)
 
+    def replace(self, **changes: Any) -> Settings:
+        """These settings with ``changes`` (field names, e.g. from command-line options), each checked
+        as its variable would be; nothing is read from the environment. A bad value is a UsageError."""
+        fields = type(self).model_fields
+        values = {env_names(fields[name])[0]: value for name, value in {**dict(self), **changes}.items()}
+        token = _SOURCE.set({})
+        try:
+            return type(self)(**values)
+        except ValidationError as exc:
+            raise UsageError(_explain(exc)) from exc
+        finally:
+            _SOURCE.reset(token)
+
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, *, only: tuple[str, ...] = ()) -> Settings:
         """The settings from ``env`` (default: ``os.environ``, read now). A bad value is a UsageError
@@ -292,7 +309,6 @@ class Settings(BaseSettings):
         if only:
             names = {name for field in only for name in env_names(cls.model_fields[field])}
             source = {name: value for name, value in source.items() if name in names}
-        _warn_deprecated(source)
         token = _SOURCE.set(source)
         try:
             return cls()
@@ -388,10 +404,7 @@ def _fields_by_variable() -> dict[str, FieldInfo]:
 
 
 ENV_VARS: dict[str, str] = {
-    name: field.description or ""
-    for field in Settings.model_fields.values()
-    for name in env_names(field)
-    if name not in DEPRECATED
+    name: field.description or "" for field in Settings.model_fields.values() for name in env_names(field)
 }
 
 
@@ -428,18 +441,3 @@ def _explain(exc: ValidationError) -> str:
         expected = extra.get("expected") or "a valid value"
         lines.append(f"{name} {_problem(error)} ({shown}); expected {expected}")
     return "; ".join(lines)
-
-
-def _warn_deprecated(env: Mapping[str, str]) -> None:
-    """One warning line for the deprecated names set in ``env`` that this process has not warned about."""
-    with _WARNED_LOCK:
-        fresh = [old for old in DEPRECATED if (env.get(old) or "").strip() and old not in _WARNED]
-        _WARNED.update(fresh)
-    if not fresh:
-        return
-    parts = []
-    for old in fresh:
-        new = DEPRECATED[old]
-        ignored = f", which is set: {old} is ignored" if (env.get(new) or "").strip() else ""
-        parts.append(f"{old} (use {new}{ignored})")
-    log.warning("deprecated environment variable%s: %s", "s" if len(parts) > 1 else "", "; ".join(parts))

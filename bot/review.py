@@ -31,7 +31,8 @@ from bot.config import DEFAULT_MAX_NEW_TOKENS, DEFAULT_TOKEN_BUDGET, RepoConfig
 from bot.diff import LEFT, RIGHT, Diff, FileDiff, Hunk, parse_diff
 from bot.errors import ModelError, UsageError
 from bot.exemplars import Query
-from bot.ports import Backend, JSONObject
+from bot.json_types import JSONObject
+from bot.ports import Backend
 from bot.prompt import (
     ParseResult,
     PromptComment,
@@ -481,6 +482,7 @@ def _answers(jobs: list[_Job], model: Backend, options: ReviewOptions, review: R
             max_new_tokens=options.max_new_tokens,
             max_per_hunk=options.max_comments_per_hunk,
         )
+        review.prompt_tokens += sum(job.tokens for job in jobs)  # each prompt is read once to score its labels
         for answer in answers:
             review.prompt_tokens += answer.prompt_tokens
             review.completion_tokens += answer.completion_tokens

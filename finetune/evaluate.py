@@ -20,7 +20,7 @@ from typing import Any
 
 from adapters.versions import ModelRegistry, ModelVersion
 from bot.anchoring import AnchorScores, analyse_hunks, can_score, human_anchors, pr_curve
-from bot.config import DEFAULT_MAX_NEW_TOKENS
+from bot.config import DEFAULT_BATCH_SIZE, DEFAULT_MAX_NEW_TOKENS
 from bot.errors import DataError, ModelError, UsageError
 from bot.examples import Example
 from bot.exemplars import DEFAULT_K
@@ -69,10 +69,6 @@ __all__ = [
 ]
 
 EVAL_DIR = "eval"
-# One set of generation settings for `revbot eval` and for the gate of `revbot retrain`, so the numbers
-# a team reads are the numbers a promotion is decided on; the longest answer is review's too (one
-# default everywhere: bot.config's, 256 tokens).
-DEFAULT_EVAL_BATCH_SIZE = 8
 METRIC_NAMES = tuple(METRIC_INFO)
 
 
@@ -398,7 +394,7 @@ def evaluate(
     base: Any = "auto",
     quantize: str | None = None,
     max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS,
-    batch_size: int = DEFAULT_EVAL_BATCH_SIZE,
+    batch_size: int = DEFAULT_BATCH_SIZE,
     out_dir: str | Path | None = "auto",
     store: str | Path | None = None,
     progress: bool = True,
@@ -568,7 +564,7 @@ def gate_evidence(report: EvalReport, metric: str, name: str | None = None, meas
     return Evidence(name or report.model, value, report.metric(TUNED, "parse_failure_rate"), report.val_loss)
 
 
-def answer_loss(backend: Any, examples: Sequence[Example], batch_size: int = DEFAULT_EVAL_BATCH_SIZE) -> float | None:
+def answer_loss(backend: Any, examples: Sequence[Example], batch_size: int = DEFAULT_BATCH_SIZE) -> float | None:
     """Mean cross-entropy per answer token of the humans' answers on ``examples``, tokenised exactly
     as training does (prompt-contract text, loss on the answer only). It moves with every bit of
     learning, even while greedy answers are still empty, so it separates a barely trained model from

@@ -22,7 +22,7 @@ comment on the right line, and little else), that metric must carry signal (a 0 
 evidence), and its parse-failure rate and validation loss may not be worse beyond stated tolerances.
 Both versions are evaluated with the same generation settings as `revbot eval`.
 
-Scheduling: run it from cron (see README.md, "Retraining"); a lock file in the models folder makes
+Scheduling: run it from cron (docs/workflow.md, "6. Retrain"); a lock file in the models folder makes
 an overlapping run stop with a message instead of training twice.
 """
 
@@ -40,13 +40,12 @@ from typing import Any
 
 import click
 
-from adapters.cli_options import deprecated_alias, fail, info, quantize_flag, quiet, summary_format_option
+from adapters.cli_options import fail, info, quiet, summary_format_option
 from adapters.files import LockBusy, file_lock
 from adapters.settings import Settings
+from bot.config import DEFAULT_BATCH_SIZE, DEFAULT_MAX_NEW_TOKENS
 from bot.errors import DataError, RevbotError, UsageError
 from bot.examples import Example
-from finetune.cli import generation_options, training_options
-from finetune.evaluate import DEFAULT_EVAL_BATCH_SIZE, DEFAULT_MAX_NEW_TOKENS
 from finetune.gate import (
     DEFAULT_GATE_METRIC,
     GATE_METRICS,
@@ -55,6 +54,7 @@ from finetune.gate import (
     VAL_LOSS_TOLERANCE,
     decide,
 )
+from finetune.options import generation_options, pop_train_config, training_options
 
 log = logging.getLogger(__name__)
 
@@ -163,7 +163,7 @@ def retrain(
     metric: str = DEFAULT_METRIC,
     quantize: str | None = None,
     max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS,
-    eval_batch_size: int = DEFAULT_EVAL_BATCH_SIZE,
+    eval_batch_size: int = DEFAULT_BATCH_SIZE,
     parse_failure_tolerance: float = PARSE_FAILURE_TOLERANCE,
     val_loss_tolerance: float = VAL_LOSS_TOLERANCE,
     progress: bool = False,
@@ -375,7 +375,7 @@ class GitHubClients:
         if url not in self.clients:
             from adapters.github import GitHubClient
 
-            self.clients[url] = GitHubClient(self.token, api_url=url)
+            self.clients[url] = GitHubClient.from_settings(Settings.from_env(), token=self.token, api_url=url)
         return self.clients[url]
 
     def close(self) -> None:
@@ -418,7 +418,6 @@ class GitHubClients:
 @click.option(
     "--model", "base_model", metavar="ID_OR_PATH", help="Base model. Default: the current version's base model."
 )
-@deprecated_alias("--base-model", "--model", "base_model", metavar="ID_OR_PATH")
 @click.option(
     "--metric",
     type=click.Choice(METRICS),
@@ -442,7 +441,7 @@ class GitHubClients:
     help="Gate: how much higher the candidate's validation loss may be (relative: 0.2 = 20%).",
 )
 @training_options
-@generation_options("eval_batch_size", old_spelling="--eval-batch-size")
+@generation_options("eval_batch_size")
 @summary_format_option("the decision")
 def retrain_cmd(
     repos,
@@ -455,21 +454,10 @@ def retrain_cmd(
     metric,
     parse_failure_tolerance,
     val_loss_tolerance,
-    epochs,
-    max_steps,
-    batch_size,
-    max_length,
-    lr,
-    lora_r,
-    lora_alpha,
-    target_modules,
-    quantize,
-    seed,
-    exemplars,
-    min_precision,
     max_new_tokens,
     eval_batch_size,
     as_json,
+    **training,
 ):
     """Harvest new reviews, train a candidate, and promote it only if it is at least as good.
 
@@ -481,26 +469,13 @@ def retrain_cmd(
     models list` shows them.
     """
     from adapters.store import Store
-    from finetune.train import TrainConfig
 
     try:
         if no_harvest and repos:
             raise UsageError("--no-harvest and OWNER/REPO arguments exclude each other")
         store = Store(db)
-        config = TrainConfig(
-            epochs=epochs,
-            max_steps=max_steps,
-            batch_size=batch_size,
-            max_length=max_length,
-            lr=lr,
-            lora_r=lora_r,
-            lora_alpha=lora_alpha,
-            target_modules=[t.strip() for t in target_modules.split(",") if t.strip()] if target_modules else None,
-            quantize=quantize_flag(quantize),
-            seed=seed,
-            exemplars=exemplars,
-            min_precision=min_precision,
-        )
+        quantize = training["quantize"]  # the same weights for the gate's evaluation
+        config = pop_train_config(training)
         clients = None
         targets: list[str] = []
         if not no_harvest:

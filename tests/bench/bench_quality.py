@@ -78,7 +78,12 @@ def parse_args() -> argparse.Namespace:
     p = argparse.ArgumentParser(description="quality on real reviews, and the ablation of prompt format v3")
     p.add_argument("--data", default=str(CRC), help="dataset file (default: crc-py)")
     p.add_argument("--format", dest="fmt", default="crc", help="its format (crc, codereviewer, jsonl, ...)")
-    p.add_argument("--keep-bot-comments", action="store_true", help="keep comments stamped by AI review tools")
+    p.add_argument(
+        "--keep-review-tool-comments",
+        dest="keep_tool_comments",
+        action="store_true",
+        help="keep comments stamped by AI review tools",
+    )
     p.add_argument("--base-model", default="smollm2-135m", help="base model (default: the embedded SmolLM2-135M)")
     p.add_argument("--epochs", type=float, default=d.epochs, help=f"default: revbot train's ({d.epochs:g})")
     p.add_argument("--steps", type=int, default=0, help="optimiser steps (overrides --epochs when > 0)")
@@ -256,7 +261,7 @@ def main() -> None:
 
     started = time.perf_counter()
     print(f"load average at start: {os.getloadavg()}")
-    imported = read_dataset(args.data, args.fmt, keep_bot_comments=args.keep_bot_comments)
+    imported = read_dataset(args.data, args.fmt, keep_tool_comments=args.keep_tool_comments)
     print(imported.text().splitlines()[0])
     splits = split_examples(
         imported.examples, args.seed, test_fraction=0.1, val_fraction=0.05, min_train=1, min_val=1, min_test=1
