@@ -17,7 +17,7 @@ from typing import Any
 
 from adapters.files import write_jsonl
 from bot.errors import ModelError
-from bot.exemplars import DEFAULT_K, EXEMPLAR_TOKEN_BUDGET, ExemplarIndex, IndexedReview
+from bot.exemplars import DEFAULT_K, EXEMPLAR_TOKEN_BUDGET, ExemplarIndex, IndexedReview, quiet_bm25s
 
 INDEX_DIR = "exemplars"
 REVIEWS_FILE = "reviews.jsonl"
@@ -64,6 +64,7 @@ def load_index(version_dir: Path, entry: Any) -> ExemplarIndex | None:
         )
     import bm25s
 
+    quiet_bm25s()
     try:
         rows = [json.loads(line) for line in (target / REVIEWS_FILE).read_text(encoding="utf-8").splitlines() if line]
         reviews = [IndexedReview.from_dict(r) for r in rows]

@@ -17,6 +17,7 @@ Pure: building and querying an index in memory. Saving it with a model version i
 
 from __future__ import annotations
 
+import logging
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
@@ -34,6 +35,12 @@ COMMENT_CHARS = 300
 
 _CODE_TOKEN = re.compile(r"[A-Za-z_][A-Za-z0-9_]*|\d+")
 _PARTS = re.compile(r"[A-Z]+(?![a-z])|[A-Z]?[a-z]+|\d+")
+
+
+def quiet_bm25s() -> None:
+    """bm25s sets its own logger to DEBUG when imported, so every index it builds would print a line
+    through the application's log handlers (and into `--format json` output); its warnings still show."""
+    logging.getLogger("bm25s").setLevel(logging.WARNING)
 
 
 def code_tokens(text: str) -> list[str]:
@@ -170,6 +177,8 @@ class ExemplarIndex:
         """``tokens``: each review's document (default: its compact exemplar's); ``bm25``: a ready
         ``bm25s.BM25`` over those documents (a saved index, loaded), instead of building one."""
         import bm25s
+
+        quiet_bm25s()
 
         self.reviews = list(reviews)
         if bm25 is not None:
