@@ -171,32 +171,44 @@ def evaluate_all(args, version, plain, splits, test):
     run = _Run(test, shown, args.max_new_tokens, 8, False, "constrained")
     t = tuned.threshold
     names = {TUNED: f"{version.name}, k={tuned_k}", "tuned, no threshold": "", "tuned, free anchors": ""}
-    timer = {}
-    t0 = time.perf_counter()
-    scores, scored = run.model(
-        tuned, names, k=tuned_k, variants={TUNED: t, "tuned, no threshold": None}, free="tuned, free anchors"
+    timer: dict[str, float] = {}
+
+    def timed(label, *a, **kw):
+        t0, before = time.perf_counter(), len(run.systems)
+        out = run.model(*a, **kw)
+        timer[label] = time.perf_counter() - t0
+        for s in run.systems[before:]:  # as they come: a long run's log holds every finished system
+            print(f"  {s.name}: " + ", ".join(f"{k} {s.metrics.get(k)}" for k in ABLATION_METRICS), flush=True)
+        print(f"  ({label}: {timer[label]:.0f}s; load average {os.getloadavg()[0]:.1f})", flush=True)
+        return out
+
+    run.baselines(splits.train)  # instant: their figures first
+    for s in run.systems:
+        print(f"  {s.name}: " + ", ".join(f"{k} {s.metrics.get(k)}" for k in ABLATION_METRICS), flush=True)
+    scores, scored = timed(
+        "tuned", tuned, names, k=tuned_k, variants={TUNED: t, "tuned, no threshold": None}, free="tuned, free anchors"
     )
-    timer["tuned"] = time.perf_counter() - t0
+    base = load_backend(BackendOptions(version.base_model))
+    timed("base + retrieval", base, {BASE_RETRIEVAL: "untuned + exemplars"}, k=base_k, variants={BASE_RETRIEVAL: None})
+    timed("base", base, {BASE: "untuned"}, k=0, variants={BASE: None})
+    del base
     for k in ks:
         if k != tuned_k:
-            run.model(tuned, {f"tuned, k={k}": ""}, k=k, variants={f"tuned, k={k}": t})
+            timed(f"k={k}", tuned, {f"tuned, k={k}": ""}, k=k, variants={f"tuned, k={k}": t})
     del tuned
     if plain is not None:
         other = load_backend(BackendOptions(adapter=str(plain.path)))
-        run.model(
+        timed(
+            "no retrieval",
             other,
             {"tuned, no retrieval": "trained without exemplars"},
             k=0,
             variants={"tuned, no retrieval": other.threshold},
         )
         del other
-    base = load_backend(BackendOptions(version.base_model))
-    t0 = time.perf_counter()
-    run.model(base, {BASE: "untuned"}, k=0, variants={BASE: None})
-    run.model(base, {BASE_RETRIEVAL: "untuned + exemplars"}, k=base_k, variants={BASE_RETRIEVAL: None})
-    timer["base"] = time.perf_counter() - t0
-    del base
-    run.baselines(splits.train)
+    order = [TUNED, "tuned, no threshold", "tuned, free anchors", *(f"tuned, k={k}" for k in ks)]
+    order += ["tuned, no retrieval", BASE, BASE_RETRIEVAL, "retrieval", "most-frequent"]
+    run.systems.sort(key=lambda s: order.index(s.name) if s.name in order else len(order))
     report = EvalReport(
         version.name,
         version.base_model,
