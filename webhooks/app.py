@@ -230,10 +230,9 @@ def _gitlab_delivery(service: WebService, cfg: ServiceConfig) -> Any:
     disables the hook for it."""
     metrics = service.metrics
     cap = cfg.settings.webhook_max_body
-    body = _read_body(cap)
-    if body is None or (request.content_length or 0) > cap:
-        metrics.inc("revbot_webhook_deliveries_total", {"event": "unverified", "outcome": "too_large"})
-        return _error(413, f"body over the {cap}-byte limit")
+    body, refusal = _receive_body(cap, metrics)  # 413 over the cap, 408 past the body deadline
+    if body is None:
+        return refusal
     if not cfg.insecure_no_signature:
         try:
             if cfg.gitlab_signing_token:
