@@ -56,6 +56,7 @@ from bot.ports import JSON, JSONObject
 from bot.prompt import ANSWER_END, SYSTEM_PROMPTS, PromptInput, canonical, normalize_body, parse_output, render_answer
 from bot.records import StoredComment, utc_timestamp
 from bot.review_bots import review_bot_signature
+from bot.templates import find_templates
 
 FIELD_MAP_KEYS = ("hunk", "comment", "path", "line", "pr", "time", "repo", "id", "side", "start_line")
 CRC_FIELD_MAP = {
@@ -145,6 +146,7 @@ class ImportResult:
     errors: list[str] = field(default_factory=list)  # the first messages of skipped records
     duplicates: list[str] = field(default_factory=list)  # file:line of records dropped or replaced as duplicates
     bot_comments: Counter[str] = field(default_factory=Counter)  # review-bot tool -> records dropped as its comments
+    templated: Counter[str] = field(default_factory=Counter)  # template skeleton -> comments dropped (bot.templates)
     written: tuple[int, int] = (0, 0)  # (inserted, updated) examples, set by whoever stores them
 
     @property
@@ -171,6 +173,7 @@ class ImportResult:
             "errors": self.errors,
             "duplicates": self.duplicates,
             "review_bot_comments_dropped": dict(self.bot_comments),
+            "templated_comments_dropped": dict(self.templated),
         }
 
     def text(self) -> str:
@@ -192,10 +195,18 @@ class ImportResult:
                 + ", ".join(f"{k} {v}" for k, v in self.bot_comments.most_common())
                 + " (recognised by their badges and footers; --keep-bot-comments keeps them)"
             )
+        templated = sum(self.templated.values())
+        if templated:
+            lines.append(
+                f"  templated comments dropped {templated} (one text filled in across many PRs; "
+                "--keep-templates keeps them): "
+                + "; ".join(f"{k!r} {v}" for k, v in self.templated.most_common(5))
+            )
         if len(self.examples) < self.records:
+            gone = self.records - len(self.examples) - sum(self.skipped.values()) - bots
             lines.append(
                 f"  {self.records} record(s) -> {len(self.examples)} example(s): {sum(self.skipped.values())} skipped, "
-                f"{bots} review-bot, {self.records - len(self.examples) - sum(self.skipped.values()) - bots} duplicate(s)"
+                f"{bots} review-bot, {gone} duplicate(s) or templated"
             )
         for note, n in sorted(self.notes.items()):
             lines.append(f"  {note}: {n}")
@@ -808,6 +819,7 @@ def parse_dataset(
     skip_bad: bool = False,
     repo: str | None = None,
     keep_bot_comments: bool = False,
+    keep_templates: bool = False,
 ) -> ImportResult:
     """Read a dataset from an open binary ``stream`` into examples (and, for crc, review comments).
     ``name`` is what errors and the result call the file (``adapters.files.read_dataset``
@@ -815,7 +827,9 @@ def parse_dataset(
 
     Comments stamped by an AI review tool (bot.review_bots) are dropped unless ``keep_bot_comments``:
     a team's model should learn the team, not the bot. An example that loses all its comments that
-    way is dropped, not turned into a negative (a bot did find something there)."""
+    way is dropped, not turned into a negative (a bot did find something there). Comments filled in
+    from one template across many pull requests (bot.templates) go the same way unless
+    ``keep_templates``."""
     reader = get_format(fmt, "import").read
     assert reader is not None  # get_format(..., "import") returns readable formats only
     result = ImportResult(name, fmt)
@@ -867,7 +881,40 @@ def parse_dataset(
     result.comments = list(
         {c.id: c for c in result.comments if keep_bot_comments or not review_bot_signature(c.body)}.values()
     )
+    if not keep_templates:
+        drop_templated(result)
     return result
+
+
+def drop_templated(result: ImportResult) -> None:
+    """Take the comments bot.templates finds in ``result``'s examples out of them (an example left
+    without comments goes: a tool's remark is not a hunk the team left alone), and the same
+    comments out of ``result.comments``; count them per template."""
+    items = [
+        ((ex.repo, ex.pr if ex.pr else ex.id), c.body, ex.id, c)
+        for ex in result.examples
+        for c in ex.comments
+    ]
+    report = find_templates([(key, body) for key, body, _, _ in items])
+    dropped: set[tuple[str, int]] = set()
+    gone: set[tuple[str, str, int, str]] = set()
+    for (_, body, ex_id, comment), template in zip(items, report.verdicts, strict=True):
+        if template is not None:
+            result.templated[template.skeleton] += 1
+            dropped.add((ex_id, id(comment)))
+    if not dropped:
+        return
+    kept: list[Example] = []
+    for ex in result.examples:
+        left = [c for c in ex.comments if (ex.id, id(c)) not in dropped]
+        if len(left) < len(ex.comments):
+            gone |= {(ex.repo, c.body, ex.pr, ex.path) for c in ex.comments if (ex.id, id(c)) in dropped}
+            if not left:
+                continue
+            ex = replace(ex, comments=left)
+        kept.append(ex)
+    result.examples = kept
+    result.comments = [c for c in result.comments if (c.repo, c.body, c.pr, c.path) not in gone]
 
 
 def export_record(ex: Example, fmt: str, *, meta: bool = True) -> JSONObject:
