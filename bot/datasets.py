@@ -199,8 +199,7 @@ class ImportResult:
         if templated:
             lines.append(
                 f"  templated comments dropped {templated} (one text filled in across many PRs; "
-                "--keep-templates keeps them): "
-                + "; ".join(f"{k!r} {v}" for k, v in self.templated.most_common(5))
+                "--keep-templates keeps them): " + "; ".join(f"{k!r} {v}" for k, v in self.templated.most_common(5))
             )
         if len(self.examples) < self.records:
             gone = self.records - len(self.examples) - sum(self.skipped.values()) - bots
@@ -890,15 +889,11 @@ def drop_templated(result: ImportResult) -> None:
     """Take the comments bot.templates finds in ``result``'s examples out of them (an example left
     without comments goes: a tool's remark is not a hunk the team left alone), and the same
     comments out of ``result.comments``; count them per template."""
-    items = [
-        ((ex.repo, ex.pr if ex.pr else ex.id), c.body, ex.id, c)
-        for ex in result.examples
-        for c in ex.comments
-    ]
+    items = [((ex.repo, ex.pr if ex.pr else ex.id), c.body, ex.id, c) for ex in result.examples for c in ex.comments]
     report = find_templates([(key, body) for key, body, _, _ in items])
     dropped: set[tuple[str, int]] = set()
     gone: set[tuple[str, str, int, str]] = set()
-    for (_, body, ex_id, comment), template in zip(items, report.verdicts, strict=True):
+    for (_, _, ex_id, comment), template in zip(items, report.verdicts, strict=True):
         if template is not None:
             result.templated[template.skeleton] += 1
             dropped.add((ex_id, id(comment)))

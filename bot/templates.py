@@ -51,10 +51,20 @@ _MASKS: tuple[tuple[str, re.Pattern[str]], ...] = (
     ("<code>", re.compile(r"```.*?(?:```|\Z)|`[^`\n]+`", re.S)),
     ("<url>", re.compile(r"\bhttps?://[^\s)>\]]+|\bwww\.[^\s)>\]]+")),
     ("<str>", re.compile(r"\"[^\"\n]{1,60}\"|(?<!\w)'[^'\n]{1,60}'(?!\w)")),
-    ("<path>", re.compile(r"(?<![\w/])(?:[\w.\-]+/)+[\w.\-]*|\b[\w\-]+\.(?:py|pyi|js|ts|tsx|jsx|java|go|rs|rb|c|h|cc|cpp|"
-                          r"hpp|cs|kt|md|rst|txt|yml|yaml|toml|json|cfg|ini|sh|html|css)\b")),
-    ("<id>", re.compile(r"\b[A-Za-z_][\w]*(?:\.[A-Za-z_]\w*)+(?:\(\))?|\b[A-Za-z_]\w*\(\)|\b_\w*|\b\w+_\w*"
-                        r"|\b[a-z]+[A-Z]\w*|\b[A-Z]\w*[a-z][A-Z]\w*|\b(?=\w*\d)(?=\w*[A-Za-z])\w+")),
+    (
+        "<path>",
+        re.compile(
+            r"(?<![\w/])(?:[\w.\-]+/)+[\w.\-]*|\b[\w\-]+\.(?:py|pyi|js|ts|tsx|jsx|java|go|rs|rb|c|h|cc|cpp|"
+            r"hpp|cs|kt|md|rst|txt|yml|yaml|toml|json|cfg|ini|sh|html|css)\b"
+        ),
+    ),
+    (
+        "<id>",
+        re.compile(
+            r"\b[A-Za-z_][\w]*(?:\.[A-Za-z_]\w*)+(?:\(\))?|\b[A-Za-z_]\w*\(\)|\b_\w*|\b\w+_\w*"
+            r"|\b[a-z]+[A-Z]\w*|\b[A-Z]\w*[a-z][A-Z]\w*|\b(?=\w*\d)(?=\w*[A-Za-z])\w+"
+        ),
+    ),
     ("<num>", re.compile(r"\b\d+(?:[.,]\d+)*\b")),
 )
 _HIDDEN = 0xF0000  # placeholders travel through the tokenizer as one private-use character each
@@ -172,8 +182,8 @@ def _skeleton(group: _Group) -> str:
         piece = "…" if i in group.slots or token.startswith("<") else token
         if not (piece == "…" and out and out[-1] == "…"):
             out.append(piece)
-    text = " ".join(out)
-    return re.sub(r" (?=[^\w…])", "", text)[:100]
+    text = re.sub(r" (?=[.,:;!?)\]])|(?<=[(\[]) ", "", " ".join(out))
+    return text[:100]
 
 
 def _groups(items: Sequence[tuple[Hashable, list[Paragraph]]], config: TemplateConfig) -> list[_Group]:
