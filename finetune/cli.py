@@ -184,6 +184,13 @@ def training_options(f: Any) -> Any:
 )
 @click.option("--val-fraction", type=float, default=0.1, show_default=True, help="Share held out for validation.")
 @click.option(
+    "--max-repo-share",
+    type=click.FloatRange(0, 1, min_open=True, max_open=True),
+    default=None,
+    help="Balance a dataset pooled from many repositories: no repository gives more than this share of the "
+    "training examples (whole PRs left out; validation and test untouched). See docs/data-filters.md.",
+)
+@click.option(
     "--min-train", type=click.IntRange(min=1), default=10, show_default=True, help="Fewest training examples accepted."
 )
 @click.option(
@@ -222,6 +229,7 @@ def train(
     seed,
     test_fraction,
     val_fraction,
+    max_repo_share,
     min_train,
     patience,
     eval_every,
@@ -270,6 +278,7 @@ def train(
         seed=seed,
         test_fraction=test_fraction,
         val_fraction=val_fraction,
+        max_repo_share=max_repo_share,
         min_train=min_train,
         patience=patience,
         eval_every=eval_every,

@@ -159,6 +159,7 @@ class TrainConfig:
     min_train: int = 10
     min_val: int = 2
     min_test: int = 2
+    max_repo_share: float | None = None  # training examples per repository at most this share (bot.balance)
     eval_every: int | None = None  # steps; None: about ten evaluations a run, at least one per epoch
     save_every: int | None = None  # steps; None: at every evaluation
     patience: int = 3  # evaluations without improvement before stopping early (0: never stop early)
@@ -802,6 +803,7 @@ def train(
             min_train=config.min_train,
             min_val=config.min_val,
             min_test=config.min_test,
+            max_repo_share=config.max_repo_share,
         )
     data_fp = fingerprint(splits.train + splits.validation + splits.test)
     base = resolve_base_model(base_model)
