@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from adapters.embedded import resolve as resolve_embedded
+from adapters.prefix_cache import PrefixCache, batch_layout, supports_prefix_cache
 from adapters.versions import META_FILE, check_prompt_format, read_meta
 from bot.errors import ModelError
 from bot.prompt import ANSWER_END, PROMPT_FORMAT_VERSION, PromptInput, for_model, prompt_text
@@ -355,6 +356,7 @@ class LocalBackend(Backend):
         temperature: float | None = None,
         seed: int | None = None,
         few_shot: bool = False,
+        prefix_cache: bool = True,
     ):
         if batch_size < 1:
             raise ModelError(f"batch size must be at least 1, got {batch_size}")
@@ -378,6 +380,8 @@ class LocalBackend(Backend):
         self.eos_ids = self._eos_ids()
         self.max_context = self._max_context()
         self._lock = threading.Lock()  # one generate() at a time: callers may share a backend across threads
+        # the prompt prefix every hunk shares, run through the model once (adapters.prefix_cache)
+        self.prefix_cache = PrefixCache(model) if prefix_cache and supports_prefix_cache(model) else None
 
     # -- loading
 
@@ -558,6 +562,8 @@ class LocalBackend(Backend):
         order = sorted(range(len(encoded)), key=lambda i: len(encoded[i]), reverse=True)
         results: list[Generation | None] = [None] * len(encoded)
         with self._lock:
+            if self.prefix_cache is not None:  # shared-prefix cache hook
+                self.prefix_cache.observe(encoded)
             for start in range(0, len(order), self.batch_size):
                 chunk = order[start : start + self.batch_size]
                 for i, gen in zip(chunk, self._generate_batch([encoded[i] for i in chunk], max_new_tokens)):
@@ -569,13 +575,10 @@ class LocalBackend(Backend):
         from transformers import StoppingCriteriaList
 
         device = self.model.device
-        width = max(len(ids) for ids in batch)
+        # every answer starts at column ``width``: rows padded on the left, or laid out after the cached shared prefix
+        input_ids, attention, cached = batch_layout(batch, self.pad_id, self.prefix_cache)
+        width = input_ids.shape[1]
         budget = min(max_new_tokens, self.max_context - width)
-        input_ids = torch.full((len(batch), width), self.pad_id, dtype=torch.long)
-        attention = torch.zeros((len(batch), width), dtype=torch.long)
-        for row, ids in enumerate(batch):  # left padding: every answer starts at column ``width``
-            input_ids[row, width - len(ids) :] = torch.tensor(ids, dtype=torch.long)
-            attention[row, width - len(ids) :] = 1
         tracker = StopTracker(
             lambda ids: self.tokenizer.decode(ids, skip_special_tokens=True), self.eos_ids, width, len(batch)
         )
@@ -594,7 +597,9 @@ class LocalBackend(Backend):
         else:
             options.update(do_sample=False, temperature=1.0, top_p=1.0, top_k=50)
         with torch.inference_mode():
-            output = self.model.generate(input_ids=input_ids.to(device), attention_mask=attention.to(device), **options)
+            output = self.model.generate(
+                input_ids=input_ids.to(device), attention_mask=attention.to(device), **cached, **options
+            )
         output = output.cpu()
         results = []
         for row, ids in enumerate(batch):
