@@ -889,27 +889,24 @@ def drop_templated(result: ImportResult) -> None:
     """Take the comments bot.templates finds in ``result``'s examples out of them (an example left
     without comments goes: a tool's remark is not a hunk the team left alone), and the same
     comments out of ``result.comments``; count them per template."""
-    items = [((ex.repo, ex.pr if ex.pr else ex.id), c.body, ex.id, c) for ex in result.examples for c in ex.comments]
-    report = find_templates([(key, body) for key, body, _, _ in items])
-    dropped: set[tuple[str, int]] = set()
-    gone: set[tuple[str, str, int, str]] = set()
-    for (_, _, ex_id, comment), template in zip(items, report.verdicts, strict=True):
-        if template is not None:
-            result.templated[template.skeleton] += 1
-            dropped.add((ex_id, id(comment)))
+    places = [(e, k) for e, ex in enumerate(result.examples) for k in range(len(ex.comments))]
+    report = find_templates(
+        [((ex.repo, ex.pr or ex.id), ex.comments[k].body) for ex, k in ((result.examples[e], k) for e, k in places)]
+    )
+    dropped = {place for place, template in zip(places, report.verdicts, strict=True) if template is not None}
+    for template in filter(None, report.verdicts):
+        result.templated[template.skeleton] += 1
     if not dropped:
         return
     kept: list[Example] = []
-    for ex in result.examples:
-        left = [c for c in ex.comments if (ex.id, id(c)) not in dropped]
-        if len(left) < len(ex.comments):
-            gone |= {(ex.repo, c.body, ex.pr, ex.path) for c in ex.comments if (ex.id, id(c)) in dropped}
-            if not left:
-                continue
-            ex = replace(ex, comments=left)
-        kept.append(ex)
+    gone: set[tuple[str, int, str, str]] = set()  # (repo, pr, path, body) of the dropped comments
+    for e, ex in enumerate(result.examples):
+        left = [c for k, c in enumerate(ex.comments) if (e, k) not in dropped]
+        gone |= {(ex.repo, ex.pr, ex.path, c.body) for k, c in enumerate(ex.comments) if (e, k) in dropped}
+        if left:
+            kept.append(ex if len(left) == len(ex.comments) else replace(ex, comments=left))
     result.examples = kept
-    result.comments = [c for c in result.comments if (c.repo, c.body, c.pr, c.path) not in gone]
+    result.comments = [c for c in result.comments if (c.repo, c.pr, c.path, c.body) not in gone]
 
 
 def export_record(ex: Example, fmt: str, *, meta: bool = True) -> JSONObject:

@@ -203,3 +203,21 @@ def test_cli_import_says_what_it_dropped_and_keeps_on_request(shared_dir, tmp_pa
     kept = json.loads(runner.invoke(dataset, [*args, "--keep-templates", "--db", str(tmp_path / "b.db")]).output)
     assert kept["templated_comments_dropped"] == {} and kept["examples"] == 766
     assert kept.keys() == data.keys()
+
+
+def test_import_takes_the_templated_comment_out_of_an_example_and_keeps_the_persons(tmp_path):
+    from bot.examples import Example, ExampleComment
+
+    path = tmp_path / "examples.jsonl"
+    rows = []
+    for pr, name in enumerate(NAMES[:6], start=1):
+        comments = [ExampleComment(2, "RIGHT", TOOL_LINES[0].format(name))]
+        if pr == 3:
+            comments.append(ExampleComment(1, "RIGHT", PEOPLE[0]))
+        hunk = f"@@ -1,1 +1,2 @@\n a = {pr}\n+b = {pr}"
+        rows.append(Example(f"x#{pr}", "acme/x", pr, "a.py", hunk, comments, f"2024-01-0{pr}T00:00:00Z").to_dict())
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    result = read_dataset(path, "jsonl")
+    assert [(e.pr, [c.body for c in e.comments]) for e in result.examples] == [(3, [PEOPLE[0]])]
+    assert sum(result.templated.values()) == 6
+    assert len(read_dataset(path, "jsonl", keep_templates=True).examples) == 6
