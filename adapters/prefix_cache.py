@@ -18,6 +18,9 @@ Which prefix: the longest one that every prompt of one ``generate()`` call share
 remembered between calls (a review's batches, and the next review, share it), at least
 ``min_tokens`` long and always one token short of the shortest prompt. Models whose cache is not
 plain attention (sliding windows, state-space layers, shared keys) are served without it.
+
+The cache is keyed by token ids alone: code that changes the model's weights under a live backend
+(enabling or disabling a peft adapter, training it further) must call ``clear()``.
 """
 
 from __future__ import annotations
@@ -67,6 +70,10 @@ class PrefixCache:
         self.entries: OrderedDict[tuple[int, ...], Any] = OrderedDict()  # prefix ids -> DynamicCache (batch 1)
         self.hits = 0
         self.prefix_tokens_saved = 0
+
+    def clear(self) -> None:
+        """Forget every prefix (the model's weights changed)."""
+        self.entries.clear()
 
     def observe(self, prompts: Sequence[Sequence[int]]) -> None:
         """Remember the prefix all ``prompts`` (one generate() call) share, if it is worth caching."""

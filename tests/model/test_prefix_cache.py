@@ -67,6 +67,9 @@ def test_the_prefix_is_computed_once_and_reused_by_the_next_call(tiny_llama, pro
     backend.generate(prompts[:1], max_new_tokens=2)  # one hunk alone still finds the remembered prefix
     assert backend.prefix_cache.entries[key] is states and backend.prefix_cache.hits == 4
     assert states.get_seq_length() == len(key)  # copies grow as rows decode; the cached prefix does not
+    backend.prefix_cache.clear()  # new weights: the prefix is computed again on the next call
+    backend.generate(prompts, max_new_tokens=2)
+    assert backend.prefix_cache.entries[key] is not states
 
 
 class _Model:
