@@ -137,7 +137,7 @@ def configs(check: Check) -> dict[str, Any]:
     import torch
     from transformers import BitsAndBytesConfig
 
-    from finetune.train import TrainConfig
+    from finetune.config import TrainConfig
 
     quantization = BitsAndBytesConfig(
         load_in_4bit=True,
