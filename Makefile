@@ -39,6 +39,7 @@ bench: setup
 	$(PY) tests/bench/bench_webhook.py
 	$(PY) tests/bench/bench_secrets.py
 	$(PY) tests/bench/bench_templates.py
+	$(PY) tests/bench/bench_slow_clients.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info .revbot-demo

@@ -1,6 +1,6 @@
 """Comments a tool filled in from a template, recognised by their shape across pull requests.
 
-Some review tools post through a person's account and leave no stamp (bot.review_bots needs one):
+Some review tools post through a person's account and leave no stamp (bot.review_tools needs one):
 "Please provide return type hint for the function: `foo`" on every PR of a repository, with only
 the name changed. A model trained on them learns the tool, not the team. What gives them away is
 the data as a whole, not one comment: the same words, in the same order, on many pull requests,

@@ -11,7 +11,7 @@ from typing import Any
 
 import click
 
-from adapters.cli_options import deprecated_alias, quantize_option, quiet, summary_format_option
+from adapters.cli_options import quantize_option, quiet, summary_format_option
 from adapters.versions import ModelRegistry, default_models_dir
 from bot.errors import DataError, UsageError
 from finetune.options import generation_options, pop_train_config, training_options
@@ -83,7 +83,6 @@ is current yet (the first version). Evaluate it with `revbot eval --version vN`.
     help="Base model to adapt: a hub id, a local path or the embedded smollm2-135m (default: the "
     "current version's base model, else $REVBOT_MODEL, else smollm2-135m).",
 )
-@deprecated_alias("--base-model", "--model", "base_model", metavar="ID_OR_PATH")
 @models_dir_option
 @training_options
 @click.option(
@@ -133,6 +132,16 @@ def train(db, data, base_model, models_dir, promote, **training):
         f"train loss {_fmt(m.get('train_loss'))}, validation loss {_fmt(m.get('val_loss'))}, "
         f"test loss {_fmt(m.get('test_loss'))}"
     )
+    calibration = version.meta.get("calibration") or {}
+    threshold = calibration.get("threshold")
+    click.echo(
+        "  comment threshold "
+        + (
+            f"{threshold:.4g} ({calibration.get('reason')})"
+            if threshold is not None
+            else f"none: {calibration.get('reason')}"
+        )
+    )
     click.echo(
         f"  packing {'on' if m.get('packing') else 'off (batched by length)'}, padding share "
         f"{100 * (m.get('padding_share') or 0):.1f}%, {_fmt(m.get('supervised_tokens_per_s'), 1)} answer tokens/s"
@@ -160,7 +169,6 @@ def train(db, data, base_model, models_dir, promote, **training):
     default=None,
     help="Model version to evaluate (default: current, else the latest).",
 )
-@deprecated_alias("--model", "--version", "model_spec", metavar="vN|current|latest|DIR")
 @click.option(
     "--data",
     metavar="FILE",
@@ -183,14 +191,41 @@ def train(db, data, base_model, models_dir, promote, **training):
     default=None,
     help="Dataset store whose feedback on the bot's own comments to summarise (default: --data if it is one).",
 )
-@deprecated_alias("--store", "--db", "store", metavar="FILE")
 @models_dir_option
 @click.option("--no-base", is_flag=True, help="Leave out the base model without the adapter.")
 @click.option("--limit", type=click.IntRange(min=1), default=None, help="Evaluate on the first N test examples only.")
-@generation_options("batch_size", old_spelling="--batch-size")
+@generation_options("batch_size")
 @quantize_option("Model weights for the evaluation: 4bit or none. Default: 4bit on CUDA, none on a CPU.")
-@summary_format_option("the metrics", old_input="fmt")
-def eval_cmd(model_spec, data, fmt, store, models_dir, no_base, limit, max_new_tokens, batch_size, quantize, as_json):
+@click.option(
+    "--anchors",
+    type=click.Choice(["constrained", "free"]),
+    default="constrained",
+    show_default=True,
+    help="constrained: the model's probabilities choose each comment's line, and the version's calibrated "
+    "threshold whether to comment (as review does); free: the model writes its anchors.",
+)
+@click.option(
+    "--exemplars",
+    type=click.IntRange(0, 10),
+    default=None,
+    help="Past reviews shown to the tuned model per hunk (default: as many as it was trained with).",
+)
+@summary_format_option("the metrics")
+def eval_cmd(
+    model_spec,
+    data,
+    fmt,
+    store,
+    models_dir,
+    no_base,
+    limit,
+    max_new_tokens,
+    batch_size,
+    quantize,
+    anchors,
+    exemplars,
+    as_json,
+):
     """Evaluate a model version against the base model, retrieval and most-frequent baselines.
 
     Prints a verdict line (what the tuned model beats each other system on, and loses on), then the
@@ -226,6 +261,8 @@ def eval_cmd(model_spec, data, fmt, store, models_dir, no_base, limit, max_new_t
         batch_size=batch_size,
         store=feedback_store,
         progress=not quiet(),
+        anchors=anchors,
+        exemplars=exemplars,
     )
     if as_json:
         click.echo(json.dumps(report.to_dict(), indent=2, sort_keys=True))
@@ -234,6 +271,8 @@ def eval_cmd(model_spec, data, fmt, store, models_dir, no_base, limit, max_new_t
     click.echo("\n" + gate_summary(report))
     if report.out_dir is not None:
         click.echo(f"report: {report.out_dir / 'report.md'}")
+        if (report.out_dir / "pr_curve.png").is_file():
+            click.echo(f"precision-recall against the threshold: {report.out_dir / 'pr_curve.png'}")
 
 
 # --------------------------------------------------------------------------- score
@@ -414,7 +453,6 @@ Or serve the adapter itself with vLLM (no merge needed):
     default=None,
     help="Where the recorded base model is now, if it moved (it must be the same model).",
 )
-@deprecated_alias("--base-model", "--model", "base_model", metavar="ID_OR_PATH")
 @click.option("--force", is_flag=True, help="Replace DIR if it is not empty.")
 @models_dir_option
 def export(name, merged_dir, dtype, base_model, force, models_dir):

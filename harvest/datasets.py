@@ -23,7 +23,7 @@ def import_dataset(
     field_map: dict[str, str] | None = None,
     skip_bad: bool = False,
     repo: str | None = None,
-    keep_bot_comments: bool = False,
+    keep_tool_comments: bool = False,
     keep_templates: bool = False,
 ) -> ImportResult:
     """Read a dataset and write it to the store in one transaction: a bad file stores nothing."""
@@ -33,7 +33,7 @@ def import_dataset(
         field_map=field_map,
         skip_bad=skip_bad,
         repo=repo,
-        keep_bot_comments=keep_bot_comments,
+        keep_tool_comments=keep_tool_comments,
         keep_templates=keep_templates,
     )
     with store.transaction():

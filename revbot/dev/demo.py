@@ -65,7 +65,7 @@ class DemoConfig:
     lora_dropout: float = 0.05
     lora_layers: int | None = 8
     target_modules: tuple[str, ...] | None = None  # None: every attention and MLP projection
-    quantize: bool | None = None  # revbot's default for the device: 4-bit on a GPU, full precision on a CPU
+    quantize: str | None = None  # "4bit", "none"; None: revbot's default, 4-bit on a GPU, full precision on a CPU
     precision: str = "auto"
     eval_max_new_tokens: int = 48
     review_max_new_tokens: int = 48
@@ -108,7 +108,7 @@ class DemoConfig:
         return (
             f"{self.steps} steps x {self.batch_size} rows x {self.max_length} tokens, lr {self.lr:g}, "
             f"LoRA r={self.lora_r} alpha={self.lora_alpha} on {targets} of {where}, "
-            f"{ {True: '4-bit NF4 base', False: 'full-precision base'}.get(self.quantize, 'base 4-bit on a GPU, full precision on a CPU') }, "
+            f"{ {'4bit': '4-bit NF4 base', 'none': 'full-precision base'}.get(self.quantize or '', 'base 4-bit on a GPU, full precision on a CPU') }, "
             f"precision {self.precision}"
         )
 
@@ -235,7 +235,15 @@ def tokenizer_corpus(examples: list[Any]) -> list[str]:
 class Service:
     """`revbot serve` in a child process, as a user would run it, logging to ``log_path``."""
 
-    def __init__(self, workdir: Path, api_url: str, token: str, secret: str, config: DemoConfig):
+    def __init__(
+        self,
+        workdir: Path,
+        api_url: str,
+        token: str,
+        secret: str,
+        config: DemoConfig,
+        extra_env: dict[str, str] | None = None,
+    ):
         self.workdir, self.port = workdir, free_port()
         self.log_path = workdir / "serve.log"
         self.url = f"http://127.0.0.1:{self.port}"
@@ -257,7 +265,9 @@ class Service:
                 "REVBOT_LOG_LEVEL": "INFO",
             }
         )
+        env.update(extra_env or {})  # another forge's settings (revbot demo --forge gitlab)
         env.pop("GITHUB_TOKEN", None)  # the service talks to the simulator only
+        env.pop("GITLAB_TOKEN", None)
         # the packages beside this one, even when the install's import hooks do not list them all
         root = str(Path(__file__).resolve().parent.parent)
         env["PYTHONPATH"] = os.pathsep.join([root, *filter(None, [env.get("PYTHONPATH")])])
@@ -310,6 +320,7 @@ class DemoResult:
     service_url: str = ""
     token: str = field(default="", repr=False)
     secret: str = field(default="", repr=False)
+    reference: str = "#"  # GitLab names a merge request GROUP/PROJECT!N
 
     @property
     def on_habit_lines(self) -> int:
@@ -326,7 +337,8 @@ class DemoResult:
         return sum(1 for c in self.comments if (c["path"], c["line"], c["body"]) in wanted)
 
     def last_line(self) -> str:
-        return f"demo: review posted on {self.repo}#{self.number} with {len(self.comments)} inline comments"
+        where = f"{self.repo}{self.reference}{self.number}"
+        return f"demo: review posted on {where} with {len(self.comments)} inline comments"
 
 
 @dataclass
@@ -339,7 +351,8 @@ class DemoRun:
     progress: bool
     token: str = field(default_factory=lambda: "demo-" + secrets.token_hex(16), repr=False)
     secret: str = field(default_factory=lambda: secrets.token_hex(24), repr=False)
-    sim: Any = None  # the GitHub simulator (started)
+    sim: Any = None  # the forge's simulator (started): GitHub's, or revbot.dev.demo_gitlab's forge
+    forge_name: str = "GitHub"
     project: Any = None  # the sample project it serves
     splits: Any = None  # the harvested examples, split by PR and time
     base_model: str = ""
@@ -364,13 +377,20 @@ def start_simulator(run: DemoRun, steps: Steps) -> None:
     from revbot.dev.demo_data.templates import STYLE
     from revbot.dev.github_sim import GitHubSimulator
 
-    with steps.step("Starting the GitHub simulator with the sample project (an invented team's history)", "simulator"):
+    title = f"Starting the {run.forge_name} simulator with the sample project (an invented team's history)"
+    with steps.step(title, "simulator"):
         run.project = project = build_sample_project()
-        seed = to_seed(project, tokens=[{"token": run.token, "login": BOT_LOGIN, "type": "Bot"}])
-        run.sim = GitHubSimulator(seed, state_path=run.workdir / "github-sim.json").start()
+        if run.forge_name == "GitLab":
+            from revbot.dev.demo_gitlab import GitLabDemoForge
+
+            run.sim = GitLabDemoForge(run.token, run.secret).start(project)
+        else:
+            seed = to_seed(project, tokens=[{"token": run.token, "login": BOT_LOGIN, "type": "Bot"}])
+            run.sim = GitHubSimulator(seed, state_path=run.workdir / "github-sim.json").start()
         counts = project.counts()
+        changes = "merge requests" if run.forge_name == "GitLab" else "pull requests"
         run.echo(
-            f"      {project.repo} on {run.sim.url}: {counts['pulls']} merged pull requests, "
+            f"      {project.repo} on {run.sim.url}: {counts['pulls']} merged {changes}, "
             f"{counts['comments']} review comments by {len({c.user for c in project.comments()})} accounts"
         )
         run.echo("      the team's habits, as its reviewers always phrase them:")
@@ -385,9 +405,9 @@ def harvest(run: DemoRun, steps: Steps) -> None:
     from harvest.mine import HarvestOptions, harvest_github
 
     repo = run.project.repo
-    with steps.step(f"Harvesting {repo} with the real GitHub client over HTTP", "harvest"):
+    with steps.step(f"Harvesting {repo} with the real {run.forge_name} client over HTTP", "harvest"):
         store = Store(run.store_path)
-        client = GitHubClient(run.token, api_url=run.sim.url)
+        client = run.sim.client() if run.forge_name != "GitHub" else GitHubClient(run.token, api_url=run.sim.url)
         try:
             summary = harvest_github(client, store, repo, HarvestOptions(progress=run.progress))
         finally:
@@ -440,7 +460,7 @@ def train_model(run: DemoRun, steps: Steps) -> None:
     from finetune.train import train
 
     config = run.config
-    quantized = config.quantize if config.quantize is not None else torch.cuda.is_available()
+    quantized = config.quantize == "4bit" or (config.quantize is None and torch.cuda.is_available())
     quant = "QLoRA (4-bit NF4 base)" if quantized else "LoRA (full-precision base: 4-bit only costs time on a CPU)"
     with steps.step(f"Training with {quant} for {config.steps} steps", "train"):
         run.echo(f"      {config.describe()}")
@@ -482,7 +502,8 @@ def evaluate_model(run: DemoRun, steps: Steps) -> None:
 
 def start_service(run: DemoRun, steps: Steps) -> None:
     with steps.step("Starting the webhook service (`revbot serve`, signed deliveries only)", "service"):
-        run.service = service = Service(run.workdir, run.sim.url, run.token, run.secret, run.config)
+        extra = run.sim.service_env() if run.forge_name == "GitLab" else None
+        run.service = service = Service(run.workdir, run.sim.url, run.token, run.secret, run.config, extra)
         health = service.wait_ready()
         run.echo(
             f"      {service.url} (log: {service.log_path}); health: "
@@ -496,14 +517,20 @@ def open_pull_request(run: DemoRun, steps: Steps) -> None:
     assert run.service is not None
     run.demo_pull = pull = build_demo_pull(run.project)
     repo = run.project.repo
-    with steps.step("Opening a new pull request on the simulator and sending its signed webhook", "webhook"):
-        opened = run.sim.add_pull(repo, files=pull_files_seed(pull), title=pull.title, body=pull.body, user=pull.author)
-        run.number = opened["pull"]["number"]
-        answer = signed_delivery(run.service.url + "/webhook", "pull_request", opened["webhook"], run.secret)
+    change = "merge request" if run.forge_name == "GitLab" else "pull request"
+    with steps.step(f"Opening a new {change} on the simulator and sending its signed webhook", "webhook"):
+        if run.forge_name == "GitLab":
+            run.number, answer = run.sim.open_pull(repo, pull, run.service.url)
+        else:
+            opened = run.sim.add_pull(
+                repo, files=pull_files_seed(pull), title=pull.title, body=pull.body, user=pull.author
+            )
+            run.number = opened["pull"]["number"]
+            answer = signed_delivery(run.service.url + "/webhook", "pull_request", opened["webhook"], run.secret)
         if answer.status_code >= 300:
             raise DemoError(f"the service answered the webhook with HTTP {answer.status_code}: {answer.text[:200]}")
         run.echo(
-            f'      {repo}#{run.number} "{pull.title}" by {pull.author}: '
+            f'      {repo}{"!" if run.forge_name == "GitLab" else "#"}{run.number} "{pull.title}" by {pull.author}: '
             f"{len(pull.files)} files, {sum(len(f.hunks) for f in pull.files)} hunks; "
             f"delivery accepted (HTTP {answer.status_code})"
         )
@@ -514,7 +541,10 @@ def wait_for_review(run: DemoRun, steps: Steps) -> None:
 
     assert run.service is not None
     with steps.step("Waiting for the review", "review"):
-        review, comments = _wait_for_review(run.sim.url, run.project.repo, run.number, run.token, run.service)
+        if run.forge_name == "GitLab":  # positioned discussions, then the summary note (posted last)
+            review, comments = _wait_for_gitlab_review(run)
+        else:
+            review, comments = _wait_for_review(run.sim.url, run.project.repo, run.number, run.token, run.service)
         run.result = result = DemoResult(
             run.project.repo,
             run.number,
@@ -527,9 +557,10 @@ def wait_for_review(run: DemoRun, steps: Steps) -> None:
             service_url=run.service.url,
             token=run.token,
             secret=run.secret,
+            reference="!" if run.forge_name == "GitLab" else "#",
         )
         run.echo(
-            f"      review {review['id']} posted by {review['user']['login']} on {review.get('commit_id', '')[:7]}"
+            f"      review {review['id']} posted by {review['user']['login']} on {(review.get('commit_id') or '')[:7]}"
         )
         for c in comments:
             run.echo(f"      {c['path']}:{c['line']}: {c['body']}")
@@ -566,16 +597,18 @@ def run_demo(
     keep: bool = False,
     echo: Callable[[str], None] = click.echo,
     progress: bool = True,
+    forge: str = "github",
 ) -> DemoResult:
-    """Run every step of ``DEMO_STEPS``; returns what was posted. With ``keep`` the simulator and the
-    service are left running (the caller waits for Ctrl-C and then calls ``stop_kept``)."""
+    """Run every step of ``DEMO_STEPS`` (``forge="gitlab"``: on the GitLab simulator, through
+    ``revbot.dev.demo_gitlab.GitLabDemoForge``); returns what was posted. With ``keep`` the simulator and the service are left running (the caller
+    waits for Ctrl-C and then calls ``stop_kept``)."""
     from bot.examples import Example  # noqa: F401  (imported early: fail fast on a broken install)
 
     for name, value in (("HF_HUB_OFFLINE", "1"), ("TRANSFORMERS_OFFLINE", "1"), ("TOKENIZERS_PARALLELISM", "false")):
         os.environ.setdefault(name, value)
     os.environ.setdefault("MPLBACKEND", "Agg")
     _quiet_libraries()
-    run = DemoRun(workdir, config, echo, progress)
+    run = DemoRun(workdir, config, echo, progress, forge_name="GitLab" if forge == "gitlab" else "GitHub")
     steps = Steps(len(DEMO_STEPS), echo)
     try:
         for step in DEMO_STEPS:
@@ -583,7 +616,7 @@ def run_demo(
         assert run.result is not None
         run.result.timings = list(steps.timings)
         echo("\n" + steps.summary())
-        echo(_real_world(keep, run.sim.url, run.service.url if run.service else ""))
+        echo(_real_world(keep, run.sim.url, run.service.url if run.service else "", run.forge_name))
         return run.result
     finally:
         running = [x for x in (run.service, run.sim) if x is not None]
@@ -643,15 +676,39 @@ def _wait_for_review(api: str, repo: str, number: int, token: str, service: Serv
     )
 
 
-def _real_world(keep: bool, sim_url: str, service_url: str) -> str:
+def _wait_for_gitlab_review(run: DemoRun) -> tuple[dict, list[dict]]:
+    service = run.service
+    assert service is not None
+
+    def alive() -> None:
+        if service.process.poll() is not None:
+            raise DemoError(
+                f"the webhook service stopped (exit code {service.process.returncode}); see {service.log_path}"
+            )
+
+    try:
+        review, comments = run.sim.wait_for_review(run.project.repo, run.number, alive, REVIEW_WAIT_S)
+    except TimeoutError as exc:
+        raise DemoError(f"{exc}; see the service's log {service.log_path}") from exc
+    return review, [dict(c, body=strip_markers(c["body"])) for c in comments]
+
+
+def _real_world(keep: bool, sim_url: str, service_url: str, forge: str = "GitHub") -> str:
     lines = [""]
     if keep:
+        example = (
+            f"{sim_url}/api/v4/projects/acme%2Fstockroom/merge_requests/61/discussions"
+            if forge == "GitLab"
+            else f"{sim_url}/repos/acme/stockroom/pulls/53/comments"
+        )
         lines += [
             "Still running (--keep), press Ctrl-C to stop:",
-            f"  GitHub simulator  {sim_url}   e.g. curl {sim_url}/repos/acme/stockroom/pulls/53/comments",
+            f"  {forge} simulator  {sim_url}   e.g. curl {example}",
             f"  webhook service   {service_url}   e.g. curl {service_url}/metrics",
             "",
         ]
+    if forge == "GitLab":
+        return "\n".join([*lines, "To do the same on your GitLab: docs/gitlab.md (token, webhook, CI job)."])
     lines += [
         "To do the same for real (see docs/workflow.md and docs/deployment.md):",
         "  export GITHUB_TOKEN=...                                   # read access to the repository",
@@ -695,7 +752,14 @@ def _interrupted(workdir: str) -> NoReturn:
 @click.option(
     "--steps", type=click.IntRange(min=1), default=None, help="Training steps (default: measured for ~3 minutes)."
 )
-def demo_cmd(workdir: str, keep: bool, quick: bool, steps: int | None) -> None:
+@click.option(
+    "--forge",
+    type=click.Choice(["github", "gitlab"]),
+    default="github",
+    show_default=True,
+    help="Which forge the simulator plays: GitHub (pull requests) or GitLab (merge requests).",
+)
+def demo_cmd(workdir: str, keep: bool, quick: bool, steps: int | None, forge: str) -> None:
     """Run the whole loop offline on an embedded sample project, in a few minutes on a CPU.
 
     \b
@@ -709,7 +773,7 @@ def demo_cmd(workdir: str, keep: bool, quick: bool, steps: int | None) -> None:
     if steps is not None:
         config = replace(config, steps=steps)
     try:
-        result = run_demo(prepare_workdir(Path(workdir)), config, keep=keep, progress=not quiet())
+        result = run_demo(prepare_workdir(Path(workdir)), config, keep=keep, progress=not quiet(), forge=forge)
     except KeyboardInterrupt:
         _interrupted(workdir)
     except RevbotError as exc:

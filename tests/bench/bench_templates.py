@@ -41,7 +41,7 @@ def per_repo_drops(data: str, fmt: str) -> tuple[Counter, Counter, Counter]:
     """(records kept by no filter, dropped as review-bot stamped, dropped as templated), per repository."""
     from adapters.files import read_dataset
 
-    everything = _ids(read_dataset(data, fmt, keep_bot_comments=True, keep_templates=True))
+    everything = _ids(read_dataset(data, fmt, keep_tool_comments=True, keep_templates=True))
     no_bots = _ids(read_dataset(data, fmt, keep_templates=True))
     clean = _ids(read_dataset(data, fmt))
     total = Counter(everything.values())

@@ -149,7 +149,7 @@ def configs(check: Check) -> dict[str, Any]:
         max_steps=check.args.steps,
         batch_size=check.args.batch_size,
         max_length=check.args.max_length,
-        quantize=True,
+        quantize="4bit",
         precision="bf16",
         lora_layers=0,
         min_train=1,
@@ -159,6 +159,7 @@ def configs(check: Check) -> dict[str, Any]:
         patience=0,
     ).for_device(on_cuda=True)
     train_config.validate()
+    assert train_config.quantize == "4bit", train_config.quantize
     assert quantization.bnb_4bit_quant_type == "nf4" and quantization.bnb_4bit_use_double_quant
     check.state["train_config"] = train_config
     out = Path(check.args.out)
@@ -172,6 +173,7 @@ def configs(check: Check) -> dict[str, Any]:
         "compute": str(quantization.bnb_4bit_compute_dtype).replace("torch.", ""),
         "lora_r": train_config.lora_r,
         "lora_layers": train_config.lora_layers or "all",
+        "exemplars_k": getattr(train_config, "exemplars", 0),
         "steps": train_config.max_steps,
         "rows_per_step": train_config.batch_size,
         "max_length": train_config.max_length,
