@@ -122,6 +122,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--adapter", help="a revbot adapter directory (a tuned version) to review with")
     parser.add_argument("--prefix-cache", default="both", choices=["both", "on", "off"])
     parser.add_argument(
+        "--anchors",
+        default="free",
+        choices=["free", "constrained"],
+        help="free (default): answers generated in batches, what batching and the prefix cache serve; "
+        "constrained: prompt format 3's anchor scoring, one prompt at a time (adapters/decoding.py)",
+    )
+    parser.add_argument(
         "--threads",
         type=int,
         default=1,
@@ -159,7 +166,11 @@ def main(argv: list[str] | None = None) -> int:
             f"{torch.get_num_threads()}, batch size {args.batch_size}, max_new_tokens {args.max_new_tokens}"
         )
         options = ReviewOptions(
-            max_new_tokens=args.max_new_tokens, token_budget=10**9, max_comments=10**6, max_comments_per_file=10**6
+            max_new_tokens=args.max_new_tokens,
+            token_budget=10**9,
+            max_comments=10**6,
+            max_comments_per_file=10**6,
+            anchors=args.anchors,
         )
         _review(parse_diff(synthetic_pr(4, seed=99)), backend, options, 4, False)  # warm-up: lazy initialisation
 
@@ -190,7 +201,7 @@ def main(argv: list[str] | None = None) -> int:
             if not same:
                 print(f"FAIL: greedy outputs differ between modes at N={n}", file=sys.stderr)
                 return 1
-        if backend.prefix_cache is not None:
+        if backend.prefix_cache is not None and backend.prefix_cache.entries:
             print(f"shared prefix: {len(next(iter(backend.prefix_cache.entries)))} tokens")
         order = sorted(fields, key=lambda k: (k.split("_n")[0], int(k.split("_n")[1].split("_")[0]), k))
         print("RESULT " + " ".join(f"{k}={fields[k]}" for k in order))
