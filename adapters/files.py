@@ -133,6 +133,7 @@ def read_dataset(
     skip_bad: bool = False,
     repo: str | None = None,
     keep_tool_comments: bool = False,
+    keep_templates: bool = False,
 ) -> ImportResult:
     """Read a dataset file of format ``fmt`` (``bot.datasets.parse_dataset``, which streams JSONL a
     line at a time). An unknown format is refused before the file is opened."""
@@ -151,4 +152,5 @@ def read_dataset(
             skip_bad=skip_bad,
             repo=repo,
             keep_tool_comments=keep_tool_comments,
+            keep_templates=keep_templates,
         )

@@ -36,6 +36,7 @@ from typing import Any
 from adapters.decoding import find_answer_end as find_answer_end  # re-exported: the end marker's one reader
 from adapters.decoding import trim_answer
 from adapters.embedded import resolve as resolve_embedded
+from adapters.prefix_cache import PrefixCache, batch_layout, supports_prefix_cache
 from adapters.versions import META_FILE, check_prompt_format, read_meta
 from bot.config import DEFAULT_BATCH_SIZE, DEFAULT_MAX_NEW_TOKENS
 from bot.errors import ModelError
@@ -443,6 +444,7 @@ class LocalBackend(Backend):
         temperature: float | None = None,
         seed: int | None = None,
         few_shot: bool = False,
+        prefix_cache: bool = True,
     ):
         if batch_size < 1:
             raise ModelError(f"batch size must be at least 1, got {batch_size}")
@@ -466,6 +468,8 @@ class LocalBackend(Backend):
         self.eos_ids = self._eos_ids()
         self.max_context = self._max_context()
         self._lock = threading.Lock()  # one generate() at a time: callers may share a backend across threads
+        # the prompt prefix every hunk shares, run through the model once (adapters.prefix_cache)
+        self.prefix_cache = PrefixCache(model) if prefix_cache and supports_prefix_cache(model) else None
 
     # -- loading
 
@@ -648,6 +652,8 @@ class LocalBackend(Backend):
         order = sorted(range(len(encoded)), key=lambda i: len(encoded[i]), reverse=True)
         results: list[Generation | None] = [None] * len(encoded)
         with self._lock:
+            if self.prefix_cache is not None:  # shared-prefix cache hook
+                self.prefix_cache.observe(encoded)
             for start in range(0, len(order), self.batch_size):
                 chunk = order[start : start + self.batch_size]
                 prefixes = [inputs[i].answer_prefix for i in chunk]
@@ -664,13 +670,10 @@ class LocalBackend(Backend):
         from adapters.decoding import DegenerationGuard, guard_criteria_class, trim_degenerate
 
         device = self.model.device
-        width = max(len(ids) for ids in batch)
+        # every answer starts at column ``width``: rows padded on the left, or laid out after the cached shared prefix
+        input_ids, attention, cached = batch_layout(batch, self.pad_id, self.prefix_cache)
+        width = input_ids.shape[1]
         budget = min(max_new_tokens, self.max_context - width)
-        input_ids = torch.full((len(batch), width), self.pad_id, dtype=torch.long)
-        attention = torch.zeros((len(batch), width), dtype=torch.long)
-        for row, ids in enumerate(batch):  # left padding: every answer starts at column ``width``
-            input_ids[row, width - len(ids) :] = torch.tensor(ids, dtype=torch.long)
-            attention[row, width - len(ids) :] = 1
 
         def decode(ids: list[int]) -> str:
             return str(self.tokenizer.decode(ids, skip_special_tokens=True))
@@ -694,7 +697,9 @@ class LocalBackend(Backend):
         else:
             options.update(do_sample=False, temperature=1.0, top_p=1.0, top_k=50)
         with torch.inference_mode():
-            output = self.model.generate(input_ids=input_ids.to(device), attention_mask=attention.to(device), **options)
+            output = self.model.generate(
+                input_ids=input_ids.to(device), attention_mask=attention.to(device), **cached, **options
+            )
         output = output.cpu()
         results = []
         for row, ids in enumerate(batch):

@@ -56,6 +56,7 @@ from bot.json_types import JSON, JSONObject
 from bot.prompt import ANSWER_END, SYSTEM_PROMPTS, PromptInput, canonical, normalize_body, parse_output, render_answer
 from bot.records import StoredComment, utc_timestamp
 from bot.review_tools import review_tool_stamp
+from bot.templates import find_templates
 
 FIELD_MAP_KEYS = ("hunk", "comment", "path", "line", "pr", "time", "repo", "id", "side", "start_line")
 CRC_FIELD_MAP = {
@@ -145,6 +146,7 @@ class ImportResult:
     errors: list[str] = field(default_factory=list)  # the first messages of skipped records
     duplicates: list[str] = field(default_factory=list)  # file:line of records dropped or replaced as duplicates
     tool_comments: Counter[str] = field(default_factory=Counter)  # AI review tool -> records dropped as its comments
+    templated: Counter[str] = field(default_factory=Counter)  # template skeleton -> comments dropped (bot.templates)
     written: tuple[int, int] = (0, 0)  # (inserted, updated) examples, set by whoever stores them
 
     @property
@@ -171,6 +173,7 @@ class ImportResult:
             "errors": self.errors,
             "duplicates": self.duplicates,
             "review_tool_comments_dropped": dict(self.tool_comments),
+            "templated_comments_dropped": dict(self.templated),
         }
 
     def text(self) -> str:
@@ -192,10 +195,17 @@ class ImportResult:
                 + ", ".join(f"{k} {v}" for k, v in self.tool_comments.most_common())
                 + " (recognised by their badges and footers; --keep-review-tool-comments keeps them)"
             )
+        templated = sum(self.templated.values())
+        if templated:
+            lines.append(
+                f"  templated comments dropped {templated} (one text filled in across many PRs; "
+                "--keep-templates keeps them): " + "; ".join(f"{k!r} {v}" for k, v in self.templated.most_common(5))
+            )
         if len(self.examples) < self.records:
+            gone = self.records - len(self.examples) - sum(self.skipped.values()) - bots
             lines.append(
                 f"  {self.records} record(s) -> {len(self.examples)} example(s): {sum(self.skipped.values())} skipped, "
-                f"{bots} AI-review-tool, {self.records - len(self.examples) - sum(self.skipped.values()) - bots} duplicate(s)"
+                f"{bots} AI-review-tool, {gone} duplicate(s) or templated"
             )
         for note, n in sorted(self.notes.items()):
             lines.append(f"  {note}: {n}")
@@ -808,6 +818,7 @@ def parse_dataset(
     skip_bad: bool = False,
     repo: str | None = None,
     keep_tool_comments: bool = False,
+    keep_templates: bool = False,
 ) -> ImportResult:
     """Read a dataset from an open binary ``stream`` into examples (and, for crc, review comments).
     ``name`` is what errors and the result call the file (``adapters.files.read_dataset``
@@ -815,7 +826,9 @@ def parse_dataset(
 
     Comments stamped by an AI review tool (bot.review_tools) are dropped unless ``keep_tool_comments``:
     a team's model should learn the team, not the bot. An example that loses all its comments that
-    way is dropped, not turned into a negative (a bot did find something there)."""
+    way is dropped, not turned into a negative (a bot did find something there). Comments filled in
+    from one template across many pull requests (bot.templates) go the same way unless
+    ``keep_templates``."""
     reader = get_format(fmt, "import").read
     assert reader is not None  # get_format(..., "import") returns readable formats only
     result = ImportResult(name, fmt)
@@ -867,7 +880,33 @@ def parse_dataset(
     result.comments = list(
         {c.id: c for c in result.comments if keep_tool_comments or not review_tool_stamp(c.body)}.values()
     )
+    if not keep_templates:
+        drop_templated(result)
     return result
+
+
+def drop_templated(result: ImportResult) -> None:
+    """Take the comments bot.templates finds in ``result``'s examples out of them (an example left
+    without comments goes: a tool's remark is not a hunk the team left alone), and the same
+    comments out of ``result.comments``; count them per template."""
+    places = [(e, k) for e, ex in enumerate(result.examples) for k in range(len(ex.comments))]
+    report = find_templates(
+        [((ex.repo, ex.pr or ex.id), ex.comments[k].body) for ex, k in ((result.examples[e], k) for e, k in places)]
+    )
+    dropped = {place for place, template in zip(places, report.verdicts, strict=True) if template is not None}
+    for template in filter(None, report.verdicts):
+        result.templated[template.skeleton] += 1
+    if not dropped:
+        return
+    kept: list[Example] = []
+    gone: set[tuple[str, int, str, str]] = set()  # (repo, pr, path, body) of the dropped comments
+    for e, ex in enumerate(result.examples):
+        left = [c for k, c in enumerate(ex.comments) if (e, k) not in dropped]
+        gone |= {(ex.repo, ex.pr, ex.path, c.body) for k, c in enumerate(ex.comments) if (e, k) in dropped}
+        if left:
+            kept.append(ex if len(left) == len(ex.comments) else replace(ex, comments=left))
+    result.examples = kept
+    result.comments = [c for c in result.comments if (c.repo, c.pr, c.path, c.body) not in gone]
 
 
 def export_record(ex: Example, fmt: str, *, meta: bool = True) -> JSONObject:

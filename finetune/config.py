@@ -113,6 +113,13 @@ class TrainConfig:
     min_train: int = field(default=10, metadata=option("Fewest training examples accepted.", min=1))
     min_val: int = 2
     min_test: int = 2
+    max_repo_share: float | None = field(
+        default=None,
+        metadata=option(
+            "Balance a dataset pooled from many repositories: no repository gives more than this share of the "
+            "training examples (whole PRs left out; validation and test untouched). See docs/data-filters.md."
+        ),
+    )
     # validation, early stopping, checkpoints
     eval_every: int | None = field(  # None: EVALS_PER_RUN evaluations a run, at least one per epoch
         default=None, metadata=option("Steps between validation passes.", min=1)
@@ -146,6 +153,10 @@ class TrainConfig:
                 raise UsageError(message)
 
         need(self.epochs > 0, f"--epochs must be positive, got {self.epochs}")
+        need(
+            self.max_repo_share is None or 0 < self.max_repo_share < 1,
+            f"--max-repo-share must be between 0 and 1, got {self.max_repo_share}",
+        )
         need(self.max_steps is None or self.max_steps > 0, f"--max-steps must be positive, got {self.max_steps}")
         need(self.batch_size >= 1, f"--batch-size must be at least 1, got {self.batch_size}")
         need(

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from adapters.files import read_dataset, read_examples
+from bot.balance import balance_by_repo
 from bot.errors import DataError
 from bot.examples import Example
 from bot.prompt import Exemplar, training_text, with_exemplars
@@ -129,6 +130,7 @@ def split_examples(
     min_train: int = 10,
     min_val: int = 2,
     min_test: int = 2,
+    max_repo_share: float | None = None,
 ) -> Splits:
     """Split by PR and by time: the newest PRs form the test set, the next newest validation, the
     rest training. A PR's time is its earliest example; PRs without dates count as the oldest and
@@ -136,6 +138,8 @@ def split_examples(
 
     Each held-out split takes whole PRs, newest first, until it holds ``max(min, fraction × total)``
     examples. A dataset too small for the minimums raises DataError with the counts per split.
+    ``max_repo_share``: training examples balanced across repositories (bot.balance), so no
+    repository holds more than that share of them; validation and test are left as they are.
     """
     for name, value in (("test_fraction", test_fraction), ("val_fraction", val_fraction)):
         if not 0 <= value < 1:
@@ -170,6 +174,8 @@ def split_examples(
             stage += 1
         parts[stage].extend(sorted(by_pr[key], key=lambda e: e.id))
     test, validation, train = parts
+    balanced = balance_by_repo(train, max_repo_share, seed)  # a no-op without max_repo_share
+    train = balanced.examples
     splits = Splits(
         train,
         validation,
@@ -182,6 +188,7 @@ def split_examples(
             "min_train": min_train,
             "min_val": min_val,
             "min_test": min_test,
+            **({"max_repo_share": max_repo_share, "balance": balanced.to_dict()} if max_repo_share else {}),
         },
     )
     if len(train) < min_train or len(validation) < min_val or len(test) < min_test:

@@ -820,6 +820,7 @@ def _splits_of(examples: Sequence[Example] | Splits, config: TrainConfig) -> Spl
         min_train=config.min_train,
         min_val=config.min_val,
         min_test=config.min_test,
+        max_repo_share=config.max_repo_share,
     )
 
 

@@ -21,6 +21,11 @@ DB_HELP = (
     "Dataset store (SQLite). Default: $REVBOT_DB, else revbot.db (relative to $REVBOT_HOME, default the current "
     "directory)."
 )
+KEEP_TEMPLATES_HELP = (
+    "Keep comments filled in from one template across many pull requests (a review tool's lines without its "
+    "stamp, e.g. 'Please provide return type hint for the function: ...'); by default they are dropped and "
+    "counted. See docs/data-filters.md."
+)
 NO_CREDENTIALS = (
     "no GitHub credentials: set GITHUB_TOKEN (or REVBOT_GITHUB_TOKEN) to a token that can read the repository, "
     "or harvest as a GitHub App with REVBOT_GITHUB_APP_ID, REVBOT_GITHUB_APP_PRIVATE_KEY_FILE and "
@@ -82,6 +87,7 @@ _FILTER_OPTIONS = (
         help="Uncommented hunks per commented hunk, from the same PRs.",
     ),
     click.option("--seed", type=int, default=0, show_default=True, help="Seed of the negative sampling."),
+    click.option("--keep-templates", is_flag=True, help=KEEP_TEMPLATES_HELP),
 )
 
 
@@ -142,6 +148,7 @@ def harvest_github_cmd(
     min_length: int,
     negatives_ratio: float,
     seed: int,
+    keep_templates: bool,
     max_rate_wait: float,
     bot_login: str | None,
     as_json: bool,
@@ -168,7 +175,7 @@ def harvest_github_cmd(
 
     options = dict(full=full, rebuild=rebuild, since=since, until=until, authors=authors, deny_bots=deny_bots)
     options.update(min_length=min_length, negatives_ratio=negatives_ratio, seed=seed, bot_login=bot_login)
-    _run(lambda: _harvest(connect, repo, db, as_json, **options))
+    _run(lambda: _harvest(connect, repo, db, as_json, keep_templates=keep_templates, **options))
 
 
 @harvest.command("gitlab")
@@ -205,6 +212,7 @@ def harvest_gitlab_cmd(
     min_length: int,
     negatives_ratio: float,
     seed: int,
+    keep_templates: bool,
     bot_login: str | None,
     as_json: bool,
 ) -> None:
@@ -226,7 +234,7 @@ def harvest_gitlab_cmd(
 
     options = dict(full=full, rebuild=rebuild, since=since, until=until, authors=authors, deny_bots=deny_bots)
     options.update(min_length=min_length, negatives_ratio=negatives_ratio, seed=seed, bot_login=bot_login)
-    _run(lambda: _harvest(connect, project, db, as_json, **options))
+    _run(lambda: _harvest(connect, project, db, as_json, keep_templates=keep_templates, **options))
 
 
 def _harvest(connect: Callable[[Any], Any], repo: str, db: str | None, as_json: bool, **flags: Any) -> None:
@@ -246,6 +254,7 @@ def _harvest(connect: Callable[[Any], Any], repo: str, db: str | None, as_json: 
         min_length=flags["min_length"],
         negatives_ratio=flags["negatives_ratio"],
         seed=flags["seed"],
+        keep_templates=flags["keep_templates"],
         own_logins=_logins(flags["bot_login"]) or settings.bot_logins or DEFAULT_OWN_LOGINS,
         progress=not (quiet() or as_json) and sys.stderr.isatty(),
     )
@@ -293,6 +302,7 @@ def dataset() -> None:
     help="Keep comments stamped by AI review tools (Gemini Code Assist badges, CodeRabbit markers, ...); "
     "by default they are dropped and counted.",
 )
+@click.option("--keep-templates", is_flag=True, help=KEEP_TEMPLATES_HELP)
 @click.option("--repo", help="Repository name for records that carry none.")
 @click.option("--db", type=click.Path(dir_okay=False), help=DB_HELP)
 @summary_format_option("the result")
@@ -302,6 +312,7 @@ def import_cmd(
     field_map: str | None,
     skip_bad: bool,
     keep_tool_comments: bool,
+    keep_templates: bool,
     repo: str | None,
     db: str | None,
     as_json: bool,
@@ -317,7 +328,14 @@ def import_cmd(
         if not os.path.exists(file):
             raise UsageError(f"{file}: no such file")
         result = import_dataset(
-            Store(db), file, fmt, field_map=fmap, skip_bad=skip_bad, repo=repo, keep_tool_comments=keep_tool_comments
+            Store(db),
+            file,
+            fmt,
+            field_map=fmap,
+            skip_bad=skip_bad,
+            repo=repo,
+            keep_tool_comments=keep_tool_comments,
+            keep_templates=keep_templates,
         )
         click.echo(json.dumps(result.to_dict(), indent=2) if as_json else result.text())
 

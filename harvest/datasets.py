@@ -24,10 +24,17 @@ def import_dataset(
     skip_bad: bool = False,
     repo: str | None = None,
     keep_tool_comments: bool = False,
+    keep_templates: bool = False,
 ) -> ImportResult:
     """Read a dataset and write it to the store in one transaction: a bad file stores nothing."""
     result = read_dataset(
-        path, fmt, field_map=field_map, skip_bad=skip_bad, repo=repo, keep_tool_comments=keep_tool_comments
+        path,
+        fmt,
+        field_map=field_map,
+        skip_bad=skip_bad,
+        repo=repo,
+        keep_tool_comments=keep_tool_comments,
+        keep_templates=keep_templates,
     )
     with store.transaction():
         result.written = store.upsert_examples(result.examples)

@@ -8,10 +8,12 @@ targets (the root is); they stay in the store and are counted as replies.
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from adapters.store import StoredComment, is_bot_login
 from bot.review_tools import review_tool_stamp
+from bot.templates import find_templates
 
 # Checked in this order; a comment is counted under the first that applies.
 NO_DIFF_HUNK = "no_diff_hunk"  # 2012-era comments without diff_hunk/path: nothing to anchor to
@@ -19,10 +21,11 @@ OUTSIDE_WINDOW = "outside_window"  # created before --since or after --until
 NOT_IN_AUTHORS = "not_in_authors"  # --authors given and the author is not on it
 BOT = "bot"  # type Bot, a [bot] login, or a --deny-bots login
 BOT_TEXT = "bot_text"  # written by an AI review tool under a human-looking account (its badges, footers)
+TEMPLATE = "template"  # one text filled in across many PRs with only names changed (bot.templates)
 SELF_COMMENT = "self_comment"  # the PR author commenting on their own PR
 DOWNVOTED = "downvoted"  # more 👎 than 👍
 TRIVIAL = "trivial"  # LGTM, +1, thanks, emoji only, shorter than --min-length
-REASONS = (NO_DIFF_HUNK, OUTSIDE_WINDOW, NOT_IN_AUTHORS, BOT, BOT_TEXT, SELF_COMMENT, DOWNVOTED, TRIVIAL)
+REASONS = (NO_DIFF_HUNK, OUTSIDE_WINDOW, NOT_IN_AUTHORS, BOT, BOT_TEXT, TEMPLATE, SELF_COMMENT, DOWNVOTED, TRIVIAL)
 
 DEFAULT_MIN_LENGTH = 8
 
@@ -65,6 +68,8 @@ class FilterConfig:
     team can choose to learn from a bot's accepted comments; 👎 > 👍 still drops it.
     ``deny``: logins treated as bots (CI accounts that are not GitHub Apps).
     ``since``/``until``: window on ``created_at`` (UTC ``YYYY-MM-DDTHH:MM:SSZ`` strings).
+    ``templated``: ids of comments filled in from a template (``templated_ids``, over the whole
+    repository: one PR alone cannot show a template).
     """
 
     authors: frozenset[str] | None = None
@@ -72,6 +77,7 @@ class FilterConfig:
     min_length: int = DEFAULT_MIN_LENGTH
     since: str | None = None
     until: str | None = None
+    templated: frozenset[int] = field(default_factory=frozenset)
 
     def __post_init__(self) -> None:
         if self.authors is not None:
@@ -96,6 +102,8 @@ class FilterConfig:
             return BOT
         if self.authors is None and review_tool_stamp(c.body):
             return BOT_TEXT
+        if c.id in self.templated:
+            return TEMPLATE
         author = pr_author if pr_author is not None else c.pr_author
         if author and login == author.lower():
             return SELF_COMMENT
@@ -104,3 +112,10 @@ class FilterConfig:
         if is_trivial(c.body, self.min_length):
             return TRIVIAL
         return None
+
+
+def templated_ids(comments: Iterable[StoredComment]) -> frozenset[int]:
+    """Ids of the root comments bot.templates finds filled in from one template across PRs."""
+    roots = sorted((c for c in comments if c.in_reply_to_id is None), key=lambda c: c.id)
+    report = find_templates([((c.repo, c.pr), c.body) for c in roots])
+    return frozenset(c.id for c, t in zip(roots, report.verdicts) if t is not None)

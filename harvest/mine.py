@@ -20,7 +20,7 @@ import math
 import sys
 from collections import Counter
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from adapters.store import CachedFile, PullRequestInfo, Store, StoredComment, now_stamp, utc_timestamp
@@ -29,7 +29,7 @@ from bot.feedback import refresh_evidence
 from bot.forge import Forge
 from bot.secrets import scrub_text
 from harvest.build import DEFAULT_MAX_HUNK_LINES, DEFAULT_OWN_LOGINS, BuildConfig, build_pr, kept_roots
-from harvest.filters import DEFAULT_MIN_LENGTH, REASONS, FilterConfig
+from harvest.filters import DEFAULT_MIN_LENGTH, REASONS, FilterConfig, templated_ids
 
 PAGE_SIZE = 100
 
@@ -47,6 +47,7 @@ class HarvestOptions:
     seed: int = 0
     max_hunk_lines: int = DEFAULT_MAX_HUNK_LINES
     own_logins: Iterable[str] = DEFAULT_OWN_LOGINS
+    keep_templates: bool = False  # keep comments filled in from one template across PRs (bot.templates)
     progress: bool = False
 
     def filters(self) -> FilterConfig:
@@ -404,7 +405,23 @@ def _files_for(
     return store.cached_pr_files(repo, pr)[0]  # the scrubbed copy
 
 
+def _with_templates(store: Store, repo: str, options: HarvestOptions, filters: FilterConfig) -> FilterConfig:
+    """``filters`` with the repository's templated comments, found over all its stored comments (a
+    template shows across PRs, not in one). PRs whose comments changed verdict since the last run
+    are marked for rebuilding, so a template that crosses the threshold later leaves no PR behind."""
+    found = frozenset() if options.keep_templates else templated_ids(store.iter_comments(repo))
+    before = frozenset(store.get_state(repo, "templated") or [])
+    if found != before:
+        changed = found ^ before
+        prs = {c.pr for c in store.iter_comments(repo) if c.id in changed}
+        with store.transaction():
+            store.mark_pending(repo, sorted(prs))
+            store.set_state(repo, "templated", sorted(found))
+    return replace(filters, templated=found)
+
+
 def _build_pending(client, store, repo, options, filters, config, summary, meter, source="github") -> None:
+    filters = _with_templates(store, repo, options, filters)
     pending = store.pending_prs(repo)
     if not pending:
         return

@@ -274,6 +274,7 @@ def _split(examples: list[Any], config: Any) -> Any:
         min_train=config.min_train,
         min_val=config.min_val,
         min_test=config.min_test,
+        max_repo_share=config.max_repo_share,
     )
 
 

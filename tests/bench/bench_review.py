@@ -1,18 +1,26 @@
-"""Benchmark: batched vs one-hunk-at-a-time review of a synthetic PR with a tiny model.
+"""Benchmark: batched vs one-hunk-at-a-time review, without and with the shared-prefix KV cache.
 
     .venv/bin/python tests/bench/bench_review.py [--sizes 8,32,128] [--batch-size 32] [--max-new-tokens 32]
-                                                 [--threads 1]
+                                                 [--threads 1] [--model smollm2-135m] [--adapter DIR]
+                                                 [--prefix-cache both|on|off] [--sequential-sizes 32]
 
 (also run by `make bench`). For each N it reviews a synthetic pull request of N hunks through the
-real pipeline (bot.review.review_diff) and the real LocalBackend, once with the backend's batch size
-set to 1 and once batched, checks that both give the same greedy answers (raw model text, not only
-the parsed comments: a random tiny model's answers rarely parse), and prints the wall-time ratio
-sequential/batched and the time per hunk. Goal: ratio >= 3 at N = 32 on the CPU, and time per hunk
-not growing with N. The last line is machine-readable:
+real pipeline (bot.review.review_diff) and the real LocalBackend, one hunk at a time (batch size 1)
+and batched, each without the prefix cache (every prompt computed whole: the code before
+adapters/prefix_cache.py) and with it (the prefix all prompts share computed once per review, its
+cost included in the timing). It checks that every mode gives the same greedy answers (raw model
+text, not only the parsed comments: a random tiny model's answers rarely parse) and prints, side by
+side in one run, the wall-time ratio sequential/batched and the seconds per hunk. Goal: ratio >= 3
+at N = 32 and batched seconds per hunk flat in N. An untuned model gets the prompt format's worked
+examples (the long shared prefix); ``--adapter`` measures a tuned version instead.
 
-    RESULT speedup_n8=... speedup_n32=... speedup_n128=... s_per_hunk_n128=...
+Default model: a tiny random llama built locally (revbot.dev.tiny). ``--model smollm2-135m`` runs the
+embedded SmolLM2-135M-Instruct (converted once into ~/.cache/revbot; heavy: run it under the train
+lock). Nothing is downloaded. The last line is machine-readable:
 
-The tiny model is built locally (revbot.dev.tiny); nothing is downloaded.
+    RESULT speedup_n32_before=... speedup_n32_after=... s_per_hunk_n32_before=... s_per_hunk_n32_after=... ...
+
+"before" is without the prefix cache, "after" with it; speedup is sequential/batched within a mode.
 """
 
 from __future__ import annotations
@@ -86,13 +94,40 @@ class Recording:
         return out
 
 
+def _review(diff, backend, options, batch: int, cache: bool):
+    """One timed review: the backend's batch size set, the prefix cache fresh (its prefix computed
+    inside the timing) or off."""
+    from adapters.prefix_cache import PrefixCache
+    from bot.review import review_diff
+
+    backend.batch_size = batch
+    backend.prefix_cache = PrefixCache(backend.model) if cache else None
+    rec = Recording(backend)
+    start = time.perf_counter()
+    review = review_diff(diff, rec, options)
+    elapsed = time.perf_counter() - start
+    return elapsed, rec.texts, [c.to_dict() for c in review.comments], review.hunks_reviewed
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--sizes", default="8,32,128", help="numbers of hunks, comma-separated")
+    parser.add_argument(
+        "--sequential-sizes", help="the sizes also reviewed one hunk at a time (default: all; the slow part)"
+    )
     parser.add_argument("--batch-size", type=int, default=32, help="the batched run's batch size")
     parser.add_argument("--max-new-tokens", type=int, default=32)
     parser.add_argument("--arch", default="llama", choices=["llama", "qwen2"])
-    parser.add_argument("--model", help="use this model directory instead of building a tiny one")
+    parser.add_argument("--model", help="a model directory or embedded name (smollm2-135m) instead of a tiny one")
+    parser.add_argument("--adapter", help="a revbot adapter directory (a tuned version) to review with")
+    parser.add_argument("--prefix-cache", default="both", choices=["both", "on", "off"])
+    parser.add_argument(
+        "--anchors",
+        default="free",
+        choices=["free", "constrained"],
+        help="free (default): answers generated in batches, what batching and the prefix cache serve; "
+        "constrained: prompt format 3's anchor scoring, one prompt at a time (adapters/decoding.py)",
+    )
     parser.add_argument(
         "--threads",
         type=int,
@@ -103,14 +138,16 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     sizes = [int(s) for s in args.sizes.split(",")]
+    sequential = {int(s) for s in (args.sequential_sizes or args.sizes).split(",")}
+    modes = {"both": (False, True), "on": (True,), "off": (False,)}[args.prefix_cache]
 
     from adapters.model import BackendOptions, load_backend
     from bot.diff import parse_diff
-    from bot.review import ReviewOptions, review_diff
+    from bot.review import ReviewOptions
 
     with tempfile.TemporaryDirectory() as tmp:
         model_dir = args.model
-        if model_dir is None:
+        if model_dir is None and args.adapter is None:
             from revbot.dev.tiny import build_tiny_model
 
             model_dir = str(build_tiny_model(Path(tmp) / "tiny", arch=args.arch, seed=0))
@@ -118,56 +155,56 @@ def main(argv: list[str] | None = None) -> int:
 
         if args.threads > 0:
             torch.set_num_threads(args.threads)
-        backend = load_backend(BackendOptions(model_dir, batch_size=args.batch_size, quantize="none"))
-
+        backend = load_backend(
+            BackendOptions(model_dir, adapter=args.adapter, batch_size=args.batch_size, quantize="none")
+        )
+        described = backend.describe()
         print(
-            f"model: {backend.describe()['model']} ({args.arch if not args.model else 'given'}), "
-            f"torch threads: {torch.get_num_threads()}, batch size {args.batch_size}, "
-            f"max_new_tokens {args.max_new_tokens}"
+            f"model: {described['model']}{' + adapter ' + args.adapter if args.adapter else ''} "
+            f"({'tiny ' + args.arch if not (args.model or args.adapter) else 'given'}), prompt format "
+            f"v{described['prompt_format_version']}, worked examples: {described['few_shot']}, torch threads: "
+            f"{torch.get_num_threads()}, batch size {args.batch_size}, max_new_tokens {args.max_new_tokens}"
         )
         options = ReviewOptions(
-            max_new_tokens=args.max_new_tokens, token_budget=10**9, max_comments=10**6, max_comments_per_file=10**6
+            max_new_tokens=args.max_new_tokens,
+            token_budget=10**9,
+            max_comments=10**6,
+            max_comments_per_file=10**6,
+            anchors=args.anchors,
         )
-        # warm-up: first calls pay for lazy initialisation
-        warm = parse_diff(synthetic_pr(4, seed=99))
-        backend.batch_size = 4
-        review_diff(warm, backend, options)
+        _review(parse_diff(synthetic_pr(4, seed=99)), backend, options, 4, False)  # warm-up: lazy initialisation
 
-        results = {}
+        fields: dict[str, str] = {}
         for n in sizes:
             diff = parse_diff(synthetic_pr(n, seed=n), f"synthetic-{n}.diff")
-            timings = {}
-            texts = {}
-            reviews = {}
-            for mode, batch in (("sequential", 1), ("batched", args.batch_size)):
-                backend.batch_size = batch
-                rec = Recording(backend)
-                start = time.perf_counter()
-                review = review_diff(diff, rec, options)
-                timings[mode] = time.perf_counter() - start
-                texts[mode], reviews[mode] = rec.texts, review
-                assert review.hunks_reviewed == n, (review.hunks_reviewed, n)
-            same = texts["sequential"] == texts["batched"]
-            differing = sum(a != b for a, b in zip(texts["sequential"], texts["batched"]))
-            same_review = [c.to_dict() for c in reviews["sequential"].comments] == [
-                c.to_dict() for c in reviews["batched"].comments
-            ]
-            speedup = timings["sequential"] / timings["batched"]
-            per_hunk = timings["batched"] / n
-            results[n] = (speedup, per_hunk)
-            print(
-                f"N={n:4d}  sequential {timings['sequential']:8.2f}s  batched {timings['batched']:8.2f}s  "
-                f"speedup {speedup:5.2f}x  batched s/hunk {per_hunk:.4f}  sequential s/hunk "
-                f"{timings['sequential'] / n:.4f}  same outputs: {same and same_review}"
-                + ("" if same else f" ({differing} of {n} answers differ)")
-            )
-            if not (same and same_review):
-                print(f"FAIL: batched and sequential greedy outputs differ at N={n}", file=sys.stderr)
+            runs = {}
+            for cache in modes:
+                for batch in (1, args.batch_size) if n in sequential else (args.batch_size,):
+                    runs[(cache, batch)] = _review(diff, backend, options, batch, cache)
+                    assert runs[(cache, batch)][3] == n, (runs[(cache, batch)][3], n)
+            answers = {key: (texts, comments) for key, (_, texts, comments, _) in runs.items()}
+            same = len({repr(a) for a in answers.values()}) == 1
+            first = next(iter(answers.values()))[0]
+            differing = max(sum(a != b for a, b in zip(first, t)) for t, _ in answers.values())
+            parts = [f"N={n:4d}"]
+            for cache in modes:
+                tag = "after" if cache else "before"
+                batched = runs[(cache, args.batch_size)][0]
+                fields[f"s_per_hunk_n{n}_{tag}"] = f"{batched / n:.4f}"
+                text = f"{tag}: batched {batched:7.2f}s ({batched / n:.3f} s/hunk)"
+                if (cache, 1) in runs:
+                    seq = runs[(cache, 1)][0]
+                    fields[f"speedup_n{n}_{tag}"] = f"{seq / batched:.2f}"
+                    text += f" sequential {seq:7.2f}s ({seq / n:.3f} s/hunk) speedup {seq / batched:5.2f}x"
+                parts.append(text)
+            print("  ".join(parts) + f"  same outputs: {same}" + ("" if same else f" ({differing} of {n} differ)"))
+            if not same:
+                print(f"FAIL: greedy outputs differ between modes at N={n}", file=sys.stderr)
                 return 1
-        fields = [f"speedup_n{n}={results[n][0]:.2f}" for n in sizes]
-        last = sizes[-1]
-        fields.append(f"s_per_hunk_n{last}={results[last][1]:.4f}")
-        print("RESULT " + " ".join(fields))
+        if backend.prefix_cache is not None and backend.prefix_cache.entries:
+            print(f"shared prefix: {len(next(iter(backend.prefix_cache.entries)))} tokens")
+        order = sorted(fields, key=lambda k: (k.split("_n")[0], int(k.split("_n")[1].split("_")[0]), k))
+        print("RESULT " + " ".join(f"{k}={fields[k]}" for k in order))
     return 0
 
 

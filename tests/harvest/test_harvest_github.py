@@ -76,6 +76,7 @@ def test_harvest_counts_every_filter_attaches_replies_and_is_idempotent(sim_fact
         "not_in_authors": 0,
         "bot": 1,
         "bot_text": 0,
+        "template": 0,
         "self_comment": 1,
         "downvoted": 1,
         "trivial": 1,

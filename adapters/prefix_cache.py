@@ -1,0 +1,162 @@
+"""The tokens every prompt of a review shares, run through the model once.
+
+Every prompt of a review starts the same way: the chat template's header, the system text, the
+prompt format's worked examples (three whole hunks and answers for an untuned model). Only then
+comes the hunk. Without this module each hunk pays for that shared prefix again, and in a batch
+every row pays for it: since the worked examples came in, the prefix is most of the prompt, so
+batching stopped paying (bench_review.py). Here the prefix's keys and values are computed once and
+handed to ``generate()`` for every batch as transformers' own ``DynamicCache``, so the work per
+hunk is the hunk's.
+
+How a batch is laid out with the cache: ``[prefix][padding][hunk]`` per row. The padding sits
+between the shared part and each row's own part (rows differ in length), masked out, and position
+ids come from the attention mask (generate() computes them as its cumulative sum), so each row sees
+exactly the positions and the keys it sees without the cache, where the same padding sits on the
+left. Under greedy decoding the token ids are the same (tests/model/test_prefix_cache.py checks it).
+
+Which prefix: the longest one that every prompt of one ``generate()`` call shares (``observe``),
+remembered between calls (a review's batches, and the next review, share it), at least
+``min_tokens`` long and always one token short of the shortest prompt. Models whose cache is not
+plain attention (sliding windows, state-space layers, shared keys) are served without it.
+
+The cache is keyed by token ids alone: code that changes the model's weights under a live backend
+(enabling or disabling a peft adapter, training it further) must call ``clear()``.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import OrderedDict
+from collections.abc import Sequence
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+DEFAULT_MIN_TOKENS = 32  # below this a prefix saves less than the cache copy costs
+MAX_ENTRIES = 2  # prefixes remembered (e.g. the untuned prompt and a tuned one)
+
+
+def common_prefix_length(rows: Sequence[Sequence[int]]) -> int:
+    """How many leading token ids all ``rows`` share."""
+    if not rows:
+        return 0
+    first, n = rows[0], min(len(r) for r in rows)
+    for i in range(n):
+        token = first[i]
+        if any(r[i] != token for r in rows):
+            return i
+    return n
+
+
+def supports_prefix_cache(model: Any) -> bool:
+    """True when the model's generation cache is plain attention layers: one key and value per
+    token, which a prefix can be cut from and copied to every row."""
+    from transformers import DynamicCache
+
+    try:
+        probe = DynamicCache(config=model.config)
+    except (AttributeError, TypeError, ValueError):
+        return False
+    return not (any(probe.is_sliding) or any(probe.is_linear) or any(probe.is_dummy))
+
+
+class PrefixCache:
+    """Shared-prefix key/value states for one model, reused across ``generate()`` calls."""
+
+    def __init__(self, model: Any, *, min_tokens: int = DEFAULT_MIN_TOKENS, max_entries: int = MAX_ENTRIES):
+        self.model = model
+        self.min_tokens = min_tokens
+        self.max_entries = max_entries
+        self.entries: OrderedDict[tuple[int, ...], Any] = OrderedDict()  # prefix ids -> DynamicCache (batch 1)
+        self.hits = 0
+        self.prefix_tokens_saved = 0
+
+    def clear(self) -> None:
+        """Forget every prefix (the model's weights changed)."""
+        self.entries.clear()
+
+    def observe(self, prompts: Sequence[Sequence[int]]) -> None:
+        """Remember the prefix all ``prompts`` (one generate() call) share, if it is worth caching."""
+        if len(prompts) < 2:
+            return
+        n = min(common_prefix_length(prompts), min(len(p) for p in prompts) - 1)
+        if n >= self.min_tokens:
+            key = tuple(prompts[0][:n])
+            if key in self.entries:
+                self.entries.move_to_end(key)
+            else:
+                self.entries[key] = None  # computed on first use
+                while len(self.entries) > self.max_entries:
+                    self.entries.popitem(last=False)
+
+    def _match(self, batch: Sequence[Sequence[int]]) -> tuple[int, ...] | None:
+        """The longest remembered prefix that every row of ``batch`` starts with and outlasts."""
+        best = None
+        for key in self.entries:
+            n = len(key)
+            if all(len(r) > n and tuple(r[:n]) == key for r in batch) and (best is None or n > len(best)):
+                best = key
+        return best
+
+    def _states(self, key: tuple[int, ...]) -> Any:
+        cached = self.entries[key]
+        if cached is None:
+            import torch
+            from transformers import DynamicCache
+
+            ids = torch.tensor([key], dtype=torch.long, device=self.model.device)
+            with torch.inference_mode():
+                out = self.model(input_ids=ids, past_key_values=DynamicCache(config=self.model.config), use_cache=True)
+            cached = self.entries[key] = out.past_key_values
+            log.debug("cached a shared prompt prefix of %d tokens", len(key))
+        return cached
+
+    def layout(self, batch: Sequence[Sequence[int]], pad_id: int) -> tuple[Any, Any, dict[str, Any]] | None:
+        """``(input_ids, attention_mask, generate kwargs)`` for ``batch`` laid out as
+        ``[prefix][padding][own tokens]`` with the prefix's cache copied to every row, or None when
+        no remembered prefix fits (the caller then pads on the left as usual)."""
+        key = self._match(batch)
+        if key is None:
+            return None
+        import torch
+        from transformers import DynamicCache
+
+        n, rows = len(key), len(batch)
+        states = self._states(key)
+        width = n + max(len(r) - n for r in batch)
+        input_ids = torch.full((rows, width), pad_id, dtype=torch.long)
+        attention = torch.zeros((rows, width), dtype=torch.long)
+        input_ids[:, :n] = torch.tensor(key, dtype=torch.long)
+        attention[:, :n] = 1
+        for row, ids in enumerate(batch):
+            own = ids[n:]
+            input_ids[row, width - len(own) :] = torch.tensor(own, dtype=torch.long)
+            attention[row, width - len(own) :] = 1
+        # one copy per row (the cache grows each row's keys as it decodes); the prefix stays untouched
+        copied = DynamicCache(
+            [(k.expand(rows, -1, -1, -1), v.expand(rows, -1, -1, -1)) for k, v, *_ in states],
+            config=self.model.config,
+        )
+        self.hits += 1
+        self.prefix_tokens_saved += n * rows
+        return input_ids, attention, {"past_key_values": copied}
+
+
+def batch_layout(
+    batch: Sequence[Sequence[int]], pad_id: int, prefix_cache: PrefixCache | None
+) -> tuple[Any, Any, dict[str, Any]]:
+    """``(input_ids, attention_mask, generate kwargs)`` for ``batch``: after the cached shared prefix
+    when ``prefix_cache`` holds one that fits, else padded on the left with no extra kwargs. Either
+    way every row's answer starts at the same column, the tensors' width."""
+    laid_out = prefix_cache.layout(batch, pad_id) if prefix_cache is not None else None
+    if laid_out is not None:
+        return laid_out
+    import torch
+
+    width = max(len(ids) for ids in batch)
+    input_ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
+    attention = torch.zeros((len(batch), width), dtype=torch.long)
+    for row, ids in enumerate(batch):
+        input_ids[row, width - len(ids) :] = torch.tensor(ids, dtype=torch.long)
+        attention[row, width - len(ids) :] = 1
+    return input_ids, attention, {}
