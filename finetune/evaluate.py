@@ -218,7 +218,8 @@ def evaluate(
 
     base: "auto" loads the version's base model without its adapter; a Backend is used as is; None
     leaves the base model out. out_dir: "auto" writes the report into the version's ``eval/``
-    directory (nothing for a bare Backend); None writes nothing. ``store``: a dataset store whose
+    directory and its metrics into revbot.json (nothing for a bare Backend); a path writes the report
+    there and leaves revbot.json alone; None writes nothing. ``store``: a dataset store whose
     bot-feedback rows are summarised in the report."""
     test_examples = list(test_examples)
     train_examples = list(train_examples)
@@ -297,7 +298,7 @@ def evaluate(
         target = Path(out_dir)
     if target is not None:
         report.out_dir = write_report(report, target)
-        if version is not None and version.number is not None:
+        if out_dir == "auto" and version is not None and version.number is not None:  # its own numbers only
             registry = ModelRegistry(version.path.parent)
             try:
                 registry.update_meta(

@@ -6,6 +6,7 @@
                    depth, jobs, model version and errors) only to a reader of /metrics
 ``GET /metrics``   Prometheus text, for the bearer of REVBOT_METRICS_TOKEN or, when no token is
                    set, for loopback clients that did not come through a proxy
+``/ui/``           the operator's pages (``webhooks.ui``), only when REVBOT_UI_TOKEN is set
 
 Production: ``revbot serve`` runs this app under gunicorn with the queue workers beside it; a web
 tier of its own: ``gunicorn 'webhooks.app:create_app()'`` (settings from REVBOT_*) plus
@@ -146,6 +147,11 @@ def create_app(config: ServiceConfig | Mapping[str, Any] | None = None, *, queue
     app = Flask("webhooks")
     app.config["MAX_CONTENT_LENGTH"] = cfg.max_body_bytes
     app.extensions[EXTENSION] = service
+
+    if cfg.ui_token:  # the operator pages (webhooks.ui); /webhook, /healthz and /metrics are not touched
+        from webhooks.ui import register_ui
+
+        register_ui(app, service, cfg.ui_token)
 
     @app.post("/webhook")
     def webhook() -> Any:

@@ -18,6 +18,8 @@ Service-only environment variables (all optional; read and checked by the settin
                             days (default 7; GitHub lets you redeliver a delivery for 3 days)
   REVBOT_METRICS_TOKEN      a bearer token /metrics and the details of /healthz require; unset,
                             they are answered only to loopback clients that came through no proxy
+  REVBOT_UI_TOKEN           the token the operator's pages under /ui/ ask for (REVBOT_UI_TOKEN_FILE:
+                            a file holding it); unset, the pages answer 404 (docs/ui.md)
   REVBOT_WEB_WORKERS        gunicorn web processes of `revbot serve` (default 2)
   REVBOT_WEB_THREADS        threads per web process (default 8)
   REVBOT_READ_TIMEOUT       seconds a client may stay silent while sending a request before the
@@ -77,6 +79,7 @@ class ServiceConfig:
     retention_s: float = 7 * 86400.0
     # web server (`revbot serve`) and who may read /metrics
     metrics_token: str | None = field(default=None, repr=False)
+    ui_token: str | None = field(default=None, repr=False)  # the operator pages (/ui/) are off without it
     web_workers: int = 2
     web_threads: int = 8
     read_timeout_s: float = 10.0
@@ -113,6 +116,7 @@ class ServiceConfig:
             max_attempts=s.job_attempts,
             retention_s=s.job_retention_days * 86400.0,
             metrics_token=s.secret("metrics_token"),
+            ui_token=s.ui_token_text(),
             web_workers=s.web_workers,
             web_threads=s.web_threads,
             read_timeout_s=s.read_timeout,
