@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from adapters.store import BotPost, Feedback, ReviewRecord, Store
-from adapters.versions import ModelRegistry, other_eval_dir, record_other_evaluation
+from adapters.versions import DECISIONS_FILE, EVENTS_FILE, ModelRegistry, other_eval_dir, record_other_evaluation
 from bot.feedback import refresh_evidence
 from bot.prompt import PROMPT_FORMAT_VERSION
 from revbot.dev.demo_data.templates import STYLE
@@ -62,7 +62,17 @@ def _versions(models: Path) -> ModelRegistry:
     registry.record_decision("v2", "v1", "review_f1", {"candidate": 0.305, "incumbent": 0.211}, True, "0.305 > 0.211")
     registry.promote("v2", by="revbot retrain")
     registry.record_decision("v3", "v2", "review_f1", {"candidate": 0.287, "incumbent": 0.305}, False, "not better")
+    _backdate(models / EVENTS_FILE, ["2026-11-16T10:00:00Z", "2026-11-23T10:00:00Z"])
+    _backdate(models / DECISIONS_FILE, ["2026-11-23T09:55:00Z", "2026-11-30T09:55:00Z"])
     return registry
+
+
+def _backdate(log: Path, times: list[str]) -> None:
+    """Give the sample's log entries the weeks they stand for (they were written just now)."""
+    entries = [json.loads(line) for line in log.read_text(encoding="utf-8").splitlines() if line.strip()]
+    for entry, when in zip(entries, times):
+        entry["at"] = when
+    log.write_text("".join(json.dumps(e, sort_keys=True) + "\n" for e in entries), encoding="utf-8")
 
 
 def _other_evaluation(registry: ModelRegistry, models: Path) -> None:
@@ -116,7 +126,7 @@ def _posts_and_feedback(store: Store) -> None:
 
 def _reactions(repo: str, pr: int, comment_id: int, i: int, when: str) -> list[Feedback]:
     """A mix per comment: liked, disliked, a reply, resolved after a fix push, resolved unchanged."""
-    kind = i % 5
+    kind = i % 6
     if kind == 0:
         return [Feedback(repo, pr, comment_id, "reactions", "", json.dumps({"+1": 2}), created_at=when)]
     if kind == 1:
@@ -137,7 +147,10 @@ def _reactions(repo: str, pr: int, comment_id: int, i: int, when: str) -> list[F
                 created_at=when,
             )
         ]
-    return [Feedback(repo, pr, comment_id, "reply", "dev3", "good catch, fixed", comment_id + 50000, when)]
+    if kind == 4:
+        return [Feedback(repo, pr, comment_id, "reply", "dev3", "good catch, fixed", comment_id + 50000, when)]
+    resolved = json.dumps({"resolved": True, "changed": False, "by": "dev4"})
+    return [Feedback(repo, pr, comment_id, "resolved", "dev4", resolved, created_at=when)]
 
 
 def _reviews(store: Store) -> None:

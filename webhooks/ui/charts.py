@@ -35,6 +35,7 @@ class Bar:
 class Tick:
     position: float
     label: str
+    anchor: str = "middle"  # SVG text-anchor: the first and last time ticks stay inside the plot
 
 
 @dataclass
@@ -144,6 +145,7 @@ def timeline(title: str, events: Sequence[tuple[float, str, str, int]], now: flo
     points.append(f"H{x(now):.1f}")
     chart.path = " ".join(points)
     chart.legend = [(PALETTE[0], "promotion"), (PALETTE[1], "rollback")]
-    for t in (start, start + span / 2, now):
-        chart.x_ticks.append(Tick(x(t), dt.datetime.fromtimestamp(t, dt.UTC).strftime("%m-%d %H:%M")))
+    for t, anchor in ((start, "start"), (start + span / 2, "middle"), (now, "end")):
+        label = dt.datetime.fromtimestamp(t, dt.UTC).strftime("%Y-%m-%d %H:%M")
+        chart.x_ticks.append(Tick(x(t), label, anchor))
     return chart

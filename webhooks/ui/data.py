@@ -24,8 +24,8 @@ from webhooks.jobs import FAILED, QUEUED, Job
 
 # Acceptance series: (key, label, the evidence source counted, what one unit is)
 SERIES: tuple[tuple[str, str, str], ...] = (
-    ("thumbs_up", "👍 reactions", "reaction:+1"),
-    ("thumbs_down", "👎 reactions", "reaction:-1"),
+    ("thumbs_up", "thumbs-up reactions", "reaction:+1"),
+    ("thumbs_down", "thumbs-down reactions", "reaction:-1"),
     ("fixed_replies", "replies: fixed / agreed", "reply:fixed"),
     ("wontfix_replies", "replies: won't fix", "reply:wont-fix"),
     ("resolved", "resolved, code unchanged", "resolved:unchanged"),
