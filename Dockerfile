@@ -1,5 +1,5 @@
 # revbot for the GitHub App path: `revbot serve` (web + queue worker) or `revbot worker`.
-# CPU image; for a GPU worker build FROM a CUDA base and change TORCH_INDEX_URL (see README).
+# CPU image; for a GPU worker build FROM a CUDA base and change TORCH_INDEX_URL (see docs/deployment.md).
 #   docker build -t revbot .
 #   docker compose up          # web + worker + Redis, see compose.yaml
 FROM python:3.11-slim AS build

@@ -15,7 +15,7 @@ variables) and ``REVBOT_GITHUB_APP_INSTALLATION_ID`` (harvest and retrain; the s
 installation from each delivery). The older names in DEPRECATED still work; the first time one is
 seen a process logs one warning line naming the variable to use instead.
 
-``ENV_VARS`` lists every variable with a line of documentation (the README's table says the same).
+``ENV_VARS`` lists every variable with a line of documentation (docs/configuration.md's table is generated from the fields).
 """
 
 from __future__ import annotations
@@ -124,7 +124,11 @@ class Settings(BaseSettings):
     )
 
     # -- where things live (home first: the paths after it are resolved against it)
-    home: Path = _env("REVBOT_HOME", default=Path("."), doc="data directory the relative paths below live in")
+    home: Path = _env(
+        "REVBOT_HOME",
+        default=Path("."),
+        doc="data directory the relative paths below live in (default: the current directory)",
+    )
     db: Path = _env("REVBOT_DB", default=Path("revbot.db"), doc="SQLite dataset store")
     models_dir: Path = _env(
         "REVBOT_MODELS_DIR", default=Path("models"), doc="model versions folder with its `current` pointer"
@@ -140,13 +144,23 @@ class Settings(BaseSettings):
         expected="a file path, sqlite:///PATH or redis://HOST:PORT/DB",
     )
     # -- the model
-    model: str | None = _env("REVBOT_MODEL", doc="hub id, local path or embedded name used when no version is current")
-    adapter: str | None = _env("REVBOT_ADAPTER", doc="a peft adapter directory loaded on top of REVBOT_MODEL")
-    backend: Literal["local", "openai"] = _env(
-        "REVBOT_BACKEND", default="local", doc="local or openai", expected="one of local, openai"
+    model: str | None = _env(
+        "REVBOT_MODEL",
+        doc="hub id, local path or embedded name used when no version is current (unset: the embedded smollm2-135m)",
     )
-    openai_base_url: str | None = _env("REVBOT_OPENAI_BASE_URL", doc="base URL of an OpenAI-compatible server")
-    openai_model: str | None = _env("REVBOT_OPENAI_MODEL", doc="model name on that server")
+    adapter: str | None = _env(
+        "REVBOT_ADAPTER", doc="a peft adapter directory loaded on top of REVBOT_MODEL (pins the model: no hot reload)"
+    )
+    backend: Literal["local", "openai"] = _env(
+        "REVBOT_BACKEND",
+        default="local",
+        doc="local (transformers in the process) or openai (an OpenAI-compatible server)",
+        expected="one of local, openai",
+    )
+    openai_base_url: str | None = _env(
+        "REVBOT_OPENAI_BASE_URL", doc="base URL of an OpenAI-compatible server, e.g. http://127.0.0.1:8000/v1"
+    )
+    openai_model: str | None = _env("REVBOT_OPENAI_MODEL", doc="model name on that server (a vLLM LoRA name works)")
     openai_api_key: SecretStr | None = _env(
         "REVBOT_OPENAI_API_KEY", "OPENAI_API_KEY", secret=True, doc="key for that server (OPENAI_API_KEY: fallback)"
     )
@@ -168,7 +182,7 @@ class Settings(BaseSettings):
     token_budget: PositiveInt = _env(
         "REVBOT_TOKEN_BUDGET",
         default=DEFAULT_TOKEN_BUDGET,
-        doc="most tokens one review may spend",
+        doc="most tokens one review may spend, prompts and answers; files beyond it are listed as skipped",
         expected="a whole number greater than 0, e.g. 65536",
     )
     hf_hub_offline: str | None = _env("HF_HUB_OFFLINE", doc="1: never download from the Hugging Face hub")
@@ -181,10 +195,12 @@ class Settings(BaseSettings):
         "REVBOT_GITHUB_API_URL",
         "GITHUB_API_URL",
         default=DEFAULT_API_URL,
-        doc="GitHub API root (GITHUB_API_URL: fallback)",
+        doc="GitHub API root; GitHub Enterprise: https://HOST/api/v3 (GITHUB_API_URL: fallback)",
         expected="an http:// or https:// URL such as https://HOST/api/v3",
     )
-    github_app_id: str | None = _env("REVBOT_GITHUB_APP_ID", "GITHUB_APP_ID", doc="GitHub App id")
+    github_app_id: str | None = _env(
+        "REVBOT_GITHUB_APP_ID", "GITHUB_APP_ID", doc="GitHub App id: serve, worker, harvest and retrain act as the App"
+    )
     github_app_private_key_file: Path | None = _env(
         "REVBOT_GITHUB_APP_PRIVATE_KEY_FILE",
         "REVBOT_GITHUB_PRIVATE_KEY",
@@ -205,7 +221,9 @@ class Settings(BaseSettings):
         expected="the installation's number, e.g. 12345678",
     )
     # -- the webhook service
-    webhook_secret: SecretStr | None = _env("REVBOT_WEBHOOK_SECRET", secret=True, doc="webhook signing secret")
+    webhook_secret: SecretStr | None = _env(
+        "REVBOT_WEBHOOK_SECRET", secret=True, doc="webhook signing secret; the service refuses to start without it"
+    )
     webhook_max_body: PositiveInt = _env(
         "REVBOT_WEBHOOK_MAX_BODY",
         default=DEFAULT_MAX_BODY,
@@ -216,13 +234,13 @@ class Settings(BaseSettings):
         "REVBOT_BOT_LOGINS",
         "REVBOT_BOT_LOGIN",
         default=(),
-        doc="comma-separated logins the bot posts as",
+        doc="comma-separated logins the bot posts as (their comments are never recorded as human reviews)",
         expected="login,login...",
     )
     worker_lease: PositiveFloat = _env(
         "REVBOT_WORKER_LEASE",
         default=60.0,
-        doc="seconds a worker holds a job between heartbeats",
+        doc="seconds a worker holds a job between heartbeats; a killed worker's job runs again after it",
         expected="a number of seconds greater than 0, e.g. 60",
     )
     job_attempts: PositiveInt = _env(
@@ -238,7 +256,9 @@ class Settings(BaseSettings):
         expected="a number of days greater than 0, e.g. 7",
     )
     metrics_token: SecretStr | None = _env(
-        "REVBOT_METRICS_TOKEN", secret=True, doc="bearer token /metrics and the details of /healthz require"
+        "REVBOT_METRICS_TOKEN",
+        secret=True,
+        doc="bearer token /metrics and the details of /healthz require (unset: this machine only)",
     )
     ui_token: SecretStr | None = _env(
         "REVBOT_UI_TOKEN",
@@ -267,7 +287,7 @@ class Settings(BaseSettings):
     worker_timeout: PositiveFloat = _env(
         "REVBOT_WORKER_TIMEOUT",
         default=30.0,
-        doc="seconds before a hung web process is replaced",
+        doc="seconds before a hung web process is replaced; also the grace period of a stop",
         expected="a number of seconds greater than 0, e.g. 30",
     )
     prometheus_multiproc_dir: str | None = _env(

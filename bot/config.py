@@ -28,7 +28,7 @@ from functools import lru_cache
 from typing import TYPE_CHECKING
 
 from bot.errors import DataError
-from bot.ports import JSON, JSONObject
+from bot.json_types import JSON, JSONObject
 
 if TYPE_CHECKING:
     import yaml

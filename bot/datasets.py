@@ -52,7 +52,7 @@ from typing import IO
 from bot.diff import HUNK_HEADER, LEFT, RIGHT, Hunk, parse_hunk
 from bot.errors import DataError, DiffError, UsageError
 from bot.examples import Example, ExampleComment, example_id
-from bot.ports import JSON, JSONObject
+from bot.json_types import JSON, JSONObject
 from bot.prompt import ANSWER_END, SYSTEM_PROMPTS, PromptInput, canonical, normalize_body, parse_output, render_answer
 from bot.records import StoredComment, utc_timestamp
 from bot.review_bots import review_bot_signature

@@ -16,7 +16,7 @@ from dataclasses import asdict, dataclass, field
 
 from bot.diff import LEFT, RIGHT, Hunk, parse_hunk
 from bot.errors import DataError, DiffError
-from bot.ports import JSON, JSONObject
+from bot.json_types import JSON, JSONObject
 from bot.prompt import PromptInput, render_answer, render_input
 
 

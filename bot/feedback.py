@@ -28,7 +28,8 @@ from collections import defaultdict
 from collections.abc import Iterable
 
 from bot.formats import FINGERPRINT_RE, ZWSP, extract_fingerprints
-from bot.ports import JSON, FeedbackStore
+from bot.json_types import JSON
+from bot.ports import FeedbackStore
 from bot.records import BotPost, Evidence, Feedback
 
 POSITIVE_REACTIONS = ("+1", "heart", "hooray", "rocket")

@@ -20,7 +20,7 @@ from collections.abc import Callable, Iterable
 from typing import TextIO
 
 from bot.diff import LEFT, RIGHT
-from bot.ports import JSONObject
+from bot.json_types import JSONObject
 from bot.review import Review, ReviewComment
 
 FORMATS = ("text", "json", "sarif", "rdjson", "github")

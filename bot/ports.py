@@ -1,27 +1,23 @@
 """What the domain needs from the world, as structural types (``typing.Protocol``).
 
 ``bot/`` never imports an adapter: the review pipeline takes any object that has a ``Backend``'s
-methods (``adapters.model`` has two, tests pass doubles), prompt rendering any ``Tokenizer``
-with a chat template (a transformers tokenizer), and ``bot.feedback`` any ``FeedbackStore`` (the
-SQLite ``adapters.store.Store``). ``Backend`` and ``FeedbackStore`` are runtime-checkable, so a
-test can ask whether an adapter still offers what the domain calls.
+methods (``adapters.model`` has two, tests pass doubles) and ``bot.feedback`` any ``FeedbackStore``
+(the SQLite ``adapters.store.Store``). Prompt rendering takes any ``bot.prompt.Tokenizer`` (a
+transformers tokenizer), declared beside the prompt contract so that it needs nothing from here.
+``Backend`` and ``FeedbackStore`` are runtime-checkable, so a test can ask whether an adapter still
+offers what the domain calls.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from typing import TYPE_CHECKING, Any, Protocol, TypeAlias, runtime_checkable
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
+
+from bot.json_types import JSONObject
 
 if TYPE_CHECKING:
     from bot.prompt import PromptInput
     from bot.records import BotPost, Evidence, Feedback, StoredComment
-
-JSON: TypeAlias = Any
-"""An arbitrary JSON value, what ``json.loads`` returns (a dict, list, str, int, float, bool or None):
-code that reads one checks what it got, as the data comes from files and servers."""
-
-JSONObject: TypeAlias = dict[str, JSON]
-"""A JSON object: what ``to_dict`` methods return and ``from_dict`` methods read."""
 
 
 class Answer(Protocol):
@@ -60,18 +56,6 @@ class Backend(Protocol):
     def describe(self) -> JSONObject:
         """What is being served, for reports; never holds a secret."""
         ...
-
-
-class Tokenizer(Protocol):
-    """What prompt rendering needs from a model's tokenizer: its chat template (None or empty for a
-    plain model) and a way to apply it to a conversation."""
-
-    @property
-    def chat_template(self) -> str | None: ...
-
-    def apply_chat_template(
-        self, conversation: list[dict[str, str]], /, *, tokenize: bool, add_generation_prompt: bool
-    ) -> str: ...
 
 
 @runtime_checkable

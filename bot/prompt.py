@@ -41,12 +41,9 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Protocol
+from typing import Protocol
 
 from bot.diff import LEFT, RIGHT, Hunk
-
-if TYPE_CHECKING:
-    from bot.ports import Tokenizer
 
 PROMPT_FORMAT_VERSION = 2
 SUPPORTED_PROMPT_FORMATS = (1, 2)
@@ -77,6 +74,18 @@ _ANCHOR = re.compile(
     r"^(?:[-*]\s+)?[\[(`]?(?P<side>[LR])(?P<first>\d{1,7})(?:\s*-\s*[LR]?(?P<last>\d{1,7}))?[\])`]?\s*:[ \t]?(?P<body>.*)$"
 )
 _NO_COMMENT = re.compile(r"^\W*no[ _-]?comments?\W*$", re.I)
+
+
+class Tokenizer(Protocol):
+    """What prompt rendering needs from a model's tokenizer: its chat template (None or empty for a
+    plain model) and a way to apply it to a conversation."""
+
+    @property
+    def chat_template(self) -> str | None: ...
+
+    def apply_chat_template(
+        self, conversation: list[dict[str, str]], /, *, tokenize: bool, add_generation_prompt: bool
+    ) -> str: ...
 
 
 class CommentLike(Protocol):

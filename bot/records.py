@@ -12,7 +12,7 @@ from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime
 
 from bot.errors import DataError
-from bot.ports import JSON
+from bot.json_types import JSON
 from bot.secrets import scrub_text
 
 

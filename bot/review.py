@@ -29,7 +29,8 @@ from typing import Protocol, cast
 from bot.config import DEFAULT_MAX_NEW_TOKENS, DEFAULT_TOKEN_BUDGET, RepoConfig
 from bot.diff import LEFT, RIGHT, Diff, FileDiff, Hunk, parse_diff
 from bot.errors import ModelError, UsageError
-from bot.ports import Backend, JSONObject
+from bot.json_types import JSONObject
+from bot.ports import Backend
 from bot.prompt import ParseResult, PromptComment, PromptInput, normalize_body, parse_output, render_input
 from bot.ranking import LINGUIST_ATTRIBUTES, FileRank, Linguist, rank
 from bot.secrets import scrub_text

@@ -1,7 +1,7 @@
 """Secret scrubbing: applied to hunks and comment bodies before anything is stored or trained on,
 and to every log record, so no token or key can be learned by a model or leak through a log.
 
-What is replaced by ``<REDACTED>`` (README.md, "Secret scrubbing"):
+What is replaced by ``<REDACTED>`` (docs/secret-scrubbing.md):
   private key blocks      PEM (RSA, EC, DSA, OPENSSH, PKCS#8, encrypted) and PGP private key blocks:
                           the key material of every line, the BEGIN/END lines kept
   vendor tokens           GitHub (ghp_/gho_/ghu_/ghs_/ghr_, github_pat_), GitLab (glpat-), AWS key

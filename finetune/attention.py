@@ -11,11 +11,9 @@ from ``cu_seq_lens_q`` (or from where the position ids restart) and runs causal 
 few calls: examples of similar length are gathered into one padded (examples, heads, length, dim)
 batch, padded on the right, which causal attention never looks at, and scattered back. The grouping
 keeps the padded work within ``WASTE`` times the examples' own; ``WASTE=1`` is one call per distinct
-length, ``inf`` a single call for the whole batch. tests/bench/bench_train.py, "attention alone", on
-a training batch of crc-py reviews at SmolLM2-135M's head shape (7 examples, 3,915 tokens, forward and
-backward in bf16): the block-diagonal mask 945 ms, one call per length 227 ms, grouped 219 ms, one
-padded call 336 ms (it pays for its padding when lengths vary). End to end on the tiny default model
-the per-example attention trains 2x faster than the mask with less memory, so it stays.
+length, ``inf`` a single call for the whole batch. tests/bench/bench_train.py measures it against the
+block-diagonal mask ("attention alone", and end to end); it stays because it is faster there with less
+memory (the figures are in docs/benchmarks.md).
 
 No mask function is registered for it, so transformers hands it no mask: ``finetune.train`` switches
 to it only for packed training after ``check_packing`` confirms, on the actual model, that packed

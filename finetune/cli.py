@@ -11,10 +11,10 @@ from typing import Any
 
 import click
 
-from adapters.cli_options import deprecated_alias, quantize_flag, quantize_option, quiet, summary_format_option
+from adapters.cli_options import deprecated_alias, quantize_option, quiet, summary_format_option
 from adapters.versions import ModelRegistry, default_models_dir
 from bot.errors import DataError, UsageError
-from finetune.evaluate import DEFAULT_EVAL_BATCH_SIZE, DEFAULT_MAX_NEW_TOKENS
+from finetune.options import generation_options, pop_train_config, training_options
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 
@@ -62,81 +62,6 @@ is current yet (the first version). Evaluate it with `revbot eval --version vN`.
 """
 
 
-_TRAINING_OPTIONS = (
-    click.option("--epochs", type=float, default=3.0, show_default=True, help="Passes over the training split."),
-    click.option(
-        "--max-steps",
-        type=click.IntRange(min=1),
-        default=None,
-        help="Stop after N optimiser steps (overrides --epochs).",
-    ),
-    click.option(
-        "--batch-size",
-        type=click.IntRange(min=1),
-        default=4,
-        show_default=True,
-        help="Training rows per optimiser step; a packed row holds several examples.",
-    ),
-    click.option(
-        "--max-length",
-        type=click.IntRange(min=16),
-        default=None,
-        help="Tokens per row; longer examples are skipped and counted. [default: 2048 on a GPU, 1024 on CPU]",
-    ),
-    click.option(
-        "--lr", type=float, default=2e-4, show_default=True, help="Peak learning rate (cosine schedule with warm-up)."
-    ),
-    click.option("--lora-r", type=click.IntRange(min=1), default=16, show_default=True, help="LoRA rank."),
-    click.option("--lora-alpha", type=float, default=32, show_default=True, help="LoRA alpha (scale = alpha / r)."),
-    click.option(
-        "--target-modules",
-        metavar="A,B,...",
-        default=None,
-        help="Layer names to adapt, e.g. q_proj,v_proj (default: every attention and MLP projection found).",
-    ),
-    quantize_option(
-        "4bit: QLoRA on 4-bit weights; none: plain LoRA on full-precision weights. Default: 4bit on CUDA, "
-        "none on a CPU (measured 4x faster there)."
-    ),
-    click.option(
-        "--seed", type=int, default=0, show_default=True, help="Seed of the split, the order and the LoRA init."
-    ),
-)
-
-
-def generation_options(dest: str, *, old_spelling: str) -> Any:
-    """How an evaluation generates (`revbot eval`, `revbot retrain`'s gate): one spelling, help and
-    default for both. ``dest``: the command's parameter for --gen-batch-size; ``old_spelling``: the
-    name that option had in that command, kept for one release."""
-
-    def decorate(f: Any) -> Any:
-        f = deprecated_alias(old_spelling, "--gen-batch-size", dest, type=click.IntRange(min=1))(f)
-        f = click.option(
-            "--gen-batch-size",
-            dest,
-            type=click.IntRange(min=1),
-            default=DEFAULT_EVAL_BATCH_SIZE,
-            show_default=True,
-            help="Prompts generated together during the evaluation.",
-        )(f)
-        return click.option(
-            "--max-new-tokens",
-            type=click.IntRange(min=1),
-            default=DEFAULT_MAX_NEW_TOKENS,
-            show_default=True,
-            help="Longest answer per hunk during the evaluation, in tokens.",
-        )(f)
-
-    return decorate
-
-
-def training_options(f: Any) -> Any:
-    """The training options `revbot train` and `revbot retrain` share: one spelling, one help, one default."""
-    for option in reversed(_TRAINING_OPTIONS):
-        f = option(f)
-    return f
-
-
 @click.command("train", context_settings=CONTEXT, epilog=TRAIN_EPILOG)
 @click.option(
     "--db",
@@ -161,81 +86,20 @@ def training_options(f: Any) -> Any:
 @deprecated_alias("--base-model", "--model", "base_model", metavar="ID_OR_PATH")
 @models_dir_option
 @training_options
-@click.option("--lora-dropout", type=float, default=0.1, show_default=True, help="Dropout on the LoRA input.")
-@click.option(
-    "--lora-layers",
-    type=click.IntRange(min=0),
-    default=None,
-    help="LoRA on the last N transformer blocks only (0: every block): backward stops there, so a CPU "
-    "step is about twice as fast. [default: every block on a GPU, the last 8 on CPU]",
-)
-@click.option(
-    "--precision",
-    type=click.Choice(["auto", "bf16", "fp32"]),
-    default="auto",
-    show_default=True,
-    help="bf16 autocast or fp32. auto: bf16 where the GPU has it, and on CPU the measured faster one.",
-)
-@click.option("--gradient-checkpointing", is_flag=True, help="Recompute activations in backward: less memory, slower.")
-@click.option("--no-packing", is_flag=True, help="One example per row, batched by length, instead of packed rows.")
-@click.option("--resume", is_flag=True, help="Continue the interrupted run with the same data and settings.")
-@click.option(
-    "--test-fraction", type=float, default=0.1, show_default=True, help="Share of examples held out for test."
-)
-@click.option("--val-fraction", type=float, default=0.1, show_default=True, help="Share held out for validation.")
-@click.option(
-    "--min-train", type=click.IntRange(min=1), default=10, show_default=True, help="Fewest training examples accepted."
-)
-@click.option(
-    "--patience",
-    type=click.IntRange(min=0),
-    default=3,
-    show_default=True,
-    help="Stop after N evaluations without a better validation loss (0: never stop early).",
-)
-@click.option("--eval-every", type=click.IntRange(min=1), default=None, help="Steps between validation passes.")
 @click.option(
     "--promote/--no-promote",
     default=None,
     help="Make the new version current. Default: only when no version is current yet.",
 )
-def train(
-    db,
-    data,
-    base_model,
-    models_dir,
-    epochs,
-    max_steps,
-    batch_size,
-    max_length,
-    lr,
-    lora_r,
-    lora_alpha,
-    lora_dropout,
-    target_modules,
-    lora_layers,
-    precision,
-    gradient_checkpointing,
-    quantize,
-    no_packing,
-    resume,
-    seed,
-    test_fraction,
-    val_fraction,
-    min_train,
-    patience,
-    eval_every,
-    promote,
-):
+def train(db, data, base_model, models_dir, promote, **training):
     """Train a QLoRA adapter on past reviews and write it as a new model version.
 
-    4-bit NF4 base weights with double quantisation, LoRA (r=16, alpha=32, dropout 0.1) on every
+    4-bit NF4 base weights with double quantisation, LoRA (rank, alpha and dropout below) on every
     attention and MLP projection, loss on the review answer only, packed rows, cosine schedule with
     warm-up, early stopping on validation loss and checkpoints for --resume.
     """
     from adapters.embedded import DEFAULT_BASE_MODEL
     from finetune.data import load_examples
-    from finetune.train import TrainConfig
     from finetune.train import train as run_training
 
     if db and data:
@@ -252,29 +116,7 @@ def train(
         raise DataError(
             "no examples in the dataset; harvest reviews first (`revbot harvest github OWNER/REPO`)", str(data_path)
         )
-    config = TrainConfig(
-        epochs=epochs,
-        max_steps=max_steps,
-        batch_size=batch_size,
-        max_length=max_length,
-        lr=lr,
-        lora_r=lora_r,
-        lora_alpha=lora_alpha,
-        lora_dropout=lora_dropout,
-        lora_layers=lora_layers,
-        precision=precision,
-        target_modules=[t.strip() for t in target_modules.split(",") if t.strip()] if target_modules else None,
-        quantize=quantize_flag(quantize),
-        gradient_checkpointing=gradient_checkpointing,
-        packing=False if no_packing else None,
-        seed=seed,
-        test_fraction=test_fraction,
-        val_fraction=val_fraction,
-        min_train=min_train,
-        patience=patience,
-        eval_every=eval_every,
-        resume=resume,
-    )
+    config = pop_train_config(training)
     version = run_training(
         examples, base_model, registry.root, config, data_source=str(data_path), progress=not quiet()
     )

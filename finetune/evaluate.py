@@ -23,6 +23,7 @@ from bot.errors import DataError, ModelError, UsageError
 from bot.examples import Example
 from bot.prompt import parse_output, render_answer
 from finetune.baselines import MostFrequentBaseline, RetrievalBaseline
+from finetune.config import DEFAULT_EVAL_BATCH_SIZE
 from finetune.gate import GATE_METRICS, Evidence
 from finetune.metrics import (
     METRIC_INFO,
@@ -55,10 +56,6 @@ __all__ = [
 ]
 
 EVAL_DIR = "eval"
-# One set of generation settings for `revbot eval` and for the gate of `revbot retrain`, so the numbers
-# a team reads are the numbers a promotion is decided on; the longest answer is review's too (one
-# default everywhere: bot.config's, 256 tokens).
-DEFAULT_EVAL_BATCH_SIZE = 8
 METRIC_NAMES = tuple(METRIC_INFO)
 
 

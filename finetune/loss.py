@@ -15,11 +15,8 @@ class AnswerHead:
 
     TRL's fused LM head scores only the supervised positions where Triton runs (CUDA, XPU), but on the
     CPU it scores every position, vocabulary tile by tile, and the prompt is most of a review example.
-    Kept because tests/bench/bench_train.py measures it well past 1.3x at no more memory: "LM head
-    alone" at SmolLM2-135M's shape (49k vocabulary, a batch of 3,915 tokens, 7% supervised) took 0.52 s
-    against TRL's 8.95 s (17x); end to end on the tiny default model, whose 1k vocabulary makes the head
-    cheap either way, 1.04x the tokens/s at 0.96x the peak memory (only the selected rows' logits
-    exist). A forward pre-hook on the output embedding swaps its (rows, width, hidden) input for the
+    Kept because tests/bench/bench_train.py measures it faster than TRL's at no more memory ("LM head
+    alone", and end to end; only the selected rows' logits exist; figures in docs/benchmarks.md). A forward pre-hook on the output embedding swaps its (rows, width, hidden) input for the
     selected (1, n, hidden) states, so the model call (and DDP around it) stays untouched."""
 
     def __init__(self, model: Any):

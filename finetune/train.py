@@ -50,7 +50,7 @@ import time
 import warnings
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -61,6 +61,7 @@ from bot.examples import Example, fingerprint
 from bot.prompt import PROMPT_FORMAT_VERSION
 from finetune.attention import SEGMENT_ATTENTION
 from finetune.attention import register as register_segment_attention
+from finetune.config import CPU_DEFAULT_PRECISION, TrainConfig
 from finetune.data import Splits, encode_examples, prompt_completion_dataset, split_examples
 from finetune.loss import AnswerHead
 
@@ -110,11 +111,6 @@ class TrainingInterrupted(RevbotError):
     exit_code = 130
 
 
-PRECISIONS = ("auto", "bf16", "fp32")
-CPU_DEFAULT_PRECISION = "bf16"
-CPU_LORA_LAYERS = 8
-
-
 def mixed_precision(precision: str, on_cuda: bool, cuda_bf16: bool) -> str:
     """accelerate's mixed_precision value for a TrainConfig.precision."""
     if precision == "fp32":
@@ -124,99 +120,6 @@ def mixed_precision(precision: str, on_cuda: bool, cuda_bf16: bool) -> str:
     if on_cuda:
         return "bf16" if cuda_bf16 else "no"
     return "bf16" if CPU_DEFAULT_PRECISION == "bf16" else "no"
-
-
-@dataclass
-class TrainConfig:
-    """Every knob of a training run. The defaults are the usual QLoRA recipe."""
-
-    epochs: float = 3.0
-    max_steps: int | None = None  # overrides epochs
-    batch_size: int = 4  # rows per step (a packed row holds several examples)
-    max_length: int | None = (
-        None  # tokens per row, longer examples skipped and counted; None: 2048 on a GPU, 1024 on CPU
-    )
-    lr: float = 2e-4
-    weight_decay: float = 0.0
-    warmup_ratio: float = 0.05
-    max_grad_norm: float = 1.0
-    lora_r: int = 16
-    lora_alpha: int = 32
-    lora_dropout: float = 0.1
-    target_modules: list[str] | None = None  # None: every attention and MLP projection found
-    quantize: bool | None = (
-        None  # 4-bit NF4 + double quantisation (QLoRA); False: plain LoRA; None: 4-bit on a GPU only
-    )
-    gradient_checkpointing: bool = False
-    lora_layers: int | None = (
-        None  # LoRA on the last N blocks; 0: every block; None: every block on a GPU, CPU_LORA_LAYERS on CPU
-    )
-    precision: str = "auto"  # "bf16" autocast or "fp32"; auto: bf16 on CUDA with bf16, CPU_DEFAULT_PRECISION on CPU
-    packing: bool | None = None  # None: pack when the model's attention keeps examples apart
-    seed: int = 0
-    test_fraction: float = 0.1
-    val_fraction: float = 0.1
-    min_train: int = 10
-    min_val: int = 2
-    min_test: int = 2
-    eval_every: int | None = None  # steps; None: about ten evaluations a run, at least one per epoch
-    save_every: int | None = None  # steps; None: at every evaluation
-    patience: int = 3  # evaluations without improvement before stopping early (0: never stop early)
-    resume: bool = False
-
-    # settings that do not change the trained weights, left out of the run key
-    _NOT_IN_KEY = ("resume", "save_every")
-
-    def validate(self) -> None:
-        def need(ok: bool, message: str) -> None:
-            if not ok:
-                raise UsageError(message)
-
-        need(self.epochs > 0, f"--epochs must be positive, got {self.epochs}")
-        need(self.max_steps is None or self.max_steps > 0, f"--max-steps must be positive, got {self.max_steps}")
-        need(self.batch_size >= 1, f"--batch-size must be at least 1, got {self.batch_size}")
-        need(
-            self.max_length is None or self.max_length >= 16,
-            f"--max-length must be at least 16 tokens, got {self.max_length}",
-        )
-        need(self.lr > 0, f"--lr must be positive, got {self.lr}")
-        need(0 <= self.warmup_ratio < 1, f"warm-up ratio must be in [0, 1), got {self.warmup_ratio}")
-        need(self.lora_r >= 1, f"--lora-r must be at least 1, got {self.lora_r}")
-        need(self.lora_alpha > 0, f"--lora-alpha must be positive, got {self.lora_alpha}")
-        need(0 <= self.lora_dropout < 1, f"--lora-dropout must be in [0, 1), got {self.lora_dropout}")
-        need(self.patience >= 0, f"patience must be >= 0, got {self.patience}")
-        for name in ("eval_every", "save_every"):
-            value = getattr(self, name)
-            need(value is None or value >= 1, f"{name} must be at least 1, got {value}")
-        if self.target_modules is not None:
-            need(bool(self.target_modules), "--target-modules must name at least one module")
-        need(
-            self.lora_layers is None or self.lora_layers >= 0,
-            f"--lora-layers must be 0 (every block) or more, got {self.lora_layers}",
-        )
-        need(
-            self.precision in PRECISIONS, f"--precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}"
-        )
-
-    def to_dict(self) -> dict[str, Any]:
-        return {f.name: getattr(self, f.name) for f in fields(self)}
-
-    def for_device(self, on_cuda: bool) -> TrainConfig:
-        """The settings left open (None) filled in for the device. A GPU takes the usual QLoRA recipe.
-        On a CPU, measured side by side on SmolLM2-135M (tests/bench/bench_cpu_training.py, 4 rows of
-        1024 tokens): LoRA on the last CPU_LORA_LAYERS blocks, bf16 autocast and full-precision base
-        weights took 4.1 s a step and 3.5 GiB, against 16.5 s and 15.2 GiB for 4-bit QLoRA on every
-        block in fp32. bitsandbytes de-quantises every 4-bit weight on each CPU matmul, so on a CPU
-        4-bit costs time and, for a small model, saves no memory worth having."""
-        return replace(
-            self,
-            max_length=self.max_length or (2048 if on_cuda else 1024),
-            lora_layers=self.lora_layers if self.lora_layers is not None else (0 if on_cuda else CPU_LORA_LAYERS),
-            quantize=self.quantize if self.quantize is not None else on_cuda,
-        )
-
-    def key_fields(self) -> dict[str, Any]:
-        return {k: v for k, v in self.to_dict().items() if k not in self._NOT_IN_KEY}
 
 
 @dataclass
@@ -438,9 +341,8 @@ _MALLOC_TRIM: Any = None
 
 def release_freed_memory() -> None:
     """Hand back to the system what the C allocator keeps after a step. glibc holds on to the freed
-    chunks of the differently shaped tensors every packed batch allocates: on a demo-sized CPU run
-    resident memory grew from 3.7 to 4.5 GiB in 14 steps, and one ``malloc_trim`` brought it to 1.4 GiB
-    (it then stayed under 1.7 GiB over the next 16 steps, trimmed after each). A no-op without glibc."""
+    chunks of the differently shaped tensors every packed batch allocates, so resident memory grows step
+    by step until it is trimmed (measured in docs/benchmarks.md). A no-op without glibc."""
     global _MALLOC_TRIM
     if _MALLOC_TRIM is None:
         try:

@@ -1,6 +1,6 @@
 """The team's verdicts on the bot's own comments, applied to the training examples.
 
-How feedback is used (the choice `revbot retrain` makes; README.md, "Learning from reactions"):
+How feedback is used (the choice `revbot retrain` makes; docs/workflow.md, "Learning from reactions"):
 
 * as examples, not as loss weights: a comment the team rejected (its evidence sums below zero,
   ``bot.feedback``) makes its hunk a NEGATIVE example (the right answer there was silence), one

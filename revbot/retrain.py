@@ -22,7 +22,7 @@ comment on the right line, and little else), that metric must carry signal (a 0 
 evidence), and its parse-failure rate and validation loss may not be worse beyond stated tolerances.
 Both versions are evaluated with the same generation settings as `revbot eval`.
 
-Scheduling: run it from cron (see README.md, "Retraining"); a lock file in the models folder makes
+Scheduling: run it from cron (docs/workflow.md, "6. Retrain"); a lock file in the models folder makes
 an overlapping run stop with a message instead of training twice.
 """
 
@@ -40,13 +40,13 @@ from typing import Any
 
 import click
 
-from adapters.cli_options import deprecated_alias, fail, info, quantize_flag, quiet, summary_format_option
+from adapters.cli_options import deprecated_alias, fail, info, quiet, summary_format_option
 from adapters.files import LockBusy, file_lock
 from adapters.settings import Settings
+from bot.config import DEFAULT_MAX_NEW_TOKENS
 from bot.errors import DataError, RevbotError, UsageError
 from bot.examples import Example
-from finetune.cli import generation_options, training_options
-from finetune.evaluate import DEFAULT_EVAL_BATCH_SIZE, DEFAULT_MAX_NEW_TOKENS
+from finetune.config import DEFAULT_EVAL_BATCH_SIZE
 from finetune.gate import (
     DEFAULT_GATE_METRIC,
     GATE_METRICS,
@@ -55,6 +55,7 @@ from finetune.gate import (
     VAL_LOSS_TOLERANCE,
     decide,
 )
+from finetune.options import generation_options, pop_train_config, training_options
 
 log = logging.getLogger(__name__)
 
@@ -455,19 +456,10 @@ def retrain_cmd(
     metric,
     parse_failure_tolerance,
     val_loss_tolerance,
-    epochs,
-    max_steps,
-    batch_size,
-    max_length,
-    lr,
-    lora_r,
-    lora_alpha,
-    target_modules,
-    quantize,
-    seed,
     max_new_tokens,
     eval_batch_size,
     as_json,
+    **training,
 ):
     """Harvest new reviews, train a candidate, and promote it only if it is at least as good.
 
@@ -479,24 +471,13 @@ def retrain_cmd(
     models list` shows them.
     """
     from adapters.store import Store
-    from finetune.train import TrainConfig
 
     try:
         if no_harvest and repos:
             raise UsageError("--no-harvest and OWNER/REPO arguments exclude each other")
         store = Store(db)
-        config = TrainConfig(
-            epochs=epochs,
-            max_steps=max_steps,
-            batch_size=batch_size,
-            max_length=max_length,
-            lr=lr,
-            lora_r=lora_r,
-            lora_alpha=lora_alpha,
-            target_modules=[t.strip() for t in target_modules.split(",") if t.strip()] if target_modules else None,
-            quantize=quantize_flag(quantize),
-            seed=seed,
-        )
+        quantize = training["quantize"]  # the same weights for the gate's evaluation
+        config = pop_train_config(training)
         clients = None
         targets: list[str] = []
         if not no_harvest:

@@ -10,8 +10,9 @@ from pathlib import Path
 
 import pytest
 
+from tests.needs import SHARED, lacking, missing_required
+
 ROOT = Path(__file__).resolve().parent.parent
-SHARED = ROOT.parent / "shared"
 
 # Tests never reach a model hub: fail fast instead of hanging on a download.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -31,10 +32,38 @@ os.environ["REVBOT_CACHE_DIR"] = _CACHE
 atexit.register(shutil.rmtree, _CACHE, ignore_errors=True)
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    """What CI requires (REVBOT_REQUIRE_<NAME>=1, see tests/needs.py) is there before a test runs."""
+    missing = missing_required()
+    if missing:
+        raise pytest.UsageError("\n".join(missing))
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config) -> None:
+    """How many tests ran per area (tests/<area>/), and how many were skipped: a part of the suite
+    that did not run shows here even when everything else passed."""
+    counts: dict[str, dict[str, int]] = {}
+    for outcome in ("passed", "failed", "error", "skipped", "xfailed", "xpassed"):
+        for report in terminalreporter.stats.get(outcome, []):
+            nodeid = getattr(report, "nodeid", "") or ""
+            if outcome == "error" and getattr(report, "when", "") == "teardown":
+                continue
+            parts = nodeid.split("/")
+            area = parts[1] if len(parts) > 2 and parts[0] == "tests" else "other"
+            counts.setdefault(area, {}).setdefault(outcome, 0)
+            counts[area][outcome] += 1
+    if not counts:
+        return
+    terminalreporter.section("tests per area")
+    for area in sorted(counts):
+        ran = ", ".join(f"{n} {outcome}" for outcome, n in sorted(counts[area].items()))
+        terminalreporter.write_line(f"{area:<10} {ran}")
+
+
 @pytest.fixture(scope="session")
 def shared_dir() -> Path:
     if not SHARED.is_dir():
-        pytest.skip(f"shared data folder not found at {SHARED}")
+        lacking("shared", f"shared data folder not found at {SHARED}")
     return SHARED
 
 

@@ -49,15 +49,11 @@ SERVICE_START_S = 120.0
 class DemoConfig:
     """The demo's base model and training budget.
 
-    FULL fine-tunes the embedded SmolLM2-135M-Instruct with revbot's CPU defaults (LoRA on every
-    attention and MLP projection of the last 8 blocks, bf16 autocast, full-precision base: 4x faster
-    and a quarter of the memory of 4-bit QLoRA everywhere, tests/bench/bench_cpu_training.py) and a
-    budget measured on two cores with the sample project (150 training examples, about 40k tokens an
-    epoch; ~3.8 s a step): after 30 steps at lr 2e-3 the model answered NO COMMENT everywhere
-    (validation loss 0.31); at 5e-3 it wrote the team's phrases on wrong lines (0.19); 60 steps at
-    5e-3 (about 6 epochs, under 4 minutes) put the team's comments on the habit lines (0.16). The
-    learning rate is far above the usual 2e-4 because the budget is minutes. ``QUICK`` swaps in a
-    tiny random model and only checks that every step runs."""
+    FULL fine-tunes the embedded SmolLM2-135M-Instruct with revbot's CPU defaults (LoRA on the last
+    blocks, bf16 autocast, full-precision base) on a budget of a few minutes on two cores: the
+    learning rate is far above the usual 2e-4 because the budget is minutes. How the budget was
+    chosen (steps and rates tried, the losses and comments each gave) is in docs/benchmarks.md.
+    ``QUICK`` swaps in a tiny random model and only checks that every step runs."""
 
     model: str = "smollm2-135m"  # or "tiny": a random model built here (QUICK)
     steps: int = 60
@@ -84,6 +80,27 @@ class DemoConfig:
     @property
     def tiny(self) -> bool:
         return self.model == "tiny"
+
+    def train_config(self) -> Any:
+        """The TrainConfig of this budget: one validation pass at the end, no early stop."""
+        from finetune.config import TrainConfig
+
+        return TrainConfig(
+            max_steps=self.steps,
+            batch_size=self.batch_size,
+            max_length=self.max_length,
+            lr=self.lr,
+            lora_r=self.lora_r,
+            lora_alpha=self.lora_alpha,
+            lora_dropout=self.lora_dropout,
+            lora_layers=self.lora_layers,
+            precision=self.precision,
+            target_modules=list(self.target_modules) if self.target_modules else None,
+            quantize=self.quantize,
+            seed=self.seed,
+            patience=0,
+            eval_every=self.steps,
+        )
 
     def describe(self) -> str:
         where = "every block" if self.lora_layers is None else f"the last {self.lora_layers} blocks"
@@ -312,6 +329,236 @@ class DemoResult:
         return f"demo: review posted on {self.repo}#{self.number} with {len(self.comments)} inline comments"
 
 
+@dataclass
+class DemoRun:
+    """What the demo's steps share: the settings, and what each step leaves for the later ones."""
+
+    workdir: Path
+    config: DemoConfig
+    echo: Callable[[str], None]
+    progress: bool
+    token: str = field(default_factory=lambda: "demo-" + secrets.token_hex(16), repr=False)
+    secret: str = field(default_factory=lambda: secrets.token_hex(24), repr=False)
+    sim: Any = None  # the GitHub simulator (started)
+    project: Any = None  # the sample project it serves
+    splits: Any = None  # the harvested examples, split by PR and time
+    base_model: str = ""
+    version: Any = None  # the trained, promoted model version
+    eval_table: str = ""
+    service: Service | None = None
+    demo_pull: Any = None  # the new pull request the service reviews
+    number: int = 0  # its number on the simulator
+    result: DemoResult | None = None
+
+    @property
+    def store_path(self) -> Path:
+        return self.workdir / "revbot.db"
+
+    @property
+    def models_dir(self) -> Path:
+        return self.workdir / "models"
+
+
+def start_simulator(run: DemoRun, steps: Steps) -> None:
+    from revbot.dev.demo_data.sample import build_sample_project, to_seed
+    from revbot.dev.demo_data.templates import STYLE
+    from revbot.dev.github_sim import GitHubSimulator
+
+    with steps.step("Starting the GitHub simulator with the sample project (an invented team's history)", "simulator"):
+        run.project = project = build_sample_project()
+        seed = to_seed(project, tokens=[{"token": run.token, "login": BOT_LOGIN, "type": "Bot"}])
+        run.sim = GitHubSimulator(seed, state_path=run.workdir / "github-sim.json").start()
+        counts = project.counts()
+        run.echo(
+            f"      {project.repo} on {run.sim.url}: {counts['pulls']} merged pull requests, "
+            f"{counts['comments']} review comments by {len({c.user for c in project.comments()})} accounts"
+        )
+        run.echo("      the team's habits, as its reviewers always phrase them:")
+        for habit, comment in STYLE.items():
+            run.echo(f"        {habit:<8} -> {comment}")
+
+
+def harvest(run: DemoRun, steps: Steps) -> None:
+    from adapters.github import GitHubClient
+    from adapters.store import Store
+    from finetune.data import split_examples
+    from harvest.mine import HarvestOptions, harvest_github
+
+    repo = run.project.repo
+    with steps.step(f"Harvesting {repo} with the real GitHub client over HTTP", "harvest"):
+        store = Store(run.store_path)
+        client = GitHubClient(run.token, api_url=run.sim.url)
+        try:
+            summary = harvest_github(client, store, repo, HarvestOptions(progress=run.progress))
+        finally:
+            client.close()
+        run.echo("\n".join("      " + line for line in summary.text().splitlines()))
+        run.splits = split_examples(list(store.iter_examples(repo=repo)), run.config.seed)
+        run.echo(
+            "      split by PR and time: "
+            + ", ".join(f"{name} {c['examples']} examples ({c['prs']} PRs)" for name, c in run.splits.counts().items())
+        )
+
+
+def prepare_base_model(run: DemoRun, steps: Steps) -> None:
+    config = run.config
+    if not config.tiny:
+        with steps.step(
+            f"Preparing the embedded base model {config.model} (converted once, then cached)", "base model"
+        ):
+            from adapters.embedded import EMBEDDED_MODELS, resolve
+
+            location = resolve(config.model, quiet=not run.progress)
+            run.echo(f"      {EMBEDDED_MODELS[config.model].description}")
+            run.echo(f"      {location}")
+        run.base_model = config.model
+        return
+    from revbot.dev.tiny import build_tiny_model
+
+    base_dir = run.workdir / "base-model"
+    with steps.step(
+        f"Building a tiny RANDOM {config.arch} model (--quick: checks the steps, learns nothing)", "base model"
+    ):
+        build_tiny_model(
+            base_dir,
+            arch=config.arch,
+            corpus=tokenizer_corpus(run.splits.train),
+            vocab_size=config.vocab_size,
+            hidden_size=config.hidden_size,
+            num_layers=config.layers,
+            num_heads=config.heads,
+            seed=config.seed,
+        )
+        run.echo(f"      {base_dir}: {config.layers} layers, hidden size {config.hidden_size}; its output is noise")
+    run.base_model = str(base_dir)
+
+
+def train_model(run: DemoRun, steps: Steps) -> None:
+    import torch
+
+    from adapters.versions import ModelRegistry
+    from finetune.train import train
+
+    config = run.config
+    quantized = config.quantize if config.quantize is not None else torch.cuda.is_available()
+    quant = "QLoRA (4-bit NF4 base)" if quantized else "LoRA (full-precision base: 4-bit only costs time on a CPU)"
+    with steps.step(f"Training with {quant} for {config.steps} steps", "train"):
+        run.echo(f"      {config.describe()}")
+        run.version = version = train(
+            run.splits,
+            run.base_model,
+            run.models_dir,
+            config.train_config(),
+            data_source=str(run.store_path),
+            progress=run.progress,
+        )
+        ModelRegistry(run.models_dir).promote(version.name)
+        m = version.metrics
+        peak = m.get("peak_rss_mb")
+        run.echo(
+            f"      {version.name} is current: {m.get('steps')} steps, train loss {_num(m.get('train_loss'))}, "
+            f"validation loss {_num(m.get('val_loss'))}"
+            + (f", peak memory {peak / 1024:.1f} GiB" if isinstance(peak, (int, float)) else "")
+        )
+
+
+def evaluate_model(run: DemoRun, steps: Steps) -> None:
+    from finetune.evaluate import evaluate
+
+    with steps.step("Evaluating on the newest held-out PRs against the baselines", "evaluate"):
+        report = evaluate(
+            run.version,
+            run.splits.test,
+            run.splits.train,
+            max_new_tokens=run.config.eval_max_new_tokens,
+            out_dir="auto",
+            progress=run.progress,
+        )
+        run.eval_table = report.table()
+        run.echo("\n".join("      " + line for line in run.eval_table.splitlines()))
+        if report.out_dir:
+            run.echo(f"      report: {Path(report.out_dir) / 'report.md'}")
+
+
+def start_service(run: DemoRun, steps: Steps) -> None:
+    with steps.step("Starting the webhook service (`revbot serve`, signed deliveries only)", "service"):
+        run.service = service = Service(run.workdir, run.sim.url, run.token, run.secret, run.config)
+        health = service.wait_ready()
+        run.echo(
+            f"      {service.url} (log: {service.log_path}); health: "
+            f"{json.dumps({k: health.get(k) for k in ('status', 'version') if k in health})}"
+        )
+
+
+def open_pull_request(run: DemoRun, steps: Steps) -> None:
+    from revbot.dev.demo_data.sample import build_demo_pull, pull_files_seed
+
+    assert run.service is not None
+    run.demo_pull = pull = build_demo_pull(run.project)
+    repo = run.project.repo
+    with steps.step("Opening a new pull request on the simulator and sending its signed webhook", "webhook"):
+        opened = run.sim.add_pull(repo, files=pull_files_seed(pull), title=pull.title, body=pull.body, user=pull.author)
+        run.number = opened["pull"]["number"]
+        answer = signed_delivery(run.service.url + "/webhook", "pull_request", opened["webhook"], run.secret)
+        if answer.status_code >= 300:
+            raise DemoError(f"the service answered the webhook with HTTP {answer.status_code}: {answer.text[:200]}")
+        run.echo(
+            f'      {repo}#{run.number} "{pull.title}" by {pull.author}: '
+            f"{len(pull.files)} files, {sum(len(f.hunks) for f in pull.files)} hunks; "
+            f"delivery accepted (HTTP {answer.status_code})"
+        )
+
+
+def wait_for_review(run: DemoRun, steps: Steps) -> None:
+    from revbot.dev.demo_data.sample import habits_in
+
+    assert run.service is not None
+    with steps.step("Waiting for the review", "review"):
+        review, comments = _wait_for_review(run.sim.url, run.project.repo, run.number, run.token, run.service)
+        run.result = result = DemoResult(
+            run.project.repo,
+            run.number,
+            comments,
+            review.get("body") or "",
+            version=run.version.name,
+            eval_table=run.eval_table,
+            expected=habits_in(run.demo_pull),
+            sim_url=run.sim.url,
+            service_url=run.service.url,
+            token=run.token,
+            secret=run.secret,
+        )
+        run.echo(
+            f"      review {review['id']} posted by {review['user']['login']} on {review.get('commit_id', '')[:7]}"
+        )
+        for c in comments:
+            run.echo(f"      {c['path']}:{c['line']}: {c['body']}")
+        if not comments:
+            run.echo("      (no inline comments)")
+        body = strip_markers(result.review_body)
+        if body:
+            run.echo("      review body: " + body.splitlines()[0][:160])
+        run.echo(
+            f"      the PR has {len(result.expected)} lines the team would flag; of the {len(comments)} comments, "
+            f"{result.as_the_team} say exactly what the team says on such a line, and "
+            f"{result.on_habit_lines} sit on one of those lines"
+        )
+
+
+# The demo, in order: each step reads what the earlier ones left on the DemoRun and adds its own. A
+# variant (another forge, another model) replaces or adds a step here.
+DEMO_STEPS: tuple[Callable[[DemoRun, Steps], None], ...] = (
+    start_simulator,
+    harvest,
+    prepare_base_model,
+    train_model,
+    evaluate_model,
+    start_service,
+    open_pull_request,
+    wait_for_review,
+)
+
+
 def run_demo(
     workdir: Path,
     config: DemoConfig = FULL,
@@ -320,216 +567,31 @@ def run_demo(
     echo: Callable[[str], None] = click.echo,
     progress: bool = True,
 ) -> DemoResult:
-    """Run every step; returns what was posted. With ``keep`` the simulator and the service are
-    left running (the caller waits for Ctrl-C and then calls the returned result's ``stop``)."""
-    from adapters.github import GitHubClient
-    from adapters.store import Store
-    from adapters.versions import ModelRegistry
+    """Run every step of ``DEMO_STEPS``; returns what was posted. With ``keep`` the simulator and the
+    service are left running (the caller waits for Ctrl-C and then calls ``stop_kept``)."""
     from bot.examples import Example  # noqa: F401  (imported early: fail fast on a broken install)
-    from finetune.data import split_examples
-    from finetune.evaluate import evaluate
-    from finetune.train import TrainConfig, train
-    from harvest.mine import HarvestOptions, harvest_github
-    from revbot.dev.demo_data.sample import (
-        build_demo_pull,
-        build_sample_project,
-        habits_in,
-        pull_files_seed,
-        to_seed,
-    )
-    from revbot.dev.demo_data.templates import STYLE
-    from revbot.dev.github_sim import GitHubSimulator
-    from revbot.dev.tiny import build_tiny_model
 
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    for name, value in (("HF_HUB_OFFLINE", "1"), ("TRANSFORMERS_OFFLINE", "1"), ("TOKENIZERS_PARALLELISM", "false")):
+        os.environ.setdefault(name, value)
     os.environ.setdefault("MPLBACKEND", "Agg")
     _quiet_libraries()
-    steps = Steps(8, echo)
-    token = "demo-" + secrets.token_hex(16)
-    secret = secrets.token_hex(24)
-    sim = service = None
-    result: DemoResult | None = None
+    run = DemoRun(workdir, config, echo, progress)
+    steps = Steps(len(DEMO_STEPS), echo)
     try:
-        with steps.step(
-            "Starting the GitHub simulator with the sample project (an invented team's history)", "simulator"
-        ):
-            project = build_sample_project()
-            seed = to_seed(project, tokens=[{"token": token, "login": BOT_LOGIN, "type": "Bot"}])
-            sim = GitHubSimulator(seed, state_path=workdir / "github-sim.json").start()
-            counts = project.counts()
-            echo(
-                f"      {project.repo} on {sim.url}: {counts['pulls']} merged pull requests, "
-                f"{counts['comments']} review comments by {len({c.user for c in project.comments()})} accounts"
-            )
-            echo("      the team's habits, as its reviewers always phrase them:")
-            for habit, comment in STYLE.items():
-                echo(f"        {habit:<8} -> {comment}")
-
-        store_path = workdir / "revbot.db"
-        with steps.step(f"Harvesting {project.repo} with the real GitHub client over HTTP", "harvest"):
-            store = Store(store_path)
-            client = GitHubClient(token, api_url=sim.url)
-            try:
-                summary = harvest_github(client, store, project.repo, HarvestOptions(progress=progress))
-            finally:
-                client.close()
-            echo("\n".join("      " + line for line in summary.text().splitlines()))
-            examples = list(store.iter_examples(repo=project.repo))
-            splits = split_examples(examples, config.seed)
-            counts = splits.counts()
-            echo(
-                "      split by PR and time: "
-                + ", ".join(f"{name} {c['examples']} examples ({c['prs']} PRs)" for name, c in counts.items())
-            )
-
-        if config.tiny:
-            base_dir = workdir / "base-model"
-            with steps.step(
-                f"Building a tiny RANDOM {config.arch} model (--quick: checks the steps, learns nothing)", "base model"
-            ):
-                build_tiny_model(
-                    base_dir,
-                    arch=config.arch,
-                    corpus=tokenizer_corpus(splits.train),
-                    vocab_size=config.vocab_size,
-                    hidden_size=config.hidden_size,
-                    num_layers=config.layers,
-                    num_heads=config.heads,
-                    seed=config.seed,
-                )
-                echo(f"      {base_dir}: {config.layers} layers, hidden size {config.hidden_size}; its output is noise")
-            base_model = str(base_dir)
-        else:
-            with steps.step(
-                f"Preparing the embedded base model {config.model} (converted once, then cached)", "base model"
-            ):
-                from adapters.embedded import EMBEDDED_MODELS, resolve
-
-                location = resolve(config.model, quiet=not progress)
-                echo(f"      {EMBEDDED_MODELS[config.model].description}")
-                echo(f"      {location}")
-            base_model = config.model
-
-        models_dir = workdir / "models"
-        import torch
-
-        quantized = config.quantize if config.quantize is not None else torch.cuda.is_available()
-        quant = "QLoRA (4-bit NF4 base)" if quantized else "LoRA (full-precision base: 4-bit only costs time on a CPU)"
-        with steps.step(f"Training with {quant} for {config.steps} steps", "train"):
-            echo(f"      {config.describe()}")
-            train_config = TrainConfig(
-                max_steps=config.steps,
-                batch_size=config.batch_size,
-                max_length=config.max_length,
-                lr=config.lr,
-                lora_r=config.lora_r,
-                lora_alpha=config.lora_alpha,
-                lora_dropout=config.lora_dropout,
-                lora_layers=config.lora_layers,
-                precision=config.precision,
-                target_modules=list(config.target_modules) if config.target_modules else None,
-                quantize=config.quantize,
-                seed=config.seed,
-                patience=0,
-                eval_every=config.steps,
-            )
-            version = train(
-                splits, base_model, models_dir, train_config, data_source=str(store_path), progress=progress
-            )
-            ModelRegistry(models_dir).promote(version.name)
-            m = version.metrics
-            peak = m.get("peak_rss_mb")
-            echo(
-                f"      {version.name} is current: {m.get('steps')} steps, train loss {_num(m.get('train_loss'))}, "
-                f"validation loss {_num(m.get('val_loss'))}"
-                + (f", peak memory {peak / 1024:.1f} GiB" if isinstance(peak, (int, float)) else "")
-            )
-
-        with steps.step("Evaluating on the newest held-out PRs against the baselines", "evaluate"):
-            report = evaluate(
-                version,
-                splits.test,
-                splits.train,
-                max_new_tokens=config.eval_max_new_tokens,
-                out_dir="auto",
-                progress=progress,
-            )
-            table = report.table()
-            echo("\n".join("      " + line for line in table.splitlines()))
-            if report.out_dir:
-                echo(f"      report: {Path(report.out_dir) / 'report.md'}")
-
-        with steps.step("Starting the webhook service (`revbot serve`, signed deliveries only)", "service"):
-            service = Service(workdir, sim.url, token, secret, config)
-            health = service.wait_ready()
-            echo(
-                f"      {service.url} (log: {service.log_path}); health: "
-                f"{json.dumps({k: health.get(k) for k in ('status', 'version') if k in health})}"
-            )
-
-        demo_pull = build_demo_pull(project)
-        with steps.step("Opening a new pull request on the simulator and sending its signed webhook", "webhook"):
-            opened = sim.add_pull(
-                project.repo,
-                files=pull_files_seed(demo_pull),
-                title=demo_pull.title,
-                body=demo_pull.body,
-                user=demo_pull.author,
-            )
-            number = opened["pull"]["number"]
-            answer = signed_delivery(service.url + "/webhook", "pull_request", opened["webhook"], secret)
-            if answer.status_code >= 300:
-                raise DemoError(f"the service answered the webhook with HTTP {answer.status_code}: {answer.text[:200]}")
-            echo(
-                f'      {project.repo}#{number} "{demo_pull.title}" by {demo_pull.author}: '
-                f"{len(demo_pull.files)} files, {sum(len(f.hunks) for f in demo_pull.files)} hunks; "
-                f"delivery accepted (HTTP {answer.status_code})"
-            )
-
-        with steps.step("Waiting for the review", "review"):
-            review, comments = _wait_for_review(sim.url, project.repo, number, token, service)
-            result = DemoResult(
-                project.repo,
-                number,
-                comments,
-                review.get("body") or "",
-                version=version.name,
-                eval_table=table,
-                expected=habits_in(demo_pull),
-                sim_url=sim.url,
-                service_url=service.url,
-                token=token,
-                secret=secret,
-            )
-            echo(
-                f"      review {review['id']} posted by {review['user']['login']} on {review.get('commit_id', '')[:7]}"
-            )
-            for c in comments:
-                echo(f"      {c['path']}:{c['line']}: {c['body']}")
-            if not comments:
-                echo("      (no inline comments)")
-            body = strip_markers(result.review_body)
-            if body:
-                echo("      review body: " + body.splitlines()[0][:160])
-            echo(
-                f"      the PR has {len(result.expected)} lines the team would flag; of the {len(comments)} comments, "
-                f"{result.as_the_team} say exactly what the team says on such a line, and "
-                f"{result.on_habit_lines} sit on one of those lines"
-            )
-        result.timings = list(steps.timings)
+        for step in DEMO_STEPS:
+            step(run, steps)
+        assert run.result is not None
+        run.result.timings = list(steps.timings)
         echo("\n" + steps.summary())
-        echo(_real_world(keep, sim.url, service.url if service else ""))
-        return result
+        echo(_real_world(keep, run.sim.url, run.service.url if run.service else ""))
+        return run.result
     finally:
-        if not keep or result is None:
-            if service is not None:
-                service.stop()
-            if sim is not None:
-                sim.stop()
+        running = [x for x in (run.service, run.sim) if x is not None]
+        if keep and run.result is not None:
+            _KEPT.extend(running)
         else:
-            _KEPT.extend(x for x in (service, sim) if x is not None)
+            for thing in running:
+                thing.stop()
 
 
 _KEPT: list[Any] = []
@@ -591,7 +653,7 @@ def _real_world(keep: bool, sim_url: str, service_url: str) -> str:
             "",
         ]
     lines += [
-        "To do the same for real (see README.md):",
+        "To do the same for real (see docs/workflow.md and docs/deployment.md):",
         "  export GITHUB_TOKEN=...                                   # read access to the repository",
         "  revbot harvest github OWNER/REPO                          # your team's review history",
         "  revbot train --model Qwen/Qwen2.5-Coder-1.5B-Instruct        # on a GPU: QLoRA, a real base model",

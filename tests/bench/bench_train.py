@@ -390,8 +390,9 @@ def main() -> None:
 
     from adapters.embedded import resolve
     from adapters.files import write_examples
+    from finetune.config import CPU_LORA_LAYERS
     from finetune.data import encode_example, prompt_completion_dataset
-    from finetune.train import CPU_LORA_LAYERS, detect_target_modules
+    from finetune.train import detect_target_modules
     from revbot.dev.tiny import build_tiny_model
     from tests.bench.bench_cpu_training import fp32_peak_gflops
 

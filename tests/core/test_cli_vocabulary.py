@@ -397,20 +397,12 @@ def test_batch_size_is_training_rows_and_gen_batch_size_is_prompts_generated_tog
     for path in (["review"], ["eval"], ["retrain"]):
         assert "Prompts generated together" in _options(path)["--gen-batch-size"].help, path
     assert "--batch-size" not in _options(["review"]) and "--batch-size" not in _options(["eval"])
-    # train and retrain share their training options: the same names, helps and defaults
+    # train and retrain share their training options (built from TrainConfig): the same names, helps, defaults
     train, retrain = _options(["train"]), _options(["retrain"])
-    for name in (
-        "--epochs",
-        "--max-steps",
-        "--batch-size",
-        "--max-length",
-        "--lr",
-        "--lora-r",
-        "--lora-alpha",
-        "--target-modules",
-        "--quantize",
-        "--seed",
-    ):
+    training = {name for name, option in train.items() if name not in ("--db", "--data", "--promote", "--no-promote")}
+    training -= {"--model", "--models-dir", "--verbose", "-v", "--quiet", "-q", "--help", "-h"}
+    assert {"--epochs", "--lora-alpha", "--no-packing", "--resume", "--quantize"} <= training
+    for name in training:
         assert (train[name].help, train[name].default) == (retrain[name].help, retrain[name].default), name
     # and eval and retrain's gate generate the same way
     evaluate = _options(["eval"])

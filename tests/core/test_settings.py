@@ -221,20 +221,6 @@ def test_a_helper_reading_one_value_is_not_stopped_by_an_unrelated_bad_variable(
     assert default_db_path() == Path("revbot.db")
 
 
-def test_the_readme_table_lists_every_revbot_variable_and_no_other() -> None:
-    import re
-
-    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text(encoding="utf-8")
-    section = readme.split("### Environment variables", 1)[1].split("\n### ", 1)[0]
-    rows = [line for line in section.splitlines() if line.startswith("| `")]
-    documented = {name for row in rows for name in re.findall(r"`([A-Z][A-Z0-9_]+)`", row.split(" | ")[0])}
-    read = {name for name in ENV_VARS if name.startswith("REVBOT_")}
-    assert read - documented == set(), "read but not in README's table"
-    assert {n for n in documented if n.startswith("REVBOT_")} - read - set(DEPRECATED) == set(), (
-        "documented, never read"
-    )
-
-
 # --------------------------------------------------------------------------- the CLI reads through the model
 
 

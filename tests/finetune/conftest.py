@@ -12,6 +12,7 @@ import pytest
 
 from adapters.files import write_examples
 from tests.finetune.helpers import one_torch_thread, synthetic_examples
+from tests.needs import lacking
 
 
 @pytest.fixture(autouse=True)
@@ -24,7 +25,7 @@ def _one_torch_thread():
 def crc_path(shared_dir) -> Path:
     path = shared_dir / "data" / "crc-py" / "reviews.jsonl"
     if not path.is_file():
-        pytest.skip(f"{path} is missing")
+        lacking("shared", f"{path} is missing")
     return path
 
 
@@ -34,10 +35,11 @@ def codereviewer_bleu(shared_dir):
     oracle revbot's BLEU is tested against. The product never imports it."""
     import importlib.util
 
-    pytest.importorskip("nltk")
+    if importlib.util.find_spec("nltk") is None:
+        lacking("nltk", "nltk is not installed (the CodeReviewer evaluator imports it)")
     path = shared_dir / "reference" / "codereviewer-bleu" / "smooth_bleu.py"
     if not path.is_file():
-        pytest.skip(f"{path} is missing")
+        lacking("shared", f"{path} is missing")
     spec = importlib.util.spec_from_file_location("codereviewer_smooth_bleu", path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)

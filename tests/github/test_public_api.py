@@ -12,7 +12,7 @@ import github
 import urllib3
 
 ROOT = Path(__file__).resolve().parents[2]
-PRODUCT = ("bot", "harvest", "finetune", "webhooks", "revbot")
+PRODUCT = ("bot", "adapters", "harvest", "finetune", "webhooks", "revbot")
 
 
 def product_sources() -> dict[str, str]:

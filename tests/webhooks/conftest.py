@@ -3,14 +3,12 @@ the test moves, so leases and backoff never depend on how busy the machine is.""
 
 from __future__ import annotations
 
-import os
 import uuid
 
 import pytest
 
+from tests.needs import REDIS_URL, lacking
 from webhooks.jobs import SqliteJobStore
-
-REDIS_URL = os.environ.get("REVBOT_TEST_REDIS_URL") or "redis://127.0.0.1:6379/15"
 
 
 class FakeClock:
@@ -33,7 +31,9 @@ def redis_url() -> str:
     try:
         redis.Redis.from_url(REDIS_URL, socket_connect_timeout=1).ping()
     except redis.RedisError as exc:
-        pytest.skip(f"no Redis server answers at {REDIS_URL} ({exc}); set REVBOT_TEST_REDIS_URL (.ci/run starts one)")
+        lacking(
+            "redis", f"no Redis server answers at {REDIS_URL} ({exc}); set REVBOT_TEST_REDIS_URL (.ci/run starts one)"
+        )
     return REDIS_URL
 
 

@@ -24,6 +24,7 @@ from werkzeug.serving import make_server
 
 from adapters.store import Store
 from revbot.dev import ui_sample
+from tests.needs import NEEDS, lacking
 from webhooks.app import create_app
 from webhooks.jobs import FAILED, QUEUED
 from webhooks.queue import open_queue
@@ -31,13 +32,10 @@ from webhooks.ui import data
 from webhooks.ui.security import LoginLimiter
 
 TOKEN = "ui-test-token-" + "0123456789abcdef"
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+CHROMIUM = shutil.which("chromium")
 DRIVER = shutil.which("chromedriver")
 SHOTS = Path(os.environ.get("REVBOT_UI_SCREENSHOTS") or Path(__file__).resolve().parents[2] / "screenshots" / "ui")
 
-pytestmark = pytest.mark.skipif(
-    not (CHROMIUM and DRIVER), reason="needs chromium and chromedriver (apt-get install chromium chromium-driver)"
-)
 
 
 def free_port() -> int:
@@ -90,6 +88,9 @@ def site() -> Iterator[Site]:
 
 @pytest.fixture(scope="module")
 def browser(site: Site) -> Iterator[Any]:
+    missing = NEEDS["browser"].check()
+    if missing:
+        lacking("browser", missing)
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
 
