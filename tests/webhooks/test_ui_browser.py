@@ -37,7 +37,6 @@ DRIVER = shutil.which("chromedriver")
 SHOTS = Path(os.environ.get("REVBOT_UI_SCREENSHOTS") or Path(__file__).resolve().parents[2] / "screenshots" / "ui")
 
 
-
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
