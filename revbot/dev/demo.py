@@ -235,7 +235,9 @@ def tokenizer_corpus(examples: list[Any]) -> list[str]:
 class Service:
     """`revbot serve` in a child process, as a user would run it, logging to ``log_path``."""
 
-    def __init__(self, workdir: Path, api_url: str, token: str, secret: str, config: DemoConfig):
+    def __init__(
+        self, workdir: Path, api_url: str, token: str, secret: str, config: DemoConfig, ui_token: str | None = None
+    ):
         self.workdir, self.port = workdir, free_port()
         self.log_path = workdir / "serve.log"
         self.url = f"http://127.0.0.1:{self.port}"
@@ -257,6 +259,8 @@ class Service:
                 "REVBOT_LOG_LEVEL": "INFO",
             }
         )
+        if ui_token:  # the operator's pages (docs/ui.md), for this run only
+            env["REVBOT_UI_TOKEN"] = ui_token
         env.pop("GITHUB_TOKEN", None)  # the service talks to the simulator only
         # the packages beside this one, even when the install's import hooks do not list them all
         root = str(Path(__file__).resolve().parent.parent)
@@ -310,6 +314,7 @@ class DemoResult:
     service_url: str = ""
     token: str = field(default="", repr=False)
     secret: str = field(default="", repr=False)
+    ui_token: str = field(default="", repr=False)  # logs into the service's /ui/ pages
 
     @property
     def on_habit_lines(self) -> int:
@@ -339,6 +344,7 @@ class DemoRun:
     progress: bool
     token: str = field(default_factory=lambda: "demo-" + secrets.token_hex(16), repr=False)
     secret: str = field(default_factory=lambda: secrets.token_hex(24), repr=False)
+    ui_token: str = field(default_factory=lambda: secrets.token_urlsafe(18), repr=False)
     sim: Any = None  # the GitHub simulator (started)
     project: Any = None  # the sample project it serves
     splits: Any = None  # the harvested examples, split by PR and time
@@ -482,7 +488,7 @@ def evaluate_model(run: DemoRun, steps: Steps) -> None:
 
 def start_service(run: DemoRun, steps: Steps) -> None:
     with steps.step("Starting the webhook service (`revbot serve`, signed deliveries only)", "service"):
-        run.service = service = Service(run.workdir, run.sim.url, run.token, run.secret, run.config)
+        run.service = service = Service(run.workdir, run.sim.url, run.token, run.secret, run.config, run.ui_token)
         health = service.wait_ready()
         run.echo(
             f"      {service.url} (log: {service.log_path}); health: "
@@ -527,6 +533,7 @@ def wait_for_review(run: DemoRun, steps: Steps) -> None:
             service_url=run.service.url,
             token=run.token,
             secret=run.secret,
+            ui_token=run.ui_token,
         )
         run.echo(
             f"      review {review['id']} posted by {review['user']['login']} on {review.get('commit_id', '')[:7]}"
@@ -718,6 +725,8 @@ def demo_cmd(workdir: str, keep: bool, quick: bool, steps: int | None) -> None:
         fail(exc)
     click.echo(result.last_line())
     if keep:
+        click.echo(f"operator's pages: {result.service_url}/ui/  (log in with this run's token: {result.ui_token})")
+        click.echo("look there at Versions (v1's evaluation report), Reviews (the review just posted), Acceptance")
         try:
             while True:
                 time.sleep(3600)
