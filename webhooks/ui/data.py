@@ -16,7 +16,7 @@ from typing import Any
 from urllib.parse import quote, urlsplit
 
 from adapters.store import Evidence, Store
-from adapters.versions import ModelRegistry, ModelVersion, other_evaluations
+from adapters.versions import ModelRegistry, other_evaluations
 from bot.errors import RevbotError
 from bot.feedback import habit_key, verdicts
 from bot.secrets import scrub_text
@@ -135,10 +135,6 @@ def current_summary(registry: ModelRegistry) -> dict[str, Any]:
         "event": events[-1] if events else None,
         "decision": decisions[-1] if decisions else None,
     }
-
-
-def version_of(registry: ModelRegistry, name: str) -> ModelVersion:
-    return registry.get(name)
 
 
 # --------------------------------------------------------------------------- service health

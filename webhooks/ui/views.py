@@ -3,6 +3,7 @@ Reviews, and the confirmed actions. Server-rendered with Flask's Jinja2 (autoesc
 
 from __future__ import annotations
 
+import datetime as dt
 import re
 import time
 from collections.abc import Callable
@@ -24,7 +25,7 @@ from flask import (
 from markdown_it import MarkdownIt
 
 from adapters.store import Store
-from adapters.versions import EVAL_DIR, OTHER_EVALS_DIR, ModelRegistry, dataset_digest  # noqa: F401
+from adapters.versions import EVAL_DIR, OTHER_EVALS_DIR, ModelRegistry, other_evaluations
 from bot.errors import RevbotError
 from webhooks.ui import actions, charts, data
 from webhooks.ui.security import CSRF_FIELD, LoginLimiter, add_headers, cross_site, csrf_ok, csrf_token, token_matches
@@ -173,8 +174,6 @@ def _number(name: Any) -> int | None:
 
 
 def _stamp(text: Any) -> float | None:
-    import datetime as dt
-
     try:
         return dt.datetime.fromisoformat(str(text).replace("Z", "+00:00")).timestamp()
     except ValueError:
@@ -207,7 +206,7 @@ def other_report(name: str, key: str) -> str:
     if not _KEY.match(key):
         abort(404)
     folder = version.path / OTHER_EVALS_DIR / key
-    entry = next((e for e in data.other_evaluations(version) if e.get("key") == key), None)
+    entry = next((e for e in other_evaluations(version) if e.get("key") == key), None)
     if entry is None or not (folder / "report.md").is_file():
         abort(404)
     html = _MARKDOWN.render((folder / "report.md").read_text(encoding="utf-8", errors="replace"))
