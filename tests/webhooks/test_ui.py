@@ -121,3 +121,16 @@ def test_the_worker_records_each_review_it_posts(tmp_path):
     assert record.comments == len(comments) > 0
     assert record.model_version is None  # no version promoted: the configured model (what the plan says)
     assert record.seconds is not None and record.seconds > 0 and record.review_id is not None
+
+
+def test_empty_stores_show_what_to_do(tmp_path):
+    client = app_for(tmp_path, ui_token=TOKEN).test_client()
+    logged_in(client)
+    acceptance = client.get("/ui/acceptance")
+    assert acceptance.status_code == 200 and "No feedback yet" in acceptance.text and "<svg" not in acceptance.text
+    assert "No model versions yet" in client.get("/ui/versions").text
+    assert "No reviews recorded yet" in client.get("/ui/reviews").text
+    overview = client.get("/ui/").text
+    assert "No version is current yet" in overview and "Nothing harvested yet" in overview
+    assert client.get("/ui/versions/v1/eval/").status_code == 404
+    assert client.get("/ui/versions/v1/eval/..%2frevbot.json").status_code == 404
