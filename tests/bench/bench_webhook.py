@@ -14,7 +14,8 @@ one superseded by a later push; Redis: a job hash and its stream message); ``los
 Prints one line per run and, last, ``RESULT rate=… p50_ms=… p99_ms=… lost=… bare_rate=…`` (the
 SQLite figures) followed by ``redis_rate=… redis_p99_ms=… redis_lost=…`` when Redis ran.
 Usage: .venv/bin/python tests/bench/bench_webhook.py [--rate 200] [--seconds 20] [--clients 32]
-       [--queue sqlite|redis|both] [--redis-url redis://127.0.0.1:6379/14]
+       [--queue sqlite|redis|both] [--redis-url redis://127.0.0.1:6379/14] [--ui]
+--ui runs revbot with the operator pages on (REVBOT_UI_TOKEN set), to show /webhook does not pay for them.
 """
 
 from __future__ import annotations
@@ -230,6 +231,9 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=8, help="threads per gunicorn worker")
     parser.add_argument("--queue", choices=("sqlite", "redis", "both"), default="both")
     parser.add_argument(
+        "--ui", action="store_true", help="run revbot with the operator pages on (REVBOT_UI_TOKEN set; docs/ui.md)"
+    )
+    parser.add_argument(
         "--redis-url", default="redis://127.0.0.1:6379/14", help="a Redis database the benchmark may fill and empty"
     )
     args = parser.parse_args()
@@ -250,6 +254,8 @@ def main() -> None:
                 REVBOT_QUEUE=queues[backend],
                 PYTHONPATH=str(ROOT) + os.pathsep + env.get("PYTHONPATH", ""),
             )
+            if args.ui and target == "revbot":
+                env["REVBOT_UI_TOKEN"] = "bench-operator-pages-token"
             proc, url = start_gunicorn(target, env, args.workers, args.threads)
             try:
                 requests.post(url + "/webhook", data=b"{}", timeout=5)  # warm up
