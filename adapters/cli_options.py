@@ -1,11 +1,9 @@
-"""What every `revbot` command shares: the global flags, the old option spellings kept for one release,
-and how errors, warnings and info lines are printed.
+"""What every `revbot` command shares: the global flags, the options that mean one thing everywhere
+(``--quantize``, a summary's ``--format``), and how errors, warnings and info lines are printed.
 
 * ``-v/--verbose`` and ``-q/--quiet`` are accepted before and after the subcommand
   (``add_global_flags``, applied by the shell to every command it loads). Quiet hides progress bars
   and info lines; warnings and errors still show.
-* ``deprecated_alias`` keeps an old spelling (``--model-version``) working as a hidden option that
-  prints one deprecation line and hands its value to the new option (``--version``).
 * Every error is printed as ``revbot: error: ...`` (``fail``, ``show_usage_error``), every warning
   as ``revbot: warning: ...``; messages are scrubbed of secrets first.
 """
@@ -15,12 +13,11 @@ from __future__ import annotations
 import functools
 import logging
 import sys
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, NoReturn, TypeVar
 
 import click
-from click.core import ParameterSource
 
 from bot.errors import RevbotError
 from bot.secrets import scrub_text
@@ -96,7 +93,7 @@ def current_flags() -> Flags:
 
 
 def quiet() -> bool:
-    """-q/--quiet (or a deprecated spelling of it) was given before or after the subcommand."""
+    """-q/--quiet was given before or after the subcommand."""
     return current_flags().quiet
 
 
@@ -179,44 +176,7 @@ def add_global_flags(command: click.Command) -> click.Command:
     return command
 
 
-# --------------------------------------------------------------------------- deprecated spellings
-
-
-def deprecation_message(old: str, new: str) -> str:
-    return f"{old} is deprecated, use {new} (the old spelling will be removed in the next release)"
-
-
-def deprecated_alias(
-    old: str, new: str, dest: str | Callable[[click.Context, Any], None], *, means: Any = None, **option: Any
-) -> Callable[[F], F]:
-    """A hidden option spelled the old way (``old``) for the option now spelled ``new``.
-
-    Used, it prints one deprecation line on stderr and its value goes to the command's parameter
-    ``dest`` (or, for a global flag, to the callable ``dest(ctx, value)``); ``means``, when given, is
-    what an old flag stands for in the new option (``--json`` means ``--format json``). Giving both
-    spellings is a usage error. ``option`` holds the click.option settings the value needs (type,
-    is_flag). Apply it below ``@click.command`` like any option."""
-    name = "deprecated_" + old.lstrip("-").replace("-", "_")
-
-    def decorate(f: F) -> F:
-        @functools.wraps(f)
-        def wrapper(*args: Any, **kwargs: Any) -> Any:
-            value = kwargs.pop(name, None)
-            if value is None or value is False:
-                return f(*args, **kwargs)
-            ctx = click.get_current_context()
-            if callable(dest):
-                dest(ctx, value)
-            else:
-                if ctx.get_parameter_source(dest) is ParameterSource.COMMANDLINE:
-                    raise click.UsageError(f"{old} is the old spelling of {new}: give {new} only", ctx=ctx)
-                kwargs[dest] = value if means is None else means
-            warn(deprecation_message(old, new))
-            return f(*args, **kwargs)
-
-        return click.option(old, name, hidden=True, default=None, **option)(wrapper)  # type: ignore[return-value]
-
-    return decorate
+# --------------------------------------------------------------------------- shared options
 
 
 QUANTIZE_CHOICES = ("4bit", "none")
@@ -225,87 +185,37 @@ QUANTIZE_CHOICES = ("4bit", "none")
 def quantize_option(help: str) -> Callable[[F], F]:
     """``--quantize [4bit|none]``, the one spelling in every command that loads or trains a model: a
     bare ``--quantize`` means 4bit; left out, the device decides (4-bit on CUDA, full precision on a
-    CPU, where it measured faster). ``--no-quantize`` (training's old flag) is kept as an old
-    spelling of ``--quantize none``."""
-
-    def decorate(f: F) -> F:
-        f = deprecated_alias("--no-quantize", "--quantize none", lambda ctx, _v: None, is_flag=True)(f)
-        f = _no_quantize_means_none(f)
-        return click.option(
-            "--quantize",
-            type=click.Choice(QUANTIZE_CHOICES),
-            is_flag=False,
-            flag_value="4bit",
-            default=None,
-            metavar="[4bit|none]",
-            help=help,
-        )(f)
-
-    return decorate
+    CPU, where it measured faster)."""
+    return click.option(
+        "--quantize",
+        type=click.Choice(QUANTIZE_CHOICES),
+        is_flag=False,
+        flag_value="4bit",
+        default=None,
+        metavar="[4bit|none]",
+        help=help,
+    )
 
 
-def _no_quantize_means_none(f: F) -> F:
-    @functools.wraps(f)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        ctx = click.get_current_context()
-        if ctx.params.get("deprecated_no_quantize"):
-            if ctx.get_parameter_source("quantize") is ParameterSource.COMMANDLINE:
-                raise click.UsageError("--no-quantize is the old spelling of --quantize none: give one", ctx=ctx)
-            kwargs["quantize"] = "none"
-        return f(*args, **kwargs)
-
-    return wrapper  # type: ignore[return-value]
-
-
-def quantize_flag(value: str | None) -> bool | None:
-    """``--quantize``'s value as training's switch: True (4-bit), False (full precision), None (the device decides)."""
-    return None if value is None else value == "4bit"
-
-
-def summary_format_option(
-    what: str, *, old_input: str | None = None, old_input_choices: Sequence[str] | None = None
-) -> Callable[[F], F]:
+def summary_format_option(what: str) -> Callable[[F], F]:
     """``--format text|json`` for a command whose output is a summary (``what``): text for a person,
-    JSON for a machine. The command receives ``as_json``; ``--json`` is kept as an old spelling of
-    ``--format json``. (``--format`` is an output format in every command; inputs use ``--input-format``.)
-
-    ``old_input`` names the parameter of a command where ``--format`` used to name the INPUT's
-    format (now ``--input-format``): there a value other than text/json is still taken as the input
-    format, for one release, with a deprecation line (``old_input_choices`` checks it)."""
-    outputs = ("text", "json")
+    JSON for a machine. The command receives ``as_json``. (``--format`` is an output format in every
+    command; inputs use ``--input-format``.)"""
 
     def decorate(f: F) -> F:
         @functools.wraps(f)
         def wrapper(*args: Any, **kwargs: Any) -> Any:
-            value = kwargs.pop("output_format")
-            ctx = click.get_current_context()
-            kwargs["as_json"] = value == "json"
-            if value in outputs or old_input is None:
-                return f(*args, **kwargs)
-            if old_input_choices is not None and value not in old_input_choices:
-                raise click.BadParameter(
-                    f"{value!r} is not one of {', '.join(outputs)} (or, the old way, an input format: "
-                    f"{', '.join(old_input_choices)})",
-                    ctx=ctx,
-                    param_hint="'--format'",
-                )
-            if ctx.get_parameter_source(old_input) is ParameterSource.COMMANDLINE:
-                raise click.UsageError("--format FORMAT is the old spelling of --input-format: give one", ctx=ctx)
-            warn(deprecation_message("--format", "--input-format") + " (for the file read; --format is now the output)")
-            kwargs[old_input] = value
+            kwargs["as_json"] = kwargs.pop("output_format") == "json"
             return f(*args, **kwargs)
 
-        # the old --json stands for --format json (the alias runs before the wrapper above)
-        decorated = deprecated_alias("--json", "--format json", "output_format", means="json", is_flag=True)(wrapper)  # type: ignore[arg-type]
-        choices = click.Choice(outputs) if old_input is None else click.STRING
         return click.option(
             "--format",
             "output_format",
-            type=choices,
+            type=click.Choice(("text", "json")),
             default="text",
             show_default=True,
             metavar="[text|json]",
             help=f"Output: {what} as text, or as JSON for a machine.",
-        )(decorated)  # type: ignore[return-value]
+        )(wrapper)  # type: ignore[return-value]
 
     return decorate

@@ -132,7 +132,7 @@ def read_dataset(
     field_map: Mapping[str, str] | None = None,
     skip_bad: bool = False,
     repo: str | None = None,
-    keep_bot_comments: bool = False,
+    keep_tool_comments: bool = False,
 ) -> ImportResult:
     """Read a dataset file of format ``fmt`` (``bot.datasets.parse_dataset``, which streams JSONL a
     line at a time). An unknown format is refused before the file is opened."""
@@ -150,5 +150,5 @@ def read_dataset(
             field_map=field_map,
             skip_bad=skip_bad,
             repo=repo,
-            keep_bot_comments=keep_bot_comments,
+            keep_tool_comments=keep_tool_comments,
         )

@@ -46,6 +46,7 @@ from urllib3.exceptions import MaxRetryError, ProtocolError, ReadTimeoutError
 from urllib3.util.retry import Retry
 
 from adapters.logs import RedactingFilter
+from adapters.settings import DEFAULT_API_URL, Settings
 from bot.errors import GitHubError, RevbotError, UsageError
 from bot.secrets import scrub_text
 
@@ -56,7 +57,6 @@ for _handler in logging.getLogger("github").handlers:
     if not any(isinstance(f, RedactingFilter) for f in _handler.filters):
         _handler.addFilter(RedactingFilter())
 
-DEFAULT_API_URL = "https://api.github.com"
 DIFF_MEDIA_TYPE = "application/vnd.github.v3.diff"
 RAW_MEDIA_TYPE = "application/vnd.github.raw"
 _IDEMPOTENT = frozenset({"GET", "HEAD", "PUT", "DELETE", "OPTIONS", "TRACE"})
@@ -266,11 +266,10 @@ def _message_of(data: Any) -> str:
 class GitHubClient:
     """The GitHub client harvest and the webhook service share. Methods answer plain JSON dicts.
 
-    Credentials: ``token``, else ``app_id`` (+ key + installation), else the environment's token,
-    else its ``REVBOT_GITHUB_APP_*``; with none of them it goes anonymous (public data only, 60
-    requests an hour on github.com). The environment is ``os.environ``, or ``environ`` (``{}``: none),
-    read through the settings model. Tests pass ``sleep=`` (waits are recorded, not slept), a short
-    ``secondary_wait`` and ``min_write_interval=0``.
+    Credentials are explicit: ``token``, else ``app_id`` (+ key + installation); with neither it goes
+    anonymous (public data only, 60 requests an hour on github.com). It never reads the environment:
+    ``from_settings`` builds one from the settings model (``adapters.settings.Settings``). Tests pass
+    ``sleep=`` (waits are recorded, not slept), a short ``secondary_wait`` and ``min_write_interval=0``.
     """
 
     def __init__(
@@ -293,12 +292,8 @@ class GitHubClient:
         token_refresh_margin: float = 300.0,
         clock: Callable[[], float] = time.time,
         user_agent: str = "revbot",
-        environ: dict[str, str] | None = None,
     ) -> None:
-        from adapters.settings import Settings
-
-        env = Settings.from_env(environ)
-        self.api_url = (api_url or env.github_api_url).rstrip("/")
+        self.api_url = (api_url or DEFAULT_API_URL).rstrip("/")
         if not re.match(r"https?://[^/]+", self.api_url):
             raise UsageError(f"GitHub API URL must start with http:// or https://, got {self.api_url!r}")
         self._prefix = urlsplit(self.api_url).path.rstrip("/")
@@ -341,31 +336,63 @@ class GitHubClient:
         )
         self._app: tuple[str, str] | None = None  # (app id, PEM) kept for with_installation()
         self._token_margin, self._clock = token_refresh_margin, clock
-        auth: Auth.Auth | None
-        if token is None and app_id is None:
-            token = env.secret("github_token")
-            if token is None and env.github_app_id is not None:
-                app_id = env.github_app_id
-                private_key = private_key or env.secret("github_app_private_key")
-                private_key_path = private_key_path or env.github_app_private_key_file
-                installation_id = installation_id or env.github_app_installation_id
+        self._auth = self._credentials(token, app_id, private_key, private_key_path, installation_id)
+        auth = self._auth
+        self._gh = Github(auth=auth, base_url=self.api_url, **self._settings)  # type: ignore[arg-type]
+
+    def _credentials(
+        self,
+        token: str | None,
+        app_id: int | str | None,
+        private_key: str | None,
+        private_key_path: str | os.PathLike | None,
+        installation_id: int | str | None,
+    ) -> Auth.Auth | None:
+        """PyGithub's auth for a token, else a GitHub App installation, else None (anonymous);
+        ``_auth_label`` says which, for reprs and messages."""
         if token is not None:
             if not token.strip():
                 raise UsageError("the GitHub token is empty")
-            auth, self._auth_label = Auth.Token(token.strip()), "token"
-        elif app_id is not None:
-            pem = self._read_key(private_key, private_key_path)
-            self._app = (str(app_id), pem)
-            if installation_id is None:
-                raise UsageError(
-                    "GitHub App auth needs an installation id (installation_id= or REVBOT_GITHUB_APP_INSTALLATION_ID)"
-                )
-            auth = self._installation_auth(str(app_id), pem, installation_id)
-            self._auth_label = f"app {app_id} installation {installation_id}"
-        else:
-            auth, self._auth_label = None, "anonymous"
-        self._auth = auth
-        self._gh = Github(auth=auth, base_url=self.api_url, **self._settings)  # type: ignore[arg-type]
+            self._auth_label = "token"
+            return Auth.Token(token.strip())
+        if app_id is None:
+            self._auth_label = "anonymous"
+            return None
+        pem = self._read_key(private_key, private_key_path)
+        self._app = (str(app_id), pem)
+        if installation_id is None:
+            raise UsageError(
+                "GitHub App auth needs an installation id (installation_id= or REVBOT_GITHUB_APP_INSTALLATION_ID)"
+            )
+        self._auth_label = f"app {app_id} installation {installation_id}"
+        return self._installation_auth(str(app_id), pem, installation_id)
+
+    @classmethod
+    def from_settings(
+        cls,
+        settings: Settings,
+        *,
+        token: str | None = None,
+        api_url: str | None = None,
+        installation_id: int | str | None = None,
+        **options: Any,
+    ) -> GitHubClient:
+        """A client with the settings' credentials: ``token`` (a command-line --token) first, else the
+        settings' token (REVBOT_GITHUB_TOKEN, GITHUB_TOKEN), else their GitHub App (REVBOT_GITHUB_APP_*;
+        ``installation_id`` wins over theirs), else anonymous. ``api_url`` wins over the settings' root;
+        ``options`` are the constructor's other keywords."""
+        url = api_url or settings.github_api_url
+        token = token or settings.secret("github_token")
+        if token is None and settings.github_app_id is not None:
+            return cls(
+                api_url=url,
+                app_id=settings.github_app_id,
+                private_key=settings.secret("github_app_private_key"),
+                private_key_path=settings.github_app_private_key_file,
+                installation_id=installation_id or settings.github_app_installation_id,
+                **options,
+            )
+        return cls(token, api_url=url, **options)
 
     # ----------------------------------------------------------------- set-up helpers
 
@@ -415,9 +442,7 @@ class GitHubClient:
         if self._app is None:
             raise UsageError("with_installation() needs a client built with GitHub App credentials")
         app_id, pem = self._app
-        return GitHubClient(
-            app_id=app_id, private_key=pem, installation_id=installation_id, environ={}, **self._options
-        )
+        return GitHubClient(app_id=app_id, private_key=pem, installation_id=installation_id, **self._options)
 
     def __repr__(self) -> str:
         return f"GitHubClient(api_url={self.api_url!r}, auth={self._auth_label!r})"

@@ -35,6 +35,7 @@ from typing import Any
 
 from adapters.embedded import resolve as resolve_embedded
 from adapters.versions import META_FILE, check_prompt_format, read_meta
+from bot.config import DEFAULT_BATCH_SIZE, DEFAULT_MAX_NEW_TOKENS
 from bot.errors import ModelError
 from bot.prompt import ANSWER_END, PROMPT_FORMAT_VERSION, PromptInput, for_model, prompt_text
 from bot.secrets import scrub_text
@@ -87,7 +88,7 @@ class BackendOptions:
     # the local backend
     quantize: str | None = None
     device: str | None = None
-    batch_size: int = 8
+    batch_size: int = DEFAULT_BATCH_SIZE
     temperature: float | None = None
     seed: int | None = None
     allow_base_mismatch: bool = False
@@ -124,7 +125,7 @@ class Backend(ABC):
         return for_model(inp, self.prompt_format_version, few_shot=self.few_shot)
 
     @abstractmethod
-    def generate(self, inputs: list[PromptInput], *, max_new_tokens: int = 256) -> list[Generation]:
+    def generate(self, inputs: list[PromptInput], *, max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS) -> list[Generation]:
         """One Generation per input, in input order."""
 
     @abstractmethod
@@ -351,7 +352,7 @@ class LocalBackend(Backend):
         adapter: str | None = None,
         prompt_format_version: int = PROMPT_FORMAT_VERSION,
         quantized: str | None = None,
-        batch_size: int = 8,
+        batch_size: int = DEFAULT_BATCH_SIZE,
         temperature: float | None = None,
         seed: int | None = None,
         few_shot: bool = False,
@@ -545,7 +546,7 @@ class LocalBackend(Backend):
 
     # -- generation
 
-    def generate(self, inputs: list[PromptInput], *, max_new_tokens: int = 256) -> list[Generation]:
+    def generate(self, inputs: list[PromptInput], *, max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS) -> list[Generation]:
         if max_new_tokens < 1:
             raise ModelError(f"max_new_tokens must be at least 1, got {max_new_tokens}")
         encoded = [self._encode_prompt(inp) for inp in inputs]
@@ -856,7 +857,7 @@ class OpenAIBackend(Backend):
             finish_reason="length" if choice.get("finish_reason") == "length" else "stop",
         )
 
-    def generate(self, inputs: list[PromptInput], *, max_new_tokens: int = 256) -> list[Generation]:
+    def generate(self, inputs: list[PromptInput], *, max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS) -> list[Generation]:
         if max_new_tokens < 1:
             raise ModelError(f"max_new_tokens must be at least 1, got {max_new_tokens}")
         if not inputs:

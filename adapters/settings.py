@@ -12,8 +12,8 @@ GitHub App credentials have one set of names for every command (serve, worker, h
 ``REVBOT_GITHUB_APP_ID``, ``REVBOT_GITHUB_APP_PRIVATE_KEY_FILE`` (path of the PEM key) or
 ``REVBOT_GITHUB_APP_PRIVATE_KEY`` (the PEM text itself, for platforms that hand secrets over as
 variables) and ``REVBOT_GITHUB_APP_INSTALLATION_ID`` (harvest and retrain; the service reads the
-installation from each delivery). The older names in DEPRECATED still work; the first time one is
-seen a process logs one warning line naming the variable to use instead.
+installation from each delivery). Each variable has one name; ``GITHUB_TOKEN``, ``GITHUB_API_URL``
+and ``OPENAI_API_KEY`` are read as fallbacks because CI systems and other tools set them.
 
 ``ENV_VARS`` lists every variable with a line of documentation (docs/configuration.md's table is generated from the fields).
 """
@@ -24,7 +24,6 @@ import logging
 import os
 import re
 import reprlib
-import threading
 from collections.abc import Mapping
 from contextvars import ContextVar
 from pathlib import Path
@@ -47,22 +46,11 @@ QUANTIZE = ("4bit", "none")
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 UI_TOKEN_MIN = 16  # characters: the login is rate-limited, but a short token is still guessable
 
-# old name -> the name that replaces it (still read, after the new one; one warning line per process)
-DEPRECATED: dict[str, str] = {
-    "GITHUB_APP_ID": "REVBOT_GITHUB_APP_ID",
-    "REVBOT_GITHUB_PRIVATE_KEY": "REVBOT_GITHUB_APP_PRIVATE_KEY_FILE",
-    "GITHUB_APP_PRIVATE_KEY_PATH": "REVBOT_GITHUB_APP_PRIVATE_KEY_FILE",
-    "GITHUB_APP_INSTALLATION_ID": "REVBOT_GITHUB_APP_INSTALLATION_ID",
-    "REVBOT_BOT_LOGIN": "REVBOT_BOT_LOGINS",  # `revbot harvest github --bot-login`'s old variable
-}
-
 PositiveInt = Annotated[int, Field(gt=0)]
 PositiveFloat = Annotated[float, Field(gt=0, allow_inf_nan=False)]
 
 # The mapping the next Settings() reads; None: os.environ. A ContextVar, so threads never mix them.
 _SOURCE: ContextVar[Mapping[str, str] | None] = ContextVar("revbot_settings_env", default=None)
-_WARNED: set[str] = set()
-_WARNED_LOCK = threading.Lock()
 
 
 def _env(*names: str, doc: str, expected: str = "", secret: bool = False, default: Any = None) -> Any:
@@ -77,7 +65,7 @@ def _env(*names: str, doc: str, expected: str = "", secret: bool = False, defaul
 
 class _EnvironmentSource(PydanticBaseSettingsSource):
     """The variables the fields name, from one mapping: stripped, empty ones left out. The model's
-    aliases then pick the first name present, so a current name wins over a deprecated one."""
+    aliases then pick the first name present, so revbot's own name wins over a fallback."""
 
     def __init__(self, settings_cls: type[BaseSettings], env: Mapping[str, str]) -> None:
         super().__init__(settings_cls)
@@ -171,19 +159,19 @@ class Settings(BaseSettings):
         "REVBOT_BATCH_SIZE",
         default=DEFAULT_BATCH_SIZE,
         doc="prompts generated together",
-        expected="a whole number greater than 0, e.g. 8",
+        expected=f"a whole number greater than 0, e.g. {DEFAULT_BATCH_SIZE}",
     )
     max_new_tokens: PositiveInt = _env(
         "REVBOT_MAX_NEW_TOKENS",
         default=DEFAULT_MAX_NEW_TOKENS,
         doc="longest answer per hunk, in tokens",
-        expected="a whole number greater than 0, e.g. 256",
+        expected=f"a whole number greater than 0, e.g. {DEFAULT_MAX_NEW_TOKENS}",
     )
     token_budget: PositiveInt = _env(
         "REVBOT_TOKEN_BUDGET",
         default=DEFAULT_TOKEN_BUDGET,
         doc="most tokens one review may spend, prompts and answers; files beyond it are listed as skipped",
-        expected="a whole number greater than 0, e.g. 65536",
+        expected=f"a whole number greater than 0, e.g. {DEFAULT_TOKEN_BUDGET}",
     )
     hf_hub_offline: str | None = _env("HF_HUB_OFFLINE", doc="1: never download from the Hugging Face hub")
     transformers_offline: str | None = _env("TRANSFORMERS_OFFLINE", doc="1: the same, transformers' older name")
@@ -199,12 +187,10 @@ class Settings(BaseSettings):
         expected="an http:// or https:// URL such as https://HOST/api/v3",
     )
     github_app_id: str | None = _env(
-        "REVBOT_GITHUB_APP_ID", "GITHUB_APP_ID", doc="GitHub App id: serve, worker, harvest and retrain act as the App"
+        "REVBOT_GITHUB_APP_ID", doc="GitHub App id: serve, worker, harvest and retrain act as the App"
     )
     github_app_private_key_file: Path | None = _env(
         "REVBOT_GITHUB_APP_PRIVATE_KEY_FILE",
-        "REVBOT_GITHUB_PRIVATE_KEY",
-        "GITHUB_APP_PRIVATE_KEY_PATH",
         doc="path of the GitHub App's private key (PEM)",
     )
     github_app_private_key: SecretStr | None = _env(
@@ -216,7 +202,6 @@ class Settings(BaseSettings):
     )
     github_app_installation_id: PositiveInt | None = _env(
         "REVBOT_GITHUB_APP_INSTALLATION_ID",
-        "GITHUB_APP_INSTALLATION_ID",
         doc="the App's installation to act as (harvest, retrain)",
         expected="the installation's number, e.g. 12345678",
     )
@@ -232,7 +217,6 @@ class Settings(BaseSettings):
     )
     bot_logins: tuple[str, ...] = _env(
         "REVBOT_BOT_LOGINS",
-        "REVBOT_BOT_LOGIN",
         default=(),
         doc="comma-separated logins the bot posts as (their comments are never recorded as human reviews)",
         expected="login,login...",
@@ -311,6 +295,19 @@ class Settings(BaseSettings):
         env = _SOURCE.get()
         return init_settings, _EnvironmentSource(settings_cls, os.environ if env is None else env)
 
+    def replace(self, **changes: Any) -> Settings:
+        """These settings with ``changes`` (field names, e.g. from command-line options), each checked
+        as its variable would be; nothing is read from the environment. A bad value is a UsageError."""
+        fields = type(self).model_fields
+        values = {env_names(fields[name])[0]: value for name, value in {**dict(self), **changes}.items()}
+        token = _SOURCE.set({})
+        try:
+            return type(self)(**values)
+        except ValidationError as exc:
+            raise UsageError(_explain(exc)) from exc
+        finally:
+            _SOURCE.reset(token)
+
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, *, only: tuple[str, ...] = ()) -> Settings:
         """The settings from ``env`` (default: ``os.environ``, read now). A bad value is a UsageError
@@ -322,7 +319,6 @@ class Settings(BaseSettings):
         if only:
             names = {name for field in only for name in env_names(cls.model_fields[field])}
             source = {name: value for name, value in source.items() if name in names}
-        _warn_deprecated(source)
         token = _SOURCE.set(source)
         try:
             return cls()
@@ -448,10 +444,7 @@ def _fields_by_variable() -> dict[str, FieldInfo]:
 
 
 ENV_VARS: dict[str, str] = {
-    name: field.description or ""
-    for field in Settings.model_fields.values()
-    for name in env_names(field)
-    if name not in DEPRECATED
+    name: field.description or "" for field in Settings.model_fields.values() for name in env_names(field)
 }
 
 
@@ -488,18 +481,3 @@ def _explain(exc: ValidationError) -> str:
         expected = extra.get("expected") or "a valid value"
         lines.append(f"{name} {_problem(error)} ({shown}); expected {expected}")
     return "; ".join(lines)
-
-
-def _warn_deprecated(env: Mapping[str, str]) -> None:
-    """One warning line for the deprecated names set in ``env`` that this process has not warned about."""
-    with _WARNED_LOCK:
-        fresh = [old for old in DEPRECATED if (env.get(old) or "").strip() and old not in _WARNED]
-        _WARNED.update(fresh)
-    if not fresh:
-        return
-    parts = []
-    for old in fresh:
-        new = DEPRECATED[old]
-        ignored = f", which is set: {old} is ignored" if (env.get(new) or "").strip() else ""
-        parts.append(f"{old} (use {new}{ignored})")
-    log.warning("deprecated environment variable%s: %s", "s" if len(parts) > 1 else "", "; ".join(parts))

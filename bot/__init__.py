@@ -1,2 +1,4 @@
-"""The core every other package uses: the diff model, the prompt contract, the model backends,
-the review pipeline, the GitHub layer, the dataset store and the output formats."""
+"""The domain: the diff model, the prompt contract, the review pipeline, ranking, output formats, the
+example schema and dataset formats, records, feedback, ``.revbot.yml``, the secret scrubber, and the
+Protocols (``ports``) for what the world must provide. No I/O of its own, no click, no torch at
+import; it imports nothing of the project but itself (tests/core/test_architecture.py)."""

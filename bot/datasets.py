@@ -55,7 +55,7 @@ from bot.examples import Example, ExampleComment, example_id
 from bot.json_types import JSON, JSONObject
 from bot.prompt import ANSWER_END, SYSTEM_PROMPTS, PromptInput, canonical, normalize_body, parse_output, render_answer
 from bot.records import StoredComment, utc_timestamp
-from bot.review_bots import review_bot_signature
+from bot.review_tools import review_tool_stamp
 
 FIELD_MAP_KEYS = ("hunk", "comment", "path", "line", "pr", "time", "repo", "id", "side", "start_line")
 CRC_FIELD_MAP = {
@@ -144,7 +144,7 @@ class ImportResult:
     notes: Counter[str] = field(default_factory=Counter)  # repairs and anchoring decisions, per record
     errors: list[str] = field(default_factory=list)  # the first messages of skipped records
     duplicates: list[str] = field(default_factory=list)  # file:line of records dropped or replaced as duplicates
-    bot_comments: Counter[str] = field(default_factory=Counter)  # review-bot tool -> records dropped as its comments
+    tool_comments: Counter[str] = field(default_factory=Counter)  # AI review tool -> records dropped as its comments
     written: tuple[int, int] = (0, 0)  # (inserted, updated) examples, set by whoever stores them
 
     @property
@@ -170,7 +170,7 @@ class ImportResult:
             "notes": dict(self.notes),
             "errors": self.errors,
             "duplicates": self.duplicates,
-            "review_bot_comments_dropped": dict(self.bot_comments),
+            "review_tool_comments_dropped": dict(self.tool_comments),
         }
 
     def text(self) -> str:
@@ -185,17 +185,17 @@ class ImportResult:
                 + ", ".join(f"{k} {v}" for k, v in sorted(self.skipped.items()))
             )
             lines += [f"    {e}" for e in self.errors[:5]]
-        bots = sum(self.bot_comments.values())
+        bots = sum(self.tool_comments.values())
         if bots:
             lines.append(
-                f"  review-bot comments dropped {bots}: "
-                + ", ".join(f"{k} {v}" for k, v in self.bot_comments.most_common())
-                + " (recognised by their badges and footers; --keep-bot-comments keeps them)"
+                f"  AI review tool comments dropped {bots}: "
+                + ", ".join(f"{k} {v}" for k, v in self.tool_comments.most_common())
+                + " (recognised by their badges and footers; --keep-review-tool-comments keeps them)"
             )
         if len(self.examples) < self.records:
             lines.append(
                 f"  {self.records} record(s) -> {len(self.examples)} example(s): {sum(self.skipped.values())} skipped, "
-                f"{bots} review-bot, {self.records - len(self.examples) - sum(self.skipped.values()) - bots} duplicate(s)"
+                f"{bots} AI-review-tool, {self.records - len(self.examples) - sum(self.skipped.values()) - bots} duplicate(s)"
             )
         for note, n in sorted(self.notes.items()):
             lines.append(f"  {note}: {n}")
@@ -807,13 +807,13 @@ def parse_dataset(
     field_map: Mapping[str, str] | None = None,
     skip_bad: bool = False,
     repo: str | None = None,
-    keep_bot_comments: bool = False,
+    keep_tool_comments: bool = False,
 ) -> ImportResult:
     """Read a dataset from an open binary ``stream`` into examples (and, for crc, review comments).
     ``name`` is what errors and the result call the file (``adapters.files.read_dataset``
     opens a path). Nothing is stored.
 
-    Comments stamped by an AI review tool (bot.review_bots) are dropped unless ``keep_bot_comments``:
+    Comments stamped by an AI review tool (bot.review_tools) are dropped unless ``keep_tool_comments``:
     a team's model should learn the team, not the bot. An example that loses all its comments that
     way is dropped, not turned into a negative (a bot did find something there)."""
     reader = get_format(fmt, "import").read
@@ -843,11 +843,11 @@ def parse_dataset(
             if len(result.errors) < 20:
                 result.errors.append(f"{name}:{number}: {bad}")
             continue
-        if not keep_bot_comments and example.comments:
-            signed = [review_bot_signature(c.body) for c in example.comments]
+        if not keep_tool_comments and example.comments:
+            signed = [review_tool_stamp(c.body) for c in example.comments]
             if any(signed):
                 for tool in filter(None, signed):
-                    result.bot_comments[tool] += 1
+                    result.tool_comments[tool] += 1
                 human = [c for c, tool in zip(example.comments, signed, strict=True) if not tool]
                 if not human:
                     continue
@@ -865,7 +865,7 @@ def parse_dataset(
         seen[example.id] = (number, example)
         result.examples.append(example)
     result.comments = list(
-        {c.id: c for c in result.comments if keep_bot_comments or not review_bot_signature(c.body)}.values()
+        {c.id: c for c in result.comments if keep_tool_comments or not review_tool_stamp(c.body)}.values()
     )
     return result
 

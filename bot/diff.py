@@ -405,99 +405,129 @@ def parse_diff(data: str | bytes, source: str = "<diff>") -> Diff:
     if lines and lines[-1] == "":
         lines.pop()
     diff = Diff(source=source, warnings=warnings)
-    current: _FileBuilder | None = None
-    i, n = 0, len(lines)
-
-    def finish() -> None:
-        nonlocal current
-        if current is not None:
-            diff.files.append(current.build())
-        current = None
-
+    reader = _DiffReader(lines, source, diff)
     try:
-        while i < n:
-            raw = lines[i]
-            line = raw[:-1] if raw.endswith("\r") else raw
-            git = _GIT_HEADER.match(line)
-            if git:
-                finish()
-                current = _FileBuilder()
-                current.git_old, current.git_new = _split_git_header(git.group(1))
-                i += 1
-                continue
-            if line.startswith("--- ") and i + 1 < n and lines[i + 1].startswith("+++ "):
-                if current is None or current.saw_headers or current.hunks:
-                    finish()
-                    current = _FileBuilder()
-                old_name = _unquote(line[4:])
-                try:
-                    new_name = _unquote(lines[i + 1].rstrip("\r")[4:])
-                except _BadName as exc:
-                    exc.offset = 1
-                    raise
-                current.dev_null_old = old_name == "/dev/null"
-                current.dev_null_new = new_name == "/dev/null"
-                current.old, current.new = _clean_paths(old_name, new_name)
-                if current.old is None and current.new is not None and not current.dev_null_old:
-                    current.old = current.new
-                if current.new is None and current.old is not None and not current.dev_null_new:
-                    current.new = current.old
-                current.saw_headers = True
-                i += 2
-                continue
-            header = HUNK_HEADER.match(line)
-            if header:
-                if current is None:
-                    current = _FileBuilder()
-                hunk, i = _read_hunk(
-                    lines, i, header, source, len(current.hunks) + 1, strict=True, path=current.display_path()
-                )
-                current.hunks.append(hunk)
-                continue
-            if line.startswith("@@") and (current is not None or _LOOKS_LIKE_HUNK.match(line)):
-                where = f" of {current.display_path()}" if current is not None else ""
-                raise DiffError(
-                    f"malformed hunk header{where}: {line[:80]!r} (expected '@@ -a,b +c,d @@')", source, i + 1
-                )
-            if line in ("-- ", "--"):
-                # `git format-patch` mail signature ("-- " then the git version): the patch is over
-                finish()
-            elif (
-                line.startswith("Binary files ")
-                and line.endswith(" differ")
-                and (current is None or current.hunks or current.saw_headers or current.binary)
-            ):
-                # a "Binary files" line of its own (diff -u -N, debdiff) starts a new file
-                finish()
-                current = _FileBuilder()
-                _extended_header(current, line)
-            elif current is not None and not current.hunks:
-                _extended_header(current, line)
-            elif line[:1] in ("+", "-") and current is not None and current.hunks:
-                last = current.hunks[-1]
-                raise DiffError(
-                    "hunk has more lines than its header says",
-                    source,
-                    i + 1,
-                    _hunk_label(len(current.hunks), last.header, current.display_path()),
-                )
-            i += 1
+        while reader.i < len(lines):
+            reader.step()
     except _BadName as exc:
-        raise DiffError(str(exc), source, i + 1 + exc.offset) from exc
-    finish()
+        raise DiffError(str(exc), source, reader.i + 1 + exc.offset) from exc
+    reader.finish()
     if not diff.files:
-        first = next((k for k, ln in enumerate(lines) if ln.strip() and not ln.startswith(_DIFF_NOTES)), None)
-        if first is not None:
-            raise DiffError(
-                "not a unified diff: it has no file header ('diff --git ...', or '--- a/...' and '+++ b/...') and "
-                f"no hunk ('@@ -a,b +c,d @@'); line {first + 1} is {lines[first][:60]!r}",
-                source,
-                first + 1,
-            )
+        _refuse_non_diff(lines, source)
     for f in diff.files:
         if f.is_binary:
             f.hunks = []
     return diff
+
+
+def _refuse_non_diff(lines: list[str], source: str) -> None:
+    """A text with something in it but no file and no hunk is not a diff (empty is: nothing to review)."""
+    first = next((k for k, ln in enumerate(lines) if ln.strip() and not ln.startswith(_DIFF_NOTES)), None)
+    if first is not None:
+        raise DiffError(
+            "not a unified diff: it has no file header ('diff --git ...', or '--- a/...' and '+++ b/...') and "
+            f"no hunk ('@@ -a,b +c,d @@'); line {first + 1} is {lines[first][:60]!r}",
+            source,
+            first + 1,
+        )
+
+
+class _DiffReader:
+    """One pass over a diff's lines: ``step`` reads what starts at line ``i`` (a git header, a pair of
+    ---/+++ names, a hunk, or an extended header line) into the file being built."""
+
+    def __init__(self, lines: list[str], source: str, diff: Diff) -> None:
+        self.lines, self.source, self.diff = lines, source, diff
+        self.current: _FileBuilder | None = None
+        self.i = 0
+
+    def finish(self) -> None:
+        if self.current is not None:
+            self.diff.files.append(self.current.build())
+        self.current = None
+
+    def step(self) -> None:
+        raw = self.lines[self.i]
+        line = raw[:-1] if raw.endswith("\r") else raw
+        git = _GIT_HEADER.match(line)
+        header = HUNK_HEADER.match(line)
+        if git:
+            self.finish()
+            self.current = _FileBuilder()
+            self.current.git_old, self.current.git_new = _split_git_header(git.group(1))
+            self.i += 1
+        elif line.startswith("--- ") and self.i + 1 < len(self.lines) and self.lines[self.i + 1].startswith("+++ "):
+            self._names(line)
+            self.i += 2
+        elif header:
+            if self.current is None:
+                self.current = _FileBuilder()
+            hunk, self.i = _read_hunk(
+                self.lines,
+                self.i,
+                header,
+                self.source,
+                len(self.current.hunks) + 1,
+                strict=True,
+                path=self.current.display_path(),
+            )
+            self.current.hunks.append(hunk)
+        else:
+            self._other(line)
+            self.i += 1
+
+    def _names(self, line: str) -> None:
+        """The ``--- old`` / ``+++ new`` pair: a new file unless it completes a git header."""
+        current = self.current
+        if current is None or current.saw_headers or current.hunks:
+            self.finish()
+            current = self.current = _FileBuilder()
+        old_name = _unquote(line[4:])
+        try:
+            new_name = _unquote(self.lines[self.i + 1].rstrip("\r")[4:])
+        except _BadName as exc:
+            exc.offset = 1
+            raise
+        current.dev_null_old = old_name == "/dev/null"
+        current.dev_null_new = new_name == "/dev/null"
+        current.old, current.new = _clean_paths(old_name, new_name)
+        if current.old is None and current.new is not None and not current.dev_null_old:
+            current.old = current.new
+        if current.new is None and current.old is not None and not current.dev_null_new:
+            current.new = current.old
+        current.saw_headers = True
+
+    def _other(self, line: str) -> None:
+        """Anything but a file header or a hunk: a malformed hunk header, a mail signature, a binary
+        marker, an extended header line, or a hunk line past what its header counted."""
+        current = self.current
+        if line.startswith("@@") and (current is not None or _LOOKS_LIKE_HUNK.match(line)):
+            where = f" of {current.display_path()}" if current is not None else ""
+            raise DiffError(
+                f"malformed hunk header{where}: {line[:80]!r} (expected '@@ -a,b +c,d @@')", self.source, self.i + 1
+            )
+        if line in ("-- ", "--"):
+            # `git format-patch` mail signature ("-- " then the git version): the patch is over
+            self.finish()
+        elif (
+            line.startswith("Binary files ")
+            and line.endswith(" differ")
+            and (current is None or current.hunks or current.saw_headers or current.binary)
+        ):
+            # a "Binary files" line of its own (diff -u -N, debdiff) starts a new file
+            self.finish()
+            self.current = _FileBuilder()
+            _extended_header(self.current, line)
+        elif current is not None and not current.hunks:
+            _extended_header(current, line)
+        elif line[:1] in ("+", "-") and current is not None and current.hunks:
+            last = current.hunks[-1]
+            raise DiffError(
+                "hunk has more lines than its header says",
+                self.source,
+                self.i + 1,
+                _hunk_label(len(current.hunks), last.header, current.display_path()),
+            )
 
 
 def _extended_header(current: _FileBuilder, line: str) -> None:

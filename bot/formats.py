@@ -222,98 +222,82 @@ def _region(c: ReviewComment) -> dict[str, int]:
     return {"startLine": max(1, start), "endLine": max(1, end)}
 
 
+# the two rules of revbot's results: a comment on a changed line, and a note it could not anchor
+SARIF_RULES: list[JSONObject] = [
+    {
+        "id": RULE_ID,
+        "name": "ReviewComment",
+        "shortDescription": {"text": "Review comment"},
+        "fullDescription": {"text": "A comment a reviewer on this team would likely make on this change."},
+        "defaultConfiguration": {"level": "note"},
+        "help": {
+            "text": "Written by revbot, a model trained on this team's past code reviews. Treat it as a "
+            "colleague's remark, not a verdict."
+        },
+        "properties": {"tags": ["review", "maintainability"]},
+    },
+    {
+        "id": RULE_UNANCHORED,
+        "name": "ReviewNote",
+        "shortDescription": {"text": "Review note not on a changed line"},
+        "fullDescription": {"text": "A review comment whose line is not part of the change."},
+        "defaultConfiguration": {"level": "note"},
+        "help": {"text": "The model named a line outside the diff; the note is kept at file level."},
+        "properties": {"tags": ["review"]},
+    },
+]
+
+
+def _sarif_location(path: str, region: dict[str, int]) -> list[JSONObject]:
+    return [{"physicalLocation": {"artifactLocation": {"uri": _uri(path), "uriBaseId": "%SRCROOT%"}, "region": region}}]
+
+
+def _sarif_result(c: ReviewComment) -> JSONObject:
+    """A comment on a changed line; one on a deleted line sits where the deletion is, and says so."""
+    text = c.body if c.side == RIGHT else f"(on deleted line {c.line} of the old file) {c.body}"
+    return {
+        "ruleId": RULE_ID,
+        "ruleIndex": 0,
+        "level": "note",
+        "message": {"text": text},
+        "locations": _sarif_location(c.path, _region(c)),
+        "partialFingerprints": {"revbot/v1": comment_fingerprint(c)},
+        "properties": {"side": c.side, "line": c.line, **({"startLine": c.start_line} if c.start_line else {})},
+    }
+
+
+def _sarif_note(c: ReviewComment) -> JSONObject:
+    """A comment the model put outside the diff, kept at file level."""
+    return {
+        "ruleId": RULE_UNANCHORED,
+        "ruleIndex": 1,
+        "level": "note",
+        "message": {"text": f"(line {c.line}{' of the old file' if c.side == LEFT else ''}) {c.body}"},
+        # the line the model named, if it is one of the new file; it is not a changed line
+        "locations": _sarif_location(c.path, {"startLine": c.line if c.side == RIGHT else 1}),
+        "partialFingerprints": {"revbot/v1": comment_fingerprint(c)},
+    }
+
+
 def to_sarif_data(review: Review) -> JSONObject:
     """A SARIF 2.1.0 log with one run. What GitHub code scanning needs is there: the tool driver's
     name and rules, and per result a ruleId, a message and a physical location (relative uri plus
     a region with start and end lines). Comments on deleted lines are placed on the new-file line
     where the deletion is, and say so."""
-    rules = [
-        {
-            "id": RULE_ID,
-            "name": "ReviewComment",
-            "shortDescription": {"text": "Review comment"},
-            "fullDescription": {"text": "A comment a reviewer on this team would likely make on this change."},
-            "defaultConfiguration": {"level": "note"},
-            "help": {
-                "text": "Written by revbot, a model trained on this team's past code reviews. Treat it as a "
-                "colleague's remark, not a verdict."
-            },
-            "properties": {"tags": ["review", "maintainability"]},
-        },
-        {
-            "id": RULE_UNANCHORED,
-            "name": "ReviewNote",
-            "shortDescription": {"text": "Review note not on a changed line"},
-            "fullDescription": {"text": "A review comment whose line is not part of the change."},
-            "defaultConfiguration": {"level": "note"},
-            "help": {"text": "The model named a line outside the diff; the note is kept at file level."},
-            "properties": {"tags": ["review"]},
-        },
-    ]
-    results = []
-    for c in review.comments:
-        text = c.body if c.side == RIGHT else f"(on deleted line {c.line} of the old file) {c.body}"
-        results.append(
-            {
-                "ruleId": RULE_ID,
-                "ruleIndex": 0,
-                "level": "note",
-                "message": {"text": text},
-                "locations": [
-                    {
-                        "physicalLocation": {
-                            "artifactLocation": {"uri": _uri(c.path), "uriBaseId": "%SRCROOT%"},
-                            "region": _region(c),
-                        }
-                    }
-                ],
-                "partialFingerprints": {"revbot/v1": comment_fingerprint(c)},
-                "properties": {"side": c.side, "line": c.line, **({"startLine": c.start_line} if c.start_line else {})},
-            }
-        )
-    for c in review.unanchored:
-        results.append(
-            {
-                "ruleId": RULE_UNANCHORED,
-                "ruleIndex": 1,
-                "level": "note",
-                "message": {"text": f"(line {c.line}{' of the old file' if c.side == LEFT else ''}) {c.body}"},
-                "locations": [
-                    {
-                        "physicalLocation": {
-                            "artifactLocation": {"uri": _uri(c.path), "uriBaseId": "%SRCROOT%"},
-                            # the line the model named, if it is one of the new file; it is not a changed line
-                            "region": {"startLine": c.line if c.side == RIGHT else 1},
-                        }
-                    }
-                ],
-                "partialFingerprints": {"revbot/v1": comment_fingerprint(c)},
-            }
-        )
+    results = [_sarif_result(c) for c in review.comments] + [_sarif_note(c) for c in review.unanchored]
     notifications = [
         {"level": "note", "message": {"text": f"{s.path}: not reviewed ({s.reason})"}} for s in review.skipped
     ]
+    driver = {"name": TOOL_NAME, "version": tool_version(), "semanticVersion": tool_version(), "rules": SARIF_RULES}
     return {
         "$schema": SARIF_SCHEMA,
         "version": "2.1.0",
         "runs": [
             {
-                "tool": {
-                    "driver": {
-                        "name": TOOL_NAME,
-                        "version": tool_version(),
-                        "semanticVersion": tool_version(),
-                        "rules": rules,
-                    }
-                },
+                "tool": {"driver": driver},
                 "automationDetails": {"id": "revbot/"},
                 "results": results,
-                "invocations": [
-                    {
-                        "executionSuccessful": True,
-                        "toolExecutionNotifications": notifications,
-                    }
-                ],
+                "invocations": [{"executionSuccessful": True, "toolExecutionNotifications": notifications}],
                 "properties": {"summary": review.summary, "model": review.model},
             }
         ],

@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
+from bot.config import DEFAULT_MAX_NEW_TOKENS
 from bot.json_types import JSONObject
 
 if TYPE_CHECKING:
@@ -47,7 +48,9 @@ class Backend(Protocol):
     @property
     def max_context(self) -> int: ...
 
-    def generate(self, inputs: list[PromptInput], *, max_new_tokens: int = 256) -> Sequence[Answer | str]:
+    def generate(
+        self, inputs: list[PromptInput], *, max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS
+    ) -> Sequence[Answer | str]:
         """One answer per input, in input order (a plain string is an answer without token counts)."""
         ...
 

@@ -11,7 +11,7 @@ from typing import Any
 
 import click
 
-from adapters.cli_options import deprecated_alias, quantize_option, quiet, summary_format_option
+from adapters.cli_options import quantize_option, quiet, summary_format_option
 from adapters.versions import ModelRegistry, default_models_dir
 from bot.errors import DataError, UsageError
 from finetune.options import generation_options, pop_train_config, training_options
@@ -83,7 +83,6 @@ is current yet (the first version). Evaluate it with `revbot eval --version vN`.
     help="Base model to adapt: a hub id, a local path or the embedded smollm2-135m (default: the "
     "current version's base model, else $REVBOT_MODEL, else smollm2-135m).",
 )
-@deprecated_alias("--base-model", "--model", "base_model", metavar="ID_OR_PATH")
 @models_dir_option
 @training_options
 @click.option(
@@ -160,7 +159,6 @@ def train(db, data, base_model, models_dir, promote, **training):
     default=None,
     help="Model version to evaluate (default: current, else the latest).",
 )
-@deprecated_alias("--model", "--version", "model_spec", metavar="vN|current|latest|DIR")
 @click.option(
     "--data",
     metavar="FILE",
@@ -183,13 +181,12 @@ def train(db, data, base_model, models_dir, promote, **training):
     default=None,
     help="Dataset store whose feedback on the bot's own comments to summarise (default: --data if it is one).",
 )
-@deprecated_alias("--store", "--db", "store", metavar="FILE")
 @models_dir_option
 @click.option("--no-base", is_flag=True, help="Leave out the base model without the adapter.")
 @click.option("--limit", type=click.IntRange(min=1), default=None, help="Evaluate on the first N test examples only.")
-@generation_options("batch_size", old_spelling="--batch-size")
+@generation_options("batch_size")
 @quantize_option("Model weights for the evaluation: 4bit or none. Default: 4bit on CUDA, none on a CPU.")
-@summary_format_option("the metrics", old_input="fmt")
+@summary_format_option("the metrics")
 def eval_cmd(model_spec, data, fmt, store, models_dir, no_base, limit, max_new_tokens, batch_size, quantize, as_json):
     """Evaluate a model version against the base model, retrieval and most-frequent baselines.
 
@@ -423,7 +420,6 @@ Or serve the adapter itself with vLLM (no merge needed):
     default=None,
     help="Where the recorded base model is now, if it moved (it must be the same model).",
 )
-@deprecated_alias("--base-model", "--model", "base_model", metavar="ID_OR_PATH")
 @click.option("--force", is_flag=True, help="Replace DIR if it is not empty.")
 @models_dir_option
 def export(name, merged_dir, dtype, base_model, force, models_dir):

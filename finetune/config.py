@@ -13,13 +13,12 @@ from typing import Any
 
 from bot.errors import UsageError
 
+QUANTIZE_CHOICES = ("4bit", "none")  # the one spelling of every command and of BackendOptions
+
 PRECISIONS = ("auto", "bf16", "fp32")
 CPU_DEFAULT_PRECISION = "bf16"
 CPU_LORA_LAYERS = 8
 GPU_MAX_LENGTH, CPU_MAX_LENGTH = 2048, 1024  # tokens per row when --max-length is left out
-# One set of generation settings for `revbot eval` and for the gate of `revbot retrain`, so the numbers
-# a team reads are the numbers a promotion is decided on (the longest answer is bot.config's default).
-DEFAULT_EVAL_BATCH_SIZE = 8
 
 
 def option(
@@ -82,7 +81,7 @@ class TrainConfig:
         ),
     )
     # the base model and the step
-    quantize: bool | None = field(
+    quantize: str | None = field(  # "4bit" (QLoRA), "none" (plain LoRA), None: 4bit on a GPU only
         default=None,
         metadata=option(
             "4bit: QLoRA on 4-bit weights; none: plain LoRA on full-precision weights. Default: 4bit on CUDA, "
@@ -157,6 +156,15 @@ class TrainConfig:
         need(
             self.precision in PRECISIONS, f"--precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}"
         )
+        need(
+            self.quantize in (None, *QUANTIZE_CHOICES),
+            f"--quantize must be one of {', '.join(QUANTIZE_CHOICES)}, got {self.quantize!r}",
+        )
+
+    @property
+    def quantized(self) -> bool:
+        """4-bit base weights (after ``for_device``, which decides what None means)."""
+        return self.quantize == "4bit"
 
     def to_dict(self) -> dict[str, Any]:
         return {f.name: getattr(self, f.name) for f in fields(self)}
@@ -171,7 +179,7 @@ class TrainConfig:
             self,
             max_length=self.max_length or (GPU_MAX_LENGTH if on_cuda else CPU_MAX_LENGTH),
             lora_layers=self.lora_layers if self.lora_layers is not None else (0 if on_cuda else CPU_LORA_LAYERS),
-            quantize=self.quantize if self.quantize is not None else on_cuda,
+            quantize=self.quantize or ("4bit" if on_cuda else "none"),
         )
 
     def key_fields(self) -> dict[str, Any]:

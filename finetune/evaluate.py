@@ -18,12 +18,11 @@ from pathlib import Path
 from typing import Any
 
 from adapters.versions import ModelRegistry, ModelVersion
-from bot.config import DEFAULT_MAX_NEW_TOKENS
+from bot.config import DEFAULT_BATCH_SIZE, DEFAULT_MAX_NEW_TOKENS
 from bot.errors import DataError, ModelError, UsageError
 from bot.examples import Example
 from bot.prompt import parse_output, render_answer
 from finetune.baselines import MostFrequentBaseline, RetrievalBaseline
-from finetune.config import DEFAULT_EVAL_BATCH_SIZE
 from finetune.gate import GATE_METRICS, Evidence
 from finetune.metrics import (
     METRIC_INFO,
@@ -204,7 +203,7 @@ def evaluate(
     base: Any = "auto",
     quantize: str | None = None,
     max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS,
-    batch_size: int = DEFAULT_EVAL_BATCH_SIZE,
+    batch_size: int = DEFAULT_BATCH_SIZE,
     out_dir: str | Path | None = "auto",
     store: str | Path | None = None,
     progress: bool = True,
@@ -377,7 +376,7 @@ def gate_evidence(report: EvalReport, metric: str, name: str | None = None, meas
     return Evidence(name or report.model, value, report.metric(TUNED, "parse_failure_rate"), report.val_loss)
 
 
-def answer_loss(backend: Any, examples: Sequence[Example], batch_size: int = DEFAULT_EVAL_BATCH_SIZE) -> float | None:
+def answer_loss(backend: Any, examples: Sequence[Example], batch_size: int = DEFAULT_BATCH_SIZE) -> float | None:
     """Mean cross-entropy per answer token of the humans' answers on ``examples``, tokenised exactly
     as training does (prompt-contract text, loss on the answer only). It moves with every bit of
     learning, even while greedy answers are still empty, so it separates a barely trained model from

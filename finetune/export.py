@@ -102,7 +102,7 @@ def export_merged(
     the recorded base (the same model moved elsewhere)."""
     if isinstance(version, str):
         version = ModelRegistry(models_dir).resolve(version)
-    from adapters.model import check_prompt_format, model_source, read_adapter_meta
+    from adapters.model import check_prompt_format, read_adapter_meta
 
     meta = read_adapter_meta(version.path)
     check_prompt_format(meta["prompt_format_version"], f"version {version.name}")
@@ -113,43 +113,13 @@ def export_merged(
             raise UsageError(f"{out} exists and is not empty; choose another directory or pass --force")
     out.parent.mkdir(parents=True, exist_ok=True)
 
-    import torch  # noqa: F401
-    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
     from transformers.utils import logging as hf_logging
 
-    source = model_source(base)
     progress = hf_logging.is_progress_bar_enabled()
     hf_logging.disable_progress_bar()
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.incoming-", dir=out.parent))
     try:
-        config = source.load(AutoConfig.from_pretrained, "model config")
-        recorded = meta.get("base_config") or {}
-        found = {k: getattr(config, k, None) for k in recorded}
-        if recorded and found != recorded:
-            differs = ", ".join(f"{k} {found[k]} != {recorded[k]}" for k in recorded if found[k] != recorded[k])
-            raise ModelError(
-                f"the adapter of {version.name} does not fit {base}: it was trained on {meta['base_model']} ({differs})"
-            )
-        torch_dtype = _torch_dtype(dtype, config)
-        model = source.load(AutoModelForCausalLM.from_pretrained, "model", dtype=torch_dtype)
-        tokenizer = (
-            model_source(str(version.path), "tokenizer_config.json").load(AutoTokenizer.from_pretrained, "tokenizer")
-            if (version.path / "tokenizer_config.json").is_file()
-            else source.load(AutoTokenizer.from_pretrained, "tokenizer")
-        )
-        from peft import PeftModel
-
-        from finetune.train import quiet_library_warnings
-
-        try:
-            with quiet_library_warnings():
-                model = PeftModel.from_pretrained(model, str(version.path))
-        except (RuntimeError, ValueError, KeyError, OSError) as exc:
-            first = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc).__name__
-            raise ModelError(
-                f"the adapter of {version.name} does not fit {base} (it was trained on {meta['base_model']}): {first}"
-            ) from exc
-        merged = model.merge_and_unload()
+        merged, tokenizer, torch_dtype = _merge(version, meta, base, dtype)
         merged.save_pretrained(tmp, safe_serialization=True)
         tokenizer.save_pretrained(tmp)
         context = getattr(merged.config, "max_position_embeddings", None)
@@ -176,3 +146,39 @@ def export_merged(
             hf_logging.enable_progress_bar()
     log.info("merged %s into %s at %s", version.name, out, torch_dtype)
     return out
+
+
+def _merge(version: ModelVersion, meta: dict[str, Any], base: str, dtype: str) -> tuple[Any, Any, Any]:
+    """(merged model, tokenizer, torch dtype): the base at 16-bit with the adapter merged in, after
+    checking the adapter was trained on a model of this shape."""
+    from peft import PeftModel
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+
+    from adapters.model import model_source
+    from finetune.train import quiet_library_warnings
+
+    source = model_source(base)
+    config = source.load(AutoConfig.from_pretrained, "model config")
+    recorded = meta.get("base_config") or {}
+    found = {k: getattr(config, k, None) for k in recorded}
+    if recorded and found != recorded:
+        differs = ", ".join(f"{k} {found[k]} != {recorded[k]}" for k in recorded if found[k] != recorded[k])
+        raise ModelError(
+            f"the adapter of {version.name} does not fit {base}: it was trained on {meta['base_model']} ({differs})"
+        )
+    torch_dtype = _torch_dtype(dtype, config)
+    model = source.load(AutoModelForCausalLM.from_pretrained, "model", dtype=torch_dtype)
+    tokenizer = (
+        model_source(str(version.path), "tokenizer_config.json").load(AutoTokenizer.from_pretrained, "tokenizer")
+        if (version.path / "tokenizer_config.json").is_file()
+        else source.load(AutoTokenizer.from_pretrained, "tokenizer")
+    )
+    try:
+        with quiet_library_warnings():
+            model = PeftModel.from_pretrained(model, str(version.path))
+    except (RuntimeError, ValueError, KeyError, OSError) as exc:
+        first = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc).__name__
+        raise ModelError(
+            f"the adapter of {version.name} does not fit {base} (it was trained on {meta['base_model']}): {first}"
+        ) from exc
+    return model.merge_and_unload(), tokenizer, torch_dtype

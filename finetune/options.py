@@ -13,9 +13,9 @@ from typing import Any, TypeVar
 
 import click
 
-from adapters.cli_options import deprecated_alias, quantize_flag, quantize_option
-from bot.config import DEFAULT_MAX_NEW_TOKENS
-from finetune.config import DEFAULT_EVAL_BATCH_SIZE, TrainConfig
+from adapters.cli_options import quantize_option
+from bot.config import DEFAULT_BATCH_SIZE, DEFAULT_MAX_NEW_TOKENS
+from finetune.config import TrainConfig
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -79,26 +79,22 @@ def pop_train_config(params: MutableMapping[str, Any]) -> TrainConfig:
         value = params.pop(_param_name(fld))
         if fld.metadata["flag"]:
             value = False if value else fld.default
-        elif fld.metadata["kind"] == "quantize":
-            value = quantize_flag(value)
         elif _base_type(hints[fld.name]) is list and value is not None:  # A,B,... -> [A, B, ...]
             value = [name.strip() for name in value.split(",") if name.strip()]
         values[fld.name] = value
     return TrainConfig(**values)
 
 
-def generation_options(dest: str, *, old_spelling: str) -> Callable[[F], F]:
+def generation_options(dest: str) -> Callable[[F], F]:
     """How an evaluation generates (`revbot eval`, `revbot retrain`'s gate): one spelling, help and
-    default for both. ``dest``: the command's parameter for --gen-batch-size; ``old_spelling``: the
-    name that option had in that command, kept for one release."""
+    default for both. ``dest``: the command's parameter for --gen-batch-size."""
 
     def decorate(f: F) -> F:
-        f = deprecated_alias(old_spelling, "--gen-batch-size", dest, type=click.IntRange(min=1))(f)
         f = click.option(
             "--gen-batch-size",
             dest,
             type=click.IntRange(min=1),
-            default=DEFAULT_EVAL_BATCH_SIZE,
+            default=DEFAULT_BATCH_SIZE,
             show_default=True,
             help="Prompts generated together during the evaluation.",
         )(f)

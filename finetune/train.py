@@ -474,7 +474,7 @@ def oom_error(config: TrainConfig) -> ModelError:
             batch_size=config.batch_size,
             max_length=config.max_length,
             gc="" if not config.gradient_checkpointing else " (already on)",
-            quant="" if config.quantize else " (now off)",
+            quant="" if config.quantized else " (now off)",
         )
     )
 
@@ -588,9 +588,7 @@ def prepare_model(base: str, config: TrainConfig, device: Any) -> _Prepared:
 
     from adapters.model import BackendOptions, LocalBackend
 
-    backend = LocalBackend.load(
-        BackendOptions(base, quantize="4bit" if config.quantize else "none", device=str(device))
-    )
+    backend = LocalBackend.load(BackendOptions(base, quantize=config.quantize, device=str(device)))
     model, tokenizer = backend.model, backend.tokenizer
     keep_4bit_differentiable(model)
     pad_changed = ensure_pad_token(tokenizer)
@@ -640,7 +638,7 @@ def prepare_model(base: str, config: TrainConfig, device: Any) -> _Prepared:
                 difference,
             )
 
-    if config.quantize:  # gradient checkpointing, if asked for, is switched on by the trainer
+    if config.quantized:  # gradient checkpointing, if asked for, is switched on by the trainer
         model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
     torch.manual_seed(config.seed)  # LoRA's A matrices are initialised from the global RNG
     layers = None
@@ -917,7 +915,7 @@ def train(
             "save_every": save_every,
             "world_size": world,
             "mixed_precision": mixed,
-            "quantization": "4-bit NF4, double quantisation" if config.quantize else "none",
+            "quantization": "4-bit NF4, double quantisation" if config.quantized else "none",
             "trainable_parameters": trainable,
             "total_parameters": total_params,
             "packing_check_difference": prepared.packing_difference,

@@ -225,31 +225,64 @@ def build_pr(
     config: BuildConfig | None = None,
     source: str = "github",
 ) -> PRBuild:
-    """All examples of one PR. ``files`` is its file list (None: not fetched, diff_hunks only)."""
+    """All examples of one PR. ``files`` is its file list (None: not fetched, diff_hunks only):
+    judge each thread's first comment, anchor the kept ones on the PR's hunks (or their own
+    diff_hunk), make one example per commented hunk, then sample negatives among the rest."""
     filters = filters or FilterConfig()
     config = config or BuildConfig()
     out = PRBuild()
-    counts = out.counts
     roots, replies, orphans = split_threads(comments)
-    counts["considered"] += len(comments)
-    counts["replies"] += sum(len(v) for v in replies.values())
-    counts["orphan_replies"] += len(orphans)
+    out.counts["considered"] += len(comments)
+    out.counts["replies"] += sum(len(v) for v in replies.values())
+    out.counts["orphan_replies"] += len(orphans)
+    kept = _judge(repo, pr, roots, replies, pr_author, filters, config, out)
+    file_diffs = _parse_files(files, out.counts)
+    groups = _group_by_hunk(kept, file_diffs, config, out)
+    for key, (path, hunk, anchored) in sorted(groups.items(), key=lambda kv: str(kv[0])):
+        extra = "" if key[0] == "pr" else f"diff_hunk:{min(a[0].id for a in anchored)}"
+        kind = "pr_hunk" if key[0] == "pr" else "diff_hunk"
+        out.examples.append(_example(repo, pr, path, hunk, anchored, replies, kind, source, extra))
+    positives = len(out.examples)
+    if positives and config.negatives_ratio > 0:
+        used = _commented_pieces(roots + [r for thread in replies.values() for r in thread], file_diffs, config)
+        out.examples += _negatives(repo, pr, comments, file_diffs, used, positives, config, source, out.counts)
+    out.counts["positives"] += positives
+    out.counts["negatives"] += len(out.examples) - positives
+    return out
+
+
+def _judge(
+    repo: str,
+    pr: int,
+    roots: list[StoredComment],
+    replies: dict[int, list[StoredComment]],
+    pr_author: str | None,
+    filters: FilterConfig,
+    config: BuildConfig,
+    out: PRBuild,
+) -> list[StoredComment]:
+    """The thread roots the filters keep (each verdict recorded and counted); feedback on the bot's
+    own comments is collected on the way."""
     kept = []
     for c in roots:
         reason = filters.verdict(c, pr_author)
         out.verdicts[c.id] = reason
         if reason is None:
             kept.append(c)
-            counts["kept"] += 1
+            out.counts["kept"] += 1
         else:
-            counts[f"dropped:{reason}"] += 1
+            out.counts[f"dropped:{reason}"] += 1
         if is_own(c, config.own_logins):
             out.feedback += _feedback(repo, pr, c, replies.get(c.id, []), config.own_logins)
+    return kept
 
-    file_diffs = _parse_files(files, counts)
-    groups: dict[tuple, tuple[str, Hunk, list]] = {}
-    used: set[tuple[str, int, int]] = set()  # (path, hunk index, piece index) with a comment on it
-    for c in roots + [r for thread in replies.values() for r in thread]:
+
+def _commented_pieces(
+    comments: list[StoredComment], file_diffs: dict[str, FileDiff], config: BuildConfig
+) -> set[tuple[str, int, int]]:
+    """(path, hunk index, piece index) of every piece of the PR's diff that any comment sits on."""
+    used: set[tuple[str, int, int]] = set()
+    for c in comments:
         fd = file_diffs.get(c.path or "")
         if fd is None or c.line is None or c.side not in (LEFT, RIGHT):
             continue
@@ -258,80 +291,97 @@ def build_pr(
             if found:
                 used.add((fd.path, h_index, found[0]))
                 break
+    return used
 
+
+def _on_pr_hunk(
+    c: StoredComment, file_diffs: dict[str, FileDiff], max_hunk_lines: int
+) -> tuple[tuple, str, Hunk, tuple] | None:
+    """(group key, path, piece, anchor) of the PR hunk piece a kept comment sits on, or None when it
+    is not on one or the line there no longer says what the comment saw."""
+    fd = file_diffs.get(c.path or "")
+    if fd is None or c.line is None or c.side not in (LEFT, RIGHT):
+        return None
+    for h_index, hunk in enumerate(fd.hunks):
+        found = _chunk_of(hunk, c.line, c.side, max_hunk_lines)
+        if not found:
+            continue
+        piece_index, piece = found
+        current = piece.line_at(c.line, c.side)
+        expected = _last_line_text(c)
+        if current is not None and expected is not None and current.text.rstrip() != expected:
+            return None  # the line moved or the data disagree: trust the comment's own hunk
+        start = c.start_line
+        if (
+            start is None
+            or start >= c.line
+            or (c.start_side or c.side) != c.side
+            or not piece.is_commentable(start, c.side)
+        ):
+            start = None
+        return ("pr", fd.path, h_index, piece_index), fd.path, piece, (c, c.line, c.side, start)
+    return None
+
+
+def _group_by_hunk(
+    kept: list[StoredComment], file_diffs: dict[str, FileDiff], config: BuildConfig, out: PRBuild
+) -> dict[tuple, tuple[str, Hunk, list]]:
+    """Kept comments grouped by the hunk their example shows: a piece of the PR's diff where they
+    sit on one, else the comment's own diff_hunk (one that cannot be read drops the comment)."""
+    groups: dict[tuple, tuple[str, Hunk, list]] = {}
     for c in kept:
-        placed = False
-        fd = file_diffs.get(c.path or "")
-        if fd is not None and c.line is not None and c.side in (LEFT, RIGHT):
-            for h_index, hunk in enumerate(fd.hunks):
-                found = _chunk_of(hunk, c.line, c.side, config.max_hunk_lines)
-                if not found:
-                    continue
-                piece_index, piece = found
-                current = piece.line_at(c.line, c.side)
-                expected = _last_line_text(c)
-                if current is not None and expected is not None and current.text.rstrip() != expected:
-                    break  # the line moved or the data disagree: trust the comment's own hunk
-                start = c.start_line
-                if (
-                    start is None
-                    or start >= c.line
-                    or (c.start_side or c.side) != c.side
-                    or not piece.is_commentable(start, c.side)
-                ):
-                    start = None
-                key = ("pr", fd.path, h_index, piece_index)
-                groups.setdefault(key, (fd.path, piece, []))[2].append((c, c.line, c.side, start))
-                placed = True
-                break
-        if placed:
-            counts["from_pr_hunk"] += 1
+        placed = _on_pr_hunk(c, file_diffs, config.max_hunk_lines)
+        if placed is not None:
+            key, path, piece, anchor = placed
+            groups.setdefault(key, (path, piece, []))[2].append(anchor)
+            out.counts["from_pr_hunk"] += 1
             continue
         parts = _diff_hunk_example_parts(c, config.max_hunk_lines)
         if parts is None:
-            counts["dropped:bad_diff_hunk"] += 1
-            counts["kept"] -= 1
+            out.counts["dropped:bad_diff_hunk"] += 1
+            out.counts["kept"] -= 1
             out.verdicts[c.id] = "bad_diff_hunk"
             continue
         hunk, line, side, start = parts
-        key = ("dh", c.path, hunk.text())
-        groups.setdefault(key, (c.path or "", hunk, []))[2].append((c, line, side, start))
-        counts["from_diff_hunk"] += 1
+        groups.setdefault(("dh", c.path, hunk.text()), (c.path or "", hunk, []))[2].append((c, line, side, start))
+        out.counts["from_diff_hunk"] += 1
+    return groups
 
-    for key, (path, hunk, anchored) in sorted(groups.items(), key=lambda kv: str(kv[0])):
-        extra = "" if key[0] == "pr" else f"diff_hunk:{min(a[0].id for a in anchored)}"
-        out.examples.append(
-            _example(
-                repo, pr, path, hunk, anchored, replies, "pr_hunk" if key[0] == "pr" else "diff_hunk", source, extra
-            )
+
+def _negatives(
+    repo: str,
+    pr: int,
+    comments: list[StoredComment],
+    file_diffs: dict[str, FileDiff],
+    used: set[tuple[str, int, int]],
+    positives: int,
+    config: BuildConfig,
+    source: str,
+    counts: Counter[str],
+) -> list[Example]:
+    """Hunk pieces of the PR nobody commented on, ``negatives_ratio`` per positive, sampled with a
+    seed of the repository and PR so a rebuild picks the same ones."""
+    candidates = []
+    for path in sorted(file_diffs):
+        for h_index, hunk in enumerate(file_diffs[path].hunks):
+            for piece_index, piece in enumerate(hunk.split(config.max_hunk_lines)):
+                if (path, h_index, piece_index) not in used and piece.lines:
+                    candidates.append((path, piece))
+    counts["negative_candidates"] += len(candidates)
+    rng_key = f"{config.seed}|{repo}|{pr}"
+    k = min(len(candidates), _negative_count(config.negatives_ratio, positives, rng_key))
+    created = min((c.created_at or "" for c in comments), default="")
+    return [
+        Example(
+            example_id(repo, pr, path, piece.header, "negative"),
+            repo,
+            pr,
+            path,
+            piece.text(),
+            [],
+            created,
+            source,
+            {"from": "pr_hunk"},
         )
-
-    positives = len(out.examples)
-    if positives and config.negatives_ratio > 0:
-        candidates = []
-        for path in sorted(file_diffs):
-            for h_index, hunk in enumerate(file_diffs[path].hunks):
-                for piece_index, piece in enumerate(hunk.split(config.max_hunk_lines)):
-                    if (path, h_index, piece_index) not in used and piece.lines:
-                        candidates.append((path, piece))
-        rng_key = f"{config.seed}|{repo}|{pr}"
-        k = min(len(candidates), _negative_count(config.negatives_ratio, positives, rng_key))
-        created = min((c.created_at or "" for c in comments), default="")
-        for path, piece in random.Random(rng_key).sample(candidates, k):
-            out.examples.append(
-                Example(
-                    example_id(repo, pr, path, piece.header, "negative"),
-                    repo,
-                    pr,
-                    path,
-                    piece.text(),
-                    [],
-                    created,
-                    source,
-                    {"from": "pr_hunk"},
-                )
-            )
-        counts["negative_candidates"] += len(candidates)
-    counts["positives"] += positives
-    counts["negatives"] += len(out.examples) - positives
-    return out
+        for path, piece in random.Random(rng_key).sample(candidates, k)
+    ]

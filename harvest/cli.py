@@ -10,7 +10,7 @@ from typing import Any
 
 import click
 
-from adapters.cli_options import deprecated_alias, fail, quiet, set_quiet, summary_format_option, warn
+from adapters.cli_options import fail, quiet, summary_format_option, warn
 from adapters.store import Store, default_db_path, utc_timestamp
 from bot.datasets import IMPORT_FORMATS
 from bot.errors import GitHubError, RevbotError, UsageError
@@ -49,7 +49,7 @@ def _run(fn: Callable[[], Any]) -> Any:
         fail(exc)
 
 
-@click.group()
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
 def harvest() -> None:
     """Mine past review comments into the dataset store."""
 
@@ -110,7 +110,6 @@ def harvest() -> None:
     f"$REVBOT_BOT_LOGINS, else {','.join(sorted(DEFAULT_OWN_LOGINS))}.",
 )
 @summary_format_option("the summary")
-@deprecated_alias("--no-progress", "--quiet", set_quiet, is_flag=True)
 def harvest_github_cmd(
     repo: str,
     db: str | None,
@@ -157,7 +156,7 @@ def harvest_github_cmd(
             own_logins=_logins(bot_login) or settings.bot_logins or DEFAULT_OWN_LOGINS,
             progress=not (quiet() or as_json) and sys.stderr.isatty(),
         )
-        client = GitHubClient(token or None, api_url=api_url, max_rate_wait=max_rate_wait)
+        client = GitHubClient.from_settings(settings, token=token or None, api_url=api_url, max_rate_wait=max_rate_wait)
         if client.anonymous:
             if not anonymous:
                 client.close()
@@ -184,7 +183,7 @@ def harvest_github_cmd(
     _run(go)
 
 
-@click.group()
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
 def dataset() -> None:
     """Import, export and inspect training examples."""
 
@@ -195,7 +194,8 @@ def dataset() -> None:
     "--input-format",
     "fmt",
     type=click.Choice(IMPORT_FORMATS),
-    help="What the file holds (required).",
+    required=True,
+    help="What the file holds.",
 )
 @click.option(
     "--field-map",
@@ -204,27 +204,26 @@ def dataset() -> None:
 )
 @click.option("--skip-bad", is_flag=True, help="Skip malformed records (counted) instead of stopping at the first.")
 @click.option(
-    "--keep-bot-comments",
+    "--keep-review-tool-comments",
+    "keep_tool_comments",
     is_flag=True,
     help="Keep comments stamped by AI review tools (Gemini Code Assist badges, CodeRabbit markers, ...); "
     "by default they are dropped and counted.",
 )
 @click.option("--repo", help="Repository name for records that carry none.")
 @click.option("--db", type=click.Path(dir_okay=False), help=DB_HELP)
-@summary_format_option("the result", old_input="fmt", old_input_choices=IMPORT_FORMATS)
+@summary_format_option("the result")
 def import_cmd(
     file: str,
     fmt: str,
     field_map: str | None,
     skip_bad: bool,
-    keep_bot_comments: bool,
+    keep_tool_comments: bool,
     repo: str | None,
     db: str | None,
     as_json: bool,
 ) -> None:
     """Import a dataset FILE (JSONL or a JSON array) into the store as training examples."""
-    if fmt is None:
-        raise click.UsageError("Missing option '--input-format'.", ctx=click.get_current_context())
     from bot.datasets import parse_field_map
     from harvest.datasets import import_dataset
 
@@ -235,7 +234,7 @@ def import_cmd(
         if not os.path.exists(file):
             raise UsageError(f"{file}: no such file")
         result = import_dataset(
-            Store(db), file, fmt, field_map=fmap, skip_bad=skip_bad, repo=repo, keep_bot_comments=keep_bot_comments
+            Store(db), file, fmt, field_map=fmap, skip_bad=skip_bad, repo=repo, keep_tool_comments=keep_tool_comments
         )
         click.echo(json.dumps(result.to_dict(), indent=2) if as_json else result.text())
 

@@ -23,11 +23,11 @@ def import_dataset(
     field_map: dict[str, str] | None = None,
     skip_bad: bool = False,
     repo: str | None = None,
-    keep_bot_comments: bool = False,
+    keep_tool_comments: bool = False,
 ) -> ImportResult:
     """Read a dataset and write it to the store in one transaction: a bad file stores nothing."""
     result = read_dataset(
-        path, fmt, field_map=field_map, skip_bad=skip_bad, repo=repo, keep_bot_comments=keep_bot_comments
+        path, fmt, field_map=field_map, skip_bad=skip_bad, repo=repo, keep_tool_comments=keep_tool_comments
     )
     with store.transaction():
         result.written = store.upsert_examples(result.examples)

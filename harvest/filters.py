@@ -11,14 +11,14 @@ import re
 from dataclasses import dataclass, field
 
 from adapters.store import StoredComment, is_bot_login
-from bot.review_bots import review_bot_signature
+from bot.review_tools import review_tool_stamp
 
 # Checked in this order; a comment is counted under the first that applies.
 NO_DIFF_HUNK = "no_diff_hunk"  # 2012-era comments without diff_hunk/path: nothing to anchor to
 OUTSIDE_WINDOW = "outside_window"  # created before --since or after --until
 NOT_IN_AUTHORS = "not_in_authors"  # --authors given and the author is not on it
 BOT = "bot"  # type Bot, a [bot] login, or a --deny-bots login
-BOT_TEXT = "bot_text"  # written by an AI review bot under a human-looking account (its badges, footers)
+BOT_TEXT = "bot_text"  # written by an AI review tool under a human-looking account (its badges, footers)
 SELF_COMMENT = "self_comment"  # the PR author commenting on their own PR
 DOWNVOTED = "downvoted"  # more 👎 than 👍
 TRIVIAL = "trivial"  # LGTM, +1, thanks, emoji only, shorter than --min-length
@@ -94,7 +94,7 @@ class FilterConfig:
                 return NOT_IN_AUTHORS
         elif self.is_bot(c):
             return BOT
-        if self.authors is None and review_bot_signature(c.body):
+        if self.authors is None and review_tool_stamp(c.body):
             return BOT_TEXT
         author = pr_author if pr_author is not None else c.pr_author
         if author and login == author.lower():

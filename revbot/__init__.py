@@ -1,7 +1,6 @@
-"""Application shell: assembles the `revbot` command from the four packages, and runs the demo.
-
-bot/ is the core; harvest/, finetune/ and webhooks/ build on it and never import each other.
-Work that spans them (the command line, retraining, the demo) lives here.
-"""
+"""The shell on top: the `revbot` command (cli.py: a lazy table of the commands of harvest, finetune
+and webhooks, and review_cli.py), retrain orchestration (retrain.py), and dev/ (the GitHub simulator,
+tiny models, the offline demo). The floor above harvest, finetune and webhooks, which never import
+each other."""
 
 __version__ = "0.1.0"

@@ -40,13 +40,12 @@ from typing import Any
 
 import click
 
-from adapters.cli_options import deprecated_alias, fail, info, quiet, summary_format_option
+from adapters.cli_options import fail, info, quiet, summary_format_option
 from adapters.files import LockBusy, file_lock
 from adapters.settings import Settings
-from bot.config import DEFAULT_MAX_NEW_TOKENS
+from bot.config import DEFAULT_BATCH_SIZE, DEFAULT_MAX_NEW_TOKENS
 from bot.errors import DataError, RevbotError, UsageError
 from bot.examples import Example
-from finetune.config import DEFAULT_EVAL_BATCH_SIZE
 from finetune.gate import (
     DEFAULT_GATE_METRIC,
     GATE_METRICS,
@@ -164,7 +163,7 @@ def retrain(
     metric: str = DEFAULT_METRIC,
     quantize: str | None = None,
     max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS,
-    eval_batch_size: int = DEFAULT_EVAL_BATCH_SIZE,
+    eval_batch_size: int = DEFAULT_BATCH_SIZE,
     parse_failure_tolerance: float = PARSE_FAILURE_TOLERANCE,
     val_loss_tolerance: float = VAL_LOSS_TOLERANCE,
     progress: bool = False,
@@ -376,7 +375,7 @@ class GitHubClients:
         if url not in self.clients:
             from adapters.github import GitHubClient
 
-            self.clients[url] = GitHubClient(self.token, api_url=url)
+            self.clients[url] = GitHubClient.from_settings(Settings.from_env(), token=self.token, api_url=url)
         return self.clients[url]
 
     def close(self) -> None:
@@ -419,7 +418,6 @@ class GitHubClients:
 @click.option(
     "--model", "base_model", metavar="ID_OR_PATH", help="Base model. Default: the current version's base model."
 )
-@deprecated_alias("--base-model", "--model", "base_model", metavar="ID_OR_PATH")
 @click.option(
     "--metric",
     type=click.Choice(METRICS),
@@ -443,7 +441,7 @@ class GitHubClients:
     help="Gate: how much higher the candidate's validation loss may be (relative: 0.2 = 20%).",
 )
 @training_options
-@generation_options("eval_batch_size", old_spelling="--eval-batch-size")
+@generation_options("eval_batch_size")
 @summary_format_option("the decision")
 def retrain_cmd(
     repos,

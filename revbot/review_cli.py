@@ -13,11 +13,13 @@ import io
 import logging
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import click
 
-from adapters.cli_options import deprecated_alias, info, quantize_option, warn
+from adapters.cli_options import info, quantize_option, warn
+from bot.config import DEFAULT_BATCH_SIZE, DEFAULT_MAX_NEW_TOKENS, DEFAULT_TOKEN_BUDGET
 from bot.errors import UsageError
 
 log = logging.getLogger(__name__)
@@ -90,7 +92,6 @@ def _positive(ctx: click.Context, param: click.Parameter, value: int | None) -> 
     help="The git checkout for --git/--staged, and where .revbot.yml is looked for. (--repo names an "
     "OWNER/NAME repository in the other commands.)",
 )
-@deprecated_alias("--repo", "--repo-dir", "repo", type=click.Path(file_okay=False))
 @click.option(
     "--model",
     metavar="ID_OR_PATH",
@@ -109,7 +110,6 @@ def _positive(ctx: click.Context, param: click.Parameter, value: int | None) -> 
     metavar="vN|current|latest",
     help="A version from the model registry ($REVBOT_MODELS_DIR, default models/).",
 )
-@deprecated_alias("--model-version", "--version", "model_version", metavar="vN|current|latest")
 @click.option(
     "--backend",
     type=click.Choice(["local", "openai"]),
@@ -193,22 +193,21 @@ def _positive(ctx: click.Context, param: click.Parameter, value: int | None) -> 
     type=click.IntRange(min=1),
     metavar="N",
     help="Most tokens the review may spend, prompts plus answers; files past it are skipped "
-    "and listed (default $REVBOT_TOKEN_BUDGET or 65536).",
+    f"and listed (default $REVBOT_TOKEN_BUDGET or {DEFAULT_TOKEN_BUDGET}).",
 )
 @click.option(
     "--max-new-tokens",
     type=click.IntRange(min=1),
     metavar="N",
-    help="Longest answer per hunk, in tokens (default $REVBOT_MAX_NEW_TOKENS or 256).",
+    help=f"Longest answer per hunk, in tokens (default $REVBOT_MAX_NEW_TOKENS or {DEFAULT_MAX_NEW_TOKENS}).",
 )
 @click.option(
     "--gen-batch-size",
     "batch_size",
     type=click.IntRange(min=1),
     metavar="N",
-    help="Prompts generated together by a local model (default $REVBOT_BATCH_SIZE or 8).",
+    help=f"Prompts generated together by a local model (default $REVBOT_BATCH_SIZE or {DEFAULT_BATCH_SIZE}).",
 )
-@deprecated_alias("--batch-size", "--gen-batch-size", "batch_size", type=click.IntRange(min=1))
 @quantize_option("Local model weights: 4bit (NF4) or none. Default: 4bit on CUDA, none on a CPU.")
 @click.option(
     "-o",
@@ -226,32 +225,7 @@ def _positive(ctx: click.Context, param: click.Parameter, value: int | None) -> 
     "notes outside the changed lines included; inline = a comment on a changed line; none = always "
     "exit 0 after a review. See the exit codes below.",
 )
-def review(
-    diff,
-    git_range,
-    staged,
-    repo,
-    model,
-    adapter,
-    model_version,
-    backend,
-    base_url,
-    api_model,
-    fmt,
-    commit_id,
-    post_to,
-    api_url,
-    max_comments,
-    max_comments_per_file,
-    ignores,
-    config_path,
-    token_budget,
-    max_new_tokens,
-    batch_size,
-    quantize,
-    output,
-    fail_on,
-):
+def review(**opts: Any) -> None:
     """Review a diff with the team's model and print the comments.
 
     DIFF is a unified diff file (git diff, a GitHub .diff, hg, svn), or - for stdin. Or let git
@@ -261,64 +235,79 @@ def review(
     from adapters.repo_config import find_repo_config, load_repo_config
     from adapters.settings import Settings
     from adapters.sources import FileSource, GitSource
-    from bot import formats
-    from bot.review import ReviewOptions, TextSource, run
+    from bot.review import TextSource
 
+    o = SimpleNamespace(**opts)
     settings = Settings.from_env()
-    if post_to is not None:  # checked before any model is loaded
-        from adapters.publish import parse_target
-
-        target = parse_target(post_to)
-        if settings.github_token is None:
-            raise UsageError("--post needs a GitHub token in $GITHUB_TOKEN (or $REVBOT_GITHUB_TOKEN)")
-    source = _source(diff, git_range, staged, repo, TextSource, FileSource, GitSource)
-    config = load_repo_config(config_path) if config_path else find_repo_config(repo)
+    target = _post_target(o.post_to, settings)  # checked before any model is loaded
+    source = _source(o.diff, o.git_range, o.staged, o.repo, TextSource, FileSource, GitSource)
+    config = load_repo_config(o.config_path) if o.config_path else find_repo_config(o.repo)
     if not config.enabled:
         info(f"revbot: review disabled by {config.source} (enabled: false)")
         return
+    result = _review_and_print(o, settings, config, source)
+    if target is not None:
+        from adapters.github import GitHubClient
+        from adapters.publish import post_review
+
+        with GitHubClient.from_settings(settings, api_url=o.api_url or None) as gh:
+            posted = post_review(gh, *target, result, commit_id=o.commit_id)
+        info(f"revbot: {posted.describe(o.post_to)}")
+    if fails(result, o.fail_on):
+        sys.exit(1)
+
+
+def _post_target(post_to: str | None, settings: Any) -> Any:
+    """--post's (repository, pull request), or None; refused at once without a token."""
+    if post_to is None:
+        return None
+    from adapters.publish import parse_target
+
+    target = parse_target(post_to)
+    if settings.github_token is None:
+        raise UsageError("--post needs a GitHub token in $GITHUB_TOKEN (or $REVBOT_GITHUB_TOKEN)")
+    return target
+
+
+def _review_and_print(o: SimpleNamespace, settings: Any, config: Any, source: Any) -> Any:
+    """Run the review (the model is loaded only if there is something to review) and write it in
+    --format to --output or stdout; warnings go to stderr."""
+    from bot import formats
+    from bot.review import ReviewOptions, run
+
     options = ReviewOptions.from_config(
         config,
-        max_comments=max_comments,
-        max_comments_per_file=max_comments_per_file,
-        ignore_paths=tuple(config.ignore_paths) + tuple(ignores),
-        max_new_tokens=max_new_tokens or settings.max_new_tokens,
-        token_budget=token_budget or settings.token_budget,
+        max_comments=o.max_comments,
+        max_comments_per_file=o.max_comments_per_file,
+        ignore_paths=tuple(config.ignore_paths) + tuple(o.ignores),
+        max_new_tokens=o.max_new_tokens or settings.max_new_tokens,
+        token_budget=o.token_budget or settings.token_budget,
     )
-    kind = backend or settings.backend
 
     def load() -> Any:
         from adapters.model import BackendOptions
 
         asked = BackendOptions(
-            model,
-            adapter=adapter,
-            kind=kind,
-            base_url=base_url,
-            api_model=api_model,
-            batch_size=batch_size or settings.batch_size,
-            quantize=quantize or settings.quantize,
+            o.model,
+            adapter=o.adapter,
+            kind=o.backend or settings.backend,
+            base_url=o.base_url,
+            api_model=o.api_model,
+            batch_size=o.batch_size or settings.batch_size,
+            quantize=o.quantize or settings.quantize,
         )
-        return _load_backend(asked, settings, config, model_version=model_version)
+        return _load_backend(asked, settings, config, model_version=o.model_version)
 
     buffer = io.StringIO()
-    sink = formats.StreamSink(fmt, buffer, commit_id=commit_id)
-    result = run(source, load, sink, options)
+    result = run(source, load, formats.StreamSink(o.fmt, buffer, commit_id=o.commit_id), options)
     for warning in result.warnings:
         warn(warning)
-    if output:
-        _write_atomic(Path(output), buffer.getvalue())
-        info(f"revbot: {result.summary} Wrote {fmt} to {output}.")
+    if o.output:
+        _write_atomic(Path(o.output), buffer.getvalue())
+        info(f"revbot: {result.summary} Wrote {o.fmt} to {o.output}.")
     else:
         click.echo(buffer.getvalue(), nl=False)
-    if post_to is not None:
-        from adapters.github import GitHubClient
-        from adapters.publish import post_review
-
-        with GitHubClient(settings.secret("github_token"), api_url=api_url or None) as gh:
-            posted = post_review(gh, *target, result, commit_id=commit_id)
-        info(f"revbot: {posted.describe(post_to)}")
-    if fails(result, fail_on):
-        sys.exit(1)
+    return result
 
 
 def fails(result: Any, level: str) -> bool:

@@ -85,7 +85,7 @@ class WebService:
         workers: list[dict[str, Any]] = []
         if status == 200:
             try:
-                workers = self.queue.store.workers(max_age=max(3 * self.config.lease_s, 30.0))
+                workers = self.queue.store.workers(max_age=max(3 * self.config.settings.worker_lease, 30.0))
             except Exception as exc:  # the queue answered; only the workers' reports are unreadable
                 log.warning(
                     "health: cannot read the workers' reports: %s",
@@ -113,7 +113,7 @@ class WebService:
                 ("revbot_jobs", {"state": state}, n) for state, n in self.queue.store.counts().items()
             ]
             out.append(("revbot_queue_depth", None, self.queue.size()))
-            workers = self.queue.store.workers(max_age=max(3 * self.config.lease_s, 30.0))
+            workers = self.queue.store.workers(max_age=max(3 * self.config.settings.worker_lease, 30.0))
             out.append(("revbot_model_loaded", None, 1 if any(w.get("model_loaded") for w in workers) else 0))
             return out + [("revbot_up", None, 1)]
         except Exception as exc:  # the scrape still answers: revbot_up 0 says why the rest is missing
@@ -123,7 +123,7 @@ class WebService:
     def may_read_internals(self, headers: Mapping[str, str], remote_addr: str | None) -> bool:
         """Queue depth, job counts and model errors are for operators: the bearer of the metrics
         token, or (no token set) a client on this machine that came through no proxy."""
-        token = self.config.metrics_token
+        token = self.config.settings.secret("metrics_token")
         if token:
             given = headers.get("Authorization") or ""
             scheme, _, value = given.partition(" ")
@@ -141,29 +141,30 @@ def create_app(config: ServiceConfig | Mapping[str, Any] | None = None, *, queue
     cfg.check()
     if cfg.insecure_no_signature:
         log.warning("webhook signatures are NOT checked (--insecure-no-signature): use this only locally")
-    queue = queue or open_queue(cfg.queue, cfg.home, retention_s=cfg.retention_s)
+    queue = queue or open_queue(cfg.settings.queue, cfg.settings.home, retention_s=cfg.retention_s)
     service = WebService(cfg, queue)
 
     app = Flask("webhooks")
-    app.config["MAX_CONTENT_LENGTH"] = cfg.max_body_bytes
+    app.config["MAX_CONTENT_LENGTH"] = cfg.settings.webhook_max_body
     app.extensions[EXTENSION] = service
 
-    if cfg.ui_token:  # the operator pages (webhooks.ui); /webhook, /healthz and /metrics are not touched
+    ui_token = cfg.settings.ui_token_text()
+    if ui_token:  # the operator pages (webhooks.ui); /webhook, /healthz and /metrics are not touched
         from webhooks.ui import register_ui
 
-        register_ui(app, service, cfg.ui_token)
+        register_ui(app, service, ui_token)
 
     @app.post("/webhook")
     def webhook() -> Any:
         metrics = service.metrics
         length = request.content_length
-        if length is not None and length > cfg.max_body_bytes:
+        if length is not None and length > cfg.settings.webhook_max_body:
             metrics.inc("revbot_webhook_deliveries_total", {"event": "unverified", "outcome": "too_large"})
-            return _error(413, f"body of {length} bytes is over the {cfg.max_body_bytes}-byte limit")
-        body = _read_body(cfg.max_body_bytes)
+            return _error(413, f"body of {length} bytes is over the {cfg.settings.webhook_max_body}-byte limit")
+        body = _read_body(cfg.settings.webhook_max_body)
         if body is None:
             metrics.inc("revbot_webhook_deliveries_total", {"event": "unverified", "outcome": "too_large"})
-            return _error(413, f"body over the {cfg.max_body_bytes}-byte limit")
+            return _error(413, f"body over the {cfg.settings.webhook_max_body}-byte limit")
         if not cfg.insecure_no_signature:
             try:
                 verify(body, request.headers.get(SIGNATURE_HEADER), cfg.secret or "")
@@ -191,7 +192,7 @@ def create_app(config: ServiceConfig | Mapping[str, Any] | None = None, *, queue
     @app.errorhandler(413)
     def too_large(_exc: Any) -> Any:
         service.metrics.inc("revbot_webhook_deliveries_total", {"event": "unverified", "outcome": "too_large"})
-        return _error(413, f"body over the {cfg.max_body_bytes}-byte limit")
+        return _error(413, f"body over the {cfg.settings.webhook_max_body}-byte limit")
 
     @app.errorhandler(RevbotError)
     def revbot_error(exc: RevbotError) -> Any:
@@ -208,9 +209,9 @@ def create_app(config: ServiceConfig | Mapping[str, Any] | None = None, *, queue
     def metrics_view() -> Response:
         if not service.may_read_internals(request.headers, request.remote_addr):
             return _error(
-                401 if cfg.metrics_token else 403,
+                401 if cfg.settings.metrics_token else 403,
                 "/metrics needs the REVBOT_METRICS_TOKEN bearer token"
-                if cfg.metrics_token
+                if cfg.settings.metrics_token
                 else "/metrics is answered only on this machine; set REVBOT_METRICS_TOKEN to read it remotely",
             )
         return Response(service.metrics.render(), content_type=CONTENT_TYPE)

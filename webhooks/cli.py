@@ -76,8 +76,8 @@ def _config(**opts: Any) -> Any:
         "insecure_no_signature": opts.get("insecure_no_signature") or None,
         "web_workers": opts.get("web_workers"),
         "web_threads": opts.get("web_threads"),
-        "read_timeout_s": opts.get("read_timeout_s"),
-        "worker_timeout_s": opts.get("worker_timeout_s"),
+        "read_timeout": opts.get("read_timeout_s"),
+        "worker_timeout": opts.get("worker_timeout_s"),
     }
     return ServiceConfig.from_env(**{k: v for k, v in overrides.items() if v is not None})
 
@@ -98,11 +98,11 @@ def _wait_for_signal(on_stop: Callable[[], None]) -> threading.Event:
 
 
 def _warn_without_credentials(cfg: Any) -> None:
-    if not cfg.github_token and not cfg.github_app_id and not cfg.dry_run:
+    if not cfg.has_github_credentials and not cfg.dry_run:
         warn("no GitHub credentials (REVBOT_GITHUB_TOKEN or REVBOT_GITHUB_APP_ID): reviews cannot be posted")
 
 
-@click.command("serve")
+@click.command("serve", context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
 @click.option("--port", type=click.IntRange(0, 65535), default=8080, show_default=True, help="Port (0: any free port).")
 @click.option(
@@ -178,11 +178,13 @@ def _serve(cfg: Any, host: str, port: int) -> None:
     from webhooks.server import ServeApplication, listen
 
     try:
-        queue = open_queue(cfg.queue, cfg.home, retention_s=cfg.retention_s)  # fail here, not in every process
+        queue = open_queue(
+            cfg.settings.queue, cfg.settings.home, retention_s=cfg.retention_s
+        )  # fail here, not in every process
         queue.ping()
         spec = queue.spec.describe()
         queue.close()
-        sock = listen(host, port, cfg.read_timeout_s)
+        sock = listen(host, port, cfg.settings.read_timeout)
     except RevbotError as exc:
         fail(exc)
     except OSError as exc:
@@ -193,13 +195,13 @@ def _serve(cfg: Any, host: str, port: int) -> None:
     bound = sock.getsockname()[1]
     shown = f"[{host}]" if ":" in host else host
     info(
-        f"revbot serving on http://{shown}:{bound} with {cfg.web_workers} web process(es) x {cfg.web_threads} "
+        f"revbot serving on http://{shown}:{bound} with {cfg.settings.web_workers} web process(es) x {cfg.settings.web_threads} "
         f"thread(s) and {cfg.workers} queue worker(s), queue {spec}{mode}"
     )
     ServeApplication(cfg, sock, log_level=level).run()  # gunicorn owns the socket from here and closes it
 
 
-@click.command("worker")
+@click.command("worker", context_settings={"help_option_names": ["-h", "--help"]})
 @click.option(
     "--metrics-port",
     type=click.IntRange(1, 65535),

@@ -348,118 +348,127 @@ def build_router(submit: Submit, *, own_logins: frozenset[str] = frozenset()) ->
     Closed pull requests are skipped here; drafts are queued, because whether a draft is reviewed
     is the repository's choice (``skip_drafts`` in its ``.revbot.yml``, read by the worker)."""
     router = Router()
-
-    @router.register("ping")
-    def ping(delivery: Delivery) -> Outcome:
-        return Outcome(200, "pong", validate(PingEvent, delivery).zen or "")
-
-    @router.register("installation")
-    @router.register("installation_repositories")
-    def installation(delivery: Delivery) -> Outcome:
-        event = validate(_Event, delivery)
-        inst = event.installation.id if event.installation else None
-        log.info("GitHub App installation %s: %s", inst, event.action)
-        return Outcome(200, "accepted", f"installation {inst} {event.action or ''}".strip())
-
-    @router.register("pull_request", *REVIEW_ACTIONS)
-    def pull_request(delivery: Delivery) -> Outcome:
-        event = validate(PullRequestEvent, delivery)
-        repo, pr = event.repository.full_name, event.pull_request
-        if pr.state not in (None, "open"):
-            return Outcome(200, "skipped", f"{repo}#{pr.number} is {pr.state}")
-        base = pr.base or BaseIn()
-        payload = {
-            "action": event.action,
-            "delivery": delivery.delivery_id,
-            "installation_id": _installation(event),
-            "number": pr.number,
-            "head_sha": pr.head.sha,
-            "base_sha": base.sha,
-            "base_ref": base.ref,
-            "draft": bool(pr.draft),
-            "author": pr.user.login if pr.user else None,
-            "updated_at": pr.updated_at,
-        }
-        job = NewJob(REVIEW, review_key(repo, pr.number, pr.head.sha), repo, pr.number, pr.head.sha, payload)
-        return submit(delivery, job)
-
-    @router.register("pull_request_review_comment", *COMMENT_ACTIONS)
-    def review_comment(delivery: Delivery) -> Outcome:
-        event = validate(ReviewCommentEvent, delivery)
-        repo, number = event.repository.full_name, event.pull_request.number
-        comment = event.comment.model_dump()
-        if is_own_comment(comment, own_logins):
-            submit(delivery, None)  # remember the delivery id all the same
-            return Outcome(200, "own_comment", "comments by bots are not recorded as team reviews")
-        author = event.pull_request.user.login if event.pull_request.user else None
-        # the job row is stored: secrets pasted into a comment go no further than this process
-        comment.update(body=scrub_text(comment["body"]), diff_hunk=scrub_text(comment["diff_hunk"]))
-        payload = {
-            "action": event.action,
-            "delivery": delivery.delivery_id,
-            "installation_id": _installation(event),
-            "comment": comment,
-            "pr_author": author,
-        }
-        return submit(
-            delivery,
-            NewJob(COMMENT, comment_key(repo, number, event.action, event.comment), repo, number, None, payload),
-        )
-
-    @router.register("issue_comment", "created")
-    def issue_comment(delivery: Delivery) -> Outcome:
-        """``/revbot review`` and ``/revbot ignore <glob>`` in a PR's conversation: queued as a
-        command job; the worker checks the commenter's permission through the API (too slow for
-        this view) and answers with a reaction."""
-        event = validate(IssueCommentEvent, delivery)
-        repo, comment = event.repository.full_name, event.comment
-        body = comment.body or ""
-        first = body.strip().split("\n", 1)[0].strip()
-        match = _COMMAND.fullmatch(first)
-        if match is None:
-            submit(delivery, None)
-            return Outcome(202, "ignored", "not a /revbot command")
-        if event.issue.pull_request is None:
-            submit(delivery, None)
-            return Outcome(202, "ignored", "/revbot commands work on pull requests only")
-        if is_own_comment(comment.model_dump(), own_logins):
-            submit(delivery, None)
-            return Outcome(200, "own_comment", "commands from bots are ignored")
-        name, arg = (match.group(1) or "").lower(), (match.group(2) or "").strip()
-        payload = {
-            "action": event.action,
-            "delivery": delivery.delivery_id,
-            "installation_id": _installation(event),
-            "comment_id": comment.id,
-            "user": comment.user.login if comment.user else None,
-            "command": name if name in COMMANDS else "unknown",
-            "arg": arg[: MAX_GLOB + 1],
-            "text": first[:300],
-        }
-        key = f"command:{repo.lower()}#{event.issue.number}:{comment.id}"
-        return submit(delivery, NewJob(COMMAND, key, repo, event.issue.number, None, payload))
-
-    @router.register("pull_request_review_thread", *THREAD_ACTIONS)
-    def review_thread(delivery: Delivery) -> Outcome:
-        """A person resolved (or reopened) one of the bot's threads: feedback for retraining."""
-        event = validate(ReviewThreadEvent, delivery)
-        repo, number = event.repository.full_name, event.pull_request.number
-        comments = [c.model_dump() for c in event.thread.comments]
-        if not comments or not extract_fingerprints(comments[0].get("body") or ""):
-            submit(delivery, None)  # the worker checks the thread really is the bot's (its own records)
-            return Outcome(202, "ignored", "not a revbot thread")
-        root = comments[0]
-        payload = {
-            "action": event.action,
-            "delivery": delivery.delivery_id,
-            "installation_id": _installation(event),
-            "sender": event.sender.login if event.sender else None,
-            "root": {k: root.get(k) for k in ("id", "body", "line", "path", "subject_type", "updated_at", "user")},
-        }
-        key = f"thread:{repo.lower()}#{number}:{root['id']}:{event.action}:{delivery.delivery_id or root.get('updated_at')}"
-        return submit(delivery, NewJob(THREAD, key, repo, number, None, payload))
-
+    router.register("ping")(_ping)
+    router.register("installation")(_installation_changed)
+    router.register("installation_repositories")(_installation_changed)
+    router.register("pull_request", *REVIEW_ACTIONS)(lambda delivery: _pull_request(delivery, submit))
+    router.register("pull_request_review_comment", *COMMENT_ACTIONS)(
+        lambda delivery: _review_comment(delivery, submit, own_logins)
+    )
+    router.register("issue_comment", "created")(lambda delivery: _issue_comment(delivery, submit, own_logins))
+    router.register("pull_request_review_thread", *THREAD_ACTIONS)(lambda delivery: _review_thread(delivery, submit))
     return router
+
+
+def _ping(delivery: Delivery) -> Outcome:
+    return Outcome(200, "pong", validate(PingEvent, delivery).zen or "")
+
+
+def _installation_changed(delivery: Delivery) -> Outcome:
+    event = validate(_Event, delivery)
+    inst = event.installation.id if event.installation else None
+    log.info("GitHub App installation %s: %s", inst, event.action)
+    return Outcome(200, "accepted", f"installation {inst} {event.action or ''}".strip())
+
+
+def _pull_request(delivery: Delivery, submit: Submit) -> Outcome:
+    """A pull request opened, pushed to or reopened: a review job keyed by its head commit."""
+    event = validate(PullRequestEvent, delivery)
+    repo, pr = event.repository.full_name, event.pull_request
+    if pr.state not in (None, "open"):
+        return Outcome(200, "skipped", f"{repo}#{pr.number} is {pr.state}")
+    base = pr.base or BaseIn()
+    payload = {
+        "action": event.action,
+        "delivery": delivery.delivery_id,
+        "installation_id": _installation(event),
+        "number": pr.number,
+        "head_sha": pr.head.sha,
+        "base_sha": base.sha,
+        "base_ref": base.ref,
+        "draft": bool(pr.draft),
+        "author": pr.user.login if pr.user else None,
+        "updated_at": pr.updated_at,
+    }
+    job = NewJob(REVIEW, review_key(repo, pr.number, pr.head.sha), repo, pr.number, pr.head.sha, payload)
+    return submit(delivery, job)
+
+
+def _review_comment(delivery: Delivery, submit: Submit, own_logins: frozenset[str]) -> Outcome:
+    """A person's review comment: recorded (scrubbed) for retraining; the bot's own are not."""
+    event = validate(ReviewCommentEvent, delivery)
+    repo, number = event.repository.full_name, event.pull_request.number
+    comment = event.comment.model_dump()
+    if is_own_comment(comment, own_logins):
+        submit(delivery, None)  # remember the delivery id all the same
+        return Outcome(200, "own_comment", "comments by bots are not recorded as team reviews")
+    author = event.pull_request.user.login if event.pull_request.user else None
+    # the job row is stored: secrets pasted into a comment go no further than this process
+    comment.update(body=scrub_text(comment["body"]), diff_hunk=scrub_text(comment["diff_hunk"]))
+    payload = {
+        "action": event.action,
+        "delivery": delivery.delivery_id,
+        "installation_id": _installation(event),
+        "comment": comment,
+        "pr_author": author,
+    }
+    return submit(
+        delivery,
+        NewJob(COMMENT, comment_key(repo, number, event.action, event.comment), repo, number, None, payload),
+    )
+
+
+def _issue_comment(delivery: Delivery, submit: Submit, own_logins: frozenset[str]) -> Outcome:
+    """``/revbot review`` and ``/revbot ignore <glob>`` in a PR's conversation: queued as a
+    command job; the worker checks the commenter's permission through the API (too slow for
+    this view) and answers with a reaction."""
+    event = validate(IssueCommentEvent, delivery)
+    repo, comment = event.repository.full_name, event.comment
+    body = comment.body or ""
+    first = body.strip().split("\n", 1)[0].strip()
+    match = _COMMAND.fullmatch(first)
+    if match is None:
+        submit(delivery, None)
+        return Outcome(202, "ignored", "not a /revbot command")
+    if event.issue.pull_request is None:
+        submit(delivery, None)
+        return Outcome(202, "ignored", "/revbot commands work on pull requests only")
+    if is_own_comment(comment.model_dump(), own_logins):
+        submit(delivery, None)
+        return Outcome(200, "own_comment", "commands from bots are ignored")
+    name, arg = (match.group(1) or "").lower(), (match.group(2) or "").strip()
+    payload = {
+        "action": event.action,
+        "delivery": delivery.delivery_id,
+        "installation_id": _installation(event),
+        "comment_id": comment.id,
+        "user": comment.user.login if comment.user else None,
+        "command": name if name in COMMANDS else "unknown",
+        "arg": arg[: MAX_GLOB + 1],
+        "text": first[:300],
+    }
+    key = f"command:{repo.lower()}#{event.issue.number}:{comment.id}"
+    return submit(delivery, NewJob(COMMAND, key, repo, event.issue.number, None, payload))
+
+
+def _review_thread(delivery: Delivery, submit: Submit) -> Outcome:
+    """A person resolved (or reopened) one of the bot's threads: feedback for retraining."""
+    event = validate(ReviewThreadEvent, delivery)
+    repo, number = event.repository.full_name, event.pull_request.number
+    comments = [c.model_dump() for c in event.thread.comments]
+    if not comments or not extract_fingerprints(comments[0].get("body") or ""):
+        submit(delivery, None)  # the worker checks the thread really is the bot's (its own records)
+        return Outcome(202, "ignored", "not a revbot thread")
+    root = comments[0]
+    payload = {
+        "action": event.action,
+        "delivery": delivery.delivery_id,
+        "installation_id": _installation(event),
+        "sender": event.sender.login if event.sender else None,
+        "root": {k: root.get(k) for k in ("id", "body", "line", "path", "subject_type", "updated_at", "user")},
+    }
+    key = f"thread:{repo.lower()}#{number}:{root['id']}:{event.action}:{delivery.delivery_id or root.get('updated_at')}"
+    return submit(delivery, NewJob(THREAD, key, repo, number, None, payload))
 
 
 def _installation(event: _Event) -> int | None:

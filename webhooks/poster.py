@@ -109,31 +109,18 @@ class GitHubFactory:
         self._lock = threading.Lock()
 
     def client(self, installation_id: int | None) -> GitHubClient:
-        cfg = self.cfg
-        options = dict(cfg.github_options)
-        key = installation_id if cfg.github_app_id and not cfg.github_token else None
+        settings = self.cfg.settings
+        as_app = settings.github_app_id is not None and settings.github_token is None
+        key = installation_id if as_app else None
         with self._lock:
             if key in self._clients:
                 return self._clients[key]
-            if cfg.github_token:
-                client = GitHubClient(cfg.github_token, api_url=cfg.github_api_url, environ={}, **options)
-            elif cfg.github_app_id:
-                if installation_id is None:
-                    raise UsageError(
-                        "GitHub App auth needs the installation id, and this delivery has none "
-                        "(is the webhook configured on the App?)"
-                    )
-                client = GitHubClient(
-                    app_id=cfg.github_app_id,
-                    private_key_path=cfg.github_private_key,
-                    private_key=cfg.github_private_key_pem,
-                    installation_id=installation_id,
-                    api_url=cfg.github_api_url,
-                    environ={},
-                    **options,
+            if as_app and installation_id is None:
+                raise UsageError(
+                    "GitHub App auth needs the installation id, and this delivery has none "
+                    "(is the webhook configured on the App?)"
                 )
-            else:
-                client = GitHubClient(None, api_url=cfg.github_api_url, environ={}, **options)
+            client = GitHubClient.from_settings(settings, installation_id=installation_id, **self.cfg.github_options)
             self._clients[key] = client
             return client
 
@@ -219,7 +206,7 @@ class ReviewPoster:
         known = set(extract_fingerprints("\n".join(r.get("body") or "" for r in reviews)))
         for comment in comments:
             known.update(extract_fingerprints(comment.get("body")))
-        state = read_threads(gh, repo, number, comments, own_logins(gh, self.cfg.bot_logins))
+        state = read_threads(gh, repo, number, comments, own_logins(gh, self.cfg.settings.bot_logins))
         fixed = fixed_threads(state, review)
         earlier = any(REVIEW_MARK in (r.get("body") or "") for r in reviews)
         new_inline = [c for c in review.comments if comment_fingerprint(c) not in known]
@@ -241,7 +228,7 @@ class ReviewPoster:
     def _after(self, job: Job, gh: GitHubClient, comments: list[dict], review: Review, plan: dict) -> None:
         """A rerun whose review was already posted (the worker died after the POST): finish what
         came after it, settling the fixed threads (both steps skip what is already done)."""
-        state = read_threads(gh, job.repo, job.pr, comments, own_logins(gh, self.cfg.bot_logins))
+        state = read_threads(gh, job.repo, job.pr, comments, own_logins(gh, self.cfg.settings.bot_logins))
         fixed = fixed_threads(state, review)
         settle(gh, job.repo, job.pr, job.head_sha or "", fixed, state.graphql)
         self._record(job, gh, state, comments, fixed, plan, [])
@@ -364,8 +351,8 @@ class ReviewPoster:
         ignores = self._pr_ignores(job)
         options = ReviewOptions.from_config(
             config,
-            max_new_tokens=self.cfg.max_new_tokens,
-            token_budget=self.cfg.token_budget,
+            max_new_tokens=self.cfg.settings.max_new_tokens,
+            token_budget=self.cfg.settings.token_budget,
             ignore_paths=(*config.ignore_paths, *ignores),
         )
         backend, version = self.models.get(config.model_version)

@@ -24,20 +24,21 @@ def default_loader(cfg: ServiceConfig) -> Callable[[Any], Any]:
     def load(version: Any) -> Any:
         from adapters.model import BackendOptions, load_backend
 
-        options = BackendOptions(quantize=cfg.quantize, batch_size=cfg.batch_size)
-        if cfg.backend == "openai":
-            name = cfg.openai_model or (version.name if version is not None else cfg.model)
+        s = cfg.settings
+        options = BackendOptions(quantize=s.quantize, batch_size=s.batch_size)
+        if s.backend == "openai":
+            name = s.openai_model or (version.name if version is not None else s.model)
             return load_backend(
-                options.replace(kind="openai", model=cfg.model, base_url=cfg.openai_base_url, api_model=name)
+                options.replace(kind="openai", model=s.model, base_url=s.openai_base_url, api_model=name)
             )
         if version is not None:
             return load_backend(options.replace(adapter=str(version.path)))
-        if not cfg.model and not cfg.adapter:
+        if not s.model and not s.adapter:
             raise ModelError(
-                f"no model to serve: promote a version in {cfg.models_dir} (`revbot models promote vN`) "
+                f"no model to serve: promote a version in {s.models_dir} (`revbot models promote vN`) "
                 "or pass --model / set REVBOT_MODEL"
             )
-        return load_backend(options.replace(model=cfg.model, adapter=cfg.adapter))
+        return load_backend(options.replace(model=s.model, adapter=s.adapter))
 
     return load
 
@@ -48,10 +49,10 @@ def build_models(
     """The model holder. An explicit ``--adapter`` pins the model (no reloads); otherwise the
     registry's ``current`` version is served and followed, falling back to ``--model``."""
     registry = None
-    if not cfg.adapter:
+    if not cfg.settings.adapter:
         from adapters.versions import ModelRegistry
 
-        registry = ModelRegistry(cfg.models_dir)
+        registry = ModelRegistry(cfg.settings.models_dir)
     return ModelHolder(loader or default_loader(cfg), registry, check_every=cfg.reload_check_s, metrics=metrics)
 
 
@@ -66,13 +67,13 @@ def build_pool(
     metrics: Metrics | None = None,
 ) -> WorkerPool:
     """A worker pool for ``cfg`` (not started). ``github``: a GitHubFactory (tests pass one with
-    fast retries); ``store``: the dataset Store (default: ``cfg.db``); ``metrics``: share the web
+    fast retries); ``store``: the dataset Store (default: ``cfg.settings.db``); ``metrics``: share the web
     app's when both run in one process, so its /metrics shows the workers' counts."""
     from webhooks.commands import CommandHandler
     from webhooks.poster import GitHubFactory, ReviewPoster
     from webhooks.recorder import CommentRecorder, ThreadRecorder
 
-    queue = queue or open_queue(cfg.queue, cfg.home, retention_s=cfg.retention_s)
+    queue = queue or open_queue(cfg.settings.queue, cfg.settings.home, retention_s=cfg.retention_s)
     metrics = metrics or Metrics()
     models = build_models(cfg, loader, metrics)
     github = github or GitHubFactory(cfg)
@@ -85,7 +86,7 @@ def build_pool(
 
             with lock:
                 if not opened:
-                    opened.append(Store(cfg.db))
+                    opened.append(Store(cfg.settings.db))
                 return opened[0]
 
         store = open_store
@@ -102,8 +103,8 @@ def build_pool(
         workers=cfg.workers if workers is None else workers,
         models=models,
         metrics=metrics,
-        lease_s=cfg.lease_s,
-        max_attempts=cfg.max_attempts,
+        lease_s=cfg.settings.worker_lease,
+        max_attempts=cfg.settings.job_attempts,
         retry_delay_s=cfg.retry_delay_s,
         reap_interval_s=cfg.reap_interval_s,
         retention_s=cfg.retention_s,

@@ -152,7 +152,7 @@ class JobWorkers(DirtyApp):
     def close(self) -> None:
         assert self.config is not None
         self._starter.join(timeout=5)
-        self.pool.stop(timeout=max(self.config.worker_timeout_s - 2, 1))
+        self.pool.stop(timeout=max(self.config.settings.worker_timeout - 2, 1))
 
 
 class ServeApplication(BaseApplication):
@@ -167,10 +167,10 @@ class ServeApplication(BaseApplication):
         settings = {
             "bind": [f"fd://{self.sock.fileno()}"],
             "worker_class": ThreadWorker,
-            "workers": cfg.web_workers,
-            "threads": cfg.web_threads,
-            "timeout": max(int(cfg.worker_timeout_s), 1),
-            "graceful_timeout": max(int(cfg.worker_timeout_s), 1),
+            "workers": cfg.settings.web_workers,
+            "threads": cfg.settings.web_threads,
+            "timeout": max(int(cfg.settings.worker_timeout), 1),
+            "graceful_timeout": max(int(cfg.settings.worker_timeout), 1),
             "keepalive": 5,
             "loglevel": self.log_level,
             "accesslog": None,
@@ -183,13 +183,15 @@ class ServeApplication(BaseApplication):
         if cfg.workers:
             JobWorkers.config = cfg
             settings.update(
-                dirty_apps=[JOB_WORKERS_APP], dirty_workers=1, dirty_graceful_timeout=max(int(cfg.worker_timeout_s), 1)
+                dirty_apps=[JOB_WORKERS_APP],
+                dirty_workers=1,
+                dirty_graceful_timeout=max(int(cfg.settings.worker_timeout), 1),
             )
         for key, value in settings.items():
             self.cfg.set(key, value)
 
     def _post_worker_init(self, worker: Any) -> None:
-        logging.getLogger("gunicorn.error").addFilter(SlowClientLog(self.service_config.read_timeout_s))
+        logging.getLogger("gunicorn.error").addFilter(SlowClientLog(self.service_config.settings.read_timeout))
 
     def load(self) -> Any:
         from webhooks.app import create_app

@@ -65,7 +65,7 @@ class DemoConfig:
     lora_dropout: float = 0.05
     lora_layers: int | None = 8
     target_modules: tuple[str, ...] | None = None  # None: every attention and MLP projection
-    quantize: bool | None = None  # revbot's default for the device: 4-bit on a GPU, full precision on a CPU
+    quantize: str | None = None  # "4bit", "none"; None: revbot's default, 4-bit on a GPU, full precision on a CPU
     precision: str = "auto"
     eval_max_new_tokens: int = 48
     review_max_new_tokens: int = 48
@@ -108,7 +108,7 @@ class DemoConfig:
         return (
             f"{self.steps} steps x {self.batch_size} rows x {self.max_length} tokens, lr {self.lr:g}, "
             f"LoRA r={self.lora_r} alpha={self.lora_alpha} on {targets} of {where}, "
-            f"{ {True: '4-bit NF4 base', False: 'full-precision base'}.get(self.quantize, 'base 4-bit on a GPU, full precision on a CPU') }, "
+            f"{ {'4bit': '4-bit NF4 base', 'none': 'full-precision base'}.get(self.quantize or '', 'base 4-bit on a GPU, full precision on a CPU') }, "
             f"precision {self.precision}"
         )
 
@@ -446,7 +446,7 @@ def train_model(run: DemoRun, steps: Steps) -> None:
     from finetune.train import train
 
     config = run.config
-    quantized = config.quantize if config.quantize is not None else torch.cuda.is_available()
+    quantized = config.quantize == "4bit" or (config.quantize is None and torch.cuda.is_available())
     quant = "QLoRA (4-bit NF4 base)" if quantized else "LoRA (full-precision base: 4-bit only costs time on a CPU)"
     with steps.step(f"Training with {quant} for {config.steps} steps", "train"):
         run.echo(f"      {config.describe()}")

@@ -468,7 +468,7 @@ def serve_forever(
         sim.stop()
 
 
-@click.command("github-sim")
+@click.command("github-sim", context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on (keep it loopback).")
 @click.option("--port", default=8765, show_default=True, type=int, help="Port; 0 picks a free one.")
 @click.option("--seed-file", "seed_path", type=click.Path(dir_okay=False), help="JSON seed description to load.")

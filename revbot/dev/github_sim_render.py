@@ -101,59 +101,19 @@ class SimRenderer:
                 "ssh_url": f"git@127.0.0.1:{full}.git",
                 "clone_url": f"{ctx.web}/{full}.git",
                 "svn_url": f"{ctx.web}/{full}",
-                "homepage": None,
-                "size": 0,
-                "stargazers_count": 0,
-                "watchers_count": 0,
-                "language": None,
-                "has_issues": True,
-                "has_projects": True,
-                "has_downloads": True,
-                "has_wiki": True,
-                "has_pages": False,
-                "has_discussions": False,
-                "forks_count": 0,
-                "mirror_url": None,
-                "archived": False,
-                "disabled": False,
-                "open_issues_count": n_open,
-                "license": None,
-                "allow_forking": True,
-                "is_template": False,
-                "web_commit_signoff_required": False,
-                "topics": [],
-                "visibility": "private" if repo["private"] else "public",
-                "forks": 0,
-                "open_issues": n_open,
-                "watchers": 0,
-                "default_branch": repo["default_branch"],
-                "permissions": {"admin": False, "maintain": False, "push": True, "triage": True, "pull": True},
-                "temp_clone_token": "",
-                "allow_squash_merge": True,
-                "allow_merge_commit": True,
-                "allow_rebase_merge": True,
-                "allow_auto_merge": False,
-                "delete_branch_on_merge": False,
-                "allow_update_branch": False,
-                "use_squash_pr_title_as_default": False,
-                "squash_merge_commit_message": "COMMIT_MESSAGES",
-                "squash_merge_commit_title": "COMMIT_OR_PR_TITLE",
-                "merge_commit_message": "PR_TITLE",
-                "merge_commit_title": "MERGE_MESSAGE",
-                "custom_properties": {},
-                "security_and_analysis": {
-                    k: {"status": "disabled"}
-                    for k in (
-                        "secret_scanning",
-                        "secret_scanning_push_protection",
-                        "dependabot_security_updates",
-                        "secret_scanning_non_provider_patterns",
-                        "secret_scanning_validity_checks",
-                    )
-                },
-                "network_count": 0,
-                "subscribers_count": 0,
             }
+        )
+        # the settings every simulated repository shares; the placeholders are filled in here
+        out.update(
+            _REPO_SETTINGS,
+            open_issues_count=n_open,
+            visibility="private" if repo["private"] else "public",
+            open_issues=n_open,
+            default_branch=repo["default_branch"],
+            permissions=dict(_REPO_SETTINGS["permissions"]),
+            security_and_analysis={k: dict(v) for k, v in _REPO_SETTINGS["security_and_analysis"].items()},
+            topics=[],
+            custom_properties={},
         )
         if self._state["users"].get(repo["owner"], {}).get("type") == "Organization":
             out["organization"] = owner
@@ -405,3 +365,59 @@ _REPO_URLS = [
     ("releases_url", "/releases{/id}"),
     ("deployments_url", "/deployments"),
 ]
+
+
+_REPO_SETTINGS: dict[str, Any] = {
+    "homepage": None,
+    "size": 0,
+    "stargazers_count": 0,
+    "watchers_count": 0,
+    "language": None,
+    "has_issues": True,
+    "has_projects": True,
+    "has_downloads": True,
+    "has_wiki": True,
+    "has_pages": False,
+    "has_discussions": False,
+    "forks_count": 0,
+    "mirror_url": None,
+    "archived": False,
+    "disabled": False,
+    "open_issues_count": None,  # filled in per repository
+    "license": None,
+    "allow_forking": True,
+    "is_template": False,
+    "web_commit_signoff_required": False,
+    "topics": [],
+    "visibility": None,  # filled in per repository
+    "forks": 0,
+    "open_issues": None,  # filled in per repository
+    "watchers": 0,
+    "default_branch": None,  # filled in per repository
+    "permissions": {"admin": False, "maintain": False, "push": True, "triage": True, "pull": True},
+    "temp_clone_token": "",
+    "allow_squash_merge": True,
+    "allow_merge_commit": True,
+    "allow_rebase_merge": True,
+    "allow_auto_merge": False,
+    "delete_branch_on_merge": False,
+    "allow_update_branch": False,
+    "use_squash_pr_title_as_default": False,
+    "squash_merge_commit_message": "COMMIT_MESSAGES",
+    "squash_merge_commit_title": "COMMIT_OR_PR_TITLE",
+    "merge_commit_message": "PR_TITLE",
+    "merge_commit_title": "MERGE_MESSAGE",
+    "custom_properties": {},
+    "security_and_analysis": {
+        k: {"status": "disabled"}
+        for k in (
+            "secret_scanning",
+            "secret_scanning_push_protection",
+            "dependabot_security_updates",
+            "secret_scanning_non_provider_patterns",
+            "secret_scanning_validity_checks",
+        )
+    },
+    "network_count": 0,
+    "subscribers_count": 0,
+}

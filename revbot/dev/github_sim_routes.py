@@ -108,22 +108,12 @@ class SimRoutes:
 
     def _validate_inline(self, full: str, pull: dict, spec: Any, index: int | None) -> tuple[dict, list[dict]]:
         """Check one inline comment against the PR's diff like GitHub does; returns (normalised, errors)."""
-        label = f"comments[{index}]" if index is not None else "comment"
 
         def error(field_name: str, message: str, code: str = "custom", **where: Any) -> dict:
-            out = {
-                "resource": "PullRequestReviewComment",
-                "code": code,
-                "field": f"{label}.{field_name}" if index is not None else field_name,
-                "message": message,
-            }
-            if index is not None:
-                out["index"] = index
-            out.update(where)
-            return out
+            return _inline_error(index, field_name, message, code, **where)
 
         if not isinstance(spec, dict):
-            return {}, [error("comment", f"{label} must be an object", code="invalid")]
+            return {}, [error("comment", f"{_label(index)} must be an object", code="invalid")]
         errors = []
         body, path = spec.get("body"), spec.get("path")
         if not isinstance(body, str) or not body:
@@ -131,62 +121,33 @@ class SimRoutes:
         if not isinstance(path, str) or not path:
             errors.append(error("path", "Path can't be blank", code="missing_field"))
             return {}, errors
-        diffs = self._file_diffs(full, pull)
-        fd = diffs.get(path)
-        where = {"path": path}
+        fd = self._file_diffs(full, pull).get(path)
+        where: dict[str, Any] = {"path": path}
         if fd is None:
-            errors.append(error("path", "Path could not be resolved", **where))
-            return {}, errors
+            return {}, [*errors, error("path", "Path could not be resolved", **where)]
         if spec.get("subject_type") == "file":
             return {"path": path, "body": body, "line": None, "side": RIGHT, "subject_type": "file"}, errors
         line, side = spec.get("line"), spec.get("side") or RIGHT
         if line is None and spec.get("position") is not None:
             resolved = self._position_to_line(full, pull, path, int(spec["position"]))
             if resolved is None:
-                errors.append(
-                    error(
-                        "position",
-                        "Pull request review thread position could not be resolved",
-                        **where,
-                        position=spec["position"],
-                    )
-                )
-                return {}, errors
+                message = "Pull request review thread position could not be resolved"
+                return {}, [*errors, error("position", message, **where, position=spec["position"])]
             line, side = resolved
         if side not in (LEFT, RIGHT):
-            errors.append(error("side", f"side must be LEFT or RIGHT, got {side!r}", code="invalid", **where))
-            return {}, errors
+            return {}, [*errors, error("side", f"side must be LEFT or RIGHT, got {side!r}", code="invalid", **where)]
         if not isinstance(line, int) or isinstance(line, bool):
-            errors.append(error("line", "Line could not be resolved", code="invalid", **where, line=line))
-            return {}, errors
+            return {}, [*errors, error("line", "Line could not be resolved", code="invalid", **where, line=line)]
         where.update(line=line, side=side)
         if not fd.is_commentable(line, side):
-            errors.append(error("line", "Pull request review thread line must be part of the diff", **where))
-            return {}, errors
+            return {}, [*errors, error("line", "Pull request review thread line must be part of the diff", **where)]
         start_line = spec.get("start_line")
         start_side = spec.get("start_side") or side
         if start_line is not None:
-            if not isinstance(start_line, int) or start_line >= line and start_side == side:
-                errors.append(
-                    error(
-                        "start_line",
-                        "start_line must precede the end line",
-                        code="invalid",
-                        **where,
-                        start_line=start_line,
-                    )
-                )
-            elif not fd.is_commentable(start_line, start_side) or fd.hunk_for(
-                start_line, start_side
-            ) is not fd.hunk_for(line, side):
-                errors.append(
-                    error(
-                        "start_line",
-                        "Pull request review thread start line must be part of the same hunk as the line",
-                        **where,
-                        start_line=start_line,
-                    )
-                )
+            wrong = _start_line_problem(fd, line, side, start_line, start_side)
+            if wrong is not None:
+                code = "invalid" if wrong.startswith("start_line") else "custom"
+                errors.append(error("start_line", wrong, code=code, **where, start_line=start_line))
         return {
             "path": path,
             "body": body,
@@ -615,6 +576,35 @@ class SimRoutes:
                 "repository_selection": "all",
             },
         )
+
+
+def _label(index: int | None) -> str:
+    return f"comments[{index}]" if index is not None else "comment"
+
+
+def _inline_error(index: int | None, field_name: str, message: str, code: str = "custom", **where: Any) -> dict:
+    """GitHub's error item for one inline comment of a review (``index``) or a single comment."""
+    out = {
+        "resource": "PullRequestReviewComment",
+        "code": code,
+        "field": f"{_label(index)}.{field_name}" if index is not None else field_name,
+        "message": message,
+    }
+    if index is not None:
+        out["index"] = index
+    out.update(where)
+    return out
+
+
+def _start_line_problem(fd: Any, line: int, side: str, start_line: Any, start_side: str) -> str | None:
+    """What is wrong with a multi-line comment's start, as GitHub words it, or None."""
+    if not isinstance(start_line, int) or start_line >= line and start_side == side:
+        return "start_line must precede the end line"
+    if not fd.is_commentable(start_line, start_side) or fd.hunk_for(start_line, start_side) is not fd.hunk_for(
+        line, side
+    ):
+        return "Pull request review thread start line must be part of the same hunk as the line"
+    return None
 
 
 # --------------------------------------------------------------------------- routing

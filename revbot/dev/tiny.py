@@ -14,6 +14,7 @@ import json
 import logging
 from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -189,6 +190,47 @@ def build_tiny_model(
     for llama, so both the chat and the plain prompt paths get exercised. Same arguments and seed give
     byte-identical weights.
     """
+    _check_shape(arch, vocab_size, hidden_size, num_layers, num_heads)
+    if chat_template is None:
+        chat_template = arch == "qwen2"
+    tokenizer = _tokenizer(arch, corpus, vocab_size, chat_template, max_position)
+    kv_heads = num_heads // 2 if num_heads % 2 == 0 else num_heads  # grouped-query attention, as the real ones
+    eos_ids = (
+        [tokenizer.convert_tokens_to_ids(IM_END), tokenizer.convert_tokens_to_ids(EOS)]
+        if chat_template
+        else tokenizer.convert_tokens_to_ids(EOS)
+    )
+    common = dict(
+        vocab_size=len(tokenizer),
+        hidden_size=hidden_size,
+        num_hidden_layers=num_layers,
+        num_attention_heads=num_heads,
+        num_key_value_heads=kv_heads,
+        intermediate_size=intermediate_size or 4 * hidden_size,
+        max_position_embeddings=max_position,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=eos_ids,
+        pad_token_id=tokenizer.pad_token_id,
+        tie_word_embeddings=False,
+    )
+    out = Path(out_dir)
+    _save_random_model(out, arch, common, tokenizer, eos_ids, seed)
+    (out / "README.md").write_text(
+        README_TEXT.format(
+            arch=arch,
+            layers=num_layers,
+            hidden=hidden_size,
+            vocab=len(tokenizer),
+            chat="ChatML (<|im_start|>/<|im_end|>)" if chat_template else "none (a plain model)",
+            seed=seed,
+        )
+    )
+    (out / "revbot-tiny.json").write_text(json.dumps({"tiny": True, "arch": arch, "seed": seed}, indent=2) + "\n")
+    log.info("wrote a tiny random %s model (%d tokens) to %s", arch, len(tokenizer), out)
+    return out
+
+
+def _check_shape(arch: str, vocab_size: int, hidden_size: int, num_layers: int, num_heads: int) -> None:
     if arch not in ARCHS:
         raise UsageError(f"unknown architecture {arch!r}; choose one of: {', '.join(ARCHS)}")
     if hidden_size <= 0 or num_layers <= 0 or num_heads <= 0 or hidden_size % num_heads:
@@ -197,12 +239,12 @@ def build_tiny_model(
         raise UsageError(f"head size {hidden_size // num_heads} must be even (rotary embeddings)")
     if vocab_size < 300:
         raise UsageError(f"vocab size {vocab_size} is too small: the byte alphabet alone needs 256 tokens")
-    if chat_template is None:
-        chat_template = arch == "qwen2"
 
-    import torch
+
+def _tokenizer(arch: str, corpus: Iterable[str] | None, vocab_size: int, chat_template: bool, max_position: int) -> Any:
+    """A BPE tokenizer trained on ``corpus`` (default: the built-in one), wrapped for transformers;
+    chat models get ChatML, plain ones a leading <s> like Llama's."""
     from transformers import PreTrainedTokenizerFast
-    from transformers.utils import logging as hf_logging
 
     specials = [UNK, BOS, EOS, PAD] + ([IM_START, IM_END] if chat_template else [])
     texts = list(default_corpus() if corpus is None else corpus)
@@ -226,35 +268,21 @@ def build_tiny_model(
     )
     if chat_template:
         tokenizer.chat_template = CHATML_TEMPLATE
+    return tokenizer
 
-    kv_heads = num_heads // 2 if num_heads % 2 == 0 else num_heads  # grouped-query attention, as the real ones
-    eos_ids = (
-        [tokenizer.convert_tokens_to_ids(IM_END), tokenizer.convert_tokens_to_ids(EOS)]
-        if chat_template
-        else tokenizer.convert_tokens_to_ids(EOS)
-    )
-    common = dict(
-        vocab_size=len(tokenizer),
-        hidden_size=hidden_size,
-        num_hidden_layers=num_layers,
-        num_attention_heads=num_heads,
-        num_key_value_heads=kv_heads,
-        intermediate_size=intermediate_size or 4 * hidden_size,
-        max_position_embeddings=max_position,
-        bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=eos_ids,
-        pad_token_id=tokenizer.pad_token_id,
-        tie_word_embeddings=False,
-    )
+
+def _save_random_model(out: Path, arch: str, config: dict[str, Any], tokenizer: Any, eos_ids: Any, seed: int) -> None:
+    """Initialise the model from ``seed`` (without disturbing the caller's RNG) and save it with the
+    tokenizer, replacing what an earlier build left."""
+    import torch
+    from transformers.utils import logging as hf_logging
+
     if arch == "llama":
         from transformers import LlamaConfig as Config
         from transformers import LlamaForCausalLM as Model
     else:
         from transformers import Qwen2Config as Config
         from transformers import Qwen2ForCausalLM as Model
-    config = Config(**common)
-
-    out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     for stale in _WRITTEN_FILES:  # a rebuild must not inherit, say, the chat template of the last one
         (out / stale).unlink(missing_ok=True)
@@ -263,7 +291,7 @@ def build_tiny_model(
     try:
         with torch.random.fork_rng(devices=[]):  # seed locally; never disturb the caller's RNG
             torch.manual_seed(seed)
-            model = Model(config)
+            model = Model(Config(**config))
         model.generation_config.pad_token_id = tokenizer.pad_token_id
         model.generation_config.bos_token_id = tokenizer.bos_token_id
         model.generation_config.eos_token_id = eos_ids
@@ -272,19 +300,6 @@ def build_tiny_model(
     finally:
         if was_enabled:
             hf_logging.enable_progress_bar()
-    (out / "README.md").write_text(
-        README_TEXT.format(
-            arch=arch,
-            layers=num_layers,
-            hidden=hidden_size,
-            vocab=len(tokenizer),
-            chat="ChatML (<|im_start|>/<|im_end|>)" if chat_template else "none (a plain model)",
-            seed=seed,
-        )
-    )
-    (out / "revbot-tiny.json").write_text(json.dumps({"tiny": True, "arch": arch, "seed": seed}, indent=2) + "\n")
-    log.info("wrote a tiny random %s model (%d tokens) to %s", arch, len(tokenizer), out)
-    return out
 
 
 def _read_corpus_files(paths: tuple[str, ...]) -> list[str]:

@@ -35,10 +35,10 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 CRC = ROOT.parent / "shared" / "data" / "crc-py" / "reviews.jsonl"
 CONFIGS = {  # the first is the baseline every ratio is against: the usual QLoRA recipe, as it ran before
-    "all-4bit-fp32": {"lora_layers": 0, "precision": "fp32", "quantize": True},
-    "last8-4bit-bf16": {"lora_layers": 8, "precision": "bf16", "quantize": True},
-    "last8-fp32": {"lora_layers": 8, "precision": "fp32", "quantize": False},
-    "last8-bf16": {"lora_layers": 8, "precision": "bf16", "quantize": False},
+    "all-4bit-fp32": {"lora_layers": 0, "precision": "fp32", "quantize": "4bit"},
+    "last8-4bit-bf16": {"lora_layers": 8, "precision": "bf16", "quantize": "4bit"},
+    "last8-fp32": {"lora_layers": 8, "precision": "fp32", "quantize": "none"},
+    "last8-bf16": {"lora_layers": 8, "precision": "bf16", "quantize": "none"},
 }
 
 

@@ -15,7 +15,7 @@ the commented line, so line placement is always right for any system that commen
 line; and it holds no negative examples, so silence on negatives is undefined.
 
     python tests/bench/bench_quality.py                                 # defaults: SmolLM2, CPU
-    python tests/bench/bench_quality.py --keep-bot-comments             # the same, AI-bot comments kept
+    python tests/bench/bench_quality.py --keep-review-tool-comments             # the same, AI-bot comments kept
     python tests/bench/bench_quality.py --data FILE --format codereviewer
     python tests/bench/bench_quality.py --base-model Qwen/Qwen2.5-Coder-1.5B-Instruct --lora-layers 0  # GPU
 
@@ -48,7 +48,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description="quality on real reviews: tuned vs base vs retrieval vs most-frequent")
     parser.add_argument("--data", default=str(CRC), help="dataset file (default: crc-py)")
     parser.add_argument("--format", dest="fmt", default="crc", help="its format (crc, codereviewer, jsonl, ...)")
-    parser.add_argument("--keep-bot-comments", action="store_true", help="keep comments stamped by AI review tools")
+    parser.add_argument(
+        "--keep-review-tool-comments", action="store_true", help="keep comments stamped by AI review tools"
+    )
     parser.add_argument("--base-model", default="smollm2-135m", help="base model (default: the embedded SmolLM2-135M)")
     parser.add_argument("--epochs", type=float, default=1.0, help="passes over the training split (default 1)")
     parser.add_argument("--steps", type=int, default=0, help="optimiser steps (overrides --epochs when > 0)")
@@ -60,9 +62,9 @@ def main() -> None:
     parser.add_argument("--precision", default="auto", choices=("auto", "bf16", "fp32"))
     parser.add_argument(
         "--quantize",
-        action=argparse.BooleanOptionalAction,
+        choices=("4bit", "none"),
         default=None,
-        help="4-bit QLoRA or plain LoRA (default: revbot's default for the device)",
+        help="4bit: QLoRA, none: plain LoRA (default: revbot's default for the device)",
     )
     parser.add_argument("--eval-every", type=int, default=0, help="steps between validation passes (0: ~5 a run)")
     parser.add_argument("--test-limit", type=int, default=0, help="evaluate on the first N test hunks (0: all)")
@@ -77,9 +79,9 @@ def main() -> None:
     from finetune.train import TrainConfig, train
 
     started = time.perf_counter()
-    imported = read_dataset(args.data, args.fmt, keep_bot_comments=args.keep_bot_comments)
+    imported = read_dataset(args.data, args.fmt, keep_tool_comments=args.keep_tool_comments)
     print(imported.text().splitlines()[0])
-    print(f"review-bot comments dropped: {dict(imported.bot_comments) or 'none'}")
+    print(f"AI review tool comments dropped: {dict(imported.tool_comments) or 'none'}")
     splits = split_examples(
         imported.examples, args.seed, test_fraction=0.1, val_fraction=0.05, min_train=1, min_val=1, min_test=1
     )

@@ -153,7 +153,7 @@ def worker_sft(kind: str, job: dict) -> dict:
             bnb_4bit_compute_dtype=torch.float32,
         )
         lm = AutoModelForCausalLM.from_pretrained(
-            job["model"], dtype=torch.float32, quantization_config=bnb if job["quantize"] else None
+            job["model"], dtype=torch.float32, quantization_config=bnb if job["quantize"] == "4bit" else None
         )
         keep_4bit_differentiable(lm)  # as revbot does: 4-bit weights stay in the differentiable layout on CPU
         if kind.startswith("stock+segments"):
@@ -435,7 +435,7 @@ def main() -> None:
         job = {
             "model": str(model),
             "data": str(data),
-            "quantize": not args.no_quantize,
+            "quantize": "none" if args.no_quantize else "4bit",
             "batch_size": args.batch_size,
             "max_length": args.max_length,
             "targets": targets,

@@ -1,5 +1,5 @@
-"""One CLI vocabulary: the same option names in every command, old spellings kept for a release as
-hidden aliases that warn, -v/-q before or after the command, one error prefix, `review --fail-on`
+"""One CLI vocabulary: the same option names in every command, one spelling each (the old spellings
+of 0.1.0's development are gone), -v/-q before or after the command, one error prefix, `review --fail-on`
 exit codes, the demo's Ctrl-C, and `retrain` harvesting each repository from the API root its
 harvest used. Everything runs in process through the real entry point (revbot.cli.main)."""
 
@@ -9,6 +9,7 @@ import importlib
 import io
 import json
 import logging
+import re
 import sys
 from pathlib import Path
 
@@ -27,6 +28,22 @@ OLD_SPELLINGS = (
     "--eval-batch-size",
     "--no-quantize",
 )
+# (command, an old spelling it took during 0.1.0's development): now a usage error like any unknown option
+GONE = [
+    (["review", "-"], "--model-version"),
+    (["review", "-"], "--repo"),
+    (["review", "-"], "--batch-size"),
+    (["train"], "--base-model"),
+    (["train"], "--no-quantize"),
+    (["eval"], "--model"),
+    (["eval"], "--store"),
+    (["eval"], "--batch-size"),
+    (["export", "v1", "--merged", "out"], "--base-model"),
+    (["retrain", "--no-harvest"], "--base-model"),
+    (["retrain", "--no-harvest"], "--eval-batch-size"),
+    (["harvest", "github", "acme/widgets"], "--no-progress"),
+    (["dataset", "stats"], "--json"),
+]
 
 
 class Stop(RevbotError):
@@ -98,83 +115,35 @@ class FakeRegistry:
     latest = current
 
 
-def test_review_model_version_is_a_deprecated_spelling_of_version(revbot, shared_dir):
-    diff = str(shared_dir / "fixtures" / "diffs" / "git.diff")
-    code, out, err = revbot("review", diff, "--version", "v7")
-    assert (code, out) == (1, "") and "no model version 'v7'" in err and "deprecated" not in err
-    code, out, err = revbot("review", diff, "--model-version", "v7")
-    assert (code, out) == (1, "") and "no model version 'v7'" in err
-    assert "revbot: warning: --model-version is deprecated, use --version" in err
-    code, _, err = revbot("review", diff, "--version", "v7", "--model-version", "v8")
-    assert code == 2 and "revbot: error: --model-version is the old spelling of --version: give --version only" in err
+@pytest.mark.parametrize("command, old", GONE, ids=[f"{' '.join(c[:2])} {o}" for c, o in GONE])
+def test_an_old_spelling_is_an_unknown_option(revbot, command, old):
+    value = [] if old in ("--no-progress", "--json", "--no-quantize") else ["x"]
+    code, out, err = revbot(*command, old, *value)
+    assert (code, out) == (2, "") and re.search(rf"revbot: error: No such option:? '?{old}\b", err), err
 
 
-def test_train_base_model_is_a_deprecated_spelling_of_model(revbot, monkeypatch, tmp_path):
+def test_train_model_reaches_the_trainer_and_db_and_data_exclude_each_other(revbot, monkeypatch, tmp_path):
     seen: dict = {}
     monkeypatch.setattr("finetune.data.load_examples", lambda path: ["an example"])
     _capture(monkeypatch, "finetune.train.train", seen)
-    common = ["train", "--data", str(tmp_path / "x.jsonl"), "--models-dir", str(tmp_path / "m")]
-    for spelling in ("--model", "--base-model"):
-        seen.clear()
-        code, _, err = revbot(*common, spelling, "some/base")
-        assert code == 1 and "stopped by the test" in err
-        assert seen["args"][1] == "some/base"
-        assert ("--base-model is deprecated, use --model" in err) == (spelling == "--base-model")
+    code, _, err = revbot(
+        "train", "--data", str(tmp_path / "x.jsonl"), "--models-dir", str(tmp_path / "m"), "--model", "some/base"
+    )
+    assert code == 1 and "stopped by the test" in err and seen["args"][1] == "some/base"
     code, _, err = revbot("train", "--db", "a.db", "--data", "b.jsonl")
     assert code == 2 and "not both" in err
 
 
-def test_eval_model_format_and_store_are_deprecated_spellings(revbot, monkeypatch, tmp_path):
-    monkeypatch.setattr("finetune.cli._registry", lambda models_dir: FakeRegistry())
-    seen: dict = {}
-    _capture(monkeypatch, "finetune.evaluate.examples_for", seen)
-    for version, fmt, warned in (
-        (["--version", "v3"], ["--input-format", "crc"], []),
-        (["--model", "v3"], ["--format", "crc"], ["--model", "--format"]),
-    ):
-        seen.clear()
-        code, _, err = revbot("eval", *version, "--data", "d.jsonl", *fmt)
-        assert code == 1 and seen["args"] == ("version<v3>", "d.jsonl", "crc"), err
-        assert ("--model is deprecated, use --version" in err) == ("--model" in warned)
-        assert ("--format is deprecated, use --input-format" in err) == ("--format" in warned)
-
-    monkeypatch.setattr("finetune.evaluate.examples_for", lambda version, data, fmt: ([], []))
-    _capture(monkeypatch, "finetune.evaluate.evaluate", seen)
-    for spelling in ("--db", "--store"):
-        seen.clear()
-        code, _, err = revbot("eval", spelling, str(tmp_path / "s.db"))
-        assert code == 1 and seen["store"] == str(tmp_path / "s.db"), err
-        assert ("--store is deprecated, use --db" in err) == (spelling == "--store")
-
-
-def test_export_base_model_is_a_deprecated_spelling_of_model(revbot, monkeypatch, tmp_path):
-    monkeypatch.setattr("finetune.cli._registry", lambda models_dir: FakeRegistry())
-    seen: dict = {}
-    _capture(monkeypatch, "finetune.export.export_merged", seen)
-    for spelling in ("--model", "--base-model"):
-        code, _, err = revbot("export", "v1", "--merged", str(tmp_path / "out"), spelling, "moved/base")
-        assert code == 1 and seen["base_model"] == "moved/base", err
-        assert ("--base-model is deprecated, use --model" in err) == (spelling == "--base-model")
-
-
-def test_retrain_base_model_is_a_deprecated_spelling_of_model(revbot, monkeypatch, tmp_path):
+def test_retrain_model_reaches_the_retrain(revbot, monkeypatch, tmp_path):
     seen: dict = {}
     _capture(monkeypatch, "revbot.retrain.retrain", seen)
-    for spelling in ("--model", "--base-model"):
-        code, _, err = revbot("retrain", "--no-harvest", "--db", str(tmp_path / "r.db"), spelling, "some/base")
-        assert code == 1 and seen["base_model"] == "some/base", err
-        assert ("--base-model is deprecated, use --model" in err) == (spelling == "--base-model")
+    code, _, err = revbot("retrain", "--no-harvest", "--db", str(tmp_path / "r.db"), "--model", "some/base")
+    assert code == 1 and seen["base_model"] == "some/base", err
 
 
-def test_dataset_import_format_is_a_deprecated_spelling_of_input_format(revbot, monkeypatch, tmp_path):
+def test_dataset_import_needs_its_input_format(revbot, tmp_path):
     data = tmp_path / "in.jsonl"
     data.write_text("{}\n")
-    seen: dict = {}
-    _capture(monkeypatch, "harvest.datasets.import_dataset", seen)
-    for spelling in ("--input-format", "--format"):
-        code, _, err = revbot("dataset", "import", str(data), spelling, "alpaca", "--db", str(tmp_path / "d.db"))
-        assert code == 1 and seen["args"][2] == "alpaca", err
-        assert ("--format is deprecated, use --input-format" in err) == (spelling == "--format")
     code, _, err = revbot("dataset", "import", str(data), "--db", str(tmp_path / "d.db"))
     assert code == 2 and "revbot: error: Missing option '--input-format'" in err
 
@@ -272,26 +241,6 @@ def test_fails_reads_comments_and_notes():
     assert not any(fails(Review(), level) for level in ("none", "any", "inline"))
 
 
-# --------------------------------------------------------------------------- --max-new-tokens
-
-
-def test_max_new_tokens_has_one_default_everywhere(revbot):
-    from adapters.settings import Settings
-    from bot.config import DEFAULT_MAX_NEW_TOKENS
-    from bot.review import ReviewOptions
-    from finetune.cli import eval_cmd
-    from revbot.retrain import retrain_cmd
-
-    defaults = {
-        "eval": next(p.default for p in eval_cmd.params if p.name == "max_new_tokens"),
-        "retrain": next(p.default for p in retrain_cmd.params if p.name == "max_new_tokens"),
-        "review": ReviewOptions().max_new_tokens,
-        "settings ($REVBOT_MAX_NEW_TOKENS unset)": Settings.from_env({}).max_new_tokens,
-    }
-    assert set(defaults.values()) == {DEFAULT_MAX_NEW_TOKENS}, defaults
-    assert f"or {DEFAULT_MAX_NEW_TOKENS})" in revbot("review", "--help")[1]
-
-
 # --------------------------------------------------------------------------- retrain's API root
 
 
@@ -360,35 +309,28 @@ def test_quantize_is_one_option_with_one_spelling_wherever_a_model_is_loaded_or_
         assert list(option.type.choices) == ["4bit", "none"] and not option.secondary_opts, path
 
 
-def test_train_quantize_values_and_the_old_no_quantize_flag(revbot, monkeypatch, tmp_path):
+def test_train_quantize_values(revbot, monkeypatch, tmp_path):
     seen: dict = {}
     monkeypatch.setattr("finetune.data.load_examples", lambda path: ["an example"])
     _capture(monkeypatch, "finetune.train.train", seen)
     common = ["train", "--data", str(tmp_path / "x.jsonl"), "--models-dir", str(tmp_path / "m")]
-    for given, quantize, warned in (
-        ([], None, False),
-        (["--quantize"], True, False),  # bare: 4bit
-        (["--quantize", "4bit"], True, False),
-        (["--quantize", "none"], False, False),
-        (["--no-quantize"], False, True),
+    for given, quantize in (
+        ([], None),
+        (["--quantize"], "4bit"),  # bare: 4bit
+        (["--quantize", "4bit"], "4bit"),
+        (["--quantize", "none"], "none"),
     ):
         seen.clear()
         code, _, err = revbot(*common, *given)
         assert code == 1 and "stopped by the test" in err, (given, err)
-        assert seen["args"][3].quantize is quantize, given
-        assert ("--no-quantize is deprecated, use --quantize none" in err) is warned, given
-    code, _, err = revbot(*common, "--no-quantize", "--quantize", "4bit")
-    assert code == 2 and "revbot: error:" in err and "give one" in err
+        assert seen["args"][3].quantize == quantize, given
 
 
-def test_review_repo_dir_names_the_checkout_and_repo_is_its_old_spelling(revbot, tmp_path):
+def test_review_repo_dir_names_the_checkout(revbot, tmp_path):
     assert "--repo-dir" in _options(["review"]) and "--repo" not in _options(["review"])
     assert "--repo" in _options(["dataset", "export"])  # --repo is an OWNER/NAME everywhere else
-    missing = str(tmp_path / "no-such-checkout")
-    for spelling in ("--repo-dir", "--repo"):
-        code, _, err = revbot("review", "--git", spelling, missing)
-        assert code == 2 and "no-such-checkout" in err, err
-        assert ("--repo is deprecated, use --repo-dir" in err) == (spelling == "--repo")
+    code, _, err = revbot("review", "--git", "--repo-dir", str(tmp_path / "no-such-checkout"))
+    assert code == 2 and "no-such-checkout" in err, err
 
 
 def test_batch_size_is_training_rows_and_gen_batch_size_is_prompts_generated_together():
@@ -410,32 +352,17 @@ def test_batch_size_is_training_rows_and_gen_batch_size_is_prompts_generated_tog
         assert (evaluate[name].help, evaluate[name].default) == (retrain[name].help, retrain[name].default), name
 
 
-def test_eval_batch_size_is_an_old_spelling_of_gen_batch_size(revbot, monkeypatch, tmp_path):
-    monkeypatch.setattr("finetune.cli._registry", lambda models_dir: FakeRegistry())
-    monkeypatch.setattr("finetune.evaluate.examples_for", lambda version, data, fmt: ([], []))
-    seen: dict = {}
-    _capture(monkeypatch, "finetune.evaluate.evaluate", seen)
-    for spelling in ("--gen-batch-size", "--batch-size"):
-        seen.clear()
-        code, _, err = revbot("eval", spelling, "3")
-        assert code == 1 and seen["batch_size"] == 3, err
-        assert ("--batch-size is deprecated, use --gen-batch-size" in err) == (spelling == "--batch-size")
-
-
-def test_summaries_take_format_json_and_json_is_its_old_spelling(revbot, tmp_path):
+def test_summaries_take_format_json(revbot, tmp_path):
     from adapters.store import Store
 
     db = str(tmp_path / "s.db")
     Store(db).close()
     code, out, err = revbot("dataset", "stats", "--db", db, "--format", "json")
-    assert code == 0 and isinstance(json.loads(out), dict) and "deprecated" not in err, err
-    code, out2, err = revbot("dataset", "stats", "--db", db, "--json")
-    assert code == 0 and json.loads(out2) == json.loads(out)
-    assert "revbot: warning: --json is deprecated, use --format json" in err
+    assert code == 0 and isinstance(json.loads(out), dict), err
     code, out, _ = revbot("dataset", "stats", "--db", db)
     assert code == 0 and not out.lstrip().startswith("{")
-    code, _, err = revbot("dataset", "stats", "--db", db, "--format", "json", "--json")
-    assert code == 2 and "give --format json only" in err
+    code, _, err = revbot("dataset", "stats", "--db", db, "--format", "yaml")
+    assert code == 2 and "Invalid value for '--format'" in err
 
 
 def test_logging_follows_stderr_when_it_is_swapped(monkeypatch):

@@ -1,5 +1,6 @@
 """The one settings model (adapters.settings): every environment variable, one error style,
-the GitHub App's names with their deprecated aliases, and what reads the environment through it."""
+one name per variable (the old names of 0.1.0's development are not read), and what reads the
+environment through it."""
 
 from __future__ import annotations
 
@@ -8,22 +9,11 @@ from pathlib import Path
 
 import pytest
 
-from adapters import settings as settings_module
-from adapters.settings import DEPRECATED, ENV_VARS, Settings
+from adapters.settings import ENV_VARS, Settings
 from bot.errors import UsageError
 from webhooks.settings import ServiceConfig
 
 PEM = "-----BEGIN PRIVATE KEY-----\nMIIEvQ-not-a-real-key\n-----END PRIVATE KEY-----\n"
-
-
-@pytest.fixture
-def fresh_warnings(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Each test starts as a fresh process would: no deprecated name warned about yet."""
-    monkeypatch.setattr(settings_module, "_WARNED", set())
-
-
-def deprecation_lines(caplog: pytest.LogCaptureFixture) -> list[str]:
-    return [r.getMessage() for r in caplog.records if "deprecated environment variable" in r.getMessage()]
 
 
 def test_defaults_paths_in_home_and_secrets_stay_out_of_repr(tmp_path: Path) -> None:
@@ -55,7 +45,8 @@ def test_defaults_paths_in_home_and_secrets_stay_out_of_repr(tmp_path: Path) -> 
     assert empty.queue == "revbot-queue.db" and empty.db == Path("revbot.db") and empty.backend == "local"
     assert empty.model is None and empty.batch_size == 8 and empty.github_api_url == "https://api.github.com"
     assert {"REVBOT_DB", "REVBOT_QUEUE", "REVBOT_GITHUB_APP_PRIVATE_KEY_FILE", "GITHUB_TOKEN"} <= set(ENV_VARS)
-    assert not set(DEPRECATED) & set(ENV_VARS)  # the documented names are the current ones
+    old = {"GITHUB_APP_ID", "GITHUB_APP_PRIVATE_KEY_PATH", "GITHUB_APP_INSTALLATION_ID", "REVBOT_GITHUB_PRIVATE_KEY"}
+    assert not (old | {"REVBOT_BOT_LOGIN"}) & set(ENV_VARS)  # one name per variable
 
 
 def test_the_environment_is_read_when_asked(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -86,7 +77,10 @@ def test_the_environment_is_read_when_asked(monkeypatch: pytest.MonkeyPatch) -> 
         ),
         ({"REVBOT_WEB_WORKERS": "-2"}, "REVBOT_WEB_WORKERS is not greater than 0 (got '-2')"),
         ({"REVBOT_GITHUB_API_URL": "ghe.example"}, "REVBOT_GITHUB_API_URL does not start with http:// or https://"),
-        ({"GITHUB_APP_INSTALLATION_ID": "abc"}, "GITHUB_APP_INSTALLATION_ID is not a whole number (got 'abc')"),
+        (
+            {"REVBOT_GITHUB_APP_INSTALLATION_ID": "abc"},
+            "REVBOT_GITHUB_APP_INSTALLATION_ID is not a whole number (got 'abc')",
+        ),
     ],
 )
 def test_a_bad_value_names_the_variable_the_problem_and_the_form(env: dict[str, str], message: str) -> None:
@@ -111,50 +105,16 @@ def test_every_bad_variable_is_reported_at_once() -> None:
     assert "REVBOT_BATCH_SIZE" in str(caught.value) and "REVBOT_JOB_ATTEMPTS" in str(caught.value)
 
 
-def test_deprecated_app_names_work_and_warn_once(fresh_warnings: None, caplog: pytest.LogCaptureFixture) -> None:
+def test_old_names_are_not_read_and_revbots_name_wins_over_a_fallback(caplog: pytest.LogCaptureFixture) -> None:
     old = {"GITHUB_APP_ID": "42", "GITHUB_APP_PRIVATE_KEY_PATH": "~/app.pem", "GITHUB_APP_INSTALLATION_ID": "77"}
+    old |= {"REVBOT_GITHUB_PRIVATE_KEY": "/keys/app.pem", "REVBOT_BOT_LOGIN": "old[bot]"}
     with caplog.at_level(logging.WARNING, logger="adapters.settings"):
         s = Settings.from_env(old)
-        again = Settings.from_env(old)
-    assert s == again
-    assert s.github_app_id == "42" and s.github_app_installation_id == 77
-    assert s.github_app_private_key_file == Path("~/app.pem").expanduser()
-    lines = deprecation_lines(caplog)
-    assert len(lines) == 1  # one line for all three, and not again on the second read
-    for name, new in (
-        ("GITHUB_APP_ID", "REVBOT_GITHUB_APP_ID"),
-        ("GITHUB_APP_PRIVATE_KEY_PATH", "REVBOT_GITHUB_APP_PRIVATE_KEY_FILE"),
-        ("GITHUB_APP_INSTALLATION_ID", "REVBOT_GITHUB_APP_INSTALLATION_ID"),
-    ):
-        assert f"{name} (use {new})" in lines[0]
-
-    caplog.clear()
-    with caplog.at_level(logging.WARNING, logger="adapters.settings"):
-        serve_style = Settings.from_env({"REVBOT_GITHUB_PRIVATE_KEY": "/keys/app.pem"})  # the service's old name
-    assert serve_style.github_app_private_key_file == Path("/keys/app.pem")
-    assert deprecation_lines(caplog) == [
-        "deprecated environment variable: REVBOT_GITHUB_PRIVATE_KEY (use REVBOT_GITHUB_APP_PRIVATE_KEY_FILE)"
-    ]
-
-
-def test_the_new_name_wins_over_the_old_one(fresh_warnings: None, caplog: pytest.LogCaptureFixture) -> None:
-    env = {
-        "REVBOT_GITHUB_APP_ID": "1",
-        "GITHUB_APP_ID": "2",
-        "REVBOT_GITHUB_APP_PRIVATE_KEY_FILE": "/new.pem",
-        "REVBOT_GITHUB_PRIVATE_KEY": "/old.pem",
-        "REVBOT_GITHUB_APP_INSTALLATION_ID": "10",
-        "GITHUB_APP_INSTALLATION_ID": "20",
-        "REVBOT_GITHUB_TOKEN": "t-new",
-        "GITHUB_TOKEN": "t-fallback",
-    }
-    with caplog.at_level(logging.WARNING, logger="adapters.settings"):
-        s = Settings.from_env(env)
-    assert (s.github_app_id, s.github_app_private_key_file, s.github_app_installation_id) == ("1", Path("/new.pem"), 10)
+    assert (s.github_app_id, s.github_app_private_key_file, s.github_app_installation_id) == (None, None, None)
+    assert s.bot_logins == () and not caplog.records
+    s = Settings.from_env({"REVBOT_GITHUB_TOKEN": "t-new", "GITHUB_TOKEN": "t-fallback"})
     assert s.secret("github_token") == "t-new"
-    (line,) = deprecation_lines(caplog)
-    assert "GITHUB_APP_ID (use REVBOT_GITHUB_APP_ID, which is set: GITHUB_APP_ID is ignored)" in line
-    assert "GITHUB_TOKEN" not in line.replace("REVBOT_GITHUB", "")  # a fallback name, not a deprecated one
+    assert Settings.from_env({"GITHUB_TOKEN": "t-fallback"}).secret("github_token") == "t-fallback"
 
 
 def test_the_service_config_is_built_from_the_model(tmp_path: Path) -> None:
@@ -171,11 +131,19 @@ def test_the_service_config_is_built_from_the_model(tmp_path: Path) -> None:
         },
         workers=3,
     )
-    assert cfg.secret == "s3cret" and cfg.github_app_id == "42" and cfg.github_private_key_pem == PEM.strip()
-    assert cfg.github_private_key is None and cfg.db == tmp_path / "revbot.db" and cfg.workers == 3
-    assert cfg.lease_s == 12.5 and cfg.retention_s == 2 * 86400.0 and cfg.metrics_token == "m-token"
-    assert cfg.bot_logins == ("a[bot]", "b")
+    s = cfg.settings
+    assert cfg.secret == "s3cret" and s.github_app_id == "42" and s.secret("github_app_private_key") == PEM.strip()
+    assert s.github_app_private_key_file is None and s.db == tmp_path / "revbot.db" and cfg.workers == 3
+    assert s.worker_lease == 12.5 and cfg.retention_s == 2 * 86400.0 and s.secret("metrics_token") == "m-token"
+    assert s.bot_logins == ("a[bot]", "b") and cfg.has_github_credentials
     assert "s3cret" not in repr(cfg) and "BEGIN" not in repr(cfg) and "m-token" not in repr(cfg)
+    # command-line overrides are checked as the variable would be, and read nothing else
+    changed = cfg.with_overrides({"worker_lease": "3", "workers": 0, "queue": "redis://127.0.0.1:6379/3"})
+    assert changed.settings.worker_lease == 3.0 and changed.workers == 0 and changed.secret == "s3cret"
+    with pytest.raises(UsageError, match="REVBOT_WEB_THREADS"):
+        cfg.with_overrides({"web_threads": 0})
+    with pytest.raises(UsageError, match="unknown service setting"):
+        cfg.with_overrides({"lease_s": 3})
     with pytest.raises(UsageError, match=r"^REVBOT_WEBHOOK_MAX_BODY is not a whole number \(got '10MB'\)"):
         ServiceConfig.from_env({"REVBOT_WEBHOOK_MAX_BODY": "10MB"})
 

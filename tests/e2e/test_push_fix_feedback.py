@@ -90,8 +90,9 @@ class Running:
         from webhooks.runtime import build_pool
         from webhooks.settings import ServiceConfig
 
-        self.cfg = ServiceConfig(
-            secret=SECRET,
+        self.cfg = ServiceConfig.from_env(
+            {},
+            webhook_secret=SECRET,
             home=home,
             queue=str(home / "queue.db"),
             db=home / "revbot.db",
@@ -101,13 +102,13 @@ class Running:
             bot_logins=(BOT,),
             max_new_tokens=8,
             github_options={"min_write_interval": 0, "backoff_factor": 0.01, "max_retries": 2},
-            lease_s=30.0,
+            worker_lease=30.0,
             reap_interval_s=0.1,
             retry_delay_s=0.05,
             reload_check_s=0.05,
             workers=1,
         )
-        self.queue = open_queue(self.cfg.queue, home)
+        self.queue = open_queue(self.cfg.settings.queue, home)
         self.app = create_app(self.cfg, queue=self.queue)
         self.server = make_server("127.0.0.1", 0, self.app, threaded=True)
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
@@ -179,9 +180,9 @@ def test_a_fix_push_then_the_teams_thumbs_down_fade_a_habit_from_the_next_versio
     seed["repos"][0]["collaborators"] = {"maria-k": "maintain", "devon-r": "write", "priya-s": "write"}
     home = tmp_path
     store = Store(home / "revbot.db")
-    config = TrainConfig(max_steps=2, batch_size=2, max_length=512, quantize=False, lr=1e-2, lora_r=4, lora_alpha=8)
+    config = TrainConfig(max_steps=2, batch_size=2, max_length=512, quantize="none", lr=1e-2, lora_r=4, lora_alpha=8)
     with GitHubSimulator(seed) as sim:
-        gh = GitHubClient(TOKEN, api_url=sim.url, min_write_interval=0, environ={})
+        gh = GitHubClient(TOKEN, api_url=sim.url, min_write_interval=0)
 
         # v1: harvested and trained for real; its training data holds the habit
         first = retrain(

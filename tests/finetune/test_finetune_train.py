@@ -23,7 +23,7 @@ from finetune.train import (
 )
 from tests.finetune.helpers import synthetic_examples
 
-FAST = dict(max_steps=4, batch_size=2, max_length=512, eval_every=2, quantize=False)
+FAST = dict(max_steps=4, batch_size=2, max_length=512, eval_every=2, quantize="none")
 
 
 def test_version_holds_adapter_tokenizer_metadata_and_curve(trained, tiny_llama):
@@ -60,7 +60,7 @@ def test_version_holds_adapter_tokenizer_metadata_and_curve(trained, tiny_llama)
     assert (hyper["lora_r"], hyper["lora_alpha"], hyper["lora_dropout"]) == (16, 32, 0.1)
     assert hyper["target_modules"] == ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
     assert (
-        hyper["quantization"] == "none" and hyper["quantize"] is False
+        hyper["quantization"] == "none" and hyper["quantize"] == "none"
     )  # the CPU default: plain LoRA (measured faster)
     assert {"torch", "transformers", "peft", "bitsandbytes"} <= set(meta["libraries"])
     metrics = meta["metrics"]
@@ -224,7 +224,7 @@ def test_early_stopping_keeps_the_best_weights(tmp_path, tiny_llama, monkeypatch
         return loss if step <= 1 else loss * 1.5
 
     monkeypatch.setattr(train_module._RevbotTrainerMixin, "compute_loss", worse_after_step_1)
-    config = TrainConfig(max_steps=8, batch_size=2, max_length=512, eval_every=1, patience=2, quantize=False)
+    config = TrainConfig(max_steps=8, batch_size=2, max_length=512, eval_every=1, patience=2, quantize="none")
     version = train(synthetic_examples(), str(tiny_llama), tmp_path, config, progress=False)
     m = version.metrics
     history = version.meta["history"]["validation"]

@@ -12,7 +12,7 @@ from tests.finetune.helpers import synthetic_examples
 def test_lora_layers_puts_adapters_on_the_last_blocks_only(tiny_llama):
     import torch
 
-    config = TrainConfig(lora_layers=1, quantize=False, packing=False)
+    config = TrainConfig(lora_layers=1, quantize="none", packing=False)
     prepared = prepare_model(str(tiny_llama), config, torch.device("cpu"))
     total = prepared.model.config.num_hidden_layers
     assert total >= 2
@@ -20,7 +20,7 @@ def test_lora_layers_puts_adapters_on_the_last_blocks_only(tiny_llama):
         int(name.split(".layers.")[1].split(".")[0]) for name, p in prepared.model.named_parameters() if p.requires_grad
     }
     assert blocks == {total - 1}
-    everywhere = prepare_model(str(tiny_llama), TrainConfig(quantize=False, packing=False), torch.device("cpu"))
+    everywhere = prepare_model(str(tiny_llama), TrainConfig(quantize="none", packing=False), torch.device("cpu"))
     assert {
         int(n.split(".layers.")[1].split(".")[0]) for n, p in everywhere.model.named_parameters() if p.requires_grad
     } == set(range(total))
@@ -50,7 +50,7 @@ def test_a_bf16_run_records_its_precision_and_memory(tiny_llama, tmp_path):
             max_length=256,
             precision="bf16",
             lora_layers=1,
-            quantize=False,
+            quantize="none",
             min_train=2,
             min_val=1,
             min_test=1,

@@ -72,7 +72,7 @@ def test_given_options_become_the_config_and_leave_the_commands_own_arguments():
         epochs=1.5,
         lora_alpha=8,
         target_modules=["q_proj", "v_proj"],
-        quantize=False,
+        quantize="none",
         packing=False,
         resume=True,
         lora_layers=0,

@@ -13,6 +13,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from ghsim_data import REPO, make_seed
 
 from adapters.github import GitHubClient
+from adapters.settings import Settings
 from bot.errors import GitHubError, UsageError
 from revbot.dev.github_sim import GitHubSimulator
 
@@ -102,7 +103,7 @@ def test_app_settings_from_the_environment_and_other_installations(app_sim, keys
         "REVBOT_GITHUB_APP_INSTALLATION_ID": str(INSTALLATION),
         "REVBOT_GITHUB_API_URL": app_sim.url,
     }
-    with GitHubClient(environ=env) as gh:
+    with GitHubClient.from_settings(Settings.from_env(env)) as gh:
         assert gh.get_repo(REPO)["name"] == "widgets"
         before = gh.request_count
         other = gh.with_installation(78)
@@ -118,28 +119,8 @@ def test_the_key_itself_in_the_environment(app_sim, keys):
         "REVBOT_GITHUB_APP_INSTALLATION_ID": str(INSTALLATION),
         "GITHUB_API_URL": app_sim.url,
     }
-    with GitHubClient(environ=env) as gh:
+    with GitHubClient.from_settings(Settings.from_env(env)) as gh:
         assert gh.get_repo(REPO)["name"] == "widgets" and f"installation {INSTALLATION}" in repr(gh)
-
-
-def test_the_old_app_variable_names_still_work_with_one_warning(app_sim, keys, tmp_path, monkeypatch, caplog):
-    from adapters import settings
-
-    monkeypatch.setattr(settings, "_WARNED", set())  # as in a fresh process
-    key_file = tmp_path / "k.pem"
-    key_file.write_text(keys["private"])
-    env = {
-        "GITHUB_APP_ID": str(APP_ID),
-        "GITHUB_APP_PRIVATE_KEY_PATH": str(key_file),
-        "GITHUB_APP_INSTALLATION_ID": str(INSTALLATION),
-        "GITHUB_API_URL": app_sim.url,
-    }
-    with caplog.at_level("WARNING", logger="adapters.settings"):
-        for _ in range(2):
-            with GitHubClient(environ=env) as gh:
-                assert gh.get_repo(REPO)["name"] == "widgets"
-    (line,) = [r.getMessage() for r in caplog.records if "deprecated" in r.getMessage()]
-    assert "GITHUB_APP_ID (use REVBOT_GITHUB_APP_ID)" in line and "REVBOT_GITHUB_APP_PRIVATE_KEY_FILE" in line
 
 
 def test_wrong_key_or_installation_gives_clear_errors(app_sim, keys):

@@ -81,11 +81,19 @@ def test_enterprise_api_url_with_prefix(sim, sleeps):
         assert gh.get_repo(REPO)["name"] == "widgets"
 
 
-def test_token_from_environment(sim):
-    with GitHubClient(api_url=sim.url, environ={"GITHUB_TOKEN": TOKEN}) as gh:
-        assert gh.get_repo(REPO)["id"] > 0
-    with GitHubClient(environ={"GITHUB_TOKEN": TOKEN, "GITHUB_API_URL": sim.url}) as gh:
+def test_credentials_come_from_the_settings_never_from_the_environment(sim, monkeypatch):
+    from adapters.settings import Settings
+
+    with GitHubClient.from_settings(Settings.from_env({"GITHUB_TOKEN": TOKEN}), api_url=sim.url) as gh:
+        assert gh.get_repo(REPO)["id"] > 0 and not gh.anonymous
+    with GitHubClient.from_settings(Settings.from_env({"GITHUB_TOKEN": TOKEN, "GITHUB_API_URL": sim.url})) as gh:
         assert gh.api_url == sim.url and gh.get_pull(REPO, 1)["number"] == 1
+    with GitHubClient.from_settings(Settings.from_env({"GITHUB_TOKEN": "x"}), token=TOKEN, api_url=sim.url) as gh:
+        assert gh.get_repo(REPO)["id"] > 0  # an explicit token wins over the settings'
+    monkeypatch.setenv("GITHUB_TOKEN", TOKEN)
+    monkeypatch.setenv("REVBOT_GITHUB_API_URL", sim.url)
+    with GitHubClient() as gh:  # the constructor reads nothing from the environment
+        assert gh.anonymous and gh.api_url == "https://api.github.com"
 
 
 # ----------------------------------------------------------------- reviews

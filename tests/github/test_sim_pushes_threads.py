@@ -46,7 +46,7 @@ def sim():
 
 
 def client(sim: GitHubSimulator, token: str = TOKEN) -> GitHubClient:
-    return GitHubClient(token, api_url=sim.url, min_write_interval=0, max_retries=1, backoff_factor=0.01, environ={})
+    return GitHubClient(token, api_url=sim.url, min_write_interval=0, max_retries=1, backoff_factor=0.01)
 
 
 def push(sim: GitHubSimulator, patch: str, **kw) -> str:

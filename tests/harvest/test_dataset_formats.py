@@ -32,11 +32,11 @@ def test_crc_yields_766_examples_and_says_exactly_why_not_823(crc, shared_dir):
     assert crc.notes["duplicate record (same example as an earlier line): dropped"] == 4
     assert sorted(int(d.split(":")[1]) for d in crc.duplicates) == [546, 618, 744, 795]
     # 53 are written by AI review tools: Gemini Code Assist's priority badges, Korbit's category badges
-    assert dict(crc.bot_comments) == {"gemini-code-assist": 48, "korbit": 5}
+    assert dict(crc.tool_comments) == {"gemini-code-assist": 48, "korbit": 5}
     assert crc.notes["hunk line breaks restored from 'enriched'"] == 187
     assert crc.notes["doubled '@@ @@' header prefix removed"] == 9
-    assert "766 example(s)" in crc.text() and "53 review-bot, 4 duplicate(s)" in crc.text()
-    assert len(read_dataset(shared_dir / CRC, "crc", keep_bot_comments=True).examples) == 819
+    assert "766 example(s)" in crc.text() and "53 AI-review-tool, 4 duplicate(s)" in crc.text()
+    assert len(read_dataset(shared_dir / CRC, "crc", keep_tool_comments=True).examples) == 819
 
 
 def test_crc_anchors_sit_on_the_hunks_last_line_on_the_right_side(crc):
@@ -60,7 +60,7 @@ def test_crc_restores_original_comment_text_and_ids(crc):
     assert first.created_at == "2025-09-13T18:39:16Z" and first.source == "import:crc"
     suggestion = [e for e in crc.examples if "```suggestion" in e.comments[0].body]
     assert suggestion  # suggestion blocks the dataset cut off come back from `enriched`
-    assert len({c.id for c in crc.comments}) == 766  # review-bot comments are not stored either
+    assert len({c.id for c in crc.comments}) == 766  # AI review tool comments are not stored either
 
 
 def test_cli_imports_crc_into_the_store(shared_dir, tmp_path):
@@ -84,8 +84,8 @@ def test_cli_imports_crc_into_the_store(shared_dir, tmp_path):
             dataset, ["import", str(subset), "--input-format", "crc", "--db", str(db), "--format", "json"]
         ).output
     )
-    humans = 100 - sum(again["review_bot_comments_dropped"].values())
-    assert humans == 78  # the first 100 rows hold 22 review-bot comments
+    humans = 100 - sum(again["review_tool_comments_dropped"].values())
+    assert humans == 78  # the first 100 rows hold 22 AI review tool comments
     assert (again["inserted"], again["updated"]) == (0, humans)  # idempotent: keyed by id, nothing new
 
 

@@ -16,10 +16,6 @@ CREDENTIAL_VARS = (
     "REVBOT_GITHUB_APP_PRIVATE_KEY_FILE",
     "REVBOT_GITHUB_APP_PRIVATE_KEY",
     "REVBOT_GITHUB_APP_INSTALLATION_ID",
-    "REVBOT_GITHUB_PRIVATE_KEY",
-    "GITHUB_APP_ID",
-    "GITHUB_APP_PRIVATE_KEY_PATH",
-    "GITHUB_APP_INSTALLATION_ID",
 )
 
 
@@ -82,7 +78,7 @@ def test_a_harvest_records_the_api_root_it_ran_against(sim_factory, client_for, 
     assert store.api_url(REPO) == other.url and store.api_url("acme/other") is None
 
 
-def test_no_progress_is_a_deprecated_spelling_of_quiet(sim_factory, tmp_path, monkeypatch):
+def test_quiet_reaches_the_harvest_and_no_progress_is_gone(sim_factory, tmp_path, monkeypatch):
     from revbot.cli import cli
 
     _no_credentials(monkeypatch)
@@ -98,18 +94,18 @@ def test_no_progress_is_a_deprecated_spelling_of_quiet(sim_factory, tmp_path, mo
     monkeypatch.setattr("harvest.mine.harvest_github", fake_harvest)
     runner = CliRunner()
     db = str(tmp_path / "h.db")
-    for args in (["--no-progress"], ["--quiet"], ["-q"], []):
+    for args in (["--quiet"], ["-q"], []):
         result = runner.invoke(cli, ["harvest", "github", REPO, "--db", db, "--api-url", "http://127.0.0.1:9", *args])
         assert result.exit_code == 0, result.output
-        assert ("--no-progress is deprecated, use --quiet" in result.output) == (args == ["--no-progress"])
-    assert seen == [True, True, True, False]
+    assert seen == [True, True, False]
+    result = runner.invoke(cli, ["harvest", "github", REPO, "--db", db, "--no-progress"])
+    assert result.exit_code == 2 and "No such option '--no-progress'" in result.output
 
 
 def test_the_options_default_to_the_settings_model(sim_factory, tmp_path, monkeypatch, caplog):
     """--db, --api-url, --token and --bot-login default to what the settings model reads: a relative
     REVBOT_DB in REVBOT_HOME, REVBOT_GITHUB_API_URL and REVBOT_GITHUB_TOKEN before their GITHUB_*
-    fallbacks, REVBOT_BOT_LOGINS (the service's variable; REVBOT_BOT_LOGIN is its old name)."""
-    from adapters import settings
+    fallbacks, REVBOT_BOT_LOGINS (the service's variable)."""
     from revbot.cli import cli
 
     _no_credentials(monkeypatch)
@@ -130,7 +126,6 @@ def test_the_options_default_to_the_settings_model(sim_factory, tmp_path, monkey
         raise SystemExit(0)
 
     monkeypatch.setattr("harvest.mine.harvest_github", fake_harvest)
-    monkeypatch.setattr(settings, "_WARNED", set())  # as in a fresh process
     (tmp_path / "cwd").mkdir()
     monkeypatch.chdir(tmp_path / "cwd")
     monkeypatch.setenv("REVBOT_HOME", str(tmp_path / "home"))
@@ -150,20 +145,16 @@ def test_the_options_default_to_the_settings_model(sim_factory, tmp_path, monkey
         "own": {"our-app[bot]", "other"},
     }
 
-    monkeypatch.delenv("REVBOT_BOT_LOGINS")
-    monkeypatch.setenv("REVBOT_BOT_LOGIN", "old-name[bot]")
-    with caplog.at_level("WARNING", logger="adapters.settings"):
-        result = runner.invoke(cli, ["harvest", "github", REPO, "--token", "t-github", "--db", "x.db"])
+    result = runner.invoke(cli, ["harvest", "github", REPO, "--token", "t-github", "--db", "x.db"])
     assert result.exit_code == 0, result.output
     assert seen.pop() == {
         "api": sim.url,
         "viewer": "github-token",  # given on the command line: it wins
         "db": tmp_path / "cwd" / "x.db",  # a path given on the command line is the caller's, as given
-        "own": {"old-name[bot]"},
+        "own": {"our-app[bot]", "other"},
     }
-    assert "REVBOT_BOT_LOGIN (use REVBOT_BOT_LOGINS)" in caplog.text
 
-    monkeypatch.delenv("REVBOT_BOT_LOGIN")
+    monkeypatch.delenv("REVBOT_BOT_LOGINS")
     result = runner.invoke(cli, ["harvest", "github", REPO, "--bot-login", "cli-bot"])
     assert result.exit_code == 0 and seen.pop()["own"] == {"cli-bot"}
     result = runner.invoke(cli, ["harvest", "github", REPO])

@@ -18,7 +18,7 @@ from webhooks.jobs import QueueError
 
 @pytest.fixture
 def web(tmp_path):
-    svc = Service(tmp_path, SimpleNamespace(url="http://127.0.0.1:9"), start_workers=False, max_body_bytes=64 * 1024)
+    svc = Service(tmp_path, SimpleNamespace(url="http://127.0.0.1:9"), start_workers=False, webhook_max_body=64 * 1024)
     yield svc
     svc.close()
 

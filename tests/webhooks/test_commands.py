@@ -110,7 +110,7 @@ def test_commands_from_people_without_write_access_are_refused_with_a_confused_r
     comment, _ = command(sim, svc, "/revbot ignore b.py", "rick")
     assert reactions(svc, comment) == {"confused": 1}
     assert seen == [] and len(revbot_reviews(svc)) == 1
-    assert Store(svc.cfg.db).pr_ignores(REPO, 1) == []
+    assert Store(svc.cfg.settings.db).pr_ignores(REPO, 1) == []
     refused = [j for j in svc.store.find(repo=REPO) if j.kind == "command"]
     assert {j.state for j in refused} == {"skipped"} and all("not write" in j.result["refused"] for j in refused)
 
@@ -119,7 +119,7 @@ def test_ignore_is_recorded_and_later_reviews_leave_those_paths_out(env):
     sim, svc, seen = env
     comment, _ = command(sim, svc, "/revbot ignore b.py", "maria")
     assert reactions(svc, comment) == {"+1": 1}
-    assert Store(svc.cfg.db).pr_ignores(REPO, 1) == ["b.py"]
+    assert Store(svc.cfg.settings.db).pr_ignores(REPO, 1) == ["b.py"]
     before = {c["id"] for c in svc.review_comments()}
     pushed = sim.add_pull(
         REPO,
@@ -170,7 +170,7 @@ def test_ordinary_comments_and_comments_on_issues_are_not_commands(env):
 
 def test_a_wont_fix_reply_and_a_resolution_by_a_person_become_evidence(env):
     sim, svc, seen = env
-    store = Store(svc.cfg.db)
+    store = Store(svc.cfg.settings.db)
     bot_ids = {p.comment_id for p in store.iter_posts(REPO, 1)}
     assert len(bot_ids) == 4 and None not in bot_ids  # ids learnt right after posting
     a_py = next(c for c in svc.review_comments() if c["path"] == "a.py")

@@ -13,7 +13,9 @@ from webhook_kit import Service, hook_payload
 
 @pytest.fixture
 def web(tmp_path):
-    svc = Service(tmp_path, SimpleNamespace(url="http://127.0.0.1:9"), start_workers=False, max_body_bytes=1024 * 1024)
+    svc = Service(
+        tmp_path, SimpleNamespace(url="http://127.0.0.1:9"), start_workers=False, webhook_max_body=1024 * 1024
+    )
     yield svc
     svc.close()
 

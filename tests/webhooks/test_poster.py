@@ -32,7 +32,7 @@ def test_a_diff_too_large_to_render_is_rebuilt_from_the_files_api():
         {"filename": "new.py", "status": "renamed", "previous_filename": "old.py", "patch": None},
     ]
     with GitHubSimulator(make_seed(files)) as sim:
-        gh = GitHubClient(TOKEN, api_url=sim.url, environ={})
+        gh = GitHubClient(TOKEN, api_url=sim.url)
         rendered = read_pull_diff(gh, REPO, 1, "pr")
         rebuilt = read_pull_diff(TooLargeToRender(gh), REPO, 1, "pr")
     assert [f.path for f in rebuilt] == [f.path for f in rendered] == ["a.py", "logo.png", "new.py"]

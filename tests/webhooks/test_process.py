@@ -103,7 +103,7 @@ def test_a_worker_killed_mid_job_is_replaced_and_exactly_one_review_is_posted(tm
 
 def test_a_crash_between_posting_and_recording_does_not_post_twice(tmp_path):
     with GitHubSimulator(make_seed()) as sim:
-        svc = Service(tmp_path, sim, start_workers=False, lease_s=0.3)
+        svc = Service(tmp_path, sim, start_workers=False, worker_lease=0.3)
         try:
             job_id = svc.deliver("pull_request", hook_payload("pull_request__opened.payload.json", svc.pull(1))).json()[
                 "job"
@@ -145,7 +145,7 @@ def test_serve_reviews_a_pull_request_end_to_end_with_the_tiny_model(tmp_path, t
             assert url, "serve did not report its address"
             from adapters.github import GitHubClient
 
-            gh = GitHubClient(TOKEN, api_url=sim.url, environ={})
+            gh = GitHubClient(TOKEN, api_url=sim.url)
             payload = hook_payload("pull_request__opened.payload.json", gh.get_pull("acme/widgets", 1))
             body = __import__("json").dumps(payload).encode()
             answer = requests.post(

@@ -239,7 +239,7 @@ def test_a_human_review_comment_lands_in_the_store_and_the_bots_own_does_not(ser
     payload.update(comment=human["comment"], pull_request=dict(human["pull_request"]))
     assert service.deliver("pull_request_review_comment", payload).json()["outcome"] == "queued"
     service.wait_idle()
-    store = Store(service.cfg.db)
+    store = Store(service.cfg.settings.db)
     stored = store.get_comment(human["comment"]["id"])
     assert stored is not None and stored.body == "Why 2?" and stored.author == "bob" and stored.pr == 1
     assert stored.source == "webhook"
@@ -295,7 +295,9 @@ def test_github_app_auth_uses_the_installation_named_in_the_payload(tmp_path):
     seed = make_seed()
     seed["apps"] = [{"id": 42, "slug": "revbot", "installations": [7], "public_key": public}]
     with GitHubSimulator(seed) as sim:
-        svc = Service(tmp_path, sim, github_token=None, github_app_id="42", github_private_key=tmp_path / "app.pem")
+        svc = Service(
+            tmp_path, sim, github_token=None, github_app_id="42", github_app_private_key_file=tmp_path / "app.pem"
+        )
         try:
             payload = hook_payload("pull_request__opened.payload.json", svc.pull(1))
             payload["installation"] = {"id": 7}

@@ -23,7 +23,12 @@ TOKEN = "a-token-of-twenty-chars"
 
 
 def app_for(tmp_path: Path, **extra):
-    cfg = {"secret": "s3cret", "home": tmp_path, "db": tmp_path / "revbot.db", "models_dir": tmp_path / "models"}
+    cfg = {
+        "webhook_secret": "s3cret",
+        "home": tmp_path,
+        "db": tmp_path / "revbot.db",
+        "models_dir": tmp_path / "models",
+    }
     cfg["queue"] = str(tmp_path / "queue.db")
     return create_app({**cfg, **extra})
 

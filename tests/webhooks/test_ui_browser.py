@@ -53,7 +53,7 @@ class Site:
         self.queue = open_queue(str(root / "queue.db"), root)
         self.registry = ui_sample.fill(self.store, root / "models", self.queue)
         cfg = {
-            "secret": "webhook-secret-not-shown",
+            "webhook_secret": "webhook-secret-not-shown",
             "home": root,
             "db": root / "revbot.db",
             "models_dir": root / "models",

@@ -211,7 +211,7 @@ class Service:
         self.sim = sim
         self.backends: list[ScriptedBackend] = []
         settings = dict(
-            secret=SECRET,
+            webhook_secret=SECRET,
             home=tmp,
             queue=str(tmp / "queue.db"),
             db=tmp / "revbot.db",
@@ -220,15 +220,15 @@ class Service:
             github_token=TOKEN,
             bot_logins=(BOT_LOGIN,),
             github_options={"min_write_interval": 0, "backoff_factor": 0.01, "secondary_wait": 0.05, "max_retries": 3},
-            lease_s=3.0,
+            worker_lease=3.0,
             reap_interval_s=0.1,
             retry_delay_s=0.05,
             reload_check_s=0.05,
             workers=1,
         )
         settings.update(overrides)
-        self.cfg = ServiceConfig(**{k: v for k, v in settings.items()})
-        self.queue = open_queue(self.cfg.queue, self.cfg.home, name=queue_name)
+        self.cfg = ServiceConfig.from_env({}, **settings)
+        self.queue = open_queue(self.cfg.settings.queue, self.cfg.settings.home, name=queue_name)
         self.app = create_app(self.cfg, queue=self.queue)
         self.server = make_server("127.0.0.1", 0, self.app, threaded=True)
         self.url = f"http://127.0.0.1:{self.server.server_port}"
@@ -292,7 +292,7 @@ class Service:
     def github(self) -> Any:
         from adapters.github import GitHubClient
 
-        return GitHubClient(TOKEN, api_url=self.sim.url, min_write_interval=0, environ={})
+        return GitHubClient(TOKEN, api_url=self.sim.url, min_write_interval=0)
 
     def pull(self, number: int = 1) -> dict:
         return self.github().get_pull(REPO, number)
@@ -311,7 +311,7 @@ def inline_anchors_are_valid(sim: Any, comments: list[dict]) -> bool:
     from adapters.github import GitHubClient
     from bot.diff import parse_diff
 
-    diff = parse_diff(GitHubClient(TOKEN, api_url=sim.url, environ={}).pull_diff(REPO, 1))
+    diff = parse_diff(GitHubClient(TOKEN, api_url=sim.url).pull_diff(REPO, 1))
     return all(diff.is_commentable(c["path"], c["line"], c.get("side") or "RIGHT") for c in comments)
 
 

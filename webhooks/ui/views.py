@@ -43,14 +43,14 @@ class UiContext:
 
     def __init__(self, service: Any, token: str):
         self.service, self.token = service, token
-        self.registry = ModelRegistry(service.config.models_dir)
+        self.registry = ModelRegistry(service.config.settings.models_dir)
         self.limiter = LoginLimiter()
         self._store: Store | None = None
 
     @property
     def store(self) -> Store:
         if self._store is None:
-            self._store = Store(self.service.config.db)
+            self._store = Store(self.service.config.settings.db)
         return self._store
 
 
@@ -249,7 +249,7 @@ def acceptance() -> str:
         sections=sections,
         series=series,
         rejected=data.most_rejected(evidence),
-        pull_url=lambda repo, pr: data.pull_url(ctx().service.config.github_api_url, repo, pr),
+        pull_url=lambda repo, pr: data.pull_url(ctx().service.config.settings.github_api_url, repo, pr),
     )
 
 
@@ -265,7 +265,7 @@ def reviews() -> str:
         reviews=store.recent_reviews(repo, limit=200),
         repos=repos,
         repo=repo,
-        pull_url=lambda r, pr: data.pull_url(ctx().service.config.github_api_url, r, pr),
+        pull_url=lambda r, pr: data.pull_url(ctx().service.config.settings.github_api_url, r, pr),
     )
 
 

@@ -9,7 +9,7 @@ import pytest
 
 from adapters.files import read_dataset
 from adapters.store import StoredComment
-from harvest.filters import BOT_TEXT, FilterConfig, review_bot_signature
+from harvest.filters import BOT_TEXT, FilterConfig, review_tool_stamp
 
 GEMINI = (
     "![medium](https://www.gstatic.com/codereviewagent/medium-priority.svg)\n\n"
@@ -37,7 +37,7 @@ SOURCERY = "**suggestion (bug_risk):** This may raise when the list is empty."
     ],
 )
 def test_each_tool_is_recognised_by_its_stamp(body, tool):
-    assert review_bot_signature(body) == tool
+    assert review_tool_stamp(body) == tool
 
 
 @pytest.mark.parametrize(
@@ -52,7 +52,7 @@ def test_each_tool_is_recognised_by_its_stamp(body, tool):
     ],
 )
 def test_human_comments_are_not_mistaken_for_bots(body):
-    assert review_bot_signature(body) is None
+    assert review_tool_stamp(body) is None
 
 
 def _crc_row(i: int, comment: str) -> dict:
@@ -82,11 +82,11 @@ def test_import_drops_bot_comments_and_counts_them(tmp_path):
     result = read_dataset(path, "crc")
     assert [e.comments[0].body for e in result.examples] == ["Please add a test.", "Rename to count."]
     assert all(not e.is_negative for e in result.examples)  # a bot's hunk is not turned into a silent example
-    assert dict(result.bot_comments) == {"gemini-code-assist": 1, "korbit": 1}
-    assert "review-bot comments dropped 2" in result.text()
+    assert dict(result.tool_comments) == {"gemini-code-assist": 1, "korbit": 1}
+    assert "AI review tool comments dropped 2" in result.text()
     assert {c.body for c in result.comments} == {"Please add a test.", "Rename to count."}
-    kept = read_dataset(path, "crc", keep_bot_comments=True)
-    assert len(kept.examples) == 4 and not kept.bot_comments
+    kept = read_dataset(path, "crc", keep_tool_comments=True)
+    assert len(kept.examples) == 4 and not kept.tool_comments
 
 
 def test_harvest_filter_drops_bot_text_unless_the_author_is_allowed():

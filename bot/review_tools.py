@@ -2,7 +2,8 @@
 
 Imported datasets carry no author, and some teams run such tools through a personal token, so the
 account type alone misses them: dataset import (bot.datasets) and harvest (harvest.filters) both
-drop what these patterns match, so a team's model learns the team, not a bot.
+drop what these patterns match, so a team's model learns the team, not another tool. ("bot" in revbot
+means its own account; these are other tools.)
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ import re
 
 # Each pattern is a tool's own markup (a badge image, a hidden marker, a fixed footer), not a topic:
 # a human who mentions a tool by name is not matched.
-REVIEW_BOT_SIGNATURES: tuple[tuple[str, re.Pattern[str]], ...] = tuple(
+REVIEW_TOOL_STAMPS: tuple[tuple[str, re.Pattern[str]], ...] = tuple(
     (name, re.compile(pattern, re.I | re.M))
     for name, pattern in (
         ("gemini-code-assist", r"!\[(?:critical|high|medium|low)\]\(https://www\.gstatic\.com/codereviewagent/"),
@@ -35,10 +36,10 @@ REVIEW_BOT_SIGNATURES: tuple[tuple[str, re.Pattern[str]], ...] = tuple(
 )
 
 
-def review_bot_signature(body: str | None) -> str | None:
+def review_tool_stamp(body: str | None) -> str | None:
     """The AI review tool whose stamp ``body`` carries, or None for a comment that looks human."""
     text = body or ""
-    for name, pattern in REVIEW_BOT_SIGNATURES:
+    for name, pattern in REVIEW_TOOL_STAMPS:
         if pattern.search(text):
             return name
     return None
