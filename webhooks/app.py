@@ -32,6 +32,7 @@ from webhooks.queue import JobQueue, open_queue
 from webhooks.settings import ServiceConfig, is_loopback
 from webhooks.signature import HEADER as SIGNATURE_HEADER
 from webhooks.signature import SignatureError, verify
+from webhooks.ui import register_ui
 
 log = logging.getLogger(__name__)
 EXTENSION = "revbot"
@@ -144,15 +145,7 @@ def create_app(config: ServiceConfig | Mapping[str, Any] | None = None, *, queue
     queue = queue or open_queue(cfg.settings.queue, cfg.settings.home, retention_s=cfg.retention_s)
     service = WebService(cfg, queue)
 
-    app = Flask("webhooks")
-    app.config["MAX_CONTENT_LENGTH"] = cfg.settings.webhook_max_body
-    app.extensions[EXTENSION] = service
-
-    ui_token = cfg.settings.ui_token_text()
-    if ui_token:  # the operator pages (webhooks.ui); /webhook, /healthz and /metrics are not touched
-        from webhooks.ui import register_ui
-
-        register_ui(app, service, ui_token)
+    app = _flask_app(service)
 
     @app.post("/webhook")
     def webhook() -> Any:
@@ -216,6 +209,16 @@ def create_app(config: ServiceConfig | Mapping[str, Any] | None = None, *, queue
             )
         return Response(service.metrics.render(), content_type=CONTENT_TYPE)
 
+    return app
+
+
+def _flask_app(service: WebService) -> Flask:
+    """The Flask app with the service attached and, only when REVBOT_UI_TOKEN is set, the operator
+    pages (``webhooks.ui``; they open no session for /webhook, /healthz or /metrics)."""
+    app = Flask("webhooks")
+    app.config["MAX_CONTENT_LENGTH"] = service.config.settings.webhook_max_body
+    app.extensions[EXTENSION] = service
+    register_ui(app, service)
     return app
 
 

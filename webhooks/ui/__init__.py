@@ -8,9 +8,14 @@ from typing import Any
 from flask import Flask
 
 
-def register_ui(app: Flask, service: Any, token: str) -> None:
+def register_ui(app: Flask, service: Any) -> bool:
+    """Add the pages to ``app`` when the service's settings hold a token; False (nothing added) otherwise."""
+    token = service.config.settings.ui_token_text()
+    if not token:
+        return False
     from webhooks.ui import security, views
 
     security.configure(app, token)
     app.extensions[views.EXTENSION] = views.UiContext(service, token)
     app.register_blueprint(views.bp)
+    return True
