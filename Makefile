@@ -38,6 +38,7 @@ bench: setup
 	$(PY) tests/bench/bench_quality.py
 	$(PY) tests/bench/bench_webhook.py
 	$(PY) tests/bench/bench_secrets.py
+	$(PY) tests/bench/bench_slow_clients.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info .revbot-demo

@@ -780,7 +780,8 @@ class GitHubClient:
         _, raw = self._request("GET", url, params=params, headers={"Accept": RAW_MEDIA_TYPE}, what=what)
         return raw.get("data", "") if isinstance(raw, dict) else ("" if raw is None else str(raw))
 
-    def comment_reactions(self, repo: str, comment_id: int) -> list[dict]:
+    def comment_reactions(self, repo: str, comment_id: int, *, number: int | None = None) -> list[dict]:
+        """``number`` is not needed on GitHub (comment ids are per repository); the forge port has it."""
         repo = self._repo(repo)
         return list(
             self._paged(
@@ -852,8 +853,9 @@ class GitHubClient:
             raise
         return str((data or {}).get("permission") or "none")
 
-    def react_to_issue_comment(self, repo: str, comment_id: int, content: str) -> dict:
-        """Add a reaction (``+1``, ``eyes``, ``confused``...) to a conversation comment."""
+    def react_to_issue_comment(self, repo: str, comment_id: int, content: str, *, number: int | None = None) -> dict:
+        """Add a reaction (``+1``, ``eyes``, ``confused``...) to a conversation comment (``number``:
+        unused on GitHub, where comment ids are per repository)."""
         repo = self._repo(repo)
         return self._request(
             "POST",

@@ -33,6 +33,8 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
+from adapters.decoding import find_answer_end as find_answer_end  # re-exported: the end marker's one reader
+from adapters.decoding import trim_answer
 from adapters.embedded import resolve as resolve_embedded
 from adapters.versions import META_FILE, check_prompt_format, read_meta
 from bot.config import DEFAULT_BATCH_SIZE, DEFAULT_MAX_NEW_TOKENS
@@ -119,6 +121,11 @@ class Backend(ABC):
     prompt_format_version: int
     max_context: int
     few_shot: bool = False
+    # what a version trained on prompt format v3 brings (``attach_version``): its exemplar index
+    # (bot.exemplars.ExemplarIndex), how many exemplars a prompt shows, and its calibrated threshold
+    exemplars: Any = None
+    exemplar_k: int = 0
+    threshold: float | None = None
 
     def prepare(self, inp: PromptInput) -> PromptInput:
         """``inp`` (rendered in the current format) as this model must see it."""
@@ -142,24 +149,6 @@ class Backend(ABC):
 
 
 # --------------------------------------------------------------------------- answer end
-
-
-def find_answer_end(text: str) -> int | None:
-    """Index of the first ANSWER_END that starts a line (an indented one is comment text), or None."""
-    pos = 0
-    while True:
-        idx = text.find(ANSWER_END, pos)
-        if idx < 0:
-            return None
-        if idx == 0 or text[idx - 1] == "\n":
-            return idx
-        pos = idx + 1
-
-
-def trim_answer(text: str) -> tuple[str, bool]:
-    """``text`` cut before its ANSWER_END line, and whether the marker was there."""
-    idx = find_answer_end(text)
-    return (text, False) if idx is None else (text[:idx], True)
 
 
 class StopTracker:
@@ -213,6 +202,104 @@ def _stopping_criteria_class():
             return torch.tensor(done, dtype=torch.bool, device=input_ids.device)
 
     return AnswerEndCriteria
+
+
+def _resolve_adapter(options: BackendOptions) -> tuple[str, Path | None, dict[str, Any], bool]:
+    """(base model, adapter folder, its revbot.json, whether the base model came from it): the adapter
+    checked (format version, files, base model) before any weight is read."""
+    model, adapter = options.model, options.adapter
+    adapter_dir: Path | None = None
+    meta: dict[str, Any] = {}
+    from_meta = False
+    if adapter is not None:
+        adapter_dir = Path(adapter).expanduser()
+        meta = read_adapter_meta(adapter_dir)
+        check_prompt_format(meta["prompt_format_version"], f"the adapter in {adapter_dir}")
+        recorded = meta["base_model"]
+        if model is None:
+            model, from_meta = recorded, True
+        elif not _same_model(model, recorded) and not options.allow_base_mismatch:
+            raise ModelError(
+                f"the adapter in {adapter_dir} was trained on {recorded}, not {model}; leave the model out to "
+                "use the recorded one, or allow the mismatch explicitly if it is the same model elsewhere"
+            )
+        _check_adapter_files(adapter_dir)
+    if model is None:
+        raise ModelError("no model given: pass a hub id or a local model path (or an adapter directory)")
+    return model, adapter_dir, meta, from_meta
+
+
+def _load_weights(
+    source: _Source, adapter_dir: Path | None, device: str, quantize: str | None
+) -> tuple[Any, Any, str, Any]:
+    """(model in eval mode with the adapter applied, tokenizer, quantization used, dtype). None
+    quantization: 4-bit NF4 on CUDA, full precision on a CPU."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers.utils import logging as hf_logging
+
+    on_cuda = device.startswith("cuda")
+    quantize = quantize or ("4bit" if on_cuda else "none")
+    if on_cuda:
+        dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    else:
+        dtype = torch.float32
+    kwargs: dict[str, Any] = {"dtype": dtype}
+    if quantize == "4bit":
+        try:
+            import bitsandbytes  # noqa: F401  (fail here with a clear message, not deep in transformers)
+            from transformers import BitsAndBytesConfig
+        except ImportError as exc:
+            raise ModelError(f"4-bit loading needs bitsandbytes ({exc}); pass quantize='none'") from exc
+        kwargs["quantization_config"] = BitsAndBytesConfig(
+            load_in_4bit=True,
+            bnb_4bit_quant_type="nf4",
+            bnb_4bit_use_double_quant=True,
+            bnb_4bit_compute_dtype=dtype,
+        )
+        kwargs["device_map"] = {"": device}
+    tokenizer_source = source
+    if adapter_dir is not None and (adapter_dir / "tokenizer_config.json").is_file():
+        tokenizer_source = _Source(str(adapter_dir), "tokenizer_config.json")  # saved by training
+    progress = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        tokenizer = tokenizer_source.load(AutoTokenizer.from_pretrained, "tokenizer")
+        lm = source.load(AutoModelForCausalLM.from_pretrained, "model", **kwargs)
+        if quantize != "4bit":
+            lm = lm.to(device)
+        if adapter_dir is not None:
+            lm = _with_adapter(lm, adapter_dir)
+    finally:
+        if progress:
+            hf_logging.enable_progress_bar()
+    lm.eval()
+    return lm, tokenizer, quantize, dtype
+
+
+def _with_adapter(lm: Any, adapter_dir: Path) -> Any:
+    try:
+        from peft import PeftModel
+
+        with warnings.catch_warnings():  # peft asks transformers a deprecated question on load
+            warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
+            return PeftModel.from_pretrained(lm, str(adapter_dir), is_trainable=False)
+    except _LOAD_ERRORS as exc:
+        raise ModelError(f"could not load the adapter in {adapter_dir}: {_first_line(exc)}") from exc
+
+
+def attach_version(backend: Backend, version_dir: Path, meta: dict[str, Any]) -> None:
+    """Give ``backend`` what its version recorded beside the adapter: the exemplar index (checked
+    against its hash) with the number of exemplars it was trained with, and the calibrated threshold.
+    A version without them (v1/v2 adapters) is served as before: no exemplars, no threshold."""
+    from adapters.exemplars import load_index
+
+    entry = meta.get("exemplars")
+    backend.exemplars = load_index(version_dir, entry)
+    backend.exemplar_k = int(entry.get("k", 0)) if isinstance(entry, dict) and backend.exemplars is not None else 0
+    calibration = meta.get("calibration")
+    value = calibration.get("threshold") if isinstance(calibration, dict) else None
+    backend.threshold = float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
 
 
 # --------------------------------------------------------------------------- local models
@@ -395,87 +482,18 @@ class LocalBackend(Backend):
         (default: only without an adapter) shows the prompt format's worked examples to a model that
         was not trained on it.
         """
-        model, adapter, quantize = options.model, options.adapter, options.quantize
+        quantize = options.quantize
         if quantize not in (None, *QUANTIZE_CHOICES):
             raise ModelError(f"unknown quantization {quantize!r}; choose one of: {', '.join(QUANTIZE_CHOICES)}")
-        version = PROMPT_FORMAT_VERSION
-        adapter_dir: Path | None = None
-        from_meta = False
-        if adapter is not None:
-            adapter_dir = Path(adapter).expanduser()
-            meta = read_adapter_meta(adapter_dir)
-            check_prompt_format(meta["prompt_format_version"], f"the adapter in {adapter_dir}")
-            version = meta["prompt_format_version"]
-            recorded = meta["base_model"]
-            if model is None:
-                model, from_meta = recorded, True
-            elif not _same_model(model, recorded) and not options.allow_base_mismatch:
-                raise ModelError(
-                    f"the adapter in {adapter_dir} was trained on {recorded}, not {model}; leave the model out to "
-                    "use the recorded one, or allow the mismatch explicitly if it is the same model elsewhere"
-                )
-            _check_adapter_files(adapter_dir)
-        if model is None:
-            raise ModelError("no model given: pass a hub id or a local model path (or an adapter directory)")
+        model, adapter_dir, meta, from_meta = _resolve_adapter(options)
         try:
             source = _Source(resolve_embedded(model))
         except ModelError as exc:
             if not from_meta:
                 raise
             raise ModelError(f"{exc} (the base_model recorded in {adapter_dir / ADAPTER_META_FILE})") from exc
-
-        import torch
-        from transformers import AutoModelForCausalLM, AutoTokenizer
-        from transformers.utils import logging as hf_logging
-
         device = _resolve_device(options.device)
-        on_cuda = device.startswith("cuda")
-        if quantize is None:
-            quantize = "4bit" if on_cuda else "none"
-        if on_cuda:
-            dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-        else:
-            dtype = torch.float32
-        kwargs: dict[str, Any] = {"dtype": dtype}
-        if quantize == "4bit":
-            try:
-                import bitsandbytes  # noqa: F401  (fail here with a clear message, not deep in transformers)
-                from transformers import BitsAndBytesConfig
-            except ImportError as exc:
-                raise ModelError(f"4-bit loading needs bitsandbytes ({exc}); pass quantize='none'") from exc
-            kwargs["quantization_config"] = BitsAndBytesConfig(
-                load_in_4bit=True,
-                bnb_4bit_quant_type="nf4",
-                bnb_4bit_use_double_quant=True,
-                bnb_4bit_compute_dtype=dtype,
-            )
-            kwargs["device_map"] = {"": device}
-
-        tokenizer_source = source
-        if adapter_dir is not None and (adapter_dir / "tokenizer_config.json").is_file():
-            tokenizer_source = _Source(str(adapter_dir), "tokenizer_config.json")  # saved by training
-        progress = hf_logging.is_progress_bar_enabled()
-        hf_logging.disable_progress_bar()
-        try:
-            tokenizer = tokenizer_source.load(AutoTokenizer.from_pretrained, "tokenizer")
-            lm = source.load(AutoModelForCausalLM.from_pretrained, "model", **kwargs)
-            if quantize != "4bit":
-                lm = lm.to(device)
-            if adapter_dir is not None:
-                try:
-                    from peft import PeftModel
-
-                    with warnings.catch_warnings():  # peft asks transformers a deprecated question on load
-                        warnings.filterwarnings(
-                            "ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning
-                        )
-                        lm = PeftModel.from_pretrained(lm, str(adapter_dir), is_trainable=False)
-                except _LOAD_ERRORS as exc:
-                    raise ModelError(f"could not load the adapter in {adapter_dir}: {_first_line(exc)}") from exc
-        finally:
-            if progress:
-                hf_logging.enable_progress_bar()
-        lm.eval()
+        lm, tokenizer, quantize, dtype = _load_weights(source, adapter_dir, device, quantize)
         log.info(
             "loaded %s%s on %s (%s)",
             model,
@@ -483,18 +501,21 @@ class LocalBackend(Backend):
             device,
             "4-bit NF4" if quantize == "4bit" else str(dtype).replace("torch.", ""),
         )
-        return cls(
+        backend = cls(
             lm,
             tokenizer,
             name=model,
             adapter=str(adapter_dir) if adapter_dir else None,
-            prompt_format_version=version,
+            prompt_format_version=meta.get("prompt_format_version", PROMPT_FORMAT_VERSION),
             quantized="4bit" if quantize == "4bit" else None,
             batch_size=options.batch_size,
             temperature=options.temperature,
             seed=options.seed,
             few_shot=adapter_dir is None if options.few_shot is None else options.few_shot,
         )
+        if adapter_dir is not None:
+            attach_version(backend, adapter_dir, meta)
+        return backend
 
     def _eos_ids(self) -> list[int]:
         ids: list[int] = []
@@ -519,7 +540,71 @@ class LocalBackend(Backend):
 
     def _encode_prompt(self, inp: PromptInput) -> list[int]:
         # A chat template writes its own special tokens; plain prompts get the tokenizer's (e.g. <s>).
-        return list(self.tokenizer(self.render_prompt(inp), add_special_tokens=not self.chat)["input_ids"])
+        # An answer prefix is encoded on its own, as training encodes the answer apart from the prompt.
+        prefix = inp.answer_prefix
+        ids = list(
+            self.tokenizer(self.render_prompt(replace(inp, answer_prefix="")), add_special_tokens=not self.chat)[
+                "input_ids"
+            ]
+        )
+        return ids + (list(self.tokenizer(prefix, add_special_tokens=False)["input_ids"]) if prefix else [])
+
+    def analyse(
+        self,
+        inputs: list[PromptInput],
+        candidates: list[list[str]],
+        choose: Callable[[int, list[float]], list[int]],
+        *,
+        max_new_tokens: int,
+        free: bool = False,
+    ) -> list[Any]:
+        """One pass per prompt (``adapters.decoding.analyse_prompt``): the probability of each candidate
+        answer start, a body after each candidate ``choose(input index, probabilities)`` picks, and with
+        ``free`` the answer the model writes on its own. A prompt that does not fit is silence."""
+        from adapters.decoding import Analysis, Continuation, analyse_prompt
+
+        def decode(ids: list[int]) -> str:
+            return str(self.tokenizer.decode(ids, skip_special_tokens=True))
+
+        out: list[Any] = []
+        with self._lock:
+            for i, (inp, texts) in enumerate(zip(inputs, candidates)):
+                ids = self._encode_prompt(inp)
+                cands = [list(self.tokenizer(t, add_special_tokens=False)["input_ids"]) for t in texts]
+                if len(ids) + max(len(c) for c in cands) + 1 >= self.max_context:
+                    silent = Analysis([1.0] + [0.0] * (len(cands) - 1))
+                    silent.free = Continuation("", len(ids), 0, "length") if free else None
+                    out.append(silent)
+                    continue
+                out.append(
+                    analyse_prompt(
+                        self.model,
+                        decode,
+                        self.eos_ids,
+                        ids,
+                        cands,
+                        lambda probs, i=i: choose(i, probs),
+                        prefixes=texts,
+                        max_new_tokens=max_new_tokens,
+                        free=free,
+                    )
+                )
+        return out
+
+    def score_answers(self, inputs: list[PromptInput], candidates: list[list[str]]) -> list[list[float]]:
+        """For each input, the probability of each candidate answer start (``bot.anchoring``)."""
+        from adapters.decoding import score_continuations
+
+        out = []
+        with self._lock:
+            for inp, texts in zip(inputs, candidates):
+                ids = self._encode_prompt(inp)
+                cands = [list(self.tokenizer(t, add_special_tokens=False)["input_ids"]) for t in texts]
+                if len(ids) + max(len(c) for c in cands) >= self.max_context:
+                    out.append([1.0] + [0.0] * (len(cands) - 1))  # does not fit: silence
+                    continue
+                out.append(score_continuations(self.model, ids, cands))
+        return out
 
     def count_tokens(self, text: str) -> int:
         return len(self.tokenizer(text, add_special_tokens=False)["input_ids"])
@@ -541,6 +626,10 @@ class LocalBackend(Backend):
             "chat_template": self.chat,
             "max_context": self.max_context,
             "batch_size": self.batch_size,
+            "exemplars": {"k": self.exemplar_k, "documents": len(self.exemplars)}
+            if self.exemplars is not None
+            else None,
+            "threshold": self.threshold,
             "sampling": {"temperature": self.temperature} if self.temperature else "greedy",
         }
 
@@ -561,13 +650,18 @@ class LocalBackend(Backend):
         with self._lock:
             for start in range(0, len(order), self.batch_size):
                 chunk = order[start : start + self.batch_size]
-                for i, gen in zip(chunk, self._generate_batch([encoded[i] for i in chunk], max_new_tokens)):
+                prefixes = [inputs[i].answer_prefix for i in chunk]
+                for i, gen in zip(chunk, self._generate_batch([encoded[i] for i in chunk], max_new_tokens, prefixes)):
                     results[i] = gen
         return results  # type: ignore[return-value]
 
-    def _generate_batch(self, batch: list[list[int]], max_new_tokens: int) -> list[Generation]:
+    def _generate_batch(
+        self, batch: list[list[int]], max_new_tokens: int, prefixes: list[str] | None = None
+    ) -> list[Generation]:
         import torch
         from transformers import StoppingCriteriaList
+
+        from adapters.decoding import DegenerationGuard, guard_criteria_class, trim_degenerate
 
         device = self.model.device
         width = max(len(ids) for ids in batch)
@@ -577,16 +671,21 @@ class LocalBackend(Backend):
         for row, ids in enumerate(batch):  # left padding: every answer starts at column ``width``
             input_ids[row, width - len(ids) :] = torch.tensor(ids, dtype=torch.long)
             attention[row, width - len(ids) :] = 1
-        tracker = StopTracker(
-            lambda ids: self.tokenizer.decode(ids, skip_special_tokens=True), self.eos_ids, width, len(batch)
-        )
+
+        def decode(ids: list[int]) -> str:
+            return str(self.tokenizer.decode(ids, skip_special_tokens=True))
+
+        tracker = StopTracker(decode, self.eos_ids, width, len(batch))
+        guard = DegenerationGuard(decode, width, prefixes or [""] * len(batch))
         options: dict[str, Any] = {
             "max_new_tokens": budget,
             "pad_token_id": self.pad_id,
             "eos_token_id": self.eos_ids or None,
             "num_beams": 1,
             "repetition_penalty": 1.0,  # a model's own generation_config must not bend greedy decoding
-            "stopping_criteria": StoppingCriteriaList([_stopping_criteria_class()(tracker)]),
+            "stopping_criteria": StoppingCriteriaList(
+                [_stopping_criteria_class()(tracker), guard_criteria_class()(guard)]
+            ),
         }
         if self.temperature:
             options.update(do_sample=True, temperature=self.temperature)
@@ -602,12 +701,13 @@ class LocalBackend(Backend):
             end = tracker.stopped_at[row] or output.shape[1]
             generated = output[row, width:end].tolist()
             text, _ = trim_answer(self.tokenizer.decode(generated, skip_special_tokens=True))
+            text = trim_degenerate(text, guard.prefixes[row])
             results.append(
                 Generation(
                     text=text,
                     prompt_tokens=len(ids),
                     completion_tokens=len(generated),
-                    finish_reason="stop" if tracker.stopped_at[row] is not None else "length",
+                    finish_reason="stop" if tracker.stopped_at[row] is not None or guard.cut[row] else "length",
                 )
             )
         return results

@@ -19,8 +19,9 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, replace
 
-from adapters.github import GitHubClient, ReviewValidationError
+from adapters.github import ReviewValidationError
 from bot.errors import GitHubError, UsageError
+from bot.forge import Forge
 from bot.formats import (
     REVIEW_MARK,
     comment_fingerprint,
@@ -59,7 +60,14 @@ class Posted:
 
 
 def parse_target(text: str) -> tuple[str, int]:
-    """``OWNER/REPO#N`` -> ("OWNER/REPO", N); anything else is a UsageError saying what is expected."""
+    """``OWNER/REPO#N`` -> ("OWNER/REPO", N), or a GitLab merge request ``GROUP/PROJECT!N`` (subgroups
+    allowed); anything else is a UsageError saying what is expected."""
+    project, bang, iid = text.strip().rpartition("!")
+    if bang:
+        parts = project.split("/")
+        if len(parts) < 2 or not all(parts) or not iid.isdigit() or int(iid) < 1:
+            raise UsageError(f"--post expects GROUP/PROJECT!IID for a GitLab merge request, got {text!r}")
+        return project, int(iid)
     repo, sep, number = text.strip().rpartition("#")
     owner, slash, name = repo.partition("/")
     if not sep or not slash or not owner or not name or "/" in name or not number.isdigit() or int(number) < 1:
@@ -68,7 +76,7 @@ def parse_target(text: str) -> tuple[str, int]:
 
 
 def post_review(
-    gh: GitHubClient, repo: str, number: int, review: Review, *, commit_id: str | None = None, header: str = HEADER
+    gh: Forge, repo: str, number: int, review: Review, *, commit_id: str | None = None, header: str = HEADER
 ) -> Posted:
     """Post ``review`` on pull request ``number`` of ``repo`` as one review of ``commit_id`` (default:
     the pull request's head). Nothing is posted on a closed pull request, on one whose head moved

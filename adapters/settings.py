@@ -39,6 +39,7 @@ from bot.errors import UsageError
 log = logging.getLogger(__name__)
 
 DEFAULT_API_URL = "https://api.github.com"
+DEFAULT_GITLAB_URL = "https://gitlab.com"
 DEFAULT_QUEUE = "revbot-queue.db"
 DEFAULT_MAX_BODY = 10 * 1024 * 1024
 BACKENDS = ("local", "openai")
@@ -205,6 +206,29 @@ class Settings(BaseSettings):
         doc="the App's installation to act as (harvest, retrain)",
         expected="the installation's number, e.g. 12345678",
     )
+    # -- GitLab
+    gitlab_token: SecretStr | None = _env(
+        "REVBOT_GITLAB_TOKEN",
+        "GITLAB_TOKEN",
+        secret=True,
+        doc="GitLab access token, scope api (GITLAB_TOKEN: fallback)",
+    )
+    gitlab_url: str = _env(
+        "REVBOT_GITLAB_URL",
+        "GITLAB_URL",
+        default=DEFAULT_GITLAB_URL,
+        doc="GitLab instance root (GITLAB_URL: fallback)",
+        expected="an http:// or https:// URL such as https://gitlab.example.com",
+    )
+    gitlab_webhook_secret: SecretStr | None = _env(
+        "REVBOT_GITLAB_WEBHOOK_SECRET", secret=True, doc="the GitLab webhook's secret token (X-Gitlab-Token)"
+    )
+    gitlab_webhook_signing_token: SecretStr | None = _env(
+        "REVBOT_GITLAB_WEBHOOK_SIGNING_TOKEN",
+        secret=True,
+        doc="GitLab 19+: the hook's signing token, whsec_<base64> (webhook-signature is then checked)",
+        expected="whsec_ followed by the base64 key GitLab shows",
+    )
     # -- the webhook service
     webhook_secret: SecretStr | None = _env(
         "REVBOT_WEBHOOK_SECRET", secret=True, doc="webhook signing secret; the service refuses to start without it"
@@ -268,6 +292,32 @@ class Settings(BaseSettings):
         doc="seconds a client may stay silent mid-request",
         expected="a number of seconds greater than 0, e.g. 10",
     )
+    # -- issue 22: slow and oversized requests (read by webhooks.server)
+    web_worker_class: Literal["gevent", "gthread"] = _env(
+        "REVBOT_WEB_WORKER_CLASS",
+        default="gevent",
+        doc="web worker of `revbot serve`: gevent (event loop) or gthread (thread pool)",
+        expected="gevent or gthread",
+    )
+    web_connections: PositiveInt = _env(
+        "REVBOT_WEB_CONNECTIONS",
+        default=1000,
+        doc="connections one gevent web process holds at once",
+        expected="a whole number greater than 0, e.g. 1000",
+    )
+    header_timeout: PositiveFloat = _env(
+        "REVBOT_HEADER_TIMEOUT",
+        default=10.0,
+        doc="seconds a client has to send a request's headers",
+        expected="a number of seconds greater than 0, e.g. 10",
+    )
+    body_timeout: PositiveFloat = _env(
+        "REVBOT_BODY_TIMEOUT",
+        default=10.0,
+        doc="seconds a client has to send a request's body",
+        expected="a number of seconds greater than 0, e.g. 10",
+    )
+    # -- end issue 22
     worker_timeout: PositiveFloat = _env(
         "REVBOT_WORKER_TIMEOUT",
         default=30.0,
@@ -362,7 +412,7 @@ class Settings(BaseSettings):
     def _upper(cls, value: Any) -> Any:
         return value.upper() if isinstance(value, str) else value
 
-    @field_validator("github_api_url", mode="after")
+    @field_validator("github_api_url", "gitlab_url", mode="after")
     @classmethod
     def _url(cls, value: str) -> str:
         if not re.match(r"https?://[^/]+", value):

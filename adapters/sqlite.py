@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 import random
 import sqlite3
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -21,6 +22,19 @@ from pathlib import Path
 
 # What a caller turns an open or BEGIN failure into: (what failed, the sqlite3 error) -> exception
 ErrorHook = Callable[[str, sqlite3.Error], BaseException]
+
+
+def _os_thread_local() -> threading.local:
+    """Storage per OS thread. Under gevent (issue 22: a web process of `revbot serve`),
+    ``threading.local`` is per greenlet, i.e. per request: a connection opened for every request
+    and, tracked, never closed. The greenlets of one thread share its connection instead; that is
+    safe because nothing yields between BEGIN and COMMIT (SQLite calls never do), and transactions
+    take turns on the write lock, which gevent makes cooperative."""
+    monkey = sys.modules.get("gevent.monkey")  # never imported: nothing was patched
+    if monkey is not None and monkey.is_module_patched("threading"):
+        local: type[threading.local] = monkey.get_original("threading", "local")
+        return local()
+    return threading.local()
 
 
 class ThreadConnections:
@@ -45,7 +59,7 @@ class ThreadConnections:
         self.path = Path(path)
         self.timeout = timeout
         self._on_error = on_error
-        self._local = threading.local()
+        self._local = _os_thread_local()
         self._all: list[sqlite3.Connection] | None = [] if track else None
         self._all_lock = threading.Lock()
         self._write_lock = threading.Lock() if write_lock else None
@@ -155,4 +169,4 @@ class ThreadConnections:
                 conn.close()
             except sqlite3.Error:
                 pass
-        self._local = threading.local()
+        self._local = _os_thread_local()

@@ -11,6 +11,8 @@ process-wide settings from the environment are read by ``adapters.settings``.)
   max_comments_per_file: 3
   skip_drafts: true             # do not review draft pull requests
   model_version: null           # e.g. v3: review with this model version instead of `current`
+  min_confidence: null          # e.g. 0.4: comment only where the model is at least this sure; raises
+                                # (never lowers) the threshold the model version was calibrated with
 
 Limits (the service reads the file from a pull request's base branch, so it is untrusted input):
 at most 64 KiB, nesting at most 4 levels, no YAML anchors or aliases, at most 200 ``ignore_paths``
@@ -154,6 +156,7 @@ class RepoConfig:
     max_comments_per_file: int = 3
     skip_drafts: bool = True
     model_version: str | None = None
+    min_confidence: float | None = None
     source: str = field(default=".revbot.yml", compare=False)
 
     @property
@@ -180,6 +183,7 @@ class RepoConfig:
             "max_comments_per_file": self.max_comments_per_file,
             "skip_drafts": self.skip_drafts,
             "model_version": self.model_version,
+            "min_confidence": self.min_confidence,
         }
 
     @classmethod
@@ -304,6 +308,7 @@ _TYPES: dict[str, str] = {
     "max_comments_per_file": "count",
     "skip_drafts": "bool",
     "model_version": "version",
+    "min_confidence": "probability",
 }
 _KEYS = frozenset(_TYPES)
 
@@ -335,6 +340,12 @@ def _check(key: str, value: JSON, source: str, line: int) -> JSON:
         if long is not None:
             raise _error(f"{key!r}: the glob {_show(long)} is longer than {MAX_GLOB_CHARS} characters", source, line)
         return tuple(v.strip() for v in value)
+    if kind == "probability":
+        if value is None:
+            return None
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 1:
+            raise fail("a number from 0 to 1")
+        return float(value)
     if kind == "version":
         if value is None:
             return None

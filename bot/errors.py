@@ -34,9 +34,18 @@ class ModelError(RevbotError):
     """A model or adapter that cannot be loaded or used, with what to do instead."""
 
 
-class GitHubError(RevbotError):
-    """A GitHub API failure after retries; never carries a token."""
+class ForgeError(RevbotError):
+    """A forge (GitHub, GitLab) API failure after retries, with the HTTP status when there was one;
+    never carries a token. The use cases catch this; each adapter raises its own subclass."""
 
     def __init__(self, message: str, status: int | None = None):
         self.status = status
         super().__init__(message)
+
+
+class GitHubError(ForgeError):
+    """A GitHub API failure after retries; never carries a token."""
+
+
+class GitLabError(ForgeError):
+    """A GitLab API failure after retries; never carries a token."""

@@ -23,7 +23,7 @@ from bot.diff import LEFT, RIGHT
 from bot.json_types import JSONObject
 from bot.review import Review, ReviewComment
 
-FORMATS = ("text", "json", "sarif", "rdjson", "github")
+FORMATS = ("text", "json", "sarif", "rdjson", "github", "codeclimate")
 JSON_FORMAT_VERSION = 1
 TOOL_NAME = "revbot"
 RULE_ID = "revbot/review-comment"
@@ -343,6 +343,43 @@ def to_rdjson(review: Review) -> str:
     return json.dumps(to_rdjson_data(review), indent=2, ensure_ascii=False) + "\n"
 
 
+# --------------------------------------------------------------------------- GitLab Code Quality
+
+CODECLIMATE_SEVERITIES = ("info", "minor", "major", "critical", "blocker")
+
+
+def to_codeclimate_data(review: Review) -> list[JSONObject]:
+    """GitLab's Code Quality report (the Code Climate subset its merge-request widget reads): one
+    issue per comment with ``description``, ``check_name``, ``fingerprint`` (revbot's, so a re-run
+    names the same issue the same), ``severity`` and ``location.path`` + ``location.lines``. A
+    comment on a deleted line is placed on the new file's line next to it and says so."""
+    issues: list[JSONObject] = []
+    seen: set[str] = set()
+    for c in [*review.comments, *review.unanchored]:
+        fp = comment_fingerprint(c)
+        if fp in seen:
+            continue
+        seen.add(fp)
+        region = _region(c)
+        text = c.body if c.side == RIGHT else f"(on deleted line {c.line} of the old file) {c.body}"
+        issues.append(
+            {
+                "type": "issue",
+                "description": text,
+                "check_name": RULE_ID,
+                "fingerprint": fp,
+                "severity": "info",
+                "categories": ["Style"],
+                "location": {"path": c.path, "lines": {"begin": region["startLine"], "end": region["endLine"]}},
+            }
+        )
+    return issues
+
+
+def to_codeclimate(review: Review) -> str:
+    return json.dumps(to_codeclimate_data(review), indent=2, ensure_ascii=False) + "\n"
+
+
 # --------------------------------------------------------------------------- GitHub create-review
 
 
@@ -435,6 +472,8 @@ def render(review: Review, fmt: str, *, commit_id: str | None = None) -> str:
         return to_rdjson(review)
     if fmt == "github":
         return to_github(review, commit_id)
+    if fmt == "codeclimate":
+        return to_codeclimate(review)
     from bot.errors import UsageError
 
     raise UsageError(f"unknown format {fmt!r}; choose one of: {', '.join(FORMATS)}")

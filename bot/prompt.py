@@ -34,22 +34,35 @@ also gets a few worked examples (``FEW_SHOT``) as earlier chat turns, so "tuned 
 a trained model with a fairly prompted one; a trained adapter is served without them, as it was
 trained. Every version in SUPPORTED_PROMPT_FORMATS can still be served: ``for_model`` swaps in the
 system prompt of the version a model was trained with (v1 adapters keep working).
+
+Format version 3
+----------------
+Version 2 with the team's own past reviews beside the hunk (``bot.exemplars``): the k most similar
+earlier commented hunks, each as a few labelled lines and the comment the team wrote, under
+``EXEMPLARS_HEADER`` in the last user turn, before ``HUNK_HEADER`` and the hunk. Everything every
+prompt shares (system text, worked examples) comes first, so the prompts of a batch share a token
+prefix. A model that was not trained on the format (``few_shot``) gets the same exemplars as
+earlier chat turns after the worked examples instead; a v1/v2 adapter gets none, as before.
+``PromptInput.answer_prefix`` starts the answer for the model (a chosen anchor, ``R12:``), whose
+body it then writes.
 """
 
 from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Protocol
 
 from bot.diff import LEFT, RIGHT, Hunk
 
-PROMPT_FORMAT_VERSION = 2
-SUPPORTED_PROMPT_FORMATS = (1, 2)
+PROMPT_FORMAT_VERSION = 3
+SUPPORTED_PROMPT_FORMATS = (1, 2, 3)
 ANSWER_END = "</review>"
 NO_COMMENT = "NO COMMENT"
 ANSWER_HEADER = "### Review"
+EXEMPLARS_HEADER = "Past reviews by this team on similar code:"
+HUNK_HEADER = "Review this hunk:"
 
 SYSTEM_PROMPTS = {
     1: (
@@ -65,6 +78,13 @@ SYSTEM_PROMPTS = {
         "needs a comment, answer `R<n>: comment`. If no line needs one, answer `NO COMMENT`. "
         f"End your answer with `{ANSWER_END}`."
     ),
+    3: (
+        "You review one diff hunk as a reviewer on this team would. Each line starts with a label: "
+        "R<n> is line n of the new file, L<n> is deleted line n of the old file. Past reviews by this "
+        "team on similar code may come first: write like them. For each line of the hunk that needs a "
+        "comment, answer `R<n>: comment`. If no line needs one, answer `NO COMMENT`. "
+        f"End your answer with `{ANSWER_END}`."
+    ),
 }
 SYSTEM_PROMPT = SYSTEM_PROMPTS[PROMPT_FORMAT_VERSION]
 
@@ -72,6 +92,9 @@ _SIDE_LETTER = {RIGHT: "R", LEFT: "L"}
 _LETTER_SIDE = {"R": RIGHT, "L": LEFT}
 _ANCHOR = re.compile(
     r"^(?:[-*]\s+)?[\[(`]?(?P<side>[LR])(?P<first>\d{1,7})(?:\s*-\s*[LR]?(?P<last>\d{1,7}))?[\])`]?\s*:[ \t]?(?P<body>.*)$"
+)
+MAX_COMMENTS_PER_HUNK = (
+    3  # an answer with more is cut there: a hunk rarely needs more, a looping model always writes more
 )
 _NO_COMMENT = re.compile(r"^\W*no[ _-]?comments?\W*$", re.I)
 
@@ -118,24 +141,48 @@ class PromptComment:
 
 
 @dataclass(frozen=True)
+class Exemplar:
+    """A past review of the team, compact: the file, a few labelled lines ending at the commented one,
+    and the answer the team gave (``R12: text``)."""
+
+    path: str
+    code: str
+    answer: str
+
+    def user_text(self) -> str:
+        return f"File: {self.path}\n{self.code}"
+
+
+@dataclass(frozen=True)
 class PromptInput:
     """What a backend receives for one hunk. ``shots`` are worked (user, answer) pairs shown before
-    it, for models that were not trained on the format."""
+    it, for models that were not trained on the format; ``exemplars`` the team's similar past reviews
+    (format v3), shown in the last user turn before the hunk; ``answer_prefix`` the start of the
+    answer, written for the model (constrained anchors)."""
 
     system: str
     user: str
     shots: tuple[tuple[str, str], ...] = ()
+    exemplars: tuple[Exemplar, ...] = ()
+    answer_prefix: str = ""
+
+    def user_text(self) -> str:
+        """The last user turn: the exemplars (if any), then the hunk."""
+        if not self.exemplars:
+            return self.user
+        shown = "\n\n".join(f"{ex.user_text()}\n{ex.answer}" for ex in self.exemplars)
+        return f"{EXEMPLARS_HEADER}\n\n{shown}\n\n{HUNK_HEADER}\n{self.user}"
 
     def messages(self) -> list[dict[str, str]]:
         turns = [{"role": "system", "content": self.system}]
         for user, answer in self.shots:
             turns += [{"role": "user", "content": user}, {"role": "assistant", "content": answer}]
-        return turns + [{"role": "user", "content": self.user}]
+        return turns + [{"role": "user", "content": self.user_text()}]
 
     def plain_text(self) -> str:
         """Prompt for plain (non-chat) models; the answer starts right after it."""
         shots = "".join(f"{user}\n\n{ANSWER_HEADER}\n{answer}\n\n" for user, answer in self.shots)
-        return f"{self.system}\n\n{shots}{self.user}\n\n{ANSWER_HEADER}\n"
+        return f"{self.system}\n\n{shots}{self.user_text()}\n\n{ANSWER_HEADER}\n{self.answer_prefix}"
 
 
 @dataclass
@@ -175,15 +222,29 @@ def render_input(path: str, hunk: Hunk, context: str | None = None) -> PromptInp
     return PromptInput(SYSTEM_PROMPT, "\n".join(parts))
 
 
+def with_exemplars(inp: PromptInput, exemplars: Sequence[Exemplar]) -> PromptInput:
+    """``inp`` with the team's past reviews shown before its hunk (format v3)."""
+    return replace(inp, exemplars=tuple(exemplars))
+
+
+def with_answer_prefix(inp: PromptInput, prefix: str) -> PromptInput:
+    """``inp`` with its answer started for the model (``R12:``): the model writes the rest."""
+    return replace(inp, answer_prefix=prefix)
+
+
 def for_model(inp: PromptInput, version: int, *, few_shot: bool = False) -> PromptInput:
-    """``inp`` as a model trained on prompt format ``version`` must see it, with the worked examples
-    for an untuned model when ``few_shot``. Input and answer are the same in every supported
-    version; only the system prompt differs, so the contract's own system prompt is swapped for the
-    version's (a caller's own system text is left as it is)."""
+    """``inp`` as a model trained on prompt format ``version`` must see it. Input and answer are the
+    same in every supported version; the system prompt differs, so the contract's own is swapped for
+    the version's (a caller's own system text is left as it is). Exemplars: a v3 model reads them
+    before the hunk; an untuned model (``few_shot``) gets the worked examples and then the exemplars
+    as earlier turns; a v1/v2 adapter never saw them and gets none."""
     if version not in SYSTEM_PROMPTS:
         raise ValueError(f"unknown prompt format version {version}")
     system = SYSTEM_PROMPTS[version] if inp.system in SYSTEM_PROMPTS.values() else inp.system
-    return PromptInput(system, inp.user, few_shot_examples() if few_shot else ())
+    if few_shot:
+        turns = few_shot_examples() + tuple((ex.user_text(), f"{ex.answer}\n{ANSWER_END}") for ex in inp.exemplars)
+        return PromptInput(system, inp.user, turns, (), inp.answer_prefix)
+    return PromptInput(system, inp.user, (), inp.exemplars if version >= 3 else (), inp.answer_prefix)
 
 
 # Worked examples for untuned models: short, generic, one of each answer kind (a comment, silence,
@@ -266,9 +327,11 @@ def render_answer(comments: Sequence[CommentLike]) -> str:
 
 
 def prompt_text(inp: PromptInput, tokenizer: Tokenizer | None = None) -> str:
-    """Text fed to a local model: its chat template when it has one, else the plain format."""
+    """Text fed to a local model: its chat template when it has one, else the plain format; then the
+    answer prefix, if any."""
     if tokenizer is not None and getattr(tokenizer, "chat_template", None):
-        return tokenizer.apply_chat_template(inp.messages(), tokenize=False, add_generation_prompt=True)
+        text = tokenizer.apply_chat_template(inp.messages(), tokenize=False, add_generation_prompt=True)
+        return text + inp.answer_prefix
     return inp.plain_text()
 
 
@@ -291,6 +354,37 @@ def cut_at_end(text: str) -> str:
             break
         kept.append(ln)
     return "\n".join(kept)
+
+
+def degenerate_at(text: str, max_comments: int = MAX_COMMENTS_PER_HUNK) -> int | None:
+    """Where a degenerate answer should be cut (an index into ``text``), or None when it is sound.
+
+    Small models loop: ``R75:\nR76:\nR77:...`` (anchors without bodies) or the same comment again
+    and again. The cut falls at the start of the first comment past ``max_comments``, of an anchor
+    whose body is empty and that is followed by another anchor, or of a comment repeating an earlier
+    one's text. Only complete lines are judged, so a generator can call this at every new line and
+    stop there (``adapters.decoding``)."""
+    offset = 0
+    count = 0
+    bodies: set[str] = set()
+    empty_anchor_at: int | None = None
+    complete = text.split("\n")[:-1]  # the last piece has no newline yet
+    for raw in complete:
+        start, offset = offset, offset + len(raw) + 1
+        match = _ANCHOR.match(raw)
+        if not match:
+            if raw.strip():
+                empty_anchor_at = None
+            continue
+        if empty_anchor_at is not None:
+            return empty_anchor_at
+        count += 1
+        body = " ".join(match.group("body").split()).casefold()
+        if count > max_comments or (body and body in bodies):
+            return start
+        bodies.add(body)
+        empty_anchor_at = start if not body else None
+    return None
 
 
 def parse_output(text: str | None, hunk: Hunk | None = None) -> ParseResult:

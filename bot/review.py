@@ -26,12 +26,22 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Protocol, cast
 
+from bot.anchoring import DEFAULT_MAX_PER_HUNK, Scorer, answer_hunks, can_score
 from bot.config import DEFAULT_MAX_NEW_TOKENS, DEFAULT_TOKEN_BUDGET, RepoConfig
 from bot.diff import LEFT, RIGHT, Diff, FileDiff, Hunk, parse_diff
 from bot.errors import ModelError, UsageError
+from bot.exemplars import Query
 from bot.json_types import JSONObject
 from bot.ports import Backend
-from bot.prompt import ParseResult, PromptComment, PromptInput, normalize_body, parse_output, render_input
+from bot.prompt import (
+    ParseResult,
+    PromptComment,
+    PromptInput,
+    normalize_body,
+    parse_output,
+    render_input,
+    with_exemplars,
+)
 from bot.ranking import LINGUIST_ATTRIBUTES, FileRank, Linguist, rank
 from bot.secrets import scrub_text
 
@@ -218,6 +228,13 @@ class ReviewOptions:
     max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS
     token_budget: int = DEFAULT_TOKEN_BUDGET
     scrub_secrets: bool = True
+    # where and whether to comment (bot.anchoring): "constrained" scores every label of a hunk under
+    # the model (backends that can, on prompt format 3) and comments where the confidence clears the
+    # threshold: the larger of the version's calibrated one and ``min_confidence``; "free" lets the
+    # model write its anchors
+    anchors: str = "constrained"
+    min_confidence: float | None = None
+    max_comments_per_hunk: int = DEFAULT_MAX_PER_HUNK
 
     def __post_init__(self) -> None:
         for name in ("max_comments", "max_comments_per_file"):
@@ -227,6 +244,10 @@ class ReviewOptions:
             raise UsageError(f"max new tokens must be at least 1, got {self.max_new_tokens}")
         if self.token_budget < 1:
             raise UsageError(f"the token budget must be at least 1, got {self.token_budget}")
+        if self.anchors not in ("constrained", "free"):
+            raise UsageError(f"anchors must be 'constrained' or 'free', got {self.anchors!r}")
+        if self.min_confidence is not None and not 0 <= self.min_confidence <= 1:
+            raise UsageError(f"the minimum confidence must be from 0 to 1, got {self.min_confidence}")
 
     @classmethod
     def from_config(
@@ -253,6 +274,7 @@ class ReviewOptions:
             max_new_tokens=defaults.max_new_tokens if max_new_tokens is None else max_new_tokens,
             token_budget=defaults.token_budget if token_budget is None else token_budget,
             scrub_secrets=defaults.scrub_secrets if scrub_secrets is None else scrub_secrets,
+            min_confidence=config.min_confidence,
         )
 
     @property
@@ -403,24 +425,14 @@ def review_diff(
 
     # 3. generation (the backend batches; one call keeps its length-sorted batching effective)
     clock = time.perf_counter()
-    generations = model.generate([job.inp for job in jobs], max_new_tokens=options.max_new_tokens) if jobs else []
-    if len(generations) != len(jobs):
-        raise ModelError(f"the model backend returned {len(generations)} answers for {len(jobs)} prompts")
+    answers = _answers(jobs, model, options, review)
     timing["generate"] = time.perf_counter() - clock
 
-    # 4. parse, validate, deduplicate, cap
+    # 4. validate, deduplicate, cap
     clock = time.perf_counter()
     anchored: list[ReviewComment] = []
     unanchored: list[ReviewComment] = []
-    for job, gen in zip(jobs, generations):
-        text = getattr(gen, "text", gen if isinstance(gen, str) else "")
-        review.prompt_tokens += int(getattr(gen, "prompt_tokens", 0) or 0)
-        review.completion_tokens += int(getattr(gen, "completion_tokens", 0) or 0)
-        if getattr(gen, "finish_reason", "stop") == "length":
-            review.answers_cut += 1
-        parsed = parse_output(text, job.hunk)
-        if parsed.failures and not parsed.no_comment:
-            review.parse_failures += 1
+    for job, parsed in zip(jobs, answers):
         a, u = _place(parsed, job, diff, options)
         anchored += a
         unanchored += u
@@ -438,6 +450,69 @@ def review_diff(
     timing["parse"] = time.perf_counter() - clock
     review.timing = _rounded(timing)
     return review
+
+
+def constrained(backend: object, options: ReviewOptions) -> bool:
+    """Whether anchors are chosen by the model's probabilities: asked for, the backend can score
+    answers, and its model reads prompt format 3 (older adapters are served as they were)."""
+    return (
+        options.anchors == "constrained"
+        and can_score(backend)
+        and int(getattr(backend, "prompt_format_version", 0) or 0) >= 3
+    )
+
+
+def threshold_for(backend: object, options: ReviewOptions) -> float | None:
+    """The version's calibrated threshold, raised (never lowered) by the repository's own."""
+    values = [v for v in (getattr(backend, "threshold", None), options.min_confidence) if v is not None]
+    return max(values) if values else None
+
+
+def _answers(jobs: list[_Job], model: Backend, options: ReviewOptions, review: Review) -> list[ParseResult]:
+    """Every job's answer, parsed against its hunk: constrained anchors where the backend can score
+    them, else free-running generation."""
+    if not jobs:
+        return []
+    if constrained(model, options):
+        answers = answer_hunks(
+            cast(Scorer, model),
+            [job.inp for job in jobs],
+            [job.hunk for job in jobs],
+            threshold=threshold_for(model, options),
+            max_new_tokens=options.max_new_tokens,
+            max_per_hunk=options.max_comments_per_hunk,
+        )
+        review.prompt_tokens += sum(job.tokens for job in jobs)  # each prompt is read once to score its labels
+        for answer in answers:
+            review.prompt_tokens += answer.prompt_tokens
+            review.completion_tokens += answer.completion_tokens
+            review.answers_cut += int(answer.truncated)
+        return [ParseResult(comments=list(a.comments), no_comment=not a.comments) for a in answers]
+    generations = model.generate([job.inp for job in jobs], max_new_tokens=options.max_new_tokens)
+    if len(generations) != len(jobs):
+        raise ModelError(f"the model backend returned {len(generations)} answers for {len(jobs)} prompts")
+    out = []
+    for job, gen in zip(jobs, generations):
+        text = getattr(gen, "text", gen if isinstance(gen, str) else "")
+        review.prompt_tokens += int(getattr(gen, "prompt_tokens", 0) or 0)
+        review.completion_tokens += int(getattr(gen, "completion_tokens", 0) or 0)
+        if getattr(gen, "finish_reason", "stop") == "length":
+            review.answers_cut += 1
+        parsed = parse_output(text, job.hunk)
+        if parsed.failures and not parsed.no_comment:
+            review.parse_failures += 1
+        out.append(parsed)
+    return out
+
+
+def render_with_exemplars(path: str, hunk: Hunk, backend: object) -> PromptInput:
+    """The prompt for ``hunk``, with the team's most similar past reviews when the backend's version
+    has an exemplar index (format v3); at review time every indexed review is older than the diff."""
+    inp = render_input(path, hunk)
+    index, k = getattr(backend, "exemplars", None), int(getattr(backend, "exemplar_k", 0) or 0)
+    if index is None or k <= 0:
+        return inp
+    return with_exemplars(inp, index.top(Query(path, hunk.text()), k))
 
 
 def _loaded(backend: BackendOrFactory) -> Backend:
@@ -573,7 +648,7 @@ def _head_that_fits(path: str, piece: Hunk, backend: Backend, room: int) -> tupl
     size = len(piece.lines) - 1
     while size >= 1:
         head = piece.sub_hunk(0, size)
-        inp = render_input(path, head)
+        inp = render_with_exemplars(path, head, backend)
         tokens = _prompt_tokens(backend, inp)
         if tokens <= room:
             return (inp, head, tokens) if head.added or head.removed else None
@@ -590,7 +665,7 @@ def _fit(
     pending = list(reversed(hunk.split(max_lines)))
     while pending:
         piece = pending.pop()
-        inp = render_input(path, piece)
+        inp = render_with_exemplars(path, piece, backend)
         tokens = _prompt_tokens(backend, inp)
         if tokens <= per_prompt:
             out.append((inp, piece, tokens))

@@ -101,6 +101,16 @@ def _mixed_case_digits(v: str) -> bool:
     return any(c.isupper() for c in v) and any(c.islower() for c in v) and any(c.isdigit() for c in v)
 
 
+def _random_letters(v: str) -> bool:
+    """Letters drawn at random (a key without digits), not a CamelCase name: long, about as many
+    capitals as small letters, and the case changing often."""
+    if len(v) < 20 or not v.isalpha():
+        return False
+    upper = sum(c.isupper() for c in v)
+    switches = sum(a.isupper() != b.isupper() for a, b in zip(v, v[1:]))
+    return 0.25 * len(v) <= upper <= 0.75 * len(v) and switches >= len(v) / 4
+
+
 def _random_enough(v: str) -> bool:
     """A token or key: no spaces, and digits mixed with letters (or long and mixed-case)."""
     if len(v) < 8 or any(c.isspace() or c in "<>[]{}|\\" for c in v):  # not regexes or special tokens
@@ -110,6 +120,9 @@ def _random_enough(v: str) -> bool:
     return len(v) >= 20 and any(c.isupper() for c in v) and any(c.islower() for c in v)
 
 
+_RANDOM_AFTER_DOLLAR = re.compile(r"\$[A-Z0-9]*[0-9][A-Z0-9]*[0-9][A-Z0-9]*[0-9][A-Z0-9]*")
+
+
 def _placeholder_like(v: str, name: str) -> bool:
     """Values that are not secrets whatever name they are bound to."""
     low = v.lower()
@@ -117,7 +130,7 @@ def _placeholder_like(v: str, name: str) -> bool:
     names = {re.sub(r"[^a-z0-9]", "", part) for part in (name.lower(), name.lower().rsplit(".", 1)[-1])}
     return (
         PLACEHOLDER in v
-        or _TEMPLATE.search(v) is not None
+        or (_TEMPLATE.search(v) is not None and not _RANDOM_AFTER_DOLLAR.fullmatch(v))  # $VM1A839FRT5X: a key
         or (_PRINTF.search(v) is not None and (len(v) <= 24 or " " in v))
         or norm.strip("x") == ""  # ****, xxxx, :****
         or (_PATHLIKE.fullmatch(v) is not None and not _mixed_case_digits(v))  # /run/secrets/db, not /9dXZD/...
@@ -214,12 +227,39 @@ def _scrub_aws_secret(text: str) -> str:
 # --- URLs with a password ---------------------------------------------------------------------------
 
 # anchored on "://" (a literal the regex engine finds fast); the scheme in front does not matter
-_URL_CREDS = r"://[^\s:/?#@\"'`<>]{0,100}:(?P<pw>[^\s@\"'`<>]{1,200}?)@(?=[A-Za-z0-9\[_%])"
+_URL_CREDS = re.compile(r"://[^\s:/?#@\"'`<>]{0,100}:(?P<pw>[^\s\"'`<>]{1,200}?)@(?=[A-Za-z0-9\[_%])")
+# the rest of the authority after the first "@": an "@" in it means the password held one (pa@ss@host)
+_AUTHORITY_REST = re.compile(r"[^\s/?#\"'`<>@]{0,200}(?:@[^\s/?#\"'`<>@]{0,200}){0,8}")
+
+
+def _scrub_url_credentials(text: str) -> str:
+    """``scheme://user:password@host``: the password, up to the authority's last "@" (RFC 3986: the
+    user-info ends there), so ``mysql://root:pa@ss@host/db`` loses all of ``pa@ss``."""
+    out: list[str] = []
+    last = 0
+    for m in _URL_CREDS.finditer(text):
+        if m.start() < last:
+            continue
+        end = m.end("pw")
+        found = _AUTHORITY_REST.match(text, m.end())  # matches always, if only ""
+        rest = found.group(0) if found else ""
+        if "@" in rest:
+            end = m.end() + rest.rindex("@")
+        password = text[m.start("pw") : end]
+        if _url_password_ok(password):
+            out += [text[last : m.start("pw")], PLACEHOLDER]
+            last = end
+    if not out:
+        return text
+    out.append(text[last:])
+    return "".join(out)
 
 
 def _url_password_ok(pw: str) -> bool:
     if re.fullmatch(r"\d{1,5}(?:[/?#].*)?", pw):  # host:port/path@..., not a password
         return False
+    if "@" in pw:  # pa@ss: no placeholder has an @, though without it the letters may spell one
+        return _TEMPLATE.search(pw) is None
     return not _placeholder_like(pw, "password")
 
 
@@ -227,15 +267,23 @@ def _url_password_ok(pw: str) -> bool:
 
 # a secret word ending a name, right before a separator, found in the lower-cased text (fast: no
 # case folding in the regex); "key" only counts after api/access/secret/... (see _KEY_PREFIX)
-_WORD_AT_SEP = re.compile(r"(?:pass(?:word|wd|phrase)?|pwd|secret|token|key)(?=[\"'`]?\]?[ \t]*[:=,])")
-_KEY_PREFIX = re.compile(r"(?:api|access|secret|private|signing|encryption|master|app)[_\-]?$")
+_WORD_AT_SEP = re.compile(
+    r"(?:pass(?:word|wd|phrase)?|pwd|secret|token|key(?:[_\-]?id)?|credentials?)(?=[\"'`]?\]?[ \t]*[:=,])"
+)
+# account/storage/subscription: Azure (AccountKey=, Ocp-Apim-Subscription-Key:); auth/service/
+# client/db/priv: the key names detect-secrets' keyword plugin lists
+_KEY_PREFIX = re.compile(
+    r"(?:api|access|secret|private|priv|signing|encryption|master|app|account|storage|subscription|auth|service"
+    r"|client|db|database)[_\-]?$"
+)
 _ASSIGN_TAIL = re.compile(
     r"(?P<close>[\"'`]?\]?)"
     r"(?P<annot>[ \t]*:[ \t]*[A-Za-z_][\w.\[\], |]{0,60}?(?=[ \t]*=[^=]))?"
     r"(?P<sep>[ \t]*(?P<op>:=|=>|=(?!~)|:(?![:=])|,)[ \t]*)"
-    r"(?P<value>[bBrRuUfF]{0,2}\"[^\"\n]{0,500}\"|[bBrRuUfF]{0,2}'[^'\n]{0,500}'|`[^`\n]{0,500}`"
+    r"(?P<value>[bBrRuUfF]{0,2}\"[^\"\n]{0,4096}\"|[bBrRuUfF]{0,2}'[^'\n]{0,4096}'|`[^`\n]{0,4096}`"
     r"|[^\s\"'`,;(){}\[\]<>|\\&]{1,500})"
 )
+_VALUE_RUN = re.compile(r"[^\s\"'`,;(){}\[\]<>|\\&]*")
 _NAME_CHARS = re.compile(r"[A-Za-z0-9_.\-]*$")
 _LINE_START = re.compile(r"[+\- ]?[ \t]*(?:(?:export|set|setx|env|arg|declare|readonly|local|-)[ \t]+)*", re.I)
 _AT_EOL = re.compile(r"[ \t]*(?:[#;].*)?")
@@ -281,9 +329,9 @@ def _secret_word(lowered: str, end: int) -> tuple[int, int] | None:
     m = _WORD_AT_SEP.search(lowered, max(0, end - 10))
     if m is None or m.end() != end:
         return None
-    if m.group(0) != "key":
+    if not m.group(0).startswith("key"):
         return m.span()
-    prefix = _KEY_PREFIX.search(lowered, max(0, m.start() - 12), m.start())
+    prefix = _KEY_PREFIX.search(lowered, max(0, m.start() - 16), m.start())
     return None if prefix is None else (prefix.start(), end)
 
 
@@ -330,19 +378,29 @@ def _assignment_value(text: str, ws: int, we: int, tail: re.Match[str]) -> tuple
         value = unprefixed[1:-1]
         if _placeholder_like(value, name) or len(value.split()) > 4:
             return None
+        if _DOTTED.fullmatch(value) and not _has_letter_and_digit(value):
+            return None  # "network.ContinueWithAuthParameters_Credentials": a name, not a key
         if not (len(value) >= 4 if is_password else _random_enough(value)):
             return None
         return start, start + len(value)
-    if not _unquoted_literal(tail, raw, name, name_start, is_password):
+    # the value pattern stops at 500 characters, so each candidate name scans at most that far; a
+    # longer value (an AWS session token) runs on to its end, found only for a name that binds one
+    end = tail.end("value")
+    if len(raw) == 500:
+        if _placeholder_like(raw, name) or not _random_enough(raw):
+            return None  # judged on its first 500 characters before its end is looked for
+        run = _VALUE_RUN.match(text, end)  # matches always, if only ""
+        end = run.end() if run else end
+    if not _unquoted_literal(tail, raw, name, name_start, is_password, end):
         return None
-    return tail.start("value"), tail.end("value")
+    return tail.start("value"), end
 
 
-def _unquoted_literal(m: re.Match[str], value: str, name: str, name_start: int, is_password: bool) -> bool:
-    """Whether an unquoted value is a literal secret (.env, YAML, INI, flags, log lines) rather than
-    code (``pwd = os.getcwd()``, ``f(password=password)``, ``token: str``)."""
+def _unquoted_literal(m: re.Match[str], value: str, name: str, name_start: int, is_password: bool, end: int) -> bool:
+    """Whether an unquoted value (ending at ``end``) is a literal secret (.env, YAML, INI, flags, log
+    lines) rather than code (``pwd = os.getcwd()``, ``f(password=password)``, ``token: str``)."""
     text = m.string
-    rest_of_line = _line_after(text, m.end())
+    rest_of_line = _line_after(text, end)
     op, sep = m.group("op"), m.group("sep")
     if rest_of_line[:1] in ("(", "[", ".") or (op == ":" and value[0] in _YAML_RESERVED):
         return False
@@ -379,7 +437,7 @@ def _unquoted_literal(m: re.Match[str], value: str, name: str, name_start: int, 
     if before[-1:] in "(,[{.=:":
         return False  # a keyword argument, a dict entry, an attribute: code
     # key=value inside a log line, a connection string or a shell command
-    return op == "=" or (not identifier_only and not dotted and _has_letter_and_digit(value))
+    return op == "=" or (not dotted and (_has_letter_and_digit(value) or _random_letters(value)))
 
 
 # <password>value</password> (Maven, NuGet, app configs) and .netrc's "machine h login u password p"
@@ -422,8 +480,8 @@ def _scrub_assignments(text: str) -> str:
     last = 0
     for m in _WORD_AT_SEP.finditer(lowered):
         ws, we = m.span()
-        if m.group(0) == "key":  # only api_key, secretKey, ...: not cache_key, monkey
-            prefix = _KEY_PREFIX.search(lowered, max(0, ws - 12), ws)
+        if m.group(0).startswith("key"):  # only api_key, secretKey, private_key_id...: not cache_key, monkey
+            prefix = _KEY_PREFIX.search(lowered, max(0, ws - 16), ws)
             if prefix is None:
                 continue
             ws = prefix.start()
@@ -442,13 +500,110 @@ def _scrub_assignments(text: str) -> str:
     return "".join(out)
 
 
+# --- command-line flags whose value follows a space --------------------------------------------------
+
+# --password VALUE, --account-key VALUE, --client-secret VALUE; -p VALUE after -u USER (az, docker,
+# twine, mysql login lines)
+_FLAG_VALUE = re.compile(
+    r"-(?P<flag>-(?i:(?:[a-z][\w\-]{0,60}?)?(?:pass(?:word|wd|phrase)?|pwd|secret|token|key(?:[_\-]?id)?|credentials?))"
+    r"|p)[ \t]+(?P<value>\"[^\"\n]{1,4096}\"|'[^'\n]{1,4096}'|[^\s\"'`|;&<>()]{1,4096})"
+)
+_FLAG_EDGE = re.compile(r"[\w\-]")
+_NOT_A_PASSWORD = re.compile(r"[\d:./]+")  # docker run -u 1000 -p 8080:80: a port mapping
+_USER_FLAG = re.compile(r"(?:^|[ \t])(?:-u|--user(?:name)?)[ \t=]")
+
+
+def _flag_is_secret(text: str, m: re.Match[str]) -> tuple[str, bool] | None:
+    """(the flag's name, whether it names a password) when the flag takes a secret."""
+    flag = "-" + m.group("flag")
+    if flag == "-p":
+        return ("password", True) if _USER_FLAG.search(_line_before(text, m.start())) else None
+    name = flag[2:]
+    word = _secret_word(name.lower() + "=", len(name))
+    if word is None or "public" in name.lower():
+        return None
+    return name, name[word[0]] in "pP"
+
+
+def _scrub_flags(text: str) -> str:
+    def sub(m: re.Match[str]) -> str:
+        if m.start() and _FLAG_EDGE.match(text, m.start() - 1):
+            return m.group(0)  # inside a word: some-path, not a flag
+        found = _flag_is_secret(text, m)
+        raw = m.group("value")
+        quoted = raw[0] in "\"'"
+        value = raw[1:-1] if quoted else raw
+        if found is None or value.startswith("-") or _NOT_A_PASSWORD.fullmatch(value):
+            return m.group(0)
+        name, is_password = found
+        if _placeholder_like(value, name) or not (len(value) >= 4 if is_password else _random_enough(value)):
+            return m.group(0)
+        if value.isalpha() and value.islower():
+            return m.group(0)  # "the --username and --password options": prose, not a password
+        start = m.start("value") - m.start(0) + quoted
+        return m.group(0)[:start] + PLACEHOLDER + m.group(0)[start + len(value) :]
+
+    return _FLAG_VALUE.sub(sub, text)
+
+
+# --- keys whose shape alone names them (detect-secrets has a plugin for each) --------------------
+
+_EDGE = re.compile(r"[A-Za-z0-9_\-.]")  # a character a key runs on into: no key starts or ends beside one
+
+# Each shape is found from a literal part of it (the regex engine searches literals fast), then the
+# rest before that part is checked in a window: (anchor, what must end right before it, or None)
+_VENDOR_KEYS: list[tuple[re.Pattern[str], re.Pattern[str] | None]] = [
+    (re.compile(r"SG\.[A-Za-z0-9_\-]{22}\.[A-Za-z0-9_\-]{43}"), None),  # SendGrid
+    (re.compile(r"-us[0-9]{1,2}"), re.compile(r"[0-9a-f]{32}$")),  # Mailchimp
+    (re.compile(r"AC[0-9a-f]{32}"), None),  # Twilio account SID
+    (re.compile(r"SK[0-9a-f]{32}"), None),  # Twilio API key SID
+    (re.compile(r"\.[A-Za-z0-9_\-]{6}\.[A-Za-z0-9_\-]{27}"), re.compile(r"[MNO][A-Za-z0-9_\-]{23,25}$")),  # Discord
+    (re.compile(r":[A-Za-z0-9_\-]{35}"), re.compile(r"[0-9]{8,10}$")),  # Telegram bot
+    (re.compile(r"sq0(?:csp|atp)-[A-Za-z0-9_\-]{22,43}"), None),  # Square
+    (re.compile(r"AKC[A-Za-z0-9]{10,}"), None),  # Artifactory
+]
+
+
+def _vendor_spans(text: str, anchor: re.Pattern[str], head: re.Pattern[str] | None) -> list[tuple[int, int]]:
+    spans: list[tuple[int, int]] = []
+    for m in anchor.finditer(text):
+        start = m.start()
+        if head is not None:
+            found = head.search(text, max(0, start - 40), start)
+            if found is None:
+                continue
+            start = found.start()
+        if (start and _EDGE.match(text, start - 1)) or _EDGE.match(text, m.end()):
+            continue  # part of a longer word or token
+        value = text[start : m.end()]
+        if _has_letter_and_digit(value) and (value[0] not in "MNO" or _mixed_case_digits(value)):
+            spans.append((start, m.end()))
+    return spans
+
+
+# one search that rejects a text holding none of the anchors (most log lines) before the eight above
+_ANY_VENDOR_ANCHOR = re.compile(
+    r"SG\.|-us[0-9]|AC[0-9a-f]{32}|SK[0-9a-f]{32}|\.[A-Za-z0-9_\-]{6}\.[A-Za-z0-9_\-]{27}|:[A-Za-z0-9_\-]{35}|sq0|AKC"
+)
+
+
+def _scrub_vendor_keys(text: str) -> str:
+    if _ANY_VENDOR_ANCHOR.search(text) is None:
+        return text
+    for anchor, head in _VENDOR_KEYS:
+        spans = _vendor_spans(text, anchor, head)
+        for start, end in reversed(spans):
+            text = text[:start] + PLACEHOLDER + text[end:]
+    return text
+
+
 # --- authorization headers --------------------------------------------------------------------------
 
 _AUTH_HEADER = re.compile(
     r"(?i)(?<![A-Za-z0-9_\-])(?:proxy-)?authorization[\"'`]?\]?[ \t]*[:=][ \t]*[\"'`]?[ \t]*"
-    r"(?P<scheme>(?:bearer|token|basic|digest)[ \t]+)?(?P<value>[A-Za-z0-9_\-.~+/]{8,}=*)"
+    r"(?P<scheme>(?:bearer|token|basic|digest)\\?[ \t]+)?(?P<value>[A-Za-z0-9_\-.~+/]{8,}=*)"
 )
-_BEARER = re.compile(r"(?<![A-Za-z0-9])(?i:bearer)[ \t]+(?P<value>[A-Za-z0-9_\-.~+/]{16,}=*)")
+_BEARER = re.compile(r"(?<![A-Za-z0-9])(?i:bearer)\\?[ \t]+(?P<value>[A-Za-z0-9_\-.~+/]{16,}=*)")
 
 
 def _scrub_auth_headers(text: str) -> str:
@@ -530,8 +685,10 @@ _RULES: list[_Rule] = [
         _replace_all(r"(?<![A-Za-z0-9_\-])eyJ[A-Za-z0-9_\-]{8,}\.eyJ[A-Za-z0-9_\-]{8,}\.[A-Za-z0-9_\-]{8,}"),
     ),
     _Rule("authorization-header", ("authorization", "bearer"), _scrub_auth_headers),
-    _Rule("url-credentials", ("://",), _replace_group(_URL_CREDS, "pw", _url_password_ok)),
-    _Rule("assignment", ("pass", "pwd", "secret", "token", "key"), _scrub_assignments),
+    _Rule("url-credentials", ("://",), _scrub_url_credentials),
+    _Rule("command-line-flag", ("--", "-p"), _scrub_flags),
+    _Rule("vendor-key", (), _scrub_vendor_keys),  # no hint: it rejects a text by one search of its own
+    _Rule("assignment", ("pass", "pwd", "secret", "token", "key", "credential"), _scrub_assignments),
 ]
 
 PATTERN_NAMES = [rule.name for rule in _RULES]
@@ -540,11 +697,14 @@ PATTERN_NAMES = [rule.name for rule in _RULES]
 _ANY_HINT = re.compile("|".join(sorted({re.escape(h) for rule in _RULES for h in rule.hints}, key=len, reverse=True)))
 
 
+_ALWAYS = [rule for rule in _RULES if not rule.hints]
+
+
 def _candidates(text: str) -> list[_Rule]:
     lowered = text.lower()
     if _ANY_HINT.search(lowered) is None:
-        return []
-    return [rule for rule in _RULES if any(hint in lowered for hint in rule.hints)]
+        return _ALWAYS
+    return [rule for rule in _RULES if not rule.hints or any(hint in lowered for hint in rule.hints)]
 
 
 def scrub_text(text: str | None) -> str | None:

@@ -132,6 +132,16 @@ def train(db, data, base_model, models_dir, promote, **training):
         f"train loss {_fmt(m.get('train_loss'))}, validation loss {_fmt(m.get('val_loss'))}, "
         f"test loss {_fmt(m.get('test_loss'))}"
     )
+    calibration = version.meta.get("calibration") or {}
+    threshold = calibration.get("threshold")
+    click.echo(
+        "  comment threshold "
+        + (
+            f"{threshold:.4g} ({calibration.get('reason')})"
+            if threshold is not None
+            else f"none: {calibration.get('reason')}"
+        )
+    )
     click.echo(
         f"  packing {'on' if m.get('packing') else 'off (batched by length)'}, padding share "
         f"{100 * (m.get('padding_share') or 0):.1f}%, {_fmt(m.get('supervised_tokens_per_s'), 1)} answer tokens/s"
@@ -186,8 +196,36 @@ def train(db, data, base_model, models_dir, promote, **training):
 @click.option("--limit", type=click.IntRange(min=1), default=None, help="Evaluate on the first N test examples only.")
 @generation_options("batch_size")
 @quantize_option("Model weights for the evaluation: 4bit or none. Default: 4bit on CUDA, none on a CPU.")
+@click.option(
+    "--anchors",
+    type=click.Choice(["constrained", "free"]),
+    default="constrained",
+    show_default=True,
+    help="constrained: the model's probabilities choose each comment's line, and the version's calibrated "
+    "threshold whether to comment (as review does); free: the model writes its anchors.",
+)
+@click.option(
+    "--exemplars",
+    type=click.IntRange(0, 10),
+    default=None,
+    help="Past reviews shown to the tuned model per hunk (default: as many as it was trained with).",
+)
 @summary_format_option("the metrics")
-def eval_cmd(model_spec, data, fmt, store, models_dir, no_base, limit, max_new_tokens, batch_size, quantize, as_json):
+def eval_cmd(
+    model_spec,
+    data,
+    fmt,
+    store,
+    models_dir,
+    no_base,
+    limit,
+    max_new_tokens,
+    batch_size,
+    quantize,
+    anchors,
+    exemplars,
+    as_json,
+):
     """Evaluate a model version against the base model, retrieval and most-frequent baselines.
 
     Prints a verdict line (what the tuned model beats each other system on, and loses on), then the
@@ -229,6 +267,8 @@ def eval_cmd(model_spec, data, fmt, store, models_dir, no_base, limit, max_new_t
         out_dir=out_dir,
         store=feedback_store,
         progress=not quiet(),
+        anchors=anchors,
+        exemplars=exemplars,
     )
     if not own:
         record_other_evaluation(out_dir, data, fmt, report.created_at)
@@ -240,6 +280,8 @@ def eval_cmd(model_spec, data, fmt, store, models_dir, no_base, limit, max_new_t
     click.echo("\n" + gate_summary(report))
     if report.out_dir is not None:
         click.echo(f"report: {report.out_dir / 'report.md'}")
+        if (report.out_dir / "pr_curve.png").is_file():
+            click.echo(f"precision-recall against the threshold: {report.out_dir / 'pr_curve.png'}")
 
 
 # --------------------------------------------------------------------------- score

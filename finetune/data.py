@@ -16,7 +16,7 @@ import hashlib
 import math
 import os
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -25,7 +25,7 @@ from typing import Any
 from adapters.files import read_dataset, read_examples
 from bot.errors import DataError
 from bot.examples import Example
-from bot.prompt import training_text
+from bot.prompt import Exemplar, training_text, with_exemplars
 
 IGNORE_INDEX = -100
 SQLITE_MAGIC = b"SQLite format 3\x00"
@@ -216,11 +216,12 @@ class Encoded:
         return [IGNORE_INDEX] * self.n_prompt + list(self.ids[self.n_prompt :])
 
 
-def encode_example(example: Example, tokenizer: Any) -> Encoded:
+def encode_example(example: Example, tokenizer: Any, exemplars: Sequence[Exemplar] = ()) -> Encoded:
     """Prompt and answer tokenised separately (the answer ends with the tokenizer's eos), exactly as
     ``adapters.model`` encodes prompts: chat templates carry their own special tokens, plain prompts get
-    the tokenizer's (a leading <s>, say)."""
-    prompt, answer = training_text(example.prompt_input(), example.comments, tokenizer)
+    the tokenizer's (a leading <s>, say). ``exemplars``: the team's past reviews shown before the hunk
+    (format v3, chosen leak-free by ``finetune.retrieval``)."""
+    prompt, answer = training_text(with_exemplars(example.prompt_input(), exemplars), example.comments, tokenizer)
     chat = bool(getattr(tokenizer, "chat_template", None))
     prompt_ids = list(tokenizer(prompt, add_special_tokens=not chat)["input_ids"])
     answer_ids = list(tokenizer(answer, add_special_tokens=False)["input_ids"])
@@ -229,13 +230,19 @@ def encode_example(example: Example, tokenizer: Any) -> Encoded:
     return Encoded(example.id, tuple(prompt_ids + answer_ids), len(prompt_ids))
 
 
-def encode_examples(examples: Sequence[Example], tokenizer: Any, max_length: int) -> tuple[list[Encoded], list[str]]:
+def encode_examples(
+    examples: Sequence[Example],
+    tokenizer: Any,
+    max_length: int,
+    exemplars: Mapping[str, Sequence[Exemplar]] | None = None,
+) -> tuple[list[Encoded], list[str]]:
     """Encoded examples that fit ``max_length``, and the ids of those that do not (reported, not
-    truncated: a cut prompt or answer would teach the model a format it never sees at review time)."""
+    truncated: a cut prompt or answer would teach the model a format it never sees at review time).
+    ``exemplars``: example id -> its exemplars."""
     kept: list[Encoded] = []
     too_long: list[str] = []
     for ex in examples:
-        enc = encode_example(ex, tokenizer)
+        enc = encode_example(ex, tokenizer, (exemplars or {}).get(ex.id, ()))
         if len(enc) <= max_length:
             kept.append(enc)
         else:

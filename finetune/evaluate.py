@@ -14,14 +14,17 @@ import logging
 import time
 from collections import defaultdict
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from adapters.versions import ModelRegistry, ModelVersion
+from bot.anchoring import AnchorScores, analyse_hunks, can_score, human_anchors, pr_curve
 from bot.config import DEFAULT_BATCH_SIZE, DEFAULT_MAX_NEW_TOKENS
 from bot.errors import DataError, ModelError, UsageError
 from bot.examples import Example
-from bot.prompt import parse_output, render_answer
+from bot.exemplars import DEFAULT_K
+from bot.prompt import PromptInput, parse_output, render_answer, with_exemplars
 from finetune.baselines import MostFrequentBaseline, RetrievalBaseline
 from finetune.gate import GATE_METRICS, Evidence
 from finetune.metrics import (
@@ -33,7 +36,17 @@ from finetune.metrics import (
     uninformative_metrics,
 )
 from finetune.report import write_report
-from finetune.results import BASE, MOST_FREQUENT, RETRIEVAL, TUNED, EvalReport, Prediction, SystemResult
+from finetune.results import (
+    BASE,
+    BASE_RETRIEVAL,
+    MOST_FREQUENT,
+    RETRIEVAL,
+    TUNED,
+    EvalReport,
+    Prediction,
+    SystemResult,
+)
+from finetune.retrieval import build_index, exemplars_for
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +56,7 @@ __all__ = [
     "SystemResult",
     "TUNED",
     "BASE",
+    "BASE_RETRIEVAL",
     "RETRIEVAL",
     "MOST_FREQUENT",
     "evaluate",
@@ -91,10 +105,29 @@ def score(examples: Sequence[Example], predictions: Sequence[Prediction]) -> dic
 
 
 def model_predictions(
-    backend: Any, examples: Sequence[Example], *, max_new_tokens: int, batch_size: int, progress: bool, label: str
-) -> list[Prediction]:
-    """Generate for every example and parse each answer against its hunk."""
-    out: list[Prediction] = []
+    backend: Any,
+    examples: Sequence[Example],
+    *,
+    max_new_tokens: int,
+    batch_size: int,
+    progress: bool,
+    label: str,
+    inputs: Sequence[PromptInput] | None = None,
+    variants: dict[str, float | None] | None = None,
+    free: str | None = None,
+) -> tuple[dict[str, list[Prediction]], list[AnchorScores]]:
+    """Answer every example (``inputs``: its prompts, default: without exemplars) and parse each
+    answer against its hunk, as systems named by the caller: ``variants`` (name -> threshold, None
+    for the model's own choice) with anchors chosen by the model's probabilities (``bot.anchoring``),
+    and ``free`` (a name) with the anchors the model writes itself. All from one pass over each
+    prompt where the backend can; a backend that cannot score answers every name freely. Returns the
+    predictions by name and, for constrained anchors, each hunk's scores."""
+    inputs = list(inputs) if inputs is not None else [e.prompt_input() for e in examples]
+    variants = dict(variants or {})
+    use_scores = bool(variants) and can_score(backend) and backend.prompt_format_version >= 3
+    names = [*variants, *([free] if free else [])]
+    out: dict[str, list[Prediction]] = {name: [] for name in names}
+    scores: list[AnchorScores] = []
     bar = None
     if progress:
         from tqdm.auto import tqdm
@@ -102,26 +135,57 @@ def model_predictions(
         bar = tqdm(total=len(examples), desc=f"eval {label}", unit="hunk", dynamic_ncols=True)
     try:
         for start in range(0, len(examples), batch_size):
-            chunk = examples[start : start + batch_size]
-            generations = backend.generate([e.prompt_input() for e in chunk], max_new_tokens=max_new_tokens)
-            for example, gen in zip(chunk, generations):
-                parsed = parse_output(gen.text, example.parsed_hunk())
-                out.append(
-                    Prediction(
-                        example.id,
-                        list(parsed.comments),
-                        gen.text,
-                        parsed.failed,
-                        list(parsed.invalid_anchors),
-                        gen.finish_reason == "length",
-                    )
+            chunk, prompts = examples[start : start + batch_size], list(inputs[start : start + batch_size])
+            if not use_scores:
+                preds = _free_predictions(backend, chunk, prompts, max_new_tokens)
+                for name in names:
+                    out[name] += preds
+            else:
+                analysed = analyse_hunks(
+                    backend,
+                    prompts,
+                    [e.parsed_hunk() for e in chunk],
+                    variants,
+                    max_new_tokens=max_new_tokens,
+                    free=free is not None,
                 )
+                scores += analysed.scores
+                for name, answers in analysed.variants.items():
+                    out[name] += [
+                        Prediction(e.id, list(a.comments), a.text, False, [], a.truncated, list(a.confidences))
+                        for e, a in zip(chunk, answers)
+                    ]
+                if free:
+                    out[free] += _parsed(chunk, analysed.free or [])
             if bar is not None:
                 bar.update(len(chunk))
     finally:
         if bar is not None:
             bar.close()
+    return out, scores
+
+
+def _parsed(chunk: Sequence[Example], generations: Sequence[Any]) -> list[Prediction]:
+    out = []
+    for example, gen in zip(chunk, generations):
+        parsed = parse_output(gen.text, example.parsed_hunk())
+        out.append(
+            Prediction(
+                example.id,
+                list(parsed.comments),
+                gen.text,
+                parsed.failed,
+                list(parsed.invalid_anchors),
+                gen.finish_reason == "length",
+            )
+        )
     return out
+
+
+def _free_predictions(
+    backend: Any, chunk: Sequence[Example], prompts: Sequence[PromptInput], max_new_tokens: int
+) -> list[Prediction]:
+    return _parsed(chunk, backend.generate(list(prompts), max_new_tokens=max_new_tokens))
 
 
 def baseline_predictions(baseline: Any, examples: Sequence[Example]) -> list[Prediction]:
@@ -195,6 +259,133 @@ def _load_tuned(spec: Any, quantize: str | None, batch_size: int) -> tuple[Any, 
     return backend, version, version.name
 
 
+def _load_base(
+    version: ModelVersion | None, base: Any, quantize: str | None, batch_size: int
+) -> tuple[Any, str | None]:
+    """(the base model without the adapter, its name); (None, name) when it is left out."""
+    base_model = version.base_model if version else None
+    if base == "auto" and base_model:
+        from adapters.model import BackendOptions, load_backend
+
+        try:
+            return load_backend(BackendOptions(base_model, quantize=quantize, batch_size=batch_size)), base_model
+        except ModelError as exc:
+            log.warning("base model left out of the evaluation: %s", exc)
+            return None, base_model
+    if base not in (None, "auto"):
+        return base, base_model or getattr(base, "name", None)
+    return None, base_model
+
+
+def _exemplar_source(tuned: Any, train: Sequence[Example], k: int | None) -> tuple[Any, int, int]:
+    """(index, k for the tuned model, k for base + retrieval). The tuned model reads its version's
+    index with the k it was trained with (``k`` overrides it); a model without an index gets none,
+    and the base model then gets DEFAULT_K exemplars from an index of ``train``."""
+    index = getattr(tuned, "exemplars", None)
+    own_k = int(getattr(tuned, "exemplar_k", 0) or 0)
+    tuned_k = own_k if k is None else k
+    if index is None:
+        index, tuned_k = build_index(train), (0 if k is None else k)
+    return index, tuned_k, tuned_k or own_k or DEFAULT_K
+
+
+@dataclass
+class _Run:
+    """One evaluation's shared inputs: every model system answers the same examples with the same
+    generation settings."""
+
+    examples: list[Example]
+    shown: dict[str, Any]
+    max_new_tokens: int
+    batch_size: int
+    progress: bool
+    anchors: str
+    systems: list[SystemResult] = field(default_factory=list)
+    too_long: dict[str, int] = field(default_factory=dict)
+
+    def model(
+        self,
+        backend: Any,
+        descriptions: dict[str, str],
+        *,
+        k: int,
+        variants: dict[str, float | None] | None = None,
+        free: str | None = None,
+    ) -> tuple[list[AnchorScores], list[Example]]:
+        """Answer with ``backend`` as the systems named in ``descriptions`` (``variants``: constrained
+        anchors under each threshold, when ``anchors`` is "constrained"; ``free``: the model's own
+        anchors). Prompts that do not fit its context are answered with silence and counted
+        (``too_long``), never stopping the run. Returns the scores and the examples they are for."""
+        t0 = time.perf_counter()
+        if self.anchors == "free":
+            free, variants = free or next(iter(variants or {}), None), None
+        inputs = [with_exemplars(e.prompt_input(), self.shown.get(e.id, ())[:k]) for e in self.examples]
+        limit = getattr(backend, "max_context", None)
+        fits = [not limit or backend.count_prompt_tokens(i) + self.max_new_tokens <= limit for i in inputs]
+        first = next(iter(descriptions))
+        if not all(fits):
+            self.too_long[first] = fits.count(False)
+            log.warning("%s: %d test prompts are too long for the model; answered as silence", first, fits.count(False))
+        kept = [e for e, ok in zip(self.examples, fits) if ok]
+        by_name, scores = model_predictions(
+            backend,
+            kept,
+            inputs=[i for i, ok in zip(inputs, fits) if ok],
+            max_new_tokens=self.max_new_tokens,
+            batch_size=self.batch_size,
+            progress=self.progress,
+            label=first,
+            variants=variants,
+            free=free,
+        )
+        seconds = time.perf_counter() - t0
+        for name, preds in by_name.items():
+            answered = {p.example_id: p for p in preds}
+            full = [answered.get(e.id) or Prediction(e.id, [], "") for e in self.examples]
+            metrics = score(self.examples, full)
+            self.systems.append(SystemResult(name, descriptions.get(name, name), metrics, full, seconds))
+        return scores, kept
+
+    def baselines(self, train: Sequence[Example]) -> None:
+        for baseline in (RetrievalBaseline(train), MostFrequentBaseline(train)):
+            t0 = time.perf_counter()
+            preds = baseline_predictions(baseline, self.examples)
+            self.systems.append(
+                SystemResult(
+                    baseline.name,
+                    baseline.description,
+                    score(self.examples, preds),
+                    preds,
+                    time.perf_counter() - t0,
+                )
+            )
+
+
+def _usable(
+    test: list[Example], train: list[Example], tuned: Any, max_new_tokens: int
+) -> tuple[list[Example], dict[str, int]]:
+    """Test examples that may be scored: not in training, and whose bare prompt fits the tuned model."""
+    if not test:
+        raise DataError("no test examples to evaluate on")
+    if not train:
+        raise DataError("no training examples: the retrieval and most-frequent baselines need them")
+    dropped: dict[str, int] = {}
+    train_ids = {e.id for e in train}
+    leaked = [e for e in test if e.id in train_ids]
+    if leaked:
+        dropped["also_in_training"] = len(leaked)
+        test = [e for e in test if e.id not in train_ids]
+    limit = getattr(tuned, "max_context", None)
+    if limit:
+        fits = [e for e in test if tuned.count_prompt_tokens(e.prompt_input()) + max_new_tokens <= limit]
+        if len(fits) < len(test):
+            dropped["too_long"] = len(test) - len(fits)
+        test = fits
+    if not test:
+        raise DataError(f"no test example is left to evaluate on (dropped: {dropped})")
+    return test, dropped
+
+
 def evaluate(
     version_or_backend: Any,
     test_examples: Sequence[Example],
@@ -207,110 +398,108 @@ def evaluate(
     out_dir: str | Path | None = "auto",
     store: str | Path | None = None,
     progress: bool = True,
+    anchors: str = "constrained",
+    exemplars: int | None = None,
 ) -> EvalReport:
     """Evaluate a version (ModelVersion, "vN", "current", a path) or a ready Backend on
-    ``test_examples`` against the base model and the retrieval and most-frequent baselines built
-    from ``train_examples``.
+    ``test_examples`` against the base model (alone, and with the same exemplars as few-shot turns:
+    "base + retrieval") and the retrieval and most-frequent baselines built from ``train_examples``.
 
     base: "auto" loads the version's base model without its adapter; a Backend is used as is; None
     leaves the base model out. out_dir: "auto" writes the report into the version's ``eval/``
     directory and its metrics into revbot.json (nothing for a bare Backend); a path writes the report
     there and leaves revbot.json alone; None writes nothing. ``store``: a dataset store whose
-    bot-feedback rows are summarised in the report."""
-    test_examples = list(test_examples)
+    bot-feedback rows are summarised in the report. ``anchors``: "constrained" (the model's
+    probabilities choose anchors, and the tuned model's calibrated threshold silence) or "free";
+    ``exemplars``: how many the tuned model is shown (default: as many as it was trained with)."""
     train_examples = list(train_examples)
-    if not test_examples:
-        raise DataError("no test examples to evaluate on")
-    if not train_examples:
-        raise DataError("no training examples: the retrieval and most-frequent baselines need them")
     tuned, version, label = _load_tuned(version_or_backend, quantize, batch_size)
-
-    dropped: dict[str, int] = {}
-    train_ids = {e.id for e in train_examples}
-    leaked = [e for e in test_examples if e.id in train_ids]
-    if leaked:
-        dropped["also_in_training"] = len(leaked)
-        test_examples = [e for e in test_examples if e.id not in train_ids]
-    limit = getattr(tuned, "max_context", None)
-    if limit:
-        fits = [e for e in test_examples if tuned.count_prompt_tokens(e.prompt_input()) + max_new_tokens <= limit]
-        if len(fits) < len(test_examples):
-            dropped["too_long"] = len(test_examples) - len(fits)
-        test_examples = fits
-    if not test_examples:
-        raise DataError(f"no test example is left to evaluate on (dropped: {dropped})")
-
-    systems: list[SystemResult] = []
-
-    def run_model(name: str, description: str, backend: Any) -> None:
-        t0 = time.perf_counter()
-        preds = model_predictions(
-            backend, test_examples, max_new_tokens=max_new_tokens, batch_size=batch_size, progress=progress, label=name
-        )
-        systems.append(SystemResult(name, description, score(test_examples, preds), preds, time.perf_counter() - t0))
-
-    run_model(TUNED, f"{label} (adapter)" if version else label, tuned)
-    base_model = version.base_model if version else None
+    test_examples, dropped = _usable(list(test_examples), train_examples, tuned, max_new_tokens)
+    index, tuned_k, base_k = _exemplar_source(tuned, train_examples, exemplars)
+    shown = exemplars_for(index, test_examples, max(tuned_k, base_k), context=train_examples)
+    run = _Run(test_examples, shown, max_new_tokens, batch_size, progress, anchors)
+    threshold = getattr(tuned, "threshold", None)
+    scores, scored = run.model(
+        tuned, {TUNED: f"{label} (adapter)" if version else label}, k=tuned_k, variants={TUNED: threshold}
+    )
     del tuned
-    if base == "auto" and base_model:
-        from adapters.model import BackendOptions, load_backend
-
-        try:
-            base_backend = load_backend(BackendOptions(base_model, quantize=quantize, batch_size=batch_size))
-        except ModelError as exc:
-            log.warning("base model left out of the evaluation: %s", exc)
-            base_backend = None
-        if base_backend is not None:
-            run_model(BASE, f"{Path(base_model).name} without the adapter", base_backend)
-            del base_backend
-    elif base not in (None, "auto"):
-        run_model(BASE, f"{getattr(base, 'name', 'base')} without the adapter", base)
-        base_model = base_model or getattr(base, "name", None)
-
-    for baseline in (RetrievalBaseline(train_examples), MostFrequentBaseline(train_examples)):
-        t0 = time.perf_counter()
-        preds = baseline_predictions(baseline, test_examples)
-        systems.append(
-            SystemResult(
-                baseline.name, baseline.description, score(test_examples, preds), preds, time.perf_counter() - t0
-            )
+    base_backend, base_model = _load_base(version, base, quantize, batch_size)
+    if base_backend is not None:
+        name = Path(base_model).name if base_model else "base"
+        run.model(base_backend, {BASE: f"{name} without the adapter"}, k=0, variants={BASE: None})
+        run.model(
+            base_backend,
+            {BASE_RETRIEVAL: f"{name} with {base_k} retrieved past reviews as few-shot turns"},
+            k=base_k,
+            variants={BASE_RETRIEVAL: None},
         )
-
+        del base_backend
+    run.baselines(train_examples)
     report = EvalReport(
         label,
         base_model,
         test_examples,
-        systems,
+        run.systems,
         dropped,
         store_feedback(store) if store else None,
         uninformative=uninformative_metrics(test_examples),
         val_loss=version.metrics.get("val_loss") if version is not None else None,
-        generation={"max_new_tokens": max_new_tokens, "batch_size": batch_size},
+        generation={"max_new_tokens": max_new_tokens, "batch_size": batch_size, "anchors": anchors},
+        too_long=run.too_long,
+        threshold=threshold_summary(scores, scored, threshold, version),
     )
+    _save(report, out_dir, version)
+    return report
+
+
+def threshold_summary(
+    scores: Sequence[AnchorScores], examples: Sequence[Example], threshold: float | None, version: ModelVersion | None
+) -> dict[str, Any] | None:
+    """The tuned model's comment threshold (as calibrated on validation) and the test precision–recall
+    curve against the threshold, with the chosen point; None without constrained scores."""
+    if not scores:
+        return None
+    curve = pr_curve(scores, [human_anchors(e.comments) for e in examples])
+    calibration = (version.meta.get("calibration") if version is not None else None) or {}
+    at = min(curve, key=lambda p: abs(p.threshold - threshold)) if curve and threshold is not None else None
+    return {
+        "threshold": threshold,
+        "rule": calibration.get("rule"),
+        "reason": calibration.get("reason")
+        or ("no calibrated threshold: the model's own choice" if threshold is None else None),
+        "validation": {k: calibration.get(k) for k in ("precision", "recall", "f1")} if calibration else None,
+        "test_point": vars(at) if at is not None else None,
+        "curve": [vars(p) for p in curve],
+    }
+
+
+def _save(report: EvalReport, out_dir: str | Path | None, version: ModelVersion | None) -> None:
     target = None
     if out_dir == "auto":
         target = version.path / EVAL_DIR if version is not None else None
     elif out_dir is not None:
         target = Path(out_dir)
-    if target is not None:
-        report.out_dir = write_report(report, target)
-        if out_dir == "auto" and version is not None and version.number is not None:  # its own numbers only
-            registry = ModelRegistry(version.path.parent)
-            try:
-                registry.update_meta(
-                    version.name,
-                    evaluation={
-                        "at": report.created_at,
-                        "counts": report.counts,
-                        "dropped": dropped,
-                        "generation": report.generation,
-                        "uninformative": report.uninformative,
-                        "metrics": {s.name: s.metrics for s in systems},
-                    },
-                )
-            except ModelError as exc:  # a version outside a registry: the report is still written
-                log.debug("could not record the evaluation in revbot.json: %s", exc)
-    return report
+    if target is None:
+        return
+    report.out_dir = write_report(report, target)
+    if out_dir != "auto" or version is None or version.number is None:  # its own numbers only (issue 20)
+        return
+    registry = ModelRegistry(version.path.parent)
+    try:
+        registry.update_meta(
+            version.name,
+            evaluation={
+                "at": report.created_at,
+                "counts": report.counts,
+                "dropped": report.dropped,
+                "generation": report.generation,
+                "uninformative": report.uninformative,
+                "threshold": {k: v for k, v in (report.threshold or {}).items() if k != "curve"} or None,
+                "metrics": {s.name: s.metrics for s in report.systems},
+            },
+        )
+    except ModelError as exc:  # a version outside a registry: the report is still written
+        log.debug("could not record the evaluation in revbot.json: %s", exc)
 
 
 def examples_for(

@@ -25,6 +25,7 @@ from finetune.results import (
     column_label,
     gate_summary,
     table_rows,
+    threshold_lines,
     uninformative_notes,
     verdict,
     version_order,
@@ -226,6 +227,7 @@ def markdown(report: EvalReport, plots: Sequence[str]) -> str:
     for system in report.systems:
         lines.append(f"- **{system.name}**: {system.description} ({system.seconds:.1f}s)")
     lines.append("")
+    lines += [f"{line}  " for line in threshold_lines(report)] + [""]
     lines += gate_section(report)
     for name in plots:
         lines += [f"![{name}]({name})", ""]
@@ -258,11 +260,26 @@ def markdown(report: EvalReport, plots: Sequence[str]) -> str:
     return "\n".join(lines)
 
 
+def pr_plot(report: EvalReport, out: Path) -> list[str]:
+    """Precision and recall of the tuned model's comments against the threshold on these hunks, the
+    threshold calibrated on validation marked (``finetune.calibrate``)."""
+    t = report.threshold
+    if not t or not t.get("curve"):
+        return []
+    from bot.anchoring import Calibration, CurvePoint
+    from finetune.calibrate import PR_CURVE_FILE, plot_pr_curve
+
+    curve = [CurvePoint(**p) for p in t["curve"]]
+    title = "tuned: comments against the threshold (test hunks)"
+    written = plot_pr_curve(Calibration(t.get("threshold"), "", "", curve), out / PR_CURVE_FILE, title)
+    return [PR_CURVE_FILE] if written else []
+
+
 def write_report(report: EvalReport, out: str | Path) -> Path:
     """Write report.md, metrics.json (with every prediction) and the plots into ``out``."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    plots = plot(report, out)
+    plots = plot(report, out) + pr_plot(report, out)
     (out / "report.md").write_text(markdown(report, plots) + "\n", encoding="utf-8")
     atomic_write_json(out / "metrics.json", report.to_dict(predictions=True))
     return out

@@ -19,6 +19,7 @@ from finetune.gate import DEFAULT_GATE_METRIC
 from finetune.metrics import METRIC_INFO, format_metric
 
 TUNED, BASE, RETRIEVAL, MOST_FREQUENT = "tuned", "base", "retrieval", "most-frequent"
+BASE_RETRIEVAL = "base + retrieval"  # the untuned model with the same exemplars as few-shot turns
 # columns of the table, in order: the gate metric first, then text, placement, format
 TABLE_METRICS = (
     "review_f1",
@@ -46,6 +47,7 @@ class Prediction:
     failed: bool = False  # the answer could not be parsed at all
     stray: list[PromptComment] = field(default_factory=list)  # well-formed, but on lines outside the hunk
     truncated: bool = False  # the model hit max_new_tokens
+    confidences: list[float] = field(default_factory=list)  # the model's, per comment (constrained anchors)
 
     @property
     def invalid_anchors(self) -> int:
@@ -85,6 +87,8 @@ class EvalReport:
     uninformative: dict[str, str] = field(default_factory=dict)
     val_loss: float | None = None
     generation: dict[str, Any] = field(default_factory=dict)
+    too_long: dict[str, int] = field(default_factory=dict)  # system -> prompts answered as silence
+    threshold: dict[str, Any] | None = None  # the tuned model's comment threshold and its test curve
 
     def get(self, name: str) -> SystemResult | None:
         return next((s for s in self.systems if s.name == name), None)
@@ -115,6 +119,8 @@ class EvalReport:
             "uninformative": self.uninformative,
             "val_loss": self.val_loss,
             "generation": self.generation,
+            "too_long": self.too_long,
+            "threshold": self.threshold,
             "systems": {
                 s.name: {"description": s.description, "metrics": s.metrics, "seconds": round(s.seconds, 3)}
                 for s in self.systems
@@ -130,6 +136,7 @@ class EvalReport:
                         "failed": p.failed,
                         "stray": [asdict(c) for c in p.stray],
                         "truncated": p.truncated,
+                        "confidences": p.confidences,
                     }
                     for p in s.predictions
                 ]
@@ -241,7 +248,32 @@ def text_table(report: EvalReport) -> str:
     )
     if report.dropped:
         note += "; dropped: " + ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in report.dropped.items())
-    return "\n".join([verdict(report), note, *lines, *uninformative_notes(report), *acceptance_lines(report)])
+    if report.too_long:
+        note += "; too long for the model (answered as silence): " + ", ".join(
+            f"{k} {v}" for k, v in report.too_long.items()
+        )
+    extra = [*uninformative_notes(report), *threshold_lines(report), *acceptance_lines(report)]
+    return "\n".join([verdict(report), note, *lines, *extra])
+
+
+def threshold_lines(report: EvalReport) -> list[str]:
+    """The tuned model's comment threshold: how it was chosen, and what it gives on this test set."""
+    t = report.threshold
+    if not t:
+        return []
+    if t.get("threshold") is None:
+        return [f"comment threshold: none ({t.get('reason') or 'not calibrated'}); the model's own choice"]
+    line = f"comment threshold {t['threshold']:.4g} ({t.get('rule') or 'calibrated'} on validation)"
+    point = t.get("test_point")
+    if point:
+        line += (
+            f"; on these hunks: line precision {point['precision']:.3f}, recall {point['recall']:.3f}, "
+            f"F1 {point['f1']:.3f}"
+        )
+    tuned = report.get(TUNED)
+    if tuned is not None and tuned.metrics.get("review_f1") is not None:
+        line += f"; review F1 {format_metric('review_f1', tuned.metrics['review_f1'])}"
+    return [line]
 
 
 def acceptance_lines(report: EvalReport) -> list[str]:

@@ -50,12 +50,13 @@ import time
 import warnings
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from adapters.files import atomic_write_json, write_examples
 from adapters.versions import META_FILE, ModelRegistry, ModelVersion, now_iso
+from bot.anchoring import Calibration
 from bot.errors import DataError, ModelError, RevbotError, UsageError
 from bot.examples import Example, fingerprint
 from bot.prompt import PROMPT_FORMAT_VERSION
@@ -64,10 +65,15 @@ from finetune.attention import register as register_segment_attention
 from finetune.config import CPU_DEFAULT_PRECISION, TrainConfig
 from finetune.data import Splits, encode_examples, prompt_completion_dataset, split_examples
 from finetune.loss import AnswerHead
+from finetune.retrieval import build_index, exemplars_for
 
 log = logging.getLogger(__name__)
 
 RUNS_DIR = ".runs"
+# validation passes a run makes by default (at least one an epoch): each costs a pass over the validation
+# split, which with exemplars in every prompt is minutes on a CPU; four still let early stopping and the
+# best-weights restore work
+EVALS_PER_RUN = 4
 KEEP_CHECKPOINTS = 2
 LOSS_CURVE_FILE = "loss_curve.png"
 DATA_DIR = "data"
@@ -661,6 +667,46 @@ def prepare_model(base: str, config: TrainConfig, device: Any) -> _Prepared:
     return _Prepared(model, tokenizer, targets, packed, attention, difference, pad_changed)
 
 
+def calibrate_trained(
+    model: Any,
+    tokenizer: Any,
+    base: str,
+    validation: Sequence[Example],
+    shown: dict[str, Any],
+    config: TrainConfig,
+    index: Any,
+) -> Calibration:
+    """The comment threshold for the trained ``model``, on the validation split's prompts as review
+    will render them (``finetune.calibrate``)."""
+    from adapters.model import LocalBackend
+    from bot.anchoring import calibrate
+    from finetune.calibrate import calibrate_on
+    from finetune.retrieval import prompt_inputs
+
+    if not validation:
+        return calibrate([], [], min_precision=config.min_precision)
+    was_training = model.training
+    model.eval()
+    try:
+        backend = LocalBackend(model, tokenizer, name=base, prompt_format_version=PROMPT_FORMAT_VERSION)
+        backend.exemplars, backend.exemplar_k = index, config.exemplars
+        return calibrate_on(backend, prompt_inputs(validation, shown), validation, min_precision=config.min_precision)
+    finally:
+        model.train(was_training)
+
+
+def version_extras(out: Path, index: Any, config: TrainConfig, calibration: Calibration) -> dict[str, Any]:
+    """What a v3 version keeps beside its adapter: the exemplar index (saved, hashed) and the
+    calibration (with its precision–recall plot)."""
+    from adapters.exemplars import save_index
+    from finetune.calibrate import PR_CURVE_FILE, plot_pr_curve
+
+    extra: dict[str, Any] = {"calibration": calibration.to_dict()}
+    extra["exemplars"] = save_index(index, out, config.exemplars) if index is not None else None
+    plot_pr_curve(calibration, out / PR_CURVE_FILE, "comment threshold on validation")
+    return extra
+
+
 def _library_attention(model: Any) -> str:
     """Back to transformers' sdpa (or eager, for a model without sdpa); the name it runs under."""
     try:
@@ -683,42 +729,106 @@ def train(
 ) -> ModelVersion:
     """Train an adapter on ``examples`` (or ready ``Splits``) and publish it as the next version in
     ``models_dir``. Does not promote it. Raises DataError, ModelError, UsageError with what to change,
-    and TrainingInterrupted (after writing a checkpoint) on Ctrl-C."""
+    and TrainingInterrupted (after writing a checkpoint) on Ctrl-C.
+
+    The steps: split; set up the trainer's arguments; load the model; encode the data (with leak-free
+    exemplars); build the trainer and its schedule; train; read what the run measured; calibrate the
+    comment threshold on validation; publish the version."""
     config = config or TrainConfig()
     config.validate()
-    started = time.perf_counter()
-    timings: dict[str, float] = {}
-    if isinstance(examples, Splits):
-        splits = examples
-    else:
-        examples = list(examples)
-        if not examples:
-            raise DataError("no training examples: the dataset is empty (harvest reviews first: `revbot harvest`)")
-        splits = split_examples(
-            examples,
-            config.seed,
-            test_fraction=config.test_fraction,
-            val_fraction=config.val_fraction,
-            min_train=config.min_train,
-            min_val=config.min_val,
-            min_test=config.min_test,
-        )
-    data_fp = fingerprint(splits.train + splits.validation + splits.test)
-    base = resolve_base_model(base_model)
+    run = _Run(time.perf_counter(), _splits_of(examples, config), resolve_base_model(base_model))
     registry = ModelRegistry(models_dir)
-
     import torch
-    from accelerate import PartialState
-    from transformers import EarlyStoppingCallback, PrinterCallback
-    from transformers.trainer_utils import get_last_checkpoint
-    from trl import SFTConfig
 
     on_cuda = torch.cuda.is_available()
     config = config.for_device(on_cuda)
     mixed = mixed_precision(config.precision, on_cuda, on_cuda and torch.cuda.is_bf16_supported())
-    has_val = bool(splits.validation)
-    args = SFTConfig(
-        output_dir=str(registry.root / RUNS_DIR / "pending"),  # the run key needs the world size: set below
+    args = _sft_args(config, registry, on_cuda, mixed, bool(run.splits.validation))
+    world = args.world_size
+    run_dir = registry.root / RUNS_DIR / run_key(run.base, run.data_fp, config, world)
+    args.output_dir = str(run_dir)
+    resume_from = _resume_point(config, run_dir)
+
+    t0 = time.perf_counter()
+    prepared = prepare_model(run.base, config, args.device)
+    run.timings["load_s"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    datasets, too_long, index, shown = _datasets(run.splits, prepared.tokenizer, config)
+    trainer, reporter, interrupt, has_val = _build_trainer(
+        prepared, datasets, args, config, run_dir, callback, progress, mixed
+    )
+    run.timings["tokenize_s"] = time.perf_counter() - t0
+    schedule = _schedule(trainer, config, world, has_val, args)
+    output = _fit(trainer, reporter, interrupt, resume_from, schedule["total_steps"], run_dir, config)
+    run.timings["train_s"] = output.metrics["train_runtime"]
+    history, counts = _history(trainer.state)
+    t0 = time.perf_counter()
+    final_val, test_loss, best_step = _final_losses(trainer, history, has_val, datasets)
+    run.timings["final_eval_s"] = time.perf_counter() - t0
+    metrics = _metrics(trainer, history, counts, schedule, run.timings["train_s"], prepared)
+    metrics.update(val_loss=final_val, test_loss=test_loss, best_step=best_step)
+    hyper = _hyperparameters(config, prepared, schedule, world, mixed)
+    t0 = time.perf_counter()
+    calibration = calibrate_trained(
+        trainer.model, prepared.tokenizer, run.base, run.splits.validation, shown, config, index
+    )
+    run.timings["calibrate_s"] = time.perf_counter() - t0
+    meta = {
+        "pad_token_set_to_eos": prepared.pad_changed,
+        "data": {
+            "source": str(data_source) if data_source else None,
+            "fingerprint": run.data_fp,
+            "counts": run.splits.counts(),
+            "too_long": too_long,
+            "split": {**run.splits.settings, "time_ordered": run.splits.time_ordered},
+        },
+        "hyperparameters": hyper,
+        "metrics": metrics,
+        "history": history,
+        "device": str(args.device),
+    }
+    return _publish(
+        registry, run, trainer.model, prepared.tokenizer, meta, config, index, calibration, args.should_save, run_dir
+    )
+
+
+@dataclass
+class _Run:
+    """What a training run carries from step to step: when it started, the data, the base model."""
+
+    started: float
+    splits: Splits
+    base: str
+    timings: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def data_fp(self) -> str:
+        return fingerprint(self.splits.train + self.splits.validation + self.splits.test)
+
+
+def _splits_of(examples: Sequence[Example] | Splits, config: TrainConfig) -> Splits:
+    if isinstance(examples, Splits):
+        return examples
+    examples = list(examples)
+    if not examples:
+        raise DataError("no training examples: the dataset is empty (harvest reviews first: `revbot harvest`)")
+    return split_examples(
+        examples,
+        config.seed,
+        test_fraction=config.test_fraction,
+        val_fraction=config.val_fraction,
+        min_train=config.min_train,
+        min_val=config.min_val,
+        min_test=config.min_test,
+    )
+
+
+def _sft_args(config: TrainConfig, registry: ModelRegistry, on_cuda: bool, mixed: str, has_val: bool) -> Any:
+    """TRL's SFTConfig for this run (the output folder needs the world size: the caller sets it)."""
+    from trl import SFTConfig
+
+    return SFTConfig(
+        output_dir=str(registry.root / RUNS_DIR / "pending"),
         use_cpu=not on_cuda,
         bf16=mixed == "bf16",
         fp16=False,
@@ -755,31 +865,34 @@ def train(
         dataloader_pin_memory=False,
         ddp_find_unused_parameters=False,
     )
-    main, world, device = args.should_save, args.world_size, args.device
-    run_dir = registry.root / RUNS_DIR / run_key(base, data_fp, config, world)
-    args.output_dir = str(run_dir)
-    resume_from = None
-    if config.resume:
-        resume_from = get_last_checkpoint(str(run_dir)) if run_dir.is_dir() else None
-        if resume_from is None:
-            raise UsageError(
-                f"--resume: no checkpoint of this run in {run_dir} (the base model, the data and the training "
-                f"settings must match the interrupted run); run again without --resume"
-            )
 
-    t0 = time.perf_counter()
-    prepared = prepare_model(base, config, device)
-    model, tokenizer, packed = prepared.model, prepared.tokenizer, prepared.packed
-    timings["load_s"] = time.perf_counter() - t0
-    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    total_params = sum(p.numel() for p in model.parameters())
 
-    # -- data: prompt-completion token ids, skipping (and counting) what does not fit a row
-    t0 = time.perf_counter()
+def _resume_point(config: TrainConfig, run_dir: Path) -> str | None:
+    if not config.resume:
+        return None
+    from transformers.trainer_utils import get_last_checkpoint
+
+    resume_from = get_last_checkpoint(str(run_dir)) if run_dir.is_dir() else None
+    if resume_from is None:
+        raise UsageError(
+            f"--resume: no checkpoint of this run in {run_dir} (the base model, the data and the training "
+            f"settings must match the interrupted run); run again without --resume"
+        )
+    return str(resume_from)
+
+
+def _datasets(
+    splits: Splits, tokenizer: Any, config: TrainConfig
+) -> tuple[dict[str, Any], dict[str, int], Any, dict[str, Any]]:
+    """Prompt-completion token ids per split (with each example's leak-free exemplars), skipping and
+    counting what does not fit a row; the exemplar index and what each example was shown."""
     datasets: dict[str, Any] = {}
     too_long: dict[str, int] = {}
+    index = build_index(splits.train) if config.exemplars else None
+    shown = exemplars_for(index, splits.train + splits.validation + splits.test, config.exemplars)
+    assert config.max_length is not None  # for_device filled it in
     for name, part in splits.items():
-        encoded, skipped = encode_examples(part, tokenizer, config.max_length)
+        encoded, skipped = encode_examples(part, tokenizer, config.max_length, shown)
         too_long[name] = len(skipped)
         datasets[name] = prompt_completion_dataset(encoded) if encoded else None
     if datasets["train"] is None:
@@ -793,41 +906,61 @@ def train(
             config.max_length,
             ", ".join(f"{k}={v}" for k, v in too_long.items() if v),
         )
+    return datasets, too_long, index, shown
+
+
+def _build_trainer(
+    prepared: _Prepared,
+    datasets: dict[str, Any],
+    args: Any,
+    config: TrainConfig,
+    run_dir: Path,
+    callback: Callable[[StepInfo], None] | None,
+    progress: bool,
+    mixed: str,
+) -> tuple[Any, Any, _Interrupt, bool]:
+    """The SFTTrainer with revbot's callbacks; (trainer, reporter, interrupt, has validation)."""
+    import torch
+    from accelerate import PartialState
+    from transformers import EarlyStoppingCallback, PrinterCallback
+
     has_val = datasets["validation"] is not None
     if not has_val and args.load_best_model_at_end:  # every validation example was too long
         args.eval_strategy, args.load_best_model_at_end, args.metric_for_best_model = "no", False, None
+    packed = prepared.packed
     args.packing = args.padding_free = packed  # bfd rows flattened into one: the attention sees position ids
     args.train_sampling_strategy = "random" if packed else "group_by_length"  # unpacked: little padding
-
     interrupt = _Interrupt()
-    reporter = _reporter(callback, progress, interrupt, world, has_val)  # the best weights may be the last
+    reporter = _reporter(callback, progress, interrupt, args.world_size, has_val)  # the best weights may be the last
     callbacks = [reporter]
     if has_val and config.patience:
         callbacks.append(EarlyStoppingCallback(early_stopping_patience=config.patience, early_stopping_threshold=1e-4))
-    if main and not config.resume:
+    if args.should_save and not config.resume:
         shutil.rmtree(run_dir, ignore_errors=True)  # a fresh start: an older run's checkpoints would mix in
     PartialState().wait_for_everyone()
     with quiet_library_warnings(), _quiet_datasets():
         trainer = trainer_class()(
-            model=model,
+            model=prepared.model,
             args=args,
             train_dataset=datasets["train"],
             eval_dataset=datasets["validation"],
-            processing_class=tokenizer,
+            processing_class=prepared.tokenizer,
             callbacks=callbacks,
-            answer_head=not on_cuda,
+            answer_head=not str(args.device).startswith("cuda"),
         )
     trainer.remove_callback(PrinterCallback)  # the progress bar (or nothing) instead of a dict per step
     if mixed == "no":  # TRL keeps a 4-bit model's LoRA weights in bf16 (as the QLoRA paper did); fp32 asked for fp32
         for param in trainer.model.parameters():
             if param.requires_grad and param.dtype != torch.float32:
                 param.data = param.data.float()
-    timings["tokenize_s"] = time.perf_counter() - t0
+    return trainer, reporter, interrupt, has_val
 
-    # -- the schedule, which depends on how many rows the packing made
+
+def _schedule(trainer: Any, config: TrainConfig, world: int, has_val: bool, args: Any) -> dict[str, int]:
+    """Steps, validation and checkpoint intervals, warm-up: they depend on how many rows packing made."""
     steps_per_epoch = max(1, math.ceil(math.ceil(len(trainer.train_dataset) / config.batch_size) / world))
     total_steps = config.max_steps or max(1, math.ceil(config.epochs * steps_per_epoch))
-    eval_every = config.eval_every or max(1, min(steps_per_epoch, math.ceil(total_steps / 10)))
+    eval_every = config.eval_every or max(1, min(steps_per_epoch, math.ceil(total_steps / EVALS_PER_RUN)))
     save_every = config.save_every or eval_every
     if has_val and save_every % eval_every:
         raise UsageError(
@@ -836,7 +969,25 @@ def train(
         )
     warmup = int(round(config.warmup_ratio * total_steps))
     args.eval_steps, args.save_steps, args.warmup_steps = eval_every, save_every, warmup
+    return {
+        "steps_per_epoch": steps_per_epoch,
+        "total_steps": total_steps,
+        "eval_every": eval_every,
+        "save_every": save_every,
+        "warmup_steps": warmup,
+    }
 
+
+def _fit(
+    trainer: Any,
+    reporter: Any,
+    interrupt: _Interrupt,
+    resume_from: str | None,
+    total_steps: int,
+    run_dir: Path,
+    config: TrainConfig,
+) -> Any:
+    """``trainer.train``, with Ctrl-C leaving a checkpoint and out-of-memory saying what to change."""
     try:
         with interrupt.installed():
             output = trainer.train(resume_from_checkpoint=resume_from)
@@ -851,12 +1002,13 @@ def train(
     finally:
         if trainer.answer_head is not None:
             trainer.answer_head.remove()
-    state = trainer.state
-    if interrupt.requested and state.global_step < total_steps:
-        raise TrainingInterrupted(_interrupted(state.global_step, total_steps, run_dir))
-    timings["train_s"] = output.metrics["train_runtime"]
+    if interrupt.requested and trainer.state.global_step < total_steps:
+        raise TrainingInterrupted(_interrupted(trainer.state.global_step, total_steps, run_dir))
+    return output
 
-    # -- what the run measured, from the trainer's log history
+
+def _history(state: Any) -> tuple[dict[str, list], dict[str, int]]:
+    """Training and validation losses per step, and the token counts, from the trainer's log."""
     history: dict[str, list] = {"train": [], "validation": []}
     counts = dict.fromkeys(COUNTS, 0)
     for entry in state.log_history:
@@ -865,8 +1017,17 @@ def train(
             counts = {k: entry.get(k, counts[k]) for k in COUNTS}
         elif "eval_loss" in entry:
             history["validation"].append({"step": entry["step"], "loss": entry["eval_loss"]})
-    t0 = time.perf_counter()
-    final_val = None  # the validation loss of the weights we keep, measured already where possible
+    return history, counts
+
+
+def _final_losses(
+    trainer: Any, history: dict[str, list], has_val: bool, datasets: dict[str, Any]
+) -> tuple[float | None, float | None, int]:
+    """(validation loss of the weights we keep, measured already where possible; test loss; best step)."""
+    from transformers import EarlyStoppingCallback
+
+    state = trainer.state
+    final_val = None
     best_step = state.best_global_step or state.global_step
     if has_val:
         if best_step != state.global_step:  # load_best_model_at_end put the best weights back
@@ -880,21 +1041,27 @@ def train(
         trainer.remove_callback(EarlyStoppingCallback)  # it would look for eval_loss among the test metrics
         with quiet_library_warnings(), _quiet_datasets():
             test_loss = trainer.evaluate(datasets["test"], metric_key_prefix="test")["test_loss"]
-    timings["final_eval_s"] = time.perf_counter() - t0
-    session = trainer.session_start_counts
-    train_seconds = timings["train_s"]
+    return final_val, test_loss, best_step
+
+
+def _metrics(
+    trainer: Any,
+    history: dict[str, list],
+    counts: dict[str, int],
+    schedule: dict[str, int],
+    train_seconds: float,
+    prepared: _Prepared,
+) -> dict[str, Any]:
+    state, session = trainer.state, trainer.session_start_counts
     train_losses = [h["loss"] for h in history["train"]]
-    tail = train_losses[-max(1, min(len(train_losses), steps_per_epoch)) :]
-    metrics = {
+    tail = train_losses[-max(1, min(len(train_losses), schedule["steps_per_epoch"])) :]
+    return {
         "train_loss": sum(tail) / len(tail) if tail else None,
-        "val_loss": final_val,
-        "test_loss": test_loss,
-        "best_step": best_step,
         "steps": state.global_step,
-        "epochs": state.global_step / steps_per_epoch,
-        "stopped_early": state.global_step < total_steps,
+        "epochs": state.global_step / schedule["steps_per_epoch"],
+        "stopped_early": state.global_step < schedule["total_steps"],
         "padding_share": 1 - counts["tokens"] / counts["token_slots"] if counts["token_slots"] else 0.0,
-        "packing": packed,
+        "packing": prepared.packed,
         "attention": prepared.attention,
         "supervised_tokens": counts["supervised_tokens"],
         "supervised_tokens_per_s": (counts["supervised_tokens"] - session["supervised_tokens"]) / train_seconds
@@ -904,65 +1071,74 @@ def train(
         "tokens_per_s": (counts["tokens"] - session["tokens"]) / train_seconds if train_seconds else None,
         "peak_rss_mb": peak_rss_mb(),  # of the whole process, loading and evaluation included
     }
+
+
+def _hyperparameters(
+    config: TrainConfig, prepared: _Prepared, schedule: dict[str, int], world: int, mixed: str
+) -> dict[str, Any]:
+    model = prepared.model
     hyper = {k: v for k, v in config.to_dict().items() if k != "resume"}
+    hyper.update(schedule)
     hyper.update(
         {
             "target_modules": prepared.targets,
-            "total_steps": total_steps,
-            "warmup_steps": warmup,
-            "steps_per_epoch": steps_per_epoch,
-            "eval_every": eval_every,
-            "save_every": save_every,
             "world_size": world,
             "mixed_precision": mixed,
             "quantization": "4-bit NF4, double quantisation" if config.quantized else "none",
-            "trainable_parameters": trainable,
-            "total_parameters": total_params,
+            "trainable_parameters": sum(p.numel() for p in model.parameters() if p.requires_grad),
+            "total_parameters": sum(p.numel() for p in model.parameters()),
             "packing_check_difference": prepared.packing_difference,
             "trainer": "trl.SFTTrainer",
-            "packing_strategy": "bfd" if packed else None,
-            "answer_head": "revbot (CPU)" if not on_cuda else "trl fused",
+            "packing_strategy": "bfd" if prepared.packed else None,
+            "answer_head": "trl fused" if str(model.device).startswith("cuda") else "revbot (CPU)",
         }
     )
+    return hyper
 
-    # -- the version: written to a temporary directory, renamed to vN when complete
-    unwrapped = trainer.model
+
+def _publish(
+    registry: ModelRegistry,
+    run: _Run,
+    model: Any,
+    tokenizer: Any,
+    meta: dict[str, Any],
+    config: TrainConfig,
+    index: Any,
+    calibration: Calibration,
+    main: bool,
+    run_dir: Path,
+) -> ModelVersion:
+    """Write the version into a temporary folder and rename it to vN when complete (the main process
+    of a multi-process run; the others wait and return what it published)."""
+    from accelerate import PartialState
+
     version: ModelVersion | None = None
     if main:
         t0 = time.perf_counter()
         with registry.new_version() as pending:
             out = pending.path
-            unwrapped.save_pretrained(out, save_embedding_layers=False)
+            model.save_pretrained(out, save_embedding_layers=False)
             tokenizer.save_pretrained(out)
             (out / DATA_DIR).mkdir()
-            for name, part in splits.items():
+            for name, part in run.splits.items():
                 write_examples(out / DATA_DIR / f"{name}.jsonl", part)
-            plot_loss_curve(history, out / LOSS_CURVE_FILE, f"{Path(base).name} + LoRA r={config.lora_r}")
-            timings["save_s"] = time.perf_counter() - t0
-            timings["total_s"] = time.perf_counter() - started
+            plot_loss_curve(meta["history"], out / LOSS_CURVE_FILE, f"{Path(run.base).name} + LoRA r={config.lora_r}")
+            extra = version_extras(out, index, config, calibration)
+            run.timings["save_s"] = time.perf_counter() - t0
+            run.timings["total_s"] = time.perf_counter() - run.started
             atomic_write_json(
                 out / META_FILE,
                 {
-                    "base_model": base,
+                    "base_model": run.base,
                     "prompt_format_version": PROMPT_FORMAT_VERSION,
                     "adapter": "peft-lora",
                     "created_at": now_iso(),
-                    "base_config": base_signature(unwrapped.get_base_model().config),
+                    "base_config": base_signature(model.get_base_model().config),
                     "chat_template": bool(getattr(tokenizer, "chat_template", None)),
-                    "pad_token_set_to_eos": prepared.pad_changed,
-                    "data": {
-                        "source": str(data_source) if data_source else None,
-                        "fingerprint": data_fp,
-                        "counts": splits.counts(),
-                        "too_long": too_long,
-                        "split": {**splits.settings, "time_ordered": splits.time_ordered},
-                    },
-                    "hyperparameters": hyper,
+                    **meta,
                     "libraries": library_versions(),
-                    "metrics": metrics,
-                    "history": history,
-                    "timings": {k: round(v, 3) for k, v in timings.items()},
-                    "device": str(device),
+                    "timings": {k: round(v, 3) for k, v in run.timings.items()},
+                    **extra,
                 },
             )
         version = pending.version

@@ -13,7 +13,7 @@ import click
 from adapters.cli_options import fail, quiet, summary_format_option, warn
 from adapters.store import Store, default_db_path, utc_timestamp
 from bot.datasets import IMPORT_FORMATS
-from bot.errors import GitHubError, RevbotError, UsageError
+from bot.errors import ForgeError, RevbotError, UsageError
 from harvest.build import DEFAULT_OWN_LOGINS
 from harvest.filters import DEFAULT_MIN_LENGTH
 
@@ -26,6 +26,11 @@ NO_CREDENTIALS = (
     "or harvest as a GitHub App with REVBOT_GITHUB_APP_ID, REVBOT_GITHUB_APP_PRIVATE_KEY_FILE and "
     "REVBOT_GITHUB_APP_INSTALLATION_ID; --anonymous harvests a public repository without credentials "
     "(60 requests an hour on github.com)"
+)
+
+NO_GITLAB_CREDENTIALS = (
+    "no GitLab token: set GITLAB_TOKEN (or REVBOT_GITLAB_TOKEN) to a token with the api scope (read_api is enough "
+    "to harvest) that can read the project"
 )
 
 
@@ -49,6 +54,44 @@ def _run(fn: Callable[[], Any]) -> Any:
         fail(exc)
 
 
+_FILTER_OPTIONS = (
+    click.option(
+        "--full",
+        is_flag=True,
+        help="Re-read every comment and rebuild every PR (default: only what changed since the last run).",
+    ),
+    click.option(
+        "--rebuild", is_flag=True, help="Rebuild every PR's examples from the store, e.g. after changing filters."
+    ),
+    click.option("--since", help="Only comments created on or after this date (also where reading starts)."),
+    click.option("--until", help="Only comments created on or before this date."),
+    click.option("--authors", help="Comma-separated logins: learn only from these reviewers."),
+    click.option("--deny-bots", help="Comma-separated logins to treat as bots (besides type Bot and [bot] logins)."),
+    click.option(
+        "--min-length",
+        type=click.IntRange(0),
+        default=DEFAULT_MIN_LENGTH,
+        show_default=True,
+        help="Comments with less text than this are trivial.",
+    ),
+    click.option(
+        "--negatives-ratio",
+        type=click.FloatRange(0),
+        default=1.0,
+        show_default=True,
+        help="Uncommented hunks per commented hunk, from the same PRs.",
+    ),
+    click.option("--seed", type=int, default=0, show_default=True, help="Seed of the negative sampling."),
+)
+
+
+def _filter_options(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """What every forge's harvest takes: which comments to read and learn from."""
+    for option in reversed(_FILTER_OPTIONS):
+        fn = option(fn)
+    return fn
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 def harvest() -> None:
     """Mine past review comments into the dataset store."""
@@ -70,33 +113,7 @@ def harvest() -> None:
     help="Harvest without credentials: public repositories only, 60 requests an hour on github.com. "
     "Without this flag a harvest with no token and no GitHub App is refused.",
 )
-@click.option(
-    "--full",
-    is_flag=True,
-    help="Re-read every comment and rebuild every PR (default: only what changed since the last run).",
-)
-@click.option(
-    "--rebuild", is_flag=True, help="Rebuild every PR's examples from the store, e.g. after changing filters."
-)
-@click.option("--since", help="Only comments created on or after this date (also where reading starts).")
-@click.option("--until", help="Only comments created on or before this date.")
-@click.option("--authors", help="Comma-separated logins: learn only from these reviewers.")
-@click.option("--deny-bots", help="Comma-separated logins to treat as bots (besides type Bot and [bot] logins).")
-@click.option(
-    "--min-length",
-    type=click.IntRange(0),
-    default=DEFAULT_MIN_LENGTH,
-    show_default=True,
-    help="Comments with less text than this are trivial.",
-)
-@click.option(
-    "--negatives-ratio",
-    type=click.FloatRange(0),
-    default=1.0,
-    show_default=True,
-    help="Uncommented hunks per commented hunk, from the same PRs.",
-)
-@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the negative sampling.")
+@_filter_options
 @click.option(
     "--max-rate-wait",
     type=click.FloatRange(0),
@@ -136,26 +153,8 @@ def harvest_github_cmd(
     runs (Ctrl-C, a kill, a network failure) keep what was fetched and resume.
     """
     from adapters.github import GitHubClient
-    from adapters.settings import Settings
-    from harvest.mine import HarvestInterrupted, HarvestOptions, harvest_github
 
-    def go() -> None:
-        # the store, the API root, the token and the bot's logins default to the settings model's
-        # (REVBOT_DB in REVBOT_HOME, REVBOT_GITHUB_* before GITHUB_*, REVBOT_BOT_LOGINS)
-        settings = Settings.from_env()
-        options = HarvestOptions(
-            full=full,
-            rebuild=rebuild,
-            since=_when(since, "--since"),
-            until=_when(until, "--until"),
-            authors=_logins(authors) or None,
-            deny=_logins(deny_bots),
-            min_length=min_length,
-            negatives_ratio=negatives_ratio,
-            seed=seed,
-            own_logins=_logins(bot_login) or settings.bot_logins or DEFAULT_OWN_LOGINS,
-            progress=not (quiet() or as_json) and sys.stderr.isatty(),
-        )
+    def connect(settings: Any) -> Any:
         client = GitHubClient.from_settings(settings, token=token or None, api_url=api_url, max_rate_wait=max_rate_wait)
         if client.anonymous:
             if not anonymous:
@@ -165,22 +164,106 @@ def harvest_github_cmd(
                 f"harvesting {repo} anonymously: public repositories only, and github.com allows 60 requests an "
                 "hour without a token (set GITHUB_TOKEN for 5000)"
             )
-        store = Store(db)
-        try:
-            summary = harvest_github(client, store, repo, options)
-        except HarvestInterrupted as exc:
-            click.echo(exc.summary.text(), err=True)
-            raise
-        except GitHubError as exc:
-            raise GitHubError(
-                f"{exc}\nEverything fetched before the failure is stored; run the same command again to resume.",
-                exc.status,
-            ) from exc
-        finally:
-            client.close()
-        click.echo(json.dumps(summary.to_dict(), indent=2) if as_json else summary.text())
+        return client
 
-    _run(go)
+    options = dict(full=full, rebuild=rebuild, since=since, until=until, authors=authors, deny_bots=deny_bots)
+    options.update(min_length=min_length, negatives_ratio=negatives_ratio, seed=seed, bot_login=bot_login)
+    _run(lambda: _harvest(connect, repo, db, as_json, **options))
+
+
+@harvest.command("gitlab")
+@click.argument("project", metavar="GROUP/PROJECT")
+@click.option("--db", type=click.Path(dir_okay=False), help=DB_HELP)
+@click.option(
+    "--url",
+    help="The GitLab instance's root, e.g. https://gitlab.example.com (default $REVBOT_GITLAB_URL, else "
+    "$GITLAB_URL, else https://gitlab.com).",
+)
+@click.option(
+    "--token",
+    help="GitLab token with the api (or read_api) scope (default $REVBOT_GITLAB_TOKEN, else $GITLAB_TOKEN; "
+    "prefer the variable: a command line is visible to other users).",
+)
+@_filter_options
+@click.option(
+    "--bot-login",
+    help="Comma-separated usernames revbot posts as (feedback on its comments is recorded). Default: "
+    f"$REVBOT_BOT_LOGINS, else {','.join(sorted(DEFAULT_OWN_LOGINS))}.",
+)
+@summary_format_option("the summary")
+def harvest_gitlab_cmd(
+    project: str,
+    db: str | None,
+    url: str | None,
+    token: str | None,
+    full: bool,
+    rebuild: bool,
+    since: str | None,
+    until: str | None,
+    authors: str | None,
+    deny_bots: str | None,
+    min_length: int,
+    negatives_ratio: float,
+    seed: int,
+    bot_login: str | None,
+    as_json: bool,
+) -> None:
+    """Harvest GROUP/PROJECT's merge-request review threads into training examples.
+
+    \b
+    DiffNote discussions (comments on diff lines) and their replies; each comment's hunk is
+    rebuilt from the merge request's diff at the note's own commits. Incremental and resumable
+    like `harvest github`; 429 answers wait for Retry-After.
+    """
+    from adapters.gitlab import GitLabClient
+
+    def connect(settings: Any) -> Any:
+        client = GitLabClient(token or settings.secret("gitlab_token"), url=url or settings.gitlab_url)
+        if client.anonymous:
+            client.close()
+            raise UsageError(NO_GITLAB_CREDENTIALS)
+        return client
+
+    options = dict(full=full, rebuild=rebuild, since=since, until=until, authors=authors, deny_bots=deny_bots)
+    options.update(min_length=min_length, negatives_ratio=negatives_ratio, seed=seed, bot_login=bot_login)
+    _run(lambda: _harvest(connect, project, db, as_json, **options))
+
+
+def _harvest(connect: Callable[[Any], Any], repo: str, db: str | None, as_json: bool, **flags: Any) -> None:
+    """One harvest through the forge client ``connect(settings)`` builds; the summary printed."""
+    from adapters.settings import Settings
+    from harvest.mine import HarvestInterrupted, HarvestOptions, harvest_github
+
+    # the store, the token and the bot's logins default to the settings model's
+    settings = Settings.from_env()
+    options = HarvestOptions(
+        full=flags["full"],
+        rebuild=flags["rebuild"],
+        since=_when(flags["since"], "--since"),
+        until=_when(flags["until"], "--until"),
+        authors=_logins(flags["authors"]) or None,
+        deny=_logins(flags["deny_bots"]),
+        min_length=flags["min_length"],
+        negatives_ratio=flags["negatives_ratio"],
+        seed=flags["seed"],
+        own_logins=_logins(flags["bot_login"]) or settings.bot_logins or DEFAULT_OWN_LOGINS,
+        progress=not (quiet() or as_json) and sys.stderr.isatty(),
+    )
+    client = connect(settings)
+    store = Store(db)
+    try:
+        summary = harvest_github(client, store, repo, options)
+    except HarvestInterrupted as exc:
+        click.echo(exc.summary.text(), err=True)
+        raise
+    except ForgeError as exc:
+        raise type(exc)(
+            f"{exc}\nEverything fetched before the failure is stored; run the same command again to resume.",
+            exc.status,
+        ) from exc
+    finally:
+        client.close()
+    click.echo(json.dumps(summary.to_dict(), indent=2) if as_json else summary.text())
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})

@@ -24,8 +24,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from adapters.store import CachedFile, PullRequestInfo, Store, StoredComment, now_stamp, utc_timestamp
-from bot.errors import DataError, GitHubError, RevbotError, UsageError
+from bot.errors import DataError, ForgeError, RevbotError, UsageError
 from bot.feedback import refresh_evidence
+from bot.forge import Forge
 from bot.secrets import scrub_text
 from harvest.build import DEFAULT_MAX_HUNK_LINES, DEFAULT_OWN_LOGINS, BuildConfig, build_pr, kept_roots
 from harvest.filters import DEFAULT_MIN_LENGTH, REASONS, FilterConfig
@@ -196,32 +197,38 @@ class _Meter:
 
 
 def harvest_github(
-    client: Any,
+    client: Forge,
     store: Store,
     repo: str,
     options: HarvestOptions | None = None,
     *,
     on_page: Callable[[int], None] | None = None,
 ) -> HarvestSummary:
-    """Harvest ``repo`` into ``store`` through ``client`` (a adapters.github.GitHubClient).
+    """Harvest ``repo`` into ``store`` through ``client`` (a ``bot.forge.Forge``: GitHub or GitLab).
 
     ``on_page(n)`` is called after the n-th comment page is committed (tests use it to simulate a
     kill between pages). Raises HarvestInterrupted on Ctrl-C, GitHubError when GitHub fails after
     retries; in both cases everything committed so far stays and the next run resumes.
     """
     options = options or HarvestOptions()
-    if not isinstance(repo, str) or repo.count("/") != 1 or not all(repo.split("/")):
-        raise UsageError(f"a repository is written OWNER/REPO, got {repo!r}")
+    forge = str(getattr(client, "forge", "github"))
+    nested = forge == "gitlab"  # GitLab projects live in groups and subgroups: GROUP/SUB/PROJECT
+    parts = repo.split("/") if isinstance(repo, str) else []
+    if len(parts) < 2 or (len(parts) > 2 and not nested) or not all(parts):
+        raise UsageError(
+            f"a {'project is written GROUP/PROJECT' if nested else 'repository is written OWNER/REPO'}, got {repo!r}"
+        )
     filters = options.filters()
     config = options.build_config()
     summary = HarvestSummary(repo)
     meter = _Meter(client, summary)
     api_url = getattr(client, "api_url", None)
-    if isinstance(api_url, str):  # where `revbot retrain` harvests this repository again
+    if isinstance(api_url, str):  # where (and from which forge) `revbot retrain` harvests this repository again
         store.set_api_url(repo, api_url)
+        store.set_state(repo, "forge", forge)
     try:
-        _fetch_comments(client, store, repo, options, filters, summary, meter, on_page)
-        _build_pending(client, store, repo, options, filters, config, summary, meter)
+        _fetch_comments(client, store, repo, options, filters, summary, meter, on_page, source=forge)
+        _build_pending(client, store, repo, options, filters, config, summary, meter, source=forge)
     except KeyboardInterrupt as exc:
         summary.interrupted = True
         raise HarvestInterrupted(summary) from exc
@@ -260,7 +267,7 @@ def _fetch_bounds(store: Store, repo: str, options: HarvestOptions, since: str |
     return since, since
 
 
-def _fetch_comments(client, store, repo, options, filters, summary, meter, on_page) -> None:
+def _fetch_comments(client, store, repo, options, filters, summary, meter, on_page, source="github") -> None:
     api_since, floor = _fetch_bounds(store, repo, options, filters.since)
     if options.full or options.rebuild:
         store.mark_pending(repo, store.comment_prs(repo))
@@ -281,7 +288,7 @@ def _fetch_comments(client, store, repo, options, filters, summary, meter, on_pa
             except (DataError, AttributeError):
                 pass
             try:
-                comment = StoredComment.from_github(raw, repo)
+                comment = StoredComment.from_github(raw, repo, source=source)
             except DataError:
                 summary.malformed += 1  # no id or no PR: nothing to key it by
                 continue
@@ -352,7 +359,7 @@ def _lookup_authors(client, store: Store, repo: str, needed: list[int], summary:
             for number in needed:
                 try:
                     found.append(_pull_info(repo, client.get_pull(repo, number)))
-                except GitHubError as exc:
+                except ForgeError as exc:
                     if exc.status != 404:
                         raise
             store.upsert_pulls(found)
@@ -387,7 +394,7 @@ def _files_for(
     before = meter.count()
     try:
         raw = client.pull_files(repo, pr)
-    except GitHubError as exc:
+    except ForgeError as exc:
         if exc.status == 404:
             summary.files_missing += 1
             return None
@@ -409,7 +416,7 @@ def _files_for(
     return store.cached_pr_files(repo, pr)[0]  # the scrubbed copy
 
 
-def _build_pending(client, store, repo, options, filters, config, summary, meter) -> None:
+def _build_pending(client, store, repo, options, filters, config, summary, meter, source="github") -> None:
     pending = store.pending_prs(repo)
     if not pending:
         return
@@ -424,7 +431,9 @@ def _build_pending(client, store, repo, options, filters, config, summary, meter
             files = None
             if kept_roots(comments, author, filters):
                 files = _files_for(client, store, repo, pr, comments, summary, meter)
-            result = build_pr(repo, pr, comments, files, pr_author=author, filters=filters, config=config)
+            result = build_pr(
+                repo, pr, comments, files, pr_author=author, filters=filters, config=config, source=source
+            )
             with store.transaction():
                 store.replace_examples(repo, result.examples, pr=pr)
                 if result.feedback:
@@ -448,7 +457,7 @@ def _rate_left(client: Any, summary: HarvestSummary, meter: _Meter) -> None:
     before = meter.count()
     try:
         remaining, limit = client.rate_limiting
-    except GitHubError:
+    except ForgeError:
         remaining = limit = None
     finally:
         meter.charge("rate_limit", before)

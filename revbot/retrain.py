@@ -169,70 +169,22 @@ def retrain(
     progress: bool = False,
     echo: Callable[[str], None] = lambda _text: None,
 ) -> RetrainResult:
-    """Harvest ``repos`` (through ``client_for(repo)``, else ``client``) into ``store``, train a candidate on every example in
-    the store, evaluate it and the current version on the same newest held-out PRs, and promote it
-    only if the gate (``finetune.gate.decide``) lets it through. Returns what was decided; the decision
-    is also appended to the registry's log."""
+    """Harvest ``repos`` (through ``client_for(repo)``, else ``client``) into ``store``, train a candidate
+    on every example in the store, evaluate it and the current version on the same newest held-out
+    PRs, and promote it only if the gate (``finetune.gate.decide``) lets it through; the decision is
+    returned and appended to the registry's log."""
     from adapters.versions import ModelRegistry
-    from finetune.data import split_examples
-    from finetune.evaluate import evaluate, gate_evidence
     from finetune.train import TrainConfig, train
 
     if metric not in METRICS:
         raise UsageError(f"unknown metric {metric!r}; choose one of: {', '.join(METRICS)}")
-    config = config or TrainConfig()
-    registry = ModelRegistry(models_dir)
-    timings: dict[str, float] = {}
+    config, registry, timings = config or TrainConfig(), ModelRegistry(models_dir), {}
     with retrain_lock(registry.root):
-        harvests = []
-        if repos:
-            from harvest.mine import harvest_github
-
-            if client is None and client_for is None:
-                raise UsageError("harvesting needs a GitHub client (a token, or --no-harvest)")
-            t0 = time.perf_counter()
-            for repo in repos:
-                # also rebuilds the PRs whose comments the webhook service recorded (marked pending)
-                github = client_for(repo) if client_for is not None else client
-                summary = harvest_github(github, store, repo, harvest_options)
-                harvests.append(summary.to_dict())
-                echo(summary.text())
-            timings["harvest"] = time.perf_counter() - t0
-
-        examples = list(store.iter_examples())
-        feedback: dict[str, Any] = {}
-        if examples:
-            from bot.feedback import refresh_evidence
-            from harvest.feedback import apply_feedback
-
-            refresh_evidence(store)
-            used = apply_feedback(examples, store.iter_evidence())
-            examples, feedback = used.examples, used.summary()
-            if any(v for k, v in feedback.items() if k != "skipped"):
-                echo(
-                    f"feedback on the bot's comments: {used.negatives_added} negative and {used.positives_added} "
-                    f"positive example(s) added, {used.comments_removed} comment(s) of {len(used.habits)} rejected "
-                    f"habit(s) removed ({used.turned_negative} example(s) now negative)"
-                )
-        if not examples:
-            raise DataError(
-                "the dataset store holds no examples; harvest reviews first (`revbot harvest github OWNER/REPO`)",
-                str(getattr(store, "path", "store")),
-            )
-        splits = split_examples(
-            examples,
-            config.seed,
-            test_fraction=config.test_fraction,
-            val_fraction=config.val_fraction,
-            min_train=config.min_train,
-            min_val=config.min_val,
-            min_test=config.min_test,
-        )
+        harvests = _harvest(store, repos, client, client_for, harvest_options, echo, timings)
+        examples, feedback = _examples_with_feedback(store, echo)
+        splits = _split(examples, config)
         incumbent = registry.current()
-        if base_model is None:
-            base_model = incumbent.base_model if incumbent is not None else Settings.from_env().model
-        if not base_model:
-            raise UsageError("no base model: nothing is current yet, so pass --model (a hub id or a local path)")
+        base_model = _base_model(base_model, incumbent)
         counts = splits.counts()
         echo("examples: " + ", ".join(f"{name} {c['examples']} ({c['prs']} PRs)" for name, c in counts.items()))
 
@@ -245,78 +197,22 @@ def retrain(
             f"trained candidate {candidate.name} ({candidate.metrics.get('steps')} steps, "
             f"validation loss {candidate.metrics.get('val_loss')})"
         )
-
-        test = list(splits.test)
-        if incumbent is not None:
-            seen = _incumbent_training_ids(incumbent)
-            held_out = [e for e in test if e.id not in seen]
-            if len(held_out) < len(test):
-                echo(f"left out {len(test) - len(held_out)} test example(s) the current version was trained on")
-            test = held_out
-            if not test:
-                raise DataError(
-                    f"every held-out example was in {incumbent.name}'s training data; harvest more "
-                    "reviews before retraining"
-                )
-
+        test = _held_out(list(splits.test), incumbent, echo)
         t0 = time.perf_counter()
-        report = evaluate(
-            candidate,
-            test,
-            splits.train,
-            base=None,
-            quantize=quantize,
-            max_new_tokens=max_new_tokens,
-            batch_size=eval_batch_size,
-            out_dir="auto",
-            store=getattr(store, "path", None),
-            progress=progress,
-        )
-        current_report = None
-        candidate_loss = incumbent_loss = None
-        if incumbent is not None:
-            current_report = evaluate(
-                incumbent,
-                test,
-                splits.train,
-                base=None,
-                quantize=quantize,
-                max_new_tokens=max_new_tokens,
-                batch_size=eval_batch_size,
-                out_dir=None,
-                progress=progress,
-            )
-        if metric == "answer_loss":
-            candidate_loss = _version_answer_loss(candidate, test, quantize, eval_batch_size)
-            if incumbent is not None:
-                incumbent_loss = _version_answer_loss(incumbent, test, quantize, eval_batch_size)
+        gate = _GateRun(store, quantize, max_new_tokens, eval_batch_size, progress)
+        report, mine, theirs = gate.evidence(candidate, incumbent, test, splits.train, metric)
         timings["evaluate"] = time.perf_counter() - t0
-
-        mine = gate_evidence(report, metric, candidate.name, candidate_loss)
-        theirs = gate_evidence(current_report, metric, incumbent.name, incumbent_loss) if current_report else None
         decision = decide(
             metric, mine, theirs, parse_failure_tolerance=parse_failure_tolerance, val_loss_tolerance=val_loss_tolerance
         )
         if decision.promote:
             registry.promote(candidate.name)
-        values = {
-            "candidate": mine.metric,
-            "incumbent": theirs.metric if theirs else None,
-            "test_examples": len(test),
-            "test_prs": len({(e.repo, e.pr) for e in test}),
-            "higher_is_better": metric not in LOWER_IS_BETTER,
-            "parse_failure_rate": {
-                "candidate": mine.parse_failure_rate,
-                "incumbent": theirs.parse_failure_rate if theirs else None,
-            },
-            "val_loss": {"candidate": mine.val_loss, "incumbent": theirs.val_loss if theirs else None},
+        gate_settings = {
+            "test": test,
             "tolerances": {"parse_failure_rate": parse_failure_tolerance, "val_loss": val_loss_tolerance},
             "generation": {"max_new_tokens": max_new_tokens, "batch_size": eval_batch_size},
-            "checks": [{"name": c.name, "passed": c.passed} for c in decision.checks],
         }
-        registry.record_decision(
-            candidate.name, incumbent.name if incumbent else None, metric, values, decision.promote, decision.reason
-        )
+        _record(registry, candidate, incumbent, metric, mine, theirs, decision, gate_settings)
         return RetrainResult(
             candidate.name,
             incumbent.name if incumbent else None,
@@ -333,6 +229,171 @@ def retrain(
             [{"name": c.name, "passed": c.passed, "detail": c.detail} for c in decision.checks],
             feedback,
         )
+
+
+def _record(
+    registry: Any,
+    candidate: Any,
+    incumbent: Any,
+    metric: str,
+    mine: Any,
+    theirs: Any,
+    decision: Any,
+    settings: dict[str, Any],
+) -> None:
+    """Append the decision, with every value it was made on, to the registry's log."""
+    test = settings["test"]
+    values = {
+        "candidate": mine.metric,
+        "incumbent": theirs.metric if theirs else None,
+        "test_examples": len(test),
+        "test_prs": len({(e.repo, e.pr) for e in test}),
+        "higher_is_better": metric not in LOWER_IS_BETTER,
+        "parse_failure_rate": {
+            "candidate": mine.parse_failure_rate,
+            "incumbent": theirs.parse_failure_rate if theirs else None,
+        },
+        "val_loss": {"candidate": mine.val_loss, "incumbent": theirs.val_loss if theirs else None},
+        "tolerances": settings["tolerances"],
+        "generation": settings["generation"],
+        "checks": [{"name": c.name, "passed": c.passed} for c in decision.checks],
+    }
+    registry.record_decision(
+        candidate.name, incumbent.name if incumbent else None, metric, values, decision.promote, decision.reason
+    )
+
+
+def _split(examples: list[Any], config: Any) -> Any:
+    from finetune.data import split_examples
+
+    return split_examples(
+        examples,
+        config.seed,
+        test_fraction=config.test_fraction,
+        val_fraction=config.val_fraction,
+        min_train=config.min_train,
+        min_val=config.min_val,
+        min_test=config.min_test,
+    )
+
+
+def _base_model(base_model: str | None, incumbent: Any) -> str:
+    """The model to adapt: the one asked for, else the current version's, else the settings'."""
+    if base_model is None:
+        base_model = incumbent.base_model if incumbent is not None else Settings.from_env().model
+    if not base_model:
+        raise UsageError("no base model: nothing is current yet, so pass --model (a hub id or a local path)")
+    return base_model
+
+
+def _harvest(
+    store: Any,
+    repos: Sequence[str],
+    client: Any,
+    client_for: Callable[[str], Any] | None,
+    harvest_options: Any,
+    echo: Callable[[str], None],
+    timings: dict[str, float],
+) -> list[dict[str, Any]]:
+    """Harvest each repository incrementally (also rebuilding the PRs whose comments the webhook
+    service recorded); their summaries."""
+    if not repos:
+        return []
+    from harvest.mine import harvest_github
+
+    if client is None and client_for is None:
+        raise UsageError("harvesting needs a GitHub client (a token, or --no-harvest)")
+    t0 = time.perf_counter()
+    harvests = []
+    for repo in repos:
+        github = client_for(repo) if client_for is not None else client
+        summary = harvest_github(github, store, repo, harvest_options)
+        harvests.append(summary.to_dict())
+        echo(summary.text())
+    timings["harvest"] = time.perf_counter() - t0
+    return harvests
+
+
+def _examples_with_feedback(store: Any, echo: Callable[[str], None]) -> tuple[list[Any], dict[str, Any]]:
+    """Every example in the store, with what the team's reactions to the bot's comments say applied."""
+    examples = list(store.iter_examples())
+    feedback: dict[str, Any] = {}
+    if examples:
+        from bot.feedback import refresh_evidence
+        from harvest.feedback import apply_feedback
+
+        refresh_evidence(store)
+        used = apply_feedback(examples, store.iter_evidence())
+        examples, feedback = used.examples, used.summary()
+        if any(v for k, v in feedback.items() if k != "skipped"):
+            echo(
+                f"feedback on the bot's comments: {used.negatives_added} negative and {used.positives_added} "
+                f"positive example(s) added, {used.comments_removed} comment(s) of {len(used.habits)} rejected "
+                f"habit(s) removed ({used.turned_negative} example(s) now negative)"
+            )
+    if not examples:
+        raise DataError(
+            "the dataset store holds no examples; harvest reviews first (`revbot harvest github OWNER/REPO`)",
+            str(getattr(store, "path", "store")),
+        )
+    return examples, feedback
+
+
+def _held_out(test: list[Any], incumbent: Any, echo: Callable[[str], None]) -> list[Any]:
+    """The test examples neither version was trained on."""
+    if incumbent is None:
+        return test
+    seen = _incumbent_training_ids(incumbent)
+    held_out = [e for e in test if e.id not in seen]
+    if len(held_out) < len(test):
+        echo(f"left out {len(test) - len(held_out)} test example(s) the current version was trained on")
+    if not held_out:
+        raise DataError(
+            f"every held-out example was in {incumbent.name}'s training data; harvest more reviews before retraining"
+        )
+    return held_out
+
+
+@dataclass
+class _GateRun:
+    """The gate's evaluations: the candidate and the current version on the same hunks, with the same
+    generation settings as `revbot eval` (each with its own exemplars and calibrated threshold)."""
+
+    store: Any
+    quantize: str | None
+    max_new_tokens: int
+    batch_size: int
+    progress: bool
+
+    def evidence(
+        self, candidate: Any, incumbent: Any, test: list[Any], train: list[Any], metric: str
+    ) -> tuple[Any, Any, Any]:
+        from finetune.evaluate import evaluate, gate_evidence
+
+        def run(version: Any, out_dir: Any, store: Any) -> Any:
+            return evaluate(
+                version,
+                test,
+                train,
+                base=None,
+                quantize=self.quantize,
+                max_new_tokens=self.max_new_tokens,
+                batch_size=self.batch_size,
+                out_dir=out_dir,
+                store=store,
+                progress=self.progress,
+            )
+
+        report = run(candidate, "auto", getattr(self.store, "path", None))
+        current = run(incumbent, None, None) if incumbent is not None else None
+        candidate_loss = incumbent_loss = None
+        if metric == "answer_loss":
+            candidate_loss = _version_answer_loss(candidate, test, self.quantize, self.batch_size)
+            if incumbent is not None:
+                incumbent_loss = _version_answer_loss(incumbent, test, self.quantize, self.batch_size)
+        mine = gate_evidence(report, metric, candidate.name, candidate_loss)
+        theirs = gate_evidence(current, metric, incumbent.name, incumbent_loss) if current else None
+        return report, mine, theirs
 
 
 def harvested_repos(store: Any) -> list[str]:
@@ -358,9 +419,10 @@ A promoted version is picked up by the running service between jobs, without a r
 
 
 class GitHubClients:
-    """One GitHub client per API root: each repository is harvested again from the API root its last
+    """One forge client per API root: each repository is harvested again from the API root its last
     harvest used (recorded in the store), unless --api-url was given on the command line; a
-    repository never harvested uses $REVBOT_GITHUB_API_URL / $GITHUB_API_URL, else api.github.com."""
+    repository never harvested uses $REVBOT_GITHUB_API_URL / $GITHUB_API_URL, else api.github.com.
+    A GitLab project (the store records which forge) gets a GitLab client for its recorded instance."""
 
     def __init__(self, store: Any, token: str | None, explicit_url: str | None, fallback_url: str | None):
         self.store, self.token = store, token
@@ -372,11 +434,22 @@ class GitHubClients:
 
     def __call__(self, repo: str) -> Any:
         url = self.url_for(repo)
+        if self.store.get_state(repo, "forge") == "gitlab":  # harvested from GitLab: its recorded /api/v4 root
+            return self._gitlab((self.store.api_url(repo) or "").removesuffix("/api/v4") or None)
         if url not in self.clients:
             from adapters.github import GitHubClient
 
             self.clients[url] = GitHubClient.from_settings(Settings.from_env(), token=self.token, api_url=url)
         return self.clients[url]
+
+    def _gitlab(self, root: str | None) -> Any:
+        """A GitLab client for the instance a project was harvested from (token: REVBOT_GITLAB_TOKEN)."""
+        key = f"gitlab:{root}"
+        if key not in self.clients:
+            from adapters.gitlab import GitLabClient
+
+            self.clients[key] = GitLabClient(url=root)
+        return self.clients[key]
 
     def close(self) -> None:
         for client in self.clients.values():

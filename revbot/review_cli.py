@@ -131,12 +131,13 @@ def _positive(ctx: click.Context, param: click.Parameter, value: int | None) -> 
 @click.option(
     "--format",
     "fmt",
-    type=click.Choice(["text", "json", "sarif", "rdjson", "github"]),
+    type=click.Choice(["text", "json", "sarif", "rdjson", "github", "codeclimate"]),
     default="text",
     show_default=True,
     help="text: `path:line: comment` for a terminal; json: the whole review as data; sarif: SARIF "
     "2.1.0 for GitHub code scanning and IDEs; rdjson: for `reviewdog -f=rdjson`; github: the "
-    "body of GitHub's create-review request.",
+    "body of GitHub's create-review request; codeclimate: GitLab's Code Quality report "
+    "(artifacts:reports:codequality).",
 )
 @click.option(
     "--commit-id",
@@ -151,13 +152,15 @@ def _positive(ctx: click.Context, param: click.Parameter, value: int | None) -> 
     help="Also post the review on that pull request as ONE review, with the token in $GITHUB_TOKEN "
     "(or $REVBOT_GITHUB_TOKEN): only comments not already on it, at most one review per head "
     "commit, nothing if the head moved past --commit-id. The diff should be the pull request's "
-    "(--git BASE...HEAD).",
+    "(--git BASE...HEAD). GROUP/PROJECT!N posts on a GitLab merge request instead (token "
+    "$GITLAB_TOKEN or $REVBOT_GITLAB_TOKEN, instance $REVBOT_GITLAB_URL or --api-url).",
 )
 @click.option(
     "--api-url",
     metavar="URL",
     help="GitHub API root for --post (default $REVBOT_GITHUB_API_URL, else $GITHUB_API_URL, else "
-    "https://api.github.com; GitHub Enterprise: https://HOST/api/v3).",
+    "https://api.github.com; GitHub Enterprise: https://HOST/api/v3); for a GitLab target the "
+    "instance's root (default $REVBOT_GITLAB_URL, else https://gitlab.com).",
 )
 @click.option(
     "--max-comments",
@@ -247,10 +250,9 @@ def review(**opts: Any) -> None:
         return
     result = _review_and_print(o, settings, config, source)
     if target is not None:
-        from adapters.github import GitHubClient
         from adapters.publish import post_review
 
-        with GitHubClient.from_settings(settings, api_url=o.api_url or None) as gh:
+        with _forge_client(o.post_to, settings, o.api_url) as gh:
             posted = post_review(gh, *target, result, commit_id=o.commit_id)
         info(f"revbot: {posted.describe(o.post_to)}")
     if fails(result, o.fail_on):
@@ -264,7 +266,12 @@ def _post_target(post_to: str | None, settings: Any) -> Any:
     from adapters.publish import parse_target
 
     target = parse_target(post_to)
-    if settings.github_token is None:
+    if "!" in post_to:  # GROUP/PROJECT!IID: a GitLab merge request
+        if settings.gitlab_token is None:
+            raise UsageError(
+                "--post on a GitLab merge request needs a token in $GITLAB_TOKEN (or $REVBOT_GITLAB_TOKEN)"
+            )
+    elif settings.github_token is None:
         raise UsageError("--post needs a GitHub token in $GITHUB_TOKEN (or $REVBOT_GITHUB_TOKEN)")
     return target
 
@@ -308,6 +315,17 @@ def _review_and_print(o: SimpleNamespace, settings: Any, config: Any, source: An
     else:
         click.echo(buffer.getvalue(), nl=False)
     return result
+
+
+def _forge_client(post_to: str, settings: Any, api_url: str | None) -> Any:
+    """The client --post talks through: GitLab for GROUP/PROJECT!N, else GitHub."""
+    if "!" in post_to:
+        from adapters.gitlab import GitLabClient
+
+        return GitLabClient(settings.secret("gitlab_token"), url=api_url or settings.gitlab_url)
+    from adapters.github import GitHubClient
+
+    return GitHubClient.from_settings(settings, api_url=api_url or None)
 
 
 def fails(result: Any, level: str) -> bool:

@@ -22,10 +22,20 @@ from importlib import metadata
 from typing import Any
 
 from flask import Flask, Response, jsonify, request
+from werkzeug.exceptions import ClientDisconnected
 
 from bot.errors import RevbotError
 from bot.secrets import scrub_text
-from webhooks.events import BadDelivery, Delivery, Outcome, build_router, header, parse_delivery
+from webhooks.events import BadDelivery, Delivery, Outcome, Router, build_router, header, parse_delivery
+from webhooks.gitlab_events import EVENT_HEADER as GITLAB_EVENT
+from webhooks.gitlab_events import EVENTS as GITLAB_EVENTS
+from webhooks.gitlab_events import (
+    TOKEN_HEADER,
+    build_gitlab_router,
+    parse_gitlab_delivery,
+    verify_signature,
+    verify_token,
+)
 from webhooks.jobs import NewJob, QueueError
 from webhooks.metrics import CONTENT_TYPE, Metrics
 from webhooks.queue import JobQueue, open_queue
@@ -55,6 +65,7 @@ class WebService:
         self.metrics = metrics or Metrics()
         self.metrics.add_gauges(self.gauges)
         self.router = build_router(self.submit, own_logins=config.own_logins())
+        self.gitlab_router = build_gitlab_router(self.submit, own_logins=config.own_logins())
 
     def submit(self, delivery: Delivery, job: NewJob | None) -> Outcome:
         """Record the delivery (a redelivery is answered, not queued again) and queue its job."""
@@ -70,9 +81,9 @@ class WebService:
         extra = {"superseded": accepted.superseded} if accepted.superseded else {}
         return Outcome(202, "queued", job.key, accepted.job_id, extra)
 
-    def event_label(self, event: str | None) -> str:
+    def event_label(self, event: str | None, router: Router | None = None) -> str:
         """Bounded label values: unknown event names (attacker-chosen) all count as "other"."""
-        return event if event and self.router.handles(event) else "other"
+        return event if event and (router or self.router).handles(event) else "other"
 
     def health(self) -> tuple[dict[str, Any], int]:
         out: dict[str, Any] = {"version": revbot_version(), "queue": {"kind": self.queue.spec.kind}}
@@ -150,14 +161,9 @@ def create_app(config: ServiceConfig | Mapping[str, Any] | None = None, *, queue
     @app.post("/webhook")
     def webhook() -> Any:
         metrics = service.metrics
-        length = request.content_length
-        if length is not None and length > cfg.settings.webhook_max_body:
-            metrics.inc("revbot_webhook_deliveries_total", {"event": "unverified", "outcome": "too_large"})
-            return _error(413, f"body of {length} bytes is over the {cfg.settings.webhook_max_body}-byte limit")
-        body = _read_body(cfg.settings.webhook_max_body)
+        body, refusal = _receive_body(cfg.settings.webhook_max_body, metrics)
         if body is None:
-            metrics.inc("revbot_webhook_deliveries_total", {"event": "unverified", "outcome": "too_large"})
-            return _error(413, f"body over the {cfg.settings.webhook_max_body}-byte limit")
+            return refusal
         if not cfg.insecure_no_signature:
             try:
                 verify(body, request.headers.get(SIGNATURE_HEADER), cfg.secret or "")
@@ -209,6 +215,12 @@ def create_app(config: ServiceConfig | Mapping[str, Any] | None = None, *, queue
             )
         return Response(service.metrics.render(), content_type=CONTENT_TYPE)
 
+    return _with_gitlab(app, service, cfg)
+
+
+def _with_gitlab(app: Flask, service: WebService, cfg: ServiceConfig) -> Flask:
+    """``app`` with ``POST /webhook/gitlab`` (GitLab's deliveries, beside GitHub's ``/webhook``)."""
+    app.add_url_rule("/webhook/gitlab", "webhook_gitlab", lambda: _gitlab_delivery(service, cfg), methods=["POST"])
     return app
 
 
@@ -220,6 +232,43 @@ def _flask_app(service: WebService) -> Flask:
     app.extensions[EXTENSION] = service
     register_ui(app, service)
     return app
+
+
+def _gitlab_delivery(service: WebService, cfg: ServiceConfig) -> Any:
+    """GitLab's hook: size cap (413) -> X-Gitlab-Token and, when configured, webhook-signature (401)
+    -> JSON (400) -> route -> queue; every event it does not act on is answered 2xx, so GitLab never
+    disables the hook for it."""
+    metrics = service.metrics
+    cap = cfg.settings.webhook_max_body
+    body = _read_body(cap)
+    if body is None or (request.content_length or 0) > cap:
+        metrics.inc("revbot_webhook_deliveries_total", {"event": "unverified", "outcome": "too_large"})
+        return _error(413, f"body over the {cap}-byte limit")
+    if not cfg.insecure_no_signature:
+        try:
+            if cfg.gitlab_signing_token:
+                verify_signature(request.headers, body, cfg.gitlab_signing_token)
+            if cfg.gitlab_secret or not cfg.gitlab_signing_token:
+                verify_token(request.headers.get(TOKEN_HEADER), cfg.gitlab_secret)
+        except SignatureError as exc:
+            metrics.inc("revbot_webhook_deliveries_total", {"event": "unverified", "outcome": "unauthorized"})
+            return _error(401, str(exc))
+    elif not is_loopback(request.remote_addr):
+        metrics.inc("revbot_webhook_deliveries_total", {"event": "unverified", "outcome": "unauthorized"})
+        return _error(403, "unsigned deliveries are accepted only from this machine (--insecure-no-signature)")
+    label = service.event_label(GITLAB_EVENTS.get(header(request.headers, GITLAB_EVENT) or ""), service.gitlab_router)
+    try:
+        delivery = parse_gitlab_delivery(request.headers, body)
+        outcome = service.gitlab_router.dispatch(delivery)
+    except BadDelivery as exc:
+        metrics.inc("revbot_webhook_deliveries_total", {"event": label, "outcome": "bad_request"})
+        return _error(400, str(exc))
+    except QueueError as exc:
+        metrics.inc("revbot_webhook_deliveries_total", {"event": label, "outcome": "queue_error"})
+        log.error("GitLab delivery not recorded: %s", exc)
+        return _error(503, "the job queue is unavailable; redeliver later")
+    metrics.inc("revbot_webhook_deliveries_total", {"event": label, "outcome": outcome.outcome})
+    return jsonify(outcome.body()), outcome.status
 
 
 def _read_body(cap: int) -> bytes | None:
@@ -237,6 +286,33 @@ def _read_body(cap: int) -> bytes | None:
         chunks.append(chunk)
         size += len(chunk)
     return None if size > cap else b"".join(chunks)
+
+
+def _receive_body(cap: int, metrics: Metrics) -> tuple[bytes | None, Any]:
+    """(the body, None), or (None, the answer refusing it): 413 over ``cap`` bytes, 408 when it did
+    not arrive by its deadline (issue 22; the web worker then ends the connection)."""
+    length = request.content_length
+    if length is not None and length > cap:
+        metrics.inc("revbot_webhook_deliveries_total", {"event": "unverified", "outcome": "too_large"})
+        return None, _error(413, f"body of {length} bytes is over the {cap}-byte limit")
+    try:
+        body = _read_body(cap)
+    except (ClientDisconnected, TimeoutError, BlockingIOError) as exc:
+        if not _timed_out(exc):
+            raise
+        metrics.inc("revbot_webhook_deliveries_total", {"event": "unverified", "outcome": "too_slow"})
+        return None, _error(408, "the request body did not arrive in time")
+    if body is None:
+        metrics.inc("revbot_webhook_deliveries_total", {"event": "unverified", "outcome": "too_large"})
+        return None, _error(413, f"body over the {cap}-byte limit")
+    return body, None
+
+
+def _timed_out(exc: BaseException) -> bool:
+    """Whether reading the body failed on the body deadline or the read timeout (werkzeug reports
+    any read error as a disconnected client, with the error as its context)."""
+    cause = exc.__context__ if isinstance(exc, ClientDisconnected) else exc
+    return isinstance(cause, (TimeoutError, BlockingIOError))
 
 
 def _error(status: int, message: str) -> Any:

@@ -114,7 +114,9 @@ def _warn_without_credentials(cfg: Any) -> None:
     "--web-workers", type=click.IntRange(min=1), help="gunicorn web processes (default 2). [REVBOT_WEB_WORKERS]"
 )
 @click.option(
-    "--web-threads", type=click.IntRange(min=1), help="Threads per web process (default 8). [REVBOT_WEB_THREADS]"
+    "--web-threads",
+    type=click.IntRange(min=1),
+    help="Threads per web process with REVBOT_WEB_WORKER_CLASS=gthread (default 8). [REVBOT_WEB_THREADS]",
 )
 @click.option(
     "--read-timeout",
@@ -141,8 +143,9 @@ def serve(
     """Run the webhook service on gunicorn: web processes plus one queue-worker process.
 
     \b
-    Endpoints: POST /webhook, GET /healthz, GET /metrics.
-    The webhook secret comes from REVBOT_WEBHOOK_SECRET; the service refuses to start without it.
+    Endpoints: POST /webhook (GitHub), POST /webhook/gitlab, GET /healthz, GET /metrics.
+    The webhook secret comes from REVBOT_WEBHOOK_SECRET (GitLab: REVBOT_GITLAB_WEBHOOK_SECRET);
+    the service refuses to start without one.
     Workers on other machines: `revbot worker` with the same REVBOT_QUEUE (Redis).
     """
     import os
@@ -194,10 +197,12 @@ def _serve(cfg: Any, host: str, port: int) -> None:
     mode = " (dry run: reviews are logged, not posted)" if cfg.dry_run else ""
     bound = sock.getsockname()[1]
     shown = f"[{host}]" if ":" in host else host
-    info(
-        f"revbot serving on http://{shown}:{bound} with {cfg.settings.web_workers} web process(es) x {cfg.settings.web_threads} "
-        f"thread(s) and {cfg.workers} queue worker(s), queue {spec}{mode}"
-    )
+    s = cfg.settings
+    if s.web_worker_class == "gthread":
+        web = f"{s.web_workers} web process(es) x {s.web_threads} thread(s)"
+    else:
+        web = f"{s.web_workers} gevent web process(es) (headers within {s.header_timeout:g}s, bodies within {s.body_timeout:g}s)"
+    info(f"revbot serving on http://{shown}:{bound} with {web} and {cfg.workers} queue worker(s), queue {spec}{mode}")
     ServeApplication(cfg, sock, log_level=level).run()  # gunicorn owns the socket from here and closes it
 
 

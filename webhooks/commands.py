@@ -21,7 +21,7 @@ from typing import Any
 
 from adapters.store import Store
 from bot.config import path_matches
-from bot.errors import DataError, GitHubError
+from bot.errors import DataError, ForgeError
 from webhooks.jobs import DONE, REVIEW, SKIPPED, Job, NewJob
 from webhooks.worker import JobContext, JobResult
 
@@ -63,7 +63,7 @@ class CommandHandler:
 
     def __call__(self, job: Job, ctx: JobContext) -> JobResult:
         p = job.payload
-        gh = self.github.client(p.get("installation_id"))
+        gh = self.github.client(p.get("installation_id"), p.get("forge"))
         comment_id, user, command = int(p["comment_id"]), str(p.get("user") or ""), p.get("command")
         permission = gh.collaborator_permission(job.repo, user) if user else "none"
         if permission not in WRITERS:
@@ -85,6 +85,7 @@ class CommandHandler:
                 "action": "command",
                 "delivery": p.get("delivery"),
                 "installation_id": p.get("installation_id"),
+                "forge": p.get("forge"),
                 "number": job.pr,
                 "head_sha": head,
                 "base_sha": base.get("sha"),
@@ -119,8 +120,8 @@ class CommandHandler:
     def _answer(gh: Any, job: Job, reaction: str, state: str, info: dict[str, Any]) -> JobResult:
         """React on the command comment (GitHub answers 200 for a reaction already there)."""
         try:
-            gh.react_to_issue_comment(job.repo, int(job.payload["comment_id"]), reaction)
-        except GitHubError as exc:
+            gh.react_to_issue_comment(job.repo, int(job.payload["comment_id"]), reaction, number=job.pr)
+        except ForgeError as exc:
             if exc.status is None or exc.status >= 500:
                 raise  # worth a retry: the acknowledgement is part of the job
             log.warning("%s#%s: could not react to command %s: %s", job.repo, job.pr, job.payload["comment_id"], exc)

@@ -43,6 +43,7 @@ ACTIVE = (QUEUED, RUNNING)
 FINAL = (DONE, FAILED, SUPERSEDED, SKIPPED)
 REVIEW, COMMENT = "review", "comment"
 COMMAND, THREAD = "command", "thread"  # a /revbot command; a review thread resolved or reopened
+REACTION = "reaction"  # an award emoji on a note (GitLab's Emoji Hook): feedback on the bot's comment
 # A resubmitted key revives a job in these states; in the others it is a duplicate.
 REVIVABLE = (FAILED, SUPERSEDED, SKIPPED)
 LOST_LEASE = "worker lost its lease (killed or stalled) {n} times"

@@ -45,8 +45,9 @@ from adapters.model import OpenAIBackend
 from adapters.store import BotPost, ReviewRecord, Store
 from bot.config import CONFIG_NAMES, RepoConfig
 from bot.diff import Diff, FileDiff, parse_diff, parse_patch
-from bot.errors import DataError, GitHubError, UsageError
+from bot.errors import DataError, ForgeError, UsageError
 from bot.feedback import refresh_evidence
+from bot.forge import Forge
 from bot.formats import comment_fingerprint, extract_fingerprints, github_review_payload
 from bot.review import Review, ReviewComment, ReviewOptions, review_diff
 from bot.secrets import scrub_text
@@ -100,15 +101,34 @@ def config_notice(error: str) -> str:
 
 
 class GitHubFactory:
-    """GitHub clients for jobs: one token client, or one App client per installation (each keeps
-    its installation token until shortly before it expires)."""
+    """Forge clients for jobs: one GitHub token client, or one App client per installation (each
+    keeps its installation token until shortly before it expires); one GitLab client (the
+    REVBOT_GITLAB_* settings) for jobs from GitLab deliveries."""
 
     def __init__(self, cfg: ServiceConfig):
         self.cfg = cfg
         self._clients: dict[int | None, GitHubClient] = {}
+        self._others: dict[str, Forge] = {}
         self._lock = threading.Lock()
 
-    def client(self, installation_id: int | None) -> GitHubClient:
+    def client(self, installation_id: int | None, forge: str | None = None) -> Forge:
+        """The client for a job: ``forge`` is the job's (``"gitlab"``, else GitHub)."""
+        if forge == "gitlab":
+            return self._gitlab()
+        return self._github(installation_id)
+
+    def _gitlab(self) -> Forge:
+        from adapters.gitlab import GitLabClient
+
+        settings = self.cfg.settings
+        with self._lock:
+            if "gitlab" not in self._others:
+                self._others["gitlab"] = GitLabClient(
+                    settings.secret("gitlab_token"), url=settings.gitlab_url, **dict(self.cfg.gitlab_options)
+                )
+            return self._others["gitlab"]
+
+    def _github(self, installation_id: int | None) -> GitHubClient:
         settings = self.cfg.settings
         as_app = settings.github_app_id is not None and settings.github_token is None
         key = installation_id if as_app else None
@@ -128,13 +148,13 @@ class GitHubFactory:
 _FILE_STATUS = {"removed": "deleted", "changed": "modified", "unchanged": "modified"}
 
 
-def read_pull_diff(gh: GitHubClient, repo: str, number: int, source: str) -> Diff:
+def read_pull_diff(gh: Forge, repo: str, number: int, source: str) -> Diff:
     """The PR's diff; when GitHub will not render it (406: too large), rebuilt from the per-file
     patches of the files API, where files without a patch (binary, or too large) have no hunks and
     are reported as not reviewed."""
     try:
         return parse_diff(gh.pull_diff(repo, number), source)
-    except GitHubError as exc:
+    except ForgeError as exc:
         if exc.status != 406:
             raise
     log.info("%s: diff too large to render, using the files API", source)
@@ -171,7 +191,7 @@ class ReviewPoster:
 
     def __call__(self, job: Job, ctx: JobContext) -> JobResult:
         started = time.monotonic()
-        gh = self.github.client(job.payload.get("installation_id"))
+        gh = self.github.client(job.payload.get("installation_id"), job.payload.get("forge"))
         repo, number, head = job.repo, job.pr, job.head_sha or ""
         pr = gh.get_pull(repo, number)
         if pr.get("state") != "open":
@@ -225,7 +245,7 @@ class ReviewPoster:
         result.info.update(plan_info(plan), **settled)
         return result
 
-    def _after(self, job: Job, gh: GitHubClient, comments: list[dict], review: Review, plan: dict) -> None:
+    def _after(self, job: Job, gh: Forge, comments: list[dict], review: Review, plan: dict) -> None:
         """A rerun whose review was already posted (the worker died after the POST): finish what
         came after it, settling the fixed threads (both steps skip what is already done)."""
         state = read_threads(gh, job.repo, job.pr, comments, own_logins(gh, self.cfg.settings.bot_logins))
@@ -236,7 +256,7 @@ class ReviewPoster:
     def _record(
         self,
         job: Job,
-        gh: GitHubClient,
+        gh: Forge,
         state: Any,
         comments: list[dict],
         settled: list[Any],
@@ -269,7 +289,7 @@ class ReviewPoster:
             if posted:  # learn the new comments' ids now, so feedback on them can be traced at once
                 try:
                     comments = gh.pull_review_comments(job.repo, job.pr)
-                except GitHubError as exc:
+                except ForgeError as exc:
                     log.warning("%s#%s: cannot list the comments just posted: %s", job.repo, job.pr, exc)
             for c in comments:
                 author = str((c.get("user") or {}).get("login") or "").lower()
@@ -315,7 +335,7 @@ class ReviewPoster:
         accepted = ctx.worker.queue.submit(None, "pull_request", "resync", newer)
         return JobResult(SKIPPED, {"reason": "head moved on", "head_sha": current, "job": accepted.job_id})
 
-    def _repo_config(self, gh: GitHubClient, repo: str, base_ref: str | None) -> tuple[RepoConfig, str | None]:
+    def _repo_config(self, gh: Forge, repo: str, base_ref: str | None) -> tuple[RepoConfig, str | None]:
         """The base branch's config, and the note for the review body when it is invalid (then the
         defaults apply: anyone can break the base config, and the team must learn why)."""
         for name in CONFIG_NAMES:
@@ -330,7 +350,7 @@ class ReviewPoster:
         return RepoConfig(), None
 
     def _plan(
-        self, job: Job, ctx: JobContext, gh: GitHubClient, config: RepoConfig, reviews: list[dict], base_sha: str | None
+        self, job: Job, ctx: JobContext, gh: Forge, config: RepoConfig, reviews: list[dict], base_sha: str | None
     ) -> tuple[Review, dict]:
         """The review to post and its plan: the saved plan of an earlier run, or a fresh one (then
         saved): the range reviewed (``webhooks.scope``), the review, the hunk each comment is on."""
@@ -397,7 +417,7 @@ class ReviewPoster:
         self,
         job: Job,
         ctx: JobContext,
-        gh: GitHubClient,
+        gh: Forge,
         review: Review,
         known: set[str],
         notice: str | None = None,

@@ -17,6 +17,7 @@ from collections.abc import Callable
 from typing import Any
 
 from adapters.store import Feedback, Store, StoredComment
+from bot.errors import DataError
 from bot.feedback import refresh_evidence
 from webhooks.jobs import DONE, SKIPPED, Job
 from webhooks.worker import JobContext, JobResult
@@ -27,8 +28,9 @@ log = logging.getLogger(__name__)
 class CommentRecorder:
     """Job handler for ``comment`` jobs. ``store`` is a Store or a factory (opened on first use)."""
 
-    def __init__(self, store: Store | Callable[[], Store]):
+    def __init__(self, store: Store | Callable[[], Store], forges: Any = None):
         self._store = store
+        self.forges = forges  # the poster's GitHubFactory: GitLab notes are completed through the API
 
     @property
     def store(self) -> Store:
@@ -39,11 +41,14 @@ class CommentRecorder:
     def __call__(self, job: Job, ctx: JobContext | None = None) -> JobResult:
         action = job.payload.get("action")
         comment: dict[str, Any] = dict(job.payload.get("comment") or {})
+        pr_author = job.payload.get("pr_author")
+        if job.payload.get("forge") == "gitlab" and action != "deleted":
+            comment, pr_author = self._gitlab_comment(job, comment)
         if action == "deleted":
             removed = self.store.delete_comment(int(comment["id"]))
             return JobResult(DONE, {"action": "deleted", "comment": comment.get("id"), "removed": removed})
         comment.setdefault("pr", job.pr)
-        stored = StoredComment.from_github(comment, job.repo, job.payload.get("pr_author"), source="webhook")
+        stored = StoredComment.from_github(comment, job.repo, pr_author, source="webhook")
         # An older version than the stored one, or a comment deleted since, is skipped by the store
         # (events arrive out of order and can be replayed); only a real change marks the PR pending.
         inserted, updated = self.store.upsert_comments([stored], mark_pending=True)
@@ -75,6 +80,37 @@ class CommentRecorder:
             refresh_evidence(self.store, job.repo, job.pr)
             info["feedback"] = True
         return JobResult(DONE, info)
+
+    def _gitlab_comment(self, job: Job, partial: dict[str, Any]) -> tuple[dict[str, Any], str | None]:
+        """A Note Hook names the note and its thread; the thread says which note it answers and the
+        merge request's diff at the note's SHAs gives its hunk (GitLab notes carry none)."""
+        gh = self.forges.client(None, "gitlab")
+        notes = gh.discussion_comments(job.repo, job.pr, str(job.payload["discussion_id"]))
+        found = next((c for c in notes if int(c["id"]) == int(partial["id"])), None)
+        if found is None:
+            raise DataError(
+                f"note {partial['id']} is not in thread {job.payload['discussion_id']} of {job.repo}!{job.pr}"
+            )
+        return found, (gh.get_pull(job.repo, job.pr).get("user") or {}).get("login")
+
+
+class ReactionRecorder(CommentRecorder):
+    """Job handler for ``reaction`` jobs (GitLab's Emoji Hook): the award emoji on one of the bot's
+    notes, read back from the API, become that comment's reaction feedback."""
+
+    def __call__(self, job: Job, ctx: JobContext | None = None) -> JobResult:
+        note_id = int(job.payload["note_id"])
+        if note_id not in bot_comment_ids(self.store, job.repo, job.pr):
+            return JobResult(SKIPPED, {"reason": "not a comment the bot posted"})
+        gh = self.forges.client(None, job.payload.get("forge"))
+        counts: dict[str, int] = {}
+        for r in gh.comment_reactions(job.repo, note_id, number=job.pr):
+            counts[str(r["content"])] = counts.get(str(r["content"]), 0) + 1
+        self.store.record_feedback(
+            [Feedback(job.repo, job.pr, note_id, "reactions", "", json.dumps(counts, sort_keys=True))]
+        )
+        refresh_evidence(self.store, job.repo, job.pr)
+        return JobResult(DONE, {"comment": note_id, "reactions": counts})
 
 
 def bot_comment_ids(store: Store, repo: str, pr: int) -> set[int]:

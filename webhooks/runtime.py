@@ -9,7 +9,7 @@ from collections.abc import Callable
 from typing import Any
 
 from bot.errors import ModelError
-from webhooks.jobs import COMMAND, COMMENT, REVIEW, THREAD
+from webhooks.jobs import COMMAND, COMMENT, REACTION, REVIEW, THREAD
 from webhooks.metrics import Metrics
 from webhooks.queue import JobQueue, open_queue
 from webhooks.settings import ServiceConfig
@@ -71,7 +71,7 @@ def build_pool(
     app's when both run in one process, so its /metrics shows the workers' counts."""
     from webhooks.commands import CommandHandler
     from webhooks.poster import GitHubFactory, ReviewPoster
-    from webhooks.recorder import CommentRecorder, ThreadRecorder
+    from webhooks.recorder import CommentRecorder, ReactionRecorder, ThreadRecorder
 
     queue = queue or open_queue(cfg.settings.queue, cfg.settings.home, retention_s=cfg.retention_s)
     metrics = metrics or Metrics()
@@ -93,7 +93,8 @@ def build_pool(
     store_factory = store if callable(store) else (lambda: store)
     handlers = {
         REVIEW: ReviewPoster(cfg, github, models, metrics, store_factory),
-        COMMENT: CommentRecorder(store),
+        COMMENT: CommentRecorder(store, github),
+        REACTION: ReactionRecorder(store, github),
         COMMAND: CommandHandler(github, store_factory),
         THREAD: ThreadRecorder(store, cfg.own_logins()),
     }

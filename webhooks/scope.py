@@ -18,9 +18,9 @@ import logging
 import re
 from dataclasses import dataclass, field
 
-from adapters.github import GitHubClient
 from bot.diff import Diff, FileDiff, Hunk, parse_patch
-from bot.errors import DiffError, GitHubError
+from bot.errors import DiffError, ForgeError
+from bot.forge import Forge
 from bot.formats import REVIEW_MARK
 
 log = logging.getLogger(__name__)
@@ -120,7 +120,7 @@ def restrict(diff: Diff, files: list[dict]) -> tuple[Diff, list[str]]:
 
 
 def choose_scope(
-    gh: GitHubClient,
+    gh: Forge,
     repo: str,
     diff: Diff,
     reviews: list[dict],
@@ -140,7 +140,7 @@ def choose_scope(
         return Scope(diff, head, base, pr_hunks=total)
     try:
         compared = gh.compare(repo, since, head)
-    except GitHubError as exc:
+    except ForgeError as exc:
         if exc.status not in (404, 422):
             raise
         log.info("%s: %s is gone (%s); reviewing the whole diff", repo, since[:12], exc)

@@ -4,8 +4,10 @@ process of their own that gunicorn keeps alive.
 Processes (one machine):
 
 * the gunicorn master: binds the listening socket, restarts web processes that die or hang;
-* ``web_workers`` web processes (gthread, ``web_threads`` threads each) running
-  ``webhooks.app.create_app``: check, queue, answer;
+* ``web_workers`` web processes running ``webhooks.app.create_app``: check, queue, answer. By
+  default each is an event loop (``webhooks.gevent_worker``: up to ``web_connections``
+  connections, each request with a header and a body deadline); ``web_worker_class="gthread"``
+  gives gunicorn's thread pool (``web_threads`` threads) instead;
 * one job-worker process (gunicorn's "dirty" worker pool, restarted by gunicorn if it dies)
   running ``WorkerPool`` with ``workers`` threads and the model.
 
@@ -13,15 +15,16 @@ Posting stays exactly-once whatever process dies or restarts, because a job is l
 queue and acknowledged only when its review is posted (``webhooks.jobs``); the processes share
 nothing but the queue and the metrics folder.
 
-Slow clients: the listening socket carries a receive timeout (``SO_RCVTIMEO``) that every accepted
-connection inherits, so a client that stops sending in the middle of a request frees its thread
-after ``read_timeout_s`` instead of holding it forever; gthread hands connections to a bounded pool
-of threads, so however many half-sent requests arrive, at most ``web_threads`` per process wait.
-gthread then closes a connection on its main loop, lingering up to 2 s for the client to close
-first; a stalled client would stall every other connection there, so ``ThreadWorker`` below does
-that lingering in the request's own thread, bounded by the read timeout. (A thread pool still
-serves slow attackers before the requests queued behind them: put a buffering proxy in front of
-a service that faces the internet.)
+Slow clients (docs/security.md): the gevent worker gives each request deadlines, so however many
+half-sent or trickling requests arrive, each costs a greenlet and a socket until its deadline.
+The listening socket also carries a receive timeout (``SO_RCVTIMEO``) that every accepted
+connection inherits, which is what bounds a silent client under gthread.
+
+Refused bodies: after a 413 (or a 408) the connection is closed without reading the rest of the
+body, lingering first: the server half-closes, reads and discards what the client still sends for
+up to ``LINGER_S`` seconds and ``DRAIN_MAX`` bytes (a client that writes its whole body before
+reading then reads the 413), and resets the connection if the client is still sending then, so a
+sender stops at once instead of blocking until its own timeout.
 """
 
 from __future__ import annotations
@@ -31,13 +34,14 @@ import os
 import socket
 import struct
 import threading
-import time
 from typing import Any
 
 from gunicorn.app.base import BaseApplication
 from gunicorn.dirty import DirtyApp
 from gunicorn.workers.gthread import ThreadWorker as GThreadWorker
 
+from adapters.settings import Settings
+from webhooks.connections import LINGER_S, end_after_refusal, ends_after_response, linger_close
 from webhooks.settings import ServiceConfig
 
 log = logging.getLogger(__name__)
@@ -87,37 +91,22 @@ class SlowClientLog(logging.Filter):
 class ThreadWorker(GThreadWorker):
     """gunicorn's gthread worker, lingering over a closing connection in its request thread."""
 
-    LINGER_MAX_S = 2.0
-    DRAIN_MAX = 65536
-
     def handle(self, conn: Any) -> Any:
         result = super().handle(conn)
-        if result is False:  # the connection ends: the main loop's close then finds it already drained
-            self._linger(conn.sock)
+        refused = result is True and ends_after_response(conn.sock)
+        if result is False or refused:  # the connection ends: the main loop's close finds it drained
+            linger_close(conn.sock, seconds=min(LINGER_S, self._read_timeout(conn.sock)))
+            return False
         return result
 
-    def _linger(self, sock: socket.socket) -> None:
-        """Send FIN, read what the client still sends until it closes (so closing does not reset a
-        response it is reading) or for at most the read timeout, then stop reading."""
+    @staticmethod
+    def _read_timeout(sock: socket.socket) -> float:
         try:
             timeval = sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, struct.calcsize("ll"))
-            seconds, micros = struct.unpack("ll", timeval)
-            deadline = time.monotonic() + min(seconds + micros / 1e6 or self.LINGER_MAX_S, self.LINGER_MAX_S)
-            sock.shutdown(socket.SHUT_WR)
-            drained = 0
-            while drained < self.DRAIN_MAX and (left := deadline - time.monotonic()) > 0:
-                sock.settimeout(left)
-                data = sock.recv(4096)
-                if not data:
-                    break
-                drained += len(data)
-        except OSError:  # closed, reset or timed out: nothing more to wait for
-            pass
-        finally:
-            try:
-                sock.shutdown(socket.SHUT_RD)
-            except OSError:
-                pass
+        except OSError:
+            return LINGER_S
+        seconds, micros = struct.unpack("ll", timeval)
+        return seconds + micros / 1e6 or LINGER_S
 
 
 class JobWorkers(DirtyApp):
@@ -166,9 +155,8 @@ class ServeApplication(BaseApplication):
         cfg = self.service_config
         settings = {
             "bind": [f"fd://{self.sock.fileno()}"],
-            "worker_class": ThreadWorker,
+            **self._web_worker(cfg.settings),
             "workers": cfg.settings.web_workers,
-            "threads": cfg.settings.web_threads,
             "timeout": max(int(cfg.settings.worker_timeout), 1),
             "graceful_timeout": max(int(cfg.settings.worker_timeout), 1),
             "keepalive": 5,
@@ -190,10 +178,51 @@ class ServeApplication(BaseApplication):
         for key, value in settings.items():
             self.cfg.set(key, value)
 
+    @staticmethod
+    def _web_worker(s: Settings) -> dict[str, Any]:
+        """gunicorn settings of the web worker class the settings name."""
+        if s.web_worker_class == "gthread":
+            return {"worker_class": ThreadWorker, "threads": s.web_threads}
+        from webhooks.gevent_worker import Deadlines, DeadlineWorker
+
+        DeadlineWorker.deadlines = Deadlines(s.header_timeout, s.body_timeout, s.read_timeout)
+        return {"worker_class": DeadlineWorker, "worker_connections": connection_limit(s.web_connections)}
+
     def _post_worker_init(self, worker: Any) -> None:
         logging.getLogger("gunicorn.error").addFilter(SlowClientLog(self.service_config.settings.read_timeout))
 
     def load(self) -> Any:
-        from webhooks.app import create_app
+        from webhooks.app import EXTENSION, create_app
 
-        return create_app(self.service_config)
+        app = create_app(self.service_config)
+        if self.service_config.settings.web_worker_class == "gevent":
+            from webhooks.gevent_worker import offload_sqlite
+
+            offload_sqlite(app.extensions[EXTENSION])
+        return end_after_refusal(app)
+
+
+FD_RESERVE = 64  # descriptors a web process needs besides its connections (queue, logs, metrics files)
+
+
+def connection_limit(wanted: int) -> int:
+    """Raise this process's open-file limit (its web processes inherit it) as far as ``wanted``
+    connections need and the hard limit allows; the connections a web process can then hold."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    need = wanted + FD_RESERVE
+    if soft != resource.RLIM_INFINITY and soft < need:
+        target = need if hard == resource.RLIM_INFINITY else min(need, hard)
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+            soft = target
+        except (ValueError, OSError):
+            pass
+    if soft != resource.RLIM_INFINITY and soft < need:
+        fits = max(soft - FD_RESERVE, 1)
+        log.warning(
+            "the open-file limit (ulimit -n %d) allows %d connections per web process, not %d", soft, fits, wanted
+        )
+        return fits
+    return wanted

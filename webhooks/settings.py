@@ -35,6 +35,7 @@ class ServiceConfig:
     reap_interval_s: float = 2.0
     reload_check_s: float = 5.0
     github_options: Mapping[str, Any] = field(default_factory=dict)  # extra GitHubClient keywords (tests)
+    gitlab_options: Mapping[str, Any] = field(default_factory=dict)  # extra GitLabClient keywords (tests)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> ServiceConfig:
@@ -60,6 +61,16 @@ class ServiceConfig:
         return self.settings.secret("webhook_secret")
 
     @property
+    def gitlab_secret(self) -> str | None:
+        """The GitLab hook's secret token (REVBOT_GITLAB_WEBHOOK_SECRET), sent as X-Gitlab-Token."""
+        return self.settings.secret("gitlab_webhook_secret")
+
+    @property
+    def gitlab_signing_token(self) -> str | None:
+        """GitLab 19+: the hook's signing token (REVBOT_GITLAB_WEBHOOK_SIGNING_TOKEN)."""
+        return self.settings.secret("gitlab_webhook_signing_token")
+
+    @property
     def retention_s(self) -> float:
         return self.settings.job_retention_days * 86400.0
 
@@ -77,10 +88,11 @@ class ServiceConfig:
     def check(self) -> None:
         """Refuse settings the service must not run with (the values of ``settings`` were checked
         when they were read)."""
-        if not self.secret and not self.insecure_no_signature:
+        if not (self.secret or self.gitlab_secret or self.gitlab_signing_token or self.insecure_no_signature):
             raise UsageError(
                 "REVBOT_WEBHOOK_SECRET is not set: the service refuses unsigned deliveries. Set it to the "
-                "webhook secret configured on GitHub (or pass --insecure-no-signature for a local experiment)"
+                "webhook secret configured on GitHub (or REVBOT_GITLAB_WEBHOOK_SECRET to the GitLab hook's "
+                "secret token; or pass --insecure-no-signature for a local experiment)"
             )
         if self.workers < 0:
             raise UsageError("--workers must be 0 or more")

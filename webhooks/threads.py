@@ -20,10 +20,11 @@ import logging
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from adapters.github import GitHubClient, GraphQLError
+from adapters.github import GraphQLError
 from adapters.store import Feedback
-from bot.errors import GitHubError
+from bot.errors import ForgeError
 from bot.feedback import habit_key
+from bot.forge import Forge
 from bot.formats import extract_fingerprints, fingerprint_marker
 from bot.review import Review
 
@@ -60,7 +61,7 @@ class ThreadState:
         return [t for t in self.threads if t.author.lower() in self.own and t.fingerprint]
 
 
-def own_logins(gh: GitHubClient, configured: Iterable[str]) -> frozenset[str]:
+def own_logins(gh: Forge, configured: Iterable[str]) -> frozenset[str]:
     """The logins the bot posts as: the configured ones and the one these credentials act as."""
     logins = {login.lower() for login in configured}
     viewer = gh.viewer_login()
@@ -115,13 +116,13 @@ def _graphql_threads(nodes: list[dict]) -> list[Thread]:
     return out
 
 
-def read_threads(gh: GitHubClient, repo: str, number: int, comments: list[dict], own: frozenset[str]) -> ThreadState:
+def read_threads(gh: Forge, repo: str, number: int, comments: list[dict], own: frozenset[str]) -> ThreadState:
     """The PR's review threads, over GraphQL when the credentials may use it, else from ``comments``."""
     try:
         return ThreadState(_graphql_threads(gh.review_threads(repo, number)), True, own)
     except GraphQLError as exc:
         log.info("%s#%s: review threads not readable over GraphQL (%s); using REST", repo, number, exc)
-    except GitHubError as exc:
+    except ForgeError as exc:
         if exc.status not in (401, 403, 404):
             raise
         log.info("%s#%s: no GraphQL access (%s); using REST", repo, number, exc.status)
@@ -149,7 +150,7 @@ def addressed_reply(head: str, thread: Thread) -> str:
     )
 
 
-def settle(gh: GitHubClient, repo: str, number: int, head: str, threads: list[Thread], graphql: bool) -> dict[str, int]:
+def settle(gh: Forge, repo: str, number: int, head: str, threads: list[Thread], graphql: bool) -> dict[str, int]:
     """Resolve ``threads`` (GraphQL), or reply "addressed in <sha>" where resolving is refused."""
     done = {"resolved": 0, "replied": 0}
     use_graphql = graphql
@@ -163,7 +164,7 @@ def settle(gh: GitHubClient, repo: str, number: int, head: str, threads: list[Th
                 if not exc.forbidden:
                     raise
                 use_graphql = False
-            except GitHubError as exc:
+            except ForgeError as exc:
                 if exc.status not in (401, 403):
                     raise
                 use_graphql = False

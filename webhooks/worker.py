@@ -29,7 +29,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from bot.errors import GitHubError, ModelError, RevbotError
+from bot.errors import ForgeError, ModelError, RevbotError
 from webhooks.jobs import DONE, FAILED, QUEUED, Job, QueueError
 from webhooks.metrics import Metrics
 from webhooks.queue import JobQueue
@@ -50,7 +50,7 @@ def is_transient(exc: BaseException) -> bool:
     """Whether a later run of the same job may succeed."""
     if isinstance(exc, (TransientError, QueueError, ModelError)):
         return True
-    if isinstance(exc, GitHubError):
+    if isinstance(exc, ForgeError):
         status = exc.status
         if status is None or status >= 500 or status == 429:
             return True
@@ -313,7 +313,7 @@ class Worker:
 
     def _failed(self, job: Job, exc: Exception) -> str:
         status = getattr(exc, "status", None)
-        if isinstance(exc, GitHubError):
+        if isinstance(exc, ForgeError):
             self.metrics.inc("revbot_github_api_errors_total", {"status": status or "network"})
         message = str(exc) if isinstance(exc, RevbotError) else f"{type(exc).__name__}: {exc}"
         if is_transient(exc):

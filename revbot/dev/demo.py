@@ -236,7 +236,13 @@ class Service:
     """`revbot serve` in a child process, as a user would run it, logging to ``log_path``."""
 
     def __init__(
-        self, workdir: Path, api_url: str, token: str, secret: str, config: DemoConfig, ui_token: str | None = None
+        self,
+        workdir: Path,
+        api_url: str,
+        token: str,
+        secret: str,
+        config: DemoConfig,
+        extra_env: dict[str, str] | None = None,
     ):
         self.workdir, self.port = workdir, free_port()
         self.log_path = workdir / "serve.log"
@@ -259,9 +265,9 @@ class Service:
                 "REVBOT_LOG_LEVEL": "INFO",
             }
         )
-        if ui_token:  # the operator's pages (docs/ui.md), for this run only
-            env["REVBOT_UI_TOKEN"] = ui_token
+        env.update(extra_env or {})  # another forge's settings (revbot demo --forge gitlab); the pages' token
         env.pop("GITHUB_TOKEN", None)  # the service talks to the simulator only
+        env.pop("GITLAB_TOKEN", None)
         # the packages beside this one, even when the install's import hooks do not list them all
         root = str(Path(__file__).resolve().parent.parent)
         env["PYTHONPATH"] = os.pathsep.join([root, *filter(None, [env.get("PYTHONPATH")])])
@@ -314,6 +320,7 @@ class DemoResult:
     service_url: str = ""
     token: str = field(default="", repr=False)
     secret: str = field(default="", repr=False)
+    reference: str = "#"  # GitLab names a merge request GROUP/PROJECT!N
     ui_token: str = field(default="", repr=False)  # logs into the service's /ui/ pages
 
     @property
@@ -331,7 +338,8 @@ class DemoResult:
         return sum(1 for c in self.comments if (c["path"], c["line"], c["body"]) in wanted)
 
     def last_line(self) -> str:
-        return f"demo: review posted on {self.repo}#{self.number} with {len(self.comments)} inline comments"
+        where = f"{self.repo}{self.reference}{self.number}"
+        return f"demo: review posted on {where} with {len(self.comments)} inline comments"
 
 
 @dataclass
@@ -345,7 +353,8 @@ class DemoRun:
     token: str = field(default_factory=lambda: "demo-" + secrets.token_hex(16), repr=False)
     secret: str = field(default_factory=lambda: secrets.token_hex(24), repr=False)
     ui_token: str = field(default_factory=lambda: secrets.token_urlsafe(18), repr=False)
-    sim: Any = None  # the GitHub simulator (started)
+    sim: Any = None  # the forge's simulator (started): GitHub's, or revbot.dev.demo_gitlab's forge
+    forge_name: str = "GitHub"
     project: Any = None  # the sample project it serves
     splits: Any = None  # the harvested examples, split by PR and time
     base_model: str = ""
@@ -370,13 +379,20 @@ def start_simulator(run: DemoRun, steps: Steps) -> None:
     from revbot.dev.demo_data.templates import STYLE
     from revbot.dev.github_sim import GitHubSimulator
 
-    with steps.step("Starting the GitHub simulator with the sample project (an invented team's history)", "simulator"):
+    title = f"Starting the {run.forge_name} simulator with the sample project (an invented team's history)"
+    with steps.step(title, "simulator"):
         run.project = project = build_sample_project()
-        seed = to_seed(project, tokens=[{"token": run.token, "login": BOT_LOGIN, "type": "Bot"}])
-        run.sim = GitHubSimulator(seed, state_path=run.workdir / "github-sim.json").start()
+        if run.forge_name == "GitLab":
+            from revbot.dev.demo_gitlab import GitLabDemoForge
+
+            run.sim = GitLabDemoForge(run.token, run.secret).start(project)
+        else:
+            seed = to_seed(project, tokens=[{"token": run.token, "login": BOT_LOGIN, "type": "Bot"}])
+            run.sim = GitHubSimulator(seed, state_path=run.workdir / "github-sim.json").start()
         counts = project.counts()
+        changes = "merge requests" if run.forge_name == "GitLab" else "pull requests"
         run.echo(
-            f"      {project.repo} on {run.sim.url}: {counts['pulls']} merged pull requests, "
+            f"      {project.repo} on {run.sim.url}: {counts['pulls']} merged {changes}, "
             f"{counts['comments']} review comments by {len({c.user for c in project.comments()})} accounts"
         )
         run.echo("      the team's habits, as its reviewers always phrase them:")
@@ -391,9 +407,9 @@ def harvest(run: DemoRun, steps: Steps) -> None:
     from harvest.mine import HarvestOptions, harvest_github
 
     repo = run.project.repo
-    with steps.step(f"Harvesting {repo} with the real GitHub client over HTTP", "harvest"):
+    with steps.step(f"Harvesting {repo} with the real {run.forge_name} client over HTTP", "harvest"):
         store = Store(run.store_path)
-        client = GitHubClient(run.token, api_url=run.sim.url)
+        client = run.sim.client() if run.forge_name != "GitHub" else GitHubClient(run.token, api_url=run.sim.url)
         try:
             summary = harvest_github(client, store, repo, HarvestOptions(progress=run.progress))
         finally:
@@ -488,7 +504,9 @@ def evaluate_model(run: DemoRun, steps: Steps) -> None:
 
 def start_service(run: DemoRun, steps: Steps) -> None:
     with steps.step("Starting the webhook service (`revbot serve`, signed deliveries only)", "service"):
-        run.service = service = Service(run.workdir, run.sim.url, run.token, run.secret, run.config, run.ui_token)
+        extra = run.sim.service_env() if run.forge_name == "GitLab" else {}
+        extra["REVBOT_UI_TOKEN"] = run.ui_token  # the operator's pages (docs/ui.md), for this run only
+        run.service = service = Service(run.workdir, run.sim.url, run.token, run.secret, run.config, extra)
         health = service.wait_ready()
         run.echo(
             f"      {service.url} (log: {service.log_path}); health: "
@@ -502,14 +520,20 @@ def open_pull_request(run: DemoRun, steps: Steps) -> None:
     assert run.service is not None
     run.demo_pull = pull = build_demo_pull(run.project)
     repo = run.project.repo
-    with steps.step("Opening a new pull request on the simulator and sending its signed webhook", "webhook"):
-        opened = run.sim.add_pull(repo, files=pull_files_seed(pull), title=pull.title, body=pull.body, user=pull.author)
-        run.number = opened["pull"]["number"]
-        answer = signed_delivery(run.service.url + "/webhook", "pull_request", opened["webhook"], run.secret)
+    change = "merge request" if run.forge_name == "GitLab" else "pull request"
+    with steps.step(f"Opening a new {change} on the simulator and sending its signed webhook", "webhook"):
+        if run.forge_name == "GitLab":
+            run.number, answer = run.sim.open_pull(repo, pull, run.service.url)
+        else:
+            opened = run.sim.add_pull(
+                repo, files=pull_files_seed(pull), title=pull.title, body=pull.body, user=pull.author
+            )
+            run.number = opened["pull"]["number"]
+            answer = signed_delivery(run.service.url + "/webhook", "pull_request", opened["webhook"], run.secret)
         if answer.status_code >= 300:
             raise DemoError(f"the service answered the webhook with HTTP {answer.status_code}: {answer.text[:200]}")
         run.echo(
-            f'      {repo}#{run.number} "{pull.title}" by {pull.author}: '
+            f'      {repo}{"!" if run.forge_name == "GitLab" else "#"}{run.number} "{pull.title}" by {pull.author}: '
             f"{len(pull.files)} files, {sum(len(f.hunks) for f in pull.files)} hunks; "
             f"delivery accepted (HTTP {answer.status_code})"
         )
@@ -520,7 +544,10 @@ def wait_for_review(run: DemoRun, steps: Steps) -> None:
 
     assert run.service is not None
     with steps.step("Waiting for the review", "review"):
-        review, comments = _wait_for_review(run.sim.url, run.project.repo, run.number, run.token, run.service)
+        if run.forge_name == "GitLab":  # positioned discussions, then the summary note (posted last)
+            review, comments = _wait_for_gitlab_review(run)
+        else:
+            review, comments = _wait_for_review(run.sim.url, run.project.repo, run.number, run.token, run.service)
         run.result = result = DemoResult(
             run.project.repo,
             run.number,
@@ -533,10 +560,11 @@ def wait_for_review(run: DemoRun, steps: Steps) -> None:
             service_url=run.service.url,
             token=run.token,
             secret=run.secret,
+            reference="!" if run.forge_name == "GitLab" else "#",
             ui_token=run.ui_token,
         )
         run.echo(
-            f"      review {review['id']} posted by {review['user']['login']} on {review.get('commit_id', '')[:7]}"
+            f"      review {review['id']} posted by {review['user']['login']} on {(review.get('commit_id') or '')[:7]}"
         )
         for c in comments:
             run.echo(f"      {c['path']}:{c['line']}: {c['body']}")
@@ -573,16 +601,18 @@ def run_demo(
     keep: bool = False,
     echo: Callable[[str], None] = click.echo,
     progress: bool = True,
+    forge: str = "github",
 ) -> DemoResult:
-    """Run every step of ``DEMO_STEPS``; returns what was posted. With ``keep`` the simulator and the
-    service are left running (the caller waits for Ctrl-C and then calls ``stop_kept``)."""
+    """Run every step of ``DEMO_STEPS`` (``forge="gitlab"``: on the GitLab simulator, through
+    ``revbot.dev.demo_gitlab.GitLabDemoForge``); returns what was posted. With ``keep`` the simulator and the service are left running (the caller
+    waits for Ctrl-C and then calls ``stop_kept``)."""
     from bot.examples import Example  # noqa: F401  (imported early: fail fast on a broken install)
 
     for name, value in (("HF_HUB_OFFLINE", "1"), ("TRANSFORMERS_OFFLINE", "1"), ("TOKENIZERS_PARALLELISM", "false")):
         os.environ.setdefault(name, value)
     os.environ.setdefault("MPLBACKEND", "Agg")
     _quiet_libraries()
-    run = DemoRun(workdir, config, echo, progress)
+    run = DemoRun(workdir, config, echo, progress, forge_name="GitLab" if forge == "gitlab" else "GitHub")
     steps = Steps(len(DEMO_STEPS), echo)
     try:
         for step in DEMO_STEPS:
@@ -590,7 +620,7 @@ def run_demo(
         assert run.result is not None
         run.result.timings = list(steps.timings)
         echo("\n" + steps.summary())
-        echo(_real_world(keep, run.sim.url, run.service.url if run.service else ""))
+        echo(_real_world(keep, run.sim.url, run.service.url if run.service else "", run.forge_name))
         return run.result
     finally:
         running = [x for x in (run.service, run.sim) if x is not None]
@@ -650,15 +680,39 @@ def _wait_for_review(api: str, repo: str, number: int, token: str, service: Serv
     )
 
 
-def _real_world(keep: bool, sim_url: str, service_url: str) -> str:
+def _wait_for_gitlab_review(run: DemoRun) -> tuple[dict, list[dict]]:
+    service = run.service
+    assert service is not None
+
+    def alive() -> None:
+        if service.process.poll() is not None:
+            raise DemoError(
+                f"the webhook service stopped (exit code {service.process.returncode}); see {service.log_path}"
+            )
+
+    try:
+        review, comments = run.sim.wait_for_review(run.project.repo, run.number, alive, REVIEW_WAIT_S)
+    except TimeoutError as exc:
+        raise DemoError(f"{exc}; see the service's log {service.log_path}") from exc
+    return review, [dict(c, body=strip_markers(c["body"])) for c in comments]
+
+
+def _real_world(keep: bool, sim_url: str, service_url: str, forge: str = "GitHub") -> str:
     lines = [""]
     if keep:
+        example = (
+            f"{sim_url}/api/v4/projects/acme%2Fstockroom/merge_requests/61/discussions"
+            if forge == "GitLab"
+            else f"{sim_url}/repos/acme/stockroom/pulls/53/comments"
+        )
         lines += [
             "Still running (--keep), press Ctrl-C to stop:",
-            f"  GitHub simulator  {sim_url}   e.g. curl {sim_url}/repos/acme/stockroom/pulls/53/comments",
+            f"  {forge} simulator  {sim_url}   e.g. curl {example}",
             f"  webhook service   {service_url}   e.g. curl {service_url}/metrics",
             "",
         ]
+    if forge == "GitLab":
+        return "\n".join([*lines, "To do the same on your GitLab: docs/gitlab.md (token, webhook, CI job)."])
     lines += [
         "To do the same for real (see docs/workflow.md and docs/deployment.md):",
         "  export GITHUB_TOKEN=...                                   # read access to the repository",
@@ -702,7 +756,14 @@ def _interrupted(workdir: str) -> NoReturn:
 @click.option(
     "--steps", type=click.IntRange(min=1), default=None, help="Training steps (default: measured for ~3 minutes)."
 )
-def demo_cmd(workdir: str, keep: bool, quick: bool, steps: int | None) -> None:
+@click.option(
+    "--forge",
+    type=click.Choice(["github", "gitlab"]),
+    default="github",
+    show_default=True,
+    help="Which forge the simulator plays: GitHub (pull requests) or GitLab (merge requests).",
+)
+def demo_cmd(workdir: str, keep: bool, quick: bool, steps: int | None, forge: str) -> None:
     """Run the whole loop offline on an embedded sample project, in a few minutes on a CPU.
 
     \b
@@ -716,7 +777,7 @@ def demo_cmd(workdir: str, keep: bool, quick: bool, steps: int | None) -> None:
     if steps is not None:
         config = replace(config, steps=steps)
     try:
-        result = run_demo(prepare_workdir(Path(workdir)), config, keep=keep, progress=not quiet())
+        result = run_demo(prepare_workdir(Path(workdir)), config, keep=keep, progress=not quiet(), forge=forge)
     except KeyboardInterrupt:
         _interrupted(workdir)
     except RevbotError as exc:

@@ -2,7 +2,9 @@
 
 Apps, the same load:
   revbot  ``revbot serve --workers 0`` (gunicorn, the webhook app): signature check, JSON, one
-          job-table transaction per delivery, on each queue backend (--queue: sqlite, redis or both)
+          job-table transaction per delivery, on each queue backend (--queue: sqlite, redis or both),
+          with each web worker class of --classes side by side (gevent, the default since issue 22,
+          and gthread, the one before it)
   bare    a Flask view that only answers 202 (what the web stack alone costs)
 
 Load: signed ``pull_request`` deliveries (each a new head sha, so each must become a job) from
@@ -12,9 +14,10 @@ every delivery answered 202 must be a job there that a worker would see (SQLite:
 one superseded by a later push; Redis: a job hash and its stream message); ``lost`` is the difference.
 
 Prints one line per run and, last, ``RESULT rate=… p50_ms=… p99_ms=… lost=… bare_rate=…`` (the
-SQLite figures) followed by ``redis_rate=… redis_p99_ms=… redis_lost=…`` when Redis ran.
+SQLite figures of the first class) followed by ``redis_rate=… redis_p99_ms=… redis_lost=…`` when
+Redis ran, then the same figures of each further class prefixed by its name (``gthread_rate=…``).
 Usage: .venv/bin/python tests/bench/bench_webhook.py [--rate 200] [--seconds 20] [--clients 32]
-       [--queue sqlite|redis|both] [--redis-url redis://127.0.0.1:6379/14] [--ui]
+       [--queue sqlite|redis|both] [--redis-url redis://127.0.0.1:6379/14] [--classes gevent,gthread] [--ui]
 --ui runs revbot with the operator pages on (REVBOT_UI_TOKEN set), to show /webhook does not pay for them.
 """
 
@@ -230,6 +233,7 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=2, help="gunicorn worker processes")
     parser.add_argument("--threads", type=int, default=8, help="threads per gunicorn worker")
     parser.add_argument("--queue", choices=("sqlite", "redis", "both"), default="both")
+    parser.add_argument("--classes", default="gevent,gthread", help="web worker classes of revbot serve")
     parser.add_argument(
         "--ui", action="store_true", help="run revbot with the operator pages on (REVBOT_UI_TOKEN set; docs/ui.md)"
     )
@@ -240,20 +244,27 @@ def main() -> None:
 
     bodies = make_bodies(int(args.rate * args.seconds * 1.1) + 20000)
     backends = ["sqlite", "redis"] if args.queue == "both" else [args.queue]
+    classes = args.classes.split(",")
     results, lost = {}, {}
     with tempfile.TemporaryDirectory(prefix="bench-webhook-") as tmp:
-        queues = {"sqlite": str(Path(tmp) / "queue.db"), "redis": args.redis_url}
-        if "redis" in backends:
-            count_jobs(args.redis_url)  # starts from an empty queue
-        runs = [(f"revbot-{b}" if len(backends) > 1 else "revbot", "revbot", b) for b in backends]
-        for name, target, backend in [*runs, ("bare", "bench_webhook:bare_app", "sqlite")]:
+        runs = [
+            ((f"revbot-{b}" if len(backends) > 1 else "revbot") + (f"-{c}" if n else ""), b, c)
+            for n, c in enumerate(classes)
+            for b in backends
+        ]
+        for name, backend, worker_class in [*runs, ("bare", "sqlite", "")]:
+            queue = str(Path(tmp) / f"{name}.db") if backend == "sqlite" else args.redis_url
+            if backend == "redis":
+                count_jobs(args.redis_url)  # starts from an empty queue
             env = {k: v for k, v in os.environ.items() if not k.startswith(("REVBOT_", "PROMETHEUS_"))}
             env.update(
                 REVBOT_WEBHOOK_SECRET=SECRET,
                 REVBOT_HOME=tmp,
-                REVBOT_QUEUE=queues[backend],
+                REVBOT_QUEUE=queue,
+                REVBOT_WEB_WORKER_CLASS=worker_class or "gthread",
                 PYTHONPATH=str(ROOT) + os.pathsep + env.get("PYTHONPATH", ""),
             )
+            target = "bench_webhook:bare_app" if name == "bare" else "revbot"
             if args.ui and target == "revbot":
                 env["REVBOT_UI_TOKEN"] = "bench-operator-pages-token"
             proc, url = start_gunicorn(target, env, args.workers, args.threads)
@@ -266,14 +277,14 @@ def main() -> None:
                 stop(proc)
             results[name] = (fixed, ceiling)
             print(
-                f"{name:12s} at {args.rate:.0f}/s for {args.seconds:.0f}s: accepted {fixed['accepted']} of "
+                f"{name:20s} at {args.rate:.0f}/s for {args.seconds:.0f}s: accepted {fixed['accepted']} of "
                 f"{fixed['sent']} ({fixed['rate']:.1f}/s), p50 {fixed['p50_ms']:.1f} ms, p99 {fixed['p99_ms']:.1f} ms, "
                 f"statuses {fixed['statuses']}; closed loop: {ceiling['rate']:.1f}/s, p99 {ceiling['p99_ms']:.1f} ms"
             )
             if name != "bare":
-                jobs, takeable = count_jobs(queues[backend])
+                jobs, takeable = count_jobs(queue)
                 accepted = fixed["accepted"] + ceiling["accepted"]
-                lost[backend] = accepted - min(jobs, takeable)  # every 202 must be a job a worker can take
+                lost[name] = accepted - min(jobs, takeable)  # every 202 must be a job a worker can take
                 print(f"{name}: {accepted} deliveries answered 202, {jobs} jobs recorded, {takeable} takeable")
     first = runs[0][0]
     rev, bare = results[first], results["bare"]
@@ -281,16 +292,18 @@ def main() -> None:
     print(f"throughput ceiling {first}/bare: {rev[1]['rate']:.1f}/{bare[1]['rate']:.1f} = {ratio:.2f}")
     line = (
         f"RESULT rate={rev[0]['rate']:.1f} p50_ms={rev[0]['p50_ms']:.1f} p99_ms={rev[0]['p99_ms']:.1f} "
-        f"lost={lost[backends[0]]} bare_rate={bare[0]['rate']:.1f} bare_p50_ms={bare[0]['p50_ms']:.1f} "
+        f"lost={lost[first]} bare_rate={bare[0]['rate']:.1f} bare_p50_ms={bare[0]['p50_ms']:.1f} "
         f"bare_p99_ms={bare[0]['p99_ms']:.1f} max_rate={rev[1]['rate']:.1f} bare_max_rate={bare[1]['rate']:.1f} "
         f"ratio={ratio:.2f}"
     )
-    if len(backends) > 1:
-        red = results["revbot-redis"]
-        line += (
-            f" redis_rate={red[0]['rate']:.1f} redis_p50_ms={red[0]['p50_ms']:.1f} "
-            f"redis_p99_ms={red[0]['p99_ms']:.1f} redis_lost={lost['redis']} redis_max_rate={red[1]['rate']:.1f}"
-        )
+    for name, backend, worker_class in runs:
+        prefix = ("" if worker_class == classes[0] else f"{worker_class}_") + ("redis_" if backend == "redis" else "")
+        if prefix:
+            fixed, ceiling = results[name]
+            line += (
+                f" {prefix}rate={fixed['rate']:.1f} {prefix}p50_ms={fixed['p50_ms']:.1f} "
+                f"{prefix}p99_ms={fixed['p99_ms']:.1f} {prefix}lost={lost[name]} {prefix}max_rate={ceiling['rate']:.1f}"
+            )
     if backends == ["redis"]:
         line = line.replace("RESULT ", "RESULT queue=redis ", 1)
     print(line)

@@ -802,6 +802,201 @@ def k_pypi(rng):
     return _one(line, v)
 
 
+# --- kinds written from the shapes maintained detectors document (issue 22): detect-secrets 1.5.0's
+# plugins (AzureStorageKey, Keyword, BasicAuth, AWSKey, SendGrid, Mailchimp, Twilio, Discord,
+# Telegram, Square, Artifactory), the providers' own connection-string and key-file formats, and
+# the shapes issue 22 found stored in full. None is derived from revbot's own patterns.
+
+
+def _azure_key(rng: random.Random) -> str:
+    return _b64(rng, 64)  # 88 characters ending in "==", as the portal shows a storage account key
+
+
+def k_azure_storage(rng):
+    key, account = _azure_key(rng), rng.choice(["acmeprod", "widgetsstore", "ciartifacts01"])
+    conn = f"DefaultEndpointsProtocol=https;AccountName={account};AccountKey={key};EndpointSuffix=core.windows.net"
+    line = _pick(
+        rng,
+        [
+            f'AZURE_STORAGE_CONNECTION_STRING="{conn}"',
+            f"export AZURE_STORAGE_CONNECTION_STRING='{conn}'",
+            f'    "StorageConnection": "{conn}",',
+            f'az storage blob upload --connection-string "{conn}" -f build.zip -c drops',
+            f"AccountKey={key}",
+            f"curl -H 'AccountKey: {key}' https://{account}.blob.core.windows.net/drops",
+            f'  "AccountKey": "{key}",',
+            f"az storage blob list --account-name {account} --account-key {key} -c drops",
+            f"storage_key: {key}",
+        ],
+    )
+    return _one(line, key)
+
+
+def k_azure_shared_access(rng):
+    key = _b64(rng, 32)
+    ns = rng.choice(["acme-events", "orders-bus", "telemetry01"])
+    conn = f"Endpoint=sb://{ns}.servicebus.windows.net/;SharedAccessKeyName=RootManageSharedAccessKey;SharedAccessKey={key}"
+    if rng.random() < 0.5:
+        conn += f";EntityPath={rng.choice(['orders', 'events'])}"
+    line = _pick(
+        rng,
+        [
+            f'SERVICEBUS_CONNECTION="{conn}"',
+            f"  connection_string: '{conn}'",
+            f'    "EventHubConnection": "{conn}"',
+            f"client = ServiceBusClient.from_connection_string('{conn}')",
+            f"SharedAccessKey={key}",
+            f"HostName=hub01.azure-devices.net;DeviceId=sensor-7;SharedAccessKey={key}",
+        ],
+    )
+    return _one(line, key)
+
+
+def k_gcp_service_account(rng):
+    key_id = _s(rng, HEX, 40)
+    pem = pem_lines(rng, "PRIVATE KEY")
+    material = [ln for ln in pem[1:-1] if ln]
+    project = rng.choice(["acme-prod", "widgets-ci-4821", "ml-train-77"])
+    lines = [
+        "{",
+        '  "type": "service_account",',
+        f'  "project_id": "{project}",',
+        f'  "private_key_id": "{key_id}",',
+        '  "private_key": "' + "\\n".join(pem) + '\\n",',
+        f'  "client_email": "deploy@{project}.iam.gserviceaccount.com",',
+        f'  "client_id": "{rng.randint(10**20, 10**21)}",',
+        '  "token_uri": "https://oauth2.googleapis.com/token"',
+        "}",
+    ]
+    return lines, [key_id, *material], {3, 4}
+
+
+def k_oauth_client_secret(rng):
+    v = rng.choice(
+        [
+            "GOCSPX-" + _s(rng, B64URL, 28),  # a Google OAuth client secret
+            _s(rng, ALNUM, 3) + "8Q~" + _s(rng, ALNUM + "._~-", 34),  # an Azure AD client secret
+            _s(rng, HEX, 40),  # a GitHub OAuth App's
+        ]
+    )
+    line = _pick(
+        rng,
+        [
+            f'    "client_secret": "{v}",',
+            f"AZURE_CLIENT_SECRET={v}",
+            f"curl -X POST https://login.example.com/oauth2/token -d client_id=app -d client_secret={v}",
+            f"POST /token?grant_type=client_credentials&client_id=app&client_secret={v} HTTP/1.1",
+            f"az login --service-principal -u $APP_ID -p {v} --tenant acme",
+            f'clientSecret: "{v}"',
+            f"  --client-secret={v}",
+            f"oauth = OAuth2Session(client_id, client_secret='{v}')",
+        ],
+    )
+    return _one(line, v)
+
+
+def k_credentials_field(rng):
+    v = _s(rng, ALNUM, rng.choice([32, 40])) if rng.random() < 0.7 else _b64(rng, 24)
+    line = _pick(
+        rng,
+        [
+            f'  "credentials": "{v}",',
+            f"credentials: {v}",
+            f"CREDENTIALS={v}",
+            f"credentials = '{v}'",
+            f'registry_credentials = "{v}"',
+            f'"credential": "{v}"',
+        ],
+    )
+    return _one(line, v)
+
+
+def k_api_key_header(rng):
+    v = rng.choice([_s(rng, HEX, 32), _s(rng, ALNUM, 40), _s(rng, B64URL, 48)])
+    name = rng.choice(["x-api-key", "X-API-Key", "apikey", "api-key", "X-Apikey", "Ocp-Apim-Subscription-Key"])
+    line = _pick(
+        rng,
+        [
+            f"curl -H '{name}: {v}' https://api.example.com/v1/items",
+            f'curl --header "{name}: {v}" https://api.example.com/v1/items',
+            f"{name}: {v}",
+            f'headers = {{"{name}": "{v}", "Accept": "application/json"}}',
+            f"http GET https://api.example.com/v1/items {name}:{v}",
+            f"wget --header='{name}: {v}' https://api.example.com/export.csv",
+            f"requests.get(url, headers={{'{name}': '{v}'}})",
+        ],
+    )
+    return _one(line, v)
+
+
+def k_curl_bearer(rng):
+    v = rng.choice([_s(rng, B64URL, rng.randint(20, 60)), _s(rng, HEX, 40), _b64(rng, 30)])
+    line = _pick(
+        rng,
+        [
+            f'curl -H "Authorization: Bearer {v}" https://api.example.com/v2/me',
+            f"curl -sS --header 'Authorization: Bearer {v}' https://api.example.com/v2/me",
+            f"curl --oauth2-bearer {v} https://api.example.com/v2/me",
+            f"http https://api.example.com/v2/me Authorization:'Bearer {v}'",
+            f'wget --header="Authorization: Bearer {v}" https://api.example.com/v2/me',
+            f"curl -H 'Authorization: token {v}' https://api.github.example.com/user",
+            f"curl https://api.example.com/v2/me -H Authorization:Bearer\\ {v}",
+        ],
+    )
+    return _one(line, v)
+
+
+def k_url_at_in_password(rng):
+    a, b = _s(rng, ALNUM, rng.randint(4, 10)), _s(rng, ALNUM + "!*-", rng.randint(4, 10))
+    sep = rng.choice(["@", "@", ":", "@@", ":@"])
+    scheme = rng.choice(["mysql", "postgres", "mongodb", "amqp", "redis", "https", "mssql"])
+    url = f"{scheme}://{_user(rng)}:{a}{sep}{b}@{rng.choice(HOSTS)}/{rng.choice(['db', 'app', ''])}"
+    return [_url_line(rng, url)], [a + sep[0], sep[-1] + b], {0}
+
+
+def k_aws_session(rng):
+    v = rng.choice(["IQoJb3JpZ2luX2Vj", "FwoGZXIvYXdzE"]) + _s(rng, B64, rng.randint(300, 700))
+    line = _pick(
+        rng,
+        [
+            f"aws_session_token = {v}",
+            f"export AWS_SESSION_TOKEN={v}",
+            f'        "SessionToken": "{v}",',
+            f"AWS_SESSION_TOKEN='{v}'",
+            f"  aws_session_token: {v}",
+        ],
+    )
+    return _one(line, v)
+
+
+def k_vendor_key(rng):
+    """Keys whose shape alone names them (each a detect-secrets plugin), in ordinary places."""
+    v = rng.choice(
+        [
+            f"SG.{_s(rng, B64URL, 22)}.{_s(rng, B64URL, 43)}",  # SendGrid
+            f"{_s(rng, HEX, 32)}-us{rng.randint(1, 21)}",  # Mailchimp
+            f"AC{_s(rng, HEX, 32)}",  # Twilio account SID
+            f"SK{_s(rng, HEX, 32)}",  # Twilio API key SID
+            f"{rng.choice('MNO')}{_s(rng, B64URL, 23)}.{_s(rng, B64URL, 6)}.{_s(rng, B64URL, 27)}",  # Discord bot
+            f"{rng.randint(10**7, 10**10 - 1)}:{_s(rng, B64URL, 35)}",  # Telegram bot
+            f"sq0csp-{_s(rng, B64URL, 43)}",  # Square OAuth secret
+            f"AKC{_s(rng, ALNUM, rng.randint(60, 73))}",  # Artifactory API key
+        ]
+    )
+    line = _pick(
+        rng,
+        [
+            f'notify = Client("{v}")',
+            f"  - run: ./deploy.sh --with {v}",
+            f"It still fails with {v} set.",
+            f"curl -X POST https://hooks.example.com/{v}/sendMessage",
+            f'VENDOR = "{v}"',
+            f"vendor: {v}",
+        ],
+    )
+    return _one(line, v)
+
+
 KINDS: dict[str, Callable[[random.Random], Snippet]] = {
     "github-token": k_github,
     "aws-access-key-id": k_aws_id,
@@ -829,7 +1024,19 @@ KINDS: dict[str, Callable[[random.Random], Snippet]] = {
     "gitlab-token": k_gitlab,
     "npm-token": k_npm,
     "pypi-token": k_pypi,
+    # issue 22: shapes from the maintained detectors' documentation
+    "azure-storage-connection-string": k_azure_storage,
+    "azure-shared-access-key": k_azure_shared_access,
+    "gcp-service-account-json": k_gcp_service_account,
+    "oauth-client-secret": k_oauth_client_secret,
+    "credentials-field": k_credentials_field,
+    "api-key-header": k_api_key_header,
+    "curl-bearer-token": k_curl_bearer,
+    "url-credentials-at-in-password": k_url_at_in_password,
+    "aws-session-token": k_aws_session,
+    "vendor-key-by-shape": k_vendor_key,
 }
+EXTENDED_KINDS = frozenset(list(KINDS)[list(KINDS).index("azure-storage-connection-string") :])
 
 
 def _context(rng: random.Random, n: int, pool: list[str]) -> list[str]:

@@ -130,7 +130,8 @@ def test_tiny_model_end_to_end_json(revbot, shared_dir, tiny_llama):
         assert diff.is_commentable(c["path"], c["line"], c["side"])
     stats = data["stats"]
     assert (stats["hunks_total"], stats["hunks_reviewed"], stats["prompts"]) == (2, 2, 2)
-    assert stats["completion_tokens"] > 0 and data["model"]["kind"] == "local"
+    # an untrained model may stay silent everywhere (constrained anchors: silence outweighs commenting)
+    assert stats["prompt_tokens"] > 0 and data["model"]["kind"] == "local"
     assert [s["path"] for s in data["skipped"]] == ["removed_file"]
 
 

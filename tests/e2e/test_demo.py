@@ -70,6 +70,8 @@ def test_quick_demo_posts_a_review_and_the_service_hot_reloads(tmp_path):
             for item in (workdir / "models" / "v1").iterdir():
                 if item.is_file():
                     shutil.copy2(item, pending.path / item.name)
+                elif item.name == "exemplars":  # the exemplar index travels with its version (hashed in revbot.json)
+                    shutil.copytree(item, pending.path / item.name)
         assert pending.version is not None and pending.version.name == "v2"
         assert (pending.version.path / META_FILE).is_file()
         registry.promote("v2")

@@ -177,8 +177,10 @@ LEARNS = {"max_steps": 150, "lr": 1e-2}  # enough for the tiny random model to w
 
 @pytest.mark.slow
 def test_the_default_gate_needs_evidence(tiny_llama, tmp_path):
-    """review_f1 gate on real tiny models: a 0 = 0 tie never promotes, a model that learnt is promoted,
-    and a 3-step candidate never replaces it."""
+    """review_f1 gate on real tiny models: a model that learnt is promoted over a barely trained one,
+    and a 3-step candidate never replaces it. (A 0 = 0 tie never promoting is the gate's unit test's:
+    with anchors chosen by the model's probabilities even a 3-step model puts some words on the right
+    line, so it no longer scores exactly 0.)"""
     from adapters.store import Store
     from adapters.versions import ModelRegistry
     from finetune.train import TrainConfig
@@ -199,26 +201,22 @@ def test_the_default_gate_needs_evidence(tiny_llama, tmp_path):
             )
 
     first = run(**FEW_STEPS)
-    assert first.promoted and first.candidate == "v1" and first.candidate_value == 0.0  # nothing else to serve
-
-    tie = run(**FEW_STEPS)
-    assert not tie.promoted and "no evidence: review_f1 is zero for both v2 and v1" in tie.reason
+    assert first.promoted and first.candidate == "v1"  # nothing else to serve
 
     learnt = run(**LEARNS)
-    assert learnt.candidate == "v3" and learnt.candidate_value > 0.0
+    assert learnt.candidate == "v2" and learnt.candidate_value > first.candidate_value
     assert learnt.promoted, learnt.reason
-    # what the gate decided on is what the evaluation of v3 shows
+    # what the gate decided on is what the evaluation of v2 shows
     registry = ModelRegistry(models)
-    evaluation = registry.get("v3").meta["evaluation"]
+    evaluation = registry.get("v2").meta["evaluation"]
     assert evaluation["metrics"]["tuned"]["review_f1"] == learnt.candidate_value
-    assert evaluation["generation"] == {"max_new_tokens": 48, "batch_size": 8}
+    assert evaluation["generation"] == {"max_new_tokens": 48, "batch_size": 8, "anchors": "constrained"}
 
     hurried = run(**FEW_STEPS)
-    assert not hurried.promoted and registry.current_name() == "v3"
+    assert not hurried.promoted and registry.current_name() == "v2"
     failed = {c["name"] for c in hurried.checks if not c["passed"]}
-    assert failed == {"metric", "parse_failures", "val_loss"}, hurried.reason
-    assert "is worse than v3's" in hurried.reason and "more than 20% worse" in hurried.reason
+    assert "metric" in failed and "is worse than v2's" in hurried.reason, hurried.reason
     decisions = registry.decisions()
-    assert [d["promoted"] for d in decisions] == [True, False, True, False]
-    assert decisions[-1]["values"]["val_loss"]["candidate"] > decisions[-1]["values"]["val_loss"]["incumbent"]
+    assert [d["promoted"] for d in decisions] == [True, True, False]
+    assert decisions[-1]["values"]["candidate"] < decisions[-1]["values"]["incumbent"]
     store.close()

@@ -16,7 +16,7 @@ def test_eval_runs_end_to_end_and_records_its_metrics(trained, capsys):
     )
     assert code == 0, err
     report = json.loads(out)
-    assert set(report["systems"]) == {"tuned", "base", "retrieval", "most-frequent"}
+    assert set(report["systems"]) == {"tuned", "base", "base + retrieval", "retrieval", "most-frequent"}
     assert report["counts"]["examples"] > 0
     for system in report["systems"].values():
         assert {
@@ -33,7 +33,13 @@ def test_eval_runs_end_to_end_and_records_its_metrics(trained, capsys):
     assert (version.path / "eval" / "report.md").is_file() and (version.path / "eval" / "text_metrics.png").is_file()
     assert set(version.meta["evaluation"]["metrics"]) == set(report["systems"])
     assert report["verdict"].startswith("verdict: ") and "review_f1" in report["systems"]["tuned"]["metrics"]
-    assert report["generation"] == {"max_new_tokens": 12, "batch_size": 8}
+    assert report["generation"] == {"max_new_tokens": 12, "batch_size": 8, "anchors": "constrained"}
+    # prompt format v3: the version carries its exemplar index, hashed; its threshold and the test curve
+    assert version.meta["exemplars"]["documents"] > 0 and len(version.meta["exemplars"]["sha256"]) == 64
+    assert (version.path / "exemplars" / "reviews.jsonl").is_file()
+    assert report["threshold"]["curve"] and (version.path / "eval" / "pr_curve.png").is_file()
+    tuned = report["systems"]["tuned"]["metrics"]
+    assert tuned["invalid_anchor_rate"] in (None, 0.0) and tuned["parse_failure_rate"] == 0.0
     # the text: verdict first, the table, the gate's inputs, where the full report is
     code, out, _ = run_cli(
         ["eval", "--models-dir", str(models), "--max-new-tokens", "4", "--no-base", "--limit", "3", "--quiet"], capsys
@@ -42,7 +48,9 @@ def test_eval_runs_end_to_end_and_records_its_metrics(trained, capsys):
     assert code == 0 and lines[0].startswith("verdict: ") and "base model not evaluated" in lines[0]
     assert any(line.startswith("retrieval") for line in lines)
     assert any(line.startswith("gate inputs (v1): review_f1 ") and "validation loss" in line for line in lines)
-    assert lines[-1] == f"report: {version.path / 'eval' / 'report.md'}"
+    assert lines[-2] == f"report: {version.path / 'eval' / 'report.md'}"
+    assert lines[-1] == f"precision-recall against the threshold: {version.path / 'eval' / 'pr_curve.png'}"
+    assert any(line.startswith("comment threshold") for line in lines)
 
 
 def test_models_list_promote_rollback(trained, capsys, tmp_path):

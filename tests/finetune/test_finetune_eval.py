@@ -47,8 +47,8 @@ def test_every_system_is_scored_on_the_same_hunks(splits, tmp_path):
     tuned = perfect(test)
     base = ScriptedBackend({}, default="I think this code is fine overall.")
     report = evaluate(tuned, test, train, base=base, out_dir=tmp_path, progress=False)
-    assert [s.name for s in report.systems] == ["tuned", "base", "retrieval", "most-frequent"]
-    assert tuned.calls == base.calls == len(test)
+    assert [s.name for s in report.systems] == ["tuned", "base", "base + retrieval", "retrieval", "most-frequent"]
+    assert tuned.calls == len(test) and base.calls == 2 * len(test)  # base alone, then with exemplars
     assert all(len(s.predictions) == len(test) for s in report.systems)
     t = report.system("tuned").metrics
     assert t["review_f1"] == pytest.approx(1.0)
@@ -88,8 +88,9 @@ def test_every_system_is_scored_on_the_same_hunks(splits, tmp_path):
     table = report.table().splitlines()
     assert table[0].startswith(
         "verdict: tuned beats base on review F1, BLEU-4 -stop, ROUGE-L, hunk R, parse-fail; "
-        "tuned beats retrieval on review F1"
+        "tuned beats base + retrieval on review F1"
     )
+    assert "tuned beats retrieval on review F1" in table[0]
     assert table[2].split()[:3] == ["system", "review", "F1"] and table[4].startswith("tuned")
 
 

@@ -178,7 +178,7 @@ def test_resume_gives_the_same_weights_as_an_uninterrupted_run(tmp_path, tiny_ll
         train(examples, str(tiny_llama), tmp_path / "c", TrainConfig(**FAST), progress=False, callback=crash)
     with pytest.raises(UsageError, match="no checkpoint of this run"):  # other settings: another run
         train(
-            examples, str(tiny_llama), tmp_path / "c", TrainConfig(**{**FAST, "lr": 1e-3}, resume=True), progress=False
+            examples, str(tiny_llama), tmp_path / "c", TrainConfig(**{**FAST, "lr": 3e-3}, resume=True), progress=False
         )
 
     def losses(v):

@@ -88,9 +88,9 @@ def test_micro_batches_are_sorted_by_length_and_results_keep_input_order(llama_b
     seen: list[list[int]] = []
     original = LocalBackend._generate_batch
 
-    def spy(self, batch, max_new_tokens):
+    def spy(self, batch, max_new_tokens, *rest):
         seen.append([len(ids) for ids in batch])
-        return original(self, batch, max_new_tokens)
+        return original(self, batch, max_new_tokens, *rest)
 
     monkeypatch.setattr(LocalBackend, "_generate_batch", spy)
     gens = llama_backend.generate(prompts, max_new_tokens=2)

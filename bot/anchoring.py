@@ -1,0 +1,323 @@
+"""Where to comment, and whether to at all, from the model's own probabilities.
+
+Free-running generation picks an anchor by sampling its digits one by one, can name a line outside
+the hunk, and says nothing about how sure it is. Here the model scores every answer it could start
+with instead: ``NO COMMENT`` and each label the hunk shows (``R<n>:``, ``L<n>:``). Normalised over
+those, a label's probability is the model's confidence in a comment there: the mass it puts on
+commenting at all, times the share of that mass on this line. Then:
+
+* with a threshold (calibrated on validation data, ``calibrate``), every label that clears it gets a
+  comment, most confident first, at most ``max_per_hunk``; none clears it: silence;
+* without one, the model's own choice: a comment on the best label when commenting outweighs
+  ``NO COMMENT``, else silence.
+
+The body of each chosen comment is generated after its label (``PromptInput.answer_prefix``), so an
+anchor outside the hunk cannot happen. The scoring itself is the backend's (``score_answers``);
+this module is the pure part: candidates, choices, the parse, calibration.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from bot.diff import Hunk
+from bot.prompt import NO_COMMENT, PromptComment, PromptInput, anchor_label, parse_output, with_answer_prefix
+
+DEFAULT_MAX_PER_HUNK = 2
+
+
+class Scorer(Protocol):
+    """A backend that can score answer starts: for each input, the probability of each candidate
+    continuation (teacher-forced, one value per candidate, in order)."""
+
+    def score_answers(self, inputs: list[PromptInput], candidates: list[list[str]]) -> list[list[float]]: ...
+
+    def generate(self, inputs: list[PromptInput], *, max_new_tokens: int = 256) -> Sequence[Any]: ...
+
+
+def can_score(backend: object) -> bool:
+    return callable(getattr(backend, "score_answers", None))
+
+
+def labels(hunk: Hunk) -> list[tuple[str, int, str]]:
+    """(label, line, side) for every line the prompt shows, in hunk order, each once."""
+    seen: set[str] = set()
+    out = []
+    for ln in hunk.lines:
+        label = anchor_label(ln.number, ln.side)
+        if label not in seen:
+            seen.add(label)
+            out.append((label, ln.number, ln.side))
+    return out
+
+
+@dataclass
+class AnchorScores:
+    """The model's confidence in a comment on each label of one hunk (summing with ``silence`` to 1)."""
+
+    silence: float
+    confidence: dict[tuple[int, str], float] = field(default_factory=dict)
+    label_of: dict[tuple[int, str], str] = field(default_factory=dict)
+
+    @property
+    def comment_mass(self) -> float:
+        return sum(self.confidence.values())
+
+    def ranked(self) -> list[tuple[tuple[int, str], float]]:
+        return sorted(self.confidence.items(), key=lambda kv: (-kv[1], kv[0]))
+
+    def choose(self, threshold: float | None, max_per_hunk: int = DEFAULT_MAX_PER_HUNK) -> list[tuple[int, str]]:
+        """The anchors to comment on: those at or above ``threshold`` (best first, capped); without a
+        threshold, the best one when commenting outweighs silence."""
+        ranked = self.ranked()
+        if not ranked:
+            return []
+        if threshold is None:
+            return [ranked[0][0]] if self.comment_mass > self.silence else []
+        return [anchor for anchor, p in ranked if p >= threshold][:max_per_hunk]
+
+
+def _scores(cands: list[tuple[str, int, str]], probs: Sequence[float]) -> AnchorScores:
+    """AnchorScores from the probabilities of [NO COMMENT, label, label, ...]."""
+    total = sum(probs) or 1.0
+    scores = AnchorScores(probs[0] / total)
+    for (label, line, side), p in zip(cands, probs[1:]):
+        scores.confidence[(line, side)] = p / total
+        scores.label_of[(line, side)] = label
+    return scores
+
+
+def _candidates(hunk: Hunk) -> tuple[list[tuple[str, int, str]], list[str]]:
+    cands = labels(hunk)
+    return cands, [NO_COMMENT] + [f"{label}:" for label, _, _ in cands]
+
+
+def score_hunks(backend: Scorer, inputs: list[PromptInput], hunks: list[Hunk]) -> list[AnchorScores]:
+    """The model's AnchorScores for each (input, hunk)."""
+    sets = [_candidates(h) for h in hunks]
+    probabilities = backend.score_answers(inputs, [texts for _, texts in sets]) if inputs else []
+    return [_scores(cands, probs) for (cands, _), probs in zip(sets, probabilities)]
+
+
+@dataclass
+class ConstrainedAnswer:
+    """What constrained decoding produced for one hunk: comments with the model's confidence, the raw
+    text of each body, and the scores (for calibration and reports)."""
+
+    comments: list[PromptComment]
+    confidences: list[float]
+    text: str
+    scores: AnchorScores
+    empty_bodies: int = 0
+    truncated: bool = False
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+
+
+@dataclass
+class Analysed:
+    """Every hunk answered under several thresholds (variant name -> answers, one per hunk), the
+    free-running answers when asked for, and the scores."""
+
+    variants: dict[str, list[ConstrainedAnswer]]
+    free: list[Any] | None
+    scores: list[AnchorScores]
+
+
+def analyse_hunks(
+    backend: Scorer,
+    inputs: list[PromptInput],
+    hunks: list[Hunk],
+    variants: dict[str, float | None],
+    *,
+    max_new_tokens: int,
+    max_per_hunk: int = DEFAULT_MAX_PER_HUNK,
+    free: bool = False,
+) -> Analysed:
+    """Score every hunk's anchors once and answer it under each threshold of ``variants`` (None: the
+    model's own choice); a body is written once per chosen anchor, whichever variants chose it. A
+    backend with ``analyse`` does it all in one pass over each prompt; others score, then generate."""
+    sets = [_candidates(h) for h in hunks]
+    chosen: dict[int, dict[tuple[int, str], int]] = {}
+    scores: dict[int, AnchorScores] = {}
+
+    def choose(i: int, probs: list[float]) -> list[int]:
+        scores[i] = _scores(sets[i][0], probs)
+        picks = {a for t in variants.values() for a in scores[i].choose(t, max_per_hunk)}
+        order = [(line, side) for _, line, side in sets[i][0]]
+        chosen[i] = {a: 1 + order.index(a) for a in sorted(picks)}
+        return list(chosen[i].values())
+
+    bodies: dict[tuple[int, tuple[int, str]], Any] = {}
+    free_answers: list[Any] | None = None
+    analyse = getattr(backend, "analyse", None)
+    if callable(analyse) and len(inputs) == 1:  # nothing to batch: one pass over the prompt does it all
+        results = analyse(inputs, [t for _, t in sets], choose, max_new_tokens=max_new_tokens, free=free)
+        for i, result in enumerate(results):
+            for anchor, index in chosen.get(i, {}).items():
+                bodies[(i, anchor)] = result.bodies[index]
+        free_answers = [r.free for r in results] if free else None
+    else:  # score each prompt, then every body and free answer in one batched generate call
+        for i, probs in enumerate(backend.score_answers(inputs, [t for _, t in sets]) if inputs else []):
+            choose(i, probs)
+        jobs = [(i, a) for i in range(len(inputs)) for a in chosen.get(i, {})]
+        prompts = [with_answer_prefix(inputs[i], f"{scores[i].label_of[a]}:") for i, a in jobs]
+        prompts += list(inputs) if free else []
+        generated = list(backend.generate(prompts, max_new_tokens=max_new_tokens)) if prompts else []
+        bodies = dict(zip(jobs, generated))
+        free_answers = generated[len(jobs) :] if free else None
+    ordered = [scores[i] for i in range(len(inputs))]
+    answers = {
+        name: [_answer(i, hunks[i], ordered[i], ordered[i].choose(t, max_per_hunk), bodies) for i in range(len(inputs))]
+        for name, t in variants.items()
+    }
+    return Analysed(answers, free_answers, ordered)
+
+
+def _answer(
+    i: int, hunk: Hunk, scores: AnchorScores, anchors: list[tuple[int, str]], bodies: dict[Any, Any]
+) -> ConstrainedAnswer:
+    answer = ConstrainedAnswer([], [], "", scores)
+    for anchor in anchors:
+        gen = bodies[(i, anchor)]
+        text = f"{scores.label_of[anchor]}:" + _text(gen)
+        answer.text += ("\n" if answer.text else "") + text
+        answer.prompt_tokens += int(getattr(gen, "prompt_tokens", 0) or 0)
+        answer.completion_tokens += int(getattr(gen, "completion_tokens", 0) or 0)
+        answer.truncated |= getattr(gen, "finish_reason", "stop") == "length"
+        parsed = parse_output(text, hunk)
+        first = next((c for c in parsed.comments if (c.line, c.side) == anchor), None)
+        if first is None:
+            answer.empty_bodies += 1
+            continue
+        answer.comments.append(first)
+        answer.confidences.append(scores.confidence[anchor])
+    return answer
+
+
+def answer_hunks(
+    backend: Scorer,
+    inputs: list[PromptInput],
+    hunks: list[Hunk],
+    *,
+    threshold: float | None,
+    max_new_tokens: int,
+    max_per_hunk: int = DEFAULT_MAX_PER_HUNK,
+) -> list[ConstrainedAnswer]:
+    """Score the anchors of every hunk, choose with ``threshold``, and write one body per chosen anchor."""
+    analysed = analyse_hunks(
+        backend, inputs, hunks, {"": threshold}, max_new_tokens=max_new_tokens, max_per_hunk=max_per_hunk
+    )
+    return analysed.variants[""]
+
+
+def _text(gen: object) -> str:
+    return str(getattr(gen, "text", gen if isinstance(gen, str) else ""))
+
+
+# --------------------------------------------------------------------------- calibration
+
+
+@dataclass(frozen=True)
+class CurvePoint:
+    threshold: float
+    precision: float
+    recall: float
+    f1: float
+    comments: int
+
+
+@dataclass
+class Calibration:
+    """The threshold chosen on validation data, the curve it was chosen from, and why (or why none
+    could be chosen: ``threshold`` None and ``reason`` says so)."""
+
+    threshold: float | None
+    rule: str
+    reason: str
+    curve: list[CurvePoint] = field(default_factory=list)
+    examples: int = 0
+    human_comments: int = 0
+
+    @property
+    def point(self) -> CurvePoint | None:
+        return next((p for p in self.curve if p.threshold == self.threshold), None)
+
+    def to_dict(self) -> dict[str, Any]:
+        point = self.point
+        return {
+            "threshold": self.threshold,
+            "rule": self.rule,
+            "reason": self.reason,
+            "examples": self.examples,
+            "human_comments": self.human_comments,
+            "precision": point.precision if point else None,
+            "recall": point.recall if point else None,
+            "f1": point.f1 if point else None,
+            "curve": [vars(p) for p in self.curve],
+        }
+
+
+def pr_curve(
+    scores: Sequence[AnchorScores],
+    humans: Sequence[set[tuple[int, str]]],
+    max_per_hunk: int = DEFAULT_MAX_PER_HUNK,
+) -> list[CurvePoint]:
+    """Line-level precision and recall of the comments each threshold would make (a comment is right
+    when a human commented on its line), for every distinct confidence as a threshold, highest first."""
+    wanted = sum(len(h) for h in humans)
+    thresholds = sorted({p for s in scores for _, p in s.ranked()[:max_per_hunk]}, reverse=True)
+    curve = []
+    for t in thresholds:
+        said = right = 0
+        for s, human in zip(scores, humans):
+            chosen = s.choose(t, max_per_hunk)
+            said += len(chosen)
+            right += sum(1 for a in chosen if a in human)
+        precision = right / said if said else 0.0
+        recall = right / wanted if wanted else 0.0
+        f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+        curve.append(CurvePoint(t, precision, recall, f1, said))
+    return curve
+
+
+def calibrate(
+    scores: Sequence[AnchorScores],
+    humans: Sequence[set[tuple[int, str]]],
+    *,
+    min_precision: float | None = None,
+    max_per_hunk: int = DEFAULT_MAX_PER_HUNK,
+) -> Calibration:
+    """The threshold with the best F1 on these (validation) hunks, or with ``min_precision`` the
+    lowest threshold whose precision reaches it (the most comments at that precision). Refuses to
+    decide without evidence: no human comments, or no threshold reaching the precision, gives
+    ``threshold`` None with the reason."""
+    rule = "max F1" if min_precision is None else f"precision >= {min_precision:g}"
+    wanted = sum(len(h) for h in humans)
+    curve = pr_curve(scores, humans, max_per_hunk)
+    base = {"curve": curve, "examples": len(scores), "human_comments": wanted}
+    if not scores or not wanted:
+        return Calibration(None, rule, "no validation comments to calibrate on: no threshold", **base)  # type: ignore[arg-type]
+    if not curve:
+        return Calibration(None, rule, "the model proposed no comment on validation: no threshold", **base)  # type: ignore[arg-type]
+    if min_precision is None:
+        best = max(curve, key=lambda p: (p.f1, p.threshold))
+        reason = f"max F1 {best.f1:.3f} on {len(scores)} validation hunks ({wanted} human comments)"
+        return Calibration(best.threshold, rule, reason, **base)  # type: ignore[arg-type]
+    reaching = [p for p in curve if p.precision >= min_precision and p.comments]
+    if not reaching:
+        top = max(p.precision for p in curve)
+        reason = f"no threshold reaches precision {min_precision:g} on validation (best {top:.3f}): no threshold"
+        return Calibration(None, rule, reason, **base)  # type: ignore[arg-type]
+    best = min(reaching, key=lambda p: p.threshold)
+    reason = f"precision {best.precision:.3f} >= {min_precision:g}, recall {best.recall:.3f} on validation"
+    return Calibration(best.threshold, rule, reason, **base)  # type: ignore[arg-type]
+
+
+def human_anchors(comments: Sequence[Any]) -> set[tuple[int, str]]:
+    return {(int(c.line), str(c.side)) for c in comments}
+
+
+ScoreFn = Callable[[list[PromptInput], list[Hunk]], list[AnchorScores]]
