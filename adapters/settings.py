@@ -45,6 +45,7 @@ DEFAULT_MAX_BODY = 10 * 1024 * 1024
 BACKENDS = ("local", "openai")
 QUANTIZE = ("4bit", "none")
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+UI_TOKEN_MIN = 16  # characters: the login is rate-limited, but a short token is still guessable
 
 PositiveInt = Annotated[int, Field(gt=0)]
 PositiveFloat = Annotated[float, Field(gt=0, allow_inf_nan=False)]
@@ -267,6 +268,15 @@ class Settings(BaseSettings):
         secret=True,
         doc="bearer token /metrics and the details of /healthz require (unset: this machine only)",
     )
+    ui_token: SecretStr | None = _env(
+        "REVBOT_UI_TOKEN",
+        secret=True,
+        doc="token the operator's pages (/ui/) ask for at login; unset (and no file): the pages are off",
+        expected=f"a random string of at least {UI_TOKEN_MIN} characters, e.g. from `openssl rand -hex 24`",
+    )
+    ui_token_file: Path | None = _env(
+        "REVBOT_UI_TOKEN_FILE", doc="a file holding that token (a mounted secret), read when REVBOT_UI_TOKEN is unset"
+    )
     web_workers: PositiveInt = _env(
         "REVBOT_WEB_WORKERS",
         default=2,
@@ -369,7 +379,9 @@ class Settings(BaseSettings):
 
     # ----------------------------------------------------------------- checks and conversions
 
-    @field_validator("home", "cache_dir", "xdg_cache_home", "github_app_private_key_file", mode="after")
+    @field_validator(
+        "home", "cache_dir", "xdg_cache_home", "github_app_private_key_file", "ui_token_file", mode="after"
+    )
     @classmethod
     def _expand(cls, value: Path | None) -> Path | None:
         return value.expanduser() if value is not None else None
@@ -414,6 +426,13 @@ class Settings(BaseSettings):
             raise ValueError("is not PEM text")
         return value
 
+    @field_validator("ui_token", mode="after")
+    @classmethod
+    def _ui_token(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and len(value.get_secret_value()) < UI_TOKEN_MIN:
+            raise ValueError(f"is shorter than {UI_TOKEN_MIN} characters")
+        return value
+
     @field_validator("bot_logins", mode="before")
     @classmethod
     def _logins(cls, value: Any) -> Any:
@@ -440,6 +459,27 @@ class Settings(BaseSettings):
         if "home" in self.model_fields_set:
             return self.home / "cache"
         return (self.xdg_cache_home or Path.home() / ".cache") / "revbot"
+
+    def ui_token_text(self) -> str | None:
+        """The operator pages' token: REVBOT_UI_TOKEN, else the stripped text of REVBOT_UI_TOKEN_FILE;
+        None when neither is set (the pages are off). A file that cannot be read, or holds too short
+        a token, is a UsageError naming the file (never its contents)."""
+        value = self.secret("ui_token")
+        if value is not None or self.ui_token_file is None:
+            return value
+        path = self.ui_token_file
+        try:
+            text = path.read_text(encoding="utf-8").strip()
+        except (OSError, UnicodeDecodeError) as exc:
+            raise UsageError(
+                f"REVBOT_UI_TOKEN_FILE {path} cannot be read: {getattr(exc, 'strerror', None) or exc}"
+            ) from exc
+        if len(text) < UI_TOKEN_MIN:
+            raise UsageError(
+                f"REVBOT_UI_TOKEN_FILE {path} holds a token shorter than {UI_TOKEN_MIN} characters "
+                "(value not shown); write a random string such as `openssl rand -hex 24` into it"
+            )
+        return text
 
     def secret(self, name: str) -> str | None:
         """A secret field's plain value (``secret("github_token")``), or None when unset."""

@@ -25,6 +25,9 @@ Tables (schema versioned by an ordered list of named migrations, recorded in ``m
   pr_ignores     ``/revbot ignore <glob>`` commands: paths later reviews of that PR leave out
   deleted_comments  ids of comments GitHub reported deleted: GitHub never reuses an id, so a late
                  or replayed event for one must not bring it back
+  reviews        one row per review the service posted (repo, PR, head sha, version, comments,
+                 skipped files, seconds taken): the operator pages' Reviews list
+  operator_actions  what people did through the operator pages (promote, roll back, re-queue), by whom
 
 Connections: one per thread (and per process: a forked worker opens its own), so the store object
 can be shared by threads without locking (``adapters.sqlite``, shared with the job table).
@@ -49,6 +52,7 @@ from bot.records import (  # noqa: F401 - the records live in the domain; re-exp
     BotPost,
     Evidence,
     Feedback,
+    ReviewRecord,
     StoredComment,
     is_bot_login,
     utc_timestamp,
@@ -286,6 +290,34 @@ MIGRATIONS: list[tuple[str, str]] = [
             repo TEXT PRIMARY KEY,
             api_url TEXT NOT NULL,
             updated_at TEXT NOT NULL
+        );
+        """,
+    ),
+    (
+        "0009_reviews_and_operator_actions",
+        """
+        CREATE TABLE reviews (
+            repo TEXT NOT NULL,
+            pr INTEGER NOT NULL,
+            head_sha TEXT NOT NULL,
+            model_version TEXT,
+            comments INTEGER NOT NULL DEFAULT 0,
+            in_body INTEGER NOT NULL DEFAULT 0,
+            skipped_files TEXT NOT NULL DEFAULT '[]',
+            seconds REAL,
+            review_id INTEGER,
+            posted_at TEXT NOT NULL,
+            PRIMARY KEY (repo, pr, head_sha)
+        );
+        CREATE INDEX reviews_by_time ON reviews(posted_at);
+        CREATE TABLE operator_actions (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            at TEXT NOT NULL,
+            actor TEXT NOT NULL,
+            action TEXT NOT NULL,
+            target TEXT NOT NULL,
+            outcome TEXT NOT NULL,
+            detail TEXT NOT NULL DEFAULT ''
         );
         """,
     ),
@@ -892,6 +924,75 @@ class Store:
                 "SELECT glob FROM pr_ignores WHERE repo = ? AND pr = ? ORDER BY created_at, glob", (repo, int(pr))
             )
         ]
+
+    # ---- reviews the service posted, and what operators did
+
+    def record_review(self, review: ReviewRecord) -> None:
+        """Remember a posted review (one per repo, PR and head; a rerun that posted again replaces it)."""
+        skipped = [{"path": str(f.get("path", "")), "reason": str(f.get("reason", ""))} for f in review.skipped_files]
+        with self.transaction() as con:
+            con.execute(
+                "INSERT OR REPLACE INTO reviews (repo, pr, head_sha, model_version, comments, in_body, skipped_files, "
+                "seconds, review_id, posted_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    review.repo,
+                    int(review.pr),
+                    review.head_sha,
+                    review.model_version,
+                    int(review.comments),
+                    int(review.in_body),
+                    json.dumps(skipped, ensure_ascii=False),
+                    review.seconds,
+                    review.review_id,
+                    review.posted_at or now_stamp(),
+                ),
+            )
+
+    def recent_reviews(self, repo: str | None = None, limit: int = 100) -> list[ReviewRecord]:
+        """The newest reviews first (of one repository, or all)."""
+        where, params = ("WHERE repo = ? ", [repo]) if repo else ("", [])
+        rows = self._read(f"SELECT * FROM reviews {where}ORDER BY posted_at DESC, pr DESC LIMIT ?", [*params, limit])
+        return [
+            ReviewRecord(
+                r["repo"],
+                r["pr"],
+                r["head_sha"],
+                r["model_version"],
+                r["comments"],
+                r["in_body"],
+                tuple(json.loads(r["skipped_files"] or "[]")),
+                r["seconds"],
+                r["review_id"],
+                r["posted_at"],
+            )
+            for r in rows
+        ]
+
+    def review_repos(self) -> list[str]:
+        return [r[0] for r in self._read("SELECT DISTINCT repo FROM reviews ORDER BY repo")]
+
+    def record_action(self, actor: str, action: str, target: str, outcome: str, detail: str = "") -> None:
+        """Append one operator action (who, what, on what, how it ended) to the audit log."""
+        with self.transaction() as con:
+            con.execute(
+                "INSERT INTO operator_actions (at, actor, action, target, outcome, detail) VALUES (?, ?, ?, ?, ?, ?)",
+                (now_stamp(), actor, action, target, outcome, scrub_text(detail) or ""),
+            )
+
+    def recent_actions(self, limit: int = 50) -> list[dict[str, Any]]:
+        rows = self._read("SELECT * FROM operator_actions ORDER BY id DESC LIMIT ?", (limit,))
+        return [dict(r) for r in rows]
+
+    def harvest_overview(self) -> list[dict[str, Any]]:
+        """Per harvested repository: its state (high-water mark, last run...) as harvest wrote it."""
+        out: dict[str, dict[str, Any]] = {}
+        for r in self._read("SELECT repo, key, value, updated_at FROM harvest_state ORDER BY repo, key"):
+            entry = out.setdefault(r["repo"], {"repo": r["repo"], "updated_at": r["updated_at"], "state": {}})
+            entry["state"][r["key"]] = json.loads(r["value"]) if r["value"] is not None else None
+            entry["updated_at"] = max(entry["updated_at"], r["updated_at"])
+        for r in self._read("SELECT repo, COUNT(*) AS n FROM comments GROUP BY repo"):
+            out.setdefault(r["repo"], {"repo": r["repo"], "updated_at": None, "state": {}})["comments"] = r["n"]
+        return [out[k] for k in sorted(out)]
 
     # ---- summary
 

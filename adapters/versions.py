@@ -13,12 +13,19 @@ live in one place:
 * ``read_meta`` is the one reader of ``revbot.json`` (the model loader checks adapters through it).
 * ``decisions.jsonl`` is an append-only log of promotion decisions (candidate, incumbent, metric,
   values, promoted or not, and the reason), for people auditing why a model is live.
+* ``events.jsonl`` is an append-only log of every promotion and rollback (when, which version,
+  the one it replaced, who or what did it), so the history survives a rollback.
+* A version's own evaluation (its held-out split, or the store it was trained from) is
+  ``revbot.json``'s ``evaluation`` and ``eval/report.md``. An evaluation on other data is kept
+  beside it in ``evals/<dataset>-<sha256[:12]>/`` (report, metrics, ``dataset.json``), so another
+  dataset's scores are never shown as the version's own.
 
 Deliberately free of torch and transformers: the service reads it on every reload.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -42,6 +49,10 @@ DEFAULT_MODELS_DIR = "models"
 META_FILE = "revbot.json"
 POINTER_FILE = "current.json"
 DECISIONS_FILE = "decisions.jsonl"
+EVENTS_FILE = "events.jsonl"
+EVAL_DIR = "eval"  # the version's own evaluation report (finetune.evaluate writes it)
+OTHER_EVALS_DIR = "evals"  # evaluations on other datasets, one folder each
+DATASET_FILE = "dataset.json"
 LOCK_FILE = ".lock"
 INCOMING_PREFIX = ".incoming-"
 _VERSION_NAME = re.compile(r"^v(\d+)$")
@@ -253,8 +264,9 @@ class ModelRegistry:
             raise ModelError(f"{version.path / META_FILE} has no integer prompt_format_version")
         check_prompt_format(prompt_version, f"version {version.name}")
 
-    def promote(self, name: str) -> ModelVersion:
-        """Make ``name`` current, atomically. Refuses versions this revbot could not serve."""
+    def promote(self, name: str, *, by: str | None = None) -> ModelVersion:
+        """Make ``name`` current, atomically. Refuses versions this revbot could not serve. ``by``:
+        who or what promoted it, for the events log."""
         version = self.get(name)
         self._check_servable(version)
         with self._locked():
@@ -270,10 +282,11 @@ class ModelRegistry:
                     "updated_at": now_iso(),
                 },
             )
+            self._event("promote", version.name, pointer["current"], by)
         log.info("promoted %s in %s", version.name, self.root)
         return version
 
-    def rollback(self) -> ModelVersion:
+    def rollback(self, *, by: str | None = None) -> ModelVersion:
         """Make the previously promoted version current again (and forget the current one's promotion)."""
         with self._locked():
             pointer = self._pointer()
@@ -298,6 +311,7 @@ class ModelRegistry:
                     "updated_at": now_iso(),
                 },
             )
+            self._event("rollback", target, pointer["current"], by)
         log.info("rolled back to %s in %s", target, self.root)
         return self.get(target)
 
@@ -370,18 +384,93 @@ class ModelRegistry:
 
     def decisions(self) -> list[dict[str, Any]]:
         """The decision log, oldest first; unreadable lines are reported and skipped."""
-        path = self.root / DECISIONS_FILE
-        if not path.is_file():
-            return []
-        out = []
-        for number, text in enumerate(path.read_text(encoding="utf-8", errors="replace").splitlines(), 1):
-            if not text.strip():
-                continue
-            try:
-                entry = json.loads(text)
-            except json.JSONDecodeError:
-                log.warning("%s:%d: skipping a line that is not JSON", path, number)
-                continue
-            if isinstance(entry, dict):
-                out.append(entry)
-        return out
+        return _read_jsonl(self.root / DECISIONS_FILE)
+
+    def _event(self, action: str, version: str, previous: str | None, by: str | None) -> None:
+        """Append a promotion or rollback to the events log (the caller holds the lock)."""
+        entry = {"at": now_iso(), "action": action, "version": version, "previous": previous, "by": by or "unknown"}
+        with open(self.root / EVENTS_FILE, "a", encoding="utf-8") as fh:
+            fh.write(json.dumps(entry, sort_keys=True, ensure_ascii=False) + "\n")
+
+    def events(self) -> list[dict[str, Any]]:
+        """Every promotion and rollback, oldest first (since this log exists)."""
+        return _read_jsonl(self.root / EVENTS_FILE)
+
+
+def _read_jsonl(path: Path) -> list[dict[str, Any]]:
+    """The JSON objects of a log file, oldest first; unreadable lines are reported and skipped."""
+    if not path.is_file():
+        return []
+    out = []
+    for number, text in enumerate(path.read_text(encoding="utf-8", errors="replace").splitlines(), 1):
+        if not text.strip():
+            continue
+        try:
+            entry = json.loads(text)
+        except json.JSONDecodeError:
+            log.warning("%s:%d: skipping a line that is not JSON", path, number)
+            continue
+        if isinstance(entry, dict):
+            out.append(entry)
+    return out
+
+
+# --------------------------------------------------------------------------- evaluations on other data
+
+
+def dataset_digest(path: str | os.PathLike[str]) -> str:
+    """SHA-256 of a dataset file's bytes: two evaluations on the same name but other data differ."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def is_own_dataset(version: ModelVersion, data: str | os.PathLike[str] | None) -> bool:
+    """Whether evaluating on ``data`` gives the version's own numbers: no data (its saved test
+    split) or the very store it was trained from (its split re-made); any other file is other data."""
+    if data is None:
+        return True
+    source = (version.meta.get("data") or {}).get("source")
+    if not source:
+        return False
+    try:
+        return Path(source).resolve() == Path(data).resolve()
+    except OSError:
+        return False
+
+
+def other_eval_dir(version: ModelVersion, data: str | os.PathLike[str]) -> Path:
+    """Where an evaluation of ``version`` on ``data`` (not its own) is kept: named by the file and its hash."""
+    stem = re.sub(r"[^A-Za-z0-9._-]+", "_", Path(data).name)[:60].strip("._") or "dataset"
+    return version.path / OTHER_EVALS_DIR / f"{stem}-{dataset_digest(data)[:12]}"
+
+
+def record_other_evaluation(
+    directory: str | os.PathLike[str], data: str | os.PathLike[str], fmt: str | None, at: str
+) -> dict[str, Any]:
+    """Write ``dataset.json`` beside a report in ``other_eval_dir``: which data it was measured on."""
+    entry = {"name": Path(data).name, "path": str(data), "sha256": dataset_digest(data), "format": fmt, "at": at}
+    atomic_write_json(Path(directory) / DATASET_FILE, entry)
+    return entry
+
+
+def other_evaluations(version: ModelVersion) -> list[dict[str, Any]]:
+    """Evaluations of ``version`` on other datasets, newest first: ``dataset.json`` plus ``key`` (the
+    folder's name) and ``systems`` (each system's metrics, from the report's metrics.json)."""
+    root = version.path / OTHER_EVALS_DIR
+    if not root.is_dir():
+        return []
+    out = []
+    for folder in sorted(p for p in root.iterdir() if p.is_dir()):
+        try:
+            entry = json.loads((folder / DATASET_FILE).read_text(encoding="utf-8"))
+            metrics = json.loads((folder / "metrics.json").read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            log.warning("skipping the evaluation in %s: %s", folder, exc)
+            continue
+        systems = metrics.get("systems") if isinstance(metrics, dict) else None
+        entry.update(key=folder.name, systems={k: v.get("metrics", {}) for k, v in (systems or {}).items()})
+        out.append(entry)
+    return sorted(out, key=lambda e: str(e.get("at") or ""), reverse=True)

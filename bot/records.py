@@ -258,3 +258,23 @@ class Evidence:
     @property
     def key(self) -> str:
         return f"{self.repo}:{self.comment_id}:{self.source}"
+
+
+@dataclass(frozen=True)
+class ReviewRecord:
+    """One review the webhook service posted on a pull request head: what it said and what it left out.
+
+    ``comments`` inline comments, ``in_body`` more in the review's body; ``skipped_files`` the
+    files the review did not look at, each ``{"path", "reason"}``; ``seconds`` from the job being
+    taken to the review being posted."""
+
+    repo: str
+    pr: int
+    head_sha: str
+    model_version: str | None
+    comments: int
+    in_body: int = 0
+    skipped_files: tuple[Mapping[str, str], ...] = ()
+    seconds: float | None = None
+    review_id: int | None = None
+    posted_at: str | None = None

@@ -234,8 +234,10 @@ def eval_cmd(
     placement precision/recall on hunks and lines, silence on hunks humans left alone, and the
     parse-failure rate; metrics these references cannot inform are marked. Then the gate's inputs.
     The Markdown report (with plots and 10 examples side by side) is saved in the version's eval/
-    folder.
+    folder; on other data (--data that is not the store the version was trained from) in
+    evals/DATASET-HASH/ instead, leaving the version's own numbers as they were.
     """
+    from adapters.versions import is_own_dataset, other_eval_dir, record_other_evaluation
     from finetune.data import is_store
     from finetune.evaluate import evaluate, examples_for
     from finetune.results import gate_summary
@@ -251,6 +253,9 @@ def eval_cmd(
     if limit:
         test_examples = test_examples[:limit]
     feedback_store = store or (data if data and is_store(data) else None)
+    # --- issue 20: an evaluation on other data is kept beside the version's own (adapters.versions) ---
+    own = is_own_dataset(version, data)
+    out_dir = "auto" if own else other_eval_dir(version, data)
     report = evaluate(
         version,
         test_examples,
@@ -259,11 +264,15 @@ def eval_cmd(
         quantize=quantize,
         max_new_tokens=max_new_tokens,
         batch_size=batch_size,
+        out_dir=out_dir,
         store=feedback_store,
         progress=not quiet(),
         anchors=anchors,
         exemplars=exemplars,
     )
+    if not own:
+        record_other_evaluation(out_dir, data, fmt, report.created_at)
+    # --- end issue 20 ---
     if as_json:
         click.echo(json.dumps(report.to_dict(), indent=2, sort_keys=True))
         return

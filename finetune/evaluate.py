@@ -407,7 +407,8 @@ def evaluate(
 
     base: "auto" loads the version's base model without its adapter; a Backend is used as is; None
     leaves the base model out. out_dir: "auto" writes the report into the version's ``eval/``
-    directory (nothing for a bare Backend); None writes nothing. ``store``: a dataset store whose
+    directory and its metrics into revbot.json (nothing for a bare Backend); a path writes the report
+    there and leaves revbot.json alone; None writes nothing. ``store``: a dataset store whose
     bot-feedback rows are summarised in the report. ``anchors``: "constrained" (the model's
     probabilities choose anchors, and the tuned model's calibrated threshold silence) or "free";
     ``exemplars``: how many the tuned model is shown (default: as many as it was trained with)."""
@@ -481,7 +482,7 @@ def _save(report: EvalReport, out_dir: str | Path | None, version: ModelVersion 
     if target is None:
         return
     report.out_dir = write_report(report, target)
-    if version is None or version.number is None:
+    if out_dir != "auto" or version is None or version.number is None:  # its own numbers only (issue 20)
         return
     registry = ModelRegistry(version.path.parent)
     try:

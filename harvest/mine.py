@@ -236,6 +236,18 @@ def harvest_github(
     finally:
         summary.high_water = (store.get_state(repo, "high_water") or {}).get("updated_at")
     _rate_left(client, summary, meter)
+    # the operator pages' "last harvest" (issue 20): when, how many comments, the rate budget left
+    store.set_state(
+        repo,
+        "last_run",
+        {
+            "at": now_stamp(),
+            "comments_fetched": summary.comments_fetched,
+            "inserted": summary.inserted,
+            "rate_remaining": summary.rate_remaining,
+            "rate_limit": summary.rate_limit,
+        },
+    )
     return summary
 
 

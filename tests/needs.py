@@ -68,6 +68,16 @@ def _tools() -> str | None:
     return None
 
 
+def _browser() -> str | None:
+    """Debian's chromium and chromium-driver, and selenium: the operator pages' browser tests."""
+    missing = [name for name in ("chromium", "chromedriver") if shutil.which(name) is None]
+    if importlib.util.find_spec("selenium") is None:
+        missing.append("selenium (test dependencies: pip install -e '.[test]')")
+    if missing:
+        return f"{', '.join(missing)} not installed (apt-get install chromium chromium-driver)"
+    return None
+
+
 @dataclass(frozen=True)
 class Need:
     name: str
@@ -84,7 +94,13 @@ class Need:
 
 NEEDS = {
     need.name: need
-    for need in (Need("redis", _redis), Need("shared", _shared), Need("nltk", _nltk), Need("tools", _tools))
+    for need in (
+        Need("redis", _redis),
+        Need("shared", _shared),
+        Need("nltk", _nltk),
+        Need("tools", _tools),
+        Need("browser", _browser),
+    )
 }
 
 

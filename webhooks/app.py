@@ -6,6 +6,7 @@
                    depth, jobs, model version and errors) only to a reader of /metrics
 ``GET /metrics``   Prometheus text, for the bearer of REVBOT_METRICS_TOKEN or, when no token is
                    set, for loopback clients that did not come through a proxy
+``/ui/``           the operator's pages (``webhooks.ui``), only when REVBOT_UI_TOKEN is set
 
 Production: ``revbot serve`` runs this app under gunicorn with the queue workers beside it; a web
 tier of its own: ``gunicorn 'webhooks.app:create_app()'`` (settings from REVBOT_*) plus
@@ -41,6 +42,7 @@ from webhooks.queue import JobQueue, open_queue
 from webhooks.settings import ServiceConfig, is_loopback
 from webhooks.signature import HEADER as SIGNATURE_HEADER
 from webhooks.signature import SignatureError, verify
+from webhooks.ui import register_ui
 
 log = logging.getLogger(__name__)
 EXTENSION = "revbot"
@@ -154,9 +156,7 @@ def create_app(config: ServiceConfig | Mapping[str, Any] | None = None, *, queue
     queue = queue or open_queue(cfg.settings.queue, cfg.settings.home, retention_s=cfg.retention_s)
     service = WebService(cfg, queue)
 
-    app = Flask("webhooks")
-    app.config["MAX_CONTENT_LENGTH"] = cfg.settings.webhook_max_body
-    app.extensions[EXTENSION] = service
+    app = _flask_app(service)
 
     @app.post("/webhook")
     def webhook() -> Any:
@@ -221,6 +221,16 @@ def create_app(config: ServiceConfig | Mapping[str, Any] | None = None, *, queue
 def _with_gitlab(app: Flask, service: WebService, cfg: ServiceConfig) -> Flask:
     """``app`` with ``POST /webhook/gitlab`` (GitLab's deliveries, beside GitHub's ``/webhook``)."""
     app.add_url_rule("/webhook/gitlab", "webhook_gitlab", lambda: _gitlab_delivery(service, cfg), methods=["POST"])
+    return app
+
+
+def _flask_app(service: WebService) -> Flask:
+    """The Flask app with the service attached and, only when REVBOT_UI_TOKEN is set, the operator
+    pages (``webhooks.ui``; they open no session for /webhook, /healthz or /metrics)."""
+    app = Flask("webhooks")
+    app.config["MAX_CONTENT_LENGTH"] = service.config.settings.webhook_max_body
+    app.extensions[EXTENSION] = service
+    register_ui(app, service)
     return app
 
 

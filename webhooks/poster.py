@@ -42,7 +42,7 @@ from typing import Any
 
 from adapters.github import GitHubClient, ReviewValidationError
 from adapters.model import OpenAIBackend
-from adapters.store import BotPost, Store
+from adapters.store import BotPost, ReviewRecord, Store
 from bot.config import CONFIG_NAMES, RepoConfig
 from bot.diff import Diff, FileDiff, parse_diff, parse_patch
 from bot.errors import DataError, ForgeError, UsageError
@@ -190,6 +190,7 @@ class ReviewPoster:
         self._generate_lock = threading.Lock()  # one local generation at a time: a model is not re-entrant
 
     def __call__(self, job: Job, ctx: JobContext) -> JobResult:
+        started = time.monotonic()
         gh = self.github.client(job.payload.get("installation_id"), job.payload.get("forge"))
         repo, number, head = job.repo, job.pr, job.head_sha or ""
         pr = gh.get_pull(repo, number)
@@ -240,6 +241,7 @@ class ReviewPoster:
             return result
         settled = settle(gh, repo, number, head, fixed, state.graphql)
         self._record(job, gh, state, comments, fixed, plan, [*new_inline, *new_notes])
+        self._record_review(job, review, plan, result, time.monotonic() - started)
         result.info.update(plan_info(plan), **settled)
         return result
 
@@ -301,6 +303,27 @@ class ReviewPoster:
             refresh_evidence(store, job.repo, job.pr)
         except (DataError, OSError) as exc:
             log.warning("%s#%s: feedback not recorded: %s", job.repo, job.pr, exc)
+
+    def _record_review(self, job: Job, review: Review, plan: dict, result: JobResult, seconds: float) -> None:
+        """The review just posted, for the operator pages' Reviews list (logged, never raised)."""
+        if self.store is None:
+            return
+        try:
+            self.store().record_review(
+                ReviewRecord(
+                    job.repo,
+                    job.pr,
+                    job.head_sha or "",
+                    plan.get("model_version"),
+                    int(result.info.get("comments") or 0),
+                    int(result.info.get("in_body") or 0),
+                    tuple({"path": s.path, "reason": s.reason} for s in review.skipped),
+                    round(seconds, 3),
+                    result.info.get("review_id"),
+                )
+            )
+        except (DataError, OSError) as exc:
+            log.warning("%s#%s: review not recorded: %s", job.repo, job.pr, exc)
 
     # ------------------------------------------------------------------ steps
 

@@ -265,7 +265,7 @@ class Service:
                 "REVBOT_LOG_LEVEL": "INFO",
             }
         )
-        env.update(extra_env or {})  # another forge's settings (revbot demo --forge gitlab)
+        env.update(extra_env or {})  # another forge's settings (revbot demo --forge gitlab); the pages' token
         env.pop("GITHUB_TOKEN", None)  # the service talks to the simulator only
         env.pop("GITLAB_TOKEN", None)
         # the packages beside this one, even when the install's import hooks do not list them all
@@ -321,6 +321,7 @@ class DemoResult:
     token: str = field(default="", repr=False)
     secret: str = field(default="", repr=False)
     reference: str = "#"  # GitLab names a merge request GROUP/PROJECT!N
+    ui_token: str = field(default="", repr=False)  # logs into the service's /ui/ pages
 
     @property
     def on_habit_lines(self) -> int:
@@ -351,6 +352,7 @@ class DemoRun:
     progress: bool
     token: str = field(default_factory=lambda: "demo-" + secrets.token_hex(16), repr=False)
     secret: str = field(default_factory=lambda: secrets.token_hex(24), repr=False)
+    ui_token: str = field(default_factory=lambda: secrets.token_urlsafe(18), repr=False)
     sim: Any = None  # the forge's simulator (started): GitHub's, or revbot.dev.demo_gitlab's forge
     forge_name: str = "GitHub"
     project: Any = None  # the sample project it serves
@@ -502,7 +504,8 @@ def evaluate_model(run: DemoRun, steps: Steps) -> None:
 
 def start_service(run: DemoRun, steps: Steps) -> None:
     with steps.step("Starting the webhook service (`revbot serve`, signed deliveries only)", "service"):
-        extra = run.sim.service_env() if run.forge_name == "GitLab" else None
+        extra = run.sim.service_env() if run.forge_name == "GitLab" else {}
+        extra["REVBOT_UI_TOKEN"] = run.ui_token  # the operator's pages (docs/ui.md), for this run only
         run.service = service = Service(run.workdir, run.sim.url, run.token, run.secret, run.config, extra)
         health = service.wait_ready()
         run.echo(
@@ -558,6 +561,7 @@ def wait_for_review(run: DemoRun, steps: Steps) -> None:
             token=run.token,
             secret=run.secret,
             reference="!" if run.forge_name == "GitLab" else "#",
+            ui_token=run.ui_token,
         )
         run.echo(
             f"      review {review['id']} posted by {review['user']['login']} on {(review.get('commit_id') or '')[:7]}"
@@ -782,6 +786,8 @@ def demo_cmd(workdir: str, keep: bool, quick: bool, steps: int | None, forge: st
         fail(exc)
     click.echo(result.last_line())
     if keep:
+        click.echo(f"operator's pages: {result.service_url}/ui/  (log in with this run's token: {result.ui_token})")
+        click.echo("look there at Versions (v1's evaluation report), Reviews (the review just posted), Acceptance")
         try:
             while True:
                 time.sleep(3600)

@@ -17,7 +17,8 @@ Prints one line per run and, last, ``RESULT rate=… p50_ms=… p99_ms=… lost=
 SQLite figures of the first class) followed by ``redis_rate=… redis_p99_ms=… redis_lost=…`` when
 Redis ran, then the same figures of each further class prefixed by its name (``gthread_rate=…``).
 Usage: .venv/bin/python tests/bench/bench_webhook.py [--rate 200] [--seconds 20] [--clients 32]
-       [--queue sqlite|redis|both] [--redis-url redis://127.0.0.1:6379/14] [--classes gevent,gthread]
+       [--queue sqlite|redis|both] [--redis-url redis://127.0.0.1:6379/14] [--classes gevent,gthread] [--ui]
+--ui runs revbot with the operator pages on (REVBOT_UI_TOKEN set), to show /webhook does not pay for them.
 """
 
 from __future__ import annotations
@@ -234,6 +235,9 @@ def main() -> None:
     parser.add_argument("--queue", choices=("sqlite", "redis", "both"), default="both")
     parser.add_argument("--classes", default="gevent,gthread", help="web worker classes of revbot serve")
     parser.add_argument(
+        "--ui", action="store_true", help="run revbot with the operator pages on (REVBOT_UI_TOKEN set; docs/ui.md)"
+    )
+    parser.add_argument(
         "--redis-url", default="redis://127.0.0.1:6379/14", help="a Redis database the benchmark may fill and empty"
     )
     args = parser.parse_args()
@@ -261,6 +265,8 @@ def main() -> None:
                 PYTHONPATH=str(ROOT) + os.pathsep + env.get("PYTHONPATH", ""),
             )
             target = "bench_webhook:bare_app" if name == "bare" else "revbot"
+            if args.ui and target == "revbot":
+                env["REVBOT_UI_TOKEN"] = "bench-operator-pages-token"
             proc, url = start_gunicorn(target, env, args.workers, args.threads)
             try:
                 requests.post(url + "/webhook", data=b"{}", timeout=5)  # warm up

@@ -112,6 +112,15 @@ def test_quick_demo_posts_a_review_and_the_service_hot_reloads(tmp_path):
         # a forged delivery changes nothing
         forged = signed_delivery(result.service_url + "/webhook", "pull_request", payload["webhook"], "wrong-secret")
         assert forged.status_code == 401
+
+        # the operator's pages (issue 20): this run's token logs in; Reviews lists the reviews posted
+        pages = requests.Session()
+        form = pages.get(result.service_url + "/ui/login", timeout=10).text
+        csrf = form.split('name="csrf_token" value="')[1].split('"')[0]
+        login = {"csrf_token": csrf, "name": "demo", "token": result.ui_token}
+        assert pages.post(result.service_url + "/ui/login", data=login, timeout=10).url.endswith("/ui/")
+        listed = pages.get(result.service_url + "/ui/reviews", timeout=10).text
+        assert f">#{result.number}</a>" in listed and f">#{number}</a>" in listed
     finally:
         stop_kept()
 
