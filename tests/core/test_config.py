@@ -119,7 +119,8 @@ def refused(text, source="acme/widgets:.revbot.yml@0123abcd") -> str:
     started = time.perf_counter()
     with pytest.raises(DataError) as info:
         RepoConfig.from_yaml(text, source=source)
-    assert time.perf_counter() - started < 1.0
+    # an unguarded parser takes minutes to hours on these inputs; 5 s leaves room for a loaded CI machine
+    assert time.perf_counter() - started < 5.0
     message = str(info.value)
     assert message.startswith(source + ":") and "\n" not in message
     assert len(message) <= len(source) + 10 + 300
@@ -176,5 +177,5 @@ def test_glob_matching_cannot_be_made_to_backtrack_for_hours():
     assert not path_matches("a" * 250, "*a" * 20 + "*b")
     assert not path_matches("/".join(["a"] * 60), "**/" * 30 + "b")
     assert path_matches("src/" + "a" * 250 + "b.py", "src/" + "*a" * 20 + "*b.py")
-    assert time.perf_counter() - started < 0.5
+    assert time.perf_counter() - started < 5.0  # hours when it backtracks; room for a loaded machine
     assert path_matches("a/x/b", "a**b") is False  # gitignore: ** inside a name is a plain *
