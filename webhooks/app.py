@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import hmac
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from importlib import metadata
 from typing import Any
 
@@ -173,20 +173,8 @@ def create_app(config: ServiceConfig | Mapping[str, Any] | None = None, *, queue
         elif not is_loopback(request.remote_addr):  # unsigned deliveries only from this machine
             metrics.inc("revbot_webhook_deliveries_total", {"event": "unverified", "outcome": "unauthorized"})
             return _error(403, "unsigned deliveries are accepted only from this machine (--insecure-no-signature)")
-        event = header(request.headers, "X-GitHub-Event")
-        label = service.event_label(event)
-        try:
-            delivery = parse_delivery(request.headers, body)
-            outcome = service.router.dispatch(delivery)
-        except BadDelivery as exc:
-            metrics.inc("revbot_webhook_deliveries_total", {"event": label, "outcome": "bad_request"})
-            return _error(400, str(exc))
-        except QueueError as exc:
-            metrics.inc("revbot_webhook_deliveries_total", {"event": label, "outcome": "queue_error"})
-            log.error("delivery not recorded: %s", exc)
-            return _error(503, "the job queue is unavailable; redeliver later")
-        metrics.inc("revbot_webhook_deliveries_total", {"event": label, "outcome": outcome.outcome})
-        return jsonify(outcome.body()), outcome.status
+        label = service.event_label(header(request.headers, "X-GitHub-Event"))
+        return _dispatch(metrics, label, lambda: service.router.dispatch(parse_delivery(request.headers, body)), "")
 
     @app.errorhandler(413)
     def too_large(_exc: Any) -> Any:
@@ -256,15 +244,22 @@ def _gitlab_delivery(service: WebService, cfg: ServiceConfig) -> Any:
         metrics.inc("revbot_webhook_deliveries_total", {"event": "unverified", "outcome": "unauthorized"})
         return _error(403, "unsigned deliveries are accepted only from this machine (--insecure-no-signature)")
     label = service.event_label(GITLAB_EVENTS.get(header(request.headers, GITLAB_EVENT) or ""), service.gitlab_router)
+    return _dispatch(
+        metrics, label, lambda: service.gitlab_router.dispatch(parse_gitlab_delivery(request.headers, body)), "GitLab "
+    )
+
+
+def _dispatch(metrics: Metrics, label: str, route: Callable[[], Outcome], forge: str) -> Any:
+    """Parse and route a verified delivery (``route``), count its outcome and answer: 400 for a bad
+    payload, 503 when the queue cannot record it, else the router's answer."""
     try:
-        delivery = parse_gitlab_delivery(request.headers, body)
-        outcome = service.gitlab_router.dispatch(delivery)
+        outcome = route()
     except BadDelivery as exc:
         metrics.inc("revbot_webhook_deliveries_total", {"event": label, "outcome": "bad_request"})
         return _error(400, str(exc))
     except QueueError as exc:
         metrics.inc("revbot_webhook_deliveries_total", {"event": label, "outcome": "queue_error"})
-        log.error("GitLab delivery not recorded: %s", exc)
+        log.error("%sdelivery not recorded: %s", forge, exc)
         return _error(503, "the job queue is unavailable; redeliver later")
     metrics.inc("revbot_webhook_deliveries_total", {"event": label, "outcome": outcome.outcome})
     return jsonify(outcome.body()), outcome.status
