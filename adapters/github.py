@@ -47,7 +47,7 @@ from urllib3.util.retry import Retry
 
 from adapters.logs import RedactingFilter
 from adapters.settings import DEFAULT_API_URL, Settings
-from bot.errors import GitHubError, RevbotError, UsageError
+from bot.errors import GitHubError, InvalidPositionError, RevbotError, ThreadsUnavailable, UsageError
 from bot.secrets import scrub_text
 
 log = logging.getLogger(__name__)
@@ -65,8 +65,9 @@ _LINK = re.compile(r'<([^>]+)>\s*;\s*rel="([^"]+)"')
 _REVIEW_COMMENT_KEYS = ("path", "body", "line", "side", "start_line", "start_side", "position", "subject_type")
 
 
-class ReviewValidationError(GitHubError):
-    """GitHub refused a review (422), usually an inline comment outside the diff.
+class ReviewValidationError(GitHubError, InvalidPositionError):
+    """GitHub refused a review (422), usually an inline comment outside the diff: the forge port's
+    ``InvalidPositionError`` as GitHub gives it.
 
     ``errors`` is GitHub's list as parsed; ``failed_indexes`` the positions (in the ``comments``
     that were sent) of the comments GitHub named, or None when its answer does not say which, so a
@@ -74,9 +75,8 @@ class ReviewValidationError(GitHubError):
     """
 
     def __init__(self, message: str, errors: list, failed_indexes: list[int] | None):
-        super().__init__(message, 422)
+        super().__init__(message, 422, failed_indexes)
         self.errors = errors
-        self.failed_indexes = failed_indexes
 
 
 class GraphQLError(GitHubError):
@@ -91,6 +91,16 @@ class GraphQLError(GitHubError):
     @property
     def forbidden(self) -> bool:
         return "FORBIDDEN" in self.types
+
+
+class ThreadsRefused(GraphQLError, ThreadsUnavailable):
+    """GraphQL answered that these credentials may not touch review threads (FORBIDDEN, or an
+    error that makes threads unreadable): the port's ``ThreadsUnavailable``, still a GraphQLError."""
+
+
+class ThreadsBlocked(GitHubError, ThreadsUnavailable):
+    """The GraphQL endpoint itself refused the credentials (401/403, or 404 where GraphQL is off):
+    the port's ``ThreadsUnavailable``."""
 
 
 THREADS_QUERY = """
@@ -908,7 +918,20 @@ class GitHubClient:
     def review_threads(self, repo: str, number: int) -> list[dict]:
         """Every review thread of a pull request (GraphQL): ``id``, ``isResolved``, ``isOutdated``,
         ``path``, ``line``, ``resolvedBy`` and its ``comments`` (``fullDatabaseId``: the REST id as a string,
-        since review comment ids outgrew GraphQL's 32-bit ``databaseId``; ``body``, ``author``)."""
+        since review comment ids outgrew GraphQL's 32-bit ``databaseId``; ``body``, ``author``).
+
+        Raises ``ThreadsUnavailable`` (``ThreadsRefused``, ``ThreadsBlocked``) when GraphQL answers
+        with errors or refuses the credentials (401/403/404): callers rebuild threads from REST."""
+        try:
+            return self._thread_pages(repo, number)
+        except GraphQLError as exc:
+            raise ThreadsRefused(str(exc), exc.errors) from exc
+        except GitHubError as exc:
+            if exc.status in (401, 403, 404):
+                raise ThreadsBlocked(str(exc), exc.status) from exc
+            raise
+
+    def _thread_pages(self, repo: str, number: int) -> list[dict]:
         owner, name = self._repo(repo).split("/")
         out: list[dict] = []
         after = None
@@ -927,13 +950,24 @@ class GitHubClient:
             after = page["endCursor"]
 
     def resolve_review_thread(self, thread_id: str) -> bool:
-        """Resolve one review thread (GraphQL ``resolveReviewThread``); whether it is resolved now."""
-        _, result = self._graphql_call(
-            lambda: self._gh.requester.graphql_named_mutation(
-                "resolveReviewThread", {"threadId": thread_id}, "thread { id isResolved }"
-            ),
-            f"resolving review thread {thread_id}",
-        )
+        """Resolve one review thread (GraphQL ``resolveReviewThread``); whether it is resolved now.
+        Raises ``ThreadsUnavailable`` when the credentials may not (GraphQL FORBIDDEN: ``ThreadsRefused``;
+        the endpoint refusing them, 401/403: ``ThreadsBlocked``)."""
+        try:
+            _, result = self._graphql_call(
+                lambda: self._gh.requester.graphql_named_mutation(
+                    "resolveReviewThread", {"threadId": thread_id}, "thread { id isResolved }"
+                ),
+                f"resolving review thread {thread_id}",
+            )
+        except GraphQLError as exc:
+            if exc.forbidden and not isinstance(exc, ThreadsRefused):
+                raise ThreadsRefused(str(exc), exc.errors) from exc
+            raise
+        except GitHubError as exc:
+            if exc.status in (401, 403):
+                raise ThreadsBlocked(str(exc), exc.status) from exc
+            raise
         return bool(((result or {}).get("thread") or {}).get("isResolved"))
 
     def rate_limit(self) -> dict:

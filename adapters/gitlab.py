@@ -42,7 +42,7 @@ import requests
 from gitlab.exceptions import GitlabAuthenticationError, GitlabError, GitlabHttpError
 
 from bot.diff import FileDiff, Hunk, parse_patch
-from bot.errors import DiffError, GitLabError, UsageError
+from bot.errors import DiffError, GitLabError, InvalidPositionError, ThreadsUnavailable, UsageError
 from bot.formats import extract_fingerprints
 from bot.secrets import scrub_text
 
@@ -60,6 +60,16 @@ REACTION_TO_EMOJI = {
     "confused": "confused",
 }
 ACCESS = ((40, "admin"), (30, "write"), (10, "read"))  # Maintainer/Owner, Developer, Reporter/Guest
+
+
+class PositionRefused(GitLabError, InvalidPositionError):
+    """GitLab refused a discussion's position (400 naming the line code or position): the forge
+    port's ``InvalidPositionError`` as GitLab gives it."""
+
+
+class ResolveRefused(GitLabError, ThreadsUnavailable):
+    """GitLab refused to resolve a discussion for these credentials (401/403): the port's
+    ``ThreadsUnavailable``, so the worker answers the thread instead."""
 
 
 class GitLabClient:
@@ -417,12 +427,17 @@ class GitLabClient:
         if len(parts) != 3 or not parts[1].isdigit():
             raise UsageError(f"not a GitLab thread id: {thread_id!r}")
         repo, number, discussion = parts[0], int(parts[1]), parts[2]
-        answer = self._write(
-            "PUT",
-            f"{self._mr(repo, number)}/discussions/{quote(discussion, safe='')}",
-            {"resolved": True},
-            what=f"resolving a thread on {repo}!{number}",
-        )
+        try:
+            answer = self._write(
+                "PUT",
+                f"{self._mr(repo, number)}/discussions/{quote(discussion, safe='')}",
+                {"resolved": True},
+                what=f"resolving a thread on {repo}!{number}",
+            )
+        except GitLabError as exc:
+            if exc.status in (401, 403):
+                raise ResolveRefused(str(exc), exc.status) from exc
+            raise
         notes = (answer or {}).get("notes") or []
         return bool(notes and notes[0].get("resolved"))
 
@@ -472,8 +487,7 @@ class GitLabClient:
                 continue
         positioned = fallback = 0
         for c in comments:
-            position = position_for(refs, files.get(str(c.get("path"))), c)
-            if position is not None and self._discussion(repo, number, str(c.get("body") or ""), position):
+            if self._positioned(repo, number, position_for(refs, files.get(str(c.get("path"))), c), c):
                 positioned += 1
                 continue
             self.create_issue_comment(repo, number, fallback_note(c))
@@ -481,8 +495,22 @@ class GitLabClient:
         summary = self.create_issue_comment(repo, number, body)
         return {"id": summary["id"], "body": body, "positioned": positioned, "fallback": fallback}
 
-    def _discussion(self, repo: str, number: int, body: str, position: dict) -> bool:
-        """Post one positioned discussion; False when GitLab refuses the position (400)."""
+    def _positioned(self, repo: str, number: int, position: dict | None, comment: Mapping[str, Any]) -> bool:
+        """Whether ``comment`` went out as a positioned discussion; False when it has no position in
+        the latest version or GitLab refused the one it has (the port's ``InvalidPositionError``)."""
+        if position is None:
+            return False
+        try:
+            self._discussion(repo, number, str(comment.get("body") or ""), position)
+        except InvalidPositionError as exc:
+            log.warning("%s!%s: %s", repo, number, exc)
+            return False
+        return True
+
+    def _discussion(self, repo: str, number: int, body: str, position: dict) -> None:
+        """Post one positioned discussion; a position GitLab refuses (400) raises ``PositionRefused``.
+        Discussions go out one by one, so ``create_review`` handles a refusal comment by comment
+        (a fallback note) instead of passing it to the caller, who would post the others twice."""
         self._pace_note()
         try:
             self._write(
@@ -493,10 +521,8 @@ class GitLabClient:
             )
         except GitLabError as exc:
             if exc.status == 400 and any(word in str(exc) for word in _BAD_POSITION):
-                log.warning("%s!%s: GitLab refused the position %s: %s", repo, number, position, exc)
-                return False
+                raise PositionRefused(f"GitLab refused the position {position}: {exc}", 400) from exc
             raise
-        return True
 
     # ----------------------------------------------------------------- reactions, people
 

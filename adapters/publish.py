@@ -19,8 +19,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, replace
 
-from adapters.github import ReviewValidationError
-from bot.errors import GitHubError, UsageError
+from bot.errors import GitHubError, InvalidPositionError, UsageError
 from bot.forge import Forge
 from bot.formats import (
     REVIEW_MARK,
@@ -115,7 +114,7 @@ def post_review(
                 event=payload["event"],
                 comments=payload["comments"],
             )
-        except ReviewValidationError as exc:
+        except InvalidPositionError as exc:
             review, moved = _without_refused(
                 review, known, exc.failed_indexes, everything=attempt >= MAX_422_ROUNDS - 1
             )

@@ -1,14 +1,16 @@
 """The dataset store: one SQLite file that harvest, dataset import and the webhook worker all write.
 
 Why SQLite: concurrent writers on one machine (a harvest and the webhook worker) are safe with WAL
-and a busy timeout, a re-harvest is idempotent because comments are keyed by GitHub's comment id,
+and a busy timeout, a re-harvest is idempotent because comments are keyed by (forge, the forge's
+comment id): a GitHub comment and a GitLab note may carry the same number,
 and every write is its own short transaction, so a killed harvest keeps everything it had fetched.
 
 Location: ``Store(path)``; without a path the settings' ``REVBOT_DB`` (relative to ``REVBOT_HOME``
 like every data path), else ``revbot.db`` there (DEFAULT_DB_NAME). Parent directories are created.
 
 Tables (schema versioned by an ordered list of named migrations, recorded in ``migrations``):
-  comments       one row per GitHub review comment (StoredComment), secrets already scrubbed
+  comments       one row per review comment (StoredComment) of GitHub or GitLab, keyed by
+                 (forge, id), secrets already scrubbed
   prs            pull-request metadata (author, head sha) and whether its file list is cached
   pr_files       the per-file ``patch`` strings of a PR, so examples rebuild without refetching
   examples       training examples (bot.examples.Example), positive and negative
@@ -16,15 +18,16 @@ Tables (schema versioned by an ordered list of named migrations, recorded in ``m
   harvest_sources  per repository, the GitHub API root its last harvest ran against (what
                  `revbot retrain` harvests it from again unless told otherwise)
   pending_prs    PRs whose comments changed and whose examples still need (re)building
-  bot_feedback   reactions, replies and thread resolutions on the bot's own comments
+  bot_feedback   reactions, replies and thread resolutions on the bot's own comments (with the
+                 forge whose ids they name)
   bot_posts      what the webhook service posted: each comment's fingerprint, the hunk it was
                  about and the model version that wrote it (so feedback can be traced to a version)
   feedback_evidence  feedback turned into evidence for or against one of the bot's comments, with
                  its source (``bot.feedback``): what `revbot retrain` learns from and `revbot eval`
                  reports as acceptance by version
   pr_ignores     ``/revbot ignore <glob>`` commands: paths later reviews of that PR leave out
-  deleted_comments  ids of comments GitHub reported deleted: GitHub never reuses an id, so a late
-                 or replayed event for one must not bring it back
+  deleted_comments  (forge, id) of comments the forge reported deleted: it never reuses an id, so
+                 a late or replayed event for one must not bring it back
   reviews        one row per review the service posted (repo, PR, head sha, version, comments,
                  skipped files, seconds taken): the operator pages' Reviews list
   operator_actions  what people did through the operator pages (promote, roll back, re-queue), by whom
@@ -103,6 +106,18 @@ class CachedFile:
 
 
 # --------------------------------------------------------------------------- migrations
+
+# Rows stored before comments were keyed by forge: a repository is GitLab's when a harvest recorded
+# it so, or when its path is nested (GROUP/SUB/PROJECT: GitHub's are OWNER/NAME); all else is GitHub's.
+_GITLAB_REPO = (
+    "(repo LIKE '%/%/%' OR repo IN (SELECT repo FROM harvest_state WHERE key = 'forge' AND value = '\"gitlab\"'))"
+)
+
+_KEPT_COLUMNS = (  # the comments table's columns before 0010, copied as they are
+    "id, repo, pr, path, diff_hunk, line, side, start_line, start_side, original_line, original_start_line, "
+    "commit_id, original_commit_id, author, author_type, pr_author, body, created_at, updated_at, "
+    "in_reply_to_id, reactions, html_url, source, is_bot, digest, stored_at"
+)
 
 MIGRATIONS: list[tuple[str, str]] = [
     (
@@ -321,6 +336,59 @@ MIGRATIONS: list[tuple[str, str]] = [
         );
         """,
     ),
+    (
+        "0010_forge_keys",
+        f"""
+        CREATE TABLE comments_by_forge (
+            forge TEXT NOT NULL DEFAULT 'github',
+            id INTEGER NOT NULL,
+            repo TEXT NOT NULL,
+            pr INTEGER NOT NULL,
+            path TEXT,
+            diff_hunk TEXT,
+            line INTEGER,
+            side TEXT,
+            start_line INTEGER,
+            start_side TEXT,
+            original_line INTEGER,
+            original_start_line INTEGER,
+            commit_id TEXT,
+            original_commit_id TEXT,
+            author TEXT,
+            author_type TEXT,
+            pr_author TEXT,
+            body TEXT NOT NULL DEFAULT '',
+            created_at TEXT,
+            updated_at TEXT,
+            in_reply_to_id INTEGER,
+            reactions TEXT NOT NULL DEFAULT '{{}}',
+            html_url TEXT,
+            source TEXT NOT NULL DEFAULT 'github',
+            is_bot INTEGER NOT NULL DEFAULT 0,
+            digest TEXT NOT NULL,
+            stored_at TEXT NOT NULL,
+            PRIMARY KEY (forge, id)
+        );
+        INSERT INTO comments_by_forge (forge, {_KEPT_COLUMNS})
+            SELECT CASE WHEN source = 'gitlab' OR {_GITLAB_REPO} THEN 'gitlab' ELSE 'github' END, {_KEPT_COLUMNS}
+            FROM comments;
+        DROP TABLE comments;
+        ALTER TABLE comments_by_forge RENAME TO comments;
+        CREATE INDEX comments_repo_pr ON comments(repo, pr);
+        CREATE INDEX comments_reply ON comments(in_reply_to_id);
+        CREATE TABLE deleted_by_forge (
+            forge TEXT NOT NULL DEFAULT 'github',
+            id INTEGER NOT NULL,
+            deleted_at TEXT NOT NULL,
+            PRIMARY KEY (forge, id)
+        );
+        INSERT INTO deleted_by_forge (forge, id, deleted_at) SELECT 'github', id, deleted_at FROM deleted_comments;
+        DROP TABLE deleted_comments;
+        ALTER TABLE deleted_by_forge RENAME TO deleted_comments;
+        ALTER TABLE bot_feedback ADD COLUMN forge TEXT NOT NULL DEFAULT 'github';
+        UPDATE bot_feedback SET forge = 'gitlab', key = 'gitlab:' || key WHERE {_GITLAB_REPO};
+        """,
+    ),
 ]
 
 
@@ -407,13 +475,13 @@ class Store:
     # ---- comments
 
     def upsert_comments(self, comments: Iterable[StoredComment], *, mark_pending: bool = False) -> tuple[int, int]:
-        """Insert or update by comment id, in one transaction. Returns (inserted, updated); a
+        """Insert or update by (forge, comment id), in one transaction. Returns (inserted, updated); a
         comment whose content did not change counts as neither, so a re-harvest reports (0, 0).
         With ``mark_pending`` the PRs of changed comments are queued for an example rebuild in the
         same transaction (the webhook worker does this, so the next harvest picks them up).
 
         Webhook events arrive out of order and can be replayed: a version older (``updated_at``)
-        than the stored one, or any version of a comment deleted on GitHub, is skipped."""
+        than the stored one, or any version of a comment deleted on its forge, is skipped."""
         inserted = updated = 0
         stamp = now_stamp()
         changed_prs: set[tuple[str, int]] = set()
@@ -425,11 +493,12 @@ class Store:
                 row["is_bot"] = int(bool(c.is_bot))
                 row["digest"] = c.digest()
                 row["stored_at"] = stamp
+                key = (c.forge, c.id)
                 existing = con.execute(
-                    "SELECT digest, pr_author, updated_at FROM comments WHERE id = ?", (c.id,)
+                    "SELECT digest, pr_author, updated_at FROM comments WHERE forge = ? AND id = ?", key
                 ).fetchone()
                 if existing is None:
-                    if con.execute("SELECT 1 FROM deleted_comments WHERE id = ?", (c.id,)).fetchone():
+                    if con.execute("SELECT 1 FROM deleted_comments WHERE forge = ? AND id = ?", key).fetchone():
                         continue
                     cols = _COMMENT_COLUMNS + ["digest", "stored_at"]
                     con.execute(
@@ -442,15 +511,15 @@ class Store:
                 if c.updated_at and existing["updated_at"] and c.updated_at < existing["updated_at"]:
                     continue
                 if c.pr_author and existing["pr_author"] != c.pr_author:
-                    con.execute("UPDATE comments SET pr_author = ? WHERE id = ?", (c.pr_author, c.id))
+                    con.execute("UPDATE comments SET pr_author = ? WHERE forge = ? AND id = ?", (c.pr_author, *key))
                 if existing["digest"] != row["digest"]:
-                    cols = [k for k in _COMMENT_COLUMNS if k not in ("id", "source", "pr_author")] + [
+                    cols = [k for k in _COMMENT_COLUMNS if k not in ("id", "forge", "source", "pr_author")] + [
                         "digest",
                         "stored_at",
                     ]
                     con.execute(
-                        f"UPDATE comments SET {', '.join(f'{k} = ?' for k in cols)} WHERE id = ?",
-                        [row[k] for k in cols] + [c.id],
+                        f"UPDATE comments SET {', '.join(f'{k} = ?' for k in cols)} WHERE forge = ? AND id = ?",
+                        [row[k] for k in cols] + list(key),
                     )
                     updated += 1
                     changed_prs.add((c.repo, c.pr))
@@ -461,40 +530,44 @@ class Store:
                 )
         return inserted, updated
 
-    def delete_comment(self, comment_id: int) -> bool:
-        """Remove a comment (GitHub deleted it) and remember the id, so that a later ``created`` or
-        ``edited`` event for it (late or replayed) is ignored; marks its PR for an example rebuild."""
+    def delete_comment(self, comment_id: int, forge: str = "github") -> bool:
+        """Remove a comment (its forge deleted it) and remember (forge, id), so that a later
+        ``created`` or ``edited`` event for it (late or replayed) is ignored; marks its PR for an
+        example rebuild."""
+        key = (forge, int(comment_id))
         with self.transaction() as con:
             con.execute(
-                "INSERT OR IGNORE INTO deleted_comments (id, deleted_at) VALUES (?, ?)", (int(comment_id), now_stamp())
+                "INSERT OR IGNORE INTO deleted_comments (forge, id, deleted_at) VALUES (?, ?, ?)", (*key, now_stamp())
             )
-            row = con.execute("SELECT repo, pr FROM comments WHERE id = ?", (int(comment_id),)).fetchone()
+            row = con.execute("SELECT repo, pr FROM comments WHERE forge = ? AND id = ?", key).fetchone()
             if row is None:
                 return False
-            con.execute("DELETE FROM comments WHERE id = ?", (int(comment_id),))
+            con.execute("DELETE FROM comments WHERE forge = ? AND id = ?", key)
             self.mark_pending(row["repo"], [row["pr"]])
             return True
 
-    def prune_comments(self, repo: str, keep: set[int], before: str) -> int:
-        """Delete ``repo``'s GitHub comments that a complete re-read did not return (deleted on
-        GitHub), except those stored at or after ``before`` (written meanwhile, e.g. by the webhook
-        worker). Their PRs are marked for an example rebuild. Returns how many were deleted."""
+    def prune_comments(self, repo: str, keep: set[int], before: str, forge: str = "github") -> int:
+        """Delete ``repo``'s comments of ``forge`` (harvested from it, or recorded by the webhook
+        worker) that a complete re-read did not return (deleted on the forge), except those stored
+        at or after ``before`` (written meanwhile, e.g. by the webhook worker). Their PRs are marked
+        for an example rebuild. Returns how many were deleted."""
         with self.transaction() as con:
             rows = con.execute(
-                "SELECT id, pr FROM comments WHERE repo = ? AND source IN ('github', 'webhook') AND stored_at < ?",
-                (repo, before),
+                "SELECT id, pr FROM comments WHERE repo = ? AND forge = ? AND source IN (?, 'webhook') AND stored_at < ?",
+                (repo, forge, forge, before),
             ).fetchall()
             gone = [(r["id"], r["pr"]) for r in rows if r["id"] not in keep]
-            con.executemany("DELETE FROM comments WHERE id = ?", [(cid,) for cid, _ in gone])
+            con.executemany("DELETE FROM comments WHERE forge = ? AND id = ?", [(forge, cid) for cid, _ in gone])
             self.mark_pending(repo, sorted({pr for _, pr in gone}))
         return len(gone)
 
-    def get_comment(self, comment_id: int) -> StoredComment | None:
-        rows = self._read("SELECT * FROM comments WHERE id = ?", (int(comment_id),))
+    def get_comment(self, comment_id: int, forge: str = "github") -> StoredComment | None:
+        """The stored comment ``comment_id`` of ``forge`` (ids are per forge)."""
+        rows = self._read("SELECT * FROM comments WHERE forge = ? AND id = ?", (forge, int(comment_id)))
         return _comment_from_row(rows[0]) if rows else None
 
     def iter_comments(self, repo: str | None = None, pr: int | None = None) -> Iterator[StoredComment]:
-        """Comments in id order (GitHub ids grow with time), optionally of one repo or PR."""
+        """Comments in id order (a forge's ids grow with time), optionally of one repo or PR."""
         sql, params = "SELECT * FROM comments", []
         where = []
         if repo is not None:
@@ -505,7 +578,7 @@ class Store:
             params.append(int(pr))
         if where:
             sql += " WHERE " + " AND ".join(where)
-        for row in self._read(sql + " ORDER BY id", params):
+        for row in self._read(sql + " ORDER BY id, forge", params):
             yield _comment_from_row(row)
 
     def comment_prs(self, repo: str) -> list[int]:
@@ -742,8 +815,9 @@ class Store:
         with self.transaction() as con:
             for f in items:
                 con.execute(
-                    "INSERT INTO bot_feedback (key, repo, pr, comment_id, kind, author, content, ref_id, created_at, source, stored_at) "
-                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT(key) DO UPDATE SET content = excluded.content, "
+                    "INSERT INTO bot_feedback (key, repo, pr, comment_id, kind, author, content, ref_id, created_at, source, "
+                    "forge, stored_at) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT(key) DO UPDATE SET content = excluded.content, "
                     "created_at = COALESCE(excluded.created_at, created_at), stored_at = excluded.stored_at "
                     "WHERE content IS NOT excluded.content",
                     (
@@ -757,6 +831,7 @@ class Store:
                         f.ref_id,
                         f.created_at,
                         f.source,
+                        f.forge,
                         stamp,
                     ),
                 )
@@ -781,6 +856,7 @@ class Store:
                 r["ref_id"],
                 r["created_at"],
                 r["source"],
+                r["forge"],
             )
 
     # ---- what the webhook service posted, evidence, per-PR ignores

@@ -43,6 +43,26 @@ class ForgeError(RevbotError):
         super().__init__(message)
 
 
+class InvalidPositionError(ForgeError):
+    """The forge refused positioned comments because it does not take their anchors in its diff
+    (GitHub: a review answered 422; GitLab: a discussion's position answered 400). Each adapter
+    raises a subclass of its own, so callers handle it without asking which forge it is.
+
+    ``failed_indexes``: the positions, in the comments as sent, of those the forge named; None
+    when it did not say which (then all of them count as refused). The caller posts the refused
+    comments as text instead: a comment is never lost to a bad anchor."""
+
+    def __init__(self, message: str, status: int | None = None, failed_indexes: list[int] | None = None):
+        super().__init__(message, status)
+        self.failed_indexes = failed_indexes
+
+
+class ThreadsUnavailable(ForgeError):
+    """The credentials may not read or resolve review threads through the forge's thread API
+    (GitHub: GraphQL refused or forbidden; GitLab: resolving a discussion refused). The caller
+    rebuilds threads from the review comments and answers a fixed one instead of resolving it."""
+
+
 class GitHubError(ForgeError):
     """A GitHub API failure after retries; never carries a token."""
 

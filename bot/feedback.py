@@ -118,6 +118,7 @@ def _subject(
     posts: dict[tuple[str, int], BotPost],
     by_fp: dict[tuple[str, int, str], BotPost],
     pr: int,
+    forge: str = "github",
 ) -> dict[str, JSON]:
     """The commented text, place, hunk and version of one of the bot's comments."""
     post = posts.get((repo, comment_id))
@@ -131,7 +132,7 @@ def _subject(
             "body": post.body,
             "hunk": post.hunk,
         }
-    stored = store.get_comment(comment_id)
+    stored = store.get_comment(comment_id, forge)
     if stored is None:
         return {}
     fps = extract_fingerprints(stored.body)
@@ -167,7 +168,7 @@ def derive_evidence(store: FeedbackStore, repo: str | None = None, pr: int | Non
         row = items[0][0]
         key = (r, comment_id)
         if key not in subjects:
-            subjects[key] = _subject(store, r, comment_id, posts, by_fp, row.pr)
+            subjects[key] = _subject(store, r, comment_id, posts, by_fp, row.pr, row.forge)
         subject = subjects[key]
         authors = sorted({i[4] for i in items if i[4]})
         weight = sum(i[3] for i in items)

@@ -18,7 +18,9 @@ objects in one shape, whatever the forge:
   ``comments.nodes[]`` of ``fullDatabaseId``/``body``/``author.login``/``createdAt``.
 
 ``adapters.github.GitHubClient`` and ``adapters.gitlab.GitLabClient`` both satisfy it (a test checks
-the method names and signatures). Failures are ``bot.errors.ForgeError`` with the HTTP status.
+the method names and signatures). Failures are ``bot.errors.ForgeError`` with the HTTP status; two
+kinds the use cases act on are forge-neutral: ``InvalidPositionError`` (an anchor the forge refuses)
+and ``ThreadsUnavailable`` (threads these credentials may not read or resolve).
 """
 
 from __future__ import annotations
@@ -28,6 +30,16 @@ from datetime import datetime
 from typing import Protocol, runtime_checkable
 
 from bot.json_types import JSONObject
+
+GITHUB, GITLAB = "github", "gitlab"
+FORGE_NAMES = {GITHUB: "GitHub", GITLAB: "GitLab"}
+
+
+def forge_name(forge: str | None) -> str:
+    """How a forge is named to people (``"github"`` -> ``"GitHub"``); no forge given means GitHub,
+    the forge of everything stored before there were two."""
+    key = forge or GITHUB
+    return FORGE_NAMES.get(key, key)
 
 
 @runtime_checkable
@@ -97,12 +109,22 @@ class Forge(Protocol):
         comments: list[JSONObject] | tuple[JSONObject, ...] = (),
     ) -> JSONObject:
         """Post a summary and positioned comments (``path``, ``line``, ``side``, ``start_line``,
-        ``body``); the answer's ``id`` names the summary."""
+        ``body``); the answer's ``id`` names the summary. An anchor the forge refuses raises
+        ``bot.errors.InvalidPositionError`` (with ``failed_indexes``) where the post is all or
+        nothing (GitHub: the caller moves those comments into the body and posts again); where
+        comments go out one by one (GitLab) the adapter posts a refused one as a note naming its
+        file and line instead."""
         ...
 
-    def review_threads(self, repo: str, number: int) -> list[JSONObject]: ...
+    def review_threads(self, repo: str, number: int) -> list[JSONObject]:
+        """The change's review threads; raises ``bot.errors.ThreadsUnavailable`` when these
+        credentials may not read them (the caller rebuilds them from ``pull_review_comments``)."""
+        ...
 
-    def resolve_review_thread(self, thread_id: str) -> bool: ...
+    def resolve_review_thread(self, thread_id: str) -> bool:
+        """Resolve a thread (``id`` from ``review_threads``); whether it is resolved now. Raises
+        ``bot.errors.ThreadsUnavailable`` when these credentials may not resolve threads."""
+        ...
 
     def reply_to_review_comment(self, repo: str, number: int, comment_id: int, body: str) -> JSONObject: ...
 
@@ -129,3 +151,10 @@ class Forge(Protocol):
     ) -> JSONObject:
         """``number``: the change the comment is on (GitLab addresses notes through it)."""
         ...
+
+
+class Forges(Protocol):
+    """Where the webhook worker gets a job's forge client: ``forge`` is the job's (``"gitlab"``,
+    else GitHub), ``installation_id`` a GitHub App installation (None for a token)."""
+
+    def client(self, installation_id: int | None, forge: str | None = None) -> Forge: ...

@@ -66,7 +66,9 @@ class FeedbackStore(Protocol):
     """What ``bot.feedback`` reads and writes: the bot's posts, the feedback on them, the stored
     comment a post became, and the evidence derived from it all."""
 
-    def get_comment(self, comment_id: int) -> StoredComment | None: ...
+    def get_comment(self, comment_id: int, forge: str = "github") -> StoredComment | None:
+        """The stored comment ``comment_id`` of ``forge`` (each forge numbers its comments itself)."""
+        ...
 
     def iter_posts(self, repo: str | None = None, pr: int | None = None) -> Iterable[BotPost]: ...
 

@@ -68,10 +68,13 @@ def _int_or_none(value: JSON) -> int | None:
 
 @dataclass
 class StoredComment:
-    """One GitHub pull-request review comment as stored (body and diff_hunk already scrubbed).
+    """One review comment (a GitHub pull-request review comment, a GitLab DiffNote) as stored, body
+    and diff_hunk already scrubbed. It is keyed by (``forge``, ``id``): each forge numbers its
+    comments on its own, so a GitHub id and a GitLab note id may be the same number.
 
     ``line``/``side``/``start_line`` refer to the PR's latest diff (None once outdated);
     ``original_*`` to the commit the comment was written on, whose end is ``diff_hunk``'s last line.
+    ``source`` says how it arrived (``github``, ``gitlab``: a harvest; ``webhook``; ``import:...``).
     """
 
     repo: str
@@ -98,6 +101,7 @@ class StoredComment:
     html_url: str | None = None
     source: str = "github"
     is_bot: bool = False
+    forge: str = "github"  # whose id ``id`` is: "github" or "gitlab"
 
     @property
     def is_reply(self) -> bool:
@@ -113,11 +117,17 @@ class StoredComment:
 
     @classmethod
     def from_github(
-        cls, raw: Mapping[str, JSON], repo: str, pr_author: str | None = None, source: str = "github"
+        cls,
+        raw: Mapping[str, JSON],
+        repo: str,
+        pr_author: str | None = None,
+        source: str = "github",
+        forge: str = "github",
     ) -> StoredComment:
-        """From the REST JSON of a review comment (also the ``comment`` of a
-        ``pull_request_review_comment`` webhook). Secrets are scrubbed here, before anything is
-        stored. Missing diff_hunk/line/side (comments from 2012) are kept as None."""
+        """From a review comment in the forge port's shape (GitHub's REST JSON, also the ``comment``
+        of a ``pull_request_review_comment`` webhook; a GitLab note as the adapter gives it, with
+        ``forge="gitlab"``). Secrets are scrubbed here, before anything is stored. Missing
+        diff_hunk/line/side (comments from 2012) are kept as None."""
         if not isinstance(raw, Mapping):
             raise DataError(f"review comment must be a JSON object, got {type(raw).__name__}")
         comment_id = _int_or_none(raw.get("id"))
@@ -166,6 +176,7 @@ class StoredComment:
             html_url=raw.get("html_url"),
             source=source,
             is_bot=is_bot_login(login, user_type),
+            forge=forge,
         )
 
     def digest(self) -> str:
@@ -174,7 +185,8 @@ class StoredComment:
         return hashlib.sha1(json.dumps(data, sort_keys=True).encode()).hexdigest()
 
 
-_DIGEST_COLUMNS = [f.name for f in fields(StoredComment) if f.name not in ("source", "pr_author")]
+# the key (forge) and where a comment came from are not its content: a change of either is no update
+_DIGEST_COLUMNS = [f.name for f in fields(StoredComment) if f.name not in ("source", "pr_author", "forge")]
 
 
 @dataclass(frozen=True)
@@ -197,16 +209,20 @@ class Feedback:
     ref_id: int | None = None
     created_at: str | None = None
     source: str = "github"
+    forge: str = "github"  # whose ids ``comment_id`` and ``ref_id`` are
 
     @property
     def key(self) -> str:
-        """Identity for upserts: recording the same feedback twice stores it once."""
+        """Identity for upserts: recording the same feedback twice stores it once. Ids are the
+        forge's own, so a GitLab key is prefixed with ``gitlab:`` (GitHub's keep their first form)."""
         if self.kind in ("reactions", "resolved"):
-            return f"{self.kind}:{self.comment_id}"
-        if self.ref_id is not None:
-            return f"{self.kind}:{self.comment_id}:{self.ref_id}"
-        digest = hashlib.sha1(self.content.encode()).hexdigest()[:12]
-        return f"{self.kind}:{self.comment_id}:{self.author}:{digest}"
+            key = f"{self.kind}:{self.comment_id}"
+        elif self.ref_id is not None:
+            key = f"{self.kind}:{self.comment_id}:{self.ref_id}"
+        else:
+            digest = hashlib.sha1(self.content.encode()).hexdigest()[:12]
+            key = f"{self.kind}:{self.comment_id}:{self.author}:{digest}"
+        return key if self.forge == "github" else f"{self.forge}:{key}"
 
     def counts(self) -> dict[str, int]:
         """Reaction counts of a ``reactions`` row."""

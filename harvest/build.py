@@ -207,10 +207,13 @@ def _feedback(
 ) -> list[Feedback]:
     out = []
     counts = {k: v for k, v in root.reactions.items() if k != "total_count" and v}
-    out.append(Feedback(repo, pr, root.id, "reactions", "", json.dumps(counts, sort_keys=True), None, root.updated_at))
+    reactions = json.dumps(counts, sort_keys=True)
+    out.append(Feedback(repo, pr, root.id, "reactions", "", reactions, None, root.updated_at, forge=root.forge))
     for r in replies:
         if not is_own(r, own):
-            out.append(Feedback(repo, pr, root.id, "reply", r.author or "", r.body, r.id, r.created_at))
+            out.append(
+                Feedback(repo, pr, root.id, "reply", r.author or "", r.body, r.id, r.created_at, forge=root.forge)
+            )
     return out
 
 

@@ -26,7 +26,7 @@ from typing import Any
 from adapters.store import CachedFile, PullRequestInfo, Store, StoredComment, now_stamp, utc_timestamp
 from bot.errors import DataError, ForgeError, RevbotError, UsageError
 from bot.feedback import refresh_evidence
-from bot.forge import Forge
+from bot.forge import Forge, forge_name
 from bot.secrets import scrub_text
 from harvest.build import DEFAULT_MAX_HUNK_LINES, DEFAULT_OWN_LOGINS, BuildConfig, build_pr, kept_roots
 from harvest.filters import DEFAULT_MIN_LENGTH, REASONS, FilterConfig, templated_ids
@@ -76,7 +76,7 @@ class HarvestSummary:
     inserted: int = 0
     updated: int = 0
     malformed: int = 0
-    deleted: int = 0  # stored comments a --full read no longer found (deleted on GitHub)
+    deleted: int = 0  # stored comments a --full read no longer found (deleted on the forge)
     comment_pages: int = 0
     prs_built: int = 0
     counts: Counter = field(default_factory=Counter)  # from harvest.build: kept, replies, dropped:<reason>, ...
@@ -92,6 +92,7 @@ class HarvestSummary:
     rate_limit: int | None = None
     high_water: str | None = None
     interrupted: bool = False
+    forge: str = "github"  # where the comments come from: "github" or "gitlab"
 
     @property
     def examples_written(self) -> int:
@@ -147,7 +148,7 @@ class HarvestSummary:
             f"harvest {self.repo}" + (" (interrupted; run again to resume)" if self.interrupted else ""),
             f"  comments fetched: {self.comments_fetched} ({self.inserted} new, {self.updated} updated"
             + (f", {self.malformed} malformed skipped" if self.malformed else "")
-            + (f", {self.deleted} deleted on GitHub" if self.deleted else "")
+            + (f", {self.deleted} deleted on {forge_name(self.forge)}" if self.deleted else "")
             + f") in {self.comment_pages} page(s)",
             f"  PRs rebuilt: {self.prs_built}",
             f"  comments considered: {c.get('considered', 0)}: kept {c.get('kept', 0)}, replies {c.get('replies', 0)}"
@@ -221,7 +222,7 @@ def harvest_github(
         )
     filters = options.filters()
     config = options.build_config()
-    summary = HarvestSummary(repo)
+    summary = HarvestSummary(repo, forge=forge)
     meter = _Meter(client, summary)
     api_url = getattr(client, "api_url", None)
     if isinstance(api_url, str):  # where (and from which forge) `revbot retrain` harvests this repository again
@@ -289,7 +290,7 @@ def _fetch_comments(client, store, repo, options, filters, summary, meter, on_pa
             except (DataError, AttributeError):
                 pass
             try:
-                comment = StoredComment.from_github(raw, repo, source=source)
+                comment = StoredComment.from_github(raw, repo, source=source, forge=source)
             except DataError:
                 summary.malformed += 1  # no id or no PR: nothing to key it by
                 continue
@@ -322,7 +323,7 @@ def _fetch_comments(client, store, repo, options, filters, summary, meter, on_pa
         bar.close()
         meter.charge("comments", before)
     if options.full and filters.since is None:  # a complete read: what it did not return was deleted
-        summary.deleted = store.prune_comments(repo, seen, before=started)
+        summary.deleted = store.prune_comments(repo, seen, before=started, forge=source)
 
 
 # --------------------------------------------------------------------------- phase 2: build

@@ -90,6 +90,8 @@ class GitLabSimulator:
         self.faults: list[dict[str, Any]] = []
         self.write_faults: list[dict[str, Any]] = []
         self.rate_limit = 2000
+        self.cannot_resolve: set[str] = set()  # users GitLab answers 403 when they resolve a thread
+        self.refuse_positions = 0  # the next N positions answered 400, as when a push races the post
         self._ids = itertools.count(1000)
         self._lock = threading.RLock()
         self._server: ThreadingHTTPServer | None = None
@@ -349,6 +351,16 @@ class GitLabSimulator:
         mr["updated_at"] = _now()
         return note
 
+    def delete_note(self, path: str, iid: int, note_id: int) -> None:
+        """Someone deletes a note in the UI: it leaves its thread (an emptied thread goes too)."""
+        with self._lock:
+            mr = self.projects[path]["mrs"][iid]
+            note = mr["notes"].pop(note_id)
+            discussion = mr["discussions"][note["discussion"]]
+            discussion["notes"].remove(note_id)
+            if not discussion["notes"]:
+                del mr["discussions"][discussion["id"]]
+
     def award(self, path: str, iid: int, note_id: int, name: str, *, user: str) -> dict[str, Any]:
         with self._lock:
             note = self.projects[path]["mrs"][iid]["notes"][note_id]
@@ -490,6 +502,8 @@ class GitLabSimulator:
             if len(seg) == 2 and method == "GET":
                 return 200, self._render_discussion(project, mr, discussion), {}
             if len(seg) == 2 and method == "PUT":
+                if user in self.cannot_resolve:
+                    raise _Answer(403, {"message": "403 Forbidden"})
                 if str(body.get("resolved")).lower() == "true":
                     self.resolve(project["path"], mr["iid"], seg[1], user=user)
                 return 200, self._render_discussion(project, mr, discussion), {}
@@ -621,6 +635,9 @@ class GitLabSimulator:
     def _create_discussion(self, project: dict, mr: dict, body: dict, user: str) -> dict:
         position = body.get("position")
         if position is not None:
+            if self.refuse_positions > 0:
+                self.refuse_positions -= 1
+                raise _Answer(400, {"message": BAD_POSITION})
             if not isinstance(position, dict) or not self._valid_position(mr, position):
                 raise _Answer(400, {"message": BAD_POSITION})
             position = {

@@ -244,6 +244,23 @@ def test_only_revbot_dev_imports_revbot_dev(graph):
     assert not wrong, "revbot.dev is for development only (the shell reaches it by module name):\n" + "\n".join(wrong)
 
 
+def test_the_use_cases_reach_a_forge_only_through_the_port(graph):
+    """harvest/, finetune/ and webhooks/ are handed a ``bot.forge.Forge``: only their wiring (each
+    package's ``cli`` module, and ``webhooks.runtime``, which builds the worker's forge clients)
+    may import a forge's adapter, so no GitHub or GitLab detail leaks into a use case."""
+    _, edges = graph
+    wiring = {"harvest.cli", "finetune.cli", "webhooks.cli", "webhooks.runtime"}
+    adapters = ("adapters.github", "adapters.gitlab", "adapters.forges")
+    wrong = [
+        f"{e.importer}:{e.line} imports {e.target}"
+        for e in edges
+        if any(_within(e.importer, p) for p in ("harvest", "finetune", "webhooks"))
+        and e.importer not in wiring
+        and any(_within(e.target, a) for a in adapters)
+    ]
+    assert not wrong, "a use case imports a forge adapter outside its wiring:\n" + "\n".join(wrong)
+
+
 def test_harvest_finetune_and_webhooks_do_not_import_each_other(graph):
     """They share the domain (bot/) and the adapters; finetune reads other dataset formats through
     bot.datasets, not through harvest."""

@@ -145,3 +145,53 @@ def test_the_demo_project_harvests_into_the_same_examples_from_gitlab_as_from_gi
 
     assert {e.source for e in on_gitlab.iter_examples(project.repo)} == {"gitlab"}
     assert len(content(on_github)) > 100 and content(on_github) == content(on_gitlab)
+
+
+def test_a_gitlab_note_and_a_github_comment_with_one_id_share_a_store_and_deletions_stay_per_forge(glsim, tmp_path):
+    """GitLab's note ids and GitHub's comment ids are counted apart: a note and a comment with the
+    same number are two comments, and a note deleted on GitLab is reported as such and removes
+    only the note."""
+    from adapters.github import GitHubClient
+    from revbot.dev.github_sim import GitHubSimulator
+
+    _history(glsim)
+    store = Store(tmp_path / "revbot.db")
+    gl = GitLabClient("t", url=glsim.url)
+    harvest_github(gl, store, PROJECT, HarvestOptions())
+    [note] = [c for c in store.iter_comments(PROJECT) if "named constant" in c.body]
+    on_github = {
+        "id": note.id,
+        "path": "a.py",
+        "line": 2,
+        "side": "RIGHT",
+        "body": "The GitHub comment that has this number.",
+        "user": "bob",
+        "created_at": "2024-01-02T00:00:00Z",
+    }
+    seed = {
+        "tokens": [{"token": "gh", "login": "x"}],
+        "repos": [
+            {
+                "owner": "acme",
+                "name": "gh",
+                "pulls": [
+                    {
+                        "number": 1,
+                        "user": "alice",
+                        "files": [{"filename": "a.py", "status": "modified", "patch": "@@ -1,2 +1,2 @@\n a\n-b\n+B"}],
+                        "comments": [on_github],
+                    }
+                ],
+            }
+        ],
+    }
+    with GitHubSimulator(seed) as sim:
+        github = harvest_github(GitHubClient("gh", api_url=sim.url), store, "acme/gh", HarvestOptions())
+    assert github.inserted == 1
+    assert store.get_comment(note.id, "gitlab").body == note.body
+    assert store.get_comment(note.id).body == on_github["body"] and store.get_comment(note.id).repo == "acme/gh"
+
+    glsim.delete_note(PROJECT, 1, note.id)
+    full = harvest_github(gl, store, PROJECT, HarvestOptions(full=True))
+    assert full.deleted == 1 and "1 deleted on GitLab" in full.text() and "GitHub" not in full.text()
+    assert store.get_comment(note.id, "gitlab") is None and store.get_comment(note.id) is not None

@@ -259,3 +259,77 @@ def test_concurrent_writers_in_threads_and_processes_lose_nothing(store):
     assert len(list(store.iter_comments())) == 500
     assert store.pending_prs("acme/widgets") == list(range(7))
     assert store.count_examples() == (50, 0)
+
+
+def test_a_github_comment_and_a_gitlab_note_with_the_same_id_both_survive(tmp_path):
+    """Each forge numbers its comments itself: the store keys them by (forge, id)."""
+    store = Store(tmp_path / "revbot.db")
+    github = StoredComment.from_github(_raw(4242, body="from GitHub"), "acme/widgets")
+    note = dict(_raw(4242, body="from GitLab"), pr=3)
+    gitlab = StoredComment.from_github(note, "acme/tools/widgets", source="gitlab", forge="gitlab")
+    assert store.upsert_comments([github, gitlab]) == (2, 0)
+    assert store.get_comment(4242).body == "from GitHub"
+    assert store.get_comment(4242, "gitlab").body == "from GitLab"
+    assert sorted((c.forge, c.repo) for c in store.iter_comments()) == [
+        ("github", "acme/widgets"),
+        ("gitlab", "acme/tools/widgets"),
+    ]
+    edited = StoredComment.from_github(
+        dict(note, body="edited on GitLab", updated_at="2024-02-01T00:00:00Z"), "acme/tools/widgets", forge="gitlab"
+    )
+    assert store.upsert_comments([edited]) == (0, 1)
+    assert store.get_comment(4242).body == "from GitHub"  # the GitHub comment is not the one edited
+    assert store.delete_comment(4242, "gitlab") is True
+    assert store.get_comment(4242).body == "from GitHub" and store.get_comment(4242, "gitlab") is None
+    assert store.upsert_comments([github]) == (0, 0)  # the GitLab deletion does not block GitHub's id
+    store.record_feedback(
+        [
+            Feedback("acme/widgets", 1, 4242, "reactions", "", '{"+1": 1}'),
+            Feedback("acme/tools/widgets", 3, 4242, "reactions", "", '{"-1": 2}', forge="gitlab"),
+        ]
+    )
+    rows = sorted((f.forge, f.repo, f.content) for f in store.iter_feedback())
+    assert rows == [("github", "acme/widgets", '{"+1": 1}'), ("gitlab", "acme/tools/widgets", '{"-1": 2}')]
+
+
+def test_a_store_from_before_forge_keys_is_migrated_and_its_github_rows_stay_valid(tmp_path):
+    path = tmp_path / "revbot.db"
+    old = [(name, sql) for name, sql in MIGRATIONS if name < "0010"]
+    con = sqlite3.connect(path)
+    con.execute("CREATE TABLE migrations (id INTEGER PRIMARY KEY, name TEXT UNIQUE NOT NULL, applied_at TEXT NOT NULL)")
+    for number, (name, sql) in enumerate(old, start=1):
+        con.executescript(sql)
+        con.execute("INSERT INTO migrations VALUES (?, ?, 'then')", (number, name))
+    github = StoredComment.from_github(_raw(7, body="kept"), "acme/widgets")
+    columns = [k for k in vars(github) if k != "forge"]
+    rows = [
+        {**vars(github)},
+        {**vars(github), "id": 8, "repo": "acme/tools/widgets", "source": "webhook"},  # a nested path: GitLab's
+        {**vars(github), "id": 9, "repo": "team/app", "source": "gitlab"},
+    ]
+    for row in rows:
+        values = [json.dumps(row["reactions"]) if k == "reactions" else row[k] for k in columns]
+        con.execute(
+            f"INSERT INTO comments ({', '.join(columns)}, digest, stored_at) VALUES ({', '.join('?' * len(columns))}, ?, 'then')",
+            [*values, github.digest()],
+        )
+    con.execute("INSERT INTO deleted_comments (id, deleted_at) VALUES (5, 'then')")
+    con.execute(
+        "INSERT INTO bot_feedback (key, repo, pr, comment_id, kind, author, content, source, stored_at) "
+        "VALUES ('reactions:8', 'acme/tools/widgets', 1, 8, 'reactions', '', '{}', 'webhook', 'then'), "
+        "('reactions:7', 'acme/widgets', 1, 7, 'reactions', '', '{}', 'github', 'then')"
+    )
+    con.commit()
+    con.close()
+
+    store = Store(path)
+    assert store.schema_version == len(MIGRATIONS)
+    assert store.get_comment(7).body == "kept" and store.get_comment(7).forge == "github"
+    assert store.get_comment(8) is None and store.get_comment(8, "gitlab").repo == "acme/tools/widgets"
+    assert store.get_comment(9, "gitlab") is not None
+    assert store.upsert_comments([github]) == (0, 0)  # the old GitHub row is the same comment, unchanged
+    assert store.upsert_comments([StoredComment.from_github(_raw(5), "acme/widgets")]) == (0, 0)  # still deleted
+    assert sorted((f.forge, f.key) for f in store.iter_feedback()) == [
+        ("github", "reactions:7"),
+        ("gitlab", "gitlab:reactions:8"),
+    ]
