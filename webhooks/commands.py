@@ -22,6 +22,7 @@ from typing import Any
 from adapters.store import Store
 from bot.config import path_matches
 from bot.errors import DataError, ForgeError
+from bot.forge import Forges
 from webhooks.jobs import DONE, REVIEW, SKIPPED, Job, NewJob
 from webhooks.worker import JobContext, JobResult
 
@@ -55,15 +56,15 @@ def check_glob(glob: str) -> str | None:
 
 
 class CommandHandler:
-    """Job handler for ``command`` jobs. ``github`` is the poster's GitHubFactory; ``store`` opens
-    the dataset store (where ignores are recorded)."""
+    """Job handler for ``command`` jobs. ``forges`` gives each job its forge client (the poster's);
+    ``store`` opens the dataset store (where ignores are recorded)."""
 
-    def __init__(self, github: Any, store: Callable[[], Store] | None):
-        self.github, self.store = github, store
+    def __init__(self, forges: Forges, store: Callable[[], Store] | None):
+        self.forges, self.store = forges, store
 
     def __call__(self, job: Job, ctx: JobContext) -> JobResult:
         p = job.payload
-        gh = self.github.client(p.get("installation_id"), p.get("forge"))
+        gh = self.forges.client(p.get("installation_id"), job.forge)
         comment_id, user, command = int(p["comment_id"]), str(p.get("user") or ""), p.get("command")
         permission = gh.collaborator_permission(job.repo, user) if user else "none"
         if permission not in WRITERS:

@@ -105,6 +105,12 @@ class Job:
     created_at: float = 0.0
     updated_at: float = 0.0
 
+    @property
+    def forge(self) -> str:
+        """The forge the job's event came from: ``"gitlab"`` when its payload says so, else ``"github"``
+        (GitHub deliveries predate the field)."""
+        return str(self.payload.get("forge") or "github")
+
 
 @dataclass
 class Accepted:

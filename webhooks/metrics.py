@@ -34,7 +34,10 @@ COUNTERS: dict[str, tuple[str, tuple[str, ...]]] = {
         (),
     ),
     "revbot_reviews_posted_total": ("Create-review calls that succeeded.", ()),
-    "revbot_github_api_errors_total": ("GitHub API errors seen by the worker, by HTTP status.", ("status",)),
+    "revbot_forge_api_errors_total": (
+        "Forge API errors seen by the worker, by forge (github, gitlab) and HTTP status.",
+        ("forge", "status"),
+    ),
     "revbot_model_reloads_total": ("Model versions loaded without a restart.", ()),
 }
 HISTOGRAMS: dict[str, tuple[str, tuple[str, ...]]] = {

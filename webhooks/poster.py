@@ -1,6 +1,8 @@
-"""Review jobs: one pull request head -> at most one review on GitHub, never lost, never doubled.
+"""Review jobs: one pull request head -> at most one review on its forge, never lost, never doubled.
 
-For a job (repo, PR, head sha) the poster
+The poster sees only the forge port (``bot.forge``): the job's client comes from the ``Forges``
+it is given (``adapters.forges.ForgeClients``, built in ``webhooks.runtime``), and the forge's
+refusals come as the port's error kinds. For a job (repo, PR, head sha) the poster
 
 1. reads the PR; a closed PR, a draft (when drafts are skipped) or a head that moved on is
    skipped (for a moved head the job of the new head is queued, in case its event is late);
@@ -9,7 +11,7 @@ For a job (repo, PR, head sha) the poster
    body starts with a short note saying what is wrong (file, line, reason), so the team sees it on
    the PR instead of a review that silently never comes;
 3. looks for a review of this head it already posted (a hidden ``revbot:review`` marker in the
-   review body): a rerun after a crash or after a 5xx that GitHub had in fact applied stops here;
+   review body): a rerun after a crash or after a 5xx that the forge had in fact applied stops here;
 4. decides the range (``webhooks.scope``): after a push to a reviewed PR only the PR's hunks that
    changed since the last reviewed head, the whole diff on the first review, on ``/revbot
    review`` or when a force-push dropped the last reviewed head; globs recorded with ``/revbot
@@ -18,10 +20,11 @@ For a job (repo, PR, head sha) the poster
 5. leaves out every comment whose fingerprint is already on the PR, and posts ONE review (event
    COMMENT) with at most 30 inline comments; the rest, the comments that could not be anchored
    and the files not reviewed go into its body, with the range reviewed and the threads fixed;
-6. on a 422 moves the comments GitHub names (all, if it names none) into the body and posts
-   again, so the review itself is never lost;
-7. settles the bot's threads the push fixed (``webhooks.threads``: resolved over GraphQL, or an
-   "addressed in <sha>" reply), and records in the dataset store what it posted (fingerprint,
+6. when the forge refuses anchors (``InvalidPositionError``: GitHub's 422) moves the comments it
+   names (all, if it names none) into the body and posts again, so the review itself is never
+   lost (GitLab posts comment by comment and turns a refused one into a note itself);
+7. settles the bot's threads the push fixed (``webhooks.threads``: resolved through the forge's
+   thread API, or an "addressed in <sha>" reply where the credentials may not), and records in the dataset store what it posted (fingerprint,
    hunk, model version) and what people did with its earlier comments (``bot.feedback``).
 
 A push that changes nothing reviewed and fixes no thread posts nothing.
@@ -40,14 +43,13 @@ from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
-from adapters.github import GitHubClient, ReviewValidationError
 from adapters.model import OpenAIBackend
 from adapters.store import BotPost, ReviewRecord, Store
 from bot.config import CONFIG_NAMES, RepoConfig
 from bot.diff import Diff, FileDiff, parse_diff, parse_patch
-from bot.errors import DataError, ForgeError, UsageError
+from bot.errors import DataError, ForgeError, InvalidPositionError
 from bot.feedback import refresh_evidence
-from bot.forge import Forge
+from bot.forge import Forge, Forges, forge_name
 from bot.formats import comment_fingerprint, extract_fingerprints, github_review_payload
 from bot.review import Review, ReviewComment, ReviewOptions, review_diff
 from bot.secrets import scrub_text
@@ -61,7 +63,7 @@ from webhooks.worker import JobContext, JobResult, ModelHolder, TransientError
 log = logging.getLogger(__name__)
 
 MAX_INLINE = 30  # inline comments per create-review call
-MAX_422_ROUNDS = 3
+MAX_REFUSED_ROUNDS = 3
 HEADER = "**revbot review**"
 
 
@@ -100,56 +102,11 @@ def config_notice(error: str) -> str:
     return f"{CONFIG_NOTE}\n{fence} {text} {fence}"
 
 
-class GitHubFactory:
-    """Forge clients for jobs: one GitHub token client, or one App client per installation (each
-    keeps its installation token until shortly before it expires); one GitLab client (the
-    REVBOT_GITLAB_* settings) for jobs from GitLab deliveries."""
-
-    def __init__(self, cfg: ServiceConfig):
-        self.cfg = cfg
-        self._clients: dict[int | None, GitHubClient] = {}
-        self._others: dict[str, Forge] = {}
-        self._lock = threading.Lock()
-
-    def client(self, installation_id: int | None, forge: str | None = None) -> Forge:
-        """The client for a job: ``forge`` is the job's (``"gitlab"``, else GitHub)."""
-        if forge == "gitlab":
-            return self._gitlab()
-        return self._github(installation_id)
-
-    def _gitlab(self) -> Forge:
-        from adapters.gitlab import GitLabClient
-
-        settings = self.cfg.settings
-        with self._lock:
-            if "gitlab" not in self._others:
-                self._others["gitlab"] = GitLabClient(
-                    settings.secret("gitlab_token"), url=settings.gitlab_url, **dict(self.cfg.gitlab_options)
-                )
-            return self._others["gitlab"]
-
-    def _github(self, installation_id: int | None) -> GitHubClient:
-        settings = self.cfg.settings
-        as_app = settings.github_app_id is not None and settings.github_token is None
-        key = installation_id if as_app else None
-        with self._lock:
-            if key in self._clients:
-                return self._clients[key]
-            if as_app and installation_id is None:
-                raise UsageError(
-                    "GitHub App auth needs the installation id, and this delivery has none "
-                    "(is the webhook configured on the App?)"
-                )
-            client = GitHubClient.from_settings(settings, installation_id=installation_id, **self.cfg.github_options)
-            self._clients[key] = client
-            return client
-
-
 _FILE_STATUS = {"removed": "deleted", "changed": "modified", "unchanged": "modified"}
 
 
 def read_pull_diff(gh: Forge, repo: str, number: int, source: str) -> Diff:
-    """The PR's diff; when GitHub will not render it (406: too large), rebuilt from the per-file
+    """The PR's diff; when the forge will not render it (406: too large), rebuilt from the per-file
     patches of the files API, where files without a patch (binary, or too large) have no hunks and
     are reported as not reviewed."""
     try:
@@ -180,18 +137,18 @@ class ReviewPoster:
     def __init__(
         self,
         cfg: ServiceConfig,
-        github: GitHubFactory,
+        forges: Forges,
         models: ModelHolder,
         metrics: Metrics,
         store: Callable[[], Store] | None = None,
     ):
-        self.cfg, self.github, self.models, self.metrics = cfg, github, models, metrics
+        self.cfg, self.forges, self.models, self.metrics = cfg, forges, models, metrics
         self.store = store  # opens the dataset store: /revbot ignore globs, posted comments, feedback
         self._generate_lock = threading.Lock()  # one local generation at a time: a model is not re-entrant
 
     def __call__(self, job: Job, ctx: JobContext) -> JobResult:
         started = time.monotonic()
-        gh = self.github.client(job.payload.get("installation_id"), job.payload.get("forge"))
+        gh = self.forges.client(job.payload.get("installation_id"), job.forge)
         repo, number, head = job.repo, job.pr, job.head_sha or ""
         pr = gh.get_pull(repo, number)
         if pr.get("state") != "open":
@@ -235,11 +192,11 @@ class ReviewPoster:
         if earlier and not new_inline and not new_notes and noted and not fixed and not job.payload.get("full"):
             self._record(job, gh, state, comments, [], plan, [])
             return JobResult(DONE, {"nothing_new": True, "known": len(known), **plan_info(plan)})
-        notes = [plan.get("range_note") or "", thread_summary(len(fixed), state.graphql) or ""]
+        notes = [plan.get("range_note") or "", thread_summary(len(fixed), state.thread_api) or ""]
         result = self._post(job, ctx, gh, review, known, notice, [n for n in notes if n])
         if result.info.get("dry_run"):
             return result
-        settled = settle(gh, repo, number, head, fixed, state.graphql)
+        settled = settle(gh, repo, number, head, fixed, state.thread_api)
         self._record(job, gh, state, comments, fixed, plan, [*new_inline, *new_notes])
         self._record_review(job, review, plan, result, time.monotonic() - started)
         result.info.update(plan_info(plan), **settled)
@@ -250,7 +207,7 @@ class ReviewPoster:
         came after it, settling the fixed threads (both steps skip what is already done)."""
         state = read_threads(gh, job.repo, job.pr, comments, own_logins(gh, self.cfg.settings.bot_logins))
         fixed = fixed_threads(state, review)
-        settle(gh, job.repo, job.pr, job.head_sha or "", fixed, state.graphql)
+        settle(gh, job.repo, job.pr, job.head_sha or "", fixed, state.thread_api)
         self._record(job, gh, state, comments, fixed, plan, [])
 
     def _record(
@@ -263,7 +220,7 @@ class ReviewPoster:
         plan: dict,
         posted: list[ReviewComment],
     ) -> None:
-        """Into the dataset store: what was posted (fingerprint, hunk, model version), the GitHub ids
+        """Into the dataset store: what was posted (fingerprint, hunk, model version), the forge's ids
         of the bot's comments, and what people did with them; then their evidence is re-derived.
         A store that cannot be written loses feedback, never the review: it is logged, not raised."""
         if self.store is None:
@@ -297,7 +254,7 @@ class ReviewPoster:
                 if c.get("in_reply_to_id") is None and fps and author in state.own:
                     store.link_post(job.repo, job.pr, fps[0], int(c["id"]))
             bot = next(iter(sorted(state.own)), "revbot")
-            rows = feedback_rows(job.repo, job.pr, state, comments, settled, bot)
+            rows = feedback_rows(job.repo, job.pr, state, comments, settled, bot, job.forge)
             if rows:
                 store.record_feedback(rows)
             refresh_evidence(store, job.repo, job.pr)
@@ -426,8 +383,8 @@ class ReviewPoster:
         request = job.payload.get("request")
         header = f"{HEADER}\n{review_marker(job.head_sha or '')}" + (f"\n{request_marker(request)}" if request else "")
         header += (f"\n\n{notice}" if notice else "") + "".join(f"\n\n{n}" for n in notes or ())
-        moved_by_422 = 0
-        for attempt in range(MAX_422_ROUNDS + 1):
+        moved_refused = 0
+        for attempt in range(MAX_REFUSED_ROUNDS + 1):
             payload = github_review_payload(
                 review, job.head_sha, known_fingerprints=known, max_inline=MAX_INLINE, header=header
             )
@@ -451,14 +408,15 @@ class ReviewPoster:
                     event=payload["event"],
                     comments=sent,
                 )
-            except ReviewValidationError as exc:
-                self.metrics.inc("revbot_github_api_errors_total", {"status": 422})
+            except InvalidPositionError as exc:
+                self.metrics.inc("revbot_forge_api_errors_total", {"forge": job.forge, "status": exc.status or 422})
                 review, moved = self._without_refused(
-                    review, known, exc.failed_indexes, everything=attempt == MAX_422_ROUNDS - 1
+                    review, known, exc.failed_indexes, everything=attempt == MAX_REFUSED_ROUNDS - 1
                 )
-                moved_by_422 += moved
+                moved_refused += moved
                 log.warning(
-                    "GitHub refused %d inline comment(s) on %s#%s; posting them in the body instead",
+                    "%s refused %d inline comment(s) on %s#%s; posting them in the body instead",
+                    forge_name(job.forge),
                     moved,
                     job.repo,
                     job.pr,
@@ -482,7 +440,7 @@ class ReviewPoster:
                 len(sent),
                 to_body,
             )
-            info = {"review_id": posted.get("id"), "comments": len(sent), "in_body": to_body, "refused": moved_by_422}
+            info = {"review_id": posted.get("id"), "comments": len(sent), "in_body": to_body, "refused": moved_refused}
             if notice:
                 info["config_error"] = True
             return JobResult(DONE, info)
@@ -492,8 +450,8 @@ class ReviewPoster:
     def _without_refused(
         review: Review, known: set[str], failed: list[int] | None, everything: bool
     ) -> tuple[Review, int]:
-        """The review with the inline comments GitHub refused moved to the unanchored ones (the
-        body). ``failed`` indexes the comments as sent; None (GitHub did not say) moves all."""
+        """The review with the inline comments the forge refused moved to the unanchored ones (the
+        body). ``failed`` indexes the comments as sent; None (the forge did not say) moves all."""
         sent = [c for c in review.comments if comment_fingerprint(c) not in known][:MAX_INLINE]
         if failed is None or everything:
             refused = sent

@@ -19,6 +19,7 @@ from typing import Any
 from adapters.store import Feedback, Store, StoredComment
 from bot.errors import DataError
 from bot.feedback import refresh_evidence
+from bot.forge import Forges
 from webhooks.jobs import DONE, SKIPPED, Job
 from webhooks.worker import JobContext, JobResult
 
@@ -28,9 +29,9 @@ log = logging.getLogger(__name__)
 class CommentRecorder:
     """Job handler for ``comment`` jobs. ``store`` is a Store or a factory (opened on first use)."""
 
-    def __init__(self, store: Store | Callable[[], Store], forges: Any = None):
+    def __init__(self, store: Store | Callable[[], Store], forges: Forges | None = None):
         self._store = store
-        self.forges = forges  # the poster's GitHubFactory: GitLab notes are completed through the API
+        self.forges = forges  # the poster's forge clients: GitLab notes are completed through the API
 
     @property
     def store(self) -> Store:
@@ -45,10 +46,10 @@ class CommentRecorder:
         if job.payload.get("forge") == "gitlab" and action != "deleted":
             comment, pr_author = self._gitlab_comment(job, comment)
         if action == "deleted":
-            removed = self.store.delete_comment(int(comment["id"]))
+            removed = self.store.delete_comment(int(comment["id"]), job.forge)
             return JobResult(DONE, {"action": "deleted", "comment": comment.get("id"), "removed": removed})
         comment.setdefault("pr", job.pr)
-        stored = StoredComment.from_github(comment, job.repo, pr_author, source="webhook")
+        stored = StoredComment.from_github(comment, job.repo, pr_author, source="webhook", forge=job.forge)
         # An older version than the stored one, or a comment deleted since, is skipped by the store
         # (events arrive out of order and can be replayed); only a real change marks the PR pending.
         inserted, updated = self.store.upsert_comments([stored], mark_pending=True)
@@ -74,6 +75,7 @@ class CommentRecorder:
                         stored.id,
                         stored.created_at,
                         "webhook",
+                        job.forge,
                     )
                 ]
             )
@@ -107,7 +109,7 @@ class ReactionRecorder(CommentRecorder):
         for r in gh.comment_reactions(job.repo, note_id, number=job.pr):
             counts[str(r["content"])] = counts.get(str(r["content"]), 0) + 1
         self.store.record_feedback(
-            [Feedback(job.repo, job.pr, note_id, "reactions", "", json.dumps(counts, sort_keys=True))]
+            [Feedback(job.repo, job.pr, note_id, "reactions", "", json.dumps(counts, sort_keys=True), forge=job.forge)]
         )
         refresh_evidence(self.store, job.repo, job.pr)
         return JobResult(DONE, {"comment": note_id, "reactions": counts})
@@ -146,6 +148,7 @@ class ThreadRecorder(CommentRecorder):
                     None,
                     root.get("updated_at"),
                     "webhook",
+                    job.forge,
                 )
             ]
         )

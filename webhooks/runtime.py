@@ -9,6 +9,7 @@ from collections.abc import Callable
 from typing import Any
 
 from bot.errors import ModelError
+from bot.forge import Forges
 from webhooks.jobs import COMMAND, COMMENT, REACTION, REVIEW, THREAD
 from webhooks.metrics import Metrics
 from webhooks.queue import JobQueue, open_queue
@@ -61,22 +62,25 @@ def build_pool(
     *,
     queue: JobQueue | None = None,
     loader: Callable[[Any], Any] | None = None,
-    github: Any = None,
+    forges: Forges | None = None,
     store: Any = None,
     workers: int | None = None,
     metrics: Metrics | None = None,
 ) -> WorkerPool:
-    """A worker pool for ``cfg`` (not started). ``github``: a GitHubFactory (tests pass one with
-    fast retries); ``store``: the dataset Store (default: ``cfg.settings.db``); ``metrics``: share the web
-    app's when both run in one process, so its /metrics shows the workers' counts."""
+    """A worker pool for ``cfg`` (not started). ``forges``: where jobs get their forge clients
+    (default: ``adapters.forges.ForgeClients`` from the settings, with ``cfg``'s client options);
+    ``store``: the dataset Store (default: ``cfg.settings.db``); ``metrics``: share the web app's
+    when both run in one process, so its /metrics shows the workers' counts."""
+    from adapters.forges import ForgeClients
     from webhooks.commands import CommandHandler
-    from webhooks.poster import GitHubFactory, ReviewPoster
+    from webhooks.poster import ReviewPoster
     from webhooks.recorder import CommentRecorder, ReactionRecorder, ThreadRecorder
 
     queue = queue or open_queue(cfg.settings.queue, cfg.settings.home, retention_s=cfg.retention_s)
     metrics = metrics or Metrics()
     models = build_models(cfg, loader, metrics)
-    github = github or GitHubFactory(cfg)
+    if forges is None:
+        forges = ForgeClients(cfg.settings, github_options=cfg.github_options, gitlab_options=cfg.gitlab_options)
     if store is None:
         lock = threading.Lock()
         opened: list[Any] = []
@@ -92,10 +96,10 @@ def build_pool(
         store = open_store
     store_factory = store if callable(store) else (lambda: store)
     handlers = {
-        REVIEW: ReviewPoster(cfg, github, models, metrics, store_factory),
-        COMMENT: CommentRecorder(store, github),
-        REACTION: ReactionRecorder(store, github),
-        COMMAND: CommandHandler(github, store_factory),
+        REVIEW: ReviewPoster(cfg, forges, models, metrics, store_factory),
+        COMMENT: CommentRecorder(store, forges),
+        REACTION: ReactionRecorder(store, forges),
+        COMMAND: CommandHandler(forges, store_factory),
         THREAD: ThreadRecorder(store, cfg.own_logins()),
     }
     return WorkerPool(

@@ -1,16 +1,19 @@
-"""The bot's own review threads on a pull request: which ones a push fixed (resolved over GraphQL,
-or answered "addressed in <sha>" without GraphQL rights), and what people did with them (feedback
-for retraining).
+"""The bot's own review threads on a pull request: which ones a push fixed (resolved through the
+forge's thread API, or answered "addressed in <sha>" where the credentials may not resolve them),
+and what people did with them (feedback for retraining). Only the forge port is used: each adapter
+reads and resolves threads its own way (GitHub over GraphQL, GitLab's discussions) and says
+``bot.errors.ThreadsUnavailable`` when these credentials may not.
 
 A thread is the bot's when its first comment was written by the bot's login (configured, or the
 login the credentials act as) AND carries a revbot fingerprint: a human's thread is never touched,
 whatever it quotes. A thread counts as fixed when it is not resolved yet, a push changed the lines
-it sat on (GitHub marks it outdated) and the new review does not raise the same thing again on
+it sat on (the forge marks it outdated) and the new review does not raise the same thing again on
 that file.
 
-Without GraphQL (the endpoint refuses the credentials, or answers FORBIDDEN) threads are rebuilt
-from the REST list of review comments (``in_reply_to_id``), outdated is ``line: null``, and a fixed
-thread gets one reply instead (its hidden marker keeps it from being sent twice).
+Without the thread API (``ThreadsUnavailable`` from ``review_threads``) threads are rebuilt from
+the list of review comments (``in_reply_to_id``), outdated is ``line: null``, and a fixed thread
+gets one reply instead (its hidden marker keeps it from being sent twice); so does every fixed
+thread after ``resolve_review_thread`` says the credentials may not resolve.
 """
 
 from __future__ import annotations
@@ -20,9 +23,8 @@ import logging
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from adapters.github import GraphQLError
 from adapters.store import Feedback
-from bot.errors import ForgeError
+from bot.errors import ThreadsUnavailable
 from bot.feedback import habit_key
 from bot.forge import Forge
 from bot.formats import extract_fingerprints, fingerprint_marker
@@ -42,7 +44,7 @@ class Thread:
     outdated: bool
     resolved: bool = False
     resolved_by: str | None = None
-    node_id: str | None = None  # GraphQL id (None: threads rebuilt from REST)
+    node_id: str | None = None  # the forge's thread id (None: threads rebuilt from the comments)
     replies: list[dict] = field(default_factory=list)  # {"id", "author", "body"}
 
     @property
@@ -54,7 +56,7 @@ class Thread:
 @dataclass
 class ThreadState:
     threads: list[Thread]
-    graphql: bool
+    thread_api: bool  # read through the forge's thread API (resolvable); False: rebuilt from comments
     own: frozenset[str]
 
     def own_threads(self) -> list[Thread]:
@@ -70,7 +72,7 @@ def own_logins(gh: Forge, configured: Iterable[str]) -> frozenset[str]:
     return frozenset(logins)
 
 
-def _rest_threads(comments: list[dict]) -> list[Thread]:
+def _comment_threads(comments: list[dict]) -> list[Thread]:
     by_root: dict[int, Thread] = {}
     for c in sorted(comments, key=lambda c: int(c.get("id") or 0)):
         author = str((c.get("user") or {}).get("login") or "")
@@ -86,7 +88,7 @@ def _rest_threads(comments: list[dict]) -> list[Thread]:
     return list(by_root.values())
 
 
-def _graphql_threads(nodes: list[dict]) -> list[Thread]:
+def _forge_threads(nodes: list[dict]) -> list[Thread]:
     out = []
     for t in nodes:
         comments = (t.get("comments") or {}).get("nodes") or []
@@ -117,16 +119,13 @@ def _graphql_threads(nodes: list[dict]) -> list[Thread]:
 
 
 def read_threads(gh: Forge, repo: str, number: int, comments: list[dict], own: frozenset[str]) -> ThreadState:
-    """The PR's review threads, over GraphQL when the credentials may use it, else from ``comments``."""
+    """The PR's review threads, through the forge's thread API when the credentials may use it,
+    else rebuilt from ``comments``."""
     try:
-        return ThreadState(_graphql_threads(gh.review_threads(repo, number)), True, own)
-    except GraphQLError as exc:
-        log.info("%s#%s: review threads not readable over GraphQL (%s); using REST", repo, number, exc)
-    except ForgeError as exc:
-        if exc.status not in (401, 403, 404):
-            raise
-        log.info("%s#%s: no GraphQL access (%s); using REST", repo, number, exc.status)
-    return ThreadState(_rest_threads(comments), False, own)
+        return ThreadState(_forge_threads(gh.review_threads(repo, number)), True, own)
+    except ThreadsUnavailable as exc:
+        log.info("%s#%s: review threads not readable (%s); rebuilding them from the comments", repo, number, exc)
+    return ThreadState(_comment_threads(comments), False, own)
 
 
 def fixed_threads(state: ThreadState, review: Review) -> list[Thread]:
@@ -137,7 +136,7 @@ def fixed_threads(state: ThreadState, review: Review) -> list[Thread]:
         if t.resolved or not t.outdated or (t.path, habit_key(t.body)) in raised:
             continue
         if any(ADDRESSED_MARK in r["body"] for r in t.replies):
-            continue  # answered "addressed" before (no GraphQL to resolve it)
+            continue  # answered "addressed" before (it could not be resolved)
         out.append(t)
     return out
 
@@ -150,24 +149,19 @@ def addressed_reply(head: str, thread: Thread) -> str:
     )
 
 
-def settle(gh: Forge, repo: str, number: int, head: str, threads: list[Thread], graphql: bool) -> dict[str, int]:
-    """Resolve ``threads`` (GraphQL), or reply "addressed in <sha>" where resolving is refused."""
+def settle(gh: Forge, repo: str, number: int, head: str, threads: list[Thread], thread_api: bool) -> dict[str, int]:
+    """Resolve ``threads`` (the forge's thread API), or reply "addressed in <sha>" where resolving
+    is refused."""
     done = {"resolved": 0, "replied": 0}
-    use_graphql = graphql
+    resolving = thread_api
     for t in threads:
-        if use_graphql and t.node_id:
+        if resolving and t.node_id:
             try:
                 if gh.resolve_review_thread(t.node_id):
                     done["resolved"] += 1
                     continue
-            except GraphQLError as exc:
-                if not exc.forbidden:
-                    raise
-                use_graphql = False
-            except ForgeError as exc:
-                if exc.status not in (401, 403):
-                    raise
-                use_graphql = False
+            except ThreadsUnavailable:
+                resolving = False
             log.info("%s#%s: not allowed to resolve review threads; replying instead", repo, number)
         gh.reply_to_review_comment(repo, number, t.root_id, addressed_reply(head, t))
         done["replied"] += 1
@@ -181,9 +175,11 @@ def feedback_rows(
     comments: list[dict],
     settled: Iterable[Thread] = (),
     bot: str = "revbot",
+    forge: str = "github",
 ) -> list[Feedback]:
     """What people did with the bot's threads, as store rows: reaction counts, replies by people,
-    and each thread's resolution (with whether a push had changed its lines)."""
+    and each thread's resolution (with whether a push had changed its lines). ``forge``: whose
+    comment ids these are."""
     reactions = {int(c["id"]): c.get("reactions") for c in comments if c.get("id") is not None}
     done = {t.root_id for t in settled}
     out: list[Feedback] = []
@@ -195,19 +191,29 @@ def feedback_rows(
                 for k, v in counts.items()
                 if k not in ("url", "total_count") and isinstance(v, int) and not isinstance(v, bool) and v
             }
-            out.append(Feedback(repo, number, t.root_id, "reactions", "", json.dumps(clean, sort_keys=True)))
+            out.append(
+                Feedback(repo, number, t.root_id, "reactions", "", json.dumps(clean, sort_keys=True), forge=forge)
+            )
         for r in t.replies:
             if r["author"].lower() not in state.own and not extract_fingerprints(r["body"]):
                 out.append(
-                    Feedback(repo, number, t.root_id, "reply", r["author"], r["body"], int(r["id"] or 0) or None)
+                    Feedback(
+                        repo, number, t.root_id, "reply", r["author"], r["body"], int(r["id"] or 0) or None, forge=forge
+                    )
                 )
         if t.root_id in done:
             out.append(
                 Feedback(
-                    repo, number, t.root_id, "resolved", bot, json.dumps({"resolved": True, "by": bot, "changed": True})
+                    repo,
+                    number,
+                    t.root_id,
+                    "resolved",
+                    bot,
+                    json.dumps({"resolved": True, "by": bot, "changed": True}),
+                    forge=forge,
                 )
             )
-        elif t.resolved and state.graphql:
+        elif t.resolved and state.thread_api:
             out.append(
                 Feedback(
                     repo,
@@ -216,16 +222,17 @@ def feedback_rows(
                     "resolved",
                     t.resolved_by or "",
                     json.dumps({"resolved": True, "by": t.resolved_by, "changed": t.outdated}),
+                    forge=forge,
                 )
             )
     return out
 
 
-def thread_summary(count: int, graphql: bool) -> str | None:
+def thread_summary(count: int, thread_api: bool) -> str | None:
     """The review-body line about the threads this push fixed."""
     if not count:
         return None
-    what = "their threads are resolved" if graphql else 'each got an "addressed" reply'
+    what = "their threads are resolved" if thread_api else 'each got an "addressed" reply'
     return (
         f"**Fixed by this push:** {count} earlier revbot comment{'s' if count != 1 else ''} on lines it changed "
         f"{'are' if count != 1 else 'is'} no longer raised; {what}."

@@ -314,7 +314,7 @@ class Worker:
     def _failed(self, job: Job, exc: Exception) -> str:
         status = getattr(exc, "status", None)
         if isinstance(exc, ForgeError):
-            self.metrics.inc("revbot_github_api_errors_total", {"status": status or "network"})
+            self.metrics.inc("revbot_forge_api_errors_total", {"forge": job.forge, "status": status or "network"})
         message = str(exc) if isinstance(exc, RevbotError) else f"{type(exc).__name__}: {exc}"
         if is_transient(exc):
             delay = min(self.retry_delay_s * (2 ** max(job.attempts - 1, 0)), MAX_RETRY_DELAY_S)

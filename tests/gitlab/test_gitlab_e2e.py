@@ -6,6 +6,7 @@ retrain` learns from."""
 
 from __future__ import annotations
 
+import requests
 from gitlab_kit import BASE, PROJECT, deliver, gitlab_service
 
 from adapters.gitlab import GitLabClient
@@ -106,6 +107,10 @@ def test_a_review_cut_off_half_way_is_finished_by_the_retry_without_doubles(tmp_
         fps = [fp for p in glsim.posted for fp in extract_fingerprints(p["body"]) if p.get("position")]
         assert len(fps) == len(set(fps)) == 2
         assert REVIEW_MARK in glsim.posted[-1]["body"] and sum(REVIEW_MARK in p["body"] for p in glsim.posted) == 1
+        # the lost answer is counted as GitLab's, not GitHub's
+        text = requests.get(svc.url + "/metrics", timeout=5).text
+        assert 'revbot_forge_api_errors_total{forge="gitlab",status="500"} 1.0' in text
+        assert 'forge="github"' not in text
     finally:
         svc.close()
 

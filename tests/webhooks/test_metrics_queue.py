@@ -63,8 +63,9 @@ def test_each_metrics_object_counts_on_its_own_and_unknown_names_are_refused():
 
 def test_label_values_are_escaped():
     m = Metrics()
-    m.inc("revbot_github_api_errors_total", {"status": 'a"b\\c\nd'})
-    assert samples(m.render())[("revbot_github_api_errors_total", (("status", 'a"b\\c\nd'),))] == 1
+    m.inc("revbot_forge_api_errors_total", {"forge": "gitlab", "status": 'a"b\\c\nd'})
+    key = ("revbot_forge_api_errors_total", (("forge", "gitlab"), ("status", 'a"b\\c\nd')))
+    assert samples(m.render())[key] == 1
 
 
 def read_folder(folder: Path) -> dict[tuple[str, tuple], float]:

@@ -176,6 +176,8 @@ def test_a_422_moves_the_comments_into_the_body_and_the_review_is_still_posted(s
     assert service.review_comments() == []  # everything went into the body ...
     assert review["body"].count("<!-- revbot:fp=") >= 3  # ... each with its fingerprint
     assert "Comments not on a changed line" in review["body"]
+    text = requests.get(service.url + "/metrics", timeout=5).text
+    assert 'revbot_forge_api_errors_total{forge="github",status="422"} 1.0' in text
 
 
 def test_revbot_yml_changed_inside_the_pr_is_ignored(service):
