@@ -282,6 +282,8 @@ class GitHubClient:
     ``sleep=`` (waits are recorded, not slept), a short ``secondary_wait`` and ``min_write_interval=0``.
     """
 
+    forge = "github"
+
     def __init__(
         self,
         token: str | None = None,

@@ -47,6 +47,12 @@ class Forge(Protocol):
     """A forge's API as the use cases call it (see the module docstring for the answer shapes)."""
 
     @property
+    def forge(self) -> str:
+        """``"github"`` or ``"gitlab"``: whose ids this client's answers carry (stored comments are
+        keyed by forge and id)."""
+        ...
+
+    @property
     def api_url(self) -> str:
         """The API root this client talks to: what ``revbot retrain`` harvests from again."""
         ...
