@@ -205,15 +205,13 @@ def _negative_count(ratio: float, positives: int, key: str) -> int:
 def _feedback(
     repo: str, pr: int, root: StoredComment, replies: list[StoredComment], own: frozenset[str]
 ) -> list[Feedback]:
-    out = []
+    forge = {"source": root.forge, "forge": root.forge}  # whose ids these are, and where they were read
     counts = {k: v for k, v in root.reactions.items() if k != "total_count" and v}
     reactions = json.dumps(counts, sort_keys=True)
-    out.append(Feedback(repo, pr, root.id, "reactions", "", reactions, None, root.updated_at, forge=root.forge))
+    out = [Feedback(repo, pr, root.id, "reactions", "", reactions, None, root.updated_at, **forge)]
     for r in replies:
         if not is_own(r, own):
-            out.append(
-                Feedback(repo, pr, root.id, "reply", r.author or "", r.body, r.id, r.created_at, forge=root.forge)
-            )
+            out.append(Feedback(repo, pr, root.id, "reply", r.author or "", r.body, r.id, r.created_at, **forge))
     return out
 
 

@@ -183,6 +183,10 @@ def feedback_rows(
     reactions = {int(c["id"]): c.get("reactions") for c in comments if c.get("id") is not None}
     done = {t.root_id for t in settled}
     out: list[Feedback] = []
+
+    def row(t: Thread, kind: str, author: str, content: str, ref_id: int | None = None) -> None:
+        out.append(Feedback(repo, number, t.root_id, kind, author, content, ref_id, source=forge, forge=forge))
+
     for t in state.own_threads():
         counts = reactions.get(t.root_id)
         if isinstance(counts, dict):
@@ -191,40 +195,15 @@ def feedback_rows(
                 for k, v in counts.items()
                 if k not in ("url", "total_count") and isinstance(v, int) and not isinstance(v, bool) and v
             }
-            out.append(
-                Feedback(repo, number, t.root_id, "reactions", "", json.dumps(clean, sort_keys=True), forge=forge)
-            )
+            row(t, "reactions", "", json.dumps(clean, sort_keys=True))
         for r in t.replies:
             if r["author"].lower() not in state.own and not extract_fingerprints(r["body"]):
-                out.append(
-                    Feedback(
-                        repo, number, t.root_id, "reply", r["author"], r["body"], int(r["id"] or 0) or None, forge=forge
-                    )
-                )
+                row(t, "reply", r["author"], r["body"], int(r["id"] or 0) or None)
         if t.root_id in done:
-            out.append(
-                Feedback(
-                    repo,
-                    number,
-                    t.root_id,
-                    "resolved",
-                    bot,
-                    json.dumps({"resolved": True, "by": bot, "changed": True}),
-                    forge=forge,
-                )
-            )
+            row(t, "resolved", bot, json.dumps({"resolved": True, "by": bot, "changed": True}))
         elif t.resolved and state.thread_api:
-            out.append(
-                Feedback(
-                    repo,
-                    number,
-                    t.root_id,
-                    "resolved",
-                    t.resolved_by or "",
-                    json.dumps({"resolved": True, "by": t.resolved_by, "changed": t.outdated}),
-                    forge=forge,
-                )
-            )
+            by = t.resolved_by
+            row(t, "resolved", by or "", json.dumps({"resolved": True, "by": by, "changed": t.outdated}))
     return out
 
 
