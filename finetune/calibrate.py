@@ -5,8 +5,10 @@ The model scores every label of each validation hunk (``bot.anchoring``); a thre
 labels whose confidence clears it. Precision and recall are line-level (a comment is right when a
 human commented on its line), which needs no generation, so calibrating costs one scoring pass.
 The rule is maximum F1, or with ``min_precision`` the threshold that keeps the most comments at that
-precision. No validation comments, or no threshold reaching the precision: no threshold, and the
-reason says so.
+precision. Without evidence there is no threshold, and the reason says so: fewer than
+``bot.anchoring.MIN_CALIBRATION_HUNKS`` validation hunks with a human comment or as many without (a
+split of commented hunks only says nothing about when to stay silent), or no threshold reaching the
+precision.
 """
 
 from __future__ import annotations

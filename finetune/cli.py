@@ -135,12 +135,10 @@ def train(db, data, base_model, models_dir, promote, **training):
     calibration = version.meta.get("calibration") or {}
     threshold = calibration.get("threshold")
     click.echo(
-        "  comment threshold "
-        + (
-            f"{threshold:.4g} ({calibration.get('reason')})"
-            if threshold is not None
-            else f"none: {calibration.get('reason')}"
-        )
+        f"  comment threshold {threshold:.4g} ({calibration.get('reason')})"
+        if threshold is not None
+        else f"  comment threshold: none calibrated ({calibration.get('reason') or 'no validation split'}); "
+        "review uses the model's own choice (a comment where commenting outweighs silence)"
     )
     click.echo(
         f"  packing {'on' if m.get('packing') else 'off (batched by length)'}, padding share "

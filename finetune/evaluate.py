@@ -465,8 +465,7 @@ def threshold_summary(
     return {
         "threshold": threshold,
         "rule": calibration.get("rule"),
-        "reason": calibration.get("reason")
-        or ("no calibrated threshold: the model's own choice" if threshold is None else None),
+        "reason": calibration.get("reason") or ("the version records no calibration" if threshold is None else None),
         "validation": {k: calibration.get(k) for k in ("precision", "recall", "f1")} if calibration else None,
         "test_point": vars(at) if at is not None else None,
         "curve": [vars(p) for p in curve],

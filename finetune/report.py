@@ -271,6 +271,8 @@ def pr_plot(report: EvalReport, out: Path) -> list[str]:
 
     curve = [CurvePoint(**p) for p in t["curve"]]
     title = "tuned: comments against the threshold (test hunks)"
+    if t.get("threshold") is None:
+        title += "; none calibrated"
     written = plot_pr_curve(Calibration(t.get("threshold"), "", "", curve), out / PR_CURVE_FILE, title)
     return [PR_CURVE_FILE] if written else []
 

@@ -262,7 +262,10 @@ def threshold_lines(report: EvalReport) -> list[str]:
     if not t:
         return []
     if t.get("threshold") is None:
-        return [f"comment threshold: none ({t.get('reason') or 'not calibrated'}); the model's own choice"]
+        return [
+            f"comment threshold: none calibrated ({t.get('reason') or 'the version records no calibration'}); "
+            "the model's own choice (a comment where commenting outweighs silence)"
+        ]
     line = f"comment threshold {t['threshold']:.4g} ({t.get('rule') or 'calibrated'} on validation)"
     point = t.get("test_point")
     if point:

@@ -703,7 +703,8 @@ def version_extras(out: Path, index: Any, config: TrainConfig, calibration: Cali
 
     extra: dict[str, Any] = {"calibration": calibration.to_dict()}
     extra["exemplars"] = save_index(index, out, config.exemplars) if index is not None else None
-    plot_pr_curve(calibration, out / PR_CURVE_FILE, "comment threshold on validation")
+    title = "comment threshold on validation" + ("" if calibration.threshold is not None else ": none calibrated")
+    plot_pr_curve(calibration, out / PR_CURVE_FILE, title)
     return extra
 
 

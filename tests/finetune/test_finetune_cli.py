@@ -50,7 +50,12 @@ def test_eval_runs_end_to_end_and_records_its_metrics(trained, capsys):
     assert any(line.startswith("gate inputs (v1): review_f1 ") and "validation loss" in line for line in lines)
     assert lines[-2] == f"report: {version.path / 'eval' / 'report.md'}"
     assert lines[-1] == f"precision-recall against the threshold: {version.path / 'eval' / 'pr_curve.png'}"
-    assert any(line.startswith("comment threshold") for line in lines)
+    # too few validation hunks to calibrate on (test_too_few_validation_hunks_...): the line says why
+    reason = version.meta["calibration"]["reason"]
+    assert (
+        f"comment threshold: none calibrated ({reason}); "
+        "the model's own choice (a comment where commenting outweighs silence)"
+    ) in lines
 
 
 def test_models_list_promote_rollback(trained, capsys, tmp_path):
@@ -150,3 +155,19 @@ def test_a_version_of_another_prompt_format_is_refused(trained, capsys, tmp_path
     assert code == 1 and "prompt format version 99" in err and "Traceback" not in err
     code, _, err = run_cli(["models", "promote", "v1", "--models-dir", str(models)], capsys)
     assert code == 1 and "prompt format version 99" in err
+
+
+def test_too_few_validation_hunks_leave_no_threshold_and_train_says_why(trained):
+    """The shared version's validation split holds fewer than five hunks of a kind: calibration refuses,
+    revbot.json records why, the served model takes its own choice, and train says so (eval: above)."""
+    from adapters.model import BackendOptions, LocalBackend
+
+    models, train_out = trained
+    version = ModelRegistry(models).get("v1")
+    calibration = version.meta["calibration"]
+    assert calibration["threshold"] is None and calibration["f1"] is None
+    assert calibration["reason"].startswith("too few validation hunks to calibrate on: ")
+    assert calibration["reason"].endswith("at least 5 of each needed")
+    assert f"comment threshold: none calibrated ({calibration['reason']}); review uses the model's own" in train_out
+    backend = LocalBackend.load(BackendOptions(adapter=str(version.path)))
+    assert backend.threshold is None and backend.describe()["threshold"] is None
