@@ -171,3 +171,23 @@ def test_too_few_validation_hunks_leave_no_threshold_and_train_says_why(trained)
     assert f"comment threshold: none calibrated ({calibration['reason']}); review uses the model's own" in train_out
     backend = LocalBackend.load(BackendOptions(adapter=str(version.path)))
     assert backend.threshold is None and backend.describe()["threshold"] is None
+
+
+def test_the_row_length_exemplars_were_fitted_to_travels_with_the_version(trained):
+    """`revbot train --max-length 512` records it beside the exemplar index; the served model holds its
+    exemplars to it (bot.exemplars.fit_prompt), and train's summary counts what the length did."""
+    from adapters.model import BackendOptions, LocalBackend
+    from finetune.cli import _length_lines
+
+    models, _ = trained
+    version = ModelRegistry(models).get("v1")
+    assert version.meta["exemplars"]["max_length"] == 512 and version.meta["hyperparameters"]["max_length"] == 512
+    assert set(version.meta["data"]["exemplars_trimmed"]) == {"train", "validation", "test"}
+    backend = LocalBackend.load(BackendOptions(adapter=str(version.path)))
+    assert backend.exemplar_max_length == 512 and backend.describe()["exemplars"]["max_length"] == 512
+    data = {"too_long": {"train": 0, "validation": 1}, "exemplars_trimmed": {"train": 101, "test": 0}}
+    assert _length_lines(data, {"max_length": 1024}) == [
+        "  shown fewer exemplars to fit 1024 tokens: train 101",
+        "  skipped, longer than 1024 tokens even without exemplars: validation 1",
+    ]
+    assert _length_lines({"too_long": {"train": 0}}, {"max_length": 1024}) == []
