@@ -64,6 +64,13 @@ class TrainConfig:
     weight_decay: float = 0.0
     warmup_ratio: float = 0.05
     max_grad_norm: float = 1.0
+    decision_weight: float = field(
+        default=1.0,
+        metadata=option(
+            "Loss weight of the answer's decisions (its first token: comment or not; each anchor label: where) "
+            "against 1 for the comment's words; 1: the plain loss."
+        ),
+    )
     # the adapter
     lora_r: int = field(default=16, metadata=option("LoRA rank.", min=1))
     lora_alpha: int = field(default=32, metadata=option("LoRA alpha (scale = alpha / r).", min=1))
@@ -164,6 +171,7 @@ class TrainConfig:
             f"--max-length must be at least 16 tokens, got {self.max_length}",
         )
         need(self.lr > 0, f"--lr must be positive, got {self.lr}")
+        need(1 <= self.decision_weight <= 100, f"--decision-weight must be from 1 to 100, got {self.decision_weight}")
         need(0 <= self.warmup_ratio < 1, f"warm-up ratio must be in [0, 1), got {self.warmup_ratio}")
         need(self.lora_r >= 1, f"--lora-r must be at least 1, got {self.lora_r}")
         need(self.lora_alpha > 0, f"--lora-alpha must be positive, got {self.lora_alpha}")

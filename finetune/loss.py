@@ -1,11 +1,16 @@
 """The loss on the answer tokens only, in one place: training on the CPU computes it (train.py's trainer)
 and ``revbot retrain`` measures it on held-out examples (evaluate.answer_loss), so both count the same
 tokens the same way: labels are -100 on the prompt, and each supervised token is predicted from the
-position before it."""
+position before it. Training may weight the answer's decision tokens (``DecisionWeights``); validation
+and the retrain gate's loss are always the plain mean over answer tokens."""
 
 from __future__ import annotations
 
+import re
 from typing import Any
+
+ANCHOR_TOKENS_MAX = 8  # a label is ``R``, a few digits and ``:``; a decision never runs longer
+_ANCHOR_START = re.compile(r"^[RL]\d*$")
 
 
 class AnswerHead:
@@ -33,9 +38,10 @@ class AnswerHead:
         if self.handle is not None:
             self.handle.remove()
 
-    def loss_sum(self, model: Any, inputs: dict[str, Any]) -> tuple[Any, int]:
+    def loss_sum(self, model: Any, inputs: dict[str, Any], decisions: DecisionWeights | None = None) -> tuple[Any, int]:
         """Sum of token cross-entropies over the supervised tokens of one batch (labels != -100, each
-        predicted from the position before it), and their count."""
+        predicted from the position before it), and their count. With ``decisions``, each token's
+        cross-entropy is weighted by ``decisions.weights`` (a weighted sum of the same scale)."""
         import torch
         import torch.nn.functional as F
 
@@ -59,4 +65,61 @@ class AnswerHead:
             logits = logits[0]
         else:  # a model that called its head some other way: select from the full logits
             logits = logits[select]
-        return F.cross_entropy(logits.float(), targets, reduction="sum"), int(targets.numel())
+        if decisions is None:
+            return F.cross_entropy(logits.float(), targets, reduction="sum"), int(targets.numel())
+        losses = F.cross_entropy(logits.float(), targets, reduction="none")
+        return (losses * decisions.weights(shifted).to(losses.device)).sum(), int(targets.numel())
+
+
+class DecisionWeights:
+    """Weights for the answer tokens that carry its decisions: whether to comment (the answer's first
+    token, ``NO`` or ``R``) and where (each anchor label, ``R12:``, up to its colon). A review answer is
+    mostly comment text, easy to learn when a team repeats itself, and a handful of decision tokens:
+    under the plain loss a short training run learns the words and not when or where to say them (the
+    model proposes the right comment on the neighbouring line, or stays silent on a hunk it has seen).
+    Weighting the decisions ``weight`` times a word moves the gradient to them; the weights are
+    rescaled to a mean of 1 in every batch, so the loss keeps its scale and the learning rate its meaning.
+
+    Built once from the tokenizer: which token ids hold a colon or a newline, and which can start an
+    anchor label (``R``, ``L``, or such a letter with digits where a tokenizer merges them)."""
+
+    def __init__(self, tokenizer: Any, weight: float):
+        self.weight = float(weight)
+        self.colon: set[int] = set()
+        self.newline: set[int] = set()
+        self.anchor: set[int] = set()
+        for token_id in range(len(tokenizer)):
+            text = tokenizer.decode([token_id])
+            if ":" in text:
+                self.colon.add(token_id)
+            if "\n" in text:
+                self.newline.add(token_id)
+            if _ANCHOR_START.match(text):
+                self.anchor.add(token_id)
+
+    def mask(self, shifted: Any) -> list[bool]:
+        """For each supervised target (labels != -100, row by row, in order), whether it is a decision."""
+        out: list[bool] = []
+        for row in shifted.tolist():
+            active, count, prev = False, 0, -100
+            for token in row:
+                if token == -100:
+                    active, prev = False, -100
+                    continue
+                if prev == -100 or (prev in self.newline and token in self.anchor):
+                    active, count = True, 0
+                out.append(active)
+                if active:
+                    count += 1
+                    if token in self.colon or token in self.newline or count >= ANCHOR_TOKENS_MAX:
+                        active = False
+                prev = token
+        return out
+
+    def weights(self, shifted: Any) -> Any:
+        """Per supervised target: ``weight`` on decisions, 1 on the rest, rescaled to a mean of 1."""
+        import torch
+
+        mask = torch.tensor(self.mask(shifted), dtype=torch.bool)
+        weights = torch.where(mask, self.weight, 1.0)
+        return weights * (weights.numel() / weights.sum()) if weights.numel() else weights

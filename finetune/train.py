@@ -64,7 +64,7 @@ from finetune.attention import SEGMENT_ATTENTION
 from finetune.attention import register as register_segment_attention
 from finetune.config import CPU_DEFAULT_PRECISION, TrainConfig
 from finetune.data import Splits, encode_examples, prompt_completion_dataset, split_examples
-from finetune.loss import AnswerHead
+from finetune.loss import AnswerHead, DecisionWeights
 from finetune.retrieval import build_index, exemplars_for
 
 log = logging.getLogger(__name__)
@@ -255,13 +255,16 @@ COUNTS = ("tokens", "supervised_tokens", "token_slots")
 class _RevbotTrainerMixin:
     """What revbot's SFTTrainer adds: the answer-only head on the CPU, and token counts in the log."""
 
-    def __init__(self, *args: Any, answer_head: bool = False, **kwargs: Any):
+    def __init__(self, *args: Any, answer_head: bool = False, decision_weight: float = 1.0, **kwargs: Any):
         self.answer_head: AnswerHead | None = None
+        self.decisions: DecisionWeights | None = None
         self._pending = [0, 0, 0]  # COUNTS since the last log, this process
         self._totals: list[int] | None = None  # COUNTS so far, all processes
         self.session_start_counts = dict.fromkeys(COUNTS, 0)
         super().__init__(*args, **kwargs)
-        if answer_head:
+        if decision_weight != 1.0:  # weighted decisions need the per-token losses: revbot's head on any device
+            self.decisions = DecisionWeights(self.processing_class, decision_weight)
+        if answer_head or self.decisions is not None:
             self.answer_head = AnswerHead(self.model)
 
     def compute_loss(
@@ -277,7 +280,7 @@ class _RevbotTrainerMixin:
             return super().compute_loss(
                 model, inputs, return_outputs=return_outputs, num_items_in_batch=num_items_in_batch
             )
-        loss_sum, n = self.answer_head.loss_sum(model, inputs)
+        loss_sum, n = self.answer_head.loss_sum(model, inputs, self.decisions if model.training else None)
         if num_items_in_batch is None:
             return loss_sum / max(n, 1)
         # as SFTTrainer does: num_items_in_batch counts every process's tokens and DDP averages gradients
@@ -953,6 +956,7 @@ def _build_trainer(
             processing_class=prepared.tokenizer,
             callbacks=callbacks,
             answer_head=not str(args.device).startswith("cuda"),
+            decision_weight=config.decision_weight,
         )
     trainer.remove_callback(PrinterCallback)  # the progress bar (or nothing) instead of a dict per step
     if mixed == "no":  # TRL keeps a 4-bit model's LoRA weights in bf16 (as the QLoRA paper did); fp32 asked for fp32

@@ -88,6 +88,12 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--epochs", type=float, default=d.epochs, help=f"default: revbot train's ({d.epochs:g})")
     p.add_argument("--steps", type=int, default=0, help="optimiser steps (overrides --epochs when > 0)")
     p.add_argument("--lr", type=float, default=d.lr, help=f"default: revbot train's ({d.lr:g})")
+    p.add_argument(
+        "--decision-weight",
+        type=float,
+        default=d.decision_weight,
+        help=f"default: revbot train's ({d.decision_weight:g})",
+    )
     p.add_argument("--exemplars", type=int, default=d.exemplars, help=f"default: revbot train's ({d.exemplars})")
     p.add_argument("--max-length", type=int, default=d.max_length, help="default: revbot train's (1024 on CPU)")
     p.add_argument("--batch-size", type=int, default=d.batch_size)
@@ -110,6 +116,7 @@ def train_one(args: argparse.Namespace, splits, models: Path, exemplars: int):
         epochs=args.epochs,
         max_steps=args.steps or None,
         lr=args.lr,
+        decision_weight=args.decision_weight,
         exemplars=exemplars,
         max_length=args.max_length,
         batch_size=args.batch_size,

@@ -31,8 +31,17 @@ def cli_defaults() -> dict[str, object]:
 
 def test_the_benchmark_runs_revbot_trains_defaults_and_the_cli_shows_them():
     config, bench, cli = TrainConfig(), bench_defaults(), cli_defaults()
-    for name in ("epochs", "lr", "exemplars", "max_length", "batch_size", "patience"):
+    for name in ("epochs", "lr", "decision_weight", "exemplars", "max_length", "batch_size", "patience"):
         assert bench[name] == getattr(config, name), name
-    for name in ("epochs", "lr", "exemplars", "max_length", "batch_size", "patience", "min_precision"):
+    for name in (
+        "epochs",
+        "lr",
+        "decision_weight",
+        "exemplars",
+        "max_length",
+        "batch_size",
+        "patience",
+        "min_precision",
+    ):
         assert cli[name] == getattr(config, name), name
     assert bench["steps"] == 0 and bench["eval_every"] == 0  # no overrides unless told
