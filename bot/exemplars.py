@@ -133,7 +133,9 @@ def within_budget(exemplars: Iterable[Exemplar], budget: int = EXEMPLAR_TOKEN_BU
 T = TypeVar("T")
 
 
-def first_fit(exemplars: Sequence[Exemplar], attempt: Callable[[tuple[Exemplar, ...]], T | None]) -> tuple[T, int] | None:
+def first_fit(
+    exemplars: Sequence[Exemplar], attempt: Callable[[tuple[Exemplar, ...]], T | None]
+) -> tuple[T, int] | None:
     """The rule for a prompt too long with its exemplars, in training, evaluation and review alike:
     ``attempt`` it with all of them (best first), then without the least similar, and so on down to
     none. The first attempt that fits (not None) and how many exemplars were dropped for it; None
