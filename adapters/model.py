@@ -123,9 +123,12 @@ class Backend(ABC):
     max_context: int
     few_shot: bool = False
     # what a version trained on prompt format v3 brings (``attach_version``): its exemplar index
-    # (bot.exemplars.ExemplarIndex), how many exemplars a prompt shows, and its calibrated threshold
+    # (bot.exemplars.ExemplarIndex), how many exemplars a prompt shows, the row length its training
+    # fitted them to (exemplars never make a prompt longer: bot.exemplars.fit_prompt), and its
+    # calibrated threshold
     exemplars: Any = None
     exemplar_k: int = 0
+    exemplar_max_length: int | None = None
     threshold: float | None = None
 
     def prepare(self, inp: PromptInput) -> PromptInput:
@@ -291,13 +294,17 @@ def _with_adapter(lm: Any, adapter_dir: Path) -> Any:
 
 def attach_version(backend: Backend, version_dir: Path, meta: dict[str, Any]) -> None:
     """Give ``backend`` what its version recorded beside the adapter: the exemplar index (checked
-    against its hash) with the number of exemplars it was trained with, and the calibrated threshold.
+    against its hash) with the number of exemplars it was trained with and the row length training
+    fitted them to (absent in versions trained before it was recorded: the context alone bounds
+    them), and the calibrated threshold.
     A version without them (v1/v2 adapters) is served as before: no exemplars, no threshold."""
     from adapters.exemplars import load_index
 
     entry = meta.get("exemplars")
     backend.exemplars = load_index(version_dir, entry)
     backend.exemplar_k = int(entry.get("k", 0)) if isinstance(entry, dict) and backend.exemplars is not None else 0
+    length = entry.get("max_length") if isinstance(entry, dict) and backend.exemplars is not None else None
+    backend.exemplar_max_length = length if isinstance(length, int) and not isinstance(length, bool) else None
     calibration = meta.get("calibration")
     value = calibration.get("threshold") if isinstance(calibration, dict) else None
     backend.threshold = float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
@@ -630,7 +637,11 @@ class LocalBackend(Backend):
             "chat_template": self.chat,
             "max_context": self.max_context,
             "batch_size": self.batch_size,
-            "exemplars": {"k": self.exemplar_k, "documents": len(self.exemplars)}
+            "exemplars": {
+                "k": self.exemplar_k,
+                "documents": len(self.exemplars),
+                "max_length": self.exemplar_max_length,
+            }
             if self.exemplars is not None
             else None,
             "threshold": self.threshold,

@@ -38,6 +38,21 @@ models_dir_option = click.option(
 )
 
 
+def _length_lines(data: dict[str, Any], hyper: dict[str, Any]) -> list[str]:
+    """What the row length did to the examples, per split: shown fewer exemplars to fit, or skipped
+    because even without exemplars they do not fit (nothing when neither happened)."""
+    limit = hyper.get("max_length")
+    out = []
+    for key, what in (
+        ("exemplars_trimmed", f"shown fewer exemplars to fit {limit} tokens"),
+        ("too_long", f"skipped, longer than {limit} tokens even without exemplars"),
+    ):
+        counts = {k: v for k, v in (data.get(key) or {}).items() if v}
+        if counts:
+            out.append(f"  {what}: " + ", ".join(f"{k} {v}" for k, v in counts.items()))
+    return out
+
+
 def _fmt(value: Any, digits: int = 4) -> str:
     if value is None:
         return "–"
@@ -127,6 +142,8 @@ def train(db, data, base_model, models_dir, promote, **training):
     counts = version.meta.get("data", {}).get("counts", {})
     click.echo(f"wrote {version.name} to {version.path}")
     click.echo("  examples: " + ", ".join(f"{k} {v.get('examples', 0)}" for k, v in counts.items()))
+    for line in _length_lines(version.meta.get("data", {}), version.meta.get("hyperparameters", {})):
+        click.echo(line)
     click.echo(
         f"  steps {m.get('steps')} ({_fmt(m.get('epochs'), 2)} epochs{', stopped early' if m.get('stopped_early') else ''}), "
         f"train loss {_fmt(m.get('train_loss'))}, validation loss {_fmt(m.get('val_loss'))}, "
@@ -135,12 +152,10 @@ def train(db, data, base_model, models_dir, promote, **training):
     calibration = version.meta.get("calibration") or {}
     threshold = calibration.get("threshold")
     click.echo(
-        "  comment threshold "
-        + (
-            f"{threshold:.4g} ({calibration.get('reason')})"
-            if threshold is not None
-            else f"none: {calibration.get('reason')}"
-        )
+        f"  comment threshold {threshold:.4g} ({calibration.get('reason')})"
+        if threshold is not None
+        else f"  comment threshold: none calibrated ({calibration.get('reason') or 'no validation split'}); "
+        "review uses the model's own choice (a comment where commenting outweighs silence)"
     )
     click.echo(
         f"  packing {'on' if m.get('packing') else 'off (batched by length)'}, padding share "

@@ -197,7 +197,9 @@ def test_the_default_gate_needs_evidence(tiny_llama, tmp_path):
                 models_dir=models,
                 base_model=str(tiny_llama),
                 max_new_tokens=48,
-                config=TrainConfig(batch_size=2, max_length=512, **config),
+                # a validation split of 9 pull requests: enough hunks with and without a human comment
+                # (bot.anchoring.MIN_CALIBRATION_HUNKS) for the comment threshold to be calibrated
+                config=TrainConfig(batch_size=2, max_length=512, val_fraction=0.3, **config),
             )
 
     first = run(**FEW_STEPS)

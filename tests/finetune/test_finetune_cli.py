@@ -50,7 +50,12 @@ def test_eval_runs_end_to_end_and_records_its_metrics(trained, capsys):
     assert any(line.startswith("gate inputs (v1): review_f1 ") and "validation loss" in line for line in lines)
     assert lines[-2] == f"report: {version.path / 'eval' / 'report.md'}"
     assert lines[-1] == f"precision-recall against the threshold: {version.path / 'eval' / 'pr_curve.png'}"
-    assert any(line.startswith("comment threshold") for line in lines)
+    # too few validation hunks to calibrate on (test_too_few_validation_hunks_...): the line says why
+    reason = version.meta["calibration"]["reason"]
+    assert (
+        f"comment threshold: none calibrated ({reason}); "
+        "the model's own choice (a comment where commenting outweighs silence)"
+    ) in lines
 
 
 def test_models_list_promote_rollback(trained, capsys, tmp_path):
@@ -150,3 +155,39 @@ def test_a_version_of_another_prompt_format_is_refused(trained, capsys, tmp_path
     assert code == 1 and "prompt format version 99" in err and "Traceback" not in err
     code, _, err = run_cli(["models", "promote", "v1", "--models-dir", str(models)], capsys)
     assert code == 1 and "prompt format version 99" in err
+
+
+def test_too_few_validation_hunks_leave_no_threshold_and_train_says_why(trained):
+    """The shared version's validation split holds fewer than five hunks of a kind: calibration refuses,
+    revbot.json records why, the served model takes its own choice, and train says so (eval: above)."""
+    from adapters.model import BackendOptions, LocalBackend
+
+    models, train_out = trained
+    version = ModelRegistry(models).get("v1")
+    calibration = version.meta["calibration"]
+    assert calibration["threshold"] is None and calibration["f1"] is None
+    assert calibration["reason"].startswith("too few validation hunks to calibrate on: ")
+    assert calibration["reason"].endswith("at least 5 of each needed")
+    assert f"comment threshold: none calibrated ({calibration['reason']}); review uses the model's own" in train_out
+    backend = LocalBackend.load(BackendOptions(adapter=str(version.path)))
+    assert backend.threshold is None and backend.describe()["threshold"] is None
+
+
+def test_the_row_length_exemplars_were_fitted_to_travels_with_the_version(trained):
+    """`revbot train --max-length 512` records it beside the exemplar index; the served model holds its
+    exemplars to it (bot.exemplars.fit_prompt), and train's summary counts what the length did."""
+    from adapters.model import BackendOptions, LocalBackend
+    from finetune.cli import _length_lines
+
+    models, _ = trained
+    version = ModelRegistry(models).get("v1")
+    assert version.meta["exemplars"]["max_length"] == 512 and version.meta["hyperparameters"]["max_length"] == 512
+    assert set(version.meta["data"]["exemplars_trimmed"]) == {"train", "validation", "test"}
+    backend = LocalBackend.load(BackendOptions(adapter=str(version.path)))
+    assert backend.exemplar_max_length == 512 and backend.describe()["exemplars"]["max_length"] == 512
+    data = {"too_long": {"train": 0, "validation": 1}, "exemplars_trimmed": {"train": 101, "test": 0}}
+    assert _length_lines(data, {"max_length": 1024}) == [
+        "  shown fewer exemplars to fit 1024 tokens: train 101",
+        "  skipped, longer than 1024 tokens even without exemplars: validation 1",
+    ]
+    assert _length_lines({"too_long": {"train": 0}}, {"max_length": 1024}) == []
