@@ -11,7 +11,7 @@ from typing import Any
 
 import click
 
-from adapters.cli_options import quantize_option, quiet, summary_format_option
+from adapters.cli_options import actor_option, quantize_option, quiet, summary_format_option
 from adapters.versions import ModelRegistry, default_models_dir
 from bot.errors import DataError, UsageError
 from finetune.options import generation_options, pop_train_config, training_options
@@ -105,7 +105,8 @@ is current yet (the first version). Evaluate it with `revbot eval --version vN`.
     default=None,
     help="Make the new version current. Default: only when no version is current yet.",
 )
-def train(db, data, base_model, models_dir, promote, **training):
+@actor_option
+def train(db, data, base_model, models_dir, promote, actor, **training):
     """Train a QLoRA adapter on past reviews and write it as a new model version.
 
     4-bit NF4 base weights with double quantisation, LoRA (rank, alpha and dropout below) on every
@@ -164,7 +165,7 @@ def train(db, data, base_model, models_dir, promote, **training):
     if promote is None:
         promote = registry.current_name() is None
     if promote:
-        registry.promote(version.name)
+        registry.promote(version.name, by=f"train: {actor}")
         click.echo(f"  {version.name} is now current")
     else:
         click.echo(
@@ -423,11 +424,12 @@ def models_list(models_dir, as_json):
 @models.command("promote", context_settings=CONTEXT)
 @click.argument("name", metavar="vN")
 @models_dir_option
-def models_promote(name, models_dir):
+@actor_option
+def models_promote(name, models_dir, actor):
     """Make version vN current (atomically); review and the service pick it up."""
     registry = _registry(models_dir)
     previous = registry.current_name()
-    version = registry.promote(name)
+    version = registry.promote(name, by=f"cli: {actor}")
     click.echo(
         f"{version.name} is now current" + (f" (was {previous})" if previous and previous != version.name else "")
     )
@@ -435,11 +437,12 @@ def models_promote(name, models_dir):
 
 @models.command("rollback", context_settings=CONTEXT)
 @models_dir_option
-def models_rollback(models_dir):
+@actor_option
+def models_rollback(models_dir, actor):
     """Make the previously promoted version current again."""
     registry = _registry(models_dir)
     previous = registry.current_name()
-    version = registry.rollback()
+    version = registry.rollback(by=f"cli: {actor}")
     click.echo(f"rolled back from {previous} to {version.name}")
 
 

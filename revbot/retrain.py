@@ -40,7 +40,7 @@ from typing import Any
 
 import click
 
-from adapters.cli_options import fail, info, quiet, summary_format_option
+from adapters.cli_options import actor_option, fail, info, quiet, summary_format_option
 from adapters.files import LockBusy, file_lock
 from adapters.settings import Settings
 from bot.config import DEFAULT_BATCH_SIZE, DEFAULT_MAX_NEW_TOKENS
@@ -168,6 +168,7 @@ def retrain(
     val_loss_tolerance: float = VAL_LOSS_TOLERANCE,
     progress: bool = False,
     echo: Callable[[str], None] = lambda _text: None,
+    actor: str | None = None,  # who ran it, for the events log when the candidate is promoted
 ) -> RetrainResult:
     """Harvest ``repos`` (through ``client_for(repo)``, else ``client``) into ``store``, train a candidate
     on every example in the store, evaluate it and the current version on the same newest held-out
@@ -206,7 +207,7 @@ def retrain(
             metric, mine, theirs, parse_failure_tolerance=parse_failure_tolerance, val_loss_tolerance=val_loss_tolerance
         )
         if decision.promote:
-            registry.promote(candidate.name)
+            registry.promote(candidate.name, by=actor)
         gate_settings = {
             "test": test,
             "tolerances": {"parse_failure_rate": parse_failure_tolerance, "val_loss": val_loss_tolerance},
@@ -517,6 +518,7 @@ class GitHubClients:
 @training_options
 @generation_options("eval_batch_size")
 @summary_format_option("the decision")
+@actor_option
 def retrain_cmd(
     repos,
     db,
@@ -531,6 +533,7 @@ def retrain_cmd(
     max_new_tokens,
     eval_batch_size,
     as_json,
+    actor,
     **training,
 ):
     """Harvest new reviews, train a candidate, and promote it only if it is at least as good.
@@ -576,6 +579,7 @@ def retrain_cmd(
                 val_loss_tolerance=val_loss_tolerance,
                 progress=not quiet() and not as_json,
                 echo=echo,
+                actor=f"retrain: {actor}",
             )
         finally:
             if clients is not None:

@@ -58,12 +58,13 @@ def test_eval_runs_end_to_end_and_records_its_metrics(trained, capsys):
     ) in lines
 
 
-def test_models_list_promote_rollback(trained, capsys, tmp_path):
+def _registry_with_v2(trained, tmp_path) -> ModelRegistry:
+    """A copy of the trained registry (the shared one stays as training left it) with a second
+    version, published straight into it (training is covered elsewhere)."""
     import shutil
 
-    models = tmp_path / "models"  # a copy: the shared registry stays as training left it
+    models = tmp_path / "models"
     shutil.copytree(trained[0], models)
-    # a second version, published straight into the registry (training is covered elsewhere)
     registry = ModelRegistry(models)
     v1 = registry.get("v1")
     with registry.new_version() as pending:
@@ -71,6 +72,12 @@ def test_models_list_promote_rollback(trained, capsys, tmp_path):
             if f.is_file():
                 (pending.path / f.name).write_bytes(f.read_bytes())
     assert pending.version.name == "v2"
+    return registry
+
+
+def test_models_list_promote_rollback(trained, capsys, tmp_path):
+    registry = _registry_with_v2(trained, tmp_path)
+    models = registry.root
     registry.update_meta(
         "v2",
         evaluation={
@@ -105,6 +112,45 @@ def test_models_list_promote_rollback(trained, capsys, tmp_path):
     assert code == 1 and "revbot: error: nothing to roll back to" in err and "Traceback" not in err
     code, _, err = run_cli(["models", "promote", "v9", "--models-dir", str(models)], capsys)
     assert code == 1 and "no model version 'v9'" in err
+
+
+def test_promote_rollback_and_train_record_who_did_it_in_the_events_log(trained, capsys, tmp_path, monkeypatch):
+    from adapters.cli_options import os_user
+
+    # `revbot train` promoted the first version: by the operating-system user running it
+    first = ModelRegistry(trained[0]).events()[0]
+    assert (first["action"], first["version"], first["by"]) == ("promote", "v1", f"train: {os_user()}")
+    registry = _registry_with_v2(trained, tmp_path)
+    models = str(registry.root)
+    monkeypatch.setenv("LOGNAME", "dana")  # the login getpass reads first
+    assert run_cli(["models", "promote", "v2", "--models-dir", models], capsys)[0] == 0
+    assert run_cli(["models", "rollback", "--models-dir", models, "--actor", " release  bot "], capsys)[0] == 0
+    events = registry.events()[-2:]
+    assert [(e["action"], e["version"], e["by"]) for e in events] == [
+        ("promote", "v2", "cli: dana"),
+        ("rollback", "v1", "cli: release bot"),
+    ]
+    code, _, err = run_cli(["models", "promote", "v2", "--models-dir", models, "--actor", "  "], capsys)
+    assert code == 2 and "--actor" in err and "names no one" in err
+    assert registry.current_name() == "v1" and len(registry.events()) == 3
+
+
+def test_the_default_actor_is_the_os_user_and_unknown_only_when_it_cannot_be_told(monkeypatch):
+    import getpass
+    import os
+    import pwd
+
+    from adapters.cli_options import os_user
+
+    for name in ("LOGNAME", "USER", "LNAME", "USERNAME"):
+        monkeypatch.delenv(name, raising=False)
+    assert os_user() == pwd.getpwuid(os.getuid()).pw_name  # no login variable: the password database
+
+    def no_user() -> str:
+        raise OSError("No username set in the environment")
+
+    monkeypatch.setattr(getpass, "getuser", no_user)  # what getuser raises for a uid without an entry
+    assert os_user() == "unknown"
 
 
 def test_bad_input_is_a_clear_error_without_traceback(tmp_path, capsys, tiny_llama, monkeypatch):
