@@ -36,6 +36,7 @@ from typing import Any
 from adapters.decoding import find_answer_end as find_answer_end  # re-exported: the end marker's one reader
 from adapters.decoding import trim_answer
 from adapters.embedded import resolve as resolve_embedded
+from adapters.logs import hf_progress_bars_off
 from adapters.prefix_cache import PrefixCache, batch_layout, supports_prefix_cache
 from adapters.versions import META_FILE, check_prompt_format, read_meta
 from bot.config import DEFAULT_BATCH_SIZE, DEFAULT_MAX_NEW_TOKENS
@@ -240,7 +241,6 @@ def _load_weights(
     quantization: 4-bit NF4 on CUDA, full precision on a CPU."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
-    from transformers.utils import logging as hf_logging
 
     on_cuda = device.startswith("cuda")
     quantize = quantize or ("4bit" if on_cuda else "none")
@@ -265,18 +265,13 @@ def _load_weights(
     tokenizer_source = source
     if adapter_dir is not None and (adapter_dir / "tokenizer_config.json").is_file():
         tokenizer_source = _Source(str(adapter_dir), "tokenizer_config.json")  # saved by training
-    progress = hf_logging.is_progress_bar_enabled()
-    hf_logging.disable_progress_bar()
-    try:
+    with hf_progress_bars_off():
         tokenizer = tokenizer_source.load(AutoTokenizer.from_pretrained, "tokenizer")
         lm = source.load(AutoModelForCausalLM.from_pretrained, "model", **kwargs)
         if quantize != "4bit":
             lm = lm.to(device)
         if adapter_dir is not None:
             lm = _with_adapter(lm, adapter_dir)
-    finally:
-        if progress:
-            hf_logging.enable_progress_bar()
     lm.eval()
     return lm, tokenizer, quantize, dtype
 
