@@ -28,6 +28,7 @@ from bot.errors import DataError
 from bot.examples import Example
 from bot.exemplars import first_fit
 from bot.prompt import Exemplar, training_text, with_exemplars
+from finetune.config import TrainConfig
 
 IGNORE_INDEX = -100
 SQLITE_MAGIC = b"SQLite format 3\x00"
@@ -116,6 +117,21 @@ def parse_time(text: str) -> datetime | None:
     except ValueError:
         return None
     return value if value.tzinfo else value.replace(tzinfo=UTC)
+
+
+def split_as_configured(examples: Iterable[Example], config: TrainConfig) -> Splits:
+    """``split_examples`` with a training configuration's seed, fractions, minimums and repository cap
+    (what `revbot train` and `revbot retrain` both split by)."""
+    return split_examples(
+        examples,
+        config.seed,
+        test_fraction=config.test_fraction,
+        val_fraction=config.val_fraction,
+        min_train=config.min_train,
+        min_val=config.min_val,
+        min_test=config.min_test,
+        max_repo_share=config.max_repo_share,
+    )
 
 
 def _seeded_key(seed: int, repo: str, pr: int) -> str:

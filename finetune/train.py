@@ -63,7 +63,7 @@ from bot.prompt import PROMPT_FORMAT_VERSION
 from finetune.attention import SEGMENT_ATTENTION
 from finetune.attention import register as register_segment_attention
 from finetune.config import CPU_DEFAULT_PRECISION, TrainConfig
-from finetune.data import Splits, encode_examples, prompt_completion_dataset, split_examples
+from finetune.data import Splits, encode_examples, prompt_completion_dataset, split_as_configured
 from finetune.loss import AnswerHead, DecisionWeights
 from finetune.retrieval import build_index, exemplars_for
 
@@ -817,16 +817,7 @@ def _splits_of(examples: Sequence[Example] | Splits, config: TrainConfig) -> Spl
     examples = list(examples)
     if not examples:
         raise DataError("no training examples: the dataset is empty (harvest reviews first: `revbot harvest`)")
-    return split_examples(
-        examples,
-        config.seed,
-        test_fraction=config.test_fraction,
-        val_fraction=config.val_fraction,
-        min_train=config.min_train,
-        min_val=config.min_val,
-        min_test=config.min_test,
-        max_repo_share=config.max_repo_share,
-    )
+    return split_as_configured(examples, config)
 
 
 def _sft_args(config: TrainConfig, registry: ModelRegistry, on_cuda: bool, mixed: str, has_val: bool) -> Any:

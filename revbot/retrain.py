@@ -46,6 +46,7 @@ from adapters.settings import Settings
 from bot.config import DEFAULT_BATCH_SIZE, DEFAULT_MAX_NEW_TOKENS
 from bot.errors import DataError, RevbotError, UsageError
 from bot.examples import Example
+from finetune.data import split_as_configured
 from finetune.gate import (
     DEFAULT_GATE_METRIC,
     GATE_METRICS,
@@ -183,7 +184,7 @@ def retrain(
     with retrain_lock(registry.root):
         harvests = _harvest(store, repos, client, client_for, harvest_options, echo, timings)
         examples, feedback = _examples_with_feedback(store, echo)
-        splits = _split(examples, config)
+        splits = split_as_configured(examples, config)
         incumbent = registry.current()
         base_model = _base_model(base_model, incumbent)
         counts = splits.counts()
@@ -261,21 +262,6 @@ def _record(
     }
     registry.record_decision(
         candidate.name, incumbent.name if incumbent else None, metric, values, decision.promote, decision.reason
-    )
-
-
-def _split(examples: list[Any], config: Any) -> Any:
-    from finetune.data import split_examples
-
-    return split_examples(
-        examples,
-        config.seed,
-        test_fraction=config.test_fraction,
-        val_fraction=config.val_fraction,
-        min_train=config.min_train,
-        min_val=config.min_val,
-        min_test=config.min_test,
-        max_repo_share=config.max_repo_share,
     )
 
 
