@@ -574,8 +574,7 @@ class LocalBackend(Backend):
 
         out: list[Any] = []
         with self._lock:
-            for i, (inp, texts) in enumerate(zip(inputs, candidates)):
-                ids = self._encode_prompt(inp)
+            for i, (ids, texts) in enumerate(zip(self._encode_observed(inputs), candidates)):
                 cands = [list(self.tokenizer(t, add_special_tokens=False)["input_ids"]) for t in texts]
                 if len(ids) + max(len(c) for c in cands) + 1 >= self.max_context:
                     silent = Analysis([1.0] + [0.0] * (len(cands) - 1))
@@ -593,6 +592,7 @@ class LocalBackend(Backend):
                         prefixes=texts,
                         max_new_tokens=max_new_tokens,
                         free=free,
+                        prefix_cache=self.prefix_cache,
                     )
                 )
         return out
@@ -603,14 +603,21 @@ class LocalBackend(Backend):
 
         out = []
         with self._lock:
-            for inp, texts in zip(inputs, candidates):
-                ids = self._encode_prompt(inp)
+            for ids, texts in zip(self._encode_observed(inputs), candidates):
                 cands = [list(self.tokenizer(t, add_special_tokens=False)["input_ids"]) for t in texts]
                 if len(ids) + max(len(c) for c in cands) >= self.max_context:
                     out.append([1.0] + [0.0] * (len(cands) - 1))  # does not fit: silence
                     continue
-                out.append(score_continuations(self.model, ids, cands))
+                out.append(score_continuations(self.model, ids, cands, self.prefix_cache))
         return out
+
+    def _encode_observed(self, inputs: list[PromptInput]) -> list[list[int]]:
+        """The prompts' token ids, their shared prefix shown to the prefix cache (call under the lock):
+        each prompt's own pass then starts from its cached states."""
+        encoded = [self._encode_prompt(inp) for inp in inputs]
+        if self.prefix_cache is not None:
+            self.prefix_cache.observe(encoded)
+        return encoded
 
     def count_tokens(self, text: str) -> int:
         return len(self.tokenizer(text, add_special_tokens=False)["input_ids"])
