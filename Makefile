@@ -32,6 +32,7 @@ lint: setup
 
 bench: setup
 	$(PY) tests/bench/bench_review.py
+	$(PY) tests/bench/bench_review.py --anchors constrained --min-confidence 0
 	$(PY) tests/bench/bench_harvest.py
 	$(PY) tests/bench/bench_train.py
 	$(PY) tests/bench/bench_cpu_training.py

@@ -1,5 +1,5 @@
 """What every `revbot` command shares: the global flags, the options that mean one thing everywhere
-(``--quantize``, a summary's ``--format``), and how errors, warnings and info lines are printed.
+(``--quantize``, a summary's ``--format``, ``--actor``), and how errors, warnings and info lines are printed.
 
 * ``-v/--verbose`` and ``-q/--quiet`` are accepted before and after the subcommand
   (``add_global_flags``, applied by the shell to every command it loads). Quiet hides progress bars
@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import functools
+import getpass
 import logging
 import sys
 from collections.abc import Callable, Mapping
@@ -219,3 +220,32 @@ def summary_format_option(what: str) -> Callable[[F], F]:
         )(wrapper)  # type: ignore[return-value]
 
     return decorate
+
+
+def os_user() -> str:
+    """The operating-system user running this process (``getpass.getuser``), or "unknown" when it
+    cannot be told (no login variable and no password-database entry for the uid)."""
+    try:
+        return getpass.getuser() or "unknown"
+    except (OSError, KeyError, ImportError):  # OSError from 3.13 on; KeyError/ImportError before
+        return "unknown"
+
+
+def _actor(ctx: click.Context, param: click.Parameter, value: str) -> str:
+    name = " ".join(value.split())
+    if not name:
+        raise click.BadParameter("names no one; give a person or a system, e.g. --actor alice")
+    return name
+
+
+def actor_option(f: F) -> F:
+    """``--actor NAME``: who promotes or rolls back a model version, recorded with it in the
+    registry's events log (``models/events.jsonl``); default the operating-system user (``os_user``)."""
+    return click.option(
+        "--actor",
+        metavar="NAME",
+        default=os_user,
+        callback=_actor,
+        help="Who is doing this, recorded in the models' events log (models/events.jsonl) when a version is "
+        "promoted or rolled back. Default: the operating-system user.",
+    )(f)

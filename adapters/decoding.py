@@ -3,7 +3,9 @@ under the model (constrained anchors, ``bot.anchoring``) and stopping degenerate
 
 * ``score_continuations``: the probability of each candidate continuation of one prompt, teacher
   forced. The prompt runs once; its KV cache is repeated for the candidates, which are a few tokens
-  each (``R``, digits, ``:``), so scoring 40 labels costs little more than one prompt.
+  each (``R``, digits, ``:``), so scoring 40 labels costs little more than one prompt. With a
+  ``PrefixCache`` the prompt's pass starts from the shared prefix's cached states (a copy): only the
+  prompt's own tokens run through the model.
 * ``DegenerationGuard``: a stopping criterion that ends a row as soon as its answer degenerates
   (``bot.prompt.degenerate_at``: anchors without bodies, repeated comments, too many comments); a
   row whose answer was started for it (a chosen anchor) stops at the next comment.
@@ -15,26 +17,38 @@ import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from functools import cache
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from bot.prompt import ANSWER_END, MAX_COMMENTS_PER_HUNK, degenerate_at
 
+if TYPE_CHECKING:
+    from adapters.prefix_cache import PrefixCache
 
-def score_continuations(model: Any, prompt_ids: Sequence[int], continuations: Sequence[Sequence[int]]) -> list[float]:
+
+def score_continuations(
+    model: Any,
+    prompt_ids: Sequence[int],
+    continuations: Sequence[Sequence[int]],
+    prefix_cache: PrefixCache | None = None,
+) -> list[float]:
     """P(continuation | prompt) for each continuation (token ids, at least one each), in order."""
     import torch
 
     with torch.inference_mode():
-        cache, first = _prompt_pass(model, prompt_ids)
+        cache, first = _prompt_pass(model, prompt_ids, prefix_cache)
         return _tree_scores(model, cache, first, len(prompt_ids), continuations)
 
 
-def _prompt_pass(model: Any, prompt_ids: Sequence[int]) -> tuple[Any, Any]:
-    """The prompt's KV cache and the log-probabilities of the answer's first token."""
+def _prompt_pass(model: Any, prompt_ids: Sequence[int], prefix_cache: PrefixCache | None = None) -> tuple[Any, Any]:
+    """The prompt's KV cache and the log-probabilities of the answer's first token. When
+    ``prefix_cache`` remembers a prefix of the prompt, the pass starts from a copy of its states and
+    runs only the rest (positions follow from the cache's length)."""
     import torch
 
-    prompt = torch.tensor([list(prompt_ids)], dtype=torch.long, device=model.device)
-    out = model(input_ids=prompt, use_cache=True, logits_to_keep=1)
+    started = prefix_cache.start(prompt_ids) if prefix_cache is not None else None
+    cache, n = started if started is not None else (None, 0)
+    prompt = torch.tensor([list(prompt_ids[n:])], dtype=torch.long, device=model.device)
+    out = model(input_ids=prompt, past_key_values=cache, use_cache=True, logits_to_keep=1)
     return out.past_key_values, torch.log_softmax(out.logits[0, -1].float(), dim=-1)
 
 
@@ -109,15 +123,17 @@ def analyse_prompt(
     prefixes: Sequence[str],
     max_new_tokens: int,
     free: bool,
+    prefix_cache: PrefixCache | None = None,
 ) -> Analysis:
     """Score the candidates, write a body after each chosen one and, with ``free``, the answer the
     model writes on its own, all from ONE pass over the prompt (its KV cache, rewound after each
-    continuation), so the scores, every body and the free answer cost one prompt's work."""
+    continuation; started from the shared prefix's cached states when ``prefix_cache`` holds them),
+    so the scores, every body and the free answer cost one prompt's work."""
     import torch
 
     p = len(prompt_ids)
     with torch.inference_mode():
-        cache, first = _prompt_pass(model, prompt_ids)
+        cache, first = _prompt_pass(model, prompt_ids, prefix_cache)
         analysis = Analysis(_tree_scores(model, cache, first, p, candidates))
         for i in choose(analysis.probabilities):
             analysis.bodies[i] = _greedy(

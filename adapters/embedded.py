@@ -32,6 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from adapters.files import file_lock
+from adapters.logs import hf_progress_bars_off
 from bot.errors import ModelError
 
 log = logging.getLogger(__name__)
@@ -171,7 +172,8 @@ def ensure_converted(model: EmbeddedModel, *, quiet: bool = False) -> Path:
     with file_lock(root / "base-models" / f".{model.name}.lock"):
         if _stamp_ok(target, source_sha):  # another process finished it while we waited
             return target
-        _convert(model, gguf, source_sha, target, quiet=quiet)
+        with hf_progress_bars_off():
+            _convert(model, gguf, source_sha, target, quiet=quiet)
     return target
 
 
@@ -181,13 +183,10 @@ def _convert(model: EmbeddedModel, gguf: Path, source_sha: str, target: Path, *,
     import torch
     from tqdm.auto import tqdm
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, GenerationConfig
-    from transformers.utils import logging as hf_logging
 
     if not quiet:
         print(f"revbot: converting the embedded model {model.name} once, into {target}", file=sys.stderr)
     steps = tqdm(total=4, desc=f"converting {model.name}", unit="step", disable=quiet, file=sys.stderr)
-    hf_progress = hf_logging.is_progress_bar_enabled()
-    hf_logging.disable_progress_bar()
     target.parent.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix=f".{model.name}.", dir=target.parent))
     work.chmod(0o755)  # mkdtemp makes it private; the cache is as readable as any model directory
@@ -250,8 +249,6 @@ def _convert(model: EmbeddedModel, gguf: Path, source_sha: str, target: Path, *,
         raise ModelError(f"could not convert the embedded model {model.name} into {target}: {exc}") from exc
     finally:
         steps.close()
-        if hf_progress:
-            hf_logging.enable_progress_bar()
         if work.exists():
             shutil.rmtree(work, ignore_errors=True)
 

@@ -33,8 +33,11 @@ def folder_hash(directory: Path) -> str:
     return digest.hexdigest()
 
 
-def save_index(index: ExemplarIndex, version_dir: Path, k: int = DEFAULT_K) -> dict[str, Any]:
-    """Write ``index`` into ``version_dir/exemplars`` and return the revbot.json entry describing it."""
+def save_index(
+    index: ExemplarIndex, version_dir: Path, k: int = DEFAULT_K, max_length: int | None = None
+) -> dict[str, Any]:
+    """Write ``index`` into ``version_dir/exemplars`` and return the revbot.json entry describing it;
+    ``max_length``: the row length training fitted the exemplars to (review holds prompts to it too)."""
     target = version_dir / INDEX_DIR
     target.mkdir(parents=True, exist_ok=True)
     write_jsonl(target / REVIEWS_FILE, (r.to_dict() for r in index.reviews))
@@ -45,6 +48,7 @@ def save_index(index: ExemplarIndex, version_dir: Path, k: int = DEFAULT_K) -> d
         "k": k,
         "documents": len(index),
         "token_budget": EXEMPLAR_TOKEN_BUDGET,
+        "max_length": max_length,
         "sha256": folder_hash(target),
     }
 

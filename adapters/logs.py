@@ -1,9 +1,12 @@
-"""Logging that never prints a secret: every record passes through the scrubber."""
+"""Logging that never prints a secret: every record passes through the scrubber. And
+``hf_progress_bars_off``: transformers' own progress bars held back while revbot loads or writes weights."""
 
 from __future__ import annotations
 
 import logging
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import TextIO
 
 from bot.secrets import scrub_text
@@ -71,3 +74,18 @@ def configure_logging(level: int = logging.WARNING) -> None:
         # bitsandbytes warns on every CPU run that an optional kernels package is missing; its
         # fallback works, and the warning reads like an error to a user
         logging.getLogger("bitsandbytes.backends.cpu.ops").setLevel(logging.ERROR)
+
+
+@contextmanager
+def hf_progress_bars_off() -> Iterator[None]:
+    """Transformers' progress bars (checkpoint shards loading, weights being written) hidden for the
+    block, and shown again after it only if they were shown before (revbot reports its own progress)."""
+    from transformers.utils import logging as hf_logging
+
+    was_enabled = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            hf_logging.enable_progress_bar()

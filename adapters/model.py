@@ -36,6 +36,7 @@ from typing import Any
 from adapters.decoding import find_answer_end as find_answer_end  # re-exported: the end marker's one reader
 from adapters.decoding import trim_answer
 from adapters.embedded import resolve as resolve_embedded
+from adapters.logs import hf_progress_bars_off
 from adapters.prefix_cache import PrefixCache, batch_layout, supports_prefix_cache
 from adapters.versions import META_FILE, check_prompt_format, read_meta
 from bot.config import DEFAULT_BATCH_SIZE, DEFAULT_MAX_NEW_TOKENS
@@ -123,9 +124,12 @@ class Backend(ABC):
     max_context: int
     few_shot: bool = False
     # what a version trained on prompt format v3 brings (``attach_version``): its exemplar index
-    # (bot.exemplars.ExemplarIndex), how many exemplars a prompt shows, and its calibrated threshold
+    # (bot.exemplars.ExemplarIndex), how many exemplars a prompt shows, the row length its training
+    # fitted them to (exemplars never make a prompt longer: bot.exemplars.fit_prompt), and its
+    # calibrated threshold
     exemplars: Any = None
     exemplar_k: int = 0
+    exemplar_max_length: int | None = None
     threshold: float | None = None
 
     def prepare(self, inp: PromptInput) -> PromptInput:
@@ -237,7 +241,6 @@ def _load_weights(
     quantization: 4-bit NF4 on CUDA, full precision on a CPU."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
-    from transformers.utils import logging as hf_logging
 
     on_cuda = device.startswith("cuda")
     quantize = quantize or ("4bit" if on_cuda else "none")
@@ -262,18 +265,13 @@ def _load_weights(
     tokenizer_source = source
     if adapter_dir is not None and (adapter_dir / "tokenizer_config.json").is_file():
         tokenizer_source = _Source(str(adapter_dir), "tokenizer_config.json")  # saved by training
-    progress = hf_logging.is_progress_bar_enabled()
-    hf_logging.disable_progress_bar()
-    try:
+    with hf_progress_bars_off():
         tokenizer = tokenizer_source.load(AutoTokenizer.from_pretrained, "tokenizer")
         lm = source.load(AutoModelForCausalLM.from_pretrained, "model", **kwargs)
         if quantize != "4bit":
             lm = lm.to(device)
         if adapter_dir is not None:
             lm = _with_adapter(lm, adapter_dir)
-    finally:
-        if progress:
-            hf_logging.enable_progress_bar()
     lm.eval()
     return lm, tokenizer, quantize, dtype
 
@@ -291,13 +289,17 @@ def _with_adapter(lm: Any, adapter_dir: Path) -> Any:
 
 def attach_version(backend: Backend, version_dir: Path, meta: dict[str, Any]) -> None:
     """Give ``backend`` what its version recorded beside the adapter: the exemplar index (checked
-    against its hash) with the number of exemplars it was trained with, and the calibrated threshold.
+    against its hash) with the number of exemplars it was trained with and the row length training
+    fitted them to (absent in versions trained before it was recorded: the context alone bounds
+    them), and the calibrated threshold.
     A version without them (v1/v2 adapters) is served as before: no exemplars, no threshold."""
     from adapters.exemplars import load_index
 
     entry = meta.get("exemplars")
     backend.exemplars = load_index(version_dir, entry)
     backend.exemplar_k = int(entry.get("k", 0)) if isinstance(entry, dict) and backend.exemplars is not None else 0
+    length = entry.get("max_length") if isinstance(entry, dict) and backend.exemplars is not None else None
+    backend.exemplar_max_length = length if isinstance(length, int) and not isinstance(length, bool) else None
     calibration = meta.get("calibration")
     value = calibration.get("threshold") if isinstance(calibration, dict) else None
     backend.threshold = float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
@@ -572,8 +574,7 @@ class LocalBackend(Backend):
 
         out: list[Any] = []
         with self._lock:
-            for i, (inp, texts) in enumerate(zip(inputs, candidates)):
-                ids = self._encode_prompt(inp)
+            for i, (ids, texts) in enumerate(zip(self._encode_observed(inputs), candidates)):
                 cands = [list(self.tokenizer(t, add_special_tokens=False)["input_ids"]) for t in texts]
                 if len(ids) + max(len(c) for c in cands) + 1 >= self.max_context:
                     silent = Analysis([1.0] + [0.0] * (len(cands) - 1))
@@ -591,6 +592,7 @@ class LocalBackend(Backend):
                         prefixes=texts,
                         max_new_tokens=max_new_tokens,
                         free=free,
+                        prefix_cache=self.prefix_cache,
                     )
                 )
         return out
@@ -601,14 +603,21 @@ class LocalBackend(Backend):
 
         out = []
         with self._lock:
-            for inp, texts in zip(inputs, candidates):
-                ids = self._encode_prompt(inp)
+            for ids, texts in zip(self._encode_observed(inputs), candidates):
                 cands = [list(self.tokenizer(t, add_special_tokens=False)["input_ids"]) for t in texts]
                 if len(ids) + max(len(c) for c in cands) >= self.max_context:
                     out.append([1.0] + [0.0] * (len(cands) - 1))  # does not fit: silence
                     continue
-                out.append(score_continuations(self.model, ids, cands))
+                out.append(score_continuations(self.model, ids, cands, self.prefix_cache))
         return out
+
+    def _encode_observed(self, inputs: list[PromptInput]) -> list[list[int]]:
+        """The prompts' token ids, their shared prefix shown to the prefix cache (call under the lock):
+        each prompt's own pass then starts from its cached states."""
+        encoded = [self._encode_prompt(inp) for inp in inputs]
+        if self.prefix_cache is not None:
+            self.prefix_cache.observe(encoded)
+        return encoded
 
     def count_tokens(self, text: str) -> int:
         return len(self.tokenizer(text, add_special_tokens=False)["input_ids"])
@@ -630,7 +639,11 @@ class LocalBackend(Backend):
             "chat_template": self.chat,
             "max_context": self.max_context,
             "batch_size": self.batch_size,
-            "exemplars": {"k": self.exemplar_k, "documents": len(self.exemplars)}
+            "exemplars": {
+                "k": self.exemplar_k,
+                "documents": len(self.exemplars),
+                "max_length": self.exemplar_max_length,
+            }
             if self.exemplars is not None
             else None,
             "threshold": self.threshold,

@@ -14,6 +14,12 @@ ids come from the attention mask (generate() computes them as its cumulative sum
 exactly the positions and the keys it sees without the cache, where the same padding sits on the
 left. Under greedy decoding the token ids are the same (tests/model/test_prefix_cache.py checks it).
 
+The constrained path (``adapters.decoding``: scoring anchors, then a body after the chosen ones) runs
+one prompt at a time, extending its prompt's cache and cropping it back after each continuation.
+``start`` hands it a fresh cache over the remembered prefix: a new ``DynamicCache`` around the same
+key and value tensors, which the pass extends by concatenation and crops by slicing, so the
+remembered tensors are never written to; only the prompt's own tokens then run through the model.
+
 Which prefix: the longest one that every prompt of one ``generate()`` call shares (``observe``),
 remembered between calls (a review's batches, and the next review, share it), at least
 ``min_tokens`` long and always one token short of the shortest prompt. Models whose cache is not
@@ -119,7 +125,6 @@ class PrefixCache:
         if key is None:
             return None
         import torch
-        from transformers import DynamicCache
 
         n, rows = len(key), len(batch)
         states = self._states(key)
@@ -132,14 +137,29 @@ class PrefixCache:
             own = ids[n:]
             input_ids[row, width - len(own) :] = torch.tensor(own, dtype=torch.long)
             attention[row, width - len(own) :] = 1
-        # one copy per row (the cache grows each row's keys as it decodes); the prefix stays untouched
-        copied = DynamicCache(
+        self.hits += 1
+        self.prefix_tokens_saved += n * rows
+        return input_ids, attention, {"past_key_values": self._copy(states, rows)}
+
+    def start(self, prompt: Sequence[int]) -> tuple[Any, int] | None:
+        """``(cache, n)`` for one prompt's own pass: a copy of the remembered prefix's states (its
+        first ``n`` tokens) to run ``prompt[n:]`` after, or None when no remembered prefix fits."""
+        key = self._match([prompt])
+        if key is None:
+            return None
+        self.hits += 1
+        self.prefix_tokens_saved += len(key)
+        return self._copy(self._states(key), 1), len(key)
+
+    def _copy(self, states: Any, rows: int) -> Any:
+        """A new cache over ``states`` for ``rows`` rows: it grows each row's keys as it decodes (by
+        concatenation, into new tensors) and is cropped by slicing, so the prefix stays untouched."""
+        from transformers import DynamicCache
+
+        return DynamicCache(
             [(k.expand(rows, -1, -1, -1), v.expand(rows, -1, -1, -1)) for k, v, *_ in states],
             config=self.model.config,
         )
-        self.hits += 1
-        self.prefix_tokens_saved += n * rows
-        return input_ids, attention, {"past_key_values": copied}
 
 
 def batch_layout(

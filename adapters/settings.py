@@ -64,6 +64,14 @@ def _env(*names: str, doc: str, expected: str = "", secret: bool = False, defaul
     )
 
 
+def _positive(name: str, *, default: float, doc: str, unit: str = "") -> Any:
+    """A field for a number greater than 0 (its type says int or float), whose expected form names
+    ``unit`` ("seconds": "a number of seconds ..."; none: "a whole number ...") and the default."""
+    shown = f"{default:g}" if isinstance(default, float) else str(default)
+    form = f"a number of {unit}" if unit else "a whole number"
+    return _env(name, default=default, doc=doc, expected=f"{form} greater than 0, e.g. {shown}")
+
+
 class _EnvironmentSource(PydanticBaseSettingsSource):
     """The variables the fields name, from one mapping: stripped, empty ones left out. The model's
     aliases then pick the first name present, so revbot's own name wins over a fallback."""
@@ -156,23 +164,16 @@ class Settings(BaseSettings):
     quantize: Literal["4bit", "none"] | None = _env(
         "REVBOT_QUANTIZE", doc="4bit or none (default: 4-bit on CUDA, none on CPU)", expected="one of 4bit, none"
     )
-    batch_size: PositiveInt = _env(
-        "REVBOT_BATCH_SIZE",
-        default=DEFAULT_BATCH_SIZE,
-        doc="prompts generated together",
-        expected=f"a whole number greater than 0, e.g. {DEFAULT_BATCH_SIZE}",
+    batch_size: PositiveInt = _positive(
+        "REVBOT_BATCH_SIZE", default=DEFAULT_BATCH_SIZE, doc="prompts generated together"
     )
-    max_new_tokens: PositiveInt = _env(
-        "REVBOT_MAX_NEW_TOKENS",
-        default=DEFAULT_MAX_NEW_TOKENS,
-        doc="longest answer per hunk, in tokens",
-        expected=f"a whole number greater than 0, e.g. {DEFAULT_MAX_NEW_TOKENS}",
+    max_new_tokens: PositiveInt = _positive(
+        "REVBOT_MAX_NEW_TOKENS", default=DEFAULT_MAX_NEW_TOKENS, doc="longest answer per hunk, in tokens"
     )
-    token_budget: PositiveInt = _env(
+    token_budget: PositiveInt = _positive(
         "REVBOT_TOKEN_BUDGET",
         default=DEFAULT_TOKEN_BUDGET,
         doc="most tokens one review may spend, prompts and answers; files beyond it are listed as skipped",
-        expected=f"a whole number greater than 0, e.g. {DEFAULT_TOKEN_BUDGET}",
     )
     hf_hub_offline: str | None = _env("HF_HUB_OFFLINE", doc="1: never download from the Hugging Face hub")
     transformers_offline: str | None = _env("TRANSFORMERS_OFFLINE", doc="1: the same, transformers' older name")
@@ -233,11 +234,8 @@ class Settings(BaseSettings):
     webhook_secret: SecretStr | None = _env(
         "REVBOT_WEBHOOK_SECRET", secret=True, doc="webhook signing secret; the service refuses to start without it"
     )
-    webhook_max_body: PositiveInt = _env(
-        "REVBOT_WEBHOOK_MAX_BODY",
-        default=DEFAULT_MAX_BODY,
-        doc="largest delivery accepted, in bytes",
-        expected="a number of bytes greater than 0, e.g. 10485760",
+    webhook_max_body: PositiveInt = _positive(
+        "REVBOT_WEBHOOK_MAX_BODY", default=DEFAULT_MAX_BODY, doc="largest delivery accepted, in bytes", unit="bytes"
     )
     bot_logins: tuple[str, ...] = _env(
         "REVBOT_BOT_LOGINS",
@@ -245,23 +243,17 @@ class Settings(BaseSettings):
         doc="comma-separated logins the bot posts as (their comments are never recorded as human reviews)",
         expected="login,login...",
     )
-    worker_lease: PositiveFloat = _env(
+    worker_lease: PositiveFloat = _positive(
         "REVBOT_WORKER_LEASE",
         default=60.0,
         doc="seconds a worker holds a job between heartbeats; a killed worker's job runs again after it",
-        expected="a number of seconds greater than 0, e.g. 60",
+        unit="seconds",
     )
-    job_attempts: PositiveInt = _env(
-        "REVBOT_JOB_ATTEMPTS",
-        default=5,
-        doc="runs of a job before it is marked failed",
-        expected="a whole number greater than 0, e.g. 5",
+    job_attempts: PositiveInt = _positive(
+        "REVBOT_JOB_ATTEMPTS", default=5, doc="runs of a job before it is marked failed"
     )
-    job_retention_days: PositiveFloat = _env(
-        "REVBOT_JOB_RETENTION_DAYS",
-        default=7.0,
-        doc="days finished jobs and delivery ids are kept",
-        expected="a number of days greater than 0, e.g. 7",
+    job_retention_days: PositiveFloat = _positive(
+        "REVBOT_JOB_RETENTION_DAYS", default=7.0, doc="days finished jobs and delivery ids are kept", unit="days"
     )
     metrics_token: SecretStr | None = _env(
         "REVBOT_METRICS_TOKEN",
@@ -277,20 +269,12 @@ class Settings(BaseSettings):
     ui_token_file: Path | None = _env(
         "REVBOT_UI_TOKEN_FILE", doc="a file holding that token (a mounted secret), read when REVBOT_UI_TOKEN is unset"
     )
-    web_workers: PositiveInt = _env(
-        "REVBOT_WEB_WORKERS",
-        default=2,
-        doc="gunicorn web processes of `revbot serve`",
-        expected="a whole number greater than 0, e.g. 2",
+    web_workers: PositiveInt = _positive(
+        "REVBOT_WEB_WORKERS", default=2, doc="gunicorn web processes of `revbot serve`"
     )
-    web_threads: PositiveInt = _env(
-        "REVBOT_WEB_THREADS", default=8, doc="threads per web process", expected="a whole number greater than 0, e.g. 8"
-    )
-    read_timeout: PositiveFloat = _env(
-        "REVBOT_READ_TIMEOUT",
-        default=10.0,
-        doc="seconds a client may stay silent mid-request",
-        expected="a number of seconds greater than 0, e.g. 10",
+    web_threads: PositiveInt = _positive("REVBOT_WEB_THREADS", default=8, doc="threads per web process")
+    read_timeout: PositiveFloat = _positive(
+        "REVBOT_READ_TIMEOUT", default=10.0, doc="seconds a client may stay silent mid-request", unit="seconds"
     )
     # -- issue 22: slow and oversized requests (read by webhooks.server)
     web_worker_class: Literal["gevent", "gthread"] = _env(
@@ -299,30 +283,21 @@ class Settings(BaseSettings):
         doc="web worker of `revbot serve`: gevent (event loop) or gthread (thread pool)",
         expected="gevent or gthread",
     )
-    web_connections: PositiveInt = _env(
-        "REVBOT_WEB_CONNECTIONS",
-        default=1000,
-        doc="connections one gevent web process holds at once",
-        expected="a whole number greater than 0, e.g. 1000",
+    web_connections: PositiveInt = _positive(
+        "REVBOT_WEB_CONNECTIONS", default=1000, doc="connections one gevent web process holds at once"
     )
-    header_timeout: PositiveFloat = _env(
-        "REVBOT_HEADER_TIMEOUT",
-        default=10.0,
-        doc="seconds a client has to send a request's headers",
-        expected="a number of seconds greater than 0, e.g. 10",
+    header_timeout: PositiveFloat = _positive(
+        "REVBOT_HEADER_TIMEOUT", default=10.0, doc="seconds a client has to send a request's headers", unit="seconds"
     )
-    body_timeout: PositiveFloat = _env(
-        "REVBOT_BODY_TIMEOUT",
-        default=10.0,
-        doc="seconds a client has to send a request's body",
-        expected="a number of seconds greater than 0, e.g. 10",
+    body_timeout: PositiveFloat = _positive(
+        "REVBOT_BODY_TIMEOUT", default=10.0, doc="seconds a client has to send a request's body", unit="seconds"
     )
     # -- end issue 22
-    worker_timeout: PositiveFloat = _env(
+    worker_timeout: PositiveFloat = _positive(
         "REVBOT_WORKER_TIMEOUT",
         default=30.0,
         doc="seconds before a hung web process is replaced; also the grace period of a stop",
-        expected="a number of seconds greater than 0, e.g. 30",
+        unit="seconds",
     )
     prometheus_multiproc_dir: str | None = _env(
         "PROMETHEUS_MULTIPROC_DIR", doc="where the processes of `revbot serve` share their counters (set by serve)"
@@ -350,13 +325,7 @@ class Settings(BaseSettings):
         as its variable would be; nothing is read from the environment. A bad value is a UsageError."""
         fields = type(self).model_fields
         values = {env_names(fields[name])[0]: value for name, value in {**dict(self), **changes}.items()}
-        token = _SOURCE.set({})
-        try:
-            return type(self)(**values)
-        except ValidationError as exc:
-            raise UsageError(_explain(exc)) from exc
-        finally:
-            _SOURCE.reset(token)
+        return type(self)._checked({}, values)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, *, only: tuple[str, ...] = ()) -> Settings:
@@ -369,9 +338,15 @@ class Settings(BaseSettings):
         if only:
             names = {name for field in only for name in env_names(cls.model_fields[field])}
             source = {name: value for name, value in source.items() if name in names}
+        return cls._checked(source, {})
+
+    @classmethod
+    def _checked(cls, source: Mapping[str, str], values: Mapping[str, Any]) -> Settings:
+        """Settings from ``values`` (keyed by variable) and the variables in ``source``, every value
+        checked; a bad one is a UsageError (``_explain``)."""
         token = _SOURCE.set(source)
         try:
-            return cls()
+            return cls(**values)
         except ValidationError as exc:
             raise UsageError(_explain(exc)) from exc
         finally:
@@ -389,8 +364,7 @@ class Settings(BaseSettings):
     @field_validator("db", "models_dir", mode="after")
     @classmethod
     def _in_home(cls, value: Path, info: ValidationInfo) -> Path:
-        path = value.expanduser()
-        return path if path.is_absolute() else Path(info.data.get("home") or ".") / path
+        return _under_home(value, info)
 
     @field_validator("queue", mode="after")
     @classmethod
@@ -399,8 +373,7 @@ class Settings(BaseSettings):
             if not re.match(r"^(redis|rediss|sqlite)://", value):
                 raise ValueError("is a URL of an unknown kind")
             return value
-        path = Path(value).expanduser()
-        return str(path if path.is_absolute() else Path(info.data.get("home") or ".") / path)
+        return str(_under_home(Path(value), info))
 
     @field_validator("backend", "quantize", mode="before")
     @classmethod
@@ -487,6 +460,12 @@ class Settings(BaseSettings):
         if value is not None and not isinstance(value, SecretStr):
             raise AttributeError(f"{name} is not a secret setting")
         return value.get_secret_value() if value is not None else None
+
+
+def _under_home(path: Path, info: ValidationInfo) -> Path:
+    """``path`` (``~`` expanded) as it is when absolute, else inside REVBOT_HOME (validated before it)."""
+    path = path.expanduser()
+    return path if path.is_absolute() else Path(info.data.get("home") or ".") / path
 
 
 def _fields_by_variable() -> dict[str, FieldInfo]:

@@ -283,6 +283,31 @@ def pr_curve(
     return curve
 
 
+MIN_CALIBRATION_HUNKS = 5
+"""Validation hunks of each kind (with a human comment, and without) that calibration needs before it
+chooses a threshold. A threshold decides when to stay silent; without hunks the team left alone there
+is nothing that says where silence is right (commenting on every hunk is never penalised there),
+and a handful of either kind makes the chosen point noise."""
+
+
+def _evidence_missing(humans: Sequence[set[tuple[int, str]]], minimum: int) -> str | None:
+    """Why these validation hunks cannot calibrate a threshold; None when they can."""
+    commented = sum(1 for h in humans if h)
+    silent = len(humans) - commented
+    if not commented:
+        return "no validation comments to calibrate on"
+    if not silent:
+        return (
+            f"no validation hunk without a human comment (all {commented} are commented): silence cannot be calibrated"
+        )
+    if commented < minimum or silent < minimum:
+        return (
+            f"too few validation hunks to calibrate on: {commented} with a human comment and {silent} without, "
+            f"at least {minimum} of each needed"
+        )
+    return None
+
+
 def calibrate(
     scores: Sequence[AnchorScores],
     humans: Sequence[set[tuple[int, str]]],
@@ -292,16 +317,18 @@ def calibrate(
 ) -> Calibration:
     """The threshold with the best F1 on these (validation) hunks, or with ``min_precision`` the
     lowest threshold whose precision reaches it (the most comments at that precision). Refuses to
-    decide without evidence: no human comments, or no threshold reaching the precision, gives
-    ``threshold`` None with the reason."""
+    decide without evidence, whatever the rule: fewer than MIN_CALIBRATION_HUNKS hunks with a human
+    comment or as many without (no silent hunk at all: silence cannot be calibrated), or no threshold
+    reaching the precision, gives ``threshold`` None with the reason. The curve is kept either way."""
     rule = "max F1" if min_precision is None else f"precision >= {min_precision:g}"
     wanted = sum(len(h) for h in humans)
     curve = pr_curve(scores, humans, max_per_hunk)
     base = {"curve": curve, "examples": len(scores), "human_comments": wanted}
-    if not scores or not wanted:
-        return Calibration(None, rule, "no validation comments to calibrate on: no threshold", **base)  # type: ignore[arg-type]
+    missing = _evidence_missing(humans if scores else [], MIN_CALIBRATION_HUNKS)
+    if missing:
+        return Calibration(None, rule, missing, **base)  # type: ignore[arg-type]
     if not curve:
-        return Calibration(None, rule, "the model proposed no comment on validation: no threshold", **base)  # type: ignore[arg-type]
+        return Calibration(None, rule, "the model proposed no comment on validation", **base)  # type: ignore[arg-type]
     if min_precision is None:
         best = max(curve, key=lambda p: (p.f1, p.threshold))
         reason = f"max F1 {best.f1:.3f} on {len(scores)} validation hunks ({wanted} human comments)"
@@ -309,7 +336,7 @@ def calibrate(
     reaching = [p for p in curve if p.precision >= min_precision and p.comments]
     if not reaching:
         top = max(p.precision for p in curve)
-        reason = f"no threshold reaches precision {min_precision:g} on validation (best {top:.3f}): no threshold"
+        reason = f"no threshold reaches precision {min_precision:g} on validation (best {top:.3f})"
         return Calibration(None, rule, reason, **base)  # type: ignore[arg-type]
     best = min(reaching, key=lambda p: p.threshold)
     reason = f"precision {best.precision:.3f} >= {min_precision:g}, recall {best.recall:.3f} on validation"

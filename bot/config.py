@@ -74,25 +74,32 @@ DEFAULT_BATCH_SIZE = 8
 
 # --------------------------------------------------------------------------- path globs
 
+GlobParts = tuple[re.Pattern[str] | None, ...]  # one regex per path component; None: a ``**`` component
 
-@lru_cache(maxsize=1024)
-def _glob_parts(pattern: str) -> tuple[tuple[re.Pattern[str] | None, ...], bool]:
-    """A gitignore-flavoured glob -> one regex per path component (None for a ``**`` component)
-    and whether it names a directory (trailing ``/``).
+
+def glob_components(pattern: str) -> GlobParts:
+    """A ``/``-separated glob -> one regex per component (None for ``**``), for ``components_match``.
 
     Components are matched one at a time with ``fnmatch.translate``, whose ``*`` compiles to atomic
-    groups: a hostile ``ignore_paths`` entry such as ``*a*a*a*a*a*a*b`` cannot make matching
-    backtrack exponentially over a long file name (the whole-path regex this replaced took 1.7 s
-    for six stars on a 60-character name)."""
-    directory = pattern.endswith("/")
-    names = pattern.strip("/").split("/")
-    return tuple(None if name == "**" else re.compile(fnmatch.translate(name)) for name in names), directory
+    groups: a hostile pattern such as ``*a*a*a*a*a*a*b`` cannot make matching backtrack
+    exponentially over a long file name (the whole-path regex this replaced took 1.7 s for six
+    stars on a 60-character name)."""
+    return tuple(None if name == "**" else re.compile(fnmatch.translate(name)) for name in pattern.split("/"))
 
 
-def _match_parts(parts: tuple[re.Pattern[str] | None, ...], directory: bool, names: list[str], start: int) -> bool:
-    """Whether ``parts`` match ``names[start:k]`` for some k: the whole path, or (like gitignore) a
-    directory the path lies in; with ``directory`` only the latter. ``**`` spans zero or more
-    components, a trailing one at least one. Memoised walk over (pattern, path) positions."""
+@lru_cache(maxsize=1024)
+def _glob_parts(pattern: str) -> tuple[GlobParts, bool]:
+    """A gitignore-flavoured glob -> its components and whether it names a directory (trailing ``/``)."""
+    return glob_components(pattern.strip("/")), pattern.endswith("/")
+
+
+def components_match(
+    parts: GlobParts, names: list[str], start: int = 0, *, whole: bool = True, inside: bool = False
+) -> bool:
+    """Whether ``parts`` match ``names[start:k]`` for some k: k at the end (the whole path) counts
+    when ``whole``, a k before it (a directory the path lies in, as gitignore matches) when
+    ``inside``. ``**`` spans zero or more components, a trailing one at least one. Memoised walk
+    over (pattern, path) positions."""
     n, m = len(names), len(parts)
     seen: set[tuple[int, int]] = set()
     todo = [(0, start)]
@@ -102,7 +109,7 @@ def _match_parts(parts: tuple[re.Pattern[str] | None, ...], directory: bool, nam
             continue
         seen.add((i, j))
         if i == m:
-            if j < n or (j == n and not directory):
+            if (j < n and inside) or (j == n and whole):
                 return True
             continue
         part = parts[i]
@@ -131,7 +138,7 @@ def path_matches(path: str, pattern: str) -> bool:
     parts, directory = _glob_parts(stripped.lstrip("/"))
     names = path.split("/")
     starts = range(1) if anchored else range(len(names))
-    return any(_match_parts(parts, directory, names, k) for k in starts)
+    return any(components_match(parts, names, k, whole=not directory, inside=True) for k in starts)
 
 
 def first_match(path: str, patterns: Iterable[str]) -> str | None:

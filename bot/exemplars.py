@@ -10,6 +10,10 @@ hunks are most like this one, and how each is shown in a few lines.
   ends there), each cut to ``LINE_CHARS``, and the comment cut to ``COMMENT_CHARS``; exemplars are
   added while they fit ``EXEMPLAR_TOKEN_BUDGET`` (counted as characters / 4, the usual ratio for code
   under BPE tokenizers), so a prompt never grows by more than that.
+* Fitted to the model's length: when a prompt with its exemplars is too long (a training row past
+  ``--max-length``, a prompt past the model's context), its least similar exemplars are dropped, one
+  at a time, until it fits (``first_fit``, ``fit_prompt``); only a prompt that does not fit without any
+  is skipped (training, evaluation) or split (review). One rule for training, evaluation and review.
 
 Pure: building and querying an index in memory. Saving it with a model version is
 ``adapters.exemplars``'s.
@@ -19,12 +23,12 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from bot.diff import Hunk, parse_hunk
-from bot.prompt import Exemplar, anchor_label, normalize_body
+from bot.prompt import Exemplar, PromptInput, anchor_label, normalize_body, with_exemplars
 
 DEFAULT_K = 3
 EXEMPLAR_TOKEN_BUDGET = 320  # tokens all exemplars of one prompt may take together (chars / 4)
@@ -124,6 +128,65 @@ def within_budget(exemplars: Iterable[Exemplar], budget: int = EXEMPLAR_TOKEN_BU
             kept.append(ex)
             spent += cost
     return tuple(kept)
+
+
+T = TypeVar("T")
+
+
+def first_fit(
+    exemplars: Sequence[Exemplar], attempt: Callable[[tuple[Exemplar, ...]], T | None]
+) -> tuple[T, int] | None:
+    """The rule for a prompt too long with its exemplars, in training, evaluation and review alike:
+    ``attempt`` it with all of them (best first), then without the least similar, and so on down to
+    none. The first attempt that fits (not None) and how many exemplars were dropped for it; None
+    when it does not fit even without exemplars. The bare prompt is tried second: a prompt only grows
+    with exemplars, so when that does not fit nothing will, and a hunk too long for any row costs two
+    attempts, not k + 1."""
+    shown = tuple(exemplars)
+    out = attempt(shown)
+    if out is not None or not shown:
+        return (out, 0) if out is not None else None
+    bare = attempt(())
+    if bare is None:
+        return None
+    for n in range(len(shown) - 1, 0, -1):
+        out = attempt(shown[:n])
+        if out is not None:
+            return out, len(shown) - n
+    return bare, len(shown)
+
+
+@dataclass(frozen=True)
+class Fitted:
+    """A prompt after ``fit_prompt``: what it costs, how many exemplars were dropped for it to fit, and
+    whether it fits at all (when not, it is the bare prompt: the caller skips or splits its hunk)."""
+
+    prompt: PromptInput
+    tokens: int
+    dropped: int
+    fits: bool
+
+
+def fit_prompt(
+    inp: PromptInput, cost: Callable[[PromptInput], int], room: int, exemplar_room: int | None = None
+) -> Fitted:
+    """``inp`` with its least similar exemplars dropped (``first_fit``) until its ``cost`` is at most
+    ``room``, and at most ``exemplar_room`` too while it still shows an exemplar: the length the version
+    was trained at, so exemplars never make a prompt longer than any the model learnt from (a bare
+    hunk is held to ``room`` alone, as before exemplars)."""
+    costs: list[int] = []
+
+    def attempt(shown: tuple[Exemplar, ...]) -> tuple[PromptInput, int] | None:
+        prompt = with_exemplars(inp, shown)
+        costs.append(cost(prompt))
+        limit = room if not shown or exemplar_room is None else min(room, exemplar_room)
+        return (prompt, costs[-1]) if costs[-1] <= limit else None
+
+    found = first_fit(inp.exemplars, attempt)
+    if found is None:
+        return Fitted(with_exemplars(inp, ()), costs[-1], len(inp.exemplars), False)
+    (prompt, tokens), dropped = found
+    return Fitted(prompt, tokens, dropped, True)
 
 
 def pr_times(examples: Iterable[Any]) -> dict[tuple[str, int], str]:

@@ -163,23 +163,22 @@ def _location(c: ReviewComment) -> str:
     return f"{c.path}:{line}" + (" (old)" if c.side == LEFT else "")
 
 
+def _comment_lines(comments: Iterable[ReviewComment], indent: str = "") -> list[str]:
+    """``path:line: body`` per comment at ``indent``; a body's further lines four spaces deeper."""
+    lines: list[str] = []
+    for c in comments:
+        first, *rest = c.body.split("\n")
+        lines.append(f"{indent}{_location(c)}: {first}")
+        lines += [f"{indent}    {ln}" if ln else "" for ln in rest]
+    return lines
+
+
 def to_text(review: Review, max_skipped: int = 20) -> str:
     """``path:line: body`` per comment (grep- and editor-friendly), then what was left out, then
     one summary line."""
-    sections: list[list[str]] = []
-    lines: list[str] = []
-    for c in review.comments:
-        first, *rest = c.body.split("\n")
-        lines.append(f"{_location(c)}: {first}")
-        lines += [f"    {ln}" if ln else "" for ln in rest]
-    sections.append(lines)
+    sections: list[list[str]] = [_comment_lines(review.comments)]
     if review.unanchored:
-        lines = ["Not on a changed line:"]
-        for c in review.unanchored:
-            first, *rest = c.body.split("\n")
-            lines.append(f"  {_location(c)}: {first}")
-            lines += [f"      {ln}" if ln else "" for ln in rest]
-        sections.append(lines)
+        sections.append(["Not on a changed line:", *_comment_lines(review.unanchored, "  ")])
     if review.skipped:
         lines = ["Not reviewed:"]
         for s in review.skipped[:max_skipped]:

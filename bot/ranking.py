@@ -16,13 +16,12 @@ business: ``git check-attr`` for a local repository (``adapters.sources.GitSourc
 
 from __future__ import annotations
 
-import fnmatch
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 
-from bot.config import first_match
+from bot.config import GlobParts, components_match, first_match, glob_components
 
 # tiers, in the order the budget is spent
 SOURCE, TEST, OTHER, DOCUMENTATION, LAST = range(5)
@@ -284,7 +283,7 @@ MAX_PATTERN_CHARS = 2048
 
 @dataclass(frozen=True)
 class _Rule:
-    parts: tuple[re.Pattern[str] | None, ...]  # None: a ``**`` component
+    parts: GlobParts
     basename: bool  # a pattern without a slash matches the file name at any depth
     values: tuple[tuple[str, str], ...]  # (attribute, "set" | "unset" | "unspecified" | value)
 
@@ -403,30 +402,12 @@ def _parse_line(line: str, macros: Mapping[str, list[str]]) -> _Rule | None:
 
 
 @lru_cache(maxsize=512)
-def _compile(pattern: str) -> tuple[re.Pattern[str] | None, ...]:
-    return tuple(None if part == "**" else re.compile(fnmatch.translate(part)) for part in pattern.split("/"))
+def _compile(pattern: str) -> GlobParts:
+    return glob_components(pattern)
 
 
 def _rule_matches(rule: _Rule, names: list[str]) -> bool:
     """Whether the rule matches the whole path (never a directory it lies in)."""
     if rule.basename:
         return bool(rule.parts[0] is not None and rule.parts[0].match(names[-1]))
-    parts = rule.parts
-    seen: set[tuple[int, int]] = set()
-    todo = [(0, 0)]
-    while todo:
-        i, j = todo.pop()
-        if (i, j) in seen:
-            continue
-        seen.add((i, j))
-        if i == len(parts):
-            if j == len(names):
-                return True
-            continue
-        part = parts[i]
-        if part is None:  # ** spans zero or more components (at least one when it ends the pattern)
-            first = j + 1 if i == len(parts) - 1 else j
-            todo.extend((i + 1, k) for k in range(first, len(names) + 1))
-        elif j < len(names) and part.match(names[j]):
-            todo.append((i + 1, j + 1))
-    return False
+    return components_match(rule.parts, names)

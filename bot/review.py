@@ -30,7 +30,7 @@ from bot.anchoring import DEFAULT_MAX_PER_HUNK, Scorer, answer_hunks, can_score
 from bot.config import DEFAULT_MAX_NEW_TOKENS, DEFAULT_TOKEN_BUDGET, RepoConfig
 from bot.diff import LEFT, RIGHT, Diff, FileDiff, Hunk, parse_diff
 from bot.errors import ModelError, UsageError
-from bot.exemplars import Query
+from bot.exemplars import Fitted, Query, fit_prompt
 from bot.json_types import JSONObject
 from bot.ports import Backend
 from bot.prompt import (
@@ -102,6 +102,7 @@ class Review:
     prompts: int = 0  # one per reviewed hunk, more where a hunk was split
     parse_failures: int = 0  # answers with lines the parser could not read
     answers_cut: int = 0  # answers that hit max_new_tokens before their end marker
+    exemplars_trimmed: int = 0  # prompts shown fewer of the team's past reviews, to fit the model
     duplicates_dropped: int = 0
     over_cap_dropped: int = 0
     prompt_tokens: int = 0
@@ -160,6 +161,7 @@ class Review:
                 "prompts": self.prompts,
                 "parse_failures": self.parse_failures,
                 "answers_cut": self.answers_cut,
+                "exemplars_trimmed": self.exemplars_trimmed,
                 "duplicates_dropped": self.duplicates_dropped,
                 "over_cap_dropped": self.over_cap_dropped,
                 "prompt_tokens": self.prompt_tokens,
@@ -337,6 +339,7 @@ class _Job:
     hunk: Hunk
     inp: PromptInput
     tokens: int
+    exemplars_dropped: int = 0  # of the version's exemplars, left out for the prompt to fit
 
 
 @dataclass(frozen=True)
@@ -437,6 +440,7 @@ def review_diff(
         anchored += a
         unanchored += u
     review.prompts = len(jobs)
+    review.exemplars_trimmed = sum(1 for job in jobs if job.exemplars_dropped)
     review.hunks_reviewed = len({(job.file_index, job.hunk_index) for job in jobs})
     review.files_reviewed = len({job.file_index for job in jobs})
 
@@ -505,14 +509,20 @@ def _answers(jobs: list[_Job], model: Backend, options: ReviewOptions, review: R
     return out
 
 
-def render_with_exemplars(path: str, hunk: Hunk, backend: object) -> PromptInput:
+def render_with_exemplars(path: str, hunk: Hunk, backend: object, room: int) -> Fitted:
     """The prompt for ``hunk``, with the team's most similar past reviews when the backend's version
-    has an exemplar index (format v3); at review time every indexed review is older than the diff."""
+    has an exemplar index (format v3; at review time every indexed review is older than the diff), as
+    many as fit: the least similar are dropped until the prompt costs at most ``room`` tokens, and no
+    more than the row length the version was trained at while it shows any
+    (``bot.exemplars.fit_prompt``, the rule training and evaluation follow). Not fitting even without
+    exemplars: the bare prompt, ``fits`` False (the caller splits the hunk)."""
     inp = render_input(path, hunk)
     index, k = getattr(backend, "exemplars", None), int(getattr(backend, "exemplar_k", 0) or 0)
-    if index is None or k <= 0:
-        return inp
-    return with_exemplars(inp, index.top(Query(path, hunk.text()), k))
+    if index is not None and k > 0:
+        inp = with_exemplars(inp, index.top(Query(path, hunk.text()), k))
+    trained = getattr(backend, "exemplar_max_length", None)  # compared without our safety margin, as in evaluation
+    cap = trained + PROMPT_MARGIN_TOKENS if trained else None
+    return fit_prompt(inp, lambda p: _prompt_tokens(cast(Backend, backend), p), room, cap)
 
 
 def _loaded(backend: BackendOrFactory) -> Backend:
@@ -609,19 +619,20 @@ def _plan(candidates: list[_Candidate], backend: Backend, options: ReviewOptions
             pieces, unfit_lines = _fit(f.path, hunk, backend, per_prompt, max_lines)
             if unfit_lines:
                 skipped[(index, too_long)].append((h_index, unfit_lines))
-            for k, (inp, piece, tokens) in enumerate(pieces):
-                cost = tokens + options.max_new_tokens
+            for k, (fitted, piece) in enumerate(pieces):
+                cost = fitted.tokens + options.max_new_tokens
                 if spent + cost <= options.token_budget:
                     spent += cost
-                    jobs.append(_Job(index, h_index, f.path, piece, inp, tokens))
+                    jobs.append(_job(index, h_index, f.path, piece, fitted))
                     continue
                 exhausted = True
                 head = _head_that_fits(f.path, piece, backend, options.token_budget - spent - options.max_new_tokens)
                 if head is not None:
-                    spent += head[2] + options.max_new_tokens
-                    jobs.append(_Job(index, h_index, f.path, head[1], head[0], head[2]))
-                left = sum(len(p.lines) for _, p, _ in pieces[k:]) - (len(head[1].lines) if head else 0)
-                skipped[(index, budget_reason)].append((h_index, left))
+                    spent += head[0].tokens + options.max_new_tokens
+                    jobs.append(_job(index, h_index, f.path, head[1], head[0]))
+                left = sum(len(p.lines) for _, p in pieces[k:]) - (len(head[1].lines) if head else 0)
+                if left:
+                    skipped[(index, budget_reason)].append((h_index, left))
                 break
     # report: a file none of whose hunks was reviewed, all for one reason, is skipped as a whole
     reviewed_files = {job.file_index for job in jobs}
@@ -640,41 +651,45 @@ def _plan(candidates: list[_Candidate], backend: Backend, options: ReviewOptions
     return jobs
 
 
-def _head_that_fits(path: str, piece: Hunk, backend: Backend, room: int) -> tuple[PromptInput, Hunk, int] | None:
+def _job(file_index: int, hunk_index: int, path: str, piece: Hunk, fitted: Fitted) -> _Job:
+    return _Job(file_index, hunk_index, path, piece, fitted.prompt, fitted.tokens, fitted.dropped)
+
+
+def _head_that_fits(path: str, piece: Hunk, backend: Backend, room: int) -> tuple[Fitted, Hunk] | None:
     """The longest leading part of ``piece`` whose prompt costs at most ``room`` tokens and that
-    changes something; None when not even one line fits."""
-    if room <= PROMPT_MARGIN_TOKENS or len(piece.lines) <= 1:
+    changes something: the whole piece with fewer exemplars first, then shorter heads; None when not
+    even one line fits."""
+    if room <= PROMPT_MARGIN_TOKENS:
         return None
-    size = len(piece.lines) - 1
+    size = len(piece.lines)
     while size >= 1:
-        head = piece.sub_hunk(0, size)
-        inp = render_with_exemplars(path, head, backend)
-        tokens = _prompt_tokens(backend, inp)
-        if tokens <= room:
-            return (inp, head, tokens) if head.added or head.removed else None
-        size = min(size - 1, int(size * room / tokens))  # shrink in proportion to the overshoot
+        head = piece if size == len(piece.lines) else piece.sub_hunk(0, size)
+        fitted = render_with_exemplars(path, head, backend, room)
+        if fitted.fits:
+            return (fitted, head) if head.added or head.removed else None
+        size = min(size - 1, int(size * room / fitted.tokens))  # shrink in proportion to the overshoot
     return None
 
 
 def _fit(
     path: str, hunk: Hunk, backend: Backend, per_prompt: int, max_lines: int
-) -> tuple[list[tuple[PromptInput, Hunk, int]], int]:
-    """(pieces of ``hunk`` that each fit one prompt, in order; diff lines that fit nowhere)."""
-    out: list[tuple[PromptInput, Hunk, int]] = []
+) -> tuple[list[tuple[Fitted, Hunk]], int]:
+    """(pieces of ``hunk`` that each fit one prompt, in order, each with as many exemplars as fit beside
+    it; diff lines that fit nowhere). A hunk is split only when it does not fit without exemplars."""
+    out: list[tuple[Fitted, Hunk]] = []
     unfit = 0
     pending = list(reversed(hunk.split(max_lines)))
     while pending:
         piece = pending.pop()
-        inp = render_with_exemplars(path, piece, backend)
-        tokens = _prompt_tokens(backend, inp)
-        if tokens <= per_prompt:
-            out.append((inp, piece, tokens))
+        fitted = render_with_exemplars(path, piece, backend, per_prompt)
+        if fitted.fits:
+            out.append((fitted, piece))
             continue
         if len(piece.lines) <= 1:
             unfit += len(piece.lines)
             continue
         # split in proportion to the overshoot, at least in halves
-        size = max(1, min(len(piece.lines) // 2, int(len(piece.lines) * per_prompt / tokens * 0.9)))
+        size = max(1, min(len(piece.lines) // 2, int(len(piece.lines) * per_prompt / fitted.tokens * 0.9)))
         pending.extend(reversed(piece.split(size)))
     return out, unfit
 

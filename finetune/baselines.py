@@ -10,32 +10,17 @@
 from __future__ import annotations
 
 import math
-import re
 from collections import Counter, defaultdict
 from collections.abc import Sequence
 
 from bot.diff import Hunk
 from bot.examples import Example
+from bot.exemplars import document_tokens
 from bot.prompt import PromptComment, normalize_body
-
-_CODE_TOKEN = re.compile(r"[A-Za-z_][A-Za-z0-9_]*|\d+")
-
-
-def code_tokens(text: str) -> list[str]:
-    """Identifiers and numbers, lower-cased, with snake_case and camelCase parts added (``load_config``
-    -> ``load_config``, ``load``, ``config``), so renamed variables still match."""
-    out = []
-    for token in _CODE_TOKEN.findall(text):
-        lower = token.lower()
-        out.append(lower)
-        parts = [p.lower() for p in re.findall(r"[A-Z]+(?![a-z])|[A-Z]?[a-z]+|\d+", token)]
-        if len(parts) > 1:
-            out.extend(parts)
-    return out
 
 
 def _document(example: Example) -> list[str]:
-    return code_tokens(example.path) + code_tokens(example.hunk)
+    return document_tokens(example.path, example.hunk)
 
 
 class BM25:

@@ -5,8 +5,10 @@ The model scores every label of each validation hunk (``bot.anchoring``); a thre
 labels whose confidence clears it. Precision and recall are line-level (a comment is right when a
 human commented on its line), which needs no generation, so calibrating costs one scoring pass.
 The rule is maximum F1, or with ``min_precision`` the threshold that keeps the most comments at that
-precision. No validation comments, or no threshold reaching the precision: no threshold, and the
-reason says so.
+precision. Without evidence there is no threshold, and the reason says so: fewer than
+``bot.anchoring.MIN_CALIBRATION_HUNKS`` validation hunks with a human comment or as many without (a
+split of commented hunks only says nothing about when to stay silent), or no threshold reaching the
+precision.
 """
 
 from __future__ import annotations
@@ -19,10 +21,12 @@ from typing import Any
 from bot.anchoring import DEFAULT_MAX_PER_HUNK, AnchorScores, Calibration, calibrate, human_anchors, score_hunks
 from bot.examples import Example
 from bot.prompt import PromptInput
+from finetune.retrieval import fit_to_context
 
 log = logging.getLogger(__name__)
 
 PR_CURVE_FILE = "pr_curve.png"
+SCORE_TOKENS = 8  # room left for the answer starts that scoring appends to a prompt
 
 
 def score_examples(backend: Any, inputs: Sequence[PromptInput], examples: Sequence[Example]) -> list[AnchorScores]:
@@ -38,12 +42,12 @@ def calibrate_on(
     min_precision: float | None = None,
     max_per_hunk: int = DEFAULT_MAX_PER_HUNK,
 ) -> Calibration:
-    """Score ``examples`` (the validation split, with their prompts ``inputs``) and choose the threshold."""
-    fits = [
-        (inp, ex)
-        for inp, ex in zip(inputs, examples)
-        if backend.count_prompt_tokens(inp) + 8 < getattr(backend, "max_context", 10**9)
-    ]
+    """Score ``examples`` (the validation split, with their prompts ``inputs``) and choose the threshold.
+    Each prompt keeps as many of its exemplars as fit the context beside the answer's first tokens, as
+    review would show it (``finetune.retrieval.fit_to_context``); one that does not fit without any is
+    left out."""
+    fitted = fit_to_context(backend, inputs, SCORE_TOKENS)
+    fits = [(f.prompt, ex) for f, ex in zip(fitted, examples) if f.fits]
     scores = score_examples(backend, [i for i, _ in fits], [e for _, e in fits])
     result = calibrate(
         scores,

@@ -11,7 +11,7 @@ from typing import Any
 
 import click
 
-from adapters.cli_options import quantize_option, quiet, summary_format_option
+from adapters.cli_options import actor_option, quantize_option, quiet, summary_format_option
 from adapters.versions import ModelRegistry, default_models_dir
 from bot.errors import DataError, UsageError
 from finetune.options import generation_options, pop_train_config, training_options
@@ -36,6 +36,21 @@ models_dir_option = click.option(
     default=None,
     help="Model versions folder (default: $REVBOT_MODELS_DIR, else models/).",
 )
+
+
+def _length_lines(data: dict[str, Any], hyper: dict[str, Any]) -> list[str]:
+    """What the row length did to the examples, per split: shown fewer exemplars to fit, or skipped
+    because even without exemplars they do not fit (nothing when neither happened)."""
+    limit = hyper.get("max_length")
+    out = []
+    for key, what in (
+        ("exemplars_trimmed", f"shown fewer exemplars to fit {limit} tokens"),
+        ("too_long", f"skipped, longer than {limit} tokens even without exemplars"),
+    ):
+        counts = {k: v for k, v in (data.get(key) or {}).items() if v}
+        if counts:
+            out.append(f"  {what}: " + ", ".join(f"{k} {v}" for k, v in counts.items()))
+    return out
 
 
 def _fmt(value: Any, digits: int = 4) -> str:
@@ -90,7 +105,8 @@ is current yet (the first version). Evaluate it with `revbot eval --version vN`.
     default=None,
     help="Make the new version current. Default: only when no version is current yet.",
 )
-def train(db, data, base_model, models_dir, promote, **training):
+@actor_option
+def train(db, data, base_model, models_dir, promote, actor, **training):
     """Train a QLoRA adapter on past reviews and write it as a new model version.
 
     4-bit NF4 base weights with double quantisation, LoRA (rank, alpha and dropout below) on every
@@ -127,6 +143,8 @@ def train(db, data, base_model, models_dir, promote, **training):
     counts = version.meta.get("data", {}).get("counts", {})
     click.echo(f"wrote {version.name} to {version.path}")
     click.echo("  examples: " + ", ".join(f"{k} {v.get('examples', 0)}" for k, v in counts.items()))
+    for line in _length_lines(version.meta.get("data", {}), version.meta.get("hyperparameters", {})):
+        click.echo(line)
     click.echo(
         f"  steps {m.get('steps')} ({_fmt(m.get('epochs'), 2)} epochs{', stopped early' if m.get('stopped_early') else ''}), "
         f"train loss {_fmt(m.get('train_loss'))}, validation loss {_fmt(m.get('val_loss'))}, "
@@ -135,12 +153,10 @@ def train(db, data, base_model, models_dir, promote, **training):
     calibration = version.meta.get("calibration") or {}
     threshold = calibration.get("threshold")
     click.echo(
-        "  comment threshold "
-        + (
-            f"{threshold:.4g} ({calibration.get('reason')})"
-            if threshold is not None
-            else f"none: {calibration.get('reason')}"
-        )
+        f"  comment threshold {threshold:.4g} ({calibration.get('reason')})"
+        if threshold is not None
+        else f"  comment threshold: none calibrated ({calibration.get('reason') or 'no validation split'}); "
+        "review uses the model's own choice (a comment where commenting outweighs silence)"
     )
     click.echo(
         f"  packing {'on' if m.get('packing') else 'off (batched by length)'}, padding share "
@@ -149,7 +165,7 @@ def train(db, data, base_model, models_dir, promote, **training):
     if promote is None:
         promote = registry.current_name() is None
     if promote:
-        registry.promote(version.name)
+        registry.promote(version.name, by=f"train: {actor}")
         click.echo(f"  {version.name} is now current")
     else:
         click.echo(
@@ -408,11 +424,12 @@ def models_list(models_dir, as_json):
 @models.command("promote", context_settings=CONTEXT)
 @click.argument("name", metavar="vN")
 @models_dir_option
-def models_promote(name, models_dir):
+@actor_option
+def models_promote(name, models_dir, actor):
     """Make version vN current (atomically); review and the service pick it up."""
     registry = _registry(models_dir)
     previous = registry.current_name()
-    version = registry.promote(name)
+    version = registry.promote(name, by=f"cli: {actor}")
     click.echo(
         f"{version.name} is now current" + (f" (was {previous})" if previous and previous != version.name else "")
     )
@@ -420,11 +437,12 @@ def models_promote(name, models_dir):
 
 @models.command("rollback", context_settings=CONTEXT)
 @models_dir_option
-def models_rollback(models_dir):
+@actor_option
+def models_rollback(models_dir, actor):
     """Make the previously promoted version current again."""
     registry = _registry(models_dir)
     previous = registry.current_name()
-    version = registry.rollback()
+    version = registry.rollback(by=f"cli: {actor}")
     click.echo(f"rolled back from {previous} to {version.name}")
 
 

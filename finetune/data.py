@@ -17,7 +17,7 @@ import math
 import os
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -26,7 +26,9 @@ from adapters.files import read_dataset, read_examples
 from bot.balance import balance_by_repo
 from bot.errors import DataError
 from bot.examples import Example
+from bot.exemplars import first_fit
 from bot.prompt import Exemplar, training_text, with_exemplars
+from finetune.config import TrainConfig
 
 IGNORE_INDEX = -100
 SQLITE_MAGIC = b"SQLite format 3\x00"
@@ -115,6 +117,21 @@ def parse_time(text: str) -> datetime | None:
     except ValueError:
         return None
     return value if value.tzinfo else value.replace(tzinfo=UTC)
+
+
+def split_as_configured(examples: Iterable[Example], config: TrainConfig) -> Splits:
+    """``split_examples`` with a training configuration's seed, fractions, minimums and repository cap
+    (what `revbot train` and `revbot retrain` both split by)."""
+    return split_examples(
+        examples,
+        config.seed,
+        test_fraction=config.test_fraction,
+        val_fraction=config.val_fraction,
+        min_train=config.min_train,
+        min_val=config.min_val,
+        min_test=config.min_test,
+        max_repo_share=config.max_repo_share,
+    )
 
 
 def _seeded_key(seed: int, repo: str, pr: int) -> str:
@@ -206,11 +223,13 @@ def split_examples(
 
 @dataclass(frozen=True)
 class Encoded:
-    """One example as token ids; the first ``n_prompt`` get no loss."""
+    """One example as token ids; the first ``n_prompt`` get no loss. ``exemplars_dropped``: how many of
+    its exemplars were left out for it to fit a row (``encode_examples``)."""
 
     example_id: str
     ids: tuple[int, ...]
     n_prompt: int
+    exemplars_dropped: int = 0
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -245,15 +264,23 @@ def encode_examples(
 ) -> tuple[list[Encoded], list[str]]:
     """Encoded examples that fit ``max_length``, and the ids of those that do not (reported, not
     truncated: a cut prompt or answer would teach the model a format it never sees at review time).
-    ``exemplars``: example id -> its exemplars."""
+    ``exemplars``: example id -> its exemplars, best first. An example too long with its exemplars
+    loses the least similar ones until it fits (``bot.exemplars.first_fit``, the rule evaluation and
+    review follow; counted in ``Encoded.exemplars_dropped``); only one too long without any is left out."""
     kept: list[Encoded] = []
     too_long: list[str] = []
     for ex in examples:
-        enc = encode_example(ex, tokenizer, (exemplars or {}).get(ex.id, ()))
-        if len(enc) <= max_length:
-            kept.append(enc)
-        else:
+
+        def attempt(shown: tuple[Exemplar, ...], ex: Example = ex) -> Encoded | None:
+            enc = encode_example(ex, tokenizer, shown)
+            return enc if len(enc) <= max_length else None
+
+        found = first_fit((exemplars or {}).get(ex.id, ()), attempt)
+        if found is None:
             too_long.append(ex.id)
+        else:
+            enc, dropped = found
+            kept.append(replace(enc, exemplars_dropped=dropped) if dropped else enc)
     return kept, too_long
 
 

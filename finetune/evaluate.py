@@ -46,7 +46,7 @@ from finetune.results import (
     Prediction,
     SystemResult,
 )
-from finetune.retrieval import build_index, exemplars_for
+from finetune.retrieval import build_index, exemplars_for, fit_to_context
 
 log = logging.getLogger(__name__)
 
@@ -302,6 +302,7 @@ class _Run:
     anchors: str
     systems: list[SystemResult] = field(default_factory=list)
     too_long: dict[str, int] = field(default_factory=dict)
+    exemplars_trimmed: dict[str, int] = field(default_factory=dict)
 
     def model(
         self,
@@ -314,15 +315,24 @@ class _Run:
     ) -> tuple[list[AnchorScores], list[Example]]:
         """Answer with ``backend`` as the systems named in ``descriptions`` (``variants``: constrained
         anchors under each threshold, when ``anchors`` is "constrained"; ``free``: the model's own
-        anchors). Prompts that do not fit its context are answered with silence and counted
-        (``too_long``), never stopping the run. Returns the scores and the examples they are for."""
+        anchors). A prompt too long with its exemplars loses the least similar ones until it fits
+        (``fit_to_context``, counted in ``exemplars_trimmed``); one that does not fit without any is
+        answered with silence and counted (``too_long``), never stopping the run. Returns the scores
+        and the examples they are for."""
         t0 = time.perf_counter()
         if self.anchors == "free":
             free, variants = free or next(iter(variants or {}), None), None
-        inputs = [with_exemplars(e.prompt_input(), self.shown.get(e.id, ())[:k]) for e in self.examples]
-        limit = getattr(backend, "max_context", None)
-        fits = [not limit or backend.count_prompt_tokens(i) + self.max_new_tokens <= limit for i in inputs]
+        fitted = fit_to_context(
+            backend,
+            [with_exemplars(e.prompt_input(), self.shown.get(e.id, ())[:k]) for e in self.examples],
+            self.max_new_tokens,
+        )
+        inputs, fits = [f.prompt for f in fitted], [f.fits for f in fitted]
         first = next(iter(descriptions))
+        trimmed = sum(1 for f in fitted if f.fits and f.dropped)
+        if trimmed:
+            self.exemplars_trimmed[first] = trimmed
+            log.info("%s: %d test prompts shown fewer exemplars to fit the model", first, trimmed)
         if not all(fits):
             self.too_long[first] = fits.count(False)
             log.warning("%s: %d test prompts are too long for the model; answered as silence", first, fits.count(False))
@@ -364,7 +374,8 @@ class _Run:
 def _usable(
     test: list[Example], train: list[Example], tuned: Any, max_new_tokens: int
 ) -> tuple[list[Example], dict[str, int]]:
-    """Test examples that may be scored: not in training, and whose bare prompt fits the tuned model."""
+    """Test examples that may be scored: not in training, and whose bare prompt fits the tuned model
+    (one too long only with its exemplars is scored with fewer: ``fit_to_context``)."""
     if not test:
         raise DataError("no test examples to evaluate on")
     if not train:
@@ -446,6 +457,7 @@ def evaluate(
         val_loss=version.metrics.get("val_loss") if version is not None else None,
         generation={"max_new_tokens": max_new_tokens, "batch_size": batch_size, "anchors": anchors},
         too_long=run.too_long,
+        exemplars_trimmed=run.exemplars_trimmed,
         threshold=threshold_summary(scores, scored, threshold, version),
     )
     _save(report, out_dir, version)
@@ -465,8 +477,7 @@ def threshold_summary(
     return {
         "threshold": threshold,
         "rule": calibration.get("rule"),
-        "reason": calibration.get("reason")
-        or ("no calibrated threshold: the model's own choice" if threshold is None else None),
+        "reason": calibration.get("reason") or ("the version records no calibration" if threshold is None else None),
         "validation": {k: calibration.get(k) for k in ("precision", "recall", "f1")} if calibration else None,
         "test_point": vars(at) if at is not None else None,
         "curve": [vars(p) for p in curve],
@@ -492,6 +503,8 @@ def _save(report: EvalReport, out_dir: str | Path | None, version: ModelVersion 
                 "at": report.created_at,
                 "counts": report.counts,
                 "dropped": report.dropped,
+                "too_long": report.too_long,
+                "exemplars_trimmed": report.exemplars_trimmed,
                 "generation": report.generation,
                 "uninformative": report.uninformative,
                 "threshold": {k: v for k, v in (report.threshold or {}).items() if k != "curve"} or None,

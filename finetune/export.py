@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from adapters.files import atomic_write_json
+from adapters.logs import hf_progress_bars_off
 from adapters.versions import ModelRegistry, ModelVersion, now_iso
 from bot.errors import ModelError, UsageError
 from bot.prompt import ANSWER_END, PROMPT_FORMAT_VERSION, SYSTEM_PROMPTS, PromptInput, prompt_text
@@ -113,15 +114,12 @@ def export_merged(
             raise UsageError(f"{out} exists and is not empty; choose another directory or pass --force")
     out.parent.mkdir(parents=True, exist_ok=True)
 
-    from transformers.utils import logging as hf_logging
-
-    progress = hf_logging.is_progress_bar_enabled()
-    hf_logging.disable_progress_bar()
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.incoming-", dir=out.parent))
     try:
-        merged, tokenizer, torch_dtype = _merge(version, meta, base, dtype)
-        merged.save_pretrained(tmp, safe_serialization=True)
-        tokenizer.save_pretrained(tmp)
+        with hf_progress_bars_off():
+            merged, tokenizer, torch_dtype = _merge(version, meta, base, dtype)
+            merged.save_pretrained(tmp, safe_serialization=True)
+            tokenizer.save_pretrained(tmp)
         context = getattr(merged.config, "max_position_embeddings", None)
         (tmp / MODELFILE).write_text(modelfile(tokenizer, context, meta["prompt_format_version"]), encoding="utf-8")
         atomic_write_json(
@@ -141,9 +139,6 @@ def export_merged(
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    finally:
-        if progress:
-            hf_logging.enable_progress_bar()
     log.info("merged %s into %s at %s", version.name, out, torch_dtype)
     return out
 

@@ -77,8 +77,9 @@ class DecisionWeights:
     mostly comment text, easy to learn when a team repeats itself, and a handful of decision tokens:
     under the plain loss a short training run learns the words and not when or where to say them (the
     model proposes the right comment on the neighbouring line, or stays silent on a hunk it has seen).
-    Weighting the decisions ``weight`` times a word moves the gradient to them; the weights are
-    rescaled to a mean of 1 in every batch, so the loss keeps its scale and the learning rate its meaning.
+    Weighting the decisions ``weight`` times a word adds gradient on them and takes none from the
+    words (a comment's text is learned as under the plain loss; the loss is a weighted sum over the
+    same token count).
 
     Built once from the tokenizer: which token ids hold a colon or a newline, and which can start an
     anchor label (``R``, ``L``, or such a letter with digits where a tokenizer merges them)."""
@@ -117,9 +118,7 @@ class DecisionWeights:
         return out
 
     def weights(self, shifted: Any) -> Any:
-        """Per supervised target: ``weight`` on decisions, 1 on the rest, rescaled to a mean of 1."""
+        """Per supervised target: ``weight`` on decisions, 1 on the rest."""
         import torch
 
-        mask = torch.tensor(self.mask(shifted), dtype=torch.bool)
-        weights = torch.where(mask, self.weight, 1.0)
-        return weights * (weights.numel() / weights.sum()) if weights.numel() else weights
+        return torch.where(torch.tensor(self.mask(shifted), dtype=torch.bool), self.weight, 1.0)

@@ -211,6 +211,12 @@ def markdown(report: EvalReport, plots: Sequence[str]) -> str:
         lines.append(
             "- dropped for every system: " + ", ".join(f"{k.replace('_', ' ')}: {v}" for k, v in report.dropped.items())
         )
+    for what, by_system in (
+        ("too long for the model (answered as silence)", report.too_long),
+        ("shown fewer exemplars to fit the model", report.exemplars_trimmed),
+    ):
+        if by_system:
+            lines.append(f"- {what}: " + ", ".join(f"{k}: {v}" for k, v in by_system.items()))
     lines += ["", "## Metrics", "", markdown_table(report), ""]
     lines += [f"{note}  " for note in uninformative_notes(report)]
     lines += [
@@ -271,6 +277,8 @@ def pr_plot(report: EvalReport, out: Path) -> list[str]:
 
     curve = [CurvePoint(**p) for p in t["curve"]]
     title = "tuned: comments against the threshold (test hunks)"
+    if t.get("threshold") is None:
+        title += "; none calibrated"
     written = plot_pr_curve(Calibration(t.get("threshold"), "", "", curve), out / PR_CURVE_FILE, title)
     return [PR_CURVE_FILE] if written else []
 

@@ -88,6 +88,7 @@ class EvalReport:
     val_loss: float | None = None
     generation: dict[str, Any] = field(default_factory=dict)
     too_long: dict[str, int] = field(default_factory=dict)  # system -> prompts answered as silence
+    exemplars_trimmed: dict[str, int] = field(default_factory=dict)  # system -> prompts shown fewer exemplars
     threshold: dict[str, Any] | None = None  # the tuned model's comment threshold and its test curve
 
     def get(self, name: str) -> SystemResult | None:
@@ -120,6 +121,7 @@ class EvalReport:
             "val_loss": self.val_loss,
             "generation": self.generation,
             "too_long": self.too_long,
+            "exemplars_trimmed": self.exemplars_trimmed,
             "threshold": self.threshold,
             "systems": {
                 s.name: {"description": s.description, "metrics": s.metrics, "seconds": round(s.seconds, 3)}
@@ -252,6 +254,8 @@ def text_table(report: EvalReport) -> str:
         note += "; too long for the model (answered as silence): " + ", ".join(
             f"{k} {v}" for k, v in report.too_long.items()
         )
+    if report.exemplars_trimmed:
+        note += "; shown fewer exemplars to fit: " + ", ".join(f"{k} {v}" for k, v in report.exemplars_trimmed.items())
     extra = [*uninformative_notes(report), *threshold_lines(report), *acceptance_lines(report)]
     return "\n".join([verdict(report), note, *lines, *extra])
 
@@ -262,7 +266,10 @@ def threshold_lines(report: EvalReport) -> list[str]:
     if not t:
         return []
     if t.get("threshold") is None:
-        return [f"comment threshold: none ({t.get('reason') or 'not calibrated'}); the model's own choice"]
+        return [
+            f"comment threshold: none calibrated ({t.get('reason') or 'the version records no calibration'}); "
+            "the model's own choice (a comment where commenting outweighs silence)"
+        ]
     line = f"comment threshold {t['threshold']:.4g} ({t.get('rule') or 'calibrated'} on validation)"
     point = t.get("test_point")
     if point:

@@ -63,7 +63,7 @@ from bot.prompt import PROMPT_FORMAT_VERSION
 from finetune.attention import SEGMENT_ATTENTION
 from finetune.attention import register as register_segment_attention
 from finetune.config import CPU_DEFAULT_PRECISION, TrainConfig
-from finetune.data import Splits, encode_examples, prompt_completion_dataset, split_examples
+from finetune.data import Splits, encode_examples, prompt_completion_dataset, split_as_configured
 from finetune.loss import AnswerHead, DecisionWeights
 from finetune.retrieval import build_index, exemplars_for
 
@@ -692,7 +692,7 @@ def calibrate_trained(
     model.eval()
     try:
         backend = LocalBackend(model, tokenizer, name=base, prompt_format_version=PROMPT_FORMAT_VERSION)
-        backend.exemplars, backend.exemplar_k = index, config.exemplars
+        backend.exemplars, backend.exemplar_k, backend.exemplar_max_length = index, config.exemplars, config.max_length
         return calibrate_on(backend, prompt_inputs(validation, shown), validation, min_precision=config.min_precision)
     finally:
         model.train(was_training)
@@ -705,8 +705,9 @@ def version_extras(out: Path, index: Any, config: TrainConfig, calibration: Cali
     from finetune.calibrate import PR_CURVE_FILE, plot_pr_curve
 
     extra: dict[str, Any] = {"calibration": calibration.to_dict()}
-    extra["exemplars"] = save_index(index, out, config.exemplars) if index is not None else None
-    plot_pr_curve(calibration, out / PR_CURVE_FILE, "comment threshold on validation")
+    extra["exemplars"] = save_index(index, out, config.exemplars, config.max_length) if index is not None else None
+    title = "comment threshold on validation" + ("" if calibration.threshold is not None else ": none calibrated")
+    plot_pr_curve(calibration, out / PR_CURVE_FILE, title)
     return extra
 
 
@@ -756,7 +757,7 @@ def train(
     prepared = prepare_model(run.base, config, args.device)
     run.timings["load_s"] = time.perf_counter() - t0
     t0 = time.perf_counter()
-    datasets, too_long, index, shown = _datasets(run.splits, prepared.tokenizer, config)
+    datasets, fitted, index, shown = _datasets(run.splits, prepared.tokenizer, config)
     trainer, reporter, interrupt, has_val = _build_trainer(
         prepared, datasets, args, config, run_dir, callback, progress, mixed
     )
@@ -782,7 +783,8 @@ def train(
             "source": str(data_source) if data_source else None,
             "fingerprint": run.data_fp,
             "counts": run.splits.counts(),
-            "too_long": too_long,
+            "too_long": fitted["too_long"],
+            "exemplars_trimmed": fitted["exemplars_trimmed"],
             "split": {**run.splits.settings, "time_ordered": run.splits.time_ordered},
         },
         "hyperparameters": hyper,
@@ -815,16 +817,7 @@ def _splits_of(examples: Sequence[Example] | Splits, config: TrainConfig) -> Spl
     examples = list(examples)
     if not examples:
         raise DataError("no training examples: the dataset is empty (harvest reviews first: `revbot harvest`)")
-    return split_examples(
-        examples,
-        config.seed,
-        test_fraction=config.test_fraction,
-        val_fraction=config.val_fraction,
-        min_train=config.min_train,
-        min_val=config.min_val,
-        min_test=config.min_test,
-        max_repo_share=config.max_repo_share,
-    )
+    return split_as_configured(examples, config)
 
 
 def _sft_args(config: TrainConfig, registry: ModelRegistry, on_cuda: bool, mixed: str, has_val: bool) -> Any:
@@ -887,30 +880,33 @@ def _resume_point(config: TrainConfig, run_dir: Path) -> str | None:
 
 def _datasets(
     splits: Splits, tokenizer: Any, config: TrainConfig
-) -> tuple[dict[str, Any], dict[str, int], Any, dict[str, Any]]:
-    """Prompt-completion token ids per split (with each example's leak-free exemplars), skipping and
-    counting what does not fit a row; the exemplar index and what each example was shown."""
+) -> tuple[dict[str, Any], dict[str, dict[str, int]], Any, dict[str, Any]]:
+    """Prompt-completion token ids per split (with each example's leak-free exemplars, the least similar
+    dropped where a row would be too long), skipping and counting what does not fit a row even without
+    exemplars; the counts (``too_long`` and ``exemplars_trimmed`` per split), the exemplar index and
+    what each example was shown."""
     datasets: dict[str, Any] = {}
-    too_long: dict[str, int] = {}
+    counts: dict[str, dict[str, int]] = {"too_long": {}, "exemplars_trimmed": {}}
     index = build_index(splits.train) if config.exemplars else None
     shown = exemplars_for(index, splits.train + splits.validation + splits.test, config.exemplars)
     assert config.max_length is not None  # for_device filled it in
     for name, part in splits.items():
         encoded, skipped = encode_examples(part, tokenizer, config.max_length, shown)
-        too_long[name] = len(skipped)
+        counts["too_long"][name] = len(skipped)
+        counts["exemplars_trimmed"][name] = sum(1 for e in encoded if e.exemplars_dropped)
         datasets[name] = prompt_completion_dataset(encoded) if encoded else None
     if datasets["train"] is None:
         raise DataError(
             f"all {len(splits.train)} training examples are longer than --max-length "
             f"{config.max_length} tokens; raise --max-length"
         )
-    if sum(too_long.values()):
-        log.warning(
-            "skipped examples longer than %d tokens: %s",
-            config.max_length,
-            ", ".join(f"{k}={v}" for k, v in too_long.items() if v),
-        )
-    return datasets, too_long, index, shown
+    for key, message in (
+        ("exemplars_trimmed", "examples shown fewer exemplars to fit %d tokens: %s"),
+        ("too_long", "skipped examples longer than %d tokens even without exemplars: %s"),
+    ):
+        if sum(counts[key].values()):
+            log.warning(message, config.max_length, ", ".join(f"{k}={v}" for k, v in counts[key].items() if v))
+    return datasets, counts, index, shown
 
 
 def _build_trainer(

@@ -40,12 +40,13 @@ from typing import Any
 
 import click
 
-from adapters.cli_options import fail, info, quiet, summary_format_option
+from adapters.cli_options import actor_option, fail, info, quiet, summary_format_option
 from adapters.files import LockBusy, file_lock
 from adapters.settings import Settings
 from bot.config import DEFAULT_BATCH_SIZE, DEFAULT_MAX_NEW_TOKENS
 from bot.errors import DataError, RevbotError, UsageError
 from bot.examples import Example
+from finetune.data import split_as_configured
 from finetune.gate import (
     DEFAULT_GATE_METRIC,
     GATE_METRICS,
@@ -168,6 +169,7 @@ def retrain(
     val_loss_tolerance: float = VAL_LOSS_TOLERANCE,
     progress: bool = False,
     echo: Callable[[str], None] = lambda _text: None,
+    actor: str | None = None,  # who ran it, for the events log when the candidate is promoted
 ) -> RetrainResult:
     """Harvest ``repos`` (through ``client_for(repo)``, else ``client``) into ``store``, train a candidate
     on every example in the store, evaluate it and the current version on the same newest held-out
@@ -182,7 +184,7 @@ def retrain(
     with retrain_lock(registry.root):
         harvests = _harvest(store, repos, client, client_for, harvest_options, echo, timings)
         examples, feedback = _examples_with_feedback(store, echo)
-        splits = _split(examples, config)
+        splits = split_as_configured(examples, config)
         incumbent = registry.current()
         base_model = _base_model(base_model, incumbent)
         counts = splits.counts()
@@ -206,7 +208,7 @@ def retrain(
             metric, mine, theirs, parse_failure_tolerance=parse_failure_tolerance, val_loss_tolerance=val_loss_tolerance
         )
         if decision.promote:
-            registry.promote(candidate.name)
+            registry.promote(candidate.name, by=actor)
         gate_settings = {
             "test": test,
             "tolerances": {"parse_failure_rate": parse_failure_tolerance, "val_loss": val_loss_tolerance},
@@ -260,21 +262,6 @@ def _record(
     }
     registry.record_decision(
         candidate.name, incumbent.name if incumbent else None, metric, values, decision.promote, decision.reason
-    )
-
-
-def _split(examples: list[Any], config: Any) -> Any:
-    from finetune.data import split_examples
-
-    return split_examples(
-        examples,
-        config.seed,
-        test_fraction=config.test_fraction,
-        val_fraction=config.val_fraction,
-        min_train=config.min_train,
-        min_val=config.min_val,
-        min_test=config.min_test,
-        max_repo_share=config.max_repo_share,
     )
 
 
@@ -517,6 +504,7 @@ class GitHubClients:
 @training_options
 @generation_options("eval_batch_size")
 @summary_format_option("the decision")
+@actor_option
 def retrain_cmd(
     repos,
     db,
@@ -531,6 +519,7 @@ def retrain_cmd(
     max_new_tokens,
     eval_batch_size,
     as_json,
+    actor,
     **training,
 ):
     """Harvest new reviews, train a candidate, and promote it only if it is at least as good.
@@ -576,6 +565,7 @@ def retrain_cmd(
                 val_loss_tolerance=val_loss_tolerance,
                 progress=not quiet() and not as_json,
                 echo=echo,
+                actor=f"retrain: {actor}",
             )
         finally:
             if clients is not None:

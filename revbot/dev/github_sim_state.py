@@ -615,12 +615,7 @@ class SimState:
         Returns ``{"comments": [comment JSON], "webhooks": [pull_request_review_comment payloads]}``.
         """
         with self._lock:
-            record = self._state["repos"].get(repo)
-            if record is None:
-                raise SimulatorError(f"unknown repository {repo!r}; seed it first")
-            pull = record["pulls"].get(str(number))
-            if pull is None:
-                raise SimulatorError(f"unknown pull request {repo}#{number}")
+            record, pull = self._admin_pull(repo, number)
             specs = list(comments or [])
             if count:
                 anchors = sorted(

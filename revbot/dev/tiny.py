@@ -18,6 +18,7 @@ from typing import Any
 
 import click
 
+from adapters.logs import hf_progress_bars_off
 from bot.errors import ModelError, UsageError
 
 log = logging.getLogger(__name__)
@@ -275,7 +276,6 @@ def _save_random_model(out: Path, arch: str, config: dict[str, Any], tokenizer: 
     """Initialise the model from ``seed`` (without disturbing the caller's RNG) and save it with the
     tokenizer, replacing what an earlier build left."""
     import torch
-    from transformers.utils import logging as hf_logging
 
     if arch == "llama":
         from transformers import LlamaConfig as Config
@@ -286,9 +286,7 @@ def _save_random_model(out: Path, arch: str, config: dict[str, Any], tokenizer: 
     out.mkdir(parents=True, exist_ok=True)
     for stale in _WRITTEN_FILES:  # a rebuild must not inherit, say, the chat template of the last one
         (out / stale).unlink(missing_ok=True)
-    was_enabled = hf_logging.is_progress_bar_enabled()
-    hf_logging.disable_progress_bar()
-    try:
+    with hf_progress_bars_off():
         with torch.random.fork_rng(devices=[]):  # seed locally; never disturb the caller's RNG
             torch.manual_seed(seed)
             model = Model(Config(**config))
@@ -297,9 +295,6 @@ def _save_random_model(out: Path, arch: str, config: dict[str, Any], tokenizer: 
         model.generation_config.eos_token_id = eos_ids
         model.save_pretrained(out)
         tokenizer.save_pretrained(out)
-    finally:
-        if was_enabled:
-            hf_logging.enable_progress_bar()
 
 
 def _read_corpus_files(paths: tuple[str, ...]) -> list[str]:

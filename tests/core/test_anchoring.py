@@ -4,7 +4,15 @@ from __future__ import annotations
 
 import pytest
 
-from bot.anchoring import AnchorScores, answer_hunks, calibrate, labels, pr_curve, score_hunks
+from bot.anchoring import (
+    MIN_CALIBRATION_HUNKS,
+    AnchorScores,
+    answer_hunks,
+    calibrate,
+    labels,
+    pr_curve,
+    score_hunks,
+)
 from bot.diff import parse_diff, parse_hunk
 from bot.prompt import NO_COMMENT, PromptInput, degenerate_at, render_input
 from bot.review import ReviewOptions, review_diff
@@ -77,28 +85,72 @@ def test_review_applies_the_calibrated_threshold_raised_by_the_repository():
     assert review_diff(diff, backend).comments == []
 
 
-def test_calibration_takes_the_best_f1_or_the_precision_asked_for_and_refuses_without_evidence():
-    right, wrong = (11, "RIGHT"), (12, "RIGHT")
-    scores = [
-        AnchorScores(0.1, {right: 0.9, wrong: 0.0}, {right: "R11", wrong: "R12"}),
-        AnchorScores(0.3, {right: 0.2, wrong: 0.5}, {right: "R11", wrong: "R12"}),
-        AnchorScores(0.6, {right: 0.4, wrong: 0.0}, {right: "R11", wrong: "R12"}),
-    ]
-    humans = [{right}, {right}, {right}]
-    curve = pr_curve(scores, humans, max_per_hunk=1)
+RIGHT, WRONG = (11, "RIGHT"), (12, "RIGHT")
+
+
+def _hunk(p_right: float, p_wrong: float = 0.0) -> AnchorScores:
+    """One validation hunk's scores: the model's confidence on line 11 and on line 12."""
+    return AnchorScores(1 - p_right - p_wrong, {RIGHT: p_right, WRONG: p_wrong}, {RIGHT: "R11", WRONG: "R12"})
+
+
+# five hunks a human commented on (line 11) and five the team left alone
+COMMENTED = [_hunk(0.9), _hunk(0.8), _hunk(0.1, 0.5), _hunk(0.4), _hunk(0.3)]
+SILENT = [_hunk(0.7), _hunk(0.05), _hunk(0.04), _hunk(0.03), _hunk(0.02)]
+
+
+def test_the_curve_counts_line_level_precision_and_recall_at_every_threshold():
+    scores = [_hunk(0.9), _hunk(0.2, 0.5), _hunk(0.4)]
+    curve = pr_curve(scores, [{RIGHT}, {RIGHT}, {RIGHT}], max_per_hunk=1)
     assert [p.threshold for p in curve] == [0.9, 0.5, 0.4]
     assert [(p.precision, p.recall) for p in curve] == [(1.0, 1 / 3), (0.5, 1 / 3), (2 / 3, 2 / 3)]
+
+
+def test_calibration_takes_the_best_f1_or_the_precision_asked_for():
+    scores, humans = COMMENTED + SILENT, [{RIGHT}] * 5 + [set()] * 5
     best = calibrate(scores, humans, max_per_hunk=1)
-    assert best.threshold == 0.4 and best.point is not None and best.point.f1 == pytest.approx(2 / 3)
+    # at 0.3: six comments, four on a commented line (one silent hunk at 0.7 is a false alarm)
+    assert (
+        best.threshold == 0.3
+        and best.point is not None
+        and best.point.f1 == pytest.approx(2 * 2 / 3 * 0.8 / (2 / 3 + 0.8))
+    )
     strict = calibrate(scores, humans, min_precision=0.9, max_per_hunk=1)
-    assert strict.threshold == 0.9 and strict.to_dict()["precision"] == 1.0
-    never = calibrate(scores, humans, min_precision=1.0, max_per_hunk=2)
-    assert never.threshold == 0.9  # one comment, right: precision 1 is reached there
-    none = calibrate(scores, [set(), set(), set()])
+    assert strict.threshold == 0.8 and strict.to_dict()["precision"] == 1.0  # the most comments at precision 1
+    assert calibrate(scores, humans, min_precision=0.7, max_per_hunk=1).threshold == 0.8  # 0.3 reaches only 2/3
+    noisy = [_hunk(0.95)] + SILENT[1:]  # the most confident comment of all is on a hunk nobody commented on
+    unreachable = calibrate(COMMENTED + noisy, humans, min_precision=0.99, max_per_hunk=1)
+    assert unreachable.threshold is None and "no threshold reaches precision 0.99" in unreachable.reason
+
+
+def test_calibration_refuses_without_hunks_the_team_left_alone():
+    """crc-py's validation hunks all end at a commented line: commenting everywhere scores F1 1.0
+    there, which says nothing about when to stay silent."""
+    sure = [_hunk(0.6 + i / 100) for i in range(8)]
+    humans = [{RIGHT}] * 8
+    assert max(p.f1 for p in pr_curve(sure, humans, max_per_hunk=1)) == 1.0  # the degenerate curve
+    for rule in (None, 0.9):
+        refused = calibrate(sure, humans, min_precision=rule, max_per_hunk=1)
+        assert refused.threshold is None and refused.point is None
+        assert refused.reason.startswith("no validation hunk without a human comment (all 8 are commented)")
+        assert "silence cannot be calibrated" in refused.reason
+        assert refused.curve and refused.to_dict()["f1"] is None  # the curve is kept for the plot, no point chosen
+    assert calibrate(sure, humans, min_precision=0.9).rule == "precision >= 0.9"
+
+
+def test_calibration_needs_five_hunks_of_each_kind():
+    assert MIN_CALIBRATION_HUNKS == 5
+    humans = [{RIGHT}] * 5 + [set()] * 5
+    assert calibrate(COMMENTED + SILENT, humans, max_per_hunk=1).threshold is not None  # five of each: enough
+    few_silent = calibrate(COMMENTED + SILENT[:4], humans[:9], max_per_hunk=1)
+    assert few_silent.threshold is None
+    assert few_silent.reason == (
+        "too few validation hunks to calibrate on: 5 with a human comment and 4 without, at least 5 of each needed"
+    )
+    few_commented = calibrate(COMMENTED[1:] + SILENT, humans[1:], min_precision=0.5, max_per_hunk=1)
+    assert few_commented.threshold is None and "4 with a human comment and 5 without" in few_commented.reason
+    none = calibrate(SILENT, [set()] * 5)
     assert none.threshold is None and "no validation comments" in none.reason
     assert calibrate([], []).threshold is None
-    unreachable = calibrate(scores[1:2], humans[1:2], min_precision=0.99, max_per_hunk=1)
-    assert unreachable.threshold is None and "no threshold reaches precision 0.99" in unreachable.reason
 
 
 def test_degenerate_answers_are_cut_where_they_start():

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from adapters.repo_config import find_repo_config, load_repo_config
-from bot.config import DEFAULT_IGNORES, RepoConfig, path_matches
+from bot.config import DEFAULT_IGNORES, RepoConfig, components_match, glob_components, path_matches
 from bot.errors import DataError, UsageError
 
 
@@ -179,3 +179,14 @@ def test_glob_matching_cannot_be_made_to_backtrack_for_hours():
     assert path_matches("src/" + "a" * 250 + "b.py", "src/" + "*a" * 20 + "*b.py")
     assert time.perf_counter() - started < 5.0  # hours when it backtracks; room for a loaded machine
     assert path_matches("a/x/b", "a**b") is False  # gitignore: ** inside a name is a plain *
+
+
+def test_one_glob_walk_matches_the_whole_path_or_a_directory_it_lies_in_as_asked():
+    # the walk .revbot.yml's ignore_paths (whole path or a directory above) and .gitattributes (whole path) share
+    names = "src/gen/api.py".split("/")
+    assert components_match(glob_components("src/**/*.py"), names)
+    assert not components_match(glob_components("src/gen"), names)  # a directory: not the whole path
+    assert components_match(glob_components("src/gen"), names, whole=False, inside=True)
+    assert not components_match(glob_components("src/gen/api.py"), names, whole=False, inside=True)
+    assert components_match(glob_components("gen/*.py"), names, 1)  # from the second component on
+    assert not components_match(glob_components("src/**"), ["src"])  # a trailing ** needs something inside

@@ -12,6 +12,8 @@ from bot.exemplars import (
     Query,
     compact,
     exemplar_tokens,
+    first_fit,
+    fit_prompt,
     query_of,
     within_budget,
 )
@@ -121,3 +123,42 @@ def test_an_index_saved_with_a_version_loads_back_and_refuses_a_changed_file(tmp
     (tmp_path / "exemplars" / "reviews.jsonl").write_text("{}\n")
     with pytest.raises(ModelError, match="does not match the hash"):
         load_index(tmp_path, entry)
+
+
+def test_a_prompt_too_long_with_its_exemplars_drops_the_least_similar_until_it_fits():
+    best, second, third = (Exemplar(f"src/{n}.py", "R1 +" + "word " * 20, f"R1: note {n}") for n in "abc")
+    inp = with_exemplars(render_input("src/app.py", parse_hunk(HUNK)), [best, second, third])
+
+    def words(p):
+        return len(p.plain_text().split())
+
+    bare, full = words(with_exemplars(inp, ())), words(inp)
+    one, two = words(with_exemplars(inp, [best])), words(with_exemplars(inp, [best, second]))
+    assert bare < one < two < full
+    whole = fit_prompt(inp, words, full)
+    assert whole.fits and whole.dropped == 0 and whole.prompt == inp and whole.tokens == full
+    fitted = fit_prompt(inp, words, two + 1)
+    assert fitted.fits and fitted.prompt.exemplars == (best, second) and fitted.dropped == 1 and fitted.tokens == two
+    assert fit_prompt(inp, words, one).prompt.exemplars == (best,)
+    none = fit_prompt(inp, words, one - 1)
+    assert none.fits and none.prompt.exemplars == () and none.dropped == 3 and none.tokens == bare
+    # not even the bare prompt fits: it comes back, with its cost, for the caller to skip or split
+    unfit = fit_prompt(inp, words, bare - 1)
+    assert not unfit.fits and unfit.prompt.exemplars == () and unfit.tokens == bare and unfit.dropped == 3
+    # the trained row length holds a prompt with exemplars, never the bare hunk (the context does that)
+    capped = fit_prompt(inp, words, full, exemplar_room=two)
+    assert capped.fits and capped.prompt.exemplars == (best, second)
+    assert fit_prompt(inp, words, full, exemplar_room=bare - 1).prompt.exemplars == ()
+    assert fit_prompt(inp, words, full, exemplar_room=bare - 1).fits
+    # the rule itself, on anything an attempt builds: first fit, and how many were dropped for it
+    assert first_fit("abc", lambda shown: "".join(shown) if len(shown) <= 1 else None) == ("a", 2)
+    tried = []
+    assert first_fit("abc", lambda shown: tried.append(len(shown))) is None
+    assert tried == [3, 0]  # not even the bare prompt fits: no point trying one or two exemplars
+    tried.clear()
+    assert first_fit("abc", lambda shown: tried.append(len(shown)) or (shown if len(shown) <= 1 else None)) == (
+        ("a",),
+        2,
+    )
+    assert tried == [3, 0, 2, 1]
+    assert first_fit((), lambda shown: len(shown)) == (0, 0)

@@ -242,3 +242,20 @@ def test_render_dispatch_and_sink():
     stream = io.StringIO()
     formats.StreamSink("json", stream).write(sample_review())
     assert json.loads(stream.getvalue())["source"] == "change.diff"
+
+
+def test_text_indents_a_body_s_further_lines_under_its_comment_and_keeps_blank_lines_blank():
+    review = Review(
+        comments=[ReviewComment("a.py", 1, RIGHT, "One.\n\ntwo")],
+        unanchored=[ReviewComment("a.py", 30, RIGHT, "Elsewhere.\n\nsecond")],
+    )
+    assert formats.to_text(review).splitlines()[:8] == [
+        "a.py:1: One.",
+        "",
+        "    two",
+        "",
+        "Not on a changed line:",
+        "  a.py:30: Elsewhere.",
+        "",
+        "      second",
+    ]

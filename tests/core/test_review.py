@@ -142,6 +142,58 @@ def test_oversized_hunk_is_split_and_comments_land_in_every_piece(scripted):
     assert [c.line for c in review.comments] == [int(p.user.split("\nR", 2)[1].split()[0]) for p in backend.prompts]
 
 
+def test_a_hunk_too_long_with_its_exemplars_keeps_the_most_similar_that_fit_instead_of_being_split(scripted):
+    from bot.examples import Example, ExampleComment
+    from bot.exemplars import ExemplarIndex, Query
+    from bot.prompt import with_exemplars
+
+    lines = [f"handle_{i} = open(path_{i})" for i in range(1, 9)]
+    past = [
+        Example(
+            f"o/r#{n}",
+            "o/r",
+            n,
+            "src/loader.py",
+            f"@@ -0,0 +1,2 @@\n+handle_{n} = open(path_{n})\n+x = {n}",
+            [ExampleComment(1, "RIGHT", f"Close handle_{n}: use a with block, note {n}.")],
+            f"2024-01-0{n}",
+        )
+        for n in range(1, 4)
+    ]
+    diff = parse_diff(new_file("src/loader.py", lines))
+    hunk = diff.files[0].hunks[0]
+    backend = scripted(first_line_comment)
+    backend.exemplars, backend.exemplar_k = ExemplarIndex.from_examples(past), 3
+    shown = backend.exemplars.top(Query("src/loader.py", hunk.text()), 3)
+    assert len(shown) == 3
+
+    def words(exemplars):
+        return backend.count_tokens(with_exemplars(render_input("src/loader.py", hunk), exemplars).plain_text()) + 16
+
+    options = ReviewOptions(max_new_tokens=16)
+    backend.max_context = words(shown[:1]) + 16  # room for the hunk and its most similar exemplar only
+    review = review_diff(diff, backend, options)
+    assert len(backend.prompts) == 1 and backend.prompts[0].exemplars == shown[:1]  # not split: two exemplars went
+    assert review.exemplars_trimmed == 1 and review.to_dict()["stats"]["exemplars_trimmed"] == 1
+    assert review.skipped == [] and len(review.comments) == 1
+    # the row length the version was trained at holds exemplars, never the hunk: past it, the bare hunk
+    backend.calls.clear()
+    backend.max_context, backend.exemplar_max_length = 4096, words(()) - 16 - 1
+    review = review_diff(diff, backend, options)
+    assert len(backend.prompts) == 1 and backend.prompts[0].exemplars == () and review.exemplars_trimmed == 1
+    backend.calls.clear()
+    backend.exemplar_max_length = words(shown[:2]) - 16
+    assert review_diff(diff, backend, options).exemplars_trimmed == 1 and backend.prompts[0].exemplars == shown[:2]
+    backend.calls.clear()
+    backend.exemplar_max_length = None
+    assert review_diff(diff, backend, options).exemplars_trimmed == 0 and backend.prompts[0].exemplars == shown
+    # a review budget that pays for the bare hunk only: its exemplars go before any of its lines
+    backend.calls.clear()
+    review = review_diff(diff, backend, ReviewOptions(max_new_tokens=16, token_budget=words(()) + 16))
+    assert backend.prompts[0].exemplars == () and prompt_anchors(backend.prompts[0]) == [f"R{i}" for i in range(1, 9)]
+    assert review.skipped == [] and review.exemplars_trimmed == 1
+
+
 def test_a_line_too_long_for_the_context_is_skipped_with_the_reason(scripted):
     lines = ["ok = 1", " ".join(["word"] * 500), "ok = 3"]
     backend = scripted(first_line_comment, max_context=16 + 160)

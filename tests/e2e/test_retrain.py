@@ -75,7 +75,10 @@ def _decisions(loop) -> list[dict]:
 @pytest.mark.slow
 def test_retrain_promotes_a_better_candidate_and_refuses_a_worse_one(loop):
     # 1. first run: harvests the repository, trains, nothing is current -> promoted, default gate metric
-    code, out = _cli(["retrain", REPO, "--model", loop.base, *WORSE, *FAST_EVAL, "--format", "json"], loop.env)
+    code, out = _cli(
+        ["retrain", REPO, "--model", loop.base, *WORSE, *FAST_EVAL, "--format", "json", "--actor", "ci-nightly"],
+        loop.env,
+    )
     assert code == 0, out
     first = json.loads(out)
     assert first["promoted"] and first["candidate"] == "v1" and first["incumbent"] is None
@@ -117,8 +120,10 @@ def test_retrain_promotes_a_better_candidate_and_refuses_a_worse_one(loop):
     assert store.get_comment(recorded["comments"][0]["id"]).source == "webhook"
     assert 5 in store.pending_prs(REPO)
 
-    # 3. a better candidate (trained for real) against the untrained v1 -> promoted
-    code, out = _cli(["retrain", *GOOD, "--metric", "answer_loss", *FAST_EVAL, "--format", "json"], loop.env)
+    # 3. a better candidate (trained for real) against the untrained v1 -> promoted, by the OS user
+    code, out = _cli(
+        ["retrain", *GOOD, "--metric", "answer_loss", *FAST_EVAL, "--format", "json"], {**loop.env, "LOGNAME": "dana"}
+    )
     assert code == 0, out
     second = json.loads(out)
     assert second["harvests"][0]["comments_fetched"] >= 1  # incremental: only what is new
@@ -129,6 +134,10 @@ def test_retrain_promotes_a_better_candidate_and_refuses_a_worse_one(loop):
     assert second["candidate_value"] < second["incumbent_value"]
     assert second["promoted"], second["reason"]
     store.close()
+    from adapters.versions import ModelRegistry
+
+    events = ModelRegistry(loop.env["REVBOT_MODELS_DIR"]).events()
+    assert [(e["version"], e["by"]) for e in events] == [("v1", "retrain: ci-nightly"), ("v2", "retrain: dana")]
 
     # 4. a deliberately worse candidate against v2 -> refused, v2 stays current
     code, out = _cli(
@@ -197,7 +206,9 @@ def test_the_default_gate_needs_evidence(tiny_llama, tmp_path):
                 models_dir=models,
                 base_model=str(tiny_llama),
                 max_new_tokens=48,
-                config=TrainConfig(batch_size=2, max_length=512, **config),
+                # a validation split of 9 pull requests: enough hunks with and without a human comment
+                # (bot.anchoring.MIN_CALIBRATION_HUNKS) for the comment threshold to be calibrated
+                config=TrainConfig(batch_size=2, max_length=512, val_fraction=0.3, **config),
             )
 
     first = run(**FEW_STEPS)

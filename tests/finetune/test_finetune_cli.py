@@ -50,15 +50,21 @@ def test_eval_runs_end_to_end_and_records_its_metrics(trained, capsys):
     assert any(line.startswith("gate inputs (v1): review_f1 ") and "validation loss" in line for line in lines)
     assert lines[-2] == f"report: {version.path / 'eval' / 'report.md'}"
     assert lines[-1] == f"precision-recall against the threshold: {version.path / 'eval' / 'pr_curve.png'}"
-    assert any(line.startswith("comment threshold") for line in lines)
+    # too few validation hunks to calibrate on (test_too_few_validation_hunks_...): the line says why
+    reason = version.meta["calibration"]["reason"]
+    assert (
+        f"comment threshold: none calibrated ({reason}); "
+        "the model's own choice (a comment where commenting outweighs silence)"
+    ) in lines
 
 
-def test_models_list_promote_rollback(trained, capsys, tmp_path):
+def _registry_with_v2(trained, tmp_path) -> ModelRegistry:
+    """A copy of the trained registry (the shared one stays as training left it) with a second
+    version, published straight into it (training is covered elsewhere)."""
     import shutil
 
-    models = tmp_path / "models"  # a copy: the shared registry stays as training left it
+    models = tmp_path / "models"
     shutil.copytree(trained[0], models)
-    # a second version, published straight into the registry (training is covered elsewhere)
     registry = ModelRegistry(models)
     v1 = registry.get("v1")
     with registry.new_version() as pending:
@@ -66,6 +72,12 @@ def test_models_list_promote_rollback(trained, capsys, tmp_path):
             if f.is_file():
                 (pending.path / f.name).write_bytes(f.read_bytes())
     assert pending.version.name == "v2"
+    return registry
+
+
+def test_models_list_promote_rollback(trained, capsys, tmp_path):
+    registry = _registry_with_v2(trained, tmp_path)
+    models = registry.root
     registry.update_meta(
         "v2",
         evaluation={
@@ -100,6 +112,45 @@ def test_models_list_promote_rollback(trained, capsys, tmp_path):
     assert code == 1 and "revbot: error: nothing to roll back to" in err and "Traceback" not in err
     code, _, err = run_cli(["models", "promote", "v9", "--models-dir", str(models)], capsys)
     assert code == 1 and "no model version 'v9'" in err
+
+
+def test_promote_rollback_and_train_record_who_did_it_in_the_events_log(trained, capsys, tmp_path, monkeypatch):
+    from adapters.cli_options import os_user
+
+    # `revbot train` promoted the first version: by the operating-system user running it
+    first = ModelRegistry(trained[0]).events()[0]
+    assert (first["action"], first["version"], first["by"]) == ("promote", "v1", f"train: {os_user()}")
+    registry = _registry_with_v2(trained, tmp_path)
+    models = str(registry.root)
+    monkeypatch.setenv("LOGNAME", "dana")  # the login getpass reads first
+    assert run_cli(["models", "promote", "v2", "--models-dir", models], capsys)[0] == 0
+    assert run_cli(["models", "rollback", "--models-dir", models, "--actor", " release  bot "], capsys)[0] == 0
+    events = registry.events()[-2:]
+    assert [(e["action"], e["version"], e["by"]) for e in events] == [
+        ("promote", "v2", "cli: dana"),
+        ("rollback", "v1", "cli: release bot"),
+    ]
+    code, _, err = run_cli(["models", "promote", "v2", "--models-dir", models, "--actor", "  "], capsys)
+    assert code == 2 and "--actor" in err and "names no one" in err
+    assert registry.current_name() == "v1" and len(registry.events()) == 3
+
+
+def test_the_default_actor_is_the_os_user_and_unknown_only_when_it_cannot_be_told(monkeypatch):
+    import getpass
+    import os
+    import pwd
+
+    from adapters.cli_options import os_user
+
+    for name in ("LOGNAME", "USER", "LNAME", "USERNAME"):
+        monkeypatch.delenv(name, raising=False)
+    assert os_user() == pwd.getpwuid(os.getuid()).pw_name  # no login variable: the password database
+
+    def no_user() -> str:
+        raise OSError("No username set in the environment")
+
+    monkeypatch.setattr(getpass, "getuser", no_user)  # what getuser raises for a uid without an entry
+    assert os_user() == "unknown"
 
 
 def test_bad_input_is_a_clear_error_without_traceback(tmp_path, capsys, tiny_llama, monkeypatch):
@@ -150,3 +201,39 @@ def test_a_version_of_another_prompt_format_is_refused(trained, capsys, tmp_path
     assert code == 1 and "prompt format version 99" in err and "Traceback" not in err
     code, _, err = run_cli(["models", "promote", "v1", "--models-dir", str(models)], capsys)
     assert code == 1 and "prompt format version 99" in err
+
+
+def test_too_few_validation_hunks_leave_no_threshold_and_train_says_why(trained):
+    """The shared version's validation split holds fewer than five hunks of a kind: calibration refuses,
+    revbot.json records why, the served model takes its own choice, and train says so (eval: above)."""
+    from adapters.model import BackendOptions, LocalBackend
+
+    models, train_out = trained
+    version = ModelRegistry(models).get("v1")
+    calibration = version.meta["calibration"]
+    assert calibration["threshold"] is None and calibration["f1"] is None
+    assert calibration["reason"].startswith("too few validation hunks to calibrate on: ")
+    assert calibration["reason"].endswith("at least 5 of each needed")
+    assert f"comment threshold: none calibrated ({calibration['reason']}); review uses the model's own" in train_out
+    backend = LocalBackend.load(BackendOptions(adapter=str(version.path)))
+    assert backend.threshold is None and backend.describe()["threshold"] is None
+
+
+def test_the_row_length_exemplars_were_fitted_to_travels_with_the_version(trained):
+    """`revbot train --max-length 512` records it beside the exemplar index; the served model holds its
+    exemplars to it (bot.exemplars.fit_prompt), and train's summary counts what the length did."""
+    from adapters.model import BackendOptions, LocalBackend
+    from finetune.cli import _length_lines
+
+    models, _ = trained
+    version = ModelRegistry(models).get("v1")
+    assert version.meta["exemplars"]["max_length"] == 512 and version.meta["hyperparameters"]["max_length"] == 512
+    assert set(version.meta["data"]["exemplars_trimmed"]) == {"train", "validation", "test"}
+    backend = LocalBackend.load(BackendOptions(adapter=str(version.path)))
+    assert backend.exemplar_max_length == 512 and backend.describe()["exemplars"]["max_length"] == 512
+    data = {"too_long": {"train": 0, "validation": 1}, "exemplars_trimmed": {"train": 101, "test": 0}}
+    assert _length_lines(data, {"max_length": 1024}) == [
+        "  shown fewer exemplars to fit 1024 tokens: train 101",
+        "  skipped, longer than 1024 tokens even without exemplars: validation 1",
+    ]
+    assert _length_lines({"too_long": {"train": 0}}, {"max_length": 1024}) == []

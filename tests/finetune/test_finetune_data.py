@@ -129,6 +129,29 @@ def test_examples_longer_than_max_length_are_skipped_and_reported(tokenizers):
     assert all(len(e) <= longest - 1 for e in kept)
 
 
+def test_an_example_too_long_with_its_exemplars_loses_the_least_similar_instead_of_being_skipped(tokenizers):
+    from bot.prompt import Exemplar
+
+    tok = tokenizers["llama"]
+    fits, trimmed, bare_too_long = synthetic_examples(n_prs=3, per_pr=1)
+    shown = tuple(Exemplar(f"src/old_{n}.py", "R3 +" + "value = table[key] " * 8, f"R3: note {n}") for n in "abc")
+    with_one = len(encode_example(trimmed, tok, shown[:1]))
+    limit = with_one + 1
+    assert len(encode_example(trimmed, tok, shown[:2])) > limit  # all three, or two, would not fit a row
+    assert len(encode_example(fits, tok, ())) <= limit
+    bare_too_long = replace(bare_too_long, hunk=bare_too_long.hunk + "  # " + "spelled out at length " * 60)
+    assert len(encode_example(bare_too_long, tok, ())) > limit
+    kept, too_long = encode_examples(
+        [fits, trimmed, bare_too_long], tok, limit, {trimmed.id: shown, bare_too_long.id: shown}
+    )
+    assert too_long == [bare_too_long.id]  # skipped only because it does not fit even without exemplars
+    by_id = {e.example_id: e for e in kept}
+    assert by_id[fits.id].exemplars_dropped == 0
+    assert by_id[trimmed.id].exemplars_dropped == 2  # the two least similar went, the most similar stayed
+    assert by_id[trimmed.id].ids == encode_example(trimmed, tok, shown[:1]).ids
+    assert all(len(e) <= limit for e in kept)
+
+
 def test_the_trainer_packs_whole_examples_with_loss_on_their_answers(tiny_llama, tokenizers, tmp_path):
     """What the trainer makes of prompt_completion_dataset: best-fit-decreasing rows of whole examples
     (none cut, none lost), -100 on every prompt token, and padding-free batches whose position ids

@@ -7,7 +7,7 @@ import json
 import pytest
 
 from adapters.model import Backend, Generation
-from bot.prompt import render_target
+from bot.prompt import render_target, with_exemplars
 from finetune.data import split_examples
 from finetune.evaluate import evaluate, store_feedback
 from tests.finetune.helpers import synthetic_examples
@@ -245,3 +245,36 @@ def test_answer_loss_is_the_mean_cross_entropy_of_the_answer_tokens(tiny_llama, 
     assert count == sum(encode_example(ex, tok).n_answer for ex in examples)
     assert got == pytest.approx(total / count, rel=1e-4)
     assert not model.get_output_embeddings()._forward_pre_hooks
+
+
+def test_a_test_prompt_too_long_with_its_exemplars_is_answered_with_fewer_not_silenced(splits):
+    """The tuned model's context fits every bare test prompt but not every one with its three
+    exemplars: those lose the least similar exemplars (as training and review do), none is answered as
+    silence, and the report counts them."""
+    from finetune.retrieval import build_index, exemplars_for
+
+    test, train = list(splits.test), list(splits.train)
+    index = build_index(train)
+    shown = exemplars_for(index, test, 3, context=train)
+    new_tokens = 16
+    backend = perfect(test)
+    widest = max(len(e.prompt_input().plain_text().split()) for e in test)
+    longest = max(len(with_exemplars(e.prompt_input(), shown[e.id]).plain_text().split()) for e in test)
+    backend.max_context = (widest + longest) // 2 + new_tokens
+    assert widest + new_tokens < backend.max_context < longest + new_tokens
+    backend.exemplars, backend.exemplar_k = index, 3
+    seen = []
+    answer = backend.generate
+    backend.generate = lambda inputs, **kw: (seen.extend(inputs), answer(inputs, **kw))[1]
+    report = evaluate(backend, test, train, base=None, out_dir=None, max_new_tokens=new_tokens, progress=False)
+    assert report.too_long == {} and not report.dropped and len(report.examples) == len(test)
+    by_user = {i.user: i for i in seen}
+    trimmed = 0
+    for e in test:
+        inp = by_user[e.prompt_input().user]
+        assert inp.exemplars == shown[e.id][: len(inp.exemplars)]  # the most similar kept, in order
+        assert backend.count_prompt_tokens(inp) + new_tokens <= backend.max_context
+        trimmed += len(inp.exemplars) < len(shown[e.id])
+    assert trimmed and report.exemplars_trimmed == {"tuned": trimmed}
+    assert f"shown fewer exemplars to fit: tuned {trimmed}" in report.table()
+    assert report.system("tuned").metrics["review_f1"] == pytest.approx(1.0)

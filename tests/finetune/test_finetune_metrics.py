@@ -10,8 +10,9 @@ from types import SimpleNamespace
 import pytest
 
 from bot.examples import Example, ExampleComment
+from bot.exemplars import code_tokens
 from bot.prompt import PromptComment
-from finetune.baselines import BM25, MostFrequentBaseline, RetrievalBaseline, code_tokens, transplant
+from finetune.baselines import BM25, MostFrequentBaseline, RetrievalBaseline, transplant
 from finetune.metrics import (
     Placement,
     bleu4,

@@ -527,3 +527,12 @@ def test_serve_forever_and_cli(tmp_path):
         and "--accept-token" in result.output
         and "--state" in result.output
     )
+
+
+def test_adding_comments_to_an_unknown_repository_or_pull_request_is_a_clear_error(sim):
+    before = counts(sim)
+    with pytest.raises(SimulatorError, match=r"unknown repository 'nobody/nothing'; seed it first"):
+        sim.add_comments("nobody/nothing", 1, count=1)
+    with pytest.raises(SimulatorError, match=rf"unknown pull request {REPO}#999"):
+        sim.add_comments(REPO, 999, count=1)
+    assert counts(sim) == before

@@ -157,3 +157,22 @@ def test_init_model_command(tmp_path):
     assert forced.exit_code == 0, forced.output
     assert json.loads((out / "config.json").read_text())["model_type"] == "llama"
     assert not (out / "chat_template.jinja").exists()  # nothing left over from the qwen2 build
+
+
+def test_transformers_progress_bars_are_hidden_while_weights_are_written_then_restored_as_they_were(tmp_path):
+    from transformers.utils import logging as hf_logging
+
+    from adapters.logs import hf_progress_bars_off
+
+    was = hf_logging.is_progress_bar_enabled()
+    try:
+        for before in (True, False):
+            (hf_logging.enable_progress_bar if before else hf_logging.disable_progress_bar)()
+            with pytest.raises(RuntimeError, match="a failed load"), hf_progress_bars_off():
+                assert not hf_logging.is_progress_bar_enabled()
+                raise RuntimeError("a failed load")
+            assert hf_logging.is_progress_bar_enabled() is before
+            build_tiny_model(tmp_path / str(before), arch="qwen2", seed=1, hidden_size=32, num_layers=1)
+            assert hf_logging.is_progress_bar_enabled() is before
+    finally:
+        (hf_logging.enable_progress_bar if was else hf_logging.disable_progress_bar)()

@@ -114,3 +114,121 @@ def test_only_plain_attention_caches_are_shared(tiny_qwen):
     config.layer_types = ["sliding_attention"] * config.num_hidden_layers
     assert not supports_prefix_cache(WithConfig(config))
     assert not supports_prefix_cache(object())
+
+
+# -- the constrained path: anchor scores and bodies, one prompt at a time, from the cached prefix
+
+
+def _exemplars(i: int):
+    from bot.prompt import Exemplar
+
+    # each hunk its own past reviews, as retrieval gives them: only the system text and the header are shared
+    return [
+        Exemplar(f"old/{i}_{j}.py", f"R{j + 2} +value = compute({i}, {j})", f"R{j + 2}: Check {i}") for j in range(2)
+    ]
+
+
+def _styled(model_dir, prompts, style: str) -> tuple[LocalBackend, list]:
+    """A backend and its inputs, each hunk with its own exemplars: ``untuned`` (the worked examples as
+    shots, the long shared prefix, then the exemplars as shots) or ``tuned`` (format v3: the system
+    text, then the exemplars and the hunk in one turn)."""
+    from bot.prompt import with_exemplars
+
+    backend = LocalBackend.load(
+        BackendOptions(str(model_dir), quantize="none", device="cpu", batch_size=2, few_shot=style == "untuned")
+    )
+    return backend, [with_exemplars(p, _exemplars(i)) for i, p in enumerate(prompts)]
+
+
+def _candidate_ids(backend: LocalBackend, hunk_text: str) -> tuple[list[str], list[list[int]]]:
+    from bot.anchoring import labels
+    from bot.diff import parse_hunk
+    from bot.prompt import NO_COMMENT
+
+    texts = [NO_COMMENT] + [f"{label}:" for label, _, _ in labels(parse_hunk(hunk_text))]
+    return texts, [list(backend.tokenizer(t, add_special_tokens=False)["input_ids"]) for t in texts]
+
+
+def _analysed(backend, ids, texts, cands, prefix_cache):
+    """analyse_prompt's scores and, for two fixed anchors and the free answer, the generated token ids."""
+    from adapters.decoding import analyse_prompt
+
+    decoded: list[list[int]] = []
+
+    def decode(tokens: list[int]) -> str:
+        decoded.append(list(tokens))
+        return str(backend.tokenizer.decode(tokens, skip_special_tokens=True))
+
+    analysis = analyse_prompt(
+        backend.model, decode, backend.eos_ids, ids, cands, lambda probs: [1, 2],
+        prefixes=texts, max_new_tokens=MAX_NEW, free=True, prefix_cache=prefix_cache,
+    )  # fmt: skip
+    bodies = [analysis.bodies[1], analysis.bodies[2], analysis.free]
+    return analysis.probabilities, bodies, decoded
+
+
+@pytest.mark.parametrize("style", ["untuned", "tuned"])
+def test_constrained_scores_and_bodies_are_the_same_from_the_cached_prefix(model_dir, prompts, style):
+    import torch
+
+    from adapters.decoding import score_continuations
+    from tests.model.conftest import HUNKS
+
+    backend, inputs = _styled(model_dir, prompts, style)
+    encoded = [backend._encode_prompt(inp) for inp in inputs]
+    cache = PrefixCache(backend.model)
+    cache.observe(encoded)
+    (key,) = cache.entries
+    assert len(key) == common_prefix_length(encoded) and len(key) >= cache.min_tokens  # something is shared
+    states = cache._states(key)  # computed here once, before any pass
+    snapshot = [(k.clone(), v.clone()) for k, v, *_ in states]
+    for ids, (_, hunk_text) in zip(encoded, HUNKS):
+        texts, cands = _candidate_ids(backend, hunk_text)
+        plain_probs, plain_bodies, plain_ids = _analysed(backend, ids, texts, cands, None)
+        probs, bodies, token_ids = _analysed(backend, ids, texts, cands, cache)
+        assert probs == pytest.approx(plain_probs, rel=1e-4, abs=1e-9)
+        assert score_continuations(backend.model, ids, cands, cache) == pytest.approx(plain_probs, rel=1e-4, abs=1e-9)
+        assert token_ids == plain_ids and bodies == plain_bodies  # the same greedy token ids, texts and counts
+    assert any(len(set(ids)) > 1 for ids in plain_ids)  # the bodies say something
+    # computed once, and never written to by the passes that extended and cropped their copies
+    assert cache.entries[key] is states and states.get_seq_length() == len(key)
+    assert all(torch.equal(k, k0) and torch.equal(v, v0) for (k, v, *_), (k0, v0) in zip(states, snapshot))
+    assert cache.hits == 2 * len(encoded) and cache.prefix_tokens_saved == 2 * len(encoded) * len(key)
+
+
+@pytest.mark.parametrize("style", ["untuned", "tuned"])
+def test_the_backend_scores_and_answers_anchors_from_the_cached_prefix(model_dir, prompts, style):
+    from bot.anchoring import analyse_hunks
+    from bot.diff import parse_hunk
+    from tests.model.conftest import HUNKS
+
+    hunks = [parse_hunk(text) for _, text in HUNKS]
+    variants = {"all": 0.0, "own": None}
+    results = []
+    for cached in (True, False):
+        backend, inputs = _styled(model_dir, prompts, style)
+        started: list[int] = []
+        if cached:
+            real = backend.prefix_cache.start
+
+            def start(ids, real=real, started=started):
+                got = real(ids)
+                started.extend([got[1]] if got is not None else [])
+                return got
+
+            backend.prefix_cache.start = start
+        else:
+            backend.prefix_cache = None  # as a model whose cache is not plain attention is served
+        several = analyse_hunks(backend, inputs, hunks, variants, max_new_tokens=MAX_NEW, max_per_hunk=2, free=True)
+        one = analyse_hunks(backend, inputs[:1], hunks[:1], variants, max_new_tokens=MAX_NEW, free=True)  # analyse()
+        results.append((several, one, started))
+    (several, one, started), (plain_several, plain_one, _) = results
+    # every prompt's pass started from the prefix: score_answers' (several hunks) and analyse's (one hunk)
+    assert len(started) == len(inputs) + 1
+    for got, want in ((several, plain_several), (one, plain_one)):
+        for s, w in zip(got.scores, want.scores):
+            assert s.silence == pytest.approx(w.silence, rel=1e-4, abs=1e-9)
+            assert s.confidence == pytest.approx(w.confidence, rel=1e-4, abs=1e-9)
+        for name in variants:
+            assert [a.text for a in got.variants[name]] == [a.text for a in want.variants[name]]
+        assert [g.text for g in got.free] == [g.text for g in want.free]
