@@ -41,7 +41,7 @@ class AnswerHead:
     def loss_sum(self, model: Any, inputs: dict[str, Any], decisions: DecisionWeights | None = None) -> tuple[Any, int]:
         """Sum of token cross-entropies over the supervised tokens of one batch (labels != -100, each
         predicted from the position before it), and their count. With ``decisions``, each token's
-        cross-entropy is weighted by ``decisions.weights`` (a weighted sum of the same scale)."""
+        cross-entropy is weighted by ``decisions.weights`` (decisions count more; the count is unchanged)."""
         import torch
         import torch.nn.functional as F
 
