@@ -23,7 +23,17 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from bot.diff import Hunk
-from bot.prompt import NO_COMMENT, PromptComment, PromptInput, anchor_label, parse_output, with_answer_prefix
+from bot.prompt import (
+    NO_COMMENT,
+    PROMPT_FORMAT_VERSION,
+    QUOTE_MARK,
+    PromptComment,
+    PromptInput,
+    anchor_label,
+    parse_output,
+    quoted_lines,
+    with_answer_prefix,
+)
 
 DEFAULT_MAX_PER_HUNK = 2
 
@@ -59,7 +69,7 @@ class AnchorScores:
 
     silence: float
     confidence: dict[tuple[int, str], float] = field(default_factory=dict)
-    label_of: dict[tuple[int, str], str] = field(default_factory=dict)
+    prefix_of: dict[tuple[int, str], str] = field(default_factory=dict)  # the answer start that names the line
 
     @property
     def comment_mass(self) -> float:
@@ -83,20 +93,35 @@ def _scores(cands: list[tuple[str, int, str]], probs: Sequence[float]) -> Anchor
     """AnchorScores from the probabilities of [NO COMMENT, label, label, ...]."""
     total = sum(probs) or 1.0
     scores = AnchorScores(probs[0] / total)
-    for (label, line, side), p in zip(cands, probs[1:]):
+    for (prefix, line, side), p in zip(cands, probs[1:]):
         scores.confidence[(line, side)] = p / total
-        scores.label_of[(line, side)] = label
+        scores.prefix_of[(line, side)] = prefix
     return scores
 
 
-def _candidates(hunk: Hunk) -> tuple[list[tuple[str, int, str]], list[str]]:
-    cands = labels(hunk)
-    return cands, [NO_COMMENT] + [f"{label}:" for label, _, _ in cands]
+def version_of(backend: object) -> int:
+    """The prompt format the backend's model was trained on (the answers it is scored on)."""
+    version = getattr(backend, "prompt_format_version", None)
+    return version if isinstance(version, int) else PROMPT_FORMAT_VERSION
+
+
+def candidates(hunk: Hunk, version: int = PROMPT_FORMAT_VERSION) -> list[tuple[str, int, str]]:
+    """(answer start, line, side) for every line a comment may name, in hunk order: ``R12:`` in
+    formats 1-3; from format 4 the line's quote and a line break (one per distinct quote)."""
+    if version >= 4:
+        return [(f"{QUOTE_MARK}{q}\n", line, side) for q, line, side in quoted_lines(hunk)]
+    return [(f"{label}:", line, side) for label, line, side in labels(hunk)]
+
+
+def _candidates(hunk: Hunk, version: int) -> tuple[list[tuple[str, int, str]], list[str]]:
+    cands = candidates(hunk, version)
+    return cands, [NO_COMMENT] + [prefix for prefix, _, _ in cands]
 
 
 def score_hunks(backend: Scorer, inputs: list[PromptInput], hunks: list[Hunk]) -> list[AnchorScores]:
     """The model's AnchorScores for each (input, hunk)."""
-    sets = [_candidates(h) for h in hunks]
+    version = version_of(backend)
+    sets = [_candidates(h, version) for h in hunks]
     probabilities = backend.score_answers(inputs, [texts for _, texts in sets]) if inputs else []
     return [_scores(cands, probs) for (cands, _), probs in zip(sets, probabilities)]
 
@@ -139,7 +164,8 @@ def analyse_hunks(
     """Score every hunk's anchors once and answer it under each threshold of ``variants`` (None: the
     model's own choice); a body is written once per chosen anchor, whichever variants chose it. A
     backend with ``analyse`` does it all in one pass over each prompt; others score, then generate."""
-    sets = [_candidates(h) for h in hunks]
+    version = version_of(backend)
+    sets = [_candidates(h, version) for h in hunks]
     chosen: dict[int, dict[tuple[int, str], int]] = {}
     scores: dict[int, AnchorScores] = {}
 
@@ -163,7 +189,7 @@ def analyse_hunks(
         for i, probs in enumerate(backend.score_answers(inputs, [t for _, t in sets]) if inputs else []):
             choose(i, probs)
         jobs = [(i, a) for i in range(len(inputs)) for a in chosen.get(i, {})]
-        prompts = [with_answer_prefix(inputs[i], f"{scores[i].label_of[a]}:") for i, a in jobs]
+        prompts = [with_answer_prefix(inputs[i], scores[i].prefix_of[a]) for i, a in jobs]
         prompts += list(inputs) if free else []
         generated = list(backend.generate(prompts, max_new_tokens=max_new_tokens)) if prompts else []
         bodies = dict(zip(jobs, generated))
@@ -182,7 +208,7 @@ def _answer(
     answer = ConstrainedAnswer([], [], "", scores)
     for anchor in anchors:
         gen = bodies[(i, anchor)]
-        text = f"{scores.label_of[anchor]}:" + _text(gen)
+        text = scores.prefix_of[anchor] + _text(gen)
         answer.text += ("\n" if answer.text else "") + text
         answer.prompt_tokens += int(getattr(gen, "prompt_tokens", 0) or 0)
         answer.completion_tokens += int(getattr(gen, "completion_tokens", 0) or 0)

@@ -53,7 +53,7 @@ from bot.diff import HUNK_HEADER, LEFT, RIGHT, Hunk, parse_hunk
 from bot.errors import DataError, DiffError, UsageError
 from bot.examples import Example, ExampleComment, example_id
 from bot.json_types import JSON, JSONObject
-from bot.prompt import ANSWER_END, SYSTEM_PROMPTS, PromptInput, canonical, normalize_body, parse_output, render_answer
+from bot.prompt import ANSWER_END, SYSTEM_PROMPTS, PromptInput, canonical, normalize_body, parse_output
 from bot.records import StoredComment, utc_timestamp
 from bot.review_tools import review_tool_stamp
 from bot.templates import find_templates
@@ -741,7 +741,7 @@ def _write_jsonl(ex: Example, meta: bool) -> JSONObject:
 
 def _write_alpaca(ex: Example, meta: bool) -> JSONObject:
     inp: PromptInput = ex.prompt_input()
-    out: JSONObject = {"instruction": inp.system, "input": inp.user, "output": render_answer(ex.comments)}
+    out: JSONObject = {"instruction": inp.system, "input": inp.user, "output": ex.answer()}
     return _with_block(out, ex, meta)
 
 
@@ -750,7 +750,7 @@ def _write_sharegpt(ex: Example, meta: bool) -> JSONObject:
     turns = [
         {"from": "system", "value": inp.system},
         {"from": "human", "value": inp.user},
-        {"from": "gpt", "value": render_answer(ex.comments)},
+        {"from": "gpt", "value": ex.answer()},
     ]
     return _with_block({"conversations": turns}, ex, meta)
 
@@ -760,7 +760,7 @@ def _write_openai(ex: Example, meta: bool) -> JSONObject:
     turns = [
         {"role": "system", "content": inp.system},
         {"role": "user", "content": inp.user},
-        {"role": "assistant", "content": render_answer(ex.comments)},
+        {"role": "assistant", "content": ex.answer()},
     ]
     return _with_block({"messages": turns}, ex, meta)
 

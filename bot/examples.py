@@ -51,7 +51,7 @@ class Example:
         return render_input(self.path, self.parsed_hunk())
 
     def answer(self) -> str:
-        return render_answer(self.comments)
+        return render_answer(self.comments, self.parsed_hunk())
 
     def to_dict(self) -> JSONObject:
         out = asdict(self)

@@ -28,7 +28,7 @@ from dataclasses import asdict, dataclass
 from typing import Any, TypeVar
 
 from bot.diff import Hunk, parse_hunk
-from bot.prompt import Exemplar, PromptInput, anchor_label, normalize_body, with_exemplars
+from bot.prompt import Exemplar, PromptComment, PromptInput, anchor_label, normalize_body, render_target, with_exemplars
 
 DEFAULT_K = 3
 EXEMPLAR_TOKEN_BUDGET = 320  # tokens all exemplars of one prompt may take together (chars / 4)
@@ -89,7 +89,7 @@ class IndexedReview:
             str(data["repo"]),
             int(data["pr"]),
             str(data.get("pr_time") or ""),
-            Exemplar(str(ex["path"]), str(ex["code"]), str(ex["answer"])),
+            Exemplar(str(ex["path"]), str(ex["code"]), str(ex["answer"]), str(ex.get("label_answer") or "")),
         )
 
 
@@ -109,9 +109,8 @@ def compact(path: str, hunk: Hunk, line: int, side: str, body: str) -> Exemplar 
         rows.append(f"{anchor_label(ln.number, ln.side)} {ln.kind}{text}")
     if len(body) > COMMENT_CHARS:
         body = body[: COMMENT_CHARS - 1].rstrip() + "…"
-    first, *rest = body.split("\n")
-    answer = "\n".join([f"{anchor_label(line, side)}: {first}", *(("  " + r) if r else "" for r in rest)])
-    return Exemplar(path, "\n".join(rows), answer)
+    comment = [PromptComment(hunk.lines[index].number, hunk.lines[index].side, body)]
+    return Exemplar(path, "\n".join(rows), render_target(comment, hunk), render_target(comment, hunk, version=3))
 
 
 def exemplar_tokens(ex: Exemplar) -> int:

@@ -45,6 +45,23 @@ prefix. A model that was not trained on the format (``few_shot``) gets the same 
 earlier chat turns after the worked examples instead; a v1/v2 adapter gets none, as before.
 ``PromptInput.answer_prefix`` starts the answer for the model (a chosen anchor, ``R12:``), whose
 body it then writes.
+
+Format version 4
+----------------
+Version 3's input; the answer names a line by quoting it instead of by its label. Each comment is
+``QUOTE_MARK`` and the commented line as the hunk shows it (its ``+``, ``-`` or space sign, then its
+code, cut to ``QUOTE_CHARS``), then the comment on the lines after it::
+
+    >>> +    data = fh.read().strip()
+    Strip in the parser, not here.
+    </review>
+
+A small model matches a label to its line poorly (it wrote the team's comment one line off); quoting
+the line is copying, which it does well, and the code it quotes is what the comment is about. The
+parse maps a quote back to the first line of the hunk that shows it; a quote no line shows is an
+invalid anchor. A range comment is anchored on its last line. The parse reads both answer forms,
+so every version's adapter is parsed by one function; what differs per version is the answer a
+model is trained on and the answer start a chosen anchor gets (``anchor_prefix``).
 """
 
 from __future__ import annotations
@@ -54,10 +71,12 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Protocol
 
-from bot.diff import LEFT, RIGHT, Hunk
+from bot.diff import LEFT, RIGHT, Hunk, Line
 
-PROMPT_FORMAT_VERSION = 3
-SUPPORTED_PROMPT_FORMATS = (1, 2, 3)
+PROMPT_FORMAT_VERSION = 4
+SUPPORTED_PROMPT_FORMATS = (1, 2, 3, 4)
+QUOTE_MARK = ">>> "
+QUOTE_CHARS = 80  # a quote is the line's sign and code, cut here: long lines are told apart by then
 ANSWER_END = "</review>"
 NO_COMMENT = "NO COMMENT"
 ANSWER_HEADER = "### Review"
@@ -84,6 +103,12 @@ SYSTEM_PROMPTS = {
         "team on similar code may come first: write like them. For each line of the hunk that needs a "
         "comment, answer `R<n>: comment`. If no line needs one, answer `NO COMMENT`. "
         f"End your answer with `{ANSWER_END}`."
+    ),
+    4: (
+        "You review one diff hunk as a reviewer on this team would. Past reviews by this team on "
+        "similar code may come first: write like them. For each line of the hunk that needs a comment, "
+        f"write `{QUOTE_MARK.strip()}` and that line as the hunk shows it (its sign and code), then the comment "
+        f"on the next line. If no line needs one, answer `{NO_COMMENT}`. End your answer with `{ANSWER_END}`."
     ),
 }
 SYSTEM_PROMPT = SYSTEM_PROMPTS[PROMPT_FORMAT_VERSION]
@@ -148,9 +173,16 @@ class Exemplar:
     path: str
     code: str
     answer: str
+    label_answer: str = ""  # the answer as formats 1-3 write it (``answer`` is the current format's)
 
     def user_text(self) -> str:
         return f"File: {self.path}\n{self.code}"
+
+    def for_version(self, version: int) -> Exemplar:
+        """This exemplar as a model trained on prompt format ``version`` reads it."""
+        if version < 4 and self.label_answer:
+            return replace(self, answer=self.label_answer)
+        return self
 
 
 @dataclass(frozen=True)
@@ -205,6 +237,47 @@ def anchor_label(line: int, side: str) -> str:
     return f"{_SIDE_LETTER[side]}{line}"
 
 
+def quote(line: Line) -> str:
+    """How a format-4 answer names ``line``: its sign and code as the hunk shows them, cut to QUOTE_CHARS."""
+    return (line.kind + line.text)[:QUOTE_CHARS].rstrip()
+
+
+def quoted_lines(hunk: Hunk) -> list[tuple[str, int, str]]:
+    """(quote, line, side) of every line the prompt shows, in hunk order; a line whose quote an
+    earlier line already shows is left out (the parse maps that quote to the earlier line)."""
+    seen: set[str] = set()
+    out = []
+    for ln in hunk.lines:
+        q = quote(ln)
+        if q not in seen:
+            seen.add(q)
+            out.append((q, ln.number, ln.side))
+    return out
+
+
+def find_quote(hunk: Hunk, text: str) -> tuple[int, str] | None:
+    """(line, side) of the first line of ``hunk`` that ``text`` quotes: exactly, else with white space
+    collapsed; None when no line shows it."""
+    wanted = text[:QUOTE_CHARS].rstrip()
+    for ln in hunk.lines:
+        if quote(ln) == wanted:
+            return ln.number, ln.side
+    loose = " ".join(wanted.split())
+    for ln in hunk.lines:
+        if loose and " ".join(quote(ln).split()) == loose:
+            return ln.number, ln.side
+    return None
+
+
+def anchor_prefix(hunk: Hunk, line: int, side: str, version: int = PROMPT_FORMAT_VERSION) -> str:
+    """The start of an answer that comments on (line, side) in prompt format ``version``: ``R12:``,
+    or from format 4 the quote of the line and a line break."""
+    found = hunk.line_at(line, side) if version >= 4 else None
+    if found is not None:
+        return f"{QUOTE_MARK}{quote(found)}\n"
+    return f"{anchor_label(line, side)}:"
+
+
 def render_hunk(hunk: Hunk) -> str:
     rows = [hunk.header]
     for ln in hunk.lines:
@@ -241,10 +314,11 @@ def for_model(inp: PromptInput, version: int, *, few_shot: bool = False) -> Prom
     if version not in SYSTEM_PROMPTS:
         raise ValueError(f"unknown prompt format version {version}")
     system = SYSTEM_PROMPTS[version] if inp.system in SYSTEM_PROMPTS.values() else inp.system
+    exemplars = tuple(ex.for_version(version) for ex in inp.exemplars)
     if few_shot:
-        turns = few_shot_examples() + tuple((ex.user_text(), f"{ex.answer}\n{ANSWER_END}") for ex in inp.exemplars)
+        turns = few_shot_examples(version) + tuple((ex.user_text(), f"{ex.answer}\n{ANSWER_END}") for ex in exemplars)
         return PromptInput(system, inp.user, turns, (), inp.answer_prefix)
-    return PromptInput(system, inp.user, (), inp.exemplars if version >= 3 else (), inp.answer_prefix)
+    return PromptInput(system, inp.user, (), exemplars if version >= 3 else (), inp.answer_prefix)
 
 
 # Worked examples for untuned models: short, generic, one of each answer kind (a comment, silence,
@@ -274,14 +348,15 @@ FEW_SHOT = (
 )
 
 
-def few_shot_examples() -> tuple[tuple[str, str], ...]:
-    """(user text, answer) pairs for ``PromptInput.shots``."""
+def few_shot_examples(version: int = PROMPT_FORMAT_VERSION) -> tuple[tuple[str, str], ...]:
+    """(user text, answer) pairs for ``PromptInput.shots``, answered in prompt format ``version``."""
     from bot.diff import parse_hunk
 
     shots = []
     for path, hunk_text, notes in FEW_SHOT:
         comments = [PromptComment(line, RIGHT, body) for line, body in notes]
-        shots.append((render_input(path, parse_hunk(hunk_text)).user, render_answer(comments)))
+        hunk = parse_hunk(hunk_text)
+        shots.append((render_input(path, hunk).user, render_answer(comments, hunk, version)))
     return tuple(shots)
 
 
@@ -295,15 +370,24 @@ def normalize_body(body: str) -> str:
     return "\n".join(lines)
 
 
-def render_target(comments: Sequence[CommentLike]) -> str:
-    """The answer a model is trained to give for these comments (without ANSWER_END)."""
+def render_target(
+    comments: Sequence[CommentLike], hunk: Hunk | None = None, version: int = PROMPT_FORMAT_VERSION
+) -> str:
+    """The answer a model is trained to give for these comments (without ANSWER_END). From format 4 a
+    comment names its line by quoting it from ``hunk``; without the hunk (or for a line it does not
+    show) by its label, as formats 1-3 do."""
     blocks = []
     for c in canonical(comments):
+        first, *rest = c.body.split("\n")
+        more = [("  " + ln) if ln else "" for ln in rest]
+        line = hunk.line_at(c.line, c.side) if hunk is not None and version >= 4 else None
+        if line is not None:
+            blocks.append("\n".join([f"{QUOTE_MARK}{quote(line)}", first, *more]))
+            continue
         label = anchor_label(c.line, c.side)
         if c.start_line is not None:
             label = f"{anchor_label(c.start_line, c.side)}-{c.line}"
-        first, *rest = c.body.split("\n")
-        blocks.append("\n".join([f"{label}: {first}", *(("  " + ln) if ln else "" for ln in rest)]))
+        blocks.append("\n".join([f"{label}: {first}", *more]))
     return "\n".join(blocks) if blocks else NO_COMMENT
 
 
@@ -321,9 +405,11 @@ def canonical(comments: Iterable[CommentLike]) -> list[PromptComment]:
     return _dedupe(out)
 
 
-def render_answer(comments: Sequence[CommentLike]) -> str:
+def render_answer(
+    comments: Sequence[CommentLike], hunk: Hunk | None = None, version: int = PROMPT_FORMAT_VERSION
+) -> str:
     """Target plus the end marker: exactly what training puts after the prompt."""
-    return f"{render_target(comments)}\n{ANSWER_END}"
+    return f"{render_target(comments, hunk, version)}\n{ANSWER_END}"
 
 
 def prompt_text(inp: PromptInput, tokenizer: Tokenizer | None = None) -> str:
@@ -336,10 +422,11 @@ def prompt_text(inp: PromptInput, tokenizer: Tokenizer | None = None) -> str:
 
 
 def training_text(
-    inp: PromptInput, comments: Sequence[CommentLike], tokenizer: Tokenizer | None = None
+    inp: PromptInput, comments: Sequence[CommentLike], tokenizer: Tokenizer | None = None, hunk: Hunk | None = None
 ) -> tuple[str, str]:
-    """(prompt, answer) for training: loss goes on the answer only."""
-    return prompt_text(inp, tokenizer), render_answer(comments)
+    """(prompt, answer) for training: loss goes on the answer only. ``hunk`` is the hunk the prompt
+    shows: the answer quotes its lines (format 4)."""
+    return prompt_text(inp, tokenizer), render_answer(comments, hunk)
 
 
 # --------------------------------------------------------------------------- parsing
@@ -368,17 +455,33 @@ def degenerate_at(text: str, max_comments: int = MAX_COMMENTS_PER_HUNK) -> int |
     count = 0
     bodies: set[str] = set()
     empty_anchor_at: int | None = None
+    quote_at: int | None = None  # a quote (format 4) whose body has not started yet
     complete = text.split("\n")[:-1]  # the last piece has no newline yet
     for raw in complete:
         start, offset = offset, offset + len(raw) + 1
-        match = _ANCHOR.match(raw)
-        if not match:
-            if raw.strip():
+        quoted = _is_quote(raw)
+        match = None if quoted else _ANCHOR.match(raw)
+        if not quoted and not match:
+            if quote_at is not None and raw.strip():
+                body = " ".join(raw.split()).casefold()
+                if body in bodies:
+                    return quote_at
+                bodies.add(body)
+                quote_at = None
+            elif raw.strip():
                 empty_anchor_at = None
             continue
         if empty_anchor_at is not None:
             return empty_anchor_at
+        if quote_at is not None:
+            return quote_at
         count += 1
+        if quoted:
+            if count > max_comments:
+                return start
+            quote_at = start
+            continue
+        assert match is not None
         body = " ".join(match.group("body").split()).casefold()
         if count > max_comments or (body and body in bodies):
             return start
@@ -387,14 +490,22 @@ def degenerate_at(text: str, max_comments: int = MAX_COMMENTS_PER_HUNK) -> int |
     return None
 
 
+def _is_quote(raw: str) -> bool:
+    return raw.startswith(QUOTE_MARK) or raw.rstrip() == QUOTE_MARK.strip()
+
+
 def parse_output(text: str | None, hunk: Hunk | None = None) -> ParseResult:
     """Model output -> comments. Never raises; what cannot be read is counted in ``failures``.
 
-    With ``hunk``, comments whose anchor is not in the hunk are moved to ``invalid_anchors``.
+    Both answer forms are read: ``R<n>: body`` (formats 1-3) and a quoted line with the body after it
+    (format 4), which needs ``hunk`` to find the line; a quote no line of the hunk shows is an
+    invalid anchor (line 0). With ``hunk``, comments whose anchor is not in the hunk are moved to
+    ``invalid_anchors``.
     """
     result = ParseResult()
     body_lines: list[str] | None = None
     current: tuple[int, str, int | None] | None = None  # (line, side, start) of the comment being read
+    unresolved: list[PromptComment] = []
 
     def close() -> None:
         nonlocal current, body_lines
@@ -402,7 +513,7 @@ def parse_output(text: str | None, hunk: Hunk | None = None) -> ParseResult:
             body = normalize_body("\n".join(body_lines))
             if body:
                 line, side, start = current
-                result.comments.append(PromptComment(line, side, body, start))
+                (unresolved if line == 0 else result.comments).append(PromptComment(line, side, body, start))
             else:
                 result.failures += 1
         current, body_lines = None, None
@@ -415,6 +526,12 @@ def parse_output(text: str | None, hunk: Hunk | None = None) -> ParseResult:
         return result
     cleaned = _unwrap_fence(cleaned)
     for raw in cleaned.split("\n"):
+        if _is_quote(raw):
+            close()
+            found = find_quote(hunk, raw[len(QUOTE_MARK) :]) if hunk is not None else None
+            current = (found[0], found[1], None) if found else (0, RIGHT, None)
+            body_lines = []
+            continue
         match = _ANCHOR.match(raw)
         if match:
             close()
@@ -444,6 +561,7 @@ def parse_output(text: str | None, hunk: Hunk | None = None) -> ParseResult:
             )
             (valid if ok else invalid).append(c)
         result.comments, result.invalid_anchors = valid, invalid
+    result.invalid_anchors += _dedupe(unresolved)
     return result
 
 

@@ -85,6 +85,12 @@ def segment_attention(
     for unused in ("cu_seq_lens_k", "max_length_q", "max_length_k", "seq_idx", "is_causal"):
         kwargs.pop(unused, None)
     batch, heads, width, dim = query.shape
+    if attention_mask is None and 1 < width < key.shape[2]:
+        # several new tokens after a cache (a prompt's rest after a cached prefix): causal, each query
+        # at the end of the keys. Left without a mask, sdpa's causal flag would align them with the
+        # first keys instead, and every row would read the wrong past.
+        past = key.shape[2] - width
+        attention_mask = torch.ones(width, key.shape[2], dtype=torch.bool, device=query.device).tril(past)[None, None]
     if attention_mask is not None or (position_ids is None and cu_seq_lens_q is None) or key.shape[2] != width:
         return sdpa_attention_forward(module, query, key, value, attention_mask, **kwargs)
     edges = segment_starts(batch, width, position_ids, cu_seq_lens_q)

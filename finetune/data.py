@@ -247,7 +247,9 @@ def encode_example(example: Example, tokenizer: Any, exemplars: Sequence[Exempla
     ``adapters.model`` encodes prompts: chat templates carry their own special tokens, plain prompts get
     the tokenizer's (a leading <s>, say). ``exemplars``: the team's past reviews shown before the hunk
     (format v3, chosen leak-free by ``finetune.retrieval``)."""
-    prompt, answer = training_text(with_exemplars(example.prompt_input(), exemplars), example.comments, tokenizer)
+    prompt, answer = training_text(
+        with_exemplars(example.prompt_input(), exemplars), example.comments, tokenizer, example.parsed_hunk()
+    )
     chat = bool(getattr(tokenizer, "chat_template", None))
     prompt_ids = list(tokenizer(prompt, add_special_tokens=not chat)["input_ids"])
     answer_ids = list(tokenizer(answer, add_special_tokens=False)["input_ids"])

@@ -195,7 +195,7 @@ def baseline_predictions(baseline: Any, examples: Sequence[Example]) -> list[Pre
         hunk = example.parsed_hunk()
         valid = [c for c in comments if hunk.is_commentable(c.line, c.side)]
         stray = [c for c in comments if not hunk.is_commentable(c.line, c.side)]
-        out.append(Prediction(example.id, valid, render_answer(comments), False, stray))
+        out.append(Prediction(example.id, valid, render_answer(comments, hunk), False, stray))
     return out
 
 

@@ -690,6 +690,11 @@ def calibrate_trained(
         return calibrate([], [], min_precision=config.min_precision)
     was_training = model.training
     model.eval()
+    # Packed training may leave the model on the segment attention (finetune.attention). Review serves
+    # the saved version under the library's attention: calibrate under that one, so the threshold is
+    # chosen on the very scores review computes. (Under the segment attention, prompts continued
+    # from the cached prefix once scored as noise: a threshold chosen on noise.)
+    _library_attention(model)
     try:
         backend = LocalBackend(model, tokenizer, name=base, prompt_format_version=PROMPT_FORMAT_VERSION)
         backend.exemplars, backend.exemplar_k, backend.exemplar_max_length = index, config.exemplars, config.max_length

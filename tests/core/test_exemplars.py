@@ -48,7 +48,10 @@ def test_an_exemplar_shows_a_few_lines_up_to_the_commented_one_and_the_comment()
     ex = compact("a.py", hunk, 7, "RIGHT", "Name this better.\n\nAnd test it.")
     assert ex is not None
     assert ex.code.splitlines() == [f"R{i} +line {i}" for i in range(3, 8)]  # 4 lines before, then the line
-    assert ex.answer == "R7: Name this better.\n\n  And test it."
+    # the answer in the current format quotes the commented line; formats 1-3 name it by its label
+    assert ex.answer == ">>> +line 7\nName this better.\n\n  And test it."
+    assert ex.for_version(3).answer == ex.label_answer == "R7: Name this better.\n\n  And test it."
+    assert ex.for_version(4) == ex
     assert compact("a.py", hunk, 42, "RIGHT", "x") is None  # not in the hunk
     assert compact("a.py", hunk, 7, "RIGHT", "  ") is None  # nothing said
     long = compact("a.py", hunk, 7, "RIGHT", "word " * 200)
@@ -73,7 +76,7 @@ def test_retrieval_is_leak_free_earlier_pull_requests_only_never_the_same_one():
     index = ExemplarIndex.from_examples(train)
     # a hunk of PR 2 sees PR 1's review, never its own and never PR 4's (newer)
     shown = index.top(query_of(train[1], {("o/r", 2): "2024-01-02T10:00:00Z"}), k=3)
-    assert [e.answer for e in shown] == ["R2: Close the file: use a with block."]
+    assert [e.label_answer for e in shown] == ["R2: Close the file: use a with block."]
     # the oldest pull request has no earlier review to show
     assert index.top(query_of(train[0]), k=3) == ()
     # at review time there is no pull-request time: every indexed review is earlier, most similar first
@@ -81,7 +84,7 @@ def test_retrieval_is_leak_free_earlier_pull_requests_only_never_the_same_one():
     assert len(served) == 2 and all(e.path == "src/loader.py" for e in served)
     # the same PR number in another repository is another pull request
     other = index.top(Query("src/loader.py", HUNK, "x/y", 2, "2024-01-05T00:00:00Z"), k=5)
-    assert {e.answer for e in other} == {
+    assert {e.label_answer for e in other} == {
         "R2: Close the file: use a with block.",
         "R2: Same file handling note, a day later.",
     }

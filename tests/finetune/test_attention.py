@@ -88,6 +88,17 @@ def test_a_mask_or_a_cache_goes_to_plain_sdpa():
     torch.testing.assert_close(decoding, last.transpose(1, 2), rtol=1e-5, atol=1e-6)  # a cache: the whole row
 
 
+def test_several_tokens_after_a_cache_attend_causally_from_the_end():
+    """A prompt's rest after a cached prefix: query i sees the cache and the new tokens up to i. (Without
+    a mask, sdpa's causal flag aligned the queries with the first keys: anchor scores after a cached
+    prefix came out as noise while the model was on this attention.)"""
+    q, k, v = _qkv(10)
+    new = 4
+    out, _ = segment_attention(_Module(2), q[:, :, -new:], k, v, None, position_ids=torch.arange(6, 10)[None])
+    whole = F.scaled_dot_product_attention(q, k.repeat_interleave(2, 1), v.repeat_interleave(2, 1), is_causal=True)
+    torch.testing.assert_close(out, whole[:, :, -new:].transpose(1, 2), rtol=1e-5, atol=1e-6)
+
+
 def test_length_groups_bound_the_padding():
     lengths = [700, 520, 480, 400, 390, 350, 300, 290, 250, 220, 180, 150, 120, 40, 40]
     for waste in (1.0, 1.3, 2.0):

@@ -5,6 +5,8 @@ from __future__ import annotations
 import importlib.util
 import json
 
+import pytest
+
 from adapters.versions import ModelRegistry
 from tests.finetune.helpers import run_cli, synthetic_examples
 
@@ -237,3 +239,26 @@ def test_the_row_length_exemplars_were_fitted_to_travels_with_the_version(traine
         "  skipped, longer than 1024 tokens even without exemplars: validation 1",
     ]
     assert _length_lines({"too_long": {"train": 0}}, {"max_length": 1024}) == []
+
+
+def test_the_threshold_is_calibrated_on_the_scores_the_served_version_gives(trained):
+    """Training calibrates on the model it holds in memory; review loads the saved version. Both must
+    score the validation anchors alike (the same thresholds, up to the adapter's save precision). On
+    the embedded model they did not: packed training left it on the segment attention, which read a
+    prompt continued from the cached prefix wrongly (tests/finetune/test_attention.py), and the demo's
+    threshold was chosen on noise."""
+    from adapters.model import BackendOptions, LocalBackend
+    from finetune.calibrate import calibrate_on
+    from finetune.data import load_examples
+    from finetune.retrieval import exemplars_for, prompt_inputs
+
+    models, _ = trained
+    version = ModelRegistry(models).get("v1")
+    recorded = version.meta["calibration"]["curve"]
+    assert len(recorded) >= 3
+    backend = LocalBackend.load(BackendOptions(adapter=str(version.path), quantize="4bit"))
+    splits = {name: load_examples(version.path / "data" / f"{name}.jsonl") for name in ("train", "validation", "test")}
+    everything = splits["train"] + splits["validation"] + splits["test"]
+    shown = exemplars_for(backend.exemplars, everything, backend.exemplar_k)
+    served = calibrate_on(backend, prompt_inputs(splits["validation"], shown), splits["validation"]).curve
+    assert [p.threshold for p in served] == pytest.approx([p["threshold"] for p in recorded], rel=0.1, abs=1e-4)
