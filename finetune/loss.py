@@ -10,7 +10,9 @@ import re
 from typing import Any
 
 ANCHOR_TOKENS_MAX = 8  # a label is ``R``, a few digits and ``:``; a decision never runs longer
+QUOTE_TOKENS_MAX = 32  # a quoted line (prompt format 4) is a decision up to its line break, at most this long
 _ANCHOR_START = re.compile(r"^[RL]\d*$")
+_QUOTE_START = re.compile(r"^\s*>{1,3}\s*$")
 
 
 class AnswerHead:
@@ -73,7 +75,8 @@ class AnswerHead:
 
 class DecisionWeights:
     """Weights for the answer tokens that carry its decisions: whether to comment (the answer's first
-    token, ``NO`` or ``R``) and where (each anchor label, ``R12:``, up to its colon). A review answer is
+    token, ``NO`` or ``R``) and where (each anchor label, ``R12:``, up to its colon; from prompt format 4
+    each quoted line, ``>>> +code``, up to its line break). A review answer is
     mostly comment text, easy to learn when a team repeats itself, and a handful of decision tokens:
     under the plain loss a short training run learns the words and not when or where to say them (the
     model proposes the right comment on the neighbouring line, or stays silent on a hunk it has seen).
@@ -89,6 +92,7 @@ class DecisionWeights:
         self.colon: set[int] = set()
         self.newline: set[int] = set()
         self.anchor: set[int] = set()
+        self.quote: set[int] = set()
         for token_id in range(len(tokenizer)):
             text = tokenizer.decode([token_id])
             if ":" in text:
@@ -97,22 +101,26 @@ class DecisionWeights:
                 self.newline.add(token_id)
             if _ANCHOR_START.match(text):
                 self.anchor.add(token_id)
+            if _QUOTE_START.match(text):
+                self.quote.add(token_id)
 
     def mask(self, shifted: Any) -> list[bool]:
         """For each supervised target (labels != -100, row by row, in order), whether it is a decision."""
         out: list[bool] = []
         for row in shifted.tolist():
-            active, count, prev = False, 0, -100
+            active, quoted, count, prev = False, False, 0, -100
             for token in row:
                 if token == -100:
                     active, prev = False, -100
                     continue
-                if prev == -100 or (prev in self.newline and token in self.anchor):
-                    active, count = True, 0
+                if prev == -100 or (prev in self.newline and (token in self.anchor or token in self.quote)):
+                    active, quoted, count = True, token in self.quote, 0
                 out.append(active)
                 if active:
                     count += 1
-                    if token in self.colon or token in self.newline or count >= ANCHOR_TOKENS_MAX:
+                    if quoted:
+                        active = token not in self.newline and count < QUOTE_TOKENS_MAX
+                    elif token in self.colon or token in self.newline or count >= ANCHOR_TOKENS_MAX:
                         active = False
                 prev = token
         return out

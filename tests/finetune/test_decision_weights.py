@@ -1,5 +1,5 @@
 """The decision-weighted loss (finetune.loss.DecisionWeights): which answer tokens count as decisions
-(the first token of an answer, each anchor label up to its colon), and that the weighted loss is the
+(the first token of an answer, each anchor label up to its colon, each quoted line up to its break), and that the weighted loss is the
 cross-entropy weighted exactly so, on a tiny random llama (architecture only: its numbers mean nothing)."""
 
 from __future__ import annotations
@@ -46,10 +46,12 @@ def test_the_decisions_are_the_first_token_and_each_anchor_label(batch):
     mask = decisions.mask(shifted)
     assert len(mask) == len(targets)
     picked = [tok.decode([t]) for t, m in zip(targets, mask) if m]
-    # the positive answer: "R2:" and "R3:"; the negative one: its first token, up to the line's end
+    # the positive answer: each quoted line up to its line break (prompt format 4); the negative one:
+    # its first token, up to the line's end
     text = "".join(picked)
-    assert text.startswith("R2:R3:")
-    assert text[len("R2:R3:") :].replace(" ", "").startswith("NO")
+    quotes = ">>> +    print(x)\n>>> +    return x\n"
+    assert text.startswith(quotes)
+    assert text[len(quotes) :].replace(" ", "").startswith("NO")
     assert "logger" not in text and "copy" not in text  # the comment's words are not decisions
     assert len(picked) < len(targets) // 2
 

@@ -113,7 +113,7 @@ def test_labels_cover_the_answer_only(tokenizers, arch):
     assert labels[enc.n_prompt :] == list(enc.ids[enc.n_prompt :])
     answer_ids = list(enc.ids[enc.n_prompt :])
     assert answer_ids[-1] == tok.eos_token_id
-    assert tok.decode(answer_ids[:-1]) == render_answer(ex.comments)
+    assert tok.decode(answer_ids[:-1]) == render_answer(ex.comments, ex.parsed_hunk())
     assert "Review" in tok.decode(enc.ids[: enc.n_prompt]) or "assistant" in tok.decode(enc.ids[: enc.n_prompt])
     if arch == "llama":  # plain prompts start with the tokenizer's <s>; chat templates bring their own markers
         assert enc.ids[0] == tok.bos_token_id

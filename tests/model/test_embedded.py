@@ -114,7 +114,10 @@ def test_review_in_an_empty_directory_uses_the_embedded_model(monkeypatch, capsy
     data = json.loads(out)
     assert data["model"]["model"] == "smollm2-135m" and data["model"]["few_shot"] is True
     assert data["model"]["prompt_format_version"] == PROMPT_FORMAT_VERSION
-    assert data["stats"]["prompts"] >= 1 and data["stats"]["completion_tokens"] > 0
+    # the model read every prompt (its anchors scored); it writes only where it chose to comment, and an
+    # untuned model may well stay silent on this diff
+    assert data["stats"]["prompts"] >= 1 and data["stats"]["prompt_tokens"] > 0
+    assert data["stats"]["completion_tokens"] > 0 or not data["comments"]
     diff = parse_diff(path.read_bytes())
     for c in data["comments"]:
         assert diff.is_commentable(c["path"], c["line"], c["side"])
