@@ -58,7 +58,7 @@ code, cut to ``QUOTE_CHARS``), then the comment on the lines after it::
 
 A small model matches a label to its line poorly (it wrote the team's comment one line off); quoting
 the line is copying, which it does well, and the code it quotes is what the comment is about. The
-parse maps a quote back to the first line of the hunk that shows it; a quote no line shows is an
+parse maps a quote back to the last line of the hunk that shows it; a quote no line shows is an
 invalid anchor. A range comment is anchored on its last line. The parse reads both answer forms,
 so every version's adapter is parsed by one function; what differs per version is the answer a
 model is trained on and the answer start a chosen anchor gets (``anchor_prefix``).
@@ -243,29 +243,23 @@ def quote(line: Line) -> str:
 
 
 def quoted_lines(hunk: Hunk) -> list[tuple[str, int, str]]:
-    """(quote, line, side) of every line the prompt shows, in hunk order; a line whose quote an
-    earlier line already shows is left out (the parse maps that quote to the earlier line)."""
-    seen: set[str] = set()
-    out = []
-    for ln in hunk.lines:
-        q = quote(ln)
-        if q not in seen:
-            seen.add(q)
-            out.append((q, ln.number, ln.side))
-    return out
+    """(quote, line, side) of every line the prompt shows, in hunk order; where several lines show the
+    same quote only the last is kept, the line the parse maps that quote to (``find_quote``)."""
+    last = {quote(ln): i for i, ln in enumerate(hunk.lines)}
+    return [(quote(ln), ln.number, ln.side) for i, ln in enumerate(hunk.lines) if last[quote(ln)] == i]
 
 
 def find_quote(hunk: Hunk, text: str) -> tuple[int, str] | None:
-    """(line, side) of the first line of ``hunk`` that ``text`` quotes: exactly, else with white space
-    collapsed; None when no line shows it."""
+    """(line, side) of the line of ``hunk`` that ``text`` quotes: exactly, else with white space
+    collapsed; None when no line shows it. Where several lines show it, the last: the lines a hunk
+    repeats are mostly block ends and blank lines, and a comment sits at the end of what it is about
+    (a forge's comment context ends at the commented line)."""
     wanted = text[:QUOTE_CHARS].rstrip()
-    for ln in hunk.lines:
-        if quote(ln) == wanted:
-            return ln.number, ln.side
     loose = " ".join(wanted.split())
-    for ln in hunk.lines:
-        if loose and " ".join(quote(ln).split()) == loose:
-            return ln.number, ln.side
+    for same in (lambda q: q == wanted, lambda q: bool(loose) and " ".join(q.split()) == loose):
+        found = [ln for ln in hunk.lines if same(quote(ln))]
+        if found:
+            return found[-1].number, found[-1].side
     return None
 
 
