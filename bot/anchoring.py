@@ -2,9 +2,10 @@
 
 Free-running generation picks an anchor by sampling its digits one by one, can name a line outside
 the hunk, and says nothing about how sure it is. Here the model scores every answer it could start
-with instead: ``NO COMMENT`` and each label the hunk shows (``R<n>:``, ``L<n>:``). Normalised over
-those, a label's probability is the model's confidence in a comment there: the mass it puts on
-commenting at all, times the share of that mass on this line. Then:
+with instead: ``NO COMMENT`` and each line the hunk shows (its quote, ``>>> +code``, from prompt
+format 4; its label, ``R<n>:``, ``L<n>:``, before). A line's confidence is the mass the model puts on
+commenting at all times the share of that mass on this line (for quotes: ``NO COMMENT`` against the
+quote mark decides whether, the quotes' probabilities share out where). Then:
 
 * with a threshold (calibrated on validation data, ``calibrate``), every label that clears it gets a
   comment, most confident first, at most ``max_per_hunk``; none clears it: silence;
@@ -90,7 +91,18 @@ class AnchorScores:
 
 
 def _scores(cands: list[tuple[str, int, str]], probs: Sequence[float]) -> AnchorScores:
-    """AnchorScores from the probabilities of [NO COMMENT, label, label, ...]."""
+    """AnchorScores from the probabilities of [NO COMMENT, answer start, ...] (and, for quotes, of the
+    bare QUOTE_MARK last: see ``_candidates``)."""
+    if len(probs) == len(cands) + 2:  # quotes: whether to comment, then where
+        silent, starts, commenting = probs[0], probs[1:-1], probs[-1]
+        decided = silent + commenting
+        comment = commenting / decided if decided > 0 else 0.0
+        share = sum(starts)
+        scores = AnchorScores(1.0 - comment)
+        for (prefix, line, side), p in zip(cands, starts):
+            scores.confidence[(line, side)] = comment * p / share if share > 0 else 0.0
+            scores.prefix_of[(line, side)] = prefix
+        return scores
     total = sum(probs) or 1.0
     scores = AnchorScores(probs[0] / total)
     for (prefix, line, side), p in zip(cands, probs[1:]):
@@ -114,8 +126,14 @@ def candidates(hunk: Hunk, version: int = PROMPT_FORMAT_VERSION) -> list[tuple[s
 
 
 def _candidates(hunk: Hunk, version: int) -> tuple[list[tuple[str, int, str]], list[str]]:
+    """The anchors and the texts to score: ``NO COMMENT`` and each answer start. A quote is many tokens
+    and ``NO COMMENT`` two, so the quotes' joint probabilities would lose to silence by their length
+    alone (and whatever mass the model puts on a line the hunk does not show would count as silence):
+    with quotes the bare QUOTE_MARK is scored too, last. Whether to comment is then ``NO COMMENT``
+    against QUOTE_MARK, both an answer's first tokens, and where is each quote's share of the quotes."""
     cands = candidates(hunk, version)
-    return cands, [NO_COMMENT] + [prefix for prefix, _, _ in cands]
+    texts = [NO_COMMENT] + [prefix for prefix, _, _ in cands]
+    return cands, texts + [QUOTE_MARK.rstrip()] if version >= 4 and cands else texts
 
 
 def score_hunks(backend: Scorer, inputs: list[PromptInput], hunks: list[Hunk]) -> list[AnchorScores]:

@@ -59,7 +59,7 @@ code, cut to ``QUOTE_CHARS``), then the comment on the lines after it::
 A small model matches a label to its line poorly (it wrote the team's comment one line off); quoting
 the line is copying, which it does well, and the code it quotes is what the comment is about. The
 parse maps a quote back to the last line of the hunk that shows it; a quote no line shows is an
-invalid anchor. A range comment is anchored on its last line. The parse reads both answer forms,
+invalid anchor. A range comment keeps its label form (``R10-12: ...``). The parse reads both answer forms,
 so every version's adapter is parsed by one function; what differs per version is the answer a
 model is trained on and the answer start a chosen anchor gets (``anchor_prefix``).
 """
@@ -368,13 +368,14 @@ def render_target(
     comments: Sequence[CommentLike], hunk: Hunk | None = None, version: int = PROMPT_FORMAT_VERSION
 ) -> str:
     """The answer a model is trained to give for these comments (without ANSWER_END). From format 4 a
-    comment names its line by quoting it from ``hunk``; without the hunk (or for a line it does not
-    show) by its label, as formats 1-3 do."""
+    comment names its line by quoting it from ``hunk``; without the hunk, for a line it does not show,
+    and for a range (``R10-12:``, a quote names one line) by its label, as formats 1-3 do."""
     blocks = []
     for c in canonical(comments):
         first, *rest = c.body.split("\n")
         more = [("  " + ln) if ln else "" for ln in rest]
-        line = hunk.line_at(c.line, c.side) if hunk is not None and version >= 4 else None
+        quotable = hunk is not None and version >= 4 and c.start_line is None
+        line = hunk.line_at(c.line, c.side) if quotable and hunk is not None else None
         if line is not None:
             blocks.append("\n".join([f"{QUOTE_MARK}{quote(line)}", first, *more]))
             continue

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from bot.anchoring import candidates
 from bot.diff import parse_hunk
 from bot.prompt import (
@@ -94,3 +96,21 @@ def test_exemplars_are_shown_in_the_served_versions_answer_form():
     assert "R9: Use a with block." in v3 and ">>>" not in v3
     shots = for_model(inp, 4, few_shot=True).shots
     assert shots[-1][1].startswith(">>> +f = open(q)") and shots[0][1].startswith(">>> ")
+
+
+def test_with_quotes_whether_is_the_first_token_and_where_is_each_quotes_share():
+    from bot.anchoring import _candidates, _scores
+
+    cands, texts = _candidates(HUNK, 4)
+    assert texts[0] == "NO COMMENT" and texts[-1] == ">>>" and len(texts) == len(cands) + 2
+    # a long quote's joint probability is small; what counts is its share of the quotes
+    quotes = [0.0] * len(cands)
+    assert [(line, side) for _, line, side in cands][5:7] == [(5, "RIGHT"), (6, "RIGHT")]
+    quotes[5], quotes[6] = 0.003, 0.001  # time.sleep(1), then the line after it
+    scores = _scores(cands, [0.2, *quotes, 0.8])
+    assert scores.silence == pytest.approx(0.2)
+    assert scores.confidence[(5, "RIGHT")] == pytest.approx(0.8 * 0.75)
+    assert scores.confidence[(6, "RIGHT")] == pytest.approx(0.8 * 0.25)
+    assert scores.choose(None) == [(5, "RIGHT")]
+    assert _scores(cands, [0.0] * (len(cands) + 2)).silence == 1.0  # nothing scored: silence
+    assert len(_candidates(HUNK, 3)[1]) == len(_candidates(HUNK, 3)[0]) + 1  # labels: no quote mark

@@ -181,7 +181,7 @@ def test_retrain_without_a_base_model_or_data_says_what_to_do(tmp_path):
 # --------------------------------------------------------------------------- the default gate, for real
 
 FEW_STEPS = {"max_steps": 3}  # what a hurried `revbot retrain --max-steps 3` produces: an untrained model
-LEARNS = {"max_steps": 150, "lr": 1e-2}  # enough for the tiny random model to write comments on the right line
+LEARNS = {"max_steps": 300, "lr": 2e-2}  # enough for the tiny random model to write comments on the right line
 
 
 @pytest.mark.slow

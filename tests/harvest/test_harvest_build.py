@@ -92,7 +92,7 @@ def test_suggestion_blocks_are_kept_intact():
     body = "Simpler:\n```suggestion\nb0 = 3  # keep\n```"
     out = build_pr("acme/widgets", 5, [_c(1, 2, body)], FILES, config=BuildConfig(negatives_ratio=0))
     assert out.examples[0].comments[0].body == body
-    assert parse_output(out.examples[0].answer()).comments[0].body == body
+    assert parse_output(out.examples[0].answer(), out.examples[0].parsed_hunk()).comments[0].body == body
 
 
 def test_replies_attach_to_their_root_and_are_not_targets():
