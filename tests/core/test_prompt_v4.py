@@ -98,19 +98,23 @@ def test_exemplars_are_shown_in_the_served_versions_answer_form():
     assert shots[-1][1].startswith(">>> +f = open(q)") and shots[0][1].startswith(">>> ")
 
 
-def test_with_quotes_whether_is_the_first_token_and_where_is_each_quotes_share():
+def test_with_quotes_the_first_token_decides_whether_when_there_is_no_threshold():
     from bot.anchoring import _candidates, _scores
 
     cands, texts = _candidates(HUNK, 4)
     assert texts[0] == "NO COMMENT" and texts[-1] == ">>>" and len(texts) == len(cands) + 2
-    # a long quote's joint probability is small; what counts is its share of the quotes
-    quotes = [0.0] * len(cands)
     assert [(line, side) for _, line, side in cands][5:7] == [(5, "RIGHT"), (6, "RIGHT")]
-    quotes[5], quotes[6] = 0.003, 0.001  # time.sleep(1), then the line after it
-    scores = _scores(cands, [0.2, *quotes, 0.8])
-    assert scores.silence == pytest.approx(0.2)
-    assert scores.confidence[(5, "RIGHT")] == pytest.approx(0.8 * 0.75)
-    assert scores.confidence[(6, "RIGHT")] == pytest.approx(0.8 * 0.25)
+    quotes = [0.0] * len(cands)
+    quotes[5], quotes[6] = 0.003, 0.001  # long quotes: small joint probabilities
+    scores = _scores(cands, [0.02, *quotes, 0.9])
+    # a threshold reads the joint probabilities, normalised over NO COMMENT and the quotes
+    assert scores.silence == pytest.approx(0.02 / 0.024)
+    assert scores.confidence[(5, "RIGHT")] == pytest.approx(0.003 / 0.024)
+    assert scores.choose(0.1) == [(5, "RIGHT")]
+    # the model's own choice: its first token, the quote mark (0.9) against NO COMMENT (0.02)
+    assert scores.commits == pytest.approx(0.9 / 0.92)
     assert scores.choose(None) == [(5, "RIGHT")]
-    assert _scores(cands, [0.0] * (len(cands) + 2)).silence == 1.0  # nothing scored: silence
-    assert len(_candidates(HUNK, 3)[1]) == len(_candidates(HUNK, 3)[0]) + 1  # labels: no quote mark
+    assert _scores(cands, [0.9, *quotes, 0.02]).choose(None) == []
+    assert _scores(cands, [0.0] * (len(cands) + 2)).choose(None) == []  # nothing scored: silence
+    labels, label_texts = _candidates(HUNK, 3)
+    assert len(label_texts) == len(labels) + 1 and _scores(labels, [0.5] * len(label_texts)).commits is None

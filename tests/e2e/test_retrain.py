@@ -181,15 +181,17 @@ def test_retrain_without_a_base_model_or_data_says_what_to_do(tmp_path):
 # --------------------------------------------------------------------------- the default gate, for real
 
 FEW_STEPS = {"max_steps": 3}  # what a hurried `revbot retrain --max-steps 3` produces: an untrained model
-LEARNS = {"max_steps": 300, "lr": 2e-2}  # enough for the tiny random model to write comments on the right line
+LEARNS = {"max_steps": 150, "lr": 1e-2}  # the tiny random model learns the answer's form, not the team's words
 
 
 @pytest.mark.slow
 def test_the_default_gate_needs_evidence(tiny_llama, tmp_path):
-    """review_f1 gate on real tiny models: a model that learnt is promoted over a barely trained one,
-    and a 3-step candidate never replaces it. (A 0 = 0 tie never promoting is the gate's unit test's:
-    with anchors chosen by the model's probabilities even a 3-step model puts some words on the right
-    line, so it no longer scores exactly 0.)"""
+    """review_f1 gate on real tiny models. Since prompt format 4 an answer quotes its line and the
+    comment follows on the next one; a tiny random model learns to quote but not the team's words
+    after the quote, so every tiny candidate scores review F1 0. A tie at
+    0 is no evidence: the first version is promoted only because nothing else serves, and neither a
+    longer-trained nor a hurried candidate replaces it. (Promotion on a real difference: the
+    answer_loss loop above, and the gate's unit tests.)"""
     from adapters.store import Store
     from adapters.versions import ModelRegistry
     from finetune.train import TrainConfig
@@ -213,21 +215,16 @@ def test_the_default_gate_needs_evidence(tiny_llama, tmp_path):
 
     first = run(**FEW_STEPS)
     assert first.promoted and first.candidate == "v1"  # nothing else to serve
-
-    learnt = run(**LEARNS)
-    assert learnt.candidate == "v2" and learnt.candidate_value > first.candidate_value
-    assert learnt.promoted, learnt.reason
-    # what the gate decided on is what the evaluation of v2 shows
     registry = ModelRegistry(models)
-    evaluation = registry.get("v2").meta["evaluation"]
-    assert evaluation["metrics"]["tuned"]["review_f1"] == learnt.candidate_value
-    assert evaluation["generation"] == {"max_new_tokens": 48, "batch_size": 8, "anchors": "constrained"}
-
-    hurried = run(**FEW_STEPS)
-    assert not hurried.promoted and registry.current_name() == "v2"
-    failed = {c["name"] for c in hurried.checks if not c["passed"]}
-    assert "metric" in failed and "is worse than v2's" in hurried.reason, hurried.reason
-    decisions = registry.decisions()
-    assert [d["promoted"] for d in decisions] == [True, True, False]
-    assert decisions[-1]["values"]["candidate"] < decisions[-1]["values"]["incumbent"]
+    for name, config in (("v2", LEARNS), ("v3", FEW_STEPS)):
+        result = run(**config)
+        assert result.candidate == name and not result.promoted
+        assert result.candidate_value == result.incumbent_value == 0.0
+        assert f"no evidence: review_f1 is zero for both {name} and v1" in result.reason, result.reason
+        assert registry.current_name() == "v1"
+        # what the gate decided on is what the evaluation of the candidate shows
+        evaluation = registry.get(name).meta["evaluation"]
+        assert evaluation["metrics"]["tuned"]["review_f1"] == result.candidate_value
+        assert evaluation["generation"] == {"max_new_tokens": 48, "batch_size": 8, "anchors": "constrained"}
+    assert [d["promoted"] for d in registry.decisions()] == [True, False, False]
     store.close()
