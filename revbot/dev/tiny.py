@@ -123,7 +123,7 @@ _WRITTEN_FILES = (
 
 def _prompt_contract_text() -> list[str]:
     """The prompt contract's own words: a few rendered prompts and answers, so the format (anchor
-    labels, quotes, headers, the end marker) tokenizes compactly; answers in both forms."""
+    labels, headers, the end marker) tokenizes compactly."""
     from bot import prompt
     from bot.diff import LEFT, RIGHT, parse_hunk
     from bot.prompt import PromptComment
@@ -136,9 +136,8 @@ def _prompt_contract_text() -> list[str]:
     ]
     texts = []
     for path, hunk_text, comments in samples:
-        hunk = parse_hunk(hunk_text)
-        inp = prompt.render_input(path, hunk)
-        texts += [inp.plain_text(), prompt.render_answer(comments, hunk), prompt.render_answer(comments)]
+        inp = prompt.render_input(path, parse_hunk(hunk_text))
+        texts += [inp.plain_text(), prompt.render_answer(comments)]
     return texts
 
 
