@@ -63,7 +63,7 @@ from bot.prompt import PROMPT_FORMAT_VERSION
 from finetune.attention import SEGMENT_ATTENTION
 from finetune.attention import register as register_segment_attention
 from finetune.config import CPU_DEFAULT_PRECISION, TrainConfig
-from finetune.data import Splits, encode_examples, prompt_completion_dataset, split_as_configured
+from finetune.data import Splits, answer_format_for, encode_examples, prompt_completion_dataset, split_as_configured
 from finetune.loss import AnswerHead, DecisionWeights
 from finetune.retrieval import build_index, exemplars_for
 
@@ -678,6 +678,7 @@ def calibrate_trained(
     shown: dict[str, Any],
     config: TrainConfig,
     index: Any,
+    version: int = PROMPT_FORMAT_VERSION,
 ) -> Calibration:
     """The comment threshold for the trained ``model``, on the validation split's prompts as review
     will render them (``finetune.calibrate``)."""
@@ -696,7 +697,7 @@ def calibrate_trained(
     # from the cached prefix once scored as noise: a threshold chosen on noise.)
     _library_attention(model)
     try:
-        backend = LocalBackend(model, tokenizer, name=base, prompt_format_version=PROMPT_FORMAT_VERSION)
+        backend = LocalBackend(model, tokenizer, name=base, prompt_format_version=version)
         backend.exemplars, backend.exemplar_k, backend.exemplar_max_length = index, config.exemplars, config.max_length
         return calibrate_on(backend, prompt_inputs(validation, shown), validation, min_precision=config.min_precision)
     finally:
@@ -762,7 +763,7 @@ def train(
     prepared = prepare_model(run.base, config, args.device)
     run.timings["load_s"] = time.perf_counter() - t0
     t0 = time.perf_counter()
-    datasets, fitted, index, shown = _datasets(run.splits, prepared.tokenizer, config)
+    datasets, fitted, index, shown, version = _datasets(run.splits, prepared.tokenizer, config)
     trainer, reporter, interrupt, has_val = _build_trainer(
         prepared, datasets, args, config, run_dir, callback, progress, mixed
     )
@@ -779,10 +780,11 @@ def train(
     hyper = _hyperparameters(config, prepared, schedule, world, mixed)
     t0 = time.perf_counter()
     calibration = calibrate_trained(
-        trainer.model, prepared.tokenizer, run.base, run.splits.validation, shown, config, index
+        trainer.model, prepared.tokenizer, run.base, run.splits.validation, shown, config, index, version
     )
     run.timings["calibrate_s"] = time.perf_counter() - t0
     meta = {
+        "prompt_format_version": version,
         "pad_token_set_to_eos": prepared.pad_changed,
         "data": {
             "source": str(data_source) if data_source else None,
@@ -885,18 +887,24 @@ def _resume_point(config: TrainConfig, run_dir: Path) -> str | None:
 
 def _datasets(
     splits: Splits, tokenizer: Any, config: TrainConfig
-) -> tuple[dict[str, Any], dict[str, dict[str, int]], Any, dict[str, Any]]:
+) -> tuple[dict[str, Any], dict[str, dict[str, int]], Any, dict[str, Any], int]:
     """Prompt-completion token ids per split (with each example's leak-free exemplars, the least similar
     dropped where a row would be too long), skipping and counting what does not fit a row even without
     exemplars; the counts (``too_long`` and ``exemplars_trimmed`` per split), the exemplar index and
-    what each example was shown."""
+    what each example was shown; and the prompt format trained on (``finetune.data.answer_format_for``)."""
+    version = answer_format_for(splits.train)
+    log.info(
+        "training on prompt format %d (%s)",
+        version,
+        "answers name the line by label" if version < 4 else "answers quote the line",
+    )
     datasets: dict[str, Any] = {}
     counts: dict[str, dict[str, int]] = {"too_long": {}, "exemplars_trimmed": {}}
     index = build_index(splits.train) if config.exemplars else None
     shown = exemplars_for(index, splits.train + splits.validation + splits.test, config.exemplars)
     assert config.max_length is not None  # for_device filled it in
     for name, part in splits.items():
-        encoded, skipped = encode_examples(part, tokenizer, config.max_length, shown)
+        encoded, skipped = encode_examples(part, tokenizer, config.max_length, shown, version)
         counts["too_long"][name] = len(skipped)
         counts["exemplars_trimmed"][name] = sum(1 for e in encoded if e.exemplars_dropped)
         datasets[name] = prompt_completion_dataset(encoded) if encoded else None
@@ -911,7 +919,7 @@ def _datasets(
     ):
         if sum(counts[key].values()):
             log.warning(message, config.max_length, ", ".join(f"{k}={v}" for k, v in counts[key].items() if v))
-    return datasets, counts, index, shown
+    return datasets, counts, index, shown, version
 
 
 def _build_trainer(
@@ -1136,7 +1144,7 @@ def _publish(
                 out / META_FILE,
                 {
                     "base_model": run.base,
-                    "prompt_format_version": PROMPT_FORMAT_VERSION,
+                    "prompt_format_version": meta.pop("prompt_format_version", PROMPT_FORMAT_VERSION),
                     "adapter": "peft-lora",
                     "created_at": now_iso(),
                     "base_config": base_signature(model.get_base_model().config),
