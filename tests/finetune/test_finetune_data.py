@@ -246,3 +246,35 @@ def test_other_formats_are_read_through_the_dataset_registry(tmp_path):
     assert [c.body for c in example.comments] == ["Why two?"]
     with pytest.raises(UsageError, match="unknown import format 'xml'; choose one of crc, codereviewer"):
         load_examples(path, "xml")
+
+
+def test_the_answer_form_follows_where_the_data_puts_its_comments():
+    """Comments on their hunk's last line (a forge's comment context): labels, format 3. Comments
+    spread over whole hunks (what `revbot harvest` builds): quotes, the current format. Training
+    renders the answer in that form, with that format's system text and exemplar answers."""
+    from bot.examples import ExampleComment
+    from bot.prompt import PROMPT_FORMAT_VERSION, SYSTEM_PROMPTS
+    from finetune.data import answer_format_for, encode_example
+
+    at_end = synthetic_examples()
+    assert answer_format_for(at_end) == 3
+    spread = [
+        replace(ex, comments=[ExampleComment(ex.comments[0].line - 1, "RIGHT", "Earlier line.")]) if ex.comments else ex
+        for ex in at_end
+    ]
+    assert answer_format_for(spread) == PROMPT_FORMAT_VERSION == 4
+    assert answer_format_for([ex for ex in at_end if not ex.comments]) == PROMPT_FORMAT_VERSION  # nothing to go by
+
+    class Chars:  # a character tokenizer: the encoded text can be read back exactly
+        chat_template = None
+        eos_token_id = None
+
+        def __call__(self, text, add_special_tokens=True):
+            return {"input_ids": [ord(c) for c in text]}
+
+    ex = next(e for e in spread if e.comments)
+    for version, answer_start in ((3, f"R{ex.comments[0].line}: "), (4, ">>> ")):
+        enc = encode_example(ex, Chars(), (), version)
+        prompt = "".join(map(chr, enc.ids[: enc.n_prompt]))
+        answer = "".join(map(chr, enc.ids[enc.n_prompt :]))
+        assert prompt.startswith(SYSTEM_PROMPTS[version]) and answer.startswith(answer_start)

@@ -10,7 +10,7 @@ import torch
 
 from adapters.versions import ModelRegistry
 from bot.errors import ModelError
-from bot.prompt import ANSWER_END, SYSTEM_PROMPT
+from bot.prompt import ANSWER_END, SYSTEM_PROMPTS
 from finetune.export import export_merged, ollama_template
 from tests.finetune.helpers import run_cli
 
@@ -45,7 +45,8 @@ def test_merged_model_matches_base_plus_adapter(trained, tmp_path, capsys):
     assert meta["version"] == "v1" and meta["base_model"] == version.base_model and meta["dtype"] == "bfloat16"
     modelfile = (out / "Modelfile").read_text()
     assert "FROM ./" in modelfile and f'PARAMETER stop "{ANSWER_END}"' in modelfile
-    assert f'SYSTEM """{SYSTEM_PROMPT}"""' in modelfile
+    # the system text of the prompt format the version was trained on
+    assert f'SYSTEM """{SYSTEM_PROMPTS[version.meta["prompt_format_version"]]}"""' in modelfile
     # refuses to overwrite, unless forced
     code, _, err = run_cli(["export", "v1", "--merged", str(out), "--models-dir", str(models)], capsys)
     assert code == 2 and "not empty" in err

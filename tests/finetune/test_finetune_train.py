@@ -45,7 +45,8 @@ def test_version_holds_adapter_tokenizer_metadata_and_curve(trained, tiny_llama)
     assert (version.path / "loss_curve.png").read_bytes()[:4] == b"\x89PNG"
     meta = version.meta
     assert meta["base_model"] == str(tiny_llama.resolve())
-    assert meta["prompt_format_version"] == PROMPT_FORMAT_VERSION
+    # the synthetic examples' comments sit on their hunk's last line: labels (format 3), not quotes
+    assert meta["prompt_format_version"] == 3 < PROMPT_FORMAT_VERSION
     assert meta["base_config"]["model_type"] == "llama" and meta["base_config"]["hidden_size"] == 64
     from adapters.files import read_examples
     from bot.examples import fingerprint
