@@ -61,7 +61,7 @@ the line is copying, which it does well, and the code it quotes is what the comm
 parse maps a quote back to the last line of the hunk that shows it; a quote no line shows is an
 invalid anchor. A range comment keeps its label form (``R10-12: ...``). The parse reads both answer forms,
 so every version's adapter is parsed by one function; what differs per version is the answer a
-model is trained on and the answer start a chosen anchor gets (``anchor_prefix``).
+model is trained on and the answer start a chosen anchor gets (``bot.anchoring.candidates``).
 """
 
 from __future__ import annotations
@@ -263,15 +263,6 @@ def find_quote(hunk: Hunk, text: str) -> tuple[int, str] | None:
     return None
 
 
-def anchor_prefix(hunk: Hunk, line: int, side: str, version: int = PROMPT_FORMAT_VERSION) -> str:
-    """The start of an answer that comments on (line, side) in prompt format ``version``: ``R12:``,
-    or from format 4 the quote of the line and a line break."""
-    found = hunk.line_at(line, side) if version >= 4 else None
-    if found is not None:
-        return f"{QUOTE_MARK}{quote(found)}\n"
-    return f"{anchor_label(line, side)}:"
-
-
 def render_hunk(hunk: Hunk) -> str:
     rows = [hunk.header]
     for ln in hunk.lines:
@@ -417,11 +408,15 @@ def prompt_text(inp: PromptInput, tokenizer: Tokenizer | None = None) -> str:
 
 
 def training_text(
-    inp: PromptInput, comments: Sequence[CommentLike], tokenizer: Tokenizer | None = None, hunk: Hunk | None = None
+    inp: PromptInput,
+    comments: Sequence[CommentLike],
+    tokenizer: Tokenizer | None = None,
+    hunk: Hunk | None = None,
+    version: int = PROMPT_FORMAT_VERSION,
 ) -> tuple[str, str]:
-    """(prompt, answer) for training: loss goes on the answer only. ``hunk`` is the hunk the prompt
-    shows: the answer quotes its lines (format 4)."""
-    return prompt_text(inp, tokenizer), render_answer(comments, hunk)
+    """(prompt, answer) for training in prompt format ``version``: loss goes on the answer only.
+    ``hunk`` is the hunk the prompt shows, whose lines a format-4 answer quotes."""
+    return prompt_text(inp, tokenizer), render_answer(comments, hunk, version)
 
 
 # --------------------------------------------------------------------------- parsing

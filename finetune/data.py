@@ -27,7 +27,7 @@ from bot.balance import balance_by_repo
 from bot.errors import DataError
 from bot.examples import Example
 from bot.exemplars import first_fit
-from bot.prompt import PROMPT_FORMAT_VERSION, Exemplar, for_model, prompt_text, render_answer, with_exemplars
+from bot.prompt import PROMPT_FORMAT_VERSION, Exemplar, for_model, training_text, with_exemplars
 from finetune.config import TrainConfig
 
 IGNORE_INDEX = -100
@@ -278,9 +278,8 @@ def encode_example(
     ``adapters.model`` encodes prompts: chat templates carry their own special tokens, plain prompts get
     the tokenizer's (a leading <s>, say). ``exemplars``: the team's past reviews shown before the hunk
     (format v3, chosen leak-free by ``finetune.retrieval``)."""
-    hunk = example.parsed_hunk()
     inp = for_model(with_exemplars(example.prompt_input(), exemplars), version)
-    prompt, answer = prompt_text(inp, tokenizer), render_answer(example.comments, hunk, version)
+    prompt, answer = training_text(inp, example.comments, tokenizer, example.parsed_hunk(), version)
     chat = bool(getattr(tokenizer, "chat_template", None))
     prompt_ids = list(tokenizer(prompt, add_special_tokens=not chat)["input_ids"])
     answer_ids = list(tokenizer(answer, add_special_tokens=False)["input_ids"])

@@ -11,7 +11,6 @@ from bot.prompt import (
     QUOTE_CHARS,
     Exemplar,
     PromptComment,
-    anchor_prefix,
     degenerate_at,
     for_model,
     parse_output,
@@ -71,8 +70,8 @@ def test_constrained_anchors_score_each_distinct_quote_and_start_the_body_after_
     assert (">>> -        if alert:\n", 3, "LEFT") in cands
     assert len(cands) == len(HUNK.lines) - 1
     assert [c[0] for c in candidates(HUNK, 3)][:2] == ["R1:", "R2:"]
-    assert anchor_prefix(HUNK, 5, "RIGHT") == ">>> +        time.sleep(1)\n"
-    assert anchor_prefix(HUNK, 5, "RIGHT", version=3) == "R5:"
+    assert (">>> +        time.sleep(1)\n", 5, "RIGHT") in cands
+    assert ("R5:", 5, "RIGHT") in candidates(HUNK, 3)
     long = parse_hunk("@@ -1,0 +1,1 @@\n+" + "x" * 200)
     assert candidates(long, 4)[0][0] == ">>> +" + "x" * (QUOTE_CHARS - 1) + "\n"
     assert [(c.line, c.side) for c in parse_output(candidates(long, 4)[0][0] + "Too long.", long).comments] == [
