@@ -133,7 +133,9 @@ def test_training_with_the_cache_ends_where_training_without_it_does(tmp_path, t
     from tests.finetune.helpers import synthetic_examples
 
     examples = synthetic_examples()
-    config = dict(epochs=3, batch_size=2, max_length=512, eval_every=2, quantize="none", lora_layers=1, precision="fp32")
+    config = dict(
+        epochs=3, batch_size=2, max_length=512, eval_every=2, quantize="none", lora_layers=1, precision="fp32"
+    )
     cached = train(examples, str(tiny_llama), tmp_path / "cached", TrainConfig(**config), progress=False)
     use = cached.meta["metrics"]["frozen_block_cache"]
     assert use["frozen_blocks"] == 1 and use["reused"] > use["computed"] > 0
