@@ -32,11 +32,22 @@ def score_continuations(
     prefix_cache: PrefixCache | None = None,
 ) -> list[float]:
     """P(continuation | prompt) for each continuation (token ids, at least one each), in order."""
+    return score_with_states(model, prompt_ids, continuations, prefix_cache)[0]
+
+
+def score_with_states(
+    model: Any,
+    prompt_ids: Sequence[int],
+    continuations: Sequence[Sequence[int]],
+    prefix_cache: PrefixCache | None = None,
+) -> tuple[list[float], Any]:
+    """``score_continuations``, and the prompt's KV cache (exactly the prompt's tokens), for a
+    generation that continues the same prompt (``adapters.prefix_cache.PromptStates``)."""
     import torch
 
     with torch.inference_mode():
         cache, first = _prompt_pass(model, prompt_ids, prefix_cache)
-        return _tree_scores(model, cache, first, len(prompt_ids), continuations)
+        return _tree_scores(model, cache, first, len(prompt_ids), continuations), cache
 
 
 def _prompt_pass(model: Any, prompt_ids: Sequence[int], prefix_cache: PrefixCache | None = None) -> tuple[Any, Any]:

@@ -17,6 +17,7 @@ the user asserts the version of the model it serves (``prompt_format_version``, 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
@@ -37,7 +38,7 @@ from adapters.decoding import find_answer_end as find_answer_end  # re-exported:
 from adapters.decoding import trim_answer
 from adapters.embedded import resolve as resolve_embedded
 from adapters.logs import hf_progress_bars_off
-from adapters.prefix_cache import PrefixCache, batch_layout, supports_prefix_cache
+from adapters.prefix_cache import PrefixCache, PromptStates, batch_layout, supports_prefix_cache
 from adapters.versions import META_FILE, check_prompt_format, read_meta
 from bot.config import DEFAULT_BATCH_SIZE, DEFAULT_MAX_NEW_TOKENS
 from bot.errors import ModelError
@@ -472,6 +473,8 @@ class LocalBackend(Backend):
         self._lock = threading.Lock()  # one generate() at a time: callers may share a backend across threads
         # the prompt prefix every hunk shares, run through the model once (adapters.prefix_cache)
         self.prefix_cache = PrefixCache(model) if prefix_cache and supports_prefix_cache(model) else None
+        # scored prompts' states, reused by the bodies' generation (adapters.prefix_cache.PromptStates)
+        self.prompt_states = PromptStates(model) if prefix_cache and supports_prefix_cache(model) else None
 
     # -- loading
 
@@ -598,8 +601,9 @@ class LocalBackend(Backend):
         return out
 
     def score_answers(self, inputs: list[PromptInput], candidates: list[list[str]]) -> list[list[float]]:
-        """For each input, the probability of each candidate answer start (``bot.anchoring``)."""
-        from adapters.decoding import score_continuations
+        """For each input, the probability of each candidate answer start (``bot.anchoring``). Inside
+        ``reusing_prompts`` each prompt's states stay for the generation that follows."""
+        from adapters.decoding import score_with_states
 
         out = []
         with self._lock:
@@ -608,8 +612,16 @@ class LocalBackend(Backend):
                 if len(ids) + max(len(c) for c in cands) >= self.max_context:
                     out.append([1.0] + [0.0] * (len(cands) - 1))  # does not fit: silence
                     continue
-                out.append(score_continuations(self.model, ids, cands, self.prefix_cache))
+                probs, cache = score_with_states(self.model, ids, cands, self.prefix_cache)
+                if self.prompt_states is not None:
+                    self.prompt_states.keep(ids, cache)
+                out.append(probs)
         return out
+
+    def reusing_prompts(self) -> Any:
+        """A context in which scored prompts' states are kept for the bodies' generation
+        (``adapters.prefix_cache.PromptStates``); leaving it frees them."""
+        return self.prompt_states.keeping() if self.prompt_states is not None else contextlib.nullcontext()
 
     def _encode_observed(self, inputs: list[PromptInput]) -> list[list[int]]:
         """The prompts' token ids, their shared prefix shown to the prefix cache (call under the lock):
@@ -684,7 +696,8 @@ class LocalBackend(Backend):
 
         device = self.model.device
         # every answer starts at column ``width``: rows padded on the left, or laid out after the cached shared prefix
-        input_ids, attention, cached = batch_layout(batch, self.pad_id, self.prefix_cache)
+        laid_out = self.prompt_states.layout(batch, self.pad_id) if self.prompt_states is not None else None
+        input_ids, attention, cached = laid_out or batch_layout(batch, self.pad_id, self.prefix_cache)
         width = input_ids.shape[1]
         budget = min(max_new_tokens, self.max_context - width)
 

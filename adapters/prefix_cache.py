@@ -180,3 +180,101 @@ def batch_layout(
         input_ids[row, width - len(ids) :] = torch.tensor(ids, dtype=torch.long)
         attention[row, width - len(ids) :] = 1
     return input_ids, attention, {}
+
+
+class PromptStates:
+    """Whole prompts' key/value states, kept from the pass that scored their answer starts for the
+    ``generate()`` call that writes the bodies after the chosen ones.
+
+    Constrained answering (``bot.anchoring``) runs each prompt through the model once to score its
+    anchors (``adapters.decoding.score_with_states``), then generates a body after each chosen anchor
+    in batches, and the batch's prefill would run every prompt again: on the demo's evaluation that
+    second prefill was a quarter of the time. While ``keeping`` (a context the answering opens and
+    closes), the scoring pass leaves each prompt's states here, and ``layout`` lays a batch out as
+    ``[padding][prompt][padding][rest]`` per row: the prompts' states, padded on the left to the
+    longest, become the batch's cache, and only the rest (the answer start: a label or a quoted line)
+    runs through the model. Padding is masked and position ids follow from the attention mask, as in
+    ``PrefixCache.layout``. Nothing is kept outside the context, and at most ``max_bytes`` inside it.
+    """
+
+    def __init__(self, model: Any, *, max_bytes: int = 1 << 30):
+        self.model = model
+        self.max_bytes = max_bytes
+        self.entries: OrderedDict[tuple[int, ...], Any] = OrderedDict()
+        self.bytes = 0
+        self.active = 0
+        self.hits = 0
+
+    def keeping(self) -> Any:
+        """A context in which scored prompts' states are kept; leaving it drops them all."""
+        from contextlib import contextmanager
+
+        @contextmanager
+        def context() -> Any:
+            self.active += 1
+            try:
+                yield self
+            finally:
+                self.active -= 1
+                if not self.active:
+                    self.clear()
+
+        return context()
+
+    def clear(self) -> None:
+        self.entries.clear()
+        self.bytes = 0
+
+    def keep(self, prompt: Sequence[int], cache: Any) -> None:
+        """Remember ``cache`` (batch 1, exactly ``prompt``'s tokens) while keeping, within the budget."""
+        if not self.active or cache is None or cache.get_seq_length() != len(prompt):
+            return
+        size = sum(k.numel() * k.element_size() + v.numel() * v.element_size() for k, v, *_ in cache)
+        key = tuple(prompt)
+        if key in self.entries or size > self.max_bytes:
+            return
+        while self.entries and self.bytes + size > self.max_bytes:
+            _, old = self.entries.popitem(last=False)
+            self.bytes -= old[1]
+        self.entries[key] = (cache, size)
+        self.bytes += size
+
+    def _match(self, row: Sequence[int]) -> tuple[int, ...] | None:
+        best = None
+        for key in self.entries:
+            n = len(key)
+            if len(row) >= n and tuple(row[:n]) == key and (best is None or n > len(best)):
+                best = key
+        return best
+
+    def layout(self, batch: Sequence[Sequence[int]], pad_id: int) -> tuple[Any, Any, dict[str, Any]] | None:
+        """``(input_ids, attention_mask, generate kwargs)`` with every row's kept prompt as the cache,
+        or None unless every row starts with a kept prompt. A row that is its prompt alone keeps its
+        last token out of the cache (``generate()`` needs a token to start from)."""
+        keys = [self._match(row) for row in batch]
+        if not batch or any(k is None for k in keys):
+            return None
+        import torch
+        from transformers import DynamicCache
+
+        cached = [min(len(k), len(row) - 1) for k, row in zip(keys, batch)]  # type: ignore[arg-type]
+        head = max(cached)
+        tail = max(len(row) - n for row, n in zip(batch, cached))
+        rows = len(batch)
+        input_ids = torch.full((rows, head + tail), pad_id, dtype=torch.long)
+        attention = torch.zeros((rows, head + tail), dtype=torch.long)
+        layers: list[tuple[Any, Any]] = []
+        for r, (key, row, n) in enumerate(zip(keys, batch, cached)):
+            input_ids[r, head - n : head] = torch.tensor(row[:n], dtype=torch.long)
+            attention[r, head - n : head] = 1
+            rest = row[n:]
+            input_ids[r, head + tail - len(rest) :] = torch.tensor(rest, dtype=torch.long)
+            attention[r, head + tail - len(rest) :] = 1
+            for i, (k, v, *_) in enumerate(self.entries[key][0]):  # type: ignore[index]
+                if r == 0:
+                    shape = (rows, k.shape[1], head, k.shape[3])
+                    layers.append((k.new_zeros(shape), v.new_zeros((rows, v.shape[1], head, v.shape[3]))))
+                layers[i][0][r, :, head - n :] = k[0, :, :n]
+                layers[i][1][r, :, head - n :] = v[0, :, :n]
+        self.hits += 1
+        return input_ids, attention, {"past_key_values": DynamicCache(layers, config=self.model.config)}

@@ -20,6 +20,7 @@ this module is the pure part: candidates, choices, the parse, calibration.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -204,12 +205,14 @@ def analyse_hunks(
                 bodies[(i, anchor)] = result.bodies[index]
         free_answers = [r.free for r in results] if free else None
     else:  # score each prompt, then every body and free answer in one batched generate call
-        for i, probs in enumerate(backend.score_answers(inputs, [t for _, t in sets]) if inputs else []):
-            choose(i, probs)
-        jobs = [(i, a) for i in range(len(inputs)) for a in chosen.get(i, {})]
-        prompts = [with_answer_prefix(inputs[i], scores[i].prefix_of[a]) for i, a in jobs]
-        prompts += list(inputs) if free else []
-        generated = list(backend.generate(prompts, max_new_tokens=max_new_tokens)) if prompts else []
+        reusing = getattr(backend, "reusing_prompts", None)  # the scoring pass's states serve the generation
+        with reusing() if callable(reusing) else nullcontext():
+            for i, probs in enumerate(backend.score_answers(inputs, [t for _, t in sets]) if inputs else []):
+                choose(i, probs)
+            jobs = [(i, a) for i in range(len(inputs)) for a in chosen.get(i, {})]
+            prompts = [with_answer_prefix(inputs[i], scores[i].prefix_of[a]) for i, a in jobs]
+            prompts += list(inputs) if free else []
+            generated = list(backend.generate(prompts, max_new_tokens=max_new_tokens)) if prompts else []
         bodies = dict(zip(jobs, generated))
         free_answers = generated[len(jobs) :] if free else None
     ordered = [scores[i] for i in range(len(inputs))]

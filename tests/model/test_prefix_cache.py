@@ -232,3 +232,69 @@ def test_the_backend_scores_and_answers_anchors_from_the_cached_prefix(model_dir
         for name in variants:
             assert [a.text for a in got.variants[name]] == [a.text for a in want.variants[name]]
         assert [g.text for g in got.free] == [g.text for g in want.free]
+
+
+@pytest.mark.parametrize("style", ["untuned", "tuned"])
+def test_bodies_continue_from_the_scored_prompts_states(model_dir, prompts, style):
+    """analyse_hunks keeps each scored prompt's states for the bodies' generate() call
+    (PromptStates): the same bodies and free answers as a second prefill gives, with only the answer
+    starts run through the model, and nothing kept afterwards."""
+    from bot.anchoring import analyse_hunks
+    from bot.diff import parse_hunk
+    from tests.model.conftest import HUNKS
+
+    hunks = [parse_hunk(text) for _, text in HUNKS]
+    variants = {"all": 0.0, "own": None}
+    results, fed = [], []
+    for reuse in (True, False):
+        backend, inputs = _styled(model_dir, prompts, style)
+        if not reuse:
+            backend.prompt_states = None
+        real = backend.model.generate
+        widths: list[int] = []
+
+        def spy(widths=widths, real=real, **kwargs):
+            cache = kwargs.get("past_key_values")
+            widths.append(kwargs["input_ids"].shape[1] - (cache.get_seq_length() if cache is not None else 0))
+            return real(**kwargs)
+
+        backend.model.generate = spy
+        results.append(
+            analyse_hunks(backend, inputs, hunks, variants, max_new_tokens=MAX_NEW, max_per_hunk=2, free=True)
+        )
+        fed.append(widths)
+        if reuse:
+            states = backend.prompt_states
+            assert states.hits == len(widths) > 0 and not states.entries and states.bytes == 0  # freed on the way out
+    (got, want), (reused, prefilled) = results, fed
+    for name in variants:
+        assert [a.text for a in got.variants[name]] == [a.text for a in want.variants[name]]
+        assert [a.confidences for a in got.variants[name]] == [a.confidences for a in want.variants[name]]
+    assert [g.text for g in got.free] == [g.text for g in want.free]
+    assert any(a.comments for a in got.variants["all"])  # bodies were written
+    assert max(reused) < min(prefilled)  # tokens fed to generate(): the answer starts, not the prompts
+
+
+def test_prompt_states_are_kept_only_inside_the_context_and_within_the_budget(tiny_llama, prompts):
+    from adapters.decoding import score_with_states
+
+    backend = _backend(tiny_llama, 2)
+    states = backend.prompt_states
+    ids = [backend._encode_prompt(p) for p in prompts[:3]]
+    cands = [[5], [6, 7]]
+    _, cache = score_with_states(backend.model, ids[0], cands)
+    states.keep(ids[0], cache)
+    assert not states.entries  # outside keeping(): nothing
+    with states.keeping():
+        size = sum(k.numel() * k.element_size() * 2 for k, *_ in cache)
+        states.max_bytes = int(size * 2.5)  # room for two
+        for row in ids:
+            states.keep(row, score_with_states(backend.model, row, cands)[1])
+        assert list(states.entries) == [tuple(ids[1]), tuple(ids[2])]  # the oldest went first
+        assert states.layout([ids[0] + [9]], backend.pad_id) is None  # a row without kept states: no layout
+        input_ids, attention, kwargs = states.layout([ids[1] + [9, 10], ids[2]], backend.pad_id)
+        head = kwargs["past_key_values"].get_seq_length()
+        assert head == max(len(ids[1]), len(ids[2]) - 1)  # a prompt alone keeps its last token to start from
+        assert input_ids[0, -2:].tolist() == [9, 10] and input_ids[1, -1].item() == ids[2][-1]
+        assert int(attention[0].sum()) == len(ids[1]) + 2 and int(attention[1].sum()) == len(ids[2])
+    assert not states.entries
