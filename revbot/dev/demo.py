@@ -67,7 +67,7 @@ class DemoConfig:
     target_modules: tuple[str, ...] | None = None  # None: every attention and MLP projection
     quantize: str | None = None  # "4bit", "none"; None: revbot's default, 4-bit on a GPU, full precision on a CPU
     precision: str = "auto"
-    eval_max_new_tokens: int = 48
+    eval_max_new_tokens: int = 32  # every system alike; the team's longest comment is 20 tokens with its end mark
     review_max_new_tokens: int = 48
     seed: int = 0
     # the tiny random model of QUICK
@@ -247,9 +247,13 @@ class Service:
         self.workdir, self.port = workdir, free_port()
         self.log_path = workdir / "serve.log"
         self.url = f"http://127.0.0.1:{self.port}"
+        from adapters.embedded import cache_root
+
         env = dict(os.environ)
         env.update(
             {
+                # the base model step 3 converted: the service's own home would otherwise convert it again
+                "REVBOT_CACHE_DIR": str(cache_root()),
                 "REVBOT_WEBHOOK_SECRET": secret,
                 "REVBOT_GITHUB_TOKEN": token,
                 "REVBOT_GITHUB_API_URL": api_url,
