@@ -32,6 +32,7 @@ The cache is keyed by token ids alone: code that changes the model's weights und
 from __future__ import annotations
 
 import logging
+import threading
 from collections import OrderedDict
 from collections.abc import Sequence
 from typing import Any
@@ -202,8 +203,9 @@ class PromptStates:
         self.max_bytes = max_bytes
         self.entries: OrderedDict[tuple[int, ...], Any] = OrderedDict()
         self.bytes = 0
-        self.active = 0
+        self.active = 0  # open keeping() contexts (a service answers several reviews at once)
         self.hits = 0
+        self._count = threading.Lock()
 
     def keeping(self) -> Any:
         """A context in which scored prompts' states are kept; leaving it drops them all."""
@@ -211,13 +213,15 @@ class PromptStates:
 
         @contextmanager
         def context() -> Any:
-            self.active += 1
+            with self._count:
+                self.active += 1
             try:
                 yield self
             finally:
-                self.active -= 1
-                if not self.active:
-                    self.clear()
+                with self._count:
+                    self.active -= 1
+                    if not self.active:
+                        self.clear()
 
         return context()
 

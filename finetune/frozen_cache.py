@@ -24,6 +24,8 @@ tests/bench/bench_cpu_training.py measures a step with the cache warm against th
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from finetune.attention import segment_starts
@@ -280,3 +282,17 @@ class FrozenPrefixCache:
                     self.bytes += size
         device = input_ids.device
         return torch.cat([p.to(device) for p in pieces], dim=1)
+
+
+@contextmanager
+def frozen_blocks_cached(model: Any, enabled: bool = True) -> Iterator[dict[str, int]]:
+    """The cache installed on ``model`` for the block (where it applies and ``enabled``); yields a
+    dict that holds ``FrozenPrefixCache.usage()`` once the block ends (empty when no cache ran)."""
+    usage: dict[str, int] = {}
+    cache = FrozenPrefixCache.install(model) if enabled else None
+    try:
+        yield usage
+    finally:
+        if cache is not None:
+            usage.update(cache.usage())
+            cache.remove()

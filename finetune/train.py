@@ -64,7 +64,7 @@ from finetune.attention import SEGMENT_ATTENTION
 from finetune.attention import register as register_segment_attention
 from finetune.config import CPU_DEFAULT_PRECISION, TrainConfig
 from finetune.data import Splits, answer_format_for, encode_examples, prompt_completion_dataset, split_as_configured
-from finetune.frozen_cache import FrozenPrefixCache
+from finetune.frozen_cache import frozen_blocks_cached
 from finetune.loss import AnswerHead, DecisionWeights
 from finetune.retrieval import build_index, exemplars_for
 
@@ -771,20 +771,15 @@ def train(
     run.timings["tokenize_s"] = time.perf_counter() - t0
     schedule = _schedule(trainer, config, world, has_val, args)
     # packed rows keep examples apart, so the frozen blocks' output per example can be kept (finetune.frozen_cache)
-    frozen = FrozenPrefixCache.install(trainer.model) if prepared.packed and config.lora_layers else None
-    try:
+    with frozen_blocks_cached(trainer.model, prepared.packed and bool(config.lora_layers)) as frozen_use:
         output = _fit(trainer, reporter, interrupt, resume_from, schedule["total_steps"], run_dir, config)
         run.timings["train_s"] = output.metrics["train_runtime"]
         history, counts = _history(trainer.state)
         t0 = time.perf_counter()
         final_val, test_loss, best_step = _final_losses(trainer, history, has_val, datasets)
         run.timings["final_eval_s"] = time.perf_counter() - t0
-    finally:
-        frozen_use = frozen.usage() if frozen is not None else None
-        if frozen is not None:
-            frozen.remove()
     metrics = _metrics(trainer, history, counts, schedule, run.timings["train_s"], prepared)
-    metrics["frozen_block_cache"] = frozen_use
+    metrics["frozen_block_cache"] = frozen_use or None
     metrics.update(val_loss=final_val, test_loss=test_loss, best_step=best_step)
     hyper = _hyperparameters(config, prepared, schedule, world, mixed)
     t0 = time.perf_counter()
