@@ -76,8 +76,9 @@ def _stochastic(config: Any) -> bool:
 class FrozenPrefixCache:
     """Stored outputs of a model's frozen lower blocks, per example (see the module docstring)."""
 
-    def __init__(self, model: Any, max_bytes: int = MAX_BYTES):
+    def __init__(self, model: Any, max_bytes: int = MAX_BYTES, keep_training: bool = True):
         self.model = model
+        self.keep_training = keep_training  # False: a run that sees each training example once keeps validation's only
         self.decoder, self.layers = _decoder_and_layers(model)
         self.split = first_trained_layer(model)
         self.max_bytes = max_bytes
@@ -92,12 +93,12 @@ class FrozenPrefixCache:
 
     # -- installing -------------------------------------------------------------------------------
     @classmethod
-    def install(cls, model: Any, max_bytes: int = MAX_BYTES) -> FrozenPrefixCache | None:
+    def install(cls, model: Any, max_bytes: int = MAX_BYTES, keep_training: bool = True) -> FrozenPrefixCache | None:
         """The cache, installed on ``model``, or None (and the model untouched) where it does not apply
         or changes the logits: no frozen block below the adapted ones, dropout below them, or a
         failed check."""
         try:
-            cache = cls(model, max_bytes)
+            cache = cls(model, max_bytes, keep_training)
         except ValueError as exc:
             log.info("frozen-block cache off: %s", exc)
             return None
@@ -277,7 +278,7 @@ class FrozenPrefixCache:
                 offset += n
                 pieces[i] = piece
                 size = piece.numel() * piece.element_size()
-                if self.bytes + size <= self.max_bytes:
+                if self.bytes + size <= self.max_bytes and (self.keep_training or not self.model.training):
                     self.states[keys[i]] = piece.cpu()
                     self.bytes += size
         device = input_ids.device
@@ -285,11 +286,13 @@ class FrozenPrefixCache:
 
 
 @contextmanager
-def frozen_blocks_cached(model: Any, enabled: bool = True) -> Iterator[dict[str, int]]:
+def frozen_blocks_cached(model: Any, enabled: bool = True, keep_training: bool = True) -> Iterator[dict[str, int]]:
     """The cache installed on ``model`` for the block (where it applies and ``enabled``); yields a
-    dict that holds ``FrozenPrefixCache.usage()`` once the block ends (empty when no cache ran)."""
+    dict that holds ``FrozenPrefixCache.usage()`` once the block ends (empty when no cache ran).
+    ``keep_training=False`` (a run of one epoch or less) keeps only what validation computes: the
+    training examples would not come back, and on crc-py their states were 0.8 GB."""
     usage: dict[str, int] = {}
-    cache = FrozenPrefixCache.install(model) if enabled else None
+    cache = FrozenPrefixCache.install(model, keep_training=keep_training) if enabled else None
     try:
         yield usage
     finally:

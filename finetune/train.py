@@ -771,7 +771,8 @@ def train(
     run.timings["tokenize_s"] = time.perf_counter() - t0
     schedule = _schedule(trainer, config, world, has_val, args)
     # packed rows keep examples apart, so the frozen blocks' output per example can be kept (finetune.frozen_cache)
-    with frozen_blocks_cached(trainer.model, prepared.packed and bool(config.lora_layers)) as frozen_use:
+    again = schedule["total_steps"] > schedule["steps_per_epoch"]  # training examples come back: keep theirs too
+    with frozen_blocks_cached(trainer.model, prepared.packed and bool(config.lora_layers), again) as frozen_use:
         output = _fit(trainer, reporter, interrupt, resume_from, schedule["total_steps"], run_dir, config)
         run.timings["train_s"] = output.metrics["train_runtime"]
         history, counts = _history(trainer.state)

@@ -152,3 +152,21 @@ def test_training_with_the_cache_ends_where_training_without_it_does(tmp_path, t
     losses = [[h["loss"] for h in v.meta["history"]["train"]] for v in (cached, plain)]
     assert losses[0] == pytest.approx(losses[1], rel=1e-4)
     assert cached.metrics["val_loss"] == pytest.approx(plain.metrics["val_loss"], rel=1e-4)
+
+
+def test_a_single_epoch_keeps_only_what_validation_computes(tiny_llama):
+    model = _lora_model(tiny_llama, last=1)
+    cache = FrozenPrefixCache.install(model, keep_training=False)
+    assert cache is not None
+    try:
+        ids, positions = _row([list(range(5, 18)), list(range(40, 49))])
+        model.train()
+        _loss_and_grads(model, ids, positions)
+        assert cache.usage()["kept"] == 0  # a training example of a one-epoch run does not come back
+        model.eval()
+        with torch.no_grad():
+            model(input_ids=ids, position_ids=positions, use_cache=False)
+            model(input_ids=ids, position_ids=positions, use_cache=False)
+        assert cache.usage()["kept"] == 2 and cache.usage()["reused"] == 2  # validation passes repeat
+    finally:
+        cache.remove()
