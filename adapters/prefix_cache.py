@@ -34,7 +34,8 @@ from __future__ import annotations
 import logging
 import threading
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 log = logging.getLogger(__name__)
@@ -65,6 +66,19 @@ def supports_prefix_cache(model: Any) -> bool:
     except (AttributeError, TypeError, ValueError):
         return False
     return not (any(probe.is_sliding) or any(probe.is_linear) or any(probe.is_dummy))
+
+
+def longest_key(
+    keys: Iterable[tuple[int, ...]], rows: Sequence[Sequence[int]], *, outlast: bool
+) -> tuple[int, ...] | None:
+    """The longest of ``keys`` that every row starts with (and, with ``outlast``, is longer than)."""
+    best = None
+    for key in keys:
+        n = len(key)
+        fits = all((len(r) > n if outlast else len(r) >= n) and tuple(r[:n]) == key for r in rows)
+        if fits and (best is None or n > len(best)):
+            best = key
+    return best
 
 
 class PrefixCache:
@@ -98,12 +112,7 @@ class PrefixCache:
 
     def _match(self, batch: Sequence[Sequence[int]]) -> tuple[int, ...] | None:
         """The longest remembered prefix that every row of ``batch`` starts with and outlasts."""
-        best = None
-        for key in self.entries:
-            n = len(key)
-            if all(len(r) > n and tuple(r[:n]) == key for r in batch) and (best is None or n > len(best)):
-                best = key
-        return best
+        return longest_key(self.entries, batch, outlast=True)
 
     def _states(self, key: tuple[int, ...]) -> Any:
         cached = self.entries[key]
@@ -207,23 +216,18 @@ class PromptStates:
         self.hits = 0
         self._count = threading.Lock()
 
-    def keeping(self) -> Any:
+    @contextmanager
+    def keeping(self) -> Iterator[PromptStates]:
         """A context in which scored prompts' states are kept; leaving it drops them all."""
-        from contextlib import contextmanager
-
-        @contextmanager
-        def context() -> Any:
+        with self._count:
+            self.active += 1
+        try:
+            yield self
+        finally:
             with self._count:
-                self.active += 1
-            try:
-                yield self
-            finally:
-                with self._count:
-                    self.active -= 1
-                    if not self.active:
-                        self.clear()
-
-        return context()
+                self.active -= 1
+                if not self.active:
+                    self.clear()
 
     def clear(self) -> None:
         self.entries.clear()
@@ -243,19 +247,11 @@ class PromptStates:
         self.entries[key] = (cache, size)
         self.bytes += size
 
-    def _match(self, row: Sequence[int]) -> tuple[int, ...] | None:
-        best = None
-        for key in self.entries:
-            n = len(key)
-            if len(row) >= n and tuple(row[:n]) == key and (best is None or n > len(best)):
-                best = key
-        return best
-
     def layout(self, batch: Sequence[Sequence[int]], pad_id: int) -> tuple[Any, Any, dict[str, Any]] | None:
         """``(input_ids, attention_mask, generate kwargs)`` with every row's kept prompt as the cache,
         or None unless every row starts with a kept prompt. A row that is its prompt alone keeps its
         last token out of the cache (``generate()`` needs a token to start from)."""
-        keys = [self._match(row) for row in batch]
+        keys = [longest_key(self.entries, [row], outlast=False) for row in batch]
         if not batch or any(k is None for k in keys):
             return None
         import torch

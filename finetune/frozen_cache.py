@@ -131,9 +131,7 @@ class FrozenPrefixCache:
         for handle in self._handles:
             handle.remove()
         self._handles = []
-        for layer in self.layers[: self.split]:
-            if "forward" in vars(layer):
-                del layer.forward
+        self._restore_blocks()
         self.states.clear()
         self.bytes = 0
         self._pending = None
@@ -184,10 +182,14 @@ class FrozenPrefixCache:
         scale = plain.abs().mean().clamp_min(1e-6)
         return max(((first - plain).abs().mean() / scale).item(), ((again - plain).abs().mean() / scale).item())
 
-    def _detach_temporarily(self) -> None:
+    def _restore_blocks(self) -> None:
+        """The frozen blocks' own forward back (the instance attribute that bypassed them gone)."""
         for layer in self.layers[: self.split]:
             if "forward" in vars(layer):
                 del layer.forward
+
+    def _detach_temporarily(self) -> None:
+        self._restore_blocks()
         self._computing = True
 
     def _reattach(self) -> None:
