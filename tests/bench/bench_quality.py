@@ -94,6 +94,9 @@ def parse_args() -> argparse.Namespace:
         default=d.decision_weight,
         help=f"default: revbot train's ({d.decision_weight:g})",
     )
+    p.add_argument(
+        "--lora-dropout", type=float, default=d.lora_dropout, help=f"default: revbot train's ({d.lora_dropout:g})"
+    )
     p.add_argument("--exemplars", type=int, default=d.exemplars, help=f"default: revbot train's ({d.exemplars})")
     p.add_argument("--max-length", type=int, default=d.max_length, help="default: revbot train's (1024 on CPU)")
     p.add_argument("--batch-size", type=int, default=d.batch_size)
@@ -116,6 +119,7 @@ def train_one(args: argparse.Namespace, splits, models: Path, exemplars: int):
         epochs=args.epochs,
         max_steps=args.steps or None,
         lr=args.lr,
+        lora_dropout=args.lora_dropout,
         decision_weight=args.decision_weight,
         exemplars=exemplars,
         max_length=args.max_length,
