@@ -58,7 +58,7 @@ def test_version_holds_adapter_tokenizer_metadata_and_curve(trained, tiny_llama)
     assert meta["data"]["fingerprint"] == fingerprint(synthetic_examples())
     assert {k: v["examples"] for k, v in meta["data"]["counts"].items()} == {k: len(v) for k, v in saved.items()}
     hyper = meta["hyperparameters"]
-    assert (hyper["lora_r"], hyper["lora_alpha"], hyper["lora_dropout"]) == (16, 32, 0.1)
+    assert (hyper["lora_r"], hyper["lora_alpha"], hyper["lora_dropout"]) == (16, 32, 0.0)
     assert hyper["target_modules"] == ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
     assert (
         hyper["quantization"] == "none" and hyper["quantize"] == "none"
