@@ -19,8 +19,9 @@ def _options(command: click.Command) -> dict[str, click.Option]:
 
 
 def _parse(command: click.Command, *args: str) -> dict:
-    with click.Context(command) as ctx:
-        command.parse_args(ctx, list(args))
+    # make_context applies the command's context settings: a bare click.Context would make the command
+    # cache a help option without ``-h`` for every later caller (the generated docs then differ)
+    with command.make_context(command.name, list(args)) as ctx:
         return dict(ctx.params)
 
 
